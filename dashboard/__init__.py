@@ -1,0 +1,1 @@
+"""Read-only web dashboard over a node's ledger store."""

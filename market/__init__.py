@@ -1,0 +1,1 @@
+"""The energy application the ledger runs: order book, clearing, settlement, balances, reports."""

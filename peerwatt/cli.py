@@ -1,0 +1,69 @@
+"""The `peerwatt` command: one click group whose subcommands are imported lazily.
+
+Lazy import keeps `peerwatt agent` light (it must not pull in pandas, Flask or the ledger store)
+and keeps each area's commands in its own module under ``peerwatt/commands``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from peerwatt.errors import UserError
+
+# command name -> "module:attribute" of a click command or group
+COMMANDS: dict[str, str] = {
+    "keys": "peerwatt.commands.keys:keys",
+    "msg": "peerwatt.commands.msg:msg",
+    "clear": "peerwatt.commands.clear:clear",
+    "meter": "peerwatt.commands.meter:meter",
+    "sim-meter": "peerwatt.commands.sim_meter:sim_meter",
+    "demo": "peerwatt.commands.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # A command whose module is not part of this install is not listed.
+        return sorted(n for n, t in COMMANDS.items() if importlib.util.find_spec(t.split(":")[0]))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="peerwatt")
+def cli() -> None:
+    """peerwatt: a peer-to-peer solar energy marketplace for smart meters."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning a UserError into one line on stderr and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="peerwatt", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Canonical JSON: the fast path is byte-identical to RFC 8785 (rfc8785 package) on our domain."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chain.canonical import (
+    MAX_SAFE_INTEGER,
+    CanonicalError,
+    canonical_bytes,
+    loads_strict,
+)
+from chain.messages import BODY_SCHEMAS, ENVELOPE_FIELDS
+
+ascii_keys = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12)
+strings = st.text(
+    st.characters(blacklist_categories=("Cs",)), max_size=24
+)  # any Unicode except lone surrogates
+ints = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
+json_values = st.recursive(
+    st.none() | st.booleans() | ints | strings,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(ascii_keys, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400)
+@given(json_values)
+def test_fast_path_equals_rfc8785(value):
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=200)
+@given(json_values)
+def test_parse_of_canonical_roundtrips(value):
+    assert loads_strict(canonical_bytes(value)) == value
+
+
+# Envelope-shaped values built from the real schema field names, for every message type.
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(BODY_SCHEMAS)),
+    st.dictionaries(st.sampled_from(sorted(ENVELOPE_FIELDS)), ints | strings, min_size=1),
+    st.dictionaries(ascii_keys, ints | strings | st.lists(ints | strings, max_size=3)),
+)
+def test_envelope_shapes_equal_rfc8785(msg_type, top, body):
+    value = dict(top, type=msg_type, body=body)
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"a":1,"a":2}', "duplicate_key"),
+        ('{"a":NaN}', "non_finite_number"),
+        ('{"a":Infinity}', "non_finite_number"),
+        ('{"a":-Infinity}', "non_finite_number"),
+        ('{"a":1.0}', "float_not_allowed"),
+        ('{"a":1e3}', "float_not_allowed"),
+        ('{"a":9007199254740992}', "integer_out_of_range"),
+        ('{"a":' + "9" * 5000 + "}", "integer_out_of_range"),
+        ('{"\u00e9":1}', "bad_key"),
+        ('{"a":"\\ud800"}', "bad_string"),
+        ("{", "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        ("[" * 100 + "]" * 100, "bad_json"),
+    ],
+)
+def test_strict_parse_rejections(text, reason):
+    with pytest.raises(CanonicalError) as err:
+        loads_strict(text)
+    assert err.value.reason == reason
+
+
+def test_max_safe_integer_accepted():
+    assert loads_strict(json.dumps({"a": MAX_SAFE_INTEGER, "b": -MAX_SAFE_INTEGER})) == {
+        "a": MAX_SAFE_INTEGER,
+        "b": -MAX_SAFE_INTEGER,
+    }
+
+
+def test_floats_refused_on_output_too():
+    with pytest.raises(CanonicalError):
+        canonical_bytes({"a": 0.5})

@@ -1,0 +1,34 @@
+"""Suite-wide test rules: in CI (CI=true) a test may not skip for a missing tool — it fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+pytest_plugins = ["tests.support.mosquitto"]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, path: str | None = None) -> str:
+    """Return the path of an external tool; skip locally, fail in CI, when it is missing."""
+    found = path if (path and os.path.exists(path)) else shutil.which(name)
+    if found is None:
+        if IN_CI:
+            pytest.fail(
+                f"{name} is not installed (CI must install it: see scripts/ensure-system-deps.sh)"
+            )
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true, turn every skip into a failure so a missing tool cannot hide a test."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (not allowed): {report.longrepr}"
