@@ -124,6 +124,4 @@ def canonical_bytes(value: Any) -> bytes:
 
 def dumps_checked(value: Any) -> bytes:
     """JCS bytes of a value already known to be in the strict domain (no re-check)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

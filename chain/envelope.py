@@ -135,9 +135,7 @@ def parse_envelope(
     return env
 
 
-def envelope_from_dict(
-    obj: Any, *, community: str | None, interval_s: int | None = 900
-) -> Envelope:
+def envelope_from_dict(obj: Any, *, community: str | None, interval_s: int | None = 900) -> Envelope:
     """Check an already-decoded envelope object (e.g. a transaction inside a block)."""
     try:
         check_value(obj)
@@ -178,9 +176,7 @@ def _check_structure(obj: Any, *, community: str | None, interval_s: int | None)
     if interval_s is not None:
         for name in messages.INTERVAL_FIELDS.get(obj["type"], ()):
             if obj["body"][name] % interval_s:
-                raise Rejected(
-                    "interval_not_aligned", f"body.{name} is not a multiple of {interval_s} s"
-                )
+                raise Rejected("interval_not_aligned", f"body.{name} is not a multiple of {interval_s} s")
     return Envelope(**obj)
 
 

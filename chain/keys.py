@@ -28,9 +28,7 @@ def generate_private_key() -> PrivateKey:
 
 def public_key_sec1(public_key: PublicKey) -> bytes:
     """The 33-byte compressed SEC1 encoding of a public key."""
-    return public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
-    )
+    return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
 
 
 def key_id(public_key: PublicKey) -> str:
@@ -66,19 +64,13 @@ def load_public_key(data: bytes | str) -> PublicKey:
     return key
 
 
-def save_private_key(
-    key: PrivateKey, path: str | os.PathLike, passphrase: bytes | None = None
-) -> Path:
+def save_private_key(key: PrivateKey, path: str | os.PathLike, passphrase: bytes | None = None) -> Path:
     """Write a private key as PKCS#8 PEM with mode 0600; never overwrites an existing file."""
     path = Path(path)
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -109,9 +101,7 @@ def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -
         check_key_file_mode(path)
         pem = path.read_bytes()
     except FileNotFoundError:
-        raise KeyFileError(
-            f"key file {path} not found (create one with `peerwatt keys new`)"
-        ) from None
+        raise KeyFileError(f"key file {path} not found (create one with `peerwatt keys new`)") from None
     except PermissionError:
         raise KeyFileError(f"key file {path} is not readable by this user") from None
     try:

@@ -34,9 +34,7 @@ class Int:
         if type(value) is not int:
             raise SchemaError("bad_type", f"{path} must be an integer")
         if not self.minimum <= value <= self.maximum:
-            raise SchemaError(
-                "out_of_range", f"{path}={value} is outside [{self.minimum}, {self.maximum}]"
-            )
+            raise SchemaError("out_of_range", f"{path}={value} is outside [{self.minimum}, {self.maximum}]")
 
 
 @dataclass(frozen=True)
@@ -56,9 +54,7 @@ class Str:
                 raise SchemaError("bad_value", f"{path} must be one of {', '.join(self.choices)}")
             return
         if not self.min_len <= len(value) <= self.max_len:
-            raise SchemaError(
-                "bad_value", f"{path} length must be within [{self.min_len}, {self.max_len}]"
-            )
+            raise SchemaError("bad_value", f"{path} length must be within [{self.min_len}, {self.max_len}]")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             raise SchemaError("bad_value", f"{path} has an invalid format")
 

@@ -69,9 +69,7 @@ def decode_rs(signature: str) -> tuple[int, int]:
     try:
         raw = b64url_decode(signature)
     except ValueError:
-        raise SignatureError(
-            "bad_signature_encoding", "signature is not unpadded base64url"
-        ) from None
+        raise SignatureError("bad_signature_encoding", "signature is not unpadded base64url") from None
     if len(raw) != 64:
         raise SignatureError("bad_signature_length", f"signature is {len(raw)} bytes, expected 64")
     r = int.from_bytes(raw[:32], "big")

@@ -21,6 +21,10 @@ COMMANDS: dict[str, str] = {
     "clear": "peerwatt.commands.clear:clear",
     "meter": "peerwatt.commands.meter:meter",
     "sim-meter": "peerwatt.commands.sim_meter:sim_meter",
+    "genesis": "peerwatt.commands.genesis:genesis",
+    "node": "peerwatt.commands.node:node",
+    "gov": "peerwatt.commands.gov:gov",
+    "verify": "peerwatt.commands.verify:verify",
     "demo": "peerwatt.commands.demo:demo",
 }
 

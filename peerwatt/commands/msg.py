@@ -75,16 +75,12 @@ def genesis_interval_s(path: Path) -> tuple[str | None, int]:
 
 
 @msg.command("verify")
-@click.option(
-    "--pubkey", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.option("--pubkey", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--community", help="Expected community id (default: the genesis's, else any).")
 @click.option("--genesis", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--now", type=int, help="Check expiry against this Unix time (default: now).")
 @click.argument("file", default="-", type=click.File("rb"))
-def verify_cmd(
-    pubkey: Path, community: str | None, genesis: Path | None, now: int | None, file
-) -> None:
+def verify_cmd(pubkey: Path, community: str | None, genesis: Path | None, now: int | None, file) -> None:
     """Verify one envelope from FILE (or stdin): `ok <type> <signer> <seq>` or `rejected: ...`."""
     interval_s = DEFAULT_INTERVAL_S
     if genesis is not None:

@@ -110,9 +110,7 @@ CASES = {
     "bad_json": lambda: b'{"v":1,',
     "duplicate_key": lambda: make().to_bytes().replace(b'{"body"', b'{"seq":1,"body"', 1),
     "non_finite_number": lambda: make().to_bytes().replace(b'"energy_wh":500', b'"energy_wh":NaN'),
-    "float_not_allowed": lambda: (
-        make().to_bytes().replace(b'"energy_wh":500', b'"energy_wh":500.0')
-    ),
+    "float_not_allowed": lambda: make().to_bytes().replace(b'"energy_wh":500', b'"energy_wh":500.0'),
     "bool_not_int": lambda: mutate(body=body_with(energy_wh=True)),
     "missing_field": lambda: mutate(expires=DELETE),
     "unknown_field": lambda: mutate(extra=1),
@@ -124,9 +122,7 @@ CASES = {
     "ttl_too_long": lambda: mutate(created=NOW, expires=NOW + 8 * 24 * 3600),
     "from_future": lambda: mutate(created=NOW + 3600, expires=NOW + 7200),
     "interval_not_aligned": lambda: mutate(body=body_with(interval=ORDER["interval"] + 60)),
-    "integer_out_of_range": lambda: (
-        make().to_bytes().replace(b'"seq":7', b'"seq":9007199254740993')
-    ),
+    "integer_out_of_range": lambda: make().to_bytes().replace(b'"seq":7', b'"seq":9007199254740993'),
     "out_of_range": lambda: mutate(body=body_with(energy_wh=-1)),
     "bad_value": lambda: mutate(body=body_with(side="steal")),
     "bad_type": lambda: mutate(body=body_with(limit_price="120000")),

@@ -126,9 +126,7 @@ def test_high_s_twin_is_rejected_but_would_verify_mathematically():
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
     twin = r.to_bytes(32, "big") + (CURVE_ORDER - s).to_bytes(32, "big")
     # the ecdsa package accepts the twin: only our low-S rule refuses it
-    assert _ecdsa_vk(key.public_key()).verify(
-        twin, data, hashfunc=hashlib.sha256, sigdecode=sigdecode_string
-    )
+    assert _ecdsa_vk(key.public_key()).verify(twin, data, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
     with pytest.raises(SignatureError) as err:
         verify(key.public_key(), data, b64url_encode(twin))
     assert err.value.reason == "high_s"

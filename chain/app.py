@@ -1,0 +1,67 @@
+"""The interface between the ledger engine and the application it runs (shaped after ABCI).
+
+CometBFT's ABCI splits an application into CheckTx (is this transaction acceptable now?),
+FinalizeBlock (execute a block's ordered transactions at the block's time, giving results and an
+app hash) and Commit. Here:
+
+- ``check_tx``   ~ CheckTx: the sequencer's intake asks before a transaction enters the mempool.
+- ``deliver_tx`` + ``end_block`` ~ FinalizeBlock: run inside the engine's pure block execution;
+  the engine computes the app hash (state root) over the resulting state.
+- the engine's store commit ~ Commit.
+
+The app's state is a JSON object (``ctx.state``) that the engine copies before each block, so an
+app is a pure function of (previous state, block time, ordered transactions). Apps must be
+deterministic: no clocks, randomness, floats or I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chain.envelope import Envelope
+
+
+@dataclass
+class AppContext:
+    """What an app may see and change while a block executes.
+
+    ``state``: the app's own namespace (mutable). ``params``: community parameters (read-only by
+    convention; changed only through governance). ``meters``: enrolled meters by key id
+    (key, serial, owner, capacity_w, active). ``height``/``time``: the block's.
+    """
+
+    state: dict[str, Any]
+    params: dict[str, Any]
+    meters: dict[str, dict[str, Any]]
+    height: int
+    time: int
+
+
+class Application(Protocol):
+    """What the engine needs of an application."""
+
+    name: str
+    # Message types this app handles; their signers must be enrolled meters.
+    tx_types: frozenset[str]
+
+    def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The app's state at genesis, from the community parameters."""
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise ValueError with a one-line reason if the parameters are unusable."""
+
+    def check_tx(self, ctx: AppContext, env: Envelope) -> None:
+        """Raise Rejected if ``env`` would be refused in a block at ``ctx.time`` (intake check)."""
+
+    def deliver_tx(self, ctx: AppContext, env: Envelope, position: int) -> list[dict[str, Any]]:
+        """Apply one transaction (raise Rejected to refuse it); return results to record.
+
+        ``position`` is the transaction's ledger position (for tie-breaks: earlier is smaller).
+        """
+
+    def end_block(self, ctx: AppContext) -> list[dict[str, Any]]:
+        """Work due at the block's time (clearing at gate closure, settlement); return results."""
+
+    def next_block_due(self, ctx: AppContext) -> int | None:
+        """The next time (Unix s) after ``ctx.time`` at which the app needs a block, or None."""

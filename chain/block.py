@@ -1,0 +1,91 @@
+"""Blocks: header, transactions and results; their roots and the header hash that validators seal.
+
+header = {height, prev, time, tx_root, result_root, state_root, sequencer} (hashes as hex).
+tx_root     = Merkle root over leaf_hash(tx hash) of each transaction (its envelope's SHA-256),
+              so a transaction's payload can be erased while the root still verifies.
+result_root = Merkle root over leaf_hash(JCS(result)) of each result.
+header hash = SHA-256(JCS(header)).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain.canonical import dumps_checked
+from chain.envelope import Envelope, Rejected, envelope_from_dict
+from chain.merkle import MerkleTree, leaf_hash, merkle_root
+
+ZERO_HASH = "00" * 32
+HEADER_FIELDS = ("height", "prev", "time", "tx_root", "result_root", "state_root", "sequencer")
+
+
+def header_hash(header: dict[str, Any]) -> bytes:
+    """SHA-256 of the canonical header."""
+    return hashlib.sha256(dumps_checked(header)).digest()
+
+
+def tx_leaves(tx_hashes: list[bytes]) -> list[bytes]:
+    """Merkle leaf hashes of a block's transactions."""
+    return [leaf_hash(h) for h in tx_hashes]
+
+
+def tx_root(tx_hashes: list[bytes]) -> bytes:
+    """tx_root over transaction hashes."""
+    return merkle_root(tx_leaves(tx_hashes))
+
+
+def result_leaves(results: list[dict[str, Any]]) -> list[bytes]:
+    """Merkle leaf hashes of a block's results."""
+    return [leaf_hash(dumps_checked(r)) for r in results]
+
+
+def result_root(results: list[dict[str, Any]]) -> bytes:
+    """result_root over results."""
+    return merkle_root(result_leaves(results))
+
+
+def result_proof(results: list[dict[str, Any]], index: int) -> list[bytes]:
+    """Inclusion proof of result ``index`` against the block's result_root."""
+    return MerkleTree(result_leaves(results)).inclusion_proof(index)
+
+
+@dataclass
+class Block:
+    """A block: its header plus the transactions and results it commits to."""
+
+    header: dict[str, Any]
+    txs: list[Envelope]
+    results: list[dict[str, Any]]
+    _hash: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def height(self) -> int:
+        return self.header["height"]
+
+    @property
+    def time(self) -> int:
+        return self.header["time"]
+
+    @property
+    def hash(self) -> bytes:
+        if self._hash is None:
+            self._hash = header_hash(self.header)
+        return self._hash
+
+    def to_body(self) -> dict[str, Any]:
+        """The body of a ``block`` message: header fields, transactions and results."""
+        return dict(self.header, txs=[t.to_dict() for t in self.txs], results=self.results)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], *, community: str, interval_s: int | None) -> Block:
+        """Rebuild a block from a ``block`` message body (envelopes checked, not yet verified)."""
+        header = {name: body[name] for name in HEADER_FIELDS}
+        txs = []
+        for index, tx in enumerate(body["txs"]):
+            try:
+                txs.append(envelope_from_dict(tx, community=community, interval_s=interval_s))
+            except Rejected as exc:
+                raise Rejected(exc.reason, f"transaction {index} of block: {exc.detail}") from None
+        return cls(header, txs, list(body["results"]))

@@ -1,0 +1,340 @@
+"""The ledger engine: genesis, intake checks, proposing, validating, sealing and committing blocks.
+
+Networking is not here: these are library calls that the node runner puts on MQTT. The engine
+runs an application object (chain.app.Application) and knows nothing about energy.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain import governance
+from chain.app import Application
+from chain.block import ZERO_HASH, Block, header_hash, result_root, tx_root
+from chain.canonical import loads_strict
+from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
+from chain.execute import (
+    Execution,
+    InvalidBlock,
+    app_context,
+    check_rules,
+    execute_block,
+    public_key_from_hex,
+    signer_key,
+)
+from chain.genesis import Genesis, genesis_from_dict, initial_chain_state
+from chain.keys import PrivateKey, key_id
+from chain.state import State, state_root
+from chain.store import Store, StoreError
+
+SEAL_TTL_S = 7 * 24 * 3600
+MAX_FUTURE_BLOCK_S = 300
+
+
+class Equivocation(Exception):
+    """Two different headers sealed at one height: proof of sequencer misbehaviour."""
+
+    def __init__(self, evidence: dict[str, Any]) -> None:
+        super().__init__(f"two different headers sealed at height {evidence['height']}")
+        self.evidence = evidence
+
+
+def genesis_block(genesis: Genesis, state: State) -> Block:
+    """Height 0: commits to the genesis document (as its only 'transaction' hash) and the state."""
+    header = {
+        "height": 0,
+        "prev": ZERO_HASH,
+        "time": genesis.time,
+        "tx_root": tx_root([genesis.hash]).hex(),
+        "result_root": result_root([]).hex(),
+        "state_root": state_root(state).hex(),
+        "sequencer": genesis.doc["chain"]["sequencer"],
+    }
+    return Block(header, [], [])
+
+
+def genesis_state(genesis: Genesis, app: Application) -> State:
+    """The full state at height 0."""
+    try:
+        app.check_params(genesis.app_params)
+    except ValueError as exc:
+        raise StoreError(f"genesis [app] parameters refused by the {app.name} app: {exc}") from None
+    return {"chain": initial_chain_state(genesis), "app": app.init_state(genesis.app_params)}
+
+
+@dataclass
+class Ledger:
+    """A node's view of the chain: its store, the app and the state after the last final block."""
+
+    store: Store
+    app: Application
+    genesis: Genesis
+    head: dict[str, Any]
+    state: State
+    _executions: dict[bytes, Execution] = field(default_factory=dict)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, data_dir: str | Path, genesis: Genesis, app: Application) -> Ledger:
+        """Create a node's store from a genesis (refuses an existing store)."""
+        if genesis.app_name != app.name:
+            raise StoreError(f"genesis runs the {genesis.app_name!r} app, not {app.name!r}")
+        state = genesis_state(genesis, app)
+        block = genesis_block(genesis, state)
+        store = Store.create(data_dir)
+        store.write_genesis(genesis.to_bytes(), block, state)
+        return cls(store, app, genesis, block.header, state)
+
+    @classmethod
+    def open(cls, data_dir: str | Path, app: Application, *, readonly: bool = False) -> Ledger:
+        """Open a node's store, checking its state snapshot against the last header."""
+        store = Store.open(data_dir, readonly=readonly)
+        genesis = genesis_from_dict_bytes(store.genesis_doc())
+        if genesis.app_name != app.name:
+            raise StoreError(f"{data_dir} runs the {genesis.app_name!r} app, not {app.name!r}")
+        height = store.height()
+        head = store.header(height)
+        snapshot = store.snapshot()
+        if head is None or snapshot is None or snapshot[0] != height:
+            raise StoreError(f"{data_dir}: store is incomplete (run `peerwatt verify --data {data_dir}`)")
+        state = snapshot[1]
+        if state_root(state).hex() != head["state_root"]:
+            raise StoreError(f"{data_dir}: state snapshot does not match block {height} (run verify)")
+        return cls(store, app, genesis, head, state)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- facts about the chain ---------------------------------------------------------------
+
+    @property
+    def community(self) -> str:
+        return self.genesis.community
+
+    @property
+    def height(self) -> int:
+        return self.head["height"]
+
+    @property
+    def head_hash(self) -> bytes:
+        return header_hash(self.head)
+
+    @property
+    def chain_state(self) -> dict[str, Any]:
+        return self.state["chain"]
+
+    def validators(self) -> dict[str, dict[str, Any]]:
+        """The validator set in force for the next block."""
+        return self.chain_state["validators"]
+
+    def quorum(self) -> int:
+        return self.chain_state["quorum"]
+
+    def sequencer(self) -> str:
+        return self.chain_state["sequencer"]
+
+    def next_block_due(self) -> int | None:
+        """The earliest time at which the app or governance needs a block (gate closure, ...)."""
+        times = [
+            self.app.next_block_due(app_context(self.state, self.height, self.head["time"])),
+            governance.next_deadline(self.chain_state),
+        ]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def intake(self, data: bytes, now: int) -> Envelope:
+        """Full check of a message offered as a transaction; raise Rejected with a reason.
+
+        Parse strictly, check the signer is known and the signature, the ledger's replay window,
+        the chain's rules and the app's check at time ``now``. The node's own pending-pool
+        dedupe (replay of a message not yet in a block) is the caller's.
+        """
+        env = parse_envelope(data, community=self.community, now=now, interval_s=self.genesis.interval_s)
+        sec1 = signer_key(self.chain_state, env.signer)
+        if sec1 is None:
+            raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
+        verify_envelope(env, public_key_from_hex(sec1))
+        ctx = app_context(self.state, self.height + 1, now)
+        check_rules(self.app, self.chain_state, ctx, env)
+        if env.type in self.app.tx_types:
+            self.app.check_tx(ctx, env)
+        elif env.type == "propose":
+            governance.check_proposal(self.chain_state, env, now, self.app.check_params)
+        return env
+
+    # -- proposing and validating ------------------------------------------------------------
+
+    def propose(self, txs: list[Envelope], time: int) -> Block:
+        """Build the next block from checked transactions (signatures verified at intake)."""
+        time = max(time, self.head["time"])
+        height = self.height + 1
+        execution = execute_block(
+            self.state, self.app, height=height, time=time, txs=txs, verify_signatures=False
+        )
+        header = {
+            "height": height,
+            "prev": self.head_hash.hex(),
+            "time": time,
+            "tx_root": tx_root([t.tx_hash for t in txs]).hex(),
+            "result_root": result_root(execution.results).hex(),
+            "state_root": state_root(execution.state).hex(),
+            "sequencer": self.sequencer(),
+        }
+        block = Block(header, list(txs), execution.results)
+        self._executions[block.hash] = execution
+        return block
+
+    def validate(self, block: Block, *, now: int | None = None) -> Execution:
+        """Re-execute a proposed block from the current state; raise InvalidBlock if it differs."""
+        cached = self._executions.get(block.hash)
+        if cached is not None:
+            return cached
+        header = block.header
+        if header["height"] != self.height + 1:
+            raise InvalidBlock("wrong_height", f"block {header['height']} does not follow {self.height}")
+        if header["prev"] != self.head_hash.hex():
+            raise InvalidBlock("wrong_prev", f"block {header['height']} does not link to our head")
+        if header["sequencer"] != self.sequencer():
+            raise InvalidBlock("wrong_sequencer", f"{header['sequencer']} is not the sequencer")
+        if header["time"] < self.head["time"]:
+            raise InvalidBlock("time_backwards", "block time is before the previous block's")
+        if now is not None and header["time"] > now + MAX_FUTURE_BLOCK_S:
+            raise InvalidBlock("from_future", "block time is ahead of our clock: check clocks")
+        if header["tx_root"] != tx_root([t.tx_hash for t in block.txs]).hex():
+            raise InvalidBlock("bad_tx_root", "tx_root does not match the transactions")
+        for env in block.txs:
+            if env.community != self.community:
+                raise InvalidBlock("wrong_community", f"transaction for {env.community}")
+        execution = execute_block(
+            self.state, self.app, height=header["height"], time=header["time"], txs=block.txs
+        )
+        if (
+            execution.results != block.results
+            or header["result_root"] != result_root(execution.results).hex()
+        ):
+            raise InvalidBlock("bad_results", "re-execution gives different results")
+        if header["state_root"] != state_root(execution.state).hex():
+            raise InvalidBlock("bad_state_root", "re-execution gives a different state root")
+        self._executions[block.hash] = execution
+        return execution
+
+    # -- sealing -----------------------------------------------------------------------------
+
+    def seal(self, block: Block, key: PrivateKey, *, now: int | None = None) -> Envelope:
+        """Validate and seal a block; at most one seal per height, persisted before it is returned."""
+        kid = key_id(key.public_key())
+        if kid not in self.validators():
+            raise InvalidBlock("not_a_validator", f"key {kid} is not a validator at this height")
+        previous = self.store.own_seal(block.height)
+        if previous is not None:
+            sealed_hash, envelope = previous
+            if sealed_hash == block.hash:
+                return parse_envelope(envelope, community=None, now=None, interval_s=None)
+            evidence = {
+                "height": block.height,
+                "sealed": sealed_hash.hex(),
+                "offered": block.hash.hex(),
+                "offered_header": block.header,
+            }
+            self.store.add_alarm(int(_time.time()), "equivocation", evidence)
+            raise Equivocation(evidence)
+        self.validate(block, now=now)
+        created = now if now is not None else int(_time.time())
+        env = sign_envelope(
+            key,
+            type="seal",
+            community=self.community,
+            seq=block.height,
+            body={"height": block.height, "header": block.hash.hex()},
+            created=created,
+            expires=created + SEAL_TTL_S,
+        )
+        self.store.put_own_seal(block.height, block.hash, env.to_bytes())
+        return env
+
+    def check_seal(self, block: Block, seal: Envelope) -> None:
+        """Refuse a seal that is not a validator's valid signature over this block's header."""
+        check_seal_for(self.validators(), self.community, block.height, block.hash, seal)
+
+    def is_final(self, seals: list[Envelope]) -> bool:
+        """True when the distinct valid validators among ``seals`` reach the quorum."""
+        return len({s.signer for s in seals} & set(self.validators())) >= self.quorum()
+
+    def commit(self, block: Block, seals: list[Envelope]) -> None:
+        """Store a final block (quorum of valid seals) and advance the head."""
+        valid = []
+        for seal in seals:
+            self.check_seal(block, seal)
+            valid.append(seal)
+        if not self.is_final(valid):
+            raise InvalidBlock("no_quorum", f"{len(valid)} seals, quorum is {self.quorum()}")
+        execution = self.validate(block)
+        self.store.append_block(block, _unique_by_signer(valid), execution.state)
+        self.head = block.header
+        self.state = execution.state
+        self._executions.clear()
+
+    def detect_equivocation(self, seal_a: Envelope, seal_b: Envelope) -> dict[str, Any] | None:
+        """Evidence if two valid seals sign different headers at one height, else None."""
+        if seal_a.body["height"] != seal_b.body["height"] or seal_a.body["header"] == seal_b.body["header"]:
+            return None
+        for seal in (seal_a, seal_b):
+            sec1 = signer_key(self.chain_state, seal.signer)
+            if sec1 is None:
+                return None
+            try:
+                verify_envelope(seal, public_key_from_hex(sec1))
+            except Rejected:
+                return None
+        return {"height": seal_a.body["height"], "seals": [seal_a.to_dict(), seal_b.to_dict()]}
+
+
+def check_seal_for(
+    validators: dict[str, dict[str, Any]], community: str, height: int, block_hash: bytes, seal: Envelope
+) -> None:
+    """Raise InvalidBlock unless ``seal`` is a valid seal of ``block_hash`` by one of ``validators``."""
+    if seal.type != "seal" or seal.community != community:
+        raise InvalidBlock("bad_seal", "not a seal of this community")
+    validator = validators.get(seal.signer)
+    if validator is None:
+        raise InvalidBlock("not_a_validator", f"seal by {seal.signer}, not a validator at height {height}")
+    if seal.body["height"] != height or seal.body["header"] != block_hash.hex():
+        raise InvalidBlock("wrong_header", f"seal by {seal.signer} is for another header")
+    try:
+        verify_envelope(seal, public_key_from_hex(validator["key"]))
+    except Rejected as exc:
+        raise InvalidBlock("bad_seal", f"seal by {seal.signer}: {exc.detail}") from None
+
+
+def _unique_by_signer(seals: list[Envelope]) -> list[Envelope]:
+    by_signer: dict[str, Envelope] = {}
+    for seal in seals:
+        by_signer.setdefault(seal.signer, seal)
+    return [by_signer[k] for k in sorted(by_signer)]
+
+
+def genesis_from_dict_bytes(doc: bytes) -> Genesis:
+    """Rebuild a Genesis from its stored canonical document."""
+    data = loads_strict(doc)
+    genesis = Genesis(data)
+    if genesis_from_dict(_doc_to_toml_shape(data)).to_bytes() != genesis.to_bytes():
+        raise StoreError("stored genesis document is not in canonical form")
+    return genesis
+
+
+def _doc_to_toml_shape(doc: dict[str, Any]) -> dict[str, Any]:
+    """The TOML-file shape of a stored genesis document (to re-check it with the same rules)."""
+    return {
+        "community": {k: doc["community"][k] for k in ("id", "name", "time", "app", "timezone")},
+        "chain": dict(doc["chain"]),
+        "app": doc["app"],
+        "validators": [dict(v) for v in doc["validators"].values()],
+        "members": [dict(m) for m in doc["members"].values()],
+        "meters": [dict(m) for m in doc["meters"].values()],
+    }

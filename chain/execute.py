@@ -1,0 +1,152 @@
+"""Pure, deterministic block execution: (state, block time, ordered transactions) -> results, state.
+
+The sequencer runs it to propose, every validator to check before sealing, and `peerwatt verify`
+to re-check history. A block is *invalid* (no peer may seal it) when a transaction is malformed,
+from a key the chain never knew, or badly signed; a well-signed transaction that the rules refuse
+(expired, replayed, revoked key, gate closed, ...) is recorded as rejected with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from chain import governance
+from chain.app import AppContext, Application
+from chain.envelope import Envelope, Rejected, check_time, verify_envelope
+from chain.keys import PublicKey, load_public_key
+from chain.replay import ReplayGuard
+from chain.state import State, copy_state
+
+POSITION_STRIDE = 1 << 20  # ledger position = height * stride + index in block
+REPLAY_WINDOW = 4096
+
+
+class InvalidBlock(Exception):
+    """A block no validator may seal; ``reason`` is a code, the message says where."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class Execution:
+    """What executing a block produced."""
+
+    results: list[dict[str, Any]]
+    state: State
+
+
+@lru_cache(maxsize=4096)
+def public_key_from_hex(sec1_hex: str) -> PublicKey:
+    """A cached public key object for an enrolled key (keys are loaded once per process)."""
+    return load_public_key(bytes.fromhex(sec1_hex))
+
+
+def signer_key(chain: dict[str, Any], signer: str) -> str | None:
+    """The enrolled SEC1 key (hex) of a signer, from any registry, or None if never known."""
+    for registry in ("meters", "members", "validators"):
+        entry = chain[registry].get(signer)
+        if entry is not None:
+            return entry["key"]
+    return None
+
+
+def app_context(state: State, height: int, time: int) -> AppContext:
+    """The app's view of a state at a block."""
+    chain = state["chain"]
+    return AppContext(state["app"], chain["params"], chain["meters"], height, time)
+
+
+def _replay_guard(chain: dict[str, Any], signer: str) -> ReplayGuard:
+    saved = chain["seqs"].get(signer)
+    guard = ReplayGuard(REPLAY_WINDOW)
+    if saved is not None:
+        guard = ReplayGuard.from_json({"window": REPLAY_WINDOW, "signers": {signer: saved}})
+    return guard
+
+
+def check_replay(chain: dict[str, Any], env: Envelope) -> None:
+    """Raise Rejected('replay') if the ledger already holds (signer, seq) or it left the window."""
+    why = _replay_guard(chain, env.signer).why_replay(env.signer, env.seq)
+    if why is not None:
+        raise Rejected("replay", why)
+
+
+def record_seq(chain: dict[str, Any], env: Envelope) -> None:
+    guard = _replay_guard(chain, env.signer)
+    guard.record(env.signer, env.seq)
+    chain["seqs"][env.signer] = guard.to_json()["signers"][env.signer]
+
+
+def check_rules(app: Application, chain: dict[str, Any], ctx: AppContext, env: Envelope) -> None:
+    """The rules every transaction must pass at the block's time (besides the app's own)."""
+    check_time(env, ctx.time)
+    if env.type in app.tx_types:
+        meter = chain["meters"].get(env.signer)
+        if meter is None:
+            raise Rejected("not_enrolled", "the signer is not an enrolled meter")
+        if not meter["active"]:
+            raise Rejected("revoked", "the meter's key was revoked")
+    elif env.type not in ("propose", "vote"):
+        raise Rejected("unknown_type", f"{env.type} messages are not transactions")
+    check_replay(chain, env)
+
+
+def verify_signer(chain: dict[str, Any], env: Envelope) -> None:
+    """Verify a transaction's signature against the key enrolled for its signer."""
+    sec1 = signer_key(chain, env.signer)
+    if sec1 is None:
+        raise InvalidBlock("unknown_signer", f"transaction from unknown key {env.signer}")
+    try:
+        verify_envelope(env, public_key_from_hex(sec1))
+    except Rejected as exc:
+        raise InvalidBlock(exc.reason, f"transaction {env.tx_hash.hex()}: {exc.detail}") from None
+
+
+def execute_block(
+    state: State,
+    app: Application,
+    *,
+    height: int,
+    time: int,
+    txs: list[Envelope],
+    verify_signatures: bool = True,
+) -> Execution:
+    """Execute a block on a copy of ``state``; raise InvalidBlock if no peer may seal it."""
+    work = copy_state(state)
+    chain = work["chain"]
+    ctx = app_context(work, height, time)
+    results: list[dict[str, Any]] = []
+    for index, env in enumerate(txs):
+        if verify_signatures:
+            verify_signer(chain, env)
+        elif signer_key(chain, env.signer) is None:
+            raise InvalidBlock("unknown_signer", f"transaction from unknown key {env.signer}")
+        tx_id = env.tx_hash.hex()
+        try:
+            check_rules(app, chain, ctx, env)
+            record_seq(chain, env)
+            if env.type == "propose":
+                produced = governance.propose(chain, env, height, time, app.check_params)
+            elif env.type == "vote":
+                produced = governance.vote(chain, env, height, time)
+            else:
+                produced = app.deliver_tx(ctx, env, height * POSITION_STRIDE + index)
+        except Rejected as exc:
+            if (
+                exc.reason != "replay"
+                and _replay_guard(chain, env.signer).why_replay(env.signer, env.seq) is None
+            ):
+                record_seq(chain, env)
+            results.append(
+                {"kind": "tx", "index": index, "tx": tx_id, "status": "rejected", "reason": exc.reason}
+            )
+            continue
+        results.append({"kind": "tx", "index": index, "tx": tx_id, "status": "ok"})
+        results.extend(produced)
+    results.extend(governance.expire(chain, time))
+    results.extend(app.end_block(ctx))
+    return Execution(results, work)

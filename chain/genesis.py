@@ -1,0 +1,193 @@
+"""Genesis (height 0): the community, its validators, sequencer, members, meters and app parameters.
+
+Read from a TOML file (tomllib), checked strictly, and turned into a canonical JSON document whose
+hash is committed in the genesis header, and into the chain's initial state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chain.canonical import CanonicalError, canonical_bytes, check_value
+from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
+from chain.schema import COMMUNITY_ID, LABEL, SchemaError
+
+GENESIS_VERSION = 1
+
+
+class GenesisError(ValueError):
+    """A genesis file that cannot be used; the message names the file's key and the fix."""
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """A checked genesis document (canonical JSON values only)."""
+
+    doc: dict[str, Any]
+
+    @property
+    def community(self) -> str:
+        return self.doc["community"]["id"]
+
+    @property
+    def time(self) -> int:
+        return self.doc["community"]["time"]
+
+    @property
+    def app_name(self) -> str:
+        return self.doc["community"]["app"]
+
+    @property
+    def app_params(self) -> dict[str, Any]:
+        return self.doc["app"]
+
+    @property
+    def interval_s(self) -> int | None:
+        value = self.doc["app"].get("interval_s")
+        return value if type(value) is int else None
+
+    def to_bytes(self) -> bytes:
+        return canonical_bytes(self.doc)
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.to_bytes()).digest()
+
+
+def default_quorum(validator_count: int) -> int:
+    """floor(2n/3) + 1 of n validators."""
+    return (2 * validator_count) // 3 + 1
+
+
+def _key_entry(entry: Any, where: str, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if not isinstance(entry, dict) or "key" not in entry:
+        raise GenesisError(f"{where}: needs a 'key' (compressed SEC1 hex or PEM public key)")
+    try:
+        public = load_public_key(entry["key"])
+    except (KeyFileError, AttributeError) as exc:
+        raise GenesisError(f"{where}.key: {exc}") from None
+    unknown = set(entry) - {"key", "name", *extra}
+    if unknown:
+        raise GenesisError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    record: dict[str, Any] = {"key": public_key_sec1(public).hex()}
+    name = entry.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise GenesisError(f"{where}.name must be a string of at most 64 characters")
+    record["name"] = name
+    for field, kind in extra.items():
+        if field not in entry:
+            raise GenesisError(f"{where}: '{field}' is missing")
+        if not isinstance(entry[field], kind) or isinstance(entry[field], bool):
+            raise GenesisError(f"{where}.{field} must be of type {kind.__name__}")
+        record[field] = entry[field]
+    return key_id(public), record
+
+
+def genesis_from_dict(data: dict[str, Any]) -> Genesis:
+    """Check a genesis mapping (as read from TOML) and normalise it into a Genesis."""
+    unknown = set(data) - {"community", "chain", "app", "validators", "members", "meters"}
+    if unknown:
+        raise GenesisError(f"unknown section(s): {', '.join(sorted(unknown))}")
+    community = data.get("community")
+    if not isinstance(community, dict):
+        raise GenesisError("[community] section is missing")
+    try:
+        COMMUNITY_ID.check(community.get("id"), "community.id")
+    except SchemaError as exc:
+        raise GenesisError(f"{exc} (lowercase letters, digits and '-')") from None
+    if type(community.get("time")) is not int or community["time"] < 0:
+        raise GenesisError("community.time must be the genesis time in Unix seconds")
+    app_name = community.get("app", "market")
+    try:
+        LABEL.check(app_name, "community.app")
+    except SchemaError as exc:
+        raise GenesisError(str(exc)) from None
+    unknown = set(community) - {"id", "name", "time", "app", "timezone"}
+    if unknown:
+        raise GenesisError(f"[community]: unknown field(s) {', '.join(sorted(unknown))}")
+
+    validators = dict(_key_entry(v, f"validators[{i}]", {}) for i, v in enumerate(data.get("validators", [])))
+    if not validators:
+        raise GenesisError("at least one [[validators]] entry is needed")
+    members = dict(_key_entry(m, f"members[{i}]", {}) for i, m in enumerate(data.get("members", [])))
+    meters = dict(
+        _key_entry(m, f"meters[{i}]", {"serial": str, "owner": str, "capacity_w": int})
+        for i, m in enumerate(data.get("meters", []))
+    )
+    for kid, meter in meters.items():
+        if meter["owner"] not in members:
+            raise GenesisError(f"meter {kid}: owner {meter['owner']} is not a member's key id")
+        if meter["capacity_w"] <= 0:
+            raise GenesisError(f"meter {kid}: capacity_w must be positive")
+
+    chain = data.get("chain", {})
+    unknown = set(chain) - {"quorum", "sequencer", "block_s"}
+    if unknown:
+        raise GenesisError(f"[chain]: unknown field(s) {', '.join(sorted(unknown))}")
+    quorum = chain.get("quorum", default_quorum(len(validators)))
+    if type(quorum) is not int or not 1 <= quorum <= len(validators):
+        raise GenesisError(f"chain.quorum must be within 1..{len(validators)}")
+    sequencer = chain.get("sequencer", next(iter(validators)))
+    if sequencer not in validators:
+        raise GenesisError("chain.sequencer must be the key id of one of the validators")
+    block_s = chain.get("block_s", 2)
+    if type(block_s) is not int or block_s < 1:
+        raise GenesisError("chain.block_s must be a positive integer (seconds)")
+
+    app = data.get("app", {})
+    try:
+        check_value(app)
+    except CanonicalError as exc:
+        raise GenesisError(f"[app]: {exc} (use integers, not decimals)") from None
+    doc = {
+        "version": GENESIS_VERSION,
+        "community": {
+            "id": community["id"],
+            "name": community.get("name", community["id"]),
+            "time": community["time"],
+            "app": app_name,
+            "timezone": community.get("timezone", "UTC"),
+        },
+        "chain": {"quorum": quorum, "sequencer": sequencer, "block_s": block_s},
+        "validators": validators,
+        "members": members,
+        "meters": meters,
+        "app": app,
+    }
+    return Genesis(doc)
+
+
+def load_genesis(path: str | Path) -> Genesis:
+    """Read and check a genesis TOML file; GenesisError names the problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GenesisError(f"genesis file {path} not found (write one with `peerwatt genesis new`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GenesisError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return genesis_from_dict(data)
+    except GenesisError as exc:
+        raise GenesisError(f"{path}: {exc}") from None
+
+
+def initial_chain_state(genesis: Genesis) -> dict[str, Any]:
+    """The engine's own state at height 0 (governance registry, replay windows)."""
+    doc = genesis.doc
+    return {
+        "validators": dict(doc["validators"]),
+        "quorum": doc["chain"]["quorum"],
+        "sequencer": doc["chain"]["sequencer"],
+        "members": dict(doc["members"]),
+        "meters": {k: dict(v, active=True) for k, v in doc["meters"].items()},
+        "revoked": {},
+        "erased": {},
+        "proposals": {},
+        "params": dict(doc["app"]),
+        "seqs": {},
+    }

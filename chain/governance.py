@@ -1,0 +1,230 @@
+"""Community votes recorded on the chain: proposals, votes, thresholds and their effects (pure).
+
+Rules (docs/governance.md): key enrolment and revocation, validator-set and sequencer changes pass
+with a quorum of the validators in force; membership, parameter changes and erasure pass with a
+majority of the members. A proposal's id is its transaction hash; the proposer's own eligible
+vote counts as yes. A member votes once; a vote after the deadline does not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chain.envelope import Envelope, Rejected
+from chain.genesis import default_quorum
+from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
+
+MAX_VOTING_PERIOD_S = 30 * 24 * 3600
+
+VALIDATOR_ACTIONS = frozenset(
+    {"enroll_meter", "revoke_meter", "add_validator", "remove_validator", "set_sequencer"}
+)
+MEMBER_ACTIONS = frozenset({"add_member", "remove_member", "set_param", "erase_member"})
+
+ARGS: dict[str, dict[str, type]] = {
+    "enroll_meter": {"key": str, "serial": str, "owner": str, "capacity_w": int},
+    "revoke_meter": {"meter": str},
+    "add_member": {"key": str, "name": str},
+    "remove_member": {"member": str},
+    "add_validator": {"key": str, "name": str},
+    "remove_validator": {"validator": str},
+    "set_sequencer": {"sequencer": str},
+    "set_param": {"name": str, "value": object},
+    "erase_member": {"member": str},
+}
+
+
+def electorate(chain: dict[str, Any], action: str) -> tuple[set[str], int]:
+    """(who may vote, yes votes needed) for a proposal's action under the current state."""
+    if action in VALIDATOR_ACTIONS:
+        return set(chain["validators"]), chain["quorum"]
+    members = set(chain["members"])
+    return members, len(members) // 2 + 1
+
+
+def _sec1(text: Any, where: str) -> tuple[str, str]:
+    try:
+        public = load_public_key(text)
+    except (KeyFileError, AttributeError):
+        raise Rejected("bad_value", f"{where} is not a P-256 public key") from None
+    return key_id(public), public_key_sec1(public).hex()
+
+
+def check_proposal(
+    chain: dict[str, Any], env: Envelope, time: int, check_params: Callable[[dict[str, Any]], None]
+) -> None:
+    """Raise Rejected unless ``env`` is a well-formed proposal that could pass now."""
+    body = env.body
+    action, args = body["action"], body["args"]
+    if env.signer not in chain["members"] and env.signer not in chain["validators"]:
+        raise Rejected("not_a_member", "only members and validators may propose")
+    if not time < body["deadline"] <= time + MAX_VOTING_PERIOD_S:
+        raise Rejected("bad_deadline", "deadline must be in the future and within 30 days")
+    spec = ARGS[action]
+    for name, kind in spec.items():
+        if name not in args and not (name == "name" and action in ("add_member", "add_validator")):
+            raise Rejected("missing_field", f"body.args.{name} is missing")
+        if name in args and kind is not object and (type(args[name]) is not kind):
+            raise Rejected("bad_type", f"body.args.{name} must be a {kind.__name__}")
+    if set(args) - set(spec):
+        raise Rejected("unknown_field", f"unknown args for {action}")
+    if action == "enroll_meter":
+        kid, _ = _sec1(args["key"], "args.key")
+        if kid in chain["meters"] or kid in chain["revoked"]:
+            raise Rejected("bad_value", "this meter key is already enrolled or was revoked")
+        if args["owner"] not in chain["members"]:
+            raise Rejected("bad_value", "the meter's owner is not a member")
+        if args["capacity_w"] <= 0 or not 0 < len(args["serial"]) <= 64:
+            raise Rejected("bad_value", "capacity_w must be positive and serial 1..64 characters")
+    elif action == "revoke_meter":
+        if not chain["meters"].get(args["meter"], {}).get("active"):
+            raise Rejected("bad_value", "no such active meter")
+    elif action in ("add_member", "add_validator"):
+        kid, _ = _sec1(args["key"], "args.key")
+        registry = chain["members"] if action == "add_member" else chain["validators"]
+        if kid in registry:
+            raise Rejected("bad_value", "already registered")
+    elif action == "remove_member" or action == "erase_member":
+        if args["member"] not in chain["members"] and action == "remove_member":
+            raise Rejected("bad_value", "no such member")
+    elif action == "remove_validator":
+        if args["validator"] not in chain["validators"] or len(chain["validators"]) == 1:
+            raise Rejected("bad_value", "no such validator, or it is the last one")
+        if args["validator"] == chain["sequencer"]:
+            raise Rejected("bad_value", "change the sequencer before removing it")
+    elif action == "set_sequencer":
+        if args["sequencer"] not in chain["validators"]:
+            raise Rejected("bad_value", "the sequencer must be a validator")
+    elif action == "set_param":
+        try:
+            check_params(dict(chain["params"], **{args["name"]: args["value"]}))
+        except ValueError as exc:
+            raise Rejected("bad_value", f"parameter change refused: {exc}") from None
+
+
+def _apply(chain: dict[str, Any], action: str, args: dict[str, Any], height: int) -> None:
+    if action == "enroll_meter":
+        kid, sec1 = _sec1(args["key"], "args.key")
+        chain["meters"][kid] = {
+            "key": sec1,
+            "name": "",
+            "serial": args["serial"],
+            "owner": args["owner"],
+            "capacity_w": args["capacity_w"],
+            "active": True,
+        }
+    elif action == "revoke_meter":
+        chain["meters"][args["meter"]]["active"] = False
+        chain["revoked"][args["meter"]] = height
+    elif action == "add_member":
+        kid, sec1 = _sec1(args["key"], "args.key")
+        chain["members"][kid] = {"key": sec1, "name": args.get("name", "")}
+    elif action == "remove_member":
+        chain["members"].pop(args["member"], None)
+    elif action == "add_validator":
+        kid, sec1 = _sec1(args["key"], "args.key")
+        chain["validators"][kid] = {"key": sec1, "name": args.get("name", "")}
+        chain["quorum"] = default_quorum(len(chain["validators"]))
+    elif action == "remove_validator":
+        chain["validators"].pop(args["validator"], None)
+        chain["quorum"] = default_quorum(len(chain["validators"]))
+    elif action == "set_sequencer":
+        chain["sequencer"] = args["sequencer"]
+    elif action == "set_param":
+        chain["params"][args["name"]] = args["value"]
+    elif action == "erase_member":
+        chain["erased"][args["member"]] = height
+
+
+def _tally(chain: dict[str, Any], pid: str, height: int) -> list[dict[str, Any]]:
+    proposal = chain["proposals"][pid]
+    voters, needed = electorate(chain, proposal["action"])
+    yes = len(voters.intersection(proposal["yes"]))
+    no = len(voters.intersection(proposal["no"]))
+    if yes >= needed:
+        del chain["proposals"][pid]
+        _apply(chain, proposal["action"], proposal["args"], height)
+        return [
+            {
+                "kind": "gov",
+                "proposal": pid,
+                "action": proposal["action"],
+                "outcome": "passed",
+                "yes": yes,
+                "no": no,
+            }
+        ]
+    if len(voters) - no < needed:
+        del chain["proposals"][pid]
+        return [
+            {
+                "kind": "gov",
+                "proposal": pid,
+                "action": proposal["action"],
+                "outcome": "rejected",
+                "yes": yes,
+                "no": no,
+            }
+        ]
+    return []
+
+
+def propose(
+    chain: dict[str, Any],
+    env: Envelope,
+    height: int,
+    time: int,
+    check_params: Callable[[dict[str, Any]], None],
+) -> list[dict[str, Any]]:
+    """Open a proposal (its id is the tx hash); the proposer's eligible vote counts as yes."""
+    check_proposal(chain, env, time, check_params)
+    pid = env.tx_hash.hex()
+    if pid in chain["proposals"]:
+        raise Rejected("duplicate_proposal", "this proposal is already open")
+    chain["proposals"][pid] = {
+        "action": env.body["action"],
+        "args": env.body["args"],
+        "deadline": env.body["deadline"],
+        "proposer": env.signer,
+        "yes": [env.signer],
+        "no": [],
+    }
+    return [{"kind": "gov", "proposal": pid, "action": env.body["action"], "outcome": "opened"}] + _tally(
+        chain, pid, height
+    )
+
+
+def vote(chain: dict[str, Any], env: Envelope, height: int, time: int) -> list[dict[str, Any]]:
+    """Count a vote; the proposal executes as soon as it reaches its threshold."""
+    pid = env.body["proposal"]
+    proposal = chain["proposals"].get(pid)
+    if proposal is None:
+        raise Rejected("unknown_proposal", "no open proposal with this id")
+    if time > proposal["deadline"]:
+        raise Rejected("late_vote", "the proposal's deadline has passed")
+    voters, _ = electorate(chain, proposal["action"])
+    if env.signer not in voters:
+        raise Rejected("not_eligible", "this key may not vote on this proposal")
+    if env.signer in proposal["yes"] or env.signer in proposal["no"]:
+        raise Rejected("double_vote", "this key already voted on this proposal")
+    proposal["yes" if env.body["vote"] == "yes" else "no"].append(env.signer)
+    return _tally(chain, pid, height)
+
+
+def expire(chain: dict[str, Any], time: int) -> list[dict[str, Any]]:
+    """Close proposals whose deadline passed without reaching their threshold."""
+    results = []
+    for pid in sorted(chain["proposals"]):
+        proposal = chain["proposals"][pid]
+        if proposal["deadline"] < time:
+            del chain["proposals"][pid]
+            results.append(
+                {"kind": "gov", "proposal": pid, "action": proposal["action"], "outcome": "expired"}
+            )
+    return results
+
+
+def next_deadline(chain: dict[str, Any]) -> int | None:
+    """The earliest open proposal deadline, or None."""
+    return min((p["deadline"] for p in chain["proposals"].values()), default=None)

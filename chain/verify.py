@@ -1,0 +1,220 @@
+"""Full re-verification of a node's store from genesis (`peerwatt verify`).
+
+Checks every byte of the ledger's tables: the genesis document against the genesis header; for
+each block the header hash, time column, prev link, tx rows against payloads and tx_root, result
+rows against result_root, every stored seal's signature against the validator set in force at
+that height, and a quorum; and it re-executes every block with the app and compares results and
+state root. Payloads erased by a governance decision are reported (the blocks from there on
+cannot be re-executed, but links, roots and seals still verify); a payload missing for any
+other reason, or a row nobody references, is tampering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chain.app import Application
+from chain.block import header_hash, result_root, tx_root
+from chain.canonical import CanonicalError, dumps_checked, loads_strict
+from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes, genesis_state
+from chain.envelope import Rejected, parse_envelope
+from chain.execute import InvalidBlock, execute_block
+from chain.state import state_root
+from chain.store import Store, StoreError
+
+
+class VerifyError(Exception):
+    """The first bad height and what is wrong there."""
+
+    def __init__(self, height: int, problem: str) -> None:
+        super().__init__(f"height {height}: {problem}")
+        self.height = height
+        self.problem = problem
+
+
+@dataclass
+class VerifyReport:
+    blocks: int = 0
+    txs: int = 0
+    seals: int = 0
+    seconds: float = 0.0
+    not_reexecuted_from: int | None = None
+    erased_txs: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        line = (
+            f"ok: {self.blocks} blocks, {self.txs} txs, {self.seals} seals verified in {self.seconds:.2f} s"
+        )
+        if self.not_reexecuted_from is not None:
+            line += (
+                f"; {len(self.erased_txs)} erased payload(s): blocks from height "
+                f"{self.not_reexecuted_from} checked by hash and seal, not re-executed"
+            )
+        return line
+
+
+def verify_store(
+    store: Store, app: Application, progress: Callable[[int, int], None] | None = None
+) -> VerifyReport:
+    """Re-verify everything; raise VerifyError naming the first bad height."""
+    started = time.perf_counter()
+    report = VerifyReport()
+    try:
+        genesis = genesis_from_dict_bytes(store.genesis_doc())
+    except (StoreError, CanonicalError, ValueError, KeyError, TypeError) as exc:
+        raise VerifyError(0, f"genesis document is damaged: {exc}") from None
+    if genesis.app_name != app.name:
+        raise VerifyError(0, f"store runs the {genesis.app_name!r} app, not {app.name!r}")
+    state = genesis_state(genesis, app)
+    expected = genesis_block(genesis, state)
+    _check_block_row(store, 0, expected.header)
+    if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
+        raise VerifyError(0, "genesis block has rows it must not have")
+    prev = expected.header
+    top = store.height()
+    heights = [h for (h,) in store.conn.execute("SELECT height FROM blocks ORDER BY height")]
+    if heights != list(range(top + 1)):
+        raise VerifyError(_first_gap(heights), "block heights are not contiguous")
+    referenced_payloads: set[bytes] = set()
+    erased_signers = set()
+    can_execute = True
+    for height in range(1, top + 1):
+        try:
+            header = store.header(height)
+            if header is None:
+                raise VerifyError(height, "block missing")
+            _check_block_row(store, height, header)
+        except (CanonicalError, KeyError, TypeError) as exc:
+            raise VerifyError(height, f"header is damaged: {exc}") from None
+        if header["prev"] != header_hash(prev).hex():
+            raise VerifyError(height, "prev does not link to the previous header")
+        if header["time"] < prev["time"]:
+            raise VerifyError(height, "block time goes backwards")
+        if can_execute:
+            erased_signers = set(state["chain"]["erased"])
+        txs, hashes, erased = _load_txs(store, genesis, height, erased_signers)
+        referenced_payloads.update(hashes)
+        if header["tx_root"] != tx_root(hashes).hex():
+            raise VerifyError(height, "tx_root does not match the stored transactions")
+        results = _load_results(store, height)
+        if header["result_root"] != result_root(results).hex():
+            raise VerifyError(height, "result_root does not match the stored results")
+        validators = state["chain"]["validators"]
+        quorum = state["chain"]["quorum"]
+        block_hash = header_hash(header)
+        report.seals += _check_seals(store, genesis.community, height, block_hash, validators, quorum)
+        if can_execute and erased:
+            can_execute = False
+            report.not_reexecuted_from = height
+        report.erased_txs.extend(erased)
+        if can_execute:
+            if header["sequencer"] != state["chain"]["sequencer"]:
+                raise VerifyError(height, "block cut by a key that was not the sequencer")
+            try:
+                execution = execute_block(state, app, height=height, time=header["time"], txs=txs)
+            except InvalidBlock as exc:
+                raise VerifyError(height, f"invalid block: {exc}") from None
+            if execution.results != results:
+                raise VerifyError(height, "re-execution gives different results")
+            if state_root(execution.state).hex() != header["state_root"]:
+                raise VerifyError(height, "re-execution gives a different state root")
+            state = execution.state
+        report.blocks += 1
+        report.txs += len(hashes)
+        prev = header
+        if progress is not None:
+            progress(height, top)
+    stored = set(store.iter_payload_hashes())
+    if stored - referenced_payloads:
+        raise VerifyError(top, f"{len(stored - referenced_payloads)} payload row(s) belong to no block")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _first_gap(heights: list[int]) -> int:
+    for expected, actual in enumerate(heights):
+        if expected != actual:
+            return expected
+    return len(heights)
+
+
+def _check_block_row(store: Store, height: int, header: dict) -> None:
+    row = store.block_row(height)
+    if row is None:
+        raise VerifyError(height, "block missing")
+    _, stored_hash, stored_time, stored_header, tx_count, result_count = row
+    if bytes(stored_header) != dumps_checked(header):
+        raise VerifyError(height, "header bytes differ from the expected header")
+    if bytes(stored_hash) != header_hash(header):
+        raise VerifyError(height, "stored block hash does not match the header")
+    if stored_time != header["time"] or header["height"] != height:
+        raise VerifyError(height, "block row does not match its header (time/height)")
+    if tx_count != len(store.tx_rows(height)) or result_count != len(store.result_rows(height)):
+        raise VerifyError(height, "block row's counts do not match its transactions/results")
+
+
+def _load_txs(store: Store, genesis, height: int, erased_signers: set[str]):
+    txs, hashes, erased = [], [], []
+    for expected_idx, (idx, tx_hash, signer, msg_type, seq) in enumerate(store.tx_rows(height)):
+        tx_hash = bytes(tx_hash)
+        if idx != expected_idx:
+            raise VerifyError(height, "transaction indexes are not contiguous")
+        hashes.append(tx_hash)
+        payload = store.payload(tx_hash)
+        if payload is None:
+            if signer in erased_signers:
+                erased.append(tx_hash.hex())
+                continue
+            raise VerifyError(height, f"payload of transaction {idx} is missing (not an erasure)")
+        if _sha(payload) != tx_hash:
+            raise VerifyError(height, f"payload of transaction {idx} does not match its hash")
+        try:
+            env = parse_envelope(
+                payload, community=genesis.community, now=None, interval_s=genesis.interval_s
+            )
+        except Rejected as exc:
+            raise VerifyError(height, f"transaction {idx} is malformed: {exc}") from None
+        if env.to_bytes() != payload:
+            raise VerifyError(height, f"transaction {idx} is not stored canonically")
+        if (env.signer, env.type, env.seq) != (signer, msg_type, seq):
+            raise VerifyError(height, f"transaction {idx}'s index row does not match its payload")
+        txs.append(env)
+    return txs, hashes, erased
+
+
+def _load_results(store: Store, height: int) -> list[dict]:
+    results = []
+    for expected_idx, (idx, kind, data) in enumerate(store.result_rows(height)):
+        if idx != expected_idx:
+            raise VerifyError(height, "result indexes are not contiguous")
+        try:
+            result = loads_strict(bytes(data))
+        except CanonicalError as exc:
+            raise VerifyError(height, f"result {idx} is damaged: {exc}") from None
+        if dumps_checked(result) != bytes(data) or result.get("kind", "") != kind:
+            raise VerifyError(height, f"result {idx} is not stored canonically or its kind differs")
+        results.append(result)
+    return results
+
+
+def _check_seals(store, community, height, block_hash, validators, quorum) -> int:
+    signers = set()
+    for validator, envelope in store.seal_rows(height):
+        try:
+            seal = parse_envelope(bytes(envelope), community=community, now=None, interval_s=None)
+            if seal.to_bytes() != bytes(envelope) or seal.signer != validator:
+                raise VerifyError(height, f"seal row of {validator} does not match its envelope")
+            check_seal_for(validators, community, height, block_hash, seal)
+        except (Rejected, InvalidBlock) as exc:
+            raise VerifyError(height, f"seal of {validator} is invalid: {exc}") from None
+        signers.add(seal.signer)
+    if len(signers) < quorum:
+        raise VerifyError(height, f"only {len(signers)} valid seals, quorum is {quorum}")
+    return len(signers)
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,343 @@
+"""Ledger engine: determinism, quorum, equivocation, governance, tamper detection, crash safety."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from chain.block import header_hash
+from chain.engine import Equivocation, Ledger
+from chain.execute import InvalidBlock
+from chain.keys import generate_private_key
+from chain.kvapp import KeyValueApp
+from chain.localnet import Party, make_community
+from chain.store import LEDGER_TABLES, Store
+from chain.verify import VerifyError, verify_store
+
+T0 = 1_764_000_000
+
+
+def reading(meter: Party, community: str, interval: int, import_wh: int, created: int = T0):
+    body = {"interval": interval, "import_wh": import_wh, "export_wh": 0, "serial": "SN", "profile": "sim"}
+    return meter.sign(community, "reading", body, created=created)
+
+
+def fill(c, blocks: int = 4, start: int = T0):
+    for b in range(blocks):
+        t = start + 10 * b
+        txs = [c.ledgers[0].intake(reading(m, c.community, T0 - T0 % 900, b).to_bytes(), t) for m in c.meters]
+        c.run_block(txs, t)
+
+
+@pytest.fixture
+def community(tmp_path):
+    c = make_community(validators=4, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    return c
+
+
+def ledger_dump(ledger: Ledger) -> list:
+    conn = ledger.store.conn
+    return [conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in LEDGER_TABLES]
+
+
+def test_blocks_and_stores_identical_and_verify(community):
+    fill(community)
+    dumps = [ledger_dump(ledger) for ledger in community.ledgers]
+    assert all(d == dumps[0] for d in dumps)
+    for ledger in community.ledgers:
+        report = verify_store(ledger.store, KeyValueApp())
+        assert (report.blocks, report.txs) == (4, 16)
+
+
+def test_independent_sequencers_produce_identical_blocks(tmp_path):
+    c = make_community(validators=1, members=2)
+    a = Ledger.create(tmp_path / "a", c.genesis, KeyValueApp())
+    b = Ledger.create(tmp_path / "b", c.genesis, KeyValueApp())
+    txs = [reading(m, c.community, T0 - T0 % 900, 5) for m in c.meters]
+    block_a, block_b = a.propose(txs, T0 + 5), b.propose(txs, T0 + 5)
+    assert block_a.hash == block_b.hash and block_a.results == block_b.results
+
+
+def test_one_seal_short_is_not_final(community):
+    ledgers, validators = community.ledgers, community.validators
+    block = ledgers[0].propose([], T0 + 1)
+    seals = [ledgers[i].seal(block, validators[i].key, now=T0 + 1) for i in range(2)]
+    assert ledgers[0].quorum() == 3 and not ledgers[0].is_final(seals)
+    with pytest.raises(InvalidBlock, match="no_quorum"):
+        ledgers[0].commit(block, seals)
+    seals.append(ledgers[2].seal(block, validators[2].key, now=T0 + 1))
+    ledgers[0].commit(block, seals)
+    assert ledgers[0].height == 1
+
+
+def test_seal_by_non_validator_or_for_wrong_header_is_refused(community):
+    ledgers, validators = community.ledgers, community.validators
+    block = ledgers[0].propose([], T0 + 1)
+    with pytest.raises(InvalidBlock, match="not_a_validator"):
+        ledgers[1].seal(block, generate_private_key(), now=T0 + 1)
+    other = ledgers[0].propose([], T0 + 2)
+    wrong = ledgers[1].seal(other, validators[1].key, now=T0 + 2)
+    with pytest.raises(InvalidBlock, match="wrong_header"):
+        ledgers[0].check_seal(block, wrong)
+
+
+def test_validator_seals_once_per_height_and_equivocation_gives_evidence(community):
+    ledgers, validators = community.ledgers, community.validators
+    first = ledgers[0].propose([], T0 + 1)
+    second = ledgers[0].propose([], T0 + 2)
+    seal = ledgers[1].seal(first, validators[1].key, now=T0 + 1)
+    assert ledgers[1].seal(first, validators[1].key, now=T0 + 1).to_bytes() == seal.to_bytes()
+    with pytest.raises(Equivocation) as err:
+        ledgers[1].seal(second, validators[1].key, now=T0 + 2)
+    assert err.value.evidence["height"] == 1
+    assert ledgers[1].store.alarms()[0][1] == "equivocation"
+    # a sequencer that seals two headers at one height is caught by anyone holding both seals
+    s1 = ledgers[0].seal(first, validators[0].key, now=T0 + 1)
+    s2 = community.validators[0].key
+    from chain.envelope import sign_envelope
+
+    forged = sign_envelope(
+        s2,
+        type="seal",
+        community=community.community,
+        seq=1,
+        body={"height": 1, "header": second.hash.hex()},
+        created=T0,
+    )
+    evidence = ledgers[2].detect_equivocation(s1, forged)
+    assert evidence is not None and evidence["height"] == 1
+
+
+def test_tampered_block_is_refused_by_validators(community):
+    ledgers = community.ledgers
+    txs = [reading(m, community.community, T0 - T0 % 900, 1) for m in community.meters]
+    block = ledgers[0].propose(txs, T0 + 1)
+    dropped = type(block)(dict(block.header), block.txs[1:], block.results)
+    with pytest.raises(InvalidBlock, match="bad_tx_root"):
+        ledgers[1].validate(dropped)
+    results = [dict(r) for r in block.results]
+    results[-1]["interval"] += 900
+    forged = type(block)(dict(block.header), block.txs, results)
+    with pytest.raises(InvalidBlock, match="bad_results"):
+        ledgers[1].validate(forged)
+
+
+def test_unknown_signer_and_bad_signature_make_block_invalid(community):
+    stranger = Party(generate_private_key())
+    block = community.ledgers[0]
+    env = reading(stranger, community.community, T0 - T0 % 900, 1)
+    with pytest.raises(InvalidBlock, match="unknown_signer"):
+        block.propose([env], T0 + 1)
+
+
+def test_replayed_and_expired_transactions_are_recorded_as_rejected(community):
+    meter = community.meters[0]
+    env = reading(meter, community.community, T0 - T0 % 900, 1)
+    community.run_block([env], T0 + 1)
+    block = community.run_block([env], T0 + 2)
+    assert block.results[0]["status"] == "rejected" and block.results[0]["reason"] == "replay"
+    old = meter.sign(
+        community.community,
+        "reading",
+        {"interval": T0 - T0 % 900, "import_wh": 1, "export_wh": 0, "serial": "S", "profile": "p"},
+        created=T0 - 100,
+        ttl_s=50,
+    )
+    block = community.run_block([old], T0 + 3)
+    assert block.results[0]["reason"] == "expired"
+
+
+def _gov(c, party, action, args, t, deadline_s=3600):
+    return party.sign(
+        c.community, "propose", {"action": action, "args": args, "deadline": t + deadline_s}, created=t
+    )
+
+
+def _vote(c, party, pid, t, yes=True):
+    return party.sign(c.community, "vote", {"proposal": pid, "vote": "yes" if yes else "no"}, created=t)
+
+
+def test_enrolment_needs_validator_quorum_and_revocation_blocks_meter(community):
+    c = community
+    new_meter = Party(generate_private_key())
+    prop = _gov(
+        c,
+        c.validators[0],
+        "enroll_meter",
+        {"key": new_meter.sec1_hex, "serial": "NEW1", "owner": c.members[0].id, "capacity_w": 5000},
+        T0,
+    )
+    c.run_block([prop], T0 + 1)
+    pid = prop.tx_hash.hex()
+    assert new_meter.id not in c.ledgers[0].chain_state["meters"]
+    c.run_block([_vote(c, c.validators[1], pid, T0 + 2)], T0 + 2)
+    assert new_meter.id not in c.ledgers[0].chain_state["meters"]  # 2 of 4, quorum 3
+    dup = _vote(c, c.validators[1], pid, T0 + 3)
+    block = c.run_block([dup, _vote(c, c.validators[2], pid, T0 + 3)], T0 + 3)
+    assert block.results[0]["reason"] == "double_vote"
+    assert any(r.get("outcome") == "passed" for r in block.results)
+    assert new_meter.id in c.ledgers[0].chain_state["meters"]
+    # the new meter can now transact; after revocation it cannot
+    block = c.run_block([reading(new_meter, c.community, T0 - T0 % 900, 1)], T0 + 4)
+    assert block.results[0]["status"] == "ok"
+    revoke = _gov(c, c.validators[0], "revoke_meter", {"meter": new_meter.id}, T0 + 5)
+    c.run_block(
+        [
+            revoke,
+            _vote(c, c.validators[1], revoke.tx_hash.hex(), T0 + 5),
+            _vote(c, c.validators[2], revoke.tx_hash.hex(), T0 + 5),
+        ],
+        T0 + 5,
+    )
+    block = c.run_block([reading(new_meter, c.community, T0 - T0 % 900, 2)], T0 + 6)
+    assert block.results[0]["reason"] == "revoked"
+    for ledger in c.ledgers:
+        verify_store(ledger.store, KeyValueApp())
+
+
+def test_member_majority_late_votes_and_expiry(community):
+    c = community  # 2 members: majority is 2
+    prop = _gov(
+        c, c.members[0], "set_param", {"name": "max_writes_per_meter", "value": 1}, T0, deadline_s=100
+    )
+    c.run_block([prop], T0 + 1)
+    late = _vote(c, c.members[1], prop.tx_hash.hex(), T0 + 150)
+    block = c.run_block([late], T0 + 150)
+    assert block.results[0]["reason"] in ("late_vote", "unknown_proposal")
+    assert (
+        any(r.get("outcome") == "expired" for r in c.ledgers[0].store.results(block.height))
+        or prop.tx_hash.hex() not in c.ledgers[0].chain_state["proposals"]
+    )
+    assert "max_writes_per_meter" not in c.ledgers[0].chain_state["params"]
+    # a bad parameter value is refused at proposal time
+    bad = _gov(c, c.members[0], "set_param", {"name": "max_writes_per_meter", "value": -1}, T0 + 200)
+    block = c.run_block([bad], T0 + 200)
+    assert block.results[0]["reason"] == "bad_value"
+    # validators are not members: they cannot vote on member matters
+    prop = _gov(c, c.members[0], "set_param", {"name": "max_writes_per_meter", "value": 1}, T0 + 300)
+    block = c.run_block(
+        [
+            prop,
+            _vote(c, c.validators[1], prop.tx_hash.hex(), T0 + 300),
+            _vote(c, c.members[1], prop.tx_hash.hex(), T0 + 300),
+        ],
+        T0 + 300,
+    )
+    assert block.results[2]["reason"] == "not_eligible"
+    assert c.ledgers[0].chain_state["params"]["max_writes_per_meter"] == 1
+
+
+def test_validator_set_change_takes_effect_at_next_height(community):
+    c = community
+    newcomer = Party(generate_private_key())
+    prop = _gov(c, c.validators[0], "add_validator", {"key": newcomer.sec1_hex, "name": "new"}, T0)
+    votes = [_vote(c, c.validators[i], prop.tx_hash.hex(), T0) for i in (1, 2)]
+    block = c.run_block([prop, *votes], T0 + 1)
+    # the block that passed it was sealed by the old set (quorum 3 of 4)
+    assert len(c.ledgers[0].store.seal_rows(block.height)) == 4
+    assert c.ledgers[0].quorum() == 4  # floor(2*5/3)+1
+    nxt = c.ledgers[0].propose([], T0 + 2)
+    seals = [c.ledgers[i].seal(nxt, c.validators[i].key, now=T0 + 2) for i in range(3)]
+    assert not c.ledgers[0].is_final(seals)
+    newcomer_ledger = c.ledgers[3]
+    seals.append(newcomer_ledger.seal(nxt, c.validators[3].key, now=T0 + 2))
+    for ledger in c.ledgers:
+        ledger.commit(nxt, seals)
+    for ledger in c.ledgers:
+        assert verify_store(ledger.store, KeyValueApp()).blocks == 2
+
+
+def test_next_block_due_follows_the_app(tmp_path):
+    c = make_community(validators=1, app_params={"due_every_s": 900})
+    c.open_ledgers(tmp_path, KeyValueApp)
+    due = c.ledgers[0].next_block_due()
+    assert due == (T0 // 900 + 1) * 900
+    block = c.run_block([], due)
+    assert block.results == [{"kind": "tick", "time": due}]
+    assert c.ledgers[0].next_block_due() == due + 900
+
+
+# -- tamper detection: one changed byte in any ledger table row is found, at the right height ------
+
+
+def _flip(value):
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value[:-1] + ("0" if value[-1] != "0" else "1")
+    data = bytearray(value)
+    data[len(data) // 2] ^= 0x01
+    return bytes(data)
+
+
+TAMPER_CASES = [
+    ("blocks", "header", "height = 2"),
+    ("blocks", "hash", "height = 2"),
+    ("blocks", "time", "height = 2"),
+    ("blocks", "tx_count", "height = 2"),
+    ("txs", "hash", "height = 2 AND idx = 1"),
+    ("txs", "signer", "height = 2 AND idx = 1"),
+    ("txs", "type", "height = 2 AND idx = 1"),
+    ("txs", "seq", "height = 2 AND idx = 1"),
+    ("payloads", "envelope", "hash = (SELECT hash FROM txs WHERE height = 2 AND idx = 1)"),
+    ("payloads", "hash", "hash = (SELECT hash FROM txs WHERE height = 2 AND idx = 1)"),
+    ("results", "data", "height = 2 AND idx = 1"),
+    ("results", "kind", "height = 2 AND idx = 1"),
+    ("seals", "envelope", "height = 2 AND rowid = (SELECT min(rowid) FROM seals WHERE height = 2)"),
+    ("seals", "validator", "height = 2 AND rowid = (SELECT min(rowid) FROM seals WHERE height = 2)"),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "where"), TAMPER_CASES)
+def test_any_changed_byte_is_detected_at_its_height(community, table, column, where):
+    fill(community, blocks=4)
+    ledger = community.ledgers[1]
+    path = ledger.store.path
+    ledger.close()
+    conn = sqlite3.connect(path)
+    (value,) = conn.execute(f"SELECT {column} FROM {table} WHERE {where}").fetchone()
+    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (_flip(value),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerifyError) as err:
+        verify_store(Store.open(path.parent, readonly=True), KeyValueApp())
+    assert err.value.height == 2, str(err.value)
+
+
+def test_changed_genesis_is_detected(community):
+    fill(community, blocks=1)
+    path = community.ledgers[2].store.path
+    community.ledgers[2].close()
+    conn = sqlite3.connect(path)
+    (doc,) = conn.execute("SELECT doc FROM genesis").fetchone()
+    conn.execute("UPDATE genesis SET doc = ?", (doc.replace(b'"quorum":3', b'"quorum":2'),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerifyError) as err:
+        verify_store(Store.open(path.parent, readonly=True), KeyValueApp())
+    assert err.value.height == 0
+
+
+def test_deleted_row_is_detected(community):
+    fill(community, blocks=3)
+    path = community.ledgers[3].store.path
+    community.ledgers[3].close()
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM results WHERE height = 3 AND idx = 0")
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerifyError) as err:
+        verify_store(Store.open(path.parent, readonly=True), KeyValueApp())
+    assert err.value.height == 3
+
+
+def test_reopen_restores_state(community, tmp_path):
+    fill(community, blocks=3)
+    ledger = community.ledgers[0]
+    head = header_hash(ledger.head)
+    path = ledger.store.path.parent
+    ledger.close()
+    reopened = Ledger.open(path, KeyValueApp())
+    assert header_hash(reopened.head) == head and reopened.state == community.ledgers[1].state

@@ -1,0 +1,104 @@
+"""`peerwatt genesis new`, `node init`, `gov propose|vote|list` and `verify`, as a subprocess."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+from chain.kvapp import KeyValueApp
+from chain.localnet import make_community
+
+
+def peerwatt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_genesis_new_and_node_init(tmp_path):
+    assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", "v1").returncode == 0
+    out = tmp_path / "genesis.toml"
+    res = peerwatt(
+        "genesis",
+        "new",
+        "--community",
+        "oak-street",
+        "--validator",
+        str(tmp_path / "v1.pub"),
+        "--app",
+        "kv",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    res = peerwatt("node", "init", "--genesis", str(out), "--data", str(tmp_path / "n1"))
+    assert res.returncode == 0, res.stderr
+    assert "genesis hash" in res.stdout
+    res = peerwatt("node", "init", "--genesis", str(out), "--data", str(tmp_path / "n1"))
+    assert res.returncode != 0 and "already exists" in res.stderr
+    res = peerwatt("verify", "--data", str(tmp_path / "n1"))
+    assert res.returncode == 0 and res.stdout.startswith("ok: 0 blocks"), res.stdout + res.stderr
+    res = peerwatt("gov", "list", "--data", str(tmp_path / "n1"))
+    assert res.returncode == 0 and "no open proposals" in res.stdout
+
+
+def test_broken_genesis_is_one_line(tmp_path):
+    bad = tmp_path / "g.toml"
+    bad.write_text('[community]\nid = "Oak Street"\ntime = 1\n')
+    res = peerwatt("node", "init", "--genesis", str(bad), "--data", str(tmp_path / "n"))
+    assert res.returncode != 0 and res.stderr.count("\n") == 1 and "community.id" in res.stderr
+    res = peerwatt("node", "init", "--genesis", str(tmp_path / "missing.toml"), "--data", str(tmp_path / "n"))
+    assert res.returncode != 0 and "not found" in res.stderr
+    res = peerwatt("verify", "--data", str(tmp_path / "nothing"))
+    assert res.returncode != 0 and "no ledger store" in res.stderr
+
+
+def test_verify_names_first_bad_height_and_gov_files_are_accepted(tmp_path):
+    c = make_community(validators=3, members=2)
+    ledgers = c.open_ledgers(tmp_path, KeyValueApp)
+    key_file = tmp_path / "member0.key"
+    from chain.keys import save_private_key
+
+    save_private_key(c.members[0].key, key_file)
+    t = c.genesis.time
+    res = peerwatt(
+        "gov",
+        "propose",
+        "--key",
+        str(key_file),
+        "--community",
+        c.community,
+        "--seq",
+        "1",
+        "--action",
+        "set_param",
+        "--arg",
+        "name=max_writes_per_meter",
+        "--arg",
+        "value=3",
+    )
+    assert res.returncode == 0, res.stderr
+    import time as _time
+
+    now = int(_time.time())
+    env = ledgers[0].intake(res.stdout.encode(), now)
+    c.run_block([env], max(now, t))
+    res = peerwatt("gov", "list", "--data", str(tmp_path / "validator-0"))
+    assert env.tx_hash.hex() in res.stdout and "needed=2" in res.stdout
+    for i in range(3):
+        c.run_block([], max(now, t) + i + 1)
+    for ledger in ledgers:
+        ledger.close()
+    res = peerwatt("verify", "--data", str(tmp_path / "validator-1"))
+    assert res.returncode == 0 and res.stdout.startswith("ok: 4 blocks"), res.stdout
+    conn = sqlite3.connect(tmp_path / "validator-1" / "ledger.sqlite")
+    conn.execute("UPDATE blocks SET time = time + 1 WHERE height = 3")
+    conn.commit()
+    conn.close()
+    res = peerwatt("verify", "--data", str(tmp_path / "validator-1"))
+    assert res.returncode == 1 and res.stdout.startswith("FAILED at height 3"), res.stdout
