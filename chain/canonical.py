@@ -78,7 +78,12 @@ def loads_strict(data: bytes | str) -> Any:
         raise CanonicalError("bad_json", "JSON nested too deeply") from None
     except ValueError as exc:
         raise CanonicalError("bad_json", f"not JSON: {exc}") from None
-    check_value(value)
+    # The decoder's hooks already refused duplicates, floats, NaN and unsafe integers. Non-ASCII
+    # keys and lone surrogates can only come from non-ASCII bytes or \u escapes: check the whole
+    # tree only when the text holds either (pure-ASCII messages without escapes skip the walk).
+    # Depth: with at most MAX_DEPTH brackets in all, nesting cannot exceed MAX_DEPTH.
+    if not text.isascii() or "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH:
+        check_value(value)
     return value
 
 

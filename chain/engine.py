@@ -159,7 +159,7 @@ class Ledger:
         sec1 = signer_key(self.chain_state, env.signer)
         if sec1 is None:
             raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
-        verify_envelope(env, public_key_from_hex(sec1))
+        verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
         ctx = app_context(self.state, self.height + 1, now)
         check_rules(self.app, self.chain_state, ctx, env)
         if env.type in self.app.tx_types:
@@ -307,7 +307,7 @@ def check_seal_for(
     if seal.body["height"] != height or seal.body["header"] != block_hash.hex():
         raise InvalidBlock("wrong_header", f"seal by {seal.signer} is for another header")
     try:
-        verify_envelope(seal, public_key_from_hex(validator["key"]))
+        verify_envelope(seal, public_key_from_hex(validator["key"]), key_id_hex=seal.signer)
     except Rejected as exc:
         raise InvalidBlock("bad_seal", f"seal by {seal.signer}: {exc.detail}") from None
 

@@ -101,7 +101,7 @@ def verify_signer(chain: dict[str, Any], env: Envelope) -> None:
     if sec1 is None:
         raise InvalidBlock("unknown_signer", f"transaction from unknown key {env.signer}")
     try:
-        verify_envelope(env, public_key_from_hex(sec1))
+        verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
     except Rejected as exc:
         raise InvalidBlock(exc.reason, f"transaction {env.tx_hash.hex()}: {exc.detail}") from None
 
