@@ -1,0 +1,538 @@
+"""Read one meter over Modbus TCP or RTU with a profile; every fault becomes a typed error.
+
+``MeterReader(profile, TcpTarget(...) | SerialTarget(...), ...).read()`` returns a
+``MeterSample``: power in W and the cumulative import/export counters in Wh as integers
+(rounded once, half-even), plus the per-phase voltage/current/power and frequency as floats
+where the profile maps them. Contiguous registers are batched into as few requests as the
+meter's limit allows; SunSpec devices are discovered ('SunS' marker, model chain) once and
+re-discovered when the layout stops matching.
+
+Faults are raised as subclasses of ``MeterError`` with one-line messages: ``MeterTimeout``
+(no answer), ``MeterExceptionResponse`` (a Modbus exception code), ``MeterFramingError``
+(CRC/framing: bytes arrived but no valid frame), ``MeterConnectionError`` (cannot connect, or
+the meter/gateway closed the connection), ``MeterValueUnavailable`` (NaN or a "not available"
+sentinel in power or a counter) and ``MeterDiscoveryError`` (SunSpec layout not found).
+Retries are bounded; each request has its own timeout. Uses pymodbus's synchronous clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from meter_agent.profile import (
+    PHASE_VALUES,
+    REQUIRED_VALUES,
+    SUNSPEC_END,
+    SUNSPEC_MARKER,
+    SUNSPEC_SF_NOT_IMPLEMENTED,
+    MeterProfile,
+    SunSpecModel,
+    ValueSpec,
+)
+
+# pymodbus logs every failed request at ERROR level; a library keeps quiet unless the
+# application configures logging (the CLI does not want frame dumps on stderr).
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
+# Exception codes worth another attempt: the device (or the gateway behind it) was busy.
+RETRYABLE_CODES = frozenset({5, 6, 10, 11})
+GATEWAY_CODES = frozenset({10, 11})
+
+
+@dataclass(frozen=True)
+class TcpTarget:
+    """A Modbus TCP device or RTU-over-TCP gateway."""
+
+    host: str
+    port: int = 502
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SerialTarget:
+    """An RS-485 line (Modbus RTU) on a serial device such as /dev/ttyUSB0."""
+
+    device: str
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.baudrate} 8{self.parity}{self.stopbits})"
+
+
+Target = TcpTarget | SerialTarget
+
+
+class MeterError(Exception):
+    """A meter could not be read; ``str()`` is one line naming the meter and the cause."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MeterTimeout(MeterError):
+    """No answer within the per-request timeout."""
+
+
+class MeterFramingError(MeterError):
+    """Bytes arrived but formed no valid frame (CRC error, truncated or garbled answer)."""
+
+
+class MeterConnectionError(MeterError):
+    """Cannot connect / open the port, or the meter or gateway closed the connection."""
+
+    def __init__(self, message: str, closed_by_peer: bool = False) -> None:
+        super().__init__(message)
+        self.closed_by_peer = closed_by_peer
+
+
+class MeterExceptionResponse(MeterError):
+    """The device answered with a Modbus exception code."""
+
+    def __init__(self, message: str, code: int, function: int, address: int, count: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.function = function
+        self.address = address
+        self.count = count
+
+
+class MeterValueUnavailable(MeterError):
+    """Power or a counter read NaN or a "not available" sentinel (or a negative counter)."""
+
+    def __init__(self, message: str, names: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+class MeterDiscoveryError(MeterError):
+    """The SunSpec marker or a usable model was not found, or the layout changed (retryable)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+RETRYABLE_ERRORS = (MeterTimeout, MeterFramingError, MeterConnectionError, MeterDiscoveryError)
+
+
+@dataclass(frozen=True)
+class MeterSample:
+    """One reading. Power > 0 imports from the grid, < 0 exports (peerwatt convention).
+
+    ``voltage_v``, ``current_a`` and ``phase_power_w`` have one entry per phase when the
+    profile maps that quantity (None where a phase reads "not available"), else are empty.
+    """
+
+    time: int
+    power_w: int
+    import_wh: int
+    export_wh: int
+    voltage_v: tuple[float | None, ...]
+    current_a: tuple[float | None, ...]
+    phase_power_w: tuple[float | None, ...]
+    frequency_hz: float | None
+    serial: str | None
+    profile: str
+    unit_id: int
+    sunspec_model: int | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        out = asdict(self)
+        for key in ("voltage_v", "current_a", "phase_power_w"):
+            out[key] = list(out[key])
+        return out
+
+
+def plan_requests(specs: Iterable[ValueSpec], max_registers: int) -> list[tuple[int, int, int]]:
+    """Group values into (function, start, count) requests: contiguous registers only,
+    at most ``max_registers`` per request, as few requests as that allows (greedy is optimal
+    for runs that may not be split inside a value)."""
+    requests: list[tuple[int, int, int]] = []
+    by_function: dict[int, list[ValueSpec]] = {}
+    for spec in specs:  # the function of the first value (the profile's main one) goes first
+        by_function.setdefault(spec.function, []).append(spec)
+    for function in by_function:
+        start = end = -1
+        for spec in sorted(by_function[function], key=lambda s: s.address):
+            if spec.count > max_registers:
+                raise ValueError(f"value {spec.name} needs {spec.count} registers > {max_registers}")
+            spec_end = spec.address + spec.count
+            if start >= 0 and spec.address <= end and max(end, spec_end) - start <= max_registers:
+                end = max(end, spec_end)
+                continue
+            if start >= 0:
+                requests.append((function, start, end - start))
+            start, end = spec.address, spec_end
+        if start >= 0:
+            requests.append((function, start, end - start))
+    return requests
+
+
+def _round(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+@dataclass(frozen=True)
+class _SunSpecLocation:
+    base: int
+    common_address: int | None
+    model_address: int
+    model: SunSpecModel
+    span: int  # registers read from the model's ID register on each poll
+
+
+class MeterReader:
+    """Reads one meter (see the module docstring). Not thread-safe: one reader per thread."""
+
+    def __init__(
+        self,
+        profile: MeterProfile,
+        transport: Target,
+        unit_id: int | None = None,
+        timeout_s: float = 1.0,
+        retries: int = 1,
+        close_between_polls: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.profile = profile
+        self.transport = transport
+        self.unit_id = profile.transport.unit_id if unit_id is None else unit_id
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.close_between_polls = close_between_polls
+        self.clock = clock
+        self.requests_sent = 0
+        self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._rx_bytes = 0
+        self._sunspec: _SunSpecLocation | None = None
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def where(self) -> str:
+        return f"{self.profile.name} meter at {self.transport.describe()} unit {self.unit_id}"
+
+    def read(self) -> MeterSample:
+        """One reading, with at most ``retries`` further attempts on timeouts, garbled
+        answers, dropped connections and busy devices."""
+        attempts = self.retries + 1
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return self._read_once()
+                except RETRYABLE_ERRORS as exc:
+                    self._drop_connection()
+                    final = isinstance(exc, MeterDiscoveryError) and not exc.retryable
+                    if final or attempt == attempts:
+                        raise _with_attempts(exc, attempt) from None
+                except MeterExceptionResponse as exc:
+                    if exc.code in (1, 2):
+                        self._sunspec = None  # a moved SunSpec layout shows up as code 2
+                    if exc.code not in RETRYABLE_CODES or attempt == attempts:
+                        raise _with_attempts(exc, attempt) from None
+            raise AssertionError("unreachable")
+        finally:
+            if self.close_between_polls:
+                self.close()
+
+    def close(self) -> None:
+        """Close the connection (TCP socket or serial port); the next read reopens it."""
+        self._drop_connection()
+
+    def __enter__(self) -> MeterReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- one attempt
+
+    def _read_once(self) -> MeterSample:
+        if self.profile.kind == "sunspec":
+            return self._read_sunspec()
+        image: dict[tuple[int, int], int] = {}
+        for function, start, count in plan_requests(self.profile.values.values(), self.profile.max_registers):
+            for i, reg in enumerate(self._request(function, start, count)):
+                image[(function, start + i)] = reg
+        values: dict[str, Decimal | str | None] = {}
+        for name, spec in self.profile.values.items():
+            regs = [image[(spec.function, a)] for a in range(spec.address, spec.address + spec.count)]
+            values[name] = spec.decode(regs)
+        return self._sample(values, None)
+
+    def _read_sunspec(self) -> MeterSample:
+        if self._sunspec is None:
+            self._sunspec = self._discover()
+        loc = self._sunspec
+        regs = self._read_range(loc.model_address, loc.span)
+        if regs[0] != loc.model.model_id:
+            self._sunspec = None
+            raise MeterDiscoveryError(
+                f"{self.where}: SunSpec model {loc.model.model_id} is no longer at "
+                f"{loc.model_address} (found id {regs[0]}); discovering again",
+                retryable=True,
+            )
+        values: dict[str, Decimal | str | None] = {}
+        for name, spec in loc.model.values.items():
+            point = regs[spec.address : spec.address + spec.count]
+            scale_factor = 0
+            if spec.sf_offset is not None:
+                raw_sf = regs[spec.sf_offset]
+                if raw_sf == SUNSPEC_SF_NOT_IMPLEMENTED:
+                    values[name] = None
+                    continue
+                scale_factor = raw_sf - 0x10000 if raw_sf & 0x8000 else raw_sf
+                if not -10 <= scale_factor <= 10:
+                    values[name] = None
+                    continue
+            values[name] = spec.decode(point, scale_factor)
+        serial_spec = self.profile.sunspec.serial if self.profile.sunspec else None
+        if serial_spec is not None and loc.common_address is not None:
+            sn_regs = self._read_range(loc.common_address + serial_spec.address, serial_spec.count)
+            values["serial"] = serial_spec.decode(sn_regs)
+        return self._sample(values, loc.model.model_id)
+
+    def _discover(self) -> _SunSpecLocation:
+        layout = self.profile.sunspec
+        assert layout is not None
+        base = None
+        for candidate in layout.base_addresses:
+            try:
+                if tuple(self._request(3, candidate, 2)) == SUNSPEC_MARKER:
+                    base = candidate
+                    break
+            except MeterExceptionResponse as exc:
+                if exc.code in GATEWAY_CODES:
+                    raise
+        if base is None:
+            bases = ", ".join(str(b) for b in layout.base_addresses)
+            raise MeterDiscoveryError(
+                f"{self.where}: no SunSpec marker 'SunS' at {bases} "
+                "(not a SunSpec device, or SunSpec/Modbus is disabled on it)"
+            )
+        found: dict[int, tuple[int, int]] = {}
+        common = None
+        address = base + 2
+        for _ in range(layout.max_models):
+            try:
+                model_id, length = self._request(3, address, 2)
+            except MeterExceptionResponse:
+                raise MeterDiscoveryError(
+                    f"{self.where}: SunSpec model chain broken at register {address}"
+                ) from None
+            if model_id == SUNSPEC_END:
+                break
+            if model_id == 1 and common is None:
+                common = address
+            found.setdefault(model_id, (address, length))
+            address += 2 + length
+            if address > 65533:
+                break
+        for model in layout.models:
+            if model.model_id in found:
+                model_address, length = found[model.model_id]
+                span = max(s.address + s.count for s in model.values.values())
+                span = max([span, *(s.sf_offset + 1 for s in model.values.values() if s.sf_offset)])
+                if span > length + 2:
+                    raise MeterDiscoveryError(
+                        f"{self.where}: SunSpec model {model.model_id} is only {length} registers long"
+                    )
+                return _SunSpecLocation(base, common, model_address, model, span)
+        wanted = ", ".join(str(m.model_id) for m in layout.models)
+        offered = ", ".join(str(m) for m in sorted(found)) or "none"
+        raise MeterDiscoveryError(
+            f"{self.where}: SunSpec device offers models {offered}, none of {wanted} "
+            "(add the model to a profile file)"
+        )
+
+    def _read_range(self, address: int, count: int) -> list[int]:
+        """SunSpec holding registers ``address``.. in requests of at most ``max_registers``."""
+        out: list[int] = []
+        step = self.profile.max_registers
+        for start in range(address, address + count, step):
+            out.extend(self._request(3, start, min(step, address + count - start)))
+        return out
+
+    def _sample(self, values: Mapping[str, Decimal | str | None], model: int | None) -> MeterSample:
+        bad = [n for n in REQUIRED_VALUES if values.get(n) is None]
+        bad += [n for n in ("import_wh", "export_wh") if n not in bad and values[n] < 0]  # type: ignore[operator]
+        if bad:
+            raise MeterValueUnavailable(
+                f"{self.where}: {', '.join(bad)} not available (NaN, 'not implemented' "
+                "sentinel or negative counter)",
+                tuple(bad),
+            )
+        sign = -1 if self.profile.invert else 1
+        power = values["power_w"] * sign  # type: ignore[operator]
+
+        def phases(quantity: str, unit: str, flip: bool = False) -> tuple[float | None, ...]:
+            names = [f"{quantity}_l{p}_{unit}" for p in range(1, self.profile.phases + 1)]
+            if not any(n in values for n in names):
+                return ()
+            out = []
+            for n in names:
+                v = values.get(n)
+                out.append(None if v is None else float(v) * (sign if flip else 1))  # type: ignore[arg-type]
+            return tuple(out)
+
+        frequency = values.get("frequency_hz")
+        serial = values.get("serial")
+        if isinstance(serial, Decimal):
+            serial = str(int(serial))
+        return MeterSample(
+            time=int(self.clock()),
+            power_w=_round(power),  # type: ignore[arg-type]
+            import_wh=_round(values["import_wh"]),  # type: ignore[arg-type]
+            export_wh=_round(values["export_wh"]),  # type: ignore[arg-type]
+            voltage_v=phases("voltage", "v"),
+            current_a=phases("current", "a"),
+            phase_power_w=phases("power", "w", flip=True),
+            frequency_hz=None if frequency is None else float(frequency),
+            serial=None if serial is None or serial == "" else str(serial),
+            profile=self.profile.name,
+            unit_id=self.unit_id,
+            sunspec_model=model,
+        )
+
+    # ---------------------------------------------------------------- transport
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._rx_bytes = len(data)
+        return data
+
+    def _connected_client(self) -> ModbusTcpClient | ModbusSerialClient:
+        if self._client is None:
+            if isinstance(self.transport, TcpTarget):
+                self._client = ModbusTcpClient(
+                    self.transport.host,
+                    port=self.transport.port,
+                    timeout=self.timeout_s,
+                    retries=0,
+                    trace_packet=self._trace_packet,
+                )
+            else:
+                self._client = ModbusSerialClient(
+                    self.transport.device,
+                    baudrate=self.transport.baudrate,
+                    parity=self.transport.parity,
+                    stopbits=self.transport.stopbits,
+                    bytesize=8,
+                    timeout=self.timeout_s,
+                    retries=0,
+                    trace_packet=self._trace_packet,
+                )
+        if not self._client.connected and not self._client.connect():
+            self._drop_connection()
+            if isinstance(self.transport, TcpTarget):
+                raise MeterConnectionError(
+                    f"{self.where}: cannot connect to {self.transport.describe()} "
+                    "(connection refused or host unreachable)"
+                )
+            raise MeterConnectionError(f"{self.where}: cannot open serial port {self.transport.device}")
+        return self._client
+
+    def _drop_connection(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _request(self, function: int, address: int, count: int) -> list[int]:
+        client = self._connected_client()
+        self._rx_bytes = 0
+        self.requests_sent += 1
+        span = f"{'holding' if function == 3 else 'input'} registers {address}..{address + count - 1}"
+        try:
+            if function == 3:
+                response = client.read_holding_registers(address, count=count, device_id=self.unit_id)
+            else:
+                response = client.read_input_registers(address, count=count, device_id=self.unit_id)
+        except ConnectionException:
+            self._drop_connection()
+            raise MeterConnectionError(
+                f"{self.where}: the connection was closed by the meter or gateway while reading {span}",
+                closed_by_peer=True,
+            ) from None
+        except ModbusIOException:
+            self._drop_connection()
+            if self._rx_bytes:
+                raise MeterFramingError(
+                    f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no valid "
+                    "frame: CRC or framing error)"
+                ) from None
+            raise MeterTimeout(
+                f"{self.where}: no answer within {self.timeout_s:g} s reading {span}"
+            ) from None
+        except ModbusException as exc:
+            self._drop_connection()
+            raise MeterFramingError(f"{self.where}: invalid answer reading {span}: {exc}") from None
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0) or 0)
+            name = EXCEPTION_NAMES.get(code, "unknown exception")
+            raise MeterExceptionResponse(
+                f"{self.where}: Modbus exception {code} ({name}) reading {span}",
+                code=code,
+                function=function,
+                address=address,
+                count=count,
+            )
+        registers = list(response.registers)
+        if len(registers) != count:
+            self._drop_connection()
+            raise MeterFramingError(
+                f"{self.where}: answer holds {len(registers)} registers, asked for {count} ({span})"
+            )
+        return registers
+
+
+def _with_attempts(exc: MeterError, attempts: int) -> MeterError:
+    """The same error, its message noting how many attempts were made (when more than one)."""
+    if attempts > 1:
+        exc.message = f"{exc.message} (after {attempts} attempts)"
+        exc.args = (exc.message,)
+    return exc
+
+
+__all__ = [
+    "MeterConnectionError",
+    "MeterDiscoveryError",
+    "MeterError",
+    "MeterExceptionResponse",
+    "MeterFramingError",
+    "MeterReader",
+    "MeterSample",
+    "MeterTimeout",
+    "MeterValueUnavailable",
+    "SerialTarget",
+    "TcpTarget",
+    "PHASE_VALUES",
+    "plan_requests",
+]

@@ -1,0 +1,430 @@
+"""`peerwatt meter`: read a real meter once (`read`) or find out which meter answers (`probe`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import click
+
+from peerwatt.errors import UserError
+
+# Plausibility bounds for probe: what a household meter on a 230 V / 50-60 Hz grid reports.
+VOLTAGE_RANGE_V = (180.0, 260.0)
+FREQUENCY_RANGE_HZ = (45.0, 65.0)
+MAX_POWER_W = 250_000
+MAX_COUNTER_WH = 10_000_000_000  # 10 GWh
+
+
+def _profiles(names: Sequence[str], profile_file: str | None, profile_dirs: Sequence[str]):
+    from meter_agent.profile import ProfileError, find_profile, profile_names
+
+    try:
+        if profile_file:
+            return [find_profile(profile_file)]
+        return [find_profile(n, profile_dirs) for n in (names or profile_names(profile_dirs))]
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _target(
+    host: str | None,
+    serial: str | None,
+    port: int | None,
+    baud: int | None,
+    parity: str | None,
+    stopbits: int | None,
+    profile,
+):
+    from meter_agent.modbus_reader import SerialTarget, TcpTarget
+
+    if (host is None) == (serial is None):
+        raise UserError("give exactly one of --host (Modbus TCP) or --serial (Modbus RTU device)")
+    defaults = profile.transport
+    if host is not None:
+        return TcpTarget(host, port or defaults.tcp_port)
+    return SerialTarget(
+        serial,  # type: ignore[arg-type]
+        baudrate=baud or defaults.baudrate,
+        parity=parity or defaults.parity,
+        stopbits=stopbits or defaults.stopbits,
+    )
+
+
+def advice(exc: Exception, tcp: bool) -> str:
+    """What to check after a meter error, in one sentence."""
+    from meter_agent.modbus_reader import (
+        MeterConnectionError,
+        MeterDiscoveryError,
+        MeterExceptionResponse,
+        MeterFramingError,
+        MeterTimeout,
+        MeterValueUnavailable,
+    )
+
+    if isinstance(exc, MeterConnectionError):
+        if not tcp:
+            return "check the device path, its permissions (dialout group) and that no other program holds it"
+        if exc.closed_by_peer:
+            return (
+                "the device may accept only one client at a time: stop other pollers (evcc, Home Assistant)"
+            )
+        return "check the host and port, and that Modbus TCP is enabled on the device"
+    if isinstance(exc, MeterTimeout):
+        if tcp:
+            return (
+                "check host, port and unit id, that Modbus TCP is enabled, and that no other "
+                "client holds the device's only connection"
+            )
+        return (
+            "check the A/B wiring, baud rate and parity, the unit id, and that no other master polls the bus"
+        )
+    if isinstance(exc, MeterFramingError):
+        return "check the baud rate, parity, termination and that only one master polls the bus"
+    if isinstance(exc, MeterExceptionResponse):
+        if exc.code in (1, 2):
+            return "the meter does not have these registers: check --profile (try `peerwatt meter probe`)"
+        if exc.code in (10, 11):
+            return "the gateway got no answer from that unit: check --unit and the RS-485 side"
+        return "the meter is busy or failing; try again"
+    if isinstance(exc, MeterDiscoveryError):
+        return "check that SunSpec is enabled on the device, or choose a register-map profile"
+    if isinstance(exc, MeterValueUnavailable):
+        return "the meter reports 'not available'; it may still be starting, or the profile is wrong"
+    return "check the connection settings"
+
+
+@click.group()
+def meter() -> None:
+    """Read a meter over Modbus, or find out which meter answers."""
+
+
+_connection_options = [
+    click.option("--host", help="Modbus TCP device or RTU-over-TCP gateway."),
+    click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: the profile's, 502)."),
+    click.option("--serial", "serial_device", help="Serial device for Modbus RTU, e.g. /dev/ttyUSB0."),
+    click.option("--baud", type=click.IntRange(300, 921600), help="RTU baud rate (default: the profile's)."),
+    click.option("--parity", type=click.Choice(["N", "E", "O"]), help="RTU parity (default: the profile's)."),
+    click.option("--stopbits", type=click.IntRange(1, 2), help="RTU stop bits (default: the profile's)."),
+    click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of profile files."),
+]
+
+
+def connection_options(func):
+    for option in reversed(_connection_options):
+        func = option(func)
+    return func
+
+
+@meter.command("read")
+@click.option("--profile", "profile_name", help="Meter profile name (see docs/meters.md).")
+@click.option("--profile-file", type=click.Path(dir_okay=False), help="A profile TOML file of your own.")
+@connection_options
+@click.option(
+    "--unit", "unit_id", type=click.IntRange(0, 247), help="Modbus unit id (default: the profile's)."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option("--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Further attempts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reading as JSON.")
+def read(
+    profile_name: str | None,
+    profile_file: str | None,
+    host: str | None,
+    port: int | None,
+    serial_device: str | None,
+    baud: int | None,
+    parity: str | None,
+    stopbits: int | None,
+    profile_dirs: tuple[str, ...],
+    unit_id: int | None,
+    timeout_s: float,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Read the meter once and print power, counters and per-phase values."""
+    from meter_agent.modbus_reader import MeterError, MeterReader
+
+    if (profile_name is None) == (profile_file is None):
+        raise UserError(
+            "give --profile NAME or --profile-file FILE (unsure which? run `peerwatt meter probe`)"
+        )
+    (profile,) = _profiles([profile_name] if profile_name else [], profile_file, profile_dirs)
+    target = _target(host, serial_device, port, baud, parity, stopbits, profile)
+    reader = MeterReader(profile, target, unit_id=unit_id, timeout_s=timeout_s, retries=retries)
+    try:
+        sample = reader.read()
+    except MeterError as exc:
+        raise UserError(f"{exc}: {advice(exc, host is not None)}", exit_code=3) from None
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
+        return
+    click.echo(format_sample(sample, target.describe()))
+
+
+def format_sample(sample, where: str) -> str:
+    """A reading as a few human lines."""
+    direction = "import" if sample.power_w > 0 else "export" if sample.power_w < 0 else "idle"
+    lines = [
+        f"{sample.profile} at {where} unit {sample.unit_id}"
+        + (f", serial {sample.serial}" if sample.serial else "")
+        + (f", SunSpec model {sample.sunspec_model}" if sample.sunspec_model else ""),
+        f"power     {sample.power_w:>10} W ({direction})",
+        f"import    {sample.import_wh:>10} Wh",
+        f"export    {sample.export_wh:>10} Wh",
+    ]
+
+    def cell(values, i, fmt, unit):
+        if not values:
+            return ""
+        return "n/a" if values[i] is None else f"{values[i]:{fmt}} {unit}"
+
+    phases = max(len(sample.voltage_v), len(sample.current_a), len(sample.phase_power_w))
+    for i in range(phases):
+        parts = [
+            cell(sample.voltage_v, i, ".1f", "V"),
+            cell(sample.current_a, i, ".2f", "A"),
+            cell(sample.phase_power_w, i, ".0f", "W"),
+        ]
+        lines.append(f"L{i + 1}        " + "  ".join(p for p in parts if p))
+    if sample.frequency_hz is not None:
+        lines.append(f"frequency {sample.frequency_hz:>10.2f} Hz")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One (unit, profile) attempt of the probe."""
+
+    unit_id: int
+    profile: str
+    verdict: str  # match | plausible | implausible | error | silent
+    detail: str
+    checked: int = 0  # how many plausibility checks the reading passed
+
+
+def plausibility(sample) -> tuple[bool, int, str]:
+    """(plausible, number of checks passed, reason) for a reading from an unknown meter."""
+    passed = 0
+    voltages = [v for v in sample.voltage_v if v is not None and v != 0.0]
+    for v in voltages:
+        if not (math.isfinite(v) and VOLTAGE_RANGE_V[0] <= v <= VOLTAGE_RANGE_V[1]):
+            return False, passed, f"voltage {v:.4g} V out of {VOLTAGE_RANGE_V[0]:g}-{VOLTAGE_RANGE_V[1]:g}"
+    if sample.voltage_v and not voltages:
+        return False, passed, "no phase voltage"
+    passed += len(voltages)
+    if sample.frequency_hz is not None:
+        f = sample.frequency_hz
+        if not (math.isfinite(f) and FREQUENCY_RANGE_HZ[0] <= f <= FREQUENCY_RANGE_HZ[1]):
+            return (
+                False,
+                passed,
+                f"frequency {f:.4g} Hz out of {FREQUENCY_RANGE_HZ[0]:g}-{FREQUENCY_RANGE_HZ[1]:g}",
+            )
+        passed += 1
+    if abs(sample.power_w) > MAX_POWER_W:
+        return False, passed, f"power {sample.power_w} W implausible"
+    for name in ("import_wh", "export_wh"):
+        if not 0 <= getattr(sample, name) <= MAX_COUNTER_WH:
+            return False, passed, f"{name} {getattr(sample, name)} implausible"
+    return True, passed, "ok"
+
+
+def probe_meter(
+    targets, units: Sequence[int], timeout_s: float, max_time_s: float, log=lambda result: None
+) -> list[ProbeResult]:
+    """Try each (unit, profile) once, within ``max_time_s`` overall. ``targets`` is a list of
+    (profile, transport target) pairs; a unit that never answers is not asked again on the
+    same line settings."""
+    from meter_agent.modbus_reader import (
+        MeterConnectionError,
+        MeterDiscoveryError,
+        MeterError,
+        MeterExceptionResponse,
+        MeterReader,
+        MeterTimeout,
+    )
+
+    deadline = time.monotonic() + max_time_s
+    results: list[ProbeResult] = []
+    for unit in units:
+        silent_lines: set = set()
+        for profile, target in targets:
+            line = getattr(target, "baudrate", None), getattr(target, "parity", None)
+            if line in silent_lines:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return results
+            reader = MeterReader(
+                profile, target, unit_id=unit, timeout_s=min(timeout_s, remaining), retries=0
+            )
+            try:
+                sample = reader.read()
+            except MeterConnectionError as exc:
+                if not exc.closed_by_peer:
+                    raise UserError(f"{exc}: {advice(exc, hasattr(target, 'host'))}", exit_code=3) from None
+                result = ProbeResult(unit, profile.name, "error", "connection closed by the device")
+            except MeterTimeout:
+                silent_lines.add(line)
+                result = ProbeResult(unit, profile.name, "silent", "no answer")
+            except MeterExceptionResponse as exc:
+                if exc.code in (10, 11):
+                    silent_lines.add(line)
+                    result = ProbeResult(unit, profile.name, "silent", "gateway: no answer from this unit")
+                else:
+                    result = ProbeResult(unit, profile.name, "error", f"exception {exc.code} (not this map)")
+            except MeterDiscoveryError:
+                result = ProbeResult(unit, profile.name, "error", "no usable SunSpec layout")
+            except MeterError as exc:
+                result = ProbeResult(unit, profile.name, "error", type(exc).__name__.removeprefix("Meter"))
+            else:
+                ok, checks, reason = plausibility(sample)
+                summary = _summary(sample)
+                if not ok:
+                    result = ProbeResult(unit, profile.name, "implausible", f"{reason} ({summary})", checks)
+                else:
+                    verdict = "match" if checks else "plausible"
+                    result = ProbeResult(unit, profile.name, verdict, summary, checks)
+            finally:
+                reader.close()
+            results.append(result)
+            log(result)
+    return results
+
+
+def _summary(sample) -> str:
+    parts = [f"{sample.power_w} W", f"import {sample.import_wh} Wh", f"export {sample.export_wh} Wh"]
+    volts = [f"{v:.1f}" for v in sample.voltage_v if v is not None]
+    if volts:
+        parts.append("/".join(volts) + " V")
+    if sample.frequency_hz is not None:
+        parts.append(f"{sample.frequency_hz:.2f} Hz")
+    if sample.serial:
+        parts.append(f"serial {sample.serial}")
+    return ", ".join(parts)
+
+
+def best(results: Sequence[ProbeResult]) -> ProbeResult | None:
+    """The most convincing answer: a match with the most passed checks, else a plausible one."""
+    ranked = [r for r in results if r.verdict in ("match", "plausible")]
+    ranked.sort(key=lambda r: (r.verdict == "match", r.checked), reverse=True)
+    return ranked[0] if ranked else None
+
+
+@meter.command("probe")
+@connection_options
+@click.option("--units", default="1", show_default=True, help="Unit ids to try, e.g. 1,2,3 or 1-5.")
+@click.option("--profiles", "profile_list", help="Profiles to try (default: all known).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.05, 10),
+    default=0.5,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option(
+    "--max-time",
+    "max_time_s",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="Give up after this many seconds in total.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the attempts as JSON.")
+def probe(
+    host: str | None,
+    port: int | None,
+    serial_device: str | None,
+    baud: int | None,
+    parity: str | None,
+    stopbits: int | None,
+    profile_dirs: tuple[str, ...],
+    units: str,
+    profile_list: str | None,
+    timeout_s: float,
+    max_time_s: float,
+    as_json: bool,
+) -> int:
+    """Try the known profiles and unit ids; say which meter answers with plausible values."""
+    unit_ids = parse_units(units)
+    names = [n.strip() for n in profile_list.split(",") if n.strip()] if profile_list else []
+    profiles = _profiles(names, None, profile_dirs)
+    targets = [(p, _target(host, serial_device, port, baud, parity, stopbits, p)) for p in profiles]
+    if serial_device is not None:  # try the common line settings together
+        targets.sort(key=lambda pt: (pt[1].baudrate, pt[1].parity))
+
+    def log(result: ProbeResult) -> None:
+        if not as_json:
+            click.echo(f"unit {result.unit_id:<3} {result.profile:<16} {result.verdict:<11} {result.detail}")
+
+    started = time.monotonic()
+    results = probe_meter(targets, unit_ids, timeout_s, max_time_s, log)
+    elapsed = time.monotonic() - started
+    found = best(results)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "attempts": [r.__dict__ for r in results],
+                    "found": None if found is None else {"unit_id": found.unit_id, "profile": found.profile},
+                    "seconds": round(elapsed, 2),
+                },
+                sort_keys=True,
+            )
+        )
+    if host:
+        where = f"--host {host}" + (f" --port {port}" if port else "")
+    else:
+        where = f"--serial {serial_device}" + (f" --baud {baud}" if baud else "")
+    tried = len({(r.unit_id, r.profile) for r in results})
+    if found is None:
+        raise UserError(
+            f"no known meter answered with plausible values at {where} (units {units}, {tried} attempts "
+            f"in {elapsed:.1f} s): check wiring and settings, try more --units, or write a profile "
+            "(docs/meters.md)",
+            exit_code=1,
+        )
+    if not as_json:
+        strength = (
+            ""
+            if found.verdict == "match"
+            else " (plausible: this profile has no voltage/frequency to confirm it)"
+        )
+        click.echo(
+            f"found: {found.profile} at unit {found.unit_id}{strength}; read it with: "
+            f"peerwatt meter read --profile {found.profile} {where} --unit {found.unit_id}"
+        )
+    return 0
+
+
+def parse_units(text: str) -> list[int]:
+    """'1,2,5-7' -> [1, 2, 5, 6, 7] (unit ids 0..247, at most 247 of them)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                low, high = (int(x) for x in part.split("-", 1))
+                out.extend(range(low, high + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise UserError(f"--units {text!r}: use numbers like 1,2,5-7") from None
+    if not out or any(not 0 <= u <= 247 for u in out):
+        raise UserError(f"--units {text!r}: unit ids are 0..247")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,134 @@
+"""`peerwatt sim-meter`: serve a simulated meter (PV + household load) over Modbus TCP."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+
+import click
+
+from peerwatt.errors import UserError
+
+
+def parse_start(text: str | None) -> float | None:
+    """An ISO 8601 time as Unix seconds (a time without offset is UTC); None stays None."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--start {text!r} is not an ISO time (e.g. 2025-06-21T06:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@click.command("sim-meter")
+@click.option(
+    "--profile", "profile_name", required=True, help="Profile to speak: a name (e.g. sdm630) or a .toml file."
+)
+@click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of profile files.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=5020,
+    show_default=True,
+    help="TCP port (0 = any free port).",
+)
+@click.option(
+    "--unit", "unit_id", type=click.IntRange(1, 247), default=1, show_default=True, help="Modbus unit id."
+)
+@click.option(
+    "--pv-kwp", type=click.FloatRange(0, 1000), default=5.0, show_default=True, help="PV peak power."
+)
+@click.option(
+    "--annual-kwh",
+    type=click.FloatRange(0, 1_000_000),
+    default=3500.0,
+    show_default=True,
+    help="Yearly household consumption.",
+)
+@click.option("--lat", type=click.FloatRange(-90, 90), default=52.52, show_default=True, help="Latitude.")
+@click.option("--lon", type=click.FloatRange(-180, 180), default=13.40, show_default=True, help="Longitude.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True, max=1_000_000),
+    default=1.0,
+    show_default=True,
+    help="Simulated seconds per real second.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of load noise and clouds.")
+@click.option("--start", "start_text", help="Simulated start time, ISO 8601 (default: now).")
+@click.option(
+    "--sunspec-model",
+    type=click.Choice(["203", "213"]),
+    default="213",
+    show_default=True,
+    help="For --profile sunspec: integer+scale-factor (203) or float (213) meter model.",
+)
+def sim_meter(
+    profile_name: str,
+    profile_dirs: tuple[str, ...],
+    host: str,
+    port: int,
+    unit_id: int,
+    pv_kwp: float,
+    annual_kwh: float,
+    lat: float,
+    lon: float,
+    speed: float,
+    seed: int,
+    start_text: str | None,
+    sunspec_model: str,
+) -> int:
+    """Serve a simulated meter until Ctrl-C."""
+    from meter_agent.household import Household
+    from meter_agent.profile import ProfileError, find_profile
+    from meter_agent.simulator import MeterSimulator, SimulatorError
+
+    try:
+        profile = find_profile(profile_name, profile_dirs)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    start = parse_start(start_text)
+    household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
+    try:
+        simulator = MeterSimulator(
+            profile,
+            household,
+            port=port,
+            unit_id=unit_id,
+            speed=speed,
+            start_time=start,
+            seed=seed,
+            host=host,
+            sunspec_model=int(sunspec_model),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    stop = threading.Event()
+    # Own handlers for Ctrl-C and SIGTERM (also when started in the background, where the
+    # shell leaves SIGINT ignored): the main thread just waits for the stop event.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            simulator.start()
+        except SimulatorError as exc:
+            raise UserError(f"{exc}; choose another --port or stop the program using it") from None
+        began = datetime.fromtimestamp(simulator.clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(
+            f"sim-meter: serving {simulator.describe()}; PV {pv_kwp:g} kWp, {annual_kwh:g} kWh/a "
+            f"at {lat:g},{lon:g}; clock x{speed:g} from {began}; Ctrl-C stops"
+        )
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        simulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("sim-meter: stopped")
+    return 0

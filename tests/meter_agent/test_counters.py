@@ -1,0 +1,126 @@
+"""EnergyCounters (pure): forward deltas only; glitches, resets and swaps never book energy."""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+
+import pytest
+
+from meter_agent.counters import EnergyCounters
+
+T0 = 1_750_000_000
+
+
+def feed(counters, readings, serial=None):
+    """readings: [(seconds after T0, import_wh, export_wh)] -> list of updates."""
+    return [counters.update(T0 + dt, imp, exp, serial) for dt, imp, exp in readings]
+
+
+def test_forward_deltas_and_first_reading():
+    c = EnergyCounters()
+    first, second, third = feed(c, [(0, 1000, 500), (900, 1250, 500), (1800, 1300, 620)])
+    assert first.import_wh.status == "first" and first.import_wh.energy_wh is None
+    assert (second.import_wh.energy_wh, second.import_wh.since) == (250, T0)
+    assert (second.export_wh.energy_wh, second.export_wh.status) == (0, "ok")
+    assert (third.export_wh.energy_wh, third.export_wh.since) == (120, T0 + 900)
+    assert c.baseline("import_wh") == (1300, T0 + 1800)
+
+
+@pytest.mark.parametrize("bad", [None, math.nan, math.inf, -5, 0xFFFFFFFF, Decimal("NaN"), True])
+def test_unusable_values_are_unavailable_and_change_nothing(bad):
+    c = EnergyCounters()
+    feed(c, [(0, 1000, 500)])
+    (update,) = feed(c, [(60, bad, 500)])
+    assert update.import_wh.status == "unavailable" and update.import_wh.energy_wh is None
+    assert update.import_wh.since == T0 and update.events == ()
+    (update,) = feed(c, [(120, 1010, 500)])
+    assert (update.import_wh.energy_wh, update.import_wh.since) == (10, T0)  # spans the gap
+
+
+def test_glitch_to_zero_books_nothing():
+    c = EnergyCounters()
+    updates = feed(c, [(0, 5_000_000, 10), (60, 0, 0), (120, 5_000_010, 10)])
+    assert updates[1].import_wh.status == "unavailable" and updates[1].events == ()
+    assert updates[1].export_wh.status == "unavailable"
+    assert updates[2].import_wh.energy_wh == 10  # not 5,000,010
+
+
+def test_zero_is_fine_when_the_counter_really_is_zero():
+    c = EnergyCounters()
+    updates = feed(c, [(0, 1000, 0), (60, 1001, 0)])
+    assert updates[1].export_wh.energy_wh == 0 and updates[1].export_wh.status == "ok"
+
+
+def test_one_off_backwards_glitch_is_ignored():
+    c = EnergyCounters()
+    updates = feed(c, [(0, 10_000, 0), (60, 9_990, 0), (120, 10_005, 0)])
+    assert [e.kind for e in updates[1].events] == ["counter_backwards"]
+    assert updates[1].import_wh.status == "suspect" and updates[1].import_wh.energy_wh is None
+    assert updates[2].import_wh.energy_wh == 5 and updates[2].events == ()
+
+
+def test_reset_is_reported_then_adopted_after_confirmation():
+    c = EnergyCounters(confirm_readings=2)
+    updates = feed(c, [(0, 800_000, 0), (60, 3, 0), (120, 9, 0), (180, 20, 0)])
+    assert [(e.kind, e.previous, e.current) for e in updates[1].events] == [("counter_reset", 800_000, 3)]
+    assert [e.kind for e in updates[2].events] == ["counter_rebased"]
+    assert updates[2].import_wh.status == "rebased" and updates[2].import_wh.energy_wh is None
+    assert updates[3].import_wh.energy_wh == 11  # energy resumes from the adopted level
+
+
+def test_implausible_jump_is_suspect():
+    c = EnergyCounters(max_power_w=50_000)
+    updates = feed(c, [(0, 1000, 0), (60, 99_000_000, 0), (120, 1020, 0)])
+    assert [e.kind for e in updates[1].events] == ["counter_jump"]
+    assert updates[1].import_wh.energy_wh is None
+    assert updates[2].import_wh.energy_wh == 20
+    # a long gap makes a large rise plausible: 10 kWh over a day is fine
+    (update,) = feed(c, [(86_400, 11_020, 0)])
+    assert update.import_wh.energy_wh == 10_000
+
+
+def test_serial_change_restarts_both_counters():
+    c = EnergyCounters()
+    feed(c, [(0, 900_000, 40_000)], serial="A1")
+    (swap,) = feed(c, [(60, 2, 0)], serial="B2")
+    assert [(e.kind, e.previous, e.current) for e in swap.events] == [("serial_changed", "A1", "B2")]
+    assert swap.import_wh.status == swap.export_wh.status == "meter_changed"
+    (after,) = feed(c, [(120, 7, 1)], serial="B2")
+    assert (after.import_wh.energy_wh, after.export_wh.energy_wh) == (5, 1)
+
+
+def test_floats_are_rounded_once():
+    c = EnergyCounters()
+    feed(c, [(0, 1000.4, 0.0)])
+    (update,) = feed(c, [(60, 1002.5, 0.0)])  # 1002.5 -> 1002 (half-even), 1000.4 -> 1000
+    assert update.import_wh.energy_wh == 2
+
+
+def test_state_round_trips_through_a_plain_dict():
+    c = EnergyCounters()
+    feed(c, [(0, 10_000, 0), (60, 9_000, 0)], serial="S1")  # leaves a pending candidate
+    state = json.loads(json.dumps(c.to_dict()))
+    restored = EnergyCounters.from_dict(state)
+    assert restored.to_dict() == c.to_dict()
+    (update,) = feed(restored, [(120, 9_010, 0)], serial="S1")
+    assert update.import_wh.status == "rebased"  # the candidate survived the restart
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"version": 1, "serial": 5, "import_wh": {}, "export_wh": {}},
+        {"version": 1, "serial": None, "import_wh": {"value": -1, "time": 0, "confirmations": 0}},
+        {
+            "version": 1,
+            "import_wh": {"value": 1, "time": None, "confirmations": 0},
+            "export_wh": {"confirmations": 0},
+        },
+    ],
+)
+def test_bad_state_is_refused(state):
+    with pytest.raises(ValueError, match="counter state"):
+        EnergyCounters.from_dict(state)
