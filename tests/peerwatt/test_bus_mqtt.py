@@ -1,0 +1,407 @@
+"""MqttBus against a real Mosquitto: MQTT 5, persistent sessions, broker crashes, last will, TLS,
+credentials and the per-meter ACL of docs/bus.md."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from peerwatt.bus import BrokerConfig, MqttBus, topics
+from tests.support.mosquitto import Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = WAIT_S, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Inbox:
+    """A thread-safe list of received (topic, payload)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: list[tuple[str, bytes]] = []
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self.items.append((topic, payload))
+
+    def payloads(self, topic: str | None = None) -> list[bytes]:
+        with self._lock:
+            return [p for t, p in self.items if topic is None or t == topic]
+
+
+@pytest.fixture
+def buses() -> Iterator[Callable[..., MqttBus]]:
+    """Make MqttBus objects; every one is stopped at teardown."""
+    made: list[MqttBus] = []
+
+    def make(config: BrokerConfig, client_id: str, **kwargs: object) -> MqttBus:
+        bus = MqttBus(config, client_id, **kwargs)  # type: ignore[arg-type]
+        made.append(bus)
+        return bus
+
+    yield make
+    for bus in made:
+        bus.stop(flush_timeout_s=0)
+
+
+def connect(*all_buses: MqttBus) -> None:
+    for bus in all_buses:
+        bus.start()
+    for bus in all_buses:
+        assert bus.wait_connected(WAIT_S), bus.last_error
+
+
+def sync(publisher: MqttBus, inbox: Inbox, topic: str) -> None:
+    """Publish probes until the subscriber's subscription is live (SUBACK is not exposed)."""
+    deadline = time.monotonic() + WAIT_S
+    while not inbox.payloads(topic):
+        assert time.monotonic() < deadline, "subscription never became active"
+        publisher.publish(topic, b"probe", qos=0)
+        time.sleep(0.05)
+
+
+def test_round_trip_with_ack_over_mqtt5(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = BrokerConfig.from_url(mosquitto.url)
+    inbox = Inbox()
+    sub = buses(config, "node-oak")
+
+    def broken_handler(topic: str, payload: bytes) -> None:
+        raise RuntimeError("handler bug")
+
+    sub.subscribe(topics.pattern("oak"), broken_handler)  # logged; the bus and other handlers go on
+    sub.subscribe(topics.pattern("oak", "orders"), inbox)
+    pub = buses(config, "agent-m1")
+    connect(sub, pub)
+    sync(pub, inbox, topics.orders("oak", "probe"))
+    acked = threading.Event()
+    pub.publish(topics.orders("oak", "m1"), b'{"order":1}', on_ack=acked.set)
+    assert acked.wait(WAIT_S)
+    wait_for(lambda: inbox.payloads(topics.orders("oak", "m1")) == [b'{"order":1}'], what="delivery")
+    assert sub.protocol == pub.protocol == "5"
+    wait_for(
+        lambda: any("raised" in r.getMessage() and r.exc_info for r in caplog.records),
+        what="the broken handler's error in the log",
+    )
+    log_text = mosquitto.log_text()
+    assert "as agent-m1 (p5, c0" in log_text, log_text  # MQTT 5, clean start off
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_persistent_session_gets_messages_published_while_away(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus], protocol: str
+) -> None:
+    config = BrokerConfig.from_url(mosquitto.url)
+    inbox = Inbox()
+    sub = buses(config, "node", protocol=protocol)
+    sub.subscribe("peerwatt/oak/#", inbox)
+    pub = buses(config, "agent", protocol=protocol)
+    connect(sub, pub)
+    sync(pub, inbox, "peerwatt/oak/probe")
+    sub.stop()
+    assert not sub.connected
+
+    acked: list[int] = []
+    for i in range(50):
+        pub.publish(topics.readings("oak", "m1"), b"%d" % i, on_ack=lambda i=i: acked.append(i))
+    wait_for(lambda: len(acked) == 50, what="50 acks")
+    assert inbox.payloads(topics.readings("oak", "m1")) == []
+
+    sub.start()
+    assert sub.wait_connected(WAIT_S)
+    wait_for(lambda: len(inbox.payloads(topics.readings("oak", "m1"))) >= 50, what="50 queued messages")
+    assert inbox.payloads(topics.readings("oak", "m1")) == [b"%d" % i for i in range(50)]
+
+
+def test_broker_sigkill_loses_no_acknowledged_message(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus]
+) -> None:
+    """200 QoS 1 messages while the broker is SIGKILLed and restarted: every acknowledged one
+    reaches the persistent subscriber at least once (duplicates are allowed and counted)."""
+    config = BrokerConfig.from_url(mosquitto.url)
+    inbox = Inbox()
+    sub = buses(config, "node")
+    sub.subscribe("k/#", inbox)
+    pub = buses(config, "agent")
+    connect(sub, pub)
+    sync(pub, inbox, "k/probe")
+    time.sleep(1.2)  # autosave_interval 1: the subscriber's session is on disk before the crash
+
+    acked: set[int] = set()
+    acked_lock = threading.Lock()
+
+    def ack(i: int) -> None:
+        with acked_lock:
+            acked.add(i)
+
+    def publish_all() -> None:
+        for i in range(200):
+            pub.publish("k/data", b"%d" % i, on_ack=lambda i=i: ack(i))
+            time.sleep(0.01)
+
+    publisher = threading.Thread(target=publish_all)
+    publisher.start()
+    wait_for(lambda: len(inbox.payloads("k/data")) >= 60, what="60 deliveries before the crash")
+    mosquitto.kill()
+    time.sleep(0.2)
+    mosquitto.start()
+    publisher.join(WAIT_S)
+    assert not publisher.is_alive()
+    wait_for(lambda: len(acked) == 200, timeout_s=20, what="every message acknowledged")
+
+    def delivered() -> set[int]:
+        return {int(p) for p in inbox.payloads("k/data")}
+
+    wait_for(lambda: delivered() >= acked, timeout_s=20, what="every acknowledged message delivered")
+    received = [int(p) for p in inbox.payloads("k/data")]
+    duplicates = len(received) - len(set(received))
+    print(f"\nbroker SIGKILL: 200 acked, {len(set(received))} distinct delivered, {duplicates} duplicates")
+    assert set(received) == set(range(200))
+
+
+def test_last_will_when_the_owner_process_is_killed(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus]
+) -> None:
+    status_topic = topics.status("oak", "m1")
+    inbox = Inbox()
+    watcher = buses(BrokerConfig.from_url(mosquitto.url), "dashboard")
+    watcher.subscribe(topics.pattern("oak", "status"), inbox)
+    connect(watcher)
+    agent_code = textwrap.dedent(
+        f"""
+        import time
+        from peerwatt.bus import BrokerConfig, MqttBus
+        bus = MqttBus(BrokerConfig.from_url({mosquitto.url!r}), "agent-m1",
+                      will=({status_topic!r}, b"offline", True))
+        bus.start()
+        bus.wait_connected(10)
+        bus.publish({status_topic!r}, b"online", retain=True)
+        time.sleep(60)
+        """
+    )
+    agent = subprocess.Popen([sys.executable, "-c", agent_code], cwd=ROOT)
+    try:
+        wait_for(lambda: inbox.payloads(status_topic) == [b"online"], what="agent online")
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(WAIT_S)
+        wait_for(lambda: inbox.payloads(status_topic)[-1:] == [b"offline"], what="last will")
+    finally:
+        agent.kill()
+        agent.wait(WAIT_S)
+    late = Inbox()
+    newcomer = buses(BrokerConfig.from_url(mosquitto.url), "late-dashboard")
+    newcomer.subscribe(status_topic, late)
+    connect(newcomer)
+    wait_for(lambda: late.payloads() == [b"offline"], what="retained will")
+
+
+def test_clean_stop_sends_no_last_will(mosquitto: Mosquitto, buses: Callable[..., MqttBus]) -> None:
+    config = BrokerConfig.from_url(mosquitto.url)
+    inbox = Inbox()
+    watcher = buses(config, "dashboard")
+    watcher.subscribe("s/#", inbox)
+    changes: list[bool] = []
+    agent = buses(config, "agent", will=("s/agent", b"offline", False), on_connection_change=changes.append)
+    connect(watcher, agent)
+    sync(agent, inbox, "s/probe")
+    agent.stop()
+    assert changes == [True, False]
+    agent.start()  # a stop/start cycle must work and leak nothing (warnings are errors)
+    assert agent.wait_connected(WAIT_S)
+    agent.publish("s/agent", b"back")
+    wait_for(lambda: inbox.payloads("s/agent") == [b"back"], what="message after restart")
+    assert changes == [True, False, True]
+
+
+def test_messages_published_before_the_broker_exists_are_delivered(
+    mosquitto_factory: Callable[..., Mosquitto], buses: Callable[..., MqttBus]
+) -> None:
+    broker = mosquitto_factory()
+    config = BrokerConfig.from_url(broker.url)
+    pub = buses(config, "early-agent", probe_timeout_s=0.5)  # no broker is no reason to drop MQTT 5
+    acked: list[int] = []
+    pub.start()
+    for i in range(3):
+        pub.publish("early/t", b"%d" % i, on_ack=lambda i=i: acked.append(i))
+    wait_for(lambda: "connection refused" in (pub.last_error or ""), what="the refused first attempt")
+    assert not pub.connected and acked == []
+    broker.start()
+    assert pub.wait_connected(WAIT_S)
+    wait_for(lambda: acked == [0, 1, 2], what="acks after the broker came up")
+    assert pub.last_error is None
+    assert pub.protocol == "5"
+
+
+# -- the documented production config: TLS, credentials, per-meter ACL ------------------------
+
+
+def documented_block(heading: str) -> str:
+    """The first fenced code block after the docs/bus.md heading that starts with ``heading``."""
+    text = (ROOT / "docs" / "bus.md").read_text()
+    after = text[text.index(heading) :]
+    opening = after.index("```")
+    body_start = after.index("\n", opening) + 1
+    return after[body_start : after.index("```", body_start)]
+
+
+def _write_tls_files(directory: Path) -> dict[str, Path]:
+    """A community CA with a broker certificate for 127.0.0.1, and an unrelated CA."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
+    ) -> bytes:
+        is_ca = subject == issuer
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        )
+        if is_ca:
+            usage = x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            )
+            builder = builder.add_extension(usage, critical=True).add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca_key, other_key, broker_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    contents = {
+        "community-ca.crt": issue("oak-street CA", ca_key, "oak-street CA", ca_key),
+        "other-ca.crt": issue("other CA", other_key, "other CA", other_key),
+        "broker.crt": issue("127.0.0.1", broker_key, "oak-street CA", ca_key),
+        "broker.key": broker_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    files = {}
+    for file_name, data in contents.items():
+        files[file_name] = directory / file_name
+        files[file_name].write_bytes(data)
+    return files
+
+
+def test_documented_config_tls_credentials_and_per_meter_acl(
+    mosquitto_factory: Callable[..., Mosquitto],
+    buses: Callable[..., MqttBus],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/bus.md's mosquitto.conf and ACL, verbatim but for paths and ports, in a real broker."""
+    from tests.conftest import require_tool
+
+    passwd_tool = require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    tls = _write_tls_files(tmp_path)
+    password_file, acl_file = tmp_path / "peerwatt.passwd", tmp_path / "peerwatt.acl"
+    password_file.touch()
+    for user in ("node-oak-street", "m1", "m2"):
+        command = [passwd_tool, "-b", str(password_file), user, f"pw-{user}"]
+        subprocess.run(command, check=True, timeout=WAIT_S)
+    acl_file.write_text(documented_block("### Sample `/etc/mosquitto/peerwatt.acl`"))
+    (tmp_path / "data").mkdir()
+    tls_port, local_port = free_port(), free_port()
+    config = documented_block("### Sample `/etc/mosquitto/conf.d/peerwatt.conf`")
+    for documented, here in {
+        "/etc/mosquitto/peerwatt.passwd": password_file,
+        "/etc/mosquitto/peerwatt.acl": acl_file,
+        "/var/lib/mosquitto/": f"{tmp_path / 'data'}/",
+        "/etc/mosquitto/certs/": f"{tmp_path}/",
+        "listener 8883\n": f"listener {tls_port} 127.0.0.1\n",
+        "listener 1883 127.0.0.1": f"listener {local_port} 127.0.0.1",
+    }.items():
+        assert documented in config, documented
+        config = config.replace(documented, str(here))
+    broker = mosquitto_factory(port=tls_port, config_text=config)
+    broker.start()
+
+    def over_tls(user: str, password: str, ca: str = "community-ca.crt") -> BrokerConfig:
+        return BrokerConfig.from_url(f"mqtts://{user}:{password}@127.0.0.1:{tls_port}", ca_file=str(tls[ca]))
+
+    inbox = Inbox()
+    node = buses(over_tls("node-oak-street", "pw-node-oak-street"), "node-oak-street")
+    node.subscribe(topics.pattern("oak-street"), inbox)
+    will = (topics.status("oak-street", "m1"), b"offline", True)
+    meter = buses(over_tls("m1", "pw-m1"), "agent-m1", will=will)
+    connect(node, meter)
+    sync(node, inbox, topics.book("oak-street"))
+
+    caplog.set_level(logging.WARNING, logger="peerwatt.bus")
+    own, forged = threading.Event(), threading.Event()
+    meter.publish(topics.orders("oak-street", "m2"), b"forged", on_ack=forged.set)
+    meter.publish(topics.orders("oak-street", "m1"), b"mine", on_ack=own.set)
+    assert own.wait(WAIT_S)
+    wait_for(lambda: inbox.payloads(topics.orders("oak-street", "m1")) == [b"mine"], what="own order")
+    assert not forged.is_set()  # denied by the ACL: never acknowledged as delivered
+    assert inbox.payloads(topics.orders("oak-street", "m2")) == []
+    refusal = "the MQTT broker refused the message to peerwatt/oak-street/orders/m2: Not authorized"
+    assert refusal in [r.getMessage() for r in caplog.records]
+
+    refused = {
+        "wrong password": buses(over_tls("m2", "wrong"), "agent-m2"),
+        "unknown CA": buses(over_tls("m1", "pw-m1", ca="other-ca.crt"), "agent-m1-bis"),
+        "anonymous": buses(BrokerConfig(port=local_port), "anonymous"),
+    }
+    for bus in refused.values():
+        bus.start()
+    expected = {
+        "wrong password": "refused the connection: Not authorized",
+        "unknown CA": "TLS certificate verification failed",
+        "anonymous": "refused the connection: Not authorized",
+    }
+    for case, text in expected.items():
+        wait_for(lambda case=case, text=text: text in (refused[case].last_error or ""), what=case)
+        assert not refused[case].connected
