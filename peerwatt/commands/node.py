@@ -31,3 +31,118 @@ def init(genesis_file: Path, data_dir: Path) -> None:
     click.echo(f"created {data_dir} for community {genesis.community}")
     click.echo(f"genesis hash {genesis.hash.hex()} (every node must show the same)")
     ledger.close()
+
+
+def open_node_ledger(data_dir: Path) -> Ledger:
+    """Open a node's store with the app its genesis names (UserError when impossible)."""
+    from chain.engine import genesis_from_dict_bytes
+    from chain.store import Store
+
+    try:
+        store = Store.open(data_dir, readonly=True)
+        app_name = genesis_from_dict_bytes(store.genesis_doc()).app_name
+        store.close()
+        return Ledger.open(data_dir, load_app(app_name))
+    except (StoreError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+@node.command("run")
+@click.option("-c", "--config", "config_file", required=True, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Log every block.")
+def run(config_file: Path, verbose: bool) -> None:
+    """Run a sequencer, validator or observer until Ctrl-C / SIGTERM."""
+    import logging
+    import signal
+    import threading
+
+    from peerwatt.bus import MqttBus
+    from peerwatt.commands.keys import load_key
+    from peerwatt.config import load_node_config
+    from peerwatt.http_api import NodeHttpApi
+    from peerwatt.mempool import Mempool
+    from peerwatt.node import Node
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("paho").setLevel(logging.WARNING)
+    cfg = load_node_config(config_file)
+    key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
+    ledger = open_node_ledger(cfg.data)
+    mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role == "sequencer" else None
+    bus = MqttBus(cfg.broker, cfg.client_id)
+    node_ = Node(ledger, bus, role=cfg.role, key=key, block_s=cfg.block_s, peers=cfg.peers, mempool=mempool)
+    try:
+        api = NodeHttpApi(cfg.data, node_.status, cfg.http_host, cfg.http_port)
+    except OSError as exc:
+        raise UserError(f"{exc} (is another node running? change 'http' in {config_file})") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    api.start()
+    node_.start()
+    click.echo(
+        f"{cfg.role} of {ledger.community} at height {ledger.height}; API {api.address}; "
+        f"broker {cfg.broker.address}",
+        err=True,
+    )
+    if not bus.wait_connected(5):
+        click.echo(
+            f"warning: broker {cfg.broker.address} not reachable yet ({bus.last_error}); "
+            "retrying in the background",
+            err=True,
+        )
+    node_.catch_up_at_start()
+    try:
+        node_.run(stop)
+    finally:
+        node_.stop()
+        api.stop()
+        ledger.close()
+        if mempool is not None:
+            mempool.close()
+    click.echo(f"stopped at height {ledger.height}", err=True)
+
+
+@node.command("status")
+@click.option("-c", "--config", "config_file", required=True, type=click.Path(path_type=Path))
+def status(config_file: Path) -> None:
+    """Height, last final block age, peers, broker and rejections of a running node."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from peerwatt.config import load_node_config
+
+    cfg = load_node_config(config_file)
+    url = f"http://{cfg.http_host}:{cfg.http_port}/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            info = json.loads(response.read())
+    except (urllib.error.URLError, OSError):
+        from chain.store import Store
+
+        try:
+            store = Store.open(cfg.data, readonly=True)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        click.echo(f"node not running (no answer at {url}); store height {store.height()}")
+        store.close()
+        return
+    for name in (
+        "community",
+        "role",
+        "height",
+        "last_final_block_age_s",
+        "broker_connected",
+        "peers",
+        "pending",
+        "mempool",
+        "accepted",
+        "rejected",
+        "blocks_refused",
+        "halted",
+    ):
+        click.echo(f"{name}: {info.get(name)}")

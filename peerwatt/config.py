@@ -1,0 +1,119 @@
+"""Config files (TOML, read with tomllib) for nodes and agents: checked, with one-line errors.
+
+Relative paths in a config file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peerwatt.bus import BrokerConfig
+from peerwatt.errors import UserError
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file, or raise UserError naming the file and the problem."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def take(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, default: Any = ...
+) -> Any:
+    """One typed value from a config mapping (UserError names ``where.name``)."""
+    if name not in data:
+        if default is ...:
+            raise UserError(f"{where}: '{name}' is missing")
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise UserError(f"{where}: '{name}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
+    """The [broker] table: url = "mqtt://host:port" (or mqtts://), username, password, ca_file, ..."""
+    table = take(data, "broker", dict, where, {})
+    url = take(table, "url", str, f"{where} [broker]", "mqtt://127.0.0.1:1883")
+    options: dict[str, Any] = {}
+    for name in ("username", "password"):
+        if name in table:
+            options[name] = take(table, name, str, f"{where} [broker]")
+    for name in ("ca_file", "cert_file", "key_file"):
+        if name in table:
+            options[name] = str(base / take(table, name, str, f"{where} [broker]"))
+    if "keepalive" in table:
+        options["keepalive"] = take(table, "keepalive", int, f"{where} [broker]")
+    unknown = set(table) - {"url", "username", "password", "ca_file", "cert_file", "key_file", "keepalive"}
+    if unknown:
+        raise UserError(f"{where} [broker]: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        return BrokerConfig.from_url(url, **options)
+    except ValueError as exc:
+        raise UserError(f"{where} [broker]: {exc}") from None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A ledger node's settings (node.toml)."""
+
+    data: Path
+    role: str
+    key_file: Path | None
+    passphrase_file: Path | None
+    broker: BrokerConfig
+    client_id: str
+    http_host: str
+    http_port: int
+    peers: tuple[str, ...]
+    block_s: float | None
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read node.toml (see docs/ledger.md for an example)."""
+    path = Path(path)
+    where = str(path)
+    data = read_toml(path)
+    base = path.parent
+    known = {"data", "role", "key", "passphrase_file", "broker", "client_id", "http", "peers", "block_s"}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    role = take(data, "role", str, where)
+    if role not in ("sequencer", "validator", "observer"):
+        raise UserError(f"{where}: role must be sequencer, validator or observer")
+    key = take(data, "key", str, where, None)
+    if role != "observer" and key is None:
+        raise UserError(f"{where}: a {role} needs 'key' (its validator key file)")
+    passphrase = take(data, "passphrase_file", str, where, None)
+    http = take(data, "http", str, where, "127.0.0.1:8101")
+    host, _, port = http.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"{where}: http must look like 127.0.0.1:8101")
+    peers = take(data, "peers", list, where, [])
+    if not all(isinstance(p, str) and p.startswith(("http://", "https://")) for p in peers):
+        raise UserError(f"{where}: peers must be a list of http:// addresses")
+    block_s = take(data, "block_s", (int, float), where, None)
+    data_dir = base / take(data, "data", str, where)
+    return NodeConfig(
+        data=data_dir,
+        role=role,
+        key_file=None if key is None else base / key,
+        passphrase_file=None if passphrase is None else base / passphrase,
+        broker=broker_config(data, where, base),
+        client_id=take(data, "client_id", str, where, f"peerwatt-node-{role}-{data_dir.name}"),
+        http_host=host,
+        http_port=int(port),
+        peers=tuple(peers),
+        block_s=None if block_s is None else float(block_s),
+    )

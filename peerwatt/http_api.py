@@ -1,0 +1,93 @@
+"""The node's small HTTP API for peers and light clients (stdlib server, JSON, read-only).
+
+GET /v1/status                      the node's status (height, last final block age, ...)
+GET /v1/blocks?from=H&limit=N       final blocks with transactions, results and seals
+GET /v1/proof?height=H&index=I      a result with its inclusion proof and the block's seals
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from chain.store import Store
+from peerwatt.ledger_api import blocks_json, proof_json
+
+
+class NodeHttpApi:
+    """Serves a store (opened read-only, its own connection per request) and a status callback."""
+
+    def __init__(
+        self, data_dir: str | Path, status: Callable[[], dict[str, Any]], host: str, port: int
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.status = status
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                code, body = api.handle(self.path)
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise OSError(f"cannot serve the node API on {host}:{port}: {exc.strerror}") from None
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="node-http", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, path: str) -> tuple[int, dict[str, Any]]:
+        url = urlparse(path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if url.path == "/v1/status":
+                return 200, self.status()
+            if url.path == "/v1/blocks":
+                with _store(self.data_dir) as store:
+                    return 200, {
+                        "blocks": blocks_json(store, int(query.get("from", 0)), int(query.get("limit", 50)))
+                    }
+            if url.path == "/v1/proof":
+                with _store(self.data_dir) as store:
+                    proof = proof_json(store, int(query["height"]), int(query["index"]))
+                return (404, {"error": "no such result"}) if proof is None else (200, proof)
+        except (KeyError, ValueError) as exc:
+            return 400, {"error": f"bad request: {exc}"}
+        return 404, {"error": "unknown path"}
+
+
+class _store:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def __enter__(self) -> Store:
+        self.store = Store.open(self.data_dir, readonly=True)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()

@@ -1,0 +1,80 @@
+"""Reading a node's store for peers and light clients: blocks with seals, and inclusion proofs.
+
+Shared by the node's HTTP API and by catch-up (which turns the same JSON back into blocks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.block import Block, result_leaves
+from chain.canonical import dumps_checked, loads_strict
+from chain.envelope import Envelope, parse_envelope
+from chain.merkle import MerkleTree, proof_to_hex
+from chain.store import Store
+
+MAX_BLOCKS_PER_REQUEST = 200
+
+
+def block_json(store: Store, height: int) -> dict[str, Any] | None:
+    """A stored block as JSON: header, transactions (None where erased), results and seals."""
+    header = store.header(height)
+    if header is None:
+        return None
+    txs = []
+    for _, tx_hash, *_ in store.tx_rows(height):
+        payload = store.payload(bytes(tx_hash))
+        txs.append(None if payload is None else loads_strict(payload))
+    return {
+        "header": header,
+        "txs": txs,
+        "tx_hashes": [bytes(r[1]).hex() for r in store.tx_rows(height)],
+        "results": store.results(height),
+        "seals": [loads_strict(bytes(env)) for _, env in store.seal_rows(height)],
+    }
+
+
+def blocks_json(store: Store, start: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` consecutive stored blocks from height ``start``."""
+    limit = max(1, min(limit, MAX_BLOCKS_PER_REQUEST))
+    out = []
+    for height in range(max(start, 0), start + limit):
+        block = block_json(store, height)
+        if block is None:
+            break
+        out.append(block)
+    return out
+
+
+def proof_json(store: Store, height: int, index: int) -> dict[str, Any] | None:
+    """Result ``index`` of block ``height`` with its inclusion proof and the block's seals."""
+    header = store.header(height)
+    if header is None:
+        return None
+    results = store.results(height)
+    if not 0 <= index < len(results):
+        return None
+    proof = MerkleTree(result_leaves(results)).inclusion_proof(index)
+    return {
+        "header": header,
+        "index": index,
+        "tree_size": len(results),
+        "result": results[index],
+        "proof": proof_to_hex(proof),
+        "seals": [loads_strict(bytes(env)) for _, env in store.seal_rows(height)],
+    }
+
+
+def block_from_json(
+    data: dict[str, Any], community: str, interval_s: int | None
+) -> tuple[Block, list[Envelope]]:
+    """Rebuild a block and its seals from :func:`block_json` output (not yet verified)."""
+    if any(tx is None for tx in data["txs"]):
+        raise ValueError("block has erased payloads: it can only be checked by hash, not re-executed")
+    body = dict(data["header"], txs=data["txs"], results=data["results"])
+    block = Block.from_body(body, community=community, interval_s=interval_s)
+    seals = [
+        parse_envelope(dumps_checked(s), community=community, now=None, interval_s=None)
+        for s in data["seals"]
+    ]
+    return block, seals

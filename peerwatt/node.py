@@ -1,0 +1,460 @@
+"""A ledger node on the bus: sequencer, validator or observer (the engine's calls on MQTT).
+
+Threads: bus handlers only persist (sequencer mempool) and enqueue; one loop (``step``) owns the
+ledger: it checks transactions, cuts blocks, seals, collects seals and commits final blocks.
+
+- Sequencer: takes order/reading/gov messages (durably into its mempool first), checks each
+  (signature, enrolment, replay, app rules), cuts a block every ``block_s`` while transactions
+  wait and whenever the app needs one (gate closure, settlement), publishes it (retained), seals
+  it and commits it at quorum. It never builds on a block that is not final. An unfinished block
+  is persisted and re-proposed identically after a restart.
+- Validator: re-executes each proposed block and seals it if the roots match (at most one seal
+  per height); commits at quorum. Asked to seal two headers at one height: alarm, stop.
+- Observer: verifies and stores final blocks.
+Every node catches up from its peers' HTTP APIs when it sees it is behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain.block import Block, header_hash
+from chain.canonical import dumps_checked, loads_strict
+from chain.engine import Equivocation, Ledger, check_seal_for
+from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
+from chain.execute import InvalidBlock, public_key_from_hex
+from chain.keys import PrivateKey, key_id
+from peerwatt.bus import Bus, Topics
+from peerwatt.clock import Clock
+from peerwatt.ledger_api import block_from_json
+from peerwatt.mempool import Mempool
+
+log = logging.getLogger("peerwatt.node")
+
+ROLES = ("sequencer", "validator", "observer")
+MAX_BLOCK_TXS = 2000
+REPUBLISH_S = 5.0
+INFLIGHT_KEY = "inflight_block"
+
+
+@dataclass
+class Inflight:
+    """The sequencer's proposed block waiting for its quorum of seals."""
+
+    block: Block
+    raws: list[bytes]
+    published_at: float = 0.0
+
+
+@dataclass
+class NodeMetrics:
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    blocks_committed: int = 0
+    blocks_refused: Counter = field(default_factory=Counter)
+    last_commit_real: float | None = None
+
+
+class Node:
+    """One node of a community (see module docstring)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        bus: Bus,
+        *,
+        role: str,
+        key: PrivateKey | None = None,
+        clock: Clock | None = None,
+        block_s: float | None = None,
+        peers: tuple[str, ...] = (),
+        mempool: Mempool | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if role != "observer" and key is None:
+            raise ValueError(f"a {role} needs its validator key")
+        self.ledger = ledger
+        self.bus = bus
+        self.role = role
+        self.key = key
+        self.key_id = key_id(key.public_key()) if key is not None else None
+        self.clock = clock or Clock()
+        self.block_s = float(block_s if block_s is not None else ledger.genesis.doc["chain"]["block_s"])
+        self.peers = tuple(peers)
+        self.mempool = mempool
+        self.community = ledger.community
+        self.metrics = NodeMetrics()
+        self.halted: str | None = None
+        self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        self._pending: list[tuple[bytes, Envelope]] = []
+        self._pending_keys: set[tuple[str, int]] = set()
+        self._inflight: Inflight | None = None
+        self._candidates: dict[int, dict[bytes, Block]] = {}
+        self._seals: dict[int, dict[str, Envelope]] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._last_cut = time.monotonic()
+        self._lock = threading.Lock()
+        self._catchup_after = 0.0
+        self._validators_at: dict[int, dict[str, Any]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe, connect, and (sequencer) reload the mempool and any unfinished block."""
+        c = self.community
+        if self.role == "sequencer":
+            if self.key_id != self.ledger.sequencer():
+                log.warning(
+                    "this key is not the community's sequencer (%s): proposals will be refused",
+                    self.ledger.sequencer(),
+                )
+            for kind in ("orders", "readings"):
+                self.bus.subscribe(Topics.pattern(c, kind), self._on_tx)
+            self.bus.subscribe(Topics.gov(c), self._on_tx)
+        else:
+            self.bus.subscribe(Topics.blocks(c), lambda t, p: self._inbox.put(("block", t, p)))
+        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._inbox.put(("seal", t, p)))
+        if self.role == "sequencer":
+            self._restore()
+        self.bus.start()
+
+    def stop(self) -> None:
+        self.bus.stop()
+
+    def run(self, stop: threading.Event, tick_s: float = 0.02) -> None:
+        """Run ``step`` until ``stop`` is set."""
+        while not stop.is_set():
+            busy = self.step()
+            if not busy:
+                stop.wait(tick_s)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Process what arrived, cut/publish blocks, commit final ones; True if anything happened."""
+        busy = False
+        while True:
+            try:
+                kind, topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            busy = True
+            if self.halted:
+                continue
+            if kind == "tx":
+                self._take_tx(payload)
+            elif kind == "block":
+                self._take_block(payload)
+            elif kind == "seal":
+                self._take_seal(payload)
+        if self.halted:
+            return busy
+        if self.role == "sequencer":
+            busy |= self._maybe_cut()
+        busy |= self._try_finalize()
+        return busy
+
+    # -- sequencer -----------------------------------------------------------------------------
+
+    def _on_tx(self, topic: str, payload: bytes) -> None:
+        # Runs on the bus thread: persist before the broker gets its acknowledgement.
+        if self.mempool is not None:
+            self.mempool.add(payload)
+        self._inbox.put(("tx", topic, payload))
+
+    def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
+        self.metrics.rejected[reason] += 1
+        if (reason, signer) not in self._logged:
+            self._logged.add((reason, signer))
+            log.info("rejected %s from %s: %s", reason, signer, detail)
+        if self.mempool is not None:
+            self.mempool.remove([raw])
+
+    def _take_tx(self, raw: bytes) -> None:
+        try:
+            env = self.ledger.intake(raw, self.clock.now_s())
+        except Rejected as exc:
+            self._reject(raw, exc.reason, _signer_of(raw), exc.detail)
+            return
+        if (env.signer, env.seq) in self._pending_keys:
+            self._reject(raw, "replay", env.signer, "already pending")
+            return
+        self._pending_keys.add((env.signer, env.seq))
+        self._pending.append((raw, env))
+        self.metrics.accepted += 1
+
+    def _maybe_cut(self) -> bool:
+        if self._inflight is not None:
+            if time.monotonic() - self._inflight.published_at > REPUBLISH_S:
+                self._publish_inflight()
+            return False
+        now = self.clock.now_s()
+        due = self.ledger.next_block_due()
+        waited = time.monotonic() - self._last_cut
+        if not ((self._pending and waited >= self.block_s) or (due is not None and due <= now)):
+            return False
+        taken = self._pending[:MAX_BLOCK_TXS]
+        block = self.ledger.propose([env for _, env in taken], now)
+        self.ledger.store.set_local(
+            INFLIGHT_KEY,
+            dumps_checked({"body": block.to_body(), "raws": [r.decode("utf-8") for r, _ in taken]}),
+        )
+        self._inflight = Inflight(block, [r for r, _ in taken])
+        self._last_cut = time.monotonic()
+        self._publish_inflight()
+        return True
+
+    def _publish_inflight(self) -> None:
+        inflight = self._inflight
+        assert inflight is not None and self.key is not None
+        block = inflight.block
+        env = sign_envelope(
+            self.key,
+            type="block",
+            community=self.community,
+            seq=block.height,
+            body=block.to_body(),
+            created=self.clock.now_s(),
+        )
+        self._candidates.setdefault(block.height, {})[block.hash] = block
+        self.bus.publish(Topics.blocks(self.community), env.to_bytes(), retain=True)
+        self._seal_and_publish(block)
+        inflight.published_at = time.monotonic()
+
+    def _restore(self) -> None:
+        """After a restart: re-propose the unfinished block identically, reload the mempool."""
+        saved = self.ledger.store.get_local(INFLIGHT_KEY)
+        inflight_raws: list[bytes] = []
+        data = None if saved is None else loads_strict(saved)
+        if data is not None:
+            block = Block.from_body(
+                data["body"], community=self.community, interval_s=self.ledger.genesis.interval_s
+            )
+            inflight_raws = [r.encode("utf-8") for r in data["raws"]]
+            if block.height == self.ledger.height + 1:
+                self._inflight = Inflight(block, inflight_raws)
+                for env in block.txs:
+                    self._pending_keys.add((env.signer, env.seq))
+            elif self.mempool is not None:
+                self.mempool.remove(inflight_raws)
+        if self.mempool is not None:
+            in_block = set(inflight_raws) if self._inflight else set()
+            for raw in self.mempool.all():
+                if raw not in in_block:
+                    self._inbox.put(("tx", "", raw))
+        if self._inflight is not None:
+            self._inflight.published_at = 0.0  # republish on the first step
+
+    # -- validators and everyone ---------------------------------------------------------------
+
+    def _seal_and_publish(self, block: Block) -> None:
+        if self.role == "observer" or self.key_id not in self.ledger.validators():
+            return
+        try:
+            seal = self.ledger.seal(block, self.key, now=self.clock.now_s())
+        except Equivocation as exc:
+            self._halt(f"equivocation at height {block.height}", exc.evidence)
+            return
+        except InvalidBlock as exc:
+            self.metrics.blocks_refused[exc.reason] += 1
+            log.warning("refused to seal block %d: %s", block.height, exc)
+            return
+        self._seals.setdefault(block.height, {})[seal.signer] = seal
+        self.bus.publish(Topics.seals(self.community, self.key_id), seal.to_bytes())
+
+    def _halt(self, why: str, evidence: dict[str, Any]) -> None:
+        self.halted = why
+        log.error("ALARM: %s; node halted. Evidence stored in the node's local_alarms table.", why)
+
+    def _take_block(self, raw: bytes) -> None:
+        try:
+            env = parse_envelope(raw, community=self.community, now=None, interval_s=None)
+            if env.type != "block":
+                raise Rejected("unknown_type", "not a block")
+            block = Block.from_body(
+                env.body, community=self.community, interval_s=self.ledger.genesis.interval_s
+            )
+        except Rejected as exc:
+            self.metrics.rejected[f"block_{exc.reason}"] += 1
+            return
+        height = block.height
+        if height <= self.ledger.height:
+            return
+        if height > self.ledger.height + 1:
+            self._candidates.setdefault(height, {})[block.hash] = block
+            self._catch_up()
+            return
+        sequencer = self.ledger.validators().get(self.ledger.sequencer())
+        try:
+            if env.signer != self.ledger.sequencer() or sequencer is None:
+                raise Rejected("not_sequencer", "block not from the sequencer")
+            verify_envelope(env, public_key_from_hex(sequencer["key"]), key_id_hex=env.signer)
+        except Rejected as exc:
+            self.metrics.rejected[f"block_{exc.reason}"] += 1
+            return
+        self._candidates.setdefault(height, {})[block.hash] = block
+        self._seal_and_publish(block)
+
+    def _take_seal(self, raw: bytes) -> None:
+        try:
+            seal = parse_envelope(raw, community=self.community, now=None, interval_s=None)
+            if seal.type != "seal":
+                raise Rejected("unknown_type", "not a seal")
+        except Rejected as exc:
+            self.metrics.rejected[f"seal_{exc.reason}"] += 1
+            return
+        height = seal.body["height"]
+        if height <= self.ledger.height:
+            self._store_late_seal(seal)
+            return
+        previous = self._seals.setdefault(height, {}).get(seal.signer)
+        if previous is not None and previous.body["header"] != seal.body["header"]:
+            evidence = self.ledger.detect_equivocation(previous, seal)
+            if evidence is not None:
+                self.ledger.store.add_alarm(int(time.time()), "equivocation", evidence)
+                self._halt(f"validator {seal.signer} sealed two headers at height {height}", evidence)
+                return
+        self._seals[height][seal.signer] = seal
+        if height > self.ledger.height + 1 and time.monotonic() > self._catchup_after:
+            self._catch_up()
+
+    def _store_late_seal(self, seal: Envelope) -> None:
+        """Keep a valid seal that arrived after its block became final, so stores converge."""
+        height = seal.body["height"]
+        validators = self._validators_at.get(height)
+        header = self.ledger.store.header(height) if validators is not None else None
+        if header is None:
+            return
+        try:
+            check_seal_for(validators, self.community, height, header_hash(header), seal)
+        except InvalidBlock:
+            self.metrics.rejected["seal_invalid"] += 1
+            return
+        self.ledger.store.add_seals(height, [seal])
+
+    def _valid_seal(self, block: Block, seal: Envelope) -> bool:
+        try:
+            self.ledger.check_seal(block, seal)
+            return True
+        except InvalidBlock as exc:
+            self.metrics.rejected[f"seal_{exc.reason}"] += 1
+            self._seals.get(block.height, {}).pop(seal.signer, None)
+            return False
+
+    def _try_finalize(self) -> bool:
+        progressed = False
+        while True:
+            height = self.ledger.height + 1
+            seals = self._seals.get(height, {})
+            final = None
+            for block_hash, block in self._candidates.get(height, {}).items():
+                matching = [
+                    s
+                    for s in list(seals.values())
+                    if s.body["header"] == block_hash.hex() and self._valid_seal(block, s)
+                ]
+                if self.ledger.is_final(matching):
+                    final = (block, matching)
+                    break
+            if final is None:
+                return progressed
+            block, matching = final
+            validators = dict(self.ledger.validators())
+            try:
+                self.ledger.commit(block, matching)
+            except InvalidBlock as exc:
+                self.metrics.blocks_refused[exc.reason] += 1
+                log.warning("final block %d could not be committed: %s", height, exc)
+                self._candidates[height].pop(block.hash, None)
+                continue
+            self._validators_at[block.height] = validators
+            self._after_commit(block)
+            progressed = True
+
+    def _after_commit(self, block: Block) -> None:
+        self.metrics.blocks_committed += 1
+        self.metrics.last_commit_real = time.time()
+        for height in [h for h in self._candidates if h <= block.height]:
+            del self._candidates[height]
+        for height in [h for h in self._seals if h <= block.height]:
+            del self._seals[height]
+        for height in [h for h in self._validators_at if h < block.height - 16]:
+            del self._validators_at[height]
+        if self._inflight is not None and self._inflight.block.height <= block.height:
+            done = set(self._inflight.raws)
+            if self.mempool is not None:
+                self.mempool.remove(list(done))
+            self._pending = [(r, e) for r, e in self._pending if r not in done]
+            for env in block.txs:
+                self._pending_keys.discard((env.signer, env.seq))
+            self._inflight = None
+            self.ledger.store.set_local(INFLIGHT_KEY, b"null")
+        log.debug("committed block %d (%d txs)", block.height, len(block.txs))
+
+    # -- catch-up over HTTP ------------------------------------------------------------------
+
+    def catch_up_at_start(self) -> None:
+        """Before joining live traffic: fetch what the peers finalised while we were down."""
+        if self.peers:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Fetch missing final blocks from peers, verify each, and store it."""
+        self._catchup_after = time.monotonic() + 2.0
+        for peer in self.peers:
+            try:
+                while True:
+                    url = f"{peer.rstrip('/')}/v1/blocks?from={self.ledger.height + 1}&limit=100"
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        blocks = json.loads(response.read())["blocks"]
+                    if not blocks:
+                        break
+                    for data in blocks:
+                        block, seals = block_from_json(data, self.community, self.ledger.genesis.interval_s)
+                        self.ledger.commit(block, seals)
+                        self._after_commit(block)
+            except (urllib.error.URLError, OSError, ValueError, KeyError, Rejected, InvalidBlock) as exc:
+                log.info("catch-up from %s stopped: %s", peer, exc)
+                continue
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        head = self.ledger.head
+        last = self.metrics.last_commit_real
+        return {
+            "community": self.community,
+            "role": self.role,
+            "key_id": self.key_id,
+            "height": head["height"],
+            "head_time": head["time"],
+            "last_final_block_age_s": None if last is None else round(time.time() - last, 3),
+            "broker_connected": self.bus.connected,
+            "peers": list(self.peers),
+            "pending": len(self._pending),
+            "mempool": len(self.mempool) if self.mempool is not None else None,
+            "accepted": self.metrics.accepted,
+            "rejected": dict(self.metrics.rejected),
+            "blocks_committed": self.metrics.blocks_committed,
+            "blocks_refused": dict(self.metrics.blocks_refused),
+            "halted": self.halted,
+        }
+
+
+def _signer_of(raw: bytes) -> str:
+    """Best-effort signer id of a message for logging (never trusted)."""
+    try:
+        signer = json.loads(raw).get("signer", "?")
+        return signer if isinstance(signer, str) and len(signer) <= 64 else "?"
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return "?"

@@ -1,0 +1,201 @@
+"""Sequencer + validators as in-process nodes on the in-memory bus: fast network scenarios."""
+
+from __future__ import annotations
+
+import pytest
+
+from chain.engine import Ledger
+from chain.kvapp import KeyValueApp
+from chain.localnet import make_community
+from chain.store import LEDGER_TABLES
+from chain.verify import verify_store
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from peerwatt.clock import Clock
+from peerwatt.http_api import NodeHttpApi
+from peerwatt.mempool import Mempool
+from peerwatt.node import Node
+
+T0 = 1_764_000_000
+
+
+class Net:
+    def __init__(self, tmp_path, validators=4):
+        self.tmp = tmp_path
+        self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0)
+        self.broker = MemoryBroker()
+        self.clock = Clock(start=T0 + 10)
+        self.nodes: list[Node | None] = [None] * validators
+        for i in range(validators):
+            Ledger.create(tmp_path / f"n{i}", self.c.genesis, KeyValueApp()).close()
+            self.start(i)
+        self.publisher = MemoryBus(self.broker, "publisher")
+        self.publisher.start()
+
+    def start(self, i, peers=()):
+        ledger = Ledger.open(self.tmp / f"n{i}", KeyValueApp())
+        role = "sequencer" if i == 0 else "validator"
+        mempool = Mempool(self.tmp / f"n{i}" / "mempool.sqlite") if i == 0 else None
+        node = Node(
+            ledger,
+            MemoryBus(self.broker, f"node-{i}"),
+            role=role,
+            key=self.c.validators[i].key,
+            clock=self.clock,
+            block_s=0,
+            mempool=mempool,
+            peers=peers,
+        )
+        node.start()
+        self.nodes[i] = node
+        return node
+
+    def crash(self, i):
+        node = self.nodes[i]
+        node.bus.crash()
+        node.ledger.close()
+        if node.mempool:
+            node.mempool.close()
+        self.nodes[i] = None
+
+    def send(self, n_per_meter, first=0):
+        sent = []
+        for meter in self.c.meters:
+            for k in range(n_per_meter):
+                env = meter.sign(
+                    self.c.community,
+                    "reading",
+                    {"interval": T0, "import_wh": first + k, "export_wh": 0, "serial": "S", "profile": "p"},
+                    created=T0,
+                )
+                self.publisher.publish(Topics.readings(self.c.community, meter.id), env.to_bytes())
+                sent.append(env)
+        return sent
+
+    def settle(self, rounds=200):
+        for _ in range(rounds):
+            busy = False
+            for node in self.nodes:
+                if node is not None:
+                    busy |= node.step()
+            if not busy:
+                return
+
+
+def dump(ledger):
+    return [ledger.store.conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in LEDGER_TABLES]
+
+
+def test_transactions_reach_final_blocks_on_every_node(tmp_path):
+    net = Net(tmp_path)
+    sent = net.send(20)
+    net.settle()
+    heights = {n.ledger.height for n in net.nodes}
+    assert len(heights) == 1 and heights.pop() >= 1
+    stored = sum(n for (n,) in net.nodes[0].ledger.store.conn.execute("SELECT count(*) FROM txs"))
+    assert stored == len(sent) == 120
+    dumps = [dump(n.ledger) for n in net.nodes]
+    assert all(d == dumps[0] for d in dumps)
+    for node in net.nodes:
+        assert verify_store(node.ledger.store, KeyValueApp()).txs == 120
+    assert len(net.nodes[0].mempool) == 0
+
+
+def test_one_validator_down_chain_goes_on_two_down_it_halts_safely(tmp_path):
+    net = Net(tmp_path)  # 4 validators, quorum 3
+    net.crash(3)
+    net.send(2)
+    net.settle()
+    h = net.nodes[0].ledger.height
+    assert h >= 1
+    net.crash(2)
+    net.send(2, first=100)
+    net.settle()
+    assert net.nodes[0].ledger.height == h  # no quorum: nothing finalised
+    assert net.nodes[1].ledger.height == h
+    net.start(2)
+    net.settle()
+    assert net.nodes[0].ledger.height == h + 1
+    # validator 3 was down all along: it catches up over the HTTP API of a peer
+    api = NodeHttpApi(tmp_path / "n1", net.nodes[1].status, "127.0.0.1", 0)
+    api.start()
+    try:
+        node3 = net.start(3, peers=(api.address,))
+        net.send(1, first=200)
+        net.settle()
+        assert node3.ledger.height == net.nodes[0].ledger.height
+        assert verify_store(node3.ledger.store, KeyValueApp()).blocks == node3.ledger.height
+    finally:
+        api.stop()
+
+
+def test_sequencer_crash_loses_nothing_and_stores_nothing_twice(tmp_path):
+    net = Net(tmp_path)
+    sent = net.send(5)
+    # the sequencer took the messages into its mempool, then dies before finishing anything
+    for node in net.nodes[1:]:
+        node.step()
+    net.crash(0)
+    sent += net.send(5, first=50)  # queued at the broker for the sequencer's session
+    net.start(0)
+    net.settle()
+    hashes = [bytes(h) for (h,) in net.nodes[0].ledger.store.conn.execute("SELECT hash FROM txs")]
+    assert len(hashes) == len(set(hashes)) == len(sent)
+    assert {e.tx_hash for e in sent} == set(hashes)
+
+
+def test_sequencer_crash_with_unfinished_block_reproposes_it_identically(tmp_path):
+    net = Net(tmp_path)
+    net.send(3)
+    net.nodes[0].step()  # proposes and seals; validators have not answered yet
+    inflight = net.nodes[0]._inflight
+    assert inflight is not None
+    first_hash = inflight.block.hash
+    net.nodes[1].step()  # validator 1 seals it
+    net.crash(0)
+    node = net.start(0)
+    assert node._inflight is not None and node._inflight.block.hash == first_hash
+    net.settle()
+    assert net.nodes[1].ledger.store.header(1) is not None
+    assert net.nodes[1].ledger.head_hash == first_hash or net.nodes[1].ledger.height >= 1
+    assert net.nodes[1].halted is None
+
+
+def test_rejections_are_counted_by_reason(tmp_path):
+    net = Net(tmp_path)
+    env = net.send(1)[0]
+    net.settle()
+    net.publisher.publish(Topics.readings(net.c.community, env.signer), env.to_bytes())  # replay
+    net.publisher.publish(Topics.readings(net.c.community, env.signer), b'{"not": "a message"}')
+    net.settle()
+    rejected = net.nodes[0].status()["rejected"]
+    assert rejected.get("replay") == 1 and rejected.get("missing_field") == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/status", "/v1/blocks?from=0&limit=5", "/v1/proof?height=1&index=0"])
+def test_http_api(tmp_path, path):
+    import json
+    import urllib.request
+
+    net = Net(tmp_path, validators=1)
+    net.send(1)
+    net.settle()
+    api = NodeHttpApi(tmp_path / "n0", net.nodes[0].status, "127.0.0.1", 0)
+    api.start()
+    try:
+        with urllib.request.urlopen(api.address + path, timeout=5) as response:
+            body = json.loads(response.read())
+    finally:
+        api.stop()
+    assert body
+    if path.startswith("/v1/proof"):
+        from chain.block import result_leaves
+        from chain.merkle import proof_from_hex, verify_inclusion
+
+        leaf = result_leaves([body["result"]])[0]
+        assert verify_inclusion(
+            leaf,
+            0,
+            body["tree_size"],
+            proof_from_hex(body["proof"]),
+            bytes.fromhex(body["header"]["result_root"]),
+        )
