@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "node": "peerwatt.commands.node:node",
     "gov": "peerwatt.commands.gov:gov",
     "verify": "peerwatt.commands.verify:verify",
+    "agent": "peerwatt.commands.agent:agent",
+    "dashboard": "peerwatt.commands.dashboard:dashboard",
+    "report": "peerwatt.commands.report:report",
     "demo": "peerwatt.commands.demo:demo",
 }
 

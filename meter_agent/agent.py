@@ -1,0 +1,388 @@
+"""The household agent loop: read the meter, account interval energy, sign and send readings and
+orders through the durable outbox, check receipts, publish status.
+
+One ``poll()`` does one cycle; ``run()`` repeats it every ``poll_s`` of ledger time. Meter faults
+stop offering (nothing is offered that cannot be backed), are logged once, shown in the status,
+and the agent resumes by itself when the meter answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from chain.envelope import sign_envelope
+from chain.genesis import Genesis
+from chain.keys import PrivateKey, key_id
+from meter_agent.counters import EnergyCounters
+from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
+from meter_agent.modbus_reader import MeterError, MeterSample
+from meter_agent.outbox import Outbox
+from meter_agent.receipts import ReceiptError, verify_receipt
+from meter_agent.strategy import (
+    OrderPlan,
+    StrategyConfig,
+    forecast_net_export_wh,
+    needs_replacement,
+    plan_order,
+)
+from peerwatt.bus import Bus, Topics
+
+log = logging.getLogger("peerwatt.agent")
+
+HISTORY_S = 2 * 86_400
+READING_TTL_S = 86_400
+MAX_RECEIPTS = 500
+
+
+class Reader(Protocol):
+    def read(self) -> MeterSample: ...
+
+
+def market_params(genesis: Genesis) -> dict[str, int]:
+    """The community parameters the agent needs (defaults as the market app's)."""
+    app = genesis.app_params
+    return {
+        "interval_s": app.get("interval_s", 900),
+        "gate_s": app.get("gate_s", 300),
+        "feed_in_price": app.get("feed_in_price", 80_000),
+        "retail_price": app.get("retail_price", 300_000),
+    }
+
+
+class Agent:
+    """One meter's agent (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        key: PrivateKey,
+        genesis: Genesis,
+        bus: Bus,
+        reader: Reader,
+        outbox: Outbox,
+        strategy: StrategyConfig,
+        clock: Callable[[], float] = time.time,
+        profile: str = "unknown",
+        serial: str | None = None,
+        heartbeat_s: float = 60.0,
+        homeassistant_prefix: str | None = None,
+    ) -> None:
+        self.key = key
+        self.meter_id = key_id(key.public_key())
+        self.genesis = genesis
+        self.community = genesis.community
+        enrolled = genesis.doc["meters"].get(self.meter_id)
+        if enrolled is None:
+            raise ValueError(f"meter key {self.meter_id} is not enrolled in {self.community}'s genesis")
+        self.capacity_w = enrolled["capacity_w"]
+        self.serial = serial or enrolled["serial"]
+        self.profile = profile
+        self.params = market_params(genesis)
+        self.bus = bus
+        self.reader = reader
+        self.outbox = outbox
+        self.strategy = strategy
+        self.clock = clock
+        self.heartbeat_s = heartbeat_s
+        self.ha_prefix = homeassistant_prefix
+        self.validators = {kid: v["key"] for kid, v in genesis.doc["validators"].items()}
+        self.quorum = genesis.doc["chain"]["quorum"]
+        saved = outbox.load("counters")
+        self.counters = (
+            EnergyCounters.from_dict(saved, max_power_w=self.capacity_w)
+            if saved
+            else EnergyCounters(max_power_w=self.capacity_w)
+        )
+        self.buckets: dict[str, dict[str, Any]] = outbox.load("buckets", {})
+        self.history: dict[str, int] = outbox.load("history", {})
+        self.orders: dict[str, dict[str, Any]] = outbox.load("orders", {})
+        self.trades: dict[str, dict[str, Any]] = outbox.load("trades", {})
+        self.last_interval: int | None = outbox.load("last_interval")
+        self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
+        self.fault: str | None = None
+        self.fault_until_interval: int | None = None
+        self.last_sample: MeterSample | None = None
+        self.alarms: list[str] = []
+        self._lock = threading.Lock()
+        self._last_heartbeat = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def status_topic(self) -> str:
+        return Topics.status(self.community, self.meter_id)
+
+    def start(self) -> None:
+        """Subscribe to receipts, connect, and resend what the outbox still holds."""
+        self.bus.subscribe(Topics.receipts(self.community, self.meter_id), self._on_receipt)
+        self.bus.start()
+        for seq, topic, payload in self.outbox.pending():
+            self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
+        if self.ha_prefix:
+            self.bus.publish(
+                discovery_topic(self.ha_prefix, self.meter_id),
+                discovery_payload(self.community, self.meter_id, self.status_topic),
+                retain=True,
+            )
+
+    def stop(self) -> None:
+        self.bus.publish(self.status_topic, b"offline", retain=True)
+        self.bus.stop()
+
+    def run(self, stop: threading.Event, poll_s: float, speed: float = 1.0) -> None:
+        """Poll every ``poll_s`` seconds of ledger time until ``stop`` is set."""
+        while not stop.is_set():
+            started = time.monotonic()
+            self.poll()
+            stop.wait(max(0.0, poll_s / speed - (time.monotonic() - started)))
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        now = int(self.clock())
+        interval_s = self.params["interval_s"]
+        current = now - now % interval_s
+        sample = self._read()
+        if sample is not None:
+            self._account(sample, now, current)
+        if self.last_interval is not None and current > self.last_interval:
+            self._close_intervals(current, sample)
+        self.last_interval = current
+        self.outbox.save("last_interval", current)
+        self._update_order(now)
+        if time.monotonic() - self._last_heartbeat >= self.heartbeat_s:
+            self._heartbeat(now)
+
+    def _read(self) -> MeterSample | None:
+        try:
+            sample = self.reader.read()
+        except MeterError as exc:
+            if self.fault is None:
+                log.warning("meter fault: %s (no offers until it answers again)", exc)
+            self.fault = str(exc)
+            now = int(self.clock())
+            self.fault_until_interval = now - now % self.params["interval_s"] + self.params["interval_s"]
+            return None
+        if self.fault is not None:
+            log.info("meter answers again")
+            self.fault = None
+        self.last_sample = sample
+        return sample
+
+    def _account(self, sample: MeterSample, now: int, current: int) -> None:
+        update = self.counters.update(now, sample.import_wh, sample.export_wh, sample.serial)
+        bucket = self.buckets.setdefault(str(current), {"import_wh": 0, "export_wh": 0, "faulty": False})
+        for name, delta in (("import_wh", update.import_wh), ("export_wh", update.export_wh)):
+            if delta.status == "ok":
+                bucket[name] += delta.energy_wh
+            elif delta.status in ("unavailable", "suspect", "rebased", "meter_changed"):
+                bucket["faulty"] = True
+        for event in update.events:
+            log.warning("meter counter event: %s (reported in the next reading)", event.describe())
+            bucket["faulty"] = True
+        self.outbox.save("counters", self.counters.to_dict())
+        self.outbox.save("buckets", self.buckets)
+
+    def _close_intervals(self, current: int, sample: MeterSample | None) -> None:
+        """Intervals before ``current`` ended: record history and sign the reading of the last one."""
+        interval_s = self.params["interval_s"]
+        for start in sorted(int(s) for s in self.buckets if int(s) < current):
+            bucket = self.buckets.pop(str(start))
+            if not bucket["faulty"]:
+                self.history[str(start)] = bucket["export_wh"] - bucket["import_wh"]
+        horizon = current - HISTORY_S
+        self.history = {s: v for s, v in self.history.items() if int(s) >= horizon}
+        self.outbox.save("buckets", self.buckets)
+        self.outbox.save("history", self.history)
+        ended = current - interval_s
+        if sample is None or self.fault is not None:
+            log.warning("no reading for interval %d: the meter did not answer at its end", ended)
+            return
+        body = {
+            "interval": ended,
+            "import_wh": sample.import_wh,
+            "export_wh": sample.export_wh,
+            "serial": sample.serial or self.serial,
+            "profile": self.profile,
+        }
+        self._send("reading", Topics.readings(self.community, self.meter_id), body, ttl_s=READING_TTL_S)
+        self.last_reading = body
+        self.outbox.save("last_reading", body)
+
+    def _update_order(self, now: int) -> None:
+        interval_s, gate_s = self.params["interval_s"], self.params["gate_s"]
+        target = now - now % interval_s + interval_s
+        if target - gate_s <= now + 5:
+            target += interval_s
+        for start in [s for s in self.orders if int(s) < now - interval_s]:
+            del self.orders[start]
+        forecast = forecast_net_export_wh(
+            {int(k): v for k, v in self.history.items()}, target, interval_s, now
+        )
+        capacity_wh = self.capacity_w * interval_s // 3600
+        plan = plan_order(
+            forecast,
+            self.strategy,
+            capacity_wh=capacity_wh,
+            feed_in_price=self.params["feed_in_price"],
+            retail_price=self.params["retail_price"],
+        )
+        if self.fault is not None:
+            plan = None  # offer nothing we cannot back
+        sent = self.orders.get(str(target))
+        current = (
+            None
+            if sent is None or sent["energy_wh"] == 0
+            else OrderPlan(sent["side"], sent["energy_wh"], sent["limit_price"])
+        )
+        if not needs_replacement(current, plan, self.strategy):
+            return
+        if plan is None:
+            if current is None:
+                return
+            body = {
+                "side": current.side,
+                "interval": target,
+                "energy_wh": 0,
+                "limit_price": current.limit_price,
+            }
+        else:
+            if current is not None and current.side != plan.side:
+                cancel = {
+                    "side": current.side,
+                    "interval": target,
+                    "energy_wh": 0,
+                    "limit_price": current.limit_price,
+                }
+                self._send("order", Topics.orders(self.community, self.meter_id), cancel, ttl_s=target - now)
+            body = {
+                "side": plan.side,
+                "interval": target,
+                "energy_wh": plan.energy_wh,
+                "limit_price": plan.limit_price,
+            }
+        self._send("order", Topics.orders(self.community, self.meter_id), body, ttl_s=target - now)
+        self.orders[str(target)] = {k: body[k] for k in ("side", "energy_wh", "limit_price")}
+        self.outbox.save("orders", self.orders)
+
+    def _send(self, msg_type: str, topic: str, body: dict[str, Any], ttl_s: int) -> int:
+        created = int(self.clock())
+
+        def build(seq: int) -> tuple[str, bytes]:
+            env = sign_envelope(
+                self.key,
+                type=msg_type,
+                community=self.community,
+                seq=seq,
+                body=body,
+                created=created,
+                ttl_s=max(ttl_s, 60),
+            )
+            return topic, env.to_bytes()
+
+        seq, topic, payload = self.outbox.add(build)
+        self.bus.publish(topic, payload, on_ack=lambda: self.outbox.ack(seq))
+        return seq
+
+    # -- receipts and status -------------------------------------------------------------------
+
+    def _on_receipt(self, topic: str, payload: bytes) -> None:
+        try:
+            receipt = json.loads(payload)
+            result = verify_receipt(
+                receipt, community=self.community, validators=self.validators, quorum=self.quorum
+            )
+        except (ValueError, ReceiptError) as exc:
+            message = f"ALARM: a receipt does not verify: {exc}"
+            log.error(message)
+            with self._lock:
+                self.alarms.append(message)
+            return
+        kind = result.get("kind")
+        if kind not in ("trade", "settlement", "adjustment"):
+            return
+        with self._lock:
+            trade_id = result.get("trade") or f"{result['sell_order'][:24]}:{result['buy_order'][:24]}"
+            entry = self.trades.setdefault(trade_id, {"interval": result.get("interval")})
+            entry["side"] = "sell" if result.get("seller") == self.meter_id else "buy"
+            entry["height"] = receipt["header"]["height"]
+            if kind == "trade":
+                entry.update(
+                    energy_wh=result["energy_wh"],
+                    value=result["value"],
+                    fees=result["grid_fee"] + result["levies"],
+                    status=entry.get("status", "traded"),
+                )
+            elif kind == "settlement":
+                entry.update(
+                    settled_wh=result["settled_wh"],
+                    settled_value=result["value"],
+                    settled_fees=result["grid_fee"] + result["levies"],
+                    status=result["status"],
+                    flag=result.get("flag"),
+                )
+            if len(self.trades) > MAX_RECEIPTS:
+                for old in sorted(self.trades, key=lambda k: self.trades[k].get("interval") or 0)[
+                    :-MAX_RECEIPTS
+                ]:
+                    del self.trades[old]
+            self.outbox.save("trades", self.trades)
+
+    def totals(self) -> dict[str, int]:
+        """P2P energy and money so far (settled where settled, else as traded)."""
+        sold = bought = earnings = 0
+        with self._lock:
+            for entry in self.trades.values():
+                energy = entry.get("settled_wh", entry.get("energy_wh", 0))
+                value = entry.get("settled_value", entry.get("value", 0))
+                fees = entry.get("settled_fees", entry.get("fees", 0))
+                if entry.get("side") == "sell":
+                    sold += energy
+                    earnings += value
+                else:
+                    bought += energy
+                    earnings -= value + fees
+        return {"sold_wh": sold, "bought_wh": bought, "earnings": earnings}
+
+    def status(self) -> dict[str, Any]:
+        sample = self.last_sample
+        return {
+            "state": "online",
+            "meter": self.meter_id,
+            "meter_ok": self.fault is None,
+            "fault": self.fault,
+            "power_w": None if sample is None else sample.power_w,
+            "last_reading": self.last_reading,
+            "outbox": self.outbox.depth(),
+            "seq": self.outbox.last_seq(),
+            "broker_connected": self.bus.connected,
+            "orders": self.orders,
+            "totals": self.totals(),
+            "alarms": self.alarms[-5:],
+        }
+
+    def _heartbeat(self, now: int) -> None:
+        self._last_heartbeat = time.monotonic()
+        status = self.status()
+        status["time"] = now
+        self.outbox.save("status", status)
+        self.bus.publish(self.status_topic, json.dumps(status, sort_keys=True).encode(), retain=True)
+        if self.ha_prefix and self.last_sample is not None:
+            totals = status["totals"]
+            self.bus.publish(
+                state_topic(self.community, self.meter_id),
+                state_payload(
+                    self.last_sample.power_w,
+                    self.last_sample.import_wh,
+                    self.last_sample.export_wh,
+                    totals["sold_wh"],
+                    totals["bought_wh"],
+                    totals["earnings"],
+                ),
+                qos=0,
+            )

@@ -1,0 +1,118 @@
+"""agent.toml: where the meter is, which key signs, the broker, the market strategy (one-line errors).
+
+Relative paths are relative to the config file's folder. Example in docs/agent.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meter_agent.strategy import StrategyConfig
+from peerwatt.bus import BrokerConfig
+from peerwatt.config import broker_config, read_toml, take
+from peerwatt.errors import UserError
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    profile: str
+    host: str | None
+    port: int | None
+    serial_device: str | None
+    baudrate: int | None
+    unit: int | None
+    poll_s: float
+    timeout_s: float
+    close_between_polls: bool
+    serial: str | None  # the enrolled serial, used when the meter does not report one
+    profile_dirs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    community: str
+    key_file: Path
+    passphrase_file: Path | None
+    genesis_file: Path
+    state_dir: Path
+    meter: MeterConfig
+    broker: BrokerConfig
+    client_id: str | None
+    strategy: StrategyConfig
+    heartbeat_s: float
+    homeassistant: bool
+    homeassistant_prefix: str
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and check agent.toml."""
+    path = Path(path)
+    where = str(path)
+    data = read_toml(path)
+    base = path.parent
+    unknown = set(data) - {
+        "community",
+        "key",
+        "passphrase_file",
+        "genesis",
+        "state_dir",
+        "meter",
+        "broker",
+        "client_id",
+        "market",
+        "heartbeat_s",
+        "homeassistant",
+    }
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    m = take(data, "meter", dict, where)
+    mw = f"{where} [meter]"
+    host = take(m, "host", str, mw, None)
+    serial_device = take(m, "serial_device", str, mw, None)
+    if (host is None) == (serial_device is None):
+        raise UserError(f"{mw}: give either host (Modbus TCP) or serial_device (RTU), not both")
+    meter = MeterConfig(
+        profile=take(m, "profile", str, mw),
+        host=host,
+        port=take(m, "port", int, mw, None),
+        serial_device=serial_device,
+        baudrate=take(m, "baudrate", int, mw, None),
+        unit=take(m, "unit", int, mw, None),
+        poll_s=float(take(m, "poll_s", (int, float), mw, 5)),
+        timeout_s=float(take(m, "timeout_s", (int, float), mw, 1.0)),
+        close_between_polls=take(m, "close_between_polls", bool, mw, False),
+        serial=take(m, "serial", str, mw, None),
+        profile_dirs=tuple(str(base / d) for d in take(m, "profile_dirs", list, mw, [])),
+    )
+    if meter.poll_s <= 0:
+        raise UserError(f"{mw}: poll_s must be positive")
+    market = take(data, "market", dict, where, {})
+    kw = f"{where} [market]"
+    try:
+        strategy = StrategyConfig(
+            sell_share=float(take(market, "sell_share", (int, float), kw, 0.8)),
+            sell_limit_price=take(market, "sell_limit_price", int, kw, 100_000),
+            buy_limit_price=take(market, "buy_limit_price", int, kw, 250_000),
+            min_order_wh=take(market, "min_order_wh", int, kw, 20),
+        )
+    except ValueError as exc:
+        raise UserError(f"{kw}: {exc}") from None
+    ha = take(data, "homeassistant", dict, where, {})
+    passphrase = take(data, "passphrase_file", str, where, None)
+    return AgentConfig(
+        path=path,
+        community=take(data, "community", str, where),
+        key_file=base / take(data, "key", str, where),
+        passphrase_file=None if passphrase is None else base / passphrase,
+        genesis_file=base / take(data, "genesis", str, where),
+        state_dir=base / take(data, "state_dir", str, where, "agent-state"),
+        meter=meter,
+        broker=broker_config(data, where, base),
+        client_id=take(data, "client_id", str, where, None),
+        strategy=strategy,
+        heartbeat_s=float(take(data, "heartbeat_s", (int, float), where, 60)),
+        homeassistant=take(ha, "enabled", bool, f"{where} [homeassistant]", False),
+        homeassistant_prefix=take(ha, "prefix", str, f"{where} [homeassistant]", "homeassistant"),
+    )

@@ -1,0 +1,71 @@
+"""Home Assistant MQTT discovery for the agent (device-based discovery, one config message).
+
+Sensors: grid power (W, measurement), import/export energy (kWh, total_increasing), P2P sold and
+bought energy (kWh, total_increasing), P2P earnings (monetary, state_class total — the only one
+HA accepts for money). Availability follows the agent's retained status topic and its last will.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def discovery_topic(prefix: str, meter_id: str) -> str:
+    return f"{prefix}/device/peerwatt_{meter_id}/config"
+
+
+def state_topic(community: str, meter_id: str) -> str:
+    return f"peerwatt/{community}/ha/{meter_id}"
+
+
+def discovery_payload(community: str, meter_id: str, status_topic: str, currency: str = "EUR") -> bytes:
+    """The retained device discovery message."""
+    state = state_topic(community, meter_id)
+
+    def sensor(key: str, name: str, device_class: str, state_class: str, unit: str) -> dict[str, Any]:
+        return {
+            "p": "sensor",
+            "name": name,
+            "unique_id": f"peerwatt_{meter_id}_{key}",
+            "device_class": device_class,
+            "state_class": state_class,
+            "unit_of_measurement": unit,
+            "value_template": f"{{{{ value_json.{key} }}}}",
+        }
+
+    config = {
+        "dev": {"ids": f"peerwatt_{meter_id}", "name": f"peerwatt meter {meter_id[:8]}", "mf": "peerwatt"},
+        "o": {"name": "peerwatt"},
+        "state_topic": state,
+        "availability_topic": status_topic,
+        "availability_template": "{{ 'offline' if value == 'offline' else 'online' }}",
+        "cmps": {
+            "power": sensor("power_w", "Grid power", "power", "measurement", "W"),
+            "import": sensor("import_kwh", "Grid import", "energy", "total_increasing", "kWh"),
+            "export": sensor("export_kwh", "Grid export", "energy", "total_increasing", "kWh"),
+            "p2p_sold": sensor("p2p_sold_kwh", "Sold to neighbours", "energy", "total_increasing", "kWh"),
+            "p2p_bought": sensor(
+                "p2p_bought_kwh", "Bought from neighbours", "energy", "total_increasing", "kWh"
+            ),
+            "earnings": sensor("p2p_earnings", "P2P earnings", "monetary", "total", currency),
+        },
+    }
+    return json.dumps(config, sort_keys=True).encode()
+
+
+def state_payload(
+    power_w: int, import_wh: int, export_wh: int, sold_wh: int, bought_wh: int, earnings_micro: int
+) -> bytes:
+    """One state message (kWh and currency units for display; the ledger keeps integers)."""
+    return json.dumps(
+        {
+            "power_w": power_w,
+            "import_kwh": import_wh / 1000,
+            "export_kwh": export_wh / 1000,
+            "p2p_sold_kwh": sold_wh / 1000,
+            "p2p_bought_kwh": bought_wh / 1000,
+            "p2p_earnings": earnings_micro / 1_000_000,
+        },
+        sort_keys=True,
+    ).encode()

@@ -1,0 +1,114 @@
+"""The agent's durable outbox, sequence counter and small local state (SQLite, synchronous=FULL).
+
+Every signed message is stored here *before* it is sent and deleted only when the broker has
+acknowledged it (QoS 1 PUBACK); after a crash or a broker outage the agent resends what is left,
+in seq order. The node deduplicates by (signer, seq), so nothing is lost and nothing is booked
+twice. The seq counter only grows and survives restarts; a brand-new state file starts it from
+the clock in milliseconds, so a re-installed agent never reuses an old seq.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                                   created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class OutboxError(Exception):
+    """The state file cannot be used (disk full, read-only, corrupt); the message says which."""
+
+
+class Outbox:
+    """Thread-safe: the bus thread acknowledges while the agent loop adds."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise OutboxError(f"cannot open agent state {self.path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def _get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def add(self, build: Callable[[int], tuple[str, bytes]]) -> tuple[int, str, bytes]:
+        """Take the next seq, build (topic, signed payload) with it, and store both atomically."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    last = self._get("seq")
+                    seq = int(last) + 1 if last is not None else int(time.time() * 1000)
+                    topic, payload = build(seq)
+                    self._conn.execute(
+                        "INSERT INTO outbox VALUES (?, ?, ?, ?)", (seq, topic, payload, time.time())
+                    )
+                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(seq),))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise OutboxError(
+                    f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
+                ) from None
+        return seq, topic, payload
+
+    def ack(self, seq: int) -> None:
+        """The broker acknowledged message ``seq``: forget it."""
+        with self._lock:
+            self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def pending(self) -> list[tuple[int, str, bytes]]:
+        """Unacknowledged messages, oldest first."""
+        with self._lock:
+            return [
+                (s, t, bytes(p))
+                for s, t, p in self._conn.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq")
+            ]
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def last_seq(self) -> int | None:
+        with self._lock:
+            value = self._get("seq")
+        return None if value is None else int(value)
+
+    def load(self, key: str, default: Any = None) -> Any:
+        """A JSON value of the agent's local state."""
+        with self._lock:
+            value = self._get(key)
+        return default if value is None else json.loads(value)
+
+    def save(self, key: str, value: Any) -> None:
+        """Store a JSON value of the agent's local state (durably)."""
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        with self._lock:
+            try:
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
+            except sqlite3.OperationalError as exc:
+                raise OutboxError(
+                    f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
+                ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

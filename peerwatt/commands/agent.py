@@ -1,0 +1,140 @@
+"""`peerwatt agent -c agent.toml` runs the meter agent; `peerwatt agent status -c agent.toml` shows it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from peerwatt.errors import UserError
+
+
+@click.group(invoke_without_command=True)
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="agent.toml")
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def agent(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
+    """Run the meter agent (with -c), or use a subcommand."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_file is None:
+        raise UserError("give the agent's config: peerwatt agent -c agent.toml")
+    run_agent(config_file, verbose)
+
+
+def run_agent(config_file: Path, verbose: bool) -> None:
+    import logging
+    import signal
+    import threading
+
+    from chain.genesis import GenesisError, load_genesis
+    from meter_agent.agent import Agent
+    from meter_agent.config import load_agent_config
+    from meter_agent.modbus_reader import MeterReader, SerialTarget, TcpTarget
+    from meter_agent.outbox import Outbox, OutboxError
+    from meter_agent.profile import ProfileError, find_profile
+    from peerwatt.bus import MqttBus
+    from peerwatt.commands.keys import load_key
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    cfg = load_agent_config(config_file)
+    key = load_key(cfg.key_file, cfg.passphrase_file)
+    try:
+        genesis = load_genesis(cfg.genesis_file)
+        profile = find_profile(cfg.meter.profile, cfg.meter.profile_dirs)
+        outbox = Outbox(cfg.state_dir / "agent.sqlite")
+    except (GenesisError, ProfileError, OutboxError) as exc:
+        raise UserError(str(exc)) from None
+    if genesis.community != cfg.community:
+        raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
+    m = cfg.meter
+    if m.host is not None:
+        target = TcpTarget(m.host, m.port or profile.transport.tcp_port)
+    else:
+        target = SerialTarget(m.serial_device, m.baudrate or profile.transport.baudrate)
+    reader = MeterReader(
+        profile, target, unit_id=m.unit, timeout_s=m.timeout_s, close_between_polls=m.close_between_polls
+    )
+    from chain.keys import key_id
+
+    meter_id = key_id(key.public_key())
+    from peerwatt.bus import Topics
+
+    bus = MqttBus(
+        cfg.broker,
+        cfg.client_id or f"peerwatt-agent-{meter_id}",
+        will=(Topics.status(cfg.community, meter_id), b"offline", True),
+    )
+    try:
+        agent_ = Agent(
+            key=key,
+            genesis=genesis,
+            bus=bus,
+            reader=reader,
+            outbox=outbox,
+            strategy=cfg.strategy,
+            profile=profile.name,
+            serial=m.serial,
+            heartbeat_s=cfg.heartbeat_s,
+            homeassistant_prefix=cfg.homeassistant_prefix if cfg.homeassistant else None,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent_.start()
+    click.echo(
+        f"agent of meter {meter_id} in {cfg.community}: {reader.where}, broker {cfg.broker.address}", err=True
+    )
+    try:
+        agent_.run(stop, m.poll_s)
+    finally:
+        agent_.stop()
+        reader.close()
+        outbox.close()
+
+
+@agent.command("status")
+@click.option("-c", "--config", "config_file", required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def status(config_file: Path, as_json: bool) -> None:
+    """Last reading, outbox depth, broker connection, last offers and receipts, earnings so far."""
+    from meter_agent.config import load_agent_config
+    from meter_agent.outbox import Outbox, OutboxError
+
+    cfg = load_agent_config(config_file)
+    path = cfg.state_dir / "agent.sqlite"
+    if not path.exists():
+        raise UserError(f"no agent state in {cfg.state_dir}: the agent has not run yet")
+    try:
+        outbox = Outbox(path)
+    except OutboxError as exc:
+        raise UserError(str(exc)) from None
+    info = outbox.load("status") or {}
+    info["outbox"] = outbox.depth()
+    info["seq"] = outbox.last_seq()
+    info["last_reading"] = outbox.load("last_reading")
+    outbox.close()
+    if as_json:
+        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        click.echo()
+        return
+    totals = info.get("totals", {})
+    click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
+    click.echo(f"last reading: {info.get('last_reading')}")
+    click.echo(
+        f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected (at last heartbeat): "
+        f"{info.get('broker_connected')}"
+    )
+    click.echo(f"orders: {info.get('orders')}")
+    click.echo(
+        f"P2P sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
+        f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
+    )

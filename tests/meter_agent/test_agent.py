@@ -1,0 +1,171 @@
+"""The agent against the meter simulator on the in-memory bus: readings, orders, outbox, faults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chain.envelope import parse_envelope, verify_envelope
+from chain.keys import generate_private_key, public_key_sec1
+from chain.localnet import Party, make_community
+from meter_agent.agent import Agent
+from meter_agent.outbox import Outbox
+from meter_agent.strategy import StrategyConfig
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+
+MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
+
+
+@pytest.fixture
+def setup(tmp_path, start_sim, reader_for):
+    c = make_community(
+        validators=1,
+        members=1,
+        meters_per_member=1,
+        app="market",
+        time=MORNING - 86400,
+        app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
+    )
+    meter = c.meters[0]
+    sim = start_sim("sdm630", start_time=MORNING)
+    broker = MemoryBroker()
+    seen: list[tuple[str, bytes]] = []
+    watcher = MemoryBus(broker, "watcher")
+    watcher.subscribe(Topics.pattern(c.community), lambda t, p: seen.append((t, p)))
+    watcher.start()
+
+    def make_agent(bus_id="agent"):
+        return Agent(
+            key=meter.key,
+            genesis=c.genesis,
+            bus=MemoryBus(broker, bus_id),
+            reader=reader_for(sim),
+            outbox=Outbox(tmp_path / "agent.sqlite"),
+            strategy=StrategyConfig(),
+            clock=sim.clock.now,
+            profile="sdm630",
+            heartbeat_s=0,
+        )
+
+    return c, meter, sim, make_agent, seen
+
+
+def run(agent, sim, steps, step_s=60):
+    for _ in range(steps):
+        sim.clock.advance(step_s)
+        agent.poll()
+
+
+def envelopes(seen, kind):
+    return [json.loads(p) for t, p in seen if f"/{kind}/" in t]
+
+
+def test_readings_and_orders_are_signed_in_order_and_match_the_meter(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 4 * 15 + 1)  # one hour of polls
+    readings = envelopes(seen, "readings")
+    assert len(readings) >= 3
+    public = meter.key.public_key()
+    for raw in readings:
+        env = parse_envelope(json.dumps(raw), community=c.community, now=None)
+        verify_envelope(env, public)
+    intervals = [r["body"]["interval"] for r in readings]
+    assert intervals == sorted(intervals) and all(i % 900 == 0 for i in intervals)
+    seqs = [r["seq"] for r in readings + envelopes(seen, "orders")]
+    assert len(seqs) == len(set(seqs))
+    truth = sim.truth()
+    last = readings[-1]["body"]
+    assert last["export_wh"] <= truth.export_wh + 1 and last["import_wh"] <= truth.import_wh + 1
+    orders = envelopes(seen, "orders")
+    assert orders, "a sunny morning produces offers"
+    assert {o["body"]["side"] for o in orders} <= {"sell", "buy"}
+    assert all(o["body"]["interval"] - 300 > o["created"] for o in orders)  # before gate closure
+    assert agent.outbox.depth() == 0  # everything acknowledged
+
+
+def test_outbox_keeps_messages_while_broker_unreachable_and_seq_survives_restart(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 20)
+    agent.bus.crash()
+    before = len(seen)
+    run(agent, sim, 20)
+    assert agent.outbox.depth() > 0 and len(seen) == before
+    last_seq = agent.outbox.last_seq()
+    agent.outbox.close()
+    # the agent process dies; a new one starts from the same state file
+    agent2 = make_agent("agent")
+    agent2.start()  # resends the outbox
+    assert agent2.outbox.depth() == 0
+    run(agent2, sim, 16)
+    seqs = [json.loads(p)["seq"] for t, p in seen if "/orders/" in t or "/readings/" in t]
+    assert max(seqs) > last_seq
+    # nothing lost: every seq from the first to the last reached the broker (resends may repeat)
+    assert sorted(set(seqs)) == list(range(min(seqs), max(seqs) + 1))
+
+
+def test_meter_fault_stops_offers_and_agent_recovers(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 40)
+    assert agent.orders
+    sim.inject("timeout", duration_s=3600)
+    run(agent, sim, 3)
+    assert agent.status()["meter_ok"] is False and agent.status()["fault"]
+    orders_during = envelopes(seen, "orders")[-1]
+    assert orders_during["body"]["energy_wh"] == 0  # the open offer was withdrawn
+    sim.clear_faults()
+    run(agent, sim, 20)
+    assert agent.status()["meter_ok"] is True
+
+
+def test_agent_refuses_a_key_not_in_genesis(setup):
+    c, meter, sim, make_agent, seen = setup
+    with pytest.raises(ValueError, match="not enrolled"):
+        Agent(
+            key=generate_private_key(),
+            genesis=c.genesis,
+            bus=MemoryBus(MemoryBroker(), "x"),
+            reader=None,
+            outbox=None,
+            strategy=StrategyConfig(),
+        )
+
+
+def test_receipts_verify_and_forged_ones_raise_an_alarm(tmp_path):
+    from chain.engine import Ledger
+    from chain.kvapp import KeyValueApp
+    from meter_agent.receipts import ReceiptError, verify_receipt
+    from peerwatt.ledger_api import proof_json
+
+    c = make_community(validators=3, members=1)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    env = c.meters[0].sign(
+        c.community,
+        "reading",
+        {"interval": c.genesis.time, "import_wh": 1, "export_wh": 2, "serial": "S", "profile": "p"},
+        created=c.genesis.time,
+    )
+    c.run_block([env], c.genesis.time + 1)
+    receipt = proof_json(c.ledgers[0].store, 1, 1)
+    validators = {kid: v["key"] for kid, v in c.genesis.doc["validators"].items()}
+    result = verify_receipt(receipt, community=c.community, validators=validators, quorum=2)
+    assert result["kind"] == "kv"
+    forged = json.loads(json.dumps(receipt))
+    forged["result"]["interval"] += 900
+    with pytest.raises(ReceiptError):
+        verify_receipt(forged, community=c.community, validators=validators, quorum=2)
+    outsider = Party(generate_private_key())
+    with pytest.raises(ReceiptError, match="seals"):
+        verify_receipt(
+            receipt,
+            community=c.community,
+            validators={outsider.id: public_key_sec1(outsider.key.public_key()).hex()},
+            quorum=1,
+        )
+    assert Ledger  # the receipt came from a real ledger
