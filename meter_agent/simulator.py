@@ -40,6 +40,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from meter_agent.clock import SimClock
 from meter_agent.household import Household
 from meter_agent.modbus_reader import SerialTarget
 from meter_agent.profile import (
@@ -86,51 +87,6 @@ class SimulatorError(RuntimeError):
     """The simulator could not start (port in use, serial device missing...)."""
 
 
-class SimClock:
-    """Simulated Unix time: ``speed`` simulated seconds per real second; pause/advance."""
-
-    def __init__(self, start_s: float, speed: float) -> None:
-        if not (math.isfinite(speed) and speed > 0):
-            raise ValueError("speed must be a positive number")
-        self.speed = speed
-        self._lock = threading.Lock()
-        self._base_sim = float(start_s)
-        self._base_real = time.monotonic()
-        self._paused = False
-
-    def now(self) -> float:
-        """The simulated Unix time in seconds."""
-        with self._lock:
-            if self._paused:
-                return self._base_sim
-            return self._base_sim + (time.monotonic() - self._base_real) * self.speed
-
-    def pause(self) -> None:
-        """Stop the clock (values and counters stay fixed until resumed or advanced)."""
-        with self._lock:
-            if not self._paused:
-                self._base_sim += (time.monotonic() - self._base_real) * self.speed
-                self._paused = True
-
-    def resume(self) -> None:
-        """Let the clock run again from where it stands."""
-        with self._lock:
-            if self._paused:
-                self._base_real = time.monotonic()
-                self._paused = False
-
-    def advance(self, seconds: float) -> None:
-        """Jump forward by ``seconds`` of simulated time."""
-        if seconds < 0:
-            raise ValueError("the simulated clock only moves forward")
-        with self._lock:
-            self._base_sim += seconds
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-
 @dataclass(frozen=True)
 class SimTruth:
     """What the simulated meter measures at ``time`` (peerwatt sign: > 0 imports)."""
@@ -175,6 +131,7 @@ class MeterSimulator:
         import_wh: float | None = None,
         export_wh: float | None = None,
         profile_dirs: Iterable[str] = (),
+        clock: SimClock | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, MeterProfile) else find_profile(profile, profile_dirs)
         if not 1 <= unit_id <= 247:
@@ -187,7 +144,7 @@ class MeterSimulator:
         self.unit_id = unit_id
         self.serial_target = serial
         self.seed = seed
-        self.clock = SimClock(time.time() if start_time is None else start_time, speed)
+        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
         self._model: SunSpecModel | None = None
         if self.profile.kind == "sunspec":
             assert self.profile.sunspec is not None

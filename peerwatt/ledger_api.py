@@ -78,3 +78,37 @@ def block_from_json(
         for s in data["seals"]
     ]
     return block, seals
+
+
+RECEIPT_KINDS = {
+    "trade": ("seller", "buyer"),
+    "settlement": ("seller", "buyer"),
+    "adjustment": ("seller", "buyer"),
+    "order_outcome": ("meter",),
+}
+
+
+def block_receipts(store: Store, height: int) -> list[tuple[str, dict[str, Any]]]:
+    """(meter, receipt) for every result of a block that concerns a meter (one tree per block)."""
+    header = store.header(height)
+    if header is None:
+        return []
+    results = store.results(height)
+    wanted = [(i, r) for i, r in enumerate(results) if r.get("kind") in RECEIPT_KINDS]
+    if not wanted:
+        return []
+    tree = MerkleTree(result_leaves(results))
+    seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(height)]
+    out = []
+    for index, result in wanted:
+        receipt = {
+            "header": header,
+            "index": index,
+            "tree_size": len(results),
+            "result": result,
+            "proof": proof_to_hex(tree.inclusion_proof(index)),
+            "seals": seals,
+        }
+        for field in RECEIPT_KINDS[result["kind"]]:
+            out.append((result[field], receipt))
+    return out

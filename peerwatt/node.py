@@ -33,9 +33,9 @@ from chain.engine import Equivocation, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex
 from chain.keys import PrivateKey, key_id
+from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
-from peerwatt.clock import Clock
-from peerwatt.ledger_api import block_from_json
+from peerwatt.ledger_api import block_from_json, block_receipts
 from peerwatt.mempool import Mempool
 
 log = logging.getLogger("peerwatt.node")
@@ -88,7 +88,7 @@ class Node:
         self.role = role
         self.key = key
         self.key_id = key_id(key.public_key()) if key is not None else None
-        self.clock = clock or Clock()
+        self.clock = clock or WallClock()
         self.block_s = float(block_s if block_s is not None else ledger.genesis.doc["chain"]["block_s"])
         self.peers = tuple(peers)
         self.mempool = mempool
@@ -182,7 +182,7 @@ class Node:
 
     def _take_tx(self, raw: bytes) -> None:
         try:
-            env = self.ledger.intake(raw, self.clock.now_s())
+            env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
             self._reject(raw, exc.reason, _signer_of(raw), exc.detail)
             return
@@ -198,7 +198,7 @@ class Node:
             if time.monotonic() - self._inflight.published_at > REPUBLISH_S:
                 self._publish_inflight()
             return False
-        now = self.clock.now_s()
+        now = int(self.clock.now())
         due = self.ledger.next_block_due()
         waited = time.monotonic() - self._last_cut
         if not ((self._pending and waited >= self.block_s) or (due is not None and due <= now)):
@@ -224,7 +224,7 @@ class Node:
             community=self.community,
             seq=block.height,
             body=block.to_body(),
-            created=self.clock.now_s(),
+            created=int(self.clock.now()),
         )
         self._candidates.setdefault(block.height, {})[block.hash] = block
         self.bus.publish(Topics.blocks(self.community), env.to_bytes(), retain=True)
@@ -261,7 +261,7 @@ class Node:
         if self.role == "observer" or self.key_id not in self.ledger.validators():
             return
         try:
-            seal = self.ledger.seal(block, self.key, now=self.clock.now_s())
+            seal = self.ledger.seal(block, self.key, now=int(self.clock.now()))
         except Equivocation as exc:
             self._halt(f"equivocation at height {block.height}", exc.evidence)
             return
@@ -399,7 +399,14 @@ class Node:
                 self._pending_keys.discard((env.signer, env.seq))
             self._inflight = None
             self.ledger.store.set_local(INFLIGHT_KEY, b"null")
+        if self.role == "sequencer":
+            self._publish_receipts(block.height)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
+
+    def _publish_receipts(self, height: int) -> None:
+        """Each meter gets its trades, settlements and order outcomes with inclusion proofs."""
+        for meter, receipt in block_receipts(self.ledger.store, height):
+            self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(receipt))
 
     # -- catch-up over HTTP ------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from chain.kvapp import KeyValueApp
 from chain.localnet import make_community
 from chain.store import LEDGER_TABLES
 from chain.verify import verify_store
+from meter_agent.clock import SimClock
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
-from peerwatt.clock import Clock
 from peerwatt.http_api import NodeHttpApi
 from peerwatt.mempool import Mempool
 from peerwatt.node import Node
@@ -23,7 +23,7 @@ class Net:
         self.tmp = tmp_path
         self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0)
         self.broker = MemoryBroker()
-        self.clock = Clock(start=T0 + 10)
+        self.clock = SimClock(T0 + 10, 1.0)
         self.nodes: list[Node | None] = [None] * validators
         for i in range(validators):
             Ledger.create(tmp_path / f"n{i}", self.c.genesis, KeyValueApp()).close()
