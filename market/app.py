@@ -1,0 +1,372 @@
+"""The energy market as the ledger's application: order book, gate-closure clearing, readings,
+settlement against metered delivery, and balances — a pure function of the ledger's contents.
+
+State (the app's namespace of the ledger state, committed by the state root):
+  book        {interval: {meter: order in effect}}            open intervals only
+  cleared     {interval: {"trades": [...]}}                    awaiting settlement
+  readings    {meter: {interval: {import_wh, export_wh, serial}}}  counters at interval end
+  settled     {interval: {trades, settlement}}                 kept for corrections
+  resettle    [interval, ...]                                  corrected readings to apply
+  balances    {account: micro-units}                           members + "grid_fees"
+Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
+``settlement``, ``balance`` and ``adjustment`` at settlement; rejections are the engine's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.app import AppContext
+from chain.envelope import Envelope, Rejected
+from market import params as market_params
+from market.clearing import COMMUNITY, Order, Trade, clear
+from market.settlement import Reading, Settlement, TradeSettlement, adjust, settle
+
+
+class MarketApp:
+    """peerwatt's market application (see module docstring)."""
+
+    name = "market"
+    tx_types = frozenset({"order", "reading"})
+
+    # -- genesis and parameters ----------------------------------------------------------------
+
+    def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"book": {}, "cleared": {}, "readings": {}, "settled": {}, "balances": {}, "resettle": []}
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        market_params.check_params(params)
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def check_tx(self, ctx: AppContext, env: Envelope) -> None:
+        p = market_params.with_defaults(ctx.params)
+        if env.type == "order":
+            self._check_order(ctx, p, env)
+        else:
+            self._check_reading(ctx, p, env)
+
+    def deliver_tx(self, ctx: AppContext, env: Envelope, position: int) -> list[dict[str, Any]]:
+        self.check_tx(ctx, env)
+        body = env.body
+        if env.type == "order":
+            interval = str(body["interval"])
+            book = ctx.state["book"].setdefault(interval, {})
+            if body["energy_wh"] == 0:
+                book.pop(env.signer, None)
+                if not book:
+                    del ctx.state["book"][interval]
+                return [{"kind": "order_cancelled", "interval": body["interval"], "meter": env.signer}]
+            book[env.signer] = {
+                "side": body["side"],
+                "energy_wh": body["energy_wh"],
+                "limit_price": body["limit_price"],
+                "seq": env.seq,
+                "position": position,
+                "order": env.tx_hash.hex(),
+            }
+            return []
+        meter_readings = ctx.state["readings"].setdefault(env.signer, {})
+        key = str(body["interval"])
+        previous = meter_readings.get(key)
+        meter_readings[key] = {
+            "import_wh": body["import_wh"],
+            "export_wh": body["export_wh"],
+            "serial": body["serial"],
+        }
+        interval_s = market_params.with_defaults(ctx.params)["interval_s"]
+        for affected in (body["interval"], body["interval"] + interval_s):
+            if str(affected) in ctx.state["settled"] and affected not in ctx.state["resettle"]:
+                ctx.state["resettle"].append(affected)
+        if previous is not None:
+            return [{"kind": "reading_corrected", "interval": body["interval"], "meter": env.signer}]
+        return []
+
+    def _check_order(self, ctx: AppContext, p: dict[str, Any], env: Envelope) -> None:
+        body = env.body
+        interval = body["interval"]
+        if interval % p["interval_s"]:
+            raise Rejected("interval_not_aligned", f"interval must be a multiple of {p['interval_s']} s")
+        if interval - p["gate_s"] <= ctx.time:
+            raise Rejected("interval_closed", "the gate of this interval has closed")
+        if interval > ctx.time + p["horizon_s"]:
+            raise Rejected("too_far_ahead", f"orders are accepted at most {p['horizon_s']} s ahead")
+        existing = ctx.state["book"].get(str(interval), {}).get(env.signer)
+        if existing is not None and env.seq <= existing["seq"]:
+            raise Rejected("stale_order", "a newer order of this meter for this interval is in effect")
+        if body["energy_wh"] == 0:
+            return
+        if not p["feed_in_price"] <= body["limit_price"] <= p["retail_price"]:
+            raise Rejected(
+                "price_out_of_range",
+                f"limit price must lie within [{p['feed_in_price']}, {p['retail_price']}]",
+            )
+        capacity_wh = ctx.meters[env.signer]["capacity_w"] * p["interval_s"] // 3600
+        if body["energy_wh"] > capacity_wh:
+            raise Rejected("above_capacity", f"at most {capacity_wh} Wh per interval for this meter")
+
+    def _check_reading(self, ctx: AppContext, p: dict[str, Any], env: Envelope) -> None:
+        body = env.body
+        interval = body["interval"]
+        if interval % p["interval_s"]:
+            raise Rejected("interval_not_aligned", f"interval must be a multiple of {p['interval_s']} s")
+        if interval + p["interval_s"] > ctx.time + 60:
+            raise Rejected("reading_too_early", "a reading is for an interval that has ended")
+        oldest = ctx.time - p["correction_window_intervals"] * p["interval_s"]
+        if interval < oldest:
+            raise Rejected("reading_too_old", "the interval is outside the correction window")
+        previous = ctx.state["readings"].get(env.signer, {}).get(str(interval))
+        if previous is not None and previous == {
+            "import_wh": body["import_wh"],
+            "export_wh": body["export_wh"],
+            "serial": body["serial"],
+        }:
+            raise Rejected("duplicate_reading", "the same reading is already recorded")
+
+    # -- block end: gate closure clearing and settlement ----------------------------------------
+
+    def end_block(self, ctx: AppContext) -> list[dict[str, Any]]:
+        p = market_params.with_defaults(ctx.params)
+        results: list[dict[str, Any]] = []
+        for interval in sorted(ctx.state["book"], key=int):
+            if int(interval) - p["gate_s"] <= ctx.time:
+                results.extend(self._clear_interval(ctx, p, int(interval)))
+        results.extend(self._settle_due(ctx, p))
+        results.extend(self._apply_corrections(ctx, p))
+        self._prune(ctx, p)
+        return results
+
+    # -- settlement ----------------------------------------------------------------------------
+
+    def _settlement(
+        self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]
+    ) -> Settlement:
+        readings = ctx.state["readings"]
+
+        def reading(meter: str, at: int) -> Reading | None:
+            r = readings.get(meter, {}).get(str(at))
+            return None if r is None else Reading(r["import_wh"], r["export_wh"], r["serial"])
+
+        objs = [
+            Trade(
+                t["seller"],
+                t["buyer"],
+                t["sell_order"],
+                t["buy_order"],
+                t["energy_wh"],
+                t["price"],
+                t["value"],
+                t["grid_fee"],
+                t["levies"],
+            )
+            for t in trades
+        ]
+        meters = sorted({t.seller for t in objs} | {t.buyer for t in objs})
+        return settle(
+            objs,
+            start_readings={m: reading(m, interval - p["interval_s"]) for m in meters},
+            end_readings={m: reading(m, interval) for m in meters},
+            capacity_w={m: ctx.meters[m]["capacity_w"] for m in meters},
+            interval_s=p["interval_s"],
+            grid_fee_per_kwh=p["grid_fee_per_kwh"],
+            levies_per_kwh=p["levies_per_kwh"],
+        )
+
+    def _all_readings_in(self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]) -> bool:
+        readings = ctx.state["readings"]
+        meters = {t["seller"] for t in trades} | {t["buyer"] for t in trades}
+        return all(
+            str(at) in readings.get(m, {}) for m in meters for at in (interval - p["interval_s"], interval)
+        )
+
+    def _apply_balances(
+        self, ctx: AppContext, interval: int, changes: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """Credit/debit members (a meter's owner) and community accounts; one result per account."""
+        by_account: dict[str, int] = {}
+        for account, delta in changes.items():
+            owner = ctx.meters[account]["owner"] if account in ctx.meters else account
+            by_account[owner] = by_account.get(owner, 0) + delta
+        balances = ctx.state["balances"]
+        results = []
+        for account in sorted(by_account):
+            delta = by_account[account]
+            if delta:
+                balances[account] = balances.get(account, 0) + delta
+                results.append({"kind": "balance", "interval": interval, "account": account, "delta": delta})
+        return results
+
+    def _settle_due(self, ctx: AppContext, p: dict[str, Any]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for key in sorted(ctx.state["cleared"], key=int):
+            interval = int(key)
+            trades = ctx.state["cleared"][key]["trades"]
+            deadline = interval + (1 + p["settle_after_intervals"]) * p["interval_s"]
+            if ctx.time < interval + p["interval_s"]:
+                continue
+            if ctx.time < deadline and not self._all_readings_in(ctx, p, interval, trades):
+                continue
+            settlement = self._settlement(ctx, p, interval, trades)
+            for ts in settlement.trades:
+                results.append(_settlement_result(interval, ts))
+            results.extend(self._apply_balances(ctx, interval, settlement.balance_changes))
+            del ctx.state["cleared"][key]
+            ctx.state["settled"][key] = {"trades": trades, "settlement": _encode_settlement(settlement)}
+        return results
+
+    def _apply_corrections(self, ctx: AppContext, p: dict[str, Any]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for interval in sorted(ctx.state["resettle"]):
+            stored = ctx.state["settled"].get(str(interval))
+            if stored is None:
+                continue
+            previous = _decode_settlement(stored["settlement"])
+            corrected = self._settlement(ctx, p, interval, stored["trades"])
+            change = adjust(previous, corrected)
+            if change.is_empty:
+                continue
+            for ta in change.trades:
+                results.append(
+                    {
+                        "kind": "adjustment",
+                        "interval": interval,
+                        "trade": f"{ta.sell_order[:24]}:{ta.buy_order[:24]}",
+                        "seller": ta.seller,
+                        "buyer": ta.buyer,
+                        "delta_wh": ta.settled_wh_delta,
+                        "delta_value": ta.value_delta,
+                        "delta_grid_fee": ta.grid_fee_delta,
+                        "delta_levies": ta.levies_delta,
+                        "status": ta.status_after,
+                        "flag": ta.flag_after,
+                        "reason": "late_reading" if ta.status_before != "settled" else "corrected_reading",
+                    }
+                )
+            results.extend(self._apply_balances(ctx, interval, change.balance_changes))
+            stored["settlement"] = _encode_settlement(corrected)
+        ctx.state["resettle"] = []
+        return results
+
+    def _clear_interval(self, ctx: AppContext, p: dict[str, Any], interval: int) -> list[dict[str, Any]]:
+        book = ctx.state["book"].pop(str(interval))
+        orders = [
+            Order(o["order"], meter, o["side"], o["energy_wh"], o["limit_price"], o["position"])
+            for meter, o in sorted(book.items())
+        ]
+        outcome = clear(
+            orders,
+            p["mechanism"],
+            community_price=p["community_price"] if p["mechanism"] == COMMUNITY else None,
+            grid_fee_per_kwh=p["grid_fee_per_kwh"],
+            levies_per_kwh=p["levies_per_kwh"],
+        )
+        trades = [
+            {
+                "kind": "trade",
+                "interval": interval,
+                "seller": t.seller,
+                "buyer": t.buyer,
+                "sell_order": t.sell_order,
+                "buy_order": t.buy_order,
+                "energy_wh": t.energy_wh,
+                "price": t.price,
+                "value": t.value,
+                "grid_fee": t.grid_fee,
+                "levies": t.levies,
+            }
+            for t in outcome.trades
+        ]
+        filled: dict[str, int] = {}
+        for t in outcome.trades:
+            filled[t.sell_order] = filled.get(t.sell_order, 0) + t.energy_wh
+            filled[t.buy_order] = filled.get(t.buy_order, 0) + t.energy_wh
+        asks = sum(1 for o in orders if o.side == "sell")
+        results: list[dict[str, Any]] = [
+            {
+                "kind": "clearing",
+                "interval": interval,
+                "mechanism": outcome.mechanism,
+                "price": outcome.price,
+                "volume_wh": outcome.volume_wh,
+                "trades": len(trades),
+                "asks": asks,
+                "bids": len(orders) - asks,
+                "ask_wh": sum(o.energy_wh for o in orders if o.side == "sell"),
+                "bid_wh": sum(o.energy_wh for o in orders if o.side == "buy"),
+            }
+        ]
+        results.extend(
+            {
+                "kind": "order_outcome",
+                "interval": interval,
+                "meter": o.meter,
+                "order": o.order_id,
+                "side": o.side,
+                "energy_wh": o.energy_wh,
+                "limit_price": o.limit_price,
+                "filled_wh": filled.get(o.order_id, 0),
+            }
+            for o in orders
+        )
+        results.extend(trades)
+        if trades:
+            ctx.state["cleared"][str(interval)] = {"trades": trades}
+        return results
+
+    def _prune(self, ctx: AppContext, p: dict[str, Any]) -> None:
+        """Forget readings and settlements that can no longer matter (outside the correction window)."""
+        keep_from = ctx.time - (p["correction_window_intervals"] + 1) * p["interval_s"]
+        pending = [int(i) for i in ctx.state["cleared"]]
+        if pending:
+            keep_from = min(keep_from, min(pending) - p["interval_s"])
+        for meter in list(ctx.state["readings"]):
+            readings = ctx.state["readings"][meter]
+            for interval in [i for i in readings if int(i) < keep_from]:
+                del readings[interval]
+        for interval in [i for i in ctx.state["settled"] if int(i) < keep_from]:
+            del ctx.state["settled"][interval]
+
+    def next_block_due(self, ctx: AppContext) -> int | None:
+        p = market_params.with_defaults(ctx.params)
+        times = [int(i) - p["gate_s"] for i in ctx.state["book"]]
+        times += [int(i) + (1 + p["settle_after_intervals"]) * p["interval_s"] for i in ctx.state["cleared"]]
+        due = [t for t in times if t > ctx.time]
+        return min(due) if due else None
+
+
+def _settlement_result(interval: int, ts: TradeSettlement) -> dict[str, Any]:
+    return {
+        "kind": "settlement",
+        "interval": interval,
+        "trade": f"{ts.sell_order[:24]}:{ts.buy_order[:24]}",
+        "seller": ts.seller,
+        "buyer": ts.buyer,
+        "energy_wh": ts.traded_wh,
+        "settled_wh": ts.settled_wh,
+        "price": ts.price,
+        "value": ts.value,
+        "grid_fee": ts.grid_fee,
+        "levies": ts.levies,
+        "status": ts.status,
+        "flag": ts.flag,
+    }
+
+
+def _encode_settlement(settlement: Settlement) -> dict[str, Any]:
+    """What a later correction needs of a settlement (JSON values for the ledger state)."""
+    return {
+        "trades": [
+            {name: getattr(ts, name) for name in TradeSettlement.__dataclass_fields__}
+            for ts in settlement.trades
+        ],
+        "balance_changes": dict(settlement.balance_changes),
+    }
+
+
+def _decode_settlement(data: dict[str, Any]) -> Settlement:
+    return Settlement(
+        trades=tuple(TradeSettlement(**t) for t in data["trades"]),
+        meter_flags={},
+        deliveries={},
+        balance_changes=dict(data["balance_changes"]),
+    )

@@ -1,0 +1,181 @@
+"""The market as the ledger's application: orders -> gate-closure clearing -> readings -> settlement,
+balances conserved, corrections as adjustments, and the whole chain re-verifies."""
+
+from __future__ import annotations
+
+import pytest
+
+from chain.localnet import make_community
+from chain.verify import verify_store
+from market.app import MarketApp
+
+T0 = 1_764_000_000  # aligned to 900 s
+I1 = T0 + 1800  # the interval traded in these tests
+PARAMS = {
+    "interval_s": 900,
+    "gate_s": 300,
+    "feed_in_price": 80_000,
+    "retail_price": 300_000,
+    "grid_fee_per_kwh": 20_000,
+    "levies_per_kwh": 5_000,
+}
+
+
+@pytest.fixture
+def market(tmp_path):
+    c = make_community(
+        validators=3,
+        members=4,
+        meters_per_member=1,
+        app="market",
+        app_params=PARAMS,
+        time=T0,
+        capacity_w=10_000,
+    )
+    c.open_ledgers(tmp_path, MarketApp)
+    return c
+
+
+def order(c, meter, side, energy, price, t, interval=I1):
+    return c.meters[meter].sign(
+        c.community,
+        "order",
+        {"side": side, "interval": interval, "energy_wh": energy, "limit_price": price},
+        created=t,
+    )
+
+
+def reading(c, meter, interval, imp, exp, t, serial=None):
+    body = {
+        "interval": interval,
+        "import_wh": imp,
+        "export_wh": exp,
+        "serial": serial or c.genesis.doc["meters"][c.meters[meter].id]["serial"],
+        "profile": "sim",
+    }
+    return c.meters[meter].sign(c.community, "reading", body, created=t)
+
+
+def results_of(c, kind):
+    store = c.ledgers[0].store
+    return [r for h in range(1, store.height() + 1) for r in store.results(h) if r["kind"] == kind]
+
+
+def trade_round(c):
+    """Two sellers, two buyers for I1; cleared at gate closure."""
+    t = T0 + 10
+    txs = [
+        order(c, 0, "sell", 1000, 90_000, t),
+        order(c, 1, "sell", 500, 120_000, t),
+        order(c, 2, "buy", 800, 200_000, t),
+        order(c, 3, "buy", 600, 100_000, t),
+    ]
+    block = c.run_block(txs, t)
+    assert all(r["status"] == "ok" for r in block.results if r["kind"] == "tx")
+    assert c.ledgers[0].next_block_due() == I1 - 300
+    c.run_block([], I1 - 300)  # gate closure
+    return results_of(c, "trade")
+
+
+def test_gate_closure_clears_uniform_price(market):
+    c = market
+    trades = trade_round(c)
+    clearing = results_of(c, "clearing")[0]
+    # asks 90k (1000), 120k (500); bids 200k (800), 100k (600): 1000 Wh match, marginal ask 90k / bid 100k
+    assert clearing["volume_wh"] == 1000 and clearing["price"] == 95_000
+    assert sum(t["energy_wh"] for t in trades) == 1000
+    assert all(t["price"] == 95_000 for t in trades)
+    assert {t["seller"] for t in trades} == {c.meters[0].id}
+    outcomes = {o["meter"]: o for o in results_of(c, "order_outcome")}
+    assert outcomes[c.meters[1].id]["filled_wh"] == 0  # ask above the clearing price
+    assert not c.ledgers[0].state["app"]["book"]
+
+
+def test_orders_rejected_with_reasons(market):
+    c = market
+    t = T0 + 10
+    block = c.run_block(
+        [
+            order(c, 0, "sell", 100, 10_000, t),  # below feed-in
+            order(c, 0, "sell", 100_000, 90_000, t),  # above capacity (2500 Wh)
+            order(c, 1, "sell", 100, 90_000, t, interval=T0),  # closed (gate passed)
+            order(c, 2, "buy", 100, 150_000, t, interval=T0 + 7 * 86400),  # too far ahead
+            order(c, 3, "buy", 100, 150_000, t),
+            order(c, 3, "sell", 100, 150_000, t),  # replaces the buy: a meter is on one side only
+        ],
+        t,
+    )
+    reasons = [r.get("reason") for r in block.results if r["kind"] == "tx"]
+    assert reasons == ["price_out_of_range", "above_capacity", "interval_closed", "too_far_ahead", None, None]
+    book = c.ledgers[0].state["app"]["book"][str(I1)]
+    assert book[c.meters[3].id]["side"] == "sell" and book[c.meters[3].id]["energy_wh"] == 100
+    c.meters[3].seq += 5
+    newer = order(c, 3, "buy", 10, 150_000, t)
+    c.meters[3].seq -= 3  # an older (fresh, lower seq) order arriving late must not replace a newer one
+    older = order(c, 3, "buy", 20, 150_000, t)
+    block = c.run_block([newer, older], t + 1)
+    assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == [None, "stale_order"]
+
+
+def test_settlement_against_readings_conserves_money_and_verifies(market):
+    c = market
+    trades = trade_round(c)
+    # readings carry counters at the END of their interval: I1 - 900's bounds I1's start
+    start, end = I1 - 900, I1
+    t = I1 + 900 + 5
+    # seller 0 exported only 600 Wh of the 1000 it sold; the buyers imported plenty
+    txs = [
+        reading(c, 0, start, 5000, 10_000, t),
+        reading(c, 0, end, 5000, 10_600, t),
+        reading(c, 2, start, 1000, 0, t),
+        reading(c, 2, end, 2000, 0, t),
+        reading(c, 3, start, 1000, 0, t),
+        reading(c, 3, end, 2000, 0, t),
+    ]
+    c.run_block(txs, t)
+    settlements = results_of(c, "settlement")
+    assert len(settlements) == len(trades)
+    assert sum(s["settled_wh"] for s in settlements) == 600  # the seller's shortfall is shared pro rata
+    assert all(s["status"] == "settled" for s in settlements)
+    balances = c.ledgers[0].state["app"]["balances"]
+    assert sum(balances.values()) == 0
+    owner0 = c.genesis.doc["meters"][c.meters[0].id]["owner"]
+    assert balances[owner0] == sum(s["value"] for s in settlements)
+    for ledger in c.ledgers:
+        assert verify_store(ledger.store, MarketApp()).blocks == ledger.height
+
+
+def test_missing_reading_flags_then_late_reading_settles_by_adjustment(market):
+    c = market
+    trade_round(c)
+    end = I1
+    t = I1 + 900 + 5
+    txs = [
+        reading(c, 0, I1 - 900, 0, 0, t),
+        reading(c, 0, end, 0, 2000, t),
+        reading(c, 2, I1 - 900, 0, 0, t),
+        reading(c, 2, end, 900, 0, t),
+    ]  # buyer 3 sends nothing
+    c.run_block(txs, t)
+    deadline = I1 + 3 * 900
+    assert c.ledgers[0].next_block_due() == deadline
+    c.run_block([], deadline)
+    settlements = results_of(c, "settlement")
+    flagged = [s for s in settlements if s["buyer"] == c.meters[3].id]
+    assert flagged and all(s["status"] == "unsettled" and s["flag"] == "missing_reading" for s in flagged)
+    late = [reading(c, 3, I1 - 900, 0, 0, deadline + 10), reading(c, 3, end, 700, 0, deadline + 10)]
+    c.run_block(late, deadline + 10)
+    adjustments = results_of(c, "adjustment")
+    assert adjustments and all(
+        a["reason"] == "late_reading" and a["status"] == "settled" for a in adjustments
+    )
+    assert sum(c.ledgers[0].state["app"]["balances"].values()) == 0
+    # a corrected reading for a settled interval: adjustment, never an edit
+    fix = reading(c, 0, end, 0, 500, deadline + 20)
+    before = len(adjustments)
+    c.run_block([fix], deadline + 20)
+    assert len(results_of(c, "adjustment")) > before
+    assert results_of(c, "adjustment")[-1]["reason"] == "corrected_reading"
+    assert sum(c.ledgers[0].state["app"]["balances"].values()) == 0
+    for ledger in c.ledgers:
+        verify_store(ledger.store, MarketApp())
