@@ -47,7 +47,11 @@ def main() -> None:
     data = b"peerwatt/v1\n" + b"x" * 150
     sig = sign(key, data)
     env = sign_envelope(
-        key, type="order", community="oak-street", seq=1, created=1_764_000_000,
+        key,
+        type="order",
+        community="oak-street",
+        seq=1,
+        created=1_764_000_000,
         body={"side": "sell", "interval": 1_764_000_900, "energy_wh": 500, "limit_price": 120_000},
     )
     wire = env.to_bytes()
@@ -60,21 +64,39 @@ def main() -> None:
     raw_verify = rate(lambda: verify(public, data, sig), args.n)
     rows.append(("cryptography sign", rate(lambda: sign(key, data), args.n), "/s"))
     rows.append(("cryptography verify (baseline)", raw_verify, "/s"))
-    rows.append(("ecdsa sign", rate(lambda: sk.sign(data, hashfunc=hashlib.sha256, sigencode=sigencode_string),
-                                    slow_n), "/s"))
-    rows.append(("ecdsa verify", rate(lambda: vk.verify(raw_sig, data, hashfunc=hashlib.sha256,
-                                                        sigdecode=sigdecode_string), slow_n), "/s"))
+    rows.append(
+        (
+            "ecdsa sign",
+            rate(lambda: sk.sign(data, hashfunc=hashlib.sha256, sigencode=sigencode_string), slow_n),
+            "/s",
+        )
+    )
+    rows.append(
+        (
+            "ecdsa verify",
+            rate(
+                lambda: vk.verify(raw_sig, data, hashfunc=hashlib.sha256, sigdecode=sigdecode_string), slow_n
+            ),
+            "/s",
+        )
+    )
 
     signer = env.signer
 
     def intake() -> None:  # as a node does it: the key is looked up by the signer's key id
-        verify_envelope(parse_envelope(wire, community="oak-street", now=1_764_000_000), public,
-                        key_id_hex=signer)
+        verify_envelope(
+            parse_envelope(wire, community="oak-street", now=1_764_000_000), public, key_id_hex=signer
+        )
 
     envelope_rate = rate(intake, args.n)
     rows.append(("envelope parse+verify", envelope_rate, "/s"))
-    rows.append(("envelope parse only", rate(lambda: parse_envelope(wire, community="oak-street",
-                                                                    now=1_764_000_000), args.n), "/s"))
+    rows.append(
+        (
+            "envelope parse only",
+            rate(lambda: parse_envelope(wire, community="oak-street", now=1_764_000_000), args.n),
+            "/s",
+        )
+    )
 
     leaves = [leaf_hash(i.to_bytes(8, "big")) for i in range(args.leaves)]
     start = time.perf_counter()
@@ -98,8 +120,10 @@ def main() -> None:
         print(f"{name:<40} {text:>14}")
     ratio = envelope_rate / raw_verify
     print("-" * 56)
-    print(f"envelope parse+verify / raw verify = {ratio:.2f}x (target >= 0.70x): "
-          f"{'met' if ratio >= 0.7 else 'NOT met'}")
+    print(
+        f"envelope parse+verify / raw verify = {ratio:.2f}x (target >= 0.70x): "
+        f"{'met' if ratio >= 0.7 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ class Agent:
         self.alarms: list[str] = []
         self._lock = threading.Lock()
         self._last_heartbeat = 0.0
+        self.order_margin_s = 60.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Agent:
 
     def run(self, stop: threading.Event, poll_s: float, speed: float = 1.0) -> None:
         """Poll every ``poll_s`` seconds of ledger time until ``stop`` is set."""
+        self.order_margin_s = max(60.0, 3 * poll_s)
         while not stop.is_set():
             started = time.monotonic()
             self.poll()
@@ -217,7 +219,8 @@ class Agent:
     def _update_order(self, now: int) -> None:
         interval_s, gate_s = self.params["interval_s"], self.params["gate_s"]
         target = now - now % interval_s + interval_s
-        if target - gate_s <= now + 5:
+        # leave time for the order to reach a block before the gate closes
+        if target - gate_s <= now + self.order_margin_s:
             target += interval_s
         for start in [s for s in self.orders if int(s) < now - interval_s]:
             del self.orders[start]
@@ -252,14 +255,6 @@ class Agent:
                 "limit_price": current.limit_price,
             }
         else:
-            if current is not None and current.side != plan.side:
-                cancel = {
-                    "side": current.side,
-                    "interval": target,
-                    "energy_wh": 0,
-                    "limit_price": current.limit_price,
-                }
-                self._send("order", Topics.orders(self.community, self.meter_id), cancel, ttl_s=target - now)
             body = {
                 "side": plan.side,
                 "interval": target,

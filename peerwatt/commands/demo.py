@@ -1,15 +1,177 @@
-"""`peerwatt demo`: the one-command live community (not built yet; see issue #9)."""
+"""`peerwatt demo`: the live community on embedded defaults, with a live status in the terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
 from peerwatt.errors import UserError
 
 
+def _price(micro_per_kwh: int | None) -> str:
+    return "—" if micro_per_kwh is None else f"{micro_per_kwh / 10_000:.1f} ct/kWh"
+
+
 @click.command()
-def demo() -> None:
-    """Run the live demo community (not built yet)."""
-    raise UserError(
-        "the demo is not built yet (issue #9: embedded broker + simulated meters + nodes + "
-        "dashboard); for now run `make test` or the commands in docs/",
-        exit_code=3,
+@click.option("--homes", default=12, show_default=True, type=click.IntRange(2, 200))
+@click.option(
+    "--speed",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Simulated seconds per real second (300: a 15-minute interval every 3 s).",
+)
+@click.option(
+    "--hours", type=click.FloatRange(0.25, 24 * 14), help="Run this much simulated time, then exit."
+)
+@click.option("--headless", is_flag=True, help="No dashboard.")
+@click.option("--data", type=click.Path(path_type=Path), help="Keep the stores here (an empty folder).")
+@click.option("--broker", help="Use this MQTT broker (mqtt://host:port) instead of the embedded one.")
+@click.option(
+    "--port", default=8050, show_default=True, type=click.IntRange(1, 65535), help="Dashboard port."
+)
+@click.option("--seed", default=1, show_default=True, type=int)
+def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
+    """Run a live demo community: broker, simulated meters and agents, ledger nodes, dashboard."""
+    from peerwatt.demo import Demo, DemoOptions, Stats
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    for noisy in ("pymodbus", "amqtt", "transitions", "waitress"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    the_demo = Demo(
+        DemoOptions(
+            homes=homes,
+            speed=speed,
+            hours=hours,
+            headless=headless,
+            data=data,
+            broker=broker,
+            port=port,
+            seed=seed,
+        )
+    )
+    started = False
+    try:
+        the_demo.setup()
+        the_demo.start()
+        started = True
+        _intro(the_demo)
+        stats = _watch(the_demo)
+    except KeyboardInterrupt:
+        stats = None
+        click.echo("\nstopping…", err=True)
+    except UserError:
+        if started or the_demo.nodes:
+            the_demo.stop()
+        the_demo.cleanup()
+        raise
+    if started:
+        the_demo.stop()
+    stats = the_demo.stats(Stats()) if started else stats
+    if stats is not None:
+        _summary(the_demo, stats)
+        rejected = the_demo.nodes[0].metrics.rejected if the_demo.nodes else {}
+        if rejected:
+            click.echo(
+                "rejected by the sequencer: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))
+            )
+        for line in the_demo.verify():
+            click.echo(f"verify {line}")
+    if the_demo.temporary:
+        the_demo.cleanup()
+    else:
+        click.echo(f"stores kept in {the_demo.data}: try `peerwatt verify --data {the_demo.data}/sequencer`")
+
+
+def _intro(the_demo) -> None:
+    o = the_demo.o
+    start = datetime.fromtimestamp(o.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    click.echo(
+        f"peerwatt demo: {o.homes} households, 1 sequencer + {o.validators} validators, "
+        f"broker {the_demo.broker_cfg.address}, clock x{o.speed:g} from {start}"
+    )
+    if the_demo.dashboard_server is not None:
+        click.echo(f"dashboard: http://127.0.0.1:{o.port}/   logins:")
+        for name, password, note in the_demo.logins[:4]:
+            click.echo(f"  {name:<9} {password}   ({note})")
+        if len(the_demo.logins) > 4:
+            click.echo(
+                f"  … {len(the_demo.logins) - 4} more household logins in "
+                f"{the_demo.data / 'dashboard' / 'demo-logins.txt'}"
+            )
+        (the_demo.data / "dashboard" / "demo-logins.txt").write_text(
+            "".join(f"{n} {p} ({note})\n" for n, p, note in the_demo.logins)
+        )
+    click.echo(
+        "Ctrl-C stops everything cleanly." if o.hours is None else f"running {o.hours:g} simulated hours…"
+    )
+
+
+def _table(the_demo, stats):
+    from rich.table import Table
+
+    now = datetime.fromtimestamp(the_demo.clock.now(), UTC).strftime("%a %H:%M UTC")
+    table = Table(title=f"demo-street · simulated {now}", show_header=False, expand=False)
+    online = sum(1 for h in the_demo.homes if h.agent is not None and h.agent.fault is None)
+    rows = [
+        ("intervals cleared", str(stats.intervals)),
+        ("trades", str(stats.trades)),
+        ("energy traded", f"{stats.volume_wh / 1000:.1f} kWh"),
+        ("last clearing price", _price(stats.last_price)),
+        ("settled trades", str(stats.settled)),
+        ("chain height", str(stats.height)),
+        ("seals on last block", f"{stats.seals} of {len(the_demo.nodes)}"),
+        ("meters answering", f"{online} of {len(the_demo.homes)}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _watch(the_demo):
+    from rich.console import Console
+    from rich.live import Live
+
+    from peerwatt.demo import Stats
+
+    stats = Stats()
+    console = Console(stderr=False)
+    interactive = sys.stdout.isatty()
+    last_print = 0.0
+    with (
+        Live(_table(the_demo, stats), console=console, refresh_per_second=4, transient=False)
+        if interactive
+        else _NoLive() as live
+    ):
+        while not the_demo.finished():
+            time.sleep(0.25)
+            the_demo.stats(stats)
+            if interactive:
+                live.update(_table(the_demo, stats))
+            elif time.monotonic() - last_print > 10:
+                last_print = time.monotonic()
+                click.echo(f"height {stats.height}, {stats.intervals} intervals, {stats.trades} trades")
+    return stats
+
+
+class _NoLive:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _summary(the_demo, stats) -> None:
+    o = the_demo.o
+    hours = (the_demo.clock.now() - o.start) / 3600
+    click.echo(
+        f"summary: {hours:.1f} simulated hours, {stats.intervals} intervals, {stats.trades} trades, "
+        f"{stats.volume_wh / 1000:.1f} kWh traded, average price {_price(stats.average_price)}, "
+        f"{stats.settled} settled, chain height {stats.height}"
     )

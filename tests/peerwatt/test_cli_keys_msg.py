@@ -206,8 +206,3 @@ def test_user_errors_are_one_line(tmp_path):
     assert res.returncode != 0 and "missing" in res.stderr and res.stderr.count("\n") == 1
     res = peerwatt("keys", "new", "--out", str(tmp_path), "--name", "m")
     assert res.returncode != 0 and "already exists" in res.stderr
-
-
-def test_demo_says_it_is_not_built_yet():
-    res = peerwatt("demo")
-    assert res.returncode != 0 and "not built yet" in res.stderr

@@ -1,0 +1,35 @@
+"""Serving the dashboard with waitress (production WSGI server) for the demo and `peerwatt dashboard`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from chain.keys import key_id
+
+
+def serve(app: Any, host: str, port: int) -> Any:
+    """A waitress server bound to host:port (call ``.run()`` in a thread, ``.close()`` to stop)."""
+    from waitress import create_server
+
+    return create_server(app, host=host, port=port, threads=4, ident="peerwatt")
+
+
+def make_dashboard(data_dir: Path, instance_dir: Path, port: int, genesis: Any, homes: list[Any]):
+    """The demo's dashboard over the sequencer's store, with an admin and one login per household."""
+    from dashboard.app import create_app
+
+    app = create_app(data_dir, instance_dir=instance_dir)
+    accounts = app.extensions["peerwatt"].accounts
+    logins = []
+    admin_pw = "demo-" + secrets.token_urlsafe(6)
+    accounts.add_user("admin", admin_pw, role="admin")
+    logins.append(("admin", admin_pw, "sees every household"))
+    for home in homes:
+        password = "demo-" + secrets.token_urlsafe(6)
+        accounts.add_user(home.name, password, role="household", meters=[key_id(home.key.public_key())])
+        logins.append(
+            (home.name, password, f"{home.household.pv_kwp:g} kWp PV" if home.household.pv_kwp else "no PV")
+        )
+    return serve(app, "127.0.0.1", port), logins

@@ -1,0 +1,419 @@
+"""The one-command demo: a live community on this machine, with the same code as a real install.
+
+An embedded MQTT broker (or a given one), N simulated households — each a Modbus TCP meter
+simulator on a loopback port with its own PV size and load, read by its own real agent with its
+own key — one sequencer and three validators with their own keys and stores, and (unless headless)
+the dashboard. Everything shares one accelerated clock (``speed`` simulated seconds per real
+second) that starts on a sunny June morning, so offers, trades and settlements come at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chain.engine import Ledger
+from chain.genesis import genesis_from_dict
+from chain.keys import generate_private_key, key_id, public_key_sec1
+from chain.store import Store
+from chain.verify import verify_store
+from market.app import MarketApp
+from meter_agent.agent import Agent
+from meter_agent.clock import SimClock
+from meter_agent.household import Household, SolarSite, Weather
+from meter_agent.modbus_reader import MeterReader, TcpTarget
+from meter_agent.outbox import Outbox
+from meter_agent.profile import find_profile
+from meter_agent.simulator import MeterSimulator
+from meter_agent.strategy import StrategyConfig
+from peerwatt.broker import EmbeddedBroker
+from peerwatt.bus import BrokerConfig, MqttBus, Topics
+from peerwatt.errors import UserError
+from peerwatt.http_api import NodeHttpApi
+from peerwatt.mempool import Mempool
+from peerwatt.node import Node
+
+log = logging.getLogger("peerwatt.demo")
+
+COMMUNITY = "demo-street"
+# 2026-06-21 05:30 UTC = 07:30 in Berlin: a sunny midsummer morning.
+DEFAULT_START = int(datetime(2026, 6, 21, 5, 30, tzinfo=UTC).timestamp())
+PROFILES = ("sdm630", "em340", "shelly-pro-3em", "sunspec", "sdm120")
+MARKER = "peerwatt-demo.txt"
+PARAMS = {
+    "interval_s": 900,
+    "gate_s": 300,
+    "horizon_s": 86_400,
+    "settle_after_intervals": 2,
+    "feed_in_price": 80_000,
+    "retail_price": 300_000,
+    "grid_fee_per_kwh": 20_000,
+    "levies_per_kwh": 5_000,
+    "mechanism": "uniform",
+}
+
+
+@dataclass
+class DemoOptions:
+    homes: int = 12
+    speed: float = 300.0
+    hours: float | None = None
+    headless: bool = False
+    data: Path | None = None
+    broker: str | None = None
+    port: int = 8050
+    seed: int = 1
+    start: int = DEFAULT_START
+    validators: int = 3
+
+
+@dataclass
+class Home:
+    name: str
+    key: Any
+    owner: Any
+    household: Household
+    profile: str
+    sim: MeterSimulator | None = None
+    agent: Agent | None = None
+    reader: MeterReader | None = None
+
+
+@dataclass
+class Stats:
+    """Running totals read from the sequencer's store."""
+
+    height: int = 0
+    intervals: int = 0
+    trades: int = 0
+    volume_wh: int = 0
+    value: int = 0
+    last_price: int | None = None
+    settled: int = 0
+    seals: int = 0
+    _seen: int = 0
+    prices: list[int] = field(default_factory=list)
+
+    def update(self, store: Store) -> None:
+        top = store.height()
+        for height in range(self._seen + 1, top + 1):
+            for result in store.results(height):
+                kind = result["kind"]
+                if kind == "clearing":
+                    self.intervals += 1
+                    if result["price"] is not None and result["volume_wh"]:
+                        self.last_price = result["price"]
+                        self.prices.append(result["price"])
+                elif kind == "trade":
+                    self.trades += 1
+                    self.volume_wh += result["energy_wh"]
+                    self.value += result["value"]
+                elif kind == "settlement" and result["status"] == "settled":
+                    self.settled += 1
+            self.seals = len(store.seal_rows(height))
+        self._seen = top
+        self.height = top
+
+    @property
+    def average_price(self) -> int | None:
+        return None if not self.volume_wh else round(self.value * 1000 / self.volume_wh)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(
+                f"port {port} for the {what} is in use: stop what uses it or pass --port"
+            ) from None
+
+
+class Demo:
+    """Builds, runs and stops the demo community (see module docstring)."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.o = options
+        self.rng = random.Random(options.seed)
+        self.clock = SimClock(options.start, options.speed)
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.nodes: list[Node] = []
+        self.apis: list[NodeHttpApi] = []
+        self.homes: list[Home] = []
+        self.broker: EmbeddedBroker | None = None
+        self.dashboard_server: Any = None
+        self.logins: list[tuple[str, str, str]] = []
+        self.temporary = options.data is None
+        self.data = Path(options.data) if options.data else Path(tempfile.mkdtemp(prefix="peerwatt-demo-"))
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _prepare_data_dir(self) -> None:
+        if self.temporary:
+            return
+        if self.data.exists() and any(self.data.iterdir()):
+            marker = self.data / MARKER
+            if marker.exists():
+                raise UserError(
+                    f"{self.data} holds an earlier demo run ({marker.read_text().strip()}); "
+                    "inspect it with `peerwatt verify`, or pass an empty --data folder"
+                )
+            raise UserError(f"{self.data} is not empty and not a demo folder; pass an empty --data folder")
+        self.data.mkdir(parents=True, exist_ok=True)
+
+    def _broker_config(self) -> tuple[BrokerConfig, str]:
+        if self.o.broker:
+            try:
+                return BrokerConfig.from_url(self.o.broker), "auto"
+            except ValueError as exc:
+                raise UserError(f"--broker: {exc}") from None
+        self.broker = EmbeddedBroker("127.0.0.1", 0)
+        self.broker.start()
+        return BrokerConfig(host="127.0.0.1", port=self.broker.port), EmbeddedBroker.protocol
+
+    def setup(self) -> None:
+        self._prepare_data_dir()
+        if not self.o.headless:
+            check_port_free(self.o.port, "dashboard")
+        validator_keys = [generate_private_key() for _ in range(self.o.validators + 1)]
+        coop = generate_private_key()
+        site, weather = SolarSite(52.52, 13.40, 30.0, None), Weather(self.o.seed)  # one neighbourhood
+        for i in range(self.o.homes):
+            pv = 0.0 if i % 4 == 3 else round(self.rng.uniform(3.0, 9.0), 1)
+            household = Household(
+                pv_kwp=pv,
+                annual_kwh=round(self.rng.uniform(2500, 5500)),
+                seed=self.o.seed * 100 + i,
+                site=site,
+                weather=weather,
+            )
+            self.homes.append(
+                Home(
+                    f"home-{i + 1:02d}",
+                    generate_private_key(),
+                    generate_private_key(),
+                    household,
+                    PROFILES[i % len(PROFILES)],
+                )
+            )
+        genesis_time = self.o.start - self.o.start % 900 - 900
+        genesis = genesis_from_dict(
+            {
+                "community": {
+                    "id": COMMUNITY,
+                    "name": "Demo Street Energy Community",
+                    "time": genesis_time,
+                    "app": "market",
+                    "timezone": "Europe/Berlin",
+                },
+                "chain": {"sequencer": key_id(validator_keys[0].public_key()), "block_s": 1},
+                "app": PARAMS,
+                "validators": [
+                    {
+                        "key": public_key_sec1(k.public_key()).hex(),
+                        "name": "sequencer" if i == 0 else f"validator-{i}",
+                    }
+                    for i, k in enumerate(validator_keys)
+                ],
+                "members": [{"key": public_key_sec1(coop.public_key()).hex(), "name": "cooperative"}]
+                + [{"key": public_key_sec1(h.owner.public_key()).hex(), "name": h.name} for h in self.homes],
+                "meters": [
+                    {
+                        "key": public_key_sec1(h.key.public_key()).hex(),
+                        "name": h.name,
+                        "serial": f"{70000 + i}",
+                        "owner": key_id(h.owner.public_key()),
+                        "capacity_w": 11_000,
+                    }
+                    for i, h in enumerate(self.homes)
+                ],
+            }
+        )
+        self.genesis = genesis
+        (self.data / MARKER).write_text(f"community {COMMUNITY}, started {datetime.now(UTC).isoformat()}\n")
+        (self.data / "genesis.json").write_bytes(genesis.to_bytes())
+        broker_cfg, protocol = self._broker_config()
+        self.broker_cfg = broker_cfg
+        roles = ["sequencer"] + ["validator"] * self.o.validators
+        ports = [free_port() for _ in roles]
+        for i, (role, key) in enumerate(zip(roles, validator_keys, strict=True)):
+            name = "sequencer" if i == 0 else f"validator-{i}"
+            node_dir = self.data / name
+            Ledger.create(node_dir, genesis, MarketApp()).close()
+            ledger = Ledger.open(node_dir, MarketApp())
+            bus = MqttBus(broker_cfg, f"demo-{name}", protocol=protocol)
+            peers = tuple(f"http://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
+            mempool = Mempool(node_dir / "mempool.sqlite") if role == "sequencer" else None
+            # a block at least every 2 simulated minutes (and at most 5 per real second)
+            node = Node(
+                ledger,
+                bus,
+                role=role,
+                key=key,
+                clock=self.clock,
+                block_s=max(0.2, min(1.0, 120 / self.o.speed)),
+                peers=peers,
+                mempool=mempool,
+            )
+            self.nodes.append(node)
+            api = NodeHttpApi(node_dir, node.status, "127.0.0.1", ports[i])
+            self.apis.append(api)
+        poll_s = max(5.0, self.o.speed * 0.1)
+        self.poll_s = poll_s
+        for i, home in enumerate(self.homes):
+            home.sim = MeterSimulator(
+                home.profile,
+                home.household,
+                port=0,
+                unit_id=1,
+                seed=i,
+                clock=self.clock,
+                meter_serial=f"{70000 + i}",
+            )
+            home.sim.start()
+            home.reader = MeterReader(
+                find_profile(home.profile),
+                TcpTarget("127.0.0.1", home.sim.port),
+                timeout_s=1.0,
+                retries=1,
+                clock=self.clock.now,
+            )
+            strategy = StrategyConfig(
+                sell_share=0.8,
+                sell_limit_price=self.rng.randrange(85_000, 140_000, 1000),
+                buy_limit_price=self.rng.randrange(160_000, 280_000, 1000),
+                min_order_wh=20,
+            )
+            bus = MqttBus(
+                broker_cfg,
+                f"demo-agent-{home.name}",
+                protocol=protocol,
+                will=(Topics.status(COMMUNITY, key_id(home.key.public_key())), b"offline", True),
+            )
+            home.agent = Agent(
+                key=home.key,
+                genesis=genesis,
+                bus=bus,
+                reader=home.reader,
+                outbox=Outbox(self.data / "agents" / home.name / "agent.sqlite"),
+                strategy=strategy,
+                clock=self.clock.now,
+                profile=home.profile,
+                heartbeat_s=5.0,
+            )
+        if not self.o.headless:
+            self._setup_dashboard()
+
+    def _setup_dashboard(self) -> None:
+        from dashboard.accounts import Accounts  # noqa: F401  (fails early if the dashboard is missing)
+        from peerwatt.dashboard_server import make_dashboard
+
+        self.dashboard_server, self.logins = make_dashboard(
+            self.data / "sequencer", self.data / "dashboard", self.o.port, self.genesis, self.homes
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _thread(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def start(self) -> None:
+        for api in self.apis:
+            api.start()
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            if not node.bus.wait_connected(10):
+                raise UserError(
+                    f"cannot reach the MQTT broker at {self.broker_cfg.address}: "
+                    f"{getattr(node.bus, 'last_error', None) or 'no answer'}"
+                )
+        for node in self.nodes:
+            self._thread(lambda n=node: n.run(self.stop_event), f"node-{node.role}")
+        for home in self.homes:
+            home.agent.start()
+            self._thread(lambda a=home.agent: a.run(self.stop_event, self.poll_s, self.o.speed), home.name)
+        if self.dashboard_server is not None:
+            self._thread(self.dashboard_server.run, "dashboard")
+
+    def stats(self, stats: Stats) -> Stats:
+        store = Store.open(self.data / "sequencer", readonly=True)
+        try:
+            stats.update(store)
+        finally:
+            store.close()
+        return stats
+
+    def finished(self) -> bool:
+        return self.o.hours is not None and self.clock.now() >= self.o.start + self.o.hours * 3600
+
+    def stop(self) -> None:
+        """Stop agents, let the nodes converge, stop nodes, meters, broker and dashboard."""
+        agents_stop = threading.Event()
+        for home in self.homes:
+            if home.agent is not None:
+                try:
+                    home.agent.stop()
+                except Exception as exc:  # noqa: BLE001 (keep stopping the rest)
+                    log.debug("agent %s stop: %s", home.name, exc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len({n.ledger.height for n in self.nodes}) > 1:
+            time.sleep(0.1)
+        agents_stop.set()
+        self.stop_event.set()
+        for thread in self.threads:
+            if thread.name != "dashboard":
+                thread.join(10)
+        for node in self.nodes:
+            node.stop()
+        for api in self.apis:
+            api.stop()
+        for home in self.homes:
+            if home.reader is not None:
+                home.reader.close()
+            if home.sim is not None:
+                home.sim.stop()
+            if home.agent is not None:
+                home.agent.outbox.close()
+        if self.dashboard_server is not None:
+            self.dashboard_server.close()
+        for node in self.nodes:
+            if node.mempool is not None:
+                node.mempool.close()
+            node.ledger.close()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def verify(self) -> list[str]:
+        """Verify every node's store; return one line per node."""
+        lines = []
+        for node_dir in sorted(p for p in self.data.iterdir() if (p / "ledger.sqlite").exists()):
+            store = Store.open(node_dir, readonly=True)
+            try:
+                report = verify_store(store, MarketApp())
+                lines.append(f"{node_dir.name}: {report.summary()}")
+            finally:
+                store.close()
+        return lines
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.data, ignore_errors=True)
