@@ -1,0 +1,168 @@
+"""Reports from a node's store with pandas (outside the ledger's hot path).
+
+Tables: trades; settlements (with later adjustments applied); per-household totals (metered
+import/export, P2P sold/bought, earnings, costs, grid-only baseline, savings — market/statement.py's
+formula); and community KPIs as gsy-e defines them for a community (self-sufficiency = share of the
+community's consumption met by energy produced in the community; self-consumption = share of the
+community's production consumed in the community). Meters see only what crosses the household's
+connection, so "production" and "consumption" here are the exported and imported energy; energy a
+household uses behind its own meter is invisible to the market and not counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from chain.canonical import loads_strict
+from chain.store import Store
+from market.params import with_defaults
+from market.statement import household_statement
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """The fields of a settled trade the statement reads."""
+
+    seller: str
+    buyer: str
+    settled_wh: int
+    value: int
+    grid_fee: int
+    levies: int
+    status: str
+
+
+def _results(store: Store, kinds: set[str], start: int | None, end: int | None) -> list[dict[str, Any]]:
+    rows = []
+    marks = ",".join("?" * len(kinds))
+    query = f"SELECT height, data FROM results WHERE kind IN ({marks}) ORDER BY height, idx"
+    for height, data in store.conn.execute(query, sorted(kinds)):
+        result = loads_strict(bytes(data))
+        interval = result.get("interval")
+        if interval is not None and (
+            (start is not None and interval < start) or (end is not None and interval >= end)
+        ):
+            continue
+        rows.append(dict(result, height=height))
+    return rows
+
+
+def _readings(store: Store) -> dict[str, list[tuple[int, int, int, str]]]:
+    """Per meter: (interval, import_wh, export_wh, serial) of every stored reading, by interval."""
+    out: dict[str, dict[int, tuple[int, int, int, str]]] = defaultdict(dict)
+    for signer, tx_hash in store.conn.execute(
+        "SELECT signer, hash FROM txs WHERE type = 'reading' ORDER BY height, idx"
+    ):
+        payload = store.payload(bytes(tx_hash))
+        if payload is None:
+            continue  # erased
+        body = loads_strict(payload)["body"]
+        out[signer][body["interval"]] = (
+            body["interval"],
+            body["import_wh"],
+            body["export_wh"],
+            body["serial"],
+        )
+    return {m: [r[i] for i in sorted(r)] for m, r in out.items()}
+
+
+def metered_energy(
+    readings: list[tuple[int, int, int, str]], start: int | None, end: int | None, interval_s: int
+) -> tuple[int, int]:
+    """Import and export (Wh) of the intervals in [start, end) bounded by two consistent readings."""
+    imported = exported = 0
+    by_interval = {r[0]: r for r in readings}
+    for interval, imp, exp, serial in readings:
+        if (start is not None and interval < start) or (end is not None and interval >= end):
+            continue
+        before = by_interval.get(interval - interval_s)
+        if before is None or before[3] != serial or imp < before[1] or exp < before[2]:
+            continue  # missing or inconsistent: flagged in settlement, not guessed here
+        imported += imp - before[1]
+        exported += exp - before[2]
+    return imported, exported
+
+
+def build_report(
+    store: Store, *, start: int | None = None, end: int | None = None, meter: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """All report tables for intervals in [start, end) (Unix s), optionally one meter's only."""
+    genesis = loads_strict(store.genesis_doc())
+    params = with_defaults(genesis["app"])
+    meters = genesis["meters"]
+    trades = _results(store, {"trade"}, start, end)
+    settlements = _results(store, {"settlement"}, start, end)
+    adjustments = _results(store, {"adjustment"}, start, end)
+    effective: dict[tuple[int, str], dict[str, Any]] = {}
+    for s in settlements:
+        effective[(s["interval"], s["trade"])] = dict(s, adjustments=0)
+    for a in adjustments:
+        s = effective.get((a["interval"], a["trade"]))
+        if s is None:
+            continue
+        s["settled_wh"] += a["delta_wh"]
+        s["value"] += a["delta_value"]
+        s["grid_fee"] += a["delta_grid_fee"]
+        s["levies"] += a["delta_levies"]
+        s["status"], s["flag"] = a["status"], a["flag"]
+        s["adjustments"] += 1
+    settled = list(effective.values())
+    if meter is not None:
+        trades = [t for t in trades if meter in (t["seller"], t["buyer"])]
+        settled = [s for s in settled if meter in (s["seller"], s["buyer"])]
+    readings = _readings(store)
+    households = []
+    chosen = [meter] if meter is not None else sorted(meters)
+    for m in chosen:
+        imported, exported = metered_energy(readings.get(m, []), start, end, params["interval_s"])
+        objs = [
+            _Settled(
+                s["seller"], s["buyer"], s["settled_wh"], s["value"], s["grid_fee"], s["levies"], s["status"]
+            )
+            for s in settled
+            if m in (s["seller"], s["buyer"])
+        ]
+        try:
+            statement = asdict(
+                household_statement(
+                    m,
+                    import_wh=imported,
+                    export_wh=exported,
+                    trades=objs,
+                    retail_price_per_kwh=params["retail_price"],
+                    feed_in_price_per_kwh=params["feed_in_price"],
+                )
+            )
+            statement["note"] = ""
+        except ValueError as exc:
+            statement = {"meter": m, "import_wh": imported, "export_wh": exported, "note": str(exc)}
+        statement["name"] = meters.get(m, {}).get("name", "")
+        statement["owner"] = meters.get(m, {}).get("owner", "")
+        households.append(statement)
+    trades_df = pd.DataFrame(trades)
+    settlements_df = pd.DataFrame(settled)
+    households_df = pd.DataFrame(households)
+    total_import = int(households_df["import_wh"].sum()) if len(households_df) else 0
+    total_export = int(households_df["export_wh"].sum()) if len(households_df) else 0
+    p2p_wh = sum(s["settled_wh"] for s in settled if s["status"] == "settled")
+    kpis = pd.DataFrame(
+        [
+            {
+                "metered_import_wh": total_import,
+                "metered_export_wh": total_export,
+                "p2p_settled_wh": p2p_wh,
+                "p2p_share_of_consumption": p2p_wh / total_import if total_import else None,
+                "self_sufficiency": p2p_wh / total_import if total_import else None,
+                "self_consumption": p2p_wh / total_export if total_export else None,
+                "trades": len(trades),
+                "settled_trades": sum(1 for s in settled if s["status"] == "settled"),
+                "unsettled_trades": sum(1 for s in settled if s["status"] != "settled"),
+                "savings_total": int(households_df["savings"].sum()) if "savings" in households_df else 0,
+            }
+        ]
+    )
+    return {"households": households_df, "trades": trades_df, "settlements": settlements_df, "kpis": kpis}

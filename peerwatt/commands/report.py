@@ -1,0 +1,74 @@
+"""`peerwatt report`: trades, settlements, per-household totals and community KPIs (pandas)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from peerwatt.errors import UserError
+
+
+def _day_start(day: str, tz: ZoneInfo, option: str) -> int:
+    try:
+        parsed = date.fromisoformat(day)
+    except ValueError:
+        raise UserError(f"{option} {day!r}: use a date like 2026-06-21") from None
+    return int(datetime.combine(parsed, time(0), tz).timestamp())
+
+
+@click.command()
+@click.option(
+    "--data", "data_dir", required=True, type=click.Path(path_type=Path), help="A node's data folder."
+)
+@click.option("--from", "date_from", help="First day (YYYY-MM-DD, community time zone).")
+@click.option("--to", "date_to", help="Last day, inclusive (YYYY-MM-DD).")
+@click.option("--meter", help="Only this meter (key id).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.parquet")
+def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: str | None, out: Path) -> None:
+    """Write the household totals to --out, and trades, settlements and KPIs beside it."""
+    from chain.canonical import loads_strict
+    from chain.store import Store, StoreError
+    from market.report import build_report
+
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError("--out must end in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise UserError(f"folder {out.parent} does not exist")
+    try:
+        store = Store.open(data_dir, readonly=True)
+        genesis = loads_strict(store.genesis_doc())
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    tz = ZoneInfo(genesis["community"].get("timezone", "UTC"))
+    start = _day_start(date_from, tz, "--from") if date_from else None
+    end = _day_start(date_to, tz, "--to") + int(timedelta(days=1).total_seconds()) if date_to else None
+    if meter is not None and meter not in genesis["meters"]:
+        raise UserError(f"meter {meter} is not enrolled in this community")
+    try:
+        tables = build_report(store, start=start, end=end, meter=meter)
+    finally:
+        store.close()
+    written = []
+    for name, frame in tables.items():
+        path = out if name == "households" else out.with_name(f"{out.stem}-{name}{out.suffix}")
+        try:
+            if out.suffix == ".csv":
+                frame.to_csv(path, index=False)
+            else:
+                frame.to_parquet(path, index=False)
+        except ImportError:
+            raise UserError("writing .parquet needs pyarrow: pip install pyarrow (or use .csv)") from None
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        written.append(f"{path} ({len(frame)} rows)")
+    kpis = tables["kpis"].iloc[0]
+    click.echo("wrote " + ", ".join(written))
+    share = kpis["self_sufficiency"]
+    click.echo(
+        f"{kpis['trades']} trades, {kpis['p2p_settled_wh'] / 1000:.1f} kWh settled P2P, self-sufficiency "
+        f"{'n/a' if share is None or share != share else f'{share:.1%}'}, "
+        f"total savings {kpis['savings_total'] / 1e6:.2f}"
+    )

@@ -1,0 +1,77 @@
+"""`peerwatt report` over a store filled by a real ledger run with the market app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from chain.localnet import make_community
+from market.app import MarketApp
+from tests.market.test_app_ledger import I1, PARAMS, T0, order, reading
+
+
+def test_report_tables_match_the_ledger(tmp_path):
+    c = make_community(validators=1, members=3, meters_per_member=1, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path / "nodes", MarketApp)
+    t = T0 + 10
+    c.run_block([order(c, 0, "sell", 1000, 90_000, t), order(c, 1, "buy", 600, 200_000, t)], t)
+    c.run_block([], I1 - 300)
+    t = I1 + 905
+    c.run_block(
+        [
+            reading(c, 0, I1 - 900, 0, 5000, t),
+            reading(c, 0, I1, 0, 6000, t),
+            reading(c, 1, I1 - 900, 2000, 0, t),
+            reading(c, 1, I1, 2800, 0, t),
+        ],
+        t,
+    )
+    c.ledgers[0].close()
+    out = tmp_path / "r.csv"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerwatt.cli",
+            "report",
+            "--data",
+            str(tmp_path / "nodes" / "validator-0"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    households = pd.read_csv(out).set_index("meter")
+    seller, buyer = c.meters[0].id, c.meters[1].id
+    assert households.loc[seller, "export_wh"] == 1000 and households.loc[seller, "p2p_sold_wh"] == 600
+    assert households.loc[buyer, "import_wh"] == 800 and households.loc[buyer, "p2p_bought_wh"] == 600
+    # savings = baseline - actual, each part gross
+    row = households.loc[buyer]
+    assert row["baseline_cost"] - row["actual_cost"] == row["savings"]
+    trades = pd.read_csv(tmp_path / "r-trades.csv")
+    assert trades["energy_wh"].sum() == 600
+    kpis = pd.read_csv(tmp_path / "r-kpis.csv").iloc[0]
+    assert kpis["p2p_settled_wh"] == 600 and abs(kpis["self_sufficiency"] - 600 / 800) < 1e-9
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerwatt.cli",
+            "report",
+            "--data",
+            str(tmp_path / "nodes" / "validator-0"),
+            "--from",
+            "yesterday",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "--from" in bad.stderr and bad.stderr.count("\n") == 1
