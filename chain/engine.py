@@ -31,6 +31,9 @@ from chain.state import State, state_root
 from chain.store import Store, StoreError
 
 SEAL_TTL_S = 7 * 24 * 3600
+# The state snapshot (node-local) is written every this many blocks and on close; opening a store
+# re-executes the blocks after the snapshot (checking each state root) to rebuild the head state.
+SNAPSHOT_EVERY = 16
 MAX_FUTURE_BLOCK_S = 300
 
 
@@ -99,14 +102,24 @@ class Ledger:
         height = store.height()
         head = store.header(height)
         snapshot = store.snapshot()
-        if head is None or snapshot is None or snapshot[0] != height:
+        if head is None or snapshot is None or snapshot[0] > height:
             raise StoreError(f"{data_dir}: store is incomplete (run `peerwatt verify --data {data_dir}`)")
-        state = snapshot[1]
-        if state_root(state).hex() != head["state_root"]:
-            raise StoreError(f"{data_dir}: state snapshot does not match block {height} (run verify)")
+        snap_height, state = snapshot
+        snap_header = store.header(snap_height)
+        if snap_header is None or state_root(state).hex() != snap_header["state_root"]:
+            raise StoreError(f"{data_dir}: state snapshot does not match block {snap_height} (run verify)")
+        state = _replay(store, app, genesis, state, snap_height, height, data_dir)
         return cls(store, app, genesis, head, state)
 
     def close(self) -> None:
+        """Save the current state (so the next open need not re-execute) and close the store."""
+        if not self.store.readonly:
+            snapshot = self.store.snapshot()
+            if snapshot is None or snapshot[0] < self.height:
+                try:
+                    self.store.write_snapshot(self.height, self.state)
+                except StoreError:
+                    pass  # a full disk: the next open re-executes from the last snapshot
         self.store.close()
 
     # -- facts about the chain ---------------------------------------------------------------
@@ -275,7 +288,8 @@ class Ledger:
         if not self.is_final(valid):
             raise InvalidBlock("no_quorum", f"{len(valid)} seals, quorum is {self.quorum()}")
         execution = self.validate(block)
-        self.store.append_block(block, _unique_by_signer(valid), execution.state)
+        snapshot = execution.state if block.height % SNAPSHOT_EVERY == 0 else None
+        self.store.append_block(block, _unique_by_signer(valid), snapshot)
         self.head = block.header
         self.state = execution.state
         self._executions.clear()
@@ -338,3 +352,30 @@ def _doc_to_toml_shape(doc: dict[str, Any]) -> dict[str, Any]:
         "members": [dict(m) for m in doc["members"].values()],
         "meters": [dict(m) for m in doc["meters"].values()],
     }
+
+
+def _replay(
+    store: Store, app: Application, genesis: Genesis, state: State, start: int, end: int, data_dir: str | Path
+) -> State:
+    """Re-execute stored blocks start+1..end from ``state``, checking every state root."""
+    for height in range(start + 1, end + 1):
+        header = store.header(height)
+        txs = []
+        for _idx, tx_hash, *_ in store.tx_rows(height):
+            payload = store.payload(bytes(tx_hash))
+            if payload is None:
+                raise StoreError(
+                    f"{data_dir}: cannot rebuild the state at block {height}: a payload is erased "
+                    "and no later snapshot exists (restore from a peer)"
+                )
+            txs.append(parse_envelope(payload, community=genesis.community, now=None, interval_s=None))
+        try:
+            execution = execute_block(
+                state, app, height=height, time=header["time"], txs=txs, verify_signatures=False
+            )
+        except InvalidBlock as exc:
+            raise StoreError(f"{data_dir}: block {height} does not re-execute: {exc} (run verify)") from None
+        if state_root(execution.state).hex() != header["state_root"]:
+            raise StoreError(f"{data_dir}: block {height} re-executes to another state root (run verify)")
+        state = execution.state
+    return state

@@ -1,4 +1,4 @@
-"""ECDSA P-256 / SHA-256 signatures as 64-byte r||s, base64url without padding, low-S only.
+"""ECDSA P-256 / SHA-256 signatures as 64-byte r||s, base64url without padding, low-S only (RFC 6979 nonces).
 
 Signing and verifying use `cryptography` (OpenSSL). We always emit low-S and reject high-S so
 that a signature cannot be altered into a second valid one (no malleability).
@@ -21,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 CURVE_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 HALF_ORDER = CURVE_ORDER // 2
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# RFC 6979 deterministic nonces: no dependence on the RNG at signing time, and the same message
+# signed twice by one key gives the same bytes (re-runs of a simulation are byte-identical).
+_ECDSA_SHA256_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
 class SignatureError(Exception):
@@ -60,7 +63,7 @@ def encode_rs(r: int, s: int) -> str:
 
 def sign(private_key: ec.EllipticCurvePrivateKey, data: bytes) -> str:
     """Sign ``data`` (hashed with SHA-256) and return the low-S r||s signature as base64url."""
-    r, s = decode_dss_signature(private_key.sign(data, _ECDSA_SHA256))
+    r, s = decode_dss_signature(private_key.sign(data, _ECDSA_SHA256_DETERMINISTIC))
     return encode_rs(r, s)
 
 

@@ -145,10 +145,10 @@ class Store:
         self,
         block: Block,
         seals: list[Envelope],
-        state: State,
+        state: State | None,
         extra: list[tuple[str, Any]] | None = None,
     ) -> None:
-        """Store a final block with its seals and the new state snapshot, in one transaction."""
+        """Store a final block with its seals (and a state snapshot, if given) in one transaction."""
         height = block.height
         statements: list[tuple[str, Any]] = list(extra or [])
         statements += [
@@ -179,12 +179,18 @@ class Store:
                 "INSERT INTO seals VALUES (?, ?, ?)",
                 [(height, s.signer, s.to_bytes()) for s in seals],
             ),
-            (
-                "INSERT OR REPLACE INTO local_snapshot VALUES (0, ?, ?)",
-                (height, encode_state(state)),
-            ),
         ]
+        if state is not None:
+            statements.append(
+                ("INSERT OR REPLACE INTO local_snapshot VALUES (0, ?, ?)", (height, encode_state(state)))
+            )
         self._write(statements)
+
+    def write_snapshot(self, height: int, state: State) -> None:
+        """Save the state after block ``height`` (node-local; lets a restart skip re-execution)."""
+        self._write(
+            [("INSERT OR REPLACE INTO local_snapshot VALUES (0, ?, ?)", (height, encode_state(state)))]
+        )
 
     def add_seals(self, height: int, seals: list[Envelope]) -> None:
         """Store late seals for a final block (more than the quorum)."""

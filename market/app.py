@@ -4,7 +4,7 @@ settlement against metered delivery, and balances — a pure function of the led
 State (the app's namespace of the ledger state, committed by the state root):
   book        {interval: {meter: order in effect}}            open intervals only
   cleared     {interval: {"trades": [...]}}                    awaiting settlement
-  readings    {meter: {interval: {import_wh, export_wh, serial}}}  counters at interval end
+  readings    {meter: {interval: [import_wh, export_wh, serial]}}  counters at interval end
   settled     {interval: {trades, settlement}}                 kept for corrections
   resettle    [interval, ...]                                  corrected readings to apply
   balances    {account: micro-units}                           members + "grid_fees"
@@ -69,11 +69,7 @@ class MarketApp:
         meter_readings = ctx.state["readings"].setdefault(env.signer, {})
         key = str(body["interval"])
         previous = meter_readings.get(key)
-        meter_readings[key] = {
-            "import_wh": body["import_wh"],
-            "export_wh": body["export_wh"],
-            "serial": body["serial"],
-        }
+        meter_readings[key] = [body["import_wh"], body["export_wh"], body["serial"]]
         interval_s = market_params.with_defaults(ctx.params)["interval_s"]
         for affected in (body["interval"], body["interval"] + interval_s):
             if str(affected) in ctx.state["settled"] and affected not in ctx.state["resettle"]:
@@ -116,11 +112,7 @@ class MarketApp:
         if interval < oldest:
             raise Rejected("reading_too_old", "the interval is outside the correction window")
         previous = ctx.state["readings"].get(env.signer, {}).get(str(interval))
-        if previous is not None and previous == {
-            "import_wh": body["import_wh"],
-            "export_wh": body["export_wh"],
-            "serial": body["serial"],
-        }:
+        if previous == [body["import_wh"], body["export_wh"], body["serial"]]:
             raise Rejected("duplicate_reading", "the same reading is already recorded")
 
     # -- block end: gate closure clearing and settlement ----------------------------------------
@@ -145,7 +137,7 @@ class MarketApp:
 
         def reading(meter: str, at: int) -> Reading | None:
             r = readings.get(meter, {}).get(str(at))
-            return None if r is None else Reading(r["import_wh"], r["export_wh"], r["serial"])
+            return None if r is None else Reading(*r)
 
         objs = [
             Trade(

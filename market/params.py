@@ -11,7 +11,9 @@ DEFAULTS: dict[str, Any] = {
     "gate_s": 300,
     "horizon_s": 86_400,
     "settle_after_intervals": 2,
-    "correction_window_intervals": 96,
+    # late and corrected readings are accepted for this many intervals (8 h); the state keeps
+    # readings and settlements that long, so it is a cost paid in every block
+    "correction_window_intervals": 32,
     "feed_in_price": 80_000,
     "retail_price": 300_000,
     "grid_fee_per_kwh": 0,

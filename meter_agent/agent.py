@@ -37,6 +37,7 @@ log = logging.getLogger("peerwatt.agent")
 HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
+RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 
 
 class Reader(Protocol):
@@ -111,6 +112,7 @@ class Agent:
         self._lock = threading.Lock()
         self._last_heartbeat = 0.0
         self.order_margin_s = 60.0
+        self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -289,8 +291,16 @@ class Agent:
     def _on_receipt(self, topic: str, payload: bytes) -> None:
         try:
             receipt = json.loads(payload)
+            if not isinstance(receipt, dict) or receipt.get("result", {}).get("kind") not in RECEIPT_KINDS:
+                return  # order outcomes and the like: nothing this agent keeps
+            if len(self._sealed_headers) > 4096:
+                self._sealed_headers.clear()
             result = verify_receipt(
-                receipt, community=self.community, validators=self.validators, quorum=self.quorum
+                receipt,
+                community=self.community,
+                validators=self.validators,
+                quorum=self.quorum,
+                sealed_headers=self._sealed_headers,
             )
         except (ValueError, ReceiptError) as exc:
             message = f"ALARM: a receipt does not verify: {exc}"

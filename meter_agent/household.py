@@ -430,3 +430,21 @@ class Household:
     def net_power_w(self, t: float) -> float:
         """Grid power at Unix time t (W): > 0 imports from the grid, < 0 exports."""
         return self.load_power_w(t) - self.pv_power_w(t)
+
+
+def integrate_net_energy(
+    household: Household, start: float, end: float, step_s: float
+) -> tuple[float, float]:
+    """Energy (Wh) imported and exported between two times: the net power integrated with the
+    midpoint rule in steps of at most ``step_s`` (what a meter's counters would add up)."""
+    imported = exported = 0.0
+    t = start
+    while t < end:
+        step = min(step_s, end - t)
+        power = household.net_power_w(t + step / 2.0)
+        if power > 0:
+            imported += power * step / 3600.0
+        else:
+            exported -= power * step / 3600.0
+        t += step
+    return imported, exported

@@ -31,8 +31,10 @@ class OutboxError(Exception):
 class Outbox:
     """Thread-safe: the bus thread acknowledges while the agent loop adds."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, first_seq: int | None = None) -> None:
+        """``first_seq``: the seq of a fresh state's first message (default: the clock in ms)."""
         self.path = Path(path)
+        self.first_seq = first_seq
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -54,7 +56,10 @@ class Outbox:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     last = self._get("seq")
-                    seq = int(last) + 1 if last is not None else int(time.time() * 1000)
+                    if last is not None:
+                        seq = int(last) + 1
+                    else:
+                        seq = self.first_seq if self.first_seq is not None else int(time.time() * 1000)
                     topic, payload = build(seq)
                     self._conn.execute(
                         "INSERT INTO outbox VALUES (?, ?, ?, ?)", (seq, topic, payload, time.time())

@@ -22,28 +22,27 @@ class ReceiptError(Exception):
 
 
 def verify_receipt(
-    receipt: dict[str, Any], *, community: str, validators: dict[str, str], quorum: int
+    receipt: dict[str, Any],
+    *,
+    community: str,
+    validators: dict[str, str],
+    quorum: int,
+    sealed_headers: set[bytes] | None = None,
 ) -> dict[str, Any]:
     """Return the receipt's result if it verifies; raise ReceiptError otherwise.
 
     ``validators``: key id -> compressed SEC1 public key hex (the genesis validator set).
+    ``sealed_headers``: header hashes whose seals were already checked (a cache the caller keeps:
+    a block's many receipts share one header); newly checked headers are added to it.
     """
     try:
         header = receipt["header"]
         result = receipt["result"]
         block_hash = header_hash(header)
-        signers = set()
-        for seal_obj in receipt["seals"]:
-            seal = parse_envelope(dumps_checked(seal_obj), community=community, now=None, interval_s=None)
-            key = validators.get(seal.signer)
-            if key is None or seal.type != "seal":
-                continue
-            if seal.body != {"height": header["height"], "header": block_hash.hex()}:
-                continue
-            verify_envelope(seal, load_public_key(key), key_id_hex=seal.signer)
-            signers.add(seal.signer)
-        if len(signers) < quorum:
-            raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")
+        if sealed_headers is None or block_hash not in sealed_headers:
+            _check_seals(receipt, header, block_hash, community, validators, quorum)
+            if sealed_headers is not None:
+                sealed_headers.add(block_hash)
         leaf = result_leaves([result])[0]
         proof = proof_from_hex(receipt["proof"])
         if not verify_inclusion(
@@ -55,3 +54,26 @@ def verify_receipt(
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
         raise ReceiptError(f"malformed or forged receipt: {exc}") from None
     return result
+
+
+def _check_seals(
+    receipt: dict[str, Any],
+    header: dict[str, Any],
+    block_hash: bytes,
+    community: str,
+    validators: dict[str, str],
+    quorum: int,
+) -> None:
+    """Raise ReceiptError unless a quorum of ``validators`` sealed ``block_hash``."""
+    signers = set()
+    for seal_obj in receipt["seals"]:
+        seal = parse_envelope(dumps_checked(seal_obj), community=community, now=None, interval_s=None)
+        key = validators.get(seal.signer)
+        if key is None or seal.type != "seal":
+            continue
+        if seal.body != {"height": header["height"], "header": block_hash.hex()}:
+            continue
+        verify_envelope(seal, load_public_key(key), key_id_hex=seal.signer)
+        signers.add(seal.signer)
+    if len(signers) < quorum:
+        raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")

@@ -41,7 +41,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from meter_agent.clock import SimClock
-from meter_agent.household import Household
+from meter_agent.household import Household, integrate_net_energy
 from meter_agent.modbus_reader import SerialTarget
 from meter_agent.profile import (
     INTEGER_ENCODINGS,
@@ -384,15 +384,11 @@ class MeterSimulator:
 
     def _advance_to(self, now: float) -> None:
         with self._lock:
-            t = self._integrated_to
-            while t < now:
-                step = min(INTEGRATION_STEP_S, now - t)
-                power = self.household.net_power_w(t + step / 2.0)
-                if power > 0:
-                    self._import_wh += power * step / 3600.0
-                else:
-                    self._export_wh -= power * step / 3600.0
-                t += step
+            imported, exported = integrate_net_energy(
+                self.household, self._integrated_to, now, INTEGRATION_STEP_S
+            )
+            self._import_wh += imported
+            self._export_wh += exported
             self._integrated_to = max(self._integrated_to, now)
 
     def _truth_at(self, now: float) -> SimTruth:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "agent": "peerwatt.commands.agent:agent",
     "dashboard": "peerwatt.commands.dashboard:dashboard",
     "report": "peerwatt.commands.report:report",
+    "simulate": "peerwatt.commands.simulate:simulate",
     "demo": "peerwatt.commands.demo:demo",
 }
 
