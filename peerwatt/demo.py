@@ -41,6 +41,7 @@ from peerwatt.errors import UserError
 from peerwatt.http_api import NodeHttpApi
 from peerwatt.mempool import Mempool
 from peerwatt.node import Node
+from peerwatt.procnet import free_port
 
 log = logging.getLogger("peerwatt.demo")
 
@@ -126,12 +127,6 @@ class Stats:
     @property
     def average_price(self) -> int | None:
         return None if not self.volume_wh else round(self.value * 1000 / self.volume_wh)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def check_port_free(port: int, what: str) -> None:

@@ -13,7 +13,7 @@ from chain.kvapp import KeyValueApp
 from chain.localnet import make_community
 from chain.store import LEDGER_TABLES
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from tests.support.nodes import launch_community, wait_for
+from peerwatt.procnet import launch_community, wait_for
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time())

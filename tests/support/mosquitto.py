@@ -20,15 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from peerwatt.procnet import free_port
+
 _READY_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class Mosquitto:

@@ -1,10 +1,11 @@
-"""Test helper: a community of `peerwatt node run` processes on a real broker (integration tests)."""
+"""A community of `peerwatt node run` processes on one machine (integration tests, benchmarks)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,13 @@ from pathlib import Path
 from chain.engine import Ledger
 from chain.keys import save_private_key
 from chain.localnet import LocalCommunity
-from tests.support.mosquitto import free_port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 class NodeProcess:
