@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "peerwatt.commands.dashboard:dashboard",
     "report": "peerwatt.commands.report:report",
     "simulate": "peerwatt.commands.simulate:simulate",
+    "broker": "peerwatt.commands.broker:broker",
     "demo": "peerwatt.commands.demo:demo",
 }
 
