@@ -190,7 +190,7 @@ class Demo:
         coop = generate_private_key()
         site, weather = SolarSite(52.52, 13.40, 30.0, None), Weather(self.o.seed)  # one neighbourhood
         for i in range(self.o.homes):
-            pv = 0.0 if i % 4 == 3 else round(self.rng.uniform(3.0, 9.0), 1)
+            pv = 0.0 if i % 3 == 2 else round(self.rng.uniform(3.0, 9.0), 1)  # a third without PV
             household = Household(
                 pv_kwp=pv,
                 annual_kwh=round(self.rng.uniform(2500, 5500)),
