@@ -14,6 +14,7 @@ Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate clos
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from chain.app import AppContext
@@ -252,22 +253,7 @@ class MarketApp:
             grid_fee_per_kwh=p["grid_fee_per_kwh"],
             levies_per_kwh=p["levies_per_kwh"],
         )
-        trades = [
-            {
-                "kind": "trade",
-                "interval": interval,
-                "seller": t.seller,
-                "buyer": t.buyer,
-                "sell_order": t.sell_order,
-                "buy_order": t.buy_order,
-                "energy_wh": t.energy_wh,
-                "price": t.price,
-                "value": t.value,
-                "grid_fee": t.grid_fee,
-                "levies": t.levies,
-            }
-            for t in outcome.trades
-        ]
+        trades = [{"kind": "trade", "interval": interval, **asdict(t)} for t in outcome.trades]
         filled: dict[str, int] = {}
         for t in outcome.trades:
             filled[t.sell_order] = filled.get(t.sell_order, 0) + t.energy_wh

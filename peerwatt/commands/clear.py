@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -130,20 +131,7 @@ def result_to_json(result: ClearingResult) -> dict[str, Any]:
         "mechanism": result.mechanism,
         "price": result.price,
         "volume_wh": result.volume_wh,
-        "trades": [
-            {
-                "seller": t.seller,
-                "buyer": t.buyer,
-                "sell_order": t.sell_order,
-                "buy_order": t.buy_order,
-                "energy_wh": t.energy_wh,
-                "price": t.price,
-                "value": t.value,
-                "grid_fee": t.grid_fee,
-                "levies": t.levies,
-            }
-            for t in result.trades
-        ],
+        "trades": [asdict(t) for t in result.trades],
     }
 
 
