@@ -101,15 +101,9 @@ class Ledger:
             raise StoreError(f"{data_dir} runs the {genesis.app_name!r} app, not {app.name!r}")
         height = store.height()
         head = store.header(height)
-        snapshot = store.snapshot()
-        if head is None or snapshot is None or snapshot[0] > height:
+        if head is None:
             raise StoreError(f"{data_dir}: store is incomplete (run `peerwatt verify --data {data_dir}`)")
-        snap_height, state = snapshot
-        snap_header = store.header(snap_height)
-        if snap_header is None or state_root(state).hex() != snap_header["state_root"]:
-            raise StoreError(f"{data_dir}: state snapshot does not match block {snap_height} (run verify)")
-        state = _replay(store, app, genesis, state, snap_height, height, data_dir)
-        return cls(store, app, genesis, head, state)
+        return cls(store, app, genesis, head, head_state(store, app, genesis))
 
     def close(self) -> None:
         """Save the current state (so the next open need not re-execute) and close the store."""
@@ -352,6 +346,21 @@ def _doc_to_toml_shape(doc: dict[str, Any]) -> dict[str, Any]:
         "members": [dict(m) for m in doc["members"].values()],
         "meters": [dict(m) for m in doc["meters"].values()],
     }
+
+
+def head_state(store: Store, app: Application, genesis: Genesis) -> State:
+    """The state after the store's last block: the node-local snapshot, then the blocks after it
+    re-executed (checking each state root). Works on a read-only store too."""
+    data_dir = store.path.parent
+    height = store.height()
+    snapshot = store.snapshot()
+    if snapshot is None or snapshot[0] > height:
+        raise StoreError(f"{data_dir}: store is incomplete (run `peerwatt verify --data {data_dir}`)")
+    snap_height, state = snapshot
+    snap_header = store.header(snap_height)
+    if snap_header is None or state_root(state).hex() != snap_header["state_root"]:
+        raise StoreError(f"{data_dir}: state snapshot does not match block {snap_height} (run verify)")
+    return _replay(store, app, genesis, state, snap_height, height, data_dir)
 
 
 def _replay(

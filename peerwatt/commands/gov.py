@@ -101,19 +101,22 @@ def vote(key_file, passphrase_file, community, seq, proposal, approve, out) -> N
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
 def list_(data_dir: Path) -> None:
     """Open proposals in a node's store, with their votes and threshold."""
-    from chain.engine import genesis_from_dict_bytes
+    from chain.engine import genesis_from_dict_bytes, head_state
     from chain.governance import electorate
     from chain.store import Store, StoreError
+    from peerwatt.apps import load_app
 
     try:
         store = Store.open(data_dir, readonly=True)
-        genesis_from_dict_bytes(store.genesis_doc())
-        snapshot = store.snapshot()
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        genesis = genesis_from_dict_bytes(store.genesis_doc())
+        chain = head_state(store, load_app(genesis.app_name), genesis)["chain"]
     except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    if snapshot is None:
-        raise UserError(f"{data_dir}: store has no state yet")
-    chain = snapshot[1]["chain"]
+    finally:
+        store.close()
     if not chain["proposals"]:
         click.echo("no open proposals")
     for pid, proposal in sorted(chain["proposals"].items()):
