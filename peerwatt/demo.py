@@ -362,17 +362,19 @@ class Demo:
 
     def stop(self) -> None:
         """Stop agents, let the nodes converge, stop nodes, meters, broker and dashboard."""
-        agents_stop = threading.Event()
         for home in self.homes:
             if home.agent is not None:
                 try:
                     home.agent.stop()
                 except Exception as exc:  # noqa: BLE001 (keep stopping the rest)
                     log.debug("agent %s stop: %s", home.name, exc)
+        for node in self.nodes:
+            node.draining = True  # the sequencer finishes its block in flight and proposes no more
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len({n.ledger.height for n in self.nodes}) > 1:
+        while time.monotonic() < deadline and (
+            len({n.ledger.height for n in self.nodes}) > 1 or any(n.status()["inflight"] for n in self.nodes)
+        ):
             time.sleep(0.1)
-        agents_stop.set()
         self.stop_event.set()
         for thread in self.threads:
             if thread.name != "dashboard":

@@ -106,6 +106,8 @@ class Node:
         self._lock = threading.Lock()
         self._catchup_after = 0.0
         self._validators_at: dict[int, dict[str, Any]] = {}
+        # set before a clean shutdown: finish the block in flight, propose no new one
+        self.draining = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -159,8 +161,10 @@ class Node:
                 self._take_seal(payload)
         if self.halted:
             return busy
-        if self.role == "sequencer":
+        if self.role == "sequencer" and not self.draining:
             busy |= self._maybe_cut()
+        elif self._inflight is not None and time.monotonic() - self._inflight.published_at > REPUBLISH_S:
+            self._publish_inflight()
         busy |= self._try_finalize()
         return busy
 
@@ -455,6 +459,7 @@ class Node:
             "blocks_committed": self.metrics.blocks_committed,
             "blocks_refused": dict(self.metrics.blocks_refused),
             "halted": self.halted,
+            "inflight": None if self._inflight is None else self._inflight.block.height,
         }
 
 
