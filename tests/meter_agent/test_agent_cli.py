@@ -1,0 +1,93 @@
+"""`peerwatt agent -c agent.toml` and `peerwatt agent status` as real processes (integration)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chain.keys import public_key_sec1, save_private_key
+from chain.localnet import make_community
+from peerwatt.procnet import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
+    now = int(time.time())
+    c = make_community(validators=1, members=1, app="market", time=now - now % 900 - 900)
+    genesis = tmp_path / "genesis.toml"
+    meter = c.meters[0]
+    genesis.write_text(
+        f'[community]\nid = "{c.community}"\ntime = {c.genesis.time}\napp = "market"\n'
+        f'[[validators]]\nkey = "{c.validators[0].sec1_hex}"\n'
+        f'[[members]]\nkey = "{c.members[0].sec1_hex}"\n'
+        f'[[meters]]\nkey = "{public_key_sec1(meter.key.public_key()).hex()}"\nserial = "SN1"\n'
+        f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
+    )
+    save_private_key(meter.key, tmp_path / "meter.key")
+    sim = start_sim("sdm630", paused=False, start_time=now)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'
+        f'heartbeat_s = 0.5\n[meter]\nprofile = "sdm630"\nhost = "127.0.0.1"\n'
+        f"port = {sim.port}\npoll_s = 0.5\n"
+        f'[broker]\nurl = "{mosquitto.url}"\n'
+    )
+    statuses: list[dict] = []
+    from peerwatt.bus import BrokerConfig, MqttBus, Topics
+
+    watcher = MqttBus(BrokerConfig.from_url(mosquitto.url), "watcher")
+    watcher.subscribe(
+        Topics.status(c.community, meter.id),
+        lambda t, p: statuses.append({"raw": p}) if p == b"offline" else statuses.append(json.loads(p)),
+    )
+    watcher.start()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(s.get("state") == "online" for s in statuses), 30, "an online status")
+        assert any(s.get("meter_ok") for s in statuses if "meter_ok" in s)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert "Traceback" not in err
+    wait_for(lambda: statuses and statuses[-1] == {"raw": b"offline"}, 10, "offline status after stop")
+    watcher.stop()
+    status = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["meter"] == meter.id and info["outbox"] == 0 and info["meter_ok"] is True
+
+
+def test_agent_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "agent.toml"
+    bad.write_text('community = "x"\n[meter]\nprofile = "sdm630"\n')
+    res = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "status", "-c", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0 and "not found" in res.stderr
