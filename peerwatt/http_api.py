@@ -68,12 +68,12 @@ class NodeHttpApi:
             if url.path == "/v1/status":
                 return 200, self.status()
             if url.path == "/v1/blocks":
-                with _store(self.data_dir) as store:
+                with _ReadOnlyStore(self.data_dir) as store:
                     return 200, {
                         "blocks": blocks_json(store, int(query.get("from", 0)), int(query.get("limit", 50)))
                     }
             if url.path == "/v1/proof":
-                with _store(self.data_dir) as store:
+                with _ReadOnlyStore(self.data_dir) as store:
                     proof = proof_json(store, int(query["height"]), int(query["index"]))
                 return (404, {"error": "no such result"}) if proof is None else (200, proof)
         except (KeyError, ValueError) as exc:
@@ -81,7 +81,9 @@ class NodeHttpApi:
         return 404, {"error": "unknown path"}
 
 
-class _store:
+class _ReadOnlyStore:
+    """A read-only connection to the store for one request (WAL lets it read while the node writes)."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
