@@ -129,7 +129,10 @@ def parse_envelope(
     ``community`` None accepts any community; ``now`` None skips the time checks (expiry, skew);
     ``interval_s`` None skips interval alignment. Raises Rejected with a reason code.
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    except UnicodeEncodeError:
+        raise Rejected("bad_string", "message text holds a lone surrogate") from None
     if len(raw) > messages.MAX_BLOCK_BYTES:
         raise Rejected("too_large", f"message is {len(raw)} bytes")
     try:

@@ -217,6 +217,13 @@ class Store:
             ]
         )
 
+    def erase_payloads(self, tx_hashes: list[bytes]) -> int:
+        """Delete these transactions' payloads (envelopes) in one transaction: the erasure of a
+        departed member's personal data. Index rows, roots and seals stay. Returns rows deleted."""
+        before = self.conn.total_changes
+        self._write([("DELETE FROM payloads WHERE hash = ?", [(bytes(h),) for h in tx_hashes])])
+        return self.conn.total_changes - before
+
     def set_local(self, key: str, value: bytes) -> None:
         self._write([("INSERT OR REPLACE INTO local_kv VALUES (?, ?)", (key, value))])
 

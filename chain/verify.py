@@ -12,6 +12,7 @@ other reason, or a row nobody references, is tampering.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from chain.canonical import CanonicalError, dumps_checked, loads_strict
 from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes, genesis_state
 from chain.envelope import Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
-from chain.state import state_root
+from chain.keys import KeyFileError, key_id, load_public_key
+from chain.state import State, state_root
 from chain.store import Store, StoreError
 
 
@@ -56,6 +58,17 @@ class VerifyReport:
         return line
 
 
+@dataclass
+class _Walk:
+    """What verification carries from one block to the next."""
+
+    state: State
+    prev: dict
+    can_execute: bool = True
+    results: int = 0
+    payloads: set[bytes] = field(default_factory=set)
+
+
 def verify_store(
     store: Store, app: Application, progress: Callable[[int, int], None] | None = None
 ) -> VerifyReport:
@@ -64,81 +77,140 @@ def verify_store(
     report = VerifyReport()
     try:
         genesis = genesis_from_dict_bytes(store.genesis_doc())
-    except (StoreError, CanonicalError, ValueError, KeyError, TypeError) as exc:
+    except (StoreError, CanonicalError, ValueError, KeyError, TypeError, sqlite3.DatabaseError) as exc:
         raise VerifyError(0, f"genesis document is damaged: {exc}") from None
     if genesis.app_name != app.name:
         raise VerifyError(0, f"store runs the {genesis.app_name!r} app, not {app.name!r}")
     state = genesis_state(genesis, app)
     expected = genesis_block(genesis, state)
-    _check_block_row(store, 0, expected.header)
-    if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
-        raise VerifyError(0, "genesis block has rows it must not have")
-    prev = expected.header
-    top = store.height()
-    heights = [h for (h,) in store.conn.execute("SELECT height FROM blocks ORDER BY height")]
-    if heights != list(range(top + 1)):
-        raise VerifyError(_first_gap(heights), "block heights are not contiguous")
-    referenced_payloads: set[bytes] = set()
-    erased_signers = set()
-    can_execute = True
+    try:
+        _check_block_row(store, 0, expected.header)
+        if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
+            raise VerifyError(0, "genesis block has rows it must not have")
+        top = _check_heights(store)
+        erased_signers = _erased_signers(store, genesis)
+    except sqlite3.DatabaseError as exc:
+        raise VerifyError(0, f"unreadable row: {exc}") from None
+    walk = _Walk(state, expected.header)
     for height in range(1, top + 1):
         try:
-            header = store.header(height)
-            if header is None:
-                raise VerifyError(height, "block missing")
-            _check_block_row(store, height, header)
-        except (CanonicalError, KeyError, TypeError) as exc:
-            raise VerifyError(height, f"header is damaged: {exc}") from None
-        if header["prev"] != header_hash(prev).hex():
-            raise VerifyError(height, "prev does not link to the previous header")
-        if header["time"] < prev["time"]:
-            raise VerifyError(height, "block time goes backwards")
-        if can_execute:
-            erased_signers = set(state["chain"]["erased"])
-        txs, hashes, erased = _load_txs(store, genesis, height, erased_signers)
-        referenced_payloads.update(hashes)
-        if header["tx_root"] != tx_root(hashes).hex():
-            raise VerifyError(height, "tx_root does not match the stored transactions")
-        results = _load_results(store, height)
-        if header["result_root"] != result_root(results).hex():
-            raise VerifyError(height, "result_root does not match the stored results")
-        validators = state["chain"]["validators"]
-        quorum = state["chain"]["quorum"]
-        block_hash = header_hash(header)
-        report.seals += _check_seals(store, genesis.community, height, block_hash, validators, quorum)
-        if can_execute and erased:
-            can_execute = False
-            report.not_reexecuted_from = height
-        report.erased_txs.extend(erased)
-        if can_execute:
-            if header["sequencer"] != state["chain"]["sequencer"]:
-                raise VerifyError(height, "block cut by a key that was not the sequencer")
-            try:
-                execution = execute_block(state, app, height=height, time=header["time"], txs=txs)
-            except InvalidBlock as exc:
-                raise VerifyError(height, f"invalid block: {exc}") from None
-            if execution.results != results:
-                raise VerifyError(height, "re-execution gives different results")
-            if state_root(execution.state).hex() != header["state_root"]:
-                raise VerifyError(height, "re-execution gives a different state root")
-            state = execution.state
-        report.blocks += 1
-        report.txs += len(hashes)
-        prev = header
+            _verify_block(store, app, genesis, height, walk, erased_signers, report)
+        except sqlite3.DatabaseError as exc:
+            raise VerifyError(height, f"unreadable row: {exc}") from None
         if progress is not None:
             progress(height, top)
-    stored = set(store.iter_payload_hashes())
-    if stored - referenced_payloads:
-        raise VerifyError(top, f"{len(stored - referenced_payloads)} payload row(s) belong to no block")
+    try:
+        stored = set(store.iter_payload_hashes())
+        counts = (store.count("txs"), store.count("results"), store.count("seals"))
+    except sqlite3.DatabaseError as exc:
+        raise VerifyError(top, f"unreadable row: {exc}") from None
+    if stored - walk.payloads:
+        raise VerifyError(top, f"{len(stored - walk.payloads)} payload row(s) belong to no block")
+    if counts != (report.txs, walk.results, report.seals):
+        raise VerifyError(top, "the tables hold transaction, result or seal rows that belong to no block")
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _first_gap(heights: list[int]) -> int:
-    for expected, actual in enumerate(heights):
-        if expected != actual:
-            return expected
-    return len(heights)
+def _verify_block(
+    store: Store,
+    app: Application,
+    genesis,
+    height: int,
+    walk: _Walk,
+    erased_signers: set[str],
+    report: VerifyReport,
+) -> None:
+    try:
+        header = store.header(height)
+        if header is None:
+            raise VerifyError(height, "block missing")
+        _check_block_row(store, height, header)
+    except (CanonicalError, KeyError, TypeError) as exc:
+        raise VerifyError(height, f"header is damaged: {exc}") from None
+    if header["prev"] != header_hash(walk.prev).hex():
+        raise VerifyError(height, "prev does not link to the previous header")
+    if header["time"] < walk.prev["time"]:
+        raise VerifyError(height, "block time goes backwards")
+    txs, hashes, erased = _load_txs(store, genesis, height, erased_signers)
+    walk.payloads.update(hashes)
+    if header["tx_root"] != tx_root(hashes).hex():
+        raise VerifyError(height, "tx_root does not match the stored transactions")
+    results = _load_results(store, height)
+    if header["result_root"] != result_root(results).hex():
+        raise VerifyError(height, "result_root does not match the stored results")
+    chain = walk.state["chain"]
+    report.seals += _check_seals(
+        store, genesis.community, height, header_hash(header), chain["validators"], chain["quorum"]
+    )
+    if walk.can_execute and erased:
+        walk.can_execute = False
+        report.not_reexecuted_from = height
+    report.erased_txs.extend(erased)
+    if walk.can_execute:
+        if header["sequencer"] != chain["sequencer"]:
+            raise VerifyError(height, "block cut by a key that was not the sequencer")
+        try:
+            execution = execute_block(walk.state, app, height=height, time=header["time"], txs=txs)
+        except InvalidBlock as exc:
+            raise VerifyError(height, f"invalid block: {exc}") from None
+        if execution.results != results:
+            raise VerifyError(height, "re-execution gives different results")
+        if state_root(execution.state).hex() != header["state_root"]:
+            raise VerifyError(height, "re-execution gives a different state root")
+        walk.state = execution.state
+    report.blocks += 1
+    report.txs += len(hashes)
+    walk.results += len(results)
+    walk.prev = header
+
+
+def _check_heights(store: Store) -> int:
+    """The top height, after checking the block heights are exactly 0..top (no gap, no outlier)."""
+    count, low, top = store.conn.execute("SELECT count(*), min(height), max(height) FROM blocks").fetchone()
+    if count and low == 0 and top == count - 1:
+        return top
+    expected = 0
+    for (height,) in store.conn.execute("SELECT height FROM blocks ORDER BY height"):
+        if height != expected:
+            break
+        expected += 1
+    raise VerifyError(expected, "block heights are not contiguous")
+
+
+def _erased_signers(store: Store, genesis) -> set[str]:
+    """Meters (and members) whose payloads a governance decision allowed to erase.
+
+    From the ledger itself: passed ``erase_member`` proposals (their result is committed in a
+    result_root, their payload in a tx_root), and every meter whose owner is such a member —
+    enrolled at genesis or by a passed ``enroll_meter`` proposal.
+    """
+    passed: dict[str, str] = {}
+    for (data,) in store.conn.execute("SELECT data FROM results WHERE kind = 'gov'"):
+        try:
+            result = loads_strict(bytes(data))
+        except CanonicalError:
+            continue  # a damaged row is reported at its height by the main walk
+        if result.get("outcome") == "passed" and result.get("action") in ("erase_member", "enroll_meter"):
+            passed[result["proposal"]] = result["action"]
+    owners = {meter: entry["owner"] for meter, entry in genesis.doc["meters"].items()}
+    members: set[str] = set()
+    for proposal, action in passed.items():
+        try:
+            payload = store.payload(bytes.fromhex(proposal))
+            args = loads_strict(payload)["body"]["args"] if payload is not None else None
+        except (ValueError, CanonicalError, KeyError, TypeError):
+            continue
+        if args is None:
+            continue
+        if action == "erase_member":
+            members.add(args.get("member"))
+        elif isinstance(args.get("key"), str):
+            try:
+                owners[key_id(load_public_key(args["key"]))] = args.get("owner")
+            except KeyFileError:
+                continue
+    return members | {meter for meter, owner in owners.items() if owner in members}
 
 
 def _check_block_row(store: Store, height: int, header: dict) -> None:

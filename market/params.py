@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "levies_per_kwh": 0,
     "mechanism": "uniform",
     "community_price": 150_000,
+    # how long a departed member's payloads are kept after the erasure vote (s); peerwatt/erasure.py
+    "retention_s": 0,
 }
 
 INT_PARAMS = (
@@ -33,6 +35,7 @@ INT_PARAMS = (
     "grid_fee_per_kwh",
     "levies_per_kwh",
     "community_price",
+    "retention_s",
 )
 
 

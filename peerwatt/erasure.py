@@ -1,0 +1,96 @@
+"""Erasure of departed members' personal data from a node's store, after the retention period.
+
+A governance decision (``erase_member``, chain/governance.py) records ``{member: height}`` in the
+ledger state (``state["chain"]["erased"]``). Once ``retention_s`` (a community parameter, default
+0) has passed since the block of that decision, :func:`erase_departed` deletes from this node's
+store the payloads (the signed envelopes: readings, orders) of every transaction signed by a
+meter that member owns. Hash links, roots and seals stay; `peerwatt verify` reports the erased
+transactions and checks the blocks from the first of them by hash and seal only.
+
+SQLite keeps deleted bytes in free pages and in the write-ahead log, so the erasure runs with
+``secure_delete`` on, then ``VACUUM`` (rewrites the file without free pages) and a
+``wal_checkpoint(TRUNCATE)`` (the WAL file is emptied): afterwards the member's readings are not
+in ``ledger.sqlite`` or ``ledger.sqlite-wal``. Run it while the node is stopped.
+
+Only the ledger's ``payloads`` are erased. Results (trades, settlements: energy and money per
+meter) and the state's balances are consensus data and stay; the state's copy of readings is
+pruned by the market itself after its correction window (``correction_window_intervals``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chain.engine import Ledger
+from chain.engine import genesis_from_dict_bytes as _genesis_of
+from chain.store import Store
+from peerwatt.apps import load_app
+
+RETENTION_PARAM = "retention_s"
+
+
+@dataclass
+class ErasureReport:
+    """What one run erased, and which erased members still wait for their retention period."""
+
+    erased_members: dict[str, list[str]] = field(default_factory=dict)  # member -> its meters
+    erased_payloads: int = 0
+    waiting: dict[str, int] = field(default_factory=dict)  # member -> time its erasure is due
+
+    def summary(self) -> str:
+        line = f"erased {self.erased_payloads} payload(s) of {len(self.erased_members)} member(s)"
+        if self.waiting:
+            line += f"; {len(self.waiting)} member(s) wait for the retention period"
+        return line
+
+
+def retention_s(params: dict) -> int:
+    """The community's retention period in seconds (``retention_s``, default 0)."""
+    value = params.get(RETENTION_PARAM, 0)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{RETENTION_PARAM} must be a non-negative integer number of seconds")
+    return value
+
+
+def erase_departed(store_dir: str | Path, now: int) -> ErasureReport:
+    """Erase the payloads of erased members whose retention has passed at ``now`` (Unix s)."""
+    store = Store.open(store_dir, readonly=True)
+    try:
+        app = load_app(_genesis_of(store.genesis_doc()).app_name)
+    finally:
+        store.close()
+    ledger = Ledger.open(store_dir, app)
+    try:
+        chain = ledger.chain_state
+        keep_s = retention_s(chain["params"])
+        report = ErasureReport()
+        due_members: dict[str, list[str]] = {}
+        for member, height in sorted(chain["erased"].items()):
+            header = ledger.store.header(height)
+            decided_at = header["time"] if header is not None else ledger.head["time"]
+            if now < decided_at + keep_s:
+                report.waiting[member] = decided_at + keep_s
+                continue
+            due_members[member] = sorted(
+                m for m, entry in chain["meters"].items() if entry["owner"] == member
+            )
+        meters = [meter for ms in due_members.values() for meter in ms]
+        hashes: list[bytes] = []
+        for meter in meters:
+            rows = ledger.store.conn.execute("SELECT hash FROM txs WHERE signer = ?", (meter,))
+            hashes.extend(bytes(h) for (h,) in rows)
+    finally:
+        ledger.close()  # also saves the state at the head, so reopening needs no erased payload
+    if not due_members:
+        return report
+    store = Store.open(store_dir)
+    try:
+        store.conn.execute("PRAGMA secure_delete=ON")
+        report.erased_payloads = store.erase_payloads(hashes)
+        store.conn.execute("VACUUM")
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+    report.erased_members = due_members
+    return report

@@ -1,0 +1,152 @@
+"""Erasure of a departed member: a governance vote (``erase_member``), then
+``peerwatt.erasure.erase_departed`` after the retention period. Nothing of the member's readings
+remains in any node's database files; other members' data stays; the chain still verifies and
+reports the erased transactions; the retention period is respected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chain.engine import Ledger
+from chain.kvapp import KeyValueApp
+from chain.localnet import LocalCommunity, make_community
+from chain.store import Store
+from chain.verify import verify_store
+from market.app import MarketApp
+from peerwatt.erasure import erase_departed
+from tests.reliability.market_ledger import SETTLED_AT, build_market, reading_values
+
+pytestmark = pytest.mark.reliability
+
+DECIDED_AT = SETTLED_AT + 10
+AFTER_CORRECTION_WINDOW = SETTLED_AT + 40 * 900  # the market has pruned its state's readings
+
+
+def vote_erasure(c: LocalCommunity, member_index: int, t: int) -> None:
+    """Members 1..3 (a majority of 4) vote to erase ``member_index``."""
+    target = c.members[member_index].id
+    proposal = c.members[1].sign(
+        c.community,
+        "propose",
+        {"action": "erase_member", "args": {"member": target}, "deadline": t + 86_400},
+        created=t,
+    )
+    votes = [
+        c.members[i].sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+        for i in (2, 3)
+    ]
+    block = c.run_block([proposal, *votes], t)
+    assert {"kind": "gov", "outcome": "passed"}.items() <= next(
+        r for r in block.results if r.get("outcome") == "passed"
+    ).items()
+    assert c.ledgers[0].chain_state["erased"] == {target: block.height}
+
+
+def database_bytes(store_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(store_dir.glob("ledger.sqlite*")))
+
+
+def payload(store_dir: Path, tx_hash: bytes) -> bytes | None:
+    store = Store.open(store_dir, readonly=True)
+    try:
+        return store.payload(tx_hash)
+    finally:
+        store.close()
+
+
+def digits(meter_index: int) -> list[bytes]:
+    return [str(v).encode() for v in reading_values(meter_index)]
+
+
+@pytest.fixture(scope="module")
+def erased(tmp_path_factory):
+    base = tmp_path_factory.mktemp("erasure")
+    c = build_market(base, validators=3, members=4)
+    vote_erasure(c, 0, DECIDED_AT)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    dirs = [base / f"validator-{i}" for i in range(3)]
+    for ledger in c.ledgers:
+        ledger.close()
+    before = [database_bytes(d) for d in dirs]
+    reports = [erase_departed(d, now=AFTER_CORRECTION_WINDOW) for d in dirs]
+    return c, dirs, before, reports
+
+
+def test_member_payloads_erased_on_every_node(erased):
+    c, dirs, _, reports = erased
+    member, meter = c.members[0].id, c.meters[0].id
+    for report in reports:
+        assert report.erased_members == {member: [meter]}
+        assert report.erased_payloads == 3  # its order and two readings
+        assert not report.waiting
+    for store_dir in dirs:
+        store = Store.open(store_dir, readonly=True)
+        try:
+            signers = [s for (s,) in store.conn.execute("SELECT signer FROM txs")]
+            kept = [
+                s
+                for (s,) in store.conn.execute(
+                    "SELECT t.signer FROM txs t JOIN payloads p ON p.hash = t.hash"
+                )
+            ]
+        finally:
+            store.close()
+        assert signers.count(meter) == 3 and meter not in kept  # index rows stay, payloads go
+        assert len(kept) == len(signers) - 3
+
+
+def test_no_reading_value_of_the_member_remains_in_the_files(erased):
+    _, dirs, before, _ = erased
+    for store_dir, old in zip(dirs, before, strict=True):
+        assert all(value in old for value in digits(0))  # the search finds them before erasure
+        now = database_bytes(store_dir)
+        assert [v for v in digits(0) if v in now] == []
+        for other in (1, 2, 3):
+            assert all(value in now for value in digits(other))  # other households untouched
+        assert (
+            not (store_dir / "ledger.sqlite-wal").exists()
+            or (store_dir / "ledger.sqlite-wal").stat().st_size == 0
+        )
+
+
+def test_store_reopens_after_erasure(erased):
+    _, dirs, _, _ = erased
+    ledger = Ledger.open(dirs[1], MarketApp())
+    try:
+        assert ledger.height == 6
+    finally:
+        ledger.close()
+
+
+def test_verify_passes_and_reports_the_erased_transactions(erased):
+    c, dirs, _, _ = erased
+    for store_dir in dirs:
+        store = Store.open(store_dir, readonly=True)
+        try:
+            report = verify_store(store, MarketApp())
+        finally:
+            store.close()
+        assert report.blocks == 6
+        assert len(report.erased_txs) == 3
+        assert report.not_reexecuted_from == 1  # the meter's order is in block 1
+        assert "3 erased payload(s)" in report.summary()
+
+
+def test_retention_period_is_respected(tmp_path):
+    t0 = 1_764_000_000
+    c = make_community(validators=1, members=4, app="kv", app_params={"retention_s": 3600}, time=t0)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    body = {"interval": t0, "import_wh": 424_242_421, "export_wh": 0, "serial": "S", "profile": "p"}
+    reading = c.meters[0].sign(c.community, "reading", body, created=t0 + 5)
+    c.run_block([reading], t0 + 5)
+    vote_erasure(c, 0, t0 + 100)
+    c.ledgers[0].close()
+    store_dir = tmp_path / "validator-0"
+    early = erase_departed(store_dir, now=t0 + 100 + 3599)
+    assert early.erased_payloads == 0 and early.waiting == {c.members[0].id: t0 + 100 + 3600}
+    assert payload(store_dir, reading.tx_hash) is not None
+    due = erase_departed(store_dir, now=t0 + 100 + 3600)
+    assert due.erased_payloads == 1 and due.erased_members == {c.members[0].id: [c.meters[0].id]}
+    assert payload(store_dir, reading.tx_hash) is None  # (the kv app's state keeps its latest value)
