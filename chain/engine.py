@@ -360,13 +360,15 @@ def head_state(store: Store, app: Application, genesis: Genesis) -> State:
     snap_header = store.header(snap_height)
     if snap_header is None or state_root(state).hex() != snap_header["state_root"]:
         raise StoreError(f"{data_dir}: state snapshot does not match block {snap_height} (run verify)")
-    return _replay(store, app, genesis, state, snap_height, height, data_dir)
+    return replay_blocks(store, app, genesis.community, state, snap_height, height)
 
 
-def _replay(
-    store: Store, app: Application, genesis: Genesis, state: State, start: int, end: int, data_dir: str | Path
+def replay_blocks(
+    store: Store, app: Application, community: str, state: State, start: int, end: int
 ) -> State:
-    """Re-execute stored blocks start+1..end from ``state``, checking every state root."""
+    """Re-execute stored (final) blocks start+1..end from ``state`` without re-checking
+    signatures, checking every state root against its header; StoreError when impossible."""
+    data_dir = store.path.parent
     for height in range(start + 1, end + 1):
         header = store.header(height)
         txs = []
@@ -377,7 +379,7 @@ def _replay(
                     f"{data_dir}: cannot rebuild the state at block {height}: a payload is erased "
                     "and no later snapshot exists (restore from a peer)"
                 )
-            txs.append(parse_envelope(payload, community=genesis.community, now=None, interval_s=None))
+            txs.append(parse_envelope(payload, community=community, now=None, interval_s=None))
         try:
             execution = execute_block(
                 state, app, height=height, time=header["time"], txs=txs, verify_signatures=False

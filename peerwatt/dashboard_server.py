@@ -9,18 +9,18 @@ from typing import Any
 from chain.keys import key_id
 
 
-def serve(app: Any, host: str, port: int) -> Any:
-    """A waitress server bound to host:port (call ``.run()`` in a thread, ``.close()`` to stop)."""
+def serve(app: Any, host: str, port: int, threads: int = 4) -> Any:
+    """A waitress server bound to host:port (call ``.run()``, and ``.close()`` to stop)."""
     from waitress import create_server
 
-    return create_server(app, host=host, port=port, threads=4, ident="peerwatt")
+    return create_server(app, host=host, port=port, threads=threads, ident="peerwatt")
 
 
-def make_dashboard(data_dir: Path, instance_dir: Path, port: int, genesis: Any, homes: list[Any]):
+def make_dashboard(data_dir: Path, instance_dir: Path, port: int, homes: list[Any], clock: Any):
     """The demo's dashboard over the sequencer's store, with an admin and one login per household."""
     from dashboard.app import create_app
 
-    app = create_app(data_dir, instance_dir=instance_dir)
+    app = create_app(data_dir, instance_dir=instance_dir, config={"CLOCK": clock.now})
     accounts = app.extensions["peerwatt"].accounts
     logins = []
     admin_pw = "demo-" + secrets.token_urlsafe(6)

@@ -316,11 +316,10 @@ class Demo:
             self._setup_dashboard()
 
     def _setup_dashboard(self) -> None:
-        from dashboard.accounts import Accounts  # noqa: F401  (fails early if the dashboard is missing)
         from peerwatt.dashboard_server import make_dashboard
 
         self.dashboard_server, self.logins = make_dashboard(
-            self.data / "sequencer", self.data / "dashboard", self.o.port, self.genesis, self.homes
+            self.data / "sequencer", self.data / "dashboard", self.o.port, self.homes, self.clock
         )
 
     # -- running -------------------------------------------------------------------------------

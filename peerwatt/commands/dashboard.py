@@ -159,13 +159,13 @@ def dashboard(
 
 def serve(settings: DashboardSettings) -> None:
     """Index what is new, then serve with waitress until Ctrl-C."""
-    from waitress import create_server
+    from peerwatt.dashboard_server import serve as waitress_server
 
     app = _open_app(settings)
     report = app.extensions["peerwatt"].indexer.sync()
     click.echo(f"indexed {report.blocks} new block(s) in {report.seconds:.1f} s")
     try:
-        server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
+        server = waitress_server(app, settings.host, settings.port, settings.threads)
     except OSError as exc:
         raise UserError(
             f"cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "

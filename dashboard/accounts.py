@@ -1,0 +1,258 @@
+"""Dashboard accounts: users, their meters, server-side sessions and login rate limiting.
+
+Kept in ``dashboard.sqlite`` in the instance folder (apart from the derived index, which may be
+deleted and rebuilt; accounts may not). Passwords are hashed with scrypt (werkzeug's
+``generate_password_hash``, salted, n=2**15, r=8, p=1) and never stored or logged in clear.
+Sessions are random 256-bit tokens; the database keeps only their SHA-256, so a copy of it
+does not let anyone log in. A session ends at logout, at its expiry, or when its user is removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+ROLES = ("admin", "household")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+MIN_PASSWORD_LENGTH = 10
+PASSWORD_METHOD = "scrypt:32768:8:1"
+
+
+@functools.cache
+def _dummy_hash(method: str) -> str:
+    """A hash to check when the user does not exist, so both paths cost the same."""
+    return generate_password_hash(secrets.token_hex(16), method=method)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('admin', 'household')),
+    created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS user_meters (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE, meter TEXT NOT NULL,
+    PRIMARY KEY (user_id, meter));
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
+CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures(key, time);
+CREATE TABLE IF NOT EXISTS verify_runs (
+    id INTEGER PRIMARY KEY, started INTEGER NOT NULL, finished INTEGER, status TEXT NOT NULL,
+    height INTEGER, summary TEXT, bad_height INTEGER, requested_by TEXT);
+"""
+
+
+class AccountError(ValueError):
+    """A user or password that cannot be accepted; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A logged-in person: an admin (sees everything) or a household (sees its meters)."""
+
+    id: int
+    name: str
+    role: str
+    meters: frozenset[str] = field(default_factory=frozenset)
+    session_token: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def may_see(self, meter: str) -> bool:
+        return self.is_admin or meter in self.meters
+
+    # flask-login's user protocol
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return self.session_token
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``per_user`` failed logins per user name and ``per_address`` per client address
+    within ``window_s``; beyond that every attempt is refused until the window has passed."""
+
+    per_user: int = 5
+    per_address: int = 20
+    window_s: int = 900
+
+
+def open_db(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Accounts:
+    """The accounts database (thread-safe: one connection guarded by a lock)."""
+
+    def __init__(
+        self, path: str | Path, *, rate_limit: RateLimit | None = None, password_method: str = PASSWORD_METHOD
+    ) -> None:
+        self.path = Path(path)
+        self.password_method = password_method
+        self.conn = open_db(self.path)
+        self.lock = threading.Lock()
+        self.rate_limit = rate_limit or RateLimit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        role: str,
+        meters: list[str] | tuple[str, ...] = (),
+    ) -> int:
+        """Create an account; AccountError for a bad name, a weak password or a taken name."""
+        if not NAME_RE.fullmatch(name):
+            raise AccountError(f"user name {name!r} is not allowed (letters, digits and _ . @ -, at most 64)")
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        if role == "household" and not meters:
+            raise AccountError("a household account needs at least one meter (--meter KEYID)")
+        if role == "admin" and meters:
+            raise AccountError("an admin account sees every meter: give --admin or --meter, not both")
+        check_password(password)
+        password_hash = generate_password_hash(password, method=self.password_method)
+        with self.lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                cur = self.conn.execute(
+                    "INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
+                    (name, password_hash, role, int(time.time())),
+                )
+                user_id = cur.lastrowid
+                self.conn.executemany(
+                    "INSERT INTO user_meters VALUES (?, ?)", [(user_id, m) for m in sorted(set(meters))]
+                )
+                self.conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self.conn.execute("ROLLBACK")
+                raise AccountError(f"a user named {name!r} already exists") from None
+        return int(user_id)
+
+    def remove_user(self, name: str) -> None:
+        with self.lock:
+            cur = self.conn.execute("DELETE FROM users WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise AccountError(f"no user named {name!r}")
+
+    def users(self) -> list[tuple[str, str, list[str]]]:
+        """(name, role, meters) of every account."""
+        with self.lock:
+            rows = self.conn.execute("SELECT id, name, role FROM users ORDER BY name").fetchall()
+            meters = self.conn.execute("SELECT user_id, meter FROM user_meters ORDER BY meter").fetchall()
+        by_user: dict[int, list[str]] = {}
+        for user_id, meter in meters:
+            by_user.setdefault(user_id, []).append(meter)
+        return [(name, role, by_user.get(uid, [])) for uid, name, role in rows]
+
+    def _load_user(self, user_id: int, token: str) -> User | None:
+        row = self.conn.execute("SELECT id, name, role FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            return None
+        meters = frozenset(
+            m for (m,) in self.conn.execute("SELECT meter FROM user_meters WHERE user_id = ?", (user_id,))
+        )
+        return User(row[0], row[1], row[2], meters, token)
+
+    # -- login and sessions ----------------------------------------------------------------------
+
+    def login(self, name: str, password: str, address: str, *, session_s: int) -> User | None:
+        """Check a password and open a session; None if wrong. RateLimited when refused."""
+        self.check_rate(name, address)
+        with self.lock:
+            row = self.conn.execute("SELECT id, password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        stored = row[1] if row else _dummy_hash(self.password_method)
+        ok = check_password_hash(stored, password) and row is not None
+        now = int(time.time())
+        if not ok:
+            with self.lock:
+                self.conn.executemany(
+                    "INSERT INTO login_failures VALUES (?, ?)",
+                    [(f"user:{name.lower()}", now), (f"addr:{address}", now)],
+                )
+            return None
+        token = secrets.token_urlsafe(32)
+        with self.lock:
+            self.conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?)", (_token_hash(token), row[0], now, now + session_s)
+            )
+            self.conn.execute("DELETE FROM login_failures WHERE key = ?", (f"user:{name.lower()}",))
+            self.conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+            return self._load_user(row[0], token)
+
+    def check_rate(self, name: str, address: str) -> None:
+        """Raise RateLimited if this user name or address failed too often recently."""
+        limit = self.rate_limit
+        since = int(time.time()) - limit.window_s
+        with self.lock:
+            self.conn.execute("DELETE FROM login_failures WHERE time < ?", (since,))
+            by_user = self.conn.execute(
+                "SELECT count(*), min(time) FROM login_failures WHERE key = ? AND time >= ?",
+                (f"user:{name.lower()}", since),
+            ).fetchone()
+            by_address = self.conn.execute(
+                "SELECT count(*), min(time) FROM login_failures WHERE key = ? AND time >= ?",
+                (f"addr:{address}", since),
+            ).fetchone()
+        for (count, first), allowed in ((by_user, limit.per_user), (by_address, limit.per_address)):
+            if count >= allowed:
+                raise RateLimited(max(1, first + limit.window_s - int(time.time())))
+
+    def session_user(self, token: str) -> User | None:
+        """The user of a live session token, or None (unknown, expired or user removed)."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT user_id, expires FROM sessions WHERE token_hash = ?", (_token_hash(token),)
+            ).fetchone()
+            if row is None or row[1] <= int(time.time()):
+                return None
+            return self._load_user(row[0], token)
+
+    def logout(self, token: str) -> None:
+        with self.lock:
+            self.conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
+
+
+class RateLimited(Exception):
+    """Too many failed logins; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed logins: try again in {retry_after_s // 60 + 1} min")
+        self.retry_after_s = retry_after_s
+
+
+def check_password(password: str) -> None:
+    """Refuse passwords that are too short or all one character."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(set(password)) < 4:
+        raise AccountError("the password is too simple (use at least 4 different characters)")

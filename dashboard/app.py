@@ -1,0 +1,195 @@
+"""The dashboard's Flask app factory: configuration, security, services and blueprints.
+
+``create_app(data_dir)`` opens the node's ledger read-only, the dashboard's own accounts
+database and its derived index (both in the instance folder, by default ``<data_dir>/../dashboard``)
+and registers the pages and the JSON API (``/api/v1``). It never writes the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from dashboard import units
+from dashboard.accounts import PASSWORD_METHOD, Accounts, RateLimit, User
+from dashboard.directory import Directory
+from dashboard.indexdb import IndexDB
+from dashboard.indexer import Indexer
+from dashboard.ledger import LedgerReader
+from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
+from dashboard.trades import FilterError
+from dashboard.verify_runner import VerifyRunner
+
+DEFAULTS: dict[str, Any] = {
+    "SESSION_HOURS": 8,
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_NAME": "peerwatt_session",
+    "REMEMBER_COOKIE_DURATION": timedelta(seconds=0),
+    "CURRENCY_SYMBOL": "\u20ac",
+    "CURRENCY_SUBUNIT": "ct",
+    "LOGIN_RATE_PER_USER": 5,
+    "LOGIN_RATE_PER_ADDRESS": 20,
+    "LOGIN_RATE_WINDOW_S": 900,
+    "INDEX_SYNC": "request",  # "request": catch up before requests; "off": the caller syncs
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "PASSWORD_METHOD": PASSWORD_METHOD,  # werkzeug method string: scrypt, n=2**15, r=8, p=1
+    "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session (which expires)
+    "CLOCK": time.time,  # ledger time for "last block N s ago" (the demo passes its accelerated clock)
+}
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@dataclass
+class Services:
+    """What the views use: the ledger (read-only), the index, accounts and the verify runner."""
+
+    ledger: LedgerReader
+    index: IndexDB
+    indexer: Indexer
+    accounts: Accounts
+    verifier: VerifyRunner
+    instance_dir: Path
+    _directory: tuple[int, Directory] | None = None
+
+    def directory(self) -> Directory:
+        """Names of meters and members, made once per state height."""
+        height = self.ledger.state_height()
+        cached = self._directory
+        if cached is None or cached[0] != height:
+            ledger = self.ledger
+            cached = (height, Directory(ledger.meters(), ledger.members(), ledger.validators()))
+            self._directory = cached
+        return cached[1]
+
+
+def default_instance_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir).resolve().parent / "dashboard"
+
+
+def _secret_key(instance_dir: Path) -> str:
+    """The session-signing key: kept in the instance folder (mode 0600), made on first start."""
+    path = instance_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def open_services(data_dir: str | Path, instance_dir: str | Path | None, config: dict[str, Any]) -> Services:
+    """Open the ledger and the dashboard's databases (StoreError when there is no ledger)."""
+    ledger = LedgerReader(data_dir)
+    folder = Path(instance_dir) if instance_dir is not None else default_instance_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = IndexDB(folder / "index.sqlite")
+    accounts = Accounts(
+        folder / "dashboard.sqlite",
+        rate_limit=RateLimit(
+            config["LOGIN_RATE_PER_USER"], config["LOGIN_RATE_PER_ADDRESS"], config["LOGIN_RATE_WINDOW_S"]
+        ),
+        password_method=config["PASSWORD_METHOD"],
+    )
+    return Services(ledger, index, Indexer(ledger, index), accounts, VerifyRunner(data_dir, accounts), folder)
+
+
+def create_app(
+    data_dir: str | Path, *, instance_dir: str | Path | None = None, config: dict[str, Any] | None = None
+) -> Flask:
+    """The dashboard over the node store in ``data_dir`` (opened read-only)."""
+    app = Flask(__name__, instance_path=str(Path(instance_dir or default_instance_dir(data_dir)).resolve()))
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    services = open_services(data_dir, app.instance_path, app.config)
+    app.config.setdefault("SECRET_KEY", None)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _secret_key(services.instance_dir)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
+    app.extensions["peerwatt"] = services
+
+    CSRFProtect(app)
+    login = LoginManager(app)
+    login.login_view = "auth.login"
+    login.login_message = "Please log in to see household data."
+    login.session_protection = "basic"
+
+    @login.user_loader
+    def load_user(token: str) -> User | None:
+        return services.accounts.session_user(token)
+
+    @login.unauthorized_handler
+    def unauthorized():
+        from flask import redirect, url_for
+
+        if request.path.startswith("/api/"):
+            return jsonify(error="login required"), 401
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    from dashboard.views import auth, explorer, household, overview, trades
+
+    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def catch_up() -> None:
+        if app.config["INDEX_SYNC"] == "request" and not request.path.startswith("/static/"):
+            services.indexer.sync_if_due()
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["X-Frame-Options"] = "DENY"
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error(status: int, message: str):
+        if request.path.startswith("/api/"):
+            return jsonify(error=message), status
+        return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return error(
+            400, f"The form expired or was not sent by this site ({exc.description}); reload and try again."
+        )
+
+    @app.errorhandler(FilterError)
+    def filter_error(exc: FilterError):
+        return error(400, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error(exc.code or 500, exc.description or exc.name)
+
+    symbol, subunit = app.config["CURRENCY_SYMBOL"], app.config["CURRENCY_SUBUNIT"]
+    tz = services.ledger.community.tz
+    app.jinja_env.filters.update(
+        energy=units.energy,
+        price=lambda p: units.price(p, subunit),
+        money=lambda m: units.money(m, symbol),
+        short=units.short_id,
+        time=lambda t, pattern="%Y-%m-%d %H:%M": fmt_time(t, tz, pattern),
+        interval=lambda t: fmt_interval(t, services.ledger.params()["interval_s"], tz),
+        age=fmt_age,
+        percent=lambda permille: "\u2013" if permille is None else f"{units.fixed(permille, 10, 1)} %",
+    )
+    app.jinja_env.globals.update(community=services.ledger.community)
+    return app

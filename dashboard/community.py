@@ -1,0 +1,161 @@
+"""The community's aggregates for the overview: today's totals, prices and volumes over time,
+the live order book (aggregated per interval: no household's order is shown), chain status.
+
+"Today" is the community-local day of the last final block: the ledger's clock, which is the
+wall clock on a live node and the simulated clock in the accelerated demo.
+
+- P2P share: energy traded between neighbours / energy the households imported (metered).
+- Self-sufficiency: 1 − Σ_t max(0, I_t − E_t) / Σ_t I_t over the day's intervals t, with I_t and
+  E_t the community's total metered import and export: the share of household imports that the
+  community's own exports balanced in the same quarter-hour (so did not have to come from
+  outside the neighbourhood).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboard.ledger import LedgerReader
+from dashboard.timeutil import day_range, local_date
+from dashboard.units import ratio_permille
+from market.clearing import Order, clear
+
+MAX_PRICE_DAYS = 92
+
+
+def today_totals(conn, start: int, end: int) -> dict[str, Any]:
+    traded = conn.execute(
+        "SELECT coalesce(sum(volume_wh), 0), coalesce(sum(trades), 0), count(*) FROM clearings"
+        " WHERE interval >= ? AND interval < ?",
+        (start, end),
+    ).fetchone()
+    value = conn.execute(
+        "SELECT coalesce(sum(value), 0) FROM trades WHERE interval >= ? AND interval < ?", (start, end)
+    ).fetchone()[0]
+    import_wh = export_wh = outside_wh = 0
+    for total_import, total_export in conn.execute(
+        "SELECT sum(d_import_wh), sum(d_export_wh) FROM readings WHERE interval >= ? AND interval < ?"
+        " AND d_import_wh IS NOT NULL GROUP BY interval",
+        (start, end),
+    ):
+        import_wh += total_import
+        export_wh += total_export
+        outside_wh += max(0, total_import - total_export)
+    active = conn.execute(
+        "SELECT count(*) FROM (SELECT meter FROM readings WHERE interval >= ? AND interval < ?"
+        " UNION SELECT meter FROM outcomes WHERE interval >= ? AND interval < ?)",
+        (start, end, start, end),
+    ).fetchone()[0]
+    return {
+        "traded_wh": traded[0],
+        "trades": traded[1],
+        "cleared_intervals": traded[2],
+        "traded_value": value,
+        "import_wh": import_wh,
+        "export_wh": export_wh,
+        "p2p_share_permille": ratio_permille(traded[0], import_wh),
+        "self_sufficiency_permille": ratio_permille(import_wh - outside_wh, import_wh),
+        "active_households": active,
+    }
+
+
+def price_series(conn, start: int, end: int) -> dict[str, list]:
+    """Clearing price (micro-units/kWh, None where nothing cleared) and volume per interval."""
+    rows = conn.execute(
+        "SELECT interval, price, volume_wh FROM clearings WHERE interval >= ? AND interval < ?"
+        " ORDER BY interval",
+        (start, end),
+    ).fetchall()
+    return {
+        "intervals": [r[0] for r in rows],
+        "price_per_kwh": [r[1] for r in rows],
+        "volume_wh": [r[2] for r in rows],
+    }
+
+
+def live_book(ledger: LedgerReader, own_meters: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The open intervals of the order book, aggregated; with an indicative clearing price (the
+    clearing the ledger would run if the gate closed now) and the viewer's own orders marked."""
+    params = ledger.params()
+    out = []
+    for interval, orders in sorted(ledger.book().items(), key=lambda kv: int(kv[0])):
+        asks = [o for o in orders.values() if o["side"] == "sell"]
+        bids = [o for o in orders.values() if o["side"] == "buy"]
+        try:
+            outcome = clear(
+                [
+                    Order(o["order"], m, o["side"], o["energy_wh"], o["limit_price"], o["position"])
+                    for m, o in sorted(orders.items())
+                ],
+                params["mechanism"],
+                community_price=params["community_price"] if params["mechanism"] == "community" else None,
+                grid_fee_per_kwh=params["grid_fee_per_kwh"],
+                levies_per_kwh=params["levies_per_kwh"],
+            )
+            indicative = (outcome.price, outcome.volume_wh)
+        except (ValueError, KeyError):
+            indicative = (None, None)
+        out.append(
+            {
+                "interval": int(interval),
+                "gate_closes": int(interval) - params["gate_s"],
+                "asks": len(asks),
+                "ask_wh": sum(o["energy_wh"] for o in asks),
+                "best_ask_per_kwh": min((o["limit_price"] for o in asks), default=None),
+                "bids": len(bids),
+                "bid_wh": sum(o["energy_wh"] for o in bids),
+                "best_bid_per_kwh": max((o["limit_price"] for o in bids), default=None),
+                "indicative_price_per_kwh": indicative[0],
+                "indicative_volume_wh": indicative[1],
+                "own_orders": [
+                    {
+                        "meter": m,
+                        "side": o["side"],
+                        "energy_wh": o["energy_wh"],
+                        "limit_price": o["limit_price"],
+                    }
+                    for m, o in sorted(orders.items())
+                    if m in own_meters
+                ],
+            }
+        )
+    return out
+
+
+def overview(
+    ledger: LedgerReader, conn, *, days: int = 7, own_meters: frozenset[str] = frozenset(), now: int
+) -> dict[str, Any]:
+    """Everything the overview page shows (all aggregates)."""
+    head = ledger.head()
+    tz = ledger.community.tz
+    today = local_date(head.time, tz)
+    start, end = day_range(today, tz)
+    days = max(1, min(days, MAX_PRICE_DAYS))
+    series_start = day_range(local_date(head.time - (days - 1) * 86400, tz), tz)[0]
+    params = ledger.params()
+    return {
+        "community": {
+            "id": ledger.community.id,
+            "name": ledger.community.name,
+            "timezone": ledger.community.timezone,
+        },
+        "today": {"date": today.isoformat(), "start": start, "end": end, **today_totals(conn, start, end)},
+        "prices": {"days": days, **price_series(conn, series_start, end)},
+        "book": live_book(ledger, own_meters),
+        "chain": {
+            "height": head.height,
+            "head_hash": head.hash,
+            "head_time": head.time,
+            "head_age_s": max(0, now - head.time),
+            "validators": len(ledger.validators()),
+            "quorum": ledger.quorum(),
+        },
+        "tariffs": {
+            "retail_price_per_kwh": params["retail_price"],
+            "feed_in_price_per_kwh": params["feed_in_price"],
+            "grid_fee_per_kwh": params["grid_fee_per_kwh"],
+            "levies_per_kwh": params["levies_per_kwh"],
+            "mechanism": params["mechanism"],
+            "interval_s": params["interval_s"],
+        },
+    }

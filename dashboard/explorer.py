@@ -1,0 +1,190 @@
+"""Ledger explorer queries: blocks (keyset-paged), one block's transactions, results and seals,
+governance proposals and votes, with household data shown only to whom it belongs.
+
+What everyone sees: headers, hashes, roots, counts, seals, clearing results (community
+aggregates) and governance outcomes. A household additionally sees the transactions its meters
+signed and the results that name them; an admin sees everything. Hidden rows are counted, so
+the numbers still add up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from chain.canonical import loads_strict
+from dashboard.accounts import User
+from dashboard.ledger import LedgerReader
+
+PUBLIC_RESULT_KINDS = frozenset({"clearing", "gov"})
+PUBLIC_TX_TYPES = frozenset({"propose", "vote"})
+PAGE = 25
+
+
+def _parties(result: dict[str, Any]) -> set[str]:
+    return {result[k] for k in ("meter", "seller", "buyer", "account") if isinstance(result.get(k), str)}
+
+
+def visible(user: User | None, meters: set[str]) -> bool:
+    if user is None:
+        return False
+    return user.is_admin or bool(meters & user.meters)
+
+
+def blocks(ledger: LedgerReader, *, before: int | None = None, limit: int = PAGE) -> dict[str, Any]:
+    """A page of blocks, newest first."""
+    top = ledger.head().height + 1 if before is None else before
+    rows = ledger.conn.execute(
+        "SELECT b.height, b.hash, b.time, b.tx_count, b.result_count,"
+        " (SELECT count(*) FROM seals s WHERE s.height = b.height)"
+        " FROM blocks b WHERE b.height < ? ORDER BY b.height DESC LIMIT ?",
+        (top, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "blocks": [
+            {"height": h, "hash": bytes(hh).hex(), "time": t, "txs": tc, "results": rc, "seals": sc}
+            for h, hh, t, tc, rc, sc in rows
+        ],
+        "next_before": rows[-1][0] if more and rows else None,
+    }
+
+
+def block(ledger: LedgerReader, index_conn, height: int, user: User | None) -> dict[str, Any] | None:
+    """One block: header, transactions, results and seals, redacted for the viewer."""
+    store = ledger.store()
+    row = store.block_row(height)
+    if row is None:
+        return None
+    header = loads_strict(bytes(row[3]))
+    results = [loads_strict(bytes(r[2])) for r in store.result_rows(height)]
+    status = {r["index"]: r for r in results if r.get("kind") == "tx"}
+    adjust_parties = _adjustment_parties(index_conn, results)
+    tx_rows = store.tx_rows(height)
+    signers = {r[0]: r[2] for r in tx_rows}
+    types = {r[0]: r[3] for r in tx_rows}
+    txs, hidden_txs = [], 0
+    for idx, tx_hash, signer, msg_type, seq in tx_rows:
+        shown = msg_type in PUBLIC_TX_TYPES or visible(user, {signer})
+        if not shown:
+            hidden_txs += 1
+            continue
+        payload = store.payload(bytes(tx_hash))
+        outcome = status.get(idx, {})
+        txs.append(
+            {
+                "index": idx,
+                "hash": bytes(tx_hash).hex(),
+                "signer": signer,
+                "type": msg_type,
+                "seq": seq,
+                "status": outcome.get("status"),
+                "reason": outcome.get("reason"),
+                "body": None if payload is None else json.loads(payload).get("body"),
+                "erased": payload is None,
+            }
+        )
+    shown_results, hidden = [], Counter()
+    for idx, result in enumerate(results):
+        kind = result.get("kind", "")
+        if kind == "tx":
+            parties = {signers.get(result.get("index"), "")}
+        elif kind == "adjustment":
+            parties = adjust_parties.get(idx, set())
+        else:
+            parties = _parties(result)
+        public = kind in PUBLIC_RESULT_KINDS or (
+            kind == "tx" and types.get(result.get("index")) in PUBLIC_TX_TYPES
+        )
+        if public or visible(user, parties):
+            shown_results.append({"index": idx, **result})
+        else:
+            hidden[kind] += 1
+    seals = []
+    for validator, envelope in store.seal_rows(height):
+        env = json.loads(bytes(envelope))
+        seals.append(
+            {
+                "validator": validator,
+                "created": env.get("created"),
+                "header": env.get("body", {}).get("header"),
+                "sig": env.get("sig"),
+            }
+        )
+    return {
+        "height": height,
+        "hash": bytes(row[1]).hex(),
+        "time": row[2],
+        "header": header,
+        "tx_count": row[4],
+        "result_count": row[5],
+        "txs": txs,
+        "hidden_txs": hidden_txs,
+        "results": shown_results,
+        "hidden_results": dict(sorted(hidden.items())),
+        "result_kinds": dict(sorted(Counter(r.get("kind", "") for r in results).items())),
+        "seals": seals,
+    }
+
+
+def _adjustment_parties(index_conn, results: list[dict[str, Any]]) -> dict[int, set[str]]:
+    out = {}
+    for idx, r in enumerate(results):
+        if r.get("kind") == "adjustment":
+            row = index_conn.execute(
+                "SELECT seller, buyer FROM trades WHERE interval = ? AND trade_key = ?",
+                (r.get("interval"), r.get("trade")),
+            ).fetchone()
+            out[idx] = set(row) if row else set()
+    return out
+
+
+def governance(ledger: LedgerReader, index_conn, user: User | None) -> list[dict[str, Any]]:
+    """Every proposal: what it asked, its outcome, counts; who proposed and who voted how only
+    for logged-in users (they are households)."""
+    open_now = ledger.open_proposals()
+    proposals: dict[str, dict[str, Any]] = {}
+    for height, tx, signer, status, reason, action, args, deadline, note, erased in index_conn.execute(
+        "SELECT height, tx, signer, status, reason, action, args, deadline, note, erased FROM gov_txs"
+        " WHERE type = 'propose' ORDER BY height DESC, idx DESC"
+    ):
+        proposals[tx] = {
+            "id": tx,
+            "height": height,
+            "proposer": signer if user is not None else None,
+            "status": status,
+            "reason": reason,
+            "action": action,
+            "args": json.loads(args) if args else None,
+            "deadline": deadline,
+            "note": note,
+            "erased": bool(erased),
+            "outcome": "open" if tx in open_now else None,
+            "yes": None,
+            "no": None,
+            "votes": [],
+        }
+    for proposal, action, outcome, yes, no, height in index_conn.execute(
+        "SELECT proposal, action, outcome, yes, no, height FROM gov ORDER BY height, idx"
+    ):
+        p = proposals.setdefault(proposal, {"id": proposal, "action": action, "votes": [], "height": height})
+        if outcome != "opened":
+            p.update(outcome=outcome, yes=yes, no=no, decided_height=height)
+        elif p.get("outcome") is None:
+            p["outcome"] = "open" if proposal in open_now else p.get("outcome")
+    for proposal, signer, vote, status, reason, height in index_conn.execute(
+        "SELECT proposal, signer, vote, status, reason, height FROM gov_txs WHERE type = 'vote'"
+        " ORDER BY height, idx"
+    ):
+        if proposal in proposals and user is not None:
+            proposals[proposal]["votes"].append(
+                {"voter": signer, "vote": vote, "status": status, "reason": reason, "height": height}
+            )
+    for pid, p in proposals.items():
+        if pid in open_now:
+            p["outcome"] = "open"
+            p["yes"] = len(open_now[pid].get("yes", []))
+            p["no"] = len(open_now[pid].get("no", []))
+    return sorted(proposals.values(), key=lambda p: -(p.get("height") or 0))

@@ -1,0 +1,293 @@
+"""A household's figures: energy flows, history, money (gross, never netted) and orders.
+
+Energy comes from the meter's signed readings (cumulative counters; the index keeps the
+per-interval differences) and from its trades. Money comes from the settled trades only and goes
+through market.statement (the project's one statement formula); trades cleared but not yet
+settled are shown apart as provisional.
+
+Solar production is not on the ledger: a grid meter sees only import and export. The estimate
+(always labelled as such) is: solar = export + estimated self-consumption, where the
+self-consumption is the household's average consumption in its intervals without export
+(assumed covered by its own panels in every interval in which it exports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dashboard.explain import explain
+from market.settlement import SETTLED, TradeSettlement
+from market.statement import household_statement
+
+SAVINGS_FORMULA = (
+    "savings = grid-only baseline − actual cost; baseline = imports × retail price − exports × "
+    "feed-in tariff; actual cost = P2P costs + grid fees + levies + (imports − bought from neighbours) "
+    "× retail price − P2P earnings − (exports − sold to neighbours) × feed-in tariff"
+)
+
+
+@dataclass(frozen=True)
+class Metered:
+    import_wh: int
+    export_wh: int
+    intervals: int
+    gaps: int
+
+
+@dataclass(frozen=True)
+class TradeTotals:
+    """A side's trades in a period, by state: settled (final), pending (cleared, provisional),
+    unsettled (flagged: no money moved)."""
+
+    settled_count: int = 0
+    settled_wh: int = 0
+    settled_value: int = 0
+    settled_grid_fee: int = 0
+    settled_levies: int = 0
+    pending_count: int = 0
+    pending_wh: int = 0
+    pending_value: int = 0
+    pending_grid_fee: int = 0
+    pending_levies: int = 0
+    unsettled_count: int = 0
+    unsettled_wh: int = 0
+
+
+def metered(conn, meter: str, start: int, end: int) -> Metered:
+    row = conn.execute(
+        "SELECT coalesce(sum(d_import_wh), 0), coalesce(sum(d_export_wh), 0), count(d_import_wh),"
+        " count(*) - count(d_import_wh) FROM readings WHERE meter = ? AND interval >= ? AND interval < ?",
+        (meter, start, end),
+    ).fetchone()
+    return Metered(*row)
+
+
+def trade_totals(conn, meter: str, start: int, end: int) -> dict[str, TradeTotals]:
+    """{'sell': ..., 'buy': ...} for the meter's trades with intervals in [start, end)."""
+    acc: dict[str, dict[str, int]] = {"sell": {}, "buy": {}}
+    for side, status, count, wh, value, fee, levies, s_wh, s_value, s_fee, s_levies in conn.execute(
+        "SELECT side, status, count(*), sum(energy_wh), sum(value), sum(grid_fee), sum(levies),"
+        " sum(coalesce(settled_wh, 0)), sum(coalesce(s_value, 0)), sum(coalesce(s_grid_fee, 0)),"
+        " sum(coalesce(s_levies, 0)) FROM trade_sides"
+        " WHERE meter = ? AND interval >= ? AND interval < ? GROUP BY side, status",
+        (meter, start, end),
+    ):
+        d = acc[side]
+        if status == "settled":
+            d.update(
+                settled_count=count,
+                settled_wh=s_wh,
+                settled_value=s_value,
+                settled_grid_fee=s_fee,
+                settled_levies=s_levies,
+            )
+        elif status == "unsettled":
+            d.update(unsettled_count=count, unsettled_wh=wh)
+        else:
+            d.update(
+                pending_count=count,
+                pending_wh=wh,
+                pending_value=value,
+                pending_grid_fee=fee,
+                pending_levies=levies,
+            )
+    return {side: TradeTotals(**d) for side, d in acc.items()}
+
+
+def statement(conn, meter: str, start: int, end: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Money of a period, gross: every part separately, and the savings with its formula."""
+    m = metered(conn, meter, start, end)
+    totals = trade_totals(conn, meter, start, end)
+    sold, bought = totals["sell"], totals["buy"]
+    aggregates = [
+        TradeSettlement(
+            0,
+            "",
+            "",
+            "",
+            meter,
+            0,
+            bought.settled_wh,
+            bought.settled_wh,
+            bought.settled_value,
+            bought.settled_grid_fee,
+            bought.settled_levies,
+            SETTLED,
+            None,
+            None,
+        ),
+        TradeSettlement(
+            1,
+            "",
+            "",
+            meter,
+            "",
+            0,
+            sold.settled_wh,
+            sold.settled_wh,
+            sold.settled_value,
+            0,
+            0,
+            SETTLED,
+            None,
+            None,
+        ),
+    ]
+    out: dict[str, Any] = {
+        "metered": asdict(m),
+        "sold": asdict(sold),
+        "bought": asdict(bought),
+        "retail_price_per_kwh": params["retail_price"],
+        "feed_in_price_per_kwh": params["feed_in_price"],
+        "formula": SAVINGS_FORMULA,
+        "provisional": bool(sold.pending_count or bought.pending_count),
+        "problem": None,
+    }
+    try:
+        s = household_statement(
+            meter,
+            import_wh=m.import_wh,
+            export_wh=m.export_wh,
+            trades=aggregates,
+            retail_price_per_kwh=params["retail_price"],
+            feed_in_price_per_kwh=params["feed_in_price"],
+        )
+    except ValueError:
+        out["statement"] = None
+        out["problem"] = (
+            "Readings are missing for part of this period, so the metered energy is less than the "
+            "energy settled with neighbours; the savings cannot be computed until they arrive."
+        )
+        return out
+    out["statement"] = asdict(s)
+    return out
+
+
+def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
+    """Where the household's energy came from and went to in [start, end), with the solar
+    estimate (see the module docstring)."""
+    rows = conn.execute(
+        "SELECT d_import_wh, d_export_wh FROM readings WHERE meter = ? AND interval >= ? AND interval < ?"
+        " AND d_import_wh IS NOT NULL",
+        (meter, start, end),
+    ).fetchall()
+    import_wh = sum(r[0] for r in rows)
+    export_wh = sum(r[1] for r in rows)
+    base = [r[0] for r in rows if r[1] == 0]
+    exporting = sum(1 for r in rows if r[1] > 0)
+    base_per_interval = sum(base) // len(base) if base else 0
+    self_consumed = base_per_interval * exporting
+    totals = trade_totals(conn, meter, start, end)
+    sold_wh = totals["sell"].settled_wh + totals["sell"].pending_wh
+    bought_wh = totals["buy"].settled_wh + totals["buy"].pending_wh
+    sold_wh, bought_wh = min(sold_wh, export_wh), min(bought_wh, import_wh)
+    solar = export_wh + self_consumed
+    return {
+        "import_wh": import_wh,
+        "export_wh": export_wh,
+        "from_grid_wh": import_wh - bought_wh,
+        "from_neighbours_wh": bought_wh,
+        "to_grid_wh": export_wh - sold_wh,
+        "to_neighbours_wh": sold_wh,
+        "solar_estimated_wh": solar,
+        "solar_to_home_estimated_wh": self_consumed,
+        "home_estimated_wh": import_wh + self_consumed,
+        "solar_is_estimate": True,
+        "solar_note": (
+            "Estimated: your meter measures only the grid connection. Solar = exported energy + "
+            "your average consumption in intervals without export, assumed covered by your panels "
+            "in each interval in which you exported."
+        ),
+        "provisional": bool(totals["sell"].pending_count or totals["buy"].pending_count),
+        "intervals_with_data": len(rows),
+    }
+
+
+def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, Any]:
+    """Per bucket (15-minute intervals of a day, days of a month, months of a year): metered
+    import/export and energy sold/bought (settled, else as cleared while provisional).
+
+    Summed in SQLite, one index range scan per bucket (a year of a household is ~35,000
+    readings and as many trade rows)."""
+    n = len(buckets)
+    series = {k: [0] * n for k in ("import_wh", "export_wh", "sold_wh", "bought_wh")}
+    missing = [0] * n
+    if not buckets:
+        return {"labels": [], "starts": [], **series, "missing_intervals": missing}
+    values = ",".join("(?, ?, ?)" for _ in buckets)
+    bounds = [x for i, (s, e, _) in enumerate(buckets) for x in (i, s, e)]
+    for i, d_import, d_export, gaps in conn.execute(
+        f"WITH b(i, s, e) AS (VALUES {values}) SELECT b.i, coalesce(sum(r.d_import_wh), 0),"
+        " coalesce(sum(r.d_export_wh), 0), count(*) - count(r.d_import_wh)"
+        " FROM b JOIN readings r ON r.meter = ? AND r.interval >= b.s AND r.interval < b.e GROUP BY b.i",
+        (*bounds, meter),
+    ):
+        series["import_wh"][i] = d_import
+        series["export_wh"][i] = d_export
+        missing[i] = gaps
+    for i, side, wh in conn.execute(
+        f"WITH b(i, s, e) AS (VALUES {values}) SELECT b.i, s.side,"
+        " sum(CASE WHEN s.status = 'cleared' THEN s.energy_wh ELSE coalesce(s.settled_wh, 0) END)"
+        " FROM b JOIN trade_sides s ON s.meter = ? AND s.interval >= b.s AND s.interval < b.e"
+        " GROUP BY b.i, s.side",
+        (*bounds, meter),
+    ):
+        series["sold_wh" if side == "sell" else "bought_wh"][i] = wh
+    return {
+        "labels": [b[2] for b in buckets],
+        "starts": [b[0] for b in buckets],
+        **series,
+        "missing_intervals": missing,
+    }
+
+
+def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[dict[str, Any]]:
+    """The meter's orders of [start, end) as cleared, each with a plain explanation."""
+    rows = conn.execute(
+        "SELECT o.interval, o.side, o.energy_wh, o.limit_price, o.filled_wh, o.order_id, o.height,"
+        " c.mechanism, c.price, c.asks, c.bids, c.ask_wh, c.bid_wh"
+        " FROM outcomes o LEFT JOIN clearings c ON c.interval = o.interval"
+        " WHERE o.meter = ? AND o.interval >= ? AND o.interval < ? ORDER BY o.interval",
+        (meter, start, end),
+    ).fetchall()
+    out = []
+    for (
+        interval,
+        side,
+        energy_wh,
+        limit,
+        filled,
+        order_id,
+        height,
+        mech,
+        price,
+        asks,
+        bids,
+        ask_wh,
+        bid_wh,
+    ) in rows:
+        outcome = {"side": side, "energy_wh": energy_wh, "limit_price": limit, "filled_wh": filled}
+        clearing = (
+            None
+            if mech is None
+            else {
+                "mechanism": mech,
+                "price": price,
+                "asks": asks,
+                "bids": bids,
+                "ask_wh": ask_wh,
+                "bid_wh": bid_wh,
+            }
+        )
+        out.append(
+            {
+                "interval": interval,
+                **outcome,
+                "order": order_id,
+                "height": height,
+                "clearing_price_per_kwh": price,
+                "explanation": explain(outcome, clearing, subunit),
+            }
+        )
+    return out

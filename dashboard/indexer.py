@@ -1,0 +1,461 @@
+"""Builds and updates the derived index from the ledger, block range by block range.
+
+Reads only: the ledger's ``results`` (clearing, order_outcome, trade, settlement, adjustment,
+gov, and the rejections among the per-transaction results) and the ``reading``/``propose``/
+``vote`` transactions with their payloads. One index transaction per batch of blocks records
+the batch's rows and the height and hash of its last block, so a crash leaves a consistent
+prefix. If the ledger under the index changes (another genesis, another block at the indexed
+height, a shorter chain) the index is emptied and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from chain.canonical import CanonicalError, loads_strict
+from chain.genesis import default_quorum
+from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
+from dashboard.indexdb import TABLES, IndexDB
+from dashboard.ledger import LedgerReader
+
+RESULT_KINDS = ("clearing", "order_outcome", "trade", "settlement", "adjustment", "gov")
+VALIDATOR_ACTIONS = ("add_validator", "remove_validator")
+
+
+@dataclass
+class SyncReport:
+    blocks: int = 0
+    trades: int = 0
+    settlements: int = 0
+    readings: int = 0
+    rebuilt: bool = False
+    seconds: float = 0.0
+
+
+class Indexer:
+    """Keeps an IndexDB in step with a LedgerReader."""
+
+    def __init__(self, ledger: LedgerReader, db: IndexDB, *, batch_blocks: int = 500) -> None:
+        self.ledger = ledger
+        self.db = db
+        self.batch_blocks = batch_blocks
+        self._last_check = 0.0
+        self._busy = threading.Lock()
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def sync_if_due(self, *, min_interval_s: float = 1.0, max_blocks: int | None = 2000) -> None:
+        """Cheap per-request catch-up: at most once per ``min_interval_s``; never blocks a
+        request behind another thread's sync (that request uses the index as it is)."""
+        now = time.monotonic()
+        if now - self._last_check < min_interval_s or not self._busy.acquire(blocking=False):
+            return
+        try:
+            self._last_check = now
+            self._sync(max_blocks)
+        finally:
+            self._busy.release()
+
+    def sync(self, max_blocks: int | None = None) -> SyncReport:
+        """Index every block not yet indexed (or at most ``max_blocks`` of them)."""
+        with self._busy:
+            return self._sync(max_blocks)
+
+    def indexed_height(self) -> int:
+        value = self.db.meta("height")
+        return int(value) if value is not None else 0
+
+    # -- work --------------------------------------------------------------------------------
+
+    def _sync(self, max_blocks: int | None) -> SyncReport:
+        started = time.perf_counter()
+        report = SyncReport()
+        w = self.db.writer
+        head = self.ledger.head()
+        with self.db.write_lock:
+            meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
+            height = int(meta.get("height", 0))
+            if (
+                meta.get("genesis") != self.ledger.community.genesis_hash
+                or height > head.height
+                or (height > 0 and self.ledger.block_hash(height) != meta.get("block_hash"))
+            ):
+                self._reset()
+                report.rebuilt = True
+                height = 0
+            budget = head.height - height if max_blocks is None else min(max_blocks, head.height - height)
+            target = height + budget
+            while height < target:
+                end = min(target, height + self.batch_blocks)
+                w.execute("BEGIN IMMEDIATE")
+                try:
+                    self._ingest(height + 1, end, report)
+                    w.executemany(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [("height", str(end)), ("block_hash", self.ledger.block_hash(end) or "")],
+                    )
+                    w.execute("COMMIT")
+                except BaseException:
+                    w.execute("ROLLBACK")
+                    raise
+                report.blocks += end - height
+                height = end
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _reset(self) -> None:
+        w = self.db.writer
+        genesis = self.ledger.community.doc
+        w.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            if table != "meta":
+                w.execute(f"DELETE FROM {table}")
+        w.execute("DELETE FROM meta WHERE key != 'schema'")
+        w.execute("INSERT INTO meta VALUES ('genesis', ?)", (self.ledger.community.genesis_hash,))
+        w.execute(
+            "INSERT INTO validator_sets VALUES (1, ?, ?)",
+            (
+                json.dumps({k: v["key"] for k, v in genesis["validators"].items()}, sort_keys=True),
+                genesis["chain"]["quorum"],
+            ),
+        )
+        w.execute("COMMIT")
+
+    def _ingest(self, lo: int, hi: int, report: SyncReport) -> None:
+        lconn = self.ledger.conn
+        rejected: dict[tuple[int, int], str] = {}
+        for height, data in lconn.execute(
+            "SELECT height, data FROM results WHERE kind = 'tx' AND height BETWEEN ? AND ?"
+            ' AND instr(CAST(data AS TEXT), \'"status":"rejected"\')',
+            (lo, hi),
+        ):
+            result = json.loads(bytes(data))
+            rejected[(height, result["index"])] = result.get("reason", "")
+        tx_rows = lconn.execute(
+            "SELECT height, idx, hash, signer, type FROM txs WHERE height BETWEEN ? AND ?"
+            " AND type IN ('reading', 'propose', 'vote') ORDER BY height, idx",
+            (lo, hi),
+        ).fetchall()
+        interval_s = self.ledger.params()["interval_s"]
+        for height, idx, tx_hash, signer, msg_type in tx_rows:
+            status = "rejected" if (height, idx) in rejected else "ok"
+            body = self._body(bytes(tx_hash))
+            if msg_type == "reading":
+                if status == "ok" and body is not None:
+                    self._reading(signer, body, height, interval_s)
+                    report.readings += 1
+            else:
+                self._gov_tx(
+                    height,
+                    idx,
+                    bytes(tx_hash).hex(),
+                    signer,
+                    msg_type,
+                    status,
+                    rejected.get((height, idx)),
+                    body,
+                )
+        marks = ",".join("?" * len(RESULT_KINDS))
+        by_kind: dict[str, list[tuple[int, int, dict[str, Any]]]] = {k: [] for k in RESULT_KINDS}
+        for height, idx, kind, data in lconn.execute(
+            f"SELECT height, idx, kind, data FROM results WHERE height BETWEEN ? AND ?"
+            f" AND kind IN ({marks}) ORDER BY height, idx",
+            (lo, hi, *RESULT_KINDS),
+        ):
+            by_kind[kind].append((height, idx, json.loads(bytes(data))))
+        self._clearings(by_kind["clearing"])
+        self._outcomes(by_kind["order_outcome"])
+        report.trades += self._trades(by_kind["trade"])
+        report.settlements += self._settlements(by_kind["settlement"])
+        adjusted = self._adjustments(by_kind["adjustment"])
+        self._mirror_sides(lo, hi, adjusted)
+        self._gov(by_kind["gov"])
+
+    def _body(self, tx_hash: bytes) -> dict[str, Any] | None:
+        payload = self.ledger.store().payload(tx_hash)
+        if payload is None:
+            return None  # erased (GDPR)
+        try:
+            return loads_strict(payload).get("body")
+        except CanonicalError:
+            return None
+
+    # -- per kind ----------------------------------------------------------------------------
+
+    def _reading(self, meter: str, body: dict[str, Any], height: int, interval_s: int) -> None:
+        w = self.db.writer
+        interval = body["interval"]
+        current = (body["import_wh"], body["export_wh"], body["serial"])
+        previous = w.execute(
+            "SELECT import_wh, export_wh, serial FROM readings WHERE meter = ? AND interval = ?",
+            (meter, interval - interval_s),
+        ).fetchone()
+        d_import, d_export = _delta(previous, current)
+        w.execute(
+            "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (meter, interval, *current, d_import, d_export, height),
+        )
+        following = w.execute(
+            "SELECT import_wh, export_wh, serial FROM readings WHERE meter = ? AND interval = ?",
+            (meter, interval + interval_s),
+        ).fetchone()
+        if following is not None:
+            w.execute(
+                "UPDATE readings SET d_import_wh = ?, d_export_wh = ? WHERE meter = ? AND interval = ?",
+                (*_delta(current, following), meter, interval + interval_s),
+            )
+
+    def _gov_tx(self, height, idx, tx, signer, msg_type, status, reason, body) -> None:
+        body = body or {}
+        proposal = tx if msg_type == "propose" else body.get("proposal")
+        self.db.writer.execute(
+            "INSERT OR REPLACE INTO gov_txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                height,
+                idx,
+                tx,
+                signer,
+                msg_type,
+                status,
+                reason,
+                proposal,
+                body.get("action"),
+                json.dumps(body["args"], sort_keys=True) if "args" in body else None,
+                body.get("deadline"),
+                body.get("note"),
+                body.get("vote"),
+                int(not body),
+            ),
+        )
+
+    def _clearings(self, rows) -> None:
+        self.db.writer.executemany(
+            "INSERT OR REPLACE INTO clearings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["interval"],
+                    r.get("mechanism", ""),
+                    r.get("price"),
+                    r.get("volume_wh", 0),
+                    r.get("trades", 0),
+                    r.get("asks", 0),
+                    r.get("bids", 0),
+                    r.get("ask_wh", 0),
+                    r.get("bid_wh", 0),
+                    h,
+                    i,
+                )
+                for h, i, r in rows
+            ],
+        )
+
+    def _outcomes(self, rows) -> None:
+        self.db.writer.executemany(
+            "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["meter"],
+                    r["interval"],
+                    r["side"],
+                    r["energy_wh"],
+                    r["limit_price"],
+                    r["filled_wh"],
+                    r.get("order", ""),
+                    h,
+                    i,
+                )
+                for h, i, r in rows
+            ],
+        )
+
+    def _trades(self, rows) -> int:
+        if not rows:
+            return 0
+        w = self.db.writer
+        before = w.execute("SELECT coalesce(max(id), 0) FROM trades").fetchone()[0]
+        w.executemany(
+            "INSERT OR IGNORE INTO trades (interval, trade_key, seller, buyer, sell_order, buy_order,"
+            " energy_wh, price, value, grid_fee, levies, height, idx)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["interval"],
+                    trade_key(r),
+                    r["seller"],
+                    r["buyer"],
+                    r["sell_order"],
+                    r["buy_order"],
+                    r["energy_wh"],
+                    r["price"],
+                    r["value"],
+                    r.get("grid_fee", 0),
+                    r.get("levies", 0),
+                    h,
+                    i,
+                )
+                for h, i, r in rows
+            ],
+        )
+        w.execute(
+            "INSERT OR IGNORE INTO trade_sides (meter, interval, trade, side, energy_wh, price, value,"
+            " grid_fee, levies)"
+            " SELECT seller, interval, id, 'sell', energy_wh, price, value, grid_fee, levies FROM trades"
+            " WHERE id > ? UNION ALL"
+            " SELECT buyer, interval, id, 'buy', energy_wh, price, value, grid_fee, levies FROM trades"
+            " WHERE id > ?",
+            (before, before),
+        )
+        return len(rows)
+
+    def _settlements(self, rows) -> int:
+        self.db.writer.executemany(
+            "UPDATE trades SET status = ?, settled_wh = ?, s_value = ?, s_grid_fee = ?, s_levies = ?,"
+            " flag = ?, settle_height = ?, settle_idx = ? WHERE interval = ? AND trade_key = ?",
+            [
+                (
+                    r.get("status", "settled"),
+                    r.get("settled_wh", 0),
+                    r.get("value", 0),
+                    r.get("grid_fee", 0),
+                    r.get("levies", 0),
+                    r.get("flag"),
+                    h,
+                    i,
+                    r["interval"],
+                    r["trade"],
+                )
+                for h, i, r in rows
+            ],
+        )
+        return len(rows)
+
+    def _mirror_sides(self, lo: int, hi: int, adjusted: list[int]) -> None:
+        """Copy the settlement state of the trades settled or adjusted in blocks lo..hi to both
+        of their trade_sides rows."""
+        w = self.db.writer
+        rows = w.execute(
+            "SELECT id, interval, seller, buyer, status, settled_wh, s_value, s_grid_fee, s_levies"
+            " FROM trades WHERE settle_height BETWEEN ? AND ?",
+            (lo, hi),
+        ).fetchall()
+        if adjusted:
+            marks = ",".join("?" * len(adjusted))
+            rows += w.execute(
+                "SELECT id, interval, seller, buyer, status, settled_wh, s_value, s_grid_fee, s_levies"
+                f" FROM trades WHERE id IN ({marks})",
+                adjusted,
+            ).fetchall()
+        w.executemany(
+            "UPDATE trade_sides SET status = ?, settled_wh = ?, s_value = ?, s_grid_fee = ?, s_levies = ?"
+            " WHERE meter = ? AND interval = ? AND trade = ?",
+            [
+                (status, wh, value, fee, levies, meter, interval, trade)
+                for trade, interval, seller, buyer, status, wh, value, fee, levies in rows
+                for meter in (seller, buyer)
+            ],
+        )
+
+    def _adjustments(self, rows) -> list[int]:
+        w = self.db.writer
+        touched: list[int] = []
+        for h, i, r in rows:
+            found = w.execute(
+                "SELECT id, coalesce(settled_wh, 0) FROM trades WHERE interval = ? AND trade_key = ?",
+                (r["interval"], r["trade"]),
+            ).fetchone()
+            d_wh = r.get("delta_wh", 0)
+            w.execute(
+                "INSERT INTO adjustments (trade, interval, trade_key, delta_wh, delta_value,"
+                " delta_grid_fee, delta_levies, reason, height, idx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    found[0] if found else None,
+                    r["interval"],
+                    r["trade"],
+                    d_wh,
+                    r.get("delta_value", 0),
+                    r.get("delta_grid_fee", 0),
+                    r.get("delta_levies", 0),
+                    r.get("reason"),
+                    h,
+                    i,
+                ),
+            )
+            if found is None:
+                continue
+            touched.append(found[0])
+            settled_wh = found[1] + d_wh
+            status = r.get("status") or ("settled" if settled_wh > 0 else None)
+            w.execute(
+                "UPDATE trades SET settled_wh = ?, s_value = coalesce(s_value, 0) + ?,"
+                " s_grid_fee = coalesce(s_grid_fee, 0) + ?, s_levies = coalesce(s_levies, 0) + ?,"
+                " status = coalesce(?, status), flag = CASE WHEN ? = 'settled' THEN NULL ELSE"
+                " coalesce(?, flag) END, adjusted = adjusted + 1 WHERE id = ?",
+                (
+                    settled_wh,
+                    r.get("delta_value", 0),
+                    r.get("delta_grid_fee", 0),
+                    r.get("delta_levies", 0),
+                    status,
+                    status,
+                    r.get("flag"),
+                    found[0],
+                ),
+            )
+        return touched
+
+    def _gov(self, rows) -> None:
+        w = self.db.writer
+        for h, i, r in rows:
+            w.execute(
+                "INSERT OR REPLACE INTO gov VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (h, i, r["proposal"], r["action"], r["outcome"], r.get("yes"), r.get("no")),
+            )
+            if r["outcome"] == "passed" and r["action"] in VALIDATOR_ACTIONS:
+                self._validator_change(h, r)
+
+    def _validator_change(self, height: int, result: dict[str, Any]) -> None:
+        """A validator-set change in block h applies from block h + 1 (docs/ledger.md)."""
+        w = self.db.writer
+        row = w.execute(
+            "SELECT args FROM gov_txs WHERE tx = ? AND type = 'propose'", (result["proposal"],)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return  # the proposal's payload was erased: keep the last known set
+        args = json.loads(row[0])
+        current = w.execute(
+            "SELECT validators FROM validator_sets WHERE from_height <= ? ORDER BY from_height DESC LIMIT 1",
+            (height,),
+        ).fetchone()
+        validators: dict[str, str] = json.loads(current[0])
+        if result["action"] == "add_validator":
+            try:
+                public = load_public_key(args["key"])
+            except (KeyFileError, AttributeError, KeyError):
+                return
+            validators[key_id(public)] = public_key_sec1(public).hex()
+        else:
+            validators.pop(args.get("validator"), None)
+        w.execute(
+            "INSERT OR REPLACE INTO validator_sets VALUES (?, ?, ?)",
+            (height + 1, json.dumps(validators, sort_keys=True), default_quorum(len(validators))),
+        )
+
+
+def trade_key(result: dict[str, Any]) -> str:
+    """The ledger's id of a trade within its interval (market.app.trade_id)."""
+    return f"{result['sell_order'][:24]}:{result['buy_order'][:24]}"
+
+
+def _delta(previous, current) -> tuple[int | None, int | None]:
+    """Energy between two consecutive counter readings; None for a gap, a new meter or a
+    counter that went backwards (never guessed)."""
+    if previous is None or previous[2] != current[2]:
+        return None, None
+    d_import, d_export = current[0] - previous[0], current[1] - previous[1]
+    if d_import < 0 or d_export < 0:
+        return None, None
+    return d_import, d_export

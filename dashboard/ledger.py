@@ -1,0 +1,198 @@
+"""Read-only access to a node's ledger store for the dashboard (one SQLite connection per thread).
+
+The store is opened with ``Store.open(data_dir, readonly=True)`` (SQLite URI ``mode=ro``): the
+dashboard can never write the ledger. The current state (order book, balances, registry,
+parameters) is the node's snapshot advanced to the head by re-executing the few blocks after it,
+cached per head height.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chain.app import Application
+from chain.block import header_hash
+from chain.canonical import loads_strict
+from chain.engine import replay_blocks
+from chain.state import State
+from chain.store import Store, StoreError
+from dashboard.timeutil import zone
+from market import params as market_params
+
+
+@dataclass(frozen=True)
+class Community:
+    """What the genesis document says about the community (never changes)."""
+
+    id: str
+    name: str
+    timezone: str
+    tz: ZoneInfo
+    genesis_time: int
+    app: str
+    genesis_hash: str
+    doc: dict[str, Any]
+
+
+class _CannotReplay(Exception):
+    """A block after the snapshot cannot be re-executed here (erased payload)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    height: int
+    time: int
+    hash: str
+
+
+class LedgerReader:
+    """Thread-safe read-only view of one node's ledger store."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._local = threading.local()
+        self._state_lock = threading.Lock()
+        self._state: tuple[int, State] | None = None
+        self._app_instance: Application | None = None
+        store = self.store()  # fails early with a one-line StoreError when there is no store
+        doc_bytes = store.genesis_doc()
+        doc = loads_strict(doc_bytes)
+        community = doc["community"]
+        self.community = Community(
+            id=community["id"],
+            name=community.get("name", community["id"]),
+            timezone=community.get("timezone", "UTC"),
+            tz=zone(community.get("timezone", "UTC")),
+            genesis_time=community["time"],
+            app=community.get("app", "market"),
+            genesis_hash=hashlib.sha256(doc_bytes).hexdigest(),
+            doc=doc,
+        )
+
+    # -- connections -------------------------------------------------------------------------
+
+    def store(self) -> Store:
+        """This thread's read-only store (opened on first use)."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = Store.open(self.data_dir, readonly=True)
+            self._local.store = store
+        return store
+
+    @property
+    def conn(self):
+        return self.store().conn
+
+    # -- chain facts ---------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        row = self.conn.execute(
+            "SELECT height, time, hash FROM blocks ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"{self.data_dir}: the store has no blocks")
+        return Head(row[0], row[1], bytes(row[2]).hex())
+
+    def block_hash(self, height: int) -> str | None:
+        row = self.conn.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0]).hex()
+
+    def header(self, height: int) -> dict[str, Any] | None:
+        return self.store().header(height)
+
+    # -- state at the head ----------------------------------------------------------------------
+
+    def state(self) -> State:
+        """The ledger state after the last final block (book, balances, registry, parameters).
+
+        A node saves its state snapshot only every few blocks; the blocks after it are
+        re-executed here in memory (no signature checks: they are final, and each state root is
+        checked against its header), as ``Ledger.open`` does. Cached per head height and advanced
+        block by block. If a payload after the snapshot was erased, the snapshot's state is used.
+        """
+        head = self.head()
+        with self._state_lock:
+            cached = self._state
+            if cached is not None and cached[0] == head.height:
+                return cached[1]
+            snap = self.conn.execute("SELECT height FROM local_snapshot WHERE id = 0").fetchone()
+            if cached is None or cached[0] > head.height or (snap is not None and snap[0] > cached[0]):
+                loaded = self.store().snapshot()
+                if loaded is None:
+                    raise StoreError(f"{self.data_dir}: the store has no state snapshot")
+                cached = loaded
+            height, state = cached
+            try:
+                state = self._replay(state, height, head.height)
+                height = head.height
+            except _CannotReplay:
+                pass
+            self._state = (height, state)
+            return state
+
+    def state_height(self) -> int:
+        """The height of the state the dashboard shows (the head, unless replay was impossible)."""
+        self.state()
+        return self._state[0] if self._state else -1
+
+    def _replay(self, state: State, start: int, end: int) -> State:
+        try:
+            return replay_blocks(self.store(), self._app(), self.community.id, state, start, end)
+        except StoreError:
+            raise _CannotReplay from None
+
+    def _app(self) -> Application:
+        if self._app_instance is None:
+            from dashboard.verify_runner import app_for
+
+            self._app_instance = app_for(self.community.app)
+        return self._app_instance
+
+    def _chain(self) -> dict[str, Any]:
+        return self.state()["chain"]
+
+    def params(self) -> dict[str, Any]:
+        """The market parameters in force (governance may have changed them), with defaults."""
+        return market_params.with_defaults(self._chain()["params"])
+
+    def book(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The open order book: {interval: {meter: order}}."""
+        return self.state()["app"].get("book", {})
+
+    def balances(self) -> dict[str, int]:
+        return self.state()["app"].get("balances", {})
+
+    def meters(self) -> dict[str, dict[str, Any]]:
+        """Every meter ever enrolled (genesis and governance), by key id."""
+        return self._chain()["meters"]
+
+    def members(self) -> dict[str, dict[str, Any]]:
+        return self._chain()["members"]
+
+    def validators(self) -> dict[str, dict[str, Any]]:
+        """The validator set in force for the next block."""
+        return self._chain()["validators"]
+
+    def quorum(self) -> int:
+        return self._chain()["quorum"]
+
+    def open_proposals(self) -> dict[str, dict[str, Any]]:
+        return self._chain()["proposals"]
+
+    def erased(self) -> dict[str, int]:
+        return self._chain()["erased"]
+
+    def close(self) -> None:
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
+            self._local.store = None
+
+
+def header_hash_hex(header: dict[str, Any]) -> str:
+    return header_hash(header).hex()

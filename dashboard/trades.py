@@ -1,0 +1,321 @@
+"""Trade history queries: filters, sorting and keyset paging over the derived index, and the CSV
+export of exactly the filtered rows (the same WHERE and ORDER BY, read by pandas in chunks).
+
+Keyset paging: a page is the ``limit`` rows after (or before) the last row shown, found with an
+index range scan on (sort key, trade id), so page 10,000 costs what page 1 costs. A household's
+queries run on ``trade_sides`` (one row per trade and party, indexed by meter); an admin's
+unfiltered queries run on ``trades``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from dashboard.directory import Directory
+from dashboard.timeutil import local_midnight
+
+SORTS = {"time": "interval", "energy": "energy_wh", "price": "price", "value": "value"}
+SIDES = ("sell", "buy")
+MAX_LIMIT = 500
+CSV_CHUNK = 50_000
+
+TRADE_COLUMNS = (
+    "t.id, t.interval, t.trade_key, t.seller, t.buyer, t.energy_wh, t.price, t.value, t.grid_fee,"
+    " t.levies, t.height, t.idx, t.status, t.settled_wh, t.s_value, t.s_grid_fee, t.s_levies, t.flag,"
+    " t.settle_height, t.adjusted"
+)
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be used (shown to the user as is)."""
+
+
+@dataclass(frozen=True)
+class TradeFilter:
+    """What the trade history shows. ``meters`` None = every meter (admin only)."""
+
+    meters: tuple[str, ...] | None = None
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive
+    side: str | None = None
+    interval: int | None = None
+    sort: str = "time"
+    descending: bool = True
+    limit: int = 50
+
+    def check(self) -> TradeFilter:
+        if self.sort not in SORTS:
+            raise FilterError(f"sort must be one of {', '.join(SORTS)}")
+        if self.side is not None and self.side not in SIDES:
+            raise FilterError("side must be sell or buy")
+        if self.side is not None and self.meters is None:
+            raise FilterError("choose a household to filter by side (sold or bought)")
+        if self.date_from and self.date_to and self.date_to < self.date_from:
+            raise FilterError("the end date is before the start date")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise FilterError(f"limit must be within 1..{MAX_LIMIT}")
+        return self
+
+
+def public_id(interval: int, key: str) -> str:
+    """A trade's id in URLs and CSVs: ``<interval start>:<sell order 24>:<buy order 24>``."""
+    return f"{interval}:{key}"
+
+
+def parse_public_id(text: str) -> tuple[int, str]:
+    interval, _, key = text.partition(":")
+    if not interval.isdigit() or key.count(":") != 1 or len(key) > 49:
+        raise FilterError("not a trade id")
+    return int(interval), key
+
+
+def encode_cursor(sort_value: int, trade_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([sort_value, trade_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value, trade_id = json.loads(raw)
+    except (ValueError, TypeError):
+        raise FilterError("bad page cursor") from None
+    if type(value) is not int or type(trade_id) is not int:
+        raise FilterError("bad page cursor")
+    return value, trade_id
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+def _where(f: TradeFilter, tz: ZoneInfo, prefix: str) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if f.meters is not None:
+        clauses.append(f"s.meter IN ({','.join('?' * len(f.meters))})")
+        args.extend(f.meters)
+        if f.side:
+            clauses.append("s.side = ?")
+            args.append(f.side)
+    if f.date_from:
+        clauses.append(f"{prefix}.interval >= ?")
+        args.append(local_midnight(f.date_from, tz))
+    if f.date_to:
+        clauses.append(f"{prefix}.interval < ?")
+        args.append(local_midnight(f.date_to + timedelta(days=1), tz))
+    if f.interval is not None:
+        clauses.append(f"{prefix}.interval = ?")
+        args.append(f.interval)
+    return clauses, args
+
+
+def _select(f: TradeFilter, tz: ZoneInfo) -> tuple[str, str, list[str], list[Any]]:
+    """(FROM clause, key column prefix, WHERE clauses, args) for a filter."""
+    if f.meters is not None:
+        clauses, args = _where(f, tz, "s")
+        return ("trade_sides s JOIN trades t ON t.id = s.trade", "s", clauses, args)
+    clauses, args = _where(f, tz, "t")
+    return ("trades t", "t", clauses, args)
+
+
+def query_page(
+    conn,
+    f: TradeFilter,
+    tz: ZoneInfo,
+    directory: Directory,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+) -> Page:
+    """One page of trades, keyset-paged; ``after``/``before`` are cursors from a previous page."""
+    f.check()
+    source, p, clauses, args = _select(f, tz)
+    key = f"{p}.{SORTS[f.sort]}"
+    tid = f"{p}.trade" if p == "s" else "t.id"
+    side_cols = ", s.side" if p == "s" else ", NULL"
+    backwards = before is not None
+    cursor = decode_cursor(before if backwards else after) if (before or after) else None
+    # "forward" means the order the user asked for; a backwards page walks the other way.
+    walk_desc = f.descending != backwards
+    if cursor is not None:
+        clauses.append(f"({key}, {tid}) {'<' if walk_desc else '>'} (?, ?)")
+        args.extend(cursor)
+    direction = "DESC" if walk_desc else "ASC"
+    sql = (
+        f"SELECT {TRADE_COLUMNS}{side_cols}, {key} FROM {source}"
+        f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+        f" ORDER BY {key} {direction}, {tid} {direction} LIMIT ?"
+    )
+    fetched = conn.execute(sql, (*args, f.limit + 1)).fetchall()
+    more = len(fetched) > f.limit
+    if backwards and not more:  # reached the start: show the first page, full
+        return query_page(conn, f, tz, directory)
+    fetched = fetched[: f.limit]
+    if backwards:
+        fetched.reverse()
+    rows = [_row(r, directory) for r in fetched]
+    keys = [(r[-1], r[0]) for r in fetched]
+    if not keys:
+        return Page([], None, None)
+    first, last = encode_cursor(*keys[0]), encode_cursor(*keys[-1])
+    if backwards:
+        return Page(rows, last, first if more else None)
+    return Page(rows, last if more else None, first if cursor is not None else None)
+
+
+def iter_rows(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory) -> Iterator[dict[str, Any]]:
+    """Every row the filter selects, in its order, fetched page by page."""
+    chunk = replace(f, limit=MAX_LIMIT)
+    after: str | None = None
+    while True:
+        page = query_page(conn, chunk, tz, directory, after=after)
+        yield from page.rows
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor
+
+
+def _row(r: tuple, directory: Directory) -> dict[str, Any]:
+    (
+        trade_id,
+        interval,
+        key,
+        seller,
+        buyer,
+        energy_wh,
+        price,
+        value,
+        grid_fee,
+        levies,
+        height,
+        idx,
+        status,
+        settled_wh,
+        s_value,
+        s_grid_fee,
+        s_levies,
+        flag,
+        settle_height,
+        adjusted,
+        side,
+        _,
+    ) = r
+    row = {
+        "id": public_id(interval, key),
+        "interval": interval,
+        "seller": seller,
+        "seller_name": directory.label(seller),
+        "buyer": buyer,
+        "buyer_name": directory.label(buyer),
+        "energy_wh": energy_wh,
+        "price_per_kwh": price,
+        "value": value,
+        "grid_fee": grid_fee,
+        "levies": levies,
+        "status": status,
+        "settled_wh": settled_wh,
+        "settled_value": s_value,
+        "settled_grid_fee": s_grid_fee,
+        "settled_levies": s_levies,
+        "flag": flag,
+        "height": height,
+        "result_index": idx,
+        "settle_height": settle_height,
+        "adjustments": adjusted,
+    }
+    if side is not None:
+        row["side"] = side
+        counterparty = buyer if side == "sell" else seller
+        row["counterparty"] = counterparty
+        row["counterparty_name"] = directory.label(counterparty)
+    return row
+
+
+CSV_COLUMNS = [
+    "trade_id",
+    "interval_start",
+    "interval_end",
+    "side",
+    "seller_meter",
+    "seller",
+    "buyer_meter",
+    "buyer",
+    "energy_wh",
+    "price_per_kwh_micro",
+    "value_micro",
+    "grid_fee_micro",
+    "levies_micro",
+    "status",
+    "settled_wh",
+    "settled_value_micro",
+    "settled_grid_fee_micro",
+    "settled_levies_micro",
+    "flag",
+    "block_height",
+    "settlement_height",
+]
+_CSV_SQL_COLUMNS = (
+    "t.interval, t.trade_key, t.seller AS seller_meter, t.buyer AS buyer_meter, t.energy_wh,"
+    " t.price AS price_per_kwh_micro, t.value AS value_micro, t.grid_fee AS grid_fee_micro,"
+    " t.levies AS levies_micro, t.status, t.settled_wh, t.s_value AS settled_value_micro,"
+    " t.s_grid_fee AS settled_grid_fee_micro, t.s_levies AS settled_levies_micro, t.flag,"
+    " t.height AS block_height, t.settle_height AS settlement_height"
+)
+
+
+def csv_chunks(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory, interval_s: int) -> Iterator[str]:
+    """The CSV of exactly the filtered rows, in their order, in chunks (header first). Money and
+    prices are the ledger's integers (micro-units, micro-units per kWh); times are in the
+    community's zone. One SQL query with the page's WHERE and ORDER BY, read by pandas."""
+    f.check()
+    source, p, clauses, args = _select(f, tz)
+    key = f"{p}.{SORTS[f.sort]}"
+    tid = f"{p}.trade" if p == "s" else "t.id"
+    direction = "DESC" if f.descending else "ASC"
+    side = "s.side" if p == "s" else "''"
+    sql = (
+        f"SELECT {_CSV_SQL_COLUMNS}, {side} AS side FROM {source}"
+        f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+        f" ORDER BY {key} {direction}, {tid} {direction}"
+    )
+    header = True
+    for frame in pd.read_sql_query(
+        sql, conn, params=args, chunksize=CSV_CHUNK, dtype_backend="numpy_nullable"
+    ):
+        yield _csv(frame, tz, interval_s, directory, header)
+        header = False
+    if header:
+        yield ",".join(CSV_COLUMNS) + "\n"
+
+
+def _csv(frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Directory, header: bool) -> str:
+    # Many trades share an interval: format each distinct interval once.
+    codes, intervals = pd.factorize(frame["interval"].astype("int64"))
+    starts = [datetime.fromtimestamp(int(i), tz) for i in intervals]
+    begin = np.array([d.isoformat() for d in starts], dtype=object)
+    end = np.array(
+        [datetime.fromtimestamp(int(i) + interval_s, tz).isoformat() for i in intervals], dtype=object
+    )
+    frame["trade_id"] = frame["interval"].astype("string") + ":" + frame["trade_key"]
+    frame["interval_start"] = begin[codes]
+    frame["interval_end"] = end[codes]
+    labels = {m: directory.label(m) for m in set(frame["seller_meter"]) | set(frame["buyer_meter"])}
+    frame["seller"] = frame["seller_meter"].map(labels)
+    frame["buyer"] = frame["buyer_meter"].map(labels)
+    frame["flag"] = frame["flag"].fillna("")
+    out = io.StringIO()
+    frame[CSV_COLUMNS].to_csv(out, index=False, header=header, lineterminator="\n")
+    return out.getvalue()

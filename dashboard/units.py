@@ -1,0 +1,79 @@
+"""Formatting the ledger's integers for people: energy, prices, money and shares.
+
+Everything on the ledger is an int (Wh, micro-units per kWh, micro-units). These functions only
+format: they round once, half-even, with integer arithmetic (market.money), and never compute
+money with floats.
+"""
+
+from __future__ import annotations
+
+from market.money import div_round_half_even
+
+MINUS = "\u2212"  # a real minus sign, not a hyphen
+THIN_SPACE = "\u202f"
+
+
+def fixed(value: int, scale: int, decimals: int) -> str:
+    """``value / scale`` with ``decimals`` digits after the point, rounded half-even.
+
+    ``scale`` must be a power of ten at least ``10**decimals`` (e.g. micro-units to 2 decimals:
+    ``fixed(1_234_567, 1_000_000, 2) == "1.23"``).
+    """
+    step = scale // 10**decimals
+    if step < 1 or step * 10**decimals != scale:
+        raise ValueError("scale must be a power of ten of at least 10**decimals")
+    rounded = div_round_half_even(abs(value), step)
+    whole, frac = divmod(rounded, 10**decimals)
+    text = f"{whole:,}" + (f".{frac:0{decimals}d}" if decimals else "")
+    return (MINUS + text) if value < 0 and rounded else text
+
+
+def energy(energy_wh: int) -> str:
+    """``850 Wh``, ``12.35 kWh``, ``1,234.5 kWh``."""
+    if abs(energy_wh) < 1000:
+        return f"{MINUS if energy_wh < 0 else ''}{abs(energy_wh)} Wh"
+    decimals = 2 if abs(energy_wh) < 100_000 else 1
+    return f"{fixed(energy_wh, 1000, decimals)} kWh"
+
+
+def price(price_per_kwh: int | None, subunit: str = "ct") -> str:
+    """A price in micro-units per kWh as sub-units (cents) per kWh: 125000 -> ``12.5 ct/kWh``.
+
+    One decimal when exact, else two (half-even): 123456 -> ``12.35 ct/kWh``.
+    """
+    if price_per_kwh is None:
+        return "\u2013"
+    decimals = 1 if price_per_kwh % 1000 == 0 else 2
+    return f"{fixed(price_per_kwh, 10_000, decimals)} {subunit}/kWh"
+
+
+def price_short(price_per_kwh: int, subunit: str = "ct") -> str:
+    """``12.5 ct`` (for sentences such as 'your ask of 14.0 ct')."""
+    decimals = 1 if price_per_kwh % 1000 == 0 else 2
+    return f"{fixed(price_per_kwh, 10_000, decimals)} {subunit}"
+
+
+def money(amount_micro: int, symbol: str = "\u20ac") -> str:
+    """Micro-units as currency with two decimals: 1_234_567 -> ``€1.23``; negatives with a minus."""
+    text = fixed(abs(amount_micro), 1_000_000, 2)
+    sign = MINUS if amount_micro < 0 and text.strip("0.,") else ""
+    return f"{sign}{symbol}{text}"
+
+
+def percent(part: int, whole: int) -> str:
+    """``part / whole`` as a percentage with one decimal (``–`` when whole is 0)."""
+    if whole <= 0:
+        return "\u2013"
+    return f"{fixed(div_round_half_even(part * 1000, whole), 10, 1)} %"
+
+
+def ratio_permille(part: int, whole: int) -> int | None:
+    """``part / whole`` in per mille (int, half-even), None when whole is 0 (for the JSON API)."""
+    if whole <= 0:
+        return None
+    return div_round_half_even(part * 1000, whole)
+
+
+def short_id(key_id: str, length: int = 8) -> str:
+    """The first characters of a key id or hash, for tables."""
+    return key_id[:length]

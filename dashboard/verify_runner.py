@@ -1,0 +1,106 @@
+"""Full verification of the ledger (chain.verify.verify_store) on demand, in a background thread.
+
+The run opens its own read-only store, re-checks every block from genesis with the app the
+genesis names, and records the outcome with its timestamps in the accounts database, so the
+explorer can show the last result to everyone. One run at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from chain.app import Application
+from chain.engine import genesis_from_dict_bytes
+from chain.store import Store, StoreError
+from chain.verify import VerifyError, verify_store
+from dashboard.accounts import Accounts
+
+
+def app_for(name: str) -> Application:
+    """The ledger application a genesis names (the engine's test app, or the market)."""
+    if name == "kv":
+        from chain.kvapp import KeyValueApp
+
+        return KeyValueApp()
+    if name == "market":
+        from market.app import MarketApp
+
+        return MarketApp()
+    raise ValueError(f"unknown app {name!r}")
+
+
+class VerifyRunner:
+    def __init__(self, data_dir: str | Path, accounts: Accounts) -> None:
+        self.data_dir = Path(data_dir)
+        self.accounts = accounts
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        with accounts.lock:
+            accounts.conn.execute(
+                "UPDATE verify_runs SET status = 'interrupted', finished = ? WHERE status = 'running'",
+                (int(time.time()),),
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, requested_by: str) -> bool:
+        """Start a run; False if one is already running."""
+        with self._lock:
+            if self.running:
+                return False
+            with self.accounts.lock:
+                cur = self.accounts.conn.execute(
+                    "INSERT INTO verify_runs (started, status, requested_by) VALUES (?, 'running', ?)",
+                    (int(time.time()), requested_by),
+                )
+            run_id = cur.lastrowid
+            self._thread = threading.Thread(target=self._run, args=(run_id,), name="verify", daemon=True)
+            self._thread.start()
+            return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self, run_id: int) -> None:
+        status, summary, bad_height, height = "error", "", None, None
+        try:
+            store = Store.open(self.data_dir, readonly=True)
+            try:
+                height = store.height()
+                app = app_for(genesis_from_dict_bytes(store.genesis_doc()).app_name)
+                report = verify_store(store, app)
+                status, summary = "ok", report.summary()
+            finally:
+                store.close()
+        except VerifyError as exc:
+            status, summary, bad_height = (
+                "failed",
+                f"FAILED at height {exc.height}: {exc.problem}",
+                exc.height,
+            )
+        except (StoreError, ValueError, ImportError) as exc:
+            status, summary = "error", f"could not run: {exc}"
+        with self.accounts.lock:
+            self.accounts.conn.execute(
+                "UPDATE verify_runs SET finished = ?, status = ?, summary = ?, bad_height = ?, height = ?"
+                " WHERE id = ?",
+                (int(time.time()), status, summary, bad_height, height, run_id),
+            )
+
+    def latest(self) -> dict[str, Any] | None:
+        with self.accounts.lock:
+            row = self.accounts.conn.execute(
+                "SELECT started, finished, status, height, summary, bad_height FROM verify_runs"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("started", "finished", "status", "height", "summary", "bad_height")
+        return dict(zip(keys, row, strict=True))

@@ -1,0 +1,75 @@
+"""Logging in and out (forms with CSRF tokens; failed logins are rate limited)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask_login import login_required, login_user, logout_user
+
+from dashboard.accounts import RateLimited
+from dashboard.views.common import services, viewer
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no scheme, no host, no '//' or '\\' tricks)."""
+    if not target:
+        return url_for("overview.page")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return url_for("overview.page")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        return render_template("login.html", next=request.args.get("next", ""))
+    name = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    target = _safe_next(request.form.get("next"))
+    try:
+        user = services().accounts.login(
+            name, password, request.remote_addr or "?", session_s=current_app.config["SESSION_HOURS"] * 3600
+        )
+    except RateLimited as exc:
+        response = render_template(
+            "login.html", next=target, error=str(exc).capitalize() + ".", username=name
+        )
+        return response, 429, {"Retry-After": str(exc.retry_after_s)}
+    if user is None:
+        return render_template(
+            "login.html", next=target, error="Wrong user name or password.", username=name
+        ), 401
+    session.clear()  # a new session for the new login (no fixation)
+    login_user(user)
+    session.permanent = True
+    return redirect(target)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    user = viewer()
+    if user is not None:
+        services().accounts.logout(user.session_token)
+    logout_user()
+    session.clear()
+    flash("You are logged out.")
+    return redirect(url_for("overview.page"))
+
+
+@bp.route("/api/v1/me")
+def me():
+    user = viewer()
+    if user is None:
+        return jsonify(logged_in=False)
+    directory = services().directory()
+    return jsonify(
+        logged_in=True,
+        name=user.name,
+        role=user.role,
+        meters=[{"meter": m, "name": directory.label(m)} for m in sorted(user.meters)],
+    )

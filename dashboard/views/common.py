@@ -1,0 +1,68 @@
+"""Helpers the blueprints share: services, the viewer, permission checks, query parsing."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask import abort, current_app, request
+from flask_login import current_user
+
+from dashboard.accounts import User
+from dashboard.app import Services
+from dashboard.timeutil import local_date, parse_date
+from dashboard.trades import FilterError
+
+
+def services() -> Services:
+    return current_app.extensions["peerwatt"]
+
+
+def viewer() -> User | None:
+    """The logged-in user, or None."""
+    return current_user if current_user.is_authenticated else None
+
+
+def own_meters() -> frozenset[str]:
+    user = viewer()
+    return user.meters if user is not None else frozenset()
+
+
+def require_meter(meter: str) -> User:
+    """The viewer if they may see ``meter`` (their own, or admin); 403 otherwise, also for
+    meters that do not exist (a guessed id learns nothing)."""
+    user = viewer()
+    if user is None:
+        abort(401)
+    if not user.may_see(meter):
+        abort(403, "This household's data is not yours to see.")
+    if meter not in services().ledger.meters():
+        abort(404, "No such meter in this community.")
+    return user
+
+
+def now() -> int:
+    """Ledger time (the app's CLOCK: the wall clock, or the demo's accelerated one)."""
+    return int(current_app.config["CLOCK"]())
+
+
+def ledger_today() -> date:
+    """The community-local day of the last final block."""
+    ledger = services().ledger
+    return local_date(ledger.head().time, ledger.community.tz)
+
+
+def arg_date(name: str) -> date | None:
+    try:
+        return parse_date(request.args.get(name))
+    except ValueError:
+        raise FilterError(f"{name} must be a date like 2025-06-02") from None
+
+
+def arg_int(name: str, default: int | None = None) -> int | None:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise FilterError(f"{name} must be a whole number") from None

@@ -1,0 +1,99 @@
+"""Ledger explorer (everyone; household data only for its household or an admin): blocks, a
+block's transactions, results and seals, governance, and full verification runs."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from dashboard import explorer as ex
+from dashboard.views.common import arg_int, services, viewer
+
+bp = Blueprint("explorer", __name__)
+
+
+def _chain() -> dict:
+    s = services()
+    ledger = s.ledger
+    head = ledger.head()
+    return {
+        "community": ledger.community.id,
+        "genesis_hash": ledger.community.genesis_hash,
+        "height": head.height,
+        "head_hash": head.hash,
+        "head_time": head.time,
+        "validators": [{"id": k, "name": v.get("name", "")} for k, v in sorted(ledger.validators().items())],
+        "quorum": ledger.quorum(),
+        "indexed_height": s.indexer.indexed_height(),
+        "verify": s.verifier.latest(),
+        "verify_running": s.verifier.running,
+    }
+
+
+@bp.route("/explorer")
+def page():
+    s = services()
+    listing = ex.blocks(s.ledger, before=arg_int("before"))
+    return render_template("explorer.html", chain=_chain(), listing=listing)
+
+
+@bp.route("/explorer/blocks/<int:height>")
+def block_page(height: int):
+    s = services()
+    data = ex.block(s.ledger, s.index.conn, height, viewer())
+    if data is None:
+        abort(404, f"No block at height {height}.")
+    return render_template("block.html", b=data, directory=s.directory())
+
+
+@bp.route("/explorer/governance")
+def governance_page():
+    s = services()
+    return render_template(
+        "governance.html", proposals=ex.governance(s.ledger, s.index.conn, viewer()), directory=s.directory()
+    )
+
+
+@bp.route("/explorer/verify", methods=["POST"])
+@login_required
+def verify_start():
+    services().verifier.start(viewer().name)
+    return redirect(url_for("explorer.page") + "#verify")
+
+
+@bp.route("/api/v1/chain")
+def api_chain():
+    return jsonify(_chain())
+
+
+@bp.route("/api/v1/blocks")
+def api_blocks():
+    return jsonify(
+        ex.blocks(services().ledger, before=arg_int("before"), limit=min(arg_int("limit", 25), 200))
+    )
+
+
+@bp.route("/api/v1/blocks/<int:height>")
+def api_block(height: int):
+    s = services()
+    data = ex.block(s.ledger, s.index.conn, height, viewer())
+    if data is None:
+        abort(404, f"No block at height {height}.")
+    return jsonify(data)
+
+
+@bp.route("/api/v1/governance")
+def api_governance():
+    s = services()
+    return jsonify(proposals=ex.governance(s.ledger, s.index.conn, viewer()))
+
+
+@bp.route("/api/v1/verify", methods=["GET", "POST"])
+def api_verify():
+    s = services()
+    if request.method == "POST":
+        if viewer() is None:
+            return jsonify(error="login required"), 401
+        started = s.verifier.start(viewer().name)
+        return jsonify(started=started, running=s.verifier.running), 202 if started else 409
+    return jsonify(latest=s.verifier.latest(), running=s.verifier.running)

@@ -1,0 +1,192 @@
+"""A household's page and API (login; own meters only, admin all): energy flows, history,
+money, trades with receipts (inclusion proofs) and order explanations."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from dashboard import household as hh
+from dashboard.receipts import build_receipt, parse_receipt, verify_receipt
+from dashboard.timeutil import VIEWS, buckets, day_range, period
+from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
+from dashboard.views.common import arg_date, ledger_today, require_meter, services, viewer
+
+bp = Blueprint("household", __name__)
+
+
+def _summary(meter: str) -> dict:
+    s = services()
+    ledger = s.ledger
+    tz = ledger.community.tz
+    params = ledger.params()
+    view = request.args.get("view", "day")
+    if view not in VIEWS:
+        raise FilterError(f"view must be one of {', '.join(VIEWS)}")
+    today = ledger_today()
+    anchor = arg_date("date") or today
+    p = period(view, anchor, tz)
+    conn = s.index.conn
+    directory = s.directory()
+    today_start, today_end = day_range(today, tz)
+    owner = directory.owner(meter)
+    subunit = current_app.config["CURRENCY_SUBUNIT"]
+    return {
+        "meter": meter,
+        "name": directory.label(meter),
+        "serial": ledger.meters().get(meter, {}).get("serial"),
+        "owner": owner,
+        "balance": ledger.balances().get(meter, ledger.balances().get(owner or "", 0)),
+        "today": {"date": today.isoformat(), "flows": hh.flows(conn, meter, today_start, today_end)},
+        "period": {
+            "view": view,
+            "label": p.label,
+            "date": p.anchor.isoformat(),
+            "start": p.start,
+            "end": p.end,
+            "prev": p.prev_anchor.isoformat(),
+            "next": p.next_anchor.isoformat(),
+        },
+        "statement": hh.statement(conn, meter, p.start, p.end, params),
+        "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
+        "orders": [
+            o for o in hh.orders(conn, meter, p.start, p.end, subunit) if o["filled_wh"] < o["energy_wh"]
+        ]
+        if view == "day"
+        else [],
+    }
+
+
+@bp.route("/household")
+@login_required
+def mine():
+    user = viewer()
+    if user.is_admin:
+        return render_template("households.html", households=services().directory().households())
+    return redirect(url_for("household.page", meter=sorted(user.meters)[0]))
+
+
+@bp.route("/household/<meter>")
+@login_required
+def page(meter: str):
+    require_meter(meter)
+    data = _summary(meter)
+    s = services()
+    recent = query_page(
+        s.index.conn, TradeFilter(meters=(meter,), limit=20), s.ledger.community.tz, s.directory()
+    )
+    return render_template("household.html", d=data, trades=recent.rows)
+
+
+@bp.route("/api/v1/households")
+@login_required
+def api_list():
+    user = viewer()
+    directory = services().directory()
+    meters = (
+        directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
+    )
+    return jsonify(households=[{"meter": m, "name": n} for m, n in meters])
+
+
+@bp.route("/api/v1/households/<meter>")
+@login_required
+def api_summary(meter: str):
+    require_meter(meter)
+    return jsonify(_summary(meter))
+
+
+@bp.route("/api/v1/households/<meter>/history")
+@login_required
+def api_history(meter: str):
+    require_meter(meter)
+    data = _summary(meter)
+    return jsonify(period=data["period"], history=data["history"])
+
+
+@bp.route("/api/v1/households/<meter>/orders")
+@login_required
+def api_orders(meter: str):
+    require_meter(meter)
+    s = services()
+    day = arg_date("date") or ledger_today()
+    start, end = day_range(day, s.ledger.community.tz)
+    return jsonify(date=day.isoformat(), orders=hh.orders(s.index.conn, meter, start, end))
+
+
+def _trade(trade_id: str) -> dict:
+    """The trade row behind a public id, if the viewer is one of its parties (or admin)."""
+    s = services()
+    try:
+        interval, key = parse_public_id(trade_id)
+    except FilterError:
+        abort(404, "No such trade.")
+    user = viewer()
+    row = s.index.conn.execute(
+        "SELECT seller, buyer FROM trades WHERE interval = ? AND trade_key = ?", (interval, key)
+    ).fetchone()
+    if row is None:
+        abort(403 if not user.is_admin else 404, "No such trade of yours.")
+    if not (user.may_see(row[0]) or user.may_see(row[1])):
+        abort(403, "This trade is not yours to see.")
+    meters = None if user.is_admin else tuple(sorted(user.meters & {row[0], row[1]}))
+    page = query_page(
+        s.index.conn,
+        TradeFilter(meters=meters, interval=interval, limit=500),
+        s.ledger.community.tz,
+        s.directory(),
+    )
+    for trade in page.rows:
+        if trade["id"] == trade_id:
+            return trade
+    abort(404, "No such trade.")
+
+
+@bp.route("/trade/<trade_id>")
+@login_required
+def receipt_page(trade_id: str):
+    trade = _trade(trade_id)
+    s = services()
+    receipt = build_receipt(s.ledger, s.index.conn, trade)
+    adjustments = s.index.conn.execute(
+        "SELECT delta_wh, delta_value, delta_grid_fee, delta_levies, reason, height FROM adjustments"
+        " WHERE interval = ? AND trade_key = ? ORDER BY id",
+        (trade["interval"], trade["id"].split(":", 1)[1]),
+    ).fetchall()
+    return render_template(
+        "receipt.html",
+        trade=trade,
+        receipt=receipt,
+        adjustments=adjustments,
+        receipt_json=json.dumps(receipt, indent=1, sort_keys=True),
+    )
+
+
+@bp.route("/api/v1/receipts/<trade_id>")
+@login_required
+def api_receipt(trade_id: str):
+    trade = _trade(trade_id)
+    s = services()
+    return jsonify(build_receipt(s.ledger, s.index.conn, trade))
+
+
+@bp.route("/api/v1/receipts/<trade_id>/verify", methods=["POST"])
+@login_required
+def api_verify(trade_id: str):
+    """Check a receipt server-side: the one posted (JSON body), or else the ledger's own."""
+    trade = _trade(trade_id)
+    s = services()
+    if request.data:
+        try:
+            receipt = parse_receipt(request.get_data(as_text=True))
+        except ValueError as exc:
+            raise FilterError(f"the posted receipt is not valid JSON: {exc}") from None
+        receipt["community"] = s.ledger.community.id
+    else:
+        receipt = build_receipt(s.ledger, s.index.conn, trade)
+    try:
+        return jsonify(verify_receipt(receipt, trade))
+    except (KeyError, TypeError, AttributeError):
+        raise FilterError("the posted receipt is missing fields") from None

@@ -1,0 +1,98 @@
+"""Trade history (login): filters, sorting, keyset paging and the CSV of the filtered rows.
+
+A household sees only trades of its own meters (asking for another meter is a 403); an admin
+sees all and may filter by household.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
+from flask_login import login_required
+
+from dashboard.trades import SORTS, FilterError, TradeFilter, csv_chunks, query_page
+from dashboard.views.common import arg_date, arg_int, services, viewer
+
+bp = Blueprint("trades", __name__)
+
+
+def trade_filter() -> TradeFilter:
+    """The filter of the request's query string, restricted to what the viewer may see."""
+    user = viewer()
+    if user is None:
+        abort(401)
+    household = request.args.get("household") or None
+    if household is not None:
+        if not user.may_see(household):
+            abort(403, "This household's trades are not yours to see.")
+        meters: tuple[str, ...] | None = (household,)
+    else:
+        meters = None if user.is_admin else tuple(sorted(user.meters))
+    order = request.args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise FilterError("order must be asc or desc")
+    return TradeFilter(
+        meters=meters,
+        date_from=arg_date("from"),
+        date_to=arg_date("to"),
+        side=request.args.get("side") or None,
+        interval=arg_int("interval"),
+        sort=request.args.get("sort", "time"),
+        descending=order == "desc",
+        limit=arg_int("limit", 50),
+    ).check()
+
+
+def _page():
+    s = services()
+    f = trade_filter()
+    page = query_page(
+        s.index.conn,
+        f,
+        s.ledger.community.tz,
+        s.directory(),
+        after=request.args.get("after") or None,
+        before=request.args.get("before") or None,
+    )
+    return f, page
+
+
+@bp.route("/trades")
+@login_required
+def page():
+    f, page = _page()
+    user = viewer()
+    directory = services().directory()
+    households = (
+        directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
+    )
+    args = {k: v for k, v in request.args.items() if k not in ("after", "before")}
+    return render_template("trades.html", page=page, f=f, households=households, args=args, sorts=SORTS)
+
+
+@bp.route("/api/v1/trades")
+@login_required
+def api():
+    _, page = _page()
+    return jsonify(trades=page.rows, next=page.next_cursor, prev=page.prev_cursor)
+
+
+@bp.route("/api/v1/trades.csv")
+@login_required
+def csv():
+    s = services()
+    f = trade_filter()
+    chunks = csv_chunks(
+        s.index.conn, f, s.ledger.community.tz, s.directory(), s.ledger.params()["interval_s"]
+    )
+    first = next(chunks)  # filter errors surface before the response starts
+    name = f"peerwatt-trades-{s.ledger.community.id}.csv"
+
+    def body():
+        yield first
+        yield from chunks
+
+    return Response(
+        stream_with_context(body()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -1,0 +1,149 @@
+"""The derived index against the ledger: same trades and settlements, readings as differences of
+signed counters, incremental = full build, rebuilt when deleted or when the ledger changes."""
+
+from __future__ import annotations
+
+from dashboard.indexdb import IndexDB
+from dashboard.indexer import Indexer
+from dashboard.ledger import LedgerReader
+from tests.dashboard.reference import final_trades, ledger_results
+
+TRADE_SQL = (
+    "SELECT interval || ':' || trade_key, seller, buyer, energy_wh, price, value, grid_fee, levies, status,"
+    " settled_wh, s_value, s_grid_fee, s_levies, flag FROM trades ORDER BY id"
+)
+
+
+def index_trades(conn) -> dict[str, tuple]:
+    return {row[0]: row[1:] for row in conn.execute(TRADE_SQL)}
+
+
+def reference_trades(built) -> dict[str, tuple]:
+    return {
+        k: (
+            t["seller"],
+            t["buyer"],
+            t["energy_wh"],
+            t["price"],
+            t["value"],
+            t["grid_fee"],
+            t["levies"],
+            t["status"],
+            t["settled_wh"],
+            t["s_value"],
+            t["s_grid_fee"],
+            t["s_levies"],
+            t["flag"],
+        )
+        for k, t in final_trades(built.data_dir).items()
+    }
+
+
+def test_index_holds_every_trade_with_its_final_settlement(app, built):
+    conn = app.extensions["peerwatt"].index.conn
+    assert index_trades(conn) == reference_trades(built)
+    statuses = [r[7] for r in reference_trades(built).values()]
+    assert {"settled", "cleared"} <= set(statuses)
+    adjusted = conn.execute("SELECT count(*) FROM trades WHERE adjusted > 0").fetchone()[0]
+    assert adjusted == len(ledger_results(built.data_dir, "adjustment")) == 3
+
+
+def test_late_reading_trades_are_settled_after_adjustment(app, built):
+    meter, interval = built.late_reading
+    conn = app.extensions["peerwatt"].index.conn
+    rows = conn.execute(
+        "SELECT status, flag, adjusted FROM trades WHERE buyer = ? AND interval IN (?, ?)",
+        (meter, interval, interval + 900),
+    ).fetchall()
+    assert rows and all(r == ("settled", None, 1) for r in rows)
+    reasons = {r[0] for r in conn.execute("SELECT reason FROM adjustments")}
+    assert reasons == {"late_reading", "corrected_reading"}
+
+
+def test_readings_are_differences_of_signed_counters(app, built):
+    conn = app.extensions["peerwatt"].index.conn
+    for meter, counters in built.counters.items():
+        for interval, (imp, exp) in counters.items():
+            previous = counters.get(interval - 900)
+            row = conn.execute(
+                "SELECT import_wh, export_wh, d_import_wh, d_export_wh FROM readings"
+                " WHERE meter = ? AND interval = ?",
+                (meter, interval),
+            ).fetchone()
+            expected_delta = (None, None) if previous is None else (imp - previous[0], exp - previous[1])
+            assert row == (imp, exp, *expected_delta), (meter, interval)
+
+
+def test_incremental_build_equals_full_build_and_rebuild_after_delete(built, tmp_path):
+    ledger = LedgerReader(built.data_dir)
+    db = IndexDB(tmp_path / "index.sqlite")
+    indexer = Indexer(ledger, db, batch_blocks=37)
+    first = indexer.sync(max_blocks=100)
+    assert first.blocks == 100 and first.rebuilt
+    while indexer.sync(max_blocks=61).blocks:
+        pass
+    assert indexer.indexed_height() == ledger.head().height
+    assert index_trades(db.conn) == reference_trades(built)
+    db.close()
+    for path in tmp_path.glob("index.sqlite*"):
+        path.unlink()
+    db = IndexDB(tmp_path / "index.sqlite")
+    report = Indexer(ledger, db).sync()
+    assert report.rebuilt and report.blocks == ledger.head().height
+    assert index_trades(db.conn) == reference_trades(built)
+
+
+def test_index_is_rebuilt_when_the_ledger_under_it_changes(built, tmp_path):
+    ledger = LedgerReader(built.data_dir)
+    db = IndexDB(tmp_path / "index.sqlite")
+    indexer = Indexer(ledger, db)
+    indexer.sync()
+    assert indexer.sync().blocks == 0  # nothing new
+    db.writer.execute("UPDATE meta SET value = ? WHERE key = 'block_hash'", ("00" * 32,))
+    db.writer.execute("DELETE FROM trades WHERE id % 2 = 0")
+    report = indexer.sync()
+    assert report.rebuilt and index_trades(db.conn) == reference_trades(built)
+    db.writer.execute("UPDATE meta SET value = 'another genesis' WHERE key = 'genesis'")
+    assert indexer.sync().rebuilt
+
+
+def test_dashboard_never_writes_the_ledger(app, built, as_admin):
+    before = {p.name: p.stat().st_mtime_ns for p in built.data_dir.iterdir()}
+    for path in ("/", "/explorer", "/trades", f"/household/{built.meters[0]}", "/api/v1/trades.csv"):
+        as_admin.get(path)
+    store = app.extensions["peerwatt"].ledger.store()
+    assert store.readonly
+    assert {p.name: p.stat().st_mtime_ns for p in built.data_dir.iterdir()} == before
+
+
+def test_state_is_the_snapshot_advanced_to_the_head(app, built):
+    from chain.engine import Ledger
+    from market.app import MarketApp
+
+    ledger = app.extensions["peerwatt"].ledger
+    snapshot_height = ledger.conn.execute("SELECT height FROM local_snapshot").fetchone()[0]
+    assert snapshot_height < ledger.head().height  # the node saves its state only every few blocks
+    engine = Ledger.open(built.data_dir, MarketApp(), readonly=True)
+    try:
+        assert ledger.state() == engine.state and ledger.state_height() == engine.height
+    finally:
+        engine.store.close()
+    book = app.test_client().get("/api/v1/overview").get_json()["book"]
+    assert [b["interval"] for b in book] == sorted(int(i) for i in engine.state["app"]["book"])
+    assert book[0]["interval"] > built.last_block_time
+
+
+def test_trade_sides_mirror_each_trades_settlement(app):
+    conn = app.extensions["peerwatt"].index.conn
+    mismatched = conn.execute(
+        "SELECT count(*) FROM trade_sides s JOIN trades t ON t.id = s.trade WHERE"
+        " s.meter NOT IN (t.seller, t.buyer)"
+        " OR s.side != CASE WHEN s.meter = t.seller THEN 'sell' ELSE 'buy' END"
+        " OR s.status != t.status OR s.settled_wh IS NOT t.settled_wh OR s.s_value IS NOT t.s_value"
+        " OR s.s_grid_fee IS NOT t.s_grid_fee OR s.s_levies IS NOT t.s_levies OR s.interval != t.interval"
+    ).fetchone()[0]
+    assert mismatched == 0
+    assert (
+        conn.execute("SELECT count(*) FROM trade_sides").fetchone()[0]
+        == 2 * conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+    )

@@ -1,0 +1,175 @@
+"""Receipts (inclusion proofs checked against sealed headers), the ledger explorer with its
+redaction, governance, and the background full-verify run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from chain.block import header_hash
+from chain.merkle import leaf_hash, proof_from_hex, verify_inclusion
+from dashboard.receipts import verify_receipt
+
+
+def token(client) -> str:
+    return client.get("/").get_data(as_text=True).split('name="csrf-token" content="')[1].split('"')[0]
+
+
+def settled_trade(client, meter: str) -> dict:
+    rows = client.get(f"/api/v1/trades?household={meter}&limit=100").get_json()["trades"]
+    return next(r for r in rows if r["status"] == "settled")
+
+
+def test_receipt_proves_trade_and_settlement_against_sealed_headers(as_villa, built):
+    trade = settled_trade(as_villa, built.meters[0])
+    receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
+    assert [e["what"] for e in receipt["entries"]] == ["trade", "settlement"]
+    for e in receipt["entries"]:  # checked here with chain.merkle directly, not the dashboard
+        from chain.canonical import dumps_checked
+
+        assert verify_inclusion(
+            leaf_hash(dumps_checked(e["result"])),
+            e["index"],
+            e["tree_size"],
+            proof_from_hex(e["proof"]),
+            bytes.fromhex(e["header"]["result_root"]),
+        )
+        assert header_hash(e["header"]).hex() == e["header_hash"]
+        assert len(e["seals"]) == 3 and e["quorum"] == 3
+    verdict = as_villa.post(
+        f"/api/v1/receipts/{trade['id']}/verify", headers={"X-CSRFToken": token(as_villa)}
+    )
+    result = verdict.get_json()
+    assert result["ok"] is True and len(result["entries"]) == 2
+    assert all(c["ok"] for e in result["entries"] for c in e["checks"])
+
+
+def test_tampered_receipts_fail_verification(as_villa, built):
+    trade = settled_trade(as_villa, built.meters[0])
+    receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
+    receipt["community"] = "oak-street"
+
+    def failing(mutate) -> set[str]:
+        r = copy.deepcopy(receipt)
+        mutate(r)
+        out = verify_receipt(r, trade)
+        assert out["ok"] is False
+        return {c["check"] for e in out["entries"] for c in e["checks"] if not c["ok"]}
+
+    assert failing(lambda r: r["entries"][0]["result"].update(value=10**9)) == {"inclusion proof"}
+    assert failing(lambda r: r["entries"][0]["header"].update(time=1)) >= {"header hash"}
+    assert failing(lambda r: r["entries"][1]["seals"].pop()) == {"seals reach the quorum"}
+    assert failing(lambda r: r["entries"][0]["seals"][0].update(sig=r["entries"][0]["seals"][1]["sig"])) == {
+        "seals reach the quorum"
+    }
+    assert failing(lambda r: r["entries"][0]["result"].update(seller="ff" * 16)) >= {
+        "trade result is about this trade"
+    }
+    # the same through the API: a posted receipt is checked as posted
+    bad = copy.deepcopy(receipt)
+    bad["entries"][0]["proof"][0] = "00" * 32
+    response = as_villa.post(
+        f"/api/v1/receipts/{trade['id']}/verify",
+        data=json.dumps(bad),
+        headers={"X-CSRFToken": token(as_villa), "Content-Type": "application/json"},
+    )
+    assert response.get_json()["ok"] is False
+    garbage = as_villa.post(
+        f"/api/v1/receipts/{trade['id']}/verify", data="{not json", headers={"X-CSRFToken": token(as_villa)}
+    )
+    assert garbage.status_code == 400
+
+
+def test_receipt_page_and_provisional_trade(as_flat, built):
+    rows = as_flat.get(f"/api/v1/trades?household={built.meters[2]}&limit=5").get_json()["trades"]
+    pending = rows[0]
+    assert pending["status"] == "cleared"
+    receipt = as_flat.get(f"/api/v1/receipts/{pending['id']}").get_json()
+    assert [e["what"] for e in receipt["entries"]] == ["trade"]
+    page = as_flat.get(f"/trade/{pending['id']}").get_data(as_text=True)
+    assert "provisional" in page and 'id="verify-receipt"' in page and "Inclusion proof" in page
+
+
+def test_explorer_lists_blocks_with_seals_and_pages(client, built):
+    first = client.get("/api/v1/blocks?limit=10").get_json()
+    assert [b["height"] for b in first["blocks"]] == list(range(351, 341, -1))
+    assert all(b["seals"] == 3 for b in first["blocks"])
+    older = client.get(f"/api/v1/blocks?limit=10&before={first['next_before']}").get_json()
+    assert older["blocks"][0]["height"] == 341
+    page = client.get("/explorer").get_data(as_text=True)
+    assert "Full verification" in page and 'id="older-blocks"' in page
+
+
+def test_block_detail_is_redacted_for_the_viewer(client, as_villa, as_admin, built):
+    height = 200
+    public = client.get(f"/api/v1/blocks/{height}").get_json()
+    assert public["txs"] == [] and public["hidden_txs"] == public["tx_count"]
+    assert {r["kind"] for r in public["results"]} <= {"clearing", "gov"}
+    assert sum(public["hidden_results"].values()) + len(public["results"]) == public["result_count"]
+    own = as_villa.get(f"/api/v1/blocks/{height}").get_json()
+    assert own["txs"] and all(t["signer"] == built.meters[0] for t in own["txs"])
+    assert all(t["body"] is not None and not t["erased"] for t in own["txs"])
+    full = as_admin.get(f"/api/v1/blocks/{height}").get_json()
+    assert len(full["txs"]) == full["tx_count"] and full["hidden_results"] == {}
+    html = client.get(f"/explorer/blocks/{height}").get_data(as_text=True)
+    assert "household data" in html and "result_root" in html
+    assert client.get("/explorer/blocks/99999").status_code == 404
+
+
+def test_governance_shows_the_vote(client, as_admin):
+    proposals = client.get("/api/v1/governance").get_json()["proposals"]
+    fee = next(p for p in proposals if p["args"] == {"name": "grid_fee_per_kwh", "value": 20_000})
+    assert fee["outcome"] == "passed" and fee["yes"] == 4 and fee["votes"] == []  # who voted: login
+    assert any(p["outcome"] == "open" for p in proposals)
+    votes = next(
+        p for p in as_admin.get("/api/v1/governance").get_json()["proposals"] if p["id"] == fee["id"]
+    )
+    assert sorted(v["vote"] for v in votes["votes"]) == ["no", "yes", "yes", "yes"]
+    assert "grid operator" in client.get("/explorer/governance").get_data(as_text=True)
+
+
+def test_overview_after_the_grid_fee_vote(client):
+    data = client.get("/api/v1/overview").get_json()
+    assert data["tariffs"]["grid_fee_per_kwh"] == 20_000
+    today = data["today"]
+    assert today["date"] == "2025-06-05" and today["trades"] > 0 and today["active_households"] == 6
+    assert 0 < today["p2p_share_permille"] <= 1000 and 0 < today["self_sufficiency_permille"] <= 1000
+    assert data["book"] and data["book"][0]["asks"] + data["book"][0]["bids"] > 0
+    assert len(data["prices"]["intervals"]) > 96 * 3
+    assert data["chain"]["height"] == 351 and data["chain"]["quorum"] == 3
+
+
+def test_full_verify_runs_in_the_background(fresh_app):
+    from tests.dashboard.conftest import csrf_token, login
+
+    c = fresh_app.test_client()
+    assert c.post("/api/v1/verify", headers={"X-CSRFToken": csrf_token(c)}).status_code == 401
+    login(c, "flat")
+    started = c.post("/api/v1/verify", headers={"X-CSRFToken": csrf_token(c)})
+    assert started.status_code == 202
+    fresh_app.extensions["peerwatt"].verifier.wait(60)
+    latest = c.get("/api/v1/verify").get_json()["latest"]
+    assert latest["status"] == "ok" and latest["summary"].startswith("ok: 351 blocks")
+    assert latest["finished"] >= latest["started"] >= time.time() - 120
+    page = c.get("/explorer").get_data(as_text=True)
+    assert "ok: 351 blocks" in page
+
+
+def test_verify_form_and_household_index_pages(fresh_app, built):
+    from tests.dashboard.conftest import csrf_token, login
+
+    c = fresh_app.test_client()
+    assert c.post("/explorer/verify", data={"csrf_token": csrf_token(c)}).status_code == 302  # to login
+    assert fresh_app.extensions["peerwatt"].verifier.latest() is None
+    login(c, "admin")
+    assert c.post("/explorer/verify").status_code == 400  # no CSRF token
+    response = c.post("/explorer/verify", data={"csrf_token": csrf_token(c)})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/explorer#verify")
+    fresh_app.extensions["peerwatt"].verifier.wait(60)
+    assert fresh_app.extensions["peerwatt"].verifier.latest()["status"] == "ok"
+    listing = c.get("/household").get_data(as_text=True)
+    assert all(f"/household/{m}" in listing for m in built.meters)
+    household = fresh_app.test_client()
+    login(household, "flat")
+    assert household.get("/household").headers["Location"].endswith(f"/household/{built.meters[2]}")
