@@ -13,7 +13,7 @@ def serve(app: Any, host: str, port: int, threads: int = 4) -> Any:
     """A waitress server bound to host:port (call ``.run()``, and ``.close()`` to stop)."""
     from waitress import create_server
 
-    return create_server(app, host=host, port=port, threads=threads, ident="peerwatt")
+    return create_server(app, host=host, port=port, threads=threads)
 
 
 def make_dashboard(data_dir: Path, instance_dir: Path, port: int, homes: list[Any], clock: Any):
