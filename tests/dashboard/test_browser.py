@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-DOC_IMAGE = ROOT / "docs" / "img" / "dashboard-overview.png"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -101,10 +99,7 @@ def test_dashboard_in_chromium(browser, server, built):
             page.goto("/")
             assert wait_chart(page, "price-chart") > 1000
             assert page.locator("#overview-cards .card").count() == 8
-            path = shoot(page, f"overview-{vname}-{'dark' if dark else 'light'}")
-            if viewport is DESKTOP and not dark:
-                DOC_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, DOC_IMAGE)
+            shoot(page, f"overview-{vname}-{'dark' if dark else 'light'}")
             page.goto("/explorer")
             shoot(page, f"explorer-{vname}-{'dark' if dark else 'light'}")
             page.goto("/explorer/blocks/300")
