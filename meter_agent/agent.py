@@ -21,7 +21,7 @@ from chain.keys import PrivateKey, key_id
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterError, MeterSample
-from meter_agent.outbox import Outbox
+from meter_agent.outbox import Outbox, OutboxError
 from meter_agent.receipts import ReceiptError, verify_receipt
 from meter_agent.strategy import (
     OrderPlan,
@@ -112,6 +112,7 @@ class Agent:
         self._lock = threading.Lock()
         self._last_heartbeat = 0.0
         self.order_margin_s = 60.0
+        self.state_error: str | None = None
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -148,6 +149,20 @@ class Agent:
     # -- one cycle -----------------------------------------------------------------------------
 
     def poll(self) -> None:
+        """One cycle; a state file that cannot be written (disk full, read-only) stops sending —
+        nothing may leave that is not durable — is reported once, and the agent resumes by itself."""
+        try:
+            self._poll()
+        except OutboxError as exc:
+            if self.state_error is None:
+                log.error("%s: not sending until the agent's state can be written", exc)
+            self.state_error = str(exc)
+            return
+        if self.state_error is not None:
+            log.info("agent state writable again")
+            self.state_error = None
+
+    def _poll(self) -> None:
         now = int(self.clock())
         interval_s = self.params["interval_s"]
         current = now - now % interval_s
@@ -369,6 +384,7 @@ class Agent:
             "orders": self.orders,
             "totals": self.totals(),
             "alarms": self.alarms[-5:],
+            "state_error": self.state_error,
         }
 
     def _heartbeat(self, now: int) -> None:

@@ -33,6 +33,7 @@ from chain.engine import Equivocation, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex
 from chain.keys import PrivateKey, key_id
+from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.ledger_api import block_from_json, block_receipts
@@ -108,6 +109,7 @@ class Node:
         self._validators_at: dict[int, dict[str, Any]] = {}
         # set before a clean shutdown: finish the block in flight, propose no new one
         self.draining = False
+        self.store_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -381,6 +383,16 @@ class Node:
                 log.warning("final block %d could not be committed: %s", height, exc)
                 self._candidates[height].pop(block.hash, None)
                 continue
+            except StoreError as exc:
+                # disk full or read-only: nothing was written (one SQLite transaction); keep the
+                # block and its seals and try again on the next step, so the node recovers by itself
+                if self.store_error is None:
+                    log.error("cannot store block %d: %s; retrying until the disk accepts it", height, exc)
+                self.store_error = str(exc)
+                return progressed
+            if self.store_error is not None:
+                log.info("storing blocks again")
+                self.store_error = None
             self._validators_at[block.height] = validators
             self._after_commit(block)
             progressed = True
@@ -459,6 +471,7 @@ class Node:
             "blocks_committed": self.metrics.blocks_committed,
             "blocks_refused": dict(self.metrics.blocks_refused),
             "halted": self.halted,
+            "store_error": self.store_error,
             "inflight": None if self._inflight is None else self._inflight.block.height,
         }
 

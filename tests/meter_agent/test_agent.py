@@ -169,3 +169,18 @@ def test_receipts_verify_and_forged_ones_raise_an_alarm(tmp_path):
             quorum=1,
         )
     assert Ledger  # the receipt came from a real ledger
+
+
+def test_unwritable_state_stops_sending_and_recovers(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 20)
+    conn = agent.outbox._conn
+    conn.execute("PRAGMA query_only = 1")  # the state folder became read-only
+    before = len(seen)
+    run(agent, sim, 40)
+    assert agent.status()["state_error"] and len(seen) == before  # nothing sent that is not durable
+    conn.execute("PRAGMA query_only = 0")
+    run(agent, sim, 20)
+    assert agent.status()["state_error"] is None and len(seen) > before

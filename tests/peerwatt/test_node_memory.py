@@ -199,3 +199,22 @@ def test_http_api(tmp_path, path):
             proof_from_hex(body["proof"]),
             bytes.fromhex(body["header"]["result_root"]),
         )
+
+
+def test_full_disk_on_a_validator_is_reported_and_recovered(tmp_path):
+    net = Net(tmp_path)
+    net.send(1)
+    net.settle()
+    store = net.nodes[1].ledger.store
+    (pages,) = store.conn.execute("PRAGMA page_count").fetchone()
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+    net.send(30, first=10)
+    net.settle()
+    assert net.nodes[1].status()["store_error"] and "full" in net.nodes[1].status()["store_error"]
+    assert net.nodes[1].ledger.height < net.nodes[0].ledger.height  # nothing half-written
+    store.conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
+    net.send(1, first=100)
+    net.settle()
+    assert net.nodes[1].status()["store_error"] is None
+    assert net.nodes[1].ledger.height == net.nodes[0].ledger.height
+    assert verify_store(net.nodes[1].ledger.store, KeyValueApp()).blocks == net.nodes[1].ledger.height
