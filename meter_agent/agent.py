@@ -113,6 +113,7 @@ class Agent:
         self._last_heartbeat = 0.0
         self.order_margin_s = 60.0
         self.state_error: str | None = None
+        self.meter_read_errors = 0
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -181,6 +182,7 @@ class Agent:
         try:
             sample = self.reader.read()
         except MeterError as exc:
+            self.meter_read_errors += 1
             if self.fault is None:
                 log.warning("meter fault: %s (no offers until it answers again)", exc)
             self.fault = str(exc)
@@ -385,6 +387,7 @@ class Agent:
             "totals": self.totals(),
             "alarms": self.alarms[-5:],
             "state_error": self.state_error,
+            "meter_read_errors": self.meter_read_errors,
         }
 
     def _heartbeat(self, now: int) -> None:

@@ -44,6 +44,7 @@ class AgentConfig:
     heartbeat_s: float
     homeassistant: bool
     homeassistant_prefix: str
+    metrics_port: int | None
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -115,4 +116,5 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         heartbeat_s=float(take(data, "heartbeat_s", (int, float), where, 60)),
         homeassistant=take(ha, "enabled", bool, f"{where} [homeassistant]", False),
         homeassistant_prefix=take(ha, "prefix", str, f"{where} [homeassistant]", "homeassistant"),
+        metrics_port=take(data, "metrics_port", int, where, None),
     )

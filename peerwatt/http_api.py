@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 from chain.store import Store
 from peerwatt.ledger_api import blocks_json, proof_json
+from peerwatt.metrics import exposition, registry_for
 
 
 class NodeHttpApi:
@@ -27,14 +28,18 @@ class NodeHttpApi:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.status = status
+        self.registry = registry_for("node", status)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                code, body = api.handle(self.path)
-                data = json.dumps(body).encode()
+                if self.path == "/metrics":
+                    code, data, kind = 200, exposition(api.registry), "text/plain; version=0.0.4"
+                else:
+                    code, body = api.handle(self.path)
+                    data, kind = json.dumps(body).encode(), "application/json"
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -90,6 +90,17 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     agent_.start()
+    if cfg.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from peerwatt.metrics import registry_for
+
+        try:
+            start_http_server(
+                cfg.metrics_port, addr="127.0.0.1", registry=registry_for("agent", agent_.status)
+            )
+        except OSError as exc:
+            raise UserError(f"cannot serve metrics on 127.0.0.1:{cfg.metrics_port}: {exc.strerror}") from None
     click.echo(
         f"agent of meter {meter_id} in {cfg.community}: {reader.where}, broker {cfg.broker.address}", err=True
     )

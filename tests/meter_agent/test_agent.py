@@ -184,3 +184,17 @@ def test_unwritable_state_stops_sending_and_recovers(setup):
     conn.execute("PRAGMA query_only = 0")
     run(agent, sim, 20)
     assert agent.status()["state_error"] is None and len(seen) > before
+
+
+def test_agent_metrics_follow_its_status(setup):
+    from peerwatt.metrics import exposition, registry_for
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 5)
+    sim.inject("timeout", duration_s=3600)
+    run(agent, sim, 2)
+    text = exposition(registry_for("agent", agent.status)).decode()
+    assert "peerwatt_agent_meter_ok 0.0" in text and "peerwatt_agent_outbox_depth 0.0" in text
+    assert "peerwatt_agent_meter_read_errors_total 2.0" in text

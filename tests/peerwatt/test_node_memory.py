@@ -171,7 +171,9 @@ def test_rejections_are_counted_by_reason(tmp_path):
     assert rejected.get("replay") == 1 and rejected.get("missing_field") == 1
 
 
-@pytest.mark.parametrize("path", ["/v1/status", "/v1/blocks?from=0&limit=5", "/v1/proof?height=1&index=0"])
+@pytest.mark.parametrize(
+    "path", ["/v1/status", "/v1/blocks?from=0&limit=5", "/v1/proof?height=1&index=0", "/metrics"]
+)
 def test_http_api(tmp_path, path):
     import json
     import urllib.request
@@ -183,9 +185,14 @@ def test_http_api(tmp_path, path):
     api.start()
     try:
         with urllib.request.urlopen(api.address + path, timeout=5) as response:
-            body = json.loads(response.read())
+            raw = response.read()
     finally:
         api.stop()
+    if path == "/metrics":
+        text = raw.decode()
+        assert "peerwatt_node_height 1.0" in text and "peerwatt_node_accepted_total 6.0" in text
+        return
+    body = json.loads(raw)
     assert body
     if path.startswith("/v1/proof"):
         from chain.block import result_leaves
