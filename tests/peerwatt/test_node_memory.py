@@ -225,3 +225,18 @@ def test_full_disk_on_a_validator_is_reported_and_recovered(tmp_path):
     assert net.nodes[1].status()["store_error"] is None
     assert net.nodes[1].ledger.height == net.nodes[0].ledger.height
     assert verify_store(net.nodes[1].ledger.store, KeyValueApp()).blocks == net.nodes[1].ledger.height
+
+
+def test_clock_skew_is_refused_with_a_reason(tmp_path):
+    net = Net(tmp_path)
+    meter = net.c.meters[0]
+    now = int(net.clock.now())
+    body = {"interval": T0, "import_wh": 1, "export_wh": 0, "serial": "S", "profile": "p"}
+    ahead = meter.sign(net.c.community, "reading", body, created=now + 600)  # clock 10 minutes fast
+    behind = meter.sign(net.c.community, "reading", body, created=now - 7200, ttl_s=3600)  # slow / stale
+    for env in (ahead, behind):
+        net.publisher.publish(Topics.readings(net.c.community, meter.id), env.to_bytes())
+    net.settle()
+    rejected = net.nodes[0].status()["rejected"]
+    assert rejected.get("from_future") == 1 and rejected.get("expired") == 1
+    assert net.nodes[0].ledger.height == 0  # nothing was booked
