@@ -202,7 +202,9 @@ class Node:
     def _maybe_cut(self) -> bool:
         if self._inflight is not None:
             if time.monotonic() - self._inflight.published_at > REPUBLISH_S:
-                self._publish_inflight()
+                self._catch_up()  # the peers may have finalised it (and more) while we were away
+                if self._inflight is not None:
+                    self._publish_inflight()
             return False
         now = int(self.clock.now())
         due = self.ledger.next_block_due()
@@ -295,6 +297,7 @@ class Node:
             return
         height = block.height
         if height <= self.ledger.height:
+            self._reseal_final(block)
             return
         if height > self.ledger.height + 1:
             self._candidates.setdefault(height, {})[block.hash] = block
@@ -310,6 +313,13 @@ class Node:
             return
         self._candidates.setdefault(height, {})[block.hash] = block
         self._seal_and_publish(block)
+
+    def _reseal_final(self, block: Block) -> None:
+        """A block we already hold as final is proposed again (the sequencer restarted before it
+        saw the quorum): publish our seal for it again, so the sequencer can finish it too."""
+        own = self.ledger.store.own_seal(block.height)
+        if own is not None and own[0] == block.hash and self.key_id is not None:
+            self.bus.publish(Topics.seals(self.community, self.key_id), own[1])
 
     def _take_seal(self, raw: bytes) -> None:
         try:

@@ -240,3 +240,21 @@ def test_clock_skew_is_refused_with_a_reason(tmp_path):
     rejected = net.nodes[0].status()["rejected"]
     assert rejected.get("from_future") == 1 and rejected.get("expired") == 1
     assert net.nodes[0].ledger.height == 0  # nothing was booked
+
+
+def test_sequencer_restarting_after_validators_finalised_its_block_finishes_it(tmp_path):
+    net = Net(tmp_path)
+    net.send(3)
+    net.nodes[0].step()  # proposes, seals, publishes
+    for _ in range(3):
+        for node in net.nodes[1:]:
+            node.step()  # validators seal, see the quorum, and commit
+    assert all(n.ledger.height == 1 for n in net.nodes[1:]) and net.nodes[0].ledger.height == 0
+    net.crash(0)  # the seals waiting in the sequencer's memory are lost with it
+    net.start(0)
+    net.settle()
+    assert net.nodes[0].ledger.height == 1
+    assert net.nodes[0].ledger.head_hash == net.nodes[1].ledger.head_hash
+    net.send(1, first=10)
+    net.settle()
+    assert {n.ledger.height for n in net.nodes} == {2}
