@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 16
 
@@ -128,5 +130,10 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def dumps_checked(value: Any) -> bytes:
-    """JCS bytes of a value already known to be in the strict domain (no re-check)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """JCS bytes of a value already known to be in the strict domain (no re-check).
+
+    orjson with sorted keys writes exactly the bytes of ``json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` for this domain, about ten times faster; the
+    property tests check it against the ``rfc8785`` package.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

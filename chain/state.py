@@ -7,8 +7,9 @@ root from the same state and a single entry can be proven against a sealed heade
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
+
+import orjson
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.merkle import leaf_hash, merkle_root
@@ -32,12 +33,9 @@ def state_root(state: State) -> bytes:
 
 
 def copy_state(state: State) -> State:
-    """A deep copy that a block may change freely (JSON values only).
-
-    pickle is used only as an in-process deep copy of our own JSON values (never on bytes from
-    outside): it is ~4x faster than a JSON round trip for the state's nested dicts.
-    """
-    return pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+    """A deep copy that a block may change freely (JSON values only; an orjson round trip is the
+    fastest deep copy of such nested dicts we measured, ahead of pickle and copy.deepcopy)."""
+    return orjson.loads(orjson.dumps(state))
 
 
 def encode_state(state: State) -> bytes:

@@ -944,6 +944,7 @@ class MemoryBroker:
         self._sessions: dict[str, _Session] = {}
         self._online: dict[str, MemoryBus] = {}
         self._retained: dict[str, bytes] = {}
+        self._route_cache: dict[str, list[tuple[str, int]]] = {}
         self._events: deque[_Delivery | AckCallback] = deque()
         self._draining = False
 
@@ -1009,6 +1010,8 @@ class MemoryBroker:
             return None
         if previous is not None:
             self._disconnect_locked(previous, send_will=True)
+        if bus.client_id not in self._sessions:
+            self._route_cache.clear()
         session = self._sessions.setdefault(bus.client_id, _Session())
         self._online[bus.client_id] = bus
         # Published before anything still in the queue: they go first, in order.
@@ -1043,6 +1046,7 @@ class MemoryBroker:
         session = self._sessions[client_id]
         is_new = pattern not in session.subscriptions
         session.subscriptions[pattern] = max(qos, session.subscriptions.get(pattern, 0))
+        self._route_cache.clear()
         if is_new:  # like MQTT 5 "retain handling: send if new subscription"
             for topic, payload in self._retained.items():
                 if topic_matches(pattern, topic):
@@ -1054,11 +1058,18 @@ class MemoryBroker:
                 self._retained[topic] = payload
             else:
                 self._retained.pop(topic, None)
-        for client_id, session in self._sessions.items():
-            granted = [q for p, q in session.subscriptions.items() if topic_matches(p, topic)]
-            if not granted:
-                continue
-            delivery = _Delivery(client_id, topic, payload, min(qos, max(granted)))
+        targets = self._route_cache.get(topic)
+        if targets is None:  # who subscribed to this topic, with which QoS (cached until it changes)
+            targets = []
+            for client_id, session in self._sessions.items():
+                granted = [q for p, q in session.subscriptions.items() if topic_matches(p, topic)]
+                if granted:
+                    targets.append((client_id, max(granted)))
+            if len(self._route_cache) >= 10_000:
+                self._route_cache.clear()
+            self._route_cache[topic] = targets
+        for client_id, granted_qos in targets:
+            delivery = _Delivery(client_id, topic, payload, min(qos, granted_qos))
             if client_id in self._online:
                 self._events.append(delivery)
             else:
