@@ -9,13 +9,14 @@ the clock in milliseconds, so a re-installed agent never reuses an old seq.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
@@ -101,11 +102,11 @@ class Outbox:
         """A JSON value of the agent's local state."""
         with self._lock:
             value = self._get(key)
-        return default if value is None else json.loads(value)
+        return default if value is None else orjson.loads(value)
 
     def save(self, key: str, value: Any) -> None:
         """Store a JSON value of the agent's local state (durably)."""
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
         with self._lock:
             try:
                 self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
