@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import click
 
 from chain.canonical import CanonicalError, loads_strict
 from chain.envelope import Rejected, parse_envelope, sign_envelope, verify_envelope
+from chain.genesis import GenesisError, load_genesis
 from chain.keys import KeyFileError, load_public_key
 from chain.messages import BODY_SCHEMAS
 from peerwatt.commands.keys import load_key
@@ -64,14 +64,13 @@ def sign_cmd(
     click.echo(env.to_bytes().decode("utf-8"))
 
 
-def genesis_interval_s(path: Path) -> tuple[str | None, int]:
-    """(community id, interval_s) from a genesis TOML file."""
+def genesis_interval_s(path: Path) -> tuple[str, int]:
+    """(community id, interval_s) of a community's genesis file (interval_s from its [app])."""
     try:
-        data = tomllib.loads(path.read_text())
-        community = data["community"]
-        return community.get("id"), int(community.get("interval_s", DEFAULT_INTERVAL_S))
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"cannot read genesis {path}: {exc}") from None
+        genesis = load_genesis(path)
+    except GenesisError as exc:
+        raise UserError(str(exc)) from None
+    return genesis.community, genesis.interval_s or DEFAULT_INTERVAL_S
 
 
 @msg.command("verify")

@@ -58,9 +58,7 @@ def test_keys_new_show_and_msg_sign_verify(tmp_path):
 
     # the independent implementation accepts the signature over the documented bytes
     unsigned = {k: v for k, v in env.items() if k != "sig"}
-    signed_bytes = (
-        b"peerwatt/v1\n" + json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
-    )
+    signed_bytes = b"peerwatt/v1\n" + json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
     sec1 = bytes.fromhex(shown.stdout.split("compressed): ")[1].split()[0])
     vk = ecdsa.VerifyingKey.from_string(sec1, curve=ecdsa.NIST256p)
     assert vk.verify(
@@ -80,9 +78,7 @@ def test_keys_new_show_and_msg_sign_verify(tmp_path):
     assert ok.returncode == 0 and ok.stdout.strip() == f"ok order {kid} 5"
 
     env["body"]["energy_wh"] = 9999
-    bad = peerwatt(
-        "msg", "verify", "--pubkey", str(tmp_path / "meter1.pub"), "-", stdin=json.dumps(env)
-    )
+    bad = peerwatt("msg", "verify", "--pubkey", str(tmp_path / "meter1.pub"), "-", stdin=json.dumps(env))
     assert bad.returncode == 1 and bad.stdout.startswith("rejected: bad_signature")
 
     wrong = peerwatt(
@@ -101,9 +97,7 @@ def test_keys_new_show_and_msg_sign_verify(tmp_path):
 def test_genesis_interval_alignment(tmp_path):
     peerwatt("keys", "new", "--out", str(tmp_path), "--name", "m")
     body = tmp_path / "body.json"
-    body.write_text(
-        json.dumps({"side": "buy", "interval": 1764000300, "energy_wh": 1, "limit_price": 1})
-    )
+    body.write_text(json.dumps({"side": "buy", "interval": 1764000300, "energy_wh": 1, "limit_price": 1}))
     signed = peerwatt(
         "msg",
         "sign",
@@ -122,7 +116,20 @@ def test_genesis_interval_alignment(tmp_path):
         "msg", "verify", "--pubkey", str(tmp_path / "m.pub"), "-", stdin=signed.stdout
     ).stdout.startswith("rejected: interval_not_aligned")
     genesis = tmp_path / "genesis.toml"
-    genesis.write_text('[community]\nid = "oak"\ninterval_s = 300\n')
+    assert (
+        peerwatt(
+            "genesis",
+            "new",
+            "--community",
+            "oak",
+            "--validator",
+            str(tmp_path / "m.pub"),
+            "--out",
+            str(genesis),
+        ).returncode
+        == 0
+    )
+    genesis.write_text(genesis.read_text().replace("interval_s = 900", "interval_s = 300"))
     res = peerwatt(
         "msg",
         "verify",
@@ -183,11 +190,7 @@ def test_user_errors_are_one_line(tmp_path):
         str(body),
     )
     assert res.returncode != 0
-    assert (
-        res.stderr.strip().count("\n") == 0
-        and "chmod 600" in res.stderr
-        and "Traceback" not in res.stderr
-    )
+    assert res.stderr.strip().count("\n") == 0 and "chmod 600" in res.stderr and "Traceback" not in res.stderr
     os.chmod(tmp_path / "m.key", 0o600)
     res = peerwatt(
         "msg",
