@@ -46,6 +46,10 @@ class Str:
     pattern: str | None = None
     choices: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # compiled once: this check runs for several fields of every message
+        object.__setattr__(self, "_regex", None if self.pattern is None else re.compile(self.pattern))
+
     def check(self, value: Any, path: str) -> None:
         if type(value) is not str:
             raise SchemaError("bad_type", f"{path} must be a string")
@@ -55,7 +59,7 @@ class Str:
             return
         if not self.min_len <= len(value) <= self.max_len:
             raise SchemaError("bad_value", f"{path} length must be within [{self.min_len}, {self.max_len}]")
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+        if self._regex is not None and not self._regex.fullmatch(value):
             raise SchemaError("bad_value", f"{path} has an invalid format")
 
 
