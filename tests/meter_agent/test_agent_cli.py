@@ -72,6 +72,13 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert info["meter"] == meter.id and info["outbox"] == 0 and info["meter_ok"] is True
+    # the private key appears nowhere but in its own file: not in logs, output or the agent's state
+    secret = meter.key.private_numbers().private_value
+    needles = [secret.to_bytes(32, "big"), secret.to_bytes(32, "big").hex().encode(),
+               (tmp_path / "meter.key").read_bytes().split(b"\n")[1]]
+    haystacks = [out.encode(), err.encode(), status.stdout.encode()]
+    haystacks += [p.read_bytes() for p in (tmp_path / "state").iterdir() if p.is_file()]
+    assert not any(n in h for n in needles for h in haystacks)
 
 
 def test_agent_config_errors_are_one_line(tmp_path):

@@ -92,6 +92,14 @@ def test_thousand_transactions_final_on_all_nodes(net):
     for node in nodes:
         result = verify(node)
         assert result.returncode == 0, result.stdout + result.stderr
+    # no validator's private key in any node's log or database files
+    secrets = [v.key.private_numbers().private_value.to_bytes(32, "big") for v in c.validators]
+    needles = secrets + [s.hex().encode() for s in secrets]
+    for node in nodes:
+        files = [node.log_path] + [p for p in (node.dir / "data").iterdir() if p.is_file()]
+        for path in files:
+            data = path.read_bytes()
+            assert not any(n in data for n in needles), f"a private key leaked into {path}"
 
 
 def test_validators_down_and_back(net):
