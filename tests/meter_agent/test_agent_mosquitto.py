@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -55,10 +54,7 @@ def test_broker_killed_and_restarted_nothing_lost(tmp_path, mosquitto, start_sim
             agent.poll()
 
     run(40)
-    # Mosquitto writes its persistence file every autosave_interval (1 s here): a message it
-    # acknowledged less than that before a SIGKILL can be lost with it (docs/agent.md).
-    time.sleep(1.5)
-    mosquitto.kill()
+    mosquitto.kill()  # right after the last acknowledgements (docs/bus.md: autosave_on_changes)
     run(40)  # messages go to the outbox (and paho's queue) while the broker is down
     assert agent.outbox.depth() > 0
     mosquitto.start()
