@@ -21,8 +21,8 @@ from chain.keys import PrivateKey, key_id
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterError, MeterSample
-from meter_agent.outbox import Outbox, OutboxError
-from meter_agent.receipts import ReceiptError, verify_receipt
+from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
+from meter_agent.receipts import ReceiptError, seen_seqs, verify_receipt
 from meter_agent.strategy import (
     OrderPlan,
     StrategyConfig,
@@ -114,6 +114,7 @@ class Agent:
         self.order_margin_s = 60.0
         self.state_error: str | None = None
         self.meter_read_errors = 0
+        self.confirm_after_s = DEFAULT_CONFIRM_AFTER_S  # resend what the ledger has not confirmed
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -175,6 +176,8 @@ class Agent:
         self.last_interval = current
         self.outbox.save("last_interval", current)
         self._update_order(now)
+        for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
+            self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
         if time.monotonic() - self._last_heartbeat >= self.heartbeat_s:
             self._heartbeat(now)
 
@@ -308,6 +311,10 @@ class Agent:
     def _on_receipt(self, topic: str, payload: bytes) -> None:
         try:
             receipt = json.loads(payload)
+            seqs = seen_seqs(receipt) if isinstance(receipt, dict) else None
+            if seqs is not None:
+                self.outbox.confirm(seqs)  # the ledger holds (or refused) them: stop keeping them
+                return
             if not isinstance(receipt, dict) or receipt.get("result", {}).get("kind") not in RECEIPT_KINDS:
                 return  # order outcomes and the like: nothing this agent keeps
             if len(self._sealed_headers) > 4096:
@@ -381,6 +388,7 @@ class Agent:
             "power_w": None if sample is None else sample.power_w,
             "last_reading": self.last_reading,
             "outbox": self.outbox.depth(),
+            "awaiting_confirmation": self.outbox.awaiting_confirmation(),
             "seq": self.outbox.last_seq(),
             "broker_connected": self.bus.connected,
             "orders": self.orders,

@@ -1,9 +1,12 @@
 """The agent's durable outbox, sequence counter and small local state (SQLite, synchronous=FULL).
 
-Every signed message is stored here *before* it is sent and deleted only when the broker has
-acknowledged it (QoS 1 PUBACK); after a crash or a broker outage the agent resends what is left,
-in seq order. The node deduplicates by (signer, seq), so nothing is lost and nothing is booked
-twice. The seq counter only grows and survives restarts; a brand-new state file starts it from
+Every signed message is stored here *before* it is sent. When the broker acknowledges it (QoS 1
+PUBACK) it moves to ``sent``; it is forgotten only when the ledger confirms it (the sequencer's
+``seen`` notice: in a final block, or refused for a reason). After a crash or a broker outage the
+agent resends what was not acknowledged, in seq order, and resends what was acknowledged but not
+confirmed after a while (a broker killed right after acknowledging can lose a message). The node
+deduplicates by (signer, seq), so nothing is lost and nothing is booked twice.
+The seq counter only grows and survives restarts; a brand-new state file starts it from
 the clock in milliseconds, so a re-installed agent never reuses an old seq.
 """
 
@@ -22,7 +25,13 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
                                    created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                                 created REAL NOT NULL, acked REAL NOT NULL);
 """
+# A message the broker acknowledged but the ledger has not confirmed is resent after this long
+# (real seconds); one older than this is dropped (its envelope has expired by then anyway).
+DEFAULT_CONFIRM_AFTER_S = 120.0
+SENT_HORIZON_S = 2 * 86_400
 
 
 class OutboxError(Exception):
@@ -77,9 +86,51 @@ class Outbox:
         return seq, topic, payload
 
     def ack(self, seq: int) -> None:
-        """The broker acknowledged message ``seq``: forget it."""
+        """The broker acknowledged message ``seq``: keep it as sent until the ledger confirms it."""
+        now = time.time()
         with self._lock:
-            self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO sent"
+                    " SELECT seq, topic, payload, created, ? FROM outbox WHERE seq = ?",
+                    (now, seq),
+                )
+                self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                self._conn.execute("UPDATE sent SET acked = ? WHERE seq = ?", (now, seq))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def confirm(self, seqs: list[int]) -> None:
+        """The ledger holds (or refused) these messages: forget them for good."""
+        with self._lock:
+            self._conn.executemany("DELETE FROM sent WHERE seq = ?", [(s,) for s in seqs])
+            self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def due_for_resend(self, older_than_s: float = DEFAULT_CONFIRM_AFTER_S) -> list[tuple[int, str, bytes]]:
+        """Messages the broker acknowledged more than ``older_than_s`` ago that the ledger has not
+        confirmed; they are marked as just sent (resend them now). Messages past the horizon are
+        dropped: their envelopes have long expired."""
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM sent WHERE created < ?", (now - SENT_HORIZON_S,))
+                rows = self._conn.execute(
+                    "SELECT seq, topic, payload FROM sent WHERE acked < ? ORDER BY seq", (now - older_than_s,)
+                ).fetchall()
+                self._conn.execute("UPDATE sent SET acked = ? WHERE acked < ?", (now, now - older_than_s))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return [(seq, topic, bytes(payload)) for seq, topic, payload in rows]
+
+    def awaiting_confirmation(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM sent").fetchone()[0]
 
     def pending(self) -> list[tuple[int, str, bytes]]:
         """Unacknowledged messages, oldest first."""

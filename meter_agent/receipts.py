@@ -77,3 +77,13 @@ def _check_seals(
         signers.add(seal.signer)
     if len(signers) < quorum:
         raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")
+
+
+def seen_seqs(notice: dict[str, Any]) -> list[int] | None:
+    """The seqs a sequencer's ``seen`` notice confirms (in a final block, or refused), else None."""
+    if notice.get("kind") != "seen":
+        return None
+    seqs = notice.get("seqs")
+    if not isinstance(seqs, list) or not all(type(s) is int for s in seqs):
+        return None
+    return seqs

@@ -43,6 +43,7 @@ log = logging.getLogger("peerwatt.node")
 
 ROLES = ("sequencer", "validator", "observer")
 MAX_BLOCK_TXS = 2000
+MAX_INBOX_PER_STEP = 500
 REPUBLISH_S = 5.0
 INFLIGHT_KEY = "inflight_block"
 
@@ -147,7 +148,7 @@ class Node:
     def step(self) -> bool:
         """Process what arrived, cut/publish blocks, commit final ones; True if anything happened."""
         busy = False
-        while True:
+        for _ in range(MAX_INBOX_PER_STEP):  # bounded, so a flood cannot starve block-making
             try:
                 kind, topic, payload = self._inbox.get_nowait()
             except queue.Empty:
@@ -174,8 +175,8 @@ class Node:
 
     def _on_tx(self, topic: str, payload: bytes) -> None:
         # Runs on the bus thread: persist before the broker gets its acknowledgement.
-        if self.mempool is not None:
-            self.mempool.add(payload)
+        if self.mempool is not None and not self.mempool.add(payload):
+            return  # the same bytes are already pending: they will be confirmed with their block
         self._inbox.put(("tx", topic, payload))
 
     def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
@@ -191,6 +192,7 @@ class Node:
             env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
             self._reject(raw, exc.reason, _signer_of(raw), exc.detail)
+            self._tell_refused(raw, exc.reason)
             return
         if (env.signer, env.seq) in self._pending_keys:
             self._reject(raw, "replay", env.signer, "already pending")
@@ -426,8 +428,29 @@ class Node:
             self._inflight = None
             self.ledger.store.set_local(INFLIGHT_KEY, b"null")
         if self.role == "sequencer":
+            self._publish_seen(block)
             self._publish_receipts(block.height)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
+
+    def _tell_refused(self, raw: bytes, reason: str) -> None:
+        """Tell a well-formed message's sender it was refused for good, so it stops resending it."""
+        try:
+            msg = json.loads(raw)
+            signer, seq = msg["signer"], msg["seq"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return
+        if self.role == "sequencer" and type(seq) is int and signer in self.ledger.chain_state["meters"]:
+            notice = {"kind": "seen", "seqs": [seq], "refused": reason}
+            self.bus.publish(Topics.receipts(self.community, signer), dumps_checked(notice))
+
+    def _publish_seen(self, block: Block) -> None:
+        """Each sender learns which of its messages a final block holds (its outbox forgets them)."""
+        by_signer: dict[str, list[int]] = {}
+        for env in block.txs:
+            by_signer.setdefault(env.signer, []).append(env.seq)
+        for signer, seqs in by_signer.items():
+            notice = {"kind": "seen", "height": block.height, "seqs": seqs}
+            self.bus.publish(Topics.receipts(self.community, signer), dumps_checked(notice))
 
     def _publish_receipts(self, height: int) -> None:
         """Each meter gets its trades, settlements and order outcomes with inclusion proofs."""

@@ -25,9 +25,7 @@ def require_tool(name: str, path: str | None = None) -> str:
     found = path if (path and os.path.exists(path)) else shutil.which(name)
     if found is None:
         if IN_CI:
-            pytest.fail(
-                f"{name} is not installed (CI must install it: see scripts/ensure-system-deps.sh)"
-            )
+            pytest.fail(f"{name} is not installed (CI must install it: see scripts/ensure-system-deps.sh)")
         pytest.skip(f"{name} is not installed")
     return found
 

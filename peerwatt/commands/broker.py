@@ -78,7 +78,6 @@ def conf_text(
         "persistence true",
         f"persistence_location {persistence_dir}/",
         "autosave_interval 1",
-        "autosave_on_changes true",
         "max_queued_messages 100000",
         "persistent_client_expiration 2d",
         "max_packet_size 131072",

@@ -77,8 +77,7 @@ def reference_clear(
         trades = [_trade(a, b, q, price, grid_fee_per_kwh, levies_per_kwh) for a, b, q in pairs]
         return ClearingResult("uniform", price, volume, tuple(trades))
     trades = [
-        _trade(a, b, q, _round_half_even(a.limit_price + b.limit_price, 2),
-               grid_fee_per_kwh, levies_per_kwh)
+        _trade(a, b, q, _round_half_even(a.limit_price + b.limit_price, 2), grid_fee_per_kwh, levies_per_kwh)
         for a, b, q in pairs
     ]
     return ClearingResult("pay-as-bid", None, volume, tuple(trades))

@@ -10,18 +10,27 @@ from tests.market.reference import reference_clear
 ENGINES = ("python", "numpy")
 
 
-def order(order_id: str, side: str, energy_wh: int, price: int, position: int,
-          meter: str | None = None) -> Order:
+def order(
+    order_id: str, side: str, energy_wh: int, price: int, position: int, meter: str | None = None
+) -> Order:
     return Order(order_id, meter or order_id, side, energy_wh, price, position)
 
 
-def trade(seller: str, buyer: str, energy_wh: int, price: int, fee: int = 0,
-          levies: int = 0) -> Trade:
+def trade(seller: str, buyer: str, energy_wh: int, price: int, fee: int = 0, levies: int = 0) -> Trade:
     """A trade between orders whose meter equals their id; money per the half-even rule."""
     from market.money import value_micro
 
-    return Trade(seller, buyer, seller, buyer, energy_wh, price, value_micro(energy_wh, price),
-                 value_micro(energy_wh, fee), value_micro(energy_wh, levies))
+    return Trade(
+        seller,
+        buyer,
+        seller,
+        buyer,
+        energy_wh,
+        price,
+        value_micro(energy_wh, price),
+        value_micro(energy_wh, fee),
+        value_micro(energy_wh, levies),
+    )
 
 
 def run(orders: list[Order], mechanism: str = "uniform", **kwargs: int) -> ClearingResult:
@@ -81,8 +90,11 @@ def test_uniform_price_rounds_half_even() -> None:
 
 def test_money_rounds_half_even_per_trade() -> None:
     # 1 Wh at 1500 micro/kWh = 1.5 -> 2; fee 2500/kWh = 2.5 -> 2; levies 500/kWh = 0.5 -> 0.
-    result = run([order("s", "sell", 1, 1_500, 0), order("b", "buy", 1, 1_500, 1)],
-                 grid_fee_per_kwh=2_500, levies_per_kwh=500)
+    result = run(
+        [order("s", "sell", 1, 1_500, 0), order("b", "buy", 1, 1_500, 1)],
+        grid_fee_per_kwh=2_500,
+        levies_per_kwh=500,
+    )
     assert result.trades == (Trade("s", "b", "s", "b", 1, 1_500, 2, 2, 0),)
 
 
@@ -96,8 +108,7 @@ def test_ties_by_position_then_meter_then_order_id() -> None:
     ]
     result = run(orders)
     # z is earliest; then position 5: meter "aa" (order ids w2 < y), then "bb".
-    assert [(t.sell_order, t.energy_wh) for t in result.trades] == [("z", 100), ("w2", 100),
-                                                                   ("y", 50)]
+    assert [(t.sell_order, t.energy_wh) for t in result.trades] == [("z", 100), ("w2", 100), ("y", 50)]
     assert result.price == 150_000
 
 
@@ -134,8 +145,11 @@ def test_equal_limits_cross() -> None:
 @pytest.mark.parametrize("side", ["sell", "buy"])
 def test_one_side_empty(side: str) -> None:
     orders = [order("o1", side, 100, 100_000, 0), order("o2", side, 50, 200_000, 1)]
-    for mechanism, kwargs in (("uniform", {}), ("pay-as-bid", {}),
-                              ("community", {"community_price": 150_000})):
+    for mechanism, kwargs in (
+        ("uniform", {}),
+        ("pay-as-bid", {}),
+        ("community", {"community_price": 150_000}),
+    ):
         result = run(orders, mechanism, **kwargs)
         assert result.trades == ()
         assert result.volume_wh == 0
@@ -218,8 +232,7 @@ def test_community_undersupply_equal_remainders_follow_tie_break() -> None:
     ]
     result = run(orders, "community", community_price=150_000)
     # Tie-break order: d1 (200000, pos 2), d2 (200000, pos 3), d3 (150000): d1 gets the unit.
-    assert [(t.buy_order, t.energy_wh) for t in result.trades] == [("d1", 34), ("d2", 33),
-                                                                  ("d3", 33)]
+    assert [(t.buy_order, t.energy_wh) for t in result.trades] == [("d1", 34), ("d2", 33), ("d3", 33)]
 
 
 def test_community_balanced_everyone_full() -> None:
@@ -260,8 +273,14 @@ def test_big_numbers_fall_back_to_exact_python_engine() -> None:
     ],
 )
 def test_invalid_orders_are_refused(kwargs: dict[str, object], message: str) -> None:
-    fields = {"order_id": "o", "meter": "m", "side": "sell", "energy_wh": 1,
-              "limit_price": 1, "position": 0} | kwargs
+    fields = {
+        "order_id": "o",
+        "meter": "m",
+        "side": "sell",
+        "energy_wh": 1,
+        "limit_price": 1,
+        "position": 0,
+    } | kwargs
     with pytest.raises(ValueError, match=message):
         Order(**fields)  # type: ignore[arg-type]
 
@@ -285,8 +304,7 @@ def test_duplicate_order_ids_are_refused() -> None:
         (("uniform",), {"engine": "gpu"}, "unknown engine"),
     ],
 )
-def test_invalid_parameters_are_refused(args: tuple[str], kwargs: dict[str, object],
-                                        message: str) -> None:
+def test_invalid_parameters_are_refused(args: tuple[str], kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         clear(BOOK, *args, **kwargs)  # type: ignore[arg-type]
 

@@ -70,8 +70,9 @@ def test_engines_equal_reference_on_bigger_books(
     assert clear(book, mechanism, engine="python", **kwargs) == expected
 
 
-def check_invariants(book: list[Order], result: ClearingResult, community_price: int | None,
-                     fee: int, levies: int) -> None:
+def check_invariants(
+    book: list[Order], result: ClearingResult, community_price: int | None, fee: int, levies: int
+) -> None:
     by_id = {o.order_id: o for o in book}
     sold: dict[str, int] = defaultdict(int)
     bought: dict[str, int] = defaultdict(int)
@@ -123,10 +124,8 @@ def check_invariants(book: list[Order], result: ClearingResult, community_price:
         assert community_price is not None
         assert result.price == community_price
         assert all(t.price == community_price for t in result.trades)
-        asks = [o for o in book if o.side == "sell" and o.energy_wh
-                and o.limit_price <= community_price]
-        bids = [o for o in book if o.side == "buy" and o.energy_wh
-                and o.limit_price >= community_price]
+        asks = [o for o in book if o.side == "sell" and o.energy_wh and o.limit_price <= community_price]
+        bids = [o for o in book if o.side == "buy" and o.energy_wh and o.limit_price >= community_price]
         supply = sum(o.energy_wh for o in asks)
         demand = sum(o.energy_wh for o in bids)
         assert result.volume_wh == min(supply, demand)
@@ -149,8 +148,9 @@ def test_invariants_and_permutation_invariance(
 ) -> None:
     mechanism, kwargs = mechanism_params
     result = clear(book, mechanism, **kwargs)
-    check_invariants(book, result, kwargs.get("community_price"), kwargs["grid_fee_per_kwh"],
-                     kwargs["levies_per_kwh"])
+    check_invariants(
+        book, result, kwargs.get("community_price"), kwargs["grid_fee_per_kwh"], kwargs["levies_per_kwh"]
+    )
     shuffled = list(book)
     rng.shuffle(shuffled)
     for engine in ("python", "numpy"):

@@ -46,22 +46,45 @@ def test_clear_prints_the_result_as_json(orders_file: Path) -> None:
         "price": 135_000,
         "volume_wh": 250,
         "trades": [
-            {"seller": "a1", "buyer": "b1", "sell_order": "a1", "buy_order": "b1",
-             "energy_wh": 100, "price": 135_000, "value": 13_500, "grid_fee": 3_000,
-             "levies": 500},
-            {"seller": "m-a2", "buyer": "b1", "sell_order": "a2", "buy_order": "b1",
-             "energy_wh": 50, "price": 135_000, "value": 6_750, "grid_fee": 1_500,
-             "levies": 250},
-            {"seller": "m-a2", "buyer": "b2", "sell_order": "a2", "buy_order": "b2",
-             "energy_wh": 100, "price": 135_000, "value": 13_500, "grid_fee": 3_000,
-             "levies": 500},
+            {
+                "seller": "a1",
+                "buyer": "b1",
+                "sell_order": "a1",
+                "buy_order": "b1",
+                "energy_wh": 100,
+                "price": 135_000,
+                "value": 13_500,
+                "grid_fee": 3_000,
+                "levies": 500,
+            },
+            {
+                "seller": "m-a2",
+                "buyer": "b1",
+                "sell_order": "a2",
+                "buy_order": "b1",
+                "energy_wh": 50,
+                "price": 135_000,
+                "value": 6_750,
+                "grid_fee": 1_500,
+                "levies": 250,
+            },
+            {
+                "seller": "m-a2",
+                "buyer": "b2",
+                "sell_order": "a2",
+                "buy_order": "b2",
+                "energy_wh": 100,
+                "price": 135_000,
+                "value": 13_500,
+                "grid_fee": 3_000,
+                "levies": 500,
+            },
         ],
     }
 
 
 def test_clear_reads_stdin_with_community_price() -> None:
-    run = peerwatt("clear", "-", "--mechanism", "community", "--price", "150000",
-                   stdin=json.dumps(ORDERS))
+    run = peerwatt("clear", "-", "--mechanism", "community", "--price", "150000", stdin=json.dumps(ORDERS))
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert (result["mechanism"], result["price"], result["volume_wh"]) == ("community", 150_000, 250)
@@ -72,10 +95,12 @@ def test_clear_reads_stdin_with_community_price() -> None:
     ("args", "stdin", "message"),
     [
         (("clear", "-"), '[{"id": "a", "side": "sell", "energy_wh": 1,', "is not valid JSON"),
-        (("clear", "-"), '[{"id": "a", "side": "sell", "limit_price": 1}]',
-         "order #0 is missing energy_wh"),
-        (("clear", "-"), '[{"id": "a", "side": "sell", "energy_wh": 1.5, "limit_price": 1}]',
-         "energy_wh must be an integer, got 1.5"),
+        (("clear", "-"), '[{"id": "a", "side": "sell", "limit_price": 1}]', "order #0 is missing energy_wh"),
+        (
+            ("clear", "-"),
+            '[{"id": "a", "side": "sell", "energy_wh": 1.5, "limit_price": 1}]',
+            "energy_wh must be an integer, got 1.5",
+        ),
         (("clear", "-", "--mechanism", "community"), "[]", "needs --price"),
         (("clear", "-", "--price", "5"), "[]", "--price applies only to --mechanism community"),
         (("clear", "-", "--mechanism", "auction"), "[]", "unknown --mechanism 'auction'"),
@@ -96,23 +121,32 @@ def test_clear_errors_are_one_line(args: tuple[str, ...], stdin: str, message: s
     [
         ('{"id": "a"}', "must hold a JSON list of orders"),
         ("[1]", "order #0 must be a JSON object"),
-        ('[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1, "colour": "red"}]',
-         "unknown field(s) colour"),
+        (
+            '[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1, "colour": "red"}]',
+            "unknown field(s) colour",
+        ),
         ('[{"id": "a", "side": "hold", "energy_wh": 1, "limit_price": 1}]', 'side must be "sell"'),
         ('[{"id": "a", "side": "sell", "energy_wh": -1, "limit_price": 1}]', "between 0 and"),
-        ('[{"id": "a", "side": "sell", "energy_wh": true, "limit_price": 1}]',
-         "energy_wh must be an integer, got true"),
-        ('[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1e5}]',
-         "limit_price must be an integer"),
-        ('[{"id": "a", "side": "sell", "energy_wh": 9007199254740992, "limit_price": 1}]',
-         "between 0 and 2^53-1"),
+        (
+            '[{"id": "a", "side": "sell", "energy_wh": true, "limit_price": 1}]',
+            "energy_wh must be an integer, got true",
+        ),
+        (
+            '[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1e5}]',
+            "limit_price must be an integer",
+        ),
+        (
+            '[{"id": "a", "side": "sell", "energy_wh": 9007199254740992, "limit_price": 1}]',
+            "between 0 and 2^53-1",
+        ),
         ('[{"id": "a", "side": "sell", "energy_wh": NaN, "limit_price": 1}]', "not valid JSON"),
-        ('[{"id": "a", "id": "b", "side": "sell", "energy_wh": 1, "limit_price": 1}]',
-         "duplicate key 'id'"),
-        ('[{"id": 7, "side": "sell", "energy_wh": 1, "limit_price": 1}]',
-         "id must be a non-empty string"),
-        ('[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1},'
-         ' {"id": "a", "side": "buy", "energy_wh": 1, "limit_price": 1}]', "duplicate id 'a'"),
+        ('[{"id": "a", "id": "b", "side": "sell", "energy_wh": 1, "limit_price": 1}]', "duplicate key 'id'"),
+        ('[{"id": 7, "side": "sell", "energy_wh": 1, "limit_price": 1}]', "id must be a non-empty string"),
+        (
+            '[{"id": "a", "side": "sell", "energy_wh": 1, "limit_price": 1},'
+            ' {"id": "a", "side": "buy", "energy_wh": 1, "limit_price": 1}]',
+            "duplicate id 'a'",
+        ),
     ],
 )
 def test_parse_orders_names_the_problem(text: str, message: str) -> None:
@@ -125,4 +159,8 @@ def test_parse_orders_names_the_problem(text: str, message: str) -> None:
 def test_parse_orders_positions_and_default_meter() -> None:
     orders = parse_orders(json.dumps(ORDERS), "orders.json")
     assert [(o.order_id, o.meter, o.position) for o in orders] == [
-        ("a1", "a1", 0), ("a2", "m-a2", 1), ("b1", "b1", 2), ("b2", "b2", 3)]
+        ("a1", "a1", 0),
+        ("a2", "m-a2", 1),
+        ("b1", "b1", 2),
+        ("b2", "b2", 3),
+    ]

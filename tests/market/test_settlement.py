@@ -34,9 +34,17 @@ LEVIES = 5_000
 
 
 def trade(seller: str, buyer: str, energy_wh: int, price: int = 150_000, tag: str = "") -> Trade:
-    return Trade(seller, buyer, f"{seller}-sell{tag}", f"{buyer}-buy{tag}", energy_wh, price,
-                 value_micro(energy_wh, price), value_micro(energy_wh, FEE),
-                 value_micro(energy_wh, LEVIES))
+    return Trade(
+        seller,
+        buyer,
+        f"{seller}-sell{tag}",
+        f"{buyer}-buy{tag}",
+        energy_wh,
+        price,
+        value_micro(energy_wh, price),
+        value_micro(energy_wh, FEE),
+        value_micro(energy_wh, LEVIES),
+    )
 
 
 def readings(deltas: dict[str, tuple[int, int]], serial: str = "SN") -> tuple[dict, dict]:
@@ -48,9 +56,15 @@ def readings(deltas: dict[str, tuple[int, int]], serial: str = "SN") -> tuple[di
 
 def run_settle(trades: list[Trade], start: dict, end: dict, capacity: int = 10_000) -> Settlement:
     meters = {t.seller for t in trades} | {t.buyer for t in trades}
-    return settle(trades, start_readings=start, end_readings=end,
-                  capacity_w=dict.fromkeys(meters, capacity), interval_s=INTERVAL_S,
-                  grid_fee_per_kwh=FEE, levies_per_kwh=LEVIES)
+    return settle(
+        trades,
+        start_readings=start,
+        end_readings=end,
+        capacity_w=dict.fromkeys(meters, capacity),
+        interval_s=INTERVAL_S,
+        grid_fee_per_kwh=FEE,
+        levies_per_kwh=LEVIES,
+    )
 
 
 def assert_conserved(settlement: Settlement) -> None:
@@ -143,14 +157,20 @@ def test_each_flag_leaves_the_meters_trades_unsettled(start_s, end_s, flag: str)
     if start_s is None:
         del start["s"]  # absent from the mapping counts as missing too
     meters = {"s": 1_000, "s2": 10_000, "b1": 10_000, "b2": 10_000}
-    result = settle(trades, start_readings=start, end_readings=end, capacity_w=meters,
-                    interval_s=INTERVAL_S, grid_fee_per_kwh=FEE, levies_per_kwh=LEVIES)
+    result = settle(
+        trades,
+        start_readings=start,
+        end_readings=end,
+        capacity_w=meters,
+        interval_s=INTERVAL_S,
+        grid_fee_per_kwh=FEE,
+        levies_per_kwh=LEVIES,
+    )
     assert result.meter_flags == {"s": flag}
     first, second, third = result.trades
     for unsettled in (first, third):
         assert (unsettled.status, unsettled.flag, unsettled.flagged_meter) == (UNSETTLED, flag, "s")
-        assert (unsettled.settled_wh, unsettled.value, unsettled.grid_fee, unsettled.levies) == (
-            0, 0, 0, 0)
+        assert (unsettled.settled_wh, unsettled.value, unsettled.grid_fee, unsettled.levies) == (0, 0, 0, 0)
     # b1 imported 200 for 200 bought: s2's trade is unaffected.
     assert (second.status, second.settled_wh) == (SETTLED, 100)
     assert result.balance_changes["s"] == 0
@@ -190,11 +210,9 @@ def test_bad_settlement_input_is_refused() -> None:
     trades = [trade("s", "b", 10)]
     start, end = readings({"s": (0, 10), "b": (10, 0)})
     with pytest.raises(ValueError, match="no enrolled capacity for meter b"):
-        settle(trades, start_readings=start, end_readings=end, capacity_w={"s": 1},
-               interval_s=900)
+        settle(trades, start_readings=start, end_readings=end, capacity_w={"s": 1}, interval_s=900)
     with pytest.raises(ValueError, match="interval_s must be >= 1"):
-        settle(trades, start_readings=start, end_readings=end,
-               capacity_w={"s": 1, "b": 1}, interval_s=0)
+        settle(trades, start_readings=start, end_readings=end, capacity_w={"s": 1, "b": 1}, interval_s=0)
     with pytest.raises(ValueError, match="import_wh must be >= 0"):
         Reading(-1, 0, "A")
     with pytest.raises(ValueError, match="serial"):
@@ -227,17 +245,20 @@ def test_corrected_reading_gives_an_adjustment_not_an_edit() -> None:
     assert changed[0].value_delta == trades[0].value
     assert changed[0].grid_fee_delta == trades[0].grid_fee
     assert (changed[0].status_before, changed[0].status_after, changed[0].flag_after) == (
-        UNSETTLED, SETTLED, None)
+        UNSETTLED,
+        SETTLED,
+        None,
+    )
     assert sum(adjustment.balance_changes.values()) == 0
     assert adjustment.balance_changes["s"] == trades[0].value + trades[1].value
     # The earlier settlement plus the adjustment is the corrected settlement.
     for account, change in corrected.balance_changes.items():
-        assert first.balance_changes.get(account, 0) + adjustment.balance_changes.get(
-            account, 0) == change
+        assert first.balance_changes.get(account, 0) + adjustment.balance_changes.get(account, 0) == change
     assert adjustment.sold_wh_changes == {"s": 150}
     assert adjustment.bought_wh_changes == {"b1": 100, "b2": 50}
     assert adjust(corrected, corrected) == Adjustment(
-        trades=(), sold_wh_changes={}, bought_wh_changes={}, balance_changes={})
+        trades=(), sold_wh_changes={}, bought_wh_changes={}, balance_changes={}
+    )
     assert adjust(corrected, corrected).is_empty
 
 
@@ -252,7 +273,8 @@ def test_downward_correction_gives_negative_deltas() -> None:
     assert change.value_delta == value_micro(60, 150_000) - value_micro(100, 150_000)
     assert adjustment.balance_changes["s"] == change.value_delta
     assert adjustment.balance_changes["b"] == -(
-        change.value_delta + change.grid_fee_delta + change.levies_delta)
+        change.value_delta + change.grid_fee_delta + change.levies_delta
+    )
     assert sum(adjustment.balance_changes.values()) == 0
 
 
@@ -278,8 +300,14 @@ def test_money_is_conserved_over_a_simulated_week() -> None:
     previous_end = {m: Reading(c[0], c[1], serials[m]) for m, c in counters.items()}
     for interval in range(7 * 96):
         orders = [
-            Order(f"{interval}-{k}", m, rng.choice(["sell", "buy"]), rng.randint(0, 1_500),
-                  rng.randint(60_000, 300_000), k)
+            Order(
+                f"{interval}-{k}",
+                m,
+                rng.choice(["sell", "buy"]),
+                rng.randint(0, 1_500),
+                rng.randint(60_000, 300_000),
+                k,
+            )
             for k, m in enumerate(rng.sample(meters, rng.randint(2, len(meters))))
         ]
         mechanism = ("uniform", "pay-as-bid", "community")[interval % 3]
@@ -310,11 +338,16 @@ def test_money_is_conserved_over_a_simulated_week() -> None:
             serials[victim] += "R"
             end[victim] = Reading(0, 0, serials[victim])  # meter replaced
         elif fault < 0.07:
-            end[victim] = Reading(end[victim].import_wh + 99_999, end[victim].export_wh,
-                                  serials[victim])
-        settlement = settle(result.trades, start_readings=start, end_readings=end,
-                            capacity_w=capacity, interval_s=INTERVAL_S,
-                            grid_fee_per_kwh=FEE, levies_per_kwh=LEVIES)
+            end[victim] = Reading(end[victim].import_wh + 99_999, end[victim].export_wh, serials[victim])
+        settlement = settle(
+            result.trades,
+            start_readings=start,
+            end_readings=end,
+            capacity_w=capacity,
+            interval_s=INTERVAL_S,
+            grid_fee_per_kwh=FEE,
+            levies_per_kwh=LEVIES,
+        )
         assert_conserved(settlement)
         deliveries = settlement.deliveries
         sold: dict[str, int] = defaultdict(int)

@@ -198,3 +198,30 @@ def test_agent_metrics_follow_its_status(setup):
     text = exposition(registry_for("agent", agent.status)).decode()
     assert "peerwatt_agent_meter_ok 0.0" in text and "peerwatt_agent_outbox_depth 0.0" in text
     assert "peerwatt_agent_meter_read_errors_total 2.0" in text
+
+
+def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    agent.confirm_after_s = 0.0  # resend at once what the ledger has not confirmed
+    run(agent, sim, 20)
+    waiting = agent.outbox.awaiting_confirmation()
+    assert waiting > 0  # acknowledged by the broker, not yet confirmed by a sequencer
+    sent_before = len(seen)
+    run(agent, sim, 1)
+    assert len(seen) - sent_before >= waiting  # every unconfirmed message went out again
+    seqs = sorted({json.loads(p)["seq"] for t, p in seen if "/orders/" in t or "/readings/" in t})
+    notice = json.dumps({"kind": "seen", "height": 3, "seqs": seqs}).encode()
+    from peerwatt.bus import MemoryBus as Bus
+
+    sequencer = Bus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+    assert agent.outbox.awaiting_confirmation() == 0
+    sent_after = len(seen)
+    run(agent, sim, 1)
+    assert all(
+        "/orders/" not in t and "/readings/" not in t or json.loads(p)["seq"] not in seqs
+        for t, p in seen[sent_after:]
+    )  # nothing confirmed is sent again

@@ -74,8 +74,11 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
     assert info["meter"] == meter.id and info["outbox"] == 0 and info["meter_ok"] is True
     # the private key appears nowhere but in its own file: not in logs, output or the agent's state
     secret = meter.key.private_numbers().private_value
-    needles = [secret.to_bytes(32, "big"), secret.to_bytes(32, "big").hex().encode(),
-               (tmp_path / "meter.key").read_bytes().split(b"\n")[1]]
+    needles = [
+        secret.to_bytes(32, "big"),
+        secret.to_bytes(32, "big").hex().encode(),
+        (tmp_path / "meter.key").read_bytes().split(b"\n")[1],
+    ]
     haystacks = [out.encode(), err.encode(), status.stdout.encode()]
     haystacks += [p.read_bytes() for p in (tmp_path / "state").iterdir() if p.is_file()]
     assert not any(n in h for n in needles for h in haystacks)

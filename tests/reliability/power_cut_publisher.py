@@ -1,28 +1,41 @@
 """A meter-like publisher process for the power-cut test: signs readings through the agent's
 durable outbox and publishes them; killed with SIGKILL at random moments.
 
-Usage: python -m tests.reliability.power_cut_publisher KEYFILE STATEFILE COMMUNITY INTERVAL URL [--drain]
-Seqs start at 1. With --drain it only resends what the outbox holds and exits when everything is acknowledged.
+Usage: python -m tests.reliability.power_cut_publisher KEYFILE STATEFILE COMMUNITY INTERVAL URL
+       [--drain | --count N]
+Seqs start at 1. With --count it publishes N readings as fast as it can, then drains.
+With --drain it only resends what the outbox holds and exits when the ledger confirmed everything
+(the sequencer's "seen" notices), resending what stays unconfirmed, as the agent does.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 from chain.envelope import sign_envelope
 from chain.keys import key_id, load_private_key
 from meter_agent.outbox import Outbox
+from meter_agent.receipts import seen_seqs
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 
 
 def main() -> None:
     key_file, state_file, community, interval, url = sys.argv[1:6]
     drain = "--drain" in sys.argv
+    count = int(sys.argv[sys.argv.index("--count") + 1]) if "--count" in sys.argv else None
     key = load_private_key(key_file)
     meter = key_id(key.public_key())
     outbox = Outbox(state_file, first_seq=1)
     bus = MqttBus(BrokerConfig.from_url(url), f"publisher-{meter}")
+
+    def on_receipt(topic: str, payload: bytes) -> None:
+        seqs = seen_seqs(json.loads(payload))
+        if seqs is not None:
+            outbox.confirm(seqs)
+
+    bus.subscribe(Topics.receipts(community, meter), on_receipt)
     bus.start()
     bus.wait_connected(10)
     for seq, topic, payload in outbox.pending():
@@ -30,7 +43,7 @@ def main() -> None:
     print("ready", flush=True)
     topic = Topics.readings(community, meter)
     n = 0
-    while not drain:
+    while not drain and (count is None or n < count):
         n += 1
 
         def build(seq: int, n: int = n) -> tuple[str, bytes]:
@@ -42,12 +55,16 @@ def main() -> None:
 
         seq, _, payload = outbox.add(build)
         bus.publish(topic, payload, on_ack=lambda s=seq: outbox.ack(s))
-        time.sleep(0.02)
-    deadline = time.monotonic() + 60
-    while outbox.depth() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        if count is None:
+            time.sleep(0.02)
+    # like the agent: wait until the ledger confirmed everything, resending what it has not
+    deadline = time.monotonic() + 150
+    while (outbox.depth() or outbox.awaiting_confirmation()) and time.monotonic() < deadline:
+        for seq, topic_, payload in outbox.due_for_resend(3.0):
+            bus.publish(topic_, payload, on_ack=lambda s=seq: outbox.ack(s))
+        time.sleep(0.1)
     bus.stop()
-    sys.exit(0 if outbox.depth() == 0 else 1)
+    sys.exit(0 if outbox.depth() == 0 and outbox.awaiting_confirmation() == 0 else 1)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_repeated_power_cuts_lose_nothing_acknowledged(tmp_path, mosquitto):
         expected = {}
         for _, state, meter in meters:
             outbox = Outbox(state)
-            assert outbox.depth() == 0
+            assert outbox.depth() == 0 and outbox.awaiting_confirmation() == 0
             expected[meter] = outbox.last_seq()  # the publishers' seqs run from 1
             outbox.close()
 

@@ -77,7 +77,6 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {self.persistence_dir}/",
             "autosave_interval 1",
-            "autosave_on_changes true",
             "max_queued_messages 100000",
             "set_tcp_nodelay true",
             *self._process_lines(),
