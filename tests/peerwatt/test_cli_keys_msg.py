@@ -5,24 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 
 import ecdsa
 from ecdsa.util import sigdecode_string
 
 from chain.signature import b64url_decode
-
-
-def peerwatt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "peerwatt.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.cli import peerwatt
 
 
 def test_keys_new_show_and_msg_sign_verify(tmp_path):

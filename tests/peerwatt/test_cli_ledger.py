@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 
 from chain.kvapp import KeyValueApp
 from chain.localnet import make_community
-
-
-def peerwatt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "peerwatt.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.support.cli import peerwatt
 
 
 def test_genesis_new_and_node_init(tmp_path):

@@ -69,3 +69,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def ledger_seqs(ledger_db: str, msg_type: str = "reading") -> dict[str, list[int]]:
+    """Per signer, the seqs of its messages of one type in a node's ledger (read-only)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{ledger_db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT signer, seq FROM txs WHERE type = ?", (msg_type,)).fetchall()
+    finally:
+        conn.close()
+    out: dict[str, list[int]] = {}
+    for signer, seq in rows:
+        out.setdefault(signer, []).append(seq)
+    return out

@@ -5,7 +5,6 @@ booked twice (node dedupe)."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from meter_agent.outbox import Outbox
 from peerwatt.procnet import launch_community, wait_for
+from tests.reliability.power_cut_publisher import ledger_seqs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 PER_METER = 1000  # 3 meters: 3,000 readings in the suite; the 10k soak sets this to 3,400
@@ -69,15 +69,7 @@ def test_broker_sigkill_during_stream(tmp_path, mosquitto):
             outbox.close()
 
         def seqs() -> dict[str, list[int]]:
-            conn = sqlite3.connect(f"file:{nodes[2].dir / 'data' / 'ledger.sqlite'}?mode=ro", uri=True)
-            try:
-                rows = conn.execute("SELECT signer, seq FROM txs").fetchall()
-            finally:
-                conn.close()
-            out: dict[str, list[int]] = {}
-            for signer, seq in rows:
-                out.setdefault(signer, []).append(seq)
-            return out
+            return ledger_seqs(str(nodes[2].dir / "data" / "ledger.sqlite"))
 
         wait_for(
             lambda: all(len(set(seqs().get(m, []))) == PER_METER for _, _, m in meters),

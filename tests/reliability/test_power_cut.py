@@ -21,6 +21,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from meter_agent.outbox import Outbox
 from peerwatt.procnet import launch_community, wait_for
+from tests.reliability.power_cut_publisher import ledger_seqs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 CUTS = 8  # bounded for the suite; the issue's 30-cut soak is the same loop with CUTS = 30
@@ -108,23 +109,12 @@ def test_repeated_power_cuts_lose_nothing_acknowledged(tmp_path, mosquitto):
             expected[meter] = outbox.last_seq()  # the publishers' seqs run from 1
             outbox.close()
 
-        def ledger_seqs() -> dict[str, list[int]]:
-            conn = sqlite3.connect(f"file:{nodes[1].dir / 'data' / 'ledger.sqlite'}?mode=ro", uri=True)
-            try:
-                rows = conn.execute("SELECT signer, seq FROM txs WHERE type = 'reading'").fetchall()
-            finally:
-                conn.close()
-            out: dict[str, list[int]] = {}
-            for signer, seq in rows:
-                out.setdefault(signer, []).append(seq)
-            return out
-
         def complete() -> bool:
-            seqs = ledger_seqs()
+            seqs = ledger_seqs(str(nodes[1].dir / "data" / "ledger.sqlite"))
             return all(m in seqs and max(seqs[m]) == last for m, last in expected.items())
 
         wait_for(complete, 90, "every acknowledged reading in the ledger")
-        seqs = ledger_seqs()
+        seqs = ledger_seqs(str(nodes[1].dir / "data" / "ledger.sqlite"))
         for meter, last in expected.items():
             got = sorted(seqs[meter])
             assert len(got) == len(set(got)), "a reading was booked twice"
