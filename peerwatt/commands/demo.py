@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -56,6 +57,11 @@ def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
         )
     )
     started = False
+
+    def stop_on_sigterm(signum, frame):  # SIGTERM (systemd, timeout, kill) stops as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         the_demo.setup()
         the_demo.start()
