@@ -146,3 +146,23 @@ def status(config_file: Path) -> None:
         "halted",
     ):
         click.echo(f"{name}: {info.get(name)}")
+
+
+@node.command("erase")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--now", type=int, help="Reference time, Unix s (default: now).")
+def erase(data_dir: Path, now: int | None) -> None:
+    """Delete the payloads of members the community voted to erase, once their retention passed.
+
+    Run it with the node stopped. Hash links, roots and seals stay intact (`peerwatt verify`
+    still passes and reports the erased transactions).
+    """
+    import time
+
+    from peerwatt.erasure import erase_departed
+
+    try:
+        report = erase_departed(data_dir, int(time.time()) if now is None else now)
+    except (StoreError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(report.summary())

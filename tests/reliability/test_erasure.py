@@ -150,3 +150,20 @@ def test_retention_period_is_respected(tmp_path):
     due = erase_departed(store_dir, now=t0 + 100 + 3600)
     assert due.erased_payloads == 1 and due.erased_members == {c.members[0].id: [c.meters[0].id]}
     assert payload(store_dir, reading.tx_hash) is None  # (the kv app's state keeps its latest value)
+
+
+def test_erase_command(tmp_path):
+    from tests.support.cli import peerwatt
+
+    c = build_market(tmp_path, validators=1, members=4)
+    vote_erasure(c, 0, DECIDED_AT)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    for ledger in c.ledgers:
+        ledger.close()
+    data = str(tmp_path / "validator-0")
+    res = peerwatt("node", "erase", "--data", data, "--now", str(AFTER_CORRECTION_WINDOW))
+    assert res.returncode == 0 and res.stdout.startswith("erased 3 payload(s) of 1 member(s)"), res.stderr
+    check = peerwatt("verify", "--data", data)
+    assert check.returncode == 0 and "erased payload(s)" in check.stdout, check.stdout
+    missing = peerwatt("node", "erase", "--data", str(tmp_path / "nothing"))
+    assert missing.returncode != 0 and "no ledger store" in missing.stderr
