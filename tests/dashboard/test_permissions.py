@@ -219,3 +219,22 @@ def test_security_headers(client):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_sessions_expire_and_logout_ends_them(fresh_app, built):
+    meter = built.meters[0]
+    accounts = fresh_app.extensions["peerwatt"].accounts
+    expired = fresh_app.test_client()
+    assert login(expired, "villa").status_code == 302
+    assert expired.get("/api/v1/trades").status_code == 200
+    with accounts.lock:  # the session reaches its expiry time
+        accounts.conn.execute("UPDATE sessions SET expires = 0")
+    assert expired.get("/api/v1/trades").status_code == 401
+    page = expired.get(f"/household/{meter}")
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    # a live session ends at logout too: the old cookie no longer works
+    other = fresh_app.test_client()
+    assert login(other, "villa").status_code == 302
+    token = csrf_token(other)
+    assert other.post("/logout", data={"csrf_token": token}).status_code in (302, 303)
+    assert other.get("/api/v1/trades").status_code == 401
