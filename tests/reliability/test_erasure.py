@@ -167,3 +167,43 @@ def test_erase_command(tmp_path):
     assert check.returncode == 0 and "erased payload(s)" in check.stdout, check.stdout
     missing = peerwatt("node", "erase", "--data", str(tmp_path / "nothing"))
     assert missing.returncode != 0 and "no ledger store" in missing.stderr
+
+
+def test_dashboard_over_an_erased_ledger(tmp_path):
+    from dashboard.app import create_app
+
+    c = build_market(tmp_path, validators=1, members=4)
+    vote_erasure(c, 0, DECIDED_AT)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    for ledger in c.ledgers:
+        ledger.close()
+    data = tmp_path / "validator-0"
+    erase_departed(data, now=AFTER_CORRECTION_WINDOW)
+    app = create_app(
+        data, instance_dir=tmp_path / "dash", config={"TESTING": True, "PASSWORD_METHOD": "scrypt:1024:8:1"}
+    )
+    app.extensions["peerwatt"].indexer.sync()
+    app.extensions["peerwatt"].accounts.add_user("admin", "a long admin password", role="admin")
+    client = app.test_client()
+    from tests.dashboard.conftest import csrf_token
+
+    token = csrf_token(client)
+    client.post(
+        "/login", data={"username": "admin", "password": "a long admin password", "csrf_token": token}
+    )
+    store = Store.open(data, readonly=True)
+    try:
+        erased_at = [
+            h
+            for (h,) in store.conn.execute(
+                "SELECT DISTINCT t.height FROM txs t LEFT JOIN payloads p ON p.hash = t.hash"
+                " WHERE p.hash IS NULL"
+            )
+        ]
+    finally:
+        store.close()
+    assert erased_at
+    body = client.get(f"/api/v1/blocks/{erased_at[0]}").get_json()
+    assert any(tx.get("erased") for tx in body["txs"]), body
+    assert client.get(f"/explorer/blocks/{erased_at[0]}").status_code == 200
+    assert client.get("/").status_code == 200
