@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS sent (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, p
 # (real seconds); one older than this is dropped (its envelope has expired by then anyway).
 DEFAULT_CONFIRM_AFTER_S = 120.0
 SENT_HORIZON_S = 2 * 86_400
+# At most this many messages are resent at once (oldest first), so a slow ledger is not flooded.
+RESEND_BATCH = 100
 
 
 class OutboxError(Exception):
@@ -109,7 +111,9 @@ class Outbox:
             self._conn.executemany("DELETE FROM sent WHERE seq = ?", [(s,) for s in seqs])
             self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
-    def due_for_resend(self, older_than_s: float = DEFAULT_CONFIRM_AFTER_S) -> list[tuple[int, str, bytes]]:
+    def due_for_resend(
+        self, older_than_s: float = DEFAULT_CONFIRM_AFTER_S, limit: int = RESEND_BATCH
+    ) -> list[tuple[int, str, bytes]]:
         """Messages the broker acknowledged more than ``older_than_s`` ago that the ledger has not
         confirmed; they are marked as just sent (resend them now). Messages past the horizon are
         dropped: their envelopes have long expired."""
@@ -119,9 +123,10 @@ class Outbox:
             try:
                 self._conn.execute("DELETE FROM sent WHERE created < ?", (now - SENT_HORIZON_S,))
                 rows = self._conn.execute(
-                    "SELECT seq, topic, payload FROM sent WHERE acked < ? ORDER BY seq", (now - older_than_s,)
+                    "SELECT seq, topic, payload FROM sent WHERE acked < ? ORDER BY seq LIMIT ?",
+                    (now - older_than_s, limit),
                 ).fetchall()
-                self._conn.execute("UPDATE sent SET acked = ? WHERE acked < ?", (now, now - older_than_s))
+                self._conn.executemany("UPDATE sent SET acked = ? WHERE seq = ?", [(now, r[0]) for r in rows])
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

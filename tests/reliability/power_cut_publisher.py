@@ -60,7 +60,7 @@ def main() -> None:
     # like the agent: wait until the ledger confirmed everything, resending what it has not
     deadline = time.monotonic() + 150
     while (outbox.depth() or outbox.awaiting_confirmation()) and time.monotonic() < deadline:
-        for seq, topic_, payload in outbox.due_for_resend(3.0):
+        for seq, topic_, payload in outbox.due_for_resend(20.0):
             bus.publish(topic_, payload, on_ack=lambda s=seq: outbox.ack(s))
         time.sleep(0.1)
     bus.stop()
