@@ -26,8 +26,6 @@ def agent(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
 
 def run_agent(config_file: Path, verbose: bool) -> None:
     import logging
-    import signal
-    import threading
 
     from chain.genesis import GenesisError, load_genesis
     from meter_agent.agent import Agent
@@ -37,12 +35,9 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     from meter_agent.profile import ProfileError, find_profile
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
+    from peerwatt.commands.process import setup_logging, stop_on_signals
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    setup_logging(verbose, {"pymodbus": logging.CRITICAL})
     cfg = load_agent_config(config_file)
     key = load_key(cfg.key_file, cfg.passphrase_file)
     try:
@@ -86,9 +81,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals()
     agent_.start()
     if cfg.metrics_port is not None:
         from prometheus_client import start_http_server

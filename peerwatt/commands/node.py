@@ -53,21 +53,16 @@ def open_node_ledger(data_dir: Path) -> Ledger:
 def run(config_file: Path, verbose: bool) -> None:
     """Run a sequencer, validator or observer until Ctrl-C / SIGTERM."""
     import logging
-    import signal
-    import threading
 
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
+    from peerwatt.commands.process import setup_logging, stop_on_signals
     from peerwatt.config import load_node_config
     from peerwatt.http_api import NodeHttpApi
     from peerwatt.mempool import Mempool
     from peerwatt.node import Node
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    logging.getLogger("paho").setLevel(logging.WARNING)
+    setup_logging(verbose, {"paho": logging.WARNING})
     cfg = load_node_config(config_file)
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     ledger = open_node_ledger(cfg.data)
@@ -78,9 +73,7 @@ def run(config_file: Path, verbose: bool) -> None:
         api = NodeHttpApi(cfg.data, node_.status, cfg.http_host, cfg.http_port)
     except OSError as exc:
         raise UserError(f"{exc} (is another node running? change 'http' in {config_file})") from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals()
     api.start()
     node_.start()
     click.echo(
