@@ -84,3 +84,20 @@ def ledger_seqs(ledger_db: str, msg_type: str = "reading") -> dict[str, list[int
     for signer, seq in rows:
         out.setdefault(signer, []).append(seq)
     return out
+
+
+def publisher_command(
+    key_file, state_file, community: str, interval: int, url: str, *options: str
+) -> list[str]:
+    """The command line that runs this publisher (options: "--drain" or "--count", "N")."""
+    return [
+        sys.executable,
+        "-m",
+        "tests.reliability.power_cut_publisher",
+        str(key_file),
+        str(state_file),
+        community,
+        str(interval),
+        url,
+        *options,
+    ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from meter_agent.outbox import Outbox
 from peerwatt.procnet import launch_community, wait_for
-from tests.reliability.power_cut_publisher import ledger_seqs
+from tests.reliability.power_cut_publisher import ledger_seqs, publisher_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 # 3 meters: 3,000 readings in the suite; the 10k soak: PEERWATT_SOAK_PER_METER=3400
@@ -40,18 +39,9 @@ def test_broker_sigkill_during_stream(tmp_path, mosquitto):
             meters.append((tmp_path / f"meter-{i}.key", tmp_path / f"outbox-{i}.sqlite", meter.id))
         procs = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.reliability.power_cut_publisher",
-                    str(key),
-                    str(state),
-                    c.community,
-                    str(c.genesis.time),
-                    mosquitto.url,
-                    "--count",
-                    str(PER_METER),
-                ],
+                publisher_command(
+                    key, state, c.community, c.genesis.time, mosquitto.url, "--count", str(PER_METER)
+                ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

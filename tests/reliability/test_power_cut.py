@@ -10,7 +10,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +21,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from meter_agent.outbox import Outbox
 from peerwatt.procnet import launch_community, wait_for
-from tests.reliability.power_cut_publisher import ledger_seqs
+from tests.reliability.power_cut_publisher import ledger_seqs, publisher_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 # bounded for the suite; the 30-cut soak: PEERWATT_SOAK_CUTS=30 pytest tests/reliability/test_power_cut.py
@@ -51,16 +50,9 @@ def test_repeated_power_cuts_lose_nothing_acknowledged(tmp_path, mosquitto):
     def start_publishers(drain: bool = False) -> list[subprocess.Popen]:
         procs = []
         for key, state, _ in meters:
-            args = [
-                sys.executable,
-                "-m",
-                "tests.reliability.power_cut_publisher",
-                str(key),
-                str(state),
-                c.community,
-                str(c.genesis.time),
-                mosquitto.url,
-            ] + (["--drain"] if drain else [])
+            args = publisher_command(
+                key, state, c.community, c.genesis.time, mosquitto.url, *(["--drain"] if drain else [])
+            )
             procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         return procs
 
