@@ -32,17 +32,7 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="bench-ledger-")
     ledgers = c.open_ledgers(base, KeyValueApp)
     t0 = c.genesis.time
-    envs = []
-    for i in range(args.txs):
-        meter = c.meters[i % len(c.meters)]
-        envs.append(
-            meter.sign(
-                c.community,
-                "reading",
-                {"interval": t0 - t0 % 900, "import_wh": i, "export_wh": 0, "serial": "S", "profile": "p"},
-                created=t0,
-            )
-        )
+    envs = c.signed_readings(args.txs, t0 - t0 % 900, t0)
     wires = [e.to_bytes() for e in envs]
 
     start = time.perf_counter()

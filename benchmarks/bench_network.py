@@ -49,23 +49,7 @@ def main() -> None:
     nodes = launch_community(c, work, f"mqtt://127.0.0.1:{port}", KeyValueApp, block_s=args.block_s)
     try:
         wait_for(lambda: all(n.status() for n in nodes), 60, "node APIs")
-        envs = []
-        for i in range(args.txs):
-            meter = c.meters[i % len(c.meters)]
-            envs.append(
-                meter.sign(
-                    c.community,
-                    "reading",
-                    {
-                        "interval": c.genesis.time,
-                        "import_wh": i,
-                        "export_wh": 0,
-                        "serial": "S",
-                        "profile": "p",
-                    },
-                    created=int(time.time()),
-                )
-            )
+        envs = c.signed_readings(args.txs, c.genesis.time, int(time.time()))
         bus = MqttBus(BrokerConfig(port=port), "bench-publisher")
         bus.start()
         assert bus.wait_connected(10)

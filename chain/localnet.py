@@ -62,6 +62,15 @@ class LocalCommunity:
     def community(self) -> str:
         return self.genesis.community
 
+    def signed_readings(self, count: int, interval: int, created: int) -> list[Envelope]:
+        """``count`` signed kv-style readings, round robin over the meters (benchmarks, load tests)."""
+        envs = []
+        for i in range(count):
+            meter = self.meters[i % len(self.meters)]
+            body = {"interval": interval, "import_wh": i, "export_wh": 0, "serial": "S", "profile": "p"}
+            envs.append(meter.sign(self.community, "reading", body, created=created))
+        return envs
+
     def open_ledgers(self, base_dir: str | Path, app_factory) -> list[Ledger]:
         """Create one store per validator under ``base_dir`` (validator-0 is the sequencer)."""
         self.ledgers = [
