@@ -105,7 +105,6 @@ class Node:
         self._seals: dict[int, dict[str, Envelope]] = {}
         self._logged: set[tuple[str, str]] = set()
         self._last_cut = time.monotonic()
-        self._lock = threading.Lock()
         self._catchup_after = 0.0
         self._validators_at: dict[int, dict[str, Any]] = {}
         # set before a clean shutdown: finish the block in flight, propose no new one
