@@ -135,26 +135,34 @@ def test_persistent_session_gets_messages_published_while_away(
     assert inbox.payloads(topics.readings("oak", "m1")) == [b"%d" % i for i in range(50)]
 
 
-def test_broker_sigkill_loses_no_acknowledged_message(
+def test_broker_sigkill_loses_at_most_its_last_unsaved_second(
     mosquitto: Mosquitto, buses: Callable[..., MqttBus]
 ) -> None:
-    """200 QoS 1 messages while the broker is SIGKILLed and restarted: every acknowledged one
-    reaches the persistent subscriber at least once (duplicates are allowed and counted)."""
+    """200 QoS 1 messages while the broker is SIGKILLed and restarted.
+
+    What Mosquitto promises (docs/bus.md): it acknowledges a message before it is on disk and
+    saves every ``autosave_interval`` (1 s), so a SIGKILL may lose what it acknowledged in its
+    last unsaved second, and nothing older. The bus must lose nothing of its own: every message
+    gets acknowledged in the end, and every message the restarted broker acknowledged reaches
+    the persistent subscriber. The last-second window is closed end to end by the agent's outbox
+    (tests/reliability/test_broker_kill_stream.py), not here.
+    """
     config = BrokerConfig.from_url(mosquitto.url)
     inbox = Inbox()
     sub = buses(config, "node")
     sub.subscribe("k/#", inbox)
-    pub = buses(config, "agent")
+    connections = [0]  # the publisher's successful connections; callbacks share paho's thread
+    pub = buses(config, "agent", on_connection_change=lambda up: connections.__setitem__(0, connections[0] + up))
     connect(sub, pub)
     sync(pub, inbox, "k/probe")
-    time.sleep(1.2)  # autosave_interval 1: the subscriber's session is on disk before the crash
+    mosquitto.save()  # the subscriber's session is on disk before the crash
 
-    acked: set[int] = set()
-    acked_lock = threading.Lock()
+    acks: dict[int, tuple[int, float]] = {}  # message -> (connection it was acked on, monotonic time)
+    acks_lock = threading.Lock()
 
     def ack(i: int) -> None:
-        with acked_lock:
-            acked.add(i)
+        with acks_lock:
+            acks[i] = (connections[0], time.monotonic())
 
     def publish_all() -> None:
         for i in range(200):
@@ -164,21 +172,38 @@ def test_broker_sigkill_loses_no_acknowledged_message(
     publisher = threading.Thread(target=publish_all)
     publisher.start()
     wait_for(lambda: len(inbox.payloads("k/data")) >= 60, what="60 deliveries before the crash")
+    killed_at = time.monotonic()
     mosquitto.kill()
     time.sleep(0.2)
     mosquitto.start()
     publisher.join(WAIT_S)
     assert not publisher.is_alive()
-    wait_for(lambda: len(acked) == 200, timeout_s=20, what="every message acknowledged")
+    wait_for(lambda: len(acks) == 200, timeout_s=20, what="every message acknowledged")
+    with acks_lock:
+        by_restarted_broker = {i for i, (connection, _t) in acks.items() if connection > 1}
+        by_killed_broker = {i: t for i, (connection, t) in acks.items() if connection == 1}
+    assert by_restarted_broker, "no message was published across the restart"
 
     def delivered() -> set[int]:
         return {int(p) for p in inbox.payloads("k/data")}
 
-    wait_for(lambda: delivered() >= acked, timeout_s=20, what="every acknowledged message delivered")
+    wait_for(
+        lambda: delivered() >= by_restarted_broker,
+        timeout_s=20,
+        what="every message the restarted broker acknowledged delivered",
+    )
+    time.sleep(0.5)  # late redeliveries of the killed broker's saved in-flight messages
+    lost = set(range(200)) - delivered()
+    assert lost <= set(by_killed_broker), lost
+    unsaved_window_s = 2.0  # autosave_interval 1 s plus one pass of Mosquitto's main loop
+    old_losses = {i: round(killed_at - by_killed_broker[i], 2) for i in lost}
+    assert all(age <= unsaved_window_s for age in old_losses.values()), old_losses
     received = [int(p) for p in inbox.payloads("k/data")]
-    duplicates = len(received) - len(set(received))
-    print(f"\nbroker SIGKILL: 200 acked, {len(set(received))} distinct delivered, {duplicates} duplicates")
-    assert set(received) == set(range(200))
+    print(
+        f"\nbroker SIGKILL: 200 acked ({len(by_restarted_broker)} by the restarted broker), "
+        f"{len(set(received))} distinct delivered, {len(lost)} lost in the unsaved second, "
+        f"{len(received) - len(set(received))} duplicates"
+    )
 
 
 def test_last_will_when_the_owner_process_is_killed(

@@ -129,6 +129,27 @@ class Mosquitto:
         """Graceful stop (SIGTERM): Mosquitto saves its persistence file on the way out."""
         self._end(signal.SIGTERM)
 
+    def save(self) -> None:
+        """Make the broker write its persistence file now (SIGUSR1) and wait (bounded) until the
+        new file is in place: what it holds at this moment survives a later SIGKILL."""
+        assert self._process is not None and self._process.poll() is None, "mosquitto is not running"
+        db = self.persistence_dir / "mosquitto.db"
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = db.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_ino, st.st_mtime_ns
+
+        before = stamp()
+        self._process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while stamp() in (before, None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not save {db} within {_READY_TIMEOUT_S} s")
+            time.sleep(0.01)
+
     def kill(self) -> None:
         """Crash the broker (SIGKILL): only what autosave already wrote survives."""
         self._end(signal.SIGKILL)
