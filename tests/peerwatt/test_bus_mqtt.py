@@ -152,7 +152,11 @@ def test_broker_sigkill_loses_at_most_its_last_unsaved_second(
     sub = buses(config, "node")
     sub.subscribe("k/#", inbox)
     connections = [0]  # the publisher's successful connections; callbacks share paho's thread
-    pub = buses(config, "agent", on_connection_change=lambda up: connections.__setitem__(0, connections[0] + up))
+
+    def count_connection(up: bool) -> None:
+        connections[0] += up
+
+    pub = buses(config, "agent", on_connection_change=count_connection)
     connect(sub, pub)
     sync(pub, inbox, "k/probe")
     mosquitto.save()  # the subscriber's session is on disk before the crash
