@@ -24,8 +24,8 @@ from peerwatt.procnet import launch_community, wait_for
 from tests.reliability.power_cut_publisher import ledger_seqs, publisher_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-# bounded for the suite; the 30-cut soak: PEERWATT_SOAK_CUTS=30 pytest tests/reliability/test_power_cut.py
-CUTS = int(os.environ.get("PEERWATT_SOAK_CUTS", "8"))
+# 30 cuts as the issue asks (about 2 minutes here); a longer soak: PEERWATT_SOAK_CUTS=200 pytest ...
+CUTS = int(os.environ.get("PEERWATT_SOAK_CUTS", "30"))
 
 
 def headers(node) -> list[bytes]:
