@@ -114,9 +114,15 @@ def execute_block(
     time: int,
     txs: list[Envelope],
     verify_signatures: bool = True,
+    in_place: bool = False,
 ) -> Execution:
-    """Execute a block on a copy of ``state``; raise InvalidBlock if no peer may seal it."""
-    work = copy_state(state)
+    """Execute a block on a copy of ``state``; raise InvalidBlock if no peer may seal it.
+
+    ``in_place`` skips the copy (a deep copy of the whole state per block) and changes ``state``
+    itself, leaving it half-changed if the block is invalid: only for a caller that throws the old
+    state away either way, like ``verify`` walking history.
+    """
+    work = state if in_place else copy_state(state)
     chain = work["chain"]
     ctx = app_context(work, height, time)
     results: list[dict[str, Any]] = []

@@ -24,7 +24,7 @@ from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes,
 from chain.envelope import Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
-from chain.state import State, state_root
+from chain.state import State, copy_state, state_root
 from chain.store import Store, StoreError
 
 
@@ -91,7 +91,7 @@ def verify_store(
         erased_signers = _erased_signers(store, genesis)
     except sqlite3.DatabaseError as exc:
         raise VerifyError(0, f"unreadable row: {exc}") from None
-    walk = _Walk(state, expected.header)
+    walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
     for height in range(1, top + 1):
         try:
             _verify_block(store, app, genesis, height, walk, erased_signers, report)
@@ -151,7 +151,9 @@ def _verify_block(
         if header["sequencer"] != chain["sequencer"]:
             raise VerifyError(height, "block cut by a key that was not the sequencer")
         try:
-            execution = execute_block(walk.state, app, height=height, time=header["time"], txs=txs)
+            execution = execute_block(
+                walk.state, app, height=height, time=header["time"], txs=txs, in_place=True
+            )
         except InvalidBlock as exc:
             raise VerifyError(height, f"invalid block: {exc}") from None
         if execution.results != results:

@@ -8,10 +8,11 @@ import pytest
 
 from chain.block import header_hash
 from chain.engine import Equivocation, Ledger
-from chain.execute import InvalidBlock
+from chain.execute import InvalidBlock, execute_block
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
 from chain.localnet import Party, make_community
+from chain.state import copy_state, state_root
 from chain.store import LEDGER_TABLES, Store
 from chain.verify import VerifyError, verify_store
 
@@ -49,6 +50,18 @@ def test_blocks_and_stores_identical_and_verify(community):
     for ledger in community.ledgers:
         report = verify_store(ledger.store, KeyValueApp())
         assert (report.blocks, report.txs) == (4, 16)
+
+
+def test_execution_copies_the_state_unless_told_to_work_in_place(community):
+    ledger = community.ledgers[0]
+    txs = [reading(m, community.community, T0 - T0 % 900, 5) for m in community.meters]
+    before = copy_state(ledger.state)
+    copied = execute_block(ledger.state, ledger.app, height=1, time=T0 + 5, txs=txs)
+    assert ledger.state == before  # a proposal or a validation never touches the head state
+    work = copy_state(ledger.state)
+    in_place = execute_block(work, ledger.app, height=1, time=T0 + 5, txs=txs, in_place=True)
+    assert in_place.state is work  # verify's walk: no deep copy per block
+    assert in_place.results == copied.results and state_root(in_place.state) == state_root(copied.state)
 
 
 def test_independent_sequencers_produce_identical_blocks(tmp_path):
