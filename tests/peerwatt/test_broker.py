@@ -40,6 +40,15 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+def wait_subscribed(pub: MqttBus, received: list[bytes], topic: str) -> None:
+    """Publish QoS 0 probes to ``topic`` until one arrives: the subscriber's subscription is live."""
+    deadline = time.monotonic() + WAIT_S
+    while b"probe" not in received:
+        assert time.monotonic() < deadline, "the subscription never became active"
+        pub.publish(topic, b"probe", qos=0)
+        time.sleep(0.05)
+
+
 def test_auto_protocol_falls_back_to_311_and_round_trips(
     broker: EmbeddedBroker, buses: list[MqttBus]
 ) -> None:
@@ -57,6 +66,7 @@ def test_auto_protocol_falls_back_to_311_and_round_trips(
     assert sub.wait_connected(WAIT_S) and pub.wait_connected(WAIT_S), pub.last_error
     assert sub.protocol == pub.protocol == "3.1.1"
     wait_for(lambda: acked == ["early"], "the message published before connecting to be acked")
+    wait_subscribed(pub, received, "peerwatt/demo/probe")  # a message sent before it is not routed
     pub.publish("peerwatt/demo/orders/m1", b"after", on_ack=lambda: acked.append("late"))
     wait_for(lambda: acked == ["early", "late"], "ack")
     wait_for(lambda: b"after" in received, "delivery")
@@ -98,11 +108,7 @@ def test_embedded_broker_keeps_persistent_sessions(broker: EmbeddedBroker, buses
     for bus in (sub, pub):
         bus.start()
         assert bus.wait_connected(WAIT_S)
-    deadline = time.monotonic() + WAIT_S
-    while not received:  # the subscription is live once a probe arrives
-        assert time.monotonic() < deadline
-        pub.publish("t", b"probe", qos=0)
-        time.sleep(0.05)
+    wait_subscribed(pub, received, "t")
     sub.stop()
     acks = threading.Semaphore(0)
     for i in range(10):
