@@ -131,7 +131,7 @@ def launch_community(c: LocalCommunity, workdir: Path, broker_url: str, app_fact
     return nodes
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition", interval_s: float = 0.2):
     """Poll ``predicate`` until it returns a truthy value (bounded); AssertionError on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

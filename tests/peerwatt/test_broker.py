@@ -7,13 +7,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from peerwatt.broker import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus
 from peerwatt.errors import UserError
+from peerwatt.procnet import wait_for
 from tests.support.mosquitto import free_port
 
 WAIT_S = 10.0
@@ -31,13 +32,6 @@ def buses() -> Iterator[list[MqttBus]]:
     yield made
     for bus in made:
         bus.stop(flush_timeout_s=0)
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def wait_subscribed(pub: MqttBus, received: list[bytes], topic: str) -> None:
@@ -65,11 +59,11 @@ def test_auto_protocol_falls_back_to_311_and_round_trips(
     pub.start()
     assert sub.wait_connected(WAIT_S) and pub.wait_connected(WAIT_S), pub.last_error
     assert sub.protocol == pub.protocol == "3.1.1"
-    wait_for(lambda: acked == ["early"], "the message published before connecting to be acked")
+    wait_for(lambda: acked == ["early"], what="the message published before connecting to be acked")
     wait_subscribed(pub, received, "peerwatt/demo/probe")  # a message sent before it is not routed
     pub.publish("peerwatt/demo/orders/m1", b"after", on_ack=lambda: acked.append("late"))
-    wait_for(lambda: acked == ["early", "late"], "ack")
-    wait_for(lambda: b"after" in received, "delivery")
+    wait_for(lambda: acked == ["early", "late"], what="ack")
+    wait_for(lambda: b"after" in received, what="delivery")
 
 
 def test_refused_protocol_version_falls_back_at_once(broker: EmbeddedBroker, buses: list[MqttBus]) -> None:
@@ -94,7 +88,7 @@ def test_forced_mqtt5_against_amqtt_is_an_error(broker: EmbeddedBroker, buses: l
     bus = MqttBus(BrokerConfig(port=broker.port, session_expiry_s=0), "five", protocol="5")
     buses.append(bus)
     bus.start()
-    wait_for(lambda: "Unsupported protocol version" in (bus.last_error or ""), "the refusal")
+    wait_for(lambda: "Unsupported protocol version" in (bus.last_error or ""), what="the refusal")
     assert not bus.connected
 
 
@@ -117,7 +111,7 @@ def test_embedded_broker_keeps_persistent_sessions(broker: EmbeddedBroker, buses
         assert acks.acquire(timeout=WAIT_S)
     received.clear()
     sub.start()
-    wait_for(lambda: len(received) >= 10, "queued messages")
+    wait_for(lambda: len(received) >= 10, what="queued messages")
     assert received == [b"%d" % i for i in range(10)]
 
 

@@ -18,20 +18,13 @@ from pathlib import Path
 import pytest
 
 from peerwatt.bus import BrokerConfig, MqttBus, topics
+from peerwatt.procnet import wait_for
 from tests.support.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 10.0
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = WAIT_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Inbox:
