@@ -8,17 +8,7 @@ import pytest
 from chain.localnet import make_community
 from chain.verify import verify_store
 from market.app import MarketApp
-
-T0 = 1_764_000_000  # aligned to 900 s
-I1 = T0 + 1800  # the interval traded in these tests
-PARAMS = {
-    "interval_s": 900,
-    "gate_s": 300,
-    "feed_in_price": 80_000,
-    "retail_price": 300_000,
-    "grid_fee_per_kwh": 20_000,
-    "levies_per_kwh": 5_000,
-}
+from tests.support.market_ledger import I1, PARAMS, T0, opening_orders, order, reading
 
 
 @pytest.fixture
@@ -36,26 +26,6 @@ def market(tmp_path):
     return c
 
 
-def order(c, meter, side, energy, price, t, interval=I1):
-    return c.meters[meter].sign(
-        c.community,
-        "order",
-        {"side": side, "interval": interval, "energy_wh": energy, "limit_price": price},
-        created=t,
-    )
-
-
-def reading(c, meter, interval, imp, exp, t, serial=None):
-    body = {
-        "interval": interval,
-        "import_wh": imp,
-        "export_wh": exp,
-        "serial": serial or c.genesis.doc["meters"][c.meters[meter].id]["serial"],
-        "profile": "sim",
-    }
-    return c.meters[meter].sign(c.community, "reading", body, created=t)
-
-
 def results_of(c, kind):
     store = c.ledgers[0].store
     return [r for h in range(1, store.height() + 1) for r in store.results(h) if r["kind"] == kind]
@@ -64,13 +34,7 @@ def results_of(c, kind):
 def trade_round(c):
     """Two sellers, two buyers for I1; cleared at gate closure."""
     t = T0 + 10
-    txs = [
-        order(c, 0, "sell", 1000, 90_000, t),
-        order(c, 1, "sell", 500, 120_000, t),
-        order(c, 2, "buy", 800, 200_000, t),
-        order(c, 3, "buy", 600, 100_000, t),
-    ]
-    block = c.run_block(txs, t)
+    block = c.run_block(opening_orders(c, t), t)
     assert all(r["status"] == "ok" for r in block.results if r["kind"] == "tx")
     assert c.ledgers[0].next_block_due() == I1 - 300
     c.run_block([], I1 - 300)  # gate closure

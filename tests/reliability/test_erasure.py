@@ -16,7 +16,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from market.app import MarketApp
 from peerwatt.erasure import erase_departed
-from tests.reliability.market_ledger import SETTLED_AT, build_market, reading_values
+from tests.support.market_ledger import SETTLED_AT, build_market, reading_values
 
 pytestmark = pytest.mark.reliability
 

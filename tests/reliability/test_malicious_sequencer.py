@@ -16,7 +16,7 @@ from chain.execute import InvalidBlock
 from chain.localnet import LocalCommunity, make_community
 from chain.state import copy_state, state_root
 from market.app import MarketApp
-from tests.reliability.market_ledger import I1, PARAMS, T0, order, reading, reading_values
+from tests.support.market_ledger import I1, PARAMS, T0, opening_orders, order, reading, reading_values
 
 pytestmark = pytest.mark.reliability
 
@@ -30,15 +30,7 @@ def community(tmp_path, stage: str) -> LocalCommunity:
     c.open_ledgers(tmp_path, MarketApp)
     if stage in ("ordered", "cleared"):
         t = T0 + 10
-        c.run_block(
-            [
-                order(c, 0, "sell", 1000, 90_000, t),
-                order(c, 1, "sell", 500, 120_000, t),
-                order(c, 2, "buy", 800, 200_000, t),
-                order(c, 3, "buy", 600, 100_000, t),
-            ],
-            t,
-        )
+        c.run_block(opening_orders(c, t), t)
     if stage == "cleared":
         c.run_block([], I1 - 300)
     return c

@@ -23,7 +23,7 @@ import pytest
 from chain.store import DB_NAME, LEDGER_TABLES, Store
 from chain.verify import VerifyError, verify_store
 from market.app import MarketApp
-from tests.reliability.market_ledger import build_market
+from tests.support.market_ledger import build_market
 
 pytestmark = pytest.mark.reliability
 

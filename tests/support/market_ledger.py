@@ -1,4 +1,4 @@
-"""A small market-app ledger for the reliability tests: orders, gate closure, readings, settlement.
+"""A small market-app ledger for tests: orders, gate closure, readings, settlement.
 
 Readings carry distinctive counter values per meter (``reading_values``), so a test can search the
 database files for them byte by byte.
@@ -30,20 +30,39 @@ def reading_values(meter_index: int) -> tuple[int, int, int, int]:
     return base + 11, base + 2213, base + 911, base + 3301
 
 
-def order(c: LocalCommunity, meter: int, side: str, energy_wh: int, price: int, t: int):
-    body = {"side": side, "interval": I1, "energy_wh": energy_wh, "limit_price": price}
+def order(c: LocalCommunity, meter: int, side: str, energy_wh: int, price: int, t: int, interval: int = I1):
+    body = {"side": side, "interval": interval, "energy_wh": energy_wh, "limit_price": price}
     return c.meters[meter].sign(c.community, "order", body, created=t)
 
 
-def reading(c: LocalCommunity, meter: int, interval: int, import_wh: int, export_wh: int, t: int):
+def reading(
+    c: LocalCommunity,
+    meter: int,
+    interval: int,
+    import_wh: int,
+    export_wh: int,
+    t: int,
+    serial: str | None = None,
+):
     body = {
         "interval": interval,
         "import_wh": import_wh,
         "export_wh": export_wh,
-        "serial": c.genesis.doc["meters"][c.meters[meter].id]["serial"],
+        "serial": serial or c.genesis.doc["meters"][c.meters[meter].id]["serial"],
         "profile": "sim",
     }
     return c.meters[meter].sign(c.community, "reading", body, created=t)
+
+
+def opening_orders(c: LocalCommunity, t: int) -> list:
+    """Two sellers and two buyers for I1: asks 90k (1000 Wh), 120k (500 Wh); bids 200k (800 Wh),
+    100k (600 Wh), so 1000 Wh clear at 95k."""
+    return [
+        order(c, 0, "sell", 1000, 90_000, t),
+        order(c, 1, "sell", 500, 120_000, t),
+        order(c, 2, "buy", 800, 200_000, t),
+        order(c, 3, "buy", 600, 100_000, t),
+    ]
 
 
 def build_market(
@@ -61,15 +80,7 @@ def build_market(
     )
     c.open_ledgers(base_dir, MarketApp)
     t = T0 + 10
-    c.run_block(
-        [
-            order(c, 0, "sell", 1000, 90_000, t),
-            order(c, 1, "sell", 500, 120_000, t),
-            order(c, 2, "buy", 800, 200_000, t),
-            order(c, 3, "buy", 600, 100_000, t),
-        ],
-        t,
-    )
+    c.run_block(opening_orders(c, t), t)
     c.run_block([], I1 - 300)  # gate closure: clearing and trades
     t = I1 + 900 + 5
     readings = []
