@@ -173,8 +173,9 @@ class Agent:
             self._account(sample, now, current)
         if self.last_interval is not None and current > self.last_interval:
             self._close_intervals(current, sample)
-        self.last_interval = current
-        self.outbox.save("last_interval", current)
+        if current != self.last_interval:
+            self.last_interval = current
+            self.outbox.save("last_interval", current)
         self._update_order(now)
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
@@ -209,8 +210,7 @@ class Agent:
         for event in update.events:
             log.warning("meter counter event: %s (reported in the next reading)", event.describe())
             bucket["faulty"] = True
-        self.outbox.save("counters", self.counters.to_dict())
-        self.outbox.save("buckets", self.buckets)
+        self.outbox.save_all({"counters": self.counters.to_dict(), "buckets": self.buckets})
 
     def _close_intervals(self, current: int, sample: MeterSample | None) -> None:
         """Intervals before ``current`` ended: record history and sign the reading of the last one."""
@@ -221,8 +221,7 @@ class Agent:
                 self.history[str(start)] = bucket["export_wh"] - bucket["import_wh"]
         horizon = current - HISTORY_S
         self.history = {s: v for s, v in self.history.items() if int(s) >= horizon}
-        self.outbox.save("buckets", self.buckets)
-        self.outbox.save("history", self.history)
+        self.outbox.save_all({"buckets": self.buckets, "history": self.history})
         ended = current - interval_s
         if sample is None or self.fault is not None:
             log.warning("no reading for interval %d: the meter did not answer at its end", ended)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +64,33 @@ class Outbox:
 
     def add(self, build: Callable[[int], tuple[str, bytes]]) -> tuple[int, str, bytes]:
         """Take the next seq, build (topic, signed payload) with it, and store both atomically."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    last = self._get("seq")
-                    if last is not None:
-                        seq = int(last) + 1
-                    else:
-                        seq = self.first_seq if self.first_seq is not None else int(time.time() * 1000)
-                    topic, payload = build(seq)
-                    self._conn.execute(
-                        "INSERT INTO outbox VALUES (?, ?, ?, ?)", (seq, topic, payload, time.time())
-                    )
-                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(seq),))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise OutboxError(
-                    f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
-                ) from None
+        with self._lock, self._durable_write():
+            last = self._get("seq")
+            if last is not None:
+                seq = int(last) + 1
+            else:
+                seq = self.first_seq if self.first_seq is not None else int(time.time() * 1000)
+            topic, payload = build(seq)
+            self._conn.execute("INSERT INTO outbox VALUES (?, ?, ?, ?)", (seq, topic, payload, time.time()))
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(seq),))
         return seq, topic, payload
+
+    @contextmanager
+    def _durable_write(self) -> Iterator[None]:
+        """One write transaction (the caller holds the lock): all of it or nothing is on disk;
+        OutboxError when the disk refuses it (full, read-only)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise OutboxError(
+                f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
+            ) from None
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged message ``seq``: keep it as sent until the ledger confirms it."""
@@ -162,14 +167,14 @@ class Outbox:
 
     def save(self, key: str, value: Any) -> None:
         """Store a JSON value of the agent's local state (durably)."""
-        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
-        with self._lock:
-            try:
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
-            except sqlite3.OperationalError as exc:
-                raise OutboxError(
-                    f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
-                ) from None
+        self.save_all({key: value})
+
+    def save_all(self, values: dict[str, Any]) -> None:
+        """Store several JSON values of the agent's local state in one durable transaction (one
+        disk sync instead of one per value: the agent saves its counters every poll)."""
+        rows = [(key, orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()) for key, v in values.items()]
+        with self._lock, self._durable_write():
+            self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
 
     def close(self) -> None:
         with self._lock:

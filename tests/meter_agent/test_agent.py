@@ -186,6 +186,30 @@ def test_unwritable_state_stops_sending_and_recovers(setup):
     assert agent.status()["state_error"] is None and len(seen) > before
 
 
+def test_a_steady_poll_syncs_the_state_file_once(setup):
+    """A Pi's SD card: a poll inside an interval writes its counters in one transaction (it took
+    three: the unchanged interval, the counters and the buckets, each synced on its own)."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.heartbeat_s = 3600
+    agent.start()
+    run(agent, sim, 3, step_s=5)
+    statements: list[str] = []
+    agent.outbox._conn.set_trace_callback(statements.append)
+    run(agent, sim, 1, step_s=5)
+    agent.outbox._conn.set_trace_callback(None)
+    transaction, in_transaction, state_writes = 0, False, []  # (transaction number or None) per write
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            transaction, in_transaction = transaction + 1, True
+        elif statement in ("COMMIT", "ROLLBACK"):
+            in_transaction = False
+        elif statement.startswith("INSERT OR REPLACE INTO meta"):
+            state_writes.append(transaction if in_transaction else None)  # None: synced on its own
+    assert len(state_writes) == 2 and len(set(state_writes)) == 1 and None not in state_writes
+    assert agent.outbox.load("counters") == agent.counters.to_dict()
+
+
 def test_agent_metrics_follow_its_status(setup):
     from peerwatt.metrics import exposition, registry_for
 
