@@ -63,10 +63,12 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def loads_strict(data: bytes | str) -> Any:
+def loads_strict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON strictly: no duplicate keys, NaN/Infinity, floats or unsafe integers.
 
-    Strings and keys are checked too (see :func:`check_value`). Raises CanonicalError.
+    Strings and keys are checked too (see :func:`check_value`), and nesting is limited to
+    ``max_depth`` (a message; a peer's reply that wraps messages may allow a few levels more).
+    Every byte that comes from the wire or a peer is parsed here. Raises CanonicalError.
     """
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
@@ -84,14 +86,14 @@ def loads_strict(data: bytes | str) -> Any:
     # keys and lone surrogates can only come from non-ASCII bytes or \u escapes: check the whole
     # tree only when the text holds either (pure-ASCII messages without escapes skip the walk).
     # Depth: with at most MAX_DEPTH brackets in all, nesting cannot exceed MAX_DEPTH.
-    if not text.isascii() or "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH:
-        check_value(value)
+    if not text.isascii() or "\\u" in text or text.count("{") + text.count("[") > max_depth:
+        check_value(value, max_depth=max_depth)
     return value
 
 
-def check_value(value: Any, depth: int = 0) -> None:
+def check_value(value: Any, depth: int = 0, *, max_depth: int = MAX_DEPTH) -> None:
     """Raise CanonicalError unless ``value`` lies in the domain where the fast path equals JCS."""
-    if depth > MAX_DEPTH:
+    if depth > max_depth:
         raise CanonicalError("bad_json", "JSON nested too deeply")
     kind = type(value)
     if kind is str:
@@ -103,10 +105,10 @@ def check_value(value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 raise CanonicalError("bad_key", f"object key {key!r} is not an ASCII string")
-            check_value(item, depth + 1)
+            check_value(item, depth + 1, max_depth=max_depth)
     elif kind is list:
         for item in value:
-            check_value(item, depth + 1)
+            check_value(item, depth + 1, max_depth=max_depth)
     elif value is None or kind is bool:
         return
     elif kind is float:

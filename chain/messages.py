@@ -30,6 +30,8 @@ MAX_ENERGY_WH = 100_000_000  # 100 MWh: far above any household's 15-minute ener
 MAX_PRICE = 100_000_000  # micro-units per kWh: 100 currency units per kWh
 MAX_COUNTER_WH = 2**53 - 1
 
+MAX_NOTICE_SEQS = 4096  # seqs one notice may confirm (a block holds at most a few per meter)
+
 TIME = Int(0, 2**40)
 SEQ = Int(0, 2**53 - 1)
 
@@ -94,6 +96,12 @@ BODY_SCHEMAS: dict[str, Obj] = {
         }
     ),
     "seal": Obj({"height": Int(0, 2**53 - 1), "header": HEX64}),
+    # node -> one meter's agent (never a transaction): which of its messages the ledger holds in
+    # a final block (``height``) or refused for good (``refused``); see chain/notice.py
+    "notice": Obj(
+        {"meter": KEY_ID, "seqs": List(SEQ, max_items=MAX_NOTICE_SEQS)},
+        {"height": Int(0, 2**53 - 1), "refused": Str(1, 64, r"[a-z0-9_]+")},
+    ),
 }
 
 # Fields of each body that hold an interval start and must be aligned to the community's interval.
