@@ -185,11 +185,14 @@ class Agent:
     def _read(self) -> MeterSample | None:
         try:
             sample = self.reader.read()
-        except MeterError as exc:
+        except Exception as exc:  # the agent never dies because of its meter: every fault is retried
             self.meter_read_errors += 1
-            if self.fault is None:
+            known = isinstance(exc, MeterError)
+            if self.fault is None and known:
                 log.warning("meter fault: %s (no offers until it answers again)", exc)
-            self.fault = str(exc)
+            elif self.fault is None:  # not a typed meter error: a reader bug, keep its traceback
+                log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
+            self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
             now = int(self.clock())
             self.fault_until_interval = now - now % self.params["interval_s"] + self.params["interval_s"]
             return None

@@ -494,6 +494,16 @@ class MeterReader:
         except ModbusException as exc:
             self._drop_connection()
             raise MeterFramingError(f"{self.where}: invalid answer reading {span}: {exc}") from None
+        except OSError as exc:  # ECONNRESET (a TCP RST), EPIPE, EHOSTUNREACH, a vanished serial port...
+            self._drop_connection()
+            raise MeterConnectionError(
+                f"{self.where}: {_os_error_text(exc)} while reading {span}", closed_by_peer=True
+            ) from None
+        except Exception as exc:  # the bytes came from the wire: never crash on them
+            self._drop_connection()
+            raise MeterFramingError(
+                f"{self.where}: undecodable answer reading {span} ({type(exc).__name__}: {exc})"
+            ) from None
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
             name = EXCEPTION_NAMES.get(code, "unknown exception")
@@ -511,6 +521,15 @@ class MeterReader:
                 f"{self.where}: answer holds {len(registers)} registers, asked for {count} ({span})"
             )
         return registers
+
+
+def _os_error_text(exc: OSError) -> str:
+    """What an operating-system error on the meter's connection means, in a few words."""
+    if isinstance(exc, ConnectionResetError):
+        return "the connection was reset by the meter or gateway (TCP RST)"
+    if isinstance(exc, (BrokenPipeError, ConnectionAbortedError)):
+        return "the connection was closed by the meter or gateway"
+    return f"connection error ({exc.strerror or type(exc).__name__})"
 
 
 def _with_attempts(exc: MeterError, attempts: int) -> MeterError:

@@ -70,7 +70,8 @@ def advice(exc: Exception, tcp: bool) -> str:
             return "check the device path, its permissions (dialout group) and that no other program holds it"
         if exc.closed_by_peer:
             return (
-                "the device may accept only one client at a time: stop other pollers (evcc, Home Assistant)"
+                "the device may accept only one client at a time: stop other pollers (evcc, Home "
+                "Assistant); a gateway also drops connections when its RS-485 side fails"
             )
         return "check the host and port, and that Modbus TCP is enabled on the device"
     if isinstance(exc, MeterTimeout):
