@@ -26,8 +26,8 @@ from dashboard.directory import Directory
 from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
 from dashboard.ledger import LedgerReader
+from dashboard.params import ParamError
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
-from dashboard.trades import FilterError
 from dashboard.verify_runner import VerifyRunner
 
 DEFAULTS: dict[str, Any] = {
@@ -171,8 +171,8 @@ def create_app(
             400, f"The form expired or was not sent by this site ({exc.description}); reload and try again."
         )
 
-    @app.errorhandler(FilterError)
-    def filter_error(exc: FilterError):
+    @app.errorhandler(ParamError)
+    def param_error(exc: ParamError):
         return error(400, str(exc))
 
     @app.errorhandler(HTTPException)

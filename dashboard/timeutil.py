@@ -148,9 +148,3 @@ def fmt_age(seconds: int) -> str:
         return f"{hours} h {minutes} min"
     return f"{hours // 24} d"
 
-
-def parse_date(text: str | None) -> date | None:
-    """A YYYY-MM-DD date from a query string, or None; ValueError for anything else."""
-    if not text:
-        return None
-    return date.fromisoformat(text)

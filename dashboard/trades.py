@@ -10,8 +10,10 @@ unfiltered queries run on ``trades``.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.directory import Directory
+from dashboard.params import MAX_INT, ParamError
 from dashboard.timeutil import local_midnight
 
 SORTS = {"time": "interval", "energy": "energy_wh", "price": "price", "value": "value"}
@@ -36,8 +39,12 @@ TRADE_COLUMNS = (
 )
 
 
-class FilterError(ValueError):
-    """A filter value that cannot be used (shown to the user as is)."""
+MAX_CURSOR_LENGTH = 64
+_PUBLIC_ID_RE = re.compile(r"([0-9]{1,16}):([0-9a-f]{24}:[0-9a-f]{24})", re.ASCII)
+
+
+class FilterError(ParamError):
+    """A filter value that cannot be used (shown to the user as is: a 400)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class TradeFilter:
             raise FilterError("the end date is before the start date")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise FilterError(f"limit must be within 1..{MAX_LIMIT}")
+        if self.interval is not None and not 0 <= self.interval <= MAX_INT:
+            raise FilterError(f"interval must be within 0..{MAX_INT}")
         return self
 
 
@@ -73,10 +82,11 @@ def public_id(interval: int, key: str) -> str:
 
 
 def parse_public_id(text: str) -> tuple[int, str]:
-    interval, _, key = text.partition(":")
-    if not interval.isdigit() or key.count(":") != 1 or len(key) > 49:
-        raise FilterError("not a trade id")
-    return int(interval), key
+    """(interval start, trade key) of a public trade id; FilterError for anything else."""
+    match = _PUBLIC_ID_RE.fullmatch(text)
+    if match is None or int(match.group(1)) > MAX_INT:
+        raise FilterError("not a trade id (<interval start>:<24 hex>:<24 hex>)")
+    return int(match.group(1)), match.group(2)
 
 
 def encode_cursor(sort_value: int, trade_id: int) -> str:
@@ -84,12 +94,18 @@ def encode_cursor(sort_value: int, trade_id: int) -> str:
 
 
 def decode_cursor(text: str) -> tuple[int, int]:
+    """A cursor from ``encode_cursor``: its sort value and row id, both within the ledger's
+    integer range (anything else, e.g. a number beyond SQLite's range, is a FilterError)."""
+    if len(text) > MAX_CURSOR_LENGTH or not text.isascii():
+        raise FilterError("bad page cursor")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value, trade_id = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, binascii.Error):
         raise FilterError("bad page cursor") from None
     if type(value) is not int or type(trade_id) is not int:
+        raise FilterError("bad page cursor")
+    if not -MAX_INT <= value <= MAX_INT or not 0 <= trade_id <= MAX_INT:
         raise FilterError("bad page cursor")
     return value, trade_id
 

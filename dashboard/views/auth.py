@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import login_required, login_user, logout_user
 
 from dashboard.accounts import RateLimited
+from dashboard.params import parse_text, safe_next
 from dashboard.views.common import services, viewer
 
 bp = Blueprint("auth", __name__)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no scheme, no host, no '//' or '\\' tricks)."""
-    if not target:
-        return url_for("overview.page")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return url_for("overview.page")
-    return target
+MAX_NAME_LENGTH = 64  # accounts.NAME_RE
+MAX_PASSWORD_LENGTH = 1024
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if request.method == "GET":
-        return render_template("login.html", next=request.args.get("next", ""))
-    name = request.form.get("username", "").strip()
-    password = request.form.get("password", "")
-    target = _safe_next(request.form.get("next"))
+        return render_template("login.html", next=safe_next(request.args.get("next"), ""))
+    name = parse_text("user name", request.form.get("username", "").strip(), max_len=MAX_NAME_LENGTH)
+    password = parse_text("password", request.form.get("password", ""), max_len=MAX_PASSWORD_LENGTH)
+    target = safe_next(request.form.get("next"), url_for("overview.page"))
     try:
         user = services().accounts.login(
             name, password, request.remote_addr or "?", session_s=current_app.config["SESSION_HOURS"] * 3600

@@ -1,16 +1,18 @@
-"""Helpers the blueprints share: services, the viewer, permission checks, query parsing."""
+"""Helpers the blueprints share: services, the viewer, permission checks, the ledger's day.
+
+Request parameters are parsed by dashboard.params (bounded; a bad value is a 400)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from flask import abort, current_app, request
+from flask import abort, current_app
 from flask_login import current_user
 
 from dashboard.accounts import User
 from dashboard.app import Services
-from dashboard.timeutil import local_date, parse_date
-from dashboard.trades import FilterError
+from dashboard.params import parse_key_id
+from dashboard.timeutil import local_date
 
 
 def services() -> Services:
@@ -33,6 +35,7 @@ def require_meter(meter: str) -> User:
     user = viewer()
     if user is None:
         abort(401)
+    parse_key_id("meter", meter)
     if not user.may_see(meter):
         abort(403, "This household's data is not yours to see.")
     if meter not in services().ledger.meters():
@@ -49,20 +52,3 @@ def ledger_today() -> date:
     """The community-local day of the last final block."""
     ledger = services().ledger
     return local_date(ledger.head().time, ledger.community.tz)
-
-
-def arg_date(name: str) -> date | None:
-    try:
-        return parse_date(request.args.get(name))
-    except ValueError:
-        raise FilterError(f"{name} must be a date like 2025-06-02") from None
-
-
-def arg_int(name: str, default: int | None = None) -> int | None:
-    text = request.args.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise FilterError(f"{name} must be a whole number") from None

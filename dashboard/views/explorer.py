@@ -7,9 +7,16 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from flask_login import login_required
 
 from dashboard import explorer as ex
-from dashboard.views.common import arg_int, services, viewer
+from dashboard.params import MAX_INT, arg_int, parse_int
+from dashboard.views.common import services, viewer
 
 bp = Blueprint("explorer", __name__)
+MAX_BLOCKS_PAGE = 200
+
+
+def _height(text: str) -> int:
+    """A block height from the URL (a 400 for anything but 0..2**53-1)."""
+    return parse_int("height", text, lo=0, hi=MAX_INT)
 
 
 def _chain() -> dict:
@@ -33,14 +40,14 @@ def _chain() -> dict:
 @bp.route("/explorer")
 def page():
     s = services()
-    listing = ex.blocks(s.ledger, before=arg_int("before"))
+    listing = ex.blocks(s.ledger, before=arg_int("before", lo=0, hi=MAX_INT))
     return render_template("explorer.html", chain=_chain(), listing=listing)
 
 
-@bp.route("/explorer/blocks/<int:height>")
-def block_page(height: int):
+@bp.route("/explorer/blocks/<height>")
+def block_page(height: str):
     s = services()
-    data = ex.block(s.ledger, s.index.conn, height, viewer())
+    data = ex.block(s.ledger, s.index.conn, _height(height), viewer())
     if data is None:
         abort(404, f"No block at height {height}.")
     return render_template("block.html", b=data, directory=s.directory())
@@ -68,15 +75,15 @@ def api_chain():
 
 @bp.route("/api/v1/blocks")
 def api_blocks():
-    return jsonify(
-        ex.blocks(services().ledger, before=arg_int("before"), limit=min(arg_int("limit", 25), 200))
-    )
+    before = arg_int("before", lo=0, hi=MAX_INT)
+    limit = arg_int("limit", lo=1, hi=MAX_BLOCKS_PAGE, default=ex.PAGE)
+    return jsonify(ex.blocks(services().ledger, before=before, limit=limit))
 
 
-@bp.route("/api/v1/blocks/<int:height>")
-def api_block(height: int):
+@bp.route("/api/v1/blocks/<height>")
+def api_block(height: str):
     s = services()
-    data = ex.block(s.ledger, s.index.conn, height, viewer())
+    data = ex.block(s.ledger, s.index.conn, _height(height), viewer())
     if data is None:
         abort(404, f"No block at height {height}.")
     return jsonify(data)

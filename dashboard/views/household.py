@@ -9,10 +9,11 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 from flask_login import login_required
 
 from dashboard import household as hh
+from dashboard.params import arg_choice, arg_date
 from dashboard.receipts import build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
-from dashboard.views.common import arg_date, ledger_today, require_meter, services, viewer
+from dashboard.views.common import ledger_today, require_meter, services, viewer
 
 bp = Blueprint("household", __name__)
 
@@ -22,9 +23,7 @@ def _summary(meter: str) -> dict:
     ledger = s.ledger
     tz = ledger.community.tz
     params = ledger.params()
-    view = request.args.get("view", "day")
-    if view not in VIEWS:
-        raise FilterError(f"view must be one of {', '.join(VIEWS)}")
+    view = arg_choice("view", VIEWS, "day")
     today = ledger_today()
     anchor = arg_date("date") or today
     p = period(view, anchor, tz)
@@ -119,10 +118,7 @@ def api_orders(meter: str):
 def _trade(trade_id: str) -> dict:
     """The trade row behind a public id, if the viewer is one of its parties (or admin)."""
     s = services()
-    try:
-        interval, key = parse_public_id(trade_id)
-    except FilterError:
-        abort(404, "No such trade.")
+    interval, key = parse_public_id(trade_id)  # a 400 for anything but a trade id
     user = viewer()
     row = s.index.conn.execute(
         "SELECT seller, buyer FROM trades WHERE interval = ? AND trade_key = ?", (interval, key)

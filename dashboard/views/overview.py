@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, render_template
 
-from dashboard.community import overview
-from dashboard.views.common import arg_int, now, own_meters, services
+from dashboard.community import MAX_PRICE_DAYS, overview
+from dashboard.params import arg_int
+from dashboard.views.common import now, own_meters, services
 
 bp = Blueprint("overview", __name__)
 
 
 def _data() -> dict:
     s = services()
-    return overview(s.ledger, s.index.conn, days=arg_int("days", 7), own_meters=own_meters(), now=now())
+    days = arg_int("days", lo=1, hi=MAX_PRICE_DAYS, default=7)
+    return overview(s.ledger, s.index.conn, days=days, own_meters=own_meters(), now=now())
 
 
 @bp.route("/")

@@ -9,8 +9,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
 from flask_login import login_required
 
-from dashboard.trades import SORTS, FilterError, TradeFilter, csv_chunks, query_page
-from dashboard.views.common import arg_date, arg_int, services, viewer
+from dashboard.params import MAX_INT, arg_choice, arg_date, arg_int, arg_key_id, arg_text
+from dashboard.trades import MAX_CURSOR_LENGTH, MAX_LIMIT, SIDES, SORTS, TradeFilter, csv_chunks, query_page
+from dashboard.views.common import services, viewer
 
 bp = Blueprint("trades", __name__)
 
@@ -20,25 +21,22 @@ def trade_filter() -> TradeFilter:
     user = viewer()
     if user is None:
         abort(401)
-    household = request.args.get("household") or None
+    household = arg_key_id("household")
     if household is not None:
         if not user.may_see(household):
             abort(403, "This household's trades are not yours to see.")
         meters: tuple[str, ...] | None = (household,)
     else:
         meters = None if user.is_admin else tuple(sorted(user.meters))
-    order = request.args.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise FilterError("order must be asc or desc")
     return TradeFilter(
         meters=meters,
         date_from=arg_date("from"),
         date_to=arg_date("to"),
-        side=request.args.get("side") or None,
-        interval=arg_int("interval"),
-        sort=request.args.get("sort", "time"),
-        descending=order == "desc",
-        limit=arg_int("limit", 50),
+        side=arg_choice("side", SIDES, None),
+        interval=arg_int("interval", lo=0, hi=MAX_INT),
+        sort=arg_choice("sort", SORTS, "time"),
+        descending=arg_choice("order", ("asc", "desc"), "desc") == "desc",
+        limit=arg_int("limit", lo=1, hi=MAX_LIMIT, default=50),
     ).check()
 
 
@@ -50,8 +48,8 @@ def _page():
         f,
         s.ledger.community.tz,
         s.directory(),
-        after=request.args.get("after") or None,
-        before=request.args.get("before") or None,
+        after=arg_text("after", max_len=MAX_CURSOR_LENGTH),
+        before=arg_text("before", max_len=MAX_CURSOR_LENGTH),
     )
     return f, page
 
