@@ -1,7 +1,9 @@
 """Anti-replay window per signer (as IPsec's): the highest seq plus a bitmap of seqs seen below it.
 
 A seq already seen, or older than the window, is a replay. Out-of-order arrival within the window
-is accepted exactly once. Memory per signer is constant (one int and a ``window``-bit bitmap).
+is accepted exactly once. Memory and time per signer are O(window) whatever the seq gap (one int
+and a ``window``-bit bitmap): a jump beyond the window starts a fresh bitmap instead of shifting the
+old one by the gap (seqs go up to 2^53 - 1; an agent that lost its state restarts at the clock).
 This is node-local state, kept apart from the ledger; it can be saved and restored as JSON.
 """
 
@@ -45,9 +47,13 @@ class ReplayGuard:
             return
         highest, bitmap = state
         if seq > highest:
-            self._state[signer] = (seq, ((bitmap << (seq - highest)) | 1) & self._mask)
-        else:
+            gap = seq - highest
+            # never shift by more than the window: everything older falls out anyway
+            shifted = (bitmap << gap) & self._mask if gap < self.window else 0
+            self._state[signer] = (seq, shifted | 1)
+        elif highest - seq < self.window:
             self._state[signer] = (highest, bitmap | (1 << (highest - seq)))
+        # else: older than the window, a replay by definition; nothing to record
 
     def accept(self, signer: str, seq: int) -> str | None:
         """Check and record in one step: None if accepted, else why it is a replay."""

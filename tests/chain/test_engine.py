@@ -354,3 +354,21 @@ def test_reopen_restores_state(community, tmp_path):
     ledger.close()
     reopened = Ledger.open(path, KeyValueApp())
     assert header_hash(reopened.head) == head and reopened.state == community.ledgers[1].state
+
+
+def test_a_seq_jump_of_2_to_the_40_executes_in_constant_memory(community):
+    """A valid message whose seq jumps far ahead (an agent that lost its state restarts its seq at
+    the clock): block execution, intake and verify stay O(window), and the window moves on."""
+    c, meter = community, community.meters[0]
+    interval = T0 - T0 % 900
+    c.run_block([reading(meter, c.community, interval, 1)], T0 + 1)
+    meter.seq += 2**40
+    jumped = reading(meter, c.community, interval, 2)
+    block = c.run_block([c.ledgers[0].intake(jumped.to_bytes(), T0 + 2)], T0 + 2)
+    assert [r["status"] for r in block.results if r["kind"] == "tx"] == ["ok"]
+    assert c.ledgers[0].chain_state["seqs"][meter.id] == [jumped.seq, "1"]
+    meter.seq -= 2**40  # the old seqs are now far below the window: replays
+    old = reading(meter, c.community, interval, 3)
+    block = c.run_block([old], T0 + 3)
+    assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == ["replay"]
+    assert verify_store(c.ledgers[1].store, KeyValueApp()).blocks == 3
