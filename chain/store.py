@@ -65,6 +65,22 @@ class StoreError(Exception):
     """A store that cannot be opened or written; the message names the path and the fix."""
 
 
+_HINTS = {
+    "SQLITE_FULL": "the disk is full: free space, the node resumes",
+    "SQLITE_READONLY": "the store is read-only: check the file's owner, mode and mount",
+    "SQLITE_BUSY": "another process is writing this store: run one node per data folder",
+    "SQLITE_IOERR": "the disk reported an I/O error: check the disk",
+    "SQLITE_CONSTRAINT": "the row is already stored",
+}
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    """A short fix for the SQLite error class of ``exc`` ('' when none applies)."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    hint = _HINTS.get("_".join(name.split("_")[:2]))  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    return f" ({hint})" if hint else ""
+
+
 def db_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DB_NAME
 
@@ -123,20 +139,30 @@ class Store:
     # -- writing -----------------------------------------------------------------------------
 
     def _write(self, statements: list[tuple[str, Any]]) -> None:
+        """Run ``statements`` in one transaction: all of them, or none and a StoreError naming the
+        cause. SQLite itself rolls back on some errors (SQLITE_FULL, SQLITE_IOERR, ...), so we roll
+        back only a transaction that is still open, and a failed ROLLBACK never hides the cause."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                if isinstance(params, list):
+                    self.conn.executemany(sql, params)
+                else:
+                    self.conn.execute(sql, params)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"cannot write {self.path}: {exc}{_hint(exc)}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
             try:
-                for sql, params in statements:
-                    if isinstance(params, list):
-                        self.conn.executemany(sql, params)
-                    else:
-                        self.conn.execute(sql, params)
-                self.conn.execute("COMMIT")
-            except BaseException:
                 self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc} (disk full or read-only?)") from None
+            except sqlite3.Error:
+                pass  # the connection is broken; SQLite discards the transaction on close
 
     def write_genesis(self, genesis_doc: bytes, block: Block, state: State) -> None:
         self.append_block(block, [], state, extra=[("INSERT INTO genesis VALUES (0, ?)", (genesis_doc,))])
