@@ -7,7 +7,9 @@ hash is committed in the genesis header, and into the chain's initial state.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,10 @@ from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
 from chain.schema import COMMUNITY_ID, LABEL, SchemaError
 
 GENESIS_VERSION = 1
+# An IANA zone name such as "Europe/Vienna" or "UTC"; names of the machine's own settings
+# ("localtime", "posixrules") would mean another zone on every node and are refused.
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,63}(/[A-Za-z0-9_+-]{1,64}){0,3}")
+_MACHINE_ZONES = frozenset({"localtime", "posixrules"})
 
 
 class GenesisError(ValueError):
@@ -56,6 +62,30 @@ class Genesis:
     @property
     def hash(self) -> bytes:
         return hashlib.sha256(self.to_bytes()).digest()
+
+
+def check_timezone(name: Any, where: str = "community.timezone") -> str:
+    """Return ``name`` if it is a known IANA time zone, else raise GenesisError in one line."""
+    fix = "use an IANA time zone name such as 'Europe/Vienna' or 'UTC'"
+    if not isinstance(name, str) or not _ZONE_NAME.fullmatch(name) or name in _MACHINE_ZONES:
+        raise GenesisError(f"{where} {name!r} is not a time zone name: {fix}")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise GenesisError(f"{where} {name!r} is not a known time zone: {fix}") from None
+    return name
+
+
+def check_serial(serial: Any, where: str) -> str:
+    """Return ``serial`` if a reading may carry it (the reading schema's LABEL), else GenesisError.
+
+    Genesis, governance's enroll_meter and the reading body share this one rule, so an enrolled
+    meter can always send a reading with its own serial."""
+    try:
+        LABEL.check(serial, where)
+    except SchemaError as exc:
+        raise GenesisError(f"{exc} (1-64 printable ASCII characters, no spaces)") from None
+    return serial
 
 
 def default_quorum(validator_count: int) -> int:
@@ -114,10 +144,11 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
     if not validators:
         raise GenesisError("at least one [[validators]] entry is needed")
     members = dict(_key_entry(m, f"members[{i}]", {}) for i, m in enumerate(data.get("members", [])))
-    meters = dict(
-        _key_entry(m, f"meters[{i}]", {"serial": str, "owner": str, "capacity_w": int})
-        for i, m in enumerate(data.get("meters", []))
-    )
+    meters = {}
+    for i, entry in enumerate(data.get("meters", [])):
+        kid, meter = _key_entry(entry, f"meters[{i}]", {"serial": str, "owner": str, "capacity_w": int})
+        meters[kid] = meter
+        check_serial(meter["serial"], f"meters[{i}].serial")
     for kid, meter in meters.items():
         if meter["owner"] not in members:
             raise GenesisError(f"meter {kid}: owner {meter['owner']} is not a member's key id")
@@ -150,7 +181,7 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
             "name": community.get("name", community["id"]),
             "time": community["time"],
             "app": app_name,
-            "timezone": community.get("timezone", "UTC"),
+            "timezone": check_timezone(community.get("timezone", "UTC")),
         },
         "chain": {"quorum": quorum, "sequencer": sequencer, "block_s": block_s},
         "validators": validators,

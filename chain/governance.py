@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chain.envelope import Envelope, Rejected
-from chain.genesis import default_quorum
+from chain.genesis import GenesisError, check_serial, check_timezone, default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
 
 MAX_VOTING_PERIOD_S = 30 * 24 * 3600
@@ -75,8 +75,12 @@ def check_proposal(
             raise Rejected("bad_value", "this meter key is already enrolled or was revoked")
         if args["owner"] not in chain["members"]:
             raise Rejected("bad_value", "the meter's owner is not a member")
-        if args["capacity_w"] <= 0 or not 0 < len(args["serial"]) <= 64:
-            raise Rejected("bad_value", "capacity_w must be positive and serial 1..64 characters")
+        if args["capacity_w"] <= 0:
+            raise Rejected("bad_value", "capacity_w must be positive")
+        try:
+            check_serial(args["serial"], "args.serial")  # the reading schema's rule
+        except GenesisError as exc:
+            raise Rejected("bad_value", str(exc)) from None
     elif action == "revoke_meter":
         if not chain["meters"].get(args["meter"], {}).get("active"):
             raise Rejected("bad_value", "no such active meter")
@@ -97,6 +101,11 @@ def check_proposal(
         if args["sequencer"] not in chain["validators"]:
             raise Rejected("bad_value", "the sequencer must be a validator")
     elif action == "set_param":
+        if args["name"] == "timezone":
+            try:
+                check_timezone(args["value"], "args.value")
+            except GenesisError as exc:
+                raise Rejected("bad_value", str(exc)) from None
         try:
             check_params(dict(chain["params"], **{args["name"]: args["value"]}))
         except ValueError as exc:

@@ -1,0 +1,120 @@
+"""Genesis checks that must agree with the rest of the protocol: meter serials (the reading schema's
+LABEL, also for governance's enroll_meter) and the community's time zone (zoneinfo)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chain.engine import genesis_from_dict_bytes
+from chain.genesis import GenesisError, genesis_from_dict
+from chain.keys import generate_private_key
+from chain.kvapp import KeyValueApp
+from chain.localnet import Party, make_community
+from chain.messages import BODY_SCHEMAS
+from chain.schema import SchemaError
+
+T0 = 1_764_000_000
+
+
+def genesis_doc(serial="SN0001", timezone: object = None) -> dict:
+    validator, member, meter = (Party(generate_private_key()) for _ in range(3))
+    community = {"id": "oak-street", "time": T0}
+    if timezone is not None:
+        community["timezone"] = timezone
+    return {
+        "community": community,
+        "validators": [{"key": validator.sec1_hex}],
+        "members": [{"key": member.sec1_hex}],
+        "meters": [{"key": meter.sec1_hex, "serial": serial, "owner": member.id, "capacity_w": 5000}],
+    }
+
+
+def reading_schema_accepts(serial: str) -> bool:
+    body = {"interval": 0, "import_wh": 0, "export_wh": 0, "serial": serial, "profile": "sim"}
+    try:
+        BODY_SCHEMAS["reading"].check(body, "body")
+    except SchemaError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("serial", ["SN 1", "", "x" * 65, "Zähler-1", "SN\t1", "SN\n1"])
+def test_genesis_refuses_a_serial_no_reading_could_carry(serial):
+    with pytest.raises(GenesisError, match=r"meters\[0\]\.serial"):
+        genesis_from_dict(genesis_doc(serial))
+
+
+@given(st.text(max_size=70))
+def test_genesis_and_reading_schema_agree_on_every_serial(serial):
+    try:
+        genesis_from_dict(genesis_doc(serial))
+        accepted = True
+    except GenesisError:
+        accepted = False
+    assert accepted == reading_schema_accepts(serial)
+
+
+def test_enroll_meter_refuses_a_serial_no_reading_could_carry(tmp_path):
+    c = make_community(validators=1, members=1)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    new = Party(generate_private_key())
+    proposals = [
+        c.validators[0].sign(
+            c.community,
+            "propose",
+            {
+                "action": "enroll_meter",
+                "args": {"key": new.sec1_hex, "serial": serial, "owner": c.members[0].id, "capacity_w": 5000},
+                "deadline": T0 + 3600,
+            },
+            created=T0,
+        )
+        for serial in ("SN 9", "SN9")
+    ]
+    block = c.run_block(proposals, T0 + 1)
+    assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == ["bad_value", None]
+    assert c.ledgers[0].chain_state["meters"][new.id]["serial"] == "SN9"
+
+
+@pytest.mark.parametrize(
+    "zone", ["Mars/Olympus", "utc", "", "../../etc/passwd", "/etc/localtime", "localtime", "zone.tab", 5]
+)
+def test_unknown_timezone_is_one_clear_genesis_error(zone):
+    with pytest.raises(GenesisError) as exc:
+        genesis_from_dict(genesis_doc(timezone=zone))
+    message = str(exc.value)
+    assert "community.timezone" in message and "Europe/Vienna" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("zone", ["Europe/Vienna", "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+5"])
+def test_known_timezones_are_kept(zone):
+    assert genesis_from_dict(genesis_doc(timezone=zone)).doc["community"]["timezone"] == zone
+
+
+def test_default_timezone_is_utc():
+    assert genesis_from_dict(genesis_doc()).doc["community"]["timezone"] == "UTC"
+
+
+def test_a_stored_genesis_with_an_unknown_timezone_does_not_load(tmp_path):
+    genesis = genesis_from_dict(genesis_doc())
+    genesis.doc["community"]["timezone"] = "Mars/Olympus"  # as if written by an older version
+    with pytest.raises(GenesisError, match="community.timezone"):
+        genesis_from_dict_bytes(genesis.to_bytes())
+
+
+def test_set_param_timezone_must_be_a_known_zone(tmp_path):
+    c = make_community(validators=1, members=1)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    proposals = [
+        c.members[0].sign(
+            c.community,
+            "propose",
+            {"action": "set_param", "args": {"name": "timezone", "value": zone}, "deadline": T0 + 3600},
+            created=T0,
+        )
+        for zone in ("Mars/Olympus", "Europe/Vienna")
+    ]
+    block = c.run_block(proposals, T0 + 1)
+    assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == ["bad_value", None]
