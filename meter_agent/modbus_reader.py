@@ -32,6 +32,7 @@ from meter_agent.profile import (
     SUNSPEC_END,
     SUNSPEC_MARKER,
     SUNSPEC_SF_NOT_IMPLEMENTED,
+    IdentifyCheck,
     MeterProfile,
     SunSpecModel,
     ValueSpec,
@@ -233,6 +234,7 @@ class MeterReader:
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
         self._rx_bytes = 0
         self._sunspec: _SunSpecLocation | None = None
+        self.sunspec_models_seen: tuple[int, ...] = ()  # the model chain found by discovery, in order
 
     # ---------------------------------------------------------------- public
 
@@ -262,6 +264,29 @@ class MeterReader:
         finally:
             if self.close_between_polls:
                 self.close()
+
+    def identify(self) -> list[tuple[IdentifyCheck, bool, str]]:
+        """Read the profile's identification registers (``[[identify]]``): for each, whether
+        the device reads one of the expected values, and what it read. A register the device
+        does not have (exception 1 or 2) does not match. Other faults raise ``MeterError``."""
+        out = []
+        try:
+            for check in self.profile.identify:
+                spec = check.spec
+                try:
+                    registers = self._request(spec.function, spec.address, spec.count)
+                except MeterExceptionResponse as exc:
+                    if exc.code not in (1, 2):
+                        raise
+                    out.append((check, False, f"no such register (exception {exc.code})"))
+                    continue
+                value = spec.decode(registers)
+                shown = "n/a" if value is None else str(value) if isinstance(value, str) else f"{value:g}"
+                out.append((check, check.matches(registers), shown))
+        finally:
+            if self.close_between_polls:
+                self.close()
+        return out
 
     def close(self) -> None:
         """Close the connection (TCP socket or serial port); the next read reopens it."""
@@ -318,7 +343,7 @@ class MeterReader:
         if serial_spec is not None and loc.common_address is not None:
             sn_regs = self._read_range(loc.common_address + serial_spec.address, serial_spec.count)
             values["serial"] = serial_spec.decode(sn_regs)
-        return self._sample(values, loc.model.model_id)
+        return self._sample(values, loc.model.model_id, loc.model.phases)
 
     def _discover(self) -> _SunSpecLocation:
         layout = self.profile.sunspec
@@ -338,7 +363,11 @@ class MeterReader:
                 f"{self.where}: no SunSpec marker 'SunS' at {bases} "
                 "(not a SunSpec device, or SunSpec/Modbus is disabled on it)"
             )
-        found: dict[int, tuple[int, int]] = {}
+        # model id -> (address, length, address of the common block 1 that precedes it): in a
+        # SolarEdge-style chain (inverter common block, inverter model, meter common block,
+        # meter model) the meter's serial is in the common block right before the meter model.
+        found: dict[int, tuple[int, int, int | None]] = {}
+        chain: list[int] = []
         common = None
         address = base + 2
         for _ in range(layout.max_models):
@@ -350,15 +379,17 @@ class MeterReader:
                 ) from None
             if model_id == SUNSPEC_END:
                 break
-            if model_id == 1 and common is None:
+            chain.append(model_id)
+            if model_id == 1:
                 common = address
-            found.setdefault(model_id, (address, length))
+            found.setdefault(model_id, (address, length, common))
             address += 2 + length
             if address > 65533:
                 break
+        self.sunspec_models_seen = tuple(chain)
         for model in layout.models:
             if model.model_id in found:
-                model_address, length = found[model.model_id]
+                model_address, length, common = found[model.model_id]
                 span = max(s.address + s.count for s in model.values.values())
                 span = max([span, *(s.sf_offset + 1 for s in model.values.values() if s.sf_offset)])
                 if span > length + 2:
@@ -367,7 +398,7 @@ class MeterReader:
                     )
                 return _SunSpecLocation(base, common, model_address, model, span)
         wanted = ", ".join(str(m.model_id) for m in layout.models)
-        offered = ", ".join(str(m) for m in sorted(found)) or "none"
+        offered = ", ".join(str(m) for m in chain) or "none"
         raise MeterDiscoveryError(
             f"{self.where}: SunSpec device offers models {offered}, none of {wanted} "
             "(add the model to a profile file)"
@@ -381,7 +412,9 @@ class MeterReader:
             out.extend(self._request(3, start, min(step, address + count - start)))
         return out
 
-    def _sample(self, values: Mapping[str, Decimal | str | None], model: int | None) -> MeterSample:
+    def _sample(
+        self, values: Mapping[str, Decimal | str | None], model: int | None, phase_count: int | None = None
+    ) -> MeterSample:
         bad = [n for n in REQUIRED_VALUES if values.get(n) is None]
         bad += [n for n in ("import_wh", "export_wh") if n not in bad and values[n] < 0]  # type: ignore[operator]
         if bad:
@@ -394,7 +427,7 @@ class MeterReader:
         power = values["power_w"] * sign  # type: ignore[operator]
 
         def phases(quantity: str, unit: str, flip: bool = False) -> tuple[float | None, ...]:
-            names = [f"{quantity}_l{p}_{unit}" for p in range(1, self.profile.phases + 1)]
+            names = [f"{quantity}_l{p}_{unit}" for p in range(1, (phase_count or self.profile.phases) + 1)]
             if not any(n in values for n in names):
                 return ()
             out = []
@@ -455,7 +488,7 @@ class MeterReader:
             if isinstance(self.transport, TcpTarget):
                 raise MeterConnectionError(
                     f"{self.where}: cannot connect to {self.transport.describe()} "
-                    "(connection refused or host unreachable)"
+                    "(connection refused or reset, or host unreachable)"
                 )
             raise MeterConnectionError(f"{self.where}: cannot open serial port {self.transport.device}")
         return self._client
@@ -484,9 +517,13 @@ class MeterReader:
         except ModbusIOException:
             self._drop_connection()
             if self._rx_bytes:
+                what = (
+                    "Modbus TCP frame"
+                    if isinstance(self.transport, TcpTarget)
+                    else "frame: CRC or framing error"
+                )
                 raise MeterFramingError(
-                    f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no valid "
-                    "frame: CRC or framing error)"
+                    f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no valid {what})"
                 ) from None
             raise MeterTimeout(
                 f"{self.where}: no answer within {self.timeout_s:g} s reading {span}"

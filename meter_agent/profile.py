@@ -41,9 +41,11 @@ ENCODINGS: dict[str, tuple[int, Any]] = {
     "int64": (4, DATATYPE.INT64),
     "uint64": (4, DATATYPE.UINT64),
     "float32": (2, DATATYPE.FLOAT32),
+    "acc32": (2, DATATYPE.UINT32),  # SunSpec accumulators: unsigned, 0 = not implemented
+    "acc64": (4, DATATYPE.UINT64),
     "string": (0, DATATYPE.STRING),
 }
-INTEGER_ENCODINGS = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
+INTEGER_ENCODINGS = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "acc32", "acc64"})
 
 PHASE_VALUES = tuple(
     f"{quantity}_l{phase}_{unit}"
@@ -62,6 +64,8 @@ SUNSPEC_NOT_IMPLEMENTED = {
     "uint32": frozenset({0xFFFFFFFF}),
     "int64": frozenset({0x8000000000000000}),
     "uint64": frozenset({0xFFFFFFFFFFFFFFFF}),
+    "acc32": frozenset({0}),
+    "acc64": frozenset({0}),
 }
 SUNSPEC_SF_NOT_IMPLEMENTED = 0x8000
 SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
@@ -93,11 +97,12 @@ class ValueSpec:
     count: int = 2
     not_available: frozenset[int] = frozenset()
     sf_offset: int | None = None
+    byte_order: str = "big"  # strings: "little" = the first character in each register's low byte
 
     def raw(self, registers: Sequence[int]) -> int | float | str:
         """The raw value of exactly ``count`` registers (before scale)."""
-        if self.encoding == "string":  # bytes in order; word order applies to numbers only
-            data = b"".join(int(r).to_bytes(2, "big") for r in registers)
+        if self.encoding == "string":  # registers in order; word order applies to numbers only
+            data = b"".join(int(r).to_bytes(2, self.byte_order) for r in registers)  # type: ignore[arg-type]
             return data.decode("ascii", errors="replace").strip("\x00 ").strip()
         return ModbusClientMixin.convert_from_registers(  # type: ignore[return-value]
             list(registers), ENCODINGS[self.encoding][1], word_order=self.word_order
@@ -134,7 +139,8 @@ class ValueSpec:
         """Registers for a value in the unit its name says (the inverse of ``decode``)."""
         if self.encoding == "string":
             data = str(value).encode("ascii")[: self.count * 2].ljust(self.count * 2, b"\x00")
-            return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+            order = self.byte_order
+            return [int.from_bytes(data[i : i + 2], order) for i in range(0, len(data), 2)]  # type: ignore[arg-type]
         raw: float | int = (Decimal(str(value)) / self.scale).scaleb(-scale_factor)  # type: ignore[assignment]
         if self.encoding in INTEGER_ENCODINGS:
             raw = int(Decimal(raw).to_integral_value())
@@ -167,6 +173,7 @@ class SunSpecModel:
 
     model_id: int
     values: Mapping[str, ValueSpec]
+    phases: int = 3
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,51 @@ class SunSpecLayout:
 
 
 @dataclass(frozen=True)
+class RegisterTable:
+    """A documented register range the device answers, on each of ``functions``."""
+
+    functions: tuple[int, ...]
+    start: int
+    end: int  # inclusive
+
+
+@dataclass(frozen=True)
+class DeviceConstant:
+    """A documented register with a fixed value (model name, system type...)."""
+
+    spec: ValueSpec
+    value: float | int | str
+
+
+@dataclass(frozen=True)
+class IdentifyCheck:
+    """A register that tells this meter from a look-alike: the device is this model only
+    when the register decodes to one of ``values``."""
+
+    spec: ValueSpec
+    values: tuple[float | int | str, ...]
+    what: str
+
+    def matches(self, registers: Sequence[int]) -> bool:
+        """True when the registers decode to one of the expected values."""
+        value = self.spec.decode(registers)
+        if value is None:
+            return False
+        if isinstance(value, str):
+            return value in self.values
+        return any(not isinstance(v, str) and value == Decimal(str(v)) for v in self.values)
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """How the real device answers beyond the values peerwatt reads: its documented register
+    tables (unmapped registers in them read 0) and fixed registers. Used by the simulator."""
+
+    tables: tuple[RegisterTable, ...] = ()
+    constants: tuple[DeviceConstant, ...] = ()
+
+
+@dataclass(frozen=True)
 class MeterProfile:
     """A validated meter profile (see the module docstring)."""
 
@@ -198,6 +250,8 @@ class MeterProfile:
     values: Mapping[str, ValueSpec] = field(default_factory=dict)
     sunspec: SunSpecLayout | None = None
     source: str = ""
+    device: DeviceModel = DeviceModel()
+    identify: tuple[IdentifyCheck, ...] = ()
 
     @property
     def value_names(self) -> tuple[str, ...]:
@@ -268,7 +322,16 @@ def _kind_name(kind: type | tuple) -> str:
     return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
-_VALUE_KEYS = ("address", "encoding", "word_order", "scale", "function", "count", "not_available")
+_VALUE_KEYS = (
+    "address",
+    "encoding",
+    "word_order",
+    "byte_order",
+    "scale",
+    "function",
+    "count",
+    "not_available",
+)
 _SUNSPEC_VALUE_KEYS = ("offset", "encoding", "word_order", "scale", "count", "sf_offset")
 _DEFAULT_KEYS = ("encoding", "word_order", "scale", "not_available")
 
@@ -296,6 +359,7 @@ def _value_spec(
     word_order = check.get(merged, key, "word_order", str, "big")
     if word_order not in ("big", "little"):
         raise check.fail(f"{key}.word_order", "must be 'big' (high word first) or 'little'")
+    byte_order = _byte_order(check, data, key, encoding)
     scale_raw = check.get(merged, key, "scale", (int, float), 1)
     if not math.isfinite(scale_raw) or scale_raw <= 0:
         raise check.fail(f"{key}.scale", "must be a positive number (use 'invert' for the sign)")
@@ -335,7 +399,93 @@ def _value_spec(
         count=count,
         not_available=not_available,
         sf_offset=sf_offset,
+        byte_order=byte_order,
     )
+
+
+def _byte_order(check: _Checker, data: Mapping[str, Any], key: str, encoding: str) -> str:
+    byte_order = check.get(data, key, "byte_order", str, "big")
+    if byte_order not in ("big", "little"):
+        raise check.fail(f"{key}.byte_order", "must be 'big' (first character in the high byte) or 'little'")
+    if "byte_order" in data and encoding != "string":
+        raise check.fail(f"{key}.byte_order", "only strings take a byte order (numbers use word_order)")
+    return byte_order
+
+
+_PLAIN_KEYS = ("function", "address", "encoding", "word_order", "byte_order", "count")
+
+
+def _plain_spec(check: _Checker, data: Mapping[str, Any], key: str, name: str) -> ValueSpec:
+    """A register outside the measured values (a constant, an identification register)."""
+    function = check.get(data, key, "function", int, _REQUIRED)
+    if function not in (3, 4):
+        raise check.fail(f"{key}.function", "must be 3 (holding) or 4 (input registers)")
+    encoding = check.get(data, key, "encoding", str, _REQUIRED)
+    if encoding not in ENCODINGS:
+        raise check.fail(f"{key}.encoding", f"unknown encoding {encoding!r} (use {', '.join(ENCODINGS)})")
+    word_order = check.get(data, key, "word_order", str, "big")
+    if word_order not in ("big", "little"):
+        raise check.fail(f"{key}.word_order", "must be 'big' (high word first) or 'little'")
+    if encoding == "string":
+        count = check.integer(data, key, "count", _REQUIRED, 1, 64)
+    else:
+        if "count" in data:
+            raise check.fail(f"{key}.count", f"only strings take a count ({encoding} is fixed)")
+        count = ENCODINGS[encoding][0]
+    address = check.integer(data, key, "address", _REQUIRED, 0, 65536 - count)
+    return ValueSpec(
+        name=name,
+        address=address,
+        encoding=encoding,
+        word_order=word_order,
+        function=function,
+        count=count,
+        byte_order=_byte_order(check, data, key, encoding),
+    )
+
+
+def _device(check: _Checker, data: Any) -> DeviceModel:
+    data = check.table(data, "device")
+    check.only(data, "device", ("tables", "constants"))
+    tables = []
+    for i, entry in enumerate(check.get(data, "device", "tables", list, [])):
+        key = f"device.tables[{i}]"
+        entry = check.table(entry, key)
+        check.only(entry, key, ("functions", "start", "end"))
+        functions = check.get(entry, key, "functions", list, _REQUIRED)
+        if not functions or any(f not in (3, 4) or isinstance(f, bool) for f in functions):
+            raise check.fail(f"{key}.functions", "must list 3 (holding) and/or 4 (input registers)")
+        start = check.integer(entry, key, "start", _REQUIRED, 0, 65535)
+        end = check.integer(entry, key, "end", _REQUIRED, start, 65535)
+        tables.append(RegisterTable(tuple(functions), start, end))
+    constants = []
+    for i, entry in enumerate(check.get(data, "device", "constants", list, [])):
+        key = f"device.constants[{i}]"
+        entry = check.table(entry, key)
+        check.only(entry, key, (*_PLAIN_KEYS, "value", "what"))
+        spec = _plain_spec(check, entry, key, check.get(entry, key, "what", str, f"constant {i}"))
+        value = check.get(entry, key, "value", (int, float, str), _REQUIRED)
+        if isinstance(value, str) != (spec.encoding == "string"):
+            raise check.fail(f"{key}.value", f"does not fit encoding {spec.encoding}")
+        constants.append(DeviceConstant(spec, value))
+    return DeviceModel(tuple(tables), tuple(constants))
+
+
+def _identify(check: _Checker, data: Any) -> tuple[IdentifyCheck, ...]:
+    if not isinstance(data, list):
+        raise check.fail("identify", "must be a list of tables ([[identify]])")
+    out = []
+    for i, entry in enumerate(data):
+        key = f"identify[{i}]"
+        entry = check.table(entry, key)
+        check.only(entry, key, (*_PLAIN_KEYS, "values", "what"))
+        what = check.get(entry, key, "what", str, _REQUIRED)
+        spec = _plain_spec(check, entry, key, what)
+        values = check.get(entry, key, "values", list, _REQUIRED)
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float, str)) for v in values):
+            raise check.fail(f"{key}.values", "must list the values this model reads")
+        out.append(IdentifyCheck(spec, tuple(values), what))
+    return tuple(out)
 
 
 def _values(
@@ -385,15 +535,37 @@ def _sunspec(check: _Checker, data: Any, defaults: Mapping[str, Any], function: 
         raise check.fail("sunspec.base_addresses", "must list register addresses 0..65534")
     order = check.get(data, "sunspec", "models", list, _REQUIRED)
     tables = check.table(data.get("model", {}), "sunspec.model")
-    models = []
+    parsed: dict[int, SunSpecModel] = {}
+    likes: dict[int, tuple[int, int]] = {}
     for model_id in order:
         if isinstance(model_id, bool) or not isinstance(model_id, int) or not 1 <= model_id < 0xFFFF:
             raise check.fail("sunspec.models", "must list SunSpec model ids")
         key = f"sunspec.model.{model_id}"
         if str(model_id) not in tables:
             raise check.fail(key, "missing (every model in sunspec.models needs its value offsets)")
-        values = _values(check, tables[str(model_id)], key, defaults, function, sunspec=True)
-        models.append(SunSpecModel(model_id, MappingProxyType(values)))
+        table = check.table(tables[str(model_id)], key)
+        phases = check.get(table, key, "phases", int, 3)
+        if phases not in (1, 2, 3):
+            raise check.fail(f"{key}.phases", "must be 1, 2 or 3")
+        if "like" in table:  # same point layout as another model (SunSpec 201-204, 211-214)
+            check.only(table, key, ("like", "phases"))
+            likes[model_id] = (check.get(table, key, "like", int, _REQUIRED), phases)
+            continue
+        table = {k: v for k, v in table.items() if k != "phases"}
+        values = _values(check, table, key, defaults, function, sunspec=True)
+        parsed[model_id] = SunSpecModel(model_id, MappingProxyType(values), phases)
+    for model_id, (like, phases) in likes.items():
+        if like not in parsed:
+            raise check.fail(
+                f"sunspec.model.{model_id}.like", f"model {like} is not defined with offsets here"
+            )
+        keep = {
+            n: v
+            for n, v in parsed[like].values.items()
+            if n not in PHASE_VALUES or int(n.split("_l")[1][0]) <= phases
+        }
+        parsed[model_id] = SunSpecModel(model_id, MappingProxyType(keep), phases)
+    models = [parsed[m] for m in order]
     for extra in tables:
         if not extra.isdigit() or int(extra) not in order:
             raise check.fail(f"sunspec.model.{extra}", "not listed in sunspec.models")
@@ -436,6 +608,8 @@ def parse_profile(data: Mapping[str, Any], source: str) -> MeterProfile:
             "defaults",
             "values",
             "sunspec",
+            "device",
+            "identify",
         ),
     )
     name = check.get(data, "", "name", str, _REQUIRED)
@@ -479,6 +653,8 @@ def parse_profile(data: Mapping[str, Any], source: str) -> MeterProfile:
         values=MappingProxyType(values),
         sunspec=sunspec,
         source=source,
+        device=_device(check, data.get("device", {})),
+        identify=_identify(check, data.get("identify", [])),
     )
 
 

@@ -4,8 +4,13 @@
 pymodbus 3.16 server (``ModbusTcpServer`` / ``ModbusSerialServer`` over ``SimDevice`` /
 ``SimData``). The registers are the profile's: same addresses, function code, encodings, word
 order and scales as the real meter, so the agent's decoding is exercised against what a real
-meter sends. SunSpec is served as the 'SunS' marker, the common model 1 and one meter model
-(203 or 213) followed by the 0xFFFF end marker; unimplemented points hold SunSpec's
+meter sends. Where the profile describes the device's documented register tables
+(``[device]``), the simulator answers every register in them on each function code the device
+supports, as the real meter does: unmapped registers read 0, fixed ones (model name, system
+type) their documented value, so third-party readers work against it unchanged. SunSpec is
+served as the 'SunS' marker, the common model 1 and one meter model (201-204, 211-214)
+followed by the 0xFFFF end marker (optionally behind an inverter's common block and model 103,
+as SolarEdge inverters chain their meters); unimplemented points hold SunSpec's
 "not implemented" values.
 
 Values come from a ``Household`` at the simulated time; the import/export counters integrate
@@ -76,9 +81,12 @@ _INT_RANGES = {
     "uint32": (0, (1 << 32) - 1),
     "int64": (-(1 << 63), (1 << 63) - 1),
     "uint64": (0, (1 << 64) - 1),
+    "acc32": (0, (1 << 32) - 1),
+    "acc64": (0, (1 << 64) - 1),
 }
 # SunSpec lengths (L) of the wye/single/split/delta meter models, int+SF (20x) and float (21x).
 SUNSPEC_MODEL_LENGTHS = {201: 105, 202: 105, 203: 105, 204: 105, 211: 124, 212: 124, 213: 124, 214: 124}
+SUNSPEC_INVERTER_MODEL, SUNSPEC_INVERTER_LENGTH = 103, 50  # three-phase inverter (int + SF)
 _SUNSPEC_COMMON_LENGTH = 66
 _BASE_SCALE_FACTORS = {"voltage": -1, "current": -2, "frequency": -2, "power": 0, "import": 0, "export": 0}
 
@@ -127,6 +135,7 @@ class MeterSimulator:
         serial: SerialTarget | None = None,
         sunspec_model: int = 213,
         sunspec_base: int = 40000,
+        sunspec_inverter: bool = False,
         meter_serial: str | None = None,
         import_wh: float | None = None,
         export_wh: float | None = None,
@@ -157,6 +166,7 @@ class MeterSimulator:
             if sunspec_base not in range(0, 65536 - 400):
                 raise ValueError("sunspec_base must leave room for the model chain")
         self.sunspec_base = sunspec_base
+        self.sunspec_inverter = sunspec_inverter
         self._lock = threading.RLock()
         self._faults: dict[str, _Fault] = {}
         self._swaps = 0
@@ -391,10 +401,15 @@ class MeterSimulator:
             self._export_wh += exported
             self._integrated_to = max(self._integrated_to, now)
 
+    @property
+    def phases(self) -> int:
+        """Phases the simulated meter measures (a SunSpec model may have fewer than its profile)."""
+        return self._model.phases if self._model is not None else self.profile.phases
+
     def _truth_at(self, now: float) -> SimTruth:
         power = self.household.net_power_w(now)
-        phases = self.profile.phases
-        shares = PHASE_SHARES if phases == 3 else (1.0,)
+        phases = self.phases
+        shares = {3: PHASE_SHARES, 2: (0.5, 0.5)}.get(phases, (1.0,))
         voltages = tuple(230.0 + 1.5 * math.sin(2 * math.pi * now / 3600.0 + 2.1 * i) for i in range(phases))
         phase_power = tuple(power * share for share in shares)
         currents = tuple(abs(p) / v for p, v in zip(phase_power, voltages, strict=True))
@@ -421,7 +436,7 @@ class MeterSimulator:
             "frequency_hz": truth.frequency_hz,
             "serial": truth.serial,
         }
-        for i in range(self.profile.phases):
+        for i in range(self.phases):
             served[f"voltage_l{i + 1}_v"] = truth.voltage_v[i]
             served[f"current_l{i + 1}_a"] = truth.current_a[i]
             served[f"power_l{i + 1}_w"] = truth.phase_power_w[i] * sign
@@ -459,10 +474,26 @@ class MeterSimulator:
             served = self._served_values(self._truth_at(now))
         if self._model is not None:
             return {3: self._sunspec_image(served)}
-        image: dict[int, dict[int, int]] = {3: {}, 4: {}}
+        content: dict[int, dict[int, int]] = {3: {}, 4: {}}
+        for constant in self.profile.device.constants:
+            for i, reg in enumerate(constant.spec.encode(constant.value)):
+                content[constant.spec.function][constant.spec.address + i] = reg
         for name, spec in self.profile.values.items():
             for i, reg in enumerate(self._encode(spec, served.get(name))):
-                image[spec.function][spec.address + i] = reg
+                content[spec.function][spec.address + i] = reg
+        if not self.profile.device.tables:
+            return content
+        # the documented tables: every register answers, on each function code the table lists
+        # (a meter that answers 3 and 4 alike serves the same content on both); unmapped read 0
+        image: dict[int, dict[int, int]] = {3: {}, 4: {}}
+        for table in self.profile.device.tables:
+            for address in range(table.start, table.end + 1):
+                value = next((content[f][address] for f in table.functions if address in content[f]), 0)
+                for function in table.functions:
+                    image[function][address] = value
+        for function, registers in content.items():  # mapped values outside the tables still answer
+            for address, value in registers.items():
+                image[function].setdefault(address, value)
         return image
 
     def _sunspec_image(self, served: dict[str, float | str | None]) -> dict[int, int]:
@@ -478,17 +509,25 @@ class MeterSimulator:
             data = value.encode("ascii")[: count * 2].ljust(count * 2, b"\x00")
             return [int.from_bytes(data[i : i + 2], "big") for i in range(0, count * 2, 2)]
 
+        def common_block(address: int, model_name: str, serial: str) -> int:
+            put(address, [1, _SUNSPEC_COMMON_LENGTH])
+            put(address + 2, text("peerwatt", 16))  # Mn
+            put(address + 18, text(model_name, 16))  # Md
+            put(address + 34, text("", 8))  # Opt
+            put(address + 42, text("1.0", 8))  # Vr
+            put(address + 50, text(serial, 16))  # SN
+            put(address + 66, [self.unit_id, 0x8000])  # DA, Pad
+            return address + 2 + _SUNSPEC_COMMON_LENGTH
+
         base = self.sunspec_base
         put(base, SUNSPEC_MARKER)
-        common = base + 2
-        put(common, [1, _SUNSPEC_COMMON_LENGTH])
-        put(common + 2, text("peerwatt", 16))  # Mn
-        put(common + 18, text(f"sim-meter {model.model_id}", 16))  # Md
-        put(common + 34, text("", 8))  # Opt
-        put(common + 42, text("1.0", 8))  # Vr
-        put(common + 50, text(str(served["serial"]), 16))  # SN
-        put(common + 66, [self.unit_id, 0x8000])  # DA, Pad
-        address = common + 2 + _SUNSPEC_COMMON_LENGTH
+        address = base + 2
+        if self.sunspec_inverter:  # SolarEdge-style: the inverter's blocks come first
+            address = common_block(address, "sim-inverter", f"INV{self.meter_serial}")
+            put(address, [SUNSPEC_INVERTER_MODEL, SUNSPEC_INVERTER_LENGTH])
+            put(address + 2, [0x8000] * SUNSPEC_INVERTER_LENGTH)
+            address += 2 + SUNSPEC_INVERTER_LENGTH
+        address = common_block(address, f"sim-meter {model.model_id}", str(served["serial"]))
         span = max(s.address + s.count for s in model.values.values())
         length = SUNSPEC_MODEL_LENGTHS.get(model.model_id, span)
         put(address, [model.model_id, length])
@@ -499,7 +538,7 @@ class MeterSimulator:
         else:
             put(address + 2, [0x8000] * length)  # int16 / sunssf: not implemented
             if model.model_id in (201, 202, 203, 204):
-                put(address + 38, [0] * 16)  # acc32 real energy: 0 = not implemented
+                put(address + 38, [0] * 16)  # acc32 real energy: 0 = not implemented (SunSpec)
                 put(address + 55, [0] * 16)
                 put(address + 72, [0] * 32)
                 put(address + length, [0, 0])

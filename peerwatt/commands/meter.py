@@ -84,6 +84,11 @@ def advice(exc: Exception, tcp: bool) -> str:
             "check the A/B wiring, baud rate and parity, the unit id, and that no other master polls the bus"
         )
     if isinstance(exc, MeterFramingError):
+        if tcp:
+            return (
+                "the answer was no Modbus TCP frame: check the port (Modbus TCP, not RTU over TCP) "
+                "and that only one client polls the device"
+            )
         return "check the baud rate, parity, termination and that only one master polls the bus"
     if isinstance(exc, MeterExceptionResponse):
         if exc.code in (1, 2):
@@ -210,7 +215,7 @@ class ProbeResult:
 
     unit_id: int
     profile: str
-    verdict: str  # match | plausible | implausible | error | silent
+    verdict: str  # identified | match | plausible | other-model | implausible | error | silent
     detail: str
     checked: int = 0  # how many plausibility checks the reading passed
 
@@ -272,7 +277,7 @@ def probe_meter(
                 profile, target, unit_id=unit, timeout_s=min(timeout_s, remaining), retries=0
             )
             try:
-                sample = reader.read()
+                result = _probe_one(reader, profile.name, unit)
             except MeterConnectionError as exc:
                 if not exc.closed_by_peer:
                     raise UserError(f"{exc}: {advice(exc, hasattr(target, 'host'))}", exit_code=3) from None
@@ -285,19 +290,18 @@ def probe_meter(
                     silent_lines.add(line)
                     result = ProbeResult(unit, profile.name, "silent", "gateway: no answer from this unit")
                 else:
-                    result = ProbeResult(unit, profile.name, "error", f"exception {exc.code} (not this map)")
-            except MeterDiscoveryError:
-                result = ProbeResult(unit, profile.name, "error", "no usable SunSpec layout")
+                    result = ProbeResult(unit, profile.name, "error", exception_label(exc.code))
+            except MeterDiscoveryError as exc:
+                seen = reader.sunspec_models_seen
+                if seen:
+                    detail = f"SunSpec models {', '.join(map(str, seen))}: none usable"
+                else:
+                    detail = (
+                        "no SunSpec marker 'SunS'" if "marker" in str(exc) else "no usable SunSpec layout"
+                    )
+                result = ProbeResult(unit, profile.name, "error", detail)
             except MeterError as exc:
                 result = ProbeResult(unit, profile.name, "error", type(exc).__name__.removeprefix("Meter"))
-            else:
-                ok, checks, reason = plausibility(sample)
-                summary = _summary(sample)
-                if not ok:
-                    result = ProbeResult(unit, profile.name, "implausible", f"{reason} ({summary})", checks)
-                else:
-                    verdict = "match" if checks else "plausible"
-                    result = ProbeResult(unit, profile.name, verdict, summary, checks)
             finally:
                 reader.close()
             results.append(result)
@@ -305,7 +309,35 @@ def probe_meter(
     return results
 
 
-def _summary(sample) -> str:
+def exception_label(code: int) -> str:
+    """A probe's words for a Modbus exception: only 'no such register' means 'not this map'."""
+    from meter_agent.modbus_reader import EXCEPTION_NAMES
+
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    if code in (1, 2):
+        return f"exception {code} ({name}: not this map)"
+    return f"exception {code} ({name}: the device answered but failed; try again)"
+
+
+def _probe_one(reader, name: str, unit: int) -> ProbeResult:
+    """Read once, judge plausibility, then ask the profile's identification registers."""
+    sample = reader.read()
+    ok, checks, reason = plausibility(sample)
+    summary = _summary(sample, reader.sunspec_models_seen)
+    if not ok:
+        return ProbeResult(unit, name, "implausible", f"{reason} ({summary})", checks)
+    identified = reader.identify()
+    wrong = [(check, shown) for check, matched, shown in identified if not matched]
+    if wrong:
+        check, shown = wrong[0]
+        return ProbeResult(unit, name, "other-model", f"{check.what} reads {shown} ({summary})", checks)
+    if identified:
+        names = ", ".join(f"{check.what} {shown}" for check, _, shown in identified)
+        return ProbeResult(unit, name, "identified", f"{summary}; {names}", checks)
+    return ProbeResult(unit, name, "match" if checks else "plausible", summary, checks)
+
+
+def _summary(sample, sunspec_chain: Sequence[int] = ()) -> str:
     parts = [f"{sample.power_w} W", f"import {sample.import_wh} Wh", f"export {sample.export_wh} Wh"]
     volts = [f"{v:.1f}" for v in sample.voltage_v if v is not None]
     if volts:
@@ -314,14 +346,33 @@ def _summary(sample) -> str:
         parts.append(f"{sample.frequency_hz:.2f} Hz")
     if sample.serial:
         parts.append(f"serial {sample.serial}")
+    if sample.sunspec_model:
+        parts.append(f"SunSpec model {sample.sunspec_model} (chain {', '.join(map(str, sunspec_chain))})")
     return ", ".join(parts)
 
 
+VERDICT_RANK = {"identified": 2, "match": 1, "plausible": 0}
+
+
 def best(results: Sequence[ProbeResult]) -> ProbeResult | None:
-    """The most convincing answer: a match with the most passed checks, else a plausible one."""
-    ranked = [r for r in results if r.verdict in ("match", "plausible")]
-    ranked.sort(key=lambda r: (r.verdict == "match", r.checked), reverse=True)
+    """The most convincing answer: a profile whose identification registers confirm the model,
+    else a match with the most passed checks, else a plausible one. A remaining tie is reported
+    as ambiguous by the caller, never settled by name."""
+    ranked = [r for r in results if r.verdict in VERDICT_RANK]
+    ranked.sort(key=lambda r: (VERDICT_RANK[r.verdict], r.checked), reverse=True)
     return ranked[0] if ranked else None
+
+
+def ties(results: Sequence[ProbeResult], found: ProbeResult) -> list[ProbeResult]:
+    """Other answers exactly as convincing as ``found`` (same unit, verdict and checks)."""
+    return [
+        r
+        for r in results
+        if r is not found
+        and r.unit_id == found.unit_id
+        and r.verdict == found.verdict
+        and r.checked == found.checked
+    ]
 
 
 @meter.command("probe")
@@ -392,18 +443,24 @@ def probe(
         where = f"--serial {serial_device}" + (f" --baud {baud}" if baud else "")
     tried = len({(r.unit_id, r.profile) for r in results})
     if found is None:
+        slow = any(r.verdict == "silent" for r in results)
+        hint = f"; a slow device or gateway may need a longer --timeout (now {timeout_s:g} s)" if slow else ""
         raise UserError(
             f"no known meter answered with plausible values at {where} (units {units}, {tried} attempts "
             f"in {elapsed:.1f} s): check wiring and settings, try more --units, or write a profile "
-            "(docs/meters.md)",
+            f"(docs/meters.md){hint}",
             exit_code=1,
         )
     if not as_json:
-        strength = (
-            ""
-            if found.verdict == "match"
-            else " (plausible: this profile has no voltage/frequency to confirm it)"
-        )
+        others = ties(results, found)
+        strength = {
+            "identified": "",
+            "match": "",
+            "plausible": " (plausible: this profile has no voltage/frequency to confirm it)",
+        }[found.verdict]
+        if others:
+            names = ", ".join(r.profile for r in others)
+            strength += f" (ambiguous: {names} answered the same; no register tells them apart)"
         click.echo(
             f"found: {found.profile} at unit {found.unit_id}{strength}; read it with: "
             f"peerwatt meter read --profile {found.profile} {where} --unit {found.unit_id}"

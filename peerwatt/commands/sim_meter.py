@@ -64,10 +64,17 @@ def parse_start(text: str | None) -> float | None:
 @click.option("--start", "start_text", help="Simulated start time, ISO 8601 (default: now).")
 @click.option(
     "--sunspec-model",
-    type=click.Choice(["203", "213"]),
+    type=click.Choice(["201", "202", "203", "204", "211", "212", "213", "214"]),
     default="213",
     show_default=True,
-    help="For --profile sunspec: integer+scale-factor (203) or float (213) meter model.",
+    help="For --profile sunspec: the meter model, integer+scale-factor (20x) or float (21x); "
+    "x = 1 single phase, 2 split phase, 3 wye, 4 delta.",
+)
+@click.option(
+    "--sunspec-inverter",
+    is_flag=True,
+    help="For --profile sunspec: put an inverter's common block and model 103 before the meter "
+    "(as SolarEdge inverters chain their meters).",
 )
 def sim_meter(
     profile_name: str,
@@ -83,6 +90,7 @@ def sim_meter(
     seed: int,
     start_text: str | None,
     sunspec_model: str,
+    sunspec_inverter: bool,
 ) -> int:
     """Serve a simulated meter until Ctrl-C."""
     from meter_agent.household import Household
@@ -106,6 +114,7 @@ def sim_meter(
             seed=seed,
             host=host,
             sunspec_model=int(sunspec_model),
+            sunspec_inverter=sunspec_inverter,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

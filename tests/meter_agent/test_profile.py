@@ -44,7 +44,7 @@ def test_shipped_profiles_load_and_hold_the_required_values():
     assert names["em340"].values["import_wh"].scale == Decimal(100)
     assert names["sdm120"].transport.baudrate == 2400
     assert names["sunspec"].sunspec.base_addresses == (40000, 0, 50000)
-    assert [m.model_id for m in names["sunspec"].sunspec.models] == [213, 203]
+    assert [m.model_id for m in names["sunspec"].sunspec.models] == [213, 211, 212, 214, 203, 201, 202, 204]
     assert names["sunspec"].sunspec.model(203).values["power_w"].sf_offset == 22
 
 
@@ -105,8 +105,8 @@ def test_sunspec_profile_needs_offsets_for_every_model(tmp_path):
 
     text = Path(find_profile("sunspec").source).read_text()
     path = tmp_path / "s.toml"
-    path.write_text(text.replace("models = [213, 203]", "models = [213, 203, 211]"))
-    with pytest.raises(ProfileError, match="sunspec.model.211: missing"):
+    path.write_text(text.replace("models = [213, 211,", "models = [213, 215, 211,"))
+    with pytest.raises(ProfileError, match="sunspec.model.215: missing"):
         load_profile(path)
 
 
@@ -142,8 +142,9 @@ def test_not_available_sentinels_and_nan():
     sunspec = find_profile("sunspec").sunspec
     w = sunspec.model(203).values["power_w"]
     assert w.decode([0x8000]) is None and w.decode([0x7FFF]) == Decimal(32767)
-    acc = sunspec.model(203).values["import_wh"]
-    assert acc.decode([0xFFFF, 0xFFFF]) is None and acc.decode([0, 5], 3) == Decimal(5000)
+    acc = sunspec.model(203).values["import_wh"]  # acc32: 0 is "not implemented", all bits set is a value
+    assert acc.decode([0, 0]) is None and acc.decode([0, 5], 3) == Decimal(5000)
+    assert acc.decode([0xFFFF, 0xFFFF]) == Decimal(0xFFFFFFFF)
     declared = ValueSpec("power_w", 0, "int32", "little", Decimal(1), 4, 2, frozenset({0x7FFFFFFF}))
     assert declared.decode([0xFFFF, 0x7FFF]) is None
 

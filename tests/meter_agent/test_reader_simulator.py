@@ -6,6 +6,7 @@ One test reads the simulator with plain pymodbus calls at the raw addresses of d
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 from pathlib import Path
@@ -141,12 +142,11 @@ def test_sunspec_discovery_at_other_base_addresses(start_sim, reader_for, base):
 def test_sunspec_without_a_wanted_model(start_sim, reader_for, tmp_path):
     text = Path(find_profile("sunspec").source).read_text()
     path = tmp_path / "only213.toml"
-    text = text.replace('name = "sunspec"', 'name = "only213"').replace(
-        "models = [213, 203]", "models = [213]"
-    )
-    start = text.index("[sunspec.model.203]")
-    end = text.index("[sunspec.model.213]")
-    path.write_text(text[:start] + text[end:])
+    text = text.replace('name = "sunspec"', 'name = "only213"')
+    text = re.sub(r"\nmodels = \[[^]]*\]", "\nmodels = [213]", text)
+    head = text[: text.index("[sunspec.model.203]")]
+    model_213 = text[text.index("[sunspec.model.213]") : text.index("# Same point layouts")]
+    path.write_text(head + model_213)
     sim = start_sim("sunspec", sunspec_model=203)
     with pytest.raises(MeterDiscoveryError, match="offers models 1, 203, none of 213"):
         reader_for(sim, load_profile(path)).read()
