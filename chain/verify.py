@@ -6,7 +6,9 @@ rows against result_root, every stored seal's signature against the validator se
 that height, and a quorum; and it re-executes every block with the app and compares results and
 state root. Payloads erased by a governance decision are reported (the blocks from there on
 cannot be re-executed, but links, roots and seals still verify); a payload missing for any
-other reason, or a row nobody references, is tampering.
+other reason, or a row nobody references, is tampering. The node-local state snapshot (what a node
+starts from) is checked too: canonical, and its state root equal to its block's, so a store that
+verifies is one its node will open.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes,
 from chain.envelope import Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
-from chain.state import State, copy_state, state_root
+from chain.state import State, copy_state, decode_state, encode_state, state_root
 from chain.store import Store, StoreError
 
 
@@ -45,11 +47,14 @@ class VerifyReport:
     seconds: float = 0.0
     not_reexecuted_from: int | None = None
     erased_txs: list[str] = field(default_factory=list)
+    snapshot_height: int | None = None
 
     def summary(self) -> str:
         line = (
             f"ok: {self.blocks} blocks, {self.txs} txs, {self.seals} seals verified in {self.seconds:.2f} s"
         )
+        if self.snapshot_height is not None:
+            line += f"; state snapshot at height {self.snapshot_height} matches"
         if self.not_reexecuted_from is not None:
             line += (
                 f"; {len(self.erased_txs)} erased payload(s): blocks from height "
@@ -108,6 +113,7 @@ def verify_store(
         raise VerifyError(top, f"{len(stored - walk.payloads)} payload row(s) belong to no block")
     if counts != (report.txs, walk.results, report.seals):
         raise VerifyError(top, "the tables hold transaction, result or seal rows that belong to no block")
+    report.snapshot_height = _check_snapshot(store, top)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -165,6 +171,35 @@ def _verify_block(
     report.txs += len(hashes)
     walk.results += len(results)
     walk.prev = header
+
+
+def _check_snapshot(store: Store, top: int) -> int:
+    """The height of the node-local state snapshot, after checking that it is canonical and that
+    its state root is the one its (already verified) block header commits to."""
+    fix = "the node will refuse to open this store: restore the data folder from a peer"
+    try:
+        row = store.conn.execute("SELECT height, state FROM local_snapshot WHERE id = 0").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise VerifyError(top, f"state snapshot (local_snapshot) is unreadable: {exc}") from None
+    if row is None:
+        raise VerifyError(top, f"state snapshot (local_snapshot) is missing: {fix}")
+    height, data = row
+    if type(height) is not int or not 0 <= height <= top:
+        raise VerifyError(top, f"state snapshot (local_snapshot) is for height {height!r}, beyond the chain")
+    data = bytes(data)
+    try:
+        state = decode_state(data)
+        canonical = encode_state(state) == data and type(state) is dict
+        root = state_root(state).hex() if canonical else None
+    except (CanonicalError, AttributeError, TypeError) as exc:
+        raise VerifyError(height, f"state snapshot (local_snapshot) is damaged: {exc}; {fix}") from None
+    if not canonical:
+        raise VerifyError(height, f"state snapshot (local_snapshot) is not stored canonically; {fix}")
+    if root != loads_strict(bytes(store.block_row(height)[3]))["state_root"]:
+        raise VerifyError(
+            height, f"state snapshot (local_snapshot) does not match block {height}'s state_root; {fix}"
+        )
+    return height
 
 
 def _check_heights(store: Store) -> int:

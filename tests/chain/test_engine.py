@@ -372,3 +372,49 @@ def test_a_seq_jump_of_2_to_the_40_executes_in_constant_memory(community):
     block = c.run_block([old], T0 + 3)
     assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == ["replay"]
     assert verify_store(c.ledgers[1].store, KeyValueApp()).blocks == 3
+
+
+def _tamper_snapshot(path, change) -> None:
+    conn = sqlite3.connect(path)
+    (state,) = conn.execute("SELECT state FROM local_snapshot").fetchone()
+    conn.execute("UPDATE local_snapshot SET state = ?", (change(bytes(state)),))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.replace(b'"quorum":3', b'"quorum":1'),  # still valid JSON, another state
+        lambda s: s[:-1],  # not JSON any more
+        lambda s: s.replace(b'"chain":{', b'"chain":{"x":1.5,'),  # outside the canonical domain
+    ],
+    ids=["other_state", "truncated", "float"],
+)
+def test_verify_checks_the_node_local_state_snapshot(community, change):
+    """The node refuses a snapshot that does not match its block at open; verify must say so too
+    (it used to pass a store whose node would not start)."""
+    fill(community, blocks=3)
+    ledger = community.ledgers[1]
+    path = ledger.store.path
+    ledger.close()  # writes the snapshot at height 3
+    assert "state snapshot at height 3 matches" in verify_store(
+        Store.open(path.parent, readonly=True), KeyValueApp()
+    ).summary()
+    _tamper_snapshot(path, change)
+    with pytest.raises(VerifyError) as err:
+        verify_store(Store.open(path.parent, readonly=True), KeyValueApp())
+    assert err.value.height == 3 and "snapshot" in err.value.problem, str(err.value)
+
+
+def test_verify_refuses_a_snapshot_beyond_the_head(community):
+    fill(community, blocks=2)
+    ledger = community.ledgers[2]
+    path = ledger.store.path
+    ledger.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE local_snapshot SET height = 7")
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerifyError, match="snapshot"):
+        verify_store(Store.open(path.parent, readonly=True), KeyValueApp())
