@@ -11,15 +11,27 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chain.store import StoreError
+
 VIEWS = ("day", "month", "year")
 
 
+class UnknownTimezone(StoreError):
+    """The genesis names a time zone this machine does not know."""
+
+
 def zone(name: str) -> ZoneInfo:
-    """The community's zone (UTC when the genesis names an unknown zone)."""
+    """The community's zone; UnknownTimezone (one line: the zone and the fix) when this machine
+    does not know it. Never a silent fall-back to UTC: every day, month and chart would be
+    shifted without anyone noticing."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        raise UnknownTimezone(
+            f"the community's time zone {shown!r} (genesis community.timezone) is not in this machine's "
+            "time zone database: install the tzdata package (pip install tzdata) or fix the genesis"
+        ) from None
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> int:
