@@ -39,6 +39,24 @@ def test_a_shelly_is_identified_by_its_model_string(start_sim):
     assert "SPEM-003CEBEU" in found.detail
 
 
+def test_look_alikes_without_a_telling_register_are_reported_as_ambiguous(start_sim):
+    """No register is known that tells an SDM230 from an SDM120: the probe says so instead of
+    choosing one by its name."""
+    sim = start_sim("sdm230")
+    out = peerwatt("meter", "probe", "--host", "127.0.0.1", "--port", str(sim.port), "--timeout", "0.3")
+    assert out.returncode == 0, out.stderr
+    found = out.stdout.strip().splitlines()[-1]
+    assert "ambiguous" in found and "sdm230" in found and "sdm120" in found
+
+
+def test_an_sdm72dm_is_identified(start_sim):
+    # its map (sdm_modbus SDM72V2) has no serial register at 0xFC00, which the SDM630 and
+    # SDM120 maps read: those fail with exception 2; its own system type register confirms it
+    results, found = probe(start_sim("sdm72dm"))
+    assert found.profile == "sdm72dm" and found.verdict == "identified"
+    assert results["sdm630"].verdict == "error"
+
+
 @pytest.mark.parametrize(("code", "words"), [(4, "device failure"), (6, "device busy"), (2, "not this map")])
 def test_exception_labels(start_sim, code, words):
     sim = start_sim("sdm630")
