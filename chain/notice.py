@@ -15,6 +15,7 @@ confirmed, and a sender's seq only grows, so no later message carries them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,16 +101,16 @@ def open_notice(raw: bytes, *, community: str, meter: str, trusted: dict[str, st
     )
 
 
-def authenticated(raw: bytes, *, community: str, key_of: dict[str, str]) -> Envelope | None:
+def authenticated(raw: bytes, *, community: str, key_for: Callable[[str], str | None]) -> Envelope | None:
     """The envelope in ``raw`` if its signature verifies under its signer's enrolled key, else None.
 
     Time and interval checks are skipped on purpose: an expired or misaligned message that its
     signer really sent deserves a refusal notice (so its outbox stops resending it); anything
-    that does not verify deserves nothing. ``key_of``: signer key id -> SEC1 hex.
+    that does not verify deserves nothing. ``key_for(signer)``: the signer's SEC1 hex key, or None.
     """
     try:
         env = parse_envelope(raw, community=community, now=None, interval_s=None)
-        sec1 = key_of.get(env.signer)
+        sec1 = key_for(env.signer)
         if sec1 is None:
             return None
         verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)

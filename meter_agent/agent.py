@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from chain.envelope import sign_envelope
+from chain.canonical import CanonicalError, loads_strict
+from chain.envelope import Rejected, sign_envelope
 from chain.genesis import Genesis
 from chain.keys import PrivateKey, key_id
+from chain.notice import open_notice
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterError, MeterSample
 from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
-from meter_agent.receipts import ReceiptError, seen_seqs, verify_receipt
+from meter_agent.receipts import MAX_RECEIPT_BYTES, ReceiptError, verify_receipt
 from meter_agent.strategy import (
     OrderPlan,
     StrategyConfig,
@@ -114,6 +116,7 @@ class Agent:
         self.order_margin_s = 60.0
         self.state_error: str | None = None
         self.meter_read_errors = 0
+        self.forged_notices = 0  # notices that did not verify (someone tried to make us forget)
         self.confirm_after_s = DEFAULT_CONFIRM_AFTER_S  # resend what the ledger has not confirmed
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
@@ -311,13 +314,20 @@ class Agent:
     # -- receipts and status -------------------------------------------------------------------
 
     def _on_receipt(self, topic: str, payload: bytes) -> None:
+        """A node's signed notice (forget confirmed messages) or a receipt (check, then keep).
+
+        Nothing is believed unverified: a notice must be signed by a genesis validator and name
+        this meter; a receipt must carry a quorum of seals and an inclusion proof.
+        """
         try:
-            receipt = json.loads(payload)
-            seqs = seen_seqs(receipt) if isinstance(receipt, dict) else None
-            if seqs is not None:
-                self.outbox.confirm(seqs)  # the ledger holds (or refused) them: stop keeping them
+            if len(payload) > MAX_RECEIPT_BYTES:
+                raise ValueError(f"{len(payload)} bytes is larger than any receipt")
+            receipt = loads_strict(payload)
+            if isinstance(receipt, dict) and receipt.get("type") == "notice":
+                self._on_notice(payload)
                 return
-            if not isinstance(receipt, dict) or receipt.get("result", {}).get("kind") not in RECEIPT_KINDS:
+            result = receipt.get("result") if isinstance(receipt, dict) else None
+            if not isinstance(result, dict) or result.get("kind") not in RECEIPT_KINDS:
                 return  # order outcomes and the like: nothing this agent keeps
             if len(self._sealed_headers) > 4096:
                 self._sealed_headers.clear()
@@ -328,7 +338,7 @@ class Agent:
                 quorum=self.quorum,
                 sealed_headers=self._sealed_headers,
             )
-        except (ValueError, ReceiptError) as exc:
+        except (ValueError, CanonicalError, ReceiptError) as exc:
             message = f"ALARM: a receipt does not verify: {exc}"
             log.error(message)
             with self._lock:
@@ -380,6 +390,22 @@ class Agent:
                     earnings -= value + fees
         return {"sold_wh": sold, "bought_wh": bought, "earnings": earnings}
 
+    def _on_notice(self, payload: bytes) -> None:
+        """Forget the messages a validator-signed notice confirms (final, or refused for good)."""
+        try:
+            notice = open_notice(
+                payload, community=self.community, meter=self.meter_id, trusted=self.validators
+            )
+        except Rejected as exc:
+            with self._lock:
+                self.forged_notices += 1
+            if self.forged_notices == 1:
+                log.warning("ignored a notice that does not verify (%s): nothing is forgotten", exc)
+            return
+        if notice.refused is not None:
+            log.info("the ledger refused message(s) %s: %s", list(notice.seqs)[:10], notice.refused)
+        self.outbox.confirm(list(notice.seqs))
+
     def status(self) -> dict[str, Any]:
         sample = self.last_sample
         return {
@@ -398,6 +424,7 @@ class Agent:
             "alarms": self.alarms[-5:],
             "state_error": self.state_error,
             "meter_read_errors": self.meter_read_errors,
+            "forged_notices": self.forged_notices,
         }
 
     def _heartbeat(self, now: int) -> None:

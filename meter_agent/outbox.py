@@ -84,9 +84,9 @@ class Outbox:
             try:
                 yield
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            finally:
+                if self._conn.in_transaction:  # SQLite may already have rolled back by itself
+                    self._conn.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
             raise OutboxError(
                 f"cannot write agent state {self.path}: {exc} (disk full or read-only?)"
@@ -95,26 +95,22 @@ class Outbox:
     def ack(self, seq: int) -> None:
         """The broker acknowledged message ``seq``: keep it as sent until the ledger confirms it."""
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO sent"
-                    " SELECT seq, topic, payload, created, ? FROM outbox WHERE seq = ?",
-                    (now, seq),
-                )
-                self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                self._conn.execute("UPDATE sent SET acked = ? WHERE seq = ?", (now, seq))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._durable_write():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO sent"
+                " SELECT seq, topic, payload, created, ? FROM outbox WHERE seq = ?",
+                (now, seq),
+            )
+            self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._conn.execute("UPDATE sent SET acked = ? WHERE seq = ?", (now, seq))
 
     def confirm(self, seqs: list[int]) -> None:
-        """The ledger holds (or refused) these messages: forget them for good."""
-        with self._lock:
-            self._conn.executemany("DELETE FROM sent WHERE seq = ?", [(s,) for s in seqs])
-            self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        """The ledger holds (or refused) these messages: forget them for good (one transaction,
+        one disk sync, however many seqs a notice confirms)."""
+        rows = [(s,) for s in seqs]
+        with self._lock, self._durable_write():
+            self._conn.executemany("DELETE FROM sent WHERE seq = ?", rows)
+            self._conn.executemany("DELETE FROM outbox WHERE seq = ?", rows)
 
     def due_for_resend(
         self, older_than_s: float = DEFAULT_CONFIRM_AFTER_S, limit: int = RESEND_BATCH
@@ -123,19 +119,13 @@ class Outbox:
         confirmed; they are marked as just sent (resend them now). Messages past the horizon are
         dropped: their envelopes have long expired."""
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute("DELETE FROM sent WHERE created < ?", (now - SENT_HORIZON_S,))
-                rows = self._conn.execute(
-                    "SELECT seq, topic, payload FROM sent WHERE acked < ? ORDER BY seq LIMIT ?",
-                    (now - older_than_s, limit),
-                ).fetchall()
-                self._conn.executemany("UPDATE sent SET acked = ? WHERE seq = ?", [(now, r[0]) for r in rows])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._durable_write():
+            self._conn.execute("DELETE FROM sent WHERE created < ?", (now - SENT_HORIZON_S,))
+            rows = self._conn.execute(
+                "SELECT seq, topic, payload FROM sent WHERE acked < ? ORDER BY seq LIMIT ?",
+                (now - older_than_s, limit),
+            ).fetchall()
+            self._conn.executemany("UPDATE sent SET acked = ? WHERE seq = ?", [(now, r[0]) for r in rows])
         return [(seq, topic, bytes(payload)) for seq, topic, payload in rows]
 
     def awaiting_confirmation(self) -> int:

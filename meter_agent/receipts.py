@@ -16,6 +16,9 @@ from chain.envelope import Rejected, parse_envelope, verify_envelope
 from chain.keys import load_public_key
 from chain.merkle import proof_from_hex, verify_inclusion
 
+# A receipt is one header, one result, a log-size proof and the seals: far below this.
+MAX_RECEIPT_BYTES = 1024 * 1024
+
 
 class ReceiptError(Exception):
     """A receipt that does not verify: an alarm (the node may be lying)."""
@@ -77,13 +80,3 @@ def _check_seals(
         signers.add(seal.signer)
     if len(signers) < quorum:
         raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")
-
-
-def seen_seqs(notice: dict[str, Any]) -> list[int] | None:
-    """The seqs a sequencer's ``seen`` notice confirms (in a final block, or refused), else None."""
-    if notice.get("kind") != "seen":
-        return None
-    seqs = notice.get("seqs")
-    if not isinstance(seqs, list) or not all(type(s) is int for s in seqs):
-        return None
-    return seqs

@@ -51,6 +51,10 @@ Will = tuple[str, bytes, bool]
 MAX_TOPIC_BYTES = 65535
 MAX_ID_CHARS = 128
 DEFAULT_SESSION_EXPIRY_S = 86400
+# QoS 1 messages held in memory while unacknowledged (in flight or waiting for the broker). During
+# a long outage newer ones are not queued: an agent's outbox keeps every message on disk and
+# resends it, a node republishes its block and seals; so RAM stays bounded (a few MB).
+DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 
@@ -314,6 +318,7 @@ class BrokerConfig:
     key_file: str | None = None
     keepalive: int = 30
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S  # MQTT 5: how long the broker keeps us
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES  # unacknowledged QoS 1 kept in RAM
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -328,6 +333,8 @@ class BrokerConfig:
             raise ValueError(f"MQTT keepalive {self.keepalive} s is outside 5..65535 s")
         if not isinstance(self.session_expiry_s, int) or not 0 <= self.session_expiry_s < 2**32:
             raise ValueError(f"MQTT session expiry {self.session_expiry_s!r} s is outside 0..2^32-1")
+        if type(self.max_queued_messages) is not int or self.max_queued_messages < 1:
+            raise ValueError(f"max_queued_messages {self.max_queued_messages!r} must be a positive integer")
         if self.password is not None and self.username is None:
             raise ValueError("an MQTT password was given without a username")
         files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
@@ -630,6 +637,8 @@ class MqttBus:
                 if not self._protocol_decided:
                     if qos == 0:  # never connected yet: QoS 0 is not kept, as in paho
                         log.debug("not connected: QoS 0 message to %s dropped", topic)
+                    elif len(self._early_messages) >= self.config.max_queued_messages:
+                        self._queue_full(topic)
                     else:
                         self._early_messages.append((topic, payload, qos, retain, on_ack))
                     return
@@ -659,7 +668,7 @@ class MqttBus:
             )
         client.suppress_exceptions = True  # our callbacks log their own errors; never kill the loop
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        client.max_queued_messages_set(0)  # unlimited: nothing published offline is dropped
+        client.max_queued_messages_set(self.config.max_queued_messages)
         if self.config.username is not None:
             client.username_pw_set(self.config.username, self.config.password)
         if self._ssl_context is not None:
@@ -752,6 +761,9 @@ class MqttBus:
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
             log.debug("not connected: QoS 0 message to %s dropped", topic)
             return
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self._queue_full(topic)
+            return
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise RuntimeError(f"cannot publish to {topic}: {mqtt.error_string(info.rc)}")
         with self._acks:
@@ -764,6 +776,19 @@ class MqttBus:
             log.warning("the MQTT broker refused the message to %s", topic)
         elif on_ack is not None:
             self._call(on_ack, "on_ack")
+
+    def _queue_full(self, topic: str) -> None:
+        self._report(
+            f"MQTT send queue is full ({self.config.max_queued_messages} unacknowledged messages): "
+            f"message to {topic} not queued (it is resent from the outbox when the broker is back)"
+        )
+
+    def queued_messages(self) -> int:
+        """QoS 1 messages held in memory, not yet acknowledged by the broker."""
+        with self._early_lock:
+            early = len(self._early_messages)
+        with self._acks:
+            return early + sum(1 for _ack, qos, _topic in self._pending_acks.values() if qos)
 
     def _send_subscriptions(self, client: mqtt.Client, wanted: dict[str, int]) -> None:
         if not wanted:

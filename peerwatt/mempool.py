@@ -3,6 +3,11 @@
 A message is written here (SQLite, synchronous=FULL) inside the MQTT message handler, before the
 client acknowledges it to the broker, so a transaction the broker handed over survives a crash
 of the sequencer; it leaves the pool once a final block holds it or it was refused.
+
+A message whose handling failed in an unexpected way (a bug, not a refusal with a reason) is
+moved to ``quarantine`` with the error, so a restart never replays it into a crash loop; the
+operator can read it there (``peerwatt node status`` counts them). The quarantine keeps the
+newest QUARANTINE_KEEP messages.
 """
 
 from __future__ import annotations
@@ -11,7 +16,15 @@ import hashlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+QUARANTINE_KEEP = 1000
+
+
+class MempoolError(Exception):
+    """The pool cannot be written (disk full, read-only); the message says why."""
 
 
 class Mempool:
@@ -27,15 +40,34 @@ class Mempool:
             "CREATE TABLE IF NOT EXISTS pending"
             " (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)"
         )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS quarantine"
+            " (hash BLOB PRIMARY KEY, at REAL NOT NULL, error TEXT NOT NULL, raw BLOB NOT NULL)"
+        )
 
     @staticmethod
     def key(raw: bytes) -> bytes:
         return hashlib.sha256(raw).digest()
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; MempoolError (with SQLite's cause) on failure."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                finally:
+                    if self._conn.in_transaction:  # SQLite may already have rolled back itself
+                        self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise MempoolError(f"cannot write the mempool {self.path}: {exc}") from None
+
     def add(self, raw: bytes) -> bool:
         """Persist a message; False when the same bytes are already pending."""
-        with self._lock:
-            cur = self._conn.execute(
+        with self._write() as conn:
+            cur = conn.execute(
                 "INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", (self.key(raw), time.time(), raw)
             )
             return cur.rowcount == 1
@@ -44,10 +76,27 @@ class Mempool:
         """Forget messages that are in a final block or were refused."""
         if not raws:
             return
+        with self._write() as conn:
+            conn.executemany("DELETE FROM pending WHERE hash = ?", [(self.key(r),) for r in raws])
+
+    def quarantine(self, raw: bytes, error: str) -> None:
+        """Move a message whose handling failed unexpectedly out of the pool, with the error."""
+        key = self.key(raw)
+        with self._write() as conn:
+            conn.execute("DELETE FROM pending WHERE hash = ?", (key,))
+            conn.execute(
+                "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)", (key, time.time(), error[:500], raw)
+            )
+            conn.execute(
+                "DELETE FROM quarantine WHERE hash NOT IN"
+                " (SELECT hash FROM quarantine ORDER BY at DESC LIMIT ?)",
+                (QUARANTINE_KEEP,),
+            )
+
+    def quarantined(self) -> list[bytes]:
+        """The quarantined messages, oldest first."""
         with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.executemany("DELETE FROM pending WHERE hash = ?", [(self.key(r),) for r in raws])
-            self._conn.execute("COMMIT")
+            return [bytes(r) for (r,) in self._conn.execute("SELECT raw FROM quarantine ORDER BY at, hash")]
 
     def all(self) -> list[bytes]:
         """Every pending message, oldest first (used after a restart)."""

@@ -12,11 +12,17 @@ ledger: it checks transactions, cuts blocks, seals, collects seals and commits f
   per height); commits at quorum. Asked to seal two headers at one height: alarm, stop.
 - Observer: verifies and stores final blocks.
 Every node catches up from its peers' HTTP APIs when it sees it is behind.
+
+Hostile input: every byte from the bus or a peer goes through the strict, size- and
+depth-bounded parser. Handling one message never ends the process: a message whose handling
+fails unexpectedly (a bug, not a refusal) is quarantined (moved out of the mempool with its error,
+counted, logged once) and the node goes on; a transaction that breaks block execution is found by
+bisection and quarantined, and the block is cut without it. Senders hear only signed notices, and
+only about messages whose signature verified (chain/notice.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -27,17 +33,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from chain import messages
 from chain.block import Block, header_hash
-from chain.canonical import dumps_checked, loads_strict
+from chain.canonical import MAX_DEPTH, CanonicalError, dumps_checked, loads_strict
 from chain.engine import Equivocation, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex
 from chain.keys import PrivateKey, key_id
+from chain.notice import authenticated, chunks, sign_notice
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.ledger_api import block_from_json, block_receipts
-from peerwatt.mempool import Mempool
+from peerwatt.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
 
@@ -46,6 +54,11 @@ MAX_BLOCK_TXS = 2000
 MAX_INBOX_PER_STEP = 500
 REPUBLISH_S = 5.0
 INFLIGHT_KEY = "inflight_block"
+CATCHUP_BATCH = 100  # blocks asked of a peer at once
+# A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
+# plus the few levels the reply wraps it in.
+MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
+CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4
 
 
 @dataclass
@@ -63,6 +76,7 @@ class NodeMetrics:
     rejected: Counter = field(default_factory=Counter)
     blocks_committed: int = 0
     blocks_refused: Counter = field(default_factory=Counter)
+    quarantined: int = 0
     last_commit_real: float | None = None
 
 
@@ -104,6 +118,7 @@ class Node:
         self._candidates: dict[int, dict[bytes, Block]] = {}
         self._seals: dict[int, dict[str, Envelope]] = {}
         self._logged: set[tuple[str, str]] = set()
+        self._status_lock = threading.Lock()  # status() runs on the HTTP thread
         self._last_cut = time.monotonic()
         self._catchup_after = 0.0
         self._validators_at: dict[int, dict[str, Any]] = {}
@@ -155,12 +170,11 @@ class Node:
             busy = True
             if self.halted:
                 continue
-            if kind == "tx":
-                self._take_tx(payload)
-            elif kind == "block":
-                self._take_block(payload)
-            elif kind == "seal":
-                self._take_seal(payload)
+            take = {"tx": self._take_tx, "block": self._take_block, "seal": self._take_seal}[kind]
+            try:
+                take(payload)
+            except Exception as exc:  # a bug met by one message must not end the node
+                self._quarantine(kind, payload, exc)
         if self.halted:
             return busy
         if self.role == "sequencer" and not self.draining:
@@ -174,31 +188,85 @@ class Node:
 
     def _on_tx(self, topic: str, payload: bytes) -> None:
         # Runs on the bus thread: persist before the broker gets its acknowledgement.
-        if self.mempool is not None and not self.mempool.add(payload):
-            return  # the same bytes are already pending: they will be confirmed with their block
+        if self.mempool is not None:
+            try:
+                if not self.mempool.add(payload):
+                    return  # the same bytes are already pending: confirmed with their block
+            except MempoolError as exc:
+                # keep going in memory: the sender's outbox resends until the ledger confirms
+                self._log_once("mempool", "write", logging.ERROR, "%s", exc)
         self._inbox.put(("tx", topic, payload))
 
-    def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
-        self.metrics.rejected[reason] += 1
-        if (reason, signer) not in self._logged:
-            self._logged.add((reason, signer))
-            log.info("rejected %s from %s: %s", reason, signer, detail)
+    def _count(self, counter: str, reason: str) -> None:
+        """Count an event by reason (under the lock: ``status()`` copies the counters)."""
+        with self._status_lock:
+            getattr(self.metrics, counter)[reason] += 1
+
+    def _log_once(self, what: str, who: str, level: int, message: str, *args: object) -> None:
+        if (what, who) not in self._logged:
+            self._logged.add((what, who))
+            log.log(level, message, *args)
+
+    def _quarantine(self, kind: str, raw: bytes, exc: BaseException) -> None:
+        """Set aside a message whose handling failed unexpectedly, so it can never stop the node."""
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        with self._status_lock:
+            self.metrics.quarantined += 1
+        self._log_once(
+            "quarantine",
+            f"{kind}:{type(exc).__name__}",
+            logging.ERROR,
+            "quarantined a %s message (%s); the node goes on",
+            kind,
+            error,
+        )
+        if kind != "tx":
+            return
+        self._drop_pending(raw)
         if self.mempool is not None:
-            self.mempool.remove([raw])
+            try:
+                self.mempool.quarantine(raw, error)
+            except MempoolError as store_exc:
+                self._log_once("mempool", "write", logging.ERROR, "%s", store_exc)
+
+    def _drop_pending(self, raw: bytes) -> None:
+        kept = []
+        for r, env in self._pending:
+            if r == raw:
+                self._pending_keys.discard((env.signer, env.seq))
+            else:
+                kept.append((r, env))
+        self._pending = kept
+
+    def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
+        self._count("rejected", reason)
+        self._log_once(reason, signer, logging.INFO, "rejected %s from %s: %s", reason, signer, detail)
+        self._forget([raw])
+
+    def _forget(self, raws: list[bytes]) -> None:
+        """Remove messages from the durable mempool (a write error is logged: they come back
+        after a restart and are then refused as replays, so nothing is booked twice)."""
+        if self.mempool is None:
+            return
+        try:
+            self.mempool.remove(raws)
+        except MempoolError as exc:
+            self._log_once("mempool", "write", logging.ERROR, "%s", exc)
 
     def _take_tx(self, raw: bytes) -> None:
         try:
             env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
-            self._reject(raw, exc.reason, _signer_of(raw), exc.detail)
-            self._tell_refused(raw, exc.reason)
+            sender = self._tell_refused(raw, exc.reason)
+            self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
             return
         if (env.signer, env.seq) in self._pending_keys:
             self._reject(raw, "replay", env.signer, "already pending")
             return
-        self._pending_keys.add((env.signer, env.seq))
-        self._pending.append((raw, env))
-        self.metrics.accepted += 1
+        with self._status_lock:
+            self._pending_keys.add((env.signer, env.seq))
+            self._pending.append((raw, env))
+            self.metrics.accepted += 1
 
     def _maybe_cut(self) -> bool:
         if self._inflight is not None:
@@ -213,7 +281,11 @@ class Node:
         if not ((self._pending and waited >= self.block_s) or (due is not None and due <= now)):
             return False
         taken = self._pending[:MAX_BLOCK_TXS]
-        block = self.ledger.propose([env for _, env in taken], now)
+        try:
+            block = self.ledger.propose([env for _, env in taken], now)
+        except Exception as exc:  # an app bug met by some transaction: set it aside, cut later
+            self._isolate_poison(taken, now, exc)
+            return True
         self.ledger.store.set_local(
             INFLIGHT_KEY,
             dumps_checked({"body": block.to_body(), "raws": [r.decode("utf-8") for r, _ in taken]}),
@@ -222,6 +294,31 @@ class Node:
         self._last_cut = time.monotonic()
         self._publish_inflight()
         return True
+
+    def _isolate_poison(self, taken: list[tuple[bytes, Envelope]], now: int, exc: Exception) -> None:
+        """Find the first transaction whose execution fails (bisection over prefixes, about
+        log2(n) trial executions) and quarantine it; the next step cuts the block without it."""
+        ok, bad = 0, len(taken)
+        try:
+            self.ledger.propose([], now)
+        except Exception as empty_exc:  # the app fails on an empty block: nothing to set aside
+            self._log_once(
+                "propose",
+                type(empty_exc).__name__,
+                logging.ERROR,
+                "cannot cut a block (the app fails even without transactions): %s",
+                empty_exc,
+            )
+            self._last_cut = time.monotonic()
+            return
+        while bad - ok > 1:
+            middle = (ok + bad) // 2
+            try:
+                self.ledger.propose([env for _, env in taken[:middle]], now)
+                ok = middle
+            except Exception:
+                bad = middle
+        self._quarantine("tx", taken[bad - 1][0], exc)
 
     def _publish_inflight(self) -> None:
         inflight = self._inflight
@@ -254,11 +351,11 @@ class Node:
                 self._inflight = Inflight(block, inflight_raws)
                 for env in block.txs:
                     self._pending_keys.add((env.signer, env.seq))
-            elif self.mempool is not None:
-                self.mempool.remove(inflight_raws)
+            else:
+                self._forget(inflight_raws)
         if self.mempool is not None:
             in_block = set(inflight_raws) if self._inflight else set()
-            for raw in self.mempool.all():
+            for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
                 if raw not in in_block:
                     self._inbox.put(("tx", "", raw))
         if self._inflight is not None:
@@ -275,11 +372,17 @@ class Node:
             self._halt(f"equivocation at height {block.height}", exc.evidence)
             return
         except InvalidBlock as exc:
-            self.metrics.blocks_refused[exc.reason] += 1
-            log.warning("refused to seal block %d: %s", block.height, exc)
+            self._refuse_block(block.height, exc.reason, str(exc))
+            return
+        except Exception as exc:  # the app failed on this block: refuse it, never die of it
+            self._refuse_block(block.height, "execution_failed", f"{type(exc).__name__}: {exc}")
             return
         self._seals.setdefault(block.height, {})[seal.signer] = seal
         self.bus.publish(Topics.seals(self.community, self.key_id), seal.to_bytes())
+
+    def _refuse_block(self, height: int, reason: str, detail: str) -> None:
+        self._count("blocks_refused", reason)
+        log.warning("refused to seal block %d: %s", height, detail)
 
     def _halt(self, why: str, evidence: dict[str, Any]) -> None:
         self.halted = why
@@ -294,7 +397,7 @@ class Node:
                 env.body, community=self.community, interval_s=self.ledger.genesis.interval_s
             )
         except Rejected as exc:
-            self.metrics.rejected[f"block_{exc.reason}"] += 1
+            self._count("rejected", f"block_{exc.reason}")
             return
         height = block.height
         if height <= self.ledger.height:
@@ -310,7 +413,7 @@ class Node:
                 raise Rejected("not_sequencer", "block not from the sequencer")
             verify_envelope(env, public_key_from_hex(sequencer["key"]), key_id_hex=env.signer)
         except Rejected as exc:
-            self.metrics.rejected[f"block_{exc.reason}"] += 1
+            self._count("rejected", f"block_{exc.reason}")
             return
         self._candidates.setdefault(height, {})[block.hash] = block
         self._seal_and_publish(block)
@@ -328,7 +431,7 @@ class Node:
             if seal.type != "seal":
                 raise Rejected("unknown_type", "not a seal")
         except Rejected as exc:
-            self.metrics.rejected[f"seal_{exc.reason}"] += 1
+            self._count("rejected", f"seal_{exc.reason}")
             return
         height = seal.body["height"]
         if height <= self.ledger.height:
@@ -355,7 +458,7 @@ class Node:
         try:
             check_seal_for(validators, self.community, height, header_hash(header), seal)
         except InvalidBlock:
-            self.metrics.rejected["seal_invalid"] += 1
+            self._count("rejected", "seal_invalid")
             return
         self.ledger.store.add_seals(height, [seal])
 
@@ -364,7 +467,7 @@ class Node:
             self.ledger.check_seal(block, seal)
             return True
         except InvalidBlock as exc:
-            self.metrics.rejected[f"seal_{exc.reason}"] += 1
+            self._count("rejected", f"seal_{exc.reason}")
             self._seals.get(block.height, {}).pop(seal.signer, None)
             return False
 
@@ -389,28 +492,36 @@ class Node:
             validators = dict(self.ledger.validators())
             try:
                 self.ledger.commit(block, matching)
-            except InvalidBlock as exc:
-                self.metrics.blocks_refused[exc.reason] += 1
+            except StoreError as exc:
+                self._store_failed(height, exc)
+                return progressed
+            except Exception as exc:  # InvalidBlock, or the app failed on it: drop this candidate
+                reason = exc.reason if isinstance(exc, InvalidBlock) else "execution_failed"
+                self._count("blocks_refused", reason)
                 log.warning("final block %d could not be committed: %s", height, exc)
                 self._candidates[height].pop(block.hash, None)
                 continue
-            except StoreError as exc:
-                # disk full or read-only: nothing was written (one SQLite transaction); keep the
-                # block and its seals and try again on the next step, so the node recovers by itself
-                if self.store_error is None:
-                    log.error("cannot store block %d: %s; retrying until the disk accepts it", height, exc)
-                self.store_error = str(exc)
-                return progressed
-            if self.store_error is not None:
-                log.info("storing blocks again")
-                self.store_error = None
+            self._store_ok()
             self._validators_at[block.height] = validators
             self._after_commit(block)
             progressed = True
 
+    def _store_failed(self, height: int, exc: StoreError) -> None:
+        """Disk full or read-only: nothing was written (one SQLite transaction). Keep what we
+        have and try again later, so the node recovers by itself when the disk accepts writes."""
+        if self.store_error is None:
+            log.error("cannot store block %d: %s; retrying until the disk accepts it", height, exc)
+        self.store_error = str(exc)
+
+    def _store_ok(self) -> None:
+        if self.store_error is not None:
+            log.info("storing blocks again")
+            self.store_error = None
+
     def _after_commit(self, block: Block) -> None:
-        self.metrics.blocks_committed += 1
-        self.metrics.last_commit_real = time.time()
+        with self._status_lock:
+            self.metrics.blocks_committed += 1
+            self.metrics.last_commit_real = time.time()
         for height in [h for h in self._candidates if h <= block.height]:
             del self._candidates[height]
         for height in [h for h in self._seals if h <= block.height]:
@@ -419,37 +530,61 @@ class Node:
             del self._validators_at[height]
         if self._inflight is not None and self._inflight.block.height <= block.height:
             done = set(self._inflight.raws)
-            if self.mempool is not None:
-                self.mempool.remove(list(done))
-            self._pending = [(r, e) for r, e in self._pending if r not in done]
-            for env in block.txs:
-                self._pending_keys.discard((env.signer, env.seq))
-            self._inflight = None
+            self._forget(list(done))
+            with self._status_lock:
+                self._pending = [(r, e) for r, e in self._pending if r not in done]
+                for env in block.txs:
+                    self._pending_keys.discard((env.signer, env.seq))
+                self._inflight = None
             self.ledger.store.set_local(INFLIGHT_KEY, b"null")
         if self.role == "sequencer":
             self._publish_seen(block)
             self._publish_receipts(block.height)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
 
-    def _tell_refused(self, raw: bytes, reason: str) -> None:
-        """Tell a well-formed message's sender it was refused for good, so it stops resending it."""
-        try:
-            msg = json.loads(raw)
-            signer, seq = msg["signer"], msg["seq"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return
-        if self.role == "sequencer" and type(seq) is int and signer in self.ledger.chain_state["meters"]:
-            notice = {"kind": "seen", "seqs": [seq], "refused": reason}
-            self.bus.publish(Topics.receipts(self.community, signer), dumps_checked(notice))
+    def _tell_refused(self, raw: bytes, reason: str) -> str | None:
+        """Tell a meter its message was refused for good, so its outbox stops resending it.
+
+        Only when the message's signature verifies under that meter's enrolled key: anyone can
+        write another's key id into junk, and a forged refusal would make that meter forget
+        messages never booked. Returns the authenticated signer, or None.
+        """
+        if self.role != "sequencer":
+            return None
+        meters = self.ledger.chain_state["meters"]
+        env = authenticated(raw, community=self.community, key_for=lambda s: (meters.get(s) or {}).get("key"))
+        if env is None:
+            return None
+        self._notify(env.signer, [env.seq], refused=reason)
+        return env.signer
 
     def _publish_seen(self, block: Block) -> None:
-        """Each sender learns which of its messages a final block holds (its outbox forgets them)."""
+        """Each meter learns which of its messages a final block holds (its outbox forgets them)."""
+        meters = self.ledger.chain_state["meters"]
         by_signer: dict[str, list[int]] = {}
         for env in block.txs:
-            by_signer.setdefault(env.signer, []).append(env.seq)
+            if env.signer in meters:
+                by_signer.setdefault(env.signer, []).append(env.seq)
         for signer, seqs in by_signer.items():
-            notice = {"kind": "seen", "height": block.height, "seqs": seqs}
-            self.bus.publish(Topics.receipts(self.community, signer), dumps_checked(notice))
+            self._notify(signer, seqs, height=block.height)
+
+    def _notify(
+        self, meter: str, seqs: list[int], *, height: int | None = None, refused: str | None = None
+    ) -> None:
+        """Publish signed notices (chain/notice.py) on the meter's receipts topic."""
+        assert self.key is not None
+        for part in chunks(seqs):
+            payload = sign_notice(
+                self.key,
+                community=self.community,
+                meter=meter,
+                seqs=part,
+                created=int(self.clock.now()),
+                seq=self.ledger.height,
+                height=height,
+                refused=refused,
+            )
+            self.bus.publish(Topics.receipts(self.community, meter), payload)
 
     def _publish_receipts(self, height: int) -> None:
         """Each meter gets its trades, settlements and order outcomes with inclusion proofs."""
@@ -464,27 +599,58 @@ class Node:
             self._catch_up()
 
     def _catch_up(self) -> None:
-        """Fetch missing final blocks from peers, verify each, and store it."""
+        """Fetch missing final blocks from peers, verify each, and store it.
+
+        A peer may be hostile: its reply is size- and depth-bounded, every block is verified
+        (seals, roots, re-execution) before it is stored, and nothing it sends ends the node.
+        """
         self._catchup_after = time.monotonic() + 2.0
         for peer in self.peers:
             try:
-                while True:
-                    url = f"{peer.rstrip('/')}/v1/blocks?from={self.ledger.height + 1}&limit=100"
-                    with urllib.request.urlopen(url, timeout=5) as response:
-                        blocks = json.loads(response.read())["blocks"]
-                    if not blocks:
-                        break
-                    for data in blocks:
-                        block, seals = block_from_json(data, self.community, self.ledger.genesis.interval_s)
-                        self.ledger.commit(block, seals)
-                        self._after_commit(block)
-            except (urllib.error.URLError, OSError, ValueError, KeyError, Rejected, InvalidBlock) as exc:
-                log.info("catch-up from %s stopped: %s", peer, exc)
+                while self._catch_up_batch(peer):
+                    pass
+            except StoreError as exc:
+                self._store_failed(self.ledger.height + 1, exc)
+                return
+            except Exception as exc:  # unreachable, lying or broken peer: try the next one
+                self._log_once(
+                    "catch-up",
+                    f"{peer}:{type(exc).__name__}",
+                    logging.INFO,
+                    "catch-up from %s stopped: %s",
+                    peer,
+                    exc,
+                )
                 continue
+            self._store_ok()
+
+    def _catch_up_batch(self, peer: str) -> bool:
+        """Fetch, verify and store the next batch of final blocks; False when there are none."""
+        url = f"{peer.rstrip('/')}/v1/blocks?from={self.ledger.height + 1}&limit={CATCHUP_BATCH}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            raw = response.read(MAX_CATCHUP_REPLY_BYTES + 1)
+        if len(raw) > MAX_CATCHUP_REPLY_BYTES:
+            raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes")
+        try:
+            blocks = loads_strict(raw, max_depth=CATCHUP_REPLY_DEPTH)["blocks"]
+        except CanonicalError as exc:
+            raise ValueError(f"malformed reply: {exc}") from None
+        if not isinstance(blocks, list) or not blocks:
+            return False
+        for data in blocks:
+            block, seals = block_from_json(data, self.community, self.ledger.genesis.interval_s)
+            self.ledger.commit(block, seals)
+            self._after_commit(block)
+        return True
 
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """A snapshot for the HTTP API and metrics (another thread): copies under the lock."""
+        with self._status_lock:
+            return self._status_locked()
+
+    def _status_locked(self) -> dict[str, Any]:
         head = self.ledger.head
         last = self.metrics.last_commit_real
         return {
@@ -502,16 +668,8 @@ class Node:
             "rejected": dict(self.metrics.rejected),
             "blocks_committed": self.metrics.blocks_committed,
             "blocks_refused": dict(self.metrics.blocks_refused),
+            "quarantined": self.metrics.quarantined,
             "halted": self.halted,
             "store_error": self.store_error,
             "inflight": None if self._inflight is None else self._inflight.block.height,
         }
-
-
-def _signer_of(raw: bytes) -> str:
-    """Best-effort signer id of a message for logging (never trusted)."""
-    try:
-        signer = json.loads(raw).get("signer", "?")
-        return signer if isinstance(signer, str) and len(signer) <= 64 else "?"
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return "?"

@@ -9,6 +9,7 @@ import pytest
 from chain.envelope import parse_envelope, verify_envelope
 from chain.keys import generate_private_key, public_key_sec1
 from chain.localnet import Party, make_community
+from chain.notice import sign_notice
 from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
@@ -236,12 +237,28 @@ def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup):
     run(agent, sim, 1)
     assert len(seen) - sent_before >= waiting  # every unconfirmed message went out again
     seqs = sorted({json.loads(p)["seq"] for t, p in seen if "/orders/" in t or "/readings/" in t})
-    notice = json.dumps({"kind": "seen", "height": 3, "seqs": seqs}).encode()
-    from peerwatt.bus import MemoryBus as Bus
-
-    sequencer = Bus(agent.bus.broker, "sequencer")
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
     sequencer.start()
-    sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+    receipts = Topics.receipts(c.community, meter.id)
+    # forged notices make the agent forget nothing: unsigned, signed by a non-validator, or
+    # signed by a validator for another meter
+    unsigned = json.dumps({"kind": "seen", "height": 3, "seqs": seqs}).encode()
+    other = "0" * 32  # another meter's key id
+    stranger = generate_private_key()  # not a validator
+    for payload in (
+        unsigned,
+        sign_notice(stranger, community=c.community, meter=meter.id, seqs=seqs, created=0, seq=1, height=3),
+        sign_notice(
+            c.validators[0].key, community=c.community, meter=other, seqs=seqs, created=0, seq=1, height=3
+        ),
+    ):
+        sequencer.publish(receipts, payload)
+    assert agent.outbox.awaiting_confirmation() == waiting
+    assert agent.status()["forged_notices"] == 2  # the unsigned one is not even a notice
+    genuine = sign_notice(
+        c.validators[0].key, community=c.community, meter=meter.id, seqs=seqs, created=0, seq=1, height=3
+    )
+    sequencer.publish(receipts, genuine)
     assert agent.outbox.awaiting_confirmation() == 0
     sent_after = len(seen)
     run(agent, sim, 1)

@@ -427,3 +427,15 @@ def test_documented_config_tls_credentials_and_per_meter_acl(
     for case, text in expected.items():
         wait_for(lambda case=case, text=text: text in (refused[case].last_error or ""), what=case)
         assert not refused[case].connected
+
+
+def test_a_long_broker_outage_holds_a_bounded_queue_in_memory(buses: Callable[..., MqttBus]) -> None:
+    """Messages beyond ``max_queued_messages`` are not kept in RAM (the agent's outbox keeps them
+    on disk and resends); publishing never raises while the broker is away."""
+    config = BrokerConfig(host="127.0.0.1", port=free_port(), max_queued_messages=5)
+    pub = buses(config, "offline-agent", probe_timeout_s=0.5)
+    pub.start()
+    for i in range(50):
+        pub.publish("away/t", b"%d" % i)
+    assert pub.queued_messages() == 5
+    assert "queue is full" in (pub.last_error or "")

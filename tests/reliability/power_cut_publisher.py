@@ -2,10 +2,11 @@
 durable outbox and publishes them; killed with SIGKILL at random moments.
 
 Usage: python -m tests.reliability.power_cut_publisher KEYFILE STATEFILE COMMUNITY INTERVAL URL
-       [--drain | --count N]
+       VALIDATORS_JSON [--drain | --count N]
+VALIDATORS_JSON maps validator key ids to SEC1 hex keys: the only signers of notices it believes.
 Seqs start at 1. With --count it publishes N readings as fast as it can, then drains.
 With --drain it only resends what the outbox holds and exits when the ledger confirmed everything
-(the sequencer's "seen" notices), resending what stays unconfirmed, as the agent does.
+(the sequencer's signed notices), resending what stays unconfirmed, as the agent does.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import json
 import sys
 import time
 
-from chain.envelope import sign_envelope
+from chain.envelope import Rejected, sign_envelope
 from chain.keys import key_id, load_private_key
+from chain.notice import open_notice
 from meter_agent.outbox import Outbox
-from meter_agent.receipts import seen_seqs
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 
 
 def main() -> None:
-    key_file, state_file, community, interval, url = sys.argv[1:6]
+    key_file, state_file, community, interval, url, validators_json = sys.argv[1:7]
+    validators = json.loads(validators_json)
     drain = "--drain" in sys.argv
     count = int(sys.argv[sys.argv.index("--count") + 1]) if "--count" in sys.argv else None
     key = load_private_key(key_file)
@@ -31,9 +33,11 @@ def main() -> None:
     bus = MqttBus(BrokerConfig.from_url(url), f"publisher-{meter}")
 
     def on_receipt(topic: str, payload: bytes) -> None:
-        seqs = seen_seqs(json.loads(payload))
-        if seqs is not None:
-            outbox.confirm(seqs)
+        try:
+            notice = open_notice(payload, community=community, meter=meter, trusted=validators)
+        except Rejected:
+            return  # a receipt, or a forged notice
+        outbox.confirm(list(notice.seqs))
 
     bus.subscribe(Topics.receipts(community, meter), on_receipt)
     bus.start()
@@ -86,18 +90,19 @@ def ledger_seqs(ledger_db: str, msg_type: str = "reading") -> dict[str, list[int
     return out
 
 
-def publisher_command(
-    key_file, state_file, community: str, interval: int, url: str, *options: str
-) -> list[str]:
-    """The command line that runs this publisher (options: "--drain" or "--count", "N")."""
+def publisher_command(key_file, state_file, c, url: str, *options: str) -> list[str]:
+    """The command line that runs this publisher for a LocalCommunity ``c`` (options: "--drain"
+    or "--count", "N")."""
+    validators = {v.id: v.sec1_hex for v in c.validators}
     return [
         sys.executable,
         "-m",
         "tests.reliability.power_cut_publisher",
         str(key_file),
         str(state_file),
-        community,
-        str(interval),
+        c.community,
+        str(c.genesis.time),
         url,
+        json.dumps(validators),
         *options,
     ]

@@ -39,9 +39,7 @@ def test_broker_sigkill_during_stream(tmp_path, mosquitto):
             meters.append((tmp_path / f"meter-{i}.key", tmp_path / f"outbox-{i}.sqlite", meter.id))
         procs = [
             subprocess.Popen(
-                publisher_command(
-                    key, state, c.community, c.genesis.time, mosquitto.url, "--count", str(PER_METER)
-                ),
+                publisher_command(key, state, c, mosquitto.url, "--count", str(PER_METER)),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -50,9 +50,7 @@ def test_repeated_power_cuts_lose_nothing_acknowledged(tmp_path, mosquitto):
     def start_publishers(drain: bool = False) -> list[subprocess.Popen]:
         procs = []
         for key, state, _ in meters:
-            args = publisher_command(
-                key, state, c.community, c.genesis.time, mosquitto.url, *(["--drain"] if drain else [])
-            )
+            args = publisher_command(key, state, c, mosquitto.url, *(["--drain"] if drain else []))
             procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         return procs
 

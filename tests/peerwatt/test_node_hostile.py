@@ -1,0 +1,173 @@
+"""Hostile input to a node: one message never ends the process, nor makes a sender forget.
+
+Each test reproduces an attack of issue 13 on the in-memory bus with the real node logic.
+"""
+
+from __future__ import annotations
+
+from chain.envelope import Rejected
+from chain.kvapp import KeyValueApp
+from chain.notice import open_notice
+from chain.verify import verify_store
+from peerwatt.bus import MemoryBus, Topics
+from peerwatt.http_api import NodeHttpApi
+from tests.support.memory_net import T0, Net
+
+POISON_WH = 666_666
+
+
+class BrittleApp(KeyValueApp):
+    """A key-value app with a bug: a reading of POISON_WH crashes it (at intake or in a block)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def check_tx(self, ctx, env):
+        if self.where == "check" and env.body["import_wh"] == POISON_WH:
+            raise RuntimeError("app bug at intake")
+        super().check_tx(ctx, env)
+
+    def deliver_tx(self, ctx, env, position):
+        if self.where == "deliver" and env.body["import_wh"] == POISON_WH:
+            raise RuntimeError("app bug in a block")
+        return super().deliver_tx(ctx, env, position)
+
+
+def _notices_to(net: Net, meter: str) -> list[bytes]:
+    got: list[bytes] = []
+    bus = MemoryBus(net.broker, f"listener-{meter}")
+    bus.subscribe(Topics.receipts(net.c.community, meter), lambda _t, p: got.append(p))
+    bus.start()
+    return got
+
+
+def _trusted(net: Net) -> dict[str, str]:
+    return {v.id: v.sec1_hex for v in net.c.validators}
+
+
+def _reading(net: Net, meter_index: int, import_wh: int):
+    meter = net.c.meters[meter_index]
+    body = {"interval": T0, "import_wh": import_wh, "export_wh": 0, "serial": "S", "profile": "p"}
+    return meter, meter.sign(net.c.community, "reading", body, created=T0)
+
+
+def test_deeply_nested_message_is_refused_and_never_replayed_into_a_crash(tmp_path):
+    net = Net(tmp_path)
+    meter = net.c.meters[0]
+    net.publisher.publish(Topics.orders(net.c.community, meter.id), b"[" * 40_000)
+    net.settle()  # the sequencer refuses it with a reason instead of dying
+    assert net.nodes[0].status()["rejected"].get("bad_json") == 1
+    assert len(net.nodes[0].mempool) == 0
+    net.crash(0)
+    net.start(0)  # nothing poisonous is reloaded
+    sent = net.send(1)
+    net.settle()
+    assert net.nodes[0].ledger.height >= 1
+    stored = net.nodes[0].ledger.store.conn.execute("SELECT count(*) FROM txs").fetchone()[0]
+    assert stored == len(sent)
+
+
+def test_app_error_at_intake_quarantines_the_message_and_the_node_goes_on(tmp_path):
+    net = Net(tmp_path, app_factory=lambda: BrittleApp("check"))
+    meter, poison = _reading(net, 0, POISON_WH)
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), poison.to_bytes())
+    sent = net.send(2, first=10)
+    net.settle()
+    seq = net.nodes[0]
+    assert seq.status()["quarantined"] == 1
+    assert [bytes(r) for r in seq.mempool.quarantined()] == [poison.to_bytes()]
+    assert {n.ledger.height for n in net.nodes} == {seq.ledger.height} and seq.ledger.height >= 1
+    assert seq.ledger.store.conn.execute("SELECT count(*) FROM txs").fetchone()[0] == len(sent)
+    net.crash(0)
+    net.start(0)
+    net.settle()  # the quarantined message is not replayed
+    assert net.nodes[0].status()["quarantined"] == 0 and len(net.nodes[0].mempool) == 0
+
+
+def test_app_error_inside_a_block_quarantines_only_the_culprit(tmp_path):
+    net = Net(tmp_path, app_factory=lambda: BrittleApp("deliver"))
+    before = net.send(2)
+    meter, poison = _reading(net, 1, POISON_WH)
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), poison.to_bytes())
+    after = net.send(1, first=20)
+    net.settle()
+    seq = net.nodes[0]
+    assert [bytes(r) for r in seq.mempool.quarantined()] == [poison.to_bytes()]
+    hashes = {bytes(h) for (h,) in seq.ledger.store.conn.execute("SELECT hash FROM txs")}
+    assert hashes == {e.tx_hash for e in before + after}
+    assert {n.ledger.height for n in net.nodes} == {seq.ledger.height}
+    for node in net.nodes:
+        assert verify_store(node.ledger.store, BrittleApp("deliver")).txs == len(hashes)
+
+
+def test_a_message_claiming_another_signer_causes_no_notice_to_that_signer(tmp_path):
+    net = Net(tmp_path)
+    attacker, victim = net.c.meters[0], net.c.meters[1]
+    heard = _notices_to(net, victim.id)
+    _, genuine = _reading(net, 1, 5)
+    forged = genuine.to_dict() | {
+        "sig": genuine.sig[:-4] + ("AAAA" if genuine.sig[-4:] != "AAAA" else "BBBB")
+    }
+    junk = b'{"signer": "%s", "seq": 7, "type": "order"}' % victim.id.encode()
+    for payload in (junk, _compact_json(forged)):
+        net.publisher.publish(Topics.orders(net.c.community, attacker.id), payload)
+    net.settle()
+    assert heard == []
+
+
+def test_refusals_and_confirmations_are_signed_notices_for_the_signer_only(tmp_path):
+    net = Net(tmp_path)
+    meter, env = _reading(net, 0, 5)
+    heard = _notices_to(net, meter.id)
+    topic = Topics.readings(net.c.community, meter.id)
+    net.publisher.publish(topic, env.to_bytes())
+    net.settle()
+    net.publisher.publish(topic, env.to_bytes())  # a resend of what is already final: a replay
+    net.settle()
+    notices = [
+        open_notice(p, community=net.c.community, meter=meter.id, trusted=_trusted(net)) for p in heard
+    ]
+    assert [(n.seqs, n.height is not None, n.refused) for n in notices] == [
+        ((env.seq,), True, None),
+        ((env.seq,), False, "replay"),
+    ]
+    other = net.c.meters[1].id
+    try:
+        open_notice(heard[0], community=net.c.community, meter=other, trusted=_trusted(net))
+    except Rejected as exc:
+        assert exc.reason == "wrong_recipient"
+    else:
+        raise AssertionError("a notice for one meter was accepted by another")
+
+
+def test_full_disk_while_catching_up_is_reported_and_recovered(tmp_path):
+    net = Net(tmp_path)
+    net.crash(3)
+    net.send(2)
+    net.settle()
+    api = NodeHttpApi(tmp_path / "n1", net.nodes[1].status, "127.0.0.1", 0)
+    api.start()
+    try:
+        node3 = net.start(3, peers=(api.address,))
+        store = node3.ledger.store
+        (pages,) = store.conn.execute("PRAGMA page_count").fetchone()
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        net.send(1, first=100)
+        net.settle()  # node 3 sees it is behind, catches up, and cannot store: it stays up
+        assert node3.status()["store_error"]
+        assert node3.ledger.height < net.nodes[0].ledger.height
+        store.conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
+        node3._catchup_after = 0.0
+        net.send(1, first=200)
+        net.settle()
+        assert node3.status()["store_error"] is None
+        assert node3.ledger.height == net.nodes[0].ledger.height
+    finally:
+        api.stop()
+
+
+def _compact_json(obj) -> bytes:
+    """Plain (non-canonical) JSON, as a hostile client would send it."""
+    import json
+
+    return json.dumps(obj, separators=(",", ":")).encode()

@@ -1,0 +1,82 @@
+"""A community of in-process nodes on the in-memory bus (sequencer = node 0), for node tests."""
+
+from __future__ import annotations
+
+from chain.engine import Ledger
+from chain.kvapp import KeyValueApp
+from chain.localnet import make_community
+from chain.store import LEDGER_TABLES
+from meter_agent.clock import SimClock
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from peerwatt.mempool import Mempool
+from peerwatt.node import Node
+
+T0 = 1_764_000_000
+
+
+class Net:
+    def __init__(self, tmp_path, validators=4, app_factory=KeyValueApp):
+        self.tmp = tmp_path
+        self.app_factory = app_factory
+        self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0)
+        self.broker = MemoryBroker()
+        self.clock = SimClock(T0 + 10, 1.0)
+        self.nodes: list[Node | None] = [None] * validators
+        for i in range(validators):
+            Ledger.create(tmp_path / f"n{i}", self.c.genesis, app_factory()).close()
+            self.start(i)
+        self.publisher = MemoryBus(self.broker, "publisher")
+        self.publisher.start()
+
+    def start(self, i, peers=()):
+        ledger = Ledger.open(self.tmp / f"n{i}", self.app_factory())
+        role = "sequencer" if i == 0 else "validator"
+        mempool = Mempool(self.tmp / f"n{i}" / "mempool.sqlite") if i == 0 else None
+        node = Node(
+            ledger,
+            MemoryBus(self.broker, f"node-{i}"),
+            role=role,
+            key=self.c.validators[i].key,
+            clock=self.clock,
+            block_s=0,
+            mempool=mempool,
+            peers=peers,
+        )
+        node.start()
+        self.nodes[i] = node
+        return node
+
+    def crash(self, i):
+        node = self.nodes[i]
+        node.bus.crash()
+        node.ledger.close()
+        if node.mempool:
+            node.mempool.close()
+        self.nodes[i] = None
+
+    def send(self, n_per_meter, first=0):
+        sent = []
+        for meter in self.c.meters:
+            for k in range(n_per_meter):
+                env = meter.sign(
+                    self.c.community,
+                    "reading",
+                    {"interval": T0, "import_wh": first + k, "export_wh": 0, "serial": "S", "profile": "p"},
+                    created=T0,
+                )
+                self.publisher.publish(Topics.readings(self.c.community, meter.id), env.to_bytes())
+                sent.append(env)
+        return sent
+
+    def settle(self, rounds=200):
+        for _ in range(rounds):
+            busy = False
+            for node in self.nodes:
+                if node is not None:
+                    busy |= node.step()
+            if not busy:
+                return
+
+
+def dump(ledger):
+    return [ledger.store.conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in LEDGER_TABLES]
