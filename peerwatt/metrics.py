@@ -63,6 +63,11 @@ def _node_metrics(s: dict[str, Any]) -> Iterator[Any]:
     for reason, count in sorted(s["rejected"].items()):
         rejected.add_metric([reason], count)
     yield rejected
+    quarantined = CounterMetricFamily(
+        "peerwatt_node_quarantined", "Messages set aside because handling them failed unexpectedly"
+    )
+    quarantined.add_metric([], s.get("quarantined", 0))
+    yield quarantined
     committed = CounterMetricFamily("peerwatt_node_blocks_committed", "Final blocks stored since start")
     committed.add_metric([], s["blocks_committed"])
     yield committed

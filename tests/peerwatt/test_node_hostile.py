@@ -11,6 +11,7 @@ from chain.notice import open_notice
 from chain.verify import verify_store
 from peerwatt.bus import MemoryBus, Topics
 from peerwatt.http_api import NodeHttpApi
+from peerwatt.metrics import exposition, registry_for
 from tests.support.memory_net import T0, Net
 
 POISON_WH = 666_666
@@ -78,6 +79,8 @@ def test_app_error_at_intake_quarantines_the_message_and_the_node_goes_on(tmp_pa
     assert [bytes(r) for r in seq.mempool.quarantined()] == [poison.to_bytes()]
     assert {n.ledger.height for n in net.nodes} == {seq.ledger.height} and seq.ledger.height >= 1
     assert seq.ledger.store.conn.execute("SELECT count(*) FROM txs").fetchone()[0] == len(sent)
+    text = exposition(registry_for("node", seq.status)).decode()
+    assert "peerwatt_node_quarantined_total 1.0" in text
     net.crash(0)
     net.start(0)
     net.settle()  # the quarantined message is not replayed
