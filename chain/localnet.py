@@ -101,8 +101,11 @@ def make_community(
     app_params: dict[str, Any] | None = None,
     capacity_w: int = 10_000,
     quorum: int | None = None,
+    serials: list[str] | None = None,
 ) -> LocalCommunity:
-    """Fresh keys and a genesis for an in-process community."""
+    """Fresh keys and a genesis for an in-process community. ``serials`` enrols the meters (in
+    member order) with these serials instead of ``SN<member><meter>``: a reading must carry its
+    meter's enrolled serial to settle, so a simulated meter's own serial goes here."""
     v_parties = [Party(generate_private_key(), f"validator-{i}") for i in range(validators)]
     m_parties = [Party(generate_private_key(), f"member-{i}") for i in range(members)]
     meter_parties = []
@@ -115,7 +118,7 @@ def make_community(
                 {
                     "key": meter.sec1_hex,
                     "name": meter.name,
-                    "serial": f"SN{i:04d}{j:02d}",
+                    "serial": serials[len(meter_parties) - 1] if serials else f"SN{i:04d}{j:02d}",
                     "owner": member.id,
                     "capacity_w": capacity_w,
                 }

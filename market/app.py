@@ -9,7 +9,10 @@ State (the app's namespace of the ledger state, committed by the state root):
   resettle    [interval, ...]                                  corrected readings to apply
   balances    {account: micro-units}                           members + "grid_fees"
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
-``settlement``, ``balance`` and ``adjustment`` at settlement; rejections are the engine's.
+``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
+arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
+than the meter's enrolled capacity allows since its neighbouring reading); rejections are the
+engine's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from chain.app import AppContext
 from chain.envelope import Envelope, Rejected
 from market import params as market_params
 from market.clearing import COMMUNITY, Order, Trade, clear
-from market.settlement import Reading, Settlement, TradeSettlement, adjust, settle
+from market.settlement import Reading, Settlement, TradeSettlement, adjust, check_reading, settle
 
 
 class MarketApp:
@@ -75,9 +78,15 @@ class MarketApp:
         for affected in (body["interval"], body["interval"] + interval_s):
             if str(affected) in ctx.state["settled"] and affected not in ctx.state["resettle"]:
                 ctx.state["resettle"].append(affected)
+        results = []
         if previous is not None:
-            return [{"kind": "reading_corrected", "interval": body["interval"], "meter": env.signer}]
-        return []
+            results.append({"kind": "reading_corrected", "interval": body["interval"], "meter": env.signer})
+        flag = _reading_flag(ctx, env.signer, body["interval"], meter_readings)
+        if flag is not None:
+            results.append(
+                {"kind": "reading_flag", "interval": body["interval"], "meter": env.signer, "flag": flag}
+            )
+        return results
 
     def _check_order(self, ctx: AppContext, p: dict[str, Any], env: Envelope) -> None:
         body = env.body
@@ -160,6 +169,7 @@ class MarketApp:
             start_readings={m: reading(m, interval - p["interval_s"]) for m in meters},
             end_readings={m: reading(m, interval) for m in meters},
             capacity_w={m: ctx.meters[m]["capacity_w"] for m in meters},
+            enrolled_serials={m: ctx.meters[m]["serial"] for m in meters},
             interval_s=p["interval_s"],
             grid_fee_per_kwh=p["grid_fee_per_kwh"],
             levies_per_kwh=p["levies_per_kwh"],
@@ -327,7 +337,23 @@ def _settlement_result(interval: int, ts: TradeSettlement) -> dict[str, Any]:
         "levies": ts.levies,
         "status": ts.status,
         "flag": ts.flag,
+        "flagged_meter": ts.flagged_meter,
     }
+
+
+def _reading_flag(ctx: AppContext, meter: str, interval: int, readings: dict[str, list]) -> str | None:
+    """Why the reading just recorded for ``interval`` cannot be true, or None (checked against the
+    enrolled serial and capacity and the meter's nearest earlier and later readings kept)."""
+    earlier = max((int(i) for i in readings if int(i) < interval), default=None)
+    later = min((int(i) for i in readings if int(i) > interval), default=None)
+    enrolled = ctx.meters[meter]
+    return check_reading(
+        Reading(*readings[str(interval)]),
+        enrolled_serial=enrolled["serial"],
+        capacity_w=enrolled["capacity_w"],
+        earlier=None if earlier is None else (interval - earlier, Reading(*readings[str(earlier)])),
+        later=None if later is None else (later - interval, Reading(*readings[str(later)])),
+    )
 
 
 def _encode_settlement(settlement: Settlement) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pandas as pd
 from chain.canonical import loads_strict
 from chain.store import Store
 from market.params import with_defaults
+from market.settlement import Reading, check_meter
 from market.statement import household_statement
 
 
@@ -71,20 +72,40 @@ def _readings(store: Store) -> dict[str, list[tuple[int, int, int, str]]]:
 
 
 def metered_energy(
-    readings: list[tuple[int, int, int, str]], start: int | None, end: int | None, interval_s: int
-) -> tuple[int, int]:
-    """Import and export (Wh) of the intervals in [start, end) bounded by two consistent readings."""
+    readings: list[tuple[int, int, int, str]],
+    start: int | None,
+    end: int | None,
+    interval_s: int,
+    *,
+    capacity_w: int | None = None,
+    enrolled_serial: str | None = None,
+) -> tuple[int, int, list[str]]:
+    """Import and export (Wh) of the intervals in [start, end) bounded by two readings the
+    settlement would trust, and ``flag@interval`` for each interval left out because its readings
+    cannot be true (settlement's rules: another serial, a counter backwards, a jump beyond the
+    enrolled capacity). An interval without its two readings is left out silently."""
     imported = exported = 0
+    flags: list[str] = []
     by_interval = {r[0]: r for r in readings}
     for interval, imp, exp, serial in readings:
         if (start is not None and interval < start) or (end is not None and interval >= end):
             continue
         before = by_interval.get(interval - interval_s)
-        if before is None or before[3] != serial or imp < before[1] or exp < before[2]:
-            continue  # missing or inconsistent: flagged in settlement, not guessed here
-        imported += imp - before[1]
-        exported += exp - before[2]
-    return imported, exported
+        if before is None:
+            continue  # missing: flagged in settlement, not guessed here
+        outcome = check_meter(
+            Reading(before[1], before[2], before[3]),
+            Reading(imp, exp, serial),
+            capacity_w if capacity_w is not None else 2**53,
+            interval_s,
+            enrolled_serial,
+        )
+        if isinstance(outcome, str):
+            flags.append(f"{outcome}@{interval}")
+            continue
+        imported += outcome.import_wh
+        exported += outcome.export_wh
+    return imported, exported, flags
 
 
 def build_report(
@@ -118,7 +139,15 @@ def build_report(
     households = []
     chosen = [meter] if meter is not None else sorted(meters)
     for m in chosen:
-        imported, exported = metered_energy(readings.get(m, []), start, end, params["interval_s"])
+        enrolled = meters.get(m, {})
+        imported, exported, flags = metered_energy(
+            readings.get(m, []),
+            start,
+            end,
+            params["interval_s"],
+            capacity_w=enrolled.get("capacity_w"),
+            enrolled_serial=enrolled.get("serial"),
+        )
         objs = [
             _Settled(
                 s["seller"], s["buyer"], s["settled_wh"], s["value"], s["grid_fee"], s["levies"], s["status"]
@@ -140,6 +169,7 @@ def build_report(
             statement["note"] = ""
         except ValueError as exc:
             statement = {"meter": m, "import_wh": imported, "export_wh": exported, "note": str(exc)}
+        statement["flags"] = " ".join(flags)  # readings not counted, and why
         statement["name"] = meters.get(m, {}).get("name", "")
         statement["owner"] = meters.get(m, {}).get("owner", "")
         households.append(statement)

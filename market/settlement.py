@@ -10,7 +10,8 @@ Rules (also in docs/market.md):
 
 - delivered export = end.export_wh - start.export_wh; delivered import likewise.
 - A traded meter is unsettleable, checked in this order, when: a reading is missing
-  (``missing_reading``), the serial differs between the two readings (``meter_replaced``), a
+  (``missing_reading``), the serial differs between the two readings (``meter_replaced``), the
+  readings carry a serial that is not the one enrolled for the meter (``serial_not_enrolled``), a
   counter went backwards (``counter_backwards``), or a delivered energy exceeds what its
   enrolled capacity allows, ``delivered_wh * 3600 > capacity_w * interval_s``
   (``implausible_jump``). Every trade with such a meter is unsettled and carries the flag (the
@@ -37,8 +38,9 @@ from market.money import apportion, require_int, value_micro
 MISSING_READING = "missing_reading"
 METER_REPLACED = "meter_replaced"
 COUNTER_BACKWARDS = "counter_backwards"
+SERIAL_NOT_ENROLLED = "serial_not_enrolled"
 IMPLAUSIBLE_JUMP = "implausible_jump"
-FLAGS = (MISSING_READING, METER_REPLACED, COUNTER_BACKWARDS, IMPLAUSIBLE_JUMP)
+FLAGS = (MISSING_READING, METER_REPLACED, SERIAL_NOT_ENROLLED, COUNTER_BACKWARDS, IMPLAUSIBLE_JUMP)
 
 SETTLED = "settled"
 UNSETTLED = "unsettled"
@@ -137,21 +139,63 @@ class Adjustment:
 
 
 def check_meter(
-    start: Reading | None, end: Reading | None, capacity_w: int, interval_s: int
+    start: Reading | None,
+    end: Reading | None,
+    capacity_w: int,
+    interval_s: int,
+    enrolled_serial: str | None = None,
 ) -> Delivery | str:
-    """The meter's delivery in the interval, or the reason code why it cannot be trusted."""
+    """The meter's delivery in the interval, or the reason code why it cannot be trusted.
+
+    ``interval_s`` is the time between the two readings; ``enrolled_serial`` (if given) the
+    serial the meter was enrolled with."""
     if start is None or end is None:
         return MISSING_READING
     if start.serial != end.serial:
         return METER_REPLACED
+    if enrolled_serial is not None and end.serial != enrolled_serial:
+        return SERIAL_NOT_ENROLLED
     import_wh = end.import_wh - start.import_wh
     export_wh = end.export_wh - start.export_wh
     if import_wh < 0 or export_wh < 0:
         return COUNTER_BACKWARDS
-    max_energy_x3600 = capacity_w * interval_s  # exact: compare energy * 3600 with it
-    if max(import_wh, export_wh) * SECONDS_PER_HOUR > max_energy_x3600:
+    if not within_capacity(max(import_wh, export_wh), capacity_w, interval_s):
         return IMPLAUSIBLE_JUMP
     return Delivery(import_wh=import_wh, export_wh=export_wh)
+
+
+def within_capacity(energy_wh: int, capacity_w: int, elapsed_s: int) -> bool:
+    """Whether a meter of ``capacity_w`` can move ``energy_wh`` in ``elapsed_s`` (exact integers:
+    energy * 3600 <= power * seconds)."""
+    return energy_wh * SECONDS_PER_HOUR <= capacity_w * elapsed_s
+
+
+def check_reading(
+    reading: Reading,
+    *,
+    enrolled_serial: str,
+    capacity_w: int,
+    earlier: tuple[int, Reading] | None = None,
+    later: tuple[int, Reading] | None = None,
+) -> str | None:
+    """Why a single reading cannot be true, or None: a serial that is not the enrolled one
+    (``serial_not_enrolled``), or counters that moved more than the enrolled capacity allows in
+    the time elapsed since the ``earlier`` or until the ``later`` reading of the same meter and
+    serial (``implausible_jump``). ``earlier``/``later`` are ``(seconds apart, reading)``. A
+    counter going backwards is left to the settlement (a replaced meter restarts its counters)."""
+    if reading.serial != enrolled_serial:
+        return SERIAL_NOT_ENROLLED
+    for neighbour, first_is_neighbour in ((earlier, True), (later, False)):
+        if neighbour is None:
+            continue
+        elapsed_s, other = neighbour
+        if other.serial != reading.serial:
+            continue
+        first, second = (other, reading) if first_is_neighbour else (reading, other)
+        moved = max(second.import_wh - first.import_wh, second.export_wh - first.export_wh)
+        if moved > 0 and not within_capacity(moved, capacity_w, elapsed_s):
+            return IMPLAUSIBLE_JUMP
+    return None
 
 
 def _shares(
@@ -181,12 +225,14 @@ def settle(
     interval_s: int,
     grid_fee_per_kwh: int = 0,
     levies_per_kwh: int = 0,
+    enrolled_serials: Mapping[str, str] | None = None,
 ) -> Settlement:
     """Settle one interval's ``trades`` (in their cleared order) against the meters' readings.
 
     ``start_readings``/``end_readings`` map a meter key id to its reading at the interval's
     start/end (absent or ``None`` = missing); ``capacity_w`` maps every traded meter to its
-    enrolled maximum power. Fee and levies rates are the community's per-kWh parameters.
+    enrolled maximum power, and ``enrolled_serials`` (when given) to its enrolled serial. Fee and
+    levies rates are the community's per-kWh parameters.
     """
     require_int("interval_s", interval_s, 1)
     require_int("grid_fee_per_kwh", grid_fee_per_kwh, 0)
@@ -202,7 +248,11 @@ def settle(
             raise ValueError(f"no enrolled capacity for meter {meter}")
         capacity = require_int(f"capacity_w of {meter}", capacity_w[meter], 0)
         outcome = check_meter(
-            start_readings.get(meter), end_readings.get(meter), capacity, interval_s
+            start_readings.get(meter),
+            end_readings.get(meter),
+            capacity,
+            interval_s,
+            None if enrolled_serials is None else enrolled_serials[meter],
         )
         if isinstance(outcome, str):
             flags[meter] = outcome

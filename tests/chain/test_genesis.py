@@ -118,3 +118,8 @@ def test_set_param_timezone_must_be_a_known_zone(tmp_path):
     ]
     block = c.run_block(proposals, T0 + 1)
     assert [r.get("reason") for r in block.results if r["kind"] == "tx"] == ["bad_value", None]
+
+
+def test_local_community_enrols_the_given_serials():
+    c = make_community(validators=1, members=2, meters_per_member=1, serials=["70000", "70001"])
+    assert [c.genesis.doc["meters"][m.id]["serial"] for m in c.meters] == ["70000", "70001"]

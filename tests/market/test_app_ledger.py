@@ -143,3 +143,79 @@ def test_missing_reading_flags_then_late_reading_settles_by_adjustment(market):
     assert sum(c.ledgers[0].state["app"]["balances"].values()) == 0
     for ledger in c.ledgers:
         verify_store(ledger.store, MarketApp())
+
+
+def _buyers_read(c, t):
+    return [x for m in (2, 3) for x in (reading(c, m, I1 - 900, 0, 0, t), reading(c, m, I1, 900, 0, t))]
+
+
+@pytest.fixture
+def market_11kw(tmp_path):
+    c = make_community(
+        validators=3,
+        members=4,
+        meters_per_member=1,
+        app="market",
+        app_params=PARAMS,
+        time=T0,
+        capacity_w=11_000,
+    )
+    c.open_ledgers(tmp_path, MarketApp)
+    return c
+
+
+def test_reading_with_a_serial_that_is_not_the_enrolled_one_is_flagged_not_paid(market_11kw):
+    """Both readings of the seller carry another serial (consistently, so not 'meter_replaced'):
+    the trades stay unsettled with the reason, no money moves, and the readings are flagged."""
+    c = market_11kw
+    trade_round(c)
+    t = I1 + 905
+    seller = c.meters[0].id
+    txs = [
+        reading(c, 0, I1 - 900, 0, 5000, t, serial="EVIL-1"),
+        reading(c, 0, I1, 0, 6000, t, serial="EVIL-1"),
+    ]
+    block = c.run_block(txs + _buyers_read(c, t), t)
+    flags = [r for r in block.results if r["kind"] == "reading_flag"]
+    assert [(r["meter"], r["flag"]) for r in flags] == [(seller, "serial_not_enrolled")] * 2
+    settlements = results_of(c, "settlement")
+    assert settlements and all(
+        s["status"] == "unsettled" and s["flag"] == "serial_not_enrolled" and s["flagged_meter"] == seller
+        for s in settlements
+    )
+    assert not results_of(c, "balance") and not any(c.ledgers[0].state["app"]["balances"].values())
+    for ledger in c.ledgers:
+        verify_store(ledger.store, MarketApp())
+
+
+def test_export_beyond_the_enrolled_capacity_is_flagged_not_paid(market_11kw):
+    """An 11 kW meter's export counter from 5,000 to 99,999,999 Wh in one interval (issue 13): the
+    trades are unsettled 'implausible_jump', the reading itself is flagged when it arrives, and
+    so is a jump in an interval the meter did not trade in."""
+    c = market_11kw
+    trade_round(c)
+    t = I1 + 905
+    seller = c.meters[0].id
+    txs = [reading(c, 0, I1 - 900, 0, 5000, t), reading(c, 0, I1, 0, 99_999_999, t)]
+    block = c.run_block(txs + _buyers_read(c, t), t)
+    assert [(r["meter"], r["interval"], r["flag"]) for r in block.results if r["kind"] == "reading_flag"] == [
+        (seller, I1, "implausible_jump")
+    ]
+    settlements = results_of(c, "settlement")
+    assert settlements and all(
+        s["status"] == "unsettled" and s["flag"] == "implausible_jump" and s["flagged_meter"] == seller
+        for s in settlements
+    )
+    assert not results_of(c, "balance")
+    # 2,750 Wh is what 11 kW can export in 900 s: exactly that is plausible, one Wh more is not
+    t2 = I1 + 2 * 900 + 5
+    block = c.run_block(
+        [reading(c, 0, I1 + 900, 0, 99_999_999 + 2750, t2), reading(c, 1, I1 - 900, 0, 0, t2),
+         reading(c, 1, I1, 0, 2751, t2)],
+        t2,
+    )
+    assert [(r["meter"], r["flag"]) for r in block.results if r["kind"] == "reading_flag"] == [
+        (c.meters[1].id, "implausible_jump")
+    ]
+    for ledger in c.ledgers:
+        verify_store(ledger.store, MarketApp())

@@ -9,6 +9,7 @@ import pandas as pd
 
 from chain.localnet import make_community
 from market.app import MarketApp
+from market.report import build_report
 from tests.market.test_app_ledger import I1, PARAMS, T0, order, reading
 
 
@@ -75,3 +76,30 @@ def test_report_tables_match_the_ledger(tmp_path):
         timeout=60,
     )
     assert bad.returncode != 0 and "--from" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_report_does_not_count_readings_that_cannot_be_true(tmp_path):
+    """A jump beyond the enrolled capacity (10 kW: 2,500 Wh per interval) or a reading with a serial
+    that is not the enrolled one is not metered energy: the statement would otherwise pay feed-in
+    for 99,999,999 Wh. The household row names the flags instead."""
+    c = make_community(validators=1, members=2, meters_per_member=1, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path / "nodes", MarketApp)
+    t = I1 + 3 * 900 + 5
+    c.run_block(
+        [
+            reading(c, 0, I1 - 900, 0, 5000, t),
+            reading(c, 0, I1, 0, 6000, t),  # 1,000 Wh: plausible
+            reading(c, 0, I1 + 900, 0, 99_999_999, t),  # the jump
+            reading(c, 0, I1 + 1800, 0, 99_999_999 + 500, t),
+            reading(c, 1, I1 - 900, 100, 0, t, serial="EVIL-1"),
+            reading(c, 1, I1, 900, 0, t, serial="EVIL-1"),
+        ],
+        t,
+    )
+    tables = build_report(c.ledgers[0].store)
+    households = tables["households"].set_index("meter")
+    seller, other = c.meters[0].id, c.meters[1].id
+    assert households.loc[seller, "export_wh"] == 1500
+    assert households.loc[seller, "flags"] == f"implausible_jump@{I1 + 900}"
+    assert households.loc[other, "import_wh"] == 0
+    assert households.loc[other, "flags"] == f"serial_not_enrolled@{I1}"

@@ -17,6 +17,7 @@ from market.settlement import (
     LEVIES_ACCOUNT,
     METER_REPLACED,
     MISSING_READING,
+    SERIAL_NOT_ENROLLED,
     SETTLED,
     UNSETTLED,
     Adjustment,
@@ -25,6 +26,7 @@ from market.settlement import (
     Settlement,
     adjust,
     check_meter,
+    check_reading,
     settle,
 )
 
@@ -370,3 +372,32 @@ def test_money_is_conserved_over_a_simulated_week() -> None:
     assert sum(totals.values()) == 0
     assert totals[GRID_FEES_ACCOUNT] > 0 and totals[LEVIES_ACCOUNT] > 0
     assert flagged > 0 and settled_short > 0  # the week exercised both paths
+
+
+def test_a_serial_that_is_not_the_enrolled_one_is_flagged() -> None:
+    trades = [trade("s", "b", 1000)]
+    start, end = readings({"s": (0, 1000), "b": (1000, 0)})
+    enrolled = {"s": "SN-s", "b": "SN-b"}
+    ok = settle(trades, start_readings=start, end_readings=end, capacity_w={"s": 10_000, "b": 10_000},
+                interval_s=INTERVAL_S, enrolled_serials=enrolled)
+    assert ok.trades[0].status == SETTLED
+    flagged = settle(trades, start_readings=start, end_readings=end, capacity_w={"s": 10_000, "b": 10_000},
+                     interval_s=INTERVAL_S, enrolled_serials={**enrolled, "b": "SN-other"})
+    assert flagged.meter_flags == {"b": SERIAL_NOT_ENROLLED}
+    assert flagged.trades[0].status == UNSETTLED and flagged.trades[0].flagged_meter == "b"
+    assert not any(flagged.balance_changes.values())
+    # a replaced meter (the two readings differ) is named as such, before the enrolment check
+    assert check_meter(Reading(0, 0, "SN-b"), Reading(0, 0, "NEW"), 10_000, 900, "SN-b") == METER_REPLACED
+
+
+def test_check_reading_bounds_energy_by_capacity_over_the_elapsed_time() -> None:
+    """11 kW for 900 s is 2,750 Wh; a meter that was offline for a day may move a day's worth."""
+    r = Reading(0, 5000, "SN")
+    kw11 = {"enrolled_serial": "SN", "capacity_w": 11_000}
+    assert check_reading(Reading(0, 7750, "SN"), earlier=(900, r), **kw11) is None
+    assert check_reading(Reading(0, 7751, "SN"), earlier=(900, r), **kw11) == IMPLAUSIBLE_JUMP
+    assert check_reading(Reading(0, 99_999_999, "SN"), earlier=(900, r), **kw11) == IMPLAUSIBLE_JUMP
+    assert check_reading(Reading(0, 5000 + 264_000, "SN"), earlier=(86_400, r), **kw11) is None
+    assert check_reading(Reading(0, 0, "SN"), later=(900, Reading(0, 2751, "SN")), **kw11) == IMPLAUSIBLE_JUMP
+    assert check_reading(Reading(0, 0, "OTHER"), **kw11) == SERIAL_NOT_ENROLLED
+    assert check_reading(Reading(0, 0, "SN"), earlier=(900, r), **kw11) is None  # backwards: settlement's
