@@ -148,6 +148,7 @@ def build(base_dir: Path) -> BuiltLedger:
         doc["members"][member.id]["name"] = h.name
         member.name = h.name
     c.genesis = Genesis(doc)
+    serials = {kid: meter["serial"] for kid, meter in doc["meters"].items()}  # readings carry their own
     ledger = Ledger.create(Path(base_dir) / "validator-0", c.genesis, MarketApp())
     c.ledgers = [ledger]
     community = c.community
@@ -174,7 +175,7 @@ def build(base_dir: Path) -> BuiltLedger:
                     "interval": ended,
                     "import_wh": counters[m.id][0],
                     "export_wh": counters[m.id][1],
-                    "serial": f"SN-{m.id[:6]}",
+                    "serial": serials[m.id],
                     "profile": "sim",
                 }
                 if (m.id, ended) == (late_meter, late_interval):
@@ -190,7 +191,7 @@ def build(base_dir: Path) -> BuiltLedger:
                 "interval": corrected_interval,
                 "import_wh": imp - 60,
                 "export_wh": exp,
-                "serial": f"SN-{corrected_meter[:6]}",
+                "serial": serials[corrected_meter],
                 "profile": "sim",
             }
             txs.append(meters[2].sign(community, "reading", fixed, created=t))
