@@ -1,10 +1,19 @@
-"""Dashboard accounts: users, their meters, server-side sessions and login rate limiting.
+"""Dashboard accounts: users, their meters, server-side sessions and the login lockout.
 
 Kept in ``dashboard.sqlite`` in the instance folder (apart from the derived index, which may be
 deleted and rebuilt; accounts may not). Passwords are hashed with scrypt (werkzeug's
 ``generate_password_hash``, salted, n=2**15, r=8, p=1) and never stored or logged in clear.
 Sessions are random 256-bit tokens; the database keeps only their SHA-256, so a copy of it
 does not let anyone log in. A session ends at logout, at its expiry, or when its user is removed.
+
+Login lockout (``RateLimit``): failed logins are counted per account name and per client
+address. After ``per_user`` failures an account is locked for ``lock_s`` seconds, and each
+further failure after a lock doubles the lock (at most ``max_lock_s``); a client address is
+locked the same way after ``per_address`` failures. While locked every attempt is refused, even
+with the right password, and refused attempts do not count. The count is forgotten ``window_s``
+after the last failure or the end of the last lock; a successful login clears its account's
+count. Names that are no account are counted and locked exactly like real ones, so a failed
+login never tells whether an account exists.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +33,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+MAX_NAME_LENGTH = 64
 MIN_PASSWORD_LENGTH = 10
 PASSWORD_METHOD = "scrypt:32768:8:1"
 
@@ -45,8 +56,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     token_hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     created INTEGER NOT NULL, expires INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
-CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, time INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures(key, time);
+DROP TABLE IF EXISTS login_failures;
+CREATE TABLE IF NOT EXISTS login_locks (
+    key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last INTEGER NOT NULL, locked_until INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS verify_runs (
     id INTEGER PRIMARY KEY, started INTEGER NOT NULL, finished INTEGER, status TEXT NOT NULL,
     height INTEGER, summary TEXT, bad_height INTEGER, requested_by TEXT);
@@ -85,12 +97,19 @@ class User:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most ``per_user`` failed logins per user name and ``per_address`` per client address
-    within ``window_s``; beyond that every attempt is refused until the window has passed."""
+    """The login lockout's numbers (see the module docstring)."""
 
     per_user: int = 5
     per_address: int = 20
     window_s: int = 900
+    lock_s: int = 60
+    max_lock_s: int = 3600
+
+    def lock_for(self, failures: int, allowed: int) -> int:
+        """Seconds of lock after ``failures`` counted failures (0 below ``allowed``)."""
+        if failures < allowed:
+            return 0
+        return min(self.lock_s << min(failures - allowed, 32), self.max_lock_s)
 
 
 def open_db(path: str | Path) -> sqlite3.Connection:
@@ -109,9 +128,15 @@ class Accounts:
     """The accounts database (thread-safe: one connection guarded by a lock)."""
 
     def __init__(
-        self, path: str | Path, *, rate_limit: RateLimit | None = None, password_method: str = PASSWORD_METHOD
+        self,
+        path: str | Path,
+        *,
+        rate_limit: RateLimit | None = None,
+        password_method: str = PASSWORD_METHOD,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self.clock = clock
         self.password_method = password_method
         self.conn = open_db(self.path)
         self.lock = threading.Lock()
@@ -186,46 +211,61 @@ class Accounts:
     # -- login and sessions ----------------------------------------------------------------------
 
     def login(self, name: str, password: str, address: str, *, session_s: int) -> User | None:
-        """Check a password and open a session; None if wrong. RateLimited when refused."""
+        """Check a password and open a session; None if wrong. RateLimited while the account or
+        the address is locked (even with the right password)."""
+        keys = _lock_keys(name, address)
         self.check_rate(name, address)
         with self.lock:
             row = self.conn.execute("SELECT id, password_hash FROM users WHERE name = ?", (name,)).fetchone()
         stored = row[1] if row else _dummy_hash(self.password_method)
         ok = check_password_hash(stored, password) and row is not None
-        now = int(time.time())
+        now = int(self.clock())
         if not ok:
-            with self.lock:
-                self.conn.executemany(
-                    "INSERT INTO login_failures VALUES (?, ?)",
-                    [(f"user:{name.lower()}", now), (f"addr:{address}", now)],
-                )
+            self._count_failure(keys, now)
             return None
         token = secrets.token_urlsafe(32)
         with self.lock:
             self.conn.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?)", (_token_hash(token), row[0], now, now + session_s)
             )
-            self.conn.execute("DELETE FROM login_failures WHERE key = ?", (f"user:{name.lower()}",))
+            self.conn.execute("DELETE FROM login_locks WHERE key = ?", (keys[0][0],))
             self.conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
             return self._load_user(row[0], token)
 
-    def check_rate(self, name: str, address: str) -> None:
-        """Raise RateLimited if this user name or address failed too often recently."""
+    def _count_failure(self, keys: list[tuple[str, str]], now: int) -> None:
         limit = self.rate_limit
-        since = int(time.time()) - limit.window_s
+        allowed = {"user": limit.per_user, "addr": limit.per_address}
         with self.lock:
-            self.conn.execute("DELETE FROM login_failures WHERE time < ?", (since,))
-            by_user = self.conn.execute(
-                "SELECT count(*), min(time) FROM login_failures WHERE key = ? AND time >= ?",
-                (f"user:{name.lower()}", since),
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(
+                    "DELETE FROM login_locks WHERE max(last, locked_until) <= ?", (now - limit.window_s,)
+                )
+                for key, kind in keys:
+                    row = self.conn.execute(
+                        "SELECT failures FROM login_locks WHERE key = ?", (key,)
+                    ).fetchone()
+                    failures = (row[0] if row else 0) + 1
+                    lock = limit.lock_for(failures, allowed[kind])
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO login_locks VALUES (?, ?, ?, ?)",
+                        (key, failures, now, now + lock if lock else 0),
+                    )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def check_rate(self, name: str, address: str) -> None:
+        """Raise RateLimited if this account name or this address is locked now."""
+        now = int(self.clock())
+        keys = [key for key, _ in _lock_keys(name, address)]
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT max(locked_until) FROM login_locks WHERE key IN (?, ?)", keys
             ).fetchone()
-            by_address = self.conn.execute(
-                "SELECT count(*), min(time) FROM login_failures WHERE key = ? AND time >= ?",
-                (f"addr:{address}", since),
-            ).fetchone()
-        for (count, first), allowed in ((by_user, limit.per_user), (by_address, limit.per_address)):
-            if count >= allowed:
-                raise RateLimited(max(1, first + limit.window_s - int(time.time())))
+        if row[0] is not None and row[0] > now:
+            raise RateLimited(row[0] - now)
 
     def session_user(self, token: str) -> User | None:
         """The user of a live session token, or None (unknown, expired or user removed)."""
@@ -246,8 +286,13 @@ class RateLimited(Exception):
     """Too many failed logins; ``retry_after_s`` says when to try again."""
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many failed logins: try again in {retry_after_s // 60 + 1} min")
+        super().__init__(f"too many failed logins: try again in {-(-retry_after_s // 60)} min")
         self.retry_after_s = retry_after_s
+
+
+def _lock_keys(name: str, address: str) -> list[tuple[str, str]]:
+    """The lockout rows of an attempt: its account name (any name, account or not) and address."""
+    return [(f"user:{name.lower()[:MAX_NAME_LENGTH]}", "user"), (f"addr:{address[:64]}", "addr")]
 
 
 def check_password(password: str) -> None:

@@ -27,6 +27,7 @@ from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
 from dashboard.ledger import LedgerReader
 from dashboard.params import ParamError
+from dashboard.proxies import Network, client_address, parse_trusted
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
 from dashboard.verify_runner import VerifyRunner
 
@@ -39,9 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "REMEMBER_COOKIE_DURATION": timedelta(seconds=0),
     "CURRENCY_SYMBOL": "\u20ac",
     "CURRENCY_SUBUNIT": "ct",
-    "LOGIN_RATE_PER_USER": 5,
-    "LOGIN_RATE_PER_ADDRESS": 20,
-    "LOGIN_RATE_WINDOW_S": 900,
+    "LOGIN_RATE_PER_USER": 5,  # failed logins before an account is locked
+    "LOGIN_RATE_PER_ADDRESS": 20,  # failed logins before a client address is locked
+    "LOGIN_RATE_WINDOW_S": 86400,  # failures are forgotten after this long without one
+    "LOGIN_LOCK_S": 60,  # the first lock; each further failure doubles it
+    "LOGIN_LOCK_MAX_S": 3600,  # the longest lock
+    "TRUSTED_PROXIES": (),  # reverse proxies whose X-Forwarded-For names the client (dashboard/proxies.py)
     "INDEX_SYNC": "request",  # "request": catch up before requests; "off": the caller syncs
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "PASSWORD_METHOD": PASSWORD_METHOD,  # werkzeug method string: scrypt, n=2**15, r=8, p=1
@@ -65,7 +69,15 @@ class Services:
     accounts: Accounts
     verifier: VerifyRunner
     instance_dir: Path
+    trusted_proxies: tuple[Network, ...] = ()
     _directory: tuple[int, Directory] | None = None
+
+    def client_address(self) -> str:
+        """The request's client address for the login limits (X-Forwarded-For only from a
+        trusted proxy)."""
+        return client_address(
+            request.remote_addr, request.headers.getlist("X-Forwarded-For"), self.trusted_proxies
+        )
 
     def directory(self) -> Directory:
         """Names of meters and members, made once per state height."""
@@ -101,7 +113,11 @@ def open_services(data_dir: str | Path, instance_dir: str | Path | None, config:
     accounts = Accounts(
         folder / "dashboard.sqlite",
         rate_limit=RateLimit(
-            config["LOGIN_RATE_PER_USER"], config["LOGIN_RATE_PER_ADDRESS"], config["LOGIN_RATE_WINDOW_S"]
+            per_user=config["LOGIN_RATE_PER_USER"],
+            per_address=config["LOGIN_RATE_PER_ADDRESS"],
+            window_s=config["LOGIN_RATE_WINDOW_S"],
+            lock_s=config["LOGIN_LOCK_S"],
+            max_lock_s=config["LOGIN_LOCK_MAX_S"],
         ),
         password_method=config["PASSWORD_METHOD"],
     )
@@ -115,7 +131,9 @@ def create_app(
     app = Flask(__name__, instance_path=str(Path(instance_dir or default_instance_dir(data_dir)).resolve()))
     app.config.update(DEFAULTS)
     app.config.update(config or {})
+    trusted = parse_trusted(app.config["TRUSTED_PROXIES"])  # ProxyConfigError before opening anything
     services = open_services(data_dir, app.instance_path, app.config)
+    services.trusted_proxies = trusted
     app.config.setdefault("SECRET_KEY", None)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _secret_key(services.instance_dir)

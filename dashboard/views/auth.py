@@ -22,8 +22,9 @@ def login():
     password = parse_text("password", request.form.get("password", ""), max_len=MAX_PASSWORD_LENGTH)
     target = safe_next(request.form.get("next"), url_for("overview.page"))
     try:
-        user = services().accounts.login(
-            name, password, request.remote_addr or "?", session_s=current_app.config["SESSION_HOURS"] * 3600
+        s = services()
+        user = s.accounts.login(
+            name, password, s.client_address(), session_s=current_app.config["SESSION_HOURS"] * 3600
         )
     except RateLimited as exc:
         response = render_template(
