@@ -159,4 +159,3 @@ def fmt_age(seconds: int) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min"
     return f"{hours // 24} d"
-
