@@ -164,6 +164,7 @@ TOPIC_KINDS: dict[str, TopicKind] = {
         TopicKind("readings", True, 1, False),
         TopicKind("gov", False, 1, False),
         TopicKind("blocks", False, 1, True),
+        TopicKind("headers", False, 1, True),
         TopicKind("seals", True, 1, False),
         TopicKind("receipts", True, 1, False),
         TopicKind("book", False, 0, True),
@@ -224,6 +225,11 @@ class Topics:
     @staticmethod
     def blocks(community: str) -> str:
         return _build("blocks", community)
+
+    @staticmethod
+    def headers(community: str) -> str:
+        """Final block headers with their seals (what a household's light client needs)."""
+        return _build("headers", community)
 
     @staticmethod
     def seals(community: str, validator: str) -> str:

@@ -28,6 +28,7 @@ def test_builders_follow_design_topics() -> None:
     assert topics.readings("oak-street", METER) == f"peerwatt/oak-street/readings/{METER}"
     assert topics.gov("oak-street") == "peerwatt/oak-street/gov"
     assert topics.blocks("oak-street") == "peerwatt/oak-street/blocks"
+    assert topics.headers("oak-street") == "peerwatt/oak-street/headers"
     assert topics.seals("oak-street", "v1") == "peerwatt/oak-street/seals/v1"
     assert topics.receipts("oak-street", METER) == f"peerwatt/oak-street/receipts/{METER}"
     assert topics.book("oak-street") == "peerwatt/oak-street/book"
@@ -40,6 +41,7 @@ def test_kind_rules_match_design() -> None:
         "readings": (1, False),
         "gov": (1, False),
         "blocks": (1, True),
+        "headers": (1, True),
         "seals": (1, False),
         "receipts": (1, False),
         "book": (0, True),
