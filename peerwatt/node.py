@@ -538,6 +538,7 @@ class Node:
                 self._inflight = None
             self.ledger.store.set_local(INFLIGHT_KEY, b"null")
         if self.role == "sequencer":
+            self._publish_header(block.height)
             self._publish_seen(block)
             self._publish_receipts(block.height)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
@@ -585,6 +586,13 @@ class Node:
                 refused=refused,
             )
             self.bus.publish(Topics.receipts(self.community, meter), payload)
+
+    def _publish_header(self, height: int) -> None:
+        """A final header with its seals on the headers topic (retained): what households may read
+        instead of the full blocks, which carry every household's readings and orders."""
+        seals = [loads_strict(bytes(env)) for _, env in self.ledger.store.seal_rows(height)]
+        message = {"header": self.ledger.store.header(height), "seals": seals}
+        self.bus.publish(Topics.headers(self.community), dumps_checked(message), retain=True)
 
     def _publish_receipts(self, height: int) -> None:
         """Each meter gets its trades, settlements and order outcomes with inclusion proofs."""
