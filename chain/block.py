@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain.canonical import dumps_checked
+from chain.canonical import canonical_bytes
 from chain.envelope import Envelope, Rejected, envelope_from_dict
 from chain.merkle import MerkleTree, leaf_hash, merkle_root
 
@@ -23,7 +23,7 @@ HEADER_FIELDS = ("height", "prev", "time", "tx_root", "result_root", "state_root
 
 def header_hash(header: dict[str, Any]) -> bytes:
     """SHA-256 of the canonical header."""
-    return hashlib.sha256(dumps_checked(header)).digest()
+    return hashlib.sha256(canonical_bytes(header)).digest()
 
 
 def tx_leaves(tx_hashes: list[bytes]) -> list[bytes]:
@@ -38,7 +38,7 @@ def tx_root(tx_hashes: list[bytes]) -> bytes:
 
 def result_leaves(results: list[dict[str, Any]]) -> list[bytes]:
     """Merkle leaf hashes of a block's results."""
-    return [leaf_hash(dumps_checked(r)) for r in results]
+    return [leaf_hash(canonical_bytes(r)) for r in results]
 
 
 def result_root(results: list[dict[str, Any]]) -> bytes:

@@ -132,10 +132,19 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def dumps_checked(value: Any) -> bytes:
-    """JCS bytes of a value already known to be in the strict domain (no re-check).
+    """JCS bytes of a value already known to be in the strict domain (no tree walk).
 
     orjson with sorted keys writes exactly the bytes of ``json.dumps(sort_keys=True,
     separators=(",", ":"), ensure_ascii=False)`` for this domain, about ten times faster; the
-    property tests check it against the ``rfc8785`` package.
+    property tests check it against the ``rfc8785`` package. Integers beyond 2^53 - 1 and values
+    orjson cannot write raise CanonicalError even here (orjson checks them for free); floats do
+    not, so values the engine builds itself are checked with :func:`check_value` first
+    (:func:`canonical_bytes`; the state root checks each entry once per distinct bytes).
     """
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise CanonicalError("bad_json", f"value cannot be written as canonical JSON: {exc}") from None
+
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER

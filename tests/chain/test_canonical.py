@@ -9,6 +9,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chain.block import header_hash, result_root
 from chain.canonical import (
     MAX_SAFE_INTEGER,
     CanonicalError,
@@ -16,6 +17,7 @@ from chain.canonical import (
     loads_strict,
 )
 from chain.messages import BODY_SCHEMAS, ENVELOPE_FIELDS
+from chain.state import state_root
 
 ascii_keys = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=12)
 strings = st.text(
@@ -87,3 +89,37 @@ def test_max_safe_integer_accepted():
 def test_floats_refused_on_output_too():
     with pytest.raises(CanonicalError):
         canonical_bytes({"a": 0.5})
+
+
+# Values the engine builds itself (headers, results, state) are serialised with the orjson fast
+# path too, where orjson and JCS differ: 1.0 -> "1.0" (JCS "1"), -0.0 -> "-0.0" (JCS "0"),
+# 2**53 written (JCS refuses it), NaN -> "null". Each must be refused before it is hashed.
+OUT_OF_DOMAIN = [1.0, -0.0, float("nan"), 2**53, -(2**53), 2**64, {"zähler": 1}, ("a", 1), b"x"]
+
+
+@pytest.mark.parametrize("bad", OUT_OF_DOMAIN, ids=repr)
+def test_result_root_refuses_values_outside_the_domain(bad):
+    with pytest.raises(CanonicalError):
+        result_root([{"kind": "trade", "value": bad}])
+
+
+@pytest.mark.parametrize("bad", OUT_OF_DOMAIN, ids=repr)
+def test_state_root_refuses_values_outside_the_domain(bad):
+    with pytest.raises(CanonicalError):
+        state_root({"chain": {}, "app": {"balances": {"member": bad}}})
+    with pytest.raises(CanonicalError):
+        state_root({"chain": {}, "app": {"nested": [{"deep": [bad]}]}})
+
+
+@pytest.mark.parametrize("bad", OUT_OF_DOMAIN, ids=repr)
+def test_header_hash_refuses_values_outside_the_domain(bad):
+    with pytest.raises(CanonicalError):
+        header_hash({"height": 1, "time": bad})
+
+
+def test_a_state_leaf_checked_once_is_still_refused_after_a_change():
+    state = {"chain": {}, "app": {"balances": {"member": 1}}}
+    state_root(state)
+    state["app"]["balances"]["member"] = 1.5
+    with pytest.raises(CanonicalError):
+        state_root(state)
