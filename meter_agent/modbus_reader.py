@@ -29,6 +29,8 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from meter_agent.profile import (
     PHASE_VALUES,
     REQUIRED_VALUES,
+    SUNSPEC_COMMON_MN_COUNT,
+    SUNSPEC_COMMON_MN_OFFSET,
     SUNSPEC_END,
     SUNSPEC_MARKER,
     SUNSPEC_SF_NOT_IMPLEMENTED,
@@ -271,7 +273,7 @@ class MeterReader:
         does not have (exception 1 or 2) does not match. Other faults raise ``MeterError``."""
         out = []
         try:
-            for check in self.profile.identify:
+            for check in (*self.profile.identify, *self._sunspec_identify()):
                 spec = check.spec
                 try:
                     registers = self._request(spec.function, spec.address, spec.count)
@@ -287,6 +289,25 @@ class MeterReader:
             if self.close_between_polls:
                 self.close()
         return out
+
+    def _sunspec_identify(self) -> tuple[IdentifyCheck, ...]:
+        """For a SunSpec profile that names its device's manufacturer ([sunspec.common]): the
+        Mn point of the common model that precedes the meter model (discovering it if needed)."""
+        layout = self.profile.sunspec
+        if layout is None or layout.manufacturer is None:
+            return ()
+        if self._sunspec is None:
+            self._sunspec = self._discover()
+        if self._sunspec.common_address is None:
+            return ()
+        spec = ValueSpec(
+            name="manufacturer",
+            address=self._sunspec.common_address + SUNSPEC_COMMON_MN_OFFSET,
+            encoding="string",
+            function=3,
+            count=SUNSPEC_COMMON_MN_COUNT,
+        )
+        return (IdentifyCheck(spec, (layout.manufacturer,), "SunSpec manufacturer (Mn)"),)
 
     def close(self) -> None:
         """Close the connection (TCP socket or serial port); the next read reopens it."""

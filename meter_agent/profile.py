@@ -70,6 +70,8 @@ SUNSPEC_NOT_IMPLEMENTED = {
 SUNSPEC_SF_NOT_IMPLEMENTED = 0x8000
 SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"
 SUNSPEC_END = 0xFFFF
+SUNSPEC_COMMON_MN_OFFSET, SUNSPEC_COMMON_MN_COUNT = 2, 16  # common model 1: Mn (32 characters)
+SUNSPEC_COMMON_MD_OFFSET = 18  # Md, 16 registers
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -184,6 +186,8 @@ class SunSpecLayout:
     models: tuple[SunSpecModel, ...]
     serial: ValueSpec | None
     max_models: int = 32
+    manufacturer: str | None = None  # the device's documented common-model Mn ([sunspec.common])
+    device_model: str | None = None  # its documented Md (served by the simulator)
 
     def model(self, model_id: int) -> SunSpecModel | None:
         """The profile's definition of a model id, if it has one."""
@@ -529,7 +533,7 @@ def _transport(check: _Checker, data: Any) -> TransportDefaults:
 
 def _sunspec(check: _Checker, data: Any, defaults: Mapping[str, Any], function: int) -> SunSpecLayout:
     data = check.table(data, "sunspec")
-    check.only(data, "sunspec", ("base_addresses", "models", "serial", "model", "max_models"))
+    check.only(data, "sunspec", ("base_addresses", "models", "serial", "model", "max_models", "common"))
     bases = check.get(data, "sunspec", "base_addresses", list, [40000, 0, 50000])
     if not bases or any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= 65534 for b in bases):
         raise check.fail("sunspec.base_addresses", "must list register addresses 0..65534")
@@ -582,11 +586,20 @@ def _sunspec(check: _Checker, data: Any, defaults: Mapping[str, Any], function: 
             function=function,
             count=check.integer(sdata, "sunspec.serial", "count", 16, 1, 64),
         )
+    common = check.table(data.get("common", {}), "sunspec.common")
+    check.only(common, "sunspec.common", ("manufacturer", "model"))
+    manufacturer = check.get(common, "sunspec.common", "manufacturer", str, None)
+    device_model = check.get(common, "sunspec.common", "model", str, None)
+    for key, text in (("manufacturer", manufacturer), ("model", device_model)):
+        if text is not None and not (0 < len(text) <= 32 and text.isascii() and text.isprintable()):
+            raise check.fail(f"sunspec.common.{key}", "must be 1-32 printable ASCII characters")
     return SunSpecLayout(
         base_addresses=tuple(bases),
         models=tuple(models),
         serial=serial,
         max_models=check.integer(data, "sunspec", "max_models", 32, 1, 1000),
+        manufacturer=manufacturer,
+        device_model=device_model,
     )
 
 

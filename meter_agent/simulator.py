@@ -509,9 +509,9 @@ class MeterSimulator:
             data = value.encode("ascii")[: count * 2].ljust(count * 2, b"\x00")
             return [int.from_bytes(data[i : i + 2], "big") for i in range(0, count * 2, 2)]
 
-        def common_block(address: int, model_name: str, serial: str) -> int:
+        def common_block(address: int, model_name: str, serial: str, maker: str = "peerwatt") -> int:
             put(address, [1, _SUNSPEC_COMMON_LENGTH])
-            put(address + 2, text("peerwatt", 16))  # Mn
+            put(address + 2, text(maker, 16))  # Mn
             put(address + 18, text(model_name, 16))  # Md
             put(address + 34, text("", 8))  # Opt
             put(address + 42, text("1.0", 8))  # Vr
@@ -527,7 +527,14 @@ class MeterSimulator:
             put(address, [SUNSPEC_INVERTER_MODEL, SUNSPEC_INVERTER_LENGTH])
             put(address + 2, [0x8000] * SUNSPEC_INVERTER_LENGTH)
             address += 2 + SUNSPEC_INVERTER_LENGTH
-        address = common_block(address, f"sim-meter {model.model_id}", str(served["serial"]))
+        layout = self.profile.sunspec
+        assert layout is not None
+        address = common_block(
+            address,
+            layout.device_model or f"sim-meter {model.model_id}",
+            str(served["serial"]),
+            layout.manufacturer or "peerwatt",
+        )
         span = max(s.address + s.count for s in model.values.values())
         length = SUNSPEC_MODEL_LENGTHS.get(model.model_id, span)
         put(address, [model.model_id, length])

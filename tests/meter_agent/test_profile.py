@@ -35,7 +35,10 @@ export_wh = { address = 0x004A, scale = 1000 }
 
 def test_shipped_profiles_load_and_hold_the_required_values():
     names = {p.name: p for p in builtin_profiles()}
-    assert set(names) == {"sdm630", "sdm120", "sdm230", "sdm72dm", "em340", "shelly-pro-3em", "sunspec"}
+    assert set(names) == {
+        "sdm630", "sdm120", "sdm230", "sdm72dm", "em340", "em24", "abb-b23", "dtsu666-h",
+        "shelly-pro-3em", "sunspec", "kostal-ksem", "fronius-smart-meter",
+    }  # fmt: skip
     for profile in names.values():
         assert {"power_w", "import_wh", "export_wh"} <= set(profile.value_names)
     assert names["sdm630"].values["power_w"].address == 0x34
