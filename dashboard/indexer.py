@@ -21,6 +21,7 @@ from chain.genesis import default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
 from dashboard.indexdb import TABLES, IndexDB
 from dashboard.ledger import LedgerReader
+from market.settlement import Reading, check_meter
 
 RESULT_KINDS = ("clearing", "order_outcome", "trade", "settlement", "adjustment", "gov")
 VALIDATOR_ACTIONS = ("add_validator", "remove_validator")
@@ -194,7 +195,8 @@ class Indexer:
             "SELECT import_wh, export_wh, serial FROM readings WHERE meter = ? AND interval = ?",
             (meter, interval - interval_s),
         ).fetchone()
-        d_import, d_export = _delta(previous, current)
+        enrolled = self.ledger.meters().get(meter, {})
+        d_import, d_export = metered_delta(previous, current, enrolled, interval_s)
         w.execute(
             "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (meter, interval, *current, d_import, d_export, height),
@@ -206,7 +208,7 @@ class Indexer:
         if following is not None:
             w.execute(
                 "UPDATE readings SET d_import_wh = ?, d_export_wh = ? WHERE meter = ? AND interval = ?",
-                (*_delta(current, following), meter, interval + interval_s),
+                (*metered_delta(current, following, enrolled, interval_s), meter, interval + interval_s),
             )
 
     def _gov_tx(self, height, idx, tx, signer, msg_type, status, reason, body) -> None:
@@ -450,12 +452,25 @@ def trade_key(result: dict[str, Any]) -> str:
     return f"{result['sell_order'][:24]}:{result['buy_order'][:24]}"
 
 
-def _delta(previous, current) -> tuple[int | None, int | None]:
-    """Energy between two consecutive counter readings; None for a gap, a new meter or a
-    counter that went backwards (never guessed)."""
-    if previous is None or previous[2] != current[2]:
+def metered_delta(
+    previous: tuple[int, int, str] | None,
+    current: tuple[int, int, str],
+    enrolled: dict[str, Any],
+    interval_s: int,
+) -> tuple[int | None, int | None]:
+    """Energy (Wh imported, exported) between two consecutive counter readings, by the
+    settlement's own rules (market.settlement.check_meter); None for a gap, a new meter, a
+    counter that went backwards, a serial that is not the enrolled one, or more energy than the
+    meter's enrolled capacity can move in an interval: never guessed, never counted."""
+    if previous is None:
         return None, None
-    d_import, d_export = current[0] - previous[0], current[1] - previous[1]
-    if d_import < 0 or d_export < 0:
+    delivery = check_meter(
+        Reading(*previous),
+        Reading(*current),
+        enrolled.get("capacity_w", 0),
+        interval_s,
+        enrolled.get("serial"),
+    )
+    if isinstance(delivery, str):
         return None, None
-    return d_import, d_export
+    return delivery.import_wh, delivery.export_wh

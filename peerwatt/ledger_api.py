@@ -85,6 +85,7 @@ RECEIPT_KINDS = {
     "settlement": ("seller", "buyer"),
     "adjustment": ("seller", "buyer"),
     "order_outcome": ("meter",),
+    "reading_flag": ("meter",),
 }
 
 

@@ -17,6 +17,7 @@ dashboard.toml (relative paths are relative to the file's folder):
     threads = 4
     currency_symbol = "€"
     currency_subunit = "ct"
+    trusted_proxies = []            # e.g. ["127.0.0.1"]: X-Forwarded-For is believed only from these
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ CONFIG_KEYS = {
     "threads",
     "currency_symbol",
     "currency_subunit",
+    "trusted_proxies",
 }
 
 
@@ -53,6 +55,7 @@ class DashboardSettings:
     threads: int = 4
     currency_symbol: str = "\u20ac"
     currency_subunit: str = "ct"
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def load_settings(path: Path) -> DashboardSettings:
@@ -71,6 +74,13 @@ def load_settings(path: Path) -> DashboardSettings:
     threads = take(data, "threads", int, where, 4)
     if not 1 <= hours <= 24 * 30 or not 1 <= threads <= 64:
         raise UserError(f"{where}: session_hours must be 1..720 and threads 1..64")
+    proxies = take(data, "trusted_proxies", list, where, [])
+    from dashboard.proxies import ProxyConfigError, parse_trusted
+
+    try:
+        parse_trusted(proxies)
+    except ProxyConfigError as exc:
+        raise UserError(f"{where}: {exc}") from None
     return DashboardSettings(
         data=base / take(data, "data", str, where),
         instance=None if instance is None else base / instance,
@@ -81,6 +91,7 @@ def load_settings(path: Path) -> DashboardSettings:
         threads=threads,
         currency_symbol=take(data, "currency_symbol", str, where, "\u20ac"),
         currency_subunit=take(data, "currency_subunit", str, where, "ct"),
+        trusted_proxies=tuple(proxies),
     )
 
 
@@ -104,6 +115,7 @@ def _open_app(settings: DashboardSettings):
                 "SESSION_HOURS": settings.session_hours,
                 "CURRENCY_SYMBOL": settings.currency_symbol,
                 "CURRENCY_SUBUNIT": settings.currency_subunit,
+                "TRUSTED_PROXIES": settings.trusted_proxies,
                 "INDEX_SYNC": "off",  # a background thread keeps the index up to date
             },
         )

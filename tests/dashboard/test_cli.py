@@ -97,3 +97,14 @@ def test_bad_config_is_one_line(tmp_path):
     assert run(["-c", str(config)]).stderr.strip() == f"error: {config}: listen must look like 127.0.0.1:8080"
     config.write_text('data = "x"\ncolour = "blue"\n')
     assert run(["-c", str(config)]).stderr.strip() == f"error: {config}: unknown key(s) colour"
+
+
+def test_trusted_proxies_are_read_from_the_config_and_checked(tmp_path):
+    from peerwatt.commands.dashboard import load_settings
+
+    config = tmp_path / "dashboard.toml"
+    config.write_text('data = "x"\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8"]\n')
+    assert load_settings(config).trusted_proxies == ("127.0.0.1", "10.0.0.0/8")
+    config.write_text('data = "x"\ntrusted_proxies = ["the proxy"]\n')
+    line = run(["-c", str(config)]).stderr.strip()
+    assert line.startswith(f"error: {config}: trusted proxy 'the proxy' is not an IP address") and "\n" not in line

@@ -147,3 +147,15 @@ def test_trade_sides_mirror_each_trades_settlement(app):
         conn.execute("SELECT count(*) FROM trade_sides").fetchone()[0]
         == 2 * conn.execute("SELECT count(*) FROM trades").fetchone()[0]
     )
+
+
+def test_readings_that_cannot_be_true_are_not_counted_as_metered_energy():
+    from dashboard.indexer import metered_delta
+
+    enrolled = {"capacity_w": 11_000, "serial": "S1"}
+    assert metered_delta((100, 5_000, "S1"), (900, 6_000, "S1"), enrolled, 900) == (800, 1_000)
+    # 11 kW cannot move 99,999,999 Wh in 15 minutes; a serial that is not the enrolled one
+    assert metered_delta((100, 5_000, "S1"), (100, 99_999_999, "S1"), enrolled, 900) == (None, None)
+    assert metered_delta((100, 5_000, "S2"), (900, 6_000, "S2"), enrolled, 900) == (None, None)
+    assert metered_delta((900, 6_000, "S1"), (100, 5_000, "S1"), enrolled, 900) == (None, None)
+    assert metered_delta(None, (900, 6_000, "S1"), enrolled, 900) == (None, None)

@@ -38,6 +38,7 @@ def test_meter_swap_is_flagged_not_guessed(tmp_path):
         app_params=PARAMS,
         time=START - 900,
         capacity_w=11_000,
+        serials=["70000", "70001"],  # the simulators' own serials (a reading must carry the enrolled one)
     )
     broker = MemoryBroker()
     Ledger.create(tmp_path / "seq", c.genesis, MarketApp()).close()
