@@ -13,10 +13,12 @@ from peerwatt.bus import BrokerConfig
 from peerwatt.config import broker_config, read_toml, take
 from peerwatt.errors import UserError
 
+METER_SOURCES = ("modbus", "p1")  # [meter] source: a Modbus meter (profile) or a DSMR P1 port
+
 
 @dataclass(frozen=True)
 class MeterConfig:
-    profile: str
+    profile: str  # for source = "p1": "p1-dsmr5" (telegrams need no profile file)
     host: str | None
     port: int | None
     serial_device: str | None
@@ -27,6 +29,7 @@ class MeterConfig:
     close_between_polls: bool
     serial: str | None  # the enrolled serial, used when the meter does not report one
     profile_dirs: tuple[str, ...]
+    source: str = "modbus"
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,15 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     mw = f"{where} [meter]"
     host = take(m, "host", str, mw, None)
     serial_device = take(m, "serial_device", str, mw, None)
+    source = take(m, "source", str, mw, "modbus")
+    if source not in METER_SOURCES:
+        raise UserError(f"{mw}: source must be one of {', '.join(METER_SOURCES)}, not {source!r}")
     if (host is None) == (serial_device is None):
-        raise UserError(f"{mw}: give either host (Modbus TCP) or serial_device (RTU), not both")
+        what = "a P1 dongle's TCP address" if source == "p1" else "Modbus TCP"
+        raise UserError(f"{mw}: give either host ({what}) or serial_device (a serial port), not both")
     meter = MeterConfig(
-        profile=take(m, "profile", str, mw),
+        source=source,
+        profile=take(m, "profile", str, mw) if source == "modbus" else "p1-dsmr5",
         host=host,
         port=take(m, "port", int, mw, None),
         serial_device=serial_device,

@@ -1,0 +1,322 @@
+"""A DSMR 5 smart meter's P1 port, simulated: real telegrams over TCP (a P1 Wi-Fi dongle) or a pty.
+
+``P1Simulator`` writes one DSMR 5 telegram every ``interval_s`` real seconds (1 s on a real
+DSMR 5 meter) to every connected TCP client, or to a pseudo-terminal whose slave side
+(``sim.device``) a reader opens like a P1 cable's /dev/ttyUSB0. Telegrams carry the header,
+version 50, the timestamp (Dutch local time, S/W), the equipment identifier 0-0:96.1.1
+(hex-encoded ASCII, as meters send it), import and export per tariff (1.8.1/1.8.2,
+2.8.1/2.8.2 in kWh with 3 decimals), the active tariff, power delivered/received (1.7.0/2.7.0
+in kW), per-phase voltage, current and power, and the CRC16 over '/' to '!' (CRC-16/ARC,
+4 upper-case hex digits), as in the DSMR 5.0.2 P1 companion standard.
+
+Values come from a ``Household`` on a ``SimClock``, integrated as the Modbus simulator does
+(import and export only grow). Tariff 1 (low) counts from 23:00 to 07:00 local time and at
+weekends, tariff 2 (normal) otherwise.
+
+Faults (``inject(kind)`` until ``clear_faults()``): ``crc`` (wrong checksum), ``timeout``
+(send nothing), ``disconnect`` (close every client connection), ``missing`` (the counters
+are left out of the telegram), ``garbage`` (noise instead of telegrams).
+``swap_meter()`` replaces the meter: new equipment identifier, counters from zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import select
+import socket
+import threading
+import time
+import tty
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from meter_agent.clock import SimClock
+from meter_agent.household import Household, integrate_net_energy
+
+FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
+INTEGRATION_STEP_S = 60.0
+PHASE_SHARES = (0.40, 0.33, 0.27)
+HEADER = "/PWT5\\2PW-P1-SIM-1"  # manufacturer flag (3 letters), baud id 5, '\2', type
+
+
+def crc16_arc(text: str) -> int:
+    """CRC-16/ARC (reflected polynomial 0xA001, initial value 0) of an ASCII text."""
+    crc = 0
+    for byte in text.encode("ascii"):
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _local(now: float) -> tuple[dt.datetime, str]:
+    try:
+        zone = ZoneInfo("Europe/Amsterdam")
+    except ZoneInfoNotFoundError:  # no time zone data: UTC, marked as winter time
+        return dt.datetime.fromtimestamp(now, dt.UTC), "W"
+    local = dt.datetime.fromtimestamp(now, zone)
+    return local, "S" if local.dst() else "W"
+
+
+def tariff_at(now: float) -> int:
+    """1 (low) nights 23:00-07:00 and at weekends, else 2 (normal), Dutch local time."""
+    local, _ = _local(now)
+    return 1 if local.weekday() >= 5 or local.hour >= 23 or local.hour < 7 else 2
+
+
+class P1Simulator:
+    """A simulated P1 port (see the module docstring). Use as a context manager or start/stop."""
+
+    def __init__(
+        self,
+        household: Household,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        pty: bool = False,
+        interval_s: float = 1.0,
+        speed: float = 1.0,
+        start_time: float | None = None,
+        clock: SimClock | None = None,
+        seed: int = 0,
+        meter_serial: str | None = None,
+        import_wh: float | None = None,
+        export_wh: float | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.household = household
+        self.host = host
+        self.port = port
+        self.use_pty = pty
+        self.interval_s = interval_s
+        self.seed = seed
+        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
+        self._lock = threading.RLock()
+        self._swaps = 0
+        self.meter_serial = meter_serial or self._make_serial(0)
+        total_import = float(1_000_000 + 7919 * (seed % 1000)) if import_wh is None else float(import_wh)
+        total_export = float(400_000 + 3571 * (seed % 1000)) if export_wh is None else float(export_wh)
+        # per tariff (1, 2): a real meter's registers are split; the sum is what the agent counts
+        self._import = [total_import * 0.4, total_import * 0.6]
+        self._export = [total_export * 0.3, total_export * 0.7]
+        self._integrated_to = self.clock.now()
+        self._faults: set[str] = set()
+        self._clients: list[socket.socket] = []
+        self._server: socket.socket | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.device: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.telegrams_sent = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> P1Simulator:
+        """Open the TCP port (or the pty) and start writing telegrams in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        if self.use_pty:
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            os.set_blocking(self._master, False)
+            self.device = os.ttyname(self._slave)
+        else:
+            server = socket.create_server((self.host, self.port))
+            server.setblocking(False)
+            self._server = server
+            self.port = server.getsockname()[1]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="sim-p1", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop writing, close every connection (and the pty) and join the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+        self._close_clients()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = None
+
+    def __enter__(self) -> P1Simulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def describe(self) -> str:
+        """One line saying what is served where."""
+        where = self.device if self.use_pty else f"{self.host}:{self.port}"
+        return f"P1 (DSMR 5) telegrams every {self.interval_s:g} s on {where}, meter {self.meter_serial}"
+
+    # ---------------------------------------------------------------- control
+
+    def inject(self, kind: str) -> None:
+        """Start a fault (see the module docstring); it lasts until ``clear_faults()``."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r} (use {', '.join(FAULT_KINDS)})")
+        with self._lock:
+            self._faults.add(kind)
+        if kind == "disconnect":
+            self._close_clients()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def swap_meter(self, serial: str | None = None) -> str:
+        """Replace the meter: a new equipment identifier, counters from zero."""
+        with self._lock:
+            self._advance_to(self.clock.now())
+            self._swaps += 1
+            self.meter_serial = serial or self._make_serial(self._swaps)
+            self._import = [0.0, 0.0]
+            self._export = [0.0, 0.0]
+            return self.meter_serial
+
+    def truth(self) -> dict[str, float | str]:
+        """What the meter measures now: power (W, > 0 import), total import/export (Wh), serial."""
+        with self._lock:
+            now = self.clock.now()
+            self._advance_to(now)
+            return {
+                "power_w": self.household.net_power_w(now),
+                "import_wh": sum(self._import),
+                "export_wh": sum(self._export),
+                "serial": self.meter_serial,
+            }
+
+    # ---------------------------------------------------------------- telegrams
+
+    def _make_serial(self, index: int) -> str:
+        return f"E00{20240000 + (self.seed % 10000) * 100 + index:014d}"
+
+    def _advance_to(self, now: float) -> None:
+        with self._lock:
+            if now <= self._integrated_to:
+                return
+            imported, exported = integrate_net_energy(
+                self.household, self._integrated_to, now, INTEGRATION_STEP_S
+            )
+            slot = tariff_at(now) - 1
+            self._import[slot] += imported
+            self._export[slot] += exported
+            self._integrated_to = now
+
+    def telegram(self) -> str:
+        """The telegram the meter sends now (faults applied), CRC included."""
+        with self._lock:
+            now = self.clock.now()
+            self._advance_to(now)
+            power = self.household.net_power_w(now)
+            local, season = _local(now)
+            faults = set(self._faults)
+            lines = [
+                HEADER,
+                "",
+                "1-3:0.2.8(50)",
+                f"0-0:1.0.0({local:%y%m%d%H%M%S}{season})",
+                f"0-0:96.1.1({self.meter_serial.encode('ascii').hex().upper()})",
+            ]
+            if "missing" not in faults:
+                lines += [
+                    f"1-0:1.8.1({self._import[0] / 1000:010.3f}*kWh)",
+                    f"1-0:1.8.2({self._import[1] / 1000:010.3f}*kWh)",
+                    f"1-0:2.8.1({self._export[0] / 1000:010.3f}*kWh)",
+                    f"1-0:2.8.2({self._export[1] / 1000:010.3f}*kWh)",
+                ]
+            lines += [
+                f"0-0:96.14.0({tariff_at(now):04d})",
+                f"1-0:1.7.0({max(power, 0.0) / 1000:06.3f}*kW)",
+                f"1-0:2.7.0({max(-power, 0.0) / 1000:06.3f}*kW)",
+                "0-0:96.7.21(00004)",
+                "0-0:96.7.9(00002)",
+            ]
+            for i, share in enumerate(PHASE_SHARES):
+                phase_power = power * share
+                voltage = 230.0 + 1.5 * (i - 1)
+                lines += [
+                    f"1-0:{32 + 20 * i}.7.0({voltage:05.1f}*V)",
+                    f"1-0:{31 + 20 * i}.7.0({round(abs(phase_power) / voltage):03d}*A)",
+                    f"1-0:{21 + 20 * i}.7.0({max(phase_power, 0.0) / 1000:06.3f}*kW)",
+                    f"1-0:{22 + 20 * i}.7.0({max(-phase_power, 0.0) / 1000:06.3f}*kW)",
+                ]
+        body = "\r\n".join(lines) + "\r\n!"
+        crc = crc16_arc(body)
+        if "crc" in faults:
+            crc ^= 0x5A5A
+        return f"{body}{crc:04X}\r\n"
+
+    # ---------------------------------------------------------------- server thread
+
+    def _run(self) -> None:
+        next_send = time.monotonic()
+        while not self._stop.is_set():
+            self._accept()
+            if time.monotonic() >= next_send:
+                next_send += self.interval_s
+                self._send_one()
+            self._stop.wait(min(0.02, max(0.0, next_send - time.monotonic())))
+
+    def _accept(self) -> None:
+        if self._server is None:
+            return
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except (BlockingIOError, OSError):
+                return
+            client.setblocking(False)
+            with self._lock:
+                if "disconnect" in self._faults:
+                    client.close()
+                    continue
+                self._clients.append(client)
+
+    def _send_one(self) -> None:
+        with self._lock:
+            faults = set(self._faults)
+        if "timeout" in faults or "disconnect" in faults:
+            return
+        data = os.urandom(300).replace(b"/", b"?").replace(b"!", b"?") if "garbage" in faults else b""
+        data = data or self.telegram().encode("ascii")
+        if self._master is not None:
+            with contextlib.suppress(BlockingIOError, OSError):  # nobody reading: the pty buffer is full
+                os.write(self._master, data)
+            self.telegrams_sent += 1
+            return
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            try:
+                _, writable, _ = select.select([], [client], [], 0)
+                if writable:
+                    client.send(data)
+            except OSError:
+                self._drop_client(client)
+        self.telegrams_sent += 1
+
+    def _drop_client(self, client: socket.socket) -> None:
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        client.close()
+
+    def _close_clients(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
