@@ -126,6 +126,13 @@ def connection_options(func):
 
 
 @meter.command("read")
+@click.option(
+    "--source",
+    type=click.Choice(["modbus", "p1"]),
+    default="modbus",
+    show_default=True,
+    help="modbus: a meter read with a profile; p1: a DSMR smart meter's P1 port (serial or TCP dongle).",
+)
 @click.option("--profile", "profile_name", help="Meter profile name (see docs/meters.md).")
 @click.option("--profile-file", type=click.Path(dir_okay=False), help="A profile TOML file of your own.")
 @connection_options
@@ -143,6 +150,7 @@ def connection_options(func):
 @click.option("--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Further attempts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reading as JSON.")
 def read(
+    source: str,
     profile_name: str | None,
     profile_file: str | None,
     host: str | None,
@@ -160,6 +168,9 @@ def read(
     """Read the meter once and print power, counters and per-phase values."""
     from meter_agent.modbus_reader import MeterError, MeterReader
 
+    if source == "p1":
+        _read_p1(host, port, serial_device, baud, timeout_s, retries, as_json)
+        return
     if (profile_name is None) == (profile_file is None):
         raise UserError(
             "give --profile NAME or --profile-file FILE (unsure which? run `peerwatt meter probe`)"
@@ -171,6 +182,44 @@ def read(
         sample = reader.read()
     except MeterError as exc:
         raise UserError(f"{exc}: {advice(exc, host is not None)}", exit_code=3) from None
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
+        return
+    click.echo(format_sample(sample, target.describe()))
+
+
+def _read_p1(
+    host: str | None,
+    port: int | None,
+    serial_device: str | None,
+    baud: int | None,
+    timeout_s: float,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """`meter read --source p1`: wait for one DSMR telegram (CRC checked) and print it."""
+    from meter_agent.modbus_reader import MeterError, TcpTarget
+    from meter_agent.p1 import P1_BAUDRATE, P1Reader, P1SerialTarget
+    from meter_agent.sources import P1_DEFAULT_PORT
+
+    if (host is None) == (serial_device is None):
+        raise UserError("give --host (a P1 Wi-Fi dongle) or --serial (a P1 cable), not both")
+    target = (
+        TcpTarget(host, port or P1_DEFAULT_PORT)
+        if host is not None
+        else P1SerialTarget(serial_device, baud or P1_BAUDRATE)  # type: ignore[arg-type]
+    )
+    # a DSMR 5 meter sends a telegram every second, DSMR 4 every 10 s
+    reader = P1Reader(target, timeout_s=max(timeout_s, 11.0), retries=retries)
+    try:
+        sample = reader.read()
+    except MeterError as exc:
+        raise UserError(
+            f"{exc}: check the cable or the dongle's address and port, and that the P1 port is enabled",
+            exit_code=3,
+        ) from None
     finally:
         reader.close()
     if as_json:

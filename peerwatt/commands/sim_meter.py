@@ -27,8 +27,14 @@ def parse_start(text: str | None) -> float | None:
 
 @click.command("sim-meter")
 @click.option(
-    "--profile", "profile_name", required=True, help="Profile to speak: a name (e.g. sdm630) or a .toml file."
+    "--source",
+    type=click.Choice(["modbus", "p1"]),
+    default="modbus",
+    show_default=True,
+    help="modbus: a Modbus meter speaking --profile; p1: a DSMR 5 P1 port writing telegrams.",
 )
+@click.option("--profile", "profile_name", help="Profile to speak: a name (e.g. sdm630) or a .toml file.")
+@click.option("--pty", "use_pty", is_flag=True, help="For --source p1: write to a pseudo-terminal, not TCP.")
 @click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of profile files.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -77,7 +83,9 @@ def parse_start(text: str | None) -> float | None:
     "(as SolarEdge inverters chain their meters).",
 )
 def sim_meter(
-    profile_name: str,
+    source: str,
+    profile_name: str | None,
+    use_pty: bool,
     profile_dirs: tuple[str, ...],
     host: str,
     port: int,
@@ -94,15 +102,24 @@ def sim_meter(
 ) -> int:
     """Serve a simulated meter until Ctrl-C."""
     from meter_agent.household import Household
+    from meter_agent.p1_simulator import P1Simulator
     from meter_agent.profile import ProfileError, find_profile
-    from meter_agent.simulator import MeterSimulator, SimulatorError
+    from meter_agent.simulator import MeterSimulator
 
+    start = parse_start(start_text)
+    household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
+    simulator: MeterSimulator | P1Simulator
+    if source == "p1":
+        simulator = P1Simulator(
+            household, port=port, host=host, pty=use_pty, speed=speed, start_time=start, seed=seed
+        )
+        return _serve(simulator, pv_kwp, annual_kwh, lat, lon, speed)
+    if profile_name is None:
+        raise UserError("give --profile NAME (e.g. sdm630), or --source p1 for a P1 port")
     try:
         profile = find_profile(profile_name, profile_dirs)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
-    start = parse_start(start_text)
-    household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
     try:
         simulator = MeterSimulator(
             profile,
@@ -118,6 +135,13 @@ def sim_meter(
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    return _serve(simulator, pv_kwp, annual_kwh, lat, lon, speed)
+
+
+def _serve(simulator, pv_kwp: float, annual_kwh: float, lat: float, lon: float, speed: float) -> int:  # noqa: ANN001
+    """Run a started-on-demand simulator until Ctrl-C or SIGTERM."""
+    from meter_agent.simulator import SimulatorError
+
     stop = threading.Event()
     # Own handlers for Ctrl-C and SIGTERM (also when started in the background, where the
     # shell leaves SIGINT ignored): the main thread just waits for the stop event.
@@ -125,7 +149,7 @@ def sim_meter(
     try:
         try:
             simulator.start()
-        except SimulatorError as exc:
+        except (SimulatorError, OSError) as exc:
             raise UserError(f"{exc}; choose another --port or stop the program using it") from None
         began = datetime.fromtimestamp(simulator.clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(

@@ -187,3 +187,51 @@ def test_equipment_id_decoding():
     assert decode_equipment_id("4530303533303033373731333331363136") == "E0053003771331616"
     assert decode_equipment_id("not hex") == "not hex"
     assert decode_equipment_id("0001") == "0001"  # not printable ASCII: kept as sent
+
+
+def test_cli_sim_meter_p1_and_meter_read_p1():
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.cli import peerwatt
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--source", "p1", "--port", "0", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"on 127\.0\.0\.1:(\d+), meter (\S+);", line)
+        assert match, line
+        out = peerwatt(
+            "meter", "read", "--source", "p1", "--host", "127.0.0.1", "--port", match.group(1), "--json"
+        )
+        assert out.returncode == 0, out.stderr
+        reading = json.loads(out.stdout)
+        assert reading["serial"] == match.group(2) and reading["import_wh"] > 0
+        assert reading["profile"] == "p1-dsmr5"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "sim-meter: stopped" in stdout and stderr == ""
+
+
+def test_cli_meter_read_p1_with_nothing_there_is_one_line():
+    from tests.support.cli import peerwatt
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.close()
+    out = peerwatt("meter", "read", "--source", "p1", "--host", "127.0.0.1", "--port", str(port))
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "cannot connect" in out.stderr
