@@ -1,0 +1,119 @@
+"""A community's Mosquitto exactly as `peerwatt broker certs` / `peerwatt broker config` make it,
+started with the commands `broker config` prints (as root: Mosquitto drops to its own user, as
+on Debian), for the broker access tests (docs/privacy.md).
+
+The files live in a folder the ``mosquitto`` user can reach (pytest's tmp_path is mode 0700), made
+with ``tempfile.mkdtemp`` and removed by the fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.engine import _doc_to_toml_shape
+
+READY_S = 10.0
+
+
+def peerwatt(*args: str) -> subprocess.CompletedProcess:
+    """Run the peerwatt CLI (bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def genesis_toml(doc: dict[str, Any]) -> str:
+    """A genesis document as the TOML file `peerwatt genesis new` would write (flat tables)."""
+    shape = _doc_to_toml_shape(doc)
+    lines: list[str] = []
+    for name, value in shape.items():
+        if isinstance(value, dict):
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        else:
+            for entry in value:
+                lines.append(f"[[{name}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class GeneratedBroker:
+    """Mosquitto started from a generated folder with the printed start commands."""
+
+    out: Path
+    port: int
+    start_commands: list[list[str]]
+    log_path: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_output(cls, out: Path, port: int, config_stdout: str) -> GeneratedBroker:
+        """Take the 'start as root: A && B' line `peerwatt broker config` printed."""
+        line = next(x for x in config_stdout.splitlines() if x.startswith("start as root: "))
+        commands = [shlex.split(part) for part in line.removeprefix("start as root: ").split(" && ")]
+        return cls(out, port, commands, out / "mosquitto.log")
+
+    def start(self) -> None:
+        for command in self.start_commands[:-1]:
+            subprocess.run(command, check=True, timeout=30)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.start_commands[-1], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen within {READY_S} s: {self.log_path.read_text()}")
+
+    def uid(self) -> int:
+        """The real uid the broker process runs as now."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("Uid:")).split()[1])
+
+    def save(self) -> None:
+        """Ask the broker to write its persistence file now (SIGUSR1)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(READY_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(READY_S)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
