@@ -30,9 +30,9 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     from chain.genesis import GenesisError, load_genesis
     from meter_agent.agent import Agent
     from meter_agent.config import load_agent_config
-    from meter_agent.modbus_reader import MeterReader, SerialTarget, TcpTarget
     from meter_agent.outbox import Outbox, OutboxError
-    from meter_agent.profile import ProfileError, find_profile
+    from meter_agent.profile import ProfileError
+    from meter_agent.sources import open_reader
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
@@ -42,20 +42,13 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     key = load_key(cfg.key_file, cfg.passphrase_file)
     try:
         genesis = load_genesis(cfg.genesis_file)
-        profile = find_profile(cfg.meter.profile, cfg.meter.profile_dirs)
+        reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
         outbox = Outbox(cfg.state_dir / "agent.sqlite")
     except (GenesisError, ProfileError, OutboxError) as exc:
         raise UserError(str(exc)) from None
     if genesis.community != cfg.community:
         raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
     m = cfg.meter
-    if m.host is not None:
-        target = TcpTarget(m.host, m.port or profile.transport.tcp_port)
-    else:
-        target = SerialTarget(m.serial_device, m.baudrate or profile.transport.baudrate)
-    reader = MeterReader(
-        profile, target, unit_id=m.unit, timeout_s=m.timeout_s, close_between_polls=m.close_between_polls
-    )
     from chain.keys import key_id
 
     meter_id = key_id(key.public_key())
@@ -74,7 +67,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
             reader=reader,
             outbox=outbox,
             strategy=cfg.strategy,
-            profile=profile.name,
+            profile=profile_name,
             serial=m.serial,
             heartbeat_s=cfg.heartbeat_s,
             homeassistant_prefix=cfg.homeassistant_prefix if cfg.homeassistant else None,

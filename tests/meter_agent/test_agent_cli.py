@@ -17,7 +17,8 @@ from peerwatt.procnet import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
+@pytest.mark.parametrize("source", ["modbus", "p1"])
+def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, source):
     now = int(time.time())
     c = make_community(validators=1, members=1, app="market", time=now - now % 900 - 900)
     genesis = tmp_path / "genesis.toml"
@@ -30,11 +31,20 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
         f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
     )
     save_private_key(meter.key, tmp_path / "meter.key")
-    sim = start_sim("sdm630", paused=False, start_time=now)
+    if source == "modbus":
+        sim = start_sim("sdm630", paused=False, start_time=now)
+        meter_table = 'profile = "sdm630"\n'
+    else:  # a DSMR meter's P1 port through a Wi-Fi dongle
+        from meter_agent.household import Household
+        from meter_agent.p1_simulator import P1Simulator
+
+        sim = P1Simulator(Household(seed=3), start_time=now)
+        sim.start()
+        meter_table = 'source = "p1"\n'
     config = tmp_path / "agent.toml"
     config.write_text(
         f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'
-        f'heartbeat_s = 0.5\n[meter]\nprofile = "sdm630"\nhost = "127.0.0.1"\n'
+        f'heartbeat_s = 0.5\n[meter]\n{meter_table}host = "127.0.0.1"\n'
         f"port = {sim.port}\npoll_s = 0.5\n"
         f'[broker]\nurl = "{mosquitto.url}"\n'
     )
@@ -59,6 +69,8 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim):
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=30)
+        if source == "p1":
+            sim.stop()
     assert agent.returncode == 0, err
     assert "Traceback" not in err
     wait_for(lambda: statuses and statuses[-1] == {"raw": b"offline"}, 10, "offline status after stop")
