@@ -1,0 +1,97 @@
+"""`peerwatt broker config`: accounts from the genesis, the ACL and mosquitto.conf it writes, and
+its one-line errors (the real-broker tests are in tests/reliability/test_broker_access.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chain.localnet import make_community
+from peerwatt.broker_access import Account, AccountError, community_accounts, rights
+from tests.support.community_broker import genesis_toml, peerwatt
+
+
+@pytest.fixture
+def community(tmp_path: Path):
+    c = make_community(validators=3, members=2)
+    (tmp_path / "genesis.toml").write_text(genesis_toml(c.genesis.doc))
+    return c
+
+
+def run(tmp_path: Path, *args: str):
+    result = peerwatt(
+        "broker", "config", "--genesis", str(tmp_path / "genesis.toml"), "--out", str(tmp_path / "b"), *args
+    )
+    result.output = result.stdout + result.stderr
+    result.exit_code = result.returncode
+    return result
+
+
+def test_default_accounts_are_one_per_genesis_validator_and_meter(community) -> None:
+    doc = community.genesis.doc
+    accounts = community_accounts(doc)
+    sequencer = doc["chain"]["sequencer"]
+    assert [(a.name, a.role, a.key_id) for a in accounts if a.role != "meter"] == [
+        (f"node-{kid}", "sequencer" if kid == sequencer else "validator", kid) for kid in doc["validators"]
+    ]
+    assert [a.name for a in accounts if a.role == "meter"] == list(doc["meters"])
+
+
+def test_cert_mode_config_binds_client_ids_and_has_no_patterns(tmp_path: Path, community) -> None:
+    result = run(tmp_path, "--persistence", str(tmp_path / "p"))
+    assert result.exit_code == 0, result.output
+    conf = (tmp_path / "b" / "mosquitto.conf").read_text()
+    for line in (
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+    ):
+        assert line in conf.splitlines()
+    assert "password_file" not in conf and "listener 1883" not in conf
+    acl = (tmp_path / "b" / "peerwatt.acl").read_text()
+    assert not [line for line in acl.splitlines() if line.startswith("pattern")]
+    assert not (tmp_path / "b" / "peerwatt.passwd").exists()
+    assert "start as root: /usr/bin/install -d -m 0750 -o mosquitto -g mosquitto" in result.output
+
+
+def test_password_mode_binds_client_ids_on_every_listener(tmp_path: Path, community) -> None:
+    from tests.conftest import require_tool
+
+    require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    result = run(tmp_path, "--auth", "password", "--persistence", str(tmp_path / "p"))
+    assert result.exit_code == 0, result.output
+    conf = (tmp_path / "b" / "mosquitto.conf").read_text().splitlines()
+    listeners = [i for i, line in enumerate(conf) if line.startswith("listener ")]
+    assert len(listeners) == 2
+    for start, end in zip(listeners, [*listeners[1:], len(conf)], strict=True):
+        assert "use_username_as_clientid true" in conf[start:end]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--no-tls"], "--auth cert needs TLS"),
+        (["--local-port", "1883"], "use --auth password"),
+        (["--node", "seq"], "NAME=sequencer"),
+        (["--node", "v=validator"], "needs its key id"),
+        (["--node", "o=observer:abc"], "has no key id"),
+        (["--node", "a=sequencer", "--node", "b=sequencer"], "more than one sequencer"),
+        (["--node", "x=observer", "--node", "x=operator"], "used twice"),
+        (["--node", "bad name=observer"], "must be 1-128 letters"),
+    ],
+)
+def test_mistakes_are_one_line_errors(tmp_path: Path, community, args: list[str], expected: str) -> None:
+    result = run(tmp_path, *args)
+    assert result.exit_code != 0
+    assert expected in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_rights_never_give_a_meter_blocks_or_another_meters_topics() -> None:
+    meter = Account("m1", "meter")
+    for _access, topic in rights("oak", meter):
+        assert topic.endswith(("/m1", "/headers", "/book")), topic
+        assert "+" not in topic and "#" not in topic
+    with pytest.raises(AccountError):
+        Account("v", "validator")  # a validator publishes seals under its key id: it needs one
