@@ -75,9 +75,18 @@ class _Walk:
 
 
 def verify_store(
-    store: Store, app: Application, progress: Callable[[int, int], None] | None = None
+    store: Store,
+    app: Application,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    before_block: Callable[[int, dict, bool], None] | None = None,
 ) -> VerifyReport:
-    """Re-verify everything; raise VerifyError naming the first bad height."""
+    """Re-verify everything; raise VerifyError naming the first bad height.
+
+    ``before_block(height, chain_state, state_known)`` is called before each block is checked,
+    with the chain state in force before it (``state_known`` False once re-execution stopped at
+    an erasure); ``chain.independent`` re-checks the block there with other libraries.
+    """
     started = time.perf_counter()
     report = VerifyReport()
     try:
@@ -99,6 +108,8 @@ def verify_store(
     walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
     for height in range(1, top + 1):
         try:
+            if before_block is not None:
+                before_block(height, walk.state["chain"], walk.can_execute)
             _verify_block(store, app, genesis, height, walk, erased_signers, report)
         except sqlite3.DatabaseError as exc:
             raise VerifyError(height, f"unreadable row: {exc}") from None

@@ -1,4 +1,4 @@
-"""`peerwatt verify --data DIR`: re-verify a node's whole store from genesis."""
+"""`peerwatt verify --data DIR [--independent]`: re-verify a node's whole store from genesis."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from peerwatt.errors import UserError
 @click.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def verify(data_dir: Path, quiet: bool) -> None:
+@click.option(
+    "--independent",
+    is_flag=True,
+    help="Also re-check every signature with `ecdsa` (pure Python, not OpenSSL) and every "
+    "canonical encoding with `rfc8785`: slower (~500 signatures/s); prints an estimate first.",
+)
+def verify(data_dir: Path, quiet: bool, independent: bool) -> None:
     """Re-check every signature, root, link, seal and re-execute every block."""
     try:
         store = Store.open(data_dir, readonly=True)
@@ -26,8 +32,11 @@ def verify(data_dir: Path, quiet: bool) -> None:
         raise UserError(str(exc)) from None
     app = load_app(app_name)
     total = max(store.height(), 0)
+    extra = None
     try:
-        if quiet or total < 200 or not sys.stderr.isatty():
+        if independent:
+            report, extra = _verify_independent(store, app, show_progress=not quiet and sys.stderr.isatty())
+        elif quiet or total < 200 or not sys.stderr.isatty():
             report = verify_store(store, app)
         else:
             from rich.progress import Progress
@@ -41,3 +50,34 @@ def verify(data_dir: Path, quiet: bool) -> None:
     finally:
         store.close()
     click.echo(report.summary())
+    if extra is not None:
+        click.echo(extra.summary())
+
+
+def _verify_independent(store: Store, app, *, show_progress: bool):
+    """The normal verify plus `chain.independent`'s re-checks; the estimate goes to stderr
+    (above the progress bar when one is shown), the verdict to stdout."""
+    from chain.independent import verify_store_independent
+
+    def say(seconds: float, count: int) -> None:
+        line = f"independent check: about {seconds:.0f} s for {count} signatures (ecdsa, pure Python)"
+        if console is None:
+            click.echo(line, err=True)
+        else:
+            console.print(line, markup=False, highlight=False)
+
+    if not show_progress:
+        console = None
+        return verify_store_independent(store, app, estimate=say)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("re-checking signatures"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("independent", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return verify_store_independent(store, app, progress=advance, estimate=say)
