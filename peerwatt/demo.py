@@ -252,7 +252,8 @@ class Demo:
             node_dir = self.data / name
             Ledger.create(node_dir, genesis, MarketApp()).close()
             ledger = Ledger.open(node_dir, MarketApp())
-            bus = MqttBus(broker_cfg, f"demo-{name}", protocol=protocol)
+            # client ids are the broker accounts `peerwatt broker config` makes (docs/privacy.md)
+            bus = MqttBus(broker_cfg, f"node-{key_id(key.public_key())}", protocol=protocol)
             peers = tuple(f"http://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
             mempool = Mempool(node_dir / "mempool.sqlite") if role == "sequencer" else None
             # a block at least every 2 simulated minutes (and at most 5 per real second)
@@ -297,7 +298,7 @@ class Demo:
             )
             bus = MqttBus(
                 broker_cfg,
-                f"demo-agent-{home.name}",
+                key_id(home.key.public_key()),  # a meter's account is its meter id
                 protocol=protocol,
                 will=(Topics.status(COMMUNITY, key_id(home.key.public_key())), b"offline", True),
             )
