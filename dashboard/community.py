@@ -21,6 +21,28 @@ from dashboard.units import ratio_permille
 from market.clearing import Order, clear
 
 MAX_PRICE_DAYS = 92
+# A side of an interval's book is shown (count, volume, best limit) only when at least this many
+# households are on it: with fewer, the "sum" is one or two households' forecast and price.
+MIN_BOOK_HOUSEHOLDS = 3
+SIDE_WORDS = {"ask": "offers", "bid": "bids"}
+
+
+def _side(prefix: str, orders: list[dict], best, shown: bool) -> dict[str, Any]:
+    if not shown:
+        return {
+            f"{prefix}s": None,
+            f"{prefix}_wh": None,
+            f"best_{prefix}_per_kwh": None,
+            f"{prefix}s_shown": False,
+            f"{prefix}s_note": f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}",
+        }
+    return {
+        f"{prefix}s": len(orders),
+        f"{prefix}_wh": sum(o["energy_wh"] for o in orders),
+        f"best_{prefix}_per_kwh": best((o["limit_price"] for o in orders), default=None),
+        f"{prefix}s_shown": True,
+        f"{prefix}s_note": None,
+    }
 
 
 def today_totals(conn, start: int, end: int) -> dict[str, Any]:
@@ -73,14 +95,23 @@ def price_series(conn, start: int, end: int) -> dict[str, list]:
     }
 
 
-def live_book(ledger: LedgerReader, own_meters: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+def live_book(
+    ledger: LedgerReader, own_meters: frozenset[str] = frozenset(), *, full: bool = False
+) -> list[dict[str, Any]]:
     """The open intervals of the order book, aggregated; with an indicative clearing price (the
-    clearing the ledger would run if the gate closed now) and the viewer's own orders marked."""
+    clearing the ledger would run if the gate closed now) and the viewer's own orders in full.
+
+    A side with fewer than MIN_BOOK_HOUSEHOLDS households shows neither count, volume nor best
+    limit (``asks_note``: "fewer than 3 offers"), and then the indicative price and volume, which
+    would give them away, are hidden too. ``full`` (admins) shows every side."""
     params = ledger.params()
     out = []
     for interval, orders in sorted(ledger.book().items(), key=lambda kv: int(kv[0])):
         asks = [o for o in orders.values() if o["side"] == "sell"]
         bids = [o for o in orders.values() if o["side"] == "buy"]
+        # the book holds one order per meter and interval: a household is a meter here
+        asks_shown = full or len({m for m, o in orders.items() if o["side"] == "sell"}) >= MIN_BOOK_HOUSEHOLDS
+        bids_shown = full or len({m for m, o in orders.items() if o["side"] == "buy"}) >= MIN_BOOK_HOUSEHOLDS
         try:
             outcome = clear(
                 [
@@ -95,16 +126,14 @@ def live_book(ledger: LedgerReader, own_meters: frozenset[str] = frozenset()) ->
             indicative = (outcome.price, outcome.volume_wh)
         except (ValueError, KeyError):
             indicative = (None, None)
+        if not (asks_shown and bids_shown):
+            indicative = (None, None)
         out.append(
             {
                 "interval": int(interval),
                 "gate_closes": int(interval) - params["gate_s"],
-                "asks": len(asks),
-                "ask_wh": sum(o["energy_wh"] for o in asks),
-                "best_ask_per_kwh": min((o["limit_price"] for o in asks), default=None),
-                "bids": len(bids),
-                "bid_wh": sum(o["energy_wh"] for o in bids),
-                "best_bid_per_kwh": max((o["limit_price"] for o in bids), default=None),
+                **_side("ask", asks, min, asks_shown),
+                **_side("bid", bids, max, bids_shown),
                 "indicative_price_per_kwh": indicative[0],
                 "indicative_volume_wh": indicative[1],
                 "own_orders": [
@@ -123,7 +152,13 @@ def live_book(ledger: LedgerReader, own_meters: frozenset[str] = frozenset()) ->
 
 
 def overview(
-    ledger: LedgerReader, conn, *, days: int = 7, own_meters: frozenset[str] = frozenset(), now: int
+    ledger: LedgerReader,
+    conn,
+    *,
+    days: int = 7,
+    own_meters: frozenset[str] = frozenset(),
+    now: int,
+    full_book: bool = False,
 ) -> dict[str, Any]:
     """Everything the overview page shows (all aggregates)."""
     head = ledger.head()
@@ -141,7 +176,7 @@ def overview(
         },
         "today": {"date": today.isoformat(), "start": start, "end": end, **today_totals(conn, start, end)},
         "prices": {"days": days, **price_series(conn, series_start, end)},
-        "book": live_book(ledger, own_meters),
+        "book": live_book(ledger, own_meters, full=full_book),
         "chain": {
             "height": head.height,
             "head_hash": head.hash,

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, render_template
 
 from dashboard.community import MAX_PRICE_DAYS, overview
 from dashboard.params import arg_int
-from dashboard.views.common import now, own_meters, services
+from dashboard.views.common import now, own_meters, services, viewer
 
 bp = Blueprint("overview", __name__)
 
@@ -14,7 +14,15 @@ bp = Blueprint("overview", __name__)
 def _data() -> dict:
     s = services()
     days = arg_int("days", lo=1, hi=MAX_PRICE_DAYS, default=7)
-    return overview(s.ledger, s.index.conn, days=days, own_meters=own_meters(), now=now())
+    user = viewer()
+    return overview(
+        s.ledger,
+        s.index.conn,
+        days=days,
+        own_meters=own_meters(),
+        now=now(),
+        full_book=user is not None and user.is_admin,
+    )
 
 
 @bp.route("/")

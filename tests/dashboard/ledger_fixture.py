@@ -268,3 +268,48 @@ def build(base_dir: Path) -> BuiltLedger:
         corrected_reading=(corrected_meter, corrected_interval),
         counters=history,
     )
+
+
+@dataclass
+class BookLedger:
+    """A small community whose open book has 1, 2 and 3 households per side in three intervals."""
+
+    data_dir: Path
+    meters: list[str]
+    intervals: dict[int, int]  # households per side -> interval start
+    orders: dict[str, list[tuple[int, str, int, int]]]  # meter -> [(interval, side, energy_wh, limit_price)]
+
+
+def build_book(base_dir: Path) -> BookLedger:
+    """Six households; in interval k (k = 1, 2, 3) households 0..k-1 offer and 3..3+k-1 bid."""
+    c = make_community(
+        community="small-lane",
+        time=START - 3600,
+        validators=3,
+        members=6,
+        app="market",
+        app_params=APP_PARAMS,
+    )
+    doc = c.genesis.doc
+    doc["community"]["timezone"] = TZ
+    c.genesis = Genesis(doc)
+    ledger = Ledger.create(Path(base_dir) / "validator-0", c.genesis, MarketApp())
+    t = START
+    intervals = {k: START + (k + 1) * INTERVAL_S for k in (1, 2, 3)}
+    txs, orders = [], {}
+    for k, interval in intervals.items():
+        for i in range(k):
+            for side, m, wh, price in (
+                ("sell", c.meters[i], 28 + 7 * i + k, 100_000 + 10_000 * k + 1_000 * i),
+                ("buy", c.meters[3 + i], 50 + 5 * i + k, 200_000 + 10_000 * k + 1_000 * i),
+            ):
+                body = {"side": side, "interval": interval, "energy_wh": wh, "limit_price": price}
+                txs.append(m.sign(c.community, "order", body, created=t))
+                orders.setdefault(m.id, []).append((interval, side, wh, price))
+    _run_block(ledger, c, txs, t)
+    return BookLedger(
+        data_dir=Path(base_dir) / "validator-0",
+        meters=[m.id for m in c.meters],
+        intervals=intervals,
+        orders=orders,
+    )

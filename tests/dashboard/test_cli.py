@@ -107,4 +107,5 @@ def test_trusted_proxies_are_read_from_the_config_and_checked(tmp_path):
     assert load_settings(config).trusted_proxies == ("127.0.0.1", "10.0.0.0/8")
     config.write_text('data = "x"\ntrusted_proxies = ["the proxy"]\n')
     line = run(["-c", str(config)]).stderr.strip()
-    assert line.startswith(f"error: {config}: trusted proxy 'the proxy' is not an IP address") and "\n" not in line
+    assert line.startswith(f"error: {config}: trusted proxy 'the proxy' is not an IP address")
+    assert "\n" not in line

@@ -135,7 +135,8 @@ def test_overview_after_the_grid_fee_vote(client):
     today = data["today"]
     assert today["date"] == "2025-06-05" and today["trades"] > 0 and today["active_households"] == 6
     assert 0 < today["p2p_share_permille"] <= 1000 and 0 < today["self_sufficiency_permille"] <= 1000
-    assert data["book"] and data["book"][0]["asks"] + data["book"][0]["bids"] > 0
+    book = data["book"][0]  # public: a side of fewer than 3 households is withheld (test_public_book)
+    assert book["asks"] or book["bids"] or book["asks_note"] or book["bids_note"]
     assert len(data["prices"]["intervals"]) > 96 * 3
     assert data["chain"]["height"] == 351 and data["chain"]["quorum"] == 3
 
