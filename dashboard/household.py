@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dashboard.explain import explain
+from dashboard.units import shown_statement
 from market.settlement import SETTLED, TradeSettlement
 from market.statement import household_statement
 
@@ -155,12 +156,15 @@ def statement(conn, meter: str, start: int, end: int, params: dict[str, Any]) ->
         )
     except ValueError:
         out["statement"] = None
+        out["shown"] = None
         out["problem"] = (
             "Readings are missing for part of this period, so the metered energy is less than the "
             "energy settled with neighbours; the savings cannot be computed until they arrive."
         )
         return out
     out["statement"] = asdict(s)
+    # what the page shows: whole cents that add up (largest remainder), the ledger's integers above
+    out["shown"] = shown_statement(out["statement"])
     return out
 
 

@@ -77,3 +77,50 @@ def ratio_permille(part: int, whole: int) -> int | None:
 def short_id(key_id: str, length: int = 8) -> str:
     """The first characters of a key id or hash, for tables."""
     return key_id[:length]
+
+
+CENT = 10_000  # micro-units per shown cent (money() shows two decimals)
+
+
+def largest_remainder(parts: list[int], total: int, step: int = CENT) -> list[int]:
+    """Round each of ``parts`` (signed micro-units) to a multiple of ``step`` so that they sum to
+    ``total`` (a multiple of ``step`` between the sum of the parts rounded down and that sum plus
+    one step per part): every part is rounded down, and the steps still missing go to the parts
+    with the largest remainders (equal remainders: in order). A part that is already a multiple
+    of ``step`` is never changed. Integers only; the ledger's values are not touched."""
+    if total % step:
+        raise ValueError("total must be a multiple of step")
+    floors = [p // step for p in parts]
+    missing = total // step - sum(floors)
+    if not 0 <= missing <= sum(1 for p in parts if p % step):
+        raise ValueError("total is not a rounding of the sum of the parts")
+    order = sorted(range(len(parts)), key=lambda i: (-(parts[i] % step), i))
+    bump = set(order[:missing])
+    return [(f + (i in bump)) * step for i, f in enumerate(floors)]
+
+
+def round_to_step(value: int, step: int = CENT) -> int:
+    """``value`` rounded half-even to a multiple of ``step`` (as money() rounds it)."""
+    return (
+        div_round_half_even(value, step) * step if value >= 0 else -div_round_half_even(-value, step) * step
+    )
+
+
+def shown_statement(s: dict[str, int]) -> dict[str, int]:
+    """The money lines of a household statement rounded to whole cents so that what is shown adds
+    up: savings = baseline − actual cost; actual cost = P2P costs + grid fees + levies + grid supply
+    − P2P earnings − feed-in; baseline = imports at retail − exports at feed-in.
+
+    The savings are rounded half-even; baseline and actual cost are then rounded to add up to it
+    by the largest-remainder method, and each one's lines to add up to it likewise."""
+    savings = round_to_step(s["savings"])
+    baseline, minus_actual = largest_remainder([s["baseline_cost"], -s["actual_cost"]], savings)
+    cost_lines = ("p2p_cost", "grid_fees", "levies", "residual_import_cost")
+    earning_lines = ("p2p_earnings", "residual_export_earnings")
+    actual = largest_remainder([s[k] for k in cost_lines] + [-s[k] for k in earning_lines], -minus_actual)
+    base = largest_remainder([s["baseline_import_cost"], -s["baseline_export_earnings"]], baseline)
+    out = {"savings": savings, "baseline_cost": baseline, "actual_cost": -minus_actual}
+    out.update(zip(cost_lines, actual[:4], strict=True))
+    out.update(zip(earning_lines, (-v for v in actual[4:]), strict=True))
+    out["baseline_import_cost"], out["baseline_export_earnings"] = base[0], -base[1]
+    return out
