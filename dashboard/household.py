@@ -183,17 +183,22 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
     base_per_interval = sum(base) // len(base) if base else 0
     self_consumed = base_per_interval * exporting
     totals = trade_totals(conn, meter, start, end)
-    sold_wh = totals["sell"].settled_wh + totals["sell"].pending_wh
-    bought_wh = totals["buy"].settled_wh + totals["buy"].pending_wh
-    sold_wh, bought_wh = min(sold_wh, export_wh), min(bought_wh, import_wh)
+    # Settled energy is what the money table counts; cleared trades awaiting their readings are
+    # shown apart with their cleared amounts (the same words and figures as the trade rows, the
+    # money table and the CSV's status/energy_wh/settled_wh columns).
+    sold_wh, bought_wh = totals["sell"].settled_wh, totals["buy"].settled_wh
     solar = export_wh + self_consumed
     return {
         "import_wh": import_wh,
         "export_wh": export_wh,
-        "from_grid_wh": import_wh - bought_wh,
+        "from_grid_wh": max(0, import_wh - bought_wh),
         "from_neighbours_wh": bought_wh,
-        "to_grid_wh": export_wh - sold_wh,
+        "from_neighbours_pending_wh": totals["buy"].pending_wh,
+        "to_grid_wh": max(0, export_wh - sold_wh),
         "to_neighbours_wh": sold_wh,
+        "to_neighbours_pending_wh": totals["sell"].pending_wh,
+        "unsettled_sold_wh": totals["sell"].unsettled_wh,
+        "unsettled_bought_wh": totals["buy"].unsettled_wh,
         "solar_estimated_wh": solar,
         "solar_to_home_estimated_wh": self_consumed,
         "home_estimated_wh": import_wh + self_consumed,

@@ -26,6 +26,7 @@ import pandas as pd
 from dashboard.directory import Directory
 from dashboard.params import MAX_INT, ParamError
 from dashboard.timeutil import local_midnight
+from dashboard.units import energy
 
 SORTS = {"time": "interval", "energy": "energy_wh", "price": "price", "value": "value"}
 SIDES = ("sell", "buy")
@@ -183,6 +184,8 @@ def query_page(
     if backwards:
         fetched.reverse()
     rows = [_row(r, directory) for r in fetched]
+    for row in rows:
+        row["delivery_note"] = delivery_note(conn, row)
     keys = [(r[-1], r[0]) for r in fetched]
     if not keys:
         return Page([], None, None)
@@ -202,6 +205,72 @@ def iter_rows(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory) -> Itera
         if page.next_cursor is None:
             return
         after = page.next_cursor
+
+
+def _party(conn, meter: str, interval: int, side: str) -> tuple[int, int | None]:
+    """(energy the meter traded on ``side`` in the interval over all its trades, what its meter
+    measured in that direction: export for a seller, import for a buyer; None without reading)."""
+    traded = conn.execute(
+        "SELECT coalesce(sum(energy_wh), 0) FROM trade_sides WHERE meter = ? AND interval = ? AND side = ?",
+        (meter, interval, side),
+    ).fetchone()[0]
+    column = "d_export_wh" if side == "sell" else "d_import_wh"
+    row = conn.execute(
+        f"SELECT {column} FROM readings WHERE meter = ? AND interval = ?", (meter, interval)
+    ).fetchone()
+    return traded, (row[0] if row else None)
+
+
+def delivery_note(conn, row: dict[str, Any]) -> str | None:
+    """For a settled trade that delivered less than it cleared, in plain words and from the
+    viewer's side: "sold 34 Wh, delivered 20 Wh, paid for 20 Wh: your meter exported only ...".
+
+    Settlement (docs/market.md, Shortfalls): a seller's settled total is min(sold, exported), a
+    buyer's min(bought, imported), each shared pro rata over the party's trades of the interval;
+    the trade settles the smaller of its two shares. None for other trades."""
+    if row["status"] != "settled" or row["settled_wh"] is None or row["settled_wh"] >= row["energy_wh"]:
+        return None
+    side = row.get("side")
+    sold, exported = _party(conn, row["seller"], row["interval"], "sell")
+    bought, imported = _party(conn, row["buyer"], row["interval"], "buy")
+    seller_short = exported is not None and exported < sold
+    buyer_short = imported is not None and imported < bought
+    reasons = []
+    if seller_short:
+        if side == "sell":
+            reasons.append(
+                f"your meter exported {energy(exported)} in this interval, less than the {energy(sold)} "
+                "you sold in it (shared pro rata over your trades of the interval)"
+            )
+        elif side == "buy":
+            reasons.append("the seller's meter exported less than it sold in this interval")
+        else:
+            reasons.append(f"the seller's meter exported {energy(exported)} of the {energy(sold)} it sold")
+    if buyer_short:
+        if side == "buy":
+            reasons.append(
+                f"your meter imported {energy(imported)} in this interval, less than the {energy(bought)} "
+                "you bought in it (shared pro rata over your trades of the interval)"
+            )
+        elif side == "sell":
+            reasons.append("the buyer's meter imported less than it bought in this interval")
+        else:
+            reasons.append(f"the buyer's meter imported {energy(imported)} of the {energy(bought)} it bought")
+    if not reasons:
+        reasons.append("the other trades of the interval took the delivered energy first (pro rata)")
+    verb = {"sell": "sold", "buy": "bought"}.get(side, "traded")
+    rest = ""
+    if side == "sell" and buyer_short and not seller_short:
+        rest = "; the rest of your export went to the grid at the feed-in tariff"
+    elif side == "buy" and seller_short and not buyer_short:
+        rest = "; the rest of your import came from the grid at the retail price"
+    settled = energy(row["settled_wh"])
+    return (
+        f"{verb} {energy(row['energy_wh'])}, delivered {settled}, paid for {settled}: "
+        + " and ".join(reasons)
+        + rest
+        + "."
+    )
 
 
 def _row(r: tuple, directory: Directory) -> dict[str, Any]:
