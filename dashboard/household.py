@@ -181,13 +181,16 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
     base = [r[0] for r in rows if r[1] == 0]
     exporting = sum(1 for r in rows if r[1] > 0)
     base_per_interval = sum(base) // len(base) if base else 0
-    self_consumed = base_per_interval * exporting
+    # Without an interval without export (or without any reading) there is nothing to estimate
+    # the self-consumption from: "not enough data yet" (None), never a made-up 0 Wh.
+    enough = bool(rows) and (bool(base) or not exporting)
+    self_consumed = base_per_interval * exporting if enough else None
     totals = trade_totals(conn, meter, start, end)
     # Settled energy is what the money table counts; cleared trades awaiting their readings are
     # shown apart with their cleared amounts (the same words and figures as the trade rows, the
     # money table and the CSV's status/energy_wh/settled_wh columns).
     sold_wh, bought_wh = totals["sell"].settled_wh, totals["buy"].settled_wh
-    solar = export_wh + self_consumed
+    solar = export_wh + self_consumed if enough else None
     return {
         "import_wh": import_wh,
         "export_wh": export_wh,
@@ -201,8 +204,13 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
         "unsettled_bought_wh": totals["buy"].unsettled_wh,
         "solar_estimated_wh": solar,
         "solar_to_home_estimated_wh": self_consumed,
-        "home_estimated_wh": import_wh + self_consumed,
+        "home_estimated_wh": import_wh + self_consumed if enough else None,
         "solar_is_estimate": True,
+        "estimate_basis": {
+            "intervals_without_export": len(base),
+            "intervals_with_export": exporting,
+            "average_without_export_wh": base_per_interval if base else None,
+        },
         "solar_note": (
             "Estimated: your meter measures only the grid connection. Solar = exported energy + "
             "your average consumption in intervals without export, assumed covered by your panels "
