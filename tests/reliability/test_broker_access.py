@@ -452,7 +452,12 @@ def test_a_household_verifies_its_receipts_with_what_it_may_read(make_broker) ->
                 node.step()
             time.sleep(0.01)
 
-    run_until(lambda: nodes[0].metrics.accepted >= 4, "the four orders at the sequencer")
+    def orders_final() -> bool:
+        status = nodes[0].status()
+        return status["accepted"] >= 4 and status["pending"] == 0 and status["inflight"] is None
+
+    # the orders must be final before the clock jumps to gate closure (later they are too late)
+    run_until(orders_final, "the four orders in a final block")
     clock.advance(I1 - PARAMS["gate_s"] + 1 - clock.now())  # gate closure of I1: the clearing block
     run_until(lambda: any(b'"kind":"trade"' in p for _, p in household.all()), "m1's trade receipt")
 
