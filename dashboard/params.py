@@ -11,6 +11,9 @@ API's ``{"error": ...}`` by the app), never a 500.
   range), which is well inside SQLite's int64.
 - Dates: ``YYYY-MM-DD`` (ASCII) between 2000-01-01 and 2100-12-31, so a day, month or year
   around it, and the day after it, always exist.
+- Local date-times: ``YYYY-MM-DDTHH:MM`` (an HTML ``datetime-local`` value; also with a space
+  and with ``:SS``) in the community's zone, within the same dates; a time the zone skips (the
+  spring change) is a 400, a repeated one (the autumn change) is its first occurrence.
 - Choices: one of a fixed set. Text: at most a given length, no control characters.
 - Login redirects (``safe_next``): a path on this site, nothing else.
 """
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from flask import request
 
@@ -31,6 +35,9 @@ MAX_NEXT_LENGTH = 2048
 
 _INT_RE = re.compile(r"(-?)([0-9]+)", re.ASCII)
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_DATETIME_RE = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?", re.ASCII
+)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
@@ -64,6 +71,29 @@ def parse_date(name: str, text: str) -> date:
     if not MIN_DATE <= day <= MAX_DATE:
         raise ParamError(f"{name} must be a date between {MIN_DATE} and {MAX_DATE}")
     return day
+
+
+def parse_local_datetime(name: str, text: str, tz: ZoneInfo) -> int:
+    """A local date and time ``YYYY-MM-DDTHH:MM[:SS]`` in the community's zone ``tz``, as Unix
+    seconds. A time that does not exist there (skipped by a daylight-saving change) is an error;
+    a time that occurs twice is its first occurrence."""
+    example = f"{name} must be a local date and time like 2025-06-02T14:15"
+    match = _DATETIME_RE.fullmatch(text)
+    if match is None:
+        raise ParamError(example)
+    day = parse_date(name, match.group(1))
+    hour, minute, second = int(match.group(2)), int(match.group(3)), int(match.group(4) or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ParamError(example)
+    local = datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=tz, fold=0)
+    ts = int(local.timestamp())
+    # round trip: a skipped local time comes back as another wall-clock time
+    back = datetime.fromtimestamp(ts, tz)
+    if back.replace(tzinfo=None) != local.replace(tzinfo=None):
+        raise ParamError(
+            f"{name}: {text} does not exist in the community's time zone ({tz.key}): the clocks skip it"
+        )
+    return ts
 
 
 def parse_choice(name: str, text: str, choices: Collection[str]) -> str:
@@ -104,6 +134,11 @@ def arg_int(name: str, *, lo: int, hi: int, default: int | None = None) -> int |
 def arg_date(name: str) -> date | None:
     text = _arg(name)
     return None if text is None else parse_date(name, text)
+
+
+def arg_local_datetime(name: str, tz: ZoneInfo) -> int | None:
+    text = _arg(name)
+    return None if text is None else parse_local_datetime(name, text, tz)
 
 
 def arg_choice(name: str, choices: Collection[str], default: str | None) -> str | None:

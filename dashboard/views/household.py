@@ -32,6 +32,11 @@ def _summary(meter: str) -> dict:
     today_start, today_end = day_range(today, tz)
     owner = directory.owner(meter)
     subunit = current_app.config["CURRENCY_SUBUNIT"]
+    # how the page names the period in sentences: "today", "on 2025-06-03", "in June 2025"
+    if view == "day":
+        words = "today" if p.anchor == today else f"on {p.anchor.isoformat()}"
+    else:
+        words = f"in {p.label}"
     return {
         "meter": meter,
         "name": directory.label(meter),
@@ -47,6 +52,9 @@ def _summary(meter: str) -> dict:
             "end": p.end,
             "prev": p.prev_anchor.isoformat(),
             "next": p.next_anchor.isoformat(),
+            "words": words,
+            "is_today": view == "day" and p.anchor == today,
+            "flows": hh.flows(conn, meter, p.start, p.end),
         },
         "statement": hh.statement(conn, meter, p.start, p.end, params),
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),

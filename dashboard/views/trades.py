@@ -6,11 +6,22 @@ sees all and may filter by household.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
 from flask_login import login_required
 
-from dashboard.params import MAX_INT, arg_choice, arg_date, arg_int, arg_key_id, arg_text
-from dashboard.trades import MAX_CURSOR_LENGTH, MAX_LIMIT, SIDES, SORTS, TradeFilter, csv_chunks, query_page
+from dashboard.params import MAX_INT, arg_choice, arg_date, arg_int, arg_key_id, arg_local_datetime, arg_text
+from dashboard.trades import (
+    MAX_CURSOR_LENGTH,
+    MAX_LIMIT,
+    SIDES,
+    SORTS,
+    FilterError,
+    TradeFilter,
+    csv_chunks,
+    query_page,
+)
 from dashboard.views.common import services, viewer
 
 bp = Blueprint("trades", __name__)
@@ -28,12 +39,21 @@ def trade_filter() -> TradeFilter:
         meters: tuple[str, ...] | None = (household,)
     else:
         meters = None if user.is_admin else tuple(sorted(user.meters))
+    ledger = services().ledger
+    interval = arg_int("interval", lo=0, hi=MAX_INT)  # Unix seconds: for API clients
+    at = arg_local_datetime("at", ledger.community.tz)  # what people type: a local date-time
+    if at is not None:
+        interval_s = ledger.params()["interval_s"]
+        containing = at - at % interval_s
+        if interval is not None and interval != containing:
+            raise FilterError("give the interval either as at (local date-time) or as interval, not both")
+        interval = containing
     return TradeFilter(
         meters=meters,
         date_from=arg_date("from"),
         date_to=arg_date("to"),
         side=arg_choice("side", SIDES, None),
-        interval=arg_int("interval", lo=0, hi=MAX_INT),
+        interval=interval,
         sort=arg_choice("sort", SORTS, "time"),
         descending=arg_choice("order", ("asc", "desc"), "desc") == "desc",
         limit=arg_int("limit", lo=1, hi=MAX_LIMIT, default=50),
@@ -64,7 +84,13 @@ def page():
         directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
     )
     args = {k: v for k, v in request.args.items() if k not in ("after", "before")}
-    return render_template("trades.html", page=page, f=f, households=households, args=args, sorts=SORTS)
+    tz = services().ledger.community.tz
+    at_value = args.get("at", "")
+    if f.interval is not None and not at_value:
+        at_value = datetime.fromtimestamp(f.interval, tz).strftime("%Y-%m-%dT%H:%M")
+    return render_template(
+        "trades.html", page=page, f=f, households=households, args=args, sorts=SORTS, at_value=at_value
+    )
 
 
 @bp.route("/api/v1/trades")
