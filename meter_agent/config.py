@@ -13,12 +13,14 @@ from peerwatt.bus import BrokerConfig
 from peerwatt.config import broker_config, read_toml, take
 from peerwatt.errors import UserError
 
-METER_SOURCES = ("modbus", "p1")  # [meter] source: a Modbus meter (profile) or a DSMR P1 port
+# [meter] source: a Modbus meter (profile), a DSMR P1 port, a German meter's SML optical port
+METER_SOURCES = ("modbus", "p1", "sml")
+SOURCE_PROFILES = {"p1": "p1-dsmr5", "sml": "sml"}  # the profile name a source's readings carry
 
 
 @dataclass(frozen=True)
 class MeterConfig:
-    profile: str  # for source = "p1": "p1-dsmr5" (telegrams need no profile file)
+    profile: str  # for other sources SOURCE_PROFILES[source] (they need no profile file)
     host: str | None
     port: int | None
     serial_device: str | None
@@ -79,11 +81,13 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     if source not in METER_SOURCES:
         raise UserError(f"{mw}: source must be one of {', '.join(METER_SOURCES)}, not {source!r}")
     if (host is None) == (serial_device is None):
-        what = "a P1 dongle's TCP address" if source == "p1" else "Modbus TCP"
+        what = {"p1": "a P1 dongle's TCP address", "sml": "an IR-head bridge's TCP address"}.get(
+            source, "Modbus TCP"
+        )
         raise UserError(f"{mw}: give either host ({what}) or serial_device (a serial port), not both")
     meter = MeterConfig(
         source=source,
-        profile=take(m, "profile", str, mw) if source == "modbus" else "p1-dsmr5",
+        profile=take(m, "profile", str, mw) if source == "modbus" else SOURCE_PROFILES[source],
         host=host,
         port=take(m, "port", int, mw, None),
         serial_device=serial_device,
@@ -97,6 +101,8 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     )
     if meter.poll_s <= 0:
         raise UserError(f"{mw}: poll_s must be positive")
+    if source == "sml" and host is not None and meter.port is None:
+        raise UserError(f'{mw}: source = "sml" with host needs port (the bridge\'s raw TCP port)')
     market = take(data, "market", dict, where, {})
     kw = f"{where} [market]"
     try:

@@ -1,4 +1,5 @@
-"""Open the reader for an agent's [meter] table: a Modbus meter with its profile, or a P1 port.
+"""Open the reader for an agent's [meter] table: a Modbus meter with its profile, a P1 port, or
+a German meter's SML optical port.
 
 ``open_reader(meter_config, clock)`` returns an object with ``read() -> MeterSample`` and
 ``close()``, and the profile name the agent puts in its readings. Every source raises the same
@@ -18,6 +19,19 @@ P1_DEFAULT_PORT = 23  # many P1 Wi-Fi dongles serve the raw telegrams on port 23
 
 def open_reader(meter: MeterConfig, clock: Callable[[], float] = time.time) -> tuple[Any, str]:
     """(reader, profile name) for ``meter``; raises ``ProfileError`` for an unknown profile."""
+    if meter.source == "sml":
+        from meter_agent.modbus_reader import TcpTarget
+        from meter_agent.sml import PROFILE_NAME as SML_PROFILE
+        from meter_agent.sml import SML_BAUDRATE, SmlReader, SmlSerialTarget
+
+        if meter.host is not None:
+            assert meter.port is not None
+            sml_target: Any = TcpTarget(meter.host, meter.port)
+        else:
+            assert meter.serial_device is not None
+            sml_target = SmlSerialTarget(meter.serial_device, meter.baudrate or SML_BAUDRATE)
+        # SML meters push a file every 1-4 s: wait at least 5 s for one
+        return SmlReader(sml_target, timeout_s=max(meter.timeout_s, 5.0), clock=clock), SML_PROFILE
     if meter.source == "p1":
         from meter_agent.modbus_reader import TcpTarget
         from meter_agent.p1 import P1_BAUDRATE, PROFILE_NAME, P1Reader, P1SerialTarget

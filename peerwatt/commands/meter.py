@@ -128,10 +128,11 @@ def connection_options(func):
 @meter.command("read")
 @click.option(
     "--source",
-    type=click.Choice(["modbus", "p1"]),
+    type=click.Choice(["modbus", "p1", "sml"]),
     default="modbus",
     show_default=True,
-    help="modbus: a meter read with a profile; p1: a DSMR smart meter's P1 port (serial or TCP dongle).",
+    help="modbus: a meter read with a profile; p1: a DSMR smart meter's P1 port (serial or TCP dongle); "
+    "sml: a German meter's optical SML port (IR head on --serial, or an IR-head bridge's --host/--port).",
 )
 @click.option("--profile", "profile_name", help="Meter profile name (see docs/meters.md).")
 @click.option("--profile-file", type=click.Path(dir_okay=False), help="A profile TOML file of your own.")
@@ -170,6 +171,9 @@ def read(
 
     if source == "p1":
         _read_p1(host, port, serial_device, baud, timeout_s, retries, as_json)
+        return
+    if source == "sml":
+        _read_sml(host, port, serial_device, baud, timeout_s, retries, as_json)
         return
     if (profile_name is None) == (profile_file is None):
         raise UserError(
@@ -218,6 +222,45 @@ def _read_p1(
     except MeterError as exc:
         raise UserError(
             f"{exc}: check the cable or the dongle's address and port, and that the P1 port is enabled",
+            exit_code=3,
+        ) from None
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
+        return
+    click.echo(format_sample(sample, target.describe()))
+
+
+def _read_sml(
+    host: str | None,
+    port: int | None,
+    serial_device: str | None,
+    baud: int | None,
+    timeout_s: float,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """`meter read --source sml`: wait for one SML file (CRC checked) and print it."""
+    from meter_agent.modbus_reader import MeterError, TcpTarget
+    from meter_agent.sml import SML_BAUDRATE, SmlReader, SmlSerialTarget
+
+    if (host is None) == (serial_device is None):
+        raise UserError("give --host and --port (an IR-head bridge) or --serial (an IR head), not both")
+    if host is not None and port is None:
+        raise UserError("--source sml --host needs --port (the bridge's raw TCP port)")
+    target = (
+        TcpTarget(host, port)  # type: ignore[arg-type]
+        if host is not None
+        else SmlSerialTarget(serial_device, baud or SML_BAUDRATE)  # type: ignore[arg-type]
+    )
+    reader = SmlReader(target, timeout_s=max(timeout_s, 5.0), retries=retries)  # files every 1-4 s
+    try:
+        sample = reader.read()
+    except MeterError as exc:
+        raise UserError(
+            f"{exc}: check the IR head's position on the optical port, the baud rate (--baud), "
+            "or the bridge's address and port",
             exit_code=3,
         ) from None
     finally:

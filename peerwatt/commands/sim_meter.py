@@ -28,13 +28,16 @@ def parse_start(text: str | None) -> float | None:
 @click.command("sim-meter")
 @click.option(
     "--source",
-    type=click.Choice(["modbus", "p1"]),
+    type=click.Choice(["modbus", "p1", "sml"]),
     default="modbus",
     show_default=True,
-    help="modbus: a Modbus meter speaking --profile; p1: a DSMR 5 P1 port writing telegrams.",
+    help="modbus: a Modbus meter speaking --profile; p1: a DSMR 5 P1 port writing telegrams; "
+    "sml: a German meter's optical port pushing SML files.",
 )
 @click.option("--profile", "profile_name", help="Profile to speak: a name (e.g. sdm630) or a .toml file.")
-@click.option("--pty", "use_pty", is_flag=True, help="For --source p1: write to a pseudo-terminal, not TCP.")
+@click.option(
+    "--pty", "use_pty", is_flag=True, help="For --source p1 or sml: write to a pseudo-terminal, not TCP."
+)
 @click.option("--profile-dir", "profile_dirs", multiple=True, help="Extra folder of profile files.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -105,10 +108,16 @@ def sim_meter(
     from meter_agent.p1_simulator import P1Simulator
     from meter_agent.profile import ProfileError, find_profile
     from meter_agent.simulator import MeterSimulator
+    from meter_agent.sml_simulator import SmlSimulator
 
     start = parse_start(start_text)
     household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
-    simulator: MeterSimulator | P1Simulator
+    simulator: MeterSimulator | P1Simulator | SmlSimulator
+    if source == "sml":
+        simulator = SmlSimulator(
+            household, port=port, host=host, pty=use_pty, speed=speed, start_time=start, seed=seed
+        )
+        return _serve(simulator, pv_kwp, annual_kwh, lat, lon, speed)
     if source == "p1":
         simulator = P1Simulator(
             household, port=port, host=host, pty=use_pty, speed=speed, start_time=start, seed=seed

@@ -1,0 +1,108 @@
+"""A meter that pushes bytes by itself (SML through an IR head): a TCP socket or a serial port.
+
+``ByteStream.receive(wait_s)`` returns what arrived within ``wait_s`` seconds (None when nothing
+did) and raises the Modbus reader's ``MeterConnectionError`` when the port cannot be opened or the
+peer closed it, so every push source reports transport faults the same way. Used by
+``meter_agent.sml``; opened lazily, reopened after ``close()``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from meter_agent.modbus_reader import MeterConnectionError, TcpTarget
+
+
+@dataclass(frozen=True)
+class StreamSerialTarget:
+    """A serial device that receives a meter's pushed data (an IR head on /dev/ttyUSB0, a pty in
+    tests); 8N1 at ``baudrate``."""
+
+    device: str
+    baudrate: int
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.baudrate} 8N1)"
+
+
+StreamTarget = TcpTarget | StreamSerialTarget
+
+
+class ByteStream:
+    """One connection to ``target``; ``where`` names the meter in error messages."""
+
+    def __init__(self, target: StreamTarget, where: str, connect_timeout_s: float) -> None:
+        self.target = target
+        self.where = where
+        self.connect_timeout_s = connect_timeout_s
+        self._sock: socket.socket | None = None
+        self._port: Any = None  # serial.Serial
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None or self._port is not None
+
+    def open(self) -> None:
+        if self.is_open:
+            return
+        if isinstance(self.target, TcpTarget):
+            try:
+                self._sock = socket.create_connection(
+                    (self.target.host, self.target.port), timeout=self.connect_timeout_s
+                )
+            except OSError as exc:
+                raise MeterConnectionError(
+                    f"{self.where}: cannot connect ({exc.strerror or type(exc).__name__}): check the "
+                    "bridge's address and port"
+                ) from None
+            return
+        import serial  # pyserial
+
+        try:
+            self._port = serial.Serial(
+                self.target.device,
+                baudrate=self.target.baudrate,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=0,
+            )
+        except (OSError, serial.SerialException) as exc:
+            raise MeterConnectionError(f"{self.where}: cannot open the serial port ({exc})") from None
+
+    def receive(self, wait_s: float) -> bytes | None:
+        """Up to 4 KiB that arrived within ``wait_s`` seconds, or None when nothing did."""
+        self.open()
+        handle = self._sock if self._sock is not None else self._port
+        try:
+            ready, _, _ = select.select([handle], [], [], max(0.0, wait_s))
+            if not ready:
+                return None
+            data = self._sock.recv(4096) if self._sock is not None else self._port.read(4096)
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise MeterConnectionError(
+                f"{self.where}: connection error ({exc})", closed_by_peer=True
+            ) from None
+        except Exception as exc:  # pyserial's SerialException (device unplugged)
+            self.close()
+            raise MeterConnectionError(
+                f"{self.where}: serial port error ({exc})", closed_by_peer=True
+            ) from None
+        if not data:
+            self.close()
+            raise MeterConnectionError(
+                f"{self.where}: the connection was closed by the bridge or port", closed_by_peer=True
+            )
+        return bytes(data)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._port is not None:
+            self._port.close()
+            self._port = None
