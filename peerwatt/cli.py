@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "simulate": "peerwatt.commands.simulate:simulate",
     "broker": "peerwatt.commands.broker:broker",
     "demo": "peerwatt.commands.demo:demo",
+    "community": "peerwatt.commands.community:community",
+    "member": "peerwatt.commands.member:member",
 }
 
 

@@ -1,0 +1,532 @@
+"""`peerwatt community init`: everything a new community needs, in one folder, from a few answers.
+
+`peerwatt community add-meter`: the broker account of a household that sent a join request (its
+client certificate and the ACL with its block), for the coordinator who holds the community CA.
+
+The folder (``--out``) holds:
+
+- ``genesis.toml`` (commented; the validators are also the founding members, who vote on members),
+- ``validator-N/`` per validator: its key, ``node.toml``, ``operator.toml`` (the broker account it
+  publishes governance messages with), the genesis, the CA certificate and its client certificates,
+- ``broker/`` the Mosquitto configuration from `peerwatt broker config` / `broker certs` (client
+  certificates from the community CA, one account per node, operator and meter),
+- ``household/`` what every household needs before `peerwatt agent setup` (genesis, CA certificate),
+- ``community.toml`` (the choices, for `community add-meter`) and ``SUMMARY.txt`` (what to copy where).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+
+from chain.genesis import GenesisError, check_timezone, default_quorum, load_genesis
+from chain.keys import generate_private_key, key_id, public_key_pem, public_key_sec1, save_private_key
+from chain.schema import COMMUNITY_ID, SchemaError
+from peerwatt.errors import UserError
+from peerwatt.onboarding import (
+    JoinRequestError,
+    check_genesis_inputs,
+    describe_interval,
+    quorum_sentence,
+    read_join_request,
+)
+
+DEFAULT_BROKER_ETC = Path("/etc/mosquitto/peerwatt")
+DEFAULT_PERSISTENCE = Path("/var/lib/mosquitto")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _ask(value, text: str, default=None, type=None):
+    """The flag's value, else a prompt on a terminal, else the default (None: a required flag)."""
+    if value is not None:
+        return value
+    if _interactive():
+        return click.prompt(text, default=default, type=type)
+    if default is None:
+        raise UserError(f"{text}: give it as a flag (no terminal to ask on)")
+    return default
+
+
+def _price(text: str | int, what: str) -> int:
+    """'0.08' (per kWh) or micro-units 80000 -> micro-units per kWh (exact, no float)."""
+    if isinstance(text, int):
+        return text
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise UserError(f"{what} {text!r}: write a price per kWh such as 0.08") from None
+    micro = value * 1_000_000 if value < 100 else value
+    if micro != micro.to_integral_value() or micro <= 0:
+        raise UserError(f"{what} {text!r}: at most 6 decimals, positive")
+    return int(micro)
+
+
+def genesis_text(
+    *,
+    community: str,
+    name: str,
+    now: int,
+    timezone: str,
+    validators: list[tuple[str, str]],
+    interval_s: int,
+    gate_s: int,
+    feed_in: int,
+    retail: int,
+    grid_fee: int,
+    levies: int,
+) -> str:
+    """The commented genesis TOML (validators as (name, SEC1 hex); the first is the sequencer)."""
+    n = len(validators)
+    sequencer = key_id_of(validators[0][1])
+    lines = [
+        "# peerwatt genesis: height 0 of the community's ledger, written by `peerwatt community init`.",
+        "# Every node starts from byte-for-byte this file: `peerwatt node init` prints its hash.",
+        "",
+        "[community]",
+        f'id = "{community}"',
+        f'name = "{name}"',
+        f"time = {now}                 # genesis time, Unix seconds (UTC)",
+        'app = "market"',
+        f'timezone = "{timezone}"',
+        "",
+        "[chain]",
+        f"# quorum: {quorum_sentence(n)}",
+        f"quorum = {default_quorum(n)}",
+        f'sequencer = "{sequencer}"   # validator-1 cuts the blocks',
+        "block_s = 2                  # cut a block every 2 s while transactions wait",
+        "",
+        "[app]                        # community parameters (integers only; changed later by vote)",
+        f"interval_s = {interval_s}{' ' * max(1, 17 - len(str(interval_s)))}"
+        f"# delivery interval ({describe_interval(interval_s)})",
+        f"gate_s = {gate_s}{' ' * max(1, 21 - len(str(gate_s)))}"
+        f"# orders close {describe_interval(gate_s)} before an interval starts",
+        "horizon_s = 86400            # orders accepted at most a day ahead",
+        "settle_after_intervals = 2   # settle at the latest 2 intervals after the interval's end",
+        f"feed_in_price = {feed_in}{' ' * max(1, 14 - len(str(feed_in)))}"
+        f"# micro-units per kWh ({feed_in / 1e6:.6g} per kWh): price floor",
+        f"retail_price = {retail}{' ' * max(1, 15 - len(str(retail)))}"
+        f"# micro-units per kWh ({retail / 1e6:.6g} per kWh): price cap",
+        f"grid_fee_per_kwh = {grid_fee}{' ' * max(1, 11 - len(str(grid_fee)))}"
+        "# charged to the buyer of locally traded energy, shown apart",
+        f"levies_per_kwh = {levies}{' ' * max(1, 13 - len(str(levies)))}# idem",
+        'mechanism = "uniform"        # uniform | pay-as-bid | community',
+        "",
+    ]
+    for vname, sec1 in validators:
+        lines += ["[[validators]]", f'key = "{sec1}"', f'name = "{vname}"', ""]
+    lines.append("# The validators' keys are also the founding members: they vote on new members.")
+    lines.append("# Households join by vote (`peerwatt member admit`), not by editing this file.")
+    for vname, sec1 in validators:
+        lines += ["[[members]]", f'key = "{sec1}"', f'name = "{vname} (founding member)"', ""]
+    return "\n".join(lines)
+
+
+def key_id_of(sec1_hex: str) -> str:
+    from chain.keys import load_public_key
+
+    return key_id(load_public_key(sec1_hex))
+
+
+def _node_toml(role: str, kid: str, host: str, port: int, peers: list[str], broker_url: str) -> str:
+    peer_list = ", ".join(f'"{p}"' for p in peers)
+    return f"""# node.toml of this validator (paths relative to this file), by `peerwatt community init`
+data = "node-data"              # make it once: peerwatt node init --genesis genesis.toml --data node-data
+role = "{role}"
+key = "validator.key"           # this validator's key (mode 0600): keep it on this machine only
+http = "{host}:{port}"          # this node's API (catch-up for the other validators, node status)
+peers = [{peer_list}]
+client_id = "node-{kid}"
+
+[broker]
+url = "{broker_url}"
+ca_file = "community-ca.crt"
+cert_file = "node-client.crt"
+key_file = "node-client.key"
+"""
+
+
+def _operator_toml(kid: str, broker_url: str) -> str:
+    return f"""# The broker account this validator publishes governance messages with
+# (`peerwatt member admit`, `peerwatt gov vote`); its node account may publish only seals.
+client_id = "operator-{kid}"
+
+[broker]
+url = "{broker_url}"
+ca_file = "community-ca.crt"
+cert_file = "operator-client.crt"
+key_file = "operator-client.key"
+"""
+
+
+def _copy_private(src: Path, dst: Path) -> None:
+    data = src.read_bytes()
+    dst.unlink(missing_ok=True)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _quiet(command: click.Command, /, **kwargs) -> str:
+    """Run a `peerwatt broker` command with these options (the others at their defaults),
+    returning what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), click.Context(command) as ctx:
+        ctx.invoke(command, **kwargs)
+    return out.getvalue()
+
+
+@dataclass
+class Layout:
+    """community.toml: the choices `community add-meter` needs to regenerate the broker files."""
+
+    out: Path
+    community: str
+    broker_url: str
+    broker_host: str
+    broker_port: int
+    broker_etc: Path
+    persistence: Path
+    nodes: list[str]
+    meters: list[str]
+
+    def write(self) -> None:
+        q = '", "'
+        (self.out / "community.toml").write_text(
+            "# written by `peerwatt community init`; read by `peerwatt community add-meter`\n"
+            f'community = "{self.community}"\n'
+            f'broker_url = "{self.broker_url}"\n'
+            f'broker_host = "{self.broker_host}"\n'
+            f"broker_port = {self.broker_port}\n"
+            f'broker_etc = "{self.broker_etc}"\n'
+            f'persistence = "{self.persistence}"\n'
+            f'nodes = ["{q.join(self.nodes)}"]\n'
+            + (f'meters = ["{q.join(self.meters)}"]\n' if self.meters else "meters = []\n")
+        )
+
+    @classmethod
+    def read(cls, out: Path) -> Layout:
+        path = out / "community.toml"
+        try:
+            data = tomllib.loads(path.read_text())
+            return cls(
+                out=out,
+                community=data["community"],
+                broker_url=data["broker_url"],
+                broker_host=data["broker_host"],
+                broker_port=data["broker_port"],
+                broker_etc=Path(data["broker_etc"]),
+                persistence=Path(data["persistence"]),
+                nodes=list(data["nodes"]),
+                meters=list(data["meters"]),
+            )
+        except FileNotFoundError:
+            raise UserError(f"{path} not found: give the folder `peerwatt community init` wrote") from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            raise UserError(
+                f"{path} is damaged ({exc}): it is written by `peerwatt community init`"
+            ) from None
+
+
+def broker_files(layout: Layout, *, hosts: tuple[str, ...]) -> str:
+    """(Re)make the broker's CA, certificates and config for every account in ``layout``."""
+    from peerwatt.commands.broker import certs, config
+
+    genesis = layout.out / "genesis.toml"
+    broker_dir = layout.out / "broker"
+    printed = _quiet(
+        certs,
+        out_dir=broker_dir / "certs",
+        community=None,
+        hosts=hosts,
+        genesis_file=genesis,
+        node_specs=tuple(layout.nodes),
+        extra_meters=tuple(layout.meters),
+        days=825,
+        ca_days=3650,
+        force=False,
+        run_user="mosquitto",
+    )
+    printed += _quiet(
+        config,
+        genesis_file=genesis,
+        out_dir=broker_dir,
+        etc_dir=layout.broker_etc,
+        certs_dir=None,
+        persistence_dir=layout.persistence,
+        auth="cert",
+        port=layout.broker_port,
+        bind=None,
+        local_port=None,
+        tls=True,
+        node_specs=tuple(layout.nodes),
+        extra_meters=tuple(layout.meters),
+        run_user="mosquitto",
+    )
+    return printed
+
+
+@click.group()
+def community() -> None:
+    """Start a community, and give joining households their broker accounts."""
+
+
+@community.command("init")
+@click.option("--community", "community_id", help="Community id: lowercase letters, digits, '-'.")
+@click.option("--name", help="Human-readable name (default: the id).")
+@click.option(
+    "--validators", "n_validators", type=int, help="Number of validators (4 or more tolerate one down)."
+)
+@click.option(
+    "--validator-host",
+    "validator_hosts",
+    multiple=True,
+    help="Address of each validator's machine, in order (repeat); the first is the sequencer.",
+)
+@click.option("--interval", "interval_s", type=int, help="Delivery interval in seconds (900 = 15 minutes).")
+@click.option("--feed-in-price", help="Grid feed-in tariff per kWh, e.g. 0.08 (the price floor).")
+@click.option("--retail-price", help="Grid retail tariff per kWh, e.g. 0.30 (the price cap).")
+@click.option("--grid-fee", default="0", show_default=True, help="Grid fee per kWh on local trades.")
+@click.option("--levies", default="0", show_default=True, help="Levies per kWh on local trades.")
+@click.option("--timezone", help="IANA time zone, e.g. Europe/Vienna.")
+@click.option("--broker-host", help="DNS name or IP address of the community's Mosquitto.")
+@click.option("--broker-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65000),
+    default=8101,
+    show_default=True,
+    help="Validator N's API listens on this port + N - 1.",
+)
+@click.option(
+    "--broker-etc",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_BROKER_ETC,
+    show_default=True,
+    help="Where the broker files will live on the broker machine.",
+)
+@click.option(
+    "--broker-persistence", type=click.Path(path_type=Path), default=DEFAULT_PERSISTENCE, show_default=True
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder to write (must not exist).")
+def init(
+    community_id,
+    name,
+    n_validators,
+    validator_hosts,
+    interval_s,
+    feed_in_price,
+    retail_price,
+    grid_fee,
+    levies,
+    timezone,
+    broker_host,
+    broker_port,
+    http_port,
+    broker_etc,
+    broker_persistence,
+    out_dir,
+) -> None:
+    """Write genesis, validator keys and node configs, the broker configuration and a summary."""
+    community_id = _ask(community_id, "Community id (e.g. oak-street)")
+    try:
+        COMMUNITY_ID.check(community_id, "--community")
+    except SchemaError as exc:
+        raise UserError(f"{exc} (lowercase letters, digits and '-')") from None
+    name = _ask(name, "Community name", default=community_id)
+    n = _ask(n_validators, "Number of validators (4 or more tolerate one down)", default=4, type=int)
+    if n < 1:
+        raise UserError(f"--validators {n}: a community needs at least 1 validator")
+    if n < 4:
+        click.echo(
+            f"WARNING: {n} validator(s) give no fault tolerance: one machine down stops the market. "
+            f"{quorum_sentence(n)[0].upper()}{quorum_sentence(n)[1:]}; 4 validators tolerate one.",
+            err=True,
+        )
+    hosts = list(validator_hosts)
+    if len(hosts) > n:
+        raise UserError(f"--validator-host given {len(hosts)} times for {n} validators")
+    for i in range(len(hosts), n):
+        hosts.append(_ask(None, f"Address of validator {i + 1}'s machine", default="127.0.0.1"))
+    interval = _ask(interval_s, "Delivery interval in seconds", default=900, type=int)
+    feed_in = _price(_ask(feed_in_price, "Feed-in tariff per kWh", default="0.08"), "--feed-in-price")
+    retail = _price(_ask(retail_price, "Retail tariff per kWh", default="0.30"), "--retail-price")
+    zone = _ask(timezone, "Time zone (IANA)", default="UTC")
+    broker_host = _ask(broker_host, "Broker host name or IP (what agents and nodes connect to)")
+    out = _ask(out_dir, "Output folder", default=community_id)
+    try:
+        check_genesis_inputs(n, interval, feed_in, retail)
+        check_timezone(zone, "--timezone")
+    except GenesisError as exc:
+        raise UserError(str(exc)) from None
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; refusing to overwrite (choose another --out)")
+
+    gate_s = 300 if interval >= 900 else max(5, interval // 3)
+    keys = [generate_private_key() for _ in range(n)]
+    sec1 = [public_key_sec1(k.public_key()).hex() for k in keys]
+    ids = [key_id(k.public_key()) for k in keys]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "genesis.toml").write_text(
+        genesis_text(
+            community=community_id,
+            name=name,
+            now=int(time.time()),
+            timezone=zone,
+            validators=[(f"validator-{i + 1}", s) for i, s in enumerate(sec1)],
+            interval_s=interval,
+            gate_s=gate_s,
+            feed_in=feed_in,
+            retail=retail,
+            grid_fee=_price(grid_fee, "--grid-fee") if grid_fee != "0" else 0,
+            levies=_price(levies, "--levies") if levies != "0" else 0,
+        )
+    )
+    try:
+        genesis = load_genesis(out / "genesis.toml")  # the same checks every node makes
+    except GenesisError as exc:
+        raise UserError(str(exc)) from None
+    broker_url = f"mqtts://{broker_host}:{broker_port}"
+    nodes = [f"node-{ids[0]}=sequencer"] + [f"node-{k}=validator:{k}" for k in ids[1:]]
+    nodes += [f"operator-{k}=operator" for k in ids]
+    layout = Layout(
+        out,
+        community_id,
+        broker_url,
+        broker_host,
+        broker_port,
+        broker_etc.absolute(),
+        broker_persistence.absolute(),
+        nodes,
+        [],
+    )
+    layout.write()
+    printed = broker_files(layout, hosts=(broker_host,))
+    certs_dir = out / "broker" / "certs"
+    clients = certs_dir / "clients"
+    for i, (key, kid) in enumerate(zip(keys, ids, strict=True)):
+        folder = out / f"validator-{i + 1}"
+        folder.mkdir()
+        save_private_key(key, folder / "validator.key")
+        (folder / "validator.pub").write_text(public_key_pem(key.public_key()))
+        shutil.copyfile(out / "genesis.toml", folder / "genesis.toml")
+        shutil.copyfile(certs_dir / "community-ca.crt", folder / "community-ca.crt")
+        for account, stem in ((f"node-{kid}", "node-client"), (f"operator-{kid}", "operator-client")):
+            shutil.copyfile(clients / f"{account}.crt", folder / f"{stem}.crt")
+            _copy_private(clients / f"{account}.key", folder / f"{stem}.key")
+        peers = [f"http://{hosts[j]}:{http_port + j}" for j in range(n) if j != i]
+        role = "sequencer" if i == 0 else "validator"
+        (folder / "node.toml").write_text(_node_toml(role, kid, hosts[i], http_port + i, peers, broker_url))
+        (folder / "operator.toml").write_text(_operator_toml(kid, broker_url))
+    household = out / "household"
+    household.mkdir()
+    shutil.copyfile(out / "genesis.toml", household / "genesis.toml")
+    shutil.copyfile(certs_dir / "community-ca.crt", household / "community-ca.crt")
+    start = next((x for x in printed.splitlines() if x.startswith("start as root: ")), "")
+    summary = summary_text(layout, genesis.hash.hex(), hosts, http_port, ids, interval, start)
+    (out / "SUMMARY.txt").write_text(summary)
+    click.echo(summary)
+    click.echo(f"wrote {out}/ (this summary is {out / 'SUMMARY.txt'})")
+
+
+def summary_text(
+    layout: Layout,
+    genesis_hash: str,
+    hosts: list[str],
+    http_port: int,
+    ids: list[str],
+    interval: int,
+    start: str,
+) -> str:
+    out, n = layout.out, len(ids)
+    etc = layout.broker_etc
+    lines = [
+        f"peerwatt community {layout.community!r}: what to copy to which machine",
+        "=" * 72,
+        f"genesis hash {genesis_hash} (every `peerwatt node init` must print it)",
+        f"{n} validator(s): {quorum_sentence(n)}.",
+        f"delivery interval {describe_interval(interval)}; a new household's first trade comes about "
+        f"{describe_interval(3 * interval)} to {describe_interval(5 * interval)} after its agent starts.",
+        "",
+        f"BROKER ({layout.broker_host}, Mosquitto listening on {layout.broker_port} with TLS and client "
+        "certificates):",
+        f"  copy {out}/broker/ to {etc}/ on the broker, keeping owners and modes (cp -a), then as root:",
+        f"  {start.removeprefix('start as root: ') or '(see broker/mosquitto.conf)'}",
+        f"  or with systemd: cp {etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/"
+        "mosquitto.service.d/ && systemctl daemon-reload && systemctl restart mosquitto",
+        f"  keep {out}/broker/certs/community-ca.key on this machine (or offline): it signs new accounts.",
+        "",
+    ]
+    for i in range(n):
+        role = "sequencer" if i == 0 else "validator"
+        lines += [
+            f"VALIDATOR {i + 1} ({role}, {hosts[i]}, API port {http_port + i}, key id {ids[i]}):",
+            f"  copy {out}/validator-{i + 1}/ to that machine, then in that folder:",
+            "  peerwatt node init --genesis genesis.toml --data node-data",
+            "  peerwatt node run -c node.toml",
+            "",
+        ]
+    lines += [
+        "EACH HOUSEHOLD (next to its meter):",
+        f"  copy {out}/household/ (genesis.toml, community-ca.crt) to the device, then in that folder:",
+        f"  peerwatt agent setup --host <meter address> --broker {layout.broker_url}",
+        "  and send the join request it writes (join-request.txt) to the coordinator.",
+        "",
+        "ADMITTING A HOUSEHOLD:",
+        f"  here: peerwatt community add-meter --dir {out} join-request.txt   (its broker account;",
+        "        copy the folder it names to the household, the ACL to the broker, reload Mosquitto)",
+        "  on validator 1: peerwatt member admit join-request.txt -c node.toml   (proposes add_member)",
+        "  on the other validators: peerwatt gov vote -c node.toml --request join-request.txt --yes",
+        "  then again `member admit` (proposes enroll_meter) and the same votes: the agent trades",
+        "  from the block that enrols its meter.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@community.command("add-meter")
+@click.option(
+    "--dir",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The folder `peerwatt community init` wrote (with broker/certs/community-ca.key).",
+)
+@click.argument("request_file", type=click.Path(path_type=Path))
+def add_meter(out_dir: Path, request_file: Path) -> None:
+    """Give a household's meter its broker account: a client certificate and its ACL block."""
+    try:
+        request = read_join_request(request_file)
+    except JoinRequestError as exc:
+        raise UserError(f"{request_file}: {exc}") from None
+    layout = Layout.read(out_dir)
+    if request.community != layout.community:
+        raise UserError(f"{request_file} asks to join {request.community!r}, not {layout.community!r}")
+    meter = request.meter_id
+    if meter not in layout.meters:
+        layout.meters.append(meter)
+        layout.write()
+    broker_files(layout, hosts=())
+    clients = out_dir / "broker" / "certs" / "clients"
+    folder = out_dir / "households" / meter
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(clients / f"{meter}.crt", folder / "broker-client.crt")
+    _copy_private(clients / f"{meter}.key", folder / "broker-client.key")
+    shutil.copyfile(out_dir / "broker" / "certs" / "community-ca.crt", folder / "community-ca.crt")
+    click.echo(f"broker account {meter} for {request.name!r}: {folder}/broker-client.crt and .key")
+    click.echo(f"copy {folder}/ to the household's agent folder (next to agent.toml)")
+    click.echo(
+        f"on the broker: cp {out_dir}/broker/peerwatt.acl {layout.broker_etc}/ && systemctl reload mosquitto"
+    )
