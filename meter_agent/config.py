@@ -13,9 +13,11 @@ from peerwatt.bus import BrokerConfig
 from peerwatt.config import broker_config, read_toml, take
 from peerwatt.errors import UserError
 
-# [meter] source: a Modbus meter (profile), a DSMR P1 port, a German meter's SML optical port
-METER_SOURCES = ("modbus", "p1", "sml")
-SOURCE_PROFILES = {"p1": "p1-dsmr5", "sml": "sml"}  # the profile name a source's readings carry
+# [meter] source: a Modbus meter (profile), a DSMR P1 port, a German meter's SML optical port,
+# a Shelly Pro 3EM's HTTP RPC API
+METER_SOURCES = ("modbus", "p1", "sml", "shelly-http")
+# the profile name a source's readings carry
+SOURCE_PROFILES = {"p1": "p1-dsmr5", "sml": "sml", "shelly-http": "shelly-pro-3em-http"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     source = take(m, "source", str, mw, "modbus")
     if source not in METER_SOURCES:
         raise UserError(f"{mw}: source must be one of {', '.join(METER_SOURCES)}, not {source!r}")
+    if source == "shelly-http" and (host is None or serial_device is not None):
+        raise UserError(
+            f'{mw}: source = "shelly-http" needs host (the Shelly\'s address) and no serial_device'
+        )
     if (host is None) == (serial_device is None):
         what = {"p1": "a P1 dongle's TCP address", "sml": "an IR-head bridge's TCP address"}.get(
             source, "Modbus TCP"

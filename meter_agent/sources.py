@@ -1,5 +1,5 @@
 """Open the reader for an agent's [meter] table: a Modbus meter with its profile, a P1 port, or
-a German meter's SML optical port.
+a German meter's SML optical port, or a Shelly Pro 3EM's HTTP RPC API.
 
 ``open_reader(meter_config, clock)`` returns an object with ``read() -> MeterSample`` and
 ``close()``, and the profile name the agent puts in its readings. Every source raises the same
@@ -19,6 +19,15 @@ P1_DEFAULT_PORT = 23  # many P1 Wi-Fi dongles serve the raw telegrams on port 23
 
 def open_reader(meter: MeterConfig, clock: Callable[[], float] = time.time) -> tuple[Any, str]:
     """(reader, profile name) for ``meter``; raises ``ProfileError`` for an unknown profile."""
+    if meter.source == "shelly-http":
+        from meter_agent.shelly_http import DEFAULT_PORT, ShellyHttpReader
+        from meter_agent.shelly_http import PROFILE_NAME as SHELLY_PROFILE
+
+        assert meter.host is not None
+        reader = ShellyHttpReader(
+            meter.host, meter.port or DEFAULT_PORT, timeout_s=max(meter.timeout_s, 2.0), clock=clock
+        )
+        return reader, SHELLY_PROFILE
     if meter.source == "sml":
         from meter_agent.modbus_reader import TcpTarget
         from meter_agent.sml import PROFILE_NAME as SML_PROFILE

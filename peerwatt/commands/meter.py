@@ -128,11 +128,12 @@ def connection_options(func):
 @meter.command("read")
 @click.option(
     "--source",
-    type=click.Choice(["modbus", "p1", "sml"]),
+    type=click.Choice(["modbus", "p1", "sml", "shelly-http"]),
     default="modbus",
     show_default=True,
     help="modbus: a meter read with a profile; p1: a DSMR smart meter's P1 port (serial or TCP dongle); "
-    "sml: a German meter's optical SML port (IR head on --serial, or an IR-head bridge's --host/--port).",
+    "sml: a German meter's optical SML port (IR head on --serial, or an IR-head bridge's --host/--port); "
+    "shelly-http: a Shelly Pro 3EM's RPC API (--host, --port default 80).",
 )
 @click.option("--profile", "profile_name", help="Meter profile name (see docs/meters.md).")
 @click.option("--profile-file", type=click.Path(dir_okay=False), help="A profile TOML file of your own.")
@@ -174,6 +175,9 @@ def read(
         return
     if source == "sml":
         _read_sml(host, port, serial_device, baud, timeout_s, retries, as_json)
+        return
+    if source == "shelly-http":
+        _read_shelly_http(host, port, serial_device, timeout_s, retries, as_json)
         return
     if (profile_name is None) == (profile_file is None):
         raise UserError(
@@ -269,6 +273,35 @@ def _read_sml(
         click.echo(json.dumps(sample.to_dict(), sort_keys=True))
         return
     click.echo(format_sample(sample, target.describe()))
+
+
+def _read_shelly_http(
+    host: str | None,
+    port: int | None,
+    serial_device: str | None,
+    timeout_s: float,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """`meter read --source shelly-http`: Shelly.GetDeviceInfo, EM.GetStatus, EMData.GetStatus."""
+    from meter_agent.modbus_reader import MeterError
+    from meter_agent.shelly_http import DEFAULT_PORT, ShellyHttpReader
+
+    if host is None or serial_device is not None:
+        raise UserError("--source shelly-http needs --host (the Shelly's address) and no --serial")
+    reader = ShellyHttpReader(host, port or DEFAULT_PORT, timeout_s=max(timeout_s, 2.0), retries=retries)
+    try:
+        sample = reader.read()
+    except MeterError as exc:
+        raise UserError(
+            f"{exc}: check the address, that the device is a Shelly Pro 3EM on the network, and that "
+            "authentication is off",
+            exit_code=3,
+        ) from None
+    if as_json:
+        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
+        return
+    click.echo(format_sample(sample, reader.where.removeprefix("Shelly Pro 3EM at ")))
 
 
 def format_sample(sample, where: str) -> str:

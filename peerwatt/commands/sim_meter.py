@@ -28,11 +28,11 @@ def parse_start(text: str | None) -> float | None:
 @click.command("sim-meter")
 @click.option(
     "--source",
-    type=click.Choice(["modbus", "p1", "sml"]),
+    type=click.Choice(["modbus", "p1", "sml", "shelly-http"]),
     default="modbus",
     show_default=True,
     help="modbus: a Modbus meter speaking --profile; p1: a DSMR 5 P1 port writing telegrams; "
-    "sml: a German meter's optical port pushing SML files.",
+    "sml: a German meter's optical port pushing SML files; shelly-http: a Shelly Pro 3EM's HTTP RPC API.",
 )
 @click.option("--profile", "profile_name", help="Profile to speak: a name (e.g. sdm630) or a .toml file.")
 @click.option(
@@ -107,12 +107,16 @@ def sim_meter(
     from meter_agent.household import Household
     from meter_agent.p1_simulator import P1Simulator
     from meter_agent.profile import ProfileError, find_profile
+    from meter_agent.shelly_simulator import ShellySimulator
     from meter_agent.simulator import MeterSimulator
     from meter_agent.sml_simulator import SmlSimulator
 
     start = parse_start(start_text)
     household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
-    simulator: MeterSimulator | P1Simulator | SmlSimulator
+    simulator: MeterSimulator | P1Simulator | SmlSimulator | ShellySimulator
+    if source == "shelly-http":
+        simulator = ShellySimulator(household, port=port, host=host, speed=speed, start_time=start, seed=seed)
+        return _serve(simulator, pv_kwp, annual_kwh, lat, lon, speed)
     if source == "sml":
         simulator = SmlSimulator(
             household, port=port, host=host, pty=use_pty, speed=speed, start_time=start, seed=seed

@@ -69,3 +69,12 @@ def test_agent_reads_an_sml_meter(tmp_path, mosquitto):
         run_agent_until_meter_ok(
             tmp_path, mosquitto, f'source = "sml"\nhost = "127.0.0.1"\nport = {sim.port}\n'
         )
+
+
+def test_agent_reads_a_shelly_pro_3em_over_http(tmp_path, mosquitto):
+    from meter_agent.shelly_simulator import ShellySimulator
+
+    with ShellySimulator(Household(seed=4)) as sim:
+        run_agent_until_meter_ok(
+            tmp_path, mosquitto, f'source = "shelly-http"\nhost = "127.0.0.1"\nport = {sim.port}\n'
+        )

@@ -32,3 +32,12 @@ def test_sml_modules_stay_light_and_load_smllib_lazily():
     )
     assert "smllib" in loaded
     assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
+
+
+def test_shelly_http_modules_stay_light():
+    loaded = _loaded(
+        "import json, sys\n"
+        "import meter_agent.shelly_http, meter_agent.shelly_simulator\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
