@@ -92,8 +92,9 @@ def rights(community: str, account: Account) -> list[tuple[str, str]]:
     ]
 
 
-def node_account(spec: str, genesis_doc: dict[str, Any]) -> Account:
-    """Parse ``NAME=ROLE[:KEYID]`` (``--node``); a sequencer's key id defaults to the genesis's."""
+def node_account(spec: str, sequencer: str) -> Account:
+    """Parse ``NAME=ROLE[:KEYID]`` (``--node``); a sequencer's key id defaults to ``sequencer``
+    (the community's sequencer key id)."""
     name, sep, rest = spec.partition("=")
     role, _, key = rest.partition(":")
     if not sep or role not in NODE_ROLES:
@@ -101,7 +102,7 @@ def node_account(spec: str, genesis_doc: dict[str, Any]) -> Account:
             f"--node {spec!r}: write NAME=sequencer, NAME=validator:KEYID, NAME=observer or NAME=operator"
         )
     if role == "sequencer" and not key:
-        key = genesis_doc["chain"]["sequencer"]
+        key = sequencer
     if role == "validator" and not key:
         raise AccountError(f"--node {spec!r}: a validator account needs its key id (NAME=validator:KEYID)")
     if role in ("observer", "operator") and key:
@@ -109,28 +110,81 @@ def node_account(spec: str, genesis_doc: dict[str, Any]) -> Account:
     return Account(name, role, key or None)
 
 
+@dataclass(frozen=True)
+class Registry:
+    """Who the community's accounts are for: the sequencer and validator key ids in force, the
+    meters that may use the broker, and the meters left out with the reason (revoked, departed)."""
+
+    sequencer: str
+    validators: tuple[str, ...]
+    meters: tuple[str, ...]
+    left_out: dict[str, str]
+
+
+def genesis_registry(genesis_doc: dict[str, Any]) -> Registry:
+    """The registry at genesis: every genesis validator and meter."""
+    return Registry(
+        genesis_doc["chain"]["sequencer"], tuple(genesis_doc["validators"]), tuple(genesis_doc["meters"]), {}
+    )
+
+
+def chain_registry(chain: dict[str, Any]) -> Registry:
+    """The registry of a node's current chain state (``state["chain"]``): the validator set and
+    sequencer in force, and the meters that are active and whose owner is still a member. A meter
+    revoked by vote, or whose owner left the community (removed or erased), is left out."""
+    meters, left_out = [], {}
+    for kid, meter in chain["meters"].items():
+        owner = meter.get("owner")
+        if not meter.get("active", True):
+            left_out[kid] = f"revoked at height {chain['revoked'].get(kid, '?')}"
+        elif owner not in chain["members"] or owner in chain.get("erased", {}):
+            left_out[kid] = "its owner left the community"
+        else:
+            meters.append(kid)
+    return Registry(chain["sequencer"], tuple(chain["validators"]), tuple(meters), left_out)
+
+
 def community_accounts(
-    genesis_doc: dict[str, Any], node_specs: Iterable[str] = (), extra_meters: Iterable[str] = ()
+    genesis_doc: dict[str, Any] | None = None,
+    node_specs: Iterable[str] = (),
+    extra_meters: Iterable[str] = (),
+    *,
+    registry: Registry | None = None,
+    exclude: Iterable[str] = (),
 ) -> list[Account]:
     """Every account of a community: nodes (``--node`` specs, or by default ``node-<key id>`` for
-    each genesis validator, the genesis sequencer as sequencer) and one per meter."""
+    each validator, the sequencer as sequencer) and one per meter, from the genesis or from a
+    ``registry`` (the current chain state: ``chain_registry``). ``exclude`` drops accounts by name
+    or by key id (a meter id, a validator's key id); a name matching nothing is an error, unless it
+    is a meter the registry already leaves out."""
+    if registry is None:
+        if genesis_doc is None:
+            raise TypeError("give a genesis document or a registry")
+        registry = genesis_registry(genesis_doc)
     specs = list(node_specs)
     if specs:
-        nodes = [node_account(spec, genesis_doc) for spec in specs]
+        nodes = [node_account(spec, registry.sequencer) for spec in specs]
     else:
-        sequencer = genesis_doc["chain"]["sequencer"]
         nodes = [
-            Account(f"node-{kid}", "sequencer" if kid == sequencer else "validator", kid)
-            for kid in genesis_doc["validators"]
+            Account(f"node-{kid}", "sequencer" if kid == registry.sequencer else "validator", kid)
+            for kid in registry.validators
         ]
     if sum(a.role == "sequencer" for a in nodes) > 1:
         raise AccountError("more than one sequencer account: the community has one sequencer")
-    meter_ids = list(genesis_doc["meters"]) + [m for m in extra_meters if m not in genesis_doc["meters"]]
+    for meter in extra_meters:
+        if meter in registry.left_out:
+            raise AccountError(f"--meter {meter}: {registry.left_out[meter]}; it gets no broker account")
+    meter_ids = list(registry.meters) + [m for m in extra_meters if m not in registry.meters]
     accounts = nodes + [Account(m, "meter") for m in meter_ids]
     names = [a.name for a in accounts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise AccountError(f"account name(s) used twice: {', '.join(duplicates)}")
+    for name in exclude:
+        matches = [a for a in accounts if name in (a.name, a.key_id)]
+        if not matches and name not in registry.left_out:
+            raise AccountError(f"--exclude {name}: no such account (give an account name or a key id)")
+        accounts = [a for a in accounts if a not in matches]
     return accounts
 
 

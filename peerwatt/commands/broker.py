@@ -1,12 +1,14 @@
-"""`peerwatt broker`: the community's Mosquitto setup — config, per-meter ACL and accounts, TLS.
+"""`peerwatt broker`: the community's Mosquitto setup — config, accounts and ACL, TLS, revocation.
 
-``peerwatt broker config`` writes, for one community's genesis, a ``mosquitto.conf`` (the settings
-docs/bus.md explains), an ACL under which a meter (user name = its meter id) may publish only its
-own orders, readings and status and read only its own receipts (plus blocks and the book), and a
-password file with one random password per meter and per node account (hashed by Debian's
-``mosquitto_passwd``; the clear passwords go to ``credentials/<user>.password``, mode 0600, to be
-handed to each agent). ``peerwatt broker certs`` makes a community CA and a broker certificate
-with ``cryptography`` (ECDSA P-256).
+``peerwatt broker config`` writes, for a community (its genesis, or the current chain state of a
+node's store with ``--data``), a ``mosquitto.conf`` (the settings docs/bus.md explains), an ACL
+with one block per node and meter account (peerwatt/broker_access.py, docs/privacy.md) and, with
+``--auth password``, a hashed password file with one random password per account (the clear
+passwords go to ``credentials/<user>.password``, mode 0600). ``peerwatt broker certs`` makes a
+community CA, a broker certificate, one client certificate per account and the CA's revocation
+list (``community-ca.crl``, ``--revoke``) with ``cryptography`` (ECDSA P-256). A meter revoked by
+vote, or whose owner left, gets no account when they read ``--data``. The functions below the
+commands are what the demo calls to run a per-account Mosquitto of its own.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import os
 import secrets
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from chain.genesis import Genesis, GenesisError, load_genesis
 from peerwatt import broker_access
-from peerwatt.broker_access import Account, AccountError
+from peerwatt.broker_access import Account, AccountError, Registry
 from peerwatt.errors import UserError
 
 CONF_NAME = "mosquitto.conf"
@@ -33,7 +36,8 @@ PASSWD_NAME = "peerwatt.passwd"
 CREDENTIALS_DIR = "credentials"
 DROPIN_DIR = "mosquitto.service.d"
 CLIENTS_DIR = "clients"
-CA_CERT, CA_KEY = "community-ca.crt", "community-ca.key"
+CA_CERT, CA_KEY, CA_CRL = "community-ca.crt", "community-ca.key", "community-ca.crl"
+REVOKED_DIR = "revoked"
 BROKER_CERT, BROKER_KEY = "broker.crt", "broker.key"
 
 
@@ -97,6 +101,8 @@ def conf_text(
                 "# a client certificate from the community CA is the account: its CN is the user name",
                 "require_certificate true",
                 "use_identity_as_username true",
+                "# certificates revoked by `peerwatt broker certs --revoke` (re-read on SIGHUP)",
+                f"crlfile {certs_dir / CA_CRL}",
             ]
     else:
         lines += ["# WITHOUT TLS: passwords and household data travel in clear text", listener]
@@ -169,11 +175,55 @@ def broker() -> None:
     """Set up the community's Mosquitto broker: config, ACL, accounts and TLS certificates."""
 
 
-def _accounts(genesis: Genesis, node_specs: tuple[str, ...], meters: tuple[str, ...]) -> list[Account]:
+def load_registry(genesis_file: Path | None, data_dir: Path | None) -> tuple[str, Registry]:
+    """(community id, registry) from a genesis file or from the current chain state of a node's
+    store (``--data``: validators and sequencer in force, active meters of current members)."""
+    if (genesis_file is None) == (data_dir is None):
+        raise UserError(
+            "give --genesis FILE (the accounts at genesis) or --data NODE_DIR (as of now), not both"
+        )
+    if genesis_file is not None:
+        genesis = _load(genesis_file)
+        return genesis.community, broker_access.genesis_registry(genesis.doc)
+    from chain.engine import genesis_from_dict_bytes, head_state
+    from chain.store import Store, StoreError
+    from peerwatt.apps import load_app
+
+    assert data_dir is not None
+    if not (data_dir / "ledger.sqlite").exists():
+        raise UserError(f"--data {data_dir}: no node store there (the folder `peerwatt node init` made)")
     try:
-        return broker_access.community_accounts(genesis.doc, node_specs, meters)
+        store = Store.open(data_dir, readonly=True)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        genesis = genesis_from_dict_bytes(store.genesis_doc())
+        chain = head_state(store, load_app(genesis.app_name), genesis)["chain"]
+    except (StoreError, ValueError) as exc:
+        raise UserError(f"--data {data_dir}: {exc}") from None
+    finally:
+        store.close()
+    return genesis.community, broker_access.chain_registry(chain)
+
+
+def _accounts(
+    registry: Registry,
+    node_specs: tuple[str, ...] = (),
+    meters: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+) -> list[Account]:
+    try:
+        return broker_access.community_accounts(None, node_specs, meters, registry=registry, exclude=exclude)
     except AccountError as exc:
         raise UserError(str(exc)) from None
+
+
+def _left_out_line(registry: Registry) -> str | None:
+    if not registry.left_out:
+        return None
+    return f"left out {len(registry.left_out)} meter(s): " + ", ".join(
+        f"{kid} ({why})" for kid, why in sorted(registry.left_out.items())
+    )
 
 
 def _share_with(paths: list[Path], user: str) -> str | None:
@@ -201,8 +251,96 @@ _NODE_HELP = (
 )
 
 
+_DATA_HELP = (
+    "A node's data folder: take the validators, sequencer and meters in force now from its ledger "
+    "(meters revoked by vote, or whose owner left, get no account). Instead of --genesis."
+)
+_EXCLUDE_HELP = "Leave out this account (a name, meter id or validator key id; repeatable)."
+
+
+@dataclass
+class ConfigResult:
+    """What write_config wrote and what is left to run on the broker machine."""
+
+    conf: Path
+    dropin: Path
+    start: tuple[str, str]
+    still: str | None
+
+
+def write_config(
+    out_dir: Path,
+    community: str,
+    accounts: list[Account],
+    *,
+    etc_dir: Path | None = None,
+    certs_dir: Path | None = None,
+    persistence_dir: Path = Path("/var/lib/mosquitto"),
+    auth: str = "cert",
+    port: int = 8883,
+    bind: str | None = None,
+    local_port: int | None = None,
+    tls: bool = True,
+    run_user: str = "mosquitto",
+) -> ConfigResult:
+    """Write mosquitto.conf, the ACL, the systemd drop-in (and with ``auth="password"`` the
+    password file and credentials/) for these accounts; UserError (one line) on a bad combination."""
+    if auth == "cert" and not tls:
+        raise UserError("--auth cert needs TLS: drop --no-tls (or use --auth password)")
+    if auth == "cert" and local_port:
+        raise UserError("--local-port carries no certificate: use --auth password for a plain local listener")
+    local_port = (1883 if auth == "password" else 0) if local_port is None else local_port
+    tool = shutil.which("mosquitto_passwd")
+    if auth == "password" and tool is None:
+        raise UserError(
+            "mosquitto_passwd not found: install Debian's mosquitto package (apt install mosquitto)"
+        )
+    etc = (etc_dir or out_dir).absolute()
+    certs = (certs_dir or etc / "certs").absolute()
+    if auth == "cert" and (certs / CA_CERT).exists() and not (certs / CA_CRL).exists():
+        raise UserError(
+            f"{certs} has no {CA_CRL}, which the broker needs: run `peerwatt broker certs --out {certs} "
+            "--genesis FILE` (or --data NODE_DIR) once to write it"
+        )
+    persistence = persistence_dir.absolute()
+    _mkdir(out_dir)
+    shared = [out_dir / ACL_NAME]
+    (out_dir / ACL_NAME).write_text(acl_text(community, accounts))
+    if auth == "password":
+        assert tool is not None
+        credentials = out_dir / CREDENTIALS_DIR
+        _mkdir(credentials, 0o700)
+        passwords = {a.name: secrets.token_urlsafe(24) for a in accounts}
+        passwd_path = out_dir / PASSWD_NAME
+        _write_private(passwd_path, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode())
+        _hash_password_file(tool, passwd_path)
+        for user, password in passwords.items():
+            _write_private(credentials / f"{user}.password", (password + "\n").encode())
+        shared.append(passwd_path)
+    (out_dir / CONF_NAME).write_text(
+        conf_text(
+            community,
+            etc_dir=etc,
+            certs_dir=certs,
+            persistence_dir=persistence,
+            port=port,
+            bind=bind,
+            local_port=local_port,
+            tls=tls,
+            auth=auth,
+        )
+    )
+    os.chmod(out_dir / CONF_NAME, 0o644)
+    dropin = out_dir / DROPIN_DIR / "peerwatt.conf"
+    _mkdir(dropin.parent)
+    dropin.write_text(dropin_text(etc, persistence, run_user))
+    still = _share_with(shared, run_user)
+    return ConfigResult(out_dir / CONF_NAME, dropin, start_commands(etc, persistence, run_user), still)
+
+
 @broker.command()
-@click.option("--genesis", "genesis_file", required=True, type=click.Path(path_type=Path))
+@click.option("--genesis", "genesis_file", type=click.Path(path_type=Path), help="The community's genesis.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help=_DATA_HELP)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write to.")
 @click.option(
     "--etc",
@@ -238,9 +376,11 @@ _NODE_HELP = (
 @click.option("--tls/--no-tls", default=True, show_default=True)
 @click.option("--node", "node_specs", multiple=True, help=_NODE_HELP)
 @click.option("--meter", "extra_meters", multiple=True, help="Meter id enrolled after genesis (repeatable).")
+@click.option("--exclude", "exclude", multiple=True, help=_EXCLUDE_HELP)
 @click.option("--user", "run_user", default="mosquitto", show_default=True, help="User Mosquitto runs as.")
 def config(
-    genesis_file: Path,
+    genesis_file: Path | None,
+    data_dir: Path | None,
     out_dir: Path,
     etc_dir: Path | None,
     certs_dir: Path | None,
@@ -252,72 +392,51 @@ def config(
     tls: bool,
     node_specs: tuple[str, ...],
     extra_meters: tuple[str, ...],
+    exclude: tuple[str, ...],
     run_user: str,
 ) -> None:
     """Write mosquitto.conf, peerwatt.acl, a systemd drop-in (and, with --auth password,
     peerwatt.passwd and credentials/) for a community: one account per node and per meter."""
-    genesis = _load(genesis_file)
-    community = genesis.community
-    if auth == "cert" and not tls:
-        raise UserError("--auth cert needs TLS: drop --no-tls (or use --auth password)")
-    if auth == "cert" and local_port:
-        raise UserError("--local-port carries no certificate: use --auth password for a plain local listener")
-    local_port = (1883 if auth == "password" else 0) if local_port is None else local_port
-    tool = shutil.which("mosquitto_passwd")
-    if auth == "password" and tool is None:
-        raise UserError(
-            "mosquitto_passwd not found: install Debian's mosquitto package (apt install mosquitto)"
-        )
-    accounts = _accounts(genesis, node_specs, extra_meters)
-    etc = (etc_dir or out_dir).absolute()
-    certs = (certs_dir or etc / "certs").absolute()
-    persistence = persistence_dir.absolute()
-    _mkdir(out_dir)
-    shared = [out_dir / ACL_NAME]
-    (out_dir / ACL_NAME).write_text(acl_text(community, accounts))
-    if auth == "password":
-        assert tool is not None
-        credentials = out_dir / CREDENTIALS_DIR
-        _mkdir(credentials, 0o700)
-        passwords = {a.name: secrets.token_urlsafe(24) for a in accounts}
-        passwd_path = out_dir / PASSWD_NAME
-        _write_private(passwd_path, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode())
-        _hash_password_file(tool, passwd_path)
-        for user, password in passwords.items():
-            _write_private(credentials / f"{user}.password", (password + "\n").encode())
-        shared.append(passwd_path)
-    (out_dir / CONF_NAME).write_text(
-        conf_text(
-            community,
-            etc_dir=etc,
-            certs_dir=certs,
-            persistence_dir=persistence,
-            port=port,
-            bind=bind,
-            local_port=local_port,
-            tls=tls,
-            auth=auth,
-        )
+    community, registry = load_registry(genesis_file, data_dir)
+    accounts = _accounts(registry, node_specs, extra_meters, exclude)
+    result = write_config(
+        out_dir,
+        community,
+        accounts,
+        etc_dir=etc_dir,
+        certs_dir=certs_dir,
+        persistence_dir=persistence_dir,
+        auth=auth,
+        port=port,
+        bind=bind,
+        local_port=local_port,
+        tls=tls,
+        run_user=run_user,
     )
-    os.chmod(out_dir / CONF_NAME, 0o644)
-    dropin = out_dir / DROPIN_DIR / "peerwatt.conf"
-    _mkdir(dropin.parent)
-    dropin.write_text(dropin_text(etc, persistence, run_user))
-    still = _share_with(shared, run_user)
     nodes = [f"{a.name} ({a.role})" for a in accounts if a.role != "meter"]
     meters = sum(a.role == "meter" for a in accounts)
-    make_dir, run = start_commands(etc, persistence, run_user)
+    make_dir, run = result.start
     written = f", {PASSWD_NAME} and {CREDENTIALS_DIR}/" if auth == "password" else ""
-    click.echo(f"wrote {out_dir / CONF_NAME}, {ACL_NAME}{written} and {dropin}")
+    click.echo(f"wrote {result.conf}, {ACL_NAME}{written} and {result.dropin}")
     click.echo(f"accounts: {meters} meter(s); nodes: {', '.join(nodes) or 'none'}")
+    left_out = _left_out_line(registry)
+    if left_out:
+        click.echo(left_out)
     if auth == "cert":
-        click.echo("issue their client certificates with `peerwatt broker certs --genesis ... --out CERTS`")
-    if still:
-        click.echo(f"then, on the broker: {still}")
+        source = f"--data {data_dir}" if data_dir is not None else "--genesis ..."
+        click.echo(
+            f"issue their client certificates (and revoke those of accounts left out) with "
+            f"`peerwatt broker certs {source} --out CERTS`"
+        )
+    if result.still:
+        click.echo(f"then, on the broker: {result.still}")
     click.echo(f"start as root: {make_dir} && {run}")
     click.echo(
-        f"or with systemd: cp {dropin} /etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload "
+        f"or with systemd: cp {result.dropin} /etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload "
         "&& systemctl restart mosquitto"
+    )
+    click.echo(
+        "a running broker takes a new ACL, password file or CRL with `systemctl reload mosquitto` (SIGHUP)"
     )
 
 
@@ -440,6 +559,163 @@ def _write_cert(directory: Path, stem: str, cert, key) -> None:
     (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _read_crl(out_dir: Path, ca_cert) -> tuple[list, int]:
+    """The revoked entries and the CRL number of the CA's current CRL (none yet: [], 0)."""
+    from cryptography import x509
+
+    path = out_dir / CA_CRL
+    if not path.exists():
+        return [], 0
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{path} is not a PEM certificate revocation list: {exc}") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+        raise UserError(f"{path} was not signed by {out_dir / CA_CERT}: move it away and rerun")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    return list(crl), number
+
+
+def _write_crl(out_dir: Path, ca_cert, ca_key, serials: list[int], now: datetime.datetime) -> int:
+    """(Re)write the CA's CRL with its earlier entries plus ``serials``; return how many it lists.
+
+    Its next update is the CA's own expiry: OpenSSL refuses every client certificate once the CRL
+    it checks against has expired, and the community CA publishes no other CRL."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    entries, number = _read_crl(out_dir, ca_cert)
+    listed = {entry.serial_number for entry in entries}
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(ca_cert.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(number + 1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    for serial in serials:
+        if serial not in listed:
+            listed.add(serial)
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = out_dir / CA_CRL
+    tmp = path.with_suffix(".crl.tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.chmod(tmp, 0o644)  # public, like the CA certificate; the broker reads it after dropping root
+    os.replace(tmp, path)
+    return len(listed)
+
+
+def _revoked_names(clients: Path) -> set[str]:
+    """Accounts whose certificate was revoked (their record: clients/revoked/<name>.<serial>.crt)."""
+    folder = clients / REVOKED_DIR
+    if not folder.is_dir():
+        return set()
+    return {p.name.rsplit(".", 2)[0] for p in folder.glob("*.crt")}
+
+
+def _take_back(clients: Path, name: str) -> int | None:
+    """Move an account's current certificate to clients/revoked/ (its key is deleted); return its
+    serial, or None when it has none."""
+    from cryptography import x509
+
+    crt = clients / f"{name}.crt"
+    if not crt.exists():
+        return None
+    serial = x509.load_pem_x509_certificate(crt.read_bytes()).serial_number
+    _mkdir(clients / REVOKED_DIR)
+    os.replace(crt, clients / REVOKED_DIR / f"{name}.{serial:x}.crt")
+    (clients / f"{name}.key").unlink(missing_ok=True)
+    return serial
+
+
+@dataclass
+class CertsResult:
+    made: str  # "created" or "reused" (the CA)
+    broker_cert: Path | None = None
+    issued: int = 0
+    kept: int = 0
+    skipped: list[str] = field(default_factory=list)  # revoked earlier: no new certificate
+    revoked: list[str] = field(default_factory=list)
+    crl_entries: int = 0
+    still: str | None = None
+
+
+def make_certs(
+    out_dir: Path,
+    *,
+    community: str,
+    hosts: tuple[str, ...] = (),
+    accounts: list[Account] = (),  # type: ignore[assignment]
+    revoke: tuple[str, ...] = (),
+    reissue: tuple[str, ...] = (),
+    days: int = 825,
+    ca_days: int = 3650,
+    force: bool = False,
+    run_user: str = "mosquitto",
+) -> CertsResult:
+    """Make (or reuse) the community CA in ``out_dir``, issue the broker's certificate (``hosts``)
+    and one client certificate per account (kept when present, skipped when revoked earlier unless
+    in ``reissue``), revoke the certificates of ``revoke`` and (re)write the CRL."""
+    from cryptography.hazmat.primitives import serialization
+
+    if hosts and (out_dir / BROKER_CERT).exists() and not force:
+        raise UserError(f"{out_dir / BROKER_CERT} already exists (pass --force to replace it)")
+    clients = out_dir / CLIENTS_DIR
+    for name in revoke:
+        if not (clients / f"{name}.crt").exists() and name not in _revoked_names(clients):
+            raise UserError(f"--revoke {name}: no certificate {clients / name}.crt to revoke")
+    _mkdir(out_dir)
+    now = datetime.datetime.now(datetime.UTC)
+    if (out_dir / CA_KEY).exists():
+        ca_cert, ca_key = _load_ca(out_dir)
+        result = CertsResult("reused")
+    else:
+        ca_cert, ca_key = _new_ca(community, now, ca_days)
+        _write_private(out_dir / CA_KEY, _pem_key(ca_key))
+        (out_dir / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        result = CertsResult("created")
+    serials = []
+    for name in revoke:
+        serial = _take_back(clients, name)
+        if serial is not None:
+            serials.append(serial)
+            result.revoked.append(name)
+    result.crl_entries = _write_crl(out_dir, ca_cert, ca_key, serials, now)
+    if hosts:
+        cert, key = _issue(
+            ca_cert, ca_key, hosts[0], _host_names(list(hosts)), server=True, now=now, days=days
+        )
+        _write_cert(out_dir, BROKER_CERT.removesuffix(".crt"), cert, key)
+        result.broker_cert = out_dir / BROKER_CERT
+        # Mosquitto 2.0.11 started as root loads it after dropping to its user
+        result.still = _share_with([out_dir / BROKER_KEY], run_user)
+    if accounts:
+        _mkdir(clients)
+        revoked = _revoked_names(clients)
+        for account in accounts:
+            if account.name in revoked and account.name not in reissue:
+                result.skipped.append(account.name)
+                continue
+            if (clients / f"{account.name}.crt").exists() and not force:
+                result.kept += 1
+                continue
+            cert, key = _issue(ca_cert, ca_key, account.name, [], server=False, now=now, days=days)
+            _write_cert(clients, account.name, cert, key)
+            result.issued += 1
+    return result
+
+
 @broker.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--community", default=None, help="Named in the CA's subject (default: the genesis's).")
@@ -450,8 +726,22 @@ def _write_cert(directory: Path, stem: str, cert, key) -> None:
     type=click.Path(path_type=Path),
     help="Issue a client certificate per node and meter account (CN = account; a meter's = its id).",
 )
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help=_DATA_HELP)
 @click.option("--node", "node_specs", multiple=True, help=_NODE_HELP)
 @click.option("--meter", "extra_meters", multiple=True, help="Meter id enrolled after genesis (repeatable).")
+@click.option("--exclude", "exclude", multiple=True, help=_EXCLUDE_HELP)
+@click.option(
+    "--revoke",
+    "revoke",
+    multiple=True,
+    help="Revoke this account's certificate: it goes into community-ca.crl (repeatable).",
+)
+@click.option(
+    "--reissue",
+    "reissue",
+    multiple=True,
+    help="Issue a new certificate to an account whose certificate was revoked (repeatable).",
+)
 @click.option(
     "--days",
     default=825,
@@ -473,57 +763,72 @@ def certs(
     community: str | None,
     hosts: tuple[str, ...],
     genesis_file: Path | None,
+    data_dir: Path | None,
     node_specs: tuple[str, ...],
     extra_meters: tuple[str, ...],
+    exclude: tuple[str, ...],
+    revoke: tuple[str, ...],
+    reissue: tuple[str, ...],
     days: int,
     ca_days: int,
     force: bool,
     run_user: str,
 ) -> None:
     """Make (or reuse) the community CA in OUT; issue the broker's certificate (--host) and one
-    client certificate per node and meter account (--genesis) in OUT/clients/."""
-    from cryptography.hazmat.primitives import serialization
-
-    if not hosts and genesis_file is None:
-        raise UserError("give --host (the broker's certificate) and/or --genesis (one per node and meter)")
-    genesis = _load(genesis_file) if genesis_file is not None else None
-    accounts = _accounts(genesis, node_specs, extra_meters) if genesis is not None else []
-    if hosts and (out_dir / BROKER_CERT).exists() and not force:
-        raise UserError(f"{out_dir / BROKER_CERT} already exists (pass --force to replace it)")
-    _mkdir(out_dir)
-    now = datetime.datetime.now(datetime.UTC)
-    if (out_dir / CA_KEY).exists():
-        ca_cert, ca_key = _load_ca(out_dir)
-        made = "reused"
-    else:
-        name = community or (genesis.community if genesis is not None else "peerwatt")
-        ca_cert, ca_key = _new_ca(name, now, ca_days)
-        _write_private(out_dir / CA_KEY, _pem_key(ca_key))
-        (out_dir / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        made = "created"
-    click.echo(f"{made} the community CA {out_dir / CA_CERT}; keep {CA_KEY} offline; give agents {CA_CERT}")
-    if hosts:
-        cert, key = _issue(
-            ca_cert, ca_key, hosts[0], _host_names(list(hosts)), server=True, now=now, days=days
+    client certificate per node and meter account (--genesis or --data) in OUT/clients/; revoke
+    certificates (--revoke, and with --data those of meters the ledger revoked) in OUT/community-ca.crl."""
+    if not hosts and genesis_file is None and data_dir is None and not revoke:
+        raise UserError(
+            "give --host (the broker's certificate), --genesis or --data (one per node and meter) "
+            "and/or --revoke ACCOUNT"
         )
-        _write_cert(out_dir, BROKER_CERT.removesuffix(".crt"), cert, key)
-        click.echo(f"wrote {out_dir / BROKER_CERT} for {', '.join(hosts)} (valid {days} days)")
-        # Mosquitto 2.0.11 started as root loads it after dropping to its user
-        still = _share_with([out_dir / BROKER_KEY], run_user)
-        if still:
-            click.echo(f"then, on the broker: {still}")
-    if accounts:
+    accounts: list[Account] = []
+    name = community or "peerwatt"
+    revoke_all = tuple(revoke)
+    if genesis_file is not None or data_dir is not None:
+        chain_community, registry = load_registry(genesis_file, data_dir)
+        name = community or chain_community
+        accounts = _accounts(registry, node_specs, extra_meters, exclude)
+        # a meter the ledger revoked (or whose owner left) loses its certificate too
         clients = out_dir / CLIENTS_DIR
-        _mkdir(clients)
-        issued, kept = 0, 0
-        for account in accounts:
-            if (clients / f"{account.name}.crt").exists() and not force:
-                kept += 1
-                continue
-            cert, key = _issue(ca_cert, ca_key, account.name, [], server=False, now=now, days=days)
-            _write_cert(clients, account.name, cert, key)
-            issued += 1
-        click.echo(
-            f"issued {issued} client certificate(s) in {clients} (<account>.crt and .key, mode 0600)"
-            + (f"; kept {kept} existing (--force replaces them)" if kept else "")
+        revoke_all += tuple(
+            kid
+            for kid in sorted(registry.left_out)
+            if (clients / f"{kid}.crt").exists() and kid not in revoke
         )
+    result = make_certs(
+        out_dir,
+        community=name,
+        hosts=hosts,
+        accounts=accounts,
+        revoke=revoke_all,
+        reissue=reissue,
+        days=days,
+        ca_days=ca_days,
+        force=force,
+        run_user=run_user,
+    )
+    click.echo(
+        f"{result.made} the community CA {out_dir / CA_CERT}; keep {CA_KEY} offline; give agents {CA_CERT}"
+    )
+    if result.broker_cert is not None:
+        click.echo(f"wrote {result.broker_cert} for {', '.join(hosts)} (valid {days} days)")
+    if result.still:
+        click.echo(f"then, on the broker: {result.still}")
+    if accounts:
+        click.echo(
+            f"issued {result.issued} client certificate(s) in {out_dir / CLIENTS_DIR} (<account>.crt and "
+            ".key, mode 0600)"
+            + (f"; kept {result.kept} existing (--force replaces them)" if result.kept else "")
+        )
+    if result.skipped:
+        click.echo(
+            f"no new certificate for {len(result.skipped)} account(s) revoked earlier: "
+            f"{', '.join(result.skipped)} (--reissue NAME gives one)"
+        )
+    if result.revoked:
+        click.echo(f"revoked the certificate(s) of {', '.join(result.revoked)}")
+    click.echo(
+        f"wrote {out_dir / CA_CRL} ({result.crl_entries} revoked certificate(s)); "
+        "a running broker reads it on `systemctl reload mosquitto`"
+    )

@@ -15,6 +15,7 @@ import grp
 import logging
 import shutil
 import socket
+import ssl
 import stat
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from chain.block import header_hash
 from chain.canonical import dumps_checked, loads_strict
 from chain.engine import Ledger, check_seal_for
 from chain.envelope import parse_envelope
+from chain.kvapp import KeyValueApp
 from chain.localnet import make_community
 from market.app import MarketApp
 from meter_agent.clock import SimClock
@@ -35,7 +37,13 @@ from meter_agent.receipts import verify_receipt
 from peerwatt.bus import BrokerConfig, MqttBus, topics
 from peerwatt.node import Node
 from peerwatt.procnet import free_port, wait_for
-from tests.support.community_broker import GeneratedBroker, genesis_toml, peerwatt, running_as_root
+from tests.support.community_broker import (
+    GeneratedBroker,
+    genesis_toml,
+    peerwatt,
+    revoke_by_vote,
+    running_as_root,
+)
 from tests.support.market_ledger import I1, PARAMS, T0, opening_orders
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
@@ -112,19 +120,24 @@ class Community:
         self.buses: list[MqttBus] = []
         self.broker: GeneratedBroker | None = None
         self.stdout = ""
+        self.certs_stdout = ""
 
     def node_specs(self) -> list[str]:
         nodes = ["seq=sequencer", f"val=validator:{self.val_key}", "obs=observer", "op=operator"]
         return [arg for spec in nodes for arg in ("--node", spec)]
 
-    def generate(self) -> None:
+    def generate(self, source: tuple[str, str] | None = None) -> None:
+        """Run `broker certs` and `broker config` from the genesis (or ``source``, e.g. ``("--data",
+        node_dir)``) and start the broker (first time only)."""
+        source = source or ("--genesis", str(self.genesis))
+        host = ["--host", "127.0.0.1"] if self.broker is None else []
         made = peerwatt(
-            "broker", "certs", "--out", str(self.certs), "--host", "127.0.0.1",
-            "--genesis", str(self.genesis), *self.node_specs(),
+            "broker", "certs", "--out", str(self.certs), *host, *source, *self.node_specs(),
         )  # fmt: skip
         assert made.returncode == 0, made.stderr
+        self.certs_stdout = made.stdout
         args = [
-            "broker", "config", "--genesis", str(self.genesis), "--out", str(self.out),
+            "broker", "config", *source, "--out", str(self.out),
             "--persistence", str(self.root / "persistence"), "--auth", self.auth,
             "--port", str(self.port), "--bind", "127.0.0.1", *self.node_specs(),
         ]  # fmt: skip
@@ -133,8 +146,9 @@ class Community:
         result = peerwatt(*args)
         assert result.returncode == 0, result.stderr
         self.stdout = result.stdout
-        self.broker = GeneratedBroker.from_output(self.out, self.port, result.stdout)
-        self.broker.start()
+        if self.broker is None:
+            self.broker = GeneratedBroker.from_output(self.out, self.port, result.stdout)
+            self.broker.start()
 
     def config(self, role: str, *, password: str | None = None, local: bool = False) -> BrokerConfig:
         user = self.names[role]
@@ -488,3 +502,88 @@ def test_a_household_verifies_its_receipts_with_what_it_may_read(make_broker) ->
     assert "trade" in kinds
     for node in nodes:
         node.ledger.close()
+
+
+def tls_answer(port: int, ca: Path, cert: Path, key: Path) -> str:
+    """Open TLS with a client certificate and send an MQTT 3.1.1 CONNECT: "CONNACK" if the broker
+    answers one, else the TLS error (with TLS 1.3 the server checks the client certificate after
+    the client's side of the handshake, so the refusal arrives on the first read)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(str(cert), str(key))
+    body = (4).to_bytes(2, "big") + b"MQTT" + bytes([4, 0b10]) + (30).to_bytes(2, "big")
+    body += (1).to_bytes(2, "big") + b"x"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                sock.sendall(bytes([0x10, len(body)]) + body)
+                answer = sock.recv(4)
+    except (ssl.SSLError, OSError) as exc:
+        return str(exc)
+    return "CONNACK" if answer[:1] == b"\x20" else f"answer {answer!r}"
+
+
+def test_a_revoked_meter_loses_its_account(make_broker, tmp_path: Path) -> None:
+    """The ledger revokes household m1 by vote. `broker certs --data` and `broker config --data`
+    (the sequencer's store) revoke its certificate in the CRL and drop its ACL block; after a reload
+    (SIGHUP) the broker refuses its certificate, and its open connection may neither publish nor
+    receive; m2 is unaffected. After a restart m1 is still refused."""
+    t = 1_764_000_000
+    c = make_community(validators=2, members=2, time=t - 3600)
+    k = make_broker("cert", c)
+    ca, clients = k.certs / "community-ca.crt", k.certs / "clients"
+    # the household keeps its certificate files whatever the community does
+    kept = tmp_path / "m1"
+    kept.mkdir()
+    for suffix in (".crt", ".key"):
+        shutil.copy2(clients / f"{k.m1}{suffix}", kept / f"m1{suffix}")
+    assert tls_answer(k.port, ca, kept / "m1.crt", kept / "m1.key") == "CONNACK"
+
+    inbox = Inbox()
+    changes: list[bool] = []
+    live = k.bus("m1", on_connection_change=changes.append)
+    live.subscribe("#", inbox)
+    seq = k.bus("seq")
+    for bus in (live, seq):
+        bus.start()
+        assert bus.wait_connected(WAIT_S), bus.last_error
+    time.sleep(0.5)
+    seq.publish(topics.receipts(k.community, k.m1), b"before")
+    wait_for(lambda: inbox.on(topics.receipts(k.community, k.m1)) == [b"before"], WAIT_S, "m1's receipt")
+
+    c.open_ledgers(k.root / "nodes", KeyValueApp)
+    revoke_by_vote(c, "revoke_meter", {"meter": k.m1}, t)
+    for ledger in c.ledgers:
+        ledger.close()
+    k.generate(("--data", str(k.root / "nodes" / "validator-0")))
+    assert f"revoked the certificate(s) of {k.m1}" in k.certs_stdout
+    assert f"left out 1 meter(s): {k.m1} (revoked at height 1)" in k.stdout
+    assert f"user {k.m1}" not in (k.out / "peerwatt.acl").read_text()
+    k.broker.reload()
+
+    def refused_m1() -> None:
+        before = k.broker.log().count("certificate verify failed")
+        answer = tls_answer(k.port, ca, kept / "m1.crt", kept / "m1.key")
+        assert answer != "CONNACK", answer  # Mosquitto closes the socket without an alert
+        wait_for(lambda: k.broker.log().count("certificate verify failed") > before, WAIT_S, "the log line")
+        assert tls_answer(k.port, ca, clients / f"{k.m2}.crt", clients / f"{k.m2}.key") == "CONNACK"
+
+    refused_m1()
+    # the connection m1 opened before the reload: no right is left to it
+    refusals = Refusals()
+    logging.getLogger("peerwatt.bus").addHandler(refusals)
+    try:
+        live.publish(topics.orders(k.community, k.m1), b"order after revocation")
+        wait_for(lambda: refusals.topics, WAIT_S, "the refusal of m1's order")
+    finally:
+        logging.getLogger("peerwatt.bus").removeHandler(refusals)
+    assert refusals.topics == [topics.orders(k.community, k.m1)]
+    seq.publish(topics.receipts(k.community, k.m1), b"after")
+    time.sleep(1.0)
+    assert inbox.on(topics.receipts(k.community, k.m1)) == [b"before"]
+
+    live.stop(flush_timeout_s=0)
+    k.broker.stop()
+    k.broker.start()
+    refused_m1()
+    log = k.broker.log()
+    assert not [line for line in log.splitlines() if "Warning" in line], log

@@ -91,6 +91,17 @@ class GeneratedBroker:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen within {READY_S} s: {self.log_path.read_text()}")
 
+    def reload(self) -> None:
+        """SIGHUP, as `systemctl reload mosquitto` sends; return once the broker logged the reload."""
+        assert self.process is not None
+        before = self.log().count("Reloading config.")
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + READY_S
+        while self.log().count("Reloading config.") == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not reload within {READY_S} s: {self.log()[-2000:]}")
+            time.sleep(0.05)
+
     def uid(self) -> int:
         """The real uid the broker process runs as now."""
         assert self.process is not None
@@ -117,3 +128,22 @@ class GeneratedBroker:
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+def revoke_by_vote(c: Any, action: str, args: dict[str, Any], t: int) -> None:
+    """Pass a governance change (e.g. ``revoke_meter``, ``remove_member``) on every ledger of a
+    LocalCommunity whose ledgers are open (``c.open_ledgers``): proposed and voted yes by all of
+    its electorate (validators or members) in one block at time ``t``."""
+    from chain.governance import VALIDATOR_ACTIONS
+
+    parties = c.validators if action in VALIDATOR_ACTIONS else c.members
+    proposal = parties[0].sign(
+        c.community, "propose", {"action": action, "args": args, "deadline": t + 3600}, created=t
+    )
+    votes = [
+        p.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+        for p in parties[1:]
+    ]
+    block = c.run_block([proposal, *votes], t)
+    outcomes = [r.get("outcome") for r in block.results if r.get("kind") == "gov"]
+    assert outcomes[-1] == "passed", block.results
