@@ -8,19 +8,66 @@ from typing import Any
 from dashboard.units import energy, price_short
 
 
-def explain(outcome: dict[str, Any], clearing: dict[str, Any] | None, subunit: str = "ct") -> str:
-    """One or two sentences a household understands, for one of its orders."""
+def after_settlement(selling: bool, filled: int, delivery: dict[str, Any] | None) -> str:
+    """What became of the energy, from the settlement once the interval is settled (never from
+    the cleared amounts: a seller may deliver less than it sold)."""
+    generic = (
+        "What your meter exports beyond what it delivers to neighbours goes to the grid at the "
+        "feed-in tariff."
+        if selling
+        else "What your meter imports beyond what neighbours deliver comes from the grid at the retail price."
+    )
+    if delivery is None:
+        return generic
+    metered = delivery.get("metered_wh")
+    if delivery.get("pending_wh"):
+        pending = energy(delivery["pending_wh"])
+        return f"{pending} cleared, not yet settled against the meter readings. {generic}"
+    if delivery.get("unsettled_wh"):
+        return (
+            "The matched trades stayed unsettled (a meter reading is missing or inconsistent): no money "
+            f"moved for them. {generic}"
+        )
+    if metered is None:
+        return f"No usable reading of your meter for this interval yet. {generic}"
+    settled = delivery.get("settled_wh") or 0
+    grid = max(0, metered - settled)
+    verb = "exported" if selling else "imported"
+    out = ""
+    if filled:
+        out = f"Matched {energy(filled)}, delivered {energy(settled)}, paid for {energy(settled)}"
+        if settled < filled and metered < filled:
+            out += f": your meter {verb} {energy(metered)} in this interval"
+        elif settled < filled:
+            other = "buyer" if selling else "seller"
+            out += f": the {other}'s meter measured less than it traded (shared pro rata)"
+        out += ". "
+    where = "went to the grid at the feed-in tariff" if selling else "came from the grid at the retail price"
+    if grid == 0:
+        if selling:
+            return out + "None of your export went to the grid."
+        return out + "None of your import came from the grid."
+    which = "The other" if filled else "All"
+    return out + f"{which} {energy(grid)} your meter {verb} {where}."
+
+
+def explain(
+    outcome: dict[str, Any],
+    clearing: dict[str, Any] | None,
+    subunit: str = "ct",
+    delivery: dict[str, Any] | None = None,
+) -> str:
+    """One or two sentences a household understands, for one of its orders. ``delivery`` (the
+    settlement of the meter's trades of the interval on the order's side: ``settled_wh``,
+    ``pending_wh``, ``unsettled_wh``, and the metered export or import ``metered_wh``) says what
+    became of the energy; without it only what the order book decided is explained."""
     side = outcome["side"]
     wanted, filled, limit = outcome["energy_wh"], outcome["filled_wh"], outcome["limit_price"]
-    rest = wanted - filled
     selling = side == "sell"
-    rest_goes = (
-        f"The remaining {energy(rest)} went to the grid at the feed-in tariff."
-        if selling
-        else f"The remaining {energy(rest)} came from the grid at the retail price."
-    )
+    rest_goes = after_settlement(selling, filled, delivery)
     if filled >= wanted:
-        return f"Fully matched: {energy(filled)} {'sold to' if selling else 'bought from'} neighbours."
+        to = "sold to" if selling else "bought from"
+        return f"Fully matched: {energy(filled)} {to} neighbours. {rest_goes}"
     if clearing is None:
         return "This interval has not been cleared yet."
     others = clearing["bids"] if selling else clearing["asks"]

@@ -223,12 +223,16 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
 
 def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, Any]:
     """Per bucket (15-minute intervals of a day, days of a month, months of a year): metered
-    import/export and energy sold/bought (settled, else as cleared while provisional).
+    import/export, energy sold/bought as settled (``sold_wh``, ``bought_wh``: what the money table
+    counts) and, apart, as cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``).
 
     Summed in SQLite, one index range scan per bucket (a year of a household is ~35,000
     readings and as many trade rows)."""
     n = len(buckets)
-    series = {k: [0] * n for k in ("import_wh", "export_wh", "sold_wh", "bought_wh")}
+    series = {
+        k: [0] * n
+        for k in ("import_wh", "export_wh", "sold_wh", "bought_wh", "sold_pending_wh", "bought_pending_wh")
+    }
     missing = [0] * n
     if not buckets:
         return {"labels": [], "starts": [], **series, "missing_intervals": missing}
@@ -243,14 +247,17 @@ def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, 
         series["import_wh"][i] = d_import
         series["export_wh"][i] = d_export
         missing[i] = gaps
-    for i, side, wh in conn.execute(
+    for i, side, settled, pending in conn.execute(
         f"WITH b(i, s, e) AS (VALUES {values}) SELECT b.i, s.side,"
-        " sum(CASE WHEN s.status = 'cleared' THEN s.energy_wh ELSE coalesce(s.settled_wh, 0) END)"
+        " sum(CASE WHEN s.status = 'settled' THEN coalesce(s.settled_wh, 0) ELSE 0 END),"
+        " sum(CASE WHEN s.status = 'cleared' THEN s.energy_wh ELSE 0 END)"
         " FROM b JOIN trade_sides s ON s.meter = ? AND s.interval >= b.s AND s.interval < b.e"
         " GROUP BY b.i, s.side",
         (*bounds, meter),
     ):
-        series["sold_wh" if side == "sell" else "bought_wh"][i] = wh
+        name = "sold" if side == "sell" else "bought"
+        series[f"{name}_wh"][i] = settled
+        series[f"{name}_pending_wh"][i] = pending
     return {
         "labels": [b[2] for b in buckets],
         "starts": [b[0] for b in buckets],
@@ -297,6 +304,7 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
                 "bid_wh": bid_wh,
             }
         )
+        delivery = _delivery(conn, meter, interval, side)
         out.append(
             {
                 "interval": interval,
@@ -304,7 +312,33 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
                 "order": order_id,
                 "height": height,
                 "clearing_price_per_kwh": price,
-                "explanation": explain(outcome, clearing, subunit),
+                "delivered_wh": delivery["settled_wh"],
+                "pending_wh": delivery["pending_wh"],
+                "unsettled_wh": delivery["unsettled_wh"],
+                "metered_wh": delivery["metered_wh"],
+                "explanation": explain(outcome, clearing, subunit, delivery),
             }
         )
     return out
+
+
+def _delivery(conn, meter: str, interval: int, side: str) -> dict[str, Any]:
+    """The settlement of the meter's trades of an interval on one side, and what its meter
+    measured in that direction (export for sell, import for buy; None without a usable reading)."""
+    out = {"settled_wh": 0, "pending_wh": 0, "unsettled_wh": 0}
+    for status, settled, cleared in conn.execute(
+        "SELECT status, sum(coalesce(settled_wh, 0)), sum(energy_wh) FROM trade_sides"
+        " WHERE meter = ? AND interval = ? AND side = ? GROUP BY status",
+        (meter, interval, side),
+    ):
+        if status == "settled":
+            out["settled_wh"] = settled
+        elif status == "unsettled":
+            out["unsettled_wh"] = cleared
+        else:
+            out["pending_wh"] = cleared
+    column = "d_export_wh" if side == "sell" else "d_import_wh"
+    row = conn.execute(
+        f"SELECT {column} FROM readings WHERE meter = ? AND interval = ?", (meter, interval)
+    ).fetchone()
+    return {**out, "metered_wh": None if row is None else row[0]}

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 TABLES = (
     "meta",
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS trades (
     energy_wh INTEGER NOT NULL, price INTEGER NOT NULL, value INTEGER NOT NULL,
     grid_fee INTEGER NOT NULL, levies INTEGER NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'cleared', settled_wh INTEGER, s_value INTEGER, s_grid_fee INTEGER,
-    s_levies INTEGER, flag TEXT, settle_height INTEGER, settle_idx INTEGER,
+    s_levies INTEGER, flag TEXT, flagged_meter TEXT, settle_height INTEGER, settle_idx INTEGER,
     adjusted INTEGER NOT NULL DEFAULT 0, UNIQUE (interval, trade_key));
 CREATE INDEX IF NOT EXISTS trades_interval ON trades(interval, id);
 CREATE INDEX IF NOT EXISTS trades_energy ON trades(energy_wh, id);

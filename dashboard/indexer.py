@@ -316,7 +316,8 @@ class Indexer:
     def _settlements(self, rows) -> int:
         self.db.writer.executemany(
             "UPDATE trades SET status = ?, settled_wh = ?, s_value = ?, s_grid_fee = ?, s_levies = ?,"
-            " flag = ?, settle_height = ?, settle_idx = ? WHERE interval = ? AND trade_key = ?",
+            " flag = ?, flagged_meter = ?, settle_height = ?, settle_idx = ?"
+            " WHERE interval = ? AND trade_key = ?",
             [
                 (
                     r.get("status", "settled"),
@@ -325,6 +326,7 @@ class Indexer:
                     r.get("grid_fee", 0),
                     r.get("levies", 0),
                     r.get("flag"),
+                    r.get("flagged_meter"),
                     h,
                     i,
                     r["interval"],
@@ -395,7 +397,9 @@ class Indexer:
                 "UPDATE trades SET settled_wh = ?, s_value = coalesce(s_value, 0) + ?,"
                 " s_grid_fee = coalesce(s_grid_fee, 0) + ?, s_levies = coalesce(s_levies, 0) + ?,"
                 " status = coalesce(?, status), flag = CASE WHEN ? = 'settled' THEN NULL ELSE"
-                " coalesce(?, flag) END, adjusted = adjusted + 1 WHERE id = ?",
+                " coalesce(?, flag) END,"
+                " flagged_meter = CASE WHEN ? = 'settled' THEN NULL ELSE flagged_meter END,"
+                " adjusted = adjusted + 1 WHERE id = ?",
                 (
                     settled_wh,
                     r.get("delta_value", 0),
@@ -404,6 +408,7 @@ class Indexer:
                     status,
                     status,
                     r.get("flag"),
+                    status,
                     found[0],
                 ),
             )

@@ -36,7 +36,7 @@ CSV_CHUNK = 50_000
 TRADE_COLUMNS = (
     "t.id, t.interval, t.trade_key, t.seller, t.buyer, t.energy_wh, t.price, t.value, t.grid_fee,"
     " t.levies, t.height, t.idx, t.status, t.settled_wh, t.s_value, t.s_grid_fee, t.s_levies, t.flag,"
-    " t.settle_height, t.adjusted"
+    " t.flagged_meter, t.settle_height, t.adjusted"
 )
 
 
@@ -221,13 +221,45 @@ def _party(conn, meter: str, interval: int, side: str) -> tuple[int, int | None]
     return traded, (row[0] if row else None)
 
 
+# why a trade stayed unsettled (market.settlement's flags), naming whose meter
+FLAG_WORDS = {
+    "missing_reading": "a meter reading is missing from {whose}",
+    "meter_replaced": "{whose} was replaced (its readings carry another serial)",
+    "serial_not_enrolled": "{whose} sent readings with a serial that is not the enrolled one",
+    "counter_backwards": "a counter of {whose} went backwards",
+    "implausible_jump": "{whose} reported more energy than its enrolled capacity allows",
+}
+
+
+def unsettled_note(row: dict[str, Any]) -> str:
+    """Why a trade stayed unsettled and whose meter was flagged, from the viewer's side."""
+    flagged, side = row.get("flagged_meter"), row.get("side")
+    if flagged is None:
+        whose = "a meter of this trade"
+    elif (side == "sell" and flagged == row["seller"]) or (side == "buy" and flagged == row["buyer"]):
+        whose = "your meter"
+    elif flagged == row["seller"]:
+        whose = f"the seller's meter ({row['seller_name']})"
+    else:
+        whose = f"the buyer's meter ({row['buyer_name']})"
+    flag = row.get("flag") or "missing_reading"
+    reason = FLAG_WORDS.get(flag, f"{flag} on {{whose}}").format(whose=whose)
+    return (
+        f"unsettled: {reason}: no money moved; the energy counts as normal grid supply or feed-in "
+        "until a late or corrected reading settles it."
+    )
+
+
 def delivery_note(conn, row: dict[str, Any]) -> str | None:
     """For a settled trade that delivered less than it cleared, in plain words and from the
-    viewer's side: "sold 34 Wh, delivered 20 Wh, paid for 20 Wh: your meter exported only ...".
+    viewer's side: "sold 34 Wh, delivered 20 Wh, paid for 20 Wh: your meter exported only ...";
+    for an unsettled one, why and whose meter was flagged (``unsettled_note``).
 
     Settlement (docs/market.md, Shortfalls): a seller's settled total is min(sold, exported), a
     buyer's min(bought, imported), each shared pro rata over the party's trades of the interval;
     the trade settles the smaller of its two shares. None for other trades."""
+    if row["status"] == "unsettled":
+        return unsettled_note(row)
     if row["status"] != "settled" or row["settled_wh"] is None or row["settled_wh"] >= row["energy_wh"]:
         return None
     side = row.get("side")
@@ -293,6 +325,7 @@ def _row(r: tuple, directory: Directory) -> dict[str, Any]:
         s_grid_fee,
         s_levies,
         flag,
+        flagged_meter,
         settle_height,
         adjusted,
         side,
@@ -316,6 +349,7 @@ def _row(r: tuple, directory: Directory) -> dict[str, Any]:
         "settled_grid_fee": s_grid_fee,
         "settled_levies": s_levies,
         "flag": flag,
+        "flagged_meter": flagged_meter,
         "height": height,
         "result_index": idx,
         "settle_height": settle_height,
@@ -349,14 +383,16 @@ CSV_COLUMNS = [
     "settled_grid_fee_micro",
     "settled_levies_micro",
     "flag",
+    "flagged_meter",
     "block_height",
     "settlement_height",
+    "delivery_note",
 ]
 _CSV_SQL_COLUMNS = (
     "t.interval, t.trade_key, t.seller AS seller_meter, t.buyer AS buyer_meter, t.energy_wh,"
     " t.price AS price_per_kwh_micro, t.value AS value_micro, t.grid_fee AS grid_fee_micro,"
     " t.levies AS levies_micro, t.status, t.settled_wh, t.s_value AS settled_value_micro,"
-    " t.s_grid_fee AS settled_grid_fee_micro, t.s_levies AS settled_levies_micro, t.flag,"
+    " t.s_grid_fee AS settled_grid_fee_micro, t.s_levies AS settled_levies_micro, t.flag, t.flagged_meter,"
     " t.height AS block_height, t.settle_height AS settlement_height"
 )
 
@@ -380,13 +416,13 @@ def csv_chunks(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory, interva
     for frame in pd.read_sql_query(
         sql, conn, params=args, chunksize=CSV_CHUNK, dtype_backend="numpy_nullable"
     ):
-        yield _csv(frame, tz, interval_s, directory, header)
+        yield _csv(conn, frame, tz, interval_s, directory, header)
         header = False
     if header:
         yield ",".join(CSV_COLUMNS) + "\n"
 
 
-def _csv(frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Directory, header: bool) -> str:
+def _csv(conn, frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Directory, header: bool) -> str:
     # Many trades share an interval: format each distinct interval once.
     codes, intervals = pd.factorize(frame["interval"].astype("int64"))
     starts = [datetime.fromtimestamp(int(i), tz) for i in intervals]
@@ -401,6 +437,29 @@ def _csv(frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Director
     frame["seller"] = frame["seller_meter"].map(labels)
     frame["buyer"] = frame["buyer_meter"].map(labels)
     frame["flag"] = frame["flag"].fillna("")
+    # the trade rows' delivery note, for the rows that have one (under-delivered or unsettled)
+    notes = [""] * len(frame)
+    noted = (frame["status"] == "unsettled") | (
+        (frame["status"] == "settled") & (frame["settled_wh"].fillna(0) < frame["energy_wh"])
+    )
+    for pos in np.flatnonzero(noted.fillna(False).to_numpy(dtype=bool)):
+        r = frame.iloc[pos]
+        row = {
+            "status": r["status"],
+            "side": r["side"] or None,
+            "seller": r["seller_meter"],
+            "buyer": r["buyer_meter"],
+            "seller_name": r["seller"],
+            "buyer_name": r["buyer"],
+            "interval": int(r["interval"]),
+            "energy_wh": int(r["energy_wh"]),
+            "settled_wh": None if pd.isna(r["settled_wh"]) else int(r["settled_wh"]),
+            "flag": r["flag"] or None,
+            "flagged_meter": None if pd.isna(r["flagged_meter"]) else r["flagged_meter"],
+        }
+        notes[pos] = delivery_note(conn, row) or ""
+    frame["delivery_note"] = notes
+    frame["flagged_meter"] = frame["flagged_meter"].fillna("")
     out = io.StringIO()
     frame[CSV_COLUMNS].to_csv(out, index=False, header=header, lineterminator="\n")
     return out.getvalue()

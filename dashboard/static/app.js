@@ -124,10 +124,14 @@
       data: {
         labels: h.labels,
         datasets: [
-          { label: "From the grid", data: kwh(fromGrid), backgroundColor: css("--grid"), stack: "e" },
-          { label: "From neighbours", data: kwh(h.bought_wh), backgroundColor: css("--home"), stack: "e" },
-          { label: "To neighbours", data: kwh(h.sold_wh.map((v) => -v)), backgroundColor: css("--neighbours"), stack: "e" },
-          { label: "To the grid", data: kwh(toGrid), backgroundColor: css("--sun"), stack: "e" },
+          { label: "From the grid (as settled so far)", data: kwh(fromGrid), backgroundColor: css("--grid"), stack: "e" },
+          { label: "From neighbours, settled", data: kwh(h.bought_wh), backgroundColor: css("--home"), stack: "e" },
+          { label: "To neighbours, settled", data: kwh(h.sold_wh.map((v) => -v)), backgroundColor: css("--neighbours"), stack: "e" },
+          { label: "To the grid (as settled so far)", data: kwh(toGrid), backgroundColor: css("--sun"), stack: "e" },
+          { label: "Bought, cleared, not yet settled", data: kwh(h.bought_pending_wh), backgroundColor: css("--home"),
+            borderColor: css("--home"), borderWidth: 1, stack: "p" },
+          { label: "Sold, cleared, not yet settled", data: kwh(h.sold_pending_wh.map((v) => -v)),
+            backgroundColor: css("--line"), borderColor: css("--neighbours"), borderWidth: 1, stack: "p" },
         ],
       },
       options: {

@@ -313,3 +313,71 @@ def build_book(base_dir: Path) -> BookLedger:
         intervals=intervals,
         orders=orders,
     )
+
+
+@dataclass
+class UnsettledLedger:
+    """Two households and one trade that stays unsettled: the seller's end reading never comes."""
+
+    data_dir: Path
+    seller: str
+    buyer: str
+    interval: int
+
+
+def build_unsettled(base_dir: Path) -> UnsettledLedger:
+    c = make_community(
+        community="quiet-lane",
+        time=START - 3600,
+        validators=3,
+        members=2,
+        app="market",
+        app_params=APP_PARAMS,
+        capacity_w=10_000,
+    )
+    doc = c.genesis.doc
+    doc["community"]["timezone"] = TZ
+    for member, name in zip(c.members, ("Seller Sun", "Buyer Moon"), strict=True):
+        doc["members"][member.id]["name"] = name
+    c.genesis = Genesis(doc)
+    serials = {kid: meter["serial"] for kid, meter in doc["meters"].items()}
+    ledger = Ledger.create(Path(base_dir) / "validator-0", c.genesis, MarketApp())
+    seller, buyer = c.meters
+    interval = START + 4 * INTERVAL_S
+
+    def reading(m: Party, at: int, imp: int, exp: int):
+        body = {"interval": at, "import_wh": imp, "export_wh": exp, "serial": serials[m.id], "profile": "sim"}
+        return m.sign(c.community, "reading", body, created=t)
+
+    t = interval - 2 * INTERVAL_S
+    orders = [
+        seller.sign(
+            c.community,
+            "order",
+            {"side": "sell", "interval": interval, "energy_wh": 300, "limit_price": 100_000},
+            created=t,
+        ),
+        buyer.sign(
+            c.community,
+            "order",
+            {"side": "buy", "interval": interval, "energy_wh": 200, "limit_price": 200_000},
+            created=t,
+        ),
+    ]
+    _run_block(ledger, c, orders, t)
+    t = interval - GATE_S  # gate closure: the interval clears
+    _run_block(
+        ledger,
+        c,
+        [
+            reading(seller, interval - INTERVAL_S, 1000, 5000),
+            reading(buyer, interval - INTERVAL_S, 7000, 100),
+        ],
+        t,
+    )
+    t = interval + INTERVAL_S - GATE_S
+    _run_block(ledger, c, [reading(buyer, interval, 7250, 100)], t)  # the seller's never comes
+    for k in range(2, 6):  # past the settlement deadline (settle_after_intervals = 2)
+        t = interval + k * INTERVAL_S
+        _run_block(ledger, c, [], t)
+    return UnsettledLedger(Path(base_dir) / "validator-0", seller.id, buyer.id, interval)

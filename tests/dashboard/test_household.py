@@ -140,7 +140,10 @@ def test_explanations_cover_each_case():
     assert explain(ask, dict(uniform, price=None)).startswith("No buyer bid as much as your ask of 14.0 ct")
     partial = dict(ask, limit_price=110_000, filled_wh=200)
     assert "Neighbours wanted less than was offered" in explain(partial, uniform)
-    assert "remaining 300 Wh went to the grid" in explain(partial, uniform)
+    # without the settlement it says only what the book decided, never "the remaining N Wh went
+    # to the grid" from cleared amounts (issue 17 item 2)
+    assert "beyond what it delivers to neighbours goes to the grid" in explain(partial, uniform)
+    assert "remaining" not in explain(partial, uniform)
     bid = {"side": "buy", "energy_wh": 300, "limit_price": 110_000, "filled_wh": 0}
     assert explain(bid, uniform).startswith("Your bid of 11.0 ct was below the clearing price of 12.5 ct.")
     assert explain(dict(bid, filled_wh=300), uniform).startswith("Fully matched")
