@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import BrokerConfig
-from peerwatt.config import broker_config, read_toml, take
+from peerwatt.config import broker_config, read_password_file, read_toml, take
 from peerwatt.errors import UserError
 
 # [meter] source: a Modbus meter (profile), a DSMR P1 port, a German meter's SML optical port,
-# a Shelly Pro 3EM's HTTP RPC API
-METER_SOURCES = ("modbus", "p1", "sml", "shelly-http")
+# a Shelly Pro 3EM's HTTP RPC API, values on the household's own MQTT broker
+METER_SOURCES = ("modbus", "p1", "sml", "shelly-http", "mqtt")
 # the profile name a source's readings carry
-SOURCE_PROFILES = {"p1": "p1-dsmr5", "sml": "sml", "shelly-http": "shelly-pro-3em-http"}
+SOURCE_PROFILES = {"p1": "p1-dsmr5", "sml": "sml", "shelly-http": "shelly-pro-3em-http", "mqtt": "mqtt"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class MeterConfig:
     serial: str | None  # the enrolled serial, used when the meter does not report one
     profile_dirs: tuple[str, ...]
     source: str = "modbus"
+    mqtt: Any = None  # for source = "mqtt": a meter_agent.mqtt_source.MqttSourceConfig
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,53 @@ class AgentConfig:
     homeassistant: bool
     homeassistant_prefix: str
     metrics_port: int | None
+
+
+MQTT_QUANTITY_KEYS = {"import": "import_wh", "export": "export_wh", "power": "power_w"}
+
+
+def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
+    """[meter] with source = "mqtt": broker, serial, stale_polls, username/password_file and one
+    table per quantity: import/export/power = { topic, path, unit[, invert] }."""
+    from meter_agent.mqtt_source import MqttQuantity, MqttSourceConfig
+
+    url = urlsplit(take(m, "broker", str, mw))
+    if url.scheme != "mqtt" or not url.hostname or url.password is not None:
+        raise UserError(
+            f'{mw}: broker must be "mqtt://host[:port]" (the household\'s own broker; a password goes in '
+            "password_file)"
+        )
+    try:
+        port = url.port or 1883
+    except ValueError:
+        raise UserError(f"{mw}: broker has a bad port") from None
+    quantities = {}
+    for key, name in MQTT_QUANTITY_KEYS.items():
+        table = take(m, key, dict, mw)
+        qw = f"{mw} {key}"
+        unknown = set(table) - {"topic", "path", "unit", "invert"}
+        if unknown:
+            raise UserError(f"{qw}: unknown key(s) {', '.join(sorted(unknown))}")
+        quantities[name] = MqttQuantity(
+            topic=take(table, "topic", str, qw),
+            path=take(table, "path", str, qw, ""),
+            unit=take(table, "unit", str, qw),
+            invert=take(table, "invert", bool, qw, False),
+        )
+    password_file = take(m, "password_file", str, mw, None)
+    try:
+        return MqttSourceConfig(
+            host=url.hostname,
+            port=port,
+            quantities=quantities,
+            serial=take(m, "serial", str, mw),
+            stale_polls=take(m, "stale_polls", int, mw, 12),
+            username=take(m, "username", str, mw, None) or url.username,
+            password=None if password_file is None else read_password_file(base / password_file),
+            client_id=take(m, "client_id", str, mw, None),
+        )
+    except ValueError as exc:
+        raise UserError(f"{mw}: {exc}") from None
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -86,7 +136,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise UserError(
             f'{mw}: source = "shelly-http" needs host (the Shelly\'s address) and no serial_device'
         )
-    if (host is None) == (serial_device is None):
+    if source == "mqtt" and (host is not None or serial_device is not None):
+        raise UserError(f'{mw}: source = "mqtt" reads broker = "mqtt://host:port", not host or serial_device')
+    if source != "mqtt" and (host is None) == (serial_device is None):
         what = {"p1": "a P1 dongle's TCP address", "sml": "an IR-head bridge's TCP address"}.get(
             source, "Modbus TCP"
         )
@@ -104,6 +156,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         close_between_polls=take(m, "close_between_polls", bool, mw, False),
         serial=take(m, "serial", str, mw, None),
         profile_dirs=tuple(str(base / d) for d in take(m, "profile_dirs", list, mw, [])),
+        mqtt=_mqtt_meter(m, mw, base) if source == "mqtt" else None,
     )
     if meter.poll_s <= 0:
         raise UserError(f"{mw}: poll_s must be positive")

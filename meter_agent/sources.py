@@ -1,5 +1,6 @@
 """Open the reader for an agent's [meter] table: a Modbus meter with its profile, a P1 port, or
-a German meter's SML optical port, or a Shelly Pro 3EM's HTTP RPC API.
+a German meter's SML optical port, a Shelly Pro 3EM's HTTP RPC API, or values on the household's
+own MQTT broker.
 
 ``open_reader(meter_config, clock)`` returns an object with ``read() -> MeterSample`` and
 ``close()``, and the profile name the agent puts in its readings. Every source raises the same
@@ -19,6 +20,11 @@ P1_DEFAULT_PORT = 23  # many P1 Wi-Fi dongles serve the raw telegrams on port 23
 
 def open_reader(meter: MeterConfig, clock: Callable[[], float] = time.time) -> tuple[Any, str]:
     """(reader, profile name) for ``meter``; raises ``ProfileError`` for an unknown profile."""
+    if meter.source == "mqtt":
+        from meter_agent.mqtt_source import PROFILE_NAME as MQTT_PROFILE
+        from meter_agent.mqtt_source import MqttSource
+
+        return MqttSource(meter.mqtt, timeout_s=max(meter.timeout_s, 2.0), clock=clock), MQTT_PROFILE
     if meter.source == "shelly-http":
         from meter_agent.shelly_http import DEFAULT_PORT, ShellyHttpReader
         from meter_agent.shelly_http import PROFILE_NAME as SHELLY_PROFILE

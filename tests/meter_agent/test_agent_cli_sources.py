@@ -78,3 +78,18 @@ def test_agent_reads_a_shelly_pro_3em_over_http(tmp_path, mosquitto):
         run_agent_until_meter_ok(
             tmp_path, mosquitto, f'source = "shelly-http"\nhost = "127.0.0.1"\nport = {sim.port}\n'
         )
+
+
+def test_agent_reads_a_meter_from_mqtt_topics(tmp_path, mosquitto):
+    from meter_agent.mqtt_simulator import TasmotaPublisher
+
+    topic = "tele/tasmota_sml/SENSOR"
+    with TasmotaPublisher(Household(seed=5), mosquitto.host, mosquitto.port, interval_s=0.2):
+        run_agent_until_meter_ok(
+            tmp_path,
+            mosquitto,
+            f'source = "mqtt"\nbroker = "{mosquitto.url}"\nserial = "SN1"\n'
+            f'import = {{ topic = "{topic}", path = "SML.Total_in", unit = "kWh" }}\n'
+            f'export = {{ topic = "{topic}", path = "SML.Total_out", unit = "kWh" }}\n'
+            f'power = {{ topic = "{topic}", path = "SML.Power_curr", unit = "W" }}\n',
+        )

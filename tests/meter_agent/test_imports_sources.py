@@ -41,3 +41,13 @@ def test_shelly_http_modules_stay_light():
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
+
+
+def test_mqtt_source_loads_paho_only_when_reading():
+    loaded = _loaded(
+        "import json, sys\n"
+        "import meter_agent.mqtt_source, meter_agent.mqtt_simulator\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    assert "paho" not in loaded
+    assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
