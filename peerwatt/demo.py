@@ -1,18 +1,22 @@
 """The one-command demo: a live community on this machine, with the same code as a real install.
 
-An embedded MQTT broker (or a given one), N simulated households — each a Modbus TCP meter
-simulator on a loopback port with its own PV size and load, read by its own real agent with its
-own key — one sequencer and three validators with their own keys and stores, and (unless headless)
-the dashboard. Everything shares one accelerated clock (``speed`` simulated seconds per real
-second) that starts on a sunny June morning, so offers, trades and settlements come at once.
+An embedded MQTT broker (or a given one, or with ``mosquitto=True`` a real Mosquitto run from the
+community's generated per-account config and certificates: ``DemoMosquitto``), N simulated
+households — each a Modbus TCP meter simulator on a loopback port with its own PV size and load,
+read by its own real agent with its own key — one sequencer and three validators with their own
+keys and stores, and (unless headless) the dashboard. Everything shares one accelerated clock
+(``speed`` simulated seconds per real second) that starts on a sunny June morning, so offers,
+trades and settlements come at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -71,6 +75,7 @@ class DemoOptions:
     headless: bool = False
     data: Path | None = None
     broker: str | None = None
+    mosquitto: bool = False  # a real Mosquitto with one certificate account per node and meter
     port: int = 8050
     seed: int = 1
     start: int = DEFAULT_START
@@ -139,6 +144,121 @@ def check_port_free(port: int, what: str) -> None:
             ) from None
 
 
+MOSQUITTO_BINARY = "/usr/sbin/mosquitto"  # Debian's
+MOSQUITTO_READY_S = 10.0
+
+
+class DemoMosquitto:
+    """The community's broker as production runs it, on a free loopback port, for the demo.
+
+    ``peerwatt broker certs`` and ``peerwatt broker config`` (their functions) write a community CA,
+    a broker certificate for 127.0.0.1, one client certificate per account, the CRL, the ACL (one
+    block per node and meter, docs/privacy.md) and a cert-mode mosquitto.conf into ``folder``; the
+    demo adds only where Mosquitto logs, and ``user root`` when run as root (the demo's folder is
+    private to its user, unlike /etc/mosquitto). ``config_for(account)`` is that account's
+    BrokerConfig (TLS with its own certificate); the broker names each client by its account.
+    """
+
+    def __init__(self, folder: Path, community: str, accounts: list) -> None:
+        self.folder = folder
+        self.community = community
+        self.accounts = accounts
+        self.certs = folder / "certs"
+        self.log_path = folder / "mosquitto.log"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("mosquitto") or (MOSQUITTO_BINARY if os.path.exists(MOSQUITTO_BINARY) else None)
+        if found is None:
+            raise UserError(
+                "--mosquitto needs Mosquitto (Debian: apt install mosquitto); "
+                "without --mosquitto the demo runs its embedded broker"
+            )
+        return found
+
+    def write(self) -> None:
+        from peerwatt.commands.broker import make_certs, write_config
+
+        make_certs(self.certs, community=self.community, hosts=("127.0.0.1",), accounts=self.accounts)
+        persistence = self.folder / "persistence"
+        persistence.mkdir(parents=True, exist_ok=True)
+        result = write_config(
+            self.folder,
+            self.community,
+            self.accounts,
+            certs_dir=self.certs,
+            persistence_dir=persistence,
+            auth="cert",
+            port=self.port,
+            bind="127.0.0.1",
+        )
+        demo_lines = [
+            "",
+            "# demo only (peerwatt demo --mosquitto): log to a file in the demo's folder",
+            f"log_dest file {self.log_path}",
+            "connection_messages true",
+        ]
+        if os.geteuid() == 0:
+            # the demo's folder is private to root (Mosquitto would drop to 'mosquitto'); loopback only
+            demo_lines.append("user root")
+        with open(result.conf, "a") as conf:
+            conf.write("\n".join(demo_lines) + "\n")
+        self.conf = result.conf
+
+    def start(self) -> None:
+        binary = self.binary()
+        self.write()
+        with open(self.folder / "mosquitto.stderr", "wb") as stderr:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(self.conf)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        deadline = time.monotonic() + MOSQUITTO_READY_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise UserError(f"Mosquitto stopped at start: {self._last_error()}")
+            # its log says when it listens (a probe connection would log a failed TLS handshake)
+            if self.log_path.exists() and " running" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise UserError(f"Mosquitto did not listen on 127.0.0.1:{self.port} within {MOSQUITTO_READY_S:g} s")
+
+    def _last_error(self) -> str:
+        lines = []
+        for path in (self.folder / "mosquitto.stderr", self.log_path):
+            if path.exists():
+                lines += [x for x in path.read_text(errors="replace").splitlines() if "rror" in x]
+        return lines[0].split(": ", 1)[-1] if lines else f"see {self.log_path}"
+
+    def config_for(self, account: str) -> BrokerConfig:
+        clients = self.certs / "clients"
+        return BrokerConfig(
+            host="127.0.0.1",
+            port=self.port,
+            tls=True,
+            ca_file=str(self.certs / "community-ca.crt"),
+            cert_file=str(clients / f"{account}.crt"),
+            key_file=str(clients / f"{account}.key"),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(MOSQUITTO_READY_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(MOSQUITTO_READY_S)
+
+
 class Demo:
     """Builds, runs and stops the demo community (see module docstring)."""
 
@@ -152,6 +272,7 @@ class Demo:
         self.apis: list[NodeHttpApi] = []
         self.homes: list[Home] = []
         self.broker: EmbeddedBroker | None = None
+        self.mosquitto: DemoMosquitto | None = None
         self.dashboard_server: Any = None
         self.logins: list[tuple[str, str, str]] = []
         self.temporary = options.data is None
@@ -173,6 +294,15 @@ class Demo:
         self.data.mkdir(parents=True, exist_ok=True)
 
     def _broker_config(self) -> tuple[BrokerConfig, str]:
+        if self.o.mosquitto:
+            from peerwatt.broker_access import community_accounts
+
+            self.mosquitto = DemoMosquitto(
+                self.data / "broker", COMMUNITY, community_accounts(self.genesis.doc)
+            )
+            self.mosquitto.start()
+            sequencer = self.genesis.doc["chain"]["sequencer"]
+            return self.mosquitto.config_for(f"node-{sequencer}"), "5"
         if self.o.broker:
             try:
                 return BrokerConfig.from_url(self.o.broker), "auto"
@@ -183,6 +313,8 @@ class Demo:
         return BrokerConfig(host="127.0.0.1", port=self.broker.port), EmbeddedBroker.protocol
 
     def setup(self) -> None:
+        if self.o.mosquitto and self.o.broker:
+            raise UserError("--mosquitto starts its own broker: drop --broker (or --mosquitto)")
         self._prepare_data_dir()
         if not self.o.headless:
             check_port_free(self.o.port, "dashboard")
@@ -253,7 +385,8 @@ class Demo:
             Ledger.create(node_dir, genesis, MarketApp()).close()
             ledger = Ledger.open(node_dir, MarketApp())
             # client ids are the broker accounts `peerwatt broker config` makes (docs/privacy.md)
-            bus = MqttBus(broker_cfg, f"node-{key_id(key.public_key())}", protocol=protocol)
+            account = f"node-{key_id(key.public_key())}"
+            bus = MqttBus(self._account_config(account), account, protocol=protocol)
             peers = tuple(f"http://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
             mempool = Mempool(node_dir / "mempool.sqlite") if role == "sequencer" else None
             # a block at least every 2 simulated minutes (and at most 5 per real second)
@@ -297,7 +430,7 @@ class Demo:
                 min_order_wh=20,
             )
             bus = MqttBus(
-                broker_cfg,
+                self._account_config(key_id(home.key.public_key())),
                 key_id(home.key.public_key()),  # a meter's account is its meter id
                 protocol=protocol,
                 will=(Topics.status(COMMUNITY, key_id(home.key.public_key())), b"offline", True),
@@ -315,6 +448,11 @@ class Demo:
             )
         if not self.o.headless:
             self._setup_dashboard()
+
+    def _account_config(self, account: str) -> BrokerConfig:
+        """The broker settings of one account: its own certificate on the demo's Mosquitto, else
+        the one broker config every process shares."""
+        return self.mosquitto.config_for(account) if self.mosquitto is not None else self.broker_cfg
 
     def _setup_dashboard(self) -> None:
         from peerwatt.dashboard_server import make_dashboard
@@ -398,6 +536,8 @@ class Demo:
             node.ledger.close()
         if self.broker is not None:
             self.broker.stop()
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
 
     def verify(self) -> list[str]:
         """Verify every node's store; return one line per node."""

@@ -32,12 +32,22 @@ def _price(micro_per_kwh: int | None) -> str:
 )
 @click.option("--headless", is_flag=True, help="No dashboard.")
 @click.option("--data", type=click.Path(path_type=Path), help="Keep the stores here (an empty folder).")
-@click.option("--broker", help="Use this MQTT broker (mqtt://host:port) instead of the embedded one.")
+@click.option(
+    "--broker",
+    help="Use this MQTT broker (mqtt://host:port; one set of credentials for every process) "
+    "instead of the embedded one.",
+)
+@click.option(
+    "--mosquitto",
+    is_flag=True,
+    help="Run a real Mosquitto from the community's generated config: one certificate account per "
+    "node and meter (files in DATA/broker).",
+)
 @click.option(
     "--port", default=8050, show_default=True, type=click.IntRange(1, 65535), help="Dashboard port."
 )
 @click.option("--seed", default=1, show_default=True, type=int)
-def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
+def demo(homes, speed, hours, headless, data, broker, mosquitto, port, seed) -> None:
     """Run a live demo community: broker, simulated meters and agents, ledger nodes, dashboard."""
     from peerwatt.demo import Demo, DemoOptions, Stats
 
@@ -52,6 +62,7 @@ def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
             headless=headless,
             data=data,
             broker=broker,
+            mosquitto=mosquitto,
             port=port,
             seed=seed,
         )
@@ -72,7 +83,7 @@ def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
         stats = None
         click.echo("\nstopping…", err=True)
     except UserError:
-        if started or the_demo.nodes:
+        if started or the_demo.nodes or the_demo.mosquitto is not None:
             the_demo.stop()
         the_demo.cleanup()
         raise
@@ -97,10 +108,17 @@ def demo(homes, speed, hours, headless, data, broker, port, seed) -> None:
 def _intro(the_demo) -> None:
     o = the_demo.o
     start = datetime.fromtimestamp(o.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mosquitto = the_demo.mosquitto
+    broker = the_demo.broker_cfg.address if mosquitto is None else mosquitto.url
     click.echo(
         f"peerwatt demo: {o.homes} households, 1 sequencer + {o.validators} validators, "
-        f"broker {the_demo.broker_cfg.address}, clock x{o.speed:g} from {start}"
+        f"broker {broker}, clock x{o.speed:g} from {start}"
     )
+    if mosquitto is not None:
+        click.echo(
+            f"Mosquitto: one account per node and meter, client certificates in {mosquitto.certs}, "
+            f"ACL and log in {mosquitto.folder}"
+        )
     if the_demo.dashboard_server is not None:
         click.echo(f"dashboard: http://127.0.0.1:{o.port}/   logins:")
         for name, password, note in the_demo.logins[:4]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -104,3 +105,67 @@ def test_demo_says_when_the_broker_cannot_be_reached(tmp_path):
     )
     assert result.returncode != 0 and "cannot reach the MQTT broker" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_on_mosquitto_with_one_certificate_account_per_process(tmp_path):
+    """`peerwatt demo --mosquitto`: the community's generated per-account config and certificates
+    in the demo's folder, a real Mosquitto from them, every node and agent on its own account."""
+    from tests.conftest import require_tool
+
+    require_tool("mosquitto", "/usr/sbin/mosquitto")
+    data = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerwatt.cli",
+            "demo",
+            "--mosquitto",
+            "--homes",
+            "4",
+            "--hours",
+            "4",
+            "--headless",
+            "--speed",
+            "1800",
+            "--data",
+            str(data),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "broker mqtts://127.0.0.1:" in result.stdout and "one account per node and meter" in result.stdout
+    trades = int(re.search(r"(\d+) trades", result.stdout.split("summary:")[1]).group(1))
+    assert trades > 0, result.stdout
+    verified = [line for line in result.stdout.splitlines() if line.startswith("verify ")]
+    assert len(verified) == 4 and all(": ok:" in line for line in verified), result.stdout
+
+    broker = data / "broker"
+    conf = (broker / "mosquitto.conf").read_text().splitlines()
+    for line in ("require_certificate true", "use_identity_as_username true", "allow_anonymous false"):
+        assert line in conf
+    acl = (broker / "peerwatt.acl").read_text()
+    accounts = [line.removeprefix("user ") for line in acl.splitlines() if line.startswith("user ")]
+    genesis = json.loads((data / "genesis.json").read_text())
+    assert sorted(accounts) == sorted([f"node-{v}" for v in genesis["validators"]] + list(genesis["meters"]))
+    # every process connected with its own certificate: the broker names each client by its account
+    log = (broker / "mosquitto.log").read_text()
+    for account in accounts:
+        assert f" as {account} (" in log and f"u'{account}'" in log, account
+    assert "not authorised" not in log.lower() and "Denied" not in log
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(data) not in ps  # the broker stopped with the demo
+
+
+def test_demo_mosquitto_and_broker_exclude_each_other(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "demo", "--headless", "--mosquitto", "--broker", "mqtt://x:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "--mosquitto" in result.stderr and "--broker" in result.stderr
+    assert result.stderr.count("\n") == 1
