@@ -56,6 +56,18 @@ def _node_metrics(s: dict[str, Any]) -> Iterator[Any]:
         "1 while blocks cannot be stored (disk full?)",
         int(bool(s["store_error"])),
     )
+    stalled = s.get("stalled")
+    yield _gauge(
+        "peerwatt_node_stalled", "1 while a known next block lacks its quorum of seals", int(bool(stalled))
+    )
+    missing = GaugeMetricFamily(
+        "peerwatt_node_stall_missing_validator",
+        "1 for each validator whose seal a stalled chain lacks",
+        labels=["validator"],
+    )
+    for validator in (stalled or {}).get("missing", []):
+        missing.add_metric([validator], 1.0)
+    yield missing
     accepted = CounterMetricFamily("peerwatt_node_accepted", "Transactions accepted by the sequencer")
     accepted.add_metric([], s["accepted"])
     yield accepted

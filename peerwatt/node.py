@@ -53,6 +53,8 @@ ROLES = ("sequencer", "validator", "observer")
 MAX_BLOCK_TXS = 2000
 MAX_INBOX_PER_STEP = 500
 REPUBLISH_S = 5.0
+STALL_AFTER_S = 30.0  # a known next block not final this long: the chain is stalled
+STALL_LOG_EVERY_S = 60.0
 INFLIGHT_KEY = "inflight_block"
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
 # A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
@@ -125,6 +127,10 @@ class Node:
         # set before a clean shutdown: finish the block in flight, propose no new one
         self.draining = False
         self.store_error: str | None = None
+        self.stall_after_s = STALL_AFTER_S
+        self.stalled: dict[str, Any] | None = None  # height, since, seals, quorum, missing
+        self._waiting: tuple[int, float] | None = None  # (next height, since when a block for it is known)
+        self._stall_logged = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -182,7 +188,54 @@ class Node:
         elif self._inflight is not None and time.monotonic() - self._inflight.published_at > REPUBLISH_S:
             self._publish_inflight()
         busy |= self._try_finalize()
+        self._check_stall()
         return busy
+
+    def _check_stall(self) -> None:
+        """A block for the next height known, not final for ``stall_after_s``: WARN which
+        validators' seals are missing (once per stall, then every STALL_LOG_EVERY_S)."""
+        height = self.ledger.height + 1
+        candidates = self._candidates.get(height)
+        if not candidates:
+            self._waiting = None
+            if self.stalled is not None:
+                log.warning("chain moving again at height %d", self.ledger.height)
+                self.stalled = None
+            return
+        now = time.monotonic()
+        if self._waiting is None or self._waiting[0] != height:
+            if self.stalled is not None:
+                log.warning("chain moving again at height %d", self.ledger.height)
+                self.stalled = None
+            self._waiting = (height, now)
+        if now - self._waiting[1] < self.stall_after_s:
+            return
+        validators = set(self.ledger.validators())
+        seals = self._seals.get(height, {})
+        best = max(
+            ({s for s, e in seals.items() if e.body["header"] == h.hex()} & validators for h in candidates),
+            key=len,
+        )
+        missing = sorted(validators - best)
+        first = self.stalled is None
+        self.stalled = {
+            "height": height,
+            "since_s": round(now - self._waiting[1], 1),
+            "seals": len(best),
+            "quorum": self.ledger.quorum(),
+            "missing": missing,
+        }
+        if first or now - self._stall_logged >= STALL_LOG_EVERY_S:
+            self._stall_logged = now
+            log.warning(
+                "chain STALLED at height %d for %.0f s: %d of %d seals; missing validator(s): %s "
+                "(start them, or check their broker connection: no block is final until they seal)",
+                height,
+                now - self._waiting[1],
+                len(best),
+                self.ledger.quorum(),
+                ", ".join(missing),
+            )
 
     # -- sequencer -----------------------------------------------------------------------------
 
@@ -679,5 +732,6 @@ class Node:
             "quarantined": self.metrics.quarantined,
             "halted": self.halted,
             "store_error": self.store_error,
+            "stalled": None if self.stalled is None else dict(self.stalled),
             "inflight": None if self._inflight is None else self._inflight.block.height,
         }

@@ -139,6 +139,15 @@ def status(config_file: Path) -> None:
         "halted",
     ):
         click.echo(f"{name}: {info.get(name)}")
+    stalled = info.get("stalled")
+    if stalled:
+        click.echo(
+            f"stalled: STALLED at height {stalled['height']} for {stalled['since_s']:.0f} s, "
+            f"{stalled['seals']} of {stalled['quorum']} seals; "
+            f"missing validator(s): {', '.join(stalled['missing'])}"
+        )
+    else:
+        click.echo("stalled: no")
 
 
 @node.command("erase")

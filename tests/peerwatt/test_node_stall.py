@@ -1,0 +1,54 @@
+"""A node whose chain cannot finalise says so: a WARNING naming the missing validators (once per
+stall, then every minute), `stalled` in its status, and `peerwatt_node_stalled` in its metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from peerwatt.metrics import exposition, registry_for
+from tests.support.memory_net import Net
+
+
+def test_a_stalled_chain_names_the_missing_validators(tmp_path, caplog):
+    net = Net(tmp_path)  # 4 validators, quorum 3
+    ids = [v.id for v in net.c.validators]
+    net.crash(2)
+    net.crash(3)
+    for node in net.nodes:
+        if node is not None:
+            node.stall_after_s = 0.3
+    net.send(1)
+    with caplog.at_level(logging.WARNING, logger="peerwatt.node"):
+        net.settle()  # the block and the two seals there are
+        assert net.nodes[0].status()["stalled"] is None  # not yet stall_after_s
+        time.sleep(0.4)
+        net.settle()
+        net.settle()
+    sequencer = net.nodes[0]
+    status = sequencer.status()
+    stalled = status["stalled"]
+    assert stalled is not None, status
+    assert stalled["height"] == sequencer.ledger.height + 1
+    assert stalled["missing"] == sorted(ids[2:]) and stalled["seals"] == 2 and stalled["quorum"] == 3
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "STALLED" in r.getMessage()
+    ]
+    # once per node for this stall (sequencer and validator 1), not on every step
+    assert len(warnings) == 2, warnings
+    assert all(ids[2] in w and ids[3] in w and "2 of 3 seals" in w for w in warnings)
+    text = exposition(registry_for("node", sequencer.status)).decode()
+    assert "peerwatt_node_stalled 1.0" in text
+    assert f'peerwatt_node_stall_missing_validator{{validator="{ids[2]}"}} 1.0' in text
+    net.start(2)
+    net.nodes[2].stall_after_s = 0.0
+    net.settle()
+    assert sequencer.status()["stalled"] is None
+    assert "peerwatt_node_stalled 0.0" in exposition(registry_for("node", sequencer.status)).decode()
+
+
+def test_a_healthy_chain_is_not_stalled(tmp_path):
+    net = Net(tmp_path)
+    net.send(1)
+    net.settle()
+    assert all(n.status()["stalled"] is None for n in net.nodes)
