@@ -826,6 +826,10 @@ def certs(
             f"no new certificate for {len(result.skipped)} account(s) revoked earlier: "
             f"{', '.join(result.skipped)} (--reissue NAME gives one)"
         )
+    if genesis_file is not None or data_dir is not None:
+        left_out = _left_out_line(registry)
+        if left_out:
+            click.echo(left_out)
     if result.revoked:
         click.echo(f"revoked the certificate(s) of {', '.join(result.revoked)}")
     click.echo(

@@ -1,9 +1,8 @@
-"""MqttBus against a real Mosquitto: MQTT 5, persistent sessions, broker crashes, last will, TLS,
-credentials and the per-meter ACL of docs/bus.md."""
+"""MqttBus against a real Mosquitto: MQTT 5, persistent sessions, broker crashes, last will, and
+the config `peerwatt broker config` generates as docs/bus.md shows it (TLS, credentials, ACL)."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import signal
@@ -276,145 +275,140 @@ def test_messages_published_before_the_broker_exists_are_delivered(
     assert pub.protocol == "5"
 
 
-# -- the documented production config: TLS, credentials, per-meter ACL ------------------------
+# -- the documented production config: generated, TLS, credentials, per-account ACL -----------
 
 
-def documented_block(heading: str) -> str:
-    """The first fenced code block after the docs/bus.md heading that starts with ``heading``."""
+def generated_section() -> str:
+    """docs/bus.md's section on the config `peerwatt broker config` generates."""
     text = (ROOT / "docs" / "bus.md").read_text()
-    after = text[text.index(heading) :]
-    opening = after.index("```")
-    body_start = after.index("\n", opening) + 1
-    return after[body_start : after.index("```", body_start)]
+    start = text.index("### The generated config (`peerwatt broker config`)")
+    end = text.find("\n## ", start)
+    return text[start : end if end != -1 else len(text)]
 
 
-def _write_tls_files(directory: Path) -> dict[str, Path]:
-    """A community CA with a broker certificate for 127.0.0.1, and an unrelated CA."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-    def issue(
-        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
-    ) -> bytes:
-        is_ca = subject == issuer
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        )
-        if is_ca:
-            usage = x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            )
-            builder = builder.add_extension(usage, critical=True).add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False,
-            ).add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                critical=False,
-            )
-        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-    ca_key, other_key, broker_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    contents = {
-        "community-ca.crt": issue("oak-street CA", ca_key, "oak-street CA", ca_key),
-        "other-ca.crt": issue("other CA", other_key, "other CA", other_key),
-        "broker.crt": issue("127.0.0.1", broker_key, "oak-street CA", ca_key),
-        "broker.key": broker_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    }
-    files = {}
-    for file_name, data in contents.items():
-        files[file_name] = directory / file_name
-        files[file_name].write_bytes(data)
-    return files
+def documented_block(first_line: str) -> list[str]:
+    """The lines of the fenced code block in that section whose first line starts with ``first_line``."""
+    blocks = generated_section().split("```")[1::2]
+    found = [b.split("\n", 1)[1] for b in blocks if b.split("\n", 1)[1].startswith(first_line)]
+    assert len(found) == 1, f"no single documented block starting with {first_line!r}"
+    return [line for line in found[0].splitlines() if line.strip()]
 
 
-def test_documented_config_tls_credentials_and_per_meter_acl(
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _acl_blocks(lines: list[str]) -> set[tuple[str, ...]]:
+    blocks: list[list[str]] = []
+    for line in lines:
+        if line.startswith("user "):
+            blocks.append([])
+        blocks[-1].append(line)
+    return {tuple(block) for block in blocks}
+
+
+@pytest.fixture
+def small_community(tmp_path: Path):
+    """docs/bus.md's example: the community oak-street with a sequencer, one more validator and a meter."""
+    from chain.localnet import make_community
+    from tests.support.community_broker import genesis_toml
+
+    c = make_community(validators=2, members=1)
+    (tmp_path / "genesis.toml").write_text(genesis_toml(c.genesis.doc))
+    return c
+
+
+def test_the_documented_config_and_acl_are_what_broker_config_writes(tmp_path: Path, small_community) -> None:
+    from tests.support.community_broker import peerwatt
+
+    c = small_community
+    etc = "/etc/mosquitto/peerwatt"  # as documented; only written to tmp_path
+    result = peerwatt(
+        "broker", "config", "--genesis", str(tmp_path / "genesis.toml"), "--out", str(tmp_path / "b"),
+        "--etc", etc,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    conf = _lines((tmp_path / "b" / "mosquitto.conf").read_text())
+    listener = documented_block("listener 8883")
+    start = conf.index("listener 8883")
+    assert conf[start : start + len(listener)] == listener
+    assert f"acl_file {etc}/peerwatt.acl" in conf and "allow_anonymous false" in conf
+
+    sequencer = c.genesis.doc["chain"]["sequencer"]
+    validator = next(v for v in c.genesis.doc["validators"] if v != sequencer)
+    acl = (tmp_path / "b" / "peerwatt.acl").read_text()
+    for real, placeholder in (
+        (sequencer, "<sequencer key id>"),
+        (validator, "<validator key id>"),
+        (c.meters[0].id, "<meter id>"),
+    ):
+        acl = acl.replace(real, placeholder)
+    assert _acl_blocks(_lines(acl)) == _acl_blocks(documented_block("user node-"))
+
+    start_line = next(x for x in result.stdout.splitlines() if x.startswith("start as root: "))
+    assert start_line.removeprefix("start as root: ") == "/usr/bin/" + documented_block("install -d")[0]
+
+
+def test_generated_password_config_tls_credentials_and_acl_in_mosquitto(
     mosquitto_factory: Callable[..., Mosquitto],
     buses: Callable[..., MqttBus],
     tmp_path: Path,
+    small_community,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """docs/bus.md's mosquitto.conf and ACL, verbatim but for paths and ports, in a real broker."""
+    """`peerwatt broker config --auth password` (TLS listener and a plain loopback listener) in a
+    real broker: a meter's own order arrives, another meter's topic is refused ("Not authorized",
+    never acknowledged), a wrong password, an unknown CA and an anonymous client are refused."""
     from tests.conftest import require_tool
+    from tests.support.community_broker import peerwatt
 
-    passwd_tool = require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
-    tls = _write_tls_files(tmp_path)
-    password_file, acl_file = tmp_path / "peerwatt.passwd", tmp_path / "peerwatt.acl"
-    password_file.touch()
-    for user in ("node-oak-street", "m1", "m2"):
-        command = [passwd_tool, "-b", str(password_file), user, f"pw-{user}"]
-        subprocess.run(command, check=True, timeout=WAIT_S)
-    acl_file.write_text(documented_block("### Sample `/etc/mosquitto/peerwatt.acl`"))
-    (tmp_path / "data").mkdir()
+    require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    c = small_community
+    community, meter = c.community, c.meters[0].id
+    sequencer = c.genesis.doc["chain"]["sequencer"]
+    out, certs = tmp_path / "b", tmp_path / "b" / "certs"
+    made = peerwatt("broker", "certs", "--out", str(certs), "--host", "127.0.0.1")
+    other = peerwatt("broker", "certs", "--out", str(tmp_path / "other"), "--host", "127.0.0.1")
+    assert made.returncode == 0 and other.returncode == 0, made.stderr + other.stderr
     tls_port, local_port = free_port(), free_port()
-    config = documented_block("### Sample `/etc/mosquitto/conf.d/peerwatt.conf`")
-    for documented, here in {
-        "/etc/mosquitto/peerwatt.passwd": password_file,
-        "/etc/mosquitto/peerwatt.acl": acl_file,
-        "/var/lib/mosquitto/": f"{tmp_path / 'data'}/",
-        "/etc/mosquitto/certs/": f"{tmp_path}/",
-        "listener 8883\n": f"listener {tls_port} 127.0.0.1\n",
-        "listener 1883 127.0.0.1": f"listener {local_port} 127.0.0.1",
-    }.items():
-        assert documented in config, documented
-        config = config.replace(documented, str(here))
-    broker = mosquitto_factory(port=tls_port, config_text=config)
+    (tmp_path / "data").mkdir()
+    result = peerwatt(
+        "broker", "config", "--genesis", str(tmp_path / "genesis.toml"), "--out", str(out),
+        "--auth", "password", "--port", str(tls_port), "--bind", "127.0.0.1",
+        "--local-port", str(local_port), "--persistence", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    broker = mosquitto_factory(port=tls_port, config_text=(out / "mosquitto.conf").read_text())
     broker.start()
 
-    def over_tls(user: str, password: str, ca: str = "community-ca.crt") -> BrokerConfig:
-        return BrokerConfig.from_url(f"mqtts://{user}:{password}@127.0.0.1:{tls_port}", ca_file=str(tls[ca]))
+    def password(user: str) -> str:
+        return (out / "credentials" / f"{user}.password").read_text().strip()
+
+    def over_tls(user: str, secret: str, ca: Path = certs / "community-ca.crt") -> BrokerConfig:
+        return BrokerConfig(port=tls_port, username=user, password=secret, tls=True, ca_file=str(ca))
 
     inbox = Inbox()
-    node = buses(over_tls("node-oak-street", "pw-node-oak-street"), "node-oak-street")
-    node.subscribe(topics.pattern("oak-street"), inbox)
-    will = (topics.status("oak-street", "m1"), b"offline", True)
-    meter = buses(over_tls("m1", "pw-m1"), "agent-m1", will=will)
-    connect(node, meter)
-    sync(node, inbox, topics.book("oak-street"))
+    node = buses(over_tls(f"node-{sequencer}", password(f"node-{sequencer}")), f"node-{sequencer}")
+    node.subscribe(topics.pattern(community, "orders"), inbox)
+    will = (topics.status(community, meter), b"offline", True)
+    agent = buses(over_tls(meter, password(meter)), meter, will=will)
+    connect(node, agent)
+    time.sleep(0.5)  # SUBACK is not exposed (and the node may not publish on orders to probe)
 
     caplog.set_level(logging.WARNING, logger="peerwatt.bus")
     own, forged = threading.Event(), threading.Event()
-    meter.publish(topics.orders("oak-street", "m2"), b"forged", on_ack=forged.set)
-    meter.publish(topics.orders("oak-street", "m1"), b"mine", on_ack=own.set)
+    agent.publish(topics.orders(community, "m2"), b"forged", on_ack=forged.set)
+    agent.publish(topics.orders(community, meter), b"mine", on_ack=own.set)
     assert own.wait(WAIT_S)
-    wait_for(lambda: inbox.payloads(topics.orders("oak-street", "m1")) == [b"mine"], what="own order")
+    wait_for(lambda: inbox.payloads(topics.orders(community, meter)) == [b"mine"], what="own order")
     assert not forged.is_set()  # denied by the ACL: never acknowledged as delivered
-    assert inbox.payloads(topics.orders("oak-street", "m2")) == []
-    refusal = "the MQTT broker refused the message to peerwatt/oak-street/orders/m2: Not authorized"
+    assert inbox.payloads(topics.orders(community, "m2")) == []
+    refusal = f"the MQTT broker refused the message to {topics.orders(community, 'm2')}: Not authorized"
     assert refusal in [r.getMessage() for r in caplog.records]
 
     refused = {
-        "wrong password": buses(over_tls("m2", "wrong"), "agent-m2"),
-        "unknown CA": buses(over_tls("m1", "pw-m1", ca="other-ca.crt"), "agent-m1-bis"),
+        "wrong password": buses(over_tls(meter, "wrong"), "wrong"),
+        "unknown CA": buses(over_tls(meter, password(meter), tmp_path / "other" / "community-ca.crt"), "ca"),
         "anonymous": buses(BrokerConfig(port=local_port), "anonymous"),
     }
     for bus in refused.values():
