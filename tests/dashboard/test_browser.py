@@ -181,3 +181,56 @@ def test_dashboard_in_chromium(browser, server, built):
     page.goto(f"/household/{villa}")
     assert "/login" in page.url
     context.close()
+
+
+OVERFLOW_JS = """() => {
+  const doc = document.scrollingElement;
+  const wide = [...document.querySelectorAll('.table-wrap')]
+    .filter((w) => w.offsetParent !== null && w.scrollWidth > w.clientWidth + 1)
+    .map((w) => (w.querySelector('table') || w).id || w.className);
+  return {scroll: doc.scrollWidth, inner: window.innerWidth, wide};
+}"""
+
+
+def test_phone_layout_has_no_sideways_scrolling(browser, server, built):
+    """Issue 17 item 6: at 390x844 no page scrolls sideways, nor any table in it: trades and
+    orders are one card per row (when, with whom, how much, price, state)."""
+    villa = built.meters[0]
+    context, page, errors = open_page(browser, server, PHONE)
+    page.goto("/household")
+    page.fill("#username", "villa")
+    page.fill("#password", PASSWORDS["villa"])
+    page.click("#login-submit")
+    page.wait_for_url("**/household/*")
+    for path, name in (
+        (f"/household/{villa}", "household"),
+        (f"/household/{villa}?view=day&date=2025-06-04", "household-cloudy"),
+        ("/trades", "trades"),
+        ("/", "overview"),
+    ):
+        page.goto(path)
+        for opened in page.locator("details").all():
+            opened.evaluate("d => d.open = true")
+        got = page.evaluate(OVERFLOW_JS)
+        assert got["scroll"] <= got["inner"], (path, got)
+        assert got["wide"] == [], (path, got)
+        shoot(page, f"{name}-phone-cards")
+    page.goto("/trades")
+    card = page.locator("#trades-table tbody tr[data-trade]").first
+    assert card.evaluate("r => getComputedStyle(r).display") == "block"
+    shown = card.evaluate(
+        "r => [...r.cells].map(c => getComputedStyle(c, '::before').content + ' ' + c.innerText)"
+    )
+    for label in ("When", "With", "Energy", "Price", "State"):
+        assert any(cell.startswith(f'"{label}: "') for cell in shown), shown
+    assert page.locator("#trades-table thead").evaluate("h => h.getBoundingClientRect().width") <= 1
+    page.goto(f"/household/{villa}?view=day&date=2025-06-04")
+    orders = page.locator("#orders tbody tr").first
+    assert orders.evaluate("r => getComputedStyle(r).display") == "block"
+    assert errors == [], errors
+    context.close()
+    # the desktop keeps its tables
+    context, page, errors = open_page(browser, server, DESKTOP)
+    page.goto("/")
+    assert page.locator("#book tbody tr").first.evaluate("r => getComputedStyle(r).display") == "table-row"
+    context.close()
