@@ -304,9 +304,18 @@ class Ledger:
 
 
 def check_seal_for(
-    validators: dict[str, dict[str, Any]], community: str, height: int, block_hash: bytes, seal: Envelope
+    validators: dict[str, dict[str, Any]],
+    community: str,
+    height: int,
+    block_hash: bytes,
+    seal: Envelope,
+    *,
+    signature_checked_with: str | None = None,
 ) -> None:
-    """Raise InvalidBlock unless ``seal`` is a valid seal of ``block_hash`` by one of ``validators``."""
+    """Raise InvalidBlock unless ``seal`` is a valid seal of ``block_hash`` by one of ``validators``.
+
+    ``signature_checked_with``: the key (SEC1 hex) the seal's signature was already verified with
+    elsewhere; the check is skipped only if that is the validator's key."""
     if seal.type != "seal" or seal.community != community:
         raise InvalidBlock("bad_seal", "not a seal of this community")
     validator = validators.get(seal.signer)
@@ -314,6 +323,8 @@ def check_seal_for(
         raise InvalidBlock("not_a_validator", f"seal by {seal.signer}, not a validator at height {height}")
     if seal.body["height"] != height or seal.body["header"] != block_hash.hex():
         raise InvalidBlock("wrong_header", f"seal by {seal.signer} is for another header")
+    if signature_checked_with is not None and signature_checked_with == validator["key"]:
+        return
     try:
         verify_envelope(seal, public_key_from_hex(validator["key"]), key_id_hex=seal.signer)
     except Rejected as exc:

@@ -8,6 +8,7 @@ from a key the chain never knew, or badly signed; a well-signed transaction that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -115,12 +116,15 @@ def execute_block(
     txs: list[Envelope],
     verify_signatures: bool = True,
     in_place: bool = False,
+    preverified: Callable[[Envelope, str], bool] | None = None,
 ) -> Execution:
     """Execute a block on a copy of ``state``; raise InvalidBlock if no peer may seal it.
 
     ``in_place`` skips the copy (a deep copy of the whole state per block) and changes ``state``
     itself, leaving it half-changed if the block is invalid: only for a caller that throws the old
     state away either way, like ``verify`` walking history.
+    ``preverified(env, sec1)``: True when ``env``'s signature was already checked against the key
+    ``sec1`` (e.g. on another core); it is skipped only if that is the key enrolled now.
     """
     work = state if in_place else copy_state(state)
     chain = work["chain"]
@@ -128,7 +132,9 @@ def execute_block(
     results: list[dict[str, Any]] = []
     for index, env in enumerate(txs):
         if verify_signatures:
-            verify_signer(chain, env)
+            sec1 = signer_key(chain, env.signer)
+            if preverified is None or sec1 is None or not preverified(env, sec1):
+                verify_signer(chain, env)
         elif signer_key(chain, env.signer) is None:
             raise InvalidBlock("unknown_signer", f"transaction from unknown key {env.signer}")
         tx_id = env.tx_hash.hex()

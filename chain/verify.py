@@ -26,6 +26,7 @@ from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes,
 from chain.envelope import Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
+from chain.parallel_sigs import SignatureAhead
 from chain.state import State, copy_state, decode_state, encode_state, state_root
 from chain.store import Store, StoreError
 
@@ -48,11 +49,15 @@ class VerifyReport:
     not_reexecuted_from: int | None = None
     erased_txs: list[str] = field(default_factory=list)
     snapshot_height: int | None = None
+    workers: int = 1
+    signatures_ahead: int = 0  # signature checks done on worker processes (workers > 1)
 
     def summary(self) -> str:
         line = (
             f"ok: {self.blocks} blocks, {self.txs} txs, {self.seals} seals verified in {self.seconds:.2f} s"
         )
+        if self.workers > 1:
+            line += f" ({self.signatures_ahead} signatures checked on {self.workers} worker processes)"
         if self.snapshot_height is not None:
             line += f"; state snapshot at height {self.snapshot_height} matches"
         if self.not_reexecuted_from is not None:
@@ -72,6 +77,14 @@ class _Walk:
     can_execute: bool = True
     results: int = 0
     payloads: set[bytes] = field(default_factory=set)
+    # with workers: blocks parsed ahead (height -> loaded txs, or None if that failed) and the
+    # signature checks that verified on another core, as ("tx"|"seal", hash, key SEC1 hex)
+    loaded: dict[int, tuple | None] = field(default_factory=dict)
+    verified: dict[int, set[object]] = field(default_factory=dict)
+    ahead_to: int = 0
+
+
+LOOKAHEAD_CHECKS_PER_WORKER = 2048  # signature checks kept in flight per worker
 
 
 def verify_store(
@@ -80,15 +93,32 @@ def verify_store(
     progress: Callable[[int, int], None] | None = None,
     *,
     before_block: Callable[[int, dict, bool], None] | None = None,
+    workers: int = 1,
 ) -> VerifyReport:
     """Re-verify everything; raise VerifyError naming the first bad height.
 
     ``before_block(height, chain_state, state_known)`` is called before each block is checked,
     with the chain state in force before it (``state_known`` False once re-execution stopped at
     an erasure); ``chain.independent`` re-checks the block there with other libraries.
+    ``workers`` > 1 checks the signatures of the next blocks on that many other processes while
+    this one executes in order (chain/parallel_sigs.py); the verdict is the same either way.
     """
+    if workers > 1:
+        with SignatureAhead(workers) as ahead:
+            return _verify_store(store, app, progress, before_block, ahead, workers)
+    return _verify_store(store, app, progress, before_block, None, 1)
+
+
+def _verify_store(
+    store: Store,
+    app: Application,
+    progress: Callable[[int, int], None] | None,
+    before_block: Callable[[int, dict, bool], None] | None,
+    ahead: SignatureAhead | None,
+    workers: int,
+) -> VerifyReport:
     started = time.perf_counter()
-    report = VerifyReport()
+    report = VerifyReport(workers=workers)
     try:
         genesis = genesis_from_dict_bytes(store.genesis_doc())
     except (StoreError, CanonicalError, ValueError, KeyError, TypeError, sqlite3.DatabaseError) as exc:
@@ -108,6 +138,8 @@ def verify_store(
     walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
     for height in range(1, top + 1):
         try:
+            if ahead is not None:
+                _check_ahead(store, genesis, height, top, walk, erased_signers, ahead, workers)
             if before_block is not None:
                 before_block(height, walk.state["chain"], walk.can_execute)
             _verify_block(store, app, genesis, height, walk, erased_signers, report)
@@ -149,7 +181,8 @@ def _verify_block(
         raise VerifyError(height, "prev does not link to the previous header")
     if header["time"] < walk.prev["time"]:
         raise VerifyError(height, "block time goes backwards")
-    txs, hashes, erased = _load_txs(store, genesis, height, erased_signers)
+    loaded = walk.loaded.pop(height, None)
+    txs, hashes, erased = loaded if loaded is not None else _load_txs(store, genesis, height, erased_signers)
     walk.payloads.update(hashes)
     if header["tx_root"] != tx_root(hashes).hex():
         raise VerifyError(height, "tx_root does not match the stored transactions")
@@ -157,8 +190,16 @@ def _verify_block(
     if header["result_root"] != result_root(results).hex():
         raise VerifyError(height, "result_root does not match the stored results")
     chain = walk.state["chain"]
+    verified = walk.verified.pop(height, set())
+    report.signatures_ahead += len(verified)
     report.seals += _check_seals(
-        store, genesis.community, height, header_hash(header), chain["validators"], chain["quorum"]
+        store,
+        genesis.community,
+        height,
+        header_hash(header),
+        chain["validators"],
+        chain["quorum"],
+        verified,
     )
     if walk.can_execute and erased:
         walk.can_execute = False
@@ -169,7 +210,13 @@ def _verify_block(
             raise VerifyError(height, "block cut by a key that was not the sequencer")
         try:
             execution = execute_block(
-                walk.state, app, height=height, time=header["time"], txs=txs, in_place=True
+                walk.state,
+                app,
+                height=height,
+                time=header["time"],
+                txs=txs,
+                in_place=True,
+                preverified=(lambda env, sec1: ("tx", env.tx_hash, sec1) in verified) if verified else None,
             )
         except InvalidBlock as exc:
             raise VerifyError(height, f"invalid block: {exc}") from None
@@ -320,14 +367,67 @@ def _load_results(store: Store, height: int) -> list[dict]:
     return results
 
 
-def _check_seals(store, community, height, block_hash, validators, quorum) -> int:
+def _check_ahead(
+    store: Store,
+    genesis,
+    height: int,
+    top: int,
+    walk: _Walk,
+    erased_signers: set[str],
+    ahead: SignatureAhead,
+    workers: int,
+) -> None:
+    """Parse the next blocks and hand their signature checks to the workers (with the keys known
+    now: a signer enrolled in between is simply checked again in order), then collect the checks
+    of block ``height``. Anything wrong in a block read ahead is left for its turn, so the first
+    bad height is still the one reported."""
+    chain = walk.state["chain"]
+    keys = {
+        kid: entry["key"] for reg in ("meters", "members", "validators") for kid, entry in chain[reg].items()
+    }
+    walk.ahead_to = max(walk.ahead_to, height - 1)
+    while walk.ahead_to < top and ahead.in_flight < LOOKAHEAD_CHECKS_PER_WORKER * workers:
+        j = walk.ahead_to + 1
+        walk.ahead_to = j
+        try:
+            loaded = _load_txs(store, genesis, j, erased_signers)
+        except (VerifyError, sqlite3.DatabaseError):
+            walk.loaded[j] = None
+            continue
+        walk.loaded[j] = loaded
+        for env in loaded[0]:
+            sec1 = keys.get(env.signer)
+            if sec1 is not None:
+                ahead.add(j, ("tx", env.tx_hash, sec1), (sec1, env.signing_bytes(), env.sig))
+        try:
+            seal_rows = store.seal_rows(j)
+        except sqlite3.DatabaseError:
+            continue
+        for validator, envelope in seal_rows:
+            try:
+                seal = parse_envelope(bytes(envelope), community=genesis.community, now=None, interval_s=None)
+            except Rejected:
+                continue
+            sec1 = keys.get(validator)
+            if sec1 is not None and seal.signer == validator:
+                ahead.add(j, ("seal", _sha(bytes(envelope)), sec1), (sec1, seal.signing_bytes(), seal.sig))
+    ahead.collect(walk.verified, height)
+
+
+def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:
     signers = set()
     for validator, envelope in store.seal_rows(height):
         try:
             seal = parse_envelope(bytes(envelope), community=community, now=None, interval_s=None)
             if seal.to_bytes() != bytes(envelope) or seal.signer != validator:
                 raise VerifyError(height, f"seal row of {validator} does not match its envelope")
-            check_seal_for(validators, community, height, block_hash, seal)
+            entry = validators.get(seal.signer)
+            checked = (
+                entry["key"]
+                if entry is not None and ("seal", _sha(bytes(envelope)), entry["key"]) in verified
+                else None
+            )
+            check_seal_for(validators, community, height, block_hash, seal, signature_checked_with=checked)
         except (Rejected, InvalidBlock) as exc:
             raise VerifyError(height, f"seal of {validator} is invalid: {exc}") from None
         signers.add(seal.signer)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from chain.engine import genesis_from_dict_bytes
+from chain.parallel_sigs import default_workers
 from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
 from peerwatt.apps import load_app
@@ -23,7 +24,14 @@ from peerwatt.errors import UserError
     help="Also re-check every signature with `ecdsa` (pure Python, not OpenSSL) and every "
     "canonical encoding with `rfc8785`: slower (~500 signatures/s); prints an estimate first.",
 )
-def verify(data_dir: Path, quiet: bool, independent: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Processes checking signatures ahead while blocks are re-executed in order "
+    "(default: every core for stores of 100 blocks or more, else 1).",
+)
+def verify(data_dir: Path, quiet: bool, independent: bool, workers: int | None) -> None:
     """Re-check every signature, root, link, seal and re-execute every block."""
     try:
         store = Store.open(data_dir, readonly=True)
@@ -32,18 +40,22 @@ def verify(data_dir: Path, quiet: bool, independent: bool) -> None:
         raise UserError(str(exc)) from None
     app = load_app(app_name)
     total = max(store.height(), 0)
+    if workers is None:
+        workers = default_workers() if total >= 100 else 1
     extra = None
     try:
         if independent:
             report, extra = _verify_independent(store, app, show_progress=not quiet and sys.stderr.isatty())
         elif quiet or total < 200 or not sys.stderr.isatty():
-            report = verify_store(store, app)
+            report = verify_store(store, app, workers=workers)
         else:
             from rich.progress import Progress
 
             with Progress(transient=True) as progress:
                 task = progress.add_task("verifying", total=total)
-                report = verify_store(store, app, lambda h, n: progress.update(task, completed=h))
+                report = verify_store(
+                    store, app, lambda h, n: progress.update(task, completed=h), workers=workers
+                )
     except VerifyError as exc:
         click.echo(f"FAILED at height {exc.height}: {exc.problem}")
         sys.exit(1)
