@@ -27,14 +27,15 @@ MIN_BOOK_HOUSEHOLDS = 3
 SIDE_WORDS = {"ask": "offers", "bid": "bids"}
 
 
-def _side(prefix: str, orders: list[dict], best, shown: bool) -> dict[str, Any]:
+def _side(prefix: str, orders: list[dict], best, shown: bool, besides_own: bool = False) -> dict[str, Any]:
     if not shown:
+        note = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}"
         return {
             f"{prefix}s": None,
             f"{prefix}_wh": None,
             f"best_{prefix}_per_kwh": None,
             f"{prefix}s_shown": False,
-            f"{prefix}s_note": f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}",
+            f"{prefix}s_note": note + (" besides yours" if besides_own else ""),
         }
     return {
         f"{prefix}s": len(orders),
@@ -109,9 +110,13 @@ def live_book(
     for interval, orders in sorted(ledger.book().items(), key=lambda kv: int(kv[0])):
         asks = [o for o in orders.values() if o["side"] == "sell"]
         bids = [o for o in orders.values() if o["side"] == "buy"]
-        # the book holds one order per meter and interval: a household is a meter here
-        asks_shown = full or len({m for m, o in orders.items() if o["side"] == "sell"}) >= MIN_BOOK_HOUSEHOLDS
-        bids_shown = full or len({m for m, o in orders.items() if o["side"] == "buy"}) >= MIN_BOOK_HOUSEHOLDS
+        # The book holds one order per meter and interval: a household is a meter here. The viewer's
+        # own meters do not count towards the threshold: the sum minus its own order would be the
+        # other households' figures.
+        sellers = {m for m, o in orders.items() if o["side"] == "sell"}
+        buyers = {m for m, o in orders.items() if o["side"] == "buy"}
+        asks_shown = full or len(sellers - own_meters) >= MIN_BOOK_HOUSEHOLDS
+        bids_shown = full or len(buyers - own_meters) >= MIN_BOOK_HOUSEHOLDS
         try:
             outcome = clear(
                 [
@@ -132,8 +137,8 @@ def live_book(
             {
                 "interval": int(interval),
                 "gate_closes": int(interval) - params["gate_s"],
-                **_side("ask", asks, min, asks_shown),
-                **_side("bid", bids, max, bids_shown),
+                **_side("ask", asks, min, asks_shown, bool(sellers & own_meters)),
+                **_side("bid", bids, max, bids_shown, bool(buyers & own_meters)),
                 "indicative_price_per_kwh": indicative[0],
                 "indicative_volume_wh": indicative[1],
                 "own_orders": [

@@ -137,3 +137,21 @@ def test_admin_sees_every_side(book):
     assert login(c, "admin").status_code == 302
     row = _row(c.get("/api/v1/overview").get_json()["book"], built.intervals[1])
     assert row["asks"] == row["bids"] == 1 and row["asks_shown"] is True
+
+
+def test_threshold_excludes_the_viewers_own_household(book):
+    """Issue 17 item 8: with 3 sellers of which the viewer is one, the sum minus its own order
+    would be 2 households' figures: the viewer sees that side withheld; the side without its
+    order (3 other households) in full."""
+    built, app = book
+    c = app.test_client()
+    assert login(c, "villa").status_code == 302  # Sunny Villa is one of the 3 sellers of interval 3
+    row = _row(c.get("/api/v1/overview").get_json()["book"], built.intervals[3])
+    assert row["asks_shown"] is False and row["asks"] is None and row["ask_wh"] is None
+    assert row["asks_note"] == "fewer than 3 offers besides yours"
+    assert row["bids_shown"] is True and row["bids"] == 3
+    assert row["indicative_price_per_kwh"] is None and row["indicative_volume_wh"] is None
+    assert row["own_orders"] != []
+    # logged out, the same interval is shown in full
+    public = _row(app.test_client().get("/api/v1/overview").get_json()["book"], built.intervals[3])
+    assert public["asks_shown"] is True and public["asks"] == 3
