@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -48,6 +49,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         raise UserError(str(exc)) from None
     if genesis.community != cfg.community:
         raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
+    genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt")
     m = cfg.meter
     from chain.keys import key_id
 
@@ -98,6 +100,33 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         outbox.close()
 
 
+def with_own_enrolment(genesis, key, request_file: Path):
+    """A meter enrolled by vote after genesis (`peerwatt agent setup` + `member admit`) is not in
+    the genesis file: the agent takes its serial, owner and capacity from its own signed join
+    request beside agent.toml. Until the vote passed, the ledger refuses its messages."""
+    from chain.genesis import Genesis
+    from chain.keys import key_id, public_key_sec1
+    from peerwatt.onboarding import JoinRequestError, read_join_request
+
+    meter_id = key_id(key.public_key())
+    if meter_id in genesis.doc["meters"] or not request_file.exists():
+        return genesis
+    try:
+        request = read_join_request(request_file)
+    except JoinRequestError as exc:
+        raise UserError(f"{request_file}: {exc}") from None
+    if request.meter != public_key_sec1(key.public_key()).hex() or request.community != genesis.community:
+        return genesis
+    own = {
+        "key": request.meter,
+        "name": "",
+        "serial": request.serial,
+        "owner": request.member_id,
+        "capacity_w": request.capacity_w,
+    }
+    return Genesis({**genesis.doc, "meters": {**genesis.doc["meters"], meter_id: own}})
+
+
 @agent.command("status")
 @click.option("-c", "--config", "config_file", required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
@@ -134,4 +163,192 @@ def status(config_file: Path, as_json: bool) -> None:
     click.echo(
         f"P2P sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
         f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
+    )
+
+
+AGENT_TOML = """# agent.toml, written by `peerwatt agent setup` (paths relative to this file; docs/agent.md)
+community = "{community}"
+key = "meter.key"             # the meter key: signs orders and readings (mode 0600)
+genesis = "genesis.toml"
+state_dir = "state"           # outbox, seq counter, history (SQLite)
+heartbeat_s = 60
+
+[meter]
+profile = "{profile}"
+{where}
+unit = {unit}
+serial = "{serial}"
+poll_s = {poll_s}
+
+[market]
+sell_share = 0.8
+sell_limit_price = {sell}
+buy_limit_price = {buy}
+min_order_wh = 20
+
+[broker]
+url = "{broker}"
+ca_file = "community-ca.crt"
+cert_file = "broker-client.crt"   # from the coordinator (`peerwatt community add-meter`)
+key_file = "broker-client.key"    # mode 0600
+
+[homeassistant]
+enabled = false
+"""
+
+
+@agent.command("setup")
+@click.option(
+    "--dir",
+    "folder",
+    default=".",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The agent's folder: holds genesis.toml and community-ca.crt from the community.",
+)
+@click.option("--host", help="The meter's Modbus TCP address (or a gateway's).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Modbus TCP port (default: the profile's, 502).")
+@click.option("--serial", "serial_device", help="RS-485 device for Modbus RTU, e.g. /dev/ttyUSB0.")
+@click.option("--units", default="1", show_default=True, help="Unit ids to try, e.g. 1,2 or 1-5.")
+@click.option("--profiles", "profile_list", help="Profiles to try (default: all known).")
+@click.option("--broker", "broker_url", help="The community's broker, e.g. mqtts://broker.example:8883.")
+@click.option("--name", help="The household's name as the community will see it.")
+@click.option("--capacity-w", type=click.IntRange(1, 1_000_000), help="Connection's maximum power, W.")
+@click.option("--meter-serial", help="The serial printed on the meter (when the meter reports none).")
+@click.option("--yes", "assume_yes", is_flag=True, help="Accept the meter found without asking (scripts).")
+@click.option(
+    "--qr/--no-qr", default=None, help="Show the join request as a QR code (default: on a terminal)."
+)
+def setup(
+    folder,
+    host,
+    port,
+    serial_device,
+    units,
+    profile_list,
+    broker_url,
+    name,
+    capacity_w,
+    meter_serial,
+    assume_yes,
+    qr,
+) -> None:
+    """Next to the meter: find it, show its live values, make the household's member and meter keys,
+    write agent.toml and a signed join request (join-request.txt) for the community."""
+    from chain.genesis import GenesisError, load_genesis
+    from chain.keys import KeyFileError, generate_private_key, save_private_key
+    from meter_agent.modbus_reader import MeterError, MeterReader
+    from peerwatt.commands.meter import (
+        _profiles,
+        _target,
+        advice,
+        best,
+        format_sample,
+        parse_units,
+        probe_meter,
+    )
+    from peerwatt.onboarding import JoinRequestError, make_join_request
+
+    interactive = sys.stdin.isatty()
+    try:
+        genesis = load_genesis(folder / "genesis.toml")
+    except GenesisError as exc:
+        raise UserError(f"{exc} (copy the community's household/ folder here first)") from None
+    for path in (folder / "meter.key", folder / "member.key", folder / "agent.toml"):
+        if path.exists():
+            raise UserError(f"{path} already exists: this folder is set up (move it away to start again)")
+    names = [n.strip() for n in profile_list.split(",") if n.strip()] if profile_list else []
+    profiles = _profiles(names, None, ())
+    targets = [(p, _target(host, serial_device, port, None, None, None, p)) for p in profiles]
+    click.echo(f"looking for the meter at {host or serial_device} ...")
+    found = best(probe_meter(targets, parse_units(units), 0.5, 30.0))
+    if found is None:
+        raise UserError(
+            f"no known meter answered at {host or serial_device} (units {units}): check the address, "
+            "the wiring and the unit id (`peerwatt meter probe` shows every attempt)"
+        )
+    profile, target = next((p, t) for p, t in targets if p.name == found.profile)
+    reader = MeterReader(profile, target, unit_id=found.unit_id, timeout_s=1.0)
+    try:
+        for i in range(3):
+            sample = reader.read()
+            click.echo(format_sample(sample, target.describe()))
+            if i < 2:
+                time.sleep(1.0)
+    except MeterError as exc:
+        raise UserError(f"{exc}: {advice(exc, host is not None)}", exit_code=3) from None
+    finally:
+        reader.close()
+    if not assume_yes:
+        if not interactive:
+            raise UserError("confirm the meter: run on a terminal, or pass --yes")
+        if not click.confirm(f"Is this your meter ({found.profile}, unit {found.unit_id})?", default=True):
+            raise UserError("not confirmed: check --host/--serial and --units, then run setup again")
+    serial = meter_serial or sample.serial
+    if not serial:
+        if not interactive:
+            raise UserError(
+                f"{found.profile} reports no serial number: give --meter-serial (printed on the meter)"
+            )
+        serial = click.prompt("This meter reports no serial number; the one printed on it")
+    if name is None:
+        name = click.prompt("Household name", default="Household") if interactive else "Household"
+    if capacity_w is None:
+        capacity_w = (
+            click.prompt("Connection's maximum power in W", default=11000, type=int) if interactive else 11000
+        )
+    if broker_url is None:
+        if not interactive:
+            raise UserError("give --broker (the community's broker, e.g. mqtts://broker.example:8883)")
+        broker_url = click.prompt("The community's broker (mqtts://host:8883)")
+    member_key, meter_key = generate_private_key(), generate_private_key()
+    try:
+        request = make_join_request(
+            member_key,
+            meter_key,
+            community=genesis.community,
+            name=name,
+            serial=serial,
+            profile=found.profile,
+            capacity_w=capacity_w,
+        )
+    except JoinRequestError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        save_private_key(member_key, folder / "member.key")
+        save_private_key(meter_key, folder / "meter.key")
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    params = genesis.app_params
+    where = (
+        f'host = "{host}"' + (f"\nport = {port}" if port else "")
+        if host
+        else f'serial_device = "{serial_device}"'
+    )
+    (folder / "agent.toml").write_text(
+        AGENT_TOML.format(
+            community=genesis.community,
+            profile=found.profile,
+            where=where,
+            unit=found.unit_id,
+            serial=serial,
+            poll_s=5 if (genesis.interval_s or 900) >= 300 else 1,
+            broker=broker_url,
+            sell=(params.get("feed_in_price", 80000) + params.get("retail_price", 300000)) // 2,
+            buy=params.get("retail_price", 300000),
+        )
+    )
+    (folder / "join-request.txt").write_text(request.text())
+    click.echo(
+        f"wrote {folder / 'agent.toml'}, member.key (your vote), meter.key (the agent's), "
+        f"and {folder / 'join-request.txt'}:"
+    )
+    click.echo(request.text(), nl=False)
+    if qr if qr is not None else sys.stdout.isatty():
+        import segno
+
+        segno.make(request.text(), error="l").terminal(compact=True)
+    click.echo(
+        f"send join-request.txt to the community; after the votes, put the broker-client.crt and "
+        f".key you get back in {folder} and start: peerwatt agent -c {folder / 'agent.toml'}"
     )

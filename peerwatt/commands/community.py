@@ -505,7 +505,13 @@ def summary_text(
     help="The folder `peerwatt community init` wrote (with broker/certs/community-ca.key).",
 )
 @click.argument("request_file", type=click.Path(path_type=Path))
-def add_meter(out_dir: Path, request_file: Path) -> None:
+@click.option(
+    "--out",
+    "household_dir",
+    type=click.Path(path_type=Path),
+    help="Where to put the household's files (default: DIR/households/<meter id>).",
+)
+def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> None:
     """Give a household's meter its broker account: a client certificate and its ACL block."""
     try:
         request = read_join_request(request_file)
@@ -520,7 +526,7 @@ def add_meter(out_dir: Path, request_file: Path) -> None:
         layout.write()
     broker_files(layout, hosts=())
     clients = out_dir / "broker" / "certs" / "clients"
-    folder = out_dir / "households" / meter
+    folder = household_dir or out_dir / "households" / meter
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(clients / f"{meter}.crt", folder / "broker-client.crt")
     _copy_private(clients / f"{meter}.key", folder / "broker-client.key")

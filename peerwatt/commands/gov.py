@@ -39,7 +39,7 @@ def gov() -> None:
 @click.option("--key", "key_file", required=True, type=click.Path(path_type=Path))
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--community", required=True)
-@click.option("--seq", required=True, type=click.IntRange(0))
+@click.option("--seq", type=click.IntRange(0), help="Default: the clock in ms (always above earlier ones).")
 @click.option("--action", required=True, type=click.Choice(GOV_ACTIONS))
 @click.option("--arg", "args", multiple=True, help="name=value (repeat); integers stay integers.")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30), help="Voting period.")
@@ -62,7 +62,7 @@ def propose(key_file, passphrase_file, community, seq, action, args, days, note,
             load_key(key_file, passphrase_file),
             type="propose",
             community=community,
-            seq=seq,
+            seq=int(time.time() * 1000) if seq is None else seq,
             body=body,
             created=now,
             ttl_s=days * 86400,
@@ -74,18 +74,145 @@ def propose(key_file, passphrase_file, community, seq, action, args, days, note,
 
 
 @gov.command("vote")
-@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--key", "key_file", type=click.Path(path_type=Path), help="Signing key (default: node.toml's)."
+)
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--community", required=True)
-@click.option("--seq", required=True, type=click.IntRange(0))
-@click.option("--proposal", required=True, help="Proposal id (64 hex).")
+@click.option("--community", help="Only with --out and no node: the community id.")
+@click.option("--seq", type=click.IntRange(0), help="Default: from the node's store, or the clock in ms.")
+@click.option("--proposal", "proposals", multiple=True, help="Proposal id (64 hex; repeat).")
+@click.option(
+    "--request",
+    "requests",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Vote on every open proposal about this join request (repeat).",
+)
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    help="Vote on every open proposal about this member key id and its meters (repeat).",
+)
 @click.option("--yes/--no", "approve", required=True)
-@click.option("--out", type=click.Path(path_type=Path))
-def vote(key_file, passphrase_file, community, seq, proposal, approve, out) -> None:
-    """Sign a vote on a proposal."""
-    try:
-        env = sign_envelope(
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="This validator's node.toml: its store, key and operator.toml (publishes the vote).",
+)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="A node's data folder.")
+@click.option(
+    "--operator-config",
+    "operator_file",
+    type=click.Path(path_type=Path),
+    help="The broker account for governance (default: operator.toml beside node.toml).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 600),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for the votes to be in a final block.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Write the vote to a file instead of publishing it."
+)
+def vote(
+    key_file,
+    passphrase_file,
+    community,
+    seq,
+    proposals,
+    requests,
+    members,
+    approve,
+    config_file,
+    data_dir,
+    operator_file,
+    wait_s,
+    out,
+) -> None:
+    """Sign a vote; with a node (-c node.toml or --data) publish it and wait until it is counted."""
+    if config_file is None and data_dir is None:
+        # offline: sign only (no store to take the seq from: the clock in ms, as agents start)
+        if key_file is None or community is None or len(proposals) != 1 or requests or members:
+            raise UserError(
+                "without a node (-c node.toml or --data) give --key, --community and one --proposal"
+            )
+        env = _sign_vote(
             load_key(key_file, passphrase_file),
+            community,
+            int(time.time() * 1000) if seq is None else seq,
+            proposals[0],
+            approve,
+        )
+        _write(env.to_bytes(), out)
+        return
+    from peerwatt.commands.member import chain_state, node_side, publish_gov, wait_until
+    from peerwatt.onboarding import JoinRequestError, concerns, next_seq, read_join_request
+
+    side = node_side(config_file, data_dir, key_file, operator_file, passphrase_file)
+    community_id, chain = chain_state(side.data)
+    member_ids, meter_ids, keys = set(members), set(), set()
+    for path in requests:
+        try:
+            request = read_join_request(path)
+        except JoinRequestError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        member_ids.add(request.member_id)
+        meter_ids.add(request.meter_id)
+        keys.update((request.member, request.meter))
+    for kid in list(member_ids):
+        meter_ids.update(m for m, info in chain["meters"].items() if info["owner"] == kid)
+    chosen = list(proposals)
+    for pid, proposal in sorted(chain["proposals"].items()):
+        if pid not in chosen and concerns(proposal, member_ids, meter_ids, keys):
+            chosen.append(pid)
+    unknown = [pid for pid in chosen if pid not in chain["proposals"]]
+    if unknown:
+        raise UserError(f"no open proposal {unknown[0]} in {side.data} (see `peerwatt gov list`)")
+    eligible = [
+        pid
+        for pid in chosen
+        if side.signer not in chain["proposals"][pid]["yes"] + chain["proposals"][pid]["no"]
+    ]
+    for pid in chosen:
+        if pid not in eligible:
+            click.echo(f"{pid}: this key already voted")
+    if not chosen:
+        raise UserError("no open proposal matches (it may have passed already: see `peerwatt gov list`)")
+    first = next_seq(chain, side.signer) if seq is None else seq
+    envelopes = [
+        _sign_vote(side.key, community_id, first + i, pid, approve) for i, pid in enumerate(eligible)
+    ]
+    if out is not None:
+        _write(b"\n".join(env.to_bytes() for env in envelopes), out)
+        return
+    if not envelopes:
+        return
+    publish_gov(side, community_id, envelopes)
+
+    def counted(chain) -> bool:
+        return all(
+            pid not in chain["proposals"]
+            or side.signer in chain["proposals"][pid]["yes"] + chain["proposals"][pid]["no"]
+            for pid in eligible
+        )
+
+    chain = wait_until(side.data, counted, "the vote", wait_s) if wait_s else chain
+    for pid in eligible:
+        p = chain["proposals"].get(pid)
+        state = "closed (passed, rejected or expired)" if p is None else f"open, {len(p['yes'])} yes"
+        click.echo(f"voted {'yes' if approve else 'no'} on {pid}: {state}")
+
+
+def _sign_vote(key, community: str, seq: int, proposal: str, approve: bool):
+    try:
+        return sign_envelope(
+            key,
             type="vote",
             community=community,
             seq=seq,
@@ -94,7 +221,6 @@ def vote(key_file, passphrase_file, community, seq, proposal, approve, out) -> N
         )
     except Rejected as exc:
         raise UserError(f"cannot sign vote: {exc}") from None
-    _write(env.to_bytes(), out)
 
 
 @gov.command("list")

@@ -1,0 +1,318 @@
+"""`peerwatt member admit|leave`: governance proposals for a household, from a validator's machine.
+
+Sequence numbers come from the node's own store (the signer's highest accepted seq + 1, at least the
+clock in milliseconds), so nobody types one. Proposals go through the broker to the community's gov
+topic with the validator's operator account (``operator.toml`` next to ``node.toml``, written by
+`peerwatt community init`), and the command waits, bounded, until the node's store shows them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chain.envelope import Envelope, Rejected, sign_envelope
+from chain.keys import PrivateKey, key_id
+from peerwatt.errors import UserError
+from peerwatt.onboarding import JoinRequest, JoinRequestError, concerns, next_seq, read_join_request
+
+VOTING_DAYS = 7
+
+
+@dataclass
+class NodeSide:
+    """What a governance command on a validator's machine needs: store, key, broker account."""
+
+    data: Path
+    key: PrivateKey
+    operator: Path | None
+
+    @property
+    def signer(self) -> str:
+        return key_id(self.key.public_key())
+
+
+def node_side(
+    config_file: Path | None,
+    data_dir: Path | None,
+    key_file: Path | None,
+    operator_file: Path | None,
+    passphrase_file: Path | None = None,
+) -> NodeSide:
+    """From ``-c node.toml`` (its data, key, and operator.toml beside it), or the explicit options."""
+    from peerwatt.commands.keys import load_key
+
+    if config_file is not None:
+        from peerwatt.config import load_node_config
+
+        cfg = load_node_config(config_file)
+        data_dir = data_dir or cfg.data
+        if key_file is None:
+            key_file, passphrase_file = cfg.key_file, passphrase_file or cfg.passphrase_file
+        operator_file = operator_file or config_file.parent / "operator.toml"
+    if data_dir is None or key_file is None:
+        raise UserError("give the node's config (-c node.toml), or --data and --key")
+    return NodeSide(data_dir, load_key(key_file, passphrase_file), operator_file)
+
+
+def chain_state(data_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(community, the chain's governance state) after the node's last final block."""
+    from chain.engine import genesis_from_dict_bytes, head_state
+    from chain.store import Store, StoreError
+    from peerwatt.apps import load_app
+
+    try:
+        store = Store.open(data_dir, readonly=True)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        genesis = genesis_from_dict_bytes(store.genesis_doc())
+        return genesis.community, head_state(store, load_app(genesis.app_name), genesis)["chain"]
+    except (StoreError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeout_s: float = 20) -> None:
+    """Publish envelopes on the gov topic and wait until the broker acknowledged every one."""
+    from peerwatt.bus import MqttBus, Topics
+    from peerwatt.config import broker_config, read_toml, take
+
+    if side.operator is None:
+        raise UserError("give --operator-config (operator.toml: the broker account for governance)")
+    data = read_toml(side.operator)
+    broker = broker_config(data, str(side.operator), side.operator.parent)
+    client_id = take(data, "client_id", str, str(side.operator), f"operator-{side.signer}")
+    bus = MqttBus(broker, client_id)
+    acked = threading.Semaphore(0)
+    bus.start()
+    try:
+        if not bus.wait_connected(timeout_s):
+            raise UserError(f"broker {broker.address} not reachable: {bus.last_error or 'no answer'}")
+        for env in envelopes:
+            bus.publish(Topics.gov(community), env.to_bytes(), on_ack=acked.release)
+        deadline = time.monotonic() + timeout_s
+        for _ in envelopes:
+            if not acked.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise UserError(
+                    f"broker {broker.address} did not acknowledge the governance message: does the "
+                    f"account in {side.operator} (an operator) exist in its ACL?"
+                )
+    finally:
+        bus.stop()
+
+
+def wait_until(data_dir: Path, done, what: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the node's store until ``done(chain)``; UserError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, chain = chain_state(data_dir)
+        if done(chain):
+            return chain
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"published, but {what} is not in a final block of {data_dir} after {timeout_s:g} s: "
+                "are the node and the sequencer running (peerwatt node status)?"
+            )
+        time.sleep(0.5)
+
+
+def sign_gov(
+    side: NodeSide, community: str, chain: dict[str, Any], kind: str, body: dict[str, Any], seq: int, now: int
+) -> Envelope:
+    try:
+        return sign_envelope(
+            side.key,
+            type=kind,
+            community=community,
+            seq=seq,
+            body=body,
+            created=now,
+            ttl_s=VOTING_DAYS * 86400,
+        )
+    except Rejected as exc:
+        raise UserError(f"cannot sign the {kind}: {exc}") from None
+
+
+def propose_all(side: NodeSide, actions: list[tuple[str, dict[str, Any]]], wait_s: float) -> list[str]:
+    """Sign, publish and wait for proposals; returns their ids."""
+    community, chain = chain_state(side.data)
+    now = int(time.time())
+    seq = next_seq(chain, side.signer)
+    envelopes = []
+    for i, (action, args) in enumerate(actions):
+        body = {"action": action, "args": args, "deadline": now + VOTING_DAYS * 86400}
+        envelopes.append(sign_gov(side, community, chain, "propose", body, seq + i, now))
+    publish_gov(side, community, envelopes)
+    ids = [env.tx_hash.hex() for env in envelopes]
+    return ids
+
+
+def _request(path: Path, community: str) -> JoinRequest:
+    try:
+        request = read_join_request(path)
+    except JoinRequestError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if request.community != community:
+        raise UserError(f"{path} asks to join {request.community!r}; this node is in {community!r}")
+    return request
+
+
+def _proposal_state(chain: dict[str, Any], action: str, member: str, meter: str) -> str | None:
+    for pid, proposal in chain["proposals"].items():
+        if proposal["action"] == action and concerns(proposal, {member}, {meter}, set()):
+            return pid
+    return None
+
+
+_node_options = [
+    click.option(
+        "-c",
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="This validator's node.toml (its store, key, and operator.toml beside it).",
+    ),
+    click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The node's data folder."),
+    click.option("--key", "key_file", type=click.Path(path_type=Path), help="The signing key."),
+    click.option(
+        "--operator-config",
+        "operator_file",
+        type=click.Path(path_type=Path),
+        help="The broker account for governance (default: operator.toml beside node.toml).",
+    ),
+    click.option(
+        "--wait",
+        "wait_s",
+        type=click.FloatRange(0, 600),
+        default=60,
+        show_default=True,
+        help="Seconds to wait for the proposal to be in a final block.",
+    ),
+]
+
+
+def node_options(func):
+    for option in reversed(_node_options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def member() -> None:
+    """Admit a household (its member and meter) or let one leave, by community vote."""
+
+
+@member.command("admit")
+@click.argument("request_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@node_options
+def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s) -> None:
+    """Propose the next step for each join REQUEST: add_member, then (once the members voted it in)
+    enroll_meter. Run it again after the votes; it says what is open and what is done."""
+    side = node_side(config_file, data_dir, key_file, operator_file)
+    community, chain = chain_state(side.data)
+    actions, notes = [], []
+    for path in request_files:
+        r = _request(path, community)
+        member_id, meter_id = r.member_id, r.meter_id
+        if meter_id in chain["meters"] or meter_id in chain["revoked"]:
+            state = "enrolled" if chain["meters"].get(meter_id, {}).get("active") else "revoked"
+            notes.append(f"{r.name}: meter {meter_id} is already {state}; nothing to do")
+        elif member_id not in chain["members"]:
+            pid = _proposal_state(chain, "add_member", member_id, meter_id)
+            if pid:
+                notes.append(
+                    f"{r.name}: add_member {pid} is open: members vote with "
+                    f"`peerwatt gov vote -c node.toml --request {path} --yes`"
+                )
+            else:
+                actions.append((r, "add_member", {"key": r.member, "name": r.name}))
+        else:
+            pid = _proposal_state(chain, "enroll_meter", member_id, meter_id)
+            if pid:
+                notes.append(
+                    f"{r.name}: enroll_meter {pid} is open: validators vote with "
+                    f"`peerwatt gov vote -c node.toml --request {path} --yes`"
+                )
+            else:
+                args = {"key": r.meter, "serial": r.serial, "owner": member_id, "capacity_w": r.capacity_w}
+                actions.append((r, "enroll_meter", args))
+    for note in notes:
+        click.echo(note)
+    if not actions:
+        return
+    ids = propose_all(side, [(a, args) for _, a, args in actions], wait_s)
+
+    def seen(chain: dict[str, Any]) -> bool:
+        return all(
+            pid in chain["proposals"] or _passed(chain, a, args)
+            for pid, (_, a, args) in zip(ids, actions, strict=True)
+        )
+
+    chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
+    for pid, (r, action, args) in zip(ids, actions, strict=True):
+        click.echo(f"{r.name}: {action} proposed ({pid}): {_tally(chain, pid, action, args)}")
+
+
+def _passed(chain: dict[str, Any], action: str, args: dict[str, Any]) -> bool:
+    from chain.keys import load_public_key
+
+    if action in ("add_member", "enroll_meter"):
+        kid = key_id(load_public_key(args["key"]))
+        return kid in (chain["members"] if action == "add_member" else chain["meters"])
+    if action == "remove_member":
+        return args["member"] not in chain["members"]
+    if action == "revoke_meter":
+        return args["meter"] in chain["revoked"]
+    return False
+
+
+def _tally(chain: dict[str, Any], pid: str, action: str, args: dict[str, Any]) -> str:
+    from chain.governance import electorate
+
+    if pid in chain["proposals"]:
+        p = chain["proposals"][pid]
+        _, needed = electorate(chain, action)
+        return f"open, {len(p['yes'])} of {needed} yes votes"
+    return "passed" if _passed(chain, action, args) else "closed (rejected or expired)"
+
+
+@member.command("leave")
+@click.argument("who", required=True)
+@node_options
+def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
+    """Propose that a household leaves: revoke its meters (validators vote) and remove the member
+    (members vote). WHO is the member's key id or its join request file."""
+    side = node_side(config_file, data_dir, key_file, operator_file)
+    community, chain = chain_state(side.data)
+    path = Path(who)
+    member_id = _request(path, community).member_id if path.is_file() else who
+    if member_id not in chain["members"]:
+        raise UserError(f"{member_id} is not a member of {community} (see `peerwatt gov list --data ...`)")
+    actions = [
+        ("revoke_meter", {"meter": m})
+        for m, info in sorted(chain["meters"].items())
+        if info["owner"] == member_id and info.get("active")
+    ]
+    actions.append(("remove_member", {"member": member_id}))
+    ids = propose_all(side, actions, wait_s)
+
+    def seen(chain: dict[str, Any]) -> bool:
+        return all(
+            pid in chain["proposals"] or _passed(chain, a, args)
+            for pid, (a, args) in zip(ids, actions, strict=True)
+        )
+
+    chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
+    for pid, (action, args) in zip(ids, actions, strict=True):
+        click.echo(f"{action} {args} proposed ({pid}): {_tally(chain, pid, action, args)}")
+    click.echo(
+        f"the others vote with `peerwatt gov vote -c node.toml --member {member_id} --yes`; "
+        "erasure of its readings after the retention period is a separate vote (erase_member)"
+    )

@@ -1,0 +1,152 @@
+"""Joining (issue 16 part 2): the signed join request, seqs from a node's state, `agent setup`
+against a real Modbus simulator (the real probe code), one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chain.keys import generate_private_key, key_id
+from meter_agent.config import load_agent_config
+from peerwatt.onboarding import (
+    JoinRequestError,
+    make_join_request,
+    next_seq,
+    parse_join_request,
+    quorum_sentence,
+)
+from peerwatt.procnet import free_port
+from tests.support.cli import peerwatt
+
+
+def _request(**over):
+    member, meter = generate_private_key(), generate_private_key()
+    fields = dict(
+        community="oak-street", name="Household 7", serial="SDM-1", profile="sdm630", capacity_w=11000
+    )
+    fields.update(over)
+    return member, meter, make_join_request(member, meter, **fields)
+
+
+def test_join_request_round_trip_and_tampering():
+    member, meter, request = _request()
+    parsed = parse_join_request("some mail text\n" + request.text() + "-- \nsignature")
+    assert parsed == request
+    assert parsed.member_id == key_id(member.public_key()) and parsed.meter_id == key_id(meter.public_key())
+    for old, new in (("capacity_w: 11000", "capacity_w: 99000"), ("serial: SDM-1", "serial: SDM-2")):
+        with pytest.raises(JoinRequestError, match="signature does not verify"):
+            parse_join_request(request.text().replace(old, new))
+    with pytest.raises(JoinRequestError, match="lacks signature"):
+        parse_join_request("\n".join(x for x in request.text().splitlines() if not x.startswith("signature")))
+    with pytest.raises(JoinRequestError, match="no join request"):
+        parse_join_request("hello")
+    with pytest.raises(JoinRequestError, match="serial"):
+        _request(serial="has space")
+
+
+def test_next_seq_is_above_the_ledger_and_the_clock():
+    chain = {"seqs": {"a": [5_000_000_000_000, "0"]}}
+    assert next_seq(chain, "a", now_ms=1_000) == 5_000_000_000_001
+    assert next_seq(chain, "b", now_ms=1_000) == 1_000
+    assert next_seq({"seqs": {"a": [7, "0"]}}, "a", now_ms=1_000) == 1_000
+
+
+def test_quorum_sentence():
+    assert quorum_sentence(3).endswith("so n=3 needs 3 and tolerates no failure")
+    assert quorum_sentence(4).endswith("so n=4 needs 3 and tolerates 1 validator(s) down")
+
+
+@pytest.fixture
+def sim_meter():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--profile", "sdm630", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "sim-meter did not start"
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_agent_setup_finds_the_meter_and_writes_keys_config_and_request(tmp_path, sim_meter):
+    out = tmp_path / "c"
+    r = peerwatt(
+        "community",
+        "init",
+        "--community",
+        "oak-street",
+        "--validators",
+        "4",
+        "--interval",
+        "900",
+        "--feed-in-price",
+        "0.08",
+        "--retail-price",
+        "0.30",
+        "--timezone",
+        "UTC",
+        "--broker-host",
+        "127.0.0.1",
+        "--out",
+        str(out),
+        stdin="",
+    )
+    assert r.returncode == 0, r.stderr
+    folder = out / "household"
+    args = [
+        "agent",
+        "setup",
+        "--dir",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sim_meter),
+        "--broker",
+        "mqtts://127.0.0.1:8883",
+        "--name",
+        "Household 7",
+    ]
+    r = peerwatt(*args, stdin="")
+    assert (
+        r.returncode != 0 and r.stderr.strip() == "error: confirm the meter: run on a terminal, or pass --yes"
+    )
+    r = peerwatt(*args, "--yes", "--capacity-w", "9000", stdin="")
+    assert r.returncode == 0, r.stderr
+    assert "sdm630 at 127.0.0.1" in r.stdout and "power" in r.stdout  # the live values shown
+    request = parse_join_request((folder / "join-request.txt").read_text())
+    assert request.profile == "sdm630" and request.capacity_w == 9000 and request.community == "oak-street"
+    assert (folder / "meter.key").stat().st_mode & 0o077 == 0
+    again = peerwatt(*args, "--yes", stdin="")
+    assert "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    r = peerwatt(
+        "community",
+        "add-meter",
+        "--dir",
+        str(out),
+        str(folder / "join-request.txt"),
+        "--out",
+        str(tmp_path / "h"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"user {request.meter_id}" in (out / "broker" / "peerwatt.acl").read_text()
+    assert (tmp_path / "h" / "broker-client.key").stat().st_mode & 0o077 == 0
+    for name in ("broker-client.crt", "broker-client.key"):
+        shutil.copy2(tmp_path / "h" / name, folder / name)
+    cfg = load_agent_config(folder / "agent.toml")
+    assert cfg.meter.port == sim_meter and cfg.meter.serial == request.serial
+    assert cfg.broker.tls and cfg.community == "oak-street"
