@@ -163,6 +163,22 @@ def _hash_password_file(tool: str, path: Path) -> None:
         raise UserError(f"mosquitto_passwd failed: {message[0] if message else result.returncode}")
 
 
+def _hashed_lines(passwd_path: Path, names: set[str]) -> dict[str, str]:
+    """The ``user:hash`` lines of an existing password file for the accounts in ``names``."""
+    try:
+        text = passwd_path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UserError(f"cannot read {passwd_path}: {exc.strerror}") from None
+    kept = {}
+    for line in text.splitlines():
+        user, sep, hashed = line.partition(":")
+        if sep and user in names and hashed.startswith("$"):
+            kept[user] = line + "\n"
+    return kept
+
+
 def _load(genesis_file: Path) -> Genesis:
     try:
         return load_genesis(genesis_file)
@@ -310,12 +326,24 @@ def write_config(
         assert tool is not None
         credentials = out_dir / CREDENTIALS_DIR
         _mkdir(credentials, 0o700)
-        passwords = {a.name: secrets.token_urlsafe(24) for a in accounts}
         passwd_path = out_dir / PASSWD_NAME
-        _write_private(passwd_path, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode())
-        _hash_password_file(tool, passwd_path)
+        # a rerun keeps the accounts' existing passwords (households keep theirs), drops the
+        # accounts left out (revoked, departed, --exclude) and makes passwords for new ones only
+        names = {a.name for a in accounts}
+        kept = _hashed_lines(passwd_path, names)
+        passwords = {a.name: secrets.token_urlsafe(24) for a in accounts if a.name not in kept}
+        fresh = out_dir / f".{PASSWD_NAME}.new"
+        _write_private(fresh, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode())
+        if passwords:
+            _hash_password_file(tool, fresh)
+        hashed = "".join(kept.values()) + fresh.read_text()
+        fresh.unlink()
+        _write_private(passwd_path, hashed.encode())
         for user, password in passwords.items():
             _write_private(credentials / f"{user}.password", (password + "\n").encode())
+        for stale in credentials.glob("*.password"):
+            if stale.name.removesuffix(".password") not in names:
+                stale.unlink()
         shared.append(passwd_path)
     (out_dir / CONF_NAME).write_text(
         conf_text(

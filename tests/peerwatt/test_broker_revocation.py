@@ -161,3 +161,66 @@ def test_cert_mode_config_names_the_crl_and_needs_it(tmp_path: Path, revoked) ->
     result = config(tmp_path, "--genesis", str(tmp_path / "genesis.toml"))
     assert result.returncode != 0 and "has no community-ca.crl" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_password_mode_rerun_keeps_passwords_and_drops_a_left_out_account(
+    tmp_path: Path, revoked, mosquitto_factory
+) -> None:
+    """Rerunning `broker config --auth password` keeps every remaining account's password (the
+    households keep theirs) and drops the account left out; after a reload (SIGHUP) a real broker
+    refuses that account and still accepts the others."""
+    import os
+    import signal
+    import time
+
+    from peerwatt.bus import BrokerConfig, MqttBus
+    from peerwatt.procnet import free_port, wait_for
+    from tests.conftest import require_tool
+
+    require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    c = revoked
+    port = free_port()
+    (tmp_path / "p").mkdir()
+    args = ["--genesis", str(tmp_path / "genesis.toml"), "--auth", "password", "--no-tls"]
+    args += ["--port", str(port), "--bind", "127.0.0.1", "--local-port", "0"]
+    first = config(tmp_path, *args)
+    assert first.returncode == 0, first.output
+    out = tmp_path / "b"
+    before = (out / "peerwatt.passwd").read_text().splitlines()
+    broker = mosquitto_factory(port=port, config_text=(out / "mosquitto.conf").read_text())
+    broker.start()
+
+    def bus(meter: str) -> MqttBus:
+        secret = (out / "credentials" / f"{meter}.password").read_text().strip()
+        return MqttBus(BrokerConfig(port=port, username=meter, password=secret), meter)
+
+    gone, stays = c.meters[0].id, c.meters[2].id
+    old_secret = (out / "credentials" / f"{gone}.password").read_text().strip()
+    live = bus(gone)
+    live.start()
+    assert live.wait_connected(10), live.last_error
+
+    again = config(tmp_path, *args, "--exclude", gone)
+    assert again.returncode == 0, again.output
+    after = (out / "peerwatt.passwd").read_text().splitlines()
+    assert after == [line for line in before if not line.startswith(f"{gone}:")]
+    assert not (out / "credentials" / f"{gone}.password").exists()
+    reloads = broker.log_text().count("Reloading config.")
+    os.kill(broker.pid, signal.SIGHUP)  # systemctl reload mosquitto
+    wait_for(lambda: broker.log_text().count("Reloading config.") > reloads, 10, "the reload")
+
+    again_gone = MqttBus(BrokerConfig(port=port, username=gone, password=old_secret), gone + "-again")
+    kept = bus(stays)
+    try:
+        for b in (again_gone, kept):
+            b.start()
+        assert kept.wait_connected(10), kept.last_error  # its password did not change
+        wait_for(lambda: "Not authorized" in (again_gone.last_error or ""), 10, "the refusal")
+        time.sleep(1.0)
+        assert not again_gone.connected
+        # Mosquitto 2.0.11 also ends the session the left-out account held open
+        wait_for(lambda: not live.connected, 10, "the open connection to end")
+    finally:
+        for b in (live, again_gone, kept):
+            b.stop(flush_timeout_s=0)
