@@ -26,7 +26,7 @@ sequencer = "{sequencer}"    # key id of the validator that cuts blocks
 block_s = 2                  # cut a block every block_s seconds while transactions wait
 
 [app]                        # community parameters, handed to the app (integers only)
-interval_s = 900             # delivery interval (15 minutes)
+interval_s = 900             # delivery interval in seconds (900 = 15 minutes; must divide a day)
 gate_s = 300                 # gate closure: orders close this long before an interval starts
 horizon_s = 86400            # orders accepted at most this far ahead
 settle_after_intervals = 2   # settlement deadline, in intervals after the interval's end
