@@ -105,7 +105,7 @@ def advice(exc: Exception, tcp: bool) -> str:
 
 @click.group()
 def meter() -> None:
-    """Read a meter over Modbus, or find out which meter answers."""
+    """Read a meter (Modbus, P1, SML, Shelly HTTP), or find out which Modbus meter answers."""
 
 
 _connection_options = [
