@@ -20,7 +20,6 @@ MAX_VOTING_PERIOD_S = 30 * 24 * 3600
 VALIDATOR_ACTIONS = frozenset(
     {"enroll_meter", "revoke_meter", "add_validator", "remove_validator", "set_sequencer"}
 )
-MEMBER_ACTIONS = frozenset({"add_member", "remove_member", "set_param", "erase_member"})
 
 ARGS: dict[str, dict[str, type]] = {
     "enroll_meter": {"key": str, "serial": str, "owner": str, "capacity_w": int},

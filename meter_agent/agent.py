@@ -108,7 +108,6 @@ class Agent:
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
         self.fault: str | None = None
-        self.fault_until_interval: int | None = None
         self.last_sample: MeterSample | None = None
         self.alarms: list[str] = []
         self._lock = threading.Lock()
@@ -196,8 +195,6 @@ class Agent:
             elif self.fault is None:  # not a typed meter error: a reader bug, keep its traceback
                 log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
             self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
-            now = int(self.clock())
-            self.fault_until_interval = now - now % self.params["interval_s"] + self.params["interval_s"]
             return None
         if self.fault is not None:
             log.info("meter answers again")

@@ -47,18 +47,11 @@ class SimClock:
             return self._base_sim + (time.monotonic() - self._base_real) * self.speed
 
     def pause(self) -> None:
-        """Stop the clock (values and counters stay fixed until resumed or advanced)."""
+        """Stop the clock (values and counters stay fixed until advanced)."""
         with self._lock:
             if not self._paused:
                 self._base_sim += (time.monotonic() - self._base_real) * self.speed
                 self._paused = True
-
-    def resume(self) -> None:
-        """Let the clock run again from where it stands."""
-        with self._lock:
-            if self._paused:
-                self._base_real = time.monotonic()
-                self._paused = False
 
     def advance(self, seconds: float) -> None:
         """Jump forward by ``seconds`` of simulated time."""

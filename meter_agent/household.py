@@ -133,8 +133,6 @@ H0_SHAPE: dict[tuple[str, str], tuple[int, ...]] = {
 }
 # fmt: on
 
-SEASONS = ("winter", "transition", "summer")
-DAY_TYPES = ("workday", "saturday", "sunday")
 _SHAPE_DAILY_SUM = {key: sum(values) for key, values in H0_SHAPE.items()}
 
 # Streams of the seeded noise (one hash per stream and index keeps calls order-independent).
