@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, Accounts, RateLimit, User
+from dashboard.agent_status import AgentStatusBoard
 from dashboard.directory import Directory
 from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
@@ -51,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_METHOD": PASSWORD_METHOD,  # werkzeug method string: scrypt, n=2**15, r=8, p=1
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session (which expires)
     "CLOCK": time.time,  # ledger time for "last block N s ago" (the demo passes its accelerated clock)
+    "AGENT_STATUS": None,  # an AgentStatusBoard fed from the broker's status topics, or None
+    "AGENT_HEARTBEAT_S": 60,  # the agents' heartbeat_s: a status older than 3 of them is stale
 }
 
 CSP = (
@@ -70,6 +73,7 @@ class Services:
     verifier: VerifyRunner
     instance_dir: Path
     trusted_proxies: tuple[Network, ...] = ()
+    agent_status: AgentStatusBoard | None = None
     _directory: tuple[int, Directory] | None = None
 
     def client_address(self) -> str:
@@ -134,6 +138,7 @@ def create_app(
     trusted = parse_trusted(app.config["TRUSTED_PROXIES"])  # ProxyConfigError before opening anything
     services = open_services(data_dir, app.instance_path, app.config)
     services.trusted_proxies = trusted
+    services.agent_status = app.config["AGENT_STATUS"]
     app.config.setdefault("SECRET_KEY", None)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _secret_key(services.instance_dir)

@@ -9,6 +9,7 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 from flask_login import login_required
 
 from dashboard import household as hh
+from dashboard.agent_status import not_configured
 from dashboard.params import arg_choice, arg_date
 from dashboard.receipts import build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, period
@@ -56,6 +57,11 @@ def _summary(meter: str) -> dict:
             "is_today": view == "day" and p.anchor == today,
             "flows": hh.flows(conn, meter, p.start, p.end),
         },
+        "agent": (
+            not_configured()
+            if s.agent_status is None
+            else s.agent_status.health(meter, current_app.config["AGENT_HEARTBEAT_S"])
+        ),
         "statement": hh.statement(conn, meter, p.start, p.end, params),
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
         "orders": [

@@ -18,6 +18,11 @@ dashboard.toml (relative paths are relative to the file's folder):
     currency_symbol = "€"
     currency_subunit = "ct"
     trusted_proxies = []            # e.g. ["127.0.0.1"]: X-Forwarded-For is believed only from these
+    broker_client_id = "dashboard"  # the dashboard's broker account (read-only: status/+)
+
+    [broker]                        # optional: show each household its agent's health
+    url = "mqtts://broker.oak-street.example:8883"
+    ca_file = "community-ca.crt"    # and cert_file/key_file, or username/password_file, as for nodes
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -41,6 +47,8 @@ CONFIG_KEYS = {
     "currency_symbol",
     "currency_subunit",
     "trusted_proxies",
+    "broker",
+    "broker_client_id",
 }
 
 
@@ -56,11 +64,13 @@ class DashboardSettings:
     currency_symbol: str = "\u20ac"
     currency_subunit: str = "ct"
     trusted_proxies: tuple[str, ...] = ()
+    broker: Any = None  # peerwatt.bus.BrokerConfig of the optional [broker] table
+    broker_client_id: str = "dashboard"
 
 
 def load_settings(path: Path) -> DashboardSettings:
     """Read dashboard.toml; UserError names the key and the fix."""
-    from peerwatt.config import read_toml, take
+    from peerwatt.config import broker_config, read_toml, take
 
     data = read_toml(path)
     where = str(path)
@@ -92,6 +102,8 @@ def load_settings(path: Path) -> DashboardSettings:
         currency_symbol=take(data, "currency_symbol", str, where, "\u20ac"),
         currency_subunit=take(data, "currency_subunit", str, where, "ct"),
         trusted_proxies=tuple(proxies),
+        broker=broker_config(data, where, base) if "broker" in data else None,
+        broker_client_id=take(data, "broker_client_id", str, where, "dashboard"),
     )
 
 
@@ -185,6 +197,7 @@ def serve(settings: DashboardSettings) -> None:
         ) from None
     stop = threading.Event()
     threading.Thread(target=_keep_indexing, args=(app, stop), name="indexer", daemon=True).start()
+    bus = _follow_agents(app, settings)
     click.echo(
         f"dashboard for {app.extensions['peerwatt'].ledger.community.name} on "
         f"http://{settings.host}:{server.effective_port}/ (Ctrl-C to stop)"
@@ -195,7 +208,34 @@ def serve(settings: DashboardSettings) -> None:
         pass
     finally:
         stop.set()
+        if bus is not None:
+            bus.stop()
         server.close()
+
+
+def _follow_agents(app, settings: DashboardSettings):
+    """With a [broker]: subscribe to every agent's retained status (peerwatt/<community>/status/+)
+    and keep the latest per meter for the household pages (dashboard/agent_status.py)."""
+    if settings.broker is None:
+        return None
+    from dashboard.agent_status import AgentStatusBoard
+    from peerwatt.bus import MqttBus
+
+    services = app.extensions["peerwatt"]
+    board = AgentStatusBoard(services.ledger.community.id)
+
+    def connection(up: bool) -> None:
+        board.connected = up
+
+    try:
+        bus = MqttBus(settings.broker, settings.broker_client_id, on_connection_change=connection)
+    except ValueError as exc:
+        raise UserError(f"[broker]: {exc}") from None
+    bus.subscribe(board.pattern, board.handle)
+    services.agent_status = board
+    bus.start()
+    click.echo(f"following the agents' status on {settings.broker.url}")
+    return bus
 
 
 # -- accounts -------------------------------------------------------------------------------

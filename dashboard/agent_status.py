@@ -1,0 +1,158 @@
+"""The households' agents as the broker last saw them: each agent's retained status on
+``peerwatt/<community>/status/<meter>`` (JSON, refreshed every ``heartbeat_s``; ``offline`` as its
+last will or on a clean stop), kept in memory, latest per meter.
+
+The dashboard stays read-only over a node's store: the status is not on the ledger. Whoever serves
+the dashboard (``peerwatt dashboard`` with a ``[broker]`` section in dashboard.toml) subscribes a
+bus to ``peerwatt/<community>/status/+`` and hands each message to :meth:`AgentStatusBoard.handle`;
+without a broker the household page says that the agent's health is not available here. This
+module imports no bus: it takes topic strings and payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+MAX_STATUS_BYTES = 64 * 1024
+STALE_HEARTBEATS = 3  # a status older than this many heartbeats is reported as stale
+DEFAULT_HEARTBEAT_S = 60
+
+WHAT_TO_DO_OFFLINE = (
+    "Check the device next to your meter: is it powered and on the network? On it, "
+    "`systemctl status peerwatt-agent` shows whether the agent runs (start it with "
+    "`sudo systemctl restart peerwatt-agent`), `journalctl -u peerwatt-agent` why it stopped, and "
+    "`peerwatt agent status -c /etc/peerwatt/agent.toml` its last reading, outbox and broker "
+    "connection. Until it is back no readings are sent: your trades of those intervals stay "
+    "unsettled and move no money (a late reading still settles them)."
+)
+WHAT_TO_DO_METER = (
+    "The agent runs but cannot read your meter. Check the meter's cable or Modbus gateway and its "
+    "power; `peerwatt meter read --profile <profile> --host <gateway>` (or `peerwatt meter probe`) "
+    "on the device shows whether the meter answers. The agent offers nothing it cannot back while "
+    "the meter fails."
+)
+
+
+class AgentStatusBoard:
+    """The latest status per meter of one community (thread-safe; the bus calls ``handle`` from
+    its network thread)."""
+
+    def __init__(self, community: str, clock: Callable[[], float] = time.time) -> None:
+        self.community = community
+        self.clock = clock
+        self.prefix = f"peerwatt/{community}/status/"
+        self.pattern = self.prefix + "+"
+        self.connected: bool | None = None  # the dashboard's own broker connection, if known
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[float, dict[str, Any] | None, str]] = {}
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One message of ``peerwatt/<community>/status/<meter>``; anything else is ignored."""
+        if not topic.startswith(self.prefix) or len(payload) > MAX_STATUS_BYTES:
+            return
+        meter = topic[len(self.prefix) :]
+        if not meter or "/" in meter:
+            return
+        if payload == b"":  # a retained message deleted
+            with self._lock:
+                self._latest.pop(meter, None)
+            return
+        text = payload.decode("utf-8", "replace").strip()
+        status: dict[str, Any] | None = None
+        if text != "offline":
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            status = parsed if isinstance(parsed, dict) else {"state": "unreadable"}
+        with self._lock:
+            self._latest[meter] = (self.clock(), status, text if status is None else "")
+
+    def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+        """What the household page shows: state (online, offline, stale, meter_failing, unknown),
+        the figures of the last status, and a warning with what to do."""
+        with self._lock:
+            entry = self._latest.get(meter)
+        out: dict[str, Any] = {
+            "configured": True,
+            "broker_connected": self.connected,
+            "state": "unknown",
+            "received": None,
+            "last_reading": None,
+            "meter_ok": None,
+            "fault": None,
+            "meter_read_errors": None,
+            "outbox": None,
+            "awaiting_confirmation": None,
+            "last_receipt": None,
+            "alarms": [],
+            "warning": None,
+            "what_to_do": None,
+        }
+        if entry is None:
+            out["warning"] = (
+                "No status from your agent has reached the dashboard: it has never connected to the "
+                "community's broker, or not since the dashboard started."
+            )
+            out["what_to_do"] = WHAT_TO_DO_OFFLINE
+            return out
+        received, status, _ = entry
+        out["received"] = int(received)
+        if status is None:
+            out["state"] = "offline"
+            out["warning"] = (
+                "Your agent is offline: it stopped, or lost its connection and the broker published its "
+                "last will."
+            )
+            out["what_to_do"] = WHAT_TO_DO_OFFLINE
+            return out
+        if status.get("state") == "unreadable":
+            out["warning"] = "Your agent's last status could not be read (not JSON)."
+            out["what_to_do"] = WHAT_TO_DO_OFFLINE
+            return out
+        for key in (
+            "last_reading",
+            "meter_ok",
+            "fault",
+            "meter_read_errors",
+            "outbox",
+            "awaiting_confirmation",
+        ):
+            out[key] = status.get(key)
+        out["last_receipt"] = status.get("last_receipt")
+        alarms = status.get("alarms")
+        out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
+        sent = status.get("time")
+        age = self.clock() - (sent if isinstance(sent, int | float) else received)
+        if status.get("meter_ok") is False or status.get("fault"):
+            out["state"] = "meter_failing"
+            fault = status.get("fault") or "the meter does not answer"
+            out["warning"] = f"Your agent cannot read your meter: {fault}."
+            out["what_to_do"] = WHAT_TO_DO_METER
+        elif age > STALE_HEARTBEATS * heartbeat_s:
+            out["state"] = "stale"
+            out["warning"] = (
+                f"No status from your agent for {int(age // 60)} min (it reports every {heartbeat_s} s): "
+                "it may be hanging or cut off from the broker."
+            )
+            out["what_to_do"] = WHAT_TO_DO_OFFLINE
+        else:
+            out["state"] = "online"
+        return out
+
+
+def not_configured() -> dict[str, Any]:
+    return {
+        "configured": False,
+        "state": "not_configured",
+        "warning": None,
+        "what_to_do": None,
+        "note": (
+            "This dashboard is not connected to the community's broker ([broker] in dashboard.toml), "
+            "so it cannot show your agent's health; `peerwatt agent status` on the device shows it."
+        ),
+    }

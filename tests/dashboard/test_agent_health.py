@@ -1,0 +1,186 @@
+"""Issue 17 item 7: the household page shows its own agent's health from the agent's retained
+status on the broker (here the in-memory broker with MQTT semantics: retained messages, last
+wills), with a clear warning and what to do when the agent is offline or its meter fails."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+
+import pytest
+
+from dashboard.agent_status import AgentStatusBoard
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from tests.dashboard.conftest import login, make_app
+from tests.dashboard.ledger_fixture import START
+
+
+def _status(meter: str, **changes) -> bytes:
+    status = {
+        "state": "online",
+        "meter": meter,
+        "meter_ok": True,
+        "fault": None,
+        "last_reading": {"interval": START + 3600, "import_wh": 1000, "export_wh": 500},
+        "outbox": 2,
+        "awaiting_confirmation": 1,
+        "meter_read_errors": 0,
+        "alarms": [],
+        "time": 1_000_000,
+        **changes,
+    }
+    return json.dumps(status).encode()
+
+
+@pytest.fixture
+def wired(built, tmp_path):
+    """A dashboard whose board is fed by a bus subscribed to status/+, and Sunny Villa's agent
+    on the same broker with its last will 'offline'."""
+    now = [1_000_000.0]
+    community = built.community.community
+    board = AgentStatusBoard(community, clock=lambda: now[0])
+    broker = MemoryBroker()
+    dashboard_bus = MemoryBus(broker, "dashboard")
+    dashboard_bus.subscribe(board.pattern, board.handle)
+    dashboard_bus.start()
+    meter = built.meters[0]
+    topic = Topics.status(community, meter)
+    agent = MemoryBus(broker, meter, will=(topic, b"offline", True))
+    agent.start()
+    app = make_app(built, tmp_path / "instance", AGENT_STATUS=board)
+    c = app.test_client()
+    assert login(c, "villa").status_code == 302
+    return c, agent, topic, meter, now
+
+
+def _panel(client, meter) -> str:
+    page = client.get(f"/household/{meter}").get_data(as_text=True)
+    return html_lib.unescape(page.split('id="agent"', 1)[1].split("</section>", 1)[0])
+
+
+def test_online_then_offline_after_the_last_will(wired):
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, _status(meter), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online' in panel and "agent-warning" not in panel
+    assert 'id="agent-outbox">2 / 1' in panel
+    api = c.get(f"/api/v1/households/{meter}").get_json()["agent"]
+    assert api["state"] == "online" and api["outbox"] == 2 and api["meter_read_errors"] == 0
+    agent.crash()  # the connection drops: the broker publishes the agent's last will
+    panel = _panel(c, meter)
+    assert 'id="agent-state">offline' in panel
+    assert "Your agent is offline" in panel and "last will" in panel
+    assert "systemctl status peerwatt-agent" in panel and "peerwatt agent status" in panel
+    assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "offline"
+
+
+def test_failing_meter_and_stale_status_are_warned(wired):
+    c, agent, topic, meter, now = wired
+    agent.publish(
+        topic, _status(meter, meter_ok=False, fault="no answer from unit 1", meter_read_errors=7), retain=True
+    )
+    panel = _panel(c, meter)
+    assert "Your agent cannot read your meter: no answer from unit 1." in panel
+    assert "peerwatt meter read" in panel and 'id="agent-read-errors">7' in panel
+    agent.publish(topic, _status(meter), retain=True)
+    now[0] += 10 * 60
+    panel = _panel(c, meter)
+    assert "No status from your agent for 10 min" in panel
+
+
+def test_a_late_dashboard_gets_the_retained_status(built, tmp_path):
+    community = built.community.community
+    broker = MemoryBroker()
+    meter = built.meters[0]
+    agent = MemoryBus(broker, meter, will=(Topics.status(community, meter), b"offline", True))
+    agent.start()
+    agent.publish(Topics.status(community, meter), _status(meter), retain=True)
+    board = AgentStatusBoard(community, clock=lambda: 1_000_000.0)
+    later = MemoryBus(broker, "dashboard")
+    later.subscribe(board.pattern, board.handle)
+    later.start()
+    assert board.health(meter)["state"] == "online"
+    assert board.health(built.meters[1])["state"] == "unknown"
+    # other topics and junk are ignored, never an error
+    board.handle(f"peerwatt/{community}/status/a/b", b"{}")
+    board.handle("peerwatt/other/status/x", b"offline")
+    board.handle(f"peerwatt/{community}/status/{meter}", b"\xff" * 10)
+    assert board.health(meter)["state"] == "unknown"
+    assert "could not be read" in board.health(meter)["warning"]
+
+
+def test_without_a_broker_the_panel_says_so(as_villa, built):
+    panel = _panel(as_villa, built.meters[0])
+    assert "not connected to the community's broker" in panel
+
+
+def test_cli_follows_the_agents_on_a_real_broker(built, tmp_path):
+    """`peerwatt dashboard -c` with a [broker]: an agent's retained status on an MQTT broker
+    (the embedded one) reaches the household page; a password in [broker] is refused."""
+    import http.cookiejar
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from peerwatt.broker import EmbeddedBroker
+    from peerwatt.bus import BrokerConfig, MqttBus
+    from peerwatt.commands.dashboard import load_settings
+    from tests.dashboard.conftest import PASSWORDS
+
+    community = built.community.community
+    meter = built.meters[0]
+    make_app(built, tmp_path / "inst")  # index and the villa account
+    with EmbeddedBroker() as broker:
+        agent = MqttBus(
+            BrokerConfig.from_url(broker.url), meter, will=(Topics.status(community, meter), b"offline", True)
+        )
+        agent.start()
+        assert agent.wait_connected(10)
+        agent.publish(Topics.status(community, meter), _status(meter, time=int(time.time())), retain=True)
+        config = tmp_path / "dashboard.toml"
+        config.write_text(
+            f'data = "{built.data_dir}"\ninstance = "inst"\nlisten = "127.0.0.1:0"\n'
+            f'broker_client_id = "dash-1"\n[broker]\nurl = "{broker.url}"\n'
+        )
+        assert load_settings(config).broker.url == broker.url
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peerwatt.cli", "dashboard", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines = [proc.stdout.readline() for _ in range(3)]
+            url = next(line for line in lines if " on http" in line).split(" on ")[1].split(" ")[0]
+            assert any(line.startswith("following the agents' status on") for line in lines), lines
+            opener = urllib.request.build_opener(
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+            )
+            page = opener.open(url + "login", timeout=10).read().decode()
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            form = {"username": "villa", "password": PASSWORDS["villa"], "csrf_token": token}
+            opener.open(url + "login", urllib.parse.urlencode(form).encode(), timeout=10)
+            deadline = time.monotonic() + 15
+            while True:
+                data = json.loads(opener.open(f"{url}api/v1/households/{meter}", timeout=10).read())
+                if data["agent"]["state"] == "online" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert data["agent"]["state"] == "online" and data["agent"]["outbox"] == 2
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            proc.stdout.close()
+            proc.stderr.close()
+            agent.stop()
+    config.write_text(f'data = "{built.data_dir}"\n[broker]\nurl = "mqtt://127.0.0.1:1"\npassword = "x"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "dashboard", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "password_file" in result.stderr and "\n" not in result.stderr.strip()
