@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "demo": "peerwatt.commands.demo:demo",
     "community": "peerwatt.commands.community:community",
     "member": "peerwatt.commands.member:member",
+    "statements": "peerwatt.commands.statements:statements",
 }
 
 

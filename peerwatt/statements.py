@@ -1,0 +1,847 @@
+"""Monthly statements for a community's treasurer: read the ledger, issue numbered statements into
+the operator's billing store, write them as JSON, CSV and PDF, and verify one against the chain.
+
+The figures come from ``market.billing`` (pure); this module does the I/O around it:
+
+- :func:`ledger_view` reads a node's store up to one height into a ``LedgerView``;
+- :class:`IssuedStore` is ``<billing>/issued.sqlite``: every statement and note ever issued,
+  numbered gap-free per community and period, never updated or deleted (SQLite triggers refuse);
+- :func:`issue_period` / :func:`issue_corrections` issue a month's statements or its credit/debit
+  notes; :func:`write_files` writes ``<number>.json|.csv|.pdf``; :func:`verify_file` re-derives a
+  JSON or PDF statement from the chain at its height and names every figure that differs.
+
+The PDF carries the canonical JSON as an embedded file (``statement.json``), which
+``verify_file`` reads back with pypdf and also checks against the PDF's visible text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chain.canonical import dumps_checked, loads_strict
+from chain.keys import key_id, load_public_key
+from chain.store import Store
+from market.billing import (
+    LedgerView,
+    MeterInfo,
+    VatSetting,
+    correction_note,
+    member_statement,
+    members_to_bill,
+    money_figures,
+    statement_number,
+    with_number,
+)
+from market.params import with_defaults
+
+ISSUED_DB = "issued.sqlite"
+CONFIG = "billing.toml"
+
+
+class BillingError(Exception):
+    """Something the operator must fix; the message says what."""
+
+
+# -- reading the ledger ------------------------------------------------------------------------
+
+
+def _kid(sec1_hex: str) -> str:
+    return key_id(load_public_key(sec1_hex))
+
+
+def ledger_view(store: Store, height: int | None = None) -> LedgerView:
+    """What the ledger held after block ``height`` (default: the last block)."""
+    head = store.height()
+    height = head if height is None else height
+    row = store.block_row(height) if 0 <= height <= head else None
+    if row is None:
+        raise BillingError(f"the ledger has no block {height} (its last block is {head})")
+    genesis = loads_strict(store.genesis_doc())
+    community = genesis["community"]
+    params = dict(genesis.get("app", {}))
+    history: list[tuple[int, dict[str, Any]]] = [(0, dict(params))]
+    members = {mid: m.get("name", "") for mid, m in genesis["members"].items()}
+    meters = {
+        mid: MeterInfo(mid, m["owner"], m.get("name", ""), m["serial"], m["capacity_w"], community["time"])
+        for mid, m in genesis["meters"].items()
+    }
+    removed: dict[str, int] = {}
+    times = dict(store.conn.execute("SELECT height, time FROM blocks WHERE height <= ?", (height,)))
+
+    def rows(kind: str) -> list[dict[str, Any]]:
+        return [
+            dict(loads_strict(bytes(data)), height=h)
+            for h, data in store.conn.execute(
+                "SELECT height, data FROM results WHERE kind = ? AND height <= ? ORDER BY height, idx",
+                (kind, height),
+            )
+        ]
+
+    rejected: set[tuple[int, int]] = set()
+    for r in rows("tx"):
+        if r["status"] != "ok":
+            rejected.add((r["height"], r["index"]))
+    for g in rows("gov"):
+        if g["outcome"] != "passed":
+            continue
+        payload = store.payload(bytes.fromhex(g["proposal"]))
+        if payload is None:
+            raise BillingError(f"the proposal {g['proposal'][:12]} of block {g['height']} is missing")
+        args = loads_strict(payload)["body"]["args"]
+        at = times[g["height"]]
+        action = g["action"]
+        if action == "enroll_meter":
+            kid = _kid(args["key"])
+            meters[kid] = MeterInfo(kid, args["owner"], "", args["serial"], args["capacity_w"], at)
+        elif action == "revoke_meter":
+            m = meters[args["meter"]]
+            meters[m.meter] = MeterInfo(m.meter, m.owner, m.name, m.serial, m.capacity_w, m.enrolled_at, at)
+        elif action == "add_member":
+            members[_kid(args["key"])] = args.get("name", "")
+        elif action == "remove_member":
+            removed[args["member"]] = at
+        elif action == "set_param":
+            params[args["name"]] = args["value"]
+            history.append((g["height"], dict(params)))
+    readings: dict[str, dict[int, tuple[int, int, str]]] = {}
+    erased: set[str] = set()
+    for h, idx, signer, tx_hash in store.conn.execute(
+        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' AND height <= ?"
+        " ORDER BY height, idx",
+        (height,),
+    ):
+        if (h, idx) in rejected:
+            continue
+        payload = store.payload(bytes(tx_hash))
+        if payload is None:
+            erased.add(signer)
+            continue
+        body = loads_strict(payload)["body"]
+        readings.setdefault(signer, {})[body["interval"]] = (
+            body["import_wh"],
+            body["export_wh"],
+            body["serial"],
+        )
+    tz = params.get("timezone", community.get("timezone", "UTC"))
+    market_params = {k: v for k, v in params.items() if k != "timezone"}
+    return LedgerView(
+        community=community["id"],
+        timezone=tz,
+        height=height,
+        block_hash=bytes(row[1]).hex(),
+        block_time=row[2],
+        params=with_defaults(market_params),
+        param_history=[(h, {k: v for k, v in p.items() if k != "timezone"}) for h, p in history],
+        members=members,
+        removed_members=removed,
+        meters=meters,
+        readings=readings,
+        trades=rows("trade"),
+        settlements=rows("settlement"),
+        adjustments=rows("adjustment"),
+        balances=rows("balance"),
+        erased_meters=erased,
+    )
+
+
+def period_bounds(period: str, timezone: str) -> tuple[int, int]:
+    """[start, end) in Unix s of a month ``YYYY-MM`` in the community's time zone."""
+    try:
+        first = date.fromisoformat(f"{period}-01")
+    except ValueError:
+        raise BillingError(f"period {period!r}: use a month like 2026-06") from None
+    if len(period) != 7:
+        raise BillingError(f"period {period!r}: use a month like 2026-06")
+    nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    tz = ZoneInfo(timezone)
+    return (
+        int(datetime.combine(first, time(0), tz).timestamp()),
+        int(datetime.combine(nxt, time(0), tz).timestamp()),
+    )
+
+
+# -- the operator's billing folder -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """``billing.toml``: currency and VAT (the operator's, not the ledger's)."""
+
+    currency: str
+    vat: VatSetting
+
+
+DEFAULT_VAT_NOTE = "VAT not charged."
+
+
+def load_config(billing_dir: Path) -> BillingConfig:
+    """Read ``billing.toml`` (absent: EUR, VAT not charged with the default note)."""
+    path = billing_dir / CONFIG
+    if not path.exists():
+        return BillingConfig("EUR", VatSetting(False, 0, DEFAULT_VAT_NOTE))
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BillingError(f"cannot read {path}: {exc}") from None
+    currency = doc.get("currency", "EUR")
+    vat = doc.get("vat", {})
+    charged = vat.get("charged", False)
+    if not isinstance(currency, str) or not currency.isascii() or not isinstance(charged, bool):
+        raise BillingError(f"{path}: currency must be a code like EUR and vat.charged true or false")
+    if charged:
+        rate = vat.get("rate_percent")
+        if not isinstance(rate, str):
+            raise BillingError(f'{path}: vat.rate_percent must be a string like "20" or "7.7"')
+        whole, _, frac = rate.partition(".")
+        if not (whole.isdigit() and (frac == "" or (frac.isdigit() and len(frac) <= 2))):
+            raise BillingError(f'{path}: vat.rate_percent {rate!r}: at most two decimals, e.g. "7.7"')
+        rate_bp = int(whole) * 100 + int((frac + "00")[:2])
+        return BillingConfig(currency, VatSetting(True, rate_bp, str(vat.get("note", ""))))
+    note = vat.get("note")
+    if not isinstance(note, str) or not note:
+        raise BillingError(f"{path}: with vat.charged = false, vat.note must state why (the legal note)")
+    return BillingConfig(currency, VatSetting(False, 0, note))
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    number TEXT PRIMARY KEY, community TEXT NOT NULL, period TEXT NOT NULL, seq INTEGER NOT NULL,
+    kind TEXT NOT NULL, member TEXT NOT NULL, refers_to TEXT, issued_at TEXT NOT NULL,
+    height INTEGER NOT NULL, doc BLOB NOT NULL, sha256 TEXT NOT NULL,
+    UNIQUE (community, period, seq));
+CREATE TABLE IF NOT EXISTS runs (
+    community TEXT NOT NULL, period TEXT NOT NULL, kind TEXT NOT NULL, issued_at TEXT NOT NULL,
+    height INTEGER NOT NULL, first_seq INTEGER, last_seq INTEGER);
+CREATE TRIGGER IF NOT EXISTS documents_never_change BEFORE UPDATE ON documents
+    BEGIN SELECT RAISE(ABORT, 'an issued statement never changes; issue a correction note'); END;
+CREATE TRIGGER IF NOT EXISTS documents_never_deleted BEFORE DELETE ON documents
+    BEGIN SELECT RAISE(ABORT, 'an issued statement is never deleted'); END;
+"""
+
+
+class IssuedStore:
+    """``issued.sqlite``: every statement and note issued, gap-free numbers, append-only."""
+
+    def __init__(self, billing_dir: Path) -> None:
+        billing_dir.mkdir(parents=True, exist_ok=True)
+        self.path = billing_dir / ISSUED_DB
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def documents(self, community: str, period: str) -> list[dict[str, Any]]:
+        return [
+            loads_strict(bytes(d))
+            for (d,) in self.conn.execute(
+                "SELECT doc FROM documents WHERE community = ? AND period = ? ORDER BY seq",
+                (community, period),
+            )
+        ]
+
+    def get(self, number: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT doc FROM documents WHERE number = ?", (number,)).fetchone()
+        return None if row is None else loads_strict(bytes(row[0]))
+
+    def first_run(self, community: str, period: str) -> tuple[str, int, int | None, int | None] | None:
+        return self.conn.execute(
+            "SELECT issued_at, height, first_seq, last_seq FROM runs"
+            " WHERE community = ? AND period = ? AND kind = 'statements'",
+            (community, period),
+        ).fetchone()
+
+    def issue(
+        self, community: str, period: str, kind: str, height: int, issued_at: str, docs: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Number ``docs`` in order after the period's last number and store them, all in one
+        transaction (so numbers are gap-free even if the machine stops halfway)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if kind == "statements" and self.first_run(community, period) is not None:
+                raise BillingError(f"statements for {period} were already issued")
+            (last,) = self.conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM documents WHERE community = ? AND period = ?",
+                (community, period),
+            ).fetchone()
+            issued = []
+            for i, doc in enumerate(docs, start=last + 1):
+                number = statement_number(community, period, i)
+                if doc["kind"] == "statement":
+                    doc = with_number(doc, number, issued_at)
+                else:
+                    doc = dict(doc, number=number)
+                data = dumps_checked(doc)
+                self.conn.execute(
+                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        number,
+                        community,
+                        period,
+                        i,
+                        doc["kind"],
+                        doc["member"],
+                        doc.get("references"),
+                        issued_at,
+                        height,
+                        data,
+                        hashlib.sha256(data).hexdigest(),
+                    ),
+                )
+                issued.append(doc)
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    community,
+                    period,
+                    kind,
+                    issued_at,
+                    height,
+                    last + 1 if docs else None,
+                    last + len(docs) or None,
+                ),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return issued
+
+
+def issue_period(
+    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+) -> list[dict[str, Any]]:
+    """Issue every member's statement for ``period`` from the ledger at ``height`` (default: the
+    last block). Refuses a period that has not ended on the ledger, or one already issued."""
+    view = ledger_view(store, height)
+    start, end = period_bounds(period, view.timezone)
+    if view.block_time < end:
+        raise BillingError(
+            f"{period} has not ended on the ledger: its last block is at "
+            f"{datetime.fromtimestamp(view.block_time, ZoneInfo(view.timezone)).isoformat()}"
+        )
+    config = load_config(billing_dir)
+    issued = IssuedStore(billing_dir)
+    try:
+        run = issued.first_run(view.community, period)
+        if run is not None:
+            first, last = run[2], run[3]
+            numbers = (
+                f"{statement_number(view.community, period, first)} to "
+                f"{statement_number(view.community, period, last)}"
+                if first
+                else "none"
+            )
+            raise BillingError(
+                f"statements for {period} were issued on {run[0]} from ledger height {run[1]} "
+                f"({numbers}) and are never issued again; for changes since, run with --corrections"
+            )
+        docs = [
+            member_statement(
+                view, m, period=period, start=start, end=end, vat=config.vat, currency=config.currency
+            )
+            for m in members_to_bill(view, start, end)
+        ]
+        return issued.issue(view.community, period, "statements", view.height, issued_at, docs)
+    finally:
+        issued.close()
+
+
+def issue_corrections(
+    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+) -> list[dict[str, Any]]:
+    """Re-derive the period's statements at ``height`` (default: the last block) and issue a credit
+    or debit note for every member whose figures changed since the last document issued for them
+    (and a statement for a member first billable now). The issued documents are not touched."""
+    view = ledger_view(store, height)
+    start, end = period_bounds(period, view.timezone)
+    issued = IssuedStore(billing_dir)
+    try:
+        if issued.first_run(view.community, period) is None:
+            raise BillingError(f"no statements for {period} were issued yet; issue them first")
+        latest: dict[str, dict[str, Any]] = {}
+        for doc in issued.documents(view.community, period):
+            latest[doc["member"]] = doc
+        docs = []
+        for member in sorted(set(latest) | set(members_to_bill(view, start, end))):
+            previous = latest.get(member)
+            vat = (
+                VatSetting.from_json(_figures(previous)["vat"]) if previous else load_config(billing_dir).vat
+            )
+            currency = previous["currency"] if previous else load_config(billing_dir).currency
+            now = member_statement(
+                view, member, period=period, start=start, end=end, vat=vat, currency=currency
+            )
+            if previous is None:
+                docs.append(now)
+                continue
+            note = correction_note(previous, now, number="", issued_at=issued_at)
+            if note is not None:
+                docs.append(note)
+        return issued.issue(view.community, period, "corrections", view.height, issued_at, docs)
+    finally:
+        issued.close()
+
+
+def _figures(doc: dict[str, Any]) -> dict[str, Any]:
+    """A statement's own figures, or a note's corrected figures."""
+    return doc if doc["kind"] == "statement" else doc["corrected"]
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_money(micro: int) -> str:
+    """Whole-cent micro-units as ``-1,234.56`` (ASCII, for the PDF's core font)."""
+    cents = abs(micro) // 10_000
+    sign = "-" if micro < 0 and cents else ""
+    return f"{sign}{cents // 100:,}.{cents % 100:02d}"
+
+
+def fmt_kwh(wh: int) -> str:
+    return f"{'-' if wh < 0 else ''}{abs(wh) // 1000:,}.{abs(wh) % 1000:03d} kWh"
+
+
+def fmt_rate(price: int | None) -> str:
+    """micro-units per kWh as cents per kWh, exact (``95000`` -> ``9.50 ct/kWh``)."""
+    if price is None:
+        return ""
+    whole, frac = divmod(price, 10_000)
+    digits = f"{frac:04d}".rstrip("0").ljust(2, "0")
+    return f"{whole}.{digits} ct/kWh"
+
+
+def fmt_day(ts: int, tz: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_bp(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d} %"
+
+
+def total_sentence(doc: dict[str, Any]) -> str:
+    """'To pay: EUR 12.34' / 'To be paid to you: EUR 12.34' / 'Nothing to pay'."""
+    st = _figures(doc)
+    total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+    cur = st["currency"]
+    if total < 0:
+        return f"To pay: {cur} {fmt_money(-total)}"
+    if total > 0:
+        return f"To be paid to you: {cur} {fmt_money(total)}"
+    return f"Nothing to pay: {cur} 0.00"
+
+
+def csv_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """The statement as rows: section, code, label, counterparty, energy_wh, rate, amount (micro-units),
+    shown (whole cents as micro-units), provisional."""
+    header = [
+        "section",
+        "code",
+        "label",
+        "counterparty",
+        "energy_wh",
+        "rate_per_kwh",
+        "amount",
+        "shown",
+        "provisional",
+    ]
+    rows: list[list[Any]] = [header]
+    rows.append(["document", doc["kind"], doc["number"], doc.get("references", ""), "", "", "", "", ""])
+    rows.append(
+        ["ledger", "height", doc["ledger"]["block_hash"], "", "", "", doc["ledger"]["height"], "", ""]
+    )
+    if doc["kind"] != "statement":
+        for code, delta in doc["deltas"].items():
+            rows.append(["correction", code, "change", "", "", "", delta, "", ""])
+        rows.append(["total", "total", total_sentence(doc), "", "", "", doc["total"], doc["shown_total"], ""])
+        return rows
+    for k, v in doc["energy"].items():
+        rows.append(["energy", k, "", "", v, "", "", "", ""])
+    for name, key in (("sold_to", "sold_to"), ("bought_from", "bought_from")):
+        for p, shown in zip(doc[key], doc["shown"][key], strict=True):
+            sign = 1 if key == "sold_to" else -1
+            rows.append(
+                [
+                    name,
+                    p["member"],
+                    p["name"],
+                    p["member"],
+                    p["energy_wh"],
+                    p["avg_price"],
+                    sign * p["amount"],
+                    shown,
+                    sign * p["provisional"],
+                ]
+            )
+    for line in doc["lines"]:
+        rows.append(
+            [
+                "line",
+                line["code"],
+                line["label"],
+                "",
+                line["energy_wh"],
+                line["rate"],
+                line["amount"],
+                doc["shown"]["lines"][line["code"]],
+                line["provisional"],
+            ]
+        )
+    rows.append(["net", "net", "", "", "", "", doc["net"], doc["shown"]["net"], doc["provisional"]])
+    rows.append(
+        [
+            "vat",
+            "vat",
+            doc["vat"]["note"],
+            "",
+            "",
+            doc["vat"]["rate_bp"],
+            doc["vat"]["amount"],
+            doc["shown"]["vat"],
+            "",
+        ]
+    )
+    rows.append(["total", "total", total_sentence(doc), "", "", "", doc["total"], doc["shown"]["total"], ""])
+    for k, v in doc["balance"].items():
+        rows.append(["balance", k, "", "", "", "", v, "", ""])
+    if doc["savings"]:
+        for k, v in doc["savings"].items():
+            rows.append(["savings", k, "", "", "", "", v, doc["shown"].get("savings", {}).get(k, ""), ""])
+    return rows
+
+
+def render_csv(doc: dict[str, Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(csv_rows(doc))
+    return out.getvalue()
+
+
+def render_pdf(doc: dict[str, Any]) -> bytes:
+    """The statement (or note) as a one-or-two-page PDF with its canonical JSON embedded."""
+    from fpdf import FPDF
+
+    st = _figures(doc)
+    cur = st["currency"]
+    tz = st["timezone"]
+    pdf = FPDF(format="A4")
+    pdf.set_creator("peerwatt")
+    pdf.set_title(doc["number"])
+    pdf.set_subject(f"{doc['kind'].replace('_', ' ')} {doc['number']}")
+    pdf.add_page()
+
+    def text(s: str, size: int = 10, bold: bool = False, h: float = 5.5) -> None:
+        pdf.set_font("Helvetica", "B" if bold else "", size)
+        pdf.multi_cell(0, h, s.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
+
+    def row(cells: list[str], bold: bool = False) -> None:
+        widths = (80, 30, 32, 38)
+        pdf.set_font("Helvetica", "B" if bold else "", 9)
+        for i, (w, c) in enumerate(zip(widths, cells, strict=False)):
+            pdf.cell(w, 5.5, c.encode("latin-1", "replace").decode("latin-1"), align="L" if i == 0 else "R")
+        pdf.ln(5.5)
+
+    title = {"statement": "Statement", "credit_note": "Credit note", "debit_note": "Debit note"}[doc["kind"]]
+    text(f"{title} {doc['number']}", 15, bold=True, h=8)
+    text(f"Community {st['community']} - period {st['period']} ({tz})")
+    text(f"Member: {st['member_name'] or st['member']} ({st['member']})")
+    text(
+        f"Issued {doc['issued_at']}. Computed from ledger height {st['ledger']['height']}, "
+        f"block {st['ledger']['block_hash']}"
+    )
+    if doc["kind"] != "statement":
+        text(
+            f"Corrects {doc['references']} (replacing the figures of {doc['replaces_figures_of']}); "
+            f"that document is unchanged."
+        )
+        pdf.ln(2)
+        row(["Line", "", "", f"Change {cur}"], bold=True)
+        for code, delta in doc["deltas"].items():
+            row([code, "", "", fmt_money(_round(delta))])
+        pdf.ln(2)
+        text(total_sentence(doc), 12, bold=True)
+    else:
+        for m in st["meters"]:
+            text(
+                f"Meter {m['name'] or m['meter'][:8]} (serial {m['serial']}): billed from "
+                f"{fmt_day(m['billed_from'], tz)} to {fmt_day(m['billed_to'], tz)}"
+            )
+        e = st["energy"]
+        pdf.ln(2)
+        text("Energy", 11, bold=True)
+        row(["Metered import", fmt_kwh(e["import_wh"]), "", ""])
+        row(["Metered export", fmt_kwh(e["export_wh"]), "", ""])
+        for p in st["sold_to"]:
+            row(
+                [
+                    f"  sold to {p['name'] or p['member'][:8]}",
+                    fmt_kwh(p["energy_wh"]),
+                    fmt_rate(p["avg_price"]),
+                    "",
+                ]
+            )
+        for p in st["bought_from"]:
+            row(
+                [
+                    f"  bought from {p['name'] or p['member'][:8]}",
+                    fmt_kwh(p["energy_wh"]),
+                    fmt_rate(p["avg_price"]),
+                    "",
+                ]
+            )
+        if e["pending_bought_wh"] or e["pending_sold_wh"]:
+            row(
+                [
+                    "Cleared, not yet settled (bought/sold)",
+                    fmt_kwh(e["pending_bought_wh"]),
+                    fmt_kwh(e["pending_sold_wh"]),
+                    "",
+                ]
+            )
+        if e["unsettled_bought_wh"] or e["unsettled_sold_wh"]:
+            row(
+                [
+                    "Not settled, readings flagged (bought/sold)",
+                    fmt_kwh(e["unsettled_bought_wh"]),
+                    fmt_kwh(e["unsettled_sold_wh"]),
+                    "",
+                ]
+            )
+        pdf.ln(2)
+        text("Money with the community", 11, bold=True)
+        row(["Line", "Energy", "Rate", f"Amount {cur}"], bold=True)
+        for line in st["lines"]:
+            prefix = "avg " if line["code"].startswith("p2p") and line["rate"] is not None else ""
+            row(
+                [
+                    line["label"],
+                    fmt_kwh(line["energy_wh"]),
+                    prefix + fmt_rate(line["rate"]),
+                    fmt_money(st["shown"]["lines"][line["code"]]),
+                ]
+            )
+        row(["Net", "", "", fmt_money(st["shown"]["net"])], bold=True)
+        if st["vat"]["charged"]:
+            row([f"VAT {fmt_bp(st['vat']['rate_bp'])}", "", "", fmt_money(st["shown"]["vat"])])
+        text(st["vat"]["note"], 8)
+        if st["provisional"]:
+            text(
+                f"Of the net, {cur} {fmt_money(_round(st['provisional']))} is provisional: readings for "
+                "the last hours may still be corrected; a change comes as a credit or debit note.",
+                8,
+            )
+        pdf.ln(1)
+        text(total_sentence(doc), 12, bold=True)
+        b = st["balance"]
+        text(
+            f"Community account on the ledger: {fmt_money(_round(b['before']))} before the period, "
+            f"{fmt_money(_round(b['period']))} in it, {fmt_money(_round(b['after']))} after it.",
+            8,
+        )
+        if st["final"]:
+            text(
+                "Final statement: the membership has ended; this statement closes the account.", 9, bold=True
+            )
+        s = st["savings"]
+        if s:
+            sh = st["shown"]["savings"]
+            pdf.ln(2)
+            text("Savings against buying and selling only through the grid", 11, bold=True)
+            row(
+                [
+                    "Grid-only cost (import at retail - export at feed-in)",
+                    "",
+                    "",
+                    fmt_money(sh["baseline_cost"]),
+                ]
+            )
+            row(
+                [
+                    "Actual cost (community lines + grid supply - feed-in)",
+                    "",
+                    "",
+                    fmt_money(sh["actual_cost"]),
+                ]
+            )
+            row(["Savings", "", "", fmt_money(sh["savings"])], bold=True)
+            text(
+                f"Retail {fmt_rate(s['retail_price'])}, feed-in {fmt_rate(s['feed_in_price'])}; grid supply "
+                f"{fmt_kwh(s['residual_import_wh'])} and feed-in {fmt_kwh(s['residual_export_wh'])} "
+                "are billed "
+                "by your supplier, not by the community.",
+                8,
+            )
+        for note in st["notes"] + [f"Readings not counted: {' '.join(st['flags'])}"] * bool(st["flags"]):
+            text(note, 8)
+    text(
+        "Verify: peerwatt statements verify --data NODE_DIR THIS_FILE re-derives every figure from the "
+        "ledger (the statement's JSON is embedded in this PDF as statement.json).",
+        7,
+    )
+    pdf.embed_file(bytes=dumps_checked(doc), basename="statement.json", desc="canonical statement JSON")
+    return bytes(pdf.output())
+
+
+def _round(micro: int) -> int:
+    from market.billing import round_cents
+
+    return round_cents(micro)
+
+
+def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
+    listing them (one row per document)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for doc in docs:
+        base = out_dir / doc["number"]
+        for suffix, data in (
+            (".json", dumps_checked(doc)),
+            (".csv", render_csv(doc).encode()),
+            (".pdf", render_pdf(doc)),
+        ):
+            path = base.with_name(base.name + suffix)
+            path.write_bytes(data)
+            written.append(path)
+    if docs:
+        summary = out_dir / f"{docs[0]['community']}-{docs[0]['period']}.csv"
+        new = not summary.exists()
+        with summary.open("a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new:
+                w.writerow(
+                    [
+                        "number",
+                        "kind",
+                        "references",
+                        "member",
+                        "name",
+                        "total",
+                        "shown_total",
+                        "provisional",
+                        "final",
+                    ]
+                )
+            for doc in docs:
+                st = _figures(doc)
+                shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+                w.writerow(
+                    [
+                        doc["number"],
+                        doc["kind"],
+                        doc.get("references", ""),
+                        st["member"],
+                        st["member_name"],
+                        doc["total"],
+                        shown_total,
+                        st["provisional"],
+                        st["final"],
+                    ]
+                )
+        written.append(summary)
+    return written
+
+
+# -- verification ----------------------------------------------------------------------------
+
+
+def read_document(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The statement JSON in ``path`` (.json, or .pdf with it embedded), and the PDF's text."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BillingError(f"cannot read {path}: {exc.strerror}") from None
+    if data.startswith(b"%PDF"):
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+
+        try:
+            reader = PdfReader(io.BytesIO(data))
+            attached = reader.attachments.get("statement.json")
+            page_text = "\n".join(p.extract_text() for p in reader.pages)
+        except PdfReadError as exc:
+            raise BillingError(f"{path} is not a readable PDF: {exc}") from None
+        if not attached:
+            raise BillingError(f"{path} has no embedded statement.json: not a peerwatt statement")
+        return loads_strict(attached[0]), page_text
+    try:
+        return loads_strict(data), None
+    except ValueError as exc:
+        raise BillingError(f"{path} is not a statement JSON: {exc}") from None
+
+
+def diff(expected: Any, actual: Any, where: str = "") -> list[str]:
+    """Every path at which ``actual`` (the document) differs from ``expected`` (the ledger)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for k in sorted(set(expected) | set(actual), key=str):
+            out += diff(expected.get(k), actual.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        out = []
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            out += diff(e, a, f"{where}[{i}]")
+        return out
+    if expected != actual or type(expected) is not type(actual):
+        return [f"{where}: the document says {actual!r}, the ledger gives {expected!r}"]
+    return []
+
+
+def _rederive(store: Store, st: dict[str, Any]) -> dict[str, Any]:
+    height, block_hash = st["ledger"]["height"], st["ledger"]["block_hash"]
+    view = ledger_view(store, height)
+    if view.block_hash != block_hash:
+        raise BillingError(
+            f"the ledger's block {height} is {view.block_hash}, not {block_hash}: "
+            "another chain or a forged statement"
+        )
+    start, end = period_bounds(st["period"], view.timezone)
+    return member_statement(
+        view,
+        st["member"],
+        period=st["period"],
+        start=start,
+        end=end,
+        vat=VatSetting.from_json(st["vat"]),
+        currency=st["currency"],
+    )
+
+
+def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = None) -> list[str]:
+    """The differences between a document and the ledger (empty: every figure re-derived)."""
+    problems: list[str] = []
+    if doc.get("kind") == "statement":
+        expected = with_number(_rederive(store, doc), doc["number"], doc["issued_at"])
+        problems += diff(expected, doc)
+    elif doc.get("kind") in ("credit_note", "debit_note"):
+        corrected = _rederive(store, doc["corrected"])
+        problems += diff(corrected, doc["corrected"], "corrected")
+        previous = _rederive(store, dict(doc["corrected"], ledger=doc["previous_ledger"]))
+        before, after = money_figures(previous), money_figures(corrected)
+        deltas = {c: after.get(c, 0) - before.get(c, 0) for c in sorted(set(before) | set(after))}
+        problems += diff(deltas, doc["deltas"], "deltas")
+        shown_total = corrected["shown"]["total"] - previous["shown"]["total"]
+        problems += diff(shown_total, doc["shown_total"], "shown_total")
+    else:
+        return [f"unknown document kind {doc.get('kind')!r}"]
+    if page_text is not None:
+        flat = " ".join(page_text.split())
+        for needed in (doc["number"], total_sentence(doc)):
+            if needed not in flat:
+                problems.append(f"the PDF's text does not show {needed!r}")
+    return problems
+
+
+def verify_file(store: Store, path: Path) -> tuple[dict[str, Any], list[str]]:
+    doc, page_text = read_document(path)
+    return doc, verify_document(store, doc, page_text)
