@@ -20,6 +20,8 @@ import meter_agent.simulator, meter_agent.p1_simulator, peerwatt.bus, peerwatt.m
 from meter_agent.modbus_reader import TcpTarget
 import meter_agent.p1
 meter_agent.p1.P1Reader(TcpTarget("127.0.0.1", 9))  # loads dsmr-parser
+import meter_agent.sml
+meter_agent.sml.SmlReader(TcpTarget("127.0.0.1", 9))  # loads smllib
 import segno  # only when the join request's QR code is shown
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
