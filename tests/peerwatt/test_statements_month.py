@@ -24,6 +24,7 @@ from peerwatt.statements import (
     issue_corrections,
     issue_period,
     ledger_view,
+    load_config,
     verify_document,
     verify_file,
     write_files,
@@ -405,3 +406,28 @@ def test_cli_issue_refuse_and_verify(month: Month, tmp_path: Path) -> None:
     assert "every figure matches the ledger" in ok.stdout
     early = peerwatt("statements", "--data", str(month.node), "--period", "2026-08", "--out", str(out))
     assert early.returncode == 2 and "2026-08 has not ended on the ledger" in early.stderr
+
+
+def test_vat_from_billing_toml(month: Month, store: Store, tmp_path: Path) -> None:
+    billing = tmp_path / "billing"
+    billing.mkdir()
+    (billing / "billing.toml").write_text(
+        'currency = "EUR"\n[vat]\ncharged = true\nrate_percent = "20"\nnote = "VAT no. ATU12345678"\n'
+    )
+    docs = issue(store, month, billing)
+    write_files(docs, tmp_path / "out")
+    for doc in docs:
+        assert doc["vat"] == {
+            "charged": True,
+            "rate_bp": 2000,
+            "note": "VAT no. ATU12345678",
+            "amount": doc["vat"]["amount"],
+        }
+        assert doc["total"] == doc["net"] + doc["vat"]["amount"]
+        _, problems = verify_file(store, tmp_path / "out" / f"{doc['number']}.pdf")
+        assert problems == []
+    text = " ".join(PdfReader(tmp_path / "out" / f"{docs[0]['number']}.pdf").pages[0].extract_text().split())
+    assert "VAT 20.00 %" in text and "VAT no. ATU12345678" in text
+    (billing / "billing.toml").write_text('[vat]\ncharged = false\nnote = ""\n')
+    with pytest.raises(BillingError, match="vat.note must state why"):
+        load_config(billing)
