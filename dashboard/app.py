@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session (which expires)
     "CLOCK": time.time,  # ledger time for "last block N s ago" (the demo passes its accelerated clock)
     "AGENT_STATUS": None,  # an AgentStatusBoard fed from the broker's status topics, or None
+    "NEIGHBOUR_NAMES": "names",  # the community's choice: "names" or "pseudonyms" (per-neighbour summary)
     "AGENT_HEARTBEAT_S": 60,  # the agents' heartbeat_s: a status older than 3 of them is stale
 }
 
@@ -136,6 +137,8 @@ def create_app(
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     trusted = parse_trusted(app.config["TRUSTED_PROXIES"])  # ProxyConfigError before opening anything
+    if app.config["NEIGHBOUR_NAMES"] not in ("names", "pseudonyms"):
+        raise ValueError("NEIGHBOUR_NAMES must be 'names' or 'pseudonyms'")
     services = open_services(data_dir, app.instance_path, app.config)
     services.trusted_proxies = trusted
     services.agent_status = app.config["AGENT_STATUS"]

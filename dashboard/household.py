@@ -18,6 +18,7 @@ from typing import Any
 
 from dashboard.explain import explain
 from dashboard.units import shown_statement
+from market.money import div_round_half_even
 from market.settlement import SETTLED, TradeSettlement
 from market.statement import household_statement
 
@@ -342,3 +343,41 @@ def _delivery(conn, meter: str, interval: int, side: str) -> dict[str, Any]:
         f"SELECT {column} FROM readings WHERE meter = ? AND interval = ?", (meter, interval)
     ).fetchone()
     return {**out, "metered_wh": None if row is None else row[0]}
+
+
+def pseudonym(meter: str) -> str:
+    """A neighbour's stable pseudonym when the community chose pseudonyms: the start of its meter
+    key id (public on the ledger anyway), never its name."""
+    return f"Neighbour {meter[:6]}"
+
+
+def neighbours(conn, meter: str, start: int, end: int, label) -> list[dict[str, Any]]:
+    """Per counterparty and side over [start, end): settled energy and value (what the money table
+    counts), the average price of the settled energy (value / energy, half-even), cleared but not
+    yet settled energy apart, and the number of trades. ``label(meter)`` names the neighbour."""
+    rows = conn.execute(
+        "SELECT CASE WHEN s.side = 'sell' THEN t.buyer ELSE t.seller END AS other, s.side, count(*),"
+        " sum(CASE WHEN s.status = 'settled' THEN coalesce(s.settled_wh, 0) ELSE 0 END),"
+        " sum(CASE WHEN s.status = 'settled' THEN coalesce(s.s_value, 0) ELSE 0 END),"
+        " sum(CASE WHEN s.status = 'cleared' THEN s.energy_wh ELSE 0 END),"
+        " sum(CASE WHEN s.status = 'unsettled' THEN s.energy_wh ELSE 0 END)"
+        " FROM trade_sides s JOIN trades t ON t.id = s.trade"
+        " WHERE s.meter = ? AND s.interval >= ? AND s.interval < ? GROUP BY other, s.side",
+        (meter, start, end),
+    ).fetchall()
+    out = [
+        {
+            "meter": other,
+            "name": label(other),
+            "side": side,
+            "trades": count,
+            "settled_wh": wh,
+            "settled_value": value,
+            "average_price_per_kwh": div_round_half_even(value * 1000, wh) if wh else None,
+            "pending_wh": pending,
+            "unsettled_wh": unsettled,
+        }
+        for other, side, count, wh, value, pending, unsettled in rows
+    ]
+    out.sort(key=lambda r: (r["side"] != "sell", -(r["settled_wh"] + r["pending_wh"]), r["name"]))
+    return out

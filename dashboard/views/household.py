@@ -62,6 +62,14 @@ def _summary(meter: str) -> dict:
             if s.agent_status is None
             else s.agent_status.health(meter, current_app.config["AGENT_HEARTBEAT_S"])
         ),
+        "neighbours": hh.neighbours(
+            conn,
+            meter,
+            p.start,
+            p.end,
+            hh.pseudonym if current_app.config["NEIGHBOUR_NAMES"] == "pseudonyms" else directory.label,
+        ),
+        "neighbour_names": current_app.config["NEIGHBOUR_NAMES"],
         "statement": hh.statement(conn, meter, p.start, p.end, params),
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
         "orders": [

@@ -19,6 +19,7 @@ dashboard.toml (relative paths are relative to the file's folder):
     currency_subunit = "ct"
     trusted_proxies = []            # e.g. ["127.0.0.1"]: X-Forwarded-For is believed only from these
     broker_client_id = "dashboard"  # the dashboard's broker account (read-only: status/+)
+    neighbour_names = "names"       # the community's choice: "names" or "pseudonyms"
 
     [broker]                        # optional: show each household its agent's health
     url = "mqtts://broker.oak-street.example:8883"
@@ -49,6 +50,7 @@ CONFIG_KEYS = {
     "trusted_proxies",
     "broker",
     "broker_client_id",
+    "neighbour_names",
 }
 
 
@@ -66,6 +68,7 @@ class DashboardSettings:
     trusted_proxies: tuple[str, ...] = ()
     broker: Any = None  # peerwatt.bus.BrokerConfig of the optional [broker] table
     broker_client_id: str = "dashboard"
+    neighbour_names: str = "names"
 
 
 def load_settings(path: Path) -> DashboardSettings:
@@ -91,6 +94,9 @@ def load_settings(path: Path) -> DashboardSettings:
         parse_trusted(proxies)
     except ProxyConfigError as exc:
         raise UserError(f"{where}: {exc}") from None
+    names = take(data, "neighbour_names", str, where, "names")
+    if names not in ("names", "pseudonyms"):
+        raise UserError(f'{where}: neighbour_names must be "names" or "pseudonyms"')
     return DashboardSettings(
         data=base / take(data, "data", str, where),
         instance=None if instance is None else base / instance,
@@ -104,6 +110,7 @@ def load_settings(path: Path) -> DashboardSettings:
         trusted_proxies=tuple(proxies),
         broker=broker_config(data, where, base) if "broker" in data else None,
         broker_client_id=take(data, "broker_client_id", str, where, "dashboard"),
+        neighbour_names=names,
     )
 
 
@@ -128,6 +135,7 @@ def _open_app(settings: DashboardSettings):
                 "CURRENCY_SYMBOL": settings.currency_symbol,
                 "CURRENCY_SUBUNIT": settings.currency_subunit,
                 "TRUSTED_PROXIES": settings.trusted_proxies,
+                "NEIGHBOUR_NAMES": settings.neighbour_names,
                 "INDEX_SYNC": "off",  # a background thread keeps the index up to date
             },
         )
