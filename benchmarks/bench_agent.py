@@ -59,6 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--poll", type=float, default=5)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the environment the agent runs from (e.g. a `pip install peerwatt` venv)",
+    )
     args = parser.parse_args()
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = Path(tempfile.mkdtemp(prefix="bench-agent-"))
@@ -108,7 +113,7 @@ def main() -> None:
         )
         time.sleep(1.5)
         agent = subprocess.Popen(
-            [sys.executable, "-m", "peerwatt.cli", "agent", "-c", str(work / "agent.toml")],
+            [args.python, "-m", "peerwatt.cli", "agent", "-c", str(work / "agent.toml")],
             stdout=subprocess.DEVNULL,
             stderr=open(work / "agent.log", "wb"),
         )
@@ -138,7 +143,7 @@ def main() -> None:
                 proc.kill()
     print(f"{'process':<44} {'RSS (MB)':>9} {'CPU (% of a core)':>18}")
     print("-" * 73)
-    label = f"peerwatt agent, poll every {args.poll:.0f} s"
+    label = f"peerwatt agent, poll every {args.poll:.0f} s ({Path(args.python).parent.parent.name})"
     print(f"{label:<44} {agent_rss:>9.1f} {agent_cpu:>18.2f}")
     print(f"{'baseline: bare python3':<44} {bare[0]:>9.1f} {bare[1]:>18.2f}")
     print(f"{'baseline: python3 + pandas + flask':<44} {heavy[0]:>9.1f} {heavy[1]:>18.2f}")

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import BrokerConfig
-from peerwatt.config import broker_config, read_password_file, read_toml, take
 from peerwatt.errors import UserError
+from peerwatt.settings import broker_config, read_password_file, read_toml, take
 
 # [meter] source: a Modbus meter (profile), a DSMR P1 port, a German meter's SML optical port,
 # a Shelly Pro 3EM's HTTP RPC API, values on the household's own MQTT broker

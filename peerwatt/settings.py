@@ -1,0 +1,109 @@
+"""Reading config files (TOML, with tomllib): typed values with one-line errors, mode-0600
+secret files, and the [broker] table every process shares.
+
+A leaf of the wiring layer: it imports only the bus and the error type, so the household agent
+(meter_agent/config.py) reads its agent.toml with the same rules as a node without importing the
+node's wiring. Relative paths in a config file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from peerwatt.bus import BrokerConfig
+from peerwatt.errors import UserError
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file, or raise UserError naming the file and the problem."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def take(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, default: Any = ...
+) -> Any:
+    """One typed value from a config mapping (UserError names ``where.name``)."""
+    if name not in data:
+        if default is ...:
+            raise UserError(f"{where}: '{name}' is missing")
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise UserError(f"{where}: '{name}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+BROKER_KEYS = ("url", "username", "password_file", "ca_file", "cert_file", "key_file", "keepalive")
+
+
+def private_file(path: Path, what: str) -> Path:
+    """``path`` if only its owner may read it (mode 0600, like key files); UserError otherwise."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise UserError(
+            f"{what} {path} is accessible by group/others (mode {mode:04o}); fix: chmod 600 {path}"
+        )
+    return path
+
+
+def read_password_file(path: Path) -> str:
+    """The broker password: the first line of a mode-0600 file (its line ending removed)."""
+    private_file(path, "broker password file")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read broker password file {path}: {exc}") from None
+    if not lines or not lines[0]:
+        raise UserError(f"broker password file {path} is empty (write the password on its first line)")
+    return lines[0]
+
+
+def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
+    """The [broker] table: url = "mqtt://host:port" (or mqtts://), username, password_file (a
+    mode-0600 file holding the password; never the password itself), ca_file, cert_file, key_file."""
+    table = take(data, "broker", dict, where, {})
+    bw = f"{where} [broker]"
+    fix = 'put it in a file only you can read (chmod 600) and set password_file = "<that file>"'
+    if "password" in table:
+        raise UserError(f"{bw}: a password is not read from the config file: {fix}")
+    unknown = set(table) - set(BROKER_KEYS)
+    if unknown:
+        raise UserError(f"{bw}: unknown key(s) {', '.join(sorted(unknown))}")
+    url = take(table, "url", str, bw, "mqtt://127.0.0.1:1883")
+    options: dict[str, Any] = {}
+    if "username" in table:
+        options["username"] = take(table, "username", str, bw)
+    if "password_file" in table:
+        if "username" not in table:
+            raise UserError(f"{bw}: password_file needs a username")
+        options["password"] = read_password_file(base / take(table, "password_file", str, bw))
+    for name in ("ca_file", "cert_file", "key_file"):
+        if name in table:
+            options[name] = str(base / take(table, name, str, bw))
+    if "key_file" in options:
+        private_file(Path(options["key_file"]), "broker TLS key file")
+    if "keepalive" in table:
+        options["keepalive"] = take(table, "keepalive", int, bw)
+    try:
+        config = BrokerConfig.from_url(url, **options)
+    except ValueError as exc:
+        raise UserError(f"{bw}: {exc}") from None
+    if config.password is not None and "password_file" not in table:
+        raise UserError(f"{bw}: the url holds a password: {fix}")
+    return config
