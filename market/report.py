@@ -52,12 +52,27 @@ def _results(store: Store, kinds: set[str], start: int | None, end: int | None) 
     return rows
 
 
+def _refused_txs(store: Store) -> set[tuple[int, int]]:
+    """(height, index) of every transaction the ledger refused: it is in its block, but its
+    content never took effect."""
+    refused = set()
+    for height, data in store.conn.execute("SELECT height, data FROM results WHERE kind = 'tx'"):
+        result = loads_strict(bytes(data))
+        if result["status"] != "ok":
+            refused.add((height, result["index"]))
+    return refused
+
+
 def _readings(store: Store) -> dict[str, list[tuple[int, int, int, str]]]:
-    """Per meter: (interval, import_wh, export_wh, serial) of every stored reading, by interval."""
+    """Per meter: (interval, import_wh, export_wh, serial) of every reading the ledger accepted,
+    by interval (refused readings are in their blocks too: they are left out)."""
     out: dict[str, dict[int, tuple[int, int, int, str]]] = defaultdict(dict)
-    for signer, tx_hash in store.conn.execute(
-        "SELECT signer, hash FROM txs WHERE type = 'reading' ORDER BY height, idx"
+    refused = _refused_txs(store)
+    for height, idx, signer, tx_hash in store.conn.execute(
+        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' ORDER BY height, idx"
     ):
+        if (height, idx) in refused:
+            continue
         payload = store.payload(bytes(tx_hash))
         if payload is None:
             continue  # erased

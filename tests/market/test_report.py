@@ -103,3 +103,25 @@ def test_report_does_not_count_readings_that_cannot_be_true(tmp_path):
     assert households.loc[seller, "flags"] == f"implausible_jump@{I1 + 900}"
     assert households.loc[other, "import_wh"] == 0
     assert households.loc[other, "flags"] == f"serial_not_enrolled@{I1}"
+
+
+def test_report_counts_no_reading_the_ledger_refused(tmp_path):
+    """A reading the ledger refused (here: for an interval outside the correction window) stays
+    in the block as a refused transaction; the report must not count it as metered energy."""
+    from chain.store import Store
+    from market.report import build_report
+
+    c = make_community(validators=1, members=3, meters_per_member=1, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path / "nodes", MarketApp)
+    t = I1 + 905
+    c.run_block([reading(c, 0, I1 - 900, 0, 5000, t), reading(c, 0, I1, 0, 6000, t)], t)
+    late = I1 + 40 * 900
+    block = c.run_block([reading(c, 0, I1 + 900, 0, 6500, late)], late)
+    assert block.results[0]["status"] == "rejected" and block.results[0]["reason"] == "reading_too_old"
+    c.ledgers[0].close()
+    store = Store.open(tmp_path / "nodes" / "validator-0", readonly=True)
+    try:
+        households = build_report(store)["households"].set_index("meter")
+    finally:
+        store.close()
+    assert households.loc[c.meters[0].id, "export_wh"] == 1000
