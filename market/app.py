@@ -252,9 +252,13 @@ class MarketApp:
 
     def _clear_interval(self, ctx: AppContext, p: dict[str, Any], interval: int) -> list[dict[str, Any]]:
         book = ctx.state["book"].pop(str(interval))
+        # A meter revoked since it ordered leaves the book: its readings are refused, so a trade
+        # it cleared could never settle and would strand its counterparty.
+        withdrawn = sorted(m for m in book if not ctx.meters.get(m, {}).get("active", False))
         orders = [
             Order(o["order"], meter, o["side"], o["energy_wh"], o["limit_price"], o["position"])
             for meter, o in sorted(book.items())
+            if meter not in withdrawn
         ]
         outcome = clear(
             orders,
@@ -295,6 +299,20 @@ class MarketApp:
                 "filled_wh": filled.get(o.order_id, 0),
             }
             for o in orders
+        )
+        results.extend(
+            {
+                "kind": "order_outcome",
+                "interval": interval,
+                "meter": meter,
+                "order": book[meter]["order"],
+                "side": book[meter]["side"],
+                "energy_wh": book[meter]["energy_wh"],
+                "limit_price": book[meter]["limit_price"],
+                "filled_wh": 0,
+                "withdrawn": "meter_revoked",
+            }
+            for meter in withdrawn
         )
         results.extend(trades)
         if trades:

@@ -219,3 +219,33 @@ def test_export_beyond_the_enrolled_capacity_is_flagged_not_paid(market_11kw):
     ]
     for ledger in c.ledgers:
         verify_store(ledger.store, MarketApp())
+
+
+def test_an_order_of_a_meter_revoked_before_gate_closure_is_not_cleared(market):
+    """A revoked meter's readings are refused, so a trade it cleared could never settle and would
+    leave its counterparty with an unsettled trade: its orders leave the book at gate closure."""
+    c = market
+    t = T0 + 10
+    c.run_block(opening_orders(c, t), t)
+    revoked = c.meters[0].id  # the cheapest seller
+    prop = c.validators[0].sign(
+        c.community,
+        "propose",
+        {"action": "revoke_meter", "args": {"meter": revoked}, "deadline": t + 3600},
+        created=t + 1,
+    )
+    pid = prop.tx_hash.hex()
+    votes = [
+        v.sign(c.community, "vote", {"proposal": pid, "vote": "yes"}, created=t + 1) for v in c.validators[1:]
+    ]
+    c.run_block([prop, *votes], t + 1)
+    assert not c.ledgers[0].chain_state["meters"][revoked]["active"]
+    c.run_block([], I1 - 300)  # gate closure
+    trades = results_of(c, "trade")
+    assert trades and all(revoked not in (tr["seller"], tr["buyer"]) for tr in trades)
+    outcome = next(o for o in results_of(c, "order_outcome") if o["meter"] == revoked)
+    assert outcome["filled_wh"] == 0 and outcome["withdrawn"] == "meter_revoked"
+    clearing = results_of(c, "clearing")[0]
+    assert clearing["asks"] == 1  # the revoked seller's ask is not counted
+    for ledger in c.ledgers:
+        verify_store(ledger.store, MarketApp())
