@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "levies_per_kwh": 0,
     "mechanism": "uniform",
     "community_price": 150_000,
-    # how long a departed member's payloads are kept after the erasure vote (s); peerwatt/erasure.py
+    # how long a departed member's payloads are kept after the erasure vote (s); peerwatt/node/erasure.py
     "retention_s": 0,
 }
 

@@ -42,9 +42,9 @@ from meter_agent.strategy import StrategyConfig
 from peerwatt.broker import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from peerwatt.errors import UserError
-from peerwatt.http_api import NodeHttpApi
-from peerwatt.mempool import Mempool
 from peerwatt.node import Node
+from peerwatt.node.http_api import NodeHttpApi
+from peerwatt.node.mempool import Mempool
 from peerwatt.procnet import free_port
 
 log = logging.getLogger("peerwatt.demo")

@@ -58,9 +58,9 @@ def run(config_file: Path, verbose: bool) -> None:
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
     from peerwatt.config import load_node_config
-    from peerwatt.http_api import NodeHttpApi
-    from peerwatt.mempool import Mempool
     from peerwatt.node import Node
+    from peerwatt.node.http_api import NodeHttpApi
+    from peerwatt.node.mempool import Mempool
 
     setup_logging(verbose, {"paho": logging.WARNING})
     cfg = load_node_config(config_file)
@@ -161,7 +161,7 @@ def erase(data_dir: Path, now: int | None) -> None:
     """
     import time
 
-    from peerwatt.erasure import erase_departed
+    from peerwatt.node.erasure import erase_departed
 
     try:
         report = erase_departed(data_dir, int(time.time()) if now is None else now)

@@ -20,7 +20,7 @@ from chain.signature import CURVE_ORDER, SignatureError, b64url_decode, b64url_e
 from chain.store import DB_NAME, Store
 from chain.verify import VerifyError, verify_store
 from market.app import MarketApp
-from peerwatt.erasure import erase_departed
+from peerwatt.node.erasure import erase_departed
 from tests.support.market_ledger import SETTLED_AT, build_market
 
 T0 = 1_764_000_000

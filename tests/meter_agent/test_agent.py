@@ -142,7 +142,7 @@ def test_receipts_verify_and_forged_ones_raise_an_alarm(tmp_path):
     from chain.engine import Ledger
     from chain.kvapp import KeyValueApp
     from meter_agent.receipts import ReceiptError, verify_receipt
-    from peerwatt.ledger_api import proof_json
+    from peerwatt.node.ledger_api import proof_json
 
     c = make_community(validators=3, members=1)
     c.open_ledgers(tmp_path, KeyValueApp)

@@ -10,8 +10,8 @@ from chain.kvapp import KeyValueApp
 from chain.notice import open_notice
 from chain.verify import verify_store
 from peerwatt.bus import MemoryBus, Topics
-from peerwatt.http_api import NodeHttpApi
 from peerwatt.metrics import exposition, registry_for
+from peerwatt.node.http_api import NodeHttpApi
 from tests.support.memory_net import T0, Net
 
 POISON_WH = 666_666

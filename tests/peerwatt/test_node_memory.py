@@ -7,7 +7,7 @@ import pytest
 from chain.kvapp import KeyValueApp
 from chain.verify import verify_store
 from peerwatt.bus import Topics
-from peerwatt.http_api import NodeHttpApi
+from peerwatt.node.http_api import NodeHttpApi
 from tests.support.memory_net import T0, Net, dump
 
 

@@ -1,5 +1,5 @@
 """Erasure of a departed member: a governance vote (``erase_member``), then
-``peerwatt.erasure.erase_departed`` after the retention period. Nothing of the member's readings
+``peerwatt.node.erasure.erase_departed`` after the retention period. Nothing of the member's readings
 remains in any node's database files; other members' data stays; the chain still verifies and
 reports the erased transactions; the retention period is respected."""
 
@@ -15,7 +15,7 @@ from chain.localnet import LocalCommunity, make_community
 from chain.store import Store
 from chain.verify import verify_store
 from market.app import MarketApp
-from peerwatt.erasure import erase_departed
+from peerwatt.node.erasure import erase_departed
 from tests.support.market_ledger import SETTLED_AT, build_market, reading_values
 
 pytestmark = pytest.mark.reliability

@@ -8,8 +8,8 @@ from chain.localnet import make_community
 from chain.store import LEDGER_TABLES
 from meter_agent.clock import SimClock
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
-from peerwatt.mempool import Mempool
 from peerwatt.node import Node
+from peerwatt.node.mempool import Mempool
 
 T0 = 1_764_000_000
 

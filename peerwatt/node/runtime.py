@@ -44,8 +44,8 @@ from chain.notice import authenticated, chunks, sign_notice
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
-from peerwatt.ledger_api import block_from_json, block_receipts
-from peerwatt.mempool import Mempool, MempoolError
+from peerwatt.node.ledger_api import block_from_json, block_receipts
+from peerwatt.node.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
 

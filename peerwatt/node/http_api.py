@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from chain.store import Store
-from peerwatt.ledger_api import blocks_json, proof_json
 from peerwatt.metrics import exposition, registry_for
+from peerwatt.node.ledger_api import blocks_json, proof_json
 
 
 class NodeHttpApi:
