@@ -39,7 +39,7 @@ from meter_agent.outbox import Outbox
 from meter_agent.profile import find_profile
 from meter_agent.simulator import MeterSimulator
 from meter_agent.strategy import StrategyConfig
-from peerwatt.broker import EmbeddedBroker
+from peerwatt.broker.embedded import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from peerwatt.errors import UserError
 from peerwatt.node import Node
@@ -179,7 +179,8 @@ class DemoMosquitto:
         return found
 
     def write(self) -> None:
-        from peerwatt.commands.broker import make_certs, write_config
+        from peerwatt.broker.certs import make_certs
+        from peerwatt.broker.mosquitto import write_config
 
         make_certs(self.certs, community=self.community, hosts=("127.0.0.1",), accounts=self.accounts)
         persistence = self.folder / "persistence"
@@ -295,7 +296,7 @@ class Demo:
 
     def _broker_config(self) -> tuple[BrokerConfig, str]:
         if self.o.mosquitto:
-            from peerwatt.broker_access import community_accounts
+            from peerwatt.broker.access import community_accounts
 
             self.mosquitto = DemoMosquitto(
                 self.data / "broker", COMMUNITY, community_accounts(self.genesis.doc)

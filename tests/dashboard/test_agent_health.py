@@ -125,7 +125,7 @@ def test_cli_follows_the_agents_on_a_real_broker(built, tmp_path):
     import urllib.parse
     import urllib.request
 
-    from peerwatt.broker import EmbeddedBroker
+    from peerwatt.broker.embedded import EmbeddedBroker
     from peerwatt.bus import BrokerConfig, MqttBus
     from peerwatt.commands.dashboard import load_settings
     from tests.dashboard.conftest import PASSWORDS

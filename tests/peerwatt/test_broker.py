@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from peerwatt.broker import EmbeddedBroker
+from peerwatt.broker.embedded import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus
 from peerwatt.errors import UserError
 from peerwatt.procnet import wait_for

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chain.localnet import make_community
-from peerwatt.broker_access import Account, AccountError, community_accounts, rights
+from peerwatt.broker.access import Account, AccountError, community_accounts, rights
 from tests.support.community_broker import genesis_toml, peerwatt
 
 

@@ -215,7 +215,7 @@ def make_broker() -> Iterator[Callable[..., Community]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-# -- the privacy table, written out independently of peerwatt/broker_access.py ------------------
+# -- the privacy table, written out independently of peerwatt/broker/access.py ------------------
 
 
 def universe(k: Community) -> list[str]:

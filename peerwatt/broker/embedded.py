@@ -26,7 +26,7 @@ from amqtt.session import Session
 
 from peerwatt.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("peerwatt.broker")  # its name before the broker became a package
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0

@@ -1,0 +1,295 @@
+"""The community's certificates for Mosquitto: a community CA, the broker's certificate, one
+client certificate per node and meter account, and the CA's revocation list (``community-ca.crl``),
+made with ``cryptography`` (ECDSA P-256). ``peerwatt broker certs`` and the demo call
+:func:`make_certs`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peerwatt.broker.access import Account
+from peerwatt.broker.files import make_dir, share_with, write_private
+from peerwatt.errors import UserError
+
+CLIENTS_DIR = "clients"
+CA_CERT, CA_KEY, CA_CRL = "community-ca.crt", "community-ca.key", "community-ca.crl"
+REVOKED_DIR = "revoked"
+BROKER_CERT, BROKER_KEY = "broker.crt", "broker.key"
+
+
+def _name(common_name: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_usage(*, ca: bool):
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _pem_key(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load_ca(out_dir: Path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate((out_dir / CA_CERT).read_bytes())
+        key = serialization.load_pem_private_key((out_dir / CA_KEY).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot reuse the community CA in {out_dir}: {exc}") from None
+    return cert, key
+
+
+def _new_ca(community: str, now: datetime.datetime, days: int):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"peerwatt {community} community CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _issue(
+    ca_cert, ca_key, common_name: str, names: list, *, server: bool, now: datetime.datetime, days: int
+):
+    """A leaf certificate (P-256) from the community CA: the broker's (server) or an account's (client)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _host_names(hosts: list[str]) -> list:
+    from cryptography import x509
+
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _write_cert(directory: Path, stem: str, cert, key) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    write_private(directory / f"{stem}.key", _pem_key(key))
+    (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _read_crl(out_dir: Path, ca_cert) -> tuple[list, int]:
+    """The revoked entries and the CRL number of the CA's current CRL (none yet: [], 0)."""
+    from cryptography import x509
+
+    path = out_dir / CA_CRL
+    if not path.exists():
+        return [], 0
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{path} is not a PEM certificate revocation list: {exc}") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+        raise UserError(f"{path} was not signed by {out_dir / CA_CERT}: move it away and rerun")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    return list(crl), number
+
+
+def _write_crl(out_dir: Path, ca_cert, ca_key, serials: list[int], now: datetime.datetime) -> int:
+    """(Re)write the CA's CRL with its earlier entries plus ``serials``; return how many it lists.
+
+    Its next update is the CA's own expiry: OpenSSL refuses every client certificate once the CRL
+    it checks against has expired, and the community CA publishes no other CRL."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    entries, number = _read_crl(out_dir, ca_cert)
+    listed = {entry.serial_number for entry in entries}
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(ca_cert.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(number + 1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    for serial in serials:
+        if serial not in listed:
+            listed.add(serial)
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = out_dir / CA_CRL
+    tmp = path.with_suffix(".crl.tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.chmod(tmp, 0o644)  # public, like the CA certificate; the broker reads it after dropping root
+    os.replace(tmp, path)
+    return len(listed)
+
+
+def _revoked_names(clients: Path) -> set[str]:
+    """Accounts whose certificate was revoked (their record: clients/revoked/<name>.<serial>.crt)."""
+    folder = clients / REVOKED_DIR
+    if not folder.is_dir():
+        return set()
+    return {p.name.rsplit(".", 2)[0] for p in folder.glob("*.crt")}
+
+
+def _take_back(clients: Path, name: str) -> int | None:
+    """Move an account's current certificate to clients/revoked/ (its key is deleted); return its
+    serial, or None when it has none."""
+    from cryptography import x509
+
+    crt = clients / f"{name}.crt"
+    if not crt.exists():
+        return None
+    serial = x509.load_pem_x509_certificate(crt.read_bytes()).serial_number
+    make_dir(clients / REVOKED_DIR)
+    os.replace(crt, clients / REVOKED_DIR / f"{name}.{serial:x}.crt")
+    (clients / f"{name}.key").unlink(missing_ok=True)
+    return serial
+
+
+@dataclass
+class CertsResult:
+    made: str  # "created" or "reused" (the CA)
+    broker_cert: Path | None = None
+    issued: int = 0
+    kept: int = 0
+    skipped: list[str] = field(default_factory=list)  # revoked earlier: no new certificate
+    revoked: list[str] = field(default_factory=list)
+    crl_entries: int = 0
+    still: str | None = None
+
+
+def make_certs(
+    out_dir: Path,
+    *,
+    community: str,
+    hosts: tuple[str, ...] = (),
+    accounts: list[Account] = (),  # type: ignore[assignment]
+    revoke: tuple[str, ...] = (),
+    reissue: tuple[str, ...] = (),
+    days: int = 825,
+    ca_days: int = 3650,
+    force: bool = False,
+    run_user: str = "mosquitto",
+) -> CertsResult:
+    """Make (or reuse) the community CA in ``out_dir``, issue the broker's certificate (``hosts``)
+    and one client certificate per account (kept when present, skipped when revoked earlier unless
+    in ``reissue``), revoke the certificates of ``revoke`` and (re)write the CRL."""
+    from cryptography.hazmat.primitives import serialization
+
+    if hosts and (out_dir / BROKER_CERT).exists() and not force:
+        raise UserError(f"{out_dir / BROKER_CERT} already exists (pass --force to replace it)")
+    clients = out_dir / CLIENTS_DIR
+    for name in revoke:
+        if not (clients / f"{name}.crt").exists() and name not in _revoked_names(clients):
+            raise UserError(f"--revoke {name}: no certificate {clients / name}.crt to revoke")
+    make_dir(out_dir)
+    now = datetime.datetime.now(datetime.UTC)
+    if (out_dir / CA_KEY).exists():
+        ca_cert, ca_key = _load_ca(out_dir)
+        result = CertsResult("reused")
+    else:
+        ca_cert, ca_key = _new_ca(community, now, ca_days)
+        write_private(out_dir / CA_KEY, _pem_key(ca_key))
+        (out_dir / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        result = CertsResult("created")
+    serials = []
+    for name in revoke:
+        serial = _take_back(clients, name)
+        if serial is not None:
+            serials.append(serial)
+            result.revoked.append(name)
+    result.crl_entries = _write_crl(out_dir, ca_cert, ca_key, serials, now)
+    if hosts:
+        cert, key = _issue(
+            ca_cert, ca_key, hosts[0], _host_names(list(hosts)), server=True, now=now, days=days
+        )
+        _write_cert(out_dir, BROKER_CERT.removesuffix(".crt"), cert, key)
+        result.broker_cert = out_dir / BROKER_CERT
+        # Mosquitto 2.0.11 started as root loads it after dropping to its user
+        result.still = share_with([out_dir / BROKER_KEY], run_user)
+    if accounts:
+        make_dir(clients)
+        revoked = _revoked_names(clients)
+        for account in accounts:
+            if account.name in revoked and account.name not in reissue:
+                result.skipped.append(account.name)
+                continue
+            if (clients / f"{account.name}.crt").exists() and not force:
+                result.kept += 1
+                continue
+            cert, key = _issue(ca_cert, ca_key, account.name, [], server=False, now=now, days=days)
+            _write_cert(clients, account.name, cert, key)
+            result.issued += 1
+    return result
