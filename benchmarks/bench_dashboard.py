@@ -219,7 +219,7 @@ def simulated(args: argparse.Namespace) -> None:
     """Latency on a ledger made by the simulator, varied queries, each URL requested once."""
     from datetime import date, timedelta
 
-    from peerwatt.simulate import SimOptions, run_simulation
+    from peerwatt.simulation import SimOptions, run_simulation
 
     rng = random.Random(5)
     with tempfile.TemporaryDirectory() as tmp:

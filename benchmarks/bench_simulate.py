@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chain.keys import generate_private_key
-from peerwatt.simulate import SimOptions, run_simulation
+from peerwatt.simulation import SimOptions, run_simulation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fair import interleaved_rates  # noqa: E402

@@ -8,10 +8,10 @@ import json
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from dashboard import household as hh
+from dashboard import household_view as hh
 from dashboard.agent_status import not_configured
 from dashboard.params import arg_choice, arg_date
-from dashboard.receipts import build_receipt, parse_receipt, verify_receipt
+from dashboard.receipt_view import build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
 from dashboard.views.common import ledger_today, require_meter, services, viewer

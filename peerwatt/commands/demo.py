@@ -49,7 +49,7 @@ def _price(micro_per_kwh: int | None) -> str:
 @click.option("--seed", default=1, show_default=True, type=int)
 def demo(homes, speed, hours, headless, data, broker, mosquitto, port, seed) -> None:
     """Run a live demo community: broker, simulated meters and agents, ledger nodes, dashboard."""
-    from peerwatt.demo import Demo, DemoOptions, Stats
+    from peerwatt.demo_community import Demo, DemoOptions, Stats
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     for noisy in ("pymodbus", "amqtt", "transitions", "waitress"):
@@ -161,7 +161,7 @@ def _watch(the_demo):
     from rich.console import Console
     from rich.live import Live
 
-    from peerwatt.demo import Stats
+    from peerwatt.demo_community import Stats
 
     stats = Stats()
     console = Console(stderr=False)

@@ -57,7 +57,7 @@ def simulate(
     from rich.progress import Progress
     from rich.table import Table
 
-    from peerwatt.simulate import SimOptions, run_simulation
+    from peerwatt.simulation import SimOptions, run_simulation
 
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))

@@ -3,7 +3,7 @@ nothing to rest on, and says what it rests on."""
 
 from __future__ import annotations
 
-from dashboard import household as hh
+from dashboard import household_view as hh
 from tests.dashboard.conftest import login
 from tests.dashboard.ledger_fixture import INTERVAL_S, START
 from tests.dashboard.test_public_book import book  # noqa: F401  (the small ledger: no readings)

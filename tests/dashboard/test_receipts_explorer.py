@@ -9,7 +9,7 @@ import time
 
 from chain.block import header_hash
 from chain.merkle import leaf_hash, proof_from_hex, verify_inclusion
-from dashboard.receipts import verify_receipt
+from dashboard.receipt_view import verify_receipt
 
 
 def token(client) -> str:
