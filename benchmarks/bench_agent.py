@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from chain.keys import generate_private_key, key_id, public_key_sec1, save_private_key
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -38,11 +38,15 @@ from zoneinfo import ZoneInfo
 from chain.block import Block, header_hash, result_root, tx_root
 from chain.engine import Ledger
 from chain.genesis import Genesis
-from chain.localnet import make_community
 from chain.state import state_root
 from dashboard.app import create_app
 from market.app import MarketApp
 from market.money import value_micro
+
+# The test harness (tests/support) lives with the tests; make the repository importable when
+# run as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.localnet import make_community  # noqa: E402
 
 TZ = "Europe/Berlin"
 INTERVAL_S = 900

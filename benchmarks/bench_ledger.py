@@ -23,10 +23,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.parallel_sigs import default_workers
 from chain.store import Store
 from chain.verify import verify_store
+
+# The test harness (tests/support) lives with the tests; make the repository importable when
+# run as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.localnet import make_community  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fair import interleaved_best_s, interleaved_rates  # noqa: E402

@@ -18,15 +18,21 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.signature import sign, verify
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from peerwatt.procnet import free_port, launch_community, wait_for
+from peerwatt.ports import free_port
+
+# The test harness (tests/support) lives with the tests; make the repository importable when
+# run as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.localnet import make_community  # noqa: E402
+from tests.support.procnet import launch_community, wait_for  # noqa: E402
 
 
 def main() -> None:

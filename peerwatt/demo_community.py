@@ -45,7 +45,7 @@ from peerwatt.errors import UserError
 from peerwatt.node import Node
 from peerwatt.node.http_api import NodeHttpApi
 from peerwatt.node.mempool import Mempool
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 
 log = logging.getLogger("peerwatt.demo")
 

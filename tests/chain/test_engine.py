@@ -11,10 +11,10 @@ from chain.engine import Equivocation, Ledger
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
-from chain.localnet import Party, make_community
 from chain.state import copy_state, state_root
 from chain.store import LEDGER_TABLES, Store
 from chain.verify import VerifyError, verify_store
+from tests.support.localnet import Party, make_community
 
 T0 = 1_764_000_000
 

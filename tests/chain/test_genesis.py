@@ -11,9 +11,9 @@ from chain.engine import genesis_from_dict_bytes
 from chain.genesis import GenesisError, genesis_from_dict
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
-from chain.localnet import Party, make_community
 from chain.messages import BODY_SCHEMAS
 from chain.schema import SchemaError
+from tests.support.localnet import Party, make_community
 
 T0 = 1_764_000_000
 

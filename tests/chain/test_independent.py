@@ -1,5 +1,5 @@
 """`chain.independent`: signatures re-checked with `ecdsa`, encodings with `rfc8785`, a store
-walked block by block alongside `verify_store` (stores from chain.localnet, a few blocks)."""
+walked block by block alongside `verify_store` (stores from tests/support/localnet.py, a few blocks)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from chain import independent
 from chain.keys import public_key_sec1
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.signature import CURVE_ORDER, SignatureError, b64url_decode, b64url_encode, sign, verify
 from chain.store import DB_NAME, Store
 from chain.verify import VerifyError, verify_store
 from market.app import MarketApp
 from peerwatt.node.erasure import erase_departed
+from tests.support.localnet import make_community
 from tests.support.market_ledger import SETTLED_AT, build_market
 
 T0 = 1_764_000_000

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.store import LEDGER_TABLES, Store, StoreError
 from chain.verify import verify_store
+from tests.support.localnet import make_community
 
 T0 = 1_764_000_000
 INTERVAL = T0 - T0 % 900

@@ -11,10 +11,10 @@ import pytest
 
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
-from chain.localnet import Party, make_community
 from chain.store import Store
 from chain.verify import VerifyError, verify_store
 from tests.chain.test_engine import T0, _gov, _vote, reading
+from tests.support.localnet import Party, make_community
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """A real market ledger for the dashboard's tests: six households, several days of 15-minute
-intervals, built in process with chain.localnet (real keys, signatures, blocks and seals).
+intervals, built in process with tests.support.localnet (real keys, signatures, blocks and seals).
 
 Deterministic: each household has a simple PV and consumption shape (integer arithmetic). Orders
 for an interval are placed two intervals ahead from a sunny-day forecast; readings follow the
@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 from chain.engine import SEAL_TTL_S, Ledger
 from chain.envelope import sign_envelope
 from chain.genesis import Genesis
-from chain.localnet import LocalCommunity, Party, make_community
 from market.app import MarketApp
+from tests.support.localnet import LocalCommunity, Party, make_community
 
 TZ = "Europe/Berlin"
 INTERVAL_S = 900

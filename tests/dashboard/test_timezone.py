@@ -10,12 +10,12 @@ import pytest
 
 from chain.engine import Ledger
 from chain.genesis import Genesis
-from chain.localnet import make_community
 from chain.store import StoreError
 from dashboard.app import create_app
 from dashboard.timeutil import UnknownTimezone, zone
 from market.app import MarketApp
 from tests.dashboard.ledger_fixture import APP_PARAMS, START
+from tests.support.localnet import make_community
 
 
 def store_with_zone(data_dir, name: str):

@@ -16,9 +16,9 @@ from chain.block import result_root
 from chain.canonical import check_value, dumps_checked
 from chain.engine import genesis_state
 from chain.execute import execute_block
-from chain.localnet import make_community
 from chain.messages import MAX_COUNTER_WH
 from market.app import MarketApp
+from tests.support.localnet import make_community
 from tests.support.market_ledger import PARAMS, T0
 
 COMMUNITY = make_community(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from chain.localnet import make_community
 from chain.verify import verify_store
 from market.app import MarketApp
+from tests.support.localnet import make_community
 from tests.support.market_ledger import I1, PARAMS, T0, opening_orders, order, reading
 
 

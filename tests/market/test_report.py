@@ -7,10 +7,10 @@ import sys
 
 import pandas as pd
 
-from chain.localnet import make_community
 from market.app import MarketApp
 from market.report import build_report
 from tests.market.test_app_ledger import I1, PARAMS, T0, order, reading
+from tests.support.localnet import make_community
 
 
 def test_report_tables_match_the_ledger(tmp_path):

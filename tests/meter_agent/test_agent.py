@@ -8,12 +8,12 @@ import pytest
 
 from chain.envelope import parse_envelope, verify_envelope
 from chain.keys import generate_private_key, public_key_sec1
-from chain.localnet import Party, make_community
 from chain.notice import sign_notice
 from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from tests.support.localnet import Party, make_community
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
 

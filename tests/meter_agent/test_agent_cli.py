@@ -11,8 +11,8 @@ import time
 import pytest
 
 from chain.keys import public_key_sec1, save_private_key
-from chain.localnet import make_community
-from peerwatt.procnet import wait_for
+from tests.support.localnet import make_community
+from tests.support.procnet import wait_for
 
 pytestmark = pytest.mark.integration
 

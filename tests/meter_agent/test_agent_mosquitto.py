@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from chain.localnet import make_community
 from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from peerwatt.procnet import wait_for
+from tests.support.localnet import make_community
+from tests.support.procnet import wait_for
 
 pytestmark = pytest.mark.integration
 MORNING = 1750489200  # 2025-06-21 07:00 UTC

@@ -21,7 +21,7 @@ from meter_agent.modbus_reader import (
 from meter_agent.mqtt_simulator import TasmotaPublisher
 from meter_agent.mqtt_source import MqttQuantity, MqttSource, MqttSourceConfig, extract
 from peerwatt.errors import UserError
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 
 from .conftest import MIDDAY
 

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from chain.localnet import make_community
 from meter_agent.agent import Agent
 from meter_agent.modbus_reader import (
     MeterConnectionError,
@@ -24,6 +23,7 @@ from meter_agent.profile import find_profile
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus
 from tests.support.cli import peerwatt
+from tests.support.localnet import make_community
 
 from .conftest import MIDDAY
 from .gateway import FaultyGateway

@@ -14,8 +14,8 @@ import pytest
 from peerwatt.broker.embedded import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus
 from peerwatt.errors import UserError
-from peerwatt.procnet import wait_for
 from tests.support.mosquitto import free_port
+from tests.support.procnet import wait_for
 
 WAIT_S = 10.0
 

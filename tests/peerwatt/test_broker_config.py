@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chain.localnet import make_community
 from peerwatt.broker.access import Account, AccountError, community_accounts, rights
 from tests.support.community_broker import genesis_toml, peerwatt
+from tests.support.localnet import make_community
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from tests.support.community_broker import genesis_toml, peerwatt, revoke_by_vote
+from tests.support.localnet import make_community
 
 T0 = 1_764_000_000
 
@@ -175,8 +175,9 @@ def test_password_mode_rerun_keeps_passwords_and_drops_a_left_out_account(
     import time
 
     from peerwatt.bus import BrokerConfig, MqttBus
-    from peerwatt.procnet import free_port, wait_for
+    from peerwatt.ports import free_port
     from tests.conftest import require_tool
+    from tests.support.procnet import wait_for
 
     require_tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
     c = revoked

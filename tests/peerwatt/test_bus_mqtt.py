@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from peerwatt.bus import BrokerConfig, MqttBus, topics
-from peerwatt.procnet import wait_for
 from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.procnet import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -310,8 +310,8 @@ def _acl_blocks(lines: list[str]) -> set[tuple[str, ...]]:
 @pytest.fixture
 def small_community(tmp_path: Path):
     """docs/bus.md's example: the community oak-street with a sequencer, one more validator and a meter."""
-    from chain.localnet import make_community
     from tests.support.community_broker import genesis_toml
+    from tests.support.localnet import make_community
 
     c = make_community(validators=2, members=1)
     (tmp_path / "genesis.toml").write_text(genesis_toml(c.genesis.doc))

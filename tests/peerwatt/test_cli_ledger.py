@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from tests.support.cli import peerwatt
+from tests.support.localnet import make_community
 
 
 def test_genesis_new_and_node_init(tmp_path):

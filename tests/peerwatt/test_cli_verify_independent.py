@@ -7,9 +7,9 @@ import sqlite3
 
 from chain.keys import public_key_pem
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.store import DB_NAME
 from tests.support.cli import peerwatt
+from tests.support.localnet import make_community
 
 T0 = 1_764_000_000
 

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.store import LEDGER_TABLES
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from peerwatt.procnet import launch_community, wait_for
+from tests.support.localnet import make_community
+from tests.support.procnet import launch_community, wait_for
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time())

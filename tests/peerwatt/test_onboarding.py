@@ -20,7 +20,7 @@ from peerwatt.onboarding import (
     parse_join_request,
     quorum_sentence,
 )
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 from tests.support.cli import peerwatt
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "quickstart.md"
 READY_S = 30.0

@@ -15,7 +15,6 @@ from pypdf import PdfReader
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import generate_private_key
-from chain.localnet import LocalCommunity, Party, make_community
 from chain.store import Store
 from market.app import MarketApp
 from peerwatt.statements import (
@@ -30,6 +29,7 @@ from peerwatt.statements import (
     write_files,
 )
 from tests.support.cli import peerwatt
+from tests.support.localnet import LocalCommunity, Party, make_community
 
 DAY = 86_400
 JUNE = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())

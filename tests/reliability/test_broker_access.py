@@ -30,13 +30,12 @@ from chain.canonical import dumps_checked, loads_strict
 from chain.engine import Ledger, check_seal_for
 from chain.envelope import parse_envelope
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from market.app import MarketApp
 from meter_agent.clock import SimClock
 from meter_agent.receipts import verify_receipt
 from peerwatt.bus import BrokerConfig, MqttBus, topics
 from peerwatt.node import Node
-from peerwatt.procnet import free_port, wait_for
+from peerwatt.ports import free_port
 from tests.support.community_broker import (
     GeneratedBroker,
     genesis_toml,
@@ -44,7 +43,9 @@ from tests.support.community_broker import (
     revoke_by_vote,
     running_as_root,
 )
+from tests.support.localnet import make_community
 from tests.support.market_ledger import I1, PARAMS, T0, opening_orders
+from tests.support.procnet import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 WAIT_S = 20

@@ -11,11 +11,11 @@ import pytest
 
 from chain.engine import Ledger
 from chain.kvapp import KeyValueApp
-from chain.localnet import LocalCommunity, make_community
 from chain.store import Store
 from chain.verify import verify_store
 from market.app import MarketApp
 from peerwatt.node.erasure import erase_departed
+from tests.support.localnet import LocalCommunity, make_community
 from tests.support.market_ledger import SETTLED_AT, build_market, reading_values
 
 pytestmark = pytest.mark.reliability

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from chain.envelope import Envelope, Rejected, parse_envelope, verify_envelope
-from chain.localnet import make_community
 from chain.messages import MAX_MESSAGE_BYTES, SIGNING_PREFIX
 from chain.signature import CURVE_ORDER, b64url_decode, b64url_encode, sign
+from tests.support.localnet import make_community
 
 pytestmark = pytest.mark.reliability
 

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from chain import messages
 from chain.envelope import Rejected
-from chain.localnet import make_community
 from chain.notice import open_notice
 from chain.signature import sign
 from chain.store import Store
@@ -36,7 +35,8 @@ from chain.verify import verify_store
 from market.app import MarketApp
 from meter_agent.outbox import Outbox
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from peerwatt.procnet import launch_community, wait_for
+from tests.support.localnet import make_community
+from tests.support.procnet import launch_community, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

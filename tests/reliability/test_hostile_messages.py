@@ -13,10 +13,10 @@ import pytest
 
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
-from chain.localnet import Party, make_community
 from chain.signature import CURVE_ORDER, b64url_decode, b64url_encode
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
-from peerwatt.procnet import launch_community, wait_for
+from tests.support.localnet import Party, make_community
+from tests.support.procnet import launch_community, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 NOW = int(time.time())

@@ -13,9 +13,9 @@ from chain.block import Block, header_hash, result_root, tx_root
 from chain.engine import Equivocation
 from chain.envelope import sign_envelope
 from chain.execute import InvalidBlock
-from chain.localnet import LocalCommunity, make_community
 from chain.state import copy_state, state_root
 from market.app import MarketApp
+from tests.support.localnet import LocalCommunity, make_community
 from tests.support.market_ledger import I1, PARAMS, T0, opening_orders, order, reading, reading_values
 
 pytestmark = pytest.mark.reliability

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from chain.engine import Ledger
-from chain.localnet import make_community
 from chain.verify import verify_store
 from market.app import MarketApp
 from meter_agent.agent import Agent
@@ -23,6 +22,7 @@ from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus
 from peerwatt.node import Node
+from tests.support.localnet import make_community
 
 pytestmark = pytest.mark.reliability
 START = 1750500000 - 3600  # 2025-06-21 09:00 UTC: strong sun in Berlin

@@ -16,12 +16,12 @@ import pytest
 
 from chain.keys import save_private_key
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.store import Store
 from chain.verify import verify_store
 from meter_agent.outbox import Outbox
-from peerwatt.procnet import launch_community, wait_for
 from tests.reliability.power_cut_publisher import ledger_seqs, publisher_command
+from tests.support.localnet import make_community
+from tests.support.procnet import launch_community, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 # 30 cuts as the issue asks (about 2 minutes here); a longer soak: PEERWATT_SOAK_CUTS=200 pytest ...

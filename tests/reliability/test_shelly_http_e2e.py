@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from chain.engine import Ledger
-from chain.localnet import make_community
 from chain.verify import verify_store
 from market.app import MarketApp
 from meter_agent.agent import Agent
@@ -20,6 +19,7 @@ from meter_agent.shelly_simulator import ShellySimulator
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus
 from peerwatt.node import Node
+from tests.support.localnet import make_community
 
 pytestmark = pytest.mark.reliability
 START = 1750500000 - 3600  # 2025-06-21 09:00 UTC: strong sun in Berlin

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chain.localnet import LocalCommunity, make_community
 from market.app import MarketApp
+from tests.support.localnet import LocalCommunity, make_community
 
 T0 = 1_764_000_000  # aligned to 900 s
 I1 = T0 + 1800  # the traded interval

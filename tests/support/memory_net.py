@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from chain.engine import Ledger
 from chain.kvapp import KeyValueApp
-from chain.localnet import make_community
 from chain.store import LEDGER_TABLES
 from meter_agent.clock import SimClock
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
 from peerwatt.node import Node
 from peerwatt.node.mempool import Mempool
+from tests.support.localnet import make_community
 
 T0 = 1_764_000_000
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from peerwatt.procnet import free_port
+from peerwatt.ports import free_port
 
 _READY_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0

@@ -1,10 +1,10 @@
-"""procnet.free_port: ports for servers that child processes bind later."""
+"""peerwatt.ports.free_port: ports for servers that child processes bind later."""
 
 from __future__ import annotations
 
 import socket
 
-from peerwatt.procnet import _ephemeral_range, free_port
+from peerwatt.ports import _ephemeral_range, free_port
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
