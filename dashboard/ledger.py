@@ -148,9 +148,9 @@ class LedgerReader:
 
     def _app(self) -> Application:
         if self._app_instance is None:
-            from dashboard.verify_runner import app_for
+            from market.apps import load_app
 
-            self._app_instance = app_for(self.community.app)
+            self._app_instance = load_app(self.community.app)
         return self._app_instance
 
     def _chain(self) -> dict[str, Any]:

@@ -12,24 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chain.app import Application
 from chain.engine import genesis_from_dict_bytes
 from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
 from dashboard.accounts import Accounts
-
-
-def app_for(name: str) -> Application:
-    """The ledger application a genesis names (the engine's test app, or the market)."""
-    if name == "kv":
-        from chain.kvapp import KeyValueApp
-
-        return KeyValueApp()
-    if name == "market":
-        from market.app import MarketApp
-
-        return MarketApp()
-    raise ValueError(f"unknown app {name!r}")
+from market.apps import load_app
 
 
 class VerifyRunner:
@@ -74,7 +61,7 @@ class VerifyRunner:
             store = Store.open(self.data_dir, readonly=True)
             try:
                 height = store.height()
-                app = app_for(genesis_from_dict_bytes(store.genesis_doc()).app_name)
+                app = load_app(genesis_from_dict_bytes(store.genesis_doc()).app_name)
                 report = verify_store(store, app)
                 status, summary = "ok", report.summary()
             finally:

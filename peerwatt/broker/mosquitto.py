@@ -170,7 +170,7 @@ def load_registry(genesis_file: Path | None, data_dir: Path | None) -> tuple[str
         return genesis.community, broker_access.genesis_registry(genesis.doc)
     from chain.engine import genesis_from_dict_bytes, head_state
     from chain.store import Store, StoreError
-    from peerwatt.apps import load_app
+    from market.apps import load_app
 
     assert data_dir is not None
     if not (data_dir / "ledger.sqlite").exists():

@@ -230,7 +230,7 @@ def list_(data_dir: Path) -> None:
     from chain.engine import genesis_from_dict_bytes, head_state
     from chain.governance import electorate
     from chain.store import Store, StoreError
-    from peerwatt.apps import load_app
+    from market.apps import load_app
 
     try:
         store = Store.open(data_dir, readonly=True)

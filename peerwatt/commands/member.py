@@ -64,7 +64,7 @@ def chain_state(data_dir: Path) -> tuple[str, dict[str, Any]]:
     """(community, the chain's governance state) after the node's last final block."""
     from chain.engine import genesis_from_dict_bytes, head_state
     from chain.store import Store, StoreError
-    from peerwatt.apps import load_app
+    from market.apps import load_app
 
     try:
         store = Store.open(data_dir, readonly=True)

@@ -9,7 +9,7 @@ import click
 from chain.engine import Ledger
 from chain.genesis import GenesisError, load_genesis
 from chain.store import StoreError
-from peerwatt.apps import load_app
+from market.apps import load_app
 from peerwatt.errors import UserError
 
 

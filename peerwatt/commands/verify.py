@@ -11,7 +11,7 @@ from chain.engine import genesis_from_dict_bytes
 from chain.parallel_sigs import default_workers
 from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
-from peerwatt.apps import load_app
+from market.apps import load_app
 from peerwatt.errors import UserError
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from chain.engine import Ledger
 from chain.engine import genesis_from_dict_bytes as _genesis_of
 from chain.store import Store
-from peerwatt.apps import load_app
+from market.apps import load_app
 
 RETENTION_PARAM = "retention_s"
 

@@ -1,4 +1,9 @@
-"""Which application a genesis names: "market" (the energy market) or "kv" (the engine's test app)."""
+"""Which application a genesis names: "market" (the energy market) or "kv" (the engine's test app).
+
+The one registry of ledger applications: the node, the CLI and the dashboard's verification all
+load the app a genesis names here. It lives in market/ because it names the market app, and chain/
+imports nothing of ours; the dashboard and peerwatt may import market.
+"""
 
 from __future__ import annotations
 
