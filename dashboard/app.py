@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from dashboard import units
-from dashboard.accounts import PASSWORD_METHOD, Accounts, RateLimit, User
-from dashboard.agent_status import AgentStatusBoard
-from dashboard.directory import Directory
-from dashboard.indexdb import IndexDB
-from dashboard.indexer import Indexer
-from dashboard.ledger import LedgerReader
+from dashboard.accounts import PASSWORD_METHOD, User
 from dashboard.params import ParamError
-from dashboard.proxies import Network, client_address, parse_trusted
+from dashboard.proxies import parse_trusted
+from dashboard.services import default_instance_dir, open_services
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
-from dashboard.verify_runner import VerifyRunner
 
 DEFAULTS: dict[str, Any] = {
     "SESSION_HOURS": 8,
@@ -63,42 +57,6 @@ CSP = (
 )
 
 
-@dataclass
-class Services:
-    """What the views use: the ledger (read-only), the index, accounts and the verify runner."""
-
-    ledger: LedgerReader
-    index: IndexDB
-    indexer: Indexer
-    accounts: Accounts
-    verifier: VerifyRunner
-    instance_dir: Path
-    trusted_proxies: tuple[Network, ...] = ()
-    agent_status: AgentStatusBoard | None = None
-    _directory: tuple[int, Directory] | None = None
-
-    def client_address(self) -> str:
-        """The request's client address for the login limits (X-Forwarded-For only from a
-        trusted proxy)."""
-        return client_address(
-            request.remote_addr, request.headers.getlist("X-Forwarded-For"), self.trusted_proxies
-        )
-
-    def directory(self) -> Directory:
-        """Names of meters and members, made once per state height."""
-        height = self.ledger.state_height()
-        cached = self._directory
-        if cached is None or cached[0] != height:
-            ledger = self.ledger
-            cached = (height, Directory(ledger.meters(), ledger.members(), ledger.validators()))
-            self._directory = cached
-        return cached[1]
-
-
-def default_instance_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir).resolve().parent / "dashboard"
-
-
 def _secret_key(instance_dir: Path) -> str:
     """The session-signing key: kept in the instance folder (mode 0600), made on first start."""
     path = instance_dir / "secret_key"
@@ -107,26 +65,6 @@ def _secret_key(instance_dir: Path) -> str:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
     return path.read_text().strip()
-
-
-def open_services(data_dir: str | Path, instance_dir: str | Path | None, config: dict[str, Any]) -> Services:
-    """Open the ledger and the dashboard's databases (StoreError when there is no ledger)."""
-    ledger = LedgerReader(data_dir)
-    folder = Path(instance_dir) if instance_dir is not None else default_instance_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    index = IndexDB(folder / "index.sqlite")
-    accounts = Accounts(
-        folder / "dashboard.sqlite",
-        rate_limit=RateLimit(
-            per_user=config["LOGIN_RATE_PER_USER"],
-            per_address=config["LOGIN_RATE_PER_ADDRESS"],
-            window_s=config["LOGIN_RATE_WINDOW_S"],
-            lock_s=config["LOGIN_LOCK_S"],
-            max_lock_s=config["LOGIN_LOCK_MAX_S"],
-        ),
-        password_method=config["PASSWORD_METHOD"],
-    )
-    return Services(ledger, index, Indexer(ledger, index), accounts, VerifyRunner(data_dir, accounts), folder)
 
 
 def create_app(

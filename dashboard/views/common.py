@@ -10,8 +10,8 @@ from flask import abort, current_app
 from flask_login import current_user
 
 from dashboard.accounts import User
-from dashboard.app import Services
 from dashboard.params import parse_key_id
+from dashboard.services import Services
 from dashboard.timeutil import local_date
 
 

@@ -256,7 +256,7 @@ def user() -> None:
 
 def _accounts(data_dir: Path, instance: Path | None):
     from dashboard.accounts import Accounts
-    from dashboard.app import default_instance_dir
+    from dashboard.services import default_instance_dir
 
     folder = instance or default_instance_dir(data_dir)
     try:
