@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chain.app import Application
-from chain.block import header_hash
 from chain.canonical import loads_strict
 from chain.engine import replay_blocks
 from chain.state import State
@@ -192,7 +191,3 @@ class LedgerReader:
         if store is not None:
             store.close()
             self._local.store = None
-
-
-def header_hash_hex(header: dict[str, Any]) -> str:
-    return header_hash(header).hex()

@@ -15,7 +15,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -193,18 +193,6 @@ def query_page(
     if backwards:
         return Page(rows, last, first if more else None)
     return Page(rows, last if more else None, first if cursor is not None else None)
-
-
-def iter_rows(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory) -> Iterator[dict[str, Any]]:
-    """Every row the filter selects, in its order, fetched page by page."""
-    chunk = replace(f, limit=MAX_LIMIT)
-    after: str | None = None
-    while True:
-        page = query_page(conn, chunk, tz, directory, after=after)
-        yield from page.rows
-        if page.next_cursor is None:
-            return
-        after = page.next_cursor
 
 
 def _party(conn, meter: str, interval: int, side: str) -> tuple[int, int | None]:

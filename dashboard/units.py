@@ -10,7 +10,6 @@ from __future__ import annotations
 from market.money import div_round_half_even
 
 MINUS = "\u2212"  # a real minus sign, not a hyphen
-THIN_SPACE = "\u202f"
 
 
 def fixed(value: int, scale: int, decimals: int) -> str:
