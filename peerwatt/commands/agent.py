@@ -238,15 +238,8 @@ def setup(
     from chain.genesis import GenesisError, load_genesis
     from chain.keys import KeyFileError, generate_private_key, save_private_key
     from meter_agent.modbus_reader import MeterError, MeterReader
-    from peerwatt.commands.meter import (
-        _profiles,
-        _target,
-        advice,
-        best,
-        format_sample,
-        parse_units,
-        probe_meter,
-    )
+    from meter_agent.probe import advice, best, probe_meter
+    from peerwatt.commands.meter import _profiles, _target, format_sample, parse_units
     from peerwatt.onboarding import JoinRequestError, make_join_request
 
     interactive = sys.stdin.isatty()

@@ -12,8 +12,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from meter_agent.modbus_reader import MeterReader, TcpTarget
+from meter_agent.probe import best, probe_meter
 from meter_agent.profile import builtin_profiles, find_profile
-from peerwatt.commands.meter import best, probe_meter
 
 
 def words(fmt: str, value) -> list[int]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from meter_agent.modbus_reader import MeterFramingError, MeterReader, TcpTarget
+from meter_agent.probe import best, probe_meter
 from meter_agent.profile import builtin_profiles, find_profile
-from peerwatt.commands.meter import best, probe_meter
 from tests.support.cli import peerwatt
 
 from .gateway import FaultyGateway

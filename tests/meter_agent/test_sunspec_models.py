@@ -11,8 +11,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from meter_agent.modbus_reader import MeterValueUnavailable
+from meter_agent.probe import probe_meter
 from meter_agent.profile import find_profile, load_profile
-from peerwatt.commands.meter import probe_meter
 
 from .test_reader_simulator import assert_matches
 

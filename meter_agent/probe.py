@@ -1,0 +1,238 @@
+"""Which meter answers on a line: try profiles and unit ids once each, judge whether the values are
+plausible for a household meter on a 230 V grid, confirm the model with the profile's
+identification registers, and rank the answers (``peerwatt meter probe`` and ``peerwatt agent
+setup`` call it; they parse and print). Also the one-sentence advice after a meter error.
+
+Imports nothing of peerwatt but the error type (the agent's install is lean); the reader is
+imported when a probe runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from peerwatt.errors import UserError
+
+# Plausibility bounds for probe: what a household meter on a 230 V / 50-60 Hz grid reports.
+VOLTAGE_RANGE_V = (180.0, 260.0)
+FREQUENCY_RANGE_HZ = (45.0, 65.0)
+MAX_POWER_W = 250_000
+MAX_COUNTER_WH = 10_000_000_000  # 10 GWh
+
+
+def advice(exc: Exception, tcp: bool) -> str:
+    """What to check after a meter error, in one sentence."""
+    from meter_agent.modbus_reader import (
+        MeterConnectionError,
+        MeterDiscoveryError,
+        MeterExceptionResponse,
+        MeterFramingError,
+        MeterTimeout,
+        MeterValueUnavailable,
+    )
+
+    if isinstance(exc, MeterConnectionError):
+        if not tcp:
+            return "check the device path, its permissions (dialout group) and that no other program holds it"
+        if exc.closed_by_peer:
+            return (
+                "the device may accept only one client at a time: stop other pollers (evcc, Home "
+                "Assistant); a gateway also drops connections when its RS-485 side fails"
+            )
+        return "check the host and port, and that Modbus TCP is enabled on the device"
+    if isinstance(exc, MeterTimeout):
+        if tcp:
+            return (
+                "check host, port and unit id, that Modbus TCP is enabled, and that no other "
+                "client holds the device's only connection"
+            )
+        return (
+            "check the A/B wiring, baud rate and parity, the unit id, and that no other master polls the bus"
+        )
+    if isinstance(exc, MeterFramingError):
+        if tcp:
+            return (
+                "the answer was no Modbus TCP frame: check the port (Modbus TCP, not RTU over TCP) "
+                "and that only one client polls the device"
+            )
+        return "check the baud rate, parity, termination and that only one master polls the bus"
+    if isinstance(exc, MeterExceptionResponse):
+        if exc.code in (1, 2):
+            return "the meter does not have these registers: check --profile (try `peerwatt meter probe`)"
+        if exc.code in (10, 11):
+            return "the gateway got no answer from that unit: check --unit and the RS-485 side"
+        return "the meter is busy or failing; try again"
+    if isinstance(exc, MeterDiscoveryError):
+        return "check that SunSpec is enabled on the device, or choose a register-map profile"
+    if isinstance(exc, MeterValueUnavailable):
+        return "the meter reports 'not available'; it may still be starting, or the profile is wrong"
+    return "check the connection settings"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One (unit, profile) attempt of the probe."""
+
+    unit_id: int
+    profile: str
+    verdict: str  # identified | match | plausible | other-model | implausible | error | silent
+    detail: str
+    checked: int = 0  # how many plausibility checks the reading passed
+
+
+def plausibility(sample) -> tuple[bool, int, str]:
+    """(plausible, number of checks passed, reason) for a reading from an unknown meter."""
+    passed = 0
+    voltages = [v for v in sample.voltage_v if v is not None and v != 0.0]
+    for v in voltages:
+        if not (math.isfinite(v) and VOLTAGE_RANGE_V[0] <= v <= VOLTAGE_RANGE_V[1]):
+            return False, passed, f"voltage {v:.4g} V out of {VOLTAGE_RANGE_V[0]:g}-{VOLTAGE_RANGE_V[1]:g}"
+    if sample.voltage_v and not voltages:
+        return False, passed, "no phase voltage"
+    passed += len(voltages)
+    if sample.frequency_hz is not None:
+        f = sample.frequency_hz
+        if not (math.isfinite(f) and FREQUENCY_RANGE_HZ[0] <= f <= FREQUENCY_RANGE_HZ[1]):
+            return (
+                False,
+                passed,
+                f"frequency {f:.4g} Hz out of {FREQUENCY_RANGE_HZ[0]:g}-{FREQUENCY_RANGE_HZ[1]:g}",
+            )
+        passed += 1
+    if abs(sample.power_w) > MAX_POWER_W:
+        return False, passed, f"power {sample.power_w} W implausible"
+    for name in ("import_wh", "export_wh"):
+        if not 0 <= getattr(sample, name) <= MAX_COUNTER_WH:
+            return False, passed, f"{name} {getattr(sample, name)} implausible"
+    return True, passed, "ok"
+
+
+def probe_meter(
+    targets, units: Sequence[int], timeout_s: float, max_time_s: float, log=lambda result: None
+) -> list[ProbeResult]:
+    """Try each (unit, profile) once, within ``max_time_s`` overall. ``targets`` is a list of
+    (profile, transport target) pairs; a unit that never answers is not asked again on the
+    same line settings."""
+    from meter_agent.modbus_reader import (
+        MeterConnectionError,
+        MeterDiscoveryError,
+        MeterError,
+        MeterExceptionResponse,
+        MeterReader,
+        MeterTimeout,
+    )
+
+    deadline = time.monotonic() + max_time_s
+    results: list[ProbeResult] = []
+    for unit in units:
+        silent_lines: set = set()
+        for profile, target in targets:
+            line = getattr(target, "baudrate", None), getattr(target, "parity", None)
+            if line in silent_lines:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return results
+            reader = MeterReader(
+                profile, target, unit_id=unit, timeout_s=min(timeout_s, remaining), retries=0
+            )
+            try:
+                result = _probe_one(reader, profile.name, unit)
+            except MeterConnectionError as exc:
+                if not exc.closed_by_peer:
+                    raise UserError(f"{exc}: {advice(exc, hasattr(target, 'host'))}", exit_code=3) from None
+                result = ProbeResult(unit, profile.name, "error", "connection closed by the device")
+            except MeterTimeout:
+                silent_lines.add(line)
+                result = ProbeResult(unit, profile.name, "silent", "no answer")
+            except MeterExceptionResponse as exc:
+                if exc.code in (10, 11):
+                    silent_lines.add(line)
+                    result = ProbeResult(unit, profile.name, "silent", "gateway: no answer from this unit")
+                else:
+                    result = ProbeResult(unit, profile.name, "error", exception_label(exc.code))
+            except MeterDiscoveryError as exc:
+                seen = reader.sunspec_models_seen
+                if seen:
+                    detail = f"SunSpec models {', '.join(map(str, seen))}: none usable"
+                else:
+                    detail = (
+                        "no SunSpec marker 'SunS'" if "marker" in str(exc) else "no usable SunSpec layout"
+                    )
+                result = ProbeResult(unit, profile.name, "error", detail)
+            except MeterError as exc:
+                result = ProbeResult(unit, profile.name, "error", type(exc).__name__.removeprefix("Meter"))
+            finally:
+                reader.close()
+            results.append(result)
+            log(result)
+    return results
+
+
+def exception_label(code: int) -> str:
+    """A probe's words for a Modbus exception: only 'no such register' means 'not this map'."""
+    from meter_agent.modbus_reader import EXCEPTION_NAMES
+
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    if code in (1, 2):
+        return f"exception {code} ({name}: not this map)"
+    return f"exception {code} ({name}: the device answered but failed; try again)"
+
+
+def _probe_one(reader, name: str, unit: int) -> ProbeResult:
+    """Read once, judge plausibility, then ask the profile's identification registers."""
+    sample = reader.read()
+    ok, checks, reason = plausibility(sample)
+    summary = _summary(sample, reader.sunspec_models_seen)
+    if not ok:
+        return ProbeResult(unit, name, "implausible", f"{reason} ({summary})", checks)
+    identified = reader.identify()
+    wrong = [(check, shown) for check, matched, shown in identified if not matched]
+    if wrong:
+        check, shown = wrong[0]
+        return ProbeResult(unit, name, "other-model", f"{check.what} reads {shown} ({summary})", checks)
+    if identified:
+        names = ", ".join(f"{check.what} {shown}" for check, _, shown in identified)
+        return ProbeResult(unit, name, "identified", f"{summary}; {names}", checks)
+    return ProbeResult(unit, name, "match" if checks else "plausible", summary, checks)
+
+
+def _summary(sample, sunspec_chain: Sequence[int] = ()) -> str:
+    parts = [f"{sample.power_w} W", f"import {sample.import_wh} Wh", f"export {sample.export_wh} Wh"]
+    volts = [f"{v:.1f}" for v in sample.voltage_v if v is not None]
+    if volts:
+        parts.append("/".join(volts) + " V")
+    if sample.frequency_hz is not None:
+        parts.append(f"{sample.frequency_hz:.2f} Hz")
+    if sample.serial:
+        parts.append(f"serial {sample.serial}")
+    if sample.sunspec_model:
+        parts.append(f"SunSpec model {sample.sunspec_model} (chain {', '.join(map(str, sunspec_chain))})")
+    return ", ".join(parts)
+
+
+VERDICT_RANK = {"identified": 2, "match": 1, "plausible": 0}
+
+
+def best(results: Sequence[ProbeResult]) -> ProbeResult | None:
+    """The most convincing answer: a profile whose identification registers confirm the model,
+    else a match with the most passed checks, else a plausible one. A remaining tie is reported
+    as ambiguous by the caller, never settled by name."""
+    ranked = [r for r in results if r.verdict in VERDICT_RANK]
+    ranked.sort(key=lambda r: (VERDICT_RANK[r.verdict], r.checked), reverse=True)
+    return ranked[0] if ranked else None
+
+
+def ties(results: Sequence[ProbeResult], found: ProbeResult) -> list[ProbeResult]:
+    """Other answers exactly as convincing as ``found`` (same unit, verdict and checks)."""
+    return [
+        r
+        for r in results
+        if r is not found
+        and r.unit_id == found.unit_id
+        and r.verdict == found.verdict
+        and r.checked == found.checked
+    ]
