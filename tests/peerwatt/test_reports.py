@@ -8,9 +8,9 @@ import sys
 import pandas as pd
 
 from market.app import MarketApp
-from market.report import build_report
-from tests.market.test_app_ledger import I1, PARAMS, T0, order, reading
+from peerwatt.reports import build_report
 from tests.support.localnet import make_community
+from tests.support.market_ledger import I1, PARAMS, T0, order, reading
 
 
 def test_report_tables_match_the_ledger(tmp_path):
@@ -109,7 +109,7 @@ def test_report_counts_no_reading_the_ledger_refused(tmp_path):
     """A reading the ledger refused (here: for an interval outside the correction window) stays
     in the block as a refused transaction; the report must not count it as metered energy."""
     from chain.store import Store
-    from market.report import build_report
+    from peerwatt.reports import build_report
 
     c = make_community(validators=1, members=3, meters_per_member=1, app="market", app_params=PARAMS, time=T0)
     c.open_ledgers(tmp_path / "nodes", MarketApp)

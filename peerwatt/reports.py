@@ -1,4 +1,6 @@
-"""Reports from a node's store with pandas (outside the ledger's hot path).
+"""Reports from a node's store with pandas: the read side, outside the ledger (the market app
+itself never reads SQLite nor imports pandas; this module reads the store and uses the app's
+settlement rules).
 
 Tables: trades; settlements (with later adjustments applied); per-household totals (metered
 import/export, P2P sold/bought, earnings, costs, grid-only baseline, savings — market/statement.py's
