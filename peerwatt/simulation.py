@@ -27,7 +27,6 @@ from chain.store import Store
 from chain.verify import VerifyReport, verify_store
 from market.app import MarketApp
 from market.params import check_params
-from market.report import build_report
 from meter_agent.agent import Agent
 from meter_agent.clock import SimClock
 from meter_agent.household import Household, SolarSite, Weather, integrate_net_energy
@@ -36,6 +35,7 @@ from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus
 from peerwatt.node import Node
+from peerwatt.reports import build_report
 
 COMMUNITY = "sim-community"
 INTEGRATION_STEP_S = 60.0

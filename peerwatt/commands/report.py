@@ -31,7 +31,7 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     """Write the household totals to --out, and trades, settlements and KPIs beside it."""
     from chain.canonical import loads_strict
     from chain.store import Store, StoreError
-    from market.report import build_report
+    from peerwatt.reports import build_report
 
     if out.suffix not in (".csv", ".parquet"):
         raise UserError("--out must end in .csv or .parquet")
