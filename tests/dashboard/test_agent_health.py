@@ -127,7 +127,7 @@ def test_cli_follows_the_agents_on_a_real_broker(built, tmp_path):
 
     from peerwatt.broker.embedded import EmbeddedBroker
     from peerwatt.bus import BrokerConfig, MqttBus
-    from peerwatt.commands.dashboard import load_settings
+    from peerwatt.dashboard_config import load_settings
     from tests.dashboard.conftest import PASSWORDS
 
     community = built.community.community

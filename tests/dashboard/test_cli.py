@@ -100,7 +100,7 @@ def test_bad_config_is_one_line(tmp_path):
 
 
 def test_trusted_proxies_are_read_from_the_config_and_checked(tmp_path):
-    from peerwatt.commands.dashboard import load_settings
+    from peerwatt.dashboard_config import load_settings
 
     config = tmp_path / "dashboard.toml"
     config.write_text('data = "x"\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8"]\n')
