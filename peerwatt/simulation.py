@@ -111,8 +111,8 @@ class SimResult:
     out: Path
 
 
-def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = None) -> SimResult:
-    """Run the study; write the ledger, the report CSVs and the plots into ``o.out``."""
+def _market_params(o: SimOptions) -> dict[str, Any]:
+    """The community's market parameters for the study (checked)."""
     params = {
         "interval_s": 900,
         "gate_s": 300,
@@ -126,16 +126,14 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
         "community_price": o.community_price,
     }
     check_params(params)
-    if o.out.exists():
-        shutil.rmtree(o.out / "ledger", ignore_errors=True)
-    o.out.mkdir(parents=True, exist_ok=True)
-    start = int(datetime(o.start.year, o.start.month, o.start.day, tzinfo=UTC).timestamp())
-    steps = int(o.days * 86_400) // o.step_s
+    return params
+
+
+def _make_homes(o: SimOptions) -> list[dict[str, Any]]:
+    """The households, drawn from the seed: PV for a share of them, consumption, keys, limits."""
     import random
 
     rng = random.Random(o.seed)
-    site, weather = SolarSite(o.lat, o.lon, 30.0, None), Weather(o.seed)
-    validators = [derived_key(o.seed, "validator", i) for i in range(o.validators + 1)]
     homes = []
     with_pv = set(rng.sample(range(o.homes), round(o.homes * o.pv_share)))
     for i in range(o.homes):
@@ -151,7 +149,12 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
                 "buy": rng.randrange(160_000, 280_000, 1000),
             }
         )
-    genesis = genesis_from_dict(
+    return homes
+
+
+def _genesis(start: int, params: dict[str, Any], validators: list, homes: list[dict[str, Any]]):
+    """The study community's genesis: validator 0 sequences, every home a member with one meter."""
+    return genesis_from_dict(
         {
             "community": {"id": COMMUNITY, "time": start - 900, "app": "market", "timezone": "UTC"},
             "chain": {"sequencer": key_id(validators[0].public_key()), "block_s": 1},
@@ -172,9 +175,12 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
             ],
         }
     )
-    clock = SimClock(start, 1.0)
-    clock.pause()
-    broker = MemoryBroker()
+
+
+def _make_nodes(
+    o: SimOptions, genesis, validators: list, broker: MemoryBroker, clock: SimClock
+) -> list[Node]:
+    """A store and a node per validator (the first is the sequencer) on the in-memory bus."""
     nodes = []
     for i, key in enumerate(validators):
         node_dir = o.out / "ledger" / ("sequencer" if i == 0 else f"validator-{i}")
@@ -189,6 +195,14 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
                 block_s=0,
             )
         )
+    return nodes
+
+
+def _make_agents(
+    o: SimOptions, genesis, homes: list[dict[str, Any]], broker: MemoryBroker, clock: SimClock
+) -> list[Agent]:
+    """The real agent of every home, reading an in-process meter that follows its household."""
+    site, weather = SolarSite(o.lat, o.lon, 30.0, None), Weather(o.seed)
     agents = []
     sealed_headers: set[bytes] = set()
     for i, h in enumerate(homes):
@@ -216,13 +230,25 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
         # headers were already checked (on real devices each agent checks each header once)
         agent._sealed_headers = sealed_headers
         agents.append(agent)
+    return agents
+
+
+def _run_steps(
+    nodes: list[Node],
+    agents: list[Agent],
+    clock: SimClock,
+    steps: int,
+    step_s: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Advance the virtual clock step by step: every agent polls, then the nodes settle."""
     for node in nodes:
         node.start()
     for agent in agents:
         agent.start()
     try:
         for step in range(steps):
-            clock.advance(o.step_s)
+            clock.advance(step_s)
             for agent in agents:
                 agent.poll()
             for _ in range(1000):
@@ -235,6 +261,24 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
             agent.outbox.close()
         for node in nodes:
             node.ledger.close()
+
+
+def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = None) -> SimResult:
+    """Run the study; write the ledger, the report CSVs and the plots into ``o.out``."""
+    params = _market_params(o)
+    if o.out.exists():
+        shutil.rmtree(o.out / "ledger", ignore_errors=True)
+    o.out.mkdir(parents=True, exist_ok=True)
+    start = int(datetime(o.start.year, o.start.month, o.start.day, tzinfo=UTC).timestamp())
+    validators = [derived_key(o.seed, "validator", i) for i in range(o.validators + 1)]
+    homes = _make_homes(o)
+    genesis = _genesis(start, params, validators, homes)
+    clock = SimClock(start, 1.0)
+    clock.pause()
+    broker = MemoryBroker()
+    nodes = _make_nodes(o, genesis, validators, broker, clock)
+    agents = _make_agents(o, genesis, homes, broker, clock)
+    _run_steps(nodes, agents, clock, int(o.days * 86_400) // o.step_s, o.step_s, progress)
     store = Store.open(o.out / "ledger" / "sequencer", readonly=True)
     try:
         report = verify_store(store, MarketApp())
