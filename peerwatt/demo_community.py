@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.engine import Ledger
-from chain.genesis import genesis_from_dict
+from chain.genesis import Genesis, genesis_from_dict
 from chain.keys import generate_private_key, key_id, public_key_sec1
 from chain.store import Store
 from chain.verify import verify_store
@@ -314,6 +314,7 @@ class Demo:
         return BrokerConfig(host="127.0.0.1", port=self.broker.port), EmbeddedBroker.protocol
 
     def setup(self) -> None:
+        """Make the community: homes, genesis, the broker, nodes and agents (not started yet)."""
         if self.o.mosquitto and self.o.broker:
             raise UserError("--mosquitto starts its own broker: drop --broker (or --mosquitto)")
         self._prepare_data_dir()
@@ -321,6 +322,19 @@ class Demo:
             check_port_free(self.o.port, "dashboard")
         validator_keys = [generate_private_key() for _ in range(self.o.validators + 1)]
         coop = generate_private_key()
+        self._make_homes()
+        self.genesis = self._make_genesis(validator_keys, coop)
+        (self.data / MARKER).write_text(f"community {COMMUNITY}, started {datetime.now(UTC).isoformat()}\n")
+        (self.data / "genesis.json").write_bytes(self.genesis.to_bytes())
+        broker_cfg, protocol = self._broker_config()
+        self.broker_cfg = broker_cfg
+        self._make_nodes(validator_keys, protocol)
+        self._make_agents(protocol)
+        if not self.o.headless:
+            self._setup_dashboard()
+
+    def _make_homes(self) -> None:
+        """One neighbourhood's households: a third without PV, loads and PV drawn from the seed."""
         site, weather = SolarSite(52.52, 13.40, 30.0, None), Weather(self.o.seed)  # one neighbourhood
         for i in range(self.o.homes):
             pv = 0.0 if i % 3 == 2 else round(self.rng.uniform(3.0, 9.0), 1)  # a third without PV
@@ -340,8 +354,11 @@ class Demo:
                     PROFILES[i % len(PROFILES)],
                 )
             )
+
+    def _make_genesis(self, validator_keys: list, coop) -> Genesis:
+        """The demo community's genesis: the cooperative and every home as members, one meter each."""
         genesis_time = self.o.start - self.o.start % 900 - 900
-        genesis = genesis_from_dict(
+        return genesis_from_dict(
             {
                 "community": {
                     "id": COMMUNITY,
@@ -373,11 +390,10 @@ class Demo:
                 ],
             }
         )
-        self.genesis = genesis
-        (self.data / MARKER).write_text(f"community {COMMUNITY}, started {datetime.now(UTC).isoformat()}\n")
-        (self.data / "genesis.json").write_bytes(genesis.to_bytes())
-        broker_cfg, protocol = self._broker_config()
-        self.broker_cfg = broker_cfg
+
+    def _make_nodes(self, validator_keys: list, protocol: str) -> None:
+        """The sequencer and validators, each with its store, broker account and HTTP API."""
+        genesis = self.genesis
         roles = ["sequencer"] + ["validator"] * self.o.validators
         ports = [free_port() for _ in roles]
         for i, (role, key) in enumerate(zip(roles, validator_keys, strict=True)):
@@ -404,6 +420,10 @@ class Demo:
             self.nodes.append(node)
             api = NodeHttpApi(node_dir, node.status, "127.0.0.1", ports[i])
             self.apis.append(api)
+
+    def _make_agents(self, protocol: str) -> None:
+        """A meter simulator and the real agent (its own key, account and outbox) for every home."""
+        genesis = self.genesis
         poll_s = max(5.0, self.o.speed * 0.1)
         self.poll_s = poll_s
         for i, home in enumerate(self.homes):
@@ -447,8 +467,6 @@ class Demo:
                 profile=home.profile,
                 heartbeat_s=5.0,
             )
-        if not self.o.headless:
-            self._setup_dashboard()
 
     def _account_config(self, account: str) -> BrokerConfig:
         """The broker settings of one account: its own certificate on the demo's Mosquitto, else
