@@ -23,7 +23,7 @@ from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
 from dashboard.params import ParamError
 from dashboard.proxies import parse_trusted
-from dashboard.services import default_instance_dir, open_services
+from dashboard.services import Services, default_instance_dir, open_services
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
 
 DEFAULTS: dict[str, Any] = {
@@ -86,6 +86,19 @@ def create_app(
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
     app.extensions["peerwatt"] = services
 
+    _add_logins(app, services)
+    from dashboard.views import auth, explorer, household, overview, trades
+
+    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp):
+        app.register_blueprint(blueprint)
+    _add_request_hooks(app, services)
+    _add_error_pages(app)
+    _add_template_filters(app, services)
+    return app
+
+
+def _add_logins(app: Flask, services: Services) -> None:
+    """CSRF on every form, and flask-login sessions over the dashboard's accounts."""
     CSRFProtect(app)
     login = LoginManager(app)
     login.login_view = "auth.login"
@@ -104,10 +117,9 @@ def create_app(
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
-    from dashboard.views import auth, explorer, household, overview, trades
 
-    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp):
-        app.register_blueprint(blueprint)
+def _add_request_hooks(app: Flask, services: Services) -> None:
+    """Keep the index up to date per request (when asked) and set the security headers."""
 
     @app.before_request
     def catch_up() -> None:
@@ -123,6 +135,10 @@ def create_app(
         if not request.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def _add_error_pages(app: Flask) -> None:
+    """Errors as one-line JSON under /api/, as the error page elsewhere (400 for bad parameters)."""
 
     def error(status: int, message: str):
         if request.path.startswith("/api/"):
@@ -143,6 +159,9 @@ def create_app(
     def http_error(exc: HTTPException):
         return error(exc.code or 500, exc.description or exc.name)
 
+
+def _add_template_filters(app: Flask, services: Services) -> None:
+    """Units, money and local times for the templates (the community's currency and timezone)."""
     symbol, subunit = app.config["CURRENCY_SYMBOL"], app.config["CURRENCY_SUBUNIT"]
     tz = services.ledger.community.tz
     app.jinja_env.filters.update(
@@ -156,4 +175,3 @@ def create_app(
         percent=lambda permille: "\u2013" if permille is None else f"{units.fixed(permille, 10, 1)} %",
     )
     app.jinja_env.globals.update(community=services.ledger.community)
-    return app
