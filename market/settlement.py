@@ -198,9 +198,7 @@ def check_reading(
     return None
 
 
-def _shares(
-    trades: Sequence[Trade], party_of: str, measured: Mapping[str, int]
-) -> dict[int, int]:
+def _shares(trades: Sequence[Trade], party_of: str, measured: Mapping[str, int]) -> dict[int, int]:
     """Per trade index, the energy its ``party_of`` side ("seller" or "buyer") can settle."""
     by_party: dict[str, list[int]] = {}
     for index, trade in enumerate(trades):
@@ -241,24 +239,9 @@ def settle(
     for account in (GRID_FEES_ACCOUNT, LEVIES_ACCOUNT):
         if account in meters:
             raise ValueError(f"a meter may not be named {account!r} (a community account)")
-    flags: dict[str, str] = {}
-    deliveries: dict[str, Delivery] = {}
-    for meter in meters:
-        if meter not in capacity_w:
-            raise ValueError(f"no enrolled capacity for meter {meter}")
-        capacity = require_int(f"capacity_w of {meter}", capacity_w[meter], 0)
-        outcome = check_meter(
-            start_readings.get(meter),
-            end_readings.get(meter),
-            capacity,
-            interval_s,
-            None if enrolled_serials is None else enrolled_serials[meter],
-        )
-        if isinstance(outcome, str):
-            flags[meter] = outcome
-        else:
-            deliveries[meter] = outcome
-
+    flags, deliveries = _check_meters(
+        meters, start_readings, end_readings, capacity_w, interval_s, enrolled_serials
+    )
     seller_shares = _shares(trades, "seller", {m: d.export_wh for m, d in deliveries.items()})
     buyer_shares = _shares(trades, "buyer", {m: d.import_wh for m, d in deliveries.items()})
     balances = dict.fromkeys([*meters, GRID_FEES_ACCOUNT, LEVIES_ACCOUNT], 0)
@@ -304,6 +287,36 @@ def settle(
     )
 
 
+def _check_meters(
+    meters: Sequence[str],
+    start_readings: Mapping[str, Reading | None],
+    end_readings: Mapping[str, Reading | None],
+    capacity_w: Mapping[str, int],
+    interval_s: int,
+    enrolled_serials: Mapping[str, str] | None,
+) -> tuple[dict[str, str], dict[str, Delivery]]:
+    """Per traded meter: its delivery in the interval, or the flag saying why its readings cannot
+    be trusted (each meter in exactly one of the two maps)."""
+    flags: dict[str, str] = {}
+    deliveries: dict[str, Delivery] = {}
+    for meter in meters:
+        if meter not in capacity_w:
+            raise ValueError(f"no enrolled capacity for meter {meter}")
+        capacity = require_int(f"capacity_w of {meter}", capacity_w[meter], 0)
+        outcome = check_meter(
+            start_readings.get(meter),
+            end_readings.get(meter),
+            capacity,
+            interval_s,
+            None if enrolled_serials is None else enrolled_serials[meter],
+        )
+        if isinstance(outcome, str):
+            flags[meter] = outcome
+        else:
+            deliveries[meter] = outcome
+    return flags, deliveries
+
+
 def adjust(previous: Settlement, corrected: Settlement) -> Adjustment:
     """The adjustment entries that turn ``previous`` into ``corrected`` (same interval, same
     trades, e.g. after a corrected reading): per trade and per account, corrected minus
@@ -341,8 +354,7 @@ def adjust(previous: Settlement, corrected: Settlement) -> Adjustment:
         bought[change.buyer] = bought.get(change.buyer, 0) + change.settled_wh_delta
     accounts = sorted(set(previous.balance_changes) | set(corrected.balance_changes))
     deltas = {
-        account: corrected.balance_changes.get(account, 0)
-        - previous.balance_changes.get(account, 0)
+        account: corrected.balance_changes.get(account, 0) - previous.balance_changes.get(account, 0)
         for account in accounts
     }
     return Adjustment(
