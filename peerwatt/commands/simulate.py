@@ -55,7 +55,6 @@ def simulate(
     """Simulate a community with the real agent, ledger and market code; write report and plots."""
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from peerwatt.simulation import SimOptions, run_simulation
 
@@ -91,9 +90,20 @@ def simulate(
             )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    Console().print(_summary_table(result, f"{homes} homes, {days:g} days from {start_date}, {mechanism}"))
+    click.echo(
+        f"report, plots and ledger in {result.out}/ "
+        f"(verify with `peerwatt verify --data {result.out}/ledger/sequencer`)"
+    )
+
+
+def _summary_table(result, title: str):
+    """The study's headline figures as a rich table (KPIs, prices, savings, the ledger's verdict)."""
+    from rich.table import Table
+
     k = result.tables["kpis"].iloc[0]
     households = result.tables["households"]
-    table = Table(title=f"{homes} homes, {days:g} days from {start_date}, {mechanism}")
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("P2P energy settled", f"{k['p2p_settled_wh'] / 1000:,.1f} kWh")
@@ -117,8 +127,4 @@ def simulate(
             "savings per household (min / median / max)", f"{s.min():.2f} / {s.median():.2f} / {s.max():.2f}"
         )
     table.add_row("ledger", result.verify.summary())
-    Console().print(table)
-    click.echo(
-        f"report, plots and ledger in {result.out}/ "
-        f"(verify with `peerwatt verify --data {result.out}/ledger/sequencer`)"
-    )
+    return table
