@@ -89,6 +89,7 @@ class AgentStatusBoard:
             "outbox": None,
             "awaiting_confirmation": None,
             "last_receipt": None,
+            "enrolled": None,
             "alarms": [],
             "warning": None,
             "what_to_do": None,
@@ -123,7 +124,9 @@ class AgentStatusBoard:
             "awaiting_confirmation",
         ):
             out[key] = status.get(key)
-        out["last_receipt"] = status.get("last_receipt")
+        out["last_receipt"] = _receipt(status.get("last_receipt"))
+        enrolled = status.get("enrolled")
+        out["enrolled"] = enrolled if enrolled in (True, False, "unknown") else None
         alarms = status.get("alarms")
         out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
         sent = status.get("time")
@@ -143,6 +146,17 @@ class AgentStatusBoard:
         else:
             out["state"] = "online"
         return out
+
+
+def _receipt(value: Any) -> dict[str, Any] | None:
+    """The agent's ``last_receipt`` (height and block time of the last receipt that verified, and
+    its kind) if it is well formed, else None."""
+    if not isinstance(value, dict):
+        return None
+    height, when, kind = value.get("height"), value.get("time"), value.get("kind")
+    if type(height) is not int or height < 0 or type(when) not in (int, float):
+        return None
+    return {"height": height, "time": int(when), "kind": kind if isinstance(kind, str) else None}
 
 
 def not_configured() -> dict[str, Any]:

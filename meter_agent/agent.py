@@ -40,6 +40,8 @@ HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
+# refusals that mean the ledger does not (or no longer) take this meter's messages
+NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
 
 
 class Reader(Protocol):
@@ -107,6 +109,10 @@ class Agent:
         self.trades: dict[str, dict[str, Any]] = outbox.load("trades", {})
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
+        # the last receipt that verified (height, block time, kind), and whether the ledger books
+        # this meter's messages: True, False or "unknown" (from verified notices and receipts)
+        self.last_receipt: dict[str, Any] | None = outbox.load("last_receipt")
+        self.enrolled: bool | str = outbox.load("enrolled", "unknown")
         self.fault: str | None = None
         self.last_sample: MeterSample | None = None
         self.alarms: list[str] = []
@@ -369,7 +375,10 @@ class Agent:
                     :-MAX_RECEIPTS
                 ]:
                     del self.trades[old]
-            self.outbox.save("trades", self.trades)
+            header = receipt["header"]
+            self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
+            self.outbox.save_all({"trades": self.trades, "last_receipt": self.last_receipt})
+        self._set_enrolled(True, "a receipt of its trades verified")
 
     def totals(self) -> dict[str, int]:
         """P2P energy and money so far (settled where settled, else as traded)."""
@@ -401,7 +410,29 @@ class Agent:
             return
         if notice.refused is not None:
             log.info("the ledger refused message(s) %s: %s", list(notice.seqs)[:10], notice.refused)
+            if notice.refused in NOT_ENROLLED:
+                self._set_enrolled(False, f"the ledger refused its messages: {notice.refused}")
+        elif notice.height is not None:
+            self._set_enrolled(True, f"the ledger holds its messages from block {notice.height}")
         self.outbox.confirm(list(notice.seqs))
+
+    def _set_enrolled(self, enrolled: bool, why: str) -> None:
+        """Record what the ledger said about this meter's enrolment; log once when trading starts
+        (the first sign of enrolment, e.g. after the votes of ``peerwatt member admit``)."""
+        with self._lock:
+            if self.enrolled is enrolled:
+                return
+            before, self.enrolled = self.enrolled, enrolled
+        if enrolled:
+            log.info("meter %s is enrolled (%s): trading starts", self.meter_id, why)
+        elif before is True:
+            log.warning("meter %s is no longer enrolled (%s): no trading", self.meter_id, why)
+        else:
+            log.info("meter %s is not enrolled yet (%s): no trading until the votes pass", self.meter_id, why)
+        try:
+            self.outbox.save("enrolled", enrolled)
+        except OutboxError:
+            pass  # kept in memory; poll() reports a state file that cannot be written
 
     def status(self) -> dict[str, Any]:
         sample = self.last_sample
@@ -422,6 +453,8 @@ class Agent:
             "state_error": self.state_error,
             "meter_read_errors": self.meter_read_errors,
             "forged_notices": self.forged_notices,
+            "last_receipt": self.last_receipt,
+            "enrolled": self.enrolled,
         }
 
     def _heartbeat(self, now: int) -> None:

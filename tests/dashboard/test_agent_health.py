@@ -184,3 +184,26 @@ def test_cli_follows_the_agents_on_a_real_broker(built, tmp_path):
         timeout=60,
     )
     assert result.returncode != 0 and "password_file" in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_last_receipt_and_enrolment_are_shown(wired):
+    """The agent's ``last_receipt`` (height and time of the last receipt that verified) and
+    ``enrolled`` appear in the panel and the API; an agent that verified none says so."""
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, _status(meter, last_receipt=None, enrolled="unknown"), retain=True)
+    panel = _panel(c, meter)
+    assert "not reported by the agent" not in panel
+    assert 'id="agent-last-receipt">none verified yet' in panel
+    assert 'id="agent-enrolled">not known yet' in panel
+    receipt = {"height": 42, "time": START + 3600, "kind": "settlement"}
+    agent.publish(topic, _status(meter, last_receipt=receipt, enrolled=True), retain=True)
+    panel = _panel(c, meter)
+    checked = panel.split('id="agent-last-receipt">', 1)[1].split("</dd>", 1)[0]
+    assert "block 42" in checked and "settlement" in checked and "/explorer/blocks/42" in checked
+    assert 'id="agent-enrolled">yes' in panel
+    api = c.get(f"/api/v1/households/{meter}").get_json()["agent"]
+    assert api["last_receipt"] == receipt and api["enrolled"] is True
+    agent.publish(topic, _status(meter, last_receipt={"height": "x"}, enrolled=False), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-last-receipt">none verified yet' in panel
+    assert 'id="agent-enrolled">no' in panel and "peerwatt member admit" in panel

@@ -1,0 +1,133 @@
+"""The agent's status tells what the ledger said about its own messages (issues 16 and 17):
+``last_receipt`` (height and time of the last receipt that verified) and ``enrolled`` (from the
+validator-signed notices and the receipts it verified), with one log line when trading starts.
+
+Receipts come from a real market ledger (tests/support/market_ledger.py) through the node's own
+receipt builder; notices are signed with the community's validator keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from chain.keys import generate_private_key
+from chain.notice import sign_notice
+from meter_agent.agent import Agent
+from meter_agent.modbus_reader import MeterError, MeterSample
+from meter_agent.outbox import Outbox
+from meter_agent.strategy import StrategyConfig
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from peerwatt.node.ledger_api import block_receipts
+from tests.support.market_ledger import build_market
+
+
+class NoMeter:
+    """These tests never poll: the agent only listens to its receipts topic."""
+
+    def read(self) -> MeterSample:
+        raise MeterError("no meter in this test")
+
+
+@pytest.fixture
+def market(tmp_path):
+    c = build_market(tmp_path / "ledgers")
+    yield c
+    for ledger in c.ledgers:
+        ledger.close()
+
+
+def _agent(c, tmp_path) -> tuple[Agent, MemoryBus, str]:
+    broker = MemoryBroker()
+    meter = c.meters[0]  # a seller of the traded interval
+    agent = Agent(
+        key=meter.key,
+        genesis=c.genesis,
+        bus=MemoryBus(broker, meter.id),
+        reader=NoMeter(),
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: 1_764_010_000,
+        heartbeat_s=0,
+    )
+    agent.start()
+    sequencer = MemoryBus(broker, "sequencer")
+    sequencer.start()
+    return agent, sequencer, Topics.receipts(c.community, meter.id)
+
+
+def _receipts(c, meter: str) -> list[dict]:
+    store = c.ledgers[0].store
+    return [r for h in range(1, store.height() + 1) for m, r in block_receipts(store, h) if m == meter]
+
+
+def test_last_receipt_is_the_last_one_that_verified(market, tmp_path):
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    assert agent.status()["last_receipt"] is None
+    receipts = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] in ("trade", "settlement")]
+    kinds = [r["result"]["kind"] for r in receipts]
+    assert "trade" in kinds and "settlement" in kinds, kinds
+    for receipt in receipts:
+        sequencer.publish(topic, json.dumps(receipt).encode())
+    last = receipts[-1]
+    expected = {
+        "height": last["header"]["height"],
+        "time": last["header"]["time"],
+        "kind": last["result"]["kind"],
+    }
+    assert agent.status()["last_receipt"] == expected
+    # a receipt that does not verify raises an alarm and changes nothing
+    forged = json.loads(json.dumps(receipts[0]))
+    forged["result"]["energy_wh"] += 1
+    sequencer.publish(topic, json.dumps(forged).encode())
+    status = agent.status()
+    assert status["last_receipt"] == expected and status["alarms"]
+    # it survives a restart of the agent (kept in its state file)
+    agent.stop()
+    again, _, _ = _agent(c, tmp_path)
+    assert again.status()["last_receipt"] == expected
+
+
+def test_enrolled_follows_the_notices_and_trading_start_is_logged_once(market, tmp_path, caplog):
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    meter = c.meters[0].id
+    validator = c.validators[0].key
+    assert agent.status()["enrolled"] == "unknown"
+
+    def notice(seq: int, **outcome) -> bytes:
+        return sign_notice(
+            validator, community=c.community, meter=meter, seqs=[seq], created=0, seq=1, **outcome
+        )
+
+    sequencer.publish(topic, notice(1, refused="not_enrolled"))
+    assert agent.status()["enrolled"] is False
+    sequencer.publish(topic, notice(2, refused="expired"))  # says nothing about enrolment
+    assert agent.status()["enrolled"] is False
+    # a forged notice changes nothing
+    sequencer.publish(
+        topic,
+        sign_notice(
+            generate_private_key(), community=c.community, meter=meter, seqs=[3], created=0, seq=1, height=9
+        ),
+    )
+    assert agent.status()["enrolled"] is False
+    with caplog.at_level(logging.INFO, logger="peerwatt.agent"):
+        sequencer.publish(topic, notice(4, height=5))
+        sequencer.publish(topic, notice(5, height=6))
+    assert agent.status()["enrolled"] is True
+    started = [r for r in caplog.records if "trading starts" in r.getMessage()]
+    assert len(started) == 1, [r.getMessage() for r in caplog.records]
+    sequencer.publish(topic, notice(6, refused="unknown_signer"))
+    assert agent.status()["enrolled"] is False
+
+
+def test_a_verified_receipt_means_enrolled(market, tmp_path):
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    receipt = next(r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "trade")
+    sequencer.publish(topic, json.dumps(receipt).encode())
+    assert agent.status()["enrolled"] is True
