@@ -1,5 +1,6 @@
 """`peerwatt statements`: issue a month's numbered statements (JSON, CSV, PDF), their correction
-notes, and verify a statement against the chain (docs/billing.md)."""
+notes, and verify a statement against the chain; the members' bank details, the SEPA payment
+files (`pay`) and marking a statement paid (`mark-paid`) (docs/billing.md)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def statements(
         return
     if data_dir is None or period is None or out_dir is None:
         raise UserError(
-            "give --data NODE_DIR --period YYYY-MM --out DIR (or: peerwatt statements verify ...)"
+            "give --data NODE_DIR --period YYYY-MM --out DIR (or: statements verify|pay|mark-paid ...)"
         )
     from peerwatt.statements import BillingError, issue_corrections, issue_period, write_files
 
@@ -108,3 +109,123 @@ def verify(data_dir: Path, file: Path) -> None:
         f"{doc['number']}: every figure matches the ledger at height {doc['ledger']['height']} "
         f"(block {doc['ledger']['block_hash'][:16]})"
     )
+
+
+# -- payments (peerwatt/payments.py): bank details, the SEPA files, marking paid -----------------
+
+_BILLING = click.option(
+    "--billing",
+    "billing_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The operator's billing folder (issued.sqlite, billing.toml).",
+)
+
+
+@statements.command("bank-details")
+@_BILLING
+@click.option("--member", required=True, help="The member's key id.")
+@click.option("--name", required=True, help="The account holder's name.")
+@click.option("--iban", required=True, help="The account's IBAN (checked).")
+@click.option("--bic", default=None, help="The bank's BIC (optional).")
+@click.option("--mandate-id", default=None, help="The SEPA direct-debit mandate's id (for direct debits).")
+@click.option("--mandate-date", default=None, help="The date the mandate was signed, YYYY-MM-DD.")
+def bank_details_cmd(
+    billing_dir: Path,
+    member: str,
+    name: str,
+    iban: str,
+    bic: str | None,
+    mandate_id: str | None,
+    mandate_date: str | None,
+) -> None:
+    """Record (or replace) a member's bank details in the billing store, never on the ledger."""
+    from peerwatt.payments import set_bank_details
+    from peerwatt.statements import BillingError
+
+    try:
+        d = set_bank_details(
+            billing_dir,
+            member,
+            name=name,
+            iban=iban,
+            bic=bic,
+            mandate_id=mandate_id,
+            mandate_date=mandate_date,
+            now=date.today().isoformat(),
+        )
+    except BillingError as exc:
+        raise UserError(str(exc)) from None
+    mandate = f", mandate {d.mandate_id} of {d.mandate_date}" if d.mandate_id else ", no direct-debit mandate"
+    click.echo(f"bank details of {member}: {d.name}, {d.iban[:4]}...{d.iban[-4:]}{mandate}")
+
+
+@statements.command("pay")
+@_BILLING
+@click.option("--period", required=True, help="The month, YYYY-MM.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the files."
+)
+@click.option(
+    "--on",
+    "on",
+    default=None,
+    help="Collection / execution date asked of the bank, YYYY-MM-DD (default: 5 days from today).",
+)
+def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
+    """Write the SEPA files for the period's unpaid statements and notes: pain.008 direct debits
+    (what households owe) and pain.001 credit transfers (what the community owes them)."""
+    from datetime import timedelta
+
+    from peerwatt.payments import payment_run, write_run
+    from peerwatt.statements import BillingError
+
+    try:
+        when = date.fromisoformat(on) if on else date.today() + timedelta(days=5)
+    except ValueError:
+        raise UserError(f"--on {on!r}: use a date like 2026-07-05") from None
+    if not (billing_dir / "issued.sqlite").exists():
+        raise UserError(f"{billing_dir} has no issued.sqlite: issue the statements first")
+    try:
+        run = payment_run(billing_dir, period, on=when)
+        written = write_run(run, out_dir)
+    except BillingError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write the payment files: {exc}") from None
+    for due, why in run.left_out:
+        click.echo(
+            f"warning: {due.member_name or due.member} ({due.member}) left out, {why}: {due.number} "
+            f"(EUR {abs(due.cents) / 100:.2f}); set them with peerwatt statements bank-details",
+            err=True,
+        )
+    if not written:
+        click.echo(f"nothing to pay or collect for {period}")
+    for path in written:
+        dues = run.debits if "pain.008" in path.name else run.credits
+        what = "direct debits" if "pain.008" in path.name else "credit transfers"
+        total = sum(abs(d.cents) for d in dues)
+        click.echo(f"wrote {path}: {len(dues)} {what}, EUR {total // 100}.{total % 100:02d}")
+
+
+@statements.command("mark-paid")
+@_BILLING
+@click.option("--on", "on", required=True, help="The date it was paid, YYYY-MM-DD.")
+@click.argument("numbers", nargs=-1, required=True)
+def mark_paid_cmd(billing_dir: Path, on: str, numbers: tuple[str, ...]) -> None:
+    """Record that statements or notes were paid (the issued documents are not changed)."""
+    from peerwatt.payments import mark_paid
+    from peerwatt.statements import BillingError
+
+    if not (billing_dir / "issued.sqlite").exists():
+        raise UserError(f"{billing_dir} has no issued.sqlite: no statements were issued there")
+    for number in numbers:
+        try:
+            due = mark_paid(billing_dir, number, on=on, now=date.today().isoformat())
+        except BillingError as exc:
+            raise UserError(str(exc)) from None
+        cents = abs(due.cents)
+        way = "paid by" if due.cents < 0 else "paid to"
+        click.echo(
+            f"{number}: EUR {cents // 100}.{cents % 100:02d} {way} {due.member_name or due.member}, on {on}"
+        )

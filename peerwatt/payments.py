@@ -1,0 +1,361 @@
+"""Payments for a month's statements: the members' bank details, the SEPA payment files for the
+bank, and the record of what was paid (docs/billing.md, "Pay and collect").
+
+Everything here lives in the operator's billing store (``<billing>/issued.sqlite``), next to the
+issued statements and never on the ledger:
+
+- ``bank_details``: per member (key id) the account holder's name, IBAN (checked by ``schwifty``),
+  optional BIC, and for direct debits the SEPA mandate id and date. Personal data: replaced by
+  ``peerwatt statements bank-details``, deleted by :func:`erase_bank_details` (docs/privacy.md).
+- ``payments``: one row per statement or note marked paid (its number, the date paid, the amount
+  in cents). Append-only like the documents: a statement is never changed by being paid.
+
+:func:`payment_run` turns the period's unpaid documents into a pain.008 file (direct debits: what
+households owe, a negative total) and a pain.001 file (credit transfers: what the community owes
+them, a positive total), built and validated against the ISO 20022 schemas by ``sepaxml``. Each
+document is one payment of its shown total (whole cents, rounded half-even once when it was
+issued), with its number as the end-to-end id and in the remittance text.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from market.billing import CENT
+from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures
+
+PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
+PAIN_001 = "pain.001.001.09"  # SEPA credit transfers
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bank_details (
+    member TEXT PRIMARY KEY, name TEXT NOT NULL, iban TEXT NOT NULL, bic TEXT,
+    mandate_id TEXT, mandate_date TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS payments (
+    number TEXT PRIMARY KEY REFERENCES documents (number), paid_on TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL, recorded_at TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS payments_never_change BEFORE UPDATE ON payments
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment never changes'); END;
+CREATE TRIGGER IF NOT EXISTS payments_never_deleted BEFORE DELETE ON payments
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment is never deleted'); END;
+"""
+
+# SEPA's restricted Latin character set, as the banks accept it in ids (Max35Text)
+_SEPA_ID = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]{1,35}")
+
+
+@dataclass(frozen=True)
+class BankDetails:
+    member: str
+    name: str
+    iban: str
+    bic: str | None = None
+    mandate_id: str | None = None
+    mandate_date: str | None = None
+
+
+@dataclass(frozen=True)
+class Due:
+    """One unpaid document: what the member pays (``cents`` < 0) or is paid (> 0)."""
+
+    number: str
+    community: str
+    member: str
+    member_name: str
+    cents: int
+    currency: str
+
+
+@dataclass
+class PaymentRun:
+    """The SEPA files of a period (file name -> XML) and what was left out, and why."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    debits: list[Due] = field(default_factory=list)
+    credits: list[Due] = field(default_factory=list)
+    left_out: list[tuple[Due, str]] = field(default_factory=list)
+
+
+def _open(billing_dir: Path) -> IssuedStore:
+    issued = IssuedStore(billing_dir)
+    issued.conn.executescript(_SCHEMA)
+    return issued
+
+
+def check_iban(text: str) -> str:
+    """The IBAN in compact form, or a one-line :class:`BillingError` naming what is wrong."""
+    from schwifty import IBAN
+    from schwifty.exceptions import SchwiftyException
+
+    try:
+        return IBAN(text).compact
+    except SchwiftyException as exc:
+        raise BillingError(f"IBAN {text!r} is not valid: {exc}") from None
+
+
+def check_bic(text: str) -> str:
+    from schwifty import BIC
+    from schwifty.exceptions import SchwiftyException
+
+    try:
+        return BIC(text).compact
+    except SchwiftyException as exc:
+        raise BillingError(f"BIC {text!r} is not valid: {exc}") from None
+
+
+def _check_date(text: str, what: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BillingError(f"{what} {text!r}: use a date like 2026-07-05") from None
+
+
+def set_bank_details(
+    billing_dir: Path,
+    member: str,
+    *,
+    name: str,
+    iban: str,
+    bic: str | None = None,
+    mandate_id: str | None = None,
+    mandate_date: str | None = None,
+    now: str,
+) -> BankDetails:
+    """Record (or replace) a member's bank details; every field is checked first."""
+    if not member or not name.strip():
+        raise BillingError("give the member's key id and the account holder's name")
+    if (mandate_id is None) != (mandate_date is None):
+        raise BillingError("a direct-debit mandate needs both --mandate-id and --mandate-date")
+    if mandate_id is not None and not _SEPA_ID.fullmatch(mandate_id):
+        raise BillingError(
+            f"mandate id {mandate_id!r}: at most 35 characters of A-Z a-z 0-9 / - ? : ( ) . , ' + space"
+        )
+    details = BankDetails(
+        member,
+        name.strip(),
+        check_iban(iban),
+        check_bic(bic) if bic else None,
+        mandate_id,
+        _check_date(mandate_date, "mandate date") if mandate_date else None,
+    )
+    issued = _open(billing_dir)
+    try:
+        issued.conn.execute(
+            "INSERT OR REPLACE INTO bank_details VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (member, details.name, details.iban, details.bic, details.mandate_id, details.mandate_date, now),
+        )
+    finally:
+        issued.close()
+    return details
+
+
+def bank_details(billing_dir: Path) -> dict[str, BankDetails]:
+    issued = _open(billing_dir)
+    try:
+        return {
+            row[0]: BankDetails(*row)
+            for row in issued.conn.execute(
+                "SELECT member, name, iban, bic, mandate_id, mandate_date FROM bank_details"
+            )
+        }
+    finally:
+        issued.close()
+
+
+def erase_bank_details(billing_dir: Path, member: str) -> bool:
+    """Delete a departed member's bank details so the bytes are gone from ``issued.sqlite`` and its
+    WAL (``secure_delete``, ``VACUUM``, ``wal_checkpoint(TRUNCATE)``). True if there were any.
+
+    The issued statements and payment records stay (accounting records; they hold no bank
+    details). To be called by the erasure of a departed member, next to
+    ``peerwatt.node.erasure.erase_departed`` (``peerwatt node erase``) with the member's billing
+    folder, and usable on its own when a member leaves."""
+    path = billing_dir / "issued.sqlite"
+    if not path.exists():
+        return False
+    issued = _open(billing_dir)
+    try:
+        issued.conn.execute("PRAGMA secure_delete=ON")
+        gone = issued.conn.execute("DELETE FROM bank_details WHERE member = ?", (member,)).rowcount
+        issued.conn.execute("VACUUM")
+        issued.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        issued.close()
+    return gone > 0
+
+
+def mark_paid(billing_dir: Path, number: str, *, on: str, now: str) -> Due:
+    """Record that statement or note ``number`` was paid on ``on``. The document is not touched."""
+    paid_on = _check_date(on, "--on")
+    issued = _open(billing_dir)
+    try:
+        doc = issued.get(number)
+        if doc is None:
+            raise BillingError(f"no statement or note {number} in {issued.path}")
+        done = issued.conn.execute("SELECT paid_on FROM payments WHERE number = ?", (number,)).fetchone()
+        if done is not None:
+            raise BillingError(f"{number} was already marked paid on {done[0]}")
+        due = _due(doc)
+        issued.conn.execute("INSERT INTO payments VALUES (?, ?, ?, ?)", (number, paid_on, due.cents, now))
+        return due
+    finally:
+        issued.close()
+
+
+def paid(billing_dir: Path) -> dict[str, tuple[str, int]]:
+    """number -> (date paid, cents) of every document marked paid."""
+    issued = _open(billing_dir)
+    try:
+        return {
+            n: (on, c)
+            for n, on, c in issued.conn.execute("SELECT number, paid_on, amount_cents FROM payments")
+        }
+    finally:
+        issued.close()
+
+
+def _due(doc: dict[str, Any]) -> Due:
+    st = _figures(doc)
+    shown = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+    if shown % CENT:
+        raise BillingError(f"{doc['number']}: its shown total {shown} is not whole cents")
+    return Due(doc["number"], st["community"], st["member"], st["member_name"], shown // CENT, st["currency"])
+
+
+def unpaid(billing_dir: Path, period: str) -> list[Due]:
+    """The period's statements and notes not marked paid, with something to pay either way."""
+    issued = _open(billing_dir)
+    try:
+        done = {n for (n,) in issued.conn.execute("SELECT number FROM payments")}
+        docs = [
+            _due(_load(d))
+            for (d,) in issued.conn.execute(
+                "SELECT doc FROM documents WHERE period = ? ORDER BY community, seq", (period,)
+            )
+        ]
+    finally:
+        issued.close()
+    return [d for d in docs if d.number not in done and d.cents != 0]
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    from chain.canonical import loads_strict
+
+    return loads_strict(bytes(data))
+
+
+def _creditor(billing_dir: Path) -> dict[str, str]:
+    """The community's own account: ``[sepa]`` in ``billing.toml``."""
+    path = billing_dir / CONFIG
+    try:
+        doc = tomllib.loads(path.read_text()) if path.exists() else {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BillingError(f"cannot read {path}: {exc}") from None
+    sepa = doc.get("sepa")
+    if not isinstance(sepa, dict) or not sepa.get("name") or not sepa.get("iban"):
+        raise BillingError(
+            f"{path} has no [sepa] name and iban: the community's own account (docs/billing.md)"
+        )
+    out = {"name": str(sepa["name"]), "iban": check_iban(str(sepa["iban"]))}
+    if sepa.get("bic"):
+        out["bic"] = check_bic(str(sepa["bic"]))
+    if sepa.get("creditor_id"):
+        out["creditor_id"] = str(sepa["creditor_id"]).replace(" ", "")
+    return out
+
+
+def _end_to_end(number: str) -> str:
+    if _SEPA_ID.fullmatch(number):
+        return number
+    import hashlib
+
+    return hashlib.sha256(number.encode()).hexdigest()[:35]
+
+
+def payment_run(billing_dir: Path, period: str, *, on: date) -> PaymentRun:
+    """The SEPA files for the period's unpaid documents, to be executed / collected on ``on``.
+    A member without bank details (or, for a debit, without a mandate) is left out and named."""
+    from sepaxml import SepaDD, SepaTransfer
+
+    run = PaymentRun()
+    dues = unpaid(billing_dir, period)
+    if not dues:
+        return run
+    creditor = _creditor(billing_dir)
+    accounts = bank_details(billing_dir)
+    for due in dues:
+        if due.currency != "EUR":
+            raise BillingError(f"{due.number} is in {due.currency}: SEPA files are in EUR only")
+        acct = accounts.get(due.member)
+        if acct is None:
+            run.left_out.append((due, "no bank details"))
+        elif due.cents < 0 and acct.mandate_id is None:
+            run.left_out.append((due, "no direct-debit mandate"))
+        else:
+            (run.debits if due.cents < 0 else run.credits).append(due)
+    base = {"name": creditor["name"], "IBAN": creditor["iban"], "batch": True, "currency": "EUR"}
+    if "bic" in creditor:
+        base["BIC"] = creditor["bic"]
+    stem = f"{dues[0].community}-{period}"
+    if run.debits:
+        if "creditor_id" not in creditor:
+            raise BillingError(
+                f"{billing_dir / CONFIG}: [sepa] creditor_id (the SEPA creditor identifier) is needed "
+                "for direct debits"
+            )
+        dd = SepaDD(dict(base, creditor_id=creditor["creditor_id"]), schema=PAIN_008, clean=True)
+        for due in run.debits:
+            acct = accounts[due.member]
+            dd.add_payment(
+                _payment(due, acct, -due.cents, period)
+                | {
+                    "type": "RCUR",
+                    "collection_date": on,
+                    "mandate_id": acct.mandate_id,
+                    "mandate_date": date.fromisoformat(acct.mandate_date or ""),
+                }
+            )
+        run.files[f"{stem}-{PAIN_008}.xml"] = _export(dd)
+    if run.credits:
+        ct = SepaTransfer(base, schema=PAIN_001, clean=True)
+        for due in run.credits:
+            ct.add_payment(_payment(due, accounts[due.member], due.cents, period) | {"execution_date": on})
+        run.files[f"{stem}-{PAIN_001}.xml"] = _export(ct)
+    return run
+
+
+def _payment(due: Due, acct: BankDetails, cents: int, period: str) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "name": acct.name,
+        "IBAN": acct.iban,
+        "amount": cents,
+        "description": f"{due.number} energy community statement {period}",
+        "endtoend_id": _end_to_end(due.number),
+    }
+    if acct.bic:
+        p["BIC"] = acct.bic
+    return p
+
+
+def _export(doc: Any) -> bytes:
+    from sepaxml.validation import ValidationError
+
+    try:
+        return doc.export(validate=True, pretty_print=True)
+    except ValidationError as exc:
+        raise BillingError(f"the SEPA file does not validate: {exc.__cause__}") from None
+
+
+def write_run(run: PaymentRun, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in run.files.items():
+        path = out_dir / name
+        path.write_bytes(data)
+        written.append(path)
+    return written
