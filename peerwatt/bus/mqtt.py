@@ -122,6 +122,7 @@ class MqttBus:
         self._probe_timeout_s = probe_timeout_s
         self._probe_timer: threading.Timer | None = None
         self._probe_attempt: object | None = None  # the connection attempt the timer watches
+        self._connack_seen = False  # this connection attempt got a CONNACK (accepted or refused)
         self._protocol = MQTTProtocolVersion.MQTTv311 if protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
         self._ssl_context = config.ssl_context() if config.tls else None
 
@@ -289,6 +290,7 @@ class MqttBus:
         A 3.1.1-only broker may never answer an MQTT 5 CONNECT (amqtt misreads its properties
         and waits for bytes that never come), so no CONNACK in time also means "use 3.1.1".
         """
+        self._connack_seen = False
         self._cancel_probe_timer()
         if client is self._client and self._probing():
             self._probe_attempt = attempt = object()
@@ -391,6 +393,7 @@ class MqttBus:
         try:
             if client is not self._client:
                 return
+            self._connack_seen = True  # accepted or refused: the broker answered this attempt
             self._cancel_probe_timer()
             if reason_code.is_failure:
                 if self._probing() and reason_code.value == _UNSUPPORTED_PROTOCOL_VERSION:
@@ -439,6 +442,14 @@ class MqttBus:
                 return
             self._cancel_probe_timer()
             if not self._connected.is_set():
+                if self._running and not self._connack_seen:
+                    # TCP (and TLS) went through but the broker hung up before its CONNACK
+                    self._report(
+                        f"the MQTT broker at {self.config.address} closed the connection before "
+                        f"accepting it ({reason_code}): a client certificate it no longer accepts "
+                        "(revoked, or not from the community CA), or a client id its ACL refuses?"
+                        "; retrying"
+                    )
                 return
             self._connected.clear()
             if self._running:

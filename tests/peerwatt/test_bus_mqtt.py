@@ -433,3 +433,38 @@ def test_a_long_broker_outage_holds_a_bounded_queue_in_memory(buses: Callable[..
         pub.publish("away/t", b"%d" % i)
     assert pub.queued_messages() == 5
     assert "queue is full" in (pub.last_error or "")
+
+
+def test_a_broker_that_closes_before_connack_gives_an_error_line(buses: Callable[..., MqttBus]) -> None:
+    """A revoked client certificate, or an ACL that refuses the client id, shows up as a broker that
+    accepts the TCP connection and closes it before its CONNACK: the bus must say so, not stay
+    silent (seen with Mosquitto and a certificate on the community's CRL)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", free_port()))
+    server.listen(8)
+    stop = threading.Event()
+
+    def close_everything() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.recv(1024)  # the CONNECT
+            conn.close()
+
+    thread = threading.Thread(target=close_everything, daemon=True)
+    thread.start()
+    try:
+        port = server.getsockname()[1]
+        bus = buses(BrokerConfig(host="127.0.0.1", port=port), "revoked-agent", probe_timeout_s=0.5)
+        bus.start()
+        wait_for(lambda: "closed the connection" in (bus.last_error or ""), what="an error line")
+        assert not bus.connected
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
