@@ -153,11 +153,19 @@ def status(config_file: Path) -> None:
 @node.command("erase")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--now", type=int, help="Reference time, Unix s (default: now).")
-def erase(data_dir: Path, now: int | None) -> None:
+@click.option(
+    "--billing",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The operator's billing folder (default DATA/billing): the erased members' bank details "
+    "are deleted there too.",
+)
+def erase(data_dir: Path, now: int | None, billing: Path | None) -> None:
     """Delete the payloads of members the community voted to erase, once their retention passed.
 
     Run it with the node stopped. Hash links, roots and seals stay intact (`peerwatt verify`
-    still passes and reports the erased transactions).
+    still passes and reports the erased transactions). Their bank details in the billing store
+    (off the ledger) go too.
     """
     import time
 
@@ -168,3 +176,9 @@ def erase(data_dir: Path, now: int | None) -> None:
     except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
     click.echo(report.summary())
+    billing = billing if billing is not None else data_dir / "billing"
+    if report.erased_members and (billing / "issued.sqlite").exists():
+        from peerwatt.payments import erase_bank_details
+
+        gone = [m for m in sorted(report.erased_members) if erase_bank_details(billing, m)]
+        click.echo(f"deleted the bank details of {len(gone)} erased member(s) in {billing}")

@@ -207,3 +207,27 @@ def test_dashboard_over_an_erased_ledger(tmp_path):
     assert any(tx.get("erased") for tx in body["txs"]), body
     assert client.get(f"/explorer/blocks/{erased_at[0]}").status_code == 200
     assert client.get("/").status_code == 200
+
+
+def test_erase_command_also_deletes_the_members_bank_details(tmp_path):
+    """Bank details live off the ledger, in the operator's billing store: `peerwatt node erase`
+    deletes the erased member's there too (and only theirs)."""
+    from peerwatt.payments import bank_details, set_bank_details
+    from tests.support.cli import peerwatt
+
+    c = build_market(tmp_path, validators=1, members=4)
+    vote_erasure(c, 0, DECIDED_AT)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    for ledger in c.ledgers:
+        ledger.close()
+    data = tmp_path / "validator-0"
+    billing = data / "billing"
+    billing.mkdir()
+    for i, iban in ((0, "DE89370400440532013000"), (1, "AT611904300234573201")):
+        set_bank_details(billing, c.members[i].id, name=f"member {i}", iban=iban, now="2026-06-01")
+    res = peerwatt("node", "erase", "--data", str(data), "--now", str(AFTER_CORRECTION_WINDOW))
+    assert res.returncode == 0, res.stderr
+    assert "bank details" in res.stdout
+    assert set(bank_details(billing)) == {c.members[1].id}
+    raw = b"".join(p.read_bytes() for p in billing.glob("issued.sqlite*"))
+    assert b"DE89370400440532013000" not in raw and b"AT611904300234573201" in raw
