@@ -9,6 +9,8 @@ block per account (no ``pattern`` lines: a pattern applies to every account, nod
 - ``validator``: reads blocks and seals; writes only its own seals (``seals/<its key id>``);
 - ``observer``: reads blocks and seals; writes nothing;
 - ``operator``: writes governance messages (``gov``); reads nothing;
+- ``dashboard`` (``--dashboard``, user name ``dashboard``; or ``--node NAME=dashboard``): reads
+  every agent's retained status (``status/+``, the household page's agent panel); writes nothing;
 - ``meter`` (a household's agent; user name = meter id): writes its own orders and readings,
   reads and writes its own status, reads its own receipts, the headers and the book. It never
   reads ``blocks`` (every household's readings and orders) nor another meter's topics.
@@ -26,8 +28,9 @@ from typing import Any
 
 from peerwatt.bus import topics
 
-ROLES = ("sequencer", "validator", "observer", "operator", "meter")
-NODE_ROLES = ("sequencer", "validator", "observer", "operator")
+ROLES = ("sequencer", "validator", "observer", "operator", "dashboard", "meter")
+NODE_ROLES = ("sequencer", "validator", "observer", "operator", "dashboard")
+DASHBOARD_ACCOUNT = "dashboard"  # the name `--dashboard` gives (dashboard.toml's broker_client_id default)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -81,6 +84,8 @@ def rights(community: str, account: Account) -> list[tuple[str, str]]:
         return [("read", t.blocks(c)), ("read", t.pattern(c, "seals"))]
     if account.role == "operator":
         return [("write", t.gov(c))]
+    if account.role == "dashboard":
+        return [("read", t.pattern(c, "status"))]
     meter = account.name
     return [
         ("write", t.orders(c, meter)),
@@ -99,13 +104,14 @@ def node_account(spec: str, sequencer: str) -> Account:
     role, _, key = rest.partition(":")
     if not sep or role not in NODE_ROLES:
         raise AccountError(
-            f"--node {spec!r}: write NAME=sequencer, NAME=validator:KEYID, NAME=observer or NAME=operator"
+            f"--node {spec!r}: write NAME=sequencer, NAME=validator:KEYID, NAME=observer, NAME=operator "
+            "or NAME=dashboard"
         )
     if role == "sequencer" and not key:
         key = sequencer
     if role == "validator" and not key:
         raise AccountError(f"--node {spec!r}: a validator account needs its key id (NAME=validator:KEYID)")
-    if role in ("observer", "operator") and key:
+    if role in ("observer", "operator", "dashboard") and key:
         raise AccountError(f"--node {spec!r}: an {role} account has no key id")
     return Account(name, role, key or None)
 
@@ -151,12 +157,14 @@ def community_accounts(
     *,
     registry: Registry | None = None,
     exclude: Iterable[str] = (),
+    dashboard: str | None = None,
 ) -> list[Account]:
     """Every account of a community: nodes (``--node`` specs, or by default ``node-<key id>`` for
     each validator, the sequencer as sequencer) and one per meter, from the genesis or from a
     ``registry`` (the current chain state: ``chain_registry``). ``exclude`` drops accounts by name
     or by key id (a meter id, a validator's key id); a name matching nothing is an error, unless it
-    is a meter the registry already leaves out."""
+    is a meter the registry already leaves out. ``dashboard``: the name of a read-only dashboard
+    account to add (``status/+`` only; None: none)."""
     if registry is None:
         if genesis_doc is None:
             raise TypeError("give a genesis document or a registry")
@@ -176,6 +184,8 @@ def community_accounts(
             raise AccountError(f"--meter {meter}: {registry.left_out[meter]}; it gets no broker account")
     meter_ids = list(registry.meters) + [m for m in extra_meters if m not in registry.meters]
     accounts = nodes + [Account(m, "meter") for m in meter_ids]
+    if dashboard is not None:
+        accounts.append(Account(dashboard, "dashboard"))
     names = [a.name for a in accounts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

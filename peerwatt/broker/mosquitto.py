@@ -194,9 +194,14 @@ def select_accounts(
     node_specs: tuple[str, ...] = (),
     meters: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
+    dashboard: bool = False,
 ) -> list[Account]:
+    """The accounts of a community; ``dashboard``: with the read-only ``dashboard`` account."""
+    name = broker_access.DASHBOARD_ACCOUNT if dashboard else None
     try:
-        return broker_access.community_accounts(None, node_specs, meters, registry=registry, exclude=exclude)
+        return broker_access.community_accounts(
+            None, node_specs, meters, registry=registry, exclude=exclude, dashboard=name
+        )
     except AccountError as exc:
         raise UserError(str(exc)) from None
 

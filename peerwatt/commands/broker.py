@@ -38,8 +38,12 @@ def broker() -> None:
 
 
 _NODE_HELP = (
-    "Node account NAME=sequencer, NAME=validator:KEYID, NAME=observer or NAME=operator "
+    "Node account NAME=sequencer, NAME=validator:KEYID, NAME=observer, NAME=operator or NAME=dashboard "
     "(repeatable; default: node-<key id> for each genesis validator)."
+)
+_DASHBOARD_HELP = (
+    "Add the dashboard's read-only account `dashboard` (reads every agent's status/+, writes nothing; "
+    "dashboard.toml's broker_client_id). --node NAME=dashboard names it otherwise."
 )
 
 
@@ -89,6 +93,7 @@ _EXCLUDE_HELP = "Leave out this account (a name, meter id or validator key id; r
 @click.option("--node", "node_specs", multiple=True, help=_NODE_HELP)
 @click.option("--meter", "extra_meters", multiple=True, help="Meter id enrolled after genesis (repeatable).")
 @click.option("--exclude", "exclude", multiple=True, help=_EXCLUDE_HELP)
+@click.option("--dashboard", "dashboard", is_flag=True, help=_DASHBOARD_HELP)
 @click.option("--user", "run_user", default="mosquitto", show_default=True, help="User Mosquitto runs as.")
 def config(
     genesis_file: Path | None,
@@ -105,12 +110,13 @@ def config(
     node_specs: tuple[str, ...],
     extra_meters: tuple[str, ...],
     exclude: tuple[str, ...],
+    dashboard: bool,
     run_user: str,
 ) -> None:
     """Write mosquitto.conf, peerwatt.acl, a systemd drop-in (and, with --auth password,
     peerwatt.passwd and credentials/) for a community: one account per node and per meter."""
     community, registry = load_registry(genesis_file, data_dir)
-    accounts = select_accounts(registry, node_specs, extra_meters, exclude)
+    accounts = select_accounts(registry, node_specs, extra_meters, exclude, dashboard)
     result = write_config(
         out_dir,
         community,
@@ -125,12 +131,14 @@ def config(
         tls=tls,
         run_user=run_user,
     )
-    nodes = [f"{a.name} ({a.role})" for a in accounts if a.role != "meter"]
+    nodes = [f"{a.name} ({a.role})" for a in accounts if a.role not in ("meter", "dashboard")]
     meters = sum(a.role == "meter" for a in accounts)
+    dashboards = [a.name for a in accounts if a.role == "dashboard"]
     make_dir, run = result.start
     written = f", {PASSWD_NAME} and {CREDENTIALS_DIR}/" if auth == "password" else ""
     click.echo(f"wrote {result.conf}, {ACL_NAME}{written} and {result.dropin}")
-    click.echo(f"accounts: {meters} meter(s); nodes: {', '.join(nodes) or 'none'}")
+    dash = f"; dashboard (reads status/+ only): {', '.join(dashboards)}" if dashboards else ""
+    click.echo(f"accounts: {meters} meter(s); nodes: {', '.join(nodes) or 'none'}{dash}")
     left_out = left_out_line(registry)
     if left_out:
         click.echo(left_out)
@@ -166,6 +174,7 @@ def config(
 @click.option("--node", "node_specs", multiple=True, help=_NODE_HELP)
 @click.option("--meter", "extra_meters", multiple=True, help="Meter id enrolled after genesis (repeatable).")
 @click.option("--exclude", "exclude", multiple=True, help=_EXCLUDE_HELP)
+@click.option("--dashboard", "dashboard", is_flag=True, help=_DASHBOARD_HELP)
 @click.option(
     "--revoke",
     "revoke",
@@ -203,6 +212,7 @@ def certs(
     node_specs: tuple[str, ...],
     extra_meters: tuple[str, ...],
     exclude: tuple[str, ...],
+    dashboard: bool,
     revoke: tuple[str, ...],
     reissue: tuple[str, ...],
     days: int,
@@ -224,7 +234,7 @@ def certs(
     if genesis_file is not None or data_dir is not None:
         chain_community, registry = load_registry(genesis_file, data_dir)
         name = community or chain_community
-        accounts = select_accounts(registry, node_specs, extra_meters, exclude)
+        accounts = select_accounts(registry, node_specs, extra_meters, exclude, dashboard)
         # a meter the ledger revoked (or whose owner left) loses its certificate too
         clients = out_dir / CLIENTS_DIR
         revoke_all += tuple(

@@ -95,3 +95,41 @@ def test_rights_never_give_a_meter_blocks_or_another_meters_topics() -> None:
         assert "+" not in topic and "#" not in topic
     with pytest.raises(AccountError):
         Account("v", "validator")  # a validator publishes seals under its key id: it needs one
+
+
+def test_the_dashboard_account_reads_the_status_topics_and_writes_nothing(tmp_path: Path, community) -> None:
+    """`--dashboard` adds the read-only ``dashboard`` account (docs/privacy.md): it may read every
+    agent's retained status (``status/+``) and nothing else, and may write nothing."""
+    assert rights("oak", Account("dashboard", "dashboard")) == [("read", "peerwatt/oak/status/+")]
+    assert "dashboard" not in [a.name for a in community_accounts(community.genesis.doc)]
+    accounts = community_accounts(community.genesis.doc, dashboard="dashboard")
+    assert [(a.name, a.role, a.key_id) for a in accounts if a.role == "dashboard"] == [
+        ("dashboard", "dashboard", None)
+    ]
+    result = run(tmp_path, "--persistence", str(tmp_path / "p"), "--dashboard")
+    assert result.exit_code == 0, result.output
+    acl = (tmp_path / "b" / "peerwatt.acl").read_text().split("\n\n")
+    block = next(b for b in acl if "user dashboard" in b.splitlines())
+    assert block.splitlines() == [
+        "# dashboard",
+        "user dashboard",
+        f"topic read peerwatt/{community.community}/status/+",
+    ]
+    assert "dashboard" in result.output
+    # a dashboard account under another name, with --node NAME=dashboard
+    result = run(tmp_path, "--persistence", str(tmp_path / "p"), "--node", "dash-1=dashboard")
+    assert result.exit_code == 0, result.output
+    assert "user dash-1\n" in (tmp_path / "b" / "peerwatt.acl").read_text()
+    with pytest.raises(AccountError, match="only a sequencer or validator has a key id"):
+        Account("d", "dashboard", "abc")
+    result = run(tmp_path, "--node", "d=dashboard:abc")
+    assert result.exit_code != 0 and "has no key id" in result.output
+
+
+def test_broker_certs_issue_the_dashboard_a_certificate(tmp_path: Path, community) -> None:
+    result = peerwatt(
+        "broker", "certs", "--out", str(tmp_path / "certs"), "--genesis", str(tmp_path / "genesis.toml"),
+        "--dashboard",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "certs" / "clients" / "dashboard.crt").exists()

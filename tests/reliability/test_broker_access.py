@@ -2,11 +2,12 @@
 `peerwatt broker certs` and `peerwatt broker config` generate, with the commands `broker config`
 prints (as root Mosquitto drops to its own user, as on Debian).
 
-Each role (sequencer, validator, observer, operator, two households' meters) subscribes to ``#``
-and publishes to every topic of the community: what each receives and what the broker accepts
-from each must be exactly the table's (written out here, independently of the code that makes
-the ACL). An account connecting with another account's client id never takes its session. A
-household verifies its receipts with only what its account may read.
+Each role (sequencer, validator, observer, operator, two households' meters, the dashboard's
+read-only account) subscribes to ``#`` and publishes to every topic of the community: what each
+receives and what the broker accepts from each must be exactly the table's (written out here,
+independently of the code that makes the ACL). An account connecting with another account's
+client id never takes its session. A household verifies its receipts with only what its account
+may read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from tests.support.procnet import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 WAIT_S = 20
-ROLES = ("seq", "val", "obs", "op", "m1", "m2")
+ROLES = ("seq", "val", "obs", "op", "m1", "m2", "dash")
 
 
 def plain_connect_answer(port: int, user: str, password: str) -> bytes:
@@ -114,7 +115,7 @@ class Community:
         self.seq_key = c.genesis.doc["chain"]["sequencer"]
         self.val_key = next(k for k in c.genesis.doc["validators"] if k != self.seq_key)
         self.m1, self.m2 = c.meters[0].id, c.meters[1].id
-        self.names = {"seq": "seq", "val": "val", "obs": "obs", "op": "op"}
+        self.names = {"seq": "seq", "val": "val", "obs": "obs", "op": "op", "dash": "dashboard"}
         self.names.update({f"m{i + 1}": meter.id for i, meter in enumerate(c.meters)})
         self.port = free_port()
         self.local_port = free_port() if auth == "password" else 0
@@ -125,7 +126,7 @@ class Community:
 
     def node_specs(self) -> list[str]:
         nodes = ["seq=sequencer", f"val=validator:{self.val_key}", "obs=observer", "op=operator"]
-        return [arg for spec in nodes for arg in ("--node", spec)]
+        return [arg for spec in nodes for arg in ("--node", spec)] + ["--dashboard"]
 
     def generate(self, source: tuple[str, str] | None = None) -> None:
         """Run `broker certs` and `broker config` from the genesis (or ``source``, e.g. ``("--data",
@@ -254,6 +255,8 @@ def may_read(k: Community, role: str, topic: str) -> bool:
     if role in ("m1", "m2"):
         m = k.names[role]
         return topic in (topics.receipts(c, m), topics.status(c, m), topics.headers(c), topics.book(c))
+    if role == "dash":  # the dashboard's read-only account: every agent's status, nothing else
+        return kind == "status"
     return False
 
 
@@ -358,7 +361,7 @@ def test_another_accounts_client_id_never_takes_its_session(make_broker, auth: s
 def test_password_mode_tls_local_listener_and_wrong_password(make_broker) -> None:
     k = make_broker("password")
     passwords = {p.stem: p.read_text().strip() for p in (k.out / "credentials").iterdir()}
-    assert set(passwords) == {"seq", "val", "obs", "op", k.m1, k.m2}
+    assert set(passwords) == {"seq", "val", "obs", "op", "dashboard", k.m1, k.m2}
     for user in passwords:
         assert stat.S_IMODE((k.out / "credentials" / f"{user}.password").stat().st_mode) == 0o600
     hashed = (k.out / "peerwatt.passwd").read_text()
