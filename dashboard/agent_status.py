@@ -27,13 +27,14 @@ WHAT_TO_DO_OFFLINE = (
     "`sudo systemctl restart peerwatt-agent`), `journalctl -u peerwatt-agent` why it stopped, and "
     "`peerwatt agent status -c /etc/peerwatt/agent.toml` its last reading, outbox and broker "
     "connection. Until it is back no readings are sent: your trades of those intervals stay "
-    "unsettled and move no money (a late reading still settles them)."
+    "unsettled and move no money (a late reading still settles them). More in docs/agent.md, "
+    '"Troubleshooting" (broker unreachable, certificate refused, state file not writable, clock skew).'
 )
 WHAT_TO_DO_METER = (
     "The agent runs but cannot read your meter. Check the meter's cable or Modbus gateway and its "
     "power; `peerwatt meter read --profile <profile> --host <gateway>` (or `peerwatt meter probe`) "
     "on the device shows whether the meter answers. The agent offers nothing it cannot back while "
-    "the meter fails."
+    'the meter fails. More in docs/agent.md, "Troubleshooting" (meter not answering).'
 )
 
 

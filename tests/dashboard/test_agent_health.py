@@ -207,3 +207,23 @@ def test_last_receipt_and_enrolment_are_shown(wired):
     panel = _panel(c, meter)
     assert 'id="agent-last-receipt">none verified yet' in panel
     assert 'id="agent-enrolled">no' in panel and "peerwatt member admit" in panel
+
+
+def test_what_to_do_points_to_the_agents_troubleshooting_section():
+    """The panel's what-to-do texts name docs/agent.md's "Troubleshooting" and the problems it
+    covers; the section exists and has an entry for each, with the same commands."""
+    import re
+    from pathlib import Path
+
+    from dashboard.agent_status import WHAT_TO_DO_METER, WHAT_TO_DO_OFFLINE
+
+    doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
+    section = doc.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
+    entries = [e.lower() for e in re.findall(r"^- \*\*([^*]+)\*\*", section, re.M)]
+    for text in (WHAT_TO_DO_OFFLINE, WHAT_TO_DO_METER):
+        assert 'docs/agent.md, "Troubleshooting"' in text
+        named = text.rsplit("(", 1)[1].rstrip(").").split(", ")
+        for problem in named:
+            assert any(e.startswith(problem.lower()) for e in entries), (problem, entries)
+        for command in re.findall(r"`([a-z]+ [a-z-]+)", text):  # e.g. `systemctl status ...`
+            assert command in section, command
