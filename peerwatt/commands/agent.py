@@ -155,6 +155,7 @@ def status(config_file: Path, as_json: bool) -> None:
     totals = info.get("totals", {})
     click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(f"last reading: {info.get('last_reading')}")
+    click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
     click.echo(
         f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected (at last heartbeat): "
         f"{info.get('broker_connected')}"

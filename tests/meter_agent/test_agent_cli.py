@@ -84,6 +84,13 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, 
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert info["meter"] == meter.id and info["outbox"] == 0 and info["meter_ok"] is True
+    plain = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plain.returncode == 0 and "enrolled: " in plain.stdout and "last receipt: " in plain.stdout
     # the private key appears nowhere but in its own file: not in logs, output or the agent's state
     secret = meter.key.private_numbers().private_value
     needles = [
