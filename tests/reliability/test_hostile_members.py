@@ -395,8 +395,11 @@ def test_hostile_members_cannot_stop_trading_or_get_paid_for_fiction(tmp_path, m
         assert len(booked) == len(set(booked)), f"an honest message was booked twice: {sorted(booked)}"
         everything = set(range(1, len(meter.payloads) + 1))  # its seqs: 1, 2, ... one per message
         assert set(booked) | set(meter.refused) == everything
-        assert not set(booked) & set(meter.refused)
-        assert set(meter.refused.values()) <= {"interval_closed"}, meter.refused
+        # a hostile member may replay an honest message after it was booked: the sequencer then
+        # tells the honest meter "replay" (already in the ledger), which is true and harmless
+        both = set(booked) & set(meter.refused)
+        assert all(meter.refused[seq] == "replay" for seq in both), meter.refused
+        assert set(meter.refused.values()) <= {"interval_closed", "replay"}, meter.refused
 
     results = _results(dbs[0])
     settlements = [r for r in results if r["kind"] == "settlement"]
