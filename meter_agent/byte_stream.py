@@ -3,7 +3,7 @@
 ``ByteStream.receive(wait_s)`` returns what arrived within ``wait_s`` seconds (None when nothing
 did) and raises the Modbus reader's ``MeterConnectionError`` when the port cannot be opened or the
 peer closed it, so every push source reports transport faults the same way. Used by
-``meter_agent.sml``; opened lazily, reopened after ``close()``.
+``meter_agent.sml`` and ``meter_agent.p1``; opened lazily, reopened after ``close()``.
 """
 
 from __future__ import annotations
@@ -32,11 +32,15 @@ StreamTarget = TcpTarget | StreamSerialTarget
 
 
 class ByteStream:
-    """One connection to ``target``; ``where`` names the meter in error messages."""
+    """One connection to ``target``; ``where`` names the meter and ``peer`` what it is reached
+    through (an IR head's "bridge", a P1 "dongle") in error messages."""
 
-    def __init__(self, target: StreamTarget, where: str, connect_timeout_s: float) -> None:
+    def __init__(
+        self, target: StreamTarget, where: str, connect_timeout_s: float, peer: str = "bridge"
+    ) -> None:
         self.target = target
         self.where = where
+        self.peer = peer
         self.connect_timeout_s = connect_timeout_s
         self._sock: socket.socket | None = None
         self._port: Any = None  # serial.Serial
@@ -56,7 +60,7 @@ class ByteStream:
             except OSError as exc:
                 raise MeterConnectionError(
                     f"{self.where}: cannot connect ({exc.strerror or type(exc).__name__}): check the "
-                    "bridge's address and port"
+                    f"{self.peer}'s address and port"
                 ) from None
             return
         import serial  # pyserial
@@ -95,7 +99,7 @@ class ByteStream:
         if not data:
             self.close()
             raise MeterConnectionError(
-                f"{self.where}: the connection was closed by the bridge or port", closed_by_peer=True
+                f"{self.where}: the connection was closed by the {self.peer} or port", closed_by_peer=True
             )
         return bytes(data)
 

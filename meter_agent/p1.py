@@ -21,14 +21,11 @@ connection) and ``MeterValueUnavailable`` (a counter or the power is missing).
 
 from __future__ import annotations
 
-import select
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
 
+from meter_agent.byte_stream import ByteStream, StreamSerialTarget, StreamTarget
 from meter_agent.modbus_reader import (
     MeterConnectionError,
     MeterError,
@@ -36,7 +33,6 @@ from meter_agent.modbus_reader import (
     MeterSample,
     MeterTimeout,
     MeterValueUnavailable,
-    TcpTarget,
 )
 
 P1_BAUDRATE = 115_200  # DSMR 5 (DSMR 2.2/3 used 9600 7E1)
@@ -62,18 +58,9 @@ PHASE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class P1SerialTarget:
+def P1SerialTarget(device: str, baudrate: int = P1_BAUDRATE) -> StreamSerialTarget:  # noqa: N802
     """A P1 port on a serial device (an FTDI P1 cable: /dev/ttyUSB0, or a pty in tests)."""
-
-    device: str
-    baudrate: int = P1_BAUDRATE
-
-    def describe(self) -> str:
-        return f"{self.device} ({self.baudrate} 8N1)"
-
-
-P1Target = TcpTarget | P1SerialTarget
+    return StreamSerialTarget(device, baudrate)
 
 
 def decode_equipment_id(raw: str) -> str:
@@ -95,7 +82,7 @@ class P1Reader:
 
     def __init__(
         self,
-        target: P1Target,
+        target: StreamTarget,
         timeout_s: float = 3.0,
         clock: Callable[[], float] = time.time,
         retries: int = 1,
@@ -113,8 +100,7 @@ class P1Reader:
         self._parser = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
         self._buffer_type = TelegramBuffer
         self._buffer = TelegramBuffer()
-        self._sock: socket.socket | None = None
-        self._port: Any = None  # serial.Serial
+        self._stream = ByteStream(target, self.where, timeout_s, peer="dongle")
         self.telegrams_read = 0
 
     @property
@@ -130,14 +116,14 @@ class P1Reader:
             try:
                 return self._sample(self._newest_telegram())
             except (MeterTimeout, MeterConnectionError, MeterFramingError):
-                self._drop()
+                self.close()
                 if attempt == self.retries:
                     raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the socket or serial port; the next read reopens it."""
-        self._drop()
+        self._stream.close()
 
     def __enter__(self) -> P1Reader:
         return self
@@ -150,19 +136,21 @@ class P1Reader:
     def _newest_telegram(self) -> str:
         """Read until at least one complete telegram arrived and no more bytes are waiting
         (telegrams queue up between polls: the newest one is the reading)."""
-        self._open()
+        if not self._stream.is_open:  # a new connection: nothing half-read carries over
+            self._buffer = self._buffer_type()
+            self._stream.open()
         deadline = time.monotonic() + self.timeout_s
         newest: str | None = None
         while True:
             wait = 0.0 if newest is not None else deadline - time.monotonic()
             if wait < 0:
                 raise MeterTimeout(f"{self.where}: no complete telegram within {self.timeout_s:g} s")
-            chunk = self._receive(wait)
+            chunk = self._stream.receive(wait)
             if chunk is None:  # nothing more waiting
                 if newest is not None:
                     return newest
                 continue
-            self._buffer.append(chunk)
+            self._buffer.append(chunk.decode("ascii", errors="replace"))
             for telegram in self._buffer.get_all():
                 newest = telegram
             if len(self._buffer._buffer) > MAX_BUFFER_CHARS:  # no telegram end in sight
@@ -233,69 +221,5 @@ class P1Reader:
             unit_id=0,
         )
 
-    # ---------------------------------------------------------------- transport
 
-    def _open(self) -> None:
-        if self._sock is not None or self._port is not None:
-            return
-        self._buffer = self._buffer_type()
-        if isinstance(self.target, TcpTarget):
-            try:
-                self._sock = socket.create_connection(
-                    (self.target.host, self.target.port), timeout=self.timeout_s
-                )
-            except OSError as exc:
-                raise MeterConnectionError(
-                    f"{self.where}: cannot connect ({exc.strerror or type(exc).__name__}): check the "
-                    "dongle's address and port"
-                ) from None
-            return
-        import serial  # pyserial
-
-        try:
-            self._port = serial.Serial(
-                self.target.device,
-                baudrate=self.target.baudrate,
-                bytesize=8,
-                parity="N",
-                stopbits=1,
-                timeout=0,
-            )
-        except (OSError, serial.SerialException) as exc:
-            raise MeterConnectionError(f"{self.where}: cannot open the serial port ({exc})") from None
-
-    def _receive(self, wait_s: float) -> str | None:
-        """Up to 4 KiB that arrived within ``wait_s`` seconds, or None when nothing did."""
-        handle = self._sock if self._sock is not None else self._port
-        try:
-            ready, _, _ = select.select([handle], [], [], max(0.0, wait_s))
-            if not ready:
-                return None
-            data = self._sock.recv(4096) if self._sock is not None else self._port.read(4096)
-        except (OSError, ValueError) as exc:
-            self._drop()
-            raise MeterConnectionError(
-                f"{self.where}: connection error ({exc})", closed_by_peer=True
-            ) from None
-        except Exception as exc:  # pyserial's SerialException (device unplugged)
-            self._drop()
-            raise MeterConnectionError(
-                f"{self.where}: serial port error ({exc})", closed_by_peer=True
-            ) from None
-        if not data:
-            self._drop()
-            raise MeterConnectionError(
-                f"{self.where}: the connection was closed by the dongle or port", closed_by_peer=True
-            )
-        return data.decode("ascii", errors="replace")
-
-    def _drop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._port is not None:
-            self._port.close()
-            self._port = None
-
-
-__all__ = ["P1Reader", "P1SerialTarget", "P1Target", "decode_equipment_id", "MeterError"]
+__all__ = ["P1Reader", "P1SerialTarget", "decode_equipment_id", "MeterError"]

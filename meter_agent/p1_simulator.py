@@ -21,18 +21,15 @@ are left out of the telegram), ``garbage`` (noise instead of telegrams).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import select
-import socket
 import threading
 import time
-import tty
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meter_agent.clock import SimClock
 from meter_agent.household import Household, integrate_net_energy
+from meter_agent.push_server import PushServer
 
 FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
 INTEGRATION_STEP_S = 60.0
@@ -84,13 +81,7 @@ class P1Simulator:
         import_wh: float | None = None,
         export_wh: float | None = None,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be > 0")
         self.household = household
-        self.host = host
-        self.port = port
-        self.use_pty = pty
-        self.interval_s = interval_s
         self.seed = seed
         self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
         self._lock = threading.RLock()
@@ -103,51 +94,52 @@ class P1Simulator:
         self._export = [total_export * 0.3, total_export * 0.7]
         self._integrated_to = self.clock.now()
         self._faults: set[str] = set()
-        self._clients: list[socket.socket] = []
-        self._server: socket.socket | None = None
-        self._master: int | None = None
-        self._slave: int | None = None
-        self.device: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.telegrams_sent = 0
+        self._server = PushServer(
+            self._next_data,
+            interval_s,
+            host=host,
+            port=port,
+            pty=pty,
+            name="sim-p1",
+            refuse=lambda: "disconnect" in self._faults,
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def device(self) -> str | None:
+        return self._server.device
+
+    @property
+    def use_pty(self) -> bool:
+        return self._server.use_pty
+
+    @property
+    def interval_s(self) -> float:
+        return self._server.interval_s
+
+    @property
+    def telegrams_sent(self) -> int:
+        return self._server.sent
+
     def start(self) -> P1Simulator:
         """Open the TCP port (or the pty) and start writing telegrams in a background thread."""
-        if self._thread is not None:
+        if self._server.running:
             raise RuntimeError("simulator already started")
-        if self.use_pty:
-            self._master, self._slave = os.openpty()
-            tty.setraw(self._slave)
-            os.set_blocking(self._master, False)
-            self.device = os.ttyname(self._slave)
-        else:
-            server = socket.create_server((self.host, self.port))
-            server.setblocking(False)
-            self._server = server
-            self.port = server.getsockname()[1]
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="sim-p1", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop writing, close every connection (and the pty) and join the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
-            self._thread = None
-        self._close_clients()
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = None
+        self._server.stop()
 
     def __enter__(self) -> P1Simulator:
         return self.start()
@@ -157,8 +149,10 @@ class P1Simulator:
 
     def describe(self) -> str:
         """One line saying what is served where."""
-        where = self.device if self.use_pty else f"{self.host}:{self.port}"
-        return f"P1 (DSMR 5) telegrams every {self.interval_s:g} s on {where}, meter {self.meter_serial}"
+        return (
+            f"P1 (DSMR 5) telegrams every {self.interval_s:g} s on {self._server.where()}, "
+            f"meter {self.meter_serial}"
+        )
 
     # ---------------------------------------------------------------- control
 
@@ -169,7 +163,7 @@ class P1Simulator:
         with self._lock:
             self._faults.add(kind)
         if kind == "disconnect":
-            self._close_clients()
+            self._server.close_clients()
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -258,65 +252,11 @@ class P1Simulator:
             crc ^= 0x5A5A
         return f"{body}{crc:04X}\r\n"
 
-    # ---------------------------------------------------------------- server thread
-
-    def _run(self) -> None:
-        next_send = time.monotonic()
-        while not self._stop.is_set():
-            self._accept()
-            if time.monotonic() >= next_send:
-                next_send += self.interval_s
-                self._send_one()
-            self._stop.wait(min(0.02, max(0.0, next_send - time.monotonic())))
-
-    def _accept(self) -> None:
-        if self._server is None:
-            return
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except (BlockingIOError, OSError):
-                return
-            client.setblocking(False)
-            with self._lock:
-                if "disconnect" in self._faults:
-                    client.close()
-                    continue
-                self._clients.append(client)
-
-    def _send_one(self) -> None:
+    def _next_data(self) -> bytes | None:
+        """What the server writes next: a telegram, noise, or nothing (timeout, disconnect)."""
         with self._lock:
             faults = set(self._faults)
         if "timeout" in faults or "disconnect" in faults:
-            return
+            return None
         data = os.urandom(300).replace(b"/", b"?").replace(b"!", b"?") if "garbage" in faults else b""
-        data = data or self.telegram().encode("ascii")
-        if self._master is not None:
-            with contextlib.suppress(BlockingIOError, OSError):  # nobody reading: the pty buffer is full
-                os.write(self._master, data)
-            self.telegrams_sent += 1
-            return
-        with self._lock:
-            clients = list(self._clients)
-        for client in clients:
-            try:
-                _, writable, _ = select.select([], [client], [], 0)
-                if writable:
-                    client.send(data)
-            except OSError:
-                self._drop_client(client)
-        self.telegrams_sent += 1
-
-    def _drop_client(self, client: socket.socket) -> None:
-        with self._lock:
-            if client in self._clients:
-                self._clients.remove(client)
-        client.close()
-
-    def _close_clients(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-            client.close()
+        return data or self.telegram().encode("ascii")

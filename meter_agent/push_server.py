@@ -3,7 +3,7 @@
 ``PushServer(make_data, interval_s)`` calls ``make_data()`` every ``interval_s`` real seconds in a
 background thread and writes the bytes it returns (None: nothing this time) to every connected
 TCP client, or to a pty whose slave side (``device``) a reader opens like a serial port. Used by
-the SML simulator; ``close_clients()`` drops every connection (a "disconnect" fault).
+the SML and P1 simulators; ``close_clients()`` drops every connection (a "disconnect" fault).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class PushServer:
         self._slave: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> None:
         if self._thread is not None:
