@@ -13,7 +13,13 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from meter_agent.modbus_reader import MeterConnectionError, TcpTarget
+from meter_agent.modbus_reader import (
+    MeterConnectionError,
+    MeterFramingError,
+    MeterSample,
+    MeterTimeout,
+    TcpTarget,
+)
 
 
 @dataclass(frozen=True)
@@ -110,3 +116,42 @@ class ByteStream:
         if self._port is not None:
             self._port.close()
             self._port = None
+
+
+class PushMeterReader:
+    """What readers of meters that push data (P1, SML) share: a read with at most ``retries``
+    further attempts after a timeout, a dropped connection or a frame with a bad CRC (closing
+    the stream in between), ``close()``, and use as a context manager. A subclass sets
+    ``retries`` and ``_stream`` and implements :meth:`_read_newest`."""
+
+    retries: int
+    _stream: ByteStream
+
+    def _read_newest(self) -> MeterSample:
+        """The newest complete frame on the stream, as a sample."""
+        raise NotImplementedError
+
+    def _after_close(self) -> None:
+        """Forget the parser state of a closed stream (a hook for subclasses)."""
+
+    def read(self) -> MeterSample:
+        """The newest complete frame as a sample, retrying as the class docstring says."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._read_newest()
+            except (MeterTimeout, MeterConnectionError, MeterFramingError):
+                self.close()
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the socket or serial port; the next read reopens it."""
+        self._stream.close()
+        self._after_close()
+
+    def __enter__(self) -> PushMeterReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

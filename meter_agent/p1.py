@@ -25,9 +25,8 @@ import time
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from meter_agent.byte_stream import ByteStream, StreamSerialTarget, StreamTarget
+from meter_agent.byte_stream import ByteStream, PushMeterReader, StreamSerialTarget, StreamTarget
 from meter_agent.modbus_reader import (
-    MeterConnectionError,
     MeterError,
     MeterFramingError,
     MeterSample,
@@ -77,7 +76,7 @@ def _wh(value: Decimal) -> int:
     return int((value * 1000).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-class P1Reader:
+class P1Reader(PushMeterReader):
     """Reads a P1 port (see the module docstring). Not thread-safe: one reader per thread."""
 
     def __init__(
@@ -109,27 +108,9 @@ class P1Reader:
 
     # ---------------------------------------------------------------- public
 
-    def read(self) -> MeterSample:
-        """The newest complete telegram as a sample, with at most ``retries`` further attempts
-        after a timeout, a dropped connection or a telegram with a bad CRC."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._sample(self._newest_telegram())
-            except (MeterTimeout, MeterConnectionError, MeterFramingError):
-                self.close()
-                if attempt == self.retries:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        """Close the socket or serial port; the next read reopens it."""
-        self._stream.close()
-
-    def __enter__(self) -> P1Reader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _read_newest(self) -> MeterSample:
+        """The newest complete telegram as a sample (``read()`` retries; PushMeterReader)."""
+        return self._sample(self._newest_telegram())
 
     # ---------------------------------------------------------------- telegrams
 

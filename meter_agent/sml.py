@@ -33,9 +33,8 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from meter_agent.byte_stream import ByteStream, StreamSerialTarget, StreamTarget
+from meter_agent.byte_stream import ByteStream, PushMeterReader, StreamSerialTarget, StreamTarget
 from meter_agent.modbus_reader import (
-    MeterConnectionError,
     MeterFramingError,
     MeterSample,
     MeterTimeout,
@@ -66,7 +65,7 @@ def _wh(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-class SmlReader:
+class SmlReader(PushMeterReader):
     """Reads an SML meter (see the module docstring). Not thread-safe: one reader per thread."""
 
     def __init__(
@@ -95,28 +94,12 @@ class SmlReader:
 
     # ---------------------------------------------------------------- public
 
-    def read(self) -> MeterSample:
-        """The newest complete SML file as a sample, with at most ``retries`` further attempts
-        after a timeout, a dropped connection or a file with a bad CRC."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._sample(self._newest_frame())
-            except (MeterTimeout, MeterConnectionError, MeterFramingError):
-                self.close()
-                if attempt == self.retries:
-                    raise
-        raise AssertionError("unreachable")
+    def _read_newest(self) -> MeterSample:
+        """The newest complete SML file as a sample (``read()`` retries; PushMeterReader)."""
+        return self._sample(self._newest_frame())
 
-    def close(self) -> None:
-        """Close the socket or serial port; the next read reopens it."""
-        self._stream.close()
+    def _after_close(self) -> None:
         self._parser = self._stream_type()
-
-    def __enter__(self) -> SmlReader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- frames
 
