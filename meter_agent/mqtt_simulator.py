@@ -20,13 +20,17 @@ import threading
 import time
 
 from meter_agent.clock import SimClock
-from meter_agent.household import Household, integrate_net_energy
+from meter_agent.household import Household
+from meter_agent.sim_counters import SimulatedMeter
 
 FAULT_KINDS = ("silent", "garbage", "missing")
-INTEGRATION_STEP_S = 60.0
 
 
-class TasmotaPublisher:
+class TasmotaPublisher(SimulatedMeter):
+    """Publishes Tasmota-style SML telemetry for a household to an MQTT broker."""
+
+    FAULT_KINDS = FAULT_KINDS
+
     def __init__(
         self,
         household: Household,
@@ -44,16 +48,10 @@ class TasmotaPublisher:
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
-        self.household = household
         self.host, self.port = host, port
         self.topic = f"tele/{device}/SENSOR"
         self.interval_s = interval_s
-        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
-        self._lock = threading.RLock()
-        self._faults: set[str] = set()
-        self._import = float(1_000_000 + 7919 * (seed % 1000)) if import_wh is None else float(import_wh)
-        self._export = float(400_000 + 3571 * (seed % 1000)) if export_wh is None else float(export_wh)
-        self._integrated_to = self.clock.now()
+        self._init_meter(household, clock, start_time, speed, seed, import_wh, export_wh)
         self._client = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,36 +88,6 @@ class TasmotaPublisher:
     def describe(self) -> str:
         where = f"{self.host}:{self.port}"
         return f"Tasmota-style SML telemetry every {self.interval_s:g} s on {self.topic} at {where}"
-
-    def inject(self, kind: str) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r} (use {', '.join(FAULT_KINDS)})")
-        with self._lock:
-            self._faults.add(kind)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def truth(self) -> dict[str, float]:
-        with self._lock:
-            now = self.clock.now()
-            self._advance_to(now)
-            return {
-                "power_w": self.household.net_power_w(now),
-                "import_wh": self._import,
-                "export_wh": self._export,
-            }
-
-    def _advance_to(self, now: float) -> None:
-        if now <= self._integrated_to:
-            return
-        imported, exported = integrate_net_energy(
-            self.household, self._integrated_to, now, INTEGRATION_STEP_S
-        )
-        self._import += imported
-        self._export += exported
-        self._integrated_to = now
 
     def payload(self) -> bytes | None:
         """The telemetry message now (faults applied), or None when silent."""

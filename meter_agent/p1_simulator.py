@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
-import time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meter_agent.clock import SimClock
-from meter_agent.household import Household, integrate_net_energy
+from meter_agent.household import Household
 from meter_agent.push_server import PushServer
+from meter_agent.sim_counters import SimulatedMeter
 
 FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
-INTEGRATION_STEP_S = 60.0
 PHASE_SHARES = (0.40, 0.33, 0.27)
 HEADER = "/PWT5\\2PW-P1-SIM-1"  # manufacturer flag (3 letters), baud id 5, '\2', type
 
@@ -62,8 +60,10 @@ def tariff_at(now: float) -> int:
     return 1 if local.weekday() >= 5 or local.hour >= 23 or local.hour < 7 else 2
 
 
-class P1Simulator:
+class P1Simulator(SimulatedMeter):
     """A simulated P1 port (see the module docstring). Use as a context manager or start/stop."""
+
+    FAULT_KINDS = FAULT_KINDS
 
     def __init__(
         self,
@@ -81,19 +81,15 @@ class P1Simulator:
         import_wh: float | None = None,
         export_wh: float | None = None,
     ) -> None:
-        self.household = household
         self.seed = seed
-        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
-        self._lock = threading.RLock()
         self._swaps = 0
         self.meter_serial = meter_serial or self._make_serial(0)
-        total_import = float(1_000_000 + 7919 * (seed % 1000)) if import_wh is None else float(import_wh)
-        total_export = float(400_000 + 3571 * (seed % 1000)) if export_wh is None else float(export_wh)
+        total_import, total_export = self._init_meter(
+            household, clock, start_time, speed, seed, import_wh, export_wh
+        )
         # per tariff (1, 2): a real meter's registers are split; the sum is what the agent counts
         self._import = [total_import * 0.4, total_import * 0.6]
         self._export = [total_export * 0.3, total_export * 0.7]
-        self._integrated_to = self.clock.now()
-        self._faults: set[str] = set()
         self._server = PushServer(
             self._next_data,
             interval_s,
@@ -156,18 +152,12 @@ class P1Simulator:
 
     # ---------------------------------------------------------------- control
 
-    def inject(self, kind: str) -> None:
-        """Start a fault (see the module docstring); it lasts until ``clear_faults()``."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r} (use {', '.join(FAULT_KINDS)})")
-        with self._lock:
-            self._faults.add(kind)
+    def _fault_started(self, kind: str) -> None:
         if kind == "disconnect":
             self._server.close_clients()
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    def _serial(self) -> str:
+        return self.meter_serial
 
     def swap_meter(self, serial: str | None = None) -> str:
         """Replace the meter: a new equipment identifier, counters from zero."""
@@ -179,34 +169,18 @@ class P1Simulator:
             self._export = [0.0, 0.0]
             return self.meter_serial
 
-    def truth(self) -> dict[str, float | str]:
-        """What the meter measures now: power (W, > 0 import), total import/export (Wh), serial."""
-        with self._lock:
-            now = self.clock.now()
-            self._advance_to(now)
-            return {
-                "power_w": self.household.net_power_w(now),
-                "import_wh": sum(self._import),
-                "export_wh": sum(self._export),
-                "serial": self.meter_serial,
-            }
+    def _totals(self) -> tuple[float, float]:
+        return sum(self._import), sum(self._export)
 
     # ---------------------------------------------------------------- telegrams
 
     def _make_serial(self, index: int) -> str:
         return f"E00{20240000 + (self.seed % 10000) * 100 + index:014d}"
 
-    def _advance_to(self, now: float) -> None:
-        with self._lock:
-            if now <= self._integrated_to:
-                return
-            imported, exported = integrate_net_energy(
-                self.household, self._integrated_to, now, INTEGRATION_STEP_S
-            )
-            slot = tariff_at(now) - 1
-            self._import[slot] += imported
-            self._export[slot] += exported
-            self._integrated_to = now
+    def _count(self, imported: float, exported: float, now: float) -> None:
+        slot = tariff_at(now) - 1  # the tariff register that counts now
+        self._import[slot] += imported
+        self._export[slot] += exported
 
     def telegram(self) -> str:
         """The telegram the meter sends now (faults applied), CRC included."""

@@ -23,22 +23,23 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from meter_agent.clock import SimClock
-from meter_agent.household import Household, integrate_net_energy
+from meter_agent.household import Household
+from meter_agent.sim_counters import SimulatedMeter
 
 FAULT_KINDS = ("timeout", "error", "disconnect", "garbage", "missing", "auth")
-INTEGRATION_STEP_S = 60.0
 PHASE_SHARES = (0.40, 0.33, 0.27)
 MODEL = "SPEM-003CEBEU"
 HOLD_S = 5.0  # how long a "timeout" fault holds an answer back (bounded)
 
 
-class ShellySimulator:
+class ShellySimulator(SimulatedMeter):
     """See the module docstring. Context manager or start/stop."""
+
+    FAULT_KINDS = FAULT_KINDS
 
     def __init__(
         self,
@@ -54,18 +55,12 @@ class ShellySimulator:
         import_wh: float | None = None,
         export_wh: float | None = None,
     ) -> None:
-        self.household = household
         self.host = host
         self.port = port
         self.seed = seed
-        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
-        self._lock = threading.RLock()
-        self._faults: set[str] = set()
+        self._init_meter(household, clock, start_time, speed, seed, import_wh, export_wh)
         self._release = threading.Event()
         self.mac = (mac or f"A8032A{seed % 0x1000000:06X}").upper()
-        self._import = float(1_000_000 + 7919 * (seed % 1000)) if import_wh is None else float(import_wh)
-        self._export = float(400_000 + 3571 * (seed % 1000)) if export_wh is None else float(export_wh)
-        self._integrated_to = self.clock.now()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests = 0
@@ -163,18 +158,15 @@ class ShellySimulator:
         with self._lock:
             return set(self._faults)
 
-    def inject(self, kind: str) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r} (use {', '.join(FAULT_KINDS)})")
-        with self._lock:
-            self._faults.add(kind)
-            if kind == "timeout":
-                self._release.clear()
+    def _fault_started(self, kind: str) -> None:
+        if kind == "timeout":
+            self._release.clear()
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    def _faults_cleared(self) -> None:
         self._release.set()
+
+    def _serial(self) -> str:
+        return self.mac
 
     def swap_meter(self, mac: str | None = None) -> str:
         """Replace the device: a new MAC, counters from zero."""
@@ -184,28 +176,7 @@ class ShellySimulator:
             self._import = self._export = 0.0
             return self.mac
 
-    def truth(self) -> dict[str, float | str]:
-        with self._lock:
-            now = self.clock.now()
-            self._advance_to(now)
-            return {
-                "power_w": self.household.net_power_w(now),
-                "import_wh": self._import,
-                "export_wh": self._export,
-                "serial": self.mac,
-            }
-
     # ---------------------------------------------------------------- RPC
-
-    def _advance_to(self, now: float) -> None:
-        if now <= self._integrated_to:
-            return
-        imported, exported = integrate_net_energy(
-            self.household, self._integrated_to, now, INTEGRATION_STEP_S
-        )
-        self._import += imported
-        self._export += exported
-        self._integrated_to = now
 
     def call(self, method: str, params: dict) -> tuple[int, dict]:
         """(HTTP status, result) of one RPC method."""

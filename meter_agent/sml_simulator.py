@@ -26,15 +26,13 @@ are left out), ``garbage`` (noise instead of files). ``swap_meter()`` replaces t
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 from meter_agent.clock import SimClock
-from meter_agent.household import Household, integrate_net_energy
+from meter_agent.household import Household
 from meter_agent.push_server import PushServer
+from meter_agent.sim_counters import SimulatedMeter
 
 FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
-INTEGRATION_STEP_S = 60.0
 PHASE_SHARES = (0.40, 0.33, 0.27)
 MANUFACTURER = b"PWT"
 ESCAPE = b"\x1b\x1b\x1b\x1b"
@@ -145,8 +143,10 @@ def obis(a: int, b: int, c: int, d: int, e: int, f: int = 0xFF) -> bytes:
     return bytes([a, b, c, d, e, f])
 
 
-class SmlSimulator:
+class SmlSimulator(SimulatedMeter):
     """A simulated SML optical port (see the module docstring). Context manager or start/stop."""
+
+    FAULT_KINDS = FAULT_KINDS
 
     def __init__(
         self,
@@ -164,16 +164,10 @@ class SmlSimulator:
         import_wh: float | None = None,
         export_wh: float | None = None,
     ) -> None:
-        self.household = household
         self.seed = seed
-        self.clock = clock or SimClock(time.time() if start_time is None else start_time, speed)
-        self._lock = threading.RLock()
-        self._faults: set[str] = set()
         self._transaction = 0
         self.meter_number = 40_000_000 + seed % 10_000 * 100 if meter_number is None else meter_number
-        self._import = float(1_000_000 + 7919 * (seed % 1000)) if import_wh is None else float(import_wh)
-        self._export = float(400_000 + 3571 * (seed % 1000)) if export_wh is None else float(export_wh)
-        self._integrated_to = self.clock.now()
+        self._init_meter(household, clock, start_time, speed, seed, import_wh, export_wh)
         self._server = PushServer(
             self._next_data,
             interval_s,
@@ -225,17 +219,12 @@ class SmlSimulator:
         """The serial a reader reports: the server id in upper-case hex."""
         return self.server_id.hex().upper()
 
-    def inject(self, kind: str) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r} (use {', '.join(FAULT_KINDS)})")
-        with self._lock:
-            self._faults.add(kind)
+    def _fault_started(self, kind: str) -> None:
         if kind == "disconnect":
             self._server.close_clients()
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    def _serial(self) -> str:
+        return self.serial
 
     def swap_meter(self, meter_number: int | None = None) -> str:
         """Replace the meter: a new server id, counters from zero."""
@@ -245,28 +234,7 @@ class SmlSimulator:
             self._import = self._export = 0.0
             return self.serial
 
-    def truth(self) -> dict[str, float | str]:
-        with self._lock:
-            now = self.clock.now()
-            self._advance_to(now)
-            return {
-                "power_w": self.household.net_power_w(now),
-                "import_wh": self._import,
-                "export_wh": self._export,
-                "serial": self.serial,
-            }
-
     # ---------------------------------------------------------------- files
-
-    def _advance_to(self, now: float) -> None:
-        if now <= self._integrated_to:
-            return
-        imported, exported = integrate_net_energy(
-            self.household, self._integrated_to, now, INTEGRATION_STEP_S
-        )
-        self._import += imported
-        self._export += exported
-        self._integrated_to = now
 
     def sml_file(self) -> bytes:
         """The SML file the meter pushes now (faults applied), both CRC levels included."""
