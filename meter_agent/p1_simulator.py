@@ -27,8 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meter_agent.clock import SimClock
 from meter_agent.household import Household
-from meter_agent.push_server import PushServer
-from meter_agent.sim_counters import SimulatedMeter
+from meter_agent.sim_counters import PushedMeter
 
 FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
 PHASE_SHARES = (0.40, 0.33, 0.27)
@@ -60,7 +59,7 @@ def tariff_at(now: float) -> int:
     return 1 if local.weekday() >= 5 or local.hour >= 23 or local.hour < 7 else 2
 
 
-class P1Simulator(SimulatedMeter):
+class P1Simulator(PushedMeter):
     """A simulated P1 port (see the module docstring). Use as a context manager or start/stop."""
 
     FAULT_KINDS = FAULT_KINDS
@@ -90,58 +89,13 @@ class P1Simulator(SimulatedMeter):
         # per tariff (1, 2): a real meter's registers are split; the sum is what the agent counts
         self._import = [total_import * 0.4, total_import * 0.6]
         self._export = [total_export * 0.3, total_export * 0.7]
-        self._server = PushServer(
-            self._next_data,
-            interval_s,
-            host=host,
-            port=port,
-            pty=pty,
-            name="sim-p1",
-            refuse=lambda: "disconnect" in self._faults,
-        )
+        self._init_push(interval_s, host, port, pty, "sim-p1")
 
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def device(self) -> str | None:
-        return self._server.device
-
-    @property
-    def use_pty(self) -> bool:
-        return self._server.use_pty
-
-    @property
-    def interval_s(self) -> float:
-        return self._server.interval_s
+    # ---------------------------------------------------------------- lifecycle (PushedMeter)
 
     @property
     def telegrams_sent(self) -> int:
         return self._server.sent
-
-    def start(self) -> P1Simulator:
-        """Open the TCP port (or the pty) and start writing telegrams in a background thread."""
-        if self._server.running:
-            raise RuntimeError("simulator already started")
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop writing, close every connection (and the pty) and join the thread."""
-        self._server.stop()
-
-    def __enter__(self) -> P1Simulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def describe(self) -> str:
         """One line saying what is served where."""
@@ -151,10 +105,6 @@ class P1Simulator(SimulatedMeter):
         )
 
     # ---------------------------------------------------------------- control
-
-    def _fault_started(self, kind: str) -> None:
-        if kind == "disconnect":
-            self._server.close_clients()
 
     def _serial(self) -> str:
         return self.meter_serial

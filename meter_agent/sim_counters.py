@@ -12,6 +12,7 @@ import time
 
 from meter_agent.clock import SimClock
 from meter_agent.household import Household, integrate_net_energy
+from meter_agent.push_server import PushServer
 
 INTEGRATION_STEP_S = 60.0
 
@@ -105,3 +106,64 @@ class SimulatedMeter:
 
     def _faults_cleared(self) -> None:
         """Called after the faults were cleared."""
+
+
+class PushedMeter(SimulatedMeter):
+    """A simulated meter that pushes frames by itself (P1, SML) through a PushServer: TCP or a
+    pty, a frame every ``interval_s``; the "disconnect" fault refuses and drops clients."""
+
+    def _init_push(self, interval_s: float, host: str, port: int, pty: bool, name: str) -> None:
+        self._server = PushServer(
+            self._next_data,
+            interval_s,
+            host=host,
+            port=port,
+            pty=pty,
+            name=name,
+            refuse=lambda: "disconnect" in self._faults,
+        )
+
+    def _next_data(self) -> bytes | None:
+        """The bytes to push now (a frame, noise, or nothing)."""
+        raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def device(self) -> str | None:
+        return self._server.device
+
+    @property
+    def use_pty(self) -> bool:
+        return self._server.use_pty
+
+    @property
+    def interval_s(self) -> float:
+        return self._server.interval_s
+
+    def start(self) -> PushedMeter:
+        """Open the TCP port (or the pty) and start pushing in a background thread."""
+        if self._server.running:
+            raise RuntimeError("simulator already started")
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop pushing, close every connection (and the pty) and join the thread."""
+        self._server.stop()
+
+    def __enter__(self) -> PushedMeter:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _fault_started(self, kind: str) -> None:
+        if kind == "disconnect":
+            self._server.close_clients()

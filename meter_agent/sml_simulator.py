@@ -29,8 +29,7 @@ import os
 
 from meter_agent.clock import SimClock
 from meter_agent.household import Household
-from meter_agent.push_server import PushServer
-from meter_agent.sim_counters import SimulatedMeter
+from meter_agent.sim_counters import PushedMeter
 
 FAULT_KINDS = ("crc", "timeout", "disconnect", "missing", "garbage")
 PHASE_SHARES = (0.40, 0.33, 0.27)
@@ -143,7 +142,7 @@ def obis(a: int, b: int, c: int, d: int, e: int, f: int = 0xFF) -> bytes:
     return bytes([a, b, c, d, e, f])
 
 
-class SmlSimulator(SimulatedMeter):
+class SmlSimulator(PushedMeter):
     """A simulated SML optical port (see the module docstring). Context manager or start/stop."""
 
     FAULT_KINDS = FAULT_KINDS
@@ -168,42 +167,9 @@ class SmlSimulator(SimulatedMeter):
         self._transaction = 0
         self.meter_number = 40_000_000 + seed % 10_000 * 100 if meter_number is None else meter_number
         self._init_meter(household, clock, start_time, speed, seed, import_wh, export_wh)
-        self._server = PushServer(
-            self._next_data,
-            interval_s,
-            host=host,
-            port=port,
-            pty=pty,
-            name="sim-sml",
-            refuse=lambda: "disconnect" in self._faults,
-        )
+        self._init_push(interval_s, host, port, pty, "sim-sml")
 
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def device(self) -> str | None:
-        return self._server.device
-
-    @property
-    def interval_s(self) -> float:
-        return self._server.interval_s
-
-    def start(self) -> SmlSimulator:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> SmlSimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    # ---------------------------------------------------------------- lifecycle (PushedMeter)
 
     def describe(self) -> str:
         return f"SML files every {self.interval_s:g} s on {self._server.where()}, meter {self.serial}"
@@ -218,10 +184,6 @@ class SmlSimulator(SimulatedMeter):
     def serial(self) -> str:
         """The serial a reader reports: the server id in upper-case hex."""
         return self.server_id.hex().upper()
-
-    def _fault_started(self, kind: str) -> None:
-        if kind == "disconnect":
-            self._server.close_clients()
 
     def _serial(self) -> str:
         return self.serial
