@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean deb
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# The agent's Debian package (docs/agent.md, "Install from the Debian package"): DEB_OUT/peerwatt-agent_*.deb
+DEB_OUT ?= build/deb
+deb: $(BIN)/python
+	bash scripts/build-deb.sh $(DEB_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info test-artifacts
