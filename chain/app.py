@@ -42,7 +42,8 @@ class Application(Protocol):
     """What the engine needs of an application."""
 
     name: str
-    # Message types this app handles; their signers must be enrolled meters.
+    # Message types this app handles; their signers must be enrolled meters, except for those also
+    # in an optional ``operator_tx_types``: signed by a member or validator (the app says which).
     tx_types: frozenset[str]
 
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -85,7 +85,11 @@ def record_seq(chain: dict[str, Any], env: Envelope) -> None:
 def check_rules(app: Application, chain: dict[str, Any], ctx: AppContext, env: Envelope) -> None:
     """The rules every transaction must pass at the block's time (besides the app's own)."""
     check_time(env, ctx.time)
-    if env.type in app.tx_types:
+    if env.type in getattr(app, "operator_tx_types", frozenset()):
+        # signed by a member's or validator's key; which of them may is the app's rule
+        if env.signer not in chain["members"] and env.signer not in chain["validators"]:
+            raise Rejected("not_operator", "the signer is not a member or validator of the community")
+    elif env.type in app.tx_types:
         meter = chain["meters"].get(env.signer)
         if meter is None:
             raise Rejected("not_enrolled", "the signer is not an enrolled meter")

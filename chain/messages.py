@@ -31,9 +31,13 @@ MAX_PRICE = 100_000_000  # micro-units per kWh: 100 currency units per kWh
 MAX_COUNTER_WH = 2**53 - 1
 
 MAX_NOTICE_SEQS = 4096  # seqs one notice may confirm (a block holds at most a few per meter)
+MAX_GRIDOPS_ROWS = 400  # interval rows per grid operator data message (well within 64 KiB)
+GRIDOPS_QUALITIES = ("measured", "estimated", "replaced")
 
 TIME = Int(0, 2**40)
 SEQ = Int(0, 2**53 - 1)
+ROUND = Int(0, 2**31)  # a consensus round at one height (chain.consensus)
+VOTE_HEADER = Str(3, 64, r"nil|[0-9a-f]{64}")  # a block hash, or "nil" (no block)
 
 ENVELOPE_FIELDS = {
     "v": Int(0, 255),
@@ -77,6 +81,25 @@ BODY_SCHEMAS: dict[str, Obj] = {
             "profile": LABEL,
         }
     ),
+    # the grid operator's validated energy of one meter per interval (signed by an operator the
+    # community named; the market decides whether and how it settles on it)
+    "gridops": Obj(
+        {
+            "meter": KEY_ID,
+            "metering_point": LABEL,
+            "rows": List(
+                Obj(
+                    {
+                        "interval": TIME,
+                        "import_wh": Int(0, MAX_ENERGY_WH),
+                        "export_wh": Int(0, MAX_ENERGY_WH),
+                        "quality": Str(choices=GRIDOPS_QUALITIES),
+                    }
+                ),
+                max_items=MAX_GRIDOPS_ROWS,
+            ),
+        }
+    ),
     "propose": Obj(
         {"action": Str(choices=GOV_ACTIONS), "args": FreeObj(), "deadline": TIME},
         {"note": Str(0, 280)},
@@ -91,11 +114,18 @@ BODY_SCHEMAS: dict[str, Obj] = {
             "result_root": HEX64,
             "state_root": HEX64,
             "sequencer": KEY_ID,
+            "round": ROUND,
             "txs": List(Obj(dict.fromkeys(ENVELOPE_FIELDS, Any_())), max_items=100_000),
             "results": List(Any_(), max_items=1_000_000),
-        }
+        },
+        # on the blocks topic a block is a proposal: the round it is proposed in, and the round
+        # in which a quorum prevoted for it before (-1: none); absent in catch-up replies
+        {"proposal_round": ROUND, "valid_round": Int(-1, 2**31)},
     ),
-    "seal": Obj({"height": Int(0, 2**53 - 1), "header": HEX64}),
+    # consensus votes (chain.consensus): a prevote, and a precommit called a seal; a quorum of
+    # seals of one round for a header makes its block final
+    "prevote": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
+    "seal": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
     # node -> one meter's agent (never a transaction): which of its messages the ledger holds in
     # a final block (``height``) or refused for good (``refused``); see chain/notice.py
     "notice": Obj(
