@@ -8,11 +8,17 @@ State (the app's namespace of the ledger state, committed by the state root):
   settled     {interval: {trades, settlement}}                 kept for corrections
   resettle    [interval, ...]                                  corrected readings to apply
   balances    {account: micro-units}                           members + "grid_fees"
+  gridops     {meter: {interval: [import_wh, export_wh, quality]}}  the grid operator's data
+  resettle_gridops [interval, ...]                             intervals its new data changes
+(``gridops`` and ``resettle_gridops`` appear with the first grid operator's data, so a community
+settling on its meters alone keeps the state it always had.)
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
-than the meter's enrolled capacity allows since its neighbouring reading); rejections are the
-engine's.
+than the meter's enrolled capacity allows since its neighbouring reading); ``gridops`` when the
+grid operator's data is recorded; rejections are the engine's. Where the community's
+``settlement_source`` is not ``meter``, settlements and adjustments say where their energy came
+from (``source``: ``meter``, ``gridops`` or ``mixed``).
 """
 
 from __future__ import annotations
@@ -24,14 +30,29 @@ from chain.app import AppContext
 from chain.envelope import Envelope, Rejected
 from market import params as market_params
 from market.clearing import COMMUNITY, Order, Trade, clear
-from market.settlement import Reading, Settlement, TradeSettlement, adjust, check_reading, settle
+from market.params import GRIDOPS, METER
+from market.settlement import (
+    MISSING_GRIDOPS,
+    Delivery,
+    Reading,
+    Settlement,
+    TradeSettlement,
+    adjust,
+    check_reading,
+    settle,
+)
+
+# A better grid operator's value replaces a worse one, never the other way round (docs/market.md).
+FINAL_QUALITIES = ("measured", "replaced")
 
 
 class MarketApp:
     """peerwatt's market application (see module docstring)."""
 
     name = "market"
-    tx_types = frozenset({"order", "reading"})
+    tx_types = frozenset({"order", "reading", "gridops"})
+    # signed by a member's or validator's key (the engine checks that), not a meter's
+    operator_tx_types = frozenset({"gridops"})
 
     # -- genesis and parameters ----------------------------------------------------------------
 
@@ -47,12 +68,16 @@ class MarketApp:
         p = market_params.with_defaults(ctx.params)
         if env.type == "order":
             self._check_order(ctx, p, env)
+        elif env.type == "gridops":
+            _gridops_changes(ctx, p, env)
         else:
             self._check_reading(ctx, p, env)
 
     def deliver_tx(self, ctx: AppContext, env: Envelope, position: int) -> list[dict[str, Any]]:
         self.check_tx(ctx, env)
         body = env.body
+        if env.type == "gridops":
+            return self._deliver_gridops(ctx, market_params.with_defaults(ctx.params), env)
         if env.type == "order":
             interval = str(body["interval"])
             book = ctx.state["book"].setdefault(interval, {})
@@ -140,9 +165,49 @@ class MarketApp:
 
     # -- settlement ----------------------------------------------------------------------------
 
+    def _deliver_gridops(self, ctx: AppContext, p: dict[str, Any], env: Envelope) -> list[dict[str, Any]]:
+        """Record the grid operator's changed rows and queue exactly the settled intervals they change."""
+        body = env.body
+        changed, ignored = _gridops_changes(ctx, p, env)
+        rows = ctx.state.setdefault("gridops", {}).setdefault(body["meter"], {})
+        queue = ctx.state.setdefault("resettle_gridops", [])
+        for row in changed:
+            rows[str(row["interval"])] = [row["import_wh"], row["export_wh"], row["quality"]]
+            if str(row["interval"]) in ctx.state["settled"] and row["interval"] not in queue:
+                queue.append(row["interval"])
+        result: dict[str, Any] = {
+            "kind": "gridops",
+            "meter": body["meter"],
+            "metering_point": body["metering_point"],
+            "recorded": len(changed),
+            "unchanged": len(body["rows"]) - len(changed) - len(ignored),
+            "ignored_estimates": ignored,
+        }
+        if changed:
+            result["from"] = min(r["interval"] for r in changed)
+            result["to"] = max(r["interval"] for r in changed)
+        return [result]
+
+    def _measured(
+        self, ctx: AppContext, p: dict[str, Any], interval: int, meters: list[str]
+    ) -> dict[str, Delivery | str]:
+        """The meters whose delivery in ``interval`` comes from the grid operator's data (or, when
+        the community settles on it alone, is missing from it), by the settlement source."""
+        if p["settlement_source"] == METER:
+            return {}
+        data = ctx.state.get("gridops", {})
+        measured: dict[str, Delivery | str] = {}
+        for m in meters:
+            row = data.get(m, {}).get(str(interval))
+            if row is not None:
+                measured[m] = Delivery(import_wh=row[0], export_wh=row[1])
+            elif p["settlement_source"] == GRIDOPS:
+                measured[m] = MISSING_GRIDOPS
+        return measured
+
     def _settlement(
         self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]
-    ) -> Settlement:
+    ) -> tuple[Settlement, dict[str, Delivery | str]]:
         readings = ctx.state["readings"]
 
         def reading(meter: str, at: int) -> Reading | None:
@@ -164,7 +229,8 @@ class MarketApp:
             for t in trades
         ]
         meters = sorted({t.seller for t in objs} | {t.buyer for t in objs})
-        return settle(
+        measured = self._measured(ctx, p, interval, meters)
+        settlement = settle(
             objs,
             start_readings={m: reading(m, interval - p["interval_s"]) for m in meters},
             end_readings={m: reading(m, interval) for m in meters},
@@ -173,14 +239,33 @@ class MarketApp:
             interval_s=p["interval_s"],
             grid_fee_per_kwh=p["grid_fee_per_kwh"],
             levies_per_kwh=p["levies_per_kwh"],
+            measured=measured,
         )
+        return settlement, measured
 
     def _all_readings_in(self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]) -> bool:
+        """Whether every traded meter's figures for ``interval`` are in, from the settlement's source."""
         readings = ctx.state["readings"]
+        data = ctx.state.get("gridops", {})
         meters = {t["seller"] for t in trades} | {t["buyer"] for t in trades}
-        return all(
-            str(at) in readings.get(m, {}) for m in meters for at in (interval - p["interval_s"], interval)
-        )
+
+        def has_data(m: str) -> bool:
+            return str(interval) in data.get(m, {})
+
+        def has_readings(m: str) -> bool:
+            return all(str(at) in readings.get(m, {}) for at in (interval - p["interval_s"], interval))
+
+        if p["settlement_source"] == GRIDOPS:
+            return all(has_data(m) for m in meters)
+        if p["settlement_source"] == METER:
+            return all(has_readings(m) for m in meters)
+        return all(has_data(m) or has_readings(m) for m in meters)
+
+    def _deadline(self, p: dict[str, Any], interval: int) -> int:
+        """When an interval is settled with whatever is in (missing figures flag its trades)."""
+        if p["settlement_source"] == GRIDOPS:
+            return interval + p["interval_s"] + p["gridops_window_s"]
+        return interval + (1 + p["settle_after_intervals"]) * p["interval_s"]
 
     def _apply_balances(
         self, ctx: AppContext, interval: int, changes: dict[str, int]
@@ -204,14 +289,16 @@ class MarketApp:
         for key in sorted(ctx.state["cleared"], key=int):
             interval = int(key)
             trades = ctx.state["cleared"][key]["trades"]
-            deadline = interval + (1 + p["settle_after_intervals"]) * p["interval_s"]
+            deadline = self._deadline(p, interval)
             if ctx.time < interval + p["interval_s"]:
                 continue
             if ctx.time < deadline and not self._all_readings_in(ctx, p, interval, trades):
                 continue
-            settlement = self._settlement(ctx, p, interval, trades)
+            settlement, measured = self._settlement(ctx, p, interval, trades)
             for ts in settlement.trades:
-                results.append(_settlement_result(interval, ts))
+                results.append(
+                    _with_source(p, measured, ts.seller, ts.buyer, _settlement_result(interval, ts))
+                )
             results.extend(self._apply_balances(ctx, interval, settlement.balance_changes))
             del ctx.state["cleared"][key]
             ctx.state["settled"][key] = {"trades": trades, "settlement": _encode_settlement(settlement)}
@@ -219,35 +306,43 @@ class MarketApp:
 
     def _apply_corrections(self, ctx: AppContext, p: dict[str, Any]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
-        for interval in sorted(ctx.state["resettle"]):
+        from_gridops = set(ctx.state.get("resettle_gridops", []))
+        for interval in sorted(set(ctx.state["resettle"]) | from_gridops):
             stored = ctx.state["settled"].get(str(interval))
             if stored is None:
                 continue
             previous = _decode_settlement(stored["settlement"])
-            corrected = self._settlement(ctx, p, interval, stored["trades"])
+            corrected, measured = self._settlement(ctx, p, interval, stored["trades"])
             change = adjust(previous, corrected)
             if change.is_empty:
                 continue
             for ta in change.trades:
-                results.append(
-                    {
-                        "kind": "adjustment",
-                        "interval": interval,
-                        "trade": f"{ta.sell_order[:24]}:{ta.buy_order[:24]}",
-                        "seller": ta.seller,
-                        "buyer": ta.buyer,
-                        "delta_wh": ta.settled_wh_delta,
-                        "delta_value": ta.value_delta,
-                        "delta_grid_fee": ta.grid_fee_delta,
-                        "delta_levies": ta.levies_delta,
-                        "status": ta.status_after,
-                        "flag": ta.flag_after,
-                        "reason": "late_reading" if ta.status_before != "settled" else "corrected_reading",
-                    }
-                )
+                if interval in from_gridops:
+                    reason = "gridops_data"
+                elif ta.status_before != "settled":
+                    reason = "late_reading"
+                else:
+                    reason = "corrected_reading"
+                adjustment = {
+                    "kind": "adjustment",
+                    "interval": interval,
+                    "trade": f"{ta.sell_order[:24]}:{ta.buy_order[:24]}",
+                    "seller": ta.seller,
+                    "buyer": ta.buyer,
+                    "delta_wh": ta.settled_wh_delta,
+                    "delta_value": ta.value_delta,
+                    "delta_grid_fee": ta.grid_fee_delta,
+                    "delta_levies": ta.levies_delta,
+                    "status": ta.status_after,
+                    "flag": ta.flag_after,
+                    "reason": reason,
+                }
+                results.append(_with_source(p, measured, ta.seller, ta.buyer, adjustment))
             results.extend(self._apply_balances(ctx, interval, change.balance_changes))
             stored["settlement"] = _encode_settlement(corrected)
         ctx.state["resettle"] = []
+        if "resettle_gridops" in ctx.state:
+            ctx.state["resettle_gridops"] = []
         return results
 
     def _clear_interval(self, ctx: AppContext, p: dict[str, Any], interval: int) -> list[dict[str, Any]]:
@@ -323,19 +418,30 @@ class MarketApp:
         """Forget readings and settlements that can no longer matter (outside the correction window)."""
         keep_from = ctx.time - (p["correction_window_intervals"] + 1) * p["interval_s"]
         pending = [int(i) for i in ctx.state["cleared"]]
-        if pending:
+        if pending and p["settlement_source"] != GRIDOPS:  # readings settle pending intervals
             keep_from = min(keep_from, min(pending) - p["interval_s"])
         for meter in list(ctx.state["readings"]):
             readings = ctx.state["readings"][meter]
             for interval in [i for i in readings if int(i) < keep_from]:
                 del readings[interval]
-        for interval in [i for i in ctx.state["settled"] if int(i) < keep_from]:
+        keep_settled_from = keep_from
+        if p["settlement_source"] != METER:
+            # the grid operator's data may still change what was settled (and is kept as long)
+            oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
+            keep_settled_from = min(keep_from, oldest_data)
+            data = ctx.state.get("gridops", {})
+            for meter in list(data):
+                for interval in [i for i in data[meter] if int(i) < oldest_data]:
+                    del data[meter][interval]
+                if not data[meter]:
+                    del data[meter]
+        for interval in [i for i in ctx.state["settled"] if int(i) < keep_settled_from]:
             del ctx.state["settled"][interval]
 
     def next_block_due(self, ctx: AppContext) -> int | None:
         p = market_params.with_defaults(ctx.params)
         times = [int(i) - p["gate_s"] for i in ctx.state["book"]]
-        times += [int(i) + (1 + p["settle_after_intervals"]) * p["interval_s"] for i in ctx.state["cleared"]]
+        times += [self._deadline(p, int(i)) for i in ctx.state["cleared"]]
         due = [t for t in times if t > ctx.time]
         return min(due) if due else None
 
@@ -357,6 +463,63 @@ def _settlement_result(interval: int, ts: TradeSettlement) -> dict[str, Any]:
         "flag": ts.flag,
         "flagged_meter": ts.flagged_meter,
     }
+
+
+def _with_source(
+    p: dict[str, Any], measured: dict[str, Delivery | str], seller: str, buyer: str, result: dict[str, Any]
+) -> dict[str, Any]:
+    """``result`` with the source of its energy figures (only where the community does not settle on
+    its meters alone): ``gridops`` or ``meter`` when both parties' figures came from there, else
+    ``mixed``."""
+    if p["settlement_source"] == METER:
+        return result
+    sources = {GRIDOPS if m in measured else METER for m in (seller, buyer)}
+    result["source"] = sources.pop() if len(sources) == 1 else "mixed"
+    return result
+
+
+def _gridops_changes(
+    ctx: AppContext, p: dict[str, Any], env: Envelope
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Check a ``gridops`` transaction (raise Rejected) and return the rows it changes and the
+    intervals of the estimates it may not record (the ledger holds a measured or replaced value).
+    The grid operator's values are not checked against the meter's capacity: they are the
+    operator's validated billing quantities."""
+    body = env.body
+    if p["settlement_source"] == METER:
+        raise Rejected("gridops_not_used", "this community settles on its meters' readings alone")
+    if env.signer not in p["gridops_operators"]:
+        raise Rejected("not_gridops_operator", "the signer is not one of the community's gridops_operators")
+    if body["meter"] not in ctx.meters:
+        raise Rejected("unknown_meter", f"no meter {body['meter']} was ever enrolled")
+    recorded = ctx.state.get("gridops", {}).get(body["meter"], {})
+    seen: set[int] = set()
+    changed: list[dict[str, Any]] = []
+    ignored: list[int] = []
+    for row in body["rows"]:
+        interval = row["interval"]
+        if interval % p["interval_s"]:
+            raise Rejected(
+                "interval_not_aligned", f"interval {interval} is not a multiple of {p['interval_s']} s"
+            )
+        if interval in seen:
+            raise Rejected("duplicate_interval", f"interval {interval} appears twice")
+        seen.add(interval)
+        if interval + p["interval_s"] > ctx.time:
+            raise Rejected("interval_not_ended", f"interval {interval} has not ended")
+        if interval + p["interval_s"] + p["gridops_window_s"] < ctx.time:
+            raise Rejected("gridops_too_old", f"interval {interval} is outside the gridops_window_s")
+        before = recorded.get(str(interval))
+        value = [row["import_wh"], row["export_wh"], row["quality"]]
+        if before == value:
+            continue
+        if before is not None and row["quality"] == "estimated" and before[2] in FINAL_QUALITIES:
+            ignored.append(interval)
+            continue
+        changed.append(row)
+    if not changed and not ignored:
+        raise Rejected("duplicate_import", "the ledger already holds exactly these values")
+    return changed, ignored
 
 
 def _reading_flag(ctx: AppContext, meter: str, interval: int, readings: dict[str, list]) -> str | None:

@@ -22,7 +22,20 @@ DEFAULTS: dict[str, Any] = {
     "community_price": 150_000,
     # how long a departed member's payloads are kept after the erasure vote (s); peerwatt/node/erasure.py
     "retention_s": 0,
+    # what the market settles on (docs/market.md, "The grid operator's data"): the meters' signed
+    # readings, the grid operator's validated data, or readings first and re-settlement on the
+    # grid operator's data when it arrives
+    "settlement_source": "meter",
+    # key ids (members or validators) that may sign the grid operator's data (`gridops` txs)
+    "gridops_operators": [],
+    # the grid operator's data is accepted until this long after an interval's end (40 days);
+    # under the "gridops" source an interval waits that long for it. The state keeps the
+    # settlements (and the data) of that long, a cost paid in every block
+    "gridops_window_s": 40 * 86_400,
 }
+
+METER, GRIDOPS, METER_THEN_GRIDOPS = "meter", "gridops", "meter_then_gridops"
+SETTLEMENT_SOURCES = (METER, GRIDOPS, METER_THEN_GRIDOPS)
 
 INT_PARAMS = (
     "interval_s",
@@ -36,6 +49,7 @@ INT_PARAMS = (
     "levies_per_kwh",
     "community_price",
     "retention_s",
+    "gridops_window_s",
 )
 
 
@@ -65,3 +79,16 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}")
     if p["mechanism"] == COMMUNITY and not p["feed_in_price"] <= p["community_price"] <= p["retail_price"]:
         raise ValueError("community_price must lie between feed_in_price and retail_price")
+    if p["settlement_source"] not in SETTLEMENT_SOURCES:
+        raise ValueError(f"settlement_source must be one of {', '.join(SETTLEMENT_SOURCES)}")
+    operators = p["gridops_operators"]
+    if not isinstance(operators, list) or not all(
+        isinstance(k, str) and len(k) == 32 and all(c in "0123456789abcdef" for c in k) for k in operators
+    ):
+        raise ValueError("gridops_operators must be a list of key ids (32 lowercase hex digits)")
+    if p["settlement_source"] != METER and not operators:
+        raise ValueError(
+            f"settlement_source {p['settlement_source']!r} needs gridops_operators (who signs the data)"
+        )
+    if p["gridops_window_s"] < p["interval_s"]:
+        raise ValueError("gridops_window_s must be at least one interval")

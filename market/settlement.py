@@ -40,7 +40,15 @@ METER_REPLACED = "meter_replaced"
 COUNTER_BACKWARDS = "counter_backwards"
 SERIAL_NOT_ENROLLED = "serial_not_enrolled"
 IMPLAUSIBLE_JUMP = "implausible_jump"
-FLAGS = (MISSING_READING, METER_REPLACED, SERIAL_NOT_ENROLLED, COUNTER_BACKWARDS, IMPLAUSIBLE_JUMP)
+MISSING_GRIDOPS = "missing_gridops"
+FLAGS = (
+    MISSING_READING,
+    METER_REPLACED,
+    SERIAL_NOT_ENROLLED,
+    COUNTER_BACKWARDS,
+    IMPLAUSIBLE_JUMP,
+    MISSING_GRIDOPS,
+)
 
 SETTLED = "settled"
 UNSETTLED = "unsettled"
@@ -224,13 +232,16 @@ def settle(
     grid_fee_per_kwh: int = 0,
     levies_per_kwh: int = 0,
     enrolled_serials: Mapping[str, str] | None = None,
+    measured: Mapping[str, Delivery | str] | None = None,
 ) -> Settlement:
     """Settle one interval's ``trades`` (in their cleared order) against the meters' readings.
 
     ``start_readings``/``end_readings`` map a meter key id to its reading at the interval's
     start/end (absent or ``None`` = missing); ``capacity_w`` maps every traded meter to its
     enrolled maximum power, and ``enrolled_serials`` (when given) to its enrolled serial. Fee and
-    levies rates are the community's per-kWh parameters.
+    levies rates are the community's per-kWh parameters. ``measured`` (when given) holds, for some
+    meters, their delivery from another source (the grid operator's data) or the flag why there is
+    none; those meters' readings are not looked at.
     """
     require_int("interval_s", interval_s, 1)
     require_int("grid_fee_per_kwh", grid_fee_per_kwh, 0)
@@ -240,7 +251,7 @@ def settle(
         if account in meters:
             raise ValueError(f"a meter may not be named {account!r} (a community account)")
     flags, deliveries = _check_meters(
-        meters, start_readings, end_readings, capacity_w, interval_s, enrolled_serials
+        meters, start_readings, end_readings, capacity_w, interval_s, enrolled_serials, measured or {}
     )
     seller_shares = _shares(trades, "seller", {m: d.export_wh for m, d in deliveries.items()})
     buyer_shares = _shares(trades, "buyer", {m: d.import_wh for m, d in deliveries.items()})
@@ -294,15 +305,25 @@ def _check_meters(
     capacity_w: Mapping[str, int],
     interval_s: int,
     enrolled_serials: Mapping[str, str] | None,
+    measured: Mapping[str, Delivery | str],
 ) -> tuple[dict[str, str], dict[str, Delivery]]:
     """Per traded meter: its delivery in the interval, or the flag saying why its readings cannot
-    be trusted (each meter in exactly one of the two maps)."""
+    be trusted (each meter in exactly one of the two maps); ``measured`` overrides the readings."""
     flags: dict[str, str] = {}
     deliveries: dict[str, Delivery] = {}
     for meter in meters:
         if meter not in capacity_w:
             raise ValueError(f"no enrolled capacity for meter {meter}")
         capacity = require_int(f"capacity_w of {meter}", capacity_w[meter], 0)
+        if meter in measured:
+            given = measured[meter]
+            if isinstance(given, str):
+                flags[meter] = given
+            else:
+                require_int(f"import_wh of {meter}", given.import_wh, 0)
+                require_int(f"export_wh of {meter}", given.export_wh, 0)
+                deliveries[meter] = given
+            continue
         outcome = check_meter(
             start_readings.get(meter),
             end_readings.get(meter),
