@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "community": "peerwatt.commands.community:community",
     "member": "peerwatt.commands.member:member",
     "statements": "peerwatt.commands.statements:statements",
+    "gridops": "peerwatt.commands.gridops:gridops",
 }
 
 

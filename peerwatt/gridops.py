@@ -1,0 +1,220 @@
+"""The grid operator's validated data: reading its CSV file and turning it into `gridops`
+transactions (docs/billing.md, "The grid operator's data"; docs/market.md for the transaction).
+
+Pure functions of their inputs (text, the ledger's recorded values, a key and a time): the command
+(`peerwatt gridops import`, peerwatt/commands/gridops.py) does the I/O.
+
+The CSV layout (comma or semicolon separated, one header line, columns in any order):
+
+    metering_point,interval_start,import_wh,export_wh,quality
+    AT0030000000000000000000000012345,2026-06-01T00:00:00+02:00,312,0,measured
+
+- ``metering_point``: the grid operator's id of the metering point (mapped to an enrolled meter
+  by ``[gridops.metering_points]`` in billing.toml, one metering point per meter), or the meter's
+  key id itself;
+- ``interval_start``: ISO 8601 with a UTC offset (``Z`` or ``+02:00``), at an interval boundary;
+- ``import_wh``/``export_wh``: whole Wh; or ``import_kwh``/``export_kwh`` with at most three
+  decimals and a decimal point (``0.312``), converted exactly;
+- ``quality``: ``measured``, ``estimated`` or ``replaced``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chain.envelope import Envelope, sign_envelope
+from chain.keys import PrivateKey
+from chain.messages import GRIDOPS_QUALITIES, MAX_ENERGY_WH, MAX_GRIDOPS_ROWS
+
+ID_COLUMNS = ("metering_point", "interval_start", "quality")
+WH_COLUMNS = ("import_wh", "export_wh")
+KWH_COLUMNS = ("import_kwh", "export_kwh")
+TTL_S = 24 * 3600  # an import is published at once; a day covers a slow node
+
+_WHOLE = re.compile(r"[0-9]{1,12}")
+_KWH = re.compile(r"([0-9]{1,9})(?:\.([0-9]{1,3}))?")
+_LABEL = re.compile(r"[\x21-\x7e]{1,64}")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class GridopsError(ValueError):
+    """A file or setting that cannot be imported; the message is one line naming the place."""
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One row of the grid operator's data: energy of a metering point in one interval."""
+
+    line: int
+    metering_point: str
+    interval: int
+    import_wh: int
+    export_wh: int
+    quality: str
+
+    def body_row(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "import_wh": self.import_wh,
+            "export_wh": self.export_wh,
+            "quality": self.quality,
+        }
+
+
+def _energy(text: str, column: str, where: str) -> int:
+    text = text.strip()
+    if column.endswith("_wh"):
+        if not _WHOLE.fullmatch(text):
+            raise GridopsError(f"{where}: {column} {text!r} is not a whole number of Wh")
+        value = int(text)
+    else:
+        match = _KWH.fullmatch(text)
+        if match is None:
+            raise GridopsError(
+                f"{where}: {column} {text!r} is not a kWh value with at most 3 decimals (e.g. 0.312)"
+            )
+        value = int(match.group(1)) * 1000 + int((match.group(2) or "0").ljust(3, "0"))
+    if value > MAX_ENERGY_WH:
+        raise GridopsError(f"{where}: {column} {text!r} is more than {MAX_ENERGY_WH} Wh")
+    return value
+
+
+def _interval(text: str, interval_s: int, where: str) -> int:
+    text = text.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise GridopsError(
+            f"{where}: interval_start {text!r} is not an ISO 8601 time (2026-06-01T00:00:00+02:00)"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise GridopsError(f"{where}: interval_start {text!r} has no UTC offset (add Z or +02:00)")
+    seconds = int(moment.timestamp())
+    if moment.microsecond or seconds % interval_s:
+        raise GridopsError(f"{where}: interval_start {text!r} is not at a {interval_s} s interval boundary")
+    return seconds
+
+
+def parse_csv(text: str, name: str, interval_s: int) -> list[GridRow]:
+    """The rows of a grid operator's CSV file (layout in the module docstring); GridopsError with
+    ``NAME line N: ...`` for the first line that cannot be read."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise GridopsError(f"{name} line 1: expected the header line ({','.join(ID_COLUMNS + WH_COLUMNS)})")
+    header_line = lines[0].lstrip("\ufeff")
+    delimiter = ";" if ";" in header_line and "," not in header_line else ","
+    reader = csv.reader(io.StringIO("\n".join([header_line, *lines[1:]])), delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    energy = WH_COLUMNS if "import_wh" in header or "export_wh" in header else KWH_COLUMNS
+    expected = (*ID_COLUMNS[:2], *energy, ID_COLUMNS[2])
+    unknown = [h for h in header if h not in expected]
+    missing = [h for h in expected if h not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        raise GridopsError(
+            f"{name} line 1: the header must name the columns {','.join(expected)} "
+            f"(unknown: {', '.join(unknown) or '-'}; missing: {', '.join(missing) or '-'})"
+        )
+    col = {h: i for i, h in enumerate(header)}
+    rows: list[GridRow] = []
+    first_line: dict[tuple[str, int], int] = {}
+    for fields in reader:
+        where = f"{name} line {reader.line_num}"
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise GridopsError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+        point = fields[col["metering_point"]].strip()
+        if not _LABEL.fullmatch(point):
+            raise GridopsError(f"{where}: metering_point {point!r} must be 1-64 printable ASCII characters")
+        quality = fields[col["quality"]].strip().lower()
+        if quality not in GRIDOPS_QUALITIES:
+            raise GridopsError(f"{where}: quality {quality!r} is not one of {', '.join(GRIDOPS_QUALITIES)}")
+        interval = _interval(fields[col["interval_start"]], interval_s, where)
+        import_wh = _energy(fields[col[energy[0]]], energy[0], where)
+        export_wh = _energy(fields[col[energy[1]]], energy[1], where)
+        earlier = first_line.setdefault((point, interval), reader.line_num)
+        if earlier != reader.line_num:
+            shown = fields[col["interval_start"]].strip()
+            raise GridopsError(f"{where}: {point} at {shown} is also on line {earlier}")
+        rows.append(GridRow(reader.line_num, point, interval, import_wh, export_wh, quality))
+    if not rows:
+        raise GridopsError(f"{name}: no data rows after the header")
+    return rows
+
+
+def metering_points(billing: dict[str, Any], where: str) -> dict[str, str]:
+    """``[gridops.metering_points]`` of billing.toml: metering point id -> meter key id."""
+    table = billing.get("gridops", {})
+    if not isinstance(table, dict) or not isinstance(table.get("metering_points", {}), dict):
+        raise GridopsError(f'{where}: [gridops.metering_points] must be a table of "point" = "meter key id"')
+    points = table.get("metering_points", {})
+    for point, meter in points.items():
+        if not isinstance(meter, str) or not _KEY_ID.fullmatch(meter):
+            raise GridopsError(
+                f"{where}: [gridops.metering_points] {point!r} must name a meter key id (32 hex)"
+            )
+    return dict(points)
+
+
+def assign_meters(
+    rows: list[GridRow], points: dict[str, str], meters: set[str], name: str
+) -> dict[str, list[GridRow]]:
+    """The rows by enrolled meter key id; GridopsError naming the first row whose metering point
+    is neither mapped nor an enrolled meter's key id."""
+    by_meter: dict[str, list[GridRow]] = {}
+    for row in rows:
+        meter = points.get(row.metering_point, row.metering_point)
+        if meter not in meters:
+            raise GridopsError(
+                f"{name} line {row.line}: metering point {row.metering_point} is not mapped to an enrolled "
+                "meter (add it to [gridops.metering_points] in billing.toml)"
+            )
+        first = by_meter.setdefault(meter, [row])[0]
+        if first.metering_point != row.metering_point:
+            raise GridopsError(
+                f"{name} line {row.line}: metering point {row.metering_point} and {first.metering_point} "
+                f"(line {first.line}) are both mapped to meter {meter}; one metering point per meter"
+            )
+        if first is not row:
+            by_meter[meter].append(row)
+    return by_meter
+
+
+def bodies(
+    by_meter: dict[str, list[GridRow]], recorded: dict[str, dict[str, list[Any]]]
+) -> list[dict[str, Any]]:
+    """The `gridops` bodies that bring the ledger to the file's values: per meter, the rows that
+    differ from what it records (``recorded``: the market state's ``gridops``), in interval order,
+    at most MAX_GRIDOPS_ROWS each. Nothing differs: no bodies (an import is idempotent)."""
+    out: list[dict[str, Any]] = []
+    for meter in sorted(by_meter):
+        held = recorded.get(meter, {})
+        rows = sorted(by_meter[meter], key=lambda r: r.interval)
+        new = [r for r in rows if held.get(str(r.interval)) != [r.import_wh, r.export_wh, r.quality]]
+        for start in range(0, len(new), MAX_GRIDOPS_ROWS):
+            chunk = new[start : start + MAX_GRIDOPS_ROWS]
+            out.append(
+                {
+                    "meter": meter,
+                    "metering_point": chunk[0].metering_point,
+                    "rows": [r.body_row() for r in chunk],
+                }
+            )
+    return out
+
+
+def sign_bodies(
+    key: PrivateKey, community: str, bodies_: list[dict[str, Any]], first_seq: int, now: int
+) -> list[Envelope]:
+    """One signed `gridops` envelope per body, with consecutive seqs from ``first_seq``."""
+    return [
+        sign_envelope(
+            key, type="gridops", community=community, seq=first_seq + i, body=body, created=now, ttl_s=TTL_S
+        )
+        for i, body in enumerate(bodies_)
+    ]
