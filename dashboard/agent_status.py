@@ -36,6 +36,18 @@ WHAT_TO_DO_METER = (
     "on the device shows whether the meter answers. The agent offers nothing it cannot back while "
     'the meter fails. More in docs/agent.md, "Troubleshooting" (meter not answering).'
 )
+NOT_ENROLLED_WARNING = (
+    "Your meter is not enrolled on the community's ledger: the ledger refuses its orders and "
+    "readings, so your household does not trade and no money moves."
+)
+WHAT_TO_DO_NOT_ENROLLED = (
+    "A new household trades once the community has voted it in: ask a member to propose it "
+    "(`peerwatt member admit`, docs/governance.md) and the members to vote; the agent's log says "
+    "`meter <id> is enrolled ...: trading starts` when the vote has passed. If your meter was "
+    "enrolled before, it was revoked, or the agent signs with another key than the one in your "
+    "join request: ask the community's coordinator. More in docs/agent.md, "
+    '"Troubleshooting" (not enrolled).'
+)
 
 
 class AgentStatusBoard:
@@ -74,8 +86,10 @@ class AgentStatusBoard:
             self._latest[meter] = (self.clock(), status, text if status is None else "")
 
     def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
-        """What the household page shows: state (online, offline, stale, meter_failing, unknown),
-        the figures of the last status, and a warning with what to do."""
+        """What the household page shows: state (online, not_enrolled, offline, stale,
+        meter_failing, unknown), the figures of the last status, a warning with what to do, and
+        apart from it an enrolment warning when the agent reports ``enrolled: false`` (whatever
+        else is wrong: a meter the ledger refuses trades nothing even once it reads again)."""
         with self._lock:
             entry = self._latest.get(meter)
         out: dict[str, Any] = {
@@ -94,6 +108,8 @@ class AgentStatusBoard:
             "alarms": [],
             "warning": None,
             "what_to_do": None,
+            "enrolment_warning": None,
+            "enrolment_what_to_do": None,
         }
         if entry is None:
             out["warning"] = (
@@ -128,6 +144,9 @@ class AgentStatusBoard:
         out["last_receipt"] = _receipt(status.get("last_receipt"))
         enrolled = status.get("enrolled")
         out["enrolled"] = enrolled if enrolled in (True, False, "unknown") else None
+        if enrolled is False:  # the agent runs, but the ledger refuses everything it sends
+            out["enrolment_warning"] = NOT_ENROLLED_WARNING
+            out["enrolment_what_to_do"] = WHAT_TO_DO_NOT_ENROLLED
         alarms = status.get("alarms")
         out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
         sent = status.get("time")
@@ -145,7 +164,7 @@ class AgentStatusBoard:
             )
             out["what_to_do"] = WHAT_TO_DO_OFFLINE
         else:
-            out["state"] = "online"
+            out["state"] = "not_enrolled" if enrolled is False else "online"
         return out
 
 

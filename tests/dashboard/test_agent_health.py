@@ -206,7 +206,7 @@ def test_last_receipt_and_enrolment_are_shown(wired):
     agent.publish(topic, _status(meter, last_receipt={"height": "x"}, enrolled=False), retain=True)
     panel = _panel(c, meter)
     assert 'id="agent-last-receipt">none verified yet' in panel
-    assert 'id="agent-enrolled">no' in panel and "peerwatt member admit" in panel
+    assert 'id="agent-enrolled" class="bad">no' in panel and "peerwatt member admit" in panel
 
 
 def test_what_to_do_points_to_the_agents_troubleshooting_section():
@@ -227,3 +227,103 @@ def test_what_to_do_points_to_the_agents_troubleshooting_section():
             assert any(e.startswith(problem.lower()) for e in entries), (problem, entries)
         for command in re.findall(r"`([a-z]+ [a-z-]+)", text):  # e.g. `systemctl status ...`
             assert command in section, command
+
+
+def test_a_meter_not_enrolled_is_a_red_warning_with_what_to_do(wired):
+    """An agent that runs while the ledger refuses its meter (``enrolled: false``) trades nothing:
+    the panel says so in red, with what to do, also next to another warning (a failing meter)."""
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, _status(meter, enrolled=False), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online, meter not enrolled' in panel
+    warning = panel.split('id="agent-enrolment-warning"', 1)[1].split("</div>", 1)[0]
+    assert 'role="alert"' in panel.split('id="agent-enrolment-warning"', 1)[0].rsplit("<div", 1)[1]
+    assert "Your meter is not enrolled on the community's ledger" in warning
+    assert "peerwatt member admit" in warning and 'docs/agent.md, "Troubleshooting" (not enrolled)' in warning
+    api = c.get(f"/api/v1/households/{meter}").get_json()["agent"]
+    assert api["state"] == "not_enrolled" and api["enrolled"] is False
+    assert api["enrolment_warning"].startswith("Your meter is not enrolled")
+    # a failing meter keeps its own warning, and the enrolment one stays
+    agent.publish(topic, _status(meter, enrolled=False, meter_ok=False, fault="no answer"), retain=True)
+    panel = _panel(c, meter)
+    assert (
+        "Your agent cannot read your meter: no answer." in panel and 'id="agent-enrolment-warning"' in panel
+    )
+    # enrolled, or not known yet: no enrolment warning
+    for enrolled in (True, "unknown"):
+        agent.publish(topic, _status(meter, enrolled=enrolled), retain=True)
+        panel = _panel(c, meter)
+        assert "agent-enrolment-warning" not in panel and "agent-warning" not in panel
+
+
+AGENT_PROCESS = """
+import sys, time
+from peerwatt.bus import BrokerConfig, MqttBus
+url, topic, payload = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+bus = MqttBus(BrokerConfig.from_url(url), sys.argv[4], will=(topic, b"offline", True))
+bus.start()
+assert bus.wait_connected(10)
+bus.publish(topic, payload, retain=True, on_ack=lambda: print("ready", flush=True))
+time.sleep(60)
+"""
+
+
+def test_offline_warning_after_the_last_will_on_mosquitto(built, tmp_path, mosquitto):
+    """On a real Mosquitto: an agent process (with the agent's last will, as `peerwatt agent`
+    sets it) publishes its status, then dies without a DISCONNECT (SIGKILL, as in a power cut of
+    the device); the broker publishes the will, and the household page turns to the red offline
+    warning with what to do."""
+    import subprocess
+    import sys
+    import time
+
+    from peerwatt.bus import BrokerConfig, MqttBus
+
+    community = built.community.community
+    meter = built.meters[0]
+    topic = Topics.status(community, meter)
+    board = AgentStatusBoard(community)
+    dashboard_bus = MqttBus(BrokerConfig.from_url(mosquitto.url), "dashboard")
+    dashboard_bus.subscribe(board.pattern, board.handle)
+    dashboard_bus.start()
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            AGENT_PROCESS,
+            mosquitto.url,
+            topic,
+            _status(meter, time=int(time.time())).decode(),
+            f"agent-{meter}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert agent.stdout.readline().strip() == "ready"
+        app = make_app(built, tmp_path / "instance", AGENT_STATUS=board)
+        c = app.test_client()
+        assert login(c, "villa").status_code == 302
+        assert dashboard_bus.wait_connected(10)
+        deadline = time.monotonic() + 10
+        while board.health(meter)["state"] != "online" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        panel = _panel(c, meter)
+        assert 'id="agent-state">online' in panel and "agent-warning" not in panel
+        agent.kill()  # no DISCONNECT: the broker sees the connection drop and sends the last will
+        agent.wait(10)
+        deadline = time.monotonic() + 10
+        while board.health(meter)["state"] != "offline" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        panel = _panel(c, meter)
+        assert 'id="agent-state">offline' in panel
+        warning = panel.split('id="agent-warning"', 1)[1].split("</div>", 1)[0]
+        assert "Your agent is offline" in warning and "last will" in warning
+        assert "systemctl status peerwatt-agent" in warning and "journalctl -u peerwatt-agent" in warning
+        assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "offline"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        agent.stdout.close()
+        dashboard_bus.stop()
