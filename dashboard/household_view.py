@@ -345,12 +345,6 @@ def _delivery(conn, meter: str, interval: int, side: str) -> dict[str, Any]:
     return {**out, "metered_wh": None if row is None else row[0]}
 
 
-def pseudonym(meter: str) -> str:
-    """A neighbour's stable pseudonym when the community chose pseudonyms: the start of its meter
-    key id (public on the ledger anyway), never its name."""
-    return f"Neighbour {meter[:6]}"
-
-
 def neighbours(conn, meter: str, start: int, end: int, label) -> list[dict[str, Any]]:
     """Per counterparty and side over [start, end): settled energy and value (what the money table
     counts), the average price of the settled energy (value / energy, half-even), cleared but not

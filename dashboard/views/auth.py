@@ -7,7 +7,7 @@ from flask_login import login_required, login_user, logout_user
 
 from dashboard.accounts import RateLimited
 from dashboard.params import parse_text, safe_next
-from dashboard.views.common import services, viewer
+from dashboard.views.common import names, services, viewer
 
 bp = Blueprint("auth", __name__)
 MAX_NAME_LENGTH = 64  # accounts.NAME_RE
@@ -58,7 +58,7 @@ def me():
     user = viewer()
     if user is None:
         return jsonify(logged_in=False)
-    directory = services().directory()
+    directory = names()
     return jsonify(
         logged_in=True,
         name=user.name,

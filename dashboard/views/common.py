@@ -10,6 +10,7 @@ from flask import abort, current_app
 from flask_login import current_user
 
 from dashboard.accounts import User
+from dashboard.directory import Directory
 from dashboard.params import parse_key_id
 from dashboard.services import Services
 from dashboard.timeutil import local_date
@@ -27,6 +28,17 @@ def viewer() -> User | None:
 def own_meters() -> frozenset[str]:
     user = viewer()
     return user.meters if user is not None else frozenset()
+
+
+def names() -> Directory:
+    """Who is who as the viewer may read it: by name, or, where the community chose pseudonyms
+    (``NEIGHBOUR_NAMES``), every household but the viewer's own by its pseudonym. Admins (the
+    community's coordinators) see names."""
+    directory = services().directory()
+    user = viewer()
+    if current_app.config["NEIGHBOUR_NAMES"] != "pseudonyms" or (user is not None and user.is_admin):
+        return directory
+    return directory.seen_by(own_meters())
 
 
 def require_meter(meter: str) -> User:

@@ -8,7 +8,7 @@ from flask_login import login_required
 
 from dashboard import explorer as ex
 from dashboard.params import MAX_INT, arg_int, parse_int
-from dashboard.views.common import services, viewer
+from dashboard.views.common import names, services, viewer
 
 bp = Blueprint("explorer", __name__)
 MAX_BLOCKS_PAGE = 200
@@ -50,14 +50,14 @@ def block_page(height: str):
     data = ex.block(s.ledger, s.index.conn, _height(height), viewer())
     if data is None:
         abort(404, f"No block at height {height}.")
-    return render_template("block.html", b=data, directory=s.directory())
+    return render_template("block.html", b=data, directory=names())
 
 
 @bp.route("/explorer/governance")
 def governance_page():
     s = services()
     return render_template(
-        "governance.html", proposals=ex.governance(s.ledger, s.index.conn, viewer()), directory=s.directory()
+        "governance.html", proposals=ex.governance(s.ledger, s.index.conn, viewer()), directory=names()
     )
 
 

@@ -14,7 +14,7 @@ from dashboard.params import arg_choice, arg_date
 from dashboard.receipt_view import build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
-from dashboard.views.common import ledger_today, require_meter, services, viewer
+from dashboard.views.common import ledger_today, names, require_meter, services, viewer
 
 bp = Blueprint("household", __name__)
 
@@ -29,7 +29,7 @@ def _summary(meter: str) -> dict:
     anchor = arg_date("date") or today
     p = period(view, anchor, tz)
     conn = s.index.conn
-    directory = s.directory()
+    directory = names()
     today_start, today_end = day_range(today, tz)
     owner = directory.owner(meter)
     subunit = current_app.config["CURRENCY_SUBUNIT"]
@@ -67,7 +67,7 @@ def _summary(meter: str) -> dict:
             meter,
             p.start,
             p.end,
-            hh.pseudonym if current_app.config["NEIGHBOUR_NAMES"] == "pseudonyms" else directory.label,
+            directory.label,
         ),
         "neighbour_names": current_app.config["NEIGHBOUR_NAMES"],
         "statement": hh.statement(conn, meter, p.start, p.end, params),
@@ -85,7 +85,7 @@ def _summary(meter: str) -> dict:
 def mine():
     user = viewer()
     if user.is_admin:
-        return render_template("households.html", households=services().directory().households())
+        return render_template("households.html", households=names().households())
     return redirect(url_for("household.page", meter=sorted(user.meters)[0]))
 
 
@@ -95,9 +95,7 @@ def page(meter: str):
     require_meter(meter)
     data = _summary(meter)
     s = services()
-    recent = query_page(
-        s.index.conn, TradeFilter(meters=(meter,), limit=20), s.ledger.community.tz, s.directory()
-    )
+    recent = query_page(s.index.conn, TradeFilter(meters=(meter,), limit=20), s.ledger.community.tz, names())
     return render_template("household.html", d=data, trades=recent.rows)
 
 
@@ -105,7 +103,7 @@ def page(meter: str):
 @login_required
 def api_list():
     user = viewer()
-    directory = services().directory()
+    directory = names()
     meters = (
         directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
     )
@@ -154,7 +152,7 @@ def _trade(trade_id: str) -> dict:
         s.index.conn,
         TradeFilter(meters=meters, interval=interval, limit=500),
         s.ledger.community.tz,
-        s.directory(),
+        names(),
     )
     for trade in page.rows:
         if trade["id"] == trade_id:

@@ -22,7 +22,7 @@ from dashboard.trades import (
     csv_chunks,
     query_page,
 )
-from dashboard.views.common import services, viewer
+from dashboard.views.common import names, services, viewer
 
 bp = Blueprint("trades", __name__)
 
@@ -67,7 +67,7 @@ def _page():
         s.index.conn,
         f,
         s.ledger.community.tz,
-        s.directory(),
+        names(),
         after=arg_text("after", max_len=MAX_CURSOR_LENGTH),
         before=arg_text("before", max_len=MAX_CURSOR_LENGTH),
     )
@@ -79,7 +79,7 @@ def _page():
 def page():
     f, page = _page()
     user = viewer()
-    directory = services().directory()
+    directory = names()
     households = (
         directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
     )
@@ -105,9 +105,7 @@ def api():
 def csv():
     s = services()
     f = trade_filter()
-    chunks = csv_chunks(
-        s.index.conn, f, s.ledger.community.tz, s.directory(), s.ledger.params()["interval_s"]
-    )
+    chunks = csv_chunks(s.index.conn, f, s.ledger.community.tz, names(), s.ledger.params()["interval_s"])
     first = next(chunks)  # filter errors surface before the response starts
     name = f"peerwatt-trades-{s.ledger.community.id}.csv"
 

@@ -4,7 +4,11 @@ the community chose (names or pseudonyms)."""
 
 from __future__ import annotations
 
+import csv
 import html as html_lib
+import io
+
+import pytest
 
 from market.money import div_round_half_even
 from tests.dashboard.conftest import login, make_app
@@ -51,9 +55,14 @@ def test_summary_per_neighbour_adds_up(as_villa, built):
     assert "Flat 3B" in table
 
 
-def test_pseudonyms_as_a_community_setting(built, tmp_path):
-    app = make_app(built, tmp_path / "instance", NEIGHBOUR_NAMES="pseudonyms")
-    c = app.test_client()
+@pytest.fixture(scope="module")
+def pseudonymous(built, tmp_path_factory):
+    """A dashboard of a community that chose pseudonyms."""
+    return make_app(built, tmp_path_factory.mktemp("pseudonyms"), NEIGHBOUR_NAMES="pseudonyms")
+
+
+def test_pseudonyms_as_a_community_setting(built, pseudonymous):
+    c = pseudonymous.test_client()
     assert login(c, "villa").status_code == 302
     meter = built.meters[0]
     rows = c.get(f"/api/v1/households/{meter}?view=month&date=2025-06-01").get_json()["neighbours"]
@@ -64,3 +73,95 @@ def test_pseudonyms_as_a_community_setting(built, tmp_path):
     table = page.split('id="neighbours"', 1)[1].split("</table>", 1)[0]
     for name in built.households.values():
         assert name not in table
+
+
+def _everything_a_household_reads(c, meter: str) -> dict[str, str]:
+    """Every page, API answer and CSV of the household that names other households."""
+    out = {}
+    for path in (
+        f"/household/{meter}",
+        f"/household/{meter}?view=month&date=2025-06-01",
+        f"/household/{meter}?view=day&date=2025-06-04",
+        "/trades?from=2025-06-04&to=2025-06-04&limit=500",
+        f"/api/v1/trades?household={meter}&from=2025-06-01&to=2025-06-30&limit=500",
+        f"/api/v1/trades.csv?household={meter}&from=2025-06-01&to=2025-06-30",
+        f"/api/v1/households/{meter}?view=month&date=2025-06-01",
+        "/explorer/governance",
+        "/api/v1/me",
+    ):
+        response = c.get(path)
+        assert response.status_code == 200, path
+        out[path] = html_lib.unescape(response.get_data(as_text=True))
+    trades = c.get(f"/api/v1/trades?household={meter}&limit=500").get_json()["trades"]
+    for t in trades[:3]:
+        out[f"/trade/{t['id']}"] = html_lib.unescape(c.get(f"/trade/{t['id']}").get_data(as_text=True))
+    heights = {
+        v["height"] for p in c.get("/api/v1/governance").get_json()["proposals"] for v in p["votes"]
+    } | {p["height"] for p in c.get("/api/v1/governance").get_json()["proposals"]}
+    for h in sorted(heights):
+        out[f"/explorer/blocks/{h}"] = html_lib.unescape(
+            c.get(f"/explorer/blocks/{h}").get_data(as_text=True)
+        )
+    return out
+
+
+def test_pseudonyms_wherever_neighbours_are_named(built, pseudonymous):
+    """With pseudonyms no page, API answer or CSV names another household: trade rows, the trades
+    page and its CSV, receipts, delivery notes, the per-neighbour summary, governance votes and
+    block pages all use the same pseudonym for the same neighbour; the household's own meter
+    keeps its name, and the coordinator (admin) sees names."""
+    meter = built.meters[0]
+    own = built.households[meter]
+    others = [name for m, name in built.households.items() if m != meter]
+    c = pseudonymous.test_client()
+    assert login(c, "villa").status_code == 302
+    seen = _everything_a_household_reads(c, meter)
+    for path, text in seen.items():
+        for name in others:
+            assert name not in text, (path, name)
+    assert own in seen[f"/household/{meter}"]
+    # one neighbour, one pseudonym: in the summary, the trade rows (API, CSV) and the pages
+    summary = c.get(f"/api/v1/households/{meter}?view=month&date=2025-06-01").get_json()["neighbours"]
+    alias = {r["meter"]: r["name"] for r in summary}
+    assert len(set(alias.values())) == len(alias) and all(a.startswith("Neighbour ") for a in alias.values())
+    trades = c.get(f"/api/v1/trades?household={meter}&from=2025-06-01&to=2025-06-30&limit=500").get_json()
+    for t in trades["trades"]:
+        assert t["counterparty_name"] == alias[t["counterparty"]]
+        assert {t["seller_name"], t["buyer_name"]} == {own, alias[t["counterparty"]]}
+    rows = list(
+        csv.DictReader(
+            io.StringIO(seen[f"/api/v1/trades.csv?household={meter}&from=2025-06-01&to=2025-06-30"])
+        )
+    )
+    for r in rows:
+        other = r["buyer_meter"] if r["seller_meter"] == meter else r["seller_meter"]
+        assert alias[other] in (r["seller"], r["buyer"]) and own in (r["seller"], r["buyer"])
+    # who voted how: a member with one meter is named like that meter
+    voters = {v["voter"] for p in c.get("/api/v1/governance").get_json()["proposals"] for v in p["votes"]}
+    meter_of = {built.community.genesis.doc["meters"][m]["owner"]: m for m in built.meters}
+    others_voting = voters - {built.community.genesis.doc["meters"][meter]["owner"]}
+    assert others_voting
+    for voter in others_voting:
+        assert f"Neighbour {meter_of[voter][:6]}: " in seen["/explorer/governance"]
+    blocks = [text for path, text in seen.items() if path.startswith("/explorer/blocks/")]
+    assert blocks and any("Neighbour " in text for text in blocks)
+    # logged out: no names on the public pages either (the block pages name who proposed and voted)
+    public = pseudonymous.test_client()
+    for path in [p for p in seen if p.startswith("/explorer/blocks/")]:
+        text = html_lib.unescape(public.get(path).get_data(as_text=True))
+        for name in built.households.values():
+            assert name not in text, (path, name)
+    # the community's coordinator sees names
+    admin = pseudonymous.test_client()
+    assert login(admin, "admin").status_code == 302
+    t = admin.get(f"/api/v1/trades?household={meter}&limit=1").get_json()["trades"][0]
+    assert t["counterparty_name"] == built.households[t["counterparty"]]
+
+
+def test_pseudonyms_never_look_alike():
+    from dashboard.directory import pseudonyms
+
+    ids = ["3affb7" + "0" * 26, "3affb7" + "1" * 26, "3affb8" + "0" * 26, "aa" * 16]
+    got = pseudonyms(ids, "Neighbour")
+    assert got[ids[0]] == "Neighbour 3affb70" and got[ids[1]] == "Neighbour 3affb71"
+    assert got[ids[2]] == "Neighbour 3affb8" and got[ids[3]] == "Neighbour aaaaaa"
