@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from market.money import div_round_half_even
-from market.params import with_defaults
+from market.params import GRIDOPS, METER, with_defaults
 from market.settlement import SETTLED, Reading, check_meter
 from market.statement import household_statement
 
@@ -72,6 +72,8 @@ class LedgerView:
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     balances: list[dict[str, Any]] = field(default_factory=list)
     erased_meters: set[str] = field(default_factory=set)
+    # the grid operator's recorded data: meter -> interval -> (import_wh, export_wh, quality)
+    gridops: dict[str, dict[int, tuple[int, int, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,17 +165,30 @@ def billed_window(meter: MeterInfo, start: int, end: int) -> tuple[int, int] | N
 
 def metered(
     view: LedgerView, meter: MeterInfo, start: int, end: int, interval_s: int
-) -> tuple[int, int, list[str]]:
+) -> tuple[int, int, list[str], int]:
     """Import and export (Wh) of ``meter`` over the intervals of [start, end) inside its billed
-    window, by the settlement's rules; ``flag@interval`` for intervals left out as untrue."""
+    window, by the settlement's rules and source: the grid operator's data for an interval where
+    the community uses it and has it, else the readings (not under the ``gridops`` source);
+    ``flag@interval`` for intervals left out as untrue; the number of intervals taken from the
+    grid operator's data."""
     window = billed_window(meter, start, end)
     if window is None:
-        return 0, 0, []
-    readings = view.readings.get(meter.meter, {})
-    imported = exported = 0
+        return 0, 0, [], 0
+    source = view.params["settlement_source"]
+    readings = view.readings.get(meter.meter, {}) if source != GRIDOPS else {}
+    data = view.gridops.get(meter.meter, {}) if source != METER else {}
+    imported = exported = from_gridops = 0
     flags: list[str] = []
-    for interval in sorted(readings):
+    for interval in sorted(set(readings) | set(data)):
         if not (window[0] <= interval and interval + interval_s <= window[1]):
+            continue
+        row = data.get(interval)
+        if row is not None:
+            imported += row[0]
+            exported += row[1]
+            from_gridops += 1
+            continue
+        if interval not in readings:
             continue
         before = readings.get(interval - interval_s)
         if before is None:
@@ -186,7 +201,19 @@ def metered(
             continue
         imported += outcome.import_wh
         exported += outcome.export_wh
-    return imported, exported, flags
+    return imported, exported, flags, from_gridops
+
+
+def awaits_gridops(view: LedgerView, settlement: dict[str, Any], interval_s: int) -> bool:
+    """Whether a settled trade may still change when the grid operator's data arrives: the
+    community uses that data, the interval is within ``gridops_window_s``, and the data of its
+    seller or buyer is missing or only estimated."""
+    p = view.params
+    interval = settlement["interval"]
+    if p["settlement_source"] == METER or interval + interval_s + p["gridops_window_s"] < view.block_time:
+        return False
+    rows = [view.gridops.get(m, {}).get(interval) for m in (settlement["seller"], settlement["buyer"])]
+    return any(row is None or row[2] == "estimated" for row in rows)
 
 
 @dataclass(frozen=True)
@@ -249,23 +276,24 @@ def member_statement(
         window = billed_window(m, start, end)
         if window is None:
             continue
-        imp, exp, fl = metered(view, m, start, end, interval_s)
+        imp, exp, fl, from_gridops = metered(view, m, start, end, interval_s)
         import_wh += imp
         export_wh += exp
         flags += [f"{m.meter[:8]}:{f}" for f in fl]
         if m.meter in view.erased_meters:
             notes.append(f"meter {m.meter[:8]}: readings erased; metered energy incomplete")
-        meters_out.append(
-            {
-                "meter": m.meter,
-                "name": m.name,
-                "serial": m.serial,
-                "billed_from": window[0],
-                "billed_to": window[1],
-                "import_wh": imp,
-                "export_wh": exp,
-            }
-        )
+        meter_out = {
+            "meter": m.meter,
+            "name": m.name,
+            "serial": m.serial,
+            "billed_from": window[0],
+            "billed_to": window[1],
+            "import_wh": imp,
+            "export_wh": exp,
+        }
+        if p["settlement_source"] != METER:
+            meter_out["gridops_intervals"] = from_gridops
+        meters_out.append(meter_out)
 
     # money: settled trades (adjusted), by counterparty and by rate
     settled = [
@@ -279,7 +307,7 @@ def member_statement(
     levies: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     unsettled_bought = unsettled_sold = 0
     for s in settled:
-        provisional = s["interval"] >= final_before
+        provisional = s["interval"] >= final_before or awaits_gridops(view, s, interval_s)
         as_buyer = owner.get(s["buyer"]) == member
         as_seller = owner.get(s["seller"]) == member
         if s["status"] != SETTLED:

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
 from chain.store import Store
+from market.app import FINAL_QUALITIES
 from market.billing import (
     LedgerView,
     MeterInfo,
@@ -79,11 +80,8 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
 
     def rows(kind: str) -> list[dict[str, Any]]:
         return [
-            dict(loads_strict(bytes(data)), height=h)
-            for h, data in store.conn.execute(
-                "SELECT height, data FROM results WHERE kind = ? AND height <= ? ORDER BY height, idx",
-                (kind, height),
-            )
+            dict(loads_strict(data), height=h)
+            for h, _idx, data in store.results_of_kinds([kind], high=height)
         ]
 
     rejected: set[tuple[int, int]] = set()
@@ -131,6 +129,21 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
             body["export_wh"],
             body["serial"],
         )
+    gridops: dict[str, dict[int, tuple[int, int, str]]] = {}
+    for h, idx, tx_hash in store.conn.execute(
+        "SELECT height, idx, hash FROM txs WHERE type = 'gridops' AND height <= ? ORDER BY height, idx",
+        (height,),
+    ):
+        payload = store.payload(bytes(tx_hash))
+        if (h, idx) in rejected or payload is None:
+            continue
+        body = loads_strict(payload)["body"]
+        held = gridops.setdefault(body["meter"], {})
+        for r in body["rows"]:
+            before = held.get(r["interval"])
+            if before is not None and r["quality"] == "estimated" and before[2] in FINAL_QUALITIES:
+                continue  # the market does not record it either (market/app.py)
+            held[r["interval"]] = (r["import_wh"], r["export_wh"], r["quality"])
     tz = params.get("timezone", community.get("timezone", "UTC"))
     market_params = {k: v for k, v in params.items() if k != "timezone"}
     return LedgerView(
@@ -150,6 +163,7 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
         adjustments=rows("adjustment"),
         balances=rows("balance"),
         erased_meters=erased,
+        gridops=gridops,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from pypdf import PdfReader
 
 from chain.canonical import dumps_checked, loads_strict
+from chain.genesis import genesis_from_dict
 from chain.keys import generate_private_key
 from chain.store import Store
 from market.app import MarketApp
@@ -73,10 +74,28 @@ def usage(meter: int, interval: int) -> tuple[int, int]:
     return 3_100 + 91 * (k % 6) + 13 * meter, 17 * (k % 3)
 
 
-def build_month(base: Path) -> Month:
+def build_month(base: Path, settlement_source: str = "meter") -> Month:
+    """The month; a ``settlement_source`` other than "meter" names validator 0 the community's
+    gridops operator (tests/peerwatt/test_statements_gridops.py)."""
     c = make_community(
         validators=1, members=4, meters_per_member=1, app="market", app_params=PARAMS, time=JUNE - 2 * DAY
     )
+    if settlement_source != "meter":
+        d = c.genesis.doc
+        c.genesis = genesis_from_dict(
+            {
+                "community": {k: d["community"][k] for k in ("id", "name", "time", "app", "timezone")},
+                "chain": {"sequencer": d["chain"]["sequencer"]},
+                "app": {
+                    **PARAMS,
+                    "settlement_source": settlement_source,
+                    "gridops_operators": [c.validators[0].id],
+                },
+                "validators": list(d["validators"].values()),
+                "members": list(d["members"].values()),
+                "meters": list(d["meters"].values()),
+            }
+        )
     c.open_ledgers(base, MarketApp)
     newcomer = Party(generate_private_key(), "member-4")
     new_meter = Party(generate_private_key(), "meter-4-0")
