@@ -590,6 +590,12 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
                 f"Meter {m['name'] or m['meter'][:8]} (serial {m['serial']}): billed from "
                 f"{fmt_day(m['billed_from'], tz)} to {fmt_day(m['billed_to'], tz)}"
             )
+            if "gridops_intervals" in m:
+                text(
+                    f"  metered energy: the grid operator's validated data for {m['gridops_intervals']} "
+                    "intervals, the meter's own readings for the others",
+                    8,
+                )
         e = st["energy"]
         pdf.ln(2)
         text("Energy", 11, bold=True)
@@ -650,8 +656,13 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
         text(st["vat"]["note"], 8)
         if st["provisional"]:
             text(
-                f"Of the net, {cur} {fmt_money(_round(st['provisional']))} is provisional: readings for "
-                "the last hours may still be corrected; a change comes as a credit or debit note.",
+                f"Of the net, {cur} {fmt_money(_round(st['provisional']))} is provisional: "
+                + (
+                    "readings for the last hours may still be corrected"
+                    if not any("gridops_intervals" in m for m in st["meters"])
+                    else "readings may still be corrected and the grid operator's validated data is due"
+                )
+                + "; a change comes as a credit or debit note.",
                 8,
             )
         pdf.ln(1)

@@ -8,15 +8,17 @@ operator's data for exactly their days, though the file covers the whole month f
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from chain.store import Store
 from market.billing import round_cents
 from peerwatt.gridops import assign_meters, bodies, parse_csv, sign_bodies
-from peerwatt.statements import issue_corrections, ledger_view, verify_document
+from peerwatt.statements import issue_corrections, ledger_view, render_pdf, verify_document
 from tests.peerwatt.test_statements_month import DAY, JOIN, JULY, JUNE, LEAVE, Month, build_month, day, issue
 
 HEADER = "metering_point,interval_start,import_wh,export_wh,quality\n"
@@ -70,6 +72,10 @@ def test_grid_operator_data_resettles_two_days_and_the_notes_close_the_books(
     for doc in statements.values():
         assert doc["provisional"] == doc["net"]
         assert all(m["gridops_intervals"] == 0 for m in doc["meters"])
+    pdf = PdfReader(io.BytesIO(render_pdf(statements[c.members[0].id])))
+    printed = " ".join(" ".join(page.extract_text() for page in pdf.pages).split())
+    assert "the grid operator's validated data for 0 intervals" in printed
+    assert "the grid operator's validated data is due" in printed
 
     meters = {
         point(m): meter for m, meter in enumerate([*[p.id for p in c.meters], _newcomer_meter(month, view)])

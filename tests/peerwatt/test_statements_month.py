@@ -18,6 +18,7 @@ from chain.genesis import genesis_from_dict
 from chain.keys import generate_private_key
 from chain.store import Store
 from market.app import MarketApp
+from market.billing import round_cents
 from peerwatt.statements import (
     BillingError,
     IssuedStore,
@@ -254,6 +255,7 @@ def test_statements_add_up_to_the_ledger_balances(month: Month, store: Store, tm
         assert doc["balance"]["period"] == doc["net"] == doc["total"]  # VAT not charged by default
         assert doc["balance"]["before"] == 0
         assert doc["net"] == balances.get(member, 0), member  # to the micro-unit
+        assert doc["shown"]["total"] == round_cents(balances.get(member, 0)), member  # and the cent shown
         assert doc["notes"] == []
         shown = doc["shown"]
         assert sum(shown["lines"].values()) == shown["net"] == shown["total"]
