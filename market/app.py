@@ -488,7 +488,7 @@ def _gridops_changes(
     body = env.body
     if p["settlement_source"] == METER:
         raise Rejected("gridops_not_used", "this community settles on its meters' readings alone")
-    if env.signer not in p["gridops_operators"]:
+    if env.signer not in market_params.gridops_operators(p):
         raise Rejected("not_gridops_operator", "the signer is not one of the community's gridops_operators")
     if body["meter"] not in ctx.meters:
         raise Rejected("unknown_meter", f"no meter {body['meter']} was ever enrolled")

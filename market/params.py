@@ -53,6 +53,20 @@ INT_PARAMS = (
 )
 
 
+def gridops_operators(params: dict[str, Any]) -> list[str]:
+    """The key ids in ``gridops_operators``: a list, or one string of comma-separated ids (what a
+    `set_param` vote from the command line can carry); ValueError if it is neither."""
+    value = params.get("gridops_operators", DEFAULTS["gridops_operators"])
+    ids = [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+    if not isinstance(ids, list) or not all(
+        isinstance(k, str) and len(k) == 32 and all(c in "0123456789abcdef" for c in k) for k in ids
+    ):
+        raise ValueError(
+            "gridops_operators must be key ids (32 lowercase hex digits), a list or comma-separated"
+        )
+    return ids
+
+
 def with_defaults(params: dict[str, Any]) -> dict[str, Any]:
     """The parameters with defaults filled in for those not set."""
     return {**DEFAULTS, **params}
@@ -81,11 +95,7 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError("community_price must lie between feed_in_price and retail_price")
     if p["settlement_source"] not in SETTLEMENT_SOURCES:
         raise ValueError(f"settlement_source must be one of {', '.join(SETTLEMENT_SOURCES)}")
-    operators = p["gridops_operators"]
-    if not isinstance(operators, list) or not all(
-        isinstance(k, str) and len(k) == 32 and all(c in "0123456789abcdef" for c in k) for k in operators
-    ):
-        raise ValueError("gridops_operators must be a list of key ids (32 lowercase hex digits)")
+    operators = gridops_operators(p)
     if p["settlement_source"] != METER and not operators:
         raise ValueError(
             f"settlement_source {p['settlement_source']!r} needs gridops_operators (who signs the data)"

@@ -119,6 +119,7 @@ def import_(
     file, data_dir, config_file, key_file, passphrase_file, operator_file, billing_dir, wait_s, out
 ) -> None:
     """Put the grid operator's data in FILE (CSV, docs/billing.md) on the ledger."""
+    from market.params import gridops_operators
     from peerwatt.commands.member import node_side, publish_gov
     from peerwatt.gridops import GridopsError, assign_meters, bodies, parse_csv, sign_bodies
     from peerwatt.onboarding import next_seq
@@ -131,7 +132,7 @@ def import_(
             f'{genesis.community} settles on its meters\' readings (settlement_source = "meter"): '
             "the grid operator's data is not used; a vote can set settlement_source (docs/market.md)"
         )
-    if side.signer not in params.get("gridops_operators", []):
+    if side.signer not in gridops_operators(params):
         raise UserError(
             f"key {side.signer} is not one of the community's gridops_operators: sign with an operator's "
             "key (--key), or have the community add it by a vote (set_param gridops_operators)"

@@ -246,3 +246,31 @@ def test_rows_are_checked(tmp_path):
         ledger.intake(
             c.validators[0].sign(c.community, "gridops", body, created=IMPORTED).to_bytes(), IMPORTED
         )
+
+
+def test_the_operators_change_by_a_vote(tmp_path):
+    """A set_param vote from the command line carries a string: comma-separated key ids."""
+    c = community(tmp_path, "meter_then_gridops")
+    trade_two_intervals(c)
+    t = IMPORTED - 60
+    value = f"{c.members[1].id}, {c.members[2].id}"
+    body = {
+        "action": "set_param",
+        "args": {"name": "gridops_operators", "value": value},
+        "deadline": t + 3600,
+    }
+    proposal = c.members[0].sign(c.community, "propose", body, created=t)
+    votes = [
+        m.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+        for m in c.members[1:3]
+    ]
+    c.run_block([proposal, *votes], t)
+    assert c.ledgers[0].state["chain"]["params"]["gridops_operators"] == value
+    old = gridops(c, 0, {I1: (0, 700)})
+    new = gridops(c, 0, {I1: (0, 700)}, signer=c.members[2])
+    assert statuses(c.run_block([old, new], IMPORTED)) == ["not_gridops_operator", "ok"]
+    with pytest.raises(Rejected, match="bad_value"):
+        bad = dict(body, args={"name": "gridops_operators", "value": "not-a-key"})
+        c.ledgers[0].intake(
+            c.members[0].sign(c.community, "propose", bad, created=IMPORTED).to_bytes(), IMPORTED
+        )
