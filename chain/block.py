@@ -18,7 +18,8 @@ from chain.envelope import Envelope, Rejected, envelope_from_dict
 from chain.merkle import MerkleTree, leaf_hash, merkle_root
 
 ZERO_HASH = "00" * 32
-HEADER_FIELDS = ("height", "prev", "time", "tx_root", "result_root", "state_root", "sequencer")
+# "sequencer": the validator that created the block, as the proposer of "round" at its height
+HEADER_FIELDS = ("height", "prev", "time", "tx_root", "result_root", "state_root", "sequencer", "round")
 
 
 def header_hash(header: dict[str, Any]) -> bytes:

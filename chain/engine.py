@@ -15,6 +15,7 @@ from chain import governance
 from chain.app import Application
 from chain.block import ZERO_HASH, Block, header_hash, result_root, tx_root
 from chain.canonical import loads_strict
+from chain.consensus import proposer_of
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import (
     Execution,
@@ -35,14 +36,11 @@ SEAL_TTL_S = 7 * 24 * 3600
 # re-executes the blocks after the snapshot (checking each state root) to rebuild the head state.
 SNAPSHOT_EVERY = 16
 MAX_FUTURE_BLOCK_S = 300
+MAX_VERIFIED = 1 << 17  # transaction hashes remembered as verified at intake
 
 
-class Equivocation(Exception):
-    """Two different headers sealed at one height: proof of sequencer misbehaviour."""
-
-    def __init__(self, evidence: dict[str, Any]) -> None:
-        super().__init__(f"two different headers sealed at height {evidence['height']}")
-        self.evidence = evidence
+VOTE_TYPES = ("prevote", "seal")  # a seal is a precommit (for a header, or "nil")
+NIL = "nil"
 
 
 def genesis_block(genesis: Genesis, state: State) -> Block:
@@ -55,8 +53,27 @@ def genesis_block(genesis: Genesis, state: State) -> Block:
         "result_root": result_root([]).hex(),
         "state_root": state_root(state).hex(),
         "sequencer": genesis.doc["chain"]["sequencer"],
+        "round": 0,
     }
     return Block(header, [], [])
+
+
+def begin_block(state: State, creator: str, *, in_place: bool = False) -> State:
+    """The state a block executes on: the validator that created it becomes the sequencer (the
+    proposer of round 0 from now on), so after a failover the new proposer keeps the role and no
+    later block waits for the dead one. Governance (``set_sequencer``) may still change it in the
+    block. Without ``in_place`` the given state is not changed (a shallow copy when needed)."""
+    if state["chain"]["sequencer"] == creator:
+        return state
+    if in_place:
+        state["chain"]["sequencer"] = creator
+        return state
+    return {**state, "chain": {**state["chain"], "sequencer": creator}}
+
+
+def expected_proposer(chain_state: dict[str, Any], round_: int) -> str:
+    """The validator whose turn it is to propose in ``round_`` of the next block."""
+    return proposer_of(tuple(chain_state["validators"]), chain_state["sequencer"], round_)
 
 
 def genesis_state(genesis: Genesis, app: Application) -> State:
@@ -78,6 +95,7 @@ class Ledger:
     head: dict[str, Any]
     state: State
     _executions: dict[bytes, Execution] = field(default_factory=dict)
+    _verified: set[bytes] = field(default_factory=set)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -142,7 +160,12 @@ class Ledger:
         return self.chain_state["quorum"]
 
     def sequencer(self) -> str:
+        """The proposer of round 0 of the next block."""
         return self.chain_state["sequencer"]
+
+    def proposer(self, round_: int) -> str:
+        """The proposer of ``round_`` of the next block."""
+        return expected_proposer(self.chain_state, round_)
 
     def next_block_due(self) -> int | None:
         """The earliest time at which the app or governance needs a block (gate closure, ...)."""
@@ -173,16 +196,24 @@ class Ledger:
             self.app.check_tx(ctx, env)
         elif env.type == "propose":
             governance.check_proposal(self.chain_state, env, now, self.app.check_params)
+        self.mark_verified(env)
         return env
 
     # -- proposing and validating ------------------------------------------------------------
 
-    def propose(self, txs: list[Envelope], time: int) -> Block:
-        """Build the next block from checked transactions (signatures verified at intake)."""
+    def propose(self, txs: list[Envelope], time: int, *, round_: int = 0) -> Block:
+        """Build the next block, created in ``round_`` by that round's proposer, from checked
+        transactions (signatures verified at intake)."""
         time = max(time, self.head["time"])
         height = self.height + 1
+        creator = self.proposer(round_)
         execution = execute_block(
-            self.state, self.app, height=height, time=time, txs=txs, verify_signatures=False
+            begin_block(self.state, creator),
+            self.app,
+            height=height,
+            time=time,
+            txs=txs,
+            verify_signatures=False,
         )
         header = {
             "height": height,
@@ -191,7 +222,8 @@ class Ledger:
             "tx_root": tx_root([t.tx_hash for t in txs]).hex(),
             "result_root": result_root(execution.results).hex(),
             "state_root": state_root(execution.state).hex(),
-            "sequencer": self.sequencer(),
+            "sequencer": creator,
+            "round": round_,
         }
         block = Block(header, list(txs), execution.results)
         self._executions[block.hash] = execution
@@ -207,8 +239,10 @@ class Ledger:
             raise InvalidBlock("wrong_height", f"block {header['height']} does not follow {self.height}")
         if header["prev"] != self.head_hash.hex():
             raise InvalidBlock("wrong_prev", f"block {header['height']} does not link to our head")
-        if header["sequencer"] != self.sequencer():
-            raise InvalidBlock("wrong_sequencer", f"{header['sequencer']} is not the sequencer")
+        if header["sequencer"] != self.proposer(header["round"]):
+            raise InvalidBlock(
+                "wrong_sequencer", f"{header['sequencer']} is not the proposer of round {header['round']}"
+            )
         if header["time"] < self.head["time"]:
             raise InvalidBlock("time_backwards", "block time is before the previous block's")
         if now is not None and header["time"] > now + MAX_FUTURE_BLOCK_S:
@@ -219,7 +253,12 @@ class Ledger:
             if env.community != self.community:
                 raise InvalidBlock("wrong_community", f"transaction for {env.community}")
         execution = execute_block(
-            self.state, self.app, height=header["height"], time=header["time"], txs=block.txs
+            begin_block(self.state, header["sequencer"]),
+            self.app,
+            height=header["height"],
+            time=header["time"],
+            txs=block.txs,
+            verify_signatures=not self._all_verified(block.txs),
         )
         if (
             execution.results != block.results
@@ -233,54 +272,54 @@ class Ledger:
 
     # -- sealing -----------------------------------------------------------------------------
 
-    def seal(self, block: Block, key: PrivateKey, *, now: int | None = None) -> Envelope:
-        """Validate and seal a block; at most one seal per height, persisted before it is returned."""
+    def _all_verified(self, txs: list[Envelope]) -> bool:
+        return all(t.tx_hash in self._verified for t in txs)
+
+    def mark_verified(self, env: Envelope) -> None:
+        """This node verified ``env``'s signature at intake: re-execution need not repeat it."""
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()
+        self._verified.add(env.tx_hash)
+
+    def seal(self, block: Block, key: PrivateKey, *, now: int | None = None, round_: int = 0) -> Envelope:
+        """Validate a block and sign a precommit for it in ``round_`` (a seal). Voting at most once
+        per round is the consensus's rule (chain.consensus), not checked here."""
         kid = key_id(key.public_key())
         if kid not in self.validators():
             raise InvalidBlock("not_a_validator", f"key {kid} is not a validator at this height")
-        previous = self.store.own_seal(block.height)
-        if previous is not None:
-            sealed_hash, envelope = previous
-            if sealed_hash == block.hash:
-                return parse_envelope(envelope, community=None, now=None, interval_s=None)
-            evidence = {
-                "height": block.height,
-                "sealed": sealed_hash.hex(),
-                "offered": block.hash.hex(),
-                "offered_header": block.header,
-            }
-            self.store.add_alarm(int(_time.time()), "equivocation", evidence)
-            raise Equivocation(evidence)
         self.validate(block, now=now)
+        return self.sign_vote(key, "seal", block.height, round_, block.hash.hex(), now=now)
+
+    def sign_vote(
+        self, key: PrivateKey, kind: str, height: int, round_: int, header: str, *, now: int | None = None
+    ) -> Envelope:
+        """A prevote or a precommit ("seal") for ``header`` (a block hash, hex, or "nil")."""
         created = now if now is not None else int(_time.time())
-        env = sign_envelope(
+        return sign_envelope(
             key,
-            type="seal",
+            type=kind,
             community=self.community,
-            seq=block.height,
-            body={"height": block.height, "header": block.hash.hex()},
+            seq=height,
+            body={"height": height, "round": round_, "header": header},
             created=created,
             expires=created + SEAL_TTL_S,
         )
-        self.store.put_own_seal(block.height, block.hash, env.to_bytes())
-        return env
 
     def check_seal(self, block: Block, seal: Envelope) -> None:
         """Refuse a seal that is not a validator's valid signature over this block's header."""
         check_seal_for(self.validators(), self.community, block.height, block.hash, seal)
 
     def is_final(self, seals: list[Envelope]) -> bool:
-        """True when the distinct valid validators among ``seals`` reach the quorum."""
-        return len({s.signer for s in seals} & set(self.validators())) >= self.quorum()
+        """True when the distinct valid validators of one round among ``seals`` reach the quorum."""
+        return bool(final_round(seals, set(self.validators()), self.quorum()))
 
     def commit(self, block: Block, seals: list[Envelope]) -> None:
-        """Store a final block (quorum of valid seals) and advance the head."""
-        valid = []
+        """Store a final block (a quorum of valid seals of one round) and advance the head."""
         for seal in seals:
             self.check_seal(block, seal)
-            valid.append(seal)
-        if not self.is_final(valid):
-            raise InvalidBlock("no_quorum", f"{len(valid)} seals, quorum is {self.quorum()}")
+        valid = final_round(seals, set(self.validators()), self.quorum())
+        if not valid:
+            raise InvalidBlock("no_quorum", f"{len(seals)} seals, no round with a quorum of {self.quorum()}")
         execution = self.validate(block)
         snapshot = execution.state if block.height % SNAPSHOT_EVERY == 0 else None
         self.store.append_block(block, _unique_by_signer(valid), snapshot)
@@ -289,8 +328,15 @@ class Ledger:
         self._executions.clear()
 
     def detect_equivocation(self, seal_a: Envelope, seal_b: Envelope) -> dict[str, Any] | None:
-        """Evidence if two valid seals sign different headers at one height, else None."""
-        if seal_a.body["height"] != seal_b.body["height"] or seal_a.body["header"] == seal_b.body["header"]:
+        """Evidence if two valid votes of one kind by one validator name different headers in one
+        round of one height, else None."""
+        same_slot = (seal_a.type, seal_a.signer, seal_a.body["height"], seal_a.body.get("round")) == (
+            seal_b.type,
+            seal_b.signer,
+            seal_b.body["height"],
+            seal_b.body.get("round"),
+        )
+        if not same_slot or seal_a.body["header"] == seal_b.body["header"]:
             return None
         for seal in (seal_a, seal_b):
             sec1 = signer_key(self.chain_state, seal.signer)
@@ -323,12 +369,28 @@ def check_seal_for(
         raise InvalidBlock("not_a_validator", f"seal by {seal.signer}, not a validator at height {height}")
     if seal.body["height"] != height or seal.body["header"] != block_hash.hex():
         raise InvalidBlock("wrong_header", f"seal by {seal.signer} is for another header")
+    if type(seal.body.get("round")) is not int:
+        raise InvalidBlock("bad_seal", f"seal by {seal.signer} names no round")
     if signature_checked_with is not None and signature_checked_with == validator["key"]:
         return
     try:
         verify_envelope(seal, public_key_from_hex(validator["key"]), key_id_hex=seal.signer)
     except Rejected as exc:
         raise InvalidBlock("bad_seal", f"seal by {seal.signer}: {exc.detail}") from None
+
+
+def final_round(seals: list[Envelope], validators: set[str], quorum: int) -> list[Envelope]:
+    """The seals of the first round in which distinct ``validators`` reach ``quorum`` (one per
+    signer), or [] if no round does. Seals of different rounds never add up: a block is final on
+    a quorum of precommits of one round (chain.consensus, line 49)."""
+    by_round: dict[int, dict[str, Envelope]] = {}
+    for seal in seals:
+        if seal.signer in validators:
+            by_round.setdefault(seal.body["round"], {}).setdefault(seal.signer, seal)
+    for round_ in sorted(by_round):
+        if len(by_round[round_]) >= quorum:
+            return [by_round[round_][k] for k in sorted(by_round[round_])]
+    return []
 
 
 def _unique_by_signer(seals: list[Envelope]) -> list[Envelope]:
@@ -393,7 +455,12 @@ def replay_blocks(
             txs.append(parse_envelope(payload, community=community, now=None, interval_s=None))
         try:
             execution = execute_block(
-                state, app, height=height, time=header["time"], txs=txs, verify_signatures=False
+                begin_block(state, header["sequencer"]),
+                app,
+                height=height,
+                time=header["time"],
+                txs=txs,
+                verify_signatures=False,
             )
         except InvalidBlock as exc:
             raise StoreError(f"{data_dir}: block {height} does not re-execute: {exc} (run verify)") from None

@@ -287,6 +287,7 @@ class _Checker:
             except IndependentError as exc:
                 raise IndependentError(exc.reason, f"result {idx}: {exc.detail}") from None
             self.report.encodings += 1
+        rounds: dict[object, set[str]] = {}
         for validator, envelope in self.store.seal_rows(height):
             what = f"seal of {validator}"
             entry = chain["validators"].get(validator)
@@ -298,6 +299,9 @@ class _Checker:
             signed = (body.get("height"), body.get("header")) if isinstance(body, dict) else None
             if signed != (height, header_hash.hex()):
                 raise IndependentError("wrong_header", f"{what}: signs another header")
+            rounds.setdefault(body.get("round"), set()).add(validator)
+        if max((len(v) for v in rounds.values()), default=0) < chain["quorum"] and state_known:
+            raise IndependentError("no_quorum", f"block {height}: no round with {chain['quorum']} seals")
 
     def _envelope(self, what: str, stored: bytes, sec1: str) -> dict[str, Any]:
         try:

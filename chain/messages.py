@@ -36,6 +36,8 @@ GRIDOPS_QUALITIES = ("measured", "estimated", "replaced")
 
 TIME = Int(0, 2**40)
 SEQ = Int(0, 2**53 - 1)
+ROUND = Int(0, 2**31)  # a consensus round at one height (chain.consensus)
+VOTE_HEADER = Str(3, 64, r"nil|[0-9a-f]{64}")  # a block hash, or "nil" (no block)
 
 ENVELOPE_FIELDS = {
     "v": Int(0, 255),
@@ -112,11 +114,18 @@ BODY_SCHEMAS: dict[str, Obj] = {
             "result_root": HEX64,
             "state_root": HEX64,
             "sequencer": KEY_ID,
+            "round": ROUND,
             "txs": List(Obj(dict.fromkeys(ENVELOPE_FIELDS, Any_())), max_items=100_000),
             "results": List(Any_(), max_items=1_000_000),
-        }
+        },
+        # on the blocks topic a block is a proposal: the round it is proposed in, and the round
+        # in which a quorum prevoted for it before (-1: none); absent in catch-up replies
+        {"proposal_round": ROUND, "valid_round": Int(-1, 2**31)},
     ),
-    "seal": Obj({"height": Int(0, 2**53 - 1), "header": HEX64}),
+    # consensus votes (chain.consensus): a prevote, and a precommit called a seal; a quorum of
+    # seals of one round for a header makes its block final
+    "prevote": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
+    "seal": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
     # node -> one meter's agent (never a transaction): which of its messages the ledger holds in
     # a final block (``height``) or refused for good (``refused``); see chain/notice.py
     "notice": Obj(

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from chain.app import Application
 from chain.block import header_hash, result_root, tx_root
 from chain.canonical import CanonicalError, dumps_checked, loads_strict
-from chain.engine import check_seal_for, genesis_block, genesis_from_dict_bytes, genesis_state
+from chain.engine import (
+    begin_block,
+    check_seal_for,
+    expected_proposer,
+    genesis_block,
+    genesis_from_dict_bytes,
+    genesis_state,
+)
 from chain.envelope import Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
@@ -206,11 +213,13 @@ def _verify_block(
         report.not_reexecuted_from = height
     report.erased_txs.extend(erased)
     if walk.can_execute:
-        if header["sequencer"] != chain["sequencer"]:
-            raise VerifyError(height, "block cut by a key that was not the sequencer")
+        if header["sequencer"] != expected_proposer(chain, header["round"]):
+            raise VerifyError(
+                height, f"block created by a key that was not the proposer of round {header['round']}"
+            )
         try:
             execution = execute_block(
-                walk.state,
+                begin_block(walk.state, header["sequencer"], in_place=True),
                 app,
                 height=height,
                 time=header["time"],
@@ -281,9 +290,9 @@ def _erased_signers(store: Store, genesis) -> set[str]:
     enrolled at genesis or by a passed ``enroll_meter`` proposal.
     """
     passed: dict[str, str] = {}
-    for (data,) in store.conn.execute("SELECT data FROM results WHERE kind = 'gov'"):
+    for _height, _idx, data in store.results_of_kinds(["gov"]):
         try:
-            result = loads_strict(bytes(data))
+            result = loads_strict(data)
         except CanonicalError:
             continue  # a damaged row is reported at its height by the main walk
         if result.get("outcome") == "passed" and result.get("action") in ("erase_member", "enroll_meter"):
@@ -415,7 +424,7 @@ def _check_ahead(
 
 
 def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:
-    signers = set()
+    by_round: dict[int, set[str]] = {}
     for validator, envelope in store.seal_rows(height):
         try:
             seal = parse_envelope(bytes(envelope), community=community, now=None, interval_s=None)
@@ -430,10 +439,11 @@ def _check_seals(store, community, height, block_hash, validators, quorum, verif
             check_seal_for(validators, community, height, block_hash, seal, signature_checked_with=checked)
         except (Rejected, InvalidBlock) as exc:
             raise VerifyError(height, f"seal of {validator} is invalid: {exc}") from None
-        signers.add(seal.signer)
-    if len(signers) < quorum:
-        raise VerifyError(height, f"only {len(signers)} valid seals, quorum is {quorum}")
-    return len(signers)
+        by_round.setdefault(seal.body["round"], set()).add(seal.signer)
+    best = max((len(signers) for signers in by_round.values()), default=0)
+    if best < quorum:
+        raise VerifyError(height, f"only {best} valid seals of one round, quorum is {quorum}")
+    return sum(len(signers) for signers in by_round.values())
 
 
 def _sha(data: bytes) -> bytes:

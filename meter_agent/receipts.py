@@ -67,16 +67,18 @@ def _check_seals(
     validators: dict[str, str],
     quorum: int,
 ) -> None:
-    """Raise ReceiptError unless a quorum of ``validators`` sealed ``block_hash``."""
-    signers = set()
+    """Raise ReceiptError unless a quorum of ``validators`` sealed ``block_hash`` in one round
+    (seals of different rounds never add up: chain.consensus)."""
+    rounds: dict[int, set[str]] = {}
     for seal_obj in receipt["seals"]:
         seal = parse_envelope(dumps_checked(seal_obj), community=community, now=None, interval_s=None)
         key = validators.get(seal.signer)
         if key is None or seal.type != "seal":
             continue
-        if seal.body != {"height": header["height"], "header": block_hash.hex()}:
+        if (seal.body["height"], seal.body["header"]) != (header["height"], block_hash.hex()):
             continue
         verify_envelope(seal, load_public_key(key), key_id_hex=seal.signer)
-        signers.add(seal.signer)
+        rounds.setdefault(seal.body["round"], set()).add(seal.signer)
+    signers = max(rounds.values(), key=len, default=set())
     if len(signers) < quorum:
         raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")

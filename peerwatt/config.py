@@ -27,6 +27,7 @@ class NodeConfig:
     http_port: int
     peers: tuple[str, ...]
     block_s: float | None
+    failover_s: float  # seconds a round waits for its proposer's block (consensus propose timeout)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -36,6 +37,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     data = read_toml(path)
     base = path.parent
     known = {"data", "role", "key", "passphrase_file", "broker", "client_id", "http", "peers", "block_s"}
+    known |= {"failover_s"}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -54,6 +56,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not all(isinstance(p, str) and p.startswith(("http://", "https://")) for p in peers):
         raise UserError(f"{where}: peers must be a list of http:// addresses")
     block_s = take(data, "block_s", (int, float), where, None)
+    failover_s = take(data, "failover_s", (int, float), where, 10.0)
+    if not 0.5 <= failover_s <= 3600:
+        raise UserError(f"{where}: failover_s must be between 0.5 and 3600 seconds")
     data_dir = base / take(data, "data", str, where)
     return NodeConfig(
         data=data_dir,
@@ -66,4 +71,5 @@ def load_node_config(path: str | Path) -> NodeConfig:
         http_port=int(port),
         peers=tuple(peers),
         block_s=None if block_s is None else float(block_s),
+        failover_s=float(failover_s),
     )

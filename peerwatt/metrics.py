@@ -50,7 +50,6 @@ def _node_metrics(s: dict[str, Any]) -> Iterator[Any]:
         "peerwatt_node_pending_transactions", "Checked transactions waiting for a block", s["pending"]
     )
     yield _gauge("peerwatt_node_mempool", "Durable mempool depth (sequencer)", s["mempool"])
-    yield _gauge("peerwatt_node_halted", "1 after an equivocation alarm", int(bool(s["halted"])))
     yield _gauge(
         "peerwatt_node_store_error",
         "1 while blocks cannot be stored (disk full?)",
@@ -89,6 +88,18 @@ def _node_metrics(s: dict[str, Any]) -> Iterator[Any]:
     for reason, count in sorted(s["blocks_refused"].items()):
         refused.add_metric([reason], count)
     yield refused
+    failovers = CounterMetricFamily(
+        "peerwatt_node_failovers", "Rounds above 0 entered: a proposer's block was not final in time"
+    )
+    failovers.add_metric([], s.get("failovers", 0))
+    yield failovers
+    equivocations = CounterMetricFamily(
+        "peerwatt_node_equivocations", "Two different messages of one kind in one round by one validator"
+    )
+    equivocations.add_metric([], s.get("equivocations", 0))
+    yield equivocations
+    if s.get("round") is not None:
+        yield _gauge("peerwatt_node_round", "Consensus round of the height in progress", s["round"])
 
 
 def _agent_metrics(s: dict[str, Any]) -> Iterator[Any]:

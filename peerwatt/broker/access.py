@@ -4,9 +4,10 @@ This is the code behind the broker rows of docs/privacy.md. Each account has one
 are a list of (access, topic) pairs that ``acl_text`` writes as a Mosquitto ACL, one ``user``
 block per account (no ``pattern`` lines: a pattern applies to every account, nodes included):
 
-- ``sequencer``: reads orders, readings, gov and seals; writes blocks, headers, the book,
-  receipts (trades, settlements and notices of every meter) and its own seals;
-- ``validator``: reads blocks and seals; writes only its own seals (``seals/<its key id>``);
+- ``validator`` (and ``sequencer``, the same rights: any validator proposes when its turn comes,
+  docs/ledger.md "Consensus"): reads orders, readings, gov, blocks and seals; writes blocks
+  (its proposals), its own votes (``seals/<its key id>``), headers, the book and receipts
+  (trades, settlements and notices of every meter);
 - ``observer``: reads blocks and seals; writes nothing;
 - ``operator``: writes governance messages (``gov``); reads nothing;
 - ``dashboard`` (``--dashboard``, user name ``dashboard``; or ``--node NAME=dashboard``): reads
@@ -60,25 +61,18 @@ class Account:
 def rights(community: str, account: Account) -> list[tuple[str, str]]:
     """The (access, topic) pairs of one account: access is read, write or readwrite."""
     t, c = topics, community
-    if account.role == "sequencer":
+    if account.role in ("sequencer", "validator"):
         assert account.key_id is not None
         return [
             ("read", t.pattern(c, "orders")),
             ("read", t.pattern(c, "readings")),
             ("read", t.gov(c)),
+            ("readwrite", t.blocks(c)),
             ("read", t.pattern(c, "seals")),
             ("write", t.seals(c, account.key_id)),
-            ("write", t.blocks(c)),
             ("write", t.headers(c)),
             ("write", t.book(c)),
             ("write", t.pattern(c, "receipts")),
-        ]
-    if account.role == "validator":
-        assert account.key_id is not None
-        return [
-            ("read", t.blocks(c)),
-            ("read", t.pattern(c, "seals")),
-            ("write", t.seals(c, account.key_id)),
         ]
     if account.role == "observer":
         return [("read", t.blocks(c)), ("read", t.pattern(c, "seals"))]

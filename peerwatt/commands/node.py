@@ -54,6 +54,7 @@ def run(config_file: Path, verbose: bool) -> None:
     """Run a sequencer, validator or observer until Ctrl-C / SIGTERM."""
     import logging
 
+    from chain.consensus import Timeouts
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
@@ -66,9 +67,18 @@ def run(config_file: Path, verbose: bool) -> None:
     cfg = load_node_config(config_file)
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     ledger = open_node_ledger(cfg.data)
-    mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role == "sequencer" else None
+    mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role != "observer" else None
     bus = MqttBus(cfg.broker, cfg.client_id)
-    node_ = Node(ledger, bus, role=cfg.role, key=key, block_s=cfg.block_s, peers=cfg.peers, mempool=mempool)
+    node_ = Node(
+        ledger,
+        bus,
+        role=cfg.role,
+        key=key,
+        block_s=cfg.block_s,
+        peers=cfg.peers,
+        mempool=mempool,
+        timeouts=Timeouts(propose_s=cfg.failover_s),
+    )
     try:
         api = NodeHttpApi(cfg.data, node_.status, cfg.http_host, cfg.http_port)
     except OSError as exc:
@@ -136,7 +146,11 @@ def status(config_file: Path) -> None:
         "accepted",
         "rejected",
         "blocks_refused",
-        "halted",
+        "round",
+        "proposer",
+        "sequencer",
+        "failovers",
+        "equivocations",
     ):
         click.echo(f"{name}: {info.get(name)}")
     stalled = info.get("stalled")

@@ -1,24 +1,31 @@
-"""A ledger node on the bus: sequencer, validator or observer (the engine's calls on MQTT).
+"""A ledger node on the bus: a validator (any of which proposes in turn) or an observer.
 
-Threads: bus handlers only persist (sequencer mempool) and enqueue; one loop (``step``) owns the
-ledger: it checks transactions, cuts blocks, seals, collects seals and commits final blocks.
+Threads: bus handlers only persist (mempool) and enqueue; one loop (``step``) owns the ledger: it
+checks transactions, runs the consensus (chain/consensus.py, Tendermint) for the next height,
+and commits final blocks.
 
-- Sequencer: takes order/reading/gov messages (durably into its mempool first), checks each
-  (signature, enrolment, replay, app rules), cuts a block every ``block_s`` while transactions
-  wait and whenever the app needs one (gate closure, settlement), publishes it (retained), seals
-  it and commits it at quorum. It never builds on a block that is not final. An unfinished block
-  is persisted and re-proposed identically after a restart.
-- Validator: re-executes each proposed block and seals it if the roots match (at most one seal
-  per height); commits at quorum. Asked to seal two headers at one height: alarm, stop.
-- Observer: verifies and stores final blocks.
+- Validator (role ``validator``, or ``sequencer``, the name the round-0 proposer's role had
+  before failover existed; both behave the same): takes order/reading/gov messages (durably into
+  its mempool first) and checks each (signature, enrolment, replay, app rules). When work is due
+  (transactions waiting ``block_s``, a gate closure or a governance deadline), the proposer of
+  the round builds a block and proposes it; every validator re-executes it and votes (prevote,
+  then precommit: the "seal"). A quorum of seals of one round makes the block final. When a
+  round's proposer is silent, the validators time out and move to the next proposer in turn
+  (docs/ledger.md, "Consensus"); the validator that created a final block proposes round 0
+  from then on. What a validator is about to send is persisted first (round, lock, votes), so
+  a restart never makes it vote twice differently.
+- Observer: follows proposals and seals, and verifies and stores final blocks.
 Every node catches up from its peers' HTTP APIs when it sees it is behind.
 
 Hostile input: every byte from the bus or a peer goes through the strict, size- and
-depth-bounded parser. Handling one message never ends the process: a message whose handling
-fails unexpectedly (a bug, not a refusal) is quarantined (moved out of the mempool with its error,
+depth-bounded parser; every proposal and vote is checked against the validator set before the
+consensus sees it. Handling one message never ends the process: a message whose handling fails
+unexpectedly (a bug, not a refusal) is quarantined (moved out of the mempool with its error,
 counted, logged once) and the node goes on; a transaction that breaks block execution is found by
-bisection and quarantined, and the block is cut without it. Senders hear only signed notices, and
-only about messages whose signature verified (chain/notice.py).
+bisection and quarantined, and the block is built without it. A validator that sends two
+different votes in one round is recorded as evidence (local_alarms) and counted; up to
+f = n - quorum such validators are tolerated. Senders hear only signed notices, and only about
+messages whose signature verified (chain/notice.py).
 """
 
 from __future__ import annotations
@@ -30,13 +37,15 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain import messages
+from chain import consensus, messages
 from chain.block import Block, header_hash
 from chain.canonical import MAX_DEPTH, CanonicalError, dumps_checked, loads_strict
-from chain.engine import Equivocation, Ledger, check_seal_for
+from chain.consensus import Proposal, Timeouts, Vote
+from chain.engine import NIL, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex
 from chain.keys import PrivateKey, key_id
@@ -53,23 +62,17 @@ ROLES = ("sequencer", "validator", "observer")
 MAX_BLOCK_TXS = 2000
 MAX_INBOX_PER_STEP = 500
 REPUBLISH_S = 5.0
-STALL_AFTER_S = 30.0  # a known next block not final this long: the chain is stalled
+STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stalled
 STALL_LOG_EVERY_S = 60.0
-INFLIGHT_KEY = "inflight_block"
+CONSENSUS_KEY = "consensus"  # local_kv: the consensus record of the height in progress
+BLOCKS_KEY = "consensus_blocks"  # local_kv: the blocks that record may need (proposed, locked)
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
+FUTURE_HEIGHTS = 2  # messages for up to this many heights ahead are kept until we get there
+MAX_FUTURE_MESSAGES = 20_000
 # A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
 # plus the few levels the reply wraps it in.
 MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
 CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4
-
-
-@dataclass
-class Inflight:
-    """The sequencer's proposed block waiting for its quorum of seals."""
-
-    block: Block
-    raws: list[bytes]
-    published_at: float = 0.0
 
 
 @dataclass
@@ -79,6 +82,8 @@ class NodeMetrics:
     blocks_committed: int = 0
     blocks_refused: Counter = field(default_factory=Counter)
     quarantined: int = 0
+    equivocations: int = 0
+    failovers: int = 0  # rounds above 0 this node entered: a proposer did not get its block final
     last_commit_real: float | None = None
 
 
@@ -96,6 +101,8 @@ class Node:
         block_s: float | None = None,
         peers: tuple[str, ...] = (),
         mempool: Mempool | None = None,
+        timeouts: Timeouts | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -103,54 +110,71 @@ class Node:
             raise ValueError(f"a {role} needs its validator key")
         self.ledger = ledger
         self.bus = bus
+        self._mono = monotonic  # timeouts and waits (a test may drive its own)
         self.role = role
-        self.key = key
-        self.key_id = key_id(key.public_key()) if key is not None else None
+        self.key = key if role != "observer" else None
+        self.key_id = key_id(key.public_key()) if key is not None and role != "observer" else None
         self.clock = clock or WallClock()
         self.block_s = float(block_s if block_s is not None else ledger.genesis.doc["chain"]["block_s"])
+        self.timeouts = timeouts or Timeouts()
         self.peers = tuple(peers)
         self.mempool = mempool
         self.community = ledger.community
         self.metrics = NodeMetrics()
-        self.halted: str | None = None
         self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
-        self._inflight: Inflight | None = None
-        self._candidates: dict[int, dict[bytes, Block]] = {}
-        self._seals: dict[int, dict[str, Envelope]] = {}
+        self._pending_since: float | None = None
         self._logged: set[tuple[str, str]] = set()
         self._status_lock = threading.Lock()  # status() runs on the HTTP thread
-        self._last_cut = time.monotonic()
         self._catchup_after = 0.0
         self._validators_at: dict[int, dict[str, Any]] = {}
-        # set before a clean shutdown: finish the block in flight, propose no new one
+        # set before a clean shutdown: vote on, build no new block
         self.draining = False
         self.store_error: str | None = None
         self.stall_after_s = STALL_AFTER_S
-        self.stalled: dict[str, Any] | None = None  # height, since, seals, quorum, missing
-        self._waiting: tuple[int, float] | None = None  # (next height, since when a block for it is known)
+        self.stalled: dict[str, Any] | None = None  # height, round, since_s, seals, quorum, missing
         self._stall_logged = 0.0
+        # consensus for the next height
+        self._core: consensus.Height | None = None
+        self._blocks: dict[str, Block] = {}  # block hash (hex) -> block, next height
+        self._verdicts: dict[str, bool] = {}  # block hash -> re-executes to its header
+        self._sent: dict[str, bytes] = {}  # "<kind>:<round>" -> the signed message we sent
+        self._seals: dict[tuple[int, str], Envelope] = {}  # (round, signer) -> precommit
+        self._timers: list[tuple[float, str, int, int]] = []  # (due, step, height, round)
+        self._future: dict[int, list[tuple[str, bytes]]] = {}
+        self._future_count = 0
+        self._saved_record: bytes | None = None
+        self._height_since = self._mono()
+        self._republished = self._mono()
+        self._round_seen = 0
+        self._saved_blocks: bytes | None = None
+        self._undone: consensus.Decide | None = None  # decided, not yet stored (disk full)
+        self._helped: dict[int, float] = {}  # height -> when we last relayed its seals
+
+    @property
+    def is_validator(self) -> bool:
+        return self.key_id is not None and self.key_id in self.ledger.validators()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Subscribe, connect, and (sequencer) reload the mempool and any unfinished block."""
+        """Subscribe, connect, and take back the mempool and the consensus record."""
         c = self.community
-        if self.role == "sequencer":
-            if self.key_id != self.ledger.sequencer():
+        if self.role != "observer":
+            if self.key_id not in self.ledger.validators():
                 log.warning(
-                    "this key is not the community's sequencer (%s): proposals will be refused",
-                    self.ledger.sequencer(),
+                    "this key (%s) is not one of the community's validators: it will not vote", self.key_id
                 )
             for kind in ("orders", "readings"):
                 self.bus.subscribe(Topics.pattern(c, kind), self._on_tx)
             self.bus.subscribe(Topics.gov(c), self._on_tx)
-        else:
-            self.bus.subscribe(Topics.blocks(c), lambda t, p: self._inbox.put(("block", t, p)))
-        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._inbox.put(("seal", t, p)))
-        if self.role == "sequencer":
-            self._restore()
+        self.bus.subscribe(Topics.blocks(c), lambda t, p: self._inbox.put(("block", t, p)))
+        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._inbox.put(("vote", t, p)))
+        if self.mempool is not None:
+            for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
+                self._inbox.put(("tx", "", raw))
+        self._new_height()
         self.bus.start()
 
     def stop(self) -> None:
@@ -166,7 +190,7 @@ class Node:
     # -- the loop ------------------------------------------------------------------------------
 
     def step(self) -> bool:
-        """Process what arrived, cut/publish blocks, commit final ones; True if anything happened."""
+        """Process what arrived, run the consensus, commit final blocks; True if anything happened."""
         busy = False
         for _ in range(MAX_INBOX_PER_STEP):  # bounded, so a flood cannot starve block-making
             try:
@@ -174,67 +198,66 @@ class Node:
             except queue.Empty:
                 break
             busy = True
-            if self.halted:
-                continue
-            take = {"tx": self._take_tx, "block": self._take_block, "seal": self._take_seal}[kind]
+            take = {"tx": self._take_tx, "block": self._take_block, "vote": self._take_vote}[kind]
             try:
                 take(payload)
             except Exception as exc:  # a bug met by one message must not end the node
                 self._quarantine(kind, payload, exc)
-        if self.halted:
-            return busy
-        if self.role == "sequencer" and not self.draining:
-            busy |= self._maybe_cut()
-        elif self._inflight is not None and time.monotonic() - self._inflight.published_at > REPUBLISH_S:
-            self._publish_inflight()
-        busy |= self._try_finalize()
+        if self._undone is not None:
+            if self._undone.height == self.ledger.height + 1:
+                self._decide(self._undone)
+            else:
+                self._undone = None
+        busy |= self._fire_timers()
+        busy |= self._check_work_due()
+        if self._mono() - self._republished > REPUBLISH_S:
+            self._republish()
         self._check_stall()
         return busy
 
     def _check_stall(self) -> None:
-        """A block for the next height known, not final for ``stall_after_s``: WARN which
-        validators' seals are missing (once per stall, then every STALL_LOG_EVERY_S)."""
-        height = self.ledger.height + 1
-        candidates = self._candidates.get(height)
-        if not candidates:
-            self._waiting = None
+        """Work due and no block final for ``stall_after_s``: WARN which validators are silent
+        in the current round (once per stall, then every STALL_LOG_EVERY_S)."""
+        core = self._core
+        waiting = core is not None and (core.work_is_due or core.round > 0)
+        now = self._mono()
+        if not waiting or now - self._height_since < self.stall_after_s:
             if self.stalled is not None:
                 log.warning("chain moving again at height %d", self.ledger.height)
                 self.stalled = None
             return
-        now = time.monotonic()
-        if self._waiting is None or self._waiting[0] != height:
-            if self.stalled is not None:
-                log.warning("chain moving again at height %d", self.ledger.height)
-                self.stalled = None
-            self._waiting = (height, now)
-        if now - self._waiting[1] < self.stall_after_s:
-            return
+        assert core is not None
         validators = set(self.ledger.validators())
-        seals = self._seals.get(height, {})
+        heard = {s for (r, s) in self._seals if r == core.round}
+        heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
         best = max(
-            ({s for s, e in seals.items() if e.body["header"] == h.hex()} & validators for h in candidates),
-            key=len,
+            (
+                sum(1 for v in core.precommits.get(core.round, {}).values() if v.value == h)
+                for h in self._blocks
+            ),
+            default=0,
         )
-        missing = sorted(validators - best)
+        missing = sorted(validators - heard)
         first = self.stalled is None
         self.stalled = {
-            "height": height,
-            "since_s": round(now - self._waiting[1], 1),
-            "seals": len(best),
+            "height": core.height,
+            "round": core.round,
+            "since_s": round(now - self._height_since, 1),
+            "seals": best,
             "quorum": self.ledger.quorum(),
             "missing": missing,
         }
         if first or now - self._stall_logged >= STALL_LOG_EVERY_S:
             self._stall_logged = now
             log.warning(
-                "chain STALLED at height %d for %.0f s: %d of %d seals; missing validator(s): %s "
-                "(start them, or check their broker connection: no block is final until they seal)",
-                height,
-                now - self._waiting[1],
-                len(best),
+                "chain STALLED at height %d (round %d) for %.0f s: %d of %d seals; silent validator(s): "
+                "%s (start them, or check their broker connection: no block is final without a quorum)",
+                core.height,
+                core.round,
+                now - self._height_since,
+                best,
                 self.ledger.quorum(),
-                ", ".join(missing),
+                ", ".join(missing) or "none",
             )
 
     # -- sequencer -----------------------------------------------------------------------------
@@ -320,132 +343,314 @@ class Node:
             self._pending_keys.add((env.signer, env.seq))
             self._pending.append((raw, env))
             self.metrics.accepted += 1
+        if self._pending_since is None:
+            self._pending_since = self._mono()
 
-    def _maybe_cut(self) -> bool:
-        if self._inflight is not None:
-            if time.monotonic() - self._inflight.published_at > REPUBLISH_S:
-                self._catch_up()  # the peers may have finalised it (and more) while we were away
-                if self._inflight is not None:
-                    self._publish_inflight()
-            return False
-        now = int(self.clock.now())
-        due = self.ledger.next_block_due()
-        waited = time.monotonic() - self._last_cut
-        if not ((self._pending and waited >= self.block_s) or (due is not None and due <= now)):
-            return False
-        taken = self._pending[:MAX_BLOCK_TXS]
-        try:
-            block = self.ledger.propose([env for _, env in taken], now)
-        except Exception as exc:  # an app bug met by some transaction: set it aside, cut later
-            self._isolate_poison(taken, now, exc)
-            return True
-        self.ledger.store.set_local(
-            INFLIGHT_KEY,
-            dumps_checked({"body": block.to_body(), "raws": [r.decode("utf-8") for r, _ in taken]}),
+    # -- consensus -------------------------------------------------------------------------------
+
+    def _new_height(self) -> None:
+        """Start the consensus for the next height (taking back our record of it after a restart),
+        then feed it what arrived early for it."""
+        height = self.ledger.height + 1
+        self._blocks, self._verdicts, self._sent, self._seals, self._timers = {}, {}, {}, {}, []
+        self._height_since = self._mono()
+        self._round_seen = 0
+        core = consensus.Height(
+            height,
+            tuple(self.ledger.validators()),
+            self.ledger.quorum(),
+            self.ledger.sequencer(),
+            self.key_id,
+            self.timeouts,
+            self._valid,
         )
-        self._inflight = Inflight(block, [r for r, _ in taken])
-        self._last_cut = time.monotonic()
-        self._publish_inflight()
-        return True
+        saved = self.ledger.store.get_local(CONSENSUS_KEY)
+        data = None if saved is None else loads_strict(saved)
+        if isinstance(data, dict) and data.get("record", {}).get("height") == height:
+            core.restore(data["record"])
+            saved_blocks = self.ledger.store.get_local(BLOCKS_KEY)
+            kept = None if saved_blocks is None else loads_strict(saved_blocks)
+            if isinstance(kept, dict) and kept.get("height") == height:
+                for body in kept["blocks"]:
+                    block = Block.from_body(
+                        body, community=self.community, interval_s=self.ledger.genesis.interval_s
+                    )
+                    self._blocks[block.hash.hex()] = block
+            self._sent = {k: v.encode("utf-8") for k, v in data["sent"].items()}
+            self._saved_record = saved
+            self._republished = float("-inf")  # send them again on the first step
+        self._core = core
+        self._run(core.start())
+        for kind, raw in self._future.pop(height, []):
+            self._future_count -= 1
+            self._inbox.put((kind, "", raw))
+        for old in [h for h in self._future if h < height]:
+            self._future_count -= len(self._future.pop(old))
 
-    def _isolate_poison(self, taken: list[tuple[bytes, Envelope]], now: int, exc: Exception) -> None:
+    def _run(self, actions: list[consensus.Action]) -> None:
+        """Carry out the consensus's actions (which may yield more)."""
+        work = list(actions)
+        while work:
+            action = work.pop(0)
+            core = self._core
+            assert core is not None
+            if isinstance(action, consensus.Broadcast):
+                self._broadcast(action.message)
+            elif isinstance(action, consensus.BuildBlock):
+                work.extend(self._build(action.round))
+            elif isinstance(action, consensus.Schedule):
+                self._timers.append((self._mono() + action.delay_s, action.step, action.height, action.round))
+            elif isinstance(action, consensus.Decide):
+                self._decide(action)
+                return  # a new height began: the rest belongs to the old one
+            elif isinstance(action, consensus.Equivocation):
+                self._equivocation(action)
+        self._note_round()
+
+    def _note_round(self) -> None:
+        """Count and log each round above 0 we enter: a proposer did not get its block final."""
+        core = self._core
+        if core is None or core.round <= self._round_seen:
+            return
+        with self._status_lock:
+            self.metrics.failovers += core.round - self._round_seen
+        self._round_seen = core.round
+        log.warning(
+            "height %d: round %d, proposer now %s (the previous round's block did not become final in time)",
+            core.height,
+            core.round,
+            core.proposer(core.round),
+        )
+
+    def _valid(self, value: str) -> bool:
+        """The consensus's valid(v): we hold the block and it re-executes to its header."""
+        verdict = self._verdicts.get(value)
+        if verdict is not None:
+            return verdict
+        block = self._blocks.get(value)
+        if block is None:
+            return False
+        try:
+            self.ledger.validate(block, now=int(self.clock.now()))
+            verdict = True
+        except InvalidBlock as exc:
+            self._count("blocks_refused", exc.reason)
+            log.warning("refused block %s at height %d: %s", value[:12], block.height, exc)
+            verdict = False
+        except Exception as exc:  # the app failed on this block: refuse it, never die of it
+            self._count("blocks_refused", "execution_failed")
+            log.warning(
+                "refused block %s at height %d: %s: %s", value[:12], block.height, type(exc).__name__, exc
+            )
+            verdict = False
+        self._verdicts[value] = verdict
+        return verdict
+
+    def _build(self, round_: int) -> list[consensus.Action]:
+        """Our turn to propose and nothing to re-propose: a new block from what waits."""
+        core = self._core
+        assert core is not None
+        if self.draining:
+            return []
+        now = int(self.clock.now())
+        taken = self._pending[:MAX_BLOCK_TXS]
+        while True:
+            try:
+                block = self.ledger.propose([env for _, env in taken], now, round_=round_)
+                break
+            except Exception as exc:  # an app bug met by some transaction: set it aside
+                bad = self._isolate_poison(taken, now, round_, exc)
+                if bad is None:
+                    return []
+                taken = [t for t in taken if t[0] != bad]
+        value = block.hash.hex()
+        self._blocks[value] = block
+        self._verdicts[value] = True
+        return core.propose(value)
+
+    def _isolate_poison(
+        self, taken: list[tuple[bytes, Envelope]], now: int, round_: int, exc: Exception
+    ) -> bytes | None:
         """Find the first transaction whose execution fails (bisection over prefixes, about
-        log2(n) trial executions) and quarantine it; the next step cuts the block without it."""
+        log2(n) trial executions) and quarantine it; None if even an empty block fails."""
         ok, bad = 0, len(taken)
         try:
-            self.ledger.propose([], now)
+            self.ledger.propose([], now, round_=round_)
         except Exception as empty_exc:  # the app fails on an empty block: nothing to set aside
             self._log_once(
                 "propose",
                 type(empty_exc).__name__,
                 logging.ERROR,
-                "cannot cut a block (the app fails even without transactions): %s",
+                "cannot build a block (the app fails even without transactions): %s",
                 empty_exc,
             )
-            self._last_cut = time.monotonic()
-            return
+            return None
         while bad - ok > 1:
             middle = (ok + bad) // 2
             try:
-                self.ledger.propose([env for _, env in taken[:middle]], now)
+                self.ledger.propose([env for _, env in taken[:middle]], now, round_=round_)
                 ok = middle
             except Exception:
                 bad = middle
-        self._quarantine("tx", taken[bad - 1][0], exc)
+        raw = taken[bad - 1][0]
+        self._quarantine("tx", raw, exc)
+        return raw
 
-    def _publish_inflight(self) -> None:
-        inflight = self._inflight
-        assert inflight is not None and self.key is not None
-        block = inflight.block
-        env = sign_envelope(
-            self.key,
-            type="block",
-            community=self.community,
-            seq=block.height,
-            body=block.to_body(),
-            created=int(self.clock.now()),
+    def _save_record(self) -> None:
+        """Persist the round, lock and sent messages before anything we sent can leave us."""
+        core = self._core
+        assert core is not None
+        keep = {core.locked_value, core.valid_value}
+        keep |= {m.value for m in core.sent.values() if isinstance(m, Proposal)}
+        kept = sorted(v for v in keep if v in self._blocks)
+        blocks = dumps_checked({"height": core.height, "hashes": kept})
+        if blocks != self._saved_blocks:  # the (large) blocks only when the set changes
+            bodies = [self._blocks[v].to_body() for v in kept]
+            self.ledger.store.set_local(BLOCKS_KEY, dumps_checked({"height": core.height, "blocks": bodies}))
+            self._saved_blocks = blocks
+        data = dumps_checked(
+            {"record": core.record(), "sent": {k: v.decode("utf-8") for k, v in self._sent.items()}}
         )
-        self._candidates.setdefault(block.height, {})[block.hash] = block
-        self.bus.publish(Topics.blocks(self.community), env.to_bytes(), retain=True)
-        self._seal_and_publish(block)
-        inflight.published_at = time.monotonic()
+        if data != self._saved_record:
+            self.ledger.store.set_local(CONSENSUS_KEY, data)
+            self._saved_record = data
 
-    def _restore(self) -> None:
-        """After a restart: re-propose the unfinished block identically, reload the mempool."""
-        saved = self.ledger.store.get_local(INFLIGHT_KEY)
-        inflight_raws: list[bytes] = []
-        data = None if saved is None else loads_strict(saved)
-        if data is not None:
-            block = Block.from_body(
-                data["body"], community=self.community, interval_s=self.ledger.genesis.interval_s
+    def _broadcast(self, message: Proposal | Vote) -> None:
+        assert self.key is not None
+        now = int(self.clock.now())
+        if isinstance(message, Proposal):
+            key = f"proposal:{message.round}"
+            block = self._blocks[message.value]
+            body = dict(block.to_body(), proposal_round=message.round, valid_round=message.valid_round)
+            env = sign_envelope(
+                self.key, type="block", community=self.community, seq=message.height, body=body, created=now
             )
-            inflight_raws = [r.encode("utf-8") for r in data["raws"]]
-            if block.height == self.ledger.height + 1:
-                self._inflight = Inflight(block, inflight_raws)
-                for env in block.txs:
-                    self._pending_keys.add((env.signer, env.seq))
-            else:
-                self._forget(inflight_raws)
-        if self.mempool is not None:
-            in_block = set(inflight_raws) if self._inflight else set()
-            for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
-                if raw not in in_block:
-                    self._inbox.put(("tx", "", raw))
-        if self._inflight is not None:
-            self._inflight.published_at = 0.0  # republish on the first step
-
-    # -- validators and everyone ---------------------------------------------------------------
-
-    def _seal_and_publish(self, block: Block) -> None:
-        if self.role == "observer" or self.key_id not in self.ledger.validators():
-            return
+        else:
+            key = f"{message.kind}:{message.round}"
+            kind = "prevote" if message.kind == consensus.PREVOTE else "seal"
+            env = self.ledger.sign_vote(
+                self.key, kind, message.height, message.round, message.value or NIL, now=now
+            )
+            if kind == "seal" and message.value is not None:
+                self._seals[(message.round, env.signer)] = env
+        self._sent[key] = env.to_bytes()
         try:
-            seal = self.ledger.seal(block, self.key, now=int(self.clock.now()))
-        except Equivocation as exc:
-            self._halt(f"equivocation at height {block.height}", exc.evidence)
+            self._save_record()
+        except StoreError as exc:  # not persisted, so never sent: we stay silent in this step
+            del self._sent[key]
+            self._store_failed(message.height, exc)
             return
-        except InvalidBlock as exc:
-            self._refuse_block(block.height, exc.reason, str(exc))
-            return
-        except Exception as exc:  # the app failed on this block: refuse it, never die of it
-            self._refuse_block(block.height, "execution_failed", f"{type(exc).__name__}: {exc}")
-            return
-        self._seals.setdefault(block.height, {})[seal.signer] = seal
-        self.bus.publish(Topics.seals(self.community, self.key_id), seal.to_bytes())
+        self._publish_sent(key)
 
-    def _refuse_block(self, height: int, reason: str, detail: str) -> None:
-        self._count("blocks_refused", reason)
-        log.warning("refused to seal block %d: %s", height, detail)
+    def _publish_sent(self, key: str) -> None:
+        raw = self._sent[key]
+        if key.startswith("proposal:"):
+            self.bus.publish(Topics.blocks(self.community), raw, retain=True)
+        else:
+            assert self.key_id is not None
+            self.bus.publish(Topics.seals(self.community, self.key_id), raw)
 
-    def _halt(self, why: str, evidence: dict[str, Any]) -> None:
-        self.halted = why
-        log.error("ALARM: %s; node halted. Evidence stored in the node's local_alarms table.", why)
+    def _republish(self) -> None:
+        """Send our messages of this height again (the broker or a peer may have lost them), and
+        ask the peers for final blocks if we seem to be behind."""
+        self._republished = self._mono()
+        core = self._core
+        if core is None or not (core.work_is_due or core.round > 0):
+            return
+        for key in self._sent:
+            self._publish_sent(key)
+        if self.peers and self._mono() - self._height_since > REPUBLISH_S:
+            self._catch_up()
+
+    def _fire_timers(self) -> bool:
+        now = self._mono()
+        due = [t for t in self._timers if t[0] <= now]
+        if not due:
+            return False
+        self._timers = [t for t in self._timers if t[0] > now]
+        for _, step, height, round_ in sorted(due):
+            core = self._core
+            if core is None or core.height != height:
+                continue
+            self._run(core.timeout(step, height, round_))
+        return True
+
+    def _check_work_due(self) -> bool:
+        """Round 0 begins when work is due: transactions waited ``block_s``, or a deadline passed."""
+        core = self._core
+        if core is None or core.work_is_due or core.decided is not None:
+            return False
+        waited = self._pending_since is not None and self._mono() - self._pending_since >= self.block_s
+        due = self.ledger.next_block_due()
+        if not (waited or (due is not None and due <= int(self.clock.now()))):
+            return False
+        self._height_since = self._mono()
+        self._run(core.work_due())
+        return True
+
+    def _decide(self, decision: consensus.Decide) -> None:
+        block = self._blocks[decision.value]
+        seals = [
+            e
+            for (r, _), e in self._seals.items()
+            if r == decision.round and e.body["header"] == decision.value
+        ]
+        validators = dict(self.ledger.validators())
+        try:
+            self.ledger.commit(block, seals)
+        except StoreError as exc:
+            self._store_failed(block.height, exc)
+            self._undone = decision  # tried again every step until the disk takes it
+            return
+        self._undone = None
+        self._store_ok()
+        self._validators_at[block.height] = validators
+        self._after_commit(block, decision.round)
+
+    def _equivocation(self, evidence: consensus.Equivocation) -> None:
+        who = evidence.first.signer
+        with self._status_lock:
+            self.metrics.equivocations += 1
+        record = {
+            "height": evidence.first.height,
+            "round": evidence.first.round,
+            "validator": who,
+            "first": repr(evidence.first),
+            "second": repr(evidence.second),
+        }
+        try:
+            self.ledger.store.add_alarm(int(time.time()), "equivocation", record)
+        except StoreError as exc:
+            self._log_once("alarm", "write", logging.ERROR, "%s", exc)
+        self._log_once(
+            "equivocation",
+            who,
+            logging.ERROR,
+            "ALARM: validator %s sent two different messages in round %d of height %d (evidence in "
+            "local_alarms); up to %d such validators are tolerated",
+            who,
+            evidence.first.round,
+            evidence.first.height,
+            self._core.faulty if self._core is not None else 0,
+        )
+
+    # -- messages from the bus -------------------------------------------------------------------
+
+    def _park(self, kind: str, height: int, raw: bytes) -> None:
+        """Keep a message for a height we have not reached, and look for the blocks we miss."""
+        if height <= self.ledger.height + 1 + FUTURE_HEIGHTS and self._future_count < MAX_FUTURE_MESSAGES:
+            self._future.setdefault(height, []).append((kind, raw))
+            self._future_count += 1
+        if self.peers and self._mono() > self._catchup_after:
+            self._catch_up()
 
     def _take_block(self, raw: bytes) -> None:
         try:
             env = parse_envelope(raw, community=self.community, now=None, interval_s=None)
             if env.type != "block":
                 raise Rejected("unknown_type", "not a block")
+            if "proposal_round" not in env.body or "valid_round" not in env.body:
+                raise Rejected("bad_body", "a block on the blocks topic must be a proposal")
             block = Block.from_body(
                 env.body, community=self.community, interval_s=self.ledger.genesis.interval_s
             )
@@ -454,52 +659,73 @@ class Node:
             return
         height = block.height
         if height <= self.ledger.height:
-            self._reseal_final(block)
+            self._help_behind(height)
             return
         if height > self.ledger.height + 1:
-            self._candidates.setdefault(height, {})[block.hash] = block
-            self._catch_up()
+            self._park("block", height, raw)
             return
-        sequencer = self.ledger.validators().get(self.ledger.sequencer())
+        core = self._core
+        assert core is not None
+        round_, valid_round = env.body["proposal_round"], env.body["valid_round"]
+        proposer = self.ledger.validators().get(core.proposer(round_))
         try:
-            if env.signer != self.ledger.sequencer() or sequencer is None:
-                raise Rejected("not_sequencer", "block not from the sequencer")
-            verify_envelope(env, public_key_from_hex(sequencer["key"]), key_id_hex=env.signer)
+            if env.signer != core.proposer(round_) or proposer is None:
+                raise Rejected("not_proposer", f"block not from the proposer of round {round_}")
+            verify_envelope(env, public_key_from_hex(proposer["key"]), key_id_hex=env.signer)
         except Rejected as exc:
             self._count("rejected", f"block_{exc.reason}")
             return
-        self._candidates.setdefault(height, {})[block.hash] = block
-        self._seal_and_publish(block)
+        value = block.hash.hex()
+        self._blocks.setdefault(value, block)
+        self._run(core.receive(Proposal(height, round_, valid_round, value, env.signer)))
 
-    def _reseal_final(self, block: Block) -> None:
-        """A block we already hold as final is proposed again (the sequencer restarted before it
-        saw the quorum): publish our seal for it again, so the sequencer can finish it too."""
-        own = self.ledger.store.own_seal(block.height)
-        if own is not None and own[0] == block.hash and self.key_id is not None:
-            self.bus.publish(Topics.seals(self.community, self.key_id), own[1])
-
-    def _take_seal(self, raw: bytes) -> None:
+    def _take_vote(self, raw: bytes) -> None:
         try:
-            seal = parse_envelope(raw, community=self.community, now=None, interval_s=None)
-            if seal.type != "seal":
-                raise Rejected("unknown_type", "not a seal")
+            vote = parse_envelope(raw, community=self.community, now=None, interval_s=None)
+            if vote.type not in ("prevote", "seal"):
+                raise Rejected("unknown_type", "not a vote")
         except Rejected as exc:
             self._count("rejected", f"seal_{exc.reason}")
             return
-        height = seal.body["height"]
+        height = vote.body["height"]
         if height <= self.ledger.height:
-            self._store_late_seal(seal)
+            if vote.type == "seal":
+                self._store_late_seal(vote)  # a late seal: its sender may be done too
+            else:
+                self._help_behind(height)  # a prevote: its sender still works on that height
             return
-        previous = self._seals.setdefault(height, {}).get(seal.signer)
-        if previous is not None and previous.body["header"] != seal.body["header"]:
-            evidence = self.ledger.detect_equivocation(previous, seal)
-            if evidence is not None:
-                self.ledger.store.add_alarm(int(time.time()), "equivocation", evidence)
-                self._halt(f"validator {seal.signer} sealed two headers at height {height}", evidence)
-                return
-        self._seals[height][seal.signer] = seal
-        if height > self.ledger.height + 1 and time.monotonic() > self._catchup_after:
-            self._catch_up()
+        if height > self.ledger.height + 1:
+            self._park("vote", height, raw)
+            return
+        validator = self.ledger.validators().get(vote.signer)
+        if validator is None:
+            self._count("rejected", "seal_not_a_validator")
+            return
+        try:
+            verify_envelope(vote, public_key_from_hex(validator["key"]), key_id_hex=vote.signer)
+        except Rejected as exc:
+            self._count("rejected", f"seal_{exc.reason}")
+            return
+        header = vote.body["header"]
+        value = None if header == NIL else header
+        kind = consensus.PREVOTE if vote.type == "prevote" else consensus.PRECOMMIT
+        if kind == consensus.PRECOMMIT and value is not None:
+            self._seals.setdefault((vote.body["round"], vote.signer), vote)
+        core = self._core
+        assert core is not None
+        self._run(core.receive(Vote(kind, height, vote.body["round"], value, vote.signer)))
+
+    def _help_behind(self, height: int) -> None:
+        """A peer still works on the height we just finished (it restarted, or lost messages):
+        relay the seals that made that block final, so it can finish it from the bus (at most
+        once per REPUBLISH_S; older heights it fetches from a peer's HTTP API)."""
+        if height != self.ledger.height or self.key_id is None:
+            return
+        if self._mono() - self._helped.get(height, float("-inf")) < REPUBLISH_S:
+            return
+        self._helped = {height: self._mono()}
+        for _, envelope in self.ledger.store.seal_rows(height):
+            self.bus.publish(Topics.seals(self.community, self.key_id), bytes(envelope))
 
     def _store_late_seal(self, seal: Envelope) -> None:
         """Keep a valid seal that arrived after its block became final, so stores converge."""
@@ -511,53 +737,8 @@ class Node:
         try:
             check_seal_for(validators, self.community, height, header_hash(header), seal)
         except InvalidBlock:
-            self._count("rejected", "seal_invalid")
-            return
+            return  # a seal of another round's block or nil: not part of this block's record
         self.ledger.store.add_seals(height, [seal])
-
-    def _valid_seal(self, block: Block, seal: Envelope) -> bool:
-        try:
-            self.ledger.check_seal(block, seal)
-            return True
-        except InvalidBlock as exc:
-            self._count("rejected", f"seal_{exc.reason}")
-            self._seals.get(block.height, {}).pop(seal.signer, None)
-            return False
-
-    def _try_finalize(self) -> bool:
-        progressed = False
-        while True:
-            height = self.ledger.height + 1
-            seals = self._seals.get(height, {})
-            final = None
-            for block_hash, block in self._candidates.get(height, {}).items():
-                matching = [
-                    s
-                    for s in list(seals.values())
-                    if s.body["header"] == block_hash.hex() and self._valid_seal(block, s)
-                ]
-                if self.ledger.is_final(matching):
-                    final = (block, matching)
-                    break
-            if final is None:
-                return progressed
-            block, matching = final
-            validators = dict(self.ledger.validators())
-            try:
-                self.ledger.commit(block, matching)
-            except StoreError as exc:
-                self._store_failed(height, exc)
-                return progressed
-            except Exception as exc:  # InvalidBlock, or the app failed on it: drop this candidate
-                reason = exc.reason if isinstance(exc, InvalidBlock) else "execution_failed"
-                self._count("blocks_refused", reason)
-                log.warning("final block %d could not be committed: %s", height, exc)
-                self._candidates[height].pop(block.hash, None)
-                continue
-            self._store_ok()
-            self._validators_at[block.height] = validators
-            self._after_commit(block)
-            progressed = True
 
     def _store_failed(self, height: int, exc: StoreError) -> None:
         """Disk full or read-only: nothing was written (one SQLite transaction). Keep what we
@@ -571,26 +752,26 @@ class Node:
             log.info("storing blocks again")
             self.store_error = None
 
-    def _after_commit(self, block: Block) -> None:
+    def _after_commit(self, block: Block, round_: int | None) -> None:
+        """A block is final (``round_``: the round whose seals made it so; None: from a peer)."""
         with self._status_lock:
             self.metrics.blocks_committed += 1
             self.metrics.last_commit_real = time.time()
-        for height in [h for h in self._candidates if h <= block.height]:
-            del self._candidates[height]
-        for height in [h for h in self._seals if h <= block.height]:
-            del self._seals[height]
         for height in [h for h in self._validators_at if h < block.height - 16]:
             del self._validators_at[height]
-        if self._inflight is not None and self._inflight.block.height <= block.height:
-            done = set(self._inflight.raws)
-            self._forget(list(done))
+        done = {(env.signer, env.seq) for env in block.txs}
+        if done & self._pending_keys:
+            booked = [r for r, e in self._pending if (e.signer, e.seq) in done]
+            self._forget(booked)
             with self._status_lock:
-                self._pending = [(r, e) for r, e in self._pending if r not in done]
-                for env in block.txs:
-                    self._pending_keys.discard((env.signer, env.seq))
-                self._inflight = None
-            self.ledger.store.set_local(INFLIGHT_KEY, b"null")
-        if self.role == "sequencer":
+                self._pending = [(r, e) for r, e in self._pending if (e.signer, e.seq) not in done]
+                self._pending_keys -= done
+        self._pending_since = self._mono() if self._pending else None
+        announcer = (
+            self._core is not None and round_ is not None and self._core.proposer(round_) == self.key_id
+        )
+        self._new_height()
+        if announcer:  # the proposer of the deciding round tells the households
             self._publish_header(block.height)
             self._publish_seen(block)
             self._publish_receipts(block.height)
@@ -603,8 +784,9 @@ class Node:
         write another's key id into junk, and a forged refusal would make that meter forget
         messages never booked. Returns the authenticated signer, or None.
         """
-        if self.role != "sequencer":
-            return None
+        core = self._core
+        if core is None or core.proposer(core.round) != self.key_id:
+            return None  # the proposer in turn tells; the others would repeat it
         meters = self.ledger.chain_state["meters"]
         env = authenticated(raw, community=self.community, key_for=lambda s: (meters.get(s) or {}).get("key"))
         if env is None:
@@ -665,7 +847,7 @@ class Node:
         A peer may be hostile: its reply is size- and depth-bounded, every block is verified
         (seals, roots, re-execution) before it is stored, and nothing it sends ends the node.
         """
-        self._catchup_after = time.monotonic() + 2.0
+        self._catchup_after = self._mono() + 2.0
         for peer in self.peers:
             try:
                 while self._catch_up_batch(peer):
@@ -700,8 +882,10 @@ class Node:
             return False
         for data in blocks:
             block, seals = block_from_json(data, self.community, self.ledger.genesis.interval_s)
+            validators = dict(self.ledger.validators())
             self.ledger.commit(block, seals)
-            self._after_commit(block)
+            self._validators_at[block.height] = validators
+            self._after_commit(block, None)
         return True
 
     # -- status --------------------------------------------------------------------------------
@@ -730,8 +914,12 @@ class Node:
             "blocks_committed": self.metrics.blocks_committed,
             "blocks_refused": dict(self.metrics.blocks_refused),
             "quarantined": self.metrics.quarantined,
-            "halted": self.halted,
             "store_error": self.store_error,
             "stalled": None if self.stalled is None else dict(self.stalled),
-            "inflight": None if self._inflight is None else self._inflight.block.height,
+            "round": None if self._core is None else self._core.round,
+            "step": None if self._core is None else self._core.step,
+            "sequencer": self.ledger.sequencer(),
+            "proposer": None if self._core is None else self._core.proposer(self._core.round),
+            "failovers": self.metrics.failovers,
+            "equivocations": self.metrics.equivocations,
         }

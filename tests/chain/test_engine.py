@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from chain.block import header_hash
-from chain.engine import Equivocation, Ledger
+from chain.canonical import loads_strict
+from chain.engine import Ledger
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
@@ -96,31 +97,34 @@ def test_seal_by_non_validator_or_for_wrong_header_is_refused(community):
         ledgers[0].check_seal(block, wrong)
 
 
-def test_validator_seals_once_per_height_and_equivocation_gives_evidence(community):
+def test_seals_of_different_rounds_never_add_up_to_a_quorum(community):
+    ledgers, validators = community.ledgers, community.validators
+    block = ledgers[0].propose([], T0 + 1)
+    seals = [ledgers[i].seal(block, validators[i].key, now=T0 + 1, round_=0) for i in range(2)]
+    seals.append(ledgers[2].seal(block, validators[2].key, now=T0 + 1, round_=1))
+    assert not ledgers[0].is_final(seals)
+    with pytest.raises(InvalidBlock, match="no_quorum"):
+        ledgers[0].commit(block, seals)
+    seals.append(ledgers[2].seal(block, validators[2].key, now=T0 + 1, round_=0))
+    ledgers[0].commit(block, seals)
+    assert ledgers[0].height == 1
+    stored = [loads_strict(bytes(env))["body"]["round"] for _, env in ledgers[0].store.seal_rows(1)]
+    assert stored == [0, 0, 0]  # the record of finality is one round's seals
+
+
+def test_equivocation_evidence_needs_two_votes_of_one_round(community):
     ledgers, validators = community.ledgers, community.validators
     first = ledgers[0].propose([], T0 + 1)
     second = ledgers[0].propose([], T0 + 2)
-    seal = ledgers[1].seal(first, validators[1].key, now=T0 + 1)
-    assert ledgers[1].seal(first, validators[1].key, now=T0 + 1).to_bytes() == seal.to_bytes()
-    with pytest.raises(Equivocation) as err:
-        ledgers[1].seal(second, validators[1].key, now=T0 + 2)
-    assert err.value.evidence["height"] == 1
-    assert ledgers[1].store.alarms()[0][1] == "equivocation"
-    # a sequencer that seals two headers at one height is caught by anyone holding both seals
-    s1 = ledgers[0].seal(first, validators[0].key, now=T0 + 1)
-    s2 = community.validators[0].key
-    from chain.envelope import sign_envelope
-
-    forged = sign_envelope(
-        s2,
-        type="seal",
-        community=community.community,
-        seq=1,
-        body={"height": 1, "header": second.hash.hex()},
-        created=T0,
-    )
-    evidence = ledgers[2].detect_equivocation(s1, forged)
+    key = validators[1].key
+    a = ledgers[1].sign_vote(key, "seal", 1, 0, first.hash.hex(), now=T0)
+    b = ledgers[1].sign_vote(key, "seal", 1, 0, second.hash.hex(), now=T0)
+    later = ledgers[1].sign_vote(key, "seal", 1, 1, second.hash.hex(), now=T0)
+    prevote = ledgers[1].sign_vote(key, "prevote", 1, 0, second.hash.hex(), now=T0)
+    evidence = ledgers[2].detect_equivocation(a, b)
     assert evidence is not None and evidence["height"] == 1
+    assert ledgers[2].detect_equivocation(a, later) is None  # another round: allowed (a new lock)
+    assert ledgers[2].detect_equivocation(a, prevote) is None  # another kind of vote
 
 
 def test_tampered_block_is_refused_by_validators(community):
@@ -398,9 +402,10 @@ def test_verify_checks_the_node_local_state_snapshot(community, change):
     ledger = community.ledgers[1]
     path = ledger.store.path
     ledger.close()  # writes the snapshot at height 3
-    assert "state snapshot at height 3 matches" in verify_store(
-        Store.open(path.parent, readonly=True), KeyValueApp()
-    ).summary()
+    assert (
+        "state snapshot at height 3 matches"
+        in verify_store(Store.open(path.parent, readonly=True), KeyValueApp()).summary()
+    )
     _tamper_snapshot(path, change)
     with pytest.raises(VerifyError) as err:
         verify_store(Store.open(path.parent, readonly=True), KeyValueApp())

@@ -64,7 +64,8 @@ def test_each_type_signs_and_parses():
             "deadline": NOW,
         },
         "vote": {"proposal": "ab" * 32, "vote": "yes"},
-        "seal": {"height": 3, "header": "cd" * 32},
+        "seal": {"height": 3, "round": 0, "header": "cd" * 32},
+        "prevote": {"height": 3, "round": 2, "header": "nil"},
         "block": {
             "height": 1,
             "prev": "00" * 32,
@@ -73,8 +74,11 @@ def test_each_type_signs_and_parses():
             "result_root": "22" * 32,
             "state_root": "33" * 32,
             "sequencer": "44" * 16,
+            "round": 1,
             "txs": [make().to_dict()],
             "results": [{"k": 1}],
+            "proposal_round": 2,
+            "valid_round": 1,
         },
     }
     for msg_type, body in bodies.items():

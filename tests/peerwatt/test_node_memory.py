@@ -69,21 +69,20 @@ def test_sequencer_crash_loses_nothing_and_stores_nothing_twice(tmp_path):
     assert {e.tx_hash for e in sent} == set(hashes)
 
 
-def test_sequencer_crash_with_unfinished_block_reproposes_it_identically(tmp_path):
+def test_proposer_crash_with_unfinished_block_reproposes_it_identically(tmp_path):
     net = Net(tmp_path)
     net.send(3)
-    net.nodes[0].step()  # proposes and seals; validators have not answered yet
-    inflight = net.nodes[0]._inflight
-    assert inflight is not None
-    first_hash = inflight.block.hash
-    net.nodes[1].step()  # validator 1 seals it
+    net.nodes[0].step()  # proposes (and prevotes); the others have not answered yet
+    proposal = net.nodes[0]._core.sent["proposal:0"]
+    first_hash = proposal.value
+    net.nodes[1].step()  # validator 1 prevotes it
     net.crash(0)
-    node = net.start(0)
-    assert node._inflight is not None and node._inflight.block.hash == first_hash
+    node = net.start(0)  # takes back its record: the same proposal, never a second one
+    assert node._core.sent["proposal:0"] == proposal
     net.settle()
-    assert net.nodes[1].ledger.store.header(1) is not None
-    assert net.nodes[1].ledger.head_hash == first_hash or net.nodes[1].ledger.height >= 1
-    assert net.nodes[1].halted is None
+    assert all(n.ledger.height == 1 for n in net.nodes)
+    assert all(n.ledger.head_hash.hex() == first_hash for n in net.nodes)
+    assert all(n.status()["equivocations"] == 0 for n in net.nodes)
 
 
 def test_rejections_are_counted_by_reason(tmp_path):
@@ -184,3 +183,41 @@ def test_sequencer_restarting_after_validators_finalised_its_block_finishes_it(t
     net.send(1, first=10)
     net.settle()
     assert {n.ledger.height for n in net.nodes} == {2}
+
+
+def test_proposer_dies_the_next_in_turn_takes_over_and_keeps_the_role(tmp_path):
+    net = Net(tmp_path)  # 4 validators, quorum 3: one may fail
+    first = net.nodes[0]._core.proposer(0)
+    dead = next(i for i, n in enumerate(net.nodes) if n.key_id == first)
+    net.crash(dead)
+    sent = net.send(2)
+    net.settle()
+    live = [n for n in net.nodes if n is not None]
+    assert all(n.ledger.height == 0 for n in live)  # nobody proposes round 0
+    net.advance(live[0].timeouts.propose_s + live[0].timeouts.precommit_s + 1)
+    assert {n.ledger.height for n in live} == {1}
+    header = live[0].ledger.head
+    assert header["round"] >= 1 and header["sequencer"] != first
+    assert all(n.status()["failovers"] >= 1 for n in live)
+    stored = {bytes(h) for (h,) in live[0].ledger.store.conn.execute("SELECT hash FROM txs")}
+    assert stored == {e.tx_hash for e in sent}  # nothing the dead proposer held is lost
+    # the new proposer keeps the role: the next block needs no timeout
+    net.send(1, first=100)
+    net.settle()
+    net.advance(0.5)
+    assert {n.ledger.height for n in live} == {2} and live[0].ledger.head["round"] == 0
+    assert live[0].ledger.sequencer() == header["sequencer"]
+    # the old proposer comes back and follows the chain from the bus and its peers
+    api = NodeHttpApi(tmp_path / f"n{(dead + 1) % 4}", live[0].status, "127.0.0.1", 0)
+    api.start()
+    try:
+        back = net.start(dead, peers=(api.address,))
+        back.catch_up_at_start()
+        net.send(1, first=200)
+        net.settle()
+        net.advance(1)
+    finally:
+        api.stop()
+    assert {n.ledger.height for n in net.nodes} == {3}
+    for node in net.nodes:
+        assert verify_store(node.ledger.store, KeyValueApp()).blocks == 3

@@ -1,16 +1,17 @@
-"""A malicious sequencer, built from the real engine: it proposes blocks with a dropped
-transaction, a wrong clearing, a wrong balance, a re-ordered history, and two different blocks at
-one height. Validators (``Ledger.seal``, which re-executes through ``Ledger.validate``) refuse to
-seal each, the double proposal raises ``Equivocation`` with its evidence (also stored as an
-alarm), a block without its quorum cannot be committed, and no balance on any validator moves.
+"""A malicious proposer, built from the real engine: it proposes blocks with a dropped
+transaction, a wrong clearing, a wrong balance, a re-ordered history, and two different blocks in
+one round. Validators (``Ledger.seal``, which re-executes through ``Ledger.validate``) refuse to
+seal each; the double proposal is an ``Equivocation`` the consensus reports while it votes only
+for the first; a block without its quorum cannot be committed, and no balance on any validator
+moves.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from chain import consensus
 from chain.block import Block, header_hash, result_root, tx_root
-from chain.engine import Equivocation
 from chain.envelope import sign_envelope
 from chain.execute import InvalidBlock
 from chain.state import copy_state, state_root
@@ -58,7 +59,6 @@ def refused_by_every_validator(c: LocalCommunity, block: Block, reason: str, now
         with pytest.raises(InvalidBlock) as info:
             c.ledgers[index].seal(block, c.validators[index].key, now=now)
         assert info.value.reason == reason
-        assert c.ledgers[index].store.own_seal(block.height) is None  # nothing sealed, nothing kept
 
 
 def cannot_commit(c: LocalCommunity, block: Block, now: int) -> None:
@@ -68,7 +68,7 @@ def cannot_commit(c: LocalCommunity, block: Block, now: int) -> None:
         type="seal",
         community=c.community,
         seq=block.height,
-        body={"height": block.height, "header": block.hash.hex()},
+        body={"height": block.height, "round": 0, "header": block.hash.hex()},
         created=now,
     )
     for ledger in c.ledgers[1:]:
@@ -169,13 +169,9 @@ def test_reordered_history(tmp_path):
     }
     for reason, bad in cases.items():
         refused_by_every_validator(c, bad, reason, t)
-    # rewriting the last final height: every validator already sealed another header there
+    # rewriting the last final height: a final block is never voted on again
     rewrite = with_header(honest, height=sequencer.height, prev=header_hash(older).hex())
-    for index in (1, 2):
-        with pytest.raises(Equivocation) as alarm:
-            c.ledgers[index].seal(rewrite, c.validators[index].key, now=t)
-        assert alarm.value.evidence["offered"] == rewrite.hash.hex()
-        assert c.ledgers[index].store.alarms()[-1][1] == "equivocation"
+    refused_by_every_validator(c, rewrite, "wrong_height", t)
     # transactions in another order than the sequencer's proposal: same tx set, other root
     swapped = list(reversed(honest.txs))
     reordered = Block(dict(honest.header), swapped, honest.results)
@@ -183,7 +179,7 @@ def test_reordered_history(tmp_path):
     assert snapshot(c) == before
 
 
-def test_two_blocks_at_one_height(tmp_path):
+def test_two_blocks_in_one_round(tmp_path):
     c = community(tmp_path, "open")
     t = T0 + 20
     sequencer = c.ledgers[0]
@@ -191,23 +187,28 @@ def test_two_blocks_at_one_height(tmp_path):
     block_b = sequencer.propose([order(c, 2, "buy", 700, 200_000, t)], t)
     assert block_a.height == block_b.height and block_a.hash != block_b.hash
     before = snapshot(c)
-    seal_1 = c.ledgers[1].seal(block_a, c.validators[1].key, now=t)
-    with pytest.raises(Equivocation) as info:
-        c.ledgers[1].seal(block_b, c.validators[1].key, now=t)
-    evidence = info.value.evidence
-    assert evidence["height"] == block_a.height
-    assert evidence["sealed"] == block_a.hash.hex() and evidence["offered"] == block_b.hash.hex()
-    assert evidence["offered_header"] == block_b.header
-    alarms = c.ledgers[1].store.alarms()
-    assert [(kind, ev["offered"]) for _, kind, ev in alarms] == [("equivocation", block_b.hash.hex())]
-    # the sequencer signs both headers itself: two valid seals by one key are proof
+    # each validator's consensus takes the first proposal of the round, reports the second
+    ids = [v.id for v in c.validators]
+    me = ids[1]
+    blocks = {block_a.hash.hex(): block_a, block_b.hash.hex(): block_b}
+    height = consensus.Height(
+        block_a.height, tuple(ids), 3, sequencer.sequencer(), me, valid=lambda v: v in blocks
+    )
+    height.start()
+    proposer = height.proposer(0)
+    first = height.receive(consensus.Proposal(block_a.height, 0, -1, block_a.hash.hex(), proposer))
+    second = height.receive(consensus.Proposal(block_a.height, 0, -1, block_b.hash.hex(), proposer))
+    prevotes = [a.message for a in first if isinstance(a, consensus.Broadcast)]
+    assert [(m.kind, m.value) for m in prevotes] == [("prevote", block_a.hash.hex())]
+    assert [type(a) for a in second] == [consensus.Equivocation]
+    # the proposer signs seals of both headers in one round itself: two valid seals are proof
     seals = [
         sign_envelope(
             c.validators[0].key,
             type="seal",
             community=c.community,
             seq=b.height,
-            body={"height": b.height, "header": b.hash.hex()},
+            body={"height": b.height, "round": 0, "header": b.hash.hex()},
             created=t,
         )
         for b in (block_a, block_b)
@@ -215,11 +216,10 @@ def test_two_blocks_at_one_height(tmp_path):
     proof = c.ledgers[2].detect_equivocation(*seals)
     assert proof is not None and proof["height"] == block_a.height
     assert {s["body"]["header"] for s in proof["seals"]} == {block_a.hash.hex(), block_b.hash.hex()}
-    # B cannot become final: validator 1 will not seal it, so B has at most 2 of 3 seals
+    # B cannot become final without a quorum of one round
     seal_2b = c.ledgers[2].seal(block_b, c.validators[2].key, now=t)
     for ledger in c.ledgers[1:]:
         with pytest.raises(InvalidBlock) as refused:
             ledger.commit(block_b, [seals[1], seal_2b])
         assert refused.value.reason == "no_quorum"
     assert snapshot(c) == before
-    assert seal_1.body["header"] == block_a.hash.hex()

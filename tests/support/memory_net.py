@@ -1,4 +1,7 @@
-"""A community of in-process nodes on the in-memory bus (sequencer = node 0), for node tests."""
+"""A community of in-process validators on the in-memory bus (node 0 proposes first), for node tests.
+
+Time is simulated: ``clock`` for block times and ``now`` (monotonic seconds) for the nodes'
+timeouts, which ``advance`` moves on, so failover tests run in milliseconds."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ class Net:
         self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0)
         self.broker = MemoryBroker()
         self.clock = SimClock(T0 + 10, 1.0)
+        self.now = 1000.0
         self.nodes: list[Node | None] = [None] * validators
         for i in range(validators):
             Ledger.create(tmp_path / f"n{i}", self.c.genesis, app_factory()).close()
@@ -31,7 +35,7 @@ class Net:
     def start(self, i, peers=()):
         ledger = Ledger.open(self.tmp / f"n{i}", self.app_factory())
         role = "sequencer" if i == 0 else "validator"
-        mempool = Mempool(self.tmp / f"n{i}" / "mempool.sqlite") if i == 0 else None
+        mempool = Mempool(self.tmp / f"n{i}" / "mempool.sqlite")
         node = Node(
             ledger,
             MemoryBus(self.broker, f"node-{i}"),
@@ -41,6 +45,7 @@ class Net:
             block_s=0,
             mempool=mempool,
             peers=peers,
+            monotonic=lambda: self.now,
         )
         node.start()
         self.nodes[i] = node
@@ -69,6 +74,7 @@ class Net:
         return sent
 
     def settle(self, rounds=200):
+        """Step every live node until none has anything to do."""
         for _ in range(rounds):
             busy = False
             for node in self.nodes:
@@ -76,6 +82,13 @@ class Net:
                     busy |= node.step()
             if not busy:
                 return
+
+    def advance(self, seconds, step_s=0.5):
+        """Let ``seconds`` of the nodes' time pass, settling after each ``step_s``."""
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step_s)
+            self.settle()
 
 
 def dump(ledger):
