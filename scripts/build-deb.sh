@@ -43,12 +43,27 @@ MAINTAINER="${DEB_MAINTAINER:-$(git -C "$ROOT" config user.name || true) <$(git 
 STAGE="$OUT/root"
 VENV="$STAGE$PREFIX"
 DEB="$OUT/${PACKAGE}_${VERSION}_${ARCH}.deb"
-rm -rf "$STAGE" "$OUT/wheel" "$OUT"/"${PACKAGE}"_*.deb
+rm -rf "$STAGE" "$OUT/src" "$OUT/wheel" "$OUT"/"${PACKAGE}"_*.deb
 mkdir -p "$STAGE" "$OUT/wheel"
 
+# The wheel is built from a clean copy of pyproject.toml, the readme and the packages it names:
+# setuptools never empties the tree's build/lib, so a wheel built in place would carry modules
+# deleted or renamed since the last build.
 echo "build-deb: the peerwatt wheel"
+"$DEB_PYTHON" - "$ROOT" "$OUT/src" <<'EOF'
+import fnmatch, pathlib, shutil, sys, tomllib
+root, src = map(pathlib.Path, sys.argv[1:])
+project = tomllib.loads((root / "pyproject.toml").read_text())
+include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+src.mkdir()
+for name in ("pyproject.toml", project["project"]["readme"]):
+    shutil.copy2(root / name, src / name)
+for top in sorted(root.iterdir()):
+    if (top / "__init__.py").is_file() and any(fnmatch.fnmatch(top.name, p) for p in include):
+        shutil.copytree(top, src / top.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+EOF
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$PIP_PYTHON" -m pip wheel -q --no-deps -w "$OUT/wheel" "$ROOT"
+"$PIP_PYTHON" -m pip wheel -q --no-deps -w "$OUT/wheel" "$OUT/src"
 WHEEL="$(ls "$OUT"/wheel/peerwatt-*.whl)"
 
 echo "build-deb: $PREFIX with Python $PY_VERSION and the agent's dependencies"
@@ -119,5 +134,6 @@ done
 (cd "$STAGE" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum) >"$STAGE/DEBIAN/md5sums"
 
-dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$DEB" >/dev/null
+# xz level 1: a fifth of the default level's time on 2 cores for a .deb one eighth larger (8 vs 7 MB)
+dpkg-deb --root-owner-group -Zxz -z1 --build "$STAGE" "$DEB" >/dev/null
 echo "build-deb: $DEB ($(du -h "$DEB" | cut -f1))"

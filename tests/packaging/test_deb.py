@@ -129,6 +129,14 @@ def _check_contents(deb: Path) -> None:
     assert {"meter_agent", "pymodbus", "paho", "cryptography"} <= shipped
     assert not [name for name in shipped for extra in EXTRAS_ONLY if name.startswith(extra)], shipped
     assert "pip" not in shipped and "setuptools" not in shipped
+    # exactly this tree's modules: none that setuptools' build/lib kept after they were deleted here
+    ours = ("chain", "market", "meter_agent", "dashboard", "peerwatt")
+    packaged = {
+        line.split(site, 1)[1]
+        for line in listing.splitlines()
+        if site in line and line.endswith(".py") and line.split(site, 1)[1].split("/")[0] in ours
+    }
+    assert packaged == {str(p.relative_to(ROOT)) for name in ours for p in (ROOT / name).rglob("*.py")}
     control = _run("dpkg-deb", "-I", str(deb), "conffiles").stdout
     assert control.split() == ["/etc/peerwatt/agent.toml.example"]
 
