@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 
 TABLES = (
     "meta",
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS trades (
     grid_fee INTEGER NOT NULL, levies INTEGER NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'cleared', settled_wh INTEGER, s_value INTEGER, s_grid_fee INTEGER,
     s_levies INTEGER, flag TEXT, flagged_meter TEXT, settle_height INTEGER, settle_idx INTEGER,
-    adjusted INTEGER NOT NULL DEFAULT 0, UNIQUE (interval, trade_key));
+    adjusted INTEGER NOT NULL DEFAULT 0, source TEXT, UNIQUE (interval, trade_key));
 CREATE INDEX IF NOT EXISTS trades_interval ON trades(interval, id);
 CREATE INDEX IF NOT EXISTS trades_energy ON trades(energy_wh, id);
 CREATE INDEX IF NOT EXISTS trades_price ON trades(price, id);

@@ -316,7 +316,7 @@ class Indexer:
     def _settlements(self, rows) -> int:
         self.db.writer.executemany(
             "UPDATE trades SET status = ?, settled_wh = ?, s_value = ?, s_grid_fee = ?, s_levies = ?,"
-            " flag = ?, flagged_meter = ?, settle_height = ?, settle_idx = ?"
+            " flag = ?, flagged_meter = ?, settle_height = ?, settle_idx = ?, source = ?"
             " WHERE interval = ? AND trade_key = ?",
             [
                 (
@@ -329,6 +329,7 @@ class Indexer:
                     r.get("flagged_meter"),
                     h,
                     i,
+                    r.get("source"),
                     r["interval"],
                     r["trade"],
                 )
@@ -399,7 +400,7 @@ class Indexer:
                 " status = coalesce(?, status), flag = CASE WHEN ? = 'settled' THEN NULL ELSE"
                 " coalesce(?, flag) END,"
                 " flagged_meter = CASE WHEN ? = 'settled' THEN NULL ELSE flagged_meter END,"
-                " adjusted = adjusted + 1 WHERE id = ?",
+                " adjusted = adjusted + 1, source = coalesce(?, source) WHERE id = ?",
                 (
                     settled_wh,
                     r.get("delta_value", 0),
@@ -409,6 +410,7 @@ class Indexer:
                     status,
                     r.get("flag"),
                     status,
+                    r.get("source"),
                     found[0],
                 ),
             )

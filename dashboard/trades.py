@@ -36,7 +36,7 @@ CSV_CHUNK = 50_000
 TRADE_COLUMNS = (
     "t.id, t.interval, t.trade_key, t.seller, t.buyer, t.energy_wh, t.price, t.value, t.grid_fee,"
     " t.levies, t.height, t.idx, t.status, t.settled_wh, t.s_value, t.s_grid_fee, t.s_levies, t.flag,"
-    " t.flagged_meter, t.settle_height, t.adjusted"
+    " t.flagged_meter, t.settle_height, t.adjusted, t.source"
 )
 
 
@@ -216,6 +216,7 @@ FLAG_WORDS = {
     "serial_not_enrolled": "{whose} sent readings with a serial that is not the enrolled one",
     "counter_backwards": "a counter of {whose} went backwards",
     "implausible_jump": "{whose} reported more energy than its enrolled capacity allows",
+    "missing_gridops": "the grid operator's data for {whose} never arrived",
 }
 
 
@@ -316,6 +317,7 @@ def _row(r: tuple, directory: Directory) -> dict[str, Any]:
         flagged_meter,
         settle_height,
         adjusted,
+        source,
         side,
         _,
     ) = r
@@ -343,6 +345,8 @@ def _row(r: tuple, directory: Directory) -> dict[str, Any]:
         "settle_height": settle_height,
         "adjustments": adjusted,
     }
+    if source is not None:  # where the community settles on the grid operator's data too
+        row["source"] = source
     if side is not None:
         row["side"] = side
         counterparty = buyer if side == "sell" else seller
