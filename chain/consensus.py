@@ -146,10 +146,14 @@ class Height:
     valid_round: int = -1
     decided: Decide | None = None
     work_is_due: bool = False
-    # message log: round -> signer -> message
+    # message log: round -> signer -> message (the first one a signer sent)
     proposals: dict[int, Proposal] = field(default_factory=dict)
     prevotes: dict[int, dict[str, Vote]] = field(default_factory=dict)
     precommits: dict[int, dict[str, Vote]] = field(default_factory=dict)
+    # every vote by what it is for, an equivocator's second vote included: the paper counts
+    # "2f+1 <PRECOMMIT, h, r, id(v)>" from distinct signers, whatever else they also sent
+    # (kind, round) -> value -> signer -> vote
+    votes_for: dict[tuple[str, int], dict[str | None, dict[str, Vote]]] = field(default_factory=dict)
     sent: dict[str, Proposal | Vote] = field(default_factory=dict)  # "<kind>:<round>" -> message
     _once: set[tuple[str, int]] = field(default_factory=set)
     _started: bool = False
@@ -259,12 +263,19 @@ class Height:
             votes[message.signer] = message
         elif first != message:
             out.append(Equivocation(first, message))
+        by_value = self.votes_for.setdefault((message.kind, message.round), {})
+        by_value.setdefault(message.value, {}).setdefault(message.signer, message)
 
     def _count(self, log: dict[int, dict[str, Vote]], round_: int, value: Any = ...) -> int:
-        votes = log.get(round_, {})
+        """Distinct signers of votes in ``round_`` (any value), or of votes for ``value``."""
         if value is ...:
-            return len(votes)
-        return sum(1 for v in votes.values() if v.value == value)
+            return len(log.get(round_, {}))
+        kind = PREVOTE if log is self.prevotes else PRECOMMIT
+        return len(self.votes_for.get((kind, round_), {}).get(value, {}))
+
+    def seals(self, round_: int, value: str) -> list[Vote]:
+        """The precommits of ``round_`` for ``value`` (a decision's seals), equivocators' included."""
+        return list(self.votes_for.get((PRECOMMIT, round_), {}).get(value, {}).values())
 
     def _signers_in(self, round_: int) -> int:
         signers = set(self.prevotes.get(round_, {})) | set(self.precommits.get(round_, {}))
@@ -322,10 +333,11 @@ class Height:
     def _step_once(self, out: list[Action]) -> bool:
         q, r = self.quorum, self.round
         # line 49: a quorum of precommits in any round for a block we hold and find valid
-        for round_, votes in self.precommits.items():
-            values = {v.value for v in votes.values() if v.value is not None}
-            for value in values:
-                if self._count(self.precommits, round_, value) >= q and self.valid(value):
+        for (kind, round_), by_value in self.votes_for.items():
+            if kind != PRECOMMIT:
+                continue
+            for value, signers in by_value.items():
+                if value is not None and len(signers) >= q and self.valid(value):
                     self.decided = Decide(self.height, round_, value)
                     out.append(self.decided)
                     return False
@@ -405,8 +417,7 @@ class Height:
             if isinstance(message, Proposal):
                 self.proposals.setdefault(message.round, message)
             else:
-                log = self.prevotes if message.kind == PREVOTE else self.precommits
-                log.setdefault(message.round, {})[message.signer] = message
+                self._take_vote(message, [])
 
 
 def _message_dict(message: Proposal | Vote) -> dict[str, Any]:

@@ -154,14 +154,15 @@ class Node:
 def _has(height: Height, message: Proposal | Vote) -> bool:
     if isinstance(message, Proposal):
         return height.proposals.get(message.round) == message
-    log = height.prevotes if message.kind == PREVOTE else height.precommits
-    return log.get(message.round, {}).get(message.signer) == message
+    by_value = height.votes_for.get((message.kind, message.round), {})
+    return message.signer in by_value.get(message.value, {})
 
 
 def _messages_of(height: Height) -> list[Proposal | Vote]:
+    """Everything this height's log holds, an equivocator's every vote included."""
     out: list[Proposal | Vote] = list(height.proposals.values())
-    for log in (height.prevotes, height.precommits):
-        for votes in log.values():
+    for by_value in height.votes_for.values():
+        for votes in by_value.values():
             out.extend(votes.values())
     return out
 
@@ -352,7 +353,7 @@ class Simulation:
             first = self.decisions.setdefault(number, value)
             if first != value:
                 self._fail(f"disagreement at h{number}: {first} and {value} ({node.name})")
-        certificate = tuple(v for v in height.precommits[decide.round].values() if v.value == value)
+        certificate = tuple(height.seals(decide.round, value))
         node.chain[number] = (value, decide.round, certificate)
         self._enter(node, number + 1)
 
