@@ -7,16 +7,25 @@ import json
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
+from markupsafe import Markup
 
 from dashboard import household_view as hh
 from dashboard.agent_status import not_configured
 from dashboard.params import arg_choice, arg_date
 from dashboard.receipt_view import build_receipt, parse_receipt, verify_receipt
-from dashboard.timeutil import VIEWS, buckets, day_range, period
+from dashboard.timeutil import VIEWS, buckets, day_range, local_date, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
 from dashboard.views.common import ledger_today, names, require_meter, services, viewer
 
 bp = Blueprint("household", __name__)
+
+
+@bp.app_template_filter("exact_wh")
+def exact_wh(energy_wh: int) -> Markup:
+    """The attributes that carry a figure's exact watt-hours next to its rounded text (``12.35
+    kWh`` reads ``12,347 Wh`` on hover): ``data-wh="12347" title="12,347 Wh"``."""
+    wh = int(energy_wh)
+    return Markup(f'data-wh="{wh}" title="{wh:,} Wh"')
 
 
 def _summary(meter: str) -> dict:
@@ -51,6 +60,8 @@ def _summary(meter: str) -> dict:
             "date": p.anchor.isoformat(),
             "start": p.start,
             "end": p.end,
+            "first_date": p.anchor.isoformat() if view == "day" else local_date(p.start, tz).isoformat(),
+            "last_date": p.anchor.isoformat() if view == "day" else local_date(p.end - 1, tz).isoformat(),
             "prev": p.prev_anchor.isoformat(),
             "next": p.next_anchor.isoformat(),
             "words": words,
@@ -96,7 +107,12 @@ def page(meter: str):
     data = _summary(meter)
     s = services()
     recent = query_page(s.index.conn, TradeFilter(meters=(meter,), limit=20), s.ledger.community.tz, names())
-    return render_template("household.html", d=data, trades=recent.rows)
+    period_csv = url_for(
+        "trades.csv",
+        household=meter,
+        **{"from": data["period"]["first_date"], "to": data["period"]["last_date"]},
+    )
+    return render_template("household.html", d=data, trades=recent.rows, csv_url=period_csv)
 
 
 @bp.route("/api/v1/households")

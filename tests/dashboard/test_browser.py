@@ -234,3 +234,160 @@ def test_phone_layout_has_no_sideways_scrolling(browser, server, built):
     page.goto("/")
     assert page.locator("#book tbody tr").first.evaluate("r => getComputedStyle(r).display") == "table-row"
     context.close()
+
+
+# Issue 17, "Tests" and "Done when": what a household reads in the tiles and the money table is
+# what the CSV of the same period adds up to, to the Wh and the cent, on a desktop and a phone.
+FIGURES_JS = """() => {
+  const wh = (id) => { const e = document.getElementById(id); return e ? Number(e.dataset.wh) : null; };
+  const cell = (id) => {
+    const e = document.getElementById(id);
+    if (!e) return null;
+    return {text: e.innerText.trim(), shown: Number(e.dataset.micro), exact: Number(e.dataset.exact)};
+  };
+  const ids = ['tile-sold-settled', 'tile-sold-pending', 'tile-bought-settled', 'tile-bought-pending',
+    'tile-from-grid', 'tile-to-grid', 'money-sold-settled', 'money-bought-settled', 'money-from-grid',
+    'money-to-grid', 'money-sold-pending', 'money-bought-pending'];
+  const money = ['money-p2p-earnings', 'money-p2p-cost', 'money-grid-fees', 'money-levies',
+    'money-grid-supply', 'money-feed-in', 'money-actual', 'money-baseline', 'savings',
+    'money-sold-pending-value', 'money-bought-pending-value'];
+  const text = (id) => { const e = document.getElementById(id); return e ? e.innerText.trim() : null; };
+  return {
+    wh: Object.fromEntries(ids.map((i) => [i, wh(i)])),
+    text: Object.fromEntries(ids.map((i) => [i, text(i)])),
+    money: Object.fromEntries(money.map((i) => [i, cell(i)])),
+    scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+  };
+}"""
+
+
+def _period_csv(page) -> list[dict[str, str]]:
+    with page.expect_download() as download_info:
+        page.click("#period-csv")
+    return list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+
+
+def _check_page_against_csv(got: dict, rows: list[dict[str, str]], meter: str) -> dict[str, int]:
+    """The tiles and the money table of one period against the CSV of its trades; returns the
+    period's settled and pending figures (Wh, micro-units) as the CSV gives them."""
+    from dashboard.units import energy, money
+
+    def total(side: str, status: str, column: str) -> int:
+        party = "seller_meter" if side == "sell" else "buyer_meter"
+        return sum(int(r[column]) for r in rows if r[party] == meter and r["status"] == status)
+
+    csv_figures = {
+        "sold_settled_wh": total("sell", "settled", "settled_wh"),
+        "sold_pending_wh": total("sell", "cleared", "energy_wh"),
+        "bought_settled_wh": total("buy", "settled", "settled_wh"),
+        "bought_pending_wh": total("buy", "cleared", "energy_wh"),
+        "earnings": total("sell", "settled", "settled_value_micro"),
+        "cost": total("buy", "settled", "settled_value_micro"),
+        "grid_fees": total("buy", "settled", "settled_grid_fee_micro"),
+        "levies": total("buy", "settled", "settled_levies_micro"),
+        "sold_pending_value": total("sell", "cleared", "value_micro"),
+        "bought_pending_value": total("buy", "cleared", "value_micro"),
+    }
+    wh, text, m = got["wh"], got["text"], got["money"]
+    # energy: tiles = money table = CSV, to the Wh (data-wh) and as written
+    for tile, table, key in (
+        ("tile-sold-settled", "money-sold-settled", "sold_settled_wh"),
+        ("tile-bought-settled", "money-bought-settled", "bought_settled_wh"),
+        ("tile-sold-pending", "money-sold-pending", "sold_pending_wh"),
+        ("tile-bought-pending", "money-bought-pending", "bought_pending_wh"),
+    ):
+        assert wh[tile] == csv_figures[key] and text[tile] == energy(csv_figures[key]), (tile, got)
+        if csv_figures["sold_pending_wh"] or csv_figures["bought_pending_wh"] or "pending" not in table:
+            assert wh[table] == csv_figures[key] and text[table] == text[tile], (table, got)
+        else:
+            assert wh[table] is None  # nothing pending: the money table has no pending line
+    for tile, table in (("tile-from-grid", "money-from-grid"), ("tile-to-grid", "money-to-grid")):
+        assert wh[tile] == wh[table] and text[tile] == text[table], (tile, got)
+    # money: the ledger's exact amounts are the CSV's, to the micro-unit; each shown line is that
+    # amount in whole cents (within a cent: the lines are rounded to add up), written as shown
+    for cell, key in (
+        ("money-p2p-earnings", "earnings"),
+        ("money-p2p-cost", "cost"),
+        ("money-grid-fees", "grid_fees"),
+        ("money-levies", "levies"),
+    ):
+        c = m[cell]
+        assert c["exact"] == csv_figures[key], (cell, c, csv_figures[key])
+        assert c["shown"] % 10_000 == 0 and abs(c["shown"] - c["exact"]) < 10_000, (cell, c)
+        assert c["text"] == money(c["shown"]), (cell, c)
+    for cell, key in (
+        ("money-sold-pending-value", "sold_pending_value"),
+        ("money-bought-pending-value", "bought_pending_value"),
+    ):
+        if csv_figures["sold_pending_wh"] or csv_figures["bought_pending_wh"]:
+            assert m[cell]["text"] == money(csv_figures[key]), (cell, m[cell], csv_figures[key])
+    # the shown lines add up to the shown totals
+    shown = {k: v["shown"] for k, v in m.items() if v is not None}
+    assert shown["money-actual"] == (
+        shown["money-p2p-cost"]
+        + shown["money-grid-fees"]
+        + shown["money-levies"]
+        + shown["money-grid-supply"]
+        - shown["money-p2p-earnings"]
+        - shown["money-feed-in"]
+    )
+    assert shown["savings"] == shown["money-baseline"] - shown["money-actual"]
+    return csv_figures
+
+
+def test_tiles_money_table_and_csv_agree_on_desktop_and_phone(browser, server, built):
+    """Sunny Villa's month (settled trades, trades cleared but not yet settled on the last day,
+    and under-delivered ones on the cloudy day), its days and its year: the tiles, the money table
+    and the period's CSV (the page's own download link) give the same figures at 1280x900 and at
+    390x844, the days add up to the month and the year, the under-delivered trades say so, and
+    the phone never scrolls sideways. Screenshots in test-artifacts/screenshots/agree-*."""
+    villa = built.meters[0]
+    days = ["2025-06-02", "2025-06-03", "2025-06-04", "2025-06-05"]
+    for viewport, vname in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        context, page, errors = open_page(browser, server, viewport)
+        page.goto("/household")
+        page.fill("#username", "villa")
+        page.fill("#password", PASSWORDS["villa"])
+        page.click("#login-submit")
+        page.wait_for_url("**/household/*")
+        figures = {}
+        # the desktop reads every day, the month and the year; the phone the month, the cloudy day
+        # (under-delivered trades) and the last day (trades cleared, not yet settled)
+        periods = [("month", "2025-06-01")] + [("day", d) for d in days]
+        if viewport is DESKTOP:
+            periods.append(("year", "2025-06-01"))
+        else:
+            periods = [p for p in periods if p[1] in ("2025-06-01", "2025-06-04", "2025-06-05")]
+        for view, day in periods:
+            page.goto(f"/household/{villa}?view={view}&date={day}")
+            got = page.evaluate(FIGURES_JS)
+            rows = _period_csv(page)
+            figures[(view, day)] = _check_page_against_csv(got, rows, villa)
+            if view == "month":
+                # the month has all three kinds of trade
+                statuses = {(r["status"], int(r["settled_wh"] or 0) < int(r["energy_wh"])) for r in rows}
+                assert {("settled", False), ("settled", True), ("cleared", True)} <= statuses, statuses
+                shoot(page, f"agree-month-{vname}")
+            if viewport is PHONE:
+                assert got["scroll"] <= got["inner"], (view, day, got["scroll"], got["inner"])
+        month = figures[("month", "2025-06-01")]
+        if viewport is DESKTOP:  # the days add up to the month, and the year is that month
+            for key, value in month.items():
+                assert value == sum(figures[("day", d)][key] for d in days), key
+            assert figures[("year", "2025-06-01")] == month
+        # the under-delivered trades of the cloudy day read as the CSV says, on this screen
+        page.goto(f"/trades?household={villa}&side=sell&from=2025-06-04&to=2025-06-04&limit=500")
+        with page.expect_download() as download_info:
+            page.click("#csv-link")
+        rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+        short = [r for r in rows if r["status"] == "settled" and int(r["settled_wh"]) < int(r["energy_wh"])]
+        assert short
+        for r in short:
+            state = page.locator(f'#trades-table tr[data-trade="{r["trade_id"]}"] td[data-label="State"]')
+            assert r["delivery_note"] in state.inner_text()
+            assert r["delivery_note"].startswith("sold ") and ", delivered " in r["delivery_note"]
+        if viewport is PHONE:
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        shoot(page, f"agree-under-delivered-{vname}")
+        assert errors == [], errors
+        context.close()

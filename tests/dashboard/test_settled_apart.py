@@ -12,7 +12,7 @@ from dashboard.units import energy
 
 
 def _span(html: str, ident: str) -> str:
-    return re.search(rf'id="{ident}">([^<]*)<', html).group(1)
+    return re.search(rf'id="{ident}"[^>]*>([^<]*)<', html).group(1)
 
 
 def test_tiles_money_table_and_csv_agree_today(as_villa, built):
