@@ -122,7 +122,7 @@ def _run_block(ledger: Ledger, c: LocalCommunity, txs: list, t: int) -> None:
                 type="seal",
                 community=c.community,
                 seq=block.height,
-                body={"height": block.height, "header": block.hash.hex()},
+                body={"height": block.height, "round": block.header["round"], "header": block.hash.hex()},
                 created=t,
                 expires=t + SEAL_TTL_S,
             )
