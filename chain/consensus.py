@@ -392,7 +392,16 @@ class Height:
 
     def record(self) -> dict[str, Any]:
         """What must survive a crash before any message this node sends leaves it: the round,
-        step, lock and valid value, and the messages it sent (JSON-ready)."""
+        step, lock and valid value, the messages it sent, and the 2f+1 prevotes that justify the
+        lock and the valid value (JSON-ready). Those prevotes are what peers need (line 28) to
+        accept the valid value when this node re-proposes it; if their signers are gone, this
+        node's copy may be the only one left (the paper's gossip assumes a correct process keeps
+        what it received)."""
+        polka: dict[tuple[str, int], Vote] = {}
+        for value, round_ in ((self.locked_value, self.locked_round), (self.valid_value, self.valid_round)):
+            if value is not None and round_ >= 0:
+                for vote in self.votes_for.get((PREVOTE, round_), {}).get(value, {}).values():
+                    polka[(vote.signer, vote.round)] = vote
         return {
             "height": self.height,
             "round": self.round,
@@ -401,6 +410,7 @@ class Height:
             "valid": [self.valid_value, self.valid_round],
             "work_due": self.work_is_due,
             "sent": {key: _message_dict(m) for key, m in self.sent.items()},
+            "polka": [_message_dict(vote) for vote in polka.values()],
         }
 
     def restore(self, record: dict[str, Any]) -> None:
@@ -418,6 +428,10 @@ class Height:
                 self.proposals.setdefault(message.round, message)
             else:
                 self._take_vote(message, [])
+        for data in record.get("polka", []):
+            vote = _message_from_dict(data)
+            if isinstance(vote, Vote) and vote.height == self.height and vote.signer in self._members:
+                self._take_vote(vote, [])
 
 
 def _message_dict(message: Proposal | Vote) -> dict[str, Any]:

@@ -398,6 +398,24 @@ def test_a_restored_validator_resends_nothing_it_already_sent():
     assert sent(again.timeout(PREVOTE, 1, 0)) == [precommit("v0", NIL)]
 
 
+def test_the_record_keeps_the_polka_of_the_lock_so_a_reproposal_can_still_be_accepted():
+    """v0 locked blk in round 0 on the prevotes of v1, v2 and v3; v3 then dies for good and v0
+    restarts. When v2 re-proposes blk with validRound 0 (line 16), line 28 needs 2f+1 prevotes of
+    round 0 for blk: v0's record must still hold them (and gossip them), or no correct validator
+    can ever show that polka again and the locked validators refuse everything else forever
+    (found by the simulation, seed=606 n=4 faults=crash)."""
+    h = height()
+    h.receive(Proposal(1, 0, -1, "blk", "v1"))
+    feed(h, prevote("v1", "blk"), prevote("v3", "blk"))
+    assert h.locked_round == 0
+    again = Height(1, VALIDATORS, 3, "v1", "v0", T, valid)
+    again.restore(json.loads(json.dumps(h.record())))
+    again.start()
+    assert sorted(v.signer for v in again.votes_for[(PREVOTE, 0)]["blk"].values()) == ["v0", "v1", "v3"]
+    again.timeout(PRECOMMIT, 1, 0)  # round 1, v2 proposes
+    assert sent(again.receive(Proposal(1, 1, 0, "blk", "v2"))) == [prevote("v0", "blk", 1)]
+
+
 def test_restore_ignores_the_record_of_another_height():
     h = height()
     h.timeout(PROPOSE, 1, 0)
