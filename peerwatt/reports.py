@@ -41,10 +41,8 @@ class _Settled:
 
 def _results(store: Store, kinds: set[str], start: int | None, end: int | None) -> list[dict[str, Any]]:
     rows = []
-    marks = ",".join("?" * len(kinds))
-    query = f"SELECT height, data FROM results WHERE kind IN ({marks}) ORDER BY height, idx"
-    for height, data in store.conn.execute(query, sorted(kinds)):
-        result = loads_strict(bytes(data))
+    for height, _idx, data in store.results_of_kinds(kinds):
+        result = loads_strict(data)
         interval = result.get("interval")
         if interval is not None and (
             (start is not None and interval < start) or (end is not None and interval >= end)
@@ -58,8 +56,8 @@ def _refused_txs(store: Store) -> set[tuple[int, int]]:
     """(height, index) of every transaction the ledger refused: it is in its block, but its
     content never took effect."""
     refused = set()
-    for height, data in store.conn.execute("SELECT height, data FROM results WHERE kind = 'tx'"):
-        result = loads_strict(bytes(data))
+    for height, _idx, data in store.results_of_kinds(["tx"]):
+        result = loads_strict(data)
         if result["status"] != "ok":
             refused.add((height, result["index"]))
     return refused

@@ -1,0 +1,201 @@
+"""The store compresses payloads, results and seals with dictionaries trained on its own rows:
+readers get the canonical bytes back (verify and the independent verifier agree), a store written
+before compression (schema 1) still opens, and a damaged compressed row is a StoreError naming
+the row, not a crash."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from chain import store as store_module
+from chain.independent import verify_store_independent
+from chain.kvapp import KeyValueApp
+from chain.store import Store, StoreError, db_path
+from chain.verify import verify_store
+from tests.support.localnet import make_community
+
+T0 = 1_764_000_000
+INTERVAL = T0 - T0 % 900
+BLOCKS = 22
+PER_BLOCK = 8
+
+
+@pytest.fixture
+def small_dicts(monkeypatch):
+    """Train after 60 rows instead of 1,000, so a few blocks exercise every path."""
+    monkeypatch.setattr(store_module, "DICT_FIRST_ROWS", 60)
+    monkeypatch.setattr(store_module, "DICT_GROWTH", 2)
+    monkeypatch.setattr(store_module, "DICT_SIZE", 1024)
+
+
+def _run(c, blocks: int, start: int = 0) -> list:
+    sent = []
+    for b in range(start, start + blocks):
+        t = T0 + 1 + b
+        envs = [
+            c.meters[i % len(c.meters)].sign(
+                c.community,
+                "reading",
+                {
+                    "interval": INTERVAL,
+                    "import_wh": b * 1000 + i,
+                    "export_wh": i,
+                    "serial": "SN",
+                    "profile": "p",
+                },
+                created=t,
+            )
+            for i in range(PER_BLOCK)
+        ]
+        c.run_block(envs, t)
+        sent += envs
+    return sent
+
+
+def _raw(store: Store, sql: str, *args) -> list[bytes]:
+    return [bytes(r[0]) for r in store.conn.execute(sql, args)]
+
+
+def test_rows_round_trip_through_compression_and_verify_unchanged(tmp_path, small_dicts):
+    c = make_community(validators=3, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    sent = _run(c, BLOCKS)
+    store = c.ledgers[1].store
+    tables = {t for (t,) in store.conn.execute("SELECT tbl FROM store_dicts")}
+    assert tables == {"payloads", "results", "seals"}
+    stored = _raw(store, "SELECT envelope FROM payloads ORDER BY rowid")
+    assert stored[0][:1] == b"{" and stored[-1][0] == 0  # raw before the first dictionary, then not
+    assert sum(map(len, stored)) < 0.8 * sum(len(e.to_bytes()) for e in sent)
+    for env in sent:
+        assert store.payload(env.tx_hash) == env.to_bytes()
+    top = store.height()
+    assert [r["kind"] for r in store.results(top)] == ["tx", "kv"] * PER_BLOCK
+    assert _raw(store, "SELECT data FROM results WHERE height = ?", top)[0][0] == 0
+    assert [data for _, _, data in store.results_of_kinds(["tx"], low=top, high=top)] == [
+        r[2] for r in store.result_rows(top) if r[1] == "tx"
+    ]
+    assert all(env.startswith(b"{") for _, env in store.seal_rows(top))
+    assert verify_store(store, KeyValueApp()).blocks == top
+    report, extra = verify_store_independent(store, KeyValueApp())
+    assert report.blocks == top and extra.signatures == extra.total
+    # a reader opened before a dictionary was trained finds it when it meets a row that needs it
+    reader = Store.open(tmp_path / "validator-2", readonly=True)
+    try:
+        _run(c, 4, start=BLOCKS)
+        assert verify_store(reader, KeyValueApp()).blocks == store.height()
+    finally:
+        reader.close()
+
+
+def _make_schema_1(path) -> None:
+    """Turn a fresh store into what peerwatt wrote before compression (raw rows, schema 1)."""
+    conn = sqlite3.connect(db_path(path))
+    assert conn.execute("SELECT count(*) FROM store_dicts").fetchone()[0] == 0
+    conn.executescript("DROP TABLE store_dicts; PRAGMA user_version=1;")
+    conn.close()
+
+
+def test_a_store_written_before_compression_opens_reads_and_grows(tmp_path, small_dicts):
+    c = make_community(validators=3, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    _run(c, 2)  # 16 payloads: below the first dictionary
+    for ledger in c.ledgers:
+        ledger.close()
+    for i in range(3):
+        _make_schema_1(tmp_path / f"validator-{i}")
+    old = Store.open(tmp_path / "validator-1", readonly=True)  # read-only: stays schema 1
+    try:
+        assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert verify_store(old, KeyValueApp()).blocks == 2
+    finally:
+        old.close()
+    c.ledgers = [
+        type(c.ledgers[0]).open(tmp_path / f"validator-{i}", KeyValueApp()) for i in range(3)
+    ]  # opening to write upgrades it to schema 2
+    _run(c, 8, start=2)
+    store = c.ledgers[1].store
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert _raw(store, "SELECT envelope FROM payloads ORDER BY rowid DESC LIMIT 1")[0][0] == 0
+    assert verify_store(store, KeyValueApp()).blocks == 10
+
+
+def test_a_store_of_a_newer_schema_is_refused_in_one_line(tmp_path):
+    Store.create(tmp_path).close()
+    conn = sqlite3.connect(db_path(tmp_path))
+    conn.execute("PRAGMA user_version=3")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 3.*open it with the peerwatt that wrote it"):
+        Store.open(tmp_path)
+
+
+@pytest.fixture
+def compressed(tmp_path, small_dicts):
+    c = make_community(validators=3, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    sent = _run(c, BLOCKS)
+    return c, sent
+
+
+def test_a_damaged_compressed_row_is_a_store_error_naming_it(compressed):
+    c, sent = compressed
+    store = c.ledgers[1].store
+    top = store.height()
+    env = sent[-1]
+    (payload,) = _raw(store, "SELECT envelope FROM payloads WHERE hash = ?", env.tx_hash)
+    damaged = payload[:2] + bytes(b ^ 0x5A for b in payload[2:])
+    store.conn.execute("UPDATE payloads SET envelope = ? WHERE hash = ?", (damaged, env.tx_hash))
+    with pytest.raises(StoreError, match=f"the payload of {env.tx_hash.hex()} is damaged"):
+        store.payload(env.tx_hash)
+    (data,) = _raw(store, "SELECT data FROM results WHERE height = ? AND idx = 0", top)
+    store.conn.execute(
+        "UPDATE results SET data = ? WHERE height = ? AND idx = 0", (data[:2] + b"\xff" * 8, top)
+    )
+    with pytest.raises(StoreError, match=f"result 0 of block {top} is damaged"):
+        store.result_rows(top)
+    with pytest.raises(StoreError, match="is damaged"):
+        verify_store(store, KeyValueApp())
+
+
+def test_a_row_whose_dictionary_is_gone_is_a_store_error(compressed):
+    c, _ = compressed
+    for ledger in c.ledgers:
+        ledger.close()
+    conn = sqlite3.connect(db_path(c.ledgers[1].store.path.parent))
+    conn.execute("DELETE FROM store_dicts WHERE tbl = 'seals'")
+    conn.commit()
+    conn.close()
+    store = Store.open(c.ledgers[1].store.path.parent, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="seal of .* is damaged .*dictionary this store lacks"):
+            store.seal_rows(store.height())
+    finally:
+        store.close()
+
+
+def test_a_failed_write_forgets_the_dictionary_it_trained(tmp_path, small_dicts):
+    """The block that trains a table's first dictionary hits a full disk: nothing is stored, and
+    the retried write trains again and verifies."""
+    c = make_community(validators=3, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    _run(c, 5)  # 40 payloads: no dictionary yet
+    store = c.ledgers[1].store
+    body = {"interval": INTERVAL, "import_wh": 7, "export_wh": 0, "serial": "SN", "profile": "p"}
+    block = c.ledgers[0].propose([c.meters[0].sign(c.community, "reading", body, created=T0 + 9)], T0 + 9)
+    seals = [c.ledgers[i].seal(block, c.validators[i].key, now=T0 + 9) for i in range(3)]
+    dicts, newest = dict(store._dicts), dict(store._newest)
+    assert "payloads" not in newest  # (results, two rows per transaction, has one already)
+    store.conn.execute("PRAGMA query_only = ON")
+    monkey_rows = store_module.DICT_FIRST_ROWS
+    store_module.DICT_FIRST_ROWS = 40  # due now (monkeypatch restores it)
+    try:
+        with pytest.raises(StoreError):
+            store.append_block(block, seals, None)
+        assert store._dicts == dicts and store._newest == newest
+        store.conn.execute("PRAGMA query_only = OFF")
+        c.ledgers[1].commit(block, seals)
+    finally:
+        store_module.DICT_FIRST_ROWS = monkey_rows
+    assert store.conn.execute("SELECT count(*) FROM store_dicts WHERE tbl = 'payloads'").fetchone()[0] == 1
+    assert verify_store(store, KeyValueApp()).blocks == 6
