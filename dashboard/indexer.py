@@ -129,13 +129,11 @@ class Indexer:
     def _ingest(self, lo: int, hi: int, report: SyncReport) -> None:
         lconn = self.ledger.conn
         rejected: dict[tuple[int, int], str] = {}
-        for height, data in lconn.execute(
-            "SELECT height, data FROM results WHERE kind = 'tx' AND height BETWEEN ? AND ?"
-            ' AND instr(CAST(data AS TEXT), \'"status":"rejected"\')',
-            (lo, hi),
-        ):
-            result = json.loads(bytes(data))
-            rejected[(height, result["index"])] = result.get("reason", "")
+        store = self.ledger.store()
+        for height, _idx, data in store.results_of_kinds(["tx"], low=lo, high=hi):
+            if b'"status":"rejected"' in data:
+                result = json.loads(data)
+                rejected[(height, result["index"])] = result.get("reason", "")
         tx_rows = lconn.execute(
             "SELECT height, idx, hash, signer, type FROM txs WHERE height BETWEEN ? AND ?"
             " AND type IN ('reading', 'propose', 'vote') ORDER BY height, idx",
@@ -160,14 +158,10 @@ class Indexer:
                     rejected.get((height, idx)),
                     body,
                 )
-        marks = ",".join("?" * len(RESULT_KINDS))
         by_kind: dict[str, list[tuple[int, int, dict[str, Any]]]] = {k: [] for k in RESULT_KINDS}
-        for height, idx, kind, data in lconn.execute(
-            f"SELECT height, idx, kind, data FROM results WHERE height BETWEEN ? AND ?"
-            f" AND kind IN ({marks}) ORDER BY height, idx",
-            (lo, hi, *RESULT_KINDS),
-        ):
-            by_kind[kind].append((height, idx, json.loads(bytes(data))))
+        for height, idx, data in store.results_of_kinds(RESULT_KINDS, low=lo, high=hi):
+            result = json.loads(data)
+            by_kind[result["kind"]].append((height, idx, result))
         self._clearings(by_kind["clearing"])
         self._outcomes(by_kind["order_outcome"])
         report.trades += self._trades(by_kind["trade"])

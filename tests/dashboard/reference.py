@@ -1,24 +1,21 @@
 """Independent reference figures for the dashboard's tests, read straight from the ledger's
-results table (no dashboard code): trades with their final settled amounts, and readings."""
+results table (no dashboard code; chain.store's reader, which decompresses its rows): trades with
+their final settled amounts, and readings."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
+
+from chain.store import Store
 
 
 def ledger_results(data_dir: Path, kind: str) -> list[tuple[int, int, dict]]:
-    conn = sqlite3.connect(f"file:{data_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    store = Store.open(data_dir, readonly=True)  # the store's reader: its rows may be compressed
     try:
-        return [
-            (h, i, json.loads(bytes(d)))
-            for h, i, d in conn.execute(
-                "SELECT height, idx, data FROM results WHERE kind = ? ORDER BY height, idx", (kind,)
-            )
-        ]
+        return [(h, i, json.loads(d)) for h, i, d in store.results_of_kinds([kind])]
     finally:
-        conn.close()
+        store.close()
 
 
 def final_trades(data_dir: Path) -> dict[str, dict]:
