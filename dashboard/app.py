@@ -87,9 +87,9 @@ def create_app(
     app.extensions["peerwatt"] = services
 
     _add_logins(app, services)
-    from dashboard.views import auth, explorer, household, overview, trades
+    from dashboard.views import auth, explorer, household, overview, statements, trades
 
-    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp):
+    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp, statements.bp):
         app.register_blueprint(blueprint)
     _add_request_hooks(app, services)
     _add_error_pages(app)
