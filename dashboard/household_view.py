@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dashboard.explain import explain
-from dashboard.units import shown_statement
+from dashboard.units import largest_remainder, round_to_step, shown_statement
 from market.money import div_round_half_even
 from market.settlement import SETTLED, TradeSettlement
 from market.statement import household_statement
@@ -375,3 +375,21 @@ def neighbours(conn, meter: str, start: int, end: int, label) -> list[dict[str, 
     ]
     out.sort(key=lambda r: (r["side"] != "sell", -(r["settled_wh"] + r["pending_wh"]), r["name"]))
     return out
+
+
+def shown_neighbour_values(rows: list[dict[str, Any]], shown: dict[str, int] | None) -> None:
+    """Give each per-neighbour row its ``shown_value``: whole cents that add up, per side, to the
+    money table's P2P earnings (sold) or P2P costs (bought) as shown (``shown_statement``), by the
+    largest-remainder method, so the summary and the money table never differ by a rounding cent.
+    Without a shown statement (readings missing) each value is rounded on its own."""
+    for side, line in (("sell", "p2p_earnings"), ("buy", "p2p_cost")):
+        mine = [r for r in rows if r["side"] == side]
+        values = [r["settled_value"] for r in mine]
+        try:
+            rounded = largest_remainder(values, shown[line]) if shown is not None else None
+        except ValueError:  # the rows do not sum to the line (cannot happen: the same settled trades)
+            rounded = None
+        if rounded is None:
+            rounded = [round_to_step(v) for v in values]
+        for r, v in zip(mine, rounded, strict=True):
+            r["shown_value"] = v

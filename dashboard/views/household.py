@@ -47,6 +47,9 @@ def _summary(meter: str) -> dict:
         words = "today" if p.anchor == today else f"on {p.anchor.isoformat()}"
     else:
         words = f"in {p.label}"
+    statement = hh.statement(conn, meter, p.start, p.end, params)
+    neighbours = hh.neighbours(conn, meter, p.start, p.end, directory.label)
+    hh.shown_neighbour_values(neighbours, statement["shown"])
     return {
         "meter": meter,
         "name": directory.label(meter),
@@ -73,15 +76,9 @@ def _summary(meter: str) -> dict:
             if s.agent_status is None
             else s.agent_status.health(meter, current_app.config["AGENT_HEARTBEAT_S"])
         ),
-        "neighbours": hh.neighbours(
-            conn,
-            meter,
-            p.start,
-            p.end,
-            directory.label,
-        ),
+        "neighbours": neighbours,
+        "statement": statement,
         "neighbour_names": current_app.config["NEIGHBOUR_NAMES"],
-        "statement": hh.statement(conn, meter, p.start, p.end, params),
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
         "orders": [
             o for o in hh.orders(conn, meter, p.start, p.end, subunit) if o["filled_wh"] < o["energy_wh"]

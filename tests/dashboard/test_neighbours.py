@@ -165,3 +165,37 @@ def test_pseudonyms_never_look_alike():
     got = pseudonyms(ids, "Neighbour")
     assert got[ids[0]] == "Neighbour 3affb70" and got[ids[1]] == "Neighbour 3affb71"
     assert got[ids[2]] == "Neighbour 3affb8" and got[ids[3]] == "Neighbour aaaaaa"
+
+
+def test_neighbour_values_add_up_to_the_money_table(as_admin, built):
+    """Issue 17 item 4 in the per-neighbour summary: its values, in whole cents, add up per side
+    to the money table's P2P earnings and P2P costs as shown (largest remainder), each within a
+    cent of the ledger's exact value; rounding each row alone gave e.g. €0.00 + €0.00 against a
+    money table's €0.01."""
+    from dashboard.units import money
+
+    periods = [("month", "2025-06-01")] + [("day", f"2025-06-0{d}") for d in range(2, 6)]
+    checked = 0
+    for meter in built.meters:
+        for view, day in periods:
+            data = as_admin.get(f"/api/v1/households/{meter}?view={view}&date={day}").get_json()
+            shown = data["statement"]["shown"]
+            for side, line in (("sell", "p2p_earnings"), ("buy", "p2p_cost")):
+                rows = [r for r in data["neighbours"] if r["side"] == side]
+                if not rows:
+                    continue
+                checked += 1
+                assert sum(r["shown_value"] for r in rows) == shown[line], (meter, view, day, side)
+                for r in rows:
+                    assert (
+                        r["shown_value"] % 10_000 == 0 and abs(r["shown_value"] - r["settled_value"]) < 10_000
+                    )
+            if view == "day" and day == "2025-06-02" and data["neighbours"]:
+                page = html_lib.unescape(
+                    as_admin.get(f"/household/{meter}?view={view}&date={day}").get_data(as_text=True)
+                )
+                table = page.split('id="neighbours"', 1)[1].split("</table>", 1)[0]
+                for r in data["neighbours"]:
+                    assert f'data-micro="{r["shown_value"]}" data-exact="{r["settled_value"]}">' in table
+                    assert f'data-exact="{r["settled_value"]}">{money(r["shown_value"])}<' in table
+    assert checked > 30
