@@ -77,7 +77,9 @@ def block(ledger: LedgerReader, index_conn, height: int, user: User | None) -> d
             {
                 "index": idx,
                 "hash": bytes(tx_hash).hex(),
-                "signer": signer,
+                # a proposal or vote is public, who sent it only for logged-in users (as on the
+                # governance page): None for visitors
+                "signer": signer if user is not None else None,
                 "type": msg_type,
                 "seq": seq,
                 "status": outcome.get("status"),

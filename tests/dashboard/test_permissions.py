@@ -238,3 +238,27 @@ def test_sessions_expire_and_logout_ends_them(fresh_app, built):
     token = csrf_token(other)
     assert other.post("/logout", data={"csrf_token": token}).status_code in (302, 303)
     assert other.get("/api/v1/trades").status_code == 401
+
+
+def test_who_proposed_and_voted_is_not_public_on_block_pages(client, as_flat, built):
+    """Logged out, the governance page hides who proposed and who voted how; the block pages and
+    the blocks API held the same votes with their signers' names. Now they show the proposal and
+    the vote, not who sent them; a logged-in household sees who (docs/dashboard.md, Who sees what)."""
+    import html as html_lib
+
+    proposals = as_flat.get("/api/v1/governance").get_json()["proposals"]
+    heights = sorted({v["height"] for p in proposals for v in p["votes"]} | {p["height"] for p in proposals})
+    assert heights
+    names = list(built.households.values())
+    for h in heights:
+        page = html_lib.unescape(client.get(f"/explorer/blocks/{h}").get_data(as_text=True))
+        api = client.get(f"/api/v1/blocks/{h}").get_json()
+        gov = [tx for tx in api["txs"] if tx["type"] in ("propose", "vote")]
+        assert gov, h
+        for tx in gov:
+            assert tx["signer"] is None and tx["body"] is not None
+        for name in names:
+            assert name not in page, (h, name)
+        assert "a member (log in to see who)" in page
+        mine = as_flat.get(f"/api/v1/blocks/{h}").get_json()["txs"]
+        assert all(tx["signer"] for tx in mine if tx["type"] in ("propose", "vote"))
