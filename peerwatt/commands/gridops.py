@@ -119,7 +119,7 @@ def import_(
     file, data_dir, config_file, key_file, passphrase_file, operator_file, billing_dir, wait_s, out
 ) -> None:
     """Put the grid operator's data in FILE (CSV, docs/billing.md) on the ledger."""
-    from market.params import gridops_operators
+    from market.params import gridops_operators, with_defaults
     from peerwatt.commands.member import node_side, publish_gov
     from peerwatt.gridops import GridopsError, assign_meters, bodies, parse_csv, sign_bodies
     from peerwatt.onboarding import next_seq
@@ -143,7 +143,7 @@ def import_(
         raise UserError(f"cannot read {file}: {exc}") from None
     points = _metering_points(billing_dir or side.data / "billing")
     try:
-        rows = parse_csv(text, file.name, genesis.interval_s)
+        rows = parse_csv(text, file.name, with_defaults(params)["interval_s"])
         by_meter = assign_meters(rows, points, set(state["chain"]["meters"]), file.name)
     except GridopsError as exc:
         raise UserError(str(exc)) from None

@@ -4,12 +4,17 @@ and settled on a market ledger (docs/billing.md, "The grid operator's data")."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
 
+import peerwatt.commands.member as member
 from chain.canonical import loads_strict
+from chain.genesis import genesis_from_dict
 from chain.keys import save_private_key
+from market.app import MarketApp
+from peerwatt.cli import main
 from peerwatt.gridops import GridopsError, assign_meters, bodies, parse_csv, sign_bodies
 from tests.market.test_gridops_app import (
     I1,
@@ -22,6 +27,7 @@ from tests.market.test_gridops_app import (
     trade_two_intervals,
 )
 from tests.support.cli import peerwatt
+from tests.support.localnet import make_community
 
 HEADER = "metering_point,interval_start,import_wh,export_wh,quality\n"
 
@@ -176,3 +182,61 @@ def test_cli(tmp_path):
     assert run.stderr.strip().splitlines() == [
         "error: june.csv line 2: export_wh '7.5' is not a whole number of Wh"
     ]
+
+
+def test_cli_publishes_and_reports_what_the_ledger_did(tmp_path, monkeypatch, capsys):
+    """The publishing path with the broker replaced by the ledger itself: the command waits until
+    the node's store shows each transaction, and says what was imported and what was refused."""
+
+    now = int(time.time())
+    start = now - now % 900 - 86_400
+    c = make_community(validators=1, members=1, app="market", time=start)
+    d = c.genesis.doc
+    c.genesis = genesis_from_dict(
+        {
+            "community": {k: d["community"][k] for k in ("id", "name", "time", "app", "timezone")},
+            "chain": {"sequencer": d["chain"]["sequencer"]},
+            "app": {"settlement_source": "meter_then_gridops", "gridops_operators": [c.validators[0].id]},
+            "validators": list(d["validators"].values()),
+            "members": list(d["members"].values()),
+            "meters": list(d["meters"].values()),
+        }
+    )
+    c.open_ledgers(tmp_path / "ledger", MarketApp)
+    node = tmp_path / "ledger" / "validator-0"
+    key = save_private_key(c.validators[0].key, tmp_path / "operator.pem")
+    published = []
+
+    def publish(side, community, envelopes, timeout_s=20):
+        published.append(envelopes)
+        c.run_block(list(envelopes), int(time.time()) + 1)
+
+    monkeypatch.setattr(member, "publish_gov", publish)
+    meter = c.meters[0].id
+    csv_file = tmp_path / "day.csv"
+    csv_file.write_text(
+        HEADER + "".join(f"{meter},{iso(start + 900 * k)},{k},0,measured\n" for k in range(8))
+    )
+    args = ["gridops", "import", "--data", str(node), "--key", str(key), "--wait", "10", str(csv_file)]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    out = capsys.readouterr()
+    assert exit_.value.code == 0, out.err
+    assert out.out.strip() == "imported 8 rows of 1 meter(s) in 1 of 1 transaction(s)"
+    assert c.ledgers[0].state["app"]["gridops"][meter][str(start + 900 * 7)] == [7, 0, "measured"]
+    # the same file again: nothing is published
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 0
+    assert (
+        capsys.readouterr().out.strip()
+        == "nothing to import: the ledger already holds every value in day.csv"
+    )
+    assert len(published) == 1
+    # an interval that has not ended: the ledger refuses it, and the command says so in one line
+    csv_file.write_text(HEADER + f"{meter},{iso(now - now % 900 + 3600)},1,0,measured\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code != 0
+    assert err == ["error: 1 transaction(s) refused by the ledger: interval_not_ended"]
