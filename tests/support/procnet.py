@@ -21,7 +21,20 @@ from tests.support.localnet import LocalCommunity
 class NodeProcess:
     """One `peerwatt node run` subprocess with its config, store and log."""
 
-    def __init__(self, index: int, workdir: Path, role: str, broker_url: str, peers: list[str]) -> None:
+    def __init__(
+        self,
+        index: int,
+        workdir: Path,
+        role: str,
+        broker_url: str,
+        peers: list[str],
+        *,
+        failover_s: float | None = None,
+        code: Path | None = None,
+    ) -> None:
+        """``failover_s``: written into node.toml (the propose timeout; unset: the default).
+        ``code``: another checkout of peerwatt to run (e.g. an older commit, for a benchmark's
+        same-run baseline): the process imports it first (PYTHONPATH) and starts in it."""
         self.index = index
         self.dir = workdir / f"node-{index}"
         self.port = free_port()
@@ -31,6 +44,8 @@ class NodeProcess:
         self.role = role
         self.broker_url = broker_url
         self.peers = peers
+        self.failover_s = failover_s
+        self.code = code
         self.proc: subprocess.Popen | None = None
 
     def write_config(self, block_s: float) -> None:
@@ -38,7 +53,8 @@ class NodeProcess:
         self.config.write_text(
             f'data = "data"\nrole = "{self.role}"\nkey = "validator.key"\nhttp = "127.0.0.1:{self.port}"\n'
             f'peers = [{peers}]\nblock_s = {block_s}\nclient_id = "node-{self.index}"\n'
-            f'[broker]\nurl = "{self.broker_url}"\n'
+            + ("" if self.failover_s is None else f"failover_s = {self.failover_s}\n")
+            + f'[broker]\nurl = "{self.broker_url}"\n'
         )
 
     def start(self) -> None:
@@ -47,7 +63,8 @@ class NodeProcess:
             [sys.executable, "-m", "peerwatt.cli", "node", "run", "-c", str(self.config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+            env=code_env(self.code),
+            cwd=self.code,
         )
 
     def kill(self) -> None:
@@ -75,15 +92,57 @@ class NodeProcess:
             return None
 
 
-def launch_community(c: LocalCommunity, workdir: Path, broker_url: str, app_factory, block_s: float = 0.2):
-    """Create stores and configs for every validator (node 0 is the sequencer) and start them."""
+def code_env(code: Path | None) -> dict[str, str]:
+    """The environment of a process that runs the peerwatt checkout ``code`` (None: this one)."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    return env
+
+
+def create_store(data_dir: Path, c: LocalCommunity, app_factory, code: Path | None = None) -> None:
+    """A node's store from ``c``'s genesis, made by this code or by the checkout ``code`` (whose
+    store layout may differ; its app is the one the genesis names)."""
+    if code is None:
+        Ledger.create(data_dir, c.genesis, app_factory()).close()
+        return
+    script = (
+        "import sys\n"
+        "from chain.engine import Ledger, genesis_from_dict_bytes\n"
+        "from market.apps import load_app\n"
+        "g = genesis_from_dict_bytes(sys.stdin.buffer.read())\n"
+        "Ledger.create(sys.argv[1], g, load_app(g.app_name)).close()\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(data_dir)],
+        input=c.genesis.to_bytes(),
+        env=code_env(code),
+        cwd=code,
+        check=True,
+        timeout=60,
+    )
+
+
+def launch_community(
+    c: LocalCommunity,
+    workdir: Path,
+    broker_url: str,
+    app_factory,
+    block_s: float = 0.2,
+    *,
+    failover_s: float | None = None,
+    code: Path | None = None,
+):
+    """Create stores and configs for every validator (node 0 is the sequencer) and start them.
+    ``failover_s`` goes into every node.toml; ``code``: run another checkout (see NodeProcess)."""
     nodes = []
     for i in range(len(c.validators)):
-        nodes.append(NodeProcess(i, workdir, "sequencer" if i == 0 else "validator", broker_url, []))
+        role = "sequencer" if i == 0 else "validator"
+        nodes.append(NodeProcess(i, workdir, role, broker_url, [], failover_s=failover_s, code=code))
     for node in nodes:
         node.peers = [other.api for other in nodes if other is not node]
         node.dir.mkdir(parents=True)
-        Ledger.create(node.dir / "data", c.genesis, app_factory()).close()
+        create_store(node.dir / "data", c, app_factory, code)
         save_private_key(c.validators[node.index].key, node.dir / "validator.key")
         node.write_config(block_s)
         node.start()
