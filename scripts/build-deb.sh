@@ -13,7 +13,7 @@
 #
 # Environment: PIP_PYTHON (a Python with pip >= 22.3; default .venv/bin/python), DEB_PYTHON (the
 # interpreter the package runs on; default /usr/bin/python3), DEB_REVISION (default 1),
-# DEB_MAINTAINER (default: git's user.name <user.email>).
+# DEB_MAINTAINER (default: the project's maintainers, the address its commits carry).
 set -euo pipefail
 umask 022
 
@@ -37,8 +37,7 @@ PY_VERSION="$("$DEB_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2]
 VERSION="$("$DEB_PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$ROOT/pyproject.toml")-$DEB_REVISION"
 ARCH="$(dpkg --print-architecture)"
-MAINTAINER="${DEB_MAINTAINER:-$(git -C "$ROOT" config user.name || true) <$(git -C "$ROOT" config user.email || true)>}"
-[ "$MAINTAINER" != " <>" ] || fail "set DEB_MAINTAINER='Name <email>' (no git identity to take it from)"
+MAINTAINER="${DEB_MAINTAINER:-peerwatt maintainers <maintainers@users.noreply.r-seed-28f608f3.example>}"
 
 STAGE="$OUT/root"
 VENV="$STAGE$PREFIX"

@@ -56,6 +56,18 @@ def _run(*argv: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProce
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def _dpkg(*args: str) -> subprocess.CompletedProcess:
+    """dpkg ARGS; while another dpkg or apt holds its lock (another install on this machine),
+    wait for it (bounded) instead of failing."""
+    deadline = time.monotonic() + 120
+    while True:
+        res = _run("dpkg", *args, timeout=120)
+        locked = res.returncode != 0 and "locked by another process" in res.stderr
+        if not locked or time.monotonic() > deadline:
+            return res
+        time.sleep(1)
+
+
 def _dpkg_status() -> str:
     """'installed', 'config-files', ... or '' when dpkg does not know the package."""
     res = _run("dpkg-query", "-W", "-f=${db:Status-Status}", PACKAGE)
@@ -97,7 +109,7 @@ def machine(tmp_path: Path) -> Iterator[dict]:
                     proc.kill()
                     proc.wait(10)
             if _dpkg_status():
-                _run("dpkg", "--purge", PACKAGE, timeout=120)
+                _dpkg("--purge", PACKAGE)
             if not state["user_existed"] and _user_exists():
                 _run("userdel", USER)
                 if _run("getent", "group", USER).returncode == 0:
@@ -129,14 +141,17 @@ def _check_contents(deb: Path) -> None:
     assert {"meter_agent", "pymodbus", "paho", "cryptography"} <= shipped
     assert not [name for name in shipped for extra in EXTRAS_ONLY if name.startswith(extra)], shipped
     assert "pip" not in shipped and "setuptools" not in shipped
-    # exactly this tree's modules: none that setuptools' build/lib kept after they were deleted here
+    # exactly the modules of the source the build copied (DEB_OUT/src; not the live tree, which
+    # other work may change meanwhile): none that setuptools' build/lib kept after their deletion
+    src = deb.parent / "src"
     ours = ("chain", "market", "meter_agent", "dashboard", "peerwatt")
     packaged = {
         line.split(site, 1)[1]
         for line in listing.splitlines()
         if site in line and line.endswith(".py") and line.split(site, 1)[1].split("/")[0] in ours
     }
-    assert packaged == {str(p.relative_to(ROOT)) for name in ours for p in (ROOT / name).rglob("*.py")}
+    copied = {str(p.relative_to(src)) for name in ours for p in (src / name).rglob("*.py")}
+    assert packaged and packaged == copied, (sorted(packaged - copied), sorted(copied - packaged))
     control = _run("dpkg-deb", "-I", str(deb), "conffiles").stdout
     assert control.split() == ["/etc/peerwatt/agent.toml.example"]
 
@@ -264,13 +279,13 @@ def test_make_deb_installs_runs_the_agent_and_removes_cleanly(tmp_path, machine,
     deb = _build(tmp_path / "deb")
     _check_contents(deb)
 
-    res = _run("dpkg", "-i", str(deb), timeout=120)  # systemd is not PID 1 here: nothing may fail
+    res = _dpkg("-i", str(deb))  # systemd is not PID 1 here: nothing may fail
     assert res.returncode == 0, res.stdout + res.stderr
     _check_installed()
 
     community, meter_id = _configure(mosquitto.url, _start_sim_meter(machine))
     config = (ETC / "agent.toml").read_bytes()
-    res = _run("dpkg", "-i", str(deb), timeout=120)  # reinstall / upgrade: the user's files stay
+    res = _dpkg("-i", str(deb))  # reinstall / upgrade: the user's files stay
     assert res.returncode == 0, res.stdout + res.stderr
     assert (ETC / "agent.toml").read_bytes() == config
     assert _owner(VAR) == (USER, USER, 0o750) and _owner(VAR / "meter.key") == (USER, USER, 0o600)
@@ -280,14 +295,14 @@ def test_make_deb_installs_runs_the_agent_and_removes_cleanly(tmp_path, machine,
     strays = [str(p) for p in OPT.rglob("*") if str(p) not in packaged]
     assert not strays, f"files under /opt/peerwatt that dpkg does not know (left behind on remove): {strays}"
 
-    res = _run("dpkg", "-r", PACKAGE, timeout=120)
+    res = _dpkg("-r", PACKAGE)
     assert res.returncode == 0, res.stdout + res.stderr
     assert _dpkg_status() == "config-files"
     assert not OPT.exists() and not UNIT.exists() and not Path("/usr/bin/peerwatt").exists()
     assert (ETC / "agent.toml").read_bytes() == config and (ETC / "agent.toml.example").exists()
     assert (VAR / "meter.key").exists() and (VAR / "state").is_dir() and _user_exists()
 
-    res = _run("dpkg", "-P", PACKAGE, timeout=120)
+    res = _dpkg("-P", PACKAGE)
     assert res.returncode == 0, res.stdout + res.stderr
     assert _dpkg_status() == ""
     assert not ETC.exists() and not VAR.exists()
