@@ -36,6 +36,13 @@ WHAT_TO_DO_METER = (
     "on the device shows whether the meter answers. The agent offers nothing it cannot back while "
     'the meter fails. More in docs/agent.md, "Troubleshooting" (meter not answering).'
 )
+WHAT_TO_DO_STATE = (
+    "The agent runs but cannot write its state file, and sends nothing that is not saved first: "
+    "no offers, no readings. Free space on the device (`df -h /var/lib/peerwatt`) or fix the "
+    "folder's owner (`chown -R peerwatt /var/lib/peerwatt`); an SD card that turned read-only needs "
+    "replacing. The agent resumes by itself. More in docs/agent.md, "
+    '"Troubleshooting" (state file not writable).'
+)
 NOT_ENROLLED_WARNING = (
     "Your meter is not enrolled on the community's ledger: the ledger refuses its orders and "
     "readings, so your household does not trade and no money moves."
@@ -87,7 +94,7 @@ class AgentStatusBoard:
 
     def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
         """What the household page shows: state (online, not_enrolled, offline, stale,
-        meter_failing, unknown), the figures of the last status, a warning with what to do, and
+        meter_failing, state_error, unknown), the figures of the last status, a warning with what to do, and
         apart from it an enrolment warning when the agent reports ``enrolled: false`` (whatever
         else is wrong: a meter the ledger refuses trades nothing even once it reads again)."""
         with self._lock:
@@ -156,6 +163,10 @@ class AgentStatusBoard:
             fault = status.get("fault") or "the meter does not answer"
             out["warning"] = f"Your agent cannot read your meter: {fault}."
             out["what_to_do"] = WHAT_TO_DO_METER
+        elif status.get("state_error"):
+            out["state"] = "state_error"
+            out["warning"] = f"Your agent cannot save its state ({status['state_error']}): it sends nothing."
+            out["what_to_do"] = WHAT_TO_DO_STATE
         elif age > STALE_HEARTBEATS * heartbeat_s:
             out["state"] = "stale"
             out["warning"] = (

@@ -215,12 +215,17 @@ def test_what_to_do_points_to_the_agents_troubleshooting_section():
     import re
     from pathlib import Path
 
-    from dashboard.agent_status import WHAT_TO_DO_METER, WHAT_TO_DO_OFFLINE
+    from dashboard.agent_status import (
+        WHAT_TO_DO_METER,
+        WHAT_TO_DO_NOT_ENROLLED,
+        WHAT_TO_DO_OFFLINE,
+        WHAT_TO_DO_STATE,
+    )
 
     doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
     section = doc.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
     entries = [e.lower() for e in re.findall(r"^- \*\*([^*]+)\*\*", section, re.M)]
-    for text in (WHAT_TO_DO_OFFLINE, WHAT_TO_DO_METER):
+    for text in (WHAT_TO_DO_OFFLINE, WHAT_TO_DO_METER, WHAT_TO_DO_STATE, WHAT_TO_DO_NOT_ENROLLED):
         assert 'docs/agent.md, "Troubleshooting"' in text
         named = text.rsplit("(", 1)[1].rstrip(").").split(", ")
         for problem in named:
@@ -327,3 +332,19 @@ def test_offline_warning_after_the_last_will_on_mosquitto(built, tmp_path, mosqu
             agent.wait(10)
         agent.stdout.close()
         dashboard_bus.stop()
+
+
+def test_an_agent_that_cannot_save_its_state_is_warned(wired):
+    """An agent whose state file cannot be written sends nothing (nothing leaves that is not
+    durable): its status has ``state_error``; the panel warns in red with what to do."""
+    c, agent, topic, meter, now = wired
+    error = "cannot write agent state /var/lib/peerwatt/agent.sqlite: disk full"
+    agent.publish(topic, _status(meter, state_error=error), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online, cannot save its state' in panel
+    warning = panel.split('id="agent-warning"', 1)[1].split("</div>", 1)[0]
+    assert f"Your agent cannot save its state ({error})" in warning
+    assert "df -h /var/lib/peerwatt" in warning and '"Troubleshooting" (state file not writable)' in warning
+    assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "state_error"
+    agent.publish(topic, _status(meter, state_error=None), retain=True)
+    assert "agent-warning" not in _panel(c, meter)
