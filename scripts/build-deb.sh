@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the household agent's Debian package, peerwatt-agent_<version>-<rev>_<arch>.deb (`make deb`).
 #
-# Usage: scripts/build-deb.sh [OUT]     (OUT defaults to build/deb; the .deb and its staged tree go there)
+# Usage: scripts/build-deb.sh [OUT]   (default build/deb: the .deb, and its staged-root, wheel-src and wheel)
 #
 # A staged tree built with dpkg-deb, no debhelper: the project's own wheel and the agent's
 # dependencies only (the base install, no extras) go into a virtual environment made with Debian's
@@ -30,26 +30,26 @@ fail() { echo "build-deb: $*" >&2; exit 1; }
 command -v dpkg-deb >/dev/null || fail "dpkg-deb not found (Debian's dpkg package)"
 [ -x "$PIP_PYTHON" ] || fail "$PIP_PYTHON not found: run 'make deb' (it makes .venv) or set PIP_PYTHON"
 [ -x "$DEB_PYTHON" ] || fail "$DEB_PYTHON not found: install Debian's python3 (scripts/ensure-system-deps.sh)"
-PY_PACKAGE="$(dpkg -S "$DEB_PYTHON" 2>/dev/null | cut -d: -f1 | head -n1)" ||
+dpkg -S "$DEB_PYTHON" >/dev/null 2>&1 ||
     fail "$DEB_PYTHON belongs to no Debian package: the package must run on Debian's python3"
-[ -n "$PY_PACKAGE" ] || fail "$DEB_PYTHON belongs to no Debian package"
+case "$OUT" in /|"$ROOT"|/usr|/usr/*|/etc|/etc/*) fail "OUT must be a build folder of its own, not $OUT" ;; esac
 PY_VERSION="$("$DEB_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 VERSION="$("$DEB_PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$ROOT/pyproject.toml")-$DEB_REVISION"
 ARCH="$(dpkg --print-architecture)"
 MAINTAINER="${DEB_MAINTAINER:-peerwatt maintainers <maintainers@users.noreply.r-seed-28f608f3.example>}"
 
-STAGE="$OUT/root"
+STAGE="$OUT/staged-root"
 VENV="$STAGE$PREFIX"
 DEB="$OUT/${PACKAGE}_${VERSION}_${ARCH}.deb"
-rm -rf "$STAGE" "$OUT/src" "$OUT/wheel" "$OUT"/"${PACKAGE}"_*.deb
+rm -rf "$STAGE" "$OUT/wheel-src" "$OUT/wheel" "$OUT"/"${PACKAGE}"_*.deb
 mkdir -p "$STAGE" "$OUT/wheel"
 
 # The wheel is built from a clean copy of pyproject.toml, the readme and the packages it names:
 # setuptools never empties the tree's build/lib, so a wheel built in place would carry modules
 # deleted or renamed since the last build.
 echo "build-deb: the peerwatt wheel"
-"$DEB_PYTHON" - "$ROOT" "$OUT/src" <<'EOF'
+"$DEB_PYTHON" - "$ROOT" "$OUT/wheel-src" <<'EOF'
 import fnmatch, pathlib, shutil, sys, tomllib
 root, src = map(pathlib.Path, sys.argv[1:])
 project = tomllib.loads((root / "pyproject.toml").read_text())
@@ -62,7 +62,7 @@ for top in sorted(root.iterdir()):
         shutil.copytree(top, src / top.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 EOF
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$PIP_PYTHON" -m pip wheel -q --no-deps -w "$OUT/wheel" "$OUT/src"
+"$PIP_PYTHON" -m pip wheel -q --no-deps -w "$OUT/wheel" "$OUT/wheel-src"
 WHEEL="$(ls "$OUT"/wheel/peerwatt-*.whl)"
 
 echo "build-deb: $PREFIX with Python $PY_VERSION and the agent's dependencies"

@@ -141,9 +141,9 @@ def _check_contents(deb: Path) -> None:
     assert {"meter_agent", "pymodbus", "paho", "cryptography"} <= shipped
     assert not [name for name in shipped for extra in EXTRAS_ONLY if name.startswith(extra)], shipped
     assert "pip" not in shipped and "setuptools" not in shipped
-    # exactly the modules of the source the build copied (DEB_OUT/src; not the live tree, which
+    # exactly the modules of the source the build copied (DEB_OUT/wheel-src; not the live tree, which
     # other work may change meanwhile): none that setuptools' build/lib kept after their deletion
-    src = deb.parent / "src"
+    src = deb.parent / "wheel-src"
     ours = ("chain", "market", "meter_agent", "dashboard", "peerwatt")
     packaged = {
         line.split(site, 1)[1]
