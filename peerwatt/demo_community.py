@@ -405,7 +405,7 @@ class Demo:
             account = f"node-{key_id(key.public_key())}"
             bus = MqttBus(self._account_config(account), account, protocol=protocol)
             peers = tuple(f"http://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
-            mempool = Mempool(node_dir / "mempool.sqlite") if role == "sequencer" else None
+            mempool = Mempool(node_dir / "mempool.sqlite")
             # a block at least every 2 simulated minutes (and at most 5 per real second)
             node = Node(
                 ledger,
@@ -526,10 +526,10 @@ class Demo:
                 except Exception as exc:  # noqa: BLE001 (keep stopping the rest)
                     log.debug("agent %s stop: %s", home.name, exc)
         for node in self.nodes:
-            node.draining = True  # the sequencer finishes its block in flight and proposes no more
+            node.draining = True  # the block in progress is finished; nobody proposes a new one
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (
-            len({n.ledger.height for n in self.nodes}) > 1 or any(n.status()["inflight"] for n in self.nodes)
+            len({n.ledger.height for n in self.nodes}) > 1 or any(n.status()["in_progress"] for n in self.nodes)
         ):
             time.sleep(0.1)
         self.stop_event.set()

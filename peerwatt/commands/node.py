@@ -156,9 +156,9 @@ def status(config_file: Path) -> None:
     stalled = info.get("stalled")
     if stalled:
         click.echo(
-            f"stalled: STALLED at height {stalled['height']} for {stalled['since_s']:.0f} s, "
-            f"{stalled['seals']} of {stalled['quorum']} seals; "
-            f"missing validator(s): {', '.join(stalled['missing'])}"
+            f"stalled: STALLED at height {stalled['height']} (round {stalled['round']}) for "
+            f"{stalled['since_s']:.0f} s, {stalled['votes']} of {stalled['quorum']} validators voting; "
+            f"silent validator(s): {', '.join(stalled['missing'])}"
         )
     else:
         click.echo("stalled: no")

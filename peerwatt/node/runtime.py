@@ -230,37 +230,31 @@ class Node:
         validators = set(self.ledger.validators())
         heard = {s for (r, s) in self._seals if r == core.round}
         heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
-        best = max(
-            (
-                sum(1 for v in core.precommits.get(core.round, {}).values() if v.value == h)
-                for h in self._blocks
-            ),
-            default=0,
-        )
         missing = sorted(validators - heard)
         first = self.stalled is None
         self.stalled = {
             "height": core.height,
             "round": core.round,
             "since_s": round(now - self._height_since, 1),
-            "seals": best,
+            "votes": len(heard & validators),
             "quorum": self.ledger.quorum(),
             "missing": missing,
         }
         if first or now - self._stall_logged >= STALL_LOG_EVERY_S:
             self._stall_logged = now
             log.warning(
-                "chain STALLED at height %d (round %d) for %.0f s: %d of %d seals; silent validator(s): "
-                "%s (start them, or check their broker connection: no block is final without a quorum)",
+                "chain STALLED at height %d (round %d) for %.0f s: %d of %d validators voting; silent "
+                "validator(s): %s (start them, or check their broker connection: no block is final "
+                "without a quorum)",
                 core.height,
                 core.round,
                 now - self._height_since,
-                best,
+                len(heard & validators),
                 self.ledger.quorum(),
                 ", ".join(missing) or "none",
             )
 
-    # -- sequencer -----------------------------------------------------------------------------
+    # -- transactions ----------------------------------------------------------------------------
 
     def _on_tx(self, topic: str, payload: bytes) -> None:
         # Runs on the bus thread: persist before the broker gets its acknowledgement.
@@ -916,6 +910,8 @@ class Node:
             "quarantined": self.metrics.quarantined,
             "store_error": self.store_error,
             "stalled": None if self.stalled is None else dict(self.stalled),
+            # a block for the next height proposed and not final yet
+            "in_progress": self._core is not None and bool(self._core.proposals),
             "round": None if self._core is None else self._core.round,
             "step": None if self._core is None else self._core.step,
             "sequencer": self.ledger.sequencer(),

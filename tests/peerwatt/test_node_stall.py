@@ -4,7 +4,6 @@ stall, then every minute), `stalled` in its status, and `peerwatt_node_stalled` 
 from __future__ import annotations
 
 import logging
-import time
 
 from peerwatt.metrics import exposition, registry_for
 from tests.support.memory_net import Net
@@ -22,7 +21,7 @@ def test_a_stalled_chain_names_the_missing_validators(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="peerwatt.node"):
         net.settle()  # the block and the two seals there are
         assert net.nodes[0].status()["stalled"] is None  # not yet stall_after_s
-        time.sleep(0.4)
+        net.now += 0.4
         net.settle()
         net.settle()
     sequencer = net.nodes[0]
@@ -30,13 +29,13 @@ def test_a_stalled_chain_names_the_missing_validators(tmp_path, caplog):
     stalled = status["stalled"]
     assert stalled is not None, status
     assert stalled["height"] == sequencer.ledger.height + 1
-    assert stalled["missing"] == sorted(ids[2:]) and stalled["seals"] == 2 and stalled["quorum"] == 3
+    assert stalled["missing"] == sorted(ids[2:]) and stalled["votes"] == 2 and stalled["quorum"] == 3
     warnings = [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "STALLED" in r.getMessage()
     ]
-    # once per node for this stall (sequencer and validator 1), not on every step
+    # once per node for this stall (the proposer and validator 1), not on every step
     assert len(warnings) == 2, warnings
-    assert all(ids[2] in w and ids[3] in w and "2 of 3 seals" in w for w in warnings)
+    assert all(ids[2] in w and ids[3] in w and "2 of 3 validators voting" in w for w in warnings)
     text = exposition(registry_for("node", sequencer.status)).decode()
     assert "peerwatt_node_stalled 1.0" in text
     assert f'peerwatt_node_stall_missing_validator{{validator="{ids[2]}"}} 1.0' in text

@@ -472,7 +472,7 @@ def test_a_household_verifies_its_receipts_with_what_it_may_read(make_broker) ->
 
     def orders_final() -> bool:
         status = nodes[0].status()
-        return status["accepted"] >= 4 and status["pending"] == 0 and status["inflight"] is None
+        return status["accepted"] >= 4 and status["pending"] == 0 and not status["in_progress"]
 
     # the orders must be final before the clock jumps to gate closure (later they are too late)
     run_until(orders_final, "the four orders in a final block")
