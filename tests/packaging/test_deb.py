@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -164,6 +165,9 @@ def _check_installed() -> None:
     assert _owner(VAR) == (USER, USER, 0o750)
     assert (ETC / "agent.toml.example").is_file() and not (ETC / "agent.toml").exists()
     assert UNIT.is_file() and ENABLED_LINK.resolve() == UNIT.resolve()  # deb-systemd-helper enabled it
+    if shutil.which("systemd-analyze"):  # systemd's own check of the unit, where systemd is installed
+        verify = _run("systemd-analyze", "verify", str(UNIT))
+        assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     version = _run("/usr/bin/peerwatt", "--version")
     assert version.returncode == 0 and "peerwatt" in version.stdout
     # the example is a config the installed agent reads: it stops only at the files it names
