@@ -371,6 +371,11 @@ class Node:
                     )
                     self._blocks[block.hash.hex()] = block
             self._sent = {k: v.encode("utf-8") for k, v in data["sent"].items()}
+            for key, raw in self._sent.items():  # our own seal counts in a decision's quorum
+                if key.startswith(f"{consensus.PRECOMMIT}:"):
+                    seal = parse_envelope(raw, community=self.community, now=None, interval_s=None)
+                    if seal.body["header"] != NIL:
+                        self._seals[(seal.body["round"], seal.signer)] = seal
             self._saved_record = saved
             self._republished = float("-inf")  # send them again on the first step
         self._core = core
