@@ -16,6 +16,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -137,7 +138,7 @@ def _check_contents(deb: Path) -> None:
         "./usr/share/doc/peerwatt-agent/copyright",
     ):
         assert f" {path}" in listing, path
-    site = "./opt/peerwatt/.venv/lib/python3.11/site-packages/"
+    site = re.search(r"\./opt/peerwatt/\.venv/lib/python3\.\d+/site-packages/", listing)[0]
     shipped = {line.split(site, 1)[1].split("/")[0].lower() for line in listing.splitlines() if site in line}
     assert {"meter_agent", "pymodbus", "paho", "cryptography"} <= shipped
     assert not [name for name in shipped for extra in EXTRAS_ONLY if name.startswith(extra)], shipped
