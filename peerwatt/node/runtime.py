@@ -781,16 +781,16 @@ class Node:
 
         Only when the message's signature verifies under that meter's enrolled key: anyone can
         write another's key id into junk, and a forged refusal would make that meter forget
-        messages never booked. Returns the authenticated signer, or None.
+        messages never booked. Only the proposer in turn tells (the others would repeat it).
+        Returns the authenticated signer (on every validator, for the log), or None.
         """
-        core = self._core
-        if core is None or core.proposer(core.round) != self.key_id:
-            return None  # the proposer in turn tells; the others would repeat it
         meters = self.ledger.chain_state["meters"]
         env = authenticated(raw, community=self.community, key_for=lambda s: (meters.get(s) or {}).get("key"))
         if env is None:
             return None
-        self._notify(env.signer, [env.seq], refused=reason)
+        core = self._core
+        if core is not None and core.proposer(core.round) == self.key_id:
+            self._notify(env.signer, [env.seq], refused=reason)
         return env.signer
 
     def _publish_seen(self, block: Block) -> None:

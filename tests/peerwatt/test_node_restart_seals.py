@@ -1,10 +1,13 @@
-"""A validator restarted in the middle of a height keeps its own seal (in-process nodes on the
-in-memory bus)."""
+"""The consensus wiring of the node (in-process nodes on the in-memory bus): a validator restarted
+in the middle of a height keeps its own seal; every validator names the signer it refuses."""
 
 from __future__ import annotations
 
+import logging
+
 from chain.kvapp import KeyValueApp
 from chain.verify import verify_store
+from peerwatt.bus import Topics
 from tests.support.memory_net import Net
 
 
@@ -28,3 +31,17 @@ def test_validator_restarted_after_its_precommit_commits_with_its_own_seal(tmp_p
     assert node.ledger.height == 1
     assert node.ledger.head_hash == net.nodes[1].ledger.head_hash
     assert verify_store(node.ledger.store, KeyValueApp()).blocks == 1
+
+
+def test_a_refused_message_is_logged_with_its_signer_on_every_validator(tmp_path, caplog):
+    net = Net(tmp_path)
+    env = net.send(1)[0]
+    net.settle()
+    caplog.set_level(logging.INFO, logger="peerwatt.node")
+    net.publisher.publish(Topics.readings(net.c.community, env.signer), env.to_bytes())  # a replay
+    net.settle()
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected replay")]
+    # every validator refuses it, the three that do not propose included: its signature verifies,
+    # so none may call the signer "an unauthenticated sender" (docs/operations.md: a forgery)
+    assert len(refusals) == 4, refusals
+    assert all(f"from {env.signer}:" in message for message in refusals), refusals
