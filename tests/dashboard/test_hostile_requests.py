@@ -71,6 +71,8 @@ QUERY = {
     "household.receipt_page": [],
     "household.api_receipt": [],
     "household.api_verify": [],
+    "statements.page": ["period"],
+    "statements.api": ["period"],
     "auth.login": ["next"],
     "auth.logout": [],
     "auth.me": [],
@@ -259,10 +261,10 @@ def cases(app) -> list[tuple[str, str, str]]:
 def _route_ids() -> list[tuple[str, str, str]]:
     from flask import Flask
 
-    from dashboard.views import auth, explorer, household, overview, trades
+    from dashboard.views import auth, explorer, household, overview, statements, trades
 
     app = Flask("routes")
-    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp):
+    for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp, statements.bp):
         app.register_blueprint(blueprint)
     return cases(app)
 
