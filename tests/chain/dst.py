@@ -244,6 +244,7 @@ class Simulation:
         self.nonce = 0
         # Byzantine coordination: per (height, round), which honest peers get the "other" proposal
         self._split: dict[tuple[int, int], frozenset[str]] = {}
+        self._favourite: dict[tuple[int, int], str] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -437,7 +438,9 @@ class Simulation:
         rng = self.rng
         key = (message.height, message.round)
         if key not in self._split:
-            self._split[key] = frozenset(p for p in self.honest if rng.random() < 0.5)
+            honest = self.honest[:]
+            rng.shuffle(honest)
+            self._split[key] = frozenset(honest[: rng.randint(1, max(1, len(honest) - 1))])
         other_half = self._split[key]
         alternative = self._value(message.height, message.round, node.name)
         for peer_name in self.names:
@@ -445,13 +448,13 @@ class Simulation:
                 continue
             peer = self.nodes[peer_name]
             choice = rng.random()
-            if choice < 0.1:
+            if choice < 0.05:
                 continue
             out: Proposal | Vote = message
             if isinstance(message, Proposal):
-                if peer_name in other_half and choice < 0.7:
+                if peer_name in other_half and choice < 0.85:
                     out = Proposal(message.height, message.round, -1, alternative, node.name)
-                elif choice > 0.9:
+                elif choice > 0.95:
                     bad = self._value(message.height, message.round, node.name, bad=True)
                     out = Proposal(
                         message.height, message.round, rng.randint(-1, message.round - 1), bad, node.name
@@ -467,6 +470,27 @@ class Simulation:
                     bad = self._value(message.height, message.round, node.name, bad=True)
                     out = Vote(message.kind, message.height, message.round, bad, node.name)
             self._send(node.name, peer_name, out)
+
+    def _byzantine_echo(self, target: Node, proposal: Proposal) -> None:
+        """The Byzantine validators back whatever proposal an honest validator just received, with
+        a prevote and a precommit to it alone (what splits the honest ones when they are too few)."""
+        key = (proposal.height, proposal.round)
+        if key not in self._favourite:
+            self._favourite[key] = self.rng.choice(self.honest)
+        for name in self.names:
+            node = self.nodes[name]
+            if node.byzantine and self.rng.random() < 0.8:
+                self._send(
+                    name, target.name, Vote(PREVOTE, proposal.height, proposal.round, proposal.value, name)
+                )
+                # the precommit goes only to one favourite per round most of the time: it may
+                # decide while the others, locked, do not (what the lock rule is there for)
+                if target.name == self._favourite[key] or self.rng.random() < 0.3:
+                    self._send(
+                        name,
+                        target.name,
+                        Vote(PRECOMMIT, proposal.height, proposal.round, proposal.value, name),
+                    )
 
     def _byzantine_noise(self, node: Node) -> None:
         """Messages for future rounds, replays of old messages (anyone's), votes for invalid values."""
@@ -591,6 +615,8 @@ class Simulation:
                         self._receive(node, item)
             else:
                 self._receive(node, message)
+                if isinstance(message, Proposal) and not node.byzantine:
+                    self._byzantine_echo(node, message)
         elif kind == "timer":
             _, incarnation, step, number, round_ = payload
             if node.up and node.incarnation == incarnation and node.height is not None:
