@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     mixes = args.faults or list(FAULT_MIXES)
     failures = 0
     total = 0
-    began = time.perf_counter()
+    worst = (0.0, "")  # the largest share of its liveness bound a height took after GST
+    top_round = (0, "")
+    began, cpu = time.perf_counter(), time.process_time()
     for n in sizes:
         for faults in mixes:
             for seed in range(args.start, args.start + args.seeds):
@@ -44,10 +46,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(outcome.line(), flush=True)
                 elif args.verbose:
                     print(outcome.line(), flush=True)
-    took = time.perf_counter() - began
+                used = max(outcome.bound_used.values(), default=0.0)
+                if used > worst[0]:
+                    worst = (used, outcome.config.line())
+                if outcome.max_round > top_round[0]:
+                    top_round = (outcome.max_round, outcome.config.line())
+    took, cpu = time.perf_counter() - began, time.process_time() - cpu
     print(
         f"{total} runs (seeds {args.start}..{args.start + args.seeds - 1} x n={sizes} x faults={mixes}), "
-        f"{failures} failed, {took:.1f}s, {total / took:.0f} runs/s",
+        f"{failures} failed, {took:.1f}s wall ({total / took:.0f} runs/s), {cpu:.1f}s CPU "
+        f"({total / max(cpu, 1e-9):.0f} runs/s)\n"
+        f"slowest height after GST: {worst[0]:.0%} of its liveness bound ({worst[1]}); "
+        f"highest round: {top_round[0]} ({top_round[1]})",
         flush=True,
     )
     return 1 if failures else 0

@@ -19,7 +19,7 @@ threads, no clock) and checks after every event:
   up peer within Δ after GST), ``B`` the block-building time and ``W`` the spread of work due,
   the deadline of height h is::
 
-      A_h + W + Δ + Σ_{r=0}^{R_h + 2n + 1} (propose(r) + prevote(r) + precommit(r) + 4Δ + B)
+      A_h + W + Δ + Σ_{r=R_h}^{R_h + 2n + 1} (propose(r) + prevote(r) + precommit(r) + 4Δ + B)
 
   where ``A_h`` = max(GST, when the first honest validator entered h) and ``R_h`` is the highest
   round an honest validator was in at h at ``A_h``. Each round after GST lasts at most its three
@@ -120,6 +120,8 @@ class Outcome:
     byzantine: tuple[str, ...]
     crashed_for_good: tuple[str, ...]
     decided: dict[int, str]
+    # per height decided after GST: (time until every live honest validator decided) / (its bound)
+    bound_used: dict[int, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -239,6 +241,8 @@ class Simulation:
         self.target = config.heights  # at GST: at least two more heights than any honest node has
         self.entered: dict[int, float] = {}  # height -> when the first honest validator entered it
         self.deadline: dict[int, float] = {}
+        self.anchor: dict[int, float] = {}
+        self.bound_used: dict[int, float] = {}
         self.decisions: dict[int, str] = {}
         self.sent_log: dict[tuple[str, int, str, int], Proposal | Vote] = {}
         self.nonce = 0
@@ -356,6 +360,10 @@ class Simulation:
                 self._fail(f"disagreement at h{number}: {first} and {value} ({node.name})")
         certificate = tuple(height.seals(decide.round, value))
         node.chain[number] = (value, decide.round, certificate)
+        if number in self.anchor and number not in self.bound_used:
+            if all(number in n.chain for n in self._live_honest()):
+                used = self.now - self.anchor[number]
+                self.bound_used[number] = used / (self.deadline[number] - self.anchor[number])
         self._enter(node, number + 1)
 
     def _enter(self, node: Node, number: int) -> None:
@@ -520,10 +528,10 @@ class Simulation:
 
     # -- liveness ------------------------------------------------------------------------------
 
-    def _bound(self, rounds: int) -> float:
+    def _bound(self, first: int, last: int) -> float:
         delta = GOSSIP_S + POST_GST_DELAY
         total = WORK_SPREAD_S + delta
-        for r in range(rounds + 1):
+        for r in range(first, last + 1):
             total += (
                 TIMEOUTS.of("propose", r)
                 + TIMEOUTS.of(PREVOTE, r)
@@ -544,7 +552,8 @@ class Simulation:
             ),
             default=0,
         )
-        self.deadline[number] = self.now + self._bound(top + 2 * self.config.n + 1)
+        self.deadline[number] = self.now + self._bound(top, top + 2 * self.config.n + 1)
+        self.anchor[number] = self.now
 
     def _live_honest(self) -> list[Node]:
         return [self.nodes[name] for name in self.honest if not self.nodes[name].crashed_for_good]
@@ -590,6 +599,7 @@ class Simulation:
             byzantine=tuple(n for n in self.names if self.nodes[n].byzantine),
             crashed_for_good=tuple(n for n in self.names if self.nodes[n].crashed_for_good),
             decided=dict(sorted(self.decisions.items())),
+            bound_used=self.bound_used,
         )
 
     def _step(self, kind: str, payload: tuple[Any, ...]) -> None:
