@@ -232,11 +232,10 @@ def universe(k: Community) -> list[str]:
 
 def may_write(k: Community, role: str) -> set[str]:
     c = k.community
-    if role == "seq":
+    if role in ("seq", "val"):  # any validator proposes when its turn comes: the same rights
+        own = k.seq_key if role == "seq" else k.val_key
         receipts = {topics.receipts(c, i) for i in (k.m1, k.m2, k.seq_key, k.val_key)}
-        return {topics.blocks(c), topics.headers(c), topics.book(c), topics.seals(c, k.seq_key), *receipts}
-    if role == "val":
-        return {topics.seals(c, k.val_key)}
+        return {topics.blocks(c), topics.headers(c), topics.book(c), topics.seals(c, own), *receipts}
     if role == "op":
         return {topics.gov(c)}
     if role in ("m1", "m2"):
@@ -248,9 +247,9 @@ def may_write(k: Community, role: str) -> set[str]:
 def may_read(k: Community, role: str, topic: str) -> bool:
     c = k.community
     kind = topics.parse(topic).kind
-    if role == "seq":
-        return kind in ("orders", "readings", "gov", "seals")
-    if role in ("val", "obs"):
+    if role in ("seq", "val"):
+        return kind in ("orders", "readings", "gov", "seals", "blocks")
+    if role == "obs":
         return kind in ("blocks", "seals")
     if role in ("m1", "m2"):
         m = k.names[role]
