@@ -156,8 +156,11 @@ class AgentStatusBoard:
             out["enrolment_what_to_do"] = WHAT_TO_DO_NOT_ENROLLED
         alarms = status.get("alarms")
         out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
+        # Fresh since the later of when it arrived and when the agent dated it: a device clock a
+        # few minutes behind (the ledger allows 5) does not make a status that has just arrived
+        # stale, and a status dated ahead is judged by its own date.
         sent = status.get("time")
-        age = self.clock() - (sent if isinstance(sent, int | float) else received)
+        age = self.clock() - max(received, sent if isinstance(sent, int | float) else received)
         if status.get("meter_ok") is False or status.get("fault"):
             out["state"] = "meter_failing"
             fault = status.get("fault") or "the meter does not answer"

@@ -348,3 +348,16 @@ def test_an_agent_that_cannot_save_its_state_is_warned(wired):
     assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "state_error"
     agent.publish(topic, _status(meter, state_error=None), retain=True)
     assert "agent-warning" not in _panel(c, meter)
+
+
+def test_a_device_clock_behind_is_not_a_stale_status(wired):
+    """A status that has just arrived is fresh, even when the device's clock runs a few minutes
+    behind (the ledger accepts up to 5 minutes of skew, MAX_SKEW_S): it was dated by the agent's
+    clock, and judging its age by that alone gave a false "no status for 4 min" warning. It turns
+    stale 3 heartbeats after it arrived."""
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, _status(meter, time=int(now[0]) - 250), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online' in panel and "agent-warning" not in panel
+    now[0] += 3 * 60 + 1
+    assert "No status from your agent for " in _panel(c, meter)
