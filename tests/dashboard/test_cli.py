@@ -109,3 +109,20 @@ def test_trusted_proxies_are_read_from_the_config_and_checked(tmp_path):
     line = run(["-c", str(config)]).stderr.strip()
     assert line.startswith(f"error: {config}: trusted proxy 'the proxy' is not an IP address")
     assert "\n" not in line
+
+
+def test_neighbour_names_is_a_community_setting_in_the_config(built, tmp_path):
+    """dashboard.toml's neighbour_names reaches the app (NEIGHBOUR_NAMES) and is checked."""
+    from peerwatt.commands.dashboard import _open_app
+    from peerwatt.dashboard_config import load_settings
+
+    config = tmp_path / "dashboard.toml"
+    config.write_text(f'data = "{built.data_dir}"\ninstance = "inst"\nneighbour_names = "pseudonyms"\n')
+    settings = load_settings(config)
+    assert settings.neighbour_names == "pseudonyms"
+    assert _open_app(settings).config["NEIGHBOUR_NAMES"] == "pseudonyms"
+    config.write_text(f'data = "{built.data_dir}"\n')
+    assert load_settings(config).neighbour_names == "names"
+    config.write_text('data = "x"\nneighbour_names = "initials"\n')
+    line = run(["-c", str(config)]).stderr.strip()
+    assert line == f'error: {config}: neighbour_names must be "names" or "pseudonyms"'
