@@ -34,6 +34,9 @@ height (catch-up). Messages for a later height are buffered and replayed on ente
 in flight to a crashed validator are lost; a validator persists ``record()`` before each broadcast
 leaves, and may crash in the middle of a broadcast (some peers got it, the rest did not).
 
+Half the seeds add an observer (a node with ``me=None``, like a household's node): it receives
+every broadcast and the gossip, and counts with the honest validators for agreement and liveness.
+
 A failing seed prints one line, e.g. ``seed=17 n=4 faults=mixed heights=5``, and
 :func:`run` replays it exactly (the trace hash covers every event).
 """
@@ -120,6 +123,7 @@ class Outcome:
     byzantine: tuple[str, ...]
     crashed_for_good: tuple[str, ...]
     decided: dict[int, str]
+    observers: tuple[str, ...] = ()
     # per height decided after GST: (time until every live honest validator decided) / (its bound)
     bound_used: dict[int, float] = field(default_factory=dict)
 
@@ -179,7 +183,10 @@ class Simulation:
         self.names = [f"v{i}" for i in range(n)]
         self.quorum = quorum_of(n)
         f = n - self.quorum
-        self.nodes = {name: Node(name) for name in self.names}
+        # an observer (a node that is no validator: me=None) follows in half the seeds
+        self.observers = ["obs0"] if random.Random(config.seed * 7919 + 1).random() < 0.5 else []
+        self.everyone = self.names + self.observers
+        self.nodes = {name: Node(name) for name in self.everyone}
         self.genesis_sequencer = rng.choice(self.names)
         self.now = 0.0
         self._seq = 0
@@ -292,7 +299,13 @@ class Simulation:
         previous = node.chain.get(number - 1)
         sequencer = creator_of(previous[0]) if previous else self.genesis_sequencer
         return self.height_factory(
-            number, tuple(self.names), self.quorum, sequencer, node.name, TIMEOUTS, is_valid
+            number,
+            tuple(self.names),
+            self.quorum,
+            sequencer,
+            None if node.name in self.observers else node.name,
+            TIMEOUTS,
+            is_valid,
         )
 
     # -- the validator side --------------------------------------------------------------------
@@ -339,7 +352,7 @@ class Simulation:
                 f"honest {node.name} sent two {kind}s in h{message.height} r{message.round}: "
                 f"{first} vs {message}"
             )
-        peers = [p for p in self.names if p != node.name]
+        peers = [p for p in self.everyone if p != node.name]
         if node.crash_on_broadcast:
             # crash part-way: the record is on disk, some peers got the message, the rest did not
             for peer in peers[: self.rng.randint(0, len(peers))]:
@@ -417,7 +430,7 @@ class Simulation:
         height = node.height
         assert height is not None
         mine = _messages_of(height)
-        for peer_name in self.names:
+        for peer_name in self.everyone:
             peer = self.nodes[peer_name]
             if peer_name == node.name or not peer.up or peer.height is None:
                 continue
@@ -451,7 +464,7 @@ class Simulation:
             self._split[key] = frozenset(honest[: rng.randint(1, max(1, len(honest) - 1))])
         other_half = self._split[key]
         alternative = self._value(message.height, message.round, node.name)
-        for peer_name in self.names:
+        for peer_name in self.everyone:
             if peer_name == node.name:
                 continue
             peer = self.nodes[peer_name]
@@ -556,7 +569,9 @@ class Simulation:
         self.anchor[number] = self.now
 
     def _live_honest(self) -> list[Node]:
-        return [self.nodes[name] for name in self.honest if not self.nodes[name].crashed_for_good]
+        """The honest validators not crashed for good, and the observers."""
+        names = self.honest + self.observers
+        return [self.nodes[name] for name in names if not self.nodes[name].crashed_for_good]
 
     def _done(self) -> bool:
         return all(self.target in node.chain for node in self._live_honest())
@@ -573,10 +588,11 @@ class Simulation:
     def run(self) -> Outcome:
         violation = None
         try:
-            for name in self.names:
+            for name in self.everyone:
                 node = self.nodes[name]
                 self._enter(node, 1)
-                self._push(self.rng.uniform(0.0, GOSSIP_S), "gossip", (name, node.incarnation))
+                if name not in self.observers:  # an observer has nothing of its own to gossip
+                    self._push(self.rng.uniform(0.0, GOSSIP_S), "gossip", (name, node.incarnation))
                 if node.byzantine:
                     self._push(self.rng.uniform(0.0, 2.0), "noise", (name,))
             while self._events and not self._done():
@@ -598,6 +614,7 @@ class Simulation:
             max_round=self.max_round,
             byzantine=tuple(n for n in self.names if self.nodes[n].byzantine),
             crashed_for_good=tuple(n for n in self.names if self.nodes[n].crashed_for_good),
+            observers=tuple(self.observers),
             decided=dict(sorted(self.decisions.items())),
             bound_used=self.bound_used,
         )
