@@ -19,13 +19,15 @@ threads, no clock) and checks after every event:
   up peer within Δ after GST), ``B`` the block-building time and ``W`` the spread of work due,
   the deadline of height h is::
 
-      A_h + W + Δ + Σ_{r=R_h}^{R_h + 2n + 1} (propose(r) + prevote(r) + precommit(r) + 4Δ + B)
+      A_h + W + Δ + Σ_{r=L_h}^{R_h + 2n + 1} (propose(r) + prevote(r) + precommit(r) + 4Δ + B)
 
-  where ``A_h`` = max(GST, when the first honest validator entered h) and ``R_h`` is the highest
-  round an honest validator was in at h at ``A_h``. Each round after GST lasts at most its three
-  timeouts plus four message hops; within 2n + 2 rounds every honest validator has proposed at
-  least twice (the first turn may go to a value a quorum cannot prevote because of a lock, the
-  second carries the highest valid value), so a round with an honest proposer succeeds.
+  where ``A_h`` = max(GST, when the first honest validator entered h) and ``L_h``, ``R_h`` are the
+  lowest and highest rounds the honest validators were in at ``A_h`` (0 for one still below h).
+  Each round after GST lasts at most its three timeouts plus four message hops; a validator below
+  ``R_h`` climbs to it round by round at worst (one validator alone there is no f+1 to skip to);
+  from ``R_h`` on, within 2n + 2 rounds every honest validator has proposed at least twice (the
+  first turn may go to a value a quorum cannot prevote because of a lock, the second carries the
+  highest valid value), so a round with an honest proposer succeeds.
 
 The network model is Tendermint's: gossip. Every validator re-sends, every ``G`` seconds, to each
 up peer the messages of its current height that the peer lacks (its own and those it received,
@@ -557,15 +559,13 @@ class Simulation:
     def _set_deadline(self, number: int) -> None:
         if number in self.deadline or number > self.target:
             return
-        top = max(
-            (
-                node.height.round
-                for name in self.honest
-                if (node := self.nodes[name]).up and node.height is not None and node.height.height == number
-            ),
-            default=0,
-        )
-        self.deadline[number] = self.now + self._bound(top, top + 2 * self.config.n + 1)
+        rounds = [
+            node.height.round if node.height is not None and node.height.height == number else 0
+            for name in self.honest
+            if (node := self.nodes[name]).up
+        ]
+        low, top = min(rounds, default=0), max(rounds, default=0)
+        self.deadline[number] = self.now + self._bound(low, top + 2 * self.config.n + 1)
         self.anchor[number] = self.now
 
     def _live_honest(self) -> list[Node]:
