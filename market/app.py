@@ -189,13 +189,22 @@ class MarketApp:
         return [result]
 
     def _measured(
-        self, ctx: AppContext, p: dict[str, Any], interval: int, meters: list[str]
-    ) -> dict[str, Delivery | str]:
-        """The meters whose delivery in ``interval`` comes from the grid operator's data (or, when
-        the community settles on it alone, is missing from it), by the settlement source."""
+        self,
+        ctx: AppContext,
+        p: dict[str, Any],
+        interval: int,
+        meters: list[str],
+        recorded: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Delivery | str], set[str]]:
+        """The meters whose delivery in ``interval`` does not come from their readings, by the
+        settlement source: the grid operator's row; under ``gridops`` without one, missing; under
+        ``meter_then_gridops`` without one, once the readings have left the state (they can no
+        longer be corrected then), what they gave when the interval was settled (``recorded``).
+        Also the meters whose figures are the grid operator's (its row, or missing from it)."""
         if p["settlement_source"] == METER:
-            return {}
+            return {}, set()
         data = ctx.state.get("gridops", {})
+        readings = ctx.state["readings"]
         measured: dict[str, Delivery | str] = {}
         for m in meters:
             row = data.get(m, {}).get(str(interval))
@@ -203,11 +212,23 @@ class MarketApp:
                 measured[m] = Delivery(import_wh=row[0], export_wh=row[1])
             elif p["settlement_source"] == GRIDOPS:
                 measured[m] = MISSING_GRIDOPS
-        return measured
+            elif recorded is not None and m in recorded:
+                kept = readings.get(m, {})
+                if str(interval - p["interval_s"]) not in kept or str(interval) not in kept:
+                    outcome = recorded[m]
+                    measured[m] = outcome if isinstance(outcome, str) else Delivery(*outcome)
+        if p["settlement_source"] == GRIDOPS:
+            return measured, set(measured)
+        return measured, {m for m in meters if str(interval) in data.get(m, {})}
 
     def _settlement(
-        self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]
-    ) -> tuple[Settlement, dict[str, Delivery | str]]:
+        self,
+        ctx: AppContext,
+        p: dict[str, Any],
+        interval: int,
+        trades: list[dict],
+        recorded: dict[str, Any] | None = None,
+    ) -> tuple[Settlement, set[str]]:
         readings = ctx.state["readings"]
 
         def reading(meter: str, at: int) -> Reading | None:
@@ -229,7 +250,7 @@ class MarketApp:
             for t in trades
         ]
         meters = sorted({t.seller for t in objs} | {t.buyer for t in objs})
-        measured = self._measured(ctx, p, interval, meters)
+        measured, from_gridops = self._measured(ctx, p, interval, meters, recorded)
         settlement = settle(
             objs,
             start_readings={m: reading(m, interval - p["interval_s"]) for m in meters},
@@ -241,7 +262,7 @@ class MarketApp:
             levies_per_kwh=p["levies_per_kwh"],
             measured=measured,
         )
-        return settlement, measured
+        return settlement, from_gridops
 
     def _all_readings_in(self, ctx: AppContext, p: dict[str, Any], interval: int, trades: list[dict]) -> bool:
         """Whether every traded meter's figures for ``interval`` are in, from the settlement's source."""
@@ -294,14 +315,16 @@ class MarketApp:
                 continue
             if ctx.time < deadline and not self._all_readings_in(ctx, p, interval, trades):
                 continue
-            settlement, measured = self._settlement(ctx, p, interval, trades)
+            settlement, from_gridops = self._settlement(ctx, p, interval, trades)
             for ts in settlement.trades:
                 results.append(
-                    _with_source(p, measured, ts.seller, ts.buyer, _settlement_result(interval, ts))
+                    _with_source(p, from_gridops, ts.seller, ts.buyer, _settlement_result(interval, ts))
                 )
             results.extend(self._apply_balances(ctx, interval, settlement.balance_changes))
             del ctx.state["cleared"][key]
             ctx.state["settled"][key] = {"trades": trades, "settlement": _encode_settlement(settlement)}
+            if p["settlement_source"] != METER:
+                ctx.state["settled"][key]["measured"] = _encode_measured(settlement)
         return results
 
     def _apply_corrections(self, ctx: AppContext, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -312,7 +335,9 @@ class MarketApp:
             if stored is None:
                 continue
             previous = _decode_settlement(stored["settlement"])
-            corrected, measured = self._settlement(ctx, p, interval, stored["trades"])
+            corrected, gridops_meters = self._settlement(
+                ctx, p, interval, stored["trades"], stored.get("measured")
+            )
             change = adjust(previous, corrected)
             if change.is_empty:
                 continue
@@ -337,9 +362,11 @@ class MarketApp:
                     "flag": ta.flag_after,
                     "reason": reason,
                 }
-                results.append(_with_source(p, measured, ta.seller, ta.buyer, adjustment))
+                results.append(_with_source(p, gridops_meters, ta.seller, ta.buyer, adjustment))
             results.extend(self._apply_balances(ctx, interval, change.balance_changes))
             stored["settlement"] = _encode_settlement(corrected)
+            if p["settlement_source"] != METER:
+                stored["measured"] = _encode_measured(corrected)
         ctx.state["resettle"] = []
         if "resettle_gridops" in ctx.state:
             ctx.state["resettle_gridops"] = []
@@ -466,14 +493,14 @@ def _settlement_result(interval: int, ts: TradeSettlement) -> dict[str, Any]:
 
 
 def _with_source(
-    p: dict[str, Any], measured: dict[str, Delivery | str], seller: str, buyer: str, result: dict[str, Any]
+    p: dict[str, Any], from_gridops: set[str], seller: str, buyer: str, result: dict[str, Any]
 ) -> dict[str, Any]:
     """``result`` with the source of its energy figures (only where the community does not settle on
     its meters alone): ``gridops`` or ``meter`` when both parties' figures came from there, else
     ``mixed``."""
     if p["settlement_source"] == METER:
         return result
-    sources = {GRIDOPS if m in measured else METER for m in (seller, buyer)}
+    sources = {GRIDOPS if m in from_gridops else METER for m in (seller, buyer)}
     result["source"] = sources.pop() if len(sources) == 1 else "mixed"
     return result
 
@@ -546,6 +573,14 @@ def _encode_settlement(settlement: Settlement) -> dict[str, Any]:
         ],
         "balance_changes": dict(settlement.balance_changes),
     }
+
+
+def _encode_measured(settlement: Settlement) -> dict[str, Any]:
+    """Per traded meter what its figures gave: ``[import_wh, export_wh]`` or the flag (kept where
+    the grid operator's data may re-settle the interval after its readings have left the state)."""
+    out: dict[str, Any] = {m: [d.import_wh, d.export_wh] for m, d in settlement.deliveries.items()}
+    out.update(settlement.meter_flags)
+    return dict(sorted(out.items()))
 
 
 def _decode_settlement(data: dict[str, Any]) -> Settlement:

@@ -274,3 +274,21 @@ def test_the_operators_change_by_a_vote(tmp_path):
         c.ledgers[0].intake(
             c.members[0].sign(c.community, "propose", bad, created=IMPORTED).to_bytes(), IMPORTED
         )
+
+
+def test_partial_data_after_the_readings_are_gone(tmp_path):
+    """Days later the readings are pruned from the state (outside the correction window): the grid
+    operator's data for the seller alone re-settles on it and on what the buyers' readings gave."""
+    c = community(tmp_path, "meter_then_gridops")
+    trade_two_intervals(c)
+    later = I2 + 3 * 86_400
+    c.run_block([], later)
+    assert not any(str(I1) in r for r in c.ledgers[0].state["app"]["readings"].values())
+    height = c.ledgers[0].store.height()
+    block = c.run_block([gridops(c, 0, {I1: (0, 700)}, t=later + 60)], later + 60)
+    assert statuses(block) == ["ok"]
+    adjustments = results(c, "adjustment", since=height + 1)
+    assert [(a["status"], a["source"], a["delta_wh"]) for a in adjustments] == [
+        ("settled", "mixed", -240),
+        ("settled", "mixed", -60),
+    ]
