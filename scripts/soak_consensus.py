@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chain.dst import FAULT_MIXES, Config, run  # noqa: E402
+from tests.chain.dst import FAULT_MIXES, RELAYS, Config, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         "--faults", choices=FAULT_MIXES, action="append", help="fault mix (repeatable; default all)"
     )
     parser.add_argument("--heights", type=int, default=5)
+    parser.add_argument(
+        "--relay", choices=RELAYS, default="all", help="what gossip re-sends (see dst.RELAYS)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every seed")
     args = parser.parse_args(argv)
     sizes = args.validators or [4, 7]
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         for faults in mixes:
             for seed in range(args.start, args.start + args.seeds):
-                outcome = run(Config(seed, n, faults, args.heights))
+                outcome = run(Config(seed, n, faults, args.heights, relay=args.relay))
                 total += 1
                 if not outcome.ok:
                     failures += 1

@@ -67,11 +67,15 @@ from chain.consensus import (
     Timeouts,
     Vote,
 )
-from chain.consensus import (
-    Broadcast as BroadcastAction,
-)
+from chain.consensus import Broadcast as BroadcastAction
 
 FAULT_MIXES = ("none", "crash", "byzantine", "mixed")
+# What a validator's gossip re-sends to a peer at its height. "all": every message of the height
+# it holds, its own and those it received (the paper's gossip assumption, CometBFT's vote gossip).
+# "record": only what Height.record() holds, i.e. its own messages and the 2f+1 prevotes behind its
+# lock and valid value: the least a node must re-send. "own": only its own messages, which is not
+# enough (a polka whose other signers are gone can then never be shown again: liveness fails).
+RELAYS = ("all", "record", "own")
 
 TIMEOUTS = Timeouts(propose_s=3.0, prevote_s=1.0, precommit_s=1.0, step_s=0.5)
 POST_GST_DELAY = 0.2  # D: the largest message delay after GST
@@ -100,13 +104,16 @@ class Config:
     faults: str = "mixed"
     heights: int = 5
     byzantine: int | None = None  # override the Byzantine count (a broken run: more than f)
+    relay: str = "all"  # what gossip re-sends: "all" the height's messages, or "record" (see RELAYS)
 
     def line(self) -> str:
         extra = f" byzantine={self.byzantine}" if self.byzantine is not None else ""
+        extra += f" relay={self.relay}" if self.relay != "all" else ""
         return f"seed={self.seed} n={self.n} faults={self.faults} heights={self.heights}{extra}"
 
     def command(self) -> str:
         extra = f" --byzantine {self.byzantine}" if self.byzantine is not None else ""
+        extra += f" --relay {self.relay}" if self.relay != "all" else ""
         return (
             f"python -m tests.chain.dst --seed {self.seed} --validators {self.n} "
             f"--faults {self.faults} --heights {self.heights}{extra}"
@@ -157,6 +164,12 @@ class Node:
     buffer: dict[int, list[Proposal | Vote]] = field(default_factory=dict)
     crash_on_broadcast: bool = False
     seen: list[Proposal | Vote] = field(default_factory=list)  # Byzantine: a pool to replay from
+
+
+def _from_record(data: dict[str, Any]) -> Proposal | Vote:
+    if data["kind"] == "proposal":
+        return Proposal(data["height"], data["round"], data["valid_round"], data["value"], data["signer"])
+    return Vote(data["kind"], data["height"], data["round"], data["value"], data["signer"])
 
 
 def _has(height: Height, message: Proposal | Vote) -> bool:
@@ -431,7 +444,13 @@ class Simulation:
         """Send each up peer what it lacks of this height, or the certificate of its lower height."""
         height = node.height
         assert height is not None
-        mine = _messages_of(height)
+        if self.config.relay == "record":
+            record = height.record()
+            mine = [_from_record(m) for m in [*record["sent"].values(), *record["polka"]]]
+        elif self.config.relay == "own":
+            mine = list(height.sent.values())
+        else:
+            mine = _messages_of(height)
         for peer_name in self.everyone:
             peer = self.nodes[peer_name]
             if peer_name == node.name or not peer.up or peer.height is None:
@@ -695,8 +714,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", choices=FAULT_MIXES, default="mixed")
     parser.add_argument("--heights", type=int, default=5)
     parser.add_argument("--byzantine", type=int, default=None)
+    parser.add_argument("--relay", choices=RELAYS, default="all")
     args = parser.parse_args(argv)
-    outcome = run(Config(args.seed, args.validators, args.faults, args.heights, args.byzantine))
+    outcome = run(Config(args.seed, args.validators, args.faults, args.heights, args.byzantine, args.relay))
     print(outcome.line())
     print(
         f"events={outcome.events} virtual={outcome.virtual_s:.1f}s gst={outcome.gst:.1f}s "

@@ -35,6 +35,15 @@ def test_safety_and_liveness_hold_for_every_seed(n, faults):
     assert not failed, "\n".join(failed)
 
 
+@pytest.mark.parametrize("faults", ["crash", "mixed"])
+@pytest.mark.parametrize("n", [4, 7])
+def test_relaying_only_what_the_record_holds_is_enough(n, faults):
+    """Gossip that re-sends only a validator's own messages and the polka behind its lock and
+    valid value (what a node can keep signed copies of) still decides every height in time."""
+    failed = [o.line() for s in range(40) if not (o := run(Config(s, n, faults, relay="record"))).ok]
+    assert not failed, "\n".join(failed)
+
+
 def test_a_seed_replays_exactly():
     config = Config(4242, 4, "mixed")
     first, second = run(config), run(config)
@@ -125,3 +134,10 @@ def test_forgetting_the_record_on_restart_is_a_double_vote_and_the_check_says_so
     failed = [o for s in range(30) if not (o := run(Config(s, 4, "crash"), ForgetsOnRestart)).ok]
     assert len(failed) >= 5
     assert all("honest" in o.violation and "sent two" in o.violation for o in failed)
+
+
+def test_relaying_only_its_own_messages_halts_and_the_liveness_check_says_so():
+    """A validator locked on a polka whose other signers crashed (or restarted) must pass that
+    polka on: if every node re-sends only what it signed itself, some heights never finish."""
+    failed = [o for s in range(100) if not (o := run(Config(s, 4, "crash", relay="own"))).ok]
+    assert failed and all("liveness" in o.violation for o in failed), [o.line() for o in failed]
