@@ -397,11 +397,11 @@ class Height:
         accept the valid value when this node re-proposes it; if their signers are gone, this
         node's copy may be the only one left (the paper's gossip assumes a correct process keeps
         what it received)."""
-        polka: dict[tuple[str, int], Vote] = {}
+        polka: dict[Vote, None] = {}  # ordered, without repeats
         for value, round_ in ((self.locked_value, self.locked_round), (self.valid_value, self.valid_round)):
             if value is not None and round_ >= 0:
                 for vote in self.votes_for.get((PREVOTE, round_), {}).get(value, {}).values():
-                    polka[(vote.signer, vote.round)] = vote
+                    polka[vote] = None
         return {
             "height": self.height,
             "round": self.round,
@@ -410,7 +410,7 @@ class Height:
             "valid": [self.valid_value, self.valid_round],
             "work_due": self.work_is_due,
             "sent": {key: _message_dict(m) for key, m in self.sent.items()},
-            "polka": [_message_dict(vote) for vote in polka.values()],
+            "polka": [_message_dict(vote) for vote in polka],
         }
 
     def restore(self, record: dict[str, Any]) -> None:
