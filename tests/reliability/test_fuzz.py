@@ -87,7 +87,8 @@ def make_seeds():
         T0,
     )
     vote = member.sign(COMMUNITY, "vote", {"proposal": propose.tx_hash.hex(), "vote": "yes"}, T0)
-    seal = validator.sign(COMMUNITY, "seal", {"height": 1, "header": "ab" * 32}, T0)
+    seal = validator.sign(COMMUNITY, "seal", {"height": 1, "round": 0, "header": "ab" * 32}, T0)
+    prevote = validator.sign(COMMUNITY, "prevote", {"height": 1, "round": 2, "header": "nil"}, T0)
     block = validator.sign(
         COMMUNITY,
         "block",
@@ -99,12 +100,15 @@ def make_seeds():
             "result_root": "22" * 32,
             "state_root": "33" * 32,
             "sequencer": validator.id,
+            "round": 0,
             "txs": [order.to_dict(), reading.to_dict()],
             "results": [{"kind": "tx", "status": "ok"}],
+            "proposal_round": 1,
+            "valid_round": 0,
         },
         T0,
     )
-    seeds = [order, reading, propose, vote, seal, block]
+    seeds = [order, reading, propose, vote, seal, prevote, block]
     keys = {p.id: p.key for p in (meter, member, validator)}
     return seeds, keys
 
@@ -293,7 +297,7 @@ def structural_mutation(rng: random.Random, raw: bytes, signer_ids: list[str]) -
                 ("expires", obj["created"] + 8 * 86_400),
                 ("expires", obj["created"] - 1),
                 ("v", 2),
-                ("type", rng.choice(["order", "reading", "propose", "vote", "seal", "block", "gossip"])),
+                ("type", rng.choice(["order", "reading", "propose", "vote", "seal", "prevote", "block", "gossip"])),
                 ("seq", obj["seq"] + 1),
             ]
         )
@@ -338,7 +342,7 @@ def test_reason_codes_in_code_are_documented():
 def test_seeds_are_valid():
     seeds, keys = make_seeds()
     public = {kid: key.public_key() for kid, key in keys.items()}
-    assert sorted(s.type for s in seeds) == ["block", "order", "propose", "reading", "seal", "vote"]
+    assert sorted(s.type for s in seeds) == ["block", "order", "prevote", "propose", "reading", "seal", "vote"]
     for seed in seeds:
         assert check(seed.to_bytes(), public).to_bytes() == seed.to_bytes()
 
