@@ -297,7 +297,10 @@ def structural_mutation(rng: random.Random, raw: bytes, signer_ids: list[str]) -
                 ("expires", obj["created"] + 8 * 86_400),
                 ("expires", obj["created"] - 1),
                 ("v", 2),
-                ("type", rng.choice(["order", "reading", "propose", "vote", "seal", "prevote", "block", "gossip"])),
+                (
+                    "type",
+                    rng.choice(["order", "reading", "propose", "vote", "seal", "prevote", "block", "gossip"]),
+                ),
                 ("seq", obj["seq"] + 1),
             ]
         )
@@ -342,7 +345,15 @@ def test_reason_codes_in_code_are_documented():
 def test_seeds_are_valid():
     seeds, keys = make_seeds()
     public = {kid: key.public_key() for kid, key in keys.items()}
-    assert sorted(s.type for s in seeds) == ["block", "order", "prevote", "propose", "reading", "seal", "vote"]
+    assert sorted(s.type for s in seeds) == [
+        "block",
+        "order",
+        "prevote",
+        "propose",
+        "reading",
+        "seal",
+        "vote",
+    ]
     for seed in seeds:
         assert check(seed.to_bytes(), public).to_bytes() == seed.to_bytes()
 
