@@ -30,7 +30,7 @@ from market.app import MarketApp
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from tests.reliability.test_hostile_members import CAPACITY_W, INTERVAL_S, PARAMS, HonestMeter
 from tests.support.localnet import make_community
-from tests.support.procnet import NodeProcess, launch_community, wait_for
+from tests.support.procnet import NodeProcess, kill_proposer, launch_community, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -55,6 +55,7 @@ class StreamMeter:
         self.every_s = every_s
         self.validators = {v.id: v.sec1_hex for v in c.validators}
         self.acked: dict[bytes, int] = {}  # tx hash -> seq, once the broker acknowledged it
+        self.acked_at: dict[int, float] = {}  # seq -> when (monotonic) the broker acknowledged it
         self.refused: dict[int, str] = {}  # seq -> reason (signed notices)
         self._stop = threading.Event()
         self.bus = MqttBus(BrokerConfig.from_url(url), f"stream-{index}")
@@ -85,10 +86,12 @@ class StreamMeter:
                 "limit_price": PARAMS["feed_in_price"],
             }
             env = self.party.sign(self.c.community, "order", body, created=now)
-            self.bus.publish(
-                topic, env.to_bytes(), on_ack=lambda e=env: self.acked.__setitem__(e.tx_hash, e.seq)
-            )
+            self.bus.publish(topic, env.to_bytes(), on_ack=lambda e=env: self._acked(e))
             self._stop.wait(self.every_s)
+
+    def _acked(self, env) -> None:
+        self.acked_at[env.seq] = time.monotonic()
+        self.acked[env.tx_hash] = env.seq
 
     def start(self) -> None:
         self._thread.start()
@@ -152,7 +155,6 @@ def test_proposer_killed_for_good_trading_goes_on(tmp_path: Path, mosquitto) -> 
         capacity_w=CAPACITY_W,
     )
     nodes = launch_community(c, tmp_path, mosquitto.url, MarketApp, block_s=BLOCK_S, failover_s=FAILOVER_S)
-    by_key = {c.validators[n.index].id: n for n in nodes}
     honest: list[HonestMeter] = []
     stream = None
     stop = threading.Event()
@@ -181,24 +183,9 @@ def test_proposer_killed_for_good_trading_goes_on(tmp_path: Path, mosquitto) -> 
         wait_for(lambda: all((n.status() or {}).get("height", 0) >= 2 for n in nodes), WAIT_S, "first blocks")
 
         # the validator that proposes now dies, for good
-        sequencer = nodes[1].status()["sequencer"]
-        dead = by_key[sequencer]
-        live = [n for n in nodes if n is not dead]
-        dead.kill()
-        killed_at = time.monotonic()
-        height_at_kill = max(n.status()["height"] for n in live)
-
-        def next_final() -> int | None:
-            for node in live:
-                s = node.status() or {}
-                if s.get("height", 0) > height_at_kill and s.get("sequencer") != sequencer:
-                    return s["height"]
-            return None
-
-        failover_height = wait_for(
-            next_final, 60, "a final block after the proposer's death", interval_s=0.05
-        )
-        kill_to_final = time.monotonic() - killed_at
+        failover = kill_proposer(nodes, [v.id for v in c.validators])
+        dead, live, sequencer = failover.dead, failover.live, failover.sequencer
+        failover_height, kill_to_final = failover.failover_height, failover.kill_to_final_s
         print(f"\nkill-to-final: {kill_to_final:.2f} s (bound {BOUND_S:.1f} s; failover_s {FAILOVER_S})")
         assert kill_to_final <= BOUND_S, f"the next final block came {kill_to_final:.2f} s after the kill"
         # every live validator entered round 1 (a quorum of 3 had to prevote in it) and follows
@@ -261,6 +248,9 @@ def test_proposer_killed_for_good_trading_goes_on(tmp_path: Path, mosquitto) -> 
         wait_for(lambda: not unresolved(), WAIT_S, "every acknowledged order booked or refused")
         booked = _booked(live[0])
         assert any(height > failover_height for h, height in booked.items() if h in stream.acked)
+        # orders acknowledged while no proposer was alive are among them
+        window = (failover.killed_at, failover.killed_at + kill_to_final)
+        assert any(window[0] <= t <= window[1] for t in stream.acked_at.values()), "none sent meanwhile"
         for meter in honest:
             for _, payload in meter.payloads:
                 env = parse_envelope(payload, community=c.community, now=None, interval_s=None)

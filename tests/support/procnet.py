@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from chain.engine import Ledger
@@ -147,6 +148,41 @@ def launch_community(
         node.write_config(block_s)
         node.start()
     return nodes
+
+
+@dataclass
+class Failover:
+    """What ``kill_proposer`` saw: the dead validator, the live ones, and the first block after
+    the kill made by another validator."""
+
+    dead: NodeProcess
+    live: list[NodeProcess]
+    sequencer: str  # the dead validator's key id
+    height_at_kill: int
+    failover_height: int
+    kill_to_final_s: float
+    killed_at: float  # time.monotonic() of the SIGKILL
+
+
+def kill_proposer(nodes: list[NodeProcess], key_ids: list[str], timeout_s: float = 60.0) -> Failover:
+    """SIGKILL the validator that proposes now (``sequencer`` in its peers' status; ``key_ids``
+    in node order) and time it until a block made by another validator is final on a live node."""
+    sequencer = next(s["sequencer"] for s in (n.status() for n in nodes) if s)
+    dead = nodes[key_ids.index(sequencer)]
+    live = [n for n in nodes if n is not dead]
+    dead.kill()
+    killed_at = time.monotonic()
+    height_at_kill = max((n.status() or {}).get("height", 0) for n in live)
+
+    def next_final() -> int | None:
+        for node in live:
+            s = node.status() or {}
+            if s.get("height", 0) > height_at_kill and s.get("sequencer") != sequencer:
+                return s["height"]
+        return None
+
+    height = wait_for(next_final, timeout_s, "a final block after the proposer's death", interval_s=0.02)
+    return Failover(dead, live, sequencer, height_at_kill, height, time.monotonic() - killed_at, killed_at)
 
 
 def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition", interval_s: float = 0.2):
