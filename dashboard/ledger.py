@@ -58,6 +58,8 @@ class LedgerReader:
         self._state_lock = threading.Lock()
         self._state: tuple[int, State] | None = None
         self._app_instance: Application | None = None
+        self._failover_lock = threading.Lock()
+        self._failovers = (0, 0)  # (last height counted, blocks final in a round above 0)
         store = self.store()  # fails early with a one-line StoreError when there is no store
         doc_bytes = store.genesis_doc()
         doc = loads_strict(doc_bytes)
@@ -179,6 +181,25 @@ class LedgerReader:
 
     def quorum(self) -> int:
         return self._chain()["quorum"]
+
+    def sequencer(self) -> str:
+        """The validator that proposes the next block first (round 0): the creator of the last
+        block, unless governance named another (docs/ledger.md, "Consensus")."""
+        return self._chain()["sequencer"]
+
+    def failovers(self) -> int:
+        """How many blocks became final in a round above 0, i.e. after their first proposer was
+        silent (counted once per block, incrementally as the chain grows)."""
+        with self._failover_lock:
+            seen, count = self._failovers
+            rows = self.conn.execute(
+                "SELECT height, header FROM blocks WHERE height > ? ORDER BY height", (seen,)
+            )
+            for height, header in rows:
+                count += loads_strict(bytes(header)).get("round", 0) > 0
+                seen = height
+            self._failovers = (seen, count)
+            return count
 
     def open_proposals(self) -> dict[str, dict[str, Any]]:
         return self._chain()["proposals"]

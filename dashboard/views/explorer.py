@@ -31,6 +31,8 @@ def _chain() -> dict:
         "head_time": head.time,
         "validators": [{"id": k, "name": v.get("name", "")} for k, v in sorted(ledger.validators().items())],
         "quorum": ledger.quorum(),
+        "proposer": ledger.sequencer(),
+        "failovers": ledger.failovers(),
         "indexed_height": s.indexer.indexed_height(),
         "verify": s.verifier.latest(),
         "verify_running": s.verifier.running,

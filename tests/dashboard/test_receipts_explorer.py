@@ -99,6 +99,8 @@ def test_explorer_lists_blocks_with_seals_and_pages(client, built):
     assert older["blocks"][0]["height"] == 341
     page = client.get("/explorer").get_data(as_text=True)
     assert "Full verification" in page and 'id="older-blocks"' in page
+    assert 'id="proposer"' in page  # who proposes next, and the failovers so far (none here)
+    assert "0 blocks made final after their first proposer was silent" in page
 
 
 def test_block_detail_is_redacted_for_the_viewer(client, as_villa, as_admin, built):

@@ -6,6 +6,7 @@ import pytest
 
 from chain.kvapp import KeyValueApp
 from chain.verify import verify_store
+from dashboard.ledger import LedgerReader
 from peerwatt.bus import Topics
 from peerwatt.node.http_api import NodeHttpApi
 from tests.support.memory_net import T0, Net, dump
@@ -199,6 +200,9 @@ def test_proposer_dies_the_next_in_turn_takes_over_and_keeps_the_role(tmp_path):
     header = live[0].ledger.head
     assert header["round"] >= 1 and header["sequencer"] != first
     assert all(n.status()["failovers"] >= 1 for n in live)
+    reader = LedgerReader(tmp_path / f"n{(dead + 1) % 4}")  # what the dashboard shows
+    assert reader.failovers() == 1 and reader.sequencer() == header["sequencer"]
+    reader.close()
     stored = {bytes(h) for (h,) in live[0].ledger.store.conn.execute("SELECT hash FROM txs")}
     assert stored == {e.tx_hash for e in sent}  # nothing the dead proposer held is lost
     # the new proposer keeps the role: the next block needs no timeout
