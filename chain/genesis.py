@@ -160,8 +160,12 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
     if unknown:
         raise GenesisError(f"[chain]: unknown field(s) {', '.join(sorted(unknown))}")
     quorum = chain.get("quorum", default_quorum(len(validators)))
-    if type(quorum) is not int or not 1 <= quorum <= len(validators):
-        raise GenesisError(f"chain.quorum must be within 1..{len(validators)}")
+    n, least = len(validators), default_quorum(len(validators))
+    if type(quorum) is not int or not least <= quorum <= n:
+        raise GenesisError(
+            f"chain.quorum must be within {least}..{n} for {n} validator(s): below floor(2n/3)+1 two "
+            "quorums need not share an honest validator, and two different blocks could become final"
+        )
     sequencer = chain.get("sequencer", next(iter(validators)))
     if sequencer not in validators:
         raise GenesisError("chain.sequencer must be the key id of one of the validators")

@@ -123,3 +123,15 @@ def test_set_param_timezone_must_be_a_known_zone(tmp_path):
 def test_local_community_enrols_the_given_serials():
     c = make_community(validators=1, members=2, meters_per_member=1, serials=["70000", "70001"])
     assert [c.genesis.doc["meters"][m.id]["serial"] for m in c.meters] == ["70000", "70001"]
+
+
+@pytest.mark.parametrize(("validators", "quorum"), [(4, 2), (3, 2), (7, 4), (4, 5)])
+def test_a_quorum_outside_two_thirds_to_all_is_refused(validators, quorum):
+    """Two quorums below floor(2n/3)+1 need not share an honest validator (docs/ledger.md)."""
+    doc = genesis_doc()
+    doc["validators"] = [{"key": Party(generate_private_key()).sec1_hex} for _ in range(validators)]
+    doc["chain"] = {"quorum": quorum}
+    with pytest.raises(GenesisError, match="chain.quorum must be within"):
+        genesis_from_dict(doc)
+    doc["chain"] = {"quorum": validators}  # all of them: allowed
+    assert genesis_from_dict(doc).doc["chain"]["quorum"] == validators
