@@ -411,6 +411,38 @@ def issue_corrections(
         issued.close()
 
 
+def earlier_periods(period: str, months: int = 2) -> list[str]:
+    """The ``months`` months before ``period`` (YYYY-MM), oldest first."""
+    year, month = int(period[:4]), int(period[5:7])
+    out = []
+    for back in range(months, 0, -1):
+        y, m = divmod(year * 12 + month - 1 - back, 12)
+        out.append(f"{y:04d}-{m + 1:02d}")
+    return out
+
+
+def issue_month_end(
+    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The month-end run: ``period``'s statements, then the correction notes of each of the two
+    months before it whose statements were issued, for what changed on the ledger since (late
+    readings, the grid operator's data): corrections show up with the next statements."""
+    statements = issue_period(store, billing_dir, period, issued_at=issued_at, height=height)
+    community = ledger_view(store, height).community
+    notes: dict[str, list[dict[str, Any]]] = {}
+    for earlier in earlier_periods(period):
+        register = IssuedStore(billing_dir)
+        try:
+            issued_before = register.first_run(community, earlier) is not None
+        finally:
+            register.close()
+        if issued_before:
+            notes[earlier] = issue_corrections(
+                store, billing_dir, earlier, issued_at=issued_at, height=height
+            )
+    return statements, notes
+
+
 def _figures(doc: dict[str, Any]) -> dict[str, Any]:
     """A statement's own figures, or a note's corrected figures."""
     return doc if doc["kind"] == "statement" else doc["corrected"]

@@ -58,7 +58,7 @@ def statements(
         raise UserError(
             "give --data NODE_DIR --period YYYY-MM --out DIR (or: statements verify|pay|mark-paid ...)"
         )
-    from peerwatt.statements import BillingError, issue_corrections, issue_period, write_files
+    from peerwatt.statements import BillingError, issue_corrections, issue_month_end, write_files
 
     issued_at = issued_on or date.today().isoformat()
     try:
@@ -67,10 +67,15 @@ def statements(
         raise UserError(f"--issued-on {issued_at!r}: use a date like 2026-07-01") from None
     billing = billing_dir or data_dir / "billing"
     store = _open_store(data_dir)
+    notes: dict[str, list] = {}
     try:
-        run = issue_corrections if corrections else issue_period
-        docs = run(store, billing, period, issued_at=issued_at, height=height)
+        if corrections:
+            docs = issue_corrections(store, billing, period, issued_at=issued_at, height=height)
+        else:
+            docs, notes = issue_month_end(store, billing, period, issued_at=issued_at, height=height)
         written = write_files(docs, out_dir)
+        for earlier_notes in notes.values():
+            written += write_files(earlier_notes, out_dir)
     except BillingError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -78,11 +83,18 @@ def statements(
     finally:
         store.close()
     what = "correction notes and late statements" if corrections else "statements"
-    if not docs:
+    if docs:
+        click.echo(f"issued {len(docs)} {what}: {docs[0]['number']} to {docs[-1]['number']}")
+    else:
         click.echo(f"no {what} to issue for {period}")
-        return
-    click.echo(f"issued {len(docs)} {what}: {docs[0]['number']} to {docs[-1]['number']}")
-    click.echo(f"wrote {len(written)} files to {out_dir}; kept in {billing / 'issued.sqlite'}")
+    for earlier, earlier_notes in notes.items():
+        if earlier_notes:
+            click.echo(
+                f"issued {len(earlier_notes)} correction notes and late statements for {earlier}: "
+                f"{earlier_notes[0]['number']} to {earlier_notes[-1]['number']}"
+            )
+    if written:
+        click.echo(f"wrote {len(written)} files to {out_dir}; kept in {billing / 'issued.sqlite'}")
 
 
 @statements.command("verify")
