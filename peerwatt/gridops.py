@@ -10,8 +10,8 @@ The CSV layout (comma or semicolon separated, one header line, columns in any or
     AT0030000000000000000000000012345,2026-06-01T00:00:00+02:00,312,0,measured
 
 - ``metering_point``: the grid operator's id of the metering point (mapped to an enrolled meter
-  by ``[gridops.metering_points]`` in billing.toml, one metering point per meter), or the meter's
-  key id itself;
+  by ``[gridops.metering_points]`` in billing.toml; a meter may have several, whose rows are
+  added), or the meter's key id itself;
 - ``interval_start``: ISO 8601 with a UTC offset (``Z`` or ``+02:00``), at an interval boundary;
 - ``import_wh``/``export_wh``: whole Wh; or ``import_kwh``/``export_kwh`` with at most three
   decimals and a decimal point (``0.312``), converted exactly;
@@ -161,12 +161,22 @@ def metering_points(billing: dict[str, Any], where: str) -> dict[str, str]:
     return dict(points)
 
 
+# a meter's row from several metering points has the quality of its least certain part
+QUALITY_RANK = {"measured": 0, "replaced": 1, "estimated": 2}
+
+
 def assign_meters(
     rows: list[GridRow], points: dict[str, str], meters: set[str], name: str
 ) -> dict[str, list[GridRow]]:
     """The rows by enrolled meter key id; GridopsError naming the first row whose metering point
-    is neither mapped nor an enrolled meter's key id."""
-    by_meter: dict[str, list[GridRow]] = {}
+    is neither mapped nor an enrolled meter's key id.
+
+    A meter with several metering points (consumption and generation, as in Austria) gets one row
+    per interval: their import and export added, the least certain quality (estimated, then
+    replaced, then measured), ``metering_point`` the first point and how many more (``AT...+1``).
+    Every one of its points mapped in ``points`` must have a row for each interval in the file;
+    a missing one is an error (a sum without it would be wrong, not partial)."""
+    per_meter: dict[str, dict[str, dict[int, GridRow]]] = {}
     for row in rows:
         meter = points.get(row.metering_point, row.metering_point)
         if meter not in meters:
@@ -174,14 +184,35 @@ def assign_meters(
                 f"{name} line {row.line}: metering point {row.metering_point} is not mapped to an enrolled "
                 "meter (add it to [gridops.metering_points] in billing.toml)"
             )
-        first = by_meter.setdefault(meter, [row])[0]
-        if first.metering_point != row.metering_point:
-            raise GridopsError(
-                f"{name} line {row.line}: metering point {row.metering_point} and {first.metering_point} "
-                f"(line {first.line}) are both mapped to meter {meter}; one metering point per meter"
+        per_meter.setdefault(meter, {}).setdefault(row.metering_point, {})[row.interval] = row
+    by_meter: dict[str, list[GridRow]] = {}
+    for meter, per_point in per_meter.items():
+        names = sorted({p for p, m in points.items() if m == meter} | set(per_point))
+        if len(names) == 1:
+            by_meter[meter] = list(per_point[names[0]].values())
+            continue
+        label = f"{names[0]}+{len(names) - 1}"
+        merged = []
+        for interval in sorted({i for rows_of in per_point.values() for i in rows_of}):
+            parts = [per_point.get(p, {}).get(interval) for p in names]
+            present = [part for part in parts if part is not None]
+            if len(present) != len(parts):
+                missing = names[parts.index(None)]
+                raise GridopsError(
+                    f"{name} line {present[0].line}: meter {meter} has the metering points "
+                    f"{', '.join(names)}; {missing} has no row for this interval"
+                )
+            merged.append(
+                GridRow(
+                    line=min(part.line for part in present),
+                    metering_point=label if len(label) <= 64 else names[0],
+                    interval=interval,
+                    import_wh=sum(part.import_wh for part in present),
+                    export_wh=sum(part.export_wh for part in present),
+                    quality=max((part.quality for part in present), key=QUALITY_RANK.__getitem__),
+                )
             )
-        if first is not row:
-            by_meter[meter].append(row)
+        by_meter[meter] = merged
     return by_meter
 
 

@@ -94,14 +94,32 @@ def test_a_bad_header_is_named():
         parse_csv("metering_point,interval_start,import,export_wh,quality\n", "june.csv", 900)
 
 
-def test_unknown_metering_point_and_two_points_for_one_meter():
+def test_unknown_metering_point():
     rows = parse_csv(HEADER + f"AT1,{iso(I1)},1,0,measured\nAT2,{iso(I2)},1,0,measured\n", "f.csv", 900)
     with pytest.raises(GridopsError, match="f.csv line 3: metering point AT2 is not mapped"):
         assign_meters(rows, {"AT1": "a" * 32}, {"a" * 32}, "f.csv")
-    with pytest.raises(
-        GridopsError, match="f.csv line 3: metering point AT2 and AT1 .line 2. are both mapped"
-    ):
-        assign_meters(rows, {"AT1": "a" * 32, "AT2": "a" * 32}, {"a" * 32}, "f.csv")
+
+
+def test_a_meter_with_a_consumption_and_a_generation_point():
+    """Their rows are added per interval with the least certain quality; a missing one is named."""
+    meter = "a" * 32
+    points = {"AT-CONS": meter, "AT-GEN": meter}
+    text = HEADER + (
+        f"AT-CONS,{iso(I1)},300,0,measured\nAT-GEN,{iso(I1)},0,1200,estimated\n"
+        f"AT-GEN,{iso(I2)},0,900,replaced\nAT-CONS,{iso(I2)},250,0,measured\n"
+    )
+    (merged,) = assign_meters(parse_csv(text, "f.csv", 900), points, {meter}, "f.csv").values()
+    assert [(r.interval, r.import_wh, r.export_wh, r.quality, r.metering_point) for r in merged] == [
+        (I1, 300, 1200, "estimated", "AT-CONS+1"),
+        (I2, 250, 900, "replaced", "AT-CONS+1"),
+    ]
+    lonely = parse_csv(text + f"AT-CONS,{iso(I2 + 900)},10,0,measured\n", "f.csv", 900)
+    with pytest.raises(GridopsError) as exc:
+        assign_meters(lonely, points, {meter}, "f.csv")
+    assert str(exc.value) == (
+        f"f.csv line 6: meter {meter} has the metering points AT-CONS, AT-GEN; "
+        "AT-GEN has no row for this interval"
+    )
 
 
 def test_bodies_hold_only_what_the_ledger_lacks_in_chunks():
