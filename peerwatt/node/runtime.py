@@ -67,6 +67,7 @@ STALL_LOG_EVERY_S = 60.0
 CONSENSUS_KEY = "consensus"  # local_kv: the consensus record of the height in progress
 BLOCKS_KEY = "consensus_blocks"  # local_kv: the blocks that record may need (proposed, locked)
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
+MAX_ROUNDS_AHEAD = 64  # messages for rounds further ahead of ours are refused
 FUTURE_HEIGHTS = 2  # messages for up to this many heights ahead are kept until we get there
 MAX_FUTURE_MESSAGES = 20_000
 # A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
@@ -140,7 +141,9 @@ class Node:
         self._blocks: dict[str, Block] = {}  # block hash (hex) -> block, next height
         self._verdicts: dict[str, bool] = {}  # block hash -> re-executes to its header
         self._sent: dict[str, bytes] = {}  # "<kind>:<round>" -> the signed message we sent
-        self._seals: dict[tuple[int, str], Envelope] = {}  # (round, signer) -> precommit
+        # every valid vote of this height: (type, round, signer, header) -> envelope
+        self._votes: dict[tuple[str, int, str, str], Envelope] = {}
+        self._relay: list[bytes] = []  # others' prevotes behind our lock and valid value
         self._timers: list[tuple[float, str, int, int]] = []  # (due, step, height, round)
         self._future: dict[int, list[tuple[str, bytes]]] = {}
         self._future_count = 0
@@ -151,6 +154,7 @@ class Node:
         self._saved_blocks: bytes | None = None
         self._undone: consensus.Decide | None = None  # decided, not yet stored (disk full)
         self._helped: dict[int, float] = {}  # height -> when we last relayed its seals
+        self._carried: set[tuple[str, int]] = set()  # pending keys still waiting after the last block
 
     @property
     def is_validator(self) -> bool:
@@ -228,7 +232,7 @@ class Node:
             return
         assert core is not None
         validators = set(self.ledger.validators())
-        heard = {s for (r, s) in self._seals if r == core.round}
+        heard = {s for (_, r, s, _) in self._votes if r == core.round}
         heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
         missing = sorted(validators - heard)
         first = self.stalled is None
@@ -346,7 +350,8 @@ class Node:
         """Start the consensus for the next height (taking back our record of it after a restart),
         then feed it what arrived early for it."""
         height = self.ledger.height + 1
-        self._blocks, self._verdicts, self._sent, self._seals, self._timers = {}, {}, {}, {}, []
+        self._blocks, self._verdicts, self._sent, self._votes, self._timers = {}, {}, {}, {}, []
+        self._relay = []
         self._height_since = self._mono()
         self._round_seen = 0
         core = consensus.Height(
@@ -371,11 +376,11 @@ class Node:
                     )
                     self._blocks[block.hash.hex()] = block
             self._sent = {k: v.encode("utf-8") for k, v in data["sent"].items()}
-            for key, raw in self._sent.items():  # our own seal counts in a decision's quorum
-                if key.startswith(f"{consensus.PRECOMMIT}:"):
-                    seal = parse_envelope(raw, community=self.community, now=None, interval_s=None)
-                    if seal.body["header"] != NIL:
-                        self._seals[(seal.body["round"], seal.signer)] = seal
+            self._relay = [r.encode("utf-8") for r in data.get("relay", [])]
+            for raw in [*self._sent.values(), *self._relay]:  # our own seal counts in a quorum
+                vote = parse_envelope(raw, community=self.community, now=None, interval_s=None)
+                if vote.type in ("prevote", "seal"):
+                    self._keep_vote(vote)
             self._saved_record = saved
             self._republished = float("-inf")  # send them again on the first step
         self._core = core
@@ -507,8 +512,16 @@ class Node:
             bodies = [self._blocks[v].to_body() for v in kept]
             self.ledger.store.set_local(BLOCKS_KEY, dumps_checked({"height": core.height, "blocks": bodies}))
             self._saved_blocks = blocks
+        record = core.record()
+        # the signed prevotes behind our lock and valid value: we may have to show them again
+        polka = [("prevote", v["round"], v["signer"], v["value"]) for v in record.get("polka", [])]
+        self._relay = [self._votes[k].to_bytes() for k in polka if k in self._votes]
         data = dumps_checked(
-            {"record": core.record(), "sent": {k: v.decode("utf-8") for k, v in self._sent.items()}}
+            {
+                "record": record,
+                "sent": {k: v.decode("utf-8") for k, v in self._sent.items()},
+                "relay": [r.decode("utf-8") for r in self._relay],
+            }
         )
         if data != self._saved_record:
             self.ledger.store.set_local(CONSENSUS_KEY, data)
@@ -530,8 +543,7 @@ class Node:
             env = self.ledger.sign_vote(
                 self.key, kind, message.height, message.round, message.value or NIL, now=now
             )
-            if kind == "seal" and message.value is not None:
-                self._seals[(message.round, env.signer)] = env
+            self._keep_vote(env)
         self._sent[key] = env.to_bytes()
         try:
             self._save_record()
@@ -540,6 +552,21 @@ class Node:
             self._store_failed(message.height, exc)
             return
         self._publish_sent(key)
+
+    def _too_far(self, round_: int) -> bool:
+        """A round far beyond ours is refused: honest validators get there only through hours of
+        growing timeouts, and a hostile one must not fill our memory with rounds."""
+        core = self._core
+        if core is not None and round_ > core.round + MAX_ROUNDS_AHEAD:
+            self._count("rejected", "round_too_far")
+            return True
+        return False
+
+    def _keep_vote(self, vote: Envelope) -> None:
+        """Remember a verified vote's envelope: seals make a decision's record, prevotes of a
+        polka may have to be relayed (an equivocator's two votes are both kept)."""
+        key = (vote.type, vote.body["round"], vote.signer, vote.body["header"])
+        self._votes.setdefault(key, vote)
 
     def _publish_sent(self, key: str) -> None:
         raw = self._sent[key]
@@ -558,6 +585,9 @@ class Node:
             return
         for key in self._sent:
             self._publish_sent(key)
+        if self.key_id is not None:
+            for raw in self._relay:
+                self.bus.publish(Topics.seals(self.community, self.key_id), raw)
         if self.peers and self._mono() - self._height_since > REPUBLISH_S:
             self._catch_up()
 
@@ -590,9 +620,9 @@ class Node:
     def _decide(self, decision: consensus.Decide) -> None:
         block = self._blocks[decision.value]
         seals = [
-            e
-            for (r, _), e in self._seals.items()
-            if r == decision.round and e.body["header"] == decision.value
+            self._votes[key]
+            for vote in self._core.seals(decision.round, decision.value)
+            if (key := ("seal", decision.round, vote.signer, decision.value)) in self._votes
         ]
         validators = dict(self.ledger.validators())
         try:
@@ -666,6 +696,8 @@ class Node:
         core = self._core
         assert core is not None
         round_, valid_round = env.body["proposal_round"], env.body["valid_round"]
+        if self._too_far(round_):
+            return
         proposer = self.ledger.validators().get(core.proposer(round_))
         try:
             if env.signer != core.proposer(round_) or proposer is None:
@@ -700,6 +732,8 @@ class Node:
         if validator is None:
             self._count("rejected", "seal_not_a_validator")
             return
+        if self._too_far(vote.body["round"]):
+            return
         try:
             verify_envelope(vote, public_key_from_hex(validator["key"]), key_id_hex=vote.signer)
         except Rejected as exc:
@@ -708,8 +742,7 @@ class Node:
         header = vote.body["header"]
         value = None if header == NIL else header
         kind = consensus.PREVOTE if vote.type == "prevote" else consensus.PRECOMMIT
-        if kind == consensus.PRECOMMIT and value is not None:
-            self._seals.setdefault((vote.body["round"], vote.signer), vote)
+        self._keep_vote(vote)
         core = self._core
         assert core is not None
         self._run(core.receive(Vote(kind, height, vote.body["round"], value, vote.signer)))
@@ -765,6 +798,8 @@ class Node:
             with self._status_lock:
                 self._pending = [(r, e) for r, e in self._pending if (e.signer, e.seq) not in done]
                 self._pending_keys -= done
+        if round_ is not None:  # by consensus (a catch-up batch would recheck once per block)
+            self._recheck_carried(block)
         self._pending_since = self._mono() if self._pending else None
         announcer = (
             self._core is not None and round_ is not None and self._core.proposer(round_) == self.key_id
@@ -775,6 +810,25 @@ class Node:
             self._publish_seen(block)
             self._publish_receipts(block.height)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
+
+    def _recheck_carried(self, block: Block) -> None:
+        """Check again the transactions still waiting that already waited through the block
+        before (like CometBFT's mempool recheck), unless ``block`` was full. Only this validator
+        may hold one (it took it before its gate closed or it expired; the proposer refused it):
+        kept, it would make work due here alone, so nil prevotes and a false stall. Refused now,
+        it goes with its reason."""
+        now = int(self.clock.now())
+        carried = [r for r, e in self._pending if (e.signer, e.seq) in self._carried]
+        for raw in carried if len(block.txs) < MAX_BLOCK_TXS else []:
+            try:
+                self.ledger.intake(raw, now)
+            except Rejected as exc:
+                self._drop_pending(raw)
+                sender = self._tell_refused(raw, exc.reason)
+                self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
+            except Exception as exc:  # a bug met by one message must not end the node
+                self._quarantine("tx", raw, exc)
+        self._carried = set(self._pending_keys)
 
     def _tell_refused(self, raw: bytes, reason: str) -> str | None:
         """Tell a meter its message was refused for good, so its outbox stops resending it.

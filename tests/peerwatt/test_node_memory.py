@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chain.kvapp import KeyValueApp
+from chain.envelope import parse_envelope, verify_envelope
+from chain.execute import public_key_from_hex
 from chain.verify import verify_store
 from dashboard.ledger import LedgerReader
 from peerwatt.bus import Topics
@@ -225,3 +227,29 @@ def test_proposer_dies_the_next_in_turn_takes_over_and_keeps_the_role(tmp_path):
     assert {n.ledger.height for n in net.nodes} == {3}
     for node in net.nodes:
         assert verify_store(node.ledger.store, KeyValueApp()).blocks == 3
+
+
+def test_a_locked_validator_keeps_the_prevotes_behind_its_lock_across_a_restart(tmp_path):
+    """The polka behind a lock may exist nowhere else once its signers are gone; the validator
+    persists those signed prevotes and sends them again (chain/consensus.py record())."""
+    net = Net(tmp_path)
+    net.send(1)
+    for i in (0, 1, 2):  # proposal and prevotes; node 2 sees the polka first and locks
+        net.nodes[i].step()
+    locked = net.nodes[2]._core
+    assert locked.locked_round == 0
+    relay = list(net.nodes[2]._relay)
+    assert len(relay) >= 3
+    net.crash(2)
+    back = net.start(2)
+    assert back._relay == relay and back._core.locked_value == locked.locked_value
+    signers = set()
+    for raw in relay:
+        vote = parse_envelope(raw, community=net.c.community, now=None, interval_s=None)
+        key = back.ledger.validators()[vote.signer]["key"]
+        verify_envelope(vote, public_key_from_hex(key), key_id_hex=vote.signer)
+        assert (vote.type, vote.body["header"]) == ("prevote", locked.locked_value)
+        signers.add(vote.signer)
+    assert len(signers) >= 3
+    net.settle()
+    assert {n.ledger.height for n in net.nodes} == {1}
