@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chain.kvapp import KeyValueApp
 from chain.envelope import parse_envelope, verify_envelope
 from chain.execute import public_key_from_hex
+from chain.kvapp import KeyValueApp
 from chain.verify import verify_store
 from dashboard.ledger import LedgerReader
 from peerwatt.bus import Topics
