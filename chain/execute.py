@@ -18,7 +18,7 @@ from chain.app import AppContext, Application
 from chain.envelope import Envelope, Rejected, check_time, verify_envelope
 from chain.keys import PublicKey, load_public_key
 from chain.replay import ReplayGuard
-from chain.state import State, copy_state
+from chain.state import CowMap, State, commit_state, cow_state
 
 POSITION_STRIDE = 1 << 20  # ledger position = height * stride + index in block
 REPLAY_WINDOW = 4096
@@ -49,7 +49,8 @@ def public_key_from_hex(sec1_hex: str) -> PublicKey:
 def signer_key(chain: dict[str, Any], signer: str) -> str | None:
     """The enrolled SEC1 key (hex) of a signer, from any registry, or None if never known."""
     for registry in ("meters", "members", "validators"):
-        entry = chain[registry].get(signer)
+        entries = chain[registry]
+        entry = entries.peek(signer) if type(entries) is CowMap else entries.get(signer)
         if entry is not None:
             return entry["key"]
     return None
@@ -62,7 +63,8 @@ def app_context(state: State, height: int, time: int) -> AppContext:
 
 
 def _replay_guard(chain: dict[str, Any], signer: str) -> ReplayGuard:
-    saved = chain["seqs"].get(signer)
+    seqs = chain["seqs"]
+    saved = seqs.peek(signer) if type(seqs) is CowMap else seqs.get(signer)
     guard = ReplayGuard(REPLAY_WINDOW)
     if saved is not None:
         guard = ReplayGuard.from_json({"window": REPLAY_WINDOW, "signers": {signer: saved}})
@@ -122,15 +124,17 @@ def execute_block(
     in_place: bool = False,
     preverified: Callable[[Envelope, str], bool] | None = None,
 ) -> Execution:
-    """Execute a block on a copy of ``state``; raise InvalidBlock if no peer may seal it.
+    """Execute a block on ``state`` copy-on-write; raise InvalidBlock if no peer may seal it.
 
-    ``in_place`` skips the copy (a deep copy of the whole state per block) and changes ``state``
-    itself, leaving it half-changed if the block is invalid: only for a caller that throws the old
-    state away either way, like ``verify`` walking history.
+    ``state`` is never changed, also when the block is invalid: the block runs on overlays
+    (chain.state.cow_state), and the state it returns shares every value the block did not touch
+    with ``state`` (so its root hashes only what changed). ``in_place`` is accepted for callers
+    written when execution deep-copied the state; it changes nothing now (the copy it skipped is
+    gone for every caller).
     ``preverified(env, sec1)``: True when ``env``'s signature was already checked against the key
     ``sec1`` (e.g. on another core); it is skipped only if that is the key enrolled now.
     """
-    work = state if in_place else copy_state(state)
+    work = cow_state(state)
     chain = work["chain"]
     ctx = app_context(work, height, time)
     results: list[dict[str, Any]] = []
@@ -165,4 +169,4 @@ def execute_block(
         results.extend(produced)
     results.extend(governance.expire(chain, time))
     results.extend(app.end_block(ctx))
-    return Execution(results, work)
+    return Execution(results, commit_state(work))
