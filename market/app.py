@@ -10,8 +10,9 @@ State (the app's namespace of the ledger state, committed by the state root):
   balances    {account: micro-units}                           members + "grid_fees"
   gridops     {meter: {interval: [import_wh, export_wh, quality]}}  the grid operator's data
   resettle_gridops [interval, ...]                             intervals its new data changes
-(``gridops`` and ``resettle_gridops`` appear with the first grid operator's data, so a community
-settling on its meters alone keeps the state it always had.)
+  gridops_pruned   interval                                    its data before this is forgotten
+(``gridops``, ``resettle_gridops`` and ``gridops_pruned`` appear with the first grid operator's
+data, so a community settling on its meters alone keeps the state it always had.)
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -451,19 +452,24 @@ class MarketApp:
             readings = ctx.state["readings"][meter]
             for interval in [i for i in readings if int(i) < keep_from]:
                 del readings[interval]
+        oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
         keep_settled_from = keep_from
         if p["settlement_source"] != METER:
             # the grid operator's data may still change what was settled (and is kept as long)
-            oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
             keep_settled_from = min(keep_from, oldest_data)
-            data = ctx.state.get("gridops", {})
+        for interval in [i for i in ctx.state["settled"] if int(i) < keep_settled_from]:
+            del ctx.state["settled"][interval]
+        data = ctx.state.get("gridops")
+        # once per interval (a walk over all of it in every block would cost every block), and
+        # also after the community went back to settling on its meters alone
+        floor = oldest_data - oldest_data % p["interval_s"]
+        if data is not None and ctx.state.get("gridops_pruned") != floor:
+            ctx.state["gridops_pruned"] = floor
             for meter in list(data):
-                for interval in [i for i in data[meter] if int(i) < oldest_data]:
+                for interval in [i for i in data[meter] if int(i) < floor]:
                     del data[meter][interval]
                 if not data[meter]:
                     del data[meter]
-        for interval in [i for i in ctx.state["settled"] if int(i) < keep_settled_from]:
-            del ctx.state["settled"][interval]
 
     def next_block_due(self, ctx: AppContext) -> int | None:
         p = market_params.with_defaults(ctx.params)

@@ -292,3 +292,30 @@ def test_partial_data_after_the_readings_are_gone(tmp_path):
         ("settled", "mixed", -240),
         ("settled", "mixed", -60),
     ]
+
+
+def test_the_data_is_forgotten_after_the_window_also_when_the_source_goes_back(tmp_path):
+    c = community(tmp_path, "meter_then_gridops", gridops_window_s=7200)
+    trade_two_intervals(c)
+    c.run_block([gridops(c, 0, {I1: USE[0], I2: USE[0]})], IMPORTED)
+    t = IMPORTED + 60
+    body = {
+        "action": "set_param",
+        "args": {"name": "settlement_source", "value": "meter"},
+        "deadline": t + 3600,
+    }
+    proposal = c.members[0].sign(c.community, "propose", body, created=t)
+    votes = [
+        m.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+        for m in c.members[1:3]
+    ]
+    c.run_block([proposal, *votes], t)
+    state = c.ledgers[0].state
+    assert state["chain"]["params"]["settlement_source"] == "meter"
+    assert set(state["app"]["gridops"][c.meters[0].id]) == {str(I1), str(I2)}
+    c.run_block([], I2 + 7200 + 900)  # I1 is out of the window, I2 just in
+    assert set(c.ledgers[0].state["app"]["gridops"][c.meters[0].id]) == {str(I2)}
+    c.run_block([], I2 + 900 + 7200 + 900)
+    assert c.ledgers[0].state["app"]["gridops"] == {}
+    refused = c.run_block([gridops(c, 1, {I2: USE[1]}, t=I2 + 5 * 900)], I2 + 5 * 900 + 10)
+    assert statuses(refused) == ["gridops_not_used"]
