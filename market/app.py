@@ -43,7 +43,7 @@ from market.settlement import (
     settle,
 )
 
-# A better grid operator's value replaces a worse one, never the other way round (docs/market.md).
+# The grid operator's qualities an estimate never replaces (docs/market.md, quality flags).
 FINAL_QUALITIES = ("measured", "replaced")
 
 
@@ -172,9 +172,14 @@ class MarketApp:
         changed, ignored = _gridops_changes(ctx, p, env)
         rows = ctx.state.setdefault("gridops", {}).setdefault(body["meter"], {})
         queue = ctx.state.setdefault("resettle_gridops", [])
+        settled = ctx.state["settled"]
         for row in changed:
-            rows[str(row["interval"])] = [row["import_wh"], row["export_wh"], row["quality"]]
-            if str(row["interval"]) in ctx.state["settled"] and row["interval"] not in queue:
+            key = str(row["interval"])
+            rows[key] = [row["import_wh"], row["export_wh"], row["quality"]]
+            traded = key in settled and any(
+                body["meter"] in (t["seller"], t["buyer"]) for t in settled[key]["trades"]
+            )
+            if traded and row["interval"] not in queue:
                 queue.append(row["interval"])
         result: dict[str, Any] = {
             "kind": "gridops",
