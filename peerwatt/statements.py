@@ -80,11 +80,8 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
 
     def rows(kind: str) -> list[dict[str, Any]]:
         return [
-            dict(loads_strict(bytes(data)), height=h)
-            for h, data in store.conn.execute(
-                "SELECT height, data FROM results WHERE kind = ? AND height <= ? ORDER BY height, idx",
-                (kind, height),
-            )
+            dict(loads_strict(data), height=h)
+            for h, _idx, data in store.results_of_kinds([kind], high=height)
         ]
 
     rejected: set[tuple[int, int]] = set()
