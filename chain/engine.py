@@ -58,15 +58,12 @@ def genesis_block(genesis: Genesis, state: State) -> Block:
     return Block(header, [], [])
 
 
-def begin_block(state: State, creator: str, *, in_place: bool = False) -> State:
+def begin_block(state: State, creator: str) -> State:
     """The state a block executes on: the validator that created it becomes the sequencer (the
     proposer of round 0 from now on), so after a failover the new proposer keeps the role and no
     later block waits for the dead one. Governance (``set_sequencer``) may still change it in the
-    block. Without ``in_place`` the given state is not changed (a shallow copy when needed)."""
+    block. The given state is not changed (a shallow copy when needed)."""
     if state["chain"]["sequencer"] == creator:
-        return state
-    if in_place:
-        state["chain"]["sequencer"] = creator
         return state
     return {**state, "chain": {**state["chain"], "sequencer": creator}}
 

@@ -219,7 +219,7 @@ def _verify_block(
             )
         try:
             execution = execute_block(
-                begin_block(walk.state, header["sequencer"], in_place=True),
+                begin_block(walk.state, header["sequencer"]),
                 app,
                 height=height,
                 time=header["time"],
