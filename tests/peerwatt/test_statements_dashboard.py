@@ -58,6 +58,7 @@ def test_the_operator_sees_the_issued_statements(month: Month, tmp_path: Path) -
     (june,) = data["periods"]
     assert june["documents"] == len(statements) + len(notes)
     assert june["collect"] - june["pay_out"] == -sum(d["shown_total"] for d in listed.values())
+    assert 'href="/statements"' in admin.get("/").get_data(as_text=True)  # in the admin's menu
     page = admin.get("/statements?period=2026-06").get_data(as_text=True)
     assert first["number"] in page and "paid 2026-07-09" in page and "corrects " in page
     assert "No statements issued for 2026-05 yet." in admin.get("/statements?period=2026-05").get_data(
@@ -68,5 +69,6 @@ def test_the_operator_sees_the_issued_statements(month: Month, tmp_path: Path) -
     household = app.test_client()
     assert login(household, "villa", PASSWORDS["villa"]).status_code == 302
     assert household.get("/statements").status_code == 403
+    assert 'href="/statements"' not in household.get("/").get_data(as_text=True)
     assert household.get("/api/v1/statements").status_code == 403
     assert app.test_client().get("/statements").status_code in (302, 401)
