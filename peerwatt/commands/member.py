@@ -8,6 +8,7 @@ topic with the validator's operator account (``operator.toml`` next to ``node.to
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s)
 
     chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
     for pid, (r, action, args) in zip(ids, actions, strict=True):
-        click.echo(f"{r.name}: {action} proposed ({pid}): {_tally(chain, pid, action, args)}")
+        click.echo(f"{r.name}: {action} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
 
 
 def _passed(chain: dict[str, Any], action: str, args: dict[str, Any]) -> bool:
@@ -273,8 +274,12 @@ def _passed(chain: dict[str, Any], action: str, args: dict[str, Any]) -> bool:
     return False
 
 
-def _tally(chain: dict[str, Any], pid: str, action: str, args: dict[str, Any]) -> str:
+def _tally(chain: dict[str, Any], pid: str, action: str, args: dict[str, Any], wait_s: float = 1) -> str:
+    """The proposal's state in ``chain``; with ``--wait 0`` (not waited for), only "published"."""
     from chain.governance import electorate
+
+    if not wait_s:
+        return "published, not waited for (--wait 0): see `peerwatt gov list`"
 
     if pid in chain["proposals"]:
         p = chain["proposals"][pid]
@@ -288,19 +293,48 @@ def _tally(chain: dict[str, Any], pid: str, action: str, args: dict[str, Any]) -
 @node_options
 def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
     """Propose that a household leaves: revoke its meters (validators vote) and remove the member
-    (members vote). WHO is the member's key id or its join request file."""
+    (members vote). WHO is the member's key id or its join request file. Only what is neither done
+    nor open yet is proposed (a meter left active after the member was removed, say); when nothing
+    is left to propose, it says so and fails."""
     side = node_side(config_file, data_dir, key_file, operator_file)
     community, chain = chain_state(side.data)
-    path = Path(who)
-    member_id = _request(path, community).member_id if path.is_file() else who
-    if member_id not in chain["members"]:
-        raise UserError(f"{member_id} is not a member of {community} (see `peerwatt gov list --data ...`)")
+    member_id = _leaving_member(who, community)
+    owned = sorted(m for m, info in chain["meters"].items() if info["owner"] == member_id)
+    is_member = member_id in chain["members"]
+    if not is_member and not owned:
+        raise UserError(
+            f"{member_id} is not a member of {community} and owns no meter there: give a member's "
+            "key id or its join request file"
+        )
+    open_ids = {
+        pid: p
+        for pid, p in sorted(chain["proposals"].items())
+        if p["action"] in ("revoke_meter", "remove_member") and concerns(p, {member_id}, set(owned), set())
+    }
+    proposed = {(p["action"], p["args"].get("meter") or p["args"].get("member")) for p in open_ids.values()}
     actions = [
         ("revoke_meter", {"meter": m})
-        for m, info in sorted(chain["meters"].items())
-        if info["owner"] == member_id and info.get("active")
+        for m in owned
+        if chain["meters"][m].get("active") and ("revoke_meter", m) not in proposed
     ]
-    actions.append(("remove_member", {"member": member_id}))
+    if is_member and ("remove_member", member_id) not in proposed:
+        actions.append(("remove_member", {"member": member_id}))
+    vote = f"`peerwatt gov vote -c node.toml --member {member_id} --yes`"
+    if not actions and open_ids:
+        raise UserError(
+            f"the leave of {member_id} is already proposed ({len(open_ids)} open proposal(s): "
+            f"{', '.join(p['action'] for p in open_ids.values())}): the others vote with {vote}"
+        )
+    if not actions:
+        revoked = ", ".join(f"{m} at height {chain['revoked'][m]}" for m in owned if m in chain["revoked"])
+        raise UserError(
+            f"{member_id} has already left {community}: not a member any more, its meters revoked "
+            f"({revoked or 'none'})"
+        )
+    for pid, p in open_ids.items():
+        click.echo(
+            f"{p['action']} {p['args']} is open already ({pid}): {_tally(chain, pid, p['action'], p['args'])}"
+        )
     ids = propose_all(side, actions, wait_s)
 
     def seen(chain: dict[str, Any]) -> bool:
@@ -311,8 +345,18 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
 
     chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
     for pid, (action, args) in zip(ids, actions, strict=True):
-        click.echo(f"{action} {args} proposed ({pid}): {_tally(chain, pid, action, args)}")
+        click.echo(f"{action} {args} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
     click.echo(
-        f"the others vote with `peerwatt gov vote -c node.toml --member {member_id} --yes`; "
-        "erasure of its readings after the retention period is a separate vote (erase_member)"
+        f"the others vote with {vote}; erasure of its readings after the retention period is a "
+        "separate vote (erase_member)"
     )
+
+
+def _leaving_member(who: str, community: str) -> str:
+    """The member key id that WHO names: a join request file, or the key id itself."""
+    path = Path(who)
+    if path.is_file():
+        return _request(path, community).member_id
+    if re.fullmatch(r"[0-9a-fA-F]{32}", who):
+        return who.lower()
+    raise UserError(f"{who}: no such join request file, nor a member key id (32 hex digits)")

@@ -194,3 +194,25 @@ def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition", interv
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def write_operator_config(folder: Path, broker_url: str, client_id: str = "operator") -> Path:
+    """operator.toml in ``folder`` (beside a node.toml), as `peerwatt community init` writes it: the
+    broker account `peerwatt member admit|leave` and `peerwatt gov vote -c node.toml` publish with
+    (here on a test broker that takes anonymous clients)."""
+    path = folder / "operator.toml"
+    path.write_text(f'client_id = "{client_id}"\n[broker]\nurl = "{broker_url}"\n')
+    return path
+
+
+def with_founding_members(c: LocalCommunity) -> LocalCommunity:
+    """``c`` with its validators' keys also founding members (before its own members), as
+    `peerwatt community init` makes a community: the validators vote households in and out."""
+    from dataclasses import replace
+
+    from chain.engine import _doc_to_toml_shape
+    from chain.genesis import genesis_from_dict
+
+    shape = _doc_to_toml_shape(c.genesis.doc)
+    shape["members"] = [{"key": v.sec1_hex, "name": v.name} for v in c.validators] + shape["members"]
+    return replace(c, genesis=genesis_from_dict(shape))
