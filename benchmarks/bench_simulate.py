@@ -6,7 +6,12 @@ the simulation) so the overhead of everything else is visible as a ratio. Goal (
 time at most 2x that floor. No other project's figure is printed: a comparison with another
 simulator belongs here only if this script runs it in the same run.
 
+Also (issue 21): a year of the largest community extrapolated from its measured run (days x 365;
+goal under 30 minutes), and the process's memory over a longer study (``--memory-homes`` x
+``--memory-days``: RSS after day 1 and after the last day; goal: flat).
+
 Run: .venv/bin/python benchmarks/bench_simulate.py [--homes 10,100] [--days 1]
+     [--memory-homes 20] [--memory-days 30] (0 days skips the memory run)
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def main() -> None:
     parser.add_argument("--homes", default="10,100")
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--validators", type=int, default=2)
+    parser.add_argument("--memory-homes", type=int, default=20)
+    parser.add_argument("--memory-days", type=float, default=30.0)
     args = parser.parse_args()
     rows = []
     for homes in (int(h) for h in args.homes.split(",")):
@@ -69,6 +76,27 @@ def main() -> None:
         )
     print("-" * 89)
     print("goal: total <= 2x the signature floor measured in the same run")
+    homes, days, elapsed = rows[-1][0], rows[-1][1], rows[-1][2]
+    year_min = elapsed / days * 365 / 60
+    print(
+        f"a year of {homes} homes, extrapolated from {days:g} measured day(s) ({elapsed:.1f} s): "
+        f"{year_min:.0f} min (goal < 30 min: {'met' if year_min < 30 else 'NOT met'})"
+    )
+    if args.memory_days > 0:
+        out = Path(tempfile.mkdtemp(prefix="bench-sim-memory-"))
+        start = time.perf_counter()
+        result = run_simulation(
+            SimOptions(homes=args.memory_homes, days=args.memory_days, validators=args.validators, out=out)
+        )
+        elapsed = time.perf_counter() - start
+        (day1, rss1), (dayn, rssn) = result.memory[0], result.memory[-1]
+        growth = (rssn - rss1) / (dayn - day1) if dayn > day1 else 0.0
+        print(
+            f"memory, {args.memory_homes} homes x {args.memory_days:g} days ({elapsed:.0f} s, whole process):"
+            f" RSS {rss1:.0f} MB after day {day1:g}, {rssn:.0f} MB after day {dayn:g}"
+            f" ({growth:+.2f} MB per simulated day; over a year {growth * 365:+.0f} MB)"
+        )
+        print("  RSS per day: " + " ".join(f"{rss:.0f}" for _, rss in result.memory))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ stores less per household. Also timed, interleaved best of 3: `verify` of each c
 Goal (issue 21): at most 40 MB per household and year on a node.
 
 Run: .venv/bin/python benchmarks/bench_storage.py [--homes 20] [--days 7]
+     or, on the ledger of a study already run with those --homes and --days:
+     .venv/bin/python benchmarks/bench_storage.py --homes 20 --days 30 --ledger study/ledger
 """
 
 from __future__ import annotations
@@ -91,13 +93,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--homes", type=int, default=20)
     parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--ledger", type=Path, help="the ledger folder of a study run with --homes/--days")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     try:
         start = time.perf_counter()
-        result = run_simulation(SimOptions(homes=args.homes, days=args.days, out=work / "sim"))
-        sim_s = time.perf_counter() - start
-        stores = sorted((work / "sim" / "ledger").iterdir())
+        if args.ledger is None:
+            result = run_simulation(SimOptions(homes=args.homes, days=args.days, out=work / "sim"))
+            ledger = work / "sim" / "ledger"
+            how = f"simulated {args.homes} homes x {args.days:g} days in {time.perf_counter() - start:.0f} s"
+        else:
+            ledger = args.ledger
+            store = Store.open(ledger / "sequencer", readonly=True)
+            try:
+                result = verify_store(store, MarketApp(), workers=2)
+            finally:
+                store.close()
+            how = f"the ledger of {args.homes} homes x {args.days:g} days in {ledger}"
+        stores = sorted(ledger.iterdir())
         written = {d.name: (d / DB_NAME).stat().st_size for d in stores}
         largest = max(stores, key=lambda d: written[d.name])
         compressed = work / "compressed"
@@ -112,9 +125,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     household_days = args.homes * args.days
+    report = getattr(result, "verify", result)
     print(
-        f"simulated {args.homes} homes x {args.days:g} days in {sim_s:.0f} s: {result.verify.blocks} blocks,"
-        f" {result.verify.txs} txs; stores as written: "
+        f"{how}: {report.blocks} blocks, {report.txs} txs; stores as written: "
         + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in written.items())
     )
     print(f"largest store: {largest.name}; {rewritten} rows rewritten raw for the baseline")

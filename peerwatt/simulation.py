@@ -10,7 +10,10 @@ same ledger and the same report every time.
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -109,6 +112,17 @@ class SimResult:
     verify: VerifyReport
     homes: list[dict[str, Any]]
     out: Path
+    memory: list[tuple[float, float]]  # (simulated days done, this process's RSS in MB) per day
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (MB); the peak where /proc is missing (not Linux)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
 
 
 def _market_params(o: SimOptions) -> dict[str, Any]:
@@ -180,14 +194,20 @@ def _genesis(start: int, params: dict[str, Any], validators: list, homes: list[d
 def _make_nodes(
     o: SimOptions, genesis, validators: list, broker: MemoryBroker, clock: SimClock
 ) -> list[Node]:
-    """A store and a node per validator (the first is the sequencer) on the in-memory bus."""
+    """A store and a node per validator (the first is the sequencer) on the in-memory bus.
+
+    The stores run with ``synchronous=NORMAL`` instead of FULL: WAL still keeps them consistent
+    if the study is killed, but a block is not flushed to the disk before the next one (a study
+    is re-run, never resumed); the fsync per block and node was most of a study's wall time."""
     nodes = []
     for i, key in enumerate(validators):
         node_dir = o.out / "ledger" / ("sequencer" if i == 0 else f"validator-{i}")
         Ledger.create(node_dir, genesis, MarketApp()).close()
+        ledger = Ledger.open(node_dir, MarketApp())
+        ledger.store.conn.execute("PRAGMA synchronous=NORMAL")
         nodes.append(
             Node(
-                Ledger.open(node_dir, MarketApp()),
+                ledger,
                 MemoryBus(broker, f"node-{i}"),
                 role="sequencer" if i == 0 else "validator",
                 key=key,
@@ -240,8 +260,11 @@ def _run_steps(
     steps: int,
     step_s: int,
     progress: Callable[[int, int], None] | None,
-) -> None:
-    """Advance the virtual clock step by step: every agent polls, then the nodes settle."""
+) -> list[tuple[float, float]]:
+    """Advance the virtual clock step by step: every agent polls, then the nodes settle.
+    Returns (simulated days, RSS in MB) at the end of each simulated day and of the run."""
+    memory: list[tuple[float, float]] = []
+    steps_per_day = 86_400 // step_s
     for node in nodes:
         node.start()
     for agent in agents:
@@ -254,6 +277,8 @@ def _run_steps(
             for _ in range(1000):
                 if not any([node.step() for node in nodes]):
                     break
+            if (step + 1) % steps_per_day == 0 or step + 1 == steps:
+                memory.append(((step + 1) * step_s / 86_400, rss_mb()))
             if progress is not None:
                 progress(step + 1, steps)
     finally:
@@ -261,6 +286,7 @@ def _run_steps(
             agent.outbox.close()
         for node in nodes:
             node.ledger.close()
+    return memory
 
 
 def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = None) -> SimResult:
@@ -278,7 +304,7 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
     broker = MemoryBroker()
     nodes = _make_nodes(o, genesis, validators, broker, clock)
     agents = _make_agents(o, genesis, homes, broker, clock)
-    _run_steps(nodes, agents, clock, int(o.days * 86_400) // o.step_s, o.step_s, progress)
+    memory = _run_steps(nodes, agents, clock, int(o.days * 86_400) // o.step_s, o.step_s, progress)
     store = Store.open(o.out / "ledger" / "sequencer", readonly=True)
     try:
         report = verify_store(store, MarketApp())
@@ -289,7 +315,11 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
         frame.to_csv(o.out / f"{name}.csv", index=False)
     write_plots(tables, o.out, start)
     return SimResult(
-        tables, report, [{k: v for k, v in h.items() if k not in ("meter", "owner")} for h in homes], o.out
+        tables,
+        report,
+        [{k: v for k, v in h.items() if k not in ("meter", "owner")} for h in homes],
+        o.out,
+        memory,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from peerwatt.errors import UserError
 @click.option("--validators", default=2, show_default=True, type=click.IntRange(0, 10))
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--out", default="simulation", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--progress",
+    is_flag=True,
+    help="Report progress on stderr also when it is not a terminal (a line per simulated day).",
+)
 def simulate(
     homes,
     pv_share,
@@ -51,12 +57,12 @@ def simulate(
     validators,
     seed,
     out,
+    progress,
 ) -> None:
     """Simulate a community with the real agent, ledger and market code; write report and plots."""
     from rich.console import Console
-    from rich.progress import Progress
 
-    from peerwatt.simulation import SimOptions, run_simulation
+    from peerwatt.simulation import SimOptions
 
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))
@@ -82,22 +88,68 @@ def simulate(
         seed=seed,
         out=out,
     )
+    started = time.monotonic()
     try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task(f"simulating {homes} homes × {days:g} days", total=1)
-            result = run_simulation(
-                options, lambda done, total: progress.update(task, completed=done, total=total)
-            )
+        result = _run_with_progress(options, progress, f"simulating {homes} homes × {days:g} days")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    Console().print(_summary_table(result, f"{homes} homes, {days:g} days from {start_date}, {mechanism}"))
+    elapsed = time.monotonic() - started
+    title = f"{homes} homes, {days:g} days from {start_date}, {mechanism}"
+    Console().print(_summary_table(result, title, elapsed))
     click.echo(
         f"report, plots and ledger in {result.out}/ "
         f"(verify with `peerwatt verify --data {result.out}/ledger/sequencer`)"
     )
 
 
-def _summary_table(result, title: str):
+def _run_with_progress(options, forced: bool, label: str):
+    """Run the study with a progress bar on stderr when it is a terminal, a plain line per
+    simulated day with ``--progress`` when it is not, and nothing otherwise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from peerwatt.simulation import rss_mb, run_simulation
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[day]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[rss]}"),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(label, total=1, day="", rss="")
+
+            def update(done: int, total: int) -> None:
+                day = done * options.step_s / 86_400
+                if done % 12 == 0 or done == total:  # every simulated hour: reading RSS costs
+                    bar.update(task, rss=f"RSS {rss_mb():.0f} MB")
+                bar.update(task, completed=done, total=total, day=f"day {day:.1f}/{options.days:g}")
+
+            return run_simulation(options, update)
+    if not forced:
+        return run_simulation(options)
+    steps_per_day = 86_400 // options.step_s
+    started = time.monotonic()
+
+    def line(done: int, total: int) -> None:
+        if done % steps_per_day == 0 or done == total:
+            elapsed = time.monotonic() - started
+            left = elapsed / done * (total - done)
+            click.echo(
+                f"{label}: day {done / steps_per_day:.1f}/{options.days:g} ({done / total:.0%}),"
+                f" {elapsed:.0f} s, about {left:.0f} s left, RSS {rss_mb():.0f} MB",
+                err=True,
+            )
+
+    return run_simulation(options, line)
+
+
+def _summary_table(result, title: str, elapsed: float | None = None):
     """The study's headline figures as a rich table (KPIs, prices, savings, the ledger's verdict)."""
     from rich.table import Table
 
@@ -127,4 +179,11 @@ def _summary_table(result, title: str):
             "savings per household (min / median / max)", f"{s.min():.2f} / {s.median():.2f} / {s.max():.2f}"
         )
     table.add_row("ledger", result.verify.summary())
+    if result.memory:
+        first, last = result.memory[0], result.memory[-1]
+        table.add_row(
+            f"memory (RSS) after day {first[0]:.1f} / day {last[0]:.1f}", f"{first[1]:.0f} / {last[1]:.0f} MB"
+        )
+    if elapsed is not None:
+        table.add_row("simulated in", f"{elapsed:.1f} s")
     return table

@@ -1,4 +1,5 @@
-"""`peerwatt simulate`: deterministic for a seed, a ledger that verifies, a report and real plots."""
+"""`peerwatt simulate`: deterministic for a seed, a ledger that verifies, a report and real plots;
+progress on stderr only when asked for (not a terminal here), and the memory it used."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 import sys
 
 
-def run(out) -> subprocess.CompletedProcess:
+def run(out, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -25,6 +26,7 @@ def run(out) -> subprocess.CompletedProcess:
             "1",
             "--out",
             str(out),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -33,9 +35,14 @@ def run(out) -> subprocess.CompletedProcess:
 
 
 def test_simulate_is_deterministic_and_verifiable(tmp_path):
-    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    first, second = run(tmp_path / "a", "--progress"), run(tmp_path / "b")
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
+    # --progress on a pipe: one plain line per simulated day (here the 0.3 days' end), no bar codes
+    lines = first.stderr.splitlines()
+    assert len(lines) == 1 and "day 0.3/0.3 (100%)" in lines[0] and "RSS" in lines[0], first.stderr
+    assert "\x1b[" not in first.stderr
+    assert second.stderr == ""  # not a terminal and not asked for: quiet
     for name in ("households.csv", "trades.csv", "settlements.csv", "kpis.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (tmp_path / "a" / "trades.csv").read_text().count("\n") > 1  # the sunny day traded
@@ -57,3 +64,4 @@ def test_simulate_is_deterministic_and_verifiable(tmp_path):
     )
     assert check.returncode == 0 and check.stdout.startswith("ok:"), check.stdout
     assert "ok:" in first.stdout and "share of demand met locally" in first.stdout
+    assert "memory (RSS) after day 0.3 / day 0.3" in first.stdout and "simulated in" in first.stdout
