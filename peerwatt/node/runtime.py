@@ -34,26 +34,25 @@ import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain import consensus, messages
+from chain import consensus
 from chain.block import Block, header_hash
-from chain.canonical import MAX_DEPTH, CanonicalError, dumps_checked, loads_strict
+from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
 from chain.engine import NIL, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex
 from chain.keys import PrivateKey, key_id
-from chain.notice import authenticated, chunks, sign_notice
+from chain.notice import authenticated
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
-from peerwatt.node.ledger_api import block_from_json, block_receipts
+from peerwatt.node.announce import Announcer
+from peerwatt.node.catchup import fetch_blocks
 from peerwatt.node.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
@@ -66,14 +65,9 @@ STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stal
 STALL_LOG_EVERY_S = 60.0
 CONSENSUS_KEY = "consensus"  # local_kv: the consensus record of the height in progress
 BLOCKS_KEY = "consensus_blocks"  # local_kv: the blocks that record may need (proposed, locked)
-CATCHUP_BATCH = 100  # blocks asked of a peer at once
 MAX_ROUNDS_AHEAD = 64  # messages for rounds further ahead of ours are refused
 FUTURE_HEIGHTS = 2  # messages for up to this many heights ahead are kept until we get there
 MAX_FUTURE_MESSAGES = 20_000
-# A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
-# plus the few levels the reply wraps it in.
-MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
-CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4
 
 
 @dataclass
@@ -115,6 +109,7 @@ class Node:
         self.role = role
         self.key = key if role != "observer" else None
         self.key_id = key_id(key.public_key()) if key is not None and role != "observer" else None
+        self._announcer = Announcer(bus, key, ledger.community) if self.key is not None else None
         self.clock = clock or WallClock()
         self.block_s = float(block_s if block_s is not None else ledger.genesis.doc["chain"]["block_s"])
         self.timeouts = timeouts or Timeouts()
@@ -805,10 +800,10 @@ class Node:
             self._core is not None and round_ is not None and self._core.proposer(round_) == self.key_id
         )
         self._new_height()
-        if announcer:  # the proposer of the deciding round tells the households
-            self._publish_header(block.height)
-            self._publish_seen(block)
-            self._publish_receipts(block.height)
+        if announcer and self._announcer is not None:  # the proposer of the deciding round tells
+            self._announcer.block_final(
+                self.ledger.store, block, self.ledger.chain_state["meters"], now=int(self.clock.now())
+            )
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
 
     def _recheck_carried(self, block: Block) -> None:
@@ -843,49 +838,15 @@ class Node:
         if env is None:
             return None
         core = self._core
-        if core is not None and core.proposer(core.round) == self.key_id:
-            self._notify(env.signer, [env.seq], refused=reason)
-        return env.signer
-
-    def _publish_seen(self, block: Block) -> None:
-        """Each meter learns which of its messages a final block holds (its outbox forgets them)."""
-        meters = self.ledger.chain_state["meters"]
-        by_signer: dict[str, list[int]] = {}
-        for env in block.txs:
-            if env.signer in meters:
-                by_signer.setdefault(env.signer, []).append(env.seq)
-        for signer, seqs in by_signer.items():
-            self._notify(signer, seqs, height=block.height)
-
-    def _notify(
-        self, meter: str, seqs: list[int], *, height: int | None = None, refused: str | None = None
-    ) -> None:
-        """Publish signed notices (chain/notice.py) on the meter's receipts topic."""
-        assert self.key is not None
-        for part in chunks(seqs):
-            payload = sign_notice(
-                self.key,
-                community=self.community,
-                meter=meter,
-                seqs=part,
-                created=int(self.clock.now()),
-                seq=self.ledger.height,
-                height=height,
-                refused=refused,
+        if self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id:
+            self._announcer.notify(
+                env.signer,
+                [env.seq],
+                now=int(self.clock.now()),
+                chain_height=self.ledger.height,
+                refused=reason,
             )
-            self.bus.publish(Topics.receipts(self.community, meter), payload)
-
-    def _publish_header(self, height: int) -> None:
-        """A final header with its seals on the headers topic (retained): what households may read
-        instead of the full blocks, which carry every household's readings and orders."""
-        seals = [loads_strict(bytes(env)) for _, env in self.ledger.store.seal_rows(height)]
-        message = {"header": self.ledger.store.header(height), "seals": seals}
-        self.bus.publish(Topics.headers(self.community), dumps_checked(message), retain=True)
-
-    def _publish_receipts(self, height: int) -> None:
-        """Each meter gets its trades, settlements and order outcomes with inclusion proofs."""
-        for meter, receipt in block_receipts(self.ledger.store, height):
-            self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(receipt))
+        return env.signer
 
     # -- catch-up over HTTP ------------------------------------------------------------------
 
@@ -922,24 +883,13 @@ class Node:
 
     def _catch_up_batch(self, peer: str) -> bool:
         """Fetch, verify and store the next batch of final blocks; False when there are none."""
-        url = f"{peer.rstrip('/')}/v1/blocks?from={self.ledger.height + 1}&limit={CATCHUP_BATCH}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            raw = response.read(MAX_CATCHUP_REPLY_BYTES + 1)
-        if len(raw) > MAX_CATCHUP_REPLY_BYTES:
-            raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes")
-        try:
-            blocks = loads_strict(raw, max_depth=CATCHUP_REPLY_DEPTH)["blocks"]
-        except CanonicalError as exc:
-            raise ValueError(f"malformed reply: {exc}") from None
-        if not isinstance(blocks, list) or not blocks:
-            return False
-        for data in blocks:
-            block, seals = block_from_json(data, self.community, self.ledger.genesis.interval_s)
+        fetched = fetch_blocks(peer, self.ledger.height + 1, self.community, self.ledger.genesis.interval_s)
+        for block, seals in fetched:
             validators = dict(self.ledger.validators())
             self.ledger.commit(block, seals)
             self._validators_at[block.height] = validators
             self._after_commit(block, None)
-        return True
+        return bool(fetched)
 
     # -- status --------------------------------------------------------------------------------
 
