@@ -93,7 +93,7 @@ def _make_schema_1(path) -> None:
     """Turn a fresh store into what peerwatt wrote before compression (raw rows, schema 1)."""
     conn = sqlite3.connect(db_path(path))
     assert conn.execute("SELECT count(*) FROM store_dicts").fetchone()[0] == 0
-    conn.executescript("DROP TABLE store_dicts; PRAGMA user_version=1;")
+    conn.executescript("DROP TABLE store_dicts; CREATE INDEX txs_hash ON txs(hash); PRAGMA user_version=1;")
     conn.close()
 
 
@@ -117,6 +117,8 @@ def test_a_store_written_before_compression_opens_reads_and_grows(tmp_path, smal
     _run(c, 8, start=2)
     store = c.ledgers[1].store
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    indexes = {n for (n,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "txs_hash" not in indexes and "txs_signer" in indexes  # schema 2 has no index by hash
     assert _raw(store, "SELECT envelope FROM payloads ORDER BY rowid DESC LIMIT 1")[0][0] == 0
     assert verify_store(store, KeyValueApp()).blocks == 10
 
