@@ -109,11 +109,20 @@ def verify_store(
     an erasure); ``chain.independent`` re-checks the block there with other libraries.
     ``workers`` > 1 checks the signatures of the next blocks on that many other processes while
     this one executes in order (chain/parallel_sigs.py); the verdict is the same either way.
+    The walk reads one snapshot of the store, so a node may keep writing to it meanwhile.
     """
-    if workers > 1:
-        with SignatureAhead(workers) as ahead:
-            return _verify_store(store, app, progress, before_block, ahead, workers)
-    return _verify_store(store, app, progress, before_block, None, 1)
+    conn = store.conn
+    snapshot = not conn.in_transaction
+    if snapshot:  # one consistent snapshot (WAL): the node may go on appending while we walk
+        conn.execute("BEGIN")
+    try:
+        if workers > 1:
+            with SignatureAhead(workers) as ahead:
+                return _verify_store(store, app, progress, before_block, ahead, workers)
+        return _verify_store(store, app, progress, before_block, None, 1)
+    finally:
+        if snapshot and conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _verify_store(
