@@ -44,6 +44,9 @@ class Application(Protocol):
     name: str
     # Message types this app handles; their signers must be enrolled meters, except for those also
     # in an optional ``operator_tx_types``: signed by a member or validator (the app says which).
+    # Such a transaction may carry a meter's personal data: an optional ``subject_results``
+    # ({result kind: field}) names the results that say which key id it is about, so that its
+    # payload is erased with that meter's (chain.verify.transactions_about).
     tx_types: frozenset[str]
 
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -148,7 +148,11 @@ def _verify_store(
         if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
             raise VerifyError(0, "genesis block has rows it must not have")
         top = _check_heights(store)
+        # key ids whose payloads were erased by decision, and ids of transactions about them
         erased_signers = _erased_signers(store, genesis)
+        erased_signers |= {
+            tx for tx, subject in transactions_about(store, app).items() if subject in erased_signers
+        }
     except sqlite3.DatabaseError as exc:
         raise VerifyError(0, f"unreadable row: {exc}") from None
     walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
@@ -291,6 +295,29 @@ def _check_heights(store: Store) -> int:
     raise VerifyError(expected, "block heights are not contiguous")
 
 
+def transactions_about(store: Store, app: Application) -> dict[str, str]:
+    """{transaction id (hex): the key id it is about} for accepted transactions that another key
+    signed about a meter (the grid operator's data): the app names, in ``subject_results``, the
+    result kinds that say so and their field (market: ``{"gridops": "meter"}``). Read from the
+    results, which stay when the payload is erased."""
+    fields: dict[str, str] = getattr(app, "subject_results", {})
+    if not fields:
+        return {}
+    about: dict[str, str] = {}
+    last: tuple[int, str] | None = None  # (height, id) of the last accepted transaction
+    for height, _idx, data in store.results_of_kinds(["tx", *fields]):
+        try:
+            result = loads_strict(data)
+        except CanonicalError:
+            continue  # a damaged row is reported at its height by the main walk
+        kind = result.get("kind")
+        if kind == "tx":
+            last = (height, result.get("tx")) if result.get("status") == "ok" else None
+        elif last is not None and last[0] == height and isinstance(result.get(fields[kind]), str):
+            about[last[1]] = result[fields[kind]]
+    return about
+
+
 def _erased_signers(store: Store, genesis) -> set[str]:
     """Meters (and members) whose payloads a governance decision allowed to erase.
 
@@ -350,7 +377,7 @@ def _load_txs(store: Store, genesis, height: int, erased_signers: set[str]):
         hashes.append(tx_hash)
         payload = store.payload(tx_hash)
         if payload is None:
-            if signer in erased_signers:
+            if signer in erased_signers or tx_hash.hex() in erased_signers:
                 erased.append(tx_hash.hex())
                 continue
             raise VerifyError(height, f"payload of transaction {idx} is missing (not an erasure)")

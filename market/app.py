@@ -54,6 +54,8 @@ class MarketApp:
     tx_types = frozenset({"order", "reading", "gridops"})
     # signed by a member's or validator's key (the engine checks that), not a meter's
     operator_tx_types = frozenset({"gridops"})
+    # results naming the meter an operator's transaction is about (its erasure follows the meter's)
+    subject_results = {"gridops": "meter"}
 
     # -- genesis and parameters ----------------------------------------------------------------
 

@@ -4,8 +4,10 @@ A governance decision (``erase_member``, chain/governance.py) records ``{member:
 ledger state (``state["chain"]["erased"]``). Once ``retention_s`` (a community parameter, default
 0) has passed since the block of that decision, :func:`erase_departed` deletes from this node's
 store the payloads (the signed envelopes: readings, orders) of every transaction signed by a
-meter that member owns. Hash links, roots and seals stay; `peerwatt verify` reports the erased
-transactions and checks the blocks from the first of them by hash and seal only.
+meter that member owns, and of every transaction another key signed about such a meter (the
+grid operator's data: ``chain.verify.transactions_about``). Hash links, roots and seals stay;
+`peerwatt verify` reports the erased transactions and checks the blocks from the first of them by
+hash and seal only.
 
 SQLite keeps deleted bytes in free pages and in the write-ahead log, so the erasure runs with
 ``secure_delete`` on, then ``VACUUM`` (rewrites the file without free pages) and a
@@ -25,6 +27,7 @@ from pathlib import Path
 from chain.engine import Ledger
 from chain.engine import genesis_from_dict_bytes as _genesis_of
 from chain.store import Store
+from chain.verify import transactions_about
 from market.apps import load_app
 
 RETENTION_PARAM = "retention_s"
@@ -80,6 +83,9 @@ def erase_departed(store_dir: str | Path, now: int) -> ErasureReport:
         for meter in meters:
             rows = ledger.store.conn.execute("SELECT hash FROM txs WHERE signer = ?", (meter,))
             hashes.extend(bytes(h) for (h,) in rows)
+        # what others signed about those meters (the grid operator's data), as verify allows
+        about = transactions_about(ledger.store, app)
+        hashes.extend(bytes.fromhex(tx) for tx, subject in about.items() if subject in set(meters))
     finally:
         ledger.close()  # also saves the state at the head, so reopening needs no erased payload
     if not due_members:

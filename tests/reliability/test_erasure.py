@@ -16,7 +16,7 @@ from chain.verify import verify_store
 from market.app import MarketApp
 from peerwatt.node.erasure import erase_departed
 from tests.support.localnet import LocalCommunity, make_community
-from tests.support.market_ledger import SETTLED_AT, build_market, reading_values
+from tests.support.market_ledger import I1, SETTLED_AT, build_market, reading_values
 
 pytestmark = pytest.mark.reliability
 
@@ -231,3 +231,60 @@ def test_erase_command_also_deletes_the_members_bank_details(tmp_path):
     assert set(bank_details(billing)) == {c.members[1].id}
     raw = b"".join(p.read_bytes() for p in billing.glob("issued.sqlite*"))
     assert b"DE89370400440532013000" not in raw and b"AT611904300234573201" in raw
+
+
+def test_the_grid_operators_data_about_an_erased_meter_is_erased_too(tmp_path):
+    """A gridops transaction is signed by the importing operator, not by the meter, yet it holds
+    the meter's 15-minute energy: it is erased with the meter's own messages, verify accepts its
+    missing payload (the result names the meter), and another meter's data stays."""
+    c = build_market(tmp_path, validators=3, members=4)
+    t = SETTLED_AT + 1
+    for name, value in (
+        ("gridops_operators", c.validators[0].id),
+        ("settlement_source", "meter_then_gridops"),
+    ):
+        proposal = c.members[1].sign(
+            c.community,
+            "propose",
+            {"action": "set_param", "args": {"name": name, "value": value}, "deadline": t + 86_400},
+            created=t,
+        )
+        yes = [
+            c.members[i].sign(
+                c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t
+            )
+            for i in (2, 3)
+        ]
+        c.run_block([proposal, *yes], t)
+        t += 1
+
+    def data_of(meter: int):
+        body = {
+            "meter": c.meters[meter].id,
+            "metering_point": f"AT0030000000000000000000000{meter:06d}",
+            "rows": [
+                {"interval": I1 - 900, "import_wh": 123_457 + meter, "export_wh": 0, "quality": "measured"}
+            ],
+        }
+        return c.validators[0].sign(c.community, "gridops", body, created=t)
+
+    mine, theirs = data_of(0), data_of(1)
+    block = c.run_block([mine, theirs], t)
+    assert [r["status"] for r in block.results if r["kind"] == "tx"] == ["ok", "ok"]
+    vote_erasure(c, 0, DECIDED_AT + 10)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    for ledger in c.ledgers:
+        ledger.close()
+    store_dir = tmp_path / "validator-1"
+    erase_departed(store_dir, now=AFTER_CORRECTION_WINDOW)
+    assert payload(store_dir, mine.tx_hash) is None
+    assert payload(store_dir, theirs.tx_hash) is not None
+    # the signed envelope is gone from the files (its values stay in the market's state for
+    # gridops_window_s, as readings do for the correction window: docs/privacy.md)
+    assert mine.sig.encode() not in database_bytes(store_dir)
+    store = Store.open(store_dir, readonly=True)
+    try:
+        report = verify_store(store, MarketApp())
+    finally:
+        store.close()
+    assert mine.tx_hash.hex() in report.erased_txs and theirs.tx_hash.hex() not in report.erased_txs
