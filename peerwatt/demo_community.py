@@ -529,7 +529,8 @@ class Demo:
             node.draining = True  # the block in progress is finished; nobody proposes a new one
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (
-            len({n.ledger.height for n in self.nodes}) > 1 or any(n.status()["in_progress"] for n in self.nodes)
+            len({n.ledger.height for n in self.nodes}) > 1
+            or any(n.status()["in_progress"] for n in self.nodes)
         ):
             time.sleep(0.1)
         self.stop_event.set()
