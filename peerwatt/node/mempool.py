@@ -1,8 +1,12 @@
-"""The sequencer's durable pool of transactions received but not yet in a final block.
+"""A validator's durable pool of transactions received but not yet in a final block.
 
-A message is written here (SQLite, synchronous=FULL) inside the MQTT message handler, before the
-client acknowledges it to the broker, so a transaction the broker handed over survives a crash
-of the sequencer; it leaves the pool once a final block holds it or it was refused.
+A message is written here (SQLite WAL) inside the MQTT message handler, before the client
+acknowledges it to the broker, so a transaction the broker handed over survives a crash of the
+node process; it leaves the pool once a final block holds it or it was refused. The pool uses
+synchronous=NORMAL, not FULL: a power cut may lose its last writes, which costs nothing (every
+validator holds a copy, and the agent's outbox keeps each message until a signed notice says a
+final block holds it), while an fsync per message on every validator halved the network's
+throughput (bench_network: 620 vs 1,114 tx/s, p95 7.96 vs 4.44 s, same machine, quiet).
 
 A message whose handling failed in an unexpected way (a bug, not a refusal with a reason) is
 moved to ``quarantine`` with the error, so a restart never replays it into a crash loop; the
@@ -35,7 +39,7 @@ class Mempool:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS pending"
             " (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)"
