@@ -117,7 +117,9 @@ class Node:
         self.mempool = mempool
         self.community = ledger.community
         self.metrics = NodeMetrics()
-        self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        # proposals and votes go first: a burst of transactions must not delay agreement
+        self._consensus_inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()  # transactions
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
         self._pending_since: float | None = None
@@ -168,8 +170,8 @@ class Node:
             for kind in ("orders", "readings"):
                 self.bus.subscribe(Topics.pattern(c, kind), self._on_tx)
             self.bus.subscribe(Topics.gov(c), self._on_tx)
-        self.bus.subscribe(Topics.blocks(c), lambda t, p: self._inbox.put(("block", t, p)))
-        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._inbox.put(("vote", t, p)))
+        self.bus.subscribe(Topics.blocks(c), lambda t, p: self._consensus_inbox.put(("block", t, p)))
+        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._consensus_inbox.put(("vote", t, p)))
         if self.mempool is not None:
             for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
                 self._inbox.put(("tx", "", raw))
@@ -190,18 +192,7 @@ class Node:
 
     def step(self) -> bool:
         """Process what arrived, run the consensus, commit final blocks; True if anything happened."""
-        busy = False
-        for _ in range(MAX_INBOX_PER_STEP):  # bounded, so a flood cannot starve block-making
-            try:
-                kind, topic, payload = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            busy = True
-            take = {"tx": self._take_tx, "block": self._take_block, "vote": self._take_vote}[kind]
-            try:
-                take(payload)
-            except Exception as exc:  # a bug met by one message must not end the node
-                self._quarantine(kind, payload, exc)
+        busy = self._drain(self._consensus_inbox) | self._drain(self._inbox)
         if self._undone is not None:
             if self._undone.height == self.ledger.height + 1:
                 self._decide(self._undone)
@@ -212,6 +203,23 @@ class Node:
         if self._mono() - self._republished > REPUBLISH_S:
             self._republish()
         self._check_stall()
+        return busy
+
+    def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]]) -> bool:
+        """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages (bounded, so a
+        flood cannot starve the rest of the step); True if there was any."""
+        busy = False
+        for _ in range(MAX_INBOX_PER_STEP):
+            try:
+                kind, _topic, payload = inbox.get_nowait()
+            except queue.Empty:
+                break
+            busy = True
+            take = {"tx": self._take_tx, "block": self._take_block, "vote": self._take_vote}[kind]
+            try:
+                take(payload)
+            except Exception as exc:  # a bug met by one message must not end the node
+                self._quarantine(kind, payload, exc)
         return busy
 
     def _check_stall(self) -> None:
@@ -382,7 +390,7 @@ class Node:
         self._run(core.start())
         for kind, raw in self._future.pop(height, []):
             self._future_count -= 1
-            self._inbox.put((kind, "", raw))
+            self._consensus_inbox.put((kind, "", raw))
         for old in [h for h in self._future if h < height]:
             self._future_count -= len(self._future.pop(old))
 

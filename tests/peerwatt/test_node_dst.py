@@ -31,17 +31,18 @@ def _seeds() -> range:
 def _shuffle_inbox(node, rng: random.Random, drop: float) -> None:
     """Reorder what waits for the node; lose some of it (a message the broker handed to a
     client that then crashed is lost the same way; the senders' republishing must cope)."""
-    waiting = []
-    while True:
-        try:
-            waiting.append(node._inbox.get_nowait())
-        except queue.Empty:
-            break
-    rng.shuffle(waiting)
-    for item in waiting:
-        if item[0] != "tx" and rng.random() < drop:
-            continue  # transactions stay: the agents' outboxes resend those in real life
-        node._inbox.put(item)
+    for inbox in (node._consensus_inbox, node._inbox):
+        waiting = []
+        while True:
+            try:
+                waiting.append(inbox.get_nowait())
+            except queue.Empty:
+                break
+        rng.shuffle(waiting)
+        for item in waiting:
+            if item[0] != "tx" and rng.random() < drop:
+                continue  # transactions stay: the agents' outboxes resend those in real life
+            inbox.put(item)
 
 
 def _check_agreement(net: Net, seed: int) -> None:
