@@ -310,11 +310,15 @@ def transactions_about(store: Store, app: Application) -> dict[str, str]:
             result = loads_strict(data)
         except CanonicalError:
             continue  # a damaged row is reported at its height by the main walk
+        if not isinstance(result, dict):
+            continue  # damaged: reported at its height by the main walk
         kind = result.get("kind")
         if kind == "tx":
             last = (height, result.get("tx")) if result.get("status") == "ok" else None
-        elif last is not None and last[0] == height and isinstance(result.get(fields[kind]), str):
-            about[last[1]] = result[fields[kind]]
+        elif kind in fields and last is not None and last[0] == height:
+            subject = result.get(fields[kind])
+            if isinstance(subject, str) and isinstance(last[1], str):
+                about[last[1]] = subject
     return about
 
 
