@@ -17,10 +17,15 @@ def serve(app: Any, host: str, port: int, threads: int = 4) -> Any:
 
 
 def make_dashboard(data_dir: Path, instance_dir: Path, port: int, homes: list[Any], clock: Any):
-    """The demo's dashboard over the sequencer's store, with an admin and one login per household."""
+    """The demo's dashboard over the sequencer's store, with an admin and one login per household.
+    Returns (server, logins, the board of the agents' status for the caller to feed from a bus)."""
+    from dashboard.agent_status import AgentStatusBoard
     from dashboard.app import create_app
 
     app = create_app(data_dir, instance_dir=instance_dir, config={"CLOCK": clock.now})
+    services = app.extensions["peerwatt"]
+    board = AgentStatusBoard(services.ledger.community.id)  # real time: agents heartbeat in real s
+    services.agent_status = board
     accounts = app.extensions["peerwatt"].accounts
     logins = []
     admin_pw = "demo-" + secrets.token_urlsafe(6)
@@ -32,4 +37,4 @@ def make_dashboard(data_dir: Path, instance_dir: Path, port: int, homes: list[An
         logins.append(
             (home.name, password, f"{home.household.pv_kwp:g} kWp PV" if home.household.pv_kwp else "no PV")
         )
-    return serve(app, "127.0.0.1", port), logins
+    return serve(app, "127.0.0.1", port), logins, board

@@ -275,6 +275,7 @@ class Demo:
         self.broker: EmbeddedBroker | None = None
         self.mosquitto: DemoMosquitto | None = None
         self.dashboard_server: Any = None
+        self.dashboard_bus: MqttBus | None = None
         self.logins: list[tuple[str, str, str]] = []
         self.temporary = options.data is None
         self.data = Path(options.data) if options.data else Path(tempfile.mkdtemp(prefix="peerwatt-demo-"))
@@ -296,10 +297,15 @@ class Demo:
 
     def _broker_config(self) -> tuple[BrokerConfig, str]:
         if self.o.mosquitto:
-            from peerwatt.broker.access import community_accounts
+            from peerwatt.broker.access import DASHBOARD_ACCOUNT, community_accounts
 
             self.mosquitto = DemoMosquitto(
-                self.data / "broker", COMMUNITY, community_accounts(self.genesis.doc)
+                self.data / "broker",
+                COMMUNITY,
+                # the dashboard's read-only account (status/+) when there is a dashboard
+                community_accounts(
+                    self.genesis.doc, dashboard=None if self.o.headless else DASHBOARD_ACCOUNT
+                ),
             )
             self.mosquitto.start()
             sequencer = self.genesis.doc["chain"]["sequencer"]
@@ -328,6 +334,7 @@ class Demo:
         (self.data / "genesis.json").write_bytes(self.genesis.to_bytes())
         broker_cfg, protocol = self._broker_config()
         self.broker_cfg = broker_cfg
+        self.protocol = protocol
         self._make_nodes(validator_keys, protocol)
         self._make_agents(protocol)
         if not self.o.headless:
@@ -474,11 +481,21 @@ class Demo:
         return self.mosquitto.config_for(account) if self.mosquitto is not None else self.broker_cfg
 
     def _setup_dashboard(self) -> None:
+        from peerwatt.broker.access import DASHBOARD_ACCOUNT
         from peerwatt.dashboard_server import make_dashboard
 
-        self.dashboard_server, self.logins = make_dashboard(
+        self.dashboard_server, self.logins, board = make_dashboard(
             self.data / "sequencer", self.data / "dashboard", self.o.port, self.homes, self.clock
         )
+        # the household pages show each agent's health: the dashboard follows the agents' status
+        # (read-only: its own account on the demo's Mosquitto), as `peerwatt dashboard` does
+        self.dashboard_bus = MqttBus(
+            self._account_config(DASHBOARD_ACCOUNT),
+            DASHBOARD_ACCOUNT,
+            protocol=self.protocol,
+            on_connection_change=lambda up: setattr(board, "connected", up),
+        )
+        self.dashboard_bus.subscribe(board.pattern, board.handle)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -505,6 +522,8 @@ class Demo:
             self._thread(lambda a=home.agent: a.run(self.stop_event, self.poll_s, self.o.speed), home.name)
         if self.dashboard_server is not None:
             self._thread(self.dashboard_server.run, "dashboard")
+        if self.dashboard_bus is not None:
+            self.dashboard_bus.start()
 
     def stats(self, stats: Stats) -> Stats:
         store = Store.open(self.data / "sequencer", readonly=True)
@@ -548,6 +567,8 @@ class Demo:
                 home.sim.stop()
             if home.agent is not None:
                 home.agent.outbox.close()
+        if self.dashboard_bus is not None:
+            self.dashboard_bus.stop()
         if self.dashboard_server is not None:
             self.dashboard_server.close()
         for node in self.nodes:

@@ -169,3 +169,45 @@ def test_demo_mosquitto_and_broker_exclude_each_other(tmp_path):
     )
     assert result.returncode != 0 and "--mosquitto" in result.stderr and "--broker" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_the_demos_households_see_their_agents_health(tmp_path):
+    """`make demo`'s dashboard follows the agents' retained status, so a household's page shows
+    its own agent online (it said 'not connected to the broker' before)."""
+    import time
+    import urllib.request
+
+    from peerwatt.demo_community import Demo, DemoOptions
+    from peerwatt.ports import free_port
+
+    port = free_port()
+    demo = Demo(DemoOptions(homes=3, speed=300, hours=1, data=tmp_path / "demo", port=port))
+    demo.setup()
+    demo.start()
+    try:
+        board = demo.dashboard_server is not None and demo.dashboard_bus is not None
+        assert board
+        name, password, _ = next(login for login in demo.logins if login[0] != "admin")
+        home = next(h for h in demo.homes if h.name == name)
+        from chain.keys import key_id
+
+        meter = key_id(home.key.public_key())
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        base = f"http://127.0.0.1:{port}"
+        page = opener.open(f"{base}/login", timeout=10).read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        form = f"username={name}&password={password}&csrf_token={token}".encode()
+        opener.open(f"{base}/login", data=form, timeout=10)
+        deadline = time.monotonic() + 30
+        state = None
+        while time.monotonic() < deadline:
+            state = json.loads(opener.open(f"{base}/api/v1/households/{meter}", timeout=10).read())["agent"][
+                "state"
+            ]
+            if state == "online":
+                break
+            time.sleep(0.5)
+        assert state == "online", state
+    finally:
+        demo.stop()
+        demo.cleanup()
