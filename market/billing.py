@@ -31,7 +31,7 @@ from typing import Any
 
 from market.money import div_round_half_even
 from market.params import GRIDOPS, METER, with_defaults
-from market.settlement import SETTLED, Reading, check_meter
+from market.settlement import SETTLED, Reading, apply_adjustment, check_meter
 from market.statement import household_statement
 
 CENT = 10_000  # micro-units per shown cent
@@ -148,11 +148,7 @@ def effective_settlements(view: LedgerView, start: int, end: int) -> list[dict[s
         s = effective.get((a["interval"], a["trade"]))
         if s is None:
             continue
-        s["settled_wh"] += a["delta_wh"]
-        s["value"] += a["delta_value"]
-        s["grid_fee"] += a["delta_grid_fee"]
-        s["levies"] += a["delta_levies"]
-        s["status"], s["flag"] = a["status"], a["flag"]
+        apply_adjustment(s, a)
     return list(effective.values())
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from market.clearing import Trade
 from market.money import apportion, require_int, value_micro
@@ -384,3 +385,13 @@ def adjust(previous: Settlement, corrected: Settlement) -> Adjustment:
         bought_wh_changes={m: d for m, d in sorted(bought.items()) if d != 0},
         balance_changes={a: d for a, d in deltas.items() if d != 0},
     )
+
+
+def apply_adjustment(settlement: dict[str, Any], adjustment: dict[str, Any]) -> None:
+    """Fold an ``adjustment`` result into the ``settlement`` result of its trade (a copy the
+    caller owns): the settlement as it stands after the correction."""
+    settlement["settled_wh"] += adjustment["delta_wh"]
+    settlement["value"] += adjustment["delta_value"]
+    settlement["grid_fee"] += adjustment["delta_grid_fee"]
+    settlement["levies"] += adjustment["delta_levies"]
+    settlement["status"], settlement["flag"] = adjustment["status"], adjustment["flag"]

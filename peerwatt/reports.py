@@ -22,7 +22,7 @@ import pandas as pd
 from chain.canonical import loads_strict
 from chain.store import Store
 from market.params import with_defaults
-from market.settlement import Reading, check_meter
+from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
 
 
@@ -140,11 +140,7 @@ def build_report(
         s = effective.get((a["interval"], a["trade"]))
         if s is None:
             continue
-        s["settled_wh"] += a["delta_wh"]
-        s["value"] += a["delta_value"]
-        s["grid_fee"] += a["delta_grid_fee"]
-        s["levies"] += a["delta_levies"]
-        s["status"], s["flag"] = a["status"], a["flag"]
+        apply_adjustment(s, a)
         s["adjustments"] += 1
     settled = list(effective.values())
     if meter is not None:
