@@ -41,19 +41,7 @@ _MAX_CHECKED_LEAVES = 1 << 16
 def state_leaves(state: State) -> list[bytes]:
     """The state's Merkle leaves (leaf hashes), in canonical order; CanonicalError for an entry
     outside the canonical domain."""
-    leaves = []
-    for namespace in sorted(state):
-        entries = state[namespace]
-        for key in sorted(entries):
-            entry = [namespace, key, entries[key]]
-            leaf = leaf_hash(dumps_checked(entry))
-            if leaf not in _CHECKED_LEAVES:
-                check_value(entry)
-                if len(_CHECKED_LEAVES) >= _MAX_CHECKED_LEAVES:
-                    _CHECKED_LEAVES.clear()
-                _CHECKED_LEAVES.add(leaf)
-            leaves.append(leaf)
-    return leaves
+    return [_leaf(ns, key, state[ns][key]) for ns in sorted(state) for key in sorted(state[ns])]
 
 
 def state_root(state: State) -> bytes:
