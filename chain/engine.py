@@ -13,7 +13,7 @@ from typing import Any
 
 from chain import governance
 from chain.app import Application
-from chain.block import ZERO_HASH, Block, header_hash, result_root, tx_root
+from chain.block import ZERO_HASH, Block, header_hash, result_root, seal_rounds, tx_root
 from chain.canonical import loads_strict
 from chain.consensus import proposer_of
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
@@ -319,7 +319,7 @@ class Ledger:
             raise InvalidBlock("no_quorum", f"{len(seals)} seals, no round with a quorum of {self.quorum()}")
         execution = self.validate(block)
         snapshot = execution.state if block.height % SNAPSHOT_EVERY == 0 else None
-        self.store.append_block(block, _unique_by_signer(valid), snapshot)
+        self.store.append_block(block, valid, snapshot)
         self.head = block.header
         self.state = execution.state
         self._executions.clear()
@@ -380,21 +380,11 @@ def final_round(seals: list[Envelope], validators: set[str], quorum: int) -> lis
     """The seals of the first round in which distinct ``validators`` reach ``quorum`` (one per
     signer), or [] if no round does. Seals of different rounds never add up: a block is final on
     a quorum of precommits of one round (chain.consensus, line 49)."""
-    by_round: dict[int, dict[str, Envelope]] = {}
-    for seal in seals:
-        if seal.signer in validators:
-            by_round.setdefault(seal.body["round"], {}).setdefault(seal.signer, seal)
+    by_round = seal_rounds(seals, validators)
     for round_ in sorted(by_round):
         if len(by_round[round_]) >= quorum:
             return [by_round[round_][k] for k in sorted(by_round[round_])]
     return []
-
-
-def _unique_by_signer(seals: list[Envelope]) -> list[Envelope]:
-    by_signer: dict[str, Envelope] = {}
-    for seal in seals:
-        by_signer.setdefault(seal.signer, seal)
-    return [by_signer[k] for k in sorted(by_signer)]
 
 
 def genesis_from_dict_bytes(doc: bytes) -> Genesis:

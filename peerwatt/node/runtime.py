@@ -315,6 +315,12 @@ class Node:
                 kept.append((r, env))
         self._pending = kept
 
+    def _refuse(self, raw: bytes, exc: Rejected) -> None:
+        """A transaction the ledger refuses for good: tell its meter (when authenticated), count,
+        log and forget it."""
+        sender = self._tell_refused(raw, exc.reason)
+        self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
+
     def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
         self._count("rejected", reason)
         self._log_once(reason, signer, logging.INFO, "rejected %s from %s: %s", reason, signer, detail)
@@ -334,8 +340,7 @@ class Node:
         try:
             env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
-            sender = self._tell_refused(raw, exc.reason)
-            self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
+            self._refuse(raw, exc)
             return
         if (env.signer, env.seq) in self._pending_keys:
             self._reject(raw, "replay", env.signer, "already pending")
@@ -827,8 +832,7 @@ class Node:
                 self.ledger.intake(raw, now)
             except Rejected as exc:
                 self._drop_pending(raw)
-                sender = self._tell_refused(raw, exc.reason)
-                self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
+                self._refuse(raw, exc)
             except Exception as exc:  # a bug met by one message must not end the node
                 self._quarantine("tx", raw, exc)
         self._carried = set(self._pending_keys)
