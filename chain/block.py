@@ -10,6 +10,7 @@ header hash = SHA-256(JCS(header)).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,18 @@ class Block:
             except Rejected as exc:
                 raise Rejected(exc.reason, f"transaction {index} of block: {exc.detail}") from None
         return cls(header, txs, list(body["results"]))
+
+
+def seal_rounds(seals: list[Envelope], validators: Collection[str]) -> dict[int, dict[str, Envelope]]:
+    """The seals of ``validators`` by consensus round, one per signer (the first). A block is final
+    on a quorum of one round's seals; seals of different rounds never add up (chain.consensus)."""
+    rounds: dict[int, dict[str, Envelope]] = {}
+    for seal in seals:
+        if seal.signer in validators:
+            rounds.setdefault(seal.body["round"], {}).setdefault(seal.signer, seal)
+    return rounds
+
+
+def most_seals_in_one_round(seals: list[Envelope], validators: Collection[str]) -> int:
+    """How many distinct ``validators`` sealed in the round most of them sealed in."""
+    return max((len(signers) for signers in seal_rounds(seals, validators).values()), default=0)

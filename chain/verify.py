@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.app import Application
-from chain.block import header_hash, result_root, tx_root
+from chain.block import header_hash, most_seals_in_one_round, result_root, seal_rounds, tx_root
 from chain.canonical import CanonicalError, dumps_checked, loads_strict
 from chain.engine import (
     begin_block,
@@ -464,7 +464,7 @@ def _check_ahead(
 
 
 def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:
-    by_round: dict[int, set[str]] = {}
+    valid = []
     for validator, envelope in store.seal_rows(height):
         try:
             seal = parse_envelope(bytes(envelope), community=community, now=None, interval_s=None)
@@ -479,11 +479,11 @@ def _check_seals(store, community, height, block_hash, validators, quorum, verif
             check_seal_for(validators, community, height, block_hash, seal, signature_checked_with=checked)
         except (Rejected, InvalidBlock) as exc:
             raise VerifyError(height, f"seal of {validator} is invalid: {exc}") from None
-        by_round.setdefault(seal.body["round"], set()).add(seal.signer)
-    best = max((len(signers) for signers in by_round.values()), default=0)
+        valid.append(seal)
+    best = most_seals_in_one_round(valid, validators)
     if best < quorum:
         raise VerifyError(height, f"only {best} valid seals of one round, quorum is {quorum}")
-    return sum(len(signers) for signers in by_round.values())
+    return sum(len(signers) for signers in seal_rounds(valid, validators).values())
 
 
 def _sha(data: bytes) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chain.block import header_hash, result_proof
+from chain.block import header_hash, most_seals_in_one_round, result_proof
 from chain.canonical import CanonicalError, dumps_checked, loads_strict
 from chain.engine import check_seal_for
 from chain.envelope import Rejected, parse_envelope
@@ -123,7 +123,7 @@ def verify_entry(e: dict[str, Any], community: str, expected: dict[str, Any]) ->
         )
     )
     validators = e["validators"]
-    valid: dict[int, set[str]] = {}  # round -> signers: seals of different rounds never add up
+    valid = []
     problems = []
     for seal in e["seals"]:
         try:
@@ -131,10 +131,10 @@ def verify_entry(e: dict[str, Any], community: str, expected: dict[str, Any]) ->
             check_seal_for(
                 {k: {"key": v} for k, v in validators.items()}, community, e["height"], computed, env
             )
-            valid.setdefault(env.body["round"], set()).add(env.signer)
+            valid.append(env)
         except (Rejected, InvalidBlock, CanonicalError, ValueError) as exc:
             problems.append(f"{str(seal.get('signer', '?'))[:8]}: {exc}")
-    best = max((len(signers) for signers in valid.values()), default=0)
+    best = most_seals_in_one_round(valid, validators)
     detail = f"{best} valid seal(s) of one round of {len(validators)} validators, quorum {e['quorum']}"
     if problems:
         detail += "; refused: " + "; ".join(problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain.block import header_hash, result_leaves
+from chain.block import header_hash, most_seals_in_one_round, result_leaves
 from chain.canonical import CanonicalError, dumps_checked
 from chain.envelope import Rejected, parse_envelope, verify_envelope
 from chain.keys import load_public_key
@@ -69,7 +69,7 @@ def _check_seals(
 ) -> None:
     """Raise ReceiptError unless a quorum of ``validators`` sealed ``block_hash`` in one round
     (seals of different rounds never add up: chain.consensus)."""
-    rounds: dict[int, set[str]] = {}
+    valid = []
     for seal_obj in receipt["seals"]:
         seal = parse_envelope(dumps_checked(seal_obj), community=community, now=None, interval_s=None)
         key = validators.get(seal.signer)
@@ -78,7 +78,7 @@ def _check_seals(
         if (seal.body["height"], seal.body["header"]) != (header["height"], block_hash.hex()):
             continue
         verify_envelope(seal, load_public_key(key), key_id_hex=seal.signer)
-        rounds.setdefault(seal.body["round"], set()).add(seal.signer)
-    signers = max(rounds.values(), key=len, default=set())
-    if len(signers) < quorum:
-        raise ReceiptError(f"block {header['height']} has {len(signers)} valid seals, quorum is {quorum}")
+        valid.append(seal)
+    best = most_seals_in_one_round(valid, validators)
+    if best < quorum:
+        raise ReceiptError(f"block {header['height']} has {best} valid seals, quorum is {quorum}")
