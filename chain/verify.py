@@ -13,14 +13,17 @@ verifies is one its node will open.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
+
 from chain.app import Application
-from chain.block import header_hash, most_seals_in_one_round, result_root, seal_rounds, tx_root
+from chain.block import header_hash, most_seals_in_one_round, seal_rounds, tx_root
 from chain.canonical import CanonicalError, dumps_checked, loads_strict
 from chain.engine import (
     begin_block,
@@ -30,12 +33,13 @@ from chain.engine import (
     genesis_from_dict_bytes,
     genesis_state,
 )
-from chain.envelope import Rejected, parse_envelope
+from chain.envelope import Envelope, Rejected, parse_envelope
 from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
-from chain.parallel_sigs import SignatureAhead
+from chain.merkle import leaf_hash, merkle_root
 from chain.state import State, copy_state, decode_state, encode_state, state_root
 from chain.store import Store, StoreError
+from chain.verify_workers import VERIFIED, CheckPool
 
 
 class VerifyError(Exception):
@@ -57,14 +61,18 @@ class VerifyReport:
     erased_txs: list[str] = field(default_factory=list)
     snapshot_height: int | None = None
     workers: int = 1
-    signatures_ahead: int = 0  # signature checks done on worker processes (workers > 1)
+    signatures_ahead: int = 0  # signatures checked ahead of execution (workers > 1)
+    on_helpers: int = 0  # envelopes checked on the helper processes (the rest: by this one)
 
     def summary(self) -> str:
         line = (
             f"ok: {self.blocks} blocks, {self.txs} txs, {self.seals} seals verified in {self.seconds:.2f} s"
         )
         if self.workers > 1:
-            line += f" ({self.signatures_ahead} signatures checked on {self.workers} worker processes)"
+            line += (
+                f" ({self.signatures_ahead} signatures checked ahead on {self.workers} processes,"
+                f" {self.on_helpers} envelopes on the {self.workers - 1} helper(s))"
+            )
         if self.snapshot_height is not None:
             line += f"; state snapshot at height {self.snapshot_height} matches"
         if self.not_reexecuted_from is not None:
@@ -84,14 +92,29 @@ class _Walk:
     can_execute: bool = True
     results: int = 0
     payloads: set[bytes] = field(default_factory=set)
-    # with workers: blocks parsed ahead (height -> loaded txs, or None if that failed) and the
-    # signature checks that verified on another core, as ("tx"|"seal", hash, key SEC1 hex)
-    loaded: dict[int, tuple | None] = field(default_factory=dict)
+    # with workers: blocks read ahead and handed to the check pool (height -> _Ahead, or None if
+    # reading failed: redone in order), and the signature checks that verified ahead, as
+    # ("tx"|"seal", hash, key SEC1 hex)
+    ahead: dict[int, _Ahead | None] = field(default_factory=dict)
     verified: dict[int, set[object]] = field(default_factory=dict)
     ahead_to: int = 0
 
 
-LOOKAHEAD_CHECKS_PER_WORKER = 2048  # signature checks kept in flight per worker
+@dataclass
+class _Ahead:
+    """A block read ahead: its transaction rows with their payloads, its seal rows, the keys
+    their checks were sent with, and the pool's batches holding those checks (in item order)."""
+
+    rows: list[tuple]
+    payloads: list[bytes | None]
+    seals: list[tuple[str, bytes]]
+    keys: list[str | None]  # one per payload that is not None, then one per seal
+    batches: list[int]
+
+
+LOOKAHEAD_CHECKS_PER_CORE = 2048  # envelope checks kept queued ahead, per core
+BATCH = 128  # envelopes per batch handed to the pool (a check costs ~70-100 us)
+MIN_TXS_FOR_WORKERS = 2000  # below this, starting helpers (~0.1 s) costs more than it saves
 
 
 def verify_store(
@@ -107,8 +130,10 @@ def verify_store(
     ``before_block(height, chain_state, state_known)`` is called before each block is checked,
     with the chain state in force before it (``state_known`` False once re-execution stopped at
     an erasure); ``chain.independent`` re-checks the block there with other libraries.
-    ``workers`` > 1 checks the signatures of the next blocks on that many other processes while
-    this one executes in order (chain/parallel_sigs.py); the verdict is the same either way.
+    ``workers`` > 1 uses that many cores: ``workers - 1`` helper processes and this one check
+    the envelopes of the next blocks (strict parse, canonical bytes, signature:
+    chain/verify_workers.py) while this one also executes in order; the verdict is the same
+    either way. Stores of fewer than ``MIN_TXS_FOR_WORKERS`` transactions use one core.
     The walk reads one snapshot of the store, so a node may keep writing to it meanwhile.
     """
     conn = store.conn
@@ -117,9 +142,10 @@ def verify_store(
         conn.execute("BEGIN")
     try:
         if workers > 1:
-            with SignatureAhead(workers) as ahead:
-                return _verify_store(store, app, progress, before_block, ahead, workers)
-        return _verify_store(store, app, progress, before_block, None, 1)
+            with contextlib.suppress(sqlite3.DatabaseError):
+                if conn.execute("SELECT count(*) FROM txs").fetchone()[0] < MIN_TXS_FOR_WORKERS:
+                    workers = 1
+        return _verify_store(store, app, progress, before_block, max(1, workers))
     finally:
         if snapshot and conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -130,7 +156,6 @@ def _verify_store(
     app: Application,
     progress: Callable[[int, int], None] | None,
     before_block: Callable[[int, dict, bool], None] | None,
-    ahead: SignatureAhead | None,
     workers: int,
 ) -> VerifyReport:
     started = time.perf_counter()
@@ -156,17 +181,21 @@ def _verify_store(
     except sqlite3.DatabaseError as exc:
         raise VerifyError(0, f"unreadable row: {exc}") from None
     walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
-    for height in range(1, top + 1):
-        try:
-            if ahead is not None:
-                _check_ahead(store, genesis, height, top, walk, erased_signers, ahead, workers)
-            if before_block is not None:
-                before_block(height, walk.state["chain"], walk.can_execute)
-            _verify_block(store, app, genesis, height, walk, erased_signers, report)
-        except sqlite3.DatabaseError as exc:
-            raise VerifyError(height, f"unreadable row: {exc}") from None
-        if progress is not None:
-            progress(height, top)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(CheckPool(workers - 1, genesis.community)) if workers > 1 else None
+        for height in range(1, top + 1):
+            try:
+                if pool is not None:
+                    _read_ahead(store, genesis, height, top, walk, pool, workers)
+                if before_block is not None:
+                    before_block(height, walk.state["chain"], walk.can_execute)
+                _verify_block(store, app, genesis, height, walk, erased_signers, report, pool)
+            except sqlite3.DatabaseError as exc:
+                raise VerifyError(height, f"unreadable row: {exc}") from None
+            if progress is not None:
+                progress(height, top)
+        if pool is not None:
+            report.on_helpers = pool.on_helpers
     try:
         stored = set(store.iter_payload_hashes())
         counts = (store.count("txs"), store.count("results"), store.count("seals"))
@@ -189,6 +218,7 @@ def _verify_block(
     walk: _Walk,
     erased_signers: set[str],
     report: VerifyReport,
+    pool: CheckPool | None = None,
 ) -> None:
     try:
         header = store.header(height)
@@ -201,16 +231,19 @@ def _verify_block(
         raise VerifyError(height, "prev does not link to the previous header")
     if header["time"] < walk.prev["time"]:
         raise VerifyError(height, "block time goes backwards")
-    loaded = walk.loaded.pop(height, None)
-    txs, hashes, erased = loaded if loaded is not None else _load_txs(store, genesis, height, erased_signers)
+    ahead = walk.ahead.pop(height, None)
+    verified = walk.verified.pop(height, set())
+    if ahead is not None and pool is not None:
+        txs, hashes, erased = _load_txs_ahead(genesis, height, erased_signers, ahead, pool, verified)
+    else:
+        txs, hashes, erased = _load_txs(store, genesis, height, erased_signers)
     walk.payloads.update(hashes)
     if header["tx_root"] != tx_root(hashes).hex():
         raise VerifyError(height, "tx_root does not match the stored transactions")
-    results = _load_results(store, height)
-    if header["result_root"] != result_root(results).hex():
+    results, leaves = _load_results(store, height)
+    if header["result_root"] != merkle_root(leaves).hex():
         raise VerifyError(height, "result_root does not match the stored results")
     chain = walk.state["chain"]
-    verified = walk.verified.pop(height, set())
     report.signatures_ahead += len(verified)
     report.seals += _check_seals(
         store,
@@ -368,99 +401,169 @@ def _check_block_row(store: Store, height: int, header: dict) -> None:
         raise VerifyError(height, "stored block hash does not match the header")
     if stored_time != header["time"] or header["height"] != height:
         raise VerifyError(height, "block row does not match its header (time/height)")
-    if tx_count != len(store.tx_rows(height)) or result_count != len(store.result_rows(height)):
+    if (tx_count, result_count) != _row_counts(store, height):
         raise VerifyError(height, "block row's counts do not match its transactions/results")
+
+
+def _row_counts(store: Store, height: int) -> tuple[int, int]:
+    """How many transaction and result rows block ``height`` has (counted, not read)."""
+    return store.conn.execute(
+        "SELECT (SELECT count(*) FROM txs WHERE height = ?), (SELECT count(*) FROM results WHERE height = ?)",
+        (height, height),
+    ).fetchone()
+
+
+def _tx_rows_with_payloads(store: Store, height: int) -> list[tuple]:
+    """Block ``height``'s transaction rows (idx, hash, signer, type, seq) each with its payload
+    row as stored (None if there is none), in one query instead of one per payload."""
+    return store.conn.execute(
+        "SELECT t.idx, t.hash, t.signer, t.type, t.seq, p.envelope FROM txs AS t"
+        " LEFT JOIN payloads AS p ON p.hash = t.hash WHERE t.height = ? ORDER BY t.idx",
+        (height,),
+    ).fetchall()
 
 
 def _load_txs(store: Store, genesis, height: int, erased_signers: set[str]):
     txs, hashes, erased = [], [], []
-    for expected_idx, (idx, tx_hash, signer, msg_type, seq) in enumerate(store.tx_rows(height)):
+    rows = _tx_rows_with_payloads(store, height)
+    for expected_idx, (idx, tx_hash, signer, msg_type, seq, stored) in enumerate(rows):
         tx_hash = bytes(tx_hash)
         if idx != expected_idx:
             raise VerifyError(height, "transaction indexes are not contiguous")
         hashes.append(tx_hash)
-        payload = store.payload(tx_hash)
-        if payload is None:
-            if signer in erased_signers or tx_hash.hex() in erased_signers:
-                erased.append(tx_hash.hex())
-                continue
-            raise VerifyError(height, f"payload of transaction {idx} is missing (not an erasure)")
-        if _sha(payload) != tx_hash:
-            raise VerifyError(height, f"payload of transaction {idx} does not match its hash")
-        try:
-            env = parse_envelope(
-                payload, community=genesis.community, now=None, interval_s=genesis.interval_s
-            )
-        except Rejected as exc:
-            raise VerifyError(height, f"transaction {idx} is malformed: {exc}") from None
-        if env.to_bytes() != payload:
-            raise VerifyError(height, f"transaction {idx} is not stored canonically")
+        payload = None if stored is None else store.decode_row(stored, f"the payload of {tx_hash.hex()}")
+        env = _check_tx(genesis, height, idx, tx_hash, signer, payload, erased_signers, erased)
+        if env is None:
+            continue
         if (env.signer, env.type, env.seq) != (signer, msg_type, seq):
             raise VerifyError(height, f"transaction {idx}'s index row does not match its payload")
         txs.append(env)
     return txs, hashes, erased
 
 
-def _load_results(store: Store, height: int) -> list[dict]:
-    results = []
+def _check_tx(genesis, height, idx, tx_hash, signer, payload, erased_signers, erased, fast=False):
+    """The envelope of transaction ``idx`` after the checks of its payload (present unless
+    erased, its hash, strictly valid, canonical); None if it was erased (listed in ``erased``).
+    ``fast``: the strict checks already passed on these bytes (chain/verify_workers.py), so a
+    plain parse gives the same envelope."""
+    if payload is None:
+        if signer in erased_signers or tx_hash.hex() in erased_signers:
+            erased.append(tx_hash.hex())
+            return None
+        raise VerifyError(height, f"payload of transaction {idx} is missing (not an erasure)")
+    if _sha(payload) != tx_hash:
+        raise VerifyError(height, f"payload of transaction {idx} does not match its hash")
+    if fast:
+        env = _parsed(payload)
+        if env is not None:
+            return env
+    try:
+        env = parse_envelope(payload, community=genesis.community, now=None, interval_s=genesis.interval_s)
+    except Rejected as exc:
+        raise VerifyError(height, f"transaction {idx} is malformed: {exc}") from None
+    if env.to_bytes() != payload:
+        raise VerifyError(height, f"transaction {idx} is not stored canonically")
+    return env
+
+
+def _parsed(payload: bytes) -> Envelope | None:
+    """The envelope of bytes that already passed ``parse_envelope`` and the canonical check:
+    for such bytes (no duplicate keys, floats or unsafe integers) a plain parse is the same."""
+    try:
+        env = Envelope(**orjson.loads(payload))
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    env._wire = payload
+    return env
+
+
+def _load_results(store: Store, height: int) -> tuple[list[dict], list[bytes]]:
+    """The results of block ``height`` and their Merkle leaves (over the stored bytes, which are
+    checked to be the results' canonical bytes)."""
+    results, leaves = [], []
     for expected_idx, (idx, kind, data) in enumerate(store.result_rows(height)):
         if idx != expected_idx:
             raise VerifyError(height, "result indexes are not contiguous")
+        data = bytes(data)
         try:
-            result = loads_strict(bytes(data))
+            result = loads_strict(data)
         except CanonicalError as exc:
             raise VerifyError(height, f"result {idx} is damaged: {exc}") from None
-        if dumps_checked(result) != bytes(data) or result.get("kind", "") != kind:
+        if dumps_checked(result) != data or result.get("kind", "") != kind:
             raise VerifyError(height, f"result {idx} is not stored canonically or its kind differs")
         results.append(result)
-    return results
+        leaves.append(leaf_hash(data))
+    return results, leaves
 
 
-def _check_ahead(
-    store: Store,
-    genesis,
-    height: int,
-    top: int,
-    walk: _Walk,
-    erased_signers: set[str],
-    ahead: SignatureAhead,
-    workers: int,
+def _read_ahead(
+    store: Store, genesis, height: int, top: int, walk: _Walk, pool: CheckPool, workers: int
 ) -> None:
-    """Parse the next blocks and hand their signature checks to the workers (with the keys known
-    now: a signer enrolled in between is simply checked again in order), then collect the checks
-    of block ``height``. Anything wrong in a block read ahead is left for its turn, so the first
-    bad height is still the one reported."""
-    chain = walk.state["chain"]
-    keys = {
-        kid: entry["key"] for reg in ("meters", "members", "validators") for kid, entry in chain[reg].items()
-    }
+    """Read the next blocks' transactions and seals and hand their envelope checks to the pool
+    (with the keys known now: a signer enrolled in between is simply checked again in order).
+    Nothing is judged here: a block whose rows cannot be read ahead is read again in its turn, and
+    every check that did not pass ahead is redone in order, so the first bad height and its error
+    are the ones the walk on one core reports."""
+    keys = None
     walk.ahead_to = max(walk.ahead_to, height - 1)
-    while walk.ahead_to < top and ahead.in_flight < LOOKAHEAD_CHECKS_PER_WORKER * workers:
-        j = walk.ahead_to + 1
-        walk.ahead_to = j
+    while walk.ahead_to < top and pool.queued_items < LOOKAHEAD_CHECKS_PER_CORE * workers:
+        if keys is None:
+            chain = walk.state["chain"]
+            keys = {
+                kid: entry["key"]
+                for reg in ("meters", "members", "validators")
+                for kid, entry in chain[reg].items()
+            }
+        j = walk.ahead_to = walk.ahead_to + 1
         try:
-            loaded = _load_txs(store, genesis, j, erased_signers)
-        except (VerifyError, sqlite3.DatabaseError):
-            walk.loaded[j] = None
+            rows = _tx_rows_with_payloads(store, j)
+            payloads = [None if row[5] is None else store.decode_row(row[5], "a payload") for row in rows]
+            seals = store.seal_rows(j)
+        except Exception:  # noqa: BLE001 - read again (and reported) in order
+            walk.ahead[j] = None
             continue
-        walk.loaded[j] = loaded
-        for env in loaded[0]:
-            sec1 = keys.get(env.signer)
-            if sec1 is not None:
-                ahead.add(j, ("tx", env.tx_hash, sec1), (sec1, env.signing_bytes(), env.sig))
-        try:
-            seal_rows = store.seal_rows(j)
-        except sqlite3.DatabaseError:
+        items = [
+            (payload, keys.get(row[2]), genesis.interval_s)
+            for row, payload in zip(rows, payloads, strict=True)
+            if payload is not None
+        ]
+        items += [(bytes(envelope), keys.get(validator), None) for validator, envelope in seals]
+        batches = [pool.submit(items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
+        walk.ahead[j] = _Ahead(rows, payloads, seals, [item[1] for item in items], batches)
+
+
+def _load_txs_ahead(genesis, height: int, erased_signers: set[str], ahead: _Ahead, pool: CheckPool, verified):
+    """``_load_txs`` for a block read ahead: the same checks in the same order, the strict parse
+    skipped for payloads the pool found strictly valid and canonical (a plain parse gives the same
+    envelope), and the signatures it verified added to ``verified``."""
+    verdicts = b"".join(pool.result(batch) for batch in ahead.batches)
+    txs, hashes, erased = [], [], []
+    item = 0
+    for expected_idx, (row, payload) in enumerate(zip(ahead.rows, ahead.payloads, strict=True)):
+        idx, tx_hash, signer, msg_type, seq, _ = row
+        tx_hash = bytes(tx_hash)
+        if idx != expected_idx:
+            raise VerifyError(height, "transaction indexes are not contiguous")
+        hashes.append(tx_hash)
+        verdict = 0
+        if payload is not None:
+            verdict, key = verdicts[item], ahead.keys[item]
+            item += 1
+        env = _check_tx(
+            genesis, height, idx, tx_hash, signer, payload, erased_signers, erased, fast=verdict > 0
+        )
+        if env is None:
             continue
-        for validator, envelope in seal_rows:
-            try:
-                seal = parse_envelope(bytes(envelope), community=genesis.community, now=None, interval_s=None)
-            except Rejected:
-                continue
-            sec1 = keys.get(validator)
-            if sec1 is not None and seal.signer == validator:
-                ahead.add(j, ("seal", _sha(bytes(envelope)), sec1), (sec1, seal.signing_bytes(), seal.sig))
-    ahead.collect(walk.verified, height)
+        if (env.signer, env.type, env.seq) != (signer, msg_type, seq):
+            raise VerifyError(height, f"transaction {idx}'s index row does not match its payload")
+        if verdict == VERIFIED:
+            verified.add(("tx", tx_hash, key))
+        txs.append(env)
+    for (_validator, envelope), verdict in zip(ahead.seals, verdicts[item:], strict=True):
+        if verdict == VERIFIED:
+            verified.add(("seal", _sha(bytes(envelope)), ahead.keys[item]))
+        item += 1
+    return txs, hashes, erased
 
 
 def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:

@@ -1,4 +1,4 @@
-"""`verify` with its signature checks spread over worker processes gives the same verdict, the
+"""`verify` with its signature checks spread over helper processes gives the same verdict, the
 same report and the same first bad height as the sequential walk."""
 
 from __future__ import annotations
@@ -9,12 +9,18 @@ import sqlite3
 
 import pytest
 
+import chain.verify as verify_module
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
 from chain.store import Store
 from chain.verify import VerifyError, verify_store
 from tests.chain.test_engine import T0, _gov, _vote, reading
 from tests.support.localnet import Party, make_community
+
+
+@pytest.fixture(autouse=True)
+def _workers_even_for_small_stores(monkeypatch):
+    monkeypatch.setattr(verify_module, "MIN_TXS_FOR_WORKERS", 0)
 
 
 @pytest.fixture(scope="module")
