@@ -5,7 +5,10 @@ Ledger tables (everything `peerwatt verify` checks, byte for byte):
   txs(height, idx, hash, signer, type, seq) · payloads(hash, envelope) ·
   results(height, idx, kind, data) · seals(height, validator, envelope)
 Envelopes live in ``payloads`` by hash, apart from the block structure, so a member's personal
-payloads can be erased while every hash link, root and seal still verifies.
+payloads can be erased while every hash link, root and seal still verifies. Schema 3 stores txs,
+payloads, results and seals WITHOUT ROWID (the primary key once, not again in an index), with one
+secondary index, results by kind for kinds other than "tx"; a schema-1 or -2 store is upgraded in
+place, in one transaction, when opened to write (read-only opens read it as it is).
 
 Node-local tables (prefixed ``local_``; not ledger, not verified as such): the latest state
 snapshot, this node's own seals (at most one per height), alarms/evidence and small key-values.
@@ -40,7 +43,7 @@ from chain.canonical import dumps_checked, loads_strict
 from chain.envelope import Envelope
 from chain.state import State, decode_state, encode_state
 
-SCHEMA_VERSION = 2  # 2: store_dicts, compressed rows (a schema-1 store is upgraded on open)
+SCHEMA_VERSION = 3  # 2: store_dicts, compressed rows; 3: WITHOUT ROWID ledger tables (older: upgraded)
 DB_NAME = "ledger.sqlite"
 
 # Compressed columns, and how a dictionary for them is trained.
@@ -53,27 +56,50 @@ ZSTD_LEVEL = 3  # level 3 -> 9: 1 % smaller, 4x slower
 _ZROW = 0x00  # first byte of a compressed row (a canonical row starts with "{")
 _DICT_ID_BASE = 32_768  # zstd's private dictionary ids start here
 _MAX_DICTS = 255
+# A compressed table's newest rows (what a dictionary is trained on), newest first.
+_NEWEST = {
+    "payloads": "SELECT p.envelope FROM txs t JOIN payloads p ON p.hash = t.hash"
+    " ORDER BY t.height DESC, t.idx DESC LIMIT ?",
+    "results": "SELECT data FROM results ORDER BY height DESC, idx DESC LIMIT ?",
+    "seals": "SELECT envelope FROM seals ORDER BY height DESC, validator LIMIT ?",
+}
 
 LEDGER_TABLES = ("genesis", "blocks", "txs", "payloads", "results", "seals")
 
+# The ledger tables with a composite or blob primary key are WITHOUT ROWID (schema 3): a rowid
+# table stores such a key twice, in the table and in its sqlite_autoindex. Their rows (at most a
+# few hundred bytes) are far below the ~200 bytes a 4 KB page's WITHOUT ROWID cell may hold
+# before it spills, so lookups stay one B-tree descent. ``{name}`` is the table's name (the
+# upgrade builds each under a new name first).
+_TABLES = {
+    "txs": """CREATE TABLE IF NOT EXISTS {name} (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, signer TEXT NOT NULL,
+    type TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (height, idx)) WITHOUT ROWID""",
+    "payloads": """CREATE TABLE IF NOT EXISTS {name} (
+    hash BLOB PRIMARY KEY, envelope BLOB NOT NULL) WITHOUT ROWID""",
+    "results": """CREATE TABLE IF NOT EXISTS {name} (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (height, idx)) WITHOUT ROWID""",
+    "seals": """CREATE TABLE IF NOT EXISTS {name} (
+    height INTEGER NOT NULL, validator TEXT NOT NULL, envelope BLOB NOT NULL,
+    PRIMARY KEY (height, validator)) WITHOUT ROWID""",
+}
+# Secondary indexes (schema 3). Results by kind, except the "tx" result every transaction has
+# (half the rows): a reader of "tx" results reads them in (height, idx) order anyway, and one of
+# other kinds says ``kind != 'tx'`` so that SQLite may use this partial index. There is no index
+# of txs by signer (schema 2 had one: 6 % of the store): the only reader, erasure, scans txs
+# once per departed meter, next to the VACUUM it runs anyway.
+_INDEXES = ("CREATE INDEX IF NOT EXISTS results_kind ON results(kind, height) WHERE kind != 'tx'",)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS genesis (id INTEGER PRIMARY KEY CHECK (id = 0), doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (
     height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
     header BLOB NOT NULL, tx_count INTEGER NOT NULL, result_count INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_time ON blocks(time);
-CREATE TABLE IF NOT EXISTS txs (
-    height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, signer TEXT NOT NULL,
-    type TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (height, idx));
-CREATE INDEX IF NOT EXISTS txs_signer ON txs(signer, height);
-CREATE TABLE IF NOT EXISTS payloads (hash BLOB PRIMARY KEY, envelope BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS results (
-    height INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (height, idx));
-CREATE INDEX IF NOT EXISTS results_kind ON results(kind, height);
-CREATE TABLE IF NOT EXISTS seals (
-    height INTEGER NOT NULL, validator TEXT NOT NULL, envelope BLOB NOT NULL,
-    PRIMARY KEY (height, validator));
+CREATE TABLE IF NOT EXISTS store_dicts (
+    id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 255), tbl TEXT NOT NULL,
+    trained_at INTEGER NOT NULL, dict BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS store_rows (tbl TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS local_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS local_own_seals (
@@ -83,15 +109,45 @@ CREATE TABLE IF NOT EXISTS local_alarms (
     evidence BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS local_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
-# schema 1 -> 2: the compression dictionaries (rows written before stay raw and readable), and
-# no index of txs by hash: nothing looks a transaction up by hash there (payloads is keyed by it),
-# and it was 6 % of a simulated month's store
-_SCHEMA_2 = """
-CREATE TABLE IF NOT EXISTS store_dicts (
-    id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 255), tbl TEXT NOT NULL,
-    trained_at INTEGER NOT NULL, dict BLOB NOT NULL);
-DROP INDEX IF EXISTS txs_hash;
-"""
+# store_rows: how many rows were ever written to each compressed table (the dictionary schedule;
+# a WITHOUT ROWID table has no max(rowid) to tell it cheaply).
+_COLUMNS = {
+    "txs": "height, idx, hash, signer, type, seq",
+    "payloads": "hash, envelope",
+    "results": "height, idx, kind, data",
+    "seals": "height, validator, envelope",
+}
+_KEYS = {"txs": "height, idx", "payloads": "hash", "results": "height, idx", "seals": "height, validator"}
+
+
+def _schema_statements() -> list[str]:
+    """The statements that create an empty schema-3 store (or complete one)."""
+    tables = [ddl.format(name=name) for name, ddl in _TABLES.items()]
+    return [s for s in _SCHEMA.split(";") if s.strip()] + tables + list(_INDEXES)
+
+
+def _upgrade_statements() -> list[str]:
+    """Schema 1 or 2 -> 3, run in one transaction: each ledger table with a composite or blob key
+    is rebuilt WITHOUT ROWID (create it under a new name, copy every row in key order, drop the
+    old table with its indexes, rename the new one), then the schema-3 indexes and row counts.
+    Rows are copied byte for byte (raw or compressed as they were)."""
+    statements = [s for s in _SCHEMA.split(";") if s.strip()]  # store_dicts (schema 1), store_rows
+    for name, ddl in _TABLES.items():
+        statements += [
+            f"DROP TABLE IF EXISTS {name}_v3",
+            ddl.format(name=f"{name}_v3"),
+            f"INSERT INTO {name}_v3 ({_COLUMNS[name]}) SELECT {_COLUMNS[name]} FROM {name}"
+            f" ORDER BY {_KEYS[name]}",
+            f"DROP TABLE {name}",
+            f"ALTER TABLE {name}_v3 RENAME TO {name}",
+        ]
+    statements += list(_INDEXES)
+    statements += [
+        f"INSERT OR REPLACE INTO store_rows VALUES ('{table}', (SELECT count(*) FROM {table}))"
+        for table in COMPRESSED
+    ]
+    statements.append(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return statements
 
 
 class StoreError(Exception):
@@ -112,6 +168,23 @@ def _hint(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", None) or ""
     hint = _HINTS.get("_".join(name.split("_")[:2]))  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
     return f" ({hint})" if hint else ""
+
+
+def _run_in_one_transaction(conn: sqlite3.Connection, statements: list[str]) -> None:
+    """All of ``statements`` or none of them (a crash or an error midway leaves the store as it
+    was: SQLite discards an uncommitted transaction when the store is next opened)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is broken; SQLite discards the transaction on close
+        raise
 
 
 def db_path(data_dir: str | Path) -> Path:
@@ -153,6 +226,7 @@ class Store:
 
     @classmethod
     def _connect(cls, path: Path, *, readonly: bool, create: bool) -> Store:
+        conn = None
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -162,17 +236,27 @@ class Store:
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             if create:
-                conn.executescript(_SCHEMA + _SCHEMA_2)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                _run_in_one_transaction(
+                    conn,
+                    [
+                        *_schema_statements(),
+                        *(f"INSERT INTO store_rows VALUES ('{t}', 0)" for t in COMPRESSED),
+                        f"PRAGMA user_version={SCHEMA_VERSION}",
+                    ],
+                )
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1 and not readonly:
-                conn.executescript(f"BEGIN; {_SCHEMA_2} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            if version in (1, 2) and not readonly:
+                _run_in_one_transaction(conn, _upgrade_statements())
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy's pages out of the WAL
                 version = SCHEMA_VERSION
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from None
-        if version not in (1, SCHEMA_VERSION):
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"cannot open {path}: {exc}{_hint(exc)}") from None
+        if version not in (1, 2, SCHEMA_VERSION):
+            conn.close()
             raise StoreError(
-                f"{path} has schema version {version}, this peerwatt reads 1 and {SCHEMA_VERSION}:"
+                f"{path} has schema version {version}, this peerwatt reads 1 to {SCHEMA_VERSION}:"
                 " open it with the peerwatt that wrote it"
             )
         return cls(conn, path, readonly)
@@ -247,8 +331,7 @@ class Store:
         """How to store ``table``'s rows of this write: a function of the canonical bytes, and the
         statement that stores a newly trained dictionary (None when there is none)."""
         newest = self._newest.get(table)
-        rows = self.conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
-        rows += len(new_rows)
+        rows = self._rows_written(table) + len(new_rows)
         due = DICT_FIRST_ROWS if newest is None else newest[1] * DICT_GROWTH
         statement = None
         if rows >= due and rows >= self._untrainable.get(table, 0) * 2 and len(self._dicts) < _MAX_DICTS:
@@ -269,12 +352,13 @@ class Store:
         compress = self._compressor(newest[0]).compress
         return (lambda raw: prefix + compress(raw)), statement
 
+    def _rows_written(self, table: str) -> int:
+        row = self.conn.execute("SELECT rows FROM store_rows WHERE tbl = ?", (table,)).fetchone()
+        return 0 if row is None else row[0]
+
     def _train(self, table: str, new_rows: list[bytes]) -> tuple[int, zstandard.ZstdCompressionDict] | None:
         """A dictionary for ``table`` from its newest rows, or None if zstd finds too few samples."""
-        column = COMPRESSED[table]
-        stored = self.conn.execute(
-            f"SELECT {column} FROM {table} ORDER BY rowid DESC LIMIT ?", (DICT_SAMPLES,)
-        ).fetchall()
+        stored = self.conn.execute(_NEWEST[table], (DICT_SAMPLES,)).fetchall()
         samples = new_rows[-DICT_SAMPLES:] + [self.decode_row(r[0], f"a {table} row") for r in stored]
         number = max(self._dicts, default=0) + 1
         try:
@@ -371,6 +455,12 @@ class Store:
                 [(height, s.signer, encode["seals"](s.to_bytes())) for s in seals],
             ),
         ]
+        statements.append(
+            (
+                "UPDATE store_rows SET rows = rows + ? WHERE tbl = ?",
+                [(len(payloads), "payloads"), (len(results), "results"), (len(seals), "seals")],
+            )
+        )
         if state is not None:
             statements.append(
                 ("INSERT OR REPLACE INTO local_snapshot VALUES (0, ?, ?)", (height, encode_state(state)))
@@ -408,7 +498,8 @@ class Store:
                 (
                     "INSERT OR IGNORE INTO seals VALUES (?, ?, ?)",
                     [(height, s.signer, encode(s.to_bytes())) for s in seals],
-                )
+                ),
+                ("UPDATE store_rows SET rows = rows + ? WHERE tbl = 'seals'", (len(seals),)),
             ]
         )
 
@@ -489,9 +580,12 @@ class Store:
         kinds = sorted(set(kinds))
         marks = ",".join("?" * len(kinds))
         top = (1 << 62) if high is None else high
+        # without "tx" (half the rows), the partial index of the other kinds serves the query
+        # (SQLite uses it only when the query repeats its WHERE term)
+        other = "" if "tx" in kinds else " AND kind != 'tx'"
         for height, idx, data in self.conn.execute(
-            f"SELECT height, idx, data FROM results WHERE kind IN ({marks}) AND height BETWEEN ? AND ?"
-            " ORDER BY height, idx",
+            f"SELECT height, idx, data FROM results WHERE kind IN ({marks}){other}"
+            " AND height BETWEEN ? AND ? ORDER BY height, idx",
             (*kinds, low, top),
         ):
             yield height, idx, self.decode_row(data, f"result {idx} of block {height}")

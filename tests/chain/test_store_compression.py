@@ -54,6 +54,11 @@ def _run(c, blocks: int, start: int = 0) -> list:
     return sent
 
 
+PAYLOADS_IN_LEDGER_ORDER = (
+    "SELECT p.envelope FROM txs t JOIN payloads p ON p.hash = t.hash ORDER BY t.height, t.idx"
+)
+
+
 def _raw(store: Store, sql: str, *args) -> list[bytes]:
     return [bytes(r[0]) for r in store.conn.execute(sql, args)]
 
@@ -65,7 +70,7 @@ def test_rows_round_trip_through_compression_and_verify_unchanged(tmp_path, smal
     store = c.ledgers[1].store
     tables = {t for (t,) in store.conn.execute("SELECT tbl FROM store_dicts")}
     assert tables == {"payloads", "results", "seals"}
-    stored = _raw(store, "SELECT envelope FROM payloads ORDER BY rowid")
+    stored = _raw(store, PAYLOADS_IN_LEDGER_ORDER)
     assert stored[0][:1] == b"{" and stored[-1][0] == 0  # raw before the first dictionary, then not
     assert sum(map(len, stored)) < 0.8 * sum(len(e.to_bytes()) for e in sent)
     for env in sent:
@@ -90,10 +95,14 @@ def test_rows_round_trip_through_compression_and_verify_unchanged(tmp_path, smal
 
 
 def _make_schema_1(path) -> None:
-    """Turn a fresh store into what peerwatt wrote before compression (raw rows, schema 1)."""
+    """Turn a fresh store into what peerwatt wrote before compression (raw rows, schema 1: no
+    store_dicts, an index of txs by hash; test_store_schema.py has its rowid tables)."""
     conn = sqlite3.connect(db_path(path))
     assert conn.execute("SELECT count(*) FROM store_dicts").fetchone()[0] == 0
-    conn.executescript("DROP TABLE store_dicts; CREATE INDEX txs_hash ON txs(hash); PRAGMA user_version=1;")
+    conn.executescript(
+        "DROP TABLE store_dicts; DROP TABLE store_rows; CREATE INDEX txs_hash ON txs(hash);"
+        " PRAGMA user_version=1;"
+    )
     conn.close()
 
 
@@ -113,22 +122,22 @@ def test_a_store_written_before_compression_opens_reads_and_grows(tmp_path, smal
         old.close()
     c.ledgers = [
         type(c.ledgers[0]).open(tmp_path / f"validator-{i}", KeyValueApp()) for i in range(3)
-    ]  # opening to write upgrades it to schema 2
+    ]  # opening to write upgrades it to schema 3
     _run(c, 8, start=2)
     store = c.ledgers[1].store
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 3
     indexes = {n for (n,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "txs_hash" not in indexes and "txs_signer" in indexes  # schema 2 has no index by hash
-    assert _raw(store, "SELECT envelope FROM payloads ORDER BY rowid DESC LIMIT 1")[0][0] == 0
+    assert not {"txs_hash", "txs_signer"} & indexes  # schema 3 indexes txs by neither
+    assert _raw(store, PAYLOADS_IN_LEDGER_ORDER)[-1][0] == 0
     assert verify_store(store, KeyValueApp()).blocks == 10
 
 
 def test_a_store_of_a_newer_schema_is_refused_in_one_line(tmp_path):
     Store.create(tmp_path).close()
     conn = sqlite3.connect(db_path(tmp_path))
-    conn.execute("PRAGMA user_version=3")
+    conn.execute("PRAGMA user_version=4")
     conn.close()
-    with pytest.raises(StoreError, match="schema version 3.*open it with the peerwatt that wrote it"):
+    with pytest.raises(StoreError, match="schema version 4, this peerwatt reads 1 to 3: open it with the"):
         Store.open(tmp_path)
 
 
