@@ -82,7 +82,8 @@ class Block:
 
     @classmethod
     def from_body(cls, body: dict[str, Any], *, community: str, interval_s: int | None) -> Block:
-        """Rebuild a block from a ``block`` message body (envelopes checked, not yet verified)."""
+        """Rebuild a block from a ``block`` message body decoded by ``loads_strict`` (envelopes
+        checked, not yet verified)."""
         header = {name: body[name] for name in HEADER_FIELDS}
         txs = []
         for index, tx in enumerate(body["txs"]):

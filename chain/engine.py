@@ -36,7 +36,30 @@ SEAL_TTL_S = 7 * 24 * 3600
 # re-executes the blocks after the snapshot (checking each state root) to rebuild the head state.
 SNAPSHOT_EVERY = 16
 MAX_FUTURE_BLOCK_S = 300
-MAX_VERIFIED = 1 << 17  # transaction hashes remembered as verified at intake
+MAX_VERIFIED = 1 << 15  # transaction hashes remembered as verified, per generation (two kept)
+
+
+class VerifiedHashes:
+    """Hashes of messages whose signature this node verified, bounded: two generations of at most
+    ``per_generation`` each; when the newer fills up the older is dropped. A message forgotten is
+    only verified again (memory stays flat over a long run, and a recent message is never lost
+    all at once, as it was when one set was cleared)."""
+
+    def __init__(self, per_generation: int) -> None:
+        self.per_generation = per_generation
+        self._new: set[bytes] = set()
+        self._old: set[bytes] = set()
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._new or digest in self._old
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def add(self, digest: bytes) -> None:
+        if len(self._new) >= self.per_generation:
+            self._old, self._new = self._new, set()
+        self._new.add(digest)
 
 
 VOTE_TYPES = ("prevote", "seal")  # a seal is a precommit (for a header, or "nil")
@@ -92,7 +115,7 @@ class Ledger:
     head: dict[str, Any]
     state: State
     _executions: dict[bytes, Execution] = field(default_factory=dict)
-    _verified: set[bytes] = field(default_factory=set)
+    _verified: VerifiedHashes = field(default_factory=lambda: VerifiedHashes(MAX_VERIFIED))
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -186,7 +209,8 @@ class Ledger:
         sec1 = signer_key(self.chain_state, env.signer)
         if sec1 is None:
             raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
-        verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
+        if env.tx_hash not in self._verified:
+            verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
         ctx = app_context(self.state, self.height + 1, now)
         check_rules(self.app, self.chain_state, ctx, env)
         if env.type in self.app.tx_types:
@@ -255,7 +279,7 @@ class Ledger:
             height=header["height"],
             time=header["time"],
             txs=block.txs,
-            verify_signatures=not self._all_verified(block.txs),
+            preverified=self._was_verified,
         )
         if (
             execution.results != block.results
@@ -264,18 +288,21 @@ class Ledger:
             raise InvalidBlock("bad_results", "re-execution gives different results")
         if header["state_root"] != state_root(execution.state).hex():
             raise InvalidBlock("bad_state_root", "re-execution gives a different state root")
+        for env in block.txs:  # every signature in a block that executed has been checked
+            self.mark_verified(env)
         self._executions[block.hash] = execution
         return execution
 
     # -- sealing -----------------------------------------------------------------------------
 
-    def _all_verified(self, txs: list[Envelope]) -> bool:
-        return all(t.tx_hash in self._verified for t in txs)
+    def _was_verified(self, env: Envelope, sec1: str) -> bool:
+        """``env``'s exact bytes verified here before, under its signer's key (a key id is the
+        hash of the key, so the signer names the key): re-execution skips that signature."""
+        return env.tx_hash in self._verified
 
     def mark_verified(self, env: Envelope) -> None:
-        """This node verified ``env``'s signature at intake: re-execution need not repeat it."""
-        if len(self._verified) >= MAX_VERIFIED:
-            self._verified.clear()
+        """This node verified ``env``'s signature (at intake, or re-executing a block): neither
+        need repeat it for the same bytes."""
         self._verified.add(env.tx_hash)
 
     def seal(self, block: Block, key: PrivateKey, *, now: int | None = None, round_: int = 0) -> Envelope:

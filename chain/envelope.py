@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain import messages
-from chain.canonical import CanonicalError, check_value, dumps_checked, loads_strict
+from chain.canonical import CanonicalError, dumps_checked, loads_strict
 from chain.keys import PrivateKey, PublicKey, key_id
 from chain.schema import SchemaError
 from chain.signature import SignatureError, sign, verify
@@ -41,6 +41,7 @@ class Envelope:
     body: dict[str, Any]
     sig: str
     _wire: bytes | None = field(default=None, repr=False, compare=False)
+    _hash: bytes | None = field(default=None, repr=False, compare=False)
 
     def unsigned_dict(self) -> dict[str, Any]:
         """The envelope's fields without ``sig``."""
@@ -83,8 +84,11 @@ class Envelope:
 
     @property
     def tx_hash(self) -> bytes:
-        """SHA-256 of the canonical envelope bytes (the ledger's transaction id)."""
-        return hashlib.sha256(self.to_bytes()).digest()
+        """SHA-256 of the canonical envelope bytes (the ledger's transaction id); computed once,
+        like the bytes (an envelope is not changed after it is signed or parsed)."""
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.to_bytes()).digest()
+        return self._hash
 
 
 def sign_envelope(
@@ -112,7 +116,7 @@ def sign_envelope(
     )
     _check_structure(env.to_dict() | {"sig": "x"}, community=community, interval_s=None)
     env.sig = sign(private_key, env.signing_bytes())
-    env._wire = None
+    env._wire = env._hash = None
     return env
 
 
@@ -149,11 +153,9 @@ def parse_envelope(
 
 
 def envelope_from_dict(obj: Any, *, community: str | None, interval_s: int | None = 900) -> Envelope:
-    """Check an already-decoded envelope object (e.g. a transaction inside a block)."""
-    try:
-        check_value(obj)
-    except CanonicalError as exc:
-        raise Rejected(exc.reason, str(exc)) from None
+    """Check an envelope object decoded by :func:`chain.canonical.loads_strict` (a transaction
+    inside a block): its values are already in the strict domain, so only the structure is
+    checked here."""
     return _check_structure(obj, community=community, interval_s=interval_s)
 
 
