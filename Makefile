@@ -29,7 +29,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed-dev
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run_all.py
 
 # The agent's Debian package (docs/agent.md, "Install from the Debian package"): DEB_OUT/peerwatt-agent_*.deb
 DEB_OUT ?= build/deb

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+GOAL_MARK = "GOAL |"
+
 
 def interleaved_rates(
     candidates: dict[str, Callable[[], object]], calls: int, rounds: int = 7, warmup: int = 50
@@ -43,3 +45,12 @@ def interleaved_best_s(candidates: dict[str, Callable[[], object]], rounds: int 
             candidates[name]()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def goal_row(measure: str, result: str, goal: str, met: bool | None) -> None:
+    """Print one goal's row for `make bench`'s summary (benchmarks/run_all.py collects the lines
+    that start with GOAL_MARK): what was measured, the result with its same-run baseline, the
+    goal, and whether it is met (None: context, no goal)."""
+    verdict = "-" if met is None else ("yes" if met else "**no**")
+    cells = [c.replace("|", "/") for c in (measure, result, goal, verdict)]
+    print(f"{GOAL_MARK} {' | '.join(cells)} |")
