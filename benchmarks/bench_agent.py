@@ -23,6 +23,9 @@ from pathlib import Path
 from chain.keys import generate_private_key, key_id, public_key_sec1, save_private_key
 from peerwatt.ports import free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fair import goal_row  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -153,6 +156,13 @@ def main() -> None:
         f"goal RSS <= 40 MB: {'met' if agent_rss <= 40 else 'NOT met'}; "
         f"goal CPU < 1 %: {'met' if agent_cpu < 1 else 'NOT met'}"
     )
+    goal_row(
+        f"agent RSS at {args.poll:.0f} s polling ({Path(args.python).parent.parent.name}) vs bare python3",
+        f"{agent_rss:.1f} MB vs {bare[0]:.1f} MB",
+        "≤ 40 MB",
+        agent_rss <= 40,
+    )
+    goal_row("agent CPU at that polling", f"{agent_cpu:.2f} % of a core", "< 1 %", agent_cpu < 1)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_network import percentile, publish_and_measure, start_broker, stop_broker  # noqa: E402
-from fair import interleaved_best_s  # noqa: E402
+from fair import goal_row, interleaved_best_s  # noqa: E402
 
 from tests.support.localnet import make_community  # noqa: E402
 from tests.support.procnet import kill_proposer, launch_community, wait_for  # noqa: E402
@@ -207,6 +207,23 @@ def measure_and_print(args, old: Path | None, why_not: str) -> None:
             + (f"  ({lost} txs not final)" if lost else "")
         )
     print("-" * (width + 86))
+    expected = args.block_s + args.failover_s + Timeouts().precommit_s
+    goal_row(
+        f"proposer SIGKILLed, 4 validator processes: kill to next final block ({args.runs} kills)",
+        f"{min(failovers):.2f} s best / {statistics.median(failovers):.2f} s median "
+        f"(block_s + failover_s + precommit timeout = {expected:.1f} s); single sequencer: halts",
+        "trading resumes within failover_s + vote timeouts + one block",
+        statistics.median(failovers) <= expected + args.block_s + 1.0,
+    )
+    if old is not None:
+        ours = max(final / elapsed for final, elapsed, _, _ in results[current])
+        theirs = max(final / elapsed for final, elapsed, _, _ in results[baseline])
+        goal_row(
+            f"no failure, {args.txs} readings at once: Tendermint vs single sequencer ({args.baseline})",
+            f"{ours:,.0f} vs {theirs:,.0f} tx/s ({ours / theirs:.2f}×)",
+            "— (cost of consensus)",
+            None,
+        )
     print(
         f"kill-to-final: {args.runs} SIGKILLs of the proposer with readings arriving at {args.rate:.0f}/s; "
         f"expected about block_s + failover_s + the precommit timeout "
