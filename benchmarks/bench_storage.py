@@ -1,13 +1,25 @@
-"""Ledger storage per household and year: a simulated community's store, compressed as peerwatt
-writes it, against the same store with every row raw (the baseline, made in the same run).
+"""Ledger storage per household and year: a simulated community's store as peerwatt writes it
+(schema 3: compressed rows, WITHOUT ROWID tables, two secondary indexes fewer), against what
+peerwatt stored before compression (the baseline, made in the same run from the same rows).
 
-`peerwatt simulate` writes the ledger of H homes over D days (every node's store). The baseline is
-a copy of the largest store with each compressed row of payloads, results and seals rewritten as
-its canonical bytes (what peerwatt wrote before compression, row for row); both copies are then
-VACUUMed so SQLite's free pages count in neither. Per household and year = bytes / (H x D) x 365:
-a linear extrapolation (a store grows by the blocks it holds; the state snapshot is a fixed
-size). Per-block costs (headers, seals) are shared by the households, so a bigger community
-stores less per household. Also timed, interleaved best of 3: `verify` of each copy.
+`peerwatt simulate` writes the ledger of H homes over D days (every node's store). Of the largest
+store the benchmark makes:
+- baseline, "raw, schema 2": the schema-2 layout (rowid tables with their sqlite_autoindexes,
+  txs by signer, results by kind for every kind; the layout of 385d1df, i.e. schema 1 without
+  its index of txs by hash, which was 6 % more) with every row of payloads, results and seals as
+  its canonical bytes: what peerwatt stored before compression, row for row;
+- "raw, schema 3": today's layout with every row raw (what the layout alone saves);
+- "compressed, schema 2": the same rows, compressed as written, in the schema-2 layout (what
+  peerwatt stored before schema 3);
+- "compressed": the store as peerwatt wrote it.
+All copies are VACUUMed so SQLite's free pages count in none; the store as written (not
+VACUUMed: B-tree pages split by inserts are partly empty) is shown too. Per household and year =
+bytes / (H x D) x 365: a linear extrapolation (a store grows by the blocks it holds; the state
+snapshot is a fixed size). Per-block costs (headers, seals) are shared by the households, so a
+bigger community stores less per household; a short run stores its first 1,000 rows of each
+compressed table raw (before the first dictionary), so it overstates a year slightly. Also:
+SQLite's dbstat of every table and index of each copy, and `verify` of each copy, interleaved
+best of 3.
 
 Goal (issue 21): at most 40 MB per household and year on a node.
 
@@ -35,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fair import interleaved_best_s  # noqa: E402
 
 GOAL_MB = 40.0
+# secondary indexes of either layout (the sqlite_autoindex_* ones are counted with them)
+INDEXES = ("txs_signer", "txs_hash", "results_kind", "blocks_time")
 
 
 def vacuumed_bytes(data_dir: Path) -> int:
@@ -51,28 +65,113 @@ def vacuumed_bytes(data_dir: Path) -> int:
 
 
 def table_bytes(data_dir: Path) -> dict[str, int]:
+    """Bytes of each table and index (SQLite's dbstat), largest first."""
     conn = sqlite3.connect(data_dir / DB_NAME)
     try:
-        return dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall())
+        return dict(
+            conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+        )
     finally:
         conn.close()
 
 
-def decompress_copy(source: Path, target: Path) -> int:
-    """Copy ``source``'s store to ``target`` with every compressed row stored raw; rows rewritten."""
+# The schema-2 layout (chain/store.py at 385d1df), for the baseline.
+SCHEMA_2_LEDGER = """
+CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0), doc BLOB NOT NULL);
+CREATE TABLE blocks (
+    height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
+    header BLOB NOT NULL, tx_count INTEGER NOT NULL, result_count INTEGER NOT NULL);
+CREATE INDEX blocks_time ON blocks(time);
+CREATE TABLE txs (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, signer TEXT NOT NULL,
+    type TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (height, idx));
+CREATE INDEX txs_signer ON txs(signer, height);
+CREATE TABLE payloads (hash BLOB PRIMARY KEY, envelope BLOB NOT NULL);
+CREATE TABLE results (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (height, idx));
+CREATE INDEX results_kind ON results(kind, height);
+CREATE TABLE seals (
+    height INTEGER NOT NULL, validator TEXT NOT NULL, envelope BLOB NOT NULL,
+    PRIMARY KEY (height, validator));
+CREATE TABLE local_snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, state BLOB NOT NULL);
+CREATE TABLE local_own_seals (
+    height INTEGER PRIMARY KEY, header_hash BLOB NOT NULL, envelope BLOB NOT NULL);
+CREATE TABLE local_alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL,
+    evidence BLOB NOT NULL);
+CREATE TABLE local_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE store_dicts (
+    id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 255), tbl TEXT NOT NULL,
+    trained_at INTEGER NOT NULL, dict BLOB NOT NULL);
+PRAGMA user_version=2;
+"""
+# each table's columns, read from the written store in ledger order ("canon" decodes a row)
+SCHEMA_2_COPY = {
+    "genesis": "SELECT * FROM src.genesis",
+    "blocks": "SELECT * FROM src.blocks ORDER BY height",
+    "txs": "SELECT * FROM src.txs ORDER BY height, idx",
+    "payloads": "SELECT p.hash, canon(p.envelope) FROM src.txs t JOIN src.payloads p ON p.hash = t.hash"
+    " GROUP BY p.hash ORDER BY min(t.height), min(t.idx)",
+    "results": "SELECT height, idx, kind, canon(data) FROM src.results ORDER BY height, idx",
+    "seals": "SELECT height, validator, canon(envelope) FROM src.seals ORDER BY height, validator",
+    "local_snapshot": "SELECT * FROM src.local_snapshot",
+    "local_own_seals": "SELECT * FROM src.local_own_seals ORDER BY height",
+    "local_alarms": "SELECT * FROM src.local_alarms ORDER BY id",
+    "local_kv": "SELECT * FROM src.local_kv",
+}
+
+
+def schema_2_copy(source: Path, target: Path, *, raw: bool) -> int:
+    """``source``'s store rebuilt in ``target`` as the schema-2 layout, with every row raw or as
+    it is stored (compressed, with its dictionaries); returns the rows stored compressed."""
+    target.mkdir(parents=True)
+    store = Store.open(source, readonly=True)
+    rewritten = 0
+
+    def canon(data: bytes) -> bytes:
+        nonlocal rewritten
+        decoded = store.decode_row(data, "a row")
+        rewritten += decoded != data
+        return decoded if raw else data
+
+    conn = sqlite3.connect(target / DB_NAME, isolation_level=None)
+    try:
+        conn.create_function("canon", 1, canon, deterministic=True)
+        conn.executescript(SCHEMA_2_LEDGER)
+        conn.execute("ATTACH DATABASE ? AS src", (f"file:{source / DB_NAME}?mode=ro",))
+        conn.execute("BEGIN")
+        for table, select in SCHEMA_2_COPY.items():
+            conn.execute(f"INSERT INTO main.{table} {select}")
+        if not raw:
+            conn.execute("INSERT INTO main.store_dicts SELECT * FROM src.store_dicts")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+        store.close()
+    return rewritten
+
+
+def raw_copy(source: Path, target: Path) -> int:
+    """Copy ``source``'s store to ``target`` with every compressed row stored raw, in its own
+    layout; returns the rows rewritten."""
     target.mkdir(parents=True)
     shutil.copy(source / DB_NAME, target / DB_NAME)
     store = Store.open(target)
     rewritten = 0
     try:
         for table, column in COMPRESSED.items():
-            rows = store.conn.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
-            raw = [(store.decode_row(data, f"a {table} row"), rowid) for rowid, data in rows]
+            key = {"payloads": "hash", "results": "height, idx", "seals": "height, validator"}[table]
+            where = " AND ".join(f"{k} = ?" for k in key.split(", "))
+            rows = store.conn.execute(f"SELECT {column}, {key} FROM {table}").fetchall()
             changed = [
-                (data, rowid) for (data, rowid), (_, old) in zip(raw, rows, strict=True) if data != old
+                (raw, *keys)
+                for data, *keys in rows
+                if (raw := store.decode_row(data, f"a {table} row")) != bytes(data)
             ]
             store.conn.execute("BEGIN")
-            store.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", changed)
+            store.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {where}", changed)
             store.conn.execute("DELETE FROM store_dicts")
             store.conn.execute("COMMIT")
             rewritten += len(changed)
@@ -113,44 +212,70 @@ def main() -> None:
         stores = sorted(ledger.iterdir())
         written = {d.name: (d / DB_NAME).stat().st_size for d in stores}
         largest = max(stores, key=lambda d: written[d.name])
-        compressed = work / "compressed"
-        shutil.copytree(largest, compressed)
-        raw = work / "raw"
-        rewritten = decompress_copy(largest, raw)
-        sizes = {"raw (baseline)": vacuumed_bytes(raw), "compressed": vacuumed_bytes(compressed)}
-        tables = {"raw (baseline)": table_bytes(raw), "compressed": table_bytes(compressed)}
+        copies = {
+            "raw, schema 2 (baseline)": work / "raw2",
+            "raw, schema 3": work / "raw3",
+            "compressed, schema 2": work / "compressed2",
+        }
+        rewritten = schema_2_copy(largest, copies["raw, schema 2 (baseline)"], raw=True)
+        raw_copy(largest, copies["raw, schema 3"])
+        schema_2_copy(largest, copies["compressed, schema 2"], raw=False)
+        copies["compressed (peerwatt)"] = work / "compressed"
+        shutil.copytree(largest, copies["compressed (peerwatt)"])
+        sizes = {name: vacuumed_bytes(path) for name, path in copies.items()}
+        tables = {name: table_bytes(path) for name, path in copies.items()}
         times = interleaved_best_s(
-            {"raw (baseline)": lambda: verify_s(raw), "compressed": lambda: verify_s(compressed)}, rounds=3
+            {name: (lambda path=path: verify_s(path)) for name, path in copies.items()}, rounds=3
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     household_days = args.homes * args.days
+
+    def per_year(size: float) -> float:
+        return size / household_days * 365 / 1e6
+
     report = getattr(result, "verify", result)
     print(
         f"{how}: {report.blocks} blocks, {report.txs} txs; stores as written: "
         + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in written.items())
     )
-    print(f"largest store: {largest.name}; {rewritten} rows rewritten raw for the baseline")
+    print(f"largest store: {largest.name}; {rewritten} of its rows are compressed (raw in the baselines)")
     print(
-        f"{'store (vacuumed)':<16} {'MB':>7} {'payloads':>9} {'results':>8} {'seals':>7} {'other':>7}"
-        f" {'MB / household-year':>20} {'verify s':>9}"
+        f"{'store (vacuumed)':<25} {'MB':>7} {'payloads':>9} {'results':>8} {'seals':>7} {'txs':>7}"
+        f" {'indexes':>8} {'other':>7} {'MB / household-year':>20} {'verify s':>9}"
     )
     for name, size in sizes.items():
         t = tables[name]
-        parts = [t.get(n, 0) for n in ("payloads", "results", "seals")]
-        per_year = size / household_days * 365 / 1e6
-        mb = [x / 1e6 for x in (size, *parts, size - sum(parts))]
+        parts = [t.get(n, 0) for n in ("payloads", "results", "seals", "txs")]
+        indexes = sum(v for n, v in t.items() if n.startswith("sqlite_autoindex") or n in INDEXES)
+        mb = [x / 1e6 for x in (size, *parts, indexes, size - sum(parts) - indexes)]
         print(
-            f"{name:<16} {mb[0]:>7.2f} {mb[1]:>9.2f} {mb[2]:>8.2f} {mb[3]:>7.2f} {mb[4]:>7.2f}"
-            f" {per_year:>20.1f} {times[name]:>9.2f}"
+            f"{name:<25} {mb[0]:>7.2f} {mb[1]:>9.2f} {mb[2]:>8.2f} {mb[3]:>7.2f} {mb[4]:>7.2f}"
+            f" {mb[5]:>8.2f} {mb[6]:>7.2f} {per_year(size):>20.1f} {times[name]:>9.2f}"
         )
-    ratio = sizes["raw (baseline)"] / sizes["compressed"]
-    per_year = sizes["compressed"] / household_days * 365 / 1e6
-    met = "met" if per_year <= GOAL_MB else "NOT met"
+    names = list(sizes)
+    print("dbstat, MB per table and index (vacuumed): " + " | ".join(names))
+    objects = sorted(
+        {n for t in tables.values() for n in t}, key=lambda n: -max(t.get(n, 0) for t in tables.values())
+    )
+    for obj in objects:
+        if max(t.get(obj, 0) for t in tables.values()) >= 10_000:
+            print(f"  {obj:<30} " + " ".join(f"{tables[name].get(obj, 0) / 1e6:>8.2f}" for name in names))
+    baseline, before, compressed = sizes[names[0]], sizes[names[2]], sizes[names[-1]]
     print(
-        f"compressed store {ratio:.2f}x smaller than raw; {per_year:.1f} MB per household-year"
-        f" (goal <= {GOAL_MB:.0f}: {met}); verify {times['compressed'] / times['raw (baseline)']:.2f}x"
-        " the time on the raw copy"
+        f"as written (not vacuumed), {largest.name}: {written[largest.name] / 1e6:.2f} MB ="
+        f" {per_year(written[largest.name]):.1f} MB per household-year"
+    )
+    met = "met" if per_year(compressed) <= GOAL_MB else "NOT met"
+    print(
+        f"compressed store {baseline / compressed:.2f}x smaller than the raw schema-2 baseline;"
+        f" {per_year(compressed):.1f} MB per household-year vs {per_year(baseline):.1f}"
+        f" (goal <= {GOAL_MB:.0f}: {met}); verify {times[names[-1]] / times[names[0]]:.2f}x the time"
+        " on the baseline"
+    )
+    print(
+        f"schema 3 vs schema 2, both compressed: {per_year(compressed):.1f} vs {per_year(before):.1f} MB"
+        f" per household-year ({1 - compressed / before:.0%} less)"
     )
 
 
