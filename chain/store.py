@@ -67,10 +67,10 @@ _NEWEST = {
 LEDGER_TABLES = ("genesis", "blocks", "txs", "payloads", "results", "seals")
 
 # The ledger tables with a composite or blob primary key are WITHOUT ROWID (schema 3): a rowid
-# table stores such a key twice, in the table and in its sqlite_autoindex. Their rows (at most a
-# few hundred bytes) are far below the ~200 bytes a 4 KB page's WITHOUT ROWID cell may hold
-# before it spills, so lookups stay one B-tree descent. ``{name}`` is the table's name (the
-# upgrade builds each under a new name first).
+# table stores such a key twice, in the table and in its sqlite_autoindex. Their rows (60-190
+# bytes compressed, up to ~400 raw) stay whole in their page (a WITHOUT ROWID row spills past
+# ~1,000 bytes in a 4 KB page), so a lookup is one B-tree descent. ``{name}`` is the table's name
+# (the upgrade builds each under a new name first).
 _TABLES = {
     "txs": """CREATE TABLE IF NOT EXISTS {name} (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, signer TEXT NOT NULL,
