@@ -95,14 +95,14 @@ def serve() -> None:
         frames.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    while (frame := frames.get()) is not None:
-        batch, body = frame
-        community, items = pickle.loads(body)
-        verdicts = check_items(community, items)
-        try:
+    try:
+        while (frame := frames.get()) is not None:
+            batch, body = frame
+            community, items = pickle.loads(body)
+            verdicts = check_items(community, items)
             replies.write(_HEADER.pack(batch, len(verdicts)) + verdicts)
-        except BrokenPipeError:
-            return
+    except (BrokenPipeError, KeyboardInterrupt):  # the caller is gone or stopping: so are we
+        return
 
 
 class _Helper:
