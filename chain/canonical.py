@@ -69,7 +69,65 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     Strings and keys are checked too (see :func:`check_value`), and nesting is limited to
     ``max_depth`` (a message; a peer's reply that wraps messages may allow a few levels more).
     Every byte that comes from the wire or a peer is parsed here. Raises CanonicalError.
+
+    Canonical input (what every peerwatt program sends) takes a fast path that accepts exactly
+    what the strict decoder accepts; anything else goes to the strict decoder, which decides.
     """
+    raw = data if isinstance(data, bytes) else bytes(data) if isinstance(data, bytearray) else None
+    if raw is not None:
+        value = _loads_canonical(raw, max_depth)
+        if value is not _NOT_CANONICAL:
+            return value
+    return _loads_strict_decoder(data, max_depth=max_depth)
+
+
+_NOT_CANONICAL = object()
+
+
+def _loads_canonical(raw: bytes, max_depth: int) -> Any:
+    """The value of ``raw`` if it is canonical JSON (JCS) within the strict domain, else
+    _NOT_CANONICAL. orjson parses (5x the strict decoder's speed); writing the value back must
+    give the same bytes, which rules out duplicate keys, whitespace, unsorted keys, escapes other
+    than JCS's and integers beyond 2^53 - 1 (orjson refuses them with OPT_STRICT_INTEGER); ASCII
+    without \\u escapes rules out non-ASCII keys and lone surrogates; the walk rules out floats
+    and nesting beyond ``max_depth``. Each refusal only sends the bytes to the strict decoder."""
+    if not raw.isascii() or b"\\u" in raw:
+        return _NOT_CANONICAL
+    try:
+        value = orjson.loads(raw)
+        if orjson.dumps(value, option=_OPTIONS) != raw:
+            return _NOT_CANONICAL
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return _NOT_CANONICAL
+    kind = type(value)
+    if kind is dict or kind is list:
+        if not _plain(value, 0, max_depth):
+            return _NOT_CANONICAL
+    elif kind is float:
+        return _NOT_CANONICAL
+    return value
+
+
+def _plain(container: dict | list, depth: int, max_depth: int) -> bool:
+    """No float in ``container`` (at ``depth``) or below it, and no value deeper than
+    ``max_depth`` (check_value's rule); the types of a container's values are collected in C."""
+    items = container.values() if type(container) is dict else container
+    if not items:
+        return True
+    if depth + 1 > max_depth:
+        return False
+    kinds = set(map(type, items))
+    if float in kinds:
+        return False
+    if dict in kinds or list in kinds:
+        for item in items:
+            if (type(item) is dict or type(item) is list) and not _plain(item, depth + 1, max_depth):
+                return False
+    return True
+
+
+def _loads_strict_decoder(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """The strict decoder: any JSON text, every rule of :func:`loads_strict` checked."""
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     except UnicodeDecodeError:

@@ -123,3 +123,48 @@ def test_a_state_leaf_checked_once_is_still_refused_after_a_change():
     state["app"]["balances"]["member"] = 1.5
     with pytest.raises(CanonicalError):
         state_root(state)
+
+
+any_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["\ud800", "a\\u0041", "é", "\n", "/"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+def _outcome(parse, raw):
+    try:
+        return repr(parse(raw))  # repr tells True from 1 and keeps the key order
+    except CanonicalError:
+        return "refused"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(any_values, st.integers(1, 20), st.sampled_from(["canonical", "spaced", "duplicate", "deep"]))
+def test_the_canonical_fast_path_accepts_exactly_what_the_strict_decoder_accepts(value, max_depth, form):
+    """loads_strict parses canonical bytes with orjson; for any bytes at all, its answer must be
+    the strict decoder's (same value, or both refuse)."""
+    from chain.canonical import _loads_strict_decoder
+
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (UnicodeEncodeError, ValueError):
+        return
+    if form == "spaced":
+        text = json.dumps(value, sort_keys=True)
+    elif form == "duplicate" and text.startswith("{") and len(text) > 2:
+        text = '{"a":1,' + text[1:] if text != "{}" else text
+    elif form == "deep":
+        text = "[" * max_depth + text + "]" * max_depth
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    fast = _outcome(lambda r: loads_strict(r, max_depth=max_depth), raw)
+    slow = _outcome(lambda r: _loads_strict_decoder(r, max_depth=max_depth), raw)
+    assert fast == slow
