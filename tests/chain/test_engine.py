@@ -304,8 +304,8 @@ TAMPER_CASES = [
     ("payloads", "hash", "hash = (SELECT hash FROM txs WHERE height = 2 AND idx = 1)"),
     ("results", "data", "height = 2 AND idx = 1"),
     ("results", "kind", "height = 2 AND idx = 1"),
-    ("seals", "envelope", "height = 2 AND rowid = (SELECT min(rowid) FROM seals WHERE height = 2)"),
-    ("seals", "validator", "height = 2 AND rowid = (SELECT min(rowid) FROM seals WHERE height = 2)"),
+    ("seals", "envelope", "height = 2 AND validator = (SELECT min(validator) FROM seals WHERE height = 2)"),
+    ("seals", "validator", "height = 2 AND validator = (SELECT min(validator) FROM seals WHERE height = 2)"),
 ]
 
 

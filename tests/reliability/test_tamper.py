@@ -78,25 +78,33 @@ def tamper(path: Path, rng: random.Random) -> tuple[str, str] | str:
     conn.text_factory = bytes  # read TEXT as raw bytes, so a flip may leave invalid UTF-8 in it
     try:
         table = rng.choice(LEDGER_TABLES)
-        columns = [row[1].decode() for row in conn.execute(f"PRAGMA table_info({table})")]
-        rowids = [r for (r,) in conn.execute(f"SELECT rowid FROM {table}")]
-        rowid = rng.choice(rowids)
+        info = list(conn.execute(f"PRAGMA table_info({table})"))
+        columns = [row[1].decode() for row in info]
+        # rows are picked by primary key (the ledger tables are WITHOUT ROWID since schema 3)
+        key = [row for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
+        # (TEXT keys come back as bytes here: compare them as text)
+        where = " AND ".join(
+            f"{r[1].decode()} = " + ("CAST(? AS TEXT)" if r[2].upper() == b"TEXT" else "?") for r in key
+        )
+        key = [r[1].decode() for r in key]
+        keys = list(conn.execute(f"SELECT {', '.join(key)} FROM {table}"))
+        picked = rng.choice(keys)
         column = rng.choice(columns)
         value, storage = conn.execute(
-            f"SELECT {column}, typeof({column}) FROM {table} WHERE rowid = ?", (rowid,)
+            f"SELECT {column}, typeof({column}) FROM {table} WHERE {where}", picked
         ).fetchone()
         if storage == b"text":
             value = value.decode("utf-8")
         new_value, kind = flip(rng, value)
         expression = "CAST(? AS TEXT)" if kind == "TEXT" else "?"
         try:
-            conn.execute(f"UPDATE {table} SET {column} = {expression} WHERE rowid = ?", (new_value, rowid))
+            conn.execute(f"UPDATE {table} SET {column} = {expression} WHERE {where}", (new_value, *picked))
         except sqlite3.IntegrityError:
             return "constraint"
-        row = conn.execute(f"SELECT {column} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+        row = conn.execute(f"SELECT {column} FROM {table} WHERE {where}", picked).fetchone()
         original = value.encode("utf-8") if isinstance(value, str) else value
         if row is not None and row[0] == original:  # SQLite normalised the change away
-            return "normalised"  # (row None: the column was the rowid itself, and it moved)
+            return "normalised"  # (row None: the column was part of the key, and the row moved)
         return table, column
     finally:
         conn.close()
