@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from chain.engine import Ledger
 from chain.genesis import genesis_from_dict
 from chain.keys import key_id, public_key_sec1
+from chain.parallel_sigs import default_workers
 from chain.signature import CURVE_ORDER
 from chain.store import Store
 from chain.verify import VerifyReport, verify_store
@@ -307,7 +308,7 @@ def run_simulation(o: SimOptions, progress: Callable[[int, int], None] | None = 
     memory = _run_steps(nodes, agents, clock, int(o.days * 86_400) // o.step_s, o.step_s, progress)
     store = Store.open(o.out / "ledger" / "sequencer", readonly=True)
     try:
-        report = verify_store(store, MarketApp())
+        report = verify_store(store, MarketApp(), workers=default_workers())  # as `peerwatt verify`
         tables = build_report(store)
     finally:
         store.close()
