@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chain.kvapp import KeyValueApp
-from chain.parallel_sigs import default_workers
 from chain.store import Store
 from chain.verify import verify_store
+from chain.verify_workers import default_workers
 
 # The test harness (tests/support) lives with the tests; make the repository importable when
 # run as a script.

@@ -36,6 +36,14 @@ from chain.keys import PublicKey, load_public_key
 from chain.signature import verify
 
 BAD, PARSED, VERIFIED = 0, 1, 2
+
+
+def default_workers() -> int:
+    """The cores this process may use (`peerwatt verify` and `simulate` use them all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
 # batches queued on one helper (~45 ms of checks), so it does not run dry while the caller
 # executes a block; the caller keeps the rest, to check them itself when it would wait
 IN_FLIGHT = 4

@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from chain.engine import Ledger
 from chain.genesis import genesis_from_dict
 from chain.keys import key_id, public_key_sec1
-from chain.parallel_sigs import default_workers
 from chain.signature import CURVE_ORDER
 from chain.store import Store
 from chain.verify import VerifyReport, verify_store
+from chain.verify_workers import default_workers
 from market.app import MarketApp
 from market.params import check_params
 from meter_agent.agent import Agent

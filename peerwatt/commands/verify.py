@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from chain.engine import genesis_from_dict_bytes
-from chain.parallel_sigs import default_workers
 from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
+from chain.verify_workers import default_workers
 from market.apps import load_app
 from peerwatt.errors import UserError
 
