@@ -22,7 +22,10 @@ the store's own rows ~65 %. A table's first dictionary is trained once it holds
 ``DICT_GROWTH`` times since (members and meters change over a year); a row keeps the dictionary
 it was written with. Readers get the canonical bytes back; hashes, roots and seals are over those
 bytes, so what verify checks does not change. Integrity is the ledger's hashes: a compressed row
-that no longer decompresses is a StoreError naming the row.
+that no longer decompresses is a StoreError naming the row. Once results are compressed, the
+result of an accepted transaction (``{"index":i,"kind":"tx","status":"ok","tx":hash}``, half the
+rows) is stored as ``0x01`` and ``i`` in ASCII digits, and read back with the hash from the
+block's txs row ``i`` (a row whose bytes would not read back exactly is compressed as usual).
 
 WAL with synchronous=FULL: one SQLite transaction per block, so a power cut leaves a prefix of
 the chain and nothing acknowledged only in memory.
@@ -54,6 +57,11 @@ DICT_SAMPLES = 2_000  # the newest rows a dictionary is trained on
 DICT_SIZE = 8_192  # bytes (4, 8, 16 and 64 KB compressed alike on simulated envelopes)
 ZSTD_LEVEL = 3  # level 3 -> 9: 1 % smaller, 4x slower
 _ZROW = 0x00  # first byte of a compressed row (a canonical row starts with "{")
+# A "tx" result (half the results rows) names its transaction's hash, which txs holds already:
+# once results are compressed, an accepted transaction's result is stored as _TXREF and the
+# transaction's index in ASCII digits, and read back with the hash from txs (schema 3).
+_TXREF = 0x01
+_TX_OK = b'{"index":%d,"kind":"tx","status":"ok","tx":"%s"}'
 _DICT_ID_BASE = 32_768  # zstd's private dictionary ids start here
 _MAX_DICTS = 255
 # A compressed table's newest rows (what a dictionary is trained on), newest first.
@@ -313,6 +321,10 @@ class Store:
         """The canonical bytes of a stored row (``what`` names the row in an error)."""
         data = bytes(data)
         if not data or data[0] != _ZROW:
+            if data[:1] == bytes((_TXREF,)):
+                raise StoreError(
+                    f"{self.path}: {what} is a result stored by reference: read it with decode_result"
+                )
             return data  # stored raw (verify checks its bytes like any other)
         ctx = self._decompressor(data[1]) if len(data) > 2 else None
         if ctx is None:
@@ -326,6 +338,42 @@ class Store:
             raise StoreError(
                 f"{self.path}: {what} is damaged ({exc}); restore the data folder from a peer"
             ) from None
+
+    def decode_result(
+        self, height: int, idx: int, data: bytes | memoryview, tx_hashes: dict[int, bytes] | None = None
+    ) -> bytes:
+        """The canonical bytes of result ``idx`` of block ``height`` as stored (``tx_hashes``: the
+        block's transaction hashes by index, read here when not given)."""
+        what = f"result {idx} of block {height}"
+        data = bytes(data)
+        if data[:1] != bytes((_TXREF,)):
+            return self.decode_row(data, what)
+        digits = data[1:]
+        if not (0 < len(digits) <= 9 and digits.isdigit() and (digits == b"0" or digits[:1] != b"0")):
+            raise StoreError(
+                f"{self.path}: {what} is damaged (not a transaction's index);"
+                " restore the data folder from a peer"
+            )
+        index = int(digits)
+        if tx_hashes is None:
+            row = self.conn.execute(
+                "SELECT hash FROM txs WHERE height = ? AND idx = ?", (height, index)
+            ).fetchone()
+            tx_hash = None if row is None else bytes(row[0])
+        else:
+            tx_hash = tx_hashes.get(index)
+        if tx_hash is None:
+            raise StoreError(
+                f"{self.path}: {what} is damaged (block {height} has no transaction {index});"
+                " restore the data folder from a peer"
+            )
+        return _TX_OK % (index, tx_hash.hex().encode())
+
+    def _tx_hashes(self, height: int) -> dict[int, bytes]:
+        return {
+            idx: bytes(h)
+            for idx, h in self.conn.execute("SELECT idx, hash FROM txs WHERE height = ?", (height,))
+        }
 
     def _encoder(self, table: str, new_rows: list[bytes]) -> tuple[Any, tuple[str, Any] | None]:
         """How to store ``table``'s rows of this write: a function of the canonical bytes, and the
@@ -359,7 +407,9 @@ class Store:
     def _train(self, table: str, new_rows: list[bytes]) -> tuple[int, zstandard.ZstdCompressionDict] | None:
         """A dictionary for ``table`` from its newest rows, or None if zstd finds too few samples."""
         stored = self.conn.execute(_NEWEST[table], (DICT_SAMPLES,)).fetchall()
-        samples = new_rows[-DICT_SAMPLES:] + [self.decode_row(r[0], f"a {table} row") for r in stored]
+        samples = new_rows[-DICT_SAMPLES:] + [
+            self.decode_row(r[0], f"a {table} row") for r in stored if r[0][:1] != bytes((_TXREF,))
+        ]  # (a "tx" result stored by reference is not compressed: not a sample)
         number = max(self._dicts, default=0) + 1
         try:
             zdict = zstandard.train_dictionary(
@@ -423,6 +473,7 @@ class Store:
             if statement is not None:
                 trained.append(statement)
         statements += trained
+        by_ref = encode["results"] is not bytes  # "tx" results by reference once results are compressed
         statements += [
             (
                 "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
@@ -446,7 +497,12 @@ class Store:
             (
                 "INSERT INTO results VALUES (?, ?, ?, ?)",
                 [
-                    (height, i, r.get("kind", ""), encode["results"](d))
+                    (
+                        height,
+                        i,
+                        r.get("kind", ""),
+                        (by_ref and self._tx_ref(block, r, d)) or encode["results"](d),
+                    )
                     for i, (r, d) in enumerate(zip(block.results, results, strict=True))
                 ],
             ),
@@ -472,6 +528,19 @@ class Store:
             raise
         for _sql, (number, table, rows, _data) in trained:
             self._newest[table] = (number, rows)
+
+    @staticmethod
+    def _tx_ref(block: Block, result: dict[str, Any], data: bytes) -> bytes | None:
+        """How a "tx" result of ``block`` is stored by reference (None: it is stored as it is):
+        only when the bytes read back from the reference are exactly ``data``."""
+        if result.get("kind") != "tx":
+            return None
+        index = result.get("index")
+        if type(index) is not int or not 0 <= index < len(block.txs):
+            return None
+        if data != _TX_OK % (index, block.txs[index].tx_hash.hex().encode()):
+            return None
+        return bytes((_TXREF,)) + b"%d" % index
 
     def _forget(self, trained: list[tuple[str, Any]]) -> None:
         """Drop dictionaries trained for a write that did not happen."""
@@ -561,12 +630,11 @@ class Store:
 
     def result_rows(self, height: int) -> list[tuple[int, str, bytes]]:
         """(idx, kind, canonical bytes) of block ``height``'s results, in order."""
-        return [
-            (idx, kind, self.decode_row(data, f"result {idx} of block {height}"))
-            for idx, kind, data in self.conn.execute(
-                "SELECT idx, kind, data FROM results WHERE height = ? ORDER BY idx", (height,)
-            )
-        ]
+        rows = self.conn.execute(
+            "SELECT idx, kind, data FROM results WHERE height = ? ORDER BY idx", (height,)
+        ).fetchall()
+        hashes = self._tx_hashes(height) if any(d[:1] == bytes((_TXREF,)) for _i, _k, d in rows) else {}
+        return [(idx, kind, self.decode_result(height, idx, data, hashes)) for idx, kind, data in rows]
 
     def results(self, height: int) -> list[dict[str, Any]]:
         return [loads_strict(r[2]) for r in self.result_rows(height)]
@@ -583,12 +651,15 @@ class Store:
         # without "tx" (half the rows), the partial index of the other kinds serves the query
         # (SQLite uses it only when the query repeats its WHERE term)
         other = "" if "tx" in kinds else " AND kind != 'tx'"
+        hashes: tuple[int, dict[int, bytes]] = (-1, {})  # a block's transaction hashes, read once
         for height, idx, data in self.conn.execute(
             f"SELECT height, idx, data FROM results WHERE kind IN ({marks}){other}"
             " AND height BETWEEN ? AND ? ORDER BY height, idx",
             (*kinds, low, top),
         ):
-            yield height, idx, self.decode_row(data, f"result {idx} of block {height}")
+            if data[:1] == bytes((_TXREF,)) and hashes[0] != height:
+                hashes = (height, self._tx_hashes(height))
+            yield height, idx, self.decode_result(height, idx, data, hashes[1])
 
     def seal_rows(self, height: int) -> list[tuple[str, bytes]]:
         """(validator, canonical envelope bytes) of block ``height``'s stored seals."""

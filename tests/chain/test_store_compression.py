@@ -13,7 +13,7 @@ from chain import store as store_module
 from chain.independent import verify_store_independent
 from chain.kvapp import KeyValueApp
 from chain.store import Store, StoreError, db_path
-from chain.verify import verify_store
+from chain.verify import VerifyError, verify_store
 from tests.support.localnet import make_community
 
 T0 = 1_764_000_000
@@ -77,7 +77,17 @@ def test_rows_round_trip_through_compression_and_verify_unchanged(tmp_path, smal
         assert store.payload(env.tx_hash) == env.to_bytes()
     top = store.height()
     assert [r["kind"] for r in store.results(top)] == ["tx", "kv"] * PER_BLOCK
-    assert _raw(store, "SELECT data FROM results WHERE height = ?", top)[0][0] == 0
+    # a "tx" result is stored as a reference to its transaction (0x01 and its index), the others
+    # compressed; the first blocks' results stay plain JSON
+    stored = _raw(store, "SELECT data FROM results WHERE height = ? ORDER BY idx", top)
+    assert stored[0::2] == [b"\x01%d" % i for i in range(PER_BLOCK)] and {r[0] for r in stored[1::2]} == {0}
+    assert _raw(store, "SELECT data FROM results WHERE height = 1 AND idx = 0")[0][:1] == b"{"
+    assert store.results(top)[2] == {
+        "index": 1,
+        "kind": "tx",
+        "status": "ok",
+        "tx": store.tx_rows(top)[1][1].hex(),
+    }
     assert [data for _, _, data in store.results_of_kinds(["tx"], low=top, high=top)] == [
         r[2] for r in store.result_rows(top) if r[1] == "tx"
     ]
@@ -210,3 +220,43 @@ def test_a_failed_write_forgets_the_dictionary_it_trained(tmp_path, small_dicts)
         store_module.DICT_FIRST_ROWS = monkey_rows
     assert store.conn.execute("SELECT count(*) FROM store_dicts WHERE tbl = 'payloads'").fetchone()[0] == 1
     assert verify_store(store, KeyValueApp()).blocks == 6
+
+
+def test_every_changed_bit_of_a_tx_result_by_reference_is_found(tmp_path, small_dicts):
+    """A "tx" result stored by reference (0x01 and its transaction's index) reads back with the
+    hash from txs; a flipped bit of it, or of that hash, fails verify at its block or is a
+    StoreError naming the row, like a damaged compressed row."""
+    c = make_community(validators=3, members=2, meters_per_member=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    _run(c, BLOCKS)
+    store = c.ledgers[1].store
+    top = store.height()
+    where = "height = ? AND idx = ?"
+    for idx, index in ((2, 1), (14, 7)):
+        (data,) = _raw(store, f"SELECT data FROM results WHERE {where}", top, idx)
+        assert data == b"\x01%d" % index
+        assert store.decode_result(top, idx, data) == store.result_rows(top)[idx][2]
+        for position in range(len(data)):
+            for bit in range(8):
+                changed = bytearray(data)
+                changed[position] ^= 1 << bit
+                store.conn.execute(f"UPDATE results SET data = ? WHERE {where}", (bytes(changed), top, idx))
+                with pytest.raises((VerifyError, StoreError)) as err:
+                    verify_store(store, KeyValueApp())
+                if err.type is VerifyError:
+                    assert err.value.height == top, str(err.value)
+                else:
+                    assert f"result {idx} of block {top} is damaged" in str(err.value)
+        store.conn.execute(f"UPDATE results SET data = ? WHERE {where}", (data, top, idx))
+    (tx_hash,) = _raw(store, "SELECT hash FROM txs WHERE height = ? AND idx = 7", top)
+    store.conn.execute(
+        "UPDATE txs SET hash = ? WHERE height = ? AND idx = 7", (tx_hash[:-1] + bytes([tx_hash[-1] ^ 1]), top)
+    )
+    with pytest.raises(VerifyError) as err:
+        verify_store(store, KeyValueApp())
+    assert err.value.height == top
+    store.conn.execute("DELETE FROM txs WHERE height = ? AND idx = 7", (top,))
+    with pytest.raises(StoreError, match=f"result 14 of block {top} is damaged .*no transaction 7"):
+        store.result_rows(top)
+    with pytest.raises(StoreError, match="stored by reference"):
+        store.decode_row(b"\x017", "a row")
