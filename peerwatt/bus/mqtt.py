@@ -34,6 +34,8 @@ log = logging.getLogger("peerwatt.bus")
 
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
+READ_CHUNK = 65536  # bytes taken from the socket at once (paho asks for 1 byte, then the rest)
+READ_BATCH = 1000  # packets handled per wake-up of the network loop before it writes again
 
 
 def subscription_id(pattern: str) -> int:
@@ -56,11 +58,26 @@ class _PahoClient(mqtt.Client):
     paho reports a failed attempt through ``on_connect_fail`` without saying why; the reason is
     what the user needs to read ("connection refused", "certificate verify failed"). It also
     closes the loop's wake-up sockets on ``loop_stop`` (paho leaks them on a stop/start cycle).
+
+    Reading: paho takes a packet from the socket in three or more ``recv`` calls (the command
+    byte, each byte of the length, the rest) and handles one or a few packets per wake-up of its
+    loop. This client takes up to READ_CHUNK bytes per ``recv`` and serves paho's small reads
+    from them, and handles every packet that has arrived (up to READ_BATCH) in one wake-up,
+    always ending with nothing buffered (so the loop's ``select`` sees every byte not yet read).
+    After each such batch it calls ``after_read`` (the bus's deferred acknowledgements).
     """
 
     last_connect_error = "unknown error"
+    after_read: Callable[[], None] | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._rbuf = b""  # bytes received and not yet handed to paho
+        self._rbuf_sock: object | None = None  # the socket they came from
+        self._socket_done = False  # this batch is full: hand over what is buffered, read no more
+        super().__init__(*args, **kwargs)
 
     def reconnect(self) -> MQTTErrorCode:
+        self._rbuf, self._rbuf_sock = b"", None
         try:
             return super().reconnect()
         except OSError as exc:
@@ -74,6 +91,42 @@ class _PahoClient(mqtt.Client):
             # close it once the loop thread is gone, so a stop/start cycle leaks no socket.
             self._reset_sockets(sockpair_only=True)
         return rc
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rbuf_sock is not self._sock:  # a new connection: nothing old may leak into it
+            self._rbuf, self._rbuf_sock = b"", self._sock
+        if not self._rbuf:
+            if self._socket_done:  # as if nothing had arrived: select() sees it next time
+                raise BlockingIOError()
+            data = super()._sock_recv(max(bufsize, READ_CHUNK))
+            if len(data) <= bufsize:
+                return data  # everything (or b"": the connection closed)
+            self._rbuf = data
+        data, self._rbuf = self._rbuf[:bufsize], self._rbuf[bufsize:]
+        return data
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Handle the packets that have arrived: until the socket has no more (paho's
+        MQTT_ERR_AGAIN; a packet cut short waits in paho's state for its rest), or, once
+        READ_BATCH were handled, until the buffered bytes are used up."""
+        self._socket_done = False
+        try:
+            handled = 0
+            while True:
+                if self._sock is None:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = self._packet_read()
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                handled += 1
+                if handled >= max(max_packets, READ_BATCH):
+                    self._socket_done = True
+        finally:
+            self._socket_done = False
+            if self.after_read is not None:
+                self.after_read()
 
 
 class MqttBus:
@@ -94,6 +147,11 @@ class MqttBus:
     - Each handler gets a message once even when several of the bus's patterns match it: on
       MQTT 5 the broker sends one copy per subscription and each copy's subscription identifier
       (see ``subscription_id``) selects the handlers it is for.
+
+    - Acknowledgements of received QoS 1 messages: sent when the handlers returned; after
+      ``defer_acks(barrier)``, sent for all the messages read in one go after their handlers
+      returned and ``barrier()`` ran once (a node makes its handlers' writes durable there in one
+      transaction instead of one per message).
 
     Handlers, ``on_ack`` and ``on_connection_change`` run on paho's network thread: they must be
     quick and thread-safe (hand heavy work to a queue). They may call ``publish`` and
@@ -126,12 +184,17 @@ class MqttBus:
         self._protocol = MQTTProtocolVersion.MQTTv311 if protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
         self._ssl_context = config.ssl_context() if config.tls else None
 
+        # defer_acks: the barrier, and the (client, mid, qos) of messages read, not yet acknowledged
+        self._ack_barrier: Callable[[], None] | None = None
+        self._unacked: list[tuple[mqtt.Client, int, int]] = []
+
         self._client_lock = threading.Lock()  # guards _client and _running; never held in paho
         self._running = False
         self._client = self._new_client()
 
         self._subs_lock = threading.Lock()
         self._subscriptions: list[tuple[str, int, Handler]] = []
+        self._sub_ids: list[tuple[str, int, Handler]] = []  # (pattern, subscription_id, handler)
 
         # Until the first successful connection the protocol version is unknown, so messages wait
         # here instead of in a paho client that may still be replaced by a 3.1.1 one.
@@ -225,12 +288,25 @@ class MqttBus:
                     return
         self._publish_now(self._client, topic, payload, qos, retain, on_ack)
 
+    def defer_acks(self, barrier: Callable[[], None]) -> None:
+        """Acknowledge received QoS 1 messages in batches: the messages read from the broker in
+        one go are handled one by one, then ``barrier()`` runs once (on the network thread), then
+        they are all acknowledged; a message whose batch was cut by a lost connection is not
+        acknowledged (the broker sends it again). Call before ``start``."""
+        with self._client_lock:
+            if self._running:
+                raise RuntimeError("defer_acks must be called before start")
+            self._ack_barrier = barrier
+            client = self._client
+        self._arm_acks(client)
+
     def subscribe(self, pattern: str, handler: Handler, *, qos: int = 1) -> None:
         check_pattern(pattern)
         if qos not in (0, 1):
             raise ValueError(f"QoS must be 0 or 1, not {qos!r}")
         with self._subs_lock:
             self._subscriptions.append((pattern, qos, handler))
+            self._sub_ids = [(p, subscription_id(p), h) for p, _q, h in self._subscriptions]
             granted = max(q for p, q, _h in self._subscriptions if p == pattern)
         if self.connected:
             self._send_subscriptions(self._client, {pattern: granted})
@@ -263,7 +339,13 @@ class MqttBus:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        if self._ack_barrier is not None:
+            self._arm_acks(client)
         return client
+
+    def _arm_acks(self, client: _PahoClient) -> None:
+        client.manual_ack_set(True)
+        client.after_read = lambda: self._after_read(client)
 
     def _connect(self, client: _PahoClient) -> None:
         host, port, keepalive = self.config.host, self.config.port, self.config.keepalive
@@ -484,13 +566,29 @@ class MqttBus:
         payload = bytes(message.payload)
         ids = getattr(message.properties, "SubscriptionIdentifier", None) if message.properties else None
         with self._subs_lock:
-            handlers = [
-                h
-                for pattern, _q, h in self._subscriptions
-                if topic_matches(pattern, topic) and (not ids or subscription_id(pattern) in ids)
-            ]
-        for handler in handlers:
-            self._call(handler, f"handler for {topic}", topic, payload)
+            subs = self._sub_ids
+        handlers = [
+            h for pattern, sid, h in subs if (not ids or sid in ids) and topic_matches(pattern, topic)
+        ]
+        try:
+            for handler in handlers:
+                self._call(handler, f"handler for {topic}", topic, payload)
+        finally:
+            if self._ack_barrier is not None and message.qos > 0:
+                self._unacked.append((client, message.mid, message.qos))
+
+    def _after_read(self, client: _PahoClient) -> None:
+        """End of a batch read by ``client`` (network thread, defer_acks): the barrier, then the
+        batch's acknowledgements, on the connection the messages came on."""
+        unacked, self._unacked = self._unacked, []
+        barrier = self._ack_barrier
+        if barrier is not None:  # also after QoS 0 messages alone: their writes are not left open
+            self._call(barrier, "ack barrier")
+        if not unacked or client is not self._client or not self.connected:
+            return  # the connection went: the broker sends them again
+        for origin, mid, qos in unacked:
+            if origin is client:
+                client.ack(mid, qos)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -152,6 +152,7 @@ class Node:
         self._undone: consensus.Decide | None = None  # decided, not yet stored (disk full)
         self._helped: dict[int, float] = {}  # height -> when we last relayed its seals
         self._carried: set[tuple[str, int]] = set()  # pending keys still waiting after the last block
+        self._batched = False  # the mempool writes in batches the bus commits before its acks
 
     @property
     def is_validator(self) -> bool:
@@ -175,6 +176,13 @@ class Node:
         if self.mempool is not None:
             for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
                 self._inbox.put(("tx", "", raw))
+            defer_acks = getattr(self.bus, "defer_acks", None)  # MqttBus: one commit per batch read
+            if defer_acks is not None and self.role != "observer":
+                try:
+                    defer_acks(self._flush_mempool)
+                    self._batched = True
+                except RuntimeError:  # the bus was started already: a commit per message
+                    self._batched = False
         self._new_height()
         self.bus.start()
 
@@ -264,15 +272,26 @@ class Node:
     # -- transactions ----------------------------------------------------------------------------
 
     def _on_tx(self, topic: str, payload: bytes) -> None:
-        # Runs on the bus thread: persist before the broker gets its acknowledgement.
+        # Runs on the bus thread: persist before the broker gets its acknowledgement (batched:
+        # the bus calls _flush_mempool before it acknowledges the messages of the batch).
         if self.mempool is not None:
             try:
-                if not self.mempool.add(payload):
+                if not self.mempool.add(payload, batch=self._batched):
                     return  # the same bytes are already pending: confirmed with their block
             except MempoolError as exc:
                 # keep going in memory: the sender's outbox resends until the ledger confirms
                 self._log_once("mempool", "write", logging.ERROR, "%s", exc)
         self._inbox.put(("tx", topic, payload))
+
+    def _flush_mempool(self) -> None:
+        """The bus's barrier before it acknowledges a batch: commit the batch's mempool writes."""
+        if self.mempool is None:
+            return
+        try:
+            self.mempool.flush()
+        except MempoolError as exc:
+            # keep going in memory: the sender's outbox resends until the ledger confirms
+            self._log_once("mempool", "write", logging.ERROR, "%s", exc)
 
     def _count(self, counter: str, reason: str) -> None:
         """Count an event by reason (under the lock: ``status()`` copies the counters)."""
