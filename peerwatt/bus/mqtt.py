@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -36,6 +37,65 @@ RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 READ_CHUNK = 65536  # bytes taken from the socket at once (paho asks for 1 byte, then the rest)
 READ_BATCH = 1000  # packets handled per wake-up of the network loop before it writes again
+_SUBSCRIPTION_IDENTIFIER = 0x0B  # the MQTT 5 property every message to a bus subscription carries
+
+
+class _SubscriptionIds:
+    """The properties of a PUBLISH that carried only subscription identifiers (what the bus reads)."""
+
+    __slots__ = ("SubscriptionIdentifier",)
+
+    def __init__(self, ids: list[int]) -> None:
+        self.SubscriptionIdentifier = ids
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """An MQTT variable byte integer at ``pos``: (value, position after it), None if malformed."""
+    value, shift = 0, 0
+    for _ in range(4):
+        if pos >= len(data):
+            return None
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def parse_publish_v5(packet: bytes, qos: int) -> tuple[bytes, int, list[int], bytes] | None:
+    """(topic, mid, subscription ids, payload) of an MQTT 5 PUBLISH body (after the fixed header)
+    whose properties are only subscription identifiers; None for anything else (other properties,
+    such as a topic alias, or a malformed packet), which paho's own decoder then handles."""
+    end = len(packet)
+    if end < 2:
+        return None
+    pos = 2 + int.from_bytes(packet[0:2], "big")
+    if pos > end:
+        return None
+    topic = bytes(packet[2:pos])
+    mid = 0
+    if qos:
+        if pos + 2 > end:
+            return None
+        mid = int.from_bytes(packet[pos : pos + 2], "big")
+        pos += 2
+    length = _varint(packet, pos)
+    if length is None or length[1] + length[0] > end:
+        return None
+    props_end = length[1] + length[0]
+    pos = length[1]
+    ids = []
+    while pos < props_end:
+        if packet[pos] != _SUBSCRIPTION_IDENTIFIER:
+            return None
+        value = _varint(packet, pos + 1)
+        if value is None or value[1] > props_end:
+            return None
+        ids.append(value[0])
+        pos = value[1]
+    return topic, mid, ids, bytes(packet[props_end:])
 
 
 def subscription_id(pattern: str) -> int:
@@ -65,6 +125,10 @@ class _PahoClient(mqtt.Client):
     from them, and handles every packet that has arrived (up to READ_BATCH) in one wake-up,
     always ending with nothing buffered (so the loop's ``select`` sees every byte not yet read).
     After each such batch it calls ``after_read`` (the bus's deferred acknowledgements).
+
+    An MQTT 5 PUBLISH whose only properties are subscription identifiers (every message to a
+    bus subscription) is decoded by ``parse_publish_v5`` instead of paho's general property
+    decoder, which built a Properties object field by field for each message.
     """
 
     last_connect_error = "unknown error"
@@ -104,6 +168,27 @@ class _PahoClient(mqtt.Client):
             self._rbuf = data
         data, self._rbuf = self._rbuf[:bufsize], self._rbuf[bufsize:]
         return data
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if self._protocol != MQTTProtocolVersion.MQTTv5 or qos > 1:
+            return super()._handle_publish()
+        parsed = parse_publish_v5(self._in_packet["packet"], qos)
+        if parsed is None:
+            return super()._handle_publish()
+        topic, mid, ids, payload = parsed
+        message = mqtt.MQTTMessage(mid=mid, topic=topic)
+        message.dup = bool(header & 0x08)
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        message.properties = _SubscriptionIds(ids) if ids else None
+        message.payload = payload
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if qos == 0 or self._manual_ack:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._send_puback(mid)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle the packets that have arrived: until the socket has no more (paho's
