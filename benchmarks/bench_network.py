@@ -171,6 +171,7 @@ class Row:
     elapsed_s: float
     latencies: list[float]  # sorted
     rejected: dict[str, int]
+    failovers: int | None = None  # rounds above 0 the nodes entered (the most any node counted)
 
     @property
     def rate(self) -> float:
@@ -197,6 +198,8 @@ def run_community(c: LocalCommunity, app_factory, block_s: float, code: Path | N
         )
         sent_at, final_at = measure(nodes, port)
         rejected = dict((nodes[0].status() or {}).get("rejected") or {})
+        counts = [(n.status() or {}).get("failovers") for n in nodes]
+        failovers = None if None in counts else max(counts)
     finally:
         for node in nodes:
             node.kill()
@@ -204,7 +207,7 @@ def run_community(c: LocalCommunity, app_factory, block_s: float, code: Path | N
         shutil.rmtree(work, ignore_errors=True)
     latencies = sorted(final_at[h] - sent_at[h] for h in final_at)
     elapsed = max(final_at.values()) - min(sent_at.values()) if final_at else float("inf")
-    return Row(len(sent_at), len(final_at), elapsed, latencies, rejected)
+    return Row(len(sent_at), len(final_at), elapsed, latencies, rejected, failovers)
 
 
 def saturation(txs: int, block_s: float, code: Path | None = None) -> Row:
@@ -338,6 +341,7 @@ def main() -> None:
         line("saturation: throughput into final blocks (tx/s)", f"{sat.rate:,.0f}")
         line("saturation: share of the ceiling", f"{sat.rate / ceiling:.0%}")
         line("saturation: publish-to-final p50 / p95 (s)", f"{sat.p50:.2f} / {sat.p95:.2f}")
+        line("saturation: rounds above 0 (failovers, most on one node)", f"{sat.failovers}")
     if gate is not None:
         line(
             f"gate closure (market, {args.homes:,} homes, {gate.sent:,} msgs in {args.window_s:g} s): final",
@@ -345,6 +349,7 @@ def main() -> None:
         )
         line("gate closure: publish-to-final p50 / p95 (s)", f"{gate.p50:.2f} / {gate.p95:.2f}")
         line("gate closure: publish-to-final max (s)", f"{max(gate.latencies, default=float('inf')):.2f}")
+        line("gate closure: rounds above 0 (failovers, most on one node)", f"{gate.failovers}")
         if gate.rejected:
             print(f"  refused on node 0: {gate.rejected}")
     print("-" * (width + 15))
