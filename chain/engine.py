@@ -36,7 +36,7 @@ SEAL_TTL_S = 7 * 24 * 3600
 # re-executes the blocks after the snapshot (checking each state root) to rebuild the head state.
 SNAPSHOT_EVERY = 16
 MAX_FUTURE_BLOCK_S = 300
-MAX_VERIFIED = 1 << 15  # transaction hashes remembered as verified, per generation (two kept)
+MAX_VERIFIED = 1 << 14  # message hashes remembered as verified, per generation (two kept: 3 MB)
 
 
 class VerifiedHashes:
