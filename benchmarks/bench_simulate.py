@@ -115,14 +115,14 @@ def main() -> None:
             f" ({growth:+.2f} MB per simulated day; over a year {growth * 365:+.0f} MB)"
         )
         print("  RSS per day: " + " ".join(f"{rss:.0f}" for _, rss in result.memory))
-        half = result.memory[len(result.memory) // 2]
-        late = (rssn - half[1]) / (dayn - half[0]) if dayn > half[0] else 0.0
+        third = result.memory[len(result.memory) * 2 // 3]
+        late = (rssn - third[1]) / (dayn - third[0]) if dayn > third[0] else 0.0
         goal_row(
             f"RSS of a {args.memory_homes}-home study over {args.memory_days:g} days",
-            f"{rss1:.0f} MB after day {day1:g}, {rssn:.0f} MB after day {dayn:g}; second half "
-            f"{late:+.2f} MB/day = {late * 365:+.0f} MB a year",
-            "flat: a year at the second half's rate adds < 10 % of day 1's RSS",
-            late * 365 < 0.1 * rss1,
+            f"{rss1:.0f} MB after day {day1:g}, {third[1]:.0f} after day {third[0]:g}, {rssn:.0f} after "
+            f"day {dayn:g} (last third {late:+.2f} MB/day)",
+            "flat: the last third adds < 1 % to the RSS",
+            rssn - third[1] < 0.01 * third[1],
         )
 
 
