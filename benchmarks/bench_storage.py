@@ -19,11 +19,12 @@ snapshot is a fixed size). Per-block costs (headers, seals) are shared by the ho
 bigger community stores less per household; a short run stores its first 1,000 rows of each
 compressed table raw (before the first dictionary), so it overstates a year slightly. Also:
 SQLite's dbstat of every table and index of each copy, and `verify` of each copy, interleaved
-best of 3.
+best of 2.
 
-Goal (issue 21): at most 40 MB per household and year on a node.
+Goal (issue 21): at most 40 MB per household and year on a node, measured on a simulated month
+(the default: 20 homes x 30 days) and extrapolated.
 
-Run: .venv/bin/python benchmarks/bench_storage.py [--homes 20] [--days 7]
+Run: .venv/bin/python benchmarks/bench_storage.py [--homes 20] [--days 30]
      or, on the ledger of a study already run with those --homes and --days:
      .venv/bin/python benchmarks/bench_storage.py --homes 20 --days 30 --ledger study/ledger
 """
@@ -206,7 +207,7 @@ def verify_s(data_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--homes", type=int, default=20)
-    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--ledger", type=Path, help="the ledger folder of a study run with --homes/--days")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-storage-"))
@@ -240,7 +241,7 @@ def main() -> None:
         sizes = {name: vacuumed_bytes(path) for name, path in copies.items()}
         tables = {name: table_bytes(path) for name, path in copies.items()}
         times = interleaved_best_s(
-            {name: (lambda path=path: verify_s(path)) for name, path in copies.items()}, rounds=3
+            {name: (lambda path=path: verify_s(path)) for name, path in copies.items()}, rounds=2
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
