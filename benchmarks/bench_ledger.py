@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.localnet import make_community  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fair import interleaved_best_s, interleaved_rates  # noqa: E402
+from fair import goal_row, interleaved_best_s, interleaved_rates  # noqa: E402
 
 
 def main() -> None:
@@ -113,6 +113,18 @@ def main() -> None:
     print(f"{'goal':<46} {'result':>8} {'target':>8}  met?")
     for name, result, target, ok in rows:
         print(f"{name:<46} {result:>8} {target:>8}  {'met' if ok else 'NOT met'}")
+    goal_row(
+        f"`verify` of {txs:,} kv txs, {cores} cores vs 1 (signatures/s)",
+        f"{many:,.0f} vs {one:,.0f} = {speedup:.2f}×",
+        f"≥ 1.7× on {cores} cores",
+        speedup >= 1.7,
+    )
+    goal_row(
+        f"`verify` per core on {cores} cores ÷ raw `cryptography` verify on 1",
+        f"{many / cores:,.0f} / {raw_rate:,.0f} = {per_core:.0%} (1 core alone: {one / raw_rate:.0%})",
+        "≥ 90 %",
+        per_core >= 0.9,
+    )
     load_after = os.getloadavg()
     print(f"load average (1/5/15 min) before {_load(load_before)}, after {_load(load_after)}")
 
