@@ -21,6 +21,8 @@ Run: .venv/bin/python benchmarks/bench_simulate.py [--homes 10,100] [--days 1]
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +52,20 @@ def signature_floor_s(messages: int, nodes: int, verify_workers: int) -> float:
         5,
     )
     return messages * (1 / rates["sign"] + (nodes + 1 / verify_workers) / rates["verify"])
+
+
+def memory_study(homes: int, days: float, validators: int) -> list[tuple[float, float]]:
+    """(simulated days, RSS in MB) of a study run in a fresh process: in this one, the memory of
+    the studies before it would stay resident and hide any growth."""
+    code = (
+        "import json, sys, tempfile; from pathlib import Path; "
+        "from peerwatt.simulation import SimOptions, run_simulation; "
+        f"r = run_simulation(SimOptions(homes={homes}, days={days}, validators={validators}, "
+        "out=Path(tempfile.mkdtemp(prefix='bench-sim-memory-')))); "
+        "print(json.dumps(r.memory))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [tuple(pair) for pair in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
 def main() -> None:
@@ -101,21 +117,18 @@ def main() -> None:
         year_min < 30,
     )
     if args.memory_days > 0:
-        out = Path(tempfile.mkdtemp(prefix="bench-sim-memory-"))
         start = time.perf_counter()
-        result = run_simulation(
-            SimOptions(homes=args.memory_homes, days=args.memory_days, validators=args.validators, out=out)
-        )
+        memory = memory_study(args.memory_homes, args.memory_days, args.validators)
         elapsed = time.perf_counter() - start
-        (day1, rss1), (dayn, rssn) = result.memory[0], result.memory[-1]
+        (day1, rss1), (dayn, rssn) = memory[0], memory[-1]
         growth = (rssn - rss1) / (dayn - day1) if dayn > day1 else 0.0
         print(
-            f"memory, {args.memory_homes} homes x {args.memory_days:g} days ({elapsed:.0f} s, whole process):"
+            f"memory, {args.memory_homes} homes x {args.memory_days:g} days ({elapsed:.0f} s, own process):"
             f" RSS {rss1:.0f} MB after day {day1:g}, {rssn:.0f} MB after day {dayn:g}"
             f" ({growth:+.2f} MB per simulated day; over a year {growth * 365:+.0f} MB)"
         )
-        print("  RSS per day: " + " ".join(f"{rss:.0f}" for _, rss in result.memory))
-        third = result.memory[len(result.memory) * 2 // 3]
+        print("  RSS per day: " + " ".join(f"{rss:.0f}" for _, rss in memory))
+        third = memory[len(memory) * 2 // 3]
         late = (rssn - third[1]) / (dayn - third[0]) if dayn > third[0] else 0.0
         goal_row(
             f"RSS of a {args.memory_homes}-home study over {args.memory_days:g} days",
