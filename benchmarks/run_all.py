@@ -82,12 +82,13 @@ def run_one(script: Path) -> tuple[str, int, float]:
     return "".join(lines), proc.returncode, time.perf_counter() - start
 
 
-def section(name: str, output: str, code: int, seconds: float, load: tuple[float, float]) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def section(
+    name: str, output: str, code: int, seconds: float, load: tuple[float, float], commit: str, when: str
+) -> str:
     status = "" if code == 0 else f" **FAILED (exit {code})**"
     return (
         f"<!-- bench:{name} -->\n### {name}\n\n"
-        f"Commit {_git_commit()}, {when}, {seconds:.0f} s, load average {load[0]:.2f} before / "
+        f"Commit {commit}, {when}, {seconds:.0f} s, load average {load[0]:.2f} before / "
         f"{load[1]:.2f} after{status}.\n\n```\n{output.rstrip()}\n```\n\n<!-- /bench:{name} -->\n"
     )
 
@@ -123,8 +124,9 @@ def main() -> None:
     for name in wanted:
         print(f"\n=== bench_{name} ===", flush=True)
         load_before = os.getloadavg()[0]
+        commit, when = _git_commit(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")  # as it starts
         output, code, seconds = run_one(scripts[name])
-        sections[name] = section(name, output, code, seconds, (load_before, os.getloadavg()[0]))
+        sections[name] = section(name, output, code, seconds, (load_before, os.getloadavg()[0]), commit, when)
         if code != 0:
             failed.append(name)
         write_doc(args.doc, sections)  # after each one: an interrupted run keeps what it measured
