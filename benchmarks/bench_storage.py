@@ -44,8 +44,11 @@ from chain.verify import verify_store
 from market.app import MarketApp
 from peerwatt.simulation import SimOptions, run_simulation
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fair import goal_row, interleaved_best_s  # noqa: E402
+
+from tests.support.old_store_schemas import SCHEMA_2_DDL  # noqa: E402
 
 GOAL_MB = 40.0
 # secondary indexes of either layout (the sqlite_autoindex_* ones are counted with them)
@@ -76,38 +79,7 @@ def table_bytes(data_dir: Path) -> dict[str, int]:
         conn.close()
 
 
-# The schema-2 layout (chain/store.py at 385d1df), for the baseline.
-SCHEMA_2_LEDGER = """
-CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0), doc BLOB NOT NULL);
-CREATE TABLE blocks (
-    height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
-    header BLOB NOT NULL, tx_count INTEGER NOT NULL, result_count INTEGER NOT NULL);
-CREATE INDEX blocks_time ON blocks(time);
-CREATE TABLE txs (
-    height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, signer TEXT NOT NULL,
-    type TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (height, idx));
-CREATE INDEX txs_signer ON txs(signer, height);
-CREATE TABLE payloads (hash BLOB PRIMARY KEY, envelope BLOB NOT NULL);
-CREATE TABLE results (
-    height INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (height, idx));
-CREATE INDEX results_kind ON results(kind, height);
-CREATE TABLE seals (
-    height INTEGER NOT NULL, validator TEXT NOT NULL, envelope BLOB NOT NULL,
-    PRIMARY KEY (height, validator));
-CREATE TABLE local_snapshot (
-    id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, state BLOB NOT NULL);
-CREATE TABLE local_own_seals (
-    height INTEGER PRIMARY KEY, header_hash BLOB NOT NULL, envelope BLOB NOT NULL);
-CREATE TABLE local_alarms (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL,
-    evidence BLOB NOT NULL);
-CREATE TABLE local_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE store_dicts (
-    id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 255), tbl TEXT NOT NULL,
-    trained_at INTEGER NOT NULL, dict BLOB NOT NULL);
-PRAGMA user_version=2;
-"""
+SCHEMA_2_LEDGER = SCHEMA_2_DDL + "PRAGMA user_version=2;"  # the baseline's layout
 # each table's columns, read from the written store in ledger order ("canon" decodes a row)
 SCHEMA_2_COPY = {
     "genesis": "SELECT * FROM src.genesis",
