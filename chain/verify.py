@@ -424,19 +424,37 @@ def _tx_rows_with_payloads(store: Store, height: int) -> list[tuple]:
 
 
 def _load_txs(store: Store, genesis, height: int, erased_signers: set[str]):
-    txs, hashes, erased = [], [], []
     rows = _tx_rows_with_payloads(store, height)
-    for expected_idx, (idx, tx_hash, signer, msg_type, seq, stored) in enumerate(rows):
+
+    def payload_of(i: int, tx_hash: bytes) -> bytes | None:
+        stored = rows[i][5]
+        return None if stored is None else store.decode_row(stored, f"the payload of {tx_hash.hex()}")
+
+    return _check_txs(genesis, height, erased_signers, rows, payload_of)
+
+
+def _check_txs(genesis, height, erased_signers, rows, payload_of, checks=None, verified=None):
+    """(envelopes, hashes, erased ids) of block ``height``'s transaction rows, each checked in
+    order: contiguous indexes, the payload (``payload_of(i, hash)``, see :func:`_check_tx`) and
+    its index row. ``checks``: an iterator of (verdict, key) from the pool, one per payload that
+    is not None; a VERIFIED signature is added to ``verified``."""
+    txs, hashes, erased = [], [], []
+    for expected_idx, (idx, tx_hash, signer, msg_type, seq, _stored) in enumerate(rows):
         tx_hash = bytes(tx_hash)
         if idx != expected_idx:
             raise VerifyError(height, "transaction indexes are not contiguous")
         hashes.append(tx_hash)
-        payload = None if stored is None else store.decode_row(stored, f"the payload of {tx_hash.hex()}")
-        env = _check_tx(genesis, height, idx, tx_hash, signer, payload, erased_signers, erased)
+        payload = payload_of(expected_idx, tx_hash)
+        verdict, key = next(checks) if checks is not None and payload is not None else (0, None)
+        env = _check_tx(
+            genesis, height, idx, tx_hash, signer, payload, erased_signers, erased, fast=verdict > 0
+        )
         if env is None:
             continue
         if (env.signer, env.type, env.seq) != (signer, msg_type, seq):
             raise VerifyError(height, f"transaction {idx}'s index row does not match its payload")
+        if verdict == VERIFIED:
+            verified.add(("tx", tx_hash, key))
         txs.append(env)
     return txs, hashes, erased
 
@@ -537,33 +555,14 @@ def _load_txs_ahead(genesis, height: int, erased_signers: set[str], ahead: _Ahea
     skipped for payloads the pool found strictly valid and canonical (a plain parse gives the same
     envelope), and the signatures it verified added to ``verified``."""
     verdicts = b"".join(pool.result(batch) for batch in ahead.batches)
-    txs, hashes, erased = [], [], []
-    item = 0
-    for expected_idx, (row, payload) in enumerate(zip(ahead.rows, ahead.payloads, strict=True)):
-        idx, tx_hash, signer, msg_type, seq, _ = row
-        tx_hash = bytes(tx_hash)
-        if idx != expected_idx:
-            raise VerifyError(height, "transaction indexes are not contiguous")
-        hashes.append(tx_hash)
-        verdict = 0
-        if payload is not None:
-            verdict, key = verdicts[item], ahead.keys[item]
-            item += 1
-        env = _check_tx(
-            genesis, height, idx, tx_hash, signer, payload, erased_signers, erased, fast=verdict > 0
-        )
-        if env is None:
-            continue
-        if (env.signer, env.type, env.seq) != (signer, msg_type, seq):
-            raise VerifyError(height, f"transaction {idx}'s index row does not match its payload")
+    checks = iter(zip(verdicts, ahead.keys, strict=True))
+    loaded = _check_txs(
+        genesis, height, erased_signers, ahead.rows, lambda i, _hash: ahead.payloads[i], checks, verified
+    )
+    for (_validator, envelope), (verdict, key) in zip(ahead.seals, list(checks), strict=True):
         if verdict == VERIFIED:
-            verified.add(("tx", tx_hash, key))
-        txs.append(env)
-    for (_validator, envelope), verdict in zip(ahead.seals, verdicts[item:], strict=True):
-        if verdict == VERIFIED:
-            verified.add(("seal", _sha(bytes(envelope)), ahead.keys[item]))
-        item += 1
-    return txs, hashes, erased
+            verified.add(("seal", _sha(bytes(envelope)), key))
+    return loaded
 
 
 def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:
