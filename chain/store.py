@@ -60,7 +60,7 @@ _ZROW = 0x00  # first byte of a compressed row (a canonical row starts with "{")
 # A "tx" result (half the results rows) names its transaction's hash, which txs holds already:
 # once results are compressed, an accepted transaction's result is stored as _TXREF and the
 # transaction's index in ASCII digits, and read back with the hash from txs (schema 3).
-_TXREF = 0x01
+_TXREF = b"\x01"
 _TX_OK = b'{"index":%d,"kind":"tx","status":"ok","tx":"%s"}'
 _DICT_ID_BASE = 32_768  # zstd's private dictionary ids start here
 _MAX_DICTS = 255
@@ -178,13 +178,19 @@ def _hint(exc: sqlite3.Error) -> str:
     return f" ({hint})" if hint else ""
 
 
-def _run_in_one_transaction(conn: sqlite3.Connection, statements: list[str]) -> None:
-    """All of ``statements`` or none of them (a crash or an error midway leaves the store as it
-    was: SQLite discards an uncommitted transaction when the store is next opened)."""
+def _in_one_transaction(conn: sqlite3.Connection, statements: list[tuple[str, Any]]) -> None:
+    """All of ``statements`` ((sql, parameters); a list of parameters runs the statement for
+    each) or none of them. SQLite itself rolls back on some errors (SQLITE_FULL, SQLITE_IOERR,
+    ...), so only a transaction still open is rolled back, and a failed ROLLBACK never hides the
+    cause (a crash midway leaves the store as it was: SQLite discards an uncommitted transaction
+    when the store is next opened)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for sql in statements:
-            conn.execute(sql)
+        for sql, params in statements:
+            if isinstance(params, list):
+                conn.executemany(sql, params)
+            else:
+                conn.execute(sql, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -244,17 +250,20 @@ class Store:
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             if create:
-                _run_in_one_transaction(
+                _in_one_transaction(
                     conn,
                     [
-                        *_schema_statements(),
-                        *(f"INSERT INTO store_rows VALUES ('{t}', 0)" for t in COMPRESSED),
-                        f"PRAGMA user_version={SCHEMA_VERSION}",
+                        (sql, ())
+                        for sql in [
+                            *_schema_statements(),
+                            *(f"INSERT INTO store_rows VALUES ('{t}', 0)" for t in COMPRESSED),
+                            f"PRAGMA user_version={SCHEMA_VERSION}",
+                        ]
                     ],
                 )
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version in (1, 2) and not readonly:
-                _run_in_one_transaction(conn, _upgrade_statements())
+                _in_one_transaction(conn, [(sql, ()) for sql in _upgrade_statements()])
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy's pages out of the WAL
                 version = SCHEMA_VERSION
         except sqlite3.DatabaseError as exc:
@@ -321,7 +330,7 @@ class Store:
         """The canonical bytes of a stored row (``what`` names the row in an error)."""
         data = bytes(data)
         if not data or data[0] != _ZROW:
-            if data[:1] == bytes((_TXREF,)):
+            if data[:1] == _TXREF:
                 raise StoreError(
                     f"{self.path}: {what} is a result stored by reference: read it with decode_result"
                 )
@@ -346,7 +355,7 @@ class Store:
         block's transaction hashes by index, read here when not given)."""
         what = f"result {idx} of block {height}"
         data = bytes(data)
-        if data[:1] != bytes((_TXREF,)):
+        if data[:1] != _TXREF:
             return self.decode_row(data, what)
         digits = data[1:]
         if not (0 < len(digits) <= 9 and digits.isdigit() and (digits == b"0" or digits[:1] != b"0")):
@@ -408,7 +417,7 @@ class Store:
         """A dictionary for ``table`` from its newest rows, or None if zstd finds too few samples."""
         stored = self.conn.execute(_NEWEST[table], (DICT_SAMPLES,)).fetchall()
         samples = new_rows[-DICT_SAMPLES:] + [
-            self.decode_row(r[0], f"a {table} row") for r in stored if r[0][:1] != bytes((_TXREF,))
+            self.decode_row(r[0], f"a {table} row") for r in stored if r[0][:1] != _TXREF
         ]  # (a "tx" result stored by reference is not compressed: not a sample)
         number = max(self._dicts, default=0) + 1
         try:
@@ -423,29 +432,11 @@ class Store:
 
     def _write(self, statements: list[tuple[str, Any]]) -> None:
         """Run ``statements`` in one transaction: all of them, or none and a StoreError naming the
-        cause. SQLite itself rolls back on some errors (SQLITE_FULL, SQLITE_IOERR, ...), so we roll
-        back only a transaction that is still open, and a failed ROLLBACK never hides the cause."""
+        cause."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for sql, params in statements:
-                if isinstance(params, list):
-                    self.conn.executemany(sql, params)
-                else:
-                    self.conn.execute(sql, params)
-            self.conn.execute("COMMIT")
+            _in_one_transaction(self.conn, statements)
         except sqlite3.Error as exc:
-            self._rollback()
             raise StoreError(f"cannot write {self.path}: {exc}{_hint(exc)}") from exc
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the connection is broken; SQLite discards the transaction on close
 
     def write_genesis(self, genesis_doc: bytes, block: Block, state: State) -> None:
         self.append_block(block, [], state, extra=[("INSERT INTO genesis VALUES (0, ?)", (genesis_doc,))])
@@ -540,7 +531,7 @@ class Store:
             return None
         if data != _TX_OK % (index, block.txs[index].tx_hash.hex().encode()):
             return None
-        return bytes((_TXREF,)) + b"%d" % index
+        return _TXREF + b"%d" % index
 
     def _forget(self, trained: list[tuple[str, Any]]) -> None:
         """Drop dictionaries trained for a write that did not happen."""
@@ -633,7 +624,7 @@ class Store:
         rows = self.conn.execute(
             "SELECT idx, kind, data FROM results WHERE height = ? ORDER BY idx", (height,)
         ).fetchall()
-        hashes = self._tx_hashes(height) if any(d[:1] == bytes((_TXREF,)) for _i, _k, d in rows) else {}
+        hashes = self._tx_hashes(height) if any(d[:1] == _TXREF for _i, _k, d in rows) else {}
         return [(idx, kind, self.decode_result(height, idx, data, hashes)) for idx, kind, data in rows]
 
     def results(self, height: int) -> list[dict[str, Any]]:
@@ -657,7 +648,7 @@ class Store:
             " AND height BETWEEN ? AND ? ORDER BY height, idx",
             (*kinds, low, top),
         ):
-            if data[:1] == bytes((_TXREF,)) and hashes[0] != height:
+            if data[:1] == _TXREF and hashes[0] != height:
                 hashes = (height, self._tx_hashes(height))
             yield height, idx, self.decode_result(height, idx, data, hashes[1])
 
