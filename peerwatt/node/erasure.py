@@ -87,7 +87,8 @@ def erase_departed(store_dir: str | Path, now: int) -> ErasureReport:
         hashes = [bytes(h) for (h,) in rows]
         # what others signed about those meters (the grid operator's data), as verify allows
         about = transactions_about(ledger.store, app)
-        hashes.extend(bytes.fromhex(tx) for tx, subject in about.items() if subject in set(meters))
+        departing = set(meters)
+        hashes.extend(bytes.fromhex(tx) for tx, subject in about.items() if subject in departing)
     finally:
         ledger.close()  # also saves the state at the head, so reopening needs no erased payload
     if not due_members:
