@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,26 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_network import percentile, publish_and_measure, start_broker, stop_broker  # noqa: E402
-from fair import goal_row, interleaved_best_s  # noqa: E402
+from fair import add_worktree, git, goal_row, interleaved_best_s  # noqa: E402
 
 from tests.support.localnet import make_community  # noqa: E402
 from tests.support.procnet import kill_proposer, launch_community, wait_for  # noqa: E402
 
 BASELINE_COMMIT = "237b383"
-
-
-def git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=120)
-
-
-def baseline_checkout(commit: str, path: Path) -> str:
-    """Check ``commit`` out into ``path`` (a git worktree); '' or why it could not."""
-    if shutil.which("git") is None:
-        return "git is not installed"
-    done = git("worktree", "add", "--detach", str(path), commit)
-    if done.returncode != 0:
-        return f"git worktree add failed: {done.stderr.strip()[:200]}"
-    return ""
 
 
 def community():
@@ -152,7 +137,7 @@ def main() -> None:
     began = time.monotonic()
 
     checkout = Path(tempfile.mkdtemp(prefix="bench-failover-baseline-")) / "peerwatt"
-    why_not = baseline_checkout(args.baseline, checkout)
+    why_not = add_worktree(args.baseline, checkout)
     old = None if why_not else checkout
     try:
         measure_and_print(args, old, why_not)

@@ -15,7 +15,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,19 +30,16 @@ from bench_network import (  # noqa: E402
     raw_verify_rate,
     saturation,
 )
+from fair import add_worktree, git  # noqa: E402
 
 NODE_PATHS = ("peerwatt/node/runtime.py", "peerwatt/node/mempool.py", "peerwatt/bus/mqtt.py")
 
 
-def git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=120)
-
-
 def checkout(commit: str, path: Path, overlay: tuple[str, ...] = ()) -> None:
     """``commit`` in a detached worktree at ``path``, with this working tree's ``overlay`` files."""
-    done = git("worktree", "add", "--detach", str(path), commit)
-    if done.returncode != 0:
-        raise SystemExit(f"git worktree add {commit} failed: {done.stderr.strip()[:300]}")
+    why_not = add_worktree(commit, path)
+    if why_not:
+        raise SystemExit(why_not)
     for rel in overlay:
         shutil.copyfile(ROOT / rel, path / rel)
 

@@ -3,12 +3,19 @@ interleaved round by round (so a burst of load hits all of them alike), best of 
 
 A single sequential measurement swings with whatever else the machine does (the crypto ratio
 moved from 0.60 to 1.44 between two runs that way); the best of interleaved rounds does not.
+An earlier version of peerwatt as the baseline runs from a git worktree of its commit
+(``add_worktree``), in the same run.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout the benchmarks run from
 
 GOAL_MARK = "GOAL |"
 
@@ -54,3 +61,20 @@ def goal_row(measure: str, result: str, goal: str, met: bool | None) -> None:
     verdict = "-" if met is None else ("yes" if met else "**no**")
     cells = [c.replace("|", "/") for c in (measure, result, goal, verdict)]
     print(f"{GOAL_MARK} {' | '.join(cells)} |")
+
+
+def git(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``git -C ROOT args``, output captured (OSError if git is missing)."""
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def add_worktree(commit: str, path: Path) -> str:
+    """Check ``commit`` out into ``path`` (a detached git worktree: the baseline of a same-run
+    comparison with an earlier version); '' or why it could not. Remove it with
+    ``git("worktree", "remove", "--force", str(path))``."""
+    if shutil.which("git") is None:
+        return "git is not installed"
+    done = git("worktree", "add", "--detach", str(path), commit)
+    if done.returncode != 0:
+        return f"git worktree add {commit} failed: {done.stderr.strip()[:300]}"
+    return ""
