@@ -10,6 +10,7 @@ fast path is only ever used where it is exact.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -173,6 +174,52 @@ def check_value(value: Any, depth: int = 0, *, max_depth: int = MAX_DEPTH) -> No
         raise CanonicalError("float_not_allowed", f"number {value!r} is not an integer")
     else:
         raise CanonicalError("bad_json", f"value of type {kind.__name__} is not JSON")
+
+
+_JSON_TYPES = frozenset({str, int, bool, type(None), dict, list})
+
+
+def check_written(value: Any, data: bytes, depth: int = 0, *, max_depth: int = MAX_DEPTH) -> None:
+    """:func:`check_value` for a value :func:`dumps_checked` already wrote as ``data``.
+
+    Writing it refused integers beyond 2^53 - 1 and lone surrogates; ASCII bytes mean every key
+    is ASCII. What is left (JSON types only, so no float, and the nesting) is checked on the type
+    sets of each container, collected in C. Anything else goes to :func:`check_value`, which
+    decides: this only ever accepts what it accepts (a property test holds the two together)."""
+    kind = type(value)
+    if (
+        (kind is not dict and kind is not list)
+        or not data.isascii()
+        or not _json_typed(value, depth, max_depth)
+    ):
+        check_value(value, depth, max_depth=max_depth)
+
+
+def _json_typed(value: Any, depth: int, max_depth: int) -> bool:
+    """``value`` (at ``depth``) and everything in it are of exact JSON types, keys are ``str``,
+    and nothing lies deeper than ``max_depth``. One level of the tree at a time: the items of all
+    its containers are gathered and their types collected in C."""
+    level = [value]
+    while level:
+        if depth > max_depth:
+            return False
+        kinds = set(map(type, level))
+        if not kinds <= _JSON_TYPES:
+            return False
+        if dict in kinds:
+            dicts = level if len(kinds) == 1 else [v for v in level if type(v) is dict]
+            if set(map(type, itertools.chain.from_iterable(dicts))) - {str}:
+                return False
+            below = list(itertools.chain.from_iterable([d.values() for d in dicts]))
+        else:
+            below = []
+        if list in kinds:
+            below += itertools.chain.from_iterable(
+                level if len(kinds) == 1 else [v for v in level if type(v) is list]
+            )
+        level = below
+        depth += 1
+    return True
 
 
 def _check_string(text: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from chain.canonical import MAX_DEPTH, CanonicalError, check_value, dumps_checked, loads_strict
+from chain.canonical import MAX_DEPTH, CanonicalError, check_written, dumps_checked, loads_strict
 from chain.merkle import leaf_hash, merkle_root
 
 State = dict[str, dict[str, Any]]
@@ -67,9 +67,10 @@ def full_state_root(state: State) -> bytes:
 
 def _leaf(namespace: str, key: str, value: Any) -> bytes:
     entry = [namespace, key, value]
-    leaf = leaf_hash(dumps_checked(entry))
+    written = dumps_checked(entry)
+    leaf = leaf_hash(written)
     if leaf not in _CHECKED_LEAVES:
-        check_value(entry)
+        check_written(entry, written)
         if len(_CHECKED_LEAVES) >= _MAX_CHECKED_LEAVES:
             _CHECKED_LEAVES.clear()
         _CHECKED_LEAVES.add(leaf)
@@ -233,10 +234,11 @@ _CHECKED_ENTRIES: set[bytes] = set()
 def _entry_bytes(key: Any, value: Any) -> bytes:
     if type(key) is not str or not key.isascii():
         raise CanonicalError("bad_key", f"object key {key!r} is not an ASCII string")
-    data = orjson.dumps(key) + b":" + dumps_checked(value)
+    written = dumps_checked(value)
+    data = orjson.dumps(key) + b":" + written
     digest = hashlib.sha256(data).digest()
     if digest not in _CHECKED_ENTRIES:
-        check_value(value, _ENTRY_DEPTH, max_depth=MAX_DEPTH)
+        check_written(value, written, _ENTRY_DEPTH, max_depth=MAX_DEPTH)
         if len(_CHECKED_ENTRIES) >= _MAX_CHECKED_LEAVES:
             _CHECKED_ENTRIES.clear()
         _CHECKED_ENTRIES.add(digest)
