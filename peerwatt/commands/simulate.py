@@ -36,6 +36,13 @@ from peerwatt.errors import UserError
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--out", default="simulation", show_default=True, type=click.Path(path_type=Path))
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes to run the study in (default: one per core; 1: this process only). "
+    "The results do not depend on it.",
+)
+@click.option(
     "--progress",
     is_flag=True,
     help="Report progress on stderr also when it is not a terminal (a line per simulated day).",
@@ -57,12 +64,13 @@ def simulate(
     validators,
     seed,
     out,
+    workers,
     progress,
 ) -> None:
     """Simulate a community with the real agent, ledger and market code; write report and plots."""
     from rich.console import Console
 
-    from peerwatt.simulation import SimOptions
+    from peerwatt.simulation import SimOptions, WorkerError
 
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))
@@ -87,12 +95,15 @@ def simulate(
         validators=validators,
         seed=seed,
         out=out,
+        workers=workers,
     )
     started = time.monotonic()
     try:
         result = _run_with_progress(options, progress, f"simulating {homes} homes × {days:g} days")
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except WorkerError as exc:
+        raise UserError(str(exc), exit_code=1) from None
     elapsed = time.monotonic() - started
     title = f"{homes} homes, {days:g} days from {start_date}, {mechanism}"
     Console().print(_summary_table(result, title, elapsed))
@@ -108,7 +119,7 @@ def _run_with_progress(options, forced: bool, label: str):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from peerwatt.simulation import rss_mb, run_simulation
+    from peerwatt.simulation import run_simulation
 
     console = Console(stderr=True)
     if console.is_terminal:
@@ -124,10 +135,10 @@ def _run_with_progress(options, forced: bool, label: str):
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(label, total=1, day="", rss="")
 
-            def update(done: int, total: int) -> None:
+            def update(done: int, total: int, rss: float | None) -> None:
                 day = done * options.step_s / 86_400
-                if done % 12 == 0 or done == total:  # every simulated hour: reading RSS costs
-                    bar.update(task, rss=f"RSS {rss_mb():.0f} MB")
+                if rss is not None:  # the study's, measured every simulated hour
+                    bar.update(task, rss=f"RSS {rss:.0f} MB")
                 bar.update(task, completed=done, total=total, day=f"day {day:.1f}/{options.days:g}")
 
             return run_simulation(options, update)
@@ -136,13 +147,13 @@ def _run_with_progress(options, forced: bool, label: str):
     steps_per_day = 86_400 // options.step_s
     started = time.monotonic()
 
-    def line(done: int, total: int) -> None:
-        if done % steps_per_day == 0 or done == total:
+    def line(done: int, total: int, rss: float | None) -> None:
+        if (done % steps_per_day == 0 or done == total) and rss is not None:
             elapsed = time.monotonic() - started
             left = elapsed / done * (total - done)
             click.echo(
                 f"{label}: day {done / steps_per_day:.1f}/{options.days:g} ({done / total:.0%}),"
-                f" {elapsed:.0f} s, about {left:.0f} s left, RSS {rss_mb():.0f} MB",
+                f" {elapsed:.0f} s, about {left:.0f} s left, RSS {rss:.0f} MB",
                 err=True,
             )
 
