@@ -565,8 +565,9 @@ def _gridops_changes(
 def _reading_flag(ctx: AppContext, meter: str, interval: int, readings: dict[str, list]) -> str | None:
     """Why the reading just recorded for ``interval`` cannot be true, or None (checked against the
     enrolled serial and capacity and the meter's nearest earlier and later readings kept)."""
-    earlier = max((int(i) for i in readings if int(i) < interval), default=None)
-    later = min((int(i) for i in readings if int(i) > interval), default=None)
+    kept = [int(i) for i in readings]
+    earlier = max([i for i in kept if i < interval], default=None)
+    later = min([i for i in kept if i > interval], default=None)
     enrolled = ctx.meters[meter]
     return check_reading(
         Reading(*readings[str(interval)]),
