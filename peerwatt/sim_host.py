@@ -54,6 +54,7 @@ from peerwatt.sim_community import (
     validator_keys,
 )
 
+WORKER_CODE = "from peerwatt.sim_worker import main; main()"  # what a worker process runs
 MAX_STEPS = 1000  # node.step() calls per superstep before a node counts as still busy
 
 _FRAME = struct.Struct("<4sQ")  # magic, length of the pickle that follows
@@ -247,7 +248,7 @@ class SubprocessHost:
         root = str(Path(__file__).resolve().parents[1])  # where `peerwatt` is importable from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from peerwatt.sim_worker import main; main()"],
+            [sys.executable, "-c", WORKER_CODE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -257,6 +258,11 @@ class SubprocessHost:
         self._out = self.proc.stdout.fileno()
         os.set_blocking(self._in, False)
         os.set_blocking(self._out, False)
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a superstep's frame in one go
+            import fcntl
+
+            for fd in (self._in, self._out):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         self._buffer = bytearray()
         self.send(("hello", options, spec))
 

@@ -62,23 +62,24 @@ class SimResult:
     # (simulated days done, RSS in MB of the whole study: this process and its workers, each
     # measured by itself) at the end of each simulated day and of the run
     memory: list[tuple[float, float]]
-    workers: int = 1  # processes the study ran in
+    workers: int = 0  # worker processes the study ran in (0: all in this one)
     nodes: dict[str, dict[str, int]] | None = None  # per node: height, failovers, quarantined, ...
 
 
 def plan_hosts(o: SimOptions, workers: int) -> list[tuple[HostSpec, bool]]:
     """Which process holds which clients: (spec, in this process?) per host.
 
-    One process (``workers`` 1): everything here. More: each node in a worker process of its own
-    (at most ``workers`` of them, the nodes dealt round-robin), the agents here, in the
-    coordinator, which also routes."""
-    nodes = list(range(o.validators + 1))
-    homes = tuple(range(o.homes))
+    ``workers`` 1: everything in this process. More: worker processes, one per node at least
+    (a node's work cannot be split, and in a superstep the validators re-execute a block at the
+    same time) and ``workers`` at most otherwise; node i in worker i, the homes' agents dealt to
+    the workers in equal contiguous groups; the coordinator (this process) only routes."""
+    nodes = o.validators + 1
+    homes = list(range(o.homes))
     if workers <= 1:
-        return [(HostSpec(tuple(nodes), homes), True)]
-    count = min(workers, len(nodes))
-    groups = [tuple(nodes[i::count]) for i in range(count)]
-    return [(HostSpec((), homes), True)] + [(HostSpec(g, ()), False) for g in groups]
+        return [(HostSpec(tuple(range(nodes)), tuple(homes)), True)]
+    count = max(workers, nodes)
+    groups = [tuple(homes[len(homes) * i // count : len(homes) * (i + 1) // count]) for i in range(count)]
+    return [(HostSpec((i,) if i < nodes else (), groups[i]), False) for i in range(count)]
 
 
 def run_simulation(
@@ -128,7 +129,7 @@ def run_simulation(
         [{k: v for k, v in h.items() if k not in ("meter", "owner")} for h in homes],
         o.out,
         memory,
-        len(plan) if len(plan) > 1 else 1,
+        sum(1 for _, here in plan if not here),
         figures,
     )
 

@@ -195,6 +195,8 @@ def _summary_table(result, title: str, elapsed: float | None = None):
         table.add_row(
             f"memory (RSS) after day {first[0]:.1f} / day {last[0]:.1f}", f"{first[1]:.0f} / {last[1]:.0f} MB"
         )
+    workers = result.workers
+    table.add_row("processes", f"this one and {workers} workers" if workers else "this one")
     if elapsed is not None:
         table.add_row("simulated in", f"{elapsed:.1f} s")
     return table
