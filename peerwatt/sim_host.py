@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from meter_agent.clock import SimClock
-from peerwatt.sim_bus import Delivery, HostExchange, Published
+from peerwatt.sim_bus import HostExchange, Published
 from peerwatt.sim_community import (
     AgentsShared,
     SimOptions,
@@ -364,5 +364,4 @@ def _is_reply(reply: Any) -> bool:
     )
 
 
-Host = InProcessHost | SubprocessHost
-__all__ = ["Delivery", "Host", "HostSpec", "InProcessHost", "StudyHost", "SubprocessHost", "WorkerError"]
+Host = InProcessHost | SubprocessHost  # what the coordinator holds: either transport

@@ -1,10 +1,15 @@
 """`peerwatt simulate`: a virtual-clock study of a community ("what if 40 homes join, 15 with PV?").
 
 The same agent strategy, signing, ledger engine, market app and settlement code as a real install,
-but meters are simulated in process (the household model integrated into cumulative counters),
-the bus is in memory, and the clock jumps from one poll to the next instead of waiting. Keys and
+but meters are simulated (the household model integrated into cumulative counters), the clock
+jumps from one poll to the next instead of waiting, and the nodes and agents exchange their
+messages through this process, the coordinator, in supersteps: in this process alone, or with the
+nodes and agents in worker processes on the other cores (docs/simulate.md, "All cores"). Keys and
 households derive from the seed and signatures are deterministic (RFC 6979), so a seed gives the
-same ledger and the same report every time.
+same ledger and the same report every time, whatever the number of processes.
+
+This module is the coordinator: it plans which process holds what, runs the supersteps, sums the
+memory, and at the end verifies the ledger and writes the report and plots.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from peerwatt.errors import UserError
     "--workers",
     type=click.IntRange(1, 64),
     default=None,
-    help="Processes to run the study in (default: one per core; 1: this process only). "
-    "The results do not depend on it.",
+    help="Worker processes (default: one per core, and at least one per node; 1: everything in "
+    "this process). The results do not depend on it.",
 )
 @click.option(
     "--progress",
