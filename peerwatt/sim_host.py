@@ -264,7 +264,11 @@ class SubprocessHost:
             for fd in (self._in, self._out):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         self._buffer = bytearray()
-        self.send(("hello", options, spec))
+        try:
+            self.send(("hello", options, spec))
+        except BaseException:  # Ctrl-C included: not yet in the caller's list of hosts to end
+            self.kill()
+            raise
 
     def send(self, request: tuple) -> None:
         data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)

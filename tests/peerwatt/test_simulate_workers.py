@@ -95,6 +95,7 @@ def test_a_dead_worker_ends_the_study_with_one_line_naming_its_node(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
     reaped(workers.values())
     assert proc.returncode == 1, (out, err)
     assert err == "error: the worker process of validator-1 died (exit code -9); the study stopped\n"
@@ -106,10 +107,15 @@ def test_ctrl_c_ends_the_workers(tmp_path):
         workers = workers_running(proc)
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole group
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            left = {"coordinator": state(proc.pid), **{n: state(p) for n, p in workers.items()}}
+            raise AssertionError(f"no exit 60 s after Ctrl-C; process states: {left}") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)  # reaped here, not left to warn in a later test
     reaped(workers.values())
     assert proc.returncode == 130 and err.split() == ["aborted"], (out, err)  # the CLI's answer
 
