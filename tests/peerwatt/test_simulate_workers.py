@@ -55,9 +55,17 @@ def node_of(pid: int) -> str | None:
     return None
 
 
+# `peerwatt` with Ctrl-C live, as in a terminal: a suite run as a background job (`make test &`,
+# a CI runner) starts with SIGINT ignored, which Python and its children then keep
+AS_IN_A_TERMINAL = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from peerwatt.cli import main; main()"
+)
+
+
 def start_study(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "simulate", "--homes", "4", "--days", "20"]
+        [sys.executable, "-c", AS_IN_A_TERMINAL, "simulate", "--homes", "4", "--days", "20"]
         + ["--validators", "1", "--workers", "2", "--out", str(out), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
