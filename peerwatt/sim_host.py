@@ -185,9 +185,14 @@ class StudyHost:
 # -- frames --------------------------------------------------------------------------------------
 
 
-def write_frame(stream: IO[bytes], obj: Any) -> None:
+def encode_frame(obj: Any) -> bytes:
+    """One frame: the header (magic, length) and the pickle of ``obj``."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_FRAME.pack(_MAGIC, len(body)) + body)
+    return _FRAME.pack(_MAGIC, len(body)) + body
+
+
+def write_frame(stream: IO[bytes], obj: Any) -> None:
+    stream.write(encode_frame(obj))
     stream.flush()
 
 
@@ -271,8 +276,7 @@ class SubprocessHost:
             raise
 
     def send(self, request: tuple) -> None:
-        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        data = memoryview(_FRAME.pack(_MAGIC, len(data)) + data)
+        data = memoryview(encode_frame(request))
         deadline = time.monotonic() + self.timeout_s
         while data:
             try:
