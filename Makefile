@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers for `make test`: most of the suite's slowest tests wait on wall-clock market
+# intervals, so more workers than cores (docs/testing.md)
+TEST_PROCESSES ?= 4
 
 .PHONY: demo test lint bench clean deb
 
@@ -23,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	bash scripts/ensure-system-deps.sh
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

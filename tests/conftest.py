@@ -38,3 +38,12 @@ def pytest_runtest_makereport(item, call):
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (not allowed): {report.longrepr}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a test marked ``paced`` (waiting on wall-clock market intervals or process
+    restarts) are collected first, the rest in their order. ``make test`` hands each module to one
+    of pytest-xdist's workers (``--dist loadfile``) in this order, so each paced module starts at
+    once on a worker of its own and the rest of the suite runs beside them."""
+    paced = {item.path for item in items if item.get_closest_marker("paced")}
+    items.sort(key=lambda item: item.path not in paced)

@@ -43,6 +43,7 @@ TRADE_S = 240.0
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.paced,
     pytest.mark.skipif(
         shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
         reason="needs Debian's mosquitto",

@@ -32,7 +32,7 @@ from tests.reliability.test_hostile_members import CAPACITY_W, INTERVAL_S, PARAM
 from tests.support.localnet import make_community
 from tests.support.procnet import NodeProcess, kill_proposer, launch_community, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.paced]
 
 BLOCK_S = 0.5
 FAILOVER_S = 1.5

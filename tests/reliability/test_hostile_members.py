@@ -38,7 +38,7 @@ from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from tests.support.localnet import make_community
 from tests.support.procnet import launch_community, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.paced]
 
 INTERVAL_S = 10
 GATE_S = 3

@@ -23,7 +23,7 @@ from tests.reliability.power_cut_publisher import ledger_seqs, publisher_command
 from tests.support.localnet import make_community
 from tests.support.procnet import launch_community, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.paced]
 # 30 cuts as the issue asks (about 2 minutes here); a longer soak: PEERWATT_SOAK_CUTS=200 pytest ...
 CUTS = int(os.environ.get("PEERWATT_SOAK_CUTS", "30"))
 
