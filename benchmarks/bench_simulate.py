@@ -148,7 +148,8 @@ def main() -> None:
         (day1, rss1), (dayn, rssn) = memory[0], memory[-1]
         growth = (rssn - rss1) / (dayn - day1) if dayn > day1 else 0.0
         print(
-            f"memory, {args.memory_homes} homes x {args.memory_days:g} days ({elapsed:.0f} s, fresh processes):"
+            f"memory, {args.memory_homes} homes x {args.memory_days:g} days"
+            f" ({elapsed:.0f} s, fresh processes):"
             f" RSS {rss1:.0f} MB after day {day1:g}, {rssn:.0f} MB after day {dayn:g}"
             f" ({growth:+.2f} MB per simulated day; over a year {growth * 365:+.0f} MB)"
         )
