@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	bash scripts/ensure-system-deps.sh
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed-dev

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from peerwatt.bus.interface import AckCallback, Handler, _check_client_id, _check_publish_args
+from peerwatt.bus.interface import AckCallback, Handler, check_client_id, check_publish_args
 from peerwatt.bus.topics import check_pattern, topic_matches
 
 # (plain tuples: they cross the pipes to the workers, pickled, by the ten thousand)
@@ -44,7 +44,7 @@ class RelayBus:
 
     def __init__(self, exchange: HostExchange, client_id: str) -> None:
         self._exchange = exchange
-        self.client_id = _check_client_id(client_id)
+        self.client_id = check_client_id(client_id)
         self._connected = False
         self._subscriptions: list[tuple[str, Handler]] = []
         self._handlers: dict[str, list[Handler]] = {}  # topic -> matching handlers (cache)
@@ -77,7 +77,7 @@ class RelayBus:
         retain: bool = False,
         on_ack: AckCallback | None = None,
     ) -> None:
-        payload = _check_publish_args(topic, payload, qos)
+        payload = check_publish_args(topic, payload, qos)
         if not self._connected:
             if qos >= 1:  # like a disconnected MQTT client: QoS 1 waits for start(), QoS 0 is lost
                 self._unsent.append((topic, payload, qos, retain, on_ack))

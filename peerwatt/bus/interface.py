@@ -48,7 +48,8 @@ class Bus(Protocol):
         """True while connected to the broker."""
 
 
-def _check_publish_args(topic: str, payload: bytes, qos: int) -> bytes:
+def check_publish_args(topic: str, payload: bytes, qos: int) -> bytes:
+    """The payload of a publish as bytes, after checking its topic and QoS (every bus's rule)."""
     check_topic(topic)
     if qos not in (0, 1):
         raise ValueError(f"QoS must be 0 or 1, not {qos!r}")
@@ -61,10 +62,11 @@ def _check_will(will: Will | None) -> Will | None:
     if will is None:
         return None
     topic, payload, retain = will
-    return (check_topic(topic), _check_publish_args(topic, payload, 1), bool(retain))
+    return (check_topic(topic), check_publish_args(topic, payload, 1), bool(retain))
 
 
-def _check_client_id(client_id: str) -> str:
+def check_client_id(client_id: str) -> str:
+    """``client_id``, checked as every bus takes it: a non-empty string without NUL."""
     if not isinstance(client_id, str) or not client_id or "\x00" in client_id:
         raise ValueError("an MQTT client id must be a non-empty string without NUL")
     return client_id

@@ -14,9 +14,9 @@ from peerwatt.bus.interface import (
     ConnectionCallback,
     Handler,
     Will,
-    _check_client_id,
-    _check_publish_args,
     _check_will,
+    check_client_id,
+    check_publish_args,
 )
 from peerwatt.bus.topics import check_pattern, topic_matches
 
@@ -210,7 +210,7 @@ class MemoryBus:
         on_connection_change: ConnectionCallback | None = None,
     ) -> None:
         self.broker = broker
-        self.client_id = _check_client_id(client_id)
+        self.client_id = check_client_id(client_id)
         self._will = _check_will(will)
         self._on_connection_change = on_connection_change
         self._connected = False
@@ -257,7 +257,7 @@ class MemoryBus:
         retain: bool = False,
         on_ack: AckCallback | None = None,
     ) -> None:
-        payload = _check_publish_args(topic, payload, qos)
+        payload = check_publish_args(topic, payload, qos)
         self._send(topic, payload, qos, retain, on_ack)
         self._auto_drain()
 

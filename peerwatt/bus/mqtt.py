@@ -24,9 +24,9 @@ from peerwatt.bus.interface import (
     ConnectionCallback,
     Handler,
     Will,
-    _check_client_id,
-    _check_publish_args,
     _check_will,
+    check_client_id,
+    check_publish_args,
 )
 from peerwatt.bus.topics import check_pattern, topic_matches
 
@@ -258,7 +258,7 @@ class MqttBus:
         if not probe_timeout_s > 0:
             raise ValueError(f"probe_timeout_s must be positive, not {probe_timeout_s!r}")
         self.config = config
-        self.client_id = _check_client_id(client_id)
+        self.client_id = check_client_id(client_id)
         self._will = _check_will(will)
         self._on_connection_change = on_connection_change
         self._auto_protocol = protocol == "auto"
@@ -360,7 +360,7 @@ class MqttBus:
         retain: bool = False,
         on_ack: AckCallback | None = None,
     ) -> None:
-        payload = _check_publish_args(topic, payload, qos)
+        payload = check_publish_args(topic, payload, qos)
         if not self._protocol_decided:
             with self._early_lock:
                 if not self._protocol_decided:
