@@ -71,6 +71,19 @@ class SimResult:
     nodes: dict[str, dict[str, int]] | None = None  # per node: height, failovers, quarantined, ...
 
 
+# Below this many homes a study runs in one process unless --workers says otherwise: measured on
+# 2 cores (docs/simulate.md, "All cores"), 10 homes took 7.5-7.9 s in one process and 8.1-9.4 s
+# on workers, 30 homes were even, 60 homes 1.2x faster on workers.
+SMALL_STUDY_HOMES = 40
+
+
+def default_study_workers(homes: int) -> int:
+    """The processes a study of ``homes`` homes runs in when ``--workers`` is not given: one per
+    core, but one alone for a small study, whose supersteps are too small to pay for crossing
+    processes."""
+    return 1 if homes < SMALL_STUDY_HOMES else default_workers()
+
+
 def plan_hosts(o: SimOptions, workers: int) -> list[tuple[HostSpec, bool]]:
     """Which process holds which clients: (spec, in this process?) per host.
 
@@ -101,7 +114,7 @@ def run_simulation(
     start = start_time(o)
     homes = make_homes(o)
     genesis = make_genesis(o, validator_keys(o), homes)
-    workers = o.workers if o.workers is not None else default_workers()
+    workers = o.workers if o.workers is not None else default_study_workers(o.homes)
     plan = plan_hosts(o, workers)
     clients = [f"node-{i}" for i in range(o.validators + 1)] + [f"agent-{i}" for i in range(o.homes)]
     hosts: list[Host] = []

@@ -39,8 +39,8 @@ from peerwatt.errors import UserError
     "--workers",
     type=click.IntRange(1, 64),
     default=None,
-    help="Worker processes (default: one per core, and at least one per node; 1: everything in "
-    "this process). The results do not depend on it.",
+    help="Worker processes (default: one per core, and at least one per node, from 40 homes up; "
+    "below, 1: everything in this process). The results do not depend on it.",
 )
 @click.option(
     "--progress",

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 import peerwatt.sim_host as sim_host
 import peerwatt.simulation as simulation
+from chain.verify_workers import default_workers
 from peerwatt.sim_bus import HostExchange, Router
 from peerwatt.sim_community import SimOptions, start_time
 
@@ -225,3 +227,14 @@ def test_the_nodes_timers_run_on_the_study_clock_not_the_machines(tmp_path):
         assert node._mono() == t  # the machine's time passing changes nothing
     finally:
         host.close()
+
+
+def test_a_small_study_runs_in_one_process_unless_told_otherwise(tmp_path):
+    """Without --workers a study below SMALL_STUDY_HOMES homes stays in this process (crossing
+    processes costs it more than it gains); from there on it takes one worker per core."""
+    small = simulation.SMALL_STUDY_HOMES
+    assert simulation.default_study_workers(small - 1) == 1
+    assert simulation.default_study_workers(small) == default_workers()
+    options = SimOptions(homes=4, days=0.05, start=date(2026, 6, 21), validators=1, out=tmp_path / "s")
+    assert options.workers is None
+    assert simulation.run_simulation(options).workers == 0
