@@ -106,7 +106,7 @@ class Agent:
         self.buckets: dict[str, dict[str, Any]] = outbox.load("buckets", {})
         self.history: dict[str, int] = outbox.load("history", {})
         self.orders: dict[str, dict[str, Any]] = outbox.load("orders", {})
-        self.trades: dict[str, dict[str, Any]] = outbox.load("trades", {})
+        self.trades: dict[str, dict[str, Any]] = outbox.load_entries("trades")
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
         # the last receipt that verified (height, block time, kind), and whether the ledger books
@@ -370,14 +370,19 @@ class Agent:
                     status=result["status"],
                     flag=result.get("flag"),
                 )
-            if len(self.trades) > MAX_RECEIPTS:
-                for old in sorted(self.trades, key=lambda k: self.trades[k].get("interval") or 0)[
-                    :-MAX_RECEIPTS
-                ]:
-                    del self.trades[old]
+            removed = []
+            while len(self.trades) > MAX_RECEIPTS:  # the oldest interval's (first kept on a tie)
+                oldest = min(self.trades, key=lambda k: self.trades[k].get("interval") or 0)
+                del self.trades[oldest]
+                removed.append(oldest)
             header = receipt["header"]
             self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
-            self.outbox.save_all({"trades": self.trades, "last_receipt": self.last_receipt})
+            self.outbox.save_entries(
+                "trades",
+                {trade_id: entry} if trade_id in self.trades else {},
+                removed,
+                values={"last_receipt": self.last_receipt},
+            )
         self._set_enrolled(True, "a receipt of its trades verified")
 
     def totals(self) -> dict[str, int]:

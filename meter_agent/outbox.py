@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sent (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
                                  created REAL NOT NULL, acked REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (grp TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                                    PRIMARY KEY (grp, key)) WITHOUT ROWID;
 """
 # A message the broker acknowledged but the ledger has not confirmed is resent after this long
 # (real seconds); one older than this is dropped (its envelope has expired by then anyway).
@@ -162,10 +164,53 @@ class Outbox:
     def save_all(self, values: dict[str, Any]) -> None:
         """Store several JSON values of the agent's local state in one durable transaction (one
         disk sync instead of one per value: the agent saves its counters every poll)."""
-        rows = [(key, orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()) for key, v in values.items()]
         with self._lock, self._durable_write():
-            self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+            self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _json_rows(values))
+
+    def load_entries(self, group: str) -> dict[str, Any]:
+        """The JSON values of ``group``, kept one row per key (:meth:`save_entries`). A state file
+        from before groups held the whole dict as one local-state value named ``group``: it is
+        converted to rows here, once, in one durable transaction."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM entries WHERE grp = ?", (group,)).fetchall()
+            if rows:
+                return {key: orjson.loads(value) for key, value in rows}
+            whole = self._get(group)
+            if whole is None:
+                return {}
+            values = orjson.loads(whole)
+            with self._durable_write():
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                    [(group, key, value) for key, value in _json_rows(values)],
+                )
+                self._conn.execute("DELETE FROM meta WHERE key = ?", (group,))
+            return values
+
+    def save_entries(
+        self,
+        group: str,
+        changed: dict[str, Any],
+        removed: Iterable[str] = (),
+        *,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the ``changed`` entries of ``group`` and delete the ``removed`` ones, with the
+        local-state ``values`` (:meth:`save_all`), in one durable transaction: a receipt costs the
+        bytes of its own trade, not of every trade kept."""
+        rows = [(group, key, value) for key, value in _json_rows(changed)]
+        with self._lock, self._durable_write():
+            self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
+            self._conn.executemany(
+                "DELETE FROM entries WHERE grp = ? AND key = ?", [(group, key) for key in removed]
+            )
+            self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _json_rows(values or {}))
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _json_rows(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, JSON text with sorted keys) of each value: how the state file keeps values."""
+    return [(key, orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()) for key, v in values.items()]

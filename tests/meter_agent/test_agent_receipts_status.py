@@ -85,10 +85,13 @@ def test_last_receipt_is_the_last_one_that_verified(market, tmp_path):
     sequencer.publish(topic, json.dumps(forged).encode())
     status = agent.status()
     assert status["last_receipt"] == expected and status["alarms"]
-    # it survives a restart of the agent (kept in its state file)
+    # it survives a restart of the agent (kept in its state file), with the trades' totals
+    totals = agent.totals()
+    assert totals["sold_wh"] > 0
     agent.stop()
     again, _, _ = _agent(c, tmp_path)
     assert again.status()["last_receipt"] == expected
+    assert again.totals() == totals
 
 
 def test_enrolled_follows_the_notices_and_trading_start_is_logged_once(market, tmp_path, caplog):
@@ -131,3 +134,20 @@ def test_a_verified_receipt_means_enrolled(market, tmp_path):
     receipt = next(r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "trade")
     sequencer.publish(topic, json.dumps(receipt).encode())
     assert agent.status()["enrolled"] is True
+
+
+def test_only_the_newest_trades_are_kept_and_the_state_file_agrees(market, tmp_path, monkeypatch):
+    monkeypatch.setattr("meter_agent.agent.MAX_RECEIPTS", 1)
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    receipts = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] in ("trade", "settlement")]
+    for receipt in receipts:
+        sequencer.publish(topic, json.dumps(receipt).encode())
+    newest = max(r["result"].get("interval") or 0 for r in receipts)
+    assert len(agent.trades) == 1
+    (kept,) = agent.trades.values()
+    assert kept["interval"] == newest
+    trades = dict(agent.trades)
+    agent.stop()
+    again, _, _ = _agent(c, tmp_path)
+    assert again.trades == trades

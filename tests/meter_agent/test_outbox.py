@@ -41,3 +41,38 @@ def test_a_refused_write_is_an_outbox_error_and_the_state_stays_usable(tmp_path)
     outbox._conn.execute("PRAGMA query_only = 0")
     outbox.confirm(seqs)  # no transaction was left open
     assert outbox.awaiting_confirmation() == 0
+
+
+def test_saving_one_entry_of_a_group_writes_that_entry_only(tmp_path):
+    """A receipt updates one trade of up to 500 kept: the write holds that trade's bytes, not the
+    whole dict's (on an SD card, every receipt rewrote ~100 KB before)."""
+    outbox = Outbox(tmp_path / "agent.sqlite", first_seq=1)
+    trades = {f"t{i:03d}": {"interval": 900 * i, "energy_wh": i, "side": "sell"} for i in range(500)}
+    outbox.save_entries("trades", trades)
+    statements: list[str] = []
+    outbox._conn.set_trace_callback(statements.append)
+    changed = {"t499": {"interval": 449_100, "settled_wh": 3}}
+    outbox.save_entries("trades", changed, ["t000"], values={"last_receipt": {"h": 9}})
+    outbox._conn.set_trace_callback(None)
+    assert sum(len(s) for s in statements) < 1_000
+    assert [s.split()[0] for s in statements].count("COMMIT") == 1
+    outbox.close()
+    again = Outbox(tmp_path / "agent.sqlite")
+    kept = again.load_entries("trades")
+    assert len(kept) == 499 and "t000" not in kept
+    assert kept["t499"] == {"interval": 449_100, "settled_wh": 3} and kept["t001"] == trades["t001"]
+    assert again.load("last_receipt") == {"h": 9}
+
+
+def test_a_group_kept_whole_by_an_older_agent_is_converted_once(tmp_path):
+    """State files written before entries kept the trades as one value: they load unchanged."""
+    old = Outbox(tmp_path / "agent.sqlite", first_seq=1)
+    trades = {"a:b": {"interval": 900, "energy_wh": 5, "side": "buy"}, "c:d": {"interval": 1800}}
+    old.save("trades", trades)
+    old.close()
+    outbox = Outbox(tmp_path / "agent.sqlite")
+    assert outbox.load_entries("trades") == trades
+    assert outbox.load("trades") is None  # moved to rows, not kept twice
+    outbox.save_entries("trades", {"e:f": {"interval": 2700}})
+    assert outbox.load_entries("trades") == {**trades, "e:f": {"interval": 2700}}
+    assert outbox.load_entries("nothing") == {}
