@@ -71,6 +71,11 @@ def plain_connect_answer(port: int, user: str, password: str) -> bytes:
             return b""
 
 
+def log_problems(log: str) -> list[str]:
+    """The broker log's warning and error lines."""
+    return [line for line in log.splitlines() if "Warning" in line or "Error" in line]
+
+
 class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -323,7 +328,7 @@ def test_each_role_receives_and_may_publish_exactly_its_row(make_broker) -> None
 
     log = k.broker.log()
     assert "mosquitto version" in log and "running" in log
-    assert not [line for line in log.splitlines() if "Warning" in line or "Error" in line], log
+    assert not log_problems(log), log
 
 
 def _stays_connected(victim_changes: list[bool], thief: MqttBus, seconds: float = 3.0) -> None:
@@ -383,13 +388,10 @@ def test_password_mode_tls_local_listener_and_wrong_password(make_broker) -> Non
     time.sleep(0.5)
     assert inbox.all() == [(topics.receipts(k.community, k.m1), b"receipt of m1")]
 
-    def problems(log: str) -> list[str]:
-        return [line for line in log.splitlines() if "Warning" in line or "Error" in line]
-
     # right password, but in clear text to the TLS listener: no CONNACK, the socket is closed.
     # Mosquitto may log that refusal as an OpenSSL "wrong version number" error, or only as a
     # protocol error, depending on when it reads the bytes: that one error is the test's own doing.
-    assert not problems(k.broker.log()), k.broker.log()
+    assert not log_problems(k.broker.log()), k.broker.log()
     assert plain_connect_answer(k.port, k.m1, passwords[k.m1]) == b""
     assert plain_connect_answer(k.local_port, k.m1, "not-the-password")[:1] == b"\x20"  # CONNACK...
     wrong = k.bus("m2", password="not-the-password")  # ...refusing; and over TLS too
@@ -397,7 +399,7 @@ def test_password_mode_tls_local_listener_and_wrong_password(make_broker) -> Non
     wait_for(lambda: wrong.last_error, WAIT_S, "refusal")
     assert "Not authorized" in wrong.last_error and not wrong.connected
     log = k.broker.log()
-    assert all("SSL routines::wrong version number" in line for line in problems(log)), log
+    assert all("SSL routines::wrong version number" in line for line in log_problems(log)), log
 
 
 def test_generated_files_start_as_documented_and_certificates_name_accounts(make_broker) -> None:
