@@ -179,11 +179,9 @@ class Outbox:
             if whole is None:
                 return {}
             values = orjson.loads(whole)
+            rows = _entry_rows(group, values)
             with self._durable_write():
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
-                    [(group, key, value) for key, value in _json_rows(values)],
-                )
+                self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
                 self._conn.execute("DELETE FROM meta WHERE key = ?", (group,))
             return values
 
@@ -198,7 +196,7 @@ class Outbox:
         """Write the ``changed`` entries of ``group`` and delete the ``removed`` ones, with the
         local-state ``values`` (:meth:`save_all`), in one durable transaction: a receipt costs the
         bytes of its own trade, not of every trade kept."""
-        rows = [(group, key, value) for key, value in _json_rows(changed)]
+        rows = _entry_rows(group, changed)
         with self._lock, self._durable_write():
             self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
             self._conn.executemany(
@@ -214,3 +212,8 @@ class Outbox:
 def _json_rows(values: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, JSON text with sorted keys) of each value: how the state file keeps values."""
     return [(key, orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()) for key, v in values.items()]
+
+
+def _entry_rows(group: str, values: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(group, key, JSON text) rows of the ``entries`` table."""
+    return [(group, key, value) for key, value in _json_rows(values)]
