@@ -151,3 +151,22 @@ def test_only_the_newest_trades_are_kept_and_the_state_file_agrees(market, tmp_p
     agent.stop()
     again, _, _ = _agent(c, tmp_path)
     assert again.trades == trades
+
+
+def test_a_receipt_writes_its_own_trade_not_every_trade_kept(market, tmp_path):
+    """With 400 trades kept from before, one receipt's write to the state file stays small (it
+    rewrote all of them, ~90 KB of JSON with a full sync, on every receipt)."""
+    c = market
+    kept = {f"{i:024x}:{i:024x}": {"interval": 900 * i, "side": "sell", "energy_wh": i} for i in range(400)}
+    state = Outbox(tmp_path / "agent.sqlite")
+    state.save("trades", kept)  # as an older agent kept them: still read
+    state.close()
+    agent, sequencer, topic = _agent(c, tmp_path)
+    assert len(agent.trades) == 400
+    (receipt, *_) = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "trade"]
+    statements: list[str] = []
+    agent.outbox._conn.set_trace_callback(statements.append)
+    sequencer.publish(topic, json.dumps(receipt).encode())
+    agent.outbox._conn.set_trace_callback(None)
+    assert len(agent.trades) == 401
+    assert 0 < sum(len(s) for s in statements) < 5_000
