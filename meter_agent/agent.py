@@ -42,6 +42,13 @@ MAX_RECEIPTS = 500
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
 NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
+# Between interval ends, a poll whose counters merely moved on keeps them in memory: the counters
+# and the open intervals' energy are written together (one synced transaction) at every interval
+# end, at once on a counter event, with every heartbeat's status, at stop, and at least every
+# ENERGY_SAVE_S of ledger time. A crash in between loses no energy: the restarted agent counts its
+# first delta from the saved counters into the saved intervals. (Every 5 s poll synced them:
+# 17,280 synced writes a day on a Raspberry Pi's SD card.)
+ENERGY_SAVE_S = 300
 
 
 class Reader(Protocol):
@@ -123,6 +130,8 @@ class Agent:
         self.meter_read_errors = 0
         self.forged_notices = 0  # notices that did not verify (someone tried to make us forget)
         self.confirm_after_s = DEFAULT_CONFIRM_AFTER_S  # resend what the ledger has not confirmed
+        self._energy_saved_at: int | None = None  # ledger time of the last save of counters+buckets
+        self._energy_unsaved = False  # the counters moved on since
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -145,6 +154,12 @@ class Agent:
             )
 
     def stop(self) -> None:
+        """Save what the last polls kept in memory, publish ``offline`` and disconnect."""
+        try:
+            if self._energy_unsaved:
+                self._save_energy(int(self.clock()))
+        except OutboxError as exc:
+            log.error("%s: the last polls' counters are not saved (counting resumes from the saved)", exc)
         self.bus.publish(self.status_topic, b"offline", retain=True)
         self.bus.stop()
 
@@ -180,7 +195,7 @@ class Agent:
         if sample is not None:
             self._account(sample, now, current)
         if self.last_interval is not None and current > self.last_interval:
-            self._close_intervals(current, sample)
+            self._close_intervals(now, current, sample)
         if current != self.last_interval:
             self.last_interval = current
             self.outbox.save("last_interval", current)
@@ -188,7 +203,9 @@ class Agent:
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
         if time.monotonic() - self._last_heartbeat >= self.heartbeat_s:
-            self._heartbeat(now)
+            self._heartbeat(now)  # saves the energy state with the status
+        elif self._energy_unsaved and not 0 <= now - (self._energy_saved_at or 0) < ENERGY_SAVE_S:
+            self._save_energy(now)
 
     def _read(self) -> MeterSample | None:
         try:
@@ -219,9 +236,18 @@ class Agent:
         for event in update.events:
             log.warning("meter counter event: %s (reported in the next reading)", event.describe())
             bucket["faulty"] = True
-        self.outbox.save_all({"counters": self.counters.to_dict(), "buckets": self.buckets})
+        if update.events or not update.import_wh.status == update.export_wh.status == "ok":
+            self._save_energy(now)
+        else:
+            self._energy_unsaved = True  # saved by the end of a later poll (see ENERGY_SAVE_S)
 
-    def _close_intervals(self, current: int, sample: MeterSample | None) -> None:
+    def _save_energy(self, now: int, **more: Any) -> None:
+        """The counters and the open intervals' energy (and ``more`` local state) in one durable
+        transaction: they are only ever saved together (see ENERGY_SAVE_S)."""
+        self.outbox.save_all({"counters": self.counters.to_dict(), "buckets": self.buckets, **more})
+        self._energy_saved_at, self._energy_unsaved = now, False
+
+    def _close_intervals(self, now: int, current: int, sample: MeterSample | None) -> None:
         """Intervals before ``current`` ended: record history and sign the reading of the last one."""
         interval_s = self.params["interval_s"]
         for start in sorted(int(s) for s in self.buckets if int(s) < current):
@@ -230,7 +256,7 @@ class Agent:
                 self.history[str(start)] = bucket["export_wh"] - bucket["import_wh"]
         horizon = current - HISTORY_S
         self.history = {s: v for s, v in self.history.items() if int(s) >= horizon}
-        self.outbox.save_all({"buckets": self.buckets, "history": self.history})
+        self._save_energy(now, history=self.history)
         ended = current - interval_s
         if sample is None or self.fault is not None:
             log.warning("no reading for interval %d: the meter did not answer at its end", ended)
@@ -466,7 +492,7 @@ class Agent:
         self._last_heartbeat = time.monotonic()
         status = self.status()
         status["time"] = now
-        self.outbox.save("status", status)
+        self._save_energy(now, status=status)
         self.bus.publish(self.status_topic, json.dumps(status, sort_keys=True).encode(), retain=True)
         if self.ha_prefix and self.last_sample is not None:
             totals = status["totals"]

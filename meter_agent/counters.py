@@ -18,7 +18,8 @@ Following docs/meters.md, ``EnergyCounters.update()``:
 * reports a changed meter serial as ``serial_changed`` and restarts both counters from the new
   meter's readings (no energy is booked across the swap).
 
-The agent persists ``to_dict()`` after each update and restores with ``from_dict()``.
+The agent persists ``to_dict()`` (at once on any event, otherwise with its heartbeat or every few
+minutes; see meter_agent/agent.py) and restores with ``from_dict()``.
 """
 
 from __future__ import annotations

@@ -187,28 +187,115 @@ def test_unwritable_state_stops_sending_and_recovers(setup):
     assert agent.status()["state_error"] is None and len(seen) > before
 
 
-def test_a_steady_poll_syncs_the_state_file_once(setup):
-    """A Pi's SD card: a poll inside an interval writes its counters in one transaction (it took
-    three: the unchanged interval, the counters and the buckets, each synced on its own)."""
+def test_stop_with_an_unwritable_state_file_says_so_and_still_goes_offline(setup, caplog):
     c, meter, sim, make_agent, seen = setup
     agent = make_agent()
     agent.heartbeat_s = 3600
     agent.start()
-    run(agent, sim, 3, step_s=5)
+    run(agent, sim, 3, step_s=5)  # the last of them only in memory
+    agent.outbox._conn.execute("PRAGMA query_only = 1")
+    agent.stop()
+    assert "counters are not saved" in caplog.text
+    assert seen[-1] == (agent.status_topic, b"offline")
+
+
+def _state_transactions(agent, polls, sim, step_s=5):
+    """Run ``polls`` polls; for each transaction that wrote the agent's local state (the meta
+    table): the keys it wrote, and None for a write outside a transaction (synced on its own)."""
     statements: list[str] = []
     agent.outbox._conn.set_trace_callback(statements.append)
-    run(agent, sim, 1, step_s=5)
+    run(agent, sim, polls, step_s=step_s)
     agent.outbox._conn.set_trace_callback(None)
-    transaction, in_transaction, state_writes = 0, False, []  # (transaction number or None) per write
+    writes: dict[int | None, list[str]] = {}
+    transaction, in_transaction = 0, False
     for statement in statements:
         if statement.startswith("BEGIN"):
             transaction, in_transaction = transaction + 1, True
         elif statement in ("COMMIT", "ROLLBACK"):
             in_transaction = False
-        elif statement.startswith("INSERT OR REPLACE INTO meta"):
-            state_writes.append(transaction if in_transaction else None)  # None: synced on its own
-    assert len(state_writes) == 2 and len(set(state_writes)) == 1 and None not in state_writes
+        elif statement.startswith("INSERT OR REPLACE INTO meta VALUES ('"):
+            key = statement.split("'")[1]
+            writes.setdefault(transaction if in_transaction else None, []).append(key)
+    return writes
+
+
+def test_steady_polls_sync_the_counters_every_five_minutes(setup):
+    """A Pi's SD card: polls every 5 s inside an interval write the counters and the interval's
+    energy together, in one transaction, every ENERGY_SAVE_S of ledger time (every poll synced
+    them: 17,280 synced writes a day)."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.heartbeat_s = 3600
+    agent.start()
+    run(agent, sim, 3, step_s=5)
+    writes = _state_transactions(agent, 120, sim)  # ten minutes, inside one interval
+    assert None not in writes
+    energy = [keys for keys in writes.values() if "counters" in keys]
+    assert len(energy) == 2 and all(sorted(keys) == ["buckets", "counters"] for keys in energy)
+    saved = agent.outbox.load("counters")
+    assert saved != agent.counters.to_dict()  # the last polls are in memory only
+    agent.stop()
+    assert agent.outbox.load("counters") == agent.counters.to_dict()  # and saved at stop
+    assert agent.outbox.load("buckets") == agent.buckets
+
+
+def test_the_heartbeat_saves_the_counters_with_its_status(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 3, step_s=5)
+    agent.heartbeat_s = 0  # a heartbeat every poll
+    writes = _state_transactions(agent, 2, sim)
+    assert [sorted(keys) for keys in writes.values()] == [["buckets", "counters", "status"]] * 2
+
+
+def test_a_counter_event_is_saved_at_once(setup):
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.heartbeat_s = 3600
+    agent.start()
+    run(agent, sim, 3, step_s=5)
+    sim.swap_meter()  # a new meter, its counters from zero: an event
+    writes = _state_transactions(agent, 1, sim)
+    assert [sorted(keys) for keys in writes.values()] == [["buckets", "counters"]]
     assert agent.outbox.load("counters") == agent.counters.to_dict()
+
+
+def test_a_crash_between_saves_loses_no_interval_energy(tmp_path, setup, reader_for):
+    """The agent dies with up to a minute of counter updates unsaved; restarted on its state file
+    it books the same interval energy as an agent that never stopped (read at the same times)."""
+    c, meter, sim, make_agent, seen = setup
+    witness = Agent(
+        key=meter.key,
+        genesis=c.genesis,
+        bus=MemoryBus(MemoryBroker(), "witness"),
+        reader=reader_for(sim),
+        outbox=Outbox(tmp_path / "witness.sqlite"),
+        strategy=StrategyConfig(),
+        clock=sim.clock.now,
+        heartbeat_s=3600,
+    )
+    first = make_agent()
+    first.heartbeat_s = 3600
+    for agent in (first, witness):
+        agent.start()
+
+    def both(polls):
+        for _ in range(polls):
+            sim.clock.advance(5)
+            for agent in (current, witness):
+                agent.poll()
+
+    current = first
+    both(12 * 20 - 3)  # one interval end, then 4:45 minutes into the next (last save at 4:00)
+    assert first.outbox.load("counters") != first.counters.to_dict()  # unsaved polls
+    first.outbox._conn.close()  # the process died: what was committed is what is on disk
+    current = make_agent("restarted")
+    current.heartbeat_s = 3600
+    current.start()
+    both(12 * 15)  # through the next interval end
+    assert current.history == witness.history and len(witness.history) == 2
+    assert current.counters.to_dict() == witness.counters.to_dict()
 
 
 def test_agent_metrics_follow_its_status(setup):
