@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from werkzeug.serving import make_server
 
+from dashboard.agent_status import AgentStatusBoard
+from peerwatt.bus import Topics
 from tests.conftest import require_tool
-from tests.dashboard.conftest import PASSWORDS
+from tests.dashboard.conftest import PASSWORDS, make_app
 from tests.dashboard.ledger_fixture import TZ
 from tests.dashboard.reference import final_trades
 
@@ -42,14 +45,18 @@ NON_BLANK_JS = """(id) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server(app):
+def _serve(app):
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_port}"
     srv.shutdown()
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    yield from _serve(app)
 
 
 @pytest.fixture(scope="module")
@@ -207,12 +214,14 @@ def test_phone_layout_has_no_sideways_scrolling(browser, server, built):
         (f"/household/{villa}?view=day&date=2025-06-04", "household-cloudy"),
         ("/trades", "trades"),
         ("/", "overview"),
+        ("/explorer", "explorer"),
     ):
         page.goto(path)
         for opened in page.locator("details").all():
             opened.evaluate("d => d.open = true")
         got = page.evaluate(OVERFLOW_JS)
-        assert got["scroll"] <= got["inner"], (path, got)
+        # (a phone widens its layout viewport to an overflowing page: compare with the screen)
+        assert got["scroll"] <= PHONE["width"], (path, got)
         assert got["wide"] == [], (path, got)
         shoot(page, f"{name}-phone-cards")
     page.goto("/trades")
@@ -233,6 +242,81 @@ def test_phone_layout_has_no_sideways_scrolling(browser, server, built):
     context, page, errors = open_page(browser, server, DESKTOP)
     page.goto("/")
     assert page.locator("#book tbody tr").first.evaluate("r => getComputedStyle(r).display") == "table-row"
+    context.close()
+
+
+def test_phone_agent_panel_fits_the_screen(browser, built, tmp_path):
+    """The household page's agent panel with a live agent's status: its labels (as long as
+    "Outbox (not yet sent / awaiting the ledger)") pushed the values off a 390 px screen."""
+    villa = built.meters[0]
+    board = AgentStatusBoard(built.community.community, clock=lambda: 1_000_000.0)
+    status = {
+        "state": "online", "meter": villa, "meter_ok": True, "fault": None, "power_w": -2150,
+        "last_reading": {"interval": 999_000, "import_wh": 1_234_567, "export_wh": 7_654_321},
+        "outbox": 0, "awaiting_confirmation": 3, "meter_read_errors": 0, "alarms": [],
+        "last_receipt": {"height": 1234, "time": 999_500, "kind": "settlement"}, "enrolled": True,
+        "broker_connected": True, "time": 1_000_000,
+    }
+    board.handle(Topics.status(built.community.community, villa), json.dumps(status).encode())
+    app = make_app(built, tmp_path / "instance", AGENT_STATUS=board)
+    for base in _serve(app):
+        context, page, errors = open_page(browser, base, PHONE)
+        page.goto("/household")
+        page.fill("#username", "villa")
+        page.fill("#password", PASSWORDS["villa"])
+        page.click("#login-submit")
+        page.wait_for_url("**/household/*")
+        assert page.locator("#agent-enrolled").inner_text().startswith("yes")
+        got = page.evaluate(OVERFLOW_JS)
+        assert got["scroll"] <= PHONE["width"], got
+        right = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll('#agent dd')]"
+            ".map(d => d.getBoundingClientRect().right))"
+        )
+        assert right <= PHONE["width"], right
+        shoot(page, "household-agent-phone")
+        assert errors == [], errors
+        context.close()
+
+
+TABLES_JS = """() => [...document.querySelectorAll('table')]
+  .filter((t) => t.offsetParent !== null).map((t) => {
+  const head = t.tHead && t.tHead.getBoundingClientRect(), body = t.tBodies[0].getBoundingClientRect();
+  return {id: t.id, display: getComputedStyle(t).display,
+          stacked: !head || (Math.abs(head.left - body.left) < 1 && Math.abs(head.width - body.width) < 1
+                             && head.bottom <= body.top + 1)};
+})"""
+
+
+def test_desktop_tables_are_tables(browser, server, built):
+    """At 1280x900 every table lays out as one: its header row above its body, as wide as it. The
+    overview tiles' grid (class "cards") also matched the tables that become cards on a phone, so
+    each table's header and body sat side by side in two grid cells (found in a QA pass)."""
+    villa = built.meters[0]
+    context, page, errors = open_page(browser, server, DESKTOP)
+    page.goto("/household")
+    page.fill("#username", "villa")
+    page.fill("#password", PASSWORDS["villa"])
+    page.click("#login-submit")
+    page.wait_for_url("**/household/*")
+    seen = set()
+    for path in (
+        "/",
+        "/trades",
+        f"/household/{villa}",
+        f"/household/{villa}?view=day&date=2025-06-04",
+        "/explorer",
+    ):
+        page.goto(path)
+        for opened in page.locator("details").all():
+            opened.evaluate("d => d.open = true")
+        tables = page.evaluate(TABLES_JS)
+        for table in tables:
+            assert table["display"] == "table" and table["stacked"], (path, table)
+        seen |= {t["id"] for t in tables}
+    shown = {"book", "trades-table", "history-table", "neighbours", "orders", "household-trades", "blocks"}
+    assert shown <= seen
+    assert errors == [], errors
     context.close()
 
 
