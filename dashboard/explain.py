@@ -93,10 +93,13 @@ def explain(
             return f"Your ask of {mine} was above the clearing price of {clearing_price}. {rest_goes}"
         if not selling and limit < price:
             return f"Your bid of {mine} was below the clearing price of {clearing_price}. {rest_goes}"
-    if filled == 0:
+    if not clearing["volume_wh"]:  # nothing matched: every bid was below every ask
         if selling:
             return f"No buyer bid as much as your ask of {mine}. {rest_goes}"
         return f"No seller asked as little as your bid of {mine}. {rest_goes}"
+    # Some matched, this order not (fully) although its price was within the clearing price (or
+    # pay-as-bid has none): the other side's energy ran out before it (a bid above an unfilled
+    # ask is no contradiction: a cheaper ask took that bid first).
     if selling:
         return (
             f"Neighbours wanted less than was offered at your price: {energy(clearing['bid_wh'])} "

@@ -271,7 +271,7 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
     """The meter's orders of [start, end) as cleared, each with a plain explanation."""
     rows = conn.execute(
         "SELECT o.interval, o.side, o.energy_wh, o.limit_price, o.filled_wh, o.order_id, o.height,"
-        " c.mechanism, c.price, c.asks, c.bids, c.ask_wh, c.bid_wh"
+        " c.mechanism, c.price, c.volume_wh, c.asks, c.bids, c.ask_wh, c.bid_wh"
         " FROM outcomes o LEFT JOIN clearings c ON c.interval = o.interval"
         " WHERE o.meter = ? AND o.interval >= ? AND o.interval < ? ORDER BY o.interval",
         (meter, start, end),
@@ -287,6 +287,7 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
         height,
         mech,
         price,
+        volume_wh,
         asks,
         bids,
         ask_wh,
@@ -299,6 +300,7 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
             else {
                 "mechanism": mech,
                 "price": price,
+                "volume_wh": volume_wh,
                 "asks": asks,
                 "bids": bids,
                 "ask_wh": ask_wh,

@@ -134,10 +134,19 @@ def test_orders_that_did_not_clear_are_explained(as_admin, built):
 
 def test_explanations_cover_each_case():
     ask = {"side": "sell", "energy_wh": 500, "limit_price": 140_000, "filled_wh": 0}
-    uniform = {"mechanism": "uniform", "price": 125_000, "asks": 3, "bids": 2, "ask_wh": 900, "bid_wh": 400}
+    uniform = {
+        "mechanism": "uniform",
+        "price": 125_000,
+        "volume_wh": 400,
+        "asks": 3,
+        "bids": 2,
+        "ask_wh": 900,
+        "bid_wh": 400,
+    }
     assert explain(ask, uniform).startswith("Your ask of 14.0 ct was above the clearing price of 12.5 ct.")
     assert explain(ask, dict(uniform, bids=0)).startswith("No buyers in this interval.")
-    assert explain(ask, dict(uniform, price=None)).startswith("No buyer bid as much as your ask of 14.0 ct")
+    nothing = dict(uniform, price=None, volume_wh=0)
+    assert explain(ask, nothing).startswith("No buyer bid as much as your ask of 14.0 ct")
     partial = dict(ask, limit_price=110_000, filled_wh=200)
     assert "Neighbours wanted less than was offered" in explain(partial, uniform)
     # without the settlement it says only what the book decided, never "the remaining N Wh went
@@ -147,9 +156,36 @@ def test_explanations_cover_each_case():
     bid = {"side": "buy", "energy_wh": 300, "limit_price": 110_000, "filled_wh": 0}
     assert explain(bid, uniform).startswith("Your bid of 11.0 ct was below the clearing price of 12.5 ct.")
     assert explain(dict(bid, filled_wh=300), uniform).startswith("Fully matched")
+    assert explain(bid, nothing).startswith("No seller asked as little as your bid of 11.0 ct")
     community = dict(uniform, mechanism="community", price=150_000)
     assert "pro rata" in explain(dict(ask, filled_wh=100), community)
     assert explain(ask, None) == "This interval has not been cleared yet."
+
+
+def test_an_unfilled_order_within_the_price_is_not_said_to_have_no_counterpart():
+    """Found in a QA pass of the demo: an ask of 13.3 ct, unfilled under a clearing price of
+    14.3 ct while buyers bid up to 24.7 ct, read "No buyer bid as much as your ask"; the bids'
+    448 Wh had gone to cheaper asks. Likewise a bid of 21.6 ct above a 9.9 ct ask of only 22 Wh."""
+    ask = {"side": "sell", "energy_wh": 300, "limit_price": 133_000, "filled_wh": 0}
+    clearing = {
+        "mechanism": "uniform",
+        "price": 143_000,
+        "volume_wh": 448,
+        "asks": 5,
+        "bids": 4,
+        "ask_wh": 1_900,
+        "bid_wh": 448,
+    }
+    said = explain(ask, clearing)
+    assert said.startswith("Neighbours wanted less than was offered at your price: 448 Wh bid"), said
+    bid = {"side": "buy", "energy_wh": 200, "limit_price": 216_000, "filled_wh": 0}
+    scarce = dict(clearing, price=178_000, volume_wh=22, asks=1, ask_wh=22, bid_wh=900)
+    said = explain(bid, scarce)
+    assert said.startswith("Less was offered than neighbours wanted at your price: 22 Wh offered"), said
+    pay_as_bid = dict(clearing, mechanism="pay-as-bid", price=None)
+    assert explain(ask, pay_as_bid).startswith("Neighbours wanted less than was offered")
+    for order, book in ((ask, clearing), (bid, scarce), (ask, pay_as_bid)):
+        assert "No buyer" not in explain(order, book) and "No seller" not in explain(order, book)
 
 
 def test_balance_is_the_owners(as_villa, built):
