@@ -107,7 +107,8 @@ def verify_entry(e: dict[str, Any], community: str, expected: dict[str, Any]) ->
         _check(
             "inclusion proof",
             included,
-            f"result {e['index']} of {e['tree_size']} in block {e['height']}, {len(e['proof'])} proof hashes "
+            f"result {e['index'] + 1} of {e['tree_size']} in block {e['height']} (leaf index {e['index']}), "
+            f"{len(e['proof'])} proof hashes "
             f"→ result_root {str(e['header'].get('result_root', ''))[:16]}…",
         )
     )

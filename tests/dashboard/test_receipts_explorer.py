@@ -43,6 +43,15 @@ def test_receipt_proves_trade_and_settlement_against_sealed_headers(as_villa, bu
     result = verdict.get_json()
     assert result["ok"] is True and len(result["entries"]) == 2
     assert all(c["ok"] for e in result["entries"] for c in e["checks"])
+    # the check counts results as the receipt page does, from 1 ("result 25 of 30" beside the
+    # page's "26 of 30" was found in a QA pass)
+    page = as_villa.get(f"/trade/{trade['id']}").get_data(as_text=True)
+    for e, checked in zip(receipt["entries"], result["entries"], strict=True):
+        position = f"{e['index'] + 1} of {e['tree_size']}"
+        assert f"<dd>{position} in the block</dd>" in page
+        proof = next(c for c in checked["checks"] if c["check"] == "inclusion proof")
+        where = f"in block {e['header']['height']} (leaf index {e['index']})"
+        assert f"result {position} {where}" in proof["detail"]
 
 
 def test_tampered_receipts_fail_verification(as_villa, built):
