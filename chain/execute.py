@@ -78,6 +78,13 @@ def check_replay(chain: dict[str, Any], env: Envelope) -> None:
         raise Rejected("replay", why)
 
 
+def seq_behind(chain: dict[str, Any], signer: str, seq: int) -> bool:
+    """True if ``seq`` is older than the signer's replay window: not a resend of something held,
+    but a sender whose counter fell behind (another copy of its key sent newer seqs, or its state
+    was restored from an older copy). Nodes tell such a sender ``seq_behind`` (docs/protocol.md)."""
+    return _replay_guard(chain, signer).behind(signer, seq)
+
+
 def record_seq(chain: dict[str, Any], env: Envelope) -> None:
     guard = _replay_guard(chain, env.signer)
     guard.record(env.signer, env.seq)

@@ -39,6 +39,11 @@ class ReplayGuard:
             return f"seq {seq} was already seen"
         return None
 
+    def behind(self, signer: str, seq: int) -> bool:
+        """True if ``seq`` is older than the window: the sender's counter is behind, not resending."""
+        state = self._state.get(signer)
+        return state is not None and state[0] - seq >= self.window
+
     def record(self, signer: str, seq: int) -> None:
         """Mark (signer, seq) as seen; call only after :meth:`why_replay` returned None."""
         state = self._state.get(signer)

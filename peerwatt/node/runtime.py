@@ -45,7 +45,7 @@ from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
 from chain.engine import NIL, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
-from chain.execute import InvalidBlock, public_key_from_hex
+from chain.execute import InvalidBlock, public_key_from_hex, seq_behind
 from chain.keys import PrivateKey, key_id
 from chain.notice import authenticated
 from chain.store import StoreError
@@ -870,6 +870,8 @@ class Node:
             return None
         core = self._core
         if self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id:
+            if reason == "replay" and seq_behind(self.ledger.chain_state, env.signer, env.seq):
+                reason = "seq_behind"  # not booked: the sender's counter is behind (chain/notice.py)
             self._announcer.notify(
                 env.signer,
                 [env.seq],

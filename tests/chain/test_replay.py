@@ -32,8 +32,10 @@ def test_out_of_order_within_window_accepted_once():
 def test_older_than_window_is_replay():
     guard = ReplayGuard(window=16)
     guard.accept("a", 100)
+    assert guard.behind("a", 84) and not guard.behind("a", 85) and not guard.behind("b", 1)
     assert "older than the replay window" in guard.accept("a", 84)
     assert guard.accept("a", 85) is None
+    assert not guard.behind("a", 85)  # seen: a replay, but not behind
 
 
 def test_big_jump_forgets_only_what_fell_out():

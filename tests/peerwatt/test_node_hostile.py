@@ -134,6 +134,17 @@ def test_refusals_and_confirmations_are_signed_notices_for_the_signer_only(tmp_p
         ((env.seq,), True, None),
         ((env.seq,), False, "replay"),
     ]
+    # a seq older than the window was never booked: the sender's counter is behind (another copy
+    # of its key sent newer seqs); it is told so apart from a resend of something held
+    meter.seq += 5_000
+    newer = meter.sign(net.c.community, "reading", dict(env.body, import_wh=6), created=T0)
+    meter.seq = env.seq
+    older = meter.sign(net.c.community, "reading", dict(env.body, import_wh=7), created=T0)
+    for sent in (newer, older):
+        net.publisher.publish(topic, sent.to_bytes())
+        net.settle()
+    told = [open_notice(p, community=net.c.community, meter=meter.id, trusted=_trusted(net)) for p in heard]
+    assert [(n.seqs, n.refused) for n in told[2:]] == [((newer.seq,), None), ((older.seq,), "seq_behind")]
     other = net.c.meters[1].id
     try:
         open_notice(heard[0], community=net.c.community, meter=other, trusted=_trusted(net))
