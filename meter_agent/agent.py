@@ -39,6 +39,7 @@ log = logging.getLogger("peerwatt.agent")
 HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
+MAX_ALARMS = 50  # kept in memory; the status shows the last five
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
 NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
@@ -104,6 +105,14 @@ class Agent:
         self.ha_prefix = homeassistant_prefix
         self.validators = {kid: v["key"] for kid, v in genesis.doc["validators"].items()}
         self.quorum = genesis.doc["chain"]["quorum"]
+        owner = outbox.load("meter")
+        if owner is None:
+            outbox.save("meter", self.meter_id)
+        elif owner != self.meter_id:
+            raise ValueError(
+                f"the agent state {outbox.path} belongs to meter {owner}, not {self.meter_id}: "
+                "give each meter its own state_dir"
+            )
         saved = outbox.load("counters")
         self.counters = (
             EnergyCounters.from_dict(saved, max_power_w=self.capacity_w)
@@ -133,6 +142,8 @@ class Agent:
         self._energy_saved_at: int | None = None  # ledger time of the last save of counters+buckets
         self._energy_unsaved = False  # the counters moved on since
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
+        self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
+        self.resigned = 0  # messages signed again after a seq_behind refusal
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -200,6 +211,8 @@ class Agent:
             self.last_interval = current
             self.outbox.save("last_interval", current)
         self._update_order(now)
+        if self._behind:
+            self._sign_again_ahead(now)
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
         if time.monotonic() - self._last_heartbeat >= self.heartbeat_s:
@@ -368,10 +381,7 @@ class Agent:
                 sealed_headers=self._sealed_headers,
             )
         except (ValueError, CanonicalError, ReceiptError) as exc:
-            message = f"ALARM: a receipt does not verify: {exc}"
-            log.error(message)
-            with self._lock:
-                self.alarms.append(message)
+            self._alarm(f"ALARM: a receipt does not verify: {exc}")
             return
         kind = result.get("kind")
         if kind not in ("trade", "settlement", "adjustment"):
@@ -439,13 +449,55 @@ class Agent:
             if self.forged_notices == 1:
                 log.warning("ignored a notice that does not verify (%s): nothing is forgotten", exc)
             return
-        if notice.refused is not None:
+        if notice.refused == "seq_behind":
+            behind = self.outbox.messages(notice.seqs)
+            with self._lock:
+                self._behind.extend(behind)  # signed again with new seqs at the next poll
+        elif notice.refused is not None:
             log.info("the ledger refused message(s) %s: %s", list(notice.seqs)[:10], notice.refused)
             if notice.refused in NOT_ENROLLED:
                 self._set_enrolled(False, f"the ledger refused its messages: {notice.refused}")
         elif notice.height is not None:
             self._set_enrolled(True, f"the ledger holds its messages from block {notice.height}")
         self.outbox.confirm(list(notice.seqs))
+
+    def _sign_again_ahead(self, now: int) -> None:
+        """The ledger refused messages as ``seq_behind``: seqs older than its window for this meter,
+        never booked. Another copy of this meter's key sent newer seqs (a second agent with a copy
+        of this key and config, or this agent's state restored from an older copy), and every
+        message would be refused from now on. Move the counter ahead (to the clock in ms, where a
+        fresh state starts, so past any other copy's) and sign those messages again; the market
+        takes a newer order for the same interval in place of the older, and a reading once."""
+        with self._lock:
+            behind, self._behind = self._behind, []
+        last = self.outbox.last_seq() or 0
+        self.outbox.advance_seq(max(last + 1, int(time.time() * 1000)))
+        again = 0
+        for _seq, topic, payload in behind:
+            try:
+                env = loads_strict(payload)
+                msg_type, body, expires = env["type"], env["body"], env["expires"]
+            except (CanonicalError, ValueError, TypeError, KeyError):
+                continue  # not what this agent signs: nothing to send again
+            if expires <= now:
+                continue  # it would be refused as expired
+            self._send(msg_type, topic, body, ttl_s=expires - now)
+            again += 1
+        self.resigned += again
+        message = (
+            f"ALARM: the ledger refused {len(behind)} message(s) as older than it holds for this meter: "
+            "another agent with this meter's key sent newer ones (a copy of this agent's key and "
+            "config running elsewhere, or its state restored from an older copy?). Seq moved ahead, "
+            f"{again} signed again"
+        )
+        self._alarm(message)
+
+    def _alarm(self, message: str) -> None:
+        """Log ``message`` as an error and keep it for the status (the newest ``MAX_ALARMS``)."""
+        log.error(message)
+        with self._lock:
+            self.alarms.append(message)
+            del self.alarms[:-MAX_ALARMS]
 
     def _set_enrolled(self, enrolled: bool, why: str) -> None:
         """Record what the ledger said about this meter's enrolment; log once when trading starts

@@ -12,6 +12,8 @@ the clock in milliseconds, so a re-installed agent never reuses an old seq.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -46,10 +48,17 @@ class OutboxError(Exception):
 class Outbox:
     """Thread-safe: the bus thread acknowledges while the agent loop adds."""
 
-    def __init__(self, path: str | Path, *, first_seq: int | None = None) -> None:
-        """``first_seq``: the seq of a fresh state's first message (default: the clock in ms)."""
+    def __init__(self, path: str | Path, *, first_seq: int | None = None, exclusive: bool = False) -> None:
+        """``first_seq``: the seq of a fresh state's first message (default: the clock in ms).
+        ``exclusive``: hold the state file's lock (``<file>.lock``) until :meth:`close`, so a
+        second agent on the same state refuses to start: two would sign with the same seqs and
+        push each other off the broker (they share a client id). Readers (``agent status``) do
+        not take it."""
         self.path = Path(path)
         self.first_seq = first_seq
+        self._lock_fd: int | None = None
+        if exclusive:
+            self._lock_fd = _hold_lock(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -57,8 +66,14 @@ class Outbox:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
         except (OSError, sqlite3.DatabaseError) as exc:
+            self._release_lock()
             raise OutboxError(f"cannot open agent state {self.path}: {exc}") from None
         self._lock = threading.Lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def _get(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -204,9 +219,52 @@ class Outbox:
             )
             self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _json_rows(values or {}))
 
+    def messages(self, seqs: Iterable[int]) -> list[tuple[int, str, bytes]]:
+        """The (seq, topic, payload) of those of ``seqs`` still kept (sent or not), by seq."""
+        wanted = sorted(set(seqs))
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT seq, topic, payload FROM outbox WHERE seq IN ({marks})"
+                f" UNION ALL SELECT seq, topic, payload FROM sent WHERE seq IN ({marks})",
+                wanted + wanted,
+            ).fetchall()
+        return sorted((seq, topic, bytes(payload)) for seq, topic, payload in rows)
+
+    def advance_seq(self, at_least: int) -> None:
+        """Make the next message's seq at least ``at_least`` (never lower than it would be)."""
+        with self._lock, self._durable_write():
+            last = self._get("seq")
+            if last is None or int(last) < at_least - 1:
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(at_least - 1),))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._release_lock()
+
+
+def _hold_lock(state: Path) -> int:
+    """An exclusive lock on ``<state>.lock`` (held while the descriptor is open), or OutboxError
+    naming the process that holds it."""
+    lock = state.with_name(state.name + ".lock")
+    try:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OutboxError(f"cannot open agent state lock {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OutboxError(
+            f"another agent (pid {holder}) is running on {state}: stop it first; two agents on one "
+            "state would sign with the same seqs"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _json_rows(values: dict[str, Any]) -> list[tuple[str, str]]:

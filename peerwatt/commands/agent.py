@@ -44,7 +44,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     try:
         genesis = load_genesis(cfg.genesis_file)
         reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
-        outbox = Outbox(cfg.state_dir / "agent.sqlite")
+        outbox = Outbox(cfg.state_dir / "agent.sqlite", exclusive=True)
     except (GenesisError, ProfileError, OutboxError) as exc:
         raise UserError(str(exc)) from None
     if genesis.community != cfg.community:

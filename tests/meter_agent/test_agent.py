@@ -353,3 +353,80 @@ def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup):
         "/orders/" not in t and "/readings/" not in t or json.loads(p)["seq"] not in seqs
         for t, p in seen[sent_after:]
     )  # nothing confirmed is sent again
+
+
+def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, caplog):
+    """Another agent with a copy of this meter's key (or an older copy of its state) sent newer
+    seqs: the ledger refuses this agent's as older than its window, for good. Found in a QA pass:
+    the agent logged it at INFO, kept 'ok' and never traded again. Now it signs them again ahead."""
+    import time as time_module
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.outbox = Outbox(agent.outbox.path, first_seq=1)  # an old state: small seqs
+    agent.start()
+    run(agent, sim, 20)
+    refused = [json.loads(p) for t, p in seen if "/orders/" in t or "/readings/" in t]
+    assert refused and max(r["seq"] for r in refused) < 1_000
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    notice = sign_notice(
+        c.validators[0].key,
+        community=c.community,
+        meter=meter.id,
+        seqs=[r["seq"] for r in refused],
+        created=0,
+        seq=1,
+        refused="seq_behind",
+    )
+    sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+    assert agent.outbox.awaiting_confirmation() == 0  # the refused ones are forgotten ...
+    before, floor = len(seen), int(time_module.time() * 1000)
+    run(agent, sim, 1)
+    again = [json.loads(p) for t, p in seen[before:] if "/orders/" in t or "/readings/" in t]
+    # ... and signed again with seqs ahead of any copy (the clock in ms), same bodies, once each
+    unexpired = [r for r in refused if r["expires"] > sim.clock.now()]
+    assert sorted(json.dumps(r["body"], sort_keys=True) for r in again) == sorted(
+        json.dumps(r["body"], sort_keys=True) for r in unexpired
+    )
+    assert all(r["seq"] >= floor for r in again) and len({r["seq"] for r in again}) == len(again)
+    public = meter.key.public_key()
+    for raw in again:
+        verify_envelope(parse_envelope(json.dumps(raw), community=c.community, now=None), public)
+    assert any("older than it holds for this meter" in a for a in agent.status()["alarms"])
+    assert "another agent with this meter's key" in caplog.text
+    run(agent, sim, 1)  # said once, not every poll
+    assert sum("older than it holds" in a for a in agent.status()["alarms"]) == 1
+
+
+def test_a_state_file_of_another_meter_is_refused(tmp_path):
+    c = make_community(validators=1, members=1, meters_per_member=2, app="market")
+    state = Outbox(tmp_path / "agent.sqlite")
+
+    def agent_of(meter):
+        return Agent(
+            key=meter.key,
+            genesis=c.genesis,
+            bus=MemoryBus(MemoryBroker(), "agent"),
+            reader=None,
+            outbox=state,
+            strategy=StrategyConfig(),
+        )
+
+    agent_of(c.meters[0])
+    agent_of(c.meters[0])  # its own state, again
+    with pytest.raises(ValueError, match=f"belongs to meter {c.meters[0].id}, not {c.meters[1].id}"):
+        agent_of(c.meters[1])
+
+
+def test_one_agent_holds_its_state_file(tmp_path):
+    from meter_agent.outbox import OutboxError
+
+    path = tmp_path / "state" / "agent.sqlite"
+    first = Outbox(path, exclusive=True)
+    with pytest.raises(OutboxError, match=r"another agent \(pid \d+\) is running on"):
+        Outbox(path, exclusive=True)
+    reader = Outbox(path)  # `agent status` reads while the agent runs
+    reader.close()
+    first.close()
+    Outbox(path, exclusive=True).close()  # free again once the first closed

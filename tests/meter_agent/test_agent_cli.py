@@ -66,6 +66,17 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, 
     try:
         wait_for(lambda: any(s.get("state") == "online" for s in statuses), 30, "an online status")
         assert any(s.get("meter_ok") for s in statuses if "meter_ok" in s)
+        # a second agent on the same state refuses to start (it would sign with the same seqs and
+        # push the first off the broker under the same client id, found in a QA pass)
+        second = subprocess.run(
+            [sys.executable, "-m", "peerwatt.cli", "agent", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith(f"error: another agent (pid {agent.pid}) is running on ")
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=30)
