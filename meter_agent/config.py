@@ -122,6 +122,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         "market",
         "heartbeat_s",
         "homeassistant",
+        "metrics_port",
     }
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -160,6 +161,14 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     )
     if meter.poll_s <= 0:
         raise UserError(f"{mw}: poll_s must be positive")
+    if meter.timeout_s <= 0:
+        raise UserError(f"{mw}: timeout_s must be positive")
+    if meter.port is not None and not 1 <= meter.port <= 65535:
+        raise UserError(f"{mw}: port must be 1-65535, not {meter.port}")
+    if meter.unit is not None and not 0 <= meter.unit <= 255:
+        raise UserError(f"{mw}: unit (the Modbus unit id) must be 0-255, not {meter.unit}")
+    if meter.baudrate is not None and meter.baudrate <= 0:
+        raise UserError(f"{mw}: baudrate must be positive")
     if source == "sml" and host is not None and meter.port is None:
         raise UserError(f'{mw}: source = "sml" with host needs port (the bridge\'s raw TCP port)')
     market = take(data, "market", dict, where, {})
@@ -175,6 +184,12 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise UserError(f"{kw}: {exc}") from None
     ha = take(data, "homeassistant", dict, where, {})
     passphrase = take(data, "passphrase_file", str, where, None)
+    heartbeat_s = float(take(data, "heartbeat_s", (int, float), where, 60))
+    if not heartbeat_s > 0:
+        raise UserError(f"{where}: heartbeat_s must be positive (seconds between status messages)")
+    metrics_port = take(data, "metrics_port", int, where, None)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise UserError(f"{where}: metrics_port must be 1-65535, not {metrics_port}")
     return AgentConfig(
         path=path,
         community=take(data, "community", str, where),
@@ -186,8 +201,8 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         broker=broker_config(data, where, base),
         client_id=take(data, "client_id", str, where, None),
         strategy=strategy,
-        heartbeat_s=float(take(data, "heartbeat_s", (int, float), where, 60)),
+        heartbeat_s=heartbeat_s,
         homeassistant=take(ha, "enabled", bool, f"{where} [homeassistant]", False),
         homeassistant_prefix=take(ha, "prefix", str, f"{where} [homeassistant]", "homeassistant"),
-        metrics_port=take(data, "metrics_port", int, where, None),
+        metrics_port=metrics_port,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -131,3 +132,33 @@ def test_agent_config_errors_are_one_line(tmp_path):
         timeout=60,
     )
     assert res.returncode != 0 and "not found" in res.stderr
+
+
+GOOD_AGENT_TOML = (
+    'community = "oak"\nkey = "meter.key"\ngenesis = "genesis.toml"\n{top}'
+    '[meter]\nprofile = "sdm630"\nhost = "127.0.0.1"\n{meter}'
+    '[broker]\nurl = "mqtt://127.0.0.1:1883"\n'
+)
+
+
+def test_agent_config_takes_metrics_port_and_refuses_values_out_of_range(tmp_path):
+    """Found in a QA pass: docs/operations.md says to set metrics_port in agent.toml, and the
+    loader read it, but refused it as an unknown key; heartbeat_s = -5 and unit = 999 passed."""
+    from meter_agent.config import load_agent_config
+    from peerwatt.errors import UserError
+
+    path = tmp_path / "agent.toml"
+    path.write_text(GOOD_AGENT_TOML.format(top="metrics_port = 9101\n", meter="unit = 1\n"))
+    assert load_agent_config(path).metrics_port == 9101
+    for top, meter, said in (
+        ("heartbeat_s = -5\n", "", "heartbeat_s must be positive"),
+        ("heartbeat_s = 0\n", "", "heartbeat_s must be positive"),
+        ("metrics_port = 70000\n", "", "metrics_port must be 1-65535"),
+        ("", "unit = 999\n", "unit (the Modbus unit id) must be 0-255, not 999"),
+        ("", "port = 0\n", "port must be 1-65535"),
+        ("", "timeout_s = 0\n", "timeout_s must be positive"),
+        ("", "baudrate = -9600\n", "baudrate must be positive"),
+    ):
+        path.write_text(GOOD_AGENT_TOML.format(top=top, meter=meter))
+        with pytest.raises(UserError, match=re.escape(said)):
+            load_agent_config(path)
