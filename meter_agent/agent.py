@@ -24,6 +24,7 @@ from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterError, MeterSample
 from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
+from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
 from meter_agent.receipts import MAX_RECEIPT_BYTES, ReceiptError, verify_receipt
 from meter_agent.strategy import (
     OrderPlan,
@@ -223,6 +224,12 @@ class Agent:
     def _read(self) -> MeterSample | None:
         try:
             sample = self.reader.read()
+            plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
+            if not plausible:
+                raise MeterError(
+                    f"implausible reading: {why} (the wrong profile for this meter? `peerwatt meter "
+                    "probe` finds the right one)"
+                )
         except Exception as exc:  # the agent never dies because of its meter: every fault is retried
             self.meter_read_errors += 1
             known = isinstance(exc, MeterError)

@@ -83,13 +83,19 @@ class ProbeResult:
     checked: int = 0  # how many plausibility checks the reading passed
 
 
-def plausibility(sample) -> tuple[bool, int, str]:
+# What the running agent accepts (a fault otherwise): wide enough for any grid's sags and swells,
+# narrow enough that another meter's register map (values like -1.9e8 V) is caught.
+AGENT_VOLTAGE_RANGE_V = (80.0, 300.0)
+
+
+def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V) -> tuple[bool, int, str]:
     """(plausible, number of checks passed, reason) for a reading from an unknown meter."""
     passed = 0
+    low, high = voltage_range_v
     voltages = [v for v in sample.voltage_v if v is not None and v != 0.0]
     for v in voltages:
-        if not (math.isfinite(v) and VOLTAGE_RANGE_V[0] <= v <= VOLTAGE_RANGE_V[1]):
-            return False, passed, f"voltage {v:.4g} V out of {VOLTAGE_RANGE_V[0]:g}-{VOLTAGE_RANGE_V[1]:g}"
+        if not (math.isfinite(v) and low <= v <= high):
+            return False, passed, f"voltage {v:.4g} V out of {low:g}-{high:g}"
     if sample.voltage_v and not voltages:
         return False, passed, "no phase voltage"
     passed += len(voltages)

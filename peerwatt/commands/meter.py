@@ -140,8 +140,17 @@ def read(
         reader.close()
     if as_json:
         click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-        return
-    click.echo(format_sample(sample, target.describe()))
+    else:
+        click.echo(format_sample(sample, target.describe()))
+    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
+
+    plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
+    if not plausible:  # what the agent would refuse to trade on
+        raise UserError(
+            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
+            "finds the right one",
+            exit_code=1,
+        )
 
 
 def _read_p1(
@@ -178,8 +187,17 @@ def _read_p1(
         reader.close()
     if as_json:
         click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-        return
-    click.echo(format_sample(sample, target.describe()))
+    else:
+        click.echo(format_sample(sample, target.describe()))
+    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
+
+    plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
+    if not plausible:  # what the agent would refuse to trade on
+        raise UserError(
+            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
+            "finds the right one",
+            exit_code=1,
+        )
 
 
 def _read_sml(
@@ -217,8 +235,17 @@ def _read_sml(
         reader.close()
     if as_json:
         click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-        return
-    click.echo(format_sample(sample, target.describe()))
+    else:
+        click.echo(format_sample(sample, target.describe()))
+    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
+
+    plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
+    if not plausible:  # what the agent would refuse to trade on
+        raise UserError(
+            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
+            "finds the right one",
+            exit_code=1,
+        )
 
 
 def _read_shelly_http(

@@ -125,6 +125,22 @@ def test_meter_fault_stops_offers_and_agent_recovers(setup):
     assert agent.status()["meter_ok"] is True
 
 
+def test_a_wrong_profile_is_a_meter_fault_not_ok(setup, reader_for):
+    """Found in a QA pass: an agent reading an SDM630 with the EM24's register map signed the
+    garbage it read and showed meter_ok True. Implausible values are a fault: nothing offered."""
+    from meter_agent.profile import find_profile
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.reader = reader_for(sim, find_profile("em24"))
+    agent.start()
+    run(agent, sim, 20)
+    status = agent.status()
+    assert status["meter_ok"] is False, status
+    assert "implausible reading" in status["fault"] and "peerwatt meter probe" in status["fault"]
+    assert envelopes(seen, "readings") == [] and envelopes(seen, "orders") == []
+
+
 def test_agent_refuses_a_key_not_in_genesis(setup):
     c, meter, sim, make_agent, seen = setup
     with pytest.raises(ValueError, match="not enrolled"):

@@ -25,6 +25,16 @@ def peerwatt(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
+def test_meter_read_with_the_wrong_profile_says_so(start_sim):
+    """Found in a QA pass: the EM24's map on an SDM630 printed "L1 -189462850.8 V" and exit 0."""
+    sim = start_sim("sdm630")
+    out = peerwatt("meter", "read", "--profile", "em24", "--host", "127.0.0.1", "--port", str(sim.port))
+    assert out.returncode == 1, out.stderr
+    assert out.stdout  # what was read is still shown
+    assert out.stderr.startswith("error: implausible reading: ") and "peerwatt meter probe" in out.stderr
+    assert out.stderr.count("\n") == 1
+
+
 def test_meter_read_prints_the_reading(start_sim):
     sim = start_sim("sdm630")
     truth = sim.truth()
