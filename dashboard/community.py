@@ -52,9 +52,11 @@ def today_totals(conn, start: int, end: int) -> dict[str, Any]:
         " WHERE interval >= ? AND interval < ?",
         (start, end),
     ).fetchone()
-    value = conn.execute(
-        "SELECT coalesce(sum(value), 0) FROM trades WHERE interval >= ? AND interval < ?", (start, end)
-    ).fetchone()[0]
+    value, settled_wh = conn.execute(
+        "SELECT coalesce(sum(value), 0), coalesce(sum(CASE WHEN status = 'settled' THEN settled_wh END), 0)"
+        " FROM trades WHERE interval >= ? AND interval < ?",
+        (start, end),
+    ).fetchone()
     import_wh = export_wh = outside_wh = 0
     for total_import, total_export in conn.execute(
         "SELECT sum(d_import_wh), sum(d_export_wh) FROM readings WHERE interval >= ? AND interval < ?"
@@ -76,7 +78,8 @@ def today_totals(conn, start: int, end: int) -> dict[str, Any]:
         "traded_value": value,
         "import_wh": import_wh,
         "export_wh": export_wh,
-        "p2p_share_permille": ratio_permille(traded[0], import_wh),
+        "settled_wh": settled_wh,
+        "p2p_share_permille": ratio_permille(settled_wh, import_wh),
         "self_sufficiency_permille": ratio_permille(import_wh - outside_wh, import_wh),
         "active_households": active,
     }

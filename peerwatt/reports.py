@@ -86,7 +86,7 @@ def _readings(store: Store) -> dict[str, list[tuple[int, int, int, str]]]:
     return {m: [r[i] for i in sorted(r)] for m, r in out.items()}
 
 
-def metered_energy(
+def metered_intervals(
     readings: list[tuple[int, int, int, str]],
     start: int | None,
     end: int | None,
@@ -94,12 +94,12 @@ def metered_energy(
     *,
     capacity_w: int | None = None,
     enrolled_serial: str | None = None,
-) -> tuple[int, int, list[str]]:
-    """Import and export (Wh) of the intervals in [start, end) bounded by two readings the
+) -> tuple[dict[int, tuple[int, int]], list[str]]:
+    """Import and export (Wh) of each interval in [start, end) bounded by two readings the
     settlement would trust, and ``flag@interval`` for each interval left out because its readings
     cannot be true (settlement's rules: another serial, a counter backwards, a jump beyond the
     enrolled capacity). An interval without its two readings is left out silently."""
-    imported = exported = 0
+    metered: dict[int, tuple[int, int]] = {}
     flags: list[str] = []
     by_interval = {r[0]: r for r in readings}
     for interval, imp, exp, serial in readings:
@@ -118,9 +118,8 @@ def metered_energy(
         if isinstance(outcome, str):
             flags.append(f"{outcome}@{interval}")
             continue
-        imported += outcome.import_wh
-        exported += outcome.export_wh
-    return imported, exported, flags
+        metered[interval] = (outcome.import_wh, outcome.export_wh)
+    return metered, flags
 
 
 def build_report(
@@ -149,9 +148,10 @@ def build_report(
     readings = _readings(store)
     households = []
     chosen = [meter] if meter is not None else sorted(meters)
+    community: dict[int, list[int]] = {}  # interval -> [import Wh, export Wh] of the chosen meters
     for m in chosen:
         enrolled = meters.get(m, {})
-        imported, exported, flags = metered_energy(
+        metered, flags = metered_intervals(
             readings.get(m, []),
             start,
             end,
@@ -159,6 +159,12 @@ def build_report(
             capacity_w=enrolled.get("capacity_w"),
             enrolled_serial=enrolled.get("serial"),
         )
+        for interval, (imp, exp) in metered.items():
+            total = community.setdefault(interval, [0, 0])
+            total[0] += imp
+            total[1] += exp
+        imported = sum(i for i, _ in metered.values())
+        exported = sum(e for _, e in metered.values())
         objs = [
             _Settled(
                 s["seller"], s["buyer"], s["settled_wh"], s["value"], s["grid_fee"], s["levies"], s["status"]
@@ -197,7 +203,11 @@ def build_report(
                 "metered_export_wh": total_export,
                 "p2p_settled_wh": p2p_wh,
                 "p2p_share_of_consumption": p2p_wh / total_import if total_import else None,
-                "self_sufficiency": p2p_wh / total_import if total_import else None,
+                # imports balanced by the community's own exports in the same interval (as the
+                # dashboard's overview: docs/dashboard.md)
+                "self_sufficiency": (
+                    sum(min(i, e) for i, e in community.values()) / total_import if total_import else None
+                ),
                 "self_consumption": p2p_wh / total_export if total_export else None,
                 "trades": len(trades),
                 "settled_trades": sum(1 for s in settled if s["status"] == "settled"),

@@ -67,8 +67,10 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     kpis = tables["kpis"].iloc[0]
     click.echo("wrote " + ", ".join(written))
     share = kpis["self_sufficiency"]
+    trades = int(kpis["trades"])  # (a row of ints and floats reads back as floats: "253.0 trades")
     click.echo(
-        f"{kpis['trades']} trades, {kpis['p2p_settled_wh'] / 1000:.1f} kWh settled P2P, self-sufficiency "
+        f"{trades} trade{'' if trades == 1 else 's'}, {kpis['p2p_settled_wh'] / 1000:.1f} kWh settled P2P, "
+        "self-sufficiency "
         f"{'n/a' if share is None or share != share else f'{share:.1%}'}, "
         f"total savings {kpis['savings_total'] / 1e6:.2f}"
     )

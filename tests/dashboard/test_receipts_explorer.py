@@ -140,6 +140,27 @@ def test_governance_shows_the_vote(client, as_admin):
     assert "grid operator" in client.get("/explorer/governance").get_data(as_text=True)
 
 
+def test_overview_and_report_agree_on_the_day_s_shares(client, built):
+    """Found in a QA pass: for one day the overview said P2P share 41.0 % and self-sufficiency
+    36.9 %, `peerwatt report` 19.35 % and 19.35 %: the overview divided cleared energy, the report
+    settled energy, and the report's self-sufficiency was its P2P share again. Both now use the
+    definitions of docs/dashboard.md: settled P2P energy ÷ metered import, and imports balanced by
+    the community's exports in the same quarter-hour."""
+    from chain.store import Store
+    from peerwatt.reports import build_report
+
+    today = client.get("/api/v1/overview").get_json()["today"]
+    store = Store.open(built.data_dir, readonly=True)
+    try:
+        kpis = build_report(store, start=today["start"], end=today["end"])["kpis"].iloc[0]
+    finally:
+        store.close()
+    assert kpis["metered_import_wh"] == today["import_wh"]
+    assert round(1000 * kpis["p2p_share_of_consumption"]) == today["p2p_share_permille"]
+    assert round(1000 * kpis["self_sufficiency"]) == today["self_sufficiency_permille"]
+    assert kpis["self_sufficiency"] != kpis["p2p_share_of_consumption"]
+
+
 def test_overview_after_the_grid_fee_vote(client):
     data = client.get("/api/v1/overview").get_json()
     assert data["tariffs"]["grid_fee_per_kwh"] == 20_000
