@@ -65,6 +65,43 @@ def _load_ca(out_dir: Path):
     return cert, key
 
 
+def _existing_ca(out_dir: Path):
+    """The community CA in ``out_dir`` as (certificate, key), or None when there is none and
+    nothing it signed. A CA with its key or certificate missing, or with another CA's key, is a
+    UserError: a new CA would cut off every node and household holding the old one."""
+    from cryptography.hazmat.primitives import serialization
+
+    crt, key = out_dir / CA_CERT, out_dir / CA_KEY
+    if crt.exists() and key.exists():
+        ca_cert, ca_key = _load_ca(out_dir)
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if ca_cert.public_key().public_bytes(*spki) != ca_key.public_key().public_bytes(*spki):
+            raise UserError(
+                f"{key} is not the key of {crt}: bring back the CA's own key (e.g. from its offline copy) "
+                "and rerun"
+            )
+        return ca_cert, ca_key
+    if crt.exists():
+        raise UserError(
+            f"{key} is missing (the key of {crt}): bring it back (e.g. from its offline copy) and rerun; "
+            "a new CA would cut off every node and household"
+        )
+    if key.exists():
+        raise UserError(
+            f"{crt} is missing (the certificate of {key}): bring it back (every node and household has "
+            f"a copy of {CA_CERT}) and rerun"
+        )
+    signed = [p for p in (out_dir / CA_CRL, out_dir / BROKER_CERT) if p.exists()]
+    signed += sorted((out_dir / CLIENTS_DIR).glob("*.crt"))
+    if signed:
+        raise UserError(
+            f"{out_dir} has no community CA ({CA_CERT}, {CA_KEY}) but {signed[0].relative_to(out_dir)} "
+            "it signed: bring them back (the key e.g. from its offline copy), "
+            "or use an empty --out for a new CA"
+        )
+    return None
+
+
 def _new_ca(community: str, now: datetime.datetime, days: int):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -254,10 +291,11 @@ def make_certs(
     for name in revoke:
         if not (clients / f"{name}.crt").exists() and name not in _revoked_names(clients):
             raise UserError(f"--revoke {name}: no certificate {clients / name}.crt to revoke")
+    existing = _existing_ca(out_dir)
     make_dir(out_dir)
     now = datetime.datetime.now(datetime.UTC)
-    if (out_dir / CA_KEY).exists():
-        ca_cert, ca_key = _load_ca(out_dir)
+    if existing is not None:
+        ca_cert, ca_key = existing
         result = CertsResult("reused")
     else:
         ca_cert, ca_key = _new_ca(community, now, ca_days)

@@ -521,10 +521,12 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
     if request.community != layout.community:
         raise UserError(f"{request_file} asks to join {request.community!r}, not {layout.community!r}")
     meter = request.meter_id
-    if meter not in layout.meters:
+    added = meter not in layout.meters
+    if added:
         layout.meters.append(meter)
+    broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
+    if added:
         layout.write()
-    broker_files(layout, hosts=())
     clients = out_dir / "broker" / "certs" / "clients"
     folder = household_dir or out_dir / "households" / meter
     folder.mkdir(parents=True, exist_ok=True)
