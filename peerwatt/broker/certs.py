@@ -195,15 +195,18 @@ def _read_crl(out_dir: Path, ca_cert) -> tuple[list, int]:
     return list(crl), number
 
 
-def _write_crl(out_dir: Path, ca_cert, ca_key, serials: list[int], now: datetime.datetime) -> int:
-    """(Re)write the CA's CRL with its earlier entries plus ``serials``; return how many it lists.
+def _write_crl(
+    out_dir: Path, ca_cert, ca_key, crl: tuple[list, int], serials: list[int], now: datetime.datetime
+) -> int:
+    """(Re)write the CA's CRL with its earlier entries and number (``crl``, from :func:`_read_crl`)
+    plus ``serials``; return how many it lists.
 
     Its next update is the CA's own expiry: OpenSSL refuses every client certificate once the CRL
     it checks against has expired, and the community CA publishes no other CRL."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
 
-    entries, number = _read_crl(out_dir, ca_cert)
+    entries, number = crl
     listed = {entry.serial_number for entry in entries}
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -302,13 +305,14 @@ def make_certs(
         write_private(out_dir / CA_KEY, _pem_key(ca_key))
         (out_dir / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         result = CertsResult("created")
+    crl = _read_crl(out_dir, ca_cert)  # a CRL of another CA is refused before anything is revoked
     serials = []
     for name in revoke:
         serial = _take_back(clients, name)
         if serial is not None:
             serials.append(serial)
             result.revoked.append(name)
-    result.crl_entries = _write_crl(out_dir, ca_cert, ca_key, serials, now)
+    result.crl_entries = _write_crl(out_dir, ca_cert, ca_key, crl, serials, now)
     if hosts:
         cert, key = _issue(
             ca_cert, ca_key, hosts[0], _host_names(list(hosts)), server=True, now=now, days=days

@@ -123,3 +123,13 @@ def test_add_meter_without_the_ca_key_is_refused_and_changes_nothing(tmp_path: P
     assert r.returncode == 2 and "community-ca.key is missing" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert files(out) == before
+
+
+def test_a_foreign_crl_is_refused_before_a_revocation_moves_anything(certs: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    make_certs(other, community="t")
+    (certs / "community-ca.crl").write_bytes((other / "community-ca.crl").read_bytes())
+    before = files(certs)
+    with pytest.raises(UserError, match=r"community-ca\.crl was not signed by"):
+        make_certs(certs, community="t", revoke=("m1",))
+    assert files(certs) == before  # m1's certificate and key are where they were
