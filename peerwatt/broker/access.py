@@ -33,6 +33,7 @@ ROLES = ("sequencer", "validator", "observer", "operator", "dashboard", "meter")
 NODE_ROLES = ("sequencer", "validator", "observer", "operator", "dashboard")
 DASHBOARD_ACCOUNT = "dashboard"  # the name `--dashboard` gives (dashboard.toml's broker_client_id default)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")  # chain.keys.key_id: a meter's id (its account name and CN)
 
 
 class AccountError(ValueError):
@@ -174,6 +175,8 @@ def community_accounts(
     if sum(a.role == "sequencer" for a in nodes) > 1:
         raise AccountError("more than one sequencer account: the community has one sequencer")
     for meter in extra_meters:
+        if not _KEY_ID.fullmatch(meter):
+            raise AccountError(f"--meter {meter}: not a meter id (the meter key's id: 32 hex digits 0-9a-f)")
         if meter in registry.left_out:
             raise AccountError(f"--meter {meter}: {registry.left_out[meter]}; it gets no broker account")
     meter_ids = list(registry.meters) + [m for m in extra_meters if m not in registry.meters]

@@ -214,6 +214,23 @@ def left_out_line(registry: Registry) -> str | None:
     )
 
 
+def _check_certs_dir(certs_dir: Path, *, tls: bool, here: bool) -> None:
+    """A ``--certs`` folder: only with TLS and, when the files live on this machine (``here``: no
+    --etc), holding the CA and the broker's certificate and key (with --etc it names a folder of
+    the broker machine, which cannot be checked here)."""
+    if not tls:
+        raise UserError(f"--certs names TLS files, which --no-tls does not use: drop --certs {certs_dir}")
+    if not here:
+        return
+    for name in (CA_CERT, BROKER_CERT, BROKER_KEY):
+        if not (certs_dir / name).is_file():
+            raise UserError(
+                f"--certs {certs_dir}: no {name} there: make the folder with `peerwatt broker certs "
+                f"--out {certs_dir} --host <broker name> --genesis FILE` (or give --etc if the files "
+                "live on another machine)"
+            )
+
+
 @dataclass
 class ConfigResult:
     """What write_config wrote and what is left to run on the broker machine."""
@@ -246,6 +263,8 @@ def write_config(
     if auth == "cert" and local_port:
         raise UserError("--local-port carries no certificate: use --auth password for a plain local listener")
     local_port = (1883 if auth == "password" else 0) if local_port is None else local_port
+    if certs_dir is not None:
+        _check_certs_dir(certs_dir, tls=tls, here=etc_dir is None)
     tool = shutil.which("mosquitto_passwd")
     if auth == "password" and tool is None:
         raise UserError(

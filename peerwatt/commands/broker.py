@@ -65,7 +65,10 @@ _EXCLUDE_HELP = "Leave out this account (a name, meter id or validator key id; r
     help="Where the files will live on the broker (default: --out).",
 )
 @click.option(
-    "--certs", "certs_dir", type=click.Path(path_type=Path), help="TLS files folder (default: ETC/certs)."
+    "--certs",
+    "certs_dir",
+    type=click.Path(path_type=Path),
+    help="TLS files folder (default: ETC/certs); without --etc it must hold the CA, broker.crt and .key.",
 )
 @click.option(
     "--persistence",

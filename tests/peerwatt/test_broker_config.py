@@ -79,13 +79,51 @@ def test_password_mode_binds_client_ids_on_every_listener(tmp_path: Path, commun
         (["--node", "a=sequencer", "--node", "b=sequencer"], "more than one sequencer"),
         (["--node", "x=observer", "--node", "x=operator"], "used twice"),
         (["--node", "bad name=observer"], "must be 1-128 letters"),
+        (["--meter", "notahex"], "--meter notahex: not a meter id (the meter key's id: 32 hex digits"),
+        (["--meter", "AB" * 16], "not a meter id"),
+        (["--certs", "/nonexist"], "--certs /nonexist: no community-ca.crt there"),
+        (["--auth", "password", "--no-tls", "--certs", "/nonexist"], "--certs names TLS files"),
     ],
 )
 def test_mistakes_are_one_line_errors(tmp_path: Path, community, args: list[str], expected: str) -> None:
     result = run(tmp_path, *args)
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert expected in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # nothing written
+
+
+def test_certs_must_hold_the_broker_files_unless_they_live_on_another_machine(
+    tmp_path: Path, community
+) -> None:
+    """--certs names the folder Mosquitto reads its TLS files from: with the files living here (no
+    --etc) it must hold the CA, the broker's certificate and key; with --etc it is the broker
+    machine's folder and is taken as given."""
+    certs = tmp_path / "certs"
+    made = peerwatt("broker", "certs", "--out", str(certs), "--genesis", str(tmp_path / "genesis.toml"))
+    assert made.returncode == 0, made.stderr
+    result = run(tmp_path, "--certs", str(certs))
+    assert result.exit_code == 2 and f"--certs {certs}: no broker.crt there" in result.output
+    assert "--host" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+    remote = run(tmp_path, "--certs", "/srv/broker/certs", "--etc", "/etc/mosquitto/peerwatt")
+    assert remote.exit_code == 0, remote.output
+    assert "certfile /srv/broker/certs/broker.crt" in (tmp_path / "b" / "mosquitto.conf").read_text()
+    host = peerwatt("broker", "certs", "--out", str(certs), "--host", "127.0.0.1")
+    assert host.returncode == 0, host.stderr
+    result = run(tmp_path, "--certs", str(certs))
+    assert result.exit_code == 0, result.output
+    assert f"certfile {certs}/broker.crt" in (tmp_path / "b" / "mosquitto.conf").read_text()
+
+
+def test_broker_certs_refuse_a_meter_id_that_is_not_a_key_id(tmp_path: Path, community) -> None:
+    out = tmp_path / "certs"
+    args = ["broker", "certs", "--out", str(out), "--genesis", str(tmp_path / "genesis.toml")]
+    result = peerwatt(*args, "--meter", "notahex")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --meter notahex: not a meter id"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_rights_never_give_a_meter_blocks_or_another_meters_topics() -> None:
