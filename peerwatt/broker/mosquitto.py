@@ -7,6 +7,7 @@ config`` and the demo call :func:`write_config`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -124,6 +125,43 @@ def start_commands(etc_dir: Path, persistence_dir: Path, user: str) -> tuple[str
 
 
 # -- files -------------------------------------------------------------------------------------
+
+_STAMP = "# sha256 "
+_STAMP_END = ": a rerun of `peerwatt broker config` replaces this file only while it is unchanged\n"
+
+
+def stamped(text: str) -> str:
+    """A generated file's ``text`` with a second line holding the SHA-256 of the rest, by which a
+    rerun tells the file as written from a file an operator changed."""
+    first, rest = text.split("\n", 1)
+    return f"{first}\n{_STAMP}{hashlib.sha256(text.encode()).hexdigest()}{_STAMP_END}{rest}"
+
+
+def _as_written(old: str, new: str) -> bool:
+    """Whether ``old`` (a file's text) is what peerwatt wrote: ``new`` (the text it would write
+    now, unstamped), or a stamped file whose text still matches its stamp."""
+    first, _, rest = old.partition("\n")
+    stamp, _, rest = rest.partition("\n")
+    if stamp.startswith(_STAMP) and stamp.endswith(_STAMP_END.rstrip("\n")):
+        digest = stamp.removeprefix(_STAMP).removesuffix(_STAMP_END.rstrip("\n"))
+        return hashlib.sha256(f"{first}\n{rest}".encode()).hexdigest() == digest
+    return old == new  # written before the stamp, with the same options
+
+
+def check_unchanged(path: Path, text: str) -> None:
+    """UserError (one line) when ``path`` exists and is not as `peerwatt broker config` wrote it:
+    a rerun would overwrite an operator's edits (``--force`` replaces it)."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not _as_written(old, text):
+        raise UserError(
+            f"{path} was changed since `peerwatt broker config` wrote it: move it away (it holds your "
+            "edits) and rerun, or replace it with `peerwatt broker config ... --force`"
+        )
 
 
 def _hash_password_file(tool: str, path: Path) -> None:
@@ -255,9 +293,11 @@ def write_config(
     local_port: int | None = None,
     tls: bool = True,
     run_user: str = "mosquitto",
+    force: bool = False,
 ) -> ConfigResult:
     """Write mosquitto.conf, the ACL, the systemd drop-in (and with ``auth="password"`` the
-    password file and credentials/) for these accounts; UserError (one line) on a bad combination."""
+    password file and credentials/) for these accounts; UserError (one line) on a bad combination,
+    or when mosquitto.conf or the drop-in was changed since it was written (unless ``force``)."""
     if auth == "cert" and not tls:
         raise UserError("--auth cert needs TLS: drop --no-tls (or use --auth password)")
     if auth == "cert" and local_port:
@@ -278,6 +318,22 @@ def write_config(
             "--genesis FILE` (or --data NODE_DIR) once to write it"
         )
     persistence = persistence_dir.absolute()
+    conf = conf_text(
+        community,
+        etc_dir=etc,
+        certs_dir=certs,
+        persistence_dir=persistence,
+        port=port,
+        bind=bind,
+        local_port=local_port,
+        tls=tls,
+        auth=auth,
+    )
+    dropin = out_dir / DROPIN_DIR / "peerwatt.conf"
+    dropin_body = dropin_text(etc, persistence, run_user)
+    if not force:  # before anything is written
+        check_unchanged(out_dir / CONF_NAME, conf)
+        check_unchanged(dropin, dropin_body)
     make_dir(out_dir)
     shared = [out_dir / ACL_NAME]
     (out_dir / ACL_NAME).write_text(acl_text(community, accounts))
@@ -304,22 +360,9 @@ def write_config(
             if stale.name.removesuffix(".password") not in names:
                 stale.unlink()
         shared.append(passwd_path)
-    (out_dir / CONF_NAME).write_text(
-        conf_text(
-            community,
-            etc_dir=etc,
-            certs_dir=certs,
-            persistence_dir=persistence,
-            port=port,
-            bind=bind,
-            local_port=local_port,
-            tls=tls,
-            auth=auth,
-        )
-    )
+    (out_dir / CONF_NAME).write_text(stamped(conf))
     os.chmod(out_dir / CONF_NAME, 0o644)
-    dropin = out_dir / DROPIN_DIR / "peerwatt.conf"
     make_dir(dropin.parent)
-    dropin.write_text(dropin_text(etc, persistence, run_user))
+    dropin.write_text(stamped(dropin_body))
     still = share_with(shared, run_user)
     return ConfigResult(out_dir / CONF_NAME, dropin, start_commands(etc, persistence, run_user), still)

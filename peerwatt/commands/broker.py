@@ -98,6 +98,11 @@ _EXCLUDE_HELP = "Leave out this account (a name, meter id or validator key id; r
 @click.option("--exclude", "exclude", multiple=True, help=_EXCLUDE_HELP)
 @click.option("--dashboard", "dashboard", is_flag=True, help=_DASHBOARD_HELP)
 @click.option("--user", "run_user", default="mosquitto", show_default=True, help="User Mosquitto runs as.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace mosquitto.conf and the drop-in even when they were changed since peerwatt wrote them.",
+)
 def config(
     genesis_file: Path | None,
     data_dir: Path | None,
@@ -115,9 +120,12 @@ def config(
     exclude: tuple[str, ...],
     dashboard: bool,
     run_user: str,
+    force: bool,
 ) -> None:
     """Write mosquitto.conf, peerwatt.acl, a systemd drop-in (and, with --auth password,
-    peerwatt.passwd and credentials/) for a community: one account per node and per meter."""
+    peerwatt.passwd and credentials/) for a community: one account per node and per meter.
+    A rerun replaces mosquitto.conf and the drop-in only while they are as it wrote them (--force:
+    also when they were edited)."""
     community, registry = load_registry(genesis_file, data_dir)
     accounts = select_accounts(registry, node_specs, extra_meters, exclude, dashboard)
     result = write_config(
@@ -133,6 +141,7 @@ def config(
         local_port=local_port,
         tls=tls,
         run_user=run_user,
+        force=force,
     )
     nodes = [f"{a.name} ({a.role})" for a in accounts if a.role not in ("meter", "dashboard")]
     meters = sum(a.role == "meter" for a in accounts)

@@ -171,3 +171,41 @@ def test_broker_certs_issue_the_dashboard_a_certificate(tmp_path: Path, communit
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "certs" / "clients" / "dashboard.crt").exists()
+
+
+def test_a_rerun_replaces_mosquitto_conf_only_while_unedited_or_with_force(tmp_path: Path, community) -> None:
+    """An operator's edits to mosquitto.conf (or the systemd drop-in) survive a rerun of `broker
+    config`: it refuses with one line and writes nothing; --force replaces them. A file as peerwatt
+    wrote it is replaced, also with other options."""
+    b = tmp_path / "b"
+    first = run(tmp_path, "--persistence", str(tmp_path / "p"))
+    assert first.exit_code == 0, first.output
+    other = run(tmp_path, "--persistence", str(tmp_path / "p"), "--port", "8884")
+    assert other.exit_code == 0, other.output
+    assert "listener 8884" in (b / "mosquitto.conf").read_text().splitlines()
+
+    new_meter = ["--meter", "ab" * 16, "--port", "8884", "--persistence", str(tmp_path / "p")]
+    for edited in (b / "mosquitto.conf", b / "mosquitto.service.d" / "peerwatt.conf"):
+        original = edited.read_text()
+        edited.write_text(original + "# an operator's line\n")
+        before = {p: p.read_bytes() for p in b.rglob("*") if p.is_file()}
+        refused = run(tmp_path, *new_meter)
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.startswith(f"error: {edited} was changed since `peerwatt broker config`")
+        assert "--force" in refused.output and len(refused.output.strip().splitlines()) == 1
+        assert {p: p.read_bytes() for p in b.rglob("*") if p.is_file()} == before  # the ACL too
+        edited.write_text(original)
+
+    (b / "mosquitto.conf").write_text((b / "mosquitto.conf").read_text() + "log_type all\n")
+    forced = run(tmp_path, *new_meter, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "log_type all" not in (b / "mosquitto.conf").read_text()
+    assert f"user {'ab' * 16}" in (b / "peerwatt.acl").read_text()
+
+    # a file written before the stamp line existed, unchanged: replaced without --force
+    lines = (b / "mosquitto.conf").read_text().splitlines(keepends=True)
+    assert lines[1].startswith("# sha256 ")
+    (b / "mosquitto.conf").write_text("".join(lines[:1] + lines[2:]))
+    again = run(tmp_path, *new_meter)
+    assert again.exit_code == 0, again.output
+    assert (b / "mosquitto.conf").read_text() == "".join(lines)
