@@ -92,7 +92,10 @@ class Agent:
         self.community = genesis.community
         enrolled = genesis.doc["meters"].get(self.meter_id)
         if enrolled is None:
-            raise ValueError(f"meter key {self.meter_id} is not enrolled in {self.community}'s genesis")
+            raise ValueError(
+                f"meter key {self.meter_id} is not enrolled in {self.community}'s genesis: a meter admitted "
+                "after genesis needs its join-request.txt (from `peerwatt agent setup`) beside agent.toml"
+            )
         self.capacity_w = enrolled["capacity_w"]
         self.serial = serial or enrolled["serial"]
         self.profile = profile
