@@ -148,8 +148,10 @@ def probe_meter(
             try:
                 result = _probe_one(reader, profile.name, unit)
             except MeterConnectionError as exc:
-                if not exc.closed_by_peer:
-                    raise UserError(f"{exc}: {advice(exc, hasattr(target, 'host'))}", exit_code=3) from None
+                if not exc.closed_by_peer:  # nothing at the address: no profile to blame
+                    reason = str(exc).removeprefix(f"{reader.where}: ")
+                    hint = advice(exc, hasattr(target, "host"))
+                    raise UserError(f"{reason}: {hint}", exit_code=3) from None
                 result = ProbeResult(unit, profile.name, "error", "connection closed by the device")
             except MeterTimeout:
                 silent_lines.add(line)

@@ -87,3 +87,17 @@ def test_a_silent_device_gets_a_timeout_hint(start_sim):
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "longer --timeout (now 0.2 s)" in out.stderr
+
+
+def test_nothing_listening_is_not_blamed_on_a_profile():
+    """Found in a QA pass: with nothing at the address, the error named the first profile tried
+    ("abb-b23 meter at ...: cannot connect"), as if that meter were there."""
+    from peerwatt.errors import UserError
+    from peerwatt.ports import free_port
+
+    target = TcpTarget("127.0.0.1", free_port())
+    with pytest.raises(UserError) as caught:
+        probe_meter([(p, target) for p in builtin_profiles()], [1], 0.5, 5)
+    said = str(caught.value)
+    assert said.startswith(f"cannot connect to {target.describe()}"), said
+    assert not any(f"{p.name} meter" in said for p in builtin_profiles()), said
