@@ -200,9 +200,16 @@ def load_genesis(path: str | Path) -> Genesis:
     """Read and check a genesis TOML file; GenesisError names the problem."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GenesisError(f"genesis file {path} not found (write one with `peerwatt genesis new`)") from None
+    except UnicodeDecodeError as exc:
+        raise GenesisError(
+            f"{path} is not a genesis file (not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): give the community's genesis.toml"
+        ) from None
+    except OSError as exc:
+        raise GenesisError(f"cannot read genesis file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise GenesisError(f"{path} is not valid TOML: {exc}") from None
     try:

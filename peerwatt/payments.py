@@ -20,14 +20,13 @@ issued), with its number as the end-to-end id and in the remittance text.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from market.billing import CENT
-from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures
+from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures, read_billing_toml
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
 PAIN_001 = "pain.001.001.09"  # SEPA credit transfers
@@ -252,10 +251,7 @@ def _load(data: bytes) -> dict[str, Any]:
 def _creditor(billing_dir: Path) -> dict[str, str]:
     """The community's own account: ``[sepa]`` in ``billing.toml``."""
     path = billing_dir / CONFIG
-    try:
-        doc = tomllib.loads(path.read_text()) if path.exists() else {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BillingError(f"cannot read {path}: {exc}") from None
+    doc = read_billing_toml(path) if path.exists() else {}
     sepa = doc.get("sepa")
     if not isinstance(sepa, dict) or not sepa.get("name") or not sepa.get("iban"):
         raise BillingError(

@@ -21,13 +21,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML config file, or raise UserError naming the file and the problem."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file {path} not found") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not a TOML text file ({not_utf8(exc)}): give the right file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, for a one-line error."""
+    return f"not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
 
 
 def take(

@@ -197,15 +197,27 @@ class BillingConfig:
 DEFAULT_VAT_NOTE = "VAT not charged."
 
 
+def read_billing_toml(path: Path) -> dict[str, Any]:
+    """The parsed ``billing.toml`` at ``path`` (it must exist); BillingError names the file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BillingError(
+            f"{path} is not a TOML text file (not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): write billing.toml as in docs/billing.md"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BillingError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise BillingError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def load_config(billing_dir: Path) -> BillingConfig:
     """Read ``billing.toml`` (absent: EUR, VAT not charged with the default note)."""
     path = billing_dir / CONFIG
     if not path.exists():
         return BillingConfig("EUR", VatSetting(False, 0, DEFAULT_VAT_NOTE))
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BillingError(f"cannot read {path}: {exc}") from None
+    doc = read_billing_toml(path)
     currency = doc.get("currency", "EUR")
     vat = doc.get("vat", {})
     charged = vat.get("charged", False)

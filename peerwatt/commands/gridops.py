@@ -10,7 +10,6 @@ waits, bounded, until the node's store shows each transaction accepted or refuse
 from __future__ import annotations
 
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +62,12 @@ def _metering_points(billing_dir: Path) -> dict[str, str]:
     path = billing_dir / "billing.toml"
     if not path.exists():
         return {}
+    from peerwatt.statements import BillingError, read_billing_toml
+
     try:
-        return metering_points(tomllib.loads(path.read_text()), str(path))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        return metering_points(read_billing_toml(path), str(path))
+    except BillingError as exc:
+        raise UserError(str(exc)) from None
     except GridopsError as exc:
         raise UserError(str(exc)) from None
 

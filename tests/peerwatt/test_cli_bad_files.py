@@ -1,0 +1,95 @@
+"""Bad files a user can hand the CLI (found in a QA pass): each gives one line naming the file and
+the fix, a non-zero exit, never a traceback, and changes no file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import peerwatt
+from tests.support.market_ledger import build_market
+
+COMMUNITY = [
+    "community",
+    "init",
+    "--community",
+    "t",
+    "--validators",
+    "1",
+    "--validator-host",
+    "127.0.0.1",
+    "--interval",
+    "60",
+    "--feed-in-price",
+    "0.08",
+    "--retail-price",
+    "0.30",
+    "--timezone",
+    "UTC",
+    "--broker-host",
+    "127.0.0.1",
+]
+
+NOT_UTF8 = bytes(range(128, 256)) * 2  # not UTF-8 from the first byte on
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    """``r`` failed with exactly one line on stderr, holding every one of ``words``."""
+    assert r.returncode not in (0, 1) or "FAILED" in r.stdout, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for word in words:
+        assert word in r.stderr, (word, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory) -> Path:
+    """A node's data folder holding a full trade round (one validator), left closed."""
+    base = tmp_path_factory.mktemp("market")
+    c = build_market(base, validators=1)
+    for ledger in c.ledgers:
+        ledger.close()
+    return base / "validator-0"
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("community") / "c"
+    r = peerwatt(*COMMUNITY, "--out", str(out), stdin="")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_a_config_file_that_is_not_utf8_is_named_in_one_line(tmp_path, market):
+    bad = tmp_path / "x.toml"
+    bad.write_bytes(NOT_UTF8)
+    for args in (
+        ["agent", "-c", str(bad)],
+        ["agent", "status", "-c", str(bad)],
+        ["node", "run", "-c", str(bad)],
+        ["dashboard", "-c", str(bad)],
+        ["node", "init", "--genesis", str(bad), "--data", str(tmp_path / "n")],
+        ["msg", "verify", "--pubkey", str(bad), "--genesis", str(bad), str(bad)],
+    ):
+        one_line_error(peerwatt(*args, stdin=""), str(bad), "not UTF-8")
+    assert not (tmp_path / "n").exists()
+    household = tmp_path / "household"
+    household.mkdir()
+    (household / "genesis.toml").write_bytes(NOT_UTF8)
+    r = peerwatt("agent", "setup", "--dir", str(household), "--host", "127.0.0.1", "--yes", stdin="")
+    one_line_error(r, str(household / "genesis.toml"), "not UTF-8")
+    billing = tmp_path / "billing"
+    billing.mkdir()
+    (billing / "billing.toml").write_bytes(NOT_UTF8)
+    r = statements(market, billing, tmp_path / "s")
+    one_line_error(r, str(billing / "billing.toml"), "not UTF-8")
+    assert os.listdir(billing) == ["billing.toml"] and not (tmp_path / "s").exists()
+
+
+def statements(data: Path, billing: Path, out: Path) -> subprocess.CompletedProcess:
+    """`peerwatt statements` for October 2025 (the market ledger's blocks are in November)."""
+    return peerwatt(
+        "statements", "--data", str(data), "--period", "2025-10", "--out", str(out), "--billing", str(billing)
+    )
