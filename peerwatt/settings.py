@@ -114,3 +114,17 @@ def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
     if config.password is not None and "password_file" not in table:
         raise UserError(f"{bw}: the url holds a password: {fix}")
     return config
+
+
+def check_tls_files(config: BrokerConfig, where: str) -> None:
+    """UserError naming ``where`` and the files unless the [broker] TLS files load (they exist,
+    are PEM and the client key belongs to the certificate); call before building the bus."""
+    if not config.tls:
+        return
+    try:
+        config.ssl_context()
+    except ValueError as exc:
+        raise UserError(
+            f"{where} [broker]: {exc}; fix ca_file, cert_file and key_file (the community CA, and this "
+            "account's certificate and key from the coordinator)"
+        ) from None

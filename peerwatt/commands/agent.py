@@ -37,9 +37,11 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
+    from peerwatt.settings import check_tls_files
 
     setup_logging(verbose, {"pymodbus": logging.CRITICAL})
     cfg = load_agent_config(config_file)
+    check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file)
     try:
         genesis = load_genesis(cfg.genesis_file)
@@ -251,6 +253,11 @@ def setup(
     for path in (folder / "meter.key", folder / "member.key", folder / "agent.toml"):
         if path.exists():
             raise UserError(f"{path} already exists: this folder is set up (move it away to start again)")
+    if not (folder / "community-ca.crt").is_file():  # agent.toml's ca_file: the broker's TLS
+        raise UserError(
+            f"{folder / 'community-ca.crt'} not found: copy the community's household/ folder "
+            "(genesis.toml, community-ca.crt) here first"
+        )
     names = [n.strip() for n in profile_list.split(",") if n.strip()] if profile_list else []
     profiles = _profiles(names, None, ())
     targets = [(p, _target(host, serial_device, port, None, None, None, p)) for p in profiles]

@@ -20,6 +20,7 @@ import click
 
 from peerwatt.dashboard_config import DashboardSettings, load_settings
 from peerwatt.errors import UserError
+from peerwatt.settings import check_tls_files
 
 
 def _open_app(settings: DashboardSettings):
@@ -77,6 +78,8 @@ def dashboard(
         return
     if config_file is not None:
         settings = load_settings(config_file)
+        if settings.broker is not None:
+            check_tls_files(settings.broker, str(config_file))
     elif data_dir is not None:
         settings = DashboardSettings(data=data_dir)
     else:

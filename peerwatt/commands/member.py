@@ -84,12 +84,14 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
     """Publish envelopes on the gov topic and wait until the broker acknowledged every one."""
     from peerwatt.bus import MqttBus, Topics
     from peerwatt.config import broker_config, read_toml, take
+    from peerwatt.settings import check_tls_files
 
     if side.operator is None:
         raise UserError("give --operator-config (operator.toml: the broker account for governance)")
     data = read_toml(side.operator)
     broker = broker_config(data, str(side.operator), side.operator.parent)
     client_id = take(data, "client_id", str, str(side.operator), f"operator-{side.signer}")
+    check_tls_files(broker, str(side.operator))
     bus = MqttBus(broker, client_id)
     acked = threading.Semaphore(0)
     bus.start()

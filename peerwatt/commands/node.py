@@ -62,9 +62,11 @@ def run(config_file: Path, verbose: bool) -> None:
     from peerwatt.node import Node
     from peerwatt.node.http_api import NodeHttpApi
     from peerwatt.node.mempool import Mempool
+    from peerwatt.settings import check_tls_files
 
     setup_logging(verbose, {"paho": logging.WARNING})
     cfg = load_node_config(config_file)
+    check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     ledger = open_node_ledger(cfg.data)
     mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role != "observer" else None

@@ -4,6 +4,7 @@ the fix, a non-zero exit, never a traceback, and changes no file."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -93,3 +94,49 @@ def statements(data: Path, billing: Path, out: Path) -> subprocess.CompletedProc
     return peerwatt(
         "statements", "--data", str(data), "--period", "2025-10", "--out", str(out), "--billing", str(billing)
     )
+
+
+AGENT_TOML = """community = "t"
+key = "meter.key"
+genesis = "genesis.toml"
+[meter]
+profile = "sdm630"
+host = "127.0.0.1"
+[broker]
+url = "mqtts://127.0.0.1:8883"
+ca_file = "community-ca.crt"
+cert_file = "broker-client.crt"
+key_file = "broker-client.key"
+"""
+
+
+def test_missing_or_wrong_tls_files_are_named_before_anything_starts(tmp_path, community):
+    node = tmp_path / "validator-1"
+    shutil.copytree(community / "validator-1", node)
+    config = node / "node.toml"
+    r = peerwatt("node", "init", "--genesis", str(node / "genesis.toml"), "--data", str(node / "node-data"))
+    assert r.returncode == 0, r.stderr
+    config.write_text(config.read_text().replace('ca_file = "community-ca.crt"', 'ca_file = "nope.crt"'))
+    r = peerwatt("node", "run", "-c", str(config))
+    one_line_error(r, str(config), str(node / "nope.crt"), "no such file", "fix ca_file")
+    config.write_text(config.read_text().replace('ca_file = "nope.crt"', 'ca_file = "community-ca.crt"'))
+    shutil.copy2(node / "operator-client.key", node / "node-client.key")  # another account's key
+    r = peerwatt("node", "run", "-c", str(config))
+    one_line_error(r, str(config), "node-client.key", "KEY_VALUES_MISMATCH")
+    assert os.listdir(node / "node-data") == ["ledger.sqlite"]  # no mempool made, nothing started
+
+    household = tmp_path / "household"
+    shutil.copytree(community / "household", household)
+    (household / "agent.toml").write_text(AGENT_TOML.replace('"community-ca.crt"', '"ca.crt"'))
+    shutil.copy2(community / "validator-1" / "node-client.crt", household / "broker-client.crt")
+    shutil.copy2(community / "validator-1" / "node-client.key", household / "broker-client.key")
+    r = peerwatt("agent", "-c", str(household / "agent.toml"))
+    one_line_error(r, str(household / "agent.toml"), str(household / "ca.crt"), "no such file")
+    assert not (household / "agent-state").exists()
+
+    for name in ("agent.toml", "broker-client.crt", "broker-client.key"):
+        (household / name).unlink()
+    (household / "community-ca.crt").unlink()
+    r = peerwatt("agent", "setup", "--dir", str(household), "--host", "127.0.0.1", "--yes", stdin="")
+    one_line_error(r, str(household / "community-ca.crt"), "household/ folder")
+    assert sorted(os.listdir(household)) == ["genesis.toml"]
