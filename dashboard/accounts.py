@@ -31,6 +31,8 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from chain.store import StoreError
+
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MAX_NAME_LENGTH = 64
@@ -114,10 +116,21 @@ class RateLimit:
 
 def open_db(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(_SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise AccountsFileError(
+            f"{path} is damaged ({exc}): it holds the dashboard's accounts: restore it from a backup, "
+            "or move it away to start with no accounts"
+        ) from None
     return conn
+
+
+class AccountsFileError(StoreError):
+    """The accounts database cannot be opened (not a database, damaged); the message says what to do."""
 
 
 def _token_hash(token: str) -> bytes:

@@ -16,6 +16,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from chain.store import StoreError
+
 SCHEMA_VERSION = "7"
 
 TABLES = (
@@ -89,15 +91,26 @@ CREATE TABLE IF NOT EXISTS validator_sets (
 CACHE_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA mmap_size=1073741824")  # 64 MiB cache, 1 GiB map
 
 
+class IndexFileError(StoreError):
+    """The index file cannot be opened (not a database, damaged); the message says how to rebuild it."""
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection to the index (created with its schema when missing)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    for pragma in CACHE_PRAGMAS:
-        conn.execute(pragma)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost tail is simply re-indexed
-    conn.executescript(SCHEMA)
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    try:
+        for pragma in CACHE_PRAGMAS:
+            conn.execute(pragma)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost tail is simply re-indexed
+        conn.executescript(SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise IndexFileError(
+            f"{path} is damaged ({exc}): it is only the dashboard's index, rebuilt from the ledger: "
+            "delete it and start the dashboard again"
+        ) from None
     if row is not None and row[0] != SCHEMA_VERSION:
         drop(conn)
         conn.executescript(SCHEMA)

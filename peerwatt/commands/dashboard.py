@@ -159,6 +159,7 @@ def user() -> None:
 
 
 def _accounts(data_dir: Path, instance: Path | None):
+    from chain.store import StoreError
     from dashboard.accounts import Accounts
     from dashboard.services import default_instance_dir
 
@@ -168,6 +169,8 @@ def _accounts(data_dir: Path, instance: Path | None):
         return Accounts(folder / "dashboard.sqlite")
     except OSError as exc:
         raise UserError(f"cannot use {folder}: {exc.strerror}") from None
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _read_password() -> str:

@@ -61,7 +61,7 @@ def run(config_file: Path, verbose: bool) -> None:
     from peerwatt.config import load_node_config
     from peerwatt.node import Node
     from peerwatt.node.http_api import NodeHttpApi
-    from peerwatt.node.mempool import Mempool
+    from peerwatt.node.mempool import Mempool, MempoolError
     from peerwatt.settings import check_tls_files
 
     setup_logging(verbose, {"paho": logging.WARNING})
@@ -69,7 +69,11 @@ def run(config_file: Path, verbose: bool) -> None:
     check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     ledger = open_node_ledger(cfg.data)
-    mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role != "observer" else None
+    try:
+        mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role != "observer" else None
+    except MempoolError as exc:
+        ledger.close()
+        raise UserError(str(exc)) from None
     bus = MqttBus(cfg.broker, cfg.client_id)
     node_ = Node(
         ledger,

@@ -46,16 +46,24 @@ class Mempool:
         self._lock = threading.Lock()
         self._batch_open = False  # a transaction of add(batch=True) writes that flush() commits
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS pending"
-            " (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)"
-        )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS quarantine"
-            " (hash BLOB PRIMARY KEY, at REAL NOT NULL, error TEXT NOT NULL, raw BLOB NOT NULL)"
-        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS pending"
+                " (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS quarantine"
+                " (hash BLOB PRIMARY KEY, at REAL NOT NULL, error TEXT NOT NULL, raw BLOB NOT NULL)"
+            )
+            self._conn.execute("SELECT count(*) FROM pending").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise MempoolError(
+                f"cannot open the mempool {self.path}: {exc}; it holds only messages not yet in a block, "
+                "which the agents send again: move it away and start the node again"
+            ) from None
 
     @staticmethod
     def key(raw: bytes) -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.indexdb import connect
 from tests.support.cli import peerwatt
 from tests.support.market_ledger import build_market
 
@@ -140,3 +141,40 @@ def test_missing_or_wrong_tls_files_are_named_before_anything_starts(tmp_path, c
     r = peerwatt("agent", "setup", "--dir", str(household), "--host", "127.0.0.1", "--yes", stdin="")
     one_line_error(r, str(household / "community-ca.crt"), "household/ folder")
     assert sorted(os.listdir(household)) == ["genesis.toml"]
+
+
+def test_a_damaged_local_database_is_named_with_what_to_do(tmp_path, community, market):
+    node = tmp_path / "validator-1"
+    shutil.copytree(community / "validator-1", node)
+    r = peerwatt("node", "init", "--genesis", str(node / "genesis.toml"), "--data", str(node / "node-data"))
+    assert r.returncode == 0, r.stderr
+    mempool = node / "node-data" / "mempool.sqlite"
+    mempool.write_bytes(NOT_UTF8 * 20)
+    r = peerwatt("node", "run", "-c", str(node / "node.toml"))
+    one_line_error(r, str(mempool), "file is not a database", "move it away")
+    assert mempool.read_bytes() == NOT_UTF8 * 20
+
+    data = tmp_path / "node"
+    shutil.copytree(market, data)
+    r = peerwatt(
+        "dashboard", "user", "add", "--data", str(data), "admin", "--admin", stdin="a long password\n"
+    )
+    assert r.returncode == 0, r.stderr
+    instance = tmp_path / "dashboard"
+    connect(instance / "index.sqlite").close()  # an empty index, as the dashboard makes it
+    for name, words in (("index.sqlite", "rebuilt from the ledger"), ("dashboard.sqlite", "accounts")):
+        good = (instance / name).read_bytes()
+        assert len(good) > 1500
+        for damaged in (NOT_UTF8 * 20, good[:1500]):
+            (instance / name).write_bytes(damaged)
+            for wal in instance.glob("*.sqlite-*"):
+                wal.unlink()
+            r = peerwatt("dashboard", "--data", str(data), "--port", "0", timeout=30)
+            one_line_error(r, str(instance / name), "damaged", words)
+            assert (instance / name).read_bytes() == damaged
+            if name == "dashboard.sqlite":
+                r = peerwatt(
+                    "dashboard", "user", "add", "--data", str(data), "bob", "--admin", stdin="password 2\n"
+                )
+                one_line_error(r, str(instance / name), "damaged", words)
+        (instance / name).write_bytes(good)
