@@ -14,7 +14,7 @@ from typing import Any
 from chain import governance
 from chain.app import Application
 from chain.block import ZERO_HASH, Block, header_hash, result_root, seal_rounds, tx_root
-from chain.canonical import loads_strict
+from chain.canonical import CanonicalError, loads_strict
 from chain.consensus import proposer_of
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import (
@@ -26,7 +26,7 @@ from chain.execute import (
     public_key_from_hex,
     signer_key,
 )
-from chain.genesis import Genesis, genesis_from_dict, initial_chain_state
+from chain.genesis import Genesis, GenesisError, genesis_from_dict, initial_chain_state
 from chain.keys import PrivateKey, key_id
 from chain.state import State, state_root
 from chain.store import Store, StoreError
@@ -134,7 +134,11 @@ class Ledger:
     def open(cls, data_dir: str | Path, app: Application, *, readonly: bool = False) -> Ledger:
         """Open a node's store, checking its state snapshot against the last header."""
         store = Store.open(data_dir, readonly=readonly)
-        genesis = genesis_from_dict_bytes(store.genesis_doc())
+        try:
+            genesis = stored_genesis(store)
+        except StoreError:
+            store.close()
+            raise
         if genesis.app_name != app.name:
             raise StoreError(f"{data_dir} runs the {genesis.app_name!r} app, not {app.name!r}")
         height = store.height()
@@ -415,12 +419,29 @@ def final_round(seals: list[Envelope], validators: set[str], quorum: int) -> lis
 
 
 def genesis_from_dict_bytes(doc: bytes) -> Genesis:
-    """Rebuild a Genesis from its stored canonical document."""
-    data = loads_strict(doc)
-    genesis = Genesis(data)
-    if genesis_from_dict(_doc_to_toml_shape(data)).to_bytes() != genesis.to_bytes():
-        raise StoreError("stored genesis document is not in canonical form")
+    """Rebuild a Genesis from its stored canonical document (StoreError when it is damaged)."""
+    try:
+        data = loads_strict(doc)
+        genesis = Genesis(data)
+        if genesis_from_dict(_doc_to_toml_shape(data)).to_bytes() != genesis.to_bytes():
+            raise StoreError("stored genesis document is not in canonical form")
+    except GenesisError:
+        raise  # a rule the document breaks (e.g. a time zone this machine does not know)
+    except (CanonicalError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise StoreError(f"stored genesis document is damaged ({what})") from None
     return genesis
+
+
+def stored_genesis(store: Store) -> Genesis:
+    """The genesis of ``store``; StoreError naming the file when its document is damaged or breaks
+    a rule of this version."""
+    try:
+        return genesis_from_dict_bytes(store.genesis_doc())
+    except (StoreError, GenesisError) as exc:
+        if str(store.path) in str(exc):
+            raise
+        raise StoreError(f"{store.path}: {exc}; restore the data folder from a peer") from None
 
 
 def _doc_to_toml_shape(doc: dict[str, Any]) -> dict[str, Any]:

@@ -180,6 +180,8 @@ def _verify_store(
         }
     except sqlite3.DatabaseError as exc:
         raise VerifyError(0, f"unreadable row: {exc}") from None
+    except StoreError as exc:
+        raise VerifyError(0, str(exc)) from None
     walk = _Walk(copy_state(state), expected.header)  # executed in place from here on
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(CheckPool(workers - 1, genesis.community)) if workers > 1 else None
@@ -192,6 +194,8 @@ def _verify_store(
                 _verify_block(store, app, genesis, height, walk, erased_signers, report, pool)
             except sqlite3.DatabaseError as exc:
                 raise VerifyError(height, f"unreadable row: {exc}") from None
+            except StoreError as exc:  # a stored row that no longer decodes, named with its block
+                raise VerifyError(height, str(exc)) from None
             if progress is not None:
                 progress(height, top)
         if pool is not None:
@@ -199,7 +203,7 @@ def _verify_store(
     try:
         stored = set(store.iter_payload_hashes())
         counts = (store.count("txs"), store.count("results"), store.count("seals"))
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, StoreError) as exc:
         raise VerifyError(top, f"unreadable row: {exc}") from None
     if stored - walk.payloads:
         raise VerifyError(top, f"{len(stored - walk.payloads)} payload row(s) belong to no block")

@@ -35,13 +35,15 @@ def init(genesis_file: Path, data_dir: Path) -> None:
 
 def open_node_ledger(data_dir: Path) -> Ledger:
     """Open a node's store with the app its genesis names (UserError when impossible)."""
-    from chain.engine import genesis_from_dict_bytes
+    from chain.engine import stored_genesis
     from chain.store import Store
 
     try:
         store = Store.open(data_dir, readonly=True)
-        app_name = genesis_from_dict_bytes(store.genesis_doc()).app_name
-        store.close()
+        try:
+            app_name = stored_genesis(store).app_name
+        finally:
+            store.close()
         return Ledger.open(data_dir, load_app(app_name))
     except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None

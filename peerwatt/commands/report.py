@@ -29,7 +29,7 @@ def _day_start(day: str, tz: ZoneInfo, option: str) -> int:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv or FILE.parquet")
 def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: str | None, out: Path) -> None:
     """Write the household totals to --out, and trades, settlements and KPIs beside it."""
-    from chain.canonical import loads_strict
+    from chain.engine import stored_genesis
     from chain.store import Store, StoreError
     from peerwatt.reports import build_report
 
@@ -39,9 +39,13 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         raise UserError(f"folder {out.parent} does not exist")
     try:
         store = Store.open(data_dir, readonly=True)
-        genesis = loads_strict(store.genesis_doc())
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    try:
+        genesis = stored_genesis(store).doc
+    except StoreError as exc:
+        store.close()
+        raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
     tz = ZoneInfo(genesis["community"].get("timezone", "UTC"))
     start = _day_start(date_from, tz, "--from") if date_from else None
     end = _day_start(date_to, tz, "--to") + int(timedelta(days=1).total_seconds()) if date_to else None
@@ -49,6 +53,8 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         raise UserError(f"meter {meter} is not enrolled in this community")
     try:
         tables = build_report(store, start=start, end=end, meter=meter)
+    except StoreError as exc:  # a stored row that no longer decodes
+        raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
     finally:
         store.close()
     written = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from chain.engine import genesis_from_dict_bytes
+from chain.engine import stored_genesis
 from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
 from chain.verify_workers import default_workers
@@ -35,9 +35,14 @@ def verify(data_dir: Path, quiet: bool, independent: bool, workers: int | None) 
     """Re-check every signature, root, link, seal and re-execute every block."""
     try:
         store = Store.open(data_dir, readonly=True)
-        app_name = genesis_from_dict_bytes(store.genesis_doc()).app_name
-    except (StoreError, ValueError, KeyError) as exc:
+    except StoreError as exc:
         raise UserError(str(exc)) from None
+    try:
+        app_name = stored_genesis(store).app_name
+    except StoreError as exc:  # a damaged genesis document fails verification at height 0
+        store.close()
+        click.echo(f"FAILED at height 0: {exc}")
+        sys.exit(1)
     app = load_app(app_name)
     total = max(store.height(), 0)
     if workers is None:

@@ -175,7 +175,7 @@ def test_a_damaged_compressed_row_is_a_store_error_naming_it(compressed):
     )
     with pytest.raises(StoreError, match=f"result 0 of block {top} is damaged"):
         store.result_rows(top)
-    with pytest.raises(StoreError, match="is damaged"):
+    with pytest.raises(VerifyError, match=f"height {top}: .* is damaged"):  # a failed verification
         verify_store(store, KeyValueApp())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -178,3 +179,30 @@ def test_a_damaged_local_database_is_named_with_what_to_do(tmp_path, community, 
                 )
                 one_line_error(r, str(instance / name), "damaged", words)
         (instance / name).write_bytes(good)
+
+
+@pytest.mark.parametrize(
+    "damage, where",
+    [
+        ("UPDATE seals SET envelope = X'00' WHERE height = 3", "block 3"),
+        ("UPDATE results SET data = X'00' WHERE height = 3", "block 3"),
+        ("UPDATE payloads SET envelope = X'00'", "payload"),
+        ("UPDATE genesis SET doc = X'7b7d'", "genesis document is damaged (missing 'community')"),
+    ],
+)
+def test_a_damaged_ledger_store_fails_verification_in_one_line(tmp_path, market, damage, where):
+    data = tmp_path / "node"
+    shutil.copytree(market, data)
+    conn = sqlite3.connect(data / "ledger.sqlite")
+    conn.execute(damage)
+    conn.commit()
+    conn.close()
+    r = peerwatt("verify", "--data", str(data))
+    assert r.returncode == 1 and r.stderr == "" and len(r.stdout.splitlines()) == 1, r
+    assert r.stdout.startswith("FAILED at height ") and where in r.stdout and "restore" in r.stdout
+    if "seals" not in damage:  # the report reads no seals
+        one_line_error(peerwatt("report", "--data", str(data), "--out", str(tmp_path / "r.csv")), where)
+    if "genesis" in damage:
+        config = tmp_path / "node.toml"
+        config.write_text('data = "node"\nrole = "observer"\n[broker]\nurl = "mqtt://127.0.0.1:1"\n')
+        one_line_error(peerwatt("node", "run", "-c", str(config)), str(data / "ledger.sqlite"), where)
