@@ -220,6 +220,10 @@ def load_config(billing_dir: Path) -> BillingConfig:
     doc = read_billing_toml(path)
     currency = doc.get("currency", "EUR")
     vat = doc.get("vat", {})
+    if not isinstance(vat, dict):
+        raise BillingError(
+            f"{path}: vat must be a table: [vat] with charged, rate_percent, note (docs/billing.md)"
+        )
     charged = vat.get("charged", False)
     if not isinstance(currency, str) or not currency.isascii() or not isinstance(charged, bool):
         raise BillingError(f"{path}: currency must be a code like EUR and vat.charged true or false")

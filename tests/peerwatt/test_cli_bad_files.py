@@ -206,3 +206,12 @@ def test_a_damaged_ledger_store_fails_verification_in_one_line(tmp_path, market,
         config = tmp_path / "node.toml"
         config.write_text('data = "node"\nrole = "observer"\n[broker]\nurl = "mqtt://127.0.0.1:1"\n')
         one_line_error(peerwatt("node", "run", "-c", str(config)), str(data / "ledger.sqlite"), where)
+
+
+def test_a_wrong_type_in_billing_toml_is_named(tmp_path, market):
+    billing = tmp_path / "billing"
+    billing.mkdir()
+    (billing / "billing.toml").write_text('vat = "lots"\n')
+    r = statements(market, billing, tmp_path / "s")
+    one_line_error(r, str(billing / "billing.toml"), "vat must be a table")
+    assert os.listdir(billing) == ["billing.toml"] and not (tmp_path / "s").exists()
