@@ -372,6 +372,8 @@ def init(
     except GenesisError as exc:
         raise UserError(str(exc)) from None
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder: choose another --out (a new or empty folder)")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; refusing to overwrite (choose another --out)")
 
@@ -379,7 +381,10 @@ def init(
     keys = [generate_private_key() for _ in range(n)]
     sec1 = [public_key_sec1(k.public_key()).hex() for k in keys]
     ids = [key_id(k.public_key()) for k in keys]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out}: {exc.strerror} (choose another --out)") from None
     (out / "genesis.toml").write_text(
         genesis_text(
             community=community_id,

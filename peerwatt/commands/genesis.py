@@ -91,6 +91,8 @@ def new(community: str, name: str, validator_keys: tuple[Path, ...], app: str, o
         entries.append(f'[[validators]]\nkey = "{public_key_sec1(public).hex()}"\nname = "{path.stem}"\n')
     if out.exists():
         raise UserError(f"{out} already exists; refusing to overwrite")
+    if not out.parent.is_dir():
+        raise UserError(f"folder {out.parent} does not exist: create it, or choose another --out")
     out.write_text(
         TEMPLATE.format(
             community=community,

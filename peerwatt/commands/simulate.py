@@ -72,6 +72,8 @@ def simulate(
 
     from peerwatt.simulation import SimOptions, WorkerError
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder: choose another --out")
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))
         start = date.fromisoformat(start_date)

@@ -40,9 +40,10 @@ NOT_UTF8 = bytes(range(128, 256)) * 2  # not UTF-8 from the first byte on
 
 
 def one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
-    """``r`` failed with exactly one line on stderr, holding every one of ``words``."""
+    """``r`` failed with exactly one error line on stderr, holding every one of ``words``."""
     assert r.returncode not in (0, 1) or "FAILED" in r.stdout, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    lines = [x for x in r.stderr.strip().splitlines() if not x.startswith("WARNING: ")]  # `community init`'s
+    assert "Traceback" not in r.stderr and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     for word in words:
         assert word in r.stderr, (word, r.stderr)
 
@@ -215,3 +216,20 @@ def test_a_wrong_type_in_billing_toml_is_named(tmp_path, market):
     r = statements(market, billing, tmp_path / "s")
     one_line_error(r, str(billing / "billing.toml"), "vat must be a table")
     assert os.listdir(billing) == ["billing.toml"] and not (tmp_path / "s").exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_a_one_line_error(tmp_path, community):
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    r = peerwatt(*COMMUNITY, "--out", str(existing), stdin="")
+    one_line_error(r, str(existing), "not a folder", "--out")
+    r = peerwatt(*COMMUNITY, "--out", str(existing / "c"), stdin="")
+    one_line_error(r, str(existing / "c"), "--out")
+    r = peerwatt("simulate", "--out", str(existing))
+    one_line_error(r, str(existing), "not a folder", "--out")
+    assert existing.read_text() == "keep me"
+    pub = community / "validator-1" / "validator.pub"
+    out = tmp_path / "nodir" / "g.toml"
+    r = peerwatt("genesis", "new", "--community", "t", "--validator", str(pub), "--out", str(out))
+    one_line_error(r, str(tmp_path / "nodir"), "does not exist")
+    assert not (tmp_path / "nodir").exists()
