@@ -19,6 +19,7 @@ class NodeConfig:
 
     data: Path
     role: str
+    genesis_file: Path | None  # the community's genesis file: the store in data must hold its ledger
     key_file: Path | None
     passphrase_file: Path | None
     broker: BrokerConfig
@@ -37,7 +38,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     data = read_toml(path)
     base = path.parent
     known = {"data", "role", "key", "passphrase_file", "broker", "client_id", "http", "peers", "block_s"}
-    known |= {"failover_s"}
+    known |= {"failover_s", "genesis"}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -60,9 +61,11 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not 0.5 <= failover_s <= 3600:
         raise UserError(f"{where}: failover_s must be between 0.5 and 3600 seconds")
     data_dir = base / take(data, "data", str, where)
+    genesis = take(data, "genesis", str, where, None)
     return NodeConfig(
         data=data_dir,
         role=role,
+        genesis_file=None if genesis is None else base / genesis,
         key_file=None if key is None else base / key,
         passphrase_file=None if passphrase is None else base / passphrase,
         broker=broker_config(data, where, base),

@@ -144,6 +144,7 @@ def _node_toml(role: str, kid: str, host: str, port: int, peers: list[str], brok
     peer_list = ", ".join(f'"{p}"' for p in peers)
     return f"""# node.toml of this validator (paths relative to this file), by `peerwatt community init`
 data = "node-data"              # make it once: peerwatt node init --genesis genesis.toml --data node-data
+genesis = "genesis.toml"        # node run refuses a data folder holding another genesis's ledger
 role = "{role}"
 key = "validator.key"           # this validator's key (mode 0600): keep it on this machine only
 http = "{host}:{port}"          # this node's API (catch-up for the other validators, node status)

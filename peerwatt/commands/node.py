@@ -71,6 +71,20 @@ def run(config_file: Path, verbose: bool) -> None:
     check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     ledger = open_node_ledger(cfg.data)
+    if cfg.genesis_file is not None:
+        try:
+            expected = load_genesis(cfg.genesis_file)
+        except GenesisError as exc:
+            ledger.close()
+            raise UserError(str(exc)) from None
+        if expected.hash != ledger.genesis.hash:  # a node never serves another community's ledger
+            ledger.close()
+            raise UserError(
+                f"{config_file}: data {cfg.data} holds the ledger of {ledger.community!r} (genesis "
+                f"{ledger.genesis.hash.hex()[:16]}...), not of {cfg.genesis_file} ({expected.community!r}, "
+                f"{expected.hash.hex()[:16]}...): point data at this community's store (peerwatt node init "
+                f"--genesis {cfg.genesis_file} --data DIR)"
+            )
     try:
         mempool = Mempool(cfg.data / "mempool.sqlite") if cfg.role != "observer" else None
     except MempoolError as exc:

@@ -233,3 +233,17 @@ def test_an_output_path_that_cannot_be_written_is_a_one_line_error(tmp_path, com
     r = peerwatt("genesis", "new", "--community", "t", "--validator", str(pub), "--out", str(out))
     one_line_error(r, str(tmp_path / "nodir"), "does not exist")
     assert not (tmp_path / "nodir").exists()
+
+
+def test_node_run_refuses_another_communitys_store(tmp_path, community, market):
+    node = tmp_path / "validator-1"
+    shutil.copytree(community / "validator-1", node)
+    config = node / "node.toml"
+    assert 'genesis = "genesis.toml"' in config.read_text()  # as `community init` writes it
+    shutil.copytree(market, node / "other")
+    config.write_text(config.read_text().replace('data = "node-data"', 'data = "other"'))
+    before = (node / "other" / "ledger.sqlite").read_bytes()
+    r = peerwatt("node", "run", "-c", str(config))
+    one_line_error(r, str(config), "holds the ledger of 'oak-street'", str(node / "genesis.toml"), "'t'")
+    assert (node / "other" / "ledger.sqlite").read_bytes() == before
+    assert sorted(os.listdir(node / "other")) == ["ledger.sqlite"]
