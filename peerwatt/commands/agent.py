@@ -258,6 +258,8 @@ def setup(
             f"{folder / 'community-ca.crt'} not found: copy the community's household/ folder "
             "(genesis.toml, community-ca.crt) here first"
         )
+    if broker_url is not None:
+        _check_broker_url(broker_url)  # before the meter is probed
     names = [n.strip() for n in profile_list.split(",") if n.strip()] if profile_list else []
     profiles = _profiles(names, None, ())
     targets = [(p, _target(host, serial_device, port, None, None, None, p)) for p in profiles]
@@ -302,6 +304,7 @@ def setup(
         if not interactive:
             raise UserError("give --broker (the community's broker, e.g. mqtts://broker.example:8883)")
         broker_url = click.prompt("The community's broker (mqtts://host:8883)")
+    _check_broker_url(broker_url)
     member_key, meter_key = generate_private_key(), generate_private_key()
     try:
         request = make_join_request(
@@ -353,3 +356,13 @@ def setup(
         f"send join-request.txt to the community; after the votes, put the broker-client.crt and "
         f".key you get back in {folder} and start: peerwatt agent -c {folder / 'agent.toml'}"
     )
+
+
+def _check_broker_url(url: str) -> None:
+    """UserError unless ``url`` is a broker URL `peerwatt agent` can use (as agent.toml's)."""
+    from peerwatt.bus import BrokerConfig
+
+    try:
+        BrokerConfig.from_url(url)
+    except ValueError as exc:
+        raise UserError(f"--broker: {exc}") from None

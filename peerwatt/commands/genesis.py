@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import click
 
+from chain.genesis import GenesisError, genesis_from_dict
 from chain.keys import KeyFileError, load_public_key, public_key_sec1
 from peerwatt.errors import UserError
 
@@ -87,21 +89,26 @@ def new(community: str, name: str, validator_keys: tuple[Path, ...], app: str, o
             public = load_public_key(path.read_bytes())
         except KeyFileError as exc:
             raise UserError(f"{path}: {exc}") from None
+        if key_id(public) in ids:
+            raise UserError(f"--validator {path}: the same key as an earlier --validator (each one once)")
         ids.append(key_id(public))
         entries.append(f'[[validators]]\nkey = "{public_key_sec1(public).hex()}"\nname = "{path.stem}"\n')
     if out.exists():
         raise UserError(f"{out} already exists; refusing to overwrite")
     if not out.parent.is_dir():
         raise UserError(f"folder {out.parent} does not exist: create it, or choose another --out")
-    out.write_text(
-        TEMPLATE.format(
-            community=community,
-            name=name or community,
-            now=int(time.time()),
-            app=app,
-            pad=" " * (15 - len(app)),
-            sequencer=ids[0],
-            validators="\n".join(entries),
-        )
+    text = TEMPLATE.format(
+        community=community,
+        name=name or community,
+        now=int(time.time()),
+        app=app,
+        pad=" " * (15 - len(app)),
+        sequencer=ids[0],
+        validators="\n".join(entries),
     )
+    try:  # the rules `node init` applies, before anything is written
+        genesis_from_dict(tomllib.loads(text))
+    except (GenesisError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"not a valid genesis: {exc} (check --community and --name)") from None
+    out.write_text(text)
     click.echo(f"wrote {out}: add members and meters, then run `peerwatt node init --genesis {out}`")

@@ -49,6 +49,9 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     tz = ZoneInfo(genesis["community"].get("timezone", "UTC"))
     start = _day_start(date_from, tz, "--from") if date_from else None
     end = _day_start(date_to, tz, "--to") + int(timedelta(days=1).total_seconds()) if date_to else None
+    if start is not None and end is not None and start >= end:
+        store.close()
+        raise UserError(f"--from {date_from} is after --to {date_to}: the first day comes first")
     if meter is not None and meter not in genesis["meters"]:
         raise UserError(f"meter {meter} is not enrolled in this community")
     try:

@@ -79,6 +79,8 @@ def simulate(
         start = date.fromisoformat(start_date)
     except ValueError:
         raise UserError("--pv-kwp must look like 3-9 and --start like 2026-06-21") from None
+    if not 0 <= low <= high:
+        raise UserError(f"--pv-kwp {pv_kwp}: the smallest size first, e.g. 3-9 (kWp, not negative)")
     options = SimOptions(
         homes=homes,
         pv_share=pv_share,

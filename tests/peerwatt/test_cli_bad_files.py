@@ -247,3 +247,57 @@ def test_node_run_refuses_another_communitys_store(tmp_path, community, market):
     one_line_error(r, str(config), "holds the ledger of 'oak-street'", str(node / "genesis.toml"), "'t'")
     assert (node / "other" / "ledger.sqlite").read_bytes() == before
     assert sorted(os.listdir(node / "other")) == ["ledger.sqlite"]
+
+
+def test_values_that_later_commands_refuse_are_refused_at_once(tmp_path, community, market):
+    """Found in a QA pass: these exited 0 and the mistake surfaced only later (node init, agent)
+    or never (a report over no days, a simulation with PV sizes 9-3)."""
+    pub = community / "validator-1" / "validator.pub"
+    out = tmp_path / "g.toml"
+    r = peerwatt("genesis", "new", "--community", "G_1", "--validator", str(pub), "--out", str(out))
+    one_line_error(r, "community.id has an invalid format", "--community")
+    r = peerwatt(
+        "genesis",
+        "new",
+        "--community",
+        "g",
+        "--validator",
+        str(pub),
+        "--validator",
+        str(pub),
+        "--out",
+        str(out),
+    )
+    one_line_error(r, f"--validator {pub}: the same key as an earlier --validator")
+    assert not out.exists()
+    household = tmp_path / "household"
+    shutil.copytree(community / "household", household)
+    r = peerwatt(
+        "agent",
+        "setup",
+        "--dir",
+        str(household),
+        "--host",
+        "127.0.0.1",
+        "--broker",
+        "ftp://x:21",
+        "--yes",
+        stdin="",
+    )
+    one_line_error(r, "--broker", "scheme must be mqtt:// or mqtts://")
+    assert sorted(os.listdir(household)) == sorted(os.listdir(community / "household"))
+    r = peerwatt("simulate", "--pv-kwp", "9-3", "--out", str(tmp_path / "sim"))
+    one_line_error(r, "--pv-kwp 9-3", "smallest size first")
+    assert not (tmp_path / "sim").exists()
+    r = peerwatt(
+        "report",
+        "--data",
+        str(market),
+        "--from",
+        "2026-06-05",
+        "--to",
+        "2026-06-01",
+        "--out",
+        str(tmp_path / "r.csv"),
+    )
+    one_line_error(r, "--from 2026-06-05 is after --to 2026-06-01")
