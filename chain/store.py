@@ -270,6 +270,12 @@ class Store:
             if conn is not None:
                 conn.close()
             raise StoreError(f"cannot open {path}: {exc}{_hint(exc)}") from None
+        if version == 0:  # an empty file, or some other program's SQLite database
+            conn.close()
+            raise StoreError(
+                f"{path} is not a peerwatt ledger store (no schema): make a node's store with "
+                "`peerwatt node init --genesis FILE --data DIR`, or copy one from a peer"
+            )
         if version not in (1, 2, SCHEMA_VERSION):
             conn.close()
             raise StoreError(

@@ -151,6 +151,19 @@ def test_a_store_of_a_newer_schema_is_refused_in_one_line(tmp_path):
         Store.open(tmp_path)
 
 
+def test_an_empty_or_foreign_database_is_not_called_an_old_schema(tmp_path):
+    """Found in a QA pass: an empty ledger.sqlite read "schema version 0 ... open it with the
+    peerwatt that wrote it"."""
+    db_path(tmp_path).write_bytes(b"")
+    with pytest.raises(StoreError, match="is not a peerwatt ledger store .*`peerwatt node init"):
+        Store.open(tmp_path, readonly=True)
+    conn = sqlite3.connect(db_path(tmp_path))
+    conn.execute("CREATE TABLE photos (name TEXT)")
+    conn.close()
+    with pytest.raises(StoreError, match="is not a peerwatt ledger store"):
+        Store.open(tmp_path)
+
+
 @pytest.fixture
 def compressed(tmp_path, small_dicts):
     c = make_community(validators=3, members=2, meters_per_member=2)
