@@ -138,19 +138,21 @@ def read(
         raise UserError(f"{exc}: {advice(exc, host is not None)}", exit_code=3) from None
     finally:
         reader.close()
+    _show(sample, target.describe(), as_json, "the wrong profile? `peerwatt meter probe` finds the right one")
+
+
+def _show(sample, where: str, as_json: bool, hint: str) -> None:
+    """Print a reading; then exit 1 with one line if it is one the agent would refuse to trade on
+    (meter_agent/probe.py's bounds), with ``hint`` saying what to check."""
+    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
+
     if as_json:
         click.echo(json.dumps(sample.to_dict(), sort_keys=True))
     else:
-        click.echo(format_sample(sample, target.describe()))
-    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
-
+        click.echo(format_sample(sample, where))
     plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
-    if not plausible:  # what the agent would refuse to trade on
-        raise UserError(
-            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
-            "finds the right one",
-            exit_code=1,
-        )
+    if not plausible:
+        raise UserError(f"implausible reading: {why}: {hint}", exit_code=1)
 
 
 def _read_p1(
@@ -185,19 +187,7 @@ def _read_p1(
         ) from None
     finally:
         reader.close()
-    if as_json:
-        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-    else:
-        click.echo(format_sample(sample, target.describe()))
-    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
-
-    plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
-    if not plausible:  # what the agent would refuse to trade on
-        raise UserError(
-            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
-            "finds the right one",
-            exit_code=1,
-        )
+    _show(sample, target.describe(), as_json, "not a household meter's values: check the device")
 
 
 def _read_sml(
@@ -233,19 +223,7 @@ def _read_sml(
         ) from None
     finally:
         reader.close()
-    if as_json:
-        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-    else:
-        click.echo(format_sample(sample, target.describe()))
-    from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
-
-    plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
-    if not plausible:  # what the agent would refuse to trade on
-        raise UserError(
-            f"implausible reading: {why}: the wrong profile for this meter? `peerwatt meter probe` "
-            "finds the right one",
-            exit_code=1,
-        )
+    _show(sample, target.describe(), as_json, "not a household meter's values: check the device")
 
 
 def _read_shelly_http(
@@ -271,10 +249,8 @@ def _read_shelly_http(
             "authentication is off",
             exit_code=3,
         ) from None
-    if as_json:
-        click.echo(json.dumps(sample.to_dict(), sort_keys=True))
-        return
-    click.echo(format_sample(sample, reader.where.removeprefix("Shelly Pro 3EM at ")))
+    where = reader.where.removeprefix("Shelly Pro 3EM at ")
+    _show(sample, where, as_json, "not a household meter's values: check the device")
 
 
 def format_sample(sample, where: str) -> str:
