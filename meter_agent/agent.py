@@ -413,16 +413,25 @@ class Agent:
                     settled_wh=result["settled_wh"],
                     settled_value=result["value"],
                     settled_fees=result["grid_fee"] + result["levies"],
-                    status=result["status"],
-                    flag=result.get("flag"),
                 )
+            else:  # an adjustment (a corrected reading, the grid operator's data): kept by its
+                # place on the ledger, so a receipt that comes twice counts once
+                entry.setdefault("adjustments", {})[f"{entry['height']}:{receipt['index']}"] = [
+                    result["delta_wh"],
+                    result["delta_value"],
+                    result["delta_grid_fee"] + result["delta_levies"],
+                ]
+            if kind != "trade" and entry["height"] >= entry.get("status_height", -1):
+                # the newest settlement or adjustment says how the trade stands
+                entry.update(status=result["status"], flag=result.get("flag"), status_height=entry["height"])
             removed = []
             while len(self.trades) > MAX_RECEIPTS:  # the oldest interval's (first kept on a tie)
                 oldest = min(self.trades, key=lambda k: self.trades[k].get("interval") or 0)
                 del self.trades[oldest]
                 removed.append(oldest)
             header = receipt["header"]
-            self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
+            if self.last_receipt is None or header["height"] >= self.last_receipt["height"]:
+                self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
             self.outbox.save_entries(
                 "trades",
                 {trade_id: entry} if trade_id in self.trades else {},
@@ -439,6 +448,9 @@ class Agent:
                 energy = entry.get("settled_wh", entry.get("energy_wh", 0))
                 value = entry.get("settled_value", entry.get("value", 0))
                 fees = entry.get("settled_fees", entry.get("fees", 0))
+                if "settled_wh" in entry:  # corrections count once their settlement is known
+                    for delta_wh, delta_value, delta_fees in entry.get("adjustments", {}).values():
+                        energy, value, fees = energy + delta_wh, value + delta_value, fees + delta_fees
                 if entry.get("side") == "sell":
                     sold += energy
                     earnings += value

@@ -170,3 +170,34 @@ def test_a_receipt_writes_its_own_trade_not_every_trade_kept(market, tmp_path):
     agent.outbox._conn.set_trace_callback(None)
     assert len(agent.trades) == 401
     assert 0 < sum(len(s) for s in statements) < 5_000
+
+
+def test_a_corrected_reading_s_adjustment_is_in_the_agent_s_totals(market, tmp_path):
+    """Found in a QA pass: after a correction the agent said 'P2P sold 585 Wh' while the ledger,
+    the report and the dashboard said 561 Wh: it verified the adjustment receipt and ignored it.
+    Receipts may arrive twice or out of order: the totals count each adjustment once."""
+    from market.settlement import apply_adjustment
+    from tests.support.market_ledger import I1, SETTLED_AT, reading, reading_values
+
+    c = market
+    start_imp, start_exp, end_imp, end_exp = reading_values(0)
+    c.run_block([reading(c, 0, I1, end_imp, end_exp - 500, SETTLED_AT + 60)], SETTLED_AT + 60)
+    receipts = _receipts(c, c.meters[0].id)
+    kinds = [r["result"]["kind"] for r in receipts]
+    assert "adjustment" in kinds, kinds
+    settled = {}
+    for r in receipts:  # the ledger's view: each trade's settlement with its adjustments folded in
+        result = r["result"]
+        if result["kind"] == "settlement":
+            settled[result["trade"]] = dict(result)
+        elif result["kind"] == "adjustment":
+            apply_adjustment(settled[result["trade"]], result)
+    sold = sum(s["settled_wh"] for s in settled.values() if s["seller"] == c.meters[0].id)
+    agent, sequencer, topic = _agent(c, tmp_path)
+    for receipt in receipts + receipts[::-1]:  # each twice, the second time newest first
+        sequencer.publish(topic, json.dumps(receipt).encode())
+    assert agent.totals()["sold_wh"] == sold
+    assert agent.status()["last_receipt"]["kind"] == "adjustment"
+    agent.stop()
+    again, _, _ = _agent(c, tmp_path)
+    assert again.totals()["sold_wh"] == sold  # the same after a restart
