@@ -24,6 +24,7 @@ from chain.store import Store
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
+from peerwatt.statements import ledger_view
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ def build_report(
     """All report tables for intervals in [start, end) (Unix s), optionally one meter's only."""
     genesis = loads_strict(store.genesis_doc())
     params = with_defaults(genesis["app"])
-    meters = genesis["meters"]
+    meters = {  # genesis's and those enrolled by vote since (peerwatt.statements reads governance)
+        m.meter: {"owner": m.owner, "name": m.name, "serial": m.serial, "capacity_w": m.capacity_w}
+        for m in ledger_view(store).meters.values()
+    }
+    if meter is not None and meter not in meters:
+        raise ValueError(f"meter {meter} is not enrolled in this community")
     trades = _results(store, {"trade"}, start, end)
     settlements = _results(store, {"settlement"}, start, end)
     adjustments = _results(store, {"adjustment"}, start, end)

@@ -32,6 +32,7 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     from chain.engine import stored_genesis
     from chain.store import Store, StoreError
     from peerwatt.reports import build_report
+    from peerwatt.statements import BillingError
 
     if out.suffix not in (".csv", ".parquet"):
         raise UserError("--out must end in .csv or .parquet")
@@ -52,12 +53,12 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     if start is not None and end is not None and start >= end:
         store.close()
         raise UserError(f"--from {date_from} is after --to {date_to}: the first day comes first")
-    if meter is not None and meter not in genesis["meters"]:
-        raise UserError(f"meter {meter} is not enrolled in this community")
     try:
         tables = build_report(store, start=start, end=end, meter=meter)
     except StoreError as exc:  # a stored row that no longer decodes
         raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
+    except (ValueError, BillingError) as exc:  # an unknown --meter; a proposal erased from the store
+        raise UserError(str(exc)) from None
     finally:
         store.close()
     written = []

@@ -452,3 +452,19 @@ def test_vat_from_billing_toml(month: Month, store: Store, tmp_path: Path) -> No
     (billing / "billing.toml").write_text('[vat]\ncharged = false\nnote = ""\n')
     with pytest.raises(BillingError, match="vat.note must state why"):
         load_config(billing)
+
+
+def test_the_report_counts_a_meter_enrolled_by_vote(month: Month, store: Store) -> None:
+    """Found in a QA pass: `peerwatt report` read only the genesis's meters, so a household that
+    joined by vote had no row and its import was missing from the community's totals."""
+    from peerwatt.reports import build_report
+
+    joined = ledger_view(store).meters
+    newcomer = next(m for m in joined.values() if m.owner == month.newcomer.id)
+    tables = build_report(store, start=day(12), end=JULY)
+    households = tables["households"].set_index("meter")
+    assert newcomer.meter in households.index
+    imp, exp = metered(month, 4, 12, 30)
+    row = households.loc[newcomer.meter]
+    assert (row["import_wh"], row["export_wh"]) == (imp, exp)
+    assert tables["kpis"].iloc[0]["metered_import_wh"] == households["import_wh"].sum()
