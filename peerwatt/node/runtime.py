@@ -45,7 +45,7 @@ from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
 from chain.engine import NIL, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
-from chain.execute import InvalidBlock, public_key_from_hex, seq_behind
+from chain.execute import InvalidBlock, public_key_from_hex, seq_behind, signer_key
 from chain.keys import PrivateKey, key_id
 from chain.notice import authenticated
 from chain.store import StoreError
@@ -864,12 +864,13 @@ class Node:
         messages never booked. Only the proposer in turn tells (the others would repeat it).
         Returns the authenticated signer (on every validator, for the log), or None.
         """
-        meters = self.ledger.chain_state["meters"]
-        env = authenticated(raw, community=self.community, key_for=lambda s: (meters.get(s) or {}).get("key"))
+        chain = self.ledger.chain_state
+        env = authenticated(raw, community=self.community, key_for=lambda s: signer_key(chain, s))
         if env is None:
             return None
         core = self._core
-        if self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id:
+        told = self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id
+        if told and env.signer in chain["meters"]:  # members and validators get no notices
             if reason == "replay" and seq_behind(self.ledger.chain_state, env.signer, env.seq):
                 reason = "seq_behind"  # not booked: the sender's counter is behind (chain/notice.py)
             self._announcer.notify(

@@ -185,3 +185,25 @@ def _compact_json(obj) -> bytes:
     import json
 
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def test_a_refused_proposal_is_logged_with_its_signer_not_as_unauthenticated(tmp_path, caplog):
+    """Found in a QA pass: a validator's proposal with a bad value was logged as 'rejected
+    bad_value from an unauthenticated sender', which the operations guide says means a signature
+    that did not verify. Only meters get a notice; the log names any enrolled signer."""
+    import logging
+
+    net = Net(tmp_path)
+    validator = net.c.validators[1]
+    proposal = validator.sign(
+        net.c.community,
+        "propose",
+        {"action": "revoke_meter", "args": {"meter": "0" * 32}, "deadline": T0 + 86_400},
+        T0,
+    )
+    caplog.set_level(logging.INFO)
+    net.publisher.publish(Topics.gov(net.c.community), proposal.to_bytes())
+    net.settle()
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
+    assert refusals and all("unauthenticated" not in m for m in refusals), refusals
+    assert any(validator.id in m for m in refusals), refusals
