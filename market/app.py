@@ -236,7 +236,11 @@ class MarketApp:
         interval: int,
         trades: list[dict],
         recorded: dict[str, Any] | None = None,
+        rates: list[int] | None = None,
     ) -> tuple[Settlement, set[str]]:
+        """``rates``: the [grid fee, levies] per kWh kept at the interval's gate closure
+        (``fee_rates_at = "clearing"``); without them, the rates in force now."""
+        grid_fee_per_kwh, levies_per_kwh = rates or (p["grid_fee_per_kwh"], p["levies_per_kwh"])
         readings = ctx.state["readings"]
 
         def reading(meter: str, at: int) -> Reading | None:
@@ -266,8 +270,8 @@ class MarketApp:
             capacity_w={m: ctx.meters[m]["capacity_w"] for m in meters},
             enrolled_serials={m: ctx.meters[m]["serial"] for m in meters},
             interval_s=p["interval_s"],
-            grid_fee_per_kwh=p["grid_fee_per_kwh"],
-            levies_per_kwh=p["levies_per_kwh"],
+            grid_fee_per_kwh=grid_fee_per_kwh,
+            levies_per_kwh=levies_per_kwh,
             measured=measured,
         )
         return settlement, from_gridops
@@ -317,13 +321,14 @@ class MarketApp:
         results: list[dict[str, Any]] = []
         for key in sorted(ctx.state["cleared"], key=int):
             interval = int(key)
-            trades = ctx.state["cleared"][key]["trades"]
+            cleared = ctx.state["cleared"][key]
+            trades, rates = cleared["trades"], cleared.get("rates")
             deadline = self._deadline(p, interval)
             if ctx.time < interval + p["interval_s"]:
                 continue
             if ctx.time < deadline and not self._all_readings_in(ctx, p, interval, trades):
                 continue
-            settlement, from_gridops = self._settlement(ctx, p, interval, trades)
+            settlement, from_gridops = self._settlement(ctx, p, interval, trades, rates=rates)
             for ts in settlement.trades:
                 results.append(
                     _with_source(p, from_gridops, ts.seller, ts.buyer, _settlement_result(interval, ts))
@@ -331,6 +336,8 @@ class MarketApp:
             results.extend(self._apply_balances(ctx, interval, settlement.balance_changes))
             del ctx.state["cleared"][key]
             ctx.state["settled"][key] = {"trades": trades, "settlement": _encode_settlement(settlement)}
+            if rates is not None:
+                ctx.state["settled"][key]["rates"] = rates
             if p["settlement_source"] != METER:
                 ctx.state["settled"][key]["measured"] = _encode_measured(settlement)
         return results
@@ -344,7 +351,7 @@ class MarketApp:
                 continue
             previous = _decode_settlement(stored["settlement"])
             corrected, gridops_meters = self._settlement(
-                ctx, p, interval, stored["trades"], stored.get("measured")
+                ctx, p, interval, stored["trades"], stored.get("measured"), stored.get("rates")
             )
             change = adjust(previous, corrected)
             if change.is_empty:
@@ -447,6 +454,8 @@ class MarketApp:
         results.extend(trades)
         if trades:
             ctx.state["cleared"][str(interval)] = {"trades": trades}
+            if p["fee_rates_at"] == "clearing":  # settled at these, whatever a vote sets meanwhile
+                ctx.state["cleared"][str(interval)]["rates"] = [p["grid_fee_per_kwh"], p["levies_per_kwh"]]
         return results
 
     def _prune(self, ctx: AppContext, p: dict[str, Any]) -> None:

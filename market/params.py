@@ -32,7 +32,13 @@ DEFAULTS: dict[str, Any] = {
     # under the "gridops" source an interval waits that long for it. The state keeps the
     # settlements (and the data) of that long, a cost paid in every block
     "gridops_window_s": 40 * 86_400,
+    # which grid fee and levies rates a trade is settled at: those in force when its interval's
+    # gate closed ("clearing": what the buyer's bid cleared against, docs/billing.md) or when it
+    # is settled ("settlement"). Absent means "settlement", how every ledger written before this
+    # switch settled, so they re-execute unchanged; new genesis files say "clearing".
+    "fee_rates_at": "settlement",
 }
+FEE_RATES_AT = ("clearing", "settlement")
 
 METER, GRIDOPS, METER_THEN_GRIDOPS = "meter", "gridops", "meter_then_gridops"
 SETTLEMENT_SOURCES = (METER, GRIDOPS, METER_THEN_GRIDOPS)
@@ -100,5 +106,7 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError(
             f"settlement_source {p['settlement_source']!r} needs gridops_operators (who signs the data)"
         )
+    if p["fee_rates_at"] not in FEE_RATES_AT:
+        raise ValueError(f"fee_rates_at must be one of {', '.join(FEE_RATES_AT)}")
     if p["gridops_window_s"] < p["interval_s"]:
         raise ValueError("gridops_window_s must be at least one interval")

@@ -64,6 +64,7 @@ PARAMS = {
     "grid_fee_per_kwh": 20_000,
     "levies_per_kwh": 5_000,
     "mechanism": "uniform",
+    "fee_rates_at": "clearing",
 }
 
 

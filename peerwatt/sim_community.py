@@ -133,6 +133,7 @@ def market_params(o: SimOptions) -> dict[str, Any]:
         "levies_per_kwh": o.levies_per_kwh,
         "mechanism": o.mechanism,
         "community_price": o.community_price,
+        "fee_rates_at": "clearing",
     }
     check_params(params)
     return params

@@ -123,6 +123,7 @@ def genesis_text(
         "# charged to the buyer of locally traded energy, shown apart",
         f"levies_per_kwh = {levies}{' ' * max(1, 13 - len(str(levies)))}# idem",
         'mechanism = "uniform"        # uniform | pay-as-bid | community',
+        'fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure',
         "",
     ]
     for vname, sec1 in validators:

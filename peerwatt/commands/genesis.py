@@ -38,6 +38,7 @@ grid_fee_per_kwh = 20000     # charged to the buyer of locally traded energy, sh
 levies_per_kwh = 5000        # idem
 mechanism = "uniform"        # uniform | pay-as-bid | community
 community_price = 150000     # used by the "community" mechanism
+fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure (docs/billing.md)
 
 # One [[validators]] entry per validator key (public key: compressed SEC1 hex or PEM).
 {validators}

@@ -210,8 +210,11 @@ def test_export_beyond_the_enrolled_capacity_is_flagged_not_paid(market_11kw):
     # 2,750 Wh is what 11 kW can export in 900 s: exactly that is plausible, one Wh more is not
     t2 = I1 + 2 * 900 + 5
     block = c.run_block(
-        [reading(c, 0, I1 + 900, 0, 99_999_999 + 2750, t2), reading(c, 1, I1 - 900, 0, 0, t2),
-         reading(c, 1, I1, 0, 2751, t2)],
+        [
+            reading(c, 0, I1 + 900, 0, 99_999_999 + 2750, t2),
+            reading(c, 1, I1 - 900, 0, 0, t2),
+            reading(c, 1, I1, 0, 2751, t2),
+        ],
         t2,
     )
     assert [(r["meter"], r["flag"]) for r in block.results if r["kind"] == "reading_flag"] == [
@@ -249,3 +252,64 @@ def test_an_order_of_a_meter_revoked_before_gate_closure_is_not_cleared(market):
     assert clearing["asks"] == 1  # the revoked seller's ask is not counted
     for ledger in c.ledgers:
         verify_store(ledger.store, MarketApp())
+
+
+def _fee_raised_between_clearing_and_settlement(tmp_path, **params):
+    """One traded interval whose grid fee is raised by vote after its gate closed and before it
+    settles; the settlement results."""
+    from tests.support.market_ledger import reading_values
+
+    c = make_community(
+        validators=1, members=4, meters_per_member=1, app="market", app_params={**PARAMS, **params}, time=T0
+    )
+    c.open_ledgers(tmp_path, MarketApp)
+    c.run_block(opening_orders(c, T0 + 10), T0 + 10)
+    c.run_block([], I1 - 300)  # gate closure: cleared at the genesis's rate
+    t = I1 - 200
+    body = {
+        "action": "set_param",
+        "args": {"name": "grid_fee_per_kwh", "value": 30_000},
+        "deadline": t + 3600,
+    }
+    proposal = c.members[0].sign(c.community, "propose", body, created=t)
+    votes = [
+        m.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+        for m in c.members[1:3]
+    ]
+    c.run_block([proposal, *votes], t)
+    assert c.ledgers[0].state["chain"]["params"]["grid_fee_per_kwh"] == 30_000
+    t = I1 + 905
+    readings = []
+    for m in range(4):
+        start_imp, start_exp, end_imp, end_exp = reading_values(m)
+        readings += [reading(c, m, I1 - 900, start_imp, start_exp, t), reading(c, m, I1, end_imp, end_exp, t)]
+    c.run_block(readings, t)
+    c.run_block([], I1 + 3 * 900)
+    trades, settlements = results_of(c, "trade"), results_of(c, "settlement")
+    assert trades and len(settlements) == len(trades)
+    for ledger in c.ledgers:
+        assert verify_store(ledger.store, MarketApp()).blocks == ledger.height
+    return trades, settlements
+
+
+def test_fees_are_charged_at_the_rates_in_force_when_the_trade_cleared(tmp_path):
+    """Found in a QA pass: a grid fee raised by vote between an interval's clearing and its
+    settlement was charged on that interval's trades (cleared at 20,000, settled at 30,000 µ/kWh),
+    against docs/billing.md. With fee_rates_at = "clearing" (what new communities get) each
+    interval keeps the rates of its gate closure."""
+    trades, settlements = _fee_raised_between_clearing_and_settlement(tmp_path, fee_rates_at="clearing")
+    for trade, settled in zip(trades, settlements, strict=True):
+        assert settled["settled_wh"] == trade["energy_wh"]
+        assert (
+            settled["grid_fee"]
+            == trade["grid_fee"]
+            == trade["energy_wh"] * PARAMS["grid_fee_per_kwh"] // 1000
+        )
+
+
+def test_ledgers_from_before_the_switch_still_settle_as_they_did(tmp_path):
+    """Without fee_rates_at (every ledger written before it), settlement keeps charging the rates in
+    force when it runs, so those ledgers re-execute to the same results and state roots."""
+    trades, settlements = _fee_raised_between_clearing_and_settlement(tmp_path)
+    for trade, settled in zip(trades, settlements, strict=True):
+        assert settled["grid_fee"] == trade["energy_wh"] * 30_000 // 1000 != trade["grid_fee"]

@@ -31,7 +31,8 @@ def test_meter_read_with_the_wrong_profile_says_so(start_sim):
     out = peerwatt("meter", "read", "--profile", "em24", "--host", "127.0.0.1", "--port", str(sim.port))
     assert out.returncode == 1, out.stderr
     assert out.stdout  # what was read is still shown
-    assert out.stderr.startswith("error: implausible reading: voltage ") and "peerwatt meter probe" in out.stderr
+    assert out.stderr.startswith("error: implausible reading: voltage ")
+    assert "peerwatt meter probe" in out.stderr
     assert out.stderr.count("\n") == 1
 
 
