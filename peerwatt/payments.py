@@ -20,6 +20,7 @@ issued), with its number as the end-to-end id and in the remittance text.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -188,20 +189,31 @@ def erase_bank_details(billing_dir: Path, member: str) -> bool:
     return gone > 0
 
 
-def mark_paid(billing_dir: Path, number: str, *, on: str, now: str) -> Due:
-    """Record that statement or note ``number`` was paid on ``on``. The document is not touched."""
+def mark_paid(billing_dir: Path, numbers: Sequence[str], *, on: str, now: str) -> list[Due]:
+    """Record that the statements or notes ``numbers`` were paid on ``on``: all of them in one
+    transaction, or none (a recorded payment never changes, so a list that fails halfway must not
+    leave its first numbers recorded). The documents are not touched."""
     paid_on = _check_date(on, "--on")
+    repeated = sorted({n for n in numbers if list(numbers).count(n) > 1})
+    if repeated:
+        raise BillingError(f"{repeated[0]} is given twice: name each document once")
     issued = _open(billing_dir)
     try:
-        doc = issued.get(number)
-        if doc is None:
-            raise BillingError(f"no statement or note {number} in {issued.path}")
-        done = issued.conn.execute("SELECT paid_on FROM payments WHERE number = ?", (number,)).fetchone()
-        if done is not None:
-            raise BillingError(f"{number} was already marked paid on {done[0]}")
-        due = _due(doc)
-        issued.conn.execute("INSERT INTO payments VALUES (?, ?, ?, ?)", (number, paid_on, due.cents, now))
-        return due
+        dues = []
+        for number in numbers:
+            doc = issued.get(number)
+            if doc is None:
+                raise BillingError(f"no statement or note {number} in {issued.path}: nothing recorded")
+            done = issued.conn.execute("SELECT paid_on FROM payments WHERE number = ?", (number,)).fetchone()
+            if done is not None:
+                raise BillingError(f"{number} was already marked paid on {done[0]}: nothing recorded")
+            dues.append(_due(doc))
+        with issued.conn:  # one transaction
+            issued.conn.execute("BEGIN")
+            issued.conn.executemany(
+                "INSERT INTO payments VALUES (?, ?, ?, ?)", [(d.number, paid_on, d.cents, now) for d in dues]
+            )
+        return dues
     finally:
         issued.close()
 

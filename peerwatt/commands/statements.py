@@ -231,11 +231,11 @@ def mark_paid_cmd(billing_dir: Path, on: str, numbers: tuple[str, ...]) -> None:
 
     if not (billing_dir / "issued.sqlite").exists():
         raise UserError(f"{billing_dir} has no issued.sqlite: no statements were issued there")
-    for number in numbers:
-        try:
-            due = mark_paid(billing_dir, number, on=on, now=date.today().isoformat())
-        except BillingError as exc:
-            raise UserError(str(exc)) from None
+    try:
+        dues = mark_paid(billing_dir, numbers, on=on, now=date.today().isoformat())
+    except BillingError as exc:
+        raise UserError(str(exc)) from None
+    for number, due in zip(numbers, dues, strict=True):
         cents = abs(due.cents)
         way = "paid by" if due.cents < 0 else "paid to"
         click.echo(

@@ -33,7 +33,7 @@ def test_the_operator_sees_the_issued_statements(month: Month, tmp_path: Path) -
         store.close()
     assert notes  # the reading corrected after July 1
     first = statements[0]
-    mark_paid(billing, first["number"], on="2026-07-09", now="2026-07-10")
+    mark_paid(billing, [first["number"]], on="2026-07-09", now="2026-07-10")
     app = create_app(
         month.node,
         instance_dir=tmp_path / "instance",
