@@ -202,7 +202,7 @@ def vote(
             for pid in eligible
         )
 
-    chain = wait_until(side.data, counted, "the vote", wait_s) if wait_s else chain
+    chain = wait_until(side.data, counted, "the vote", wait_s, envelopes) if wait_s else chain
     for pid in eligible:
         p = chain["proposals"].get(pid)
         state = "closed (passed, rejected or expired)" if p is None else f"open, {len(p['yes'])} yes"

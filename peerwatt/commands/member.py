@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,19 +112,51 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
         bus.stop()
 
 
-def wait_until(data_dir: Path, done, what: str, timeout_s: float) -> dict[str, Any]:
-    """Poll the node's store until ``done(chain)``; UserError after ``timeout_s``."""
+def wait_until(
+    data_dir: Path, done, what: str, timeout_s: float, sent: Sequence[Envelope] = ()
+) -> dict[str, Any]:
+    """Poll the node's store until ``done(chain)``; UserError after ``timeout_s``, or as soon as
+    the ledger refused one of the ``sent`` envelopes (its reason, not a wait for nothing)."""
     deadline = time.monotonic() + timeout_s
     while True:
         _, chain = chain_state(data_dir)
         if done(chain):
             return chain
+        refused = ledger_refusal(data_dir, sent)
+        if refused is not None:
+            raise UserError(f"the ledger refused {what}: {refused}")
         if time.monotonic() > deadline:
             raise UserError(
                 f"published, but {what} is not in a final block of {data_dir} after {timeout_s:g} s: "
                 "are the node and the sequencer running (peerwatt node status)?"
             )
         time.sleep(0.5)
+
+
+def ledger_refusal(data_dir: Path, sent: Sequence[Envelope]) -> str | None:
+    """'<reason> (block N)' if a final block of the node's store holds one of ``sent`` as
+    rejected, else None."""
+    from chain.store import Store, StoreError
+
+    if not sent:
+        return None
+    try:
+        store = Store.open(data_dir, readonly=True)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        for env in sent:
+            row = store.conn.execute("SELECT height, idx FROM txs WHERE hash = ?", (env.tx_hash,)).fetchone()
+            if row is None:
+                continue
+            for result in store.results(row[0]):
+                if result.get("kind") == "tx" and result.get("index") == row[1] and result["status"] != "ok":
+                    return f"{result.get('reason', result['status'])} (block {row[0]})"
+        return None
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
 
 
 def sign_gov(

@@ -294,3 +294,27 @@ def test_leave_finishes_what_is_left_when_the_member_was_removed_but_a_meter_is_
         assert (body["action"], body["args"]) == ("revoke_meter", {"meter": active.id})
     finally:
         listener.stop(flush_timeout_s=0)
+
+
+def test_a_vote_the_ledger_refused_is_said_at_once_with_its_reason(tmp_path):
+    """Found in a QA pass: `gov vote` with a key that may not vote waited 60 s and then said the
+    vote was not in a final block, while the ledger had long refused it (not_eligible)."""
+    from peerwatt.commands.member import ledger_refusal, wait_until
+    from peerwatt.errors import UserError
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers")
+    t = c.ledgers[0].head["time"] + 60
+    body = {"action": "set_param", "args": {"name": "grid_fee_per_kwh", "value": 1}, "deadline": t + 3600}
+    proposal = c.members[0].sign(c.community, "propose", body, created=t)
+    outsider = c.meters[0]  # a meter's key: not a member, may not vote
+    vote = outsider.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+    c.run_block([proposal, vote], t)
+    for ledger in c.ledgers:
+        ledger.close()
+    node = tmp_path / "ledgers" / "validator-0"
+    assert ledger_refusal(node, [proposal]) is None
+    said = ledger_refusal(node, [vote])
+    assert said is not None and said.endswith(f"(block {c.ledgers[0].height})"), said
+    with pytest.raises(UserError, match=r"the ledger refused the vote: \w+ \(block \d+\)"):
+        wait_until(node, lambda chain: False, "the vote", 60, [vote])
