@@ -151,7 +151,7 @@ def vote(
         )
         _write(env.to_bytes(), out)
         return
-    from peerwatt.commands.member import chain_state, node_side, publish_gov, wait_until
+    from peerwatt.commands.member import chain_state, node_side, proposal_outcome, publish_gov, wait_until
     from peerwatt.onboarding import JoinRequestError, concerns, next_seq, read_join_request
 
     side = node_side(config_file, data_dir, key_file, operator_file, passphrase_file)
@@ -205,7 +205,10 @@ def vote(
     chain = wait_until(side.data, counted, "the vote", wait_s, envelopes) if wait_s else chain
     for pid in eligible:
         p = chain["proposals"].get(pid)
-        state = "closed (passed, rejected or expired)" if p is None else f"open, {len(p['yes'])} yes"
+        if p is not None:
+            state = f"open, {len(p['yes'])} yes"
+        else:
+            state = f"closed: {proposal_outcome(side.data, pid) or 'passed, rejected or expired'}"
         click.echo(f"voted {'yes' if approve else 'no'} on {pid}: {state}")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from chain.canonical import loads_strict
 from chain.envelope import Envelope, Rejected, sign_envelope
 from chain.keys import PrivateKey, key_id
 from peerwatt.errors import UserError
@@ -152,6 +153,27 @@ def ledger_refusal(data_dir: Path, sent: Sequence[Envelope]) -> str | None:
             for result in store.results(row[0]):
                 if result.get("kind") == "tx" and result.get("index") == row[1] and result["status"] != "ok":
                     return f"{result.get('reason', result['status'])} (block {row[0]})"
+        return None
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def proposal_outcome(data_dir: Path, pid: str) -> str | None:
+    """'passed', 'rejected' or 'expired' with the block, for a closed proposal of the node's
+    store (from its governance results), or None while it is not closed there."""
+    from chain.store import Store, StoreError
+
+    try:
+        store = Store.open(data_dir, readonly=True)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        for height, _idx, data in store.results_of_kinds(["gov"]):
+            result = loads_strict(data)
+            if result.get("proposal") == pid and result.get("outcome") in ("passed", "rejected", "expired"):
+                return f"{result['outcome']} in block {height}"
         return None
     except StoreError as exc:
         raise UserError(str(exc)) from None

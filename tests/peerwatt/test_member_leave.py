@@ -17,6 +17,7 @@ after it passed) and for a member that does not exist, and `peerwatt verify` on 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -200,7 +201,7 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
             assert voted.returncode == 0, voted.stdout + voted.stderr
             outputs.append(voted.stdout)
         assert [o.count("voted yes on") for o in outputs] == [3, 3, 1], outputs
-        assert outputs[2].count("closed (passed, rejected or expired)") == 1, outputs
+        assert len(re.findall(r"closed: passed in block \d+", outputs[2])) == 1, outputs
 
         # every node's store: the meters revoked at a height, the member gone, the rest untouched
         def left_everywhere() -> list[dict[str, Any]] | None:
@@ -318,3 +319,24 @@ def test_a_vote_the_ledger_refused_is_said_at_once_with_its_reason(tmp_path):
     assert said is not None and said.endswith(f"(block {c.ledgers[0].height})"), said
     with pytest.raises(UserError, match=r"the ledger refused the vote: \w+ \(block \d+\)"):
         wait_until(node, lambda chain: False, "the vote", 60, [vote])
+
+
+def test_a_closed_proposal_says_how_it_closed(tmp_path):
+    """Found in a QA pass: the vote that decided a proposal printed 'closed (passed, rejected or
+    expired)', not which."""
+    from peerwatt.commands.member import proposal_outcome
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers")
+    t = c.ledgers[0].head["time"] + 60
+    body = {"action": "set_param", "args": {"name": "grid_fee_per_kwh", "value": 1}, "deadline": t + 3600}
+    proposal = c.members[0].sign(c.community, "propose", body, created=t)
+    pid = proposal.tx_hash.hex()
+    votes = [m.sign(c.community, "vote", {"proposal": pid, "vote": "yes"}, created=t) for m in c.members[1:3]]
+    c.run_block([proposal], t)
+    node = tmp_path / "ledgers" / "validator-0"
+    assert proposal_outcome(node, pid) is None  # open
+    c.run_block(votes, t + 10)
+    assert proposal_outcome(node, pid) == f"passed in block {c.ledgers[0].height}"
+    for ledger in c.ledgers:
+        ledger.close()
