@@ -19,7 +19,7 @@ from chain.app import Application
 from chain.canonical import loads_strict
 from chain.engine import replay_blocks
 from chain.state import State
-from chain.store import Store, StoreError
+from chain.store import Store, StoreError, db_path
 from dashboard.timeutil import zone
 from market import params as market_params
 
@@ -71,18 +71,32 @@ class LedgerReader:
             tz=zone(community.get("timezone", "UTC")),
             genesis_time=community["time"],
             app=community.get("app", "market"),
-            genesis_hash=hashlib.sha256(doc_bytes).hexdigest(),
+            genesis_hash=_genesis_hash(store),
             doc=doc,
         )
 
     # -- connections -------------------------------------------------------------------------
 
     def store(self) -> Store:
-        """This thread's read-only store (opened on first use)."""
+        """This thread's read-only store (opened on first use, and again when the file was
+        replaced: a node's data folder restored from a peer's copy under a running dashboard)."""
         store = getattr(self._local, "store", None)
+        try:
+            identity = _file_identity(db_path(self.data_dir))
+        except OSError:
+            identity = None  # being replaced right now: keep reading the open file
+        if store is not None and identity is not None and identity != self._local.identity:
+            store.close()
+            store = None
         if store is None:
             store = Store.open(self.data_dir, readonly=True)
-            self._local.store = store
+            if hasattr(self, "community") and _genesis_hash(store) != self.community.genesis_hash:
+                store.close()
+                raise StoreError(
+                    f"{db_path(self.data_dir)} now holds another ledger (another genesis) than the one "
+                    "this dashboard was started on: restart the dashboard on the right data folder"
+                )
+            self._local.store, self._local.identity = store, identity
         return store
 
     @property
@@ -212,3 +226,13 @@ class LedgerReader:
         if store is not None:
             store.close()
             self._local.store = None
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode) of a file: a file moved aside and another copied in has another."""
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def _genesis_hash(store: Store) -> str:
+    return hashlib.sha256(store.genesis_doc()).hexdigest()

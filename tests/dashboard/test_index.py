@@ -159,3 +159,39 @@ def test_readings_that_cannot_be_true_are_not_counted_as_metered_energy():
     assert metered_delta((100, 5_000, "S2"), (900, 6_000, "S2"), enrolled, 900) == (None, None)
     assert metered_delta((900, 6_000, "S1"), (100, 5_000, "S1"), enrolled, 900) == (None, None)
     assert metered_delta(None, (900, 6_000, "S1"), enrolled, 900) == (None, None)
+
+
+def test_a_store_restored_under_a_running_dashboard_is_read(tmp_path):
+    """Found in a QA pass: after the node's data folder was restored from another validator's
+    copy (the old store moved aside), a running dashboard kept reading the moved file: stuck at
+    its old height with no warning until restarted."""
+    import shutil
+
+    from chain.store import StoreError
+    from tests.support.market_ledger import SETTLED_AT, build_market
+
+    c = build_market(tmp_path / "ledgers", validators=1)
+    source = tmp_path / "ledgers" / "validator-0"
+    node = tmp_path / "node"
+    c.ledgers[0].store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copytree(source, node)
+    reader = LedgerReader(node)
+    before = reader.head().height
+    c.run_block([], SETTLED_AT + 900)
+    c.ledgers[0].close()
+    (node / "ledger.sqlite").rename(tmp_path / "moved-aside.sqlite")
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        if (source / name).exists():
+            shutil.copy2(source / name, node / name)
+    assert reader.head().height == before + 1
+    other = build_market(tmp_path / "other", app_params={"feed_in_price": 81_000})
+    for ledger in other.ledgers:
+        ledger.close()
+    (node / "ledger.sqlite").unlink()
+    shutil.copy2(tmp_path / "other" / "validator-0" / "ledger.sqlite", node / "ledger.sqlite")
+    try:
+        reader.head()
+    except StoreError as exc:
+        assert "another ledger" in str(exc)
+    else:
+        raise AssertionError("a store of another genesis was read as this one")
