@@ -36,23 +36,70 @@ def gov() -> None:
 
 
 @gov.command("propose")
-@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--key", "key_file", type=click.Path(path_type=Path), help="Signing key (default: node.toml's)."
+)
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--community", required=True)
+@click.option("--community", help="Only with --out and no node: the community id.")
 @click.option("--seq", type=click.IntRange(0), help="Default: the clock in ms (always above earlier ones).")
 @click.option("--action", required=True, type=click.Choice(GOV_ACTIONS))
 @click.option("--arg", "args", multiple=True, help="name=value (repeat); integers stay integers.")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30), help="Voting period.")
 @click.option("--note", default=None)
-@click.option("--out", type=click.Path(path_type=Path))
-def propose(key_file, passphrase_file, community, seq, action, args, days, note, out) -> None:
-    """Sign a proposal (its id is printed by `gov list` and is its transaction hash)."""
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="A validator's node.toml: its store, key and operator.toml (checks and publishes the proposal).",
+)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="A node's data folder.")
+@click.option(
+    "--operator-config",
+    "operator_file",
+    type=click.Path(path_type=Path),
+    help="The broker account for governance (default: operator.toml beside node.toml).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 600),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for the proposal to be in a final block.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write the proposal to a file instead.")
+def propose(
+    key_file,
+    passphrase_file,
+    community,
+    seq,
+    action,
+    args,
+    days,
+    note,
+    config_file,
+    data_dir,
+    operator_file,
+    wait_s,
+    out,
+) -> None:
+    """Sign a proposal; with a node (-c node.toml or --data) check it as the ledger will, publish
+    it and wait until it is open (its id, the transaction hash, is what members vote on)."""
     parsed = {}
     for item in args:
         name, sep, value = item.partition("=")
         if not sep or name not in ARGS[action]:
             raise UserError(f"--arg {item!r}: expected one of {', '.join(ARGS[action])} as name=value")
         parsed[name] = value if name in ("key", "serial", "name", "owner") else _arg_value(value)
+    if (config_file is not None or data_dir is not None) and out is None:
+        from peerwatt.commands.member import node_side
+
+        side = node_side(config_file, data_dir, key_file, operator_file, passphrase_file)
+        _propose_on_node(side, action, parsed, days=days, note=note, wait_s=wait_s)
+        return
+    if key_file is None or community is None:
+        raise UserError("without a node (-c node.toml or --data) give --key and --community (and --out)")
     now = int(time.time())
     body = {"action": action, "args": parsed, "deadline": now + days * 86400}
     if note:
@@ -71,6 +118,24 @@ def propose(key_file, passphrase_file, community, seq, action, args, days, note,
         raise UserError(f"cannot sign proposal: {exc}") from None
     click.echo(f"proposal id {env.tx_hash.hex()}", err=True)
     _write(env.to_bytes(), out)
+
+
+def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | None, wait_s: float) -> None:
+    """Check, publish and wait for one proposal (`gov propose -c node.toml`)."""
+    from peerwatt.commands.member import _tally, proposal_outcome, propose_all, wait_until
+
+    sent = propose_all(side, [(action, args)], wait_s, days=days, note=note)
+    pid = sent[0].tx_hash.hex()
+    chain: dict = {}
+    if wait_s:
+        chain = wait_until(
+            side.data,
+            lambda c: pid in c["proposals"] or proposal_outcome(side.data, pid) is not None,
+            "the proposal",
+            wait_s,
+            sent,
+        )
+    click.echo(f"{action} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
 
 
 @gov.command("vote")

@@ -198,18 +198,53 @@ def sign_gov(
         raise UserError(f"cannot sign the {kind}: {exc}") from None
 
 
-def propose_all(side: NodeSide, actions: list[tuple[str, dict[str, Any]]], wait_s: float) -> list[str]:
-    """Sign, publish and wait for proposals; returns their ids."""
+def propose_all(
+    side: NodeSide,
+    actions: list[tuple[str, dict[str, Any]]],
+    wait_s: float,
+    *,
+    days: int = VOTING_DAYS,
+    note: str | None = None,
+) -> list[Envelope]:
+    """Sign proposals, check each as the ledger will (one line naming why it would be refused),
+    and publish them; returns the signed proposals (their ids are their transaction hashes)."""
+    from chain.governance import check_proposal
+    from market.apps import load_app
+
     community, chain = chain_state(side.data)
+    check_params = load_app(chain_app_name(side.data)).check_params
     now = int(time.time())
     seq = next_seq(chain, side.signer)
     envelopes = []
     for i, (action, args) in enumerate(actions):
-        body = {"action": action, "args": args, "deadline": now + VOTING_DAYS * 86400}
-        envelopes.append(sign_gov(side, community, chain, "propose", body, seq + i, now))
+        body = {"action": action, "args": args, "deadline": now + days * 86400}
+        if note:
+            body["note"] = note
+        env = sign_gov(side, community, chain, "propose", body, seq + i, now)
+        try:
+            check_proposal(chain, env, now, check_params)
+        except Rejected as exc:
+            raise UserError(f"the ledger would refuse this {action} proposal: {exc}") from None
+        envelopes.append(env)
     publish_gov(side, community, envelopes)
-    ids = [env.tx_hash.hex() for env in envelopes]
-    return ids
+    return envelopes
+
+
+def chain_app_name(data_dir: Path) -> str:
+    """The app the node's ledger runs (from its genesis)."""
+    from chain.engine import stored_genesis
+    from chain.store import Store, StoreError
+
+    try:
+        store = Store.open(data_dir, readonly=True)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return stored_genesis(store).app_name
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
 
 
 def _request(path: Path, community: str) -> JoinRequest:
@@ -305,7 +340,8 @@ def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s)
         click.echo(note)
     if not actions:
         return
-    ids = propose_all(side, [(a, args) for _, a, args in actions], wait_s)
+    sent = propose_all(side, [(a, args) for _, a, args in actions], wait_s)
+    ids = [env.tx_hash.hex() for env in sent]
 
     def seen(chain: dict[str, Any]) -> bool:
         return all(
@@ -313,7 +349,7 @@ def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s)
             for pid, (_, a, args) in zip(ids, actions, strict=True)
         )
 
-    chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
+    chain = wait_until(side.data, seen, "the proposal", wait_s, sent) if wait_s else chain
     for pid, (r, action, args) in zip(ids, actions, strict=True):
         click.echo(f"{r.name}: {action} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
 
@@ -392,7 +428,8 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
         click.echo(
             f"{p['action']} {p['args']} is open already ({pid}): {_tally(chain, pid, p['action'], p['args'])}"
         )
-    ids = propose_all(side, actions, wait_s)
+    sent = propose_all(side, actions, wait_s)
+    ids = [env.tx_hash.hex() for env in sent]
 
     def seen(chain: dict[str, Any]) -> bool:
         return all(
@@ -400,7 +437,7 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
             for pid, (a, args) in zip(ids, actions, strict=True)
         )
 
-    chain = wait_until(side.data, seen, "the proposal", wait_s) if wait_s else chain
+    chain = wait_until(side.data, seen, "the proposal", wait_s, sent) if wait_s else chain
     for pid, (action, args) in zip(ids, actions, strict=True):
         click.echo(f"{action} {args} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
     click.echo(

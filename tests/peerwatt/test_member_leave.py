@@ -244,6 +244,18 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         one_line_error(cli(nodes[0], "member", "leave", nobody), nobody, "not a member")
         one_line_error(cli(nodes[0], "member", "leave", "join-9.txt"), "join-9.txt", "no such")
         assert chain_of(nodes[0])["proposals"] == {}
+
+        # a parameter change proposed from a validator's node.toml: checked as the ledger will,
+        # published, open (found in a QA pass: `gov propose` only wrote a file, and signed a
+        # decimal for an integer parameter that the ledger then refused, said only in a node's log)
+        fee = ("gov", "propose", "--action", "set_param", "--arg", "name=grid_fee_per_kwh")
+        bad = cli(nodes[0], *fee, "--arg", "value=0.03")
+        one_line_error(bad, "the ledger would refuse this set_param proposal")
+        proposed = cli(nodes[0], *fee, "--arg", "value=30000")
+        assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+        said = r"set_param proposed \([0-9a-f]{64}\): open, 1 of \d yes votes\n"
+        assert re.fullmatch(said, proposed.stdout), proposed.stdout
+        assert len(chain_of(nodes[0])["proposals"]) == 1
     finally:
         for meter in meters:
             meter.stop()
