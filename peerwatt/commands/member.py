@@ -314,9 +314,16 @@ def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s)
     for path in request_files:
         r = _request(path, community)
         member_id, meter_id = r.member_id, r.meter_id
-        if meter_id in chain["meters"] or meter_id in chain["revoked"]:
-            state = "enrolled" if chain["meters"].get(meter_id, {}).get("active") else "revoked"
-            notes.append(f"{r.name}: meter {meter_id} is already {state}; nothing to do")
+        if meter_id in chain["revoked"]:
+            # a household that left (or whose meter was revoked) does not come back on its old keys
+            gone = "" if member_id in chain["members"] else f" and member {member_id} was removed"
+            raise UserError(
+                f"{path}: meter {meter_id} was revoked in block {chain['revoked'][meter_id]}{gone}: "
+                "a revoked meter key never trades again; to rejoin, the household makes new keys and "
+                "a new join request (`peerwatt agent setup`)"
+            )
+        if meter_id in chain["meters"]:
+            notes.append(f"{r.name}: meter {meter_id} is already enrolled; nothing to do")
         elif member_id not in chain["members"]:
             pid = _proposal_state(chain, "add_member", member_id, meter_id)
             if pid:

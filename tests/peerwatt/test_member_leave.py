@@ -243,6 +243,9 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         nobody = "0123456789abcdef0123456789abcdef"
         one_line_error(cli(nodes[0], "member", "leave", nobody), nobody, "not a member")
         one_line_error(cli(nodes[0], "member", "leave", "join-9.txt"), "join-9.txt", "no such")
+        # admitting a household that left says so, not "already revoked; nothing to do" exit 0
+        back = cli(nodes[0], "member", "admit", str(request))
+        one_line_error(back, "was revoked in block", f"member {leaving.id} was removed", "new join request")
         assert chain_of(nodes[0])["proposals"] == {}
 
         # a parameter change proposed from a validator's node.toml: checked as the ledger will,
