@@ -211,6 +211,12 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
             f"(EUR {abs(due.cents) / 100:.2f}); set them with peerwatt statements bank-details",
             err=True,
         )
+    if not written and run.left_out:
+        raise UserError(
+            f"no payment file for {period}: all {len(run.left_out)} statement(s) with something to pay "
+            "or collect were left out for missing bank details (above)",
+            exit_code=1,
+        )
     if not written:
         click.echo(f"nothing to pay or collect for {period}")
     for path in written:

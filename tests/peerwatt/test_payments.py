@@ -209,6 +209,20 @@ def test_a_member_without_bank_details_is_named_and_left_out(
     assert "direct debits" in cli.stdout and "credit transfers" in cli.stdout
 
 
+def test_a_run_that_leaves_everyone_out_is_not_called_nothing_to_pay(
+    issued: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    """Found in a QA pass: with no bank details at all, `statements pay` warned for each member
+    and then said 'nothing to pay or collect', exit 0."""
+    billing, docs = issued
+    out = str(tmp_path / "sepa")
+    cli = peerwatt("statements", "pay", "--billing", str(billing), "--period", "2026-06", "--out", out)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "nothing to pay" not in cli.stdout
+    last = cli.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no payment file for 2026-06: all ") and "missing bank details" in last
+
+
 def test_erasing_a_departed_members_bank_details(issued: tuple[Path, list[dict]]) -> None:
     billing, docs = issued
     give_everyone_bank_details(billing, docs)
