@@ -171,12 +171,13 @@ def _summary_table(result, title: str, elapsed: float | None = None):
     k = result.tables["kpis"].iloc[0]
     households = result.tables["households"]
     table = Table(title=title)
-    table.add_column("measure")
+    table.add_column("measure", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_row("P2P energy settled", f"{k['p2p_settled_wh'] / 1000:,.1f} kWh")
+    trades_n, settled_n, unsettled_n = int(k["trades"]), int(k["settled_trades"]), int(k["unsettled_trades"])
     table.add_row(
-        "trades (settled / unsettled)",
-        f"{int(k['trades'])} ({int(k['settled_trades'])} / {int(k['unsettled_trades'])})",
+        "trades (settled / unsettled / pending)",
+        f"{trades_n} ({settled_n} / {unsettled_n} / {trades_n - settled_n - unsettled_n})",
     )
     share = k["self_sufficiency"]
     table.add_row("share of demand met locally", "n/a" if share != share or share is None else f"{share:.1%}")

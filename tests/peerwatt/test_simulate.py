@@ -87,6 +87,11 @@ def test_simulate_is_deterministic_and_verifiable(tmp_path):
     )
     assert check.returncode == 0 and check.stdout.startswith("ok:"), check.stdout
     assert "ok:" in first.stdout and "share of demand met locally" in first.stdout
+    # the trade counts add up (found in a QA pass: "416 (413 / 0)", the 3 not yet settled unsaid)
+    counts = re.search(r"unsettled / pending\)\s*│\s*(\d+) \((\d+) / (\d+) / (\d+)\)", first.stdout)
+    assert counts, first.stdout
+    total, *parts = map(int, counts.groups())
+    assert total == sum(parts) > 0
     assert "memory (RSS) after day 0.3 / day 0.3" in first.stdout and "simulated in" in first.stdout
     assert "this one and 3 workers" in first.stdout
     assert re.search(r"processes\s*│\s*this one\s*│", second.stdout), second.stdout
