@@ -16,11 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain.genesis import Genesis, GenesisError, load_genesis
+from chain.messages import MAX_BLOCK_BYTES
 from peerwatt.broker import access as broker_access
 from peerwatt.broker.access import Account, AccountError, Registry
 from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL
 from peerwatt.broker.files import make_dir, share_with, write_private
 from peerwatt.errors import UserError
+
+# The largest MQTT packet the broker takes: a block message (at most MAX_BLOCK_BYTES, 8 MiB) with
+# its topic and MQTT header. It was 128 KiB, and a proposal bigger than that (a few hundred orders,
+# or a large community's gate closure) made Mosquitto drop the proposer's connection every time
+# it sent it: the ledger stopped for good (found in a QA pass). Nodes refuse any other message
+# above 64 KiB before parsing it.
+MAX_PACKET_BYTES = MAX_BLOCK_BYTES + 64 * 1024
 
 CONF_NAME = "mosquitto.conf"
 ACL_NAME = "peerwatt.acl"
@@ -71,7 +79,8 @@ def conf_text(
         "autosave_interval 1",
         "max_queued_messages 100000",
         "persistent_client_expiration 2d",
-        "max_packet_size 131072",
+        "# a block message of up to 8 MiB must pass (docs/bus.md); nodes refuse others above 64 KiB",
+        f"max_packet_size {MAX_PACKET_BYTES}",
         "set_tcp_nodelay true",
         "",
     ]

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain import consensus
+from chain import consensus, messages
 from chain.block import Block, header_hash
 from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
@@ -59,6 +59,9 @@ log = logging.getLogger("peerwatt.node")
 
 ROLES = ("sequencer", "validator", "observer")
 MAX_BLOCK_TXS = 2000
+# A block's transactions take at most half of a block message (messages.MAX_BLOCK_BYTES): the rest
+# is for its header and results, so an honest proposal never exceeds what validators accept.
+MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_INBOX_PER_STEP = 500
 REPUBLISH_S = 5.0
 STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stalled
@@ -484,7 +487,7 @@ class Node:
         if self.draining:
             return []
         now = int(self.clock.now())
-        taken = self._pending[:MAX_BLOCK_TXS]
+        taken = first_that_fit(self._pending)
         while True:
             try:
                 block = self.ledger.propose([env for _, env in taken], now, round_=round_)
@@ -962,3 +965,15 @@ class Node:
             "failovers": self.metrics.failovers,
             "equivocations": self.metrics.equivocations,
         }
+
+
+def first_that_fit(pending: list[tuple[bytes, Envelope]]) -> list[tuple[bytes, Envelope]]:
+    """The oldest pending transactions that fit one block: at most MAX_BLOCK_TXS of them and
+    MAX_BLOCK_TX_BYTES of raw envelopes together (the rest waits for the next block)."""
+    taken, size = [], 0
+    for raw, env in pending[:MAX_BLOCK_TXS]:
+        size += len(raw)
+        if size > MAX_BLOCK_TX_BYTES and taken:
+            break
+        taken.append((raw, env))
+    return taken

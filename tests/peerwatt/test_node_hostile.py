@@ -207,3 +207,18 @@ def test_a_refused_proposal_is_logged_with_its_signer_not_as_unauthenticated(tmp
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
     assert refusals and all("unauthenticated" not in m for m in refusals), refusals
     assert any(validator.id in m for m in refusals), refusals
+
+
+def test_a_proposal_never_outgrows_a_block_message():
+    """Blocks are cut by count and by bytes: 2,000 gridops-sized messages (up to 64 KiB each)
+    would make a 128 MiB block that every validator refuses (messages.MAX_BLOCK_BYTES, 8 MiB)."""
+    from chain import messages
+    from peerwatt.node.runtime import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS, first_that_fit
+
+    big = [(b"x" * 60_000, None)] * 300
+    taken = first_that_fit(big)
+    assert 0 < len(taken) < 300 and sum(len(r) for r, _ in taken) <= MAX_BLOCK_TX_BYTES
+    assert MAX_BLOCK_TX_BYTES < messages.MAX_BLOCK_BYTES
+    small = [(b"x" * 500, None)] * 3000
+    assert len(first_that_fit(small)) == MAX_BLOCK_TXS
+    assert first_that_fit([(b"x" * (MAX_BLOCK_TX_BYTES + 1), None)]) != []  # one alone still goes

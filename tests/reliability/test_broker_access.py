@@ -598,3 +598,24 @@ def test_a_revoked_meter_loses_its_account(make_broker, tmp_path: Path) -> None:
     refused_m1()
     log = k.broker.log()
     assert not [line for line in log.splitlines() if "Warning" in line], log
+
+
+def test_a_block_message_of_megabytes_passes_the_generated_broker(make_broker) -> None:
+    """Found in a QA pass: the generated mosquitto.conf capped packets at 128 KiB, so a proposal
+    of a few hundred orders made Mosquitto drop the proposer every time it sent it, and the
+    ledger stopped for good. A block message may be up to 8 MiB (docs/protocol.md)."""
+    from chain.messages import MAX_BLOCK_BYTES
+
+    k = make_broker("cert")
+    got: list[int] = []
+    validator, proposer = k.bus("val"), k.bus("seq")
+    validator.subscribe(topics.blocks(k.community), lambda _t, p: got.append(len(p)))
+    for bus in (validator, proposer):
+        bus.start()
+        assert bus.wait_connected(WAIT_S), bus.last_error
+    time.sleep(0.5)  # SUBACKs are not exposed: let the subscription settle
+    size = MAX_BLOCK_BYTES - 1024
+    proposer.publish(topics.blocks(k.community), b"x" * size)
+    wait_for(lambda: got, WAIT_S, "the 8 MiB block message at the validator")
+    assert got == [size] and proposer.connected
+    assert "oversize" not in k.broker.log(), k.broker.log()
