@@ -145,6 +145,7 @@ class Agent:
         self.confirm_after_s = DEFAULT_CONFIRM_AFTER_S  # resend what the ledger has not confirmed
         self._energy_saved_at: int | None = None  # ledger time of the last save of counters+buckets
         self._energy_unsaved = False  # the counters moved on since
+        self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
         self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
         self.resigned = 0  # messages signed again after a seq_behind refusal
@@ -259,6 +260,15 @@ class Agent:
         for event in update.events:
             log.warning("meter counter event: %s (reported in the next reading)", event.describe())
             bucket["faulty"] = True
+        # a counter that read "unavailable" (a drop to 0, a sentinel, NaN: a glitch of the meter or
+        # its gateway, not a value the meter holds) is not signed as the interval's reading, which
+        # would make the settlement flag two intervals; a counter that went backwards or jumped is
+        # still signed as read, for the settlement to flag (meter_agent/counters.py)
+        self._counters_unusable = [
+            f"{name} {getattr(sample, name)}"
+            for name, delta in (("import_wh", update.import_wh), ("export_wh", update.export_wh))
+            if delta.status == "unavailable"
+        ]
         if update.events or not update.import_wh.status == update.export_wh.status == "ok":
             self._save_energy(now)
         else:
@@ -283,6 +293,13 @@ class Agent:
         ended = current - interval_s
         if sample is None or self.fault is not None:
             log.warning("no reading for interval %d: the meter did not answer at its end", ended)
+            return
+        if self._counters_unusable:
+            log.warning(
+                "no reading for interval %d: the meter's counters read %s at its end (not available)",
+                ended,
+                ", ".join(self._counters_unusable),
+            )
             return
         body = {
             "interval": ended,

@@ -141,6 +141,25 @@ def test_a_wrong_profile_is_a_meter_fault_not_ok(setup, reader_for):
     assert envelopes(seen, "readings") == [] and envelopes(seen, "orders") == []
 
 
+def test_counters_that_read_zero_at_an_interval_end_are_not_signed(setup, caplog):
+    """Found in a QA pass: a gateway answering 0 for both counters across an interval end made the
+    agent sign import 0 / export 0 (readings 1,000,000 / 401,204 before and after) with no log
+    and meter_ok true; the ledger then flags two intervals. Such a reading is not sent, like one
+    the meter did not answer for, and the log says why."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 14)  # 14 minutes into the first interval
+    sim.inject("zero")
+    run(agent, sim, 2)  # across the interval end
+    sim.clear_faults()
+    run(agent, sim, 16)  # through the next interval end
+    readings = [r["body"] for r in envelopes(seen, "readings")]
+    assert readings and all(r["import_wh"] > 0 and r["export_wh"] > 0 for r in readings), readings
+    assert [r["interval"] for r in readings] == [MORNING + 900]  # the zero one left out
+    assert f"no reading for interval {MORNING}" in caplog.text and "counters" in caplog.text
+
+
 def test_agent_refuses_a_key_not_in_genesis(setup):
     c, meter, sim, make_agent, seen = setup
     with pytest.raises(ValueError, match="not enrolled .* needs its join-request.txt"):
