@@ -148,6 +148,8 @@ class Agent:
         self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
         self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
+        self._seq_moved_to: int | None = None  # the first seq after moving ahead (seq_behind)
+        self._seq_unreachable = False  # refused as behind even after moving ahead: give up, said once
         self.resigned = 0  # messages signed again after a seq_behind refusal
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -509,8 +511,22 @@ class Agent:
         takes a newer order for the same interval in place of the older, and a reading once."""
         with self._lock:
             behind, self._behind = self._behind, []
+        if not behind or self._seq_unreachable:
+            return
+        if self._seq_moved_to is not None and min(seq for seq, _, _ in behind) >= self._seq_moved_to:
+            # refused again after moving ahead: someone keeps ahead of the clock (another agent
+            # with this key running now, or a seq the ledger holds near 2^53): re-signing would loop
+            self._seq_unreachable = True
+            self._alarm(
+                "ALARM: the ledger still refuses this meter's messages as older than it holds after "
+                "the agent moved its seq ahead: another agent with this meter's key is running now, or "
+                "the ledger holds a seq this agent cannot reach. Stop the other agent; if none runs, "
+                "the meter needs a new key (peerwatt agent setup, member admit). Not signing again"
+            )
+            return
         last = self.outbox.last_seq() or 0
-        self.outbox.advance_seq(max(last + 1, int(time.time() * 1000)))
+        self._seq_moved_to = max(last + 1, int(time.time() * 1000))
+        self.outbox.advance_seq(self._seq_moved_to)
         again = 0
         for _seq, topic, payload in behind:
             try:

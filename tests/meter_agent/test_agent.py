@@ -432,6 +432,23 @@ def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, 
     assert "another agent with this meter's key" in caplog.text
     run(agent, sim, 1)  # said once, not every poll
     assert sum("older than it holds" in a for a in agent.status()["alarms"]) == 1
+    # refused as behind again after moving ahead (found in a QA pass: one message with seq
+    # 2^53-1 made the agent re-sign and raise an alarm every second, forever): said once, no loop
+    resent = [r["seq"] for r in again]
+    again_notice = sign_notice(
+        c.validators[0].key, community=c.community, meter=meter.id, seqs=resent, created=0, seq=2,
+        refused="seq_behind",
+    )  # fmt: skip
+    resigned = agent.resigned
+    for _ in range(3):
+        sequencer.publish(Topics.receipts(c.community, meter.id), again_notice)
+        before = len(seen)
+        run(agent, sim, 1)
+        signed = [json.loads(p)["seq"] for t, p in seen[before:] if "/orders/" in t or "/readings/" in t]
+        assert not set(signed) & set(resent), signed
+    assert agent.resigned == resigned  # nothing signed again
+    alarms = agent.status()["alarms"]
+    assert sum("still refuses" in a for a in alarms) == 1 and "needs a new key" in alarms[-1]
 
 
 def test_a_state_file_of_another_meter_is_refused(tmp_path):
