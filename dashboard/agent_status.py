@@ -86,7 +86,7 @@ class AgentStatusBoard:
         if text != "offline":
             try:
                 parsed = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 parsed = None
             status = parsed if isinstance(parsed, dict) else {"state": "unreadable"}
         with self._lock:

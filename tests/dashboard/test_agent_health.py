@@ -361,3 +361,14 @@ def test_a_device_clock_behind_is_not_a_stale_status(wired):
     assert 'id="agent-state">online' in panel and "agent-warning" not in panel
     now[0] += 3 * 60 + 1
     assert "No status from your agent for " in _panel(c, meter)
+
+
+def test_a_status_nested_too_deep_is_unreadable_not_a_traceback(built):
+    """Found in a QA pass: a meter may publish anything on its own status topic; 60,000 '['
+    raised RecursionError in the dashboard's handler (a traceback logged per message)."""
+    community = built.community.community
+    board = AgentStatusBoard(community, clock=lambda: 1_000_000.0)
+    meter = built.meters[0]
+    board.handle(Topics.status(community, meter), b"[" * 60_000)  # no exception
+    health = board.health(meter)
+    assert health["state"] != "online", health
