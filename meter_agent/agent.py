@@ -243,11 +243,14 @@ class Agent:
                 log.warning("meter fault: %s (no offers until it answers again)", exc)
             elif self.fault is None:  # not a typed meter error: a reader bug, keep its traceback
                 log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
+            if self.fault is None:
+                self._last_heartbeat = 0.0  # a status at the end of this poll, not a heartbeat later
             self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
             return None
         if self.fault is not None:
             log.info("meter answers again")
             self.fault = None
+            self._last_heartbeat = 0.0
         self.last_sample = sample
         return sample
 

@@ -160,6 +160,27 @@ def test_counters_that_read_zero_at_an_interval_end_are_not_signed(setup, caplog
     assert f"no reading for interval {MORNING}" in caplog.text and "counters" in caplog.text
 
 
+def test_a_meter_fault_and_its_end_are_in_the_status_at_once(setup):
+    """Found in a QA pass: the retained status (and `agent status`) showed a 25 s meter fault
+    only at the next heartbeat (60 s), and the fault for up to a minute after it ended."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.heartbeat_s = 3600
+    agent.start()
+    run(agent, sim, 2, step_s=5)
+
+    def last_status():
+        return json.loads([p for t, p in seen if t == agent.status_topic][-1])
+
+    assert last_status()["meter_ok"] is True
+    sim.inject("timeout", duration_s=3600)
+    run(agent, sim, 1, step_s=5)
+    assert last_status()["meter_ok"] is False and last_status()["fault"]
+    sim.clear_faults()
+    run(agent, sim, 1, step_s=5)
+    assert last_status()["meter_ok"] is True
+
+
 def test_agent_refuses_a_key_not_in_genesis(setup):
     c, meter, sim, make_agent, seen = setup
     with pytest.raises(ValueError, match="not enrolled .* needs its join-request.txt"):
