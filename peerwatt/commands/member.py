@@ -341,6 +341,14 @@ def admit(request_files, config_file, data_dir, key_file, operator_file, wait_s)
                     f"`peerwatt gov vote -c node.toml --request {path} --yes`"
                 )
             else:
+                active = (m for m, info in chain["meters"].items() if info["active"])
+                twin = next((m for m in active if chain["meters"][m]["serial"] == r.serial), None)
+                if twin is not None:  # one physical meter, two keys trading its energy
+                    raise UserError(
+                        f"{path}: serial {r.serial} is already enrolled for meter {twin} (owner "
+                        f"{chain['meters'][twin]['owner']}): check the serial printed on the meter, or "
+                        "revoke the old key first (peerwatt member leave)"
+                    )
                 args = {"key": r.meter, "serial": r.serial, "owner": member_id, "capacity_w": r.capacity_w}
                 actions.append((r, "enroll_meter", args))
     for note in notes:

@@ -355,3 +355,28 @@ def test_a_closed_proposal_says_how_it_closed(tmp_path):
     assert proposal_outcome(node, pid) == f"passed in block {c.ledgers[0].height}"
     for ledger in c.ledgers:
         ledger.close()
+
+
+def test_admitting_a_second_key_for_an_enrolled_serial_is_refused(tmp_path: Path) -> None:
+    """Found in a QA pass: a third household whose simulated meter had household 1's serial was
+    admitted and enrolled without a word: two active meters, two owners, one serial."""
+    from chain.keys import generate_private_key
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers")
+    for ledger in c.ledgers:
+        ledger.close()
+    taken = c.genesis.doc["meters"][c.meters[0].id]["serial"]
+    member = c.members[1]  # already a member: admit goes on to enroll_meter
+    request = tmp_path / "join.txt"
+    request.write_text(
+        make_join_request(member.key, generate_private_key(), community=c.community, name="Twin",
+                          serial=taken, profile="sdm630", capacity_w=11_000).text()
+    )  # fmt: skip
+    save_private_key(c.validators[0].key, tmp_path / "v.key")
+    r = peerwatt(
+        "member", "admit", str(request), "--data", str(tmp_path / "ledgers" / "validator-0"),
+        "--key", str(tmp_path / "v.key"), "--wait", "0",
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert f"serial {taken} is already enrolled for meter {c.meters[0].id}" in r.stderr
