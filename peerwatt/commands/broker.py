@@ -168,7 +168,7 @@ def config(
         "&& systemctl restart mosquitto"
     )
     click.echo(
-        "a running broker takes a new ACL, password file or CRL with `systemctl reload mosquitto` (SIGHUP)"
+        "a running broker takes a new ACL, password file or CRL with `systemctl restart mosquitto`"
     )
 
 
@@ -292,5 +292,5 @@ def certs(
         click.echo(f"revoked the certificate(s) of {', '.join(result.revoked)}")
     click.echo(
         f"wrote {out_dir / CA_CRL} ({result.crl_entries} revoked certificate(s)); "
-        "a running broker reads it on `systemctl reload mosquitto`"
+        "a running broker reads it on `systemctl restart mosquitto`"
     )
