@@ -539,7 +539,10 @@ class MeterReader:
             self._drop_connection()
             if self._rx_bytes:
                 what = (
-                    "Modbus TCP frame"
+                    # found in a QA pass: a wrong unit or transaction id and a device trickling one
+                    # byte a second read as "garbled" and sent people to check the cabling
+                    f"Modbus TCP frame answering this request: garbled, for another unit id, or not "
+                    f"complete within timeout_s ({self.timeout_s:g} s)"
                     if isinstance(self.transport, TcpTarget)
                     else "frame: CRC or framing error"
                 )

@@ -77,6 +77,7 @@ def test_no_crc_wording_on_tcp():
         finally:
             reader.close()
     assert "CRC" not in str(info.value) and "Modbus TCP frame" in str(info.value)
+    assert "for another unit id" in str(info.value) and "timeout_s" in str(info.value)  # not only cabling
 
 
 def test_a_silent_device_gets_a_timeout_hint(start_sim):
