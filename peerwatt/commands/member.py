@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +24,9 @@ from chain.envelope import Envelope, Rejected, sign_envelope
 from chain.keys import PrivateKey, key_id
 from peerwatt.errors import UserError
 from peerwatt.onboarding import JoinRequest, JoinRequestError, concerns, next_seq, read_join_request
+
+if TYPE_CHECKING:
+    from chain.store import Store
 
 VOTING_DAYS = 7
 
@@ -66,20 +70,14 @@ def node_side(
 def chain_state(data_dir: Path) -> tuple[str, dict[str, Any]]:
     """(community, the chain's governance state) after the node's last final block."""
     from chain.engine import genesis_from_dict_bytes, head_state
-    from chain.store import Store, StoreError
     from market.apps import load_app
 
-    try:
-        store = Store.open(data_dir, readonly=True)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        genesis = genesis_from_dict_bytes(store.genesis_doc())
-        return genesis.community, head_state(store, load_app(genesis.app_name), genesis)["chain"]
-    except (StoreError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        store.close()
+    with _node_store(data_dir) as store:
+        try:
+            genesis = genesis_from_dict_bytes(store.genesis_doc())
+            return genesis.community, head_state(store, load_app(genesis.app_name), genesis)["chain"]
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
 
 def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeout_s: float = 20) -> None:
@@ -137,15 +135,9 @@ def wait_until(
 def ledger_refusal(data_dir: Path, sent: Sequence[Envelope]) -> str | None:
     """'<reason> (block N)' if a final block of the node's store holds one of ``sent`` as
     rejected, else None."""
-    from chain.store import Store, StoreError
-
     if not sent:
         return None
-    try:
-        store = Store.open(data_dir, readonly=True)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    try:
+    with _node_store(data_dir) as store:
         for env in sent:
             row = store.conn.execute("SELECT height, idx FROM txs WHERE hash = ?", (env.tx_hash,)).fetchone()
             if row is None:
@@ -153,16 +145,23 @@ def ledger_refusal(data_dir: Path, sent: Sequence[Envelope]) -> str | None:
             for result in store.results(row[0]):
                 if result.get("kind") == "tx" and result.get("index") == row[1] and result["status"] != "ok":
                     return f"{result.get('reason', result['status'])} (block {row[0]})"
-        return None
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        store.close()
+    return None
 
 
 def proposal_outcome(data_dir: Path, pid: str) -> str | None:
     """'passed', 'rejected' or 'expired' with the block, for a closed proposal of the node's
     store (from its governance results), or None while it is not closed there."""
+    with _node_store(data_dir) as store:
+        for height, _idx, data in store.results_of_kinds(["gov"]):
+            result = loads_strict(data)
+            if result.get("proposal") == pid and result.get("outcome") in ("passed", "rejected", "expired"):
+                return f"{result['outcome']} in block {height}"
+    return None
+
+
+@contextmanager
+def _node_store(data_dir: Path) -> Iterator[Store]:
+    """The node's store, read-only, closed after; a StoreError is a UserError (one line)."""
     from chain.store import Store, StoreError
 
     try:
@@ -170,11 +169,7 @@ def proposal_outcome(data_dir: Path, pid: str) -> str | None:
     except StoreError as exc:
         raise UserError(str(exc)) from None
     try:
-        for height, _idx, data in store.results_of_kinds(["gov"]):
-            result = loads_strict(data)
-            if result.get("proposal") == pid and result.get("outcome") in ("passed", "rejected", "expired"):
-                return f"{result['outcome']} in block {height}"
-        return None
+        yield store
     except StoreError as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -233,18 +228,9 @@ def propose_all(
 def chain_app_name(data_dir: Path) -> str:
     """The app the node's ledger runs (from its genesis)."""
     from chain.engine import stored_genesis
-    from chain.store import Store, StoreError
 
-    try:
-        store = Store.open(data_dir, readonly=True)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    try:
+    with _node_store(data_dir) as store:
         return stored_genesis(store).app_name
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        store.close()
 
 
 def _request(path: Path, community: str) -> JoinRequest:
