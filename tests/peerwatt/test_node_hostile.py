@@ -5,6 +5,8 @@ Each test reproduces an attack of issue 13 on the in-memory bus with the real no
 
 from __future__ import annotations
 
+import collections
+
 from chain.envelope import Rejected
 from chain.kvapp import KeyValueApp
 from chain.notice import open_notice
@@ -222,3 +224,30 @@ def test_a_proposal_never_outgrows_a_block_message():
     small = [(b"x" * 500, None)] * 3000
     assert len(first_that_fit(small)) == MAX_BLOCK_TXS
     assert first_that_fit([(b"x" * (MAX_BLOCK_TX_BYTES + 1), None)]) != []  # one alone still goes
+
+
+def test_one_signer_cannot_fill_the_mempool(tmp_path):
+    """Found in a QA pass: one enrolled meter flooding valid orders grew the sequencer from 58 to
+    503 MB (80,000 pending). Past its share a signer's messages are turned away for now, without
+    a notice (its outbox sends them again), and the others' still get in."""
+    net = Net(tmp_path)
+    for node in net.nodes:
+        node.max_pending_per_signer = 3
+    heard = _notices_to(net, net.c.meters[0].id)
+    flood, honest = net.c.meters[0], net.c.meters[1]
+    sent = []
+    for k in range(8):
+        _, env = _reading(net, 0, 100 + k)
+        net.publisher.publish(Topics.readings(net.c.community, flood.id), env.to_bytes())
+        sent.append(env)
+    _, other = _reading(net, 1, 7)
+    net.publisher.publish(Topics.readings(net.c.community, honest.id), other.to_bytes())
+    seq = net.nodes[0]
+    seq.step()  # intake only: the block that would free the slots is not cut yet
+    assert seq.status()["rejected"].get("busy", 0) >= 5
+    assert (honest.id, other.seq) in seq._pending_keys
+    assert seq._pending_per_signer[flood.id] <= 3
+    net.settle()
+    told = [open_notice(p, community=net.c.community, meter=flood.id, trusted=_trusted(net)) for p in heard]
+    assert all(n.refused != "busy" for n in told)  # turned away for now is not refused for good
+    assert seq._pending_per_signer == collections.Counter()  # all booked or gone, counts back to 0
