@@ -11,6 +11,7 @@ from chain.envelope import Rejected, sign_envelope
 from chain.governance import ARGS
 from chain.messages import GOV_ACTIONS
 from peerwatt.commands.keys import load_key
+from peerwatt.commands.member import node_publish_options
 from peerwatt.errors import UserError
 
 
@@ -46,28 +47,7 @@ def gov() -> None:
 @click.option("--arg", "args", multiple=True, help="name=value (repeat); integers stay integers.")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30), help="Voting period.")
 @click.option("--note", default=None)
-@click.option(
-    "-c",
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    help="A validator's node.toml: its store, key and operator.toml (checks and publishes the proposal).",
-)
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="A node's data folder.")
-@click.option(
-    "--operator-config",
-    "operator_file",
-    type=click.Path(path_type=Path),
-    help="The broker account for governance (default: operator.toml beside node.toml).",
-)
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(0, 600),
-    default=60,
-    show_default=True,
-    help="Seconds to wait for the proposal to be in a final block.",
-)
+@node_publish_options("the proposal")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the proposal to a file instead.")
 def propose(
     key_file,
@@ -160,28 +140,7 @@ def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | No
     help="Vote on every open proposal about this member key id and its meters (repeat).",
 )
 @click.option("--yes/--no", "approve", required=True)
-@click.option(
-    "-c",
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    help="This validator's node.toml: its store, key and operator.toml (publishes the vote).",
-)
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="A node's data folder.")
-@click.option(
-    "--operator-config",
-    "operator_file",
-    type=click.Path(path_type=Path),
-    help="The broker account for governance (default: operator.toml beside node.toml).",
-)
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(0, 600),
-    default=60,
-    show_default=True,
-    help="Seconds to wait for the votes to be in a final block.",
-)
+@node_publish_options("the votes")
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Write the vote to a file instead of publishing it."
 )

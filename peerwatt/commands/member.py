@@ -250,37 +250,47 @@ def _proposal_state(chain: dict[str, Any], action: str, member: str, meter: str)
     return None
 
 
-_node_options = [
-    click.option(
-        "-c",
-        "--config",
-        "config_file",
-        type=click.Path(path_type=Path),
-        help="This validator's node.toml (its store, key, and operator.toml beside it).",
-    ),
-    click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The node's data folder."),
-    click.option("--key", "key_file", type=click.Path(path_type=Path), help="The signing key."),
-    click.option(
-        "--operator-config",
-        "operator_file",
-        type=click.Path(path_type=Path),
-        help="The broker account for governance (default: operator.toml beside node.toml).",
-    ),
-    click.option(
-        "--wait",
-        "wait_s",
-        type=click.FloatRange(0, 600),
-        default=60,
-        show_default=True,
-        help="Seconds to wait for the proposal to be in a final block.",
-    ),
-]
+def node_publish_options(what: str):
+    """The options of a command that signs on a validator's machine and publishes: its node
+    (-c node.toml or --data), the broker account (--operator-config) and how long to wait for
+    ``what`` to be in a final block (--wait)."""
+    options = [
+        click.option(
+            "-c",
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            help="This validator's node.toml (its store, key, and operator.toml beside it).",
+        ),
+        click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The node's data folder."),
+        click.option(
+            "--operator-config",
+            "operator_file",
+            type=click.Path(path_type=Path),
+            help="The broker account for governance (default: operator.toml beside node.toml).",
+        ),
+        click.option(
+            "--wait",
+            "wait_s",
+            type=click.FloatRange(0, 600),
+            default=60,
+            show_default=True,
+            help=f"Seconds to wait for {what} to be in a final block.",
+        ),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def node_options(func):
-    for option in reversed(_node_options):
-        func = option(func)
-    return func
+    """member admit/leave: a node's options and the signing key."""
+    func = node_publish_options("the proposal")(func)
+    return click.option("--key", "key_file", type=click.Path(path_type=Path), help="The signing key.")(func)
 
 
 @click.group()
