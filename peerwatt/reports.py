@@ -24,7 +24,7 @@ from chain.store import Store
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
-from peerwatt.statements import ledger_view
+from peerwatt.statements import registry
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def build_report(
     params = with_defaults(genesis["app"])
     meters = {  # genesis's and those enrolled by vote since (peerwatt.statements reads governance)
         m.meter: {"owner": m.owner, "name": m.name, "serial": m.serial, "capacity_w": m.capacity_w}
-        for m in ledger_view(store).meters.values()
+        for m in registry(store).meters.values()
     }
     if meter is not None and meter not in meters:
         raise ValueError(f"meter {meter} is not enrolled in this community")

@@ -59,13 +59,22 @@ def _kid(sec1_hex: str) -> str:
     return key_id(load_public_key(sec1_hex))
 
 
-def ledger_view(store: Store, height: int | None = None) -> LedgerView:
-    """What the ledger held after block ``height`` (default: the last block)."""
-    head = store.height()
-    height = head if height is None else height
-    row = store.block_row(height) if 0 <= height <= head else None
-    if row is None:
-        raise BillingError(f"the ledger has no block {height} (its last block is {head})")
+@dataclass(frozen=True)
+class Registry:
+    """Who and what the community was after a block, from its genesis and its passed votes."""
+
+    params: dict[str, Any]  # as last set, timezone included
+    history: list[tuple[int, dict[str, Any]]]  # (height, params from then on)
+    members: dict[str, str]  # key id -> name
+    removed: dict[str, int]  # member key id -> time removed
+    meters: dict[str, MeterInfo]
+
+
+def registry(store: Store, height: int | None = None) -> Registry:
+    """The community's registry after block ``height`` (default: the last block): the genesis's
+    members, meters and parameters with every passed vote applied (what `peerwatt report` needs,
+    without the readings and results :func:`ledger_view` also reads)."""
+    height = store.height() if height is None else height
     genesis = loads_strict(store.genesis_doc())
     community = genesis["community"]
     params = dict(genesis.get("app", {}))
@@ -77,25 +86,15 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
     }
     removed: dict[str, int] = {}
     times = dict(store.conn.execute("SELECT height, time FROM blocks WHERE height <= ?", (height,)))
-
-    def rows(kind: str) -> list[dict[str, Any]]:
-        return [
-            dict(loads_strict(data), height=h)
-            for h, _idx, data in store.results_of_kinds([kind], high=height)
-        ]
-
-    rejected: set[tuple[int, int]] = set()
-    for r in rows("tx"):
-        if r["status"] != "ok":
-            rejected.add((r["height"], r["index"]))
-    for g in rows("gov"):
+    for h, _idx, data in store.results_of_kinds(["gov"], high=height):
+        g = loads_strict(data)
         if g["outcome"] != "passed":
             continue
         payload = store.payload(bytes.fromhex(g["proposal"]))
         if payload is None:
-            raise BillingError(f"the proposal {g['proposal'][:12]} of block {g['height']} is missing")
+            raise BillingError(f"the proposal {g['proposal'][:12]} of block {h} is missing")
         args = loads_strict(payload)["body"]["args"]
-        at = times[g["height"]]
+        at = times[h]
         action = g["action"]
         if action == "enroll_meter":
             kid = _kid(args["key"])
@@ -109,7 +108,31 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
             removed[args["member"]] = at
         elif action == "set_param":
             params[args["name"]] = args["value"]
-            history.append((g["height"], dict(params)))
+            history.append((h, dict(params)))
+    return Registry(params, history, members, removed, meters)
+
+
+def ledger_view(store: Store, height: int | None = None) -> LedgerView:
+    """What the ledger held after block ``height`` (default: the last block)."""
+    head = store.height()
+    height = head if height is None else height
+    row = store.block_row(height) if 0 <= height <= head else None
+    if row is None:
+        raise BillingError(f"the ledger has no block {height} (its last block is {head})")
+    community = loads_strict(store.genesis_doc())["community"]
+    reg = registry(store, height)
+    params, history = reg.params, reg.history
+
+    def rows(kind: str) -> list[dict[str, Any]]:
+        return [
+            dict(loads_strict(data), height=h)
+            for h, _idx, data in store.results_of_kinds([kind], high=height)
+        ]
+
+    rejected: set[tuple[int, int]] = set()
+    for r in rows("tx"):
+        if r["status"] != "ok":
+            rejected.add((r["height"], r["index"]))
     readings: dict[str, dict[int, tuple[int, int, str]]] = {}
     erased: set[str] = set()
     for h, idx, signer, tx_hash in store.conn.execute(
@@ -154,9 +177,9 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
         block_time=row[2],
         params=with_defaults(market_params),
         param_history=[(h, {k: v for k, v in p.items() if k != "timezone"}) for h, p in history],
-        members=members,
-        removed_members=removed,
-        meters=meters,
+        members=reg.members,
+        removed_members=reg.removed,
+        meters=reg.meters,
         readings=readings,
         trades=rows("trade"),
         settlements=rows("settlement"),
