@@ -527,9 +527,7 @@ class Agent:
                 "the meter needs a new key (peerwatt agent setup, member admit). Not signing again"
             )
             return
-        last = self.outbox.last_seq() or 0
-        self._seq_moved_to = max(last + 1, int(time.time() * 1000))
-        self.outbox.advance_seq(self._seq_moved_to)
+        self._seq_moved_to = self.outbox.advance_seq_to_clock()
         again = 0
         for _seq, topic, payload in behind:
             try:

@@ -231,12 +231,14 @@ class Outbox:
             ).fetchall()
         return sorted((seq, topic, bytes(payload)) for seq, topic, payload in rows)
 
-    def advance_seq(self, at_least: int) -> None:
-        """Make the next message's seq at least ``at_least`` (never lower than it would be)."""
+    def advance_seq_to_clock(self) -> int:
+        """Move the seq counter ahead to where a fresh state starts (the clock in ms), never back;
+        returns the next message's seq."""
         with self._lock, self._durable_write():
             last = self._get("seq")
-            if last is None or int(last) < at_least - 1:
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(at_least - 1),))
+            following = max(int(last) + 1 if last is not None else 0, int(time.time() * 1000))
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(following - 1),))
+        return following
 
     def close(self) -> None:
         with self._lock:

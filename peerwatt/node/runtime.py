@@ -896,7 +896,7 @@ class Node:
         core = self._core
         told = self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id
         if told and env.signer in chain["meters"]:  # members and validators get no notices
-            if reason == "replay" and seq_behind(self.ledger.chain_state, env.signer, env.seq):
+            if reason == "replay" and seq_behind(chain, env.signer, env.seq):
                 reason = "seq_behind"  # not booked: the sender's counter is behind (chain/notice.py)
             self._announcer.notify(
                 env.signer,
