@@ -304,7 +304,7 @@ def setup(
         if not interactive:
             raise UserError("give --broker (the community's broker, e.g. mqtts://broker.example:8883)")
         broker_url = click.prompt("The community's broker (mqtts://host:8883)")
-    _check_broker_url(broker_url)
+        _check_broker_url(broker_url)  # (one given as --broker was checked before the probe)
     member_key, meter_key = generate_private_key(), generate_private_key()
     try:
         request = make_join_request(
