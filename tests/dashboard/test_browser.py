@@ -93,6 +93,15 @@ def shoot(page, name: str) -> Path:
     return path
 
 
+def villa_logs_in(page) -> None:
+    """Open the household page, log in as Sunny Villa and land on its page."""
+    page.goto("/household")
+    page.fill("#username", "villa")
+    page.fill("#password", PASSWORDS["villa"])
+    page.click("#login-submit")
+    page.wait_for_url("**/household/*")
+
+
 def wait_chart(page, canvas: str) -> int:
     page.wait_for_function(f"() => window.Chart && Chart.getChart(document.getElementById('{canvas}'))")
     return page.evaluate(NON_BLANK_JS, canvas)
@@ -204,11 +213,7 @@ def test_phone_layout_has_no_sideways_scrolling(browser, server, built):
     orders are one card per row (when, with whom, how much, price, state)."""
     villa = built.meters[0]
     context, page, errors = open_page(browser, server, PHONE)
-    page.goto("/household")
-    page.fill("#username", "villa")
-    page.fill("#password", PASSWORDS["villa"])
-    page.click("#login-submit")
-    page.wait_for_url("**/household/*")
+    villa_logs_in(page)
     for path, name in (
         (f"/household/{villa}", "household"),
         (f"/household/{villa}?view=day&date=2025-06-04", "household-cloudy"),
@@ -261,11 +266,7 @@ def test_phone_agent_panel_fits_the_screen(browser, built, tmp_path):
     app = make_app(built, tmp_path / "instance", AGENT_STATUS=board)
     for base in _serve(app):
         context, page, errors = open_page(browser, base, PHONE)
-        page.goto("/household")
-        page.fill("#username", "villa")
-        page.fill("#password", PASSWORDS["villa"])
-        page.click("#login-submit")
-        page.wait_for_url("**/household/*")
+        villa_logs_in(page)
         assert page.locator("#agent-enrolled").inner_text().startswith("yes")
         got = page.evaluate(OVERFLOW_JS)
         assert got["scroll"] <= PHONE["width"], got
@@ -294,11 +295,7 @@ def test_desktop_tables_are_tables(browser, server, built):
     each table's header and body sat side by side in two grid cells (found in a QA pass)."""
     villa = built.meters[0]
     context, page, errors = open_page(browser, server, DESKTOP)
-    page.goto("/household")
-    page.fill("#username", "villa")
-    page.fill("#password", PASSWORDS["villa"])
-    page.click("#login-submit")
-    page.wait_for_url("**/household/*")
+    villa_logs_in(page)
     seen = set()
     for path in (
         "/",
@@ -429,11 +426,7 @@ def test_tiles_money_table_and_csv_agree_on_desktop_and_phone(browser, server, b
     days = ["2025-06-02", "2025-06-03", "2025-06-04", "2025-06-05"]
     for viewport, vname in ((DESKTOP, "desktop"), (PHONE, "phone")):
         context, page, errors = open_page(browser, server, viewport)
-        page.goto("/household")
-        page.fill("#username", "villa")
-        page.fill("#password", PASSWORDS["villa"])
-        page.click("#login-submit")
-        page.wait_for_url("**/household/*")
+        villa_logs_in(page)
         figures = {}
         # the desktop reads every day, the month and the year; the phone the month, the cloudy day
         # (under-delivered trades) and the last day (trades cleared, not yet settled)
