@@ -23,7 +23,6 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -688,8 +687,9 @@ def load_profile(path: str | Path) -> MeterProfile:
 
 
 def builtin_profile_dir() -> Path:
-    """The folder of profiles shipped with peerwatt."""
-    return Path(str(resources.files("meter_agent") / "profiles"))
+    """The folder of profiles shipped with peerwatt (package data beside this module: pip installs
+    packages as plain folders; not ``importlib.resources``, whose import costs the agent ~1.5 MB)."""
+    return Path(__file__).resolve().parent / "profiles"
 
 
 def _search_dirs(extra_dirs: Iterable[str | Path]) -> list[Path]:
