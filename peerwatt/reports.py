@@ -126,12 +126,13 @@ def metered_intervals(
 def build_report(
     store: Store, *, start: int | None = None, end: int | None = None, meter: str | None = None
 ) -> dict[str, pd.DataFrame]:
-    """All report tables for intervals in [start, end) (Unix s), optionally one meter's only."""
-    genesis = loads_strict(store.genesis_doc())
-    params = with_defaults(genesis["app"])
-    meters = {  # genesis's and those enrolled by vote since (peerwatt.statements reads governance)
+    """All report tables for intervals in [start, end) (Unix s), optionally one meter's only.
+    Tariffs are those in force at the ledger's last block, as on the dashboard and in statements."""
+    community = registry(store)  # genesis with every passed vote applied (peerwatt.statements)
+    params = with_defaults({k: v for k, v in community.params.items() if k != "timezone"})
+    meters = {  # genesis's and those enrolled by vote since
         m.meter: {"owner": m.owner, "name": m.name, "serial": m.serial, "capacity_w": m.capacity_w}
-        for m in registry(store).meters.values()
+        for m in community.meters.values()
     }
     if meter is not None and meter not in meters:
         raise ValueError(f"meter {meter} is not enrolled in this community")

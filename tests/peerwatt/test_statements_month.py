@@ -51,6 +51,9 @@ PARAMS = {
 }
 
 
+RETAIL_BY_VOTE = 330_000
+
+
 def day(x: int) -> int:
     """Interval start of June ``x`` (1-based)."""
     return JUNE + (x - 1) * DAY
@@ -188,6 +191,10 @@ def build_month(base: Path, settlement_source: str = "meter") -> Month:
     add(LEAVE + 1200, propose(m[0], "remove_member", {"member": m[2].id}))
     add(LEAVE + 1300, vote(m[1], "remove_member"))
     add(LEAVE + 1300, vote(m[3], "remove_member"))
+    # the retail tariff raised by vote on the 25th: reports and statements use the tariff in force
+    add(day(25) + 100, propose(m[0], "set_param", {"name": "retail_price", "value": RETAIL_BY_VOTE}))
+    add(day(25) + 200, vote(m[1], "set_param"))
+    add(day(25) + 200, vote(m[3], "set_param"))
 
     issue_height = None
     ledger = c.ledgers[0]
@@ -468,3 +475,17 @@ def test_the_report_counts_a_meter_enrolled_by_vote(month: Month, store: Store) 
     row = households.loc[newcomer.meter]
     assert (row["import_wh"], row["export_wh"]) == (imp, exp)
     assert tables["kpis"].iloc[0]["metered_import_wh"] == households["import_wh"].sum()
+
+
+def test_the_report_uses_the_tariffs_in_force(month: Month, store: Store) -> None:
+    """Found in a QA pass: `peerwatt report` priced every household's grid-only baseline and
+    residual supply at the genesis's retail tariff, after a vote had raised it (statements and
+    the dashboard use the tariff in force)."""
+    from market.money import value_micro
+    from peerwatt.reports import build_report
+
+    assert ledger_view(store).params["retail_price"] == RETAIL_BY_VOTE
+    households = build_report(store, start=day(1), end=JULY)["households"]
+    assert set(households["retail_price_per_kwh"]) == {RETAIL_BY_VOTE}
+    row = households.iloc[0]
+    assert row["baseline_import_cost"] == value_micro(int(row["import_wh"]), RETAIL_BY_VOTE)
