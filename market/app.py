@@ -11,8 +11,10 @@ State (the app's namespace of the ledger state, committed by the state root):
   gridops     {meter: {interval: [import_wh, export_wh, quality]}}  the grid operator's data
   resettle_gridops [interval, ...]                             intervals its new data changes
   gridops_pruned   interval                                    its data before this is forgotten
+  corrections {meter: {interval: count}}                       corrections of a recorded reading
 (``gridops``, ``resettle_gridops`` and ``gridops_pruned`` appear with the first grid operator's
-data, so a community settling on its meters alone keeps the state it always had.)
+data, and ``corrections`` with the first correction under ``max_reading_corrections``, so a
+community that uses neither keeps the state it always had.)
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -109,6 +111,9 @@ class MarketApp:
         results = []
         if previous is not None:
             results.append({"kind": "reading_corrected", "interval": body["interval"], "meter": env.signer})
+            if market_params.with_defaults(ctx.params)["max_reading_corrections"] is not None:
+                counts = ctx.state.setdefault("corrections", {}).setdefault(env.signer, {})
+                counts[key] = counts.get(key, 0) + 1
         flag = _reading_flag(ctx, env.signer, body["interval"], meter_readings)
         if flag is not None:
             results.append(
@@ -152,6 +157,13 @@ class MarketApp:
         previous = ctx.state["readings"].get(env.signer, {}).get(str(interval))
         if previous == [body["import_wh"], body["export_wh"], body["serial"]]:
             raise Rejected("duplicate_reading", "the same reading is already recorded")
+        limit = p["max_reading_corrections"]
+        if previous is not None and limit is not None:
+            done = ctx.state.get("corrections", {}).get(env.signer, {}).get(str(interval), 0)
+            if done >= limit:
+                raise Rejected(
+                    "too_many_corrections", f"a meter may correct its reading of an interval {limit} times"
+                )
 
     # -- block end: gate closure clearing and settlement ----------------------------------------
 
@@ -468,6 +480,13 @@ class MarketApp:
             readings = ctx.state["readings"][meter]
             for interval in [i for i in readings if int(i) < keep_from]:
                 del readings[interval]
+        corrections = ctx.state.get("corrections")
+        for meter in list(corrections or ()):
+            counts = corrections[meter]
+            for interval in [i for i in counts if int(i) < keep_from]:
+                del counts[interval]
+            if not counts:
+                del corrections[meter]
         oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
         keep_settled_from = keep_from
         if p["settlement_source"] != METER:

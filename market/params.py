@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     # is settled ("settlement"). Absent means "settlement", how every ledger written before this
     # switch settled, so they re-execute unchanged; new genesis files say "clearing".
     "fee_rates_at": "settlement",
+    # how often a meter may correct its reading of one interval (each correction re-settles two
+    # intervals and adjusts every trade of both, the counterparties' too). None: no limit, how
+    # every ledger written before this switch ran; new genesis files say 3.
+    "max_reading_corrections": None,
 }
 FEE_RATES_AT = ("clearing", "settlement")
 
@@ -108,5 +112,8 @@ def check_params(params: dict[str, Any]) -> None:
         )
     if p["fee_rates_at"] not in FEE_RATES_AT:
         raise ValueError(f"fee_rates_at must be one of {', '.join(FEE_RATES_AT)}")
+    limit = p["max_reading_corrections"]
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError("max_reading_corrections must be a non-negative integer")
     if p["gridops_window_s"] < p["interval_s"]:
         raise ValueError("gridops_window_s must be at least one interval")

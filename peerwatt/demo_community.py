@@ -65,6 +65,7 @@ PARAMS = {
     "levies_per_kwh": 5_000,
     "mechanism": "uniform",
     "fee_rates_at": "clearing",
+    "max_reading_corrections": 3,
 }
 
 

@@ -134,6 +134,7 @@ def market_params(o: SimOptions) -> dict[str, Any]:
         "mechanism": o.mechanism,
         "community_price": o.community_price,
         "fee_rates_at": "clearing",
+        "max_reading_corrections": 3,
     }
     check_params(params)
     return params

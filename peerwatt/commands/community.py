@@ -124,6 +124,7 @@ def genesis_text(
         f"levies_per_kwh = {levies}{' ' * max(1, 13 - len(str(levies)))}# idem",
         'mechanism = "uniform"        # uniform | pay-as-bid | community',
         'fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure',
+        "max_reading_corrections = 3  # how often a meter may correct one interval's reading",
         "",
     ]
     for vname, sec1 in validators:

@@ -39,6 +39,7 @@ levies_per_kwh = 5000        # idem
 mechanism = "uniform"        # uniform | pay-as-bid | community
 community_price = 150000     # used by the "community" mechanism
 fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure (docs/billing.md)
+max_reading_corrections = 3  # how often a meter may correct one interval's reading (docs/market.md)
 
 # One [[validators]] entry per validator key (public key: compressed SEC1 hex or PEM).
 {validators}

@@ -313,3 +313,57 @@ def test_ledgers_from_before_the_switch_still_settle_as_they_did(tmp_path):
     trades, settlements = _fee_raised_between_clearing_and_settlement(tmp_path)
     for trade, settled in zip(trades, settlements, strict=True):
         assert settled["grid_fee"] == trade["energy_wh"] * 30_000 // 1000 != trade["grid_fee"]
+
+
+def _alternating_corrections(tmp_path, n: int, **params):
+    """A settled interval whose seller then sends ``n`` corrections of its end reading, back and
+    forth between what it exported and less; the community and the results of the correction
+    blocks (one each)."""
+    c = make_community(
+        validators=1, members=4, meters_per_member=1, app="market", app_params={**PARAMS, **params}, time=T0
+    )
+    c.open_ledgers(tmp_path, MarketApp)
+    trade_round(c)
+    t = I1 + 905
+    c.run_block(
+        [
+            reading(c, 0, I1 - 900, 0, 0, t),
+            reading(c, 0, I1, 0, 2000, t),
+            *_buyers_read(c, t),
+        ],
+        t,
+    )
+    assert all(s["status"] == "settled" for s in results_of(c, "settlement"))
+    blocks = []
+    for k in range(n):
+        t += 60
+        export_wh = [500, 2000, 700, 2000, 500, 2000][k]
+        blocks.append(c.run_block([reading(c, 0, I1, 0, export_wh, t)], t).results)
+    assert sum(c.ledgers[0].state["app"]["balances"].values()) == 0
+    for ledger in c.ledgers:
+        assert verify_store(ledger.store, MarketApp()).blocks == ledger.height
+    return c, blocks
+
+
+def test_a_reading_is_corrected_at_most_max_reading_corrections_times(tmp_path):
+    """Found in a QA pass: a trading partner forced 20 adjustments of a settled trade (and of its
+    counterparty's receipts and balance) with 20 corrections alternating between two values. With
+    max_reading_corrections (new genesis files say 3) the fourth correction is refused."""
+    c, blocks = _alternating_corrections(tmp_path, 6, max_reading_corrections=3)
+    txs = [[r for r in results if r["kind"] == "tx"][0] for results in blocks]
+    assert [r["status"] for r in txs] == ["ok", "ok", "ok", "rejected", "rejected", "rejected"]
+    assert {r.get("reason") for r in txs[3:]} == {"too_many_corrections"}
+    adjusted = [any(r["kind"] == "adjustment" for r in results) for results in blocks]
+    assert adjusted == [True, True, True, False, False, False]
+    assert c.ledgers[0].state["app"]["corrections"] == {c.meters[0].id: {str(I1): 3}}
+    later = I1 + (32 + 3) * 900  # the default correction_window_intervals
+    c.run_block([], later)  # the count is forgotten with the readings, after the window
+    assert c.ledgers[0].state["app"]["corrections"] == {}
+
+
+def test_without_the_parameter_corrections_stay_unlimited(tmp_path):
+    """Ledgers written before max_reading_corrections re-execute as they did: every correction is
+    taken (and the state keeps no count)."""
+    c, blocks = _alternating_corrections(tmp_path, 5)
+    assert all(any(r["kind"] == "adjustment" for r in results) for results in blocks)
+    assert "corrections" not in c.ledgers[0].state["app"]

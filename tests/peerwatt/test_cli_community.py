@@ -79,3 +79,27 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     r = peerwatt("community", "init", *FLAGS, "--validators", "4", "--out", str(tmp_path / "full"), stdin="")
     assert "refusing to overwrite" in r.stderr
+
+
+def test_every_genesis_peerwatt_writes_takes_the_market_rules_of_today(tmp_path):
+    """Switches whose absence keeps old ledgers re-executing as they did (docs/market.md):
+    every community peerwatt starts says them, so it gets the fixed rules."""
+    from peerwatt.demo_community import PARAMS as DEMO
+    from peerwatt.sim_community import SimOptions, market_params
+
+    assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", "v1").returncode == 0
+    new = tmp_path / "new.toml"
+    r = peerwatt(
+        "genesis", "new", "--community", "c", "--validator", str(tmp_path / "v1.pub"), "--out", str(new)
+    )
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "oak"
+    assert peerwatt("community", "init", *FLAGS, "--out", str(out), stdin="").returncode == 0
+    for params in (
+        load_genesis(new).app_params,
+        load_genesis(out / "genesis.toml").app_params,
+        DEMO,
+        market_params(SimOptions()),
+    ):
+        assert params["fee_rates_at"] == "clearing"
+        assert params["max_reading_corrections"] == 3
