@@ -13,7 +13,6 @@ household uses behind its own meter is invisible to the market and not counted.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from chain.store import Store
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
-from peerwatt.statements import registry
+from peerwatt.statements import accepted_readings, registry
 
 
 @dataclass(frozen=True)
@@ -51,40 +50,6 @@ def _results(store: Store, kinds: set[str], start: int | None, end: int | None) 
             continue
         rows.append(dict(result, height=height))
     return rows
-
-
-def _refused_txs(store: Store) -> set[tuple[int, int]]:
-    """(height, index) of every transaction the ledger refused: it is in its block, but its
-    content never took effect."""
-    refused = set()
-    for height, _idx, data in store.results_of_kinds(["tx"]):
-        result = loads_strict(data)
-        if result["status"] != "ok":
-            refused.add((height, result["index"]))
-    return refused
-
-
-def _readings(store: Store) -> dict[str, list[tuple[int, int, int, str]]]:
-    """Per meter: (interval, import_wh, export_wh, serial) of every reading the ledger accepted,
-    by interval (refused readings are in their blocks too: they are left out)."""
-    out: dict[str, dict[int, tuple[int, int, int, str]]] = defaultdict(dict)
-    refused = _refused_txs(store)
-    for height, idx, signer, tx_hash in store.conn.execute(
-        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' ORDER BY height, idx"
-    ):
-        if (height, idx) in refused:
-            continue
-        payload = store.payload(bytes(tx_hash))
-        if payload is None:
-            continue  # erased
-        body = loads_strict(payload)["body"]
-        out[signer][body["interval"]] = (
-            body["interval"],
-            body["import_wh"],
-            body["export_wh"],
-            body["serial"],
-        )
-    return {m: [r[i] for i in sorted(r)] for m, r in out.items()}
 
 
 def metered_intervals(
@@ -152,14 +117,15 @@ def build_report(
     if meter is not None:
         trades = [t for t in trades if meter in (t["seller"], t["buyer"])]
         settled = [s for s in settled if meter in (s["seller"], s["buyer"])]
-    readings = _readings(store)
+    readings, _erased = accepted_readings(store)
     households = []
     chosen = [meter] if meter is not None else sorted(meters)
     community: dict[int, list[int]] = {}  # interval -> [import Wh, export Wh] of the chosen meters
     for m in chosen:
         enrolled = meters.get(m, {})
+        own = readings.get(m, {})
         metered, flags = metered_intervals(
-            readings.get(m, []),
+            [(i, *own[i]) for i in sorted(own)],
             start,
             end,
             params["interval_s"],

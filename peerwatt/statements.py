@@ -112,6 +112,46 @@ def registry(store: Store, height: int | None = None) -> Registry:
     return Registry(params, history, members, removed, meters)
 
 
+def refused_txs(store: Store, height: int | None = None) -> set[tuple[int, int]]:
+    """(height, index) of every transaction up to block ``height`` the ledger refused: it is in
+    its block, but its content never took effect."""
+    refused = set()
+    for h, _idx, data in store.results_of_kinds(["tx"], high=height):
+        result = loads_strict(data)
+        if result["status"] != "ok":
+            refused.add((h, result["index"]))
+    return refused
+
+
+def accepted_readings(
+    store: Store, height: int | None = None, refused: set[tuple[int, int]] | None = None
+) -> tuple[dict[str, dict[int, tuple[int, int, str]]], set[str]]:
+    """Per meter, {interval: (import_wh, export_wh, serial)} of the readings the ledger accepted up
+    to block ``height`` (a correction replaces the reading it corrects), and the meters with a
+    reading whose payload was erased (their readings are incomplete)."""
+    refused = refused_txs(store, height) if refused is None else refused
+    readings: dict[str, dict[int, tuple[int, int, str]]] = {}
+    erased: set[str] = set()
+    for h, idx, signer, tx_hash in store.conn.execute(
+        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' AND height <= ?"
+        " ORDER BY height, idx",
+        (store.height() if height is None else height,),
+    ):
+        if (h, idx) in refused:
+            continue
+        payload = store.payload(bytes(tx_hash))
+        if payload is None:
+            erased.add(signer)
+            continue
+        body = loads_strict(payload)["body"]
+        readings.setdefault(signer, {})[body["interval"]] = (
+            body["import_wh"],
+            body["export_wh"],
+            body["serial"],
+        )
+    return readings, erased
+
+
 def ledger_view(store: Store, height: int | None = None) -> LedgerView:
     """What the ledger held after block ``height`` (default: the last block)."""
     head = store.height()
@@ -129,29 +169,8 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
             for h, _idx, data in store.results_of_kinds([kind], high=height)
         ]
 
-    rejected: set[tuple[int, int]] = set()
-    for r in rows("tx"):
-        if r["status"] != "ok":
-            rejected.add((r["height"], r["index"]))
-    readings: dict[str, dict[int, tuple[int, int, str]]] = {}
-    erased: set[str] = set()
-    for h, idx, signer, tx_hash in store.conn.execute(
-        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' AND height <= ?"
-        " ORDER BY height, idx",
-        (height,),
-    ):
-        if (h, idx) in rejected:
-            continue
-        payload = store.payload(bytes(tx_hash))
-        if payload is None:
-            erased.add(signer)
-            continue
-        body = loads_strict(payload)["body"]
-        readings.setdefault(signer, {})[body["interval"]] = (
-            body["import_wh"],
-            body["export_wh"],
-            body["serial"],
-        )
+    rejected = refused_txs(store, height)
+    readings, erased = accepted_readings(store, height, rejected)
     gridops: dict[str, dict[int, tuple[int, int, str]]] = {}
     for h, idx, tx_hash in store.conn.execute(
         "SELECT height, idx, hash FROM txs WHERE type = 'gridops' AND height <= ? ORDER BY height, idx",
