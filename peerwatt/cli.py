@@ -37,6 +37,31 @@ COMMANDS: dict[str, str] = {
     "gridops": "peerwatt.commands.gridops:gridops",
 }
 
+# Top-level modules that only an extra installs (pyproject.toml), and the extra that does: a
+# command that needs one on a lean install says which extra to install, in one line
+# (tests/peerwatt/test_cli_extras.py keeps this in step with pyproject.toml).
+EXTRA_OF_MODULE: dict[str, str] = {
+    "numpy": "node",
+    "rich": "node",
+    "zstandard": "node",
+    "ecdsa": "node",
+    "rfc8785": "node",
+    "flask": "dashboard",
+    "flask_login": "dashboard",
+    "flask_wtf": "dashboard",
+    "waitress": "dashboard",
+    "pandas": "reports",
+    "matplotlib": "reports",
+    "mpl_toolkits": "reports",
+    "pylab": "reports",
+    "fpdf": "reports",
+    "pypdf": "reports",
+    "sepaxml": "reports",
+    "sepadd": "reports",
+    "schwifty": "reports",
+    "amqtt": "demo",
+}
+
 
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand runs."""
@@ -75,6 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(
+            f"error: this command needs {exc.name}, which peerwatt's [{extra}] extra installs: "
+            f"pip install 'peerwatt[{extra}]'",
+            err=True,
+        )
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
