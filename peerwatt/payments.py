@@ -239,7 +239,8 @@ def _due(doc: dict[str, Any]) -> Due:
 
 
 def unpaid(billing_dir: Path, period: str) -> list[Due]:
-    """The period's statements and notes not marked paid, with something to pay either way."""
+    """The period's statements and notes not marked paid, with something to pay either way;
+    BillingError if the register holds no statement of the period at all (another folder?)."""
     issued = _open(billing_dir)
     try:
         done = {n for (n,) in issued.conn.execute("SELECT number FROM payments")}
@@ -251,6 +252,11 @@ def unpaid(billing_dir: Path, period: str) -> list[Due]:
         ]
     finally:
         issued.close()
+    if not docs:
+        raise BillingError(
+            f"{billing_dir / 'issued.sqlite'} holds no statements for {period}: issue them first, or "
+            "give the --billing folder they were issued into (without --billing: NODE_DIR/billing)"
+        )
     return [d for d in docs if d.number not in done and d.cents != 0]
 
 

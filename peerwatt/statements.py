@@ -21,6 +21,7 @@ import hashlib
 import io
 import sqlite3
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -46,6 +47,10 @@ from market.params import with_defaults
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
+
+
+# Writes issued documents' files (peerwatt.statements.write_files with its folder)
+Writer = Callable[[list[dict[str, Any]]], object]
 
 
 class BillingError(Exception):
@@ -335,10 +340,18 @@ class IssuedStore:
         ).fetchone()
 
     def issue(
-        self, community: str, period: str, kind: str, height: int, issued_at: str, docs: list[dict[str, Any]]
+        self,
+        community: str,
+        period: str,
+        kind: str,
+        height: int,
+        issued_at: str,
+        docs: list[dict[str, Any]],
+        write: Writer | None = None,
     ) -> list[dict[str, Any]]:
         """Number ``docs`` in order after the period's last number and store them, all in one
-        transaction (so numbers are gap-free even if the machine stops halfway)."""
+        transaction (so numbers are gap-free even if the machine stops halfway). ``write`` gets
+        the numbered documents before the transaction commits: if it fails, nothing is issued."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             if kind == "statements" and self.first_run(community, period) is not None:
@@ -372,6 +385,8 @@ class IssuedStore:
                     ),
                 )
                 issued.append(doc)
+            if write is not None:
+                write(issued)
             self.conn.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -392,10 +407,17 @@ class IssuedStore:
 
 
 def issue_period(
-    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+    store: Store,
+    billing_dir: Path,
+    period: str,
+    *,
+    issued_at: str,
+    height: int | None = None,
+    write: Writer | None = None,
 ) -> list[dict[str, Any]]:
     """Issue every member's statement for ``period`` from the ledger at ``height`` (default: the
-    last block). Refuses a period that has not ended on the ledger, or one already issued."""
+    last block). Refuses a period that has not ended on the ledger, or one already issued.
+    ``write``: see :meth:`IssuedStore.issue`."""
     view = ledger_view(store, height)
     start, end = period_bounds(period, view.timezone)
     if view.block_time < end:
@@ -425,13 +447,19 @@ def issue_period(
             )
             for m in members_to_bill(view, start, end)
         ]
-        return issued.issue(view.community, period, "statements", view.height, issued_at, docs)
+        return issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
     finally:
         issued.close()
 
 
 def issue_corrections(
-    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+    store: Store,
+    billing_dir: Path,
+    period: str,
+    *,
+    issued_at: str,
+    height: int | None = None,
+    write: Writer | None = None,
 ) -> list[dict[str, Any]]:
     """Re-derive the period's statements at ``height`` (default: the last block) and issue a credit
     or debit note for every member whose figures changed since the last document issued for them
@@ -461,7 +489,7 @@ def issue_corrections(
             note = correction_note(previous, now, number="", issued_at=issued_at)
             if note is not None:
                 docs.append(note)
-        return issued.issue(view.community, period, "corrections", view.height, issued_at, docs)
+        return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
     finally:
         issued.close()
 
@@ -477,12 +505,19 @@ def earlier_periods(period: str, months: int = 2) -> list[str]:
 
 
 def issue_month_end(
-    store: Store, billing_dir: Path, period: str, *, issued_at: str, height: int | None = None
+    store: Store,
+    billing_dir: Path,
+    period: str,
+    *,
+    issued_at: str,
+    height: int | None = None,
+    write: Writer | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The month-end run: ``period``'s statements, then the correction notes of each of the two
     months before it whose statements were issued, for what changed on the ledger since (late
-    readings, the grid operator's data): corrections show up with the next statements."""
-    statements = issue_period(store, billing_dir, period, issued_at=issued_at, height=height)
+    readings, the grid operator's data): corrections show up with the next statements. Each of
+    these is issued (and written by ``write``) on its own."""
+    statements = issue_period(store, billing_dir, period, issued_at=issued_at, height=height, write=write)
     community = ledger_view(store, height).community
     notes: dict[str, list[dict[str, Any]]] = {}
     for earlier in earlier_periods(period):
@@ -493,7 +528,7 @@ def issue_month_end(
             register.close()
         if issued_before:
             notes[earlier] = issue_corrections(
-                store, billing_dir, earlier, issued_at=issued_at, height=height
+                store, billing_dir, earlier, issued_at=issued_at, height=height, write=write
             )
     return statements, notes
 
@@ -816,8 +851,7 @@ def _round(micro: int) -> int:
 def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
     listing them (one row per document)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    files = []  # every document rendered before the first file is written
     for doc in docs:
         base = out_dir / doc["number"]
         for suffix, data in (
@@ -825,9 +859,12 @@ def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             (".csv", render_csv(doc).encode()),
             (".pdf", render_pdf(doc)),
         ):
-            path = base.with_name(base.name + suffix)
-            path.write_bytes(data)
-            written.append(path)
+            files.append((base.with_name(base.name + suffix), data))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, data in files:
+        path.write_bytes(data)
+        written.append(path)
     if docs:
         summary = out_dir / f"{docs[0]['community']}-{docs[0]['period']}.csv"
         new = not summary.exists()

@@ -68,14 +68,18 @@ def statements(
     billing = billing_dir or data_dir / "billing"
     store = _open_store(data_dir)
     notes: dict[str, list] = {}
+    written: list[Path] = []
+
+    def write(docs: list) -> None:  # before they are kept as issued: a failed write issues nothing
+        written.extend(write_files(docs, out_dir))
+
     try:
         if corrections:
-            docs = issue_corrections(store, billing, period, issued_at=issued_at, height=height)
+            docs = issue_corrections(store, billing, period, issued_at=issued_at, height=height, write=write)
         else:
-            docs, notes = issue_month_end(store, billing, period, issued_at=issued_at, height=height)
-        written = write_files(docs, out_dir)
-        for earlier_notes in notes.values():
-            written += write_files(earlier_notes, out_dir)
+            docs, notes = issue_month_end(
+                store, billing, period, issued_at=issued_at, height=height, write=write
+            )
     except BillingError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

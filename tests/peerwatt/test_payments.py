@@ -234,3 +234,18 @@ def test_erasing_a_departed_members_bank_details(issued: tuple[Path, list[dict]]
     assert set(bank_details(billing)) == {d["member"] for d in docs} - {gone}
     assert kept in bank_details(billing)
     assert erase_bank_details(billing, gone) is False
+
+
+def test_pay_from_a_folder_without_the_periods_statements_says_so(
+    issued: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    """Found in a QA pass: docs/billing.md issued into NODE_DIR/billing and paid from ~/billing;
+    `pay` said 'nothing to pay or collect' (exit 0) from a register that held bank details only."""
+    billing, docs = issued
+    other = tmp_path / "elsewhere"
+    give_everyone_bank_details(other, docs)
+    out = str(tmp_path / "sepa")
+    cli = peerwatt("statements", "pay", "--billing", str(other), "--period", "2026-06", "--out", out)
+    assert cli.returncode == 2, cli.stdout + cli.stderr
+    assert cli.stderr.startswith(f"error: {other / 'issued.sqlite'} holds no statements for 2026-06")
+    assert "nothing to pay" not in cli.stdout

@@ -489,3 +489,18 @@ def test_the_report_uses_the_tariffs_in_force(month: Month, store: Store) -> Non
     assert set(households["retail_price_per_kwh"]) == {RETAIL_BY_VOTE}
     row = households.iloc[0]
     assert row["baseline_import_cost"] == value_micro(int(row["import_wh"]), RETAIL_BY_VOTE)
+
+
+def test_a_run_that_cannot_write_its_files_issues_nothing(month: Month, tmp_path: Path) -> None:
+    """Found in a QA pass: with an --out that could not be written, the statements were kept as
+    issued and never issued again, so the month's PDFs existed nowhere (docs/billing.md: a run
+    that fails issues nothing)."""
+    (tmp_path / "afile").write_text("")
+    args = ["statements", "--data", str(month.node), "--period", "2026-06", "--issued-on", "2026-07-01"]
+    args += ["--billing", str(tmp_path / "billing"), "--height", str(month.issue_height)]
+    failed = peerwatt(*args, "--out", str(tmp_path / "afile" / "2026-06"))
+    assert failed.returncode == 2 and "cannot write the statements" in failed.stderr
+    retry = peerwatt(*args, "--out", str(tmp_path / "out"))
+    assert retry.returncode == 0, retry.stderr
+    assert "issued 5 statements: oak-street-2026-06-0001 to oak-street-2026-06-0005" in retry.stdout
+    assert len(list((tmp_path / "out").glob("oak-street-2026-06-000?.pdf"))) == 5
