@@ -164,8 +164,8 @@ def config(
         click.echo(f"then, on the broker: {result.still}")
     click.echo(f"start as root: {make_dir} && {run}")
     click.echo(
-        f"or with systemd: cp {result.dropin} /etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload "
-        "&& systemctl restart mosquitto"
+        f"or with systemd: mkdir -p /etc/systemd/system/{DROPIN_DIR} && cp {result.dropin} "
+        f"/etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload && systemctl restart mosquitto"
     )
     click.echo(
         "a running broker takes a new ACL, password file or CRL with `systemctl restart mosquitto`"

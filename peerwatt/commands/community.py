@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -204,11 +204,12 @@ class Layout:
     persistence: Path
     nodes: list[str]
     meters: list[str]
+    revoked: list[str] = field(default_factory=list)  # meters the ledger revoked: never again
 
     def write(self) -> None:
         q = '", "'
         (self.out / "community.toml").write_text(
-            "# written by `peerwatt community init`; read by `peerwatt community add-meter`\n"
+            "# written by `peerwatt community init`; read by `community add-meter` and `community revoke`\n"
             f'community = "{self.community}"\n'
             f'broker_url = "{self.broker_url}"\n'
             f'broker_host = "{self.broker_host}"\n'
@@ -217,6 +218,7 @@ class Layout:
             f'persistence = "{self.persistence}"\n'
             f'nodes = ["{q.join(self.nodes)}"]\n'
             + (f'meters = ["{q.join(self.meters)}"]\n' if self.meters else "meters = []\n")
+            + (f'revoked = ["{q.join(self.revoked)}"]\n' if self.revoked else "")
         )
 
     @classmethod
@@ -234,6 +236,7 @@ class Layout:
                 persistence=Path(data["persistence"]),
                 nodes=list(data["nodes"]),
                 meters=list(data["meters"]),
+                revoked=list(data.get("revoked", [])),
             )
         except FileNotFoundError:
             raise UserError(f"{path} not found: give the folder `peerwatt community init` wrote") from None
@@ -243,20 +246,27 @@ class Layout:
             ) from None
 
 
-def broker_files(layout: Layout, *, hosts: tuple[str, ...]) -> str:
-    """(Re)make the broker's CA, certificates and config for every account in ``layout``."""
+def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | None = None) -> str:
+    """(Re)make the broker's CA, certificates and config for every account in ``layout``; with a
+    node's ``data_dir``, as the ledger stands now: the meters it revoked (or whose owner left)
+    lose their certificate (the CRL) and their ACL block."""
     from peerwatt.commands.broker import certs, config
 
     genesis = layout.out / "genesis.toml"
     broker_dir = layout.out / "broker"
+    # the genesis's sequencer account keeps its own key id whoever is the sequencer now
+    sequencer = load_genesis(genesis).doc["chain"]["sequencer"]
+    nodes = tuple(f"{n}:{sequencer}" if n.endswith("=sequencer") else n for n in layout.nodes)
+    meters = tuple(m for m in layout.meters if m not in layout.revoked)
+    sources = {"genesis_file": None, "data_dir": data_dir} if data_dir else {"genesis_file": genesis}
     printed = _quiet(
         certs,
         out_dir=broker_dir / "certs",
         community=None,
         hosts=hosts,
-        genesis_file=genesis,
-        node_specs=tuple(layout.nodes),
-        extra_meters=tuple(layout.meters),
+        **sources,
+        node_specs=nodes,
+        extra_meters=meters,
         days=825,
         ca_days=3650,
         force=False,
@@ -264,7 +274,7 @@ def broker_files(layout: Layout, *, hosts: tuple[str, ...]) -> str:
     )
     printed += _quiet(
         config,
-        genesis_file=genesis,
+        **sources,
         out_dir=broker_dir,
         etc_dir=layout.broker_etc,
         certs_dir=None,
@@ -274,8 +284,8 @@ def broker_files(layout: Layout, *, hosts: tuple[str, ...]) -> str:
         bind=None,
         local_port=None,
         tls=True,
-        node_specs=tuple(layout.nodes),
-        extra_meters=tuple(layout.meters),
+        node_specs=nodes,
+        extra_meters=meters,
         run_user="mosquitto",
     )
     return printed
@@ -473,8 +483,9 @@ def summary_text(
         "certificates):",
         f"  copy {out}/broker/ to {etc}/ on the broker, keeping owners and modes (cp -a), then as root:",
         f"  {start.removeprefix('start as root: ') or '(see broker/mosquitto.conf)'}",
-        f"  or with systemd: cp {etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/"
-        "mosquitto.service.d/ && systemctl daemon-reload && systemctl restart mosquitto",
+        "  or with systemd: mkdir -p /etc/systemd/system/mosquitto.service.d && cp "
+        f"{etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/mosquitto.service.d/ && "
+        "systemctl daemon-reload && systemctl restart mosquitto",
         f"  keep {out}/broker/certs/community-ca.key on this machine (or offline): it signs new accounts.",
         "",
     ]
@@ -495,11 +506,16 @@ def summary_text(
         "",
         "ADMITTING A HOUSEHOLD:",
         f"  here: peerwatt community add-meter --dir {out} join-request.txt   (its broker account;",
-        "        copy the folder it names to the household, the ACL to the broker, reload Mosquitto)",
+        "        copy the folder it names to the household, the ACL to the broker, restart Mosquitto)",
         "  on validator 1: peerwatt member admit join-request.txt -c node.toml   (proposes add_member)",
         "  on the other validators: peerwatt gov vote -c node.toml --request join-request.txt --yes",
         "  then again `member admit` (proposes enroll_meter) and the same votes: the agent trades",
         "  from the block that enrols its meter.",
+        "",
+        "A HOUSEHOLD THAT LEFT (its meter revoked by vote):",
+        f"  here: peerwatt community revoke --dir {out} --data <a copy of a validator's node-data>",
+        "        (certificate revoked, ACL block gone), then copy the ACL and CRL it names to the broker",
+        "        and restart Mosquitto.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -529,6 +545,11 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
     if request.community != layout.community:
         raise UserError(f"{request_file} asks to join {request.community!r}, not {layout.community!r}")
     meter = request.meter_id
+    if meter in layout.revoked:
+        raise UserError(
+            f"{request_file}: meter {meter} was revoked by the community and gets no broker account "
+            "again; a household that rejoins makes new keys (peerwatt agent setup)"
+        )
     added = meter not in layout.meters
     if added:
         layout.meters.append(meter)
@@ -544,5 +565,51 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
     click.echo(f"broker account {meter} for {request.name!r}: {folder}/broker-client.crt and .key")
     click.echo(f"copy {folder}/ to the household's agent folder (next to agent.toml)")
     click.echo(
-        f"on the broker: cp {out_dir}/broker/peerwatt.acl {layout.broker_etc}/ && systemctl reload mosquitto"
+        f"on the broker: cp {out_dir}/broker/peerwatt.acl {layout.broker_etc}/ && systemctl restart mosquitto"
+    )
+
+
+@community.command("revoke")
+@click.option(
+    "--dir",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The folder `peerwatt community init` wrote (with broker/certs/community-ca.key).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A node's data folder (a copy of a validator's store is enough; it is only read).",
+)
+def revoke(out_dir: Path, data_dir: Path) -> None:
+    """Take away the broker accounts of the meters the ledger revoked (or whose owner left): their
+    certificates go on the CRL, their ACL blocks go, and `add-meter` never gives them one again."""
+    from peerwatt.broker.mosquitto import load_registry
+
+    layout = Layout.read(out_dir)
+    community_id, registry = load_registry(None, data_dir)
+    if community_id != layout.community:
+        raise UserError(
+            f"--data {data_dir} holds the ledger of {community_id!r}, not of {layout.community!r}"
+        )
+    newly = sorted(set(registry.left_out) - set(layout.revoked))
+    layout.revoked = sorted(set(layout.revoked) | set(registry.left_out))
+    layout.meters = [m for m in layout.meters if m not in registry.left_out]
+    printed = broker_files(layout, hosts=(), data_dir=data_dir)
+    layout.write()
+    crl = f"wrote {out_dir}/broker/certs/community-ca.crl"
+    shown = [
+        line for line in printed.splitlines() if line.startswith(("left out", "revoked the certificate", crl))
+    ]
+    for line in dict.fromkeys(shown):  # certs and config both name the meters left out
+        click.echo(line)
+    if not newly:
+        click.echo("no meter revoked since the last run")
+    etc = layout.broker_etc
+    click.echo(
+        f"on the broker: cp {out_dir}/broker/peerwatt.acl {etc}/ && cp "
+        f"{out_dir}/broker/certs/community-ca.crl {etc}/certs/ && systemctl restart mosquitto"
     )

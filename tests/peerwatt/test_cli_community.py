@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
+
+from cryptography import x509
 
 from chain.genesis import load_genesis
 from peerwatt.config import load_node_config
@@ -103,3 +106,60 @@ def test_every_genesis_peerwatt_writes_takes_the_market_rules_of_today(tmp_path)
     ):
         assert params["fee_rates_at"] == "clearing"
         assert params["max_reading_corrections"] == 3
+
+
+def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder(tmp_path):
+    """Found in a QA pass: for a community made by `community init`, docs/operations.md's
+    revocation left the departed meter's certificate valid (it is only in the init folder's
+    certs/clients), dropped the operator accounts from the ACL (so no vote could be published any
+    more), and the next `add-meter` gave the revoked meter its ACL block back."""
+    from chain.engine import Ledger
+    from chain.keys import generate_private_key, load_private_key
+    from market.app import MarketApp
+    from peerwatt.onboarding import make_join_request
+    from tests.support.community_broker import revoke_by_vote
+    from tests.support.localnet import LocalCommunity, Party
+
+    out = tmp_path / "oak"
+    made = peerwatt("community", "init", *FLAGS, "--validators", "4", "--out", str(out), stdin="")
+    assert made.returncode == 0, made.stderr
+    genesis = load_genesis(out / "genesis.toml")
+    validators = [Party(load_private_key(out / f"validator-{i}" / "validator.key")) for i in range(1, 5)]
+    c = LocalCommunity(genesis, validators, validators, [])
+    c.ledgers = [Ledger.create(tmp_path / f"node-{i}", genesis, MarketApp()) for i in range(4)]
+
+    def join(name: str) -> tuple[Party, Path]:
+        member, meter = validators[0], Party(generate_private_key())
+        request = tmp_path / f"{name}.txt"
+        request.write_text(
+            make_join_request(member.key, meter.key, community="oak-street", name=name, serial=f"SN-{name}",
+                              profile="sdm630", capacity_w=10_000).text()
+        )  # fmt: skip
+        assert peerwatt("community", "add-meter", "--dir", str(out), str(request)).returncode == 0
+        return meter, request
+
+    leaving, request = join("leaving")
+    t = genesis.time + 60
+    enrol = {"key": leaving.sec1_hex, "serial": "SN-leaving", "owner": validators[0].id, "capacity_w": 10_000}
+    revoke_by_vote(c, "enroll_meter", enrol, t)
+    revoke_by_vote(c, "revoke_meter", {"meter": leaving.id}, t + 60)
+    for ledger in c.ledgers:
+        ledger.close()
+
+    r = peerwatt("community", "revoke", "--dir", str(out), "--data", str(tmp_path / "node-1"))
+    assert r.returncode == 0, r.stderr
+    assert f"revoked the certificate(s) of {leaving.id}" in r.stdout
+    assert f"cp {out}/broker/certs/community-ca.crl /etc/mosquitto/peerwatt/certs/" in r.stdout
+    acl = (out / "broker" / "peerwatt.acl").read_text()
+    assert f"user {leaving.id}" not in acl
+    assert acl.count("topic write peerwatt/oak-street/gov") == 4  # the operators' accounts stay
+    crl = x509.load_pem_x509_crl((out / "broker" / "certs" / "community-ca.crl").read_bytes())
+    [kept] = (out / "broker" / "certs" / "clients" / "revoked").glob(f"{leaving.id}.*.crt")
+    cert = x509.load_pem_x509_certificate(kept.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    # the revoked meter never gets an account again, and a new household does not bring it back
+    again = peerwatt("community", "add-meter", "--dir", str(out), str(request))
+    assert again.returncode == 2 and "was revoked by the community" in again.stderr
+    newcomer, _ = join("newcomer")
+    acl = (out / "broker" / "peerwatt.acl").read_text()
+    assert f"user {newcomer.id}" in acl and f"user {leaving.id}" not in acl
