@@ -246,6 +246,11 @@ def setup(
     from peerwatt.onboarding import JoinRequestError, make_join_request
 
     interactive = sys.stdin.isatty()
+    if not (folder / "genesis.toml").is_file():
+        raise UserError(
+            f"{folder / 'genesis.toml'} not found: copy the community's household/ folder "
+            "(genesis.toml, community-ca.crt) here first"
+        )
     try:
         genesis = load_genesis(folder / "genesis.toml")
     except GenesisError as exc:
@@ -260,6 +265,8 @@ def setup(
         )
     if broker_url is not None:
         _check_broker_url(broker_url)  # before the meter is probed
+    elif assume_yes or not interactive:
+        raise UserError("give --broker (the community's broker, e.g. mqtts://broker.example:8883)")
     names = [n.strip() for n in profile_list.split(",") if n.strip()] if profile_list else []
     profiles = _profiles(names, None, ())
     targets = [(p, _target(host, serial_device, port, None, None, None, p)) for p in profiles]
@@ -300,9 +307,7 @@ def setup(
         capacity_w = (
             click.prompt("Connection's maximum power in W", default=11000, type=int) if interactive else 11000
         )
-    if broker_url is None:
-        if not interactive:
-            raise UserError("give --broker (the community's broker, e.g. mqtts://broker.example:8883)")
+    if broker_url is None:  # on a terminal without --yes (checked above)
         broker_url = click.prompt("The community's broker (mqtts://host:8883)")
         _check_broker_url(broker_url)  # (one given as --broker was checked before the probe)
     member_key, meter_key = generate_private_key(), generate_private_key()
@@ -347,15 +352,83 @@ def setup(
         f"wrote {folder / 'agent.toml'}, member.key (your vote), meter.key (the agent's), "
         f"and {folder / 'join-request.txt'}:"
     )
+    _show_request(request, qr)
+    click.echo(
+        f"send join-request.txt to the community; put the broker-client.crt and .key the coordinator "
+        f"sends back in {folder} and start: peerwatt agent -c {folder / 'agent.toml'} (it trades from "
+        "the block that enrols the meter, after the votes)"
+    )
+
+
+_FILE = click.Path(path_type=Path)
+
+
+def _show_request(request, qr: bool | None) -> None:
+    """Print a join request, and its QR code (default: on a terminal)."""
     click.echo(request.text(), nl=False)
     if qr if qr is not None else sys.stdout.isatty():
         import segno
 
         segno.make(request.text(), error="l").terminal(compact=True)
-    click.echo(
-        f"send join-request.txt to the community; after the votes, put the broker-client.crt and "
-        f".key you get back in {folder} and start: peerwatt agent -c {folder / 'agent.toml'}"
-    )
+
+
+@agent.command("join-request")
+@click.option("--member-key", required=True, type=_FILE, help="The household's member key.")
+@click.option("--meter-key", required=True, type=_FILE, help="The agent's meter key.")
+@click.option("--genesis", "genesis_file", required=True, type=_FILE, help="The community's genesis.")
+@click.option("--name", required=True, help="The household's name as the community will see it.")
+@click.option("--meter-serial", required=True, help="The meter's serial (`peerwatt meter read` shows it).")
+@click.option("--profile", required=True, help="The meter's profile, e.g. sdm630 (`peerwatt meter probe`).")
+@click.option(
+    "--capacity-w", type=click.IntRange(1, 1_000_000), default=11000, show_default=True,
+    help="Connection's maximum power, W.",
+)  # fmt: skip
+@click.option("--passphrase-file", type=_FILE, help="Passphrase of the member key.")
+@click.option("--out", "out_file", required=True, type=_FILE, help="Where to write it (join-request.txt).")
+@click.option("--qr/--no-qr", default=None, help="Show it as a QR code (default: on a terminal).")
+def join_request(
+    member_key: Path,
+    meter_key: Path,
+    genesis_file: Path,
+    name: str,
+    meter_serial: str,
+    profile: str,
+    capacity_w: int,
+    passphrase_file: Path | None,
+    out_file: Path,
+    qr: bool | None,
+) -> None:
+    """Write the signed join request of keys made by hand (`peerwatt keys new`), as `agent setup`
+    does for the keys it makes: keep it beside agent.toml and send it to the community."""
+    from chain.genesis import GenesisError, load_genesis
+    from meter_agent.profile import ProfileError, find_profile
+    from peerwatt.commands.keys import load_key
+    from peerwatt.onboarding import JoinRequestError, make_join_request
+
+    try:
+        community = load_genesis(genesis_file).community
+        find_profile(profile)
+    except (GenesisError, ProfileError) as exc:
+        raise UserError(str(exc)) from None
+    member, meter = load_key(member_key, passphrase_file), load_key(meter_key)
+    if member.public_key() == meter.public_key():
+        raise UserError("--member-key and --meter-key are the same key: the household needs two")
+    try:
+        request = make_join_request(
+            member, meter, community=community, name=name, serial=meter_serial, profile=profile,
+            capacity_w=capacity_w,
+        )  # fmt: skip
+    except JoinRequestError as exc:
+        raise UserError(str(exc)) from None
+    if out_file.exists():
+        raise UserError(f"{out_file} already exists: move it away first")
+    try:
+        out_file.write_text(request.text())
+    except OSError as exc:
+        raise UserError(f"cannot write {out_file}: {exc.strerror}") from None
+    click.echo(f"wrote {out_file}:")
+    _show_request(request, qr)
+    click.echo("keep it beside agent.toml and send it to the community")
 
 
 def _check_broker_url(url: str) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from chain.keys import generate_private_key, key_id
+from chain.keys import generate_private_key, key_id, load_private_key
 from meter_agent.config import load_agent_config
 from peerwatt.onboarding import (
     JoinRequestError,
@@ -19,6 +19,7 @@ from peerwatt.onboarding import (
     next_seq,
     parse_join_request,
     quorum_sentence,
+    read_join_request,
 )
 from peerwatt.ports import free_port
 from tests.support.cli import peerwatt
@@ -59,6 +60,10 @@ def test_next_seq_is_above_the_ledger_and_the_clock():
 def test_quorum_sentence():
     assert quorum_sentence(3).endswith("so n=3 needs 3 and tolerates no failure")
     assert quorum_sentence(4).endswith("so n=4 needs 3 and tolerates 1 validator(s) down")
+
+
+INIT = ["--community", "oak-street", "--validators", "4", "--interval", "900", "--feed-in-price", "0.08"]
+INIT += ["--retail-price", "0.30", "--timezone", "UTC", "--broker-host", "127.0.0.1"]
 
 
 @pytest.fixture
@@ -150,3 +155,44 @@ def test_agent_setup_finds_the_meter_and_writes_keys_config_and_request(tmp_path
     cfg = load_agent_config(folder / "agent.toml")
     assert cfg.meter.port == sim_meter and cfg.meter.serial == request.serial
     assert cfg.broker.tls and cfg.community == "oak-street"
+
+
+def test_a_join_request_from_keys_made_by_hand(tmp_path):
+    """Found in a QA pass: docs/agent.md's install by hand (and the Debian package's) makes the keys
+    with `keys new`, but only `agent setup` wrote a join request, and it makes its own keys: the
+    agent then refused to start (no join-request.txt) and `member admit` had nothing to read."""
+    out = tmp_path / "c"
+    assert peerwatt("community", "init", *INIT, "--out", str(out), stdin="").returncode == 0
+    for name in ("member", "meter"):
+        assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", name).returncode == 0
+    args = ["agent", "join-request", "--genesis", str(out / "household" / "genesis.toml")]
+    args += ["--name", "Household 8", "--meter-serial", "SN123", "--profile", "sdm630", "--no-qr"]
+    args += ["--meter-key", str(tmp_path / "meter.key"), "--out", str(tmp_path / "join-request.txt")]
+    same = peerwatt(*args, "--member-key", str(tmp_path / "meter.key"))
+    assert same.returncode == 2 and "are the same key" in same.stderr
+    r = peerwatt(*args, "--member-key", str(tmp_path / "member.key"))
+    assert r.returncode == 0, r.stderr
+    request = read_join_request(tmp_path / "join-request.txt")
+    assert (request.community, request.serial, request.profile) == ("oak-street", "SN123", "sdm630")
+    assert request.capacity_w == 11000 and request.name == "Household 8"
+    assert request.meter_id == key_id(load_private_key(tmp_path / "meter.key").public_key())
+    again = peerwatt(*args, "--member-key", str(tmp_path / "member.key"))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    added = peerwatt("community", "add-meter", "--dir", str(out), str(tmp_path / "join-request.txt"))
+    assert added.returncode == 0, added.stderr
+
+
+def test_setup_asks_for_what_it_lacks_before_it_probes(tmp_path):
+    """Found in a QA pass: `agent setup --yes` without --broker said so only after probing the
+    meter and three live readings; without the community's files it told a household to write
+    its own genesis (`genesis new`)."""
+    folder = tmp_path / "h"
+    folder.mkdir()
+    base = ["agent", "setup", "--dir", str(folder), "--host", "127.0.0.1", "--port", "9", "--yes"]
+    r = peerwatt(*base, stdin="")
+    assert r.returncode == 2 and "genesis.toml not found" in r.stderr and "genesis new" not in r.stderr
+    out = tmp_path / "c"
+    assert peerwatt("community", "init", *INIT, "--out", str(out), stdin="").returncode == 0
+    r = peerwatt(*base[:3], str(out / "household"), *base[4:], stdin="")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: give --broker") and "looking for the meter" not in r.stdout
