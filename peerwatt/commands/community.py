@@ -477,7 +477,8 @@ def summary_text(
         f"genesis hash {genesis_hash} (every `peerwatt node init` must print it)",
         f"{n} validator(s): {quorum_sentence(n)}.",
         f"delivery interval {describe_interval(interval)}; a new household's first trade comes about "
-        f"{describe_interval(3 * interval)} to {describe_interval(5 * interval)} after its agent starts.",
+        f"{describe_interval(2 * interval)} to {describe_interval(4 * interval)} after its agent starts "
+        "(once its meter is enrolled).",
         "",
         f"BROKER ({layout.broker_host}, Mosquitto listening on {layout.broker_port} with TLS and client "
         "certificates):",

@@ -23,6 +23,26 @@ def _arg_value(text: str) -> int | str:
         return text
 
 
+def _check_price_units(action: str, args: dict) -> None:
+    """A price given in currency (0.03) where the ledger takes micro-units per kWh (30000): one
+    line that says what to write (`community init` takes currency; the ledger does not)."""
+    from decimal import Decimal, InvalidOperation
+
+    name, value = args.get("name"), args.get("value")
+    if action != "set_param" or not isinstance(name, str) or not isinstance(value, str):
+        return
+    if not name.endswith(("_price", "_per_kwh")):
+        return
+    try:
+        micro = Decimal(value) * 1_000_000
+    except InvalidOperation:
+        return
+    if not micro.is_finite():
+        return
+    hint = f"{value} per kWh is value={int(micro)}" if micro == micro.to_integral_value() else "whole ones"
+    raise UserError(f"--arg value={value}: {name} is in micro-units per kWh, an integer ({hint})")
+
+
 def _write(envelope_bytes: bytes, out: Path | None) -> None:
     if out is None:
         click.echo(envelope_bytes.decode("utf-8"))
@@ -72,6 +92,7 @@ def propose(
         if not sep or name not in ARGS[action]:
             raise UserError(f"--arg {item!r}: expected one of {', '.join(ARGS[action])} as name=value")
         parsed[name] = value if name in ("key", "serial", "name", "owner") else _arg_value(value)
+    _check_price_units(action, parsed)
     if (config_file is not None or data_dir is not None) and out is None:
         from peerwatt.commands.member import node_side
 

@@ -179,7 +179,8 @@ def status(config_file: Path) -> None:
     if stalled:
         click.echo(
             f"stalled: STALLED at height {stalled['height']} (round {stalled['round']}) for "
-            f"{stalled['since_s']:.0f} s, {stalled['votes']} of {stalled['quorum']} validators voting; "
+            f"{stalled['since_s']:.0f} s, {stalled['votes']} validator(s) voting, the quorum is "
+            f"{stalled['quorum']} of {stalled.get('validators', '?')}; "
             f"silent validator(s): {', '.join(stalled['missing'])}"
         )
     else:

@@ -264,19 +264,21 @@ class Node:
             "since_s": round(now - self._height_since, 1),
             "votes": len(heard & validators),
             "quorum": self.ledger.quorum(),
+            "validators": len(validators),
             "missing": missing,
         }
         if first or now - self._stall_logged >= STALL_LOG_EVERY_S:
             self._stall_logged = now
             log.warning(
-                "chain STALLED at height %d (round %d) for %.0f s: %d of %d validators voting; silent "
-                "validator(s): %s (start them, or check their broker connection: no block is final "
-                "without a quorum)",
+                "chain STALLED at height %d (round %d) for %.0f s: %d validator(s) voting, the quorum "
+                "is %d of %d; silent validator(s): %s (start them, or check their broker connection: "
+                "no block is final without a quorum)",
                 core.height,
                 core.round,
                 now - self._height_since,
                 len(heard & validators),
                 self.ledger.quorum(),
+                len(validators),
                 ", ".join(missing) or "none",
             )
 

@@ -91,3 +91,22 @@ def test_verify_names_first_bad_height_and_gov_files_are_accepted(tmp_path):
     conn.close()
     res = peerwatt("verify", "--data", str(tmp_path / "validator-1"))
     assert res.returncode == 1 and res.stdout.startswith("FAILED at height 3"), res.stdout
+
+
+def test_a_price_in_currency_says_the_micro_units_to_write(tmp_path):
+    """Found in a QA pass: `community init` takes prices as 0.08, but `gov propose --action set_param
+    --arg value=0.03` only said 'grid_fee_per_kwh must be a non-negative integer'."""
+    assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", "m").returncode == 0
+    base = ["gov", "propose", "--key", str(tmp_path / "m.key"), "--community", "c", "--action", "set_param"]
+    for name, value, expected in (
+        ("grid_fee_per_kwh", "0.03", "(0.03 per kWh is value=30000)"),
+        ("retail_price", "0.5e-1", "(0.5e-1 per kWh is value=50000)"),
+        ("levies_per_kwh", "0.0000001", "(whole ones)"),
+    ):
+        r = peerwatt(*base, "--arg", f"name={name}", "--arg", f"value={value}")
+        assert r.returncode == 2
+        assert r.stderr == (
+            f"error: --arg value={value}: {name} is in micro-units per kWh, an integer {expected}\n"
+        )
+    ok = peerwatt(*base, "--arg", "name=retail_price", "--arg", "value=310000", "--out", str(tmp_path / "p"))
+    assert ok.returncode == 0, ok.stderr

@@ -35,7 +35,8 @@ def test_a_stalled_chain_names_the_missing_validators(tmp_path, caplog):
     ]
     # once per node for this stall (the proposer and validator 1), not on every step
     assert len(warnings) == 2, warnings
-    assert all(ids[2] in w and ids[3] in w and "2 of 3 validators voting" in w for w in warnings)
+    voting = "2 validator(s) voting, the quorum is 3 of 4"
+    assert all(ids[2] in w and ids[3] in w and voting in w for w in warnings)
     text = exposition(registry_for("node", sequencer.status)).decode()
     assert "peerwatt_node_stalled 1.0" in text
     assert f'peerwatt_node_stall_missing_validator{{validator="{ids[2]}"}} 1.0' in text
