@@ -163,3 +163,6 @@ def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder
     newcomer, _ = join("newcomer")
     acl = (out / "broker" / "peerwatt.acl").read_text()
     assert f"user {newcomer.id}" in acl and f"user {leaving.id}" not in acl
+    crl = x509.load_pem_x509_crl((out / "broker" / "certs" / "community-ca.crl").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    assert not (out / "broker" / "certs" / "clients" / f"{leaving.id}.crt").exists()
