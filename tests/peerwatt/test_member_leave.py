@@ -253,6 +253,8 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         # decimal for an integer parameter that the ledger then refused, said only in a node's log)
         fee = ("gov", "propose", "--action", "set_param", "--arg", "name=grid_fee_per_kwh")
         bad = cli(nodes[0], *fee, "--arg", "value=0.03")
+        one_line_error(bad, "grid_fee_per_kwh is in micro-units per kWh", "value=30000")
+        bad = cli(nodes[0], *fee, "--arg", "value=-5")
         one_line_error(bad, "the ledger would refuse this set_param proposal")
         proposed = cli(nodes[0], *fee, "--arg", "value=30000")
         assert proposed.returncode == 0, proposed.stdout + proposed.stderr
