@@ -432,10 +432,16 @@ def join_request(
 
 
 def _check_broker_url(url: str) -> None:
-    """UserError unless ``url`` is a broker URL `peerwatt agent` can use (as agent.toml's)."""
+    """UserError unless ``url`` is a broker URL `peerwatt agent` can use (as agent.toml's) with
+    the community's CA: setup writes ``ca_file``, so the broker is a TLS one (mqtts://)."""
     from peerwatt.bus import BrokerConfig
 
     try:
-        BrokerConfig.from_url(url)
+        broker = BrokerConfig.from_url(url)
     except ValueError as exc:
         raise UserError(f"--broker: {exc}") from None
+    if not broker.tls:
+        raise UserError(
+            f"--broker {url}: the community's broker takes TLS connections only (its CA is "
+            "community-ca.crt): use mqtts://HOST:8883"
+        )

@@ -196,3 +196,6 @@ def test_setup_asks_for_what_it_lacks_before_it_probes(tmp_path):
     r = peerwatt(*base[:3], str(out / "household"), *base[4:], stdin="")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("error: give --broker") and "looking for the meter" not in r.stdout
+    # the community's broker is a TLS one (setup writes its CA into agent.toml)
+    r = peerwatt(*base[:3], str(out / "household"), *base[4:], "--broker", "mqtt://10.0.0.10:1883", stdin="")
+    assert r.returncode == 2 and "takes TLS connections only" in r.stderr and "mqtts://" in r.stderr
