@@ -51,6 +51,13 @@ NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
 # first delta from the saved counters into the saved intervals. (Every 5 s poll synced them:
 # 17,280 synced writes a day on a Raspberry Pi's SD card.)
 ENERGY_SAVE_S = 300
+# A reading is the counters at an interval's end, read at the first poll after it: signed only
+# when that poll is at most this close to the end (3 polls, at least 15 s, but at most a tenth of
+# the interval). Later (the agent was not running at the end) the counters hold energy of the next
+# interval: no reading is signed, and the settlement flags the interval rather than settle on
+# energy that was not delivered in it. See reading_late_s().
+READING_LATE_POLLS = 3
+READING_LATE_MIN_S = 15.0
 
 
 class Reader(Protocol):
@@ -151,6 +158,10 @@ class Agent:
         self._seq_moved_to: int | None = None  # the first seq after moving ahead (seq_behind)
         self._seq_unreachable = False  # refused as behind even after moving ahead: give up, said once
         self.resigned = 0  # messages signed again after a seq_behind refusal
+        self.poll_s = 5.0  # seconds of ledger time between polls (run() sets it)
+        self._clock_behind = False  # the clock went back before the last interval this agent closed
+        self._trades_unsaved: set[str] = set()  # kept trades the state file did not take (disk full)
+        self._confirm_failed = False  # a notice's confirmation did not reach the state file
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -183,6 +194,7 @@ class Agent:
 
     def run(self, stop: threading.Event, poll_s: float, speed: float = 1.0) -> None:
         """Poll every ``poll_s`` seconds of ledger time until ``stop`` is set."""
+        self.poll_s = poll_s
         self.order_margin_s = max(60.0, 3 * poll_s)
         while not stop.is_set():
             started = time.monotonic()
@@ -205,19 +217,45 @@ class Agent:
             log.info("agent state writable again")
             self.state_error = None
 
+    def _poll_gap_s(self) -> float:
+        """A gap between two samples longer than this means polls were missed."""
+        return max(READING_LATE_POLLS * self.poll_s, READING_LATE_MIN_S)
+
+    def reading_late_s(self) -> float:
+        """How long after an interval's end its reading may still be taken (READING_LATE_POLLS)."""
+        return min(self._poll_gap_s(), self.params["interval_s"] / 10)
+
     def _poll(self) -> None:
         now = int(self.clock())
         interval_s = self.params["interval_s"]
         current = now - now % interval_s
         sample = self._read()
-        if sample is not None:
-            self._account(sample, now, current)
-        if self.last_interval is not None and current > self.last_interval:
-            self._close_intervals(now, current, sample)
-        if current != self.last_interval:
-            self.last_interval = current
-            self.outbox.save("last_interval", current)
-        self._update_order(now)
+        if self.last_interval is not None and current < self.last_interval:
+            # the clock went back (a device that booted before NTP set it): an interval this agent
+            # closed would be closed again, its reading signed twice (a correction on the ledger),
+            # and every order would be for a closed gate. Nothing is counted or signed until the
+            # clock is past it again; the energy meanwhile counts as not attributable.
+            if not self._clock_behind:
+                log.warning(
+                    "the clock went back %d s, before the last interval this agent closed: no readings "
+                    "or orders until it has caught up (is the time synchronised? NTP)",
+                    self.last_interval - now,
+                )
+                self._clock_behind = True
+        else:
+            if self._clock_behind:
+                log.info("the clock is past the last closed interval again: counting and trading resume")
+                self._clock_behind = False
+            if sample is not None:
+                self._account(sample, now, current)
+            if self.last_interval is not None and current > self.last_interval:
+                self._close_intervals(now, current, sample)
+            if current != self.last_interval:
+                self.last_interval = current
+                self.outbox.save("last_interval", current)
+            self._update_order(now)
+        if self._trades_unsaved:
+            self._save_trades()
         if self._behind:
             self._sign_again_ahead(now)
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
@@ -255,8 +293,14 @@ class Agent:
         return sample
 
     def _account(self, sample: MeterSample, now: int, current: int) -> None:
+        before = self.counters.baseline("import_wh")
         update = self.counters.update(now, sample.import_wh, sample.export_wh, sample.serial)
         bucket = self.buckets.setdefault(str(current), {"import_wh": 0, "export_wh": 0, "faulty": False})
+        if before is not None and before[1] < current and now - before[1] > self._poll_gap_s():
+            # the counters moved since a sample taken before this interval, with no poll between
+            # (the agent was not running, the meter did not answer, the clock went back): that
+            # energy is not all this interval's, so it does not teach the forecast about it
+            bucket["faulty"] = True
         for name, delta in (("import_wh", update.import_wh), ("export_wh", update.export_wh)):
             if delta.status == "ok":
                 bucket[name] += delta.energy_wh
@@ -298,6 +342,18 @@ class Agent:
         ended = current - interval_s
         if sample is None or self.fault is not None:
             log.warning("no reading for interval %d: the meter did not answer at its end", ended)
+            return
+        if self.last_reading is not None and ended <= self.last_reading["interval"]:
+            log.warning("no reading for interval %d: this agent signed one already", ended)
+            return
+        if now - current > self.reading_late_s():
+            log.warning(
+                "no reading for interval %d: its end was %d s before the first poll after it (the agent "
+                "was not running then), so the counters hold energy of the next interval; the "
+                "settlement flags it as missing",
+                ended,
+                now - current,
+            )
             return
         if self._counters_unusable:
             log.warning(
@@ -454,13 +510,30 @@ class Agent:
             header = receipt["header"]
             if self.last_receipt is None or header["height"] >= self.last_receipt["height"]:
                 self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
+            try:
+                self.outbox.save_entries(
+                    "trades",
+                    {trade_id: entry} if trade_id in self.trades else {},
+                    removed,
+                    values={"last_receipt": self.last_receipt},
+                )
+            except OutboxError as exc:  # kept in memory; saved by a later poll (_save_trades)
+                if self.state_error is None and not self._trades_unsaved:  # said once
+                    log.error("%s: receipts are kept in memory until the state file takes them", exc)
+                self._trades_unsaved.update({trade_id, *removed})
+        self._set_enrolled(True, "a receipt of its trades verified")
+
+    def _save_trades(self) -> None:
+        """Save the kept trades a receipt could not save (OutboxError: poll() reports it)."""
+        with self._lock:
+            ids = set(self._trades_unsaved)
             self.outbox.save_entries(
                 "trades",
-                {trade_id: entry} if trade_id in self.trades else {},
-                removed,
+                {t: self.trades[t] for t in ids if t in self.trades},
+                [t for t in ids if t not in self.trades],
                 values={"last_receipt": self.last_receipt},
             )
-        self._set_enrolled(True, "a receipt of its trades verified")
+            self._trades_unsaved -= ids
 
     def totals(self) -> dict[str, int]:
         """P2P energy and money so far (settled where settled, else as traded)."""
@@ -503,7 +576,13 @@ class Agent:
                 self._set_enrolled(False, f"the ledger refused its messages: {notice.refused}")
         elif notice.height is not None:
             self._set_enrolled(True, f"the ledger holds its messages from block {notice.height}")
-        self.outbox.confirm(list(notice.seqs))
+        try:
+            self.outbox.confirm(list(notice.seqs))
+            self._confirm_failed = False
+        except OutboxError as exc:  # they stay in the outbox: resent, and the ledger tells again
+            if self.state_error is None and not self._confirm_failed:  # said once
+                log.error("%s: confirmed messages stay in the outbox until it can be written", exc)
+            self._confirm_failed = True
 
     def _sign_again_ahead(self, now: int) -> None:
         """The ledger refused messages as ``seq_behind``: seqs older than its window for this meter,

@@ -271,6 +271,7 @@ def make_agent(
         profile="sim",
         heartbeat_s=float("inf"),
     )
+    agent.poll_s = o.step_s
     agent.order_margin_s = 3 * o.step_s
     agent._sealed_headers = shared.sealed_headers
     return agent

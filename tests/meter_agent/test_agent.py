@@ -503,3 +503,56 @@ def test_one_agent_holds_its_state_file(tmp_path):
     reader.close()
     first.close()
     Outbox(path, exclusive=True).close()  # free again once the first closed
+
+
+def _readings_by_interval(seen):
+    out: dict[int, list[dict]] = {}
+    for raw in envelopes(seen, "readings"):
+        out.setdefault(raw["body"]["interval"], []).append(raw["body"])
+    return out
+
+
+def test_an_agent_restarted_after_an_interval_end_signs_no_reading_with_late_counters(setup, caplog):
+    """Found in a QA pass (kill -9 before an interval's end, restart 45 s after it): the agent
+    signed the ended interval's reading with the counters of 45 s later, moving that energy into
+    it (and out of the next), and put the whole gap's energy into the new interval's history."""
+    c, meter, sim, make_agent, seen = setup
+    first = make_agent()
+    first.start()
+    run(first, sim, 12 * 15 - 1, step_s=5)  # 5 s polls up to 07:14:55
+    assert set(_readings_by_interval(seen)) == set()  # the first interval end is still ahead
+    first.outbox._conn.close()  # killed at 07:14:56
+    sim.clock.advance(50)  # restarted at 07:15:45, 45 s after the end of 07:00-07:15
+    restarted = make_agent("restarted")
+    restarted.start()
+    run(restarted, sim, 1, step_s=0)
+    assert MORNING not in _readings_by_interval(seen)
+    assert "no reading for interval 1750489200: its end was 45 s before the first poll" in caplog.text
+    run(restarted, sim, 12 * 15, step_s=5)  # through the next end, polling all along
+    readings = _readings_by_interval(seen)
+    assert list(readings) == [MORNING + 900] and len(readings[MORNING + 900]) == 1
+    assert str(MORNING + 900) not in restarted.history  # the gap's energy taught nothing
+
+
+def test_a_clock_that_goes_back_signs_no_reading_twice(setup, caplog):
+    """Found in a QA pass: a device whose clock went back 5 minutes (booted before NTP) closed the
+    intervals it had closed again and signed second readings for them, which the ledger took as
+    corrections and un-settled settled trades."""
+    c, meter, sim, make_agent, seen = setup
+    offset = [0]
+    agent = make_agent()
+    agent.clock = lambda: sim.clock.now() + offset[0]
+    agent.start()
+    run(agent, sim, 12 * 31, step_s=5)  # two interval ends: 07:15 and 07:30
+    assert sorted(_readings_by_interval(seen)) == [MORNING, MORNING + 900]
+    orders = len(envelopes(seen, "orders"))
+    offset[0] = -600  # 07:31 becomes 07:21 for the agent
+    run(agent, sim, 12 * 11, step_s=5)  # its clock passes 07:30 again
+    assert "the clock went back" in caplog.text and caplog.text.count("the clock went back") == 1
+    assert len(envelopes(seen, "orders")) == orders  # orders for closed gates are not signed
+    offset[0] = 0
+    run(agent, sim, 12 * 15, step_s=5)
+    readings = _readings_by_interval(seen)
+    assert all(len(v) == 1 for v in readings.values()), readings
+    assert sorted(readings) == [MORNING, MORNING + 900, MORNING + 1800]
+

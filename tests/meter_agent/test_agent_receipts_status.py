@@ -201,3 +201,26 @@ def test_a_corrected_reading_s_adjustment_is_in_the_agent_s_totals(market, tmp_p
     agent.stop()
     again, _, _ = _agent(c, tmp_path)
     assert again.totals()["sold_wh"] == sold  # the same after a restart
+
+
+def test_receipts_and_notices_when_the_state_file_is_full(market, tmp_path, caplog):
+    """Found in a QA pass: with the agent's disk full, every receipt and notice logged a traceback
+    from the bus thread, and a receipt's trade was saved only if the same trade came again."""
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    conn = agent.outbox._conn
+    conn.execute("PRAGMA query_only = 1")  # the disk is full
+    for receipt in _receipts(c, c.meters[0].id):
+        sequencer.publish(topic, json.dumps(receipt).encode())
+    notice = sign_notice(
+        c.validators[0].key, community=c.community, meter=c.meters[0].id, seqs=[1], created=1_764_010_000,
+        seq=1, height=3,
+    )  # fmt: skip
+    sequencer.publish(topic, notice)
+    assert agent.trades and "Traceback" not in caplog.text
+    assert caplog.text.count("receipts are kept in memory until the state file takes them") == 1
+    assert "confirmed messages stay in the outbox until it can be written" in caplog.text
+    assert agent.outbox.load_entries("trades") == {}
+    conn.execute("PRAGMA query_only = 0")
+    agent.poll()  # the next poll saves them
+    assert agent.outbox.load_entries("trades") == agent.trades
