@@ -176,7 +176,12 @@ def status(config_file: Path) -> None:
     ):
         click.echo(f"{name}: {info.get(name)}")
     stalled = info.get("stalled")
-    if stalled:
+    if stalled and stalled.get("cause"):
+        click.echo(
+            f"stalled: STALLED here at height {stalled['height']} (round {stalled['round']}) for "
+            f"{stalled['since_s']:.0f} s: {stalled['cause']}"
+        )
+    elif stalled:
         click.echo(
             f"stalled: STALLED at height {stalled['height']} (round {stalled['round']}) for "
             f"{stalled['since_s']:.0f} s, {stalled['votes']} validator(s) voting, the quorum is "

@@ -258,6 +258,14 @@ class Node:
         heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
         missing = sorted(validators - heard)
         first = self.stalled is None
+        # a cause here, not at the silent others: this node hears no one, or cannot store blocks
+        cause = (
+            "this node is not connected to the MQTT broker: it hears no validator"
+            if not self.bus.connected
+            else f"this node cannot store blocks ({self.store_error})"
+            if self.store_error is not None
+            else None
+        )
         self.stalled = {
             "height": core.height,
             "round": core.round,
@@ -266,8 +274,18 @@ class Node:
             "quorum": self.ledger.quorum(),
             "validators": len(validators),
             "missing": missing,
+            "cause": cause,
         }
-        if first or now - self._stall_logged >= STALL_LOG_EVERY_S:
+        if (first or now - self._stall_logged >= STALL_LOG_EVERY_S) and cause is not None:
+            self._stall_logged = now
+            log.warning(
+                "chain STALLED here at height %d (round %d) for %.0f s: %s",
+                core.height,
+                core.round,
+                now - self._height_since,
+                cause,
+            )
+        elif first or now - self._stall_logged >= STALL_LOG_EVERY_S:
             self._stall_logged = now
             log.warning(
                 "chain STALLED at height %d (round %d) for %.0f s: %d validator(s) voting, the quorum "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from peerwatt.bus import Topics
 from peerwatt.metrics import exposition, registry_for
 from tests.support.memory_net import Net
 
@@ -52,3 +53,22 @@ def test_a_healthy_chain_is_not_stalled(tmp_path):
     net.send(1)
     net.settle()
     assert all(n.status()["stalled"] is None for n in net.nodes)
+
+
+def test_a_node_cut_off_from_the_broker_says_so_instead_of_blaming_the_others(tmp_path, caplog):
+    """Found in a QA pass: during a broker outage every node warned that the three others were
+    silent ('start them'), while its own broker_connected was false."""
+    net = Net(tmp_path)
+    cut = net.nodes[1]
+    cut.stall_after_s = 0.3
+    cut.bus.crash()  # its connection drops (the broker went away) ...
+    for env in net.send(1):  # ... just after these reached it: work is due
+        cut._on_tx(Topics.readings(net.c.community, env.signer), env.to_bytes())
+    with caplog.at_level(logging.WARNING, logger="peerwatt.node"):
+        net.advance(20)
+    stalled = cut.status()["stalled"]
+    assert stalled is not None, cut.status()
+    assert stalled["cause"].startswith("this node is not connected to the MQTT broker")
+    warnings = [r.getMessage() for r in caplog.records if "STALLED" in r.getMessage()]
+    assert warnings and all("STALLED here" in w and "silent" not in w for w in warnings), warnings
+    assert all(n.status()["stalled"] is None for n in net.nodes if n is not cut)
