@@ -521,14 +521,17 @@ def summary_text(
     return "\n".join(lines) + "\n"
 
 
-@community.command("add-meter")
-@click.option(
+_INIT_DIR = click.option(
     "--dir",
     "out_dir",
     required=True,
     type=click.Path(path_type=Path),
     help="The folder `peerwatt community init` wrote (with broker/certs/community-ca.key).",
 )
+
+
+@community.command("add-meter")
+@_INIT_DIR
 @click.argument("request_file", type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -571,13 +574,7 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
 
 
 @community.command("revoke")
-@click.option(
-    "--dir",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The folder `peerwatt community init` wrote (with broker/certs/community-ca.key).",
-)
+@_INIT_DIR
 @click.option(
     "--data",
     "data_dir",
