@@ -27,6 +27,7 @@ from dashboard.directory import Directory
 from dashboard.params import MAX_INT, ParamError
 from dashboard.timeutil import local_midnight
 from dashboard.units import energy
+from market.spreadsheet import text_cell
 
 SORTS = {"time": "interval", "energy": "energy_wh", "price": "price", "value": "value"}
 SIDES = ("sell", "buy")
@@ -452,6 +453,8 @@ def _csv(conn, frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Di
         notes[pos] = delivery_note(conn, row) or ""
     frame["delivery_note"] = notes
     frame["flagged_meter"] = frame["flagged_meter"].fillna("")
+    for column in ("seller", "buyer", "delivery_note"):  # names are the members' own choice
+        frame[column] = frame[column].map(text_cell)
     out = io.StringIO()
     frame[CSV_COLUMNS].to_csv(out, index=False, header=header, lineterminator="\n")
     return out.getvalue()

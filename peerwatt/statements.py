@@ -44,6 +44,7 @@ from market.billing import (
     with_number,
 )
 from market.params import with_defaults
+from market.spreadsheet import text_cell
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
@@ -662,7 +663,7 @@ def csv_rows(doc: dict[str, Any]) -> list[list[Any]]:
 
 def render_csv(doc: dict[str, Any]) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(csv_rows(doc))
+    csv.writer(out, lineterminator="\n").writerows([text_cell(c) for c in row] for row in csv_rows(doc))
     return out.getvalue()
 
 
@@ -893,7 +894,7 @@ def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                         doc["kind"],
                         doc.get("references", ""),
                         st["member"],
-                        st["member_name"],
+                        text_cell(st["member_name"]),
                         doc["total"],
                         shown_total,
                         st["provisional"],

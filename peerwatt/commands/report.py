@@ -31,6 +31,7 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     """Write the household totals to --out, and trades, settlements and KPIs beside it."""
     from chain.engine import stored_genesis
     from chain.store import Store, StoreError
+    from market.spreadsheet import text_cell
     from peerwatt.reports import build_report
     from peerwatt.statements import BillingError
 
@@ -66,6 +67,8 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         path = out if name == "households" else out.with_name(f"{out.stem}-{name}{out.suffix}")
         try:
             if out.suffix == ".csv":
+                for column in frame.select_dtypes(include="object"):  # names are the members' own
+                    frame[column] = frame[column].map(text_cell)
                 frame.to_csv(path, index=False)
             else:
                 frame.to_parquet(path, index=False)

@@ -325,7 +325,11 @@ class UnsettledLedger:
     interval: int
 
 
-def build_unsettled(base_dir: Path) -> UnsettledLedger:
+def build_unsettled(
+    base_dir: Path, names: tuple[str, str] = ("Seller Sun", "Buyer Moon"), name_meters: bool = False
+) -> UnsettledLedger:
+    """A seller's reading never comes: the trade stays unsettled. ``names``: the two members';
+    ``name_meters``: their meters get the same names."""
     c = make_community(
         community="quiet-lane",
         time=START - 3600,
@@ -337,8 +341,10 @@ def build_unsettled(base_dir: Path) -> UnsettledLedger:
     )
     doc = c.genesis.doc
     doc["community"]["timezone"] = TZ
-    for member, name in zip(c.members, ("Seller Sun", "Buyer Moon"), strict=True):
+    for member, meter, name in zip(c.members, c.meters, names, strict=True):
         doc["members"][member.id]["name"] = name
+        if name_meters:
+            doc["meters"][meter.id]["name"] = name
     c.genesis = Genesis(doc)
     serials = {kid: meter["serial"] for kid, meter in doc["meters"].items()}
     ledger = Ledger.create(Path(base_dir) / "validator-0", c.genesis, MarketApp())
