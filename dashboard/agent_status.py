@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_STATUS_BYTES = 64 * 1024
+LAST_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: a later "time" is not a time
 STALE_HEARTBEATS = 3  # a status older than this many heartbeats is reported as stale
 DEFAULT_HEARTBEAT_S = 60
 
@@ -85,9 +86,9 @@ class AgentStatusBoard:
         status: dict[str, Any] | None = None
         if text != "offline":
             try:
-                parsed = json.loads(text)
-            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-                parsed = None
+                parsed = json.loads(text, parse_constant=_no_constant)
+            except (ValueError, RecursionError):  # not JSON (Infinity and NaN are not JSON either),
+                parsed = None  # or nested past the parser's depth
             status = parsed if isinstance(parsed, dict) else {"state": "unreadable"}
         with self._lock:
             self._latest[meter] = (self.clock(), status, text if status is None else "")
@@ -148,6 +149,9 @@ class AgentStatusBoard:
             "awaiting_confirmation",
         ):
             out[key] = status.get(key)
+        # what the page formats as times must be times (a hostile or broken agent's status once
+        # made its household page answer 500)
+        out["last_reading"] = _reading(status.get("last_reading"))
         out["last_receipt"] = _receipt(status.get("last_receipt"))
         enrolled = status.get("enrolled")
         out["enrolled"] = enrolled if enrolled in (True, False, "unknown") else None
@@ -182,15 +186,32 @@ class AgentStatusBoard:
         return out
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_time(value: Any) -> bool:
+    """A Unix time the page can show: an integer (or a float) from 1970 to the year 9999."""
+    return type(value) in (int, float) and 0 <= value <= LAST_TIME
+
+
 def _receipt(value: Any) -> dict[str, Any] | None:
     """The agent's ``last_receipt`` (height and block time of the last receipt that verified, and
     its kind) if it is well formed, else None."""
     if not isinstance(value, dict):
         return None
     height, when, kind = value.get("height"), value.get("time"), value.get("kind")
-    if type(height) is not int or height < 0 or type(when) not in (int, float):
+    if type(height) is not int or height < 0 or not _is_time(when):
         return None
     return {"height": height, "time": int(when), "kind": kind if isinstance(kind, str) else None}
+
+
+def _reading(value: Any) -> Any:
+    """The agent's ``last_reading`` as sent, unless it names an interval that is not a time (then
+    without it: the page shows the rest as text)."""
+    if isinstance(value, dict) and "interval" in value and not _is_time(value["interval"]):
+        return {k: v for k, v in value.items() if k != "interval"}
+    return value
 
 
 def not_configured() -> dict[str, Any]:

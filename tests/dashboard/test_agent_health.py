@@ -372,3 +372,23 @@ def test_a_status_nested_too_deep_is_unreadable_not_a_traceback(built):
     board.handle(Topics.status(community, meter), b"[" * 60_000)  # no exception
     health = board.health(meter)
     assert health["state"] != "online", health
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"time": 1000000, "last_receipt": {"height": 5, "time": Infinity}}',
+        b'{"time": 1000000, "last_reading": {"interval": "<img src=x>"}}',
+        b'{"time": 1000000, "last_reading": {"interval": 1000000000000000000000000000000}}',
+        b'{"time": 1000000, "last_receipt": {"height": 5, "time": 1000000000000000000}}',
+        b'{"time": NaN}',
+    ],
+)
+def test_a_status_with_times_that_are_not_times_is_no_500(wired, raw):
+    """Found in a QA pass: an agent's own status topic took the household page (and the admin's
+    view of it) down with a 500: Infinity (which Python's json reads), a string, or a number past
+    the year 9999 where the page formats a time."""
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, raw, retain=True)
+    assert c.get(f"/household/{meter}").status_code == 200
+    assert c.get(f"/api/v1/households/{meter}").status_code == 200
