@@ -25,6 +25,9 @@ from dashboard.trades import (
 from dashboard.views.common import names, services, viewer
 
 bp = Blueprint("trades", __name__)
+# the query keys trade_filter reads: the only ones the page carries into its links (a key such as
+# _method or _external would be an option of url_for, not a filter)
+FILTER_KEYS = ("household", "interval", "at", "from", "to", "side", "sort", "order", "limit")
 
 
 def trade_filter() -> TradeFilter:
@@ -83,7 +86,7 @@ def page():
     households = (
         directory.households() if user.is_admin else [(m, directory.label(m)) for m in sorted(user.meters)]
     )
-    args = {k: v for k, v in request.args.items() if k not in ("after", "before")}
+    args = {k: v for k, v in request.args.items() if k in FILTER_KEYS}
     tz = services().ledger.community.tz
     at_value = args.get("at", "")
     if f.interval is not None and not at_value:

@@ -382,3 +382,13 @@ def test_no_route_answers_500(clients, known, endpoint, method, rule, who):
         _send(clients[who], known["csrf"][who], endpoint, method, rule, values, body)
 
     check()
+
+
+def test_url_for_options_in_the_query_string_are_not_carried_into_links(as_villa):
+    """Found in a QA pass: /trades passed its whole query string to url_for, whose own options
+    (_method, _external, _scheme, _anchor) then made a 500 or changed the CSV link's target."""
+    assert as_villa.get("/trades?_method=POST").status_code == 200
+    query = "_external=1&_scheme=https&_anchor=%0aalert(1)&side=sell"
+    page = as_villa.get(f"/trades?{query}").get_data(as_text=True)
+    link = page.split('id="csv-link"', 1)[1].split(">", 1)[0]
+    assert 'href="/api/v1/trades.csv?side=sell"' in link, link
