@@ -15,6 +15,7 @@ from typing import Any
 
 from chain.canonical import loads_strict
 from dashboard.accounts import User
+from dashboard.community import MIN_BOOK_HOUSEHOLDS, SIDE_WORDS
 from dashboard.ledger import LedgerReader
 
 PUBLIC_RESULT_KINDS = frozenset({"clearing", "gov"})
@@ -24,6 +25,20 @@ PAGE = 25
 
 def _parties(result: dict[str, Any]) -> set[str]:
     return {result[k] for k in ("meter", "seller", "buyer", "account") if isinstance(result.get(k), str)}
+
+
+def public_clearing(result: dict[str, Any], user: User | None) -> dict[str, Any]:
+    """A clearing result as households and visitors see it: a side of fewer than
+    MIN_BOOK_HOUSEHOLDS households shows its count, not its energy (one or two households' own
+    offer or bid), as the overview's book does. The admin sees it whole."""
+    if user is not None and user.is_admin:
+        return result
+    out = dict(result)
+    for side, count in (("ask", "asks"), ("bid", "bids")):
+        if type(out.get(count)) is int and out[count] < MIN_BOOK_HOUSEHOLDS:
+            out[f"{side}_wh"] = None
+            out[f"{side}_wh_note"] = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[side]}"
+    return out
 
 
 def visible(user: User | None, meters: set[str]) -> bool:
@@ -100,6 +115,8 @@ def block(ledger: LedgerReader, index_conn, height: int, user: User | None) -> d
         public = kind in PUBLIC_RESULT_KINDS or (
             kind == "tx" and types.get(result.get("index")) in PUBLIC_TX_TYPES
         )
+        if kind == "clearing":
+            result = public_clearing(result, user)
         if public or visible(user, parties):
             shown_results.append({"index": idx, **result})
         else:
