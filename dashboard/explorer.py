@@ -14,8 +14,10 @@ from collections import Counter
 from typing import Any
 
 from chain.canonical import loads_strict
+from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.accounts import User
 from dashboard.community import MIN_BOOK_HOUSEHOLDS, SIDE_WORDS
+from dashboard.directory import Directory
 from dashboard.ledger import LedgerReader
 
 PUBLIC_RESULT_KINDS = frozenset({"clearing", "gov"})
@@ -39,6 +41,25 @@ def public_clearing(result: dict[str, Any], user: User | None) -> dict[str, Any]
             out[f"{side}_wh"] = None
             out[f"{side}_wh_note"] = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[side]}"
     return out
+
+
+def seen_args(action: Any, args: Any, pseudonyms: Directory | None) -> Any:
+    """A proposal's args as the viewer may read them: under pseudonyms, an add_member proposal's
+    name is the member's pseudonym (with the key beside it, the name would undo the pseudonym)."""
+    if pseudonyms is None or action != "add_member" or not isinstance(args, dict) or "name" not in args:
+        return args
+    try:
+        label = pseudonyms.account_label(key_id(load_public_key(args["key"])))
+    except (KeyError, TypeError, ValueError, KeyFileError):
+        label = "a household"
+    return {**args, "name": label}
+
+
+def _seen_body(msg_type: str, envelope: dict[str, Any], pseudonyms: Directory | None) -> Any:
+    body = envelope.get("body")
+    if msg_type == "propose" and isinstance(body, dict):
+        return {**body, "args": seen_args(body.get("action"), body.get("args"), pseudonyms)}
+    return body
 
 
 def visible(user: User | None, meters: set[str]) -> bool:
@@ -67,7 +88,9 @@ def blocks(ledger: LedgerReader, *, before: int | None = None, limit: int = PAGE
     }
 
 
-def block(ledger: LedgerReader, index_conn, height: int, user: User | None) -> dict[str, Any] | None:
+def block(
+    ledger: LedgerReader, index_conn, height: int, user: User | None, pseudonyms: Directory | None = None
+) -> dict[str, Any] | None:
     """One block: header, transactions, results and seals, redacted for the viewer."""
     store = ledger.store()
     row = store.block_row(height)
@@ -99,7 +122,7 @@ def block(ledger: LedgerReader, index_conn, height: int, user: User | None) -> d
                 "seq": seq,
                 "status": outcome.get("status"),
                 "reason": outcome.get("reason"),
-                "body": None if payload is None else json.loads(payload).get("body"),
+                "body": None if payload is None else _seen_body(msg_type, json.loads(payload), pseudonyms),
                 "erased": payload is None,
             }
         )
@@ -160,7 +183,9 @@ def _adjustment_parties(index_conn, results: list[dict[str, Any]]) -> dict[int, 
     return out
 
 
-def governance(ledger: LedgerReader, index_conn, user: User | None) -> list[dict[str, Any]]:
+def governance(
+    ledger: LedgerReader, index_conn, user: User | None, pseudonyms: Directory | None = None
+) -> list[dict[str, Any]]:
     """Every proposal: what it asked, its outcome, counts; who proposed and who voted how only
     for logged-in users (they are households)."""
     open_now = ledger.open_proposals()
@@ -176,7 +201,7 @@ def governance(ledger: LedgerReader, index_conn, user: User | None) -> list[dict
             "status": status,
             "reason": reason,
             "action": action,
-            "args": json.loads(args) if args else None,
+            "args": seen_args(action, json.loads(args) if args else None, pseudonyms),
             "deadline": deadline,
             "note": note,
             "erased": bool(erased),

@@ -41,6 +41,16 @@ def names() -> Directory:
     return directory.seen_by(own_meters())
 
 
+def pseudonyms_view() -> Directory | None:
+    """The viewer's names where the community chose pseudonyms and the viewer is no admin: what
+    an add_member proposal's name must be replaced with (with the member's key it would undo
+    the pseudonym); None where names are shown."""
+    user = viewer()
+    if current_app.config["NEIGHBOUR_NAMES"] != "pseudonyms" or (user is not None and user.is_admin):
+        return None
+    return names()
+
+
 def require_meter(meter: str) -> User:
     """The viewer if they may see ``meter`` (their own, or admin); 403 otherwise, also for
     meters that do not exist (a guessed id learns nothing)."""

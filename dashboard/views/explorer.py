@@ -8,7 +8,7 @@ from flask_login import login_required
 
 from dashboard import explorer as ex
 from dashboard.params import MAX_INT, arg_int, parse_int
-from dashboard.views.common import names, services, viewer
+from dashboard.views.common import names, pseudonyms_view, services, viewer
 
 bp = Blueprint("explorer", __name__)
 MAX_BLOCKS_PAGE = 200
@@ -49,7 +49,7 @@ def page():
 @bp.route("/explorer/blocks/<height>")
 def block_page(height: str):
     s = services()
-    data = ex.block(s.ledger, s.index.conn, _height(height), viewer())
+    data = ex.block(s.ledger, s.index.conn, _height(height), viewer(), pseudonyms_view())
     if data is None:
         abort(404, f"No block at height {height}.")
     return render_template("block.html", b=data, directory=names())
@@ -58,9 +58,8 @@ def block_page(height: str):
 @bp.route("/explorer/governance")
 def governance_page():
     s = services()
-    return render_template(
-        "governance.html", proposals=ex.governance(s.ledger, s.index.conn, viewer()), directory=names()
-    )
+    proposals = ex.governance(s.ledger, s.index.conn, viewer(), pseudonyms_view())
+    return render_template("governance.html", proposals=proposals, directory=names())
 
 
 @bp.route("/explorer/verify", methods=["POST"])
@@ -85,7 +84,7 @@ def api_blocks():
 @bp.route("/api/v1/blocks/<height>")
 def api_block(height: str):
     s = services()
-    data = ex.block(s.ledger, s.index.conn, _height(height), viewer())
+    data = ex.block(s.ledger, s.index.conn, _height(height), viewer(), pseudonyms_view())
     if data is None:
         abort(404, f"No block at height {height}.")
     return jsonify(data)
@@ -94,7 +93,7 @@ def api_block(height: str):
 @bp.route("/api/v1/governance")
 def api_governance():
     s = services()
-    return jsonify(proposals=ex.governance(s.ledger, s.index.conn, viewer()))
+    return jsonify(proposals=ex.governance(s.ledger, s.index.conn, viewer(), pseudonyms_view()))
 
 
 @bp.route("/api/v1/verify", methods=["GET", "POST"])

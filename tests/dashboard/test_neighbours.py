@@ -199,3 +199,26 @@ def test_neighbour_values_add_up_to_the_money_table(as_admin, built):
                     assert f'data-micro="{r["shown_value"]}" data-exact="{r["settled_value"]}">' in table
                     assert f'data-exact="{r["settled_value"]}">{money(r["shown_value"])}<' in table
     assert checked > 30
+
+
+def test_an_add_member_proposal_does_not_undo_a_pseudonym():
+    """Found in a QA pass: under pseudonyms the governance pages showed add_member's name beside
+    the member's key, whose id is the member's: the proposal mapped "Neighbour ..." to a name."""
+    from chain.keys import generate_private_key, key_id, public_key_sec1
+    from dashboard.directory import Directory
+    from dashboard.explorer import seen_args
+
+    member, meter, mine = generate_private_key(), generate_private_key(), generate_private_key()
+    member_id, meter_id = key_id(member.public_key()), key_id(meter.public_key())
+    directory = Directory(
+        {meter_id: {"owner": member_id}, "m" * 32: {"owner": key_id(mine.public_key())}},
+        {member_id: {"name": "Anna Huber"}, key_id(mine.public_key()): {"name": "Me"}},
+    )
+    seen = directory.seen_by(["m" * 32])
+    args = {"key": public_key_sec1(member.public_key()).hex(), "name": "Anna Huber"}
+    shown = seen_args("add_member", args, seen)
+    assert shown["name"] == seen.account_label(member_id) and shown["name"].startswith("Neighbour ")
+    assert shown["key"] == args["key"]
+    assert seen_args("add_member", args, None) == args  # names shown, or an admin
+    assert seen_args("set_param", {"name": "retail_price", "value": 1}, seen)["name"] == "retail_price"
+    assert seen_args("add_member", {"key": "zz", "name": "Bob"}, seen)["name"] == "a household"
