@@ -2,7 +2,10 @@
 
 The run opens its own read-only store, re-checks every block from genesis with the app the
 genesis names, and records the outcome with its timestamps in the accounts database, so the
-explorer can show the last result to everyone. One run at a time.
+explorer can show the last result to everyone. One run at a time, and a rest after each: a run
+that took d seconds is followed by at least max(MIN_REST_S, REST_FACTOR * d) without one, so
+whoever may start runs (every logged-in household) keeps the machine busy at most a tenth of the
+time (found in a QA pass: back-to-back runs could keep a core busy all along on a large ledger).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from chain.store import Store, StoreError
 from chain.verify import VerifyError, verify_store
 from dashboard.accounts import Accounts
 from market.apps import load_app
+
+REST_FACTOR = 9
+MIN_REST_S = 10
 
 
 class VerifyRunner:
@@ -35,10 +41,18 @@ class VerifyRunner:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def rest_s(self, now: float | None = None) -> int:
+        """Seconds until a new run may start after the last one (0: now)."""
+        latest = self.latest()
+        if latest is None or latest["finished"] is None:
+            return 0
+        rest = max(MIN_REST_S, REST_FACTOR * (latest["finished"] - latest["started"]))
+        return max(0, int(latest["finished"] + rest - (time.time() if now is None else now) + 0.999))
+
     def start(self, requested_by: str) -> bool:
-        """Start a run; False if one is already running."""
+        """Start a run; False if one is already running, or the last one ended too recently."""
         with self._lock:
-            if self.running:
+            if self.running or self.rest_s() > 0:
                 return False
             with self.accounts.lock:
                 cur = self.accounts.conn.execute(

@@ -36,6 +36,7 @@ def _chain() -> dict:
         "indexed_height": s.indexer.indexed_height(),
         "verify": s.verifier.latest(),
         "verify_running": s.verifier.running,
+        "verify_rest_s": s.verifier.rest_s(),
     }
 
 
@@ -103,5 +104,11 @@ def api_verify():
         if viewer() is None:
             return jsonify(error="login required"), 401
         started = s.verifier.start(viewer().name)
-        return jsonify(started=started, running=s.verifier.running), 202 if started else 409
+        if started:
+            return jsonify(started=True, running=True), 202
+        rest = s.verifier.rest_s()
+        response = jsonify(started=False, running=s.verifier.running, retry_after_s=rest)
+        if rest:
+            response.headers["Retry-After"] = str(rest)
+        return response, 409
     return jsonify(latest=s.verifier.latest(), running=s.verifier.running)

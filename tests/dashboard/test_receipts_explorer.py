@@ -236,3 +236,20 @@ def test_a_clearing_of_a_small_book_side_hides_its_energy(client, as_villa, as_a
         assert shown["ask_wh_note"] == "fewer than 3 offers"
         assert shown["price"] == truth["price"]
     assert clearing(as_admin)["ask_wh"] == truth["ask_wh"]
+
+
+def test_full_verify_rests_between_runs(fresh_app):
+    """Found in a QA pass: any logged-in household could start full verifications back to back
+    (one at a time, but without a pause), keeping a core busy on a large ledger."""
+    from tests.dashboard.conftest import csrf_token, login
+
+    c = fresh_app.test_client()
+    login(c, "flat")
+    headers = {"X-CSRFToken": csrf_token(c)}
+    assert c.post("/api/v1/verify", headers=headers).status_code == 202
+    fresh_app.extensions["peerwatt"].verifier.wait(60)
+    again = c.post("/api/v1/verify", headers=headers)
+    assert again.status_code == 409 and again.get_json()["started"] is False
+    rest = again.get_json()["retry_after_s"]
+    assert 0 < rest <= 10 and again.headers["Retry-After"] == str(rest)
+    assert "The next run can start in" in c.get("/explorer").get_data(as_text=True)
