@@ -53,9 +53,10 @@ NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
 ENERGY_SAVE_S = 300
 # A reading is the counters at an interval's end, read at the first poll after it: signed only
 # when that poll is at most this close to the end (3 polls, at least 15 s, but at most a tenth of
-# the interval). Later (the agent was not running at the end) the counters hold energy of the next
-# interval: no reading is signed, and the settlement flags the interval rather than settle on
-# energy that was not delivered in it. See reading_late_s().
+# the interval; never less than one and a half polls, or an agent polling rarely would sign none).
+# Later (the agent was not running at the end) the counters hold energy of the next interval: no
+# reading is signed, and the settlement flags the interval rather than settle on energy that was
+# not delivered in it. See reading_late_s().
 READING_LATE_POLLS = 3
 READING_LATE_MIN_S = 15.0
 
@@ -196,6 +197,15 @@ class Agent:
         """Poll every ``poll_s`` seconds of ledger time until ``stop`` is set."""
         self.poll_s = poll_s
         self.order_margin_s = max(60.0, 3 * poll_s)
+        if poll_s > self.params["interval_s"] / 10:
+            log.warning(
+                "poll_s %g s is more than a tenth of the %d s interval: a reading is the counters up to "
+                "%g s after the interval's end (poll at least every %g s for accurate readings)",
+                poll_s,
+                self.params["interval_s"],
+                poll_s,
+                self.params["interval_s"] / 10,
+            )
         while not stop.is_set():
             started = time.monotonic()
             self.poll()
@@ -223,7 +233,7 @@ class Agent:
 
     def reading_late_s(self) -> float:
         """How long after an interval's end its reading may still be taken (READING_LATE_POLLS)."""
-        return min(self._poll_gap_s(), self.params["interval_s"] / 10)
+        return max(1.5 * self.poll_s, min(self._poll_gap_s(), self.params["interval_s"] / 10))
 
     def _poll(self) -> None:
         now = int(self.clock())

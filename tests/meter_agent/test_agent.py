@@ -556,3 +556,17 @@ def test_a_clock_that_goes_back_signs_no_reading_twice(setup, caplog):
     assert all(len(v) == 1 for v in readings.values()), readings
     assert sorted(readings) == [MORNING, MORNING + 900, MORNING + 1800]
 
+
+
+def test_an_agent_that_polls_rarely_still_signs_every_reading(setup):
+    """Found in a QA pass of f5da35b: with poll_s above a tenth of the interval (the demo at
+    --speed 3600 polls every 360 s of ledger time; an agent.toml with poll_s = 120) the first poll
+    after an interval's end came after the lateness allowed, and most readings were dropped."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.poll_s = 360
+    agent.start()
+    sim.clock.advance(17)  # polls land anywhere in the interval, up to 343 s after its end
+    run(agent, sim, 30, step_s=360)
+    readings = _readings_by_interval(seen)
+    assert len(readings) == 12 and all(len(v) == 1 for v in readings.values()), sorted(readings)
