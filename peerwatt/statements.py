@@ -21,7 +21,8 @@ import hashlib
 import io
 import sqlite3
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -316,9 +317,25 @@ class IssuedStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(_SCHEMA)
+        self._outer = False  # inside transaction(): issue() is part of it
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction around several :meth:`issue` calls (a month-end run): all of them are
+        issued, or none."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._outer = True
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._outer = False
 
     def documents(self, community: str, period: str) -> list[dict[str, Any]]:
         return [
@@ -353,57 +370,54 @@ class IssuedStore:
         """Number ``docs`` in order after the period's last number and store them, all in one
         transaction (so numbers are gap-free even if the machine stops halfway). ``write`` gets
         the numbered documents before the transaction commits: if it fails, nothing is issued."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if kind == "statements" and self.first_run(community, period) is not None:
-                raise BillingError(f"statements for {period} were already issued")
-            (last,) = self.conn.execute(
-                "SELECT coalesce(max(seq), 0) FROM documents WHERE community = ? AND period = ?",
-                (community, period),
-            ).fetchone()
-            issued = []
-            for i, doc in enumerate(docs, start=last + 1):
-                number = statement_number(community, period, i)
-                if doc["kind"] == "statement":
-                    doc = with_number(doc, number, issued_at)
-                else:
-                    doc = dict(doc, number=number)
-                data = dumps_checked(doc)
-                self.conn.execute(
-                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        number,
-                        community,
-                        period,
-                        i,
-                        doc["kind"],
-                        doc["member"],
-                        doc.get("references"),
-                        issued_at,
-                        height,
-                        data,
-                        hashlib.sha256(data).hexdigest(),
-                    ),
-                )
-                issued.append(doc)
-            if write is not None:
-                write(issued)
+        if not self._outer:
+            with self.transaction():
+                return self.issue(community, period, kind, height, issued_at, docs, write)
+        if kind == "statements" and self.first_run(community, period) is not None:
+            raise BillingError(f"statements for {period} were already issued")
+        (last,) = self.conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM documents WHERE community = ? AND period = ?",
+            (community, period),
+        ).fetchone()
+        issued = []
+        for i, doc in enumerate(docs, start=last + 1):
+            number = statement_number(community, period, i)
+            if doc["kind"] == "statement":
+                doc = with_number(doc, number, issued_at)
+            else:
+                doc = dict(doc, number=number)
+            data = dumps_checked(doc)
             self.conn.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    number,
                     community,
                     period,
-                    kind,
+                    i,
+                    doc["kind"],
+                    doc["member"],
+                    doc.get("references"),
                     issued_at,
                     height,
-                    last + 1 if docs else None,
-                    last + len(docs) or None,
+                    data,
+                    hashlib.sha256(data).hexdigest(),
                 ),
             )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+            issued.append(doc)
+        if write is not None:
+            write(issued)
+        self.conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                community,
+                period,
+                kind,
+                issued_at,
+                height,
+                last + 1 if docs else None,
+                last + len(docs) or None,
+            ),
+        )
         return issued
 
 
@@ -415,10 +429,11 @@ def issue_period(
     issued_at: str,
     height: int | None = None,
     write: Writer | None = None,
+    register: IssuedStore | None = None,
 ) -> list[dict[str, Any]]:
     """Issue every member's statement for ``period`` from the ledger at ``height`` (default: the
     last block). Refuses a period that has not ended on the ledger, or one already issued.
-    ``write``: see :meth:`IssuedStore.issue`."""
+    ``write``: see :meth:`IssuedStore.issue`; ``register``: an open one (default: its own)."""
     view = ledger_view(store, height)
     start, end = period_bounds(period, view.timezone)
     if view.block_time < end:
@@ -427,7 +442,7 @@ def issue_period(
             f"{datetime.fromtimestamp(view.block_time, ZoneInfo(view.timezone)).isoformat()}"
         )
     config = load_config(billing_dir)
-    issued = IssuedStore(billing_dir)
+    issued = register or IssuedStore(billing_dir)
     try:
         run = issued.first_run(view.community, period)
         if run is not None:
@@ -450,7 +465,8 @@ def issue_period(
         ]
         return issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
     finally:
-        issued.close()
+        if register is None:
+            issued.close()
 
 
 def issue_corrections(
@@ -461,13 +477,14 @@ def issue_corrections(
     issued_at: str,
     height: int | None = None,
     write: Writer | None = None,
+    register: IssuedStore | None = None,
 ) -> list[dict[str, Any]]:
     """Re-derive the period's statements at ``height`` (default: the last block) and issue a credit
     or debit note for every member whose figures changed since the last document issued for them
     (and a statement for a member first billable now). The issued documents are not touched."""
     view = ledger_view(store, height)
     start, end = period_bounds(period, view.timezone)
-    issued = IssuedStore(billing_dir)
+    issued = register or IssuedStore(billing_dir)
     try:
         if issued.first_run(view.community, period) is None:
             raise BillingError(f"no statements for {period} were issued yet; issue them first")
@@ -492,7 +509,8 @@ def issue_corrections(
                 docs.append(note)
         return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
     finally:
-        issued.close()
+        if register is None:
+            issued.close()
 
 
 def earlier_periods(period: str, months: int = 2) -> list[str]:
@@ -516,21 +534,24 @@ def issue_month_end(
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The month-end run: ``period``'s statements, then the correction notes of each of the two
     months before it whose statements were issued, for what changed on the ledger since (late
-    readings, the grid operator's data): corrections show up with the next statements. Each of
-    these is issued (and written by ``write``) on its own."""
-    statements = issue_period(store, billing_dir, period, issued_at=issued_at, height=height, write=write)
+    readings, the grid operator's data): corrections show up with the next statements. All of it
+    is issued (and written by ``write``) in one transaction: a run that fails issues nothing."""
     community = ledger_view(store, height).community
     notes: dict[str, list[dict[str, Any]]] = {}
-    for earlier in earlier_periods(period):
-        register = IssuedStore(billing_dir)
-        try:
-            issued_before = register.first_run(community, earlier) is not None
-        finally:
-            register.close()
-        if issued_before:
-            notes[earlier] = issue_corrections(
-                store, billing_dir, earlier, issued_at=issued_at, height=height, write=write
+    register = IssuedStore(billing_dir)
+    try:
+        with register.transaction():  # all of the run is issued, or none of it
+            statements = issue_period(
+                store, billing_dir, period, issued_at=issued_at, height=height, write=write, register=register
             )
+            for earlier in earlier_periods(period):
+                if register.first_run(community, earlier) is not None:
+                    notes[earlier] = issue_corrections(
+                        store, billing_dir, earlier, issued_at=issued_at, height=height, write=write,
+                        register=register,
+                    )  # fmt: skip
+    finally:
+        register.close()
     return statements, notes
 
 
@@ -849,6 +870,11 @@ def _round(micro: int) -> int:
     return round_cents(micro)
 
 
+SUMMARY_COLUMNS = [
+    "number", "kind", "references", "member", "name", "total", "shown_total", "provisional", "final"
+]  # fmt: skip
+
+
 def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
     listing them (one row per document)."""
@@ -867,40 +893,30 @@ def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         path.write_bytes(data)
         written.append(path)
     if docs:
+        # one row per document number: a run again after a failed one replaces its rows
         summary = out_dir / f"{docs[0]['community']}-{docs[0]['period']}.csv"
-        new = not summary.exists()
-        with summary.open("a", newline="") as f:
+        rows: dict[str, list[Any]] = {}
+        if summary.exists():
+            with summary.open(newline="") as f:
+                rows = {row[0]: row for row in list(csv.reader(f))[1:] if row}
+        for doc in docs:
+            st = _figures(doc)
+            shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+            rows[doc["number"]] = [
+                doc["number"],
+                doc["kind"],
+                doc.get("references", ""),
+                st["member"],
+                text_cell(st["member_name"]),
+                doc["total"],
+                shown_total,
+                st["provisional"],
+                st["final"],
+            ]
+        with summary.open("w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            if new:
-                w.writerow(
-                    [
-                        "number",
-                        "kind",
-                        "references",
-                        "member",
-                        "name",
-                        "total",
-                        "shown_total",
-                        "provisional",
-                        "final",
-                    ]
-                )
-            for doc in docs:
-                st = _figures(doc)
-                shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
-                w.writerow(
-                    [
-                        doc["number"],
-                        doc["kind"],
-                        doc.get("references", ""),
-                        st["member"],
-                        text_cell(st["member_name"]),
-                        doc["total"],
-                        shown_total,
-                        st["provisional"],
-                        st["final"],
-                    ]
-                )
+            w.writerow(SUMMARY_COLUMNS)
+            w.writerows(rows[n] for n in sorted(rows))
         written.append(summary)
     return written
 

@@ -67,3 +67,29 @@ def test_july_run_brings_junes_corrections(month: Month, tmp_path: Path) -> None
         store.close()
     again = peerwatt("statements", "--data", str(month.node), "--period", "2026-07", "--out", str(out))
     assert again.returncode != 0 and "statements for 2026-07 were issued on 2026-08-01" in again.stderr
+
+
+def test_a_month_end_run_that_fails_halfway_issues_nothing(month: Month, tmp_path: Path) -> None:
+    """Found in a QA pass: when a June correction note could not be written, July's statements
+    were already issued (never again), and June's notes were left for a run nobody was told of."""
+    billing = tmp_path / "billing"
+    store = Store.open(month.node, readonly=True)
+    try:
+        june = issue(store, month, billing)
+    finally:
+        store.close()
+    out = tmp_path / "2026-07"
+    first_note = f"oak-street-2026-06-{len(june) + 1:04d}"
+    (out / f"{first_note}.pdf").mkdir(parents=True)  # that file cannot be written
+    args = ["statements", "--data", str(month.node), "--period", "2026-07", "--billing", str(billing)]
+    args += ["--issued-on", "2026-08-01", "--out", str(out)]
+    failed = peerwatt(*args)
+    assert failed.returncode == 2 and "cannot write the statements" in failed.stderr
+    (out / f"{first_note}.pdf").rmdir()
+    retry = peerwatt(*args)
+    assert retry.returncode == 0, retry.stderr
+    lines = retry.stdout.strip().splitlines()
+    assert lines[0].startswith("issued 4 statements: oak-street-2026-07-0001 to oak-street-2026-07-0004")
+    assert f"for 2026-06: {first_note} to " in lines[1]
+    summary = (out / "oak-street-2026-07.csv").read_text().splitlines()
+    assert len(summary) == 1 + 4  # one row per statement, none twice after the failed run
