@@ -92,9 +92,15 @@ def build_report(
     store: Store, *, start: int | None = None, end: int | None = None, meter: str | None = None
 ) -> dict[str, pd.DataFrame]:
     """All report tables for intervals in [start, end) (Unix s), optionally one meter's only.
-    Tariffs are those in force at the ledger's last block, as on the dashboard and in statements."""
+    Tariffs are those in force at the end of the period (its last block; without ``end`` the
+    ledger's last), so a vote after it does not change a past month's report."""
     community = registry(store)  # genesis with every passed vote applied (peerwatt.statements)
-    params = with_defaults({k: v for k, v in community.params.items() if k != "timezone"})
+    if end is not None:
+        (at_end,) = store.conn.execute("SELECT max(height) FROM blocks WHERE time <= ?", (end,)).fetchone()
+        in_force = registry(store, at_end or 0).params
+    else:
+        in_force = community.params
+    params = with_defaults({k: v for k, v in in_force.items() if k != "timezone"})
     meters = {  # genesis's and those enrolled by vote since
         m.meter: {"owner": m.owner, "name": m.name, "serial": m.serial, "capacity_w": m.capacity_w}
         for m in community.meters.values()

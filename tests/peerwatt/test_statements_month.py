@@ -504,3 +504,12 @@ def test_a_run_that_cannot_write_its_files_issues_nothing(month: Month, tmp_path
     assert retry.returncode == 0, retry.stderr
     assert "issued 5 statements: oak-street-2026-06-0001 to oak-street-2026-06-0005" in retry.stdout
     assert len(list((tmp_path / "out").glob("oak-street-2026-06-000?.pdf"))) == 5
+
+
+def test_a_report_of_a_past_period_keeps_its_tariffs(month: Month, store: Store) -> None:
+    """Found in a QA pass of 4be04d4: a report of June took a retail tariff voted in July, so a
+    past month's savings changed with every later vote (June's statements keep June's)."""
+    from peerwatt.reports import build_report
+
+    june = build_report(store, start=day(1), end=day(20))["households"]  # before the vote on the 25th
+    assert set(june["retail_price_per_kwh"]) == {PARAMS["retail_price"]}
