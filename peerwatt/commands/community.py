@@ -26,6 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -255,10 +256,19 @@ def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | Non
     genesis = layout.out / "genesis.toml"
     broker_dir = layout.out / "broker"
     # the genesis's sequencer account keeps its own key id whoever is the sequencer now
-    sequencer = load_genesis(genesis).doc["chain"]["sequencer"]
+    genesis_doc = load_genesis(genesis).doc
+    sequencer = genesis_doc["chain"]["sequencer"]
     nodes = tuple(f"{n}:{sequencer}" if n.endswith("=sequencer") else n for n in layout.nodes)
     meters = tuple(m for m in layout.meters if m not in layout.revoked)
-    sources = {"genesis_file": None, "data_dir": data_dir} if data_dir else {"genesis_file": genesis}
+    sources: dict[str, Any] = {"genesis_file": genesis}
+    if data_dir is not None:
+        from peerwatt.broker.mosquitto import load_registry
+
+        # the same accounts as from the genesis (add-meter): a meter enrolled by vote has one
+        # only once the coordinator gave it one (add-meter)
+        _, registry = load_registry(None, data_dir)
+        others = tuple(m for m in registry.meters if m not in meters and m not in genesis_doc["meters"])
+        sources = {"genesis_file": None, "data_dir": data_dir, "exclude": others}
     printed = _quiet(
         certs,
         out_dir=broker_dir / "certs",
