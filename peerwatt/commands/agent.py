@@ -405,9 +405,11 @@ def join_request(
     from peerwatt.commands.keys import load_key
     from peerwatt.onboarding import JoinRequestError, make_join_request
 
+    if not genesis_file.is_file():
+        raise UserError(f"--genesis {genesis_file} not found: give the community's household/genesis.toml")
     try:
         community = load_genesis(genesis_file).community
-        find_profile(profile)
+        profile = find_profile(profile).name  # the request names the profile, never a local file
     except (GenesisError, ProfileError) as exc:
         raise UserError(str(exc)) from None
     member, meter = load_key(member_key, passphrase_file), load_key(meter_key)

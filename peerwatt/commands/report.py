@@ -67,9 +67,7 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         path = out if name == "households" else out.with_name(f"{out.stem}-{name}{out.suffix}")
         try:
             if out.suffix == ".csv":
-                for column in frame.select_dtypes(include="object"):  # names are the members' own
-                    frame[column] = frame[column].map(text_cell)
-                frame.to_csv(path, index=False)
+                frame.map(text_cell).to_csv(path, index=False)  # names are the members' own
             else:
                 frame.to_parquet(path, index=False)
         except ImportError:

@@ -4,6 +4,7 @@ files (`pay`) and marking a statement paid (`mark-paid`) (docs/billing.md)."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -200,6 +201,8 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
         when = date.fromisoformat(on) if on else date.today() + timedelta(days=5)
     except ValueError:
         raise UserError(f"--on {on!r}: use a date like 2026-07-05") from None
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        raise UserError(f"--period {period!r}: use a month like 2026-06")
     if not (billing_dir / "issued.sqlite").exists():
         raise UserError(f"{billing_dir} has no issued.sqlite: issue the statements first")
     try:

@@ -199,3 +199,22 @@ def test_setup_asks_for_what_it_lacks_before_it_probes(tmp_path):
     # the community's broker is a TLS one (setup writes its CA into agent.toml)
     r = peerwatt(*base[:3], str(out / "household"), *base[4:], "--broker", "mqtt://10.0.0.10:1883", stdin="")
     assert r.returncode == 2 and "takes TLS connections only" in r.stderr and "mqtts://" in r.stderr
+
+
+def test_a_join_request_names_its_profile_and_a_missing_genesis_is_one_line(tmp_path):
+    """Found in a QA pass: `agent join-request --profile /path/x.toml` signed the local path into
+    the request, and a missing --genesis told a household to write one (`genesis new`)."""
+    from meter_agent.profile import builtin_profile_dir
+
+    out = tmp_path / "c"
+    assert peerwatt("community", "init", *INIT, "--out", str(out), stdin="").returncode == 0
+    for name in ("member", "meter"):
+        assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", name).returncode == 0
+    args = ["agent", "join-request", "--name", "H", "--meter-serial", "SN1", "--no-qr"]
+    args += ["--member-key", str(tmp_path / "member.key"), "--meter-key", str(tmp_path / "meter.key")]
+    args += ["--out", str(tmp_path / "j.txt"), "--profile", str(builtin_profile_dir() / "sdm630.toml")]
+    missing = peerwatt(*args, "--genesis", str(tmp_path / "nowhere.toml"))
+    assert missing.returncode == 2 and "not found" in missing.stderr and "genesis new" not in missing.stderr
+    r = peerwatt(*args, "--genesis", str(out / "household" / "genesis.toml"))
+    assert r.returncode == 0, r.stderr
+    assert read_join_request(tmp_path / "j.txt").profile == "sdm630"

@@ -249,3 +249,14 @@ def test_pay_from_a_folder_without_the_periods_statements_says_so(
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert cli.stderr.startswith(f"error: {other / 'issued.sqlite'} holds no statements for 2026-06")
     assert "nothing to pay" not in cli.stdout
+
+
+def test_pay_with_a_malformed_period_says_how_to_write_it(
+    issued: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    """Found in a QA pass: --period 2026-6 said the register held no statements for it."""
+    billing, _docs = issued
+    for period in ("2026-6", "2026-13", "June"):
+        args = ["--billing", str(billing), "--period", period, "--out", str(tmp_path)]
+        cli = peerwatt("statements", "pay", *args)
+        assert cli.returncode == 2 and cli.stderr == f"error: --period {period!r}: use a month like 2026-06\n"
