@@ -433,7 +433,9 @@ class Demo:
     def _make_agents(self, protocol: str) -> None:
         """A meter simulator and the real agent (its own key, account and outbox) for every home."""
         genesis = self.genesis
-        poll_s = max(5.0, self.o.speed * 0.1)
+        # a tenth of a second of wall time, but at most a tenth of the interval (readings are the
+        # counters up to one poll after an interval's end: meter_agent/agent.py, reading_late_s)
+        poll_s = min(max(5.0, self.o.speed * 0.1), PARAMS["interval_s"] / 10)
         self.poll_s = poll_s
         for i, home in enumerate(self.homes):
             home.sim = MeterSimulator(
