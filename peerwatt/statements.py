@@ -421,6 +421,17 @@ class IssuedStore:
         return issued
 
 
+def _ended(view: LedgerView, period: str) -> tuple[int, int]:
+    """[start, end) of ``period``; BillingError if it has not ended on the ledger."""
+    start, end = period_bounds(period, view.timezone)
+    if view.block_time < end:
+        raise BillingError(
+            f"{period} has not ended on the ledger: its last block is at "
+            f"{datetime.fromtimestamp(view.block_time, ZoneInfo(view.timezone)).isoformat()}"
+        )
+    return start, end
+
+
 def issue_period(
     store: Store,
     billing_dir: Path,
@@ -435,12 +446,7 @@ def issue_period(
     last block). Refuses a period that has not ended on the ledger, or one already issued.
     ``write``: see :meth:`IssuedStore.issue`; ``register``: an open one (default: its own)."""
     view = ledger_view(store, height)
-    start, end = period_bounds(period, view.timezone)
-    if view.block_time < end:
-        raise BillingError(
-            f"{period} has not ended on the ledger: its last block is at "
-            f"{datetime.fromtimestamp(view.block_time, ZoneInfo(view.timezone)).isoformat()}"
-        )
+    start, end = _ended(view, period)
     config = load_config(billing_dir)
     issued = register or IssuedStore(billing_dir)
     try:
@@ -536,7 +542,10 @@ def issue_month_end(
     months before it whose statements were issued, for what changed on the ledger since (late
     readings, the grid operator's data): corrections show up with the next statements. All of it
     is issued (and written by ``write``) in one transaction: a run that fails issues nothing."""
-    community = ledger_view(store, height).community
+    view = ledger_view(store, height)
+    community = view.community
+    _ended(view, period)  # what is refused is refused before the register is made
+    load_config(billing_dir)
     notes: dict[str, list[dict[str, Any]]] = {}
     register = IssuedStore(billing_dir)
     try:

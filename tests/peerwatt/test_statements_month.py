@@ -513,3 +513,13 @@ def test_a_report_of_a_past_period_keeps_its_tariffs(month: Month, store: Store)
 
     june = build_report(store, start=day(1), end=day(20))["households"]  # before the vote on the 25th
     assert set(june["retail_price_per_kwh"]) == {PARAMS["retail_price"]}
+
+
+def test_a_refused_run_leaves_no_register_behind(month: Month, tmp_path: Path) -> None:
+    """A month that has not ended on the ledger is refused before the billing folder's register
+    is made (the month-end run opens it for all its parts, since 8b5b83d)."""
+    billing = tmp_path / "billing"
+    args = ["statements", "--data", str(month.node), "--period", "2026-07", "--billing", str(billing)]
+    r = peerwatt(*args, "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "2026-07 has not ended on the ledger" in r.stderr
+    assert not (billing / "issued.sqlite").exists()
