@@ -15,8 +15,11 @@ from peerwatt.commands.member import node_publish_options
 from peerwatt.errors import UserError
 
 
-def _arg_value(text: str) -> int | str:
-    """Integers stay integers (no floats on the wire); everything else is a string."""
+def _arg_value(text: str) -> int | str | None:
+    """Integers stay integers (no floats on the wire), ``null`` is no value (a parameter without a
+    limit, e.g. max_reading_corrections); everything else is a string."""
+    if text == "null":
+        return None
     try:
         return int(text)
     except ValueError:
@@ -64,7 +67,9 @@ def gov() -> None:
 @click.option("--community", help="Only with --out and no node: the community id.")
 @click.option("--seq", type=click.IntRange(0), help="Default: the clock in ms (always above earlier ones).")
 @click.option("--action", required=True, type=click.Choice(GOV_ACTIONS))
-@click.option("--arg", "args", multiple=True, help="name=value (repeat); integers stay integers.")
+@click.option(
+    "--arg", "args", multiple=True, help="name=value (repeat); integers stay integers, null is no value."
+)
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30), help="Voting period.")
 @click.option("--note", default=None)
 @node_publish_options("the proposal")

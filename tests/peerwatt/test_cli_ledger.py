@@ -110,3 +110,17 @@ def test_a_price_in_currency_says_the_micro_units_to_write(tmp_path):
         )
     ok = peerwatt(*base, "--arg", "name=retail_price", "--arg", "value=310000", "--out", str(tmp_path / "p"))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_parameter_can_be_voted_back_to_no_limit(tmp_path):
+    """Found in a QA pass: max_reading_corrections without a limit (what the ledger takes as None)
+    could not be proposed: --arg value=null became the string "null", which the ledger refuses."""
+    import json
+
+    assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", "m").returncode == 0
+    base = ["gov", "propose", "--key", str(tmp_path / "m.key"), "--community", "c", "--action", "set_param"]
+    args = ["--arg", "name=max_reading_corrections", "--arg", "value=null", "--out", str(tmp_path / "p")]
+    r = peerwatt(*base, *args)
+    assert r.returncode == 0, r.stderr
+    body = json.loads((tmp_path / "p").read_text())["body"]
+    assert body["args"] == {"name": "max_reading_corrections", "value": None}
