@@ -5,6 +5,7 @@ barrier once per batch, after the batch's handlers and before any of its acknowl
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -34,6 +35,24 @@ def _publish_all(url: str, payloads: list[bytes]) -> None:
         publisher.stop()
 
 
+def _wait_subscribed(url: str, received: list[bytes]) -> None:
+    """Probe TOPIC until the subscriber gets one (kept apart from the burst): ``connected`` says the
+    SUBSCRIBE was handed to paho, not that the broker has it, so under load a burst published at
+    once may start before the subscription (the likely cause of a timeout in a fresh-clone run
+    beside two demos; not reproduced alone)."""
+    probe = _bus(url, "probe")
+    probe.start()
+    try:
+        assert probe.wait_connected(WAIT_S), probe.last_error
+        deadline = time.monotonic() + WAIT_S
+        while b"probe" not in received:
+            assert time.monotonic() < deadline, "the subscription never became active"
+            probe.publish(TOPIC, b"probe", qos=0)
+            time.sleep(0.05)
+    finally:
+        probe.stop()
+
+
 def test_a_burst_arrives_whole_and_in_order(mosquitto) -> None:
     """Thousands of small messages and a few larger than a read chunk, sent at once: all arrive,
     intact and in order, none held back in the read buffer."""
@@ -41,11 +60,12 @@ def test_a_burst_arrives_whole_and_in_order(mosquitto) -> None:
     payloads = [b"%05d" % i + (large if i % 997 == 0 else b"") for i in range(3000)]
     received: list[bytes] = []
     subscriber = _bus(mosquitto.url, "subscriber")
-    subscriber.subscribe(TOPIC, lambda _t, p: received.append(p))
+    subscriber.subscribe(TOPIC, lambda _t, p: received.append(p) if p != b"probe" else probes.append(p))
+    probes: list[bytes] = []
     subscriber.start()
     try:
         assert subscriber.wait_connected(WAIT_S), subscriber.last_error
-        wait_for(lambda: subscriber.connected, WAIT_S, "subscribed")
+        _wait_subscribed(mosquitto.url, probes)
         _publish_all(mosquitto.url, payloads)
         wait_for(lambda: len(received) >= len(payloads), WAIT_S, "every message", interval_s=0.01)
         assert received == payloads
