@@ -245,11 +245,11 @@ class Agent:
             # closed would be closed again, its reading signed twice (a correction on the ledger),
             # and every order would be for a closed gate. Nothing is counted or signed until the
             # clock is past it again; the energy meanwhile counts as not attributable.
-            if not self._clock_behind:
-                log.warning(
-                    "the clock went back %d s, before the last interval this agent closed: no readings "
-                    "or orders until it has caught up (is the time synchronised? NTP)",
-                    self.last_interval - now,
+            if not self._clock_behind:  # an alarm: the status (and the dashboard) shows it
+                self._alarm(
+                    f"ALARM: the clock went back {self.last_interval - now} s, before the last interval "
+                    "this agent closed: no readings or orders until it has caught up (is the time "
+                    "synchronised? NTP)"
                 )
                 self._clock_behind = True
         else:

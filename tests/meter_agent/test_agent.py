@@ -549,6 +549,7 @@ def test_a_clock_that_goes_back_signs_no_reading_twice(setup, caplog):
     offset[0] = -600  # 07:31 becomes 07:21 for the agent
     run(agent, sim, 12 * 11, step_s=5)  # its clock passes 07:30 again
     assert "the clock went back" in caplog.text and caplog.text.count("the clock went back") == 1
+    assert any("the clock went back" in a for a in agent.status()["alarms"])  # the dashboard shows it
     assert len(envelopes(seen, "orders")) == orders  # orders for closed gates are not signed
     offset[0] = 0
     run(agent, sim, 12 * 15, step_s=5)
