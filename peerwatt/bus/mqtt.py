@@ -112,6 +112,26 @@ PROTOCOL_CHOICES = ("auto", "5", "3.1.1")
 _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK "Unsupported protocol version" (3.1.1 code 1)
 
 
+def _why_disconnected(flags: mqtt.DisconnectFlags, reason_code: ReasonCode) -> str:
+    """Why an established connection ended, in words for the log line. A broker that stops (or a
+    network that fails) just closes the socket, which paho reports as "Unspecified error"; so does
+    Mosquitto 2.0 when a second client takes the client id. An MQTT 5 broker that hangs up on
+    purpose may say why in a DISCONNECT packet."""
+    if flags.is_disconnect_packet_from_server:
+        if reason_code == "Session taken over":
+            return (
+                "the broker says: Session taken over: another client connected with this client "
+                "id; is this program running twice?"
+            )
+        return f"the broker says: {reason_code}"
+    if reason_code == "Unspecified error":
+        return (
+            "the connection closed: the broker stopped or restarted, the network failed, or "
+            "another client connected with this client id"
+        )
+    return str(reason_code)
+
+
 class _PahoClient(mqtt.Client):
     """paho's client, keeping why the last connection attempt failed (``last_connect_error``).
 
@@ -622,7 +642,7 @@ class MqttBus:
             if self._running:
                 self._report(
                     f"lost the connection to the MQTT broker at {self.config.address} "
-                    f"({reason_code}); reconnecting"
+                    f"({_why_disconnected(flags, reason_code)}); reconnecting"
                 )
             self._notify(False)
         except Exception:

@@ -468,3 +468,46 @@ def test_a_broker_that_closes_before_connack_gives_an_error_line(buses: Callable
         stop.set()
         thread.join(5)
         server.close()
+
+
+def test_a_stopped_broker_is_one_line_saying_the_connection_closed(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus]
+) -> None:
+    """Mosquitto stopping closes the socket without a DISCONNECT packet, which paho reports as
+    "Unspecified error": the operator's line says what that means instead."""
+    bus = buses(BrokerConfig.from_url(mosquitto.url), "node-a")
+    connect(bus)
+    mosquitto.stop()
+    wait_for(lambda: not bus.connected, what="the disconnect")
+    wait_for(lambda: "lost the connection" in (bus.last_error or ""), what="the line")
+    assert "the broker stopped or restarted, the network failed" in bus.last_error
+    assert "Unspecified error" not in bus.last_error
+
+
+def test_a_second_client_with_the_same_id_is_named_as_a_cause(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus]
+) -> None:
+    """Two processes with one client id (an agent started twice) take the session from each other;
+    Mosquitto 2.0 just closes the socket, so the line names that cause among the others."""
+    first = buses(BrokerConfig.from_url(mosquitto.url), "agent-twice")
+    connect(first)
+    second = buses(BrokerConfig.from_url(mosquitto.url), "agent-twice")
+    second.start()
+    wait_for(lambda: "lost the connection" in (first.last_error or ""), what="the first one's line")
+    assert "another client connected with this client id" in first.last_error
+
+
+def test_a_disconnect_packet_gives_the_brokers_reason() -> None:
+    """An MQTT 5 broker that sends DISCONNECT says why; session takeover gets a hint."""
+    from paho.mqtt.client import DisconnectFlags
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from peerwatt.bus.mqtt import _why_disconnected
+
+    sent = DisconnectFlags(is_disconnect_packet_from_server=True)
+    assert _why_disconnected(sent, ReasonCode(PacketTypes.DISCONNECT, identifier=0x8B)) == (
+        "the broker says: Server shutting down"
+    )
+    taken = _why_disconnected(sent, ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E))
+    assert "Session taken over" in taken and "running twice?" in taken
