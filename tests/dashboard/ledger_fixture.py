@@ -6,8 +6,9 @@ for an interval are placed two intervals ahead from a sunny-day forecast; readin
 actual weather (day 3 is cloudy, so sellers deliver less than they sold: pro-rata shortfalls).
 Also on the ledger: a reading that arrives late (trades first unsettled, then an adjustment), a
 corrected reading (an adjustment), an order refused after gate closure, a governance vote that
-raises the grid fee, and an open proposal. The last block is mid-afternoon of the last day, so
-"today" has settled and not yet settled trades and the book has open orders.
+raises the grid fee, and two open proposals (a parameter, and a new member by name). The last block
+is mid-afternoon of the last day, so "today" has settled and not yet settled trades and the book
+has open orders.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from chain.engine import SEAL_TTL_S, Ledger
 from chain.envelope import sign_envelope
 from chain.genesis import Genesis
+from chain.keys import public_key_sec1
 from market.app import MarketApp
 from tests.support.localnet import LocalCommunity, Party, make_community
 
@@ -61,6 +65,11 @@ HOUSEHOLDS = (
     Household("EV Garage Jensen", 1200, 90, 150, ev_wh=1800, ask=115_000, bid=240_000),
     Household("Retirees Okafor", 400, 60, 100, ask=210_000, bid=190_000),
 )
+
+
+# an open add_member proposal's member (a fixed P-256 public key, compressed SEC1)
+NEW_MEMBER_NAME = "Anna Huber"
+NEW_MEMBER_KEY_HEX = public_key_sec1(ec.derive_private_key(0xA11CE, ec.SECP256R1()).public_key()).hex()
 
 
 def pv_wh(h: Household, minute: int, day: int, actual: bool) -> int:
@@ -251,6 +260,18 @@ def build(base_dir: Path) -> BuiltLedger:
                     {
                         "action": "set_param",
                         "args": {"name": "levies_per_kwh", "value": 5_000},
+                        "deadline": t + 14 * 86400,
+                    },
+                    created=t,
+                )
+            )
+            txs.append(  # a new member proposed by name: pseudonyms must not show the name
+                c.members[3].sign(
+                    community,
+                    "propose",
+                    {
+                        "action": "add_member",
+                        "args": {"key": NEW_MEMBER_KEY_HEX, "name": NEW_MEMBER_NAME},
                         "deadline": t + 14 * 86400,
                     },
                     created=t,

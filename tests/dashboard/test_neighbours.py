@@ -12,6 +12,7 @@ import pytest
 
 from market.money import div_round_half_even
 from tests.dashboard.conftest import login, make_app
+from tests.dashboard.ledger_fixture import NEW_MEMBER_NAME
 
 
 def _expected(client, meter, day_from, day_to):
@@ -112,7 +113,7 @@ def test_pseudonyms_wherever_neighbours_are_named(built, pseudonymous):
     keeps its name, and the coordinator (admin) sees names."""
     meter = built.meters[0]
     own = built.households[meter]
-    others = [name for m, name in built.households.items() if m != meter]
+    others = [name for m, name in built.households.items() if m != meter] + [NEW_MEMBER_NAME]
     c = pseudonymous.test_client()
     assert login(c, "villa").status_code == 302
     seen = _everything_a_household_reads(c, meter)
@@ -156,6 +157,7 @@ def test_pseudonyms_wherever_neighbours_are_named(built, pseudonymous):
     assert login(admin, "admin").status_code == 302
     t = admin.get(f"/api/v1/trades?household={meter}&limit=1").get_json()["trades"][0]
     assert t["counterparty_name"] == built.households[t["counterparty"]]
+    assert NEW_MEMBER_NAME in admin.get("/explorer/governance").get_data(as_text=True)
 
 
 def test_pseudonyms_never_look_alike():

@@ -241,6 +241,7 @@ def test_a_clearing_of_a_small_book_side_hides_its_energy(client, as_villa, as_a
 def test_full_verify_rests_between_runs(fresh_app):
     """Found in a QA pass: any logged-in household could start full verifications back to back
     (one at a time, but without a pause), keeping a core busy on a large ledger."""
+    from dashboard.verify_runner import MIN_REST_S, REST_FACTOR
     from tests.dashboard.conftest import csrf_token, login
 
     c = fresh_app.test_client()
@@ -251,5 +252,7 @@ def test_full_verify_rests_between_runs(fresh_app):
     again = c.post("/api/v1/verify", headers=headers)
     assert again.status_code == 409 and again.get_json()["started"] is False
     rest = again.get_json()["retry_after_s"]
-    assert 0 < rest <= 10 and again.headers["Retry-After"] == str(rest)
+    run = fresh_app.extensions["peerwatt"].verifier.latest()
+    allowed = max(MIN_REST_S, REST_FACTOR * (run["finished"] - run["started"]))  # slow on a busy machine
+    assert 0 < rest <= allowed and again.headers["Retry-After"] == str(rest)
     assert "The next run can start in" in c.get("/explorer").get_data(as_text=True)
