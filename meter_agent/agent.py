@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +146,7 @@ class Agent:
         self.last_sample: MeterSample | None = None
         self.alarms: list[str] = []
         self._lock = threading.Lock()
-        self._last_heartbeat = 0.0
+        self._last_heartbeat = -math.inf
         self.order_margin_s = 60.0
         self.state_error: str | None = None
         self.meter_read_errors = 0
@@ -292,13 +293,13 @@ class Agent:
             elif self.fault is None:  # not a typed meter error: a reader bug, keep its traceback
                 log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
             if self.fault is None:
-                self._last_heartbeat = 0.0  # a status at the end of this poll, not a heartbeat later
+                self._last_heartbeat = -math.inf  # a status at the end of this poll, not at a heartbeat
             self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
             return None
         if self.fault is not None:
             log.info("meter answers again")
             self.fault = None
-            self._last_heartbeat = 0.0
+            self._last_heartbeat = -math.inf
         self.last_sample = sample
         return sample
 

@@ -181,6 +181,21 @@ def test_a_meter_fault_and_its_end_are_in_the_status_at_once(setup):
     assert last_status()["meter_ok"] is True
 
 
+def test_the_first_status_is_sent_at_once_on_a_freshly_booted_machine(setup, monkeypatch):
+    """Found in a fresh-clone run 11 minutes after boot: "no heartbeat yet" was a last heartbeat at
+    monotonic time 0, so an agent started within heartbeat_s of the machine's boot (systemd at
+    boot) sent its first status only heartbeat_s after boot."""
+    import meter_agent.agent as agent_module
+
+    c, meter, sim, make_agent, seen = setup
+    monkeypatch.setattr(agent_module.time, "monotonic", lambda: 30.0)  # 30 s after boot
+    agent = make_agent()
+    agent.heartbeat_s = 60
+    agent.start()
+    run(agent, sim, 1, step_s=5)
+    assert [p for t, p in seen if t == agent.status_topic]
+
+
 def test_agent_refuses_a_key_not_in_genesis(setup):
     c, meter, sim, make_agent, seen = setup
     with pytest.raises(ValueError, match="not enrolled .* needs its join-request.txt"):
