@@ -147,6 +147,7 @@ class Agent:
         self.alarms: list[str] = []
         self._lock = threading.Lock()
         self._last_heartbeat = -math.inf
+        self._poll_failure: str | None = None  # the last poll's unexpected error, logged once
         self.order_margin_s = 60.0
         self.state_error: str | None = None
         self.meter_read_errors = 0
@@ -224,6 +225,13 @@ class Agent:
                 log.error("%s: not sending until the agent's state can be written", exc)
             self.state_error = str(exc)
             return
+        except Exception as exc:  # a fault no check foresaw: logged once, the next poll tries again
+            failure = f"{type(exc).__name__}: {exc}"
+            if failure != self._poll_failure:
+                log.exception("a poll failed (%s); the agent keeps polling", failure)
+            self._poll_failure = failure
+            return
+        self._poll_failure = None
         if self.state_error is not None:
             log.info("agent state writable again")
             self.state_error = None

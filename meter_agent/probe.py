@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chain.genesis import GenesisError, check_serial
 from peerwatt.errors import UserError
 
 # Plausibility bounds for probe: what a household meter on a 230 V / 50-60 Hz grid reports.
@@ -111,8 +112,19 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
     if abs(sample.power_w) > MAX_POWER_W:
         return False, passed, f"power {sample.power_w} W implausible"
     for name in ("import_wh", "export_wh"):
-        if not 0 <= getattr(sample, name) <= MAX_COUNTER_WH:
-            return False, passed, f"{name} {getattr(sample, name)} implausible"
+        value = getattr(sample, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER_WH:
+            return False, passed, f"{name} {value!r} implausible"
+    if sample.serial is not None:
+        try:
+            check_serial(sample.serial, "serial")
+        except GenesisError:  # a reading could not carry it: garbage, or the wrong registers
+            return (
+                False,
+                passed,
+                f"serial {sample.serial[:80]!r} is not a meter serial (1-64 printable ASCII "
+                "characters, no spaces)",
+            )
     return True, passed, "ok"
 
 

@@ -586,3 +586,78 @@ def test_an_agent_that_polls_rarely_still_signs_every_reading(setup):
     run(agent, sim, 30, step_s=360)
     readings = _readings_by_interval(seen)
     assert len(readings) == 12 and all(len(v) == 1 for v in readings.values()), sorted(readings)
+
+
+class _FixedMeter:
+    """A meter's reader as a test double: counters rising by 3 Wh a poll, a serial of our choice."""
+
+    def __init__(self, clock: list[int], serial: str) -> None:
+        self.clock, self.serial, self.import_wh = clock, serial, 1_000_000
+
+    def read(self):
+        from meter_agent.modbus_reader import MeterSample
+
+        self.import_wh += 3
+        return MeterSample(
+            time=self.clock[0],
+            power_w=500,
+            import_wh=self.import_wh,
+            export_wh=20_000,
+            voltage_v=(230.0,),
+            current_a=(),
+            phase_power_w=(),
+            frequency_hz=50.0,
+            serial=self.serial,
+            profile="shelly-pro-3em",
+            unit_id=1,
+        )
+
+
+def _agent_on(tmp_path, serial: str):
+    c = make_community(validators=1, members=1, meters_per_member=1, app="market", time=MORNING)
+    now = [MORNING + 880]
+    agent = Agent(
+        key=c.meters[0].key,
+        genesis=c.genesis,
+        bus=MemoryBus(MemoryBroker(), "agent"),
+        reader=_FixedMeter(now, serial),
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: now[0],
+        heartbeat_s=0,
+    )
+    agent.start()
+    return agent, now
+
+
+@pytest.mark.parametrize("serial", ["AB CD1234567", "\ufffd\ufffd\ufffd", "x\x01y", "7" * 70])
+def test_a_serial_no_reading_can_carry_is_a_meter_fault(tmp_path, serial):
+    """Found in a QA pass: a meter whose serial register read 'AB CD1234567' (or bytes that are not
+    ASCII) ended the agent process at the interval end: signing the reading raised. Such a serial
+    is an implausible reading (the wrong registers, or a faulty meter): a fault, nothing signed."""
+    agent, now = _agent_on(tmp_path, serial)
+    for _ in range(10):  # across the interval end at MORNING + 900
+        now[0] += 5
+        agent.poll()
+    assert "is not a meter serial" in agent.status()["fault"]
+    assert agent.outbox.last_seq() is None and agent.last_reading is None
+    agent.stop()
+
+
+class _BrokenBus(MemoryBus):
+    """A transport whose publish raises what no caller expects (a bug in an MQTT library)."""
+
+    def publish(self, *args, **kwargs):
+        raise RuntimeError("the transport broke")
+
+
+def test_a_poll_that_fails_unexpectedly_is_logged_once_and_the_agent_goes_on(tmp_path, caplog):
+    """A fault no check foresaw (here a transport raising on publish) is one log entry, not the end
+    of the process; later polls try again, and the agent's state is kept."""
+    agent, now = _agent_on(tmp_path, "20240000")
+    agent.bus = _BrokenBus(MemoryBroker(), "agent")
+    for _ in range(10):  # across the interval end: the reading is signed, its publish raises
+        now[0] += 5
+        agent.poll()  # the old code raised here
+    assert caplog.text.count("a poll failed (RuntimeError: the transport broke)") == 1
+    assert agent.outbox.pending()  # the signed reading waits in the outbox for a transport that works
