@@ -42,6 +42,7 @@ HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
+ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line a minute, with a count
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
 NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
@@ -148,6 +149,8 @@ class Agent:
         self._lock = threading.Lock()
         self._last_heartbeat = -math.inf
         self._poll_failure: str | None = None  # the last poll's unexpected error, logged once
+        self._alarm_logged_at = -math.inf  # monotonic time of the last alarm logged
+        self._alarms_unlogged = 0  # alarms since then, kept but not logged
         self.order_margin_s = 60.0
         self.state_error: str | None = None
         self.meter_read_errors = 0
@@ -493,6 +496,13 @@ class Agent:
         kind = result.get("kind")
         if kind not in ("trade", "settlement", "adjustment"):
             return
+        if self.meter_id not in (result.get("seller"), result.get("buyer")):  # on the ledger, but
+            # another meter's: a node that sends it here is faulty or hostile
+            self._alarm(
+                f"ALARM: a receipt of a {kind} that is not this meter's (seller {result.get('seller')}, "
+                f"buyer {result.get('buyer')}) came on this meter's receipts topic: ignored"
+            )
+            return
         with self._lock:
             trade_id = result.get("trade") or f"{result['sell_order'][:24]}:{result['buy_order'][:24]}"
             entry = self.trades.setdefault(trade_id, {"interval": result.get("interval")})
@@ -647,11 +657,20 @@ class Agent:
         self._alarm(message)
 
     def _alarm(self, message: str) -> None:
-        """Log ``message`` as an error and keep it for the status (the newest ``MAX_ALARMS``)."""
-        log.error(message)
+        """Keep ``message`` for the status (the newest ``MAX_ALARMS``) and log it as an error; of a
+        flood, one line per ``ALARM_LOG_EVERY_S`` says how many were not logged."""
         with self._lock:
             self.alarms.append(message)
             del self.alarms[:-MAX_ALARMS]
+            now = time.monotonic()
+            if now - self._alarm_logged_at < ALARM_LOG_EVERY_S:
+                self._alarms_unlogged += 1
+                return
+            unlogged, self._alarms_unlogged, self._alarm_logged_at = self._alarms_unlogged, 0, now
+        if unlogged:
+            log.error("%s (%d alarms since the last one logged: in the status only)", message, unlogged)
+        else:
+            log.error("%s", message)
 
     def _set_enrolled(self, enrolled: bool, why: str) -> None:
         """Record what the ledger said about this meter's enrolment; log once when trading starts

@@ -39,9 +39,9 @@ def market(tmp_path):
         ledger.close()
 
 
-def _agent(c, tmp_path) -> tuple[Agent, MemoryBus, str]:
+def _agent(c, tmp_path, index: int = 0) -> tuple[Agent, MemoryBus, str]:
     broker = MemoryBroker()
-    meter = c.meters[0]  # a seller of the traded interval
+    meter = c.meters[index]  # 0: a seller of the traded interval; 1: a meter without trades
     agent = Agent(
         key=meter.key,
         genesis=c.genesis,
@@ -224,3 +224,33 @@ def test_receipts_and_notices_when_the_state_file_is_full(market, tmp_path, capl
     conn.execute("PRAGMA query_only = 0")
     agent.poll()  # the next poll saves them
     assert agent.outbox.load_entries("trades") == agent.trades
+
+
+def test_a_receipt_of_other_meters_trade_is_not_counted(market, tmp_path):
+    """Found in a QA pass: a genuine receipt (sealed, on the ledger) of a trade between two other
+    meters, published on this meter's receipts topic, was booked as this meter's purchase (any
+    node may write to receipts topics). It raises an alarm and changes nothing."""
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path, index=1)
+    others = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] in ("trade", "settlement")]
+    assert others and all(c.meters[1].id not in (r["result"]["seller"], r["result"]["buyer"]) for r in others)
+    before = agent.totals()
+    for r in others:
+        sequencer.publish(topic, json.dumps(r).encode())
+    assert agent.totals() == before and agent.trades == {}
+    assert any("not this meter's" in a for a in agent.status()["alarms"])
+    assert agent.status()["last_receipt"] is None
+
+
+def test_a_flood_of_bad_receipts_is_not_a_flood_of_log_lines(market, tmp_path, caplog):
+    """Found in a QA pass: 4,095 forged receipts made 3,971 error lines. Every alarm is kept for
+    the status; the log has one line a minute, counting the ones it left out."""
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    (receipt,) = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "trade"][:1]
+    for i in range(200):
+        forged = json.loads(json.dumps(receipt))
+        forged["result"]["energy_wh"] += i + 1
+        sequencer.publish(topic, json.dumps(forged).encode())
+    assert caplog.text.count("ALARM: a receipt does not verify") == 1
+    assert len(agent.status()["alarms"]) == 5 and agent.trades == {}
