@@ -82,6 +82,10 @@ class _Track:
     candidate: int | None = None
     candidate_time: int | None = None
     confirmations: int = 0
+    # min over the readings accepted since the track began (or the agent started) of
+    # value_wh * 3600 - max_power_w * time_s: the tightest bound any earlier reading puts on a new
+    # one (see EnergyCounters._plausible); not persisted, a restart starts from the last reading
+    ceiling: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return {
@@ -202,11 +206,27 @@ class EnergyCounters:
             return None
         return value
 
-    def _plausible(self, start: int, start_time: int, value: int, time: int) -> bool:
+    def _plausible(
+        self, start: int, start_time: int, value: int, time: int, ceiling: int | None = None
+    ) -> bool:
+        """Whether ``value`` at ``time`` can follow ``start`` at ``start_time`` (and every earlier
+        reading folded into ``ceiling``) at no more than ``max_power_w``. A counter shown in steps
+        of ``resolution_wh`` may read up to one step more than the energy since any earlier
+        reading, but not one step more per poll: the slack is checked against the earliest
+        reading that bounds it, so a counter rising a step every poll (72 kW at 100 Wh per 5 s)
+        is a jump, not energy."""
         if value < start:
             return False
         elapsed = max(time - start_time, 0)
-        return (value - start) * 3600 <= self.max_power_w * elapsed + self.resolution_wh * 3600
+        if (value - start) * 3600 > self.max_power_w * elapsed + self.resolution_wh * 3600:
+            return False
+        slack = self.resolution_wh * 3600
+        return ceiling is None or value * 3600 - self.max_power_w * time <= ceiling + slack
+
+    def _ceiling(self, track: _Track, value: int, time: int) -> int:
+        """The track's ceiling with its last reading (``value`` at ``time``) folded in."""
+        here = value * 3600 - self.max_power_w * time
+        return here if track.ceiling is None else min(track.ceiling, here)
 
     def _step(self, name: str, time: int, value: int | None, events: list[CounterEvent]) -> CounterDelta:
         track = self._tracks[name]
@@ -217,10 +237,12 @@ class EnergyCounters:
             return CounterDelta(None, None, "first")
         if value == 0 and track.value > 0:
             return CounterDelta(None, track.time, "unavailable")
-        if self._plausible(track.value, track.time, value, time):
+        ceiling = self._ceiling(track, track.value, track.time)
+        if self._plausible(track.value, track.time, value, time, ceiling):
             since = track.time
             energy = value - track.value
-            self._tracks[name] = _Track(value=value, time=time)
+            here = value * 3600 - self.max_power_w * time
+            self._tracks[name] = _Track(value=value, time=time, ceiling=min(ceiling, here))
             return CounterDelta(energy, since, "ok")
         # A decrease or an implausible jump: suspect until confirmed.
         if (
