@@ -94,16 +94,37 @@ def check_key_file_mode(path: str | os.PathLike) -> None:
         )
 
 
-def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -> PrivateKey:
-    """Load a PKCS#8 PEM P-256 private key, refusing files with permissions wider than 0600."""
-    path = Path(path)
+def _private_key_pem(path: Path) -> bytes:
+    """The bytes of a file that looks like a PEM private key; anything else (a folder, an empty
+    file, a public key, a genesis) is named as what it is, before its mode is looked at. The
+    contents never go into a message."""
     try:
-        check_key_file_mode(path)
+        if path.is_dir():
+            raise KeyFileError(f"key file {path} is a folder: give the private key file (NAME.key)")
         pem = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise KeyFileError(f"key file {path} not found (create one with `peerwatt keys new`)") from None
     except PermissionError:
         raise KeyFileError(f"key file {path} is not readable by this user") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    if not pem.strip():
+        raise KeyFileError(f"key file {path} is empty: give the private key file (NAME.key)")
+    if b"-----BEGIN PUBLIC KEY-----" in pem and b"PRIVATE KEY-----" not in pem:
+        raise KeyFileError(f"{path} is a public key: give the private key file (NAME.key) beside it")
+    if not pem.lstrip().startswith(b"-----BEGIN ") or b"PRIVATE KEY-----" not in pem:
+        raise KeyFileError(f"{path} is not a PKCS#8 PEM private key")
+    return pem
+
+
+def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -> PrivateKey:
+    """Load a PKCS#8 PEM P-256 private key, refusing files with permissions wider than 0600."""
+    path = Path(path)
+    pem = _private_key_pem(path)
+    try:
+        check_key_file_mode(path)
+    except OSError as exc:  # gone since it was read
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     try:
         key = serialization.load_pem_private_key(pem, password=passphrase)
     except TypeError:

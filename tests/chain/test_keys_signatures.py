@@ -156,3 +156,36 @@ def test_wrong_key_and_wrong_data_fail():
         verify(other.public_key(), b"data", sig)
     with pytest.raises(SignatureError):
         verify(key.public_key(), b"datA", sig)
+
+
+def test_what_is_not_a_private_key_is_named_before_its_mode(tmp_path):
+    """A folder, an empty file, a public key or a genesis given as a private key is named as what
+    it is, whatever its mode, and never with its contents (found in a QA pass: a folder raised
+    IsADirectoryError; a .pub with mode 0644 was first asked to be chmod 600)."""
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    empty = tmp_path / "empty.key"
+    empty.write_bytes(b"")
+    pub = tmp_path / "v.pub"
+    pub.write_text(public_key_pem(generate_private_key().public_key()))
+    genesis = tmp_path / "genesis.toml"
+    genesis.write_text('[community]\nid = "secret-looking-text"\n')
+    for path, words in (
+        (folder, "is a folder"),
+        (tmp_path / "file" / "under.key", "not found"),
+        (empty, "is empty"),
+        (pub, "is a public key"),
+        (genesis, "not a PKCS#8 PEM private key"),
+    ):
+        if path.exists() and not path.is_dir():
+            os.chmod(path, 0o644)
+        with pytest.raises(KeyFileError, match=words) as info:
+            load_private_key(path)
+        assert "chmod" not in str(info.value) and "secret-looking" not in str(info.value)
+    (tmp_path / "file").write_text("")  # a path under a regular file
+    with pytest.raises(KeyFileError, match="not found"):
+        load_private_key(tmp_path / "file" / "under.key")
+    real = save_private_key(generate_private_key(), tmp_path / "real.key")
+    os.chmod(real, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_private_key(real)
