@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from chain.canonical import MAX_SAFE_INTEGER, CanonicalError
 from chain.envelope import Rejected, sign_envelope
 from chain.governance import ARGS
 from chain.messages import GOV_ACTIONS
 from peerwatt.commands.keys import load_key
 from peerwatt.commands.member import node_publish_options
-from peerwatt.errors import UserError
+from peerwatt.errors import UserError, check_outputs, write_outputs
 
 
 def _arg_value(text: str) -> int | str | None:
@@ -47,10 +48,13 @@ def _check_price_units(action: str, args: dict) -> None:
 
 
 def _write(envelope_bytes: bytes, out: Path | None) -> None:
+    """Print the signed transaction(s), or write them to a new file (never over an existing one,
+    as `keys new`, `genesis new` and `agent join-request` do; never half-written)."""
     if out is None:
         click.echo(envelope_bytes.decode("utf-8"))
         return
-    out.write_bytes(envelope_bytes + b"\n")
+    data = envelope_bytes + b"\n"
+    write_outputs({out: lambda path: path.write_bytes(data)}, overwrite=False)
     click.echo(f"wrote {out}: publish it to peerwatt/<community>/gov or hand it to the sequencer")
 
 
@@ -97,7 +101,13 @@ def propose(
         if not sep or name not in ARGS[action]:
             raise UserError(f"--arg {item!r}: expected one of {', '.join(ARGS[action])} as name=value")
         parsed[name] = value if name in ("key", "serial", "name", "owner") else _arg_value(value)
+        if isinstance(parsed[name], int) and abs(parsed[name]) > MAX_SAFE_INTEGER:
+            raise UserError(
+                f"--arg {name}={value}: the ledger's integers lie within ±{MAX_SAFE_INTEGER} (2^53 - 1)"
+            )
     _check_price_units(action, parsed)
+    if out is not None:
+        check_outputs([out], overwrite=False)
     if (config_file is not None or data_dir is not None) and out is None:
         from peerwatt.commands.member import node_side
 
@@ -120,10 +130,10 @@ def propose(
             created=now,
             ttl_s=days * 86400,
         )
-    except Rejected as exc:
+    except (Rejected, CanonicalError) as exc:
         raise UserError(f"cannot sign proposal: {exc}") from None
-    click.echo(f"proposal id {env.tx_hash.hex()}", err=True)
     _write(env.to_bytes(), out)
+    click.echo(f"proposal id {env.tx_hash.hex()}", err=True)
 
 
 def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | None, wait_s: float) -> None:
@@ -186,6 +196,8 @@ def vote(
     out,
 ) -> None:
     """Sign a vote; with a node (-c node.toml or --data) publish it and wait until it is counted."""
+    if out is not None:
+        check_outputs([out], overwrite=False)
     if config_file is None and data_dir is None:
         # offline: sign only (no store to take the seq from: the clock in ms, as agents start)
         if key_file is None or community is None or len(proposals) != 1 or requests or members:
@@ -272,7 +284,7 @@ def _sign_vote(key, community: str, seq: int, proposal: str, approve: bool):
             body={"proposal": proposal, "vote": "yes" if approve else "no"},
             created=int(time.time()),
         )
-    except Rejected as exc:
+    except (Rejected, CanonicalError) as exc:
         raise UserError(f"cannot sign vote: {exc}") from None
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chain.canonical import loads_strict
+from chain.canonical import CanonicalError, loads_strict
 from chain.envelope import Envelope, Rejected, sign_envelope
 from chain.keys import PrivateKey, key_id
 from peerwatt.errors import UserError
@@ -189,7 +189,7 @@ def sign_gov(
             created=now,
             ttl_s=VOTING_DAYS * 86400,
         )
-    except Rejected as exc:
+    except (Rejected, CanonicalError) as exc:
         raise UserError(f"cannot sign the {kind}: {exc}") from None
 
 

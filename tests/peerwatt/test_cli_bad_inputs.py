@@ -1,0 +1,90 @@
+"""Bad inputs a user can give the CLI (found in a QA pass): each gives one line and a non-zero
+exit, never a traceback, and never a half-written or overwritten output file."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from peerwatt.errors import UserError, write_outputs
+from tests.peerwatt.test_cli_bad_files import one_line_error
+from tests.support.cli import peerwatt
+
+
+@pytest.fixture()
+def key(tmp_path) -> Path:
+    r = peerwatt("keys", "new", "--out", str(tmp_path), "--name", "V")
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "V.key"
+
+
+def propose(key: Path, out: Path, *args: str):
+    return peerwatt(
+        "gov", "propose", "--key", str(key), "--community", "oak", "--action", "set_param",
+        "--arg", "name=x", *args, "--out", str(out),
+    )  # fmt: skip
+
+
+def test_gov_propose_refuses_an_integer_the_ledger_cannot_hold(tmp_path, key):
+    r = propose(key, tmp_path / "p.json", "--arg", "value=99999999999999999999999")
+    one_line_error(r, "--arg value=99999999999999999999999", "2^53")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_gov_out_a_folder_a_path_under_a_file_or_an_existing_file(tmp_path, key):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    (tmp_path / "f").write_text("")
+    existing = tmp_path / "existing.json"
+    existing.write_text("keep me")
+    for out, words in (
+        (folder, ("adir", "folder")),
+        (tmp_path / "f" / "p.json", ("f/p.json", "not a folder")),
+        (existing, ("existing.json", "already exists")),
+    ):
+        r = propose(key, out, "--arg", "value=9")
+        one_line_error(r, *words)
+        assert "proposal id" not in r.stderr  # nothing was signed away
+        r = peerwatt(
+            "gov", "vote", "--key", str(key), "--community", "oak", "--proposal", "ab" * 32, "--yes",
+            "--out", str(out),
+        )  # fmt: skip
+        one_line_error(r, *words)
+    assert existing.read_text() == "keep me" and os.listdir(folder) == []
+    r = propose(key, tmp_path / "new.json", "--arg", "value=9")
+    assert r.returncode == 0 and "proposal id" in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["V.key", "V.pub", "adir", "existing.json", "f", "new.json"]
+
+
+def test_a_folder_as_a_signing_key_is_one_line(tmp_path, key):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    r = propose(folder, tmp_path / "p.json", "--arg", "value=9")
+    one_line_error(r, "adir", "is a folder")
+    r = propose(key.with_suffix(".pub"), tmp_path / "p.json", "--arg", "value=9")
+    one_line_error(r, "V.pub", "public key")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_write_outputs_is_all_or_nothing(tmp_path):
+    """A failure writing any one file leaves none of them written nor any temporary file."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("old")
+
+    def full(path: Path) -> None:
+        path.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    with pytest.raises(UserError, match=r"cannot write .*b\.csv: No space left on device"):
+        write_outputs({first: lambda p: p.write_text("new"), second: full}, overwrite=True)
+    assert os.listdir(tmp_path) == ["a.csv"] and first.read_text() == "old"
+    with pytest.raises(UserError, match="already exists"):
+        write_outputs(
+            {second: lambda p: p.write_text("new"), first: lambda p: p.write_text("x")}, overwrite=False
+        )
+    assert os.listdir(tmp_path) == ["a.csv"] and first.read_text() == "old"
+    write_outputs({first: lambda p: p.write_text("new"), second: lambda p: p.write_text("b")}, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"] and first.read_text() == "new"
