@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from peerwatt.errors import UserError
+from peerwatt.errors import UserError, check_outputs, write_outputs
 
 
 def _day_start(day: str, tz: ZoneInfo, option: str) -> int:
@@ -17,6 +17,15 @@ def _day_start(day: str, tz: ZoneInfo, option: str) -> int:
     except ValueError:
         raise UserError(f"{option} {day!r}: use a date like 2026-06-21") from None
     return int(datetime.combine(parsed, time(0), tz).timestamp())
+
+
+# the tables build_report returns, in its order: checked before the (long) build, written after it
+REPORT_TABLES = ("households", "trades", "settlements", "kpis")
+
+
+def _path(out: Path, table: str) -> Path:
+    """The file of one table: --out itself for the household totals, the others beside it."""
+    return out if table == "households" else out.with_name(f"{out.stem}-{table}{out.suffix}")
 
 
 @click.command()
@@ -39,6 +48,7 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         raise UserError("--out must end in .csv or .parquet")
     if not out.parent.is_dir():
         raise UserError(f"folder {out.parent} does not exist")
+    check_outputs([_path(out, name) for name in REPORT_TABLES], overwrite=True)
     try:
         store = Store.open(data_dir, readonly=True)
     except StoreError as exc:
@@ -62,19 +72,17 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         raise UserError(str(exc)) from None
     finally:
         store.close()
-    written = []
-    for name, frame in tables.items():
-        path = out if name == "households" else out.with_name(f"{out.stem}-{name}{out.suffix}")
-        try:
-            if out.suffix == ".csv":
-                frame.map(text_cell).to_csv(path, index=False)  # names are the members' own
-            else:
-                frame.to_parquet(path, index=False)
-        except ImportError:
-            raise UserError("writing .parquet needs pyarrow: pip install pyarrow (or use .csv)") from None
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-        written.append(f"{path} ({len(frame)} rows)")
+
+    def writer(frame):
+        if out.suffix == ".csv":
+            return lambda path: frame.map(text_cell).to_csv(path, index=False)  # names are the members'
+        return lambda path: frame.to_parquet(path, index=False)
+
+    try:
+        write_outputs({_path(out, name): writer(frame) for name, frame in tables.items()}, overwrite=True)
+    except ImportError:
+        raise UserError("writing .parquet needs pyarrow: pip install pyarrow (or use .csv)") from None
+    written = [f"{_path(out, name)} ({len(frame)} rows)" for name, frame in tables.items()]
     kpis = tables["kpis"].iloc[0]
     click.echo("wrote " + ", ".join(written))
     share = kpis["self_sufficiency"]

@@ -12,6 +12,17 @@ import pytest
 from peerwatt.errors import UserError, write_outputs
 from tests.peerwatt.test_cli_bad_files import one_line_error
 from tests.support.cli import peerwatt
+from tests.support.market_ledger import build_market
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory) -> Path:
+    """A node's data folder holding a full trade round (one validator), left closed."""
+    base = tmp_path_factory.mktemp("market")
+    c = build_market(base, validators=1)
+    for ledger in c.ledgers:
+        ledger.close()
+    return base / "validator-0"
 
 
 @pytest.fixture()
@@ -88,3 +99,20 @@ def test_write_outputs_is_all_or_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["a.csv"] and first.read_text() == "old"
     write_outputs({first: lambda p: p.write_text("new"), second: lambda p: p.write_text("b")}, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"] and first.read_text() == "new"
+
+
+def test_report_writes_all_its_files_or_none(tmp_path, market):
+    """Found in a QA pass: with part-trades.csv a folder, `report --out part.csv` wrote part.csv
+    before it stopped at part-trades.csv."""
+    (tmp_path / "part-trades.csv").mkdir()
+    (tmp_path / "part-kpis.csv").write_text("old")
+    r = peerwatt("report", "--data", str(market), "--out", str(tmp_path / "part.csv"))
+    assert sorted(os.listdir(tmp_path)) == ["part-kpis.csv", "part-trades.csv"]
+    one_line_error(r, "part-trades.csv", "folder")
+    assert (tmp_path / "part-kpis.csv").read_text() == "old"
+    (tmp_path / "part-trades.csv").rmdir()
+    r = peerwatt("report", "--data", str(market), "--out", str(tmp_path / "part.csv"))
+    assert r.returncode == 0, r.stderr
+    names = ("", "-kpis", "-settlements", "-trades")
+    assert sorted(os.listdir(tmp_path)) == sorted(f"part{s}.csv" for s in names)
+    assert (tmp_path / "part-kpis.csv").read_text() != "old"
