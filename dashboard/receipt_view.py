@@ -3,14 +3,21 @@
 A receipt entry holds the result exactly as recorded (its canonical JSON is the Merkle leaf),
 its index, the block's result count, the RFC 6962 audit path (chain.block.result_proof), the
 block header and the validators' seals with the validator set in force at that height.
-``verify_receipt`` checks an entry using nothing but what the receipt contains:
+``verify_receipt`` checks a receipt (the dashboard's own, or one posted back) against the
+dashboard's ledger, never trusting what the receipt says about itself:
 
-1. the leaf hash of the result, with the audit path, gives the header's ``result_root``;
-2. the header hashes (SHA-256 of its canonical JSON) to the hash the seals sign;
-3. each seal is a valid signature of a validator in force over that header, and at least the
-   quorum of distinct validators sealed it in one consensus round.
-It also checks that the receipt is about the trade shown (kind, seller, buyer, energy).
-"""
+1. the entry is where the ledger records the trade (or its settlement), and its result is the
+   stored one, field by field, and about the trade shown (interval, parties, every figure);
+2. its header is the ledger's own block at that height, and hashes (SHA-256 of its canonical
+   JSON) to the hash the receipt names;
+3. the leaf hash of the result, with the audit path, gives the header's ``result_root`` in a
+   tree of the block's size;
+4. each seal is a valid signature over that header of a validator the ledger had in force at
+   that height (the index's ``validator_sets``: genesis, then each passed validator vote), and
+   at least the ledger's quorum of distinct validators sealed it in one consensus round. The
+   validators and quorum the receipt names are only compared with those.
+
+A receipt fails (``ok`` false) when any check fails, each with a one-line reason."""
 
 from __future__ import annotations
 
@@ -61,13 +68,7 @@ def entry(ledger: LedgerReader, index_conn, what: str, height: int, idx: int) ->
 def build_receipt(ledger: LedgerReader, index_conn, trade: dict[str, Any]) -> dict[str, Any]:
     """The receipt of a trade row (from dashboard.trades): its trade result and, once settled,
     its settlement result."""
-    entries = [entry(ledger, index_conn, "trade", trade["height"], trade["result_index"])]
-    settle = index_conn.execute(
-        "SELECT settle_height, settle_idx FROM trades WHERE interval = ? AND trade_key = ?",
-        (trade["interval"], trade["id"].split(":", 1)[1]),
-    ).fetchone()
-    if settle is not None and settle[0] is not None:
-        entries.append(entry(ledger, index_conn, "settlement", settle[0], settle[1]))
+    entries = [entry(ledger, index_conn, what, h, i) for what, (h, i) in locations(index_conn, trade).items()]
     return {
         "trade": trade["id"],
         "community": ledger.community.id,
@@ -75,87 +76,277 @@ def build_receipt(ledger: LedgerReader, index_conn, trade: dict[str, Any]) -> di
         "how_to_check": (
             "leaf = SHA-256(0x00 || canonical JSON of result); fold the proof (RFC 9162 §2.1.3.2) "
             "to header.result_root; SHA-256(canonical JSON of header) = header_hash; every seal "
-            "signs header_hash and at least quorum validators in force sealed it"
+            "signs header_hash and at least quorum validators in force sealed it; take the "
+            "validators and quorum from the community's genesis and its passed validator votes, "
+            "not from the receipt"
         ),
     }
 
 
-def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
-    return {"check": name, "ok": bool(ok), "detail": detail}
+MAX_INT = 2**53 - 1  # the ledger's integer range (docs/dashboard.md, "Parameters and their bounds")
+PARTS = ("trade", "settlement")
+# the trade row's figures a result must carry to be about the trade shown (result key: row key);
+# the stored result is compared in full besides ("result is the ledger's")
+TRADE_FIGURES = {
+    "energy_wh": "energy_wh",
+    "price": "price_per_kwh",
+    "value": "value",
+    "grid_fee": "grid_fee",
+    "levies": "levies",
+}
+SETTLED_FIGURES = {
+    "settled_wh": "settled_wh",
+    "value": "settled_value",
+    "grid_fee": "settled_grid_fee",
+    "levies": "settled_levies",
+    "status": "status",
+    "flag": "flag",
+    "flagged_meter": "flagged_meter",
+}
+_MISSING = object()
 
 
-def verify_entry(e: dict[str, Any], community: str, expected: dict[str, Any]) -> list[dict[str, Any]]:
-    """The checks of one receipt entry (see the module docstring), each with its outcome."""
+def _check(name: str, ok: bool, detail: str, failure: str = "") -> dict[str, Any]:
+    """One check; ``failure`` is added to the detail when it does not hold."""
+    return {"check": name, "ok": bool(ok), "detail": detail if ok or not failure else f"{detail}; {failure}"}
+
+
+def _int(value: Any) -> int | None:
+    """``value`` if it is an integer the ledger could hold, else None (so no float, string or
+    2**70 ever reaches a query)."""
+    return value if type(value) is int and 0 <= value <= MAX_INT else None
+
+
+def _short(value: Any, limit: int = 24) -> str:
+    """A value of a posted receipt for a one-line detail: on one line, cut to ``limit``."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _differences(claimed: Any, stored: dict[str, Any], keys: list[str] | None = None) -> list[str]:
+    """``key: receipt X, ledger Y`` for each field of ``claimed`` that is not ``stored``'s."""
+    if not isinstance(claimed, dict):
+        return [f"the receipt has {_short(claimed)}, not an object"]
+    out = []
+    for k in sorted(set(claimed) | set(stored)) if keys is None else keys:
+        mine, theirs = claimed.get(k, _MISSING), stored.get(k, _MISSING)
+        if mine != theirs or type(mine) is not type(theirs):
+            show = ["(none)" if v is _MISSING else _short(v) for v in (mine, theirs)]
+            out.append(f"{_short(k)}: receipt {show[0]}, ledger {show[1]}")
+    return out
+
+
+def locations(index_conn, trade: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Where the ledger records the trade and, once settled, its settlement: (height, index)."""
+    out = {"trade": (trade["height"], trade["result_index"])}
+    settle = index_conn.execute(
+        "SELECT settle_height, settle_idx FROM trades WHERE interval = ? AND trade_key = ?",
+        (trade["interval"], trade["id"].split(":", 1)[1]),
+    ).fetchone()
+    if settle is not None and settle[0] is not None:
+        out["settlement"] = (settle[0], settle[1])
+    return out
+
+
+def _about(what: str, result: Any, trade: dict[str, Any]) -> dict[str, Any]:
+    """That a result is about the trade row shown: kind, interval, parties and figures."""
+    want = {"kind": what, "interval": trade["interval"], "seller": trade["seller"], "buyer": trade["buyer"]}
+    note = ""
+    if what == "trade":
+        want.update({k: trade[column] for k, column in TRADE_FIGURES.items()})
+    else:
+        want.update(trade=trade["id"].split(":", 1)[1], energy_wh=trade["energy_wh"])
+        if trade.get("adjustments"):
+            # the row's settled figures include later corrections; the settlement's own are
+            # compared with the stored result ("settlement result is the ledger's")
+            note = f" (corrected {trade['adjustments']} time(s) since: see the receipt page)"
+        else:
+            want.update({k: trade[column] for k, column in SETTLED_FIGURES.items()})
+    problems = _differences(result, want, list(want))
+    shown = ", ".join(f"{k}={_short(v, 34)}" for k, v in want.items() if k != "kind")
+    return _check(f"{what} result is about this trade", not problems, shown + note, "; ".join(problems))
+
+
+def verify_entry(
+    e: dict[str, Any], ledger: LedgerReader, index_conn, trade: dict[str, Any], where: tuple[int, int] | None
+) -> list[dict[str, Any]]:
+    """The checks of one receipt entry against the ledger, each with a one-line detail: the
+    entry is where the ledger records this trade's part, its result is the stored one and about
+    this trade, its header is the stored block's and hashes as the receipt says, its proof
+    folds to the header's result root, and the seals reach the quorum of the validators the
+    ledger had in force at that height (never the set or quorum the receipt names)."""
+    what = e["what"]
+    if what not in PARTS:
+        return [
+            _check("entry is part of a receipt", False, f"{_short(what)} is neither trade nor settlement")
+        ]
+    height, index, size = _int(e["height"]), _int(e["index"]), _int(e["tree_size"])
+    at = f"leaf index {_short(e['index'])} of block {_short(e['height'])}"
+    store = ledger.store()
+    result, header = e["result"], e["header"]
     checks = []
-    result = e["result"]
-    about = all(result.get(k) == v for k, v in expected.items())
+    # the result: where the ledger records this part of the trade, and every field of it
+    if where is None:
+        stored_result = None
+        checks.append(
+            _check(f"{what} is where the ledger records it", False, f"the ledger has no {what} of it")
+        )
+    else:
+        stored_result = store.results(where[0])[where[1]]
+        place = f"result {where[1] + 1} of block {where[0]} (leaf index {where[1]})"
+        checks.append(
+            _check(
+                f"{what} is where the ledger records it",
+                (height, index) == where,
+                f"the ledger records it as {place}",
+                f"the receipt says {at}",
+            )
+        )
+    problems = (
+        ["the ledger holds no such result"] if stored_result is None else _differences(result, stored_result)
+    )
     checks.append(
         _check(
-            f"{e['what']} result is about this trade",
-            about,
-            ", ".join(f"{k}={result.get(k)}" for k in expected),
+            f"{what} result is the ledger's",
+            not problems,
+            "compared field by field with the ledger's",
+            "; ".join(problems),
+        )
+    )
+    checks.append(_about(what, result, trade))
+    # the header: the ledger's own block at that height, hashing as the receipt says
+    stored_header = store.header(height) if height is not None else None
+    if stored_header is None:
+        problems = [f"the ledger has no block {_short(e['height'])}"]
+    else:
+        problems = _differences(header, stored_header)
+    checks.append(
+        _check(
+            f"{what} header is the ledger's",
+            not problems,
+            f"the header of block {_short(e['height'])}",
+            "; ".join(problems) if stored_header is None else "differs in " + "; ".join(problems),
         )
     )
     try:
-        leaf = leaf_hash(dumps_checked(result))
-        proof = proof_from_hex(e["proof"])
-        root = bytes.fromhex(e["header"]["result_root"])
-        included = verify_inclusion(leaf, e["index"], e["tree_size"], proof, root)
-    except (CanonicalError, ValueError, KeyError, TypeError):
-        included = False
-    checks.append(
-        _check(
-            "inclusion proof",
-            included,
-            f"result {e['index'] + 1} of {e['tree_size']} in block {e['height']} (leaf index {e['index']}), "
-            f"{len(e['proof'])} proof hashes "
-            f"→ result_root {str(e['header'].get('result_root', ''))[:16]}…",
-        )
-    )
-    try:
-        computed = header_hash(e["header"])
+        computed = header_hash(header)
     except (CanonicalError, ValueError, TypeError):
         computed = b""
     checks.append(
         _check(
             "header hash",
-            computed.hex() == e["header_hash"] and e["header"].get("height") == e["height"],
+            computed.hex() == e["header_hash"]
+            and isinstance(header, dict)
+            and header.get("height") == height,
             f"SHA-256(header) = {computed.hex()[:16]}…",
+            f"the receipt says {_short(e['header_hash'])} for block {_short(e['height'])}",
         )
     )
-    validators = e["validators"]
-    valid = []
-    problems = []
-    for seal in e["seals"]:
+    # the inclusion proof: the result's leaf folds to the header's result_root, in a tree of
+    # the block's size
+    stored_size = len(store.results(height)) if stored_header is not None else None
+    try:
+        proof = proof_from_hex(e["proof"])
+        root = bytes.fromhex(header["result_root"])
+        leaf = leaf_hash(dumps_checked(result))
+        included = None not in (index, size) and verify_inclusion(leaf, index, size, proof, root)
+    except (CanonicalError, ValueError, KeyError, TypeError, AttributeError):
+        included, proof = False, []
+    root_text = str(header.get("result_root", "")) if isinstance(header, dict) else ""
+    checks.append(
+        _check(
+            "inclusion proof",
+            included and size == stored_size,
+            f"result {index + 1 if index is not None else _short(e['index'])} of {_short(e['tree_size'])} "
+            f"in block {_short(e['height'])} (leaf index {_short(e['index'])}), {len(proof)} proof hashes "
+            f"→ result_root {_short(root_text, 17)}",
+            ""
+            if stored_size is None or size == stored_size
+            else f"the ledger's block has {stored_size} results",
+        )
+    )
+    # the seals: the validators and quorum the ledger had in force at that height
+    validators, quorum = validator_set(index_conn, height) if height is not None else ({}, 1)
+    named = e.get("validators")
+    checks.append(
+        _check(
+            "validators and quorum are the ledger's",
+            (named, e.get("quorum")) == (validators, quorum),
+            f"{len(validators)} validators, quorum {quorum}, in force at block {_short(e['height'])}",
+            f"the receipt names {len(named) if isinstance(named, dict) else _short(named)} validator(s) and "
+            f"quorum {_short(e.get('quorum'))}, which are not used",
+        )
+    )
+    valid, refused = [], []
+    for seal in e["seals"] if isinstance(e["seals"], list) else []:
         try:
-            env = parse_envelope(dumps_checked(seal), community=community, now=None, interval_s=None)
+            env = parse_envelope(
+                dumps_checked(seal), community=ledger.community.id, now=None, interval_s=None
+            )
             check_seal_for(
-                {k: {"key": v} for k, v in validators.items()}, community, e["height"], computed, env
+                {k: {"key": v} for k, v in validators.items()}, ledger.community.id, height, computed, env
             )
             valid.append(env)
-        except (Rejected, InvalidBlock, CanonicalError, ValueError) as exc:
-            problems.append(f"{str(seal.get('signer', '?'))[:8]}: {exc}")
+        except (Rejected, InvalidBlock, CanonicalError, ValueError, TypeError) as exc:
+            signer = seal.get("signer", "?") if isinstance(seal, dict) else "?"
+            refused.append(f"{_short(signer, 8)}: {' '.join(str(exc).split())}")
     best = most_seals_in_one_round(valid, validators)
-    detail = f"{best} valid seal(s) of one round of {len(validators)} validators, quorum {e['quorum']}"
-    if problems:
-        detail += "; refused: " + "; ".join(problems)
-    checks.append(_check("seals reach the quorum", best >= e["quorum"] and not problems, detail))
+    checks.append(
+        _check(
+            "seals reach the quorum",
+            best >= quorum and not refused,
+            f"{best} valid seal(s) of one round of the {len(validators)} validators, quorum {quorum}",
+            "refused: " + "; ".join(refused) if refused else "",
+        )
+    )
     return checks
 
 
-def verify_receipt(receipt: dict[str, Any], trade: dict[str, Any]) -> dict[str, Any]:
-    """Check every entry of a receipt against the trade row it claims to be about."""
-    expected = {"interval": trade["interval"], "seller": trade["seller"], "buyer": trade["buyer"]}
-    all_checks = []
-    for e in receipt["entries"]:
-        want = dict(expected, kind=e["what"])
-        if e["what"] == "trade":
-            want["energy_wh"] = trade["energy_wh"]
-        all_checks.append(
-            {"what": e["what"], "height": e["height"], "checks": verify_entry(e, receipt["community"], want)}
-        )
-    ok = all(c["ok"] for entry_checks in all_checks for c in entry_checks["checks"])
-    return {"ok": ok, "entries": all_checks}
+def verify_receipt(receipt: dict[str, Any], trade: dict[str, Any], ledger: LedgerReader, index_conn) -> dict:
+    """Check a receipt (the ledger's own, or one posted back) against the trade row it claims to
+    be about and against the dashboard's ledger. ``ok`` only when every check holds; ``checks``
+    are about the receipt as a whole, ``entries`` about each of its parts."""
+    where = locations(index_conn, trade)
+    parts = [e["what"] for e in receipt["entries"]]
+    named = ", ".join(_short(p) for p in parts) or "nothing"
+    checks = [
+        _check(
+            "receipt is of this trade",
+            receipt.get("trade") == trade["id"],
+            f"trade {trade['id']}",
+            f"the receipt says {_short(receipt.get('trade'), 64)}",
+        ),
+        _check(
+            "community",
+            receipt.get("community") == ledger.community.id,
+            f"this ledger's is {ledger.community.id}",
+            f"the receipt says {_short(receipt.get('community'), 40)}",
+        ),
+        _check(
+            "receipt holds the trade",
+            "trade" in parts,
+            f"it holds: {named}"
+            + (
+                f" (settled since, in block {where['settlement'][0]})"
+                if "settlement" in where and "settlement" not in parts
+                else ""
+            ),
+            "no trade entry",
+        ),
+    ]
+    entries = [
+        {
+            "what": e["what"] if isinstance(e["what"], str) else _short(e["what"]),
+            "height": e["height"],
+            "checks": verify_entry(
+                e, ledger, index_conn, trade, where.get(e["what"]) if e["what"] in PARTS else None
+            ),
+        }
+        for e in receipt["entries"]
+    ]
+    ok = all(c["ok"] for c in checks) and all(c["ok"] for e in entries for c in e["checks"])
+    return {"ok": ok, "checks": checks, "entries": entries}
 
 
 def parse_receipt(text: str) -> dict[str, Any]:

@@ -162,13 +162,16 @@
         head.textContent = result.ok ? "\u2714 Verified: this trade is in sealed blocks of the ledger."
           : "\u2718 Verification failed: " + (result.error || "see the checks below");
         out.appendChild(head);
-        (result.entries || []).forEach((entry) => {
+        const groups = [{ label: "receipt", checks: result.checks || [] }].concat(
+          (result.entries || []).map((entry) => ({ label: entry.what + " (block " + entry.height + ")", checks: entry.checks })));
+        groups.forEach((group) => {
+          if (!group.checks.length) return;
           const list = document.createElement("ul");
           list.className = "checks";
-          entry.checks.forEach((c) => {
+          group.checks.forEach((c) => {
             const li = document.createElement("li");
             li.className = c.ok ? "ok" : "bad";
-            li.textContent = (c.ok ? "\u2714 " : "\u2718 ") + entry.what + " (block " + entry.height + "): " + c.check + " \u2014 " + c.detail;
+            li.textContent = (c.ok ? "\u2714 " : "\u2718 ") + group.label + ": " + c.check + " \u2014 " + c.detail;
             list.appendChild(li);
           });
           out.appendChild(list);

@@ -204,7 +204,8 @@ def api_receipt(trade_id: str):
 @bp.route("/api/v1/receipts/<trade_id>/verify", methods=["POST"])
 @login_required
 def api_verify(trade_id: str):
-    """Check a receipt server-side: the one posted (JSON body), or else the ledger's own."""
+    """Check a receipt server-side against the ledger: the one posted (JSON body), or else the
+    ledger's own."""
     trade = _trade(trade_id)
     s = services()
     if request.data:
@@ -212,10 +213,9 @@ def api_verify(trade_id: str):
             receipt = parse_receipt(request.get_data(as_text=True))
         except ValueError as exc:
             raise FilterError(f"the posted receipt is not valid JSON: {exc}") from None
-        receipt["community"] = s.ledger.community.id
     else:
         receipt = build_receipt(s.ledger, s.index.conn, trade)
     try:
-        return jsonify(verify_receipt(receipt, trade))
+        return jsonify(verify_receipt(receipt, trade, s.ledger, s.index.conn))
     except (KeyError, TypeError, AttributeError):
         raise FilterError("the posted receipt is missing fields") from None

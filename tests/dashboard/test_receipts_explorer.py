@@ -55,20 +55,28 @@ def test_receipt_proves_trade_and_settlement_against_sealed_headers(as_villa, bu
         assert f"result {position} {where}" in proof["detail"]
 
 
-def test_tampered_receipts_fail_verification(as_villa, built):
+def test_tampered_receipts_fail_verification(app, as_villa, built):
     trade = settled_trade(as_villa, built.meters[0])
     receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
-    receipt["community"] = "oak-street"
+    services = app.extensions["peerwatt"]
 
     def failing(mutate) -> set[str]:
         r = copy.deepcopy(receipt)
         mutate(r)
-        out = verify_receipt(r, trade)
+        with app.app_context():
+            out = verify_receipt(r, trade, services.ledger, services.index.conn)
         assert out["ok"] is False
         return {c["check"] for e in out["entries"] for c in e["checks"] if not c["ok"]}
 
-    assert failing(lambda r: r["entries"][0]["result"].update(value=10**9)) == {"inclusion proof"}
-    assert failing(lambda r: r["entries"][0]["header"].update(time=1)) >= {"header hash"}
+    assert failing(lambda r: r["entries"][0]["result"].update(value=10**9)) == {
+        "inclusion proof",
+        "trade result is the ledger's",
+        "trade result is about this trade",
+    }
+    assert failing(lambda r: r["entries"][0]["header"].update(time=1)) >= {
+        "header hash",
+        "trade header is the ledger's",
+    }
     assert failing(lambda r: r["entries"][1]["seals"].pop()) == {"seals reach the quorum"}
     assert failing(lambda r: r["entries"][0]["seals"][0].update(sig=r["entries"][0]["seals"][1]["sig"])) == {
         "seals reach the quorum"
