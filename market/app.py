@@ -12,9 +12,11 @@ State (the app's namespace of the ledger state, committed by the state root):
   resettle_gridops [interval, ...]                             intervals its new data changes
   gridops_pruned   interval                                    its data before this is forgotten
   corrections {meter: {interval: count}}                       corrections of a recorded reading
+  orders_placed {interval: {meter: count}}                     orders placed, open intervals only
 (``gridops``, ``resettle_gridops`` and ``gridops_pruned`` appear with the first grid operator's
-data, and ``corrections`` with the first correction under ``max_reading_corrections``, so a
-community that uses neither keeps the state it always had.)
+data, ``corrections`` with the first correction under ``max_reading_corrections`` and
+``orders_placed`` with the first order under ``max_orders_per_interval``, so a community that uses
+none of them keeps the state it always had.)
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -85,6 +87,9 @@ class MarketApp:
             return self._deliver_gridops(ctx, market_params.with_defaults(ctx.params), env)
         if env.type == "order":
             interval = str(body["interval"])
+            if market_params.with_defaults(ctx.params)["max_orders_per_interval"] is not None:
+                placed = ctx.state.setdefault("orders_placed", {}).setdefault(interval, {})
+                placed[env.signer] = placed.get(env.signer, 0) + 1
             book = ctx.state["book"].setdefault(interval, {})
             if body["energy_wh"] == 0:
                 book.pop(env.signer, None)
@@ -133,6 +138,15 @@ class MarketApp:
         existing = ctx.state["book"].get(str(interval), {}).get(env.signer)
         if existing is not None and env.seq <= existing["seq"]:
             raise Rejected("stale_order", "a newer order of this meter for this interval is in effect")
+        limit = p["max_orders_per_interval"]
+        if limit is not None:
+            placed = ctx.state.get("orders_placed", {}).get(str(interval), {}).get(env.signer, 0)
+            if placed >= limit:
+                raise Rejected(
+                    "too_many_orders",
+                    f"a meter may place {limit} orders (replacements and cancellations included) "
+                    "for one interval",
+                )
         if body["energy_wh"] == 0:
             return
         if not p["feed_in_price"] <= body["limit_price"] <= p["retail_price"]:
@@ -487,6 +501,9 @@ class MarketApp:
                 del counts[interval]
             if not counts:
                 del corrections[meter]
+        placed = ctx.state.get("orders_placed")
+        for interval in [i for i in placed or () if int(i) - p["gate_s"] <= ctx.time]:
+            del placed[interval]  # its gate has closed: no order for it is taken any more
         oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
         keep_settled_from = keep_from
         if p["settlement_source"] != METER:

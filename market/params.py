@@ -41,6 +41,11 @@ DEFAULTS: dict[str, Any] = {
     # intervals and adjusts every trade of both, the counterparties' too). None: no limit, how
     # every ledger written before this switch ran; new genesis files say 3.
     "max_reading_corrections": None,
+    # how many orders a meter may place for one delivery interval (its first, every replacement
+    # and every cancellation: each is a transaction every node stores for good). None: no limit,
+    # how every ledger written before this switch ran; new genesis files say 12
+    # (docs/market.md, "Order revisions").
+    "max_orders_per_interval": None,
 }
 FEE_RATES_AT = ("clearing", "settlement")
 
@@ -115,5 +120,8 @@ def check_params(params: dict[str, Any]) -> None:
     limit = p["max_reading_corrections"]
     if limit is not None and (type(limit) is not int or limit < 0):
         raise ValueError("max_reading_corrections must be a non-negative integer")
+    limit = p["max_orders_per_interval"]
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValueError("max_orders_per_interval must be a positive integer")
     if p["gridops_window_s"] < p["interval_s"]:
         raise ValueError("gridops_window_s must be at least one interval")

@@ -66,6 +66,7 @@ PARAMS = {
     "mechanism": "uniform",
     "fee_rates_at": "clearing",
     "max_reading_corrections": 3,
+    "max_orders_per_interval": 12,
 }
 
 

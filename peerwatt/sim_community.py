@@ -135,6 +135,7 @@ def market_params(o: SimOptions) -> dict[str, Any]:
         "community_price": o.community_price,
         "fee_rates_at": "clearing",
         "max_reading_corrections": 3,
+        "max_orders_per_interval": 12,
     }
     check_params(params)
     return params

@@ -126,6 +126,7 @@ def genesis_text(
         'mechanism = "uniform"        # uniform | pay-as-bid | community',
         'fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure',
         "max_reading_corrections = 3  # how often a meter may correct one interval's reading",
+        "max_orders_per_interval = 12 # orders a meter may place for one interval, replacements included",
         "",
     ]
     for vname, sec1 in validators:

@@ -40,6 +40,7 @@ mechanism = "uniform"        # uniform | pay-as-bid | community
 community_price = 150000     # used by the "community" mechanism
 fee_rates_at = "clearing"    # trades settle at the fee rates of their gate closure (docs/billing.md)
 max_reading_corrections = 3  # how often a meter may correct one interval's reading (docs/market.md)
+max_orders_per_interval = 12 # orders a meter may place for one interval, replacements included (idem)
 
 # One [[validators]] entry per validator key (public key: compressed SEC1 hex or PEM).
 {validators}

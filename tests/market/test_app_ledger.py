@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chain.envelope import Rejected
 from chain.verify import verify_store
 from market.app import MarketApp
 from tests.support.localnet import make_community
@@ -367,3 +368,53 @@ def test_without_the_parameter_corrections_stay_unlimited(tmp_path):
     c, blocks = _alternating_corrections(tmp_path, 5)
     assert all(any(r["kind"] == "adjustment" for r in results) for results in blocks)
     assert "corrections" not in c.ledgers[0].state["app"]
+
+
+def _order_churn(tmp_path, n: int, **params):
+    """Meter 0 places ``n`` orders for I1 (replacements, one of them a cancellation), one block
+    each; the community and the status of each."""
+    c = make_community(
+        validators=1, members=4, meters_per_member=1, app="market", app_params={**PARAMS, **params}, time=T0
+    )
+    c.open_ledgers(tmp_path, MarketApp)
+    statuses = []
+    for k in range(n):
+        t = T0 + 10 + k
+        energy_wh = 0 if k == 2 else 500 + k
+        block = c.run_block([order(c, 0, "sell", energy_wh, 90_000, t)], t)
+        statuses.append(next(r.get("reason", r["status"]) for r in block.results if r["kind"] == "tx"))
+    return c, statuses
+
+
+def test_a_meter_places_at_most_max_orders_per_interval_orders_for_one_interval(tmp_path):
+    """Found in a QA pass: one meter replaced one order 6,000 times (each with a higher seq), all
+    booked, growing every node's store by ~0.56 MB per 2,000 while the book held one order. With
+    max_orders_per_interval (new genesis files say 12) one more order for that interval is
+    refused, a cancellation counts as one, and the count leaves the state at gate closure."""
+    c, statuses = _order_churn(tmp_path, 5, max_orders_per_interval=4)
+    assert statuses == ["ok", "ok", "ok", "ok", "too_many_orders"]
+    meter = c.meters[0].id
+    assert c.ledgers[0].state["app"]["orders_placed"] == {str(I1): {meter: 4}}
+    assert c.ledgers[0].state["app"]["book"][str(I1)][meter]["energy_wh"] == 503  # the 4th
+    with pytest.raises(Rejected) as refused:  # refused at intake: it never reaches a block
+        c.ledgers[0].intake(order(c, 0, "sell", 700, 90_000, T0 + 20).to_bytes(), T0 + 20)
+    assert refused.value.reason == "too_many_orders"
+    # another interval, and another meter, have their own count
+    t = T0 + 30
+    block = c.run_block(
+        [order(c, 0, "sell", 100, 90_000, t, interval=I1 + 900), order(c, 1, "buy", 100, 200_000, t)], t
+    )
+    assert [r["status"] for r in block.results if r["kind"] == "tx"] == ["ok", "ok"]
+    c.run_block([], I1 - 300)  # gate closure of I1: its count is forgotten, I1 + 900's kept
+    assert c.ledgers[0].state["app"]["orders_placed"] == {str(I1 + 900): {meter: 1}}
+    c.run_block([], I1 + 600)
+    assert c.ledgers[0].state["app"]["orders_placed"] == {}
+    assert verify_store(c.ledgers[0].store, MarketApp()).blocks == c.ledgers[0].height
+
+
+def test_without_the_parameter_orders_stay_unlimited(tmp_path):
+    """Ledgers written before max_orders_per_interval re-execute as they did: every replacement
+    is taken (and the state keeps no count)."""
+    c, statuses = _order_churn(tmp_path, 14)
+    assert statuses == ["ok"] * 14
+    assert "orders_placed" not in c.ledgers[0].state["app"]

@@ -106,6 +106,7 @@ def test_every_genesis_peerwatt_writes_takes_the_market_rules_of_today(tmp_path)
     ):
         assert params["fee_rates_at"] == "clearing"
         assert params["max_reading_corrections"] == 3
+        assert params["max_orders_per_interval"] == 12
 
 
 def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder(tmp_path):
