@@ -19,8 +19,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import sqlite3
 import tomllib
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from market.billing import (
 )
 from market.params import with_defaults
 from market.spreadsheet import text_cell
+from peerwatt.errors import UserError, write_outputs
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
@@ -311,13 +314,32 @@ class IssuedStore:
     """``issued.sqlite``: every statement and note issued, gap-free numbers, append-only."""
 
     def __init__(self, billing_dir: Path) -> None:
-        billing_dir.mkdir(parents=True, exist_ok=True)
         self.path = billing_dir / ISSUED_DB
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(_SCHEMA)
+        try:
+            billing_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BillingError(
+                f"cannot create the billing folder {billing_dir}: {exc.strerror or exc}"
+            ) from None
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self.error(exc) from None
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise self.error(exc) from None
         self._outer = False  # inside transaction(): issue() is part of it
+
+    def error(self, exc: sqlite3.Error) -> BillingError:
+        """A one-line BillingError for an SQLite error on the register (a read-only billing
+        folder, a folder where the file should be, a damaged file)."""
+        return BillingError(
+            f"cannot use the register {self.path}: {exc} (check the billing folder's owner and mode)"
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -326,13 +348,22 @@ class IssuedStore:
     def transaction(self) -> Iterator[None]:
         """One transaction around several :meth:`issue` calls (a month-end run): all of them are
         issued, or none."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.error(exc) from None
         self._outer = True
         try:
             yield
             self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite discards the transaction on close
+            if isinstance(exc, sqlite3.Error):
+                raise self.error(exc) from None
             raise
         finally:
             self._outer = False
@@ -490,6 +521,8 @@ def issue_corrections(
     (and a statement for a member first billable now). The issued documents are not touched."""
     view = ledger_view(store, height)
     start, end = period_bounds(period, view.timezone)
+    if register is None and not (billing_dir / ISSUED_DB).exists():  # (not made just to say so)
+        raise BillingError(f"no statements for {period} were issued yet; issue them first")
     issued = register or IssuedStore(billing_dir)
     try:
         if issued.first_run(view.community, period) is None:
@@ -544,21 +577,28 @@ def issue_month_end(
     is issued (and written by ``write``) in one transaction: a run that fails issues nothing."""
     view = ledger_view(store, height)
     community = view.community
-    _ended(view, period)  # what is refused is refused before the register is made
+    start, end = _ended(view, period)  # what is refused is refused before the register is made
     load_config(billing_dir)
+    if not (billing_dir / ISSUED_DB).exists() and not members_to_bill(view, start, end):
+        return [], {}  # nothing issued before, nothing to issue now: nothing is made (no register)
     notes: dict[str, list[dict[str, Any]]] = {}
     register = IssuedStore(billing_dir)
+    numbered: list[dict[str, Any]] = []  # written together at the end: all files or none
+    collect = None if write is None else numbered.extend
     try:
         with register.transaction():  # all of the run is issued, or none of it
             statements = issue_period(
-                store, billing_dir, period, issued_at=issued_at, height=height, write=write, register=register
-            )
+                store, billing_dir, period, issued_at=issued_at, height=height, write=collect,
+                register=register,
+            )  # fmt: skip
             for earlier in earlier_periods(period):
                 if register.first_run(community, earlier) is not None:
                     notes[earlier] = issue_corrections(
-                        store, billing_dir, earlier, issued_at=issued_at, height=height, write=write,
+                        store, billing_dir, earlier, issued_at=issued_at, height=height, write=collect,
                         register=register,
                     )  # fmt: skip
+            if write is not None and numbered:
+                write(numbered)
     finally:
         register.close()
     return statements, notes
@@ -886,48 +926,69 @@ SUMMARY_COLUMNS = [
 
 def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
-    listing them (one row per document)."""
-    files = []  # every document rendered before the first file is written
+    listing each period's (one row per document). All of them are written, or none (BillingError
+    or UserError, one line); nothing to write makes no folder."""
+    if not docs:
+        return []  # nothing issued: no folder, no file
+    outputs: dict[Path, bytes] = {}  # every document rendered before the first file is written
     for doc in docs:
         base = out_dir / doc["number"]
-        for suffix, data in (
-            (".json", dumps_checked(doc)),
-            (".csv", render_csv(doc).encode()),
-            (".pdf", render_pdf(doc)),
-        ):
-            files.append((base.with_name(base.name + suffix), data))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, data in files:
-        path.write_bytes(data)
-        written.append(path)
-    if docs:
-        # one row per document number: a run again after a failed one replaces its rows
-        summary = out_dir / f"{docs[0]['community']}-{docs[0]['period']}.csv"
-        rows: dict[str, list[Any]] = {}
-        if summary.exists():
+        outputs[base.with_name(base.name + ".json")] = dumps_checked(doc)
+        outputs[base.with_name(base.name + ".csv")] = render_csv(doc).encode()
+        outputs[base.with_name(base.name + ".pdf")] = render_pdf(doc)
+    periods: dict[Path, list[dict[str, Any]]] = {}
+    for doc in docs:
+        periods.setdefault(out_dir / f"{doc['community']}-{doc['period']}.csv", []).append(doc)
+    for summary, period_docs in periods.items():
+        outputs[summary] = _summary(summary, period_docs)
+    made = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BillingError(f"cannot write the statements to {out_dir}: {exc.strerror or exc}") from None
+    try:  # every file or none: a failed run leaves no statement files of numbers never issued
+        write_outputs({path: _bytes_writer(data) for path, data in outputs.items()}, overwrite=True)
+    except UserError as exc:
+        raise BillingError(f"cannot write the statements: {exc}") from None
+    finally:
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    return list(outputs)
+
+
+def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
+    """The period's summary CSV with ``docs``' rows added to those already in ``summary``."""
+    # one row per document number: a run again after a failed one replaces its rows
+    rows: dict[str, list[Any]] = {}
+    if summary.is_file():
+        try:
             with summary.open(newline="") as f:
                 rows = {row[0]: row for row in list(csv.reader(f))[1:] if row}
-        for doc in docs:
-            st = _figures(doc)
-            shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
-            rows[doc["number"]] = [
-                doc["number"],
-                doc["kind"],
-                doc.get("references", ""),
-                st["member"],
-                text_cell(st["member_name"]),
-                doc["total"],
-                shown_total,
-                st["provisional"],
-                st["final"],
-            ]
-        with summary.open("w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(SUMMARY_COLUMNS)
-            w.writerows(rows[n] for n in sorted(rows))
-        written.append(summary)
-    return written
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise BillingError(f"cannot read {summary} (to add this run's rows): {exc}") from None
+    for doc in docs:
+        st = _figures(doc)
+        shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+        rows[doc["number"]] = [
+            doc["number"],
+            doc["kind"],
+            doc.get("references", ""),
+            st["member"],
+            text_cell(st["member_name"]),
+            doc["total"],
+            shown_total,
+            st["provisional"],
+            st["final"],
+        ]
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    w.writerows(rows[n] for n in sorted(rows))
+    return text.getvalue().encode()
+
+
+def _bytes_writer(data: bytes) -> Callable[[Path], object]:
+    return lambda path: path.write_bytes(data)
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -943,12 +1004,19 @@ def read_document(path: Path) -> tuple[dict[str, Any], str | None]:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
 
+        pdf_log = logging.getLogger("pypdf")
+        level = pdf_log.level
+        pdf_log.setLevel(logging.CRITICAL)  # its own lines ("EOF marker not found") are not ours
         try:
-            reader = PdfReader(io.BytesIO(data))
-            attached = reader.attachments.get("statement.json")
-            page_text = "\n".join(p.extract_text() for p in reader.pages)
-        except PdfReadError as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reader = PdfReader(io.BytesIO(data))
+                attached = reader.attachments.get("statement.json")
+                page_text = "\n".join(p.extract_text() for p in reader.pages)
+        except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BillingError(f"{path} is not a readable PDF: {exc}") from None
+        finally:
+            pdf_log.setLevel(level)
         if not attached:
             raise BillingError(f"{path} has no embedded statement.json: not a peerwatt statement")
         return loads_strict(attached[0]), page_text
@@ -1020,6 +1088,52 @@ def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = N
     return problems
 
 
+DOCUMENT_KINDS = ("statement", "credit_note", "debit_note")
+
+
+def _not_a_document(doc: Any) -> str | None:
+    """Why ``doc`` is no statement or note whose figures can be re-derived (None: it is one).
+    Only the fields the re-derivation starts from are looked at; the rest is compared."""
+    if not isinstance(doc, dict):
+        return f"it holds a JSON {type(doc).__name__}, not an object"
+    kind = doc.get("kind")
+    if kind not in DOCUMENT_KINDS:
+        return f"its kind is {kind!r}, not {', '.join(DOCUMENT_KINDS[:-1])} or {DOCUMENT_KINDS[-1]}"
+    ledgers = []
+    if kind == "statement":
+        st, where = doc, ""
+    else:
+        st, where = doc.get("corrected"), "corrected."
+        if not isinstance(st, dict):
+            return "its corrected figures are not an object"
+        ledgers.append(("previous_ledger", doc.get("previous_ledger")))
+    ledgers.append((f"{where}ledger", st.get("ledger")))
+    for name, ledger in ledgers:
+        if not isinstance(ledger, dict) or type(ledger.get("height")) is not int:
+            return f"{name}.height is missing or not an integer"
+        if not isinstance(ledger.get("block_hash"), str):
+            return f"{name}.block_hash is missing or not a string"
+    for name in ("period", "member", "currency"):
+        if not isinstance(st.get(name), str):
+            return f"{where}{name} is missing or not a string"
+    vat = st.get("vat")
+    if not isinstance(vat, dict) or not {"charged", "rate_bp", "note"} <= set(vat):
+        return f"{where}vat is missing or incomplete"
+    if not isinstance(doc.get("number"), str):
+        return "number is missing or not a string"
+    return None
+
+
 def verify_file(store: Store, path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A document read from ``path`` and its differences from the ledger; BillingError (not a
+    difference) when the file holds no statement or note at all."""
     doc, page_text = read_document(path)
-    return doc, verify_document(store, doc, page_text)
+    why = _not_a_document(doc)
+    if why is not None:
+        raise BillingError(f"{path} is not a peerwatt statement or note: {why}")
+    try:
+        return doc, verify_document(store, doc, page_text)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a field of the wrong shape
+        raise BillingError(
+            f"{path} is not a well-formed peerwatt statement or note ({type(exc).__name__}: {exc})"
+        ) from None

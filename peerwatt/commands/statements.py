@@ -22,6 +22,16 @@ def _open_store(data_dir: Path):
         raise UserError(str(exc)) from None
 
 
+def _check_folder(folder: Path, what: str) -> None:
+    """Refuse a folder that cannot be made (a file in its place or on its path) before anything is
+    issued or created."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"{what} {folder}: {path} is a file, not a folder")
+            return
+
+
 @click.group(invoke_without_command=True)
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="A node's data folder.")
 @click.option("--period", help="The month, YYYY-MM (the community's time zone).")
@@ -67,6 +77,8 @@ def statements(
     except ValueError:
         raise UserError(f"--issued-on {issued_at!r}: use a date like 2026-07-01") from None
     billing = billing_dir or data_dir / "billing"
+    _check_folder(out_dir, "cannot write the statements to")
+    _check_folder(billing, "cannot use the billing folder")
     store = _open_store(data_dir)
     notes: dict[str, list] = {}
     written: list[Path] = []

@@ -116,3 +116,77 @@ def test_report_writes_all_its_files_or_none(tmp_path, market):
     names = ("", "-kpis", "-settlements", "-trades")
     assert sorted(os.listdir(tmp_path)) == sorted(f"part{s}.csv" for s in names)
     assert (tmp_path / "part-kpis.csv").read_text() != "old"
+
+
+@pytest.fixture(scope="module")
+def june(tmp_path_factory):
+    """A June on a market ledger (tests/peerwatt/test_statements_month.py) with 5 statements."""
+    from tests.peerwatt.test_statements_month import build_month
+
+    return build_month(tmp_path_factory.mktemp("june"))
+
+
+def issue_june(june, billing: Path, out: Path, *more: str):
+    return peerwatt(
+        "statements", "--data", str(june.node), "--period", "2026-06", "--height", str(june.issue_height),
+        "--issued-on", "2026-07-01", "--billing", str(billing), "--out", str(out), *more,
+    )  # fmt: skip
+
+
+def test_statements_a_register_or_folder_that_cannot_be_used_is_one_line(tmp_path, june):
+    """Found in a QA pass: a read-only billing folder raised sqlite3.OperationalError (here, as
+    root, a folder where issued.sqlite should be, and a billing folder under a file)."""
+    (tmp_path / "b" / "issued.sqlite").mkdir(parents=True)
+    one_line_error(
+        issue_june(june, tmp_path / "b", tmp_path / "out"), "b/issued.sqlite", "cannot use the register"
+    )
+    (tmp_path / "afile").write_text("")
+    r = issue_june(june, tmp_path / "afile" / "b", tmp_path / "out")
+    one_line_error(r, "afile is a file")
+    r = issue_june(june, tmp_path / "b2", tmp_path / "afile" / "out")
+    one_line_error(r, "cannot write the statements", "afile is a file")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "b"]  # no out, no b2
+
+
+def test_statements_that_issue_nothing_make_nothing(tmp_path, june):
+    """Found in a QA pass: a period with nothing to issue still made --out and issued.sqlite."""
+    for extra in ((), ("--corrections",)):
+        r = peerwatt(
+            "statements", "--data", str(june.node), "--period", "2025-05", "--billing", str(tmp_path / "b"),
+            "--out", str(tmp_path / "out"), *extra,
+        )  # fmt: skip
+        assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_statements_a_file_that_cannot_be_written_writes_none(tmp_path, june):
+    """One statement file that cannot be written (a folder in its place): no file of the run is
+    written, nothing is issued, and the run goes through once it can."""
+    (tmp_path / "out" / "oak-street-2026-06-0004.pdf").mkdir(parents=True)
+    r = issue_june(june, tmp_path / "b", tmp_path / "out")
+    one_line_error(r, "oak-street-2026-06-0004.pdf")
+    assert os.listdir(tmp_path / "out") == ["oak-street-2026-06-0004.pdf"]
+    (tmp_path / "out" / "oak-street-2026-06-0004.pdf").rmdir()
+    r = issue_june(june, tmp_path / "b", tmp_path / "out")
+    assert r.returncode == 0 and "issued 5 statements" in r.stdout, r.stderr
+    assert len(os.listdir(tmp_path / "out")) == 16
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"kind":"statement"}', "ledger.height is missing"),
+        (b'{"kind":"credit_note","corrected":5}', "corrected figures are not an object"),
+        (b"[1,2]", "JSON list"),
+        (b'{"type":"propose","body":{}}', "its kind is None"),
+        (b"%PDF-1.4 junk", "not a readable PDF"),
+    ],
+)
+def test_statements_verify_what_is_not_a_statement(tmp_path, june, content, words):
+    """Found in a QA pass: KeyError/TypeError/AttributeError tracebacks; other JSON was 'unknown
+    document kind None ... 1 figure(s) differ' with rc 1; a junk PDF printed pypdf's own line."""
+    doc = tmp_path / ("s.pdf" if content.startswith(b"%PDF") else "s.json")
+    doc.write_bytes(content)
+    r = peerwatt("statements", "verify", "--data", str(june.node), str(doc))
+    one_line_error(r, str(doc), words)
+    assert r.returncode == 2 and r.stdout == ""
