@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
 from dashboard.params import ParamError
+from dashboard.private import private_file
 from dashboard.proxies import parse_trusted
 from dashboard.services import Services, default_instance_dir, open_services
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
@@ -64,7 +65,7 @@ def _secret_key(instance_dir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    return private_file(path).read_text().strip()
 
 
 def create_app(

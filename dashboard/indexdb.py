@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from chain.store import StoreError
+from dashboard.private import private_file
 
 SCHEMA_VERSION = "7"
 
@@ -96,8 +97,8 @@ class IndexFileError(StoreError):
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection to the index (created with its schema when missing)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    """A connection to the index (created with its schema when missing, owner-only: mode 0600)."""
+    conn = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False, timeout=30)
     try:
         for pragma in CACHE_PRAGMAS:
             conn.execute(pragma)

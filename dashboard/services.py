@@ -19,6 +19,7 @@ from dashboard.directory import Directory
 from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
 from dashboard.ledger import LedgerReader
+from dashboard.private import private_folder
 from dashboard.proxies import Network, client_address
 from dashboard.verify_runner import VerifyRunner
 
@@ -62,8 +63,7 @@ def default_instance_dir(data_dir: str | Path) -> Path:
 def open_services(data_dir: str | Path, instance_dir: str | Path | None, config: dict[str, Any]) -> Services:
     """Open the ledger and the dashboard's databases (StoreError when there is no ledger)."""
     ledger = LedgerReader(data_dir)
-    folder = Path(instance_dir) if instance_dir is not None else default_instance_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(instance_dir if instance_dir is not None else default_instance_dir(data_dir))
     index = IndexDB(folder / "index.sqlite")
     accounts = Accounts(
         folder / "dashboard.sqlite",

@@ -1,0 +1,66 @@
+"""The dashboard's own files, readable by their owner only.
+
+``dashboard.sqlite`` holds password and session hashes, ``index.sqlite`` every household's
+trades and readings, ``secret_key`` signs the session cookies: the instance folder is made mode
+0700 and each of them 0600, whatever the umask, and SQLite's ``-wal`` and ``-shm`` companions take
+the mode of their database file. A folder or file found wider at start (made by an older version,
+or copied in) is narrowed, with one log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger("peerwatt.dashboard")
+
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _narrow(path: Path, mode: int) -> None:
+    """Take group and other bits away from an existing ``path`` (one log line when it had any)."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if current & 0o077 == 0:
+        return
+    try:
+        os.chmod(path, current & mode)
+    except OSError as exc:
+        log.warning(
+            "%s is mode %04o, readable by others, and cannot be narrowed: %s", path, current, exc.strerror
+        )
+        return
+    log.warning("%s was mode %04o, readable by others: now %04o (owner only)", path, current, current & mode)
+
+
+def private_folder(folder: str | Path) -> Path:
+    """The folder, created (with its parents) mode 0700, or narrowed to owner-only if wider."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            pass
+    _narrow(folder, FOLDER_MODE)
+    return folder
+
+
+def private_file(path: str | Path) -> Path:
+    """A database file (and its SQLite companions) owner-only: created empty mode 0600 when
+    missing (SQLite then writes into it, and gives ``-wal``/``-shm`` the same mode), narrowed
+    when an existing one is wider."""
+    path = Path(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in COMPANIONS)):
+        _narrow(candidate, FILE_MODE)
+    return path
