@@ -156,7 +156,7 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
             raise GenesisError(f"meter {kid}: capacity_w must be positive")
 
     chain = data.get("chain", {})
-    unknown = set(chain) - {"quorum", "sequencer", "block_s"}
+    unknown = set(chain) - {"quorum", "sequencer", "block_s", "max_open_proposals"}
     if unknown:
         raise GenesisError(f"[chain]: unknown field(s) {', '.join(sorted(unknown))}")
     quorum = chain.get("quorum", default_quorum(len(validators)))
@@ -173,6 +173,15 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
     if type(block_s) is not int or block_s < 1:
         raise GenesisError("chain.block_s must be a positive integer (seconds)")
 
+    chain_doc = {"quorum": quorum, "sequencer": sequencer, "block_s": block_s}
+    if "max_open_proposals" in chain:  # absent in every genesis written before it (docs/governance.md)
+        limit = chain["max_open_proposals"]
+        if type(limit) is not int or limit < 1:
+            raise GenesisError(
+                "chain.max_open_proposals must be a positive integer (open proposals one key may have)"
+            )
+        chain_doc["max_open_proposals"] = limit
+
     app = data.get("app", {})
     try:
         check_value(app)
@@ -187,7 +196,7 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
             "app": app_name,
             "timezone": check_timezone(community.get("timezone", "UTC")),
         },
-        "chain": {"quorum": quorum, "sequencer": sequencer, "block_s": block_s},
+        "chain": chain_doc,
         "validators": validators,
         "members": members,
         "meters": meters,
@@ -221,7 +230,7 @@ def load_genesis(path: str | Path) -> Genesis:
 def initial_chain_state(genesis: Genesis) -> dict[str, Any]:
     """The engine's own state at height 0 (governance registry, replay windows)."""
     doc = genesis.doc
-    return {
+    state = {
         "validators": dict(doc["validators"]),
         "quorum": doc["chain"]["quorum"],
         "sequencer": doc["chain"]["sequencer"],
@@ -233,3 +242,6 @@ def initial_chain_state(genesis: Genesis) -> dict[str, Any]:
         "params": dict(doc["app"]),
         "seqs": {},
     }
+    if "max_open_proposals" in doc["chain"]:  # and with it the bounds on a proposal's arguments
+        state["max_open_proposals"] = doc["chain"]["max_open_proposals"]
+    return state

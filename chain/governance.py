@@ -11,11 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chain.canonical import CanonicalError, canonical_bytes
 from chain.envelope import Envelope, Rejected
 from chain.genesis import GenesisError, check_serial, check_timezone, default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
+from chain.schema import KEY_ID, SchemaError
 
 MAX_VOTING_PERIOD_S = 30 * 24 * 3600
+
+# The bounds on a proposal's arguments, in force with the genesis' chain.max_open_proposals
+# (docs/governance.md, "Bounds"): a proposal is kept in every node's state until it closes (up to
+# MAX_VOTING_PERIOD_S), so what it may carry is what it really needs.
+MAX_KEY_CHARS = 256  # a P-256 public key: 66 or 130 hex digits, or a PEM of about 180 characters
+MAX_NAME_CHARS = 64  # as a genesis name and a join request's name
+MAX_PARAM_NAME_CHARS = 64
+MAX_PARAM_VALUE_BYTES = 1024  # canonical JSON of set_param's value (about 30 gridops_operators)
+# the arguments that name a key by its id
+KEY_ID_ARGS = frozenset({"owner", "meter", "member", "validator", "sequencer"})
 
 VALIDATOR_ACTIONS = frozenset(
     {"enroll_meter", "revoke_meter", "add_validator", "remove_validator", "set_sequencer"}
@@ -68,6 +80,16 @@ def check_proposal(
             raise Rejected("bad_type", f"body.args.{name} must be a {kind.__name__}")
     if set(args) - set(spec):
         raise Rejected("unknown_field", f"unknown args for {action}")
+    limit = chain.get("max_open_proposals")
+    if limit is not None:  # absent in ledgers from before it: their proposals ran unbounded
+        _check_bounds(args)
+        mine = sum(1 for p in chain["proposals"].values() if p["proposer"] == env.signer)
+        if mine >= limit:
+            raise Rejected(
+                "too_many_proposals",
+                f"this key has {mine} open proposals, the most one key may have (chain.max_open_proposals): "
+                "wait until one closes",
+            )
     if action == "enroll_meter":
         kid, _ = _sec1(args["key"], "args.key")
         if kid in chain["meters"] or kid in chain["revoked"]:
@@ -109,6 +131,34 @@ def check_proposal(
             check_params(dict(chain["params"], **{args["name"]: args["value"]}))
         except ValueError as exc:
             raise Rejected("bad_value", f"parameter change refused: {exc}") from None
+
+
+def _check_bounds(args: dict[str, Any]) -> None:
+    """Raise Rejected('bad_value') unless every argument has its real shape and size: a key id
+    where a key is named, a public key of at most MAX_KEY_CHARS, a name of at most
+    MAX_NAME_CHARS, a parameter value of at most MAX_PARAM_VALUE_BYTES. (The types, and each
+    action's own rules, are checked by check_proposal.)"""
+    for name, value in args.items():
+        if name in KEY_ID_ARGS:
+            try:
+                KEY_ID.check(value, f"args.{name}")
+            except SchemaError:
+                raise Rejected(
+                    "bad_value", f"args.{name} must be a key id (32 lowercase hex digits)"
+                ) from None
+        elif name == "key" and len(value) > MAX_KEY_CHARS:
+            raise Rejected("bad_value", f"args.key is longer than a public key ({MAX_KEY_CHARS} characters)")
+    if "name" in args and "value" in args:  # set_param
+        if len(args["name"]) > MAX_PARAM_NAME_CHARS:
+            raise Rejected("bad_value", f"args.name is longer than {MAX_PARAM_NAME_CHARS} characters")
+        try:
+            size = len(canonical_bytes(args["value"]))
+        except CanonicalError as exc:
+            raise Rejected("bad_value", f"args.value: {exc}") from None
+        if size > MAX_PARAM_VALUE_BYTES:
+            raise Rejected("bad_value", f"args.value is {size} bytes, more than {MAX_PARAM_VALUE_BYTES}")
+    elif "name" in args and len(args["name"]) > MAX_NAME_CHARS:
+        raise Rejected("bad_value", f"args.name is longer than {MAX_NAME_CHARS} characters")
 
 
 def _apply(chain: dict[str, Any], action: str, args: dict[str, Any], height: int) -> None:

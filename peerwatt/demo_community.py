@@ -68,6 +68,8 @@ PARAMS = {
     "max_reading_corrections": 3,
     "max_orders_per_interval": 12,
 }
+# the genesis [chain] besides the sequencer (docs/governance.md, "Bounds")
+CHAIN = {"block_s": 1, "max_open_proposals": 32}
 
 
 @dataclass
@@ -377,7 +379,7 @@ class Demo:
                     "app": "market",
                     "timezone": "Europe/Berlin",
                 },
-                "chain": {"sequencer": key_id(validator_keys[0].public_key()), "block_s": 1},
+                "chain": {"sequencer": key_id(validator_keys[0].public_key()), **CHAIN},
                 "app": PARAMS,
                 "validators": [
                     {

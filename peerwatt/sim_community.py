@@ -173,7 +173,11 @@ def make_genesis(o: SimOptions, validators: list, homes: list[dict[str, Any]]) -
     return genesis_from_dict(
         {
             "community": {"id": COMMUNITY, "time": start - 900, "app": "market", "timezone": "UTC"},
-            "chain": {"sequencer": key_id(validators[0].public_key()), "block_s": 1},
+            "chain": {
+                "sequencer": key_id(validators[0].public_key()),
+                "block_s": 1,
+                "max_open_proposals": 32,  # docs/governance.md, "Bounds"
+            },
             "app": market_params(o),
             "validators": [{"key": public_key_sec1(k.public_key()).hex()} for k in validators],
             "members": [

@@ -26,6 +26,7 @@ timezone = "Europe/Vienna"   # shown on the dashboard
 # quorum = 3                 # seals needed for finality; default floor(2n/3)+1 of n validators
 sequencer = "{sequencer}"    # key id of the validator that cuts blocks
 block_s = 2                  # cut a block every block_s seconds while transactions wait
+max_open_proposals = 32      # open proposals one key may have; bounds their args too (docs/governance.md)
 
 [app]                        # community parameters, handed to the app (integers only)
 interval_s = 900             # delivery interval in seconds (900 = 15 minutes; must divide a day)

@@ -87,8 +87,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 def test_every_genesis_peerwatt_writes_takes_the_market_rules_of_today(tmp_path):
     """Switches whose absence keeps old ledgers re-executing as they did (docs/market.md):
     every community peerwatt starts says them, so it gets the fixed rules."""
+    from peerwatt.demo_community import CHAIN as DEMO_CHAIN
     from peerwatt.demo_community import PARAMS as DEMO
-    from peerwatt.sim_community import SimOptions, market_params
+    from peerwatt.sim_community import SimOptions, make_genesis, market_params, validator_keys
 
     assert peerwatt("keys", "new", "--out", str(tmp_path), "--name", "v1").returncode == 0
     new = tmp_path / "new.toml"
@@ -107,6 +108,15 @@ def test_every_genesis_peerwatt_writes_takes_the_market_rules_of_today(tmp_path)
         assert params["fee_rates_at"] == "clearing"
         assert params["max_reading_corrections"] == 3
         assert params["max_orders_per_interval"] == 12
+    # the chain's own: how many proposals one key may have open, and the bounds on their arguments
+    sim = SimOptions()
+    for chain in (
+        load_genesis(new).doc["chain"],
+        load_genesis(out / "genesis.toml").doc["chain"],
+        DEMO_CHAIN,
+        make_genesis(sim, validator_keys(sim), []).doc["chain"],
+    ):
+        assert chain["max_open_proposals"] == 32
 
 
 def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder(tmp_path):
