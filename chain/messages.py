@@ -126,11 +126,14 @@ BODY_SCHEMAS: dict[str, Obj] = {
     # seals of one round for a header makes its block final
     "prevote": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
     "seal": Obj({"height": Int(0, 2**53 - 1), "round": ROUND, "header": VOTE_HEADER}),
-    # node -> one meter's agent (never a transaction): which of its messages the ledger holds in
-    # a final block (``height``) or refused for good (``refused``); see chain/notice.py
+    # validator -> one meter's agent (never a transaction): which of its messages the ledger
+    # refused for good, and why; see chain/notice.py
     "notice": Obj(
-        {"meter": KEY_ID, "seqs": List(SEQ, max_items=MAX_NOTICE_SEQS)},
-        {"height": Int(0, 2**53 - 1), "refused": Str(1, 64, r"[a-z0-9_]+")},
+        {
+            "meter": KEY_ID,
+            "seqs": List(SEQ, max_items=MAX_NOTICE_SEQS),
+            "refused": Str(1, 64, r"[a-z0-9_]+"),
+        }
     ),
 }
 

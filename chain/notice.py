@@ -1,16 +1,25 @@
-"""Signed notices from a node to one sender: "the ledger holds (or refused) your messages".
+"""Signed refusal notices from the validators to one sender: "the ledger refused your message
+for good, and why".
 
-A sender's outbox keeps every signed message until the ledger confirms it, and forgets it on a
-notice. A forged notice would make a sender forget messages that were never booked, so:
+A sender's outbox keeps every signed message until the ledger confirms it. A message in a final
+block is confirmed by proof, not by anyone's word: the proposer publishes an inclusion proof of
+each of the sender's transactions against the block's sealed header (peerwatt/node/announce.py;
+the agent checks it in meter_agent/receipts.py). A refusal cannot be proven that way, so it is a
+notice, an envelope of type ``notice`` signed by a validator, and:
 
-- a node sends a notice only about messages whose signature it verified (:func:`authenticated`),
+- a validator sends a notice only about messages whose signature it verified (:func:`authenticated`),
   to the key that signed them;
-- a notice is an envelope of type ``notice`` signed by the node; the receiver accepts it only
-  from a validator key it trusts (the genesis set) and only when the notice names the receiver
-  itself (:func:`open_notice`), so a notice for one sender cannot be replayed to another.
+- the receiver accepts a notice only from a validator key it trusts (the genesis set) and only
+  when the notice names the receiver itself (:func:`open_notice`), so a notice for one sender
+  cannot be replayed to another;
+- the receiver acts on a refusal only once as many different validators gave the same reason
+  as any two quorums share (:func:`refusal_threshold`: 2q - n; 2 of 4 validators with quorum 3,
+  3 of 3). If that many could lie, two conflicting blocks could both be sealed: the ledger
+  itself would not be safe. The proposer in turn and the ones after it send one each
+  (:func:`tellers`), so a refusal needs no more notices than that.
 
-Replaying a genuine notice to its own sender is harmless: it confirms seqs that were already
-confirmed, and a sender's seq only grows, so no later message carries them.
+Replaying a genuine notice to its own sender is harmless: it refuses seqs that were already
+refused, and a sender's seq only grows, so no later message carries them.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chain import messages
+from chain.consensus import proposer_of
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import public_key_from_hex
 from chain.keys import KeyFileError, PrivateKey
@@ -29,13 +39,12 @@ NOTICE_TTL_S = 7 * 24 * 3600
 
 @dataclass(frozen=True)
 class Notice:
-    """A verified notice: ``seqs`` of ``meter`` are final at ``height`` or ``refused`` for a reason."""
+    """A verified notice: ``seqs`` of ``meter`` were ``refused`` for good, for that reason."""
 
     signer: str
     meter: str
     seqs: tuple[int, ...]
-    height: int | None
-    refused: str | None
+    refused: str
 
 
 def sign_notice(
@@ -46,25 +55,31 @@ def sign_notice(
     seqs: list[int],
     created: int,
     seq: int,
-    height: int | None = None,
-    refused: str | None = None,
+    refused: str,
 ) -> bytes:
-    """The wire bytes of a notice to ``meter`` (``height`` for final, ``refused`` for refused).
+    """The wire bytes of a notice to ``meter`` that ``seqs`` were refused for good for ``refused``.
 
     ``seq``: the node's own counter for its envelopes (notices are not transactions; receivers
     do not replay-check them, see the module docstring).
     """
-    if (height is None) == (refused is None):
-        raise ValueError("a notice says either the final block's height or why it was refused")
-    body: dict[str, Any] = {"meter": meter, "seqs": list(seqs)}
-    if height is not None:
-        body["height"] = height
-    else:
-        body["refused"] = refused
+    body: dict[str, Any] = {"meter": meter, "seqs": list(seqs), "refused": refused}
     env = sign_envelope(
         key, type="notice", community=community, seq=seq, body=body, created=created, ttl_s=NOTICE_TTL_S
     )
     return env.to_bytes()
+
+
+def refusal_threshold(validator_count: int, quorum: int) -> int:
+    """How many different validators must tell a sender of the same refusal before it acts on it:
+    the size of the overlap of two quorums (2q - n), at least one."""
+    return max(2 * quorum - validator_count, 1)
+
+
+def tellers(validators: list[str] | tuple[str, ...], sequencer: str, round_: int, quorum: int) -> set[str]:
+    """The validators that tell a sender of a refusal in ``round_``: the proposer in turn and the
+    ones after it, :func:`refusal_threshold` in all."""
+    needed = refusal_threshold(len(validators), quorum)
+    return {proposer_of(validators, sequencer, round_ + k) for k in range(needed)}
 
 
 def chunks(seqs: list[int]) -> list[list[int]]:
@@ -92,13 +107,7 @@ def open_notice(raw: bytes, *, community: str, meter: str, trusted: dict[str, st
     verify_envelope(env, public_key, key_id_hex=env.signer)
     if env.body["meter"] != meter:
         raise Rejected("wrong_recipient", f"notice for {env.body['meter']}, not for {meter}")
-    return Notice(
-        signer=env.signer,
-        meter=meter,
-        seqs=tuple(env.body["seqs"]),
-        height=env.body.get("height"),
-        refused=env.body.get("refused"),
-    )
+    return Notice(signer=env.signer, meter=meter, seqs=tuple(env.body["seqs"]), refused=env.body["refused"])
 
 
 def authenticated(raw: bytes, *, community: str, key_for: Callable[[str], str | None]) -> Envelope | None:

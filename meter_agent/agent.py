@@ -16,17 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from chain import messages
 from chain.canonical import CanonicalError, loads_strict
 from chain.envelope import Rejected, sign_envelope
 from chain.genesis import Genesis
 from chain.keys import PrivateKey, key_id
-from chain.notice import open_notice
+from chain.notice import open_notice, refusal_threshold
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterError, MeterSample
 from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
 from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
-from meter_agent.receipts import MAX_RECEIPT_BYTES, ReceiptError, verify_receipt
+from meter_agent.receipts import MAX_RECEIPT_BYTES, ReceiptError, verify_included, verify_receipt
 from meter_agent.strategy import (
     OrderPlan,
     StrategyConfig,
@@ -42,6 +43,7 @@ HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
+MAX_REFUSALS_HEARD = 4096  # (seq, reason) refusals heard from too few validators yet
 ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line a minute, with a count
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
@@ -160,6 +162,8 @@ class Agent:
         self._energy_unsaved = False  # the counters moved on since
         self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
+        # (seq, reason) -> the validators that said so (acted on at chain.notice.refusal_threshold)
+        self._refusals: dict[tuple[int, str], set[str]] = {}
         self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
         self._seq_moved_to: int | None = None  # the first seq after moving ahead (seq_behind)
         self._seq_unreachable = False  # refused as behind even after moving ahead: give up, said once
@@ -475,14 +479,17 @@ class Agent:
             if len(payload) > MAX_RECEIPT_BYTES:
                 raise ValueError(f"{len(payload)} bytes is larger than any receipt")
             receipt = loads_strict(payload)
+            if len(self._sealed_headers) > 4096:
+                self._sealed_headers.clear()
             if isinstance(receipt, dict) and receipt.get("type") == "notice":
                 self._on_notice(payload)
+                return
+            if isinstance(receipt, dict) and receipt.get("type") == "included":
+                self._on_included(receipt)
                 return
             result = receipt.get("result") if isinstance(receipt, dict) else None
             if not isinstance(result, dict) or result.get("kind") not in RECEIPT_KINDS:
                 return  # order outcomes and the like: nothing this agent keeps
-            if len(self._sealed_headers) > 4096:
-                self._sealed_headers.clear()
             result = verify_receipt(
                 receipt,
                 community=self.community,
@@ -583,8 +590,33 @@ class Agent:
                     earnings -= value + fees
         return {"sold_wh": sold, "bought_wh": bought, "earnings": earnings}
 
+    def _on_included(self, message: dict[str, Any]) -> None:
+        """Forget the messages an inclusion proof shows in a sealed block (checked first: a
+        quorum's seals on the header, and each kept message's own bytes under its tx_root)."""
+        try:
+            seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
+            kept = {seq: payload for seq, _topic, payload in self.outbox.messages(seqs)}
+            height, proven = verify_included(
+                message,
+                meter=self.meter_id,
+                payloads=kept,
+                community=self.community,
+                validators=self.validators,
+                quorum=self.quorum,
+                sealed_headers=self._sealed_headers,
+            )
+        except (KeyError, TypeError, ReceiptError) as exc:
+            self._alarm(f"ALARM: an inclusion proof does not verify: {exc}")
+            return
+        if not proven:
+            return
+        self._set_enrolled(True, f"the ledger holds its messages from block {height}")
+        self._forget(proven)
+
     def _on_notice(self, payload: bytes) -> None:
-        """Forget the messages a validator-signed notice confirms (final, or refused for good)."""
+        """A validator-signed refusal: acted on once as many validators as two quorums share gave
+        the same reason for a message (chain/notice.py), so a faulty validator alone cannot make
+        the agent forget."""
         try:
             notice = open_notice(
                 payload, community=self.community, meter=self.meter_id, trusted=self.validators
@@ -595,18 +627,32 @@ class Agent:
             if self.forged_notices == 1:
                 log.warning("ignored a notice that does not verify (%s): nothing is forgotten", exc)
             return
+        needed = refusal_threshold(len(self.validators), self.quorum)
+        agreed = []
+        with self._lock:
+            for seq in notice.seqs:
+                told = self._refusals.setdefault((seq, notice.refused), set())
+                told.add(notice.signer)
+                if len(told) == needed:
+                    agreed.append(seq)
+            while len(self._refusals) > MAX_REFUSALS_HEARD:  # the oldest heard first
+                del self._refusals[next(iter(self._refusals))]
+        if not agreed:
+            return
         if notice.refused == "seq_behind":
-            behind = self.outbox.messages(notice.seqs)
+            behind = self.outbox.messages(agreed)
             with self._lock:
                 self._behind.extend(behind)  # signed again with new seqs at the next poll
-        elif notice.refused is not None:
-            log.info("the ledger refused message(s) %s: %s", list(notice.seqs)[:10], notice.refused)
+        else:
+            log.info("the ledger refused message(s) %s: %s", agreed[:10], notice.refused)
             if notice.refused in NOT_ENROLLED:
                 self._set_enrolled(False, f"the ledger refused its messages: {notice.refused}")
-        elif notice.height is not None:
-            self._set_enrolled(True, f"the ledger holds its messages from block {notice.height}")
+        self._forget(agreed)
+
+    def _forget(self, seqs: list[int]) -> None:
+        """The ledger holds or refused these messages: out of the outbox for good."""
         try:
-            self.outbox.confirm(list(notice.seqs))
+            self.outbox.confirm(seqs)
             self._confirm_failed = False
         except OutboxError as exc:  # they stay in the outbox: resent, and the ledger tells again
             if self.state_error is None and not self._confirm_failed:  # said once

@@ -1,16 +1,23 @@
-"""Checking a receipt alone, as a light client: a result, its Merkle inclusion proof, and the
-block header sealed by a quorum of the community's validators (from the genesis the agent got).
+"""Checking what a node sends an agent, as a light client, against the block header sealed by a
+quorum of the community's validators (from the genesis the agent got):
 
-The result's leaf is ``leaf_hash(JCS(result))`` (chain/block.py); the proof is RFC 9162's audit
-path against the header's ``result_root``; RFC 6962's leaf/node domain separation means a proof
-that verifies commits the result itself under the sealed root.
+- a receipt: a result and its Merkle inclusion proof against the header's ``result_root``; the
+  result's leaf is ``leaf_hash(JCS(result))`` (chain/block.py);
+- an inclusion message (``type: included``): the agent's own transactions, each with its audit
+  path against the header's ``tx_root``; the leaf is ``leaf_hash(SHA-256(envelope bytes))``, and
+  the agent hashes the bytes it signed and kept, so a proof that verifies commits that very
+  message under the sealed root.
+
+Proofs are RFC 9162 audit paths; RFC 6962's leaf/node domain separation means a proof that
+verifies commits the leaf itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from chain.block import header_hash, most_seals_in_one_round, result_leaves
+from chain.block import header_hash, most_seals_in_one_round, result_leaves, tx_leaves
 from chain.canonical import CanonicalError, dumps_checked
 from chain.envelope import Rejected, parse_envelope, verify_envelope
 from chain.keys import load_public_key
@@ -39,13 +46,8 @@ def verify_receipt(
     a block's many receipts share one header); newly checked headers are added to it.
     """
     try:
-        header = receipt["header"]
+        header = _sealed_header(receipt, community, validators, quorum, sealed_headers)
         result = receipt["result"]
-        block_hash = header_hash(header)
-        if sealed_headers is None or block_hash not in sealed_headers:
-            _check_seals(receipt, header, block_hash, community, validators, quorum)
-            if sealed_headers is not None:
-                sealed_headers.add(block_hash)
         leaf = result_leaves([result])[0]
         proof = proof_from_hex(receipt["proof"])
         if not verify_inclusion(
@@ -57,6 +59,56 @@ def verify_receipt(
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
         raise ReceiptError(f"malformed or forged receipt: {exc}") from None
     return result
+
+
+def verify_included(
+    message: dict[str, Any],
+    *,
+    meter: str,
+    payloads: dict[int, bytes],
+    community: str,
+    validators: dict[str, str],
+    quorum: int,
+    sealed_headers: set[bytes] | None = None,
+) -> tuple[int, list[int]]:
+    """(height, seqs): which of ``payloads`` (seq -> the envelope bytes this meter signed and
+    kept) the inclusion message proves to be in its sealed block. Seqs the meter no longer keeps
+    are skipped; a proof that fails for a message it keeps raises ReceiptError, as does anything
+    malformed or sealed by too few validators."""
+    try:
+        if message["meter"] != meter:
+            raise ReceiptError(f"an inclusion proof for meter {message['meter']}, not this one")
+        header = _sealed_header(message, community, validators, quorum, sealed_headers)
+        root, size = bytes.fromhex(header["tx_root"]), message["tree_size"]
+        proven = []
+        for tx in message["txs"]:
+            payload = payloads.get(tx["seq"])
+            if payload is None:
+                continue
+            leaf = tx_leaves([hashlib.sha256(payload).digest()])[0]
+            if not verify_inclusion(leaf, tx["index"], size, proof_from_hex(tx["proof"]), root):
+                raise ReceiptError(f"inclusion proof of seq {tx['seq']} in block {header['height']} fails")
+            proven.append(tx["seq"])
+    except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
+        raise ReceiptError(f"malformed or forged inclusion proof: {exc}") from None
+    return header["height"], proven
+
+
+def _sealed_header(
+    message: dict[str, Any],
+    community: str,
+    validators: dict[str, str],
+    quorum: int,
+    sealed_headers: set[bytes] | None,
+) -> dict[str, Any]:
+    """The message's header once a quorum's seals on it verify (or it is in ``sealed_headers``)."""
+    header = message["header"]
+    block_hash = header_hash(header)
+    if sealed_headers is None or block_hash not in sealed_headers:
+        _check_seals(message, header, block_hash, community, validators, quorum)
+        if sealed_headers is not None:
+            sealed_headers.add(block_hash)
+    return header
 
 
 def _check_seals(

@@ -1,10 +1,13 @@
-"""What a validator tells households after a block: signed notices, the header and receipts.
+"""What a validator tells households after a block: the header, inclusion proofs, receipts and
+signed refusal notices.
 
 Households never read ``blocks`` (every household's readings and orders). Instead, the proposer
-of the round that decided a block publishes, on each meter's ``receipts`` topic, a signed notice
-of which of its messages the block holds (or which one was refused for good, and why), its
-trades, settlements and order outcomes with inclusion proofs, and on ``headers`` (retained) the
-final header with its seals, which is all a light client needs to check a receipt.
+of the round that decided a block publishes, on each meter's ``receipts`` topic, an inclusion
+proof of each of its transactions in the block (``type: included``: the sealed header and an
+RFC 9162 audit path per transaction against the header's ``tx_root``), its trades, settlements
+and order outcomes with inclusion proofs, and on ``headers`` (retained) the final header with its
+seals, which is all a light client needs to check either. A message refused for good gets a
+signed notice (chain/notice.py) from each of the round's tellers.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from chain.keys import PrivateKey
 from chain.notice import chunks, sign_notice
 from chain.store import Store
 from peerwatt.bus import Bus, Topics
-from peerwatt.node.ledger_api import block_receipts
+from peerwatt.node.ledger_api import block_inclusions, block_receipts
 
 
 class Announcer:
@@ -26,18 +29,9 @@ class Announcer:
         self.key = key
         self.community = community
 
-    def notify(
-        self,
-        meter: str,
-        seqs: list[int],
-        *,
-        now: int,
-        chain_height: int,
-        height: int | None = None,
-        refused: str | None = None,
-    ) -> None:
-        """Signed notices (chain/notice.py) on the meter's receipts topic: ``seqs`` are in block
-        ``height``, or were refused for good for ``refused``."""
+    def notify(self, meter: str, seqs: list[int], *, now: int, chain_height: int, refused: str) -> None:
+        """Signed notices (chain/notice.py) on the meter's receipts topic: ``seqs`` were refused for
+        good, for ``refused``."""
         for part in chunks(seqs):
             payload = sign_notice(
                 self.key,
@@ -46,23 +40,20 @@ class Announcer:
                 seqs=part,
                 created=now,
                 seq=chain_height,
-                height=height,
                 refused=refused,
             )
             self.bus.publish(Topics.receipts(self.community, meter), payload)
 
     def block_final(self, store: Store, block: Block, meters: dict, *, now: int) -> None:
         """Everything households hear about a final block: the header with its seals, each
-        meter's notice of its messages in it, and each meter's receipts."""
+        meter's inclusion proofs of its transactions in it, and each meter's receipts."""
         height = block.height
         seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(height)]
-        header = {"header": store.header(height), "seals": seals}
-        self.bus.publish(Topics.headers(self.community), dumps_checked(header), retain=True)
-        by_signer: dict[str, list[int]] = {}
-        for env in block.txs:
-            if env.signer in meters:
-                by_signer.setdefault(env.signer, []).append(env.seq)
-        for signer, seqs in by_signer.items():
-            self.notify(signer, seqs, now=now, chain_height=height, height=height)
+        header = store.header(height)
+        self.bus.publish(
+            Topics.headers(self.community), dumps_checked({"header": header, "seals": seals}), retain=True
+        )
+        for meter, message in block_inclusions(block, meters, header, seals):
+            self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(message))
         for meter, receipt in block_receipts(store, height):
             self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(receipt))

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain.block import Block, result_leaves
+from chain.block import Block, result_leaves, tx_leaves
 from chain.canonical import dumps_checked, loads_strict
 from chain.envelope import Envelope, parse_envelope
 from chain.merkle import MerkleTree, proof_to_hex
 from chain.store import Store
 
 MAX_BLOCKS_PER_REQUEST = 200
+# transactions per inclusion message: a meter has a few per block; a flood of its own stays
+# within a receipt's size (each proof is about log2(block size) hashes)
+INCLUDED_PER_MESSAGE = 256
 
 
 def block_json(store: Store, height: int) -> dict[str, Any] | None:
@@ -87,6 +90,38 @@ RECEIPT_KINDS = {
     "order_outcome": ("meter",),
     "reading_flag": ("meter",),
 }
+
+
+def block_inclusions(
+    block: Block, meters: dict, header: dict[str, Any], seals: list[Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(meter, message) proving to each meter in ``meters`` which of its transactions the final
+    ``block`` (with its stored ``header`` and ``seals``) holds: ``type: included``, an audit path
+    per transaction against ``tx_root`` (checked by meter_agent.receipts.verify_included)."""
+    by_signer: dict[str, list[tuple[int, int]]] = {}
+    for index, env in enumerate(block.txs):
+        if env.signer in meters:
+            by_signer.setdefault(env.signer, []).append((env.seq, index))
+    if not by_signer:
+        return []
+    tree = MerkleTree(tx_leaves([env.tx_hash for env in block.txs]))
+    out = []
+    for meter, txs in by_signer.items():
+        for start in range(0, len(txs), INCLUDED_PER_MESSAGE):
+            proofs = [
+                {"seq": seq, "index": index, "proof": proof_to_hex(tree.inclusion_proof(index))}
+                for seq, index in txs[start : start + INCLUDED_PER_MESSAGE]
+            ]
+            message = {
+                "type": "included",
+                "meter": meter,
+                "header": header,
+                "seals": seals,
+                "tree_size": len(block.txs),
+                "txs": proofs,
+            }
+            out.append((meter, message))
+    return out
 
 
 def block_receipts(store: Store, height: int) -> list[tuple[str, dict[str, Any]]]:

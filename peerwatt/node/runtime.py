@@ -48,7 +48,7 @@ from chain.engine import NIL, Ledger, check_seal_for
 from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
 from chain.execute import InvalidBlock, public_key_from_hex, seq_behind, signer_key
 from chain.keys import PrivateKey, key_id
-from chain.notice import authenticated
+from chain.notice import authenticated, tellers
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
@@ -906,15 +906,20 @@ class Node:
 
         Only when the message's signature verifies under that meter's enrolled key: anyone can
         write another's key id into junk, and a forged refusal would make that meter forget
-        messages never booked. Only the proposer in turn tells (the others would repeat it).
-        Returns the authenticated signer (on every validator, for the log), or None.
+        messages never booked. The meter believes a refusal from as many validators as two quorums
+        share, so the round's tellers tell (chain/notice.py). Returns the authenticated
+        signer (on every validator, for the log), or None.
         """
         chain = self.ledger.chain_state
         env = authenticated(raw, community=self.community, key_for=lambda s: signer_key(chain, s))
         if env is None:
             return None
         core = self._core
-        told = self._announcer is not None and core is not None and core.proposer(core.round) == self.key_id
+        told = (
+            self._announcer is not None
+            and core is not None
+            and self.key_id in tellers(core.validators, core.sequencer, core.round, core.quorum)
+        )
         if told and env.signer in chain["meters"]:  # members and validators get no notices
             if reason == "replay" and seq_behind(chain, env.signer, env.seq):
                 reason = "seq_behind"  # not booked: the sender's counter is behind (chain/notice.py)

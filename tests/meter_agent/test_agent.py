@@ -383,7 +383,13 @@ def test_agent_metrics_follow_its_status(setup):
     assert "peerwatt_agent_meter_read_errors_total 2.0" in text
 
 
-def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup):
+def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup, tmp_path):
+    """Messages stay in the outbox (and are resent) until an inclusion proof against a sealed
+    header shows them in a block; forged notices, proofs without a quorum's seals and proofs for
+    other bytes make the agent forget nothing."""
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_inclusions
+
     c, meter, sim, make_agent, seen = setup
     agent = make_agent()
     agent.start()
@@ -394,34 +400,59 @@ def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup):
     sent_before = len(seen)
     run(agent, sim, 1)
     assert len(seen) - sent_before >= waiting  # every unconfirmed message went out again
-    seqs = sorted({json.loads(p)["seq"] for t, p in seen if "/orders/" in t or "/readings/" in t})
+    sent = {json.loads(p)["seq"]: p for t, p in seen if "/orders/" in t or "/readings/" in t}
     sequencer = MemoryBus(agent.bus.broker, "sequencer")
     sequencer.start()
     receipts = Topics.receipts(c.community, meter.id)
     # forged notices make the agent forget nothing: unsigned, signed by a non-validator, or
     # signed by a validator for another meter
+    seqs = sorted(sent)
     unsigned = json.dumps({"kind": "seen", "height": 3, "seqs": seqs}).encode()
     other = "0" * 32  # another meter's key id
     stranger = generate_private_key()  # not a validator
     for payload in (
         unsigned,
-        sign_notice(stranger, community=c.community, meter=meter.id, seqs=seqs, created=0, seq=1, height=3),
         sign_notice(
-            c.validators[0].key, community=c.community, meter=other, seqs=seqs, created=0, seq=1, height=3
+            stranger, community=c.community, meter=meter.id, seqs=seqs, created=0, seq=1, refused="expired"
+        ),
+        sign_notice(
+            c.validators[0].key,
+            community=c.community,
+            meter=other,
+            seqs=seqs,
+            created=0,
+            seq=1,
+            refused="expired",
         ),
     ):
         sequencer.publish(receipts, payload)
     assert agent.outbox.awaiting_confirmation() == waiting
     assert agent.status()["forged_notices"] == 2  # the unsigned one is not even a notice
-    genuine = sign_notice(
-        c.validators[0].key, community=c.community, meter=meter.id, seqs=seqs, created=0, seq=1, height=3
-    )
-    sequencer.publish(receipts, genuine)
-    assert agent.outbox.awaiting_confirmation() == 0
+    # the community's ledger books what it accepts of them in a block, sealed by its validator
+    (ledger,) = c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    now = int(sim.clock.now())
+    booked = []
+    for seq in seqs:
+        try:
+            booked.append(ledger.intake(sent[seq], now))
+        except Exception:  # expired, or an order past its gate: not in the block
+            continue
+    assert booked
+    block = c.run_block(booked, now)
+    seals = [json.loads(bytes(env)) for _, env in ledger.store.seal_rows(block.height)]
+    ((_, proof),) = block_inclusions(block, c.genesis.doc["meters"], ledger.store.header(block.height), seals)
+    unsealed = dict(proof, seals=[])
+    sequencer.publish(receipts, json.dumps(unsealed).encode())
+    assert agent.outbox.awaiting_confirmation() == waiting
+    assert any("inclusion proof does not verify" in a for a in agent.status()["alarms"])
+    sequencer.publish(receipts, json.dumps(proof).encode())
+    kept = {s for s, _t, _p in agent.outbox.messages(seqs)}
+    assert not kept & {env.seq for env in booked} and kept == set(seqs) - {env.seq for env in booked}
+    assert agent.status()["enrolled"] is True
     sent_after = len(seen)
     run(agent, sim, 1)
     assert all(
-        "/orders/" not in t and "/readings/" not in t or json.loads(p)["seq"] not in seqs
+        "/orders/" not in t and "/readings/" not in t or json.loads(p)["seq"] not in {e.seq for e in booked}
         for t, p in seen[sent_after:]
     )  # nothing confirmed is sent again
 
@@ -571,7 +602,6 @@ def test_a_clock_that_goes_back_signs_no_reading_twice(setup, caplog):
     readings = _readings_by_interval(seen)
     assert all(len(v) == 1 for v in readings.values()), readings
     assert sorted(readings) == [MORNING, MORNING + 900, MORNING + 1800]
-
 
 
 def test_an_agent_that_polls_rarely_still_signs_every_reading(setup):

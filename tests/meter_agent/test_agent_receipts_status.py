@@ -21,7 +21,7 @@ from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
 from peerwatt.node.ledger_api import block_receipts
-from tests.support.market_ledger import build_market
+from tests.support.market_ledger import T0, build_market
 
 
 class NoMeter:
@@ -98,34 +98,96 @@ def test_enrolled_follows_the_notices_and_trading_start_is_logged_once(market, t
     c = market
     agent, sequencer, topic = _agent(c, tmp_path)
     meter = c.meters[0].id
-    validator = c.validators[0].key
     assert agent.status()["enrolled"] == "unknown"
 
-    def notice(seq: int, **outcome) -> bytes:
-        return sign_notice(
-            validator, community=c.community, meter=meter, seqs=[seq], created=0, seq=1, **outcome
-        )
+    def refusal(seq: int, reason: str) -> None:
+        for validator in c.validators:  # 3 of 3 (quorum 3): as many as two quorums share
+            sequencer.publish(
+                topic,
+                sign_notice(
+                    validator.key,
+                    community=c.community,
+                    meter=meter,
+                    seqs=[seq],
+                    created=0,
+                    seq=1,
+                    refused=reason,
+                ),
+            )
 
-    sequencer.publish(topic, notice(1, refused="not_enrolled"))
+    refusal(1, "not_enrolled")
     assert agent.status()["enrolled"] is False
-    sequencer.publish(topic, notice(2, refused="expired"))  # says nothing about enrolment
+    refusal(2, "expired")  # says nothing about enrolment
     assert agent.status()["enrolled"] is False
     # a forged notice changes nothing
     sequencer.publish(
         topic,
         sign_notice(
-            generate_private_key(), community=c.community, meter=meter, seqs=[3], created=0, seq=1, height=9
+            generate_private_key(),
+            community=c.community,
+            meter=meter,
+            seqs=[3],
+            created=0,
+            seq=1,
+            refused="x",
         ),
     )
     assert agent.status()["enrolled"] is False
     with caplog.at_level(logging.INFO, logger="peerwatt.agent"):
-        sequencer.publish(topic, notice(4, height=5))
-        sequencer.publish(topic, notice(5, height=6))
+        for receipt in [r for r in _receipts(c, meter) if r["result"]["kind"] == "trade"][:2]:
+            sequencer.publish(topic, json.dumps(receipt).encode())
     assert agent.status()["enrolled"] is True
     started = [r for r in caplog.records if "trading starts" in r.getMessage()]
     assert len(started) == 1, [r.getMessage() for r in caplog.records]
-    sequencer.publish(topic, notice(6, refused="unknown_signer"))
+    refusal(6, "unknown_signer")
     assert agent.status()["enrolled"] is False
+
+
+def test_one_validator_alone_cannot_make_the_agent_forget_or_resign(market, tmp_path):
+    """Found in a QA pass: one validator's notices (any validator may write to receipts topics)
+    made an agent forget three readings never booked ("final at height 999999") and, with two
+    seq_behind refusals, re-sign and then give up for good with an alarm to get a new key. A
+    refusal is believed from as many validators as two quorums share (here 3 of 3, quorum 3); a
+    final message only by proof."""
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    meter = c.meters[0].id
+    seqs = []
+    for k in range(3):
+        agent._send(
+            "reading",
+            Topics.readings(c.community, meter),
+            {
+                "interval": T0 - 900 * k,
+                "import_wh": 1000 + k,
+                "export_wh": 5,
+                "serial": "x",
+                "profile": "sim",
+            },
+            86400,
+        )
+        seqs.append(agent.outbox.last_seq())
+
+    def kept() -> list[int]:
+        return [seq for seq, _topic, _payload in agent.outbox.messages(seqs)]
+
+    assert kept() == seqs
+
+    def notice(validator: int, reason: str) -> bytes:
+        key = c.validators[validator].key
+        return sign_notice(
+            key, community=c.community, meter=meter, seqs=seqs, created=0, seq=1, refused=reason
+        )
+
+    for _ in range(2):
+        for validator in (1, 2):  # two of the three
+            sequencer.publish(topic, notice(validator, "seq_behind"))
+            sequencer.publish(topic, notice(validator, "expired"))
+    agent._sign_again_ahead(1_764_010_000)  # what the next poll does with seq_behind refusals
+    assert kept() == seqs and agent.resigned == 0
+    assert not agent.status()["alarms"]
+    sequencer.publish(topic, notice(0, "expired"))  # the third agrees: believed
+    assert kept() == []
 
 
 def test_a_verified_receipt_means_enrolled(market, tmp_path):
@@ -212,11 +274,12 @@ def test_receipts_and_notices_when_the_state_file_is_full(market, tmp_path, capl
     conn.execute("PRAGMA query_only = 1")  # the disk is full
     for receipt in _receipts(c, c.meters[0].id):
         sequencer.publish(topic, json.dumps(receipt).encode())
-    notice = sign_notice(
-        c.validators[0].key, community=c.community, meter=c.meters[0].id, seqs=[1], created=1_764_010_000,
-        seq=1, height=3,
-    )  # fmt: skip
-    sequencer.publish(topic, notice)
+    for validator in c.validators:  # as many as two quorums share: the agent believes the refusal
+        notice = sign_notice(
+            validator.key, community=c.community, meter=c.meters[0].id, seqs=[1], created=1_764_010_000,
+            seq=1, refused="expired",
+        )  # fmt: skip
+        sequencer.publish(topic, notice)
     assert agent.trades and "Traceback" not in caplog.text
     assert caplog.text.count("receipts are kept in memory until the state file takes them") == 1
     assert "confirmed messages stay in the outbox until it can be written" in caplog.text

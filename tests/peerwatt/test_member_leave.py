@@ -31,6 +31,7 @@ from chain.keys import save_private_key
 from chain.notice import Notice, open_notice
 from chain.store import Store
 from market.app import MarketApp
+from meter_agent.receipts import verify_included
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from peerwatt.onboarding import make_join_request
 from tests.support.cli import peerwatt
@@ -95,6 +96,8 @@ class Meter:
         self.key_file = folder / f"{party.id}.key"
         save_private_key(party.key, self.key_file)
         self.notices: list[Notice] = []
+        self.sent: dict[int, bytes] = {}  # seq -> the signed bytes
+        self.included: set[int] = set()  # seqs an inclusion proof showed in a sealed block
         self.bus = MqttBus(BrokerConfig.from_url(broker_url), f"meter-{party.id}")
         self.bus.subscribe(Topics.receipts(c.community, party.id), self._heard)
         self.bus.start()
@@ -103,6 +106,18 @@ class Meter:
 
     def _heard(self, topic: str, payload: bytes) -> None:
         trusted = {v.id: v.sec1_hex for v in self.c.validators}
+        message = json.loads(payload)
+        if message.get("type") == "included":  # checked as the agent checks it
+            _height, seqs = verify_included(
+                message,
+                meter=self.party.id,
+                payloads=dict(self.sent),
+                community=self.c.community,
+                validators=trusted,
+                quorum=self.c.genesis.doc["chain"]["quorum"],
+            )
+            self.included.update(seqs)
+            return
         try:  # the topic also carries receipts (trades, settlements), which are no notices
             self.notices.append(
                 open_notice(payload, community=self.c.community, meter=self.party.id, trusted=trusted)
@@ -120,7 +135,8 @@ class Meter:
         assert signed.returncode == 0, signed.stderr
         topic = (Topics.readings if kind == "reading" else Topics.orders)(self.c.community, self.party.id)
         acked = threading.Event()
-        self.bus.publish(topic, signed.stdout.strip().encode(), on_ack=acked.set)
+        self.sent[self.seq] = signed.stdout.strip().encode()
+        self.bus.publish(topic, self.sent[self.seq], on_ack=acked.set)
         assert acked.wait(WAIT_S), f"the broker did not acknowledge {kind} {self.seq}"
         return self.seq
 
@@ -138,6 +154,7 @@ class Meter:
         )
 
     def told(self, seq: int) -> Notice | None:
+        """The first refusal notice of ``seq`` heard."""
         return next((n for n in self.notices if seq in n.seqs), None)
 
     def stop(self) -> None:
@@ -168,8 +185,7 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         wait_for(lambda: all((n.status() or {}).get("broker_connected") for n in nodes), WAIT_S, "nodes")
         meters = [Meter(c, m, mosquitto.url, tmp_path) for m in (*gone, kept[0])]
         before = meters[0].reading()
-        wait_for(lambda: meters[0].told(before), WAIT_S, "the leaving meter's reading booked before")
-        assert meters[0].told(before).height is not None
+        wait_for(lambda: before in meters[0].included, WAIT_S, "the leaving meter's reading booked before")
 
         def cli(node, *args: str):
             return peerwatt(*args, "-c", str(node.config), "--wait", str(WAIT_S))
@@ -226,11 +242,11 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         ]
         booked = meters[2].reading()
         wait_for(lambda: all(rejected(n, "revoked") >= 3 for n in nodes), WAIT_S, "3 refused on every node")
-        wait_for(lambda: meters[2].told(booked), WAIT_S, "the staying meter's reading booked")
+        wait_for(lambda: booked in meters[2].included, WAIT_S, "the staying meter's reading booked")
         wait_for(lambda: all(m.told(seq) for m, seq in refused), WAIT_S, "the refusals told to the meters")
         for meter, seq in refused:
             notice = meter.told(seq)
-            assert notice.refused == "revoked" and notice.height is None, notice
+            assert notice.refused == "revoked" and seq not in meter.included, notice
         on_chain = tx_signers(nodes[0])
         assert before in on_chain[gone[0].id] and booked in on_chain[kept[0].id]
         assert not {seq for _, seq in refused} & (

@@ -6,11 +6,15 @@ Each test reproduces an attack of issue 13 on the in-memory bus with the real no
 from __future__ import annotations
 
 import collections
+import json
+
+import pytest
 
 from chain.envelope import Rejected
 from chain.kvapp import KeyValueApp
-from chain.notice import open_notice
+from chain.notice import open_notice, refusal_threshold
 from chain.verify import verify_store
+from meter_agent.receipts import ReceiptError
 from peerwatt.bus import MemoryBus, Topics
 from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.http_api import NodeHttpApi
@@ -120,7 +124,24 @@ def test_a_message_claiming_another_signer_causes_no_notice_to_that_signer(tmp_p
     assert heard == []
 
 
-def test_refusals_and_confirmations_are_signed_notices_for_the_signer_only(tmp_path):
+def _told(net: Net, meter: str, heard: list[bytes]) -> tuple[list[dict], list]:
+    """What a meter heard, split into inclusion proofs and verified refusal notices."""
+    included = [json.loads(p) for p in heard if json.loads(p).get("type") == "included"]
+    notices = [
+        open_notice(p, community=net.c.community, meter=meter, trusted=_trusted(net))
+        for p in heard
+        if json.loads(p).get("type") == "notice"
+    ]
+    return included, notices
+
+
+def test_confirmations_are_proofs_and_refusals_signed_notices_for_the_signer_only(tmp_path):
+    """A final message is confirmed by an inclusion proof against the sealed header, which the
+    meter checks with the bytes it signed; a refusal by signed notices of as many validators as two
+    quorums share (the round's tellers), since one faulty validator alone must not make a meter
+    forget a message."""
+    from meter_agent.receipts import verify_included
+
     net = Net(tmp_path)
     meter, env = _reading(net, 0, 5)
     heard = _notices_to(net, meter.id)
@@ -129,13 +150,24 @@ def test_refusals_and_confirmations_are_signed_notices_for_the_signer_only(tmp_p
     net.settle()
     net.publisher.publish(topic, env.to_bytes())  # a resend of what is already final: a replay
     net.settle()
-    notices = [
-        open_notice(p, community=net.c.community, meter=meter.id, trusted=_trusted(net)) for p in heard
+    included, notices = _told(net, meter.id, heard)
+    check = {
+        "community": net.c.community,
+        "validators": _trusted(net),
+        "quorum": net.c.genesis.doc["chain"]["quorum"],
+    }
+    assert len(included) == 1
+    assert verify_included(included[0], meter=meter.id, payloads={env.seq: env.to_bytes()}, **check)[1] == [
+        env.seq
     ]
-    assert [(n.seqs, n.height is not None, n.refused) for n in notices] == [
-        ((env.seq,), True, None),
-        ((env.seq,), False, "replay"),
-    ]
+    tampered = dict(env.body, import_wh=6)
+    forged = meter.sign(net.c.community, "reading", tampered, created=T0).to_bytes()  # other bytes
+    with pytest.raises(ReceiptError):
+        verify_included(included[0], meter=meter.id, payloads={env.seq: forged}, **check)
+    needed = refusal_threshold(len(net.c.validators), net.c.genesis.doc["chain"]["quorum"])
+    assert needed == 2  # 4 validators, quorum 3
+    assert [(n.seqs, n.refused) for n in notices] == [((env.seq,), "replay")] * needed
+    assert len({n.signer for n in notices}) == needed
     # a seq older than the window was never booked: the sender's counter is behind (another copy
     # of its key sent newer seqs); it is told so apart from a resend of something held
     meter.seq += 5_000
@@ -145,15 +177,16 @@ def test_refusals_and_confirmations_are_signed_notices_for_the_signer_only(tmp_p
     for sent in (newer, older):
         net.publisher.publish(topic, sent.to_bytes())
         net.settle()
-    told = [open_notice(p, community=net.c.community, meter=meter.id, trusted=_trusted(net)) for p in heard]
-    assert [(n.seqs, n.refused) for n in told[2:]] == [((newer.seq,), None), ((older.seq,), "seq_behind")]
+    included, notices = _told(net, meter.id, heard)
+    assert [tx["seq"] for m in included for tx in m["txs"]] == [env.seq, newer.seq]
+    assert [(n.seqs, n.refused) for n in notices[needed:]] == [((older.seq,), "seq_behind")] * needed
     other = net.c.meters[1].id
-    try:
-        open_notice(heard[0], community=net.c.community, meter=other, trusted=_trusted(net))
-    except Rejected as exc:
-        assert exc.reason == "wrong_recipient"
-    else:
-        raise AssertionError("a notice for one meter was accepted by another")
+    refusal = next(p for p in heard if json.loads(p).get("type") == "notice")
+    with pytest.raises(Rejected) as refused:
+        open_notice(refusal, community=net.c.community, meter=other, trusted=_trusted(net))
+    assert refused.value.reason == "wrong_recipient"
+    with pytest.raises(ReceiptError):  # a proof for one meter is not taken by another
+        verify_included(included[0], meter=other, payloads={env.seq: env.to_bytes()}, **check)
 
 
 def test_full_disk_while_catching_up_is_reported_and_recovered(tmp_path):
@@ -248,6 +281,6 @@ def test_one_signer_cannot_fill_the_mempool(tmp_path):
     assert (honest.id, other.seq) in seq._pending_keys
     assert seq._pending_per_signer[flood.id] <= 3
     net.settle()
-    told = [open_notice(p, community=net.c.community, meter=flood.id, trusted=_trusted(net)) for p in heard]
+    _, told = _told(net, flood.id, heard)
     assert all(n.refused != "busy" for n in told)  # turned away for now is not refused for good
     assert seq._pending_per_signer == collections.Counter()  # all booked or gone, counts back to 0

@@ -2,11 +2,12 @@
 durable outbox and publishes them; killed with SIGKILL at random moments.
 
 Usage: python -m tests.reliability.power_cut_publisher KEYFILE STATEFILE COMMUNITY INTERVAL URL
-       VALIDATORS_JSON [--drain | --count N]
-VALIDATORS_JSON maps validator key ids to SEC1 hex keys: the only signers of notices it believes.
+       TRUST_JSON [--drain | --count N]
+TRUST_JSON is {"validators": {key id: SEC1 hex}, "quorum": q}: the validators whose seals (on the
+headers of inclusion proofs) and notices it believes.
 Seqs start at 1. With --count it publishes N readings as fast as it can, then drains.
 With --drain it only resends what the outbox holds and exits when the ledger confirmed everything
-(the sequencer's signed notices), resending what stays unconfirmed, as the agent does.
+(inclusion proofs against sealed headers), resending what stays unconfirmed, as the agent does.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from chain.envelope import Rejected, sign_envelope
 from chain.keys import key_id, load_private_key
 from chain.notice import open_notice
 from meter_agent.outbox import Outbox
+from meter_agent.receipts import verify_included
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 
 
 def main() -> None:
-    key_file, state_file, community, interval, url, validators_json = sys.argv[1:7]
-    validators = json.loads(validators_json)
+    key_file, state_file, community, interval, url, trust_json = sys.argv[1:7]
+    trust = json.loads(trust_json)
+    validators, quorum = trust["validators"], trust["quorum"]
     drain = "--drain" in sys.argv
     count = int(sys.argv[sys.argv.index("--count") + 1]) if "--count" in sys.argv else None
     key = load_private_key(key_file)
@@ -33,6 +36,19 @@ def main() -> None:
     bus = MqttBus(BrokerConfig.from_url(url), f"publisher-{meter}")
 
     def on_receipt(topic: str, payload: bytes) -> None:
+        message = json.loads(payload)
+        if message.get("type") == "included":  # checked as the agent checks it
+            seqs = [tx["seq"] for tx in message["txs"]]
+            _height, proven = verify_included(
+                message,
+                meter=meter,
+                payloads={seq: p for seq, _t, p in outbox.messages(seqs)},
+                community=community,
+                validators=validators,
+                quorum=quorum,
+            )
+            outbox.confirm(proven)
+            return
         try:
             notice = open_notice(payload, community=community, meter=meter, trusted=validators)
         except Rejected:
@@ -93,7 +109,10 @@ def ledger_seqs(ledger_db: str, msg_type: str = "reading") -> dict[str, list[int
 def publisher_command(key_file, state_file, c, url: str, *options: str) -> list[str]:
     """The command line that runs this publisher for a LocalCommunity ``c`` (options: "--drain"
     or "--count", "N")."""
-    validators = {v.id: v.sec1_hex for v in c.validators}
+    trust = {
+        "validators": {v.id: v.sec1_hex for v in c.validators},
+        "quorum": c.genesis.doc["chain"]["quorum"],
+    }
     return [
         sys.executable,
         "-m",
@@ -103,6 +122,6 @@ def publisher_command(key_file, state_file, c, url: str, *options: str) -> list[
         c.community,
         str(c.genesis.time),
         url,
-        json.dumps(validators),
+        json.dumps(trust),
         *options,
     ]

@@ -70,9 +70,8 @@ class StreamMeter:
                 payload, community=self.c.community, meter=self.party.id, trusted=self.validators
             )
         except Rejected:
-            return  # a receipt with proofs, not a notice
-        if notice.refused is not None:
-            self.refused.update(dict.fromkeys(notice.seqs, notice.refused))
+            return  # a receipt or an inclusion proof, not a notice
+        self.refused.update(dict.fromkeys(notice.seqs, notice.refused))
 
     def _run(self) -> None:
         topic = Topics.orders(self.c.community, self.party.id)

@@ -3,10 +3,11 @@
 Four `peerwatt node run` processes (market app, 10-second intervals) on a real Mosquitto; two
 honest meters trade through durable outboxes (a seller and a buyer, orders before each gate and
 a reading after each interval, resending what the ledger has not confirmed, believing only
-validator-signed notices). Meanwhile two enrolled meters send what hypothesis makes of validly
-signed messages: sequence gaps up to 2^53, every field at and beyond its bounds, huge and deeply
-nested bodies, other signers claimed, floats, replays of their own and of the honest meters'
-messages, readings with implausible counters or another serial, on their own and others' topics.
+inclusion proofs against sealed headers and validator-signed refusal notices). Meanwhile two
+enrolled meters send what hypothesis makes of validly signed messages: sequence gaps up to 2^53,
+every field at and beyond its bounds, huge and deeply nested bodies, other signers claimed,
+floats, replays of their own and of the honest meters' messages, readings with implausible
+counters or another serial, on their own and others' topics.
 
 Asserted: no node exits; blocks keep becoming final during and after the attack; every honest
 message is booked exactly once (or refused with a reason the honest meter was told); honest
@@ -34,6 +35,7 @@ from chain.store import Store
 from chain.verify import verify_store
 from market.app import MarketApp
 from meter_agent.outbox import Outbox
+from meter_agent.receipts import verify_included
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
 from tests.support.localnet import make_community
 from tests.support.procnet import launch_community, wait_for
@@ -58,7 +60,8 @@ HOSTILE_EXAMPLES = 150
 
 
 class HonestMeter:
-    """A meter that behaves: signs through a durable outbox, resends until a notice confirms."""
+    """A meter that behaves: signs through a durable outbox, resends until an inclusion proof
+    (or a refusal notice) confirms."""
 
     def __init__(self, c, index: int, side: str, url: str, workdir: Path, start: int) -> None:
         self.c = c
@@ -78,14 +81,26 @@ class HonestMeter:
         assert self.bus.wait_connected(WAIT_S), self.bus.last_error
 
     def _on_receipt(self, _topic: str, payload: bytes) -> None:
+        message = json.loads(payload)
+        if message.get("type") == "included":  # checked as the agent checks it
+            seqs = [tx["seq"] for tx in message["txs"]]
+            _height, proven = verify_included(
+                message,
+                meter=self.party.id,
+                payloads={seq: p for seq, _t, p in self.outbox.messages(seqs)},
+                community=self.c.community,
+                validators=self.validators,
+                quorum=self.c.genesis.doc["chain"]["quorum"],
+            )
+            self.outbox.confirm(proven)
+            return
         try:
             notice = open_notice(
                 payload, community=self.c.community, meter=self.party.id, trusted=self.validators
             )
         except Rejected:
             return  # a receipt, or a forged notice
-        if notice.refused is not None:
-            self.refused.update(dict.fromkeys(notice.seqs, notice.refused))
+        self.refused.update(dict.fromkeys(notice.seqs, notice.refused))
         self.outbox.confirm(list(notice.seqs))
 
     def _send(self, kind: str, body: dict) -> None:
