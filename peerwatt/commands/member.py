@@ -8,6 +8,7 @@ topic with the validator's operator account (``operator.toml`` next to ``node.to
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -94,10 +95,16 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
     check_tls_files(broker, str(side.operator))
     bus = MqttBus(broker, client_id)
     acked = threading.Semaphore(0)
+    bus_log = logging.getLogger("peerwatt.bus")
+    level = bus_log.level
+    bus_log.setLevel(logging.ERROR)  # its "...; retrying" lines: a command does not retry, it says why
     bus.start()
     try:
         if not bus.wait_connected(timeout_s):
-            raise UserError(f"broker {broker.address} not reachable: {bus.last_error or 'no answer'}")
+            why = bus.last_error or f"cannot reach the MQTT broker at {broker.address}: no answer"
+            for suffix in ("; retrying", "; reconnecting"):
+                why = why.removesuffix(suffix)
+            raise UserError(f"{why} (waited {timeout_s:g} s; is the broker running?)")
         for env in envelopes:
             bus.publish(Topics.gov(community), env.to_bytes(), on_ack=acked.release)
         deadline = time.monotonic() + timeout_s
@@ -109,6 +116,7 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
                 )
     finally:
         bus.stop()
+        bus_log.setLevel(level)
 
 
 def wait_until(
@@ -234,10 +242,12 @@ def chain_app_name(data_dir: Path) -> str:
 
 
 def _request(path: Path, community: str) -> JoinRequest:
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give the join request file in it (join-request.txt)")
     try:
         request = read_join_request(path)
-    except JoinRequestError as exc:
-        raise UserError(f"{path}: {exc}") from None
+    except JoinRequestError as exc:  # (named once: some of its messages name the file already)
+        raise UserError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     if request.community != community:
         raise UserError(f"{path} asks to join {request.community!r}; this node is in {community!r}")
     return request
@@ -460,7 +470,7 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
 def _leaving_member(who: str, community: str) -> str:
     """The member key id that WHO names: a join request file, or the key id itself."""
     path = Path(who)
-    if path.is_file():
+    if path.is_file() or path.is_dir():
         return _request(path, community).member_id
     if re.fullmatch(r"[0-9a-fA-F]{32}", who):
         return who.lower()

@@ -190,3 +190,53 @@ def test_statements_verify_what_is_not_a_statement(tmp_path, june, content, word
     r = peerwatt("statements", "verify", "--data", str(june.node), str(doc))
     one_line_error(r, str(doc), words)
     assert r.returncode == 2 and r.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def validator(tmp_path_factory) -> Path:
+    """A one-validator community's validator folder with its store made, its operator account
+    pointed at a loopback port where nothing listens."""
+    import socket
+
+    from tests.peerwatt.test_cli_bad_files import COMMUNITY
+
+    out = tmp_path_factory.mktemp("community") / "c"
+    r = peerwatt(*COMMUNITY, "--out", str(out), stdin="")
+    assert r.returncode == 0, r.stderr
+    folder = out / "validator-1"
+    r = peerwatt(
+        "node", "init", "--genesis", str(folder / "genesis.toml"), "--data", str(folder / "node-data")
+    )
+    assert r.returncode == 0, r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    operator = folder / "operator.toml"
+    operator.write_text(operator.read_text().replace("127.0.0.1:8883", f"127.0.0.1:{port}"))
+    return folder
+
+
+def test_member_leave_and_admit_name_a_bad_request_file_once(tmp_path, validator):
+    """Found in a QA pass: 'error: junk: junk is not a text file'; a folder was 'no such join
+    request file'."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(range(128, 256)))
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    config = str(validator / "node.toml")
+    r = peerwatt("member", "leave", "-c", config, str(junk))
+    one_line_error(r, "not a text file")
+    assert r.stderr.count(str(junk)) == 1, r.stderr
+    for command in ("leave", "admit"):
+        one_line_error(peerwatt("member", command, "-c", config, str(folder)), str(folder), "is a folder")
+
+
+def test_a_broker_that_is_down_is_one_line_without_retrying(validator):
+    """Found in a QA pass: the bus's 'cannot reach ...; retrying' line, then 'error: broker ...
+    not reachable: cannot reach ...; retrying', though nothing retries."""
+    r = peerwatt(
+        "gov", "propose", "-c", str(validator / "node.toml"), "--action", "set_param",
+        "--arg", "name=max_orders_per_interval", "--arg", "value=3", "--wait", "1",
+    )  # fmt: skip
+    one_line_error(r, "cannot reach the MQTT broker", "is the broker running?")
+    assert "retrying" not in r.stderr
