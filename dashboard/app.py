@@ -84,6 +84,8 @@ def create_app(
     app.config.setdefault("SECRET_KEY", None)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _secret_key(services.instance_dir)
+    # the cookie is a browser-session cookie (views/auth.py); the server-side session in
+    # dashboard.sqlite expires after SESSION_HOURS, and this caps anything made permanent
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
     app.extensions["peerwatt"] = services
 

@@ -36,8 +36,10 @@ def login():
             "login.html", next=target, error="Wrong user name or password.", username=name
         ), 401
     session.clear()  # a new session for the new login (no fixation)
-    login_user(user)
-    session.permanent = True
+    login_user(user)  # no remember-me cookie
+    # a browser-session cookie (no Expires): it ends when the browser is closed, which matters
+    # on a family's shared computer; the server ends the session after SESSION_HOURS anyway
+    session.permanent = False
     return redirect(target)
 
 

@@ -152,7 +152,12 @@ def test_session_cookie_flags_and_server_side_logout(fresh_app):
     c = fresh_app.test_client()
     response = login(c, "flat")
     cookie = next(v for k, v in response.headers.items() if k == "Set-Cookie" and "peerwatt_session" in v)
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Expires=" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    # a browser-session cookie: no Expires or Max-Age (a QA pass found Expires= 8 h ahead, from
+    # session.permanent, beside docs that say "No remember-me cookie"); the server-side session
+    # still ends after session_hours (test_sessions_expire_and_logout_ends_them)
+    assert "Expires=" not in cookie and "Max-Age" not in cookie
+    assert not [v for k, v in response.headers.items() if k == "Set-Cookie" and "remember" in v.lower()]
     assert "Secure" not in cookie
     stolen = c.get_cookie("peerwatt_session").value
     c.post("/logout", data={"csrf_token": csrf_token(c)})
