@@ -78,9 +78,15 @@ def issued(billing_dir: Path, community: str, period: str | None = None) -> list
         conn.close()
     out = []
     for number, per, kind, member, issued_at, height, refers_to, doc, paid_on in rows:
-        d = json.loads(bytes(doc))
-        figures = d if kind == "statement" else d["corrected"]
-        shown_total = d["shown"]["total"] if kind == "statement" else d["shown_total"]
+        try:
+            d = json.loads(bytes(doc))
+            figures = d if kind == "statement" else d["corrected"]
+            shown_total = d["shown"]["total"] if kind == "statement" else d["shown_total"]
+            total = d["total"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RegisterError(
+                f"cannot read {billing_dir / REGISTER}: document {number} is damaged ({exc!r})"
+            ) from None
         out.append(
             Issued(
                 number=number,
@@ -91,7 +97,7 @@ def issued(billing_dir: Path, community: str, period: str | None = None) -> list
                 issued_at=issued_at,
                 height=height,
                 references=refers_to,
-                total=d["total"],
+                total=total,
                 shown_total=shown_total,
                 currency=figures.get("currency", "EUR"),
                 final=bool(figures.get("final", False)),

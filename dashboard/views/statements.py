@@ -16,7 +16,8 @@ bp = Blueprint("statements", __name__)
 
 
 def _documents():
-    """(billing folder, the period asked for or None, its documents); 403 for non-admins."""
+    """(billing folder, the period asked for or None, its documents, or why the register cannot
+    be read); 403 for non-admins, so only the operator ever sees the register's path."""
     user = viewer()
     if user is None or not user.is_admin:
         abort(403, "The issued statements are for the community's operator.")
@@ -26,16 +27,15 @@ def _documents():
     s = services()
     billing = Path(current_app.config.get("BILLING_DIR") or s.ledger.data_dir / "billing")
     try:
-        docs = issued(billing, s.ledger.community.id, period)
+        return billing, period, issued(billing, s.ledger.community.id, period), None
     except RegisterError as exc:
-        abort(500, str(exc))
-    return billing, period, docs
+        return billing, period, [], str(exc)
 
 
 @bp.route("/statements")
 @login_required
 def page():
-    billing, period, docs = _documents()
+    billing, period, docs, problem = _documents()
     return render_template(
         "statements.html",
         billing=billing,
@@ -43,11 +43,14 @@ def page():
         docs=docs,
         periods=periods(docs),
         kinds=KIND_WORDS,
+        problem=problem,
     )
 
 
 @bp.route("/api/v1/statements")
 @login_required
 def api():
-    _, period, docs = _documents()
+    _, period, docs, problem = _documents()
+    if problem is not None:  # not "nothing issued": a client must not read an empty list
+        return jsonify(error=problem), 503
     return jsonify(period=period, statements=[d.to_json() for d in docs], periods=periods(docs))
