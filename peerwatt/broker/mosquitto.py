@@ -8,8 +8,11 @@ config`` and the demo call :func:`write_config`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 import secrets
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -126,11 +129,42 @@ def dropin_text(etc_dir: Path, persistence_dir: Path, user: str) -> str:
 
 
 def start_commands(etc_dir: Path, persistence_dir: Path, user: str) -> tuple[str, str]:
-    """The two commands that start the broker as root: make the persistence folder, run it."""
+    """The two commands that start the broker as root: make the persistence folder, run it
+    (quoted for a shell, which also suits a systemd command line: check_values refuses what
+    either would read otherwise)."""
     return (
-        f"/usr/bin/install -d -m 0750 -o {user} -g {user} {persistence_dir}",
-        f"/usr/sbin/mosquitto -c {etc_dir / CONF_NAME}",
+        shlex.join(["/usr/bin/install", "-d", "-m", "0750", "-o", user, "-g", user, str(persistence_dir)]),
+        shlex.join(["/usr/sbin/mosquitto", "-c", str(etc_dir / CONF_NAME)]),
     )
+
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian's adduser NAME_REGEX, without '$'
+_UNSAFE_IN_PATH = re.compile(r"[\x00-\x1f\x7f'\"\\%$`]")  # a new line; what systemd or a shell reads
+
+
+def check_values(*, bind: str | None, run_user: str, paths: dict[str, Path | None]) -> None:
+    """Refuse, in one line, a value that would not be one word of mosquitto.conf or of the systemd
+    drop-in: --bind must be an IP address or a host name, --user a user name, and a path must
+    hold no control character (a new line starts a directive of its own), quote, backslash, '%',
+    '$' or '`'."""
+    if bind is not None:
+        try:
+            ipaddress.ip_address(bind)
+        except ValueError:
+            if len(bind) > 253 or not _HOST_NAME.fullmatch(bind):
+                raise UserError(f"--bind {bind!r}: give an IP address or a host name") from None
+    if not _USER_NAME.fullmatch(run_user):
+        raise UserError(
+            f"--user {run_user!r}: give a user name (lower-case letters, digits, '_' or '-', at most 32)"
+        )
+    for option, path in paths.items():
+        if path is not None and _UNSAFE_IN_PATH.search(str(path)):
+            raise UserError(
+                f"{option} {str(path)!r}: a path in mosquitto.conf and the systemd drop-in cannot "
+                "hold a control character, quote, backslash, '%', '$' or '`'"
+            )
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -307,6 +341,16 @@ def write_config(
     """Write mosquitto.conf, the ACL, the systemd drop-in (and with ``auth="password"`` the
     password file and credentials/) for these accounts; UserError (one line) on a bad combination,
     or when mosquitto.conf or the drop-in was changed since it was written (unless ``force``)."""
+    check_values(
+        bind=bind,
+        run_user=run_user,
+        paths={"--out": out_dir, "--etc": etc_dir, "--certs": certs_dir, "--persistence": persistence_dir},
+    )
+    for path in (out_dir, *out_dir.parents):  # the first that exists must be a folder
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"--out {out_dir}: {path} is a file, not a folder")
+            break
     if auth == "cert" and not tls:
         raise UserError("--auth cert needs TLS: drop --no-tls (or use --auth password)")
     if auth == "cert" and local_port:

@@ -13,6 +13,7 @@ peerwatt/broker/mosquitto.py and peerwatt/broker/certs.py (which the demo calls 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -164,12 +165,10 @@ def config(
         click.echo(f"then, on the broker: {result.still}")
     click.echo(f"start as root: {make_dir} && {run}")
     click.echo(
-        f"or with systemd: mkdir -p /etc/systemd/system/{DROPIN_DIR} && cp {result.dropin} "
+        f"or with systemd: mkdir -p /etc/systemd/system/{DROPIN_DIR} && cp {shlex.quote(str(result.dropin))} "
         f"/etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload && systemctl restart mosquitto"
     )
-    click.echo(
-        "a running broker takes a new ACL, password file or CRL with `systemctl restart mosquitto`"
-    )
+    click.echo("a running broker takes a new ACL, password file or CRL with `systemctl restart mosquitto`")
 
 
 @broker.command()
@@ -254,6 +253,14 @@ def certs(
             for kid in sorted(registry.left_out)
             if (clients / f"{kid}.crt").exists() and kid not in revoke
         )
+    known = {a.name for a in accounts}
+    for account in reissue:  # as --revoke of no such account, an error: not a silent no-op
+        if account not in known:
+            where = "the accounts of --genesis/--data (and --node/--meter)" if accounts else "no accounts"
+            raise UserError(
+                f"--reissue {account}: no such account among {where}: give --genesis or --data, "
+                "and the account's name (node-<key id>, or a meter id)"
+            )
     result = make_certs(
         out_dir,
         community=name,

@@ -240,3 +240,54 @@ def test_a_broker_that_is_down_is_one_line_without_retrying(validator):
     )  # fmt: skip
     one_line_error(r, "cannot reach the MQTT broker", "is the broker running?")
     assert "retrying" not in r.stderr
+
+
+def test_broker_config_refuses_values_that_are_not_one_word(tmp_path, validator):
+    """Found in a QA pass: --bind $'1.2.3.4\\ninclude_dir /tmp/evil' exited 0 and wrote an
+    include_dir line into mosquitto.conf; --bind 'x y' wrote 'listener 8883 x y'; a new line in
+    --user broke the systemd drop-in; --out a file was '[Errno 20] Not a directory'."""
+    genesis = str(validator.parent / "genesis.toml")
+    (tmp_path / "junk").write_text("")
+    for args, words in (
+        (["--bind", "1.2.3.4\ninclude_dir /tmp/evil"], "--bind"),
+        (["--bind", "x y"], "--bind"),
+        (["--user", "mosq\nx"], "--user"),
+        (["--persistence", str(tmp_path / "p\nx")], "--persistence"),
+        (["--out", str(tmp_path / "junk")], "junk is a file"),
+    ):
+        out = [] if "--out" in args else ["--out", str(tmp_path / "b")]
+        r = peerwatt("broker", "config", "--genesis", genesis, *out, *args)
+        one_line_error(r, *words.split())
+    assert sorted(os.listdir(tmp_path)) == ["junk"]
+    for bind in ("192.0.2.7", "::1", "broker.example.org"):
+        r = peerwatt("broker", "config", "--genesis", genesis, "--out", str(tmp_path / "b"), "--bind", bind)
+        assert r.returncode == 0, r.stderr
+        assert f"listener 8883 {bind}\n" in (tmp_path / "b" / "mosquitto.conf").read_text()
+
+
+def test_broker_config_prints_and_writes_quoted_paths(tmp_path, validator):
+    """Found in a QA pass: `mosquitto -c /tmp/qa-cli/bconf x/mosquitto.conf` was printed as is."""
+    import shlex
+
+    out = tmp_path / "bconf x"
+    r = peerwatt(
+        "broker", "config", "--genesis", str(validator.parent / "genesis.toml"), "--out", str(out),
+        "--persistence", str(tmp_path / "p q"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    start = next(x for x in r.stdout.splitlines() if x.startswith("start as root: "))
+    install, run = start.removeprefix("start as root: ").split(" && ")
+    assert shlex.split(run) == ["/usr/sbin/mosquitto", "-c", f"{out}/mosquitto.conf"]
+    assert shlex.split(install)[-1] == str(tmp_path / "p q")
+    dropin = (out / "mosquitto.service.d" / "peerwatt.conf").read_text()
+    assert f"ExecStart=/usr/sbin/mosquitto -c '{out}/mosquitto.conf'\n" in dropin
+
+
+def test_broker_certs_reissue_of_no_such_account_is_an_error(tmp_path, validator):
+    """Found in a QA pass: --reissue nosuchaccount did nothing with rc 0 (--revoke errs)."""
+    genesis = str(validator.parent / "genesis.toml")
+    r = peerwatt(
+        "broker", "certs", "--out", str(tmp_path / "certs"), "--genesis", genesis, "--reissue", "nosuch"
+    )
+    one_line_error(r, "--reissue nosuch", "no such account")
+    assert not (tmp_path / "certs").exists()
