@@ -32,7 +32,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chain.store import StoreError
-from dashboard.private import private_file
+from dashboard.private import private_file, private_folder
 
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -153,6 +153,7 @@ class Accounts:
         self.path = Path(path)
         self.clock = clock
         self.password_method = password_method
+        private_folder(self.path.parent)  # the instance folder (`peerwatt dashboard user add` makes it)
         self.conn = open_db(self.path)
         self.lock = threading.Lock()
         self.rate_limit = rate_limit or RateLimit()

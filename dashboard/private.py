@@ -21,8 +21,9 @@ FILE_MODE = 0o600
 COMPANIONS = ("-wal", "-shm", "-journal")
 
 
-def _narrow(path: Path, mode: int) -> None:
-    """Take group and other bits away from an existing ``path`` (one log line when it had any)."""
+def _narrow(path: Path, mode: int, quiet: bool = False) -> None:
+    """Take group and other bits away from an existing ``path`` (one log line when it had any,
+    unless ``quiet``)."""
     try:
         current = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
@@ -36,11 +37,16 @@ def _narrow(path: Path, mode: int) -> None:
             "%s is mode %04o, readable by others, and cannot be narrowed: %s", path, current, exc.strerror
         )
         return
-    log.warning("%s was mode %04o, readable by others: now %04o (owner only)", path, current, current & mode)
+    if not quiet:
+        log.warning(
+            "%s was mode %04o, readable by others: now %04o (owner only)", path, current, current & mode
+        )
 
 
 def private_folder(folder: str | Path) -> Path:
-    """The folder, created (with its parents) mode 0700, or narrowed to owner-only if wider."""
+    """The folder, created (with its parents) mode 0700, or narrowed to owner-only if wider: with
+    a log line when it holds anything (an empty one, just made by another tool under the umask,
+    exposed nothing)."""
     folder = Path(folder)
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +54,11 @@ def private_folder(folder: str | Path) -> Path:
             folder.mkdir(mode=FOLDER_MODE)
         except FileExistsError:
             pass
-    _narrow(folder, FOLDER_MODE)
+    try:
+        empty = not any(folder.iterdir())
+    except OSError:
+        empty = False
+    _narrow(folder, FOLDER_MODE, quiet=empty)
     return folder
 
 

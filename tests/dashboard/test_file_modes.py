@@ -70,3 +70,22 @@ def test_wider_files_are_narrowed_at_start_with_one_line_each(built, tmp_path, u
     with caplog.at_level(logging.INFO, logger="peerwatt.dashboard"):
         start(built, instance)
     assert [r for r in caplog.records if r.name == "peerwatt.dashboard"] == []
+
+
+def test_a_folder_user_add_made_under_the_umask_is_narrowed_without_a_word(
+    built, tmp_path, umask_022, caplog
+):
+    """`peerwatt dashboard user add` makes the instance folder (0755 under umask 022) before the
+    accounts: an empty folder exposed nothing, so it is narrowed without a log line, and the
+    dashboard started on it later finds nothing to say either (tests/peerwatt/test_cli_bad_files.py
+    wants one error line from a start over a damaged file)."""
+    from dashboard.accounts import Accounts
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    assert mode(instance) == 0o755
+    with caplog.at_level(logging.INFO, logger="peerwatt.dashboard"):
+        Accounts(instance / "dashboard.sqlite", password_method=TEST_PASSWORD_METHOD).close()
+        start(built, instance)
+    assert mode(instance) == 0o700 and mode(instance / "dashboard.sqlite") == 0o600
+    assert [r.getMessage() for r in caplog.records if r.name == "peerwatt.dashboard"] == []
