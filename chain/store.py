@@ -236,6 +236,8 @@ class Store:
         path = db_path(data_dir)
         if not path.exists():
             raise StoreError(f"no ledger store in {data_dir} (create one with `peerwatt node init`)")
+        if not path.is_file():
+            raise StoreError(f"{path} is not a file (a folder?): it should be the node's ledger store")
         return cls._connect(path, readonly=readonly, create=False)
 
     @classmethod

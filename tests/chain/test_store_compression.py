@@ -164,6 +164,15 @@ def test_an_empty_or_foreign_database_is_not_called_an_old_schema(tmp_path):
         Store.open(tmp_path)
 
 
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_folder_where_the_store_should_be_is_named(tmp_path, readonly):
+    """Found in a QA pass: `verify --data D` with D/ledger.sqlite a folder said "disk I/O error
+    (... check the disk)"."""
+    db_path(tmp_path).mkdir()
+    with pytest.raises(StoreError, match="ledger.sqlite is not a file \\(a folder\\?\\)"):
+        Store.open(tmp_path, readonly=readonly)
+
+
 @pytest.fixture
 def compressed(tmp_path, small_dicts):
     c = make_community(validators=3, members=2, meters_per_member=2)
