@@ -434,17 +434,20 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
     if is_member and ("remove_member", member_id) not in proposed:
         actions.append(("remove_member", {"member": member_id}))
     vote = f"`peerwatt gov vote -c node.toml --member {member_id} --yes`"
-    if not actions and open_ids:
-        raise UserError(
+    if not actions and open_ids:  # nothing to do, as member admit of an enrolled meter: exit 0
+        click.echo(
             f"the leave of {member_id} is already proposed ({len(open_ids)} open proposal(s): "
-            f"{', '.join(p['action'] for p in open_ids.values())}): the others vote with {vote}"
+            f"{', '.join(p['action'] for p in open_ids.values())}); nothing to do: the others vote "
+            f"with {vote}"
         )
+        return
     if not actions:
         revoked = ", ".join(f"{m} at height {chain['revoked'][m]}" for m in owned if m in chain["revoked"])
-        raise UserError(
+        click.echo(
             f"{member_id} has already left {community}: not a member any more, its meters revoked "
-            f"({revoked or 'none'})"
+            f"({revoked or 'none'}); nothing to do"
         )
+        return
     for pid, p in open_ids.items():
         click.echo(
             f"{p['action']} {p['args']} is open already ({pid}): {_tally(chain, pid, p['action'], p['args'])}"

@@ -78,6 +78,15 @@ def caught_up(nodes) -> None:
     wait_for(lambda: all((n.status() or {}).get("height", -1) >= height for n in nodes), WAIT_S, "catch-up")
 
 
+def nothing_to_do(result, *needles: str) -> None:
+    """The command did nothing and said so in one line on stdout, exit 0 (as member admit)."""
+    text = result.stdout + result.stderr
+    assert result.returncode == 0 and not result.stderr.strip(), text
+    assert len(result.stdout.strip().splitlines()) == 1 and "nothing to do" in result.stdout, text
+    for needle in needles:
+        assert needle in result.stdout, text
+
+
 def one_line_error(result, *needles: str) -> str:
     """The command failed with one line on stderr, no traceback, naming every needle."""
     text = result.stdout + result.stderr
@@ -206,7 +215,7 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
 
         # asked again while its votes are open: no second set of proposals
         again = cli(nodes[1], "member", "leave", leaving.id)
-        one_line_error(again, leaving.id, "already proposed", f"--member {leaving.id} --yes")
+        nothing_to_do(again, leaving.id, "already proposed", f"--member {leaving.id} --yes")
         assert len(chain_of(nodes[1])["proposals"]) == 3
 
         # the others vote; the third validator's yes revokes the meters, the fourth's removes the member
@@ -254,8 +263,8 @@ def test_a_household_leaves_by_vote_and_its_meters_are_refused(tmp_path: Path, m
         )
 
         # a second leave after it passed, and members that do not exist: one line each
-        one_line_error(cli(nodes[0], "member", "leave", leaving.id), leaving.id, "already left")
-        one_line_error(cli(nodes[0], "member", "leave", str(request)), leaving.id, "already left")
+        nothing_to_do(cli(nodes[0], "member", "leave", leaving.id), leaving.id, "already left")
+        nothing_to_do(cli(nodes[0], "member", "leave", str(request)), leaving.id, "already left")
         nobody = "0123456789abcdef0123456789abcdef"
         one_line_error(cli(nodes[0], "member", "leave", nobody), nobody, "not a member")
         one_line_error(cli(nodes[0], "member", "leave", "join-9.txt"), "join-9.txt", "no such")
