@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grp
 import os
+import shlex
 from pathlib import Path
 
 from peerwatt.errors import UserError
@@ -42,4 +43,4 @@ def share_with(paths: list[Path], user: str) -> str | None:
         for path in paths:
             os.chown(path, 0, gid)
         return None
-    return f"chgrp {user} " + " ".join(str(p) for p in paths)
+    return shlex.join(["chgrp", user, *(str(p) for p in paths)])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -511,6 +512,7 @@ def summary_text(
             "  peerwatt node run -c node.toml",
             "",
         ]
+    here = shlex.quote(str(out))  # commands to paste into a shell
     lines += [
         "EACH HOUSEHOLD (next to its meter):",
         f"  copy {out}/household/ (genesis.toml, community-ca.crt) to the device, then in that folder:",
@@ -518,7 +520,7 @@ def summary_text(
         "  and send the join request it writes (join-request.txt) to the coordinator.",
         "",
         "ADMITTING A HOUSEHOLD:",
-        f"  here: peerwatt community add-meter --dir {out} join-request.txt   (its broker account;",
+        f"  here: peerwatt community add-meter --dir {here} join-request.txt   (its broker account;",
         "        copy the folder it names to the household, the ACL to the broker, restart Mosquitto)",
         "  on validator 1: peerwatt member admit join-request.txt -c node.toml   (proposes add_member)",
         "  on the other validators: peerwatt gov vote -c node.toml --request join-request.txt --yes",
@@ -526,7 +528,7 @@ def summary_text(
         "  from the block that enrols its meter.",
         "",
         "A HOUSEHOLD THAT LEFT (its meter revoked by vote):",
-        f"  here: peerwatt community revoke --dir {out} --data <a copy of a validator's node-data>",
+        f"  here: peerwatt community revoke --dir {here} --data <a copy of a validator's node-data>",
         "        (certificate revoked, ACL block gone), then copy the ACL and CRL it names to the broker",
         "        and restart Mosquitto.",
     ]

@@ -183,3 +183,18 @@ def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder
     crl = x509.load_pem_x509_crl((out / "broker" / "certs" / "community-ca.crl").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
     assert not (out / "broker" / "certs" / "clients" / f"{leaving.id}.crt").exists()
+
+
+def test_the_summary_commands_can_be_pasted_into_a_shell(tmp_path):
+    """Found in a QA pass: with --out "comm dir" SUMMARY.txt said `add-meter --dir .../comm dir
+    join-request.txt`, which a shell splits into two arguments."""
+    import shlex
+
+    out = tmp_path / "comm dir"
+    r = peerwatt("community", "init", *FLAGS, "--validators", "4", "--out", str(out), stdin="")
+    assert r.returncode == 0, r.stderr
+    summary = (out / "SUMMARY.txt").read_text()
+    for command in ("add-meter", "revoke"):
+        line = next(line for line in summary.splitlines() if f"peerwatt community {command} --dir" in line)
+        given = line.split("--dir ", 1)[1].split(" join-request.txt")[0].split(" --data")[0]
+        assert shlex.split(given) == [str(out)], line
