@@ -45,6 +45,8 @@ from peerwatt.onboarding import (
 
 DEFAULT_BROKER_ETC = Path("/etc/mosquitto/peerwatt")
 DEFAULT_PERSISTENCE = Path("/var/lib/mosquitto")
+# validators of one community: every block takes votes from most of them, each to each
+MAX_VALIDATORS = 100
 
 
 def _interactive() -> bool:
@@ -62,17 +64,21 @@ def _ask(value, text: str, default=None, type=None):
     return default
 
 
-def _price(text: str | int, what: str) -> int:
-    """'0.08' (per kWh) or micro-units 80000 -> micro-units per kWh (exact, no float)."""
-    if isinstance(text, int):
-        return text
+def _price(text: str, what: str, *, zero_ok: bool = False) -> int:
+    """A price per kWh in the community's currency ('0.08') -> micro-units per kWh (exact, no
+    float). Always currency: reading large numbers as micro-units (as this once did from 100 up)
+    made '--grid-fee 150' 150 micro-units without a word."""
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
         raise UserError(f"{what} {text!r}: write a price per kWh such as 0.08") from None
-    micro = value * 1_000_000 if value < 100 else value
-    if micro != micro.to_integral_value() or micro <= 0:
-        raise UserError(f"{what} {text!r}: at most 6 decimals, positive")
+    micro = value * 1_000_000
+    whole = value.is_finite() and micro == micro.to_integral_value()
+    if not whole or micro < 0 or (micro == 0 and not zero_ok):
+        rule = "0 or more" if zero_ok else "more than 0"
+        raise UserError(
+            f"{what} {text!r}: a price per kWh in currency, {rule}, at most 6 decimals (e.g. 0.08)"
+        )
     return int(micro)
 
 
@@ -373,22 +379,24 @@ def init(
         raise UserError(f"{exc} (lowercase letters, digits and '-')") from None
     name = _ask(name, "Community name", default=community_id)
     n = _ask(n_validators, "Number of validators (4 or more tolerate one down)", default=4, type=int)
-    if n < 1:
-        raise UserError(f"--validators {n}: a community needs at least 1 validator")
-    if n < 4:
-        click.echo(
-            f"WARNING: {n} validator(s) give no fault tolerance: one machine down stops the market. "
-            f"{quorum_sentence(n)[0].upper()}{quorum_sentence(n)[1:]}; 4 validators tolerate one.",
-            err=True,
+    if not 1 <= n <= MAX_VALIDATORS:
+        raise UserError(
+            f"--validators {n}: a community has 1 to {MAX_VALIDATORS} validators (each block needs "
+            "votes from most of them; 4 to 7 is typical)"
         )
     hosts = list(validator_hosts)
-    if len(hosts) > n:
-        raise UserError(f"--validator-host given {len(hosts)} times for {n} validators")
+    if hosts and len(hosts) != n:
+        raise UserError(
+            f"--validator-host given {len(hosts)} times for {n} validators: give one per validator, "
+            "in order (or none, to be asked)"
+        )
     for i in range(len(hosts), n):
         hosts.append(_ask(None, f"Address of validator {i + 1}'s machine", default="127.0.0.1"))
     interval = _ask(interval_s, "Delivery interval in seconds", default=900, type=int)
     feed_in = _price(_ask(feed_in_price, "Feed-in tariff per kWh", default="0.08"), "--feed-in-price")
     retail = _price(_ask(retail_price, "Retail tariff per kWh", default="0.30"), "--retail-price")
+    grid_fee_micro = _price(grid_fee, "--grid-fee", zero_ok=True)
+    levies_micro = _price(levies, "--levies", zero_ok=True)
     zone = _ask(timezone, "Time zone (IANA)", default="UTC")
     broker_host = _ask(broker_host, "Broker host name or IP (what agents and nodes connect to)")
     out = _ask(out_dir, "Output folder", default=community_id)
@@ -402,15 +410,59 @@ def init(
         raise UserError(f"{out} is a file, not a folder: choose another --out (a new or empty folder)")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; refusing to overwrite (choose another --out)")
-
+    if n < 4:
+        click.echo(
+            f"WARNING: {n} validator(s) give no fault tolerance: one machine down stops the market. "
+            f"{quorum_sentence(n)[0].upper()}{quorum_sentence(n)[1:]}; 4 validators tolerate one.",
+            err=True,
+        )
     gate_s = 300 if interval >= 900 else max(5, interval // 3)
     keys = [generate_private_key() for _ in range(n)]
     sec1 = [public_key_sec1(k.public_key()).hex() for k in keys]
     ids = [key_id(k.public_key()) for k in keys]
+    existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc.strerror} (choose another --out)") from None
+    try:
+        summary = _write_community(
+            out, community_id, name, zone, sec1, keys, ids, hosts, interval, gate_s,
+            (feed_in, retail, grid_fee_micro, levies_micro),
+            broker_host, broker_port, broker_etc, broker_persistence, http_port,
+        )  # fmt: skip
+    except BaseException:  # an error or Ctrl-C halfway: no half-written community is left
+        if existed:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    click.echo(summary)
+    click.echo(f"wrote {out}/ (this summary is {out / 'SUMMARY.txt'})")
+
+
+def _write_community(
+    out: Path,
+    community_id: str,
+    name: str,
+    zone: str,
+    sec1: list[str],
+    keys: list,
+    ids: list[str],
+    hosts: list[str],
+    interval: int,
+    gate_s: int,
+    prices: tuple[int, int, int, int],
+    broker_host: str,
+    broker_port: int,
+    broker_etc: Path,
+    broker_persistence: Path,
+    http_port: int,
+) -> str:
+    """Write the community folder ``out`` (existing and empty); the summary it wrote."""
+    n = len(keys)
+    feed_in, retail, grid_fee_micro, levies_micro = prices
     (out / "genesis.toml").write_text(
         genesis_text(
             community=community_id,
@@ -422,8 +474,8 @@ def init(
             gate_s=gate_s,
             feed_in=feed_in,
             retail=retail,
-            grid_fee=_price(grid_fee, "--grid-fee") if grid_fee != "0" else 0,
-            levies=_price(levies, "--levies") if levies != "0" else 0,
+            grid_fee=grid_fee_micro,
+            levies=levies_micro,
         )
     )
     try:
@@ -469,8 +521,7 @@ def init(
     start = next((x for x in printed.splitlines() if x.startswith("start as root: ")), "")
     summary = summary_text(layout, genesis.hash.hex(), hosts, http_port, ids, interval, start)
     (out / "SUMMARY.txt").write_text(summary)
-    click.echo(summary)
-    click.echo(f"wrote {out}/ (this summary is {out / 'SUMMARY.txt'})")
+    return summary
 
 
 def summary_text(

@@ -63,21 +63,39 @@ def test_fewer_than_four_validators_warn_and_explain_quorum_zero_is_refused(tmp_
     assert "a block needs floor(2n/3)+1 seals, so n=3 needs 3 and tolerates no failure" in r.stderr
     r = peerwatt("community", "init", *FLAGS, "--validators", "0", "--out", str(tmp_path / "b"), stdin="")
     assert r.returncode != 0
-    assert r.stderr.strip() == "error: --validators 0: a community needs at least 1 validator"
+    assert r.stderr.strip().startswith("error: --validators 0: a community has 1 to 100 validators")
     assert not (tmp_path / "b").exists()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
+    """Also found in a QA pass: --validators 100000 ran for minutes (a 37 MB genesis); one
+    --validator-host for five validators gave the other four 127.0.0.1 without a word; prices of
+    100 or more were read as micro-units (--grid-fee 150 became 0.00015, --retail-price 100 was
+    refused as below the feed-in); with 3 validators each error came after a WARNING line."""
     bad = [
         (["--interval", "7"], "the interval must divide a day"),
         (["--timezone", "Mars/Olympus"], "not a known time zone"),
         (["--feed-in-price", "0.5"], "at most the retail price"),
+        (["--validators", "100000"], "1 to 100 validators"),
+        (["--validators", "5", "--validator-host", "h1"], "given 1 times for 5 validators"),
+        (["--grid-fee", "-1"], "0 or more"),
+        (["--retail-price", "abc"], "a price per kWh such as 0.08"),
+        (["--validators", "3", "--interval", "7"], "the interval must divide a day"),
     ]
     for extra, words in bad:
         r = peerwatt(
-            "community", "init", *FLAGS, *extra, "--validators", "4", "--out", str(tmp_path / "x"), stdin=""
+            "community", "init", *FLAGS, "--validators", "4", *extra, "--out", str(tmp_path / "x"), stdin=""
         )
         assert r.returncode != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "x").exists()
+    prices = ["--retail-price", "150", "--feed-in-price", "100", "--grid-fee", "0.00", "--levies", "2"]
+    r = peerwatt(
+        "community", "init", *FLAGS, "--validators", "4", *prices, "--out", str(tmp_path / "p"), stdin=""
+    )
+    assert r.returncode == 0, r.stderr
+    market = load_genesis(tmp_path / "p" / "genesis.toml").app_params
+    assert (market["retail_price"], market["feed_in_price"]) == (150_000_000, 100_000_000)
+    assert (market["grid_fee_per_kwh"], market["levies_per_kwh"]) == (0, 2_000_000)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     r = peerwatt("community", "init", *FLAGS, "--validators", "4", "--out", str(tmp_path / "full"), stdin="")
@@ -198,3 +216,18 @@ def test_the_summary_commands_can_be_pasted_into_a_shell(tmp_path):
         line = next(line for line in summary.splitlines() if f"peerwatt community {command} --dir" in line)
         given = line.split("--dir ", 1)[1].split(" join-request.txt")[0].split(" --data")[0]
         assert shlex.split(given) == [str(out)], line
+
+
+def test_a_failure_halfway_leaves_no_half_written_community(tmp_path):
+    """Found in a QA pass: an error (or Ctrl-C) after genesis.toml was written left genesis.toml,
+    community.toml and part of the broker folder, and the next run refused the folder as not
+    empty. A broker path the broker files cannot hold fails halfway, after genesis.toml."""
+    for out, made in ((tmp_path / "new", False), (tmp_path / "empty", True)):
+        if made:
+            out.mkdir()
+        r = peerwatt(
+            "community", "init", *FLAGS, "--validators", "4", "--broker-etc", '/etc/a"b', "--out", str(out),
+            stdin="",
+        )  # fmt: skip
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert (list(out.iterdir()) == []) if made else not out.exists()
