@@ -79,6 +79,23 @@ FUTURE_HEIGHTS = 2  # messages for up to this many heights ahead are kept until 
 MAX_FUTURE_MESSAGES = 20_000
 
 
+def stall_line(
+    height: int, round_: int, since_s: float, voting: int, quorum: int, validators: int, missing: list[str]
+) -> str:
+    """The operator's warning for a chain that does not finalise, caused elsewhere."""
+    head = f"chain STALLED at height {height} (round {round_}) for {since_s:.0f} s: "
+    if not missing:  # everyone votes: no quorum for one block in this round (slowness, not absence)
+        return head + (
+            f"all {validators} validators are voting, but no block got a quorum of {quorum} in this "
+            "round (slow machines or a slow broker? the round times out and the next proposer tries)"
+        )
+    return head + (
+        f"{voting} validator(s) voting, the quorum is {quorum} of {validators}; silent validator(s): "
+        f"{', '.join(missing)} (start them, or check their broker connection: no block is final "
+        "without a quorum)"
+    )
+
+
 @dataclass
 class NodeMetrics:
     accepted: int = 0
@@ -288,16 +305,16 @@ class Node:
         elif first or now - self._stall_logged >= STALL_LOG_EVERY_S:
             self._stall_logged = now
             log.warning(
-                "chain STALLED at height %d (round %d) for %.0f s: %d validator(s) voting, the quorum "
-                "is %d of %d; silent validator(s): %s (start them, or check their broker connection: "
-                "no block is final without a quorum)",
-                core.height,
-                core.round,
-                now - self._height_since,
-                len(heard & validators),
-                self.ledger.quorum(),
-                len(validators),
-                ", ".join(missing) or "none",
+                "%s",
+                stall_line(
+                    core.height,
+                    core.round,
+                    now - self._height_since,
+                    len(heard & validators),
+                    self.ledger.quorum(),
+                    len(validators),
+                    missing,
+                ),
             )
 
     # -- transactions ----------------------------------------------------------------------------

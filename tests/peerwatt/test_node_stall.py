@@ -72,3 +72,14 @@ def test_a_node_cut_off_from_the_broker_says_so_instead_of_blaming_the_others(tm
     warnings = [r.getMessage() for r in caplog.records if "STALLED" in r.getMessage()]
     assert warnings and all("STALLED here" in w and "silent" not in w for w in warnings), warnings
     assert all(n.status()["stalled"] is None for n in net.nodes if n is not cut)
+
+
+def test_a_stall_with_every_validator_voting_does_not_ask_to_start_them():
+    """Found in a soak: 'silent validator(s): none (start them, or check their broker connection...)'
+    while all four voted and the machine was merely slow."""
+    from peerwatt.node.runtime import stall_line
+
+    line = stall_line(912, 0, 30.4, 4, 3, 4, [])
+    assert "all 4 validators are voting" in line and "start them" not in line and "none" not in line
+    line = stall_line(10, 1, 31, 2, 3, 4, ["aa", "bb"])
+    assert "2 validator(s) voting, the quorum is 3 of 4; silent validator(s): aa, bb (start them" in line
