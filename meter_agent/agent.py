@@ -367,23 +367,34 @@ class Agent:
         self._save_energy(now, history=self.history)
         ended = current - interval_s
         if sample is None or self.fault is not None:
-            log.warning("no reading for interval %d: the meter did not answer at its end", ended)
+            log.warning(
+                "no reading of meter %s for interval %d: the meter did not answer at its end",
+                self.meter_id,
+                ended,
+            )
             return
         if self.last_reading is not None and ended <= self.last_reading["interval"]:
-            log.warning("no reading for interval %d: this agent signed one already", ended)
+            log.warning(
+                "no reading of meter %s for interval %d: this agent signed one already", self.meter_id, ended
+            )
             return
         if now - current > self.reading_late_s():
             log.warning(
-                "no reading for interval %d: its end was %d s before the first poll after it (the agent "
-                "was not running then), so the counters hold energy of the next interval; the "
-                "settlement flags it as missing",
+                "no reading of meter %s for interval %d: its end was %d s before the first poll after "
+                "it (more than the %d s allowed: the agent was not running, or its polls came late on "
+                "a busy machine), so the counters hold energy of the next interval; the settlement "
+                "flags it as missing",
+                self.meter_id,
                 ended,
                 now - current,
+                self.reading_late_s(),
             )
             return
         if self._counters_unusable:
             log.warning(
-                "no reading for interval %d: the meter's counters read %s at its end (not available)",
+                "no reading of meter %s for interval %d: the meter's counters read %s at its end (not "
+                "available)",
+                self.meter_id,
                 ended,
                 ", ".join(self._counters_unusable),
             )

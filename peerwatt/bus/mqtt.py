@@ -610,7 +610,7 @@ class MqttBus:
                     self._protocol_decided = True
             with self._error_lock:
                 if self._last_error is not None:
-                    log.info("connected to the MQTT broker at %s", self.config.address)
+                    log.warning("connected to the MQTT broker at %s again", self.config.address)
                 self._last_error = None
             self._connected.set()
             self._notify(True)

@@ -157,7 +157,9 @@ def test_counters_that_read_zero_at_an_interval_end_are_not_signed(setup, caplog
     readings = [r["body"] for r in envelopes(seen, "readings")]
     assert readings and all(r["import_wh"] > 0 and r["export_wh"] > 0 for r in readings), readings
     assert [r["interval"] for r in readings] == [MORNING + 900]  # the zero one left out
-    assert f"no reading for interval {MORNING}" in caplog.text and "counters" in caplog.text
+    assert (
+        f"no reading of meter {meter.id} for interval {MORNING}" in caplog.text and "counters" in caplog.text
+    )
 
 
 def test_a_meter_fault_and_its_end_are_in_the_status_at_once(setup):
@@ -573,7 +575,10 @@ def test_an_agent_restarted_after_an_interval_end_signs_no_reading_with_late_cou
     restarted.start()
     run(restarted, sim, 1, step_s=0)
     assert MORNING not in _readings_by_interval(seen)
-    assert "no reading for interval 1750489200: its end was 45 s before the first poll" in caplog.text
+    assert (
+        f"no reading of meter {meter.id} for interval 1750489200: its end was 45 s before the first poll"
+        in (caplog.text)
+    )
     run(restarted, sim, 12 * 15, step_s=5)  # through the next end, polling all along
     readings = _readings_by_interval(seen)
     assert list(readings) == [MORNING + 900] and len(readings[MORNING + 900]) == 1
