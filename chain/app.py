@@ -48,6 +48,10 @@ class Application(Protocol):
     # ({result kind: field}) names the results that say which key id it is about, so that its
     # payload is erased with that meter's (chain.verify.transactions_about).
     tx_types: frozenset[str]
+    # An optional ``pending_budget(ctx, env) -> (key, remaining, reason) | None``: how many more
+    # transactions counted under ``key`` the ledger will take (what the state already holds is
+    # counted there; those waiting for a block are not), so a node's intake refuses the ones a
+    # block could only record as rejected (chain.engine.Ledger.pending_budget).
 
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
         """The app's state at genesis, from the community parameters."""

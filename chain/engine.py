@@ -224,6 +224,14 @@ class Ledger:
         self.mark_verified(env)
         return env
 
+    def pending_budget(self, env: Envelope, now: int) -> tuple[Any, int, str] | None:
+        """The app's budget for ``env`` at ``now`` (chain.app's optional ``pending_budget``):
+        (key, how many more under that key the ledger takes, the refusal's reason), or None."""
+        budget = getattr(self.app, "pending_budget", None)
+        if budget is None:
+            return None
+        return budget(app_context(self.state, self.height + 1, now), env)
+
     # -- proposing and validating ------------------------------------------------------------
 
     def propose(self, txs: list[Envelope], time: int, *, round_: int = 0) -> Block:

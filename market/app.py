@@ -71,6 +71,19 @@ class MarketApp:
 
     # -- transactions --------------------------------------------------------------------------
 
+    def pending_budget(self, ctx: AppContext, env: Envelope) -> tuple[Any, int, str] | None:
+        """Orders of one meter for one interval under ``max_orders_per_interval``: how many more
+        the ledger takes, so a node turns away a burst that would otherwise all be booked (the
+        extras as rejected) before the block that fills the count (chain.app)."""
+        if env.type != "order":
+            return None
+        limit = market_params.with_defaults(ctx.params)["max_orders_per_interval"]
+        if limit is None:
+            return None
+        interval = str(env.body["interval"])
+        placed = ctx.state.get("orders_placed", {}).get(interval, {}).get(env.signer, 0)
+        return ("orders", env.signer, interval), limit - placed, "too_many_orders"
+
     def check_tx(self, ctx: AppContext, env: Envelope) -> None:
         p = market_params.with_defaults(ctx.params)
         if env.type == "order":

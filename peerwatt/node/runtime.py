@@ -149,6 +149,9 @@ class Node:
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
         self._pending_per_signer: collections.Counter[str] = collections.Counter()
+        # the app's budget keys of pending transactions (chain.app pending_budget), and their counts
+        self._pending_budget_key: dict[tuple[str, int], Any] = {}
+        self._pending_per_budget: collections.Counter[Any] = collections.Counter()
         self.max_pending_per_signer = MAX_PENDING_PER_SIGNER
         self._pending_since: float | None = None
         self._logged: set[tuple[str, str]] = set()
@@ -385,10 +388,15 @@ class Node:
     def _unpend(self, keys: set[tuple[str, int]]) -> None:
         """Forget (signer, seq) keys that were pending, and their signers' counts."""
         self._pending_keys -= keys
-        for signer, _seq in keys:
+        for signer, seq in keys:
             self._pending_per_signer[signer] -= 1
             if self._pending_per_signer[signer] <= 0:
                 del self._pending_per_signer[signer]
+            budget_key = self._pending_budget_key.pop((signer, seq), None)
+            if budget_key is not None:
+                self._pending_per_budget[budget_key] -= 1
+                if self._pending_per_budget[budget_key] <= 0:
+                    del self._pending_per_budget[budget_key]
 
     def _refuse(self, raw: bytes, exc: Rejected) -> None:
         """A transaction the ledger refuses for good: tell its meter (when authenticated), count,
@@ -425,9 +433,17 @@ class Node:
             waiting = f"{self.max_pending_per_signer} of its messages wait already"
             self._reject(raw, "busy", env.signer, waiting)
             return
+        budget = self.ledger.pending_budget(env, int(self.clock.now()))
+        if budget is not None and self._pending_per_budget[budget[0]] >= budget[1]:
+            # the ledger would record it only as rejected: refused now, as at intake
+            self._refuse(raw, Rejected(budget[2], "the ones waiting for a block fill what the ledger takes"))
+            return
         with self._status_lock:
             self._pending_keys.add((env.signer, env.seq))
             self._pending_per_signer[env.signer] += 1
+            if budget is not None:
+                self._pending_budget_key[(env.signer, env.seq)] = budget[0]
+                self._pending_per_budget[budget[0]] += 1
             self._pending.append((raw, env))
             self.metrics.accepted += 1
         if self._pending_since is None:

@@ -284,3 +284,24 @@ def test_one_signer_cannot_fill_the_mempool(tmp_path):
     _, told = _told(net, flood.id, heard)
     assert all(n.refused != "busy" for n in told)  # turned away for now is not refused for good
     assert seq._pending_per_signer == collections.Counter()  # all booked or gone, counts back to 0
+
+
+def test_a_burst_of_orders_for_one_interval_is_turned_away_before_it_reaches_a_block(tmp_path):
+    """Found in a QA pass: under max_orders_per_interval (12) a meter's burst of replacements
+    sent before the block that fills its count all passed intake and was booked, the extras as
+    rejected results: a block's worth of transactions stored on every node, again for each
+    interval. A node now counts the orders waiting for a block too: the 13th is refused at once."""
+    from market.app import MarketApp
+
+    params = {"interval_s": 900, "gate_s": 300, "max_orders_per_interval": 12}
+    net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
+    meter = net.c.meters[0]
+    topic = Topics.orders(net.c.community, meter.id)
+    for k in range(200):
+        body = {"side": "sell", "interval": T0 + 1800, "energy_wh": 100 + k % 2, "limit_price": 100_000}
+        net.publisher.publish(topic, meter.sign(net.c.community, "order", body, created=T0 + 10).to_bytes())
+    net.settle()
+    store = net.nodes[0].ledger.store
+    orders = store.conn.execute("SELECT count(*) FROM txs WHERE type = 'order'").fetchone()[0]
+    assert orders == 12, orders
+    assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) >= 188

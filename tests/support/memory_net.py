@@ -18,10 +18,11 @@ T0 = 1_764_000_000
 
 
 class Net:
-    def __init__(self, tmp_path, validators=4, app_factory=KeyValueApp):
+    def __init__(self, tmp_path, validators=4, app_factory=KeyValueApp, **community):
+        """``community``: more of make_community's options (e.g. app="market", app_params)."""
         self.tmp = tmp_path
         self.app_factory = app_factory
-        self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0)
+        self.c = make_community(validators=validators, members=3, meters_per_member=2, time=T0, **community)
         self.broker = MemoryBroker()
         self.clock = SimClock(T0 + 10, 1.0)
         self.now = 1000.0
