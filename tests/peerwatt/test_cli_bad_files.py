@@ -13,7 +13,7 @@ import pytest
 
 from dashboard.indexdb import connect
 from tests.support.cli import peerwatt
-from tests.support.market_ledger import build_market
+from tests.support.market_ledger import closed_market_data
 
 COMMUNITY = [
     "community",
@@ -51,11 +51,7 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
 @pytest.fixture(scope="module")
 def market(tmp_path_factory) -> Path:
     """A node's data folder holding a full trade round (one validator), left closed."""
-    base = tmp_path_factory.mktemp("market")
-    c = build_market(base, validators=1)
-    for ledger in c.ledgers:
-        ledger.close()
-    return base / "validator-0"
+    return closed_market_data(tmp_path_factory.mktemp("market"))
 
 
 @pytest.fixture(scope="module")

@@ -91,3 +91,12 @@ def build_market(
     c.run_block(readings, t)  # settlement of I1
     c.run_block([], SETTLED_AT)
     return c
+
+
+def closed_market_data(base_dir: Path) -> Path:
+    """A node's data folder holding build_market's trade round (one validator), closed: what a
+    command run with ``--data`` reads."""
+    c = build_market(base_dir, validators=1)
+    for ledger in c.ledgers:
+        ledger.close()
+    return Path(base_dir) / "validator-0"
