@@ -155,7 +155,10 @@ def status(config_file: Path, as_json: bool) -> None:
         click.echo()
         return
     totals = info.get("totals", {})
-    click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
+    if "meter" not in info:  # a status is saved at the agent's first poll
+        click.echo("no status saved yet: the agent saves one at its first poll (is it running? its log says)")
+    else:
+        click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(f"last reading: {info.get('last_reading')}")
     click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
     click.echo(

@@ -162,3 +162,35 @@ def test_agent_config_takes_metrics_port_and_refuses_values_out_of_range(tmp_pat
         path.write_text(GOOD_AGENT_TOML.format(top=top, meter=meter))
         with pytest.raises(UserError, match=re.escape(said)):
             load_agent_config(path)
+
+
+def test_status_before_the_first_poll_says_so(tmp_path):
+    """Found in a QA pass: before the agent's first poll `agent status` printed 'meter: None  ok:
+    None  fault: None'."""
+    from meter_agent.outbox import Outbox
+
+    c = make_community(validators=1, members=1, app="market")
+    meter = c.meters[0]
+    (tmp_path / "genesis.toml").write_text(
+        f'[community]\nid = "{c.community}"\ntime = {c.genesis.time}\napp = "market"\n'
+        f'[[validators]]\nkey = "{c.validators[0].sec1_hex}"\n'
+        f'[[members]]\nkey = "{c.members[0].sec1_hex}"\n'
+        f'[[meters]]\nkey = "{public_key_sec1(meter.key.public_key()).hex()}"\nserial = "SN1"\n'
+        f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
+    )
+    save_private_key(meter.key, tmp_path / "meter.key")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'
+        '[meter]\nprofile = "sdm630"\nhost = "127.0.0.1"\n[broker]\nurl = "mqtt://127.0.0.1:1883"\n'
+    )
+    (tmp_path / "state").mkdir()
+    Outbox(tmp_path / "state" / "agent.sqlite").close()  # started, never polled
+    r = subprocess.run(
+        [sys.executable, "-m", "peerwatt.cli", "agent", "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "no status saved yet" in r.stdout and "None" not in r.stdout.splitlines()[0]
