@@ -211,3 +211,14 @@ def test_the_demos_households_see_their_agents_health(tmp_path):
     finally:
         demo.stop()
         demo.cleanup()
+
+
+def test_a_demo_that_falls_behind_its_speed_says_so():
+    """Found in a soak: at --speed 3600 (then the documented maximum) 12 homes cleared 1 interval
+    in 50 simulated hours, 1,901 messages expired, and the summary did not say why."""
+    from peerwatt.commands.demo import falling_behind
+
+    line = falling_behind(3600, {"expired": 1901, "interval_closed": 33}, 2500)
+    assert line and "did not keep up with --speed 3600" in line and "1901 messages expired" in line
+    assert falling_behind(900, {"interval_closed": 28}, 3000) is None
+    assert falling_behind(300, {"expired": 3}, 3000) is None  # a few stragglers are no verdict
