@@ -499,8 +499,8 @@ class Agent:
                 self._on_included(receipt)
                 return
             result = receipt.get("result") if isinstance(receipt, dict) else None
-            if not isinstance(result, dict) or result.get("kind") not in RECEIPT_KINDS:
-                return  # order outcomes and the like: nothing this agent keeps
+            if not isinstance(result, dict) or result.get("kind") not in (*RECEIPT_KINDS, "order_outcome"):
+                return  # reading flags and the like: nothing this agent keeps
             result = verify_receipt(
                 receipt,
                 community=self.community,
@@ -512,7 +512,11 @@ class Agent:
             self._alarm(f"ALARM: a receipt does not verify: {exc}")
             return
         kind = result.get("kind")
-        if kind not in ("trade", "settlement", "adjustment"):
+        if kind == "order_outcome":  # the ledger took one of its orders: it is enrolled
+            if result.get("meter") == self.meter_id:
+                self._set_enrolled(True, f"its order for interval {result.get('interval')} was cleared")
+            return
+        if kind not in RECEIPT_KINDS:
             return
         if self.meter_id not in (result.get("seller"), result.get("buyer")):  # on the ledger, but
             # another meter's: a node that sends it here is faulty or hostile
@@ -607,7 +611,7 @@ class Agent:
         try:
             seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
             kept = {seq: payload for seq, _topic, payload in self.outbox.messages(seqs)}
-            height, proven = verify_included(
+            _height, proven = verify_included(
                 message,
                 meter=self.meter_id,
                 payloads=kept,
@@ -619,10 +623,8 @@ class Agent:
         except (KeyError, TypeError, ReceiptError) as exc:
             self._alarm(f"ALARM: an inclusion proof does not verify: {exc}")
             return
-        if not proven:
-            return
-        self._set_enrolled(True, f"the ledger holds its messages from block {height}")
-        self._forget(proven)
+        if proven:  # in a block, which may record it as rejected: it says nothing of enrolment
+            self._forget(proven)
 
     def _on_notice(self, payload: bytes) -> None:
         """A validator-signed refusal: acted on once as many validators as two quorums share gave
@@ -654,6 +656,8 @@ class Agent:
             behind = self.outbox.messages(agreed)
             with self._lock:
                 self._behind.extend(behind)  # signed again with new seqs at the next poll
+        elif notice.refused == "replay":  # the ledger holds it already (its proof went missing)
+            log.info("the ledger holds message(s) %s already: confirmed", agreed[:10])
         else:
             log.info("the ledger refused message(s) %s: %s", agreed[:10], notice.refused)
             if notice.refused in NOT_ENROLLED:
@@ -738,7 +742,7 @@ class Agent:
             before, self.enrolled = self.enrolled, enrolled
         if enrolled:
             log.info("meter %s is enrolled (%s): trading starts", self.meter_id, why)
-        elif before is True:
+        elif before is True or "revoked" in why:
             log.warning("meter %s is no longer enrolled (%s): no trading", self.meter_id, why)
         else:
             log.info("meter %s is not enrolled yet (%s): no trading until the votes pass", self.meter_id, why)

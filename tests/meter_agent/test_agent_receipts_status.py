@@ -317,3 +317,20 @@ def test_a_flood_of_bad_receipts_is_not_a_flood_of_log_lines(market, tmp_path, c
         sequencer.publish(topic, json.dumps(forged).encode())
     assert caplog.text.count("ALARM: a receipt does not verify") == 1
     assert len(agent.status()["alarms"]) == 5 and agent.trades == {}
+
+
+def test_enrolled_comes_from_receipts_of_its_orders_not_from_inclusion(market, tmp_path):
+    """Found in a QA pass: a hostile proposer put a revoked meter's message in a block (the
+    ledger records it as rejected) and sent its inclusion proof, which set the agent's enrolled
+    back to true. Being in a block says nothing of acceptance; a verified order outcome, trade or
+    settlement of this meter does."""
+    c = market
+    agent, sequencer, topic = _agent(c, tmp_path)
+    outcomes = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "order_outcome"]
+    assert outcomes
+    others = [r for r in _receipts(c, c.meters[1].id) if r["result"]["kind"] == "order_outcome"]
+    for r in others:  # another meter's outcome says nothing about this one
+        sequencer.publish(topic, json.dumps(r).encode())
+    assert agent.status()["enrolled"] == "unknown"
+    sequencer.publish(topic, json.dumps(outcomes[0]).encode())
+    assert agent.status()["enrolled"] is True and agent.trades == {}

@@ -164,10 +164,11 @@ def test_confirmations_are_proofs_and_refusals_signed_notices_for_the_signer_onl
     forged = meter.sign(net.c.community, "reading", tampered, created=T0).to_bytes()  # other bytes
     with pytest.raises(ReceiptError):
         verify_included(included[0], meter=meter.id, payloads={env.seq: forged}, **check)
-    needed = refusal_threshold(len(net.c.validators), net.c.genesis.doc["chain"]["quorum"])
-    assert needed == 2  # 4 validators, quorum 3
-    assert [(n.seqs, n.refused) for n in notices] == [((env.seq,), "replay")] * needed
-    assert len({n.signer for n in notices}) == needed
+    quorum = net.c.genesis.doc["chain"]["quorum"]
+    assert refusal_threshold(len(net.c.validators), quorum) == 2  # 4 validators, quorum 3
+    tellers = quorum  # a quorum tells, so the threshold is reached with n - q of them down
+    assert [(n.seqs, n.refused) for n in notices] == [((env.seq,), "replay")] * tellers
+    assert len({n.signer for n in notices}) == tellers
     # a seq older than the window was never booked: the sender's counter is behind (another copy
     # of its key sent newer seqs); it is told so apart from a resend of something held
     meter.seq += 5_000
@@ -179,7 +180,7 @@ def test_confirmations_are_proofs_and_refusals_signed_notices_for_the_signer_onl
         net.settle()
     included, notices = _told(net, meter.id, heard)
     assert [tx["seq"] for m in included for tx in m["txs"]] == [env.seq, newer.seq]
-    assert [(n.seqs, n.refused) for n in notices[needed:]] == [((older.seq,), "seq_behind")] * needed
+    assert [(n.seqs, n.refused) for n in notices[tellers:]] == [((older.seq,), "seq_behind")] * tellers
     other = net.c.meters[1].id
     refusal = next(p for p in heard if json.loads(p).get("type") == "notice")
     with pytest.raises(Rejected) as refused:
@@ -305,3 +306,28 @@ def test_a_burst_of_orders_for_one_interval_is_turned_away_before_it_reaches_a_b
     orders = store.conn.execute("SELECT count(*) FROM txs WHERE type = 'order'").fetchone()[0]
     assert orders == 12, orders
     assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) >= 188
+
+
+def test_a_refusal_reaches_its_meter_with_a_teller_down(tmp_path):
+    """Found in a QA pass: the tellers were 2q - n validators from the proposer in turn, and
+    while the chain stays in round 0 the proposer does not change, so with the one after it down
+    (an ordinary single failure; blocks still became final) every refusal had 1 notice of the 2 a
+    meter needs: never acted on, resent until its horizon. A quorum tells now."""
+    from chain.consensus import proposer_of
+
+    net = Net(tmp_path)
+    quorum = net.c.genesis.doc["chain"]["quorum"]
+    validators = sorted(v.id for v in net.c.validators)
+    sequencer = net.c.genesis.doc["chain"]["sequencer"]
+    after = proposer_of(validators, sequencer, 1)
+    net.crash(next(i for i, v in enumerate(net.c.validators) if v.id == after))
+    meter, env = _reading(net, 0, 5)
+    heard = _notices_to(net, meter.id)
+    topic = Topics.readings(net.c.community, meter.id)
+    for _ in range(2):  # booked, then a resend: a replay
+        net.publisher.publish(topic, env.to_bytes())
+        net.settle()
+    _, notices = _told(net, meter.id, heard)
+    signers = {n.signer for n in notices if n.refused == "replay"}
+    assert len(signers) >= refusal_threshold(len(validators), quorum), notices
+    assert after not in signers
