@@ -77,6 +77,7 @@ def market_params(genesis: Genesis) -> dict[str, int]:
         "gate_s": app.get("gate_s", 300),
         "feed_in_price": app.get("feed_in_price", 80_000),
         "retail_price": app.get("retail_price", 300_000),
+        "max_orders_per_interval": app.get("max_orders_per_interval"),  # None: no limit
     }
 
 
@@ -151,6 +152,7 @@ class Agent:
         self._lock = threading.Lock()
         self._last_heartbeat = -math.inf
         self._poll_failure: str | None = None  # the last poll's unexpected error, logged once
+        self._order_budget_said: set[str] = set()  # intervals whose order budget was logged as spent
         self._alarm_logged_at = -math.inf  # monotonic time of the last alarm logged
         self._alarms_unlogged = 0  # alarms since then, kept but not logged
         self.order_margin_s = 60.0
@@ -418,6 +420,7 @@ class Agent:
             target += interval_s
         for start in [s for s in self.orders if int(s) < now - interval_s]:
             del self.orders[start]
+            self._order_budget_said.discard(start)
         forecast = forecast_net_export_wh(
             {int(k): v for k, v in self.history.items()}, target, interval_s, now
         )
@@ -439,6 +442,22 @@ class Agent:
         )
         if not needs_replacement(current, plan, self.strategy):
             return
+        placed = 0 if sent is None else sent.get("count", 1)
+        limit = self.params["max_orders_per_interval"]
+        if limit is not None and placed >= limit - (plan is not None):
+            # the ledger takes `limit` orders per interval (cancellations included): the last one
+            # is kept for a cancellation, so a meter that fails can always take its offer back
+            if placed == limit - 1 and str(target) not in self._order_budget_said:
+                self._order_budget_said.add(str(target))
+                log.warning(
+                    "meter %s: %d orders sent for interval %d, of the %d the ledger takes: only a "
+                    "cancellation from now on (a meter that keeps failing and recovering?)",
+                    self.meter_id,
+                    placed,
+                    target,
+                    limit,
+                )
+            return
         if plan is None:
             if current is None:
                 return
@@ -457,6 +476,7 @@ class Agent:
             }
         self._send("order", Topics.orders(self.community, self.meter_id), body, ttl_s=target - now)
         self.orders[str(target)] = {k: body[k] for k in ("side", "energy_wh", "limit_price")}
+        self.orders[str(target)]["count"] = placed + 1  # orders sent for it (see max_orders_per_interval)
         self.outbox.save("orders", self.orders)
 
     def _send(self, msg_type: str, topic: str, body: dict[str, Any], ttl_s: int) -> int:

@@ -696,3 +696,57 @@ def test_a_poll_that_fails_unexpectedly_is_logged_once_and_the_agent_goes_on(tmp
         agent.poll()  # the old code raised here
     assert caplog.text.count("a poll failed (RuntimeError: the transport broke)") == 1
     assert agent.outbox.pending()  # the signed reading waits in the outbox for a transport that works
+
+
+def test_a_flickering_meter_never_spends_more_orders_than_the_ledger_takes(tmp_path):
+    """Found in a QA pass: a meter that answered every other poll made the agent cancel at each
+    fault and offer again at each recovery: 48 orders for three intervals, 144 refused as
+    too_many_orders (12 per interval), after which the agent believed an offer stood that the
+    book did not hold. The agent keeps within the budget, the last order for a cancellation."""
+    from market.app import MarketApp
+    from meter_agent.modbus_reader import MeterError, MeterSample
+    from tests.support.memory_net import Net
+
+    class Flaky:
+        polls = 0
+
+        def read(self):
+            self.polls += 1
+            if self.polls % 2 == 0:
+                raise MeterError("no answer from the meter (timeout)")
+            return MeterSample(
+                time=0, power_w=-2000, import_wh=1000, export_wh=5000 + self.polls, voltage_v=(230.0,),
+                current_a=(), phase_power_w=(), frequency_hz=50.0, serial=None, profile="sim", unit_id=1,
+            )  # fmt: skip
+
+    params = {"interval_s": 900, "gate_s": 300, "max_orders_per_interval": 12}
+    net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
+    meter = net.c.meters[0]
+    agent = Agent(
+        key=meter.key,
+        genesis=net.c.genesis,
+        bus=MemoryBus(net.broker, meter.id),
+        reader=Flaky(),
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: int(net.clock.now()),
+        heartbeat_s=3600,
+    )
+    sent: list[int] = []  # the interval of every order the agent published
+    watcher = MemoryBus(net.broker, "watcher")
+    watcher.subscribe(
+        Topics.orders(net.c.community, meter.id), lambda t, p: sent.append(json.loads(p)["body"]["interval"])
+    )
+    watcher.start()
+    agent.start()
+    agent.poll_s, agent.order_margin_s = 10, 60.0
+    now = int(net.clock.now())
+    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}  # sells ~640 Wh
+    for _ in range(180):
+        net.clock.advance(10)
+        agent.poll()
+        net.advance(10, step_s=10)
+    assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) == 0
+    per_interval = {i: sent.count(i) for i in set(sent)}
+    assert per_interval and max(per_interval.values()) <= 12, per_interval
+    assert max(per_interval.values()) == 12  # the meter flickered through its whole budget
