@@ -94,6 +94,9 @@ def check_key_file_mode(path: str | os.PathLike) -> None:
         )
 
 
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM P-256 key is a few hundred bytes, encrypted ones too
+
+
 def _private_key_pem(path: Path) -> bytes:
     """The bytes of a file that looks like a PEM private key; anything else (a folder, an empty
     file, a public key, a genesis) is named as what it is, before its mode is looked at. The
@@ -101,6 +104,11 @@ def _private_key_pem(path: Path) -> bytes:
     try:
         if path.is_dir():
             raise KeyFileError(f"key file {path} is a folder: give the private key file (NAME.key)")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a device or a FIFO: reading would never end
+            raise KeyFileError(f"key file {path} is not a regular file: give the private key file (NAME.key)")
+        if info.st_size > MAX_KEY_FILE_BYTES:
+            raise KeyFileError(f"{path} ({info.st_size} bytes) is too large to be a private key file")
         pem = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         raise KeyFileError(f"key file {path} not found (create one with `peerwatt keys new`)") from None

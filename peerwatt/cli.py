@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 
 import click
 
@@ -84,8 +86,19 @@ def cli() -> None:
     """peerwatt: a peer-to-peer solar energy marketplace for smart meters."""
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout, systemd) in a command that has no handler of its own: raised like
+    Ctrl-C's KeyboardInterrupt, so cleanups (temporary files, half-made folders) still run."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning a UserError into one line on stderr and an exit code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)  # long-running commands set their own
     try:
         rv = cli.main(args=argv, prog_name="peerwatt", standalone_mode=False)
     except UserError as exc:
@@ -100,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except ModuleNotFoundError as exc:
         extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
         if extra is None:

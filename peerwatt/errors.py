@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+NAME_MAX = 255  # bytes in one file name (Linux file systems)
+
 
 class UserError(Exception):
     """A failure the user can fix (bad config, unreachable meter, wrong key).
@@ -26,13 +28,22 @@ def check_outputs(paths: Iterable[Path], *, overwrite: bool) -> None:
     """Raise a one-line UserError unless each of ``paths`` can be written as a file: it is no
     folder, its folder exists, and it does not exist yet unless ``overwrite``."""
     for path in paths:
-        if path.is_dir():
-            raise UserError(f"cannot write {path}: it is a folder (give a file name)")
-        if not path.parent.is_dir():
-            why = "is not a folder" if path.parent.exists() else "does not exist"
-            raise UserError(f"cannot write {path}: {path.parent} {why}")
-        if not overwrite and (path.exists() or path.is_symlink()):
-            raise UserError(f"{path} already exists; refusing to overwrite (move it away first)")
+        if len(path.name.encode()) > NAME_MAX:
+            raise UserError(f"cannot write {path}: its name is longer than {NAME_MAX} bytes")
+        try:
+            _check_output(path, overwrite)
+        except OSError as exc:  # a path the system cannot even look at (too long, a loop...)
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder (give a file name)")
+    if not path.parent.is_dir():
+        why = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UserError(f"cannot write {path}: {path.parent} {why}")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise UserError(f"{path} already exists; refusing to overwrite (move it away first)")
 
 
 def write_outputs(writers: dict[Path, Callable[[Path], object]], *, overwrite: bool) -> None:
@@ -50,7 +61,8 @@ def write_outputs(writers: dict[Path, Callable[[Path], object]], *, overwrite: b
     current: Path | None = None
     try:
         for current, write in writers.items():
-            temps[current] = current.with_name(f".{current.name}.{os.getpid()}.tmp")
+            # a short name of its own: the target's name may already be as long as a name can be
+            temps[current] = current.with_name(f".peerwatt-{os.getpid()}-{len(temps)}.tmp")
             write(temps[current])
         for current, tmp in temps.items():
             if overwrite:

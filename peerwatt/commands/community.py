@@ -47,6 +47,7 @@ DEFAULT_BROKER_ETC = Path("/etc/mosquitto/peerwatt")
 DEFAULT_PERSISTENCE = Path("/var/lib/mosquitto")
 # validators of one community: every block takes votes from most of them, each to each
 MAX_VALIDATORS = 100
+MAX_PRICE_MICRO = 2**53 - 1  # the ledger's integers (micro-units per kWh)
 
 
 def _interactive() -> bool:
@@ -69,11 +70,16 @@ def _price(text: str, what: str, *, zero_ok: bool = False) -> int:
     float). Always currency: reading large numbers as micro-units (as this once did from 100 up)
     made '--grid-fee 150' 150 micro-units without a word."""
     try:
+        if "_" in text:  # Decimal reads 0_08 as 8
+            raise InvalidOperation
         value = Decimal(text.strip())
-    except InvalidOperation:
+        micro = value * 1_000_000
+        whole = value.is_finite() and micro == micro.to_integral_value()
+    except (InvalidOperation, ArithmeticError):  # not a number, sNaN, 1e999999 (decimal.Overflow)
         raise UserError(f"{what} {text!r}: write a price per kWh such as 0.08") from None
-    micro = value * 1_000_000
-    whole = value.is_finite() and micro == micro.to_integral_value()
+    if whole and micro > MAX_PRICE_MICRO:
+        most = MAX_PRICE_MICRO // 10**6
+        raise UserError(f"{what} {text!r}: more than the ledger can hold ({most} per kWh)")
     if not whole or micro < 0 or (micro == 0 and not zero_ok):
         rule = "0 or more" if zero_ok else "more than 0"
         raise UserError(

@@ -39,7 +39,7 @@ def _check_price_units(action: str, args: dict) -> None:
         return
     try:
         micro = Decimal(value) * 1_000_000
-    except InvalidOperation:
+    except (InvalidOperation, ArithmeticError):  # not a number, or 1e999999 (decimal.Overflow)
         return
     if not micro.is_finite():
         return

@@ -287,3 +287,74 @@ def test_broker_certs_reissue_of_no_such_account_is_an_error(tmp_path, validator
     )
     one_line_error(r, "--reissue nosuch", "no such account")
     assert not (tmp_path / "certs").exists()
+
+
+def test_a_device_or_a_fifo_as_a_key_is_one_line_and_never_read(tmp_path):
+    """Found in a QA pass of 2d3d090: the key file was read whole before anything else, so
+    `--key /dev/zero` ran out of memory (MemoryError after 1.3 GB) and a FIFO hung."""
+    fifo = tmp_path / "k.fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        r = peerwatt(
+            "gov", "propose", "--key", path, "--community", "oak", "--action", "set_param",
+            "--arg", "name=x", "--arg", "value=1", "--out", str(tmp_path / "p.json"),
+        )  # fmt: skip
+        one_line_error(r, path, "not a regular file")
+    big = tmp_path / "big.key"
+    big.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 100_000)
+    big.chmod(0o600)
+    one_line_error(propose(big, tmp_path / "p.json", "--arg", "value=1"), "too large to be a private key")
+
+
+def test_output_names_as_long_as_a_name_can_be(tmp_path, key, market):
+    """Found in a QA pass: the temporary name (.NAME.PID.tmp) made a 247-byte target name too
+    long, and a name over 255 bytes was a traceback."""
+    stem = "r" * 236  # + "-settlements.csv": 252 bytes, still a name
+    r = peerwatt("report", "--data", str(market), "--out", str(tmp_path / f"{stem}.csv"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / f"{stem}-settlements.csv").exists()
+    one_line_error(
+        propose(key, tmp_path / ("v" * 300 + ".json"), "--arg", "value=1"), "longer than 255 bytes"
+    )
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
+    """Found in a QA pass: `timeout -s TERM` during `report --out` left .part*.tmp files behind
+    (the cleanup ran on Ctrl-C only). SIGTERM is now raised like Ctrl-C in every command that has
+    no handler of its own."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from peerwatt import cli
+from peerwatt.errors import write_outputs
+signal.signal(signal.SIGTERM, cli._terminated)
+def first(path):
+    path.write_text("a")
+def killed(path):
+    path.write_text("b")
+    os.kill(os.getpid(), signal.SIGTERM)
+try:
+    a, b = Path({str(tmp_path / "a.csv")!r}), Path({str(tmp_path / "b.csv")!r})
+    write_outputs({{a: first, b: killed}}, overwrite=True)
+except cli.Terminated:
+    sys.exit(143)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143, r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("price", ["sNaN", "1e999999", "0_08", "99999999999"])
+def test_community_init_prices_that_are_no_price_are_one_line(tmp_path, price):
+    """Found in a QA pass: sNaN and 1e999999 were decimal tracebacks, 0_08 was read as 8, and
+    99999999999 failed while writing with a hint about integers."""
+    r = peerwatt(
+        "community", "init", "--community", "oak", "--validators", "4", "--broker-host", "b",
+        "--timezone", "UTC", "--interval", "900", "--feed-in-price", "0.08", "--retail-price", price,
+        "--out", str(tmp_path / "c"), stdin="",
+    )  # fmt: skip
+    one_line_error(r, "--retail-price", price)
+    assert not (tmp_path / "c").exists()
