@@ -7,11 +7,13 @@ block header and the validators' seals with the validator set in force at that h
 dashboard's ledger, never trusting what the receipt says about itself:
 
 1. the entry is where the ledger records the trade (or its settlement), and its result is the
-   stored one, field by field, and about the trade shown (interval, parties, every figure);
+   stored one, field by field, and about the trade shown (interval, parties, every figure); the
+   receipt and the entry hold no field a receipt does not have (``RECEIPT_FIELDS``,
+   ``ENTRY_FIELDS``; ``how_to_check`` only the dashboard's text), since nothing would check it;
 2. its header is the ledger's own block at that height, and hashes (SHA-256 of its canonical
    JSON) to the hash the receipt names;
-3. the leaf hash of the result, with the audit path, gives the header's ``result_root`` in a
-   tree of the block's size;
+3. the leaf hash of the result is the entry's ``leaf_hash`` and, with the audit path, gives the
+   header's ``result_root`` in a tree of the block's size;
 4. each seal is a valid signature over that header of a validator the ledger had in force at
    that height (the index's ``validator_sets``: genesis, then each passed validator vote), and
    at least the ledger's quorum of distinct validators sealed it in one consensus round. The
@@ -73,14 +75,33 @@ def build_receipt(ledger: LedgerReader, index_conn, trade: dict[str, Any]) -> di
         "trade": trade["id"],
         "community": ledger.community.id,
         "entries": entries,
-        "how_to_check": (
-            "leaf = SHA-256(0x00 || canonical JSON of result); fold the proof (RFC 9162 §2.1.3.2) "
-            "to header.result_root; SHA-256(canonical JSON of header) = header_hash; every seal "
-            "signs header_hash and at least quorum validators in force sealed it; take the "
-            "validators and quorum from the community's genesis and its passed validator votes, "
-            "not from the receipt"
-        ),
+        "how_to_check": HOW_TO_CHECK,
     }
+
+
+_HOW_BEFORE_29F659C = (
+    "leaf = SHA-256(0x00 || canonical JSON of result); fold the proof (RFC 9162 §2.1.3.2) "
+    "to header.result_root; SHA-256(canonical JSON of header) = header_hash; every seal "
+    "signs header_hash and at least quorum validators in force sealed it"
+)
+HOW_TO_CHECK = (
+    _HOW_BEFORE_29F659C + "; take the validators and quorum from the community's genesis and its "
+    "passed validator votes, not from the receipt"
+)
+# the fields of a receipt and of its entries, as build_receipt and entry make them: a posted
+# receipt with any other field, or a how_to_check of its own, is not stamped verified (found in
+# a QA pass: note="paid in full" and how_to_check="trust me" were ignored, and ok)
+RECEIPT_FIELDS = ("trade", "community", "entries", "how_to_check")
+ENTRY_FIELDS = (
+    "what", "height", "index", "tree_size", "result", "leaf_hash", "proof", "header", "header_hash",
+    "seals", "validators", "quorum",
+)  # fmt: skip
+HOW_TO_CHECK_TEXTS = (HOW_TO_CHECK, _HOW_BEFORE_29F659C)  # this dashboard's, and earlier versions'
+
+
+def _unknown_fields(value: dict[str, Any], known: tuple[str, ...]) -> list[str]:
+    """``name="value"`` of each field of ``value`` not in ``known``."""
+    return [f"{_short(k)}={_short(v)}" for k, v in value.items() if k not in known]
 
 
 MAX_INT = 2**53 - 1  # the ledger's integer range (docs/dashboard.md, "Parameters and their bounds")
@@ -115,6 +136,11 @@ def _int(value: Any) -> int | None:
     """``value`` if it is an integer the ledger could hold, else None (so no float, string or
     2**70 ever reaches a query)."""
     return value if type(value) is int and 0 <= value <= MAX_INT else None
+
+
+def _is_number(value: Any) -> bool:
+    """An integer (not a string such as "349", a float or a bool)."""
+    return type(value) is int
 
 
 def _short(value: Any, limit: int = 24) -> str:
@@ -185,7 +211,15 @@ def verify_entry(
     at = f"leaf index {_short(e['index'])} of block {_short(e['height'])}"
     store = ledger.store()
     result, header = e["result"], e["header"]
-    checks = []
+    unknown = _unknown_fields(e, ENTRY_FIELDS)
+    checks = [
+        _check(
+            f"{what} entry holds only a receipt's fields",
+            not unknown,
+            ", ".join(ENTRY_FIELDS),
+            "and fields no receipt has, which are not checked: " + ", ".join(unknown),
+        )
+    ]
     # the result: where the ledger records this part of the trade, and every field of it
     if where is None:
         stored_result = None
@@ -217,7 +251,9 @@ def verify_entry(
     checks.append(_about(what, result, trade))
     # the header: the ledger's own block at that height, hashing as the receipt says
     stored_header = store.header(height) if height is not None else None
-    if stored_header is None:
+    if not _is_number(e["height"]):
+        problems = [f"the receipt's height {_short(e['height'])} is not a number"]
+    elif stored_header is None:
         problems = [f"the ledger has no block {_short(e['height'])}"]
     else:
         problems = _differences(header, stored_header)
@@ -247,23 +283,43 @@ def verify_entry(
     # the block's size
     stored_size = len(store.results(height)) if stored_header is not None else None
     try:
+        leaf = leaf_hash(dumps_checked(result))
+    except (CanonicalError, ValueError, TypeError):
+        leaf = b""
+    # the entry's own leaf_hash is a claim too: it must be the result's (found in a QA pass: a
+    # receipt with leaf_hash "00" was ok, the leaf recomputed and never compared)
+    false_leaf = []
+    if not leaf or e.get("leaf_hash") != leaf.hex():
+        said = _short(e.get("leaf_hash", "(none)"))
+        false_leaf.append(f"the receipt says leaf_hash {said}, the result's is {leaf.hex()[:16]}…")
+    try:
         proof = proof_from_hex(e["proof"])
         root = bytes.fromhex(header["result_root"])
-        leaf = leaf_hash(dumps_checked(result))
-        included = None not in (index, size) and verify_inclusion(leaf, index, size, proof, root)
+        included = (
+            bool(leaf) and None not in (index, size) and verify_inclusion(leaf, index, size, proof, root)
+        )
     except (CanonicalError, ValueError, KeyError, TypeError, AttributeError):
         included, proof = False, []
+    not_numbers = [
+        f"{k} {_short(e[k])} is not a number" for k in ("index", "tree_size") if not _is_number(e[k])
+    ]
     root_text = str(header.get("result_root", "")) if isinstance(header, dict) else ""
     checks.append(
         _check(
             "inclusion proof",
-            included and size == stored_size,
+            included and size == stored_size and not false_leaf,
             f"result {index + 1 if index is not None else _short(e['index'])} of {_short(e['tree_size'])} "
             f"in block {_short(e['height'])} (leaf index {_short(e['index'])}), {len(proof)} proof hashes "
             f"→ result_root {_short(root_text, 17)}",
-            ""
-            if stored_size is None or size == stored_size
-            else f"the ledger's block has {stored_size} results",
+            "; ".join(
+                false_leaf
+                + not_numbers
+                + (
+                    []
+                    if stored_size is None or size == stored_size
+                    else [f"the ledger's block has {stored_size} results"]
+                )
+            ),
         )
     )
     # the seals: the validators and quorum the ledger had in force at that height
@@ -310,7 +366,16 @@ def verify_receipt(receipt: dict[str, Any], trade: dict[str, Any], ledger: Ledge
     where = locations(index_conn, trade)
     parts = [e["what"] for e in receipt["entries"]]
     named = ", ".join(_short(p) for p in parts) or "nothing"
+    unknown = _unknown_fields(receipt, RECEIPT_FIELDS)
+    if "how_to_check" in receipt and receipt["how_to_check"] not in HOW_TO_CHECK_TEXTS:
+        unknown.append(f"how_to_check={_short(receipt['how_to_check'])} (not the dashboard's text)")
     checks = [
+        _check(
+            "receipt holds only a receipt's fields",
+            not unknown,
+            ", ".join(RECEIPT_FIELDS),
+            "and fields no receipt has, which are not checked: " + ", ".join(unknown),
+        ),
         _check(
             "receipt is of this trade",
             receipt.get("trade") == trade["id"],

@@ -134,3 +134,46 @@ def test_the_ledgers_own_receipt_of_an_unsettled_trade_verifies(as_flat, built):
         assert verdict["ok"] is True, (status, failed(verdict))
         receipt = as_flat.get(f"/api/v1/receipts/{trade['id']}").get_json()
         assert post(as_flat, trade["id"], receipt).get_json()["ok"] is True
+
+
+def test_a_false_leaf_hash_or_a_field_no_receipt_has_is_not_verified(as_villa, built):
+    """Found in a QA pass: a settled receipt with ``status_override="unsettled", leaf_hash="00"``
+    in its settlement entry, or ``note="paid in full", how_to_check="trust me"`` at the top, was
+    ok with no failed check (the leaf was recomputed, never compared with the entry's own, and
+    unknown fields were ignored); a height "349" was said to be a block the ledger does not have."""
+    trade = settled_trade(as_villa, built.meters[0])
+    receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
+
+    def reasons(mutate) -> dict[str, str]:
+        r = copy.deepcopy(receipt)
+        mutate(r)
+        response = post(as_villa, trade["id"], r)
+        assert response.status_code == 200
+        verdict = response.get_json()
+        assert verdict["ok"] is False
+        got = failed(verdict)
+        for detail in got.values():
+            assert detail and "\n" not in detail
+        return got
+
+    got = reasons(lambda r: r["entries"][1].update(status_override="unsettled", leaf_hash="00"))
+    assert set(got) == {"settlement entry holds only a receipt's fields", "inclusion proof"}
+    assert "status_override=unsettled" in got["settlement entry holds only a receipt's fields"]
+    assert "the receipt says leaf_hash 00, the result's is" in got["inclusion proof"]
+    assert set(reasons(lambda r: r["entries"][0].update(leaf_hash="00"))) == {"inclusion proof"}
+    assert "leaf_hash (none)" in reasons(lambda r: r["entries"][0].pop("leaf_hash"))["inclusion proof"]
+
+    got = reasons(lambda r: r.update(note="paid in full", how_to_check="trust me"))
+    assert set(got) == {"receipt holds only a receipt's fields"}
+    detail = got["receipt holds only a receipt's fields"]
+    assert "note=paid in full" in detail and "how_to_check=trust me (not the dashboard's text)" in detail
+
+    height = receipt["entries"][1]["height"]
+    got = reasons(lambda r: r["entries"][1].update(height=str(height)))
+    header = got["settlement header is the ledger's"]
+    assert f"the receipt's height {height} is not a number" in header and "has no block" not in header
+    got = reasons(lambda r: r["entries"][0].update(index=str(r["entries"][0]["index"])))
+    assert "index" in got["inclusion proof"] and "is not a number" in got["inclusion proof"]
+    # the receipt without how_to_check (it is only a note) still verifies
+    plain = {k: v for k, v in receipt.items() if k != "how_to_check"}
+    assert post(as_villa, trade["id"], plain).get_json()["ok"] is True
