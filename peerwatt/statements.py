@@ -20,7 +20,9 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import sqlite3
+import stat
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,6 +55,8 @@ from peerwatt.errors import UserError, write_outputs
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
 
+log = logging.getLogger("peerwatt.statements")
+
 
 # Writes issued documents' files (peerwatt.statements.write_files with its folder)
 Writer = Callable[[list[dict[str, Any]]], object]
@@ -60,6 +64,70 @@ Writer = Callable[[list[dict[str, Any]]], object]
 
 class BillingError(Exception):
     """Something the operator must fix; the message says what."""
+
+
+# -- owner-only files ------------------------------------------------------------------------
+# The register holds every household's statements and (after `statements bank-details`) names,
+# IBANs and mandates; the statement files hold a household's name and its energy and money: the
+# billing folder is made 0700, the register and its SQLite companions and each statement file 0600,
+# whatever the umask; a wider billing folder or register is narrowed with one log line (as the
+# dashboard does for its instance folder, dashboard/private.py).
+
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _narrow(path: Path, mode: int, quiet: bool = False) -> None:
+    """Take group and other bits away from an existing ``path`` (one log line when it had any,
+    unless ``quiet``)."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if current & 0o077 == 0:
+        return
+    try:
+        os.chmod(path, current & mode)
+    except OSError as exc:
+        log.warning(
+            "%s is mode %04o, readable by others, and cannot be narrowed: %s", path, current, exc.strerror
+        )
+        return
+    if not quiet:
+        log.warning(
+            "%s was mode %04o, readable by others: now %04o (owner only)", path, current, current & mode
+        )
+
+
+def private_folder(folder: Path) -> None:
+    """``folder`` made (with its parents) mode 0700, or narrowed to owner-only if wider: with a
+    log line when it holds anything (an empty one exposed nothing)."""
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            pass
+    try:
+        empty = not any(folder.iterdir())
+    except OSError:
+        empty = False
+    _narrow(folder, FOLDER_MODE, quiet=empty)
+
+
+def private_file(path: Path) -> bool:
+    """A database file (and its SQLite companions) owner-only: made empty mode 0600 when missing
+    (SQLite writes into it and gives ``-wal``/``-shm`` its mode), narrowed when wider. True when
+    it was made here."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        made = True
+    except FileExistsError:
+        made = False
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in _COMPANIONS)):
+        _narrow(candidate, FILE_MODE)
+    return made
 
 
 # -- reading the ledger ------------------------------------------------------------------------
@@ -315,15 +383,25 @@ class IssuedStore:
 
     def __init__(self, billing_dir: Path) -> None:
         self.path = billing_dir / ISSUED_DB
+        if self.path.exists() and not self.path.is_file():  # refused before anything is changed
+            raise BillingError(
+                f"cannot use the register {self.path}: it is not a file (a folder?); it should be the "
+                "billing folder's register of issued statements"
+            )
         try:
-            billing_dir.mkdir(parents=True, exist_ok=True)
+            private_folder(billing_dir)
         except OSError as exc:
             raise BillingError(
                 f"cannot create the billing folder {billing_dir}: {exc.strerror or exc}"
             ) from None
         try:
+            self.made = private_file(self.path)  # made by this run: removed again if nothing is kept
+        except OSError as exc:
+            raise self.error(sqlite3.OperationalError(exc.strerror or str(exc))) from None
+        try:
             self.conn = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
+            self.discard()
             raise self.error(exc) from None
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -331,6 +409,7 @@ class IssuedStore:
             self.conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             self.conn.close()
+            self.discard()
             raise self.error(exc) from None
         self._outer = False  # inside transaction(): issue() is part of it
 
@@ -343,6 +422,35 @@ class IssuedStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def close_after_failure(self) -> None:
+        """Close after a run that failed (or was interrupted): a register this run made and that
+        holds nothing is removed with its companions (a run that issues nothing makes none)."""
+        empty = False
+        if self.made:
+            try:
+                tables = [
+                    t for (t,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                ]
+                empty = not any(self.conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables)
+            except sqlite3.Error:
+                empty = False
+        self.conn.close()
+        if empty:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the register (and its companions) if this run made it: for a register just made
+        that could not be set up or holds nothing."""
+        if not self.made:
+            return
+        for candidate in (self.path, *(self.path.with_name(self.path.name + s) for s in _COMPANIONS)):
+            try:
+                candidate.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove the empty register %s: %s", candidate, exc.strerror)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -500,10 +608,14 @@ def issue_period(
             )
             for m in members_to_bill(view, start, end)
         ]
-        return issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
-    finally:
+        out = issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
+    except BaseException:
         if register is None:
-            issued.close()
+            issued.close_after_failure()
+        raise
+    if register is None:
+        issued.close()
+    return out
 
 
 def issue_corrections(
@@ -599,8 +711,10 @@ def issue_month_end(
                     )  # fmt: skip
             if write is not None and numbered:
                 write(numbered)
-    finally:
-        register.close()
+    except BaseException:  # a failed or interrupted run: a register made for it holding nothing goes
+        register.close_after_failure()
+        raise
+    register.close()
     return statements, notes
 
 
@@ -988,7 +1102,16 @@ def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
 
 
 def _bytes_writer(data: bytes) -> Callable[[Path], object]:
-    return lambda path: path.write_bytes(data)
+    """Writes ``data`` to a file mode 0600 whatever the umask (a statement holds a household's
+    name and figures: for the treasurer to send, not for every user of the machine)."""
+
+    def write(path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            f.write(data)
+
+    return write
 
 
 # -- verification ----------------------------------------------------------------------------
