@@ -19,6 +19,7 @@ issued), with its number as the end-to-end id and in the remittance text.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from market.billing import CENT
-from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures, read_billing_toml
+from peerwatt.statements import (
+    CONFIG,
+    FILE_MODE,
+    FOLDER_MODE,
+    BillingError,
+    IssuedStore,
+    _figures,
+    read_billing_toml,
+)
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
 PAIN_001 = "pain.001.001.09"  # SEPA credit transfers
@@ -366,10 +375,16 @@ def _export(doc: Any) -> bytes:
 
 
 def write_run(run: PaymentRun, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the run's SEPA files into ``out_dir`` (made 0700 when missing), each mode 0600
+    whatever the umask: they hold every household's name and IBAN."""
+    if not out_dir.is_dir():
+        out_dir.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
     written = []
     for name, data in run.files.items():
         path = out_dir / name
-        path.write_bytes(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, FILE_MODE)  # one that existed keeps its mode through O_CREAT
         written.append(path)
     return written

@@ -126,6 +126,30 @@ def test_sepa_files_validate_and_add_up_to_the_statements(issued: tuple[Path, li
     assert b"Household Muller 0" in run.files[credit_file] + run.files[debit_file]  # transliterated
 
 
+def test_the_sepa_files_are_the_owners_only(issued: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """Found in a QA pass: under umask 022 the pain.001/pain.008 files, every household's name and
+    IBAN, were -rw-r--r-- in a 0755 folder."""
+    import os
+    import stat
+
+    from peerwatt.payments import write_run
+
+    billing, docs = issued
+    give_everyone_bank_details(billing, docs)
+    run = payment_run(billing, "2026-06", on=date(2026, 7, 8))
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "pay" / "old.xml").parent.mkdir()
+        stale = tmp_path / "pay" / next(iter(run.files))
+        stale.write_bytes(b"older run")  # written before, with the umask's mode
+        written = write_run(run, tmp_path / "pay")
+        fresh = write_run(run, tmp_path / "new" / "pay")
+    finally:
+        os.umask(old)
+    assert written and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in written + fresh)
+    assert stat.S_IMODE((tmp_path / "new" / "pay").stat().st_mode) == 0o700
+
+
 def test_a_wrong_iban_is_refused_in_one_line(issued: tuple[Path, list[dict]]) -> None:
     billing, docs = issued
     with pytest.raises(BillingError, match="^IBAN 'DE89370400440532013001' is not valid: Invalid checksum"):
