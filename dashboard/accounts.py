@@ -31,8 +31,8 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from chain.private_files import private_file, private_folder
 from chain.store import StoreError
-from dashboard.private import private_file, private_folder
 
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -116,8 +116,9 @@ class RateLimit:
 
 
 def open_db(path: str | Path) -> sqlite3.Connection:
-    """The accounts database, owner-only (created mode 0600, narrowed if wider: dashboard/private.py)."""
-    conn = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False, timeout=10)
+    """The accounts database, owner-only (created mode 0600, narrowed if wider: chain/private_files.py)."""
+    private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -19,10 +19,10 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from chain.private_files import private_file
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
 from dashboard.params import ParamError
-from dashboard.private import private_file
 from dashboard.proxies import parse_trusted
 from dashboard.services import Services, default_instance_dir, open_services
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
@@ -65,7 +65,8 @@ def _secret_key(instance_dir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-    return private_file(path).read_text().strip()
+    private_file(path)
+    return path.read_text().strip()
 
 
 def create_app(

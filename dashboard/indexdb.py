@@ -16,8 +16,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from chain.private_files import private_file
 from chain.store import StoreError
-from dashboard.private import private_file
 
 SCHEMA_VERSION = "7"
 
@@ -98,7 +98,8 @@ class IndexFileError(StoreError):
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection to the index (created with its schema when missing, owner-only: mode 0600)."""
-    conn = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False, timeout=30)
+    private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         for pragma in CACHE_PRAGMAS:
             conn.execute(pragma)

@@ -13,13 +13,13 @@ from typing import Any
 
 from flask import request
 
+from chain.private_files import private_folder
 from dashboard.accounts import Accounts, RateLimit
 from dashboard.agent_status import AgentStatusBoard
 from dashboard.directory import Directory
 from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
 from dashboard.ledger import LedgerReader
-from dashboard.private import private_folder
 from dashboard.proxies import Network, client_address
 from dashboard.verify_runner import VerifyRunner
 

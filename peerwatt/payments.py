@@ -27,16 +27,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from chain.private_files import FILE_MODE, FOLDER_MODE
 from market.billing import CENT
-from peerwatt.statements import (
-    CONFIG,
-    FILE_MODE,
-    FOLDER_MODE,
-    BillingError,
-    IssuedStore,
-    _figures,
-    read_billing_toml,
-)
+from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures, read_billing_toml
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
 PAIN_001 = "pain.001.001.09"  # SEPA credit transfers

@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import sqlite3
-import stat
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
+from chain.private_files import COMPANIONS, FILE_MODE, private_file, private_folder
 from chain.store import Store
 from market.app import FINAL_QUALITIES
 from market.billing import (
@@ -71,64 +71,7 @@ class BillingError(Exception):
 # IBANs and mandates; the statement files hold a household's name and its energy and money: the
 # billing folder is made 0700, the register and its SQLite companions and each statement file 0600,
 # whatever the umask; a wider billing folder or register is narrowed with one log line (as the
-# dashboard does for its instance folder, dashboard/private.py).
-
-FOLDER_MODE = 0o700
-FILE_MODE = 0o600
-_COMPANIONS = ("-wal", "-shm", "-journal")
-
-
-def _narrow(path: Path, mode: int, quiet: bool = False) -> None:
-    """Take group and other bits away from an existing ``path`` (one log line when it had any,
-    unless ``quiet``)."""
-    try:
-        current = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return
-    if current & 0o077 == 0:
-        return
-    try:
-        os.chmod(path, current & mode)
-    except OSError as exc:
-        log.warning(
-            "%s is mode %04o, readable by others, and cannot be narrowed: %s", path, current, exc.strerror
-        )
-        return
-    if not quiet:
-        log.warning(
-            "%s was mode %04o, readable by others: now %04o (owner only)", path, current, current & mode
-        )
-
-
-def private_folder(folder: Path) -> None:
-    """``folder`` made (with its parents) mode 0700, or narrowed to owner-only if wider: with a
-    log line when it holds anything (an empty one exposed nothing)."""
-    if not folder.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir(mode=FOLDER_MODE)
-        except FileExistsError:
-            pass
-    try:
-        empty = not any(folder.iterdir())
-    except OSError:
-        empty = False
-    _narrow(folder, FOLDER_MODE, quiet=empty)
-
-
-def private_file(path: Path) -> bool:
-    """A database file (and its SQLite companions) owner-only: made empty mode 0600 when missing
-    (SQLite writes into it and gives ``-wal``/``-shm`` its mode), narrowed when wider. True when
-    it was made here."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-        made = True
-    except FileExistsError:
-        made = False
-    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in _COMPANIONS)):
-        _narrow(candidate, FILE_MODE)
-    return made
-
+# dashboard does for its instance folder: chain/private_files.py).
 
 # -- reading the ledger ------------------------------------------------------------------------
 
@@ -444,7 +387,7 @@ class IssuedStore:
         that could not be set up or holds nothing."""
         if not self.made:
             return
-        for candidate in (self.path, *(self.path.with_name(self.path.name + s) for s in _COMPANIONS)):
+        for candidate in (self.path, *(self.path.with_name(self.path.name + s) for s in COMPANIONS)):
             try:
                 candidate.unlink()
             except FileNotFoundError:

@@ -56,20 +56,20 @@ def test_wider_files_are_narrowed_at_start_with_one_line_each(built, tmp_path, u
     widened = [instance / name for name in (*FILES, *COMPANIONS) if (instance / name).exists()]
     for path in widened:
         os.chmod(path, 0o644)
-    with caplog.at_level(logging.INFO, logger="peerwatt.dashboard"):
+    with caplog.at_level(logging.INFO, logger="peerwatt.files"):
         start(built, instance)
     assert mode(instance) == 0o700
     for path in widened:
         assert mode(path) == 0o600, path.name
-    lines = [r.getMessage() for r in caplog.records if r.name == "peerwatt.dashboard"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "peerwatt.files"]
     assert len(lines) == len(widened) + 1  # the folder and each file, once
     for path, was in ((instance, "0755"), *((p, "0644") for p in widened)):
         assert [line for line in lines if line.startswith(f"{path} was mode {was}")], path.name
     # a second start finds nothing to narrow
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="peerwatt.dashboard"):
+    with caplog.at_level(logging.INFO, logger="peerwatt.files"):
         start(built, instance)
-    assert [r for r in caplog.records if r.name == "peerwatt.dashboard"] == []
+    assert [r for r in caplog.records if r.name == "peerwatt.files"] == []
 
 
 def test_a_folder_user_add_made_under_the_umask_is_narrowed_without_a_word(
@@ -84,8 +84,8 @@ def test_a_folder_user_add_made_under_the_umask_is_narrowed_without_a_word(
     instance = tmp_path / "instance"
     instance.mkdir()
     assert mode(instance) == 0o755
-    with caplog.at_level(logging.INFO, logger="peerwatt.dashboard"):
+    with caplog.at_level(logging.INFO, logger="peerwatt.files"):
         Accounts(instance / "dashboard.sqlite", password_method=TEST_PASSWORD_METHOD).close()
         start(built, instance)
     assert mode(instance) == 0o700 and mode(instance / "dashboard.sqlite") == 0o600
-    assert [r.getMessage() for r in caplog.records if r.name == "peerwatt.dashboard"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "peerwatt.files"] == []

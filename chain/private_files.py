@@ -1,10 +1,10 @@
-"""The dashboard's own files, readable by their owner only.
+"""Files and folders readable by their owner only, whatever the umask.
 
-``dashboard.sqlite`` holds password and session hashes, ``index.sqlite`` every household's
-trades and readings, ``secret_key`` signs the session cookies: the instance folder is made mode
-0700 and each of them 0600, whatever the umask, and SQLite's ``-wal`` and ``-shm`` companions take
-the mode of their database file. A folder or file found wider at start (made by an older version,
-or copied in) is narrowed, with one log line saying so.
+The dashboard's accounts, index and session key, and the treasurer's billing register and
+statements, hold what other users of the machine must not read: a folder is made mode 0700 and a
+file 0600 (SQLite's ``-wal`` and ``-shm`` companions take the mode of their database file). One
+found wider (made by an older version, another tool, or copied in) is narrowed, with one log line
+saying so.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-log = logging.getLogger("peerwatt.dashboard")
+log = logging.getLogger("peerwatt.files")
 
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
@@ -26,7 +26,7 @@ def _narrow(path: Path, mode: int, quiet: bool = False) -> None:
     unless ``quiet``)."""
     try:
         current = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
+    except OSError:
         return
     if current & 0o077 == 0:
         return
@@ -62,15 +62,16 @@ def private_folder(folder: str | Path) -> Path:
     return folder
 
 
-def private_file(path: str | Path) -> Path:
-    """A database file (and its SQLite companions) owner-only: created empty mode 0600 when
-    missing (SQLite then writes into it, and gives ``-wal``/``-shm`` the same mode), narrowed
-    when an existing one is wider."""
+def private_file(path: str | Path) -> bool:
+    """A file (and its SQLite companions) owner-only: created empty mode 0600 when missing (SQLite
+    then writes into it, and gives ``-wal``/``-shm`` the same mode), narrowed when an existing one
+    is wider. True when it was created here."""
     path = Path(path)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        made = True
     except FileExistsError:
-        pass
+        made = False
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in COMPANIONS)):
         _narrow(candidate, FILE_MODE)
-    return path
+    return made
