@@ -171,8 +171,8 @@ def test_dashboard_in_chromium(browser, server, built):
     verdict = page.locator("#verify-verdict")
     verdict.wait_for()
     assert verdict.inner_text().startswith("\u2714 Verified")
-    # 3 checks of the receipt, 8 of each entry (the trade, and its settlement once settled)
-    assert page.locator("#verify-result li.ok").count() in (3 + 8, 3 + 2 * 8)
+    # 4 checks of the receipt, 9 of each entry (the trade, and its settlement once settled)
+    assert page.locator("#verify-result li.ok").count() in (4 + 9, 4 + 2 * 9)
     assert page.locator("#verify-result li.bad").count() == 0
     shoot(page, "receipt-desktop-light")
     assert errors == [], errors

@@ -18,20 +18,24 @@ from tests.support.procnet import wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("source", ["modbus", "p1"])
-def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, source):
-    now = int(time.time())
-    c = make_community(validators=1, members=1, app="market", time=now - now % 900 - 900)
-    genesis = tmp_path / "genesis.toml"
-    meter = c.meters[0]
-    genesis.write_text(
+def write_genesis_and_key(folder, c, meter) -> None:
+    """A one-validator community's genesis.toml with this meter enrolled, and its meter.key."""
+    (folder / "genesis.toml").write_text(
         f'[community]\nid = "{c.community}"\ntime = {c.genesis.time}\napp = "market"\n'
         f'[[validators]]\nkey = "{c.validators[0].sec1_hex}"\n'
         f'[[members]]\nkey = "{c.members[0].sec1_hex}"\n'
         f'[[meters]]\nkey = "{public_key_sec1(meter.key.public_key()).hex()}"\nserial = "SN1"\n'
         f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
     )
-    save_private_key(meter.key, tmp_path / "meter.key")
+    save_private_key(meter.key, folder / "meter.key")
+
+
+@pytest.mark.parametrize("source", ["modbus", "p1"])
+def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, source):
+    now = int(time.time())
+    c = make_community(validators=1, members=1, app="market", time=now - now % 900 - 900)
+    meter = c.meters[0]
+    write_genesis_and_key(tmp_path, c, meter)
     if source == "modbus":
         sim = start_sim("sdm630", paused=False, start_time=now)
         meter_table = 'profile = "sdm630"\n'
@@ -171,14 +175,7 @@ def test_status_before_the_first_poll_says_so(tmp_path):
 
     c = make_community(validators=1, members=1, app="market")
     meter = c.meters[0]
-    (tmp_path / "genesis.toml").write_text(
-        f'[community]\nid = "{c.community}"\ntime = {c.genesis.time}\napp = "market"\n'
-        f'[[validators]]\nkey = "{c.validators[0].sec1_hex}"\n'
-        f'[[members]]\nkey = "{c.members[0].sec1_hex}"\n'
-        f'[[meters]]\nkey = "{public_key_sec1(meter.key.public_key()).hex()}"\nserial = "SN1"\n'
-        f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
-    )
-    save_private_key(meter.key, tmp_path / "meter.key")
+    write_genesis_and_key(tmp_path, c, meter)
     config = tmp_path / "agent.toml"
     config.write_text(
         f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'

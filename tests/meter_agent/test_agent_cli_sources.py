@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from chain.keys import public_key_sec1, save_private_key
 from meter_agent.household import Household
+from tests.meter_agent.test_agent_cli import write_genesis_and_key
 from tests.support.localnet import make_community
 from tests.support.procnet import wait_for
 
@@ -23,14 +23,7 @@ def run_agent_until_meter_ok(tmp_path, mosquitto, meter_table: str) -> None:
     now = int(time.time())
     c = make_community(validators=1, members=1, app="market", time=now - now % 900 - 900)
     meter = c.meters[0]
-    (tmp_path / "genesis.toml").write_text(
-        f'[community]\nid = "{c.community}"\ntime = {c.genesis.time}\napp = "market"\n'
-        f'[[validators]]\nkey = "{c.validators[0].sec1_hex}"\n'
-        f'[[members]]\nkey = "{c.members[0].sec1_hex}"\n'
-        f'[[meters]]\nkey = "{public_key_sec1(meter.key.public_key()).hex()}"\nserial = "SN1"\n'
-        f'owner = "{c.members[0].id}"\ncapacity_w = 11000\n'
-    )
-    save_private_key(meter.key, tmp_path / "meter.key")
+    write_genesis_and_key(tmp_path, c, meter)
     config = tmp_path / "agent.toml"
     config.write_text(
         f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'
