@@ -43,7 +43,7 @@ HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
-MAX_REFUSALS_HEARD = 4096  # (seq, reason) refusals heard from too few validators yet
+MAX_REFUSALS_HEARD = 4096  # kept messages with refusals heard from too few validators yet
 ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line a minute, with a count
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
@@ -164,8 +164,9 @@ class Agent:
         self._energy_unsaved = False  # the counters moved on since
         self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
-        # (seq, reason) -> the validators that said so (acted on at chain.notice.refusal_threshold)
-        self._refusals: dict[tuple[int, str], set[str]] = {}
+        # seq of a kept message -> reason -> the validators that said so (acted on at
+        # chain.notice.refusal_threshold, then forgotten with the message)
+        self._refusals: dict[int, dict[str, set[str]]] = {}
         self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
         self._seq_moved_to: int | None = None  # the first seq after moving ahead (seq_behind)
         self._seq_unreachable = False  # refused as behind even after moving ahead: give up, said once
@@ -661,13 +662,18 @@ class Agent:
                 log.warning("ignored a notice that does not verify (%s): nothing is forgotten", exc)
             return
         needed = refusal_threshold(len(self.validators), self.quorum)
+        kept = {seq for seq, _topic, _payload in self.outbox.messages(notice.seqs)}  # only those count
         agreed = []
         with self._lock:
             for seq in notice.seqs:
-                told = self._refusals.setdefault((seq, notice.refused), set())
+                if seq not in kept:  # confirmed already, or never sent: nothing to remember
+                    continue
+                told = self._refusals.setdefault(seq, {}).setdefault(notice.refused, set())
                 told.add(notice.signer)
-                if len(told) == needed:
+                if len(told) >= needed:
                     agreed.append(seq)
+            for seq in agreed:
+                self._refusals.pop(seq, None)
             while len(self._refusals) > MAX_REFUSALS_HEARD:  # the oldest heard first
                 del self._refusals[next(iter(self._refusals))]
         if not agreed:
@@ -686,6 +692,9 @@ class Agent:
 
     def _forget(self, seqs: list[int]) -> None:
         """The ledger holds or refused these messages: out of the outbox for good."""
+        with self._lock:
+            for seq in seqs:
+                self._refusals.pop(seq, None)
         try:
             self.outbox.confirm(seqs)
             self._confirm_failed = False

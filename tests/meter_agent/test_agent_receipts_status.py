@@ -94,13 +94,22 @@ def test_last_receipt_is_the_last_one_that_verified(market, tmp_path):
     assert again.totals() == totals
 
 
+def _kept_seq(agent: Agent, c, k: int) -> int:
+    """Sign and keep one reading (a message the ledger may then refuse); its seq."""
+    body = {"interval": T0 - 900 * k, "import_wh": 1000 + k, "export_wh": 5, "serial": "x", "profile": "sim"}
+    agent._send("reading", Topics.readings(c.community, agent.meter_id), body, 86400)
+    return agent.outbox.last_seq()
+
+
 def test_enrolled_follows_the_notices_and_trading_start_is_logged_once(market, tmp_path, caplog):
     c = market
     agent, sequencer, topic = _agent(c, tmp_path)
     meter = c.meters[0].id
     assert agent.status()["enrolled"] == "unknown"
+    seqs = {k: _kept_seq(agent, c, k) for k in (1, 2, 6)}  # refusals count for kept messages only
 
-    def refusal(seq: int, reason: str) -> None:
+    def refusal(k: int, reason: str) -> None:
+        seq = seqs[k]
         for validator in c.validators:  # 3 of 3 (quorum 3): as many as two quorums share
             sequencer.publish(
                 topic,
@@ -188,6 +197,7 @@ def test_one_validator_alone_cannot_make_the_agent_forget_or_resign(market, tmp_
     assert not agent.status()["alarms"]
     sequencer.publish(topic, notice(0, "expired"))  # the third agrees: believed
     assert kept() == []
+    assert agent._refusals == {}  # nothing remembered of messages that are gone
 
 
 def test_a_verified_receipt_means_enrolled(market, tmp_path):
@@ -270,13 +280,14 @@ def test_receipts_and_notices_when_the_state_file_is_full(market, tmp_path, capl
     from the bus thread, and a receipt's trade was saved only if the same trade came again."""
     c = market
     agent, sequencer, topic = _agent(c, tmp_path)
+    kept = _kept_seq(agent, c, 1)
     conn = agent.outbox._conn
     conn.execute("PRAGMA query_only = 1")  # the disk is full
     for receipt in _receipts(c, c.meters[0].id):
         sequencer.publish(topic, json.dumps(receipt).encode())
     for validator in c.validators:  # as many as two quorums share: the agent believes the refusal
         notice = sign_notice(
-            validator.key, community=c.community, meter=c.meters[0].id, seqs=[1], created=1_764_010_000,
+            validator.key, community=c.community, meter=c.meters[0].id, seqs=[kept], created=1_764_010_000,
             seq=1, refused="expired",
         )  # fmt: skip
         sequencer.publish(topic, notice)
