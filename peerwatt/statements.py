@@ -331,6 +331,7 @@ class IssuedStore:
                 f"cannot use the register {self.path}: it is not a file (a folder?); it should be the "
                 "billing folder's register of issued statements"
             )
+        self.folder_made = not billing_dir.exists()  # removed again with a register that holds nothing
         try:
             private_folder(billing_dir)
         except OSError as exc:
@@ -394,6 +395,11 @@ class IssuedStore:
                 pass
             except OSError as exc:
                 log.warning("cannot remove the empty register %s: %s", candidate, exc.strerror)
+        if self.folder_made:
+            try:
+                self.path.parent.rmdir()  # only when empty
+            except OSError:
+                pass
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
