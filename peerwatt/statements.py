@@ -25,7 +25,7 @@ import sqlite3
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -367,6 +367,16 @@ class IssuedStore:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> IssuedStore:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        """Closed after the run; a failed or interrupted one goes through close_after_failure."""
+        if kind is None:
+            self.close()
+        else:
+            self.close_after_failure()
+
     def close_after_failure(self) -> None:
         """Close after a run that failed (or was interrupted): a register this run made and that
         holds nothing is removed with its companions (a run that issues nothing makes none)."""
@@ -536,8 +546,7 @@ def issue_period(
     view = ledger_view(store, height)
     start, end = _ended(view, period)
     config = load_config(billing_dir)
-    issued = register or IssuedStore(billing_dir)
-    try:
+    with nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued:
         run = issued.first_run(view.community, period)
         if run is not None:
             first, last = run[2], run[3]
@@ -557,14 +566,7 @@ def issue_period(
             )
             for m in members_to_bill(view, start, end)
         ]
-        out = issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
-    except BaseException:
-        if register is None:
-            issued.close_after_failure()
-        raise
-    if register is None:
-        issued.close()
-    return out
+        return issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
 
 
 def issue_corrections(
@@ -584,8 +586,7 @@ def issue_corrections(
     start, end = period_bounds(period, view.timezone)
     if register is None and not (billing_dir / ISSUED_DB).exists():  # (not made just to say so)
         raise BillingError(f"no statements for {period} were issued yet; issue them first")
-    issued = register or IssuedStore(billing_dir)
-    try:
+    with nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued:
         if issued.first_run(view.community, period) is None:
             raise BillingError(f"no statements for {period} were issued yet; issue them first")
         latest: dict[str, dict[str, Any]] = {}
@@ -608,9 +609,6 @@ def issue_corrections(
             if note is not None:
                 docs.append(note)
         return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
-    finally:
-        if register is None:
-            issued.close()
 
 
 def earlier_periods(period: str, months: int = 2) -> list[str]:
@@ -643,27 +641,22 @@ def issue_month_end(
     if not (billing_dir / ISSUED_DB).exists() and not members_to_bill(view, start, end):
         return [], {}  # nothing issued before, nothing to issue now: nothing is made (no register)
     notes: dict[str, list[dict[str, Any]]] = {}
-    register = IssuedStore(billing_dir)
     numbered: list[dict[str, Any]] = []  # written together at the end: all files or none
     collect = None if write is None else numbered.extend
-    try:
-        with register.transaction():  # all of the run is issued, or none of it
-            statements = issue_period(
-                store, billing_dir, period, issued_at=issued_at, height=height, write=collect,
-                register=register,
-            )  # fmt: skip
-            for earlier in earlier_periods(period):
-                if register.first_run(community, earlier) is not None:
-                    notes[earlier] = issue_corrections(
-                        store, billing_dir, earlier, issued_at=issued_at, height=height, write=collect,
-                        register=register,
-                    )  # fmt: skip
-            if write is not None and numbered:
-                write(numbered)
-    except BaseException:  # a failed or interrupted run: a register made for it holding nothing goes
-        register.close_after_failure()
-        raise
-    register.close()
+    # a failed or interrupted run: a register made for it holding nothing goes (IssuedStore.__exit__)
+    with IssuedStore(billing_dir) as register, register.transaction():  # all issued, or none
+        statements = issue_period(
+            store, billing_dir, period, issued_at=issued_at, height=height, write=collect,
+            register=register,
+        )  # fmt: skip
+        for earlier in earlier_periods(period):
+            if register.first_run(community, earlier) is not None:
+                notes[earlier] = issue_corrections(
+                    store, billing_dir, earlier, issued_at=issued_at, height=height, write=collect,
+                    register=register,
+                )  # fmt: skip
+        if write is not None and numbered:
+            write(numbered)
     return statements, notes
 
 
