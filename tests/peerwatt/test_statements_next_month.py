@@ -30,13 +30,18 @@ def test_earlier_periods():
     assert earlier_periods("2026-02", 1) == ["2026-01"]
 
 
-def test_july_run_brings_junes_corrections(month: Month, tmp_path: Path) -> None:
-    billing = month.node / "billing"
+def issue_june(month: Month, billing: Path) -> list[dict]:
+    """June's statements issued into ``billing`` from the month's ledger (store closed after)."""
     store = Store.open(month.node, readonly=True)
     try:
-        june = issue(store, month, billing)
+        return issue(store, month, billing)
     finally:
         store.close()
+
+
+def test_july_run_brings_junes_corrections(month: Month, tmp_path: Path) -> None:
+    billing = month.node / "billing"
+    june = issue_june(month, billing)
     out = tmp_path / "2026-07"
     run = peerwatt(
         "statements",
@@ -73,11 +78,7 @@ def test_a_month_end_run_that_fails_halfway_issues_nothing(month: Month, tmp_pat
     """Found in a QA pass: when a June correction note could not be written, July's statements
     were already issued (never again), and June's notes were left for a run nobody was told of."""
     billing = tmp_path / "billing"
-    store = Store.open(month.node, readonly=True)
-    try:
-        june = issue(store, month, billing)
-    finally:
-        store.close()
+    june = issue_june(month, billing)
     out = tmp_path / "2026-07"
     first_note = f"oak-street-2026-06-{len(june) + 1:04d}"
     (out / f"{first_note}.pdf").mkdir(parents=True)  # that file cannot be written
