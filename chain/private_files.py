@@ -75,3 +75,11 @@ def private_file(path: str | Path) -> bool:
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in COMPANIONS)):
         _narrow(candidate, FILE_MODE)
     return made
+
+
+def write_private(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a file mode 0600 whatever the umask (also one that existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), FILE_MODE)
+        f.write(data)

@@ -19,7 +19,6 @@ issued), with its number as the end-to-end id and in the remittance text.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from chain.private_files import FILE_MODE, FOLDER_MODE
+from chain.private_files import FOLDER_MODE, write_private
 from market.billing import CENT
 from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures, read_billing_toml
 
@@ -375,9 +374,6 @@ def write_run(run: PaymentRun, out_dir: Path) -> list[Path]:
     written = []
     for name, data in run.files.items():
         path = out_dir / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(path, FILE_MODE)  # one that existed keeps its mode through O_CREAT
+        write_private(path, data)
         written.append(path)
     return written

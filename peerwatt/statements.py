@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import sqlite3
 import tomllib
 import warnings
@@ -34,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
-from chain.private_files import COMPANIONS, FILE_MODE, private_file, private_folder
+from chain.private_files import COMPANIONS, private_file, private_folder, write_private
 from chain.store import Store
 from market.app import FINAL_QUALITIES
 from market.billing import (
@@ -1048,10 +1047,7 @@ def _bytes_writer(data: bytes) -> Callable[[Path], object]:
     name and figures: for the treasurer to send, not for every user of the machine)."""
 
     def write(path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), FILE_MODE)
-            f.write(data)
+        write_private(path, data)
 
     return write
 
