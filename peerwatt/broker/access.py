@@ -6,14 +6,16 @@ block per account (no ``pattern`` lines: a pattern applies to every account, nod
 
 - ``validator`` (and ``sequencer``, the same rights: any validator proposes when its turn comes,
   docs/ledger.md "Consensus"): reads orders, readings, gov, blocks and seals; writes blocks
-  (its proposals), its own votes (``seals/<its key id>``), headers, the book and receipts
-  (trades, settlements and notices of every meter);
+  (its proposals), its own votes (``seals/<its key id>``), its own configuration history
+  (``config/<its key id>``), headers, the book and receipts (trades, settlements and notices of
+  every meter);
 - ``observer``: reads blocks and seals; writes nothing;
 - ``operator``: writes governance messages (``gov``); reads nothing;
 - ``dashboard`` (``--dashboard``, user name ``dashboard``; or ``--node NAME=dashboard``): reads
   every agent's retained status (``status/+``, the household page's agent panel); writes nothing;
 - ``meter`` (a household's agent; user name = meter id): writes its own orders and readings,
-  reads and writes its own status, reads its own receipts, the headers and the book. It never
+  reads and writes its own status, reads its own receipts, the headers, every validator's
+  configuration history (``config/+``) and the book. It never
   reads ``blocks`` (every household's readings and orders) nor another meter's topics.
 
 A user name (or a client certificate's CN) is the account; the broker replaces the client id by
@@ -71,6 +73,7 @@ def rights(community: str, account: Account) -> list[tuple[str, str]]:
             ("readwrite", t.blocks(c)),
             ("read", t.pattern(c, "seals")),
             ("write", t.seals(c, account.key_id)),
+            ("write", t.config(c, account.key_id)),
             ("write", t.headers(c)),
             ("write", t.book(c)),
             ("write", t.pattern(c, "receipts")),
@@ -88,6 +91,7 @@ def rights(community: str, account: Account) -> list[tuple[str, str]]:
         ("readwrite", t.status(c, meter)),
         ("read", t.receipts(c, meter)),
         ("read", t.headers(c)),
+        ("read", t.pattern(c, "config")),
         ("read", t.book(c)),
     ]
 

@@ -1,5 +1,6 @@
-"""Topic names and ids: the topics of DESIGN.md ("MQTT topics"), their QoS and retain rules,
-the checks of a topic, subscription pattern or id, and MQTT's subscription matching.
+"""Topic names and ids: the topics of DESIGN.md ("MQTT topics"; ``config`` is in docs/bus.md),
+their QoS and retain rules, the checks of a topic, subscription pattern or id, and MQTT's
+subscription matching.
 
 Pure functions over strings, no I/O: the agent, the node and the ACLs of the broker all build
 and parse topics here.
@@ -93,6 +94,7 @@ TOPIC_KINDS: dict[str, TopicKind] = {
         TopicKind("receipts", True, 1, False),
         TopicKind("book", False, 0, True),
         TopicKind("status", True, 1, True),
+        TopicKind("config", True, 1, True),
     )
 }
 
@@ -170,6 +172,13 @@ class Topics:
     @staticmethod
     def status(community: str, meter: str) -> str:
         return _build("status", community, meter)
+
+    @staticmethod
+    def config(community: str, validator: str) -> str:
+        """One validator's configuration history (chain/config_proof.py), retained: per validator,
+        so a hostile validator can overwrite only its own (a light client takes the furthest
+        history that verifies)."""
+        return _build("config", community, validator)
 
     @staticmethod
     def pattern(community: str, kind: str | None = None) -> str:

@@ -15,7 +15,9 @@ and commits final blocks.
   from then on. What a validator is about to send is persisted first (round, lock, votes), so
   a restart never makes it vote twice differently.
 - Observer: follows proposals and seals, and verifies and stores final blocks.
-Every node catches up from its peers' HTTP APIs when it sees it is behind.
+Every node catches up from its peers' HTTP APIs when it sees it is behind. Every validator keeps
+and publishes its configuration history (announce.ConfigHistory: a step per final block that
+changed the validators, quorum or parameters, by consensus or catch-up alike).
 
 Hostile input: every byte from the bus or a peer goes through the strict, size- and
 depth-bounded parser; every proposal and vote is checked against the validator set before the
@@ -52,7 +54,7 @@ from chain.notice import authenticated, tellers
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
-from peerwatt.node.announce import Announcer
+from peerwatt.node.announce import Announcer, ConfigHistory
 from peerwatt.node.catchup import fetch_blocks
 from peerwatt.node.mempool import Mempool, MempoolError
 
@@ -136,6 +138,11 @@ class Node:
         self.key = key if role != "observer" else None
         self.key_id = key_id(key.public_key()) if key is not None and role != "observer" else None
         self._announcer = Announcer(bus, key, ledger.community) if self.key is not None else None
+        # every validator publishes its configuration history (observers do not)
+        self.config_history = (
+            ConfigHistory(bus, ledger.store, ledger.genesis, self.key_id) if self.key_id is not None else None
+        )
+        self._config_connected = False  # the bus was connected when we last published it
         self.clock = clock or WallClock()
         self.block_s = float(block_s if block_s is not None else ledger.genesis.doc["chain"]["block_s"])
         self.timeouts = timeouts or Timeouts()
@@ -215,6 +222,8 @@ class Node:
                 except RuntimeError:  # the bus was started already: a commit per message
                     self._batched = False
         self._new_height()
+        if self.config_history is not None:
+            self.config_history.start(self.ledger.state, self.ledger.head)
         self.bus.start()
 
     def stop(self) -> None:
@@ -241,8 +250,19 @@ class Node:
         busy |= self._check_work_due()
         if self._mono() - self._republished > REPUBLISH_S:
             self._republish()
+        self._publish_config_on_connect()
         self._check_stall()
         return busy
+
+    def _publish_config_on_connect(self) -> None:
+        """Publish the configuration history once connected, and again after each reconnection
+        (a broker that lost its retained messages, docs/bus.md): one attribute read per step."""
+        connected = self.bus.connected
+        if connected == self._config_connected or self.config_history is None:
+            return
+        self._config_connected = connected
+        if connected and self.is_validator:
+            self.config_history.publish()
 
     def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]]) -> bool:
         """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages (bounded, so a
@@ -914,6 +934,11 @@ class Node:
             self._announcer.block_final(
                 self.ledger.store, block, self.ledger.chain_state["meters"], now=int(self.clock.now())
             )
+        if self.config_history is not None:  # every validator: a step if the block changed the config
+            try:
+                self.config_history.after_block(self.ledger.state, block.height, publish=self.is_validator)
+            except Exception as exc:  # never end the node: the next change or start publishes again
+                log.error("configuration history after block %d: %s", block.height, exc)
         log.debug("committed block %d (%d txs)", block.height, len(block.txs))
 
     def _recheck_carried(self, block: Block) -> None:

@@ -128,11 +128,36 @@ def test_broker_certs_refuse_a_meter_id_that_is_not_a_key_id(tmp_path: Path, com
 
 def test_rights_never_give_a_meter_blocks_or_another_meters_topics() -> None:
     meter = Account("m1", "meter")
-    for _access, topic in rights("oak", meter):
+    for access, topic in rights("oak", meter):
+        if topic == "peerwatt/oak/config/+":  # every validator's configuration history, read only
+            assert access == "read"
+            continue
         assert topic.endswith(("/m1", "/headers", "/book")), topic
         assert "+" not in topic and "#" not in topic
     with pytest.raises(AccountError):
         Account("v", "validator")  # a validator publishes seals under its key id: it needs one
+
+
+def test_config_acl_lines_each_validator_writes_its_own_history_and_meters_read_them_all(
+    tmp_path: Path, community
+) -> None:
+    """config/<validator> (docs/bus.md): a validator account may write only its own history, a
+    meter account reads every validator's (config/+); observers, operators and dashboards, which
+    read no headers, get no config right either."""
+    c = community.community
+    result = run(tmp_path)
+    assert result.exit_code == 0, result.output
+    blocks = {}
+    for block in (tmp_path / "b" / "peerwatt.acl").read_text().split("\n\n")[1:]:
+        lines = block.splitlines()
+        user = next(x.removeprefix("user ") for x in lines if x.startswith("user "))
+        blocks[user] = [x for x in lines if x.startswith("topic ") and "/config/" in x]
+    for kid in community.genesis.doc["validators"]:
+        assert blocks[f"node-{kid}"] == [f"topic write peerwatt/{c}/config/{kid}"]
+    for meter in community.genesis.doc["meters"]:
+        assert blocks[meter] == [f"topic read peerwatt/{c}/config/+"]
+    for role in ("observer", "operator", "dashboard"):
+        assert not [t for _, t in rights(c, Account("x", role)) if "/config/" in t]
 
 
 def test_the_dashboard_account_reads_the_status_topics_and_writes_nothing(tmp_path: Path, community) -> None:

@@ -33,6 +33,9 @@ def test_builders_follow_design_topics() -> None:
     assert topics.receipts("oak-street", METER) == f"peerwatt/oak-street/receipts/{METER}"
     assert topics.book("oak-street") == "peerwatt/oak-street/book"
     assert topics.status("oak-street", METER) == f"peerwatt/oak-street/status/{METER}"
+    assert topics.config("oak-street", "v1") == "peerwatt/oak-street/config/v1"
+    assert topics.pattern("oak-street", "config") == "peerwatt/oak-street/config/+"
+    assert topics.parse("peerwatt/oak-street/config/v1") == TopicParts("config", "oak-street", "v1")
 
 
 def test_kind_rules_match_design() -> None:
@@ -46,7 +49,9 @@ def test_kind_rules_match_design() -> None:
         "receipts": (1, False),
         "book": (0, True),
         "status": (1, True),
+        "config": (1, True),  # a validator's configuration history, retained (docs/bus.md)
     }
+    assert TOPIC_KINDS["config"].per_sender  # one per validator: each can overwrite only its own
 
 
 @pytest.mark.parametrize("kind", sorted(TOPIC_KINDS))

@@ -228,7 +228,7 @@ def make_broker() -> Iterator[Callable[..., Community]]:
 def universe(k: Community) -> list[str]:
     ids = [k.m1, k.m2, k.seq_key, k.val_key]
     c = k.community
-    per_sender = ("orders", "readings", "seals", "receipts", "status")
+    per_sender = ("orders", "readings", "seals", "receipts", "status", "config")
     return [
         topics.gov(c), topics.blocks(c), topics.headers(c), topics.book(c),
         *(getattr(topics, kind)(c, i) for kind in per_sender for i in ids),
@@ -240,7 +240,8 @@ def may_write(k: Community, role: str) -> set[str]:
     if role in ("seq", "val"):  # any validator proposes when its turn comes: the same rights
         own = k.seq_key if role == "seq" else k.val_key
         receipts = {topics.receipts(c, i) for i in (k.m1, k.m2, k.seq_key, k.val_key)}
-        return {topics.blocks(c), topics.headers(c), topics.book(c), topics.seals(c, own), *receipts}
+        own_topics = {topics.seals(c, own), topics.config(c, own)}
+        return {topics.blocks(c), topics.headers(c), topics.book(c), *own_topics, *receipts}
     if role == "op":
         return {topics.gov(c)}
     if role in ("m1", "m2"):
@@ -258,6 +259,8 @@ def may_read(k: Community, role: str, topic: str) -> bool:
         return kind in ("blocks", "seals")
     if role in ("m1", "m2"):
         m = k.names[role]
+        if kind == "config":  # every validator's configuration history
+            return True
         return topic in (topics.receipts(c, m), topics.status(c, m), topics.headers(c), topics.book(c))
     if role == "dash":  # the dashboard's read-only account: every agent's status, nothing else
         return kind == "status"
