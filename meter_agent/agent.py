@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from chain import messages
 from chain.canonical import CanonicalError, loads_strict
+from chain.config_proof import TrustedConfig
 from chain.envelope import Rejected, sign_envelope
 from chain.genesis import Genesis
 from chain.keys import PrivateKey, key_id
@@ -27,7 +28,15 @@ from meter_agent.homeassistant import discovery_payload, discovery_topic, state_
 from meter_agent.modbus_reader import MeterError, MeterSample
 from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
 from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
-from meter_agent.receipts import MAX_RECEIPT_BYTES, ReceiptError, verify_included, verify_receipt
+from meter_agent.receipts import (
+    MAX_CONFIG_BYTES,
+    MAX_RECEIPT_BYTES,
+    ReceiptError,
+    follow_config,
+    genesis_config,
+    verify_included,
+    verify_receipt,
+)
 from meter_agent.strategy import (
     OrderPlan,
     StrategyConfig,
@@ -69,9 +78,9 @@ class Reader(Protocol):
     def read(self) -> MeterSample: ...
 
 
-def market_params(genesis: Genesis) -> dict[str, int]:
-    """The community parameters the agent needs (defaults as the market app's)."""
-    app = genesis.app_params
+def market_params(app: dict[str, Any]) -> dict[str, int]:
+    """The community parameters the agent needs from the app's parameters (the genesis's, or
+    the chain's after a vote: chain/config_proof.py), defaults as the market app's."""
     return {
         "interval_s": app.get("interval_s", 900),
         "gate_s": app.get("gate_s", 300),
@@ -112,7 +121,10 @@ class Agent:
         self.capacity_w = enrolled["capacity_w"]
         self.serial = serial or enrolled["serial"]
         self.profile = profile
-        self.params = market_params(genesis)
+        # what the agent trusts of the chain's configuration: the genesis's, or the last step it
+        # followed (chain/config_proof.py), kept in the state file
+        self.config = self._saved_config(outbox) or genesis_config(genesis)
+        self.params = market_params(self.config.params)
         self.bus = bus
         self.reader = reader
         self.outbox = outbox
@@ -120,8 +132,8 @@ class Agent:
         self.clock = clock
         self.heartbeat_s = heartbeat_s
         self.ha_prefix = homeassistant_prefix
-        self.validators = {kid: v["key"] for kid, v in genesis.doc["validators"].items()}
-        self.quorum = genesis.doc["chain"]["quorum"]
+        self.validators = self.config.validators
+        self.quorum = self.config.quorum
         owner = outbox.load("meter")
         if owner is None:
             outbox.save("meter", self.meter_id)
@@ -185,6 +197,7 @@ class Agent:
     def start(self) -> None:
         """Subscribe to receipts, connect, and resend what the outbox still holds."""
         self.bus.subscribe(Topics.receipts(self.community, self.meter_id), self._on_receipt)
+        self.bus.subscribe(Topics.pattern(self.community, "config"), self._on_config)
         self.bus.start()
         for seq, topic, payload in self.outbox.pending():
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
@@ -626,6 +639,66 @@ class Agent:
                     earnings -= value + fees
         return {"sold_wh": sold, "bought_wh": bought, "earnings": earnings}
 
+    @staticmethod
+    def _saved_config(outbox: Outbox) -> TrustedConfig | None:
+        """The configuration this agent followed before it stopped (None: the genesis's)."""
+        saved = outbox.load("config")
+        if saved is None:
+            return None
+        try:
+            return TrustedConfig.from_json(saved)
+        except ValueError as exc:  # its own file, but damaged: the history is walked again
+            log.warning("the saved chain configuration is unusable (%s): starting from the genesis", exc)
+            return None
+
+    def _on_config(self, topic: str, payload: bytes) -> None:
+        """A validator's configuration history (retained on ``config/<validator>``): follow its
+        steps from the configuration this agent trusts, each checked against the seals of the
+        validators in force before it (chain/config_proof.py)."""
+        sender = topic.rsplit("/", 1)[-1]
+        try:
+            if len(payload) > MAX_CONFIG_BYTES:
+                raise ValueError(f"{len(payload)} bytes is larger than any configuration history")
+            history = loads_strict(payload)
+        except (ValueError, CanonicalError) as exc:
+            self._alarm(f"ALARM: the configuration history from validator {sender} is unreadable: {exc}")
+            return
+        reached, stopped = follow_config(history, self.config, community=self.community)
+        if reached.height > self.config.height:
+            self._follow(reached)
+        if stopped is not None:
+            self._alarm(
+                f"ALARM: the configuration history from validator {sender} stops at height "
+                f"{reached.height}: {stopped}"
+            )
+
+    def _follow(self, config: TrustedConfig) -> None:
+        """Trust ``config`` from now on: the validators that seal what the agent checks, the
+        quorum, and the market's parameters (interval_s only after a restart: the agent's
+        counters and intervals are built on the one it started with)."""
+        params = market_params(config.params)
+        with self._lock:
+            before, self.config = self.config, config
+            self.validators, self.quorum = config.validators, config.quorum
+            interval_s = self.params["interval_s"]
+            self.params = dict(params, interval_s=interval_s)
+        log.info(
+            "the chain's configuration at height %d: %d validators, quorum %d%s",
+            config.height,
+            len(config.validators),
+            config.quorum,
+            "" if params == market_params(before.params) else ", new market parameters",
+        )
+        if params["interval_s"] != interval_s:
+            self._alarm(
+                f"ALARM: the community voted interval_s from {interval_s} to {params['interval_s']} s: "
+                "restart the agent to follow it"
+            )
+        try:
+            self.outbox.save("config", config.to_json())
+        except OutboxError:
+            pass  # kept in memory (walked again from the last one saved); poll() reports the file
+
     def _on_included(self, message: dict[str, Any]) -> None:
         """Forget the messages an inclusion proof shows in a sealed block (checked first: a
         quorum's seals on the header, and each kept message's own bytes under its tx_root)."""
@@ -801,6 +874,7 @@ class Agent:
             "forged_notices": self.forged_notices,
             "last_receipt": self.last_receipt,
             "enrolled": self.enrolled,
+            "config_height": self.config.height,
         }
 
     def _heartbeat(self, now: int) -> None:

@@ -3,6 +3,9 @@ quorum of the community's validators (from the genesis the agent got):
 
 - a receipt: a result and its Merkle inclusion proof against the header's ``result_root``; the
   result's leaf is ``leaf_hash(JCS(result))`` (chain/block.py);
+- a validator's configuration history (``type: config_history``): the steps by which votes
+  changed the validators, the quorum or the market's parameters since the genesis, each checked
+  with the validators in force before it (chain/config_proof.py);
 - an inclusion message (``type: included``): the agent's own transactions, each with its audit
   path against the header's ``tx_root``; the leaf is ``leaf_hash(SHA-256(envelope bytes))``, and
   the agent hashes the bytes it signed and kept, so a proof that verifies commits that very
@@ -19,12 +22,18 @@ from typing import Any
 
 from chain.block import header_hash, most_seals_in_one_round, result_leaves, tx_leaves
 from chain.canonical import CanonicalError, dumps_checked
+from chain.config_proof import ConfigProofError, TrustedConfig, follow
 from chain.envelope import Rejected, parse_envelope, verify_envelope
+from chain.genesis import Genesis
 from chain.keys import load_public_key
 from chain.merkle import proof_from_hex, verify_inclusion
+from chain.messages import MAX_BLOCK_BYTES
 
 # A receipt is one header, one result, a log-size proof and the seals: far below this.
 MAX_RECEIPT_BYTES = 1024 * 1024
+# A configuration history: the node cuts it to the newest steps that fit a block's bound
+# (peerwatt/node/announce.py)
+MAX_CONFIG_BYTES = MAX_BLOCK_BYTES
 
 
 class ReceiptError(Exception):
@@ -92,6 +101,32 @@ def verify_included(
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
         raise ReceiptError(f"malformed or forged inclusion proof: {exc}") from None
     return header["height"], proven
+
+
+def genesis_config(genesis: Genesis) -> TrustedConfig:
+    """The configuration a light client starts from: the genesis's validators, quorum and app
+    parameters (those of the chain's state at height 0)."""
+    return TrustedConfig(
+        height=0,
+        validators={kid: v["key"] for kid, v in genesis.doc["validators"].items()},
+        quorum=genesis.doc["chain"]["quorum"],
+        params=dict(genesis.app_params),
+    )
+
+
+def follow_config(
+    history: Any, trusted: TrustedConfig, *, community: str
+) -> tuple[TrustedConfig, str | None]:
+    """Walk a validator's configuration history from ``trusted``: (the configuration reached,
+    None) or (the last one reached, why a step did not verify)."""
+
+    def check_seals(step: dict[str, Any], validators: dict[str, str], quorum: int) -> dict[str, Any]:
+        try:
+            return _sealed_header(step, community, validators, quorum, None)
+        except (ReceiptError, Rejected, CanonicalError) as exc:
+            raise ConfigProofError(str(exc)) from None
+
+    return follow(history, trusted, check_seals)
 
 
 def _sealed_header(

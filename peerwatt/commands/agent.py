@@ -161,6 +161,8 @@ def status(config_file: Path, as_json: bool) -> None:
         click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(f"last reading: {info.get('last_reading')}")
     click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
+    if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
+        click.echo(f"chain configuration followed up to height {info['config_height']}")
     click.echo(
         f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected (at last heartbeat): "
         f"{info.get('broker_connected')}"

@@ -107,6 +107,7 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, 
         timeout=60,
     )
     assert plain.returncode == 0 and "enrolled: " in plain.stdout and "last receipt: " in plain.stdout
+    assert "chain configuration followed up to height 0" in plain.stdout  # the genesis's, no vote yet
     # the private key appears nowhere but in its own file: not in logs, output or the agent's state
     secret = meter.key.private_numbers().private_value
     needles = [

@@ -1,0 +1,235 @@
+"""The agent follows votes that change the validators, the quorum or the market's parameters, by
+walking a validator's configuration history (chain/config_proof.py), checked step by step."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from chain.canonical import dumps_checked, loads_strict
+from chain.config_proof import TrustedConfig, config_entries, config_step
+from chain.engine import Ledger
+from chain.keys import generate_private_key
+from market.app import MarketApp
+from meter_agent.agent import Agent
+from meter_agent.outbox import Outbox
+from meter_agent.receipts import ReceiptError, follow_config, genesis_config, verify_receipt
+from meter_agent.strategy import StrategyConfig
+from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from peerwatt.node.ledger_api import proof_json
+from tests.support.localnet import Party, make_community
+
+T0 = 1_750_489_200  # 2025-06-21 07:00 UTC
+
+
+def _gov(c, party, action, args, t):
+    return party.sign(
+        c.community, "propose", {"action": action, "args": args, "deadline": t + 3600}, created=t
+    )
+
+
+def _vote(c, party, proposal, t):
+    return party.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
+
+
+def _step(c, block):
+    """What a validator publishes for ``block``: its header, seals and the proven entries."""
+    store = c.ledgers[0].store
+    seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(block.height)]
+    return config_step(c.ledgers[0].state, store.header(block.height), seals)
+
+
+@pytest.fixture
+def changed(tmp_path):
+    """A market community of 3 validators that votes in a fourth, then a new retail price: the
+    genesis, the two steps, and a receipt of a block sealed by the new set only."""
+    c = make_community(validators=3, members=1, app="market", time=T0 - 86_400)
+    c.open_ledgers(tmp_path, MarketApp)
+    newcomer = Party(generate_private_key(), "validator-3")
+    c.ledgers.append(Ledger.create(tmp_path / "validator-3", c.genesis, MarketApp()))
+    c.validators.append(newcomer)
+    before = config_entries(c.ledgers[0].state)
+
+    add = _gov(c, c.validators[0], "add_validator", {"key": newcomer.sec1_hex, "name": "new"}, T0)
+    first = c.run_block(
+        [add, _vote(c, c.validators[1], add, T0), _vote(c, c.validators[2], add, T0)], T0, [0, 1, 2]
+    )
+    assert config_entries(c.ledgers[0].state) != before
+    step1 = _step(c, first)
+
+    price = _gov(c, c.members[0], "set_param", {"name": "retail_price", "value": 310_000}, T0 + 10)
+    # sealed by the three the new quorum needs, one of them the newcomer: the old set alone has 2
+    second = c.run_block([price], T0 + 10, [1, 2, 3])
+    assert c.ledgers[0].chain_state["params"]["retail_price"] == 310_000
+    step2 = _step(c, second)
+
+    meter = c.meters[0]
+    reading = meter.sign(
+        c.community,
+        "reading",
+        {"interval": T0, "import_wh": 1, "export_wh": 2, "serial": "SN000000", "profile": "p"},
+        created=T0 + 20,
+    )
+    later = c.run_block([reading], T0 + 20, [1, 2, 3])
+    receipt = proof_json(c.ledgers[0].store, later.height, 0)
+    return c, step1, step2, receipt
+
+
+def test_a_history_takes_the_agent_from_the_genesis_to_the_voted_configuration(changed):
+    c, step1, step2, receipt = changed
+    start = genesis_config(c.genesis)
+    with pytest.raises(ReceiptError, match="valid seals"):  # what every agent hit before
+        verify_receipt(receipt, community=c.community, validators=start.validators, quorum=start.quorum)
+    history = {"type": "config_history", "steps": [step1, step2]}
+    reached, stopped = follow_config(json.loads(dumps_checked(history)), start, community=c.community)
+    assert stopped is None
+    assert (reached.height, reached.quorum, len(reached.validators)) == (2, 3, 4)
+    assert reached.params["retail_price"] == 310_000
+    verify_receipt(receipt, community=c.community, validators=reached.validators, quorum=reached.quorum)
+    # followed again from where it stands: nothing to do
+    assert follow_config(history, reached, community=c.community) == (reached, None)
+
+
+def test_a_step_sealed_by_validators_the_agent_does_not_know_yet_stops_the_walk(changed):
+    c, step1, step2, _ = changed
+    start = genesis_config(c.genesis)
+    reached, stopped = follow_config(
+        {"type": "config_history", "steps": [step2]}, start, community=c.community
+    )
+    assert reached == start
+    assert "valid seals" in stopped
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda s: s["entries"][0]["value"].update({"f" * 32: {"key": "02" + "11" * 32, "name": "x"}}),
+        lambda s: s["entries"][1].update(value=1),  # quorum 1: any one validator would do
+        lambda s: s["entries"][2]["value"].update(retail_price=1),
+        lambda s: s["header"].update(state_root="00" * 32),
+        lambda s: s["entries"].pop(),
+        lambda s: s.update(seals=s["seals"][:1]),
+        lambda s: s["entries"][0].update(key="members"),
+        lambda s: s.update(entries="nonsense"),
+    ],
+)
+def test_a_forged_or_malformed_step_changes_nothing(changed, forge):
+    c, step1, _, _ = changed
+    start = genesis_config(c.genesis)
+    forged = json.loads(dumps_checked(step1))
+    forge(forged)
+    reached, stopped = follow_config(
+        {"type": "config_history", "steps": [forged]}, start, community=c.community
+    )
+    assert reached == start and stopped
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        None,
+        [],
+        {"type": "config_history", "steps": "x"},
+        {"type": "other"},
+        {"type": "config_history", "steps": [{"header": []}]},  # raised AttributeError (helper review)
+        {"type": "config_history", "steps": [None, 3, {"header": {"height": "1"}}]},
+    ],
+)
+def test_what_is_not_a_history_changes_nothing(changed, history):
+    c, *_ = changed
+    start = genesis_config(c.genesis)
+    reached, stopped = follow_config(history, start, community=c.community)
+    assert reached == start and stopped
+
+
+def _agent(c, tmp_path, broker):
+    return Agent(
+        key=c.meters[0].key,
+        genesis=c.genesis,
+        bus=MemoryBus(broker, "agent"),
+        reader=None,
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: T0 + 30,
+        heartbeat_s=0,
+    )
+
+
+def test_the_agent_follows_a_retained_history_keeps_it_and_checks_receipts_with_it(changed, tmp_path, caplog):
+    c, step1, step2, receipt = changed
+    caplog.set_level(logging.INFO, logger="peerwatt.agent")
+    broker = MemoryBroker()
+    publisher = MemoryBus(broker, "validator-1")
+    publisher.start()
+    topic = Topics.config(c.community, c.validators[1].id)
+    publisher.publish(topic, dumps_checked({"type": "config_history", "steps": [step1, step2]}), retain=True)
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    assert agent.status()["config_height"] == 2
+    assert (len(agent.validators), agent.quorum, agent.params["retail_price"]) == (4, 3, 310_000)
+    verify_receipt(receipt, community=c.community, validators=agent.validators, quorum=agent.quorum)
+    assert "configuration at height 2: 4 validators, quorum 3, new market parameters" in caplog.text
+    agent.stop()
+    again = _agent(c, tmp_path, MemoryBroker())  # no history on this broker: the saved one holds
+    assert again.config == agent.config and again.params["retail_price"] == 310_000
+    again.outbox.close()
+
+
+def test_a_hostile_validator_history_raises_an_alarm_and_an_honest_one_still_counts(changed, tmp_path):
+    c, step1, step2, _ = changed
+    broker = MemoryBroker()
+    hostile, honest = MemoryBus(broker, "v0"), MemoryBus(broker, "v1")
+    hostile.start()
+    honest.start()
+    forged = json.loads(dumps_checked(step1))
+    forged["entries"][1]["value"] = 1
+    hostile.publish(
+        Topics.config(c.community, c.validators[0].id),
+        dumps_checked({"type": "config_history", "steps": [forged]}),
+        retain=True,
+    )
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    assert agent.config == genesis_config(c.genesis)
+    assert any("configuration history from validator" in a for a in agent.alarms)
+    hostile.publish(Topics.config(c.community, c.validators[0].id), b"\xff" * 10, retain=True)
+    honest.publish(
+        Topics.config(c.community, c.validators[1].id),
+        dumps_checked({"type": "config_history", "steps": [step1, step2]}),
+        retain=True,
+    )
+    assert agent.config.height == 2 and agent.quorum == 3
+    # an older history (a validator that lags) does not take the agent back
+    hostile.publish(
+        Topics.config(c.community, c.validators[0].id),
+        dumps_checked({"type": "config_history", "steps": [step1]}),
+        retain=True,
+    )
+    assert agent.config.height == 2
+    agent.stop()
+
+
+def test_a_damaged_saved_configuration_starts_from_the_genesis(changed, tmp_path, caplog):
+    c, *_ = changed
+    outbox = Outbox(tmp_path / "agent.sqlite")
+    outbox.save("config", {"height": 5, "validators": {}, "quorum": 1, "params": {}})
+    outbox.close()
+    agent = _agent(c, tmp_path, MemoryBroker())
+    assert agent.config == genesis_config(c.genesis)
+    assert "saved chain configuration is unusable" in caplog.text
+    agent.outbox.close()
+
+
+def test_trusted_config_round_trips():
+    config = TrustedConfig(height=3, validators={"a" * 32: "02" + "00" * 32}, quorum=1, params={"x": 1})
+    assert TrustedConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    with pytest.raises(ValueError):
+        TrustedConfig.from_json({"height": 3})
+
+
+def test_a_step_is_built_only_from_the_state_its_header_commits_to(changed):
+    c, step1, *_ = changed
+    with pytest.raises(ValueError, match="not the state after block 1"):
+        config_step(c.ledgers[0].state, step1["header"], step1["seals"])  # the state after block 3
