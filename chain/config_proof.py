@@ -63,6 +63,22 @@ class TrustedConfig:
         }
 
     @classmethod
+    def from_entries(cls, height: int, entries: dict[str, Any]) -> TrustedConfig:
+        """The configuration of :func:`config_entries` of the state after block ``height``
+        (ConfigProofError if they are not a usable one)."""
+        validators = entries["validators"]
+        if not isinstance(validators, dict) or not all(isinstance(v, dict) for v in validators.values()):
+            raise ConfigProofError("validators is not a registry")
+        config = cls(
+            height=height,
+            validators={kid: v["key"] for kid, v in validators.items()},
+            quorum=entries["quorum"],
+            params=dict(entries["params"]),
+        )
+        _check_config(config)
+        return config
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrustedConfig:
         """A configuration saved with :meth:`to_json` (ValueError if it is not one)."""
         try:
@@ -141,16 +157,7 @@ def verify_config_step(
             raise ConfigProofError(
                 f"step at height {header['height']} lacks {', '.join(set(CONFIG_KEYS) - set(values))}"
             )
-        validators = values["validators"]
-        if not isinstance(validators, dict) or not all(isinstance(v, dict) for v in validators.values()):
-            raise ConfigProofError("validators is not a registry")
-        config = TrustedConfig(
-            height=header["height"],
-            validators={kid: v["key"] for kid, v in validators.items()},
-            quorum=values["quorum"],
-            params=values["params"],
-        )
-        _check_config(config)
+        config = TrustedConfig.from_entries(header["height"], values)
     except ConfigProofError:
         raise
     except (KeyError, TypeError, AttributeError, ValueError, CanonicalError) as exc:

@@ -20,28 +20,24 @@ validators voted in later.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from chain.block import Block, header_hash
-from chain.canonical import CanonicalError, dumps_checked, loads_strict
+from chain.block import Block
+from chain.canonical import dumps_checked, loads_strict
 from chain.config_proof import (
     MAX_STEPS,
     ConfigProofError,
     TrustedConfig,
     config_entries,
     config_step,
-    verify_config_step,
 )
-from chain.engine import check_seal_for, final_round
-from chain.envelope import Rejected, parse_envelope
-from chain.execute import InvalidBlock
 from chain.genesis import Genesis, initial_chain_state
 from chain.keys import PrivateKey
 from chain.messages import MAX_BLOCK_BYTES
 from chain.notice import chunks, sign_notice
 from chain.state import State
 from chain.store import Store
+from meter_agent.receipts import follow_config
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.ledger_api import block_inclusions, block_receipts
 
@@ -89,39 +85,6 @@ class Announcer:
             self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(message))
         for meter, receipt in block_receipts(store, height):
             self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(receipt))
-
-
-def step_seals_check(community: str) -> Callable[[dict[str, Any], dict[str, str], int], dict[str, Any]]:
-    """A ``check_seals`` for chain.config_proof: the step's header, once a quorum of
-    ``validators`` (key id -> SEC1 hex) sealed it in one round; ConfigProofError otherwise."""
-
-    def check(step: dict[str, Any], validators: dict[str, str], quorum: int) -> dict[str, Any]:
-        header = step["header"]
-        block_hash = header_hash(header)
-        registry = {kid: {"key": key} for kid, key in validators.items()}
-        valid = []
-        for obj in step["seals"]:
-            try:
-                seal = parse_envelope(dumps_checked(obj), community=community, now=None, interval_s=None)
-                check_seal_for(registry, community, header["height"], block_hash, seal)
-            except (Rejected, InvalidBlock, CanonicalError):
-                continue
-            valid.append(seal)
-        if not final_round(valid, set(validators), quorum):
-            raise ConfigProofError(f"block {header['height']} lacks a quorum of {quorum} seals in one round")
-        return header
-
-    return check
-
-
-def trusted_config(height: int, entries: dict[str, Any]) -> TrustedConfig:
-    """The light client's view of ``config_entries`` of the state after block ``height``."""
-    return TrustedConfig(
-        height=height,
-        validators={kid: v["key"] for kid, v in entries["validators"].items()},
-        quorum=entries["quorum"],
-        params=dict(entries["params"]),
-    )
 
 
 class ConfigHistory:
@@ -186,8 +149,11 @@ class ConfigHistory:
                 return
             try:
                 step = self._step(state, head["height"])
-                trusted = trusted_config(self.height, self.entries)
-                verify_config_step(step, trusted, step_seals_check(self.community))
+                trusted = TrustedConfig.from_entries(self.height, self.entries)
+                history = {"type": "config_history", "steps": [step]}
+                _, stopped = follow_config(history, trusted, community=self.community)  # as a client will
+                if stopped is not None:
+                    raise ConfigProofError(stopped)
             except (ConfigProofError, ValueError, KeyError, TypeError) as exc:
                 log.warning(
                     "the configuration changed between block %d and block %d before this node recorded "
