@@ -233,3 +233,68 @@ def test_a_step_is_built_only_from_the_state_its_header_commits_to(changed):
     c, step1, *_ = changed
     with pytest.raises(ValueError, match="not the state after block 1"):
         config_step(c.ledgers[0].state, step1["header"], step1["seals"])  # the state after block 3
+
+
+class _Selling:
+    """A meter that exports 2 kW and answers every poll."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def read(self):
+        from meter_agent.modbus_reader import MeterSample
+
+        self.polls += 1
+        return MeterSample(
+            time=0, power_w=-2000, import_wh=1000, export_wh=5000 + 6 * self.polls, voltage_v=(230.0,),
+            current_a=(), phase_power_w=(), frequency_hz=50.0, serial=None, profile="sim", unit_id=1,
+        )  # fmt: skip
+
+
+def test_an_agent_on_a_running_network_follows_votes_that_replace_the_validators(tmp_path):
+    """End to end on the node runtime: two of four validators are voted out and stop, so the
+    genesis quorum (3) can no longer seal anything. The agent follows the history its validators
+    publish, and its orders are confirmed by inclusion proofs sealed by the two that remain;
+    with the genesis set alone (the old agent) every proof was an alarm and nothing was confirmed."""
+    from tests.support.memory_net import T0 as NET_T0
+    from tests.support.memory_net import Net
+
+    net = Net(tmp_path, app_factory=MarketApp, app="market", app_params={"interval_s": 900, "gate_s": 300})
+    c = net.c
+    meter = c.meters[0]
+    agent = Agent(
+        key=meter.key,
+        genesis=c.genesis,
+        bus=MemoryBus(net.broker, meter.id),
+        reader=_Selling(),
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: int(net.clock.now()),
+        heartbeat_s=3600,
+    )
+    agent.start()
+    agent.poll_s = 10
+    v = c.validators
+    for leaving, voters in ((3, (1, 2)), (2, (1, 2))):
+        args = {"validator": v[leaving].id}
+        body = {"action": "remove_validator", "args": args, "deadline": NET_T0 + 86_400}
+        proposal = v[0].sign(c.community, "propose", body, NET_T0)
+        net.publisher.publish(Topics.gov(c.community), proposal.to_bytes())
+        for i in voters:
+            vote = v[i].sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, NET_T0)
+            net.publisher.publish(Topics.gov(c.community), vote.to_bytes())
+        net.settle()
+    assert sorted(net.nodes[0].ledger.validators()) == sorted([v[0].id, v[1].id])
+    net.crash(3)
+    net.crash(2)
+    assert agent.quorum == 2 and sorted(agent.validators) == sorted([v[0].id, v[1].id])
+    now = int(net.clock.now())
+    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}  # it will sell
+    for _ in range(120):
+        net.clock.advance(10)
+        agent.poll()
+        net.advance(10, step_s=10)
+    assert agent.orders, "the agent placed no order"
+    assert agent.outbox.awaiting_confirmation() == 0 and agent.outbox.depth() == 0
+    assert not agent.alarms, agent.alarms
+    agent.stop()
