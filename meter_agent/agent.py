@@ -547,7 +547,13 @@ class Agent:
             return
         kind = result.get("kind")
         if kind == "order_outcome":  # the ledger took one of its orders: it is enrolled
-            if result.get("meter") == self.meter_id:
+            if result.get("meter") != self.meter_id:
+                return
+            if result.get("withdrawn") == "meter_revoked":  # taken before, withdrawn: revoked since
+                self._set_enrolled(
+                    False, f"revoked: its order for interval {result.get('interval')} was withdrawn"
+                )
+            else:
                 self._set_enrolled(True, f"its order for interval {result.get('interval')} was cleared")
             return
         if kind not in RECEIPT_KINDS:

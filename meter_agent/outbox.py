@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from chain.private_files import private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
                                    created REAL NOT NULL);
@@ -61,6 +63,7 @@ class Outbox:
             self._lock_fd = _hold_lock(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # the household's readings and trades: owner only (docs/privacy.md)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")

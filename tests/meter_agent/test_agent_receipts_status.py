@@ -345,3 +345,39 @@ def test_enrolled_comes_from_receipts_of_its_orders_not_from_inclusion(market, t
     assert agent.status()["enrolled"] == "unknown"
     sequencer.publish(topic, json.dumps(outcomes[0]).encode())
     assert agent.status()["enrolled"] is True and agent.trades == {}
+
+
+def test_an_order_withdrawn_because_the_meter_was_revoked_is_not_a_sign_of_enrolment(tmp_path, caplog):
+    """Found in a QA pass: after `member leave` revoked a meter, the order it had placed before
+    was withdrawn at gate closure (order_outcome with `withdrawn: meter_revoked`), and the agent
+    took that outcome for "the ledger took one of its orders": it logged `is enrolled ...:
+    trading starts` again and went on placing orders. It is a sign of the opposite."""
+    from market.app import MarketApp
+    from tests.support.localnet import make_community
+    from tests.support.market_ledger import I1, PARAMS, opening_orders
+
+    c = make_community(validators=3, members=4, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    t = T0 + 10
+    c.run_block(opening_orders(c, t), t)
+    meter = c.meters[0].id
+    v = c.validators
+    body = {"action": "revoke_meter", "args": {"meter": meter}, "deadline": t + 3600}
+    proposal = v[0].sign(c.community, "propose", body, created=t + 1)
+    votes = [
+        p.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t + 1)
+        for p in v[1:]
+    ]
+    c.run_block([proposal, *votes], t + 1)
+    closure = c.run_block([], I1 - 300)
+    outcomes = [r for m, r in block_receipts(c.ledgers[0].store, closure.height) if m == meter]
+    assert [r["result"].get("withdrawn") for r in outcomes] == ["meter_revoked"]
+    agent, sequencer, topic = _agent(c, tmp_path)
+    agent._set_enrolled(True, "an earlier order was cleared")
+    with caplog.at_level(logging.INFO, logger="peerwatt.agent"):
+        sequencer.publish(topic, json.dumps(outcomes[0]).encode())
+    assert agent.status()["enrolled"] is False
+    assert "trading starts" not in caplog.text
+    assert "no longer enrolled" in caplog.text and "revoked" in caplog.text
+    for ledger in c.ledgers:
+        ledger.close()

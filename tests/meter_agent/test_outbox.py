@@ -76,3 +76,21 @@ def test_a_group_kept_whole_by_an_older_agent_is_converted_once(tmp_path):
     outbox.save_entries("trades", {"e:f": {"interval": 2700}})
     assert outbox.load_entries("trades") == {**trades, "e:f": {"interval": 2700}}
     assert outbox.load_entries("nothing") == {}
+
+
+def test_the_agent_state_is_readable_by_its_owner_only(tmp_path, caplog):
+    """Found in a QA pass: state/agent.sqlite (the household's readings, orders and trades) was
+    made 0644 under the usual umask, readable by every user of the machine (docs/privacy.md). A new
+    one is 0600 with its WAL companions; one found wider is narrowed, with a log line."""
+    import stat
+
+    outbox = Outbox(tmp_path / "state" / "agent.sqlite")
+    outbox.save("meter", "m")
+    for name in ("agent.sqlite", "agent.sqlite-wal", "agent.sqlite-shm"):
+        path = tmp_path / "state" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    outbox.close()
+    (tmp_path / "state" / "agent.sqlite").chmod(0o644)
+    Outbox(tmp_path / "state" / "agent.sqlite").close()
+    assert stat.S_IMODE((tmp_path / "state" / "agent.sqlite").stat().st_mode) == 0o600
+    assert "readable by others" in caplog.text
