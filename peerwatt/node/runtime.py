@@ -336,9 +336,14 @@ class Node:
                     len(heard & validators),
                     self.ledger.quorum(),
                     len(validators),
-                    missing,
+                    [self._validator_label(kid) for kid in missing],
                 ),
             )
+
+    def _validator_label(self, kid: str) -> str:
+        """A validator as its operator knows it: its genesis or vote name with its key id."""
+        name = self.ledger.validators().get(kid, {}).get("name")
+        return f"{name} ({kid})" if name else kid
 
     # -- transactions ----------------------------------------------------------------------------
 
