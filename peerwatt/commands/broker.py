@@ -25,8 +25,10 @@ from peerwatt.broker.mosquitto import (
     CREDENTIALS_DIR,
     DROPIN_DIR,
     PASSWD_NAME,
+    check_not_community,
     left_out_line,
     load_registry,
+    reload_command,
     select_accounts,
     write_config,
 )
@@ -126,7 +128,9 @@ def config(
     """Write mosquitto.conf, peerwatt.acl, a systemd drop-in (and, with --auth password,
     peerwatt.passwd and credentials/) for a community: one account per node and per meter.
     A rerun replaces mosquitto.conf and the drop-in only while they are as it wrote them (--force:
-    also when they were edited)."""
+    also when they were edited). A broker folder `peerwatt community init` made is refused: the
+    community commands keep its accounts."""
+    check_not_community(out_dir)
     community, registry = load_registry(genesis_file, data_dir)
     accounts = select_accounts(registry, node_specs, extra_meters, exclude, dashboard)
     result = write_config(
@@ -168,7 +172,11 @@ def config(
         f"or with systemd: mkdir -p /etc/systemd/system/{DROPIN_DIR} && cp {shlex.quote(str(result.dropin))} "
         f"/etc/systemd/system/{DROPIN_DIR}/ && systemctl daemon-reload && systemctl restart mosquitto"
     )
-    click.echo("a running broker takes a new ACL, password file or CRL with `systemctl restart mosquitto`")
+    etc = (etc_dir or out_dir).absolute()
+    click.echo(
+        f"a running broker takes a new ACL, password file or CRL on SIGHUP: {reload_command(etc)} "
+        "(the broker running this config, started by hand or by systemd with the drop-in)"
+    )
 
 
 @broker.command()
@@ -299,5 +307,5 @@ def certs(
         click.echo(f"revoked the certificate(s) of {', '.join(result.revoked)}")
     click.echo(
         f"wrote {out_dir / CA_CRL} ({result.crl_entries} revoked certificate(s)); "
-        "a running broker reads it on `systemctl restart mosquitto`"
+        "a running broker reads it on SIGHUP (the reload `peerwatt broker config` prints)"
     )

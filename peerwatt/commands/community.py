@@ -1,23 +1,27 @@
 """`peerwatt community init`: everything a new community needs, in one folder, from a few answers.
 
 `peerwatt community add-meter`: the broker account of a household that sent a join request (its
-client certificate and the ACL with its block), for the coordinator who holds the community CA.
+client certificate and the ACL with its block), for the coordinator who holds the community CA;
+`community add-dashboard`: the dashboard's read-only account; `community revoke`: take away the
+accounts of meters the ledger revoked. Each regenerates the broker's files with every account the
+community has.
 
 The folder (``--out``) holds:
 
 - ``genesis.toml`` (commented; the validators are also the founding members, who vote on members),
 - ``validator-N/`` per validator: its key, ``node.toml``, ``operator.toml`` (the broker account it
   publishes governance messages with), the genesis, the CA certificate and its client certificates,
-- ``broker/`` the Mosquitto configuration from `peerwatt broker config` / `broker certs` (client
-  certificates from the community CA, one account per node, operator and meter),
+- ``broker/`` the community CA and its key, every account's client certificate and key (one account
+  per node, operator, meter and the dashboard), the CRL and the Mosquitto configuration; it stays
+  with the coordinator. The community commands keep it: `peerwatt broker config` refuses it,
+- ``broker-etc/`` what the broker machine gets (into ``--broker-etc``): mosquitto.conf, the ACL,
+  the systemd drop-in, the CA certificate, the CRL and the broker's own certificate and key,
 - ``household/`` what every household needs before `peerwatt agent setup` (genesis, CA certificate),
 - ``community.toml`` (the choices, for `community add-meter`) and ``SUMMARY.txt`` (what to copy where).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shlex
 import shutil
@@ -27,13 +31,13 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
 import click
 
 from chain.genesis import GenesisError, check_timezone, default_quorum, load_genesis
 from chain.keys import generate_private_key, key_id, public_key_pem, public_key_sec1, save_private_key
 from chain.schema import COMMUNITY_ID, SchemaError
+from peerwatt.broker.access import DASHBOARD_ACCOUNT
 from peerwatt.errors import UserError
 from peerwatt.onboarding import (
     JoinRequestError,
@@ -44,7 +48,9 @@ from peerwatt.onboarding import (
 )
 
 DEFAULT_BROKER_ETC = Path("/etc/mosquitto/peerwatt")
-DEFAULT_PERSISTENCE = Path("/var/lib/mosquitto")
+# Debian's own mosquitto.service keeps its mosquitto.db here: a community's broker gets a folder
+# below it (a second broker writing the same file corrupts both; found in a QA pass)
+DEBIAN_PERSISTENCE = Path("/var/lib/mosquitto")
 # validators of one community: every block takes votes from most of them, each to each
 MAX_VALIDATORS = 100
 MAX_PRICE_MICRO = 2**53 - 1  # the ledger's integers (micro-units per kWh)
@@ -198,15 +204,6 @@ def _copy_private(src: Path, dst: Path) -> None:
         handle.write(data)
 
 
-def _quiet(command: click.Command, /, **kwargs) -> str:
-    """Run a `peerwatt broker` command with these options (the others at their defaults),
-    returning what it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), click.Context(command) as ctx:
-        ctx.invoke(command, **kwargs)
-    return out.getvalue()
-
-
 @dataclass
 class Layout:
     """community.toml: the choices `community add-meter` needs to regenerate the broker files."""
@@ -262,58 +259,94 @@ class Layout:
             ) from None
 
 
-def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | None = None) -> str:
-    """(Re)make the broker's CA, certificates and config for every account in ``layout``; with a
-    node's ``data_dir``, as the ledger stands now: the meters it revoked (or whose owner left)
-    lose their certificate (the CRL) and their ACL block."""
-    from peerwatt.commands.broker import certs, config
+BROKER_ETC = "broker-etc"  # what the broker machine gets: no CA key, no account's key
+DASHBOARD_SPEC = f"{DASHBOARD_ACCOUNT}=dashboard"
+
+
+@dataclass
+class BrokerFiles:
+    """What `broker_files` made: lines to show, and the command that starts the broker."""
+
+    start: str
+    left_out: str | None = None
+    revoked: list[str] = field(default_factory=list)
+    still: str | None = None  # the chgrp still to run (not root)
+
+
+def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | None = None) -> BrokerFiles:
+    """(Re)make the broker's CA, certificates and config for every account in ``layout`` (nodes,
+    operators, the dashboard, the meters given accounts) in ``broker/``, and copy what the broker
+    machine needs into ``broker-etc/``; with a node's ``data_dir``, as the ledger stands now: the
+    meters it revoked (or whose owner left) lose their certificate (the CRL) and their ACL block.
+    Nothing is written when the CA or its key is missing."""
+    from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, CLIENTS_DIR, make_certs
+    from peerwatt.broker.files import make_dir, share_with
+    from peerwatt.broker.mosquitto import (
+        ACL_NAME,
+        BY_COMMUNITY,
+        CONF_NAME,
+        DROPIN_DIR,
+        left_out_line,
+        load_registry,
+        select_accounts,
+        write_config,
+    )
 
     genesis = layout.out / "genesis.toml"
     broker_dir = layout.out / "broker"
+    certs_dir = broker_dir / "certs"
     # the genesis's sequencer account keeps its own key id whoever is the sequencer now
     genesis_doc = load_genesis(genesis).doc
     sequencer = genesis_doc["chain"]["sequencer"]
     nodes = tuple(f"{n}:{sequencer}" if n.endswith("=sequencer") else n for n in layout.nodes)
     meters = tuple(m for m in layout.meters if m not in layout.revoked)
-    sources: dict[str, Any] = {"genesis_file": genesis}
-    if data_dir is not None:
-        from peerwatt.broker.mosquitto import load_registry
-
+    exclude: tuple[str, ...] = ()
+    if data_dir is None:
+        community_id, registry = load_registry(genesis, None)
+    else:
         # the same accounts as from the genesis (add-meter): a meter enrolled by vote has one
         # only once the coordinator gave it one (add-meter)
-        _, registry = load_registry(None, data_dir)
-        others = tuple(m for m in registry.meters if m not in meters and m not in genesis_doc["meters"])
-        sources = {"genesis_file": None, "data_dir": data_dir, "exclude": others}
-    printed = _quiet(
-        certs,
-        out_dir=broker_dir / "certs",
-        community=None,
-        hosts=hosts,
-        **sources,
-        node_specs=nodes,
-        extra_meters=meters,
-        days=825,
-        ca_days=3650,
-        force=False,
-        run_user="mosquitto",
+        community_id, registry = load_registry(None, data_dir)
+        exclude = tuple(m for m in registry.meters if m not in meters and m not in genesis_doc["meters"])
+    accounts = select_accounts(registry, nodes, meters, exclude)
+    clients = certs_dir / CLIENTS_DIR
+    # a meter the ledger revoked (or whose owner left) loses its certificate too
+    revoke = tuple(kid for kid in sorted(registry.left_out) if (clients / f"{kid}.crt").exists())
+    certs = make_certs(
+        certs_dir, community=community_id, hosts=hosts, accounts=accounts, revoke=revoke, run_user="mosquitto"
     )
-    printed += _quiet(
-        config,
-        **sources,
-        out_dir=broker_dir,
+    config = write_config(
+        broker_dir,
+        community_id,
+        accounts,
         etc_dir=layout.broker_etc,
-        certs_dir=None,
         persistence_dir=layout.persistence,
         auth="cert",
         port=layout.broker_port,
-        bind=None,
-        local_port=None,
-        tls=True,
-        node_specs=nodes,
-        extra_meters=meters,
         run_user="mosquitto",
+        generator=BY_COMMUNITY,
     )
-    return printed
+    etc = layout.out / BROKER_ETC
+    make_dir(etc / "certs")
+    make_dir(etc / DROPIN_DIR)
+    copies = [CONF_NAME, ACL_NAME, f"{DROPIN_DIR}/peerwatt.conf"]
+    copies += [f"certs/{name}" for name in (CA_CERT, CA_CRL, BROKER_CERT, BROKER_KEY)]
+    for name in copies:
+        shutil.copy2(broker_dir / name, etc / name)  # modes too: the ACL and broker.key 0640
+    # readable by the group mosquitto (else: the chgrp still to run, for broker-etc/ only)
+    shared = share_with([etc / ACL_NAME, etc / "certs" / BROKER_KEY], "mosquitto")
+    return BrokerFiles(" && ".join(config.start), left_out_line(registry), certs.revoked, shared)
+
+
+def reload_line(layout: Layout, files: str) -> str:
+    """What to run on the broker after the community commands changed ``files`` (under broker-etc/)."""
+    from peerwatt.broker.mosquitto import reload_command
+
+    out, etc = shlex.quote(str(layout.out)), layout.broker_etc
+    copies = " && ".join(
+        f"cp {out}/{BROKER_ETC}/{name} {shlex.quote(str(etc / Path(name).parent))}/" for name in files.split()
+    )
+    return f"on the broker: {copies} && {reload_command(etc)}"
 
 
 @click.group()
@@ -356,7 +389,9 @@ def community() -> None:
     help="Where the broker files will live on the broker machine.",
 )
 @click.option(
-    "--broker-persistence", type=click.Path(path_type=Path), default=DEFAULT_PERSISTENCE, show_default=True
+    "--broker-persistence",
+    type=click.Path(path_type=Path),
+    help=f"The broker's persistence folder, its own (default: {DEBIAN_PERSISTENCE}/<community id>).",
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder to write (must not exist).")
 def init(
@@ -406,6 +441,7 @@ def init(
     zone = _ask(timezone, "Time zone (IANA)", default="UTC")
     broker_host = _ask(broker_host, "Broker host name or IP (what agents and nodes connect to)")
     out = _ask(out_dir, "Output folder", default=community_id)
+    broker_persistence = _persistence(broker_persistence, community_id)
     try:
         check_genesis_inputs(n, interval, feed_in, retail)
         check_timezone(zone, "--timezone")
@@ -446,6 +482,20 @@ def init(
         raise
     click.echo(summary)
     click.echo(f"wrote {out}/ (this summary is {out / 'SUMMARY.txt'})")
+
+
+def _persistence(given: Path | None, community_id: str) -> Path:
+    """The broker's persistence folder: given, or /var/lib/mosquitto/<community id>; never the
+    folder of Debian's own broker, which keeps running next to a broker started by hand."""
+    own = DEBIAN_PERSISTENCE / community_id
+    if given is None:
+        return own
+    if os.path.normpath(given.absolute()) == str(DEBIAN_PERSISTENCE):
+        raise UserError(
+            f"--broker-persistence {given}: Debian's own mosquitto.service keeps its mosquitto.db there; "
+            f"give the community's broker a folder of its own, e.g. {own} (the default)"
+        )
+    return given
 
 
 def _write_community(
@@ -503,7 +553,7 @@ def _write_community(
         [],
     )
     layout.write()
-    printed = broker_files(layout, hosts=(broker_host,))
+    made = broker_files(layout, hosts=(broker_host,))
     certs_dir = out / "broker" / "certs"
     clients = certs_dir / "clients"
     for i, (key, kid) in enumerate(zip(keys, ids, strict=True)):
@@ -524,8 +574,7 @@ def _write_community(
     household.mkdir()
     shutil.copyfile(out / "genesis.toml", household / "genesis.toml")
     shutil.copyfile(certs_dir / "community-ca.crt", household / "community-ca.crt")
-    start = next((x for x in printed.splitlines() if x.startswith("start as root: ")), "")
-    summary = summary_text(layout, genesis.hash.hex(), hosts, http_port, ids, interval, start)
+    summary = summary_text(layout, genesis.hash.hex(), hosts, http_port, ids, interval, made.start)
     (out / "SUMMARY.txt").write_text(summary)
     return summary
 
@@ -539,6 +588,8 @@ def summary_text(
     interval: int,
     start: str,
 ) -> str:
+    from peerwatt.broker.mosquitto import reload_command
+
     out, n = layout.out, len(ids)
     etc = layout.broker_etc
     lines = [
@@ -552,12 +603,17 @@ def summary_text(
         "",
         f"BROKER ({layout.broker_host}, Mosquitto listening on {layout.broker_port} with TLS and client "
         "certificates):",
-        f"  copy {out}/broker/ to {etc}/ on the broker, keeping owners and modes (cp -a), then as root:",
-        f"  {start.removeprefix('start as root: ') or '(see broker/mosquitto.conf)'}",
-        "  or with systemd: mkdir -p /etc/systemd/system/mosquitto.service.d && cp "
+        f"  copy {out}/{BROKER_ETC}/ (only what the broker needs) to {etc}/ on the broker, keeping "
+        "owners and modes (cp -a), then as root:",
+        f"  {start}",
+        "  or with systemd (the drop-in makes mosquitto.service run this config instead of Debian's): "
+        "mkdir -p /etc/systemd/system/mosquitto.service.d && cp "
         f"{etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/mosquitto.service.d/ && "
         "systemctl daemon-reload && systemctl restart mosquitto",
-        f"  keep {out}/broker/certs/community-ca.key on this machine (or offline): it signs new accounts.",
+        f"  after a change (add-meter, add-dashboard, revoke): {reload_command(etc)}",
+        "  (SIGHUP to the broker running this config, by hand or by systemd: it re-reads the ACL and CRL)",
+        f"  keep {out}/broker/ (the CA key broker/certs/community-ca.key and every account's key) on this "
+        "machine (the CA key offline if you can): it signs new accounts.",
         "",
     ]
     for i in range(n):
@@ -578,7 +634,7 @@ def summary_text(
         "",
         "ADMITTING A HOUSEHOLD:",
         f"  here: peerwatt community add-meter --dir {here} join-request.txt   (its broker account;",
-        "        copy the folder it names to the household, the ACL to the broker, restart Mosquitto)",
+        "        copy the folder it names to the household, the ACL to the broker, reload it: as printed)",
         "  on validator 1: peerwatt member admit join-request.txt -c node.toml   (proposes add_member)",
         "  on the other validators: peerwatt gov vote -c node.toml --request join-request.txt --yes",
         "  then again `member admit` (proposes enroll_meter) and the same votes: the agent trades",
@@ -587,7 +643,11 @@ def summary_text(
         "A HOUSEHOLD THAT LEFT (its meter revoked by vote):",
         f"  here: peerwatt community revoke --dir {here} --data <a copy of a validator's node-data>",
         "        (certificate revoked, ACL block gone), then copy the ACL and CRL it names to the broker",
-        "        and restart Mosquitto.",
+        "        and reload it, as it prints.",
+        "",
+        "THE DASHBOARD (its read-only broker account, for the agents' health):",
+        f"  here: peerwatt community add-dashboard --dir {here}   (copy the folder it names to the",
+        "        dashboard's machine, the ACL to the broker and reload it, as it prints)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -628,20 +688,74 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
     added = meter not in layout.meters
     if added:
         layout.meters.append(meter)
-    broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
+    made = broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
     if added:
         layout.write()
-    clients = out_dir / "broker" / "certs" / "clients"
     folder = household_dir or out_dir / "households" / meter
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(clients / f"{meter}.crt", folder / "broker-client.crt")
-    _copy_private(clients / f"{meter}.key", folder / "broker-client.key")
-    shutil.copyfile(out_dir / "broker" / "certs" / "community-ca.crt", folder / "community-ca.crt")
+    _give_account(out_dir, meter, folder)
+    if not added:
+        click.echo(
+            f"meter {meter} already has a broker account: no new certificate, its certificate and key "
+            "again (the one given before stays valid)"
+        )
     click.echo(f"broker account {meter} for {request.name!r}: {folder}/broker-client.crt and .key")
     click.echo(f"copy {folder}/ to the household's agent folder (next to agent.toml)")
+    _tell_broker(layout, made, "peerwatt.acl")
+
+
+def _give_account(out_dir: Path, account: str, folder: Path) -> None:
+    """Copy an account's client certificate and key, and the CA certificate, into ``folder``."""
+    clients = out_dir / "broker" / "certs" / "clients"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {folder}: {exc.strerror} (choose another --out)") from None
+    shutil.copyfile(clients / f"{account}.crt", folder / "broker-client.crt")
+    _copy_private(clients / f"{account}.key", folder / "broker-client.key")
+    shutil.copyfile(out_dir / "broker" / "certs" / "community-ca.crt", folder / "community-ca.crt")
+
+
+def _tell_broker(layout: Layout, made: BrokerFiles, files: str) -> None:
+    if made.still:
+        click.echo(f"then, here (not root): {made.still}")
+    click.echo(reload_line(layout, files))
+
+
+@community.command("add-dashboard")
+@_INIT_DIR
+@click.option(
+    "--out",
+    "dashboard_dir",
+    type=click.Path(path_type=Path),
+    help="Where to put the dashboard's files (default: DIR/dashboard-broker).",
+)
+def add_dashboard(out_dir: Path, dashboard_dir: Path | None) -> None:
+    """Give the dashboard its read-only broker account `dashboard` (reads every agent's status,
+    writes nothing): a client certificate and its ACL block. Every later add-meter and revoke keeps it."""
+    layout = Layout.read(out_dir)
+    added = DASHBOARD_SPEC not in layout.nodes
+    if added:
+        layout.nodes.append(DASHBOARD_SPEC)
+    made = broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
+    if added:
+        layout.write()
+    folder = dashboard_dir or out_dir / "dashboard-broker"
+    _give_account(out_dir, DASHBOARD_ACCOUNT, folder)
+    if not added:
+        click.echo(
+            "the community already has the dashboard's broker account: no new certificate, the same again"
+        )
     click.echo(
-        f"on the broker: cp {out_dir}/broker/peerwatt.acl {layout.broker_etc}/ && systemctl restart mosquitto"
+        f"broker account {DASHBOARD_ACCOUNT} (reads status/+ only): {folder}/broker-client.crt and .key; "
+        "copy the folder next to dashboard.toml, which then says:"
     )
+    click.echo(f'broker_client_id = "{DASHBOARD_ACCOUNT}"')
+    click.echo("[broker]")
+    click.echo(f'url = "{layout.broker_url}"')
+    click.echo('ca_file = "community-ca.crt"')
+    click.echo('cert_file = "broker-client.crt"')
+    click.echo('key_file = "broker-client.key"')
+    _tell_broker(layout, made, "peerwatt.acl")
 
 
 @community.command("revoke")
@@ -667,18 +781,13 @@ def revoke(out_dir: Path, data_dir: Path) -> None:
     newly = sorted(set(registry.left_out) - set(layout.revoked))
     layout.revoked = sorted(set(layout.revoked) | set(registry.left_out))
     layout.meters = [m for m in layout.meters if m not in registry.left_out]
-    printed = broker_files(layout, hosts=(), data_dir=data_dir)
+    made = broker_files(layout, hosts=(), data_dir=data_dir)
     layout.write()
-    crl = f"wrote {out_dir}/broker/certs/community-ca.crl"
-    shown = [
-        line for line in printed.splitlines() if line.startswith(("left out", "revoked the certificate", crl))
-    ]
-    for line in dict.fromkeys(shown):  # certs and config both name the meters left out
-        click.echo(line)
+    if made.left_out:
+        click.echo(made.left_out)
+    if made.revoked:
+        click.echo(f"revoked the certificate(s) of {', '.join(made.revoked)}")
+    click.echo(f"wrote {out_dir}/{BROKER_ETC}/certs/community-ca.crl")
     if not newly:
         click.echo("no meter revoked since the last run")
-    etc = layout.broker_etc
-    click.echo(
-        f"on the broker: cp {out_dir}/broker/peerwatt.acl {etc}/ && cp "
-        f"{out_dir}/broker/certs/community-ca.crl {etc}/certs/ && systemctl restart mosquitto"
-    )
+    _tell_broker(layout, made, "peerwatt.acl certs/community-ca.crl")

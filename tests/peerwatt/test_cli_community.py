@@ -181,8 +181,11 @@ def test_revoke_takes_a_departed_meters_broker_account_from_the_community_folder
     r = peerwatt("community", "revoke", "--dir", str(out), "--data", str(tmp_path / "node-1"))
     assert r.returncode == 0, r.stderr
     assert f"revoked the certificate(s) of {leaving.id}" in r.stdout
-    assert f"cp {out}/broker/certs/community-ca.crl /etc/mosquitto/peerwatt/certs/" in r.stdout
-    acl = (out / "broker" / "peerwatt.acl").read_text()
+    assert f"cp {out}/broker-etc/certs/community-ca.crl /etc/mosquitto/peerwatt/certs/" in r.stdout
+    assert (out / "broker-etc" / "certs" / "community-ca.crl").read_bytes() == (
+        out / "broker" / "certs" / "community-ca.crl"
+    ).read_bytes()
+    acl = (out / "broker-etc" / "peerwatt.acl").read_text()
     assert f"user {leaving.id}" not in acl
     assert acl.count("topic write peerwatt/oak-street/gov") == 4  # the operators' accounts stay
     # the accounts are add-meter's: one enrolled by vote alone gets none here either (QA: it did)

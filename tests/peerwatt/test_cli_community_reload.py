@@ -1,0 +1,157 @@
+"""The community's broker, as docs/quickstart.md runs it (copied from ``broker-etc/`` with
+``cp -a``, started by hand as root, dropping to ``mosquitto``), takes a new meter's and the
+dashboard's ACL blocks on the reload `community add-meter` and `add-dashboard` print.
+
+Found in a QA pass: they printed `systemctl restart mosquitto`, which restarts Debian's own broker,
+not this one: the new meter's ACL block was never loaded and the household's publishes were
+refused. The printed reload is SIGHUP to the process whose command line is this config's: the
+test checks (with pgrep, which only lists) that it names exactly the broker it started, then
+sends the signal to that pid.
+"""
+
+from __future__ import annotations
+
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from peerwatt.ports import free_port
+from tests.peerwatt.test_cli_community_broker import FLAGS, join_request
+from tests.support.cli import peerwatt
+from tests.support.community_broker import GeneratedBroker, running_as_root
+
+WAIT_S = 10.0
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(), reason="needs Debian's mosquitto"),
+    pytest.mark.skipif(not running_as_root(), reason="starts Mosquitto as root, as the quickstart does"),
+]
+
+
+class Client:
+    """A TLS client with an account's certificate; what it receives lands in ``inbox``."""
+
+    def __init__(self, port: int, ca: Path, folder: Path, stem: str, name: str) -> None:
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        self.client.tls_set(
+            ca_certs=str(ca), certfile=str(folder / f"{stem}.crt"), keyfile=str(folder / f"{stem}.key")
+        )
+        self.client.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, msg.payload))
+        connected: queue.Queue[object] = queue.Queue()
+        self.client.on_connect = lambda _c, _u, _f, reason, _p: connected.put(reason)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert not connected.get(timeout=WAIT_S).is_failure
+
+    def subscribe(self, topic: str) -> None:
+        done: queue.Queue[object] = queue.Queue()
+        self.client.on_subscribe = lambda *_a: done.put(True)
+        self.client.subscribe(topic, qos=1)
+        done.get(timeout=WAIT_S)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
+
+    def got(self, seconds: float) -> list[tuple[str, bytes]]:
+        deadline, out = time.monotonic() + seconds, []
+        while time.monotonic() < deadline:
+            try:
+                out.append(self.inbox.get(timeout=0.1))
+            except queue.Empty:
+                if out:
+                    break
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def reload(broker: GeneratedBroker, printed: str) -> None:
+    """The printed reload: its pattern matches exactly this broker; SIGHUP to that pid."""
+    line = next(x for x in printed.splitlines() if x.startswith("on the broker: "))
+    argv = shlex.split(line.rsplit(" && ", 1)[1])
+    assert argv[:4] == ["pkill", "-HUP", "-x", "-f"], line
+    assert broker.process is not None
+    found = subprocess.run(["pgrep", "-x", "-f", argv[4]], capture_output=True, text=True, timeout=10)
+    assert found.stdout.split() == [str(broker.process.pid)], (argv, found)
+    for part in line.removeprefix("on the broker: ").split(" && ")[:-1]:
+        subprocess.run(shlex.split(part), check=True, timeout=30)  # the cp lines
+    broker.reload()
+
+
+def test_a_new_meter_and_the_dashboard_publish_and_read_after_the_printed_reload():
+    root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
+    root.chmod(0o755)  # Mosquitto, dropped to its own user, reads its files below this folder
+    port, etc, out = free_port(), root / "etc-peerwatt", root / "oak"
+    clients: list[Client] = []
+    broker: GeneratedBroker | None = None
+    try:
+        made = peerwatt(
+            "community", "init", *FLAGS, "--broker-port", str(port), "--broker-etc", str(etc),
+            "--broker-persistence", str(root / "var" / "oak-street"), "--out", str(out), stdin="",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        subprocess.run(["cp", "-a", str(out / "broker-etc"), str(etc)], check=True, timeout=30)
+        start = next(x.strip() for x in made.stdout.splitlines() if x.strip().startswith("/usr/bin/install"))
+        broker = GeneratedBroker(
+            etc, port, [shlex.split(p) for p in start.split(" && ")], root / "mosquitto.log"
+        )
+        broker.start()
+        assert broker.uid() != 0  # dropped to mosquitto: it reads the copied files as that user
+
+        community = "peerwatt/oak-street"
+        certs = out / "broker" / "certs"
+        sequencer = next(p.stem for p in (certs / "clients").glob("node-*.crt"))
+        node = Client(port, certs / "community-ca.crt", certs / "clients", sequencer, sequencer)
+        clients.append(node)
+        node.subscribe(f"{community}/readings/+")
+
+        request, meter = join_request(root, "h1")
+        added = peerwatt("community", "add-meter", "--dir", str(out), str(request), "--out", str(root / "h1"))
+        assert added.returncode == 0, added.stderr
+        household = Client(port, root / "h1" / "community-ca.crt", root / "h1", "broker-client", meter)
+        clients.append(household)
+        household.publish(f"{community}/readings/{meter}", b"before the reload")
+        assert node.got(1.5) == []  # the running broker has no ACL block for it yet
+        reload(broker, added.stdout)
+        household.publish(f"{community}/readings/{meter}", b"after the reload")
+        assert node.got(WAIT_S) == [(f"{community}/readings/{meter}", b"after the reload")]
+
+        dash = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(root / "dash"))
+        assert dash.returncode == 0, dash.stderr
+        reload(broker, dash.stdout)
+        household.publish(f"{community}/status/{meter}", b"online", retain=True)
+        dashboard = Client(
+            port, root / "dash" / "community-ca.crt", root / "dash", "broker-client", "dashboard"
+        )
+        clients.append(dashboard)
+        dashboard.subscribe(f"{community}/status/+")
+        assert dashboard.got(WAIT_S) == [(f"{community}/status/{meter}", b"online")]
+        household.publish(f"{community}/readings/{meter}", b"still")  # the meter kept its block
+        assert node.got(WAIT_S) == [(f"{community}/readings/{meter}", b"still")]
+
+        for client in clients:
+            client.close()
+        clients.clear()
+        time.sleep(0.5)
+        assert broker.process is not None and broker.process.poll() is None, broker.log()[-2000:]
+        broker.process.send_signal(signal.SIGTERM)
+        assert broker.process.wait(WAIT_S) == 0, broker.log()[-2000:]  # two reloads, clean stop
+        assert "Warning" not in broker.log(), broker.log()
+    finally:
+        for client in clients:
+            client.close()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
