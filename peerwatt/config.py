@@ -29,6 +29,7 @@ class NodeConfig:
     peers: tuple[str, ...]
     block_s: float | None
     failover_s: float  # seconds a round waits for its proposer's block (consensus propose timeout)
+    client_id_given: bool = False  # client_id is node.toml's own (not the default)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -75,4 +76,23 @@ def load_node_config(path: str | Path) -> NodeConfig:
         peers=tuple(peers),
         block_s=None if block_s is None else float(block_s),
         failover_s=float(failover_s),
+        client_id_given="client_id" in data,
     )
+
+
+def load_genesis_setting(path: Path, where: str):
+    """The genesis a config file's ``genesis = ...`` names, or a UserError naming the setting:
+    a TOML file that is no genesis (say another agent.toml) is ``<where>: genesis = <path> is not
+    a genesis file (<why>)``, not the genesis checker's bare "unknown section(s)"."""
+    from chain.genesis import GenesisError, load_genesis
+
+    try:
+        return load_genesis(path)
+    except GenesisError as exc:
+        text = str(exc)
+        if text.startswith(f"{path}: "):  # read as TOML, but not a genesis
+            raise UserError(
+                f"{where}: genesis = {path} is not a genesis file ({text.removeprefix(f'{path}: ')}): "
+                "point genesis at the community's genesis.toml"
+            ) from None
+        raise UserError(f"{where}: genesis: {text}") from None

@@ -8,6 +8,7 @@ node's wiring. Relative paths in a config file are relative to the file's folder
 
 from __future__ import annotations
 
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -124,7 +125,116 @@ def check_tls_files(config: BrokerConfig, where: str) -> None:
     try:
         config.ssl_context()
     except ValueError as exc:
+        try:
+            certificate_account(config)
+        except ValueError as mismatch:  # say which two files, in words
+            raise UserError(f"{where} [broker]: {mismatch} (TLS: KEY_VALUES_MISMATCH)") from None
         raise UserError(
             f"{where} [broker]: {exc}; fix ca_file, cert_file and key_file (the community CA, and this "
             "account's certificate and key from the coordinator)"
         ) from None
+
+
+# the account names `peerwatt broker certs` / `community init` give (peerwatt/broker/access.py): a
+# meter's is its key id, a validator's node `node-<key id>`, its operator `operator-<key id>`
+_OUR_ACCOUNT = re.compile(r"(?:(node|operator)-)?([0-9a-f]{32})")
+DASHBOARD_ACCOUNT = "dashboard"
+
+
+def describe_account(name: str) -> str:
+    """Whose broker account ``name`` is, as far as its name tells: 'meter <id>', 'validator
+    <id>'s node account (node-<id>)', ... or 'account <name>'."""
+    match = _OUR_ACCOUNT.fullmatch(name)
+    if match is None:
+        return "the dashboard's account (dashboard)" if name == DASHBOARD_ACCOUNT else f"account {name}"
+    kind, kid = match.groups()
+    if kind is None:
+        return f"meter {kid}"
+    return f"validator {kid}'s {kind} account ({name})"
+
+
+def certificate_account(config: BrokerConfig) -> str | None:
+    """The broker account a TLS client certificate logs in as: the CN of [broker] cert_file
+    (Mosquitto's ``use_identity_as_username``, docs/bus.md), or None without a client
+    certificate or when it cannot be read (:func:`check_tls_files` says why). ValueError (one
+    line) when key_file is not its key."""
+    if not config.tls or not config.cert_file:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        cert = x509.load_pem_x509_certificate(Path(config.cert_file).read_bytes())
+    except (OSError, ValueError):
+        return None  # check_tls_files names the file and what is wrong with it
+    key_path = Path(config.key_file or config.cert_file)
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        key = None  # encrypted, or a format ssl reads and we do not: the TLS context checks it
+    if key is not None and key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise ValueError(
+            f"key_file {key_path} is not the key of cert_file {config.cert_file}: give the certificate "
+            "and the key that were issued together (clients/<account>.crt and .key)"
+        )
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError(f"the certificate in cert_file {config.cert_file} has no CN (no broker account)")
+    return str(names[0].value)
+
+
+def check_broker_identity(
+    config: BrokerConfig,
+    where: str,
+    *,
+    own: str | None,
+    signer: str,
+    strict: bool,
+    client_id: str | None = None,
+) -> str | None:
+    """Refuse (UserError naming ``where`` [broker]) a client certificate that is not this
+    process's broker account; return a one-line note when ``client_id`` (as given in the config
+    file) is not the certificate's account, which the broker takes as client id instead.
+
+    ``own`` is the account of the key this process signs with (a meter id, ``node-<key id>``;
+    None: an observer without a key), ``signer`` says which key that is ("meter X's key in
+    key = ..."). ``strict``: no other account may be used (an agent: the meter's account is its
+    id); otherwise only an account recognisably someone else's (another meter, validator node,
+    operator, the dashboard) is refused and a name of the community's own choosing
+    (``broker certs --node NAME=ROLE``) is taken on trust.
+
+    A certificate of another account is refused because the broker would log this process in as
+    that account and give it that client id: it and the account's owner then push each other off
+    the broker every second, and every publication is refused (a QA pass with Mosquitto).
+    """
+    try:
+        account = certificate_account(config)
+    except ValueError as exc:
+        raise UserError(f"{where} [broker]: {exc}") from None
+    if account is None:
+        return None
+    ours = _OUR_ACCOUNT.fullmatch(account) is not None or account == DASHBOARD_ACCOUNT
+    if own is None:  # an observer without a key: any account of a meter, validator or dashboard
+        theirs = ours
+    else:
+        theirs = account != own and (strict or ours)
+    if theirs:
+        wanted = (
+            f"the certificate and key of account {own} (clients/{own}.crt and .key"
+            if own is not None
+            else "an observer account's certificate and key (`peerwatt broker certs --node NAME=observer`"
+        )
+        raise UserError(
+            f"{where} [broker]: cert_file {config.cert_file} is the certificate of "
+            f"{describe_account(account)}, but {signer}: the broker would log this process in as "
+            f"{account}, and it and that account's owner would push each other off the broker; give "
+            f"{wanted} from the community's coordinator)"
+        )
+    if client_id is not None and client_id != account:
+        return (
+            f'note: {where}: client_id "{client_id}" is not used: the broker takes the account of the '
+            f"certificate, {account}, as the client id"
+        )
+    return None

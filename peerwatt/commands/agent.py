@@ -28,7 +28,6 @@ def agent(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
 def run_agent(config_file: Path, verbose: bool) -> None:
     import logging
 
-    from chain.genesis import GenesisError, load_genesis
     from meter_agent.agent import Agent
     from meter_agent.config import load_agent_config
     from meter_agent.outbox import Outbox, OutboxError
@@ -37,25 +36,37 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
-    from peerwatt.settings import check_tls_files
+    from peerwatt.config import load_genesis_setting
+    from peerwatt.settings import check_broker_identity, check_tls_files
 
     setup_logging(verbose, {"pymodbus": logging.CRITICAL})
     cfg = load_agent_config(config_file)
     check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file)
-    try:
-        genesis = load_genesis(cfg.genesis_file)
-        reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
-        outbox = Outbox(cfg.state_dir / "agent.sqlite", exclusive=True)
-    except (GenesisError, ProfileError, OutboxError) as exc:
-        raise UserError(str(exc)) from None
-    if genesis.community != cfg.community:
-        raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
-    genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt")
-    m = cfg.meter
     from chain.keys import key_id
 
     meter_id = key_id(key.public_key())
+    # the broker takes the certificate's CN as the account and client id: it must be this meter's
+    note = check_broker_identity(
+        cfg.broker,
+        str(config_file),
+        own=meter_id,
+        signer=f"key = {cfg.key_file} is meter {meter_id}'s key",
+        strict=True,
+        client_id=cfg.client_id,
+    )
+    if note:
+        click.echo(note, err=True)
+    genesis = load_genesis_setting(cfg.genesis_file, str(config_file))
+    if genesis.community != cfg.community:
+        raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
+    genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt", cfg.key_file)
+    try:
+        reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
+        outbox = Outbox(cfg.state_dir / "agent.sqlite", exclusive=True)
+    except (ProfileError, OutboxError) as exc:
+        raise UserError(str(exc)) from None
+    m = cfg.meter
     from peerwatt.bus import Topics
 
     bus = MqttBus(
@@ -102,23 +113,48 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         outbox.close()
 
 
-def with_own_enrolment(genesis, key, request_file: Path):
+def with_own_enrolment(genesis, key, request_file: Path, key_file: Path | None = None):
     """A meter enrolled by vote after genesis (`peerwatt agent setup` + `member admit`) is not in
     the genesis file: the agent takes its serial, owner and capacity from its own signed join
-    request beside agent.toml. Until the vote passed, the ledger refuses its messages."""
+    request beside agent.toml. Until the vote passed, the ledger refuses its messages.
+
+    A key that is neither a genesis meter's nor the request's meter key is a UserError naming
+    ``key_file`` (agent.toml's ``key``): most likely the member key, which the request also holds.
+    """
     from chain.genesis import Genesis
     from chain.keys import key_id, public_key_sec1
     from peerwatt.onboarding import JoinRequestError, read_join_request
 
     meter_id = key_id(key.public_key())
-    if meter_id in genesis.doc["meters"] or not request_file.exists():
+    if meter_id in genesis.doc["meters"]:
         return genesis
+    setting = f"key = {key_file}" if key_file is not None else "the agent's key"
+    if meter_id in genesis.doc["members"]:
+        raise UserError(
+            f"{setting} is member {meter_id}'s key in {genesis.community}'s genesis, not a meter key: "
+            "point key at the meter key (meter.key; a member key signs the household's votes)"
+        )
+    if not request_file.exists():
+        return genesis  # the agent says: not enrolled in the genesis, needs its join-request.txt
     try:
         request = read_join_request(request_file)
     except JoinRequestError as exc:
         raise UserError(f"{request_file}: {exc}") from None
-    if request.meter != public_key_sec1(key.public_key()).hex() or request.community != genesis.community:
-        return genesis
+    if request.community != genesis.community:
+        raise UserError(
+            f"{request_file} asks to join {request.community!r}, not {genesis.community!r} (the genesis "
+            "beside it): put this household's own join request beside agent.toml"
+        )
+    if request.meter != public_key_sec1(key.public_key()).hex():
+        which = (
+            "it is the member key of that request: point key at the meter key (meter.key)"
+            if request.member_id == meter_id
+            else "is it the member key? point key at the meter key (meter.key) the request was made with"
+        )
+        raise UserError(
+            f"{setting} (key id {meter_id}) is not the meter key of {request_file} (meter "
+            f"{request.meter_id}) nor of any meter in {genesis.community}'s genesis: {which}"
+        )
     own = {
         "key": request.meter,
         "name": "",

@@ -12,6 +12,8 @@ from chain.store import StoreError
 from market.apps import load_app
 from peerwatt.errors import UserError
 
+NOT_RUNNING = 3  # `node status`'s exit code for a node that does not answer (docs/operations.md)
+
 
 @click.group()
 def node() -> None:
@@ -60,23 +62,22 @@ def run(config_file: Path, verbose: bool) -> None:
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
-    from peerwatt.config import load_node_config
+    from peerwatt.config import load_genesis_setting, load_node_config
     from peerwatt.node import Node
     from peerwatt.node.http_api import NodeHttpApi
     from peerwatt.node.mempool import Mempool, MempoolError
-    from peerwatt.settings import check_tls_files
+    from peerwatt.settings import check_broker_identity, check_tls_files
 
     setup_logging(verbose, {"paho": logging.WARNING})
     cfg = load_node_config(config_file)
     check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
+    note = _check_identity(cfg, key, str(config_file), check_broker_identity)
+    if note:
+        click.echo(note, err=True)
+    expected = None if cfg.genesis_file is None else load_genesis_setting(cfg.genesis_file, str(config_file))
     ledger = open_node_ledger(cfg.data)
-    if cfg.genesis_file is not None:
-        try:
-            expected = load_genesis(cfg.genesis_file)
-        except GenesisError as exc:
-            ledger.close()
-            raise UserError(str(exc)) from None
+    if expected is not None:
         if expected.hash != ledger.genesis.hash:  # a node never serves another community's ledger
             ledger.close()
             raise UserError(
@@ -131,6 +132,23 @@ def run(config_file: Path, verbose: bool) -> None:
     click.echo(f"stopped at height {ledger.height}", err=True)
 
 
+def _check_identity(cfg, key, where: str, check) -> str | None:
+    """Refuse a client certificate of another broker account than this node's (``node-<key
+    id>`` of its validator key; an observer without a key: any account that is a meter's, a
+    validator's or the dashboard's); the note to print when node.toml's client_id is not the
+    certificate's account (the broker takes the account as client id)."""
+    from chain.keys import key_id
+
+    if key is None:
+        own, signer = None, f"{where} is an observer's config without a key"
+    else:
+        kid = key_id(key.public_key())
+        own = f"node-{kid}"
+        signer = f"key = {cfg.key_file} is validator {kid}'s key (its node account: {own})"
+    client_id = cfg.client_id if cfg.client_id_given else None
+    return check(cfg.broker, where, own=own, signer=signer, strict=False, client_id=client_id)
+
+
 @node.command("status")
 @click.option("-c", "--config", "config_file", required=True, type=click.Path(path_type=Path))
 def status(config_file: Path) -> None:
@@ -155,7 +173,7 @@ def status(config_file: Path) -> None:
             raise UserError(str(exc)) from None
         click.echo(f"node not running (no answer at {url}); store height {store.height()}")
         store.close()
-        return
+        click.get_current_context().exit(NOT_RUNNING)  # for monitoring (docs/operations.md)
     for name in (
         "community",
         "role",
