@@ -60,14 +60,15 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _ask(value, text: str, default=None, type=None):
-    """The flag's value, else a prompt on a terminal, else the default (None: a required flag)."""
+def _ask(value, text: str, default=None, type=None, flag: str = "a flag"):
+    """The flag's value, else a prompt on a terminal, else the default (None: a required flag,
+    named in the error)."""
     if value is not None:
         return value
     if _interactive():
         return click.prompt(text, default=default, type=type)
     if default is None:
-        raise UserError(f"{text}: give it as a flag (no terminal to ask on)")
+        raise UserError(f"{text}: give it as {flag} (no terminal to ask on)")
     return default
 
 
@@ -413,7 +414,7 @@ def init(
     out_dir,
 ) -> None:
     """Write genesis, validator keys and node configs, the broker configuration and a summary."""
-    community_id = _ask(community_id, "Community id (e.g. oak-street)")
+    community_id = _ask(community_id, "Community id (e.g. oak-street)", flag="--community")
     try:
         COMMUNITY_ID.check(community_id, "--community")
     except SchemaError as exc:
@@ -439,7 +440,9 @@ def init(
     grid_fee_micro = _price(grid_fee, "--grid-fee", zero_ok=True)
     levies_micro = _price(levies, "--levies", zero_ok=True)
     zone = _ask(timezone, "Time zone (IANA)", default="UTC")
-    broker_host = _ask(broker_host, "Broker host name or IP (what agents and nodes connect to)")
+    broker_host = _ask(
+        broker_host, "Broker host name or IP (what agents and nodes connect to)", flag="--broker-host"
+    )
     out = _ask(out_dir, "Output folder", default=community_id)
     broker_persistence = _persistence(broker_persistence, community_id)
     try:

@@ -234,3 +234,12 @@ def test_a_failure_halfway_leaves_no_half_written_community(tmp_path):
         )  # fmt: skip
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert (list(out.iterdir()) == []) if made else not out.exists()
+
+
+def test_without_a_terminal_a_missing_required_value_names_its_flag(tmp_path):
+    """Found in a QA walk-through: `community init </dev/null` said 'Community id (e.g. oak-street):
+    give it as a flag (no terminal to ask on)' without naming the flag."""
+    r = peerwatt("community", "init", "--out", str(tmp_path / "x"), stdin="")
+    assert r.returncode == 2 and "give it as --community (no terminal" in r.stderr, r.stderr
+    r = peerwatt("community", "init", "--community", "oak-street", "--out", str(tmp_path / "y"), stdin="")
+    assert "give it as --broker-host (no terminal" in r.stderr, r.stderr
