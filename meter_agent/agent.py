@@ -197,7 +197,9 @@ class Agent:
     def start(self) -> None:
         """Subscribe to receipts, connect, and resend what the outbox still holds."""
         self.bus.subscribe(Topics.receipts(self.community, self.meter_id), self._on_receipt)
-        self.bus.subscribe(Topics.pattern(self.community, "config"), self._on_config)
+        # at every connect: a state restored from a backup (or damaged) must walk the histories
+        # again, and a resumed broker session would not send them to it
+        self.bus.subscribe(Topics.pattern(self.community, "config"), self._on_config, retained_always=True)
         self.bus.start()
         for seq, topic, payload in self.outbox.pending():
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))

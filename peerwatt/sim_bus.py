@@ -84,7 +84,11 @@ class RelayBus:
             return
         self._exchange._publish(self.client_id, topic, payload, qos, bool(retain), on_ack)
 
-    def subscribe(self, pattern: str, handler: Handler, *, qos: int = 1) -> None:
+    def subscribe(
+        self, pattern: str, handler: Handler, *, qos: int = 1, retained_always: bool = False
+    ) -> None:
+        """As Bus.subscribe; ``retained_always`` changes nothing here: a study's clients never
+        reconnect."""
         check_pattern(pattern)
         if qos not in (0, 1):
             raise ValueError(f"QoS must be 0 or 1, not {qos!r}")

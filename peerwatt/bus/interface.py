@@ -37,8 +37,14 @@ class Bus(Protocol):
     ) -> None:
         """Publish; ``on_ack`` fires once the broker acknowledged the message."""
 
-    def subscribe(self, pattern: str, handler: Handler, *, qos: int = 1) -> None:
-        """Call ``handler(topic, payload)`` for messages matching ``pattern`` (+ and # wildcards)."""
+    def subscribe(
+        self, pattern: str, handler: Handler, *, qos: int = 1, retained_always: bool = False
+    ) -> None:
+        """Call ``handler(topic, payload)`` for messages matching ``pattern`` (+ and # wildcards).
+
+        Retained messages come with a subscription new to the session; ``retained_always``: at
+        every (re)connection, also when the broker resumes a session that had it (MQTT 5 retain
+        handling 0), for a client that may have lost what it took from them."""
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a connection; True when connected."""

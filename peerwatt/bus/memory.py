@@ -134,7 +134,7 @@ class MemoryBroker:
         self._events.extendleft(reversed(session.offline))
         session.offline.clear()
         for pattern, qos in bus._patterns().items():
-            self._subscribe_locked(bus.client_id, pattern, qos)
+            self._subscribe_locked(bus.client_id, pattern, qos, pattern in bus._retained_always)
         return previous
 
     def _disconnect_locked(self, bus: MemoryBus, *, send_will: bool) -> None:
@@ -158,12 +158,12 @@ class MemoryBroker:
         if session is not None and delivery.qos >= 1:
             session.offline.append(delivery)
 
-    def _subscribe_locked(self, client_id: str, pattern: str, qos: int) -> None:
+    def _subscribe_locked(self, client_id: str, pattern: str, qos: int, always: bool = False) -> None:
         session = self._sessions[client_id]
         is_new = pattern not in session.subscriptions
         session.subscriptions[pattern] = max(qos, session.subscriptions.get(pattern, 0))
         self._route_cache.clear()
-        if is_new:  # like MQTT 5 "retain handling: send if new subscription"
+        if is_new or always:  # MQTT 5 retain handling "send if new subscription", or "send"
             for topic, payload in self._retained.items():
                 if topic_matches(pattern, topic):
                     self._events.append(_Delivery(client_id, topic, payload, qos))
@@ -215,6 +215,7 @@ class MemoryBus:
         self._on_connection_change = on_connection_change
         self._connected = False
         self._subscriptions: list[tuple[str, int, Handler]] = []
+        self._retained_always: set[str] = set()  # patterns whose retained messages come at every connect
         self._unsent: deque[tuple[str, bytes, int, bool, AckCallback | None]] = deque()
 
     @property
@@ -261,14 +262,18 @@ class MemoryBus:
         self._send(topic, payload, qos, retain, on_ack)
         self._auto_drain()
 
-    def subscribe(self, pattern: str, handler: Handler, *, qos: int = 1) -> None:
+    def subscribe(
+        self, pattern: str, handler: Handler, *, qos: int = 1, retained_always: bool = False
+    ) -> None:
         check_pattern(pattern)
         if qos not in (0, 1):
             raise ValueError(f"QoS must be 0 or 1, not {qos!r}")
         with self.broker._lock:
+            if retained_always:
+                self._retained_always.add(pattern)
             self._subscriptions.append((pattern, qos, handler))
             if self._connected:
-                self.broker._subscribe_locked(self.client_id, pattern, qos)
+                self.broker._subscribe_locked(self.client_id, pattern, qos, retained_always)
         self._auto_drain()
 
     # -- internals ----------------------------------------------------------------------------

@@ -299,6 +299,7 @@ class MqttBus:
 
         self._subs_lock = threading.Lock()
         self._subscriptions: list[tuple[str, int, Handler]] = []
+        self._retained_always: set[str] = set()  # patterns whose retained messages come at every connect
         self._sub_ids: list[tuple[str, int, Handler]] = []  # (pattern, subscription_id, handler)
 
         # Until the first successful connection the protocol version is unknown, so messages wait
@@ -405,11 +406,15 @@ class MqttBus:
             client = self._client
         self._arm_acks(client)
 
-    def subscribe(self, pattern: str, handler: Handler, *, qos: int = 1) -> None:
+    def subscribe(
+        self, pattern: str, handler: Handler, *, qos: int = 1, retained_always: bool = False
+    ) -> None:
         check_pattern(pattern)
         if qos not in (0, 1):
             raise ValueError(f"QoS must be 0 or 1, not {qos!r}")
         with self._subs_lock:
+            if retained_always:
+                self._retained_always.add(pattern)
             self._subscriptions.append((pattern, qos, handler))
             self._sub_ids = [(p, subscription_id(p), h) for p, _q, h in self._subscriptions]
             granted = max(q for p, q, _h in self._subscriptions if p == pattern)
@@ -565,11 +570,17 @@ class MqttBus:
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             # MQTT 5 brokers send one copy per matching subscription: the subscription identifier
             # on each copy says whose handlers it is for. Retained messages are asked for only by
-            # subscriptions new to the session: a resumed session has already seen them.
+            # subscriptions new to the session (a resumed session has already seen them), or
+            # always for those subscribed with retained_always.
             for pattern, qos in wanted.items():
                 properties = Properties(PacketTypes.SUBSCRIBE)
                 properties.SubscriptionIdentifier = subscription_id(pattern)
-                options = SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+                retain = (
+                    SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
+                    if pattern in self._retained_always
+                    else SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+                )
+                options = SubscribeOptions(qos=qos, retainHandling=retain)
                 client.subscribe((pattern, options), properties=properties)
         else:
             client.subscribe(list(wanted.items()))

@@ -298,3 +298,27 @@ def test_an_agent_on_a_running_network_follows_votes_that_replace_the_validators
     assert agent.outbox.awaiting_confirmation() == 0 and agent.outbox.depth() == 0
     assert not agent.alarms, agent.alarms
     agent.stop()
+
+
+def test_an_agent_whose_saved_configuration_was_lost_walks_the_histories_again(changed, tmp_path):
+    """Found in a QA run: after its saved configuration was damaged, an agent started over from
+    the genesis, but its resumed broker session sent no retained history again: it stayed at
+    height 0 with an alarm on every receipt until a validator restarted."""
+    c, step1, step2, _ = changed
+    broker = MemoryBroker()
+    validator = MemoryBus(broker, "v1")
+    validator.start()
+    topic = Topics.config(c.community, c.validators[1].id)
+    validator.publish(topic, dumps_checked({"type": "config_history", "steps": [step1, step2]}), retain=True)
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    assert agent.config.height == 2
+    agent.stop()
+    agent.outbox.close()
+    outbox = Outbox(tmp_path / "agent.sqlite")
+    outbox.save("config", {"height": "damaged"})
+    outbox.close()
+    again = _agent(c, tmp_path, broker)  # the same client id: the broker resumes its session
+    again.start()
+    assert again.config.height == 2 and again.quorum == 3
+    again.stop()

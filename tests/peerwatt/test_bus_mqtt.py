@@ -518,3 +518,34 @@ def test_a_disconnect_packet_gives_the_brokers_reason() -> None:
     )
     taken = _why_disconnected(sent, ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E))
     assert "Session taken over" in taken and "running twice?" in taken
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_retained_always_resends_retained_messages_to_a_resumed_session(
+    mosquitto: Mosquitto, buses: Callable[..., MqttBus], protocol: str
+) -> None:
+    """Found in a QA run: an agent whose saved chain configuration was damaged (or restored from
+    a backup) started over from its genesis, but its resumed MQTT 5 session got no retained
+    configuration history again, so it never walked it. ``retained_always`` asks for them at
+    every connect; other subscriptions still get them once per session (MQTT 3.1.1 has no
+    retain handling: a broker sends them at every subscription)."""
+    config = BrokerConfig.from_url(mosquitto.url)
+    pub = buses(config, "validator", protocol=protocol)
+    connect(pub)
+    acked: list[str] = []
+    pub.publish("peerwatt/oak/config/v1", b"history", retain=True, on_ack=lambda: acked.append("c"))
+    pub.publish("peerwatt/oak/headers", b"header", retain=True, on_ack=lambda: acked.append("h"))
+    wait_for(lambda: len(acked) == 2, what="retained messages stored")
+    inbox = Inbox()
+    sub = buses(config, "agent", protocol=protocol)
+    sub.subscribe("peerwatt/oak/config/+", inbox, retained_always=True)
+    sub.subscribe("peerwatt/oak/headers", inbox)
+    connect(sub)
+    wait_for(lambda: len(inbox.payloads()) == 2, what="retained messages at the first connect")
+    sub.stop()
+    sub.start()
+    assert sub.wait_connected(WAIT_S)
+    wait_for(lambda: len(inbox.payloads("peerwatt/oak/config/v1")) == 2, what="the history again")
+    time.sleep(0.5)  # what else the resumed session would bring
+    headers = 2 if protocol == "3.1.1" else 1
+    assert inbox.payloads("peerwatt/oak/headers") == [b"header"] * headers
