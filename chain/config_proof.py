@@ -169,10 +169,13 @@ def follow(
     history: dict[str, Any],
     trusted: TrustedConfig,
     check_seals: Callable[[dict[str, Any], dict[str, str], int], dict[str, Any]],
+    on_step: Callable[[TrustedConfig], None] | None = None,
 ) -> tuple[TrustedConfig, str | None]:
     """Walk ``history``'s steps after ``trusted`` in height order: (the last configuration
     reached, None) or (that configuration, why the walk stopped early). Steps at or below the
-    trusted height are skipped: they are what the client has already followed."""
+    trusted height are skipped: they are what the client has already followed. ``on_step`` is
+    given each configuration reached on the way (a client that checks older blocks needs the
+    configuration in force before each)."""
     if not isinstance(history, dict) or history.get("type") != "config_history":
         return trusted, "not a config history"
     steps = history.get("steps")
@@ -187,6 +190,8 @@ def follow(
             trusted = verify_config_step(step, trusted, check_seals)
         except ConfigProofError as exc:
             return trusted, str(exc)
+        if on_step is not None:
+            on_step(trusted)
     return trusted, None
 
 

@@ -52,6 +52,7 @@ HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
 MAX_RECEIPTS = 500
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
+MAX_CONFIGS_KEPT = 16  # configurations followed, kept to check blocks sealed before the last change
 MAX_REFUSALS_HEARD = 4096  # kept messages with refusals heard from too few validators yet
 ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line a minute, with a count
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
@@ -134,6 +135,9 @@ class Agent:
         self.ha_prefix = homeassistant_prefix
         self.validators = self.config.validators
         self.quorum = self.config.quorum
+        # the configurations followed since start, oldest first: a block is sealed by the validators
+        # in force before it, so its header is checked with the last one below its height
+        self._configs: list[TrustedConfig] = [self.config]
         owner = outbox.load("meter")
         if owner is None:
             outbox.save("meter", self.meter_id)
@@ -537,11 +541,12 @@ class Agent:
             result = receipt.get("result") if isinstance(receipt, dict) else None
             if not isinstance(result, dict) or result.get("kind") not in (*RECEIPT_KINDS, "order_outcome"):
                 return  # reading flags and the like: nothing this agent keeps
+            trust = self._trust_for(receipt)
             result = verify_receipt(
                 receipt,
                 community=self.community,
-                validators=self.validators,
-                quorum=self.quorum,
+                validators=trust.validators,
+                quorum=trust.quorum,
                 sealed_headers=self._sealed_headers,
             )
         except (ValueError, CanonicalError, ReceiptError) as exc:
@@ -671,8 +676,11 @@ class Agent:
         except (ValueError, CanonicalError) as exc:
             self._alarm(f"ALARM: the configuration history from validator {sender} is unreadable: {exc}")
             return
-        reached, stopped = follow_config(history, self.config, community=self.community)
+        steps: list[TrustedConfig] = []
+        reached, stopped = follow_config(history, self.config, community=self.community, on_step=steps.append)
         if reached.height > self.config.height:
+            with self._lock:
+                self._configs = (self._configs + steps)[-MAX_CONFIGS_KEPT:]
             self._follow(reached)
         if stopped is not None:
             self._alarm(
@@ -707,19 +715,30 @@ class Agent:
         except OutboxError:
             pass  # kept in memory (walked again from the last one saved); poll() reports the file
 
+    def _trust_for(self, message: Any) -> TrustedConfig:
+        """The configuration that sealed ``message``'s block: the last one followed below its
+        header's height (the one in force before that block), else the oldest kept."""
+        height = message.get("header", {}).get("height") if isinstance(message, dict) else None
+        header_height = height if type(height) is int else math.inf
+        with self._lock:
+            configs = self._configs
+        before = [c for c in configs if c.height < header_height]
+        return before[-1] if before else configs[0]
+
     def _on_included(self, message: dict[str, Any]) -> None:
         """Forget the messages an inclusion proof shows in a sealed block (checked first: a
         quorum's seals on the header, and each kept message's own bytes under its tx_root)."""
         try:
             seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
             kept = {seq: payload for seq, _topic, payload in self.outbox.messages(seqs)}
+            trust = self._trust_for(message)
             _height, proven = verify_included(
                 message,
                 meter=self.meter_id,
                 payloads=kept,
                 community=self.community,
-                validators=self.validators,
-                quorum=self.quorum,
+                validators=trust.validators,
+                quorum=trust.quorum,
                 sealed_headers=self._sealed_headers,
             )
         except (KeyError, TypeError, ReceiptError) as exc:

@@ -18,6 +18,7 @@ verifies commits the leaf itself.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from chain.block import header_hash, most_seals_in_one_round, result_leaves, tx_leaves
@@ -115,10 +116,15 @@ def genesis_config(genesis: Genesis) -> TrustedConfig:
 
 
 def follow_config(
-    history: Any, trusted: TrustedConfig, *, community: str
+    history: Any,
+    trusted: TrustedConfig,
+    *,
+    community: str,
+    on_step: Callable[[TrustedConfig], None] | None = None,
 ) -> tuple[TrustedConfig, str | None]:
     """Walk a validator's configuration history from ``trusted``: (the configuration reached,
-    None) or (the last one reached, why a step did not verify)."""
+    None) or (the last one reached, why a step did not verify); ``on_step`` gets each one
+    reached on the way."""
 
     def check_seals(step: dict[str, Any], validators: dict[str, str], quorum: int) -> dict[str, Any]:
         try:
@@ -126,7 +132,7 @@ def follow_config(
         except (ReceiptError, Rejected, CanonicalError) as exc:
             raise ConfigProofError(str(exc)) from None
 
-    return follow(history, trusted, check_seals)
+    return follow(history, trusted, check_seals, on_step)
 
 
 def _sealed_header(

@@ -322,3 +322,44 @@ def test_an_agent_whose_saved_configuration_was_lost_walks_the_histories_again(c
     again.start()
     assert again.config.height == 2 and again.quorum == 3
     again.stop()
+
+
+def test_the_block_that_changed_the_validators_is_checked_with_the_set_that_sealed_it(tmp_path):
+    """Found in a QA run: a fifth validator was voted in (quorum 3 of 4 -> 4 of 5), the history
+    reached the agent before the proof of its message in that very block, and the agent checked
+    that block's three seals against the new quorum of 4: an ALARM, and the message stayed
+    unconfirmed. A block is sealed by the validators in force before it."""
+    from chain.envelope import parse_envelope
+    from peerwatt.node.ledger_api import block_inclusions
+
+    c = make_community(validators=4, members=1, app="market", time=T0 - 86_400)
+    c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    newcomer = Party(generate_private_key(), "validator-4")
+    c.ledgers.append(Ledger.create(tmp_path / "ledgers" / "validator-4", c.genesis, MarketApp()))
+    c.validators.append(newcomer)
+    broker = MemoryBroker()
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    body = {"interval": T0 - 900, "import_wh": 1, "export_wh": 2, "serial": "SN000000", "profile": "p"}
+    seq = agent._send("reading", Topics.readings(c.community, agent.meter_id), body, 86_400)
+    ((_, _, payload),) = agent.outbox.messages([seq])
+    reading = parse_envelope(payload, community=c.community, now=None, interval_s=None)
+    add = _gov(c, c.validators[0], "add_validator", {"key": newcomer.sec1_hex, "name": "new"}, T0)
+    votes = [_vote(c, c.validators[i], add, T0) for i in (1, 2)]
+    block = c.run_block([add, *votes, reading], T0, [0, 1, 2])  # 3 seals: the quorum of 4
+    assert c.ledgers[0].quorum() == 4
+    validator = MemoryBus(broker, "v1")
+    validator.start()
+    validator.publish(
+        Topics.config(c.community, c.validators[1].id),
+        dumps_checked({"type": "config_history", "steps": [_step(c, block)]}),
+        retain=True,
+    )
+    assert agent.config.height == 1 and agent.quorum == 4  # the history came first
+    store = c.ledgers[0].store
+    seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(block.height)]
+    ((_, included),) = block_inclusions(block, {agent.meter_id: {}}, store.header(block.height), seals)
+    validator.publish(Topics.receipts(c.community, agent.meter_id), dumps_checked(included))
+    assert not agent.alarms, agent.alarms
+    assert agent.outbox.messages([seq]) == []  # confirmed
+    agent.stop()
