@@ -42,7 +42,7 @@ from ecdsa.util import sigdecode_string
 from chain.app import Application
 from chain.execute import signer_key
 from chain.messages import SIGNING_PREFIX
-from chain.store import Store
+from chain.store import Store, StoreError, sql_type
 from chain.verify import VerifyError, VerifyReport, verify_store
 
 try:  # CPython's own SHA-256 (HACL* / libtomcrypt-derived), not OpenSSL's
@@ -318,9 +318,16 @@ class _Checker:
             parse_canonical(self.store.genesis_doc())
         except IndependentError as exc:
             raise VerifyError(0, f"independent check: genesis document: {exc}") from None
+        except StoreError as exc:
+            raise VerifyError(0, f"independent check: {exc}") from None
         self.report.encodings += 1
         row = self.store.conn.execute("SELECT height, state FROM local_snapshot WHERE id = 0").fetchone()
         if row is not None:
+            if type(row[1]) is not bytes:
+                raise VerifyError(
+                    row[0] if type(row[0]) is int else 0,
+                    f"independent check: state snapshot is stored as {sql_type(row[1])}, not BLOB",
+                )
             try:
                 parse_canonical(row[1])
             except IndependentError as exc:

@@ -33,9 +33,11 @@ the chain and nothing acknowledged only in memory.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ import zstandard
 from chain.block import Block
 from chain.canonical import dumps_checked, loads_strict
 from chain.envelope import Envelope
+from chain.private_files import private_file, private_folder
 from chain.state import State, decode_state, encode_state
 
 SCHEMA_VERSION = 3  # 2: store_dicts, compressed rows; 3: WITHOUT ROWID ledger tables (older: upgraded)
@@ -73,6 +76,18 @@ _NEWEST = {
 }
 
 LEDGER_TABLES = ("genesis", "blocks", "txs", "payloads", "results", "seals")
+# The types of the columns readers get (bytes: BLOB, int: INTEGER, str: TEXT): a row read with
+# another is damaged or tampered with (Store.check_row). ``results.data`` is checked on decoding.
+BLOCK_ROW = (
+    ("height", int),
+    ("hash", bytes),
+    ("time", int),
+    ("header", bytes),
+    ("tx_count", int),
+    ("result_count", int),
+)
+TX_ROW = (("idx", int), ("hash", bytes), ("signer", str), ("type", str), ("seq", int))
+RESULT_ROW = (("idx", int), ("kind", str), ("data", None))
 
 # The ledger tables with a composite or blob primary key are WITHOUT ROWID (schema 3): a rowid
 # table stores such a key twice, in the table and in its sqlite_autoindex. Their rows (60-190
@@ -162,6 +177,28 @@ class StoreError(Exception):
     """A store that cannot be opened or written; the message names the path and the fix."""
 
 
+_TEXT = functools.partial(str, encoding="utf-8", errors="replace")
+_SQL_TYPES = {bytes: "BLOB", int: "INTEGER", str: "TEXT", float: "REAL", type(None): "NULL"}
+
+
+def sql_type(value: object) -> str:
+    """The SQLite storage class a value read from SQLite had (BLOB, INTEGER, TEXT, REAL, NULL)."""
+    return _SQL_TYPES.get(type(value), type(value).__name__)
+
+
+def typed(path: Path, value: Any, kind: type, what: str) -> Any:
+    """``value`` as read from the store when it has the storage class its column holds (``kind``:
+    bytes for BLOB, int for INTEGER, str for TEXT); else a StoreError naming the row. A value of
+    another class is tampering or damage (the sqlite3 shell's replace() on a BLOB gives TEXT), not
+    something to convert: hashes and roots are over the stored bytes."""
+    if type(value) is kind:
+        return value
+    raise StoreError(
+        f"{path}: {what} is damaged (stored as {sql_type(value)}, not {_SQL_TYPES[kind]});"
+        " restore the data folder from a peer"
+    )
+
+
 _HINTS = {
     "SQLITE_FULL": "the disk is full: free space, the node resumes",
     "SQLITE_READONLY": "the store is read-only: check the file's owner, mode and mount",
@@ -215,6 +252,7 @@ class Store:
         self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
         self._newest: dict[str, tuple[int, int]] = {}  # table -> (dict number, trained at rows)
         self._untrainable: dict[str, int] = {}  # table -> rows when training last failed
+        self._damaged: dict[int, str] = {}  # dictionary number -> what is wrong with its row
         self._local = threading.local()  # zstd contexts are not thread-safe
         self._load_dicts()
 
@@ -225,10 +263,21 @@ class Store:
         if path.exists():
             raise StoreError(f"{path} already exists; use another --data folder")
         try:
-            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            # owner-only (the ledger holds every household's readings: docs/privacy.md): the folder
+            # 0700, the database 0600 before SQLite writes it (its -wal and -shm take its mode)
+            private_folder(data_dir)
+            made = private_file(path)
         except OSError as exc:
             raise StoreError(f"cannot create data folder {data_dir}: {exc.strerror}") from None
-        return cls._connect(path, readonly=False, create=True)
+        if not made:  # made meanwhile by another process
+            raise StoreError(f"{path} already exists; use another --data folder")
+        try:
+            return cls._connect(path, readonly=False, create=True)
+        except BaseException:
+            for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()  # (made above, exclusively: never another store)
+            raise
 
     @classmethod
     def open(cls, data_dir: str | Path, *, readonly: bool = False) -> Store:
@@ -250,6 +299,9 @@ class Store:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
+            # TEXT that is not UTF-8 (bytes cast to TEXT) reads as a str with U+FFFD, whose type a
+            # reader then refuses where a BLOB belongs (sqlite3 would raise, quoting the raw bytes)
+            conn.text_factory = _TEXT
             conn.execute("PRAGMA foreign_keys=ON")
             if create:
                 _in_one_transaction(
@@ -284,7 +336,11 @@ class Store:
                 f"{path} has schema version {version}, this peerwatt reads 1 to {SCHEMA_VERSION}:"
                 " open it with the peerwatt that wrote it"
             )
-        return cls(conn, path, readonly)
+        try:
+            return cls(conn, path, readonly)
+        except BaseException:
+            conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -302,7 +358,25 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read {self.path}: {exc}") from None
         for number, table, trained_at, data in rows:
-            self._dicts[number] = zstandard.ZstdCompressionDict(bytes(data))
+            wrong = [
+                f"its {column} is stored as {sql_type(value)}, not {_SQL_TYPES[kind]}"
+                for column, value, kind in (
+                    ("tbl", table, str),
+                    ("trained_at", trained_at, int),
+                    ("dict", data, bytes),
+                )
+                if type(value) is not kind
+            ]
+            if wrong:
+                if not self.readonly:  # a writer would compress new rows with it or train too late
+                    raise StoreError(
+                        f"{self.path}: dictionary {number} (store_dicts) is damaged ({'; '.join(wrong)}):"
+                        " restore the data folder from a peer"
+                    )
+                # a reader fails at the first row compressed with it, named with its block
+                self._damaged[number] = "; ".join(wrong)
+                continue
+            self._dicts[number] = zstandard.ZstdCompressionDict(data)
             self._newest[table] = (number, trained_at)
 
     def _compressor(self, number: int) -> zstandard.ZstdCompressor:
@@ -335,8 +409,9 @@ class Store:
         return ctx
 
     def decode_row(self, data: bytes | memoryview, what: str) -> bytes:
-        """The canonical bytes of a stored row (``what`` names the row in an error)."""
-        data = bytes(data)
+        """The canonical bytes of a stored row (``what`` names the row in an error; a row that is
+        not a BLOB is a StoreError)."""
+        data = bytes(data) if type(data) is memoryview else self._blob(data, what)
         if not data or data[0] != _ZROW:
             if data[:1] == _TXREF:
                 raise StoreError(
@@ -344,6 +419,12 @@ class Store:
                 )
             return data  # stored raw (verify checks its bytes like any other)
         ctx = self._decompressor(data[1]) if len(data) > 2 else None
+        if ctx is None and len(data) > 2 and data[1] in self._damaged:
+            raise StoreError(
+                f"{self.path}: {what} cannot be read: dictionary {data[1]} (store_dicts), which it is"
+                f" compressed with, is damaged ({self._damaged[data[1]]});"
+                " restore the data folder from a peer"
+            )
         if ctx is None:
             raise StoreError(
                 f"{self.path}: {what} is damaged (compressed with a dictionary this store lacks);"
@@ -362,7 +443,7 @@ class Store:
         """The canonical bytes of result ``idx`` of block ``height`` as stored (``tx_hashes``: the
         block's transaction hashes by index, read here when not given)."""
         what = f"result {idx} of block {height}"
-        data = bytes(data)
+        data = bytes(data) if type(data) is memoryview else self._blob(data, what)
         if data[:1] != _TXREF:
             return self.decode_row(data, what)
         digits = data[1:]
@@ -376,7 +457,8 @@ class Store:
             row = self.conn.execute(
                 "SELECT hash FROM txs WHERE height = ? AND idx = ?", (height, index)
             ).fetchone()
-            tx_hash = None if row is None else bytes(row[0])
+            what_hash = f"the hash of transaction {index} of block {height}"
+            tx_hash = None if row is None else self._blob(row[0], what_hash)
         else:
             tx_hash = tx_hashes.get(index)
         if tx_hash is None:
@@ -388,9 +470,18 @@ class Store:
 
     def _tx_hashes(self, height: int) -> dict[int, bytes]:
         return {
-            idx: bytes(h)
+            idx: self._blob(h, f"the hash of transaction {idx} of block {height}")
             for idx, h in self.conn.execute("SELECT idx, hash FROM txs WHERE height = ?", (height,))
         }
+
+    def _blob(self, value: Any, what: str) -> bytes:
+        return typed(self.path, value, bytes, what)
+
+    def _int(self, value: Any, what: str) -> int:
+        return typed(self.path, value, int, what)
+
+    def _text(self, value: Any, what: str) -> str:
+        return typed(self.path, value, str, what)
 
     def _encoder(self, table: str, new_rows: list[bytes]) -> tuple[Any, tuple[str, Any] | None]:
         """How to store ``table``'s rows of this write: a function of the canonical bytes, and the
@@ -419,14 +510,18 @@ class Store:
 
     def _rows_written(self, table: str) -> int:
         row = self.conn.execute("SELECT rows FROM store_rows WHERE tbl = ?", (table,)).fetchone()
-        return 0 if row is None else row[0]
+        return 0 if row is None else self._int(row[0], f"the row count of {table} (store_rows)")
 
     def _train(self, table: str, new_rows: list[bytes]) -> tuple[int, zstandard.ZstdCompressionDict] | None:
         """A dictionary for ``table`` from its newest rows, or None if zstd finds too few samples."""
         stored = self.conn.execute(_NEWEST[table], (DICT_SAMPLES,)).fetchall()
+        # (a "tx" result stored by reference is not compressed: not a sample; a row that is not a
+        # BLOB, damaged, is no sample either: verify names it)
         samples = new_rows[-DICT_SAMPLES:] + [
-            self.decode_row(r[0], f"a {table} row") for r in stored if r[0][:1] != _TXREF
-        ]  # (a "tx" result stored by reference is not compressed: not a sample)
+            self.decode_row(r[0], f"a {table} row")
+            for r in stored
+            if type(r[0]) is bytes and r[0][:1] != _TXREF
+        ]
         number = max(self._dicts, default=0) + 1
         try:
             zdict = zstandard.train_dictionary(
@@ -601,7 +696,7 @@ class Store:
         row = self.conn.execute("SELECT doc FROM genesis WHERE id = 0").fetchone()
         if row is None:
             raise StoreError(f"{self.path} has no genesis")
-        return bytes(row[0])
+        return self._blob(row[0], "the genesis document")
 
     def height(self) -> int:
         row = self.conn.execute("SELECT max(height) FROM blocks").fetchone()
@@ -609,18 +704,52 @@ class Store:
 
     def header(self, height: int) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()
-        return None if row is None else loads_strict(bytes(row[0]))
+        return None if row is None else loads_strict(self._blob(row[0], f"the header of block {height}"))
 
     def block_row(self, height: int) -> tuple | None:
-        return self.conn.execute(
+        """(height, hash, time, header, tx_count, result_count) of block ``height``, each of its
+        column's type (StoreError otherwise), or None."""
+        row = self.conn.execute(
             "SELECT height, hash, time, header, tx_count, result_count FROM blocks WHERE height = ?",
             (height,),
         ).fetchone()
+        return None if row is None else self.check_row(row, BLOCK_ROW, f"block {height}'s row")
 
     def tx_rows(self, height: int) -> list[tuple]:
-        return self.conn.execute(
-            "SELECT idx, hash, signer, type, seq FROM txs WHERE height = ? ORDER BY idx", (height,)
-        ).fetchall()
+        """(idx, hash, signer, type, seq) of block ``height``'s transactions, each of its
+        column's type (StoreError otherwise)."""
+        return [
+            self.check_row(row, TX_ROW, f"the row of transaction {row[0]!r} of block {height}")
+            for row in self.conn.execute(
+                "SELECT idx, hash, signer, type, seq FROM txs WHERE height = ? ORDER BY idx", (height,)
+            )
+        ]
+
+    def check_column(self, table: str, column: str, kind: type) -> None:
+        """A StoreError naming the first row of ``table`` (blocks or txs) whose ``column`` is not of
+        type ``kind`` (bytes, int or str): for readers of raw rows (one scan, no decoding)."""
+        keys = {"blocks": "height", "txs": "height, idx"}
+        if table not in keys or not column.isidentifier():
+            raise ValueError((table, column))
+        row = self.conn.execute(
+            f"SELECT {keys[table]}, {column} FROM {table} WHERE typeof({column}) != ? LIMIT 1",
+            (_SQL_TYPES[kind].lower(),),
+        ).fetchone()
+        if row is not None:
+            what = (
+                f"block {row[0]}'s row"
+                if table == "blocks"
+                else f"the row of transaction {row[1]!r} of block {row[0]}"
+            )
+            typed(self.path, row[-1], kind, f"{what} ({column})")
+
+    def check_row(self, row: tuple, types: tuple[tuple[str, type | None], ...], what: str) -> tuple:
+        """``row`` when each value has its column's type (``types``: (column, bytes | int | str),
+        or None for a column not checked); else a StoreError naming the row and the column."""
+        for value, (column, kind) in zip(row, types, strict=True):
+            if kind is not None:
+                typed(self.path, value, kind, f"{what} ({column})")
+        return row
 
     def payload(self, tx_hash: bytes) -> bytes | None:
         """The envelope's canonical bytes, None if it was never stored or was erased."""
@@ -629,21 +758,31 @@ class Store:
 
     def result_rows(self, height: int) -> list[tuple[int, str, bytes]]:
         """(idx, kind, canonical bytes) of block ``height``'s results, in order."""
-        rows = self.conn.execute(
-            "SELECT idx, kind, data FROM results WHERE height = ? ORDER BY idx", (height,)
-        ).fetchall()
-        hashes = self._tx_hashes(height) if any(d[:1] == _TXREF for _i, _k, d in rows) else {}
+        rows = [
+            self.check_row(row, RESULT_ROW, f"result {row[0]!r} of block {height}")
+            for row in self.conn.execute(
+                "SELECT idx, kind, data FROM results WHERE height = ? ORDER BY idx", (height,)
+            )
+        ]
+        by_ref = any(type(d) is bytes and d[:1] == _TXREF for _i, _k, d in rows)
+        hashes = self._tx_hashes(height) if by_ref else {}
         return [(idx, kind, self.decode_result(height, idx, data, hashes)) for idx, kind, data in rows]
 
     def results(self, height: int) -> list[dict[str, Any]]:
         return [loads_strict(r[2]) for r in self.result_rows(height)]
 
     def results_of_kinds(
-        self, kinds: Iterable[str], *, low: int = 0, high: int | None = None
+        self,
+        kinds: Iterable[str],
+        *,
+        low: int = 0,
+        high: int | None = None,
+        on_damaged: Callable[[int, int, StoreError], None] | None = None,
     ) -> Iterator[tuple[int, int, bytes]]:
         """(height, idx, canonical bytes) of every result of these kinds in blocks ``low`` to
         ``high`` (inclusive), in ledger order: what readers of the results table use instead of
-        its raw rows (which may be compressed)."""
+        its raw rows (which may be compressed). A row that does not decode is a StoreError naming
+        it, or, with ``on_damaged``, handed to it (height, idx, error) and skipped."""
         kinds = sorted(set(kinds))
         marks = ",".join("?" * len(kinds))
         top = (1 << 62) if high is None else high
@@ -656,14 +795,24 @@ class Store:
             " AND height BETWEEN ? AND ? ORDER BY height, idx",
             (*kinds, low, top),
         ):
-            if data[:1] == _TXREF and hashes[0] != height:
-                hashes = (height, self._tx_hashes(height))
-            yield height, idx, self.decode_result(height, idx, data, hashes[1])
+            try:
+                if type(data) is bytes and data[:1] == _TXREF and hashes[0] != height:
+                    hashes = (height, self._tx_hashes(height))
+                decoded = self.decode_result(height, idx, data, hashes[1])
+            except StoreError as exc:
+                if on_damaged is None:
+                    raise
+                on_damaged(height, idx, exc)
+                continue
+            yield height, idx, decoded
 
     def seal_rows(self, height: int) -> list[tuple[str, bytes]]:
         """(validator, canonical envelope bytes) of block ``height``'s stored seals."""
         return [
-            (validator, self.decode_row(envelope, f"the seal of {validator} on block {height}"))
+            (
+                self._text(validator, f"the validator of a seal on block {height}"),
+                self.decode_row(envelope, f"the seal of {validator} on block {height}"),
+            )
             for validator, envelope in self.conn.execute(
                 "SELECT validator, envelope FROM seals WHERE height = ? ORDER BY validator", (height,)
             )
@@ -673,25 +822,29 @@ class Store:
         row = self.conn.execute(
             "SELECT header_hash, envelope FROM local_own_seals WHERE height = ?", (height,)
         ).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
+        what = f"this node's own seal on block {height} (local_own_seals)"
+        return None if row is None else (self._blob(row[0], what), self._blob(row[1], what))
 
     def snapshot(self) -> tuple[int, State] | None:
         row = self.conn.execute("SELECT height, state FROM local_snapshot WHERE id = 0").fetchone()
-        return None if row is None else (row[0], decode_state(bytes(row[1])))
+        if row is None:
+            return None
+        what = "the state snapshot (local_snapshot)"
+        return self._int(row[0], f"{what}'s height"), decode_state(self._blob(row[1], what))
 
     def alarms(self) -> list[tuple[int, str, dict[str, Any]]]:
         return [
-            (t, k, loads_strict(bytes(e)))
+            (t, k, loads_strict(self._blob(e, "an alarm's evidence (local_alarms)")))
             for t, k, e in self.conn.execute("SELECT time, kind, evidence FROM local_alarms ORDER BY id")
         ]
 
     def get_local(self, key: str) -> bytes | None:
         row = self.conn.execute("SELECT value FROM local_kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else self._blob(row[0], f"the node-local value {key!r} (local_kv)")
 
     def iter_payload_hashes(self) -> Iterator[bytes]:
         for (h,) in self.conn.execute("SELECT hash FROM payloads"):
-            yield bytes(h)
+            yield self._blob(h, "the hash of a payload row")
 
     def count(self, table: str) -> int:
         if table not in LEDGER_TABLES:

@@ -38,7 +38,7 @@ from chain.execute import InvalidBlock, execute_block
 from chain.keys import KeyFileError, key_id, load_public_key
 from chain.merkle import leaf_hash, merkle_root
 from chain.state import State, copy_state, decode_state, encode_state, state_root
-from chain.store import Store, StoreError
+from chain.store import TX_ROW, Store, StoreError, sql_type
 from chain.verify_workers import VERIFIED, CheckPool
 
 
@@ -49,6 +49,10 @@ class VerifyError(Exception):
         super().__init__(f"height {height}: {problem}")
         self.height = height
         self.problem = problem
+
+
+class _NotErased(VerifyError):
+    """A payload is missing and no erasure decision read covers it."""
 
 
 @dataclass
@@ -173,10 +177,16 @@ def _verify_store(
         if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
             raise VerifyError(0, "genesis block has rows it must not have")
         top = _check_heights(store)
-        # key ids whose payloads were erased by decision, and ids of transactions about them
-        erased_signers = _erased_signers(store, genesis)
+        # key ids whose payloads were erased by decision, and ids of transactions about them; a
+        # result row that does not decode is skipped here and reported at its height by the walk
+        damaged: list[str] = []
+
+        def skip(_height: int, _idx: int, exc: StoreError) -> None:
+            damaged.append(str(exc))
+
+        erased_signers = _erased_signers(store, genesis, skip)
         erased_signers |= {
-            tx for tx, subject in transactions_about(store, app).items() if subject in erased_signers
+            tx for tx, subject in transactions_about(store, app, skip).items() if subject in erased_signers
         }
     except sqlite3.DatabaseError as exc:
         raise VerifyError(0, f"unreadable row: {exc}") from None
@@ -192,6 +202,13 @@ def _verify_store(
                 if before_block is not None:
                     before_block(height, walk.state["chain"], walk.can_execute)
                 _verify_block(store, app, genesis, height, walk, erased_signers, report, pool)
+            except _NotErased as exc:
+                if not damaged:
+                    raise
+                # (the decision that erased it may be in a result that does not decode)
+                raise VerifyError(
+                    height, f"{exc.problem}, or its erasure is decided in a damaged row: {damaged[0]}"
+                ) from None
             except sqlite3.DatabaseError as exc:
                 raise VerifyError(height, f"unreadable row: {exc}") from None
             except StoreError as exc:  # a stored row that no longer decodes, named with its block
@@ -303,7 +320,11 @@ def _check_snapshot(store: Store, top: int) -> int:
     height, data = row
     if type(height) is not int or not 0 <= height <= top:
         raise VerifyError(top, f"state snapshot (local_snapshot) is for height {height!r}, beyond the chain")
-    data = bytes(data)
+    if type(data) is not bytes:
+        raise VerifyError(
+            height,
+            f"state snapshot (local_snapshot) is damaged (stored as {sql_type(data)}, not BLOB); {fix}",
+        )
     try:
         state = decode_state(data)
         canonical = encode_state(state) == data and type(state) is dict
@@ -332,17 +353,20 @@ def _check_heights(store: Store) -> int:
     raise VerifyError(expected, "block heights are not contiguous")
 
 
-def transactions_about(store: Store, app: Application) -> dict[str, str]:
+def transactions_about(
+    store: Store, app: Application, on_damaged: Callable[[int, int, StoreError], None] | None = None
+) -> dict[str, str]:
     """{transaction id (hex): the key id it is about} for accepted transactions that another key
     signed about a meter (the grid operator's data): the app names, in ``subject_results``, the
     result kinds that say so and their field (market: ``{"gridops": "meter"}``). Read from the
-    results, which stay when the payload is erased."""
+    results, which stay when the payload is erased. A result row that does not decode is a
+    StoreError, or with ``on_damaged`` handed to it and skipped (Store.results_of_kinds)."""
     fields: dict[str, str] = getattr(app, "subject_results", {})
     if not fields:
         return {}
     about: dict[str, str] = {}
     last: tuple[int, str] | None = None  # (height, id) of the last accepted transaction
-    for height, _idx, data in store.results_of_kinds(["tx", *fields]):
+    for height, _idx, data in store.results_of_kinds(["tx", *fields], on_damaged=on_damaged):
         try:
             result = loads_strict(data)
         except CanonicalError:
@@ -359,7 +383,7 @@ def transactions_about(store: Store, app: Application) -> dict[str, str]:
     return about
 
 
-def _erased_signers(store: Store, genesis) -> set[str]:
+def _erased_signers(store: Store, genesis, on_damaged=None) -> set[str]:
     """Meters (and members) whose payloads a governance decision allowed to erase.
 
     From the ledger itself: passed ``erase_member`` proposals (their result is committed in a
@@ -367,7 +391,7 @@ def _erased_signers(store: Store, genesis) -> set[str]:
     enrolled at genesis or by a passed ``enroll_meter`` proposal.
     """
     passed: dict[str, str] = {}
-    for _height, _idx, data in store.results_of_kinds(["gov"]):
+    for _height, _idx, data in store.results_of_kinds(["gov"], on_damaged=on_damaged):
         try:
             result = loads_strict(data)
         except CanonicalError:
@@ -380,8 +404,8 @@ def _erased_signers(store: Store, genesis) -> set[str]:
         try:
             payload = store.payload(bytes.fromhex(proposal))
             args = loads_strict(payload)["body"]["args"] if payload is not None else None
-        except (ValueError, CanonicalError, KeyError, TypeError):
-            continue
+        except (ValueError, CanonicalError, KeyError, TypeError, StoreError):
+            continue  # a damaged payload is reported at its height by the main walk
         if args is None:
             continue
         if action == "erase_member":
@@ -419,12 +443,19 @@ def _row_counts(store: Store, height: int) -> tuple[int, int]:
 
 def _tx_rows_with_payloads(store: Store, height: int) -> list[tuple]:
     """Block ``height``'s transaction rows (idx, hash, signer, type, seq) each with its payload
-    row as stored (None if there is none), in one query instead of one per payload."""
-    return store.conn.execute(
-        "SELECT t.idx, t.hash, t.signer, t.type, t.seq, p.envelope FROM txs AS t"
-        " LEFT JOIN payloads AS p ON p.hash = t.hash WHERE t.height = ? ORDER BY t.idx",
-        (height,),
-    ).fetchall()
+    row as stored (None if there is none), in one query instead of one per payload; a value of
+    another type than its column's is a StoreError naming the row."""
+    return [
+        store.check_row(row, _TX_ROW_WITH_PAYLOAD, f"the row of transaction {row[0]!r} of block {height}")
+        for row in store.conn.execute(
+            "SELECT t.idx, t.hash, t.signer, t.type, t.seq, p.envelope FROM txs AS t"
+            " LEFT JOIN payloads AS p ON p.hash = t.hash WHERE t.height = ? ORDER BY t.idx",
+            (height,),
+        )
+    ]
+
+
+_TX_ROW_WITH_PAYLOAD = (*TX_ROW, ("envelope", None))  # (the payload's type: Store.decode_row)
 
 
 def _load_txs(store: Store, genesis, height: int, erased_signers: set[str]):
@@ -472,7 +503,7 @@ def _check_tx(genesis, height, idx, tx_hash, signer, payload, erased_signers, er
         if signer in erased_signers or tx_hash.hex() in erased_signers:
             erased.append(tx_hash.hex())
             return None
-        raise VerifyError(height, f"payload of transaction {idx} is missing (not an erasure)")
+        raise _NotErased(height, f"payload of transaction {idx} is missing (not an erasure)")
     if _sha(payload) != tx_hash:
         raise VerifyError(height, f"payload of transaction {idx} does not match its hash")
     if fast:

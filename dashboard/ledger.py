@@ -61,6 +61,8 @@ class LedgerReader:
         self._failover_lock = threading.Lock()
         self._failovers = (0, 0)  # (last height counted, blocks final in a round above 0)
         store = self.store()  # fails early with a one-line StoreError when there is no store
+        store.check_column("txs", "hash", bytes)  # (read as raw rows: a damaged one is a StoreError)
+        store.check_column("blocks", "hash", bytes)
         doc_bytes = store.genesis_doc()
         doc = loads_strict(doc_bytes)
         community = doc["community"]

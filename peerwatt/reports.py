@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from chain.canonical import loads_strict
-from chain.store import Store
+from chain.canonical import CanonicalError, loads_strict
+from chain.store import Store, StoreError
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
@@ -41,8 +41,14 @@ class _Settled:
 
 def _results(store: Store, kinds: set[str], start: int | None, end: int | None) -> list[dict[str, Any]]:
     rows = []
-    for height, _idx, data in store.results_of_kinds(kinds):
-        result = loads_strict(data)
+    for height, idx, data in store.results_of_kinds(kinds):
+        try:
+            result = loads_strict(data)
+        except CanonicalError as exc:
+            raise StoreError(
+                f"{store.path}: result {idx} of block {height} is damaged ({exc});"
+                " restore the data folder from a peer"
+            ) from None
         interval = result.get("interval")
         if interval is not None and (
             (start is not None and interval < start) or (end is not None and interval >= end)
@@ -93,7 +99,9 @@ def build_report(
 ) -> dict[str, pd.DataFrame]:
     """All report tables for intervals in [start, end) (Unix s), optionally one meter's only.
     Tariffs are those in force at the end of the period (its last block; without ``end`` the
-    ledger's last), so a vote after it does not change a past month's report."""
+    ledger's last), so a vote after it does not change a past month's report. A ledger row that
+    does not read (damaged or tampered with) is a StoreError naming it."""
+    store.check_column("txs", "hash", bytes)  # (the readings are read by their raw rows' hashes)
     community = registry(store)  # genesis with every passed vote applied (peerwatt.statements)
     if end is not None:
         (at_end,) = store.conn.execute("SELECT max(height) FROM blocks WHERE time <= ?", (end,)).fetchone()

@@ -95,10 +95,14 @@ def dashboard(
 
 def serve(settings: DashboardSettings) -> None:
     """Index what is new, then serve with waitress until Ctrl-C."""
+    from chain.store import StoreError
     from peerwatt.dashboard_server import serve as waitress_server
 
     app = _open_app(settings)
-    report = app.extensions["peerwatt"].indexer.sync()
+    try:
+        report = app.extensions["peerwatt"].indexer.sync()
+    except StoreError as exc:  # a ledger row that does not decode (damaged or tampered with)
+        raise UserError(f"{exc} (`peerwatt verify --data {settings.data}` checks the whole store)") from None
     click.echo(f"indexed {report.blocks} new block(s) in {report.seconds:.1f} s")
     try:
         server = waitress_server(app, settings.host, settings.port, settings.threads)
