@@ -62,8 +62,9 @@ class Outbox:
         if exclusive:
             self._lock_fd = _hold_lock(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            private_file(self.path)  # the household's readings and trades: owner only (docs/privacy.md)
+            if str(path) != ":memory:":  # a study's agents keep their state in memory
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(self.path)  # the household's readings and trades: owner only (docs/privacy.md)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")

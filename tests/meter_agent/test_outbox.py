@@ -94,3 +94,13 @@ def test_the_agent_state_is_readable_by_its_owner_only(tmp_path, caplog):
     Outbox(tmp_path / "state" / "agent.sqlite").close()
     assert stat.S_IMODE((tmp_path / "state" / "agent.sqlite").stat().st_mode) == 0o600
     assert "readable by others" in caplog.text
+
+
+def test_an_in_memory_state_makes_no_file(tmp_path, monkeypatch):
+    """`peerwatt simulate` keeps its agents' state in memory (":memory:"): making the state file
+    owner-only once created an empty file named ':memory:' in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    outbox = Outbox(":memory:", first_seq=1)
+    outbox.save("meter", "m")
+    outbox.close()
+    assert list(tmp_path.iterdir()) == []
