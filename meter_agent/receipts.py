@@ -32,6 +32,11 @@ from chain.messages import MAX_BLOCK_BYTES
 
 # A receipt is one header, one result, a log-size proof and the seals: far below this.
 MAX_RECEIPT_BYTES = 1024 * 1024
+# A block's stored seals: one per validator of the deciding round, and late ones of a few others
+# (chain.store keeps every valid seal); a message with more is refused before any is verified,
+# and one signer's seal of a round is verified once (a QA run: one history whose step carried 3
+# real seals 4,000 times took 2 s of an agent's CPU per message).
+MAX_SEALS_PER_VALIDATOR = 4
 # A configuration history: the node cuts it to the newest steps that fit a block's bound
 # (peerwatt/node/announce.py)
 MAX_CONFIG_BYTES = MAX_BLOCK_BYTES
@@ -162,15 +167,22 @@ def _check_seals(
 ) -> None:
     """Raise ReceiptError unless a quorum of ``validators`` sealed ``block_hash`` in one round
     (seals of different rounds never add up: chain.consensus)."""
+    seals = receipt["seals"]
+    if len(seals) > MAX_SEALS_PER_VALIDATOR * len(validators):
+        raise ReceiptError(f"block {header['height']} comes with {len(seals)} seals: more than any block has")
     valid = []
-    for seal_obj in receipt["seals"]:
+    checked: set[tuple[str, Any]] = set()  # (signer, round): each verified once
+    for seal_obj in seals:
         seal = parse_envelope(dumps_checked(seal_obj), community=community, now=None, interval_s=None)
         key = validators.get(seal.signer)
         if key is None or seal.type != "seal":
             continue
         if (seal.body["height"], seal.body["header"]) != (header["height"], block_hash.hex()):
             continue
+        if (seal.signer, seal.body.get("round")) in checked:
+            continue
         verify_envelope(seal, load_public_key(key), key_id_hex=seal.signer)
+        checked.add((seal.signer, seal.body.get("round")))
         valid.append(seal)
     best = most_seals_in_one_round(valid, validators)
     if best < quorum:

@@ -363,3 +363,30 @@ def test_the_block_that_changed_the_validators_is_checked_with_the_set_that_seal
     assert not agent.alarms, agent.alarms
     assert agent.outbox.messages([seq]) == []  # confirmed
     agent.stop()
+
+
+def test_repeated_seals_are_refused_or_checked_once(changed, monkeypatch):
+    """Found in a QA run: a hostile validator published a history whose step carried 3 real
+    seals 4,000 times; the agent verified every copy, 2 s of CPU per message on a PC (tens on a
+    Raspberry Pi), again at every connect. Now a list longer than any block's is refused before
+    any check, and one signer's seal of a round is verified once."""
+    import meter_agent.receipts as receipts
+
+    c, step1, _, receipt = changed
+    start = genesis_config(c.genesis)
+    verified: list[str] = []
+    real = receipts.verify_envelope
+    monkeypatch.setattr(
+        receipts, "verify_envelope", lambda env, *a, **k: (verified.append(env.signer), real(env, *a, **k))[1]
+    )
+    flood = dict(step1, seals=step1["seals"] * 4000)
+    reached, stopped = follow_config(
+        {"type": "config_history", "steps": [flood]}, start, community=c.community
+    )
+    assert reached == start and "more than any block has" in stopped and verified == []
+    twice = dict(step1, seals=step1["seals"] * 2)
+    reached, stopped = follow_config(
+        {"type": "config_history", "steps": [twice]}, start, community=c.community
+    )
+    assert stopped is None and reached.height == 1
+    assert len(verified) == len(step1["seals"]) == 3
