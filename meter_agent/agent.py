@@ -669,12 +669,16 @@ class Agent:
         steps from the configuration this agent trusts, each checked against the seals of the
         validators in force before it (chain/config_proof.py)."""
         sender = topic.rsplit("/", 1)[-1]
+        # what a validator in force sends and does not verify is an alarm; a removed validator's
+        # topic may keep a stale or broken retained message for good (its account can no longer
+        # be used to clear it): it is still walked, but its faults are not alarms
+        complain = self._alarm if sender in self.validators else log.debug
         try:
             if len(payload) > MAX_CONFIG_BYTES:
                 raise ValueError(f"{len(payload)} bytes is larger than any configuration history")
             history = loads_strict(payload)
         except (ValueError, CanonicalError) as exc:
-            self._alarm(f"ALARM: the configuration history from validator {sender} is unreadable: {exc}")
+            complain(f"ALARM: the configuration history from validator {sender} is unreadable: {exc}")
             return
         steps: list[TrustedConfig] = []
         reached, stopped = follow_config(history, self.config, community=self.community, on_step=steps.append)
@@ -683,7 +687,7 @@ class Agent:
                 self._configs = (self._configs + steps)[-MAX_CONFIGS_KEPT:]
             self._follow(reached)
         if stopped is not None:
-            self._alarm(
+            complain(
                 f"ALARM: the configuration history from validator {sender} stops at height "
                 f"{reached.height}: {stopped}"
             )

@@ -390,3 +390,33 @@ def test_repeated_seals_are_refused_or_checked_once(changed, monkeypatch):
     )
     assert stopped is None and reached.height == 1
     assert len(verified) == len(step1["seals"]) == 3
+
+
+def test_a_removed_validators_broken_retained_history_is_no_alarm(changed, tmp_path):
+    """Found in a QA run: garbage left retained on a removed validator's config topic stays on
+    the broker for good (nobody can clear it), and raised an alarm at every session of every
+    agent. Only the histories of validators in force raise alarms; any history still counts."""
+    c, step1, step2, _ = changed
+    broker = MemoryBroker()
+    other = MemoryBus(broker, "gone")
+    other.start()
+    gone = "e" * 32  # no validator the agent knows
+    other.publish(Topics.config(c.community, gone), b"\xff" * 100, retain=True)
+    forged = json.loads(dumps_checked(step1))
+    forged["entries"][1]["value"] = 1
+    other.publish(
+        Topics.config(c.community, "f" * 32),
+        dumps_checked({"type": "config_history", "steps": [forged]}),
+        retain=True,
+    )
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    assert agent.alarms == [] and agent.config == genesis_config(c.genesis)
+    # a history from a validator the agent does not know yet still takes it on
+    other.publish(
+        Topics.config(c.community, "d" * 32),
+        dumps_checked({"type": "config_history", "steps": [step1, step2]}),
+        retain=True,
+    )
+    assert agent.config.height == 2 and agent.alarms == []
+    agent.stop()
