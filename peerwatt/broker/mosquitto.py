@@ -41,12 +41,13 @@ DROPIN_DIR = "mosquitto.service.d"
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 # The first line of the mosquitto.conf the community commands write (`peerwatt community init`,
-# `add-meter`, `add-dashboard`, `revoke`): `peerwatt broker config` refuses a folder holding it, since
-# it knows neither the operators, nor the meters added since, nor the dashboard (found in a QA pass)
+# `add-meter`, `add-dashboard`, `revoke`, `add-validator`, `remove-validator`): `peerwatt broker
+# config` refuses a folder holding it, since it knows neither the operators, nor the meters and
+# validators added since, nor the dashboard (found in a QA pass)
 BY_BROKER_CONFIG = "`peerwatt broker config`"
 BY_COMMUNITY = (
-    "`peerwatt community init`; regenerate it with `peerwatt community add-meter`, `add-dashboard` or "
-    "`revoke`, never `peerwatt broker config`"
+    "`peerwatt community init`; regenerate it with `peerwatt community add-meter`, `add-dashboard`, "
+    "`revoke`, `add-validator` or `remove-validator`, never `peerwatt broker config`"
 )
 
 
@@ -186,7 +187,8 @@ def check_not_community(out_dir: Path) -> None:
         f"{out_dir} is the broker folder of a community made by `peerwatt community init`, and "
         "`broker config` would drop its operator, meter and dashboard accounts: use "
         f"`peerwatt community add-meter --dir {where} REQUEST`, `peerwatt community add-dashboard "
-        f"--dir {where}` or `peerwatt community revoke --dir {where} --data NODE_DIR` instead"
+        f"--dir {where}`, `peerwatt community revoke --dir {where} --data NODE_DIR` or `peerwatt "
+        f"community add-validator --dir {where} --key PUB --name NAME` (remove-validator) instead"
     )
 
 

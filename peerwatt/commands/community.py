@@ -3,8 +3,10 @@
 `peerwatt community add-meter`: the broker account of a household that sent a join request (its
 client certificate and the ACL with its block), for the coordinator who holds the community CA;
 `community add-dashboard`: the dashboard's read-only account; `community revoke`: take away the
-accounts of meters the ledger revoked. Each regenerates the broker's files with every account the
-community has.
+accounts of meters the ledger revoked; `community add-validator`: a validator joining later (its
+node and operator accounts, node.toml, operator.toml; its key pair is made on its own machine);
+`community remove-validator`: take a removed validator's accounts away. Each regenerates the
+broker's files with every account the community has.
 
 The folder (``--out``) holds:
 
@@ -17,12 +19,15 @@ The folder (``--out``) holds:
 - ``broker-etc/`` what the broker machine gets (into ``--broker-etc``): mosquitto.conf, the ACL,
   the systemd drop-in, the CA certificate, the CRL and the broker's own certificate and key,
 - ``household/`` what every household needs before `peerwatt agent setup` (genesis, CA certificate),
-- ``community.toml`` (the choices, for `community add-meter`) and ``SUMMARY.txt`` (what to copy where).
+- ``community.toml`` (the choices and the accounts, validators with their API addresses, for the
+  later commands) and ``SUMMARY.txt`` (what to copy where).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -165,15 +170,20 @@ def key_id_of(sec1_hex: str) -> str:
     return key_id(load_public_key(sec1_hex))
 
 
-def _node_toml(role: str, kid: str, host: str, port: int, peers: list[str], broker_url: str) -> str:
-    peer_list = ", ".join(f'"{p}"' for p in peers)
-    return f"""# node.toml of this validator (paths relative to this file), by `peerwatt community init`
+def _peers_line(peers: list[str]) -> str:
+    return "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]"
+
+
+def _node_toml(
+    role: str, kid: str, host: str, port: int, peers: list[str], broker_url: str, by: str = "init"
+) -> str:
+    return f"""# node.toml of this validator (paths relative to this file), by `peerwatt community {by}`
 data = "node-data"              # make it once: peerwatt node init --genesis genesis.toml --data node-data
 genesis = "genesis.toml"        # node run refuses a data folder holding another genesis's ledger
 role = "{role}"
 key = "validator.key"           # this validator's key (mode 0600): keep it on this machine only
 http = "{host}:{port}"          # this node's API (catch-up for the other validators, node status)
-peers = [{peer_list}]
+{_peers_line(peers)}
 client_id = "node-{kid}"
 
 [broker]
@@ -219,11 +229,20 @@ class Layout:
     nodes: list[str]
     meters: list[str]
     revoked: list[str] = field(default_factory=list)  # meters the ledger revoked: never again
+    # every validator the folder made (init, add-validator): name, key_id, http (its API), folder
+    validators: list[dict[str, str]] = field(default_factory=list)
+    removed_validators: list[str] = field(default_factory=list)  # key ids: their accounts are revoked
 
     def write(self) -> None:
         q = '", "'
+        validators = "".join(
+            "  {"
+            + ", ".join(f"{k} = {json.dumps(v[k])}" for k in ("name", "key_id", "http", "folder"))
+            + "},\n"
+            for v in self.validators
+        )
         (self.out / "community.toml").write_text(
-            "# written by `peerwatt community init`; read by `community add-meter` and `community revoke`\n"
+            "# written by `peerwatt community init` and the other community commands, which read it\n"
             f'community = "{self.community}"\n'
             f'broker_url = "{self.broker_url}"\n'
             f'broker_host = "{self.broker_host}"\n'
@@ -233,6 +252,12 @@ class Layout:
             f'nodes = ["{q.join(self.nodes)}"]\n'
             + (f'meters = ["{q.join(self.meters)}"]\n' if self.meters else "meters = []\n")
             + (f'revoked = ["{q.join(self.revoked)}"]\n' if self.revoked else "")
+            + (f"validators = [\n{validators}]\n" if self.validators else "")
+            + (
+                f'removed_validators = ["{q.join(self.removed_validators)}"]\n'
+                if self.removed_validators
+                else ""
+            )
         )
 
     @classmethod
@@ -251,13 +276,39 @@ class Layout:
                 nodes=list(data["nodes"]),
                 meters=list(data["meters"]),
                 revoked=list(data.get("revoked", [])),
+                validators=[
+                    {k: str(v[k]) for k in ("name", "key_id", "http", "folder")}
+                    for v in data.get("validators", [])
+                ]
+                or _validator_folders(out),
+                removed_validators=list(data.get("removed_validators", [])),
             )
         except FileNotFoundError:
             raise UserError(f"{path} not found: give the folder `peerwatt community init` wrote") from None
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(
                 f"{path} is damaged ({exc}): it is written by `peerwatt community init`"
             ) from None
+
+
+def _validator_folders(out: Path) -> list[dict[str, str]]:
+    """The validators of a community.toml written before it recorded them: from the node.toml of
+    each ``validator-N/`` folder `community init` wrote."""
+    found = []
+    for node_toml in sorted(
+        out.glob("validator-*/node.toml"), key=lambda p: (len(p.parent.name), p.parent.name)
+    ):
+        try:
+            data = tomllib.loads(node_toml.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        client_id = str(data.get("client_id", ""))
+        if client_id.startswith("node-") and "http" in data:
+            folder = node_toml.parent.name
+            found.append(
+                {"name": folder, "key_id": client_id[5:], "http": str(data["http"]), "folder": folder}
+            )
+    return found
 
 
 BROKER_ETC = "broker-etc"  # what the broker machine gets: no CA key, no account's key
@@ -274,11 +325,18 @@ class BrokerFiles:
     still: str | None = None  # the chgrp still to run (not root)
 
 
-def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | None = None) -> BrokerFiles:
+def broker_files(
+    layout: Layout,
+    *,
+    hosts: tuple[str, ...],
+    data_dir: Path | None = None,
+    revoke_accounts: tuple[str, ...] = (),
+) -> BrokerFiles:
     """(Re)make the broker's CA, certificates and config for every account in ``layout`` (nodes,
     operators, the dashboard, the meters given accounts) in ``broker/``, and copy what the broker
     machine needs into ``broker-etc/``; with a node's ``data_dir``, as the ledger stands now: the
-    meters it revoked (or whose owner left) lose their certificate (the CRL) and their ACL block.
+    meters it revoked (or whose owner left) lose their certificate (the CRL) and their ACL block;
+    so do ``revoke_accounts`` (a removed validator's node and operator accounts).
     Nothing is written when the CA or its key is missing."""
     from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, CLIENTS_DIR, make_certs
     from peerwatt.broker.files import make_dir, share_with
@@ -313,6 +371,7 @@ def broker_files(layout: Layout, *, hosts: tuple[str, ...], data_dir: Path | Non
     clients = certs_dir / CLIENTS_DIR
     # a meter the ledger revoked (or whose owner left) loses its certificate too
     revoke = tuple(kid for kid in sorted(registry.left_out) if (clients / f"{kid}.crt").exists())
+    revoke += tuple(name for name in revoke_accounts if (clients / f"{name}.crt").exists())
     certs = make_certs(
         certs_dir, community=community_id, hosts=hosts, accounts=accounts, revoke=revoke, run_user="mosquitto"
     )
@@ -554,7 +613,12 @@ def _write_community(
         broker_persistence.absolute(),
         nodes,
         [],
-    )
+        validators=[
+            {"name": f"validator-{i + 1}", "key_id": kid, "http": f"{hosts[i]}:{http_port + i}",
+             "folder": f"validator-{i + 1}"}
+            for i, kid in enumerate(ids)
+        ],
+    )  # fmt: skip
     layout.write()
     made = broker_files(layout, hosts=(broker_host,))
     certs_dir = out / "broker" / "certs"
@@ -794,3 +858,246 @@ def revoke(out_dir: Path, data_dir: Path) -> None:
     if not newly:
         click.echo("no meter revoked since the last run")
     _tell_broker(layout, made, "peerwatt.acl certs/community-ca.crl")
+
+
+_VALIDATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{66}|[0-9a-fA-F]{130}")
+
+
+def _read_public_key(text: str):
+    """The public key ``--key`` gives: SEC1 hex, or a public key file (PEM, as `peerwatt keys new`
+    writes NAME.pub). A private key file is refused: it stays on the validator's machine."""
+    from chain.keys import KeyFileError, load_public_key
+
+    data: bytes | str
+    if _HEX_KEY.fullmatch(text.strip()):
+        data = text.strip()
+    else:
+        try:
+            data = Path(text).read_bytes()
+        except FileNotFoundError:
+            raise UserError(
+                f"--key {text}: neither a public key in hex (66 or 130 hex digits) nor a file"
+            ) from None
+        except IsADirectoryError:
+            raise UserError(f"--key {text} is a folder: give the new validator's validator.pub") from None
+        except OSError as exc:
+            raise UserError(f"--key {text}: {exc.strerror}") from None
+        if b"PRIVATE KEY" in data:
+            raise UserError(
+                f"--key {text} is a private key: give its public part (the .pub file beside it, or the hex "
+                "`peerwatt keys show` prints); the private key stays on the validator's machine"
+            )
+    try:
+        return load_public_key(data)
+    except KeyFileError as exc:
+        raise UserError(f"--key {text}: {exc}") from None
+
+
+def _active_validators(layout: Layout) -> list[dict[str, str]]:
+    return [v for v in layout.validators if v["key_id"] not in layout.removed_validators]
+
+
+def _set_peers(layout: Layout, validators: list[dict[str, str]]) -> list[str]:
+    """Make each of ``validators``' node.toml in the community folder list every other one as a
+    peer; the lines saying what to change on each validator's machine (its node.toml is static)."""
+    lines = []
+    for v in validators:
+        peers = [f"http://{o['http']}" for o in validators if o["key_id"] != v["key_id"]]
+        line = _peers_line(peers)
+        node_toml = layout.out / v["folder"] / "node.toml"
+        try:
+            text = node_toml.read_text()
+        except OSError:
+            text = None
+        if text is not None:
+            updated = re.sub(r"(?m)^peers = \[.*\]$", line.replace("\\", "\\\\"), text, count=1)
+            if updated != text:
+                node_toml.write_text(updated)
+        host = v["http"].rsplit(":", 1)[0]
+        lines.append(f"  {v['name']} ({host}): {line}")
+    return lines
+
+
+def _no_tolerance_warning(n: int, what: str) -> None:
+    if n and default_quorum(n) == n:
+        click.echo(
+            f"WARNING: {what} leaves {n} validator(s), which give no fault tolerance: one machine down "
+            f"stops the market ({quorum_sentence(n)}); 4 validators tolerate one.",
+            err=True,
+        )
+
+
+@community.command("add-validator")
+@_INIT_DIR
+@click.option(
+    "--key",
+    "key_text",
+    required=True,
+    help="The new validator's public key: its .pub file (`peerwatt keys new` on its machine), or hex.",
+)
+@click.option(
+    "--name", required=True, help="Its name (the add_validator vote's, and its folder's): validator-5."
+)
+@click.option("--host", help="Address of its machine (its API listens there; default: asked, or 127.0.0.1).")
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    help="Its API port (default: one above the highest port of the other validators).",
+)
+def add_validator(out_dir: Path, key_text: str, name: str, host: str | None, http_port: int | None) -> None:
+    """A validator joining the community: its node and operator broker accounts (certificates and
+    ACL blocks; every other account kept), its node.toml and operator.toml in DIR/NAME/, and what
+    to do next (the add_validator vote, the broker reload, the other validators' peers)."""
+    if not _VALIDATOR_NAME.fullmatch(name):
+        raise UserError(
+            f"--name {name!r}: 1 to 64 letters, digits, '.', '_' or '-' (it names its folder too), "
+            "e.g. validator-5"
+        )
+    layout = Layout.read(out_dir)
+    public = _read_public_key(key_text)
+    kid, sec1 = key_id(public), public_key_sec1(public).hex()
+    if kid in layout.removed_validators:
+        raise UserError(
+            f"validator {kid} was removed (community remove-validator): its accounts stay revoked; a "
+            "validator that comes back makes a new key pair (peerwatt keys new)"
+        )
+    known = next((v for v in layout.validators if v["key_id"] == kid), None)
+    if known is not None or any(spec.split("=", 1)[0] == f"node-{kid}" for spec in layout.nodes):
+        where = f" ({out_dir / known['folder']}/)" if known else ""
+        raise UserError(f"key {kid} is already a validator of this community{where}")
+    if any(v["name"] == name for v in layout.validators):
+        raise UserError(f"--name {name}: the community has a validator of that name already")
+    folder = out_dir / name
+    if folder.exists():
+        raise UserError(f"{folder} exists already: choose another --name")
+    host = _ask(host, "Address of the new validator's machine", default="127.0.0.1")
+    if not host or any(c.isspace() or c in "\"'\\/" for c in host):
+        raise UserError(f"--host {host!r}: give the address of its machine (an IP address or a host name)")
+    ports = [int(p) for v in layout.validators if (p := v["http"].rsplit(":", 1)[-1]).isdigit()]
+    port = http_port or (max(ports) + 1 if ports else 8101)
+    before = _active_validators(layout)
+    layout.nodes += [f"node-{kid}=validator:{kid}", f"operator-{kid}=operator"]
+    layout.validators.append({"name": name, "key_id": kid, "http": f"{host}:{port}", "folder": name})
+    made = broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
+    clients = out_dir / "broker" / "certs" / "clients"
+    try:
+        folder.mkdir(parents=True)
+        shutil.copyfile(out_dir / "genesis.toml", folder / "genesis.toml")
+        shutil.copyfile(out_dir / "broker" / "certs" / "community-ca.crt", folder / "community-ca.crt")
+        for account, stem in ((f"node-{kid}", "node-client"), (f"operator-{kid}", "operator-client")):
+            shutil.copyfile(clients / f"{account}.crt", folder / f"{stem}.crt")
+            _copy_private(clients / f"{account}.key", folder / f"{stem}.key")
+        (folder / "validator.pub").write_text(public_key_pem(public))
+        peers = [f"http://{v['http']}" for v in before]
+        (folder / "node.toml").write_text(
+            _node_toml("validator", kid, host, port, peers, layout.broker_url, by="add-validator")
+        )
+        (folder / "operator.toml").write_text(_operator_toml(kid, layout.broker_url))
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"cannot write {folder}: {exc.strerror}") from None
+    layout.write()
+    n = len(before) + 1
+    here = shlex.quote(str(out_dir))
+    click.echo(
+        f"validator {name} (key id {kid}): broker accounts node-{kid} and operator-{kid}; {folder}/ holds "
+        "its node.toml, operator.toml, genesis.toml, community-ca.crt and the accounts' certificates and keys"
+    )
+    _tell_broker(layout, made, "peerwatt.acl")
+    click.echo(
+        f"on {name}'s machine ({host}), where `peerwatt keys new --out {name} --name validator` made its "
+        f"key: copy {here}/{name}/ into that folder {name}/ (beside validator.key), then in it:"
+    )
+    click.echo("  peerwatt node init --genesis genesis.toml --data node-data")
+    click.echo(
+        "  peerwatt node run -c node.toml   (it catches up from its peers; it seals once the vote has passed)"
+    )
+    click.echo(
+        "then on one validator: peerwatt gov propose -c node.toml --action add_validator "
+        f"--arg key={sec1} --arg name={name}"
+    )
+    click.echo(
+        "and on the others: peerwatt gov vote -c node.toml --proposal <the id it prints> --yes "
+        f"(a quorum of the validators in force: {default_quorum(len(before))} of {len(before)}); from the "
+        f"block that adds it, {quorum_sentence(n)}"
+    )
+    click.echo(
+        "peers (each node.toml's list is read at start: edit it on each validator's machine and restart "
+        f"its node, so it can catch up from {name} too; {here}/ has them):"
+    )
+    for line in _set_peers(layout, _active_validators(layout))[:-1]:  # its own lists the others already
+        click.echo(line)
+
+
+@community.command("remove-validator")
+@_INIT_DIR
+@click.argument("validator")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="A node's data folder (a copy will do): refuse unless its ledger no longer counts the validator.",
+)
+def remove_validator(out_dir: Path, validator: str, data_dir: Path | None) -> None:
+    """Take VALIDATOR's (key id, or name) node and operator broker accounts away: out of
+    community.toml and the ACL, their certificates on the CRL. After the remove_validator vote."""
+    from peerwatt.broker.mosquitto import load_registry
+
+    layout = Layout.read(out_dir)
+    record = next((v for v in layout.validators if validator in (v["key_id"], v["name"])), None)
+    kid = record["key_id"] if record is not None else validator
+    name = record["name"] if record is not None else kid
+    if kid in layout.removed_validators:
+        click.echo(f"validator {name} ({kid}) was removed already (its accounts are revoked): nothing to do")
+        return
+    accounts = (f"node-{kid}", f"operator-{kid}")
+    specs = [spec for spec in layout.nodes if spec.split("=", 1)[0] in accounts]
+    if not specs:
+        names = ", ".join(f"{v['name']} ({v['key_id']})" for v in _active_validators(layout)) or "none"
+        raise UserError(f"no validator {validator} in {out_dir}/community.toml (its validators: {names})")
+    remaining = [v for v in _active_validators(layout) if v["key_id"] != kid]
+    others = [spec for spec in layout.nodes if spec not in specs]
+    if not any(spec.endswith("=sequencer") or "=validator:" in spec for spec in others):
+        raise UserError(f"validator {name} ({kid}) is the community's last one: it cannot be removed")
+    if data_dir is not None:
+        community_id, registry = load_registry(None, data_dir)
+        if community_id != layout.community:
+            raise UserError(
+                f"--data {data_dir} holds the ledger of {community_id!r}, not of {layout.community!r}"
+            )
+        if kid in registry.validators:
+            raise UserError(
+                f"validator {name} ({kid}) is still a validator in the ledger of --data {data_dir}: vote "
+                "first "
+                f"(peerwatt gov propose -c node.toml --action remove_validator --arg validator={kid}, the "
+                "others vote), or give a copy of a store that has the block the vote passed in"
+            )
+        checked = f"the ledger of {data_dir} no longer counts {name} as a validator"
+    else:
+        checked = (
+            "not checked against a ledger (--data NODE_DIR checks it): if the remove_validator vote has not "
+            f"passed yet, the chain still counts {name}, which can neither seal nor vote once the broker has "
+            "reloaded, so the other validators must make the quorum alone"
+        )
+    layout.nodes = [spec for spec in layout.nodes if spec not in specs]
+    layout.removed_validators.append(kid)
+    made = broker_files(layout, hosts=(), revoke_accounts=tuple(spec.split("=", 1)[0] for spec in specs))
+    layout.write()
+    click.echo(
+        f"removed validator {name} ({kid}) from {out_dir}/community.toml: accounts "
+        f"{' and '.join(spec.split('=', 1)[0] for spec in specs)} are out of the ACL"
+    )
+    if made.revoked:
+        click.echo(f"revoked the certificate(s) of {', '.join(made.revoked)}")
+    click.echo(f"wrote {out_dir}/{BROKER_ETC}/certs/community-ca.crl")
+    click.echo(checked)
+    _no_tolerance_warning(len(remaining), f"removing {name}")
+    _tell_broker(layout, made, "peerwatt.acl certs/community-ca.crl")
+    if remaining:
+        click.echo(
+            f"peers (each node.toml's list is read at start: drop {name}'s on each validator's machine and "
+            f"restart its node when convenient; {shlex.quote(str(out_dir))}/ has them):"
+        )
+        for line in _set_peers(layout, remaining):
+            click.echo(line)

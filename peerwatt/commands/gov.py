@@ -140,6 +140,8 @@ def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | No
     """Check, publish and wait for one proposal (`gov propose -c node.toml`)."""
     from peerwatt.commands.member import _tally, proposal_outcome, propose_all, wait_until
 
+    if action == "remove_validator":
+        _warn_without_tolerance(side.data, args.get("validator"))
     sent = propose_all(side, [(action, args)], wait_s, days=days, note=note)
     pid = sent[0].tx_hash.hex()
     chain: dict = {}
@@ -152,6 +154,27 @@ def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | No
             sent,
         )
     click.echo(f"{action} proposed ({pid}): {_tally(chain, pid, action, args, wait_s)}")
+
+
+def _warn_without_tolerance(data_dir: Path, validator) -> None:
+    """One line on stderr when removing ``validator`` would leave validators without fault tolerance
+    (4 -> 3: a block needs 3 of 3 seals), as `community init` warns for 3; not a refusal."""
+    from chain.genesis import default_quorum
+    from peerwatt.commands.member import chain_state
+    from peerwatt.onboarding import quorum_sentence
+
+    _, chain = chain_state(data_dir)
+    validators = chain["validators"]
+    if validator not in validators or validator == chain["sequencer"] or len(validators) < 2:
+        return  # the ledger refuses it: propose_all says why
+    n = len(validators) - 1
+    if default_quorum(n) == n:
+        name = validators[validator].get("name") or validator
+        click.echo(
+            f"WARNING: removing {name} ({validator}) leaves {n} validator(s), which give no fault tolerance: "
+            f"one machine down stops the market ({quorum_sentence(n)}); 4 validators tolerate one.",
+            err=True,
+        )
 
 
 @gov.command("vote")
