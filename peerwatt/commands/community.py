@@ -712,6 +712,14 @@ def summary_text(
         "        (certificate revoked, ACL block gone), then copy the ACL and CRL it names to the broker",
         "        and reload it, as it prints.",
         "",
+        "A VALIDATOR JOINING LATER (its key made on its machine: peerwatt keys new --out validator-5 "
+        "--name validator):",
+        f"  here: peerwatt community add-validator --dir {here} --key validator.pub --name validator-5 "
+        "--host <its address>",
+        "        (its broker accounts, node.toml, operator.toml); then as it prints: the broker's reload,",
+        "        node init and node run there, the add_validator vote, the other validators' new peers line.",
+        f"  removed by vote (remove_validator): peerwatt community remove-validator --dir {here} <key id>",
+        "",
         "THE DASHBOARD (its read-only broker account, for the agents' health):",
         f"  here: peerwatt community add-dashboard --dir {here}   (copy the folder it names to the",
         "        dashboard's machine, the ACL to the broker and reload it, as it prints)",
