@@ -39,7 +39,7 @@ def test_a_stalled_chain_names_the_missing_validators(tmp_path, caplog):
     voting = "2 validator(s) voting, the quorum is 3 of 4"
     assert all(ids[2] in w and ids[3] in w and voting in w for w in warnings)
     # by the names the operators gave them too (a QA walk-through: key ids alone named no machine)
-    assert all(f"validator-2 ({ids[2]}), validator-3 ({ids[3]})" in w for w in warnings), warnings
+    assert all(f"validator-2 ({ids[2]})" in w and f"validator-3 ({ids[3]})" in w for w in warnings), warnings
     text = exposition(registry_for("node", sequencer.status)).decode()
     assert "peerwatt_node_stalled 1.0" in text
     assert f'peerwatt_node_stall_missing_validator{{validator="{ids[2]}"}} 1.0' in text
