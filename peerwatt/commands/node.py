@@ -108,7 +108,14 @@ def run(config_file: Path, verbose: bool) -> None:
         raise UserError(f"{exc} (is another node running? change 'http' in {config_file})") from None
     stop = stop_on_signals()
     api.start()
-    node_.start()
+    try:
+        node_.start()
+    except StoreError as exc:  # its own rows, damaged (local_kv)
+        api.stop()
+        ledger.close()
+        if mempool is not None:
+            mempool.close()
+        raise UserError(f"{cfg.data}: cannot start the node: {exc}") from None
     click.echo(
         f"{cfg.role} of {ledger.community} at height {ledger.height}; API {api.address}; "
         f"broker {cfg.broker.address}",

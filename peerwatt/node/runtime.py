@@ -476,24 +476,8 @@ class Node:
 
     # -- consensus -------------------------------------------------------------------------------
 
-    def _new_height(self) -> None:
-        """Start the consensus for the next height (taking back our record of it after a restart),
-        then feed it what arrived early for it."""
-        height = self.ledger.height + 1
-        self._blocks, self._verdicts, self._sent, self._votes, self._timers = {}, {}, {}, {}, []
-        self._relay = []
-        self._height_since = self._mono()
-        self._round_seen = 0
-        core = consensus.Height(
-            height,
-            tuple(self.ledger.validators()),
-            self.ledger.quorum(),
-            self.ledger.sequencer(),
-            self.key_id,
-            self.timeouts,
-            self._valid,
-        )
-        saved = self.ledger.store.get_local(CONSENSUS_KEY)
+    def _restore_record(self, core: consensus.Height, height: int, saved: bytes | None) -> None:
+        """Take back what this node was about to send at ``height`` before it stopped."""
         data = None if saved is None else loads_strict(saved)
         if isinstance(data, dict) and data.get("record", {}).get("height") == height:
             core.restore(data["record"])
@@ -513,6 +497,32 @@ class Node:
                     self._keep_vote(vote)
             self._saved_record = saved
             self._republished = float("-inf")  # send them again on the first step
+
+    def _new_height(self) -> None:
+        """Start the consensus for the next height (taking back our record of it after a restart),
+        then feed it what arrived early for it."""
+        height = self.ledger.height + 1
+        self._blocks, self._verdicts, self._sent, self._votes, self._timers = {}, {}, {}, {}, []
+        self._relay = []
+        self._height_since = self._mono()
+        self._round_seen = 0
+        core = consensus.Height(
+            height,
+            tuple(self.ledger.validators()),
+            self.ledger.quorum(),
+            self.ledger.sequencer(),
+            self.key_id,
+            self.timeouts,
+            self._valid,
+        )
+        saved = self.ledger.store.get_local(CONSENSUS_KEY)
+        try:
+            self._restore_record(core, height, saved)
+        except (KeyError, TypeError, AttributeError, ValueError, Rejected, InvalidBlock) as exc:  # ours only
+            raise StoreError(
+                f"this node's consensus record (local_kv {CONSENSUS_KEY!r}) is damaged ({exc}): restore "
+                "this node's store from a backup (without it, the node could vote twice differently)"
+            ) from None
         self._core = core
         self._run(core.start())
         for kind, raw in self._future.pop(height, []):

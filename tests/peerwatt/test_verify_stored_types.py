@@ -170,3 +170,31 @@ def test_node_run_refuses_a_row_it_reads_at_open_in_one_line(tmp_path, market, c
     config.write_text('data = "node"\nrole = "observer"\n[broker]\nurl = "mqtt://127.0.0.1:1"\n')
     r = peerwatt("node", "run", "-c", str(config), timeout=60)
     one_line_error(r, str(data / "ledger.sqlite"), "damaged")
+
+
+@pytest.mark.parametrize(
+    "value", ["CAST('{\"record\": 1' AS TEXT)", "CAST('{\"record\": 5}' AS BLOB)", "X'FF00'"]
+)
+def test_a_validator_refuses_a_damaged_consensus_record_in_one_line(tmp_path, value):
+    """Left by the pass above: the node's own consensus record (local_kv 'consensus', what it is
+    about to send at the height in progress) read at start with the wrong type or bytes gave a
+    traceback. It refuses in one line: starting without it could make it vote twice differently."""
+    from chain.keys import save_private_key
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "m", validators=1)
+    for ledger in c.ledgers:
+        ledger.close()
+    data = tmp_path / "m" / "validator-0"
+    save_private_key(c.validators[0].key, tmp_path / "validator.key")
+    conn = sqlite3.connect(data / "ledger.sqlite")
+    conn.execute(f"INSERT OR REPLACE INTO local_kv VALUES ('consensus', {value})")
+    conn.commit()
+    conn.close()
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'data = "{data}"\nrole = "sequencer"\nkey = "{tmp_path / "validator.key"}"\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\n'
+    )
+    r = peerwatt("node", "run", "-c", str(config), timeout=60)
+    one_line_error(r, str(data), "cannot start the node", "consensus")
