@@ -109,8 +109,14 @@ def build_report(
     else:
         in_force = community.params
     params = with_defaults({k: v for k, v in in_force.items() if k != "timezone"})
-    meters = {  # genesis's and those enrolled by vote since
-        m.meter: {"owner": m.owner, "name": m.name, "serial": m.serial, "capacity_w": m.capacity_w}
+    meters = {  # genesis's and those enrolled by vote since (whose votes carry no meter name: the
+        # owner's, as on the dashboard)
+        m.meter: {
+            "owner": m.owner,
+            "name": m.name or community.members.get(m.owner, ""),
+            "serial": m.serial,
+            "capacity_w": m.capacity_w,
+        }
         for m in community.meters.values()
     }
     if meter is not None and meter not in meters:
