@@ -23,6 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from peerwatt.bus.mqtt import _PahoClient
 from peerwatt.ports import free_port
 from tests.peerwatt.test_cli_community_broker import FLAGS, join_request
 from tests.support.cli import peerwatt
@@ -42,7 +43,9 @@ class Client:
 
     def __init__(self, port: int, ca: Path, folder: Path, stem: str, name: str) -> None:
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        # peerwatt's paho client: plain paho leaves its wake-up socket pair open after loop_stop()
+        # (a ResourceWarning at exit, an error with warnings as errors)
+        self.client = _PahoClient(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
         self.client.tls_set(
             ca_certs=str(ca), certfile=str(folder / f"{stem}.crt"), keyfile=str(folder / f"{stem}.key")
         )
@@ -77,6 +80,26 @@ class Client:
         self.client.loop_stop()
 
 
+def quickstart_broker(root: Path) -> tuple[int, Path, GeneratedBroker]:
+    """`community init` into ``root``/oak, its ``broker-etc`` copied and its Mosquitto started
+    with the commands it printed, as docs/quickstart.md does: (port, community folder, broker)."""
+    port, etc, out = free_port(), root / "etc-peerwatt", root / "oak"
+    made = peerwatt(
+        "community", "init", *FLAGS, "--broker-port", str(port), "--broker-etc", str(etc),
+        "--broker-persistence", str(root / "var" / "oak-street"), "--out", str(out), stdin="",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    subprocess.run(["cp", "-a", str(out / "broker-etc"), str(etc)], check=True, timeout=30)
+    start = next(x.strip() for x in made.stdout.splitlines() if x.strip().startswith("/usr/bin/install"))
+    broker = GeneratedBroker(etc, port, [shlex.split(p) for p in start.split(" && ")], root / "mosquitto.log")
+    try:
+        broker.start()
+    except BaseException:
+        broker.stop()
+        raise
+    return port, out, broker
+
+
 def reload(broker: GeneratedBroker, printed: str) -> None:
     """The printed reload: its pattern matches exactly this broker; SIGHUP to that pid."""
     line = next(x for x in printed.splitlines() if x.startswith("on the broker: "))
@@ -93,21 +116,10 @@ def reload(broker: GeneratedBroker, printed: str) -> None:
 def test_a_new_meter_and_the_dashboard_publish_and_read_after_the_printed_reload():
     root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
     root.chmod(0o755)  # Mosquitto, dropped to its own user, reads its files below this folder
-    port, etc, out = free_port(), root / "etc-peerwatt", root / "oak"
     clients: list[Client] = []
     broker: GeneratedBroker | None = None
     try:
-        made = peerwatt(
-            "community", "init", *FLAGS, "--broker-port", str(port), "--broker-etc", str(etc),
-            "--broker-persistence", str(root / "var" / "oak-street"), "--out", str(out), stdin="",
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        subprocess.run(["cp", "-a", str(out / "broker-etc"), str(etc)], check=True, timeout=30)
-        start = next(x.strip() for x in made.stdout.splitlines() if x.strip().startswith("/usr/bin/install"))
-        broker = GeneratedBroker(
-            etc, port, [shlex.split(p) for p in start.split(" && ")], root / "mosquitto.log"
-        )
-        broker.start()
+        port, out, broker = quickstart_broker(root)
         assert broker.uid() != 0  # dropped to mosquitto: it reads the copied files as that user
 
         community = "peerwatt/oak-street"

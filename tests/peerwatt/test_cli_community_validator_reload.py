@@ -10,19 +10,16 @@ accounts the community commands knew of, and the next `add-meter` rebuilt the AC
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from peerwatt.ports import free_port
-from tests.peerwatt.test_cli_community_broker import FLAGS, join_request
-from tests.peerwatt.test_cli_community_reload import WAIT_S, Client, reload
+from tests.peerwatt.test_cli_community_broker import join_request
+from tests.peerwatt.test_cli_community_reload import WAIT_S, Client, quickstart_broker, reload
 from tests.support.cli import peerwatt
 from tests.support.community_broker import GeneratedBroker, running_as_root
 
@@ -36,21 +33,10 @@ pytestmark = [
 def test_an_added_validator_publishes_after_the_printed_reload_and_a_removed_one_no_more():
     root = Path(tempfile.mkdtemp(prefix="peerwatt-validator-reload-"))
     root.chmod(0o755)  # Mosquitto, dropped to its own user, reads its files below this folder
-    port, etc, out = free_port(), root / "etc-peerwatt", root / "oak"
     clients: list[Client] = []
     broker: GeneratedBroker | None = None
     try:
-        made = peerwatt(
-            "community", "init", *FLAGS, "--broker-port", str(port), "--broker-etc", str(etc),
-            "--broker-persistence", str(root / "var" / "oak-street"), "--out", str(out), stdin="",
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        subprocess.run(["cp", "-a", str(out / "broker-etc"), str(etc)], check=True, timeout=30)
-        start = next(x.strip() for x in made.stdout.splitlines() if x.strip().startswith("/usr/bin/install"))
-        broker = GeneratedBroker(
-            etc, port, [shlex.split(p) for p in start.split(" && ")], root / "mosquitto.log"
-        )
-        broker.start()
+        port, out, broker = quickstart_broker(root)
 
         c = "peerwatt/oak-street"
         certs = out / "broker" / "certs"
