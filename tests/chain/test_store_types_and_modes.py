@@ -31,22 +31,7 @@ INTERVAL = T0 - T0 % 900
 def _run(c, blocks: int, per_block: int = 8) -> None:
     for b in range(blocks):
         t = T0 + 1 + b
-        envs = [
-            c.meters[i % len(c.meters)].sign(
-                c.community,
-                "reading",
-                {
-                    "interval": INTERVAL,
-                    "import_wh": b * 1000 + i,
-                    "export_wh": i,
-                    "serial": "SN",
-                    "profile": "p",
-                },
-                created=t,
-            )
-            for i in range(per_block)
-        ]
-        c.run_block(envs, t)
+        c.run_block(c.signed_readings(per_block, INTERVAL, created=t), t)
 
 
 @pytest.fixture
