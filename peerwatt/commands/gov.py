@@ -1,4 +1,5 @@
-"""`peerwatt gov propose|vote|list`: build and sign governance transactions, list open proposals."""
+"""`peerwatt gov propose|vote|publish|list`: build and sign governance transactions, publish ones
+signed elsewhere (a household's vote), list open proposals."""
 
 from __future__ import annotations
 
@@ -142,6 +143,7 @@ def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | No
 
     if action == "remove_validator":
         _warn_without_tolerance(side.data, args.get("validator"))
+        _warn_still_member(side.data, args.get("validator"))
     sent = propose_all(side, [(action, args)], wait_s, days=days, note=note)
     pid = sent[0].tx_hash.hex()
     chain: dict = {}
@@ -173,6 +175,23 @@ def _warn_without_tolerance(data_dir: Path, validator) -> None:
         click.echo(
             f"WARNING: removing {name} ({validator}) leaves {n} validator(s), which give no fault tolerance: "
             f"one machine down stops the market ({quorum_sentence(n)}); 4 validators tolerate one.",
+            err=True,
+        )
+
+
+def _warn_still_member(data_dir: Path, validator) -> None:
+    """One line on stderr when the validator to remove is also a member (as `community init`
+    makes the founders): it keeps its vote in members' matters, and the majority counts it, but
+    after `community remove-validator` it has no broker account to cast it with."""
+    from peerwatt.commands.member import chain_state
+
+    _, chain = chain_state(data_dir)
+    if validator in chain["validators"] and validator in chain["members"]:
+        name = chain["members"][validator].get("name") or validator
+        click.echo(
+            f"WARNING: {name} ({validator}) is also a member and stays one: members' votes count it "
+            f"(a majority of {len(chain['members'])}); propose remove_member for it too, unless its "
+            "owner will still vote (signed with its key, published with `peerwatt gov publish`)",
             err=True,
         )
 
@@ -309,6 +328,80 @@ def _sign_vote(key, community: str, seq: int, proposal: str, approve: bool):
         )
     except (Rejected, CanonicalError) as exc:
         raise UserError(f"cannot sign vote: {exc}") from None
+
+
+MAX_SIGNED_FILE_BYTES = 1024 * 1024  # a vote or proposal is under 2 KiB; a file may hold many
+
+
+def _signed_file_lines(path: Path) -> list[bytes]:
+    """The lines of a file of signed messages (`gov vote --out`: one per line), bounded."""
+    try:
+        info = path.stat()
+        if not path.is_file():
+            raise UserError(f"{path} is not a regular file: give the file `gov vote --out` wrote")
+        if info.st_size > MAX_SIGNED_FILE_BYTES:
+            raise UserError(f"{path} ({info.st_size} bytes) is too large for signed votes or proposals")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path} is empty: give the file `gov vote --out` wrote")
+    return lines
+
+
+@gov.command("publish")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@node_publish_options("the messages")
+def publish(files, config_file, data_dir, operator_file, wait_s) -> None:
+    """Publish votes or proposals signed elsewhere (a household's `gov vote --key member.key --out
+    vote.json`: its broker account may not publish on `gov`) through this validator's operator
+    account, after checking each is a member's or validator's and its signature; wait until
+    each is in a final block."""
+    from chain.envelope import parse_envelope, verify_envelope
+    from chain.keys import load_public_key
+    from peerwatt.commands.member import chain_state, node_side, publish_gov, wait_until
+
+    side = node_side(config_file, data_dir, None, operator_file)
+    community_id, chain = chain_state(side.data)
+    envelopes = []
+    for path in files:
+        for number, line in enumerate(_signed_file_lines(path), 1):
+            where = f"{path}" + (f" line {number}" if number > 1 else "")
+            try:
+                env = parse_envelope(line, community=community_id, now=None, interval_s=None)
+            except (Rejected, CanonicalError, ValueError) as exc:
+                raise UserError(f"{where}: not a signed message of {community_id}: {exc}") from None
+            if env.type not in ("vote", "propose"):
+                raise UserError(f"{where}: a {env.type!r} message; only votes and proposals go on `gov`")
+            registry = chain["members"].get(env.signer) or chain["validators"].get(env.signer)
+            if registry is None:
+                raise UserError(
+                    f"{where}: signed by {env.signer}, which is neither a member nor a validator of "
+                    f"{community_id} (its vote would not count)"
+                )
+            try:
+                verify_envelope(env, load_public_key(registry["key"]), key_id_hex=env.signer)
+            except Rejected as exc:
+                raise UserError(f"{where}: the signature does not verify: {exc}") from None
+            envelopes.append(env)
+    publish_gov(side, community_id, envelopes)
+    if not wait_s:
+        click.echo(f"published {len(envelopes)} message(s) (not waiting)")
+        return
+    hashes = {env.tx_hash for env in envelopes}
+
+    def booked(_chain) -> bool:
+        from peerwatt.commands.member import _node_store
+
+        with _node_store(side.data) as store:
+            found = store.conn.execute
+            return all(found("SELECT 1 FROM txs WHERE hash = ?", (h,)).fetchone() for h in hashes)
+
+    wait_until(side.data, booked, "the messages", wait_s, envelopes)
+    click.echo(f"published {len(envelopes)} message(s): each is in a final block")
 
 
 @gov.command("list")

@@ -1,0 +1,89 @@
+"""`peerwatt gov publish`: a household's vote, signed offline with its member key, reaches the
+ledger through a validator's operator account (households' broker accounts may not publish on
+`gov`). Four `peerwatt node run` validators on a real Mosquitto, as in test_member_leave.py.
+
+Found in a QA run of a validator rotation: with the founding validators' keys and the households
+as members, a members' vote needs a majority of all of them, yet only the validators could
+publish votes; once two founders had left (their operator accounts revoked), no household could
+be admitted any more (2 of the 4 votes needed). docs/governance.md said "no command does that yet".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from chain.keys import save_private_key
+from market.app import MarketApp
+from tests.support.cli import peerwatt
+from tests.support.localnet import Party, make_community
+from tests.support.procnet import launch_community, wait_for, with_founding_members, write_operator_config
+
+WAIT_S = 30
+
+
+def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts(tmp_path: Path, mosquitto):
+    from chain.keys import generate_private_key
+
+    now = int(time.time())
+    c = with_founding_members(
+        make_community(validators=4, members=2, app="market", time=now - now % 900 - 900)
+    )  # 6 members: a members' vote needs 4
+    household = c.members[0]
+    save_private_key(household.key, tmp_path / "member.key")
+    nodes = launch_community(c, tmp_path, mosquitto.url, MarketApp, block_s=0.2)
+    try:
+        for node in nodes:
+            write_operator_config(node.dir, mosquitto.url, f"operator-{node.index}")
+        wait_for(lambda: all((n.status() or {}).get("broker_connected") for n in nodes), WAIT_S, "nodes")
+        newcomer = Party(generate_private_key(), "newcomer")
+
+        def cli(node, *args: str):
+            return peerwatt(*args, "-c", str(node.config), "--wait", str(WAIT_S))
+
+        proposed = peerwatt(
+            "gov", "propose", "-c", str(nodes[0].config), "--wait", str(WAIT_S), "--action", "add_member",
+            "--arg", f"key={newcomer.sec1_hex}", "--arg", "name=newcomer",
+        )  # fmt: skip
+        assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+        pid = proposed.stdout.split("(", 1)[1].split(")", 1)[0]
+        for node in nodes[1:3]:
+            voted = cli(node, "gov", "vote", "--proposal", pid, "--yes")
+            assert voted.returncode == 0 and "voted yes" in voted.stdout, voted.stdout + voted.stderr
+        signed = peerwatt(
+            "gov", "vote", "--key", str(tmp_path / "member.key"), "--community", c.community,
+            "--proposal", pid, "--yes", "--out", str(tmp_path / "vote.json"),
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr
+
+        # what is not a member's signed vote is refused in one line, before anything is published
+        (tmp_path / "junk.json").write_text("not a message\n")
+        meter_vote = c.meters[0].sign(c.community, "vote", {"proposal": pid, "vote": "yes"}, created=now)
+        (tmp_path / "meter.json").write_bytes(meter_vote.to_bytes())
+        for bad, words in [
+            (tmp_path / "junk.json", "not a signed message of"),
+            (tmp_path / "meter.json", "neither a member nor a validator"),
+            (tmp_path / "missing.json", "not found"),
+            (tmp_path, "not a regular file"),
+        ]:
+            r = cli(nodes[1], "gov", "publish", str(bad))
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and len(lines) == 1 and words in r.stderr, (bad, r.stderr)
+        tampered = (tmp_path / "vote.json").read_bytes().replace(b'"yes"', b'"no"')
+        (tmp_path / "tampered.json").write_bytes(tampered)
+        r = cli(nodes[1], "gov", "publish", str(tmp_path / "tampered.json"))
+        assert r.returncode == 2 and "signature does not verify" in r.stderr, r.stderr
+
+        published = cli(nodes[1], "gov", "publish", str(tmp_path / "vote.json"))
+        assert published.returncode == 0, published.stdout + published.stderr
+        assert "published 1 message(s): each is in a final block" in published.stdout
+
+        def admitted() -> bool:
+            from peerwatt.commands.member import chain_state
+
+            return newcomer.id in chain_state(nodes[0].dir / "data")[1]["members"]
+
+        wait_for(admitted, WAIT_S, "the newcomer a member by the household's vote")
+    finally:
+        for node in nodes:
+            node.stop()
