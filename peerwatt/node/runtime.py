@@ -191,6 +191,7 @@ class Node:
         self._helped: dict[int, float] = {}  # height -> when we last relayed its seals
         self._carried: set[tuple[str, int]] = set()  # pending keys still waiting after the last block
         self._batched = False  # the mempool writes in batches the bus commits before its acks
+        self._was_validator = False  # this key was a validator after the last block (said when it changes)
 
     @property
     def is_validator(self) -> bool:
@@ -202,7 +203,8 @@ class Node:
         """Subscribe, connect, and take back the mempool and the consensus record."""
         c = self.community
         if self.role != "observer":
-            if self.key_id not in self.ledger.validators():
+            self._was_validator = self.is_validator
+            if not self._was_validator:
                 log.warning(
                     "this key (%s) is not one of the community's validators: it will not vote", self.key_id
                 )
@@ -949,6 +951,17 @@ class Node:
             self._announcer.block_final(
                 self.ledger.store, block, self.ledger.chain_state["meters"], now=int(self.clock.now())
             )
+        if self.role != "observer" and self.is_validator != self._was_validator:
+            self._was_validator = not self._was_validator
+            if self._was_validator:
+                log.info("this key (%s) is a validator from block %d on: it votes", self.key_id, block.height)
+            else:
+                log.warning(
+                    "this key (%s) is no longer one of the community's validators (block %d): it will not "
+                    'vote; stop this node (docs/operations.md, "Removing a validator")',
+                    self.key_id,
+                    block.height,
+                )
         if self.config_history is not None:  # every validator: a step if the block changed the config
             try:
                 self.config_history.after_block(self.ledger.state, block.height, publish=self.is_validator)

@@ -235,3 +235,22 @@ def test_a_validator_that_catches_up_from_a_peer_records_the_changes_it_fetched(
     reached, why = follow(history, genesis_trusted(net), seal_check(net.c.community))
     assert why is None and reached.height == added_at and newcomer.id in reached.validators
     assert reached.params["max_writes_per_meter"] == 4
+
+
+def test_a_validator_voted_out_says_so_once(tmp_path, caplog):
+    """Found in a QA run: the two validators voted out kept running with no word that they no
+    longer vote, while a node that starts as a non-validator says so."""
+    import logging
+
+    net = Net(tmp_path)  # 4 validators, quorum 3
+    v = net.c.validators
+    with caplog.at_level(logging.INFO, logger="peerwatt.node"):
+        vote_in(net, v[0], [v[1], v[2]], "remove_validator", {"validator": v[3].id})
+        net.send(1)
+        net.settle()
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if "no longer one of the community's validators" in r.getMessage()
+    ]
+    assert len(said) == 1 and v[3].id in said[0] and "stop this node" in said[0], said
