@@ -113,7 +113,7 @@ def conf_text(
                 "# a client certificate from the community CA is the account: its CN is the user name",
                 "require_certificate true",
                 "use_identity_as_username true",
-                "# certificates revoked by `peerwatt broker certs --revoke` (re-read on SIGHUP)",
+                "# certificates revoked by `peerwatt broker certs --revoke` (read when the broker starts)",
                 f"crlfile {certs_dir / CA_CRL}",
             ]
     else:
@@ -150,17 +150,43 @@ def start_commands(etc_dir: Path, persistence_dir: Path, user: str) -> tuple[str
     )
 
 
-_ERE_SPECIAL = re.compile(r"[+*?()\[{|^]")
+_ERE_SPECIAL = re.compile(r"[.+*?()\[{|^]")
+RESTART_WAIT_S = 30  # how long the restart by hand waits for the stopped broker to exit
 
 
-def reload_command(etc_dir: Path) -> str:
-    """The shell command that makes the Mosquitto running ``etc_dir``'s config re-read its ACL,
-    password file and CRL (SIGHUP): it matches that broker's whole command line, as started by
-    hand or by systemd with the drop-in (both run ``start_commands()[1]``), and no other broker
-    (Debian's own mosquitto.service runs /etc/mosquitto/mosquitto.conf)."""
-    command_line = " ".join([MOSQUITTO, "-c", str(etc_dir / CONF_NAME)])
-    pattern = _ERE_SPECIAL.sub(lambda m: f"\\{m.group()}", command_line)  # pkill reads an ERE
-    return shlex.join(["pkill", "-HUP", "-x", "-f", pattern])
+def _running_pattern(etc_dir: Path) -> str:
+    """The ERE (pgrep/pkill -x -f) of the command line of the Mosquitto running ``etc_dir``'s
+    config, as started by hand or by systemd with the drop-in (``start_commands()[1]``), or by the
+    restart by hand (the same with ``-d``); no other broker (Debian's own mosquitto.service runs
+    /etc/mosquitto/mosquitto.conf)."""
+    command_line = " ".join([MOSQUITTO, "-c", str(etc_dir / CONF_NAME)])  # /proc's argv, space-joined
+    return _ERE_SPECIAL.sub(lambda m: f"\\{m.group()}", command_line) + "( -d)?"
+
+
+def restart_commands(etc_dir: Path) -> tuple[str, str]:
+    """The shell commands that restart the Mosquitto running ``etc_dir``'s config, so that it reads
+    its ACL, password file and CRL again: (under systemd with the drop-in, started by hand).
+
+    A restart, not a reload: Debian's Mosquitto 2.0.11 died on SIGHUP (``free(): invalid
+    pointer``) in QA passes (docs/bus.md). On SIGTERM Mosquitto saves its persistence file, so
+    sessions, queued QoS 1 and retained messages survive, and peerwatt's clients reconnect. The
+    one by hand stops exactly the broker running this config (SIGTERM), waits until it has exited
+    (at most RESTART_WAIT_S), starts it again in the background (``-d``) and checks it stayed up;
+    it fails with a message (exit status 1) when no such broker was running, or at either step.
+    One ``sh -c`` with the pattern and the config as its arguments ($1, $2)."""
+    script = (
+        'pkill -x -f "$1" || { echo "peerwatt: no mosquitto is running $2: nothing restarted" >&2; '
+        "exit 1; }; "
+        f'for _ in $(seq {RESTART_WAIT_S * 10}); do pgrep -x -f "$1" >/dev/null || break; sleep 0.1; done; '
+        f'if pgrep -x -f "$1" >/dev/null; then echo "peerwatt: the mosquitto running $2 has not exited '
+        f'{RESTART_WAIT_S} s after SIGTERM: not started again" >&2; exit 1; fi; '
+        f'{MOSQUITTO} -c "$2" -d && sleep 1 && pgrep -x -f "$1" >/dev/null || '
+        f'{{ echo "peerwatt: mosquitto did not stay up: run {MOSQUITTO} -c $2 to see why" >&2; exit 1; }}'
+    )
+    by_hand = shlex.join(
+        ["sh", "-c", script, "restart-mosquitto", _running_pattern(etc_dir), str(etc_dir / CONF_NAME)]
+    )
+    return "systemctl restart mosquitto", by_hand
 
 
 def community_folder_of(out_dir: Path) -> str | None:

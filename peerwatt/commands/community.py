@@ -398,15 +398,21 @@ def broker_files(
     return BrokerFiles(" && ".join(config.start), left_out_line(registry), certs.revoked, shared)
 
 
-def reload_line(layout: Layout, files: str) -> str:
-    """What to run on the broker after the community commands changed ``files`` (under broker-etc/)."""
-    from peerwatt.broker.mosquitto import reload_command
+SYSTEMD_LABEL = "on the broker, under systemd (peerwatt's drop-in): "
+BY_HAND_LABEL = "on the broker, started by hand: "
+
+
+def restart_lines(layout: Layout, files: str) -> list[str]:
+    """What to run on the broker after the community commands changed ``files`` (under broker-etc/):
+    copy them, then restart it (under systemd, or started by hand): one line each, labelled."""
+    from peerwatt.broker.mosquitto import restart_commands
 
     out, etc = shlex.quote(str(layout.out)), layout.broker_etc
     copies = " && ".join(
         f"cp {out}/{BROKER_ETC}/{name} {shlex.quote(str(etc / Path(name).parent))}/" for name in files.split()
     )
-    return f"on the broker: {copies} && {reload_command(etc)}"
+    systemd, by_hand = restart_commands(etc)
+    return [f"{SYSTEMD_LABEL}{copies} && {systemd}", f"{BY_HAND_LABEL}{copies} && {by_hand}"]
 
 
 @click.group()
@@ -655,7 +661,7 @@ def summary_text(
     interval: int,
     start: str,
 ) -> str:
-    from peerwatt.broker.mosquitto import reload_command
+    from peerwatt.broker.mosquitto import restart_commands
 
     out, n = layout.out, len(ids)
     etc = layout.broker_etc
@@ -677,8 +683,15 @@ def summary_text(
         "mkdir -p /etc/systemd/system/mosquitto.service.d && cp "
         f"{etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/mosquitto.service.d/ && "
         "systemctl daemon-reload && systemctl restart mosquitto",
-        f"  after a change (add-meter, add-dashboard, revoke): {reload_command(etc)}",
-        "  (SIGHUP to the broker running this config, by hand or by systemd: it re-reads the ACL and CRL)",
+        "  after a change (add-meter, add-dashboard, revoke, add-validator, remove-validator: each",
+        "  prints the files to copy, the ACL, and revoke and remove-validator the CRL too), restart the",
+        "  broker, which reads them at start (not SIGHUP: Debian's Mosquitto 2.0.11 died on a reload;",
+        "  docs/bus.md):",
+        f"    under systemd: {restart_commands(etc)[0]}",
+        f"    started by hand: {restart_commands(etc)[1]}",
+        "    (which stops the Mosquitto running this config, waits until it has exited, starts it again",
+        "    with -d, and fails with a message if none was running; sessions and queued messages survive",
+        "    and nodes and agents reconnect by themselves)",
         f"  keep {out}/broker/ (the CA key broker/certs/community-ca.key and every account's key) on this "
         "machine (the CA key offline if you can): it signs new accounts.",
         "",
@@ -701,7 +714,7 @@ def summary_text(
         "",
         "ADMITTING A HOUSEHOLD:",
         f"  here: peerwatt community add-meter --dir {here} join-request.txt   (its broker account;",
-        "        copy the folder it names to the household, the ACL to the broker, reload it: as printed)",
+        "        copy the folder it names to the household, the ACL to the broker, restart it: as printed)",
         "  on validator 1: peerwatt member admit join-request.txt -c node.toml   (proposes add_member)",
         "  on the other validators: peerwatt gov vote -c node.toml --request join-request.txt --yes",
         "  then again `member admit` (proposes enroll_meter) and the same votes: the agent trades",
@@ -710,19 +723,22 @@ def summary_text(
         "A HOUSEHOLD THAT LEFT (its meter revoked by vote):",
         f"  here: peerwatt community revoke --dir {here} --data <a copy of a validator's node-data>",
         "        (certificate revoked, ACL block gone), then copy the ACL and CRL it names to the broker",
-        "        and reload it, as it prints.",
+        "        and restart it, as it prints.",
         "",
         "A VALIDATOR JOINING LATER (its key made on its machine: peerwatt keys new --out validator-5 "
         "--name validator):",
         f"  here: peerwatt community add-validator --dir {here} --key validator.pub --name validator-5 "
         "--host <its address>",
-        "        (its broker accounts, node.toml, operator.toml); then as it prints: the broker's reload,",
+        "        (its broker accounts, node.toml, operator.toml); then as it prints: the broker's restart,",
         "        node init and node run there, the add_validator vote, the other validators' new peers line.",
-        f"  removed by vote (remove_validator): peerwatt community remove-validator --dir {here} <key id>",
+        "  removed by vote (remove_validator): peerwatt community remove-validator --dir "
+        f"{here} <key id> --data <a copy of a validator's node-data>",
+        "        (its accounts out of the ACL, certificates revoked), then copy the ACL and CRL it names to",
+        "        the broker and restart it, as it prints.",
         "",
         "THE DASHBOARD (its read-only broker account, for the agents' health):",
         f"  here: peerwatt community add-dashboard --dir {here}   (copy the folder it names to the",
-        "        dashboard's machine, the ACL to the broker and reload it, as it prints)",
+        "        dashboard's machine, the ACL to the broker and restart it, as it prints)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -793,7 +809,8 @@ def _give_account(out_dir: Path, account: str, folder: Path) -> None:
 def _tell_broker(layout: Layout, made: BrokerFiles, files: str) -> None:
     if made.still:
         click.echo(f"then, here (not root): {made.still}")
-    click.echo(reload_line(layout, files))
+    for line in restart_lines(layout, files):
+        click.echo(line)
 
 
 @community.command("add-dashboard")
@@ -956,7 +973,7 @@ def _no_tolerance_warning(n: int, what: str) -> None:
 def add_validator(out_dir: Path, key_text: str, name: str, host: str | None, http_port: int | None) -> None:
     """A validator joining the community: its node and operator broker accounts (certificates and
     ACL blocks; every other account kept), its node.toml and operator.toml in DIR/NAME/, and what
-    to do next (the add_validator vote, the broker reload, the other validators' peers)."""
+    to do next (the add_validator vote, the broker's restart, the other validators' peers)."""
     if not _VALIDATOR_NAME.fullmatch(name):
         raise UserError(
             f"--name {name!r}: 1 to 64 letters, digits, '.', '_' or '-' (it names its folder too), "
@@ -1086,7 +1103,7 @@ def remove_validator(out_dir: Path, validator: str, data_dir: Path | None) -> No
         checked = (
             "not checked against a ledger (--data NODE_DIR checks it): if the remove_validator vote has not "
             f"passed yet, the chain still counts {name}, which can neither seal nor vote once the broker has "
-            "reloaded, so the other validators must make the quorum alone"
+            "restarted, so the other validators must make the quorum alone"
         )
     layout.nodes = [spec for spec in layout.nodes if spec not in specs]
     layout.removed_validators.append(kid)

@@ -215,9 +215,11 @@ def test_the_summary_commands_can_be_pasted_into_a_shell(tmp_path):
     r = peerwatt("community", "init", *FLAGS, "--validators", "4", "--out", str(out), stdin="")
     assert r.returncode == 0, r.stderr
     summary = (out / "SUMMARY.txt").read_text()
-    for command in ("add-meter", "revoke"):
+    for command in ("add-meter", "revoke", "remove-validator"):
         line = next(line for line in summary.splitlines() if f"peerwatt community {command} --dir" in line)
-        given = line.split("--dir ", 1)[1].split(" join-request.txt")[0].split(" --data")[0]
+        given = (
+            line.split("--dir ", 1)[1].split(" join-request.txt")[0].split(" --data")[0].split(" <key id>")[0]
+        )
         assert shlex.split(given) == [str(out)], line
 
 

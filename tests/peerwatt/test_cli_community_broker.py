@@ -12,6 +12,7 @@ and copied the CA key and every account's key to the broker.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from pathlib import Path
 
@@ -155,20 +156,46 @@ def test_persistence_is_the_communitys_own_folder(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_printed_reload_signals_the_broker_running_this_config(tmp_path):
+def test_printed_restart_lines_name_the_broker_running_this_config(tmp_path):
+    """Labelled, one each: under systemd (the drop-in) `systemctl restart mosquitto`; started by hand
+    the restart of exactly the broker running this config (its command line, with or without the
+    ``-d`` the restart adds), each after the same cp. No SIGHUP anywhere: Debian's Mosquitto
+    2.0.11 died on a reload after `remove-validator` in a QA run (docs/bus.md)."""
     etc = tmp_path / "etc-peerwatt"
     out = init(tmp_path, "--broker-etc", str(etc))
     request, meter = join_request(tmp_path, "h1")
     r = peerwatt("community", "add-meter", "--dir", str(out), str(request))
     assert r.returncode == 0, r.stderr
-    reload = shlex.join(["pkill", "-HUP", "-x", "-f", f"/usr/sbin/mosquitto -c {etc}/mosquitto.conf"])
-    assert f"cp {out}/broker-etc/peerwatt.acl {etc}/ && {reload}" in r.stdout, r.stdout
+    cp = f"cp {out}/broker-etc/peerwatt.acl {etc}/"
+    systemd = f"on the broker, under systemd (peerwatt's drop-in): {cp} && systemctl restart mosquitto"
+    [by_hand] = [x for x in r.stdout.splitlines() if x.startswith("on the broker, started by hand: ")]
+    assert systemd in r.stdout.splitlines(), r.stdout
+    assert by_hand.startswith(f"on the broker, started by hand: {cp} && sh -c "), by_hand
+    argv = shlex.split(by_hand.split(" && ", 1)[1])
+    pattern = f"/usr/sbin/mosquitto -c {etc}/mosquitto\\.conf( -d)?"
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["restart-mosquitto", pattern, f"{etc}/mosquitto.conf"]
+    script = argv[2]
+    assert 'pkill -x -f "$1" ||' in script and '/usr/sbin/mosquitto -c "$2" -d' in script
+    assert "seq 300" in script  # waits at most 30 s for it to exit
+    for line in (
+        f"/usr/sbin/mosquitto -c {etc}/mosquitto.conf",
+        f"/usr/sbin/mosquitto -c {etc}/mosquitto.conf -d",
+    ):
+        assert re.fullmatch(pattern, line)  # what pgrep -x reads: the whole command line
+    for other in (
+        "/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf",
+        f"/usr/sbin/mosquitto -c {etc}/mosquittoXconf",
+    ):
+        assert not re.fullmatch(pattern, other)
     summary = (out / "SUMMARY.txt").read_text()
     for text in (r.stdout, summary):
-        assert "systemctl restart mosquitto" not in text.replace(
-            "daemon-reload && systemctl restart mosquitto", ""
-        )
-    assert reload in summary
+        assert "pkill -HUP" not in text and "SIGHUP to" not in text
+    restart = by_hand.split(" && ", 1)[1]
+    assert f"    under systemd: systemctl restart mosquitto\n    started by hand: {restart}\n" in summary
+    assert "revoke, add-validator, remove-validator" in summary
+    assert "revoke and remove-validator the CRL too" in summary
+    here = shlex.quote(str(out))
+    assert f"peerwatt community remove-validator --dir {here} <key id> --data <a copy" in summary
 
 
 def test_add_meter_twice_says_the_account_exists_and_issues_no_second_certificate(tmp_path):

@@ -1,12 +1,14 @@
 """The community's broker, as docs/quickstart.md runs it (copied from ``broker-etc/`` with
 ``cp -a``, started by hand as root, dropping to ``mosquitto``), takes a new meter's and the
-dashboard's ACL blocks on the reload `community add-meter` and `add-dashboard` print.
+dashboard's ACL blocks after the restart `community add-meter` and `add-dashboard` print for a
+broker started by hand, run as printed (with sh) against it.
 
-Found in a QA pass: they printed `systemctl restart mosquitto`, which restarts Debian's own broker,
-not this one: the new meter's ACL block was never loaded and the household's publishes were
-refused. The printed reload is SIGHUP to the process whose command line is this config's: the
-test checks (with pgrep, which only lists) that it names exactly the broker it started, then
-sends the signal to that pid.
+Found in QA passes: they printed `systemctl restart mosquitto`, which restarts Debian's own broker,
+not this one (the new meter's ACL block was never loaded); then a reload (SIGHUP to this config's
+process), on which Debian's Mosquitto 2.0.11 died (``free(): invalid pointer``) after a
+`remove-validator`. The printed restart stops exactly the broker running this config (SIGTERM:
+it exits 0, having saved its persistence file), waits until it has exited, starts it again
+daemonized (``-d``) and fails loudly when no such broker runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import queue
 import shlex
 import shutil
-import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -100,20 +102,33 @@ def quickstart_broker(root: Path) -> tuple[int, Path, GeneratedBroker]:
     return port, out, broker
 
 
-def reload(broker: GeneratedBroker, printed: str) -> None:
-    """The printed reload: its pattern matches exactly this broker; SIGHUP to that pid."""
-    line = next(x for x in printed.splitlines() if x.startswith("on the broker: "))
-    argv = shlex.split(line.rsplit(" && ", 1)[1])
-    assert argv[:4] == ["pkill", "-HUP", "-x", "-f"], line
-    assert broker.process is not None
-    found = subprocess.run(["pgrep", "-x", "-f", argv[4]], capture_output=True, text=True, timeout=10)
-    assert found.stdout.split() == [str(broker.process.pid)], (argv, found)
-    for part in line.removeprefix("on the broker: ").split(" && ")[:-1]:
-        subprocess.run(shlex.split(part), check=True, timeout=30)  # the cp lines
-    broker.reload()
+BY_HAND = "on the broker, started by hand: "
 
 
-def test_a_new_meter_and_the_dashboard_publish_and_read_after_the_printed_reload():
+def restart(broker: GeneratedBroker, printed: str) -> None:
+    """Run the printed line for a broker started by hand (its cp commands, then the restart) with
+    sh; GeneratedBroker.restart_by_hand checks the broker it stopped exited 0 and that a new
+    process runs the same config. Return once the new broker takes connections."""
+    [line] = [x for x in printed.splitlines() if x.startswith(BY_HAND)]
+    broker.restart_by_hand(line.removeprefix(BY_HAND))
+    assert broker.uid() != 0  # dropped to mosquitto again
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", broker.port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"the restarted broker takes no connection on {broker.port}"
+            time.sleep(0.1)
+
+
+def close(clients: list[Client]) -> None:
+    for client in clients:
+        client.close()
+    clients.clear()
+
+
+def test_a_new_meter_and_the_dashboard_publish_and_read_after_the_printed_restart():
     root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
     root.chmod(0o755)  # Mosquitto, dropped to its own user, reads its files below this folder
     clients: list[Client] = []
@@ -121,49 +136,82 @@ def test_a_new_meter_and_the_dashboard_publish_and_read_after_the_printed_reload
     try:
         port, out, broker = quickstart_broker(root)
         assert broker.uid() != 0  # dropped to mosquitto: it reads the copied files as that user
+        first = broker.pid()
 
         community = "peerwatt/oak-street"
         certs = out / "broker" / "certs"
+        ca = certs / "community-ca.crt"
         sequencer = next(p.stem for p in (certs / "clients").glob("node-*.crt"))
-        node = Client(port, certs / "community-ca.crt", certs / "clients", sequencer, sequencer)
-        clients.append(node)
-        node.subscribe(f"{community}/readings/+")
+
+        def connect() -> tuple[Client, Client]:
+            node = Client(port, ca, certs / "clients", sequencer, sequencer)
+            clients.append(node)
+            node.subscribe(f"{community}/readings/+")
+            household = Client(port, root / "h1" / "community-ca.crt", root / "h1", "broker-client", meter)
+            clients.append(household)
+            return node, household
 
         request, meter = join_request(root, "h1")
         added = peerwatt("community", "add-meter", "--dir", str(out), str(request), "--out", str(root / "h1"))
         assert added.returncode == 0, added.stderr
-        household = Client(port, root / "h1" / "community-ca.crt", root / "h1", "broker-client", meter)
-        clients.append(household)
-        household.publish(f"{community}/readings/{meter}", b"before the reload")
+        node, household = connect()
+        household.publish(f"{community}/readings/{meter}", b"before the restart")
         assert node.got(1.5) == []  # the running broker has no ACL block for it yet
-        reload(broker, added.stdout)
-        household.publish(f"{community}/readings/{meter}", b"after the reload")
-        assert node.got(WAIT_S) == [(f"{community}/readings/{meter}", b"after the reload")]
+        restart(broker, added.stdout)  # with both clients connected
+        assert broker.pid() != first
+        close(clients)
+        node, household = connect()
+        household.publish(f"{community}/readings/{meter}", b"after the restart")
+        assert node.got(WAIT_S) == [(f"{community}/readings/{meter}", b"after the restart")]
+        household.publish(f"{community}/status/{meter}", b"online", retain=True)
 
         dash = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(root / "dash"))
         assert dash.returncode == 0, dash.stderr
-        reload(broker, dash.stdout)
-        household.publish(f"{community}/status/{meter}", b"online", retain=True)
+        second = broker.pid()
+        restart(broker, dash.stdout)  # the broker the first restart started (-d) is found too
+        assert broker.pid() not in (first, second)
+        close(clients)
+        node, household = connect()
         dashboard = Client(
             port, root / "dash" / "community-ca.crt", root / "dash", "broker-client", "dashboard"
         )
         clients.append(dashboard)
         dashboard.subscribe(f"{community}/status/+")
+        # published before the restart: the retained message survived it (persistence)
         assert dashboard.got(WAIT_S) == [(f"{community}/status/{meter}", b"online")]
         household.publish(f"{community}/readings/{meter}", b"still")  # the meter kept its block
         assert node.got(WAIT_S) == [(f"{community}/readings/{meter}", b"still")]
 
-        for client in clients:
-            client.close()
-        clients.clear()
-        time.sleep(0.5)
-        assert broker.process is not None and broker.process.poll() is None, broker.log()[-2000:]
-        broker.process.send_signal(signal.SIGTERM)
-        assert broker.process.wait(WAIT_S) == 0, broker.log()[-2000:]  # two reloads, clean stop
-        assert "Warning" not in broker.log(), broker.log()
+        close(clients)
+        assert "Warning" not in broker.log(), broker.log()  # the first broker's: start to clean stop
     finally:
-        for client in clients:
-            client.close()
+        close(clients)
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_printed_restart_fails_loudly_when_no_broker_runs_this_config():
+    """pkill's exit status 1 said nothing when the broker was gone (QA): the restart says so."""
+    root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
+    root.chmod(0o755)
+    broker: GeneratedBroker | None = None
+    try:
+        port, out, broker = quickstart_broker(root)
+        broker.stop()
+        dash = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(root / "dash"))
+        assert dash.returncode == 0, dash.stderr
+        [line] = [x for x in dash.stdout.splitlines() if x.startswith(BY_HAND)]
+        r = subprocess.run(
+            ["sh", "-c", line.removeprefix(BY_HAND)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert (
+            r.stderr.strip()
+            == f"peerwatt: no mosquitto is running {broker.out}/mosquitto.conf: nothing restarted"
+        )
+        assert broker.running() == {}  # and none started
+    finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(root, ignore_errors=True)

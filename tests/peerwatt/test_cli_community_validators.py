@@ -94,7 +94,8 @@ def test_add_validator_gives_it_accounts_and_configs_and_later_commands_keep_the
     assert (
         f"--action add_validator --arg key={public_key_sec1(sec1).hex()} --arg name=validator-5" in r.stdout
     )
-    assert "on the broker: cp " in r.stdout and "pkill -HUP" in r.stdout
+    assert "on the broker, started by hand: cp " in r.stdout and "restart-mosquitto" in r.stdout
+    assert "on the broker, under systemd (peerwatt's drop-in): cp " in r.stdout
     assert "peerwatt node init --genesis genesis.toml --data node-data" in r.stdout
     assert r.stdout.count('"http://127.0.0.1:8105"]') == 4  # validators 1 to 4
     assert "http://127.0.0.1:8105" in (out / "validator-1" / "node.toml").read_text()
@@ -158,7 +159,7 @@ def test_remove_validator_takes_its_accounts_out_and_revokes_their_certificates(
     assert f"revoked the certificate(s) of node-{kid}, operator-{kid}" in r.stdout
     assert "not checked against a ledger" in r.stdout
     assert f"cp {out}/broker-etc/certs/community-ca.crl /etc/mosquitto/peerwatt/certs/" in r.stdout
-    assert "pkill -HUP" in r.stdout
+    assert "&& systemctl restart mosquitto" in r.stdout and "restart-mosquitto" in r.stdout
     for folder in (out / "broker", out / "broker-etc"):
         accounts = users(folder / "peerwatt.acl")
         assert f"node-{kid}" not in accounts and f"operator-{kid}" not in accounts

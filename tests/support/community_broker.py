@@ -1,6 +1,7 @@
 """A community's Mosquitto exactly as `peerwatt broker certs` / `peerwatt broker config` make it,
 started with the commands `broker config` prints (as root: Mosquitto drops to its own user, as
-on Debian), for the broker access tests (docs/privacy.md).
+on Debian), for the broker access tests (docs/privacy.md); restarted, when a test asks, with the
+restart the community commands print for a broker started by hand (it comes back daemonized).
 
 The files live in a folder the ``mosquitto`` user can reach (pytest's tmp_path is mode 0700), made
 with ``tempfile.mkdtemp`` and removed by the fixture.
@@ -65,6 +66,7 @@ class GeneratedBroker:
     start_commands: list[list[str]]
     log_path: Path
     process: subprocess.Popen | None = field(default=None, repr=False)
+    daemon_pid: int | None = field(default=None, repr=False)  # once restarted by hand (-d)
 
     @classmethod
     def from_output(cls, out: Path, port: int, config_stdout: str) -> GeneratedBroker:
@@ -105,10 +107,47 @@ class GeneratedBroker:
                 raise RuntimeError(f"mosquitto did not reload within {READY_S} s: {self.log()[-2000:]}")
             time.sleep(0.05)
 
+    def pid(self) -> int:
+        """The broker process running now: the one start() began, or the one a restart by hand did."""
+        if self.daemon_pid is not None:
+            return self.daemon_pid
+        assert self.process is not None
+        return self.process.pid
+
+    def running(self) -> dict[int, list[str]]:
+        """Every live process running this config (its argv: the start command, with ``-d`` when
+        restarted by hand), by pid; a zombie has no argv left and is not listed."""
+        found = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            except OSError:
+                continue
+            decoded = [a.decode(errors="replace") for a in argv]
+            if decoded[:3] == self.start_commands[-1][:3] and decoded[3:] in ([], ["-d"]):
+                found[int(proc.name)] = decoded
+        return found
+
+    def restart_by_hand(self, line: str) -> int:
+        """Run ``line`` (a printed shell line for a broker started by hand: its cp commands and the
+        restart) with sh; check it stopped this broker cleanly (exit status 0 for the process
+        start() began: no crash), and that one new process runs the same config; return its pid."""
+        old = self.pid()
+        result = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=90)
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+        if self.daemon_pid is None:
+            assert self.process is not None
+            assert self.process.wait(READY_S) == 0, self.log()[-2000:]  # stopped, not crashed
+        [(pid, argv)] = self.running().items()
+        assert pid != old and argv == [*self.start_commands[-1], "-d"], (old, pid, argv)
+        self.daemon_pid = pid
+        return pid
+
     def uid(self) -> int:
         """The real uid the broker process runs as now."""
-        assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid()}/status").read_text()
         return int(next(x for x in status.splitlines() if x.startswith("Uid:")).split()[1])
 
     def save(self) -> None:
@@ -117,6 +156,13 @@ class GeneratedBroker:
         self.process.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
+        if self.daemon_pid is not None and self.daemon_pid in self.running():
+            os.kill(self.daemon_pid, signal.SIGTERM)
+            deadline = time.monotonic() + READY_S
+            while self.daemon_pid in self.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.daemon_pid in self.running():
+                os.kill(self.daemon_pid, signal.SIGKILL)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
