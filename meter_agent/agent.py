@@ -722,7 +722,8 @@ class Agent:
     def _trust_for(self, message: Any) -> TrustedConfig:
         """The configuration that sealed ``message``'s block: the last one followed below its
         header's height (the one in force before that block), else the oldest kept."""
-        height = message.get("header", {}).get("height") if isinstance(message, dict) else None
+        header = message.get("header") if isinstance(message, dict) else None
+        height = header.get("height") if isinstance(header, dict) else None
         header_height = height if type(height) is int else math.inf
         with self._lock:
             configs = self._configs

@@ -420,3 +420,30 @@ def test_a_removed_validators_broken_retained_history_is_no_alarm(changed, tmp_p
     )
     assert agent.config.height == 2 and agent.alarms == []
     agent.stop()
+
+
+@pytest.mark.parametrize("header", [[], "x", None, {"height": "2"}])
+def test_a_receipt_or_proof_with_a_malformed_header_is_an_alarm(changed, tmp_path, header):
+    """Hostile input on the receipts topic: a header that is no object went into the lookup of
+    the configuration that sealed it (AttributeError in the bus thread) before any check."""
+    c, _, _, receipt = changed
+    broker = MemoryBroker()
+    agent = _agent(c, tmp_path, broker)
+    agent.start()
+    node = MemoryBus(broker, "node")
+    node.start()
+    topic = Topics.receipts(c.community, agent.meter_id)
+    for message in (
+        dict(receipt, header=header, result={"kind": "trade"}),
+        {
+            "type": "included",
+            "meter": agent.meter_id,
+            "header": header,
+            "seals": [],
+            "txs": [],
+            "tree_size": 1,
+        },
+    ):
+        node.publish(topic, json.dumps(message).encode())
+    assert len(agent.alarms) == 2, agent.alarms
+    agent.stop()
