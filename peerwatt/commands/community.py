@@ -690,7 +690,7 @@ def summary_text(
         f"    under systemd: {restart_commands(etc)[0]}",
         f"    started by hand: {restart_commands(etc)[1]}",
         "    (which stops the Mosquitto running this config, waits until it has exited, starts it again",
-        "    with -d, and fails with a message if none was running; sessions and queued messages survive",
+        "    with -d, and fails with a message if none was running; sessions and queued messages survive,",
         "    and nodes and agents reconnect by themselves)",
         f"  keep {out}/broker/ (the CA key broker/certs/community-ca.key and every account's key) on this "
         "machine (the CA key offline if you can): it signs new accounts.",

@@ -8,7 +8,8 @@ working directory persists between blocks, so ``cd`` works). What the test chang
 - ``--interval 900`` becomes ``--interval 30`` (the doc says so for trying it out);
 - ``scp`` copies between the machines' folders (same semantics: a folder to a new name, files
   into a folder); ``systemctl restart mosquitto`` stops and starts the test's Mosquitto, as
-  systemd would;
+  systemd would; the restart the community commands print for a broker started by hand runs as
+  it is (``sh -c ... restart-mosquitto ...``), and the daemon it starts is stopped at the end;
 - ``peerwatt`` is this interpreter's ``-m peerwatt.cli``.
 
 A command ending in ``&`` runs in the background (killed at the end); any other must exit 0.
@@ -17,6 +18,7 @@ Then the test waits, bounded, for a first trade and a first settlement in valida
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +38,7 @@ import pytest
 
 from peerwatt.ports import free_port
 
+MOSQUITTO = "/usr/sbin/mosquitto"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "quickstart.md"
 READY_S = 30.0
 COMMAND_S = 120.0
@@ -74,6 +77,7 @@ class Run:
         self.cwd: dict[str, Path] = {}
         self.background: list[tuple[str, subprocess.Popen]] = []
         self.mosquitto: subprocess.Popen | None = None
+        self.daemons: list[int] = []  # brokers the printed restart started (-d)
         self.mqtt_port = free_port()
         self.http_base = self._free_base(4)
         self.meter_ports = {"5020": str(free_port()), "5021": str(free_port())}
@@ -172,6 +176,15 @@ class Run:
             argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_S
         )
         assert result.returncode == 0, f"{raw}\n{result.stdout}\n{result.stderr}\n{self.logs()}"
+        if argv[:2] == ["sh", "-c"] and "restart-mosquitto" in argv:
+            # it stopped the broker running this config (SIGTERM: exit 0, no crash) and started
+            # it again daemonized, with the same command and -d
+            if self.mosquitto is not None:
+                assert self.mosquitto.wait(timeout=30) == 0, self.logs()
+                self.mosquitto = None
+            conf = argv[-1]
+            self.daemons = [pid for pid, cmd in mosquittos().items() if cmd == [MOSQUITTO, "-c", conf, "-d"]]
+            assert len(self.daemons) == 1, mosquittos()
 
     def _wait_port(self, port: int, proc: subprocess.Popen, raw: str) -> None:
         deadline = time.monotonic() + READY_S
@@ -191,6 +204,15 @@ class Run:
         )
 
     def stop(self) -> None:
+        for pid in self.daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(pid in mosquittos() for pid in self.daemons) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in self.daemons:
+            if pid in mosquittos():
+                os.kill(pid, signal.SIGKILL)
         for _, proc in reversed(self.background):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -200,6 +222,20 @@ class Run:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def mosquittos() -> dict[int, list[str]]:
+    """The live Mosquitto processes by pid, with their argv (a zombie has none: not listed)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")[:-1]]
+            except OSError:
+                continue
+            if argv[:1] == [MOSQUITTO]:
+                found[int(proc.name)] = argv
+    return found
 
 
 def results(store: Path, kind: str) -> list[dict]:
