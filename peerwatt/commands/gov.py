@@ -56,7 +56,7 @@ def _write(envelope_bytes: bytes, out: Path | None) -> None:
         return
     data = envelope_bytes + b"\n"
     write_outputs({out: lambda path: path.write_bytes(data)}, overwrite=False)
-    click.echo(f"wrote {out}: publish it to peerwatt/<community>/gov or hand it to the sequencer")
+    click.echo(f"wrote {out}: on any validator, `peerwatt gov publish {out.name} -c node.toml` publishes it")
 
 
 @click.group()
@@ -358,22 +358,43 @@ def _signed_file_lines(path: Path) -> list[bytes]:
 def publish(files, config_file, data_dir, operator_file, wait_s) -> None:
     """Publish votes or proposals signed elsewhere (a household's `gov vote --key member.key --out
     vote.json`: its broker account may not publish on `gov`) through this validator's operator
-    account, after checking each is a member's or validator's and its signature; wait until
-    each is in a final block."""
+    account, after checking each as the ledger will (one line naming why it would be refused, and
+    nothing published); wait until each is counted in a final block."""
+    import copy
+
+    from chain import governance
     from chain.envelope import parse_envelope, verify_envelope
+    from chain.execute import check_replay, record_seq
     from chain.keys import load_public_key
-    from peerwatt.commands.member import chain_state, node_side, publish_gov, wait_until
+    from market.apps import load_app
+    from peerwatt.commands.member import (
+        _node_store,
+        chain_app_name,
+        chain_state,
+        ledger_refusal,
+        node_side,
+        publish_gov,
+        wait_until,
+    )
 
     side = node_side(config_file, data_dir, None, operator_file)
     community_id, chain = chain_state(side.data)
+    check_params = load_app(chain_app_name(side.data)).check_params
+    now = int(time.time())
+    after = copy.deepcopy(chain)  # the state as the messages before each leave it
     envelopes = []
     for path in files:
         for number, line in enumerate(_signed_file_lines(path), 1):
             where = f"{path}" + (f" line {number}" if number > 1 else "")
             try:
-                env = parse_envelope(line, community=community_id, now=None, interval_s=None)
-            except (Rejected, CanonicalError, ValueError) as exc:
-                raise UserError(f"{where}: not a signed message of {community_id}: {exc}") from None
+                env = parse_envelope(line, community=community_id, now=now, interval_s=None)
+            except Rejected as exc:
+                hint = " (sign it again: a vote lives 24 h)" if exc.reason == "expired" else ""
+                raise UserError(f"{where}: not a signed message of {community_id} now: {exc}{hint}") from None
+            except (CanonicalError, ValueError) as exc:
+                raise UserError(
+                    f"{where}: not a signed message (one per line, as `gov vote --out` writes): {exc}"
+                ) from None
             if env.type not in ("vote", "propose"):
                 raise UserError(f"{where}: a {env.type!r} message; only votes and proposals go on `gov`")
             registry = chain["members"].get(env.signer) or chain["validators"].get(env.signer)
@@ -384,8 +405,14 @@ def publish(files, config_file, data_dir, operator_file, wait_s) -> None:
                 )
             try:
                 verify_envelope(env, load_public_key(registry["key"]), key_id_hex=env.signer)
+                check_replay(after, env)  # the ledger holds it, or a message before in this run
+                record_seq(after, env)
+                if env.type == "vote":
+                    governance.vote(after, env, 0, now)
+                else:
+                    governance.propose(after, env, 0, now, check_params)
             except Rejected as exc:
-                raise UserError(f"{where}: the signature does not verify: {exc}") from None
+                raise UserError(f"{where}: the ledger would refuse it: {exc}") from None
             envelopes.append(env)
     publish_gov(side, community_id, envelopes)
     if not wait_s:
@@ -394,14 +421,17 @@ def publish(files, config_file, data_dir, operator_file, wait_s) -> None:
     hashes = {env.tx_hash for env in envelopes}
 
     def booked(_chain) -> bool:
-        from peerwatt.commands.member import _node_store
-
         with _node_store(side.data) as store:
             found = store.conn.execute
             return all(found("SELECT 1 FROM txs WHERE hash = ?", (h,)).fetchone() for h in hashes)
 
-    wait_until(side.data, booked, "the messages", wait_s, envelopes)
-    click.echo(f"published {len(envelopes)} message(s): each is in a final block")
+    wait_until(side.data, booked, "every message", wait_s, envelopes)
+    refused = ledger_refusal(side.data, envelopes)  # taken, then refused (the state moved on)
+    if refused is not None:
+        raise UserError(f"the ledger refused a message: {refused}")
+    for env in envelopes:
+        what = f"vote on {env.body['proposal']}" if env.type == "vote" else f"proposal {env.tx_hash.hex()}"
+        click.echo(f"{what} by {env.signer}: counted")
 
 
 @gov.command("list")

@@ -74,9 +74,26 @@ def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts
         r = cli(nodes[1], "gov", "publish", str(tmp_path / "tampered.json"))
         assert r.returncode == 2 and "signature does not verify" in r.stderr, r.stderr
 
+        # checked as the ledger will, before publishing (a second QA pass: a vote on a closed or
+        # unknown proposal, a second vote and a repeated one were published and "succeeded")
+        stale = c.members[1].sign(c.community, "vote", {"proposal": "ab" * 32, "vote": "yes"}, created=now)
+        (tmp_path / "unknown.json").write_bytes(stale.to_bytes())
+        old = c.members[1].sign(
+            c.community, "vote", {"proposal": pid, "vote": "yes"}, created=now - 2 * 86_400
+        )
+        (tmp_path / "old.json").write_bytes(old.to_bytes())
+        for bad, words in [
+            (tmp_path / "unknown.json", "unknown_proposal"),
+            (tmp_path / "old.json", "expired"),
+        ]:
+            r = cli(nodes[1], "gov", "publish", str(bad))
+            assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+                r.stderr
+            )
+
         published = cli(nodes[1], "gov", "publish", str(tmp_path / "vote.json"))
         assert published.returncode == 0, published.stdout + published.stderr
-        assert "published 1 message(s): each is in a final block" in published.stdout
+        assert f"vote on {pid} by {household.id}: counted" in published.stdout
 
         def admitted() -> bool:
             from peerwatt.commands.member import chain_state
@@ -84,6 +101,8 @@ def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts
             return newcomer.id in chain_state(nodes[0].dir / "data")[1]["members"]
 
         wait_for(admitted, WAIT_S, "the newcomer a member by the household's vote")
+        again = cli(nodes[2], "gov", "publish", str(tmp_path / "vote.json"))
+        assert again.returncode == 2 and "replay" in again.stderr, again.stderr
     finally:
         for node in nodes:
             node.stop()
