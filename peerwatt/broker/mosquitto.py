@@ -175,13 +175,15 @@ def restart_commands(etc_dir: Path) -> tuple[str, str]:
     it fails with a message (exit status 1) when no such broker was running, or at either step.
     One ``sh -c`` with the pattern and the config as its arguments ($1, $2)."""
     script = (
-        'pkill -x -f "$1" || { echo "peerwatt: no mosquitto is running $2: nothing restarted" >&2; '
-        "exit 1; }; "
+        'pkill -x -f "$1" || { if pgrep -x -f "$1" >/dev/null; then echo "peerwatt: cannot stop the '
+        'mosquitto running $2 (run this as root)" >&2; else echo "peerwatt: no mosquitto is running $2: '
+        'nothing restarted" >&2; fi; exit 1; }; '
         f'for _ in $(seq {RESTART_WAIT_S * 10}); do pgrep -x -f "$1" >/dev/null || break; sleep 0.1; done; '
         f'if pgrep -x -f "$1" >/dev/null; then echo "peerwatt: the mosquitto running $2 has not exited '
         f'{RESTART_WAIT_S} s after SIGTERM: not started again" >&2; exit 1; fi; '
         f'{MOSQUITTO} -c "$2" -d && sleep 1 && pgrep -x -f "$1" >/dev/null || '
-        f'{{ echo "peerwatt: mosquitto did not stay up: run {MOSQUITTO} -c $2 to see why" >&2; exit 1; }}'
+        f'{{ echo "peerwatt: mosquitto did not stay up: run {MOSQUITTO} -c \\"$2\\" to see why" >&2; '
+        "exit 1; }"
     )
     by_hand = shlex.join(
         ["sh", "-c", script, "restart-mosquitto", _running_pattern(etc_dir), str(etc_dir / CONF_NAME)]

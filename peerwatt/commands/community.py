@@ -681,7 +681,8 @@ def summary_text(
         f"  {start}",
         "  or with systemd (the drop-in makes mosquitto.service run this config instead of Debian's): "
         "mkdir -p /etc/systemd/system/mosquitto.service.d && cp "
-        f"{etc}/mosquitto.service.d/peerwatt.conf /etc/systemd/system/mosquitto.service.d/ && "
+        f"{shlex.quote(str(etc / 'mosquitto.service.d' / 'peerwatt.conf'))} "
+        "/etc/systemd/system/mosquitto.service.d/ && "
         "systemctl daemon-reload && systemctl restart mosquitto",
         "  after a change (add-meter, add-dashboard, revoke, add-validator, remove-validator: each",
         "  prints the files to copy, the ACL, and revoke and remove-validator the CRL too), restart the",

@@ -215,3 +215,33 @@ def test_the_printed_restart_fails_loudly_when_no_broker_runs_this_config():
         if broker is not None:
             broker.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_printed_restart_run_by_a_user_who_may_not_stop_the_broker_says_so():
+    """A QA pass ran the restart as a user other than root: pkill could not signal the broker
+    (Operation not permitted, exit status 1 as for no match) and the line said no broker was
+    running. It says to run it as root, and the broker runs on untouched."""
+    if subprocess.run(["id", "nobody"], capture_output=True, timeout=10).returncode != 0:
+        pytest.fail("this test runs the printed line as the user nobody, which this machine lacks")
+    root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
+    root.chmod(0o755)
+    broker: GeneratedBroker | None = None
+    try:
+        port, out, broker = quickstart_broker(root)
+        first = broker.pid()
+        dash = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(root / "dash"))
+        [line] = [x for x in dash.stdout.splitlines() if x.startswith(BY_HAND)]
+        restart = line.removeprefix(BY_HAND).split(" && ", 1)[1]  # the restart, without the copy
+        r = subprocess.run(
+            ["su", "-s", "/bin/sh", "nobody", "-c", restart], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert (
+            f"peerwatt: cannot stop the mosquitto running {broker.out}/mosquitto.conf (run this as root)"
+            in r.stderr
+        )
+        assert broker.pid() == first
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
