@@ -510,6 +510,14 @@ def init(
     )
     out = _ask(out_dir, "Output folder", default=community_id)
     broker_persistence = _persistence(broker_persistence, community_id)
+    from peerwatt.broker.mosquitto import check_values
+
+    # named by this command's flags (the broker files' own check names `broker config`'s)
+    check_values(
+        bind=None,
+        run_user="mosquitto",
+        paths={"--broker-etc": broker_etc, "--broker-persistence": broker_persistence, "--out": Path(out)},
+    )
     try:
         check_genesis_inputs(n, interval, feed_in, retail)
         check_timezone(zone, "--timezone")

@@ -245,3 +245,16 @@ def test_without_a_terminal_a_missing_required_value_names_its_flag(tmp_path):
     assert r.returncode == 2 and "give it as --community (no terminal" in r.stderr, r.stderr
     r = peerwatt("community", "init", "--community", "oak-street", "--out", str(tmp_path / "y"), stdin="")
     assert "give it as --broker-host (no terminal" in r.stderr, r.stderr
+
+
+def test_a_path_mosquitto_cannot_read_is_named_by_community_inits_own_flag(tmp_path):
+    """A QA pass: `community init --broker-etc "/x/etc'q/peerwatt"` was refused naming `--etc`,
+    the flag of `broker config`, not the one given."""
+    r = peerwatt(
+        "community", "init", *FLAGS, "--validators", "4", "--broker-etc", "/tmp/etc'q/peerwatt",
+        "--out", str(tmp_path / "x"), stdin="",
+    )  # fmt: skip
+    assert r.returncode == 2 and "--broker-etc" in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+        r.stderr
+    )
+    assert not (tmp_path / "x").exists()
