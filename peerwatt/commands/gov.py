@@ -457,8 +457,11 @@ def list_(data_dir: Path) -> None:
     if not chain["proposals"]:
         click.echo("no open proposals")
     for pid, proposal in sorted(chain["proposals"].items()):
-        _, needed = electorate(chain, proposal["action"])
+        voters, needed = electorate(chain, proposal["action"])
+        # counted as the ledger counts (chain.governance): a proposer outside the electorate is on
+        # the yes list, but its vote does not count
+        yes, no = len(voters.intersection(proposal["yes"])), len(voters.intersection(proposal["no"]))
         click.echo(
-            f"{pid} {proposal['action']} {proposal['args']} yes={len(proposal['yes'])} "
-            f"no={len(proposal['no'])} needed={needed} deadline={proposal['deadline']}"
+            f"{pid} {proposal['action']} {proposal['args']} yes={yes} "
+            f"no={no} needed={needed} deadline={proposal['deadline']}"
         )

@@ -106,3 +106,19 @@ def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_gov_list_counts_only_the_votes_the_ledger_counts(tmp_path):
+    """A QA pass: a household's proposal of a validators' matter (set_sequencer) showed yes=1 in
+    `gov list`: the proposer is on the yes list, but outside the electorate its vote does not count."""
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers", validators=1)
+    t = c.ledgers[0].head["time"] + 60
+    body = {"action": "set_sequencer", "args": {"sequencer": c.validators[0].id}, "deadline": t + 3600}
+    c.run_block([c.members[0].sign(c.community, "propose", body, created=t)], t)
+    for ledger in c.ledgers:
+        ledger.close()
+    listed = peerwatt("gov", "list", "--data", str(tmp_path / "ledgers" / "validator-0"))
+    assert listed.returncode == 0 and " set_sequencer " in listed.stdout, listed.stdout + listed.stderr
+    assert "yes=0 no=0 needed=1" in listed.stdout, listed.stdout
