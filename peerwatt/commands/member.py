@@ -85,7 +85,7 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
     """Publish envelopes on the gov topic and wait until the broker acknowledged every one."""
     from peerwatt.bus import MqttBus, Topics
     from peerwatt.config import broker_config, read_toml, take
-    from peerwatt.settings import check_tls_files
+    from peerwatt.settings import check_broker_identity, check_tls_files
 
     if side.operator is None:
         raise UserError("give --operator-config (operator.toml: the broker account for governance)")
@@ -93,6 +93,15 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
     broker = broker_config(data, str(side.operator), side.operator.parent)
     client_id = take(data, "client_id", str, str(side.operator), f"operator-{side.signer}")
     check_tls_files(broker, str(side.operator))
+    # the broker takes the certificate's CN as account and client id: another validator's operator
+    # certificate would push that operator off the broker while this command runs
+    check_broker_identity(
+        broker,
+        str(side.operator),
+        own=f"operator-{side.signer}",
+        signer=f"this command signs with validator {side.signer}'s key",
+        strict=False,
+    )
     bus = MqttBus(broker, client_id)
     acked = threading.Semaphore(0)
     bus_log = logging.getLogger("peerwatt.bus")

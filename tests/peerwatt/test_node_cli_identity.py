@@ -129,3 +129,25 @@ def test_node_status_of_a_node_not_running_exits_3(community):
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     assert "node not running (no answer at http://127.0.0.1:" in r.stdout + r.stderr
     assert "store height 0" in r.stdout + r.stderr
+
+
+def test_governance_with_another_validators_operator_certificate_is_refused(community):
+    """Left by the pass above: `gov propose`, `gov vote`, `member admit` publish with operator.toml's
+    certificate; another validator's made the broker log this command in as that operator (and
+    push it off) without a word. Refused in one line before anything is sent."""
+    mine, theirs = community / "validator-1", community / "validator-2"
+    text = (
+        (mine / "operator.toml")
+        .read_text()
+        .replace('cert_file = "operator-client.crt"', f'cert_file = "{theirs / "operator-client.crt"}"')
+        .replace('key_file = "operator-client.key"', f'key_file = "{theirs / "operator-client.key"}"')
+    )
+    (mine / "operator-wrong.toml").write_text(text)
+    r = peerwatt(
+        "gov", "propose", "-c", str(mine / "node.toml"),
+        "--operator-config", str(mine / "operator-wrong.toml"),
+        "--action", "set_param", "--arg", "name=retail_price", "--arg", "value=310000", "--wait", "1",
+    )  # fmt: skip
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"operator-{_kid(theirs)}" in lines[0] and "push each other off" in lines[0], r.stderr
