@@ -20,7 +20,7 @@ import click
 
 from peerwatt.dashboard_config import DashboardSettings, load_settings
 from peerwatt.errors import UserError
-from peerwatt.settings import check_tls_files
+from peerwatt.settings import check_broker_identity, check_tls_files
 
 
 def _open_app(settings: DashboardSettings):
@@ -80,6 +80,15 @@ def dashboard(
         settings = load_settings(config_file)
         if settings.broker is not None:
             check_tls_files(settings.broker, str(config_file))
+            # the broker takes the certificate's CN as account and client id: a meter's, node's or
+            # operator's would push that owner off the broker
+            check_broker_identity(
+                settings.broker,
+                str(config_file),
+                own=settings.broker_client_id,
+                signer=f"broker_client_id is {settings.broker_client_id!r}",
+                strict=False,
+            )
     elif data_dir is not None:
         settings = DashboardSettings(data=data_dir)
     else:

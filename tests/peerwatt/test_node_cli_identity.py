@@ -151,3 +151,19 @@ def test_governance_with_another_validators_operator_certificate_is_refused(comm
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert f"operator-{_kid(theirs)}" in lines[0] and "push each other off" in lines[0], r.stderr
+
+
+def test_a_dashboard_with_a_nodes_certificate_is_refused(community, tmp_path):
+    """The dashboard reads the agents' status with its own broker account (`dashboard`); given a
+    validator's node certificate, the broker would log it in as that node and push the node off."""
+    v1 = community / "validator-1"
+    config = tmp_path / "dashboard.toml"
+    config.write_text(
+        f'data = "{v1 / "node-data"}"\ninstance = "{tmp_path / "inst"}"\n[broker]\n'
+        f'url = "mqtts://127.0.0.1:{free_port()}"\nca_file = "{v1 / "community-ca.crt"}"\n'
+        f'cert_file = "{v1 / "node-client.crt"}"\nkey_file = "{v1 / "node-client.key"}"\n'
+    )
+    r = peerwatt("dashboard", "-c", str(config), timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"node-{_kid(v1)}" in lines[0] and "push each other off" in lines[0], r.stderr
