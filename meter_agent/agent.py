@@ -464,9 +464,11 @@ class Agent:
             return
         placed = 0 if sent is None else sent.get("count", 1)
         limit = self.params["max_orders_per_interval"]
-        if limit is not None and placed >= limit - (plan is not None):
-            # the ledger takes `limit` orders per interval (cancellations included): the last one
-            # is kept for a cancellation, so a meter that fails can always take its offer back
+        # the ledger takes `limit` orders per interval (cancellations included): the last one is
+        # kept for a cancellation, so a meter that fails can always take its offer back; with a
+        # limit of 1 there is none to keep (a QA pass: a vote of 1 stopped every agent's trading)
+        reserve = 1 if plan is not None and limit is not None and limit >= 2 else 0
+        if limit is not None and placed >= limit - reserve:
             if placed == limit - 1 and str(target) not in self._order_budget_said:
                 self._order_budget_said.add(str(target))
                 log.warning(

@@ -447,3 +447,34 @@ def test_a_receipt_or_proof_with_a_malformed_header_is_an_alarm(changed, tmp_pat
         node.publish(topic, json.dumps(message).encode())
     assert len(agent.alarms) == 2, agent.alarms
     agent.stop()
+
+
+def test_with_one_order_per_interval_the_agent_places_it(tmp_path):
+    """Found in a QA pass: after a vote of max_orders_per_interval = 1 (which the ledger takes), no
+    agent placed another order: the one order allowed was kept back for a cancellation."""
+    from tests.support.memory_net import Net
+
+    params = {"interval_s": 900, "gate_s": 300, "max_orders_per_interval": 1}
+    net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
+    meter = net.c.meters[0]
+    agent = Agent(
+        key=meter.key,
+        genesis=net.c.genesis,
+        bus=MemoryBus(net.broker, meter.id),
+        reader=_Selling(),
+        outbox=Outbox(tmp_path / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: int(net.clock.now()),
+        heartbeat_s=3600,
+    )
+    agent.start()
+    agent.poll_s = 10
+    now = int(net.clock.now())
+    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}  # it will sell
+    for _ in range(60):
+        net.clock.advance(10)
+        agent.poll()
+        net.advance(10, step_s=10)
+    assert agent.orders and all(o["count"] == 1 for o in agent.orders.values()), agent.orders
+    assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) == 0
+    agent.stop()
