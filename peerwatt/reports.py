@@ -104,7 +104,7 @@ def build_report(
     store.check_column("txs", "hash", bytes)  # (the readings are read by their raw rows' hashes)
     community = registry(store)  # genesis with every passed vote applied (peerwatt.statements)
     if end is not None:
-        (at_end,) = store.conn.execute("SELECT max(height) FROM blocks WHERE time <= ?", (end,)).fetchone()
+        (at_end,) = store.conn.execute("SELECT max(height) FROM blocks WHERE time < ?", (end,)).fetchone()
         in_force = registry(store, at_end or 0).params
     else:
         in_force = community.params

@@ -129,3 +129,26 @@ def test_report_counts_no_reading_the_ledger_refused(tmp_path):
     finally:
         store.close()
     assert households.loc[c.meters[0].id, "export_wh"] == 1000
+
+
+def test_a_vote_in_a_block_at_the_periods_end_belongs_to_the_next_period(tmp_path):
+    """Found in a QA pass: the report of [start, end) took the tariffs after a block at exactly
+    `end` (the first instant of the next period), so a vote passed at midnight priced the month
+    before it."""
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers", validators=1)
+    head = c.ledgers[0].head["time"]
+    end = head - head % 86_400 + 86_400  # the next midnight after the trade round
+    body = {"action": "set_param", "args": {"name": "retail_price", "value": 400_000}, "deadline": end + 3600}
+    proposal = c.members[0].sign(c.community, "propose", body, created=end)
+    votes = [
+        m.sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=end)
+        for m in c.members[1:3]
+    ]
+    c.run_block([proposal, *votes], end)  # passes at exactly `end`
+    assert c.ledgers[0].chain_state["params"]["retail_price"] == 400_000
+    households = build_report(c.ledgers[0].store, start=end - 86_400 * 2, end=end)["households"]
+    assert set(households["retail_price_per_kwh"]) == {PARAMS.get("retail_price", 300_000)}
+    for ledger in c.ledgers:
+        ledger.close()
