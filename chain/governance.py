@@ -122,6 +122,12 @@ def check_proposal(
         if args["sequencer"] not in chain["validators"]:
             raise Rejected("bad_value", "the sequencer must be a validator")
     elif action == "set_param":
+        if args["name"] == "interval_s" and limit is not None:  # with the bounds: new ledgers only
+            raise Rejected(
+                "bad_value",
+                "interval_s is fixed when the chain starts: the readings, orders and settlements of the "
+                "intervals before a change would no longer align (another interval needs a new chain)",
+            )
         if args["name"] == "timezone":
             try:
                 check_timezone(args["value"], "args.value")

@@ -127,3 +127,19 @@ def test_the_genesis_parameter(tmp_path):
     for bad in (0, -1, "8", 2.5, True):
         with pytest.raises(GenesisError, match="max_open_proposals"):
             _community(tmp_path / str(bad), max_open_proposals=bad)
+
+
+def test_with_the_bounds_interval_s_cannot_be_voted(tmp_path):
+    """Found in a QA pass: a set_param of interval_s passed, and the intervals cleared before it
+    then settled as missing_reading with 0 Wh (their readings no longer aligned). With the bounds
+    (every genesis peerwatt writes) it is refused when proposed; older ledgers re-execute as
+    they did."""
+    bounded = _community(tmp_path / "bounded", max_open_proposals=32)
+    proposal = _propose(
+        bounded, bounded.members[0], "set_param", {"name": "interval_s", "value": 1800}, T0 + 1
+    )
+    block = bounded.run_block([proposal], T0 + 1)
+    assert _outcomes(block) == ["bad_value"]
+    legacy = _community(tmp_path / "legacy")
+    proposal = _propose(legacy, legacy.members[0], "set_param", {"name": "interval_s", "value": 1800}, T0 + 1)
+    assert _outcomes(legacy.run_block([proposal], T0 + 1)) == ["ok"]
