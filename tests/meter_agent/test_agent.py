@@ -705,7 +705,7 @@ def test_a_flickering_meter_never_spends_more_orders_than_the_ledger_takes(tmp_p
     book did not hold. The agent keeps within the budget, the last order for a cancellation."""
     from market.app import MarketApp
     from meter_agent.modbus_reader import MeterError, MeterSample
-    from tests.support.memory_net import Net
+    from tests.support.memory_net import Net, selling_agent, trade
 
     class Flaky:
         polls = 0
@@ -722,30 +722,15 @@ def test_a_flickering_meter_never_spends_more_orders_than_the_ledger_takes(tmp_p
     params = {"interval_s": 900, "gate_s": 300, "max_orders_per_interval": 12}
     net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
     meter = net.c.meters[0]
-    agent = Agent(
-        key=meter.key,
-        genesis=net.c.genesis,
-        bus=MemoryBus(net.broker, meter.id),
-        reader=Flaky(),
-        outbox=Outbox(tmp_path / "agent.sqlite"),
-        strategy=StrategyConfig(),
-        clock=lambda: int(net.clock.now()),
-        heartbeat_s=3600,
-    )
     sent: list[int] = []  # the interval of every order the agent published
     watcher = MemoryBus(net.broker, "watcher")
     watcher.subscribe(
         Topics.orders(net.c.community, meter.id), lambda t, p: sent.append(json.loads(p)["body"]["interval"])
     )
     watcher.start()
-    agent.start()
-    agent.poll_s, agent.order_margin_s = 10, 60.0
-    now = int(net.clock.now())
-    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}  # sells ~640 Wh
-    for _ in range(180):
-        net.clock.advance(10)
-        agent.poll()
-        net.advance(10, step_s=10)
+    agent = selling_agent(net, tmp_path, Flaky())  # sells ~640 Wh an interval, polls every 10 s
+    agent.order_margin_s = 60.0
+    trade(net, agent, 180)
     assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) == 0
     per_interval = {i: sent.count(i) for i in set(sent)}
     assert per_interval and max(per_interval.values()) <= 12, per_interval

@@ -251,45 +251,17 @@ class _Selling:
         )  # fmt: skip
 
 
-def _selling_agent(net, tmp_path) -> Agent:
-    """An agent on ``net``'s first meter, exporting 2 kW, started, polling every 10 s, with a
-    history that makes it sell."""
-    meter = net.c.meters[0]
-    agent = Agent(
-        key=meter.key,
-        genesis=net.c.genesis,
-        bus=MemoryBus(net.broker, meter.id),
-        reader=_Selling(),
-        outbox=Outbox(tmp_path / "agent.sqlite"),
-        strategy=StrategyConfig(),
-        clock=lambda: int(net.clock.now()),
-        heartbeat_s=3600,
-    )
-    agent.start()
-    agent.poll_s = 10
-    now = int(net.clock.now())
-    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}
-    return agent
-
-
-def _trade(net, agent, polls: int) -> None:
-    for _ in range(polls):
-        net.clock.advance(10)
-        agent.poll()
-        net.advance(10, step_s=10)
-
-
 def test_an_agent_on_a_running_network_follows_votes_that_replace_the_validators(tmp_path):
     """End to end on the node runtime: two of four validators are voted out and stop, so the
     genesis quorum (3) can no longer seal anything. The agent follows the history its validators
     publish, and its orders are confirmed by inclusion proofs sealed by the two that remain;
     with the genesis set alone (the old agent) every proof was an alarm and nothing was confirmed."""
     from tests.support.memory_net import T0 as NET_T0
-    from tests.support.memory_net import Net
+    from tests.support.memory_net import Net, selling_agent, trade
 
     net = Net(tmp_path, app_factory=MarketApp, app="market", app_params={"interval_s": 900, "gate_s": 300})
     c = net.c
-    agent = _selling_agent(net, tmp_path)
+    agent = selling_agent(net, tmp_path, _Selling())
     v = c.validators
     for leaving, voters in ((3, (1, 2)), (2, (1, 2))):
         args = {"validator": v[leaving].id}
@@ -304,7 +276,7 @@ def test_an_agent_on_a_running_network_follows_votes_that_replace_the_validators
     net.crash(3)
     net.crash(2)
     assert agent.quorum == 2 and sorted(agent.validators) == sorted([v[0].id, v[1].id])
-    _trade(net, agent, 120)
+    trade(net, agent, 120)
     assert agent.orders, "the agent placed no order"
     assert agent.outbox.awaiting_confirmation() == 0 and agent.outbox.depth() == 0
     assert not agent.alarms, agent.alarms
@@ -463,12 +435,12 @@ def test_a_receipt_or_proof_with_a_malformed_header_is_an_alarm(changed, tmp_pat
 def test_with_one_order_per_interval_the_agent_places_it(tmp_path):
     """Found in a QA pass: after a vote of max_orders_per_interval = 1 (which the ledger takes), no
     agent placed another order: the one order allowed was kept back for a cancellation."""
-    from tests.support.memory_net import Net
+    from tests.support.memory_net import Net, selling_agent, trade
 
     params = {"interval_s": 900, "gate_s": 300, "max_orders_per_interval": 1}
     net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
-    agent = _selling_agent(net, tmp_path)
-    _trade(net, agent, 60)
+    agent = selling_agent(net, tmp_path, _Selling())
+    trade(net, agent, 60)
     assert agent.orders and all(o["count"] == 1 for o in agent.orders.values()), agent.orders
     assert net.nodes[0].status()["rejected"].get("too_many_orders", 0) == 0
     agent.stop()

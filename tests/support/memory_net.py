@@ -92,5 +92,38 @@ class Net:
             self.settle()
 
 
+def selling_agent(net: Net, folder, reader):
+    """A started agent on ``net``'s first meter (state in ``folder``), reading ``reader``, polling
+    every 10 s of the nodes' clock, with a history that makes it sell about 640 Wh an interval."""
+    from meter_agent.agent import Agent
+    from meter_agent.outbox import Outbox
+    from meter_agent.strategy import StrategyConfig
+
+    meter = net.c.meters[0]
+    agent = Agent(
+        key=meter.key,
+        genesis=net.c.genesis,
+        bus=MemoryBus(net.broker, meter.id),
+        reader=reader,
+        outbox=Outbox(folder / "agent.sqlite"),
+        strategy=StrategyConfig(),
+        clock=lambda: int(net.clock.now()),
+        heartbeat_s=3600,
+    )
+    agent.start()
+    agent.poll_s = 10
+    now = int(net.clock.now())
+    agent.history = {str(now - now % 900 - 900 * k): 800 for k in range(1, 4)}
+    return agent
+
+
+def trade(net: Net, agent, polls: int) -> None:
+    """``polls`` polls of ``agent``, 10 s of the nodes' clock apart, the nodes settling after each."""
+    for _ in range(polls):
+        net.clock.advance(10)
+        agent.poll()
+        net.advance(10, step_s=10)
+
+
 def dump(ledger):
     return [ledger.store.conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in LEDGER_TABLES]
