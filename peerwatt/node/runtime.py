@@ -98,6 +98,13 @@ def stall_line(
     )
 
 
+def _count_down(counts: collections.Counter, key: Any) -> None:
+    """One fewer of ``key``; a count that reaches 0 leaves the counter (it stays bounded)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
+
+
 @dataclass
 class NodeMetrics:
     accepted: int = 0
@@ -416,14 +423,10 @@ class Node:
         """Forget (signer, seq) keys that were pending, and their signers' counts."""
         self._pending_keys -= keys
         for signer, seq in keys:
-            self._pending_per_signer[signer] -= 1
-            if self._pending_per_signer[signer] <= 0:
-                del self._pending_per_signer[signer]
+            _count_down(self._pending_per_signer, signer)
             budget_key = self._pending_budget_key.pop((signer, seq), None)
             if budget_key is not None:
-                self._pending_per_budget[budget_key] -= 1
-                if self._pending_per_budget[budget_key] <= 0:
-                    del self._pending_per_budget[budget_key]
+                _count_down(self._pending_per_budget, budget_key)
 
     def _refuse(self, raw: bytes, exc: Rejected) -> None:
         """A transaction the ledger refuses for good: tell its meter (when authenticated), count,
