@@ -39,7 +39,9 @@ def _reader(port: int, profile: str = "sdm630", **options) -> MeterReader:
 @pytest.mark.parametrize("profile", ["sdm630", "sunspec"])
 def test_a_reset_is_a_connection_error(mode, profile):
     with FaultyGateway(mode) as gateway:
-        reader = _reader(gateway.port, profile, retries=1)
+        # a timeout far above the RST's microseconds: under load the gateway's thread may not
+        # accept within 0.3 s, and the read would time out instead of seeing the reset
+        reader = _reader(gateway.port, profile, retries=1, timeout_s=5.0)
         try:
             with pytest.raises(MeterConnectionError, match="reset") as info:
                 reader.read()
