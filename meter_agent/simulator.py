@@ -575,8 +575,12 @@ class MeterSimulator:
                     if isinstance(value, float) and user.encoding in INTEGER_ENCODINGS:
                         low, high = _INT_RANGES[user.encoding]
                         raw = round(value / float(user.scale) / 10.0**sf)
-                        # stay clear of the "not implemented" patterns at the range ends
-                        fits = fits and low < raw < high
+                        # in range and clear of the point's "not implemented" patterns; a raw 0
+                        # stays 0 under every scale factor, so it never raises one (found in a
+                        # QA pass: an export of 0 Wh pushed TotWh_SF to 6, the import read 0)
+                        pattern = raw & ((1 << 16 * user.count) - 1)
+                        fits = fits and low <= raw <= high
+                        fits = fits and (raw == 0 or pattern not in user.not_available)
                 if fits:
                     break
                 sf += 1

@@ -14,6 +14,7 @@ from meter_agent.modbus_reader import MeterValueUnavailable
 from meter_agent.probe import probe_meter
 from meter_agent.profile import find_profile, load_profile
 
+from .conftest import EVENING
 from .test_reader_simulator import assert_matches
 
 PHASES = {201: 1, 202: 2, 203: 3, 204: 3, 211: 1, 212: 2, 213: 3, 214: 3}
@@ -74,3 +75,25 @@ def test_probe_names_the_models_it_saw(start_sim):
     (result,) = probe_meter([(find_profile("sunspec"), target)], [1], 0.5, 10)
     assert result.verdict == "match"
     assert "SunSpec model 211 (chain 1, 103, 1, 211)" in result.detail
+
+
+def _model_203_registers(sim) -> list[int]:
+    """Model 203 as served: the ID register at 40070 (40000 'SunS', 40002 common block of 68)."""
+    client = ModbusTcpClient("127.0.0.1", port=sim.port, timeout=1, retries=0)
+    client.connect()
+    try:
+        return client.read_holding_registers(40070, count=60, device_id=sim.unit_id).registers
+    finally:
+        client.close()
+
+
+def test_a_zero_counter_leaves_the_other_counter_a_sane_scale_factor(start_sim):
+    """Found in a QA pass: with export 0 Wh the simulator served TotWh_SF 6 and TotWhImp [0, 0]
+    (the import of 5000 Wh rounded away), because it raised the shared scale factor looking for
+    one that moves 0 off acc32's old 'not implemented' value, which none can."""
+    sim = start_sim("sunspec", sunspec_model=203, start_time=EVENING, export_wh=0.0, import_wh=5000.0)
+    regs = _model_203_registers(sim)
+    assert regs[0] == 203
+    assert regs[38:40] == [0, 0]  # TotWhExp
+    assert regs[46:48] == [0, 5000]  # TotWhImp
+    assert regs[54] == 0  # TotWh_SF
