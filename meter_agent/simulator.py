@@ -228,10 +228,15 @@ class MeterSimulator:
         else:
             where = f"{self.host}:{self.port}"
         model = f" (SunSpec model {self._model.model_id})" if self._model else ""
-        return (
-            f"{self.profile.name}{model} over {self.transport_name} on {where}, unit {self.unit_id}, "
+        # found in a QA pass: a serial was announced for maps without a serial register, which no
+        # reader can see (the agent sends the nameplate serial from agent.toml for those)
+        serial = (
             f"serial {self.meter_serial}"
+            if self._spec("serial") is not None
+            else "no serial register (the serial is typed into agent.toml)"
         )
+        where = f"{self.transport_name} on {where}, unit {self.unit_id}"
+        return f"{self.profile.name}{model} over {where}, {serial}"
 
     def _run(self) -> None:
         try:
