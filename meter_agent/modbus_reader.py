@@ -9,7 +9,8 @@ re-discovered when the layout stops matching.
 
 Faults are raised as subclasses of ``MeterError`` with one-line messages: ``MeterTimeout``
 (no answer), ``MeterExceptionResponse`` (a Modbus exception code), ``MeterFramingError``
-(CRC/framing: bytes arrived but no valid frame), ``MeterConnectionError`` (cannot connect, or
+(CRC/framing: bytes arrived but no valid frame; ``MeterShortAnswer`` a valid frame with
+fewer registers than asked), ``MeterConnectionError`` (cannot connect, or
 the meter/gateway closed the connection), ``MeterValueUnavailable`` (NaN or a "not available"
 sentinel in power or a counter) and ``MeterDiscoveryError`` (SunSpec layout not found).
 Retries are bounded; each request has its own timeout. Uses pymodbus's synchronous clients.
@@ -101,6 +102,15 @@ class MeterTimeout(MeterError):
 
 class MeterFramingError(MeterError):
     """Bytes arrived but formed no valid frame (CRC error, truncated or garbled answer)."""
+
+
+class MeterShortAnswer(MeterFramingError):
+    """A valid frame holding fewer registers than asked (the wrong map, or a gateway's limit)."""
+
+    def __init__(self, message: str, received: int, asked: int) -> None:
+        super().__init__(message)
+        self.received = received
+        self.asked = asked
 
 
 class MeterConnectionError(MeterError):
@@ -578,8 +588,10 @@ class MeterReader:
         registers = list(response.registers)
         if len(registers) != count:
             self._drop_connection()
-            raise MeterFramingError(
-                f"{self.where}: answer holds {len(registers)} registers, asked for {count} ({span})"
+            raise MeterShortAnswer(
+                f"{self.where}: answer holds {len(registers)} registers, asked for {count} ({span})",
+                received=len(registers),
+                asked=count,
             )
         return registers
 
@@ -609,6 +621,7 @@ __all__ = [
     "MeterFramingError",
     "MeterReader",
     "MeterSample",
+    "MeterShortAnswer",
     "MeterTimeout",
     "MeterValueUnavailable",
     "SerialTarget",

@@ -31,10 +31,17 @@ def advice(exc: Exception, tcp: bool) -> str:
         MeterDiscoveryError,
         MeterExceptionResponse,
         MeterFramingError,
+        MeterShortAnswer,
         MeterTimeout,
         MeterValueUnavailable,
     )
 
+    if isinstance(exc, MeterShortAnswer):  # a valid frame: neither the port nor the line is wrong
+        return (
+            "the device answered a valid frame with fewer registers than asked: the wrong profile for "
+            "this device (`peerwatt meter probe` finds the right one), or a gateway that limits the "
+            "registers per request (copy the profile with a lower max_registers)"
+        )
     if isinstance(exc, MeterConnectionError):
         if not tcp:
             return "check the device path, its permissions (dialout group) and that no other program holds it"
@@ -184,7 +191,8 @@ def probe_meter(
                     )
                 result = ProbeResult(unit, profile.name, "error", detail)
             except MeterError as exc:
-                result = ProbeResult(unit, profile.name, "error", type(exc).__name__.removeprefix("Meter"))
+                detail = error_label(exc, hasattr(target, "host"), reader.where)
+                result = ProbeResult(unit, profile.name, "error", detail)
             finally:
                 reader.close()
             results.append(result)
@@ -200,6 +208,30 @@ def exception_label(code: int) -> str:
     if code in (1, 2):
         return f"exception {code} ({name}: not this map)"
     return f"exception {code} ({name}: the device answered but failed; try again)"
+
+
+def error_label(exc: Exception, tcp: bool, where: str = "") -> str:
+    """A probe's words for a failed read other than an exception code, silence or SunSpec
+    discovery: what it means, not the error's class name (found in a QA pass: lines said
+    `error  FramingError` and `error  ValueUnavailable`)."""
+    from meter_agent.modbus_reader import MeterFramingError, MeterShortAnswer, MeterValueUnavailable
+
+    if isinstance(exc, MeterShortAnswer):
+        return (
+            f"short answer ({exc.received} of {exc.asked} registers: not this map, or a gateway's "
+            "limit per request)"
+        )
+    if isinstance(exc, MeterFramingError):
+        if tcp:
+            return "no valid Modbus TCP answer (garbled, for another unit id or request, or incomplete)"
+        return "garbled answer (CRC or framing error: check baud rate, parity and wiring)"
+    if isinstance(exc, MeterValueUnavailable):
+        names = ", ".join(exc.names) or "a value"
+        return (
+            f"not available ({names}: NaN or a 'not available' value; the device may be starting, "
+            "or this is not its map)"
+        )
+    return str(exc).removeprefix(f"{where}: ") if where else str(exc)
 
 
 def _probe_one(reader, name: str, unit: int) -> ProbeResult:
