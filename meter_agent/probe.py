@@ -1,7 +1,8 @@
-"""Which meter answers on a line: try profiles and unit ids once each, judge whether the values are
-plausible for a household meter on a 230 V grid, confirm the model with the profile's
-identification registers, and rank the answers (``peerwatt meter probe`` and ``peerwatt agent
-setup`` call it; they parse and print). Also the one-sentence advice after a meter error.
+"""Which meter answers on a line: try profiles and unit ids once each (by default unit 1 and each
+profile's own unit id), judge whether the values are plausible for a household meter on a 230 V
+grid, confirm the model with the profile's identification registers, and rank the answers
+(``peerwatt meter probe`` and ``peerwatt agent setup`` call it; they parse and print). Also the
+one-sentence advice after a meter error.
 
 Imports nothing of peerwatt but the error type (the agent's install is lean); the reader is
 imported when a probe runs.
@@ -135,12 +136,45 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
     return True, passed, "ok"
 
 
+# The unit id most meters answer on; the default probe also tries each profile's own
+# (``[transport] unit_id``: 240 for the Fronius Datamanager's meter, 11 for the DTSU666-H).
+DEFAULT_UNIT = 1
+
+
+def unit_plan(targets, units: Sequence[int] | None) -> list[tuple[int, list]]:
+    """Which (profile, target) pairs to try on which unit id, in order. Given ``units``: every
+    pair on each of them. None (the default): every pair on unit 1, then each profile on its
+    own declared unit id; each distinct unit appears once."""
+    if units is not None:
+        return [(unit, list(targets)) for unit in dict.fromkeys(units)]
+    plan: dict[int, list] = {DEFAULT_UNIT: list(targets)}
+    for profile, target in targets:
+        own = profile.transport.unit_id
+        if own != DEFAULT_UNIT:
+            plan.setdefault(own, []).append((profile, target))
+    return list(plan.items())
+
+
+def describe_units(plan: Sequence[tuple[int, list]]) -> str:
+    """The units of a default plan for a message: '1, 11 (dtsu666-h), 240 (fronius-smart-meter)'."""
+    parts = []
+    for unit, pairs in plan:
+        names = sorted({profile.name for profile, _ in pairs})
+        parts.append(str(unit) if unit == DEFAULT_UNIT else f"{unit} ({', '.join(names)})")
+    return ", ".join(parts)
+
+
 def probe_meter(
-    targets, units: Sequence[int], timeout_s: float, max_time_s: float, log=lambda result: None
+    targets,
+    units: Sequence[int] | None,
+    timeout_s: float,
+    max_time_s: float,
+    log=lambda result: None,
 ) -> list[ProbeResult]:
     """Try each (unit, profile) once, within ``max_time_s`` overall. ``targets`` is a list of
-    (profile, transport target) pairs; a unit that never answers is not asked again on the
-    same line settings."""
+    (profile, transport target) pairs; ``units`` the unit ids to try them all on, or None for
+    unit 1 and each profile's own unit id (``unit_plan``). A unit that never answers is not
+    asked again on the same line settings."""
     from meter_agent.modbus_reader import (
         MeterConnectionError,
         MeterDiscoveryError,
@@ -152,9 +186,9 @@ def probe_meter(
 
     deadline = time.monotonic() + max_time_s
     results: list[ProbeResult] = []
-    for unit in units:
+    for unit, pairs in unit_plan(targets, units):
         silent_lines: set = set()
-        for profile, target in targets:
+        for profile, target in pairs:
             line = getattr(target, "baudrate", None), getattr(target, "parity", None)
             if line in silent_lines:
                 continue

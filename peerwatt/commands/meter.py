@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import click
 
-from meter_agent.probe import ProbeResult, advice, best, probe_meter, ties
+from meter_agent.probe import ProbeResult, advice, best, describe_units, probe_meter, ties, unit_plan
 from peerwatt.errors import UserError
 
 
@@ -285,7 +285,11 @@ def format_sample(sample, where: str) -> str:
 
 @meter.command("probe")
 @connection_options
-@click.option("--units", default="1", show_default=True, help="Unit ids to try, e.g. 1,2,3 or 1-5.")
+@click.option(
+    "--units",
+    help="Unit ids to try, e.g. 1,2,3 or 1-5 (default: 1, and each profile's own unit id, e.g. 240 "
+    "for fronius-smart-meter).",
+)
 @click.option("--profiles", "profile_list", help="Profiles to try (default: all known).")
 @click.option(
     "--timeout",
@@ -312,7 +316,7 @@ def probe(
     parity: str | None,
     stopbits: int | None,
     profile_dirs: tuple[str, ...],
-    units: str,
+    units: str | None,
     profile_list: str | None,
     timeout_s: float,
     max_time_s: float,
@@ -330,6 +334,7 @@ def probe(
         if not as_json:
             click.echo(f"unit {result.unit_id:<3} {result.profile:<16} {result.verdict:<11} {result.detail}")
 
+    tried_units = units if units is not None else describe_units(unit_plan(targets, None))
     started = time.monotonic()
     results = probe_meter(targets, unit_ids, timeout_s, max_time_s, log)
     elapsed = time.monotonic() - started
@@ -354,8 +359,8 @@ def probe(
         slow = any(r.verdict == "silent" for r in results)
         hint = f"; a slow device or gateway may need a longer --timeout (now {timeout_s:g} s)" if slow else ""
         raise UserError(
-            f"no known meter answered with plausible values at {where} (units {units}, {tried} attempts "
-            f"in {elapsed:.1f} s): check wiring and settings, try more --units, or write a profile "
+            f"no known meter answered with plausible values at {where} (units {tried_units}, {tried} "
+            f"attempts in {elapsed:.1f} s): check wiring and settings, try more --units, or write a profile "
             f"(docs/meters.md){hint}",
             exit_code=1,
         )
@@ -376,8 +381,11 @@ def probe(
     return 0
 
 
-def parse_units(text: str) -> list[int]:
-    """'1,2,5-7' -> [1, 2, 5, 6, 7] (unit ids 0..247, at most 247 of them)."""
+def parse_units(text: str | None) -> list[int] | None:
+    """'1,2,5-7' -> [1, 2, 5, 6, 7] (unit ids 0..247, at most 247 of them); None (no --units)
+    stays None: probe's default, unit 1 and each profile's own unit id."""
+    if text is None:
+        return None
     out: list[int] = []
     try:
         for part in text.split(","):

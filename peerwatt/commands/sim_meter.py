@@ -48,7 +48,10 @@ def parse_start(text: str | None) -> float | None:
     help="TCP port (0 = any free port).",
 )
 @click.option(
-    "--unit", "unit_id", type=click.IntRange(1, 247), default=1, show_default=True, help="Modbus unit id."
+    "--unit",
+    "unit_id",
+    type=click.IntRange(1, 247),
+    help="Modbus unit id (default: the profile's, e.g. 11 for dtsu666-h, 240 for fronius-smart-meter).",
 )
 @click.option(
     "--pv-kwp", type=click.FloatRange(0, 1000), default=5.0, show_default=True, help="PV peak power."
@@ -92,7 +95,7 @@ def sim_meter(
     profile_dirs: tuple[str, ...],
     host: str,
     port: int,
-    unit_id: int,
+    unit_id: int | None,
     pv_kwp: float,
     annual_kwh: float,
     lat: float,
@@ -133,6 +136,10 @@ def sim_meter(
         profile = find_profile(profile_name, profile_dirs)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
+    if unit_id is None:
+        unit_id = profile.transport.unit_id
+        if unit_id == 0:
+            raise UserError(f"profile {profile.name} declares unit_id 0 (broadcast): give --unit 1..247")
     try:
         simulator = MeterSimulator(
             profile,
