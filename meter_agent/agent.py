@@ -158,6 +158,12 @@ class Agent:
         self.trades: dict[str, dict[str, Any]] = outbox.load_entries("trades")
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
+        # the interval whose reading is still to be signed: tried at every poll until its lateness
+        # allowance (reading_late_s) ends, so one poll without a usable sample does not lose it
+        self.pending_reading: int | None = outbox.load("pending_reading")
+        # why the last reading was not signed while the meter answered (its counters unusable):
+        # no orders until a reading is signed again, for trades without readings never settle
+        self.readings_withheld: str | None = outbox.load("readings_withheld")
         # the last receipt that verified (height, block time, kind), and whether the ledger books
         # this meter's messages: True, False or "unknown" (from verified notices and receipts)
         self.last_receipt: dict[str, Any] | None = outbox.load("last_receipt")
@@ -179,6 +185,12 @@ class Agent:
         self._energy_saved_at: int | None = None  # ledger time of the last save of counters+buckets
         self._energy_unsaved = False  # the counters moved on since
         self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
+        self._reading_blocked: str | None = None  # why the pending reading could not be signed yet
+        # log lines that repeat (a flickering counter, a meter failing every other poll) are logged
+        # once per interval: key -> the interval it was logged in, and how many were not logged since
+        self._logged_in: dict[str, int] = {}
+        self._not_logged: dict[str, int] = {}
+        self._fault_logged = False  # the current meter fault was logged (so is its end)
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
         # seq of a kept message -> reason -> the validators that said so (acted on at
         # chain.notice.refusal_threshold, then forgotten with the message)
@@ -294,13 +306,16 @@ class Agent:
             if self._clock_behind:
                 log.info("the clock is past the last closed interval again: counting and trading resume")
                 self._clock_behind = False
+            counted_to = self._counted_to()
             if sample is not None:
                 self._account(sample, now, current)
             if self.last_interval is not None and current > self.last_interval:
-                self._close_intervals(now, current, sample)
+                self._close_intervals(now, current, counted_to)
             if current != self.last_interval:
                 self.last_interval = current
                 self.outbox.save("last_interval", current)
+            if self.pending_reading is not None:
+                self._sign_pending(now, sample)
             self._update_order(now)
         if self._trades_unsaved:
             self._save_trades()
@@ -325,18 +340,22 @@ class Agent:
         except Exception as exc:  # the agent never dies because of its meter: every fault is retried
             self.meter_read_errors += 1
             known = isinstance(exc, MeterError)
-            if self.fault is None and known:
-                log.warning("meter fault: %s (no offers until it answers again)", exc)
-            elif self.fault is None:  # not a typed meter error: a reader bug, keep its traceback
-                log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
-            if self.fault is None:
-                self._last_heartbeat = -math.inf  # a status at the end of this poll, not at a heartbeat
+            # a fault is logged when it starts, at most once an interval (a meter failing every
+            # other poll), with a status at the end of this poll rather than at the heartbeat
+            if self.fault is None and self._log_once("meter fault"):
+                self._fault_logged = True
+                self._last_heartbeat = -math.inf
+                if known:
+                    log.warning("meter fault: %s (no offers until it answers again)", exc)
+                else:  # not a typed meter error: a reader bug, keep its traceback
+                    log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
             self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
             return None
         if self.fault is not None:
-            log.info("meter answers again")
-            self.fault = None
-            self._last_heartbeat = -math.inf
+            if self._fault_logged:
+                log.info("meter answers again")
+                self._last_heartbeat = -math.inf
+            self.fault, self._fault_logged = None, False
         self.last_sample = sample
         return sample
 
@@ -355,16 +374,20 @@ class Agent:
             elif delta.status in ("unavailable", "suspect", "rebased", "meter_changed"):
                 bucket["faulty"] = True
         for event in update.events:
-            log.warning("meter counter event: %s (reported in the next reading)", event.describe())
+            if self._log_once(f"counter event {event.kind} {event.counter}"):
+                log.warning("meter counter event: %s", event.describe())
             bucket["faulty"] = True
-        # a counter that read "unavailable" (a drop to 0, a sentinel, NaN: a glitch of the meter or
-        # its gateway, not a value the meter holds) is not signed as the interval's reading, which
-        # would make the settlement flag two intervals; a counter that went backwards or jumped is
-        # still signed as read, for the settlement to flag (meter_agent/counters.py)
+        # a counter that read "unavailable" (a drop to 0, a sentinel, NaN) or "suspect" (it went
+        # backwards or jumped, and no second reading confirmed the new level yet): a glitch of the
+        # meter or its gateway until confirmed, not signed as an interval's reading, which would
+        # make the settlement flag the interval before it and settle the one after it on the
+        # glitch; a confirmed new level (counter_rebased, a changed serial) is signed as read, for
+        # the settlement to flag (meter_agent/counters.py)
         self._counters_unusable = [
             f"{name} {getattr(sample, name)}"
+            + (" (not available)" if delta.status == "unavailable" else " (not confirmed by a reading yet)")
             for name, delta in (("import_wh", update.import_wh), ("export_wh", update.export_wh))
-            if delta.status == "unavailable"
+            if delta.status in ("unavailable", "suspect")
         ]
         if update.events or not update.import_wh.status == update.export_wh.status == "ok":
             self._save_energy(now)
@@ -377,48 +400,69 @@ class Agent:
         self.outbox.save_all({"counters": self.counters.to_dict(), "buckets": self.buckets, **more})
         self._energy_saved_at, self._energy_unsaved = now, False
 
-    def _close_intervals(self, now: int, current: int, sample: MeterSample | None) -> None:
-        """Intervals before ``current`` ended: record history and sign the reading of the last one."""
+    def _counted_to(self) -> int | None:
+        """The time up to which both counters' energy is counted (their last good readings)."""
+        times = [b[1] for b in (self.counters.baseline(n) for n in ("import_wh", "export_wh")) if b]
+        return min(times) if len(times) == 2 else None
+
+    def _log_once(self, key: str) -> bool:
+        """Whether a line of kind ``key`` may be logged now: once per interval; the others are
+        counted and summed up in one line when the interval closes (see _close_intervals)."""
+        current = self.last_interval
+        if current is not None and self._logged_in.get(key) == current:
+            self._not_logged[key] = self._not_logged.get(key, 0) + 1
+            return False
+        if current is not None:
+            self._logged_in[key] = current
+        return True
+
+    def _close_intervals(self, now: int, current: int, counted_to: int | None) -> None:
+        """Intervals before ``current`` ended: record their history (those whose energy was
+        counted up to their end) and make the last one's reading pending."""
         interval_s = self.params["interval_s"]
+        missing_s = max(self._poll_gap_s(), interval_s / 10)
         for start in sorted(int(s) for s in self.buckets if int(s) < current):
             bucket = self.buckets.pop(str(start))
-            if not bucket["faulty"]:
+            # the counters were last read well before its end (the meter silent, the agent down):
+            # the rest of its energy is counted into a later interval, so it is incomplete
+            incomplete = counted_to is None or start + interval_s - counted_to > missing_s
+            if not bucket["faulty"] and not incomplete:
                 self.history[str(start)] = bucket["export_wh"] - bucket["import_wh"]
         horizon = current - HISTORY_S
         self.history = {s: v for s, v in self.history.items() if int(s) >= horizon}
-        self._save_energy(now, history=self.history)
-        ended = current - interval_s
-        if sample is None or self.fault is not None:
+        if self._not_logged:
             log.warning(
-                "no reading of meter %s for interval %d: the meter did not answer at its end",
+                "meter %s in interval %d, not logged each time: %s",
                 self.meter_id,
-                ended,
+                self.last_interval,
+                ", ".join(f"{key} {count} more time(s)" for key, count in sorted(self._not_logged.items())),
             )
-            return
+            self._not_logged.clear()
+        if self.pending_reading is not None and self.pending_reading < current - interval_s:
+            self._give_up_reading(now)  # an allowance longer than an interval: not with the defaults
+        self.pending_reading, self._reading_blocked = current - interval_s, None
+        self._save_energy(now, history=self.history, pending_reading=self.pending_reading)
+
+    def _sign_pending(self, now: int, sample: MeterSample | None) -> None:
+        """Sign the pending reading with this poll's sample if it may be, else keep it pending
+        until its allowance ends (one poll without a usable sample does not lose it)."""
+        ended = self.pending_reading
+        assert ended is not None
         if self.last_reading is not None and ended <= self.last_reading["interval"]:
             log.warning(
                 "no reading of meter %s for interval %d: this agent signed one already", self.meter_id, ended
             )
+            self._drop_pending()
             return
-        if now - current > self.reading_late_s():
-            log.warning(
-                "no reading of meter %s for interval %d: its end was %d s before the first poll after "
-                "it (more than the %d s allowed: the agent was not running, or its polls came late on "
-                "a busy machine), so the counters hold energy of the next interval; the settlement "
-                "flags it as missing",
-                self.meter_id,
-                ended,
-                now - current,
-                self.reading_late_s(),
-            )
+        if now - (ended + self.params["interval_s"]) > self.reading_late_s():
+            self._give_up_reading(now)
+            return
+        if sample is None or self.fault is not None:
+            self._reading_blocked = "the meter did not answer at its end"
             return
         if self._counters_unusable:
-            log.warning(
-                "no reading of meter %s for interval %d: the meter's counters read %s at its end (not "
-                "available)",
-                self.meter_id,
-                ended,
-                ", ".join(self._counters_unusable),
+            self._reading_blocked = (
+                f"the meter's counters read {', '.join(self._counters_unusable)} at its end"
             )
             return
         body = {
@@ -430,7 +474,49 @@ class Agent:
         }
         self._send("reading", Topics.readings(self.community, self.meter_id), body, ttl_s=READING_TTL_S)
         self.last_reading = body
-        self.outbox.save("last_reading", body)
+        if self.readings_withheld is not None:
+            log.info("meter %s: readings signed again: offers resume", self.meter_id)
+        self.readings_withheld = None
+        self.pending_reading = None
+        self.outbox.save_all({"last_reading": body, "pending_reading": None, "readings_withheld": None})
+
+    def _give_up_reading(self, now: int) -> None:
+        """The pending reading's allowance ended: log why no reading is signed (the settlement
+        flags the interval, never guesses) and, when the meter answered with counters that could
+        not be signed, stop offering until a reading is signed again."""
+        ended = self.pending_reading
+        assert ended is not None
+        why = self._reading_blocked
+        if why is None:
+            log.warning(
+                "no reading of meter %s for interval %d: its end was %d s before the first poll after "
+                "it (more than the %d s allowed: the agent was not running, or its polls came late on "
+                "a busy machine), so the counters hold energy of the next interval; the settlement "
+                "flags it as missing",
+                self.meter_id,
+                ended,
+                now - ended - self.params["interval_s"],
+                self.reading_late_s(),
+            )
+        else:
+            log.warning(
+                "no reading of meter %s for interval %d: %s (and in the %d s allowed after it); the "
+                "settlement flags it as missing",
+                self.meter_id,
+                ended,
+                why,
+                self.reading_late_s(),
+            )
+        if why is not None and why.startswith("the meter's counters"):
+            if self.readings_withheld is None:
+                log.warning("meter %s: no offers until a reading can be signed again", self.meter_id)
+            self.readings_withheld = why
+            self.outbox.save("readings_withheld", why)
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        self.pending_reading, self._reading_blocked = None, None
+        self.outbox.save("pending_reading", None)
 
     def _update_order(self, now: int) -> None:
         interval_s, gate_s = self.params["interval_s"], self.params["gate_s"]
@@ -452,8 +538,8 @@ class Agent:
             feed_in_price=self.params["feed_in_price"],
             retail_price=self.params["retail_price"],
         )
-        if self.fault is not None:
-            plan = None  # offer nothing we cannot back
+        if self.fault is not None or self.readings_withheld is not None:
+            plan = None  # offer nothing we cannot back: no reading, no settlement
         sent = self.orders.get(str(target))
         current = (
             None
@@ -894,6 +980,7 @@ class Agent:
             "meter": self.meter_id,
             "meter_ok": self.fault is None,
             "fault": self.fault,
+            "readings_withheld": self.readings_withheld,
             "power_w": None if sample is None else sample.power_w,
             "last_reading": self.last_reading,
             "outbox": self.outbox.depth(),

@@ -6,7 +6,9 @@ Following docs/meters.md, ``EnergyCounters.update()``:
 * counts only forward deltas (``energy_wh`` >= 0) from the last good reading;
 * treats None, NaN/infinite, negative values, raw "not available" sentinels and a drop to 0
   as *unavailable* - no energy, no change of state (a glitch to 0 would otherwise book a huge
-  spike on the next good reading);
+  spike on the next good reading); a 0 that holds for ``zero_confirm_s`` (default: an interval)
+  is a reset after all (``counter_reset`` then ``counter_rebased``): a replaced meter starts at
+  0, and its export counter may stay there all night;
 * treats a decrease, or a jump larger than ``max_power_w`` could deliver in the elapsed time,
   as *suspect*: it reports an event (``counter_reset`` when the value fell below half of the
   last good one, ``counter_backwards`` for a smaller drop, ``counter_jump`` for an implausible
@@ -86,6 +88,9 @@ class _Track:
     # value_wh * 3600 - max_power_w * time_s: the tightest bound any earlier reading puts on a new
     # one (see EnergyCounters._plausible); not persisted, a restart starts from the last reading
     ceiling: int | None = None
+    # the time of the first of the consecutive readings of 0 since the last good one (not
+    # persisted: a restart waits zero_confirm_s again)
+    zero_since: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return {
@@ -106,12 +111,17 @@ class EnergyCounters:
         confirm_readings: int = 2,
         resolution_wh: int = 100,
         sentinels: frozenset[int] = DEFAULT_SENTINELS,
+        zero_confirm_s: int = 900,
     ) -> None:
         """``max_power_w`` bounds a plausible rise (a household connection: ~43 kW at 3x63 A);
         ``resolution_wh`` is slack for coarse counters (the EM340 counts in 100 Wh steps);
-        ``confirm_readings`` consecutive agreeing readings adopt a new counter level."""
-        if max_power_w <= 0 or confirm_readings < 1 or resolution_wh < 0:
-            raise ValueError("max_power_w > 0, confirm_readings >= 1 and resolution_wh >= 0 required")
+        ``confirm_readings`` consecutive agreeing readings adopt a new counter level;
+        readings of exactly 0 for ``zero_confirm_s`` seconds adopt 0 (a reset, not a glitch)."""
+        if max_power_w <= 0 or confirm_readings < 1 or resolution_wh < 0 or zero_confirm_s < 0:
+            raise ValueError(
+                "max_power_w > 0, confirm_readings >= 1, resolution_wh >= 0 and zero_confirm_s >= 0 required"
+            )
+        self.zero_confirm_s = zero_confirm_s
         self.max_power_w = max_power_w
         self.confirm_readings = confirm_readings
         self.resolution_wh = resolution_wh
@@ -236,7 +246,15 @@ class EnergyCounters:
             self._tracks[name] = _Track(value=value, time=time)
             return CounterDelta(None, None, "first")
         if value == 0 and track.value > 0:
-            return CounterDelta(None, track.time, "unavailable")
+            if track.zero_since is None:
+                track.zero_since = time
+            if time - track.zero_since < self.zero_confirm_s:
+                return CounterDelta(None, track.time, "unavailable")
+            events.append(CounterEvent("counter_reset", name, time, track.value, 0))
+            events.append(CounterEvent("counter_rebased", name, time, track.value, 0))
+            self._tracks[name] = _Track(value=0, time=time)
+            return CounterDelta(None, None, "rebased")
+        track.zero_since = None
         ceiling = self._ceiling(track, track.value, track.time)
         if self._plausible(track.value, track.time, value, time, ceiling):
             since = track.time

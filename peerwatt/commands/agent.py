@@ -196,6 +196,8 @@ def status(config_file: Path, as_json: bool) -> None:
     else:
         click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(f"last reading: {info.get('last_reading')}")
+    if info.get("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
+        click.echo(f"no offers: the last reading was not signed: {info['readings_withheld']}")
     click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
     if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
         click.echo(f"chain configuration followed up to height {info['config_height']}")

@@ -158,3 +158,20 @@ def test_state_round_trips_through_a_plain_dict():
 def test_bad_state_is_refused(state):
     with pytest.raises(ValueError, match="counter state"):
         EnergyCounters.from_dict(state)
+
+
+def test_a_zero_that_holds_for_an_interval_is_a_reset_a_shorter_one_a_glitch():
+    """A replaced meter starts at 0 and its export may stay there all night (a QA pass: no
+    reading for hours); a 0 for less than zero_confirm_s is still a glitch."""
+    c = EnergyCounters(zero_confirm_s=900)
+    feed(c, [(0, 1000, 500)])
+    glitch = feed(c, [(5, 1001, 0), (600, 1100, 0), (605, 1101, 500)])
+    assert [u.export_wh.status for u in glitch] == ["unavailable", "unavailable", "ok"]
+    assert all(u.events == () for u in glitch) and glitch[2].export_wh.energy_wh == 0
+    held = feed(c, [(700, 1102, 0), (1595, 1200, 0), (1600, 1201, 0), (1605, 1202, 3)])
+    assert [u.export_wh.status for u in held] == ["unavailable", "unavailable", "rebased", "ok"]
+    assert [(e.kind, e.counter, e.previous, e.current) for e in held[2].events] == [
+        ("counter_reset", "export_wh", 500, 0),
+        ("counter_rebased", "export_wh", 500, 0),
+    ]
+    assert held[3].export_wh.energy_wh == 3 and c.baseline("export_wh") == (3, T0 + 1605)
