@@ -40,7 +40,7 @@ ENCODINGS: dict[str, tuple[int, Any]] = {
     "int64": (4, DATATYPE.INT64),
     "uint64": (4, DATATYPE.UINT64),
     "float32": (2, DATATYPE.FLOAT32),
-    "acc32": (2, DATATYPE.UINT32),  # SunSpec accumulators: unsigned, 0 = not implemented
+    "acc32": (2, DATATYPE.UINT32),  # SunSpec accumulators: unsigned; 0 is 0 Wh (see below)
     "acc64": (4, DATATYPE.UINT64),
     "string": (0, DATATYPE.STRING),
 }
@@ -56,6 +56,10 @@ VALUE_NAMES = (*REQUIRED_VALUES, *PHASE_VALUES, "frequency_hz", "serial")
 PROFILE_KINDS = ("registers", "sunspec")
 
 # SunSpec "not implemented" patterns by point type (SunSpec Information Model Specification).
+# Not for the accumulators (acc32/acc64), whose "not implemented" value is 0: a meter that
+# implements a meter model implements its energy totals, and a counter that is really 0 Wh (a
+# home without PV, a new meter) must read as 0, not as a permanent fault (found in a QA pass).
+# A drop to 0 from a positive value is a glitch, which meter_agent/counters.py handles.
 SUNSPEC_NOT_IMPLEMENTED = {
     "int16": frozenset({0x8000}),
     "uint16": frozenset({0xFFFF}),
@@ -63,8 +67,6 @@ SUNSPEC_NOT_IMPLEMENTED = {
     "uint32": frozenset({0xFFFFFFFF}),
     "int64": frozenset({0x8000000000000000}),
     "uint64": frozenset({0xFFFFFFFFFFFFFFFF}),
-    "acc32": frozenset({0}),
-    "acc64": frozenset({0}),
 }
 SUNSPEC_SF_NOT_IMPLEMENTED = 0x8000
 SUNSPEC_MARKER = (0x5375, 0x6E53)  # "SunS"

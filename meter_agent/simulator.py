@@ -550,7 +550,7 @@ class MeterSimulator:
         else:
             put(address + 2, [0x8000] * length)  # int16 / sunssf: not implemented
             if model.model_id in (201, 202, 203, 204):
-                put(address + 38, [0] * 16)  # acc32 real energy: 0 = not implemented (SunSpec)
+                put(address + 38, [0] * 16)  # acc32 energies it does not simulate (per phase...): 0
                 put(address + 55, [0] * 16)
                 put(address + 72, [0] * 32)
                 put(address + length, [0, 0])

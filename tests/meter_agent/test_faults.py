@@ -89,14 +89,19 @@ def test_close_between_polls(start_sim, reader_for):
     reader.read()  # reconnects; the discovered SunSpec layout is kept
 
 
-@pytest.mark.parametrize(("name", "model"), [("sdm630", None), ("sunspec", 203), ("sunspec", 213)])
-def test_nan_and_sentinels_read_as_unavailable(start_sim, reader_for, name, model):
+# SunSpec 203's counters are acc32, which have no 'not available' value (0 is 0 Wh): its
+# int16 power (0x8000) stands in for them
+@pytest.mark.parametrize(
+    ("name", "model", "value"),
+    [("sdm630", None, "import_wh"), ("sunspec", 203, "power_w"), ("sunspec", 213, "import_wh")],
+)
+def test_nan_and_sentinels_read_as_unavailable(start_sim, reader_for, name, model, value):
     sim = start_sim(name, **({"sunspec_model": model} if model else {}))
     reader = reader_for(sim)
-    sim.inject("nan", values=["import_wh"])
-    with pytest.raises(MeterValueUnavailable, match="import_wh not available") as info:
+    sim.inject("nan", values=[value])
+    with pytest.raises(MeterValueUnavailable, match=f"{value} not available") as info:
         reader.read()
-    assert info.value.names == ("import_wh",)
+    assert info.value.names == (value,)
     sim.clear_faults()
     sim.inject("nan", values=["voltage_l2_v", "frequency_hz"])
     sample = reader.read()  # a missing measurement is None, not an error
@@ -110,6 +115,9 @@ def test_nan_needs_an_encoding_for_it(start_sim):
     sim = start_sim("em340")
     with pytest.raises(ValueError, match="no 'not available' encoding"):
         sim.inject("nan")
+    sim = start_sim("sunspec", sunspec_model=203)  # acc32 counters: 0 is 0 Wh
+    with pytest.raises(ValueError, match=r"import_wh \(acc32\) has no 'not available' encoding"):
+        sim.inject("nan", values=["import_wh"])
 
 
 def test_counter_glitch_reset_backwards_and_meter_swap(start_sim, reader_for):

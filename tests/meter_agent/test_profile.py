@@ -11,6 +11,7 @@ import pytest
 
 from meter_agent.profile import (
     ENCODINGS,
+    SUNSPEC_NOT_IMPLEMENTED,
     ProfileError,
     ValueSpec,
     builtin_profiles,
@@ -145,9 +146,15 @@ def test_not_available_sentinels_and_nan():
     sunspec = find_profile("sunspec").sunspec
     w = sunspec.model(203).values["power_w"]
     assert w.decode([0x8000]) is None and w.decode([0x7FFF]) == Decimal(32767)
-    acc = sunspec.model(203).values["import_wh"]  # acc32: 0 is "not implemented", all bits set is a value
-    assert acc.decode([0, 0]) is None and acc.decode([0, 5], 3) == Decimal(5000)
+    # acc32 energy: 0 is 0 Wh (found in a QA pass: read as 'not implemented', a home without PV
+    # could never be read), all bits set is a value too
+    acc = sunspec.model(203).values["import_wh"]
+    assert acc.decode([0, 0]) == Decimal(0) and acc.decode([0, 5], 3) == Decimal(5000)
     assert acc.decode([0xFFFF, 0xFFFF]) == Decimal(0xFFFFFFFF)
+    # the other 'not implemented' values stay: int16 0x8000 (above), uint16 0xFFFF, float NaN
+    uint16 = ValueSpec("frequency_hz", 0, "uint16", not_available=SUNSPEC_NOT_IMPLEMENTED["uint16"])
+    assert uint16.decode([0xFFFF]) is None and uint16.decode([0]) == Decimal(0)
+    assert sunspec.model(213).values["export_wh"].decode(nan_regs) is None
     declared = ValueSpec("power_w", 0, "int32", "little", Decimal(1), 4, 2, frozenset({0x7FFFFFFF}))
     assert declared.decode([0xFFFF, 0x7FFF]) is None
 

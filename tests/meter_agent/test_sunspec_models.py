@@ -1,5 +1,5 @@
-"""SunSpec (issue 18 items 3-5): every meter model 201-204 and 211-214, acc32 counters whose
-0 means "not implemented", and SolarEdge-style chains where the meter's own common block (not
+"""SunSpec (issue 18 items 3-5): every meter model 201-204 and 211-214, acc32 counters (0 is
+0 Wh: found in a QA pass), and SolarEdge-style chains where the meter's own common block (not
 the inverter's) holds its serial. Real simulators over loopback TCP."""
 
 from __future__ import annotations
@@ -51,20 +51,49 @@ def test_solaredge_chain_takes_the_meters_own_serial(start_sim, reader_for, mode
     assert inverter_sn != sim.meter_serial and inverter_sn.endswith(sim.meter_serial)
 
 
-def test_an_unimplemented_acc32_counter_is_unavailable_not_zero(start_sim, reader_for, tmp_path):
-    """Model 203 TotWhExpPhA (offset 40) is an acc32 the simulated meter does not implement:
-    it reads 0, which SunSpec defines as 'not implemented' for accumulators."""
+def test_an_unimplemented_scale_factor_makes_its_points_unavailable(start_sim, reader_for, tmp_path):
+    """SunSpec's 'not implemented' scale factor (0x8000) still reads as 'not available': here
+    import_wh is pointed at model 203's VA_SF (offset 27), which the simulated meter leaves
+    unimplemented."""
     text = Path(find_profile("sunspec").source).read_text()
-    text = text.replace('name = "sunspec"', 'name = "phase-a-export"')
+    text = text.replace('name = "sunspec"', 'name = "unimplemented-sf"')
     text = re.sub(r"\nmodels = \[[^]]*\]", "\nmodels = [203]", text)
     head = text[: text.index("[sunspec.model.213]")]
-    head = head.replace("import_wh = { offset = 46,", "import_wh = { offset = 40,")
-    path = tmp_path / "phase-a-export.toml"
+    head = head.replace(
+        'import_wh = { offset = 46, encoding = "acc32", sf_offset = 54 }',
+        'import_wh = { offset = 46, encoding = "acc32", sf_offset = 27 }',
+    )
+    path = tmp_path / "unimplemented-sf.toml"
     path.write_text(head)
     sim = start_sim("sunspec", sunspec_model=203)
     with pytest.raises(MeterValueUnavailable) as info:
         reader_for(sim, load_profile(path)).read()
     assert info.value.names == ("import_wh",)
+
+
+@pytest.mark.parametrize(("name", "unit"), [("sunspec", 1), ("kostal-ksem", 1), ("fronius-smart-meter", 240)])
+def test_an_acc32_counter_that_is_really_0_reads_0_wh(start_sim, reader_for, name, unit):
+    """Found in a QA pass: a SunSpec int meter (model 203) whose export counter is 0 Wh (a home
+    without PV, a new meter before its first export) was a permanent meter fault: 'import_wh,
+    export_wh not available', because acc32 0 was read as SunSpec's 'not implemented'. A meter
+    that implements the model implements its energy totals: 0 is 0 Wh."""
+    sim = start_sim(
+        name, sunspec_model=203, unit_id=unit, start_time=EVENING, export_wh=0.0, import_wh=5000.0
+    )
+    sample = reader_for(sim).read()
+    assert sample.sunspec_model == 203
+    assert sample.export_wh == 0
+    assert sample.import_wh == 5000
+    assert sample.power_w > 0  # a winter evening: the home imports
+
+
+def test_a_model_203_meter_from_zero_reads_zero(start_sim, reader_for):
+    """A new meter: both counters 0 Wh (the simulator's swap_meter())."""
+    sim = start_sim("sunspec", sunspec_model=203, start_time=EVENING)
+    sim.swap_meter()
+    sample = reader_for(sim).read()
+    assert (sample.import_wh, sample.export_wh) == (0, 0)
+    assert sample.serial == sim.meter_serial
 
 
 def test_probe_names_the_models_it_saw(start_sim):
