@@ -255,7 +255,9 @@ enabled = false
 @click.option("--host", help="The meter's Modbus TCP address (or a gateway's).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Modbus TCP port (default: the profile's, 502).")
 @click.option("--serial", "serial_device", help="RS-485 device for Modbus RTU, e.g. /dev/ttyUSB0.")
-@click.option("--units", default="1", show_default=True, help="Unit ids to try, e.g. 1,2 or 1-5.")
+@click.option(
+    "--units", default=None, help="Unit ids to try, e.g. 1,2 or 1-5 (default: 1 and each profile's own unit)."
+)
 @click.option("--profiles", "profile_list", help="Profiles to try (default: all known).")
 @click.option("--broker", "broker_url", help="The community's broker, e.g. mqtts://broker.example:8883.")
 @click.option("--name", help="The household's name as the community will see it.")
@@ -284,7 +286,7 @@ def setup(
     from chain.genesis import GenesisError, load_genesis
     from chain.keys import KeyFileError, generate_private_key, save_private_key
     from meter_agent.modbus_reader import MeterError, MeterReader
-    from meter_agent.probe import advice, best, probe_meter
+    from meter_agent.probe import advice, best, describe_units, probe_meter, unit_plan
     from peerwatt.commands.meter import _profiles, _target, format_sample, parse_units
     from peerwatt.onboarding import JoinRequestError, make_join_request
 
@@ -316,8 +318,9 @@ def setup(
     click.echo(f"looking for the meter at {host or serial_device} ...")
     found = best(probe_meter(targets, parse_units(units), 0.5, 30.0))
     if found is None:
+        tried = units if units is not None else describe_units(unit_plan(targets, None))
         raise UserError(
-            f"no known meter answered at {host or serial_device} (units {units}): check the address, "
+            f"no known meter answered at {host or serial_device} (units {tried}): check the address, "
             "the wiring and the unit id (`peerwatt meter probe` shows every attempt)"
         )
     profile, target = next((p, t) for p, t in targets if p.name == found.profile)

@@ -3,6 +3,7 @@ against a real Modbus simulator (the real probe code), one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -68,9 +69,15 @@ INIT += ["--retail-price", "0.30", "--timezone", "UTC", "--broker-host", "127.0.
 
 @pytest.fixture
 def sim_meter():
+    with _sim_meter("sdm630") as port:
+        yield port
+
+
+@contextlib.contextmanager
+def _sim_meter(profile: str):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--profile", "sdm630", "--port", str(port)],
+        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--profile", profile, "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -82,9 +89,11 @@ def sim_meter():
         except OSError:
             assert time.monotonic() < deadline and proc.poll() is None, "sim-meter did not start"
             time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_agent_setup_finds_the_meter_and_writes_keys_config_and_request(tmp_path, sim_meter):
@@ -218,3 +227,19 @@ def test_a_join_request_names_its_profile_and_a_missing_genesis_is_one_line(tmp_
     r = peerwatt(*args, "--genesis", str(out / "household" / "genesis.toml"))
     assert r.returncode == 0, r.stderr
     assert read_join_request(tmp_path / "j.txt").profile == "sdm630"
+
+
+def test_agent_setup_finds_a_meter_on_its_profiles_own_unit_id(tmp_path):
+    """Found in a QA pass: `agent setup --host` tried unit 1 only, so a Fronius Smart Meter (unit
+    240) or a DTSU666-H (unit 11) was never found, although docs/agent.md says setup finds the
+    meter as `meter probe` does (which tries each profile's own unit id)."""
+    out = tmp_path / "c"
+    r = peerwatt("community", "init", *INIT, "--out", str(out), stdin="")
+    assert r.returncode == 0, r.stderr
+    with _sim_meter("fronius-smart-meter") as port:  # serves on unit 240, the profile's
+        r = peerwatt(
+            "agent", "setup", "--dir", str(out / "household"), "--host", "127.0.0.1", "--port", str(port),
+            "--broker", "mqtts://127.0.0.1:8883", "--name", "Household 8", "--yes", stdin="", timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "fronius-smart-meter at 127.0.0.1" in r.stdout and "unit 240" in r.stdout, r.stdout
