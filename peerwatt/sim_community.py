@@ -15,9 +15,10 @@ import resource
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -60,6 +61,9 @@ class SimOptions:
     validators: int = 2
     step_s: int = 300
     out: Path = Path("simulation")
+    # the community's time zone (IANA name, genesis community.timezone): where its days, months
+    # and statements begin; the study starts at midnight of ``start`` there
+    timezone: str = "UTC"
     # processes the study runs in: 1 = this one only; None = one per core (the outcome is the
     # same for any number: see docs/simulate.md, "All cores")
     workers: int | None = None
@@ -116,8 +120,12 @@ class InProcessMeter:
 
 
 def start_time(o: SimOptions) -> int:
-    """The study's first instant (Unix seconds): midnight UTC of its first day."""
-    return int(datetime(o.start.year, o.start.month, o.start.day, tzinfo=UTC).timestamp())
+    """The study's first instant (Unix seconds): midnight of its first day in the community's
+    time zone (``o.timezone``, UTC by default); in a zone whose offset then was not whole quarter
+    hours (local mean time, before about 1900), the interval boundary just before it."""
+    midnight = datetime(o.start.year, o.start.month, o.start.day, tzinfo=ZoneInfo(o.timezone))
+    start = int(midnight.timestamp())
+    return start - start % 900
 
 
 def market_params(o: SimOptions) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def make_genesis(o: SimOptions, validators: list, homes: list[dict[str, Any]]) -
     start = start_time(o)
     return genesis_from_dict(
         {
-            "community": {"id": COMMUNITY, "time": start - 900, "app": "market", "timezone": "UTC"},
+            "community": {"id": COMMUNITY, "time": start - 900, "app": "market", "timezone": o.timezone},
             "chain": {
                 "sequencer": key_id(validators[0].public_key()),
                 "block_s": 1,

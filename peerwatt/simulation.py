@@ -140,7 +140,7 @@ def run_simulation(
         store.close()
     for name, frame in tables.items():
         frame.to_csv(o.out / f"{name}.csv", index=False)
-    write_plots(tables, o.out, start)
+    write_plots(tables, o.out, start, o.timezone)
     return SimResult(
         tables,
         report,
@@ -239,8 +239,9 @@ class _Study:
             replies = self._exchange(requests)
 
 
-def write_plots(tables: dict[str, Any], out: Path, start: int) -> None:
-    """Daily P2P volume, clearing price over time, savings per household (PNG)."""
+def write_plots(tables: dict[str, Any], out: Path, start: int, timezone: str = "UTC") -> None:
+    """Daily P2P volume (days of the community's ``timezone``), clearing price over time, savings
+    per household (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,7 +251,7 @@ def write_plots(tables: dict[str, Any], out: Path, start: int) -> None:
     trades = tables["trades"]
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(trades):
-        day = pd.to_datetime(trades["interval"], unit="s", utc=True).dt.date
+        day = pd.to_datetime(trades["interval"], unit="s", utc=True).dt.tz_convert(timezone).dt.date
         (trades.groupby(day)["energy_wh"].sum() / 1000).plot.bar(ax=ax, color="#2a9d8f")
     ax.set_title("P2P energy traded per day")
     ax.set_ylabel("kWh")

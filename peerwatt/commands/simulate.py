@@ -18,7 +18,19 @@ from peerwatt.errors import UserError
 )
 @click.option("--pv-kwp", default="3-9", show_default=True, help="PV size range in kWp, e.g. 3-9.")
 @click.option("--days", default=1.0, show_default=True, type=click.FloatRange(0.05, 366))
-@click.option("--start", "start_date", default="2026-06-21", show_default=True, help="First day (UTC).")
+@click.option(
+    "--start",
+    "start_date",
+    default="2026-06-21",
+    show_default=True,
+    help="First day (in --timezone): the study starts at its midnight.",
+)
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="The community's time zone, an IANA name such as Europe/Vienna (its days and months).",
+)
 @click.option("--lat", default=52.52, show_default=True, type=click.FloatRange(-66, 66))
 @click.option("--lon", default=13.40, show_default=True, type=click.FloatRange(-180, 180))
 @click.option("--feed-in", default=80_000, show_default=True, type=click.IntRange(1), help="µ/kWh")
@@ -53,6 +65,7 @@ def simulate(
     pv_kwp,
     days,
     start_date,
+    timezone,
     lat,
     lon,
     feed_in,
@@ -70,6 +83,7 @@ def simulate(
     """Simulate a community with the real agent, ledger and market code; write report and plots."""
     from rich.console import Console
 
+    from chain.genesis import GenesisError, check_timezone
     from peerwatt.simulation import SimOptions, WorkerError
 
     if out.exists() and not out.is_dir():
@@ -81,6 +95,10 @@ def simulate(
         raise UserError("--pv-kwp must look like 3-9 and --start like 2026-06-21") from None
     if not 0 <= low <= high:
         raise UserError(f"--pv-kwp {pv_kwp}: the smallest size first, e.g. 3-9 (kWp, not negative)")
+    try:
+        check_timezone(timezone, "--timezone")
+    except GenesisError as exc:
+        raise UserError(str(exc)) from None
     options = SimOptions(
         homes=homes,
         pv_share=pv_share,
@@ -88,6 +106,7 @@ def simulate(
         pv_max_kwp=high,
         days=days,
         start=start,
+        timezone=timezone,
         lat=lat,
         lon=lon,
         feed_in_price=feed_in,
@@ -109,7 +128,7 @@ def simulate(
     except WorkerError as exc:
         raise UserError(str(exc), exit_code=1) from None
     elapsed = time.monotonic() - started
-    title = f"{homes} homes, {days:g} days from {start_date}, {mechanism}"
+    title = f"{homes} homes, {days:g} days from {start_date} ({timezone}), {mechanism}"
     Console().print(_summary_table(result, title, elapsed))
     click.echo(
         f"report, plots and ledger in {result.out}/ "
