@@ -18,6 +18,7 @@ from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_pa
 from dashboard.views.common import ledger_today, names, require_meter, services, viewer
 
 bp = Blueprint("household", __name__)
+NOT_YOURS = "This trade is not yours to see (or there is no such trade)."
 
 
 @bp.app_template_filter("exact_wh")
@@ -156,10 +157,11 @@ def _trade(trade_id: str) -> dict:
     row = s.index.conn.execute(
         "SELECT seller, buyer FROM trades WHERE interval = ? AND trade_key = ?", (interval, key)
     ).fetchone()
-    if row is None:
-        abort(403 if not user.is_admin else 404, "No such trade of yours.")
-    if not (user.may_see(row[0]) or user.may_see(row[1])):
-        abort(403, "This trade is not yours to see.")
+    # one answer for a trade of others and an id that does not exist: a guessed id learns nothing
+    if row is None and user.is_admin:
+        abort(404, "No such trade.")
+    if row is None or not (user.may_see(row[0]) or user.may_see(row[1])):
+        abort(403, NOT_YOURS)
     meters = None if user.is_admin else tuple(sorted(user.meters & {row[0], row[1]}))
     page = query_page(
         s.index.conn,

@@ -267,3 +267,24 @@ def test_who_proposed_and_voted_is_not_public_on_block_pages(client, as_flat, bu
         assert "a member (log in to see who)" in page
         mine = as_flat.get(f"/api/v1/blocks/{h}").get_json()["txs"]
         assert all(tx["signer"] for tx in mine if tx["type"] in ("propose", "vote"))
+
+
+def test_a_403_does_not_tell_whether_the_thing_exists(as_villa, as_admin, built):
+    """Found in a QA pass: another household's trade answered "This trade is not yours to see."
+    and a made-up id "No such trade of yours.", so a guessed id learned whether the trade exists.
+    Every 403 for another household's data reads the same for ids that exist and ids that do not."""
+    import re
+
+    villa, flat = built.meters[0], built.meters[2]
+    real = household_paths(flat, trade_of(as_admin, flat, other=villa))
+    guessed = household_paths("0" * 32, f"{built.last_block_time}:{'a' * 24}:{'b' * 24}")
+
+    def said(path: str) -> str:
+        response = as_villa.get(path)
+        assert response.status_code == 403, path
+        if path.startswith("/api/"):
+            return response.get_json()["error"]
+        return re.search(r'<p class="error-box"[^>]*>(.*?)</p>', response.get_data(as_text=True)).group(1)
+
+    for existing, made_up in zip(real, guessed, strict=True):
+        assert said(existing) == said(made_up), (existing, made_up)
