@@ -24,6 +24,7 @@ A receipt fails (``ok`` false) when any check fails, each with a one-line reason
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from chain.block import header_hash, most_seals_in_one_round, result_proof
@@ -414,9 +415,81 @@ def verify_receipt(receipt: dict[str, Any], trade: dict[str, Any], ledger: Ledge
     return {"ok": ok, "checks": checks, "entries": entries}
 
 
+class ReceiptError(ValueError):
+    """A posted receipt that cannot be checked; the message (one line) says what is wrong."""
+
+
+MAX_SAFE = 2**53 - 1
+_NOT_JSON = ("bad_json", "non_finite_number")  # NaN and Infinity are not JSON (RFC 8259)
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}", re.ASCII)
+
+
 def parse_receipt(text: str) -> dict[str, Any]:
-    """A receipt posted back for checking (JSON); CanonicalError/ValueError when malformed."""
-    value = loads_strict(text)
+    """A receipt posted back for checking (strict JSON, as the ledger writes it). ReceiptError
+    says why one is refused: text that is not JSON is "not valid JSON"; valid JSON that no
+    receipt can hold (an integer beyond the ledger's ±(2**53 − 1), a number with a fraction, a
+    duplicate key) names the field and what is wrong with it."""
+    try:
+        value = loads_strict(text)
+    except CanonicalError as exc:
+        if exc.reason in _NOT_JSON:
+            raise ReceiptError(f"the posted receipt is not valid JSON: {exc}") from None
+        if exc.reason in ("integer_out_of_range", "float_not_allowed"):
+            located = _locate_number(text)
+            if located is not None:
+                raise ReceiptError(f"the posted receipt{located}") from None
+        raise ReceiptError(f"the posted receipt holds what no receipt holds: {exc}") from None
     if not isinstance(value, dict) or not isinstance(value.get("entries"), list):
-        raise ValueError("not a receipt")
+        raise ReceiptError("the posted JSON is not a receipt (an object with a list of entries)")
     return value
+
+
+class _Refused:
+    """A number the strict decoder refused, kept where it stood to name its place."""
+
+    def __init__(self, text: str, why: str) -> None:
+        self.text, self.why = (text if len(text) <= 32 else text[:32] + "…"), why
+
+
+def _int_or_refused(text: str) -> int | _Refused:
+    if len(text) <= 17 and -MAX_SAFE <= int(text) <= MAX_SAFE:
+        return int(text)
+    return _Refused(text, "outside the ledger's integers (±(2**53 − 1))")
+
+
+def _locate_number(text: str) -> str | None:
+    """``'s entries[0].index is 1180591620717411303424, outside ...`` (to follow "the posted
+    receipt"): the first number of ``text`` (JSON) that the ledger cannot hold, with its place;
+    None when it cannot be found."""
+    try:
+        value = json.loads(
+            text,
+            parse_int=_int_or_refused,
+            parse_float=lambda t: _Refused(t, "not a whole number (the ledger's numbers are integers)"),
+        )
+        found = _find_refused(value, "")
+    except (ValueError, RecursionError):
+        return None
+    if found is None:
+        return None
+    place, refused = found
+    whose = f"'s {place}" if place else ""
+    return f"{whose} is {refused.text}, {refused.why}"
+
+
+def _find_refused(value: Any, place: str) -> tuple[str, _Refused] | None:
+    if isinstance(value, _Refused):
+        return place, value
+    if isinstance(value, dict):
+        items = (
+            (f"{place}.{k}" if place else k) if _NAME_RE.fullmatch(k) else f"{place}[{json.dumps(k)[:42]}]"
+            for k in value
+        )
+        for where, item in zip(items, value.values(), strict=True):
+            if (found := _find_refused(item, where)) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _find_refused(item, f"{place}[{i}]")) is not None:
+                return found
+    return None

@@ -12,7 +12,7 @@ from markupsafe import Markup
 from dashboard import household_view as hh
 from dashboard.agent_status import not_configured
 from dashboard.params import arg_choice, arg_date
-from dashboard.receipt_view import build_receipt, parse_receipt, verify_receipt
+from dashboard.receipt_view import ReceiptError, build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, local_date, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
 from dashboard.views.common import ledger_today, names, require_meter, services, viewer
@@ -213,8 +213,8 @@ def api_verify(trade_id: str):
     if request.data:
         try:
             receipt = parse_receipt(request.get_data(as_text=True))
-        except ValueError as exc:
-            raise FilterError(f"the posted receipt is not valid JSON: {exc}") from None
+        except ReceiptError as exc:
+            raise FilterError(str(exc)) from None
     else:
         receipt = build_receipt(s.ledger, s.index.conn, trade)
     try:

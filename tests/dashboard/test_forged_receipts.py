@@ -177,3 +177,39 @@ def test_a_false_leaf_hash_or_a_field_no_receipt_has_is_not_verified(as_villa, b
     # the receipt without how_to_check (it is only a note) still verifies
     plain = {k: v for k, v in receipt.items() if k != "how_to_check"}
     assert post(as_villa, trade["id"], plain).get_json()["ok"] is True
+
+
+def test_a_receipt_out_of_the_ledgers_range_is_not_called_invalid_json(as_villa, built):
+    """Found in a QA pass: a receipt with ``index: 2**70`` or a time of 1.5 was refused as "the
+    posted receipt is not valid JSON: integer ... is out of range", although it is valid JSON. The
+    400 names the field and what is wrong with it; only text that is not JSON is called so."""
+    trade = settled_trade(as_villa, built.meters[0])
+    receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
+
+    def refused(body: str) -> str:
+        response = as_villa.post(
+            f"/api/v1/receipts/{trade['id']}/verify",
+            data=body,
+            headers={"X-CSRFToken": token(as_villa), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert "\n" not in error
+        return error
+
+    big = copy.deepcopy(receipt)
+    big["entries"][0]["index"] = 2**70
+    error = refused(json.dumps(big))
+    assert "not valid JSON" not in error, error
+    assert f"entries[0].index is {2**70}" in error and "2**53" in error, error
+    fraction = copy.deepcopy(receipt)
+    fraction["entries"][0]["header"]["time"] = 1.5
+    error = refused(json.dumps(fraction))
+    assert "not valid JSON" not in error, error
+    assert "entries[0].header.time is 1.5" in error and "whole number" in error, error
+    assert "not valid JSON" in refused('{"entries": [')
+    assert "not valid JSON" in refused('{"entries": [], "x": NaN}')
+    error = refused('{"entries": [], "entries": []}')
+    assert "not valid JSON" not in error and "duplicate key" in error, error
+    error = refused("[1, 2]")
+    assert "not valid JSON" not in error and "not a receipt" in error, error
