@@ -11,12 +11,33 @@ import click
 from peerwatt.errors import UserError, check_outputs, write_outputs
 
 
-def _day_start(day: str, tz: ZoneInfo, option: str) -> int:
+def _day(day: str, option: str) -> date:
     try:
-        parsed = date.fromisoformat(day)
+        return date.fromisoformat(day)
     except ValueError:
         raise UserError(f"{option} {day!r}: use a date like 2026-06-21") from None
-    return int(datetime.combine(parsed, time(0), tz).timestamp())
+
+
+def _midnight(day: date, tz: ZoneInfo) -> int:
+    """The first instant of ``day`` in ``tz`` (Unix s): its local midnight."""
+    return int(datetime.combine(day, time(0), tz).timestamp())
+
+
+def day_bounds(date_from: str | None, date_to: str | None, tz: ZoneInfo) -> tuple[int | None, int | None]:
+    """[start, end) in Unix s of the days ``date_from`` to ``date_to`` (inclusive, YYYY-MM-DD) in
+    the community's time zone: from the local midnight that begins the first day to the local
+    midnight that begins the day after the last, so a last day of 23 or 25 hours (a change of the
+    clocks) is counted whole (found in a QA pass: the end was 24 hours after the last day's
+    midnight). None: open on that side (also for 9999-12-31, after which the calendar has no
+    midnight)."""
+    start = _midnight(_day(date_from, "--from"), tz) if date_from else None
+    end = None
+    if date_to:
+        last = _day(date_to, "--to")
+        end = None if last == date.max else _midnight(last + timedelta(days=1), tz)
+    if start is not None and end is not None and start >= end:
+        raise UserError(f"--from {date_from} is after --to {date_to}: the first day comes first")
+    return start, end
 
 
 # the tables build_report returns, in its order: checked before the (long) build, written after it
@@ -59,11 +80,11 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         store.close()
         raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
     tz = ZoneInfo(genesis["community"].get("timezone", "UTC"))
-    start = _day_start(date_from, tz, "--from") if date_from else None
-    end = _day_start(date_to, tz, "--to") + int(timedelta(days=1).total_seconds()) if date_to else None
-    if start is not None and end is not None and start >= end:
+    try:
+        start, end = day_bounds(date_from, date_to, tz)
+    except UserError:
         store.close()
-        raise UserError(f"--from {date_from} is after --to {date_to}: the first day comes first")
+        raise
     try:
         tables = build_report(store, start=start, end=end, meter=meter)
     except StoreError as exc:  # a stored row that no longer decodes
