@@ -56,8 +56,10 @@ class Application(Protocol):
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
         """The app's state at genesis, from the community parameters."""
 
-    def check_params(self, params: dict[str, Any]) -> None:
-        """Raise ValueError with a one-line reason if the parameters are unusable."""
+    def check_params(self, params: dict[str, Any], bounded: bool = False) -> None:
+        """Raise ValueError with a one-line reason if the parameters are unusable; ``bounded``: the
+        ledger has the bounds on proposals' arguments (genesis chain.max_open_proposals), so the
+        app may also cap sizes it could not cap in ledgers from before them."""
 
     def check_tx(self, ctx: AppContext, env: Envelope) -> None:
         """Raise Rejected if ``env`` would be refused in a block at ``ctx.time`` (intake check)."""

@@ -63,7 +63,7 @@ def _sec1(text: Any, where: str) -> tuple[str, str]:
 
 
 def check_proposal(
-    chain: dict[str, Any], env: Envelope, time: int, check_params: Callable[[dict[str, Any]], None]
+    chain: dict[str, Any], env: Envelope, time: int, check_params: Callable[..., None]
 ) -> None:
     """Raise Rejected unless ``env`` is a well-formed proposal that could pass now."""
     body = env.body
@@ -134,7 +134,7 @@ def check_proposal(
             except GenesisError as exc:
                 raise Rejected("bad_value", str(exc)) from None
         try:
-            check_params(dict(chain["params"], **{args["name"]: args["value"]}))
+            check_params(dict(chain["params"], **{args["name"]: args["value"]}), bounded=limit is not None)
         except ValueError as exc:
             raise Rejected("bad_value", f"parameter change refused: {exc}") from None
 
@@ -239,7 +239,7 @@ def propose(
     env: Envelope,
     height: int,
     time: int,
-    check_params: Callable[[dict[str, Any]], None],
+    check_params: Callable[..., None],
 ) -> list[dict[str, Any]]:
     """Open a proposal (its id is the tx hash); the proposer's eligible vote counts as yes."""
     check_proposal(chain, env, time, check_params)

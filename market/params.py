@@ -87,8 +87,17 @@ def with_defaults(params: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **params}
 
 
-def check_params(params: dict[str, Any]) -> None:
-    """Raise ValueError with a one-line reason if the market cannot run with ``params``."""
+# The largest price per kWh (micro-units) in a ledger with the bounds (genesis
+# chain.max_open_proposals): 1,000 currency units per kWh, over 3,000 times today's retail
+# prices, and small enough that a year of a household's money stays within the ledger's integers
+# (±(2**53 - 1)). Without it a vote could set a retail price of 2**53 - 1 (found in a QA pass).
+MAX_PRICE_PER_KWH = 10**9
+PRICE_PARAMS = ("feed_in_price", "retail_price", "grid_fee_per_kwh", "levies_per_kwh", "community_price")
+
+
+def check_params(params: dict[str, Any], bounded: bool = False) -> None:
+    """Raise ValueError with a one-line reason if the market cannot run with ``params``;
+    ``bounded`` (a ledger with the bounds, see chain.governance) also caps the prices."""
     p = with_defaults(params)
     unknown = set(params) - set(DEFAULTS)
     if unknown:
@@ -96,6 +105,9 @@ def check_params(params: dict[str, Any]) -> None:
     for name in INT_PARAMS:
         if type(p[name]) is not int or p[name] < 0:
             raise ValueError(f"{name} must be a non-negative integer")
+    for name in PRICE_PARAMS if bounded else ():
+        if p[name] > MAX_PRICE_PER_KWH:
+            raise ValueError(f"{name} must be at most {MAX_PRICE_PER_KWH} micro-units per kWh")
     if p["interval_s"] <= 0 or 86_400 % p["interval_s"]:
         raise ValueError("interval_s must divide a day (e.g. 900)")
     if p["gate_s"] >= p["horizon_s"]:

@@ -42,6 +42,7 @@ import click
 from chain.genesis import GenesisError, check_timezone, default_quorum, load_genesis
 from chain.keys import generate_private_key, key_id, public_key_pem, public_key_sec1, save_private_key
 from chain.schema import COMMUNITY_ID, SchemaError
+from market.params import MAX_PRICE_PER_KWH
 from peerwatt.broker.access import DASHBOARD_ACCOUNT
 from peerwatt.errors import UserError
 from peerwatt.onboarding import (
@@ -58,7 +59,6 @@ DEFAULT_BROKER_ETC = Path("/etc/mosquitto/peerwatt")
 DEBIAN_PERSISTENCE = Path("/var/lib/mosquitto")
 # validators of one community: every block takes votes from most of them, each to each
 MAX_VALIDATORS = 100
-MAX_PRICE_MICRO = 2**53 - 1  # the ledger's integers (micro-units per kWh)
 
 
 def _interactive() -> bool:
@@ -89,8 +89,8 @@ def _price(text: str, what: str, *, zero_ok: bool = False) -> int:
         whole = value.is_finite() and micro == micro.to_integral_value()
     except (InvalidOperation, ArithmeticError):  # not a number, sNaN, 1e999999 (decimal.Overflow)
         raise UserError(f"{what} {text!r}: write a price per kWh such as 0.08") from None
-    if whole and micro > MAX_PRICE_MICRO:
-        most = MAX_PRICE_MICRO // 10**6
+    if whole and micro > MAX_PRICE_PER_KWH:
+        most = MAX_PRICE_PER_KWH // 10**6
         raise UserError(f"{what} {text!r}: more than the ledger can hold ({most} per kWh)")
     if not whole or micro < 0 or (micro == 0 and not zero_ok):
         rule = "0 or more" if zero_ok else "more than 0"

@@ -80,6 +80,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         (["--validators", "5", "--validator-host", "h1"], "given 1 times for 5 validators"),
         (["--grid-fee", "-1"], "0 or more"),
         (["--retail-price", "abc"], "a price per kWh such as 0.08"),
+        (["--retail-price", "1000.000001"], "more than the ledger can hold (1000 per kWh)"),
         (["--validators", "3", "--interval", "7"], "the interval must divide a day"),
     ]
     for extra, words in bad:

@@ -102,10 +102,12 @@ def make_community(
     capacity_w: int = 10_000,
     quorum: int | None = None,
     serials: list[str] | None = None,
+    chain_options: dict[str, Any] | None = None,
 ) -> LocalCommunity:
     """Fresh keys and a genesis for an in-process community. ``serials`` enrols the meters (in
     member order) with these serials instead of ``SN<member><meter>``: a reading must carry its
-    meter's enrolled serial to settle, so a simulated meter's own serial goes here."""
+    meter's enrolled serial to settle, so a simulated meter's own serial goes here.
+    ``chain_options``: more of the genesis [chain] (e.g. max_open_proposals, the bounds)."""
     v_parties = [Party(generate_private_key(), f"validator-{i}") for i in range(validators)]
     m_parties = [Party(generate_private_key(), f"member-{i}") for i in range(members)]
     meter_parties = []
@@ -123,7 +125,7 @@ def make_community(
                     "capacity_w": capacity_w,
                 }
             )
-    chain: dict[str, Any] = {"sequencer": v_parties[0].id}
+    chain: dict[str, Any] = {"sequencer": v_parties[0].id, **(chain_options or {})}
     if quorum is not None:
         chain["quorum"] = quorum
     genesis = genesis_from_dict(
