@@ -40,6 +40,51 @@ def day_bounds(date_from: str | None, date_to: str | None, tz: ZoneInfo) -> tupl
     return start, end
 
 
+def _at(ts: int, tz: ZoneInfo) -> str:
+    return f"{datetime.fromtimestamp(ts, tz):%Y-%m-%d %H:%M} {tz.key}"
+
+
+def ledger_span_note(
+    start: int | None,
+    end: int | None,
+    begins: int,
+    last: int | None,
+    tz: ZoneInfo,
+    period: str = "the period",
+) -> str:
+    """Where the period [start, end) lies against the ledger, which begins at ``begins`` (its
+    genesis) and whose last block is at ``last`` (None: no block after the genesis). A ledger with
+    no block, or a period wholly before or after the ledger, is a UserError (a report of it would
+    be all zeros, as if nobody had traded: found in a QA pass). A period that reaches beyond either
+    end gives a note to print (the report covers only what the ledger holds), else ''. ``period``
+    names the period in the messages (the options it came from)."""
+    if last is None:
+        raise UserError(
+            f"the ledger has no block after its genesis ({_at(begins, tz)}): nothing to report yet"
+        )
+    if start is not None and start >= last:
+        raise UserError(
+            f"{period} begins after the ledger's last block ({_at(last, tz)}): nothing to report for it yet"
+        )
+    if end is not None and end <= begins:
+        raise UserError(
+            f"{period} ends before the ledger begins (its genesis, {_at(begins, tz)}): "
+            "nothing to report for it"
+        )
+    parts = []
+    if start is not None and start < begins:
+        parts.append(f"the ledger begins at {_at(begins, tz)} (its genesis), after the period's start")
+    if end is not None and end > last:
+        whose = "its" if parts else "the ledger's"
+        parts.append(f"{whose} last block is at {_at(last, tz)}, before the period's end")
+    if not parts:
+        return ""
+    covers = (
+        "that span" if len(parts) == 2 else "from then on" if end is None or end <= last else "up to then"
+    )
+    return ", and ".join(parts) + f": the report covers only {covers}"
+
+
 # the tables build_report returns, in its order: checked before the (long) build, written after it
 REPORT_TABLES = ("households", "trades", "settlements", "kpis")
 
@@ -82,6 +127,17 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
     tz = ZoneInfo(genesis["community"].get("timezone", "UTC"))
     try:
         start, end = day_bounds(date_from, date_to, tz)
+        height = store.height()
+        last = store.block_row(height)[2] if height > 0 else None
+    except StoreError as exc:
+        store.close()
+        raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
+    except UserError:
+        store.close()
+        raise
+    try:
+        period = " ".join(f"{name} {day}" for name, day in (("--from", date_from), ("--to", date_to)) if day)
+        note = ledger_span_note(start, end, genesis["community"]["time"], last, tz, f"the period {period}")
     except UserError:
         store.close()
         raise
@@ -103,6 +159,8 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         write_outputs({_path(out, name): writer(frame) for name, frame in tables.items()}, overwrite=True)
     except ImportError:
         raise UserError("writing .parquet needs pyarrow: pip install pyarrow (or use .csv)") from None
+    if note:
+        click.echo(f"note: {note}", err=True)
     written = [f"{_path(out, name)} ({len(frame)} rows)" for name, frame in tables.items()]
     kpis = tables["kpis"].iloc[0]
     click.echo("wrote " + ", ".join(written))
