@@ -237,6 +237,11 @@ def period_bounds(period: str, timezone: str) -> tuple[int, int]:
         raise BillingError(f"period {period!r}: use a month like 2026-06") from None
     if len(period) != 7:
         raise BillingError(f"period {period!r}: use a month like 2026-06")
+    if (first.year, first.month) == (date.max.year, 12):  # (its end would be in year 10000)
+        raise BillingError(
+            f"period {period!r}: it ends on 10000-01-01, after the calendar's last day (9999-12-31); "
+            "use a month like 2026-06"
+        )
     nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
     tz = ZoneInfo(timezone)
     return (
