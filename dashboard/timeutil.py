@@ -7,8 +7,10 @@ has 92 or 100 quarter-hours, as it should.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chain.store import StoreError
@@ -133,18 +135,51 @@ def buckets(p: Period, interval_s: int, tz: ZoneInfo) -> list[tuple[int, int, st
     return out
 
 
-def fmt_time(ts: int | None, tz: ZoneInfo, pattern: str = "%Y-%m-%d %H:%M") -> str:
-    """A Unix time in the community's zone ('–' for None)."""
-    if ts is None:
+# The proleptic Gregorian calendar repeats every 400 years (146,097 days), weekdays and all, and
+# a zone's rule for the years after its last listed change is the same every year: a time beyond
+# what datetime holds (the years 1..9999, in local time) is shown as the time a whole number of
+# such eras earlier or later, with the year put back. So every integer the ledger may hold
+# (0..2**53 - 1, up to the year 285,428,751) is shown, in any zone, and nothing raises.
+_ERA_S = 146_097 * 86_400
+_SAFE_LO = int(datetime(10, 1, 1, tzinfo=UTC).timestamp())
+_SAFE_HI = int(datetime(9990, 1, 1, tzinfo=UTC).timestamp())
+_DIRECTIVE_RE = re.compile(r"%(.)", re.DOTALL)
+
+
+def _local(ts: int | float, tz: ZoneInfo) -> tuple[datetime, int]:
+    """(the local time of ``ts``, or of a time whole 400-year eras from it; the years to add)."""
+    eras = 0
+    if ts > _SAFE_HI:
+        eras = -int(-(ts - _SAFE_HI) // _ERA_S)
+    elif ts < _SAFE_LO:
+        eras = int(-(_SAFE_LO - ts) // _ERA_S)
+    return datetime.fromtimestamp(ts - eras * _ERA_S, tz), 400 * eras
+
+
+def _strftime(moment: datetime, years: int, pattern: str) -> str:
+    """``moment.strftime(pattern)`` with ``years`` added to every year it shows (%Y, %F, %G, %C;
+    %y is the same 400 years on)."""
+    if years:
+        year, iso_year = moment.year + years, moment.isocalendar().year + years
+        by_directive = {"Y": str(year), "F": f"{year}-%m-%d", "G": str(iso_year), "C": str(year // 100)}
+        pattern = _DIRECTIVE_RE.sub(lambda m: by_directive.get(m.group(1), m.group(0)), pattern)
+    return moment.strftime(pattern)
+
+
+def fmt_time(ts: int | float | None, tz: ZoneInfo, pattern: str = "%Y-%m-%d %H:%M") -> str:
+    """A Unix time in the community's zone ('–' for None); any integer, also after the year 9999
+    local time (``10000-01-01 00:59``)."""
+    if ts is None or (isinstance(ts, float) and not math.isfinite(ts)):
         return "\u2013"
-    return datetime.fromtimestamp(ts, tz).strftime(pattern)
+    if isinstance(ts, float) and abs(ts) > 2**53:
+        ts = int(ts)  # exact: no rounding of a float this large by the era arithmetic
+    moment, years = _local(ts, tz)
+    return _strftime(moment, years, pattern)
 
 
 def fmt_interval(start: int, interval_s: int, tz: ZoneInfo) -> str:
     """``2025-06-02 14:15–14:30`` for a delivery interval."""
-    begin = datetime.fromtimestamp(start, tz)
-    end = datetime.fromtimestamp(start + interval_s, tz)
-    return f"{begin:%Y-%m-%d %H:%M}\u2013{end:%H:%M}"
+    return f"{fmt_time(start, tz, '%Y-%m-%d %H:%M')}\u2013{fmt_time(start + interval_s, tz, '%H:%M')}"
 
 
 def fmt_age(seconds: int) -> str:

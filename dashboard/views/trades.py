@@ -6,12 +6,23 @@ sees all and may filter by household.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 
 from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
 from flask_login import login_required
 
-from dashboard.params import MAX_INT, arg_choice, arg_date, arg_int, arg_key_id, arg_local_datetime, arg_text
+from dashboard.params import (
+    MAX_DATE,
+    MAX_INT,
+    MIN_DATE,
+    arg_choice,
+    arg_date,
+    arg_int,
+    arg_key_id,
+    arg_local_datetime,
+    arg_text,
+)
+from dashboard.timeutil import fmt_time, local_midnight
 from dashboard.trades import (
     MAX_CURSOR_LENGTH,
     MAX_LIMIT,
@@ -89,8 +100,11 @@ def page():
     args = {k: v for k, v in request.args.items() if k in FILTER_KEYS}
     tz = services().ledger.community.tz
     at_value = args.get("at", "")
+    # an interval given in Unix seconds is shown in the date-time field only where the field
+    # takes it back (dates MIN_DATE..MAX_DATE); any other stays in the address, the field empty
     if f.interval is not None and not at_value:
-        at_value = datetime.fromtimestamp(f.interval, tz).strftime("%Y-%m-%dT%H:%M")
+        if local_midnight(MIN_DATE, tz) <= f.interval < local_midnight(MAX_DATE + timedelta(days=1), tz):
+            at_value = fmt_time(f.interval, tz, "%Y-%m-%dT%H:%M")
     return render_template(
         "trades.html", page=page, f=f, households=households, args=args, sorts=SORTS, at_value=at_value
     )

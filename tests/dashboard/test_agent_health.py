@@ -392,3 +392,24 @@ def test_a_status_with_times_that_are_not_times_is_no_500(wired, raw):
     agent.publish(topic, raw, retain=True)
     assert c.get(f"/household/{meter}").status_code == 200
     assert c.get(f"/api/v1/households/{meter}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"state": "online", "last_receipt": {"height": 3, "time": 253402300799}},
+        {"state": "online", "last_reading": {"interval": 253402300799}},
+    ],
+)
+def test_agent_status_at_the_documented_time_bound_does_not_500(built, tmp_path, status):
+    """Found in a QA pass: agent_status accepts times up to 9999-12-31 23:59:59 UTC, which in the
+    community's Europe/Berlin is in the year 10000: the household page answered 500
+    (OverflowError: date value out of range) formatting it."""
+    board = AgentStatusBoard(built.community.community)
+    app = make_app(built, tmp_path / "i", AGENT_STATUS=board, TESTING=False)
+    board.handle(Topics.status(built.community.community, built.meters[0]), json.dumps(status).encode())
+    c = app.test_client()
+    login(c, "villa")
+    page = c.get(f"/household/{built.meters[0]}")
+    assert page.status_code == 200
+    assert "10000-01-01 00:59" in page.get_data(as_text=True)

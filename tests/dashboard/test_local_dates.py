@@ -85,3 +85,28 @@ def test_trades_filter_takes_a_local_date_time(as_villa, built):
     bad = as_villa.get(f"/api/v1/trades?household={meter}&at=2025-03-30T02:30")
     assert bad.status_code == 400 and "does not exist" in bad.get_json()["error"]
     assert INTERVAL_S == 900
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Berlin", "Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"])
+def test_every_time_in_the_ledgers_range_can_be_shown(zone_name):
+    """Found in a QA pass: a time near the end of year 9999 (UTC) is in the year 10000 east of
+    UTC, and datetime cannot hold it: fmt_time and fmt_interval raised OverflowError or
+    ValueError (a 500 on the household and trades pages). Every integer 0..2**53 - 1 is shown, in
+    the proleptic Gregorian calendar (which repeats every 400 years, weekdays and all)."""
+    from dashboard.timeutil import fmt_interval, fmt_time
+
+    tz = ZoneInfo(zone_name)
+    for ts in (0, 1, 253402300799, 253402300800, 253402318800, 10**12, 2**53 - 1, 2**53 - 1 - 900):
+        for pattern in ("%Y-%m-%d %H:%M", "%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"):
+            assert fmt_time(ts, tz, pattern)
+        assert fmt_interval(ts, INTERVAL_S, tz)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert fmt_time(253402300799, berlin) == "10000-01-01 00:59"
+    assert fmt_time(253402300799, ZoneInfo("UTC"), "%Y-%m-%d %H:%M:%S") == "9999-12-31 23:59:59"
+    assert fmt_interval(253402300800 - 900, 900, berlin) == "10000-01-01 00:45\u201301:00"
+    # 400 Gregorian years later it is the same local time of the same day (summer time included)
+    summer = int(datetime(2025, 6, 2, 14, 15, tzinfo=berlin).timestamp())
+    era = 146097 * 86400
+    assert fmt_time(summer + 20 * era, berlin) == "10025-06-02 14:15"
+    assert fmt_time(2**53 - 1, ZoneInfo("UTC"), "%Y-%m-%d %H:%M:%S") == "285428751-11-12 07:36:31"
+    assert fmt_time(None, berlin) == "\u2013"

@@ -136,3 +136,16 @@ def test_trades_page_renders_filters_and_paging(as_villa, built):
     page = as_villa.get("/trades?limit=5").get_data(as_text=True)
     assert 'id="trade-filters"' in page and 'id="next-page"' in page and "/api/v1/trades.csv" in page
     assert page.count("data-trade=") == 5
+
+
+@pytest.mark.parametrize("interval", [253402300799, 253402300800, 253402318800, 10**15, 2**53 - 1])
+def test_an_interval_beyond_the_calendar_is_no_500(as_villa, interval):
+    """Found in a QA pass: /trades?interval= from 253402300800 (year 10000) to 2**53 - 1 answered
+    500 (datetime cannot hold the local time it showed in the filter), while the API and the CSV
+    answered 200. The page shows no trades, and no local date-time it could not take back."""
+    for path in ("/trades", "/api/v1/trades", "/api/v1/trades.csv"):
+        response = as_villa.get(f"{path}?interval={interval}")
+        assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])
+    page = as_villa.get(f"/trades?interval={interval}").get_data(as_text=True)
+    assert "No trades match these filters." in page
+    assert 'name="at" step="60" value=""' in page
