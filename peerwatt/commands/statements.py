@@ -151,9 +151,68 @@ _BILLING = click.option(
 )
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{32}")  # chain.keys.key_id, as chain.schema.KEY_ID spells it
+
+
+def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str:
+    """``member`` as a key id (lower case) of a household the billing folder issued a statement to,
+    or, with ``data_dir``, of a member of the community on that ledger (one with no statement yet);
+    else a one-line UserError (found in a QA pass: 'nothex' and 32 hex digits of nobody were
+    stored with an IBAN that no statement would ever be paid with)."""
+    import sqlite3
+
+    if not _KEY_ID.fullmatch(member.lower()):
+        raise UserError(
+            f"--member {member!r} is not a key id: 32 hex digits, as on the member's statements "
+            "('Member: NAME (KEYID)')"
+        )
+    member = member.lower()
+    if data_dir is not None:
+        from chain.store import StoreError
+        from peerwatt.statements import BillingError, registry
+
+        store = _open_store(data_dir)
+        try:
+            members = registry(store).members  # everyone who was ever a member, removed ones too
+        except (StoreError, BillingError) as exc:
+            raise UserError(f"{exc} (`peerwatt verify --data {data_dir}` checks the whole store)") from None
+        finally:
+            store.close()
+        if member not in members:
+            raise UserError(
+                f"{member} is not a member of the community on the ledger in {data_dir}: check the key id"
+            )
+        return member
+    register = billing_dir / "issued.sqlite"
+    issued = False
+    if register.is_file():
+        try:
+            conn = sqlite3.connect(f"{register.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                issued = conn.execute(
+                    "SELECT 1 FROM documents WHERE member = ? LIMIT 1", (member,)
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise UserError(f"cannot read the register {register}: {exc}") from None
+    if not issued:
+        raise UserError(
+            f"no statement in {register} was issued to {member}: check the key id, or give --data NODE_DIR "
+            "to find it among the community's members (one with no statement yet)"
+        )
+    return member
+
+
 @statements.command("bank-details")
 @_BILLING
-@click.option("--member", required=True, help="The member's key id.")
+@click.option("--member", required=True, help="The member's key id (32 hex digits, as on its statements).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="A node's data folder: accept a member on its ledger with no statement issued yet.",
+)
 @click.option("--name", required=True, help="The account holder's name.")
 @click.option("--iban", required=True, help="The account's IBAN (checked).")
 @click.option("--bic", default=None, help="The bank's BIC (optional).")
@@ -162,6 +221,7 @@ _BILLING = click.option(
 def bank_details_cmd(
     billing_dir: Path,
     member: str,
+    data_dir: Path | None,
     name: str,
     iban: str,
     bic: str | None,
@@ -172,6 +232,7 @@ def bank_details_cmd(
     from peerwatt.payments import set_bank_details
     from peerwatt.statements import BillingError
 
+    member = _member_to_pay(member, billing_dir, data_dir)
     try:
         d = set_bank_details(
             billing_dir,

@@ -284,3 +284,48 @@ def test_pay_with_a_malformed_period_says_how_to_write_it(
         args = ["--billing", str(billing), "--period", period, "--out", str(tmp_path)]
         cli = peerwatt("statements", "pay", *args)
         assert cli.returncode == 2 and cli.stderr == f"error: --period {period!r}: use a month like 2026-06\n"
+
+
+def test_bank_details_need_the_key_id_of_a_member(
+    month: Month, issued: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    """Found in a QA pass: `bank-details --member nothex` (and any 32 hex digits of nobody) stored
+    an IBAN, exit 0, for an id no statement or payment would ever match. The id must be a key id
+    (32 hex digits) of a household the billing folder issued a statement to, or, with --data, of a
+    member on the ledger (one that has no statement yet)."""
+    billing, docs = issued
+    account = ["--name", "Anna Huber", "--iban", IBANS[1]]
+
+    def run(folder: Path, member: str, *extra: str):
+        return peerwatt(
+            "statements", "bank-details", "--billing", str(folder), "--member", member, *account, *extra
+        )
+
+    for bad in ("nothex", "", docs[0]["member"][:31], docs[0]["member"] + "0", "g" * 32):
+        cli = run(billing, bad)
+        assert cli.returncode == 2 and cli.stderr == (
+            f"error: --member {bad!r} is not a key id: 32 hex digits, as on the member's statements "
+            "('Member: NAME (KEYID)')\n"
+        ), cli.stderr
+    nobody = "deadbeef" * 4
+    cli = run(billing, nobody)
+    assert cli.returncode == 2 and cli.stderr == (
+        f"error: no statement in {billing / 'issued.sqlite'} was issued to {nobody}: check the key id, "
+        "or give --data NODE_DIR to find it among the community's members (one with no statement yet)\n"
+    ), cli.stderr
+    cli = run(billing, nobody, "--data", str(month.node))
+    assert cli.returncode == 2 and cli.stderr == (
+        f"error: {nobody} is not a member of the community on the ledger in {month.node}: check the key id\n"
+    ), cli.stderr
+    assert bank_details(billing) == {}
+    # a household with a statement; its key id in capitals is the same id
+    member = docs[0]["member"]
+    cli = run(billing, member.upper())
+    assert cli.returncode == 0, cli.stderr
+    assert set(bank_details(billing)) == {member}
+    # a new billing folder (nothing issued yet): a member on the ledger, checked with --data
+    fresh = tmp_path / "fresh"
+    assert run(fresh, member).returncode == 2 and not (fresh / "issued.sqlite").exists()
+    cli = run(fresh, month.newcomer.id, "--data", str(month.node))
+    assert cli.returncode == 0, cli.stderr
+    assert set(bank_details(fresh)) == {month.newcomer.id}
