@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from chain.private_files import private_file
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
+from dashboard.ledger import LedgerReplaced
 from dashboard.params import ParamError
 from dashboard.proxies import parse_trusted
 from dashboard.services import Services, default_instance_dir, open_services
@@ -126,6 +127,13 @@ def _add_request_hooks(app: Flask, services: Services) -> None:
     """Keep the index up to date per request (when asked) and set the security headers."""
 
     @app.before_request
+    def same_ledger() -> None:
+        """Every page and API answers 503 while the data folder holds another ledger than the
+        one this dashboard was started on (LedgerReplaced, turned into the answer below)."""
+        if not request.path.startswith("/static/"):
+            services.ledger.store()
+
+    @app.before_request
     def catch_up() -> None:
         if app.config["INDEX_SYNC"] == "request" and not request.path.startswith("/static/"):
             services.indexer.sync_if_due()
@@ -154,6 +162,10 @@ def _add_error_pages(app: Flask) -> None:
         return error(
             400, f"The form expired or was not sent by this site ({exc.description}); reload and try again."
         )
+
+    @app.errorhandler(LedgerReplaced)
+    def ledger_replaced(exc: LedgerReplaced):
+        return error(503, str(exc))
 
     @app.errorhandler(ParamError)
     def param_error(exc: ParamError):

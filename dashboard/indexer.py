@@ -4,8 +4,9 @@ Reads only: the ledger's ``results`` (clearing, order_outcome, trade, settlement
 gov, and the rejections among the per-transaction results) and the ``reading``/``propose``/
 ``vote`` transactions with their payloads. One index transaction per batch of blocks records
 the batch's rows and the height and hash of its last block, so a crash leaves a consistent
-prefix. If the ledger under the index changes (another genesis, another block at the indexed
-height, a shorter chain) the index is emptied and rebuilt.
+prefix. If the ledger under the index changes (another block at the indexed height, a shorter
+chain; or, at start, an index of another genesis) the index is emptied and rebuilt. A data folder
+that comes to hold another genesis under a running dashboard is not indexed (LedgerReplaced).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from chain.canonical import CanonicalError, loads_strict
 from chain.genesis import default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
 from dashboard.indexdb import TABLES, IndexDB
-from dashboard.ledger import LedgerReader
+from dashboard.ledger import LedgerReader, LedgerReplaced
 from market.settlement import Reading, check_meter
 
 RESULT_KINDS = ("clearing", "order_outcome", "trade", "settlement", "adjustment", "gov")
@@ -35,6 +36,7 @@ class SyncReport:
     readings: int = 0
     rebuilt: bool = False
     seconds: float = 0.0
+    stopped: str | None = None  # why nothing was indexed: the data folder holds another ledger
 
 
 class Indexer:
@@ -57,14 +59,22 @@ class Indexer:
             return
         try:
             self._last_check = now
-            self._sync(max_blocks)
+            self._sync_ours(max_blocks)
         finally:
             self._busy.release()
 
     def sync(self, max_blocks: int | None = None) -> SyncReport:
-        """Index every block not yet indexed (or at most ``max_blocks`` of them)."""
+        """Index every block not yet indexed (or at most ``max_blocks`` of them). A ledger of
+        another genesis in the data folder is not indexed: the report's ``stopped`` says so (the
+        ledger reader logged it once; a caller that syncs every few seconds logs nothing)."""
         with self._busy:
+            return self._sync_ours(max_blocks)
+
+    def _sync_ours(self, max_blocks: int | None) -> SyncReport:
+        try:
             return self._sync(max_blocks)
+        except LedgerReplaced as exc:
+            return SyncReport(stopped=str(exc))
 
     def indexed_height(self) -> int:
         value = self.db.meta("height")

@@ -9,6 +9,7 @@ cached per head height.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from chain.store import Store, StoreError, db_path
 from dashboard.timeutil import zone
 from market import params as market_params
 
+log = logging.getLogger("peerwatt.dashboard")
+
 
 @dataclass(frozen=True)
 class Community:
@@ -36,6 +39,13 @@ class Community:
     app: str
     genesis_hash: str
     doc: dict[str, Any]
+
+
+class LedgerReplaced(StoreError):
+    """The data folder now holds another ledger (another genesis) than the one the dashboard was
+    started on: its accounts, sessions and verify runs belong to the first. The app answers 503
+    with the message (which names no path: visitors read it; the log names the file) until it is
+    restarted on the right folder, or the right ledger is back."""
 
 
 class _CannotReplay(Exception):
@@ -60,6 +70,8 @@ class LedgerReader:
         self._app_instance: Application | None = None
         self._failover_lock = threading.Lock()
         self._failovers = (0, 0)  # (last height counted, blocks final in a round above 0)
+        self._replaced_lock = threading.Lock()
+        self._replaced_seen = False  # the data folder holds another ledger (logged once)
         store = self.store()  # fails early with a one-line StoreError when there is no store
         store.check_column("txs", "hash", bytes)  # (read as raw rows: a damaged one is a StoreError)
         store.check_column("blocks", "hash", bytes)
@@ -81,7 +93,10 @@ class LedgerReader:
 
     def store(self) -> Store:
         """This thread's read-only store (opened on first use, and again when the file was
-        replaced: a node's data folder restored from a peer's copy under a running dashboard)."""
+        replaced: a node's data folder restored from a peer's copy under a running dashboard).
+
+        A file of another genesis is never read: LedgerReplaced (logged once, not per request or
+        per indexing round; and once more when the right ledger is back)."""
         store = getattr(self._local, "store", None)
         try:
             identity = _file_identity(db_path(self.data_dir))
@@ -89,17 +104,35 @@ class LedgerReader:
             identity = None  # being replaced right now: keep reading the open file
         if store is not None and identity is not None and identity != self._local.identity:
             store.close()
-            store = None
+            store = self._local.store = None
         if store is None:
             store = Store.open(self.data_dir, readonly=True)
-            if hasattr(self, "community") and _genesis_hash(store) != self.community.genesis_hash:
-                store.close()
-                raise StoreError(
-                    f"{db_path(self.data_dir)} now holds another ledger (another genesis) than the one "
-                    "this dashboard was started on: restart the dashboard on the right data folder"
-                )
+            if hasattr(self, "community"):
+                if _genesis_hash(store) != self.community.genesis_hash:
+                    store.close()
+                    self._replaced(True)
+                    raise LedgerReplaced(
+                        "the data folder now holds another ledger (another genesis) than the one this "
+                        "dashboard was started on: restart the dashboard on the right data folder"
+                    )
+                self._replaced(False)
             self._local.store, self._local.identity = store, identity
         return store
+
+    def _replaced(self, now: bool) -> None:
+        """Log the change once: another ledger found, or the right one back."""
+        with self._replaced_lock:
+            if now == self._replaced_seen:
+                return
+            self._replaced_seen = now
+        if now:
+            log.error(
+                "%s now holds another ledger (another genesis) than the one this dashboard was started "
+                "on: every page answers 503 until the dashboard is restarted on the right data folder",
+                db_path(self.data_dir),
+            )
+        else:
+            log.warning("%s holds the ledger this dashboard was started on again", db_path(self.data_dir))
 
     @property
     def conn(self):

@@ -195,3 +195,66 @@ def test_a_store_restored_under_a_running_dashboard_is_read(tmp_path):
         assert "another ledger" in str(exc)
     else:
         raise AssertionError("a store of another genesis was read as this one")
+
+
+def test_a_ledger_of_another_genesis_under_a_running_dashboard_is_a_503_logged_once(tmp_path, caplog):
+    """Found in a QA pass: a node's data folder written again with another genesis (``peerwatt
+    simulate --out S`` run twice) under a running dashboard made every request a 500 with a
+    traceback, and the background indexer logged a traceback every 2 s. Its accounts, sessions,
+    verify runs and the community it names belong to the ledger it was started on: every page
+    and API answers 503 with the one-line reason, which is logged once (no traceback), the
+    indexer stops without raising, and the right ledger put back is served again."""
+    import logging
+    import shutil
+
+    from dashboard.app import create_app
+    from tests.dashboard.conftest import PASSWORDS, TEST_PASSWORD_METHOD, login
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers", validators=1)
+    c.ledgers[0].store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.ledgers[0].close()
+    node = tmp_path / "node"
+    shutil.copytree(tmp_path / "ledgers" / "validator-0", node)
+    shutil.copy2(node / "ledger.sqlite", tmp_path / "ours.sqlite")
+    app = create_app(
+        node,
+        instance_dir=tmp_path / "instance",
+        config={"PASSWORD_METHOD": TEST_PASSWORD_METHOD},  # TESTING off: errors are answers
+    )
+    services = app.extensions["peerwatt"]
+    services.indexer.sync()
+    services.accounts.add_user("admin", PASSWORDS["admin"], role="admin")
+    visitor, admin = app.test_client(), app.test_client()
+    assert login(admin, "admin").status_code == 302
+    paths = ["/", "/api/v1/overview", "/explorer", "/api/v1/chain", "/explorer/governance", "/api/v1/me"]
+    for path in paths + ["/trades", "/api/v1/trades"]:
+        assert admin.get(path).status_code == 200, path
+
+    other = build_market(tmp_path / "other", app_params={"feed_in_price": 81_000})
+    for ledger in other.ledgers:
+        ledger.close()
+    (node / "ledger.sqlite").unlink()
+    shutil.copy2(tmp_path / "other" / "validator-0" / "ledger.sqlite", node / "ledger.sqlite")
+    caplog.set_level(logging.INFO)
+    for client in (visitor, admin):
+        for path in paths + ["/login", "/trades", "/api/v1/trades", "/household"]:
+            response = client.get(path)
+            assert response.status_code == 503, (path, response.status_code)
+            api = path.startswith("/api/")
+            text = response.get_json()["error"] if api else response.get_data(as_text=True)
+            assert "now holds another ledger (another genesis)" in text, path
+            assert "restart the dashboard on the right data folder" in text, path
+    for _ in range(3):
+        report = services.indexer.sync()  # the CLI's indexing thread: no exception, no traceback
+        assert report.blocks == 0 and "another ledger" in report.stopped
+    said = [r for r in caplog.records if "another ledger" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].exc_info is None and "\n" not in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+    (node / "ledger.sqlite").unlink()
+    shutil.copy2(tmp_path / "ours.sqlite", node / "ledger.sqlite")
+    for path in paths:
+        assert admin.get(path).status_code == 200, path
+    assert services.indexer.sync().stopped is None
