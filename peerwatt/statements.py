@@ -965,8 +965,9 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
         for note in st["notes"] + [f"Readings not counted: {' '.join(st['flags'])}"] * bool(st["flags"]):
             text(note, 8)
     text(
-        "Verify: peerwatt statements verify --data NODE_DIR THIS_FILE re-derives every figure from the "
-        "ledger (the statement's JSON is embedded in this PDF as statement.json).",
+        "Verify: peerwatt statements verify --data NODE_DIR THIS_FILE re-derives every figure the ledger "
+        "determines; the VAT setting, currency and numbering are the issuer's, checked with --billing DIR "
+        "(the statement's JSON is embedded in this PDF as statement.json).",
         7,
     )
     pdf.embed_file(bytes=dumps_checked(doc), basename="statement.json", desc="canonical statement JSON")
@@ -1092,20 +1093,21 @@ def read_document(path: Path) -> tuple[dict[str, Any], str | None]:
         raise BillingError(f"{path} is not a statement JSON: {exc}") from None
 
 
-def diff(expected: Any, actual: Any, where: str = "") -> list[str]:
-    """Every path at which ``actual`` (the document) differs from ``expected`` (the ledger)."""
+def diff(expected: Any, actual: Any, where: str = "", source: str = "the ledger gives") -> list[str]:
+    """Every path at which ``actual`` (the document) differs from ``expected`` (the ledger's, or
+    ``source``'s: "the issuer's register holds")."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         out = []
         for k in sorted(set(expected) | set(actual), key=str):
-            out += diff(expected.get(k), actual.get(k), f"{where}.{k}" if where else str(k))
+            out += diff(expected.get(k), actual.get(k), f"{where}.{k}" if where else str(k), source)
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         out = []
         for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            out += diff(e, a, f"{where}[{i}]")
+            out += diff(e, a, f"{where}[{i}]", source)
         return out
     if expected != actual or type(expected) is not type(actual):
-        return [f"{where}: the document says {actual!r}, the ledger gives {expected!r}"]
+        return [f"{where}: the document says {actual!r}, {source} {expected!r}"]
     return []
 
 
@@ -1129,15 +1131,37 @@ def _rederive(store: Store, st: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _numbering(doc: dict[str, Any], community: str) -> list[str]:
+    """The document's number (and a note's reference) against what the ledger determines of it:
+    ``<community>-<period>-<NNNN>``, the community's id and the period's month; the sequence is the
+    issuer's."""
+    prefix = f"{community}-{_figures(doc)['period']}-"
+    problems = []
+    for field in ("number", "references") if doc["kind"] != "statement" else ("number",):
+        value = doc.get(field)
+        seq = value[len(prefix) :] if isinstance(value, str) and value.startswith(prefix) else ""
+        if not (len(seq) >= 4 and seq.isascii() and seq.isdigit()):
+            problems.append(
+                f"{field}: the document says {value!r}, "
+                f"the ledger's community and the period give {prefix}NNNN"
+            )
+    return problems
+
+
 def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = None) -> list[str]:
-    """The differences between a document and the ledger (empty: every figure re-derived)."""
+    """The differences between a document and the ledger (empty: every figure the ledger determines
+    re-derived, and its VAT and total computed at its stated rate). The VAT setting, the currency,
+    the number's sequence and the issue date are the issuer's, not the ledger's: taken from the
+    document here (:func:`issuer_settings` names them; :func:`verify_in_register` checks them)."""
     problems: list[str] = []
     if doc.get("kind") == "statement":
         expected = with_number(_rederive(store, doc), doc["number"], doc["issued_at"])
         problems += diff(expected, doc)
+        problems += _numbering(doc, expected["community"])
     elif doc.get("kind") in ("credit_note", "debit_note"):
         corrected = _rederive(store, doc["corrected"])
         problems += diff(corrected, doc["corrected"], "corrected")
+        problems += _numbering(doc, corrected["community"])
         previous = _rederive(store, dict(doc["corrected"], ledger=doc["previous_ledger"]))
         before, after = money_figures(previous), money_figures(corrected)
         deltas = {c: after.get(c, 0) - before.get(c, 0) for c in sorted(set(before) | set(after))}
@@ -1152,6 +1176,37 @@ def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = N
             if needed not in flat:
                 problems.append(f"the PDF's text does not show {needed!r}")
     return problems
+
+
+def issuer_settings(doc: dict[str, Any]) -> str:
+    """What a document states from its issuer's settings, not from the ledger: 'VAT 20.00 % and
+    currency EUR' (or 'VAT not charged and currency EUR')."""
+    st = _figures(doc)
+    vat = f"VAT {fmt_bp(st['vat']['rate_bp'])}" if st["vat"]["charged"] else "VAT not charged"
+    return f"{vat} and currency {st['currency']}"
+
+
+def verify_in_register(billing_dir: Path, doc: dict[str, Any]) -> list[str]:
+    """The differences between a document and its copy in the issuer's register
+    (``<billing>/issued.sqlite``, read only): what the ledger cannot tell (the VAT setting, the
+    currency, the number, the issue date) is checked there. BillingError: no register to read."""
+    path = billing_dir / ISSUED_DB
+    if not path.is_file():
+        raise BillingError(
+            f"{billing_dir} has no {ISSUED_DB}: give the billing folder the statement was issued from"
+        )
+    try:
+        # mode=rw: never creates it, and closing removes the -wal and -shm (mode=ro leaves them)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            row = conn.execute("SELECT doc FROM documents WHERE number = ?", (doc["number"],)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise BillingError(f"cannot read the register {path}: {exc}") from None
+    if row is None:
+        return [f"number: the issuer's register {path} holds no document {doc['number']}"]
+    return diff(loads_strict(bytes(row[0])), doc, source="the issuer's register holds")
 
 
 DOCUMENT_KINDS = ("statement", "credit_note", "debit_note")

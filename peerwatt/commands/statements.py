@@ -118,10 +118,18 @@ def statements(
 @click.option(
     "--data", "data_dir", required=True, type=click.Path(path_type=Path), help="A node's data folder."
 )
+@click.option(
+    "--billing",
+    "billing_dir",
+    type=click.Path(path_type=Path),
+    help="The issuer's billing folder: also check the VAT setting, currency, number and issue date "
+    "against its register (they are not on the ledger).",
+)
 @click.argument("file", type=click.Path(path_type=Path))
-def verify(data_dir: Path, file: Path) -> None:
-    """Re-derive every figure of a statement or note (.json or .pdf) from the ledger."""
-    from peerwatt.statements import BillingError, verify_file
+def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
+    """Re-derive every figure of a statement or note (.json or .pdf) the ledger determines, and say
+    which of its figures come from the issuer's settings (checked only with --billing)."""
+    from peerwatt.statements import BillingError, issuer_settings, verify_file, verify_in_register
 
     store = _open_store(data_dir)
     try:
@@ -134,10 +142,36 @@ def verify(data_dir: Path, file: Path) -> None:
         for p in problems:
             click.echo(p, err=True)
         raise UserError(f"{file}: {len(problems)} figure(s) differ from the ledger", exit_code=1)
+    settings = issuer_settings(doc)
+    if billing_dir is not None:
+        try:
+            problems = verify_in_register(billing_dir, doc)
+        except BillingError as exc:
+            raise UserError(str(exc)) from None
+        if problems:
+            for p in problems:
+                click.echo(p, err=True)
+            raise UserError(
+                f"{file}: {len(problems)} figure(s) differ from the issuer's register", exit_code=1
+            )
+    ledger = (doc if doc["kind"] == "statement" else doc["corrected"])["ledger"]
     click.echo(
-        f"{doc['number']}: every figure matches the ledger at height {doc['ledger']['height']} "
-        f"(block {doc['ledger']['block_hash'][:16]})"
+        f"{doc['number']}: matches the ledger at height {ledger['height']} "
+        f"(block {ledger['block_hash'][:16]}) in every figure the ledger determines (energy, trades, "
+        "amounts, net, account balance, savings), and its VAT and total are computed right at its "
+        "stated rate"
     )
+    if billing_dir is None:
+        click.echo(
+            f"not checked, not on the ledger: {settings} are the issuer's settings, the number "
+            f"{doc['number']} and issue date {doc['issued_at']} its numbering; --billing DIR (the issuer's "
+            "billing folder) checks them against its register"
+        )
+    else:
+        click.echo(
+            f"checked against the issuer's register {billing_dir / 'issued.sqlite'}: issued as "
+            f"{doc['number']} on {doc['issued_at']} with {settings}, identical in every field"
+        )
 
 
 # -- payments (peerwatt/payments.py): bank details, the SEPA files, marking paid -----------------
@@ -187,7 +221,8 @@ def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str
     issued = False
     if register.is_file():
         try:
-            conn = sqlite3.connect(f"{register.resolve().as_uri()}?mode=ro", uri=True)
+            # mode=rw: never creates it, and closing removes the -wal and -shm (mode=ro leaves them)
+            conn = sqlite3.connect(f"{register.resolve().as_uri()}?mode=rw", uri=True)
             try:
                 issued = conn.execute(
                     "SELECT 1 FROM documents WHERE member = ? LIMIT 1", (member,)
