@@ -27,15 +27,61 @@ MIN_BOOK_HOUSEHOLDS = 3
 SIDE_WORDS = {"ask": "offers", "bid": "bids"}
 
 
+def side_note(prefix: str, besides_own: bool) -> str:
+    """``fewer than 3 offers`` (``... besides yours`` for a viewer with an order on that side)."""
+    note = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}"
+    return note + " besides yours" if besides_own else note
+
+
+def seen_clearing(result: dict[str, Any], own: dict[str, int], full: bool) -> dict[str, Any]:
+    """A clearing result (or a row of the index's clearings) as a viewer may read it, by the
+    overview book's rules: a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
+    viewer's own (``own``: its meters' orders per side, "ask"/"bid") shows no energy
+    (``ask_wh``/``bid_wh`` None, with a note), and then no traded volume either: the short side
+    is what matched, so the volume would give its sum away (a volume of 0, nothing matched, is
+    no sum: no trades and no price say it anyway). The price (every trade's price of the
+    interval) and the counts stay. ``full`` (admins) sees it whole."""
+    if full:
+        return result
+    out = dict(result)
+    notes = []
+    for prefix in ("ask", "bid"):
+        count = out.get(f"{prefix}s")
+        mine = own.get(prefix, 0)
+        if type(count) is not int or count - mine < MIN_BOOK_HOUSEHOLDS:
+            note = side_note(prefix, mine > 0)
+            out[f"{prefix}_wh"], out[f"{prefix}_wh_note"] = None, note
+            notes.append(note)
+    if notes and out.get("volume_wh"):  # 0 (nothing matched) is public: no trades, no price
+        out["volume_wh"], out["volume_wh_note"] = None, f"withheld: {notes[0]}"
+    return out
+
+
+def own_orders(conn, own_meters: frozenset[str], start: int, end: int) -> dict[int, dict[str, int]]:
+    """{interval: {"ask": n, "bid": n}}: the viewer's meters' cleared orders per interval and side
+    in [start, end), from the index's order outcomes (an order withdrawn with its revoked meter
+    counts too: then one side shows less, never more)."""
+    if not own_meters:
+        return {}
+    marks = ",".join("?" * len(own_meters))
+    out: dict[int, dict[str, int]] = {}
+    for interval, side, n in conn.execute(
+        f"SELECT interval, side, count(*) FROM outcomes WHERE meter IN ({marks})"
+        " AND interval >= ? AND interval < ? GROUP BY interval, side",
+        (*sorted(own_meters), start, end),
+    ):
+        out.setdefault(interval, {})["ask" if side == "sell" else "bid"] = n
+    return out
+
+
 def _side(prefix: str, orders: list[dict], best, shown: bool, besides_own: bool = False) -> dict[str, Any]:
     if not shown:
-        note = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}"
         return {
             f"{prefix}s": None,
             f"{prefix}_wh": None,
             f"best_{prefix}_per_kwh": None,
             f"{prefix}s_shown": False,
-            f"{prefix}s_note": note + (" besides yours" if besides_own else ""),
+            f"{prefix}s_note": side_note(prefix, besides_own),
         }
     return {
         f"{prefix}s": len(orders),
@@ -85,17 +131,28 @@ def today_totals(conn, start: int, end: int) -> dict[str, Any]:
     }
 
 
-def price_series(conn, start: int, end: int) -> dict[str, list]:
-    """Clearing price (micro-units/kWh, None where nothing cleared) and volume per interval."""
+def price_series(
+    conn, start: int, end: int, own_meters: frozenset[str] = frozenset(), *, full: bool = False
+) -> dict[str, list]:
+    """Clearing price (micro-units/kWh, None where nothing cleared) and volume per interval; the
+    volume None where a side had fewer than MIN_BOOK_HOUSEHOLDS households besides the viewer's
+    own (seen_clearing), unless ``full``."""
     rows = conn.execute(
-        "SELECT interval, price, volume_wh FROM clearings WHERE interval >= ? AND interval < ?"
+        "SELECT interval, price, volume_wh, asks, bids FROM clearings WHERE interval >= ? AND interval < ?"
         " ORDER BY interval",
         (start, end),
     ).fetchall()
+    own = {} if full else own_orders(conn, own_meters, start, end)
+    volumes = [
+        seen_clearing({"volume_wh": volume, "asks": asks, "bids": bids}, own.get(interval, {}), full)[
+            "volume_wh"
+        ]
+        for interval, _, volume, asks, bids in rows
+    ]
     return {
         "intervals": [r[0] for r in rows],
         "price_per_kwh": [r[1] for r in rows],
-        "volume_wh": [r[2] for r in rows],
+        "volume_wh": volumes,
     }
 
 
@@ -183,7 +240,7 @@ def overview(
             "timezone": ledger.community.timezone,
         },
         "today": {"date": today.isoformat(), "start": start, "end": end, **today_totals(conn, start, end)},
-        "prices": {"days": days, **price_series(conn, series_start, end)},
+        "prices": {"days": days, **price_series(conn, series_start, end, own_meters, full=full_book)},
         "book": live_book(ledger, own_meters, full=full_book),
         "chain": {
             "height": head.height,

@@ -93,13 +93,26 @@ def explain(
             return f"Your ask of {mine} was above the clearing price of {clearing_price}. {rest_goes}"
         if not selling and limit < price:
             return f"Your bid of {mine} was below the clearing price of {clearing_price}. {rest_goes}"
-    if not clearing["volume_wh"]:  # nothing matched: every bid was below every ask
+    if clearing["volume_wh"] == 0:  # nothing matched: every bid was below every ask
         if selling:
             return f"No buyer bid as much as your ask of {mine}. {rest_goes}"
         return f"No seller asked as little as your bid of {mine}. {rest_goes}"
     # Some matched, this order not (fully) although its price was within the clearing price (or
     # pay-as-bid has none): the other side's energy ran out before it (a bid above an unfilled
     # ask is no contradiction: a cheaper ask took that bid first).
+    withheld = clearing.get("ask_wh_note") or clearing.get("bid_wh_note")
+    if clearing.get("ask_wh") is None or clearing.get("bid_wh") is None:
+        # a side of fewer than 3 other households: its sum is not the viewer's to read
+        because = f" ({withheld}: the sums are not shown)" if withheld else ""
+        if selling:
+            return (
+                f"Neighbours wanted less than was offered at your price{because}; cheaper and earlier "
+                f"offers were served first. {rest_goes}"
+            )
+        return (
+            f"Less was offered than neighbours wanted at your price{because}; higher and earlier bids "
+            f"were served first. {rest_goes}"
+        )
     if selling:
         return (
             f"Neighbours wanted less than was offered at your price: {energy(clearing['bid_wh'])} "

@@ -16,7 +16,7 @@ from typing import Any
 from chain.canonical import loads_strict
 from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.accounts import User
-from dashboard.community import MIN_BOOK_HOUSEHOLDS, SIDE_WORDS
+from dashboard.community import seen_clearing
 from dashboard.directory import Directory
 from dashboard.ledger import LedgerReader
 
@@ -29,18 +29,27 @@ def _parties(result: dict[str, Any]) -> set[str]:
     return {result[k] for k in ("meter", "seller", "buyer", "account") if isinstance(result.get(k), str)}
 
 
-def public_clearing(result: dict[str, Any], user: User | None) -> dict[str, Any]:
-    """A clearing result as households and visitors see it: a side of fewer than
-    MIN_BOOK_HOUSEHOLDS households shows its count, not its energy (one or two households' own
-    offer or bid), as the overview's book does. The admin sees it whole."""
+def public_clearing(
+    result: dict[str, Any], user: User | None, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A clearing result as households and visitors see it, by the overview book's rules
+    (community.seen_clearing): a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
+    viewer's own shows its count, not its energy, and then the volume is withheld too. The
+    viewer's own orders are its meters' order outcomes of the interval in the same block
+    (``results``). The admin sees it whole."""
     if user is not None and user.is_admin:
         return result
-    out = dict(result)
-    for side, count in (("ask", "asks"), ("bid", "bids")):
-        if type(out.get(count)) is int and out[count] < MIN_BOOK_HOUSEHOLDS:
-            out[f"{side}_wh"] = None
-            out[f"{side}_wh_note"] = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[side]}"
-    return out
+    own: Counter[str] = Counter()
+    if user is not None:
+        for r in results:
+            if (
+                r.get("kind") == "order_outcome"
+                and r.get("interval") == result.get("interval")
+                and r.get("meter") in user.meters
+                and "withdrawn" not in r
+            ):
+                own["ask" if r.get("side") == "sell" else "bid"] += 1
+    return seen_clearing(result, own, full=False)
 
 
 def seen_args(action: Any, args: Any, pseudonyms: Directory | None) -> Any:
@@ -139,7 +148,7 @@ def block(
             kind == "tx" and types.get(result.get("index")) in PUBLIC_TX_TYPES
         )
         if kind == "clearing":
-            result = public_clearing(result, user)
+            result = public_clearing(result, user, results)
         if public or visible(user, parties):
             shown_results.append({"index": idx, **result})
         else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dashboard.community import own_orders, seen_clearing
 from dashboard.explain import explain
 from dashboard.units import largest_remainder, round_to_step, shown_statement
 from market.money import div_round_half_even
@@ -267,8 +268,20 @@ def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, 
     }
 
 
-def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[dict[str, Any]]:
-    """The meter's orders of [start, end) as cleared, each with a plain explanation."""
+def orders(
+    conn,
+    meter: str,
+    start: int,
+    end: int,
+    subunit: str = "ct",
+    own_meters: frozenset[str] = frozenset(),
+    *,
+    full: bool = True,
+) -> list[dict[str, Any]]:
+    """The meter's orders of [start, end) as cleared, each with a plain explanation. Unless
+    ``full`` (admins), the explanation reads the interval's clearing as a viewer with
+    ``own_meters`` may (community.seen_clearing): no side's sum of fewer than 3 other households."""
+    own = {} if full else own_orders(conn, own_meters, start, end)
     rows = conn.execute(
         "SELECT o.interval, o.side, o.energy_wh, o.limit_price, o.filled_wh, o.order_id, o.height,"
         " c.mechanism, c.price, c.volume_wh, c.asks, c.bids, c.ask_wh, c.bid_wh"
@@ -297,15 +310,19 @@ def orders(conn, meter: str, start: int, end: int, subunit: str = "ct") -> list[
         clearing = (
             None
             if mech is None
-            else {
-                "mechanism": mech,
-                "price": price,
-                "volume_wh": volume_wh,
-                "asks": asks,
-                "bids": bids,
-                "ask_wh": ask_wh,
-                "bid_wh": bid_wh,
-            }
+            else seen_clearing(
+                {
+                    "mechanism": mech,
+                    "price": price,
+                    "volume_wh": volume_wh,
+                    "asks": asks,
+                    "bids": bids,
+                    "ask_wh": ask_wh,
+                    "bid_wh": bid_wh,
+                },
+                own.get(interval, {}),
+                full,
+            )
         )
         delivery = _delivery(conn, meter, interval, side)
         out.append(

@@ -48,7 +48,7 @@
     return {
       labels: p.intervals.map((t) => timeLabel.format(new Date(t * 1000))),
       prices: p.price_per_kwh.map((v) => (v === null ? null : v / 10000)),  // ct/kWh, display only
-      volumes: p.volume_wh.map((v) => v / 1000),                           // kWh, display only
+      volumes: p.volume_wh.map((v) => (v === null ? null : v / 1000)),      // kWh; null: withheld
     };
   }
   function drawPriceChart(data) {

@@ -15,7 +15,7 @@ from dashboard.params import arg_choice, arg_date
 from dashboard.receipt_view import ReceiptError, build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, local_date, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
-from dashboard.views.common import ledger_today, names, require_meter, services, viewer
+from dashboard.views.common import ledger_today, names, own_meters, require_meter, services, viewer
 
 bp = Blueprint("household", __name__)
 NOT_YOURS = "This trade is not yours to see (or there is no such trade)."
@@ -82,7 +82,9 @@ def _summary(meter: str) -> dict:
         "neighbour_names": current_app.config["NEIGHBOUR_NAMES"],
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
         "orders": [
-            o for o in hh.orders(conn, meter, p.start, p.end, subunit) if o["filled_wh"] < o["energy_wh"]
+            o
+            for o in hh.orders(conn, meter, p.start, p.end, subunit, own_meters(), full=viewer().is_admin)
+            if o["filled_wh"] < o["energy_wh"]
         ]
         if view == "day"
         else [],
@@ -146,7 +148,9 @@ def api_orders(meter: str):
     s = services()
     day = arg_date("date") or ledger_today()
     start, end = day_range(day, s.ledger.community.tz)
-    return jsonify(date=day.isoformat(), orders=hh.orders(s.index.conn, meter, start, end))
+    subunit = current_app.config["CURRENCY_SUBUNIT"]
+    found = hh.orders(s.index.conn, meter, start, end, subunit, own_meters(), full=viewer().is_admin)
+    return jsonify(date=day.isoformat(), orders=found)
 
 
 def _trade(trade_id: str) -> dict:

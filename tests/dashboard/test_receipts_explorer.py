@@ -264,3 +264,116 @@ def test_full_verify_rests_between_runs(fresh_app):
     allowed = max(MIN_REST_S, REST_FACTOR * (run["finished"] - run["started"]))  # slow on a busy machine
     assert 0 < rest <= allowed and again.headers["Retry-After"] == str(rest)
     assert "The next run can start in" in c.get("/explorer").get_data(as_text=True)
+
+
+def _clearings_with_sides(built) -> list[tuple[int, dict, dict[str, set[str]]]]:
+    """(height, clearing result, {"sell": sellers, "buy": buyers}) of every clearing."""
+    store = Store.open(built.data_dir, readonly=True)
+    try:
+        out = []
+        for h in range(1, store.height() + 1):
+            results = store.results(h)
+            for r in results:
+                if r["kind"] == "clearing":
+                    sides: dict[str, set[str]] = {"sell": set(), "buy": set()}
+                    for o in results:
+                        if o["kind"] == "order_outcome" and o["interval"] == r["interval"]:
+                            if "withdrawn" not in o:
+                                sides[o["side"]].add(o["meter"])
+                    out.append((h, r, sides))
+        return out
+    finally:
+        store.close()
+
+
+def _clearing_seen(client, height: int) -> dict:
+    results = client.get(f"/api/v1/blocks/{height}").get_json()["results"]
+    (result,) = [r for r in results if r["kind"] == "clearing"]
+    return result
+
+
+def test_explorer_clearings_follow_the_overviews_rules(fresh_app, client, as_admin, built):
+    """Found in a QA pass: (a) a household that is one of 3 sellers saw the clearing's ask_wh,
+    hence the other two sellers' sum, where the overview says "fewer than 3 offers besides
+    yours"; (b) volume_wh gave away a hidden short side (bids 2, bid_wh withheld, volume_wh 407:
+    the two bids), for visitors too. A side of fewer than 3 households besides the viewer's own
+    shows no energy, and then neither does the volume; the price and the counts stay."""
+    from tests.dashboard.conftest import PASSWORDS, login
+
+    clearings = _clearings_with_sides(built)
+    # (a) a meter that is one of exactly 3 sellers, in an interval whose bids are shown to all
+    height, truth, sides = next(
+        (h, r, s) for h, r, s in clearings if len(s["sell"]) == 3 and len(s["buy"]) >= 3
+    )
+    seller = sorted(sides["sell"])[0]
+    fresh_app.extensions["peerwatt"].accounts.add_user(
+        "one-of-three", PASSWORDS["villa"], role="household", meters=[seller]
+    )
+    household = fresh_app.test_client()
+    assert login(household, "one-of-three", PASSWORDS["villa"]).status_code == 302
+    seen = _clearing_seen(household, height)
+    assert seen["ask_wh"] is None and seen["ask_wh_note"] == "fewer than 3 offers besides yours"
+    assert seen["volume_wh"] is None and seen["price"] == truth["price"] and seen["asks"] == 3
+    assert _clearing_seen(client, height)["ask_wh"] == truth["ask_wh"]  # visitors: 3 sellers
+    assert _clearing_seen(client, height)["volume_wh"] == truth["volume_wh"]
+    # (b) a short side of 1 or 2 bids with a volume: withheld for visitors and households
+    height, truth, sides = next(
+        (h, r, s) for h, r, s in clearings if 0 < len(s["buy"]) < 3 and r["volume_wh"] > 0
+    )
+    for viewer in (client, household):
+        seen = _clearing_seen(viewer, height)
+        assert seen["bid_wh"] is None and seen["volume_wh"] is None, seen
+        assert seen["volume_wh_note"].startswith("withheld: fewer than 3 bids"), seen
+        assert str(truth["volume_wh"]) not in json.dumps(seen)
+        page = viewer.get(f"/explorer/blocks/{height}").get_data(as_text=True)
+        assert f"&#34;volume_wh&#34;: {truth['volume_wh']}" not in page
+        assert f'"volume_wh": {truth["volume_wh"]}' not in page
+    whole = _clearing_seen(as_admin, height)
+    assert whole["volume_wh"] == truth["volume_wh"] and whole["bid_wh"] == truth["bid_wh"]
+
+
+def test_the_overview_chart_withholds_the_volume_of_a_short_side(client, as_admin, built):
+    """The same volume as a bar of the overview's price chart (found with the explorer's, QA
+    pass): per interval, the volume of a clearing with a side of fewer than 3 households (besides
+    the viewer's own) is null; its price stays. Admins see every volume."""
+    short = {r["interval"]: r for _, r, s in _clearings_with_sides(built) if min(map(len, s.values())) < 3}
+    for viewer, full in ((client, False), (as_admin, True)):
+        prices = viewer.get("/api/v1/overview?days=92").get_json()["prices"]
+        shown = dict(zip(prices["intervals"], prices["volume_wh"], strict=True))
+        price = dict(zip(prices["intervals"], prices["price_per_kwh"], strict=True))
+        assert set(short) <= set(shown)
+        for interval, truth in short.items():
+            # (a volume of 0 is no sum: nothing matched, as the missing price says too)
+            expected = truth["volume_wh"] if full or not truth["volume_wh"] else None
+            assert shown[interval] == expected, interval
+            assert price[interval] == truth["price"]
+        assert any(v is not None for v in shown.values())
+
+
+def test_order_explanations_do_not_give_away_a_short_side(fresh_app, built):
+    """The household page's explanation of an order that did not clear fully named the other
+    side's sum ("448 Wh bid against 1,900 Wh offered"): with fewer than 3 households on a side
+    besides the viewer's own, it says what happened without that side's figure."""
+    from tests.dashboard.conftest import PASSWORDS, login
+
+    accounts = fresh_app.extensions["peerwatt"].accounts
+    said = {}
+    for meter in built.meters:
+        accounts.add_user(f"h-{meter[:6]}", PASSWORDS["villa"], role="household", meters=[meter])
+        c = fresh_app.test_client()
+        assert login(c, f"h-{meter[:6]}", PASSWORDS["villa"]).status_code == 302
+        for day in ("2025-06-02", "2025-06-03", "2025-06-04", "2025-06-05"):
+            for o in c.get(f"/api/v1/households/{meter}/orders?date={day}").get_json()["orders"]:
+                said[(meter, o["interval"], o["side"])] = o["explanation"]
+    checked = 0
+    for _, r, sides in _clearings_with_sides(built):
+        for side in ("sell", "buy"):
+            for meter in sides[side]:
+                text = said.get((meter, r["interval"], side), "")
+                if "was offered" not in text:
+                    continue  # not the sentence that names the sides' sums
+                if min(len(sides["sell"] - {meter}), len(sides["buy"] - {meter})) < 3:
+                    checked += 1
+                    assert "Wh bid against" not in text and "Wh offered against" not in text, text
+                    assert "the sums are not shown" in text, text
+    assert checked, "the fixture has no such explanation"
