@@ -185,9 +185,6 @@ _BILLING = click.option(
 )
 
 
-_KEY_ID = re.compile(r"[0-9a-f]{32}")  # chain.keys.key_id, as chain.schema.KEY_ID spells it
-
-
 def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str:
     """``member`` as a key id (lower case) of a household the billing folder issued a statement to,
     or, with ``data_dir``, of a member of the community on that ledger (one with no statement yet);
@@ -195,11 +192,15 @@ def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str
     stored with an IBAN that no statement would ever be paid with)."""
     import sqlite3
 
-    if not _KEY_ID.fullmatch(member.lower()):
+    from chain.schema import KEY_ID, SchemaError
+
+    try:
+        KEY_ID.check(member.lower(), "--member")
+    except SchemaError:
         raise UserError(
             f"--member {member!r} is not a key id: 32 hex digits, as on the member's statements "
             "('Member: NAME (KEYID)')"
-        )
+        ) from None
     member = member.lower()
     if data_dir is not None:
         from chain.store import StoreError
