@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 
 from meter_agent.modbus_reader import MeterReader, TcpTarget
 from meter_agent.profile import find_profile
+from tests.support.sim_meter import sim_meter_process
 
 
 def peerwatt(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -151,33 +151,10 @@ def test_meter_probe_with_nothing_there_is_bounded(start_sim):
 
 
 def test_sim_meter_serves_until_sigint():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "peerwatt.cli",
-            "sim-meter",
-            "--profile",
-            "sdm630",
-            "--port",
-            "0",
-            "--speed",
-            "600",
-            "--start",
-            "2025-06-21T10:00:00Z",
-            "--seed",
-            "4",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"on 127\.0\.0\.1:(\d+), unit 1, serial (\d+)", line)
-        assert match, line + proc.stderr.read() if proc.poll() is not None else line
-        port, serial = int(match.group(1)), match.group(2)
+    args = ("--profile", "sdm630", "--speed", "600", "--start", "2025-06-21T10:00:00Z", "--seed", "4")
+    with sim_meter_process(*args) as (proc, line, port):
+        match = re.search(r", unit 1, serial (\d+)", line)
+        assert match, line
         reader = MeterReader(find_profile("sdm630"), TcpTarget("127.0.0.1", port), timeout_s=1.0)
         try:
             first = reader.read()
@@ -185,13 +162,9 @@ def test_sim_meter_serves_until_sigint():
             second = reader.read()
         finally:
             reader.close()
-        assert first.serial == serial
+        assert first.serial == match.group(1)
         assert second.export_wh > first.export_wh  # midday in June: the counters move, fast
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "sim-meter: stopped" in out and "Traceback" not in err and err == ""

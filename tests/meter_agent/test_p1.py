@@ -20,6 +20,7 @@ from meter_agent.modbus_reader import (
 )
 from meter_agent.p1 import P1Reader, P1SerialTarget, decode_equipment_id
 from meter_agent.p1_simulator import P1Simulator
+from tests.support.sim_meter import sim_meter_process
 
 from .conftest import MIDDAY
 
@@ -191,38 +192,22 @@ def test_equipment_id_decoding():
 
 def test_cli_sim_meter_p1_and_meter_read_p1():
     import json
-    import os
     import re
     import signal
-    import subprocess
-    import sys
 
     from tests.support.cli import peerwatt
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--source", "p1", "--port", "0", "--seed", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"on 127\.0\.0\.1:(\d+), meter (\S+);", line)
+    with sim_meter_process("--source", "p1", "--seed", "3") as (proc, line, port):
+        match = re.search(r", meter (\S+);", line)
         assert match, line
-        out = peerwatt(
-            "meter", "read", "--source", "p1", "--host", "127.0.0.1", "--port", match.group(1), "--json"
-        )
+        args = ("--source", "p1", "--host", "127.0.0.1", "--port", str(port), "--json")
+        out = peerwatt("meter", "read", *args)
         assert out.returncode == 0, out.stderr
         reading = json.loads(out.stdout)
-        assert reading["serial"] == match.group(2) and reading["import_wh"] > 0
+        assert reading["serial"] == match.group(1) and reading["import_wh"] > 0
         assert reading["profile"] == "p1-dsmr5"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "sim-meter: stopped" in stdout and stderr == ""
 
 

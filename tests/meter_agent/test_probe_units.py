@@ -5,11 +5,6 @@ defaults."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +13,7 @@ from meter_agent.modbus_reader import TcpTarget
 from meter_agent.probe import best, probe_meter
 from meter_agent.profile import builtin_profiles, find_profile
 from tests.support.cli import peerwatt
+from tests.support.sim_meter import sim_meter_process
 
 
 @pytest.mark.parametrize(
@@ -60,35 +56,11 @@ def test_explicit_units_are_the_only_ones_tried(start_sim):
     assert {r.unit_id for r in results} == {1} and best(results) is None
 
 
-@contextmanager
-def sim_meter_process(*args: str):
-    """`peerwatt sim-meter ARGS --port 0`: yields (its first line, its port)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "sim-meter", *args, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"on 127\.0\.0\.1:(\d+), ", line)
-        assert match, line + (proc.stderr.read() if proc.poll() is not None else "")
-        yield line, int(match.group(1))
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-
-
 @pytest.mark.parametrize(("name", "unit"), [("dtsu666-h", 11), ("fronius-smart-meter", 240)])
 def test_sim_meter_serves_on_the_profiles_own_unit(name, unit):
     """Found in a QA pass: `sim-meter --profile dtsu666-h` served unit 1, so `meter read --profile
     dtsu666-h` with its defaults (unit 11) got no answer."""
-    with sim_meter_process("--profile", name) as (line, port):
+    with sim_meter_process("--profile", name) as (_proc, line, port):
         assert f", unit {unit}," in line, line
         out = peerwatt("meter", "read", "--profile", name, "--host", "127.0.0.1", "--port", str(port))
     assert out.returncode == 0, out.stderr
@@ -96,7 +68,7 @@ def test_sim_meter_serves_on_the_profiles_own_unit(name, unit):
 
 
 def test_sim_meter_unit_option_still_wins():
-    with sim_meter_process("--profile", "dtsu666-h", "--unit", "3") as (line, _port):
+    with sim_meter_process("--profile", "dtsu666-h", "--unit", "3") as (_proc, line, _port):
         assert ", unit 3," in line, line
 
 

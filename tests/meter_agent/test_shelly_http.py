@@ -4,12 +4,9 @@ loopback) and a hand-written device, every fault as a typed MeterError, and the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +21,7 @@ from meter_agent.modbus_reader import (
 )
 from meter_agent.shelly_http import ShellyHttpReader, ShellyRpcError
 from meter_agent.shelly_simulator import ShellySimulator
+from tests.support.sim_meter import sim_meter_process
 
 from .conftest import MIDDAY
 
@@ -205,48 +203,16 @@ def test_nothing_listening_is_a_connection_error():
 def test_cli_sim_meter_shelly_http_and_meter_read():
     from tests.support.cli import peerwatt
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "peerwatt.cli",
-            "sim-meter",
-            "--source",
-            "shelly-http",
-            "--port",
-            "0",
-            "--seed",
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+), meter (\S+);", line)
+    with sim_meter_process("--source", "shelly-http", "--seed", "5") as (proc, line, port):
+        match = re.search(r", meter (\S+);", line)
         assert match, line
-        out = peerwatt(
-            "meter",
-            "read",
-            "--source",
-            "shelly-http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            match.group(1),
-            "--json",
-        )
+        args = ("--source", "shelly-http", "--host", "127.0.0.1", "--port", str(port), "--json")
+        out = peerwatt("meter", "read", *args)
         assert out.returncode == 0, out.stderr
         reading = json.loads(out.stdout)
-        assert reading["serial"] == match.group(2) and reading["import_wh"] > 0
+        assert reading["serial"] == match.group(1) and reading["import_wh"] > 0
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "sim-meter: stopped" in stdout and stderr == ""
 
 

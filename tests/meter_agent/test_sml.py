@@ -5,12 +5,9 @@ fault as a typed MeterError, and the CLI commands."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -27,6 +24,7 @@ from meter_agent.modbus_reader import (
 )
 from meter_agent.sml import SmlReader, SmlSerialTarget
 from meter_agent.sml_simulator import SmlSimulator, crc16_x25
+from tests.support.sim_meter import sim_meter_process
 
 from .conftest import MIDDAY
 
@@ -275,30 +273,17 @@ def test_nothing_listening_is_a_connection_error():
 def test_cli_sim_meter_sml_and_meter_read_sml():
     from tests.support.cli import peerwatt
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--source", "sml", "--port", "0", "--seed", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"on 127\.0\.0\.1:(\d+), meter (\S+);", line)
+    with sim_meter_process("--source", "sml", "--seed", "3") as (proc, line, port):
+        match = re.search(r", meter (\S+);", line)
         assert match, line
-        out = peerwatt(
-            "meter", "read", "--source", "sml", "--host", "127.0.0.1", "--port", match.group(1), "--json"
-        )
+        args = ("--source", "sml", "--host", "127.0.0.1", "--port", str(port), "--json")
+        out = peerwatt("meter", "read", *args)
         assert out.returncode == 0, out.stderr
         reading = json.loads(out.stdout)
-        assert reading["serial"] == match.group(2) and reading["import_wh"] > 0
+        assert reading["serial"] == match.group(1) and reading["import_wh"] > 0
         assert reading["profile"] == "sml"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "sim-meter: stopped" in stdout and stderr == ""
 
 

@@ -3,12 +3,7 @@ against a real Modbus simulator (the real probe code), one-line errors."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -22,8 +17,8 @@ from peerwatt.onboarding import (
     quorum_sentence,
     read_join_request,
 )
-from peerwatt.ports import free_port
 from tests.support.cli import peerwatt
+from tests.support.sim_meter import sim_meter_process
 
 
 def _request(**over):
@@ -69,31 +64,8 @@ INIT += ["--retail-price", "0.30", "--timezone", "UTC", "--broker-host", "127.0.
 
 @pytest.fixture
 def sim_meter():
-    with _sim_meter("sdm630") as port:
+    with sim_meter_process("--profile", "sdm630") as (_proc, _line, port):
         yield port
-
-
-@contextlib.contextmanager
-def _sim_meter(profile: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "peerwatt.cli", "sim-meter", "--profile", profile, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "sim-meter did not start"
-            time.sleep(0.1)
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_agent_setup_finds_the_meter_and_writes_keys_config_and_request(tmp_path, sim_meter):
@@ -236,7 +208,7 @@ def test_agent_setup_finds_a_meter_on_its_profiles_own_unit_id(tmp_path):
     out = tmp_path / "c"
     r = peerwatt("community", "init", *INIT, "--out", str(out), stdin="")
     assert r.returncode == 0, r.stderr
-    with _sim_meter("fronius-smart-meter") as port:  # serves on unit 240, the profile's
+    with sim_meter_process("--profile", "fronius-smart-meter") as (_proc, _line, port):  # on unit 240
         r = peerwatt(
             "agent", "setup", "--dir", str(out / "household"), "--host", "127.0.0.1", "--port", str(port),
             "--broker", "mqtts://127.0.0.1:8883", "--name", "Household 8", "--yes", stdin="", timeout=120,
