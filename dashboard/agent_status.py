@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dashboard.text import isolate_inline
+
 MAX_STATUS_BYTES = 64 * 1024
 LAST_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: a later "time" is not a time
 STALE_HEARTBEATS = 3  # a status older than this many heartbeats is reported as stale
@@ -168,11 +170,12 @@ class AgentStatusBoard:
         if status.get("meter_ok") is False or status.get("fault"):
             out["state"] = "meter_failing"
             fault = status.get("fault") or "the meter does not answer"
-            out["warning"] = f"Your agent cannot read your meter: {fault}."
+            out["warning"] = f"Your agent cannot read your meter: {isolate_inline(str(fault))}."
             out["what_to_do"] = WHAT_TO_DO_METER
         elif status.get("state_error"):
             out["state"] = "state_error"
-            out["warning"] = f"Your agent cannot save its state ({status['state_error']}): it sends nothing."
+            error = isolate_inline(str(status["state_error"]))
+            out["warning"] = f"Your agent cannot save its state ({error}): it sends nothing."
             out["what_to_do"] = WHAT_TO_DO_STATE
         elif age > STALE_HEARTBEATS * heartbeat_s:
             out["state"] = "stale"

@@ -26,6 +26,7 @@ from dashboard.ledger import LedgerReplaced
 from dashboard.params import ParamError
 from dashboard.proxies import parse_trusted
 from dashboard.services import Services, default_instance_dir, open_services
+from dashboard.text import isolate, isolate_text, readable_json
 from dashboard.timeutil import fmt_age, fmt_interval, fmt_time
 
 DEFAULTS: dict[str, Any] = {
@@ -189,5 +190,9 @@ def _add_template_filters(app: Flask, services: Services) -> None:
         interval=lambda t: fmt_interval(t, services.ledger.params()["interval_s"], tz),
         age=fmt_age,
         percent=lambda permille: "\u2013" if permille is None else f"{units.fixed(permille, 10, 1)} %",
+        # what members chose (names, notes, args, an agent's words): isolated, controls shown
+        isolate=isolate,
+        isolate_text=isolate_text,
+        readable_json=readable_json,
     )
     app.jinja_env.globals.update(community=services.ledger.community)

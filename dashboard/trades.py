@@ -25,6 +25,7 @@ import pandas as pd
 
 from dashboard.directory import Directory
 from dashboard.params import MAX_INT, ParamError
+from dashboard.text import isolate_inline
 from dashboard.timeutil import local_midnight
 from dashboard.units import energy
 from market.spreadsheet import text_cell
@@ -228,10 +229,10 @@ def unsettled_note(row: dict[str, Any]) -> str:
         whose = "a meter of this trade"
     elif (side == "sell" and flagged == row["seller"]) or (side == "buy" and flagged == row["buyer"]):
         whose = "your meter"
-    elif flagged == row["seller"]:
-        whose = f"the seller's meter ({row['seller_name']})"
+    elif flagged == row["seller"]:  # (a name that could reorder the sentence is isolated in it)
+        whose = f"the seller's meter ({isolate_inline(row['seller_name'])})"
     else:
-        whose = f"the buyer's meter ({row['buyer_name']})"
+        whose = f"the buyer's meter ({isolate_inline(row['buyer_name'])})"
     flag = row.get("flag") or "missing_reading"
     reason = FLAG_WORDS.get(flag, f"{flag} on {{whose}}").format(whose=whose)
     return (

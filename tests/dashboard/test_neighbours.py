@@ -143,7 +143,7 @@ def test_pseudonyms_wherever_neighbours_are_named(built, pseudonymous):
     others_voting = voters - {built.community.genesis.doc["meters"][meter]["owner"]}
     assert others_voting
     for voter in others_voting:
-        assert f"Neighbour {meter_of[voter][:6]}: " in seen["/explorer/governance"]
+        assert f"<bdi>Neighbour {meter_of[voter][:6]}</bdi>: " in seen["/explorer/governance"]
     blocks = [text for path, text in seen.items() if path.startswith("/explorer/blocks/")]
     assert blocks and any("Neighbour " in text for text in blocks)
     # logged out: no names on the public pages either (the block pages name who proposed and voted)

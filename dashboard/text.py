@@ -1,0 +1,84 @@
+"""Text that members chose (names, notes, proposal args, an agent's words), shown safely.
+
+- In HTML every such string is isolated, one way for all: the template filter ``isolate`` wraps
+  it in ``<bdi>`` (its bidi controls and right-to-left letters cannot reorder the text around
+  it: "Mallory<RLO>: yes" stays "...: yes"); where no element may stand (the page title, a
+  select's options) ``isolate_text`` wraps it in FIRST STRONG ISOLATE … POP DIRECTIONAL
+  ISOLATE, which the Unicode bidi algorithm treats the same way. Bidi controls inside stay
+  (a right-to-left name may need them), confined to the name.
+- C0 and C1 control characters (but tab, line feed and carriage return, which HTML shows as a
+  space) are shown escaped, ``\\u0000``: a NUL or BEL would otherwise be an empty box, or nothing.
+- ``readable_json``: a value as the JSON a member wrote (not ``tojson``'s HTML-safe escapes,
+  which made a serial read ``\\u0027\\"\\u003e``), HTML-escaped by the template, with bidi and
+  control characters escaped as JSON escapes; isolated like a name.
+- ``for_terminal``: one line for a terminal, with bidi and control characters escaped, so a
+  community's name cannot reorder or ring the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from markupsafe import Markup, escape
+
+FSI, PDI = "\u2068", "\u2069"
+_CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL_RE = re.compile(f"[{_CONTROLS}]")
+# in JSON text also the line and paragraph separators, which some viewers break lines at
+_JSON_RE = re.compile(f"[{_CONTROLS}{_BIDI}\u2028\u2029]")
+_TERMINAL_RE = re.compile(f"[\x00-\x1f{_CONTROLS}{_BIDI}\u2028\u2029]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with C0/C1 control characters (but tab, LF, CR) as ``\\u0000`` escapes."""
+    return _CONTROL_RE.sub(_escape_char, text)
+
+
+def isolate(value: Any) -> Markup:
+    """A member-chosen string for HTML text: escaped, controls shown, in a ``<bdi>``."""
+    if value is None:
+        return Markup("")
+    return Markup("<bdi>%s</bdi>") % visible_controls(str(value))
+
+
+def isolate_text(value: Any) -> str:
+    """A member-chosen string where no element may stand (a title, an option): FSI … PDI
+    around it (the template escapes it)."""
+    if value is None:
+        return ""
+    return f"{FSI}{visible_controls(str(value))}{PDI}"
+
+
+def isolate_inline(name: str) -> str:
+    """A name inside a sentence of plain text (the API's and CSV's notes too): FSI … PDI around
+    it only where it could reorder the sentence (bidi controls, right-to-left letters), so
+    ordinary names read as they always did."""
+    if re.search(f"[{_BIDI}\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]", name):
+        return f"{FSI}{name}{PDI}"
+    return name
+
+
+def json_text(value: Any) -> str:
+    """``value`` as readable JSON: as written (no HTML-safe \\u escapes), keys sorted, with
+    control, bidi and line-separator characters as JSON escapes."""
+    return _JSON_RE.sub(_escape_char, json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def readable_json(value: Any) -> Markup:
+    """``json_text`` for HTML: escaped and isolated (left to right, as JSON reads)."""
+    return Markup('<bdi dir="ltr">%s</bdi>') % json_text(value)
+
+
+def for_terminal(value: Any) -> str:
+    """One line for a terminal: control and bidi characters as ``\\u202e`` escapes."""
+    return _TERMINAL_RE.sub(_escape_char, str(value))
+
+
+__all__ = ["escape", "for_terminal", "isolate", "isolate_inline", "isolate_text", "readable_json"]
