@@ -4,10 +4,11 @@
   it in ``<bdi>`` (its bidi controls and right-to-left letters cannot reorder the text around
   it: "Mallory<RLO>: yes" stays "...: yes"); where no element may stand (the page title, a
   select's options) ``isolate_text`` wraps it in FIRST STRONG ISOLATE … POP DIRECTIONAL
-  ISOLATE, which the Unicode bidi algorithm treats the same way. Bidi controls inside stay
-  (a right-to-left name may need them), confined to the name.
+  ISOLATE, which the Unicode bidi algorithm treats the same way.
 - C0 and C1 control characters (but tab, line feed and carriage return, which HTML shows as a
   space) are shown escaped, ``\\u0000``: a NUL or BEL would otherwise be an empty box, or nothing.
+  So are the bidi embeddings and overrides (U+202A..U+202E), which would still reverse the rest
+  of the name itself (``Oak\\u202eStreet``); marks and isolates stay.
 - ``readable_json``: a value as the JSON a member wrote (not ``tojson``'s HTML-safe escapes,
   which made a serial read ``\\u0027\\"\\u003e``), HTML-escaped by the template, with bidi and
   control characters escaped as JSON escapes; isolated like a name.
@@ -21,12 +22,16 @@ import json
 import re
 from typing import Any
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 FSI, PDI = "\u2068", "\u2069"
 _CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL_RE = re.compile(f"[{_CONTROLS}]")
+# embeddings and overrides (LRE, RLE, PDF, LRO, RLO) are shown too: inside its <bdi> an
+# unclosed RLO would still reverse the rest of the name ("Oak<RLO>Street" read "OakteertS"), the
+# old trick to make one name or file name look like another. Marks and isolates, which
+# right-to-left names do use, stay: they reorder nothing outside the name.
+_CONTROL_RE = re.compile(f"[{_CONTROLS}\u202a-\u202e]")
 # in JSON text also the line and paragraph separators, which some viewers break lines at
 _JSON_RE = re.compile(f"[{_CONTROLS}{_BIDI}\u2028\u2029]")
 _TERMINAL_RE = re.compile(f"[\x00-\x1f{_CONTROLS}{_BIDI}\u2028\u2029]")
@@ -37,7 +42,8 @@ def _escape_char(match: re.Match[str]) -> str:
 
 
 def visible_controls(text: str) -> str:
-    """``text`` with C0/C1 control characters (but tab, LF, CR) as ``\\u0000`` escapes."""
+    """``text`` with C0/C1 control characters (but tab, LF, CR) and the bidi embeddings and
+    overrides as ``\\u0000`` escapes."""
     return _CONTROL_RE.sub(_escape_char, text)
 
 
@@ -81,4 +87,4 @@ def for_terminal(value: Any) -> str:
     return _TERMINAL_RE.sub(_escape_char, str(value))
 
 
-__all__ = ["escape", "for_terminal", "isolate", "isolate_inline", "isolate_text", "readable_json"]
+__all__ = ["for_terminal", "isolate", "isolate_inline", "isolate_text", "readable_json"]

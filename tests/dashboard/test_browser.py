@@ -282,6 +282,57 @@ def test_phone_agent_panel_fits_the_screen(browser, built, tmp_path):
         context.close()
 
 
+def test_a_long_unbroken_name_does_not_scroll_pages_sideways(browser, tmp_path_factory):
+    """Found in a QA pass: a 64-character name without a break (what genesis and add_member
+    allow) made pages scroll sideways: the household page's h1 by 1094 px at 390 px, the admin's
+    household list by 679 px, the admin's receipt pages by 39 px at 1280 px. Names break
+    anywhere now; every page of that household, at both widths, fits (no sideways scrolling; on
+    the phone no table scrolling in its box either)."""
+    from tests.dashboard.hostile_ledger import NAMES, build_hostile
+
+    hostile = build_hostile(tmp_path_factory.mktemp("hostile"))
+    long_meter = hostile.meters[NAMES.index("W" * 64)]
+    app = make_app(hostile, tmp_path_factory.mktemp("hostile-instance"))
+    app.extensions["peerwatt"].accounts.add_user(
+        "long", PASSWORDS["villa"], role="household", meters=[long_meter]
+    )
+    for base in _serve(app):
+        for who, password in (("long", PASSWORDS["villa"]), ("admin", PASSWORDS["admin"])):
+            for viewport in (PHONE, DESKTOP):
+                context, page, errors = open_page(browser, base, viewport)
+                page.goto("/login")
+                page.fill("#username", who)
+                page.fill("#password", password)
+                page.click("#login-submit")
+                page.wait_for_load_state()
+                trades = page.request.get(f"/api/v1/trades?household={long_meter}&limit=3").json()
+                paths = [
+                    f"/household/{long_meter}",
+                    f"/household/{long_meter}?view=month&date=2025-06-01",
+                    "/household",
+                    "/trades",
+                    f"/trades?household={long_meter}",
+                    "/",
+                    "/explorer/governance",
+                    "/explorer/blocks/3",
+                    "/explorer/blocks/4",
+                    *(f"/trade/{t['id']}" for t in trades["trades"]),
+                ]
+                for path in paths:
+                    page.goto(path)
+                    for opened in page.locator("details").all():
+                        opened.evaluate("d => d.open = true")
+                    got = page.evaluate(OVERFLOW_JS)
+                    assert got["scroll"] <= viewport["width"], (who, viewport["width"], path, got)
+                    if viewport is PHONE:  # (on a desktop a wide table may scroll in its box)
+                        assert got["wide"] == [], (who, viewport["width"], path, got)
+                width = viewport["width"]
+                page.goto(f"/household/{long_meter}")
+                shoot(page, f"household-long-name-{who}-{width}")
+                assert errors == [], errors
+                context.close()
+
+
 TABLES_JS = """() => [...document.querySelectorAll('table')]
   .filter((t) => t.offsetParent !== null).map((t) => {
   const head = t.tHead && t.tHead.getBoundingClientRect(), body = t.tBodies[0].getBoundingClientRect();

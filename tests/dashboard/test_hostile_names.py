@@ -107,7 +107,8 @@ def test_member_chosen_text_is_isolated_and_controls_are_shown_escaped(hostile_a
             checker.feed(page)
             assert checker.bare == [], (who, path, checker.bare)
             text = html.unescape(page)
-            seen_names |= {n for n in NAMES if CONTROLS.sub("", n) in text or "Nul\\u0000Bel" in text}
+            seen_names |= {n for n in NAMES if n.replace("\u202e", "\\u202e") in text}
+            seen_names |= {NAMES[2]} if "Nul\\u0000Bel" in text else set()
     assert "Nul\\u0000Bel\\u0007Esc\\u001b" in html.unescape(
         _clients(hostile_app)["admin"].get("/household").get_data(as_text=True)
     )
@@ -116,9 +117,12 @@ def test_member_chosen_text_is_isolated_and_controls_are_shown_escaped(hostile_a
 
 def test_a_vote_after_an_overriding_name_reads_as_sent(hostile_app):
     """The QA's case: "Mallory<RLO>: yes" on the governance page; the name is isolated, so the
-    ": yes" after it is not reversed."""
+    ": yes" after it is not reversed, and its override is shown (\\u202e) rather than obeyed
+    (it would still reverse the rest of a name like "Oak<RLO>Street"). A Hebrew name stays."""
     page = _clients(hostile_app)["admin"].get("/explorer/governance").get_data(as_text=True)
-    assert "<bdi>Mallory\u202e</bdi>: <bdi>yes</bdi>" in page
+    assert "<bdi>Mallory\\u202e</bdi>: <bdi>yes</bdi>" in page
+    assert "\u202e" not in page  # the override is shown, not obeyed: it cannot reverse the name
+    assert "<bdi>\u05e9\u05e8\u05d4 \u05db\u05d4\u05df</bdi>: <bdi>yes</bdi>" in page
 
 
 def test_proposal_args_are_readable_text(hostile_app):
@@ -135,7 +139,7 @@ def test_proposal_args_are_readable_text(hostile_app):
         assert "\\u003c" not in block
     admin = _clients(hostile_app)["admin"].get("/explorer/governance").get_data(as_text=True)
     assert f'"name": "{NEW_MEMBER_NAME[:-1]}\\u202e"' in html.unescape(admin)
-    assert html.escape(NOTE.replace("\x00", "\\u0000"), quote=False) in admin
+    assert html.escape(NOTE.replace("\x00", "\\u0000").replace("\u202e", "\\u202e"), quote=False) in admin
 
 
 def test_the_terminal_gets_no_bidi_or_control_characters():
