@@ -56,6 +56,7 @@ from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
 from peerwatt.node.catchup import fetch_blocks
+from peerwatt.node.inbox import MAX_PER_TOPIC, FairInbox
 from peerwatt.node.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
@@ -96,6 +97,35 @@ def stall_line(
         f"{', '.join(missing)} (start them, or check their broker connection: no block is final "
         "without a quorum)"
     )
+
+
+# What travels on the topics a node takes transactions from (DESIGN.md, "MQTT topics"): a meter's
+# own orders and readings on its own topics, everything else (votes, proposals, grid operators'
+# data) on gov, which only the validators' operator accounts may write. Found in a QA pass: a
+# household's member key put a proposal on the ledger through its meter's orders topic, which
+# docs/governance.md says it cannot.
+METER_TOPIC_TYPES = {"orders": "order", "readings": "reading"}
+
+
+def topic_mismatch(topic: str, msg_type: str, signer: str) -> str | None:
+    """Why a transaction may not arrive on ``topic``, or None ("" is a message the mempool kept
+    from before a restart: it was checked when it came)."""
+    if not topic:
+        return None
+    try:
+        parts = Topics.parse(topic)
+    except ValueError:
+        return f"{topic!r} is no transaction topic"
+    wanted = METER_TOPIC_TYPES.get(parts.kind)
+    if wanted is None:
+        if msg_type in METER_TOPIC_TYPES.values():
+            return f"a meter's {msg_type} belongs on its own {msg_type}s topic, not on {parts.kind}"
+        return None
+    if msg_type != wanted:
+        return f"a {msg_type} on a {parts.kind} topic (which carries only {wanted}s)"
+    if signer != parts.id:
+        return f"signed by {signer}, on the {parts.kind} topic of {parts.id}"
+    return None
 
 
 def _count_down(counts: collections.Counter, key: Any) -> None:
@@ -159,7 +189,7 @@ class Node:
         self.metrics = NodeMetrics()
         # proposals and votes go first: a burst of transactions must not delay agreement
         self._consensus_inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
-        self._inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()  # transactions
+        self._inbox = FairInbox()  # transactions: one queue per topic, served in turn
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
         self._pending_per_signer: collections.Counter[str] = collections.Counter()
@@ -273,19 +303,21 @@ class Node:
         if connected and self.is_validator:
             self.config_history.publish()
 
-    def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]]) -> bool:
+    def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]] | FairInbox) -> bool:
         """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages (bounded, so a
         flood cannot starve the rest of the step); True if there was any."""
         busy = False
         for _ in range(MAX_INBOX_PER_STEP):
             try:
-                kind, _topic, payload = inbox.get_nowait()
+                kind, topic, payload = inbox.get_nowait()
             except queue.Empty:
                 break
             busy = True
-            take = {"tx": self._take_tx, "block": self._take_block, "vote": self._take_vote}[kind]
             try:
-                take(payload)
+                if kind == "tx":
+                    self._take_tx(payload, topic)
+                else:
+                    {"block": self._take_block, "vote": self._take_vote}[kind](payload)
             except Exception as exc:  # a bug met by one message must not end the node
                 self._quarantine(kind, payload, exc)
         return busy
@@ -359,6 +391,22 @@ class Node:
     def _on_tx(self, topic: str, payload: bytes) -> None:
         # Runs on the bus thread: persist before the broker gets its acknowledgement (batched:
         # the bus calls _flush_mempool before it acknowledges the messages of the batch).
+        # Turned away here, before any parsing or writing: a payload larger than any transaction
+        # (a QA pass: 8 MiB of valid JSON on a meter's own orders topic, parsed twice up to the
+        # block limit, held every node for 5 s a message), and a topic whose queue is full (its
+        # sender floods; its outbox sends again, see peerwatt/node/inbox.py).
+        if len(payload) > messages.MAX_MESSAGE_BYTES:
+            self._count("rejected", "too_large")
+            self._log_once(
+                "too_large", topic, logging.INFO, "rejected too_large on %s: %d bytes", topic, len(payload)
+            )
+            return
+        if not self._inbox.has_room(topic):
+            self._count("rejected", "busy")
+            self._log_once(
+                "busy", topic, logging.INFO, "rejected busy on %s: %d wait already", topic, MAX_PER_TOPIC
+            )
+            return
         if self.mempool is not None:
             try:
                 if not self.mempool.add(payload, batch=self._batched):
@@ -449,11 +497,16 @@ class Node:
         except MempoolError as exc:
             self._log_once("mempool", "write", logging.ERROR, "%s", exc)
 
-    def _take_tx(self, raw: bytes) -> None:
+    def _take_tx(self, raw: bytes, topic: str = "") -> None:
         try:
             env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
             self._refuse(raw, exc)
+            return
+        mismatch = topic_mismatch(topic, env.type, env.signer)
+        if mismatch is not None:
+            # no notice to the signer: anyone can put a copy of its message on another topic
+            self._reject(raw, "wrong_topic", env.signer, mismatch)
             return
         if (env.signer, env.seq) in self._pending_keys:
             self._reject(raw, "replay", env.signer, "already pending")

@@ -331,3 +331,73 @@ def test_a_refusal_reaches_its_meter_with_a_teller_down(tmp_path):
     signers = {n.signer for n in notices if n.refused == "replay"}
     assert len(signers) >= refusal_threshold(len(validators), quorum), notices
     assert after not in signers
+
+
+def test_a_payload_larger_than_any_transaction_is_dropped_on_arrival(tmp_path):
+    """Found in a QA pass on a real community: 40 payloads of 8.29 MB of valid JSON on a meter's
+    own orders topic (its ACL allows it; the broker takes up to 8 MiB for blocks) were each parsed
+    up to the block limit, twice, about 5 s each: every node stopped making blocks for 5 minutes
+    and the honest households' orders expired. Such a payload is now turned away on arrival,
+    unparsed and unstored."""
+    net = Net(tmp_path, validators=1)
+    node, meter = net.nodes[0], net.c.meters[0]
+    junk = b'{"type":"order",' + b",".join(b'"k%d":1' % i for i in range(40_000)) + b"}"
+    assert len(junk) > 64 * 1024
+    for k in range(5):
+        net.publisher.publish(Topics.orders(net.c.community, meter.id), junk.replace(b'"k0"', b'"z%d"' % k))
+    assert node.status()["rejected"].get("too_large", 0) == 5  # counted on arrival, before any step
+    assert node._inbox.qsize() == 0 and len(node.mempool) == 0
+
+
+def test_a_transaction_is_taken_only_from_the_topic_it_belongs_on(tmp_path):
+    """Found in a QA pass: a household put a proposal signed with its member key on the ledger
+    through its meter's orders topic, although only the validators' operator accounts may publish
+    on gov (docs/governance.md). A node now takes a meter's orders and readings only from that
+    meter's own topics, and everything else only from gov; the signer of a copy put on another
+    topic gets no notice (that would make its agent forget a message the ledger may still book)."""
+    net = Net(tmp_path, validators=1)
+    node = net.nodes[0]
+    member, meter, other = net.c.members[0], net.c.meters[0], net.c.meters[1]
+    heard = _notices_to(net, meter.id)
+    proposal = member.sign(
+        net.c.community,
+        "propose",
+        {"action": "revoke_meter", "args": {"meter": other.id}, "deadline": T0 + 86_400},
+        T0,
+    )
+    readings = [_reading(net, 0, wh)[1] for wh in (5, 6, 7, 8)]
+    net.publisher.publish(Topics.orders(net.c.community, meter.id), proposal.to_bytes())
+    net.publisher.publish(Topics.readings(net.c.community, other.id), readings[0].to_bytes())  # another's
+    net.publisher.publish(Topics.orders(net.c.community, meter.id), readings[1].to_bytes())  # not an order
+    net.publisher.publish(Topics.gov(net.c.community), readings[2].to_bytes())  # a meter's, on gov
+    net.settle()
+    assert node.status()["rejected"].get("wrong_topic", 0) == 4
+    assert node.ledger.chain_state["proposals"] == {}
+    assert heard == []
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), readings[3].to_bytes())
+    net.publisher.publish(Topics.gov(net.c.community), proposal.to_bytes())
+    net.settle()
+    store = node.ledger.store
+    booked = {row[0] for row in store.conn.execute("SELECT type FROM txs")}
+    assert booked == {"reading", "propose"}
+
+
+def test_one_topics_flood_does_not_hold_the_others_back(tmp_path):
+    """Found in a QA pass on a real community: one meter published 60,000 signed orders the
+    ledger refuses (interval_closed) in a minute; the nodes took 125 s to work through them, first
+    in, first out, and two honest households' orders missed their gate. Each topic now waits in its
+    own queue, served in turn, and a topic with MAX_PER_TOPIC waiting takes no more."""
+    from peerwatt.node.inbox import MAX_PER_TOPIC
+
+    net = Net(tmp_path, validators=1)
+    node, flood, honest = net.nodes[0], net.c.meters[0], net.c.meters[1]
+    _, old = _reading(net, 0, 1)
+    for k in range(MAX_PER_TOPIC + 500):  # copies re-encoded: each is a new payload, each refused
+        payload = old.to_bytes().replace(b"{", b"{ " * (1 + k % 7), 1) + b" " * (k // 7)
+        net.publisher.publish(Topics.readings(net.c.community, flood.id), payload)
+    assert node.status()["rejected"].get("busy", 0) == 500  # turned away on arrival
+    _, mine = _reading(net, 1, 7)
+    net.publisher.publish(Topics.readings(net.c.community, honest.id), mine.to_bytes())
+    node.step()  # one step: at most MAX_INBOX_PER_STEP messages, the honest one among them
+    booked = node.ledger.store.conn.execute("SELECT count(*) FROM txs WHERE signer = ?", (honest.id,))
+    assert (honest.id, mine.seq) in node._pending_keys or booked.fetchone()[0] == 1
