@@ -457,7 +457,7 @@ def list_(data_dir: Path) -> None:
     if not chain["proposals"]:
         click.echo("no open proposals")
     for pid, proposal in sorted(chain["proposals"].items()):
-        voters, needed = electorate(chain, proposal["action"])
+        voters, needed = electorate(chain, proposal["action"], proposal)
         # counted as the ledger counts (chain.governance): a proposer outside the electorate is on
         # the yes list, but its vote does not count
         yes, no = len(voters.intersection(proposal["yes"])), len(voters.intersection(proposal["no"]))

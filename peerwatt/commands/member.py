@@ -406,7 +406,7 @@ def _tally(chain: dict[str, Any], pid: str, action: str, args: dict[str, Any], w
 
     if pid in chain["proposals"]:
         p = chain["proposals"][pid]
-        _, needed = electorate(chain, action)
+        _, needed = electorate(chain, action, p)
         return f"open, {len(p['yes'])} of {needed} yes votes"
     return "passed" if _passed(chain, action, args) else "closed (rejected or expired)"
 

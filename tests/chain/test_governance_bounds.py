@@ -143,3 +143,28 @@ def test_with_the_bounds_interval_s_cannot_be_voted(tmp_path):
     legacy = _community(tmp_path / "legacy")
     proposal = _propose(legacy, legacy.members[0], "set_param", {"name": "interval_s", "value": 1800}, T0 + 1)
     assert _outcomes(legacy.run_block([proposal], T0 + 1)) == ["ok"]
+
+
+def test_with_the_bounds_a_proposal_needs_the_votes_it_needed_when_it_opened(tmp_path):
+    """Found in a QA pass of the quickstart: three households admitted at once, the founders'
+    votes in one block: the first two passed, the members grew from 4 to 6, and the third then
+    needed 4 yes votes where it had 3; its household stayed out until another founder voted. With
+    the bounds a proposal records its threshold when it opens; older ledgers count as they did."""
+
+    def admit_three(c) -> list[str]:
+        proposer, voter = c.members[0], c.members[1]
+        newcomers = [{"key": Party(generate_private_key()).sec1_hex, "name": f"h{i}"} for i in range(3)]
+        proposals = [_propose(c, proposer, "add_member", args, T0) for args in newcomers]
+        c.run_block(proposals, T0 + 1)
+        votes = [
+            voter.sign(c.community, "vote", {"proposal": p.tx_hash.hex(), "vote": "yes"}, created=T0 + 2)
+            for p in proposals
+        ]
+        block = c.run_block(votes, T0 + 2)
+        return [r["outcome"] for r in block.results if r.get("kind") == "gov"]
+
+    bounded = _community(tmp_path / "bounded", max_open_proposals=32)  # 3 members: 2 yes votes needed
+    assert admit_three(bounded) == ["passed", "passed", "passed"]
+    assert len(bounded.ledgers[0].chain_state["members"]) == 6
+    legacy = _community(tmp_path / "legacy")
+    assert admit_three(legacy) == ["passed"]  # the others now need 3 of 4, then of 5
