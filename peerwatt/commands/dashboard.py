@@ -12,6 +12,7 @@ dashboard.toml: see peerwatt/dashboard_config.py (and docs/dashboard.md).
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +46,14 @@ def _open_app(settings: DashboardSettings):
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot use the dashboard's folder: {exc.strerror} ({exc.filename})") from None
+
+
+def stop_serving(signum: int, frame: object) -> None:
+    """SIGTERM while serving: raised as KeyboardInterrupt, the one exception (with SystemExit)
+    that waitress lets out of its socket handlers. peerwatt's own Terminated, raised while the
+    main thread was inside one of them, was taken by waitress's bare ``except:`` for a request's
+    error, and the dashboard went on serving (a hang in loaded test runs)."""
+    raise KeyboardInterrupt
 
 
 def _keep_indexing(app, stop: threading.Event) -> None:
@@ -123,10 +132,13 @@ def serve(settings: DashboardSettings) -> None:
     stop = threading.Event()
     threading.Thread(target=_keep_indexing, args=(app, stop), name="indexer", daemon=True).start()
     bus = _follow_agents(app, settings)
-    click.echo(
-        f"dashboard for {app.extensions['peerwatt'].ledger.community.name} on "
+    from dashboard.text import for_terminal
+
+    click.echo(  # the name is the community's choice: no bidi or control character reaches the terminal
+        f"dashboard for {for_terminal(app.extensions['peerwatt'].ledger.community.name)} on "
         f"http://{settings.host}:{server.effective_port}/ (Ctrl-C to stop)"
     )
+    signal.signal(signal.SIGTERM, stop_serving)
     try:
         server.run()
     except KeyboardInterrupt:
