@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,18 @@ def serve(app: Any, host: str, port: int, threads: int = 4) -> Any:
     from waitress import create_server
 
     return create_server(app, host=host, port=port, threads=threads)
+
+
+def run_until_closed(server: Any, closing: threading.Event) -> None:
+    """``server.run()`` in a thread until another thread sets ``closing`` and closes the server.
+    Waitress's loop may then be in select() on the sockets just closed: the EBADF (or a negative
+    descriptor's ValueError) it raises is the end of serving, not an error (it failed the demo's
+    test once, as an exception in the dashboard thread)."""
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not closing.is_set():
+            raise
 
 
 def make_dashboard(data_dir: Path, instance_dir: Path, port: int, homes: list[Any], clock: Any):

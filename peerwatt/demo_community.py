@@ -41,6 +41,7 @@ from meter_agent.simulator import MeterSimulator
 from meter_agent.strategy import StrategyConfig
 from peerwatt.broker.embedded import EmbeddedBroker
 from peerwatt.bus import BrokerConfig, MqttBus, Topics
+from peerwatt.dashboard_server import run_until_closed
 from peerwatt.errors import UserError
 from peerwatt.node import Node
 from peerwatt.node.http_api import NodeHttpApi
@@ -280,6 +281,7 @@ class Demo:
         self.broker: EmbeddedBroker | None = None
         self.mosquitto: DemoMosquitto | None = None
         self.dashboard_server: Any = None
+        self.dashboard_closing = threading.Event()
         self.dashboard_bus: MqttBus | None = None
         self.logins: list[tuple[str, str, str]] = []
         self.temporary = options.data is None
@@ -528,7 +530,7 @@ class Demo:
             home.agent.start()
             self._thread(lambda a=home.agent: a.run(self.stop_event, self.poll_s, self.o.speed), home.name)
         if self.dashboard_server is not None:
-            self._thread(self.dashboard_server.run, "dashboard")
+            self._thread(lambda: run_until_closed(self.dashboard_server, self.dashboard_closing), "dashboard")
         if self.dashboard_bus is not None:
             self.dashboard_bus.start()
 
@@ -577,6 +579,7 @@ class Demo:
         if self.dashboard_bus is not None:
             self.dashboard_bus.stop()
         if self.dashboard_server is not None:
+            self.dashboard_closing.set()
             self.dashboard_server.close()
         for node in self.nodes:
             if node.mempool is not None:
