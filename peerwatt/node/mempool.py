@@ -50,9 +50,12 @@ class Mempool:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
             self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS pending"
-                " (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS pending (hash BLOB PRIMARY KEY, arrived REAL NOT NULL,"
+                " raw BLOB NOT NULL, topic TEXT NOT NULL DEFAULT '')"
             )
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(pending)")}
+            if "topic" not in columns:  # a pool written before the topic was kept (a129993)
+                self._conn.execute("ALTER TABLE pending ADD COLUMN topic TEXT NOT NULL DEFAULT ''")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS quarantine"
                 " (hash BLOB PRIMARY KEY, at REAL NOT NULL, error TEXT NOT NULL, raw BLOB NOT NULL)"
@@ -94,12 +97,14 @@ class Mempool:
             except sqlite3.Error as exc:
                 raise MempoolError(f"cannot write the mempool {self.path}: {exc}") from None
 
-    def add(self, raw: bytes, *, batch: bool = False) -> bool:
-        """Persist a message; False when the same bytes are already pending. ``batch``: the write
-        joins the open batch (opening one), durable once ``flush`` returned."""
+    def add(self, raw: bytes, *, topic: str = "", batch: bool = False) -> bool:
+        """Persist a message and the topic it came on; False when the same bytes are already
+        pending. ``batch``: the write joins the open batch (opening one), durable once ``flush``
+        returned."""
         with self._write(batch) as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", (self.key(raw), time.time(), raw)
+                "INSERT OR IGNORE INTO pending (hash, arrived, raw, topic) VALUES (?, ?, ?, ?)",
+                (self.key(raw), time.time(), raw, topic),
             )
             return cur.rowcount == 1
 
@@ -144,10 +149,12 @@ class Mempool:
         with self._lock:
             return [bytes(r) for (r,) in self._conn.execute("SELECT raw FROM quarantine ORDER BY at, hash")]
 
-    def all(self) -> list[bytes]:
-        """Every pending message, oldest first (used after a restart)."""
+    def all(self) -> list[tuple[bytes, str]]:
+        """Every pending message and its topic ("" if kept before topics were), oldest first
+        (used after a restart)."""
         with self._lock:
-            return [bytes(r) for (r,) in self._conn.execute("SELECT raw FROM pending ORDER BY arrived, hash")]
+            rows = self._conn.execute("SELECT raw, topic FROM pending ORDER BY arrived, hash")
+            return [(bytes(raw), topic) for raw, topic in rows]
 
     def __len__(self) -> int:
         with self._lock:

@@ -108,8 +108,8 @@ METER_TOPIC_TYPES = {"orders": "order", "readings": "reading"}
 
 
 def topic_mismatch(topic: str, msg_type: str, signer: str) -> str | None:
-    """Why a transaction may not arrive on ``topic``, or None ("" is a message the mempool kept
-    from before a restart: it was checked when it came)."""
+    """Why a transaction may not arrive on ``topic``, or None ("": a message the mempool kept
+    from before it kept topics, or one a test hands the node directly)."""
     if not topic:
         return None
     try:
@@ -251,8 +251,8 @@ class Node:
         self.bus.subscribe(Topics.blocks(c), lambda t, p: self._consensus_inbox.put(("block", t, p)))
         self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._consensus_inbox.put(("vote", t, p)))
         if self.mempool is not None:
-            for raw in self.mempool.all():  # quarantined messages are not here: no crash loop
-                self._inbox.put(("tx", "", raw))
+            for raw, topic in self.mempool.all():  # quarantined ones are not here: no crash loop
+                self._inbox.put(("tx", topic, raw))
             defer_acks = getattr(self.bus, "defer_acks", None)  # MqttBus: one commit per batch read
             if defer_acks is not None and self.role != "observer":
                 try:
@@ -409,7 +409,7 @@ class Node:
             return
         if self.mempool is not None:
             try:
-                if not self.mempool.add(payload, batch=self._batched):
+                if not self.mempool.add(payload, topic=topic, batch=self._batched):
                     return  # the same bytes are already pending: confirmed with their block
             except MempoolError as exc:
                 # keep going in memory: the sender's outbox resends until the ledger confirms

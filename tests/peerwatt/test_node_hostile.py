@@ -401,3 +401,24 @@ def test_one_topics_flood_does_not_hold_the_others_back(tmp_path):
     node.step()  # one step: at most MAX_INBOX_PER_STEP messages, the honest one among them
     booked = node.ledger.store.conn.execute("SELECT count(*) FROM txs WHERE signer = ?", (honest.id,))
     assert (honest.id, mine.seq) in node._pending_keys or booked.fetchone()[0] == 1
+
+
+def test_the_topic_rule_holds_for_a_message_the_mempool_kept_across_a_crash(tmp_path):
+    """The mempool keeps the topic a message came on: a member's proposal put on its meter's
+    orders topic, stored and then a crash before the node took it, is still refused after the
+    restart (a129993 checked the topic only for messages taken before a crash)."""
+    net = Net(tmp_path, validators=1)
+    member, meter = net.c.members[0], net.c.meters[0]
+    proposal = member.sign(
+        net.c.community,
+        "propose",
+        {"action": "revoke_meter", "args": {"meter": net.c.meters[1].id}, "deadline": T0 + 86_400},
+        T0,
+    )
+    net.publisher.publish(Topics.orders(net.c.community, meter.id), proposal.to_bytes())
+    assert len(net.nodes[0].mempool) == 1  # stored on arrival, not taken yet
+    net.crash(0)
+    node = net.start(0)
+    net.settle()
+    assert node.status()["rejected"].get("wrong_topic", 0) == 1
+    assert node.ledger.chain_state["proposals"] == {}

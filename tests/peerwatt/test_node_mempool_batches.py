@@ -37,7 +37,7 @@ def test_batched_adds_are_durable_only_after_flush(tmp_path: Path) -> None:
         assert pool.add(b"one", batch=True) is False  # the same bytes, in the same batch
         assert pool.add(b"two", batch=True) is True
         assert _pending(pool.path) == set()  # not committed yet
-        assert len(pool) == 2 and pool.all() == [b"one", b"two"]  # this connection sees them
+        assert [raw for raw, _ in pool.all()] == [b"one", b"two"]  # this connection sees them
         pool.remove([b"one"])  # joins the open batch
         pool.flush()
         assert _pending(pool.path) == {b"two"}
@@ -108,3 +108,18 @@ def test_a_node_on_mqtt_commits_once_per_batch_and_before_its_acks(tmp_path: Pat
     for acked, durable in durable_at_ack:
         assert durable >= acked, f"message {acked} acknowledged with only {durable} rows durable"
     assert len(commits) < len(envs) / 2, f"{len(commits)} mempool commits for {len(envs)} messages"
+
+
+def test_a_pool_from_before_topics_opens_and_its_messages_have_no_topic(tmp_path):
+    path = tmp_path / "mempool.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE pending (hash BLOB PRIMARY KEY, arrived REAL NOT NULL, raw BLOB NOT NULL)")
+    conn.execute("INSERT INTO pending VALUES (?, 1.0, ?)", (Mempool.key(b"old"), b"old"))
+    conn.commit()
+    conn.close()
+    pool = Mempool(path)
+    try:
+        assert pool.add(b"new", topic="peerwatt/oak-street/gov") is True
+        assert pool.all() == [(b"old", ""), (b"new", "peerwatt/oak-street/gov")]
+    finally:
+        pool.close()
