@@ -39,6 +39,13 @@ WHAT_TO_DO_METER = (
     "on the device shows whether the meter answers. The agent offers nothing it cannot back while "
     'the meter fails. More in docs/agent.md, "Troubleshooting" (meter not answering).'
 )
+WHAT_TO_DO_READINGS = (
+    "The agent reads your meter, but its counters were not usable at the interval's end (read as 0 "
+    "or not available, or they went backwards and no second reading confirmed it). It offers again "
+    "as soon as it signs a reading; a replaced meter reading 0 is taken as new after an interval. "
+    "`peerwatt meter read --profile <profile> --host <gateway>` on the device shows the counters. "
+    'More in docs/agent.md, "What it does, exactly" (readings).'
+)
 WHAT_TO_DO_STATE = (
     "The agent runs but cannot write its state file, and sends nothing that is not saved first: "
     "no offers, no readings. Free space on the device (`df -h /var/lib/peerwatt`) or fix the "
@@ -97,7 +104,8 @@ class AgentStatusBoard:
 
     def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
         """What the household page shows: state (online, not_enrolled, offline, stale,
-        meter_failing, state_error, unknown), the figures of the last status, a warning with what to do, and
+        meter_failing, readings_withheld, state_error, unknown), the figures of the last status,
+        a warning with what to do, and
         apart from it an enrolment warning when the agent reports ``enrolled: false`` (whatever
         else is wrong: a meter the ledger refuses trades nothing even once it reads again)."""
         with self._lock:
@@ -172,6 +180,14 @@ class AgentStatusBoard:
             fault = status.get("fault") or "the meter does not answer"
             out["warning"] = f"Your agent cannot read your meter: {isolate_inline(str(fault))}."
             out["what_to_do"] = WHAT_TO_DO_METER
+        elif status.get("readings_withheld"):
+            out["state"] = "readings_withheld"
+            why = isolate_inline(str(status["readings_withheld"]))
+            out["warning"] = (
+                f"Your agent offers nothing for now: it could not sign your meter's last reading ({why}), "
+                "and a trade without readings never settles."
+            )
+            out["what_to_do"] = WHAT_TO_DO_READINGS
         elif status.get("state_error"):
             out["state"] = "state_error"
             error = isolate_inline(str(status["state_error"]))

@@ -413,3 +413,20 @@ def test_agent_status_at_the_documented_time_bound_does_not_500(built, tmp_path,
     page = c.get(f"/household/{built.meters[0]}")
     assert page.status_code == 200
     assert "10000-01-01 00:59" in page.get_data(as_text=True)
+
+
+def test_an_agent_that_withholds_its_readings_is_warned(wired):
+    """An agent whose last reading could not be signed (its meter's counters unavailable or not
+    yet confirmed at the interval's end, e.g. a replaced meter reading 0) offers nothing until it
+    signs one again (19918d4); the household sees why it sells nothing, not "online"."""
+    c, agent, topic, meter, now = wired
+    why = "the meter's counters read export_wh 0 (not available) at its end"
+    agent.publish(topic, _status(meter, readings_withheld=why), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online, no offers (readings not signed)' in panel
+    warning = panel.split('id="agent-warning"', 1)[1].split("</div>", 1)[0]
+    assert "Your agent offers nothing for now: it could not sign your meter's last reading" in warning
+    assert "export_wh 0 (not available)" in warning and "peerwatt meter read" in warning
+    assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "readings_withheld"
+    agent.publish(topic, _status(meter, readings_withheld=None), retain=True)
+    assert "agent-warning" not in _panel(c, meter)
