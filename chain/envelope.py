@@ -25,6 +25,15 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        # the message, when it parsed before it was refused (set by chain.engine.Ledger.intake):
+        # its signer can then be told without parsing it again
+        self.envelope: Envelope | None = None
+
+
+# The parse refusals that depend on the time or the community's interval, not on the message's
+# form: parse_envelope(now=None, interval_s=None) accepts such a message, so its signature can
+# still be checked (chain.notice.authenticated). Any other parse refusal means no envelope.
+CONTEXT_REASONS = frozenset({"expired", "from_future", "interval_not_aligned"})
 
 
 @dataclass(slots=True)

@@ -121,10 +121,18 @@ def authenticated(raw: bytes, *, community: str, key_for: Callable[[str], str | 
     """
     try:
         env = parse_envelope(raw, community=community, now=None, interval_s=None)
+    except (Rejected, ValueError):
+        return None
+    return env if signed_by_its_signer(env, key_for) else None
+
+
+def signed_by_its_signer(env: Envelope, key_for: Callable[[str], str | None]) -> bool:
+    """Whether a parsed message's signature verifies under its signer's enrolled key."""
+    try:
         sec1 = key_for(env.signer)
         if sec1 is None:
-            return None
+            return False
         verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
     except (Rejected, KeyFileError, ValueError):
-        return None
-    return env
+        return False
+    return True

@@ -47,16 +47,23 @@ from chain.block import Block, header_hash
 from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
 from chain.engine import NIL, Ledger, check_seal_for
-from chain.envelope import Envelope, Rejected, parse_envelope, sign_envelope, verify_envelope
-from chain.execute import InvalidBlock, public_key_from_hex, seq_behind, signer_key
+from chain.envelope import (
+    CONTEXT_REASONS,
+    Envelope,
+    Rejected,
+    parse_envelope,
+    sign_envelope,
+    verify_envelope,
+)
+from chain.execute import InvalidBlock, check_replay, public_key_from_hex, seq_behind, signer_key
 from chain.keys import PrivateKey, key_id
-from chain.notice import authenticated, tellers
+from chain.notice import authenticated, signed_by_its_signer, tellers
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
 from peerwatt.node.catchup import fetch_blocks
-from peerwatt.node.inbox import MAX_PER_TOPIC, FairInbox
+from peerwatt.node.inbox import FairInbox
 from peerwatt.node.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
@@ -72,6 +79,10 @@ MAX_PENDING_PER_SIGNER = 4096
 # is for its header and results, so an honest proposal never exceeds what validators accept.
 MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_INBOX_PER_STEP = 500
+# ... and at most this long (s) on transactions per step, so consensus and its timers get a turn
+# between them: a QA pass's 4,000 valid-JSON payloads just under 64 KiB (11 ms each) held every
+# node's loop 5 s a step, blocks stopped for 67 s and honest orders missed their gate
+MAX_INBOX_STEP_S = 0.25
 REPUBLISH_S = 5.0
 STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stalled
 STALL_LOG_EVERY_S = 60.0
@@ -197,6 +208,7 @@ class Node:
         self._pending_budget_key: dict[tuple[str, int], Any] = {}
         self._pending_per_budget: collections.Counter[Any] = collections.Counter()
         self.max_pending_per_signer = MAX_PENDING_PER_SIGNER
+        self.inbox_step_s = MAX_INBOX_STEP_S
         self._pending_since: float | None = None
         self._logged: set[tuple[str, str]] = set()
         self._status_lock = threading.Lock()  # status() runs on the HTTP thread
@@ -304,10 +316,14 @@ class Node:
             self.config_history.publish()
 
     def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]] | FairInbox) -> bool:
-        """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages (bounded, so a
-        flood cannot starve the rest of the step); True if there was any."""
+        """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages and, of
+        transactions, ``inbox_step_s`` seconds' worth (bounded, so a flood cannot starve the rest
+        of the step); True if there was any."""
         busy = False
+        deadline = time.perf_counter() + self.inbox_step_s
         for _ in range(MAX_INBOX_PER_STEP):
+            if busy and inbox is self._inbox and time.perf_counter() > deadline:
+                break  # the rest next step, after consensus (MAX_INBOX_STEP_S)
             try:
                 kind, topic, payload = inbox.get_nowait()
             except queue.Empty:
@@ -401,10 +417,10 @@ class Node:
                 "too_large", topic, logging.INFO, "rejected too_large on %s: %d bytes", topic, len(payload)
             )
             return
-        if not self._inbox.has_room(topic):
+        if not self._inbox.has_room(topic, len(payload)):
             self._count("rejected", "busy")
             self._log_once(
-                "busy", topic, logging.INFO, "rejected busy on %s: %d wait already", topic, MAX_PER_TOPIC
+                "busy", topic, logging.INFO, "rejected busy on %s: its queue is full", topic
             )
             return
         if self.mempool is not None:
@@ -479,7 +495,7 @@ class Node:
     def _refuse(self, raw: bytes, exc: Rejected) -> None:
         """A transaction the ledger refuses for good: tell its meter (when authenticated), count,
         log and forget it."""
-        sender = self._tell_refused(raw, exc.reason)
+        sender = self._tell_refused(raw, exc)
         self._reject(raw, exc.reason, sender or "an unauthenticated sender", exc.detail)
 
     def _reject(self, raw: bytes, reason: str, signer: str = "?", detail: str = "") -> None:
@@ -501,7 +517,12 @@ class Node:
         try:
             env = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
-            self._refuse(raw, exc)
+            parsed = exc.envelope
+            mismatch = None if parsed is None else topic_mismatch(topic, parsed.type, parsed.signer)
+            if mismatch is None:
+                self._refuse(raw, exc)
+            else:  # on a wrong topic, whatever else is wrong with it: no notice (below)
+                self._reject(raw, "wrong_topic", parsed.signer, mismatch)
             return
         mismatch = topic_mismatch(topic, env.type, env.signer)
         if mismatch is not None:
@@ -519,7 +540,9 @@ class Node:
         budget = self.ledger.pending_budget(env, int(self.clock.now()))
         if budget is not None and self._pending_per_budget[budget[0]] >= budget[1]:
             # the ledger would record it only as rejected: refused now, as at intake
-            self._refuse(raw, Rejected(budget[2], "the ones waiting for a block fill what the ledger takes"))
+            refused = Rejected(budget[2], "the ones waiting for a block fill what the ledger takes")
+            refused.envelope = env
+            self._refuse(raw, refused)
             return
         with self._status_lock:
             self._pending_keys.add((env.signer, env.seq))
@@ -1043,7 +1066,7 @@ class Node:
                 self._quarantine("tx", raw, exc)
         self._carried = set(self._pending_keys)
 
-    def _tell_refused(self, raw: bytes, reason: str) -> str | None:
+    def _tell_refused(self, raw: bytes, refused: Rejected) -> str | None:
         """Tell a meter its message was refused for good, so its outbox stops resending it.
 
         Only when the message's signature verifies under that meter's enrolled key: anyone can
@@ -1053,9 +1076,27 @@ class Node:
         signer (on every validator, for the log), or None.
         """
         chain = self.ledger.chain_state
-        env = authenticated(raw, community=self.community, key_for=lambda s: signer_key(chain, s))
+
+        def key_for(signer: str) -> str | None:
+            return signer_key(chain, signer)
+
+        if refused.envelope is not None:  # parsed at intake: not parsed again (a QA pass: 64 KiB
+            # of junk cost every node two full parses, 11 ms a message)
+            env = refused.envelope if signed_by_its_signer(refused.envelope, key_for) else None
+        elif refused.reason in CONTEXT_REASONS:  # parses without the time and interval checks
+            env = authenticated(raw, community=self.community, key_for=key_for)
+        else:
+            env = None  # not an envelope at all: no signer to tell
         if env is None:
             return None
+        reason = refused.reason
+        if reason != "replay" and not seq_behind(chain, env.signer, env.seq):
+            try:
+                check_replay(chain, env)
+            except Rejected:
+                # the ledger holds this signer's seq already: a resend of a booked message (its
+                # receipt came late), not a refusal; it said `expired` for a booked order
+                reason = "replay"
         core = self._core
         told = (
             self._announcer is not None

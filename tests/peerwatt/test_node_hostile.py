@@ -422,3 +422,64 @@ def test_the_topic_rule_holds_for_a_message_the_mempool_kept_across_a_crash(tmp_
     net.settle()
     assert node.status()["rejected"].get("wrong_topic", 0) == 1
     assert node.ledger.chain_state["proposals"] == {}
+
+
+def test_a_resend_of_a_booked_message_that_has_expired_is_told_as_held_not_refused(tmp_path):
+    """Found in a QA pass (a flood made the receipts late, the agents' outboxes sent again): the
+    node checked expiry before replay, so a resend of an order the ledger had booked was refused
+    as `expired`, and the agent logged "the ledger refused ...: expired" for an order booked ok."""
+    net = Net(tmp_path)
+    meter = net.c.meters[0]
+    heard = _notices_to(net, meter.id)
+    body = {"interval": T0, "import_wh": 5, "export_wh": 0, "serial": "S", "profile": "p"}
+    env = meter.sign(net.c.community, "reading", body, created=T0, ttl_s=60)
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), env.to_bytes())
+    net.settle()
+    assert net.nodes[0].ledger.height >= 1
+    net.clock.advance(3600)  # the receipt came late; the outbox sends the same bytes again
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), env.to_bytes())
+    net.settle()
+    _, told = _told(net, meter.id, heard)
+    reasons = {n.refused for n in told if env.seq in n.seqs}
+    assert reasons == {"replay"}, reasons
+
+
+def test_a_wrong_topic_is_found_before_any_other_refusal(tmp_path):
+    """Found in a QA pass: 30,000 orders for a closed interval on a meter's readings topic were
+    refused as interval_closed and their signer was told so, while docs/protocol.md says a message
+    on a wrong topic is refused as wrong_topic with no notice (anyone can copy another's message
+    to a wrong topic)."""
+    from market.app import MarketApp
+
+    params = {"interval_s": 900, "gate_s": 300}
+    net = Net(tmp_path, app_factory=MarketApp, app="market", app_params=params)
+    meter = net.c.meters[0]
+    heard = _notices_to(net, meter.id)
+    body = {"side": "sell", "interval": T0 - 900, "energy_wh": 100, "limit_price": 100_000}
+    closed = meter.sign(net.c.community, "order", body, created=T0 + 5)
+    net.publisher.publish(Topics.readings(net.c.community, meter.id), closed.to_bytes())
+    net.settle()
+    rejected = net.nodes[0].status()["rejected"]
+    assert rejected.get("wrong_topic", 0) == 1 and "interval_closed" not in rejected
+    assert heard == []
+
+
+def test_a_topic_queues_at_most_its_bytes_and_a_step_has_a_time_budget(tmp_path):
+    """Found in a QA pass: 2,000 payloads just under 64 KiB on each of a household's two topics
+    (11 ms each to refuse) held every node's loop about 5 s a step: no block for 67 s, and both
+    honest households' orders for one interval missed their gate. A topic now queues at most
+    MAX_BYTES_PER_TOPIC, and a step spends at most inbox_step_s on transactions."""
+    from peerwatt.node.inbox import MAX_BYTES_PER_TOPIC
+
+    net = Net(tmp_path, validators=1)
+    node, meter = net.nodes[0], net.c.meters[0]
+    size = 60 * 1024
+    for k in range(200):
+        junk = b'{"type":"order","n":"%06d","pad":"' % k + b"x" * (size - 40) + b'"}'
+        net.publisher.publish(Topics.orders(net.c.community, meter.id), junk)
+    waiting = node._inbox.qsize()
+    assert waiting == MAX_BYTES_PER_TOPIC // len(junk)
+    assert node.status()["rejected"]["busy"] == 200 - waiting
+    node.inbox_step_s = 0.0  # the budget spent after one message: the rest waits for later steps
+    node.step()
+    assert node._inbox.qsize() == waiting - 1
