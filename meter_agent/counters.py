@@ -13,8 +13,11 @@ Following docs/meters.md, ``EnergyCounters.update()``:
   as *suspect*: it reports an event (``counter_reset`` when the value fell below half of the
   last good one, ``counter_backwards`` for a smaller drop, ``counter_jump`` for an implausible
   rise), books no energy, and keeps the old baseline. Only when ``confirm_readings``
-  consecutive readings agree with the new level (each >= the previous, at plausible rates) does
-  it adopt it (``counter_rebased``); energy resumes from there. A one-off glitch that returns
+  consecutive readings agree with the new level (each >= the previous, at plausible rates) over
+  at least ``confirm_s`` (60 s) does it adopt it (``counter_rebased``); energy resumes from
+  there. (Two readings 5 s apart confirmed a 10 s glitch at an interval's end, which was then
+  signed as the reading: a QA pass; the agent takes a reading at most 15 s after the end, so a
+  glitch never confirmed within that is never signed.) A one-off glitch that returns
   to the old level is thereby ignored, and a real reset is never smoothed over: the readings in
   between stay unavailable and the events say why.
 * reports a changed meter serial as ``serial_changed`` and restarts both counters from the new
@@ -88,6 +91,9 @@ class _Track:
     # value_wh * 3600 - max_power_w * time_s: the tightest bound any earlier reading puts on a new
     # one (see EnergyCounters._plausible); not persisted, a restart starts from the last reading
     ceiling: int | None = None
+    # the time of the first reading at the candidate's level (not persisted: after a restart the
+    # saved candidate_time stands in for it)
+    candidate_since: int | None = None
     # the time of the first of the consecutive readings of 0 since the last good one (not
     # persisted: a restart waits zero_confirm_s again)
     zero_since: int | None = None
@@ -112,16 +118,19 @@ class EnergyCounters:
         resolution_wh: int = 100,
         sentinels: frozenset[int] = DEFAULT_SENTINELS,
         zero_confirm_s: int = 900,
+        confirm_s: int = 60,
     ) -> None:
         """``max_power_w`` bounds a plausible rise (a household connection: ~43 kW at 3x63 A);
         ``resolution_wh`` is slack for coarse counters (the EM340 counts in 100 Wh steps);
         ``confirm_readings`` consecutive agreeing readings adopt a new counter level;
-        readings of exactly 0 for ``zero_confirm_s`` seconds adopt 0 (a reset, not a glitch)."""
-        if max_power_w <= 0 or confirm_readings < 1 or resolution_wh < 0 or zero_confirm_s < 0:
+        readings of exactly 0 for ``zero_confirm_s`` seconds adopt 0 (a reset, not a glitch);
+        a new level is adopted only after ``confirm_s`` seconds of readings at it."""
+        if min(zero_confirm_s, confirm_s, resolution_wh) < 0 or max_power_w <= 0 or confirm_readings < 1:
             raise ValueError(
                 "max_power_w > 0, confirm_readings >= 1, resolution_wh >= 0 and zero_confirm_s >= 0 required"
             )
         self.zero_confirm_s = zero_confirm_s
+        self.confirm_s = confirm_s
         self.max_power_w = max_power_w
         self.confirm_readings = confirm_readings
         self.resolution_wh = resolution_wh
@@ -268,9 +277,10 @@ class EnergyCounters:
             and track.candidate_time is not None
             and self._plausible(track.candidate, track.candidate_time, value, time)
         ):
+            since = track.candidate_since if track.candidate_since is not None else track.candidate_time
             track.confirmations += 1
-            track.candidate, track.candidate_time = value, time
-            if track.confirmations >= self.confirm_readings:
+            track.candidate, track.candidate_time, track.candidate_since = value, time, since
+            if track.confirmations >= self.confirm_readings and time - since >= self.confirm_s:
                 events.append(CounterEvent("counter_rebased", name, time, track.value, value))
                 self._tracks[name] = _Track(value=value, time=time)
                 return CounterDelta(None, None, "rebased")
@@ -284,7 +294,8 @@ class EnergyCounters:
                 kind = "counter_backwards"
             events.append(CounterEvent(kind, name, time, track.value, value))
         track.candidate, track.candidate_time, track.confirmations = value, time, 1
-        if self.confirm_readings <= 1:
+        track.candidate_since = time
+        if self.confirm_readings <= 1 and self.confirm_s == 0:
             events.append(CounterEvent("counter_rebased", name, time, track.value, value))
             self._tracks[name] = _Track(value=value, time=time)
             return CounterDelta(None, None, "rebased")

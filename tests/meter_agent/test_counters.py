@@ -175,3 +175,13 @@ def test_a_zero_that_holds_for_an_interval_is_a_reset_a_shorter_one_a_glitch():
         ("counter_rebased", "export_wh", 500, 0),
     ]
     assert held[3].export_wh.energy_wh == 3 and c.baseline("export_wh") == (3, T0 + 1605)
+
+
+def test_a_new_level_is_adopted_only_after_confirm_s_at_it():
+    """A re-check of a QA pass: two readings 5 s apart confirmed a 10 s glitch as a new level."""
+    c = EnergyCounters(confirm_s=60)
+    updates = feed(c, [(0, 10_000, 0), (5, 9_000, 0), (10, 9_001, 0), (15, 10_002, 0)])
+    assert [u.import_wh.status for u in updates] == ["first", "suspect", "suspect", "ok"]
+    assert updates[3].import_wh.energy_wh == 2  # from the old level: the glitch is over
+    held = feed(c, [(20, 9_000, 0), (50, 9_001, 0), (80, 9_002, 0)])
+    assert [u.import_wh.status for u in held] == ["suspect", "suspect", "rebased"]  # 60 s at it
