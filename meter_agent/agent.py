@@ -185,7 +185,9 @@ class Agent:
         self._energy_saved_at: int | None = None  # ledger time of the last save of counters+buckets
         self._energy_unsaved = False  # the counters moved on since
         self._counters_unusable: list[str] = []  # what of the last sample may not be signed, and why
-        self._reading_blocked: str | None = None  # why the pending reading could not be signed yet
+        # why the pending reading could not be signed yet (in the state file: a restart within its
+        # allowance, or long after, still says why it was not signed)
+        self._reading_blocked: str | None = outbox.load("reading_blocked")
         # log lines that repeat (a flickering counter, a meter failing every other poll) are logged
         # once per interval: key -> the interval it was logged in, and how many were not logged since
         self._logged_in: dict[str, int] = {}
@@ -441,7 +443,9 @@ class Agent:
         if self.pending_reading is not None and self.pending_reading < current - interval_s:
             self._give_up_reading(now)  # an allowance longer than an interval: not with the defaults
         self.pending_reading, self._reading_blocked = current - interval_s, None
-        self._save_energy(now, history=self.history, pending_reading=self.pending_reading)
+        self._save_energy(
+            now, history=self.history, pending_reading=self.pending_reading, reading_blocked=None
+        )
 
     def _sign_pending(self, now: int, sample: MeterSample | None) -> None:
         """Sign the pending reading with this poll's sample if it may be, else keep it pending
@@ -458,12 +462,11 @@ class Agent:
             self._give_up_reading(now)
             return
         if sample is None or self.fault is not None:
-            self._reading_blocked = "the meter did not answer at its end"
+            self._block_reading("the meter did not answer at its end")
             return
         if self._counters_unusable:
-            self._reading_blocked = (
-                f"the meter's counters read {', '.join(self._counters_unusable)} at its end"
-            )
+            unusable = ", ".join(self._counters_unusable)
+            self._block_reading(f"the meter's counters read {unusable} at its end")
             return
         body = {
             "interval": ended,
@@ -478,7 +481,15 @@ class Agent:
             log.info("meter %s: readings signed again: offers resume", self.meter_id)
         self.readings_withheld = None
         self.pending_reading = None
-        self.outbox.save_all({"last_reading": body, "pending_reading": None, "readings_withheld": None})
+        self._reading_blocked = None
+        cleared = {"pending_reading": None, "readings_withheld": None, "reading_blocked": None}
+        self.outbox.save_all({"last_reading": body, **cleared})
+
+    def _block_reading(self, why: str) -> None:
+        """Keep why the pending reading was not signed at this poll (saved when it changes)."""
+        if why != self._reading_blocked:
+            self._reading_blocked = why
+            self.outbox.save("reading_blocked", why)
 
     def _give_up_reading(self, now: int) -> None:
         """The pending reading's allowance ended: log why no reading is signed (the settlement
@@ -516,7 +527,7 @@ class Agent:
 
     def _drop_pending(self) -> None:
         self.pending_reading, self._reading_blocked = None, None
-        self.outbox.save("pending_reading", None)
+        self.outbox.save_all({"pending_reading": None, "reading_blocked": None})
 
     def _update_order(self, now: int) -> None:
         interval_s, gate_s = self.params["interval_s"], self.params["gate_s"]

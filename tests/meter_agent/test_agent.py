@@ -895,3 +895,26 @@ def test_a_counter_reset_to_zero_that_stays_there_is_adopted(tmp_path, start_sim
     during = [energy for created, energy in orders if withheld[0] <= created < withheld[1]]
     assert during == [0], orders
     assert any(energy > 0 and created >= withheld[1] for created, energy in orders)  # offers resume
+
+
+def test_an_agent_restarted_long_after_a_blocked_reading_says_why_it_was_not_signed(setup, caplog):
+    """A QA re-check: the counters read 1 kWh low at the poll after an interval end (the reading
+    stays pending), the agent stopped, and was restarted an hour later; its give-up line said "its
+    end was 3606 s before the first poll after it", although it had polled in time and the reason
+    was the unconfirmed counter (not saved across the restart)."""
+    c, meter, sim, make_agent, seen = setup
+    first = make_agent()
+    first.start()
+    _poll_until(first, sim, MORNING + 895)
+    sim.inject("counter_backwards", amount_wh=1000)
+    _poll_until(first, sim, MORNING + 900)
+    first.outbox._conn.close()  # stopped before the next poll
+    sim.clear_faults()
+    sim.clock.advance(3600)
+    restarted = make_agent("restarted")
+    restarted.start()
+    run(restarted, sim, 1, step_s=5)
+    line = [r.getMessage() for r in caplog.records if f"for interval {MORNING}:" in r.getMessage()]
+    assert len(line) == 1 and "the meter's counters read" in line[0], line
+    assert "before the first poll" not in line[0]
+    assert MORNING not in _readings_by_interval(seen)
