@@ -210,12 +210,14 @@ class Ledger:
         dedupe (replay of a message not yet in a block) is the caller's.
         """
         env = parse_envelope(data, community=self.community, now=now, interval_s=self.genesis.interval_s)
+        signed = False
         try:
             sec1 = signer_key(self.chain_state, env.signer)
             if sec1 is None:
                 raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
             if env.tx_hash not in self._verified:
                 verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
+            signed = True
             ctx = app_context(self.state, self.height + 1, now)
             check_rules(self.app, self.chain_state, ctx, env)
             if env.type in self.app.tx_types:
@@ -223,7 +225,8 @@ class Ledger:
             elif env.type == "propose":
                 governance.check_proposal(self.chain_state, env, now, self.app.check_params)
         except Rejected as exc:
-            exc.envelope = env  # parsed: the caller can tell its signer without parsing it again
+            # parsed (and perhaps verified): the caller tells its signer without doing either again
+            exc.envelope, exc.signed = env, signed
             raise
         self.mark_verified(env)
         return env

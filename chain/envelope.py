@@ -25,9 +25,11 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-        # the message, when it parsed before it was refused (set by chain.engine.Ledger.intake):
-        # its signer can then be told without parsing it again
+        # the message, when it parsed before it was refused, and whether its signature verified
+        # under its signer's enrolled key (set by chain.engine.Ledger.intake): its signer can then
+        # be told without parsing or verifying it again
         self.envelope: Envelope | None = None
+        self.signed = False
 
 
 # The parse refusals that depend on the time or the community's interval, not on the message's

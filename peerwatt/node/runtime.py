@@ -514,21 +514,21 @@ class Node:
             self._log_once("mempool", "write", logging.ERROR, "%s", exc)
 
     def _take_tx(self, raw: bytes, topic: str = "") -> None:
+        refused: Rejected | None = None
         try:
-            env = self.ledger.intake(raw, int(self.clock.now()))
+            env: Envelope | None = self.ledger.intake(raw, int(self.clock.now()))
         except Rejected as exc:
-            parsed = exc.envelope
-            mismatch = None if parsed is None else topic_mismatch(topic, parsed.type, parsed.signer)
-            if mismatch is None:
-                self._refuse(raw, exc)
-            else:  # on a wrong topic, whatever else is wrong with it: no notice (below)
-                self._reject(raw, "wrong_topic", parsed.signer, mismatch)
-            return
-        mismatch = topic_mismatch(topic, env.type, env.signer)
-        if mismatch is not None:
-            # no notice to the signer: anyone can put a copy of its message on another topic
+            env, refused = exc.envelope, exc  # the envelope when it parsed
+        mismatch = None if env is None else topic_mismatch(topic, env.type, env.signer)
+        if env is not None and mismatch is not None:
+            # on a wrong topic, whatever else is wrong with it, and no notice to the signer:
+            # anyone can put a copy of its message on another topic
             self._reject(raw, "wrong_topic", env.signer, mismatch)
             return
+        if refused is not None:
+            self._refuse(raw, refused)
+            return
+        assert env is not None  # intake returned it
         if (env.signer, env.seq) in self._pending_keys:
             self._reject(raw, "replay", env.signer, "already pending")
             return
@@ -541,7 +541,7 @@ class Node:
         if budget is not None and self._pending_per_budget[budget[0]] >= budget[1]:
             # the ledger would record it only as rejected: refused now, as at intake
             refused = Rejected(budget[2], "the ones waiting for a block fill what the ledger takes")
-            refused.envelope = env
+            refused.envelope, refused.signed = env, True  # intake verified it
             self._refuse(raw, refused)
             return
         with self._status_lock:
@@ -1081,8 +1081,9 @@ class Node:
             return signer_key(chain, signer)
 
         if refused.envelope is not None:  # parsed at intake: not parsed again (a QA pass: 64 KiB
-            # of junk cost every node two full parses, 11 ms a message)
-            env = refused.envelope if signed_by_its_signer(refused.envelope, key_for) else None
+            # of junk cost every node two full parses, 11 ms a message), nor verified again
+            signed = refused.signed or signed_by_its_signer(refused.envelope, key_for)
+            env = refused.envelope if signed else None
         elif refused.reason in CONTEXT_REASONS:  # parses without the time and interval checks
             env = authenticated(raw, community=self.community, key_for=key_for)
         else:
