@@ -72,6 +72,9 @@ ENERGY_SAVE_S = 300
 # reading is signed, and the settlement flags the interval rather than settle on energy that was
 # not delivered in it. See reading_late_s().
 READING_LATE_POLLS = 3
+# Why a pending reading was not signed when the meter did not answer; any other reason is its
+# counters, read but unusable, which stops the offers until a reading is signed (_give_up_reading)
+METER_SILENT_AT_END = "the meter did not answer at its end"
 READING_LATE_MIN_S = 15.0
 
 
@@ -462,7 +465,7 @@ class Agent:
             self._give_up_reading(now)
             return
         if sample is None or self.fault is not None:
-            self._block_reading("the meter did not answer at its end")
+            self._block_reading(METER_SILENT_AT_END)
             return
         if self._counters_unusable:
             unusable = ", ".join(self._counters_unusable)
@@ -518,7 +521,7 @@ class Agent:
                 why,
                 self.reading_late_s(),
             )
-        if why is not None and why.startswith("the meter's counters"):
+        if why is not None and why != METER_SILENT_AT_END:
             if self.readings_withheld is None:
                 log.warning("meter %s: no offers until a reading can be signed again", self.meter_id)
             self.readings_withheld = why
