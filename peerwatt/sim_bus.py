@@ -57,6 +57,9 @@ class RelayBus:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._connected  # the coordinator routes by the subscriptions reported before
+
     def start(self) -> None:
         if self._connected:
             return

@@ -49,6 +49,10 @@ class Bus(Protocol):
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a connection; True when connected."""
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until connected with every subscription in effect at
+        the broker; True then (a message published afterwards reaches the handlers)."""
+
     @property
     def connected(self) -> bool:
         """True while connected to the broker."""

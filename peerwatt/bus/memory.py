@@ -225,6 +225,9 @@ class MemoryBus:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._connected  # subscriptions take effect at once
+
     def start(self) -> None:
         broker = self.broker
         with broker._lock:

@@ -314,6 +314,13 @@ class MqttBus:
         self._pending_acks: dict[int, tuple[AckCallback | None, int, str]] = {}  # mid -> on_ack, qos, topic
         self._acked_early: dict[int, bool] = {}
 
+        # SUBSCRIBEs of this connection the broker has not answered yet: mid -> patterns (a SUBACK
+        # may come before subscribe() returns the mid: such mids wait in _subacked_early)
+        self._suback_lock = threading.Lock()
+        self._awaiting_suback: dict[int, list[str]] = {}
+        self._subacked_early: dict[int, list[ReasonCode]] = {}
+        self._subscribed = threading.Event()
+
         self._connected = threading.Event()
         self._error_lock = threading.Lock()
         self._last_error: str | None = None
@@ -339,6 +346,18 @@ class MqttBus:
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the connection; True when connected."""
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until connected and the broker has answered every
+        subscription (its SUBACKs): a message published after that reaches this bus's handlers.
+        A subscription the broker refused is logged; it counts as answered."""
+        deadline = time.monotonic() + timeout
+        while self._connected.wait(max(deadline - time.monotonic(), 0)):
+            if self._subscribed.wait(max(deadline - time.monotonic(), 0)) and self.connected:
+                return True
+            if time.monotonic() >= deadline:
+                break
+        return False
 
     def start(self) -> None:
         """Connect in the background (returns at once; see ``wait_connected``)."""
@@ -448,6 +467,7 @@ class MqttBus:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         if self._ack_barrier is not None:
             self._arm_acks(client)
@@ -565,6 +585,8 @@ class MqttBus:
             return early + sum(1 for _ack, qos, _topic in self._pending_acks.values() if qos)
 
     def _send_subscriptions(self, client: mqtt.Client, wanted: dict[str, int]) -> None:
+        if wanted:
+            self._subscribed.clear()
         if not wanted:
             return
         if self._protocol == MQTTProtocolVersion.MQTTv5:
@@ -581,9 +603,28 @@ class MqttBus:
                     else SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
                 )
                 options = SubscribeOptions(qos=qos, retainHandling=retain)
-                client.subscribe((pattern, options), properties=properties)
+                self._await_suback(client.subscribe((pattern, options), properties=properties), [pattern])
         else:
-            client.subscribe(list(wanted.items()))
+            self._await_suback(client.subscribe(list(wanted.items())), list(wanted))
+
+    def _await_suback(self, sent: tuple[MQTTErrorCode, int | None], patterns: list[str]) -> None:
+        rc, mid = sent
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return  # not sent (the connection went): sent again at the next connect
+        with self._suback_lock:
+            answer = self._subacked_early.pop(mid, None)
+            if answer is None:
+                self._awaiting_suback[mid] = patterns
+            if not self._awaiting_suback:
+                self._subscribed.set()
+        if answer is not None:
+            self._log_refusals(patterns, answer)
+
+    @staticmethod
+    def _log_refusals(patterns: list[str], reason_codes: list[ReasonCode]) -> None:
+        for pattern, code in zip(patterns, reason_codes, strict=False):
+            if code.is_failure:
+                log.warning("the MQTT broker refused the subscription to %s: %s", pattern, code)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
@@ -612,6 +653,10 @@ class MqttBus:
                 wanted: dict[str, int] = {}
                 for pattern, qos, _handler in self._subscriptions:
                     wanted[pattern] = max(qos, wanted.get(pattern, 0))
+            with self._suback_lock:  # a new connection: earlier SUBSCRIBEs will not be answered
+                self._awaiting_suback.clear()
+                self._subacked_early.clear()
+                self._subscribed.set()
             self._send_subscriptions(client, wanted)
             if not self._protocol_decided:
                 with self._early_lock:
@@ -627,6 +672,21 @@ class MqttBus:
             self._notify(True)
         except Exception:
             log.exception("MQTT on_connect failed")
+
+    def _on_subscribe(self, client, userdata, mid: int, reason_codes: list[ReasonCode], properties) -> None:
+        try:
+            if client is not self._client:
+                return
+            with self._suback_lock:
+                patterns = self._awaiting_suback.pop(mid, None)
+                if patterns is None:  # subscribe() has not registered the mid yet
+                    self._subacked_early[mid] = list(reason_codes)
+                if not self._awaiting_suback:
+                    self._subscribed.set()
+            if patterns is not None:
+                self._log_refusals(patterns, reason_codes)
+        except Exception:
+            log.exception("MQTT on_subscribe failed")
 
     def _on_connect_fail(self, client, userdata) -> None:
         if client is self._client:
@@ -650,6 +710,7 @@ class MqttBus:
                     )
                 return
             self._connected.clear()
+            self._subscribed.clear()
             if self._running:
                 self._report(
                     f"lost the connection to the MQTT broker at {self.config.address} "

@@ -64,13 +64,10 @@ def connect(*all_buses: MqttBus) -> None:
         assert bus.wait_connected(WAIT_S), bus.last_error
 
 
-def sync(publisher: MqttBus, inbox: Inbox, topic: str) -> None:
-    """Publish probes until the subscriber's subscription is live (SUBACK is not exposed)."""
-    deadline = time.monotonic() + WAIT_S
-    while not inbox.payloads(topic):
-        assert time.monotonic() < deadline, "subscription never became active"
-        publisher.publish(topic, b"probe", qos=0)
-        time.sleep(0.05)
+def subscribed(*all_buses: MqttBus) -> None:
+    """Wait for the broker's SUBACKs: a message published after that reaches the subscribers."""
+    for bus in all_buses:
+        assert bus.wait_subscribed(WAIT_S), bus.last_error
 
 
 def test_round_trip_with_ack_over_mqtt5(
@@ -87,7 +84,7 @@ def test_round_trip_with_ack_over_mqtt5(
     sub.subscribe(topics.pattern("oak", "orders"), inbox)
     pub = buses(config, "agent-m1")
     connect(sub, pub)
-    sync(pub, inbox, topics.orders("oak", "probe"))
+    subscribed(sub)
     acked = threading.Event()
     pub.publish(topics.orders("oak", "m1"), b'{"order":1}', on_ack=acked.set)
     assert acked.wait(WAIT_S)
@@ -111,7 +108,7 @@ def test_persistent_session_gets_messages_published_while_away(
     sub.subscribe("peerwatt/oak/#", inbox)
     pub = buses(config, "agent", protocol=protocol)
     connect(sub, pub)
-    sync(pub, inbox, "peerwatt/oak/probe")
+    subscribed(sub)
     sub.stop()
     assert not sub.connected
 
@@ -150,7 +147,7 @@ def test_broker_sigkill_loses_at_most_its_last_unsaved_second(
 
     pub = buses(config, "agent", on_connection_change=count_connection)
     connect(sub, pub)
-    sync(pub, inbox, "k/probe")
+    subscribed(sub)
     mosquitto.save()  # the subscriber's session is on disk before the crash
 
     acks: dict[int, tuple[int, float]] = {}  # message -> (connection it was acked on, monotonic time)
@@ -246,7 +243,7 @@ def test_clean_stop_sends_no_last_will(mosquitto: Mosquitto, buses: Callable[...
     changes: list[bool] = []
     agent = buses(config, "agent", will=("s/agent", b"offline", False), on_connection_change=changes.append)
     connect(watcher, agent)
-    sync(agent, inbox, "s/probe")
+    subscribed(watcher)
     agent.stop()
     assert changes == [True, False]
     agent.start()  # a stop/start cycle must work and leak nothing (warnings are errors)
@@ -393,7 +390,7 @@ def test_generated_password_config_tls_credentials_and_acl_in_mosquitto(
     will = (topics.status(community, meter), b"offline", True)
     agent = buses(over_tls(meter, password(meter)), meter, will=will)
     connect(node, agent)
-    time.sleep(0.5)  # SUBACK is not exposed (and the node may not publish on orders to probe)
+    subscribed(node)
 
     caplog.set_level(logging.WARNING, logger="peerwatt.bus")
     own, forged = threading.Event(), threading.Event()
@@ -468,6 +465,86 @@ def test_a_broker_that_closes_before_connack_gives_an_error_line(buses: Callable
         stop.set()
         thread.join(5)
         server.close()
+
+
+class _SubackOnCue:
+    """An MQTT 3.1.1 broker on loopback that accepts the connection at once but answers a
+    SUBSCRIBE only when told (``answer``): a broker slow to take a subscription."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        self.codes: list[int] | None = None  # the SUBACK's return codes, once told
+        self.cue = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, codes: list[int]) -> None:
+        self.codes = codes
+        self.cue.set()
+
+    def close(self) -> None:
+        self.cue.set()
+        self.server.close()
+        self.thread.join(WAIT_S)
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            while True:
+                head = conn.recv(1)
+                if not head:
+                    return
+                length, shift = 0, 0
+                while True:
+                    byte = conn.recv(1)[0]
+                    length += (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = b""
+                while len(body) < length:
+                    body += conn.recv(length - len(body))
+                kind = head[0] & 0xF0
+                if kind == 0x10:  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind == 0x80:  # SUBSCRIBE: mid, then the filters
+                    self.cue.wait(WAIT_S)
+                    codes = bytes(self.codes or [])
+                    conn.sendall(bytes([0x90, 2 + len(codes)]) + body[:2] + codes)
+                elif kind == 0xC0:  # PINGREQ
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 0xE0:  # DISCONNECT
+                    return
+
+
+def test_wait_subscribed_waits_for_the_brokers_answer(
+    buses: Callable[..., MqttBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``connected`` says the broker accepted the connection, not that it has the subscriptions:
+    a message another client publishes before the SUBACK is not routed here. ``wait_subscribed``
+    returns once the broker answered every SUBSCRIBE; a subscription it refused is logged."""
+    broker = _SubackOnCue()
+    bus = buses(BrokerConfig(host="127.0.0.1", port=broker.port), "node", protocol="3.1.1")
+    try:
+        bus.subscribe("a/#", Inbox())
+        bus.subscribe("b/#", Inbox())
+        assert not bus.wait_subscribed(0.1)  # not started
+        caplog.set_level(logging.WARNING, logger="peerwatt.bus")
+        bus.start()
+        assert bus.wait_connected(WAIT_S), bus.last_error
+        assert not bus.wait_subscribed(0.5)  # connected, the SUBSCRIBE not answered yet
+        broker.answer([0x01, 0x80])  # a/# granted QoS 1, b/# refused
+        assert bus.wait_subscribed(WAIT_S)
+        wait_for(lambda: "refused the subscription to b/#" in caplog.text, what="the refusal in the log")
+        assert "subscription to a/#" not in caplog.text
+    finally:
+        bus.stop(flush_timeout_s=0)
+        broker.close()
 
 
 def test_a_stopped_broker_is_one_line_saying_the_connection_closed(

@@ -5,7 +5,6 @@ barrier once per batch, after the batch's handlers and before any of its acknowl
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -35,24 +34,6 @@ def _publish_all(url: str, payloads: list[bytes]) -> None:
         publisher.stop()
 
 
-def _wait_subscribed(url: str, received: list[bytes]) -> None:
-    """Probe TOPIC until the subscriber gets one (kept apart from the burst): ``connected`` says the
-    SUBSCRIBE was handed to paho, not that the broker has it, so under load a burst published at
-    once may start before the subscription (the likely cause of a timeout in a fresh-clone run
-    beside two demos; not reproduced alone)."""
-    probe = _bus(url, "probe")
-    probe.start()
-    try:
-        assert probe.wait_connected(WAIT_S), probe.last_error
-        deadline = time.monotonic() + WAIT_S
-        while b"probe" not in received:
-            assert time.monotonic() < deadline, "the subscription never became active"
-            probe.publish(TOPIC, b"probe", qos=0)
-            time.sleep(0.05)
-    finally:
-        probe.stop()
-
-
 def test_a_burst_arrives_whole_and_in_order(mosquitto) -> None:
     """Thousands of small messages and a few larger than a read chunk, sent at once: all arrive,
     intact and in order, none held back in the read buffer."""
@@ -60,12 +41,11 @@ def test_a_burst_arrives_whole_and_in_order(mosquitto) -> None:
     payloads = [b"%05d" % i + (large if i % 997 == 0 else b"") for i in range(3000)]
     received: list[bytes] = []
     subscriber = _bus(mosquitto.url, "subscriber")
-    subscriber.subscribe(TOPIC, lambda _t, p: received.append(p) if p != b"probe" else probes.append(p))
-    probes: list[bytes] = []
+    subscriber.subscribe(TOPIC, lambda _t, p: received.append(p))
     subscriber.start()
     try:
         assert subscriber.wait_connected(WAIT_S), subscriber.last_error
-        _wait_subscribed(mosquitto.url, probes)
+        assert subscriber.wait_subscribed(WAIT_S), subscriber.last_error
         _publish_all(mosquitto.url, payloads)
         wait_for(lambda: len(received) >= len(payloads), WAIT_S, "every message", interval_s=0.01)
         assert received == payloads
@@ -98,6 +78,7 @@ def test_deferred_acks_follow_the_barrier_of_their_batch(mosquitto) -> None:
     subscriber.start()
     try:
         assert subscriber.wait_connected(WAIT_S), subscriber.last_error
+        assert subscriber.wait_subscribed(WAIT_S), subscriber.last_error
         count = 500
         _publish_all(mosquitto.url, [b"%d" % i for i in range(count)])
         wait_for(lambda: sum(k == "ack" for k, _ in events) >= count, WAIT_S, "every acknowledgement")

@@ -321,7 +321,7 @@ def test_leave_finishes_what_is_left_when_the_member_was_removed_but_a_meter_is_
     listener.start()
     try:
         assert listener.wait_connected(WAIT_S), listener.last_error
-        time.sleep(0.3)  # the subscription is in place
+        assert listener.wait_subscribed(WAIT_S), listener.last_error
         args = ["--data", str(tmp_path / "validator-1"), "--key", str(tmp_path / "v1.key")]
         args += ["--operator-config", str(tmp_path / "operator.toml"), "--wait", "0"]
         result = peerwatt("member", "leave", member.id, *args)

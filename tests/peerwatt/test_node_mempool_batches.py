@@ -94,8 +94,7 @@ def test_a_node_on_mqtt_commits_once_per_batch_and_before_its_acks(tmp_path: Pat
         assert bus.wait_connected(WAIT_S), bus.last_error
         publisher.start()
         assert publisher.wait_connected(WAIT_S), publisher.last_error
-        wait_for(lambda: bus.connected, WAIT_S, "node subscribed")
-        time.sleep(0.3)  # the SUBSCRIBE reached the broker
+        assert bus.wait_subscribed(WAIT_S), bus.last_error
         for env in envs:
             publisher.publish(Topics.readings(c.community, env.signer), env.to_bytes())
         wait_for(lambda: len(durable_at_ack) >= len(envs), WAIT_S, "the node's acknowledgements")

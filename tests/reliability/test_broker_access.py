@@ -302,7 +302,8 @@ def test_each_role_receives_and_may_publish_exactly_its_row(make_broker) -> None
         for role, bus in buses.items():
             assert bus.wait_connected(WAIT_S), (role, bus.last_error)
             assert bus.protocol == "5"
-        time.sleep(0.5)  # SUBACKs are not exposed: let the subscriptions settle
+        for role, bus in buses.items():
+            assert bus.wait_subscribed(WAIT_S), (role, bus.last_error)
         accepted = {role: publish_everywhere(k, role, buses[role], refusals) for role in ROLES}
         for role in ROLES:
             assert accepted[role] == may_write(k, role), role
@@ -616,7 +617,7 @@ def test_a_block_message_of_megabytes_passes_the_generated_broker(make_broker) -
     for bus in (validator, proposer):
         bus.start()
         assert bus.wait_connected(WAIT_S), bus.last_error
-    time.sleep(0.5)  # SUBACKs are not exposed: let the subscription settle
+    assert validator.wait_subscribed(WAIT_S), validator.last_error
     size = MAX_BLOCK_BYTES - 1024
     proposer.publish(topics.blocks(k.community), b"x" * size)
     wait_for(lambda: got, WAIT_S, "the 8 MiB block message at the validator")
