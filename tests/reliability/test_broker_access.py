@@ -382,7 +382,7 @@ def test_password_mode_tls_local_listener_and_wrong_password(make_broker) -> Non
     for bus in (meter, seq):
         bus.start()
         assert bus.wait_connected(WAIT_S), bus.last_error
-    time.sleep(0.5)
+    assert meter.wait_subscribed(WAIT_S), meter.last_error
     seq.publish(topics.receipts(k.community, k.m2), b"receipt of m2")
     seq.publish(topics.blocks(k.community), b"a block")
     done = threading.Event()
@@ -468,8 +468,7 @@ def test_a_household_verifies_its_receipts_with_what_it_may_read(make_broker) ->
     for bus in senders.values():
         bus.start()
     for bus in [*senders.values(), *(n.bus for n in nodes)]:
-        assert bus.wait_connected(WAIT_S), bus.last_error
-    time.sleep(0.5)
+        assert bus.wait_subscribed(WAIT_S), bus.last_error
     for env in opening_orders(c, T0 + 10):
         senders[env.signer].publish(topics.orders(c.community, env.signer), env.to_bytes())
 
@@ -561,7 +560,7 @@ def test_a_revoked_meter_loses_its_account(make_broker, tmp_path: Path) -> None:
     for bus in (live, seq):
         bus.start()
         assert bus.wait_connected(WAIT_S), bus.last_error
-    time.sleep(0.5)
+    assert live.wait_subscribed(WAIT_S), live.last_error
     seq.publish(topics.receipts(k.community, k.m1), b"before")
     wait_for(lambda: inbox.on(topics.receipts(k.community, k.m1)) == [b"before"], WAIT_S, "m1's receipt")
 
