@@ -839,7 +839,7 @@ class Agent:
             seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
             kept = {seq: payload for seq, _topic, payload in self.outbox.messages(seqs)}
             trust = self._trust_for(message)
-            _height, proven = verify_included(
+            included = verify_included(
                 message,
                 meter=self.meter_id,
                 payloads=kept,
@@ -851,8 +851,14 @@ class Agent:
         except (KeyError, TypeError, ReceiptError) as exc:
             self._alarm(f"ALARM: an inclusion proof does not verify: {exc}")
             return
-        if proven:  # in a block, which may record it as rejected: it says nothing of enrolment
-            self._forget(proven)
+        by_reason: dict[str, list[int]] = {}
+        for seq, reason in included.rejected.items():
+            by_reason.setdefault(reason, []).append(seq)
+        for reason, seqs in by_reason.items():  # in the block, but the ledger did not take them
+            where = f"booked message(s) {seqs[:10]} in block {included.height} as rejected"
+            self._refused(seqs, reason, where)
+        if included.seqs:
+            self._forget(included.seqs)
 
     def _on_notice(self, payload: bytes) -> None:
         """A validator-signed refusal: acted on once as many validators as two quorums share gave
@@ -885,17 +891,22 @@ class Agent:
                 del self._refusals[next(iter(self._refusals))]
         if not agreed:
             return
-        if notice.refused == "seq_behind":
-            behind = self.outbox.messages(agreed)
+        self._refused(agreed, notice.refused, f"refused message(s) {agreed[:10]}")
+        self._forget(agreed)
+
+    def _refused(self, seqs: list[int], reason: str, what: str) -> None:
+        """Act on the ledger's refusal of kept messages, told by notices or proven in a block
+        (``what`` says which, for the log), before they leave the outbox."""
+        if reason == "seq_behind":
+            behind = self.outbox.messages(seqs)
             with self._lock:
                 self._behind.extend(behind)  # signed again with new seqs at the next poll
-        elif notice.refused == "replay":  # the ledger holds it already (its proof went missing)
-            log.info("the ledger holds message(s) %s already: confirmed", agreed[:10])
+        elif reason == "replay":  # the ledger holds it already (its proof went missing)
+            log.info("the ledger holds message(s) %s already: confirmed", seqs[:10])
         else:
-            log.info("the ledger refused message(s) %s: %s", agreed[:10], notice.refused)
-            if notice.refused in NOT_ENROLLED:
-                self._set_enrolled(False, f"the ledger refused its messages: {notice.refused}")
-        self._forget(agreed)
+            log.info("the ledger %s: %s", what, reason)
+            if reason in NOT_ENROLLED:
+                self._set_enrolled(False, f"the ledger refused its messages: {reason}")
 
     def _forget(self, seqs: list[int]) -> None:
         """The ledger holds or refused these messages: out of the outbox for good."""

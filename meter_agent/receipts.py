@@ -9,7 +9,9 @@ quorum of the community's validators (from the genesis the agent got):
 - an inclusion message (``type: included``): the agent's own transactions, each with its audit
   path against the header's ``tx_root``; the leaf is ``leaf_hash(SHA-256(envelope bytes))``, and
   the agent hashes the bytes it signed and kept, so a proof that verifies commits that very
-  message under the sealed root.
+  message under the sealed root. Each also carries the transaction's result (``kind: tx``, ok or
+  rejected with its reason) and its audit path against ``result_root``: a message in a block is
+  not always a message the ledger took.
 
 Proofs are RFC 9162 audit paths; RFC 6962's leaf/node domain separation means a proof that
 verifies commits the leaf itself.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from chain.block import header_hash, most_seals_in_one_round, result_leaves, tx_leaves
 from chain.canonical import CanonicalError, dumps_checked
@@ -76,6 +78,16 @@ def verify_receipt(
     return result
 
 
+class Inclusion(NamedTuple):
+    """What an inclusion message proves: the block's ``height``, the ``seqs`` of the meter's
+    messages in it, and of those the ledger booked as rejected, seq -> reason (known only for
+    transactions whose result the message also proves)."""
+
+    height: int
+    seqs: list[int]
+    rejected: dict[int, str]
+
+
 def verify_included(
     message: dict[str, Any],
     *,
@@ -85,28 +97,61 @@ def verify_included(
     validators: dict[str, str],
     quorum: int,
     sealed_headers: set[bytes] | None = None,
-) -> tuple[int, list[int]]:
-    """(height, seqs): which of ``payloads`` (seq -> the envelope bytes this meter signed and
-    kept) the inclusion message proves to be in its sealed block. Seqs the meter no longer keeps
-    are skipped; a proof that fails for a message it keeps raises ReceiptError, as does anything
-    malformed or sealed by too few validators."""
+) -> Inclusion:
+    """Which of ``payloads`` (seq -> the envelope bytes this meter signed and kept) the inclusion
+    message proves to be in its sealed block, and which of them the block recorded as rejected
+    (a result ``kind: tx`` naming the transaction's hash, proven against ``result_root``). Seqs
+    the meter no longer keeps are skipped; a proof that fails for a message it keeps raises
+    ReceiptError, as does anything malformed or sealed by too few validators."""
     try:
         if message["meter"] != meter:
             raise ReceiptError(f"an inclusion proof for meter {message['meter']}, not this one")
         header = _sealed_header(message, community, validators, quorum, sealed_headers)
         root, size = bytes.fromhex(header["tx_root"]), message["tree_size"]
-        proven = []
+        proven, rejected = [], {}
         for tx in message["txs"]:
             payload = payloads.get(tx["seq"])
             if payload is None:
                 continue
-            leaf = tx_leaves([hashlib.sha256(payload).digest()])[0]
+            tx_hash = hashlib.sha256(payload).digest()
+            leaf = tx_leaves([tx_hash])[0]
             if not verify_inclusion(leaf, tx["index"], size, proof_from_hex(tx["proof"]), root):
                 raise ReceiptError(f"inclusion proof of seq {tx['seq']} in block {header['height']} fails")
             proven.append(tx["seq"])
+            if "result" in tx:
+                reason = _proven_outcome(message, header, tx, tx_hash)
+                if reason is not None:
+                    rejected[tx["seq"]] = reason
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
         raise ReceiptError(f"malformed or forged inclusion proof: {exc}") from None
-    return header["height"], proven
+    return Inclusion(header["height"], proven, rejected)
+
+
+def _proven_outcome(
+    message: dict[str, Any], header: dict[str, Any], tx: dict[str, Any], tx_hash: bytes
+) -> str | None:
+    """The rejection reason of an included transaction (None: booked ok), from its result and
+    that result's audit path against the header's ``result_root``."""
+    result = tx["result"]
+    if (
+        not isinstance(result, dict)
+        or result.get("kind") != "tx"
+        or result.get("index") != tx["index"]
+        or result.get("tx") != tx_hash.hex()
+        or result.get("status") not in ("ok", "rejected")
+    ):
+        raise ReceiptError(f"the result given for seq {tx['seq']} is not that transaction's")
+    leaf = result_leaves([result])[0]
+    proof = proof_from_hex(tx["result_proof"])
+    root = bytes.fromhex(header["result_root"])
+    if not verify_inclusion(leaf, tx["result_index"], message["result_tree_size"], proof, root):
+        raise ReceiptError(f"result proof of seq {tx['seq']} in block {header['height']} fails")
+    if result["status"] == "ok":
+        return None
+    reason = result.get("reason")
+    if not isinstance(reason, str):
+        raise ReceiptError(f"the result given for seq {tx['seq']} is rejected without a reason")
+    return reason
 
 
 def genesis_config(genesis: Genesis) -> TrustedConfig:

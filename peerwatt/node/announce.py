@@ -74,16 +74,18 @@ class Announcer:
 
     def block_final(self, store: Store, block: Block, meters: dict, *, now: int) -> None:
         """Everything households hear about a final block: the header with its seals, each
-        meter's inclusion proofs of its transactions in it, and each meter's receipts."""
+        meter's inclusion proofs of its transactions in it (with their results), and each
+        meter's receipts."""
         height = block.height
         seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(height)]
         header = store.header(height)
         self.bus.publish(
             Topics.headers(self.community), dumps_checked({"header": header, "seals": seals}), retain=True
         )
-        for meter, message in block_inclusions(block, meters, header, seals):
+        results = store.results(height)
+        for meter, message in block_inclusions(block, meters, header, seals, results):
             self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(message))
-        for meter, receipt in block_receipts(store, height):
+        for meter, receipt in block_receipts(store, height, results):
             self.bus.publish(Topics.receipts(self.community, meter), dumps_checked(receipt))
 
 

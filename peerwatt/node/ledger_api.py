@@ -93,11 +93,17 @@ RECEIPT_KINDS = {
 
 
 def block_inclusions(
-    block: Block, meters: dict, header: dict[str, Any], seals: list[Any]
+    block: Block,
+    meters: dict,
+    header: dict[str, Any],
+    seals: list[Any],
+    results: list[dict[str, Any]] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(meter, message) proving to each meter in ``meters`` which of its transactions the final
     ``block`` (with its stored ``header`` and ``seals``) holds: ``type: included``, an audit path
-    per transaction against ``tx_root`` (checked by meter_agent.receipts.verify_included)."""
+    per transaction against ``tx_root``, and with the block's ``results``, each transaction's
+    result (``kind: tx``: ok, or rejected and why) with its audit path against ``result_root``
+    (checked by meter_agent.receipts.verify_included)."""
     by_signer: dict[str, list[tuple[int, int]]] = {}
     for index, env in enumerate(block.txs):
         if env.signer in meters:
@@ -105,13 +111,23 @@ def block_inclusions(
     if not by_signer:
         return []
     tree = MerkleTree(tx_leaves([env.tx_hash for env in block.txs]))
+    outcome_at: dict[int, int] = {}  # transaction index -> position of its result
+    result_tree = None
+    if results is not None:
+        outcome_at = {r["index"]: at for at, r in enumerate(results) if r.get("kind") == "tx"}
+        result_tree = MerkleTree(result_leaves(results))
     out = []
     for meter, txs in by_signer.items():
         for start in range(0, len(txs), INCLUDED_PER_MESSAGE):
-            proofs = [
-                {"seq": seq, "index": index, "proof": proof_to_hex(tree.inclusion_proof(index))}
-                for seq, index in txs[start : start + INCLUDED_PER_MESSAGE]
-            ]
+            proofs = []
+            for seq, index in txs[start : start + INCLUDED_PER_MESSAGE]:
+                proof = {"seq": seq, "index": index, "proof": proof_to_hex(tree.inclusion_proof(index))}
+                at = outcome_at.get(index)
+                if result_tree is not None and at is not None:
+                    proof["result"] = results[at]
+                    proof["result_index"] = at
+                    proof["result_proof"] = proof_to_hex(result_tree.inclusion_proof(at))
+                proofs.append(proof)
             message = {
                 "type": "included",
                 "meter": meter,
@@ -120,16 +136,22 @@ def block_inclusions(
                 "tree_size": len(block.txs),
                 "txs": proofs,
             }
+            if result_tree is not None:
+                message["result_tree_size"] = len(results)
             out.append((meter, message))
     return out
 
 
-def block_receipts(store: Store, height: int) -> list[tuple[str, dict[str, Any]]]:
-    """(meter, receipt) for every result of a block that concerns a meter (one tree per block)."""
+def block_receipts(
+    store: Store, height: int, results: list[dict[str, Any]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(meter, receipt) for every result of a block that concerns a meter (one tree per block);
+    ``results``: the block's results when the caller has them already."""
     header = store.header(height)
     if header is None:
         return []
-    results = store.results(height)
+    if results is None:
+        results = store.results(height)
     wanted = [(i, r) for i, r in enumerate(results) if r.get("kind") in RECEIPT_KINDS]
     if not wanted:
         return []

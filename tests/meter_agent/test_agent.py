@@ -459,6 +459,60 @@ def test_unconfirmed_messages_are_resent_until_the_ledger_confirms_them(setup, t
     )  # nothing confirmed is sent again
 
 
+def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path, caplog):
+    """An order that reaches its block after its gate closed is in the block but not in the book.
+    The inclusion message now also proves each transaction's result, and the agent says so (it
+    forgot the order in silence: the proof covered the transaction, not what the ledger made of
+    it). A result that is not the transaction's, or whose audit path fails, is an alarm and makes
+    the agent forget nothing."""
+    import copy
+    import logging
+
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_inclusions
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 20)
+    sent = {json.loads(p)["seq"]: p for t, p in seen if "/orders/" in t or "/readings/" in t}
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    receipts = Topics.receipts(c.community, meter.id)
+    (ledger,) = c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    now = int(sim.clock.now())
+    booked = [ledger.intake(sent[seq], now) for seq in sorted(sent)]
+    order = next(env for env in booked if env.type == "order")
+    block = c.run_block(booked, now + 300)  # the order's gate closed before its block
+    results = ledger.store.results(block.height)
+    assert {"kind": "tx", "index": booked.index(order), "tx": order.tx_hash.hex(), "status": "rejected",
+            "reason": "interval_closed"} in results  # fmt: skip
+    seals = [json.loads(bytes(env)) for _, env in ledger.store.seal_rows(block.height)]
+    header = ledger.store.header(block.height)
+    ((_, message),) = block_inclusions(block, c.genesis.doc["meters"], header, seals, results)
+    (order_tx,) = [tx for tx in message["txs"] if tx["seq"] == order.seq]
+    (other_tx,) = [tx for tx in message["txs"] if tx["seq"] != order.seq]
+    said_ok = copy.deepcopy(message)
+    for tx in said_ok["txs"]:
+        if tx["seq"] == order.seq:
+            tx["result"] = {k: v for k, v in order_tx["result"].items() if k != "reason"} | {"status": "ok"}
+    swapped = copy.deepcopy(message)
+    for tx in swapped["txs"]:
+        if tx["seq"] == order.seq:
+            tx.update(result=other_tx["result"], result_index=other_tx["result_index"])
+    caplog.set_level(logging.INFO, logger="peerwatt.agent")
+    for forged, alarm in ((said_ok, "result proof of seq"), (swapped, "is not that transaction's")):
+        sequencer.publish(receipts, json.dumps(forged).encode())
+        assert any(alarm in a for a in agent.status()["alarms"]), agent.status()["alarms"]
+        assert {s for s, _t, _p in agent.outbox.messages(sorted(sent))} == set(sent)  # nothing forgotten
+    assert "as rejected" not in caplog.text
+    sequencer.publish(receipts, json.dumps(message).encode())
+    assert not {s for s, _t, _p in agent.outbox.messages(sorted(sent))}  # both in the block: forgotten
+    said = [r.getMessage() for r in caplog.records if "as rejected" in r.getMessage()]
+    booked_as = f"the ledger booked message(s) [{order.seq}] in block {block.height} as rejected"
+    assert said == [f"{booked_as}: interval_closed"]
+
+
 def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, caplog):
     """Another agent with a copy of this meter's key (or an older copy of its state) sent newer
     seqs: the ledger refuses this agent's as older than its window, for good. Found in a QA pass:

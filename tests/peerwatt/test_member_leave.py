@@ -117,7 +117,7 @@ class Meter:
         trusted = {v.id: v.sec1_hex for v in self.c.validators}
         message = json.loads(payload)
         if message.get("type") == "included":  # checked as the agent checks it
-            _height, seqs = verify_included(
+            _height, seqs, _rejected = verify_included(
                 message,
                 meter=self.party.id,
                 payloads=dict(self.sent),

@@ -39,7 +39,7 @@ def main() -> None:
         message = json.loads(payload)
         if message.get("type") == "included":  # checked as the agent checks it
             seqs = [tx["seq"] for tx in message["txs"]]
-            _height, proven = verify_included(
+            _height, proven, _rejected = verify_included(
                 message,
                 meter=meter,
                 payloads={seq: p for seq, _t, p in outbox.messages(seqs)},

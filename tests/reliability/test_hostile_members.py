@@ -84,7 +84,7 @@ class HonestMeter:
         message = json.loads(payload)
         if message.get("type") == "included":  # checked as the agent checks it
             seqs = [tx["seq"] for tx in message["txs"]]
-            _height, proven = verify_included(
+            _height, proven, _rejected = verify_included(
                 message,
                 meter=self.party.id,
                 payloads={seq: p for seq, _t, p in self.outbox.messages(seqs)},
