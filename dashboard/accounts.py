@@ -14,6 +14,11 @@ with the right password, and refused attempts do not count. The count is forgott
 after the last failure or the end of the last lock; a successful login clears its account's
 count. Names that are no account are counted and locked exactly like real ones, so a failed
 login never tells whether an account exists.
+
+Each attempt is counted before its password is checked (in one transaction with the lock check)
+and the count is cleared only by a success, so simultaneous attempts cannot get more passwords
+checked than the limit allows; a right password whose account reached the limit through other
+attempts while it was being checked is refused (tests/dashboard/test_lockout_concurrent.py).
 """
 
 from __future__ import annotations
@@ -229,49 +234,93 @@ class Accounts:
 
     def login(self, name: str, password: str, address: str, *, session_s: int) -> User | None:
         """Check a password and open a session; None if wrong. RateLimited while the account or
-        the address is locked (even with the right password)."""
+        the address is locked (even with the right password).
+
+        The attempt is counted (reserved) before its password is checked, in one transaction with
+        the lock check, so simultaneous attempts cannot get more than the limit's passwords
+        checked: the one that reaches the limit sets the lock, and later ones are refused while
+        the first are still being checked. A right password keeps the count only if no other
+        attempt of its account reached the limit while it was checked (else it is refused like
+        any attempt on a locked account); otherwise its success clears its account's count."""
         keys = _lock_keys(name, address)
-        self.check_rate(name, address)
+        before = self._reserve(keys)
         with self.lock:
             row = self.conn.execute("SELECT id, password_hash FROM users WHERE name = ?", (name,)).fetchone()
         stored = row[1] if row else _dummy_hash(self.password_method)
         ok = check_password_hash(stored, password) and row is not None
-        now = int(self.clock())
         if not ok:
-            self._count_failure(keys, now)
-            return None
-        token = secrets.token_urlsafe(32)
-        with self.lock:
-            self.conn.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?)", (_token_hash(token), row[0], now, now + session_s)
-            )
-            self.conn.execute("DELETE FROM login_locks WHERE key = ?", (keys[0][0],))
-            self.conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
-            return self._load_user(row[0], token)
+            return None  # counted already
+        return self._settle_success(keys[0][0], before, row[0], session_s)
 
-    def _count_failure(self, keys: list[tuple[str, str]], now: int) -> None:
+    def _reserve(self, keys: list[tuple[str, str]]) -> int:
+        """Count an attempt against its keys (account name, address) unless one is locked
+        (RateLimited). Returns the account key's count before this attempt."""
         limit = self.rate_limit
         allowed = {"user": limit.per_user, "addr": limit.per_address}
+        now = int(self.clock())
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.execute(
                     "DELETE FROM login_locks WHERE max(last, locked_until) <= ?", (now - limit.window_s,)
                 )
-                for key, kind in keys:
-                    row = self.conn.execute(
-                        "SELECT failures FROM login_locks WHERE key = ?", (key,)
+                rows = {
+                    key: self.conn.execute(
+                        "SELECT failures, locked_until FROM login_locks WHERE key = ?", (key,)
                     ).fetchone()
-                    failures = (row[0] if row else 0) + 1
+                    for key, _ in keys
+                }
+                locked_until = max((row[1] for row in rows.values() if row is not None), default=0)
+                if locked_until > now:
+                    self.conn.execute("ROLLBACK")
+                    raise RateLimited(locked_until - now)
+                for key, kind in keys:
+                    failures = (rows[key][0] if rows[key] else 0) + 1
                     lock = limit.lock_for(failures, allowed[kind])
                     self.conn.execute(
                         "INSERT OR REPLACE INTO login_locks VALUES (?, ?, ?, ?)",
                         (key, failures, now, now + lock if lock else 0),
                     )
                 self.conn.execute("COMMIT")
+            except RateLimited:
+                raise
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+        user_row = rows[keys[0][0]]
+        return user_row[0] if user_row else 0
+
+    def _settle_success(self, user_key: str, before: int, user_id: int, session_s: int) -> User | None:
+        """A right password: open a session and clear the account's count, unless other attempts
+        of this account reached the limit while it was checked (RateLimited, and this attempt
+        no longer counts: refused attempts do not)."""
+        now = int(self.clock())
+        token = secrets.token_urlsafe(32)
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.conn.execute(
+                    "SELECT failures, locked_until FROM login_locks WHERE key = ?", (user_key,)
+                ).fetchone()
+                if row is not None and row[0] > before + 1 and row[1] > now:
+                    self.conn.execute(
+                        "UPDATE login_locks SET failures = failures - 1 WHERE key = ?", (user_key,)
+                    )
+                    self.conn.execute("COMMIT")
+                    raise RateLimited(row[1] - now)
+                self.conn.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                    (_token_hash(token), user_id, now, now + session_s),
+                )
+                self.conn.execute("DELETE FROM login_locks WHERE key = ?", (user_key,))
+                self.conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+                self.conn.execute("COMMIT")
+            except RateLimited:
+                raise
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return self._load_user(user_id, token)
 
     def check_rate(self, name: str, address: str) -> None:
         """Raise RateLimited if this account name or this address is locked now."""
