@@ -5,6 +5,7 @@ Relative paths are relative to the config file's folder. Example in docs/agent.m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,40 @@ class AgentConfig:
 
 
 MQTT_QUANTITY_KEYS = {"import": "import_wh", "export": "export_wh", "power": "power_w"}
+
+# the keys each table may hold (anything else is refused: a misspelt key silently took its default)
+METER_KEYS = {
+    "source", "profile", "host", "port", "serial_device", "baudrate", "unit", "poll_s", "timeout_s",
+    "close_between_polls", "serial", "profile_dirs",
+}  # fmt: skip
+MQTT_METER_KEYS = {*MQTT_QUANTITY_KEYS, "broker", "password_file", "username", "client_id", "stale_polls"}
+MARKET_KEYS = {"sell_share", "sell_limit_price", "buy_limit_price", "min_order_wh"}
+HOMEASSISTANT_KEYS = {"enabled", "prefix"}
+
+# durations in agent.toml, in seconds: (lowest, highest); finite, checked at load (docs/agent.md)
+POLL_S = (0.1, 3600.0)
+TIMEOUT_S = (0.1, 60.0)
+HEARTBEAT_S = (0.1, 3600.0)
+
+
+def _no_unknown_keys(table: dict, known: set[str], where: str) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (docs/agent.md lists the keys)"
+        )
+
+
+def _seconds(
+    table: dict, name: str, where: str, default: float, bounds: tuple[float, float], what: str
+) -> float:
+    """A duration: a finite number of seconds within ``bounds`` (inf, nan or 1e12 crashed the agent
+    or made every meter read fail, found in a QA pass)."""
+    value = float(take(table, name, (int, float), where, default))
+    low, high = bounds
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UserError(f"{where}: {name} must be {low:g} to {high:g} seconds ({what}), not {value:g}")
+    return value
 
 
 def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
@@ -125,14 +160,23 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         "metrics_port",
     }
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (docs/agent.md lists the keys)"
+        )
     m = take(data, "meter", dict, where)
     mw = f"{where} [meter]"
+    _no_unknown_keys(m, METER_KEYS | MQTT_METER_KEYS, mw)
     host = take(m, "host", str, mw, None)
     serial_device = take(m, "serial_device", str, mw, None)
     source = take(m, "source", str, mw, "modbus")
     if source not in METER_SOURCES:
         raise UserError(f"{mw}: source must be one of {', '.join(METER_SOURCES)}, not {source!r}")
+    mqtt_only = set(m) & MQTT_METER_KEYS
+    if source != "mqtt" and mqtt_only:
+        raise UserError(
+            f'{mw}: {", ".join(sorted(mqtt_only))} only with source = "mqtt" (this meter\'s source is '
+            f'"{source}")'
+        )
     if source == "shelly-http" and (host is None or serial_device is not None):
         raise UserError(
             f'{mw}: source = "shelly-http" needs host (the Shelly\'s address) and no serial_device'
@@ -152,17 +196,13 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         serial_device=serial_device,
         baudrate=take(m, "baudrate", int, mw, None),
         unit=take(m, "unit", int, mw, None),
-        poll_s=float(take(m, "poll_s", (int, float), mw, 5)),
-        timeout_s=float(take(m, "timeout_s", (int, float), mw, 1.0)),
+        poll_s=_seconds(m, "poll_s", mw, 5, POLL_S, "between meter reads"),
+        timeout_s=_seconds(m, "timeout_s", mw, 1.0, TIMEOUT_S, "to wait for the meter's answer"),
         close_between_polls=take(m, "close_between_polls", bool, mw, False),
         serial=take(m, "serial", str, mw, None),
         profile_dirs=tuple(str(base / d) for d in take(m, "profile_dirs", list, mw, [])),
         mqtt=_mqtt_meter(m, mw, base) if source == "mqtt" else None,
     )
-    if meter.poll_s <= 0:
-        raise UserError(f"{mw}: poll_s must be positive")
-    if meter.timeout_s <= 0:
-        raise UserError(f"{mw}: timeout_s must be positive")
     if meter.port is not None and not 1 <= meter.port <= 65535:
         raise UserError(f"{mw}: port must be 1-65535, not {meter.port}")
     if meter.unit is not None and not 0 <= meter.unit <= 255:
@@ -173,6 +213,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise UserError(f'{mw}: source = "sml" with host needs port (the bridge\'s raw TCP port)')
     market = take(data, "market", dict, where, {})
     kw = f"{where} [market]"
+    _no_unknown_keys(market, MARKET_KEYS, kw)
     try:
         strategy = StrategyConfig(
             sell_share=float(take(market, "sell_share", (int, float), kw, 0.8)),
@@ -183,10 +224,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     except ValueError as exc:
         raise UserError(f"{kw}: {exc}") from None
     ha = take(data, "homeassistant", dict, where, {})
+    _no_unknown_keys(ha, HOMEASSISTANT_KEYS, f"{where} [homeassistant]")
     passphrase = take(data, "passphrase_file", str, where, None)
-    heartbeat_s = float(take(data, "heartbeat_s", (int, float), where, 60))
-    if not heartbeat_s > 0:
-        raise UserError(f"{where}: heartbeat_s must be positive (seconds between status messages)")
+    heartbeat_s = _seconds(data, "heartbeat_s", where, 60, HEARTBEAT_S, "between status messages")
     metrics_port = take(data, "metrics_port", int, where, None)
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
         raise UserError(f"{where}: metrics_port must be 1-65535, not {metrics_port}")

@@ -156,12 +156,12 @@ def test_agent_config_takes_metrics_port_and_refuses_values_out_of_range(tmp_pat
     path.write_text(GOOD_AGENT_TOML.format(top="metrics_port = 9101\n", meter="unit = 1\n"))
     assert load_agent_config(path).metrics_port == 9101
     for top, meter, said in (
-        ("heartbeat_s = -5\n", "", "heartbeat_s must be positive"),
-        ("heartbeat_s = 0\n", "", "heartbeat_s must be positive"),
+        ("heartbeat_s = -5\n", "", "heartbeat_s must be 0.1 to 3600 seconds"),
+        ("heartbeat_s = 0\n", "", "heartbeat_s must be 0.1 to 3600 seconds"),
         ("metrics_port = 70000\n", "", "metrics_port must be 1-65535"),
         ("", "unit = 999\n", "unit (the Modbus unit id) must be 0-255, not 999"),
         ("", "port = 0\n", "port must be 1-65535"),
-        ("", "timeout_s = 0\n", "timeout_s must be positive"),
+        ("", "timeout_s = 0\n", "timeout_s must be 0.1 to 60 seconds"),
         ("", "baudrate = -9600\n", "baudrate must be positive"),
     ):
         path.write_text(GOOD_AGENT_TOML.format(top=top, meter=meter))
