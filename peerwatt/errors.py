@@ -46,6 +46,30 @@ def _check_output(path: Path, overwrite: bool) -> None:
         raise UserError(f"{path} already exists; refusing to overwrite (move it away first)")
 
 
+def check_writable(paths: Iterable[Path]) -> None:
+    """Raise a one-line UserError unless each of ``paths`` could be written (made or replaced)
+    now: it is no folder, it is writable if it exists, and its nearest existing folder is one
+    this process may write into (checked before a command writes any of several files, so a
+    refusal leaves none of them changed)."""
+    for path in paths:
+        try:
+            if path.is_dir():
+                raise UserError(f"cannot write {path}: it is a folder")
+            if path.exists():
+                if not os.access(path, os.W_OK):
+                    raise UserError(f"cannot write {path}: permission denied")
+                continue
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise UserError(f"cannot write {path}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UserError(f"cannot write {path}: permission denied in {folder}")
+        except OSError as exc:  # a path the system cannot even look at (too long, a loop...)
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def write_outputs(writers: dict[Path, Callable[[Path], object]], *, overwrite: bool) -> None:
     """Write a command's output files all or nothing, or raise a one-line UserError.
 

@@ -44,7 +44,7 @@ from chain.keys import generate_private_key, key_id, public_key_pem, public_key_
 from chain.schema import COMMUNITY_ID, SchemaError
 from market.params import MAX_PRICE_PER_KWH
 from peerwatt.broker.access import DASHBOARD_ACCOUNT
-from peerwatt.errors import UserError
+from peerwatt.errors import UserError, check_writable
 from peerwatt.onboarding import (
     JoinRequestError,
     check_genesis_inputs,
@@ -285,7 +285,9 @@ class Layout:
             )
         except FileNotFoundError:
             raise UserError(f"{path} not found: give the folder `peerwatt community init` wrote") from None
-        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except OSError as exc:  # a folder, unreadable
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise UserError(
                 f"{path} is damaged ({exc}): it is written by `peerwatt community init`"
             ) from None
@@ -354,8 +356,19 @@ def broker_files(
     genesis = layout.out / "genesis.toml"
     broker_dir = layout.out / "broker"
     certs_dir = broker_dir / "certs"
+    try:
+        loaded = load_genesis(genesis)
+    except GenesisError as exc:
+        raise UserError(str(exc)) from None
+    if loaded.community != layout.community:
+        raise UserError(
+            f"{genesis} is the genesis of community {loaded.community!r}, but "
+            f"{layout.out / 'community.toml'} is {layout.community!r}: put back the genesis.toml "
+            "`peerwatt community init` wrote there"
+        )
+    check_writable(_broker_paths(layout))
     # the genesis's sequencer account keeps its own key id whoever is the sequencer now
-    genesis_doc = load_genesis(genesis).doc
+    genesis_doc = loaded.doc
     sequencer = genesis_doc["chain"]["sequencer"]
     nodes = tuple(f"{n}:{sequencer}" if n.endswith("=sequencer") else n for n in layout.nodes)
     meters = tuple(m for m in layout.meters if m not in layout.revoked)
@@ -396,6 +409,20 @@ def broker_files(
     # readable by the group mosquitto (else: the chgrp still to run, for broker-etc/ only)
     shared = share_with([etc / ACL_NAME, etc / "certs" / BROKER_KEY], "mosquitto")
     return BrokerFiles(" && ".join(config.start), left_out_line(registry), certs.revoked, shared)
+
+
+def _broker_paths(layout: Layout) -> list[Path]:
+    """Every folder and file `broker_files` writes (checked before it writes any)."""
+    from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, CLIENTS_DIR
+    from peerwatt.broker.mosquitto import ACL_NAME, CONF_NAME, DROPIN_DIR
+
+    broker, etc = layout.out / "broker", layout.out / BROKER_ETC
+    paths = [layout.out / "community.toml"]
+    for base in (broker, etc):
+        paths += [base / CONF_NAME, base / ACL_NAME, base / DROPIN_DIR / "peerwatt.conf"]
+    paths += [broker / "certs" / CA_CRL, broker / "certs" / CLIENTS_DIR / "x"]
+    paths += [etc / "certs" / name for name in (CA_CERT, CA_CRL, BROKER_CERT, BROKER_KEY)]
+    return paths
 
 
 SYSTEMD_LABEL = "on the broker, under systemd (peerwatt's drop-in): "
@@ -788,10 +815,12 @@ def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> 
     added = meter not in layout.meters
     if added:
         layout.meters.append(meter)
-    made = broker_files(layout, hosts=())  # refuses (changing no file) when the CA or its key is missing
+    folder = household_dir or out_dir / "households" / meter
+    check_writable([folder / "broker-client.crt", folder / "broker-client.key", folder / "community-ca.crt"])
+    # refuses (changing no file) when the CA or its key is missing, or a file it writes cannot be
+    made = broker_files(layout, hosts=())
     if added:
         layout.write()
-    folder = household_dir or out_dir / "households" / meter
     _give_account(out_dir, meter, folder)
     if not added:
         click.echo(

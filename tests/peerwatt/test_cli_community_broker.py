@@ -211,3 +211,55 @@ def test_add_meter_twice_says_the_account_exists_and_issues_no_second_certificat
         tmp_path / "b" / "broker-client.crt"
     ).read_bytes()
     assert users(out / "broker-etc" / "peerwatt.acl").count(meter) == 1
+
+
+def test_add_meter_refuses_what_it_cannot_do_whole_and_changes_nothing(tmp_path):
+    """Found in a QA pass: with another community's genesis.toml in the folder, add-meter
+    rewrote both mosquitto.conf files and ACLs for that community (exit 0), so the printed
+    restart would have cut off every node and household; with the ACL a folder (or unwritable)
+    it issued the certificate, changed the CRL, then ended in a traceback; a household folder it
+    could not make came after the ACL, CRL and community.toml were written. Each is now one line
+    before any file changes; a community.toml that is a folder or a genesis that is no TOML too."""
+    out = init(tmp_path)
+    request, _meter = join_request(tmp_path, "ada")
+    other = tmp_path / "elm"
+    made = peerwatt("community", "init", *FLAGS[:1], "elm", *FLAGS[2:], "--out", str(other), stdin="")
+    assert made.returncode == 0, made.stderr
+    original = (out / "genesis.toml").read_bytes()
+    before = snapshot(out)
+
+    def refused(*extra: str) -> str:
+        r = peerwatt("community", "add-meter", "--dir", str(out), str(request), *extra)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        assert snapshot(out) == before, "a refused add-meter changed files"
+        assert not (out / "households").exists() and not (tmp_path / "hh").exists()
+        return r.stderr
+
+    (out / "genesis.toml").write_bytes((other / "genesis.toml").read_bytes())
+    before = snapshot(out)
+    assert "is the genesis of community 'elm'" in refused()
+    (out / "genesis.toml").write_text("[community\n")
+    before = snapshot(out)
+    assert "genesis.toml" in refused()
+    (out / "genesis.toml").write_bytes(original)
+    acl = out / "broker" / "peerwatt.acl"
+    acl_text = acl.read_text()
+    acl.unlink()
+    acl.mkdir()
+    before = snapshot(out)
+    assert f"cannot write {acl}: it is a folder" in refused()
+    acl.rmdir()
+    acl.write_text(acl_text)
+    (tmp_path / "file").write_text("")
+    before = snapshot(out)
+    assert "is a file, not a folder" in refused("--out", str(tmp_path / "file" / "hh"))
+    toml = out / "community.toml"
+    toml_text = toml.read_text()
+    toml.unlink()
+    toml.mkdir()
+    before = snapshot(out)
+    assert f"cannot read {toml}" in refused()
+    toml.rmdir()
+    toml.write_text(toml_text)
+    assert peerwatt("community", "add-meter", "--dir", str(out), str(request)).returncode == 0
