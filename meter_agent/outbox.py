@@ -59,6 +59,8 @@ class Outbox:
         self.path = Path(path)
         self.first_seq = first_seq
         self._lock_fd: int | None = None
+        if str(path) != ":memory:":
+            _check_place(self.path)  # before the lock or a folder is made, or a mode changed
         if exclusive:
             self._lock_fd = _hold_lock(self.path)
         try:
@@ -248,6 +250,24 @@ class Outbox:
         with self._lock:
             self._conn.close()
             self._release_lock()
+
+
+def _check_place(state: Path) -> None:
+    """OutboxError in one clear line, changing nothing, when the state file is a folder or one of
+    the folders it goes in is a file (found in a QA pass: `agent status` made such a folder mode
+    0600 before failing, and `agent -c` said only "...: File exists")."""
+    if state.is_dir():
+        raise OutboxError(
+            f"cannot use agent state {state}: it is a folder, not the agent's state file (move it away)"
+        )
+    for folder in (state.parent, *state.parent.parents):
+        if folder.is_dir():
+            return
+        if os.path.lexists(folder):
+            raise OutboxError(
+                f"cannot use agent state {state}: {folder} is a file, not a folder (state_dir in "
+                "agent.toml names the folder for the agent's state)"
+            )
 
 
 def _hold_lock(state: Path) -> int:

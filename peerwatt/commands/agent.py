@@ -175,6 +175,11 @@ def status(config_file: Path, as_json: bool) -> None:
 
     cfg = load_agent_config(config_file)
     path = cfg.state_dir / "agent.sqlite"
+    if cfg.state_dir.exists() and not cfg.state_dir.is_dir():
+        raise UserError(
+            f"cannot use agent state {path}: {cfg.state_dir} is a file, not a folder (state_dir in "
+            "agent.toml names the folder for the agent's state)"
+        )
     if not path.exists():
         raise UserError(f"no agent state in {cfg.state_dir}: the agent has not run yet")
     try:
