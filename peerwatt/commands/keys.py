@@ -25,9 +25,14 @@ def read_passphrase(passphrase_file: Path | None) -> bytes | None:
     if passphrase_file is None:
         return None
     try:
-        text = passphrase_file.read_text().splitlines()
+        text = passphrase_file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise UserError(f"cannot read passphrase file {passphrase_file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a traceback, found in a QA pass
+        raise UserError(
+            f"passphrase file {passphrase_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}): write the passphrase as UTF-8 text on its first line"
+        ) from None
     if not text or not text[0]:
         raise UserError(f"passphrase file {passphrase_file} is empty")
     return text[0].encode("utf-8")
