@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -283,9 +284,14 @@ class Store:
     def open(cls, data_dir: str | Path, *, readonly: bool = False) -> Store:
         """Open an existing store (read-only opens never write, not even the WAL index)."""
         path = db_path(data_dir)
-        if not path.exists():
-            raise StoreError(f"no ledger store in {data_dir} (create one with `peerwatt node init`)")
-        if not path.is_file():
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            missing = f"no ledger store in {data_dir} (create one with `peerwatt node init`)"
+            raise StoreError(missing) from None
+        except OSError as exc:  # a folder this user may not enter, a name too long...
+            raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
             raise StoreError(f"{path} is not a file (a folder?): it should be the node's ledger store")
         return cls._connect(path, readonly=readonly, create=False)
 

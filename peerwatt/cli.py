@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated:
         click.echo("terminated", err=True)
         sys.exit(143)
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # a file-system refusal no command turned into its own line: still one line, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     except ModuleNotFoundError as exc:
         extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
         if extra is None:

@@ -126,3 +126,16 @@ def test_a_constraint_failure_is_a_store_error_too(community):
         store.append_block(block, [], None)
     assert_real_cause(exc, "UNIQUE constraint failed")
     assert rows(store) == before and not store.conn.in_transaction
+
+
+def test_a_store_the_system_cannot_look_at_is_a_store_error(tmp_path):
+    """Found in a QA pass: a data folder this user may not enter made Path.exists() raise
+    PermissionError out of Store.open (a traceback from `node run`, `gov publish`); a name the
+    system refuses (too long) is the same path as root can take it."""
+    with pytest.raises(StoreError, match="cannot open .*File name too long"):
+        Store.open(tmp_path / ("x" * 300))
+    with pytest.raises(StoreError, match="no ledger store in"):
+        Store.open(tmp_path / "missing")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="no ledger store in"):
+        Store.open(tmp_path / "file")  # its ledger.sqlite would be inside a file
