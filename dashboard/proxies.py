@@ -11,6 +11,12 @@ it was written by the client).
 werkzeug's ``ProxyFix`` does not fit: it trusts a fixed number of header entries from any peer,
 so a dashboard reachable both directly and through its proxy would let a direct client pick its
 own address.
+
+Under waitress: waitress 3 clears every proxy header (``X-Forwarded-For``, ``-Host``,
+``-Proto``, ``-Port``, ``-By``, ``Forwarded``) unless the peer is its one ``trusted_proxy`` (an
+exact address, no networks), so the header never reached the app. ``ProxyHeaders`` does that
+clearing instead, with the dashboard's trusted proxies: the headers pass only from a trusted peer
+(peerwatt/dashboard_server.py serves with it and waitress's own clearing off).
 """
 
 from __future__ import annotations
@@ -70,3 +76,30 @@ def client_address(remote_addr: str | None, forwarded_for: list[str], trusted: t
     # every hop is one of our proxies: the left-most one is as close to the client as we get
     first = _address(hops[0]) if hops else None
     return str(first) if first is not None else remote_addr
+
+
+# the headers waitress clears from untrusted peers (waitress.proxy_headers.PROXY_HEADERS)
+PROXY_HEADERS = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_BY",
+    "HTTP_FORWARDED",
+)
+
+
+class ProxyHeaders:
+    """WSGI middleware: the proxy headers reach the app only from a trusted proxy; from any other
+    peer they are removed (what waitress does, but with networks and several proxies)."""
+
+    def __init__(self, app, trusted: tuple[Network, ...]) -> None:
+        self.app = app
+        self.trusted = trusted
+
+    def __call__(self, environ, start_response):
+        peer = _address(environ.get("REMOTE_ADDR") or "")
+        if peer is None or not _trusted(peer, self.trusted):
+            for header in PROXY_HEADERS:
+                environ.pop(header, None)
+        return self.app(environ, start_response)

@@ -11,10 +11,21 @@ from chain.keys import key_id
 
 
 def serve(app: Any, host: str, port: int, threads: int = 4) -> Any:
-    """A waitress server bound to host:port (call ``.run()``, and ``.close()`` to stop)."""
+    """A waitress server bound to host:port (call ``.run()``, and ``.close()`` to stop).
+
+    Waitress clears X-Forwarded-For (and the other proxy headers) from every peer but its one
+    ``trusted_proxy``, so with the dashboard's ``TRUSTED_PROXIES`` (networks, several proxies) the
+    header would never reach the app: the clearing is done by ``dashboard.proxies.ProxyHeaders``
+    instead, which passes the headers from those proxies only."""
     from waitress import create_server
 
-    return create_server(app, host=host, port=port, threads=threads)
+    from dashboard.proxies import ProxyHeaders
+
+    services = getattr(app, "extensions", {}).get("peerwatt")
+    trusted = getattr(services, "trusted_proxies", ())
+    return create_server(
+        ProxyHeaders(app, trusted), host=host, port=port, threads=threads, clear_untrusted_proxy_headers=False
+    )
 
 
 def run_until_closed(server: Any, closing: threading.Event) -> None:
