@@ -65,6 +65,40 @@ def _load_ca(out_dir: Path):
     return cert, key
 
 
+def check_broker_certs(certs_dir: Path, community: str) -> None:
+    """A folder of the broker's TLS files (``broker certs --out``) that Mosquitto can start from:
+    the community's CA certificate, the broker's certificate issued by it, and the broker's key
+    of that certificate; a one-line UserError naming the file otherwise (else Mosquitto alone
+    finds out, when it starts)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    def load(name: str, loader):
+        try:
+            return loader((certs_dir / name).read_bytes())
+        except (OSError, ValueError, TypeError) as exc:
+            what = "private key" if name == BROKER_KEY else "certificate"
+            reason = exc.strerror if isinstance(exc, OSError) else f"not a PEM {what}"
+            raise UserError(f"--certs {certs_dir}: cannot use {name}: {reason}") from None
+
+    ca = load(CA_CERT, x509.load_pem_x509_certificate)
+    cert = load(BROKER_CERT, x509.load_pem_x509_certificate)
+    key = load(BROKER_KEY, lambda data: serialization.load_pem_private_key(data, password=None))
+    names = [a.value for a in ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [f"peerwatt {community} community CA"]:
+        found = ", ".join(map(str, names)) or "no name"
+        raise UserError(f"--certs {certs_dir}: {CA_CERT} is not community {community!r}'s CA ({found})")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise UserError(f"--certs {certs_dir}: {BROKER_CERT} was not issued by its {CA_CERT}") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise UserError(f"--certs {certs_dir}: {BROKER_KEY} is not the key of {BROKER_CERT}")
+
+
 def _existing_ca(out_dir: Path):
     """The community CA in ``out_dir`` as (certificate, key), or None when there is none and
     nothing it signed. A CA with its key or certificate missing, or with another CA's key, is a

@@ -22,7 +22,7 @@ from chain.genesis import Genesis, GenesisError, load_genesis
 from chain.messages import MAX_BLOCK_BYTES
 from peerwatt.broker import access as broker_access
 from peerwatt.broker.access import Account, AccountError, Registry
-from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL
+from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, check_broker_certs
 from peerwatt.broker.files import make_dir, share_with, write_private
 from peerwatt.errors import UserError
 
@@ -377,10 +377,10 @@ def left_out_line(registry: Registry) -> str | None:
     )
 
 
-def _check_certs_dir(certs_dir: Path, *, tls: bool, here: bool) -> None:
+def _check_certs_dir(certs_dir: Path, community: str, *, tls: bool, here: bool) -> None:
     """A ``--certs`` folder: only with TLS and, when the files live on this machine (``here``: no
-    --etc), holding the CA and the broker's certificate and key (with --etc it names a folder of
-    the broker machine, which cannot be checked here)."""
+    --etc), holding this community's CA and the broker's certificate issued by it and its key
+    (with --etc it names a folder of the broker machine, which cannot be checked here)."""
     if not tls:
         raise UserError(f"--certs names TLS files, which --no-tls does not use: drop --certs {certs_dir}")
     if not here:
@@ -392,6 +392,7 @@ def _check_certs_dir(certs_dir: Path, *, tls: bool, here: bool) -> None:
                 f"--out {certs_dir} --host <broker name> --genesis FILE` (or give --etc if the files "
                 "live on another machine)"
             )
+    check_broker_certs(certs_dir, community)
 
 
 @dataclass
@@ -440,7 +441,7 @@ def write_config(
         raise UserError("--local-port carries no certificate: use --auth password for a plain local listener")
     local_port = (1883 if auth == "password" else 0) if local_port is None else local_port
     if certs_dir is not None:
-        _check_certs_dir(certs_dir, tls=tls, here=etc_dir is None)
+        _check_certs_dir(certs_dir, community, tls=tls, here=etc_dir is None)
     tool = shutil.which("mosquitto_passwd")
     if auth == "password" and tool is None:
         raise UserError(

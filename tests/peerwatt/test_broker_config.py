@@ -116,6 +116,47 @@ def test_certs_must_hold_the_broker_files_unless_they_live_on_another_machine(
     assert f"certfile {certs}/broker.crt" in (tmp_path / "b" / "mosquitto.conf").read_text()
 
 
+def test_a_broken_certs_folder_is_one_line_and_writes_nothing(tmp_path: Path, community) -> None:
+    """Found in a QA pass: a garbage CA certificate, an RSA or truncated broker key, or another
+    community's certs folder gave exit 0 and a config Mosquitto would fail to start from."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    good = tmp_path / "certs"
+    made = peerwatt("broker", "certs", "--out", str(good), "--genesis", str(tmp_path / "genesis.toml"),
+                    "--host", "127.0.0.1")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    other = make_community(community="elm", validators=3, members=2)
+    (tmp_path / "elm.toml").write_text(genesis_toml(other.genesis.doc))
+    elm = tmp_path / "elm-certs"
+    made = peerwatt("broker", "certs", "--out", str(elm), "--genesis", str(tmp_path / "elm.toml"),
+                    "--host", "127.0.0.1")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    rsa_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_text = (good / "broker.key").read_bytes()
+    cases = {
+        "garbage CA": ("community-ca.crt", b"garbage", "cannot use community-ca.crt: not a PEM certificate"),
+        "RSA key": ("broker.key", rsa_pem, "broker.key is not the key of broker.crt"),
+        "truncated key": ("broker.key", key_text[:60], "cannot use broker.key: not a PEM private key"),
+        "other CA": ("community-ca.crt", (elm / "community-ca.crt").read_bytes(), "is not community"),
+    }
+    for case, (name, content, expected) in cases.items():
+        certs = tmp_path / case.replace(" ", "-")
+        shutil.copytree(good, certs)
+        (certs / name).write_bytes(content)
+        result = run(tmp_path, "--certs", str(certs))
+        assert result.exit_code == 2 and expected in result.output, (case, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (case, result.output)
+        assert not (tmp_path / "b").exists(), case
+    result = run(tmp_path, "--certs", str(elm))  # another community's folder, whole
+    assert result.exit_code == 2 and "is not community 'oak-street''s CA" in result.output, result.output
+    assert run(tmp_path, "--certs", str(good)).exit_code == 0
+
+
 def test_broker_certs_refuse_a_meter_id_that_is_not_a_key_id(tmp_path: Path, community) -> None:
     out = tmp_path / "certs"
     args = ["broker", "certs", "--out", str(out), "--genesis", str(tmp_path / "genesis.toml")]
