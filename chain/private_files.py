@@ -9,6 +9,7 @@ saying so.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -48,6 +49,8 @@ def private_folder(folder: str | Path) -> Path:
     a log line when it holds anything (an empty one, just made by another tool under the umask,
     exposed nothing)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():  # left as it is: not ours to narrow
+        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(folder))
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -67,6 +70,8 @@ def private_file(path: str | Path) -> bool:
     then writes into it, and gives ``-wal``/``-shm`` the same mode), narrowed when an existing one
     is wider. True when it was created here."""
     path = Path(path)
+    if path.is_dir():  # left as it is: not ours to narrow
+        raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file", str(path))
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         made = True
