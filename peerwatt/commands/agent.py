@@ -293,26 +293,21 @@ def setup(
     from meter_agent.modbus_reader import MeterError, MeterReader
     from meter_agent.probe import advice, best, describe_units, probe_meter, unit_plan
     from peerwatt.commands.meter import _profiles, _target, format_sample, parse_units
+    from peerwatt.errors import check_writable, write_outputs
     from peerwatt.onboarding import JoinRequestError, make_join_request
 
     interactive = sys.stdin.isatty()
-    if not (folder / "genesis.toml").is_file():
-        raise UserError(
-            f"{folder / 'genesis.toml'} not found: copy the community's household/ folder "
-            "(genesis.toml, community-ca.crt) here first"
-        )
+    _community_file(folder / "genesis.toml")
     try:
         genesis = load_genesis(folder / "genesis.toml")
     except GenesisError as exc:
         raise UserError(f"{exc} (copy the community's household/ folder here first)") from None
-    for path in (folder / "meter.key", folder / "member.key", folder / "agent.toml"):
-        if path.exists():
+    outputs = [folder / n for n in ("member.key", "meter.key", "agent.toml", "join-request.txt")]
+    for path in outputs:
+        if path.exists() or path.is_symlink():
             raise UserError(f"{path} already exists: this folder is set up (move it away to start again)")
-    if not (folder / "community-ca.crt").is_file():  # agent.toml's ca_file: the broker's TLS
-        raise UserError(
-            f"{folder / 'community-ca.crt'} not found: copy the community's household/ folder "
-            "(genesis.toml, community-ca.crt) here first"
-        )
+    _check_ca(folder / "community-ca.crt")  # agent.toml's ca_file: the broker's TLS
+    check_writable(outputs)  # before the meter is probed (found in a QA pass: a traceback at the end)
     if broker_url is not None:
         _check_broker_url(broker_url)  # before the meter is probed
     elif assume_yes or not interactive:
@@ -374,31 +369,36 @@ def setup(
         )
     except JoinRequestError as exc:
         raise UserError(str(exc)) from None
-    try:
-        save_private_key(member_key, folder / "member.key")
-        save_private_key(meter_key, folder / "meter.key")
-    except KeyFileError as exc:
-        raise UserError(str(exc)) from None
     params = genesis.app_params
     where = (
         f'host = "{host}"' + (f"\nport = {port}" if port else "")
         if host
         else f'serial_device = "{serial_device}"'
     )
-    (folder / "agent.toml").write_text(
-        AGENT_TOML.format(
-            community=genesis.community,
-            profile=found.profile,
-            where=where,
-            unit=found.unit_id,
-            serial=serial,
-            poll_s=5 if (genesis.interval_s or 900) >= 300 else 1,
-            broker=broker_url,
-            sell=(params.get("feed_in_price", 80000) + params.get("retail_price", 300000)) // 2,
-            buy=params.get("retail_price", 300000),
-        )
+    config = AGENT_TOML.format(
+        community=genesis.community,
+        profile=found.profile,
+        where=where,
+        unit=found.unit_id,
+        serial=serial,
+        poll_s=5 if (genesis.interval_s or 900) >= 300 else 1,
+        broker=broker_url,
+        sell=(params.get("feed_in_price", 80000) + params.get("retail_price", 300000)) // 2,
+        buy=params.get("retail_price", 300000),
     )
-    (folder / "join-request.txt").write_text(request.text())
+    member_file, meter_file, config_file, request_file = outputs
+    try:  # all four or none (found in a QA pass: a PermissionError traceback from the key's write)
+        write_outputs(
+            {
+                member_file: lambda p: save_private_key(member_key, p),
+                meter_file: lambda p: save_private_key(meter_key, p),
+                config_file: lambda p: p.write_text(config),
+                request_file: lambda p: p.write_text(request.text()),
+            },
+            overwrite=False,
+        )
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
     click.echo(
         f"wrote {folder / 'agent.toml'}, member.key (your vote), meter.key (the agent's), "
         f"and {folder / 'join-request.txt'}:"
@@ -409,6 +409,37 @@ def setup(
         f"sends back in {folder} and start: peerwatt agent -c {folder / 'agent.toml'} (it trades from "
         "the block that enrols the meter, after the votes)"
     )
+
+
+def _community_file(path: Path) -> None:
+    """UserError unless ``path`` (genesis.toml or community-ca.crt, from the community's
+    household/ folder) is a file."""
+    if path.is_file():
+        return
+    copy = "copy the community's household/ folder (genesis.toml, community-ca.crt) here first"
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not the community's file: {copy}")
+    raise UserError(f"{path} not found: {copy}")
+
+
+def _check_ca(path: Path) -> None:
+    """UserError unless ``path`` is a PEM X.509 certificate (the community's CA), found in a QA
+    pass: garbage or an RSA private key there was taken, and the agent failed only at TLS."""
+    from cryptography import x509
+
+    _community_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        what = "a private key" if b"PRIVATE KEY-----" in data else "no PEM certificate"
+        raise UserError(
+            f"{path} is not a PEM X.509 certificate ({what}): copy the community's "
+            "household/community-ca.crt here"
+        ) from None
 
 
 _FILE = click.Path(path_type=Path)
