@@ -243,23 +243,18 @@ def test_add_meter_refuses_what_it_cannot_do_whole_and_changes_nothing(tmp_path)
     before = snapshot(out)
     assert "genesis.toml" in refused()
     (out / "genesis.toml").write_bytes(original)
-    acl = out / "broker" / "peerwatt.acl"
-    acl_text = acl.read_text()
-    acl.unlink()
-    acl.mkdir()
-    before = snapshot(out)
-    assert f"cannot write {acl}: it is a folder" in refused()
-    acl.rmdir()
-    acl.write_text(acl_text)
+    for path, expected in (
+        (out / "broker" / "peerwatt.acl", "cannot write {}: it is a folder"),
+        (out / "community.toml", "cannot read {}"),
+    ):
+        text = path.read_text()
+        path.unlink()
+        path.mkdir()  # a folder where the file belongs
+        before = snapshot(out)
+        assert expected.format(path) in refused()
+        path.rmdir()
+        path.write_text(text)
     (tmp_path / "file").write_text("")
     before = snapshot(out)
     assert "is a file, not a folder" in refused("--out", str(tmp_path / "file" / "hh"))
-    toml = out / "community.toml"
-    toml_text = toml.read_text()
-    toml.unlink()
-    toml.mkdir()
-    before = snapshot(out)
-    assert f"cannot read {toml}" in refused()
-    toml.rmdir()
-    toml.write_text(toml_text)
     assert peerwatt("community", "add-meter", "--dir", str(out), str(request)).returncode == 0
