@@ -67,6 +67,7 @@ CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
 DROP TABLE IF EXISTS login_failures;
 CREATE TABLE IF NOT EXISTS login_locks (
     key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last INTEGER NOT NULL, locked_until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS verify_runs (
     id INTEGER PRIMARY KEY, started INTEGER NOT NULL, finished INTEGER, status TEXT NOT NULL,
     height INTEGER, summary TEXT, bad_height INTEGER, requested_by TEXT);
@@ -166,6 +167,27 @@ class Accounts:
 
     def close(self) -> None:
         self.conn.close()
+
+    # -- the community this folder belongs to --------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+            self.conn.execute("COMMIT")
+
+    def holds_anything(self) -> bool:
+        """Whether there are accounts or verify runs (what belongs to one community)."""
+        with self.lock:
+            return any(
+                self.conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                for table in ("users", "verify_runs")
+            )
 
     # -- users ---------------------------------------------------------------------------------
 

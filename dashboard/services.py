@@ -7,6 +7,8 @@ A leaf the blueprints import (``dashboard.views.common``), as Flask's tutorial a
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from flask import request
 
 from chain.private_files import private_folder
+from chain.store import StoreError
 from dashboard.accounts import Accounts, RateLimit
 from dashboard.agent_status import AgentStatusBoard
 from dashboard.directory import Directory
@@ -21,6 +24,7 @@ from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
 from dashboard.ledger import LedgerReader
 from dashboard.proxies import Network, client_address
+from dashboard.text import for_terminal
 from dashboard.verify_runner import VerifyRunner
 
 
@@ -60,11 +64,71 @@ def default_instance_dir(data_dir: str | Path) -> Path:
     return Path(data_dir).resolve().parent / "dashboard"
 
 
+log = logging.getLogger("peerwatt.dashboard")
+
+
+class InstanceOfAnotherCommunity(StoreError):
+    """The instance folder belongs to another community (another genesis) than the ledger: its
+    accounts, sessions and verify runs are that community's (one line, says what to do)."""
+
+
+def _index_genesis(path: Path) -> str | None:
+    """The genesis an index file was built from (read-only; None if there is none)."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+def bind_instance(folder: Path, accounts: Accounts, ledger: LedgerReader) -> None:
+    """Check that the instance folder belongs to the ledger's community, and record it there
+    if it is not recorded yet (a new folder silently; one made by an older version, which
+    recorded nothing, with one log line). InstanceOfAnotherCommunity when it belongs to another
+    genesis: recorded, or (an older folder) the genesis its index was built from."""
+    community = ledger.community
+    recorded = accounts.meta("genesis")
+    if recorded is None:
+        built_from = _index_genesis(folder / "index.sqlite")
+        used = accounts.holds_anything()
+        if built_from is not None and built_from != community.genesis_hash and used:
+            recorded = built_from
+        else:
+            accounts.set_meta({"genesis": community.genesis_hash, "community": community.id})
+            if used or built_from is not None:
+                log.warning(
+                    "the instance folder %s had no community recorded (made by an older version): "
+                    "it is now that of community %s (genesis %s)",
+                    folder,
+                    for_terminal(community.id),
+                    community.genesis_hash[:16],
+                )
+            return
+    if recorded != community.genesis_hash:
+        other = accounts.meta("community")
+        named = f"{for_terminal(other)}, " if other else ""
+        raise InstanceOfAnotherCommunity(
+            f"the instance folder {folder} belongs to another community ({named}genesis {recorded[:16]}) "
+            f"than the ledger in "
+            f"{ledger.data_dir} ({for_terminal(community.id)}, genesis {community.genesis_hash[:16]}): "
+            "its accounts are that community's; give this one its own instance folder "
+            "(--instance DIR, or instance = in dashboard.toml), or start on that community's data folder"
+        )
+
+
 def open_services(data_dir: str | Path, instance_dir: str | Path | None, config: dict[str, Any]) -> Services:
-    """Open the ledger and the dashboard's databases (StoreError when there is no ledger)."""
+    """Open the ledger and the dashboard's databases (StoreError when there is no ledger, or
+    InstanceOfAnotherCommunity when the instance folder is another community's)."""
     ledger = LedgerReader(data_dir)
     folder = private_folder(instance_dir if instance_dir is not None else default_instance_dir(data_dir))
-    index = IndexDB(folder / "index.sqlite")
     accounts = Accounts(
         folder / "dashboard.sqlite",
         rate_limit=RateLimit(
@@ -76,4 +140,11 @@ def open_services(data_dir: str | Path, instance_dir: str | Path | None, config:
         ),
         password_method=config["PASSWORD_METHOD"],
     )
+    try:
+        bind_instance(folder, accounts, ledger)
+    except StoreError:
+        accounts.close()
+        ledger.close()
+        raise
+    index = IndexDB(folder / "index.sqlite")
     return Services(ledger, index, Indexer(ledger, index), accounts, VerifyRunner(data_dir, accounts), folder)

@@ -183,19 +183,27 @@ def user() -> None:
     """Dashboard accounts (kept in the instance folder, never in the ledger)."""
 
 
-def _accounts(data_dir: Path, instance: Path | None):
+def _accounts(data_dir: Path, instance: Path | None, ledger=None):
+    """The instance folder's accounts; with the ledger, checked to be (or made) its community's."""
     from chain.store import StoreError
     from dashboard.accounts import Accounts
-    from dashboard.services import default_instance_dir
+    from dashboard.services import bind_instance, default_instance_dir
 
     folder = instance or default_instance_dir(data_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return Accounts(folder / "dashboard.sqlite")
+        accounts = Accounts(folder / "dashboard.sqlite")
     except OSError as exc:
         raise UserError(f"cannot use {folder}: {exc.strerror}") from None
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    if ledger is not None:
+        try:
+            bind_instance(folder, accounts, ledger)
+        except StoreError as exc:
+            accounts.close()
+            raise UserError(str(exc)) from None
+    return accounts
 
 
 def _read_password() -> str:
@@ -232,9 +240,23 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
                 f"meter {meter} is not enrolled in community {ledger.community.id} "
                 "(see the key ids in the genesis or the dashboard's ledger page)"
             )
-    ledger.close()
-    password = _read_password()
-    accounts = _accounts(data_dir, instance)
+    from dashboard.services import default_instance_dir
+
+    # an instance folder of another community is refused before the password is asked for; a new
+    # one is made only once there is a password
+    accounts = None
+    try:
+        if ((instance or default_instance_dir(data_dir)) / "dashboard.sqlite").exists():
+            accounts = _accounts(data_dir, instance, ledger)
+        password = _read_password()
+        if accounts is None:
+            accounts = _accounts(data_dir, instance, ledger)
+    except BaseException:
+        if accounts is not None:
+            accounts.close()
+        raise
+    finally:
+        ledger.close()
     try:
         check_password(password)
         accounts.add_user(name, password, role="admin" if admin else "household", meters=list(meters))
