@@ -7,6 +7,7 @@ and registers the pages and the JSON API (``/api/v1``). It never writes the ledg
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -20,6 +21,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from chain.private_files import private_file
+from chain.store import StoreError
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
 from dashboard.ledger import LedgerReplaced
@@ -54,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_HEARTBEAT_S": 60,  # the agents' heartbeat_s: a status older than 3 of them is stale
 }
 
+log = logging.getLogger("peerwatt.dashboard")
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -61,14 +65,33 @@ CSP = (
 
 
 def _secret_key(instance_dir: Path) -> str:
-    """The session-signing key: kept in the instance folder (mode 0600), made on first start."""
+    """The session-signing key: kept in the instance folder (mode 0600), made on first start,
+    and made again when the file is deleted or empty (everybody is logged out; said once)."""
     path = instance_dir / "secret_key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
     private_file(path)
-    return path.read_text().strip()
+    try:
+        key = path.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise StoreError(
+            f"{path} is not a key (not text): delete it, and a new one is made at start "
+            "(everybody is logged out)"
+        ) from None
+    if key:
+        return key
+    key = secrets.token_hex(32)
+    fresh = path.with_name(f".secret_key.{secrets.token_hex(4)}")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(fresh, path)
+    log.warning("%s was empty: made a new session key (everybody is logged out)", path)
+    return key
 
 
 def create_app(
