@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io
 import logging
+import re
 import sqlite3
 import tomllib
 import warnings
@@ -264,10 +265,42 @@ class BillingConfig:
 DEFAULT_VAT_NOTE = "VAT not charged."
 
 
+# what billing.toml may hold: its tables and their keys (docs/billing.md); anything else is refused,
+# as a misspelt key silently took its default (found in a QA pass: `currancy = "USD"` issued
+# statements in EUR, and an issued statement never changes)
+BILLING_TABLES: dict[str, tuple[str, ...]] = {
+    "vat": ("charged", "rate_percent", "note"),
+    "sepa": ("name", "iban", "bic", "creditor_id"),
+    "gridops": ("metering_points",),
+}
+BILLING_KEYS = ("currency", *BILLING_TABLES)
+_CURRENCY = re.compile(r"[A-Z]{3}")  # an ISO 4217 alphabetic code
+
+
+def check_billing_keys(doc: dict[str, Any], path: Path) -> None:
+    """BillingError naming the first unknown key or table of billing.toml ``doc``."""
+    for key in doc:
+        if key not in BILLING_KEYS:
+            raise BillingError(
+                f"{path}: unknown key {key!r} (billing.toml holds currency, [vat], [sepa] and "
+                "[gridops.metering_points]: docs/billing.md)"
+            )
+    for table, keys in BILLING_TABLES.items():
+        value = doc.get(table)
+        if isinstance(value, dict):
+            for key in value:
+                if key not in keys:
+                    raise BillingError(
+                        f"{path}: unknown key {key!r} in [{table}] (it holds {', '.join(keys)}: "
+                        "docs/billing.md)"
+                    )
+
+
 def read_billing_toml(path: Path) -> dict[str, Any]:
-    """The parsed ``billing.toml`` at ``path`` (it must exist); BillingError names the file."""
+    """The parsed ``billing.toml`` at ``path`` (it must exist), its keys checked; BillingError
+    names the file."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise BillingError(
             f"{path} is not a TOML text file (not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
@@ -277,6 +310,8 @@ def read_billing_toml(path: Path) -> dict[str, Any]:
         raise BillingError(f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise BillingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    check_billing_keys(doc, path)
+    return doc
 
 
 def load_config(billing_dir: Path) -> BillingConfig:
@@ -292,8 +327,12 @@ def load_config(billing_dir: Path) -> BillingConfig:
             f"{path}: vat must be a table: [vat] with charged, rate_percent, note (docs/billing.md)"
         )
     charged = vat.get("charged", False)
-    if not isinstance(currency, str) or not currency.isascii() or not isinstance(charged, bool):
-        raise BillingError(f"{path}: currency must be a code like EUR and vat.charged true or false")
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise BillingError(
+            f'{path}: currency {currency!r} must be an ISO 4217 code, three capital letters like "EUR"'
+        )
+    if not isinstance(charged, bool):
+        raise BillingError(f"{path}: vat.charged must be true or false")
     if charged:
         rate = vat.get("rate_percent")
         if not isinstance(rate, str):
