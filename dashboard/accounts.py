@@ -48,7 +48,9 @@ PASSWORD_METHOD = "scrypt:32768:8:1"
 
 @functools.cache
 def _dummy_hash(method: str) -> str:
-    """A hash to check when the user does not exist, so both paths cost the same."""
+    """A hash to check when the user does not exist, so both paths cost the same. Made when the
+    accounts are opened (Accounts.__init__), never by a login: made on first use, it doubled the
+    cost of the first failed login for an unknown name."""
     return generate_password_hash(secrets.token_hex(16), method=method)
 
 
@@ -164,6 +166,7 @@ class Accounts:
         self.conn = open_db(self.path)
         self.lock = threading.Lock()
         self.rate_limit = rate_limit or RateLimit()
+        self._dummy_hash = _dummy_hash(password_method)
 
     def close(self) -> None:
         self.conn.close()
@@ -268,7 +271,7 @@ class Accounts:
         before = self._reserve(keys)
         with self.lock:
             row = self.conn.execute("SELECT id, password_hash FROM users WHERE name = ?", (name,)).fetchone()
-        stored = row[1] if row else _dummy_hash(self.password_method)
+        stored = row[1] if row else self._dummy_hash
         ok = check_password_hash(stored, password) and row is not None
         if not ok:
             return None  # counted already
