@@ -81,6 +81,9 @@ def chain_state(data_dir: Path) -> tuple[str, dict[str, Any]]:
             raise UserError(str(exc)) from None
 
 
+OPERATOR_KEYS = {"client_id", "broker"}  # operator.toml (written by `community init`)
+
+
 def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeout_s: float = 20) -> None:
     """Publish envelopes on the gov topic and wait until the broker acknowledged every one."""
     from peerwatt.bus import MqttBus, Topics
@@ -90,6 +93,12 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
     if side.operator is None:
         raise UserError("give --operator-config (operator.toml: the broker account for governance)")
     data = read_toml(side.operator)
+    unknown = set(data) - OPERATOR_KEYS  # (found in a QA pass: `colour = 1` was accepted)
+    if unknown:
+        raise UserError(
+            f"{side.operator}: unknown key(s) {', '.join(sorted(unknown))} (operator.toml holds client_id "
+            "and [broker])"
+        )
     broker = broker_config(data, str(side.operator), side.operator.parent)
     client_id = take(data, "client_id", str, str(side.operator), f"operator-{side.signer}")
     check_tls_files(broker, str(side.operator))
