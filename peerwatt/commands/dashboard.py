@@ -108,7 +108,52 @@ def dashboard(
         if v is not None
     }
     settings = DashboardSettings(**{**settings.__dict__, **overrides})
+    _check_listen(
+        settings, "--host" if host is not None or config_file is None else f"listen in {config_file}"
+    )
     serve(settings)
+
+
+def _url_host(host: str) -> str:
+    """A host as it stands in a URL or before ":port" (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _check_listen(settings: DashboardSettings, source: str) -> None:
+    """An address the dashboard cannot listen on is one line before anything is opened or
+    created: a host that is no address (999.1.1.1, a name that does not resolve: waitress raised
+    "Invalid host/port specified." with a traceback, after the instance folder was made), one of
+    another machine, or a port in use (a trial bind, as waitress binds: SO_REUSEADDR)."""
+    import errno
+    import socket
+
+    where = f"{_url_host(settings.host)}:{settings.port}"
+    host = None if settings.host == "*" else settings.host  # waitress: "*" is every address
+    try:
+        found = socket.getaddrinfo(
+            host, settings.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(
+            f"cannot listen on {where} ({reason}): give {source} an address of this machine, "
+            "e.g. 127.0.0.1, ::1 or 0.0.0.0 (every address)"
+        ) from None
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as trial:
+                trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                trial.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"cannot listen on {where} ({exc.strerror}); "
+                    "choose another with --port or stop the program using it"
+                ) from None
+            raise UserError(
+                f"cannot listen on {where} ({exc.strerror or exc}): give {source} an address of this "
+                "machine, e.g. 127.0.0.1, ::1 or 0.0.0.0 (every address)"
+            ) from None
 
 
 def serve(settings: DashboardSettings) -> None:
@@ -126,9 +171,11 @@ def serve(settings: DashboardSettings) -> None:
         server = waitress_server(app, settings.host, settings.port, settings.threads)
     except OSError as exc:
         raise UserError(
-            f"cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+            f"cannot listen on {_url_host(settings.host)}:{settings.port} ({exc.strerror or exc}); "
             "choose another with --port or stop the program using it"
         ) from None
+    except ValueError as exc:  # waitress: "Invalid host/port specified." (checked before, in one line)
+        raise UserError(f"cannot listen on {_url_host(settings.host)}:{settings.port} ({exc})") from None
     stop = threading.Event()
     threading.Thread(target=_keep_indexing, args=(app, stop), name="indexer", daemon=True).start()
     bus = _follow_agents(app, settings)
@@ -136,7 +183,7 @@ def serve(settings: DashboardSettings) -> None:
 
     click.echo(  # the name is the community's choice: no bidi or control character reaches the terminal
         f"dashboard for {for_terminal(app.extensions['peerwatt'].ledger.community.name)} on "
-        f"http://{settings.host}:{server.effective_port}/ (Ctrl-C to stop)"
+        f"http://{_url_host(settings.host)}:{server.effective_port}/ (Ctrl-C to stop)"
     )
     signal.signal(signal.SIGTERM, stop_serving)
     try:
@@ -183,13 +230,19 @@ def user() -> None:
     """Dashboard accounts (kept in the instance folder, never in the ledger)."""
 
 
-def _accounts(data_dir: Path, instance: Path | None, ledger=None):
-    """The instance folder's accounts; with the ledger, checked to be (or made) its community's."""
+def _accounts(data_dir: Path, instance: Path | None, ledger=None, *, create: bool = True):
+    """The instance folder's accounts; with the ledger, checked to be (or made) its community's.
+    Without ``create``, a folder with no accounts database is a one-line error (nothing made)."""
     from chain.store import StoreError
     from dashboard.accounts import Accounts
     from dashboard.services import bind_instance, default_instance_dir
 
     folder = instance or default_instance_dir(data_dir)
+    if not create and not (folder / "dashboard.sqlite").is_file():
+        raise UserError(
+            f"no dashboard accounts in {folder} (there is no {folder / 'dashboard.sqlite'}): add one with "
+            "`peerwatt dashboard user add`, or give the dashboard's --instance folder"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         accounts = Accounts(folder / "dashboard.sqlite")
@@ -272,7 +325,7 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
 @click.option("--instance", type=click.Path(path_type=Path), default=None)
 def user_list(data_dir: Path, instance: Path | None) -> None:
     """List the accounts."""
-    accounts = _accounts(data_dir, instance)
+    accounts = _accounts(data_dir, instance, create=False)
     for name, role, meters in accounts.users():
         click.echo(f"{name}\t{role}\t{' '.join(meters)}")
     accounts.close()
@@ -286,7 +339,7 @@ def user_remove(data_dir: Path, instance: Path | None, name: str) -> None:
     """Remove an account (its sessions end at once)."""
     from dashboard.accounts import AccountError
 
-    accounts = _accounts(data_dir, instance)
+    accounts = _accounts(data_dir, instance, create=False)
     try:
         accounts.remove_user(name)
     except AccountError as exc:
