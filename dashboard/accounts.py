@@ -275,11 +275,11 @@ class Accounts:
         ok = check_password_hash(stored, password) and row is not None
         if not ok:
             return None  # counted already
-        return self._settle_success(keys[0][0], before, row[0], session_s)
+        return self._settle_success(keys, before, row[0], session_s)
 
-    def _reserve(self, keys: list[tuple[str, str]]) -> int:
+    def _reserve(self, keys: list[tuple[str, str]]) -> dict[str, tuple[int, int, int] | None]:
         """Count an attempt against its keys (account name, address) unless one is locked
-        (RateLimited). Returns the account key's count before this attempt."""
+        (RateLimited). Returns each key's row (failures, last, locked_until) before this attempt."""
         limit = self.rate_limit
         allowed = {"user": limit.per_user, "addr": limit.per_address}
         now = int(self.clock())
@@ -289,13 +289,8 @@ class Accounts:
                 self.conn.execute(
                     "DELETE FROM login_locks WHERE max(last, locked_until) <= ?", (now - limit.window_s,)
                 )
-                rows = {
-                    key: self.conn.execute(
-                        "SELECT failures, locked_until FROM login_locks WHERE key = ?", (key,)
-                    ).fetchone()
-                    for key, _ in keys
-                }
-                locked_until = max((row[1] for row in rows.values() if row is not None), default=0)
+                rows = {key: self._lock_row(key) for key, _ in keys}
+                locked_until = max((row[2] for row in rows.values() if row is not None), default=0)
                 if locked_until > now:
                     self.conn.execute("ROLLBACK")
                     raise RateLimited(locked_until - now)
@@ -312,27 +307,54 @@ class Accounts:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-        user_row = rows[keys[0][0]]
-        return user_row[0] if user_row else 0
+        return rows
 
-    def _settle_success(self, user_key: str, before: int, user_id: int, session_s: int) -> User | None:
-        """A right password: open a session and clear the account's count, unless other attempts
-        of this account reached the limit while it was checked (RateLimited, and this attempt
-        no longer counts: refused attempts do not)."""
+    def _lock_row(self, key: str) -> tuple[int, int, int] | None:
+        row = self.conn.execute(
+            "SELECT failures, last, locked_until FROM login_locks WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _release(self, key: str, before: tuple[int, int, int] | None) -> None:
+        """Take back an attempt's reservation (it turned out no failure): the row as it was if
+        nothing counted since, else one failure fewer (the lock later attempts set stands).
+        Within a transaction."""
+        row = self._lock_row(key)
+        if row is None:
+            return
+        if row[0] == (before[0] if before else 0) + 1:
+            if before is None:
+                self.conn.execute("DELETE FROM login_locks WHERE key = ?", (key,))
+            else:
+                self.conn.execute("INSERT OR REPLACE INTO login_locks VALUES (?, ?, ?, ?)", (key, *before))
+        else:
+            self.conn.execute("UPDATE login_locks SET failures = failures - 1 WHERE key = ?", (key,))
+
+    def _settle_success(
+        self,
+        keys: list[tuple[str, str]],
+        before: dict[str, tuple[int, int, int] | None],
+        user_id: int,
+        session_s: int,
+    ) -> User | None:
+        """A right password: its reservation is taken back, and it opens a session and clears
+        the account's count, unless other attempts of this account reached the limit while it
+        was checked (RateLimited: refused attempts do not count)."""
+        (user_key, _), (addr_key, _) = keys
         now = int(self.clock())
         token = secrets.token_urlsafe(32)
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                row = self.conn.execute(
-                    "SELECT failures, locked_until FROM login_locks WHERE key = ?", (user_key,)
-                ).fetchone()
-                if row is not None and row[0] > before + 1 and row[1] > now:
+                self._release(addr_key, before[addr_key])
+                row = self._lock_row(user_key)
+                counted = before[user_key][0] if before[user_key] else 0
+                if row is not None and row[0] > counted + 1 and row[2] > now:
                     self.conn.execute(
                         "UPDATE login_locks SET failures = failures - 1 WHERE key = ?", (user_key,)
                     )
                     self.conn.execute("COMMIT")
-                    raise RateLimited(row[1] - now)
+                    raise RateLimited(row[2] - now)
                 self.conn.execute(
                     "INSERT INTO sessions VALUES (?, ?, ?, ?)",
                     (_token_hash(token), user_id, now, now + session_s),

@@ -121,3 +121,23 @@ def test_a_right_password_before_the_burst_reached_the_limit_gets_in(accounts, m
     # a success clears the count, as in sequence
     assert [attempt(accounts, "wrong password") for _ in range(4)] == ["wrong"] * 4
     assert attempt(accounts, RIGHT) == "ok"
+
+
+def test_right_passwords_do_not_count_against_the_address(tmp_path):
+    """The reservation of a login that succeeds is taken back: only failures count against an
+    address (a first version of the reservation locked a shared address after 20 logins)."""
+    a = Accounts(
+        tmp_path / "a.sqlite",
+        rate_limit=RateLimit(per_user=5, per_address=3, window_s=86400, lock_s=60, max_lock_s=3600),
+        password_method=TEST_PASSWORD_METHOD,
+    )
+    try:
+        a.add_user("alice", RIGHT, role="admin")
+        assert [attempt(a, RIGHT) for _ in range(10)] == ["ok"] * 10
+        assert [attempt(a, "wrong password") for _ in range(2)] == ["wrong"] * 2
+        assert attempt(a, RIGHT) == "ok"  # the account's count is cleared, the address's is not
+        assert attempt(a, "wrong password") == "wrong"  # the address's third failure: locked
+        assert attempt(a, RIGHT) == "locked"
+        assert attempt(a, RIGHT, address="192.0.2.2") == "ok"
+    finally:
+        a.close()
