@@ -88,41 +88,34 @@ def test_simultaneous_wrong_passwords_check_at_most_five(accounts, monkeypatch):
     assert attempt(accounts, RIGHT) == "locked"
 
 
-def test_a_right_password_in_a_burst_that_reached_the_limit_is_refused(accounts, monkeypatch):
+@pytest.mark.parametrize(
+    "wrong_count, wrong_expected, right_expected",
+    [
+        # 7 wrong ones arrive while the right password is checked: 4 more fit under the limit, the
+        # rest are refused, and so is the right one (the old code let it in, and its success wiped
+        # the count); the account stays locked
+        (7, ["wrong"] * 4 + ["locked"] * 3, "locked"),
+        (3, ["wrong"] * 3, "ok"),  # 4 attempts in all: under the limit, the right one gets in
+    ],
+)
+def test_a_right_password_during_a_burst(accounts, monkeypatch, wrong_count, wrong_expected, right_expected):
     checks = HeldChecks(monkeypatch, hold=lambda password: password == RIGHT)
     result: list[str] = []
     right = threading.Thread(target=lambda: result.append(attempt(accounts, RIGHT)))
     right.start()
     try:
         checks.wait_entered(1)  # the right password is being checked...
-        # ... while 7 wrong ones arrive: 4 more fit under the limit, the rest are refused
-        wrong = [attempt(accounts, "wrong password") for _ in range(7)]
+        wrong = [attempt(accounts, "wrong password") for _ in range(wrong_count)]
     finally:
         checks.release.set()
         right.join(10)
-    assert wrong == ["wrong"] * 4 + ["locked"] * 3
-    assert result == ["locked"]  # the old code let it in, and its success wiped the count
-    assert attempt(accounts, RIGHT) == "locked"  # the account stays locked
-
-
-def test_a_right_password_before_the_burst_reached_the_limit_gets_in(accounts, monkeypatch):
-    checks = HeldChecks(monkeypatch, hold=lambda password: password == RIGHT)
-    result: list[str] = []
-    right = threading.Thread(target=lambda: result.append(attempt(accounts, RIGHT)))
-    right.start()
-    try:
-        checks.wait_entered(1)
-        wrong = [attempt(accounts, "wrong password") for _ in range(3)]
-    finally:
-        checks.release.set()
-        right.join(10)
-    assert wrong == ["wrong"] * 3
-    assert result == ["ok"]  # 4 attempts in all: under the limit
-    # a success clears the count, as in sequence
-    assert [attempt(accounts, "wrong password") for _ in range(4)] == ["wrong"] * 4
-    assert attempt(accounts, RIGHT) == "ok"
-
-
+    assert wrong == wrong_expected
+    assert result == [right_expected]
+    if right_expected == "locked":
+        assert attempt(accounts, RIGHT) == "locked"
+    else:  # a success clears the count, as in sequence
+        assert [attempt(accounts, "wrong password") for _ in range(4)] == ["wrong"] * 4
+        assert attempt(accounts, RIGHT) == "ok"
 def test_right_passwords_do_not_count_against_the_address(tmp_path):
     """The reservation of a login that succeeds is taken back: only failures count against an
     address (a first version of the reservation locked a shared address after 20 logins)."""
