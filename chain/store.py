@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import stat
 import threading
@@ -293,6 +294,9 @@ class Store:
             raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from None
         if not stat.S_ISREG(mode):
             raise StoreError(f"{path} is not a file (a folder?): it should be the node's ledger store")
+        if not readonly and not os.access(path, os.W_OK):
+            # SQLite would open it read-only without a word and fail at the first block
+            raise StoreError(f"{path} is read-only for this user: check the file's owner, mode and mount")
         return cls._connect(path, readonly=readonly, create=False)
 
     @classmethod

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite drives (Debian's mosquitto and chromium) when missing,
 # and what `make deb` and tests/packaging need: Debian's python3 (the package's interpreter),
-# adduser (its postinst) and init-system-helpers (deb-systemd-helper); dpkg-deb comes with dpkg.
+# adduser (its postinst) and init-system-helpers (deb-systemd-helper); dpkg-deb comes with dpkg;
+# e2fsprogs's chattr (tests of files this user may not write, which root can only meet as immutable).
 # As root it uses apt-get; otherwise it prints one line naming what to install and fails.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)  # chattr +i: a file even root may not write
 [ -x /usr/bin/python3 ] && dpkg -S /usr/bin/python3 >/dev/null 2>&1 || missing+=(python3)
 command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || missing+=(adduser)
 [ -x /usr/bin/deb-systemd-helper ] || missing+=(init-system-helpers)

@@ -139,3 +139,23 @@ def test_a_store_the_system_cannot_look_at_is_a_store_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="no ledger store in"):
         Store.open(tmp_path / "file")  # its ledger.sqlite would be inside a file
+
+
+def test_a_store_file_this_user_may_not_write_is_refused_when_opened_to_write(tmp_path):
+    """Found in a QA pass: with ledger.sqlite read-only (its folder writable) `node run` started
+    and would fail at its first block (SQLite opens such a file read-only without a word). An
+    immutable file stands for it here: root may write any mode, not an immutable file."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    Store.create(tmp_path / "n").close()
+    path = tmp_path / "n" / "ledger.sqlite"
+    chattr = require_tool("chattr")
+    subprocess.run([chattr, "+i", str(path)], check=True)
+    try:
+        with pytest.raises(StoreError, match="is read-only for this user"):
+            Store.open(tmp_path / "n")
+        Store.open(tmp_path / "n", readonly=True).close()  # reading it is fine
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
