@@ -116,6 +116,11 @@ def propose(
         _propose_on_node(side, action, parsed, days=days, note=note, wait_s=wait_s)
         return
     if key_file is None or community is None:
+        if config_file is not None or data_dir is not None:  # with --out: signed here, not published
+            raise UserError(
+                "--out signs the proposal here without publishing it, and takes --key and --community "
+                "(not the node's): give both, or drop --out to publish through the node"
+            )
         raise UserError("without a node (-c node.toml or --data) give --key and --community (and --out)")
     now = int(time.time())
     body = {"action": action, "args": parsed, "deadline": now + days * 86400}

@@ -238,6 +238,17 @@ def test_a_broker_that_is_down_is_one_line_without_retrying(validator):
     assert "retrying" not in r.stderr
 
 
+def test_gov_propose_with_a_node_and_out_names_what_out_takes(tmp_path, validator):
+    """Found in a QA pass: `gov propose -c node.toml ... --out p.json` said 'without a node
+    (-c node.toml or --data) give --key and --community', though a node was given."""
+    r = peerwatt(
+        "gov", "propose", "-c", str(validator / "node.toml"), "--action", "set_param",
+        "--arg", "name=max_orders_per_interval", "--arg", "value=3", "--out", str(tmp_path / "p.json"),
+    )  # fmt: skip
+    one_line_error(r, "--out signs the proposal here without publishing it", "drop --out")
+    assert "without a node" not in r.stderr and not (tmp_path / "p.json").exists()
+
+
 def test_broker_config_refuses_values_that_are_not_one_word(tmp_path, validator):
     """Found in a QA pass: --bind $'1.2.3.4\\ninclude_dir /tmp/evil' exited 0 and wrote an
     include_dir line into mosquitto.conf; --bind 'x y' wrote 'listener 8883 x y'; a new line in
