@@ -58,6 +58,10 @@ ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
 NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
+# refusals at intake that only say the ledger's time has not reached the message yet (this
+# device's clock is ahead): kept and resent, unlike a refusal for good (a QA pass: a clock 2 min
+# ahead lost every reading, refused as too early and then forgotten)
+NOT_YET = ("reading_too_early", "from_future")
 # Between interval ends, a poll whose counters merely moved on keeps them in memory: the counters
 # and the open intervals' energy are written together (one synced transaction) at every interval
 # end, at once on a counter event, with every heartbeat's status, at stop, and at least every
@@ -890,6 +894,13 @@ class Agent:
             while len(self._refusals) > MAX_REFUSALS_HEARD:  # the oldest heard first
                 del self._refusals[next(iter(self._refusals))]
         if not agreed:
+            return
+        if notice.refused in NOT_YET:  # refused for now, not for good: sent again
+            self._alarm(
+                f"ALARM: the ledger refused message(s) {agreed[:10]} as {notice.refused}: this device's "
+                "clock is ahead of the validators' (check its time sync: timedatectl); they stay in the "
+                "outbox and are sent again until the ledger takes them"
+            )
             return
         self._refused(agreed, notice.refused, f"refused message(s) {agreed[:10]}")
         self._forget(agreed)

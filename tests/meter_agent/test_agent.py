@@ -513,6 +513,39 @@ def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path,
     assert said == [f"{booked_as}: interval_closed"]
 
 
+def test_a_reading_refused_as_too_early_is_kept_and_sent_again(setup):
+    """Found in a QA pass: an agent whose clock ran 2 minutes ahead (within the 5 minutes the docs
+    allow) signed each reading before the interval had ended by the validators' clocks; the ledger
+    refused it as reading_too_early, the agent forgot it, and 1,059 Wh of import were never booked
+    (4 trades unsettled). Such a refusal says 'not yet', not 'never': the agent keeps the message,
+    sends the same bytes again, and raises an alarm about its clock."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 200)  # past an interval's end: a reading is signed
+    readings = {json.loads(p)["seq"]: p for t, p in seen if "/readings/" in t}
+    assert readings
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+
+    def refuse(seqs: list[int], reason: str, seq: int) -> None:
+        notice = sign_notice(c.validators[0].key, community=c.community, meter=meter.id, seqs=seqs,
+                             created=0, seq=seq, refused=reason)  # fmt: skip
+        sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+
+    refuse(sorted(readings), "reading_too_early", 1)
+    kept = {s for s, _t, _p in agent.outbox.messages(sorted(readings))}
+    assert kept == set(readings)  # the old code forgot them
+    assert any("clock is ahead" in a for a in agent.status()["alarms"]), agent.status()["alarms"]
+    agent.confirm_after_s = 0.0
+    before = len(seen)
+    run(agent, sim, 1)
+    resent = [p for t, p in seen[before:] if "/readings/" in t]
+    assert set(readings.values()) <= set(resent)  # the very bytes, sent again
+    refuse(sorted(readings), "expired", 2)  # a refusal for good still makes it forget
+    assert not {s for s, _t, _p in agent.outbox.messages(sorted(readings))}
+
+
 def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, caplog):
     """Another agent with a copy of this meter's key (or an older copy of its state) sent newer
     seqs: the ledger refuses this agent's as older than its window, for good. Found in a QA pass:
