@@ -177,7 +177,10 @@ class MarketApp:
         if interval % p["interval_s"]:
             raise Rejected("interval_not_aligned", f"interval must be a multiple of {p['interval_s']} s")
         if interval + p["interval_s"] > ctx.time + 60:
-            raise Rejected("reading_too_early", "a reading is for an interval that has ended")
+            raise Rejected(
+                "reading_too_early",
+                "its interval has not ended yet (readings count from 60 s before the end)",
+            )
         oldest = ctx.time - p["correction_window_intervals"] * p["interval_s"]
         if interval < oldest:
             raise Rejected("reading_too_old", "the interval is outside the correction window")
