@@ -20,6 +20,14 @@ Following docs/meters.md, ``EnergyCounters.update()``:
   glitch never confirmed within that is never signed.) A one-off glitch that returns
   to the old level is thereby ignored, and a real reset is never smoothed over: the readings in
   between stay unavailable and the events say why.
+* follows a clock set back (NTP correcting a clock that ran ahead): a reading older than the
+  track's latest one re-anchors the track's times on the new clock as if no time had passed since
+  that latest reading (the time that really passed is unknown; assuming none is the strict side:
+  a bound is never wider and a confirmation never sooner than on the old clock). A counter that
+  did not move is thereby never ``counter_backwards``, one that moved plausibly is energy as
+  usual, and a drop or a jump is still suspect. (A QA pass: after a clock 120 s ahead was set
+  back, an unchanged counter was flagged ``counter_backwards: export_wh 407142 -> 407142``, the
+  other ``counter_jump``, and the reading withheld: the bound was built from the future times.)
 * reports a changed meter serial as ``serial_changed`` and restarts both counters from the new
   meter's readings (no energy is booked across the swap).
 
@@ -97,6 +105,9 @@ class _Track:
     # the time of the first of the consecutive readings of 0 since the last good one (not
     # persisted: a restart waits zero_confirm_s again)
     zero_since: int | None = None
+    # the time of the latest usable reading of this track (not persisted: after a restart the
+    # saved time and candidate_time stand in for it); a reading before it means the clock went back
+    last_time: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return {
@@ -247,6 +258,29 @@ class EnergyCounters:
         here = value * 3600 - self.max_power_w * time
         return here if track.ceiling is None else min(track.ceiling, here)
 
+    def _follow_clock(self, track: _Track, time: int) -> None:
+        """Re-anchor ``track`` on the clock of a reading at ``time``: when it is older than the
+        track's latest reading, the clock was set back, and every time the track holds moves back
+        by the same step (as if no time had passed since the latest reading), the ceiling with
+        them; the readings keep their spacing, so no bound widens and no confirmation comes
+        sooner."""
+        times = [t for t in (track.last_time, track.time, track.candidate_time) if t is not None]
+        latest = max(times, default=time)
+        track.last_time = time
+        if time >= latest:
+            return
+        step = latest - time
+        if track.time is not None:
+            track.time = max(track.time - step, 0)
+        if track.candidate_time is not None:
+            track.candidate_time = max(track.candidate_time - step, 0)
+        if track.candidate_since is not None:
+            track.candidate_since = max(track.candidate_since - step, 0)
+        if track.zero_since is not None:
+            track.zero_since = max(track.zero_since - step, 0)
+        if track.ceiling is not None:
+            track.ceiling += self.max_power_w * step
+
     def _step(self, name: str, time: int, value: int | None, events: list[CounterEvent]) -> CounterDelta:
         track = self._tracks[name]
         if value is None:
@@ -254,6 +288,7 @@ class EnergyCounters:
         if track.value is None or track.time is None:
             self._tracks[name] = _Track(value=value, time=time)
             return CounterDelta(None, None, "first")
+        self._follow_clock(track, time)
         if value == 0 and track.value > 0:
             if track.zero_since is None:
                 track.zero_since = time

@@ -185,3 +185,67 @@ def test_a_new_level_is_adopted_only_after_confirm_s_at_it():
     assert updates[3].import_wh.energy_wh == 2  # from the old level: the glitch is over
     held = feed(c, [(20, 9_000, 0), (50, 9_001, 0), (80, 9_002, 0)])
     assert [u.import_wh.status for u in held] == ["suspect", "suspect", "rebased"]  # 60 s at it
+
+
+def test_unchanged_counter_after_clock_went_back_is_not_backwards():
+    """Found in a QA pass: after NTP set back a clock that ran 120 s ahead, an unchanged counter
+    was flagged counter_backwards (407142 -> 407142), the other counter_jump, and the reading
+    withheld: the bound built from the readings' (future) times refused the present. The QA's
+    repro: a counter that did not move is never 'backwards'."""
+    c = EnergyCounters()
+    t = 1_796_588_000
+    for i in range(5):
+        c.update(t + 120 + i, 1_000_000 + i, 407_142)  # clock 120 s ahead
+    u = c.update(t + 65, 1_000_010, 407_142)  # after the NTP correction
+    assert not u.events, u.events
+    assert (u.import_wh.status, u.import_wh.energy_wh) == ("ok", 6)
+    assert (u.export_wh.status, u.export_wh.energy_wh) == ("ok", 0)
+    assert c.baseline("import_wh") == (1_000_010, t + 65)
+    # the readings after it, on the corrected clock, are energy as usual
+    after = [c.update(t + 65 + 5 * i, 1_000_010 + 3 * i, 407_142 + i) for i in range(1, 30)]
+    assert all(a.events == () and a.import_wh.status == a.export_wh.status == "ok" for a in after)
+    assert sum(a.import_wh.energy_wh for a in after) == 3 * 29
+
+
+def test_a_clock_set_back_does_not_hide_a_glitch():
+    """After the clock went back, the counters are checked against their last readings as if no
+    time had passed (the time that really passed is unknown): a drop is still backwards, a rise
+    beyond what the elapsed time allows still a jump, and a one-step-per-poll counter still a
+    jump; a glitch pending at the step is confirmed only by readings over confirm_s on the new
+    clock."""
+    c = EnergyCounters(max_power_w=10_000, resolution_wh=100)
+    feed(c, [(300, 10_000, 5_000), (305, 10_001, 5_000)])
+    (back,) = feed(c, [(100, 9_990, 5_500)])  # clock set back 205 s
+    assert [(e.kind, e.counter) for e in back.events] == [
+        ("counter_backwards", "import_wh"),
+        ("counter_jump", "export_wh"),
+    ]
+    assert back.import_wh.status == back.export_wh.status == "suspect"
+    (ok,) = feed(c, [(105, 10_002, 5_001)])  # the glitch is over
+    assert ok.events == () and (ok.import_wh.energy_wh, ok.export_wh.energy_wh) == (1, 1)
+    # a counter rising a step every poll across a clock step is still a jump
+    steps = [c.update(T0 + 110 + 5 * i, 10_002, 5_101 + 100 * i) for i in range(3)]
+    steps += [c.update(T0 + 50, 10_002, 5_401)]
+    assert [e.kind for u in steps for e in u.events] == ["counter_jump"]
+    # a pending candidate is not confirmed by the time the clock lost
+    c = EnergyCounters(confirm_s=60)
+    pending = feed(c, [(0, 10_000, 0), (100, 9_000, 0), (40, 9_001, 0), (70, 9_002, 0), (101, 9_003, 0)])
+    assert [u.import_wh.status for u in pending] == ["first", "suspect", "suspect", "suspect", "rebased"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_honest_counter_is_never_suspect_when_the_clock_is_set_back(seed):
+    """A clock that jumps ahead and is set back again (NTP) never makes an honest counter suspect."""
+    import random
+
+    rng = random.Random(seed)
+    c = EnergyCounters(max_power_w=10_000, resolution_wh=100)
+    true_wh, t, offset = 12_345.0, T0, 0
+    for _ in range(2000):
+        t += 5
+        true_wh += rng.uniform(0, 5_000) * 5 / 3600
+        if rng.random() < 0.01:
+            offset = rng.choice([0, 0, 60, 120, 600])  # ahead, or corrected
+        update = c.update(t + offset, int(true_wh // 100 * 100), 7)
+        assert update.events == (), update
+        assert update.import_wh.status in ("ok", "first") and update.export_wh.status in ("ok", "first")
