@@ -421,10 +421,13 @@ def write_config(
     run_user: str = "mosquitto",
     force: bool = False,
     generator: str = BY_BROKER_CONFIG,
-) -> ConfigResult:
+    check_only: bool = False,
+) -> ConfigResult | tuple[str, str]:
     """Write mosquitto.conf, the ACL, the systemd drop-in (and with ``auth="password"`` the
     password file and credentials/) for these accounts; UserError (one line) on a bad combination,
-    or when mosquitto.conf or the drop-in was changed since it was written (unless ``force``)."""
+    or when mosquitto.conf or the drop-in was changed since it was written (unless ``force``).
+    ``check_only``: only those checks, writing nothing; returns the two files' texts (unstamped),
+    by which a caller checks copies of them too before it writes anything else."""
     check_values(
         bind=bind,
         run_user=run_user,
@@ -472,6 +475,8 @@ def write_config(
     if not force:  # before anything is written
         check_unchanged(out_dir / CONF_NAME, conf)
         check_unchanged(dropin, dropin_body)
+    if check_only:
+        return conf, dropin_body
     make_dir(out_dir)
     shared = [out_dir / ACL_NAME]
     (out_dir / ACL_NAME).write_text(acl_text(community, accounts))

@@ -347,6 +347,7 @@ def broker_files(
         BY_COMMUNITY,
         CONF_NAME,
         DROPIN_DIR,
+        check_unchanged,
         left_out_line,
         load_registry,
         select_accounts,
@@ -385,13 +386,7 @@ def broker_files(
     # a meter the ledger revoked (or whose owner left) loses its certificate too
     revoke = tuple(kid for kid in sorted(registry.left_out) if (clients / f"{kid}.crt").exists())
     revoke += tuple(name for name in revoke_accounts if (clients / f"{name}.crt").exists())
-    certs = make_certs(
-        certs_dir, community=community_id, hosts=hosts, accounts=accounts, revoke=revoke, run_user="mosquitto"
-    )
-    config = write_config(
-        broker_dir,
-        community_id,
-        accounts,
+    options = dict(
         etc_dir=layout.broker_etc,
         persistence_dir=layout.persistence,
         auth="cert",
@@ -399,7 +394,16 @@ def broker_files(
         run_user="mosquitto",
         generator=BY_COMMUNITY,
     )
+    # before anything is written: mosquitto.conf and the drop-in, here and in the copies for the
+    # broker machine, unchanged since they were written (an operator's edits are not overwritten)
+    conf, dropin = write_config(broker_dir, community_id, accounts, check_only=True, **options)
     etc = layout.out / BROKER_ETC
+    check_unchanged(etc / CONF_NAME, conf)
+    check_unchanged(etc / DROPIN_DIR / "peerwatt.conf", dropin)
+    certs = make_certs(
+        certs_dir, community=community_id, hosts=hosts, accounts=accounts, revoke=revoke, run_user="mosquitto"
+    )
+    config = write_config(broker_dir, community_id, accounts, **options)
     make_dir(etc / "certs")
     make_dir(etc / DROPIN_DIR)
     copies = [CONF_NAME, ACL_NAME, f"{DROPIN_DIR}/peerwatt.conf"]

@@ -257,4 +257,19 @@ def test_add_meter_refuses_what_it_cannot_do_whole_and_changes_nothing(tmp_path)
     (tmp_path / "file").write_text("")
     before = snapshot(out)
     assert "is a file, not a folder" in refused("--out", str(tmp_path / "file" / "hh"))
+    # an operator's edit of mosquitto.conf or the drop-in, here or in the broker machine's copies
+    # (the QA re-check: an edit in broker-etc/ was overwritten in silence; one in broker/ was
+    # refused only after the new certificate and the CRL were written)
+    for edited in (
+        "broker/mosquitto.conf",
+        "broker-etc/mosquitto.conf",
+        "broker/mosquitto.service.d/peerwatt.conf",
+        "broker-etc/mosquitto.service.d/peerwatt.conf",
+    ):
+        path = out / edited
+        text = path.read_text()
+        path.write_text(text + "# my edit\n")
+        before = snapshot(out)
+        assert f"{path} was changed since" in refused(), edited
+        path.write_text(text)
     assert peerwatt("community", "add-meter", "--dir", str(out), str(request)).returncode == 0
