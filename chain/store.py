@@ -297,6 +297,11 @@ class Store:
         if not readonly and not os.access(path, os.W_OK):
             # SQLite would open it read-only without a word and fail at the first block
             raise StoreError(f"{path} is read-only for this user: check the file's owner, mode and mount")
+        if not readonly and not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"{path.parent} is read-only for this user (the store writes its -wal and -shm files "
+                "there): check the folder's owner, mode and mount"
+            )
         return cls._connect(path, readonly=readonly, create=False)
 
     @classmethod

@@ -159,3 +159,10 @@ def test_a_store_file_this_user_may_not_write_is_refused_when_opened_to_write(tm
         Store.open(tmp_path / "n", readonly=True).close()  # reading it is fine
     finally:
         subprocess.run([chattr, "-i", str(path)], check=True)
+    # a folder it may not write in (a read-only mount gave 'unable to open database file')
+    subprocess.run([chattr, "+i", str(path.parent)], check=True)
+    try:
+        with pytest.raises(StoreError, match="n is read-only for this user .*-wal and -shm"):
+            Store.open(tmp_path / "n")
+    finally:
+        subprocess.run([chattr, "-i", str(path.parent)], check=True)
