@@ -15,10 +15,11 @@ after the last failure or the end of the last lock; a successful login clears it
 count. Names that are no account are counted and locked exactly like real ones, so a failed
 login never tells whether an account exists.
 
-Each attempt is counted before its password is checked (in one transaction with the lock check)
-and the count is cleared only by a success, so simultaneous attempts cannot get more passwords
-checked than the limit allows; a right password whose account reached the limit through other
-attempts while it was being checked is refused (tests/dashboard/test_lockout_concurrent.py).
+Each attempt is counted before its password is checked (in one transaction with the lock check),
+so simultaneous attempts cannot get more passwords checked than the limit allows. A success gives
+back its own reservation only: it forgets the failures counted before it, and keeps those counted
+while it was being checked; it is refused only when those other failures alone locked the account
+(tests/dashboard/test_lockout_concurrent.py).
 """
 
 from __future__ import annotations
@@ -264,9 +265,8 @@ class Accounts:
         The attempt is counted (reserved) before its password is checked, in one transaction with
         the lock check, so simultaneous attempts cannot get more than the limit's passwords
         checked: the one that reaches the limit sets the lock, and later ones are refused while
-        the first are still being checked. A right password keeps the count only if no other
-        attempt of its account reached the limit while it was checked (else it is refused like
-        any attempt on a locked account); otherwise its success clears its account's count."""
+        the first are still being checked. A right password then gives back its own reservation
+        (``_settle_success``)."""
         keys = _lock_keys(name, address)
         before = self._reserve(keys)
         with self.lock:
@@ -315,20 +315,28 @@ class Accounts:
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
-    def _release(self, key: str, before: tuple[int, int, int] | None) -> None:
-        """Take back an attempt's reservation (it turned out no failure): the row as it was if
-        nothing counted since, else one failure fewer (the lock later attempts set stands).
-        Within a transaction."""
+    def _without_own(self, key: str, kind: str, before: tuple[int, int, int] | None):
+        """The row of ``key`` with this attempt's reservation taken back: (row now, failures
+        counted after it, the row without it). The lock is what the other failures alone set
+        (``last`` + the lock for one failure fewer): a lock this reservation's count made,
+        which refused attempts meanwhile, goes with it. None if the row is gone."""
         row = self._lock_row(key)
         if row is None:
-            return
-        if row[0] == (before[0] if before else 0) + 1:
-            if before is None:
-                self.conn.execute("DELETE FROM login_locks WHERE key = ?", (key,))
-            else:
-                self.conn.execute("INSERT OR REPLACE INTO login_locks VALUES (?, ?, ?, ?)", (key, *before))
+            return None
+        counted = before[0] if before else 0
+        later = max(row[0] - counted - 1, 0)
+        if later == 0 and row[0] == counted + 1:
+            return row, 0, before  # nothing counted since: the row as it was
+        failures = row[0] - 1
+        allowed = self.rate_limit.per_user if kind == "user" else self.rate_limit.per_address
+        lock = self.rate_limit.lock_for(failures, allowed)
+        return row, later, (failures, row[1], row[1] + lock if lock else 0)
+
+    def _put_row(self, key: str, row: tuple[int, int, int] | None) -> None:
+        if row is None or row[0] <= 0:
+            self.conn.execute("DELETE FROM login_locks WHERE key = ?", (key,))
         else:
-            self.conn.execute("UPDATE login_locks SET failures = failures - 1 WHERE key = ?", (key,))
+            self.conn.execute("INSERT OR REPLACE INTO login_locks VALUES (?, ?, ?, ?)", (key, *row))
 
     def _settle_success(
         self,
@@ -337,29 +345,36 @@ class Accounts:
         user_id: int,
         session_s: int,
     ) -> User | None:
-        """A right password: its reservation is taken back, and it opens a session and clears
-        the account's count, unless other attempts of this account reached the limit while it
-        was checked (RateLimited: refused attempts do not count)."""
-        (user_key, _), (addr_key, _) = keys
+        """A right password: it gives back its own reservation (on the account and the address),
+        and only its own: failures counted after it, while it was checked, stay counted. It opens
+        a session and forgets the account's failures counted before it, unless the failures of
+        other attempts alone locked the account meanwhile (RateLimited, and its reservation is
+        taken back: refused attempts do not count). A lock its own reservation made goes."""
+        (user_key, user_kind), (addr_key, addr_kind) = keys
         now = int(self.clock())
         token = secrets.token_urlsafe(32)
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self._release(addr_key, before[addr_key])
-                row = self._lock_row(user_key)
-                counted = before[user_key][0] if before[user_key] else 0
-                if row is not None and row[0] > counted + 1 and row[2] > now:
-                    self.conn.execute(
-                        "UPDATE login_locks SET failures = failures - 1 WHERE key = ?", (user_key,)
-                    )
-                    self.conn.execute("COMMIT")
-                    raise RateLimited(row[2] - now)
+                addr = self._without_own(addr_key, addr_kind, before[addr_key])
+                if addr is not None:
+                    self._put_row(addr_key, addr[2])
+                user = self._without_own(user_key, user_kind, before[user_key])
+                if user is not None:
+                    _, later, others = user
+                    if later and others is not None and others[2] > now:
+                        self._put_row(user_key, others)
+                        self.conn.execute("COMMIT")
+                        raise RateLimited(others[2] - now)
+                    if later:  # failures counted while it was checked stay (their own lock, if any)
+                        lock = self.rate_limit.lock_for(later, self.rate_limit.per_user)
+                        self._put_row(user_key, (later, user[0][1], user[0][1] + lock if lock else 0))
+                    else:
+                        self._put_row(user_key, None)
                 self.conn.execute(
                     "INSERT INTO sessions VALUES (?, ?, ?, ?)",
                     (_token_hash(token), user_id, now, now + session_s),
                 )
-                self.conn.execute("DELETE FROM login_locks WHERE key = ?", (user_key,))
                 self.conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
                 self.conn.execute("COMMIT")
             except RateLimited:

@@ -89,16 +89,27 @@ def test_simultaneous_wrong_passwords_check_at_most_five(accounts, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "wrong_count, wrong_expected, right_expected",
+    "failed_before, wrong_count, wrong_expected, wrong_after",
     [
-        # 7 wrong ones arrive while the right password is checked: 4 more fit under the limit, the
-        # rest are refused, and so is the right one (the old code let it in, and its success wiped
-        # the count); the account stays locked
-        (7, ["wrong"] * 4 + ["locked"] * 3, "locked"),
-        (3, ["wrong"] * 3, "ok"),  # 4 attempts in all: under the limit, the right one gets in
+        # 7 wrong ones arrive while the right password is checked: 4 more fit under the limit (the
+        # right one's reservation is the 5th and locks), the rest are refused. The right one gets
+        # in: the others alone made 4 failures. Its success keeps those 4 (the code before this
+        # test deleted the account's count, wrong ones checked during it included): one more
+        # wrong password locks
+        (0, 7, ["wrong"] * 4 + ["locked"] * 3, ["wrong", "locked"]),
+        # 3 arrive during the check: kept, 2 more wrong ones fit (the old code let 3 + 5 be checked)
+        (0, 3, ["wrong"] * 3, ["wrong", "wrong", "locked"]),
+        # QA: after 3 failures, a right password and one wrong one during its check: the right one
+        # reached the limit with its own reservation, not the others (4): it gets in (the old
+        # code answered 429 and left the account locked at 4 failures). The 3 before are
+        # forgotten, the one during it is kept
+        (3, 1, ["wrong"], ["wrong"] * 4 + ["locked"]),
     ],
 )
-def test_a_right_password_during_a_burst(accounts, monkeypatch, wrong_count, wrong_expected, right_expected):
+def test_a_right_password_during_a_burst(
+    accounts, monkeypatch, failed_before, wrong_count, wrong_expected, wrong_after
+):
+    assert [attempt(accounts, "wrong password") for _ in range(failed_before)] == ["wrong"] * failed_before
     checks = HeldChecks(monkeypatch, hold=lambda password: password == RIGHT)
     result: list[str] = []
     right = threading.Thread(target=lambda: result.append(attempt(accounts, RIGHT)))
@@ -110,27 +121,66 @@ def test_a_right_password_during_a_burst(accounts, monkeypatch, wrong_count, wro
         checks.release.set()
         right.join(10)
     assert wrong == wrong_expected
-    assert result == [right_expected]
-    if right_expected == "locked":
-        assert attempt(accounts, RIGHT) == "locked"
-    else:  # a success clears the count, as in sequence
-        assert [attempt(accounts, "wrong password") for _ in range(4)] == ["wrong"] * 4
-        assert attempt(accounts, RIGHT) == "ok"
-def test_right_passwords_do_not_count_against_the_address(tmp_path):
-    """The reservation of a login that succeeds is taken back: only failures count against an
-    address (a first version of the reservation locked a shared address after 20 logins)."""
+    assert result == ["ok"]
+    # at most 5 wrong passwords checked in a row before the lock (the right one's forgets those
+    # counted before it)
+    after = [attempt(accounts, "wrong password") for _ in range(len(wrong_after))]
+    assert after == wrong_after
+    assert wrong.count("wrong") + after.count("wrong") == 5
+    assert attempt(accounts, RIGHT) == "locked"
+
+
+def test_a_right_password_is_refused_when_the_others_alone_locked(accounts, monkeypatch):
+    """The lock another attempts' failures set without the right one's reservation stands: here
+    the lock the 5 failures set expires while the right password is still being checked, and 5
+    further ones lock again (a clock the test moves)."""
+    clock = [1_750_000_000]
+    accounts.clock = lambda: clock[0]
+    checks = HeldChecks(monkeypatch, hold=lambda password: password == RIGHT)
+    result: list[str] = []
+    right = threading.Thread(target=lambda: result.append(attempt(accounts, RIGHT)))
+    right.start()
+    try:
+        checks.wait_entered(1)
+        first = [attempt(accounts, "wrong password") for _ in range(5)]
+        clock[0] += 61  # the first lock (60 s) is over
+        second = [attempt(accounts, "wrong password") for _ in range(2)]
+    finally:
+        checks.release.set()
+        right.join(10)
+    assert first == ["wrong"] * 4 + ["locked"]
+    # the others: 4 + 1 = 5 failures, locked from the 6th attempt's time for 60 s
+    assert second == ["wrong", "locked"]
+    assert result == ["locked"]
+    assert attempt(accounts, RIGHT) == "locked"
+    clock[0] += 61
+    assert attempt(accounts, RIGHT) == "ok"
+
+
+def test_the_address_keeps_only_the_failures_of_others(tmp_path, monkeypatch):
+    """A right password gives back its reservation on the address too, and the lock it made
+    with it (here: 1 failure, the right one, 1 failure during its check: 2 failures of others,
+    under the address's limit of 3)."""
     a = Accounts(
         tmp_path / "a.sqlite",
-        rate_limit=RateLimit(per_user=5, per_address=3, window_s=86400, lock_s=60, max_lock_s=3600),
+        rate_limit=RateLimit(per_user=1000, per_address=3, window_s=86400, lock_s=60, max_lock_s=3600),
         password_method=TEST_PASSWORD_METHOD,
     )
     try:
         a.add_user("alice", RIGHT, role="admin")
-        assert [attempt(a, RIGHT) for _ in range(10)] == ["ok"] * 10
-        assert [attempt(a, "wrong password") for _ in range(2)] == ["wrong"] * 2
-        assert attempt(a, RIGHT) == "ok"  # the account's count is cleared, the address's is not
-        assert attempt(a, "wrong password") == "wrong"  # the address's third failure: locked
+        assert attempt(a, "wrong password") == "wrong"
+        checks = HeldChecks(monkeypatch, hold=lambda password: password == RIGHT)
+        result: list[str] = []
+        right = threading.Thread(target=lambda: result.append(attempt(a, RIGHT)))
+        right.start()
+        try:
+            checks.wait_entered(1)
+            during = attempt(a, "wrong password")
+        finally:
+            checks.release.set()
+            right.join(10)
+        assert (during, result) == ("wrong", ["ok"])
+        assert attempt(a, "wrong password") == "wrong"  # the third failure of the address locks
         assert attempt(a, RIGHT) == "locked"
-        assert attempt(a, RIGHT, address="192.0.2.2") == "ok"
     finally:
         a.close()
