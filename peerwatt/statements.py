@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import cache
+from importlib import resources
+from itertools import permutations
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -275,6 +278,67 @@ BILLING_TABLES: dict[str, tuple[str, ...]] = {
 }
 BILLING_KEYS = ("currency", *BILLING_TABLES)
 _CURRENCY = re.compile(r"[A-Z]{3}")  # an ISO 4217 alphabetic code
+_RATE = re.compile(r"([0-9]+)(?:\.([0-9]{0,2}))?")  # ASCII digits only: str.isdigit takes '²' and '٢'
+# the highest VAT rate billing.toml takes, in basis points: the highest standard rate anywhere is 27 %
+# (Hungary), so a higher one is a typo ("200" for "20.0", "77" for "7.7"), and an issued statement
+# never changes (found in a QA pass: 1000 % issued 50.71 VAT on 0.51 net). docs/billing.md
+VAT_MAX_BP = 3000
+CURRENCIES_FILE = "data/iso4217.txt"  # in this package: the active ISO 4217 codes billed in
+
+
+@cache
+def currencies() -> frozenset[str]:
+    """The active ISO 4217 currency codes a community may bill in (peerwatt/data/iso4217.txt)."""
+    text = resources.files("peerwatt").joinpath(CURRENCIES_FILE).read_text(encoding="utf-8")
+    return frozenset(
+        line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+def _close_codes(code: str) -> list[str]:
+    """Active codes a typo of ``code`` may have meant: its letters in another order first ("ERU":
+    EUR), then one letter changed; at most three."""
+    codes = currencies()
+    swapped = sorted({"".join(p) for p in permutations(code)} & codes)
+    changed = sorted(c for c in codes if sum(a != b for a, b in zip(c, code, strict=True)) == 1)
+    return list(dict.fromkeys(swapped + changed))[:3]
+
+
+def check_currency(currency: Any, path: Path) -> str:
+    """``currency`` if it is an active ISO 4217 code, else BillingError naming it and the file."""
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise BillingError(
+            f'{path}: currency {currency!r} must be an ISO 4217 code, three capital letters like "EUR"'
+        )
+    if currency not in currencies():
+        close = _close_codes(currency)
+        hint = "did you mean " + " or ".join(f'"{c}"' for c in close) + "? " if close else ""
+        raise BillingError(
+            f"{path}: currency {currency!r} is not an active ISO 4217 currency code ({hint}the codes "
+            f"are in peerwatt/{CURRENCIES_FILE}; docs/billing.md)"
+        )
+    return currency
+
+
+def vat_rate_bp(rate: Any, path: Path) -> int:
+    """``[vat] rate_percent`` ("20", "7.7") in basis points, within 0 to VAT_MAX_BP; BillingError."""
+    if not isinstance(rate, str):
+        raise BillingError(f'{path}: vat.rate_percent must be a string like "20" or "7.7"')
+    match = _RATE.fullmatch(rate)
+    if match is None:
+        raise BillingError(
+            f"{path}: vat.rate_percent {rate!r} must be a number of percent with at most two decimals, "
+            'e.g. "20" or "7.7"'
+        )
+    whole, frac = match.groups()
+    rate_bp = int(whole) * 100 + int(((frac or "") + "00")[:2])
+    if rate_bp > VAT_MAX_BP:
+        raise BillingError(
+            f"{path}: vat.rate_percent {rate!r} is above {VAT_MAX_BP // 100} %, the highest VAT rate "
+            'billing.toml takes (the highest standard rate anywhere is 27 %): a typo? write e.g. "20" '
+            'or "7.7" (docs/billing.md)'
+        )
+    return rate_bp
 
 
 def check_billing_keys(doc: dict[str, Any], path: Path) -> None:
@@ -327,20 +391,11 @@ def load_config(billing_dir: Path) -> BillingConfig:
             f"{path}: vat must be a table: [vat] with charged, rate_percent, note (docs/billing.md)"
         )
     charged = vat.get("charged", False)
-    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
-        raise BillingError(
-            f'{path}: currency {currency!r} must be an ISO 4217 code, three capital letters like "EUR"'
-        )
+    check_currency(currency, path)
     if not isinstance(charged, bool):
         raise BillingError(f"{path}: vat.charged must be true or false")
     if charged:
-        rate = vat.get("rate_percent")
-        if not isinstance(rate, str):
-            raise BillingError(f'{path}: vat.rate_percent must be a string like "20" or "7.7"')
-        whole, _, frac = rate.partition(".")
-        if not (whole.isdigit() and (frac == "" or (frac.isdigit() and len(frac) <= 2))):
-            raise BillingError(f'{path}: vat.rate_percent {rate!r}: at most two decimals, e.g. "7.7"')
-        rate_bp = int(whole) * 100 + int((frac + "00")[:2])
+        rate_bp = vat_rate_bp(vat.get("rate_percent"), path)
         return BillingConfig(currency, VatSetting(True, rate_bp, str(vat.get("note", ""))))
     note = vat.get("note")
     if not isinstance(note, str) or not note:

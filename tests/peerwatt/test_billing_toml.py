@@ -88,3 +88,82 @@ def test_statements_with_a_misspelt_currency_issue_nothing(tmp_path, market):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "currancy" in r.stderr and str(billing / "billing.toml") in r.stderr, r.stderr
     assert os.listdir(billing) == ["billing.toml"] and not (tmp_path / "s").exists()
+
+
+# -- the VAT rate is bounded, the currency an active ISO 4217 code (found in a QA pass: a 1000 % VAT
+# rate issued statements with 50.71 VAT on 0.51 net, and the made-up currency "ERU" passed the
+# [A-Z]{3} check; issued statements never change, so such a typo was permanent)
+
+VAT_ON = '[vat]\ncharged = true\nrate_percent = "{rate}"\nnote = "VAT no. ATU12345678"\n'
+
+
+@pytest.mark.parametrize("rate", ["1000", "100", "30.01", "77", "200.5"])
+def test_a_vat_rate_above_the_bound_is_refused(tmp_path, rate):
+    refused(tmp_path, 'currency = "EUR"\n' + VAT_ON.format(rate=rate), "vat.rate_percent", rate, "30")
+
+
+@pytest.mark.parametrize("rate", ["\u00b2", "\u0662\u0660", "2\u00b2", "-5", "+20", " 20", "20.5.", ".5"])
+def test_a_vat_rate_in_other_digits_or_signs_is_refused(tmp_path, rate):
+    """str.isdigit took '²' (int() then raised ValueError: a traceback) and Arabic-Indic '٢٠' (20)."""
+    refused(tmp_path, 'currency = "EUR"\n' + VAT_ON.format(rate=rate), "vat.rate_percent")
+
+
+@pytest.mark.parametrize("rate, bp", [("0", 0), ("7.7", 770), ("25.5", 2550), ("27", 2700), ("30", 3000)])
+def test_a_vat_rate_within_the_bound_loads(tmp_path, rate, bp):
+    (tmp_path / "billing.toml").write_text('currency = "EUR"\n' + VAT_ON.format(rate=rate))
+    assert load_config(tmp_path).vat.rate_bp == bp
+
+
+@pytest.mark.parametrize(
+    "currency",
+    [
+        "ERU", "EUE", "ABC", "QQQ",  # no such code
+        "HRK", "DEM", "ANG",  # withdrawn (Croatia's kuna 2023, the Mark 2002, the Antillean guilder 2025)
+        "XXX", "XTS",  # ISO 4217's "no currency" and "testing" codes
+        "XAU", "XDR", "CHW",  # gold, the IMF's SDR, a fund code: no money a household pays in
+    ],
+)  # fmt: skip
+def test_a_currency_must_be_an_active_iso_4217_code(tmp_path, currency):
+    refused(tmp_path, f'currency = "{currency}"\n' + VAT_OFF, "currency", currency, "ISO 4217")
+
+
+def test_a_misspelt_currency_is_told_the_codes_it_is_close_to(tmp_path):
+    refused(tmp_path, 'currency = "ERU"\n' + VAT_OFF, '"EUR"')
+
+
+@pytest.mark.parametrize("currency", ["EUR", "CHF", "GBP", "USD", "SEK", "DKK", "PLN", "CZK", "XOF", "XCG"])
+def test_an_active_currency_loads(tmp_path, currency):
+    (tmp_path / "billing.toml").write_text(f'currency = "{currency}"\n' + VAT_OFF)
+    assert load_config(tmp_path).currency == currency
+
+
+def test_the_currency_codes_are_package_data():
+    """The list is a data file in the package (loaded when billing.toml is read), shipped by
+    pyproject.toml's package data."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    data = root / "peerwatt" / "data" / "iso4217.txt"
+    assert data.is_file()
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(data.relative_to(root / "peerwatt").match(glob) for glob in package_data["peerwatt"])
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ('currency = "EUR"\n' + VAT_ON.format(rate="1000"), "vat.rate_percent '1000'"),
+        ('currency = "ERU"\n' + VAT_OFF, "currency 'ERU'"),
+    ],
+)
+def test_statements_with_a_wrong_vat_rate_or_currency_issue_nothing(tmp_path, market, setting, said):
+    billing = tmp_path / "billing"
+    billing.mkdir()
+    (billing / "billing.toml").write_text(setting)
+    r = peerwatt(
+        "statements", "--data", str(market), "--period", "2025-10", "--out", str(tmp_path / "s"),
+        "--billing", str(billing),
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert said in r.stderr and str(billing / "billing.toml") in r.stderr, r.stderr
+    assert os.listdir(billing) == ["billing.toml"] and not (tmp_path / "s").exists()
