@@ -66,20 +66,26 @@ def metered_intervals(
     *,
     capacity_w: int | None = None,
     enrolled_serial: str | None = None,
+    until: int | None = None,
 ) -> tuple[dict[int, tuple[int, int]], list[str]]:
     """Import and export (Wh) of each interval in [start, end) bounded by two readings the
-    settlement would trust, and ``flag@interval`` for each interval left out because its readings
-    cannot be true (settlement's rules: another serial, a counter backwards, a jump beyond the
-    enrolled capacity). An interval without its two readings is left out silently."""
+    settlement would trust, and a flag for each interval left out: ``flag@interval`` when its
+    readings cannot be true (settlement's rules: another serial, a counter backwards, a jump
+    beyond the enrolled capacity), ``missing_reading@interval`` when the ledger lacks one of its
+    two readings (consecutive ones as ``missing_reading@first..last``, both interval starts).
+    Readings are expected for every interval after the meter's first (its baseline) up to its
+    last, or up to ``until`` (the last interval any meter of the community read, for a meter
+    that fell silent; None: its own last). The flags are in interval order. (Found in a QA pass:
+    an interval without its readings was left out silently, 27 % of a household's import.)"""
     metered: dict[int, tuple[int, int]] = {}
-    flags: list[str] = []
+    flagged: list[tuple[int, str]] = []
     by_interval = {r[0]: r for r in readings}
     for interval, imp, exp, serial in readings:
         if (start is not None and interval < start) or (end is not None and interval >= end):
             continue
         before = by_interval.get(interval - interval_s)
         if before is None:
-            continue  # missing: flagged in settlement, not guessed here
+            continue  # missing: flagged below (and in settlement), not guessed here
         outcome = check_meter(
             Reading(before[1], before[2], before[3]),
             Reading(imp, exp, serial),
@@ -88,10 +94,39 @@ def metered_intervals(
             enrolled_serial,
         )
         if isinstance(outcome, str):
-            flags.append(f"{outcome}@{interval}")
+            flagged.append((interval, f"{outcome}@{interval}"))
             continue
         metered[interval] = (outcome.import_wh, outcome.export_wh)
-    return metered, flags
+    if by_interval:
+        first = min(by_interval)
+        last = max(by_interval) if until is None else max(max(by_interval), until)
+        missing = [
+            i
+            for i in range(first + interval_s, last + 1, interval_s)
+            if (start is None or i >= start)
+            and (end is None or i < end)
+            and (i not in by_interval or i - interval_s not in by_interval)
+        ]
+        runs: list[list[int]] = []
+        for i in missing:
+            if runs and runs[-1][-1] == i - interval_s:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            at = str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}"
+            flagged.append((run[0], f"missing_reading@{at}"))
+    return metered, [flag for _, flag in sorted(flagged)]
+
+
+def left_out_count(flags: list[str], interval_s: int) -> int:
+    """How many intervals ``flags`` (as :func:`metered_intervals` gives them) leave out."""
+    count = 0
+    for flag in flags:
+        at = flag.rpartition("@")[2]
+        first, _, last = at.partition("..")
+        count += (int(last) - int(first)) // interval_s + 1 if last else 1
+    return count
 
 
 def build_report(
@@ -116,6 +151,7 @@ def build_report(
             "name": m.name or community.members.get(m.owner, ""),
             "serial": m.serial,
             "capacity_w": m.capacity_w,
+            "revoked_at": m.revoked_at,
         }
         for m in community.meters.values()
     }
@@ -140,6 +176,8 @@ def build_report(
     readings, _erased = accepted_readings(store)
     households = []
     chosen = [meter] if meter is not None else sorted(meters)
+    # the last interval the community's meters read: a meter silent since is missing readings
+    read_until = max((max(own) for own in readings.values() if own), default=None)
     community: dict[int, list[int]] = {}  # interval -> [import Wh, export Wh] of the chosen meters
     for m in chosen:
         enrolled = meters.get(m, {})
@@ -151,6 +189,7 @@ def build_report(
             params["interval_s"],
             capacity_w=enrolled.get("capacity_w"),
             enrolled_serial=enrolled.get("serial"),
+            until=read_until if enrolled.get("revoked_at") is None else None,
         )
         for interval, (imp, exp) in metered.items():
             total = community.setdefault(interval, [0, 0])
@@ -179,7 +218,8 @@ def build_report(
             statement["note"] = ""
         except ValueError as exc:
             statement = {"meter": m, "import_wh": imported, "export_wh": exported, "note": str(exc)}
-        statement["flags"] = " ".join(flags)  # readings not counted, and why
+        statement["flags"] = " ".join(flags)  # intervals not counted, and why
+        statement["intervals_left_out"] = left_out_count(flags, params["interval_s"])
         statement["name"] = meters.get(m, {}).get("name", "")
         statement["owner"] = meters.get(m, {}).get("owner", "")
         households.append(statement)

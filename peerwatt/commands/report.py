@@ -161,6 +161,16 @@ def report(data_dir: Path, date_from: str | None, date_to: str | None, meter: st
         raise UserError("writing .parquet needs pyarrow: pip install pyarrow (or use .csv)") from None
     if note:
         click.echo(f"note: {note}", err=True)
+    households = tables["households"]
+    left_out = households["intervals_left_out"] if "intervals_left_out" in households else []
+    if sum(left_out):  # the metered energy and all computed from it are short (found in a QA pass)
+        n, homes = int(sum(left_out)), sum(1 for v in left_out if v)
+        click.echo(
+            f"note: the metered energy leaves out {n} interval{'' if n == 1 else 's'} of {homes} "
+            f"household{'' if homes == 1 else 's'} (their readings are missing or cannot be true: "
+            "column flags)",
+            err=True,
+        )
     written = [f"{_path(out, name)} ({len(frame)} rows)" for name, frame in tables.items()]
     kpis = tables["kpis"].iloc[0]
     click.echo("wrote " + ", ".join(written))

@@ -106,7 +106,10 @@ def test_report_does_not_count_readings_that_cannot_be_true(tmp_path):
     assert households.loc[seller, "export_wh"] == 1500
     assert households.loc[seller, "flags"] == f"implausible_jump@{I1 + 900}"
     assert households.loc[other, "import_wh"] == 0
-    assert households.loc[other, "flags"] == f"serial_not_enrolled@{I1}"
+    # (and its meter sent no reading for the two intervals after: left out, and said so)
+    assert (
+        households.loc[other, "flags"] == f"serial_not_enrolled@{I1} missing_reading@{I1 + 900}..{I1 + 1800}"
+    )
 
 
 def test_report_counts_no_reading_the_ledger_refused(tmp_path):
