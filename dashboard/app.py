@@ -123,6 +123,7 @@ def create_app(
     _add_request_hooks(app, services)
     _add_error_pages(app)
     _add_template_filters(app, services)
+    services.record_community()  # only now: a start that failed records no community
     return app
 
 

@@ -40,6 +40,7 @@ class Services:
     instance_dir: Path
     trusted_proxies: tuple[Network, ...] = ()
     agent_status: AgentStatusBoard | None = None
+    pending_community: PendingCommunity | None = None  # recorded in the instance folder once started
     _directory: tuple[int, Directory] | None = None
 
     def client_address(self) -> str:
@@ -48,6 +49,12 @@ class Services:
         return client_address(
             request.remote_addr, request.headers.getlist("X-Forwarded-For"), self.trusted_proxies
         )
+
+    def record_community(self) -> None:
+        """Record the community in the instance folder (``check_instance``), once the start
+        succeeded: a start that fails (a damaged index, a port in use) records nothing."""
+        record_instance(self.instance_dir, self.accounts, self.pending_community)
+        self.pending_community = None
 
     def directory(self) -> Directory:
         """Names of meters and members, made once per state height."""
@@ -72,7 +79,7 @@ class InstanceOfAnotherCommunity(StoreError):
     accounts, sessions and verify runs are that community's (one line, says what to do)."""
 
 
-def _index_genesis(path: Path) -> str | None:
+def index_genesis(path: Path) -> str | None:
     """The genesis an index file was built from (read-only; None if there is none)."""
     if not path.exists():
         return None
@@ -89,29 +96,50 @@ def _index_genesis(path: Path) -> str | None:
     return None if row is None else str(row[0])
 
 
-def bind_instance(folder: Path, accounts: Accounts, ledger: LedgerReader) -> None:
-    """Check that the instance folder belongs to the ledger's community, and record it there
-    if it is not recorded yet (a new folder silently; one made by an older version, which
-    recorded nothing, with one log line). InstanceOfAnotherCommunity when it belongs to another
-    genesis: recorded, or (an older folder) the genesis its index was built from."""
+class InstanceNotRecorded(StoreError):
+    """An instance folder with accounts or verify runs, from an older version that recorded no
+    community, and nothing that shows it is this one's (its index is missing, damaged or empty):
+    it is not adopted by whatever data folder it is started on (one line: how to confirm it)."""
+
+
+@dataclass(frozen=True)
+class PendingCommunity:
+    """What ``check_instance`` found to record in an instance folder: the community, and whether
+    the folder was in use before (made by an older version: said once when recorded)."""
+
+    genesis: str
+    community: str
+    older: bool
+
+
+def check_instance(folder: Path, accounts: Accounts, ledger: LedgerReader) -> PendingCommunity | None:
+    """Check that the instance folder belongs to the ledger's community, changing nothing.
+    Returns what to record in it once the start succeeded (``record_instance``), or None when it
+    is recorded already. A folder with no community recorded (a new one, or one made by an older
+    version) is taken when it holds no accounts or verify runs, or when its index was built from
+    this genesis. InstanceOfAnotherCommunity when it belongs to another genesis (recorded, or the
+    genesis its index was built from); InstanceNotRecorded when it holds accounts or verify runs
+    and nothing shows whose they are (its index deleted or damaged): the operator confirms with
+    ``peerwatt dashboard adopt``."""
     community = ledger.community
     recorded = accounts.meta("genesis")
     if recorded is None:
-        built_from = _index_genesis(folder / "index.sqlite")
+        built_from = index_genesis(folder / "index.sqlite")
         used = accounts.holds_anything()
-        if built_from is not None and built_from != community.genesis_hash and used:
-            recorded = built_from
-        else:
-            accounts.set_meta({"genesis": community.genesis_hash, "community": community.id})
-            if used or built_from is not None:
-                log.warning(
-                    "the instance folder %s had no community recorded (made by an older version): "
-                    "it is now that of community %s (genesis %s)",
-                    folder,
-                    for_terminal(community.id),
-                    community.genesis_hash[:16],
-                )
-            return
+        if not used or built_from == community.genesis_hash:
+            older = used or (folder / "index.sqlite").exists()
+            return PendingCommunity(community.genesis_hash, community.id, older)
+        if built_from is None:
+            raise InstanceNotRecorded(
+                f"the instance folder {for_terminal(folder)} holds dashboard accounts of a community it does "
+                "not record (made by an older version), and its index.sqlite, which would show it, is "
+                "missing or damaged: if `peerwatt dashboard user list --data "
+                f"{for_terminal(ledger.data_dir)} --instance {for_terminal(folder)}` lists the accounts of "
+                f"community {for_terminal(community.id)}, record it with `peerwatt dashboard adopt --data "
+                f"{for_terminal(ledger.data_dir)} --instance {for_terminal(folder)}`; else give this "
+                "community its own instance folder (--instance DIR)"
+            )
+        recorded = built_from
     if recorded != community.genesis_hash:
         other = accounts.meta("community")
         named = f"{for_terminal(other)}, " if other else ""
@@ -121,6 +149,23 @@ def bind_instance(folder: Path, accounts: Accounts, ledger: LedgerReader) -> Non
             f"{ledger.data_dir} ({for_terminal(community.id)}, genesis {community.genesis_hash[:16]}): "
             "its accounts are that community's; give this one its own instance folder "
             "(--instance DIR, or instance = in dashboard.toml), or start on that community's data folder"
+        )
+    return None
+
+
+def record_instance(folder: Path, accounts: Accounts, pending: PendingCommunity | None) -> None:
+    """Record the community ``check_instance`` found (once the start succeeded): a new folder
+    silently; one made by an older version, which recorded nothing, with one log line."""
+    if pending is None:
+        return
+    accounts.set_meta({"genesis": pending.genesis, "community": pending.community})
+    if pending.older:
+        log.warning(
+            "the instance folder %s had no community recorded (made by an older version): "
+            "it is now that of community %s (genesis %s)",
+            folder,
+            for_terminal(pending.community),
+            pending.genesis[:16],
         )
 
 
@@ -141,10 +186,13 @@ def open_services(data_dir: str | Path, instance_dir: str | Path | None, config:
         password_method=config["PASSWORD_METHOD"],
     )
     try:
-        bind_instance(folder, accounts, ledger)
-    except StoreError:
+        pending = check_instance(folder, accounts, ledger)
+        index = IndexDB(folder / "index.sqlite")
+    except BaseException:
         accounts.close()
         ledger.close()
         raise
-    index = IndexDB(folder / "index.sqlite")
-    return Services(ledger, index, Indexer(ledger, index), accounts, VerifyRunner(data_dir, accounts), folder)
+    verifier = VerifyRunner(data_dir, accounts)
+    services = Services(ledger, index, Indexer(ledger, index), accounts, verifier, folder)
+    services.pending_community = pending
+    return services

@@ -6,6 +6,7 @@
     peerwatt dashboard user add --data node-data admin --admin
     peerwatt dashboard user list --data node-data
     peerwatt dashboard user remove --data node-data alice
+    peerwatt dashboard adopt --data node-data   (an older instance folder: docs/dashboard.md)
 
 dashboard.toml: see peerwatt/dashboard_config.py (and docs/dashboard.md).
 """
@@ -230,12 +231,12 @@ def user() -> None:
     """Dashboard accounts (kept in the instance folder, never in the ledger)."""
 
 
-def _accounts(data_dir: Path, instance: Path | None, ledger=None, *, create: bool = True):
-    """The instance folder's accounts; with the ledger, checked to be (or made) its community's.
-    Without ``create``, a folder with no accounts database is a one-line error (nothing made)."""
+def _accounts(data_dir: Path, instance: Path | None, *, create: bool = True):
+    """The instance folder's accounts. Without ``create``, a folder with no accounts database is
+    a one-line error (nothing made)."""
     from chain.store import StoreError
     from dashboard.accounts import Accounts
-    from dashboard.services import bind_instance, default_instance_dir
+    from dashboard.services import default_instance_dir
 
     folder = instance or default_instance_dir(data_dir)
     if not create and not (folder / "dashboard.sqlite").is_file():
@@ -250,13 +251,21 @@ def _accounts(data_dir: Path, instance: Path | None, ledger=None, *, create: boo
         raise UserError(f"cannot use {folder}: {exc.strerror}") from None
     except StoreError as exc:
         raise UserError(str(exc)) from None
-    if ledger is not None:
-        try:
-            bind_instance(folder, accounts, ledger)
-        except StoreError as exc:
-            accounts.close()
-            raise UserError(str(exc)) from None
     return accounts
+
+
+def _checked_accounts(data_dir: Path, instance: Path | None, ledger):
+    """The instance folder's accounts, checked to be the ledger's community's, and what to
+    record in it once the caller's work is done (dashboard.services.check_instance)."""
+    from chain.store import StoreError
+    from dashboard.services import check_instance
+
+    accounts = _accounts(data_dir, instance)
+    try:
+        return accounts, check_instance(accounts.path.parent, accounts, ledger)
+    except StoreError as exc:
+        accounts.close()
+        raise UserError(str(exc)) from None
 
 
 def _read_password() -> str:
@@ -279,6 +288,7 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
     from chain.store import StoreError
     from dashboard.accounts import AccountError, check_password
     from dashboard.ledger import LedgerReader
+    from dashboard.services import record_instance
 
     if admin == bool(meters):
         raise UserError("give either --admin or at least one --meter KEYID")
@@ -297,13 +307,13 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
 
     # an instance folder of another community is refused before the password is asked for; a new
     # one is made only once there is a password
-    accounts = None
+    accounts = pending = None
     try:
         if ((instance or default_instance_dir(data_dir)) / "dashboard.sqlite").exists():
-            accounts = _accounts(data_dir, instance, ledger)
+            accounts, pending = _checked_accounts(data_dir, instance, ledger)
         password = _read_password()
         if accounts is None:
-            accounts = _accounts(data_dir, instance, ledger)
+            accounts, pending = _checked_accounts(data_dir, instance, ledger)
     except BaseException:
         if accounts is not None:
             accounts.close()
@@ -313,6 +323,7 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
     try:
         check_password(password)
         accounts.add_user(name, password, role="admin" if admin else "household", meters=list(meters))
+        record_instance(accounts.path.parent, accounts, pending)  # only once it is added
     except AccountError as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -347,3 +358,59 @@ def user_remove(data_dir: Path, instance: Path | None, name: str) -> None:
     finally:
         accounts.close()
     click.echo(f"removed user {name}")
+
+
+@dashboard.command("adopt")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--instance", type=click.Path(path_type=Path), default=None)
+def adopt(data_dir: Path, instance: Path | None) -> None:
+    """Record that an instance folder made by an older version (which recorded no community)
+    holds the accounts of the community of --data: check them with `user list` first."""
+    from chain.store import StoreError
+    from dashboard.ledger import LedgerReader
+    from dashboard.services import (
+        InstanceNotRecorded,
+        PendingCommunity,
+        check_instance,
+        index_genesis,
+        record_instance,
+    )
+    from dashboard.text import for_terminal
+
+    try:
+        ledger = LedgerReader(data_dir)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        accounts = _accounts(data_dir, instance, create=False)
+    except BaseException:
+        ledger.close()
+        raise
+    folder = accounts.path.parent
+    community = ledger.community
+    try:
+        try:
+            record = check_instance(folder, accounts, ledger) is not None
+        except InstanceNotRecorded:
+            record = True  # what the operator confirms
+        except StoreError as exc:  # recorded for another community, or its index was built from one
+            built_from = accounts.meta("genesis") is None and index_genesis(folder / "index.sqlite")
+            hint = (
+                f" (its index.sqlite was built from genesis {built_from[:16]}: if you are sure, delete "
+                "it, it is rebuilt from the ledger, and adopt again)"
+                if built_from
+                else ""
+            )
+            raise UserError(f"{exc}{hint}") from None
+        named = f"community {for_terminal(community.id)} (genesis {community.genesis_hash[:16]})"
+        if not record:
+            click.echo(f"the instance folder {for_terminal(folder)} is already that of {named}")
+            return
+        record_instance(folder, accounts, PendingCommunity(community.genesis_hash, community.id, False))
+        click.echo(
+            f"the instance folder {for_terminal(folder)} is now that of {named}, "
+            f"with its {len(accounts.users())} account(s)"
+        )
+    finally:
+        accounts.close()
+        ledger.close()

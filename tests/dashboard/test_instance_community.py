@@ -134,3 +134,106 @@ def test_user_add_to_an_instance_folder_of_another_community_is_refused(ledgers,
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "another community" in lines[0], lines
+
+
+def recorded_genesis(instance) -> str | None:
+    conn = sqlite3.connect(instance / "dashboard.sqlite")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+    finally:
+        conn.close()
+    return None if row is None else row[0]
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("index", ["deleted", "damaged"])
+def test_an_older_folder_with_accounts_and_no_index_is_adopted_by_nobody(ledgers, tmp_path, index):
+    """QA: an older folder (no community recorded) whose index.sqlite was deleted, as the doc
+    allows, or is damaged, was adopted with its accounts by any community it was started on (its
+    admin logged in on the other community's dashboard); with a damaged index the genesis was
+    recorded, then the start failed, and after deleting the index as told the folder's own
+    community was refused. Now nothing shows whose accounts they are: refused in one line naming
+    `dashboard adopt`, recording nothing; the operator confirms with that command."""
+    a, b = ledgers
+    instance = tmp_path / "instance"
+    start_with_an_admin(a, instance)
+    forget_genesis(instance)
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (instance / name).unlink(missing_ok=True)
+    if index == "damaged":
+        (instance / "index.sqlite").write_bytes(b"garbage" * 100)
+    for data in (b, a):
+        with pytest.raises(StoreError, match="peerwatt dashboard adopt") as info:
+            open_app(data, instance)
+        assert "\n" not in str(info.value)
+        assert recorded_genesis(instance) is None
+    line = one_error_line(run_cli("--data", str(b), "--instance", str(instance), "--port", "0"))
+    assert "dashboard user list" in line and "dashboard adopt" in line
+    # `user add` neither: refused before the password is asked for
+    line = one_error_line(
+        run_cli("user", "add", "--data", str(b), "--instance", str(instance), "boss", "--admin", stdin="")
+    )
+    assert "dashboard adopt" in line
+    assert recorded_genesis(instance) is None
+    assert run_cli("user", "list", "--data", str(a), "--instance", str(instance)).stdout.startswith("admin\t")
+    # the operator confirms: the folder is a's, and refused for b as another community's
+    done = run_cli("adopt", "--data", str(a), "--instance", str(instance))
+    assert done.returncode == 0 and "is now that of community" in done.stdout, done.stderr
+    assert "already" in run_cli("adopt", "--data", str(a), "--instance", str(instance)).stdout
+    assert "another community" in one_error_line(
+        run_cli("adopt", "--data", str(b), "--instance", str(instance))
+    )
+    if index == "damaged":
+        with pytest.raises(StoreError, match="damaged"):
+            open_app(a, instance)
+        (instance / "index.sqlite").unlink()
+    close(open_app(a, instance))
+    with pytest.raises(StoreError, match="another community"):
+        open_app(b, instance)
+
+
+def test_a_start_that_fails_records_no_community(ledgers, tmp_path):
+    """The community is recorded only once the start succeeded: a new folder whose index is
+    damaged is not made another community's by a start on the wrong data folder."""
+    a, b = ledgers
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "index.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match="damaged"):
+        open_app(b, instance)
+    assert recorded_genesis(instance) is None  # the old code recorded b's genesis here
+    (instance / "index.sqlite").unlink()
+    close(open_app(a, instance))
+    assert recorded_genesis(instance) is not None
+
+
+def test_user_add_that_fails_records_no_community(ledgers, tmp_path):
+    a, b = ledgers
+    instance = tmp_path / "instance"
+    one_error_line(
+        run_cli("user", "add", "--data", str(b), "--instance", str(instance), "x", "--admin", stdin="short\n")
+    )
+    assert not (instance / "dashboard.sqlite").exists() or recorded_genesis(instance) is None
+    done = run_cli(
+        "user",
+        "add",
+        "--data",
+        str(a),
+        "--instance",
+        str(instance),
+        "boss",
+        "--admin",
+        stdin="a good password\n",
+    )
+    assert done.returncode == 0, done.stderr
+    close(open_app(a, instance))
