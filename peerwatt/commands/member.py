@@ -99,6 +99,15 @@ def publish_gov(side: NodeSide, community: str, envelopes: list[Envelope], timeo
             f"{side.operator}: unknown key(s) {', '.join(sorted(unknown))} (operator.toml holds client_id "
             "and [broker])"
         )
+    # the broker must be named: without [broker] url the default plaintext 127.0.0.1:1883, which
+    # nobody named, was tried for 20 s (found in a QA pass: an empty operator.toml was accepted)
+    table = data.get("broker")
+    if not isinstance(table, dict) or "url" not in table:
+        raise UserError(
+            f"{side.operator}: no [broker] url: operator.toml names the community's broker and this "
+            "validator's operator account ([broker] url, ca_file, cert_file, key_file), as `peerwatt "
+            "community init` writes it beside node.toml (docs/governance.md)"
+        )
     broker = broker_config(data, str(side.operator), side.operator.parent)
     client_id = take(data, "client_id", str, str(side.operator), f"operator-{side.signer}")
     check_tls_files(broker, str(side.operator))
