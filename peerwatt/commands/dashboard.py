@@ -124,11 +124,28 @@ def _check_listen(settings: DashboardSettings, source: str) -> None:
     """An address the dashboard cannot listen on is one line before anything is opened or
     created: a host that is no address (999.1.1.1, a name that does not resolve: waitress raised
     "Invalid host/port specified." with a traceback, after the instance folder was made), one of
-    another machine, or a port in use (a trial bind, as waitress binds: SO_REUSEADDR)."""
+    another machine, an IPv4 address written as IPv6 (::ffff:127.0.0.1, which waitress cannot
+    bind), a port this user may not use (below 1024 without root), or a port in use (a trial
+    bind, as waitress binds: SO_REUSEADDR, and IPv6 sockets IPv6 only). The host is escaped for
+    the terminal (a newline in it made two lines)."""
     import errno
+    import ipaddress
     import socket
 
-    where = f"{_url_host(settings.host)}:{settings.port}"
+    from dashboard.text import for_terminal
+
+    where = for_terminal(f"{_url_host(settings.host)}:{settings.port}")
+    source = for_terminal(source)
+    this_machine = f"give {source} an address of this machine, e.g. 127.0.0.1, ::1 or 0.0.0.0 (every address)"
+    try:
+        mapped = getattr(ipaddress.ip_address(settings.host), "ipv4_mapped", None)
+    except ValueError:  # a name, "*", or no address at all (getaddrinfo says which below)
+        mapped = None
+    if mapped is not None:
+        raise UserError(
+            f"cannot listen on {where} (an IPv4 address written as IPv6): give {source} {mapped} "
+            "(the IPv4 address itself)"
+        )
     host = None if settings.host == "*" else settings.host  # waitress: "*" is every address
     try:
         found = socket.getaddrinfo(
@@ -136,25 +153,38 @@ def _check_listen(settings: DashboardSettings, source: str) -> None:
         )
     except (OSError, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UserError(
-            f"cannot listen on {where} ({reason}): give {source} an address of this machine, "
-            "e.g. 127.0.0.1, ::1 or 0.0.0.0 (every address)"
-        ) from None
+        raise UserError(f"cannot listen on {where} ({for_terminal(reason)}): {this_machine}") from None
     for family, kind, proto, _, address in found:
         try:
             with socket.socket(family, kind, proto) as trial:
+                if family == socket.AF_INET6:  # as waitress does
+                    trial.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 trial.bind(address)
         except OSError as exc:
+            reason = for_terminal(exc.strerror or exc)
             if exc.errno == errno.EADDRINUSE:
                 raise UserError(
-                    f"cannot listen on {where} ({exc.strerror}); "
+                    f"cannot listen on {where} ({reason}); "
                     "choose another with --port or stop the program using it"
                 ) from None
-            raise UserError(
-                f"cannot listen on {where} ({exc.strerror or exc}): give {source} an address of this "
-                "machine, e.g. 127.0.0.1, ::1 or 0.0.0.0 (every address)"
-            ) from None
+            if exc.errno == errno.EACCES:  # the port, not the address
+                raise UserError(
+                    f"cannot listen on {where} ({reason}): port {settings.port} is one only root may "
+                    "listen on (below 1024 here); choose a port from 1024 up with --port (e.g. 8080), or "
+                    "serve behind a reverse proxy on port 80/443"
+                ) from None
+            raise UserError(f"cannot listen on {where} ({reason}): {this_machine}") from None
+
+
+def _listening(server, host: str) -> str:
+    """The URL(s) waitress listens on: a host of several addresses ("*", a name of an IPv4 and an
+    IPv6 address) is one socket each (waitress's MultiSocketServer, which has no effective_port
+    but its effective_listen)."""
+    several = getattr(server, "effective_listen", None)
+    if not several:
+        return f"http://{_url_host(host)}:{server.effective_port}/"
+    return " and ".join(f"http://{_url_host(str(h))}:{p}/" for h, p in several)
 
 
 def serve(settings: DashboardSettings) -> None:
@@ -184,7 +214,7 @@ def serve(settings: DashboardSettings) -> None:
 
     click.echo(  # the name is the community's choice: no bidi or control character reaches the terminal
         f"dashboard for {for_terminal(app.extensions['peerwatt'].ledger.community.name)} on "
-        f"http://{_url_host(settings.host)}:{server.effective_port}/ (Ctrl-C to stop)"
+        f"{for_terminal(_listening(server, settings.host))} (Ctrl-C to stop)"
     )
     signal.signal(signal.SIGTERM, stop_serving)
     try:

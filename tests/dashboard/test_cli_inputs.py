@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,80 @@ def test_an_address_of_another_machine_or_a_port_in_use_creates_nothing(built, t
         result = run(["--data", str(built.data_dir), "--instance", str(instance), "--port", str(port)])
     one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "--port")
     assert not instance.exists()
+
+
+def start_line(args: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [proc.stdout.readline() for _ in range(2)]
+    return proc, lines[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_every_address_is_served(built, tmp_path):
+    """QA: --host '*' (or listen = "*:18744"), which waitress serves with one socket per address
+    family (its MultiSocketServer), ended in AttributeError: 'MultiSocketServer' object has no
+    attribute 'effective_port' after the instance folder was made. Now the start line names
+    every address served."""
+    import re
+    import urllib.request
+
+    proc, line = start_line(
+        ["--data", str(built.data_dir), "--instance", str(tmp_path / "i"), "--host", "*", "--port", "0"]
+    )
+    try:
+        urls = re.findall(r"http://\S+/", line)
+        assert urls and line.endswith("(Ctrl-C to stop)\n"), line
+        for url in urls:
+            host = url.split("//")[1].rsplit(":", 1)[0]
+            port = url.rsplit(":", 1)[1].rstrip("/")
+            local = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+            with urllib.request.urlopen(f"http://{local}:{port}/", timeout=10) as response:
+                assert response.status == 200
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    "host, words",
+    [
+        # passed the trial bind, made the instance folder, then failed with 'Invalid argument'
+        ("::ffff:127.0.0.1", ["an IPv4 address written as IPv6", "give --host 127.0.0.1"]),
+        # printed two "error:" lines
+        ("127.0.0.1\nerror: forged", ["127.0.0.1\\u000aerror: forged"]),
+    ],
+)
+def test_hosts_refused_in_one_line_before_anything_is_made(built, tmp_path, host, words):
+    instance = tmp_path / "inst"
+    result = run(["--data", str(built.data_dir), "--instance", str(instance), "--host", host, "--port", "0"])
+    one_line_error(result, "cannot listen on", *words)
+    assert not instance.exists()
+
+
+def test_a_port_only_root_may_use_names_the_port(monkeypatch):
+    """QA: port 80 as a user that is not root said 'give --host an address of this machine': the
+    port is the problem (EACCES from bind; these tests may run as root, so bind is faked)."""
+    import errno
+
+    from peerwatt.commands.dashboard import _check_listen
+    from peerwatt.dashboard_config import DashboardSettings
+    from peerwatt.errors import UserError
+
+    class NotRoot(socket.socket):
+        def bind(self, address) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket, "socket", NotRoot)
+    with pytest.raises(UserError) as info:
+        _check_listen(DashboardSettings(data=Path("."), host="127.0.0.1", port=80), "--host")
+    message = str(info.value)
+    assert "port 80" in message and "--port" in message and "address of this machine" not in message
