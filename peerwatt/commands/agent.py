@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -199,6 +201,7 @@ def status(config_file: Path, as_json: bool) -> None:
     if "meter" not in info:  # a status is saved at the agent's first poll
         click.echo("no status saved yet: the agent saves one at its first poll (is it running? its log says)")
     else:
+        click.echo(written_line(info.get("time"), cfg.heartbeat_s))
         click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(f"last reading: {info.get('last_reading')}")
     if info.get("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
@@ -207,13 +210,55 @@ def status(config_file: Path, as_json: bool) -> None:
     if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
         click.echo(f"chain configuration followed up to height {info['config_height']}")
     click.echo(
-        f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected (at last heartbeat): "
+        f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected at that time: "
         f"{info.get('broker_connected')}"
     )
     click.echo(f"orders: {info.get('orders')}")
     click.echo(
         f"P2P sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
         f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
+    )
+    if info.get("state_error"):  # the agent cannot write its state (docs/agent.md, "Troubleshooting")
+        click.echo(f"state error: {info['state_error']}")
+    if "meter" in info:
+        alarms = info.get("alarms") or []
+        if not alarms:
+            click.echo("alarms: none")
+        else:  # the newest the agent keeps in its status (docs/agent.md); its log has every one
+            click.echo(f"{len(alarms)} alarm(s), the newest the status keeps, newest last (its log has all):")
+            for alarm in alarms:
+                click.echo(f"  {alarm}")
+
+
+# a status older than this many heartbeats is stale: the agent saves none (the dashboard says offline)
+STALE_HEARTBEATS = 3
+
+
+def _age(seconds: float) -> str:
+    """'45 s', '12 min', '3 h', '2 days'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds // 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600:.0f} h"
+    return f"{seconds // 86400:.0f} days"
+
+
+def written_line(written: Any, heartbeat_s: float, now: float | None = None) -> str:
+    """When the agent wrote the status (its last heartbeat), local time, and how long ago; a status
+    older than STALE_HEARTBEATS heartbeats says it is stale (the agent stopped, or cannot save)."""
+    if isinstance(written, bool) or not isinstance(written, int | float):
+        return "status written: unknown (a status of an older agent: it holds no time)"
+    shown = datetime.fromtimestamp(written).astimezone().isoformat(sep=" ", timespec="seconds")
+    age = (time.time() if now is None else now) - written
+    if age < -5:
+        return f"status written {shown} ({_age(-age)} ahead of this machine's clock)"
+    if age <= STALE_HEARTBEATS * heartbeat_s:
+        return f"status written {shown} ({_age(max(age, 0))} ago)"
+    return (
+        f"status written {shown} ({_age(age)} ago: stale, older than {STALE_HEARTBEATS} heartbeats of "
+        f"{heartbeat_s:g} s; is the agent running? `systemctl status peerwatt-agent`, its log says why)"
     )
 
 
