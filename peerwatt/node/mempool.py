@@ -33,6 +33,26 @@ from pathlib import Path
 
 QUARANTINE_KEEP = 1000
 
+# what to do about a failed write, by SQLite's error class (as chain/store.py's hints); the
+# messages are kept in memory meanwhile, and their agents send them again until a block holds them
+_HINTS = {
+    "SQLITE_FULL": "the disk is full: free space, the node resumes",
+    "SQLITE_READONLY": "the mempool is read-only: check the file's owner, mode and mount",
+    "SQLITE_BUSY": "another process is writing this mempool: run one node per data folder",
+    "SQLITE_IOERR": "the disk reported an I/O error: check the disk",
+}
+_KEPT = "the messages stay in memory and the agents send them again until a block holds them"
+
+
+def _write_error(path: Path, exc: sqlite3.Error | None) -> str:
+    """The one line for a write that failed with ``exc`` (None: SQLite rolled a batch back after
+    an earlier error), with what to do about it."""
+    if exc is None:
+        return f"cannot write the mempool {path}: a batch was rolled back ({_KEPT})"
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    hint = _HINTS.get("_".join(name.split("_")[:2]))  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    return f"cannot write the mempool {path}: {exc} ({hint + '; ' if hint else ''}{_KEPT})"
+
 
 class MempoolError(Exception):
     """The pool cannot be written (disk full, read-only); the message says why."""
@@ -45,6 +65,10 @@ class Mempool:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._batch_open = False  # a transaction of add(batch=True) writes that flush() commits
+        # commits that stored a new message after it, the transaction's last, was added: the node
+        # logs that messages are stored again only then (a removal may go through on a full disk)
+        self.stored_commits = 0
+        self._stored = False  # the open transaction's last add stored a new message
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -79,8 +103,8 @@ class Mempool:
         with self._lock:
             try:
                 if self._batch_open and not self._conn.in_transaction:
-                    self._batch_open = False  # SQLite rolled the batch back after an error
-                    raise MempoolError(f"cannot write the mempool {self.path}: a batch was rolled back")
+                    self._batch_open = self._stored = False  # SQLite rolled the batch back (an error)
+                    raise MempoolError(_write_error(self.path, None))
                 if batch and not self._batch_open:
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._batch_open = True
@@ -91,11 +115,14 @@ class Mempool:
                 try:
                     yield self._conn
                     self._conn.execute("COMMIT")
+                    self.stored_commits += self._stored
                 finally:
+                    self._stored = False
                     if self._conn.in_transaction:  # SQLite may already have rolled back itself
                         self._conn.execute("ROLLBACK")
             except sqlite3.Error as exc:
-                raise MempoolError(f"cannot write the mempool {self.path}: {exc}") from None
+                self._stored = False
+                raise MempoolError(_write_error(self.path, exc)) from None
 
     def add(self, raw: bytes, *, topic: str = "", batch: bool = False) -> bool:
         """Persist a message and the topic it came on; False when the same bytes are already
@@ -106,6 +133,7 @@ class Mempool:
                 "INSERT OR IGNORE INTO pending (hash, arrived, raw, topic) VALUES (?, ?, ?, ?)",
                 (self.key(raw), time.time(), raw, topic),
             )
+            self._stored = cur.rowcount == 1 or (self._stored and self._batch_open)
             return cur.rowcount == 1
 
     def flush(self) -> None:
@@ -114,14 +142,16 @@ class Mempool:
             if not self._batch_open:
                 return
             self._batch_open = False
+            stored, self._stored = self._stored, False
             if not self._conn.in_transaction:  # SQLite rolled it back after an error
-                raise MempoolError(f"cannot write the mempool {self.path}: a batch was rolled back")
+                raise MempoolError(_write_error(self.path, None))
             try:
                 self._conn.execute("COMMIT")
+                self.stored_commits += stored
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise MempoolError(f"cannot write the mempool {self.path}: {exc}") from None
+                raise MempoolError(_write_error(self.path, exc)) from None
 
     def remove(self, raws: list[bytes]) -> None:
         """Forget messages that are in a final block or were refused."""

@@ -217,6 +217,11 @@ class Node:
         # set before a clean shutdown: vote on, build no new block
         self.draining = False
         self.store_error: str | None = None
+        # the mempool's last write error until a message is stored again (see _mempool_failed),
+        # and its count of commits that stored one when writes started failing
+        self.mempool_error: str | None = None
+        self._mempool_commits = 0
+        self._mempool_lock = threading.Lock()  # the bus thread and the node's loop both write
         self.stall_after_s = STALL_AFTER_S
         self.stalled: dict[str, Any] | None = None  # height, round, since_s, seals, quorum, missing
         self._stall_logged = 0.0
@@ -429,7 +434,9 @@ class Node:
                     return  # the same bytes are already pending: confirmed with their block
             except MempoolError as exc:
                 # keep going in memory: the sender's outbox resends until the ledger confirms
-                self._log_once("mempool", "write", logging.ERROR, "%s", exc)
+                self._mempool_failed(exc)
+            else:
+                self._mempool_ok()
         self._inbox.put(("tx", topic, payload))
 
     def _flush_mempool(self) -> None:
@@ -440,7 +447,28 @@ class Node:
             self.mempool.flush()
         except MempoolError as exc:
             # keep going in memory: the sender's outbox resends until the ledger confirms
-            self._log_once("mempool", "write", logging.ERROR, "%s", exc)
+            self._mempool_failed(exc)
+        else:
+            self._mempool_ok()
+
+    def _mempool_failed(self, exc: MempoolError) -> None:
+        """A mempool write failed: one line (with what to do) when writes start failing, again for
+        each later episode (found in a QA pass: the first episode only, once a process)."""
+        with self._mempool_lock:
+            if self.mempool_error is None and self.mempool is not None:
+                log.error("%s", exc)
+                self._mempool_commits = self.mempool.stored_commits
+            self.mempool_error = str(exc)
+
+    def _mempool_ok(self) -> None:
+        """A mempool write went through: one line once a new message was stored after a failure
+        (not for a removal, which may go through on a full disk)."""
+        if self.mempool_error is None or self.mempool is None:
+            return
+        with self._mempool_lock:
+            if self.mempool_error is not None and self.mempool.stored_commits > self._mempool_commits:
+                log.info("writing the mempool %s again", self.mempool.path)
+                self.mempool_error = None
 
     def _count(self, counter: str, reason: str) -> None:
         """Count an event by reason (under the lock: ``status()`` copies the counters)."""
@@ -472,7 +500,9 @@ class Node:
             try:
                 self.mempool.quarantine(raw, error)
             except MempoolError as store_exc:
-                self._log_once("mempool", "write", logging.ERROR, "%s", store_exc)
+                self._mempool_failed(store_exc)
+            else:
+                self._mempool_ok()
 
     def _drop_pending(self, raw: bytes) -> None:
         kept = []
@@ -511,7 +541,9 @@ class Node:
         try:
             self.mempool.remove(raws)
         except MempoolError as exc:
-            self._log_once("mempool", "write", logging.ERROR, "%s", exc)
+            self._mempool_failed(exc)
+        else:
+            self._mempool_ok()
 
     def _take_tx(self, raw: bytes, topic: str = "") -> None:
         refused: Rejected | None = None
@@ -1001,6 +1033,8 @@ class Node:
         self.store_error = str(exc)
 
     def _store_ok(self) -> None:
+        """A block was stored (found in a QA pass: 'storing blocks again' was logged after a
+        catch-up that fetched nothing, the disk still full)."""
         if self.store_error is not None:
             log.info("storing blocks again")
             self.store_error = None
@@ -1147,7 +1181,6 @@ class Node:
                     exc,
                 )
                 continue
-            self._store_ok()
 
     def _catch_up_batch(self, peer: str) -> bool:
         """Fetch, verify and store the next batch of final blocks; False when there are none."""
@@ -1155,6 +1188,7 @@ class Node:
         for block, seals in fetched:
             validators = dict(self.ledger.validators())
             self.ledger.commit(block, seals)
+            self._store_ok()  # only once a block was stored: a peer with none to give proves nothing
             self._validators_at[block.height] = validators
             self._after_commit(block, None)
         return bool(fetched)
