@@ -52,6 +52,29 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _hop(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An ``X-Forwarded-For`` entry as proxies write it: an address, an IPv4 address with a port
+    (``203.0.113.11:4711``), an IPv6 address in brackets, with or without a port
+    (``[2001:db8::5]``, ``[2001:db8::5]:4711``). None for anything else (such an entry fell back
+    to the proxy's address, and everybody behind the proxy shared one address lock)."""
+    text = text.strip()
+    if text.startswith("["):
+        inside, closed, rest = text[1:].partition("]")
+        address = _address(inside) if closed and _port(rest) else None
+        return address if address is not None and address.version == 6 else None
+    if text.count(":") == 1:  # IPv4:port (an IPv6 address has at least two colons)
+        host, _, port = text.partition(":")
+        address = _address(host) if _port(":" + port) else None
+        return address if address is not None and address.version == 4 else None
+    return _address(text)
+
+
+def _port(text: str) -> bool:
+    """Nothing, or ":" and a port number (what may follow an address in X-Forwarded-For)."""
+    digits = text[1:]
+    return text == "" or (text[0] == ":" and digits.isascii() and digits.isdigit() and len(digits) <= 5)
+
+
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: tuple[Network, ...]) -> bool:
     return any(address.version == net.version and address in net for net in trusted)
 
@@ -68,13 +91,13 @@ def client_address(remote_addr: str | None, forwarded_for: list[str], trusted: t
         return remote_addr
     hops = [hop for header in forwarded_for for hop in header.split(",")]
     for hop in reversed(hops):
-        address = _address(hop)
+        address = _hop(hop)
         if address is None:
             return remote_addr
         if not _trusted(address, trusted):
             return str(address)
     # every hop is one of our proxies: the left-most one is as close to the client as we get
-    first = _address(hops[0]) if hops else None
+    first = _hop(hops[0]) if hops else None
     return str(first) if first is not None else remote_addr
 
 

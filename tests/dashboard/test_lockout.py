@@ -136,6 +136,33 @@ def test_client_address_honours_forwarded_for_only_from_trusted_proxies():
     assert client_address("127.0.0.1", ["198.51.100.1"], ()) == "127.0.0.1"
 
 
+@pytest.mark.parametrize(
+    "entry, client",
+    [
+        # what proxies write (QA: these fell back to the proxy's address, so everybody behind
+        # such a proxy shared one address lock)
+        ("203.0.113.11:4711", "203.0.113.11"),
+        ("[2001:db8::5]", "2001:db8::5"),
+        ("[2001:db8::5]:4711", "2001:db8::5"),
+        (" 203.0.113.11:4711 ", "203.0.113.11"),
+        # not an address: the proxy's own
+        ("203.0.113.11:", "127.0.0.1"),
+        ("203.0.113.11:port", "127.0.0.1"),
+        ("203.0.113.11:123456", "127.0.0.1"),
+        ("[203.0.113.11]", "127.0.0.1"),
+        ("[2001:db8::5", "127.0.0.1"),
+        ("[2001:db8::5]x", "127.0.0.1"),
+        ("2001:db8::5:4711", "2001:db8::5:4711"),  # no brackets: an IPv6 address, as written
+        ("host.example:4711", "127.0.0.1"),
+    ],
+)
+def test_forwarded_for_entries_with_a_port_or_in_brackets(entry, client):
+    trusted = parse_trusted(["127.0.0.1", "10.0.0.0/8"])
+    assert client_address("127.0.0.1", [entry], trusted) == client
+    # a trusted hop with a port is skipped like one without
+    assert client_address("127.0.0.1", [f"{entry}, 10.0.0.7:80"], trusted) == client
+
+
 @pytest.mark.parametrize("entry", ["localhost", "300.1.1.1", "10.0.0.0/33", "", "10.0.0.1/8"])
 def test_bad_trusted_proxy_is_a_one_line_error(entry):
     with pytest.raises(ProxyConfigError) as info:
