@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_STATUS": None,  # an AgentStatusBoard fed from the broker's status topics, or None
     "NEIGHBOUR_NAMES": "names",  # the community's choice: "names" or "pseudonyms" (per-neighbour summary)
     "AGENT_HEARTBEAT_S": 60,  # the agents' heartbeat_s: a status older than 3 of them is stale
+    # record the community in a new (or older) instance folder at the end of create_app; False:
+    # the caller does, once its start succeeded (services.record_community(), as peerwatt dashboard)
+    "RECORD_COMMUNITY": True,
 }
 
 log = logging.getLogger("peerwatt.dashboard")
@@ -123,7 +126,8 @@ def create_app(
     _add_request_hooks(app, services)
     _add_error_pages(app)
     _add_template_filters(app, services)
-    services.record_community()  # only now: a start that failed records no community
+    if app.config["RECORD_COMMUNITY"]:
+        services.record_community()  # only now: a start that failed records no community
     return app
 
 

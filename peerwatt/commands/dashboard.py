@@ -41,6 +41,7 @@ def _open_app(settings: DashboardSettings):
                 "TRUSTED_PROXIES": settings.trusted_proxies,
                 "NEIGHBOUR_NAMES": settings.neighbour_names,
                 "INDEX_SYNC": "off",  # a background thread keeps the index up to date
+                "RECORD_COMMUNITY": False,  # serve() does, once the start succeeded
             },
         )
     except StoreError as exc:
@@ -169,12 +170,21 @@ def _check_listen(settings: DashboardSettings, source: str) -> None:
                     "choose another with --port or stop the program using it"
                 ) from None
             if exc.errno == errno.EACCES:  # the port, not the address
+                first = _first_unprivileged_port()
                 raise UserError(
                     f"cannot listen on {where} ({reason}): port {settings.port} is one only root may "
-                    "listen on (below 1024 here); choose a port from 1024 up with --port (e.g. 8080), or "
-                    "serve behind a reverse proxy on port 80/443"
+                    f"listen on (below {first} here); choose a port from {first} up with --port (e.g. "
+                    "8080), or serve behind a reverse proxy on port 80/443"
                 ) from None
             raise UserError(f"cannot listen on {where} ({reason}): {this_machine}") from None
+
+
+def _first_unprivileged_port() -> int:
+    """The first port a user who is not root may listen on (Linux's sysctl; 1024 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
 
 
 def _listening(server, host: str) -> str:
@@ -207,6 +217,7 @@ def serve(settings: DashboardSettings) -> None:
         ) from None
     except ValueError as exc:  # waitress: "Invalid host/port specified." (checked before, in one line)
         raise UserError(f"cannot listen on {_url_host(settings.host)}:{settings.port} ({exc})") from None
+    app.extensions["peerwatt"].record_community()  # started: the instance folder is this community's
     stop = threading.Event()
     threading.Thread(target=_keep_indexing, args=(app, stop), name="indexer", daemon=True).start()
     bus = _follow_agents(app, settings)

@@ -237,3 +237,39 @@ def test_user_add_that_fails_records_no_community(ledgers, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     close(open_app(a, instance))
+
+
+def test_peerwatt_dashboard_records_the_community_once_it_listens(ledgers, tmp_path, monkeypatch):
+    """`peerwatt dashboard` records the community only once the index is caught up and the port
+    bound: a start that fails there (here the port, taken between the check and the bind)
+    records nothing; one that gets there does."""
+    import peerwatt.dashboard_server
+    from peerwatt.commands.dashboard import serve
+    from peerwatt.dashboard_config import DashboardSettings
+    from peerwatt.errors import UserError
+
+    a, _ = ledgers
+    instance = tmp_path / "instance"
+    settings = DashboardSettings(data=a, instance=instance, port=0)
+
+    def taken(*args, **kwargs):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(peerwatt.dashboard_server, "serve", taken)
+    with pytest.raises(UserError, match="Address already in use"):
+        serve(settings)
+    assert recorded_genesis(instance) is None
+
+    class Started:
+        effective_port = 1
+
+        def run(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(peerwatt.dashboard_server, "serve", lambda *args, **kwargs: Started())
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    serve(settings)
+    assert recorded_genesis(instance) == index_genesis(instance)
