@@ -9,9 +9,9 @@ quorum of the community's validators (from the genesis the agent got):
 - an inclusion message (``type: included``): the agent's own transactions, each with its audit
   path against the header's ``tx_root``; the leaf is ``leaf_hash(SHA-256(envelope bytes))``, and
   the agent hashes the bytes it signed and kept, so a proof that verifies commits that very
-  message under the sealed root. Each also carries the transaction's result (``kind: tx``, ok or
-  rejected with its reason) and its audit path against ``result_root``: a message in a block is
-  not always a message the ledger took.
+  message under the sealed root. A transaction the block recorded as rejected also carries that
+  result (``kind: tx``, with its reason) and its audit path against ``result_root``: a message in
+  a block is not always a message the ledger took.
 
 Proofs are RFC 9162 audit paths; RFC 6962's leaf/node domain separation means a proof that
 verifies commits the leaf itself.

@@ -468,6 +468,8 @@ def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path,
     import copy
     import logging
 
+    from chain.block import result_leaves
+    from chain.merkle import MerkleTree, proof_to_hex
     from market.app import MarketApp
     from peerwatt.node.ledger_api import block_inclusions
 
@@ -491,7 +493,10 @@ def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path,
     header = ledger.store.header(block.height)
     ((_, message),) = block_inclusions(block, c.genesis.doc["meters"], header, seals, results)
     (order_tx,) = [tx for tx in message["txs"] if tx["seq"] == order.seq]
-    (other_tx,) = [tx for tx in message["txs"] if tx["seq"] != order.seq]
+    assert not any("result" in tx for tx in message["txs"] if tx["seq"] != order.seq)  # ok: no result
+    reading = next(env for env in booked if env.type == "reading")
+    other_at = next(at for at, r in enumerate(results) if r.get("tx") == reading.tx_hash.hex())
+    other_proof = proof_to_hex(MerkleTree(result_leaves(results)).inclusion_proof(other_at))
     said_ok = copy.deepcopy(message)
     for tx in said_ok["txs"]:
         if tx["seq"] == order.seq:
@@ -499,7 +504,7 @@ def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path,
     swapped = copy.deepcopy(message)
     for tx in swapped["txs"]:
         if tx["seq"] == order.seq:
-            tx.update(result=other_tx["result"], result_index=other_tx["result_index"])
+            tx.update(result=results[other_at], result_index=other_at, result_proof=other_proof)
     caplog.set_level(logging.INFO, logger="peerwatt.agent")
     for forged, alarm in ((said_ok, "result proof of seq"), (swapped, "is not that transaction's")):
         sequencer.publish(receipts, json.dumps(forged).encode())
