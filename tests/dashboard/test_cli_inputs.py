@@ -49,24 +49,13 @@ def test_an_ipv6_host_is_shown_in_brackets(built, tmp_path):
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    proc = subprocess.Popen(
-        CLI
-        + ["--data", str(built.data_dir), "--instance", str(tmp_path / "i"), "--host", "::1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    proc, line = start_line(
+        ["--data", str(built.data_dir), "--instance", str(tmp_path / "i"), "--host", "::1", "--port", "0"]
     )
     try:
-        lines = [proc.stdout.readline() for _ in range(2)]
-        assert " on http://[::1]:" in lines[1], lines
+        assert " on http://[::1]:" in line, line
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop(proc)
 
 
 @pytest.mark.parametrize("command", [["list"], ["remove", "alice"]])
