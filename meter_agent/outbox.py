@@ -163,6 +163,15 @@ class Outbox:
                 for s, t, p in self._conn.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq")
             ]
 
+    def oldest_unconfirmed(self) -> float | None:
+        """When (Unix seconds, this machine's clock) the oldest message the ledger has not
+        confirmed yet was signed, sent or not; None when there is none."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT min(created) FROM (SELECT created FROM sent UNION ALL SELECT created FROM outbox)"
+            ).fetchone()
+        return row[0]
+
     def depth(self) -> int:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]

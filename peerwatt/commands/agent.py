@@ -192,6 +192,8 @@ def status(config_file: Path, as_json: bool) -> None:
     info["outbox"] = outbox.depth()
     info["seq"] = outbox.last_seq()
     info["last_reading"] = outbox.load("last_reading")
+    unconfirmed = outbox.awaiting_confirmation() + info["outbox"]
+    oldest = outbox.oldest_unconfirmed()
     outbox.close()
     if as_json:
         json.dump(info, sys.stdout, indent=2, sort_keys=True)
@@ -213,6 +215,12 @@ def status(config_file: Path, as_json: bool) -> None:
         f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected at that time: "
         f"{info.get('broker_connected')}"
     )
+    if oldest is not None:  # as it stands now, not at the last heartbeat
+        waited = max(time.time() - oldest, 0)
+        line = f"awaiting the ledger: {unconfirmed} message(s), the oldest signed {_age(waited)} ago"
+        if waited > UNBOOKED_S:  # a block takes a message within seconds while the chain moves
+            line += ": the ledger is booking none of them (are the validators running? docs/agent.md)"
+        click.echo(line)
     click.echo(f"orders: {info.get('orders')}")
     click.echo(
         f"P2P sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
@@ -232,6 +240,9 @@ def status(config_file: Path, as_json: bool) -> None:
 
 # a status older than this many heartbeats is stale: the agent saves none (the dashboard says offline)
 STALE_HEARTBEATS = 3
+# a message unconfirmed for longer than this says the ledger is not booking (a QA pass: a chain
+# stalled for 73 s showed 'outbox depth: 0' and nothing else); confirm_after_s resends at 120 s
+UNBOOKED_S = 300
 
 
 def _age(seconds: float) -> str:

@@ -101,3 +101,26 @@ def test_json_is_unchanged(tmp_path):
     r = peerwatt("agent", "status", "-c", str(config), "--json", timeout=60)
     info = json.loads(r.stdout)
     assert info["alarms"] == [CLOCK_ALARM] and info["time"] == 123
+
+
+def test_messages_the_ledger_has_not_confirmed_are_counted_and_an_old_one_is_named(tmp_path):
+    """Found in a QA pass: with the chain stalled for 73 s (two of four validators down) the text
+    said 'outbox depth: 0' and nothing else: the messages the broker had taken and the ledger had
+    not booked were invisible. Now counted as the state stands, with the oldest one's age, and one
+    older than 5 minutes says the ledger is booking none of them."""
+    import sqlite3
+
+    config = agent_with_status(tmp_path)
+    assert "awaiting the ledger" not in status_text(config)
+    outbox = Outbox(tmp_path / "state" / "agent.sqlite")
+    seq, _topic, _payload = outbox.add(lambda seq: ("peerwatt/oak/readings/m", b"{}"))
+    outbox.ack(seq)  # the broker took it; the ledger has not confirmed it
+    outbox.add(lambda seq: ("peerwatt/oak/orders/m", b"{}"))  # not even sent yet
+    outbox.close()
+    text = status_text(config)
+    assert "awaiting the ledger: 2 message(s), the oldest signed" in text, text
+    assert "booking none" not in text
+    with sqlite3.connect(tmp_path / "state" / "agent.sqlite") as db:
+        db.execute("UPDATE sent SET created = ?", (time.time() - 600,))
+    text = status_text(config)
+    assert "the oldest signed 10 min ago: the ledger is booking none of them" in text, text
