@@ -617,9 +617,16 @@ class IssuedStore:
         return issued
 
 
-def _ended(view: LedgerView, period: str) -> tuple[int, int]:
-    """[start, end) of ``period``; BillingError if it has not ended on the ledger."""
+def _ended(view: LedgerView, period: str, store: Store) -> tuple[int, int]:
+    """[start, end) of ``period``; BillingError if it has not ended on the ledger, or ended before
+    the ledger began."""
     start, end = period_bounds(period, view.timezone)
+    began = loads_strict(store.genesis_doc())["community"]["time"]
+    if end <= began:
+        raise BillingError(
+            f"{period} ended before this ledger began "
+            f"({datetime.fromtimestamp(began, ZoneInfo(view.timezone)).isoformat()}): nothing in it to bill"
+        )
     if view.block_time < end:
         raise BillingError(
             f"{period} has not ended on the ledger: its last block is at "
@@ -642,8 +649,8 @@ def issue_period(
     last block). Refuses a period that has not ended on the ledger, or one already issued.
     ``write``: see :meth:`IssuedStore.issue`; ``register``: an open one (default: its own)."""
     view = ledger_view(store, height)
-    start, end = _ended(view, period)
-    config = load_config(billing_dir)
+    config = load_config(billing_dir)  # the issuer's settings are checked whatever the period
+    start, end = _ended(view, period, store)
     with nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued:
         run = issued.first_run(view.community, period)
         if run is not None:
@@ -734,8 +741,8 @@ def issue_month_end(
     is issued (and written by ``write``) in one transaction: a run that fails issues nothing."""
     view = ledger_view(store, height)
     community = view.community
-    start, end = _ended(view, period)  # what is refused is refused before the register is made
-    load_config(billing_dir)
+    load_config(billing_dir)  # the issuer's settings are checked whatever the period
+    start, end = _ended(view, period, store)  # what is refused is refused before the register is made
     if not (billing_dir / ISSUED_DB).exists() and not members_to_bill(view, start, end):
         return [], {}  # nothing issued before, nothing to issue now: nothing is made (no register)
     notes: dict[str, list[dict[str, Any]]] = {}

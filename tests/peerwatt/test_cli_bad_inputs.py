@@ -144,6 +144,17 @@ def test_statements_a_register_or_folder_that_cannot_be_used_is_one_line(tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["afile", "b"]  # no out, no b2
 
 
+def test_statements_for_a_month_before_the_ledger_began_is_one_line(tmp_path, june):
+    """Left from a QA pass: --period of a month that ended before the genesis said 'no statements
+    to issue for 2025-05' with exit 0, as if nobody had used energy; `report` refuses such a period."""
+    r = peerwatt(
+        "statements", "--data", str(june.node), "--period", "2025-05", "--billing", str(tmp_path / "b"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    one_line_error(r, "2025-05 ended before this ledger began", "nothing in it to bill")
+    assert os.listdir(tmp_path) == []
+
+
 def test_statements_that_issue_nothing_make_nothing(tmp_path, june):
     """Found in a QA pass: a period with nothing to issue still made --out and issued.sqlite."""
     for extra in ((), ("--corrections",)):
