@@ -384,17 +384,6 @@ class Accounts:
                 raise
             return self._load_user(user_id, token)
 
-    def check_rate(self, name: str, address: str) -> None:
-        """Raise RateLimited if this account name or this address is locked now."""
-        now = int(self.clock())
-        keys = [key for key, _ in _lock_keys(name, address)]
-        with self.lock:
-            row = self.conn.execute(
-                "SELECT max(locked_until) FROM login_locks WHERE key IN (?, ?)", keys
-            ).fetchone()
-        if row[0] is not None and row[0] > now:
-            raise RateLimited(row[0] - now)
-
     def session_user(self, token: str) -> User | None:
         """The user of a live session token, or None (unknown, expired or user removed)."""
         with self.lock:
