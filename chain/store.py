@@ -201,19 +201,26 @@ def typed(path: Path, value: Any, kind: type, what: str) -> Any:
     )
 
 
-_HINTS = {
+_HINTS = {  # {what}: the database ("store", or the node's "mempool")
     "SQLITE_FULL": "the disk is full: free space, the node resumes",
-    "SQLITE_READONLY": "the store is read-only: check the file's owner, mode and mount",
-    "SQLITE_BUSY": "another process is writing this store: run one node per data folder",
+    "SQLITE_READONLY": "the {what} is read-only: check the file's owner, mode and mount",
+    "SQLITE_BUSY": "another process is writing this {what}: run one node per data folder",
     "SQLITE_IOERR": "the disk reported an I/O error: check the disk",
     "SQLITE_CONSTRAINT": "the row is already stored",
 }
 
 
-def _hint(exc: sqlite3.Error) -> str:
-    """A short fix for the SQLite error class of ``exc`` ('' when none applies)."""
+def sqlite_hint(exc: sqlite3.Error, what: str = "store") -> str | None:
+    """A short fix for the SQLite error class of ``exc`` on a node's ``what`` database (None when
+    none applies)."""
     name = getattr(exc, "sqlite_errorname", None) or ""
     hint = _HINTS.get("_".join(name.split("_")[:2]))  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    return None if hint is None else hint.format(what=what)
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    """``sqlite_hint`` for the store, in parentheses after a message ('' when none applies)."""
+    hint = sqlite_hint(exc)
     return f" ({hint})" if hint else ""
 
 

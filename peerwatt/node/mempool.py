@@ -31,16 +31,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from chain.store import sqlite_hint
+
 QUARANTINE_KEEP = 1000
 
-# what to do about a failed write, by SQLite's error class (as chain/store.py's hints); the
-# messages are kept in memory meanwhile, and their agents send them again until a block holds them
-_HINTS = {
-    "SQLITE_FULL": "the disk is full: free space, the node resumes",
-    "SQLITE_READONLY": "the mempool is read-only: check the file's owner, mode and mount",
-    "SQLITE_BUSY": "another process is writing this mempool: run one node per data folder",
-    "SQLITE_IOERR": "the disk reported an I/O error: check the disk",
-}
+# a failed write keeps the messages in memory meanwhile: said after the fix (chain.store.sqlite_hint)
 _KEPT = "the messages stay in memory and the agents send them again until a block holds them"
 
 
@@ -49,8 +44,7 @@ def _write_error(path: Path, exc: sqlite3.Error | None) -> str:
     an earlier error), with what to do about it."""
     if exc is None:
         return f"cannot write the mempool {path}: a batch was rolled back ({_KEPT})"
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    hint = _HINTS.get("_".join(name.split("_")[:2]))  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    hint = sqlite_hint(exc, "mempool")
     return f"cannot write the mempool {path}: {exc} ({hint + '; ' if hint else ''}{_KEPT})"
 
 
