@@ -31,11 +31,12 @@ from typing import Any
 
 from market.money import div_round_half_even
 from market.params import GRIDOPS, METER, with_defaults
-from market.settlement import SETTLED, Reading, apply_adjustment, check_meter
+from market.settlement import MISSING_READING, SETTLED, Reading, apply_adjustment, check_meter
 from market.statement import household_statement
 
 CENT = 10_000  # micro-units per shown cent
-FORMAT = 1  # version of the statement's JSON layout
+FORMAT = 2  # version of the statement's JSON layout (docs/billing.md: what each one holds)
+FORMATS = (1, 2)  # layouts this version re-derives (1: without missing_reading flags)
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,15 @@ def billed_window(meter: MeterInfo, start: int, end: int) -> tuple[int, int] | N
 
 
 def metered(
-    view: LedgerView, meter: MeterInfo, start: int, end: int, interval_s: int
+    view: LedgerView, meter: MeterInfo, start: int, end: int, interval_s: int, until: int | None = None
 ) -> tuple[int, int, list[str], int]:
     """Import and export (Wh) of ``meter`` over the intervals of [start, end) inside its billed
     window, by the settlement's rules and source: the grid operator's data for an interval where
     the community uses it and has it, else the readings (not under the ``gridops`` source);
-    ``flag@interval`` for intervals left out as untrue; the number of intervals taken from the
-    grid operator's data."""
+    flags for the intervals left out, in interval order (``flag@interval`` as untrue, and with
+    ``until`` given, ``missing_reading@first..last`` for those without their data: from the
+    meter's first record on, up to ``until``, the last interval any meter of the community has
+    a record for); the number of intervals taken from the grid operator's data."""
     window = billed_window(meter, start, end)
     if window is None:
         return 0, 0, [], 0
@@ -174,7 +177,8 @@ def metered(
     readings = view.readings.get(meter.meter, {}) if source != GRIDOPS else {}
     data = view.gridops.get(meter.meter, {}) if source != METER else {}
     imported = exported = from_gridops = 0
-    flags: list[str] = []
+    flagged: list[tuple[int, str]] = []
+    counted: set[int] = set()
     for interval in sorted(set(readings) | set(data)):
         if not (window[0] <= interval and interval + interval_s <= window[1]):
             continue
@@ -183,21 +187,66 @@ def metered(
             imported += row[0]
             exported += row[1]
             from_gridops += 1
+            counted.add(interval)
             continue
         if interval not in readings:
             continue
         before = readings.get(interval - interval_s)
         if before is None:
-            continue  # missing: the settlement flags it; nothing is guessed
+            continue  # missing: flagged below (and by the settlement); nothing is guessed
         outcome = check_meter(
             Reading(*before), Reading(*readings[interval]), meter.capacity_w, interval_s, meter.serial
         )
+        counted.add(interval)
         if isinstance(outcome, str):
-            flags.append(f"{outcome}@{interval}")
+            flagged.append((interval, f"{outcome}@{interval}"))
             continue
         imported += outcome.import_wh
         exported += outcome.export_wh
-    return imported, exported, flags, from_gridops
+    if until is not None and (readings or data):
+        first = min([*(i + interval_s for i in readings), *data])
+        lo = max(first, window[0])
+        lo += (first - lo) % interval_s  # (up to the meter's own interval grid)
+        hi = min(until, window[1] - interval_s)
+        flagged += missing_reading_flags(
+            [i for i in range(lo, hi + 1, interval_s) if i not in counted], interval_s
+        )
+    return imported, exported, [flag for _, flag in sorted(flagged)], from_gridops
+
+
+def last_recorded(view: LedgerView) -> int | None:
+    """The last interval any meter of the community has a record for, under the community's
+    settlement source (a reading, or the grid operator's data); None: none yet."""
+    source = view.params["settlement_source"]
+    tables = [
+        *(view.readings.values() if source != GRIDOPS else ()),
+        *(view.gridops.values() if source != METER else ()),
+    ]
+    return max((max(t) for t in tables if t), default=None)
+
+
+def missing_reading_flags(missing: Sequence[int], interval_s: int) -> list[tuple[int, str]]:
+    """``missing`` interval starts (ascending) as ``(first, "missing_reading@first..last")`` per
+    run of consecutive intervals (``missing_reading@first`` for a run of one)."""
+    runs: list[list[int]] = []
+    for i in missing:
+        if runs and runs[-1][-1] == i - interval_s:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return [
+        (run[0], f"{MISSING_READING}@{run[0]}" + (f"..{run[-1]}" if len(run) > 1 else "")) for run in runs
+    ]
+
+
+def left_out_count(flags: Sequence[str], interval_s: int) -> int:
+    """How many intervals ``flags`` (``flag@interval`` or ``flag@first..last``, optionally after
+    a ``meter:`` prefix) leave out."""
+    count = 0
+    for flag in flags:
+        first, _, last = flag.rpartition("@")[2].partition("..")
+        count += (int(last) - int(first)) // interval_s + 1 if last else 1
+    return count
 
 
 def awaits_gridops(view: LedgerView, settlement: dict[str, Any], interval_s: int) -> bool:
@@ -254,9 +303,13 @@ def member_statement(
     end: int,
     vat: VatSetting,
     currency: str = "EUR",
+    layout: int = FORMAT,
 ) -> dict[str, Any]:
     """The statement figures of ``member`` for intervals in [start, end) as of the view's block
-    (no number yet: numbering is the issuer's; see :func:`with_number`)."""
+    (no number yet: numbering is the issuer's; see :func:`with_number`), in JSON layout
+    ``layout`` (one of :data:`FORMATS`: an older one to re-derive a statement issued in it)."""
+    if layout not in FORMATS:
+        raise ValueError(f"statement format {layout!r} is not one this version knows ({FORMATS})")
     p = view.params
     interval_s = p["interval_s"]
     final_before = view.block_time - p["correction_window_intervals"] * interval_s
@@ -268,14 +321,22 @@ def member_statement(
     import_wh = export_wh = 0
     flags: list[str] = []
     notes: list[str] = []
+    until = last_recorded(view) if layout >= 2 else None
     for m in own_meters:
         window = billed_window(m, start, end)
         if window is None:
             continue
-        imp, exp, fl, from_gridops = metered(view, m, start, end, interval_s)
+        imp, exp, fl, from_gridops = metered(view, m, start, end, interval_s, until)
         import_wh += imp
         export_wh += exp
         flags += [f"{m.meter[:8]}:{f}" for f in fl]
+        left_out = left_out_count(fl, interval_s)
+        if left_out and layout >= 2:
+            notes.append(
+                f"meter {m.name or m.meter[:8]} ({m.meter[:8]}): {left_out} interval(s) not billed, "
+                "without their readings or with readings that cannot be true (flags below); "
+                "its metered energy is incomplete"
+            )
         if m.meter in view.erased_meters:
             notes.append(f"meter {m.meter[:8]}: readings erased; metered energy incomplete")
         meter_out = {
@@ -289,6 +350,8 @@ def member_statement(
         }
         if p["settlement_source"] != METER:
             meter_out["gridops_intervals"] = from_gridops
+        if layout >= 2:
+            meter_out["intervals_left_out"] = left_out
         meters_out.append(meter_out)
 
     # money: settled trades (adjusted), by counterparty and by rate
@@ -440,7 +503,7 @@ def member_statement(
         and member not in view.removed_members
     )
     statement: dict[str, Any] = {
-        "format": FORMAT,
+        "format": layout,
         "kind": "statement",
         "community": view.community,
         "period": period,

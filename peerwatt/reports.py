@@ -20,6 +20,7 @@ import pandas as pd
 
 from chain.canonical import CanonicalError, loads_strict
 from chain.store import Store, StoreError
+from market.billing import left_out_count, missing_reading_flags
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
@@ -107,26 +108,8 @@ def metered_intervals(
             and (end is None or i < end)
             and (i not in by_interval or i - interval_s not in by_interval)
         ]
-        runs: list[list[int]] = []
-        for i in missing:
-            if runs and runs[-1][-1] == i - interval_s:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
-        for run in runs:
-            at = str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}"
-            flagged.append((run[0], f"missing_reading@{at}"))
+        flagged += missing_reading_flags(missing, interval_s)
     return metered, [flag for _, flag in sorted(flagged)]
-
-
-def left_out_count(flags: list[str], interval_s: int) -> int:
-    """How many intervals ``flags`` (as :func:`metered_intervals` gives them) leave out."""
-    count = 0
-    for flag in flags:
-        at = flag.rpartition("@")[2]
-        first, _, last = at.partition("..")
-        count += (int(last) - int(first)) // interval_s + 1 if last else 1
-    return count
 
 
 def build_report(

@@ -41,6 +41,7 @@ from chain.private_files import COMPANIONS, private_file, private_folder, write_
 from chain.store import Store
 from market.app import FINAL_QUALITIES
 from market.billing import (
+    FORMATS,
     LedgerView,
     MeterInfo,
     VatSetting,
@@ -797,6 +798,21 @@ def fmt_day(ts: int, tz: str) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
 
 
+def fmt_flag(flag: str, tz: str) -> str:
+    """``1a2b3c4d:missing_reading@X..Y`` (interval starts, Unix s) as ``1a2b3c4d missing_reading,
+    intervals 2026-06-15 00:00 to 2026-06-16 00:00`` in the community's time zone."""
+    what, _, at = flag.rpartition("@")
+    first, _, last = at.partition("..")
+    if not (first.isdigit() and (not last or last.isdigit())):
+        return flag
+    when = (
+        f"intervals {fmt_day(int(first), tz)} to {fmt_day(int(last), tz)}"
+        if last
+        else (f"interval {fmt_day(int(first), tz)}")
+    )
+    return f"{what.replace(':', ' ', 1)}, {when}"
+
+
 def fmt_bp(bp: int) -> str:
     return f"{bp // 100}.{bp % 100:02d} %"
 
@@ -1063,7 +1079,8 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
                 "by your supplier, not by the community.",
                 8,
             )
-        for note in st["notes"] + [f"Readings not counted: {' '.join(st['flags'])}"] * bool(st["flags"]):
+        flags = "; ".join(fmt_flag(f, tz) for f in st["flags"])
+        for note in st["notes"] + [f"Readings not counted: {flags}"] * bool(flags):
             text(note, 8)
     text(
         "Verify: peerwatt statements verify --data NODE_DIR THIS_FILE re-derives every figure the ledger "
@@ -1229,6 +1246,7 @@ def _rederive(store: Store, st: dict[str, Any]) -> dict[str, Any]:
         end=end,
         vat=VatSetting.from_json(st["vat"]),
         currency=st["currency"],
+        layout=st["format"],
     )
 
 
@@ -1335,6 +1353,11 @@ def _not_a_document(doc: Any) -> str | None:
             return f"{name}.height is missing or not an integer"
         if not isinstance(ledger.get("block_hash"), str):
             return f"{name}.block_hash is missing or not a string"
+    if type(st.get("format")) is not int or st["format"] not in FORMATS:
+        return (
+            f"{where}format is {st.get('format')!r}: this version of peerwatt re-derives formats "
+            f"{', '.join(map(str, FORMATS))} (a newer document needs a newer peerwatt)"
+        )
     for name in ("period", "member", "currency"):
         if not isinstance(st.get(name), str):
             return f"{where}{name} is missing or not a string"

@@ -112,6 +112,21 @@ def statements(
             )
     if written:
         click.echo(f"wrote {len(written)} files to {out_dir}; kept in {billing / 'issued.sqlite'}")
+    for doc in [*docs, *(d for earlier in notes.values() for d in earlier)]:
+        _warn_left_out(doc)
+
+
+def _warn_left_out(doc: dict) -> None:
+    """One stderr line per meter whose intervals a document leaves out (docs/billing.md)."""
+    st = doc if doc["kind"] == "statement" else doc["corrected"]
+    for m in st["meters"]:
+        if m.get("intervals_left_out"):
+            click.echo(
+                f"warning: {doc['number']} ({st['member_name'] or st['member']}): "
+                f"{m['intervals_left_out']} interval(s) of meter {m['name'] or m['meter'][:8]} not "
+                "billed, without their readings or with readings that cannot be true (see its flags)",
+                err=True,
+            )
 
 
 @statements.command("verify")

@@ -166,3 +166,50 @@ def test_correction_note_references_the_original_and_chains() -> None:
     # a second note compares with the first note's figures and still references the original
     assert correction_note(note, now, number="c-p-0004", issued_at="f") is None
     assert correction_note(original, original, number="x", issued_at="f") is None
+
+
+def test_intervals_without_their_readings_are_flagged_and_counted() -> None:
+    """Found in a QA pass (the report had it too): an interval without its two readings was left
+    out of a statement's metered energy in silence, so a dead meter's household was billed a
+    smaller import with nothing saying so."""
+    readings = view().readings
+    # alice's meter: day 3's reading lost (days 3 and 4 lack one of their two), silent after day 5
+    s = {i: r for i, r in readings["s"].items() if i not in (T + 2 * DAY, T + 5 * DAY)}
+    v = view(readings={**readings, "s": s})
+    alice = member_statement(v, "alice", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""))
+    assert alice["format"] == 2
+    assert alice["flags"] == [
+        f"s:missing_reading@{T + 2 * DAY}..{T + 3 * DAY}",
+        f"s:missing_reading@{T + 5 * DAY}",  # bob's meter read day 6: alice's should have too
+    ]
+    assert alice["meters"][0]["intervals_left_out"] == 3
+    assert alice["energy"]["export_wh"] == 3_000  # days 1, 2 and 5 (day 6's reading is gone)
+    assert any("3 interval(s) not billed" in n for n in alice["notes"])
+    # a statement issued in the first layout is re-derived in it: no such flags, fields or notes
+    old = member_statement(
+        v, "alice", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""), layout=1
+    )
+    assert old["format"] == 1 and old["flags"] == [] and old["notes"] == []
+    assert "intervals_left_out" not in old["meters"][0]
+    assert old["energy"] == alice["energy"] and old["lines"] == alice["lines"]
+    with pytest.raises(ValueError, match="statement format 3"):
+        member_statement(v, "alice", period="p", start=T, end=T + DAY, vat=VatSetting(False, 0, ""), layout=3)
+
+
+def test_a_meter_enrolled_mid_period_is_expected_from_its_first_reading() -> None:
+    """Nothing is flagged before a meter's first reading (its baseline) or outside its
+    membership: bob's meter joined on day 3 and left at the start of day 5."""
+    v = view()
+    bob = member_statement(v, "bob", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""))
+    assert bob["flags"] == [] and bob["meters"][0]["intervals_left_out"] == 0
+    late = {**v.meters, "s": MeterInfo("s", "alice", "roof", "S1", 10_000, T + 2 * DAY + 600)}
+    readings = {**v.readings, "s": {i: r for i, r in v.readings["s"].items() if i >= T + 3 * DAY}}
+    alice = member_statement(
+        view(meters=late, readings=readings),
+        "alice",
+        period="p",
+        start=T,
+        end=T + 30 * DAY,
+        vat=VatSetting(False, 0, ""),
+    )
+    assert alice["flags"] == [] and alice["energy"]["export_wh"] == 2_000  # days 5 and 6

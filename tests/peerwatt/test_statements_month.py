@@ -78,9 +78,12 @@ def usage(meter: int, interval: int) -> tuple[int, int]:
     return 3_100 + 91 * (k % 6) + 13 * meter, 17 * (k % 3)
 
 
-def build_month(base: Path, settlement_source: str = "meter") -> Month:
+def build_month(
+    base: Path, settlement_source: str = "meter", lost: tuple[tuple[int, int], ...] = ()
+) -> Month:
     """The month; a ``settlement_source`` other than "meter" names validator 0 the community's
-    gridops operator (tests/peerwatt/test_statements_gridops.py)."""
+    gridops operator (tests/peerwatt/test_statements_gridops.py); the readings ``lost`` (meter,
+    interval) never reach the ledger."""
     c = make_community(
         validators=1, members=4, meters_per_member=1, app="market", app_params=PARAMS, time=JUNE - 2 * DAY
     )
@@ -155,6 +158,8 @@ def build_month(base: Path, settlement_source: str = "meter") -> Month:
             if i == 4 and x < JOIN - DAY:
                 continue
             if i == 2 and not active(2, t) and x > JUNE + 20 * DAY:
+                continue
+            if (i, x) in lost:
                 continue
             add(t, reading(i, x))
         if x == JUNE - DAY:
@@ -529,3 +534,27 @@ def test_a_refused_run_leaves_no_register_behind(month: Month, tmp_path: Path) -
     r = peerwatt(*args, "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "2026-07 has not ended on the ledger" in r.stderr
     assert not (billing / "issued.sqlite").exists()
+
+
+def test_cli_warns_of_intervals_a_statement_leaves_out(tmp_path: Path) -> None:
+    """A reading lost on the way (meter 3's of June 15) leaves June 15 and 16 unbilled: the
+    statement names them (format 2), and issuing them says so on stderr, one line per meter."""
+    month = build_month(tmp_path / "month", lost=((3, day(15)),))
+    out = tmp_path / "out"
+    args = ["statements", "--data", str(month.node), "--period", "2026-06", "--out", str(out)]
+    res = peerwatt(*args, "--billing", str(tmp_path / "billing"), "--height", str(month.issue_height))
+    assert res.returncode == 0, res.stderr
+    docs = [loads_strict(p.read_bytes()) for p in sorted(out.glob("*.json"))]
+    (doc,) = [d for d in docs if any(m["intervals_left_out"] for m in d["meters"])]
+    meter = month.c.meters[3].id
+    assert doc["flags"] == [f"{meter[:8]}:missing_reading@{day(15)}..{day(16)}"]
+    assert res.stderr.splitlines() == [
+        f"warning: {doc['number']} ({doc['member_name']}): 2 interval(s) of meter "
+        f"{doc['meters'][0]['name']} not billed, without their readings or with readings that cannot "
+        "be true (see its flags)"
+    ]
+    page = " ".join(PdfReader(out / f"{doc['number']}.pdf").pages[0].extract_text().split())
+    assert "2 interval(s) not billed" in page
+    assert f"{meter[:8]} missing_reading, intervals 2026-06-15 00:00 to 2026-06-16 00:00" in page
+    ok = peerwatt("statements", "verify", "--data", str(month.node), str(out / f"{doc['number']}.pdf"))
+    assert ok.returncode == 0, ok.stderr

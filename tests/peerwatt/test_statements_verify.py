@@ -15,7 +15,7 @@ import pytest
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.store import Store
-from market.billing import VatSetting, member_statement, with_number
+from market.billing import FORMAT, VatSetting, member_statement, with_number
 from peerwatt.statements import (
     issue_corrections,
     issue_period,
@@ -58,9 +58,12 @@ def verify(month: Month, path: Path, *extra: str):
     return peerwatt("statements", "verify", "--data", str(month.node), str(path), *extra)
 
 
-def forge(month: Month, doc: dict, *, vat: VatSetting, currency: str, number: str) -> dict:
+def forge(
+    month: Month, doc: dict, *, vat: VatSetting, currency: str, number: str, layout: int = FORMAT
+) -> dict:
     """What the QA pass did: the member's statement computed from the same ledger at the same
-    height, with another VAT setting, currency or number (so consistent in itself)."""
+    height, with another VAT setting, currency or number (so consistent in itself); or in another
+    JSON layout."""
     store = Store.open(month.node, readonly=True)
     try:
         view = ledger_view(store, doc["ledger"]["height"])
@@ -68,7 +71,14 @@ def forge(month: Month, doc: dict, *, vat: VatSetting, currency: str, number: st
         store.close()
     start, end = period_bounds(doc["period"], view.timezone)
     figures = member_statement(
-        view, doc["member"], period=doc["period"], start=start, end=end, vat=vat, currency=currency
+        view,
+        doc["member"],
+        period=doc["period"],
+        start=start,
+        end=end,
+        vat=vat,
+        currency=currency,
+        layout=layout,
     )
     return with_number(figures, number, doc["issued_at"])
 
@@ -189,3 +199,26 @@ def test_a_billing_folder_without_a_register_is_one_line(month: Month, issued, t
         "give the billing folder the statement was issued from\n"
     )
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_statement_of_the_first_format_still_verifies(month: Month, issued, tmp_path: Path) -> None:
+    """Format 2 added the intervals left out without their readings; a statement issued in format 1
+    (before) is re-derived in its own layout, and one of a format this version does not know is one
+    line naming it."""
+    _billing, _out, docs = issued
+    doc = docs[0]
+    vat = VatSetting.from_json(doc["vat"])
+    first = forge(month, doc, vat=vat, currency=doc["currency"], number=doc["number"], layout=1)
+    assert first["format"] == 1 and doc["format"] == 2
+    path = tmp_path / "first.json"
+    path.write_bytes(dumps_checked(first))
+    res = verify(month, path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"{doc['number']}: matches the ledger at height")
+    path.write_bytes(dumps_checked({**doc, "format": 3}))
+    res = verify(month, path)
+    assert res.returncode != 0 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        f"error: {path} is not a peerwatt statement or note: format is 3: this version of peerwatt "
+        "re-derives formats 1, 2 (a newer document needs a newer peerwatt)"
+    ]
