@@ -205,9 +205,12 @@ class Agent:
         # chain.notice.refusal_threshold, then forgotten with the message)
         self._refusals: dict[int, dict[str, set[str]]] = {}
         self._behind: list[tuple[int, str, bytes]] = []  # refused as seq_behind: sign again, ahead
+        # booked as not yet due (a block whose time was behind the reading's interval end): sign
+        # again with new seqs at the next poll, then forget (kept in the outbox until then)
+        self._not_yet: list[tuple[int, str, bytes]] = []
         self._seq_moved_to: int | None = None  # the first seq after moving ahead (seq_behind)
         self._seq_unreachable = False  # refused as behind even after moving ahead: give up, said once
-        self.resigned = 0  # messages signed again after a seq_behind refusal
+        self.resigned = 0  # messages signed again (refused as seq_behind, booked as not yet due)
         self.poll_s = 5.0  # seconds of ledger time between polls (run() sets it)
         self._clock_behind = False  # the clock went back before the last interval this agent closed
         self._trades_unsaved: set[str] = set()  # kept trades the state file did not take (disk full)
@@ -330,6 +333,8 @@ class Agent:
             self._save_trades()
         if self._behind:
             self._sign_again_ahead(now)
+        if self._not_yet:
+            self._sign_again_not_yet(now)
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
         if time.monotonic() - self._last_heartbeat >= self.heartbeat_s:
@@ -861,8 +866,13 @@ class Agent:
         for reason, seqs in by_reason.items():  # in the block, but the ledger did not take them
             where = f"booked message(s) {seqs[:10]} in block {included.height} as rejected"
             self._refused(seqs, reason, where)
-        if included.seqs:
-            self._forget(included.seqs)
+        keep = {seq for seq, reason in included.rejected.items() if reason in NOT_YET}
+        if keep:  # forgotten once signed again (_sign_again_not_yet)
+            with self._lock:
+                self._not_yet.extend(self.outbox.messages(sorted(keep)))
+        forget = [seq for seq in included.seqs if seq not in keep]
+        if forget:
+            self._forget(forget)
 
     def _on_notice(self, payload: bytes) -> None:
         """A validator-signed refusal: acted on once as many validators as two quorums share gave
@@ -914,6 +924,13 @@ class Agent:
                 self._behind.extend(behind)  # signed again with new seqs at the next poll
         elif reason == "replay":  # the ledger holds it already (its proof went missing)
             log.info("the ledger holds message(s) %s already: confirmed", seqs[:10])
+        elif reason in NOT_YET:  # booked, so these bytes cannot be taken again: new seqs
+            log.warning(
+                "the ledger %s: %s (the block's time was before the reading's interval ended); "
+                "signed again at the next poll",
+                what,
+                reason,
+            )
         else:
             log.info("the ledger %s: %s", what, reason)
             if reason in NOT_ENROLLED:
@@ -955,8 +972,30 @@ class Agent:
             )
             return
         self._seq_moved_to = self.outbox.advance_seq_to_clock()
+        again = self._send_again(behind, now)
+        message = (
+            f"ALARM: the ledger refused {len(behind)} message(s) as older than it holds for this meter: "
+            "another agent with this meter's key sent newer ones (a copy of this agent's key and "
+            "config running elsewhere, or its state restored from an older copy?). Seq moved ahead, "
+            f"{again} signed again"
+        )
+        self._alarm(message)
+
+    def _sign_again_not_yet(self, now: int) -> None:
+        """Messages a block booked as ``reading_too_early`` (or ``from_future``): a block time
+        behind their interval's end, not a refusal for good. Their seqs are used up on the ledger,
+        so the same bodies are signed again with new seqs (until they expire), then the old
+        messages leave the outbox."""
+        with self._lock:
+            not_yet, self._not_yet = self._not_yet, []
+        self._send_again(not_yet, now)
+        self._forget([seq for seq, _topic, _payload in not_yet])
+
+    def _send_again(self, messages: list[tuple[int, str, bytes]], now: int) -> int:
+        """Sign the bodies of kept ``messages`` again with new seqs, keeping their expiry (those
+        expired, or not this agent's, are dropped); how many went out."""
         again = 0
-        for _seq, topic, payload in behind:
+        for _seq, topic, payload in messages:
             try:
                 env = loads_strict(payload)
                 msg_type, body, expires = env["type"], env["body"], env["expires"]
@@ -967,13 +1006,7 @@ class Agent:
             self._send(msg_type, topic, body, ttl_s=expires - now)
             again += 1
         self.resigned += again
-        message = (
-            f"ALARM: the ledger refused {len(behind)} message(s) as older than it holds for this meter: "
-            "another agent with this meter's key sent newer ones (a copy of this agent's key and "
-            "config running elsewhere, or its state restored from an older copy?). Seq moved ahead, "
-            f"{again} signed again"
-        )
-        self._alarm(message)
+        return again
 
     def _alarm(self, message: str) -> None:
         """Keep ``message`` for the status (the newest ``MAX_ALARMS``) and log it as an error; of a

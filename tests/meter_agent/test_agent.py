@@ -1010,3 +1010,52 @@ def test_an_agent_restarted_long_after_a_blocked_reading_says_why_it_was_not_sig
     assert len(line) == 1 and "the meter's counters read" in line[0], line
     assert "before the first poll" not in line[0]
     assert MORNING not in _readings_by_interval(seen)
+
+
+def test_a_reading_booked_as_too_early_is_signed_again(setup, tmp_path, caplog):
+    """A block whose time is behind the end of a reading's interval books the reading as
+    ``reading_too_early`` (intake took it on a node whose clock was ahead). Its seq is used up, so
+    the same bytes would be a replay: the agent forgot the reading and the interval's energy was
+    never on the ledger. It now signs the same reading again with a new seq, which a later block
+    takes."""
+    import logging
+
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_inclusions
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 20)
+    sent = {json.loads(p)["seq"]: p for t, p in seen if "/readings/" in t}
+    assert sent
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    (ledger,) = c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    now = int(sim.clock.now())
+    booked = [ledger.intake(sent[seq], now) for seq in sorted(sent)]
+    (last,) = [env for env in booked if env.body["interval"] == max(e.body["interval"] for e in booked)]
+    early = last.body["interval"] + c.genesis.doc["app"]["interval_s"] - 61  # behind its end
+    block = c.run_block(booked, early)
+    results = ledger.store.results(block.height)
+    assert {"kind": "tx", "index": booked.index(last), "tx": last.tx_hash.hex(), "status": "rejected",
+            "reason": "reading_too_early"} in results  # fmt: skip
+    seals = [json.loads(bytes(env)) for _, env in ledger.store.seal_rows(block.height)]
+    header = ledger.store.header(block.height)
+    ((_, message),) = block_inclusions(block, c.genesis.doc["meters"], header, seals, results)
+    caplog.set_level(logging.INFO, logger="peerwatt.agent")
+    before = len(seen)
+    sequencer.publish(Topics.receipts(c.community, meter.id), json.dumps(message).encode())
+    assert {s for s, _t, _p in agent.outbox.messages(sorted(sent))} == {last.seq}  # kept until signed again
+    run(agent, sim, 1)
+    assert not agent.outbox.messages(sorted(sent))
+    again = [
+        p
+        for t, p in seen[before:]
+        if "/readings/" in t and json.loads(p)["body"]["interval"] == last.body["interval"]
+    ]
+    assert [json.loads(p)["body"] for p in again] == [last.body] and json.loads(again[0])["seq"] not in sent
+    assert "as rejected: reading_too_early" in caplog.text and "signed again at the next poll" in caplog.text
+    taken = ledger.intake(again[0], now)  # the ledger takes it now
+    block = c.run_block([taken], now)
+    assert {r.get("status") for r in ledger.store.results(block.height) if r.get("kind") == "tx"} == {"ok"}
