@@ -43,7 +43,10 @@ def test_a_reset_is_a_connection_error(mode, profile):
         # accept within 0.3 s, and the read would time out instead of seeing the reset
         reader = _reader(gateway.port, profile, retries=1, timeout_s=5.0)
         try:
-            with pytest.raises(MeterConnectionError, match="reset") as info:
+            # which words depends on timing: a RST that arrived before the request was sent makes
+            # pymodbus (or the send) say the connection was closed; one during it, reset (tried:
+            # 44 and 16 of 60 with a 0-50 ms pause after connecting; this test failed once so)
+            with pytest.raises(MeterConnectionError, match="reset|closed by the meter or gateway") as info:
                 reader.read()
         finally:
             reader.close()
