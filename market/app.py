@@ -72,17 +72,31 @@ class MarketApp:
     # -- transactions --------------------------------------------------------------------------
 
     def pending_budget(self, ctx: AppContext, env: Envelope) -> tuple[Any, int, str] | None:
-        """Orders of one meter for one interval under ``max_orders_per_interval``: how many more
-        the ledger takes, so a node turns away a burst that would otherwise all be booked (the
-        extras as rejected) before the block that fills the count (chain.app)."""
-        if env.type != "order":
+        """How many more transactions of one kind the ledger takes, so a node turns away a burst
+        that would otherwise all be booked (the extras as rejected) before the block that fills
+        the count (chain.app): orders of one meter for one interval under
+        ``max_orders_per_interval``, and readings of one meter for one interval under
+        ``max_reading_corrections`` (the first reading, when none is recorded yet, and the
+        corrections still allowed)."""
+        if env.type not in ("order", "reading"):
             return None
-        limit = market_params.with_defaults(ctx.params)["max_orders_per_interval"]
+        p = market_params.with_defaults(ctx.params)
+        interval = str(env.body["interval"])
+        if env.type == "order":
+            limit = p["max_orders_per_interval"]
+            if limit is None:
+                return None
+            placed = ctx.state.get("orders_placed", {}).get(interval, {}).get(env.signer, 0)
+            return ("orders", env.signer, interval), limit - placed, "too_many_orders"
+        limit = p["max_reading_corrections"]
         if limit is None:
             return None
-        interval = str(env.body["interval"])
-        placed = ctx.state.get("orders_placed", {}).get(interval, {}).get(env.signer, 0)
-        return ("orders", env.signer, interval), limit - placed, "too_many_orders"
+        # as _check_reading and deliver_tx count: a reading is a correction when one is recorded
+        # for its interval, and each correction taken counts in ``corrections``
+        recorded = interval in ctx.state["readings"].get(env.signer, {})
+        done = ctx.state.get("corrections", {}).get(env.signer, {}).get(interval, 0)
+        remaining = limit - done + (0 if recorded else 1)
+        return ("readings", env.signer, interval), remaining, "too_many_corrections"
 
     def check_tx(self, ctx: AppContext, env: Envelope) -> None:
         p = market_params.with_defaults(ctx.params)
