@@ -159,7 +159,7 @@ def execute_block(
             if env.type == "propose":
                 produced = governance.propose(chain, env, height, time, app.check_params)
             elif env.type == "vote":
-                produced = governance.vote(chain, env, height, time)
+                produced = governance.vote(chain, env, height, time, app.check_params)
             else:
                 produced = app.deliver_tx(ctx, env, height * POSITION_STRIDE + index)
         except Rejected as exc:

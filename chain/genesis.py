@@ -19,6 +19,10 @@ from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
 from chain.schema import COMMUNITY_ID, LABEL, SchemaError
 
 GENESIS_VERSION = 1
+# Versions of the ledger's rules (genesis [chain] rules; absent = 1). 2: a proposal is checked
+# again when it passes and closes as rejected if it no longer applies (chain/governance.py).
+RULES = (1, 2)
+RULES_NEW = 2  # what every genesis peerwatt writes from now on says
 # An IANA zone name such as "Europe/Vienna" or "UTC"; names of the machine's own settings
 # ("localtime", "posixrules") would mean another zone on every node and are refused.
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,63}(/[A-Za-z0-9_+-]{1,64}){0,3}")
@@ -156,7 +160,7 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
             raise GenesisError(f"meter {kid}: capacity_w must be positive")
 
     chain = data.get("chain", {})
-    unknown = set(chain) - {"quorum", "sequencer", "block_s", "max_open_proposals"}
+    unknown = set(chain) - {"quorum", "sequencer", "block_s", "max_open_proposals", "rules"}
     if unknown:
         raise GenesisError(f"[chain]: unknown field(s) {', '.join(sorted(unknown))}")
     quorum = chain.get("quorum", default_quorum(len(validators)))
@@ -181,6 +185,14 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
                 "chain.max_open_proposals must be a positive integer (open proposals one key may have)"
             )
         chain_doc["max_open_proposals"] = limit
+    if "rules" in chain:  # absent (1) in every genesis written before it (docs/ledger.md, "Rules")
+        rules = chain["rules"]
+        if type(rules) is not int or rules not in RULES:
+            raise GenesisError(
+                f"chain.rules must be one of {', '.join(map(str, RULES))} (the ledger rules this "
+                "version of peerwatt knows; a newer genesis needs a newer peerwatt)"
+            )
+        chain_doc["rules"] = rules
 
     app = data.get("app", {})
     try:
@@ -244,4 +256,6 @@ def initial_chain_state(genesis: Genesis) -> dict[str, Any]:
     }
     if "max_open_proposals" in doc["chain"]:  # and with it the bounds on a proposal's arguments
         state["max_open_proposals"] = doc["chain"]["max_open_proposals"]
+    if "rules" in doc["chain"]:  # (absent: 1, and the state as it was before the field)
+        state["rules"] = doc["chain"]["rules"]
     return state

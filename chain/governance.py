@@ -94,6 +94,15 @@ def check_proposal(
                 f"this key has {mine} open proposals, the most one key may have (chain.max_open_proposals): "
                 "wait until one closes",
             )
+    _check_action(chain, action, args, check_params)
+
+
+def _check_action(
+    chain: dict[str, Any], action: str, args: dict[str, Any], check_params: Callable[..., None]
+) -> None:
+    """Raise Rejected('bad_value') unless ``action`` with ``args`` applies to the state as it is
+    now (checked when a proposal opens, and again when it passes on a ledger with rules 2)."""
+    limit = chain.get("max_open_proposals")
     if action == "enroll_meter":
         kid, _ = _sec1(args["key"], "args.key")
         if kid in chain["meters"] or kid in chain["revoked"]:
@@ -205,13 +214,30 @@ def _apply(chain: dict[str, Any], action: str, args: dict[str, Any], height: int
         chain["erased"][args["member"]] = height
 
 
-def _tally(chain: dict[str, Any], pid: str, height: int) -> list[dict[str, Any]]:
+def _tally(
+    chain: dict[str, Any], pid: str, height: int, check_params: Callable[..., None]
+) -> list[dict[str, Any]]:
     proposal = chain["proposals"][pid]
     voters, needed = electorate(chain, proposal["action"], proposal)
     yes = len(voters.intersection(proposal["yes"]))
     no = len(voters.intersection(proposal["no"]))
     if yes >= needed:
         del chain["proposals"][pid]
+        if chain.get("rules", 1) >= 2:  # what was true when it opened may no longer be
+            try:
+                _check_action(chain, proposal["action"], proposal["args"], check_params)
+            except Rejected as exc:
+                return [
+                    {
+                        "kind": "gov",
+                        "proposal": pid,
+                        "action": proposal["action"],
+                        "outcome": "rejected",
+                        "yes": yes,
+                        "no": no,
+                        "reason": f"no longer applies: {exc.detail}",
+                    }
+                ]
         _apply(chain, proposal["action"], proposal["args"], height)
         return [
             {
@@ -264,12 +290,15 @@ def propose(
         # the same block, the members grew from 4 to 6 and it needed 4 yes votes (a QA pass)
         chain["proposals"][pid]["needed"] = electorate(chain, env.body["action"])[1]
     return [{"kind": "gov", "proposal": pid, "action": env.body["action"], "outcome": "opened"}] + _tally(
-        chain, pid, height
+        chain, pid, height, check_params
     )
 
 
-def vote(chain: dict[str, Any], env: Envelope, height: int, time: int) -> list[dict[str, Any]]:
-    """Count a vote; the proposal executes as soon as it reaches its threshold."""
+def vote(
+    chain: dict[str, Any], env: Envelope, height: int, time: int, check_params: Callable[..., None]
+) -> list[dict[str, Any]]:
+    """Count a vote; the proposal executes as soon as it reaches its threshold (on a ledger with
+    rules 2, only if it still applies then: else it closes as rejected, with the reason)."""
     pid = env.body["proposal"]
     proposal = chain["proposals"].get(pid)
     if proposal is None:
@@ -282,7 +311,7 @@ def vote(chain: dict[str, Any], env: Envelope, height: int, time: int) -> list[d
     if env.signer in proposal["yes"] or env.signer in proposal["no"]:
         raise Rejected("double_vote", "this key already voted on this proposal")
     proposal["yes" if env.body["vote"] == "yes" else "no"].append(env.signer)
-    return _tally(chain, pid, height)
+    return _tally(chain, pid, height, check_params)
 
 
 def expire(chain: dict[str, Any], time: int) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.engine import Ledger
-from chain.genesis import Genesis, genesis_from_dict
+from chain.genesis import RULES_NEW, Genesis, genesis_from_dict
 from chain.keys import generate_private_key, key_id, public_key_sec1
 from chain.store import Store
 from chain.verify import verify_store
@@ -70,7 +70,7 @@ PARAMS = {
     "max_orders_per_interval": 12,
 }
 # the genesis [chain] besides the sequencer (docs/governance.md, "Bounds")
-CHAIN = {"block_s": 1, "max_open_proposals": 32}
+CHAIN = {"block_s": 1, "max_open_proposals": 32, "rules": RULES_NEW}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chain.engine import Ledger
-from chain.genesis import Genesis, genesis_from_dict
+from chain.genesis import RULES_NEW, Genesis, genesis_from_dict
 from chain.keys import key_id, public_key_sec1
 from chain.signature import CURVE_ORDER
 from market.app import MarketApp
@@ -185,6 +185,7 @@ def make_genesis(o: SimOptions, validators: list, homes: list[dict[str, Any]]) -
                 "sequencer": key_id(validators[0].public_key()),
                 "block_s": 1,
                 "max_open_proposals": 32,  # docs/governance.md, "Bounds"
+                "rules": RULES_NEW,  # docs/ledger.md, "Rules"
             },
             "app": market_params(o),
             "validators": [{"key": public_key_sec1(k.public_key()).hex()} for k in validators],

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import click
 
-from chain.genesis import GenesisError, check_timezone, default_quorum, load_genesis
+from chain.genesis import RULES_NEW, GenesisError, check_timezone, default_quorum, load_genesis
 from chain.keys import generate_private_key, key_id, public_key_pem, public_key_sec1, save_private_key
 from chain.schema import COMMUNITY_ID, SchemaError
 from market.params import MAX_PRICE_PER_KWH
@@ -134,6 +134,7 @@ def genesis_text(
         f'sequencer = "{sequencer}"   # validator-1 cuts the blocks',
         "block_s = 2                  # cut a block every 2 s while transactions wait",
         "max_open_proposals = 32      # open proposals one key may have; bounds their arguments too",
+        f"rules = {RULES_NEW}                    # ledger rules: a proposal is checked again when it passes",
         "",
         "[app]                        # community parameters (integers only; changed later by vote)",
         f"interval_s = {interval_s}{' ' * max(1, 17 - len(str(interval_s)))}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from chain.genesis import GenesisError, genesis_from_dict
+from chain.genesis import RULES_NEW, GenesisError, genesis_from_dict
 from chain.keys import KeyFileError, load_public_key, public_key_sec1
 from peerwatt.errors import UserError
 
@@ -27,6 +27,7 @@ timezone = "Europe/Vienna"   # shown on the dashboard
 sequencer = "{sequencer}"    # key id of the validator that cuts blocks
 block_s = 2                  # cut a block every block_s seconds while transactions wait
 max_open_proposals = 32      # open proposals one key may have; bounds their args too (docs/governance.md)
+rules = {rules}                    # ledger rules: a proposal is checked again when it passes (docs/ledger.md)
 
 [app]                        # community parameters, handed to the app (integers only)
 interval_s = 900             # delivery interval in seconds (900 = 15 minutes; must divide a day)
@@ -108,6 +109,7 @@ def new(community: str, name: str, validator_keys: tuple[Path, ...], app: str, o
         app=app,
         pad=" " * (15 - len(app)),
         sequencer=ids[0],
+        rules=RULES_NEW,
         validators="\n".join(entries),
     )
     try:  # the rules `node init` applies, before anything is written

@@ -184,13 +184,15 @@ def ledger_refusal(data_dir: Path, sent: Sequence[Envelope]) -> str | None:
 
 
 def proposal_outcome(data_dir: Path, pid: str) -> str | None:
-    """'passed', 'rejected' or 'expired' with the block, for a closed proposal of the node's
-    store (from its governance results), or None while it is not closed there."""
+    """'passed', 'rejected' or 'expired' with the block (and why, for a proposal that no longer
+    applied when it passed), for a closed proposal of the node's store (from its governance
+    results), or None while it is not closed there."""
     with _node_store(data_dir) as store:
         for height, _idx, data in store.results_of_kinds(["gov"]):
             result = loads_strict(data)
             if result.get("proposal") == pid and result.get("outcome") in ("passed", "rejected", "expired"):
-                return f"{result['outcome']} in block {height}"
+                why = f": {result['reason']}" if isinstance(result.get("reason"), str) else ""
+                return f"{result['outcome']} in block {height}{why}"
     return None
 
 
