@@ -282,25 +282,38 @@ def vote(
             chosen.append(pid)
     unknown = [pid for pid in chosen if pid not in chain["proposals"]]
     if unknown:
+        closed = proposal_outcome(side.data, unknown[0])
+        if closed is not None:  # (a QA pass: "no open proposal" did not say it had passed)
+            raise UserError(f"proposal {unknown[0]} is closed: {closed} (nothing to vote on)")
         raise UserError(f"no open proposal {unknown[0]} in {side.data} (see `peerwatt gov list`)")
     eligible = [
         pid
         for pid in chosen
         if side.signer not in chain["proposals"][pid]["yes"] + chain["proposals"][pid]["no"]
     ]
+    changed = []
     for pid in chosen:
         if pid not in eligible:
-            click.echo(f"{pid}: this key already voted")
+            earlier = "yes" if side.signer in chain["proposals"][pid]["yes"] else "no"
+            click.echo(f"{pid}: this key already voted {earlier}")
+            if earlier != ("yes" if approve else "no"):
+                changed.append(pid)
+    if changed:  # (a QA pass: a --no after a yes said only 'already voted', exit 0)
+        rest = f"the other {len(eligible)} vote(s) were not sent either" if eligible else "nothing was sent"
+        raise UserError(
+            f"this key voted {'no' if approve else 'yes'} on {changed[0]} already; a vote cannot be "
+            f"changed ({rest})"
+        )
     if not chosen:
         raise UserError("no open proposal matches (it may have passed already: see `peerwatt gov list`)")
     first = next_seq(chain, side.signer) if seq is None else seq
     envelopes = [
         _sign_vote(side.key, community_id, first + i, pid, approve) for i, pid in enumerate(eligible)
     ]
+    if not envelopes:  # (with --out: no empty file to publish)
+        return
     if out is not None:
         _write(b"\n".join(env.to_bytes() for env in envelopes), out)
-        return
-    if not envelopes:
         return
     publish_gov(side, community_id, envelopes)
 
@@ -413,7 +426,7 @@ def publish(files, config_file, data_dir, operator_file, wait_s) -> None:
                 check_replay(after, env)  # the ledger holds it, or a message before in this run
                 record_seq(after, env)
                 if env.type == "vote":
-                    governance.vote(after, env, 0, now)
+                    governance.vote(after, env, 0, now, check_params)
                 else:
                     governance.propose(after, env, 0, now, check_params)
             except Rejected as exc:
