@@ -53,7 +53,8 @@ def block_page(height: str):
     data = ex.block(s.ledger, s.index.conn, _height(height), viewer(), pseudonyms_view())
     if data is None:
         abort(404, f"No block at height {height}.")
-    return render_template("block.html", b=data, directory=names())
+    # the head has no "next block" link: it would be a 404 until the next block is final
+    return render_template("block.html", b=data, directory=names(), head=s.ledger.head().height)
 
 
 @bp.route("/explorer/governance")

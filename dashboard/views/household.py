@@ -4,6 +4,7 @@ money, trades with receipts (inclusion proofs) and order explanations."""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
@@ -11,7 +12,7 @@ from markupsafe import Markup
 
 from dashboard import household_view as hh
 from dashboard.agent_status import not_configured
-from dashboard.params import arg_choice, arg_date
+from dashboard.params import MAX_DATE, MIN_DATE, arg_choice, arg_date
 from dashboard.receipt_view import ReceiptError, build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, local_date, period
 from dashboard.trades import FilterError, TradeFilter, parse_public_id, query_page
@@ -27,6 +28,11 @@ def exact_wh(energy_wh: int) -> Markup:
     kWh`` reads ``12,347 Wh`` on hover): ``data-wh="12347" title="12,347 Wh"``."""
     wh = int(energy_wh)
     return Markup(f'data-wh="{wh}" title="{wh:,} Wh"')
+
+
+def _within(day: date) -> str | None:
+    """``day`` as YYYY-MM-DD if the household page takes it (``date=``), else None."""
+    return day.isoformat() if MIN_DATE <= day <= MAX_DATE else None
 
 
 def _summary(meter: str) -> dict:
@@ -66,8 +72,10 @@ def _summary(meter: str) -> dict:
             "end": p.end,
             "first_date": p.anchor.isoformat() if view == "day" else local_date(p.start, tz).isoformat(),
             "last_date": p.anchor.isoformat() if view == "day" else local_date(p.end - 1, tz).isoformat(),
-            "prev": p.prev_anchor.isoformat(),
-            "next": p.next_anchor.isoformat(),
+            # None at the edges of the dates the page takes (2000-01-01..2100-12-31): a link
+            # there would lead to a 400
+            "prev": _within(p.prev_anchor),
+            "next": _within(p.next_anchor),
             "words": words,
             "is_today": view == "day" and p.anchor == today,
             "flows": hh.flows(conn, meter, p.start, p.end),
