@@ -224,6 +224,8 @@ class Ledger:
                 self.app.check_tx(ctx, env)
             elif env.type == "propose":
                 governance.check_proposal(self.chain_state, env, now, self.app.check_params)
+            elif env.type == "vote":
+                governance.check_vote(self.chain_state, env, now)
         except Rejected as exc:
             # parsed (and perhaps verified): the caller tells its signer without doing either again
             exc.envelope, exc.signed = env, signed
@@ -232,8 +234,11 @@ class Ledger:
         return env
 
     def pending_budget(self, env: Envelope, now: int) -> tuple[Any, int, str] | None:
-        """The app's budget for ``env`` at ``now`` (chain.app's optional ``pending_budget``):
-        (key, how many more under that key the ledger takes, the refusal's reason), or None."""
+        """The budget for ``env`` at ``now``: governance's for votes and proposals, else the app's
+        (chain.app's optional ``pending_budget``): (key, how many more under that key the ledger
+        takes, the refusal's reason), or None."""
+        if env.type in ("vote", "propose"):
+            return governance.pending_budget(self.chain_state, env)
         budget = getattr(self.app, "pending_budget", None)
         if budget is None:
             return None

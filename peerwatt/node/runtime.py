@@ -424,9 +424,7 @@ class Node:
             return
         if not self._inbox.has_room(topic, len(payload)):
             self._count("rejected", "busy")
-            self._log_once(
-                "busy", topic, logging.INFO, "rejected busy on %s: its queue is full", topic
-            )
+            self._log_once("busy", topic, logging.INFO, "rejected busy on %s: its queue is full", topic)
             return
         if self.mempool is not None:
             try:
@@ -557,6 +555,10 @@ class Node:
             # anyone can put a copy of its message on another topic
             self._reject(raw, "wrong_topic", env.signer, mismatch)
             return
+        if refused is not None and refused.reason == "unknown_proposal" and refused.signed:
+            assert env is not None
+            if any(e.type == "propose" and e.tx_hash.hex() == env.body["proposal"] for _, e in self._pending):
+                refused = None  # its proposal waits here for a block (`gov publish` of both): taken
         if refused is not None:
             self._refuse(raw, refused)
             return
