@@ -217,6 +217,9 @@ def _add_template_filters(app: Flask, services: Services) -> None:
         time=lambda t, pattern="%Y-%m-%d %H:%M": fmt_time(t, tz, pattern),
         interval=lambda t: fmt_interval(t, services.ledger.params()["interval_s"], tz),
         age=fmt_age,
+        interval_name=units.interval_name,  # the community's interval_s in words
+        intervals_counted=units.intervals_counted,
+        duration_adjective=units.duration_adjective,
         percent=lambda permille: "\u2013" if permille is None else f"{units.fixed(permille, 10, 1)} %",
         # what members chose (names, notes, args, an agent's words): isolated, controls shown
         isolate=isolate,

@@ -7,7 +7,7 @@ wall clock on a live node and the simulated clock in the accelerated demo.
 - P2P share: energy traded between neighbours / energy the households imported (metered).
 - Self-sufficiency: 1 − Σ_t max(0, I_t − E_t) / Σ_t I_t over the day's intervals t, with I_t and
   E_t the community's total metered import and export: the share of household imports that the
-  community's own exports balanced in the same quarter-hour (so did not have to come from
+  community's own exports balanced in the same interval (so did not have to come from
   outside the neighbourhood).
 """
 

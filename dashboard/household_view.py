@@ -224,7 +224,7 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
 
 
 def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, Any]:
-    """Per bucket (15-minute intervals of a day, days of a month, months of a year): metered
+    """Per bucket (the community's intervals of a day, days of a month, months of a year): metered
     import/export, energy sold/bought as settled (``sold_wh``, ``bought_wh``: what the money table
     counts) and, apart, as cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``).
 

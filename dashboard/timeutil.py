@@ -2,7 +2,7 @@
 
 The ledger counts Unix seconds (UTC); people think in local days. Every range here is
 half-open, [start, end), and aligned to local midnight, so a day with a daylight-saving change
-has 92 or 100 quarter-hours, as it should.
+has 92 or 100 quarter-hours (of 15-minute intervals), as it should.
 """
 
 from __future__ import annotations

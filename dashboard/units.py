@@ -73,6 +73,33 @@ def ratio_permille(part: int, whole: int) -> int | None:
     return div_round_half_even(part * 1000, whole)
 
 
+def duration_adjective(seconds: int) -> str:
+    """A length of time before a noun: ``15-minute``, ``1-hour``, ``90-second``."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}-{unit}"
+    return f"{seconds}-second"
+
+
+# the community's delivery interval (interval_s) by its everyday name, where it has one
+INTERVAL_NAMES = {900: "quarter-hour", 1800: "half-hour", 3600: "hour"}
+
+
+def interval_name(interval_s: int) -> str:
+    """One delivery interval in words: ``quarter-hour`` (900 s), ``1-minute interval`` (60 s)."""
+    return INTERVAL_NAMES.get(interval_s) or f"{duration_adjective(interval_s)} interval"
+
+
+def intervals_counted(interval_s: int) -> str:
+    """Delivery intervals after a count: ``quarter-hour(s)`` (900 s), ``interval(s) of 1
+    minute`` (60 s), ``interval(s) of 90 seconds``: never "quarter-hour" where an interval is
+    not one."""
+    if interval_s in INTERVAL_NAMES:
+        return f"{INTERVAL_NAMES[interval_s]}(s)"
+    number, unit = duration_adjective(interval_s).split("-")
+    return f"interval(s) of {number} {unit}{'' if number == '1' else 's'}"
+
+
 def short_id(key_id: str, length: int = 8) -> str:
     """The first characters of a key id or hash, for tables."""
     return key_id[:length]

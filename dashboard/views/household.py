@@ -62,6 +62,7 @@ def _summary(meter: str) -> dict:
         "name": directory.label(meter),
         "serial": ledger.meters().get(meter, {}).get("serial"),
         "owner": owner,
+        "interval_s": params["interval_s"],  # the community's delivery interval (the page's words)
         "balance": ledger.balances().get(meter, ledger.balances().get(owner or "", 0)),
         "today": {"date": today.isoformat(), "flows": hh.flows(conn, meter, today_start, today_end)},
         "period": {
