@@ -56,10 +56,11 @@ class Application(Protocol):
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
         """The app's state at genesis, from the community parameters."""
 
-    def check_params(self, params: dict[str, Any], bounded: bool = False) -> None:
+    def check_params(self, params: dict[str, Any], bounded: bool = False, rules: int = 1) -> None:
         """Raise ValueError with a one-line reason if the parameters are unusable; ``bounded``: the
         ledger has the bounds on proposals' arguments (genesis chain.max_open_proposals), so the
-        app may also cap sizes it could not cap in ledgers from before them."""
+        app may also cap sizes it could not cap in ledgers from before them; ``rules``: the
+        ledger's rules version (genesis chain.rules), for checks that came with a later one."""
 
     def check_tx(self, ctx: AppContext, env: Envelope) -> None:
         """Raise Rejected if ``env`` would be refused in a block at ``ctx.time`` (intake check)."""

@@ -99,7 +99,11 @@ def expected_proposer(chain_state: dict[str, Any], round_: int) -> str:
 def genesis_state(genesis: Genesis, app: Application) -> State:
     """The full state at height 0."""
     try:
-        app.check_params(genesis.app_params, bounded="max_open_proposals" in genesis.doc["chain"])
+        app.check_params(
+            genesis.app_params,
+            bounded="max_open_proposals" in genesis.doc["chain"],
+            rules=genesis.doc["chain"].get("rules", 1),
+        )
     except ValueError as exc:
         raise StoreError(f"genesis [app] parameters refused by the {app.name} app: {exc}") from None
     return {"chain": initial_chain_state(genesis), "app": app.init_state(genesis.app_params)}

@@ -147,7 +147,11 @@ def _check_action(
             except GenesisError as exc:
                 raise Rejected("bad_value", str(exc)) from None
         try:
-            check_params(dict(chain["params"], **{args["name"]: args["value"]}), bounded=limit is not None)
+            check_params(
+                dict(chain["params"], **{args["name"]: args["value"]}),
+                bounded=limit is not None,
+                rules=chain.get("rules", 1),
+            )
         except ValueError as exc:
             raise Rejected("bad_value", f"parameter change refused: {exc}") from None
 

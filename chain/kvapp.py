@@ -24,7 +24,7 @@ class KeyValueApp:
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"latest": {}, "writes": 0, "ticks": 0}
 
-    def check_params(self, params: dict[str, Any], bounded: bool = False) -> None:
+    def check_params(self, params: dict[str, Any], bounded: bool = False, rules: int = 1) -> None:
         due = params.get("due_every_s", 0)
         if type(due) is not int or due < 0:
             raise ValueError("due_every_s must be a non-negative integer")

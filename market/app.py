@@ -66,8 +66,8 @@ class MarketApp:
     def init_state(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"book": {}, "cleared": {}, "readings": {}, "settled": {}, "balances": {}, "resettle": []}
 
-    def check_params(self, params: dict[str, Any], bounded: bool = False) -> None:
-        market_params.check_params(params, bounded)
+    def check_params(self, params: dict[str, Any], bounded: bool = False, rules: int = 1) -> None:
+        market_params.check_params(params, bounded, rules)
 
     # -- transactions --------------------------------------------------------------------------
 

@@ -95,9 +95,22 @@ MAX_PRICE_PER_KWH = 10**9
 PRICE_PARAMS = ("feed_in_price", "retail_price", "grid_fee_per_kwh", "levies_per_kwh", "community_price")
 
 
-def check_params(params: dict[str, Any], bounded: bool = False) -> None:
+# Upper bounds in a ledger with rules 2 (genesis chain.rules; docs/market.md, "Parameter
+# bounds"): each of these is kept in, or makes, the state every block carries, so a vote could
+# otherwise make every node hold readings, orders or settlements without end (found in a QA pass:
+# horizon_s, correction_window_intervals, settle_after_intervals and retention_s of 2**53 - 1 were
+# taken). Each is far beyond what a community needs.
+MAX_HORIZON_S = 7 * 86_400  # orders at most a week ahead (1 day by default)
+MAX_KEPT_S = 62 * 86_400  # the correction window, the settlement delay and the grid operator's window
+MAX_RETENTION_S = 10 * 366 * 86_400  # a departed member's payloads: ten years of record keeping
+MAX_READING_CORRECTIONS = 100
+MAX_ORDERS_PER_INTERVAL = 1_000
+
+
+def check_params(params: dict[str, Any], bounded: bool = False, rules: int = 1) -> None:
     """Raise ValueError with a one-line reason if the market cannot run with ``params``;
-    ``bounded`` (a ledger with the bounds, see chain.governance) also caps the prices."""
+    ``bounded`` (a ledger with the bounds, see chain.governance) also caps the prices, and with
+    ``rules`` 2 the horizon, the kept windows, the retention and the two per-meter limits."""
     p = with_defaults(params)
     unknown = set(params) - set(DEFAULTS)
     if unknown:
@@ -137,3 +150,28 @@ def check_params(params: dict[str, Any], bounded: bool = False) -> None:
         raise ValueError("max_orders_per_interval must be a positive integer")
     if p["gridops_window_s"] < p["interval_s"]:
         raise ValueError("gridops_window_s must be at least one interval")
+    if bounded and rules >= 2:
+        _check_upper_bounds(p)
+
+
+def _check_upper_bounds(p: dict[str, Any]) -> None:
+    days = 86_400
+    for name, value_s in (
+        ("correction_window_intervals", p["correction_window_intervals"] * p["interval_s"]),
+        ("settle_after_intervals", p["settle_after_intervals"] * p["interval_s"]),
+        ("gridops_window_s", p["gridops_window_s"]),
+    ):
+        if value_s > MAX_KEPT_S:
+            raise ValueError(
+                f"{name} must span at most {MAX_KEPT_S // days} days (it spans {value_s // days})"
+            )
+    if p["horizon_s"] > MAX_HORIZON_S:
+        raise ValueError(f"horizon_s must be at most {MAX_HORIZON_S} ({MAX_HORIZON_S // days} days)")
+    if p["retention_s"] > MAX_RETENTION_S:
+        raise ValueError(f"retention_s must be at most {MAX_RETENTION_S} (ten years)")
+    for name, most in (
+        ("max_reading_corrections", MAX_READING_CORRECTIONS),
+        ("max_orders_per_interval", MAX_ORDERS_PER_INTERVAL),
+    ):
+        if p[name] is not None and p[name] > most:
+            raise ValueError(f"{name} must be at most {most}")
