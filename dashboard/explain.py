@@ -99,28 +99,45 @@ def explain(
         return f"No seller asked as little as your bid of {mine}. {rest_goes}"
     # Some matched, this order not (fully) although its price was within the clearing price (or
     # pay-as-bid has none): the other side's energy ran out before it (a bid above an unfilled
-    # ask is no contradiction: a cheaper ask took that bid first).
-    withheld = clearing.get("ask_wh_note") or clearing.get("bid_wh_note")
-    if clearing.get("ask_wh") is None or clearing.get("bid_wh") is None:
-        # a side of fewer than 3 other households: its sum is not the viewer's to read
-        because = f" ({withheld}: the sums are not shown)" if withheld else ""
-        if selling:
-            return (
-                f"Neighbours wanted less than was offered at your price{because}; cheaper and earlier "
-                f"offers were served first. {rest_goes}"
-            )
-        return (
-            f"Less was offered than neighbours wanted at your price{because}; higher and earlier bids "
-            f"were served first. {rest_goes}"
-        )
+    # ask is no contradiction: a cheaper ask took that bid first). Whether other orders of this
+    # side were served first is said only where the ledger shows it (found in a QA pass: "cheaper
+    # and earlier offers were served first" of an offer that had got everything the bids took):
+    # the interval's volume beyond this order's fill went to other orders of its side. The
+    # merit-order walk serves an order only after every better one (docs/market.md), so those
+    # were cheaper or earlier.
     if selling:
-        return (
-            f"Neighbours wanted less than was offered at your price: {energy(clearing['bid_wh'])} "
-            f"bid against {energy(clearing['ask_wh'])} offered; cheaper and earlier offers were "
-            f"served first. {rest_goes}"
-        )
-    return (
-        f"Less was offered than neighbours wanted at your price: {energy(clearing['ask_wh'])} "
-        f"offered against {energy(clearing['bid_wh'])} bid; higher and earlier bids were served "
-        f"first. {rest_goes}"
-    )
+        short = "Neighbours wanted less than was offered at your price"
+        served_first = "cheaper and earlier offers were served first"
+        others_got = "what other offers got"
+    else:
+        short = "Less was offered than neighbours wanted at your price"
+        served_first = "higher and earlier bids were served first"
+        others_got = "what other bids got"
+    volume = clearing.get("volume_wh")
+    if volume is None:  # withheld from this viewer, so not 0: something matched
+        served = True if filled == 0 else None  # None: what others got is not the viewer's to read
+    else:
+        served = volume > filled
+    if clearing.get("ask_wh") is None or clearing.get("bid_wh") is None:
+        # a side of fewer than 3 other households: its sum is not the viewer's to read, and
+        # neither is the volume (nor so what of it other orders got, unless this one got none)
+        withheld = clearing.get("ask_wh_note") or clearing.get("bid_wh_note")
+        because = f"{withheld}: the sums are not shown" if withheld else "the sums are not shown"
+        if served is None:
+            return f"{short} ({because}, nor {others_got}). {rest_goes}"
+        said = f"{short} ({because})"
+    else:
+        if selling:
+            sums = f"{energy(clearing['bid_wh'])} bid against {energy(clearing['ask_wh'])} offered"
+        else:
+            sums = f"{energy(clearing['ask_wh'])} offered against {energy(clearing['bid_wh'])} bid"
+        if served is None:
+            return f"{short}: {sums}; {others_got} is not shown. {rest_goes}"
+        said = f"{short}: {sums}"
+    if served:
+        return f"{said}; {served_first}. {rest_goes}"
+    if selling:
+        went = f"all {energy(volume)} neighbours bought went to your offer (no other offer was served)"
+    else:
+        went = f"all {energy(volume)} neighbours sold went to your bid (no other bid was served)"
+    return f"{said}, and {went}. {rest_goes}"
