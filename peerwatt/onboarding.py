@@ -13,9 +13,14 @@ A join request is a short text block a household hands to a validator (file, e-m
     capacity_w: 11000          the connection's maximum power (W)
     created: 1764000000
     signature: <base64url r||s by the member key>
+    meter_signature: <base64url r||s by the meter key>
     -----END PEERWATT JOIN REQUEST-----
 
-The signature covers ``b"peerwatt/join-request/v1\\n" + JCS(fields without signature)``.
+The signature covers ``b"peerwatt/join-request/v1\\n" + JCS(fields without the signatures)``; the
+meter signature covers ``b"peerwatt/join-request/v1/meter\\n"`` + the same JCS: the household holds
+the meter key it names (without it, a member's request could name another household's meter
+public key, and an admitted request would enrol that meter under the wrong owner, its earnings
+credited to them: found in a QA pass).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from chain.signature import SignatureError, sign, verify
 BEGIN = "-----BEGIN PEERWATT JOIN REQUEST-----"
 END = "-----END PEERWATT JOIN REQUEST-----"
 _DOMAIN = b"peerwatt/join-request/v1\n"
+_METER_DOMAIN = b"peerwatt/join-request/v1/meter\n"
+_SIGNATURES = ("signature", "meter_signature")
 _FIELDS = ("community", "name", "member", "meter", "serial", "profile", "capacity_w", "created")
 
 
@@ -52,6 +59,7 @@ class JoinRequest:
     capacity_w: int
     created: int
     signature: str = ""
+    meter_signature: str = ""
 
     @property
     def member_id(self) -> str:
@@ -63,16 +71,19 @@ class JoinRequest:
 
     def fields(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("signature")
+        for name in _SIGNATURES:
+            data.pop(name)
         return data
 
     def signed_bytes(self) -> bytes:
         return _DOMAIN + canonical_bytes(self.fields())
 
+    def meter_signed_bytes(self) -> bytes:
+        return _METER_DOMAIN + canonical_bytes(self.fields())
+
     def text(self) -> str:
-        lines = [BEGIN] + [f"{name}: {getattr(self, name)}" for name in _FIELDS]
-        lines += [f"signature: {self.signature}", END]
-        return "\n".join(lines) + "\n"
+        lines = [BEGIN] + [f"{name}: {getattr(self, name)}" for name in (*_FIELDS, *_SIGNATURES)]
+        return "\n".join([*lines, END]) + "\n"
 
 
 def make_join_request(
@@ -86,7 +97,7 @@ def make_join_request(
     capacity_w: int,
     created: int | None = None,
 ) -> JoinRequest:
-    """A join request signed by the household's member key."""
+    """A join request signed by the household's member key and by its meter key."""
     request = JoinRequest(
         community=community,
         name=name,
@@ -98,7 +109,11 @@ def make_join_request(
         created=int(time.time()) if created is None else created,
     )
     check_fields(request)
-    return JoinRequest(**request.fields(), signature=sign(member_key, request.signed_bytes()))
+    return JoinRequest(
+        **request.fields(),
+        signature=sign(member_key, request.signed_bytes()),
+        meter_signature=sign(meter_key, request.meter_signed_bytes()),
+    )
 
 
 def check_fields(request: JoinRequest) -> None:
@@ -134,12 +149,17 @@ def parse_join_request(text: str) -> JoinRequest:
             continue
         name, sep, value = line.partition(":")
         name = name.strip()
-        if not sep or name not in (*_FIELDS, "signature"):
+        if not sep or name not in (*_FIELDS, *_SIGNATURES):
             raise JoinRequestError(f"unexpected line in the join request: {line.strip()[:60]!r}")
         if name in values:
             raise JoinRequestError(f"{name} appears twice in the join request")
         values[name] = value.strip()
     missing = [n for n in (*_FIELDS, "signature") if n not in values]
+    if not missing and "meter_signature" not in values:
+        raise JoinRequestError(
+            "the join request lacks meter_signature (the meter key's proof that this household "
+            "holds it): made by an older peerwatt, or changed; make it again with `peerwatt agent setup`"
+        )
     if missing:
         raise JoinRequestError(f"the join request lacks {', '.join(missing)}")
     try:
@@ -156,6 +176,7 @@ def parse_join_request(text: str) -> JoinRequest:
         capacity_w=capacity_w,
         created=created,
         signature=values["signature"],
+        meter_signature=values["meter_signature"],
     )
     check_fields(request)
     try:
@@ -164,6 +185,13 @@ def parse_join_request(text: str) -> JoinRequest:
         raise JoinRequestError(
             f"the join request's signature does not verify ({exc.reason}): it was changed or not "
             "signed by its member key"
+        ) from None
+    try:
+        verify(load_public_key(request.meter), request.meter_signed_bytes(), request.meter_signature)
+    except SignatureError as exc:
+        raise JoinRequestError(
+            f"the join request's meter signature does not verify ({exc.reason}): the meter key it "
+            "names is not one this household holds (or the request was changed)"
         ) from None
     return request
 

@@ -215,3 +215,28 @@ def test_agent_setup_finds_a_meter_on_its_profiles_own_unit_id(tmp_path):
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "fronius-smart-meter at 127.0.0.1" in r.stdout and "unit 240" in r.stdout, r.stdout
+
+
+def test_a_join_request_proves_it_holds_its_meter_key():
+    """Found in a QA pass: only the member key signed a join request, so a household could name
+    another household's meter public key in its own; admitted, the meter was enrolled under the
+    wrong owner and its earnings credited to them. The meter key now signs the request too."""
+    from dataclasses import replace
+
+    from chain.keys import public_key_sec1
+    from chain.signature import sign
+
+    member, _meter, request = _request()
+    victim = generate_private_key()  # another household's meter: only its public key is known
+    claimed = replace(request, meter=public_key_sec1(victim.public_key()).hex(), signature="")
+    forged = replace(claimed, signature=sign(member, claimed.signed_bytes()))  # the member's own signature
+    with pytest.raises(
+        JoinRequestError, match="meter signature does not verify.*not one this household holds"
+    ):
+        parse_join_request(forged.text())
+    old = "\n".join(x for x in request.text().splitlines() if not x.startswith("meter_signature"))
+    with pytest.raises(
+        JoinRequestError, match="lacks meter_signature .*make it again with `peerwatt agent setup`"
+    ):
+        parse_join_request(old)
+    assert parse_join_request(request.text()) == request
