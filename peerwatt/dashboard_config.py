@@ -16,11 +16,17 @@ dashboard.toml (relative paths are relative to the file's folder):
 
     [broker]                        # optional: show each household its agent's health
     url = "mqtts://broker.oak-street.example:8883"
-    ca_file = "community-ca.crt"    # and cert_file/key_file, or username/password_file, as for nodes
+    ca_file = "dashboard-broker/community-ca.crt"     # as `peerwatt community add-dashboard` prints:
+    cert_file = "dashboard-broker/broker-client.crt"  # the folder it wrote, copied next to this file
+    key_file = "dashboard-broker/broker-client.key"   # (or username/password_file, as for nodes)
+
+A [broker] TLS file that is not there is one line naming every such file and the folder the
+relative paths were taken from.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,7 @@ def load_settings(path: Path) -> DashboardSettings:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     base = path.parent
+    _check_broker_files(data, where, base)
     host, port = _listen(take(data, "listen", str, where, "127.0.0.1:8080"), where)
     instance = take(data, "instance", str, where, None)
     hours = take(data, "session_hours", int, where, 8)
@@ -100,6 +107,42 @@ def load_settings(path: Path) -> DashboardSettings:
         broker_client_id=take(data, "broker_client_id", str, where, "dashboard"),
         neighbour_names=names,
     )
+
+
+BROKER_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def _check_broker_files(data: dict[str, Any], where: str, base: Path) -> None:
+    """UserError (one line) naming every [broker] TLS file that is not there, and the folder its
+    relative path was taken from: dashboard.toml's own. A QA pass copied add-dashboard's folder
+    next to dashboard.toml, whose lines then named bare file names: only the key was reported, and
+    a ca_file that happened to lie next to dashboard.toml was taken silently."""
+    table = data.get("broker")
+    if not isinstance(table, dict):
+        return  # settings.broker_config says what is wrong with it
+    missing = []
+    for name in BROKER_FILES:
+        value = table.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            (base / value).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(f"{name} = {_shown(json.dumps(value, ensure_ascii=False))}")
+        except OSError:
+            continue  # unreadable rather than missing: settings.broker_config says why
+    if missing:
+        folder = _shown(str(base.absolute()))
+        raise UserError(
+            f"{where} [broker]: not found: {', '.join(missing)} (relative paths are taken from "
+            f"the config file's folder, {folder}); copy the folder `peerwatt community add-dashboard` "
+            "wrote next to dashboard.toml and name the files inside it, as that command prints"
+        )
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: anything unprintable (a line break) as \\uXXXX."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _listen(text: str, where: str) -> tuple[str, int]:

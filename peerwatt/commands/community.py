@@ -880,17 +880,28 @@ def add_dashboard(out_dir: Path, dashboard_dir: Path | None) -> None:
         click.echo(
             "the community already has the dashboard's broker account: no new certificate, the same again"
         )
+    # dashboard.toml's relative paths are taken from its own folder: the lines name the files
+    # inside the folder as copied next to it (QA: bare file names were not found there)
+    name = Path(os.path.abspath(folder)).name
     click.echo(
         f"broker account {DASHBOARD_ACCOUNT} (reads status/+ only): {folder}/broker-client.crt and .key; "
-        "copy the folder next to dashboard.toml, which then says:"
+        f"copy the folder next to dashboard.toml (as {name}/), which then says:"
     )
     click.echo(f'broker_client_id = "{DASHBOARD_ACCOUNT}"')
     click.echo("[broker]")
     click.echo(f'url = "{layout.broker_url}"')
-    click.echo('ca_file = "community-ca.crt"')
-    click.echo('cert_file = "broker-client.crt"')
-    click.echo('key_file = "broker-client.key"')
+    for key, file in (
+        ("ca_file", "community-ca.crt"),
+        ("cert_file", "broker-client.crt"),
+        ("key_file", "broker-client.key"),
+    ):
+        click.echo(f"{key} = {_toml_string(f'{name}/{file}')}")
     _tell_broker(layout, made, "peerwatt.acl")
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (JSON's escapes are TOML's, and TOML also escapes DEL)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 @community.command("revoke")
