@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 from chain.canonical import loads_strict
+from chain.governance import VALIDATOR_ACTIONS
 from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.accounts import User
 from dashboard.community import seen_clearing
@@ -235,9 +236,29 @@ def governance(
             proposals[proposal]["votes"].append(
                 {"voter": signer, "vote": vote, "status": status, "reason": reason, "height": height}
             )
+    members, validators = ledger.members(), ledger.validators()
     for pid, p in proposals.items():
+        voters = validators if p.get("action") in VALIDATOR_ACTIONS else members
         if pid in open_now:
+            # counted as the ledger tallies: the yes and no of the keys that may vote on it (a
+            # member's proposal of a validators' action holds its yes, which does not count)
             p["outcome"] = "open"
-            p["yes"] = len(open_now[pid].get("yes", []))
-            p["no"] = len(open_now[pid].get("no", []))
+            p["yes"] = sum(1 for k in open_now[pid].get("yes", []) if k in voters)
+            p["no"] = sum(1 for k in open_now[pid].get("no", []) if k in voters)
+        _proposers_yes(p, voters)
     return sorted(proposals.values(), key=lambda p: -(p.get("height") or 0))
+
+
+def _proposers_yes(p: dict[str, Any], voters: dict[str, Any]) -> None:
+    """Set ``proposer_yes``: whether proposing counted as the proposer's yes, so the page lists it
+    with the votes (found in a QA pass: "passed 1 yes, 0 no" above a Votes column of "–"). It
+    counts if the proposer may vote on the proposal (chain.governance.propose); a decided
+    proposal's count shows whether it did (its yes beyond the yes votes the ledger took), an open
+    or expired one is judged by who may vote now. ``votes`` stay the vote transactions."""
+    p["proposer_yes"] = False
+    proposer = p.get("proposer")
+    if proposer is None or p.get("status") != "ok":  # hidden from visitors, or refused
+        return
+    sent_yes = sum(1 for v in p["votes"] if v["vote"] == "yes" and v["status"] == "ok")
+    decided = p.get("outcome") in ("passed", "rejected") and p.get("yes") is not None
+    p["proposer_yes"] = p["yes"] > sent_yes if decided else proposer in voters
