@@ -105,8 +105,22 @@ def page():
     if f.interval is not None and not at_value:
         if local_midnight(MIN_DATE, tz) <= f.interval < local_midnight(MAX_DATE + timedelta(days=1), tz):
             at_value = fmt_time(f.interval, tz, "%Y-%m-%dT%H:%M")
+    # a household filter of a well-formed key id that is no meter of this community (only an
+    # admin gets this far with one): the page says so, rather than a select reading "All
+    # households" over a list that is empty because it is filtered (found in a QA pass)
+    chosen = args.get("household")
+    unknown = chosen if chosen and chosen not in {m for m, _ in households} else None
     return render_template(
-        "trades.html", page=page, f=f, households=households, args=args, sorts=SORTS, at_value=at_value
+        "trades.html",
+        page=page,
+        f=f,
+        households=households,
+        args=args,
+        sorts=SORTS,
+        at_value=at_value,
+        unknown_household=unknown,
+        # the other filters stay, but a side, which needs a household
+        all_households={k: v for k, v in args.items() if k not in ("household", "side")},
     )
 
 
