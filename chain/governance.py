@@ -225,46 +225,24 @@ def _tally(
     voters, needed = electorate(chain, proposal["action"], proposal)
     yes = len(voters.intersection(proposal["yes"]))
     no = len(voters.intersection(proposal["no"]))
-    if yes >= needed:
+
+    def closed(outcome: str, **reason: str) -> list[dict[str, Any]]:
         del chain["proposals"][pid]
+        action = proposal["action"]
+        return [{"kind": "gov", "proposal": pid, "action": action, "outcome": outcome, "yes": yes, "no": no}
+                | reason]  # fmt: skip
+
+    if yes >= needed:
         if chain.get("rules", 1) >= 2:  # what was true when it opened may no longer be
             try:
                 _check_action(chain, proposal["action"], proposal["args"], check_params)
             except Rejected as exc:
-                return [
-                    {
-                        "kind": "gov",
-                        "proposal": pid,
-                        "action": proposal["action"],
-                        "outcome": "rejected",
-                        "yes": yes,
-                        "no": no,
-                        "reason": f"no longer applies: {exc.detail}",
-                    }
-                ]
+                return closed("rejected", reason=f"no longer applies: {exc.detail}")
+        result = closed("passed")
         _apply(chain, proposal["action"], proposal["args"], height)
-        return [
-            {
-                "kind": "gov",
-                "proposal": pid,
-                "action": proposal["action"],
-                "outcome": "passed",
-                "yes": yes,
-                "no": no,
-            }
-        ]
+        return result
     if len(voters) - no < needed:
-        del chain["proposals"][pid]
-        return [
-            {
-                "kind": "gov",
-                "proposal": pid,
-                "action": proposal["action"],
-                "outcome": "rejected",
-                "yes": yes,
-                "no": no,
-            }
-        ]
+        return closed("rejected")
     return []
 
 

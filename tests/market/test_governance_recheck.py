@@ -44,6 +44,11 @@ def gov_results(c: LocalCommunity, block) -> dict[str, dict]:
     return {r["proposal"]: r for r in c.ledgers[0].store.results(block.height) if r.get("kind") == "gov"}
 
 
+def enrol(c: LocalCommunity, who: Party, key: Party, owner: Party, serial: str, t: int) -> Envelope:
+    args = {"key": key.sec1_hex, "serial": serial, "owner": owner.id, "capacity_w": 5_000}
+    return propose(c, who, "enroll_meter", args, t)
+
+
 def order(c: LocalCommunity, meter: Party, price: int, t: int) -> Envelope:
     body = {"side": "sell", "interval": T0 + 1800, "energy_wh": 100, "limit_price": price}
     return meter.sign(c.community, "order", body, created=t)
@@ -88,10 +93,7 @@ def test_a_stale_enrolment_does_not_bring_back_a_revoked_meter(tmp_path: Path) -
     c, t = community(tmp_path), T0 + 10
     v, m = c.validators, c.members
     key = Party(generate_private_key())
-    first = propose(c, v[0], "enroll_meter", {"key": key.sec1_hex, "serial": "SN-X", "owner": m[0].id,
-                                              "capacity_w": 5_000}, t)  # fmt: skip
-    stale = propose(c, v[1], "enroll_meter", {"key": key.sec1_hex, "serial": "SN-Y", "owner": m[1].id,
-                                              "capacity_w": 5_000}, t)  # fmt: skip
+    first, stale = enrol(c, v[0], key, m[0], "SN-X", t), enrol(c, v[1], key, m[1], "SN-Y", t)
     c.run_block([first, stale], t)
     c.run_block([yes(c, v[1], first, t), yes(c, v[2], first, t)], t + 5)  # enrolled for member 0
     revoke = propose(c, v[0], "revoke_meter", {"meter": key.id}, t + 10)
@@ -110,10 +112,7 @@ def test_a_second_enrolment_of_a_key_does_not_hand_it_to_another_owner(tmp_path:
     c, t = community(tmp_path), T0 + 10
     v, m = c.validators, c.members
     key = Party(generate_private_key())
-    first = propose(c, v[0], "enroll_meter", {"key": key.sec1_hex, "serial": "SN-X", "owner": m[0].id,
-                                              "capacity_w": 5_000}, t)  # fmt: skip
-    second = propose(c, v[1], "enroll_meter", {"key": key.sec1_hex, "serial": "SN-Y", "owner": m[1].id,
-                                               "capacity_w": 5_000}, t)  # fmt: skip
+    first, second = enrol(c, v[0], key, m[0], "SN-X", t), enrol(c, v[1], key, m[1], "SN-Y", t)
     c.run_block([first, second], t)
     block = c.run_block([yes(c, v[1], first, t), yes(c, v[2], first, t), yes(c, v[0], second, t),
                          yes(c, v[2], second, t)], t + 5)  # fmt: skip

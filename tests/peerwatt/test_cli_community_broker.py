@@ -91,7 +91,7 @@ def test_a_dashboard_account_is_kept_with_the_operators_and_every_meter(tmp_path
     assert (tmp_path / "dash" / "broker-client.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "dash" / "community-ca.crt").exists()
     assert (
-        'broker_client_id = "dashboard"' in dash.stdout and 'cert_file = "broker-client.crt"' in dash.stdout
+        'broker_client_id = "dashboard"' in dash.stdout and 'cert_file = "dash/broker-client.crt"' in dash.stdout
     )
     # a second run keeps the account and its certificate, and says so
     again = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(tmp_path / "dash2"))
