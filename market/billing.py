@@ -167,9 +167,11 @@ def metered(
     window, by the settlement's rules and source: the grid operator's data for an interval where
     the community uses it and has it, else the readings (not under the ``gridops`` source);
     flags for the intervals left out, in interval order (``flag@interval`` as untrue, and with
-    ``until`` given, ``missing_reading@first..last`` for those without their data: from the
-    meter's first record on, up to ``until``, the last interval any meter of the community has
-    a record for); the number of intervals taken from the grid operator's data."""
+    ``until`` given, ``missing_reading@first..last`` for those without their data, up to
+    ``until``, the last interval any meter of the community has a record for: from the window's
+    start under the grid operator's data and for a meter without any record, else from the
+    interval after the meter's first reading, its baseline); the number of intervals taken from
+    the grid operator's data."""
     window = billed_window(meter, start, end)
     if window is None:
         return 0, 0, [], 0
@@ -203,10 +205,10 @@ def metered(
             continue
         imported += outcome.import_wh
         exported += outcome.export_wh
-    if until is not None and (readings or data):
-        first = min([*(i + interval_s for i in readings), *data])
-        lo = max(first, window[0])
-        lo += (first - lo) % interval_s  # (up to the meter's own interval grid)
+    if until is not None:
+        lo = -(-window[0] // interval_s) * interval_s  # the first interval inside the window
+        if source != GRIDOPS and (readings or data):  # a meter's first reading is its baseline
+            lo = max(lo, min([*(i + interval_s for i in readings), *data]))
         hi = min(until, window[1] - interval_s)
         flagged += missing_reading_flags(
             [i for i in range(lo, hi + 1, interval_s) if i not in counted], interval_s

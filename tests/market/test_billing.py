@@ -213,3 +213,21 @@ def test_a_meter_enrolled_mid_period_is_expected_from_its_first_reading() -> Non
         vat=VatSetting(False, 0, ""),
     )
     assert alice["flags"] == [] and alice["energy"]["export_wh"] == 2_000  # days 5 and 6
+
+
+def test_a_meter_without_any_record_is_flagged_from_its_window_start() -> None:
+    """Found in a QA pass: a meter that never sent a reading (or, under the grid operator's data,
+    had no row) was billed 0 kWh with nothing left out: the count started at its first record."""
+    v = view(readings={**view().readings, "s": {}})
+    alice = member_statement(v, "alice", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""))
+    # enrolled before the period: every interval of it up to the last one read (bob's, day 6)
+    assert alice["flags"] == [f"s:missing_reading@{T}..{T + 5 * DAY}"]
+    assert alice["meters"][0]["intervals_left_out"] == 6 and alice["energy"]["import_wh"] == 0
+    # the grid operator's data covers an interval by itself: expected from the window's start
+    gridops = {**PARAMS, "settlement_source": "gridops", "gridops_operators": ["op"]}
+    data = {"b": {T + i * DAY: (10, 0, "measured") for i in range(2, 4)},
+            "s": {T + i * DAY: (0, 10, "measured") for i in range(3, 4)}}  # fmt: skip
+    v = view(params=gridops, param_history=[(0, gridops)], gridops=data)
+    alice = member_statement(v, "alice", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""))
+    assert alice["flags"] == [f"s:missing_reading@{T}..{T + 2 * DAY}"]  # up to day 4, the last with data
+    assert alice["energy"]["export_wh"] == 10
