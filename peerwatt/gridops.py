@@ -11,7 +11,8 @@ The CSV layout (comma or semicolon separated, one header line, columns in any or
 
 - ``metering_point``: the grid operator's id of the metering point (mapped to an enrolled meter
   by ``[gridops.metering_points]`` in billing.toml; a meter may have several, whose rows are
-  added), or the meter's key id itself;
+  added), or the meter's key id itself (the meter's whole value: never added to a row of one of
+  its metering points);
 - ``interval_start``: ISO 8601 with a UTC offset (``Z`` or ``+02:00``), at an interval boundary;
 - ``import_wh``/``export_wh``: whole Wh; or ``import_kwh``/``export_kwh`` with at most three
   decimals and a decimal point (``0.312``), converted exactly;
@@ -24,7 +25,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chain.envelope import Envelope, sign_envelope
@@ -56,6 +57,7 @@ class GridRow:
     import_wh: int
     export_wh: int
     quality: str
+    lines: tuple[int, ...] = ()  # a row added up from several lines: all of them
 
     def body_row(self) -> dict[str, Any]:
         return {
@@ -165,17 +167,42 @@ def metering_points(billing: dict[str, Any], where: str) -> dict[str, str]:
 QUALITY_RANK = {"measured": 0, "replaced": 1, "estimated": 2}
 
 
+def iso_utc(t: int) -> str:
+    """An interval start as the file may write it, in UTC: ``2026-06-05T00:00:00Z``."""
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _key_id_and_point(name: str, meter: str, own: GridRow, point: GridRow) -> GridopsError:
+    """A meter listed for one interval by its key id and by a metering point: one line naming both."""
+    later, earlier = (own, point) if own.line > point.line else (point, own)
+    what = (
+        f"meter {meter} at {iso_utc(own.interval)} is also on line {earlier.line} by its metering point "
+        f"{point.metering_point}"
+        if later is own
+        else f"{point.metering_point} at {iso_utc(own.interval)} is meter {meter}, which is also on line "
+        f"{earlier.line} by its key id"
+    )
+    return GridopsError(
+        f"{name} line {later.line}: {what}; a row by a meter's key id is the meter's whole value, "
+        "never added to its metering points' rows: list the meter by one or the other"
+    )
+
+
 def assign_meters(
     rows: list[GridRow], points: dict[str, str], meters: set[str], name: str
 ) -> dict[str, list[GridRow]]:
-    """The rows by enrolled meter key id; GridopsError naming the first row whose metering point
-    is neither mapped nor an enrolled meter's key id.
+    """The rows by enrolled meter key id, in interval order; GridopsError naming the first row
+    whose metering point is neither mapped nor an enrolled meter's key id.
 
     A meter with several metering points (consumption and generation, as in Austria) gets one row
     per interval: their import and export added, the least certain quality (estimated, then
     replaced, then measured), ``metering_point`` the first point and how many more (``AT...+1``).
     Every one of its points mapped in ``points`` must have a row for each interval in the file;
-    a missing one is an error (a sum without it would be wrong, not partial)."""
+    a missing one is an error (a sum without it would be wrong, not partial).
+
+    A row whose metering point is the meter's key id is the meter itself, its whole value for the
+    interval: it is never added to anything, and a row of one of its metering points for the same
+    interval is an error naming both lines (the same point twice is refused by ``parse_csv``)."""
     per_meter: dict[str, dict[str, dict[int, GridRow]]] = {}
     for row in rows:
         meter = points.get(row.metering_point, row.metering_point)
@@ -187,15 +214,21 @@ def assign_meters(
         per_meter.setdefault(meter, {}).setdefault(row.metering_point, {})[row.interval] = row
     by_meter: dict[str, list[GridRow]] = {}
     for meter, per_point in per_meter.items():
-        names = sorted({p for p, m in points.items() if m == meter} | set(per_point))
-        if len(names) == 1:
-            by_meter[meter] = list(per_point[names[0]].values())
-            continue
-        label = f"{names[0]}+{len(names) - 1}"
+        own = per_point.pop(meter, {})  # by the meter's key id
+        names = sorted({p for p, m in points.items() if m == meter and p != meter} | set(per_point))
+        label = f"{names[0]}+{len(names) - 1}" if len(names) > 1 else ""
         merged = []
-        for interval in sorted({i for rows_of in per_point.values() for i in rows_of}):
+        for interval in sorted(set(own) | {i for rows_of in per_point.values() for i in rows_of}):
             parts = [per_point.get(p, {}).get(interval) for p in names]
             present = [part for part in parts if part is not None]
+            if interval in own:
+                if present:
+                    raise _key_id_and_point(name, meter, own[interval], min(present, key=lambda r: r.line))
+                merged.append(own[interval])
+                continue
+            if len(present) == 1 == len(parts):
+                merged.append(present[0])
+                continue
             if len(present) != len(parts):
                 missing = names[parts.index(None)]
                 raise GridopsError(
@@ -210,6 +243,7 @@ def assign_meters(
                     import_wh=sum(part.import_wh for part in present),
                     export_wh=sum(part.export_wh for part in present),
                     quality=max((part.quality for part in present), key=QUALITY_RANK.__getitem__),
+                    lines=tuple(sorted(part.line for part in present)),
                 )
             )
         by_meter[meter] = merged
