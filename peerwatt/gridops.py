@@ -31,11 +31,15 @@ from typing import Any
 from chain.envelope import Envelope, sign_envelope
 from chain.keys import PrivateKey
 from chain.messages import GRIDOPS_QUALITIES, MAX_ENERGY_WH, MAX_GRIDOPS_ROWS
+from market.app import FINAL_QUALITIES
 
 ID_COLUMNS = ("metering_point", "interval_start", "quality")
 WH_COLUMNS = ("import_wh", "export_wh")
 KWH_COLUMNS = ("import_kwh", "export_kwh")
 TTL_S = 24 * 3600  # an import is published at once; a day covers a slow node
+# a row whose interval leaves the ledger's gridops window within this long is left out as too
+# old: the block that takes the import comes after the import is made
+GRACE_S = 3600
 
 _WHOLE = re.compile(r"[0-9]{1,12}")
 _KWH = re.compile(r"([0-9]{1,9})(?:\.([0-9]{1,3}))?")
@@ -58,6 +62,14 @@ class GridRow:
     export_wh: int
     quality: str
     lines: tuple[int, ...] = ()  # a row added up from several lines: all of them
+
+    @property
+    def file_lines(self) -> tuple[int, ...]:
+        return self.lines or (self.line,)
+
+    def value(self) -> list[Any]:
+        """As the market state holds it: ``[import_wh, export_wh, quality]``."""
+        return [self.import_wh, self.export_wh, self.quality]
 
     def body_row(self) -> dict[str, Any]:
         return {
@@ -250,17 +262,123 @@ def assign_meters(
     return by_meter
 
 
+def ignored_estimate(row: GridRow, held: list[Any] | None) -> bool:
+    """Whether the ledger would not record ``row`` over the value it holds (``held``, or None):
+    an estimate never replaces a measured or replaced value (market/app.py ``_gridops_changes``;
+    a value equal to the held one is no change at all, not an ignored estimate)."""
+    return (
+        held is not None and held != row.value() and row.quality == "estimated" and held[2] in FINAL_QUALITIES
+    )
+
+
+# why a row the ledger does not hold is not sent (``select``), in the order the ledger checks
+TOO_OLD, ESTIMATE = "too_old", "estimate"
+
+
+def select(
+    by_meter: dict[str, list[GridRow]],
+    recorded: dict[str, dict[str, list[Any]]],
+    interval_s: int,
+    window_s: int,
+    *,
+    ledger_time: int,
+) -> tuple[dict[str, list[GridRow]], dict[str, list[GridRow]]]:
+    """(the rows to send, by meter; the rows left out, by reason). Of the rows that differ from
+    what the ledger records (``recorded``: the market state's ``gridops``), those it would refuse,
+    and so refuse the whole transaction of their meter with, or take without recording are left out:
+
+    - ``TOO_OLD``: it ended more than ``window_s`` before ``ledger_time`` (the time of the node's
+      last block: no later block is earlier), or will within ``GRACE_S`` of it (the block that
+      takes the import comes later);
+    - ``ESTIMATE``: an estimate for an interval whose held value is measured or replaced.
+
+    Rows equal to what the ledger holds are neither sent nor left out: nothing is to be done."""
+    send: dict[str, list[GridRow]] = {}
+    left_out: dict[str, list[GridRow]] = {}
+    for meter in sorted(by_meter):
+        held = recorded.get(meter, {})
+        for row in by_meter[meter]:
+            before = held.get(str(row.interval))
+            end = row.interval + interval_s
+            if before == row.value():
+                continue
+            if end + window_s < ledger_time + GRACE_S:
+                reason = TOO_OLD
+            elif ignored_estimate(row, before):
+                reason = ESTIMATE
+            else:
+                send.setdefault(meter, []).append(row)
+                continue
+            left_out.setdefault(reason, []).append(row)
+    return send, left_out
+
+
+def _line_ranges(lines: list[int], most: int = 12) -> str:
+    """``2-5, 9, 12-13`` (at most ``most`` ranges, then how many lines more)."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(lines)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:most])
+    rest = sum(b - a + 1 for a, b in ranges[most:])
+    return shown + (f" and {rest} line(s) more" if rest else "")
+
+
+def _duration(seconds: int) -> str:
+    """``40 days``, ``1 hour``, ``90 minutes``, ``100 s``."""
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60), ("s", 1)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}" + ("s" if n != 1 and unit != "s" else "")
+    raise AssertionError("unreachable")
+
+
+def left_out_lines(left_out: dict[str, list[GridRow]], name: str, window_s: int) -> list[str]:
+    """One line per reason ``select`` left rows out for, naming their lines of the file ``name``."""
+    why = {
+        TOO_OLD: (
+            f"their intervals leave the ledger's gridops_window_s ({_duration(window_s)}) before its "
+            f"last block or within {_duration(GRACE_S)} after it: the ledger no longer takes them"
+        ),
+        ESTIMATE: (
+            "they are estimates for intervals whose value on the ledger is measured or replaced, "
+            "which an estimate never replaces"
+        ),
+    }
+    out = []
+    for reason in (TOO_OLD, ESTIMATE):
+        rows = left_out.get(reason, [])
+        if not rows:
+            continue
+        first = min(r.interval for r in rows)
+        last = max(r.interval for r in rows)
+        span = iso_utc(first) if first == last else f"{iso_utc(first)} to {iso_utc(last)}"
+        lines = [n for r in rows for n in r.file_lines]
+        out.append(
+            f"{name}: {len(rows)} row(s) left out, {why[reason]}: line(s) {_line_ranges(lines)} ({span})"
+        )
+    return out
+
+
 def bodies(
     by_meter: dict[str, list[GridRow]], recorded: dict[str, dict[str, list[Any]]]
 ) -> list[dict[str, Any]]:
     """The `gridops` bodies that bring the ledger to the file's values: per meter, the rows that
-    differ from what it records (``recorded``: the market state's ``gridops``), in interval order,
-    at most MAX_GRIDOPS_ROWS each. Nothing differs: no bodies (an import is idempotent)."""
+    differ from what it records (``recorded``: the market state's ``gridops``) and that it would
+    record (not an estimate over a measured or replaced value), in interval order, at most
+    MAX_GRIDOPS_ROWS each. Nothing differs: no bodies (an import is idempotent). The rows the ledger
+    would refuse for their time are left out by ``select`` first."""
     out: list[dict[str, Any]] = []
     for meter in sorted(by_meter):
         held = recorded.get(meter, {})
         rows = sorted(by_meter[meter], key=lambda r: r.interval)
-        new = [r for r in rows if held.get(str(r.interval)) != [r.import_wh, r.export_wh, r.quality]]
+        new = [
+            r
+            for r in rows
+            if held.get(str(r.interval)) != r.value() and not ignored_estimate(r, held.get(str(r.interval)))
+        ]
         for start in range(0, len(new), MAX_GRIDOPS_ROWS):
             chunk = new[start : start + MAX_GRIDOPS_ROWS]
             out.append(

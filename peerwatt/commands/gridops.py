@@ -4,7 +4,11 @@ transactions signed by the importing operator (docs/billing.md, "The grid operat
 The file is read and checked (peerwatt/gridops.py), the rows the ledger does not already hold are
 signed with the operator's key (node.toml's, or --key) and published on the community's gov topic
 with the operator's broker account (operator.toml), as `peerwatt member` does; the command then
-waits, bounded, until the node's store shows each transaction accepted or refused.
+waits, bounded, until the node's store shows each transaction accepted or refused. Rows the ledger
+would refuse for their time (out of its gridops window at its last block's time, or within an hour
+of it) or take without recording (an estimate over a measured
+or replaced value) are left out, one warning line per reason naming their lines: one such row
+would otherwise have the whole transaction of its meter refused, or be sent again on every run.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import click
 from peerwatt.errors import UserError
 
 
-def _head(data_dir: Path) -> tuple[Any, dict[str, Any], int]:
-    """(genesis, state after the last final block, height) of a node's store."""
+def _head(data_dir: Path) -> tuple[Any, dict[str, Any], int, int]:
+    """(genesis, state after the last final block, height, that block's time) of a node's store."""
     from chain.engine import genesis_from_dict_bytes, head_state
     from chain.store import Store, StoreError
     from market.apps import load_app
@@ -30,7 +34,10 @@ def _head(data_dir: Path) -> tuple[Any, dict[str, Any], int]:
         raise UserError(str(exc)) from None
     try:
         genesis = genesis_from_dict_bytes(store.genesis_doc())
-        return genesis, head_state(store, load_app(genesis.app_name), genesis), store.height()
+        height = store.height()
+        header = store.header(height)
+        head_time = genesis.time if header is None else header["time"]
+        return genesis, head_state(store, load_app(genesis.app_name), genesis), height, head_time
     except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -122,11 +129,19 @@ def import_(
     """Put the grid operator's data in FILE (CSV, docs/billing.md) on the ledger."""
     from market.params import gridops_operators, with_defaults
     from peerwatt.commands.member import node_side, publish_gov
-    from peerwatt.gridops import GridopsError, assign_meters, bodies, parse_csv, sign_bodies
+    from peerwatt.gridops import (
+        GridopsError,
+        assign_meters,
+        bodies,
+        left_out_lines,
+        parse_csv,
+        select,
+        sign_bodies,
+    )
     from peerwatt.onboarding import next_seq
 
     side = node_side(config_file, data_dir, key_file, operator_file, passphrase_file)
-    genesis, state, height = _head(side.data)
+    genesis, state, height, head_time = _head(side.data)
     params = state["chain"]["params"]
     if params.get("settlement_source", "meter") == "meter":
         raise UserError(
@@ -143,16 +158,27 @@ def import_(
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {file}: {exc}") from None
     points = _metering_points(billing_dir or side.data / "billing")
+    p = with_defaults(params)
     try:
-        rows = parse_csv(text, file.name, with_defaults(params)["interval_s"])
+        rows = parse_csv(text, file.name, p["interval_s"])
         by_meter = assign_meters(rows, points, set(state["chain"]["meters"]), file.name)
     except GridopsError as exc:
         raise UserError(str(exc)) from None
-    todo = bodies(by_meter, state["app"].get("gridops", {}))
-    if not todo:
-        click.echo(f"nothing to import: the ledger already holds every value in {file.name}")
-        return
     now = int(time.time())
+    recorded = state["app"].get("gridops", {})
+    send, left_out = select(by_meter, recorded, p["interval_s"], p["gridops_window_s"], ledger_time=head_time)
+    for line in left_out_lines(left_out, file.name, p["gridops_window_s"]):
+        click.echo(f"warning: {line}", err=True)
+    todo = bodies(send, recorded)
+    if not todo:
+        if left_out:
+            click.echo(
+                f"nothing to import from {file.name}: {sum(len(r) for r in left_out.values())} row(s) "
+                "left out (above), the ledger already holds every other value"
+            )
+        else:
+            click.echo(f"nothing to import: the ledger already holds every value in {file.name}")
+        return
     envelopes = sign_bodies(side.key, genesis.community, todo, next_seq(state["chain"], side.signer), now)
     n_rows = sum(len(b["rows"]) for b in todo)
     if out is not None:
@@ -176,11 +202,12 @@ def import_(
             )
         time.sleep(0.5)
     refused = sorted({reason for reason in found.values() if reason != "ok"})
-    accepted = sum(1 for reason in found.values() if reason == "ok")
+    taken = [body for env, body in zip(envelopes, todo, strict=True) if found[env.tx_hash.hex()] == "ok"]
     click.echo(
-        f"imported {n_rows} rows of {len(by_meter)} meter(s) in {accepted} of {len(envelopes)} transaction(s)"
+        f"imported {sum(len(b['rows']) for b in taken)} rows of {len({b['meter'] for b in taken})} "
+        f"meter(s) in {len(taken)} of {len(envelopes)} transaction(s)"
     )
     if refused:
         raise UserError(
-            f"{len(envelopes) - accepted} transaction(s) refused by the ledger: {', '.join(refused)}"
+            f"{len(envelopes) - len(taken)} transaction(s) refused by the ledger: {', '.join(refused)}"
         )
