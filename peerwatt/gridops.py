@@ -272,7 +272,7 @@ def ignored_estimate(row: GridRow, held: list[Any] | None) -> bool:
 
 
 # why a row the ledger does not hold is not sent (``select``), in the order the ledger checks
-TOO_OLD, ESTIMATE = "too_old", "estimate"
+NOT_ENDED, TOO_OLD, ESTIMATE = "not_ended", "too_old", "estimate"
 
 
 def select(
@@ -281,12 +281,15 @@ def select(
     interval_s: int,
     window_s: int,
     *,
+    now: int,
     ledger_time: int,
 ) -> tuple[dict[str, list[GridRow]], dict[str, list[GridRow]]]:
     """(the rows to send, by meter; the rows left out, by reason). Of the rows that differ from
     what the ledger records (``recorded``: the market state's ``gridops``), those it would refuse,
     and so refuse the whole transaction of their meter with, or take without recording are left out:
 
+    - ``NOT_ENDED``: the interval has not ended at ``now`` (the wall clock: no block is ahead of
+      the nodes' clocks) nor at ``ledger_time``;
     - ``TOO_OLD``: it ended more than ``window_s`` before ``ledger_time`` (the time of the node's
       last block: no later block is earlier), or will within ``GRACE_S`` of it (the block that
       takes the import comes later);
@@ -302,7 +305,9 @@ def select(
             end = row.interval + interval_s
             if before == row.value():
                 continue
-            if end + window_s < ledger_time + GRACE_S:
+            if end > max(now, ledger_time):
+                reason = NOT_ENDED
+            elif end + window_s < ledger_time + GRACE_S:
                 reason = TOO_OLD
             elif ignored_estimate(row, before):
                 reason = ESTIMATE
@@ -338,6 +343,7 @@ def _duration(seconds: int) -> str:
 def left_out_lines(left_out: dict[str, list[GridRow]], name: str, window_s: int) -> list[str]:
     """One line per reason ``select`` left rows out for, naming their lines of the file ``name``."""
     why = {
+        NOT_ENDED: "their intervals have not ended yet",
         TOO_OLD: (
             f"their intervals leave the ledger's gridops_window_s ({_duration(window_s)}) before its "
             f"last block or within {_duration(GRACE_S)} after it: the ledger no longer takes them"
@@ -348,7 +354,7 @@ def left_out_lines(left_out: dict[str, list[GridRow]], name: str, window_s: int)
         ),
     }
     out = []
-    for reason in (TOO_OLD, ESTIMATE):
+    for reason in (NOT_ENDED, TOO_OLD, ESTIMATE):
         rows = left_out.get(reason, [])
         if not rows:
             continue

@@ -5,8 +5,8 @@ The file is read and checked (peerwatt/gridops.py), the rows the ledger does not
 signed with the operator's key (node.toml's, or --key) and published on the community's gov topic
 with the operator's broker account (operator.toml), as `peerwatt member` does; the command then
 waits, bounded, until the node's store shows each transaction accepted or refused. Rows the ledger
-would refuse for their time (out of its gridops window at its last block's time, or within an hour
-of it) or take without recording (an estimate over a measured
+would refuse for their time (not ended by this machine's clock; out of its gridops window at its
+last block's time, or within an hour of it) or take without recording (an estimate over a measured
 or replaced value) are left out, one warning line per reason naming their lines: one such row
 would otherwise have the whole transaction of its meter refused, or be sent again on every run.
 """
@@ -166,7 +166,9 @@ def import_(
         raise UserError(str(exc)) from None
     now = int(time.time())
     recorded = state["app"].get("gridops", {})
-    send, left_out = select(by_meter, recorded, p["interval_s"], p["gridops_window_s"], ledger_time=head_time)
+    send, left_out = select(
+        by_meter, recorded, p["interval_s"], p["gridops_window_s"], now=now, ledger_time=head_time
+    )
     for line in left_out_lines(left_out, file.name, p["gridops_window_s"]):
         click.echo(f"warning: {line}", err=True)
     todo = bodies(send, recorded)

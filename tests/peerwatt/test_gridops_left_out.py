@@ -138,8 +138,8 @@ def test_bodies_leave_out_an_estimate_the_ledger_would_not_record():
 
 
 def test_rows_the_ledger_would_refuse_for_their_time_are_left_out_and_named(tmp_path, broker, capsys):
-    """A window of 6 hours: rows of a day ago are too old; the recent rows of the same meter are
-    imported, the others named by line."""
+    """A window of 6 hours: rows of a day ago are too old, one of the next hour has not ended; the
+    recent rows of the same meter are imported, the others named by line, one line per reason."""
     c, start = ledger(tmp_path, gridops_window_s=6 * 3600)
     broker.c = c
     a = c.meters[0].id
@@ -152,24 +152,22 @@ def test_rows_the_ledger_would_refuse_for_their_time_are_left_out_and_named(tmp_
         + f"{a},{iso(start)},1,0,measured\n"  # line 2: too old
         + f"{a},{iso(recent)},2,0,measured\n"
         + f"{a},{iso(start + 900)},3,0,measured\n"  # line 4: too old
-        + f"{a},{iso(recent - 900)},4,0,measured\n"
+        + f"{a},{iso(now - now % 900 + 3600)},4,0,measured\n"  # line 5: not ended
         + f"{a},{iso(recent + 900)},5,0,measured\n"
     )
     code, out, err = run(c, tmp_path, csv_file, capsys)
     assert code == 0, err
-    assert out == "imported 3 rows of 1 meter(s) in 1 of 1 transaction(s)"
+    assert out == "imported 2 rows of 1 meter(s) in 1 of 1 transaction(s)"
     assert err == [
+        "warning: day.csv: 1 row(s) left out, their intervals have not ended yet: line(s) 5 "
+        f"({iso(now - now % 900 + 3600)})",
         "warning: day.csv: 2 row(s) left out, their intervals leave the ledger's gridops_window_s "
         "(6 hours) before its last block or within 1 hour after it: the ledger no longer takes them: "
         f"line(s) 2, 4 ({iso(start)} to {iso(start + 900)})",
     ]
     held = c.ledgers[0].state["app"]["gridops"][a]
-    assert held == {
-        str(recent - 900): [4, 0, "measured"],
-        str(recent): [2, 0, "measured"],
-        str(recent + 900): [5, 0, "measured"],
-    }
+    assert held == {str(recent): [2, 0, "measured"], str(recent + 900): [5, 0, "measured"]}
     # again: nothing sent, the left-out rows named again
     code, out, err = run(c, tmp_path, csv_file, capsys)
-    assert (code, len(err), len(broker.sent)) == (0, 1, 1)
-    assert out.startswith("nothing to import from day.csv: 2 row(s) left out (above)")
+    assert (code, len(err), len(broker.sent)) == (0, 2, 1)
+    assert out.startswith("nothing to import from day.csv: 3 row(s) left out (above)")
