@@ -113,11 +113,16 @@ class ShellySimulator(SimulatedMeter):
                 elif "error" in faults:
                     status, payload = 500, {"code": -114, "message": "internal error"}
                 body = b"<html>not json" if "garbage" in faults else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the client gave up (after a "timeout" fault, as a reader does): a device
+                    # does not print a traceback for it
+                    self.close_connection = True
 
         server = ThreadingHTTPServer((self.host, self.port), Handler)
         server.daemon_threads = True

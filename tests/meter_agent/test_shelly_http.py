@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -225,3 +226,20 @@ def test_cli_meter_read_shelly_http_with_nothing_there_is_one_line():
     out = peerwatt("meter", "read", "--source", "shelly-http", "--host", "127.0.0.1", "--port", str(port))
     assert out.returncode == 3 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "cannot connect" in out.stderr
+
+
+def test_a_client_that_gave_up_is_no_traceback(shelly, capfd):
+    """The simulator answered a request held by a "timeout" fault after the reader had given up,
+    and the server thread printed a BrokenPipeError traceback (seen in a `make test` log)."""
+    sim = shelly()
+    reader = ShellyHttpReader("127.0.0.1", sim.port, timeout_s=0.3, retries=0)
+    sim.inject("timeout")
+    with pytest.raises(MeterTimeout):
+        reader.read()
+    sim.clear_faults()  # the held answer goes out now, to a closed connection
+    assert reader.read().serial == sim.mac
+    deadline = time.monotonic() + 2
+    while sim.requests < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the held request's thread writes its answer
+    assert "Traceback" not in capfd.readouterr().err
