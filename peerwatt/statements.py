@@ -25,7 +25,7 @@ import sqlite3
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import cache
@@ -58,6 +58,9 @@ from peerwatt.errors import UserError, write_outputs
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
+# how long a run waits for another one that holds the register's write lock (a run of several
+# hundred households renders their PDFs inside its transaction)
+LOCK_WAIT_S = 120
 
 log = logging.getLogger("peerwatt.statements")
 
@@ -442,7 +445,7 @@ class IssuedStore:
         except OSError as exc:
             raise self.error(sqlite3.OperationalError(exc.strerror or str(exc))) from None
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_WAIT_S)
         except sqlite3.Error as exc:
             self.discard()
             raise self.error(exc) from None
@@ -458,7 +461,12 @@ class IssuedStore:
 
     def error(self, exc: sqlite3.Error) -> BillingError:
         """A one-line BillingError for an SQLite error on the register (a read-only billing
-        folder, a folder where the file should be, a damaged file)."""
+        folder, a folder where the file should be, a damaged file, another run holding it)."""
+        if "locked" in str(exc):
+            return BillingError(
+                f"cannot use the register {self.path}: another run (peerwatt statements, pay, mark-paid) "
+                f"has held it for more than {LOCK_WAIT_S} s; run this again when it has finished"
+            )
         return BillingError(
             f"cannot use the register {self.path}: {exc} (check the billing folder's owner and mode)"
         )
@@ -533,6 +541,13 @@ class IssuedStore:
             raise
         finally:
             self._outer = False
+
+    def locked(self) -> AbstractContextManager[None]:
+        """The write lock for a read-decide-write (what was issued, what to issue now, issuing it):
+        a transaction of its own, or the one already open. Another run waits for it, so it never
+        decides on what it read before this one's documents were kept (found in a QA pass: two
+        `--corrections` runs at once issued every correction note twice)."""
+        return nullcontext() if self._outer else self.transaction()
 
     def documents(self, community: str, period: str) -> list[dict[str, Any]]:
         return [
@@ -652,7 +667,10 @@ def issue_period(
     view = ledger_view(store, height)
     config = load_config(billing_dir)  # the issuer's settings are checked whatever the period
     start, end = _ended(view, period, store)
-    with nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued:
+    with (
+        nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued,
+        issued.locked(),  # checked and issued under one lock: a run at the same time waits
+    ):
         run = issued.first_run(view.community, period)
         if run is not None:
             first, last = run[2], run[3]
@@ -692,7 +710,10 @@ def issue_corrections(
     start, end = period_bounds(period, view.timezone)
     if register is None and not (billing_dir / ISSUED_DB).exists():  # (not made just to say so)
         raise BillingError(f"no statements for {period} were issued yet; issue them first")
-    with nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued:
+    with (
+        nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued,
+        issued.locked(),  # what was issued is read under the lock the notes are issued with
+    ):
         if issued.first_run(view.community, period) is None:
             raise BillingError(f"no statements for {period} were issued yet; issue them first")
         latest: dict[str, dict[str, Any]] = {}
