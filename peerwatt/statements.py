@@ -458,6 +458,7 @@ class IssuedStore:
             self.discard()
             raise self.error(exc) from None
         self._outer = False  # inside transaction(): issue() is part of it
+        self._ledger_checked: set[str] = set()  # communities whose documents name this store's blocks
 
     def error(self, exc: sqlite3.Error) -> BillingError:
         """A one-line BillingError for an SQLite error on the register (a read-only billing
@@ -548,6 +549,38 @@ class IssuedStore:
         decides on what it read before this one's documents were kept (found in a QA pass: two
         `--corrections` runs at once issued every correction note twice)."""
         return nullcontext() if self._outer else self.transaction()
+
+    def check_ledger(self, store: Store, community: str) -> None:
+        """BillingError unless every document of ``community`` in the register names a block this
+        store has at its height (one document per height is read: a run's documents share it).
+        Found in a QA pass: a register issued from another ledger of the same community id had a
+        correction run issue a note reversing every household's statement, and late statements
+        for that ledger's households; `statements verify` refuses such a document, so issuing
+        on top of it is refused too (docs/billing.md)."""
+        if community in self._ledger_checked:
+            return
+        head = store.height()
+        for number, height, data in self.conn.execute(
+            "SELECT number, height, doc FROM documents WHERE rowid IN ("
+            "SELECT min(rowid) FROM documents WHERE community = ? GROUP BY height) ORDER BY height",
+            (community,),
+        ):
+            named = _figures(loads_strict(bytes(data)))["ledger"]["block_hash"]
+            row = store.block_row(height) if 0 <= height <= head else None
+            if row is None:
+                raise BillingError(
+                    f"{self.path} holds {number}, computed from block {height}, and this store's last "
+                    f"block is {head}: run on a node that has caught up, or give --billing the folder "
+                    "of this ledger's statements; nothing issued"
+                )
+            if bytes(row[1]).hex() != named:
+                raise BillingError(
+                    f"{self.path} holds documents of another ledger: {number} was computed from block "
+                    f"{height} {named[:16]}..., this store's block {height} is {bytes(row[1]).hex()[:16]}... "
+                    "(another chain or a forged statement); nothing issued: give --billing the folder "
+                    "of this ledger's statements"
+                )
+        self._ledger_checked.add(community)
 
     def documents(self, community: str, period: str) -> list[dict[str, Any]]:
         return [
@@ -671,6 +704,7 @@ def issue_period(
         nullcontext(register) if register is not None else IssuedStore(billing_dir) as issued,
         issued.locked(),  # checked and issued under one lock: a run at the same time waits
     ):
+        issued.check_ledger(store, view.community)
         run = issued.first_run(view.community, period)
         if run is not None:
             first, last = run[2], run[3]
@@ -716,9 +750,17 @@ def issue_corrections(
     ):
         if issued.first_run(view.community, period) is None:
             raise BillingError(f"no statements for {period} were issued yet; issue them first")
+        issued.check_ledger(store, view.community)
         latest: dict[str, dict[str, Any]] = {}
         for doc in issued.documents(view.community, period):
             latest[doc["member"]] = doc
+        newest = max(_figures(d)["ledger"]["height"] for d in latest.values()) if latest else -1
+        if view.height < newest:  # its notes would take back what the later figures billed
+            raise BillingError(
+                f"the register's documents for {period} were computed up to ledger height {newest}: "
+                f"corrections from height {view.height}, before it, are not issued (give --height "
+                f"{newest} or later, or leave it out for the last block)"
+            )
         docs = []
         for member in sorted(set(latest) | set(members_to_bill(view, start, end))):
             previous = latest.get(member)
