@@ -144,11 +144,18 @@ def _warn_left_out(doc: dict) -> None:
 def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
     """Re-derive every figure of a statement or note (.json or .pdf) the ledger determines, and say
     which of its figures come from the issuer's settings (checked only with --billing)."""
-    from peerwatt.statements import BillingError, issuer_settings, verify_file, verify_in_register
+    from peerwatt.statements import (
+        BillingError,
+        issuer_settings,
+        older_format_caveats,
+        verify_file,
+        verify_in_register,
+    )
 
     store = _open_store(data_dir)
     try:
         doc, problems = verify_file(store, file)
+        caveats = [] if problems else older_format_caveats(store, doc)
     except BillingError as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -176,6 +183,8 @@ def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
         "amounts, net, account balance, savings), and its VAT and total are computed right at its "
         "stated rate"
     )
+    for caveat in caveats:
+        click.echo(caveat)
     if billing_dir is None:
         click.echo(
             f"not checked, not on the ledger: {settings} are the issuer's settings, the number "
