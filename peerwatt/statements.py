@@ -20,8 +20,10 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import re
 import sqlite3
+import stat
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
-from chain.private_files import COMPANIONS, private_file, private_folder, write_private
+from chain.private_files import COMPANIONS, FILE_MODE, private_file, private_folder, write_private
 from chain.store import Store
 from market.app import FINAL_QUALITIES
 from market.billing import (
@@ -54,7 +56,7 @@ from market.billing import (
 )
 from market.params import with_defaults
 from market.spreadsheet import text_cell
-from peerwatt.errors import UserError, write_outputs
+from peerwatt.errors import UserError, check_outputs
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
@@ -1166,10 +1168,15 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 
-def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_files(
+    docs: list[dict[str, Any]], out_dir: Path, *, undo: list[Callable[[], None]] | None = None
+) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
     listing each period's (one row per document). All of them are written, or none (BillingError
-    or UserError, one line); nothing to write makes no folder."""
+    or UserError, one line): a file that cannot be put in place has those put before it taken
+    away again, and a file that was there before put back as it was; nothing to write makes no
+    folder. ``undo`` gets a function that does the same after they were all written (for a run
+    that fails after writing them: :func:`files_of_run`)."""
     if not docs:
         return []  # nothing issued: no folder, no file
     outputs: dict[Path, bytes] = {}  # every document rendered before the first file is written
@@ -1188,14 +1195,94 @@ def write_files(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BillingError(f"cannot write the statements to {out_dir}: {exc.strerror or exc}") from None
+    placed: list[tuple[Path, tuple[bytes, int] | None]] = []  # in order, with what was there before
+    path = out_dir  # (named by an error before the first file)
+
+    def take_back() -> None:
+        for path, before in reversed(placed):
+            try:
+                if before is None:
+                    path.unlink()
+                else:
+                    _put_in_place(path, before[0], before[1])
+            except OSError as exc:
+                log.warning("cannot take back %s after the failed run: %s", path, exc.strerror or exc)
+        placed.clear()
+        if made:
+            try:
+                out_dir.rmdir()  # only when empty
+            except OSError:
+                pass
+
     try:  # every file or none: a failed run leaves no statement files of numbers never issued
-        write_outputs({path: _bytes_writer(data) for path, data in outputs.items()}, overwrite=True)
-    except UserError as exc:
-        raise BillingError(f"cannot write the statements: {exc}") from None
-    finally:
-        if made and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        check_outputs(outputs, overwrite=True)
+        for path, data in outputs.items():
+            before = _before(path)
+            _put_in_place(path, data, FILE_MODE)
+            placed.append((path, before))
+    except BaseException as exc:
+        take_back()
+        if isinstance(exc, UserError):
+            raise BillingError(f"cannot write the statements: {exc}") from None
+        if isinstance(exc, OSError):
+            raise BillingError(
+                f"cannot write the statements: cannot write {path}: {exc.strerror or exc}"
+            ) from None
+        raise
+    if undo is not None:
+        undo.append(take_back)
     return list(outputs)
+
+
+def _before(path: Path) -> tuple[bytes, int] | None:
+    """The content and mode of a file about to be replaced (None: there is none), to put it back
+    if the run fails."""
+    if not path.exists():
+        return None
+    try:
+        return path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise BillingError(
+            f"cannot write the statements: {path} exists and cannot be read, to be put back if the run "
+            f"fails ({exc.strerror or exc}): move it away"
+        ) from None
+
+
+def _put_in_place(path: Path, data: bytes, mode: int) -> None:
+    """``data`` as the file ``path`` (mode ``mode``), whole or not at all: written beside it and
+    renamed over it."""
+    tmp = path.with_name(f".peerwatt-{os.getpid()}-{path.name[-40:]}.tmp")
+    try:
+        write_private(tmp, data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def files_of_run(out_dir: Path) -> Iterator[tuple[Writer, list[Path]]]:
+    """A writer for a run's documents (:func:`write_files` into ``out_dir``) and the list of the
+    files it wrote; when the run fails or is interrupted after writing them (its register could
+    not keep them), the files are taken away again and those that were there before put back, so
+    no file is left of a number never issued (found in a QA pass: a run whose third household's
+    file could not be written left the first two households' files behind)."""
+    undo: list[Callable[[], None]] = []
+    written: list[Path] = []
+
+    def write(docs: list[dict[str, Any]]) -> None:
+        written.extend(write_files(docs, out_dir, undo=undo))
+
+    try:
+        yield write, written
+    except BaseException:
+        for take_back in reversed(undo):
+            take_back()
+        written.clear()
+        raise
 
 
 def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
@@ -1227,16 +1314,6 @@ def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
     w.writerow(SUMMARY_COLUMNS)
     w.writerows(rows[n] for n in sorted(rows))
     return text.getvalue().encode()
-
-
-def _bytes_writer(data: bytes) -> Callable[[Path], object]:
-    """Writes ``data`` to a file mode 0600 whatever the umask (a statement holds a household's
-    name and figures: for the treasurer to send, not for every user of the machine)."""
-
-    def write(path: Path) -> None:
-        write_private(path, data)
-
-    return write
 
 
 # -- verification ----------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def statements(
         raise UserError(
             "give --data NODE_DIR --period YYYY-MM --out DIR (or: statements verify|pay|mark-paid ...)"
         )
-    from peerwatt.statements import BillingError, issue_corrections, issue_month_end, write_files
+    from peerwatt.statements import BillingError, files_of_run, issue_corrections, issue_month_end
 
     issued_at = issued_on or date.today().isoformat()
     try:
@@ -81,18 +81,18 @@ def statements(
     _check_folder(billing, "cannot use the billing folder")
     store = _open_store(data_dir)
     notes: dict[str, list] = {}
-    written: list[Path] = []
-
-    def write(docs: list) -> None:  # before they are kept as issued: a failed write issues nothing
-        written.extend(write_files(docs, out_dir))
-
+    # the files are written before the documents are kept as issued: a failed write issues nothing,
+    # and a run that fails after writing them takes them away again (files_of_run)
     try:
-        if corrections:
-            docs = issue_corrections(store, billing, period, issued_at=issued_at, height=height, write=write)
-        else:
-            docs, notes = issue_month_end(
-                store, billing, period, issued_at=issued_at, height=height, write=write
-            )
+        with files_of_run(out_dir) as (write, written):
+            if corrections:
+                docs = issue_corrections(
+                    store, billing, period, issued_at=issued_at, height=height, write=write
+                )
+            else:
+                docs, notes = issue_month_end(
+                    store, billing, period, issued_at=issued_at, height=height, write=write
+                )
     except BillingError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
