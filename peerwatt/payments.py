@@ -116,6 +116,29 @@ def _check_date(text: str, what: str) -> str:
         raise BillingError(f"{what} {text!r}: use a date like 2026-07-05") from None
 
 
+# how far ahead `statements pay --on` may ask the bank to collect or execute: the run is for the
+# month just billed, so a later date is most likely a typo (2030 for 2026); banks' own limits vary
+COLLECTION_DAYS_AHEAD = 30
+
+
+def check_collection_date(on: date, today: date) -> date:
+    """``on`` if it is a date the bank can still collect or execute on, from ``today`` up to
+    COLLECTION_DAYS_AHEAD days ahead; else a one-line BillingError (found in a QA pass: 2020-01-01
+    and 2030-01-01 were written into the SEPA files)."""
+    if on < today:
+        raise BillingError(
+            f"--on {on.isoformat()} is in the past (today is {today.isoformat()}): give the date the bank "
+            "is to collect or execute on, today or later"
+        )
+    if (on - today).days > COLLECTION_DAYS_AHEAD:
+        raise BillingError(
+            f"--on {on.isoformat()} is more than {COLLECTION_DAYS_AHEAD} days ahead (today is "
+            f"{today.isoformat()}): a typo? give a date up to {COLLECTION_DAYS_AHEAD} days from today "
+            "(docs/billing.md)"
+        )
+    return on
+
+
 def set_bank_details(
     billing_dir: Path,
     member: str,
@@ -136,13 +159,20 @@ def set_bank_details(
         raise BillingError(
             f"mandate id {mandate_id!r}: at most 35 characters of A-Z a-z 0-9 / - ? : ( ) . , ' + space"
         )
+    signed = _check_date(mandate_date, "mandate date") if mandate_date else None
+    today = now[:10]
+    if signed is not None and signed > today:
+        raise BillingError(
+            f"mandate date {signed} is in the future (today is {today}): give the date the mandate "
+            "was signed; nothing stored"
+        )
     details = BankDetails(
         member,
         name.strip(),
         check_iban(iban),
         check_bic(bic) if bic else None,
         mandate_id,
-        _check_date(mandate_date, "mandate date") if mandate_date else None,
+        signed,
     )
     issued = _open(billing_dir)
     try:
@@ -195,22 +225,34 @@ def mark_paid(billing_dir: Path, numbers: Sequence[str], *, on: str, now: str) -
     transaction, or none (a recorded payment never changes, so a list that fails halfway must not
     leave its first numbers recorded). The documents are not touched."""
     paid_on = _check_date(on, "--on")
+    today = now[:10]
+    if paid_on > today:  # a recorded payment never changes: a date it cannot have been paid on is refused
+        raise BillingError(
+            f"--on {paid_on} is in the future (today is {today}): mark a document paid once the bank "
+            "statement shows it; nothing recorded"
+        )
     repeated = sorted({n for n in numbers if list(numbers).count(n) > 1})
     if repeated:
         raise BillingError(f"{repeated[0]} is given twice: name each document once")
     issued = _open(billing_dir)
     try:
         dues = []
-        for number in numbers:
-            doc = issued.get(number)
-            if doc is None:
-                raise BillingError(f"no statement or note {number} in {issued.path}: nothing recorded")
-            done = issued.conn.execute("SELECT paid_on FROM payments WHERE number = ?", (number,)).fetchone()
-            if done is not None:
-                raise BillingError(f"{number} was already marked paid on {done[0]}: nothing recorded")
-            dues.append(_due(doc))
-        with issued.conn:  # one transaction
-            issued.conn.execute("BEGIN")
+        with issued.transaction():  # read and recorded under one lock: all of them, or none
+            for number in numbers:
+                doc = issued.get(number)
+                if doc is None:
+                    raise BillingError(f"no statement or note {number} in {issued.path}: nothing recorded")
+                done = issued.conn.execute(
+                    "SELECT paid_on FROM payments WHERE number = ?", (number,)
+                ).fetchone()
+                if done is not None:
+                    raise BillingError(f"{number} was already marked paid on {done[0]}: nothing recorded")
+                if paid_on < doc["issued_at"]:
+                    raise BillingError(
+                        f"--on {paid_on} is before {number} was issued ({doc['issued_at']}): it cannot have "
+                        "been paid then; nothing recorded"
+                    )
+                dues.append(_due(doc))
             issued.conn.executemany(
                 "INSERT INTO payments VALUES (?, ?, ?, ?)", [(d.number, paid_on, d.cents, now) for d in dues]
             )

@@ -327,13 +327,17 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
     (what households owe) and pain.001 credit transfers (what the community owes them)."""
     from datetime import timedelta
 
-    from peerwatt.payments import payment_run, write_run
+    from peerwatt.payments import check_collection_date, payment_run, write_run
     from peerwatt.statements import BillingError
 
     try:
         when = date.fromisoformat(on) if on else date.today() + timedelta(days=5)
     except ValueError:
         raise UserError(f"--on {on!r}: use a date like 2026-07-05") from None
+    try:
+        check_collection_date(when, date.today())
+    except BillingError as exc:
+        raise UserError(str(exc)) from None
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         raise UserError(f"--period {period!r}: use a month like 2026-06")
     if not (billing_dir / "issued.sqlite").exists():
