@@ -385,19 +385,23 @@ def read_billing_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(billing_dir: Path) -> BillingConfig:
-    """Read ``billing.toml`` (absent: EUR, VAT not charged with the default note)."""
+    """Read ``billing.toml`` (absent, or without a [vat] table: VAT not charged with the default
+    note; without currency: EUR). Found in a QA pass: a file holding only [gridops.metering_points],
+    as docs/billing.md shows it, was refused for its missing vat.note."""
     path = billing_dir / CONFIG
     if not path.exists():
         return BillingConfig("EUR", VatSetting(False, 0, DEFAULT_VAT_NOTE))
     doc = read_billing_toml(path)
     currency = doc.get("currency", "EUR")
-    vat = doc.get("vat", {})
+    check_currency(currency, path)
+    if "vat" not in doc:  # a file of other settings ([sepa], [gridops.metering_points]): as without it
+        return BillingConfig(currency, VatSetting(False, 0, DEFAULT_VAT_NOTE))
+    vat = doc["vat"]
     if not isinstance(vat, dict):
         raise BillingError(
             f"{path}: vat must be a table: [vat] with charged, rate_percent, note (docs/billing.md)"
         )
     charged = vat.get("charged", False)
-    check_currency(currency, path)
     if not isinstance(charged, bool):
         raise BillingError(f"{path}: vat.charged must be true or false")
     if charged:
@@ -405,7 +409,10 @@ def load_config(billing_dir: Path) -> BillingConfig:
         return BillingConfig(currency, VatSetting(True, rate_bp, str(vat.get("note", ""))))
     note = vat.get("note")
     if not isinstance(note, str) or not note:
-        raise BillingError(f"{path}: with vat.charged = false, vat.note must state why (the legal note)")
+        raise BillingError(
+            f"{path}: with vat.charged = false, vat.note must state why (the legal note); without a [vat] "
+            f'table VAT is not charged, with the note "{DEFAULT_VAT_NOTE}"'
+        )
     return BillingConfig(currency, VatSetting(False, 0, note))
 
 
@@ -1508,8 +1515,7 @@ def verify_in_register(billing_dir: Path, doc: dict[str, Any]) -> list[str]:
             f"{billing_dir} has no {ISSUED_DB}: give the billing folder the statement was issued from"
         )
     try:
-        # mode=rw: never creates it, and closing removes the -wal and -shm (mode=ro leaves them)
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        conn = read_register(path)
         try:
             row = conn.execute("SELECT doc FROM documents WHERE number = ?", (doc["number"],)).fetchone()
         finally:
@@ -1519,6 +1525,35 @@ def verify_in_register(billing_dir: Path, doc: dict[str, Any]) -> list[str]:
     if row is None:
         return [f"number: the issuer's register {path} holds no document {doc['number']}"]
     return diff(loads_strict(bytes(row[0])), doc, source="the issuer's register holds")
+
+
+def read_register(path: Path) -> sqlite3.Connection:
+    """A connection that reads the register ``path`` (an existing file) and never changes it, also
+    in a folder that cannot be written (a copy of the register on a read-only medium or folder):
+    ``mode=rw`` where it can (never creates it, and closing removes the -wal and -shm that
+    ``mode=ro`` would leave), else ``mode=ro``, else ``immutable=1`` when no -wal file holds what
+    the register itself does not yet (found in a QA pass: `statements verify --billing` of a
+    read-only copy failed "unable to open database file"). sqlite3.Error or BillingError."""
+    uri = path.resolve().as_uri()
+    failed: sqlite3.Error | None = None
+    for query in ("mode=rw", "mode=ro"):
+        conn = sqlite3.connect(f"{uri}?{query}", uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # (opening is lazy)
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            failed = exc
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise BillingError(
+            f"cannot read the register {path}: {failed}; its folder cannot be written and its -wal file "
+            "holds changes not yet in it: copy the billing folder (with issued.sqlite-wal) to a folder "
+            "that can be written"
+        )
+    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)  # the folder's files cannot change now
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return conn
 
 
 DOCUMENT_KINDS = ("statement", "credit_note", "debit_note")

@@ -242,12 +242,13 @@ def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str
                 f"{member} is not a member of the community on the ledger in {data_dir}: check the key id"
             )
         return member
+    from peerwatt.statements import BillingError, read_register
+
     register = billing_dir / "issued.sqlite"
     issued = False
     if register.is_file():
         try:
-            # mode=rw: never creates it, and closing removes the -wal and -shm (mode=ro leaves them)
-            conn = sqlite3.connect(f"{register.resolve().as_uri()}?mode=rw", uri=True)
+            conn = read_register(register)
             try:
                 issued = conn.execute(
                     "SELECT 1 FROM documents WHERE member = ? LIMIT 1", (member,)
@@ -256,6 +257,8 @@ def _member_to_pay(member: str, billing_dir: Path, data_dir: Path | None) -> str
                 conn.close()
         except sqlite3.Error as exc:
             raise UserError(f"cannot read the register {register}: {exc}") from None
+        except BillingError as exc:
+            raise UserError(str(exc)) from None
     if not issued:
         raise UserError(
             f"no statement in {register} was issued to {member}: check the key id, or give --data NODE_DIR "
