@@ -70,6 +70,8 @@ class Due:
     member_name: str
     cents: int
     currency: str
+    kind: str = "statement"  # or credit_note, debit_note
+    references: str | None = None  # a note's: the statement it corrects
 
 
 @dataclass
@@ -278,7 +280,16 @@ def _due(doc: dict[str, Any]) -> Due:
     shown = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
     if shown % CENT:
         raise BillingError(f"{doc['number']}: its shown total {shown} is not whole cents")
-    return Due(doc["number"], st["community"], st["member"], st["member_name"], shown // CENT, st["currency"])
+    return Due(
+        doc["number"],
+        st["community"],
+        st["member"],
+        st["member_name"],
+        shown // CENT,
+        st["currency"],
+        doc["kind"],
+        doc.get("references"),
+    )
 
 
 def unpaid(billing_dir: Path, period: str) -> list[Due]:
@@ -386,12 +397,23 @@ def payment_run(billing_dir: Path, period: str, *, on: date) -> PaymentRun:
     return run
 
 
+def remittance(due: Due, period: str) -> str:
+    """The remittance text of a payment: what the document is (found in a QA pass: a note's said
+    "energy community statement 2026-06" too). At most 140 characters (SEPA's Ustrd)."""
+    if due.kind == "statement":
+        return f"{due.number} energy community statement {period}"
+    kind = {"credit_note": "credit note", "debit_note": "debit note"}.get(due.kind, "correction note")
+    return f"{due.number} correction note ({kind}) to statement {due.references}, energy community {period}"[
+        :140
+    ]
+
+
 def _payment(due: Due, acct: BankDetails, cents: int, period: str) -> dict[str, Any]:
     p: dict[str, Any] = {
         "name": acct.name,
         "IBAN": acct.iban,
         "amount": cents,
-        "description": f"{due.number} energy community statement {period}",
+        "description": remittance(due, period),
         "endtoend_id": _end_to_end(due.number),
     }
     if acct.bic:

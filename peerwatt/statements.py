@@ -54,7 +54,7 @@ from market.billing import (
     statement_number,
     with_number,
 )
-from market.params import with_defaults
+from market.params import GRIDOPS, METER_THEN_GRIDOPS, with_defaults
 from market.spreadsheet import text_cell
 from peerwatt.errors import UserError, check_outputs
 
@@ -784,9 +784,25 @@ def issue_corrections(
                 docs.append(now)
                 continue
             note = correction_note(previous, now, number="", issued_at=issued_at)
-            if note is not None:
+            if note is not None and not _bills_nothing(note, previous):
                 docs.append(note)
         return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
+
+
+# the energy a statement bills (metered, and traded with neighbours); the rest of its energy
+# figures are trades that moved no money (cleared and not yet settled, or never settled)
+BILLED_ENERGY = ("import_wh", "export_wh", "p2p_bought_wh", "p2p_sold_wh")
+
+
+def _bills_nothing(note: dict[str, Any], previous: dict[str, Any]) -> bool:
+    """Whether a note changes no money and no billed energy of the figures it replaces: not
+    issued. Found in a QA pass under the "gridops" source: a trade cleared before its buyer left,
+    whose data never came, went from "cleared, not yet settled" to "not settled" when the grid
+    operator's window ended, and market.billing.correction_note (which compares every energy
+    figure) gave a credit note of 0.00 for it. A later change of money or billed energy brings
+    this one with it (the note is against the figures last issued)."""
+    before, after = _figures(previous)["energy"], note["corrected"]["energy"]
+    return not any(note["deltas"].values()) and all(before[k] == after[k] for k in BILLED_ENERGY)
 
 
 def earlier_periods(period: str, months: int = 2) -> list[str]:
@@ -986,8 +1002,10 @@ def render_csv(doc: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def render_pdf(doc: dict[str, Any]) -> bytes:
-    """The statement (or note) as a one-or-two-page PDF with its canonical JSON embedded."""
+def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
+    """The statement (or note) as a one-or-two-page PDF with its canonical JSON embedded.
+    ``source``: the community's settlement_source at the document's height, which words where
+    its metered energy came from (None: not known, as a document does not say it)."""
     from fpdf import FPDF
 
     st = _figures(doc)
@@ -1036,11 +1054,7 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
                 f"{fmt_day(m['billed_from'], tz)} to {fmt_day(m['billed_to'], tz)}"
             )
             if "gridops_intervals" in m:
-                text(
-                    f"  metered energy: the grid operator's validated data for {m['gridops_intervals']} "
-                    "intervals, the meter's own readings for the others",
-                    8,
-                )
+                text(f"  metered energy: {_energy_source(m, source)}", 8)
         e = st["energy"]
         pdf.ln(2)
         text("Energy", 11, bold=True)
@@ -1105,6 +1119,8 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
                 + (
                     "readings for the last hours may still be corrected"
                     if not any("gridops_intervals" in m for m in st["meters"])
+                    else "the grid operator's data may still be corrected or replace an estimated value"
+                    if source == GRIDOPS
                     else "readings may still be corrected and the grid operator's validated data is due"
                 )
                 + "; a change comes as a credit or debit note.",
@@ -1164,6 +1180,35 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
     return bytes(pdf.output())
 
 
+def _energy_source(meter: dict[str, Any], source: str | None) -> str:
+    """Where a meter's metered energy on a statement came from, by the community's settlement
+    source (found in a QA pass: under "gridops" the PDF said "the meter's own readings for the
+    others", which are never used there, and nothing said the grid operator's data was still due)."""
+    n = meter["gridops_intervals"]
+    if source != GRIDOPS:
+        return (
+            f"the grid operator's validated data for {n} intervals, the meter's own readings for the others"
+            + (" until the grid operator's data for them arrives" if source == METER_THEN_GRIDOPS else "")
+        )
+    if n == 0:
+        return (
+            "the community settles on the grid operator's validated data only, and none of it is in for "
+            "this meter yet: its energy and trades are not billed here; the data is still due, and what "
+            "it bills comes as a correction note"
+        )
+    due = meter.get("intervals_left_out", 0)
+    return (
+        f"the grid operator's validated data for {n} intervals (the community settles on it only, "
+        "never on the meter's readings)" + (f"; for {due} more it is still due (flags below)" if due else "")
+    )
+
+
+def settlement_source(store: Store, height: int | None = None) -> str:
+    """The community's ``settlement_source`` after block ``height`` (default: the last block)."""
+    params = {k: v for k, v in registry(store, height).params.items() if k != "timezone"}
+    return with_defaults(params)["settlement_source"]
+
+
 def _round(micro: int) -> int:
     from market.billing import round_cents
 
@@ -1176,14 +1221,21 @@ SUMMARY_COLUMNS = [
 
 
 def write_files(
-    docs: list[dict[str, Any]], out_dir: Path, *, undo: list[Callable[[], None]] | None = None
+    docs: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    undo: list[Callable[[], None]] | None = None,
+    earlier: Callable[[str], dict[str, Any] | None] | None = None,
+    source: str | None = None,
 ) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
     listing each period's (one row per document). All of them are written, or none (BillingError
     or UserError, one line): a file that cannot be put in place has those put before it taken
     away again, and a file that was there before put back as it was; nothing to write makes no
     folder. ``undo`` gets a function that does the same after they were all written (for a run
-    that fails after writing them: :func:`files_of_run`)."""
+    that fails after writing them: :func:`files_of_run`). ``earlier`` looks up an issued document
+    by number (a note's summary row needs the figures it replaces); ``source``: see
+    :func:`render_pdf`."""
     if not docs:
         return []  # nothing issued: no folder, no file
     outputs: dict[Path, bytes] = {}  # every document rendered before the first file is written
@@ -1191,12 +1243,12 @@ def write_files(
         base = out_dir / doc["number"]
         outputs[base.with_name(base.name + ".json")] = dumps_checked(doc)
         outputs[base.with_name(base.name + ".csv")] = render_csv(doc).encode()
-        outputs[base.with_name(base.name + ".pdf")] = render_pdf(doc)
+        outputs[base.with_name(base.name + ".pdf")] = render_pdf(doc, source)
     periods: dict[Path, list[dict[str, Any]]] = {}
     for doc in docs:
         periods.setdefault(out_dir / f"{doc['community']}-{doc['period']}.csv", []).append(doc)
     for summary, period_docs in periods.items():
-        outputs[summary] = _summary(summary, period_docs)
+        outputs[summary] = _summary(summary, period_docs, earlier)
     made = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1271,17 +1323,35 @@ def _put_in_place(path: Path, data: bytes, mode: int) -> None:
 
 
 @contextmanager
-def files_of_run(out_dir: Path) -> Iterator[tuple[Writer, list[Path]]]:
+def files_of_run(
+    out_dir: Path, billing_dir: Path | None = None, source: str | None = None
+) -> Iterator[tuple[Writer, list[Path]]]:
     """A writer for a run's documents (:func:`write_files` into ``out_dir``) and the list of the
     files it wrote; when the run fails or is interrupted after writing them (its register could
     not keep them), the files are taken away again and those that were there before put back, so
     no file is left of a number never issued (found in a QA pass: a run whose third household's
-    file could not be written left the first two households' files behind)."""
+    file could not be written left the first two households' files behind). ``billing_dir``: the
+    register notes' replaced figures are read from (for the summary); ``source``: the community's
+    settlement source, for the PDFs' wording."""
     undo: list[Callable[[], None]] = []
     written: list[Path] = []
 
+    def earlier(number: str) -> dict[str, Any] | None:
+        if billing_dir is None or not (billing_dir / ISSUED_DB).is_file():
+            return None
+        path = billing_dir / ISSUED_DB
+        try:
+            conn = read_register(path)  # (another connection: it sees what was kept before this run)
+            try:
+                row = conn.execute("SELECT doc FROM documents WHERE number = ?", (number,)).fetchone()
+            finally:
+                conn.close()
+        except (sqlite3.Error, BillingError):
+            return None
+        return None if row is None else loads_strict(bytes(row[0]))
+
     def write(docs: list[dict[str, Any]]) -> None:
-        written.extend(write_files(docs, out_dir, undo=undo))
+        written.extend(write_files(docs, out_dir, undo=undo, earlier=earlier, source=source))
 
     try:
         yield write, written
@@ -1292,8 +1362,16 @@ def files_of_run(out_dir: Path) -> Iterator[tuple[Writer, list[Path]]]:
         raise
 
 
-def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
-    """The period's summary CSV with ``docs``' rows added to those already in ``summary``."""
+def _summary(
+    summary: Path,
+    docs: list[dict[str, Any]],
+    earlier: Callable[[str], dict[str, Any] | None] | None = None,
+) -> bytes:
+    """The period's summary CSV with ``docs``' rows added to those already in ``summary``. A
+    note's ``provisional`` is its change of the provisional part, as its total is the change of
+    the total (so a household's rows add up to its figures now): the figures it replaces are
+    looked up with ``earlier`` (not found: empty). Found in a QA pass: it held the corrected
+    figures' whole provisional part."""
     # one row per document number: a run again after a failed one replaces its rows
     rows: dict[str, list[Any]] = {}
     if summary.is_file():
@@ -1302,9 +1380,16 @@ def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
                 rows = {row[0]: row for row in list(csv.reader(f))[1:] if row}
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise BillingError(f"cannot read {summary} (to add this run's rows): {exc}") from None
+    by_number = {d["number"]: d for d in docs}
     for doc in docs:
         st = _figures(doc)
         shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
+        provisional: int | str = st["provisional"]
+        if doc["kind"] != "statement":
+            replaced = by_number.get(doc["replaces_figures_of"]) or (
+                earlier(doc["replaces_figures_of"]) if earlier is not None else None
+            )
+            provisional = "" if replaced is None else provisional - _figures(replaced)["provisional"]
         rows[doc["number"]] = [
             doc["number"],
             doc["kind"],
@@ -1313,7 +1398,7 @@ def _summary(summary: Path, docs: list[dict[str, Any]]) -> bytes:
             text_cell(st["member_name"]),
             doc["total"],
             shown_total,
-            st["provisional"],
+            provisional,
             st["final"],
         ]
     text = io.StringIO()
@@ -1436,19 +1521,21 @@ def _verify_note(store: Store, doc: dict[str, Any]) -> list[str]:
     corrected = _rederive(store, doc["corrected"])
     previous = _rederive(store, dict(doc["corrected"], ledger=doc["previous_ledger"]))
     problems = _numbering(doc, corrected["community"])
+    # (energy=None: the note's fields whatever correction_note's rule for issuing one at all,
+    # which is checked here instead, so a note issued under an earlier rule still verifies)
     expected = correction_note(
-        dict(previous, number=doc.get("replaces_figures_of")),
+        dict(previous, number=doc.get("replaces_figures_of"), energy=None),
         corrected,
         number=doc["number"],
         issued_at=doc["issued_at"],
     )
-    if expected is None:
+    assert expected is not None
+    if not any(expected["deltas"].values()) and previous["energy"] == corrected["energy"]:
         ledger = doc["previous_ledger"]["height"], corrected["ledger"]["height"]
         problems.append(
             f"deltas: the ledger gives no change in money or energy from height {ledger[0]} to "
             f"{ledger[1]}: the note corrects nothing"
         )
-        return problems + diff(corrected, doc["corrected"], "corrected")
     # the numbers are the issuer's sequence (their form and order are checked above)
     expected["references"] = doc.get("references")
     expected["format"] = corrected["format"]

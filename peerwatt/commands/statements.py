@@ -69,7 +69,13 @@ def statements(
         raise UserError(
             "give --data NODE_DIR --period YYYY-MM --out DIR (or: statements verify|pay|mark-paid ...)"
         )
-    from peerwatt.statements import BillingError, files_of_run, issue_corrections, issue_month_end
+    from peerwatt.statements import (
+        BillingError,
+        files_of_run,
+        issue_corrections,
+        issue_month_end,
+        settlement_source,
+    )
 
     issued_at = issued_on or date.today().isoformat()
     try:
@@ -84,7 +90,8 @@ def statements(
     # the files are written before the documents are kept as issued: a failed write issues nothing,
     # and a run that fails after writing them takes them away again (files_of_run)
     try:
-        with files_of_run(out_dir) as (write, written):
+        source = settlement_source(store, height)  # (words the PDFs' metered energy)
+        with files_of_run(out_dir, billing, source) as (write, written):
             if corrections:
                 docs = issue_corrections(
                     store, billing, period, issued_at=issued_at, height=height, write=write
