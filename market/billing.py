@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from market.money import div_round_half_even
-from market.params import GRIDOPS, METER, with_defaults
+from market.params import GRIDOPS, METER, METER_THEN_GRIDOPS, with_defaults
 from market.settlement import MISSING_READING, SETTLED, Reading, apply_adjustment, check_meter
 from market.statement import household_statement
 
@@ -216,6 +216,16 @@ def metered(
     return imported, exported, [flag for _, flag in sorted(flagged)], from_gridops
 
 
+# why a statement's intervals are left out, by the settlement source (its note in words)
+LEFT_OUT_WHY = {
+    METER: "without their readings or with readings that cannot be true",
+    GRIDOPS: "without the grid operator's data",
+    METER_THEN_GRIDOPS: (
+        "without the grid operator's data and their readings, or with readings that cannot be true"
+    ),
+}
+
+
 def last_recorded(view: LedgerView) -> int | None:
     """The last interval any meter of the community has a record for, under the community's
     settlement source (a reading, or the grid operator's data); None: none yet."""
@@ -336,8 +346,7 @@ def member_statement(
         if left_out and layout >= 2:
             notes.append(
                 f"meter {m.name or m.meter[:8]} ({m.meter[:8]}): {left_out} interval(s) not billed, "
-                "without their readings or with readings that cannot be true (flags below); "
-                "its metered energy is incomplete"
+                f"{LEFT_OUT_WHY[p['settlement_source']]} (flags below); its metered energy is incomplete"
             )
         if m.meter in view.erased_meters:
             notes.append(f"meter {m.meter[:8]}: readings erased; metered energy incomplete")
@@ -596,19 +605,42 @@ def money_figures(st: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+# the energy a statement bills (metered, and traded with neighbours); its other energy figures are
+# trades that moved no money (cleared and not yet settled, or never settled)
+BILLED_ENERGY = ("import_wh", "export_wh", "p2p_bought_wh", "p2p_sold_wh")
+
+
 def correction_note(
     previous: dict[str, Any], corrected: dict[str, Any], *, number: str, issued_at: str
 ) -> dict[str, Any] | None:
     """A credit note (the member is owed more) or debit note (owes more) for the difference
     between the figures last issued for a member and period (``previous``: a statement, or the
-    ``corrected`` figures of the latest note) and those re-derived now; None when nothing changed.
-    The original is never edited: the note references it."""
-    base = previous if previous["kind"] == "statement" else previous["corrected"]
+    ``corrected`` figures of the latest note) and those re-derived now; None when no money and no
+    billed energy changed (found in a QA pass under the "gridops" source: a trade cleared before
+    its buyer left, whose data never came, went from "not yet settled" to "not settled" at the end
+    of the grid operator's window, and a note of 0.00 was issued for it; a later change brings
+    this one with it, the note being against the figures last issued). The original is never
+    edited: the note references it."""
+    note = note_between(previous, corrected, number=number, issued_at=issued_at)
+    before, after = _figures_of(previous)["energy"], corrected["energy"]
+    if not any(note["deltas"].values()) and all(before[k] == after[k] for k in BILLED_ENERGY):
+        return None
+    return note
+
+
+def _figures_of(document: dict[str, Any]) -> dict[str, Any]:
+    return document if document["kind"] == "statement" else document["corrected"]
+
+
+def note_between(
+    previous: dict[str, Any], corrected: dict[str, Any], *, number: str, issued_at: str
+) -> dict[str, Any]:
+    """The note from ``previous``'s figures to ``corrected`` (see :func:`correction_note`),
+    whether or not it changes anything."""
+    base = _figures_of(previous)
     before, after = money_figures(base), money_figures(corrected)
     codes = sorted(set(before) | set(after))
     deltas = {c: after.get(c, 0) - before.get(c, 0) for c in codes}
-    if not any(deltas.values()) and base["energy"] == corrected["energy"]:
-        return None
     original = previous.get("references", previous["number"])
     return {
         "format": FORMAT,

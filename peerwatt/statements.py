@@ -51,6 +51,7 @@ from market.billing import (
     correction_note,
     member_statement,
     members_to_bill,
+    note_between,
     statement_number,
     with_number,
 )
@@ -784,25 +785,9 @@ def issue_corrections(
                 docs.append(now)
                 continue
             note = correction_note(previous, now, number="", issued_at=issued_at)
-            if note is not None and not _bills_nothing(note, previous):
+            if note is not None:
                 docs.append(note)
         return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
-
-
-# the energy a statement bills (metered, and traded with neighbours); the rest of its energy
-# figures are trades that moved no money (cleared and not yet settled, or never settled)
-BILLED_ENERGY = ("import_wh", "export_wh", "p2p_bought_wh", "p2p_sold_wh")
-
-
-def _bills_nothing(note: dict[str, Any], previous: dict[str, Any]) -> bool:
-    """Whether a note changes no money and no billed energy of the figures it replaces: not
-    issued. Found in a QA pass under the "gridops" source: a trade cleared before its buyer left,
-    whose data never came, went from "cleared, not yet settled" to "not settled" when the grid
-    operator's window ended, and market.billing.correction_note (which compares every energy
-    figure) gave a credit note of 0.00 for it. A later change of money or billed energy brings
-    this one with it (the note is against the figures last issued)."""
-    before, after = _figures(previous)["energy"], note["corrected"]["energy"]
-    return not any(note["deltas"].values()) and all(before[k] == after[k] for k in BILLED_ENERGY)
 
 
 def earlier_periods(period: str, months: int = 2) -> list[str]:
@@ -1521,15 +1506,14 @@ def _verify_note(store: Store, doc: dict[str, Any]) -> list[str]:
     corrected = _rederive(store, doc["corrected"])
     previous = _rederive(store, dict(doc["corrected"], ledger=doc["previous_ledger"]))
     problems = _numbering(doc, corrected["community"])
-    # (energy=None: the note's fields whatever correction_note's rule for issuing one at all,
-    # which is checked here instead, so a note issued under an earlier rule still verifies)
-    expected = correction_note(
-        dict(previous, number=doc.get("replaces_figures_of"), energy=None),
+    # (whatever correction_note's rule for issuing one at all, which is checked here instead, so
+    # a note issued under an earlier rule still verifies)
+    expected = note_between(
+        dict(previous, number=doc.get("replaces_figures_of")),
         corrected,
         number=doc["number"],
         issued_at=doc["issued_at"],
     )
-    assert expected is not None
     if not any(expected["deltas"].values()) and previous["energy"] == corrected["energy"]:
         ledger = doc["previous_ledger"]["height"], corrected["ledger"]["height"]
         problems.append(
@@ -1578,7 +1562,7 @@ def older_format_caveats(store: Store, doc: dict[str, Any]) -> list[str]:
     return [
         f"format {st['format']} does not show intervals left out: at its height the ledger gives "
         f"{m['intervals_left_out']} interval(s) of meter {m['name'] or m['meter'][:8]} not billed, without "
-        "their readings or with readings that cannot be true (format 2 names them)"
+        "their data or with readings that cannot be true (format 2 names them)"
         for m in current["meters"]
         if m.get("intervals_left_out")
     ]

@@ -131,7 +131,7 @@ def _warn_left_out(doc: dict) -> None:
             click.echo(
                 f"warning: {doc['number']} ({st['member_name'] or st['member']}): "
                 f"{m['intervals_left_out']} interval(s) of meter {m['name'] or m['meter'][:8]} not "
-                "billed, without their readings or with readings that cannot be true (see its flags)",
+                "billed, without their data or with readings that cannot be true (see its flags)",
                 err=True,
             )
 

@@ -231,3 +231,4 @@ def test_a_meter_without_any_record_is_flagged_from_its_window_start() -> None:
     alice = member_statement(v, "alice", period="p", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, ""))
     assert alice["flags"] == [f"s:missing_reading@{T}..{T + 2 * DAY}"]  # up to day 4, the last with data
     assert alice["energy"]["export_wh"] == 10
+    assert "3 interval(s) not billed, without the grid operator's data (flags below)" in alice["notes"][0]

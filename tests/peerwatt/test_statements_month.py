@@ -550,7 +550,7 @@ def test_cli_warns_of_intervals_a_statement_leaves_out(tmp_path: Path) -> None:
     assert doc["flags"] == [f"{meter[:8]}:missing_reading@{day(15)}..{day(16)}"]
     assert res.stderr.splitlines() == [
         f"warning: {doc['number']} ({doc['member_name']}): 2 interval(s) of meter "
-        f"{doc['meters'][0]['name']} not billed, without their readings or with readings that cannot "
+        f"{doc['meters'][0]['name']} not billed, without their data or with readings that cannot "
         "be true (see its flags)"
     ]
     page = " ".join(PdfReader(out / f"{doc['number']}.pdf").pages[0].extract_text().split())

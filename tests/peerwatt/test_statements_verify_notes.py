@@ -143,7 +143,7 @@ def test_a_statement_relabelled_as_format_1_says_what_it_leaves_out(tmp_path: Pa
     meter = doc["meters"][0]
     assert (
         "format 1 does not show intervals left out: at its height the ledger gives 2 interval(s) of meter "
-        f"{meter['name'] or meter['meter'][:8]} not billed, without their readings or with readings that "
+        f"{meter['name'] or meter['meter'][:8]} not billed, without their data or with readings that "
         "cannot be true (format 2 names them)"
     ) in res.stdout.splitlines()
     res = peerwatt("statements", "verify", "--data", str(month.node), str(path), "--billing", str(billing))
