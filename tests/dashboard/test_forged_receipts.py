@@ -213,3 +213,18 @@ def test_a_receipt_out_of_the_ledgers_range_is_not_called_invalid_json(as_villa,
     assert "not valid JSON" not in error and "duplicate key" in error, error
     error = refused("[1, 2]")
     assert "not valid JSON" not in error and "not a receipt" in error, error
+
+
+def test_a_proof_that_folds_elsewhere_says_so(as_villa, built):
+    """Found in a QA pass: a trade entry carrying the audit path of another leaf failed, but the
+    failed check's detail read like a passing one (no reason given)."""
+    import copy
+
+    trade = settled_trade(as_villa, built.meters[0])
+    receipt = as_villa.get(f"/api/v1/receipts/{trade['id']}").get_json()
+    entry = receipt["entries"][0]
+    forged = copy.deepcopy(receipt)
+    forged["entries"][0]["proof"] = list(reversed(entry["proof"])) if len(entry["proof"]) > 1 else ["00" * 32]
+    verdict = post(as_villa, trade["id"], forged).get_json()
+    assert verdict["ok"] is False
+    assert failed(verdict)["inclusion proof"].endswith("; the audit path does not lead to that root")
