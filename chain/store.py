@@ -179,6 +179,30 @@ class StoreError(Exception):
     """A store that cannot be opened or written; the message names the path and the fix."""
 
 
+_DICT_MAGIC = b"\x37\xa4\x30\xec"  # a trained zstd dictionary's first bytes (little-endian 0xEC30A437)
+
+
+def _check_dict(number: int, data: bytes, wrong: list[str]) -> zstandard.ZstdCompressionDict | None:
+    """Dictionary ``number`` of store_dicts as zstd loads it, or None with what is wrong added to
+    ``wrong``: a dictionary peerwatt trained starts with zstd's dictionary magic and its id
+    (``_DICT_ID_BASE + number``), and zstd must load it (a truncated or changed one fails with
+    "could not create decompression dict", which used to escape from the first row read with it).
+    Loading costs some tens of microseconds per dictionary, once per open."""
+    if data[:4] != _DICT_MAGIC:
+        wrong.append("it is not a zstd dictionary")
+        return None
+    zdict = zstandard.ZstdCompressionDict(data)
+    if zdict.dict_id() != _DICT_ID_BASE + number:
+        wrong.append(f"its zstd dictionary id is {zdict.dict_id()}, not {_DICT_ID_BASE + number}")
+        return None
+    try:
+        zstandard.ZstdDecompressor(dict_data=zdict, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    except zstandard.ZstdError as exc:
+        wrong.append(f"zstd cannot load it: {exc}")
+        return None
+    return zdict
+
+
 _TEXT = functools.partial(str, encoding="utf-8", errors="replace")
 _SQL_TYPES = {bytes: "BLOB", int: "INTEGER", str: "TEXT", float: "REAL", type(None): "NULL"}
 
@@ -389,7 +413,8 @@ class Store:
                 )
                 if type(value) is not kind
             ]
-            if wrong:
+            zdict = None if wrong else _check_dict(number, data, wrong)
+            if zdict is None:
                 if not self.readonly:  # a writer would compress new rows with it or train too late
                     raise StoreError(
                         f"{self.path}: dictionary {number} (store_dicts) is damaged ({'; '.join(wrong)}):"
@@ -398,7 +423,7 @@ class Store:
                 # a reader fails at the first row compressed with it, named with its block
                 self._damaged[number] = "; ".join(wrong)
                 continue
-            self._dicts[number] = zstandard.ZstdCompressionDict(data)
+            self._dicts[number] = zdict
             self._newest[table] = (number, trained_at)
 
     def _compressor(self, number: int) -> zstandard.ZstdCompressor:
@@ -440,7 +465,12 @@ class Store:
                     f"{self.path}: {what} is a result stored by reference: read it with decode_result"
                 )
             return data  # stored raw (verify checks its bytes like any other)
-        ctx = self._decompressor(data[1]) if len(data) > 2 else None
+        try:
+            ctx = self._decompressor(data[1]) if len(data) > 2 else None
+        except zstandard.ZstdError as exc:  # (its dictionary passed _check_dict when loaded)
+            self._damaged[data[1]] = f"zstd cannot load it: {exc}"
+            self._dicts.pop(data[1], None)
+            ctx = None
         if ctx is None and len(data) > 2 and data[1] in self._damaged:
             raise StoreError(
                 f"{self.path}: {what} cannot be read: dictionary {data[1]} (store_dicts), which it is"
