@@ -3,39 +3,185 @@
 A peer may be hostile or broken: its reply is size- and depth-bounded and parsed strictly; what
 comes back is only *parsed* here. The caller verifies every block (seals of one round, roots,
 re-execution: ``Ledger.commit``) before storing it.
+
+A reply is also bounded in *time*, as a whole (connect, headers and body): a socket timeout is
+per read, and a QA pass's peer sending one byte every 3 s held the caller (the node's main loop:
+every honest validator of the community) as long as it liked. A watchdog cuts the connection at
+the reply's deadline, or as soon as the node is stopping.
 """
 
 from __future__ import annotations
 
-import urllib.request
+import http.client
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
 
 from chain import messages
 from chain.block import Block
 from chain.canonical import MAX_DEPTH, CanonicalError, loads_strict
 from chain.envelope import Envelope
-from peerwatt.node.ledger_api import block_from_json
+from peerwatt.node.ledger_api import ErasedPayloads, block_from_json
 
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
 # A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
 # plus the few levels the reply wraps it in.
 MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
 CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4
+# Time for a reply: ``timeout_s`` (connect, the peer reading its store, and a small reply) plus
+# one second per CATCHUP_MIN_RATE bytes it announces (Content-Length, as the node's API sends)
+# or has sent, at most CATCHUP_MAX_EXTRA_S more. An honest peer sends a batch of ordinary blocks
+# (a few KiB to a few MiB) within the base time; 30 MiB, a batch of very full blocks, needs a
+# 2 MiB/s (16 Mbit/s) uplink; a reply that does not make it is cut, and the node asks that peer
+# for fewer blocks next time (Node._catch_up). A hostile peer holds a fetch at most
+# timeout_s + CATCHUP_MAX_EXTRA_S, and is then skipped for a while.
+CATCHUP_MIN_RATE = 2 * 1024 * 1024  # bytes per second
+CATCHUP_MAX_EXTRA_S = 15.0
+_CHUNK = 64 * 1024
+_WATCH_EVERY_S = 0.05
+
+
+class CatchupTimeout(OSError):
+    """The peer's reply did not arrive in full by its deadline (or the node is stopping)."""
+
+
+def reply_deadline_s(timeout_s: float, size: int) -> float:
+    """Seconds a reply of ``size`` bytes (announced or received) may take in all."""
+    return timeout_s + min(size / CATCHUP_MIN_RATE, CATCHUP_MAX_EXTRA_S)
+
+
+class _Watchdog:
+    """Shuts the connection down at its deadline (which grows with the reply's size) or when
+    ``stop`` is set; a read blocked on the socket then returns at once."""
+
+    def __init__(self, timeout_s: float, stop: threading.Event | None) -> None:
+        self.start = time.monotonic()
+        self.timeout_s = timeout_s
+        self.size = 0
+        self.stop = stop
+        self.sock: socket.socket | None = None
+        self.cut: str | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="catch-up-watchdog", daemon=True)
+        self._thread.start()
+
+    def remaining(self) -> float:
+        return self.start + reply_deadline_s(self.timeout_s, self.size) - time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(_WATCH_EVERY_S):
+            if self.stop is not None and self.stop.is_set():
+                self._cut("the node is stopping")
+            elif self.remaining() <= 0:
+                self._cut(f"no complete reply within {time.monotonic() - self.start:.1f} s")
+            else:
+                continue
+            return
+
+    def _cut(self, why: str) -> None:
+        with self._lock:
+            self.cut = why
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.sock = sock
+            if self.cut is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def check(self) -> None:
+        if self.cut is not None:
+            raise CatchupTimeout(f"{self.cut} ({self.size} bytes received)")
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def _get(url: str, timeout_s: float, stop: threading.Event | None) -> bytes:
+    """The body of ``url`` (at most MAX_CATCHUP_REPLY_BYTES), all of it within its deadline."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) address: {url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    watch = _Watchdog(timeout_s, stop)
+    conn: http.client.HTTPConnection | None = None
+    try:
+        sock = socket.create_connection((parts.hostname, port), timeout=max(0.1, watch.remaining()))
+        if parts.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        watch.attach(sock)
+        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout_s)
+        conn.sock = sock  # the watchdog's socket: it can cut any read of this connection
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise ValueError(f"HTTP {response.status} {response.reason}")
+        length = response.getheader("Content-Length")
+        if length is not None and length.strip().isdigit():
+            if int(length) > MAX_CATCHUP_REPLY_BYTES:
+                raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes ({length} announced)")
+            watch.size = int(length)  # the time an honest peer needs for it
+        body = bytearray()
+        while True:
+            chunk = response.read1(_CHUNK)
+            if not chunk:
+                break
+            body += chunk
+            watch.size = max(watch.size, len(body))
+            if len(body) > MAX_CATCHUP_REPLY_BYTES:
+                raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes")
+        watch.check()  # a cut connection may look like an ordinary end of the reply
+        return bytes(body)
+    except (OSError, http.client.HTTPException) as exc:
+        watch.check()
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        watch.close()
+        if conn is not None:
+            conn.close()
 
 
 def fetch_blocks(
-    peer: str, start: int, community: str, interval_s: int | None, *, timeout_s: float = 5.0
+    peer: str,
+    start: int,
+    community: str,
+    interval_s: int | None,
+    *,
+    timeout_s: float = 5.0,
+    limit: int = CATCHUP_BATCH,
+    stop: threading.Event | None = None,
 ) -> list[tuple[Block, list[Envelope]]]:
-    """Up to CATCHUP_BATCH final blocks from height ``start`` with their seals, not yet
-    verified; [] when the peer has none. ValueError/OSError for a bad reply or peer."""
-    url = f"{peer.rstrip('/')}/v1/blocks?from={start}&limit={CATCHUP_BATCH}"
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        raw = response.read(MAX_CATCHUP_REPLY_BYTES + 1)
-    if len(raw) > MAX_CATCHUP_REPLY_BYTES:
-        raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes")
+    """Up to ``limit`` (at most CATCHUP_BATCH) final blocks from height ``start`` with their
+    seals, not yet verified; [] when the peer has none. ValueError/OSError for a bad reply or
+    peer: CatchupTimeout when the reply did not arrive within ``reply_deadline_s`` (or ``stop``
+    was set), ErasedPayloads when the first block holds erased payloads."""
+    limit = max(1, min(limit, CATCHUP_BATCH))
+    url = f"{peer.rstrip('/')}/v1/blocks?from={start}&limit={limit}"
+    raw = _get(url, timeout_s, stop)
     try:
         blocks = loads_strict(raw, max_depth=CATCHUP_REPLY_DEPTH)["blocks"]
     except CanonicalError as exc:
         raise ValueError(f"malformed reply: {exc}") from None
+    except (KeyError, TypeError):
+        raise ValueError("malformed reply: no 'blocks'") from None
     if not isinstance(blocks, list):
         raise ValueError("malformed reply: 'blocks' is not a list")
-    return [block_from_json(data, community, interval_s) for data in blocks]
+    out = []
+    for data in blocks[:limit]:
+        try:
+            out.append(block_from_json(data, community, interval_s))
+        except ErasedPayloads:
+            if out:  # the blocks before it can be stored first
+                break
+            raise
+    return out

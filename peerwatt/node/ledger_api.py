@@ -68,12 +68,24 @@ def proof_json(store: Store, height: int, index: int) -> dict[str, Any] | None:
     }
 
 
+class ErasedPayloads(ValueError):
+    """A block whose payloads were erased (``peerwatt node erase``): it can be checked by hash,
+    not re-executed, so a node cannot rebuild its state past it from genesis."""
+
+    def __init__(self, height: object) -> None:
+        super().__init__(
+            f"block {height} has erased payloads: it can only be checked by hash, not re-executed"
+        )
+        self.height = height
+
+
 def block_from_json(
     data: dict[str, Any], community: str, interval_s: int | None
 ) -> tuple[Block, list[Envelope]]:
     """Rebuild a block and its seals from :func:`block_json` output (not yet verified)."""
     if any(tx is None for tx in data["txs"]):
-        raise ValueError("block has erased payloads: it can only be checked by hash, not re-executed")
+        header = data.get("header")
+        raise ErasedPayloads(header.get("height", "?") if isinstance(header, dict) else "?")
     body = dict(data["header"], txs=data["txs"], results=data["results"])
     block = Block.from_body(body, community=community, interval_s=interval_s)
     seals = [

@@ -62,8 +62,9 @@ from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
-from peerwatt.node.catchup import fetch_blocks
+from peerwatt.node.catchup import CATCHUP_BATCH, fetch_blocks
 from peerwatt.node.inbox import FairInbox
+from peerwatt.node.ledger_api import ErasedPayloads
 from peerwatt.node.mempool import Mempool, MempoolError
 
 log = logging.getLogger("peerwatt.node")
@@ -91,6 +92,14 @@ BLOCKS_KEY = "consensus_blocks"  # local_kv: the blocks that record may need (pr
 MAX_ROUNDS_AHEAD = 64  # messages for rounds further ahead of ours are refused
 FUTURE_HEIGHTS = 2  # messages for up to this many heights ahead are kept until we get there
 MAX_FUTURE_MESSAGES = 20_000
+# A peer whose catch-up reply failed (too slow, refused, malformed, a block refused) is skipped
+# this long, doubling with each failure in a row up to CATCHUP_BACKOFF_MAX_S: a QA pass's hostile
+# validator answering one byte every 3 s held every honest node's loop, and the chain, for as
+# long as it liked. A refused block is logged at most once per peer this often (with the count
+# of those not logged).
+CATCHUP_BACKOFF_S = 30.0
+CATCHUP_BACKOFF_MAX_S = 300.0
+CATCHUP_LOG_EVERY_S = 60.0
 
 
 def stall_line(
@@ -137,6 +146,18 @@ def topic_mismatch(topic: str, msg_type: str, signer: str) -> str | None:
     if signer != parts.id:
         return f"signed by {signer}, on the {parts.kind} topic of {parts.id}"
     return None
+
+
+@dataclass
+class PeerCatchup:
+    """What catch-up remembers of one peer: failures in a row, until when it is skipped, the
+    batch to ask of it, and its refused blocks not logged yet."""
+
+    failures: int = 0
+    skip_until: float = float("-inf")
+    limit: int = CATCHUP_BATCH
+    refused_logged: float = float("-inf")
+    refused_unlogged: int = 0
 
 
 def _count_down(counts: collections.Counter, key: Any) -> None:
@@ -213,6 +234,10 @@ class Node:
         self._logged: set[tuple[str, str]] = set()
         self._status_lock = threading.Lock()  # status() runs on the HTTP thread
         self._catchup_after = 0.0
+        self._peer_catchup: dict[str, PeerCatchup] = {}
+        self.catchup_timeout_s = 5.0  # a reply's base time (catchup.reply_deadline_s)
+        self._erased_logged = False
+        self._stop: threading.Event | None = None  # set by run(): catch-up ends when it is set
         self._validators_at: dict[int, dict[str, Any]] = {}
         # set before a clean shutdown: vote on, build no new block
         self.draining = False
@@ -287,6 +312,7 @@ class Node:
 
     def run(self, stop: threading.Event, tick_s: float = 0.02) -> None:
         """Run ``step`` until ``stop`` is set."""
+        self._stop = stop
         while not stop.is_set():
             busy = self.step()
             if not busy:
@@ -1154,39 +1180,115 @@ class Node:
 
     # -- catch-up over HTTP ------------------------------------------------------------------
 
-    def catch_up_at_start(self) -> None:
-        """Before joining live traffic: fetch what the peers finalised while we were down."""
+    def catch_up_at_start(self, stop: threading.Event | None = None) -> None:
+        """Before joining live traffic: fetch what the peers finalised while we were down (ends
+        within a fraction of a second once ``stop`` is set)."""
+        if stop is not None:
+            self._stop = stop
         if self.peers:
             self._catch_up()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _catch_up(self) -> None:
         """Fetch missing final blocks from peers, verify each, and store it.
 
-        A peer may be hostile: its reply is size- and depth-bounded, every block is verified
-        (seals, roots, re-execution) before it is stored, and nothing it sends ends the node.
+        A peer may be hostile: its reply is size-, depth- and time-bounded (catchup.py), every
+        block is verified (seals, roots, re-execution) before it is stored, and nothing it sends
+        ends the node. A peer whose reply failed is skipped for a while (``PeerCatchup``), so it
+        cannot hold the node's loop again and again.
         """
         self._catchup_after = self._mono() + 2.0
         for peer in self.peers:
+            state = self._peer_catchup.setdefault(peer, PeerCatchup())
+            if self._stopping():
+                return
+            if self._mono() < state.skip_until:
+                continue
             try:
-                while self._catch_up_batch(peer):
-                    pass
+                while self._catch_up_batch(peer, state):
+                    if self._stopping():
+                        return
             except StoreError as exc:
                 self._store_failed(self.ledger.height + 1, exc)
                 return
-            except Exception as exc:  # unreachable, lying or broken peer: try the next one
-                self._log_once(
-                    "catch-up",
-                    f"{peer}:{type(exc).__name__}",
-                    logging.INFO,
-                    "catch-up from %s stopped: %s",
-                    peer,
-                    exc,
-                )
-                continue
+            except InvalidBlock as exc:  # a block the peer calls final that is not
+                self._count("blocks_refused", f"catchup_{exc.reason}")
+                self._log_refused(peer, state, exc)
+                self._peer_failed(peer, state, None)
+            except ErasedPayloads as exc:
+                self._log_erased(exc.height)
+                self._peer_failed(peer, state, None)
+            except Exception as exc:  # unreachable, slow, lying or broken peer: try the next one
+                if self._stopping():
+                    return
+                self._peer_failed(peer, state, f"{type(exc).__name__}: {exc}")
 
-    def _catch_up_batch(self, peer: str) -> bool:
+    def _peer_failed(self, peer: str, state: PeerCatchup, what: str | None) -> None:
+        """Skip ``peer`` for a while (longer with each failure in a row) and ask it for fewer
+        blocks next time (a large honest reply on a slow link may not fit its deadline); one
+        WARNING with ``what`` it did."""
+        state.failures += 1
+        state.limit = max(1, state.limit // 2)
+        skip = min(CATCHUP_BACKOFF_S * 2 ** (state.failures - 1), CATCHUP_BACKOFF_MAX_S)
+        state.skip_until = self._mono() + skip
+        if what is not None:
+            log.warning(
+                "catch-up from %s failed at height %d: %s; skipping this peer for %.0f s",
+                peer,
+                self.ledger.height + 1,
+                what,
+                skip,
+            )
+
+    def _log_refused(self, peer: str, state: PeerCatchup, exc: InvalidBlock) -> None:
+        """A block from ``peer`` refused: a WARNING with its height and reason, at most once per
+        peer every CATCHUP_LOG_EVERY_S (saying how many were not logged in between)."""
+        now = self._mono()
+        if now - state.refused_logged < CATCHUP_LOG_EVERY_S:
+            state.refused_unlogged += 1
+            return
+        more = state.refused_unlogged
+        state.refused_logged, state.refused_unlogged = now, 0
+        log.warning(
+            "catch-up from %s: refused block %d (%s): the peer serves a block that is not final "
+            "here (a hostile peer or a damaged store); skipping this peer for a while%s",
+            peer,
+            self.ledger.height + 1,
+            exc,
+            f" ({more} more refused block(s) from this peer not logged since the last line)" if more else "",
+        )
+
+    def _log_erased(self, height: object) -> None:
+        """Our peers' blocks from ``height`` on hold erased payloads: once, what to do."""
+        if self._erased_logged:
+            return
+        self._erased_logged = True
+        log.warning(
+            "catch-up stopped at height %d: this community erased payloads (peerwatt node erase) at "
+            "block %s, and a node cannot rebuild its state from genesis past an erased block (it can "
+            "only be checked by hash, not re-executed). Do: stop this node; stop one caught-up peer "
+            "node, copy its whole data folder (ledger.sqlite with its -wal/-shm; not its "
+            "mempool.sqlite), start that peer again, put the copy in place of this node's data "
+            'folder and start this node (docs/operations.md, "Tampered or damaged store")',
+            self.ledger.height + 1,
+            height,
+        )
+
+    def _catch_up_batch(self, peer: str, state: PeerCatchup) -> bool:
         """Fetch, verify and store the next batch of final blocks; False when there are none."""
-        fetched = fetch_blocks(peer, self.ledger.height + 1, self.community, self.ledger.genesis.interval_s)
+        fetched = fetch_blocks(
+            peer,
+            self.ledger.height + 1,
+            self.community,
+            self.ledger.genesis.interval_s,
+            timeout_s=self.catchup_timeout_s,
+            limit=state.limit,
+            stop=self._stop,
+        )
+        state.failures = 0  # the peer answered in time
+        state.limit = min(CATCHUP_BATCH, state.limit * 2)
         for block, seals in fetched:
             validators = dict(self.ledger.validators())
             self.ledger.commit(block, seals)

@@ -1,0 +1,134 @@
+"""Catch-up from a slow or hostile peer is bounded in time, and such a peer is skipped for a while.
+
+Found in a QA pass: ``fetch_blocks`` gave ``urlopen`` a 5 s timeout, which is per socket read, so
+a validator answering catch-up requests one byte every 3 s held the caller (the node's main loop)
+as long as it liked; on a 4-validator community all three honest nodes stopped making blocks,
+logged nothing and did not stop on SIGTERM within 40 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from peerwatt.node.catchup import fetch_blocks
+from peerwatt.node.http_api import NodeHttpApi
+from tests.support.memory_net import Net
+
+DRIP_S = 0.3  # a byte this often: every socket read succeeds within any per-read timeout
+DRIPS = 40  # 12 s in all
+
+
+class SlowPeer:
+    """An HTTP server that answers every request one byte at a time (in its body or headers)."""
+
+    def __init__(self, where: str = "body") -> None:
+        self.requests = 0
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                peer.requests += 1
+                try:
+                    if where == "body":
+                        self.send_response(200)
+                        self.end_headers()
+                        self.wfile.write(b'{"blocks": [')
+                    else:
+                        self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                    self.wfile.flush()
+                    for _ in range(DRIPS):
+                        time.sleep(DRIP_S)
+                        self.wfile.write(b" " if where == "body" else b"a")
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slow_peer():
+    peers: list[SlowPeer] = []
+
+    def make(where: str = "body") -> SlowPeer:
+        peers.append(SlowPeer(where))
+        return peers[-1]
+
+    yield make
+    for peer in peers:
+        peer.close()
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_fetch_blocks_ends_at_its_deadline_however_slowly_the_peer_sends(slow_peer, where):
+    peer = slow_peer(where)
+    started = time.monotonic()
+    with pytest.raises((OSError, ValueError)) as failed:
+        fetch_blocks(peer.address, 1, "oak-street", 900, timeout_s=1.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.0, f"fetch_blocks returned after {elapsed:.1f} s (timeout_s=1.0)"
+    assert "no complete reply within" in str(failed.value)
+
+
+def test_fetch_blocks_ends_at_once_when_the_node_is_stopping(slow_peer):
+    peer = slow_peer()
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(OSError, match="the node is stopping"):
+        fetch_blocks(peer.address, 1, "oak-street", 900, timeout_s=30.0, stop=stop)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_node_skips_a_slow_peer_for_a_while_and_catches_up_from_the_others(tmp_path, slow_peer, caplog):
+    caplog.set_level(logging.INFO, logger="peerwatt")
+    net = Net(tmp_path)
+    net.crash(3)
+    net.send(1)
+    net.settle()
+    assert net.nodes[0].ledger.height > 0
+    api = NodeHttpApi(tmp_path / "n0", net.nodes[0].status, "127.0.0.1", 0)
+    api.start()
+    peer = slow_peer()
+    try:
+        back = net.start(3, peers=(peer.address, api.address))
+        back.catchup_timeout_s = 1.0
+        started = time.monotonic()
+        back._catch_up()
+        elapsed = time.monotonic() - started
+        assert elapsed < 4.0, f"catch-up took {elapsed:.1f} s with one slow peer"
+        assert back.ledger.height == net.nodes[0].ledger.height  # from the honest peer
+        warned = [
+            r for r in caplog.records if r.levelno == logging.WARNING and peer.address in r.getMessage()
+        ]
+        assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+        assert "no complete reply within" in warned[0].getMessage()
+        assert "skipping this peer for 30 s" in warned[0].getMessage()
+        assert peer.requests == 1
+        # asked again soon (a vote for a later height, the republish timer): the slow peer is skipped
+        started = time.monotonic()
+        back._catch_up()
+        assert time.monotonic() - started < 1.0
+        assert peer.requests == 1
+        net.now += 31  # its backoff is over: asked once more, then skipped for twice as long
+        back._catch_up()
+        assert peer.requests == 2
+        warned = [r.getMessage() for r in caplog.records if peer.address in r.getMessage()]
+        assert "skipping this peer for 60 s" in warned[-1]
+    finally:
+        api.stop()
