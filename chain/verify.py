@@ -67,6 +67,12 @@ class VerifyReport:
     workers: int = 1
     signatures_ahead: int = 0  # signatures checked ahead of execution (workers > 1)
     on_helpers: int = 0  # envelopes checked on the helper processes (the rest: by this one)
+    # which chain verified: a prefix of a chain (its last blocks dropped) verifies too, and so does
+    # another community's store, so the ok line names them for comparison with a peer's
+    community: str = ""
+    height: int = 0
+    head_hash: str = ""  # hex of the head block's header hash (the genesis hash at height 0)
+    genesis_hash: str = ""
 
     def summary(self) -> str:
         line = (
@@ -83,6 +89,11 @@ class VerifyReport:
             line += (
                 f"; {len(self.erased_txs)} erased payload(s): blocks from height "
                 f"{self.not_reexecuted_from} checked by hash and seal, not re-executed"
+            )
+        if self.community:
+            line += (
+                f"; community {self.community} at height {self.height}, head {self.head_hash},"
+                f" genesis {self.genesis_hash}"
             )
         return line
 
@@ -227,6 +238,10 @@ def _verify_store(
     if counts != (report.txs, walk.results, report.seals):
         raise VerifyError(top, "the tables hold transaction, result or seal rows that belong to no block")
     report.snapshot_height = _check_snapshot(store, top)
+    report.community = genesis.community
+    report.height = top
+    report.head_hash = header_hash(walk.prev).hex()
+    report.genesis_hash = header_hash(expected.header).hex()
     report.seconds = time.perf_counter() - started
     return report
 
