@@ -621,6 +621,14 @@ class Node:
         """Take back what this node was about to send at ``height`` before it stopped."""
         data = None if saved is None else loads_strict(saved)
         if isinstance(data, dict) and data.get("record", {}).get("height") == height:
+            signers = {m["signer"] for m in data["record"]["sent"].values()}
+            if signers - {self.key_id}:  # a copy of another node's data folder (docs/operations.md)
+                log.info(
+                    "the consensus record in this store is %s's, not this node's (a copied data "
+                    "folder): not taken back",
+                    ", ".join(sorted(signers - {self.key_id})),
+                )
+                return
             core.restore(data["record"])
             saved_blocks = self.ledger.store.get_local(BLOCKS_KEY)
             kept = None if saved_blocks is None else loads_strict(saved_blocks)
