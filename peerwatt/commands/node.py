@@ -127,8 +127,8 @@ def run(config_file: Path, verbose: bool) -> None:
             "retrying in the background",
             err=True,
         )
-    node_.catch_up_at_start()
     try:
+        node_.catch_up_at_start(stop)  # (a SIGTERM during it ends it within a fraction of a second)
         node_.run(stop)
     finally:
         node_.stop()

@@ -132,3 +132,34 @@ def test_a_node_skips_a_slow_peer_for_a_while_and_catches_up_from_the_others(tmp
         assert "skipping this peer for 60 s" in warned[-1]
     finally:
         api.stop()
+
+
+def test_sigterm_during_the_catch_up_at_start_stops_node_run_at_once(tmp_path) -> None:
+    """`peerwatt node run` caught up at start without its stop event, so a SIGTERM then waited
+    for the catch-up (up to its deadline for each peer) before the node saw it."""
+    import signal
+
+    from chain.keys import save_private_key
+    from chain.kvapp import KeyValueApp
+    from peerwatt.ports import free_port
+    from tests.support.localnet import make_community
+    from tests.support.procnet import NodeProcess, create_store, wait_for
+
+    c = make_community(validators=2, members=1)
+    peer = SlowPeer()
+    node = NodeProcess(1, tmp_path, "validator", f"mqtt://127.0.0.1:{free_port()}", [peer.address])
+    node.dir.mkdir(parents=True)
+    create_store(node.dir / "data", c, KeyValueApp)
+    save_private_key(c.validators[1].key, node.dir / "validator.key")
+    node.write_config(0.2)
+    node.start()
+    try:
+        wait_for(lambda: peer.requests > 0, 30, "the catch-up request at start")
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        node.proc.wait(15)
+        assert time.monotonic() - started < 2.5, node.log_path.read_text()
+    finally:
+        node.kill()
+        peer.close()
