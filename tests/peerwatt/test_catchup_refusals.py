@@ -25,7 +25,7 @@ from peerwatt.node import Node
 from peerwatt.node.erasure import erase_departed
 from peerwatt.node.http_api import NodeHttpApi
 from peerwatt.node.ledger_api import blocks_json
-from tests.support.localnet import LocalCommunity
+from tests.reliability.test_erasure import vote_erasure
 from tests.support.market_ledger import SETTLED_AT, T0, build_market
 from tests.support.memory_net import Net
 
@@ -91,27 +91,10 @@ def test_a_block_refused_in_catch_up_is_counted_and_logged_with_its_height(tmp_p
         hostile.close()
 
 
-def _vote_erasure(c: LocalCommunity, member_index: int, t: int) -> None:
-    """Members 1..3 (a majority of 4) vote to erase ``member_index`` (tests/reliability/test_erasure.py)."""
-    target = c.members[member_index].id
-    proposal = c.members[1].sign(
-        c.community,
-        "propose",
-        {"action": "erase_member", "args": {"member": target}, "deadline": t + 86_400},
-        created=t,
-    )
-    votes = [
-        c.members[i].sign(c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t)
-        for i in (2, 3)
-    ]
-    c.run_block([proposal, *votes], t)
-    assert target in c.ledgers[0].chain_state["erased"]
-
-
 @pytest.fixture
 def erased_peer(tmp_path):
     c = build_market(tmp_path, validators=3, members=4)
-    _vote_erasure(c, 0, SETTLED_AT + 10)
+    vote_erasure(c, 0, SETTLED_AT + 10)
     after = SETTLED_AT + 40 * 900  # past the correction window: the member's payloads may go
     c.run_block([], after)
     for ledger in c.ledgers:
