@@ -43,7 +43,7 @@ from chain.app import Application
 from chain.execute import signer_key
 from chain.messages import SIGNING_PREFIX
 from chain.store import Store, StoreError, sql_type
-from chain.verify import VerifyError, VerifyReport, verify_store
+from chain.verify import VerifyError, VerifyReport, name_corruption, verify_store
 
 try:  # CPython's own SHA-256 (HACL* / libtomcrypt-derived), not OpenSSL's
     from _sha2 import sha256 as _sha256  # Python >= 3.12
@@ -352,12 +352,15 @@ def verify_store_independent(
     Raises VerifyError naming the first bad height (an independent failure says so).
     """
     try:
-        checker = _Checker(store, progress, estimate)
-    except sqlite3.DatabaseError as exc:
-        raise VerifyError(0, f"unreadable row: {exc}") from None
-    report = verify_store(store, app, before_block=checker)
-    try:
-        checker.finish()
-    except sqlite3.DatabaseError as exc:
-        raise VerifyError(0, f"unreadable row: {exc}") from None
+        try:
+            checker = _Checker(store, progress, estimate)
+        except sqlite3.DatabaseError as exc:
+            raise VerifyError(0, f"unreadable row: {exc}") from None
+        report = verify_store(store, app, before_block=checker)
+        try:
+            checker.finish()
+        except sqlite3.DatabaseError as exc:
+            raise VerifyError(0, f"unreadable row: {exc}") from None
+    except VerifyError as exc:  # a damaged file is named as such (SQLite's quick_check)
+        raise name_corruption(store, exc) from None
     return report, checker.report

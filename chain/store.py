@@ -179,6 +179,21 @@ class StoreError(Exception):
     """A store that cannot be opened or written; the message names the path and the fix."""
 
 
+class StoreCorrupt(StoreError):
+    """The store's file itself is damaged: SQLite finds it malformed, or not a database (a
+    truncated file, a -wal file of another store beside it). `peerwatt verify` reports it as a
+    failed verification (exit 1), not as a store it cannot open."""
+
+
+_CORRUPT_FIX = "the file is damaged: restore the data folder from a peer"
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error says the database file is damaged (SQLITE_CORRUPT*, SQLITE_NOTADB)."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
 _DICT_MAGIC = b"\x37\xa4\x30\xec"  # a trained zstd dictionary's first bytes (little-endian 0xEC30A437)
 
 
@@ -369,6 +384,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            if is_corrupt(exc):
+                raise StoreCorrupt(f"cannot open {path}: {exc} ({_CORRUPT_FIX})") from None
             raise StoreError(f"cannot open {path}: {exc}{_hint(exc)}") from None
         if version == 0:  # an empty file, or some other program's SQLite database
             conn.close()
@@ -391,6 +408,19 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def integrity_problems(self, limit: int = 3) -> list[str]:
+        """What SQLite's ``PRAGMA quick_check`` finds wrong with the file (at most ``limit``
+        lines; [] when it is sound): the B-tree pages, their cells and the free list, every page
+        read once (not the indexes against their tables, which ``integrity_check`` adds). It
+        reads the whole file once: 22-30 ms for a simulated week of 20 homes (15.8 MB, warm), where
+        verify takes 8.7 s on one core."""
+        try:
+            rows = self.conn.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        lines = [line for (text,) in rows for line in str(text).splitlines() if not line.startswith("***")]
+        return [] if lines == ["ok"] else lines[:limit]
+
     # -- compression -------------------------------------------------------------------------
 
     def _load_dicts(self) -> None:
@@ -402,6 +432,8 @@ class Store:
         except sqlite3.OperationalError:
             return  # schema 1, opened read-only: every row is raw
         except sqlite3.DatabaseError as exc:
+            if is_corrupt(exc):
+                raise StoreCorrupt(f"cannot read {self.path}: {exc} ({_CORRUPT_FIX})") from None
             raise StoreError(f"cannot read {self.path}: {exc}") from None
         for number, table, trained_at, data in rows:
             wrong = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from chain.engine import stored_genesis
-from chain.store import Store, StoreError
+from chain.store import Store, StoreCorrupt, StoreError
 from chain.verify import VerifyError, verify_store
 from chain.verify_workers import default_workers
 from market.apps import load_app
@@ -35,7 +35,10 @@ def verify(data_dir: Path, quiet: bool, independent: bool, workers: int | None) 
     """Re-check every signature, root, link, seal and re-execute every block."""
     try:
         store = Store.open(data_dir, readonly=True)
-    except StoreError as exc:
+    except StoreCorrupt as exc:  # the file itself is damaged: a failed verification
+        click.echo(f"FAILED at height 0: {exc}")
+        sys.exit(1)
+    except StoreError as exc:  # no store there, not readable for this user, a newer schema...
         raise UserError(str(exc)) from None
     try:
         app_name = stored_genesis(store).app_name
