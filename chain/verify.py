@@ -221,7 +221,10 @@ def _verify_store(
     state = genesis_state(genesis, app)
     expected = genesis_block(genesis, state)
     try:
-        _check_block_row(store, 0, expected.header)
+        try:
+            _check_block_row(store, 0, expected.header)
+        except VerifyError as exc:
+            raise _genesis_mismatch(store, expected.header, exc) from None
         if store.tx_rows(0) or store.result_rows(0) or store.seal_rows(0):
             raise VerifyError(0, "genesis block has rows it must not have")
         top = _check_heights(store)
@@ -468,6 +471,33 @@ def _erased_signers(store: Store, genesis, on_damaged=None) -> set[str]:
             except KeyFileError:
                 continue
     return members | {meter for meter, owner in owners.items() if owner in members}
+
+
+def _genesis_mismatch(store: Store, expected: dict, exc: VerifyError) -> VerifyError:
+    """``exc`` (the genesis block's row differs from the header the genesis document gives) said
+    more precisely: which header fields differ, and when ``tx_root`` does, that the genesis
+    document does not match the genesis header (its tx_root commits to the document's hash, so a
+    changed document, e.g. a community parameter, shows there)."""
+    if exc.problem != "header bytes differ from the expected header":
+        return exc
+    try:
+        stored = loads_strict(bytes(store.block_row(0)[3]))
+    except (CanonicalError, StoreError, TypeError, IndexError):
+        return exc
+    if not isinstance(stored, dict):
+        return exc
+    fields = sorted(k for k in expected.keys() | stored.keys() if stored.get(k) != expected.get(k))
+    if "tx_root" in fields:
+        return VerifyError(
+            0,
+            "the genesis document does not match the genesis header: the header's tx_root commits to"
+            " the SHA-256 of the genesis document, and the stored document hashes to another"
+            f" (header fields that differ: {', '.join(fields)}); the document or the header was"
+            " changed: restore the data folder from a peer",
+        )
+    if fields:
+        return VerifyError(0, f"header bytes differ from the expected header (fields: {', '.join(fields)})")
+    return exc
 
 
 def _check_block_row(store: Store, height: int, header: dict) -> None:
