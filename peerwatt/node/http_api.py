@@ -8,6 +8,7 @@ GET /v1/proof?height=H&index=I      a result with its inclusion proof and the bl
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from chain.store import Store
+from chain.store import Store, StoreError
 from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.ledger_api import blocks_json, proof_json
+
+log = logging.getLogger("peerwatt.node")
 
 
 class NodeHttpApi:
@@ -83,6 +86,9 @@ class NodeHttpApi:
                 return (404, {"error": "no such result"}) if proof is None else (200, proof)
         except (KeyError, ValueError) as exc:
             return 400, {"error": f"bad request: {exc}"}
+        except StoreError as exc:  # a damaged row: the peer asking is told in one line, not cut off
+            log.warning("the API cannot serve %s: %s", url.path, exc)
+            return 500, {"error": f"this node's store cannot serve it: {exc}"}
         return 404, {"error": "unknown path"}
 
 

@@ -101,3 +101,18 @@ def test_peerwatt_verify_says_failed_not_a_traceback(folder):
         assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
         assert res.stdout.startswith("FAILED at height ") and res.stdout.count("\n") == 1, res.stdout
         assert f"dictionary {number} (store_dicts)" in res.stdout and "restore the data folder" in res.stdout
+
+
+def test_the_node_api_answers_a_damaged_row_with_one_line(folder):
+    """/v1/blocks over a damaged dictionary: a 500 whose error names it, not a connection the
+    server thread drops with a traceback (the peer catching up from it is told why)."""
+    from peerwatt.node.http_api import NodeHttpApi
+
+    number = _damage(folder, "truncated", "payloads")
+    api = NodeHttpApi(folder, lambda: {}, "127.0.0.1", 0)
+    try:
+        status, body = api.handle("/v1/blocks?from=1&limit=50")
+    finally:
+        api.server.server_close()  # (never started: shutdown() would wait for serve_forever)
+    assert status == 500
+    assert f"dictionary {number} (store_dicts), which it is compressed with, is damaged" in body["error"]
