@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 from pathlib import Path
 
 import click
@@ -107,6 +109,9 @@ def run(config_file: Path, verbose: bool) -> None:
     except OSError as exc:
         raise UserError(f"{exc} (is another node running? change 'http' in {config_file})") from None
     stop = stop_on_signals()
+    # `kill -USR1 PID` writes every thread's stack to stderr (the node's log) and the node runs
+    # on: where a node that does not answer, or does not stop, is waiting (docs/operations.md)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     api.start()
     try:
         node_.start()

@@ -163,3 +163,33 @@ def test_sigterm_during_the_catch_up_at_start_stops_node_run_at_once(tmp_path) -
     finally:
         node.kill()
         peer.close()
+
+
+def test_sigusr1_dumps_every_threads_stack_and_the_node_runs_on(tmp_path) -> None:
+    """A node that does not answer or does not stop says where it waits: `kill -USR1 PID` writes
+    every thread's stack to its log (added after a validator once did not exit within 15 s of
+    SIGTERM in a full test run; tests/support/procnet.py now asks for it before killing)."""
+    import signal
+
+    from chain.keys import save_private_key
+    from chain.kvapp import KeyValueApp
+    from peerwatt.ports import free_port
+    from tests.support.localnet import make_community
+    from tests.support.procnet import NodeProcess, create_store, wait_for
+
+    c = make_community(validators=1, members=1)
+    node = NodeProcess(0, tmp_path, "sequencer", f"mqtt://127.0.0.1:{free_port()}", [])
+    node.dir.mkdir(parents=True)
+    create_store(node.dir / "data", c, KeyValueApp)
+    save_private_key(c.validators[0].key, node.dir / "validator.key")
+    node.write_config(0.2)
+    node.start()
+    try:
+        wait_for(lambda: node.status() is not None, 30, "the node's API")
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "Current thread" in node.log_path.read_text(), 10, "the stacks in the log")
+        assert node.proc.poll() is None and node.status() is not None  # it runs on
+        assert node.stop() == 0
+    finally:
+        node.kill()

@@ -80,6 +80,9 @@ class NodeProcess:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
+                # where it hangs, into its log (the node dumps its threads' stacks on SIGUSR1)
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
