@@ -87,7 +87,7 @@ def check_proposal(
     limit = chain.get("max_open_proposals")
     if limit is not None:  # absent in ledgers from before it: their proposals ran unbounded
         _check_bounds(args)
-        mine = sum(1 for p in chain["proposals"].values() if p["proposer"] == env.signer)
+        mine = _open_proposals_of(chain, env.signer)
         if mine >= limit:
             raise Rejected(
                 "too_many_proposals",
@@ -95,6 +95,11 @@ def check_proposal(
                 "wait until one closes",
             )
     _check_action(chain, action, args, check_params)
+
+
+def _open_proposals_of(chain: dict[str, Any], signer: str) -> int:
+    """How many open proposals ``signer`` has (bounded by ``max_open_proposals``)."""
+    return sum(1 for p in chain["proposals"].values() if p["proposer"] == signer)
 
 
 def _check_action(
@@ -313,7 +318,7 @@ def pending_budget(chain: dict[str, Any], env: Envelope) -> tuple[Any, int, str]
         return ("vote", env.signer, env.body["proposal"]), 1, "double_vote"
     limit = chain.get("max_open_proposals")
     if env.type == "propose" and limit is not None:
-        mine = sum(1 for p in chain["proposals"].values() if p["proposer"] == env.signer)
+        mine = _open_proposals_of(chain, env.signer)
         return ("propose", env.signer), limit - mine, "too_many_proposals"
     return None
 
