@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from chain.canonical import loads_strict
-from chain.governance import VALIDATOR_ACTIONS
+from chain.governance import electorate
 from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.accounts import User
 from dashboard.community import seen_clearing
@@ -236,20 +236,20 @@ def governance(
             proposals[proposal]["votes"].append(
                 {"voter": signer, "vote": vote, "status": status, "reason": reason, "height": height}
             )
-    members, validators = ledger.members(), ledger.validators()
+    chain = ledger.state()["chain"]
     for pid, p in proposals.items():
-        voters = validators if p.get("action") in VALIDATOR_ACTIONS else members
+        voters, _ = electorate(chain, p.get("action"))
         if pid in open_now:
             # counted as the ledger tallies: the yes and no of the keys that may vote on it (a
             # member's proposal of a validators' action holds its yes, which does not count)
             p["outcome"] = "open"
-            p["yes"] = sum(1 for k in open_now[pid].get("yes", []) if k in voters)
-            p["no"] = sum(1 for k in open_now[pid].get("no", []) if k in voters)
+            p["yes"] = len(voters.intersection(open_now[pid].get("yes", [])))
+            p["no"] = len(voters.intersection(open_now[pid].get("no", [])))
         _proposers_yes(p, voters)
     return sorted(proposals.values(), key=lambda p: -(p.get("height") or 0))
 
 
-def _proposers_yes(p: dict[str, Any], voters: dict[str, Any]) -> None:
+def _proposers_yes(p: dict[str, Any], voters: set[str]) -> None:
     """Set ``proposer_yes``: whether proposing counted as the proposer's yes, so the page lists it
     with the votes (found in a QA pass: "passed 1 yes, 0 no" above a Votes column of "–"). It
     counts if the proposer may vote on the proposal (chain.governance.propose); a decided

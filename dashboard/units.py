@@ -73,12 +73,18 @@ def ratio_permille(part: int, whole: int) -> int | None:
     return div_round_half_even(part * 1000, whole)
 
 
-def duration_adjective(seconds: int) -> str:
-    """A length of time before a noun: ``15-minute``, ``1-hour``, ``90-second``."""
+def _duration_parts(seconds: int) -> tuple[int, str]:
+    """``seconds`` as (count, unit) in the largest unit that divides it: (15, "minute")."""
     for unit, size in (("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}-{unit}"
-    return f"{seconds}-second"
+            return seconds // size, unit
+    return seconds, "second"
+
+
+def duration_adjective(seconds: int) -> str:
+    """A length of time before a noun: ``15-minute``, ``1-hour``, ``90-second``."""
+    number, unit = _duration_parts(seconds)
+    return f"{number}-{unit}"
 
 
 # the community's delivery interval (interval_s) by its everyday name, where it has one
@@ -96,8 +102,8 @@ def intervals_counted(interval_s: int) -> str:
     not one."""
     if interval_s in INTERVAL_NAMES:
         return f"{INTERVAL_NAMES[interval_s]}(s)"
-    number, unit = duration_adjective(interval_s).split("-")
-    return f"interval(s) of {number} {unit}{'' if number == '1' else 's'}"
+    number, unit = _duration_parts(interval_s)
+    return f"interval(s) of {number} {unit}{'' if number == 1 else 's'}"
 
 
 def short_id(key_id: str, length: int = 8) -> str:

@@ -846,7 +846,8 @@ class Agent:
         quorum's seals on the header, and each kept message's own bytes under its tx_root)."""
         try:
             seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
-            kept = {seq: payload for seq, _topic, payload in self.outbox.messages(seqs)}
+            held = self.outbox.messages(seqs)
+            kept = {seq: payload for seq, _topic, payload in held}
             trust = self._trust_for(message)
             included = verify_included(
                 message,
@@ -869,7 +870,7 @@ class Agent:
         keep = {seq for seq, reason in included.rejected.items() if reason in NOT_YET}
         if keep:  # forgotten once signed again (_sign_again_not_yet)
             with self._lock:
-                self._not_yet.extend(self.outbox.messages(sorted(keep)))
+                self._not_yet.extend(m for m in held if m[0] in keep)
         forget = [seq for seq in included.seqs if seq not in keep]
         if forget:
             self._forget(forget)
