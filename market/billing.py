@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from market.money import div_round_half_even
@@ -75,6 +76,18 @@ class LedgerView:
     erased_meters: set[str] = field(default_factory=set)
     # the grid operator's recorded data: meter -> interval -> (import_wh, export_wh, quality)
     gridops: dict[str, dict[int, tuple[int, int, str]]] = field(default_factory=dict)
+
+    @cached_property
+    def last_recorded(self) -> int | None:
+        """The last interval any meter of the community has a record for, under the community's
+        settlement source (a reading, or the grid operator's data); None: none yet. Once per
+        view: a month-end run asks for it for every household (a scan of every record)."""
+        source = self.params["settlement_source"]
+        tables = [
+            *(self.readings.values() if source != GRIDOPS else ()),
+            *(self.gridops.values() if source != METER else ()),
+        ]
+        return max((max(t) for t in tables if t), default=None)
 
 
 @dataclass(frozen=True)
@@ -226,17 +239,6 @@ LEFT_OUT_WHY = {
 }
 
 
-def last_recorded(view: LedgerView) -> int | None:
-    """The last interval any meter of the community has a record for, under the community's
-    settlement source (a reading, or the grid operator's data); None: none yet."""
-    source = view.params["settlement_source"]
-    tables = [
-        *(view.readings.values() if source != GRIDOPS else ()),
-        *(view.gridops.values() if source != METER else ()),
-    ]
-    return max((max(t) for t in tables if t), default=None)
-
-
 def missing_reading_flags(missing: Sequence[int], interval_s: int) -> list[tuple[int, str]]:
     """``missing`` interval starts (ascending) as ``(first, "missing_reading@first..last")`` per
     run of consecutive intervals (``missing_reading@first`` for a run of one)."""
@@ -333,7 +335,7 @@ def member_statement(
     import_wh = export_wh = 0
     flags: list[str] = []
     notes: list[str] = []
-    until = last_recorded(view) if layout >= 2 else None
+    until = view.last_recorded if layout >= 2 else None
     for m in own_meters:
         window = billed_window(m, start, end)
         if window is None:
