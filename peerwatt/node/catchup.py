@@ -118,7 +118,7 @@ def _get(url: str, timeout_s: float, stop: threading.Event | None) -> bytes:
         if parts.scheme == "https":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
         watch.attach(sock)
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout_s)
+        conn = http.client.HTTPConnection(parts.hostname, port)  # (its socket: the one below)
         conn.sock = sock  # the watchdog's socket: it can cut any read of this connection
         conn.request("GET", path, headers={"Accept": "application/json"})
         response = conn.getresponse()

@@ -236,7 +236,6 @@ class Node:
         self._catchup_after = 0.0
         self._peer_catchup: dict[str, PeerCatchup] = {}
         self.catchup_timeout_s = 5.0  # a reply's base time (catchup.reply_deadline_s)
-        self._erased_logged = False
         self._stop: threading.Event | None = None  # set by run(): catch-up ends when it is set
         self._validators_at: dict[int, dict[str, Any]] = {}
         # set before a clean shutdown: vote on, build no new block
@@ -1270,10 +1269,10 @@ class Node:
 
     def _log_erased(self, height: object) -> None:
         """Our peers' blocks from ``height`` on hold erased payloads: once, what to do."""
-        if self._erased_logged:
-            return
-        self._erased_logged = True
-        log.warning(
+        self._log_once(
+            "catch-up",
+            "erased",
+            logging.WARNING,
             "catch-up stopped at height %d: this community erased payloads (peerwatt node erase) at "
             "block %s, and a node cannot rebuild its state from genesis past an erased block (it can "
             "only be checked by hash, not re-executed). Do: stop this node; stop one caught-up peer "
