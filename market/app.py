@@ -28,6 +28,7 @@ from (``source``: ``meter``, ``gridops`` or ``mixed``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -49,6 +50,14 @@ from market.settlement import (
 
 # The grid operator's qualities an estimate never replaces (docs/market.md, quality flags).
 FINAL_QUALITIES = ("measured", "replaced")
+
+
+def estimate_ignored(held: Sequence[Any] | None, quality: str) -> bool:
+    """Whether the ledger keeps the grid operator's value it holds for an interval (``held``:
+    ``[import_wh, export_wh, quality]``, or None) over a new value of ``quality``: an estimate never
+    replaces a measured or replaced value (docs/market.md, quality flags). The market applies the
+    rule here; peerwatt.statements replays it and peerwatt.gridops leaves such rows out of an import."""
+    return held is not None and quality == "estimated" and held[2] in FINAL_QUALITIES
 
 
 class MarketApp:
@@ -628,7 +637,7 @@ def _gridops_changes(
         value = [row["import_wh"], row["export_wh"], row["quality"]]
         if before == value:
             continue
-        if before is not None and row["quality"] == "estimated" and before[2] in FINAL_QUALITIES:
+        if estimate_ignored(before, row["quality"]):
             ignored.append(interval)
             continue
         changed.append(row)

@@ -31,7 +31,7 @@ from typing import Any
 from chain.envelope import Envelope, sign_envelope
 from chain.keys import PrivateKey
 from chain.messages import GRIDOPS_QUALITIES, MAX_ENERGY_WH, MAX_GRIDOPS_ROWS
-from market.app import FINAL_QUALITIES
+from market.app import estimate_ignored
 
 ID_COLUMNS = ("metering_point", "interval_start", "quality")
 WH_COLUMNS = ("import_wh", "export_wh")
@@ -262,15 +262,6 @@ def assign_meters(
     return by_meter
 
 
-def ignored_estimate(row: GridRow, held: list[Any] | None) -> bool:
-    """Whether the ledger would not record ``row`` over the value it holds (``held``, or None):
-    an estimate never replaces a measured or replaced value (market/app.py ``_gridops_changes``;
-    a value equal to the held one is no change at all, not an ignored estimate)."""
-    return (
-        held is not None and held != row.value() and row.quality == "estimated" and held[2] in FINAL_QUALITIES
-    )
-
-
 # why a row the ledger does not hold is not sent (``select``), in the order the ledger checks
 NOT_ENDED, TOO_OLD, ESTIMATE = "not_ended", "too_old", "estimate"
 
@@ -309,7 +300,7 @@ def select(
                 reason = NOT_ENDED
             elif end + window_s < ledger_time + GRACE_S:
                 reason = TOO_OLD
-            elif ignored_estimate(row, before):
+            elif estimate_ignored(before, row.quality):
                 reason = ESTIMATE
             else:
                 send.setdefault(meter, []).append(row)
@@ -383,7 +374,7 @@ def bodies(
         new = [
             r
             for r in rows
-            if held.get(str(r.interval)) != r.value() and not ignored_estimate(r, held.get(str(r.interval)))
+            if (before := held.get(str(r.interval))) != r.value() and not estimate_ignored(before, r.quality)
         ]
         for start in range(0, len(new), MAX_GRIDOPS_ROWS):
             chunk = new[start : start + MAX_GRIDOPS_ROWS]

@@ -41,7 +41,7 @@ from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
 from chain.private_files import COMPANIONS, FILE_MODE, private_file, private_folder, write_private
 from chain.store import Store
-from market.app import FINAL_QUALITIES
+from market.app import estimate_ignored
 from market.billing import (
     FORMAT,
     FORMATS,
@@ -213,8 +213,7 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
         body = loads_strict(payload)["body"]
         held = gridops.setdefault(body["meter"], {})
         for r in body["rows"]:
-            before = held.get(r["interval"])
-            if before is not None and r["quality"] == "estimated" and before[2] in FINAL_QUALITIES:
+            if estimate_ignored(held.get(r["interval"]), r["quality"]):
                 continue  # the market does not record it either (market/app.py)
             held[r["interval"]] = (r["import_wh"], r["export_wh"], r["quality"])
     tz = params.get("timezone", community.get("timezone", "UTC"))
