@@ -624,13 +624,14 @@ def correction_note(
     this one with it, the note being against the figures last issued). The original is never
     edited: the note references it."""
     note = note_between(previous, corrected, number=number, issued_at=issued_at)
-    before, after = _figures_of(previous)["energy"], corrected["energy"]
+    before, after = figures_of(previous)["energy"], corrected["energy"]
     if not any(note["deltas"].values()) and all(before[k] == after[k] for k in BILLED_ENERGY):
         return None
     return note
 
 
-def _figures_of(document: dict[str, Any]) -> dict[str, Any]:
+def figures_of(document: dict[str, Any]) -> dict[str, Any]:
+    """A statement's own figures, or a credit or debit note's ``corrected`` figures."""
     return document if document["kind"] == "statement" else document["corrected"]
 
 
@@ -639,7 +640,7 @@ def note_between(
 ) -> dict[str, Any]:
     """The note from ``previous``'s figures to ``corrected`` (see :func:`correction_note`),
     whether or not it changes anything."""
-    base = _figures_of(previous)
+    base = figures_of(previous)
     before, after = money_figures(base), money_figures(corrected)
     codes = sorted(set(before) | set(after))
     deltas = {c: after.get(c, 0) - before.get(c, 0) for c in codes}

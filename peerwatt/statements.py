@@ -55,6 +55,7 @@ from market.billing import (
     statement_number,
     with_number,
 )
+from market.billing import figures_of as _figures  # (peerwatt.payments imports it from here by this name)
 from market.params import GRIDOPS, METER_THEN_GRIDOPS, with_defaults
 from market.spreadsheet import text_cell
 from peerwatt.errors import UserError, check_outputs
@@ -836,11 +837,6 @@ def issue_month_end(
         if write is not None and numbered:
             write(numbered)
     return statements, notes
-
-
-def _figures(doc: dict[str, Any]) -> dict[str, Any]:
-    """A statement's own figures, or a note's corrected figures."""
-    return doc if doc["kind"] == "statement" else doc["corrected"]
 
 
 # -- formatting ------------------------------------------------------------------------------

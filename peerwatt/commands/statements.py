@@ -125,7 +125,9 @@ def statements(
 
 def _warn_left_out(doc: dict) -> None:
     """One stderr line per meter whose intervals a document leaves out (docs/billing.md)."""
-    st = doc if doc["kind"] == "statement" else doc["corrected"]
+    from market.billing import figures_of
+
+    st = figures_of(doc)
     for m in st["meters"]:
         if m.get("intervals_left_out"):
             click.echo(
@@ -151,6 +153,7 @@ def _warn_left_out(doc: dict) -> None:
 def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
     """Re-derive every figure of a statement or note (.json or .pdf) the ledger determines, and say
     which of its figures come from the issuer's settings (checked only with --billing)."""
+    from market.billing import figures_of
     from peerwatt.statements import (
         BillingError,
         issuer_settings,
@@ -183,7 +186,7 @@ def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
             raise UserError(
                 f"{file}: {len(problems)} figure(s) differ from the issuer's register", exit_code=1
             )
-    ledger = (doc if doc["kind"] == "statement" else doc["corrected"])["ledger"]
+    ledger = figures_of(doc)["ledger"]
     click.echo(
         f"{doc['number']}: matches the ledger at height {ledger['height']} "
         f"(block {ledger['block_hash'][:16]}) in every figure the ledger determines (energy, trades, "
