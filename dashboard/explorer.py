@@ -218,14 +218,17 @@ def governance(
             "outcome": "open" if tx in open_now else None,
             "yes": None,
             "no": None,
+            "outcome_reason": None,
             "votes": [],
         }
-    for proposal, action, outcome, yes, no, height in index_conn.execute(
-        "SELECT proposal, action, outcome, yes, no, height FROM gov ORDER BY height, idx"
+    for proposal, action, outcome, yes, no, why, height in index_conn.execute(
+        "SELECT proposal, action, outcome, yes, no, reason, height FROM gov ORDER BY height, idx"
     ):
         p = proposals.setdefault(proposal, {"id": proposal, "action": action, "votes": [], "height": height})
         if outcome != "opened":
-            p.update(outcome=outcome, yes=yes, no=no, decided_height=height)
+            # outcome_reason: why a proposal that had its votes closed as rejected (ledger rules 2:
+            # it no longer applied when it passed, chain/governance.py)
+            p.update(outcome=outcome, yes=yes, no=no, outcome_reason=why, decided_height=height)
         elif p.get("outcome") is None:
             p["outcome"] = "open" if proposal in open_now else p.get("outcome")
     for proposal, signer, vote, status, reason, height in index_conn.execute(

@@ -19,7 +19,7 @@ from pathlib import Path
 from chain.private_files import private_file
 from chain.store import StoreError
 
-SCHEMA_VERSION = "7"
+SCHEMA_VERSION = "8"
 
 TABLES = (
     "meta",
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS adjustments (
 CREATE INDEX IF NOT EXISTS adjustments_trade ON adjustments(trade);
 CREATE TABLE IF NOT EXISTS gov (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, proposal TEXT NOT NULL, action TEXT NOT NULL,
-    outcome TEXT NOT NULL, yes INTEGER, no INTEGER, PRIMARY KEY (height, idx));
+    outcome TEXT NOT NULL, yes INTEGER, no INTEGER, reason TEXT, PRIMARY KEY (height, idx));
 CREATE INDEX IF NOT EXISTS gov_proposal ON gov(proposal);
 CREATE TABLE IF NOT EXISTS gov_txs (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, tx TEXT NOT NULL, signer TEXT NOT NULL,

@@ -424,8 +424,8 @@ class Indexer:
         w = self.db.writer
         for h, i, r in rows:
             w.execute(
-                "INSERT OR REPLACE INTO gov VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (h, i, r["proposal"], r["action"], r["outcome"], r.get("yes"), r.get("no")),
+                "INSERT OR REPLACE INTO gov VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (h, i, r["proposal"], r["action"], r["outcome"], r.get("yes"), r.get("no"), r.get("reason")),
             )
             if r["outcome"] == "passed" and r["action"] in VALIDATOR_ACTIONS:
                 self._validator_change(h, r)
