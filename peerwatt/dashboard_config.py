@@ -21,12 +21,12 @@ dashboard.toml (relative paths are relative to the file's folder):
     key_file = "dashboard-broker/broker-client.key"   # (or username/password_file, as for nodes)
 
 A [broker] TLS file that is not there is one line naming every such file and the folder the
-relative paths were taken from.
+relative paths were taken from (settings.broker_config, as for every config file), ending with
+where add-dashboard's folder goes.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,14 @@ CONFIG_KEYS = {
     "broker_client_id",
     "neighbour_names",
 }
+
+
+# the end of the line naming missing [broker] files: a QA pass copied add-dashboard's folder next to
+# dashboard.toml and kept the lines naming bare file names (tests/peerwatt/test_dashboard_broker_folder.py)
+_COPY_THE_FOLDER = (
+    "; copy the folder `peerwatt community add-dashboard` wrote next to dashboard.toml and name the "
+    "files inside it, as that command prints"
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ def load_settings(path: Path) -> DashboardSettings:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     base = path.parent
-    _check_broker_files(data, where, base)
+    broker = broker_config(data, where, base, missing_fix=_COPY_THE_FOLDER) if "broker" in data else None
     host, port = _listen(take(data, "listen", str, where, "127.0.0.1:8080"), where)
     instance = take(data, "instance", str, where, None)
     hours = take(data, "session_hours", int, where, 8)
@@ -103,46 +111,10 @@ def load_settings(path: Path) -> DashboardSettings:
         currency_symbol=take(data, "currency_symbol", str, where, "\u20ac"),
         currency_subunit=take(data, "currency_subunit", str, where, "ct"),
         trusted_proxies=tuple(proxies),
-        broker=broker_config(data, where, base) if "broker" in data else None,
+        broker=broker,
         broker_client_id=take(data, "broker_client_id", str, where, "dashboard"),
         neighbour_names=names,
     )
-
-
-BROKER_FILES = ("ca_file", "cert_file", "key_file")
-
-
-def _check_broker_files(data: dict[str, Any], where: str, base: Path) -> None:
-    """UserError (one line) naming every [broker] TLS file that is not there, and the folder its
-    relative path was taken from: dashboard.toml's own. A QA pass copied add-dashboard's folder
-    next to dashboard.toml, whose lines then named bare file names: only the key was reported, and
-    a ca_file that happened to lie next to dashboard.toml was taken silently."""
-    table = data.get("broker")
-    if not isinstance(table, dict):
-        return  # settings.broker_config says what is wrong with it
-    missing = []
-    for name in BROKER_FILES:
-        value = table.get(name)
-        if not isinstance(value, str):
-            continue
-        try:
-            (base / value).stat()
-        except (FileNotFoundError, NotADirectoryError):
-            missing.append(f"{name} = {_shown(json.dumps(value, ensure_ascii=False))}")
-        except OSError:
-            continue  # unreadable rather than missing: settings.broker_config says why
-    if missing:
-        folder = _shown(str(base.absolute()))
-        raise UserError(
-            f"{where} [broker]: not found: {', '.join(missing)} (relative paths are taken from "
-            f"the config file's folder, {folder}); copy the folder `peerwatt community add-dashboard` "
-            "wrote next to dashboard.toml and name the files inside it, as that command prints"
-        )
-
-
-def _shown(text: str) -> str:
-    """``text`` on one line: anything unprintable (a line break) as \\uXXXX."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _listen(text: str, where: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ node's wiring. Relative paths in a config file are relative to the file's folder
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import tomllib
@@ -53,6 +54,7 @@ def take(
 
 
 BROKER_KEYS = ("url", "username", "password_file", "ca_file", "cert_file", "key_file", "keepalive")
+BROKER_FILES = ("ca_file", "cert_file", "key_file")
 
 
 def private_file(path: Path, what: str) -> Path:
@@ -82,9 +84,12 @@ def read_password_file(path: Path) -> str:
     return lines[0]
 
 
-def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
+def broker_config(data: dict[str, Any], where: str, base: Path, *, missing_fix: str = "") -> BrokerConfig:
     """The [broker] table: url = "mqtt://host:port" (or mqtts://), username, password_file (a
-    mode-0600 file holding the password; never the password itself), ca_file, cert_file, key_file."""
+    mode-0600 file holding the password; never the password itself), ca_file, cert_file, key_file.
+
+    A TLS file that is not there, or cannot be read, is one line naming ``where`` and the file
+    (:func:`_check_broker_files`); ``missing_fix`` ends the line of missing ones with what to do."""
     table = take(data, "broker", dict, where, {})
     bw = f"{where} [broker]"
     fix = 'put it in a file only you can read (chmod 600) and set password_file = "<that file>"'
@@ -101,9 +106,10 @@ def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
         if "username" not in table:
             raise UserError(f"{bw}: password_file needs a username")
         options["password"] = read_password_file(base / take(table, "password_file", str, bw))
-    for name in ("ca_file", "cert_file", "key_file"):
+    for name in BROKER_FILES:
         if name in table:
             options[name] = str(base / take(table, name, str, bw))
+    _check_broker_files(table, bw, base, missing_fix)
     if "key_file" in options:
         private_file(Path(options["key_file"]), "broker TLS key file")
     if "keepalive" in table:
@@ -115,6 +121,45 @@ def broker_config(data: dict[str, Any], where: str, base: Path) -> BrokerConfig:
     if config.password is not None and "password_file" not in table:
         raise UserError(f"{bw}: the url holds a password: {fix}")
     return config
+
+
+def _check_broker_files(table: dict[str, Any], bw: str, base: Path, missing_fix: str) -> None:
+    """UserError (one line, naming ``bw``, the config file's [broker]) naming every TLS file of
+    ``table`` that is not there and the folder its relative path was taken from, then the first
+    one that cannot be read (a folder, a loop of links). A QA pass copied add-dashboard's folder
+    next to dashboard.toml, whose lines then named bare file names: only the key was reported (as
+    `broker TLS key file broker-client.key not found`, no config file), a missing CA or
+    certificate as all three files with "no such file or directory", and a ca_file that happened
+    to lie next to the toml was taken silently."""
+    missing = []
+    unreadable = []
+    for name in BROKER_FILES:
+        if name not in table:
+            continue
+        value = table[name]  # a str: broker_config took it
+        path = base / value
+        try:
+            if not stat.S_ISREG(path.stat().st_mode):  # (a fifo would block the open below)
+                unreadable.append(f"{name} {_shown(str(path))} is not a file")
+                continue
+            path.open("rb").close()
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(f"{name} = {_shown(json.dumps(value, ensure_ascii=False))}")
+        except OSError as exc:
+            unreadable.append(f"cannot read {name} {_shown(str(path))}: {exc.strerror}")
+    if missing:
+        folder = _shown(str(base.absolute()))
+        raise UserError(
+            f"{bw}: not found: {', '.join(missing)} (relative paths are taken from the config file's "
+            f"folder, {folder}){missing_fix}"
+        )
+    if unreadable:
+        raise UserError(f"{bw}: {unreadable[0]}")
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: anything unprintable (a line break) as \\uXXXX."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def check_tls_files(config: BrokerConfig, where: str) -> None:

@@ -117,7 +117,7 @@ def test_missing_or_wrong_tls_files_are_named_before_anything_starts(tmp_path, c
     assert r.returncode == 0, r.stderr
     config.write_text(config.read_text().replace('ca_file = "community-ca.crt"', 'ca_file = "nope.crt"'))
     r = peerwatt("node", "run", "-c", str(config))
-    one_line_error(r, str(config), str(node / "nope.crt"), "no such file", "fix ca_file")
+    one_line_error(r, str(config), 'not found: ca_file = "nope.crt"', f"config file's folder, {node})")
     config.write_text(config.read_text().replace('ca_file = "nope.crt"', 'ca_file = "community-ca.crt"'))
     shutil.copy2(node / "operator-client.key", node / "node-client.key")  # another account's key
     r = peerwatt("node", "run", "-c", str(config))
@@ -130,7 +130,7 @@ def test_missing_or_wrong_tls_files_are_named_before_anything_starts(tmp_path, c
     shutil.copy2(community / "validator-1" / "node-client.crt", household / "broker-client.crt")
     shutil.copy2(community / "validator-1" / "node-client.key", household / "broker-client.key")
     r = peerwatt("agent", "-c", str(household / "agent.toml"))
-    one_line_error(r, str(household / "agent.toml"), str(household / "ca.crt"), "no such file")
+    one_line_error(r, str(household / "agent.toml"), 'not found: ca_file = "ca.crt"', str(household))
     assert not (household / "agent-state").exists()
 
     for name in ("agent.toml", "broker-client.crt", "broker-client.key"):
