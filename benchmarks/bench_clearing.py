@@ -78,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         repeat = 7 if size <= 10_000 else 5 if size <= 100_000 else 3
         results: dict[str, object] = {}
 
-        def run(engine: str, b: list[Order] = book, out: dict = results) -> None:
-            out[engine] = clear(b, args.mechanism, engine=engine, **options)
+        def run(engine: str, b: list[Order] = book) -> object:
+            return clear(b, args.mechanism, engine=engine, **options)
 
-        best = interleaved_best_s({"auto": lambda: run("auto"), "python": lambda: run("python")}, repeat)
+        best = interleaved_best_s(
+            {"auto": lambda: run("auto"), "python": lambda: run("python")}, repeat, results
+        )
         ours = results["auto"]
         failed |= ours != results["python"]
         if size <= args.reference_max:
