@@ -59,10 +59,10 @@ class Mempool:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._batch_open = False  # a transaction of add(batch=True) writes that flush() commits
-        # commits that stored a new message after it, the transaction's last, was added: the node
-        # logs that messages are stored again only then (a removal may go through on a full disk)
+        # commits of a transaction that stored a new message: the node logs that messages are
+        # stored again only after one (a removal may go through on a full disk)
         self.stored_commits = 0
-        self._stored = False  # the open transaction's last add stored a new message
+        self._stored = False  # an add of the open transaction stored a new message
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -127,8 +127,9 @@ class Mempool:
                 "INSERT OR IGNORE INTO pending (hash, arrived, raw, topic) VALUES (?, ?, ?, ?)",
                 (self.key(raw), time.time(), raw, topic),
             )
-            self._stored = cur.rowcount == 1 or (self._stored and self._batch_open)
-            return cur.rowcount == 1
+            stored = cur.rowcount == 1
+            self._stored |= stored  # (False when the transaction began: _write and flush reset it)
+            return stored
 
     def flush(self) -> None:
         """Commit the open batch (nothing when none is open); MempoolError if it cannot be."""
