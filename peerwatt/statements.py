@@ -1316,22 +1316,9 @@ def files_of_run(
     undo: list[Callable[[], None]] = []
     written: list[Path] = []
 
-    def earlier(number: str) -> dict[str, Any] | None:
-        if billing_dir is None or not (billing_dir / ISSUED_DB).is_file():
-            return None
-        path = billing_dir / ISSUED_DB
-        try:
-            conn = read_register(path)  # (another connection: it sees what was kept before this run)
-            try:
-                row = conn.execute("SELECT doc FROM documents WHERE number = ?", (number,)).fetchone()
-            finally:
-                conn.close()
-        except (sqlite3.Error, BillingError):
-            return None
-        return None if row is None else loads_strict(bytes(row[0]))
-
     def write(docs: list[dict[str, Any]]) -> None:
-        written.extend(write_files(docs, out_dir, undo=undo, earlier=earlier, source=source))
+        replaced = _replaced_in_register(docs, billing_dir)
+        written.extend(write_files(docs, out_dir, undo=undo, earlier=replaced.get, source=source))
 
     try:
         yield write, written
@@ -1340,6 +1327,31 @@ def files_of_run(
             take_back()
         written.clear()
         raise
+
+
+def _replaced_in_register(docs: list[dict[str, Any]], billing_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """The documents whose figures ``docs``' notes replace and that are not among ``docs``, by
+    number, as the register in ``billing_dir`` holds them (read with one connection of its own,
+    which sees what was kept before this run); those it does not hold or cannot be read, or all
+    when there is no register, are left out (their summary rows name no provisional change)."""
+    own = {d["number"] for d in docs}
+    wanted = sorted({d["replaces_figures_of"] for d in docs if d["kind"] != "statement"} - own)
+    path = None if billing_dir is None else billing_dir / ISSUED_DB
+    if not wanted or path is None or not path.is_file():
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        conn = read_register(path)
+        try:
+            for number in wanted:
+                rows = conn.execute("SELECT doc FROM documents WHERE number = ?", (number,)).fetchall()
+                if rows:
+                    found[number] = loads_strict(bytes(rows[0][0]))
+        finally:
+            conn.close()
+    except (sqlite3.Error, BillingError):
+        pass  # (those read before it)
+    return found
 
 
 def _summary(
@@ -1441,14 +1453,22 @@ def diff(expected: Any, actual: Any, where: str = "", source: str = "the ledger 
     return []
 
 
-def _rederive(store: Store, st: dict[str, Any]) -> dict[str, Any]:
-    height, block_hash = st["ledger"]["height"], st["ledger"]["block_hash"]
+def _view_at(store: Store, ledger: dict[str, Any]) -> LedgerView:
+    """The ledger view at a document's ``ledger`` (its height); BillingError when this store's
+    block at that height is not the document's."""
+    height, block_hash = ledger["height"], ledger["block_hash"]
     view = ledger_view(store, height)
     if view.block_hash != block_hash:
         raise BillingError(
             f"the ledger's block {height} is {view.block_hash}, not {block_hash}: "
             "another chain or a forged statement"
         )
+    return view
+
+
+def _rederive(view: LedgerView, st: dict[str, Any]) -> dict[str, Any]:
+    """The figures ``st`` states (a statement's, or a note's corrected ones) as ``view`` gives
+    them, at ``st``'s VAT setting, currency and format."""
     start, end = period_bounds(st["period"], view.timezone)
     return member_statement(
         view,
@@ -1490,16 +1510,16 @@ def _numbering(doc: dict[str, Any], community: str) -> list[str]:
     return problems
 
 
-def _verify_note(store: Store, doc: dict[str, Any]) -> list[str]:
+def _verify_note(store: Store, view: LedgerView, doc: dict[str, Any]) -> list[str]:
     """Every field of a credit or debit note the ledger determines: its corrected figures at its
-    height, the figures it replaces at ``previous_ledger``'s, and from both (as
+    height (``view``), the figures it replaces at ``previous_ledger``'s, and from both (as
     ``market.billing.correction_note`` made them) the deltas, total, shown total, kind (from the
     total's sign), the member, name, community, period, currency, ledger and previous_ledger; its
     format is its corrected figures' (a note is issued in the layout of its figures). Found in a
     QA pass: a note whose total, member, kind, references, ... were edited verified with "matches
     the ledger in every figure"."""
-    corrected = _rederive(store, doc["corrected"])
-    previous = _rederive(store, dict(doc["corrected"], ledger=doc["previous_ledger"]))
+    corrected = _rederive(view, doc["corrected"])
+    previous = _rederive(_view_at(store, doc["previous_ledger"]), doc["corrected"])
     problems = _numbering(doc, corrected["community"])
     # (whatever correction_note's rule for issuing one at all, which is checked here instead, so
     # a note issued under an earlier rule still verifies)
@@ -1521,18 +1541,24 @@ def _verify_note(store: Store, doc: dict[str, Any]) -> list[str]:
     return problems + diff(expected, doc)
 
 
-def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = None) -> list[str]:
+def verify_document(
+    store: Store, doc: dict[str, Any], page_text: str | None = None, *, caveats: list[str] | None = None
+) -> list[str]:
     """The differences between a document and the ledger (empty: every field the ledger determines
     re-derived, and its VAT and total computed at its stated rate). The VAT setting, the currency,
     the number's sequence and the issue date are the issuer's, not the ledger's: taken from the
-    document here (:func:`issuer_settings` names them; :func:`verify_in_register` checks them)."""
+    document here (:func:`issuer_settings` names them; :func:`verify_in_register` checks them).
+    ``caveats``, when given, gets for a document without differences the lines of
+    :func:`_older_format_caveats`, from the ledger view its figures were re-derived from."""
     problems: list[str] = []
     if doc.get("kind") == "statement":
-        expected = with_number(_rederive(store, doc), doc["number"], doc["issued_at"])
+        view = _view_at(store, doc["ledger"])
+        expected = with_number(_rederive(view, doc), doc["number"], doc["issued_at"])
         problems += diff(expected, doc)
         problems += _numbering(doc, expected["community"])
     elif doc.get("kind") in ("credit_note", "debit_note"):
-        problems += _verify_note(store, doc)
+        view = _view_at(store, doc["corrected"]["ledger"])
+        problems += _verify_note(store, view, doc)
     else:
         return [f"unknown document kind {doc.get('kind')!r}"]
     if page_text is not None:
@@ -1540,20 +1566,23 @@ def verify_document(store: Store, doc: dict[str, Any], page_text: str | None = N
         for needed in (doc["number"], total_sentence(doc)):
             if needed not in flat:
                 problems.append(f"the PDF's text does not show {needed!r}")
+    if caveats is not None and not problems:
+        caveats += _older_format_caveats(view, doc)
     return problems
 
 
-def older_format_caveats(store: Store, doc: dict[str, Any]) -> list[str]:
+def _older_format_caveats(view: LedgerView, doc: dict[str, Any]) -> list[str]:
     """What a document in an older layout than this version issues does not show and the ledger
-    gives (a format-1 document names no intervals left out without their readings): one line per
-    meter, for `statements verify` to print. Empty for a current one. The format is the issuer's
-    (an older peerwatt issued format 1): the ledger cannot tell which version issued a document,
-    so a format-2 statement re-labelled as format 1 (its missing_reading flags dropped) still
-    verifies; these lines say what it leaves out, and --billing finds the re-labelling."""
+    (``view``, at the document's height) gives (a format-1 document names no intervals left out
+    without their readings): one line per meter, for `statements verify` to print. Empty for a
+    current one. The format is the issuer's (an older peerwatt issued format 1): the ledger cannot
+    tell which version issued a document, so a format-2 statement re-labelled as format 1 (its
+    missing_reading flags dropped) still verifies; these lines say what it leaves out, and
+    --billing finds the re-labelling."""
     st = _figures(doc)
     if st["format"] >= FORMAT:
         return []
-    current = _rederive(store, dict(st, format=FORMAT))
+    current = _rederive(view, dict(st, format=FORMAT))
     return [
         f"format {st['format']} does not show intervals left out: at its height the ledger gives "
         f"{m['intervals_left_out']} interval(s) of meter {m['name'] or m['meter'][:8]} not billed, without "
@@ -1663,15 +1692,18 @@ def _not_a_document(doc: Any) -> str | None:
     return None
 
 
-def verify_file(store: Store, path: Path) -> tuple[dict[str, Any], list[str]]:
+def verify_file(
+    store: Store, path: Path, *, caveats: list[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """A document read from ``path`` and its differences from the ledger; BillingError (not a
-    difference) when the file holds no statement or note at all."""
+    difference) when the file holds no statement or note at all. ``caveats``: see
+    :func:`verify_document`."""
     doc, page_text = read_document(path)
     why = _not_a_document(doc)
     if why is not None:
         raise BillingError(f"{path} is not a peerwatt statement or note: {why}")
     try:
-        return doc, verify_document(store, doc, page_text)
+        return doc, verify_document(store, doc, page_text, caveats=caveats)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a field of the wrong shape
         raise BillingError(
             f"{path} is not a well-formed peerwatt statement or note ({type(exc).__name__}: {exc})"

@@ -157,15 +157,14 @@ def verify(data_dir: Path, billing_dir: Path | None, file: Path) -> None:
     from peerwatt.statements import (
         BillingError,
         issuer_settings,
-        older_format_caveats,
         verify_file,
         verify_in_register,
     )
 
     store = _open_store(data_dir)
     try:
-        doc, problems = verify_file(store, file)
-        caveats = [] if problems else older_format_caveats(store, doc)
+        caveats: list[str] = []  # (said only of a document that verifies)
+        doc, problems = verify_file(store, file, caveats=caveats)
     except BillingError as exc:
         raise UserError(str(exc)) from None
     finally:
