@@ -49,6 +49,14 @@ class _SubscriptionIds:
         self.SubscriptionIdentifier = ids
 
 
+def publish_packet_bytes(topic: str, payload_bytes: int, qos: int) -> int:
+    """The size of an MQTT 5 PUBLISH of ``payload_bytes`` to ``topic`` without properties, as a
+    broker's Maximum Packet Size counts it (the whole packet: fixed header included)."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + 1 + payload_bytes
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
+
+
 def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
     """An MQTT variable byte integer at ``pos``: (value, position after it), None if malformed."""
     value, shift = 0, 0
@@ -324,6 +332,9 @@ class MqttBus:
         self._connected = threading.Event()
         self._error_lock = threading.Lock()
         self._last_error: str | None = None
+        # the broker's Maximum Packet Size from its MQTT 5 CONNACK (None: it named none, or 3.1.1)
+        self._max_packet_bytes: int | None = None
+        self._too_large_topics: set[str] = set()  # logged once each
 
     # -- public interface ---------------------------------------------------------------------
 
@@ -551,6 +562,10 @@ class MqttBus:
         retain: bool,
         on_ack: AckCallback | None,
     ) -> None:
+        limit = self._max_packet_bytes
+        if limit is not None and publish_packet_bytes(topic, len(payload), qos) > limit:
+            self._too_large(topic, len(payload), limit)
+            return
         info = client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
             log.debug("not connected: QoS 0 message to %s dropped", topic)
@@ -570,6 +585,20 @@ class MqttBus:
             log.warning("the MQTT broker refused the message to %s", topic)
         elif on_ack is not None:
             self._call(on_ack, "on_ack")
+
+    def _too_large(self, topic: str, size: int, limit: int) -> None:
+        """Not sent: a broker drops a client that sends a packet above its limit, and paho would
+        send it again on every reconnection, so nothing after it would get through either (each
+        message was held up behind it). Logged once per topic; not acknowledged (an outbox keeps
+        it)."""
+        if topic in self._too_large_topics:
+            return
+        self._too_large_topics.add(topic)
+        log.error(
+            "not sent: a message of %d bytes to %s is larger than the MQTT broker's maximum packet "
+            "size (%d bytes) at %s: raise max_packet_size in the broker's configuration (docs/bus.md)",
+            size, topic, limit, self.config.address,
+        )  # fmt: skip
 
     def _queue_full(self, topic: str) -> None:
         self._report(
@@ -649,6 +678,7 @@ class MqttBus:
                     f"{reason_code} (check the credentials and the broker's ACL); retrying"
                 )
                 return
+            self._max_packet_bytes = getattr(properties, "MaximumPacketSize", None)
             with self._subs_lock:
                 wanted: dict[str, int] = {}
                 for pattern, qos, _handler in self._subscriptions:
