@@ -24,17 +24,20 @@ def block_json(store: Store, height: int) -> dict[str, Any] | None:
     header = store.header(height)
     if header is None:
         return None
-    txs = []
-    for _, tx_hash, *_ in store.tx_rows(height):
-        payload = store.payload(bytes(tx_hash))
-        txs.append(None if payload is None else loads_strict(payload))
+    tx_hashes = [tx_hash for _, tx_hash, *_ in store.tx_rows(height)]  # bytes: tx_rows checked them
+    payloads = [store.payload(tx_hash) for tx_hash in tx_hashes]
     return {
         "header": header,
-        "txs": txs,
-        "tx_hashes": [bytes(r[1]).hex() for r in store.tx_rows(height)],
+        "txs": [None if payload is None else loads_strict(payload) for payload in payloads],
+        "tx_hashes": [tx_hash.hex() for tx_hash in tx_hashes],
         "results": store.results(height),
-        "seals": [loads_strict(bytes(env)) for _, env in store.seal_rows(height)],
+        "seals": _seals(store, height),
     }
+
+
+def _seals(store: Store, height: int) -> list[Any]:
+    """Block ``height``'s stored seals as JSON."""
+    return [loads_strict(env) for _, env in store.seal_rows(height)]
 
 
 def blocks_json(store: Store, start: int, limit: int) -> list[dict[str, Any]]:
@@ -64,7 +67,7 @@ def proof_json(store: Store, height: int, index: int) -> dict[str, Any] | None:
         "tree_size": len(results),
         "result": results[index],
         "proof": proof_to_hex(proof),
-        "seals": [loads_strict(bytes(env)) for _, env in store.seal_rows(height)],
+        "seals": _seals(store, height),
     }
 
 
@@ -125,7 +128,7 @@ def block_inclusions(
     if not by_signer:
         return []
     tree = MerkleTree(tx_leaves([env.tx_hash for env in block.txs]))
-    rejected_at: dict[int, int] = {}  # transaction index -> position of its result, if rejected
+    rejected: dict[int, dict[str, Any]] = {}  # transaction index -> its result, with audit path
     if results is not None:
         ours = {index for txs in by_signer.values() for _seq, index in txs}
         rejected_at = {
@@ -133,19 +136,23 @@ def block_inclusions(
             for at, r in enumerate(results)
             if r.get("kind") == "tx" and r.get("status") == "rejected" and r.get("index") in ours
         }
-    result_tree = MerkleTree(result_leaves(results)) if rejected_at and results is not None else None
+        if rejected_at:
+            result_tree = MerkleTree(result_leaves(results))
+            rejected = {
+                index: {
+                    "result": results[at],
+                    "result_index": at,
+                    "result_proof": proof_to_hex(result_tree.inclusion_proof(at)),
+                }
+                for index, at in rejected_at.items()
+            }
     out = []
     for meter, txs in by_signer.items():
         for start in range(0, len(txs), INCLUDED_PER_MESSAGE):
             proofs = []
             for seq, index in txs[start : start + INCLUDED_PER_MESSAGE]:
                 proof = {"seq": seq, "index": index, "proof": proof_to_hex(tree.inclusion_proof(index))}
-                at = rejected_at.get(index)
-                if result_tree is not None and at is not None:
-                    proof["result"] = results[at]
-                    proof["result_index"] = at
-                    proof["result_proof"] = proof_to_hex(result_tree.inclusion_proof(at))
-                proofs.append(proof)
+                proofs.append(proof | rejected.get(index, {}))
             message = {
                 "type": "included",
                 "meter": meter,
@@ -154,7 +161,7 @@ def block_inclusions(
                 "tree_size": len(block.txs),
                 "txs": proofs,
             }
-            if result_tree is not None and any("result" in p for p in proofs):
+            if any("result" in p for p in proofs):  # (so results were given)
                 message["result_tree_size"] = len(results)
             out.append((meter, message))
     return out
@@ -174,7 +181,7 @@ def block_receipts(
     if not wanted:
         return []
     tree = MerkleTree(result_leaves(results))
-    seals = [loads_strict(bytes(env)) for _, env in store.seal_rows(height)]
+    seals = _seals(store, height)
     out = []
     for index, result in wanted:
         receipt = {
