@@ -243,6 +243,7 @@ def vote(
     out,
 ) -> None:
     """Sign a vote; with a node (-c node.toml or --data) publish it and wait until it is counted."""
+    ballot = "yes" if approve else "no"
     if out is not None:
         check_outputs([out], overwrite=False)
     if config_file is None and data_dir is None:
@@ -256,7 +257,7 @@ def vote(
             community,
             int(time.time() * 1000) if seq is None else seq,
             proposals[0],
-            approve,
+            ballot,
         )
         _write(env.to_bytes(), out)
         return
@@ -296,20 +297,16 @@ def vote(
         if pid not in eligible:
             earlier = "yes" if side.signer in chain["proposals"][pid]["yes"] else "no"
             click.echo(f"{pid}: this key already voted {earlier}")
-            if earlier != ("yes" if approve else "no"):
-                changed.append(pid)
+            if earlier != ballot:
+                changed.append((pid, earlier))
     if changed:  # (a QA pass: a --no after a yes said only 'already voted', exit 0)
         rest = f"the other {len(eligible)} vote(s) were not sent either" if eligible else "nothing was sent"
-        raise UserError(
-            f"this key voted {'no' if approve else 'yes'} on {changed[0]} already; a vote cannot be "
-            f"changed ({rest})"
-        )
+        pid, earlier = changed[0]
+        raise UserError(f"this key voted {earlier} on {pid} already; a vote cannot be changed ({rest})")
     if not chosen:
         raise UserError("no open proposal matches (it may have passed already: see `peerwatt gov list`)")
     first = next_seq(chain, side.signer) if seq is None else seq
-    envelopes = [
-        _sign_vote(side.key, community_id, first + i, pid, approve) for i, pid in enumerate(eligible)
-    ]
+    envelopes = [_sign_vote(side.key, community_id, first + i, pid, ballot) for i, pid in enumerate(eligible)]
     if not envelopes:  # (with --out: no empty file to publish)
         return
     if out is not None:
@@ -331,17 +328,18 @@ def vote(
             state = f"open, {len(p['yes'])} yes"
         else:
             state = f"closed: {proposal_outcome(side.data, pid) or 'passed, rejected or expired'}"
-        click.echo(f"voted {'yes' if approve else 'no'} on {pid}: {state}")
+        click.echo(f"voted {ballot} on {pid}: {state}")
 
 
-def _sign_vote(key, community: str, seq: int, proposal: str, approve: bool):
+def _sign_vote(key, community: str, seq: int, proposal: str, ballot: str):
+    """A signed vote, ``ballot`` ("yes" or "no") on ``proposal``."""
     try:
         return sign_envelope(
             key,
             type="vote",
             community=community,
             seq=seq,
-            body={"proposal": proposal, "vote": "yes" if approve else "no"},
+            body={"proposal": proposal, "vote": ballot},
             created=int(time.time()),
         )
     except (Rejected, CanonicalError) as exc:
