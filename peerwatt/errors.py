@@ -3,9 +3,13 @@ and writing a command's output files all or nothing, with any failure as such a 
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 NAME_MAX = 255  # bytes in one file name (Linux file systems)
 
@@ -70,38 +74,94 @@ def check_writable(paths: Iterable[Path]) -> None:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def write_outputs(writers: dict[Path, Callable[[Path], object]], *, overwrite: bool) -> None:
+def write_outputs(
+    writers: dict[Path, Callable[[Path], object]],
+    *,
+    overwrite: bool,
+    undo: list[Callable[[], None]] | None = None,
+) -> None:
     """Write a command's output files all or nothing, or raise a one-line UserError.
 
     ``writers`` maps each target to a function that writes the content to the path it is given
     (a temporary file beside the target). Every target is checked first (a folder, a missing
     folder, an existing file when not ``overwrite``), then all are written to temporary files,
-    and only when every one was written are they moved into place: a failure leaves no target
-    half-written and no temporary file behind.
-    """
+    and only when every one was written are they moved into place; if one cannot be, those moved
+    before it are taken back: a file that was not there removed, one that was put back as it was
+    (its content and mode, read before any target is replaced: one that cannot be read is
+    refused). A failure or interruption leaves the targets as they were and no temporary file
+    behind. ``undo``, when given, gets a function that takes them all back the same way, for a
+    command that fails after writing them (``peerwatt statements``: a register that could not
+    keep the documents the files are of)."""
     check_outputs(writers, overwrite=overwrite)
     temps: dict[Path, Path] = {}
-    linked: list[Path] = []
+    placed: list[tuple[Path, tuple[bytes, int] | None]] = []  # in order, with what was there before
     current: Path | None = None
     try:
         for current, write in writers.items():
             # a short name of its own: the target's name may already be as long as a name can be
             temps[current] = current.with_name(f".peerwatt-{os.getpid()}-{len(temps)}.tmp")
             write(temps[current])
+        befores = {path: _before(path) if overwrite else None for path in temps}
         for current, tmp in temps.items():
             if overwrite:
                 os.replace(tmp, current)
             else:
                 _link_new(tmp, current)
-                linked.append(current)
-    except FileExistsError:
-        _unlink(linked)
-        raise UserError(f"{current} already exists; refusing to overwrite (move it away first)") from None
-    except OSError as exc:
-        _unlink(linked)
-        raise UserError(f"cannot write {current}: {exc.strerror or exc}") from None
+            placed.append((current, befores[current]))
+    except BaseException as exc:
+        _take_back(placed)
+        if isinstance(exc, FileExistsError):
+            raise UserError(f"{current} already exists; refusing to overwrite (move it away first)") from None
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {current}: {exc.strerror or exc}") from None
+        raise
     finally:
         _unlink(temps.values())
+    if undo is not None:
+        undo.append(lambda: _take_back(placed))
+
+
+def _before(path: Path) -> tuple[bytes, int] | None:
+    """The content and mode of a target about to be replaced (None: there is none), to put it back
+    if writing fails; UserError when it exists and cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise UserError(
+            f"{path} exists and cannot be read, to be put back if the run fails ({exc.strerror or exc}): "
+            "move it away"
+        ) from None
+
+
+def _take_back(placed: list[tuple[Path, tuple[bytes, int] | None]]) -> None:
+    """Undo moving the targets ``placed`` into place, last first: remove one that was not there,
+    put back one that was (a warning for one that cannot be: the failure being undone is what
+    the command reports). Done once: ``placed`` is emptied."""
+    for path, before in reversed(placed):
+        try:
+            if before is None:
+                path.unlink()
+            else:
+                _put_back(path, *before)
+        except OSError as exc:
+            log.warning("cannot take back %s after the failed run: %s", path, exc.strerror or exc)
+    placed.clear()
+
+
+def _put_back(path: Path, data: bytes, mode: int) -> None:
+    """``data`` as the file ``path`` again (mode ``mode``), whole or not at all: written beside it
+    and renamed over it."""
+    tmp = path.with_name(f".peerwatt-{os.getpid()}-back.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        _unlink([tmp])
 
 
 def _link_new(tmp: Path, path: Path) -> None:

@@ -20,10 +20,8 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import re
 import sqlite3
-import stat
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
-from chain.private_files import COMPANIONS, FILE_MODE, private_file, private_folder, write_private
+from chain.private_files import COMPANIONS, private_file, private_folder, write_private
 from chain.store import Store
 from market.app import estimate_ignored
 from market.billing import (
@@ -58,7 +56,7 @@ from market.billing import (
 from market.billing import figures_of as _figures  # (peerwatt.payments imports it from here by this name)
 from market.params import GRIDOPS, METER_THEN_GRIDOPS, with_defaults
 from market.spreadsheet import text_cell
-from peerwatt.errors import UserError, check_outputs
+from peerwatt.errors import UserError, write_outputs
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
@@ -1209,11 +1207,12 @@ def write_files(
     source: str | None = None,
 ) -> list[Path]:
     """``<number>.json``, ``.csv`` and ``.pdf`` per document, and ``<community>-<period>.csv``
-    listing each period's (one row per document). All of them are written, or none (BillingError
-    or UserError, one line): a file that cannot be put in place has those put before it taken
-    away again, and a file that was there before put back as it was; nothing to write makes no
-    folder. ``undo`` gets a function that does the same after they were all written (for a run
-    that fails after writing them: :func:`files_of_run`). ``earlier`` looks up an issued document
+    listing each period's (one row per document), mode 0600. All of them are written, or none
+    (BillingError, one line), by :func:`peerwatt.errors.write_outputs`: a file that cannot be put
+    in place has those put before it taken away again, and a file that was there before put back
+    as it was; a folder made for them goes again; nothing to write makes no folder. ``undo`` gets
+    a function that does the same after they were all written (for a run that fails after writing
+    them: :func:`files_of_run`). ``earlier`` looks up an issued document
     by number (a note's summary row needs the figures it replaces); ``source``: see
     :func:`render_pdf`."""
     if not docs:
@@ -1234,72 +1233,36 @@ def write_files(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BillingError(f"cannot write the statements to {out_dir}: {exc.strerror or exc}") from None
-    placed: list[tuple[Path, tuple[bytes, int] | None]] = []  # in order, with what was there before
-    path = out_dir  # (named by an error before the first file)
 
-    def take_back() -> None:
-        for path, before in reversed(placed):
-            try:
-                if before is None:
-                    path.unlink()
-                else:
-                    _put_in_place(path, before[0], before[1])
-            except OSError as exc:
-                log.warning("cannot take back %s after the failed run: %s", path, exc.strerror or exc)
-        placed.clear()
+    def remove_folder() -> None:
         if made:
             try:
                 out_dir.rmdir()  # only when empty
             except OSError:
                 pass
 
+    taken: list[Callable[[], None]] = []  # write_outputs' take-back of the files
     try:  # every file or none: a failed run leaves no statement files of numbers never issued
-        check_outputs(outputs, overwrite=True)
-        for path, data in outputs.items():
-            before = _before(path)
-            _put_in_place(path, data, FILE_MODE)
-            placed.append((path, before))
+        write_outputs({path: _private(data) for path, data in outputs.items()}, overwrite=True, undo=taken)
     except BaseException as exc:
-        take_back()
+        remove_folder()
         if isinstance(exc, UserError):
             raise BillingError(f"cannot write the statements: {exc}") from None
-        if isinstance(exc, OSError):
-            raise BillingError(
-                f"cannot write the statements: cannot write {path}: {exc.strerror or exc}"
-            ) from None
         raise
     if undo is not None:
+
+        def take_back() -> None:
+            for files in taken:
+                files()
+            remove_folder()
+
         undo.append(take_back)
     return list(outputs)
 
 
-def _before(path: Path) -> tuple[bytes, int] | None:
-    """The content and mode of a file about to be replaced (None: there is none), to put it back
-    if the run fails."""
-    if not path.exists():
-        return None
-    try:
-        return path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
-    except OSError as exc:
-        raise BillingError(
-            f"cannot write the statements: {path} exists and cannot be read, to be put back if the run "
-            f"fails ({exc.strerror or exc}): move it away"
-        ) from None
-
-
-def _put_in_place(path: Path, data: bytes, mode: int) -> None:
-    """``data`` as the file ``path`` (mode ``mode``), whole or not at all: written beside it and
-    renamed over it."""
-    tmp = path.with_name(f".peerwatt-{os.getpid()}-{path.name[-40:]}.tmp")
-    try:
-        write_private(tmp, data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+def _private(data: bytes) -> Callable[[Path], None]:
+    """A writer (:func:`peerwatt.errors.write_outputs`) of ``data`` as a file mode 0600."""
+    return lambda path: write_private(path, data)
 
 
 @contextmanager

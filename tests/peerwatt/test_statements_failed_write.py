@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from chain.store import Store
-from peerwatt import statements
 from peerwatt.statements import BillingError, files_of_run, issue_period
 from tests.peerwatt.test_statements_month import Month, build_month
 from tests.support.cli import peerwatt
@@ -58,7 +57,7 @@ def test_a_file_that_cannot_be_put_in_place_takes_back_those_before_it(
             raise PermissionError(1, "Operation not permitted")
         return replace(src, dst)
 
-    monkeypatch.setattr(statements.os, "replace", failing)
+    monkeypatch.setattr(os, "replace", failing)
     store = Store.open(month.node, readonly=True)
     try:
         with pytest.raises(BillingError, match=r"cannot write .*oak-street-2026-06-0003\.pdf: Operation not"):
