@@ -7,7 +7,8 @@ Found in a QA pass: `statements mark-paid --on`, `statements pay --on` and `bank
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import time
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ from tests.peerwatt.test_statements_month import Month, build_month
 from tests.support.cli import peerwatt
 
 TODAY = date.today()
+MODULE_S = 120  # the tests below take a few seconds; the commands they run read today's date again
+
+
+@pytest.fixture(scope="module", autouse=True)
+def same_day_throughout() -> None:
+    """Run the module within one calendar day: a run that started a minute before midnight would
+    compare the commands' "today" with yesterday's date (it waits for midnight to pass instead)."""
+    global TODAY
+    now = datetime.now()
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+    if (midnight - now).total_seconds() < MODULE_S:
+        time.sleep((midnight - now).total_seconds() + 1)
+    TODAY = date.today()
 
 
 @pytest.fixture(scope="module")
