@@ -505,7 +505,43 @@ def _values(
     for name in REQUIRED_VALUES:
         if name not in out:
             raise check.fail(f"{key}.{name}", "missing (every profile needs power_w, import_wh, export_wh)")
+    _check_overlaps(check, out, key, sunspec)
     return out
+
+
+def _check_overlaps(check: _Checker, values: Mapping[str, ValueSpec], key: str, sunspec: bool) -> None:
+    """No two values share a register of the same register space (function code; for SunSpec the
+    model's block), and no value covers a scale-factor register: a copied line whose address was
+    not changed would read import as export (found in a QA pass: signed readings had
+    export = import)."""
+    specs = list(values.values())
+    for i, spec in enumerate(specs):
+        end = spec.address + spec.count - 1
+        for other in specs[:i]:
+            shared = other.address <= end and spec.address < other.address + other.count
+            if shared and other.function == spec.function:
+                theirs = _registers(other, sunspec, space=False)
+                raise check.fail(
+                    f"{key}.{spec.name}",
+                    f"{_registers(spec, sunspec)} overlap {key}.{other.name}'s {theirs} "
+                    "(two values cannot share a register)",
+                )
+        for other in specs:
+            if other.sf_offset is not None and spec.address <= other.sf_offset <= end:
+                raise check.fail(
+                    f"{key}.{spec.name}",
+                    f"{_registers(spec, sunspec)} cover {key}.{other.name}'s scale factor "
+                    f"(sf_offset = {other.sf_offset})",
+                )
+
+
+def _registers(spec: ValueSpec, sunspec: bool, space: bool = True) -> str:
+    """'input registers 72..73 (0x0048..0x0049)', or 'offsets 46..47' in a SunSpec model."""
+    end = spec.address + spec.count - 1
+    if sunspec:
+        return f"offsets {spec.address}..{end}"
+    kind = f"{'holding' if spec.function == 3 else 'input'} registers " if space else ""
+    return f"{kind}{spec.address}..{end} (0x{spec.address:04X}..0x{end:04X})"
 
 
 def _check_phases(check: _Checker, values: Mapping[str, ValueSpec], phases: int, key: str) -> None:
