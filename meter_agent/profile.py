@@ -691,20 +691,34 @@ def parse_profile(data: Mapping[str, Any], source: str) -> MeterProfile:
         sunspec = _sunspec(check, data.get("sunspec"), defaults, function)
         for model in sunspec.models:
             _check_phases(check, model.values, phases, f"sunspec.model.{model.model_id}")
+    description = check.get(data, "", "description", str, "")
+    max_registers = check.integer(data, "", "max_registers", 125, 1, 125)
+    invert = check.get(data, "", "invert", bool, False)
+    transport = _transport(check, data.get("transport", {}))
+    device = _device(check, data.get("device", {}))
+    identify = _identify(check, data.get("identify", []))
+    one_request = {f"values.{n}": s for n, s in values.items()}  # each is read in one request
+    one_request.update((f"identify[{i}]", c.spec) for i, c in enumerate(identify))
+    for key, spec in one_request.items():
+        if spec.count > max_registers:
+            raise check.fail(
+                "max_registers",
+                f"is {max_registers}, but {key} needs {spec.count} registers in one request",
+            )
     return MeterProfile(
         name=name,
-        description=check.get(data, "", "description", str, ""),
+        description=description,
         kind=kind,
         function=function,
-        max_registers=check.integer(data, "", "max_registers", 125, 1, 125),
-        invert=check.get(data, "", "invert", bool, False),
+        max_registers=max_registers,
+        invert=invert,
         phases=phases,
-        transport=_transport(check, data.get("transport", {})),
+        transport=transport,
         values=MappingProxyType(values),
         sunspec=sunspec,
         source=source,
-        device=_device(check, data.get("device", {})),
-        identify=_identify(check, data.get("identify", [])),
+        device=device,
+        identify=identify,
     )
 
 

@@ -1,7 +1,8 @@
-"""Profile checks on where values sit (QA pass on meter profiles): two values that share a
-register are refused when the profile is loaded, as one line naming the file and both keys
-(a copied line whose address was left as it was made export read as import, and the agent
-signed readings with export = import)."""
+"""Profile checks on where values sit (QA pass on meter profiles), refused when the profile is
+loaded as one line naming the file and the keys: two values that share a register (a copied line
+whose address was left as it was made export read as import, and the agent signed readings with
+export = import), and a max_registers below what one value needs in one request (`meter read`
+and `meter probe` crashed with a traceback, the agent logged one every interval)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meter_agent.profile import ProfileError, find_profile, load_profile
+from tests.support.cli import peerwatt
 
 
 def shipped_copy(tmp_path: Path, name: str, old: str, new: str) -> Path:
@@ -70,3 +72,30 @@ def test_a_point_on_a_scale_factor_register_is_refused(tmp_path):
     )
     message = refusal(path)
     assert "sunspec.model.203.export_wh: offsets 53..54 cover" in message and "scale factor" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "key", "count"),
+    [
+        ("sdm630", 1, "values.power_w", 2),  # every float32 needs 2
+        ("shelly-pro-3em", 4, "values.serial", 6),  # the MAC string
+        ("shelly-pro-3em", 8, "identify[0]", 10),  # the model string, read in one request too
+    ],
+)
+def test_max_registers_below_a_value_is_refused(tmp_path, name, limit, key, count):
+    path = shipped_copy(tmp_path, name, "\nmax_registers = ", f"\nmax_registers = {limit} #")
+    message = refusal(path)
+    assert message.endswith(f"max_registers: is {limit}, but {key} needs {count} registers in one request")
+
+
+def test_meter_read_of_such_a_profile_is_one_line(tmp_path):
+    path = shipped_copy(tmp_path, "sdm630", "\nmax_registers = ", "\nmax_registers = 1 #")
+    out = peerwatt("meter", "read", "--profile-file", str(path), "--host", "127.0.0.1", "--port", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    want = f"error: profile {path}: max_registers: is 1, but values.power_w needs 2 registers in one request"
+    assert out.stderr.strip() == want
+
+
+def test_a_limit_that_fits_every_value_loads(tmp_path):
+    path = shipped_copy(tmp_path, "shelly-pro-3em", "\nmax_registers = ", "\nmax_registers = 10 #")
+    assert load_profile(path).max_registers == 10
