@@ -9,22 +9,28 @@ households derive from the seed and signatures are deterministic (RFC 6979), so 
 same ledger and the same report every time, whatever the number of processes.
 
 This module is the coordinator: it plans which process holds what, runs the supersteps, sums the
-memory, and at the end verifies the ledger and writes the report and plots.
+memory, and at the end verifies the ledger and writes the report and plots. It builds the study in
+a folder of its own beside ``--out`` and moves it into place only once it is complete, so an
+earlier study is replaced (when asked) only by a whole one (docs/simulate.md, "The --out folder").
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from chain.genesis import Genesis
 from chain.store import Store
 from chain.verify import VerifyReport, verify_store
 from chain.verify_workers import default_workers
 from market.app import MarketApp
+from peerwatt.errors import UserError
 from peerwatt.reports import build_report
 from peerwatt.sim_bus import Delivery, Published, Router
 from peerwatt.sim_community import (
@@ -47,6 +53,7 @@ __all__ = [
     "SimOptions",
     "SimResult",
     "WorkerError",
+    "check_out",
     "derived_key",
     "plan_hosts",
     "rss_mb",
@@ -101,19 +108,126 @@ def plan_hosts(o: SimOptions, workers: int) -> list[tuple[HostSpec, bool]]:
 
 
 def run_simulation(
-    o: SimOptions, progress: Callable[[int, int, float | None], None] | None = None
+    o: SimOptions,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    *,
+    replace_study: bool = False,
 ) -> SimResult:
     """Run the study; write the ledger, the report CSVs and the plots into ``o.out``.
 
+    ``o.out`` must be new, an empty folder, or (with ``replace_study``) an earlier study, which
+    is replaced only once the new one is complete (:func:`check_out`). The study is built in a
+    folder beside it (``.<name>.partial-<pid>``), removed if the run fails or is interrupted.
     ``progress(done, total, rss)`` is called after each poll of the meters (``rss``: the
     study's memory in MB, measured every simulated hour, else None)."""
-    market_params(o)  # check the options before starting anything
-    if o.out.exists():
-        shutil.rmtree(o.out / "ledger", ignore_errors=True)
-    o.out.mkdir(parents=True, exist_ok=True)
+    # everything the options decide is built and checked before anything is written
+    market_params(o)
     start = start_time(o)
     homes = make_homes(o)
     genesis = make_genesis(o, validator_keys(o), homes)
+    check_out(o.out, replace_study)
+    partial = _beside(o.out, "partial")
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.mkdir()
+    except OSError as exc:
+        raise UserError(f"cannot use {o.out}: {exc.strerror or exc}") from None
+    try:
+        result = _run(replace(o, out=partial), progress, start, homes, genesis)
+        check_out(o.out, replace_study)  # again: the folder may have changed during the run
+        _move_into_place(partial, o.out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # (gone once moved into place)
+    result.out = o.out
+    return result
+
+
+# What a study writes into its folder (besides ledger/): the report's tables and the plots
+STUDY_FILES = frozenset(
+    {"households.csv", "trades.csv", "settlements.csv", "kpis.csv"}
+    | {"daily_p2p_volume.png", "price.png", "savings.png"}
+)
+_NODE_DIR = re.compile(r"sequencer|validator-\d+")
+
+
+def check_out(out: Path, replace_study: bool) -> None:
+    """Raise a one-line UserError unless a study may be written to ``out``: a folder that does
+    not exist yet, an empty one, or an earlier study (only its files: :data:`STUDY_FILES` and
+    ``ledger/`` with the nodes' stores) when ``replace_study``. Never the current folder or one
+    that holds it, never a symbolic link or a file."""
+    try:
+        if out.is_symlink():
+            raise UserError(f"--out {out} is a symbolic link: give the folder itself")
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a folder: choose another --out")
+        here = Path.cwd().resolve()
+        if out.resolve() == here or out.resolve() in here.parents:
+            raise UserError(
+                f"--out {out} is the current folder or holds it: give the study a folder of its own"
+            )
+        entries = sorted(p.name for p in out.iterdir())
+        if not entries:
+            return
+        if not _is_study(out, entries):
+            listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(
+                f"--out {out} holds files that are not a peerwatt study ({listed}):"
+                " choose a new or empty folder"
+            )
+    except OSError as exc:
+        raise UserError(f"cannot use {out}: {exc.strerror or exc}") from None
+    if not replace_study:
+        raise UserError(
+            f"--out {out} holds an earlier study: add --replace to replace it (once the new one is complete)"
+            " or choose another folder"
+        )
+
+
+def _is_study(out: Path, entries: list[str]) -> bool:
+    """Whether the folder ``out`` (its ``entries``) holds a study and nothing else."""
+    ledger = out / "ledger"
+    if not set(entries) <= STUDY_FILES | {"ledger"} or not (ledger / "sequencer").is_dir():
+        return False
+    for node in ledger.iterdir():
+        if not (_NODE_DIR.fullmatch(node.name) and node.is_dir() and not node.is_symlink()):
+            return False
+        if not all(f.name.startswith("ledger.sqlite") and f.is_file() for f in node.iterdir()):
+            return False
+    return all((out / name).is_file() for name in entries if name != "ledger")
+
+
+def _beside(out: Path, what: str) -> Path:
+    """A hidden folder name beside ``out`` for this process: ``.<name>.<what>-<pid>``."""
+    full = out.absolute()
+    return full.parent / f".{full.name}.{what}-{os.getpid()}"
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Put the complete study ``partial`` at ``out``; an earlier study (or empty folder) there is
+    moved aside first and removed only once the new one is in place (put back if it cannot be)."""
+    if not out.exists():
+        partial.rename(out)
+        return
+    old = _beside(out, "old")
+    out.rename(old)
+    try:
+        partial.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _run(
+    o: SimOptions,
+    progress: Callable[[int, int, float | None], None] | None,
+    start: int,
+    homes: list[dict[str, Any]],
+    genesis: Genesis,
+) -> SimResult:
+    """The study itself, written into ``o.out`` (an empty folder)."""
     workers = o.workers if o.workers is not None else default_study_workers(o.homes)
     plan = plan_hosts(o, workers)
     clients = [f"node-{i}" for i in range(o.validators + 1)] + [f"agent-{i}" for i in range(o.homes)]

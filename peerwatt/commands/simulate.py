@@ -46,7 +46,18 @@ from peerwatt.errors import UserError
 @click.option("--community-price", default=150_000, show_default=True, type=click.IntRange(1))
 @click.option("--validators", default=2, show_default=True, type=click.IntRange(0, 10))
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--out", default="simulation", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default="simulation",
+    show_default=True,
+    help="The study's folder: new or empty, or an earlier study with --replace.",
+)
+@click.option(
+    "--replace",
+    "replace_study",
+    is_flag=True,
+    help="Replace the earlier study in --out, once the new one is complete.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -77,6 +88,7 @@ def simulate(
     validators,
     seed,
     out,
+    replace_study,
     workers,
     progress,
 ) -> None:
@@ -86,8 +98,8 @@ def simulate(
     from chain.genesis import GenesisError, check_timezone
     from peerwatt.simulation import SimOptions, WorkerError
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file, not a folder: choose another --out")
+    if not out.strip():  # (an unset $DIR: Path("") is the current folder)
+        raise UserError("--out is empty: name the study's folder, e.g. --out study")
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))
         start = date.fromisoformat(start_date)
@@ -117,12 +129,14 @@ def simulate(
         community_price=community_price,
         validators=validators,
         seed=seed,
-        out=out,
+        out=Path(out),
         workers=workers,
     )
     started = time.monotonic()
     try:
-        result = _run_with_progress(options, progress, f"simulating {homes} homes × {days:g} days")
+        result = _run_with_progress(
+            options, replace_study, progress, f"simulating {homes} homes × {days:g} days"
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except WorkerError as exc:
@@ -136,13 +150,16 @@ def simulate(
     )
 
 
-def _run_with_progress(options, forced: bool, label: str):
+def _run_with_progress(options, replace_study: bool, forced: bool, label: str):
     """Run the study with a progress bar on stderr when it is a terminal, a plain line per
     simulated day with ``--progress`` when it is not, and nothing otherwise."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from peerwatt.simulation import run_simulation
+
+    def run(progress=None):
+        return run_simulation(options, progress, replace_study=replace_study)
 
     console = Console(stderr=True)
     if console.is_terminal:
@@ -164,9 +181,9 @@ def _run_with_progress(options, forced: bool, label: str):
                     bar.update(task, rss=f"RSS {rss:.0f} MB")
                 bar.update(task, completed=done, total=total, day=f"day {day:.1f}/{options.days:g}")
 
-            return run_simulation(options, update)
+            return run(update)
     if not forced:
-        return run_simulation(options)
+        return run()
     steps_per_day = 86_400 // options.step_s
     started = time.monotonic()
 
@@ -180,7 +197,7 @@ def _run_with_progress(options, forced: bool, label: str):
                 err=True,
             )
 
-    return run_simulation(options, line)
+    return run(line)
 
 
 def _summary_table(result, title: str, elapsed: float | None = None):
