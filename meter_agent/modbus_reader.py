@@ -10,7 +10,8 @@ re-discovered when the layout stops matching.
 Faults are raised as subclasses of ``MeterError`` with one-line messages: ``MeterTimeout``
 (no answer), ``MeterExceptionResponse`` (a Modbus exception code), ``MeterFramingError``
 (CRC/framing: bytes arrived but no valid frame; ``MeterShortAnswer`` a valid frame with
-fewer registers than asked), ``MeterConnectionError`` (cannot connect, or
+fewer registers than asked; ``MeterWrongAnswer`` a valid frame that answers another request:
+more registers than asked), ``MeterConnectionError`` (cannot connect, or
 the meter/gateway closed the connection), ``MeterValueUnavailable`` (NaN or a "not available"
 sentinel in power or a counter) and ``MeterDiscoveryError`` (SunSpec layout not found).
 Retries are bounded; each request has its own timeout. Uses pymodbus's synchronous clients.
@@ -111,6 +112,15 @@ class MeterShortAnswer(MeterFramingError):
         super().__init__(message)
         self.received = received
         self.asked = asked
+
+
+class MeterWrongAnswer(MeterFramingError):
+    """A valid frame that does not answer the request sent (more registers than asked): an
+    answer to another request, or a gateway that mixes up requests. ``mismatch`` says how."""
+
+    def __init__(self, message: str, mismatch: str) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
 
 
 class MeterConnectionError(MeterError):
@@ -586,7 +596,15 @@ class MeterReader:
                 count=count,
             )
         registers = list(response.registers)
-        if len(registers) != count:
+        if len(registers) > count:  # found in a QA pass: reported as too few, "lower max_registers"
+            self._drop_connection()
+            mismatch = f"{len(registers)} registers, asked for {count}"
+            raise MeterWrongAnswer(
+                f"{self.where}: answer holds {mismatch} ({span}): more than asked, an answer to "
+                "another request or a gateway that mixes up requests",
+                mismatch,
+            )
+        if len(registers) < count:
             self._drop_connection()
             raise MeterShortAnswer(
                 f"{self.where}: answer holds {len(registers)} registers, asked for {count} ({span})",
@@ -624,6 +642,7 @@ __all__ = [
     "MeterShortAnswer",
     "MeterTimeout",
     "MeterValueUnavailable",
+    "MeterWrongAnswer",
     "SerialTarget",
     "TcpTarget",
     "PHASE_VALUES",

@@ -35,8 +35,15 @@ def advice(exc: Exception, tcp: bool) -> str:
         MeterShortAnswer,
         MeterTimeout,
         MeterValueUnavailable,
+        MeterWrongAnswer,
     )
 
+    if isinstance(exc, MeterWrongAnswer):  # a valid frame, for another request: not a limit to lower
+        return (
+            "the answer belonged to another request: a gateway that mixes up requests, another "
+            "client or master polling the same device, or a late answer to an earlier request "
+            "(a longer --timeout helps)"
+        )
     if isinstance(exc, MeterShortAnswer):  # a valid frame: neither the port nor the line is wrong
         return (
             "the device answered a valid frame with fewer registers than asked: the wrong profile for "
@@ -248,8 +255,15 @@ def error_label(exc: Exception, tcp: bool, where: str = "") -> str:
     """A probe's words for a failed read other than an exception code, silence or SunSpec
     discovery: what it means, not the error's class name (found in a QA pass: lines said
     `error  FramingError` and `error  ValueUnavailable`)."""
-    from meter_agent.modbus_reader import MeterFramingError, MeterShortAnswer, MeterValueUnavailable
+    from meter_agent.modbus_reader import (
+        MeterFramingError,
+        MeterShortAnswer,
+        MeterValueUnavailable,
+        MeterWrongAnswer,
+    )
 
+    if isinstance(exc, MeterWrongAnswer):
+        return f"answer to another request ({exc.mismatch}; a gateway mixing up requests, or another client)"
     if isinstance(exc, MeterShortAnswer):
         return (
             f"short answer ({exc.received} of {exc.asked} registers: not this map, or a gateway's "

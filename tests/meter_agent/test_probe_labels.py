@@ -24,8 +24,8 @@ from meter_agent.profile import find_profile
 
 class RawMeter:
     """A Modbus TCP device on loopback that answers every request with a well-formed frame that
-    is wrong in one way: ``short`` (one register fewer than asked) or ``wrong_tid`` (another
-    request's transaction id)."""
+    is wrong in one way: ``short`` (one register fewer than asked), ``extra`` (two registers
+    more) or ``wrong_tid`` (another request's transaction id)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -78,6 +78,8 @@ class RawMeter:
                     buffer = buffer[12:]
                     if self.mode == "short":
                         count -= 1
+                    if self.mode == "extra":
+                        count += 2
                     if self.mode == "wrong_tid":
                         tid = (tid + 7) & 0xFFFF
                     pdu = bytes([function, 2 * count]) + bytes(2 * count)
