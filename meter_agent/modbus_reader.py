@@ -11,7 +11,7 @@ Faults are raised as subclasses of ``MeterError`` with one-line messages: ``Mete
 (no answer), ``MeterExceptionResponse`` (a Modbus exception code), ``MeterFramingError``
 (CRC/framing: bytes arrived but no valid frame; ``MeterShortAnswer`` a valid frame with
 fewer registers than asked; ``MeterWrongAnswer`` a valid frame that answers another request:
-more registers than asked), ``MeterConnectionError`` (cannot connect, or
+more registers than asked, or another function code), ``MeterConnectionError`` (cannot connect, or
 the meter/gateway closed the connection), ``MeterValueUnavailable`` (NaN or a "not available"
 sentinel in power or a counter) and ``MeterDiscoveryError`` (SunSpec layout not found).
 Retries are bounded; each request has its own timeout. Uses pymodbus's synchronous clients.
@@ -115,8 +115,9 @@ class MeterShortAnswer(MeterFramingError):
 
 
 class MeterWrongAnswer(MeterFramingError):
-    """A valid frame that does not answer the request sent (more registers than asked): an
-    answer to another request, or a gateway that mixes up requests. ``mismatch`` says how."""
+    """A valid frame that does not answer the request sent (more registers than asked, or another
+    function code): an answer to another request, or a gateway that mixes up requests.
+    ``mismatch`` says how."""
 
     def __init__(self, message: str, mismatch: str) -> None:
         super().__init__(message)
@@ -585,6 +586,14 @@ class MeterReader:
             raise MeterFramingError(
                 f"{self.where}: undecodable answer reading {span} ({type(exc).__name__}: {exc})"
             ) from None
+        answered = int(response.function_code) & 0x7F  # an exception answer has bit 0x80 set
+        if answered != function:  # found in a QA pass: accepted (pymodbus checks unit and transaction ids)
+            self._drop_connection()
+            raise MeterWrongAnswer(
+                f"{self.where}: answer for function {answered} reading {span} (function {function}): "
+                "an answer to another request or a gateway that mixes up requests",
+                f"function {answered}, asked function {function}",
+            )
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
             name = EXCEPTION_NAMES.get(code, "unknown exception")

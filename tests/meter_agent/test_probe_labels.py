@@ -25,7 +25,8 @@ from meter_agent.profile import find_profile
 class RawMeter:
     """A Modbus TCP device on loopback that answers every request with a well-formed frame that
     is wrong in one way: ``short`` (one register fewer than asked), ``extra`` (two registers
-    more) or ``wrong_tid`` (another request's transaction id)."""
+    more), ``wrong_fc`` (marked function 3 for 4 and 4 for 3) or ``wrong_tid`` (another request's
+    transaction id)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -82,6 +83,8 @@ class RawMeter:
                         count += 2
                     if self.mode == "wrong_tid":
                         tid = (tid + 7) & 0xFFFF
+                    if self.mode == "wrong_fc":
+                        function = 7 - function
                     pdu = bytes([function, 2 * count]) + bytes(2 * count)
                     with suppress(OSError):
                         conn.sendall(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)

@@ -1,6 +1,7 @@
 """A valid Modbus frame that does not answer the request sent (QA pass on the Modbus reader):
 more registers than asked is reported as an answer to another request, not as "fewer registers
-than asked ... lower max_registers"; fewer registers keep that advice."""
+than asked ... lower max_registers"; fewer registers keep that advice. A frame marked with
+another function code is refused (it was accepted), as another unit or transaction id is."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def test_probe_labels_more_registers_as_an_answer_to_another_request():
         result = probe_one(device.port, "sdm630")
     assert result.verdict == "error"
     assert result.detail.startswith("answer to another request (20 registers, asked for 18;"), result.detail
+
+
+def test_an_answer_marked_with_another_function_code_is_refused():
+    error = read_fails("wrong_fc")
+    assert isinstance(error, MeterWrongAnswer)
+    assert "answer for function 3 reading input registers 0..17 (function 4)" in str(error), error
+    assert advice(error, tcp=True).startswith("the answer belonged to another request")
+
+
+def test_probe_labels_another_function_code_as_an_answer_to_another_request():
+    with RawMeter("wrong_fc") as device:
+        result = probe_one(device.port, "sdm630")
+    assert result.verdict == "error"
+    assert result.detail.startswith("answer to another request (function 3, asked function 4;"), result.detail
