@@ -6,14 +6,16 @@ Tables: trades; settlements (with later adjustments applied); per-household tota
 import/export, P2P sold/bought, earnings, costs, grid-only baseline, savings — market/statement.py's
 formula); and community KPIs as gsy-e defines them for a community (self-sufficiency = share of the
 community's consumption met by energy produced in the community; self-consumption = share of the
-community's production consumed in the community). Meters see only what crosses the household's
-connection, so "production" and "consumption" here are the exported and imported energy; energy a
-household uses behind its own meter is invisible to the market and not counted.
+community's production consumed in the community), or for one meter the same KPIs of its household
+(its P2P purchases against its import, its P2P sales against its export: docs/market.md). Meters
+see only what crosses the household's connection, so "production" and "consumption" here are the
+exported and imported energy; energy a household uses behind its own meter is invisible to the
+market and not counted.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import pandas as pd
@@ -21,10 +23,27 @@ import pandas as pd
 from chain.canonical import CanonicalError, loads_strict
 from chain.store import Store, StoreError
 from market.billing import left_out_count, missing_reading_flags
+from market.clearing import Trade
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
 from market.statement import household_statement
 from peerwatt.statements import accepted_readings, registry
+
+# the columns of the trades and settlements tables when the period has none, as the ledger's
+# `trade` and `settlement` results (market/app.py) give them, keys in canonical (sorted) order,
+# then the block's height (and the adjustments applied; a community settling on the grid
+# operator's data adds `source` to the rows it has): the CSV has its header and reads back
+# (found in a QA pass: a period without trades gave a 1-byte file that pandas.read_csv refused
+# with EmptyDataError)
+TRADE_COLUMNS = (*sorted({"kind", "interval", *(f.name for f in fields(Trade))}), "height")
+SETTLEMENT_COLUMNS = (
+    *sorted(
+        "kind interval trade seller buyer energy_wh settled_wh price value grid_fee levies status flag"
+        " flagged_meter".split()
+    ),
+    "height",
+    "adjustments",
+)
 
 
 @dataclass(frozen=True)
@@ -206,27 +225,35 @@ def build_report(
         statement["name"] = meters.get(m, {}).get("name", "")
         statement["owner"] = meters.get(m, {}).get("owner", "")
         households.append(statement)
-    trades_df = pd.DataFrame(trades)
-    settlements_df = pd.DataFrame(settled)
+    trades_df = pd.DataFrame(trades) if trades else pd.DataFrame(columns=list(TRADE_COLUMNS))
+    settlements_df = pd.DataFrame(settled) if settled else pd.DataFrame(columns=list(SETTLEMENT_COLUMNS))
     households_df = pd.DataFrame(households)
     total_import = int(households_df["import_wh"].sum()) if len(households_df) else 0
     total_export = int(households_df["export_wh"].sum()) if len(households_df) else 0
-    p2p_wh = sum(s["settled_wh"] for s in settled if s["status"] == "settled")
+    done = [s for s in settled if s["status"] == "settled"]
+    p2p_wh = sum(s["settled_wh"] for s in done)  # for one meter: its purchases and its sales
+    # what the chosen meters bought and sold P2P: for the community both are every settled trade's
+    # energy; for one meter, its own side of its trades (found in a QA pass: a meter that only
+    # sold had its sales divided by its import, a "P2P share of consumption" of 170 %)
+    bought_wh = sum(s["settled_wh"] for s in done if meter is None or s["buyer"] == meter)
+    sold_wh = sum(s["settled_wh"] for s in done if meter is None or s["seller"] == meter)
     kpis = pd.DataFrame(
         [
             {
                 "metered_import_wh": total_import,
                 "metered_export_wh": total_export,
                 "p2p_settled_wh": p2p_wh,
-                "p2p_share_of_consumption": p2p_wh / total_import if total_import else None,
-                # imports balanced by the community's own exports in the same interval (as the
-                # dashboard's overview: docs/dashboard.md)
+                "p2p_bought_wh": bought_wh,
+                "p2p_sold_wh": sold_wh,
+                "p2p_share_of_consumption": bought_wh / total_import if total_import else None,
+                # imports balanced by the chosen meters' own exports in the same interval (for the
+                # community, as the dashboard's overview: docs/dashboard.md)
                 "self_sufficiency": (
                     sum(min(i, e) for i, e in community.values()) / total_import if total_import else None
                 ),
-                "self_consumption": p2p_wh / total_export if total_export else None,
+                "self_consumption": sold_wh / total_export if total_export else None,
                 "trades": len(trades),
-                "settled_trades": sum(1 for s in settled if s["status"] == "settled"),
+                "settled_trades": len(done),
                 "unsettled_trades": sum(1 for s in settled if s["status"] != "settled"),
                 "savings_total": int(households_df["savings"].sum()) if "savings" in households_df else 0,
             }
