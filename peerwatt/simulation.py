@@ -17,6 +17,7 @@ earlier study is replaced (when asked) only by a whole one (docs/simulate.md, "T
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -53,6 +54,7 @@ __all__ = [
     "SimOptions",
     "SimResult",
     "WorkerError",
+    "check_options",
     "check_out",
     "derived_key",
     "plan_hosts",
@@ -121,6 +123,7 @@ def run_simulation(
     ``progress(done, total, rss)`` is called after each poll of the meters (``rss``: the
     study's memory in MB, measured every simulated hour, else None)."""
     # everything the options decide is built and checked before anything is written
+    check_options(o)
     market_params(o)
     start = start_time(o)
     homes = make_homes(o)
@@ -131,7 +134,7 @@ def run_simulation(
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.mkdir()
     except OSError as exc:
-        raise UserError(f"cannot use {o.out}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot use --out {o.out}: {exc.strerror or exc}") from None
     try:
         result = _run(replace(o, out=partial), progress, start, homes, genesis)
         check_out(o.out, replace_study)  # again: the folder may have changed during the run
@@ -140,6 +143,35 @@ def run_simulation(
         shutil.rmtree(partial, ignore_errors=True)  # (gone once moved into place)
     result.out = o.out
     return result
+
+
+def check_options(o: SimOptions) -> None:
+    """Raise ValueError with one line naming the `peerwatt simulate` option (as typed) and what
+    it may be, for any option the study cannot run with (checked before anything is written)."""
+
+    def within(value: float, low: float, high: float, option: str, unit: str) -> None:
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{option} must be from {low:g} to {high:g}{unit} (not {value:g})")
+
+    within(o.homes, 2, 5000, "--homes", "")
+    within(o.pv_share, 0, 1, "--pv-share", "")
+    within(o.days, 0.05, 366, "--days", " days")
+    within(o.lat, -66, 66, "--lat", " degrees")
+    within(o.lon, -180, 180, "--lon", " degrees")
+    low, high = o.pv_min_kwp, o.pv_max_kwp
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= 1000):
+        raise ValueError(
+            f"--pv-kwp {low:g}-{high:g}: two sizes from 0 to 1000 kWp, the smallest size first, e.g. 3-9"
+        )
+    if start_time(o) - 900 < 0:  # the genesis, an interval before the study, is after 1970
+        raise ValueError(f"--start must be 1970-01-02 or later (not {o.start.isoformat()})")
+    if o.feed_in_price > o.retail_price:
+        raise ValueError(f"--feed-in ({o.feed_in_price}) must be at most --retail ({o.retail_price}) µ/kWh")
+    if o.mechanism == "community" and not o.feed_in_price <= o.community_price <= o.retail_price:
+        raise ValueError(
+            f"--community-price must be from --feed-in to --retail ({o.feed_in_price} to"
+            f" {o.retail_price} µ/kWh) with --mechanism community (not {o.community_price})"
+        )
 
 
 # What a study writes into its folder (besides ledger/): the report's tables and the plots
@@ -159,6 +191,11 @@ def check_out(out: Path, replace_study: bool) -> None:
         if out.is_symlink():
             raise UserError(f"--out {out} is a symbolic link: give the folder itself")
         if not out.exists():
+            folder = out.absolute().parent
+            while not folder.exists():
+                folder = folder.parent
+            if not folder.is_dir():
+                raise UserError(f"cannot use --out {out}: {folder} is a file, not a folder")
             return
         if not out.is_dir():
             raise UserError(f"--out {out} is a file, not a folder: choose another --out")

@@ -102,11 +102,14 @@ def simulate(
         raise UserError("--out is empty: name the study's folder, e.g. --out study")
     try:
         low, high = (float(x) for x in pv_kwp.split("-"))
+    except ValueError:
+        raise UserError(
+            f"--pv-kwp {pv_kwp} is not two sizes like 3-9 (kWp, 0 to 1000, the smallest size first)"
+        ) from None
+    try:
         start = date.fromisoformat(start_date)
     except ValueError:
-        raise UserError("--pv-kwp must look like 3-9 and --start like 2026-06-21") from None
-    if not 0 <= low <= high:
-        raise UserError(f"--pv-kwp {pv_kwp}: the smallest size first, e.g. 3-9 (kWp, not negative)")
+        raise UserError(f"--start {start_date} is not a date like 2026-06-21 (1970-01-02 or later)") from None
     try:
         check_timezone(timezone, "--timezone")
     except GenesisError as exc:
