@@ -6,12 +6,13 @@ that follow that map, and `meter probe` names the right profile for each simulat
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from meter_agent.modbus_reader import MeterReader, TcpTarget
+from meter_agent.modbus_reader import TcpTarget
 from meter_agent.probe import best, probe_meter
 from meter_agent.profile import builtin_profiles, find_profile
 
@@ -146,12 +147,19 @@ def test_a_kostal_is_not_taken_for_a_fronius(start_sim):
     assert results["sunspec"].verdict == "match"  # the generic profile still reads it
 
 
-def test_sunspec_vendor_profile_reads_like_the_generic_one(start_sim):
-    sim = start_sim("fronius-smart-meter", unit_id=240, sunspec_model=213)
+@pytest.mark.parametrize(
+    ("name", "unit_id", "model"),
+    [("fronius-smart-meter", 240, 213), ("fronius-smart-meter", 240, 203), ("kostal-ksem", 1, 203)],
+)
+def test_sunspec_vendor_profile_reads_like_the_generic_one(start_sim, reader_for, name, unit_id, model):
+    """The generic profile's offsets are checked against meters.md (test_reader_simulator.py); a
+    vendor profile whose offsets differ from them (TotWhImp and TotWhExp swapped) reads otherwise."""
+    sim = start_sim(name, unit_id=unit_id, sunspec_model=model)
     truth = sim.truth()
-    with MeterReader(
-        find_profile("fronius-smart-meter"), TcpTarget("127.0.0.1", sim.port), timeout_s=0.5
-    ) as r:
-        sample = r.read()
-    assert sample.unit_id == 240 and sample.serial == truth.serial
+    sample = reader_for(sim).read()
+    generic = reader_for(sim, find_profile("sunspec")).read()
+    assert sample.profile == name and generic.profile == "sunspec"
+    assert replace(generic, profile=name, time=sample.time) == sample
+    assert sample.unit_id == unit_id and sample.serial == truth.serial and sample.sunspec_model == model
     assert sample.import_wh == pytest.approx(truth.import_wh, abs=1)
+    assert sample.export_wh == pytest.approx(truth.export_wh, abs=1)

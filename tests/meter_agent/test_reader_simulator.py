@@ -1,7 +1,8 @@
 """The simulator serves each profile's real register map; the reader decodes its true values.
 
-One test reads the simulator with plain pymodbus calls at the raw addresses of docs/meters.md
-(hard-coded here), so simulator and profile cannot both be wrong in the same way.
+One test reads the simulator with plain pymodbus calls at the raw addresses of the project's
+meter facts (meters.md, hard-coded here), so simulator and profile cannot both be wrong in the
+same way.
 """
 
 from __future__ import annotations
@@ -158,13 +159,13 @@ def test_sunspec_marker_missing(start_sim, reader_for):
         reader_for(sim, find_profile("sunspec")).read()
 
 
-def _raw_reads(port: int):
+def _raw_reads(port: int, unit_id: int = 1):
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
     client.connect()
 
     def regs(function: int, address: int, count: int) -> list[int]:
         call = client.read_input_registers if function == 4 else client.read_holding_registers
-        response = call(address, count=count, device_id=1)
+        response = call(address, count=count, device_id=unit_id)
         assert not response.isError(), response
         return response.registers
 
@@ -184,7 +185,10 @@ def u32(words):
 
 
 def test_raw_addresses_from_meters_md(start_sim):
-    """Register addresses, function codes and encodings straight from docs/meters.md."""
+    """Register addresses, function codes and encodings straight from the project's meter facts
+    (meters.md, from the manufacturers' public maps; not docs/meters.md, which shows profiles),
+    not from the profiles. The SunSpec offsets are read on the generic profile's simulator and on
+    the Fronius and KOSTAL ones."""
     checks = []
     sim = start_sim("sdm630")
     client, regs = _raw_reads(sim.port)
@@ -227,9 +231,14 @@ def test_raw_addresses_from_meters_md(start_sim):
     ]
     client.close()
 
-    for model in (203, 213):
-        sim = start_sim("sunspec", sunspec_model=model)
-        client, regs = _raw_reads(sim.port)
+    # the vendor profiles reuse the SunSpec offsets and their simulators encode with the profile's
+    # own codec: without these reads, a vendor profile with TotWhImp and TotWhExp swapped passed
+    sunspec_sims = [("sunspec", 1, 203), ("sunspec", 1, 213)]
+    sunspec_sims += [("fronius-smart-meter", 240, 213), ("fronius-smart-meter", 240, 203)]
+    sunspec_sims += [("kostal-ksem", 1, 203), ("kostal-ksem", 1, 213)]
+    for name, unit_id, model in sunspec_sims:
+        sim = start_sim(name, unit_id=unit_id, sunspec_model=model)
+        client, regs = _raw_reads(sim.port, unit_id)
         t = sim.truth()
         assert regs(3, 40000, 2) == [0x5375, 0x6E53]  # "SunS"
         address = 40002
