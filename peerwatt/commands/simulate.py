@@ -218,10 +218,15 @@ def _summary_table(result, title: str, elapsed: float | None = None):
         "trades (settled / unsettled / pending)",
         f"{trades_n} ({settled_n} / {unsettled_n} / {trades_n - settled_n - unsettled_n})",
     )
-    share = k["self_sufficiency"]
-    table.add_row("share of demand met locally", "n/a" if share != share or share is None else f"{share:.1%}")
-    sc = k["self_consumption"]
-    table.add_row("self-consumption of exports", "n/a" if sc != sc or sc is None else f"{sc:.1%}")
+    # what the market did, then what was possible: the imports the community's own exports could
+    # have covered in the same interval (self-sufficiency), whatever the market
+    for label, name in (
+        ("share of demand met by P2P trades", "p2p_share_of_consumption"),
+        ("share of demand that could have been met locally", "self_sufficiency"),
+        ("share of exports sold P2P (self-consumption)", "self_consumption"),
+    ):
+        share = k[name]
+        table.add_row(label, "n/a" if share is None or share != share else f"{share:.1%}")
     trades = result.tables["trades"]
     if len(trades):
         table.add_row(

@@ -86,7 +86,7 @@ def test_simulate_is_deterministic_and_verifiable(tmp_path):
         timeout=120,
     )
     assert check.returncode == 0 and check.stdout.startswith("ok:"), check.stdout
-    assert "ok:" in first.stdout and "share of demand met locally" in first.stdout
+    assert "ok:" in first.stdout and "share of demand met by P2P trades" in first.stdout
     # the trade counts add up (found in a QA pass: "416 (413 / 0)", the 3 not yet settled unsaid)
     counts = re.search(r"unsettled / pending\)\s*│\s*(\d+) \((\d+) / (\d+) / (\d+)\)", first.stdout)
     assert counts, first.stdout
