@@ -127,7 +127,11 @@ class Agent:
                 "after genesis needs its join-request.txt (from `peerwatt agent setup`) beside agent.toml"
             )
         self.capacity_w = enrolled["capacity_w"]
-        self.serial = serial or enrolled["serial"]
+        # the serial the ledger enrolled for this meter key (the genesis's, or the enroll_meter vote's
+        # from the join request): a key's serial never changes on the ledger, a new meter is a new key
+        self.enrolled_serial: str = enrolled["serial"]
+        # agent.toml's [meter] serial, for a meter that reports none (else the enrolled one)
+        self.serial = serial or self.enrolled_serial
         self.profile = profile
         # what the agent trusts of the chain's configuration: the genesis's, or the last step it
         # followed (chain/config_proof.py), kept in the state file
@@ -176,6 +180,8 @@ class Agent:
         self.last_receipt: dict[str, Any] | None = outbox.load("last_receipt")
         self.enrolled: bool | str = outbox.load("enrolled", "unknown")
         self.fault: str | None = None
+        # while the meter's serial is not the enrolled one: what differs and what to do (no offers)
+        self.serial_mismatch: str | None = None
         self.last_sample: MeterSample | None = None
         self.alarms: list[str] = []
         self._lock = threading.Lock()
@@ -302,6 +308,8 @@ class Agent:
         interval_s = self.params["interval_s"]
         current = now - now % interval_s
         sample = self._read()
+        if sample is not None:
+            self._check_serial(sample)
         if self.last_interval is not None and current < self.last_interval:
             # the clock went back (a device that booted before NTP set it): an interval this agent
             # closed would be closed again, its reading signed twice (a correction on the ledger),
@@ -372,6 +380,39 @@ class Agent:
             self.fault, self._fault_logged = None, False
         self.last_sample = sample
         return sample
+
+    def _check_serial(self, sample: MeterSample) -> None:
+        """Offer nothing while the meter's serial is not the one the ledger enrolled for this meter
+        key: the settlement leaves every trade of such readings unsettled (``serial_not_enrolled``,
+        ``meter_replaced``), the counterparties' too. Raised as an alarm when it starts (status and
+        log), said in one line when it ends; the readings are still signed as read."""
+        reported = sample.serial or self.serial
+        if reported == self.enrolled_serial:
+            if self.serial_mismatch is not None:
+                log.info(
+                    "meter %s: the serial is the enrolled one again (%s): offers resume",
+                    self.meter_id,
+                    reported,
+                )
+                self.serial_mismatch = None
+                self._last_heartbeat = -math.inf  # the status says so at the end of this poll
+            return
+        source = "the meter reports" if sample.serial else "agent.toml's [meter] serial is"
+        mismatch = (
+            f"{source} serial {reported}, but the ledger enrolled serial {self.enrolled_serial} for "
+            f"meter key {self.meter_id}: no offers while they differ (the ledger flags its readings "
+            "serial_not_enrolled and settles none of their trades)"
+        )
+        if mismatch == self.serial_mismatch:
+            return
+        self.serial_mismatch = mismatch
+        self._last_heartbeat = -math.inf
+        self._alarm(
+            f"ALARM: {mismatch}. The wrong meter? Check [meter] host and unit in agent.toml (`peerwatt "
+            "meter probe`). A new meter? Enrol it under a new meter key: `peerwatt agent join-request` "
+            "with your member.key and its serial, then `peerwatt member admit` on a validator "
+            '(docs/agent.md, "Replacing the meter")'
+        )
 
     def _account(self, sample: MeterSample, now: int, current: int) -> None:
         before = self.counters.baseline("import_wh")
@@ -561,8 +602,8 @@ class Agent:
             feed_in_price=self.params["feed_in_price"],
             retail_price=self.params["retail_price"],
         )
-        if self.fault is not None or self.readings_withheld is not None:
-            plan = None  # offer nothing we cannot back: no reading, no settlement
+        if self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None:
+            plan = None  # offer nothing we cannot back: no reading (or not the enrolled meter's)
         sent = self.orders.get(str(target))
         current = (
             None
@@ -1051,6 +1092,7 @@ class Agent:
             "meter_ok": self.fault is None,
             "fault": self.fault,
             "readings_withheld": self.readings_withheld,
+            "serial_mismatch": self.serial_mismatch,
             "power_w": None if sample is None else sample.power_w,
             "last_reading": self.last_reading,
             "outbox": self.outbox.depth(),

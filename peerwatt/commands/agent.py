@@ -208,6 +208,8 @@ def status(config_file: Path, as_json: bool) -> None:
     click.echo(f"last reading: {info.get('last_reading')}")
     if info.get("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
         click.echo(f"no offers: the last reading was not signed: {info['readings_withheld']}")
+    if info.get("serial_mismatch"):  # not the enrolled meter: no offers until it is (docs/agent.md)
+        click.echo(f"no offers: {info['serial_mismatch']}")
     click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
     if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
         click.echo(f"chain configuration followed up to height {info['config_height']}")
@@ -323,7 +325,9 @@ enabled = false
 @click.option("--broker", "broker_url", help="The community's broker, e.g. mqtts://broker.example:8883.")
 @click.option("--name", help="The household's name as the community will see it.")
 @click.option("--capacity-w", type=click.IntRange(1, 1_000_000), help="Connection's maximum power, W.")
-@click.option("--meter-serial", help="The serial printed on the meter (when the meter reports none).")
+@click.option(
+    "--meter-serial", help="The serial printed on the meter, for a meter that reports none (else: the same)."
+)
 @click.option("--yes", "assume_yes", is_flag=True, help="Accept the meter found without asking (scripts).")
 @click.option(
     "--qr/--no-qr", default=None, help="Show the join request as a QR code (default: on a terminal)."
@@ -391,6 +395,13 @@ def setup(
         raise UserError(f"{exc}: {advice(exc, host is not None)}", exit_code=3) from None
     finally:
         reader.close()
+    if meter_serial and sample.serial and meter_serial != sample.serial:
+        # the join request would enrol one serial and the agent sign another: no trade would settle
+        raise UserError(
+            f"--meter-serial {meter_serial} is not the serial this meter reports ({sample.serial}): the "
+            "agent signs the reported one, so leave --meter-serial out (or is it the wrong meter? check "
+            "--host and --units)"
+        )
     if not assume_yes:
         if not interactive:
             raise UserError("confirm the meter: run on a terminal, or pass --yes")

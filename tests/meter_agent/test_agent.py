@@ -20,6 +20,7 @@ MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
 
 @pytest.fixture
 def setup(tmp_path, start_sim, reader_for):
+    sim = start_sim("sdm630", start_time=MORNING)
     c = make_community(
         validators=1,
         members=1,
@@ -27,9 +28,9 @@ def setup(tmp_path, start_sim, reader_for):
         app="market",
         time=MORNING - 86400,
         app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
+        serials=[sim.meter_serial],  # the agent offers nothing for a meter whose serial is not enrolled
     )
     meter = c.meters[0]
-    sim = start_sim("sdm630", start_time=MORNING)
     broker = MemoryBroker()
     seen: list[tuple[str, bytes]] = []
     watcher = MemoryBus(broker, "watcher")
@@ -330,7 +331,9 @@ def test_a_counter_event_is_saved_at_once(setup):
     run(agent, sim, 3, step_s=5)
     sim.swap_meter()  # a new meter, its counters from zero: an event
     writes = _state_transactions(agent, 1, sim)
-    assert [sorted(keys) for keys in writes.values()] == [["buckets", "counters"]]
+    event, *status = [sorted(keys) for keys in writes.values()]
+    assert event == ["buckets", "counters"]
+    assert status == [["buckets", "counters", "status"]]  # its serial is not enrolled: an alarm at once
     assert agent.outbox.load("counters") == agent.counters.to_dict()
 
 
@@ -950,11 +953,12 @@ def test_a_counter_reset_to_zero_that_stays_there_is_adopted(tmp_path, start_sim
     and the agent offers nothing while its readings cannot be signed."""
     from .conftest import EVENING
 
+    sim = start_sim("sdm630", start_time=EVENING)
     c = make_community(
         validators=1, members=1, meters_per_member=1, app="market", time=EVENING - 86400,
         app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
+        serials=[sim.meter_serial],
     )  # fmt: skip
-    sim = start_sim("sdm630", start_time=EVENING)
     broker = MemoryBroker()
     seen: list[tuple[str, bytes]] = []
     watcher = MemoryBus(broker, "watcher")
