@@ -60,6 +60,7 @@ __all__ = [
     "plan_hosts",
     "rss_mb",
     "run_simulation",
+    "price_series",
     "write_plots",
 ]
 
@@ -291,7 +292,7 @@ def _run(
         store.close()
     for name, frame in tables.items():
         frame.to_csv(o.out / f"{name}.csv", index=False)
-    write_plots(tables, o.out, start, o.timezone)
+    write_plots(tables, o.out, start, o.timezone, market_params(o)["interval_s"])
     return SimResult(
         tables,
         report,
@@ -390,9 +391,26 @@ class _Study:
             replies = self._exchange(requests)
 
 
-def write_plots(tables: dict[str, Any], out: Path, start: int, timezone: str = "UTC") -> None:
-    """Daily P2P volume (days of the community's ``timezone``), clearing price over time, savings
-    per household (PNG)."""
+def price_series(trades: Any, timezone: str, interval_s: int) -> Any:
+    """The mean trade price (ct/kWh) of each interval with trades, indexed by the interval's
+    start as a wall-clock time of ``timezone`` (what the community's members read), with a gap
+    (NaN) after every interval whose next one had no trade, so a plotted line does not join the
+    last trade of an evening to the first of the next morning."""
+    import pandas as pd
+
+    prices = trades.groupby("interval")["price"].mean() / 10_000
+    starts = prices.index.to_numpy()
+    gaps = [s + interval_s for s, after in zip(starts, starts[1:], strict=False) if after - s > interval_s]
+    prices = pd.concat([prices, pd.Series(float("nan"), index=gaps, dtype=float)]).sort_index()
+    prices.index = pd.to_datetime(prices.index, unit="s", utc=True).tz_convert(timezone).tz_localize(None)
+    return prices
+
+
+def write_plots(
+    tables: dict[str, Any], out: Path, start: int, timezone: str = "UTC", interval_s: int = 900
+) -> None:
+    """Daily P2P volume traded (days of the community's ``timezone``), trade prices over time
+    (wall-clock times of ``timezone``), savings per household (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,7 +422,7 @@ def write_plots(tables: dict[str, Any], out: Path, start: int, timezone: str = "
     if len(trades):
         day = pd.to_datetime(trades["interval"], unit="s", utc=True).dt.tz_convert(timezone).dt.date
         (trades.groupby(day)["energy_wh"].sum() / 1000).plot.bar(ax=ax, color="#2a9d8f")
-    ax.set_title("P2P energy traded per day")
+    ax.set_title("P2P energy matched per day (settled: see the summary)")
     ax.set_ylabel("kWh")
     fig.tight_layout()
     fig.savefig(out / "daily_p2p_volume.png", dpi=100)
@@ -412,10 +430,11 @@ def write_plots(tables: dict[str, Any], out: Path, start: int, timezone: str = "
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(trades):
-        prices = trades.groupby("interval")["price"].mean() / 10_000
-        ax.plot(pd.to_datetime(prices.index, unit="s", utc=True), prices.values, marker=".", color="#e76f51")
-    ax.set_title("Clearing price per interval")
+        prices = price_series(trades, timezone, interval_s)
+        ax.plot(prices.index, prices.values, marker=".", color="#e76f51")
+    ax.set_title("Trade price per interval (mean; no line where nothing traded)")
     ax.set_ylabel("ct/kWh")
+    ax.set_xlabel(f"local time ({timezone})")
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(out / "price.png", dpi=100)
