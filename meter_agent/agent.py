@@ -58,6 +58,9 @@ ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
 NOT_ENROLLED = ("not_enrolled", "unknown_signer", "revoked")
+# the ledger's reading_flag for a reading whose serial is not the one enrolled for its meter key
+# (market/settlement.py's SERIAL_NOT_ENROLLED: meter_agent does not import market)
+SERIAL_NOT_ENROLLED = "serial_not_enrolled"
 # refusals at intake that only say the ledger's time has not reached the message yet (this
 # device's clock is ahead): kept and resent, unlike a refusal for good (a QA pass: a clock 2 min
 # ahead lost every reading, refused as too early and then forgotten)
@@ -182,6 +185,9 @@ class Agent:
         self.fault: str | None = None
         # while the meter's serial is not the enrolled one: what differs and what to do (no offers)
         self.serial_mismatch: str | None = None
+        # the serial believed enrolled (from its join request) that the ledger flagged, in a verified
+        # receipt, as not the one it enrolled for this key: the vote enrolled another (see _on_flag)
+        self.serial_refused: dict[str, Any] | None = outbox.load("serial_refused")
         self.last_sample: MeterSample | None = None
         self.alarms: list[str] = []
         self._lock = threading.Lock()
@@ -387,7 +393,9 @@ class Agent:
         ``meter_replaced``), the counterparties' too. Raised as an alarm when it starts (status and
         log), said in one line when it ends; the readings are still signed as read."""
         reported = sample.serial or self.serial
-        if reported == self.enrolled_serial:
+        with self._lock:
+            refused = self.serial_refused
+        if reported == self.enrolled_serial and (refused is None or refused["serial"] != reported):
             if self.serial_mismatch is not None:
                 log.info(
                     "meter %s: the serial is the enrolled one again (%s): offers resume",
@@ -398,9 +406,15 @@ class Agent:
                 self._last_heartbeat = -math.inf  # the status says so at the end of this poll
             return
         source = "the meter reports" if sample.serial else "agent.toml's [meter] serial is"
+        enrolled = f"serial {self.enrolled_serial}"
+        if reported == self.enrolled_serial:  # what the ledger said (refused is not None)
+            enrolled = (
+                f"another serial than {reported} (its receipt flags this meter's reading of interval "
+                f"{refused['interval']} serial_not_enrolled; the join request says {reported})"
+            )
         mismatch = (
-            f"{source} serial {reported}, but the ledger enrolled serial {self.enrolled_serial} for "
-            f"meter key {self.meter_id}: no offers while they differ (the ledger flags its readings "
+            f"{source} serial {reported}, but the ledger enrolled {enrolled} for meter key "
+            f"{self.meter_id}: no offers while they differ (the ledger flags its readings "
             "serial_not_enrolled and settles none of their trades)"
         )
         if mismatch == self.serial_mismatch:
@@ -691,8 +705,9 @@ class Agent:
                 self._on_included(receipt)
                 return
             result = receipt.get("result") if isinstance(receipt, dict) else None
-            if not isinstance(result, dict) or result.get("kind") not in (*RECEIPT_KINDS, "order_outcome"):
-                return  # reading flags and the like: nothing this agent keeps
+            kinds = (*RECEIPT_KINDS, "order_outcome", "reading_flag")
+            if not isinstance(result, dict) or result.get("kind") not in kinds:
+                return  # nothing this agent keeps
             trust = self._trust_for(receipt)
             result = verify_receipt(
                 receipt,
@@ -705,6 +720,10 @@ class Agent:
             self._alarm(f"ALARM: a receipt does not verify: {exc}")
             return
         kind = result.get("kind")
+        if kind == "reading_flag":
+            if result.get("meter") == self.meter_id and result.get("flag") == SERIAL_NOT_ENROLLED:
+                self._on_serial_flag(result.get("interval"))
+            return
         if kind == "order_outcome":  # the ledger took one of its orders: it is enrolled
             if result.get("meter") != self.meter_id:
                 return
@@ -772,6 +791,23 @@ class Agent:
                     log.error("%s: receipts are kept in memory until the state file takes them", exc)
                 self._trades_unsaved.update({trade_id, *removed})
         self._set_enrolled(True, "a receipt of its trades verified")
+
+    def _on_serial_flag(self, interval: Any) -> None:
+        """The ledger flagged this meter's reading of ``interval`` ``serial_not_enrolled`` (a verified
+        receipt). When that reading carried the serial the agent believes enrolled (its join
+        request's), the enroll_meter vote enrolled another one: that serial is the ledger's word
+        from now on (kept in the state file), and the next poll stops the offers (_check_serial)."""
+        with self._lock:
+            signed = self.last_reading
+            if signed is None or signed.get("interval") != interval:
+                return  # not the reading this agent knows the serial of: nothing to conclude
+            if signed.get("serial") != self.enrolled_serial or self.serial_refused is not None:
+                return  # a serial the agent knows is not enrolled, or said already
+            self.serial_refused = {"serial": signed["serial"], "interval": interval}
+        try:
+            self.outbox.save("serial_refused", self.serial_refused)
+        except OutboxError:
+            pass  # kept in memory; poll() reports a state file that cannot be written
 
     def _save_trades(self) -> None:
         """Save the kept trades a receipt could not save (OutboxError: poll() reports it)."""

@@ -71,7 +71,7 @@ def bodies(seen, kind):
 
 def alarm_lines(caplog):
     errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
-    return [m for m in errors if "the ledger enrolled serial" in m]
+    return [m for m in errors if "but the ledger enrolled" in m]
 
 
 def test_a_meter_whose_serial_is_not_the_enrolled_one_offers_nothing(world, caplog):
@@ -173,3 +173,77 @@ def test_agent_status_says_why_nothing_is_offered(tmp_path):
     mismatch = "the meter reports serial 20240001, but the ledger enrolled serial 20240000 for meter key aa"
     text = status_text(agent_with_status(tmp_path, serial_mismatch=mismatch, time=int(time.time())))
     assert f"no offers: {mismatch}" in text.splitlines()
+
+
+class _Meter:
+    """A meter's reader as a test double: counters rising by 3 Wh a poll, the serial given."""
+
+    def __init__(self, clock: list[int], serial: str) -> None:
+        self.clock, self.serial, self.import_wh = clock, serial, 1_000_000
+
+    def read(self) -> MeterSample:
+        self.import_wh += 3
+        return MeterSample(
+            time=self.clock[0], power_w=500, import_wh=self.import_wh, export_wh=20_000,
+            voltage_v=(230.0,), current_a=(), phase_power_w=(), frequency_hz=50.0, serial=self.serial,
+            profile="sdm630", unit_id=1,
+        )  # fmt: skip
+
+
+def test_the_ledgers_flag_overrules_a_join_request_that_names_another_serial(tmp_path, caplog):
+    """A meter enrolled after genesis: the agent takes the enrolled serial from its join request.
+    Should the enroll_meter vote have carried another serial, the ledger flags the agent's first
+    reading serial_not_enrolled, in a receipt the agent verifies: from then on it offers nothing
+    with that serial (kept across a restart), as when the serial differs from the request's."""
+    from chain.envelope import parse_envelope
+    from chain.genesis import Genesis
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_receipts
+
+    c = make_community(
+        validators=1, members=1, meters_per_member=1, app="market", time=MORNING - 86400,
+        app_params=PARAMS, serials=["SN-VOTED"],
+    )  # fmt: skip
+    c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    meter = c.meters[0]
+    # what with_own_enrolment makes of a join request naming SN-REQUEST (peerwatt/commands/agent.py)
+    own = {**c.genesis.doc["meters"][meter.id], "serial": "SN-REQUEST"}
+    believed = Genesis({**c.genesis.doc, "meters": {meter.id: own}})
+    broker = MemoryBroker()
+    readings: list[bytes] = []
+    node = MemoryBus(broker, "node")  # the validator's side: takes readings, sends receipts
+    node.subscribe(Topics.readings(c.community, meter.id), lambda _t, p: readings.append(p))
+    node.start()
+    now = [MORNING + 880]
+
+    def make() -> Agent:
+        agent = Agent(
+            key=meter.key, genesis=believed, bus=MemoryBus(broker, "agent"),
+            reader=_Meter(now, "SN-REQUEST"), outbox=Outbox(tmp_path / "agent.sqlite"),
+            strategy=StrategyConfig(), clock=lambda: now[0], heartbeat_s=0,
+        )  # fmt: skip
+        agent.start()
+        return agent
+
+    agent = make()
+    for _ in range(6):  # across the interval end at MORNING + 900: its reading is signed
+        now[0] += 5
+        agent.poll()
+    assert agent.last_reading["serial"] == "SN-REQUEST" and agent.status()["serial_mismatch"] is None
+    c.run_block([parse_envelope(p, community=c.community, now=None) for p in readings], now[0])
+    store = c.ledgers[0].store
+    receipts = [r for m, r in block_receipts(store, store.height()) if m == meter.id]
+    assert [r["result"]["flag"] for r in receipts] == ["serial_not_enrolled"]
+    node.publish(Topics.receipts(c.community, meter.id), json.dumps(receipts[0]).encode())
+    now[0] += 5
+    agent.poll()
+    mismatch = agent.status()["serial_mismatch"]
+    assert "the ledger enrolled another serial than SN-REQUEST" in mismatch, mismatch
+    assert f"interval {MORNING} serial_not_enrolled" in mismatch
+    assert len(alarm_lines(caplog)) == 1
+    agent.stop()
+    agent.outbox.close()
+    again = make()  # the ledger's word is kept in the state file
+    now[0] += 5
+    again.poll()
+    assert "another serial than SN-REQUEST" in again.status()["serial_mismatch"]
