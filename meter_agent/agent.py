@@ -97,6 +97,8 @@ def market_params(app: dict[str, Any]) -> dict[str, int]:
         "gate_s": app.get("gate_s", 300),
         "feed_in_price": app.get("feed_in_price", 80_000),
         "retail_price": app.get("retail_price", 300_000),
+        "grid_fee_per_kwh": app.get("grid_fee_per_kwh", 0),
+        "levies_per_kwh": app.get("levies_per_kwh", 0),
         "max_orders_per_interval": app.get("max_orders_per_interval"),  # None: no limit
     }
 
@@ -615,6 +617,8 @@ class Agent:
             capacity_wh=capacity_wh,
             feed_in_price=self.params["feed_in_price"],
             retail_price=self.params["retail_price"],
+            grid_fee_per_kwh=self.params["grid_fee_per_kwh"],
+            levies_per_kwh=self.params["levies_per_kwh"],
         )
         if self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None:
             plan = None  # offer nothing we cannot back: no reading (or not the enrolled meter's)

@@ -55,20 +55,35 @@ def forecast_net_export_wh(history: dict[int, int], target: int, interval_s: int
 
 
 def plan_order(
-    forecast_wh: int | None, cfg: StrategyConfig, *, capacity_wh: int, feed_in_price: int, retail_price: int
+    forecast_wh: int | None,
+    cfg: StrategyConfig,
+    *,
+    capacity_wh: int,
+    feed_in_price: int,
+    retail_price: int,
+    grid_fee_per_kwh: int = 0,
+    levies_per_kwh: int = 0,
 ) -> OrderPlan | None:
-    """What to offer or bid for a forecast (None: nothing worth an order)."""
+    """What to offer or bid for a forecast (None: nothing worth an order); prices in micro-units
+    per kWh.
+
+    A limit is clamped to [feed-in, retail]. A bid is also at most retail - grid fee - levies: the
+    buyer pays those on top of the P2P price (docs/market.md), so P2P energy never costs it more
+    than its supplier's; when that is below the feed-in price (below any seller's ask), there is no
+    bid. Found in a QA pass of simulated studies: with a grid fee of 0.20 per kWh every buyer paid
+    more than retail for its P2P energy."""
     if forecast_wh is None:
         return None
     if forecast_wh > 0:
         energy = min(int(forecast_wh * cfg.sell_share), capacity_wh)
-        side, price = "sell", cfg.sell_limit_price
+        side, price, most = "sell", cfg.sell_limit_price, retail_price
     else:
         energy = min(-forecast_wh, capacity_wh)
         side, price = "buy", cfg.buy_limit_price
-    if energy < cfg.min_order_wh:
+        most = min(retail_price, retail_price - grid_fee_per_kwh - levies_per_kwh)
+    if energy < cfg.min_order_wh or most < feed_in_price:
         return None
-    return OrderPlan(side, energy, min(max(price, feed_in_price), retail_price))
+    return OrderPlan(side, energy, min(max(price, feed_in_price), most))
 
 
 def needs_replacement(current: OrderPlan | None, new: OrderPlan | None, cfg: StrategyConfig) -> bool:

@@ -39,8 +39,6 @@ from peerwatt.node import Node
 
 COMMUNITY = "sim-community"
 INTEGRATION_STEP_S = 60.0
-# an order size no meter reaches (a study's meters deliver at most 3,750 Wh per interval)
-NO_ORDER_WH = 10**12
 
 
 @dataclass
@@ -151,25 +149,10 @@ def market_params(o: SimOptions) -> dict[str, Any]:
     return params
 
 
-def buy_limit_cap(o: SimOptions) -> int | None:
-    """The most a simulated household bids for P2P energy (micro-units per kWh): the retail price
-    less the grid fee and levies, which the buyer pays on top of the P2P price (docs/market.md,
-    "Money"), so P2P energy never costs it more than its supplier's. None when that leaves no room
-    above the feed-in price: no P2P price can then save a buyer anything (a seller, who pays no
-    fee, never sells below feed-in), and the households place no orders at all."""
-    cap = o.retail_price - o.grid_fee_per_kwh - o.levies_per_kwh
-    return cap if cap > o.feed_in_price else None
-
-
 def make_homes(o: SimOptions) -> list[dict[str, Any]]:
-    """The households, drawn from the seed: PV for a share of them, consumption, keys, limits.
-    A seller's limit is its draw (the strategy raises it to the feed-in price it gets anyway); a
-    buyer's is its draw capped at :func:`buy_limit_cap` (None: the household does not trade P2P).
-    Found in a QA pass: the limits ignored the grid fee and levies, so with a grid fee of 0.20 per
-    kWh every buyer paid more than the retail price for its P2P energy, in the same trades as
-    without the fee."""
+    """The households, drawn from the seed: PV for a share of them, consumption, keys, limits
+    (the agent's strategy keeps them within what can pay: meter_agent/strategy.py plan_order)."""
     rng = random.Random(o.seed)
-    cap = buy_limit_cap(o)
     homes = []
     with_pv = set(rng.sample(range(o.homes), round(o.homes * o.pv_share)))
     for i in range(o.homes):
@@ -181,9 +164,8 @@ def make_homes(o: SimOptions) -> list[dict[str, Any]]:
             "meter": derived_key(o.seed, "meter", i),
             "owner": derived_key(o.seed, "owner", i),
             "sell": rng.randrange(85_000, 140_000, 1000),
-            "buy": rng.randrange(160_000, 280_000, 1000),  # (drawn in any case: the same homes)
+            "buy": rng.randrange(160_000, 280_000, 1000),
         }
-        home["buy"] = None if cap is None else min(home["buy"], cap)
         homes.append(home)
     return homes
 
@@ -298,13 +280,7 @@ def make_agent(
         bus=bus,
         reader=meter,
         outbox=Outbox(":memory:", first_seq=1),
-        strategy=(
-            StrategyConfig(sell_limit_price=h["sell"], buy_limit_price=h["buy"])
-            if h["buy"] is not None
-            # no P2P trade can pay (buy_limit_cap): no amount is worth an order, bid or offer (no
-            # buyer would take an offer, and the strategy has no way to offer without bidding)
-            else StrategyConfig(sell_limit_price=h["sell"], min_order_wh=NO_ORDER_WH)
-        ),
+        strategy=StrategyConfig(sell_limit_price=h["sell"], buy_limit_price=h["buy"]),
         clock=clock.now,
         profile="sim",
         heartbeat_s=float("inf"),

@@ -1,5 +1,6 @@
-"""`peerwatt simulate`: a simulated household never bids more for P2P energy than its supplier
-would charge, the grid fee and levies it pays on top of the P2P price included.
+"""A household's agent never bids more for P2P energy than its supplier would charge, the grid
+fee and levies it pays on top of the P2P price included (meter_agent/strategy.py plan_order);
+`peerwatt simulate` runs the real agents, so its households do the same.
 
 Found in a QA pass: the households' limits were fixed draws, clamped only to the feed-in and
 retail prices, so with `--grid-fee 200000` every buyer paid the P2P price plus 0.205 per kWh, more
@@ -13,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from peerwatt.sim_community import SimOptions, buy_limit_cap, make_homes
+from meter_agent.strategy import OrderPlan, StrategyConfig, plan_order
 
 RETAIL, FEED_IN, LEVIES = 300_000, 80_000, 5_000
 
@@ -29,18 +30,21 @@ def simulate(out, *extra: str) -> None:
     assert res.returncode == 0, res.stderr
 
 
-def test_a_buyers_limit_leaves_room_for_the_grid_fee_and_levies():
-    for fee in (20_000, 200_000):
-        o = SimOptions(homes=40, grid_fee_per_kwh=fee)
-        assert buy_limit_cap(o) == RETAIL - fee - LEVIES
-        assert all(FEED_IN < h["buy"] <= RETAIL - fee - LEVIES for h in make_homes(o))
-    # the same households whatever the fee: only the limits above the cap change
-    assert [h["sell"] for h in make_homes(SimOptions(homes=40, grid_fee_per_kwh=200_000))] == [
-        h["sell"] for h in make_homes(SimOptions(homes=40))
-    ]
-    # no room above the feed-in price: no household trades P2P
-    o = SimOptions(homes=5, grid_fee_per_kwh=RETAIL - LEVIES - FEED_IN)
-    assert buy_limit_cap(o) is None and all(h["buy"] is None for h in make_homes(o))
+def plan(forecast_wh: int, fee: int, levies: int = LEVIES, buy: int = 280_000) -> OrderPlan | None:
+    cfg = StrategyConfig(sell_limit_price=120_000, buy_limit_price=buy)
+    return plan_order(forecast_wh, cfg, capacity_wh=3000, feed_in_price=FEED_IN, retail_price=RETAIL,
+                      grid_fee_per_kwh=fee, levies_per_kwh=levies)  # fmt: skip
+
+
+def test_a_bid_leaves_room_for_the_grid_fee_and_levies():
+    assert plan(-500, fee=0, levies=0) == OrderPlan("buy", 500, 280_000)
+    assert plan(-500, fee=20_000) == OrderPlan("buy", 500, RETAIL - 20_000 - LEVIES)
+    assert plan(-500, fee=20_000, buy=200_000) == OrderPlan("buy", 500, 200_000)  # below the cap
+    assert plan(-500, fee=200_000) == OrderPlan("buy", 500, FEED_IN + 15_000)
+    assert plan(-500, fee=RETAIL - LEVIES - FEED_IN) == OrderPlan("buy", 500, FEED_IN)  # no gain, no loss
+    assert plan(-500, fee=RETAIL - LEVIES - FEED_IN + 1) is None  # no price above feed-in can pay
+    # an offer is not touched: the seller receives the price and pays neither
+    assert plan(800, fee=250_000) == OrderPlan("sell", 640, 120_000)
 
 
 def test_no_buyer_pays_more_than_retail_for_p2p_energy(tmp_path):
@@ -60,9 +64,9 @@ def test_the_default_study_still_trades(tmp_path):
     assert households["p2p_bought_wh"].sum() > 0 and households["p2p_sold_wh"].sum() > 0
 
 
-def test_no_room_above_feed_in_no_orders(tmp_path):
+def test_no_room_above_feed_in_no_trades(tmp_path):
     """A grid fee and levies that leave the buyer no price above feed-in (0.30 - 0.22 - 0.005 <
-    0.08): no household orders, so the ledger holds the readings only."""
+    0.08): no household bids, so nothing trades (offers stand unanswered)."""
     simulate(tmp_path / "none", "--grid-fee", "220000", "--days", "0.3")
     assert len(pd.read_csv(tmp_path / "none" / "trades.csv")) == 0
     kpis = pd.read_csv(tmp_path / "none" / "kpis.csv").iloc[0]
