@@ -53,6 +53,13 @@ WHAT_TO_DO_STATE = (
     "replacing. The agent resumes by itself. More in docs/agent.md, "
     '"Troubleshooting" (state file not writable).'
 )
+WHAT_TO_DO_SERIAL = (
+    "The meter your agent reads is not the one the community enrolled for your household. The "
+    "wrong meter (another unit behind the same gateway)? Check `[meter] host` and `unit` in "
+    "agent.toml (`peerwatt meter probe` on the device). A new meter? It needs enrolling under a "
+    "new meter key: `peerwatt agent join-request` with your member key and its serial, then a "
+    'member runs `peerwatt member admit`. More in docs/agent.md, "Replacing the meter".'
+)
 NOT_ENROLLED_WARNING = (
     "Your meter is not enrolled on the community's ledger: the ledger refuses its orders and "
     "readings, so your household does not trade and no money moves."
@@ -104,8 +111,8 @@ class AgentStatusBoard:
 
     def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
         """What the household page shows: state (online, not_enrolled, offline, stale,
-        meter_failing, readings_withheld, state_error, unknown), the figures of the last status,
-        a warning with what to do, and
+        meter_failing, serial_mismatch, readings_withheld, state_error, unknown), the figures of
+        the last status, a warning with what to do, and
         apart from it an enrolment warning when the agent reports ``enrolled: false`` (whatever
         else is wrong: a meter the ledger refuses trades nothing even once it reads again)."""
         with self._lock:
@@ -180,6 +187,11 @@ class AgentStatusBoard:
             fault = status.get("fault") or "the meter does not answer"
             out["warning"] = f"Your agent cannot read your meter: {isolate_inline(str(fault))}."
             out["what_to_do"] = WHAT_TO_DO_METER
+        elif status.get("serial_mismatch"):
+            out["state"] = "serial_mismatch"
+            why = isolate_inline(str(status["serial_mismatch"]))
+            out["warning"] = f"Your agent offers nothing for now: {why}."
+            out["what_to_do"] = WHAT_TO_DO_SERIAL
         elif status.get("readings_withheld"):
             out["state"] = "readings_withheld"
             why = isolate_inline(str(status["readings_withheld"]))

@@ -430,3 +430,22 @@ def test_an_agent_that_withholds_its_readings_is_warned(wired):
     assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "readings_withheld"
     agent.publish(topic, _status(meter, readings_withheld=None), retain=True)
     assert "agent-warning" not in _panel(c, meter)
+
+
+def test_an_agent_reading_another_meter_says_so(wired):
+    """An agent whose meter reports another serial than the one the ledger enrolled offers nothing
+    (4933126); the household page said "online" with the alarm only in the alarm list."""
+    c, agent, topic, meter, now = wired
+    why = (
+        "the meter reports serial 20240001, but the ledger enrolled serial 20240000 for meter key "
+        f"{meter}: no offers while they differ"
+    )
+    agent.publish(topic, _status(meter, serial_mismatch=why), retain=True)
+    panel = _panel(c, meter)
+    assert 'id="agent-state">online, no offers (not the enrolled meter)' in panel
+    warning = panel.split('id="agent-warning"', 1)[1].split("</div>", 1)[0]
+    assert "Your agent offers nothing for now: the meter reports serial 20240001" in warning
+    assert "Replacing the meter" in warning and "peerwatt meter probe" in warning
+    assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "serial_mismatch"
+    agent.publish(topic, _status(meter, serial_mismatch=None), retain=True)
+    assert "agent-warning" not in _panel(c, meter)
