@@ -132,7 +132,7 @@ def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
             serial=take(m, "serial", str, mw),
             stale_polls=take(m, "stale_polls", int, mw, 12),
             username=take(m, "username", str, mw, None) or url.username,
-            password=None if password_file is None else read_password_file(base / password_file),
+            password=None if password_file is None else read_password_file(base / password_file, mw),
             client_id=take(m, "client_id", str, mw, None),
         )
     except ValueError as exc:

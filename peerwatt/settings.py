@@ -72,15 +72,19 @@ def private_file(path: Path, what: str) -> Path:
     return path
 
 
-def read_password_file(path: Path) -> str:
-    """The broker password: the first line of a mode-0600 file (its line ending removed)."""
-    private_file(path, "broker password file")
+def read_password_file(path: Path, where: str = "") -> str:
+    """The broker password: the first line of a mode-0600 file (its line ending removed). An error
+    is one line starting with ``where`` (the config file and table that named the file)."""
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read broker password file {path}: {exc}") from None
-    if not lines or not lines[0]:
-        raise UserError(f"broker password file {path} is empty (write the password on its first line)")
+        private_file(path, "broker password file")
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read broker password file {path}: {exc}") from None
+        if not lines or not lines[0]:
+            raise UserError(f"broker password file {path} is empty (write the password on its first line)")
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}" if where else str(exc)) from None
     return lines[0]
 
 
@@ -105,7 +109,7 @@ def broker_config(data: dict[str, Any], where: str, base: Path, *, missing_fix: 
     if "password_file" in table:
         if "username" not in table:
             raise UserError(f"{bw}: password_file needs a username")
-        options["password"] = read_password_file(base / take(table, "password_file", str, bw))
+        options["password"] = read_password_file(base / take(table, "password_file", str, bw), bw)
     for name in BROKER_FILES:
         if name in table:
             options[name] = str(base / take(table, name, str, bw))

@@ -97,3 +97,13 @@ def test_a_client_certificate_key_others_can_read_is_refused(tmp_path: Path) -> 
         load_node_config(write(tmp_path, NODE + broker))
     key.chmod(0o600)
     assert load_node_config(write(tmp_path, NODE + broker)).broker.key_file == str(key)
+
+
+def test_a_missing_password_file_names_the_config_file(tmp_path: Path) -> None:
+    """Found by a helper after a15063d: the TLS files' lines name the config file, the password
+    file's said only `broker password file <path> not found`."""
+    config = write(tmp_path, NODE + '[broker]\nusername = "seq"\npassword_file = "missing.password"\n')
+    with pytest.raises(UserError) as caught:
+        load_node_config(config)
+    missing = tmp_path / "missing.password"
+    assert str(caught.value) == f"{config} [broker]: broker password file {missing} not found"
