@@ -846,6 +846,24 @@ class Store:
         row = self.conn.execute("SELECT envelope FROM payloads WHERE hash = ?", (tx_hash,)).fetchone()
         return None if row is None else self.decode_row(row[0], f"the payload of {bytes(tx_hash).hex()}")
 
+    def payloads_of_type(
+        self, msg_type: str, *, high: int | None = None
+    ) -> Iterator[tuple[int, int, str, bytes | None]]:
+        """(height, idx, signer, the envelope's canonical bytes or None if erased) of every
+        transaction of type ``msg_type`` in blocks up to ``high``, in ledger order: one query
+        instead of a :meth:`payload` lookup per transaction."""
+        top = (1 << 62) if high is None else high
+        for height, idx, signer, tx_hash, envelope in self.conn.execute(
+            "SELECT t.height, t.idx, t.signer, t.hash, p.envelope FROM txs AS t"
+            " LEFT JOIN payloads AS p ON p.hash = t.hash"
+            " WHERE t.type = ? AND t.height <= ? ORDER BY t.height, t.idx",
+            (msg_type, top),
+        ):
+            if envelope is None:
+                yield height, idx, signer, None
+            else:
+                yield height, idx, signer, self.decode_row(envelope, f"the payload of {bytes(tx_hash).hex()}")
+
     def result_rows(self, height: int) -> list[tuple[int, str, bytes]]:
         """(idx, kind, canonical bytes) of block ``height``'s results, in order."""
         rows = [
@@ -895,6 +913,26 @@ class Store:
                 on_damaged(height, idx, exc)
                 continue
             yield height, idx, decoded
+
+    def refused_tx_results(
+        self, *, low: int = 0, high: int | None = None
+    ) -> Iterator[tuple[int, int, bytes]]:
+        """(height, idx, canonical bytes) of the "tx" results in blocks ``low`` to ``high`` whose
+        status is not "ok" (the transactions a block refused), in ledger order. An accepted
+        transaction's result stored by reference to its transaction (half of all rows, schema 3)
+        is skipped without being read back: building them all to find the refused ones was half
+        of a statement run's ledger view."""
+        top = (1 << 62) if high is None else high
+        for height, idx, data in self.conn.execute(
+            "SELECT height, idx, data FROM results WHERE kind = 'tx' AND height BETWEEN ? AND ?"
+            " ORDER BY height, idx",
+            (low, top),
+        ):
+            if type(data) is bytes and data[:1] == _TXREF:
+                continue
+            decoded = self.decode_result(height, idx, data)
+            if loads_strict(decoded).get("status") != "ok":
+                yield height, idx, decoded
 
     def seal_rows(self, height: int) -> list[tuple[str, bytes]]:
         """(validator, canonical envelope bytes) of block ``height``'s stored seals."""

@@ -140,10 +140,9 @@ class Indexer:
         lconn = self.ledger.conn
         rejected: dict[tuple[int, int], str] = {}
         store = self.ledger.store()
-        for height, _idx, data in store.results_of_kinds(["tx"], low=lo, high=hi):
-            if b'"status":"rejected"' in data:
-                result = json.loads(data)
-                rejected[(height, result["index"])] = result.get("reason", "")
+        for height, _idx, data in store.refused_tx_results(low=lo, high=hi):
+            result = json.loads(data)
+            rejected[(height, result["index"])] = result.get("reason", "")
         tx_rows = lconn.execute(
             "SELECT height, idx, hash, signer, type FROM txs WHERE height BETWEEN ? AND ?"
             " AND type IN ('reading', 'propose', 'vote') ORDER BY height, idx",

@@ -145,12 +145,7 @@ def registry(store: Store, height: int | None = None) -> Registry:
 def refused_txs(store: Store, height: int | None = None) -> set[tuple[int, int]]:
     """(height, index) of every transaction up to block ``height`` the ledger refused: it is in
     its block, but its content never took effect."""
-    refused = set()
-    for h, _idx, data in store.results_of_kinds(["tx"], high=height):
-        result = loads_strict(data)
-        if result["status"] != "ok":
-            refused.add((h, result["index"]))
-    return refused
+    return {(h, loads_strict(data)["index"]) for h, _idx, data in store.refused_tx_results(high=height)}
 
 
 def accepted_readings(
@@ -162,14 +157,9 @@ def accepted_readings(
     refused = refused_txs(store, height) if refused is None else refused
     readings: dict[str, dict[int, tuple[int, int, str]]] = {}
     erased: set[str] = set()
-    for h, idx, signer, tx_hash in store.conn.execute(
-        "SELECT height, idx, signer, hash FROM txs WHERE type = 'reading' AND height <= ?"
-        " ORDER BY height, idx",
-        (store.height() if height is None else height,),
-    ):
+    for h, idx, signer, payload in store.payloads_of_type("reading", high=height):
         if (h, idx) in refused:
             continue
-        payload = store.payload(bytes(tx_hash))
         if payload is None:
             erased.add(signer)
             continue
@@ -202,11 +192,7 @@ def ledger_view(store: Store, height: int | None = None) -> LedgerView:
     rejected = refused_txs(store, height)
     readings, erased = accepted_readings(store, height, rejected)
     gridops: dict[str, dict[int, tuple[int, int, str]]] = {}
-    for h, idx, tx_hash in store.conn.execute(
-        "SELECT height, idx, hash FROM txs WHERE type = 'gridops' AND height <= ? ORDER BY height, idx",
-        (height,),
-    ):
-        payload = store.payload(bytes(tx_hash))
+    for h, idx, _signer, payload in store.payloads_of_type("gridops", high=height):
         if (h, idx) in rejected or payload is None:
             continue
         body = loads_strict(payload)["body"]
