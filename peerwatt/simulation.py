@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,7 +121,7 @@ def run_simulation(
 
     ``o.out`` must be new, an empty folder, or (with ``replace_study``) an earlier study, which
     is replaced only once the new one is complete (:func:`check_out`). The study is built in a
-    folder beside it (``.<name>.partial-<pid>``), removed if the run fails or is interrupted.
+    folder beside it (``.<name>.partial-<random>``), removed if the run fails or is interrupted.
     ``progress(done, total, rss)`` is called after each poll of the meters (``rss``: the
     study's memory in MB, measured every simulated hour, else None)."""
     # everything the options decide is built and checked before anything is written
@@ -130,18 +131,30 @@ def run_simulation(
     homes = make_homes(o)
     genesis = make_genesis(o, validator_keys(o), homes)
     check_out(o.out, replace_study)
-    partial = _beside(o.out, "partial")
     try:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.mkdir()
+        o.out.absolute().parent.mkdir(parents=True, exist_ok=True)
+        partial = _beside(o.out, "partial")
     except OSError as exc:
         raise UserError(f"cannot use --out {o.out}: {exc.strerror or exc}") from None
+    complete = False
     try:
         result = _run(replace(o, out=partial), progress, start, homes, genesis)
+        complete = True
         check_out(o.out, replace_study)  # again: the folder may have changed during the run
-        _move_into_place(partial, o.out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)  # (gone once moved into place)
+        try:
+            _move_into_place(partial, o.out)
+        except OSError as exc:
+            raise UserError(
+                f"cannot put the study in place at --out {o.out} ({exc.strerror or exc}); the complete "
+                f"study is in {partial}: move it yourself"
+            ) from None
+    except UserError:
+        if not complete:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     result.out = o.out
     return result
 
@@ -200,6 +213,11 @@ def check_out(out: Path, replace_study: bool) -> None:
             return
         if not out.is_dir():
             raise UserError(f"--out {out} is a file, not a folder: choose another --out")
+        if os.path.ismount(out):  # (a disk, a container's volume): the study could not move there
+            raise UserError(
+                f"--out {out} is a mount point: a study is built beside --out and moved into place, "
+                f"which a mount point cannot be; give a folder inside it, e.g. {out / 'study'}"
+            )
         here = Path.cwd().resolve()
         if out.resolve() == here or out.resolve() in here.parents:
             raise UserError(
@@ -237,9 +255,10 @@ def _is_study(out: Path, entries: list[str]) -> bool:
 
 
 def _beside(out: Path, what: str) -> Path:
-    """A hidden folder name beside ``out`` for this process: ``.<name>.<what>-<pid>``."""
+    """A new hidden folder beside ``out``, ``.<name>.<what>-<random>`` (made here: a name of its
+    own, also in a container whose process ids repeat and beside what a killed run left)."""
     full = out.absolute()
-    return full.parent / f".{full.name}.{what}-{os.getpid()}"
+    return Path(tempfile.mkdtemp(prefix=f".{full.name}.{what}-", dir=full.parent))
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
@@ -249,7 +268,11 @@ def _move_into_place(partial: Path, out: Path) -> None:
         partial.rename(out)
         return
     old = _beside(out, "old")
-    out.rename(old)
+    try:
+        out.rename(old)  # (over the empty folder just made)
+    except BaseException:
+        old.rmdir()
+        raise
     try:
         partial.rename(out)
     except BaseException:

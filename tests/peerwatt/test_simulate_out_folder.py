@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import peerwatt
 
 TINY = ["--homes", "2", "--days", "0.05", "--validators", "0", "--workers", "1"]
@@ -138,3 +140,57 @@ def test_ctrl_c_during_a_rerun_leaves_the_earlier_study_as_it_was(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert snapshot(study) == before
     assert hidden(tmp_path) == []
+
+
+def test_a_complete_study_that_cannot_be_moved_into_place_is_kept_and_named(tmp_path, monkeypatch):
+    """Found in a review: when the final rename failed (a mount point as --out: EBUSY), the run
+    ended in a traceback and deleted the complete study. Now one line names the hidden folder
+    that keeps it; an earlier study stays where it was."""
+    import errno
+
+    from peerwatt.errors import UserError
+    from peerwatt.simulation import SimOptions, run_simulation
+
+    out = tmp_path / "study"
+    rename = Path.rename
+
+    def refuse_into_out(self, target):  # the file system's answer for a mount point
+        if Path(target) == out:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_into_out)
+    o = SimOptions(homes=2, days=0.05, validators=0, workers=1, out=out)
+    with pytest.raises(UserError) as caught:
+        run_simulation(o)
+    message = str(caught.value)
+    (kept,) = tmp_path.glob(".study.partial-*")
+    assert message == (
+        f"cannot put the study in place at --out {out} (Device or resource busy); the complete study "
+        f"is in {kept}: move it yourself"
+    )
+    assert (kept / "kpis.csv").is_file() and (kept / "ledger" / "sequencer").is_dir()
+    assert not out.exists()
+
+
+def test_a_mount_point_is_refused_before_the_run(tmp_path, monkeypatch):
+    from peerwatt import simulation
+    from peerwatt.errors import UserError
+
+    out = tmp_path / "volume"
+    out.mkdir()
+    monkeypatch.setattr(simulation.os.path, "ismount", lambda p: Path(p) == out)
+    with pytest.raises(UserError, match=r"is a mount point: .* a folder inside it, e\.g\. .*volume/study"):
+        simulation.check_out(out, False)
+
+
+def test_every_run_builds_in_a_folder_of_its_own(tmp_path):
+    """Found in a review: partial folders were named by process id, so in a container (the same
+    pid every start) a killed run's leftover made every later run fail with "File exists"."""
+    from peerwatt.simulation import _beside
+
+    out = tmp_path / "study"
+    (tmp_path / f".study.partial-{os.getpid()}").mkdir()  # what a killed run of the old code left
+    first, second = _beside(out, "partial"), _beside(out, "partial")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert first.name.startswith(".study.partial-") and first.parent == tmp_path
