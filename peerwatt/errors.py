@@ -94,7 +94,7 @@ def write_outputs(
     keep the documents the files are of)."""
     check_outputs(writers, overwrite=overwrite)
     temps: dict[Path, Path] = {}
-    placed: list[tuple[Path, tuple[bytes, int] | None]] = []  # in order, with what was there before
+    placed: list[tuple[Path, Before]] = []  # in order, with what was there before
     current: Path | None = None
     try:
         for current, write in writers.items():
@@ -121,11 +121,22 @@ def write_outputs(
         undo.append(lambda: _take_back(placed))
 
 
-def _before(path: Path) -> tuple[bytes, int] | None:
-    """The content and mode of a target about to be replaced (None: there is none), to put it back
-    if writing fails; UserError when it exists and cannot be read."""
+# What a target was before it was replaced: a file's content and mode, a symbolic link's target,
+# or None (there was none)
+Before = tuple[bytes, int] | str | None
+
+
+def _before(path: Path) -> Before:
+    """What a target about to be replaced is (to put it back if writing fails): a file's content
+    and mode, a symbolic link's target (the link is replaced, never what it points to), None if
+    there is none; UserError when it cannot be read, or is a pipe or a device (reading a pipe would
+    wait for ever: found in a review)."""
+    if path.is_symlink():
+        return os.readlink(path)
     if not path.exists():
         return None
+    if not path.is_file():
+        raise UserError(f"cannot write {path}: it is not a regular file (a pipe, a device): give a file name")
     try:
         return path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
@@ -135,7 +146,7 @@ def _before(path: Path) -> tuple[bytes, int] | None:
         ) from None
 
 
-def _take_back(placed: list[tuple[Path, tuple[bytes, int] | None]]) -> None:
+def _take_back(placed: list[tuple[Path, Before]]) -> None:
     """Undo moving the targets ``placed`` into place, last first: remove one that was not there,
     put back one that was (a warning for one that cannot be: the failure being undone is what
     the command reports). Done once: ``placed`` is emptied."""
@@ -144,21 +155,24 @@ def _take_back(placed: list[tuple[Path, tuple[bytes, int] | None]]) -> None:
             if before is None:
                 path.unlink()
             else:
-                _put_back(path, *before)
+                _put_back(path, before)
         except OSError as exc:
             log.warning("cannot take back %s after the failed run: %s", path, exc.strerror or exc)
     placed.clear()
 
 
-def _put_back(path: Path, data: bytes, mode: int) -> None:
-    """``data`` as the file ``path`` again (mode ``mode``), whole or not at all: written beside it
-    and renamed over it."""
+def _put_back(path: Path, before: tuple[bytes, int] | str) -> None:
+    """``path`` as it was (:data:`Before`), whole or not at all: made beside it and renamed over it."""
     tmp = path.with_name(f".peerwatt-{os.getpid()}-back.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
+        if isinstance(before, str):
+            os.symlink(before, tmp)
+        else:
+            data, mode = before
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
         os.replace(tmp, path)
     finally:
         _unlink([tmp])

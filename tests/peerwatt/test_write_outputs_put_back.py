@@ -118,3 +118,49 @@ def test_report_puts_back_its_earlier_tables_when_the_last_cannot_be_written(
     assert sorted(os.listdir(folder)) == sorted(Path(t).name for t in targets)
     for target in targets:
         assert Path(target).read_text() == f"old {target}", target
+
+
+def test_a_symbolic_link_is_put_back_as_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in a review: a target that was a symbolic link was put back as a plain copy of what it
+    pointed to. The link is replaced (never what it points to) and put back as the link."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.csv").write_text("keep")
+    link = tmp_path / "a.csv"
+    link.symlink_to(tmp_path / "real" / "a.csv")
+    undo: list[Callable[[], None]] = []
+    write_outputs({link: lambda p: p.write_text("new"), tmp_path / "b.csv": lambda p: p.write_text("b")},
+                  overwrite=True, undo=undo)  # fmt: skip
+    assert not link.is_symlink() and link.read_text() == "new"
+    assert (tmp_path / "real" / "a.csv").read_text() == "keep"
+    undo[0]()
+    assert link.is_symlink() and os.readlink(link) == str(tmp_path / "real" / "a.csv")
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_a_pipe_as_a_target_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Found in a review: reading a named pipe to keep it for the put-back waited for ever."""
+    import threading
+
+    pipe = tmp_path / "out.csv"
+    os.mkfifo(pipe)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            write_outputs({pipe: lambda p: p.write_text("x")}, overwrite=True)
+            outcome.append(None)
+        except BaseException as exc:  # (the assertion below says what came)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # the old code waits on the pipe: let it go, then fail
+        with open(pipe, "wb"):
+            pass
+        thread.join(5)
+        pytest.fail("write_outputs waited on a pipe")
+    (exc,) = outcome
+    assert isinstance(exc, UserError)
+    assert str(exc) == f"cannot write {pipe}: it is not a regular file (a pipe, a device): give a file name"
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and not list(tmp_path.glob(".peerwatt-*"))
