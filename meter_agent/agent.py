@@ -118,6 +118,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         profile: str = "unknown",
         serial: str | None = None,
+        serial_from: str = "the genesis",
         heartbeat_s: float = 60.0,
         homeassistant_prefix: str | None = None,
     ) -> None:
@@ -135,6 +136,9 @@ class Agent:
         # the serial the ledger enrolled for this meter key (the genesis's, or the enroll_meter vote's
         # from the join request): a key's serial never changes on the ledger, a new meter is a new key
         self.enrolled_serial: str = enrolled["serial"]
+        # where it comes from: "the genesis" (what the ledger enrolled), or "join-request.txt"
+        # (what the community was asked to enrol: a vote proposed by hand may have enrolled another)
+        self.serial_from = serial_from
         # agent.toml's [meter] serial, for a meter that reports none (else the enrolled one)
         self.serial = serial or self.enrolled_serial
         self.profile = profile
@@ -408,16 +412,24 @@ class Agent:
                 self._last_heartbeat = -math.inf  # the status says so at the end of this poll
             return
         source = "the meter reports" if sample.serial else "agent.toml's [meter] serial is"
-        enrolled = f"serial {self.enrolled_serial}"
         if reported == self.enrolled_serial:  # what the ledger said (refused is not None)
             enrolled = (
-                f"another serial than {reported} (its receipt flags this meter's reading of interval "
-                f"{refused['interval']} serial_not_enrolled; the join request says {reported})"
+                f"the ledger enrolled another serial than {reported} (its receipt flags this meter's "
+                f"reading of interval {refused['interval']} serial_not_enrolled; the join request "
+                f"says {reported})"
+            )
+        elif self.serial_from == "the genesis":
+            enrolled = f"the ledger enrolled serial {self.enrolled_serial}"
+        else:  # found in a review: the vote may have enrolled another serial than the request's
+            enrolled = (
+                f"{self.serial_from} names serial {self.enrolled_serial} (if the community's vote "
+                f"enrolled {reported}, make a new join request with it: `peerwatt agent join-request`, "
+                "the same keys)"
             )
         mismatch = (
-            f"{source} serial {reported}, but the ledger enrolled {enrolled} for meter key "
-            f"{self.meter_id}: no offers while they differ (the ledger flags its readings "
-            "serial_not_enrolled and settles none of their trades)"
+            f"{source} serial {reported}, but {enrolled} for meter key {self.meter_id}: no offers while "
+            "they differ (the ledger flags readings of a serial it did not enrol serial_not_enrolled "
+            "and settles none of their trades)"
         )
         if mismatch == self.serial_mismatch:
             return

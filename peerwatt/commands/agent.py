@@ -62,6 +62,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     genesis = load_genesis_setting(cfg.genesis_file, str(config_file))
     if genesis.community != cfg.community:
         raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
+    in_genesis = meter_id in genesis.doc["meters"]
     genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt", cfg.key_file)
     try:
         reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
@@ -86,6 +87,7 @@ def run_agent(config_file: Path, verbose: bool) -> None:
             strategy=cfg.strategy,
             profile=profile_name,
             serial=m.serial,
+            serial_from="the genesis" if in_genesis else "join-request.txt",
             heartbeat_s=cfg.heartbeat_s,
             homeassistant_prefix=cfg.homeassistant_prefix if cfg.homeassistant else None,
         )

@@ -34,7 +34,7 @@ def world(tmp_path, start_sim, reader_for):
     broker = MemoryBroker()
     seen: list[tuple[str, bytes]] = []
 
-    def make(enrolled: str | None = None):
+    def make(enrolled: str | None = None, serial_from: str = "the genesis"):
         c = make_community(
             validators=1, members=1, meters_per_member=1, app="market", time=MORNING - 86400,
             app_params=PARAMS, serials=[enrolled or sim.meter_serial],
@@ -51,6 +51,7 @@ def world(tmp_path, start_sim, reader_for):
             strategy=StrategyConfig(),
             clock=sim.clock.now,
             profile="sdm630",
+            serial_from=serial_from,
             heartbeat_s=0,
         )
         agent.start()
@@ -247,3 +248,21 @@ def test_the_ledgers_flag_overrules_a_join_request_that_names_another_serial(tmp
     now[0] += 5
     again.poll()
     assert "another serial than SN-REQUEST" in again.status()["serial_mismatch"]
+
+
+def test_a_join_requests_serial_is_not_called_the_ledgers(world, caplog):
+    """Found in a review: for a meter enrolled after genesis the agent knows only its join
+    request's serial; the alarm said "the ledger enrolled serial X" although a vote proposed by
+    hand may have enrolled the one the meter reports. It names the join request, and what to do."""
+    make, sim, seen = world
+    agent = make(enrolled="SN000000", serial_from="join-request.txt")
+    with caplog.at_level(logging.ERROR):
+        run(agent, sim, 2)
+    assert agent.serial_mismatch == (
+        f"the meter reports serial {sim.meter_serial}, but join-request.txt names serial SN000000 (if "
+        f"the community's vote enrolled {sim.meter_serial}, make a new join request with it: `peerwatt "
+        f"agent join-request`, the same keys) for meter key {agent.meter_id}: no offers while they differ "
+        "(the ledger flags readings of a serial it did not enrol serial_not_enrolled and settles none of "
+        "their trades)"
+    )
+    assert not bodies(seen, "orders") and not alarm_lines(caplog)
