@@ -182,7 +182,14 @@ class AgentStatusBoard:
         # stale, and a status dated ahead is judged by its own date.
         sent = status.get("time")
         age = self.clock() - max(received, sent if isinstance(sent, int | float) else received)
-        if status.get("meter_ok") is False or status.get("fault"):
+        if age > STALE_HEARTBEATS * heartbeat_s:  # first: what it last said may no longer hold
+            out["state"] = "stale"
+            out["warning"] = (
+                f"No status from your agent for {int(age // 60)} min (it reports every {heartbeat_s} s): "
+                "it may be hanging or cut off from the broker."
+            )
+            out["what_to_do"] = WHAT_TO_DO_OFFLINE
+        elif status.get("meter_ok") is False or status.get("fault"):
             out["state"] = "meter_failing"
             fault = status.get("fault") or "the meter does not answer"
             out["warning"] = f"Your agent cannot read your meter: {isolate_inline(str(fault))}."
@@ -205,13 +212,6 @@ class AgentStatusBoard:
             error = isolate_inline(str(status["state_error"]))
             out["warning"] = f"Your agent cannot save its state ({error}): it sends nothing."
             out["what_to_do"] = WHAT_TO_DO_STATE
-        elif age > STALE_HEARTBEATS * heartbeat_s:
-            out["state"] = "stale"
-            out["warning"] = (
-                f"No status from your agent for {int(age // 60)} min (it reports every {heartbeat_s} s): "
-                "it may be hanging or cut off from the broker."
-            )
-            out["what_to_do"] = WHAT_TO_DO_OFFLINE
         else:
             out["state"] = "not_enrolled" if enrolled is False else "online"
         return out

@@ -449,3 +449,20 @@ def test_an_agent_reading_another_meter_says_so(wired):
     assert c.get(f"/api/v1/households/{meter}").get_json()["agent"]["state"] == "serial_mismatch"
     agent.publish(topic, _status(meter, serial_mismatch=None), retain=True)
     assert "agent-warning" not in _panel(c, meter)
+
+
+@pytest.mark.parametrize(
+    "last_said",
+    [{"serial_mismatch": "the meter reports serial 2"}, {"readings_withheld": "export_wh 0"},
+     {"meter_ok": False, "fault": "no answer"}, {"state_error": "disk full"}],
+)  # fmt: skip
+def test_a_stale_status_is_stale_whatever_it_last_said(wired, last_said):
+    """Found in a review: an agent whose last status said "no offers" (or a failing meter, or a
+    state file it cannot write) and then fell silent read "online, no offers" for ever: the
+    staleness of the status was checked only after what it said."""
+    c, agent, topic, meter, now = wired
+    agent.publish(topic, _status(meter, **last_said), retain=True)
+    now[0] += 10 * 60
+    panel = _panel(c, meter)
+    assert 'id="agent-state">no recent status' in panel
+    assert "No status from your agent for 10 min" in panel
