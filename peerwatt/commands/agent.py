@@ -141,7 +141,7 @@ def with_own_enrolment(genesis, key, request_file: Path, key_file: Path | None =
     if not request_file.exists():
         return genesis  # the agent says: not enrolled in the genesis, needs its join-request.txt
     try:
-        request = read_join_request(request_file)
+        request = read_join_request(request_file, own=True)  # (also one made before meter signatures)
     except JoinRequestError as exc:
         raise UserError(f"{request_file}: {exc}") from None
     if request.community != genesis.community:
