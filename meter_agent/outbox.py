@@ -200,17 +200,21 @@ class Outbox:
     def load_entries(self, group: str) -> dict[str, Any]:
         """The JSON values of ``group``, kept one row per key (:meth:`save_entries`). A state file
         from before groups held the whole dict as one local-state value named ``group``: it is
-        converted to rows here, once, in one durable transaction."""
+        converted to rows here, in one durable transaction. Such a value beside rows was written
+        by an older version run on this state file after the conversion (a version taken back,
+        then updated again): its entries are merged in, over the rows (they are the newer), where
+        they were left unread before (found in a QA pass of updates: the trades kept meanwhile
+        vanished from the agent's status)."""
         with self._lock:
             rows = self._conn.execute("SELECT key, value FROM entries WHERE grp = ?", (group,)).fetchall()
-            if rows:
-                return {key: orjson.loads(value) for key, value in rows}
+            values = {key: orjson.loads(value) for key, value in rows}
             whole = self._get(group)
             if whole is None:
-                return {}
-            values = orjson.loads(whole)
-            rows = _entry_rows(group, values)
+                return values
+            newer = orjson.loads(whole)
+            values.update(newer)
             with self._durable_write():
+                rows = _entry_rows(group, newer)
                 self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
                 self._conn.execute("DELETE FROM meta WHERE key = ?", (group,))
             return values

@@ -104,3 +104,23 @@ def test_an_in_memory_state_makes_no_file(tmp_path, monkeypatch):
     outbox.save("meter", "m")
     outbox.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_group_an_older_agent_kept_whole_after_the_conversion_is_merged(tmp_path):
+    """Found in a QA pass of updates: an agent taken back to an older version kept the trades it
+    saw as one value again; updated once more, the agent read only its rows and those trades
+    vanished from its status. They are merged in, over the rows (the newer), once."""
+    outbox = Outbox(tmp_path / "agent.sqlite", first_seq=1)
+    outbox.save_entries("trades", {"a:b": {"interval": 900, "status": "traded"}, "c:d": {"interval": 1800}})
+    older = {"a:b": {"interval": 900, "status": "settled"}, "e:f": {"interval": 2700}}
+    outbox.save("trades", older)  # what the older version keeps
+    outbox.close()
+    again = Outbox(tmp_path / "agent.sqlite")
+    merged = {
+        "a:b": {"interval": 900, "status": "settled"},
+        "c:d": {"interval": 1800},
+        "e:f": {"interval": 2700},
+    }
+    assert again.load_entries("trades") == merged
+    assert again.load("trades") is None
+    assert again.load_entries("trades") == merged  # (once: nothing left to merge)
