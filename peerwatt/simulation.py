@@ -131,32 +131,41 @@ def run_simulation(
     homes = make_homes(o)
     genesis = make_genesis(o, validator_keys(o), homes)
     check_out(o.out, replace_study)
+    made = [p for p in o.out.absolute().parents if not p.exists()]  # folders this run makes, innermost first
     try:
         o.out.absolute().parent.mkdir(parents=True, exist_ok=True)
         partial = _beside(o.out, "partial")
     except OSError as exc:
+        _remove_empty(made)
         raise UserError(f"cannot use --out {o.out}: {exc.strerror or exc}") from None
-    complete = False
+    keep = False  # the complete study, when it could not be moved into place
     try:
         result = _run(replace(o, out=partial), progress, start, homes, genesis)
-        complete = True
         check_out(o.out, replace_study)  # again: the folder may have changed during the run
         try:
             _move_into_place(partial, o.out)
         except OSError as exc:
+            keep = True
             raise UserError(
                 f"cannot put the study in place at --out {o.out} ({exc.strerror or exc}); the complete "
                 f"study is in {partial}: move it yourself"
             ) from None
-    except UserError:
-        if not complete:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(partial, ignore_errors=True)
+            _remove_empty(made)
         raise
     result.out = o.out
     return result
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) that a failed run made and that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def check_options(o: SimOptions) -> None:

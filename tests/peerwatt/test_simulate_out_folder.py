@@ -194,3 +194,31 @@ def test_every_run_builds_in_a_folder_of_its_own(tmp_path):
     first, second = _beside(out, "partial"), _beside(out, "partial")
     assert first != second and first.is_dir() and second.is_dir()
     assert first.name.startswith(".study.partial-") and first.parent == tmp_path
+
+
+def test_a_failed_run_leaves_no_folder_it_made(tmp_path):
+    """Found in a review: the parents a run made for a new --out stayed when it failed; and a study
+    refused at the last check (something put into --out meanwhile) is removed, not left hidden."""
+    from peerwatt.errors import UserError
+    from peerwatt.simulation import SimOptions, run_simulation
+
+    out = tmp_path / "a" / "b" / "study"
+
+    def interrupt(done, total, rss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_simulation(SimOptions(homes=2, days=0.05, validators=0, workers=1, out=out), progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+    out = tmp_path / "study"
+
+    def meddle(done, total, rss):
+        if not out.exists():
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+
+    with pytest.raises(UserError, match="holds files that are not a peerwatt study"):
+        run_simulation(SimOptions(homes=2, days=0.05, validators=0, workers=1, out=out), progress=meddle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]  # no hidden partial folder left
+    assert (out / "notes.txt").read_text() == "mine"
