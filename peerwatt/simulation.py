@@ -324,7 +324,7 @@ def _run(
         store.close()
     for name, frame in tables.items():
         frame.to_csv(o.out / f"{name}.csv", index=False)
-    write_plots(tables, o.out, start, o.timezone, market_params(o)["interval_s"])
+    write_plots(tables, o.out, o.timezone, genesis.interval_s or 900)
     return SimResult(
         tables,
         report,
@@ -439,7 +439,7 @@ def price_series(trades: Any, timezone: str, interval_s: int) -> Any:
 
 
 def write_plots(
-    tables: dict[str, Any], out: Path, start: int, timezone: str = "UTC", interval_s: int = 900
+    tables: dict[str, Any], out: Path, timezone: str = "UTC", interval_s: int = 900
 ) -> None:
     """Daily P2P volume traded (days of the community's ``timezone``), trade prices over time
     (wall-clock times of ``timezone``), savings per household (PNG)."""
