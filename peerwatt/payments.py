@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from chain.private_files import FOLDER_MODE, write_private
-from market.billing import CENT
-from peerwatt.statements import CONFIG, BillingError, IssuedStore, _figures, read_billing_toml
+from market.billing import CENT, figures_of
+from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
 PAIN_001 = "pain.001.001.09"  # SEPA credit transfers
@@ -276,7 +276,7 @@ def paid(billing_dir: Path) -> dict[str, tuple[str, int]]:
 
 
 def _due(doc: dict[str, Any]) -> Due:
-    st = _figures(doc)
+    st = figures_of(doc)
     shown = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
     if shown % CENT:
         raise BillingError(f"{doc['number']}: its shown total {shown} is not whole cents")

@@ -47,13 +47,13 @@ from market.billing import (
     MeterInfo,
     VatSetting,
     correction_note,
+    figures_of,
     member_statement,
     members_to_bill,
     note_between,
     statement_number,
     with_number,
 )
-from market.billing import figures_of as _figures  # (peerwatt.payments imports it from here by this name)
 from market.params import GRIDOPS, METER_THEN_GRIDOPS, with_defaults
 from market.spreadsheet import text_cell
 from peerwatt.errors import UserError, write_outputs
@@ -559,7 +559,7 @@ class IssuedStore:
             "SELECT min(rowid) FROM documents WHERE community = ? GROUP BY height) ORDER BY height",
             (community,),
         ):
-            named = _figures(loads_strict(bytes(data)))["ledger"]["block_hash"]
+            named = figures_of(loads_strict(bytes(data)))["ledger"]["block_hash"]
             row = store.block_row(height) if 0 <= height <= head else None
             if row is None:
                 raise BillingError(
@@ -752,7 +752,7 @@ def issue_corrections(
         latest: dict[str, dict[str, Any]] = {}
         for doc in issued.documents(view.community, period):
             latest[doc["member"]] = doc
-        newest = max(_figures(d)["ledger"]["height"] for d in latest.values()) if latest else -1
+        newest = max(figures_of(d)["ledger"]["height"] for d in latest.values()) if latest else -1
         if view.height < newest:  # its notes would take back what the later figures billed
             raise BillingError(
                 f"the register's documents for {period} were computed up to ledger height {newest}: "
@@ -763,7 +763,9 @@ def issue_corrections(
         for member in sorted(set(latest) | set(members_to_bill(view, start, end))):
             previous = latest.get(member)
             vat = (
-                VatSetting.from_json(_figures(previous)["vat"]) if previous else load_config(billing_dir).vat
+                VatSetting.from_json(figures_of(previous)["vat"])
+                if previous
+                else load_config(billing_dir).vat
             )
             currency = previous["currency"] if previous else load_config(billing_dir).currency
             now = member_statement(
@@ -877,7 +879,7 @@ def fmt_bp(bp: int) -> str:
 
 def total_sentence(doc: dict[str, Any]) -> str:
     """'To pay: EUR 12.34' / 'To be paid to you: EUR 12.34' / 'Nothing to pay'."""
-    st = _figures(doc)
+    st = figures_of(doc)
     total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
     cur = st["currency"]
     if total < 0:
@@ -978,7 +980,7 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
     its metered energy came from (None: not known, as a document does not say it)."""
     from fpdf import FPDF
 
-    st = _figures(doc)
+    st = figures_of(doc)
     cur = st["currency"]
     tz = st["timezone"]
     pdf = FPDF(format="A4")
@@ -1329,14 +1331,14 @@ def _summary(
             raise BillingError(f"cannot read {summary} (to add this run's rows): {exc}") from None
     by_number = {d["number"]: d for d in docs}
     for doc in docs:
-        st = _figures(doc)
+        st = figures_of(doc)
         shown_total = st["shown"]["total"] if doc["kind"] == "statement" else doc["shown_total"]
         provisional: int | str = st["provisional"]
         if doc["kind"] != "statement":
             replaced = by_number.get(doc["replaces_figures_of"]) or (
                 earlier(doc["replaces_figures_of"]) if earlier is not None else None
             )
-            provisional = "" if replaced is None else provisional - _figures(replaced)["provisional"]
+            provisional = "" if replaced is None else provisional - figures_of(replaced)["provisional"]
         rows[doc["number"]] = [
             doc["number"],
             doc["kind"],
@@ -1442,7 +1444,7 @@ def _numbering(doc: dict[str, Any], community: str) -> list[str]:
     ledger determines of it: ``<community>-<period>-<NNNN>``, the community's id and the period's
     month; and a note's order: it is numbered after the document whose figures it replaces, which
     is the statement it corrects or a note after it. The sequence is the issuer's."""
-    prefix = f"{community}-{_figures(doc)['period']}-"
+    prefix = f"{community}-{figures_of(doc)['period']}-"
     problems = []
     fields = ("number",) if doc["kind"] == "statement" else ("number", "references", "replaces_figures_of")
     seqs: dict[str, int] = {}
@@ -1534,7 +1536,7 @@ def _older_format_caveats(view: LedgerView, doc: dict[str, Any]) -> list[str]:
     tell which version issued a document, so a format-2 statement re-labelled as format 1 (its
     missing_reading flags dropped) still verifies; these lines say what it leaves out, and
     --billing finds the re-labelling."""
-    st = _figures(doc)
+    st = figures_of(doc)
     if st["format"] >= FORMAT:
         return []
     current = _rederive(view, dict(st, format=FORMAT))
@@ -1550,7 +1552,7 @@ def _older_format_caveats(view: LedgerView, doc: dict[str, Any]) -> list[str]:
 def issuer_settings(doc: dict[str, Any]) -> str:
     """What a document states from its issuer's settings, not from the ledger: 'VAT 20.00 % and
     currency EUR' (or 'VAT not charged and currency EUR')."""
-    st = _figures(doc)
+    st = figures_of(doc)
     vat = f"VAT {fmt_bp(st['vat']['rate_bp'])}" if st["vat"]["charged"] else "VAT not charged"
     return f"{vat} and currency {st['currency']}"
 
