@@ -26,16 +26,7 @@ T0 = 1_764_000_000
 def _store(folder, community: str, blocks: int):
     c = make_community(community=community, time=T0, validators=1, members=2, meters_per_member=2)
     c.open_ledgers(folder, KeyValueApp)
-    for b in range(blocks):
-        t = T0 + 10 * (b + 1)
-        body = {
-            "interval": T0 - T0 % 900,
-            "import_wh": 100 + b,
-            "export_wh": 0,
-            "serial": "SN",
-            "profile": "p",
-        }
-        c.run_block([m.sign(c.community, "reading", body, created=t) for m in c.meters], t)
+    c.run_reading_blocks(blocks)
     c.ledgers[0].close()
     return folder / "validator-0"
 

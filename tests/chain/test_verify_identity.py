@@ -16,19 +16,6 @@ from tests.support.localnet import make_community
 T0 = 1_764_000_000
 
 
-def _blocks(c, count: int, start: int = 0) -> None:
-    for b in range(start, start + count):
-        t = T0 + 10 * (b + 1)
-        body = {
-            "interval": T0 - T0 % 900,
-            "import_wh": 100 + b,
-            "export_wh": 0,
-            "serial": "SN",
-            "profile": "p",
-        }
-        c.run_block([m.sign(c.community, "reading", body, created=t) for m in c.meters], t)
-
-
 def _copy(src, dst) -> None:
     dst.mkdir()
     conn = sqlite3.connect(db_path(src))
@@ -46,16 +33,16 @@ def _ok_line(folder) -> str:
 def test_the_ok_line_names_community_height_head_and_genesis(tmp_path):
     c = make_community(community="oak-street", time=T0)
     c.open_ledgers(tmp_path / "oak", KeyValueApp)
-    _blocks(c, 2)
+    c.run_reading_blocks(2)
     _copy(tmp_path / "oak" / "validator-1", tmp_path / "cut")  # the store with its last blocks dropped
-    _blocks(c, 2, start=2)
+    c.run_reading_blocks(2, start=2)
     store = c.ledgers[1].store
     head, genesis = store.block_row(4)[1].hex(), header_hash(store.header(0)).hex()
     for ledger in c.ledgers:
         ledger.close()
     other = make_community(community="elm-street", time=T0)
     other.open_ledgers(tmp_path / "elm", KeyValueApp)
-    _blocks(other, 4)
+    other.run_reading_blocks(4)
     for ledger in other.ledgers:
         ledger.close()
 

@@ -17,16 +17,7 @@ T0 = 1_764_000_000
 def make_store(tmp_path):
     c = make_community(validators=3, members=2, meters_per_member=1, time=T0)
     c.open_ledgers(tmp_path, KeyValueApp)
-    for b in range(2):
-        t = T0 + 10 * (b + 1)
-        body = {
-            "interval": T0 - T0 % 900,
-            "import_wh": 100 + b,
-            "export_wh": 0,
-            "serial": "SN",
-            "profile": "p",
-        }
-        c.run_block([m.sign(c.community, "reading", body, created=t) for m in c.meters], t)
+    c.run_reading_blocks(2)
     for ledger in c.ledgers:
         ledger.close()
     return tmp_path / "validator-2"

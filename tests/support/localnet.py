@@ -71,6 +71,18 @@ class LocalCommunity:
             envs.append(meter.sign(self.community, "reading", body, created=created))
         return envs
 
+    def run_reading_blocks(self, count: int, start: int = 0) -> None:
+        """Blocks ``start`` .. ``start + count - 1``, each with one reading per meter (the
+        community's genesis time's interval, import_wh 100 + the block's number), block ``b``
+        at the genesis time + 10 * (b + 1) s (the verify tests' small ledgers)."""
+        t0 = self.genesis.time
+        interval = t0 - t0 % 900
+        for b in range(start, start + count):
+            t = t0 + 10 * (b + 1)
+            body = {"interval": interval, "import_wh": 100 + b, "export_wh": 0, "serial": "SN",
+                    "profile": "p"}  # fmt: skip
+            self.run_block([m.sign(self.community, "reading", body, created=t) for m in self.meters], t)
+
     def open_ledgers(self, base_dir: str | Path, app_factory) -> list[Ledger]:
         """Create one store per validator under ``base_dir`` (validator-0 is the sequencer)."""
         self.ledgers = [
