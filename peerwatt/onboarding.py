@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from chain.canonical import canonical_bytes
+from chain.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical_bytes, check_value
 from chain.genesis import GenesisError, check_serial, default_quorum
 from chain.keys import KeyFileError, PrivateKey, key_id, load_public_key, public_key_sec1
 from chain.schema import COMMUNITY_ID, SchemaError
@@ -118,6 +118,13 @@ def make_join_request(
 
 def check_fields(request: JoinRequest) -> None:
     """Raise JoinRequestError unless every field could go into the governance proposals."""
+    for field, value in request.fields().items():  # what the signed canonical JSON can carry
+        try:
+            check_value(value)
+        except CanonicalError as exc:
+            if exc.reason == "integer_out_of_range":
+                raise JoinRequestError(f"{field} is out of range (at most {MAX_SAFE_INTEGER})") from None
+            raise JoinRequestError(f"{field}: {exc}") from None
     try:
         COMMUNITY_ID.check(request.community, "community")
         check_serial(request.serial, "serial")

@@ -266,3 +266,40 @@ def test_an_agent_reads_its_own_join_request_made_before_meter_signatures(tmp_pa
     forged = request.text().replace(request.meter_signature, request.signature)
     with pytest.raises(JoinRequestError, match="meter signature does not verify"):
         parse_join_request(forged, own=True)
+
+
+@pytest.mark.parametrize("field,value", [("capacity_w", 10**30), ("created", int("9" * 20))])
+def test_a_join_request_with_a_number_too_large_to_sign_is_refused_naming_it(field, value):
+    """Found in a QA pass: `member admit` and `gov vote --request` crashed with a CanonicalError
+    traceback ("integer ... is out of range") on a request holding a number the signed canonical
+    JSON cannot carry (above 2^53 - 1): only JoinRequestError is caught there. It is refused by
+    name, when the request is read and when it is made."""
+    _member, _meter, request = _request()
+    text = request.text().replace(f"{field}: {getattr(request, field)}\n", f"{field}: {value}\n")
+    with pytest.raises(JoinRequestError, match=f"^{field} is out of range"):
+        parse_join_request(text)
+    with pytest.raises(JoinRequestError, match=f"^{field} is out of range"):
+        _request(**{field: value})
+    with pytest.raises(JoinRequestError, match="^name: string holds a lone surrogate"):
+        _request(name="House\udcff")  # (what click makes of a name's bytes that are not UTF-8)
+
+
+def test_member_admit_names_a_number_too_large_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from chain.keys import save_private_key
+    from peerwatt.cli import cli
+    from peerwatt.errors import UserError
+    from tests.support.market_ledger import build_market
+
+    c = build_market(tmp_path / "ledgers", validators=1)
+    for ledger in c.ledgers:
+        ledger.close()
+    save_private_key(c.validators[0].key, tmp_path / "v.key")
+    _member, _meter, request = _request(community=c.community)
+    file = tmp_path / "join.txt"
+    file.write_text(request.text().replace("capacity_w: 11000", f"capacity_w: {10**30}"))
+    args = ["member", "admit", str(file), "--data", str(tmp_path / "ledgers" / "validator-0")]
+    res = CliRunner().invoke(cli, [*args, "--key", str(tmp_path / "v.key"), "--wait", "0"])
+    assert isinstance(res.exception, UserError), res.exception
+    assert str(res.exception) == f"{file}: capacity_w is out of range (at most 9007199254740991)"
