@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain.keys import generate_private_key, key_id, load_private_key
 from meter_agent.config import load_agent_config
@@ -303,3 +305,46 @@ def test_member_admit_names_a_number_too_large_in_one_line(tmp_path):
     res = CliRunner().invoke(cli, [*args, "--key", str(tmp_path / "v.key"), "--wait", "0"])
     assert isinstance(res.exception, UserError), res.exception
     assert str(res.exception) == f"{file}: capacity_w is out of range (at most 9007199254740991)"
+
+
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("name", "Household 7 ", "name ends with a space character (U+0020)"),
+        ("name", "\tHousehold 7", "name starts with a space character (U+0009)"),
+        ("name", "House\u2028hold", "name holds a line break (U+2028)"),
+        ("name", "House\rhold", "name holds a line break (U+000D)"),
+        ("name", "House\x85hold", "name holds a line break (U+0085)"),
+        ("name", "-----END PEERWATT JOIN REQUEST-----", "name holds -----END PEERWATT JOIN REQUEST-----"),
+        ("profile", "sdm630\u2029", "profile holds a line break (U+2029)"),
+        ("serial", "SN1\x1c", "serial holds a line break (U+001C)"),
+        ("community", "oak-street\n", "community holds a line break (U+000A)"),
+    ],
+)
+def test_a_value_its_request_text_cannot_carry_is_refused_when_made(field, value, words):
+    """Found in a QA pass: a name with a space at an end, or a Unicode line break in it (U+2028,
+    \\r, U+0085), made a request that was written fine and refused when read ("signature does
+    not verify ... it was changed", "unexpected line"): the request's text is split at every
+    line break and its values stripped. Such a value is refused when the request is made."""
+    with pytest.raises(JoinRequestError) as refused:
+        _request(**{field: value})
+    assert str(refused.value).startswith(words) and "\n" not in str(refused.value)
+
+
+_MEMBER, _METER = generate_private_key(), generate_private_key()
+
+
+@given(
+    name=st.text(
+        st.characters(exclude_categories=("Cs",)) | st.sampled_from([*"\n\r\v\f\x1c\x85\u2028 \t\xa0:"]),
+        max_size=70,
+    )
+)
+def test_a_request_make_takes_reads_back_as_made(name):
+    try:
+        request = make_join_request(
+            _MEMBER, _METER, community="oak-street", name=name, serial="SN1", profile="sdm630", capacity_w=1
+        )
+    except JoinRequestError:
+        return
+    assert parse_join_request(request.text()) == request
