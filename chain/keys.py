@@ -95,6 +95,10 @@ def check_key_file_mode(path: str | os.PathLike) -> None:
 
 
 MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM P-256 key is a few hundred bytes, encrypted ones too
+# How cryptography (51) says a key is encrypted with a cipher or key derivation it lacks (ARIA,
+# Camellia, SM4, AES-OFB, PBKDF2 with HMAC-MD5, PBE-SHA1-2DES), whatever the passphrase: PKCS#8,
+# then an OpenSSL "traditional" PEM (DEK-Info). A wrong passphrase is "Incorrect password".
+_UNSUPPORTED_ENCRYPTION = ("Unknown key encryption algorithm", "Key encrypted with unknown cipher")
 
 
 def _private_key_pem(path: Path) -> bytes:
@@ -139,7 +143,13 @@ def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -
         if passphrase is None:
             raise KeyFileError(f"key file {path} is encrypted: give its passphrase") from None
         raise KeyFileError(f"key file {path} is not encrypted: do not give a passphrase") from None
-    except ValueError:
+    except ValueError as exc:
+        if passphrase is not None and str(exc).startswith(_UNSUPPORTED_ENCRYPTION):
+            why = str(exc).rstrip(".")
+            raise KeyFileError(
+                f"cannot decrypt key file {path}: its encryption is not supported ({why}); re-encrypt "
+                f"it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in {path} -out NEW.key` and use NEW.key"
+            ) from None
         if passphrase is not None:
             raise KeyFileError(f"cannot decrypt key file {path}: wrong passphrase?") from None
         raise KeyFileError(f"{path} is not a PKCS#8 PEM private key") from None

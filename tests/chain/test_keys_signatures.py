@@ -68,6 +68,50 @@ def test_passphrase(tmp_path):
         load_private_key(path)
 
 
+@pytest.mark.parametrize(
+    "how,why",
+    [
+        (
+            ["pkcs8", "-topk8", "-v2", "aria-256-cbc"],
+            "Unknown key encryption algorithm: 1.2.410.200046.1.1.12",
+        ),
+        (["pkcs8", "-topk8", "-v2", "camellia-256-cbc"], "Unknown key encryption algorithm"),
+        (["ec", "-aria256"], "Key encrypted with unknown cipher"),  # OpenSSL's traditional PEM
+    ],
+)
+def test_a_key_encrypted_with_a_cipher_we_lack_is_named_so_not_a_wrong_passphrase(tmp_path, how, why):
+    """Found in a QA pass: a valid key that `openssl pkcs8 -topk8 -v2 aria-256-cbc` (or camellia)
+    encrypted was "cannot decrypt key file k.key: wrong passphrase?", with the right passphrase.
+    cryptography lacks the cipher (it says so, whatever the passphrase): the message says so and
+    how to re-encrypt the key, which then loads; a wrong passphrase is still named as such."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    openssl = require_tool("openssl", "/usr/bin/openssl")
+    key = generate_private_key()
+    plain = save_private_key(key, tmp_path / "plain.key")
+    path = tmp_path / "k.key"
+    run = [openssl, *how, "-in", str(plain), "-out", str(path)]
+    subprocess.run([*run, "-passout", "pass:right horse"], check=True, capture_output=True)
+    os.chmod(path, 0o600)
+    for passphrase in (b"right horse", b"wrong"):
+        with pytest.raises(KeyFileError) as refused:
+            load_private_key(path, passphrase)
+        assert f"cannot decrypt key file {path}: its encryption is not supported ({why}" in str(refused.value)
+        assert "wrong passphrase" not in str(refused.value)
+        assert f"openssl pkcs8 -topk8 -v2 aes-256-cbc -in {path} -out NEW.key" in str(refused.value)
+    new = tmp_path / "NEW.key"  # the advice, followed
+    advice = [openssl, "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(path), "-out", str(new)]
+    subprocess.run(
+        [*advice, "-passin", "pass:right horse", "-passout", "pass:new"], check=True, capture_output=True
+    )
+    os.chmod(new, 0o600)
+    assert key_id(load_private_key(new, b"new").public_key()) == key_id(key.public_key())
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        load_private_key(new, b"wrong")
+
+
 def test_missing_and_garbage_key_files(tmp_path):
     with pytest.raises(KeyFileError, match="not found"):
         load_private_key(tmp_path / "nope.key")
