@@ -118,7 +118,10 @@ class Ledger:
     genesis: Genesis
     head: dict[str, Any]
     state: State
-    _executions: dict[bytes, Execution] = field(default_factory=dict)
+    # header hash -> (the transactions' hashes, their execution): a block this node built or
+    # validated. A seal signs only the header, so a body is taken from here only if it is the one
+    # executed (a catch-up peer may serve a sealed header with other transactions or results)
+    _executions: dict[bytes, tuple[list[bytes], Execution]] = field(default_factory=dict)
     _verified: VerifiedHashes = field(default_factory=lambda: VerifiedHashes(MAX_VERIFIED))
 
     # -- opening -----------------------------------------------------------------------------
@@ -275,14 +278,17 @@ class Ledger:
             "round": round_,
         }
         block = Block(header, list(txs), execution.results)
-        self._executions[block.hash] = execution
+        self._executions[block.hash] = ([t.tx_hash for t in txs], execution)
         return block
 
     def validate(self, block: Block, *, now: int | None = None) -> Execution:
         """Re-execute a proposed block from the current state; raise InvalidBlock if it differs."""
         cached = self._executions.get(block.hash)
         if cached is not None:
-            return cached
+            tx_hashes, execution = cached
+            if [t.tx_hash for t in block.txs] == tx_hashes and block.results == execution.results:
+                return execution
+            # the same header with another body: the checks below refuse it (bad_tx_root, bad_results)
         header = block.header
         if header["height"] != self.height + 1:
             raise InvalidBlock("wrong_height", f"block {header['height']} does not follow {self.height}")
@@ -318,7 +324,7 @@ class Ledger:
             raise InvalidBlock("bad_state_root", "re-execution gives a different state root")
         for env in block.txs:  # every signature in a block that executed has been checked
             self.mark_verified(env)
-        self._executions[block.hash] = execution
+        self._executions[block.hash] = ([t.tx_hash for t in block.txs], execution)
         return execution
 
     # -- sealing -----------------------------------------------------------------------------

@@ -143,6 +143,28 @@ def test_tampered_block_is_refused_by_validators(community):
         ledgers[1].validate(forged)
 
 
+@pytest.mark.parametrize("part", ["txs", "results"])
+def test_a_known_header_with_another_body_is_refused(community, part):
+    """Found by a QA pass: a node that had validated (sealed) a proposal took any body under that
+    header from a catch-up peer (the execution was cached by header hash, and seals sign only the
+    header): it stored a block without its transactions and with forged results."""
+    ledgers = community.ledgers
+    txs = [reading(m, community.community, T0 - T0 % 900, 1) for m in community.meters]
+    block = ledgers[0].propose(txs, T0 + 1)
+    seals = [ledgers[i].seal(block, community.validators[i].key, now=T0 + 1) for i in range(4)]
+    if part == "txs":
+        forged = type(block)(dict(block.header), block.txs[1:], block.results)
+    else:
+        forged = type(block)(dict(block.header), block.txs, [{"kind": "forged", "amount": 10**9}])
+    for ledger in (ledgers[0], ledgers[3]):  # the proposer's own cache, and a validator's
+        with pytest.raises(InvalidBlock, match="bad_tx_root" if part == "txs" else "bad_results"):
+            ledger.commit(forged, seals)
+        assert ledger.height == 0
+        ledger.commit(block, seals)  # the real block is still taken
+        assert ledger.store.results(1) == block.results
+    assert verify_store(ledgers[3].store, KeyValueApp()).height == 1
+
+
 def test_unknown_signer_and_bad_signature_make_block_invalid(community):
     stranger = Party(generate_private_key())
     block = community.ledgers[0]
