@@ -1,18 +1,26 @@
 """Fetching final blocks from a peer's HTTP API, for a node that fell behind.
 
-A peer may be hostile or broken: its reply is size- and depth-bounded and parsed strictly; what
-comes back is only *parsed* here. The caller verifies every block (seals of one round, roots,
-re-execution: ``Ledger.commit``) before storing it.
+A peer may be hostile or broken: its reply is bounded by what was asked (size: the blocks asked
+for at their largest; depth), holds nothing but its ``blocks`` list (no more blocks than asked),
+and is parsed strictly; what comes back is only *parsed* here. The caller verifies every block
+(seals of one round, roots, re-execution: ``Ledger.commit``) before storing it.
 
 A reply is also bounded in *time*, as a whole (connect, headers and body): a socket timeout is
 per read, and a QA pass's peer sending one byte every 3 s held the caller (the node's main loop:
 every honest validator of the community) as long as it liked. A watchdog cuts the connection at
-the reply's deadline, or as soon as the node is stopping.
+the reply's deadline, or as soon as the node is stopping; the parse counts within that deadline (a
+reply parsed past it is a CatchupTimeout, a failure the caller backs off from).
+
+A reply with no blocks is ``{"blocks": []}``, nothing more: a QA pass's peer padded it with an
+unknown key to 60 MiB (8 s of the node's loop to read and parse; 99 MiB: 30 s and 3 GB) and, as an
+empty reply is no failure, it was asked again every 2 s. Its first bytes now refuse it (an
+unknown key, or a reply bigger than an empty one that holds no blocks) before the rest is read.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -26,10 +34,19 @@ from chain.envelope import Envelope
 from peerwatt.node.ledger_api import ErasedPayloads, block_from_json
 
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
-# A peer's reply is bounded: a batch of blocks at their largest, and its JSON nesting the block's
-# plus the few levels the reply wraps it in.
+# A peer's reply is bounded: the blocks asked for at their largest (a block's body is within
+# MAX_BLOCK_BYTES as canonical JSON; the reply's spaces, its transaction hashes and seals stay well
+# within twice that) plus the reply's own few bytes, at most MAX_CATCHUP_REPLY_BYTES in all; its JSON
+# nesting the block's plus the few levels the reply wraps it in.
+MAX_BLOCK_REPLY_BYTES = 2 * messages.MAX_BLOCK_BYTES
+REPLY_ENVELOPE_BYTES = 1024
 MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
 CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4
+# The first bytes of a reply: an object whose only key is "blocks", a list (group 1: "]" when it
+# is empty). HEAD_BYTES is what is read before they are checked.
+_HEAD = re.compile(rb'\s*\{\s*"blocks"\s*:\s*\[\s*(\]?)')
+HEAD_BYTES = 256
+EMPTY_REPLY_SLACK = 16  # bytes past an empty list an honest empty reply may hold ("}", spaces)
 # Time for a reply: ``timeout_s`` (connect, the peer reading its store, and a small reply) plus
 # one second per CATCHUP_MIN_RATE bytes it announces (Content-Length, as the node's API sends)
 # or has sent, at most CATCHUP_MAX_EXTRA_S more. An honest peer sends a batch of ordinary blocks
@@ -50,6 +67,22 @@ class CatchupTimeout(OSError):
 def reply_deadline_s(timeout_s: float, size: int) -> float:
     """Seconds a reply of ``size`` bytes (announced or received) may take in all."""
     return timeout_s + min(size / CATCHUP_MIN_RATE, CATCHUP_MAX_EXTRA_S)
+
+
+def max_reply_bytes(limit: int) -> int:
+    """The largest reply to a request for ``limit`` blocks."""
+    return min(MAX_CATCHUP_REPLY_BYTES, limit * MAX_BLOCK_REPLY_BYTES + REPLY_ENVELOPE_BYTES)
+
+
+def _check_head(head: bytes, size: int) -> None:
+    """ValueError unless a reply of ``size`` bytes beginning with ``head`` is an object whose
+    first key is "blocks" (its only key allowed), and, if that list is empty, no bigger than an
+    empty reply (a peer that claims blocks by its size and gives none makes no progress)."""
+    match = _HEAD.match(head)
+    if match is None:
+        raise ValueError("malformed reply: it does not begin with its 'blocks' list")
+    if match.group(1) and size > match.end() + EMPTY_REPLY_SLACK:
+        raise ValueError(f"malformed reply: no blocks, yet {size} bytes (an empty reply has a few)")
 
 
 class _Watchdog:
@@ -104,8 +137,9 @@ class _Watchdog:
         self._done.set()
 
 
-def _get(url: str, timeout_s: float, stop: threading.Event | None) -> bytes:
-    """The body of ``url`` (at most MAX_CATCHUP_REPLY_BYTES), all of it within its deadline."""
+def _get(url: str, max_bytes: int, timeout_s: float, stop: threading.Event | None) -> tuple[bytes, float]:
+    """The body of ``url`` (at most ``max_bytes``, its head checked by ``_check_head`` as soon as
+    it arrived), all of it within its deadline; and that deadline (``time.monotonic``)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) address: {url}")
@@ -126,20 +160,26 @@ def _get(url: str, timeout_s: float, stop: threading.Event | None) -> bytes:
             raise ValueError(f"HTTP {response.status} {response.reason}")
         length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit():
-            if int(length) > MAX_CATCHUP_REPLY_BYTES:
-                raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes ({length} announced)")
+            if int(length) > max_bytes:
+                raise ValueError(f"reply larger than {max_bytes} bytes ({length} announced)")
             watch.size = int(length)  # the time an honest peer needs for it
         body = bytearray()
+        head_checked = False
         while True:
             chunk = response.read1(_CHUNK)
             if not chunk:
                 break
             body += chunk
             watch.size = max(watch.size, len(body))
-            if len(body) > MAX_CATCHUP_REPLY_BYTES:
-                raise ValueError(f"reply larger than {MAX_CATCHUP_REPLY_BYTES} bytes")
+            if len(body) > max_bytes:
+                raise ValueError(f"reply larger than {max_bytes} bytes")
+            if not head_checked and len(body) >= HEAD_BYTES:
+                _check_head(bytes(body[:HEAD_BYTES]), watch.size)
+                head_checked = True
         watch.check()  # a cut connection may look like an ordinary end of the reply
-        return bytes(body)
+        if not head_checked:
+            _check_head(bytes(body), len(body))
+        return bytes(body), watch.start + reply_deadline_s(timeout_s, watch.size)
     except (OSError, http.client.HTTPException) as exc:
         watch.check()
         if isinstance(exc, OSError):
@@ -163,21 +203,27 @@ def fetch_blocks(
 ) -> list[tuple[Block, list[Envelope]]]:
     """Up to ``limit`` (at most CATCHUP_BATCH) final blocks from height ``start`` with their
     seals, not yet verified; [] when the peer has none. ValueError/OSError for a bad reply or
-    peer: CatchupTimeout when the reply did not arrive within ``reply_deadline_s`` (or ``stop``
-    was set), ErasedPayloads when the first block holds erased payloads."""
+    peer: CatchupTimeout when the reply did not arrive and parse within ``reply_deadline_s`` (or
+    ``stop`` was set), ErasedPayloads when the first block holds erased payloads."""
     limit = max(1, min(limit, CATCHUP_BATCH))
     url = f"{peer.rstrip('/')}/v1/blocks?from={start}&limit={limit}"
-    raw = _get(url, timeout_s, stop)
+    raw, deadline = _get(url, max_reply_bytes(limit), timeout_s, stop)
     try:
-        blocks = loads_strict(raw, max_depth=CATCHUP_REPLY_DEPTH)["blocks"]
+        reply = loads_strict(raw, max_depth=CATCHUP_REPLY_DEPTH)
     except CanonicalError as exc:
         raise ValueError(f"malformed reply: {exc}") from None
-    except (KeyError, TypeError):
-        raise ValueError("malformed reply: no 'blocks'") from None
+    late_s = time.monotonic() - deadline
+    if late_s > 0:
+        raise CatchupTimeout(f"the reply of {len(raw)} bytes parsed {late_s:.1f} s past its deadline")
+    if not isinstance(reply, dict) or set(reply) != {"blocks"}:
+        raise ValueError("malformed reply: not an object holding 'blocks' and nothing else")
+    blocks = reply["blocks"]
     if not isinstance(blocks, list):
         raise ValueError("malformed reply: 'blocks' is not a list")
+    if len(blocks) > limit:
+        raise ValueError(f"malformed reply: {len(blocks)} blocks, {limit} asked for")
     out = []
-    for data in blocks[:limit]:
+    for data in blocks:
         try:
             out.append(block_from_json(data, community, interval_s))
         except ErasedPayloads:
