@@ -740,7 +740,14 @@ class Store:
         )
 
     def add_seals(self, height: int, seals: list[Envelope]) -> None:
-        """Store late seals for a final block (more than the quorum)."""
+        """Store late seals for a final block (more than the quorum). A validator's seal already
+        stored for ``height`` is kept and the new one ignored; with none new, nothing is written
+        (a peer re-sending a stored seal costs no durable write). ``store_rows`` counts the rows
+        inserted (``total_changes()``: the dictionary schedule runs on it), not the seals given."""
+        stored = {v for (v,) in self.conn.execute("SELECT validator FROM seals WHERE height = ?", (height,))}
+        new = [s for s in seals if s.signer not in stored]
+        if not new:
+            return
         newest = self._newest.get("seals")
         encode = bytes
         if newest is not None:
@@ -750,9 +757,12 @@ class Store:
             [
                 (
                     "INSERT OR IGNORE INTO seals VALUES (?, ?, ?)",
-                    [(height, s.signer, encode(s.to_bytes())) for s in seals],
+                    [(height, s.signer, encode(s.to_bytes())) for s in new],
                 ),
-                ("UPDATE store_rows SET rows = rows + ? WHERE tbl = 'seals'", (len(seals),)),
+                (
+                    "UPDATE store_rows SET rows = rows + total_changes() - ? WHERE tbl = 'seals'",
+                    (self.conn.total_changes,),
+                ),
             ]
         )
 

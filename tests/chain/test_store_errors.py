@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chain.envelope import parse_envelope
 from chain.kvapp import KeyValueApp
 from chain.store import LEDGER_TABLES, Store, StoreError
 from chain.verify import verify_store
@@ -99,7 +100,7 @@ def test_every_write_on_a_full_disk_raises_store_error_with_the_cause(community,
         lambda s, c: s.put_own_seal(9, b"\x01" * 32, b"seal"),
         lambda s, c: s.add_alarm(T0, "equivocation", {"height": 1}),
         lambda s, c: s.set_local("key", b"value"),
-        lambda s, c: s.add_seals(1, []),
+        lambda s, c: s.add_seals(2, [parse_envelope(s.seal_rows(1)[0][1], community=c.community, now=None)]),
         lambda s, c: s.erase_payloads(list(s.iter_payload_hashes())),
     ],
     ids=["write_snapshot", "put_own_seal", "add_alarm", "set_local", "add_seals", "erase_payloads"],
