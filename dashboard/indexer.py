@@ -12,6 +12,7 @@ that comes to hold another genesis under a running dashboard is not indexed (Led
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from dashboard.indexdb import TABLES, IndexDB
 from dashboard.ledger import LedgerReader, LedgerReplaced
 from market.settlement import Reading, check_meter
 
+log = logging.getLogger("peerwatt.dashboard")
+
 RESULT_KINDS = ("clearing", "order_outcome", "trade", "settlement", "adjustment", "gov")
 VALIDATOR_ACTIONS = ("add_validator", "remove_validator")
 
@@ -35,6 +38,7 @@ class SyncReport:
     settlements: int = 0
     readings: int = 0
     rebuilt: bool = False
+    forgotten: int = 0  # readings removed because the node erased their payloads
     seconds: float = 0.0
     stopped: str | None = None  # why nothing was indexed: the data folder holds another ledger
 
@@ -48,6 +52,7 @@ class Indexer:
         self.batch_blocks = batch_blocks
         self._last_check = 0.0
         self._busy = threading.Lock()
+        self._wal_to_empty = False  # after forgetting erased readings, until the WAL is emptied
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -98,6 +103,9 @@ class Indexer:
                 self._reset()
                 report.rebuilt = True
                 height = 0
+            else:
+                report.forgotten = self._forget_erased()
+                self._empty_wal()
             budget = head.height - height if max_blocks is None else min(max_blocks, head.height - height)
             target = height + budget
             while height < target:
@@ -135,6 +143,71 @@ class Indexer:
             ),
         )
         w.execute("COMMIT")
+
+    def _forget_erased(self) -> int:
+        """Remove the readings whose payloads the node erased since they were indexed (the
+        module's docstring); returns how many rows went."""
+        erased = self.ledger.erased()
+        if not erased:
+            return 0
+        w = self.db.writer
+        lconn = self.ledger.conn
+        gone: list[str] = []
+        for meter, entry in sorted(self.ledger.meters().items()):
+            if entry.get("owner") not in erased:
+                continue
+            oldest = w.execute(
+                "SELECT height FROM readings WHERE meter = ? ORDER BY interval LIMIT 1", (meter,)
+            ).fetchone()
+            if (
+                oldest is not None
+                and lconn.execute(
+                    "SELECT 1 FROM txs AS t LEFT JOIN payloads AS p ON p.hash = t.hash WHERE t.height = ?"
+                    " AND t.signer = ? AND t.type = 'reading' AND p.hash IS NULL LIMIT 1",
+                    (oldest[0], meter),
+                ).fetchone()
+            ):
+                gone.append(meter)
+        if not gone:
+            return 0
+        # the blocks that hold those meters' erased readings (one scan: txs has no signer index)
+        rows = lconn.execute(
+            "SELECT DISTINCT t.signer, t.height FROM txs AS t LEFT JOIN payloads AS p ON p.hash = t.hash"
+            " WHERE t.type = 'reading' AND p.hash IS NULL AND t.signer IN (SELECT value FROM json_each(?))",
+            (json.dumps(gone),),
+        ).fetchall()
+        before = w.total_changes
+        secure = w.execute("PRAGMA secure_delete").fetchone()[0]
+        w.execute("PRAGMA secure_delete=ON")
+        try:
+            w.execute("BEGIN IMMEDIATE")
+            try:
+                w.executemany("DELETE FROM readings WHERE meter = ? AND height = ?", rows)
+                w.execute("COMMIT")
+            except BaseException:
+                w.execute("ROLLBACK")
+                raise
+            removed = w.total_changes - before
+            w.execute("VACUUM")  # no free page keeps them
+        finally:
+            w.execute(f"PRAGMA secure_delete={int(secure)}")
+        self._wal_to_empty = True
+        self._empty_wal()
+        if self._wal_to_empty:
+            log.warning(
+                "%s: the index forgot %d erased reading(s), but a reader kept its write-ahead log"
+                " from being emptied; tried again at each indexing round",
+                self.db.path,
+                removed,
+            )
+        return removed
+
+    def _empty_wal(self) -> None:
+        """Empty the index's write-ahead log (its old pages may hold forgotten readings), if it
+        still has to be: a reader in a read transaction keeps it from being truncated."""
+        if self._wal_to_empty:
+            busy = self.db.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            self._wal_to_empty = bool(busy)
 
     def _ingest(self, lo: int, hi: int, report: SyncReport) -> None:
         lconn = self.ledger.conn
