@@ -19,11 +19,18 @@ A message whose handling failed in an unexpected way (a bug, not a refusal with 
 moved to ``quarantine`` with the error, so a restart never replays it into a crash loop; the
 operator can read it there (``peerwatt node status`` counts them). The quarantine keeps the
 newest QUARANTINE_KEEP messages.
+
+A pool damaged on disk is found when it is opened (``PRAGMA quick_check``, which reads every page:
+``count(*)`` alone missed a damaged data page, and the node's start then died with a traceback in
+``all``) and refused with MempoolError saying to move it away. A read that fails later is a
+MempoolError too, except ``len``, which the status asks for: it logs the error once and says the
+last count it read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 import time
@@ -33,7 +40,14 @@ from pathlib import Path
 
 from chain.store import sqlite_hint
 
+log = logging.getLogger("peerwatt.node")
+
 QUARANTINE_KEEP = 1000
+# what to do with a damaged pool (said when it is opened or read)
+_MOVE_AWAY = (
+    "it holds only messages not yet in a block, which the agents send again: move it away and "
+    "start the node again"
+)
 
 # a failed write keeps the messages in memory meanwhile: said after the fix (chain.store.sqlite_hint)
 _KEPT = "the messages stay in memory and the agents send them again until a block holds them"
@@ -78,13 +92,15 @@ class Mempool:
                 "CREATE TABLE IF NOT EXISTS quarantine"
                 " (hash BLOB PRIMARY KEY, at REAL NOT NULL, error TEXT NOT NULL, raw BLOB NOT NULL)"
             )
-            self._conn.execute("SELECT count(*) FROM pending").fetchone()
+            (check,) = self._conn.execute("PRAGMA quick_check(1)").fetchone()  # "ok", or the first problem
+            if check != "ok":
+                first = next((line for line in str(check).splitlines() if not line.startswith("***")), check)
+                raise sqlite3.DatabaseError(f"it is damaged ({first})")
+            self._count = self._conn.execute("SELECT count(*) FROM pending").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise MempoolError(
-                f"cannot open the mempool {self.path}: {exc}; it holds only messages not yet in a block, "
-                "which the agents send again: move it away and start the node again"
-            ) from None
+            raise MempoolError(f"cannot open the mempool {self.path}: {exc}; {_MOVE_AWAY}") from None
+        self._len_failed = False  # __len__ logged a read error not followed by a good read yet
 
     @staticmethod
     def key(raw: bytes) -> bytes:
@@ -169,21 +185,41 @@ class Mempool:
                 (QUARANTINE_KEEP,),
             )
 
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock, for a read; MempoolError (with SQLite's cause and what
+        to do) on failure."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise MempoolError(f"cannot read the mempool {self.path}: {exc}; {_MOVE_AWAY}") from None
+
     def quarantined(self) -> list[bytes]:
         """The quarantined messages, oldest first."""
-        with self._lock:
-            return [bytes(r) for (r,) in self._conn.execute("SELECT raw FROM quarantine ORDER BY at, hash")]
+        with self._read() as conn:
+            return [bytes(r) for (r,) in conn.execute("SELECT raw FROM quarantine ORDER BY at, hash")]
 
     def all(self) -> list[tuple[bytes, str]]:
         """Every pending message and its topic ("" if kept before topics were), oldest first
         (used after a restart)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT raw, topic FROM pending ORDER BY arrived, hash")
+        with self._read() as conn:
+            rows = conn.execute("SELECT raw, topic FROM pending ORDER BY arrived, hash")
             return [(bytes(raw), topic) for raw, topic in rows]
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+        """The pending messages; if they cannot be counted (logged once until a count works
+        again), the last count read."""
+        try:
+            with self._read() as conn:
+                self._count = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+        except MempoolError as exc:
+            if not self._len_failed:
+                log.error("%s (the status says the last count read, %d)", exc, self._count)
+            self._len_failed = True
+        else:
+            self._len_failed = False
+        return self._count
 
     def close(self) -> None:
         try:
