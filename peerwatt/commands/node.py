@@ -237,7 +237,8 @@ def erase(data_dir: Path, now: int | None, billing: Path | None) -> None:
 
     Run it with the node stopped. Hash links, roots and seals stay intact (`peerwatt verify`
     still passes and reports the erased transactions). Their bank details in the billing store
-    (off the ledger) go too.
+    (off the ledger) go too. The market's state keeps its copy of their last readings until it
+    prunes them: the output says how many and when to run this again (docs/privacy.md).
     """
     import time
 

@@ -11,17 +11,23 @@ hash and seal only.
 
 SQLite keeps deleted bytes in free pages and in the write-ahead log, so the erasure runs with
 ``secure_delete`` on, then ``VACUUM`` (rewrites the file without free pages) and a
-``wal_checkpoint(TRUNCATE)`` (the WAL file is emptied): afterwards the member's readings are not
-in ``ledger.sqlite`` or ``ledger.sqlite-wal``. Run it while the node is stopped.
+``wal_checkpoint(TRUNCATE)`` (the WAL file is emptied): afterwards the erased payloads are not in
+``ledger.sqlite`` or ``ledger.sqlite-wal``. Run it while the node is stopped.
 
-Only the ledger's ``payloads`` are erased. Results (trades, settlements: energy and money per
-meter) and the state's balances are consensus data and stay; the state's copy of readings is
-pruned by the market itself after its correction window (``correction_window_intervals``).
+Only the ledger's ``payloads`` are erased. Results (trades, settlements, order outcomes: energy,
+prices and money per meter) and the state's balances are consensus data and stay. So does the
+market state's copy of the meters' latest readings (for its correction window) and of the grid
+operator's rows (for ``gridops_window_s``), which the node keeps in its snapshot
+(``local_snapshot``): the state is committed by every block's state root, so a node that changed
+it could neither restart nor agree on the next block. The market prunes them itself; the report
+says how many it still holds and from when they can be gone (:func:`held_in_state`), and a run
+after that (the node stopped again) leaves them in no file either.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,23 +35,45 @@ from chain.engine import Ledger
 from chain.engine import genesis_from_dict_bytes as _genesis_of
 from chain.store import Store
 from chain.verify import transactions_about
+from market import params as market_params
 from market.apps import load_app
 
 RETENTION_PARAM = "retention_s"
 
 
+@dataclass(frozen=True)
+class Held:
+    """What the ledger state still holds of the erased meters: ``count`` rows of one kind, the
+    last of which the market prunes in a block at ``until`` (Unix s) or later, not before."""
+
+    what: str
+    count: int
+    until: int
+
+
 @dataclass
 class ErasureReport:
-    """What one run erased, and which erased members still wait for their retention period."""
+    """What one run erased, what the ledger state still holds of it, and which erased members
+    still wait for their retention period."""
 
     erased_members: dict[str, list[str]] = field(default_factory=dict)  # member -> its meters
     erased_payloads: int = 0
     waiting: dict[str, int] = field(default_factory=dict)  # member -> time its erasure is due
+    held: list[Held] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line, then one per kind of data the ledger state still holds."""
         line = f"erased {self.erased_payloads} payload(s) of {len(self.erased_members)} member(s)"
         if self.waiting:
             line += f"; {len(self.waiting)} member(s) wait for the retention period"
+        for held in self.held:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(held.until))
+            line += (
+                f"\nthe ledger state (the node's snapshot in ledger.sqlite) still holds {held.count}"
+                f" {held.what} of the erased meters: the market prunes them in its blocks, not before"
+                f" {when} (--now {held.until}); run `peerwatt node erase` again, the node stopped,"
+                " once it has made a block after that"
+            )
         return line
 
 
@@ -55,6 +83,30 @@ def retention_s(params: dict) -> int:
     if type(value) is not int or value < 0:
         raise ValueError(f"{RETENTION_PARAM} must be a non-negative integer number of seconds")
     return value
+
+
+def held_in_state(app_state: dict, params: dict, meters: list[str]) -> list[Held]:
+    """What the market's state holds of ``meters`` (its ``readings`` and ``gridops``, each
+    ``{meter: {interval: row}}``), and from when the market's pruning (market.app, ``_prune``)
+    can have dropped the last of each: a reading in a block later than its interval plus
+    ``correction_window_intervals + 1`` intervals (later still while an interval before it waits
+    for settlement), a grid operator's row in a block at or after its interval plus
+    ``gridops_window_s`` and two intervals."""
+    p = market_params.with_defaults(params)
+    keep_s = {
+        "readings": (p["correction_window_intervals"] + 1) * p["interval_s"],
+        "gridops": p["gridops_window_s"] + 2 * p["interval_s"],
+    }
+    words = {"readings": "reading(s)", "gridops": "grid operator row(s)"}
+    held = []
+    for key, keep in keep_s.items():
+        by_meter = app_state.get(key)
+        if not isinstance(by_meter, dict):
+            continue
+        intervals = [int(i) for meter in meters for i in by_meter.get(meter, {})]
+        if intervals:
+            held.append(Held(words[key], len(intervals), max(intervals) + keep))
+    return held
 
 
 def erase_departed(store_dir: str | Path, now: int) -> ErasureReport:
@@ -80,6 +132,7 @@ def erase_departed(store_dir: str | Path, now: int) -> ErasureReport:
                 m for m, entry in chain["meters"].items() if entry["owner"] == member
             )
         meters = [meter for ms in due_members.values() for meter in ms]
+        report.held = held_in_state(ledger.state["app"], chain["params"], meters)
         # one scan of txs for all of them (txs has no index by signer: store schema 3)
         rows = ledger.store.conn.execute(
             "SELECT hash FROM txs WHERE signer IN (SELECT value FROM json_each(?))", (json.dumps(meters),)

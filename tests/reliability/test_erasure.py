@@ -169,6 +169,51 @@ def test_erase_command(tmp_path):
     assert missing.returncode != 0 and "no ledger store" in missing.stderr
 
 
+def test_erasure_within_the_correction_window_says_what_the_state_still_holds(tmp_path):
+    """Right after the vote (retention 0) the market's state still holds the meter's readings of
+    its correction window, in the node's snapshot: `node erase` says how many and from when the
+    market can have pruned them, and a run after a block past that time leaves none in the files
+    (the store still re-opens and verifies)."""
+    from tests.support.cli import peerwatt
+
+    c = build_market(tmp_path, validators=1, members=4)
+    vote_erasure(c, 0, DECIDED_AT)
+    c.ledgers[0].close()
+    data = tmp_path / "validator-0"
+    until = I1 + 33 * 900  # its last reading's interval + correction_window_intervals (32) + 1
+    res = peerwatt("node", "erase", "--data", str(data), "--now", str(DECIDED_AT + 1))
+    assert res.returncode == 0, res.stderr
+    first, held = res.stdout.splitlines()
+    assert first == "erased 3 payload(s) of 1 member(s)"
+    assert "still holds 2 reading(s) of the erased meters" in held and f"(--now {until})" in held, held
+    assert all(v in database_bytes(data) for v in digits(0))  # as it says: still in the files
+
+    c.ledgers[0] = Ledger.open(data, MarketApp())
+    c.run_block([], until)  # not yet pruned: the reading of I1 stays
+    c.ledgers[0].close()
+    report = erase_departed(data, now=until)
+    assert report.erased_payloads == 0 and [(h.count, h.until) for h in report.held] == [(1, until)]
+
+    c.ledgers[0] = Ledger.open(data, MarketApp())
+    c.run_block([], until + 1)
+    c.ledgers[0].close()
+    report = erase_departed(data, now=until + 1)
+    assert report.held == [] and "\n" not in report.summary()
+    now = database_bytes(data)
+    assert [v for v in digits(0) if v in now] == []
+    assert all(v in now for v in digits(1))
+    ledger = Ledger.open(data, MarketApp())
+    try:
+        assert ledger.height == 7
+    finally:
+        ledger.close()
+    store = Store.open(data, readonly=True)
+    try:
+        assert verify_store(store, MarketApp()).erased_txs
+    finally:
+        store.close()
+
+
 def test_dashboard_over_an_erased_ledger(tmp_path):
     from dashboard.app import create_app
 
