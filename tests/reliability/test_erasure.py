@@ -333,3 +333,48 @@ def test_the_grid_operators_data_about_an_erased_meter_is_erased_too(tmp_path):
     finally:
         store.close()
     assert mine.tx_hash.hex() in report.erased_txs and theirs.tx_hash.hex() not in report.erased_txs
+
+
+def test_the_grid_operators_rows_held_in_the_state_are_reported_with_their_time(tmp_path):
+    """The market's state keeps the grid operator's rows for gridops_window_s: after erasure,
+    `node erase` reports them held until a time at which the market prunes them, not before."""
+    c = build_market(tmp_path, validators=1, members=4)
+    t = SETTLED_AT + 1
+    for name, value in (
+        ("gridops_operators", c.validators[0].id),
+        ("settlement_source", "meter_then_gridops"),
+    ):
+        proposal = c.members[1].sign(
+            c.community,
+            "propose",
+            {"action": "set_param", "args": {"name": name, "value": value}, "deadline": t + 86_400},
+            created=t,
+        )
+        yes = [
+            c.members[i].sign(
+                c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t
+            )
+            for i in (2, 3)
+        ]
+        c.run_block([proposal, *yes], t)
+        t += 1
+    body = {
+        "meter": c.meters[0].id,
+        "metering_point": "AT0030000000000000000000000000000",
+        "rows": [{"interval": I1 - 900, "import_wh": 123_457, "export_wh": 0, "quality": "measured"}],
+    }
+    c.run_block([c.validators[0].sign(c.community, "gridops", body, created=t)], t)
+    vote_erasure(c, 0, DECIDED_AT + 10)
+    c.run_block([], AFTER_CORRECTION_WINDOW)
+    c.ledgers[0].close()
+    data = tmp_path / "validator-0"
+    report = erase_departed(data, now=AFTER_CORRECTION_WINDOW)
+    until = I1 - 900 + 40 * 86_400 + 2 * 900  # its interval + gridops_window_s + 2 intervals
+    assert [(h.what, h.count, h.until) for h in report.held] == [("grid operator row(s)", 1, until)]
+    assert "still holds 1 grid operator row(s) of the erased meters" in report.summary()
+    for when, held in ((until - 1, {str(I1 - 900)}), (until, set())):
+        c.ledgers[0] = Ledger.open(data, MarketApp())
+        c.run_block([], when)
+        assert set(c.ledgers[0].state["app"]["gridops"].get(c.meters[0].id, {})) == held
+        c.ledgers[0].close()
+    assert erase_departed(data, now=until).held == []
