@@ -3,6 +3,11 @@
 GET /v1/status                      the node's status (height, last final block age, ...)
 GET /v1/blocks?from=H&limit=N       final blocks with transactions, results and seals
 GET /v1/proof?height=H&index=I      a result with its inclusion proof and the block's seals
+
+Every query value is a whole number in ASCII digits within the ledger's integer range (heights and
+indices are I-JSON integers, 0..2**53-1; ``limit`` is 1..2**53-1, of which at most
+MAX_BLOCKS_PER_REQUEST are served); anything else, or a missing ``height``/``index``, is a 400
+whose one-line error names the parameter.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from chain.canonical import MAX_SAFE_INTEGER
 from chain.store import Store, StoreError
 from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.ledger_api import blocks_json, proof_json
@@ -76,13 +82,15 @@ class NodeHttpApi:
             if url.path == "/v1/status":
                 return 200, self.status()
             if url.path == "/v1/blocks":
+                start = _whole_number(query, "from", lo=0, default=0)
+                limit = _whole_number(query, "limit", lo=1, default=50)
                 with _ReadOnlyStore(self.data_dir) as store:
-                    return 200, {
-                        "blocks": blocks_json(store, int(query.get("from", 0)), int(query.get("limit", 50)))
-                    }
+                    return 200, {"blocks": blocks_json(store, start, limit)}
             if url.path == "/v1/proof":
+                height = _whole_number(query, "height", lo=0)
+                index = _whole_number(query, "index", lo=0)
                 with _ReadOnlyStore(self.data_dir) as store:
-                    proof = proof_json(store, int(query["height"]), int(query["index"]))
+                    proof = proof_json(store, height, index)
                 return (404, {"error": "no such result"}) if proof is None else (200, proof)
         except (KeyError, ValueError) as exc:
             return 400, {"error": f"bad request: {exc}"}
@@ -90,6 +98,24 @@ class NodeHttpApi:
             log.warning("the API cannot serve %s: %s", url.path, exc)
             return 500, {"error": f"this node's store cannot serve it: {exc}"}
         return 404, {"error": "unknown path"}
+
+
+def _whole_number(query: dict[str, str], name: str, *, lo: int, default: int | None = None) -> int:
+    """Query value ``name`` as a whole number lo..MAX_SAFE_INTEGER (ASCII digits only: int() also
+    takes ' 7', '1_0' and '١'); ``default`` when absent, ValueError naming it otherwise."""
+    text = query.get(name)
+    if text is None:
+        if default is None:
+            raise ValueError(f"{name} is missing")
+        return default
+    digits = text.lstrip("0") or "0"  # measured before int(): 5,000 digits exceed int()'s limit
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(digits) > len(str(MAX_SAFE_INTEGER))
+        or not lo <= int(digits) <= MAX_SAFE_INTEGER
+    ):
+        raise ValueError(f"{name} must be a whole number {lo}..{MAX_SAFE_INTEGER}")
+    return int(digits)
 
 
 class _ReadOnlyStore:
