@@ -34,6 +34,7 @@ from meter_agent.receipts import (
     ReceiptError,
     follow_config,
     genesis_config,
+    malformed,
     verify_included,
     verify_receipt,
 )
@@ -952,7 +953,7 @@ class Agent:
                 sealed_headers=self._sealed_headers,
             )
         except (KeyError, TypeError, ReceiptError) as exc:
-            self._alarm(f"ALARM: an inclusion proof does not verify: {exc}")
+            self._alarm(f"ALARM: an inclusion proof does not verify: {malformed(exc)}")
             return
         by_reason: dict[str, list[int]] = {}
         for seq, reason in included.rejected.items():

@@ -48,6 +48,14 @@ class ReceiptError(Exception):
     """A receipt that does not verify: an alarm (the node may be lying)."""
 
 
+def malformed(exc: Exception) -> str:
+    """Why a message could not be read, in words: a missing field (a KeyError, whose text is only
+    the field's name) is named as such."""
+    if isinstance(exc, KeyError) and exc.args:
+        return f"the field {exc.args[0]!r} is missing"
+    return str(exc)
+
+
 def verify_receipt(
     receipt: dict[str, Any],
     *,
@@ -74,7 +82,7 @@ def verify_receipt(
                 f"inclusion proof of result {receipt['index']} in block {header['height']} fails"
             )
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
-        raise ReceiptError(f"malformed or forged receipt: {exc}") from None
+        raise ReceiptError(f"malformed or forged receipt: {malformed(exc)}") from None
     return result
 
 
@@ -123,7 +131,7 @@ def verify_included(
                 if reason is not None:
                     rejected[tx["seq"]] = reason
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
-        raise ReceiptError(f"malformed or forged inclusion proof: {exc}") from None
+        raise ReceiptError(f"malformed or forged inclusion proof: {malformed(exc)}") from None
     return Inclusion(header["height"], proven, rejected)
 
 
