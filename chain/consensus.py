@@ -150,6 +150,11 @@ class Height:
     proposals: dict[int, Proposal] = field(default_factory=dict)
     prevotes: dict[int, dict[str, Vote]] = field(default_factory=dict)
     precommits: dict[int, dict[str, Vote]] = field(default_factory=dict)
+    # (kind, round, signer) -> the one different message of that kind and round a signer sent
+    # after its first (kind PROPOSE for a proposal): the evidence. A third different proposal
+    # is refused, and so is a third different vote unless an honest validator voted the same
+    # (:meth:`refusal`): an equivocator's votes for anything else cost nothing.
+    conflicts: dict[tuple[str, int, str], Proposal | Vote] = field(default_factory=dict)
     # every vote by what it is for, an equivocator's second vote included: the paper counts
     # "2f+1 <PRECOMMIT, h, r, id(v)>" from distinct signers, whatever else they also sent
     # (kind, round) -> value -> signer -> vote
@@ -210,10 +215,45 @@ class Height:
         self._progress(out)
         return out
 
+    def refusal(self, message: Proposal | Vote) -> str | None:
+        """Why :meth:`receive` would not keep ``message``, or None if it would: ``copy`` (a
+        message kept already), ``equivocation`` (a third different message of one kind and round
+        from its signer), ``other_height``, ``not_a_validator``, ``not_proposer``,
+        ``bad_valid_round``. Cheap: the node asks before it checks a signature.
+
+        Of a signer's different messages of one kind and round, the first and the second (the
+        evidence) are kept, and of its other votes those for a value (or nil) that f + 1 other
+        validators voted for in that kind and round, so at least one honest one: at most n - f
+        values. That keeps every vote the rules may need to count: a quorum for a value holds
+        q - f >= f + 1 honest votes, and the paper counts an equivocator's vote in it too (a
+        validator locked on v in round r shows the prevotes of r for v, an equivocator's among
+        them, to the others when v is proposed again, line 28; refused for good, they would leave
+        it locked alone). One refused before f + 1 others arrived counts when it is sent again
+        (a locked validator relays its polka, a peer the seals of a final block)."""
+        if message.height != self.height:
+            return "other_height"
+        if message.signer not in self._members:
+            return "not_a_validator"
+        if isinstance(message, Proposal):
+            if message.signer != self.proposer(message.round):
+                return "not_proposer"
+            if not -1 <= message.valid_round < message.round:
+                return "bad_valid_round"
+            other = self.conflicts.get((PROPOSE, message.round, message.signer))
+            if message == self.proposals.get(message.round) or message == other:
+                return "copy"
+            return "equivocation" if other is not None else None
+        if message.signer in self.votes_for.get((message.kind, message.round), {}).get(message.value, {}):
+            return "copy"
+        if (message.kind, message.round, message.signer) not in self.conflicts:
+            return None
+        backers = self.votes_for.get((message.kind, message.round), {}).get(message.value, {})
+        return None if len(backers) > self.faulty else "equivocation"
+
     def receive(self, message: Proposal | Vote) -> list[Action]:
         """A message already checked for signature and membership by the node."""
         out: list[Action] = []
-        if message.height != self.height or message.signer not in self._members:
+        if self.refusal(message) is not None:
             return out
         if isinstance(message, Proposal):
             self._take_proposal(message, out)
@@ -247,21 +287,26 @@ class Height:
     # -- the message log -------------------------------------------------------------------------
 
     def _take_proposal(self, message: Proposal, out: list[Action]) -> None:
-        if message.signer != self.proposer(message.round) or not -1 <= message.valid_round < message.round:
+        if self.refusal(message) is not None:
             return
         first = self.proposals.get(message.round)
         if first is None:
             self.proposals[message.round] = message
-        elif first != message:
+        else:
+            self.conflicts[(PROPOSE, message.round, message.signer)] = message
             out.append(Equivocation(first, message))
 
     def _take_vote(self, message: Vote, out: list[Action]) -> None:
+        if self.refusal(message) is not None:
+            return
         log = self.prevotes if message.kind == PREVOTE else self.precommits
         votes = log.setdefault(message.round, {})
         first = votes.get(message.signer)
+        key = (message.kind, message.round, message.signer)
         if first is None:
             votes[message.signer] = message
-        elif first != message:
+        elif key not in self.conflicts:
+            self.conflicts[key] = message
             out.append(Equivocation(first, message))
         by_value = self.votes_for.setdefault((message.kind, message.round), {})
         by_value.setdefault(message.value, {}).setdefault(message.signer, message)

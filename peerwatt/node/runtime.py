@@ -25,7 +25,9 @@ consensus sees it. Handling one message never ends the process: a message whose 
 unexpectedly (a bug, not a refusal) is quarantined (moved out of the mempool with its error,
 counted, logged once) and the node goes on; a transaction that breaks block execution is found by
 bisection and quarantined, and the block is built without it. A validator that sends two
-different votes in one round is recorded as evidence (local_alarms) and counted; up to
+different votes in one round is recorded as evidence (local_alarms, once per validator and
+height) and counted; its further different ones of that round are refused unverified (each costs
+a look-up, not memory) unless f + 1 others voted the same (chain/consensus.py ``refusal``); up to
 f = n - quorum such validators are tolerated. Senders hear only signed notices, and only about
 messages whose signature verified (chain/notice.py).
 """
@@ -254,8 +256,11 @@ class Node:
         self._blocks: dict[str, Block] = {}  # block hash (hex) -> block, next height
         self._verdicts: dict[str, bool] = {}  # block hash -> re-executes to its header
         self._sent: dict[str, bytes] = {}  # "<kind>:<round>" -> the signed message we sent
-        # every valid vote of this height: (type, round, signer, header) -> envelope
+        # every valid vote of this height the consensus keeps (a validator's first of each type
+        # and round, one different one as evidence, others only for what f + 1 others voted):
+        # (type, round, signer, header) -> envelope
         self._votes: dict[tuple[str, int, str, str], Envelope] = {}
+        self._alarmed: set[str] = set()  # validators whose equivocation at this height is in local_alarms
         self._relay: list[bytes] = []  # others' prevotes behind our lock and valid value
         self._timers: list[tuple[float, str, int, int]] = []  # (due, step, height, round)
         self._future: dict[int, list[tuple[str, bytes]]] = {}
@@ -652,6 +657,7 @@ class Node:
         height = self.ledger.height + 1
         self._blocks, self._verdicts, self._sent, self._votes, self._timers = {}, {}, {}, {}, []
         self._relay = []
+        self._alarmed = set()
         self._height_since = self._mono()
         self._round_seen = 0
         core = consensus.Height(
@@ -925,9 +931,15 @@ class Node:
         self._after_commit(block, decision.round)
 
     def _equivocation(self, evidence: consensus.Equivocation) -> None:
+        """Count the evidence; write it to local_alarms once per validator and height (the
+        consensus keeps one piece of evidence per validator, kind and round, so one equivocator
+        would otherwise write a row for each kind and round it equivocates in)."""
         who = evidence.first.signer
         with self._status_lock:
             self.metrics.equivocations += 1
+        if who in self._alarmed:
+            return
+        self._alarmed.add(who)
         record = {
             "height": evidence.first.height,
             "round": evidence.first.round,
@@ -1022,18 +1034,31 @@ class Node:
             return
         if self._too_far(vote.body["round"]):
             return
+        header = vote.body["header"]
+        value = None if header == NIL else header
+        kind = consensus.PREVOTE if vote.type == "prevote" else consensus.PRECOMMIT
+        core = self._core
+        assert core is not None
+        message = Vote(kind, height, vote.body["round"], value, vote.signer)
+        if self._refused(core, message, "seal"):
+            return
         try:
             verify_envelope(vote, public_key_from_hex(validator["key"]), key_id_hex=vote.signer)
         except Rejected as exc:
             self._count("rejected", f"seal_{exc.reason}")
             return
-        header = vote.body["header"]
-        value = None if header == NIL else header
-        kind = consensus.PREVOTE if vote.type == "prevote" else consensus.PRECOMMIT
         self._keep_vote(vote)
-        core = self._core
-        assert core is not None
-        self._run(core.receive(Vote(kind, height, vote.body["round"], value, vote.signer)))
+        self._run(core.receive(message))
+
+    def _refused(self, core: consensus.Height, message: Proposal | Vote, what: str) -> bool:
+        """The consensus would not keep ``message``: a copy of one it holds (its resends: dropped
+        quietly), or one it refuses (counted as ``<what>_<reason>``; an equivocator's third
+        different vote of a round is ``<what>_equivocation``). Asked before the signature is
+        checked, so a flood of them costs a dictionary look-up each."""
+        refusal = core.refusal(message)
+        if refusal is not None and refusal != "copy":
+            self._count("rejected", f"{what}_{refusal}")
+        return refusal is not None
 
     def _help_behind(self, height: int) -> None:
         """A peer still works on the height we just finished (it restarted, or lost messages):

@@ -76,6 +76,18 @@ def test_decides_on_a_quorum_of_precommits_counting_an_equivocators_other_vote()
     assert sorted(v.signer for v in h.seals(0, "blk")) == ["v1", "v2", "v3"]
 
 
+def test_a_polka_counts_an_equivocators_third_prevote_once_f_plus_1_others_back_its_value():
+    """The Byzantine v3 sent us two other prevotes of round 0 first; its prevote for blk, relayed
+    by a validator locked on blk, still completes the polka that line 28 needs."""
+    h = height()
+    feed(h, prevote("v3", NIL), prevote("v3", "junk"), prevote("v1", "blk"), prevote("v2", "blk"))
+    h.receive(prevote("v3", "blk"))
+    h.timeout(PROPOSE, 1, 0)
+    h.timeout(PRECOMMIT, 1, 0)
+    out = h.receive(Proposal(1, 1, 0, "blk", "v2"))
+    assert sent(out) == [prevote("v0", "blk", 1)]
+
+
 def test_a_polka_counts_an_equivocators_other_prevote_for_a_reproposal():
     """Line 28: the 2f+1 prevotes of vr for v may include a Byzantine validator's second prevote."""
     h = height()
@@ -434,6 +446,36 @@ def test_a_second_different_message_of_one_kind_and_round_is_evidence():
         Proposal(1, 0, -1, "b", "v1")
     )
     assert h.receive(prevote("v2", "x")) == []  # a duplicate is no evidence
+
+
+def test_a_third_different_message_of_one_kind_and_round_is_refused_and_not_kept():
+    """The first message and the evidence are kept (both count, line 49); a third vote only when
+    f + 1 others voted the same (an honest one among them), so one equivocator cannot grow the
+    log: a QA pass's 3,000 prevotes of one round grew a node by 64 MB."""
+    h = height()
+    assert h.refusal(prevote("v2", "x")) is None
+    h.receive(prevote("v2", "x"))
+    assert h.refusal(prevote("v2", "x")) == "copy"
+    h.receive(prevote("v2", "y"))
+    assert h.refusal(prevote("v2", "y")) == "copy"
+    assert h.receive(prevote("v2", "y")) == []  # a copy of the evidence is no new evidence
+    assert h.refusal(prevote("v2", "z")) == "equivocation"
+    assert h.receive(prevote("v2", "z")) == []
+    assert sorted(v for v, signers in h.votes_for[(PREVOTE, 0)].items() if "v2" in signers) == ["x", "y"]
+    h.receive(prevote("v1", "z"))
+    assert h.refusal(prevote("v2", "z")) == "equivocation"  # f = 1 other: maybe only Byzantine ones
+    h.receive(prevote("v3", "z"))
+    assert h.receive(prevote("v2", "z")) == []  # kept, no new evidence
+    assert sorted(h.votes_for[(PREVOTE, 0)]["z"]) == ["v1", "v2", "v3"]
+    assert h.refusal(precommit("v2", "z")) is None  # another kind
+    assert h.refusal(prevote("v2", "z", round_=1)) is None  # another round
+    h.receive(Proposal(1, 0, -1, "a", "v1"))
+    h.receive(Proposal(1, 0, -1, "b", "v1"))
+    assert h.refusal(Proposal(1, 0, -1, "c", "v1")) == "equivocation"
+    assert h.refusal(Proposal(1, 0, -1, "c", "v2")) == "not_proposer"
+    assert h.refusal(Proposal(1, 1, 1, "c", "v2")) == "bad_valid_round"
+    assert h.refusal(prevote("v9", "x")) == "not_a_validator"
+    assert h.refusal(Vote(PREVOTE, 2, 0, "x", "v1")) == "other_height"
 
 
 def test_messages_of_other_heights_and_non_members_are_ignored():
