@@ -234,6 +234,7 @@ class Agent:
         self._clock_behind = False  # the clock went back before the last interval this agent closed
         self._trades_unsaved: set[str] = set()  # kept trades the state file did not take (disk full)
         self._confirm_failed = False  # a notice's confirmation did not reach the state file
+        self._results_missing_said = False  # an inclusion proof without results was an alarm
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -936,8 +937,9 @@ class Agent:
         return before[-1] if before else configs[0]
 
     def _on_included(self, message: dict[str, Any]) -> None:
-        """Forget the messages an inclusion proof shows in a sealed block (checked first: a
-        quorum's seals on the header, and each kept message's own bytes under its tx_root)."""
+        """Forget the messages an inclusion proof shows in a sealed block with their results
+        (checked first: a quorum's seals on the header, each kept message's own bytes under its
+        tx_root, its result under the result_root); one shown without its result stays kept."""
         try:
             seqs = [tx["seq"] for tx in message["txs"]][: messages.MAX_NOTICE_SEQS]
             held = self.outbox.messages(seqs)
@@ -955,6 +957,15 @@ class Agent:
         except (KeyError, TypeError, ReceiptError) as exc:
             self._alarm(f"ALARM: an inclusion proof does not verify: {malformed(exc)}")
             return
+        unsettled = sorted(set(kept) - set(included.seqs))
+        if unsettled and not self._results_missing_said:  # kept, resent: said once
+            self._results_missing_said = True
+            self._alarm(
+                f"ALARM: an inclusion proof shows message(s) {unsettled[:10]} in block {included.height} "
+                "without their results (what the ledger made of them): a node older than 2026-12-07, or a "
+                "validator that dropped them. They stay in the outbox and are sent again until a proof with "
+                "their results, or the validators' notices, confirm them; update the community's nodes"
+            )
         by_reason: dict[str, list[int]] = {}
         for seq, reason in included.rejected.items():
             by_reason.setdefault(reason, []).append(seq)

@@ -9,9 +9,10 @@ quorum of the community's validators (from the genesis the agent got):
 - an inclusion message (``type: included``): the agent's own transactions, each with its audit
   path against the header's ``tx_root``; the leaf is ``leaf_hash(SHA-256(envelope bytes))``, and
   the agent hashes the bytes it signed and kept, so a proof that verifies commits that very
-  message under the sealed root. A transaction the block recorded as rejected also carries that
-  result (``kind: tx``, with its reason) and its audit path against ``result_root``: a message in
-  a block is not always a message the ledger took.
+  message under the sealed root. Each transaction also carries its result (``kind: tx``, ``ok``
+  or ``rejected`` with the reason) and that result's audit path against ``result_root``: a
+  message in a block is not always a message the ledger took, so only a proven result says what
+  became of it (nodes before 2026-12-07 sent the rejected results only).
 
 Proofs are RFC 9162 audit paths; RFC 6962's leaf/node domain separation means a proof that
 verifies commits the leaf itself.
@@ -88,8 +89,9 @@ def verify_receipt(
 
 class Inclusion(NamedTuple):
     """What an inclusion message proves: the block's ``height``, the ``seqs`` of the meter's
-    messages in it, and of those the ledger booked as rejected, seq -> reason (known only for
-    transactions whose result the message also proves)."""
+    messages in it whose result it also proves (those the meter may forget), and of those the
+    ledger booked as rejected, seq -> reason. A kept message it names without a result (an older
+    node, or a validator that dropped it) is in neither: nothing may be concluded of it."""
 
     height: int
     seqs: list[int]
@@ -107,10 +109,10 @@ def verify_included(
     sealed_headers: set[bytes] | None = None,
 ) -> Inclusion:
     """Which of ``payloads`` (seq -> the envelope bytes this meter signed and kept) the inclusion
-    message proves to be in its sealed block, and which of them the block recorded as rejected
-    (a result ``kind: tx`` naming the transaction's hash, proven against ``result_root``). Seqs
-    the meter no longer keeps are skipped; a proof that fails for a message it keeps raises
-    ReceiptError, as does anything malformed or sealed by too few validators."""
+    message proves to be in its sealed block, and what the block recorded for each (a result
+    ``kind: tx`` naming the transaction's hash, proven against ``result_root``). Seqs the meter no
+    longer keeps are skipped; a proof that fails for a message it keeps raises ReceiptError, as
+    does anything malformed or sealed by too few validators."""
     try:
         if message["meter"] != meter:
             raise ReceiptError(f"an inclusion proof for meter {message['meter']}, not this one")
@@ -125,11 +127,12 @@ def verify_included(
             leaf = tx_leaves([tx_hash])[0]
             if not verify_inclusion(leaf, tx["index"], size, proof_from_hex(tx["proof"]), root):
                 raise ReceiptError(f"inclusion proof of seq {tx['seq']} in block {header['height']} fails")
+            if "result" not in tx:
+                continue
             proven.append(tx["seq"])
-            if "result" in tx:
-                reason = _proven_outcome(message, header, tx, tx_hash)
-                if reason is not None:
-                    rejected[tx["seq"]] = reason
+            reason = _proven_outcome(message, header, tx, tx_hash)
+            if reason is not None:
+                rejected[tx["seq"]] = reason
     except (KeyError, TypeError, ValueError, CanonicalError, Rejected) as exc:
         raise ReceiptError(f"malformed or forged inclusion proof: {malformed(exc)}") from None
     return Inclusion(header["height"], proven, rejected)

@@ -15,7 +15,9 @@ from chain.store import Store
 
 MAX_BLOCKS_PER_REQUEST = 200
 # transactions per inclusion message: a meter has a few per block; a flood of its own stays
-# within a receipt's size (each proof is about log2(block size) hashes)
+# within a receipt's size (each transaction: two audit paths of about log2(block size) hashes,
+# at most 16 in a block of 8 MiB, and its result: 2.4 kB in a block of 28,000 transactions
+# and as many other results, 600 kB for 256)
 INCLUDED_PER_MESSAGE = 256
 
 
@@ -115,54 +117,55 @@ def block_inclusions(
     results: list[dict[str, Any]] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(meter, message) proving to each meter in ``meters`` which of its transactions the final
-    ``block`` (with its stored ``header`` and ``seals``) holds: ``type: included``, an audit path
-    per transaction against ``tx_root``, and with the block's ``results``, for each transaction
-    the block recorded as rejected, that result (``kind: tx``, the reason) with its audit path
-    against ``result_root`` (checked by meter_agent.receipts.verify_included). Only the rejected
-    ones: a block of 1,000 readings made 2.1x the bytes and twice the announcer's time with every
-    result proven (bench_network's saturation fell 10 %), for what the agent needs to hear."""
+    ``block`` (with its stored ``header`` and ``seals``) holds and what the ledger made of each:
+    ``type: included``, per transaction its audit path against ``tx_root`` and its result
+    (``kind: tx``, ``ok`` or ``rejected`` with the reason) with that result's audit path against
+    ``result_root`` (checked by meter_agent.receipts.verify_included). ``results``: the block's
+    results when the caller has them at hand (else ``block.results``).
+
+    Every result, not only the rejected ones: a message without its result proves the
+    transaction is in the block, not that the ledger took it, so an agent forgets a message only
+    on its proven result; had rejected results alone been sent, a validator dropping one would
+    make the agent take a rejected message for booked (found in a QA pass). Measured on a block of
+    1,000 meters' readings, one each: 13 ms instead of 7 ms, and 1.6 times the bytes."""
     by_signer: dict[str, list[tuple[int, int]]] = {}
     for index, env in enumerate(block.txs):
         if env.signer in meters:
             by_signer.setdefault(env.signer, []).append((env.seq, index))
     if not by_signer:
         return []
+    results = block.results if results is None else results
     tree = MerkleTree(tx_leaves([env.tx_hash for env in block.txs]))
-    rejected: dict[int, dict[str, Any]] = {}  # transaction index -> its result, with audit path
-    if results is not None:
-        ours = {index for txs in by_signer.values() for _seq, index in txs}
-        rejected_at = {
-            r["index"]: at
-            for at, r in enumerate(results)
-            if r.get("kind") == "tx" and r.get("status") == "rejected" and r.get("index") in ours
-        }
-        if rejected_at:
-            result_tree = MerkleTree(result_leaves(results))
-            rejected = {
-                index: {
-                    "result": results[at],
-                    "result_index": at,
-                    "result_proof": proof_to_hex(result_tree.inclusion_proof(at)),
-                }
-                for index, at in rejected_at.items()
-            }
+    result_tree = MerkleTree(result_leaves(results))
+    ours = {index for txs in by_signer.values() for _seq, index in txs}
+    result_at = {
+        r["index"]: at for at, r in enumerate(results) if r.get("kind") == "tx" and r.get("index") in ours
+    }
     out = []
     for meter, txs in by_signer.items():
         for start in range(0, len(txs), INCLUDED_PER_MESSAGE):
             proofs = []
             for seq, index in txs[start : start + INCLUDED_PER_MESSAGE]:
-                proof = {"seq": seq, "index": index, "proof": proof_to_hex(tree.inclusion_proof(index))}
-                proofs.append(proof | rejected.get(index, {}))
+                at = result_at[index]
+                proofs.append(
+                    {
+                        "seq": seq,
+                        "index": index,
+                        "proof": proof_to_hex(tree.inclusion_proof(index)),
+                        "result": results[at],
+                        "result_index": at,
+                        "result_proof": proof_to_hex(result_tree.inclusion_proof(at)),
+                    }
+                )
             message = {
                 "type": "included",
                 "meter": meter,
                 "header": header,
                 "seals": seals,
                 "tree_size": len(block.txs),
+                "result_tree_size": len(results),
                 "txs": proofs,
             }
-            if any("result" in p for p in proofs):  # (so results were given)
-                message["result_tree_size"] = len(results)
             out.append((meter, message))
     return out
 

@@ -496,7 +496,9 @@ def test_a_message_booked_as_rejected_is_logged_with_its_reason(setup, tmp_path,
     header = ledger.store.header(block.height)
     ((_, message),) = block_inclusions(block, c.genesis.doc["meters"], header, seals, results)
     (order_tx,) = [tx for tx in message["txs"] if tx["seq"] == order.seq]
-    assert not any("result" in tx for tx in message["txs"] if tx["seq"] != order.seq)  # ok: no result
+    assert {tx["seq"]: tx["result"]["status"] for tx in message["txs"]} == {
+        env.seq: "rejected" if env is order else "ok" for env in booked
+    }  # every transaction's result, ok or rejected
     reading = next(env for env in booked if env.type == "reading")
     other_at = next(at for at, r in enumerate(results) if r.get("tx") == reading.tx_hash.hex())
     other_proof = proof_to_hex(MerkleTree(result_leaves(results)).inclusion_proof(other_at))

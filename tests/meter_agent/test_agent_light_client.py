@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from peerwatt.bus import MemoryBus, Topics
+from tests.meter_agent.test_agent import run, setup  # noqa: F401 (fixture)
 from tests.meter_agent.test_agent_receipts_status import _agent, _receipts, market  # noqa: F401 (fixture)
 
 
@@ -21,3 +23,49 @@ def test_an_alarm_names_a_missing_field_in_words(market, tmp_path):  # noqa: F81
         "ALARM: an inclusion proof does not verify: the field 'txs' is missing",
         "ALARM: a receipt does not verify: malformed or forged receipt: the field 'seals' is missing",
     ]
+
+
+def test_a_proof_without_results_makes_the_agent_forget_nothing(setup, tmp_path):  # noqa: F811 (fixture)
+    """Found in a QA pass: an inclusion message carried results for the rejected transactions only,
+    and the agent took a transaction without one for booked; so one validator (any may write to
+    receipts topics) that dropped the result of a reading the ledger booked as reading_too_early
+    made the agent forget it for good. Every transaction now comes with its proven result, and one
+    without (that validator, or a node older than the agent) is kept, with one alarm."""
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_inclusions
+
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 20)
+    sent = {json.loads(p)["seq"]: p for t, p in seen if "/readings/" in t or "/orders/" in t}
+    (ledger,) = c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    now = int(sim.clock.now())
+    booked = [ledger.intake(sent[seq], now) for seq in sorted(sent)]
+    (last,) = [env for env in booked if env.type == "reading"]
+    block = c.run_block(booked, last.body["interval"] + c.genesis.doc["app"]["interval_s"] - 61)
+    seals = [json.loads(bytes(env)) for _, env in ledger.store.seal_rows(block.height)]
+    header = ledger.store.header(block.height)
+    ((_, message),) = block_inclusions(block, c.genesis.doc["meters"], header, seals)
+    assert len(booked) >= 2 and {tx["seq"]: tx["result"].get("reason") for tx in message["txs"]} == {
+        env.seq: "reading_too_early" if env is last else None for env in booked
+    }  # the orders booked ok, the reading not yet
+    stripped = json.loads(json.dumps(message))
+    for tx in stripped["txs"]:
+        for field in ("result", "result_index", "result_proof"):
+            del tx[field]
+    del stripped["result_tree_size"]
+    validator = MemoryBus(agent.bus.broker, "validator-x")
+    validator.start()
+    topic = Topics.receipts(c.community, meter.id)
+    for _ in range(2):
+        validator.publish(topic, json.dumps(stripped).encode())
+    assert {s for s, _t, _p in agent.outbox.messages(sorted(sent))} == set(sent)  # nothing forgotten
+    (alarm,) = agent.alarms  # said once
+    assert f"in block {block.height} without their results" in alarm and "stay in the outbox" in alarm
+    validator.publish(topic, json.dumps(message).encode())  # the proof with the results
+    kept = {s for s, _t, _p in agent.outbox.messages(sorted(sent))}
+    assert kept == {last.seq}  # until signed again
+    run(agent, sim, 1)
+    again = [p for t, p in seen if "/readings/" in t and json.loads(p)["seq"] not in sent]
+    assert last.body in [json.loads(p)["body"] for p in again]
