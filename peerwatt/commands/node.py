@@ -1,9 +1,19 @@
-"""`peerwatt node init`: create a node's ledger store from a genesis file."""
+"""`peerwatt node init`: create a node's ledger store from a genesis file.
+
+`node run` and `node erase` write the store, and each holds its data folder while it runs: an
+exclusive ``flock`` on ``node.lock`` in it (:func:`holding_data_folder`), so that a second one on
+the same folder stops with one line naming the folder and what holds it. The kernel releases the
+lock when its process ends, a crashed one included, so none is left stale.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import fcntl
+import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -15,6 +25,52 @@ from market.apps import load_app
 from peerwatt.errors import UserError
 
 NOT_RUNNING = 3  # `node status`'s exit code for a node that does not answer (docs/operations.md)
+LOCK_FILE = "node.lock"  # in the data folder: held by `node run` and `node erase`
+
+
+@contextlib.contextmanager
+def holding_data_folder(data_dir: Path, command: str) -> Iterator[None]:
+    """Hold ``data_dir`` for ``command`` (e.g. "peerwatt node run") until the block ends; a
+    UserError naming the folder and its holder if another process holds it. The lock file says
+    who holds it and is removed on release (a crash leaves it, unlocked: harmless). A folder that
+    does not exist is not made: the command says there is no store in it."""
+    if not data_dir.is_dir():
+        yield
+        return
+    path = data_dir / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot open the data folder's lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"{data_dir} is in use by {holder}: stop it first (one process writes a data folder)"
+            ) from None
+        if _same_file(path, fd):
+            break
+        os.close(fd)  # its last holder removed it meanwhile: lock the file at the path now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"`{command}` (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still locked: whoever opened it meanwhile tries again
+        os.close(fd)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the open file ``fd``."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 @click.group()
@@ -60,18 +116,27 @@ def run(config_file: Path, verbose: bool) -> None:
     """Run a sequencer, validator or observer until Ctrl-C / SIGTERM."""
     import logging
 
+    from peerwatt.commands.process import setup_logging
+    from peerwatt.config import load_node_config
+
+    setup_logging(verbose, {"paho": logging.WARNING})
+    cfg = load_node_config(config_file)
+    with holding_data_folder(cfg.data, "peerwatt node run"):
+        _run(cfg, config_file)
+
+
+def _run(cfg, config_file: Path) -> None:
+    """`node run` with its config loaded, its data folder held."""
     from chain.consensus import Timeouts
     from peerwatt.bus import MqttBus
     from peerwatt.commands.keys import load_key
-    from peerwatt.commands.process import setup_logging, stop_on_signals
-    from peerwatt.config import load_genesis_setting, load_node_config
+    from peerwatt.commands.process import stop_on_signals
+    from peerwatt.config import load_genesis_setting
     from peerwatt.node import Node
     from peerwatt.node.http_api import NodeHttpApi
     from peerwatt.node.mempool import Mempool, MempoolError
     from peerwatt.settings import check_broker_identity, check_tls_files
 
-    setup_logging(verbose, {"paho": logging.WARNING})
-    cfg = load_node_config(config_file)
     check_tls_files(cfg.broker, str(config_file))
     key = load_key(cfg.key_file, cfg.passphrase_file) if cfg.key_file else None
     note = _check_identity(cfg, key, str(config_file), check_broker_identity)
@@ -235,23 +300,25 @@ def status(config_file: Path) -> None:
 def erase(data_dir: Path, now: int | None, billing: Path | None) -> None:
     """Delete the payloads of members the community voted to erase, once their retention passed.
 
-    Run it with the node stopped. Hash links, roots and seals stay intact (`peerwatt verify`
-    still passes and reports the erased transactions). Their bank details in the billing store
-    (off the ledger) go too. The market's state keeps its copy of their last readings until it
-    prunes them: the output says how many and when to run this again (docs/privacy.md).
+    Run it with the node stopped (it refuses a data folder `node run` holds). Hash links, roots
+    and seals stay intact (`peerwatt verify` still passes and reports the erased transactions).
+    Their bank details in the billing store (off the ledger) go too. The market's state keeps its
+    copy of their last readings until it prunes them: the output says how many and when to run
+    this again (docs/privacy.md).
     """
     import time
 
     from peerwatt.node.erasure import erase_departed
 
-    try:
-        report = erase_departed(data_dir, int(time.time()) if now is None else now)
-    except (StoreError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    click.echo(report.summary())
-    billing = billing if billing is not None else data_dir / "billing"
-    if report.erased_members and (billing / "issued.sqlite").exists():
-        from peerwatt.payments import erase_bank_details
+    with holding_data_folder(data_dir, "peerwatt node erase"):
+        try:
+            report = erase_departed(data_dir, int(time.time()) if now is None else now)
+        except (StoreError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+        click.echo(report.summary())
+        billing = billing if billing is not None else data_dir / "billing"
+        if report.erased_members and (billing / "issued.sqlite").exists():
+            from peerwatt.payments import erase_bank_details
 
-        gone = [m for m in sorted(report.erased_members) if erase_bank_details(billing, m)]
-        click.echo(f"deleted the bank details of {len(gone)} erased member(s) in {billing}")
+            gone = [m for m in sorted(report.erased_members) if erase_bank_details(billing, m)]
+            click.echo(f"deleted the bank details of {len(gone)} erased member(s) in {billing}")
