@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chain import messages
+from chain.block import result_leaves
 from chain.canonical import CanonicalError, loads_strict
 from chain.config_proof import TrustedConfig
 from chain.envelope import Rejected, sign_envelope
@@ -779,13 +780,8 @@ class Agent:
                     settled_value=result["value"],
                     settled_fees=result["grid_fee"] + result["levies"],
                 )
-            else:  # an adjustment (a corrected reading, the grid operator's data): kept by its
-                # place on the ledger, so a receipt that comes twice counts once
-                entry.setdefault("adjustments", {})[f"{entry['height']}:{receipt['index']}"] = [
-                    result["delta_wh"],
-                    result["delta_value"],
-                    result["delta_grid_fee"] + result["delta_levies"],
-                ]
+            else:  # an adjustment (a corrected reading, the grid operator's data)
+                self._keep_adjustment(entry, result)
             if kind != "trade" and entry["height"] >= entry.get("status_height", -1):
                 # the newest settlement or adjustment says how the trade stands
                 entry.update(status=result["status"], flag=result.get("flag"), status_height=entry["height"])
@@ -809,6 +805,26 @@ class Agent:
                     log.error("%s: receipts are kept in memory until the state file takes them", exc)
                 self._trades_unsaved.update({trade_id, *removed})
         self._set_enrolled(True, "a receipt of its trades verified")
+
+    @staticmethod
+    def _keep_adjustment(entry: dict[str, Any], result: dict[str, Any]) -> None:
+        """Keep an adjustment of ``entry``'s trade by its block's height and its content (its
+        result's leaf hash), so a receipt that comes twice counts once, whatever index it claims:
+        an audit path checked with a tree size taken from the receipt also verifies at other
+        (index, size) pairs (found in a QA pass: a genuine receipt re-sent under another index
+        counted twice). A block adjusts a trade at most once (one entry per trade of each
+        interval it settles again), so no two genuine adjustments of one trade share a key;
+        a key of the older form (height:index) at that height is the same one, replaced."""
+        height = entry["height"]
+        kept = entry.setdefault("adjustments", {})
+        older_form = [k for k in kept if k.partition(":")[0] == str(height) and k.partition(":")[2].isdigit()]
+        for key in older_form:
+            del kept[key]
+        kept[f"{height}:{result_leaves([result])[0].hex()}"] = [
+            result["delta_wh"],
+            result["delta_value"],
+            result["delta_grid_fee"] + result["delta_levies"],
+        ]
 
     def _on_serial_flag(self, interval: Any) -> None:
         """The ledger flagged this meter's reading of ``interval`` ``serial_not_enrolled`` (a verified

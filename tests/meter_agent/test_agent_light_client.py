@@ -69,3 +69,86 @@ def test_a_proof_without_results_makes_the_agent_forget_nothing(setup, tmp_path)
     run(agent, sim, 1)
     again = [p for t, p in seen if "/readings/" in t and json.loads(p)["seq"] not in sent]
     assert last.body in [json.loads(p)["body"] for p in again]
+
+
+def _other_places(receipt: dict) -> list[tuple[int, int]]:
+    """(index, tree_size) pairs other than the receipt's own at which its result's audit path
+    also verifies against its header's result_root (RFC 6962 paths carry no tree size)."""
+    from chain.block import result_leaves
+    from chain.merkle import proof_from_hex, verify_inclusion
+
+    leaf = result_leaves([receipt["result"]])[0]
+    proof, root = proof_from_hex(receipt["proof"]), bytes.fromhex(receipt["header"]["result_root"])
+    n = receipt["tree_size"]
+    return [
+        (j, m)
+        for m in range(1, 2 * n + 2)
+        for j in range(m)
+        if (j, m) != (receipt["index"], n) and verify_inclusion(leaf, j, m, proof, root)
+    ]
+
+
+def test_a_genuine_receipt_re_sent_under_another_index_counts_once(tmp_path):
+    """Found in a QA pass: the agent kept adjustments by (height, index), and a genuine adjustment
+    receipt re-sent with another (index, tree_size) at which its audit path also verifies counted
+    twice in the totals. Adjustments are now kept by their content; trades and settlements are
+    kept by trade, their figures replaced, so a re-indexed copy of any receipt changes nothing,
+    after a restart either."""
+    from tests.support.market_ledger import (
+        I1,
+        SETTLED_AT,
+        build_market,
+        order,
+        reading,
+        reading_values,
+    )
+
+    c = build_market(tmp_path / "ledgers")
+    _start_imp, _start_exp, end_imp, end_exp = reading_values(0)
+    t = SETTLED_AT + 60
+    later = SETTLED_AT + 900 * 8 - SETTLED_AT % 900
+    others = [order(c, 3, "buy", 100 + k, 150_000, t, interval=later) for k in range(5)]
+    c.run_block([*others, reading(c, 0, I1, end_imp, end_exp - 500, t)], t)  # a correction: adjustments
+    receipts = _receipts(c, c.meters[0].id)
+    copies = [dict(r, index=j, tree_size=m) for r in receipts for j, m in _other_places(r)]
+    assert {r["result"]["kind"] for r in copies} >= {"adjustment"}  # the block's shape allows it
+    agent, node, topic = _agent(c, tmp_path)
+    for r in receipts:
+        node.publish(topic, json.dumps(r).encode())
+    honest = agent.totals()
+    for r in copies:
+        node.publish(topic, json.dumps(r).encode())
+    assert agent.totals() == honest and not agent.alarms
+    agent.stop()
+    again, node, topic = _agent(c, tmp_path)
+    for r in receipts + copies:
+        node.publish(topic, json.dumps(r).encode())
+    assert again.totals() == honest
+    for ledger in c.ledgers:
+        ledger.close()
+
+
+def test_adjustments_kept_by_an_older_agent_count_once(tmp_path):
+    """An older agent kept adjustments as height:index; the same receipt heard again after the
+    update replaces that entry rather than adding a second one."""
+    from tests.support.market_ledger import I1, SETTLED_AT, build_market, reading, reading_values
+
+    c = build_market(tmp_path / "ledgers")
+    _start_imp, _start_exp, end_imp, end_exp = reading_values(0)
+    c.run_block([reading(c, 0, I1, end_imp, end_exp - 500, SETTLED_AT + 60)], SETTLED_AT + 60)
+    receipts = _receipts(c, c.meters[0].id)
+    agent, node, topic = _agent(c, tmp_path)
+    for r in receipts:
+        node.publish(topic, json.dumps(r).encode())
+    honest = agent.totals()
+    adjustments = [r for r in receipts if r["result"]["kind"] == "adjustment"]
+    assert adjustments
+    for r in adjustments:  # as an older agent kept them
+        kept = agent.trades[r["result"]["trade"]]["adjustments"]
+        (key,) = [k for k in kept if k.startswith(f"{r['header']['height']}:")]
+        kept[f"{r['header']['height']}:{r['index']}"] = kept.pop(key)
+    for r in adjustments:
+        node.publish(topic, json.dumps(r).encode())
+    assert agent.totals() == honest
+    for ledger in c.ledgers:
+        ledger.close()
