@@ -8,13 +8,22 @@ Every query value is a whole number in ASCII digits within the ledger's integer 
 indices are I-JSON integers, 0..2**53-1; ``limit`` is 1..2**53-1, of which at most
 MAX_BLOCKS_PER_REQUEST are served); anything else, or a missing ``height``/``index``, is a 400
 whose one-line error names the parameter.
+
+Connections are bounded: at most MAX_CONNECTIONS are served at once (any more is answered 503 and
+closed), a connection's request must arrive in full within READ_DEADLINE_S however slowly it
+trickles, and a reply that the client does not take within WRITE_TIMEOUT_S is dropped. A client
+that hangs up or stalls is logged in one line at DEBUG, nothing more.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +36,16 @@ from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.ledger_api import blocks_json, proof_json
 
 log = logging.getLogger("peerwatt.node")
+
+MAX_CONNECTIONS = 64  # served at once, each on its own thread
+READ_DEADLINE_S = 5.0  # for the whole request line and headers of a connection
+# for sending a reply: longer than a catch-up client waits for one (catchup.reply_deadline_s)
+WRITE_TIMEOUT_S = 30.0
+_BUSY_BODY = b'{"error": "too many connections, try again later"}'
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class NodeHttpApi:
@@ -41,6 +60,14 @@ class NodeHttpApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by the deadline below
+
+            def setup(self) -> None:
+                super().setup()
+                self.rfile.close()
+                deadline = time.monotonic() + READ_DEADLINE_S
+                self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path == "/metrics":
                     code, data, kind = 200, exposition(api.registry), "text/plain; version=0.0.4"
@@ -57,10 +84,9 @@ class NodeHttpApi:
                 return
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _BoundedServer((host, port), Handler)
         except OSError as exc:
             raise OSError(f"cannot serve the node API on {host}:{port}: {exc.strerror}") from None
-        self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="node-http", daemon=True)
 
     @property
@@ -98,6 +124,76 @@ class NodeHttpApi:
             log.warning("the API cannot serve %s: %s", url.path, exc)
             return 500, {"error": f"this node's store cannot serve it: {exc}"}
         return 404, {"error": "unknown path"}
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them; a request's error is logged, a
+    client gone or stalled in one line at DEBUG."""
+
+    daemon_threads = True
+    # the listen backlog: with socketserver's 5, a burst of connections waits for SYN retries (1 s,
+    # 3 s, ...) while the accepting thread waits for the GIL, instead of being served or refused
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _answer_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("the API's client %s went away: %s", client_address[0], exc)
+        else:
+            log.exception("the API failed on a request from %s", client_address[0])
+
+
+def _answer_busy(sock: socket.socket) -> None:
+    """A 503 to a connection beyond the bound, if it fits in the socket's buffer at once."""
+    try:
+        sock.setblocking(False)
+        sock.send(_BUSY)
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reading side that fails (TimeoutError) once ``deadline`` (time.monotonic)
+    has passed, however slowly bytes trickle in: a socket timeout alone restarts with each byte."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left_s = self.deadline - time.monotonic()
+        if left_s <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        before = self.sock.gettimeout()
+        self.sock.settimeout(left_s)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(before)
 
 
 def _whole_number(query: dict[str, str], name: str, *, lo: int, default: int | None = None) -> int:

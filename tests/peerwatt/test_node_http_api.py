@@ -1,11 +1,20 @@
-"""The node's HTTP API (peerwatt.node.http_api) against hostile requests: query values out of range."""
+"""The node's HTTP API (peerwatt.node.http_api) against hostile requests: query values out of
+range, slow, many or vanishing clients."""
 
 from __future__ import annotations
+
+import logging
+import select
+import socket
+import struct
+import threading
+import time
+from contextlib import contextmanager
 
 import pytest
 
 from chain.canonical import MAX_SAFE_INTEGER
-from peerwatt.node.http_api import NodeHttpApi
+from peerwatt.node.http_api import MAX_CONNECTIONS, READ_DEADLINE_S, NodeHttpApi
 from tests.support.market_ledger import closed_market_data
 
 
@@ -51,3 +60,91 @@ def test_values_at_the_bounds_are_served(api):
     assert code == 200 and [b["header"]["height"] for b in body["blocks"]] == [1, 2]
     code, body = api.handle("/v1/proof?height=1&index=0")
     assert code == 200 and body["index"] == 0
+
+
+# -- connections on loopback: bounded in number and in time, a gone client costs no traceback -------
+
+
+@contextmanager
+def _serving(tmp_path, status=dict):
+    api = NodeHttpApi(tmp_path, status, "127.0.0.1", 0)  # /v1/status reads no store
+    api.start()
+    try:
+        yield api.server.server_address[:2]
+    finally:
+        api.stop()
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _handler_threads() -> int:
+    return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
+
+
+def _status_line(address) -> bytes:
+    with socket.create_connection(address, timeout=5) as s:
+        s.sendall(b"GET /v1/status HTTP/1.0\r\n\r\n")
+        return s.makefile("rb").readline()
+
+
+def test_a_request_trickling_in_is_cut_at_the_read_deadline(tmp_path):
+    with _serving(tmp_path) as address:
+        start = time.monotonic()
+        with socket.create_connection(address, timeout=5) as s:
+            s.sendall(b"GET /v1/status HTTP/1.0\r\n")
+            closed = False
+            while not closed and time.monotonic() - start < READ_DEADLINE_S + 5:
+                try:
+                    s.sendall(b"X")  # a header line that never ends, one byte at a time
+                    closed = select.select([s], [], [], 0.2)[0] != [] and s.recv(100) == b""
+                except ConnectionError:
+                    closed = True
+        elapsed_s = time.monotonic() - start
+        assert closed and READ_DEADLINE_S <= elapsed_s < READ_DEADLINE_S + 3, elapsed_s
+        assert _status_line(address).startswith(b"HTTP/1.0 200")
+
+
+def test_connections_beyond_the_bound_are_refused_and_held_ones_freed(tmp_path):
+    before = _handler_threads()
+    with _serving(tmp_path) as address:
+        held = [socket.create_connection(address, timeout=5) for _ in range(MAX_CONNECTIONS)]
+        try:
+            for s in held:
+                s.sendall(b"GET /v1/status HTTP/1.0\r\nHost: x\r\n")  # no end of headers
+            # a thread per held connection, and none for the one beyond them
+            assert _wait_for(lambda: _handler_threads() >= before + MAX_CONNECTIONS, 3)
+            assert _status_line(address).startswith(b"HTTP/1.0 503")
+            assert _handler_threads() <= before + MAX_CONNECTIONS
+            for s in held:  # each is closed by the server at the read deadline
+                s.settimeout(READ_DEADLINE_S + 3)
+                assert s.recv(100) == b""
+            assert _status_line(address).startswith(b"HTTP/1.0 200")
+            assert _wait_for(lambda: _handler_threads() <= before, 3)
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_clients_that_hang_up_cost_no_traceback(tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG, logger="peerwatt")
+    before = _handler_threads()
+    big = {"pad": "x" * 4_000_000}  # more than the socket buffers hold: the write meets the hang-up
+    with _serving(tmp_path, lambda: big) as address:
+        for _ in range(5):
+            s = socket.create_connection(address, timeout=5)
+            s.sendall(b"GET /v1/status HTTP/1.0\r\n\r\n")
+            assert s.recv(12) == b"HTTP/1.0 200"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+            s.close()
+        assert _wait_for(lambda: _handler_threads() <= before, 5)
+    assert "Traceback" not in capfd.readouterr().err
+    for record in caplog.records:
+        assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
+    assert 1 <= len(caplog.records) <= 5  # a line at DEBUG at most per client
