@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,23 @@ class NodeHttpApi:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by the deadline below
+            # what an answer says before the request line gave a version: with http.server's
+            # HTTP/0.9, an error to "GET  HTTP/1.0" (an empty path) was a body without status line
+            default_request_version = "HTTP/1.0"
 
             def setup(self) -> None:
                 super().setup()
                 self.rfile.close()
                 deadline = time.monotonic() + READ_DEADLINE_S
                 self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
+            def parse_request(self) -> bool:
+                if not super().parse_request():
+                    return False
+                if len(self.requestline.split()) != 3:  # HTTP/0.9 "GET /path", or no path
+                    self.send_error(HTTPStatus.BAD_REQUEST, "the request line must be GET /path HTTP/1.x")
+                    return False
+                return True
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path == "/metrics":

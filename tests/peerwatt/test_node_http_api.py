@@ -148,3 +148,19 @@ def test_clients_that_hang_up_cost_no_traceback(tmp_path, caplog, capfd):
     for record in caplog.records:
         assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
     assert 1 <= len(caplog.records) <= 5  # a line at DEBUG at most per client
+
+
+def _answer(address, request: bytes) -> bytes:
+    with socket.create_connection(address, timeout=READ_DEADLINE_S + 3) as s:
+        s.sendall(request)
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET  HTTP/1.0", b"GET \t HTTP/1.0", b"GET /v1/status", b"POST /v1/status"],  # no path, HTTP/0.9
+)
+def test_a_request_line_without_path_or_version_is_a_400_with_a_status_line(tmp_path, request_line):
+    with _serving(tmp_path) as address:
+        answer = _answer(address, request_line + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400 "), answer[:80]
