@@ -996,19 +996,27 @@ class Node:
         core = self._core
         assert core is not None
         round_, valid_round = env.body["proposal_round"], env.body["valid_round"]
-        if self._too_far(round_):
+        if round_ > core.round + 1:
+            # held, a block of a round we are not in is up to 8 MiB of memory that one validator
+            # could multiply by the rounds ahead it proposes in; its proposer sends it again every
+            # REPUBLISH_S while it is in that round, and we get there on f + 1 of its votes or our
+            # timeouts (CometBFT takes a proposal of its current round only)
+            self._count("rejected", "block_round_ahead")
             return
         proposer = self.ledger.validators().get(core.proposer(round_))
+        value = block.hash.hex()
+        proposal = Proposal(height, round_, valid_round, value, env.signer)
         try:
             if env.signer != core.proposer(round_) or proposer is None:
                 raise Rejected("not_proposer", f"block not from the proposer of round {round_}")
+            if self._refused(core, proposal, "block"):  # a copy, or a third block of the round
+                return
             verify_envelope(env, public_key_from_hex(proposer["key"]), key_id_hex=env.signer)
         except Rejected as exc:
             self._count("rejected", f"block_{exc.reason}")
             return
-        value = block.hash.hex()
-        self._blocks.setdefault(value, block)
-        self._run(core.receive(Proposal(height, round_, valid_round, value, env.signer)))
+        self._blocks.setdefault(value, block)  # at most two a round: the first and the evidence
+        self._run(core.receive(proposal))
 
     def _take_vote(self, raw: bytes) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from chain.block import ZERO_HASH
 from chain.consensus import PRECOMMIT, PREVOTE
 from chain.envelope import sign_envelope
 from peerwatt.bus import Topics
@@ -57,3 +58,47 @@ def test_an_equivocators_votes_are_kept_twice_per_round_and_alarmed_once_per_hei
     net.send(1)
     net.advance(60)
     assert [n.ledger.height for n in net.nodes if n is not None] == [1, 1, 1]
+
+
+def _proposal(net: Net, signer: int, round_: int, results: list, *, valid_round: int = -1) -> bytes:
+    """A signed block of height 1 (its header need not re-execute: it is never voted for)."""
+    node = next(n for n in net.nodes if n is not None)
+    body = {
+        "height": 1,
+        "prev": node.ledger.head_hash.hex(),
+        "time": T0,
+        "tx_root": os.urandom(32).hex(),
+        "result_root": ZERO_HASH,
+        "state_root": ZERO_HASH,
+        "sequencer": net.c.validators[signer].id,
+        "round": round_,
+        "txs": [],
+        "results": results,
+        "proposal_round": round_,
+        "valid_round": valid_round,
+    }
+    key = net.c.validators[signer].key
+    return sign_envelope(
+        key, type="block", community=net.c.community, seq=1, body=body, created=T0 + 10
+    ).to_bytes()
+
+
+def test_a_proposer_keeps_at_most_two_blocks_a_round_in_memory(tmp_path):
+    """A QA pass: 60 different signed proposals of ~1 MB in one round grew 4 nodes by 255 MB."""
+    net = Net(tmp_path)
+    net.crash(0)  # validator 0 proposes round 0 and sends what it likes
+    junk = ["x" * 100] * 100
+    for _ in range(30):
+        net.publisher.publish(Topics.blocks(net.c.community), _proposal(net, 0, 0, junk))
+    ahead = next(r for r in range(2, 10) if net.nodes[1]._core.proposer(r) == net.c.validators[0].id)
+    net.publisher.publish(Topics.blocks(net.c.community), _proposal(net, 0, ahead, junk))
+    net.settle()
+    for node in net.nodes[1:]:
+        assert len(node._blocks) == 2  # the first and the evidence
+        status = node.status()
+        assert status["rejected"]["block_equivocation"] == 28
+        assert status["rejected"]["block_round_ahead"] == 1
+        assert status["equivocations"] == 1 and _alarms(node) == 1
+    net.send(1)
+    net.advance(60)
+    assert [n.ledger.height for n in net.nodes[1:]] == [1, 1, 1]
