@@ -56,6 +56,9 @@ MAX_RECEIPTS = 500
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
 MAX_CONFIGS_KEPT = 16  # configurations followed, kept to check blocks sealed before the last change
 MAX_REFUSALS_HEARD = 4096  # kept messages with refusals heard from too few validators yet
+# sealed headers accepted, by height (the newest heights; kept in the state file): a different
+# sealed header at one of them is evidence of a fork, refused with an alarm (see _check_header)
+MAX_HEADERS_KEPT = 2048
 ALARM_LOG_EVERY_S = 60.0  # a flood of alarms (forged receipts...) logs one line a minute, with a count
 RECEIPT_KINDS = ("trade", "settlement", "adjustment")
 # refusals that mean the ledger does not (or no longer) take this meter's messages
@@ -221,6 +224,8 @@ class Agent:
         self._not_logged: dict[str, int] = {}
         self._fault_logged = False  # the current meter fault was logged (so is its end)
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
+        # height -> hash (hex) of the sealed header accepted at that height (MAX_HEADERS_KEPT)
+        self._headers: dict[int, str] = {int(h): v for h, v in outbox.load_entries("headers").items()}
         # seq of a kept message -> reason -> the validators that said so (acted on at
         # chain.notice.refusal_threshold, then forgotten with the message)
         self._refusals: dict[int, dict[str, set[str]]] = {}
@@ -734,6 +739,7 @@ class Agent:
                 validators=trust.validators,
                 quorum=trust.quorum,
                 sealed_headers=self._sealed_headers,
+                on_header=self._check_header,
             )
         except (ValueError, CanonicalError, ReceiptError) as exc:
             self._alarm(f"ALARM: a receipt does not verify: {exc}")
@@ -903,7 +909,9 @@ class Agent:
             complain(f"ALARM: the configuration history from validator {sender} is unreadable: {exc}")
             return
         steps: list[TrustedConfig] = []
-        reached, stopped = follow_config(history, self.config, community=self.community, on_step=steps.append)
+        reached, stopped = follow_config(
+            history, self.config, community=self.community, on_step=steps.append, on_header=self._check_header
+        )
         if reached.height > self.config.height:
             with self._lock:
                 self._configs = (self._configs + steps)[-MAX_CONFIGS_KEPT:]
@@ -952,6 +960,36 @@ class Agent:
         before = [c for c in configs if c.height < header_height]
         return before[-1] if before else configs[0]
 
+    def _check_header(self, header: dict[str, Any], block_hash: bytes) -> None:
+        """Accept a sealed header as the one of its height, or raise ReceiptError when another
+        sealed header was accepted at that height: two blocks sealed at one height are a fork
+        (validators of an earlier, smaller set can seal a block at a height they once sealed,
+        long after: docs/agent.md, "Limitation"), and what the later one says is refused. The
+        newest MAX_HEADERS_KEPT heights are remembered, in the state file too."""
+        height = header["height"]
+        if type(height) is not int:
+            raise ReceiptError(f"a sealed header's height is {height!r}, not a number")
+        dropped: list[int] = []
+        with self._lock:
+            known = self._headers.get(height)
+            if known is None:
+                self._headers[height] = block_hash.hex()
+                dropped = sorted(self._headers)[: max(0, len(self._headers) - MAX_HEADERS_KEPT)]
+                for old in dropped:
+                    del self._headers[old]
+        if known is None:
+            try:
+                removed = [str(h) for h in dropped]
+                self.outbox.save_entries("headers", {str(height): block_hash.hex()}, removed)
+            except OutboxError:
+                pass  # kept in memory; poll() reports a state file that cannot be written
+        elif known != block_hash.hex():
+            raise ReceiptError(
+                f"block {height} is sealed with header {block_hash.hex()[:16]}..., but this agent accepted "
+                f"header {known[:16]}... at that height before: two blocks sealed at one height are a fork "
+                "(validators sealing an old height again?); refused. Tell the community's operators"
+            )
+
     def _on_included(self, message: dict[str, Any]) -> None:
         """Forget the messages an inclusion proof shows in a sealed block with their results
         (checked first: a quorum's seals on the header, each kept message's own bytes under its
@@ -969,6 +1007,7 @@ class Agent:
                 validators=trust.validators,
                 quorum=trust.quorum,
                 sealed_headers=self._sealed_headers,
+                on_header=self._check_header,
             )
         except (KeyError, TypeError, ReceiptError) as exc:
             self._alarm(f"ALARM: an inclusion proof does not verify: {malformed(exc)}")

@@ -49,6 +49,12 @@ class ReceiptError(Exception):
     """A receipt that does not verify: an alarm (the node may be lying)."""
 
 
+# Given each header whose seals verified (the header, its hash) before the message is believed;
+# it raises ReceiptError to refuse it (the agent's check against the header it accepted at that
+# height before: meter_agent.agent)
+HeaderCheck = Callable[[dict[str, Any], bytes], None]
+
+
 def malformed(exc: Exception) -> str:
     """Why a message could not be read, in words: a missing field (a KeyError, whose text is only
     the field's name) is named as such."""
@@ -64,15 +70,17 @@ def verify_receipt(
     validators: dict[str, str],
     quorum: int,
     sealed_headers: set[bytes] | None = None,
+    on_header: HeaderCheck | None = None,
 ) -> dict[str, Any]:
     """Return the receipt's result if it verifies; raise ReceiptError otherwise.
 
     ``validators``: key id -> compressed SEC1 public key hex (the genesis validator set).
     ``sealed_headers``: header hashes whose seals were already checked (a cache the caller keeps:
     a block's many receipts share one header); newly checked headers are added to it.
+    ``on_header``: see HeaderCheck.
     """
     try:
-        header = _sealed_header(receipt, community, validators, quorum, sealed_headers)
+        header = _sealed_header(receipt, community, validators, quorum, sealed_headers, on_header)
         result = receipt["result"]
         leaf = result_leaves([result])[0]
         proof = proof_from_hex(receipt["proof"])
@@ -107,6 +115,7 @@ def verify_included(
     validators: dict[str, str],
     quorum: int,
     sealed_headers: set[bytes] | None = None,
+    on_header: HeaderCheck | None = None,
 ) -> Inclusion:
     """Which of ``payloads`` (seq -> the envelope bytes this meter signed and kept) the inclusion
     message proves to be in its sealed block, and what the block recorded for each (a result
@@ -116,7 +125,7 @@ def verify_included(
     try:
         if message["meter"] != meter:
             raise ReceiptError(f"an inclusion proof for meter {message['meter']}, not this one")
-        header = _sealed_header(message, community, validators, quorum, sealed_headers)
+        header = _sealed_header(message, community, validators, quorum, sealed_headers, on_header)
         root, size = bytes.fromhex(header["tx_root"]), message["tree_size"]
         proven, rejected = [], {}
         for tx in message["txs"]:
@@ -182,14 +191,15 @@ def follow_config(
     *,
     community: str,
     on_step: Callable[[TrustedConfig], None] | None = None,
+    on_header: HeaderCheck | None = None,
 ) -> tuple[TrustedConfig, str | None]:
     """Walk a validator's configuration history from ``trusted``: (the configuration reached,
     None) or (the last one reached, why a step did not verify); ``on_step`` gets each one
-    reached on the way."""
+    reached on the way, ``on_header`` (HeaderCheck) each step's sealed header."""
 
     def check_seals(step: dict[str, Any], validators: dict[str, str], quorum: int) -> dict[str, Any]:
         try:
-            return _sealed_header(step, community, validators, quorum, None)
+            return _sealed_header(step, community, validators, quorum, None, on_header)
         except (ReceiptError, Rejected, CanonicalError) as exc:
             raise ConfigProofError(str(exc)) from None
 
@@ -202,14 +212,18 @@ def _sealed_header(
     validators: dict[str, str],
     quorum: int,
     sealed_headers: set[bytes] | None,
+    on_header: HeaderCheck | None,
 ) -> dict[str, Any]:
-    """The message's header once a quorum's seals on it verify (or it is in ``sealed_headers``)."""
+    """The message's header once a quorum's seals on it verify (or it is in ``sealed_headers``)
+    and ``on_header`` took it."""
     header = message["header"]
     block_hash = header_hash(header)
     if sealed_headers is None or block_hash not in sealed_headers:
         _check_seals(message, header, block_hash, community, validators, quorum)
         if sealed_headers is not None:
             sealed_headers.add(block_hash)
+    if on_header is not None:
+        on_header(header, block_hash)
     return header
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 
+from chain.canonical import dumps_checked, loads_strict
 from peerwatt.bus import MemoryBus, Topics
 from tests.meter_agent.test_agent import run, setup  # noqa: F401 (fixture)
-from tests.meter_agent.test_agent_receipts_status import _agent, _receipts, market  # noqa: F401 (fixture)
+from tests.meter_agent.test_agent_receipts_status import NoMeter, _agent, _receipts, market  # noqa: F401 (fixture)
+from tests.meter_agent.test_config_follow import T0, _gov, _step, _vote
 
 
 def test_an_alarm_names_a_missing_field_in_words(market, tmp_path):  # noqa: F811 (fixture)
@@ -152,3 +154,159 @@ def test_adjustments_kept_by_an_older_agent_count_once(tmp_path):
     assert agent.totals() == honest
     for ledger in c.ledgers:
         ledger.close()
+
+
+def _grown_from_one_validator(tmp_path):
+    """A market community whose genesis has one validator (quorum 1) and whose votes then add three
+    (quorum 3 of 4): the community, and the configuration steps of heights 1 to 3."""
+    from chain.engine import Ledger
+    from chain.keys import generate_private_key
+    from market.app import MarketApp
+    from tests.support.localnet import Party, make_community
+
+    c = make_community(validators=1, members=1, app="market", time=T0 - 86_400)
+    c.open_ledgers(tmp_path / "ledgers", MarketApp)
+    steps = []
+    for k in (1, 2, 3):
+        newcomer = Party(generate_private_key(), f"validator-{k}")
+        c.ledgers.append(Ledger.create(tmp_path / "ledgers" / f"validator-{k}", c.genesis, MarketApp()))
+        args = {"key": newcomer.sec1_hex, "name": newcomer.name}
+        add = _gov(c, c.validators[0], "add_validator", args, T0 + k)
+        votes = [_vote(c, v, add, T0 + k) for v in c.validators[1:]]
+        ledger = c.ledgers[0]
+        block = ledger.propose([add, *votes], T0 + k)
+        ledger.commit(block, [ledger.seal(block, v.key, now=T0 + k) for v in c.validators])
+        c.validators.append(newcomer)
+        steps.append(_step(c, block))
+    return c, steps
+
+
+def _light_agent(c, tmp_path):
+    """An agent of ``c``'s first meter that only listens, a validator's bus beside it, and a
+    reading it signed (seq) that no block of the community holds."""
+    from meter_agent.agent import Agent
+    from meter_agent.outbox import Outbox
+    from meter_agent.strategy import StrategyConfig
+    from peerwatt.bus import MemoryBroker
+
+    broker = MemoryBroker()
+    agent = Agent(key=c.meters[0].key, genesis=c.genesis, bus=MemoryBus(broker, "agent"), reader=NoMeter(),
+                  outbox=Outbox(tmp_path / "agent.sqlite"), strategy=StrategyConfig(),
+                  clock=lambda: T0 + 30, heartbeat_s=0)  # fmt: skip
+    agent.start()
+    validator = MemoryBus(broker, "validator")
+    validator.start()
+    body = {"interval": T0 - 900, "import_wh": 1, "export_wh": 2, "serial": "SN000000", "profile": "p"}
+    seq = agent._send("reading", Topics.readings(c.community, agent.meter_id), body, 86_400)
+    return agent, validator, seq
+
+
+def _forked_inclusion(c, tmp_path, agent, seq):
+    """The genesis's lone validator forks from the genesis: a block at height 1 holding the agent's
+    reading ``seq``, sealed by that validator alone; its inclusion message, and the fork's ledger."""
+    from chain.engine import Ledger
+    from chain.envelope import parse_envelope
+    from market.app import MarketApp
+    from peerwatt.node.ledger_api import block_inclusions
+
+    ((_, _, payload),) = agent.outbox.messages([seq])
+    fork = Ledger.create(tmp_path / "fork", c.genesis, MarketApp())
+    fake = fork.propose([parse_envelope(payload, community=c.community, now=None, interval_s=None)], T0 + 1)
+    fork.commit(fake, [fork.seal(fake, c.validators[0].key, now=T0 + 1)])
+    seals = [loads_strict(bytes(env)) for _, env in fork.store.seal_rows(fake.height)]
+    ((_, included),) = block_inclusions(fake, {agent.meter_id: {}}, fork.store.header(fake.height), seals)
+    return dumps_checked(included), fork
+
+
+def _history(steps) -> bytes:
+    return dumps_checked({"type": "config_history", "steps": steps})
+
+
+def test_a_block_sealed_again_at_an_old_height_by_an_earlier_set_is_refused(tmp_path):
+    """Found in a QA pass: with a genesis of one validator and votes that added three, that first
+    validator alone forked from the genesis and sealed another block at height 1 (the set in force
+    there had a quorum of 1): an up-to-date agent forgot a reading on its proof, and counted a
+    trade that never was. The agent now remembers the header it accepted at each height (here from
+    the configuration steps it followed) and refuses another one sealed there, with an alarm."""
+    from chain.block import header_hash, result_leaves
+    from chain.merkle import merkle_root
+
+    c, steps = _grown_from_one_validator(tmp_path)
+    agent, validator, seq = _light_agent(c, tmp_path)
+    validator.publish(Topics.config(c.community, c.validators[1].id), _history(steps), retain=True)
+    assert agent.quorum == 3 and len(agent.validators) == 4 and not agent.alarms
+    included, fork = _forked_inclusion(c, tmp_path, agent, seq)
+    topic = Topics.receipts(c.community, agent.meter_id)
+    validator.publish(topic, included)
+    assert agent.outbox.messages([seq]) != []  # kept
+    (alarm,) = agent.alarms
+    assert "ALARM: an inclusion proof does not verify: block 1 is sealed with header" in alarm
+    assert "accepted header" in alarm and "a fork" in alarm
+    # and a trade receipt of a block of its own at height 1
+    trade = {"kind": "trade", "interval": T0, "seller": agent.meter_id, "buyer": "b" * 32, "energy_wh": 5_000,
+             "value": 9_999_999, "grid_fee": 0, "levies": 0, "price": 1, "sell_order": "a" * 64,
+             "buy_order": "c" * 64, "trade": "a" * 24 + ":" + "c" * 24}  # fmt: skip
+    header = dict(c.ledgers[0].store.header(1), result_root=merkle_root(result_leaves([trade])).hex())
+    seal = c.ledgers[0].sign_vote(c.validators[0].key, "seal", 1, 0, header_hash(header).hex(), now=T0 + 1)
+    receipt = {"header": header, "index": 0, "tree_size": 1, "result": trade, "proof": [],
+               "seals": [loads_strict(seal.to_bytes())]}  # fmt: skip
+    validator.publish(topic, dumps_checked(receipt))
+    assert agent.totals()["earnings"] == 0 and agent.trades == {}
+    assert "a receipt does not verify: block 1 is sealed with header" in agent.alarms[-1]
+    for ledger in [*c.ledgers, fork]:
+        ledger.close()
+
+
+def test_a_configuration_step_at_a_height_accepted_with_another_header_stops_the_walk(tmp_path):
+    """Of two headers sealed at one height the first one heard is believed: a configuration step
+    that conflicts with a header accepted before is not followed, and the history's alarm says
+    why (the fork)."""
+    c, steps = _grown_from_one_validator(tmp_path)
+    agent, validator, seq = _light_agent(c, tmp_path)
+    included, fork = _forked_inclusion(c, tmp_path, agent, seq)
+    validator.publish(Topics.receipts(c.community, agent.meter_id), included)
+    assert not agent.alarms  # the genesis's validator alone sealed it: the agent cannot tell yet
+    validator.publish(Topics.config(c.community, c.validators[0].id), _history(steps), retain=True)
+    assert agent.config.height == 0
+    (alarm,) = agent.alarms
+    assert "history from validator" in alarm and "stops at height 0" in alarm and "a fork" in alarm
+    for ledger in [*c.ledgers, fork]:
+        ledger.close()
+
+
+def test_the_headers_accepted_are_bounded_and_kept_across_a_restart(market, tmp_path, monkeypatch):  # noqa: F811
+    """The header accepted at each height is kept in the state file (the newest MAX_HEADERS_KEPT
+    heights): after a restart a header sealed by a quorum at a height accepted before, but not the
+    one accepted, is still refused."""
+    import meter_agent.agent as agent_module
+    from chain.block import header_hash
+
+    c = market
+    monkeypatch.setattr(agent_module, "MAX_HEADERS_KEPT", 1)
+    agent, node, topic = _agent(c, tmp_path)
+    receipts = _receipts(c, c.meters[0].id)
+    heights = sorted({r["header"]["height"] for r in receipts})
+    assert len(heights) >= 2
+    for r in receipts:
+        node.publish(topic, json.dumps(r).encode())
+    honest = agent.totals()
+    newest = {h: header_hash(r["header"]).hex() for r in receipts for h in [r["header"]["height"]]}
+    expected = {heights[-1]: newest[heights[-1]]}
+    assert agent._headers == expected
+    agent.stop()
+    again, node, topic = _agent(c, tmp_path)
+    assert again._headers == expected
+    (last,) = [r for r in receipts if r["header"]["height"] == heights[-1]][-1:]
+    # the same block's height, another header, sealed by every validator (a quorum) in one round
+    forged_header = dict(last["header"], time=last["header"]["time"] + 1)
+    block_hash = header_hash(forged_header).hex()
+    seals = [
+        json.loads(c.ledgers[0].sign_vote(v.key, "seal", heights[-1], 0, block_hash, now=0).to_bytes())
+        for v in c.validators
+    ]
+    again_receipt = dict(last, header=forged_header, seals=seals)
+    node.publish(topic, json.dumps(again_receipt).encode())
+    assert "but this agent accepted header" in again.alarms[-1]
+    for r in receipts:  # the genuine ones still verify
+        node.publish(topic, json.dumps(r).encode())
+    assert again.totals() == honest and len(again.alarms) == 1
