@@ -193,6 +193,8 @@ class Agent:
         # this meter's messages: True, False or "unknown" (from verified notices and receipts)
         self.last_receipt: dict[str, Any] | None = outbox.load("last_receipt")
         self.enrolled: bool | str = outbox.load("enrolled", "unknown")
+        # the height of the block that last told it (-1: none yet); see _set_enrolled
+        self.enrolled_height: int = outbox.load("enrolled_height", -1)
         self.fault: str | None = None
         # while the meter's serial is not the enrolled one: what differs and what to do (no offers)
         self.serial_mismatch: str | None = None
@@ -752,12 +754,15 @@ class Agent:
         if kind == "order_outcome":  # the ledger took one of its orders: it is enrolled
             if result.get("meter") != self.meter_id:
                 return
+            height = receipt["header"]["height"]
             if result.get("withdrawn") == "meter_revoked":  # taken before, withdrawn: revoked since
                 self._set_enrolled(
-                    False, f"revoked: its order for interval {result.get('interval')} was withdrawn"
+                    False, f"revoked: its order for interval {result.get('interval')} was withdrawn", height
                 )
             else:
-                self._set_enrolled(True, f"its order for interval {result.get('interval')} was cleared")
+                self._set_enrolled(
+                    True, f"its order for interval {result.get('interval')} was cleared", height
+                )
             return
         if kind not in RECEIPT_KINDS:
             return
@@ -810,7 +815,9 @@ class Agent:
                 if self.state_error is None and not self._trades_unsaved:  # said once
                     log.error("%s: receipts are kept in memory until the state file takes them", exc)
                 self._trades_unsaved.update({trade_id, *removed})
-        self._set_enrolled(True, "a receipt of its trades verified")
+        if kind == "trade":  # cleared in that block: its order was in the book. (A settlement or
+            # an adjustment is of a trade cleared before, and comes after a revocation too.)
+            self._set_enrolled(True, "a receipt of its trades verified", receipt["header"]["height"])
 
     @staticmethod
     def _keep_adjustment(entry: dict[str, Any], result: dict[str, Any]) -> None:
@@ -1026,7 +1033,7 @@ class Agent:
             by_reason.setdefault(reason, []).append(seq)
         for reason, seqs in by_reason.items():  # in the block, but the ledger did not take them
             where = f"booked message(s) {seqs[:10]} in block {included.height} as rejected"
-            self._refused(seqs, reason, where)
+            self._refused(seqs, reason, where, included.height)
         keep = {seq for seq, reason in included.rejected.items() if reason in NOT_YET}
         if keep:  # forgotten once signed again (_sign_again_not_yet)
             with self._lock:
@@ -1073,12 +1080,13 @@ class Agent:
                 "outbox and are sent again until the ledger takes them"
             )
             return
-        self._refused(agreed, notice.refused, f"refused message(s) {agreed[:10]}")
+        self._refused(agreed, notice.refused, f"refused message(s) {agreed[:10]}", None)
         self._forget(agreed)
 
-    def _refused(self, seqs: list[int], reason: str, what: str) -> None:
-        """Act on the ledger's refusal of kept messages, told by notices or proven in a block
-        (``what`` says which, for the log), before they leave the outbox."""
+    def _refused(self, seqs: list[int], reason: str, what: str, height: int | None) -> None:
+        """Act on the ledger's refusal of kept messages, told by notices (``height`` None) or
+        proven in block ``height`` (``what`` says which, for the log), before they leave the
+        outbox."""
         if reason == "seq_behind":
             behind = self.outbox.messages(seqs)
             with self._lock:
@@ -1095,7 +1103,7 @@ class Agent:
         else:
             log.info("the ledger %s: %s", what, reason)
             if reason in NOT_ENROLLED:
-                self._set_enrolled(False, f"the ledger refused its messages: {reason}")
+                self._set_enrolled(False, f"the ledger refused its messages: {reason}", height)
 
     def _forget(self, seqs: list[int]) -> None:
         """The ledger holds or refused these messages: out of the outbox for good."""
@@ -1185,21 +1193,33 @@ class Agent:
         else:
             log.error("%s", message)
 
-    def _set_enrolled(self, enrolled: bool, why: str) -> None:
-        """Record what the ledger said about this meter's enrolment; log once when trading starts
-        (the first sign of enrolment, e.g. after the votes of ``peerwatt member admit``)."""
+    def _set_enrolled(self, enrolled: bool, why: str, height: int | None) -> None:
+        """Record what the ledger said about this meter's enrolment in block ``height``; log once
+        when trading starts (the first sign of enrolment, e.g. after the votes of ``peerwatt
+        member admit``). Ordered by height: what an older block says never undoes what a newer
+        one said, and at one height a refusal wins (found in a QA pass: an old order outcome's
+        receipt, replayed after the validators' notices said ``revoked``, set enrolled back to
+        true). A refusal told by notices (``height`` None) names no block: it counts as newer
+        than every block this agent accepted a header of."""
         with self._lock:
-            if self.enrolled is enrolled:
-                return
-            before, self.enrolled = self.enrolled, enrolled
-        if enrolled:
+            if height is None:
+                height = max([self.enrolled_height, *self._headers])
+            before, told_at = self.enrolled, self.enrolled_height
+            if height < told_at or (height == told_at and enrolled and before is False):
+                return  # older news
+            if (before, told_at) == (enrolled, height):
+                return  # heard before
+            self.enrolled, self.enrolled_height = enrolled, height
+        if before is enrolled:  # the same news from a newer block: only its height is recorded
+            pass
+        elif enrolled:
             log.info("meter %s is enrolled (%s): trading starts", self.meter_id, why)
         elif before is True or "revoked" in why:
             log.warning("meter %s is no longer enrolled (%s): no trading", self.meter_id, why)
         else:
             log.info("meter %s is not enrolled yet (%s): no trading until the votes pass", self.meter_id, why)
         try:
-            self.outbox.save("enrolled", enrolled)
+            self.outbox.save_all({"enrolled": enrolled, "enrolled_height": height})
         except OutboxError:
             pass  # kept in memory; poll() reports a state file that cannot be written
 

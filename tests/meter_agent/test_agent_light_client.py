@@ -310,3 +310,43 @@ def test_the_headers_accepted_are_bounded_and_kept_across_a_restart(market, tmp_
     for r in receipts:  # the genuine ones still verify
         node.publish(topic, json.dumps(r).encode())
     assert again.totals() == honest and len(again.alarms) == 1
+
+
+def test_an_old_receipt_replayed_after_a_revocation_does_not_undo_it(market, tmp_path):  # noqa: F811
+    """Found in a QA pass: after 3 of 3 validators' notices said ``revoked`` (enrolled false), the
+    same old order outcome's receipt sent again set enrolled back to true. What the ledger says of
+    the enrolment is now ordered by block height: a block no newer than the news the agent has (a
+    refusal heard in notices counts as newer than every block it accepted) undoes nothing, after a
+    restart either; a newer block's does. A settlement (of a trade cleared before, and made after
+    a revocation too) says nothing of it."""
+    from chain.notice import sign_notice
+    from tests.meter_agent.test_agent_receipts_status import _kept_seq
+
+    c = market
+    agent, node, topic = _agent(c, tmp_path)
+    meter = c.meters[0].id
+
+    def refused(k: int, reason: str) -> None:
+        seq = _kept_seq(agent, c, k)
+        for v in c.validators:  # as many as two quorums share
+            notice = sign_notice(v.key, community=c.community, meter=meter, seqs=[seq], created=0, seq=1,
+                                 refused=reason)  # fmt: skip
+            node.publish(topic, notice)
+
+    receipts = _receipts(c, meter)
+    (outcome,) = [r for r in receipts if r["result"]["kind"] == "order_outcome"]
+    later = [r for r in receipts if r["header"]["height"] > outcome["header"]["height"]]
+    assert later and {r["result"]["kind"] for r in later} == {"settlement"}
+    refused(1, "not_enrolled")  # before the votes passed
+    assert agent.status()["enrolled"] is False
+    node.publish(topic, json.dumps(outcome).encode())  # then its order was cleared
+    assert agent.status()["enrolled"] is True
+    refused(2, "revoked")
+    assert agent.status()["enrolled"] is False
+    for r in [outcome, *receipts]:  # the old receipts once more, and settlements of later blocks
+        node.publish(topic, json.dumps(r).encode())
+    assert agent.status()["enrolled"] is False
+    agent.stop()
+    again, node, topic = _agent(c, tmp_path)
+    node.publish(topic, json.dumps(outcome).encode())
+    assert again.status()["enrolled"] is False

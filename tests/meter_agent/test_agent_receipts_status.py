@@ -333,8 +333,8 @@ def test_a_flood_of_bad_receipts_is_not_a_flood_of_log_lines(market, tmp_path, c
 def test_enrolled_comes_from_receipts_of_its_orders_not_from_inclusion(market, tmp_path):
     """Found in a QA pass: a hostile proposer put a revoked meter's message in a block (the
     ledger records it as rejected) and sent its inclusion proof, which set the agent's enrolled
-    back to true. Being in a block says nothing of acceptance; a verified order outcome, trade or
-    settlement of this meter does."""
+    back to true. Being in a block says nothing of acceptance; a verified order outcome or trade
+    of this meter does."""
     c = market
     agent, sequencer, topic = _agent(c, tmp_path)
     outcomes = [r for r in _receipts(c, c.meters[0].id) if r["result"]["kind"] == "order_outcome"]
@@ -373,7 +373,7 @@ def test_an_order_withdrawn_because_the_meter_was_revoked_is_not_a_sign_of_enrol
     outcomes = [r for m, r in block_receipts(c.ledgers[0].store, closure.height) if m == meter]
     assert [r["result"].get("withdrawn") for r in outcomes] == ["meter_revoked"]
     agent, sequencer, topic = _agent(c, tmp_path)
-    agent._set_enrolled(True, "an earlier order was cleared")
+    agent._set_enrolled(True, "an earlier order was cleared", 0)
     with caplog.at_level(logging.INFO, logger="peerwatt.agent"):
         sequencer.publish(topic, json.dumps(outcomes[0]).encode())
     assert agent.status()["enrolled"] is False
