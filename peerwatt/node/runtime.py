@@ -1066,6 +1066,14 @@ class Node:
             # timeouts (CometBFT takes a proposal of its current round only)
             self._count("rejected", "block_round_ahead")
             return
+        created = block.header["round"]
+        if created != round_ if valid_round == -1 else created > valid_round:
+            # a new block is created in the round it is proposed in, by its proposer; one proposed
+            # again (line 15) was created in its valid round or before. Else its proposer names
+            # another validator and round as its creator, and the chain's sequencer moves there
+            # (a QA pass: validator 0 in round 0 made validator 2 the sequencer, "round 1001").
+            self._count("rejected", "block_wrong_round")
+            return
         value = block.hash.hex()
         proposal = Proposal(height, round_, valid_round, value, env.signer)
         # not from the round's proposer, a copy, a third block of the round, or a bad signature
