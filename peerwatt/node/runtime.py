@@ -437,12 +437,23 @@ class Node:
         heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
         missing = sorted(validators - heard)
         first = self.stalled is None
-        # a cause here, not at the silent others: this node hears no one, or cannot store blocks
+        # a cause here, not at the silent others: this node hears no one, cannot store blocks, or
+        # holds a quorum's seals for a block it does not have (a QA pass: a validator without
+        # peers restarted after the others finished the height blamed them, for good)
+        missed = self._missed_block(core)
         cause = (
             "this node is not connected to the MQTT broker: it hears no validator"
             if not self.bus.connected
             else f"this node cannot store blocks ({self.store_error})"
             if self.store_error is not None
+            else f"a quorum of validators made block {missed[:12]} final, and this node does not have "
+            "that block: "
+            + (
+                "it fetches it from its peers"
+                if self.peers
+                else "configure `peers` (other nodes' HTTP APIs) so it can fetch final blocks"
+            )
+            if missed is not None
             else None
         )
         self.stalled = {
@@ -478,6 +489,16 @@ class Node:
                     [self._validator_label(kid) for kid in missing],
                 ),
             )
+
+    def _missed_block(self, core: consensus.Height) -> str | None:
+        """The hash of a block a quorum precommitted at this height that this node does not hold."""
+        quorum = core.quorum
+        for (kind, _), by_value in core.votes_for.items():
+            for value, signers in by_value.items():
+                if kind == consensus.PRECOMMIT and value is not None and len(signers) >= quorum:
+                    if value not in self._blocks:
+                        return value
+        return None
 
     def _validator_label(self, kid: str) -> str:
         """A validator as its operator knows it: its genesis or vote name with its key id."""

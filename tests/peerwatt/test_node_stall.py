@@ -85,3 +85,28 @@ def test_a_stall_with_every_validator_voting_does_not_ask_to_start_them():
     assert "all 4 validators are voting" in line and "start them" not in line and "none" not in line
     line = stall_line(10, 1, 31, 2, 3, 4, ["aa", "bb"])
     assert "2 validator(s) voting, the quorum is 3 of 4; silent validator(s): aa, bb (start them" in line
+
+
+def test_a_node_without_the_block_a_quorum_sealed_says_so_instead_of_blaming_the_others(tmp_path, caplog):
+    """A QA pass: every node lost power when one had block 1 final; restarted without `peers`, a
+    validator that held a quorum's seals for that block but not the block itself stayed behind
+    and its stall line named the healthy validators as silent."""
+    net = Net(tmp_path)
+    net.send(1)
+    while not any(n.ledger.height == 1 for n in net.nodes):
+        for node in net.nodes:
+            node.step()
+            if node.ledger.height == 1:
+                break
+    for i in range(4):
+        net.crash(i)
+    for i in range(4):
+        net.start(i)
+    with caplog.at_level(logging.WARNING, logger="peerwatt.node"):
+        net.advance(60, step_s=5)
+    behind = [n for n in net.nodes if n.ledger.height == 0]
+    assert behind, "every node finished the height: the scenario no longer reproduces"
+    for node in behind:
+        assert "configure `peers`" in node.status()["stalled"]["cause"]
+    lines = [r.getMessage() for r in caplog.records if "STALLED" in r.getMessage()]
+    assert lines and all("does not have that block" in line for line in lines), lines
