@@ -378,6 +378,12 @@ class Ledger:
         valid = final_round(seals, set(self.validators()), self.quorum())
         if not valid:
             raise InvalidBlock("no_quorum", f"{len(seals)} seals, no round with a quorum of {self.quorum()}")
+        if valid[0].body["round"] < block.header["round"]:  # created in a round after it was final
+            raise InvalidBlock(
+                "bad_round",
+                f"block {block.height} names round {block.header['round']}, final in round "
+                f"{valid[0].body['round']}",
+            )
         execution = self.validate(block)
         snapshot = execution.state if block.height % SNAPSHOT_EVERY == 0 else None
         self.store.append_block(block, valid, snapshot)

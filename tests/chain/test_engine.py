@@ -165,6 +165,23 @@ def test_a_known_header_with_another_body_is_refused(community, part):
     assert verify_store(ledgers[3].store, KeyValueApp()).height == 1
 
 
+def test_a_block_final_in_a_round_before_the_one_its_header_names_is_refused(community):
+    """A block is created in its header's round and can be final only in that round or a later
+    one (a re-proposal keeps its header). A QA pass made a proposer name another validator and
+    round 1001 in round 0: the nodes now refuse such a proposal (753655e); a catch-up peer's final
+    block with such seals is refused here too."""
+    ledgers = community.ledgers
+    txs = [reading(m, community.community, T0 - T0 % 900, 1) for m in community.meters]
+    block = ledgers[0].propose(txs, T0 + 1, round_=5)
+    seals = [ledgers[i].seal(block, community.validators[i].key, now=T0 + 1, round_=0) for i in range(4)]
+    with pytest.raises(InvalidBlock, match="bad_round"):
+        ledgers[3].commit(block, seals)
+    assert ledgers[3].height == 0
+    later = [ledgers[i].seal(block, community.validators[i].key, now=T0 + 1, round_=5) for i in range(4)]
+    ledgers[3].commit(block, later)
+    assert ledgers[3].height == 1
+
+
 def test_unknown_signer_and_bad_signature_make_block_invalid(community):
     stranger = Party(generate_private_key())
     block = community.ledgers[0]
