@@ -520,7 +520,7 @@ class Node:
                 "too_large", topic, logging.INFO, "rejected too_large on %s: %d bytes", topic, len(payload)
             )
             return
-        if not self._inbox.has_room(topic, len(payload)):
+        if not self._inbox.has_room(topic, len(payload), payload):  # (gov: its signer's share)
             self._count("rejected", "busy")
             self._log_once("busy", topic, logging.INFO, "rejected busy on %s: its queue is full", topic)
             return
