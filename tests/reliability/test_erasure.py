@@ -278,12 +278,9 @@ def test_erase_command_also_deletes_the_members_bank_details(tmp_path):
     assert b"DE89370400440532013000" not in raw and b"AT611904300234573201" in raw
 
 
-def test_the_grid_operators_data_about_an_erased_meter_is_erased_too(tmp_path):
-    """A gridops transaction is signed by the importing operator, not by the meter, yet it holds
-    the meter's 15-minute energy: it is erased with the meter's own messages, verify accepts its
-    missing payload (the result names the meter), and another meter's data stays."""
-    c = build_market(tmp_path, validators=3, members=4)
-    t = SETTLED_AT + 1
+def enable_gridops(c, t: int) -> int:
+    """The members vote validator 0 the grid operator's importer and settlement on its data; the
+    time after the votes' blocks."""
     for name, value in (
         ("gridops_operators", c.validators[0].id),
         ("settlement_source", "meter_then_gridops"),
@@ -302,6 +299,15 @@ def test_the_grid_operators_data_about_an_erased_meter_is_erased_too(tmp_path):
         ]
         c.run_block([proposal, *yes], t)
         t += 1
+    return t
+
+
+def test_the_grid_operators_data_about_an_erased_meter_is_erased_too(tmp_path):
+    """A gridops transaction is signed by the importing operator, not by the meter, yet it holds
+    the meter's 15-minute energy: it is erased with the meter's own messages, verify accepts its
+    missing payload (the result names the meter), and another meter's data stays."""
+    c = build_market(tmp_path, validators=3, members=4)
+    t = enable_gridops(c, SETTLED_AT + 1)
 
     def data_of(meter: int):
         body = {
@@ -339,25 +345,7 @@ def test_the_grid_operators_rows_held_in_the_state_are_reported_with_their_time(
     """The market's state keeps the grid operator's rows for gridops_window_s: after erasure,
     `node erase` reports them held until a time at which the market prunes them, not before."""
     c = build_market(tmp_path, validators=1, members=4)
-    t = SETTLED_AT + 1
-    for name, value in (
-        ("gridops_operators", c.validators[0].id),
-        ("settlement_source", "meter_then_gridops"),
-    ):
-        proposal = c.members[1].sign(
-            c.community,
-            "propose",
-            {"action": "set_param", "args": {"name": name, "value": value}, "deadline": t + 86_400},
-            created=t,
-        )
-        yes = [
-            c.members[i].sign(
-                c.community, "vote", {"proposal": proposal.tx_hash.hex(), "vote": "yes"}, created=t
-            )
-            for i in (2, 3)
-        ]
-        c.run_block([proposal, *yes], t)
-        t += 1
+    t = enable_gridops(c, SETTLED_AT + 1)
     body = {
         "meter": c.meters[0].id,
         "metering_point": "AT0030000000000000000000000000000",
