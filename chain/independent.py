@@ -302,6 +302,14 @@ class _Checker:
             rounds.setdefault(body.get("round"), set()).add(validator)
         if max((len(v) for v in rounds.values()), default=0) < chain["quorum"] and state_known:
             raise IndependentError("no_quorum", f"block {height}: no round with {chain['quorum']} seals")
+        created = parse_canonical(stored_header).get("round")
+        if isinstance(created, int) and state_known:  # final in the round it names or later
+            quorum = chain["quorum"]
+            early = [r for r, v in rounds.items() if isinstance(r, int) and r < created and len(v) >= quorum]
+            if early:
+                raise IndependentError(
+                    "bad_round", f"block {height}: created in round {created}, sealed in round {min(early)}"
+                )
 
     def _envelope(self, what: str, stored: bytes, sec1: str) -> dict[str, Any]:
         try:

@@ -329,6 +329,7 @@ def _verify_block(
         chain["validators"],
         chain["quorum"],
         verified,
+        header["round"],
     )
     if walk.can_execute and erased:
         walk.can_execute = False
@@ -682,7 +683,9 @@ def _load_txs_ahead(genesis, height: int, erased_signers: set[str], ahead: _Ahea
     return loaded
 
 
-def _check_seals(store, community, height, block_hash, validators, quorum, verified=frozenset()) -> int:
+def _check_seals(
+    store, community, height, block_hash, validators, quorum, verified=frozenset(), created_round=0
+) -> int:
     valid = []
     for validator, envelope in store.seal_rows(height):
         try:
@@ -702,7 +705,13 @@ def _check_seals(store, community, height, block_hash, validators, quorum, verif
     best = most_seals_in_one_round(valid, validators)
     if best < quorum:
         raise VerifyError(height, f"only {best} valid seals of one round, quorum is {quorum}")
-    return sum(len(signers) for signers in seal_rounds(valid, validators).values())
+    by_round = seal_rounds(valid, validators)
+    early = [r for r, signers in by_round.items() if r < created_round and len(signers) >= quorum]
+    if early:  # a block is final in the round its header names or later (Ledger.commit: bad_round)
+        raise VerifyError(
+            height, f"block names round {created_round}, but a quorum sealed it in round {min(early)}"
+        )
+    return sum(len(signers) for signers in by_round.values())
 
 
 def _sha(data: bytes) -> bytes:

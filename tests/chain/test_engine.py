@@ -10,6 +10,7 @@ from chain.block import header_hash
 from chain.canonical import loads_strict
 from chain.engine import Ledger
 from chain.execute import InvalidBlock, execute_block
+from chain.independent import verify_store_independent
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
 from chain.state import copy_state, state_root
@@ -177,6 +178,12 @@ def test_a_block_final_in_a_round_before_the_one_its_header_names_is_refused(com
     with pytest.raises(InvalidBlock, match="bad_round"):
         ledgers[3].commit(block, seals)
     assert ledgers[3].height == 0
+    written = ledgers[2]  # such a block written to a store anyway: both verifiers refuse it
+    written.store.append_block(block, seals, None)
+    with pytest.raises(VerifyError, match="names round 5, but a quorum sealed it in round 0"):
+        verify_store(written.store, KeyValueApp())
+    with pytest.raises(VerifyError, match="bad_round"):
+        verify_store_independent(written.store, KeyValueApp())
     later = [ledgers[i].seal(block, community.validators[i].key, now=T0 + 1, round_=5) for i in range(4)]
     ledgers[3].commit(block, later)
     assert ledgers[3].height == 1
