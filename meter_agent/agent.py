@@ -1091,8 +1091,17 @@ class Agent:
             behind = self.outbox.messages(seqs)
             with self._lock:
                 self._behind.extend(behind)  # signed again with new seqs at the next poll
-        elif reason == "replay":  # the ledger holds it already (its proof went missing)
-            log.info("the ledger holds message(s) %s already: confirmed", seqs[:10])
+        elif reason == "replay":  # the ledger holds its seq already (its proof went missing)
+            # but held is not taken: a reading it booked as reading_too_early is held too (a QA
+            # pass: a validator stripped the results from an inclusion proof, the others then
+            # answered replay). A reading is signed again with a new seq, which the ledger books
+            # or refuses as duplicate_reading; an order is not (it may have been booked)
+            topic = Topics.readings(self.community, self.meter_id)
+            readings = [m for m in self.outbox.messages(seqs) if m[1] == topic]
+            with self._lock:
+                self._not_yet.extend(readings)
+            again = f" ({len(readings)} reading(s) signed again, in case it did not take them)"
+            log.info("the ledger holds message(s) %s already: confirmed%s", seqs[:10], again * bool(readings))
         elif reason in NOT_YET:  # booked, so these bytes cannot be taken again: new seqs
             log.warning(
                 "the ledger %s: %s (the block's time was before the reading's interval ended); "

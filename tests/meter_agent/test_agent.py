@@ -556,6 +556,40 @@ def test_a_reading_refused_as_too_early_is_kept_and_sent_again(setup):
     assert not {s for s, _t, _p in agent.outbox.messages(sorted(readings))}
 
 
+def test_a_reading_confirmed_only_by_replay_notices_is_signed_again_orders_are_not(setup):
+    """A quorum's `replay` notices say the ledger holds a message's seq, not what it made of it:
+    a reading it booked as reading_too_early is also held (found in a QA pass: a validator that
+    stripped the results from an inclusion proof made the agent send the reading again, the
+    others answered `replay`, and the agent forgot a reading the ledger never took). A reading
+    is therefore signed again with a new seq: the ledger books it, or refuses it as
+    duplicate_reading when it has it already. An order is not: it may have been booked."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.start()
+    run(agent, sim, 200)  # past an interval's end: a reading and orders are signed
+    readings = {json.loads(p)["seq"]: json.loads(p) for t, p in seen if "/readings/" in t}
+    orders = {json.loads(p)["seq"]: json.loads(p) for t, p in seen if "/orders/" in t}
+    assert readings and orders
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    notice = sign_notice(c.validators[0].key, community=c.community, meter=meter.id,
+                         seqs=sorted([*readings, *orders]), created=0, seq=1, refused="replay")  # fmt: skip
+    sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+    assert not {s for s, _t, _p in agent.outbox.messages(sorted([*readings, *orders]))}  # forgotten
+    before = len(seen)
+    run(agent, sim, 1)
+    again = [json.loads(p) for t, p in seen[before:] if "/readings/" in t]
+    unexpired = [r for r in readings.values() if r["expires"] > sim.clock.now()]
+    assert unexpired
+    assert sorted(json.dumps(r["body"], sort_keys=True) for r in again) == sorted(
+        json.dumps(r["body"], sort_keys=True) for r in unexpired
+    )
+    assert all(r["seq"] not in readings for r in again)
+    bodies = {json.dumps(o["body"], sort_keys=True) for o in orders.values()}
+    sent_orders = [json.loads(p) for t, p in seen[before:] if "/orders/" in t]
+    assert not [o for o in sent_orders if json.dumps(o["body"], sort_keys=True) in bodies]
+
+
 def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, caplog):
     """Another agent with a copy of this meter's key (or an older copy of its state) sent newer
     seqs: the ledger refuses this agent's as older than its window, for good. Found in a QA pass:
