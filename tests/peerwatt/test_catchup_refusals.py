@@ -39,7 +39,10 @@ class StaticPeer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the node refused the reply from its first bytes and hung up (5a18c32)
 
             def log_message(self, *args: object) -> None:
                 return
