@@ -9,7 +9,8 @@ indices are I-JSON integers, 0..2**53-1; ``limit`` is 1..2**53-1, of which at mo
 MAX_BLOCKS_PER_REQUEST are served); anything else, or a missing ``height``/``index``, is a 400
 whose one-line error names the parameter.
 
-Connections are bounded: at most MAX_CONNECTIONS are served at once (any more is answered 503 and
+Connections are bounded: at most MAX_CONNECTIONS are served at once, at most
+MAX_CONNECTIONS_PER_ADDRESS of them from one client address (any more is answered 503 and
 closed), a connection's request must arrive in full within READ_DEADLINE_S however slowly it
 trickles, and a reply that the client does not take within WRITE_TIMEOUT_S is dropped. A client
 that hangs up or stalls is logged in one line at DEBUG, nothing more.
@@ -39,6 +40,9 @@ from peerwatt.node.ledger_api import blocks_json, proof_json
 log = logging.getLogger("peerwatt.node")
 
 MAX_CONNECTIONS = 64  # served at once, each on its own thread
+# of which one client address holds at most this many, so one host cannot take every slot and
+# turn away the peers' catch-up (a review: 64 connections reopened every 4.5 s did)
+MAX_CONNECTIONS_PER_ADDRESS = 8
 READ_DEADLINE_S = 5.0  # for the whole request line and headers of a connection
 # for sending a reply: longer than a catch-up client waits for one (catchup.reply_deadline_s)
 WRITE_TIMEOUT_S = 30.0
@@ -150,23 +154,41 @@ class _BoundedServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._per_address: dict[str, int] = {}  # connections served now, by client address
+        self._per_address_lock = threading.Lock()
+
+    def _take(self, host: str) -> bool:
+        with self._per_address_lock:
+            if self._per_address.get(host, 0) >= MAX_CONNECTIONS_PER_ADDRESS:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._per_address[host] = self._per_address.get(host, 0) + 1
+            return True
+
+    def _give_back(self, host: str) -> None:
+        with self._per_address_lock:
+            left = self._per_address.pop(host, 1) - 1
+            if left:
+                self._per_address[host] = left
+            self._slots.release()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._take(client_address[0]):
             _answer_busy(request)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)  # starts the connection's thread
         except BaseException:
-            self._slots.release()
+            self._give_back(client_address[0])
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give_back(client_address[0])
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]

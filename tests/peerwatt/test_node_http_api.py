@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import pytest
 
 from chain.canonical import MAX_SAFE_INTEGER
-from peerwatt.node.http_api import MAX_CONNECTIONS, READ_DEADLINE_S, NodeHttpApi
+from peerwatt.node.http_api import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, READ_DEADLINE_S, NodeHttpApi
 from tests.support.market_ledger import closed_market_data
 
 
@@ -88,8 +88,13 @@ def _handler_threads() -> int:
     return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
 
 
-def _status_line(address) -> bytes:
-    with socket.create_connection(address, timeout=5) as s:
+def _from(i: int) -> tuple[str, int]:
+    """The i-th loopback source address (Linux answers on all of 127.0.0.0/8)."""
+    return (f"127.0.{i // 250}.{2 + i % 250}", 0)
+
+
+def _status_line(address, source=None) -> bytes:
+    with socket.create_connection(address, timeout=5, source_address=source) as s:
         s.sendall(b"GET /v1/status HTTP/1.0\r\n\r\n")
         return s.makefile("rb").readline()
 
@@ -114,7 +119,11 @@ def test_a_request_trickling_in_is_cut_at_the_read_deadline(tmp_path):
 def test_connections_beyond_the_bound_are_refused_and_held_ones_freed(tmp_path):
     before = _handler_threads()
     with _serving(tmp_path) as address:
-        held = [socket.create_connection(address, timeout=5) for _ in range(MAX_CONNECTIONS)]
+        per = MAX_CONNECTIONS_PER_ADDRESS
+        held = [
+            socket.create_connection(address, timeout=5, source_address=_from(i // per))
+            for i in range(MAX_CONNECTIONS)
+        ]
         try:
             for s in held:
                 s.sendall(b"GET /v1/status HTTP/1.0\r\nHost: x\r\n")  # no end of headers
@@ -130,6 +139,24 @@ def test_connections_beyond_the_bound_are_refused_and_held_ones_freed(tmp_path):
         finally:
             for s in held:
                 s.close()
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path):
+    """Found in a review: one client holding all 64 connections (reopened within the read deadline)
+    made every peer's catch-up from this node a 503; one address now holds at most
+    MAX_CONNECTIONS_PER_ADDRESS of them."""
+    before = _handler_threads()
+    with _serving(tmp_path) as address:
+        held = [socket.create_connection(address, timeout=5, source_address=_from(0)) for _ in range(64)]
+        try:
+            for s in held:
+                s.sendall(b"G")
+            assert _status_line(address, _from(0)).startswith(b"HTTP/1.0 503")
+            assert _status_line(address, _from(1)).startswith(b"HTTP/1.0 200")  # another peer
+        finally:
+            for s in held:
+                s.close()
+        assert _wait_for(lambda: _handler_threads() <= before, READ_DEADLINE_S + 3)
 
 
 def test_clients_that_hang_up_cost_no_traceback(tmp_path, caplog, capfd):
