@@ -511,9 +511,11 @@ def member_statement(
         savings = None
         notes.append(str(exc))
 
-    active_after = (
-        any(m.revoked_at is None or m.revoked_at > end for m in own_meters)
-        and member not in view.removed_members
+    # final: nothing after the period can be billed any more. The member is removed (no meter can
+    # be enrolled for it) and none of its meters is active after the period (a removed member's
+    # meters stay enrolled and trade until each is revoked: docs/governance.md)
+    billed_after = member not in view.removed_members or any(
+        m.revoked_at is None or m.revoked_at > end for m in own_meters
     )
     statement: dict[str, Any] = {
         "format": layout,
@@ -526,7 +528,7 @@ def member_statement(
         "currency": currency,
         "member": member,
         "member_name": view.members.get(member, ""),
-        "final": not active_after,
+        "final": not billed_after,
         "ledger": {"height": view.height, "block_hash": view.block_hash, "block_time": view.block_time},
         "meters": meters_out,
         "energy": {

@@ -80,7 +80,11 @@ def test_membership_window_bounds_the_metered_energy() -> None:
     # enrolled at the start of day 3, revoked at the start of day 5: days 3 and 4 only
     assert billed_window(v.meters["b"], T, T + 30 * DAY) == (T + 2 * DAY, T + 4 * DAY)
     assert bob["energy"]["import_wh"] == 4_000
-    assert bob["final"]
+    assert not bob["final"]  # still a member: a meter may be enrolled for it again
+    removed = view(removed_members={"bob": T + 4 * DAY})
+    assert member_statement(
+        removed, "bob", period="2026-06", start=T, end=T + 30 * DAY, vat=VatSetting(False, 0, "n")
+    )["final"]
     assert bob["total"] == bob["balance"]["period"] == -108_000
     assert [(line["code"], line["rate"], line["amount"]) for line in bob["lines"]] == [
         ("p2p_earnings", None, 0),
