@@ -34,11 +34,14 @@ from chain.envelope import Envelope
 from peerwatt.node.ledger_api import ErasedPayloads, block_from_json
 
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
-# A peer's reply is bounded: the blocks asked for at their largest (a block's body is within
-# MAX_BLOCK_BYTES as canonical JSON; the reply's spaces, its transaction hashes and seals stay well
-# within twice that) plus the reply's own few bytes, at most MAX_CATCHUP_REPLY_BYTES in all; its JSON
-# nesting the block's plus the few levels the reply wraps it in.
-MAX_BLOCK_REPLY_BYTES = 2 * messages.MAX_BLOCK_BYTES
+# A peer's reply is bounded: the blocks asked for at their largest plus the reply's own few bytes,
+# at most MAX_CATCHUP_REPLY_BYTES in all; its JSON nesting the block's plus the few levels the reply
+# wraps it in. A block's body is within MAX_BLOCK_BYTES as canonical JSON (UTF-8), and the API
+# writes it ASCII-escaped with spaces: a non-ASCII character takes at most 3x its UTF-8 bytes (a
+# 4-byte one is two \u escapes, 12 bytes; a review's legal block of emoji text was 2.99x), so 3x
+# plus the transaction hashes and seals beside the body (4 MiB: 28,000 hashes of 70 bytes, a few
+# dozen seals). At 2x, no node could catch up past such a block.
+MAX_BLOCK_REPLY_BYTES = 3 * messages.MAX_BLOCK_BYTES + 4 * 1024 * 1024
 REPLY_ENVELOPE_BYTES = 1024
 MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
 CATCHUP_REPLY_DEPTH = MAX_DEPTH + 4

@@ -113,3 +113,30 @@ def test_a_parse_that_ends_past_the_deadline_is_a_timeout(peer, monkeypatch):
     monkeypatch.setattr(catchup, "loads_strict", slow_parse)
     with pytest.raises(CatchupTimeout, match="past its deadline"):
         fetch_blocks(peer(b'{"blocks": []}').address, 1, "oak-street", 900, timeout_s=0.2)
+
+
+def test_a_largest_block_of_non_ascii_text_is_fetched(tmp_path):
+    """Found in a review: the bound of 2x the block's size per block refused a legal block of
+    emoji text, which the API's JSON escapes to 3x its canonical bytes (a 4-byte character is 12
+    bytes as two \\u escapes): no node could catch up past it, at any batch size."""
+    from chain.canonical import dumps_checked
+    from chain.kvapp import KeyValueApp
+    from chain.messages import MAX_BLOCK_BYTES
+    from peerwatt.node.http_api import NodeHttpApi
+    from tests.support.localnet import make_community
+
+    c = make_community(validators=3, members=2)
+    c.open_ledgers(tmp_path, KeyValueApp)
+    t = c.genesis.time + 10
+    args = {"action": "set_param", "args": {"x": "\U0001f600" * 15000}, "deadline": t + 3600}
+    block = c.run_block([c.members[0].sign(c.community, "propose", args, created=t) for _ in range(130)], t)
+    assert 0.9 * MAX_BLOCK_BYTES < len(dumps_checked(block.to_body())) <= MAX_BLOCK_BYTES
+    for ledger in c.ledgers:
+        ledger.close()
+    api = NodeHttpApi(tmp_path / "validator-1", dict, "127.0.0.1", 0)
+    api.start()
+    try:
+        got = fetch_blocks(api.address, 1, c.community, c.genesis.interval_s, timeout_s=30, limit=1)
+    finally:
+        api.stop()
+    assert [b.hash for b, _seals in got] == [block.hash]
