@@ -25,6 +25,7 @@ from market.apps import load_app
 from peerwatt.errors import UserError
 
 NOT_RUNNING = 3  # `node status`'s exit code for a node that does not answer (docs/operations.md)
+BUSY = 4  # `node status`'s exit code for a node that answers with an HTTP error (e.g. 503: busy)
 LOCK_FILE = "node.lock"  # in the data folder: held by `node run` and `node erase`
 
 
@@ -241,6 +242,10 @@ def status(config_file: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             info = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # it runs: its API answered, with an error
+        what = "node busy" if exc.code == 503 else "node answers with an error"
+        click.echo(f"{what} (HTTP {exc.code} at {url}: {exc.reason}); it is running, ask again later")
+        click.get_current_context().exit(BUSY)
     except (urllib.error.URLError, OSError):
         from chain.store import Store
 

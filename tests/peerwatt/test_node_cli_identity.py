@@ -167,3 +167,32 @@ def test_a_dashboard_with_a_nodes_certificate_is_refused(community, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert f"node-{_kid(v1)}" in lines[0] and "push each other off" in lines[0], r.stderr
+
+
+def test_node_status_of_a_busy_node_says_it_runs_and_exits_4(community):
+    """Found in a review: with its 64 connections taken, a running node answers 503, and `node
+    status` said `node not running` (exit 3), so monitoring restarted a running node."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    config = _node_toml(community / "validator-1", "busy.toml")
+    port = int(re.search(r'(?m)^http = "127\.0\.0\.1:(\d+)"', config.read_text()).group(1))
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Busy)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = peerwatt("node", "status", "-c", str(config))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
+    assert f"node busy (HTTP 503 at http://127.0.0.1:{port}/v1/status" in r.stdout + r.stderr
