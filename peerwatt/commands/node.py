@@ -43,7 +43,10 @@ def holding_data_folder(data_dir: Path, command: str) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise UserError(f"{path}: cannot open the data folder's lock file ({exc.strerror})") from None
+            raise UserError(
+                f"{path}: cannot open the data folder's lock file ({exc.strerror}): a process of another "
+                "user that was killed may have left it; if no node runs on this folder, delete it"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
