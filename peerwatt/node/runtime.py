@@ -1034,14 +1034,16 @@ class Node:
         """Keep a message a current validator signed for a height we have not reached (checked
         again when we get there: the validators may change), and look for the blocks we miss."""
         what = "block" if kind == "block" else "seal"
-        if raw in self._future.held:  # a resend (a proposer sends its block every REPUBLISH_S)
-            return
-        if not self._signed_by_validator(env, what):
-            return
-        if height > self.ledger.height + 1 + FUTURE_HEIGHTS or not self._future.add(
-            height, kind, env.signer, raw
-        ):
-            self._count("rejected", f"{what}_not_parked")
+        # a resend of one held (a proposer sends its block every REPUBLISH_S) is not checked or
+        # kept again, but still says we are behind: a catch-up that failed is tried again (a
+        # review: a lagging node then waited for its republish timer)
+        if raw not in self._future.held:
+            if not self._signed_by_validator(env, what):
+                return
+            if height > self.ledger.height + 1 + FUTURE_HEIGHTS or not self._future.add(
+                height, kind, env.signer, raw
+            ):
+                self._count("rejected", f"{what}_not_parked")
         if self.peers and self._mono() > self._catchup_after:
             self._catch_up()
 
