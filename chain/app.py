@@ -28,7 +28,9 @@ class AppContext:
 
     ``state``: the app's own namespace (mutable). ``params``: community parameters (read-only by
     convention; changed only through governance). ``meters``: enrolled meters by key id
-    (key, serial, owner, capacity_w, active). ``height``/``time``: the block's.
+    (key, serial, owner, capacity_w, active). ``height``/``time``: the block's. ``rules``: the
+    ledger's rules version (genesis chain.rules, absent = 1; docs/ledger.md "Rules"), so that a
+    rule changing what a block does applies to new ledgers only.
     """
 
     state: dict[str, Any]
@@ -36,6 +38,7 @@ class AppContext:
     meters: dict[str, dict[str, Any]]
     height: int
     time: int
+    rules: int = 1
 
 
 class Application(Protocol):

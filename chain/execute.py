@@ -57,9 +57,9 @@ def signer_key(chain: dict[str, Any], signer: str) -> str | None:
 
 
 def app_context(state: State, height: int, time: int) -> AppContext:
-    """The app's view of a state at a block."""
+    """The app's view of a state at a block (with the ledger's rules: absent = 1)."""
     chain = state["chain"]
-    return AppContext(state["app"], chain["params"], chain["meters"], height, time)
+    return AppContext(state["app"], chain["params"], chain["meters"], height, time, chain.get("rules", 1))
 
 
 def _replay_guard(chain: dict[str, Any], signer: str) -> ReplayGuard:

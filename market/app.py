@@ -13,10 +13,16 @@ State (the app's namespace of the ledger state, committed by the state root):
   gridops_pruned   interval                                    its data before this is forgotten
   corrections {meter: {interval: count}}                       corrections of a recorded reading
   orders_placed {interval: {meter: count}}                     orders placed, open intervals only
+  cancelled   {interval: {meter: seq}}                         cancellations, open intervals only
 (``gridops``, ``resettle_gridops`` and ``gridops_pruned`` appear with the first grid operator's
-data, ``corrections`` with the first correction under ``max_reading_corrections`` and
-``orders_placed`` with the first order under ``max_orders_per_interval``, so a community that uses
-none of them keeps the state it always had.)
+data, ``corrections`` with the first correction under ``max_reading_corrections``,
+``orders_placed`` with the first order under ``max_orders_per_interval`` and ``cancelled`` with
+the first cancellation on a ledger with rules 3, so a community that uses none of them keeps the
+state it always had.)
+Rules 3 (genesis chain.rules, ``ctx.rules``; docs/ledger.md "Rules"): a reading correction that
+moves no money still updates the figures kept for a later re-settlement (``settled``'s
+``measured``), and an order older than a cancellation of the same meter and interval is refused as
+``stale_order``. Ledgers on rules 1 and 2 re-execute as they were made.
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -131,6 +137,8 @@ class MarketApp:
                 book.pop(env.signer, None)
                 if not book:
                     del ctx.state["book"][interval]
+                if ctx.rules >= 3:  # so that an older order arriving later cannot bring it back
+                    ctx.state.setdefault("cancelled", {}).setdefault(interval, {})[env.signer] = env.seq
                 return [{"kind": "order_cancelled", "interval": body["interval"], "meter": env.signer}]
             book[env.signer] = {
                 "side": body["side"],
@@ -171,9 +179,11 @@ class MarketApp:
             raise Rejected("interval_closed", "the gate of this interval has closed")
         if interval > ctx.time + p["horizon_s"]:
             raise Rejected("too_far_ahead", f"orders are accepted at most {p['horizon_s']} s ahead")
-        existing = ctx.state["book"].get(str(interval), {}).get(env.signer)
-        if existing is not None and env.seq <= existing["seq"]:
-            raise Rejected("stale_order", "a newer order of this meter for this interval is in effect")
+        newest = _newest_order_seq(ctx, str(interval), env.signer)
+        if newest is not None and env.seq <= newest:
+            raise Rejected(
+                "stale_order", "a newer order or cancellation of this meter for this interval was booked"
+            )
         limit = p["max_orders_per_interval"]
         if limit is not None:
             placed = ctx.state.get("orders_placed", {}).get(str(interval), {}).get(env.signer, 0)
@@ -420,6 +430,10 @@ class MarketApp:
             )
             change = adjust(previous, corrected)
             if change.is_empty:
+                if ctx.rules >= 3 and p["settlement_source"] != METER:
+                    # no money moves, but a re-settlement on the grid operator's data after the
+                    # readings have left the state starts from what they give now
+                    stored["measured"] = _encode_measured(corrected)
                 continue
             for ta in change.trades:
                 if interval in from_gridops:
@@ -543,6 +557,9 @@ class MarketApp:
         placed = ctx.state.get("orders_placed")
         for interval in [i for i in placed or () if int(i) - p["gate_s"] <= ctx.time]:
             del placed[interval]  # its gate has closed: no order for it is taken any more
+        cancelled = ctx.state.get("cancelled")
+        for interval in [i for i in cancelled or () if int(i) - p["gate_s"] <= ctx.time]:
+            del cancelled[interval]  # (likewise)
         oldest_data = ctx.time - p["interval_s"] - p["gridops_window_s"]
         keep_settled_from = keep_from
         if p["settlement_source"] != METER:
@@ -644,6 +661,17 @@ def _gridops_changes(
     if not changed and not ignored:
         raise Rejected("duplicate_import", "the ledger already holds exactly these values")
     return changed, ignored
+
+
+def _newest_order_seq(ctx: AppContext, interval: str, meter: str) -> int | None:
+    """The seq of the meter's newest order booked for ``interval``: the one in the book, and on a
+    ledger with rules 3 also a cancellation (kept until the interval's gate closes); None if none."""
+    in_effect = ctx.state["book"].get(interval, {}).get(meter)
+    seqs = [] if in_effect is None else [in_effect["seq"]]
+    if ctx.rules >= 3:
+        cancelled = ctx.state.get("cancelled", {}).get(interval, {}).get(meter)
+        seqs += [] if cancelled is None else [cancelled]
+    return max(seqs, default=None)
 
 
 def _reading_flag(ctx: AppContext, meter: str, interval: int, readings: dict[str, list]) -> str | None:
