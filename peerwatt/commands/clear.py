@@ -2,8 +2,9 @@
 
 Input: ``[{"id": "o1", "side": "sell", "energy_wh": 500, "limit_price": 110000}, ...]`` with an
 optional ``"meter"`` (default: the id); an order's position is its index in the list. ``-``
-reads standard input. Integers only (Wh, micro-units per kWh); every bad input ends in one
-clear line (UserError), never a traceback.
+reads standard input. Integers only (Wh, micro-units per kWh), each up to 2^53-1, and so is
+every integer printed: orders whose trade's value, grid fee or levies, or whose cleared volume,
+would exceed it are refused. Every bad input ends in one clear line (UserError), never a traceback.
 """
 
 from __future__ import annotations
@@ -125,6 +126,26 @@ def _parse_option_int(name: str, text: str | None) -> int | None:
     return value
 
 
+def check_fits(result: ClearingResult) -> None:
+    """UserError unless every integer the result prints is at most 2^53-1 (what canonical JSON
+    and I-JSON allow): inputs each within it can multiply past it (a trade's value is its energy
+    times its price / 1000). Names the first trade's two orders, or the total volume."""
+    for t in result.trades:
+        for field in ("value", "grid_fee", "levies"):
+            amount = getattr(t, field)
+            if amount > MAX_WIRE_INT:
+                raise UserError(
+                    f"orders {t.sell_order} and {t.buy_order}: their trade of {t.energy_wh} Wh would have "
+                    f"a {field} of {amount} µ, more than 2^53-1 (the largest integer the output may "
+                    "hold); clear less energy, at lower prices or fees"
+                )
+    if result.volume_wh > MAX_WIRE_INT:
+        raise UserError(
+            f"the cleared volume would be {result.volume_wh} Wh, more than 2^53-1, the largest integer "
+            "the output may hold; clear fewer or smaller orders"
+        )
+
+
 def result_to_json(result: ClearingResult) -> dict[str, Any]:
     """The printed form of a clearing result."""
     return {
@@ -180,4 +201,5 @@ def clear(
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    check_fits(result)
     click.echo(json.dumps(result_to_json(result), indent=2))
