@@ -16,13 +16,13 @@ from typing import Any
 
 import click
 
+from chain.canonical import MAX_SAFE_INTEGER  # I-JSON / RFC 8785: integers on the wire within +-(2^53 - 1)
 from market.clearing import COMMUNITY, MECHANISMS, ClearingResult, Order
 from market.clearing import clear as clear_orders
 from peerwatt.errors import UserError
 
 REQUIRED_FIELDS = ("id", "side", "energy_wh", "limit_price")
 OPTIONAL_FIELDS = ("meter",)
-MAX_WIRE_INT = 2**53 - 1  # I-JSON / RFC 8785: integers on the wire stay within +-(2^53 - 1)
 
 
 def _reject_constant(name: str) -> Any:
@@ -61,7 +61,7 @@ def _parse_int_field(order: dict[str, Any], field: str, where: str, minimum: int
             f"{where}: {field} must be an integer, got {json.dumps(value)} "
             "(energy in Wh, prices in micro-units per kWh)"
         )
-    if not minimum <= value <= MAX_WIRE_INT:
+    if not minimum <= value <= MAX_SAFE_INTEGER:
         raise UserError(f"{where}: {field} must be between {minimum} and 2^53-1, got {value}")
     return value
 
@@ -121,7 +121,7 @@ def _parse_option_int(name: str, text: str | None) -> int | None:
             f"{name} must be a whole number of micro-units per kWh (0.12 EUR/kWh = 120000), "
             f"got {text!r}"
         ) from None
-    if not 0 <= value <= MAX_WIRE_INT:
+    if not 0 <= value <= MAX_SAFE_INTEGER:
         raise UserError(f"{name} must be between 0 and 2^53-1, got {value}")
     return value
 
@@ -133,13 +133,13 @@ def check_fits(result: ClearingResult) -> None:
     for t in result.trades:
         for field in ("value", "grid_fee", "levies"):
             amount = getattr(t, field)
-            if amount > MAX_WIRE_INT:
+            if amount > MAX_SAFE_INTEGER:
                 raise UserError(
                     f"orders {t.sell_order} and {t.buy_order}: their trade of {t.energy_wh} Wh would have "
                     f"a {field} of {amount} µ, more than 2^53-1 (the largest integer the output may "
                     "hold); clear less energy, at lower prices or fees"
                 )
-    if result.volume_wh > MAX_WIRE_INT:
+    if result.volume_wh > MAX_SAFE_INTEGER:
         raise UserError(
             f"the cleared volume would be {result.volume_wh} Wh, more than 2^53-1, the largest integer "
             "the output may hold; clear fewer or smaller orders"
