@@ -134,7 +134,7 @@ def genesis_text(
         f'sequencer = "{sequencer}"   # validator-1 cuts the blocks',
         "block_s = 2                  # cut a block every 2 s while transactions wait",
         "max_open_proposals = 32      # open proposals one key may have; bounds their arguments too",
-        f"rules = {RULES_NEW}                    # ledger rules: a proposal is checked again when it passes",
+        f"rules = {RULES_NEW}                    # ledger rules (docs/ledger.md, \"Rules\")",
         "",
         "[app]                        # community parameters (integers only; changed later by vote)",
         f"interval_s = {interval_s}{' ' * max(1, 17 - len(str(interval_s)))}"

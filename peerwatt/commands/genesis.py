@@ -27,7 +27,7 @@ timezone = "Europe/Vienna"   # shown on the dashboard
 sequencer = "{sequencer}"    # key id of the validator that cuts blocks
 block_s = 2                  # cut a block every block_s seconds while transactions wait
 max_open_proposals = 32      # open proposals one key may have; bounds their args too (docs/governance.md)
-rules = {rules}                    # ledger rules: a proposal is checked again when it passes (docs/ledger.md)
+rules = {rules}                    # ledger rules (docs/ledger.md, "Rules")
 
 [app]                        # community parameters, handed to the app (integers only)
 interval_s = 900             # delivery interval in seconds (900 = 15 minutes; must divide a day)
