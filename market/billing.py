@@ -148,38 +148,21 @@ def params_at(view: LedgerView, height: int) -> dict[str, Any]:
 
 def effective_settlements(view: LedgerView, start: int, end: int) -> list[dict[str, Any]]:
     """The settlements of the period's intervals with every later adjustment applied, each with
-    the grid fee and levies rates its amounts were charged at (``fee_rate``, ``levies_rate``):
-    those in force when its trade cleared where they were kept then (``fee_rates_at =
-    "clearing"``); else those in force at its settlement or at its last adjustment, which
-    re-priced it at the rates in force then (market/app.py; a ledger from before
-    ``fee_rates_at``)."""
+    the grid fee and levies rates in force when its trade cleared (``fee_rate``, ``levies_rate``)."""
     trade_height = {
         (t["interval"], _trade_key(t["sell_order"], t["buy_order"])): t["height"] for t in view.trades
     }
     effective: dict[tuple[int, str], dict[str, Any]] = {}
-    priced_at: dict[tuple[int, str], int] = {}  # the height whose rates the amounts are at
-    kept: set[tuple[int, str]] = set()  # trades whose rates were kept at clearing
     for s in view.settlements:
         if start <= s["interval"] < end:
             key = (s["interval"], s["trade"])
-            cleared_at = trade_height.get(key, s["height"])
-            effective[key] = dict(s)
-            if params_at(view, cleared_at)["fee_rates_at"] == "clearing":
-                kept.add(key)
-                priced_at[key] = cleared_at
-            else:
-                priced_at[key] = s["height"]
+            p = params_at(view, trade_height.get(key, s["height"]))
+            effective[key] = dict(s, fee_rate=p["grid_fee_per_kwh"], levies_rate=p["levies_per_kwh"])
     for a in view.adjustments:
-        key = (a["interval"], a["trade"])
-        s = effective.get(key)
+        s = effective.get((a["interval"], a["trade"]))
         if s is None:
             continue
         apply_adjustment(s, a)
-        if key not in kept:
-            priced_at[key] = a["height"]
-    for key, s in effective.items():
-        p = params_at(view, priced_at[key])
-        s["fee_rate"], s["levies_rate"] = p["grid_fee_per_kwh"], p["levies_per_kwh"]
     return list(effective.values())
 
 

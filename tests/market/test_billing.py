@@ -110,12 +110,10 @@ def test_membership_window_bounds_the_metered_energy() -> None:
 
 
 def test_the_rate_in_force_when_the_trade_cleared() -> None:
-    """With fee_rates_at = "clearing" (the ledger keeps the rates at gate closure)."""
-    kept = {**PARAMS, "fee_rates_at": "clearing"}
     history = [
-        (0, dict(kept)),
-        (2, {**kept, "grid_fee_per_kwh": 20_000}),
-        (4, {**kept, "grid_fee_per_kwh": 1}),
+        (0, dict(PARAMS)),
+        (2, {**PARAMS, "grid_fee_per_kwh": 20_000}),
+        (4, {**PARAMS, "grid_fee_per_kwh": 1}),
     ]
     bob = member_statement(
         view(param_history=history),
