@@ -1150,7 +1150,9 @@ class Agent:
             )
             return
         self._seq_moved_to = self.outbox.advance_seq_to_clock()
-        again = self._send_again(behind, now)
+        # in their old order (notices may come in any order): an order and the cancellation after
+        # it must stay in that order, or the re-signed order would come back (a review's guess)
+        again = self._send_again(sorted(behind, key=lambda m: m[0]), now)
         message = (
             f"ALARM: the ledger refused {len(behind)} message(s) as older than it holds for this meter: "
             "another agent with this meter's key sent newer ones (a copy of this agent's key and "
@@ -1166,7 +1168,7 @@ class Agent:
         messages leave the outbox."""
         with self._lock:
             not_yet, self._not_yet = self._not_yet, []
-        self._send_again(not_yet, now)
+        self._send_again(sorted(not_yet, key=lambda m: m[0]), now)  # in their old order (above)
         self._forget([seq for seq, _topic, _payload in not_yet])
 
     def _send_again(self, messages: list[tuple[int, str, bytes]], now: int) -> int:

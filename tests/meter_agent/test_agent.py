@@ -590,6 +590,36 @@ def test_a_reading_confirmed_only_by_replay_notices_is_signed_again_orders_are_n
     assert not [o for o in sent_orders if json.dumps(o["body"], sort_keys=True) in bodies]
 
 
+def test_messages_signed_again_keep_their_old_order(setup):
+    """Notices come in any order; messages refused as seq_behind are signed again in the order of
+    their old seqs, so an order and the cancellation after it stay in that order (a review: in
+    the order the notices came, the re-signed order came after its cancellation and came back)."""
+    c, meter, sim, make_agent, seen = setup
+    agent = make_agent()
+    agent.outbox = Outbox(agent.outbox.path, first_seq=1)  # an old state: small seqs
+    agent.start()
+    run(agent, sim, 20)
+    sent = sorted(json.loads(p)["seq"] for t, p in seen if "/orders/" in t or "/readings/" in t)
+    assert len(sent) >= 2
+    sequencer = MemoryBus(agent.bus.broker, "sequencer")
+    sequencer.start()
+    for seq in reversed(sent):  # the newest refusal first
+        notice = sign_notice(c.validators[0].key, community=c.community, meter=meter.id, seqs=[seq],
+                             created=0, seq=1, refused="seq_behind")  # fmt: skip
+        sequencer.publish(Topics.receipts(c.community, meter.id), notice)
+    bodies = {
+        json.loads(p)["seq"]: json.dumps(json.loads(p)["body"], sort_keys=True)
+        for t, p in seen
+        if "/orders/" in t or "/readings/" in t
+    }
+    before = len(seen)
+    run(agent, sim, 1)
+    again = [json.loads(p) for t, p in seen[before:] if "/orders/" in t or "/readings/" in t]
+    order_of = [json.dumps(r["body"], sort_keys=True) for r in sorted(again, key=lambda r: r["seq"])]
+    expected = [bodies[s] for s in sent if bodies[s] in order_of]
+    assert len(again) >= 2 and order_of[: len(expected)] == expected
+
+
 def test_refused_as_behind_the_agent_moves_its_seq_ahead_and_signs_again(setup, caplog):
     """Another agent with a copy of this meter's key (or an older copy of its state) sent newer
     seqs: the ledger refuses this agent's as older than its window, for good. Found in a QA pass:
