@@ -36,6 +36,9 @@ def headers(node) -> list[bytes]:
         conn.close()
 
 
+# 134-137 s alone on 2 cores (this code and 7a950ce alike, 2026-12-07); with the suite's 4 workers
+# and other work on the machine it went past the default 300 s twice while nothing had failed
+@pytest.mark.timeout(600)
 def test_repeated_power_cuts_lose_nothing_acknowledged(tmp_path, mosquitto):
     rng = random.Random(11)
     now = int(time.time())
