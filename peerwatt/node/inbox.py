@@ -15,8 +15,11 @@ every other's proposals and votes turned away as ``busy`` (a QA pass). On a shar
 is the envelope's signer's (read by parsing the payload, at most 64 KiB: the field is not signed
 yet here, so a payload that names none queues as the signer ""), so one signer filling its share
 does not turn away another's message; the whole topic is also bounded (SHARED_QUEUES shares), as
-an account may name signers it does not hold. The signer is known only where the payload is:
-``has_room`` is told it by ``payload``; without it, a shared topic is judged by its whole bound.
+an account may name signers it does not hold. The node checks a shared topic's message (envelope,
+the signer's enrolled key, the signature) before it asks for room, so the signer a queue is named
+by is the one that signed (a QA pass: one operator account naming 8 made-up signers filled the
+topic). The signer is known only where the payload is: ``has_room`` is told it by ``payload``;
+without it, a shared topic is judged by its whole bound.
 
 Items are ``(kind, topic, payload)``; ``get_nowait`` and ``put`` behave as ``queue.Queue``'s do,
 so the tests that reorder what waits use it as they use a queue.
@@ -38,7 +41,8 @@ SHARED_KINDS = ("gov",)  # topics every account of a role writes: one queue per 
 SHARED_QUEUES = 8  # a shared topic holds at most this many signers' shares in all
 
 
-def _shared(topic: str) -> bool:
+def is_shared_topic(topic: str) -> bool:
+    """Whether ``topic`` is one every account of a role writes (its queues are per signer)."""
     parts = topic.split("/")
     return len(parts) == 3 and parts[0] == TOPIC_ROOT and parts[2] in SHARED_KINDS
 
@@ -71,14 +75,14 @@ class FairInbox:
 
     @staticmethod
     def _key(topic: str, payload: bytes) -> str:
-        return f"{topic} {signer_of(payload)}" if _shared(topic) else topic
+        return f"{topic} {signer_of(payload)}" if is_shared_topic(topic) else topic
 
     def has_room(self, topic: str, size: int = 0, payload: bytes | None = None) -> bool:
         """Whether a message of ``size`` bytes on ``topic`` may wait: fewer than ``max_per_topic``
         wait in its queue, and its bytes stay within ``max_bytes_per_topic``. On a shared topic its
         queue is its signer's, read from ``payload`` (not given: the topic's whole bound only)."""
         with self._lock:
-            if _shared(topic):
+            if is_shared_topic(topic):
                 if self._shared[topic] >= SHARED_QUEUES * self.max_per_topic:
                     return False
                 if self._shared_bytes[topic] + size > SHARED_QUEUES * self.max_bytes_per_topic:

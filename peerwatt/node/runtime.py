@@ -65,7 +65,7 @@ from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
 from peerwatt.node.catchup import CATCHUP_BATCH, fetch_blocks
-from peerwatt.node.inbox import FairInbox
+from peerwatt.node.inbox import FairInbox, is_shared_topic
 from peerwatt.node.ledger_api import ErasedPayloads
 from peerwatt.node.mempool import Mempool, MempoolError
 
@@ -520,6 +520,8 @@ class Node:
                 "too_large", topic, logging.INFO, "rejected too_large on %s: %d bytes", topic, len(payload)
             )
             return
+        if is_shared_topic(topic) and not self._signed_by_its_signer(topic, payload):
+            return
         if not self._inbox.has_room(topic, len(payload), payload):  # (gov: its signer's share)
             self._count("rejected", "busy")
             self._log_once("busy", topic, logging.INFO, "rejected busy on %s: its queue is full", topic)
@@ -534,6 +536,27 @@ class Node:
             else:
                 self._mempool_ok()
         self._inbox.put(("tx", topic, payload))
+
+    def _signed_by_its_signer(self, topic: str, payload: bytes) -> bool:
+        """Whether a message on a shared topic (gov) parses and carries a valid signature of the
+        enrolled key it names; if not, it is counted and dropped here. The inbox queues such a
+        topic per signer, so the signer must be the real one: found in a QA pass, one operator
+        account naming 8 made-up signers filled every share of the gov topic and every member's
+        proposal was turned away as busy. Intake checks the message again in full (gov is a few
+        messages an hour; its time checks and rules are intake's)."""
+        try:
+            env = parse_envelope(payload, community=self.community, now=None, interval_s=None)
+            sec1 = signer_key(self.ledger.chain_state, env.signer)
+            if sec1 is None:
+                raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
+            verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
+        except Rejected as exc:
+            self._count("rejected", exc.reason)
+            self._log_once(
+                exc.reason, topic, logging.INFO, "rejected %s on %s: %s", exc.reason, topic, exc.detail
+            )
+            return False
+        return True
 
     def _flush_mempool(self) -> None:
         """The bus's barrier before it acknowledges a batch: commit the batch's mempool writes."""
