@@ -133,7 +133,9 @@ def registry(store: Store, height: int | None = None) -> Registry:
             m = meters[args["meter"]]
             meters[m.meter] = MeterInfo(m.meter, m.owner, m.name, m.serial, m.capacity_w, m.enrolled_at, at)
         elif action == "add_member":
-            members[_kid(args["key"])] = args.get("name", "")
+            kid = _kid(args["key"])
+            members[kid] = args.get("name", "")
+            removed.pop(kid, None)  # admitted again: a member once more
         elif action == "remove_member":
             removed[args["member"]] = at
         elif action == "set_param":

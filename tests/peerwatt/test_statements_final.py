@@ -90,3 +90,18 @@ def test_member_with_every_meter_revoked_but_not_removed_is_not_final(tmp_path: 
     assert not nov["final"]
     _pass(c, "remove_member", {"member": c.members[0].id}, DEC + 100)
     assert _statement(c, c.members[0].id, "2025-11")["final"]  # removed since: nothing more is billed
+
+
+def test_a_member_admitted_again_is_not_final(tmp_path: Path) -> None:
+    """Removed, then admitted again with the same key: a member once more (a meter may be
+    enrolled for it), so its statements are not final (found in a review: ``removed`` was never
+    taken back, and the re-admitted member stayed final)."""
+    c = make_community(validators=1, members=4, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path, MarketApp)
+    member = c.members[0]
+    _trade(c, T0 + 7200)
+    _pass(c, "revoke_meter", {"meter": c.meters[0].id}, T0 + 3 * 3600)
+    _pass(c, "remove_member", {"member": member.id}, T0 + 4 * 3600)
+    assert _statement(c, member.id, "2025-11")["final"]
+    _pass(c, "add_member", {"key": member.sec1_hex, "name": "back again"}, DEC + 100)
+    assert not _statement(c, member.id, "2025-11")["final"]
