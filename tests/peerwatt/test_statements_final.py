@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from market.app import MarketApp
-from market.billing import VatSetting, member_statement
-from peerwatt.statements import ledger_view, period_bounds
+from market.billing import VatSetting, member_statement, members_to_bill
+from peerwatt.statements import issue_period, ledger_view, period_bounds, verify_file, write_files
 from tests.support.localnet import LocalCommunity, make_community
 from tests.support.market_ledger import PARAMS, T0, order, reading
 
@@ -105,3 +105,27 @@ def test_a_member_admitted_again_is_not_final(tmp_path: Path) -> None:
     assert _statement(c, member.id, "2025-11")["final"]
     _pass(c, "add_member", {"key": member.sec1_hex, "name": "back again"}, DEC + 100)
     assert not _statement(c, member.id, "2025-11")["final"]
+
+
+def test_a_member_removed_in_a_month_with_nothing_to_bill_gets_a_final_statement(tmp_path: Path) -> None:
+    """Its meters revoked in November (so November's statement is not final: still a member),
+    removed in December: December has nothing to bill, but the household gets its final statement
+    there (found in a review: before, no statement of it was ever final)."""
+    c = make_community(validators=1, members=4, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path, MarketApp)
+    member = c.members[0].id
+    _trade(c, T0 + 7200)
+    _pass(c, "revoke_meter", {"meter": c.meters[0].id}, T0 + 3 * 3600)
+    assert not _statement(c, member, "2025-11")["final"]
+    _pass(c, "remove_member", {"member": member}, DEC + 3600)
+    c.run_block([], JAN + 60)
+    start, end = period_bounds("2025-12", "UTC")
+    assert member in members_to_bill(ledger_view(c.ledgers[0].store), start, end)
+    store = c.ledgers[0].store
+    docs = issue_period(store, tmp_path / "billing", "2025-12", issued_at="2026-01-01T00:05:00Z")
+    (dec,) = [d for d in docs if d["member"] == member]
+    assert (dec["final"], dec["net"], dec["meters"]) == (True, 0, [])
+    (pdf,) = [p for p in write_files([dec], tmp_path / "out") if p.suffix == ".pdf"]
+    assert verify_file(store, pdf)[1] == []  # written, read back and re-derived: no difference
+    start, end = period_bounds("2026-01", "UTC")  # and not again the month after
+    assert member not in members_to_bill(ledger_view(c.ledgers[0].store), start, end)
