@@ -14,6 +14,7 @@ State (the app's namespace of the ledger state, committed by the state root):
   corrections {meter: {interval: count}}                       corrections of a recorded reading
   orders_placed {interval: {meter: count}}                     orders placed, open intervals only
   cancelled   {interval: {meter: seq}}                         cancellations, open intervals only
+  gate_closed interval                                         the latest interval cleared (rules 4)
 (``gridops``, ``resettle_gridops`` and ``gridops_pruned`` appear with the first grid operator's
 data, ``corrections`` with the first correction under ``max_reading_corrections``,
 ``orders_placed`` with the first order under ``max_orders_per_interval`` and ``cancelled`` with
@@ -22,7 +23,11 @@ state it always had.)
 Rules 3 (genesis chain.rules, ``ctx.rules``; docs/ledger.md "Rules"): a reading correction that
 moves no money still updates the figures kept for a later re-settlement (``settled``'s
 ``measured``), and an order older than a cancellation of the same meter and interval is refused as
-``stale_order``. Ledgers on rules 1 and 2 re-execute as they were made.
+``stale_order``. Rules 4: an interval clears once (an order for an interval at or before
+``gate_closed`` is refused as ``interval_closed`` also when a vote lowered ``gate_s`` since: its
+second clearing replaced the first one's trades, which never settled), and the market parameters'
+checks take the rules-4 bounds (market/params.py). Ledgers on earlier rules re-execute as they
+were made.
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -177,6 +182,8 @@ class MarketApp:
             raise Rejected("interval_not_aligned", f"interval must be a multiple of {p['interval_s']} s")
         if interval - p["gate_s"] <= ctx.time:
             raise Rejected("interval_closed", "the gate of this interval has closed")
+        if ctx.rules >= 4 and interval <= ctx.state.get("gate_closed", -1):
+            raise Rejected("interval_closed", "this interval was cleared before a vote moved its gate")
         if interval > ctx.time + p["horizon_s"]:
             raise Rejected("too_far_ahead", f"orders are accepted at most {p['horizon_s']} s ahead")
         newest = _newest_order_seq(ctx, str(interval), env.signer)
@@ -236,6 +243,8 @@ class MarketApp:
         for interval in sorted(ctx.state["book"], key=int):
             if int(interval) - p["gate_s"] <= ctx.time:
                 results.extend(self._clear_interval(ctx, p, int(interval)))
+                if ctx.rules >= 4:  # it clears once, whatever a later gate_s vote says
+                    ctx.state["gate_closed"] = int(interval)
         results.extend(self._settle_due(ctx, p))
         results.extend(self._apply_corrections(ctx, p))
         self._prune(ctx, p)

@@ -78,7 +78,7 @@ class Order:
             )
         require_int(f"order {self.order_id}: energy_wh", self.energy_wh, 0)
         require_int(f"order {self.order_id}: limit_price", self.limit_price, 0)
-        require_int(f"order {self.order_id}: position", self.position)
+        require_int(f"order {self.order_id}: position", self.position, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chain.messages import MAX_PRICE as MAX_ORDER_PRICE
 from market.clearing import COMMUNITY, MECHANISMS
 
 DEFAULTS: dict[str, Any] = {
@@ -93,6 +94,15 @@ def with_defaults(params: dict[str, Any]) -> dict[str, Any]:
 # (±(2**53 - 1)). Without it a vote could set a retail price of 2**53 - 1 (found in a QA pass).
 MAX_PRICE_PER_KWH = 10**9
 PRICE_PARAMS = ("feed_in_price", "retail_price", "grid_fee_per_kwh", "levies_per_kwh", "community_price")
+# With rules 4 the prices an order's limit must lie between are at most what an order can carry
+# (chain.messages.MAX_PRICE: 100 currency units per kWh): above it, a feed-in price of 120 left no
+# limit an order could be signed with (found in a QA pass). Fees and levies keep MAX_PRICE_PER_KWH.
+LIMIT_PRICE_PARAMS = ("feed_in_price", "retail_price", "community_price")
+
+
+def max_price_per_kwh(name: str, rules: int) -> int:
+    """The largest value of price parameter ``name`` in a ledger with the bounds and ``rules``."""
+    return MAX_ORDER_PRICE if rules >= 4 and name in LIMIT_PRICE_PARAMS else MAX_PRICE_PER_KWH
 
 
 # Upper bounds in a ledger with rules 2 (genesis chain.rules; docs/market.md, "Parameter
@@ -119,8 +129,9 @@ def check_params(params: dict[str, Any], bounded: bool = False, rules: int = 1) 
         if type(p[name]) is not int or p[name] < 0:
             raise ValueError(f"{name} must be a non-negative integer")
     for name in PRICE_PARAMS if bounded else ():
-        if p[name] > MAX_PRICE_PER_KWH:
-            raise ValueError(f"{name} must be at most {MAX_PRICE_PER_KWH} micro-units per kWh")
+        most = max_price_per_kwh(name, rules)
+        if p[name] > most:
+            raise ValueError(f"{name} must be at most {most} micro-units per kWh")
     if p["interval_s"] <= 0 or 86_400 % p["interval_s"]:
         raise ValueError("interval_s must divide a day (e.g. 900)")
     if p["gate_s"] >= p["horizon_s"]:
@@ -152,6 +163,16 @@ def check_params(params: dict[str, Any], bounded: bool = False, rules: int = 1) 
         raise ValueError("gridops_window_s must be at least one interval")
     if bounded and rules >= 2:
         _check_upper_bounds(p)
+    least = p["settle_after_intervals"] + 2
+    if rules >= 4 and p["correction_window_intervals"] < least:
+        # a reading is taken until correction_window_intervals after its interval's start; an
+        # interval's settlement needs its own reading and the one before it until it is due
+        # (settle_after_intervals after its end): found in a QA pass, a window of 0 refused every
+        # reading and 1 took one for 60 s, so no trade ever settled
+        raise ValueError(
+            f"correction_window_intervals must be at least settle_after_intervals + 2 ({least}), "
+            "so the readings a settlement needs are taken until it is due"
+        )
 
 
 def _check_upper_bounds(p: dict[str, Any]) -> None:

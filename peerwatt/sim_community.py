@@ -145,7 +145,7 @@ def market_params(o: SimOptions) -> dict[str, Any]:
         "max_reading_corrections": 3,
         "max_orders_per_interval": 12,
     }
-    check_params(params)
+    check_params(params, bounded=True, rules=RULES_NEW)  # as the genesis it goes into
     return params
 
 

@@ -42,7 +42,7 @@ import click
 from chain.genesis import RULES_NEW, GenesisError, check_timezone, default_quorum, load_genesis
 from chain.keys import generate_private_key, key_id, public_key_pem, public_key_sec1, save_private_key
 from chain.schema import COMMUNITY_ID, SchemaError
-from market.params import MAX_PRICE_PER_KWH
+from market.params import max_price_per_kwh
 from peerwatt.broker.access import DASHBOARD_ACCOUNT
 from peerwatt.errors import UserError, check_writable
 from peerwatt.onboarding import (
@@ -77,10 +77,11 @@ def _ask(value, text: str, default=None, type=None, flag: str = "a flag"):
     return default
 
 
-def _price(text: str, what: str, *, zero_ok: bool = False) -> int:
+def _price(text: str, what: str, param: str, *, zero_ok: bool = False) -> int:
     """A price per kWh in the community's currency ('0.08') -> micro-units per kWh (exact, no
-    float). Always currency: reading large numbers as micro-units (as this once did from 100 up)
-    made '--grid-fee 150' 150 micro-units without a word."""
+    float), at most what the ledger's rules allow for market parameter ``param``. Always
+    currency: reading large numbers as micro-units (as this once did from 100 up) made
+    '--grid-fee 150' 150 micro-units without a word."""
     try:
         if "_" in text:  # Decimal reads 0_08 as 8
             raise InvalidOperation
@@ -89,9 +90,9 @@ def _price(text: str, what: str, *, zero_ok: bool = False) -> int:
         whole = value.is_finite() and micro == micro.to_integral_value()
     except (InvalidOperation, ArithmeticError):  # not a number, sNaN, 1e999999 (decimal.Overflow)
         raise UserError(f"{what} {text!r}: write a price per kWh such as 0.08") from None
-    if whole and micro > MAX_PRICE_PER_KWH:
-        most = MAX_PRICE_PER_KWH // 10**6
-        raise UserError(f"{what} {text!r}: more than the ledger can hold ({most} per kWh)")
+    most = max_price_per_kwh(param, RULES_NEW)
+    if whole and micro > most:
+        raise UserError(f"{what} {text!r}: more than the ledger can hold ({most // 10**6} per kWh)")
     if not whole or micro < 0 or (micro == 0 and not zero_ok):
         rule = "0 or more" if zero_ok else "more than 0"
         raise UserError(
@@ -532,10 +533,14 @@ def init(
     for i in range(len(hosts), n):
         hosts.append(_ask(None, f"Address of validator {i + 1}'s machine", default="127.0.0.1"))
     interval = _ask(interval_s, "Delivery interval in seconds", default=900, type=int)
-    feed_in = _price(_ask(feed_in_price, "Feed-in tariff per kWh", default="0.08"), "--feed-in-price")
-    retail = _price(_ask(retail_price, "Retail tariff per kWh", default="0.30"), "--retail-price")
-    grid_fee_micro = _price(grid_fee, "--grid-fee", zero_ok=True)
-    levies_micro = _price(levies, "--levies", zero_ok=True)
+    feed_in = _price(
+        _ask(feed_in_price, "Feed-in tariff per kWh", default="0.08"), "--feed-in-price", "feed_in_price"
+    )
+    retail = _price(
+        _ask(retail_price, "Retail tariff per kWh", default="0.30"), "--retail-price", "retail_price"
+    )
+    grid_fee_micro = _price(grid_fee, "--grid-fee", "grid_fee_per_kwh", zero_ok=True)
+    levies_micro = _price(levies, "--levies", "levies_per_kwh", zero_ok=True)
     zone = _ask(timezone, "Time zone (IANA)", default="UTC")
     broker_host = _ask(
         broker_host, "Broker host name or IP (what agents and nodes connect to)", flag="--broker-host"

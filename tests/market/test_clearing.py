@@ -270,6 +270,7 @@ def test_big_numbers_fall_back_to_exact_python_engine() -> None:
         ({"order_id": ""}, "order_id must be a non-empty string"),
         ({"meter": None}, "meter must be a non-empty string"),
         ({"position": "1"}, "position must be an integer"),
+        ({"position": -5}, "position must be >= 0"),  # (docs/market.md; taken before: a QA pass)
     ],
 )
 def test_invalid_orders_are_refused(kwargs: dict[str, object], message: str) -> None:

@@ -80,7 +80,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         (["--validators", "5", "--validator-host", "h1"], "given 1 times for 5 validators"),
         (["--grid-fee", "-1"], "0 or more"),
         (["--retail-price", "abc"], "a price per kWh such as 0.08"),
-        (["--retail-price", "1000.000001"], "more than the ledger can hold (1000 per kWh)"),
+        (["--retail-price", "1000.000001"], "more than the ledger can hold (100 per kWh)"),
+        # (rules 4: what an order's limit carries; found in a QA pass, a feed-in of 120 left none)
+        (["--feed-in-price", "120", "--retail-price", "200"], "more than the ledger can hold (100 per kWh)"),
+        (["--grid-fee", "1000.000001"], "more than the ledger can hold (1000 per kWh)"),
         (["--validators", "3", "--interval", "7"], "the interval must divide a day"),
     ]
     for extra, words in bad:
@@ -89,13 +92,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         )
         assert r.returncode != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "x").exists()
-    prices = ["--retail-price", "150", "--feed-in-price", "100", "--grid-fee", "0.00", "--levies", "2"]
+    prices = ["--retail-price", "100", "--feed-in-price", "90", "--grid-fee", "0.00", "--levies", "2"]
     r = peerwatt(
         "community", "init", *FLAGS, "--validators", "4", *prices, "--out", str(tmp_path / "p"), stdin=""
     )
     assert r.returncode == 0, r.stderr
     market = load_genesis(tmp_path / "p" / "genesis.toml").app_params
-    assert (market["retail_price"], market["feed_in_price"]) == (150_000_000, 100_000_000)
+    assert (market["retail_price"], market["feed_in_price"]) == (100_000_000, 90_000_000)
     assert (market["grid_fee_per_kwh"], market["levies_per_kwh"]) == (0, 2_000_000)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
