@@ -26,9 +26,14 @@ def _narrow(path: Path, mode: int, quiet: bool = False) -> None:
     """Take group and other bits away from an existing ``path`` (one log line when it had any,
     unless ``quiet``)."""
     try:
-        current = stat.S_IMODE(path.stat().st_mode)
+        st_mode = path.stat().st_mode
     except OSError:
         return
+    if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):
+        # a device, pipe or socket (a link to /dev/null put in a file's place): not ours to change
+        # (found in a QA pass: /dev/null became mode 0600 for the whole machine)
+        return
+    current = stat.S_IMODE(st_mode)
     if current & 0o077 == 0:
         return
     try:

@@ -28,3 +28,14 @@ def test_a_file_where_a_folder_belongs_and_the_reverse_keep_their_modes(tmp_path
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
     assert private_file(tmp_path / "new" / "f") is True
     assert stat.S_IMODE((tmp_path / "new" / "f").stat().st_mode) == 0o600
+
+
+def test_a_link_to_a_device_or_pipe_is_not_narrowed(tmp_path):
+    """Found in a QA pass: index.sqlite made a link to /dev/null, and the dashboard's start turned
+    /dev/null to mode 0600 for the whole machine. Only regular files and folders are narrowed."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o666)
+    os.chmod(pipe, 0o666)
+    (tmp_path / "index.sqlite").symlink_to(pipe)
+    assert private_file(tmp_path / "index.sqlite") is False
+    assert stat.S_IMODE(pipe.stat().st_mode) == 0o666
