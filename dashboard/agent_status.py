@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chain.messages import MAX_SKEW_S
 from dashboard.text import isolate_inline
 
 MAX_STATUS_BYTES = 64 * 1024
@@ -177,11 +178,7 @@ class AgentStatusBoard:
             out["enrolment_what_to_do"] = WHAT_TO_DO_NOT_ENROLLED
         alarms = status.get("alarms")
         out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
-        # Fresh since the later of when it arrived and when the agent dated it: a device clock a
-        # few minutes behind (the ledger allows 5) does not make a status that has just arrived
-        # stale, and a status dated ahead is judged by its own date.
-        sent = status.get("time")
-        age = self.clock() - max(received, sent if isinstance(sent, int | float) else received)
+        age = self.clock() - fresh_since(received, status.get("time"))
         if age > STALE_HEARTBEATS * heartbeat_s:  # first: what it last said may no longer hold
             out["state"] = "stale"
             out["warning"] = (
@@ -215,6 +212,18 @@ class AgentStatusBoard:
         else:
             out["state"] = "not_enrolled" if enrolled is False else "online"
         return out
+
+
+def fresh_since(received: float, sent: Any) -> float:
+    """Since when a status counts as fresh: the later of when it arrived and when the agent dated
+    it (its ``time``), so a device clock a few minutes behind (the ledger allows MAX_SKEW_S) does
+    not make a status that has just arrived stale. A date ahead of the arrival counts at most
+    MAX_SKEW_S ahead (a status dated a year ahead would otherwise stay fresh for a year), and a
+    ``time`` that is not a time (not a number, or past the year 9999: 10**400 once made the
+    household page answer 500) is ignored."""
+    if not _is_time(sent):
+        return received
+    return max(received, min(sent, received + MAX_SKEW_S))
 
 
 def _no_constant(name: str) -> None:
