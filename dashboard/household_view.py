@@ -364,10 +364,13 @@ def _delivery(conn, meter: str, interval: int, side: str) -> dict[str, Any]:
     return {**out, "metered_wh": None if row is None else row[0]}
 
 
-def neighbours(conn, meter: str, start: int, end: int, label) -> list[dict[str, Any]]:
+def neighbours(conn, meter: str, start: int, end: int, label, owner) -> list[dict[str, Any]]:
     """Per counterparty and side over [start, end): settled energy and value (what the money table
     counts), the average price of the settled energy (value / energy, half-even), cleared but not
-    yet settled energy apart, and the number of trades. ``label(meter)`` names the neighbour."""
+    yet settled energy apart, and the number of trades. ``label(meter)`` names the neighbour;
+    ``owner(meter)`` is a meter's member: a counterparty of the same member is no neighbour but
+    the household's own other meter (``own_meter``: clearing matches orders by meter, so a
+    member's two meters may trade with each other, paying the grid fee and levies; docs/market.md)."""
     rows = conn.execute(
         "SELECT CASE WHEN s.side = 'sell' THEN t.buyer ELSE t.seller END AS other, s.side, count(*),"
         " sum(CASE WHEN s.status = 'settled' THEN coalesce(s.settled_wh, 0) ELSE 0 END),"
@@ -378,10 +381,12 @@ def neighbours(conn, meter: str, start: int, end: int, label) -> list[dict[str, 
         " WHERE s.meter = ? AND s.interval >= ? AND s.interval < ? GROUP BY other, s.side",
         (meter, start, end),
     ).fetchall()
+    mine = owner(meter)
     out = [
         {
             "meter": other,
             "name": label(other),
+            "own_meter": mine is not None and owner(other) == mine,
             "side": side,
             "trades": count,
             "settled_wh": wh,

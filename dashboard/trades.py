@@ -3,8 +3,9 @@ export of exactly the filtered rows (the same WHERE and ORDER BY, read by pandas
 
 Keyset paging: a page is the ``limit`` rows after (or before) the last row shown, found with an
 index range scan on (sort key, trade id), so page 10,000 costs what page 1 costs. A household's
-queries run on ``trade_sides`` (one row per trade and party, indexed by meter); an admin's
-unfiltered queries run on ``trades``.
+queries run on ``trade_sides`` (one row per trade and party, indexed by meter), where a trade
+between two meters of the same account is two rows: there the key is (sort key, trade id, side),
+so that each row is on exactly one page. An admin's unfiltered queries run on ``trades``.
 """
 
 from __future__ import annotations
@@ -92,25 +93,32 @@ def parse_public_id(text: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def encode_cursor(sort_value: int, trade_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([sort_value, trade_id]).encode()).decode().rstrip("=")
+def encode_cursor(sort_value: int, trade_id: int, side: str | None = None) -> str:
+    """The key of a page's first or last row: ``[sort value, trade id]``, with the row's side on
+    a household's pages (where a trade between two of its meters is two rows)."""
+    key: list[Any] = [sort_value, trade_id] if side is None else [sort_value, trade_id, side]
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[int, int]:
+def decode_cursor(text: str) -> tuple[int, int, str | None]:
     """A cursor from ``encode_cursor``: its sort value and row id, both within the ledger's
-    integer range (anything else, e.g. a number beyond SQLite's range, is a FilterError)."""
+    integer range, and its side (None in a cursor without one, such as those made before sides
+    were in it: they page as they did); anything else, e.g. a number beyond SQLite's range, is a
+    FilterError."""
     if len(text) > MAX_CURSOR_LENGTH or not text.isascii():
         raise FilterError("bad page cursor")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value, trade_id = json.loads(raw)
+        value, trade_id, *rest = json.loads(raw)
     except (ValueError, TypeError, binascii.Error):
         raise FilterError("bad page cursor") from None
     if type(value) is not int or type(trade_id) is not int:
         raise FilterError("bad page cursor")
     if not -MAX_INT <= value <= MAX_INT or not 0 <= trade_id <= MAX_INT:
         raise FilterError("bad page cursor")
-    return value, trade_id
+    if rest and (len(rest) > 1 or rest[0] not in SIDES):
+        raise FilterError("bad page cursor")
+    return value, trade_id, (rest[0] if rest else None)
 
 
 @dataclass
@@ -170,13 +178,18 @@ def query_page(
     # "forward" means the order the user asked for; a backwards page walks the other way.
     walk_desc = f.descending != backwards
     if cursor is not None:
-        clauses.append(f"({key}, {tid}) {'<' if walk_desc else '>'} (?, ?)")
-        args.extend(cursor)
+        value, trade_id, side = cursor
+        if p == "s" and side is not None:
+            clauses.append(f"({key}, {tid}, s.side) {'<' if walk_desc else '>'} (?, ?, ?)")
+            args.extend((value, trade_id, side))
+        else:
+            clauses.append(f"({key}, {tid}) {'<' if walk_desc else '>'} (?, ?)")
+            args.extend((value, trade_id))
     direction = "DESC" if walk_desc else "ASC"
     sql = (
         f"SELECT {TRADE_COLUMNS}{side_cols}, {key} FROM {source}"
         f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
-        f" ORDER BY {key} {direction}, {tid} {direction} LIMIT ?"
+        f" ORDER BY {_order(p, key, tid, direction)} LIMIT ?"
     )
     fetched = conn.execute(sql, (*args, f.limit + 1)).fetchall()
     more = len(fetched) > f.limit
@@ -188,13 +201,20 @@ def query_page(
     rows = [_row(r, directory) for r in fetched]
     for row in rows:
         row["delivery_note"] = delivery_note(conn, row)
-    keys = [(r[-1], r[0]) for r in fetched]
+    keys = [(r[-1], r[0], r[-2]) for r in fetched]  # (sort value, trade id, side or None)
     if not keys:
         return Page([], None, None)
     first, last = encode_cursor(*keys[0]), encode_cursor(*keys[-1])
     if backwards:
         return Page(rows, last, first if more else None)
     return Page(rows, last if more else None, first if cursor is not None else None)
+
+
+def _order(prefix: str, key: str, tid: str, direction: str) -> str:
+    """The ORDER BY of a page and of the CSV: the sort key, then the trade, then (a household's
+    rows) the side: one order, the cursor's key, in which no two rows tie."""
+    sides = f", s.side {direction}" if prefix == "s" else ""
+    return f"{key} {direction}, {tid} {direction}{sides}"
 
 
 def _party(conn, meter: str, interval: int, side: str) -> tuple[int, int | None]:
@@ -404,7 +424,7 @@ def csv_chunks(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory, interva
     sql = (
         f"SELECT {_CSV_SQL_COLUMNS}, {side} AS side FROM {source}"
         f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
-        f" ORDER BY {key} {direction}, {tid} {direction}"
+        f" ORDER BY {_order(p, key, tid, direction)}"
     )
     header = True
     for frame in pd.read_sql_query(

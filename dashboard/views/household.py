@@ -55,7 +55,7 @@ def _summary(meter: str) -> dict:
     else:
         words = f"in {p.label}"
     statement = hh.statement(conn, meter, p.start, p.end, params)
-    neighbours = hh.neighbours(conn, meter, p.start, p.end, directory.label)
+    neighbours = hh.neighbours(conn, meter, p.start, p.end, directory.label, directory.owner)
     hh.shown_neighbour_values(neighbours, statement["shown"])
     return {
         "meter": meter,
