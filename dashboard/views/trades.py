@@ -54,10 +54,14 @@ def trade_filter() -> TradeFilter:
     else:
         meters = None if user.is_admin else tuple(sorted(user.meters))
     ledger = services().ledger
+    interval_s = ledger.params()["interval_s"]
     interval = arg_int("interval", lo=0, hi=MAX_INT)  # Unix seconds: for API clients
+    if interval is not None:
+        # like at: the delivery interval containing it (a time inside one matched no trade while
+        # the date-time field showed its interval's start, which has trades: found in a QA pass)
+        interval -= interval % interval_s
     at = arg_local_datetime("at", ledger.community.tz)  # what people type: a local date-time
     if at is not None:
-        interval_s = ledger.params()["interval_s"]
         containing = at - at % interval_s
         if interval is not None and interval != containing:
             raise FilterError("give the interval either as at (local date-time) or as interval, not both")
@@ -100,6 +104,9 @@ def page():
     args = {k: v for k, v in request.args.items() if k in FILTER_KEYS}
     tz = services().ledger.community.tz
     at_value = args.get("at", "")
+    # an interval given inside a delivery interval shows that interval, and the page says so
+    asked = args.get("interval")
+    snapped = asked if asked is not None and f.interval is not None and int(asked) != f.interval else None
     # an interval given in Unix seconds is shown in the date-time field only where the field
     # takes it back (dates MIN_DATE..MAX_DATE); any other stays in the address, the field empty
     if f.interval is not None and not at_value:
@@ -119,6 +126,7 @@ def page():
         sorts=SORTS,
         at_value=at_value,
         unknown_household=unknown,
+        snapped_interval=snapped,
         # the other filters stay, but a side, which needs a household
         all_households={k: v for k, v in args.items() if k not in ("household", "side")},
     )
