@@ -24,6 +24,7 @@ while it was being checked; it is refused only when those other failures alone l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -31,14 +32,15 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chain.private_files import private_file, private_folder
-from chain.store import StoreError
+from chain.store import is_corrupt
+from dashboard.ledger import Unavailable, quick_check
 
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -134,15 +136,41 @@ def open_db(path: str | Path) -> sqlite3.Connection:
         conn.executescript(_SCHEMA)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise AccountsFileError(
-            f"{path} is damaged ({exc}): it holds the dashboard's accounts: restore it from a backup, "
-            "or move it away to start with no accounts"
-        ) from None
+        raise accounts_fault(Path(path), exc) from None
     return conn
 
 
-class AccountsFileError(StoreError):
-    """The accounts database cannot be opened (not a database, damaged); the message says what to do."""
+class AccountsFileError(Unavailable):
+    """The accounts database cannot be used (not a database, damaged, on a full disk); the message
+    says what to do (``accounts_fault``)."""
+
+
+def accounts_fault(path: Path, exc: sqlite3.Error) -> AccountsFileError:
+    """The one-line fault of an SQLite error on the accounts database: a full disk, or a damaged
+    file (it holds the accounts: restored, not deleted), or what SQLite said."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return AccountsFileError(
+            f"cannot write {path}: the disk is full ({exc}): free space on it (logins and sessions are "
+            "written there)",
+            "the dashboard cannot record logins now (its disk is full): try again later",
+        )
+    if is_corrupt(exc):
+        return AccountsFileError(
+            f"{path} is damaged ({exc}): it holds the dashboard's accounts, sessions and verify runs: "
+            "restore it from a backup, or move it away to start with no accounts (deleting it loses "
+            "them)",
+            "the dashboard's accounts database is damaged: logins are not possible until its operator "
+            "restores it",
+        )
+    return AccountsFileError(f"cannot use {path}: {exc}", f"the dashboard's accounts cannot be used ({exc})")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any: SQLite ends it itself on some errors (a full disk),
+    and a failed ROLLBACK must not hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _token_hash(token: str) -> bytes:
@@ -166,28 +194,52 @@ class Accounts:
         private_folder(self.path.parent)  # the instance folder (`peerwatt dashboard user add` makes it)
         self.conn = open_db(self.path)
         self.lock = threading.Lock()
+        self.damage: AccountsFileError | None = None  # found damaged (until restored, at restart)
         self.rate_limit = rate_limit or RateLimit()
         self._dummy_hash = _dummy_hash(password_method)
 
     def close(self) -> None:
         self.conn.close()
 
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; a full disk or a damaged file is its one-line fault."""
+        with self.lock:
+            try:
+                yield self.conn
+            except sqlite3.DatabaseError as exc:
+                _rollback(self.conn)
+                fault = accounts_fault(self.path, exc)
+                if is_corrupt(exc):
+                    self.damage = fault
+                elif getattr(exc, "sqlite_errorname", "") != "SQLITE_FULL":
+                    raise
+                raise fault from None
+
+    def check_damage(self, exc: sqlite3.Error) -> AccountsFileError | None:
+        """The accounts' fault if the file is damaged (``dashboard.ledger.damaged_file``)."""
+        if self.damage is None:
+            with self.lock:
+                if not quick_check(self.conn):
+                    self.damage = accounts_fault(self.path, exc)
+        return self.damage
+
     # -- the community this folder belongs to --------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        with self.lock:
+        with self._db():
             row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, values: dict[str, str]) -> None:
-        with self.lock:
+        with self._db():
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
             self.conn.execute("COMMIT")
 
     def holds_anything(self) -> bool:
         """Whether there are accounts or verify runs (what belongs to one community)."""
-        with self.lock:
+        with self._db():
             return any(
                 self.conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
                 for table in ("users", "verify_runs")
@@ -214,7 +266,7 @@ class Accounts:
             raise AccountError("an admin account sees every meter: give --admin or --meter, not both")
         check_password(password)
         password_hash = generate_password_hash(password, method=self.password_method)
-        with self.lock:
+        with self._db():
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 cur = self.conn.execute(
@@ -232,14 +284,14 @@ class Accounts:
         return int(user_id)
 
     def remove_user(self, name: str) -> None:
-        with self.lock:
+        with self._db():
             cur = self.conn.execute("DELETE FROM users WHERE name = ?", (name,))
         if cur.rowcount == 0:
             raise AccountError(f"no user named {name!r}")
 
     def users(self) -> list[tuple[str, str, list[str]]]:
         """(name, role, meters) of every account."""
-        with self.lock:
+        with self._db():
             rows = self.conn.execute("SELECT id, name, role FROM users ORDER BY name").fetchall()
             meters = self.conn.execute("SELECT user_id, meter FROM user_meters ORDER BY meter").fetchall()
         by_user: dict[int, list[str]] = {}
@@ -269,7 +321,7 @@ class Accounts:
         (``_settle_success``)."""
         keys = _lock_keys(name, address)
         before = self._reserve(keys)
-        with self.lock:
+        with self._db():
             row = self.conn.execute("SELECT id, password_hash FROM users WHERE name = ?", (name,)).fetchone()
         stored = row[1] if row else self._dummy_hash
         ok = check_password_hash(stored, password) and row is not None
@@ -283,7 +335,7 @@ class Accounts:
         limit = self.rate_limit
         allowed = {"user": limit.per_user, "addr": limit.per_address}
         now = int(self.clock())
-        with self.lock:
+        with self._db():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.execute(
@@ -305,7 +357,7 @@ class Accounts:
             except RateLimited:
                 raise
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                _rollback(self.conn)
                 raise
         return rows
 
@@ -353,7 +405,7 @@ class Accounts:
         (user_key, user_kind), (addr_key, addr_kind) = keys
         now = int(self.clock())
         token = secrets.token_urlsafe(32)
-        with self.lock:
+        with self._db():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 addr = self._without_own(addr_key, addr_kind, before[addr_key])
@@ -380,13 +432,13 @@ class Accounts:
             except RateLimited:
                 raise
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                _rollback(self.conn)
                 raise
             return self._load_user(user_id, token)
 
     def session_user(self, token: str) -> User | None:
         """The user of a live session token, or None (unknown, expired or user removed)."""
-        with self.lock:
+        with self._db():
             row = self.conn.execute(
                 "SELECT user_id, expires FROM sessions WHERE token_hash = ?", (_token_hash(token),)
             ).fetchone()
@@ -395,7 +447,7 @@ class Accounts:
             return self._load_user(row[0], token)
 
     def logout(self, token: str) -> None:
-        with self.lock:
+        with self._db():
             self.conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from chain.private_files import private_file
 from chain.store import StoreError
 from dashboard import units
 from dashboard.accounts import PASSWORD_METHOD, User
-from dashboard.ledger import LedgerReplaced
+from dashboard.ledger import Unavailable
 from dashboard.params import ParamError
 from dashboard.proxies import parse_trusted
 from dashboard.services import Services, default_instance_dir, open_services
@@ -124,7 +125,7 @@ def create_app(
     for blueprint in (auth.bp, overview.bp, trades.bp, household.bp, explorer.bp, statements.bp):
         app.register_blueprint(blueprint)
     _add_request_hooks(app, services)
-    _add_error_pages(app)
+    _add_error_pages(app, services)
     _add_template_filters(app, services)
     if app.config["RECORD_COMMUNITY"]:
         services.record_community()  # only now: a start that failed records no community
@@ -158,7 +159,7 @@ def _add_request_hooks(app: Flask, services: Services) -> None:
     @app.before_request
     def same_ledger() -> None:
         """Every page and API answers 503 while the data folder holds another ledger than the
-        one this dashboard was started on (LedgerReplaced, turned into the answer below)."""
+        one this dashboard was started on, or none (LedgerReplaced, LedgerGone: the answer below)."""
         if not request.path.startswith("/static/"):
             services.ledger.store()
 
@@ -178,8 +179,9 @@ def _add_request_hooks(app: Flask, services: Services) -> None:
         return response
 
 
-def _add_error_pages(app: Flask) -> None:
-    """Errors as one-line JSON under /api/, as the error page elsewhere (400 for bad parameters)."""
+def _add_error_pages(app: Flask, services: Services) -> None:
+    """Errors as one-line JSON under /api/, as the error page elsewhere (400 for bad parameters,
+    503 while a file the dashboard serves from cannot be used)."""
 
     def error(status: int, message: str):
         if request.path.startswith("/api/"):
@@ -192,9 +194,21 @@ def _add_error_pages(app: Flask) -> None:
             400, f"The form expired or was not sent by this site ({exc.description}); reload and try again."
         )
 
-    @app.errorhandler(LedgerReplaced)
-    def ledger_replaced(exc: LedgerReplaced):
-        return error(503, str(exc))
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable):
+        """Another ledger, the ledger moved away, a damaged file, a full disk: 503 with the line
+        that names no path (visitors read it); the log names the file, once while it lasts."""
+        services.ledger.faults.fault(exc)
+        return error(503, exc.public)
+
+    @app.errorhandler(sqlite3.DatabaseError)
+    def damaged(exc: sqlite3.DatabaseError):
+        """A page read a damaged file (the ledger, the index or the accounts: which one is checked
+        once): 503 as above. Any other SQLite error is a fault of the dashboard's own (500)."""
+        fault = services.fault(exc)
+        if fault is None:
+            raise exc
+        return unavailable(fault)
 
     @app.errorhandler(ParamError)
     def param_error(exc: ParamError):

@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 
 from chain.private_files import private_file
-from chain.store import StoreError
+from chain.store import is_corrupt
+from dashboard.ledger import Unavailable, quick_check
 
 SCHEMA_VERSION = "8"
 
@@ -92,8 +93,33 @@ CREATE TABLE IF NOT EXISTS validator_sets (
 CACHE_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA mmap_size=1073741824")  # 64 MiB cache, 1 GiB map
 
 
-class IndexFileError(StoreError):
-    """The index file cannot be opened (not a database, damaged); the message says how to rebuild it."""
+class IndexFileError(Unavailable):
+    """The index file cannot be used (not a database, damaged, on a full disk); the message says
+    what to do (``index_fault``)."""
+
+
+class IndexFull(IndexFileError):
+    """The index cannot be written: its disk is full (over once a sync succeeds again)."""
+
+
+def index_fault(path: Path, exc: sqlite3.Error) -> IndexFileError:
+    """The one-line fault of an SQLite error on the index: a full disk, or a damaged file (delete
+    it: it is rebuilt from the ledger), or what SQLite said."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return IndexFull(
+            f"cannot write {path}: the disk is full ({exc}): free space on it (the index catches up "
+            "once there is room)",
+            "the dashboard's index cannot be written (its disk is full): the figures shown may be "
+            "behind the ledger until its operator frees space",
+        )
+    if is_corrupt(exc):
+        return IndexFileError(
+            f"{path} is damaged ({exc}): it is only the dashboard's index, rebuilt from the ledger: "
+            "delete it and start the dashboard again",
+            f"the dashboard's index is damaged ({exc}): its operator deletes index.sqlite (it is rebuilt "
+            "from the ledger) and starts the dashboard again",
+        )
+    return IndexFileError(f"cannot use {path}: {exc}", f"the dashboard's index cannot be used ({exc})")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -107,16 +133,13 @@ def connect(path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")  # derived data: a lost tail is simply re-indexed
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] != SCHEMA_VERSION:
+            drop(conn)
+            conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise IndexFileError(
-            f"{path} is damaged ({exc}): it is only the dashboard's index, rebuilt from the ledger: "
-            "delete it and start the dashboard again"
-        ) from None
-    if row is not None and row[0] != SCHEMA_VERSION:
-        drop(conn)
-        conn.executescript(SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        raise index_fault(Path(path), exc) from None
     return conn
 
 
@@ -136,6 +159,7 @@ class IndexDB:
         self.write_lock = threading.Lock()
         self.writer = connect(self.path)
         self._local = threading.local()
+        self.damage: IndexFileError | None = None  # found by check_damage (until it is deleted, at restart)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -148,6 +172,12 @@ class IndexDB:
                 conn.execute(pragma)
             self._local.conn = conn
         return conn
+
+    def check_damage(self, exc: sqlite3.Error) -> IndexFileError | None:
+        """The index's fault if it is damaged (``dashboard.ledger.damaged_file``: a quick check, once)."""
+        if self.damage is None and not quick_check(self.conn):
+            self.damage = index_fault(self.path, exc)
+        return self.damage
 
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -6,23 +6,28 @@ gov, and the rejections among the per-transaction results) and the ``reading``/`
 the batch's rows and the height and hash of its last block, so a crash leaves a consistent
 prefix. If the ledger under the index changes (another block at the indexed height, a shorter
 chain; or, at start, an index of another genesis) the index is emptied and rebuilt. A data folder
-that comes to hold another genesis under a running dashboard is not indexed (LedgerReplaced).
+that comes to hold another genesis under a running dashboard is not indexed (LedgerReplaced); nor
+is one moved away, a damaged ledger or index, or an index on a full disk: each is one log line
+while it lasts (and one when a full disk has room again), and the index is caught up afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from chain.canonical import CanonicalError, loads_strict
 from chain.genesis import default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
-from dashboard.indexdb import TABLES, IndexDB
-from dashboard.ledger import LedgerReader, LedgerReplaced
+from dashboard.indexdb import TABLES, IndexDB, IndexFull, index_fault
+from dashboard.ledger import LedgerReader, Unavailable, damaged_file
 from market.settlement import Reading, check_meter
 
 log = logging.getLogger("peerwatt.dashboard")
@@ -40,7 +45,7 @@ class SyncReport:
     rebuilt: bool = False
     forgotten: int = 0  # readings removed because the node erased their payloads
     seconds: float = 0.0
-    stopped: str | None = None  # why nothing was indexed: the data folder holds another ledger
+    stopped: str | None = None  # why nothing was indexed (Unavailable.public): e.g. another ledger
 
 
 class Indexer:
@@ -53,6 +58,7 @@ class Indexer:
         self._last_check = 0.0
         self._busy = threading.Lock()
         self._wal_to_empty = False  # after forgetting erased readings, until the WAL is emptied
+        self._caught_up = False  # a sync succeeded: faults are reported from then on, not raised
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -69,17 +75,40 @@ class Indexer:
             self._busy.release()
 
     def sync(self, max_blocks: int | None = None) -> SyncReport:
-        """Index every block not yet indexed (or at most ``max_blocks`` of them). A ledger of
-        another genesis in the data folder is not indexed: the report's ``stopped`` says so (the
-        ledger reader logged it once; a caller that syncs every few seconds logs nothing)."""
+        """Index every block not yet indexed (or at most ``max_blocks`` of them).
+
+        A file that cannot be used (``dashboard.ledger.Unavailable``: the ledger moved away, of
+        another genesis or damaged, the index damaged or on a full disk) is raised as long as no
+        sync succeeded (the start refuses in one line); afterwards the report's ``stopped`` says it
+        (without a path) and the fault is logged once while it lasts, so a caller that syncs every
+        few seconds logs nothing. A full disk that has room again is logged once too."""
         with self._busy:
             return self._sync_ours(max_blocks)
 
     def _sync_ours(self, max_blocks: int | None) -> SyncReport:
         try:
-            return self._sync(max_blocks)
-        except LedgerReplaced as exc:
-            return SyncReport(stopped=str(exc))
+            try:
+                report = self._sync(max_blocks)
+            except sqlite3.Error as exc:
+                fault = self.fault(exc)
+                if fault is None:
+                    raise
+                raise fault from None
+        except Unavailable as exc:
+            if not self._caught_up:
+                raise  # the caller's one line (not logged as well)
+            self.ledger.faults.fault(exc)
+            return SyncReport(stopped=exc.public)
+        self._caught_up = True
+        self.ledger.faults.over(IndexFull, f"{self.db.path} is written again: the index caught up")
+        return report
+
+    def fault(self, exc: sqlite3.Error) -> Unavailable | None:
+        """The one-line fault of an SQLite error while indexing: the index's disk full (the ledger
+        is only read), or which file is damaged; None for any other error."""
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+            return index_fault(self.db.path, exc)
+        return damaged_file(exc, (self.db, self.ledger))
 
     def indexed_height(self) -> int:
         value = self.db.meta("height")
@@ -110,17 +139,12 @@ class Indexer:
             target = height + budget
             while height < target:
                 end = min(target, height + self.batch_blocks)
-                w.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(w):
                     self._ingest(height + 1, end, report)
                     w.executemany(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                         [("height", str(end)), ("block_hash", self.ledger.block_hash(end) or "")],
                     )
-                    w.execute("COMMIT")
-                except BaseException:
-                    w.execute("ROLLBACK")
-                    raise
                 report.blocks += end - height
                 height = end
         report.seconds = time.perf_counter() - started
@@ -129,20 +153,19 @@ class Indexer:
     def _reset(self) -> None:
         w = self.db.writer
         genesis = self.ledger.community.doc
-        w.execute("BEGIN IMMEDIATE")
-        for table in TABLES:
-            if table != "meta":
-                w.execute(f"DELETE FROM {table}")
-        w.execute("DELETE FROM meta WHERE key != 'schema'")
-        w.execute("INSERT INTO meta VALUES ('genesis', ?)", (self.ledger.community.genesis_hash,))
-        w.execute(
-            "INSERT INTO validator_sets VALUES (1, ?, ?)",
-            (
-                json.dumps({k: v["key"] for k, v in genesis["validators"].items()}, sort_keys=True),
-                genesis["chain"]["quorum"],
-            ),
-        )
-        w.execute("COMMIT")
+        with _transaction(w):
+            for table in TABLES:
+                if table != "meta":
+                    w.execute(f"DELETE FROM {table}")
+            w.execute("DELETE FROM meta WHERE key != 'schema'")
+            w.execute("INSERT INTO meta VALUES ('genesis', ?)", (self.ledger.community.genesis_hash,))
+            w.execute(
+                "INSERT INTO validator_sets VALUES (1, ?, ?)",
+                (
+                    json.dumps({k: v["key"] for k, v in genesis["validators"].items()}, sort_keys=True),
+                    genesis["chain"]["quorum"],
+                ),
+            )
 
     def _forget_erased(self) -> int:
         """Remove the readings whose payloads the node erased since they were indexed (the
@@ -180,13 +203,8 @@ class Indexer:
         secure = w.execute("PRAGMA secure_delete").fetchone()[0]
         w.execute("PRAGMA secure_delete=ON")
         try:
-            w.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(w):
                 w.executemany("DELETE FROM readings WHERE meter = ? AND height = ?", rows)
-                w.execute("COMMIT")
-            except BaseException:
-                w.execute("ROLLBACK")
-                raise
             removed = w.total_changes - before
             w.execute("VACUUM")  # no free page keeps them
         finally:
@@ -528,6 +546,21 @@ class Indexer:
             "INSERT OR REPLACE INTO validator_sets VALUES (?, ?, ?)",
             (height + 1, json.dumps(validators, sort_keys=True), default_quorum(len(validators))),
         )
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One index write transaction: committed, or rolled back on any error. SQLite ends it itself
+    on some errors (a full disk): a failed ROLLBACK never hides the error that caused it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def trade_key(result: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from chain.app import Application
 from chain.canonical import loads_strict
 from chain.engine import replay_blocks
 from chain.state import State
-from chain.store import Store, StoreError, db_path
+from chain.store import Store, StoreError, db_path, is_corrupt
 from dashboard.timeutil import zone
 from market import params as market_params
 
@@ -41,11 +42,79 @@ class Community:
     doc: dict[str, Any]
 
 
-class LedgerReplaced(StoreError):
+class Unavailable(StoreError):
+    """A file the dashboard serves from cannot be used now: the ledger moved away, damaged or of
+    another genesis, the index or the accounts damaged or on a full disk. The message names the
+    file and what to do (the start's one-line error, and the log's line); ``public`` says it
+    without a path for visitors: the app answers 503 with it, and the indexer reports it."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
+
+
+class LedgerReplaced(Unavailable):
     """The data folder now holds another ledger (another genesis) than the one the dashboard was
     started on: its accounts, sessions and verify runs belong to the first. The app answers 503
     with the message (which names no path: visitors read it; the log names the file) until it is
     restarted on the right folder, or the right ledger is back."""
+
+
+class LedgerGone(Unavailable):
+    """The ledger store cannot be opened while the dashboard runs (its data folder moved away, or
+    being restored): 503 until it is back."""
+
+
+class LedgerDamaged(Unavailable):
+    """SQLite finds a page of the ledger store damaged: 503 until the data folder is restored from
+    a peer (a replaced file is read afresh)."""
+
+
+class FaultLog:
+    """Logs each kind of fault (an Unavailable class) once while it lasts, not per request or
+    indexing round, and once when it is over."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now: dict[type[Unavailable], str] = {}
+
+    def fault(self, exc: Unavailable) -> None:
+        with self._lock:
+            if self._now.get(type(exc)) == str(exc):
+                return
+            self._now[type(exc)] = str(exc)
+        log.error("%s", exc)
+
+    def over(self, kind: type[Unavailable], message: str) -> None:
+        with self._lock:
+            if self._now.pop(kind, None) is None:
+                return
+        log.warning("%s", message)
+
+
+def quick_check(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite's ``PRAGMA quick_check`` finds a database sound (it reads the whole file
+    once: run after a damaged-file error only, to tell which file it came from)."""
+    try:
+        return conn.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        return False
+
+
+def damaged_file(exc: sqlite3.Error, files: tuple[Any, ...]) -> Unavailable | None:
+    """Which of ``files`` (each with ``damage`` and ``check_damage(exc)``: the ledger, the index,
+    the accounts) a damaged-file error came from: one already found damaged, else the first whose
+    quick check fails (None for any other error, or when all are sound)."""
+    if not is_corrupt(exc):
+        return None
+    for file in files:
+        if file.damage is not None:
+            return file.damage
+    for file in files:
+        found = file.check_damage(exc)
+        if found is not None:
+            return found
+    return None
 
 
 class _CannotReplay(Exception):
@@ -70,12 +139,19 @@ class LedgerReader:
         self._app_instance: Application | None = None
         self._failover_lock = threading.Lock()
         self._failovers = (0, 0)  # (last height counted, blocks final in a round above 0)
-        self._replaced_lock = threading.Lock()
-        self._replaced_seen = False  # the data folder holds another ledger (logged once)
+        self.faults = FaultLog()  # what cannot be used now, logged once (the app and indexer add theirs)
+        self.damage: LedgerDamaged | None = None  # found by check_damage; forgotten when the file is replaced
         store = self.store()  # fails early with a one-line StoreError when there is no store
-        store.check_column("txs", "hash", bytes)  # (read as raw rows: a damaged one is a StoreError)
-        store.check_column("blocks", "hash", bytes)
-        doc_bytes = store.genesis_doc()
+        try:
+            store.check_column("txs", "hash", bytes)  # (read as raw rows: a damaged one is a StoreError)
+            store.check_column("blocks", "hash", bytes)
+            doc_bytes = store.genesis_doc()
+            genesis_hash = _genesis_hash(store)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if is_corrupt(exc):
+                raise self._damaged(exc) from None
+            raise
         doc = loads_strict(doc_bytes)
         community = doc["community"]
         self.community = Community(
@@ -85,7 +161,7 @@ class LedgerReader:
             tz=zone(community.get("timezone", "UTC")),
             genesis_time=community["time"],
             app=community.get("app", "market"),
-            genesis_hash=_genesis_hash(store),
+            genesis_hash=genesis_hash,
             doc=doc,
         )
 
@@ -95,44 +171,70 @@ class LedgerReader:
         """This thread's read-only store (opened on first use, and again when the file was
         replaced: a node's data folder restored from a peer's copy under a running dashboard).
 
-        A file of another genesis is never read: LedgerReplaced (logged once, not per request or
-        per indexing round; and once more when the right ledger is back)."""
+        A file of another genesis is never read (LedgerReplaced), and a store that cannot be
+        opened while the dashboard runs (its data folder moved away) is LedgerGone: each logged
+        once, not per request or per indexing round; and once more when the right ledger is back."""
         store = getattr(self._local, "store", None)
+        path = db_path(self.data_dir)
         try:
-            identity = _file_identity(db_path(self.data_dir))
+            identity = _file_identity(path)
         except OSError:
             identity = None  # being replaced right now: keep reading the open file
         if store is not None and identity is not None and identity != self._local.identity:
             store.close()
             store = self._local.store = None
+            if self.damage is not None:
+                self.damage = None
+                self.faults.over(LedgerDamaged, f"{path} was replaced: it is read again")
         if store is None:
-            store = Store.open(self.data_dir, readonly=True)
-            if hasattr(self, "community"):
-                if _genesis_hash(store) != self.community.genesis_hash:
-                    store.close()
-                    self._replaced(True)
-                    raise LedgerReplaced(
-                        "the data folder now holds another ledger (another genesis) than the one this "
-                        "dashboard was started on: restart the dashboard on the right data folder"
-                    )
-                self._replaced(False)
+            if not hasattr(self, "community"):
+                store = Store.open(self.data_dir, readonly=True)  # at start: its one-line StoreError
+            else:
+                store = self._open_again(path)
             self._local.store, self._local.identity = store, identity
         return store
 
-    def _replaced(self, now: bool) -> None:
-        """Log the change once: another ledger found, or the right one back."""
-        with self._replaced_lock:
-            if now == self._replaced_seen:
-                return
-            self._replaced_seen = now
-        if now:
-            log.error(
-                "%s now holds another ledger (another genesis) than the one this dashboard was started "
-                "on: every page answers 503 until the dashboard is restarted on the right data folder",
-                db_path(self.data_dir),
+    def _open_again(self, path: Path) -> Store:
+        """The store opened while the dashboard runs, checked to be the ledger it started on."""
+        try:
+            store = Store.open(self.data_dir, readonly=True)
+        except StoreError as exc:
+            gone = LedgerGone(
+                f"{exc}: every page answers 503 until it is back",
+                "the ledger cannot be read now (its data folder was moved away or is being restored): "
+                "it is served again once it is back",
             )
-        else:
-            log.warning("%s holds the ledger this dashboard was started on again", db_path(self.data_dir))
+            self.faults.fault(gone)
+            raise gone from None
+        self.faults.over(LedgerGone, f"{path} can be read again")
+        if _genesis_hash(store) != self.community.genesis_hash:
+            store.close()
+            replaced = LedgerReplaced(
+                f"{path} now holds another ledger (another genesis) than the one this dashboard was "
+                "started on: every page answers 503 until the dashboard is restarted on the right data "
+                "folder",
+                "the data folder now holds another ledger (another genesis) than the one this "
+                "dashboard was started on: restart the dashboard on the right data folder",
+            )
+            self.faults.fault(replaced)
+            raise replaced
+        self.faults.over(LedgerReplaced, f"{path} holds the ledger this dashboard was started on again")
+        return store
+
+    def _damaged(self, exc: sqlite3.Error) -> LedgerDamaged:
+        """The one-line fault of a damaged store (as ``POST /api/v1/verify`` words the fix)."""
+        return LedgerDamaged(
+            f"cannot read {db_path(self.data_dir)}: {exc} (the file is damaged: restore the data folder "
+            "from a peer)",
+            f"the ledger store is damaged ({exc}): the dashboard's operator restores the node's data "
+            "folder from a peer",
+        )
+
+    def check_damage(self, exc: sqlite3.Error) -> LedgerDamaged | None:
+        """The store's fault if it is damaged (``damaged_file``: a quick check, once)."""
+        if self.damage is None and not quick_check(self.conn):
+            self.damage = self._damaged(exc)
+        return self.damage
 
     @property
     def conn(self):

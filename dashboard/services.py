@@ -22,7 +22,7 @@ from dashboard.agent_status import AgentStatusBoard
 from dashboard.directory import Directory
 from dashboard.indexdb import IndexDB
 from dashboard.indexer import Indexer
-from dashboard.ledger import LedgerReader
+from dashboard.ledger import LedgerReader, Unavailable, damaged_file
 from dashboard.proxies import Network, client_address
 from dashboard.text import for_terminal
 from dashboard.verify_runner import VerifyRunner
@@ -55,6 +55,11 @@ class Services:
         succeeded: a start that fails (a damaged index, a port in use) records nothing."""
         record_instance(self.instance_dir, self.accounts, self.pending_community)
         self.pending_community = None
+
+    def fault(self, exc: sqlite3.Error) -> Unavailable | None:
+        """Which file a damaged-file error met by a page came from (the index, the ledger or the
+        accounts), as its one-line fault; None for any other error."""
+        return damaged_file(exc, (self.index, self.ledger, self.accounts))
 
     def directory(self) -> Directory:
         """Names of meters and members, made once per state height."""
