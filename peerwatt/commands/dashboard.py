@@ -200,11 +200,15 @@ def _listening(server, host: str) -> str:
 def serve(settings: DashboardSettings) -> None:
     """Index what is new, then serve with waitress until Ctrl-C."""
     from chain.store import StoreError
+    from dashboard.accounts import AccountsFileError
+    from dashboard.indexdb import IndexFileError
     from peerwatt.dashboard_server import serve as waitress_server
 
     app = _open_app(settings)
     try:
         report = app.extensions["peerwatt"].indexer.sync()
+    except (IndexFileError, AccountsFileError) as exc:  # the dashboard's own files: the line says what to do
+        raise UserError(str(exc)) from None
     except StoreError as exc:  # a ledger row that does not decode (damaged or tampered with)
         raise UserError(f"{exc} (`peerwatt verify --data {settings.data}` checks the whole store)") from None
     click.echo(f"indexed {report.blocks} new block(s) in {report.seconds:.1f} s")

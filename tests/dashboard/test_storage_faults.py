@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 
 from chain.store import StoreError
 from dashboard.app import create_app
+from peerwatt.ports import free_port
 from tests.dashboard.conftest import PASSWORDS, TEST_PASSWORD_METHOD, login
 
 CONFIG = {"PASSWORD_METHOD": TEST_PASSWORD_METHOD, "INDEX_SYNC": "off"}  # TESTING off: errors are answers
@@ -235,3 +238,26 @@ def test_a_data_folder_moved_away_is_a_503_that_recovers_by_itself(built, tmp_pa
         assert in_new_thread(path)[0] == 200, path
     assert len(errors(caplog, "can be read again")) == 1
     no_traceback(caplog)
+
+
+def test_a_damaged_index_met_at_start_names_the_index_not_the_ledger(built, tmp_path):
+    """`peerwatt dashboard` whose first indexing meets a damaged index page: one line saying to
+    delete index.sqlite, without the hint to verify the ledger store (before: every fault of the
+    first indexing got "`peerwatt verify --data ...` checks the whole store")."""
+    instance = tmp_path / "instance"
+    first = create_app(built.data_dir, instance_dir=instance, config=CONFIG)
+    first.extensions["peerwatt"].indexer.sync()
+    first.extensions["peerwatt"].index.close()
+    conn = sqlite3.connect(instance / "index.sqlite")
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'height'")  # index it all again
+    conn.commit()
+    conn.close()
+    damage_table(instance / "index.sqlite", "trades")
+    port = free_port()
+    cli = [sys.executable, "-m", "peerwatt.cli", "dashboard", "--data", str(built.data_dir)]
+    cli += ["--instance", str(instance), "--port", str(port)]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "index.sqlite" in done.stderr and "delete it" in done.stderr
+    assert "peerwatt verify" not in done.stderr
