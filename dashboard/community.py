@@ -13,6 +13,8 @@ wall clock on a live node and the simulated clock in the accelerated demo.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dashboard.ledger import LedgerReader
@@ -22,7 +24,8 @@ from market.clearing import Order, clear
 
 MAX_PRICE_DAYS = 92
 # A side of an interval's book is shown (count, volume, best limit) only when at least this many
-# households are on it: with fewer, the "sum" is one or two households' forecast and price.
+# households are on it: with fewer, the "sum" is one or two households' forecast and price. A
+# household is a member: one member's meters (each orders on its own) count once.
 MIN_BOOK_HOUSEHOLDS = 3
 SIDE_WORDS = {"ask": "offers", "bid": "bids"}
 
@@ -33,14 +36,28 @@ def side_note(prefix: str, besides_own: bool) -> str:
     return note + " besides yours" if besides_own else note
 
 
-def seen_clearing(result: dict[str, Any], own: dict[str, int], full: bool) -> dict[str, Any]:
+def owners(enrolled: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """{meter: its household}: the member owning it (the ledger's meters), else the meter itself."""
+    return {m: e.get("owner") or m for m, e in enrolled.items()}
+
+
+def households(meters: Iterable[str], owner_of: Mapping[str, str]) -> set[str]:
+    """The households behind ``meters`` (``owners``): one member's meters count once."""
+    return {owner_of.get(m, m) for m in meters}
+
+
+def seen_clearing(
+    result: dict[str, Any], own: dict[str, int], full: bool, others: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """A clearing result (or a row of the index's clearings) as a viewer may read it, by the
     overview book's rules: a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
-    viewer's own (``own``: its meters' orders per side, "ask"/"bid") shows no energy
-    (``ask_wh``/``bid_wh`` None, with a note), and then no traded volume either: the short side
-    is what matched, so the volume would give its sum away (a volume of 0, nothing matched, is
-    no sum: no trades and no price say it anyway). The price (every trade's price of the
-    interval) and the counts stay. ``full`` (admins) sees it whole."""
+    viewer's own (``others``, per side "ask"/"bid": ``book_households``; ``own``: its meters'
+    orders per side, for the note) shows no energy (``ask_wh``/``bid_wh`` None, with a note), and
+    then no traded volume either: the short side is what matched, so the volume would give its
+    sum away (a volume of 0, nothing matched, is no sum: no trades and no price say it anyway).
+    The price (every trade's price of the interval) and the counts stay. ``full`` (admins) sees
+    it whole. Without ``others`` the result's order count less the viewer's orders is taken, which
+    counts meters, not households (the explorer's block pages still call it so)."""
     if full:
         return result
     out = dict(result)
@@ -48,7 +65,8 @@ def seen_clearing(result: dict[str, Any], own: dict[str, int], full: bool) -> di
     for prefix in ("ask", "bid"):
         count = out.get(f"{prefix}s")
         mine = own.get(prefix, 0)
-        if type(count) is not int or count - mine < MIN_BOOK_HOUSEHOLDS:
+        besides = (count - mine if type(count) is int else 0) if others is None else others.get(prefix, 0)
+        if type(count) is not int or besides < MIN_BOOK_HOUSEHOLDS:
             note = side_note(prefix, mine > 0)
             out[f"{prefix}_wh"], out[f"{prefix}_wh_note"] = None, note
             notes.append(note)
@@ -71,6 +89,31 @@ def own_orders(conn, own_meters: frozenset[str], start: int, end: int) -> dict[i
         (*sorted(own_meters), start, end),
     ):
         out.setdefault(interval, {})["ask" if side == "sell" else "bid"] = n
+    return out
+
+
+def book_households(
+    conn, owner_of: Mapping[str, str], own_meters: frozenset[str], start: int, end: int
+) -> dict[int, dict[str, int]]:
+    """{interval: {"ask": n, "bid": n}}: per cleared interval of [start, end) and side, how many
+    households (``owners``) had an order on it besides the viewer's own (the households of
+    ``own_meters``), from the index's order outcomes. An order withdrawn with its revoked meter
+    is an outcome that the clearing did not count; each such order is taken off the count, as if
+    it were another household's: a side then shows less, never more."""
+    rows = conn.execute(
+        "WITH o(meter, owner) AS (SELECT key, value FROM json_each(?)),"
+        " x AS (SELECT x.interval, x.side, coalesce(o.owner, x.meter) AS h FROM outcomes x"
+        " LEFT JOIN o ON o.meter = x.meter WHERE x.interval >= ? AND x.interval < ?)"
+        " SELECT x.interval, x.side, count(*),"
+        " count(DISTINCT CASE WHEN x.h NOT IN (SELECT value FROM json_each(?)) THEN x.h END),"
+        " c.asks, c.bids FROM x JOIN clearings c ON c.interval = x.interval GROUP BY x.interval, x.side",
+        (json.dumps(dict(owner_of)), start, end, json.dumps(sorted(households(own_meters, owner_of)))),
+    ).fetchall()
+    out: dict[int, dict[str, int]] = {}
+    for interval, side, orders, others, asks, bids in rows:
+        counted = asks if side == "sell" else bids
+        withdrawn = max(0, orders - counted)
+        out.setdefault(interval, {})["ask" if side == "sell" else "bid"] = max(0, others - withdrawn)
     return out
 
 
@@ -132,21 +175,31 @@ def today_totals(conn, start: int, end: int) -> dict[str, Any]:
 
 
 def price_series(
-    conn, start: int, end: int, own_meters: frozenset[str] = frozenset(), *, full: bool = False
+    conn,
+    start: int,
+    end: int,
+    owner_of: Mapping[str, str],
+    own_meters: frozenset[str] = frozenset(),
+    *,
+    full: bool = False,
 ) -> dict[str, list]:
     """Clearing price (micro-units/kWh, None where nothing cleared) and volume per interval; the
     volume None where a side had fewer than MIN_BOOK_HOUSEHOLDS households besides the viewer's
-    own (seen_clearing), unless ``full``."""
+    own (seen_clearing, households by ``owners``), unless ``full``."""
     rows = conn.execute(
         "SELECT interval, price, volume_wh, asks, bids FROM clearings WHERE interval >= ? AND interval < ?"
         " ORDER BY interval",
         (start, end),
     ).fetchall()
     own = {} if full else own_orders(conn, own_meters, start, end)
+    others = {} if full else book_households(conn, owner_of, own_meters, start, end)
     volumes = [
-        seen_clearing({"volume_wh": volume, "asks": asks, "bids": bids}, own.get(interval, {}), full)[
-            "volume_wh"
-        ]
+        seen_clearing(
+            {"volume_wh": volume, "asks": asks, "bids": bids},
+            own.get(interval, {}),
+            full,
+            others.get(interval, {}),
+        )["volume_wh"]
         for interval, _, volume, asks, bids in rows
     ]
     return {
@@ -162,21 +215,25 @@ def live_book(
     """The open intervals of the order book, aggregated; with an indicative clearing price (the
     clearing the ledger would run if the gate closed now) and the viewer's own orders in full.
 
-    A side with fewer than MIN_BOOK_HOUSEHOLDS households shows neither count, volume nor best
-    limit (``asks_note``: "fewer than 3 offers"), and then the indicative price and volume, which
-    would give them away, are hidden too. ``full`` (admins) shows every side."""
+    A side with fewer than MIN_BOOK_HOUSEHOLDS households (members: one member's meters count
+    once) shows neither count, volume nor best limit (``asks_note``: "fewer than 3 offers"), and
+    then the indicative price and volume, which would give them away, are hidden too. ``full``
+    (admins) shows every side."""
     params = ledger.params()
+    owner_of = owners(ledger.meters())
+    own_households = households(own_meters, owner_of)
     out = []
     for interval, orders in sorted(ledger.book().items(), key=lambda kv: int(kv[0])):
         asks = [o for o in orders.values() if o["side"] == "sell"]
         bids = [o for o in orders.values() if o["side"] == "buy"]
-        # The book holds one order per meter and interval: a household is a meter here. The viewer's
-        # own meters do not count towards the threshold: the sum minus its own order would be the
-        # other households' figures.
-        sellers = {m for m, o in orders.items() if o["side"] == "sell"}
-        buyers = {m for m, o in orders.items() if o["side"] == "buy"}
-        asks_shown = full or len(sellers - own_meters) >= MIN_BOOK_HOUSEHOLDS
-        bids_shown = full or len(buyers - own_meters) >= MIN_BOOK_HOUSEHOLDS
+        # The book holds one order per meter and interval; a household (member) may have several
+        # meters, and counts once (found in a QA pass: one member's three offers showed its sum).
+        # The viewer's own household does not count towards the threshold: the sum minus its own
+        # orders would be the other households' figures.
+        sellers = households((m for m, o in orders.items() if o["side"] == "sell"), owner_of)
+        buyers = households((m for m, o in orders.items() if o["side"] == "buy"), owner_of)
+        asks_shown = full or len(sellers - own_households) >= MIN_BOOK_HOUSEHOLDS
+        bids_shown = full or len(buyers - own_households) >= MIN_BOOK_HOUSEHOLDS
         try:
             outcome = clear(
                 [
@@ -197,8 +254,8 @@ def live_book(
             {
                 "interval": int(interval),
                 "gate_closes": int(interval) - params["gate_s"],
-                **_side("ask", asks, min, asks_shown, bool(sellers & own_meters)),
-                **_side("bid", bids, max, bids_shown, bool(buyers & own_meters)),
+                **_side("ask", asks, min, asks_shown, bool(sellers & own_households)),
+                **_side("bid", bids, max, bids_shown, bool(buyers & own_households)),
                 "indicative_price_per_kwh": indicative[0],
                 "indicative_volume_wh": indicative[1],
                 "own_orders": [
@@ -240,7 +297,10 @@ def overview(
             "timezone": ledger.community.timezone,
         },
         "today": {"date": today.isoformat(), "start": start, "end": end, **today_totals(conn, start, end)},
-        "prices": {"days": days, **price_series(conn, series_start, end, own_meters, full=full_book)},
+        "prices": {
+            "days": days,
+            **price_series(conn, series_start, end, owners(ledger.meters()), own_meters, full=full_book),
+        },
         "book": live_book(ledger, own_meters, full=full_book),
         "chain": {
             "height": head.height,

@@ -13,10 +13,11 @@ self-consumption is the household's average consumption in its intervals without
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dashboard.community import own_orders, seen_clearing
+from dashboard.community import book_households, own_orders, seen_clearing
 from dashboard.explain import explain
 from dashboard.units import largest_remainder, round_to_step, shown_statement
 from market.money import div_round_half_even
@@ -276,12 +277,15 @@ def orders(
     subunit: str = "ct",
     own_meters: frozenset[str] = frozenset(),
     *,
+    owner_of: Mapping[str, str],
     full: bool = True,
 ) -> list[dict[str, Any]]:
     """The meter's orders of [start, end) as cleared, each with a plain explanation. Unless
     ``full`` (admins), the explanation reads the interval's clearing as a viewer with
-    ``own_meters`` may (community.seen_clearing): no side's sum of fewer than 3 other households."""
+    ``own_meters`` may (community.seen_clearing): no side's sum of fewer than 3 other households
+    (by ``owner_of``, community.owners: one member's meters count once)."""
     own = {} if full else own_orders(conn, own_meters, start, end)
+    others = {} if full else book_households(conn, owner_of, own_meters, start, end)
     rows = conn.execute(
         "SELECT o.interval, o.side, o.energy_wh, o.limit_price, o.filled_wh, o.order_id, o.height,"
         " c.mechanism, c.price, c.volume_wh, c.asks, c.bids, c.ask_wh, c.bid_wh"
@@ -322,6 +326,7 @@ def orders(
                 },
                 own.get(interval, {}),
                 full,
+                others.get(interval, {}),
             )
         )
         delivery = _delivery(conn, meter, interval, side)

@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from dashboard import household_view as hh
 from dashboard.agent_status import not_configured
+from dashboard.community import owners
 from dashboard.params import MAX_DATE, MIN_DATE, arg_choice, arg_date
 from dashboard.receipt_view import ReceiptError, build_receipt, parse_receipt, verify_receipt
 from dashboard.timeutil import VIEWS, buckets, day_range, local_date, period
@@ -46,6 +47,7 @@ def _summary(meter: str) -> dict:
     p = period(view, anchor, tz)
     conn = s.index.conn
     directory = names()
+    households = owners(ledger.meters())
     today_start, today_end = day_range(today, tz)
     owner = directory.owner(meter)
     subunit = current_app.config["CURRENCY_SUBUNIT"]
@@ -92,7 +94,16 @@ def _summary(meter: str) -> dict:
         "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
         "orders": [
             o
-            for o in hh.orders(conn, meter, p.start, p.end, subunit, own_meters(), full=viewer().is_admin)
+            for o in hh.orders(
+                conn,
+                meter,
+                p.start,
+                p.end,
+                subunit,
+                own_meters(),
+                full=viewer().is_admin,
+                owner_of=households,
+            )
             if o["filled_wh"] < o["energy_wh"]
         ]
         if view == "day"
@@ -158,7 +169,16 @@ def api_orders(meter: str):
     day = arg_date("date") or ledger_today()
     start, end = day_range(day, s.ledger.community.tz)
     subunit = current_app.config["CURRENCY_SUBUNIT"]
-    found = hh.orders(s.index.conn, meter, start, end, subunit, own_meters(), full=viewer().is_admin)
+    found = hh.orders(
+        s.index.conn,
+        meter,
+        start,
+        end,
+        subunit,
+        own_meters(),
+        full=viewer().is_admin,
+        owner_of=owners(s.ledger.meters()),
+    )
     return jsonify(date=day.isoformat(), orders=found)
 
 
