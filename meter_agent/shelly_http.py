@@ -10,18 +10,26 @@ Each ``read()`` asks the device three RPC methods over plain HTTP (``GET /rpc/<M
 * ``EMData.GetStatus`` (id 0) -> ``total_act`` (import) and ``total_act_ret`` (export), the
   device's own cumulative counters in Wh, rounded half-even to whole Wh.
 
-Faults are the Modbus reader's ``MeterError`` subclasses: ``MeterTimeout`` (no answer in
+One attempt (the three calls) must be answered completely within ``timeout_s``: the deadline
+bounds the whole exchange, not each socket read, so a device that trickles its answer (a byte a
+second, endless chunks, one header line at a time) is a ``MeterTimeout`` after ``timeout_s``,
+not a read that never returns.
+
+Faults are the Modbus reader's ``MeterError`` subclasses: ``MeterTimeout`` (no complete answer in
 time), ``MeterConnectionError`` (cannot connect, connection reset or closed without an
 answer), ``MeterFramingError`` (an answer that is not HTTP or not JSON), ``ShellyRpcError`` (the
 device answered an RPC with an error, e.g. 401 when authentication is enabled) and
-``MeterValueUnavailable`` (a counter or the power missing, null or not a number). Devices with
+``MeterValueUnavailable`` (a counter or the power missing, null, not a number, or a negative
+counter: the message says which). Devices with
 authentication enabled are not supported yet: the error says so.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import socket
 import time
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -48,6 +56,68 @@ class ShellyRpcError(MeterError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _DeadlineRaw(io.RawIOBase):
+    """A connected socket's reads, each allowed only the time left until ``deadline``
+    (``time.monotonic()``): a TimeoutError once it has passed."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._file = sock.makefile("rb", buffering=0)  # keeps the socket open until closed
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer took longer than the deadline")
+        self._sock.settimeout(remaining)
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """The socket an ``http.client`` connection uses, with every read (status line, headers,
+    body, chunks) ending by one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def sendall(self, data: bytes) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left to send the request")
+        self._sock.settimeout(remaining)
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineRaw(self._sock, self._deadline))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection whose connect, request and whole answer end by ``deadline``."""
+
+    def __init__(self, host: str, port: int, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left to connect")
+        super().__init__(host, port, timeout=remaining)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self._deadline)
 
 
 def _number(value: Any) -> Decimal | None:
@@ -111,17 +181,24 @@ class ShellyHttpReader:
 
     # ---------------------------------------------------------------- RPC
 
-    def rpc(self, method: str, **params: int) -> dict[str, Any]:
-        """``GET /rpc/<method>?k=v`` -> the JSON object it answers."""
+    def rpc(self, method: str, deadline: float | None = None, **params: int) -> dict[str, Any]:
+        """``GET /rpc/<method>?k=v`` -> the JSON object it answers, complete by ``deadline``
+        (``time.monotonic()``; default ``timeout_s`` from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s
         query = "&".join(f"{k}={v}" for k, v in params.items())
         path = f"/rpc/{method}" + (f"?{query}" if query else "")
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn: _DeadlineConnection | None = None
         try:
+            conn = _DeadlineConnection(self.host, self.port, deadline)
             conn.request("GET", path, headers={"Accept": "application/json"})
             response = conn.getresponse()
             body = response.read(MAX_BODY + 1)
         except TimeoutError:
-            raise MeterTimeout(f"{self.where}: no answer to {method} within {self.timeout_s:g} s") from None
+            raise MeterTimeout(
+                f"{self.where}: no complete answer to {method} in time ({self.timeout_s:g} s for the "
+                "three calls of a reading)"
+            ) from None
         except http.client.RemoteDisconnected:
             raise MeterConnectionError(
                 f"{self.where}: the device closed the connection without answering {method}",
@@ -139,7 +216,8 @@ class ShellyHttpReader:
                 "and that the device is on the network"
             ) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
         if len(body) > MAX_BODY:
             raise MeterFramingError(f"{self.where}: the answer to {method} is larger than {MAX_BODY} bytes")
         if response.status != 200:
@@ -160,30 +238,40 @@ class ShellyHttpReader:
         return result
 
     def _read_once(self) -> MeterSample:
-        info = self.rpc("Shelly.GetDeviceInfo")
+        deadline = time.monotonic() + self.timeout_s  # the whole attempt: three calls
+        info = self.rpc("Shelly.GetDeviceInfo", deadline)
         model, mac = info.get("model"), info.get("mac")
         if not isinstance(model, str) or not model.startswith(PRO_3EM_MODEL_PREFIX):
             raise MeterValueUnavailable(
                 f"{self.where}: the device is a {model!r}, not a Shelly Pro 3EM ({PRO_3EM_MODEL_PREFIX}...)",
                 ("model",),
             )
-        em = self.rpc("EM.GetStatus", id=self.em_id)
-        data = self.rpc("EMData.GetStatus", id=self.em_id)
-        power = _number(em.get("total_act_power"))
-        imported = _number(data.get("total_act"))
-        exported = _number(data.get("total_act_ret"))
-        missing = [
-            name
-            for name, value in (("power_w", power), ("import_wh", imported), ("export_wh", exported))
-            if value is None or (name != "power_w" and value < 0)
-        ]
-        if missing:
+        em = self.rpc("EM.GetStatus", deadline, id=self.em_id)
+        data = self.rpc("EMData.GetStatus", deadline, id=self.em_id)
+        fields = (
+            ("power_w", "EM.GetStatus total_act_power", em),
+            ("import_wh", "EMData.GetStatus total_act", data),
+            ("export_wh", "EMData.GetStatus total_act_ret", data),
+        )
+        values: dict[str, Decimal] = {}
+        problems: list[str] = []
+        for name, field, status in fields:
+            raw = status.get(field.rsplit(" ", 1)[1])
+            number = _number(raw)
+            if raw is None:
+                problems.append(f"{name} ({field}) is missing in the status")
+            elif number is None:
+                problems.append(f"{name} ({field}) is {json.dumps(raw)}, not a number")
+            elif name != "power_w" and number < 0:
+                problems.append(f"{name} ({field}) is {raw}: a counter cannot be negative")
+            else:
+                values[name] = number
+        if problems:
             raise MeterValueUnavailable(
-                f"{self.where}: {', '.join(missing)} missing in the status (EM.GetStatus total_act_power, "
-                "EMData.GetStatus total_act / total_act_ret)",
-                tuple(missing),
+                f"{self.where}: {'; '.join(problems)}",
+                tuple(name for name, _, _ in fields if name not in values),
             )
-        assert power is not None and imported is not None and exported is not None
+        power, imported, exported = values["power_w"], values["import_wh"], values["export_wh"]
 
         def phases(suffix: str) -> tuple[float | None, ...]:
             values = [_number(em.get(f"{p}_{suffix}")) for p in "abc"]
