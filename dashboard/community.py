@@ -47,7 +47,7 @@ def households(meters: Iterable[str], owner_of: Mapping[str, str]) -> set[str]:
 
 
 def seen_clearing(
-    result: dict[str, Any], own: dict[str, int], full: bool, others: Mapping[str, int] | None = None
+    result: dict[str, Any], own: dict[str, int], full: bool, others: Mapping[str, int]
 ) -> dict[str, Any]:
     """A clearing result (or a row of the index's clearings) as a viewer may read it, by the
     overview book's rules: a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
@@ -56,8 +56,7 @@ def seen_clearing(
     then no traded volume either: the short side is what matched, so the volume would give its
     sum away (a volume of 0, nothing matched, is no sum: no trades and no price say it anyway).
     The price (every trade's price of the interval) and the counts stay. ``full`` (admins) sees
-    it whole. Without ``others`` the result's order count less the viewer's orders is taken, which
-    counts meters, not households (the explorer's block pages still call it so)."""
+    it whole."""
     if full:
         return result
     out = dict(result)
@@ -65,7 +64,7 @@ def seen_clearing(
     for prefix in ("ask", "bid"):
         count = out.get(f"{prefix}s")
         mine = own.get(prefix, 0)
-        besides = (count - mine if type(count) is int else 0) if others is None else others.get(prefix, 0)
+        besides = others.get(prefix, 0)
         if type(count) is not int or besides < MIN_BOOK_HOUSEHOLDS:
             note = side_note(prefix, mine > 0)
             out[f"{prefix}_wh"], out[f"{prefix}_wh_note"] = None, note

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from chain.canonical import loads_strict
 from chain.governance import electorate
 from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.accounts import User
-from dashboard.community import seen_clearing
+from dashboard.community import households, owners, seen_clearing
 from dashboard.directory import Directory
 from dashboard.ledger import LedgerReader
 
@@ -31,26 +32,35 @@ def _parties(result: dict[str, Any]) -> set[str]:
 
 
 def public_clearing(
-    result: dict[str, Any], user: User | None, results: list[dict[str, Any]]
+    result: dict[str, Any], user: User | None, results: list[dict[str, Any]], owner_of: Mapping[str, str]
 ) -> dict[str, Any]:
     """A clearing result as households and visitors see it, by the overview book's rules
     (community.seen_clearing): a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
-    viewer's own shows its count, not its energy, and then the volume is withheld too. The
-    viewer's own orders are its meters' order outcomes of the interval in the same block
-    (``results``). The admin sees it whole."""
+    viewer's own shows its count, not its energy, and then the volume is withheld too. The orders
+    are the order outcomes of the interval in the same block (``results``, withdrawn ones left
+    out, as the clearing left them out); a household is its meters' owner (``owner_of``:
+    community.owners), so one member's meters count once (found in a QA pass: the explorer
+    counted meters, and one member's three offers showed their sum). The admin sees it whole."""
     if user is not None and user.is_admin:
         return result
+    own_meters = frozenset() if user is None else frozenset(user.meters)
+    own_households = households(own_meters, owner_of)
     own: Counter[str] = Counter()
-    if user is not None:
-        for r in results:
-            if (
-                r.get("kind") == "order_outcome"
-                and r.get("interval") == result.get("interval")
-                and r.get("meter") in user.meters
-                and "withdrawn" not in r
-            ):
-                own["ask" if r.get("side") == "sell" else "bid"] += 1
-    return seen_clearing(result, own, full=False)
+    others: dict[str, set[str]] = {"ask": set(), "bid": set()}
+    for r in results:
+        if (
+            r.get("kind") != "order_outcome"
+            or r.get("interval") != result.get("interval")
+            or "withdrawn" in r
+        ):
+            continue
+        side = "ask" if r.get("side") == "sell" else "bid"
+        if r.get("meter") in own_meters:
+            own[side] += 1
+        household = owner_of.get(r.get("meter"), r.get("meter"))
+        if household not in own_households:
+            others[side].add(household)
+    return seen_clearing(result, own, full=False, others={side: len(h) for side, h in others.items()})
 
 
 def seen_args(action: Any, args: Any, pseudonyms: Directory | None) -> Any:
@@ -110,6 +120,7 @@ def block(
     results = [loads_strict(bytes(r[2])) for r in store.result_rows(height)]
     status = {r["index"]: r for r in results if r.get("kind") == "tx"}
     adjust_parties = _adjustment_parties(index_conn, results)
+    owner_of = owners(ledger.meters())
     tx_rows = store.tx_rows(height)
     signers = {r[0]: r[2] for r in tx_rows}
     types = {r[0]: r[3] for r in tx_rows}
@@ -149,7 +160,7 @@ def block(
             kind == "tx" and types.get(result.get("index")) in PUBLIC_TX_TYPES
         )
         if kind == "clearing":
-            result = public_clearing(result, user, results)
+            result = public_clearing(result, user, results, owner_of)
         if public or visible(user, parties):
             shown_results.append({"index": idx, **result})
         else:

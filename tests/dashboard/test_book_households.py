@@ -99,3 +99,21 @@ def test_the_household_pages_explanation_counts_households(cleared):
     (mine,) = [o for o in orders if o["interval"] == I1]
     assert mine["filled_wh"] == 900
     assert "(fewer than 3 offers: the sums are not shown" in mine["explanation"], mine["explanation"]
+
+
+def test_the_explorers_clearing_result_counts_households(cleared):
+    """The block that cleared I1 in the explorer: three offers of one household show no sum and no
+    volume to a visitor or to the other household (before: counted as three, shown whole)."""
+    app, c = cleared
+    store = app.extensions["peerwatt"].ledger.store()
+    height = next(
+        h for h in range(1, store.height() + 1) if any(r["kind"] == "clearing" for r in store.results(h))
+    )
+    visitor = app.test_client()
+    household = app.test_client()
+    assert login(household, "other", "other-pass-1234").status_code == 302
+    for client in (visitor, household):
+        block = client.get(f"/api/v1/blocks/{height}").get_json()
+        (clearing,) = [r for r in block["results"] if r["kind"] == "clearing"]
+        assert clearing["asks"] == 3 and clearing["ask_wh"] is None and clearing["volume_wh"] is None
+        assert clearing["ask_wh_note"] == "fewer than 3 offers"
