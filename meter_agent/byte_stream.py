@@ -82,6 +82,11 @@ class ByteStream:
             )
         except (OSError, serial.SerialException) as exc:
             raise MeterConnectionError(f"{self.where}: cannot open the serial port ({exc})") from None
+        except (ValueError, OverflowError) as exc:  # pyserial: a baud rate it or the port refuses
+            raise MeterConnectionError(
+                f"{self.where}: cannot open the serial port at {self.target.baudrate} baud "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'refused'})"
+            ) from None
 
     def receive(self, wait_s: float) -> bytes | None:
         """Up to 4 KiB that arrived within ``wait_s`` seconds, or None when nothing did."""
@@ -121,8 +126,9 @@ class ByteStream:
 class PushMeterReader:
     """What readers of meters that push data (P1, SML) share: a read with at most ``retries``
     further attempts after a timeout, a dropped connection or a frame with a bad CRC (closing
-    the stream in between), ``close()``, and use as a context manager. A subclass sets
-    ``retries`` and ``_stream`` and implements :meth:`_read_newest`."""
+    the stream in between, except after a timeout while a frame has begun: the retry may complete
+    it), ``close()``, and use as a context manager. A subclass sets ``retries`` and ``_stream``
+    and implements :meth:`_read_newest`."""
 
     retries: int
     _stream: ByteStream
@@ -134,13 +140,20 @@ class PushMeterReader:
     def _after_close(self) -> None:
         """Forget the parser state of a closed stream (a hook for subclasses)."""
 
+    def _holds_partial_frame(self) -> bool:
+        """True when the bytes read so far begin a frame (a hook for subclasses): a timeout then
+        keeps the stream and those bytes for the retry and the next read."""
+        return False
+
     def read(self) -> MeterSample:
         """The newest complete frame as a sample, retrying as the class docstring says."""
         for attempt in range(self.retries + 1):
             try:
                 return self._read_newest()
-            except (MeterTimeout, MeterConnectionError, MeterFramingError):
-                self.close()
+            except (MeterTimeout, MeterConnectionError, MeterFramingError) as exc:
+                begun = isinstance(exc, MeterTimeout) and self._stream.is_open and self._holds_partial_frame()
+                if not begun:
+                    self.close()
                 if attempt == self.retries:
                     raise
         raise AssertionError("unreachable")

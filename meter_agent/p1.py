@@ -12,18 +12,28 @@ keeps the connection open, and each ``read()`` returns the newest complete teleg
 * serial = the meter's equipment identifier 0-0:96.1.1, which DSMR sends hex-encoded: it is
   decoded to the printable serial on the meter's nameplate when it decodes cleanly.
 
-Every telegram's CRC16 is checked by dsmr-parser (``TelegramParser(V5)``). Faults are the
-Modbus reader's ``MeterError`` subclasses, so the agent reports and retries them the same way:
-``MeterTimeout`` (no complete telegram in time), ``MeterFramingError`` (CRC mismatch or an
-unparsable telegram), ``MeterConnectionError`` (cannot connect/open, or the dongle closed the
-connection) and ``MeterValueUnavailable`` (a counter or the power is missing).
+Every telegram's CRC16 is checked by dsmr-parser (``TelegramParser(V5)``), and every unit: the
+counters must be in kWh and the power in kW (a telegram saying ``*Wh`` is refused, not read 1000x
+too high). A read waits up to ``timeout_s`` (default ``TELEGRAM_WAIT_S``, 11 s: a DSMR 4 meter
+sends every 10 s; a DSMR 5 read ends with the next telegram, within a second). A telegram whose
+time (0-0:1.0.0) has not changed in ``STALE_READS`` reads in a row over ``STALE_AFTER_S`` seconds
+is not the meter's live data (a dongle repeating an old telegram): refused as stale.
+
+Faults are the Modbus reader's ``MeterError`` subclasses, so the agent reports and retries them
+the same way: ``MeterTimeout`` (no complete telegram in time; a telegram that had begun is kept
+for the retry), ``MeterFramingError`` (CRC mismatch, an unparsable telegram, or telegrams whose
+lines do not end in CR LF), ``MeterConnectionError`` (cannot connect/open, or the dongle closed
+the connection) and ``MeterValueUnavailable`` (a counter or the power is missing, not a number,
+negative or in the wrong unit, or the telegram is stale: the message says which).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from meter_agent.byte_stream import ByteStream, PushMeterReader, StreamSerialTarget, StreamTarget
 from meter_agent.modbus_reader import (
@@ -37,10 +47,22 @@ from meter_agent.modbus_reader import (
 P1_BAUDRATE = 115_200  # DSMR 5 (DSMR 2.2/3 used 9600 7E1)
 MAX_BUFFER_CHARS = 64_000  # a telegram is < 2 kB; anything longer without an end is garbage
 PROFILE_NAME = "p1-dsmr5"
+TELEGRAM_WAIT_S = 11.0  # how long a read waits for a telegram: DSMR 4 sends every 10 s, DSMR 5 every 1 s
+STALE_AFTER_S = 60.0  # a telegram time (0-0:1.0.0) unchanged this long (and in STALE_READS reads)
+STALE_READS = 3  # ... is not live data
 
-# (quantity, OBIS name in dsmr-parser's V5 specification)
-IMPORT_NAMES = ("ELECTRICITY_USED_TARIFF_1", "ELECTRICITY_USED_TARIFF_2")
-EXPORT_NAMES = ("ELECTRICITY_DELIVERED_TARIFF_1", "ELECTRICITY_DELIVERED_TARIFF_2")
+# (OBIS code, name in dsmr-parser's V5 specification)
+IMPORT_NAMES = (("1-0:1.8.1", "ELECTRICITY_USED_TARIFF_1"), ("1-0:1.8.2", "ELECTRICITY_USED_TARIFF_2"))
+EXPORT_NAMES = (
+    ("1-0:2.8.1", "ELECTRICITY_DELIVERED_TARIFF_1"),
+    ("1-0:2.8.2", "ELECTRICITY_DELIVERED_TARIFF_2"),
+)
+POWER_IN = ("1-0:1.7.0", "CURRENT_ELECTRICITY_USAGE")
+POWER_OUT = ("1-0:2.7.0", "CURRENT_ELECTRICITY_DELIVERY")
+ENERGY_UNIT, POWER_UNIT = "kWh", "kW"
+PHASE_UNITS = {"voltage": "V", "current": "A", "power_in": "kW", "power_out": "kW"}
+# a whole telegram whose line ends are not CR LF (dsmr-parser's buffer finds only CR LF ones)
+_TELEGRAM_WITHOUT_CRLF = re.compile(r"/[^/]+?![A-F0-9]{0,4}\0?\n")
 PHASE_NAMES = {
     "voltage": ("INSTANTANEOUS_VOLTAGE_L1", "INSTANTANEOUS_VOLTAGE_L2", "INSTANTANEOUS_VOLTAGE_L3"),
     "current": ("INSTANTANEOUS_CURRENT_L1", "INSTANTANEOUS_CURRENT_L2", "INSTANTANEOUS_CURRENT_L3"),
@@ -76,13 +98,27 @@ def _wh(value: Decimal) -> int:
     return int((value * 1000).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
+def _register(parsed: Any, name: str, unit: str) -> tuple[Decimal | None, str | None]:
+    """(value, None) for a register in ``unit``; (None, None) when the telegram lacks it;
+    (None, why) when it is there but not a finite number or in another unit."""
+    obj = getattr(parsed, name, None)
+    if obj is None:
+        return None, None
+    raw, got = getattr(obj, "value", None), getattr(obj, "unit", None)
+    if not isinstance(raw, Decimal) or not raw.is_finite():
+        return None, f"is {raw}, not a number"
+    if got != unit:
+        return None, f"is in {got}, not {unit}"
+    return raw, None
+
+
 class P1Reader(PushMeterReader):
     """Reads a P1 port (see the module docstring). Not thread-safe: one reader per thread."""
 
     def __init__(
         self,
         target: StreamTarget,
-        timeout_s: float = 3.0,
+        timeout_s: float = TELEGRAM_WAIT_S,
         clock: Callable[[], float] = time.time,
         retries: int = 1,
     ) -> None:
@@ -101,6 +137,8 @@ class P1Reader(PushMeterReader):
         self._buffer = TelegramBuffer()
         self._stream = ByteStream(target, self.where, timeout_s, peer="dongle")
         self.telegrams_read = 0
+        # (last telegram time, clock() when it was first read, reads in a row that returned it)
+        self._stamp: tuple[Any, float, int] | None = None
 
     @property
     def where(self) -> str:
@@ -114,6 +152,9 @@ class P1Reader(PushMeterReader):
 
     # ---------------------------------------------------------------- telegrams
 
+    def _holds_partial_frame(self) -> bool:
+        return "/" in self._buffer._buffer  # a telegram has begun: the retry may complete it
+
     def _newest_telegram(self) -> str:
         """Read until at least one complete telegram arrived and no more bytes are waiting
         (telegrams queue up between polls: the newest one is the reading)."""
@@ -122,21 +163,38 @@ class P1Reader(PushMeterReader):
             self._stream.open()
         deadline = time.monotonic() + self.timeout_s
         newest: str | None = None
+        got_bytes = False
         while True:
             wait = 0.0 if newest is not None else deadline - time.monotonic()
             if wait < 0:
-                raise MeterTimeout(f"{self.where}: no complete telegram within {self.timeout_s:g} s")
+                raise self._no_telegram(got_bytes)
             chunk = self._stream.receive(wait)
             if chunk is None:  # nothing more waiting
                 if newest is not None:
                     return newest
                 continue
+            got_bytes = True
             self._buffer.append(chunk.decode("ascii", errors="replace"))
             for telegram in self._buffer.get_all():
                 newest = telegram
             if len(self._buffer._buffer) > MAX_BUFFER_CHARS:  # no telegram end in sight
                 self._buffer = self._buffer_type()
                 raise MeterFramingError(f"{self.where}: {MAX_BUFFER_CHARS} characters without a telegram")
+
+    def _no_telegram(self, got_bytes: bool) -> MeterError:
+        """The fault of a read that found no complete telegram in ``timeout_s``."""
+        if _TELEGRAM_WITHOUT_CRLF.search(self._buffer._buffer):
+            self._buffer = self._buffer_type()
+            return MeterFramingError(
+                f"{self.where}: bytes arrive but no complete telegram within {self.timeout_s:g} s: the "
+                "telegrams' lines do not end in CR LF (check the dongle's or ser2net's line-end setting)"
+            )
+        if got_bytes:
+            return MeterTimeout(
+                f"{self.where}: bytes arrived but no complete telegram within {self.timeout_s:g} s "
+                "(a telegram runs from '/' to '!' and its CRC; check the baud rate)"
+            )
+        return MeterTimeout(f"{self.where}: no telegram arrived within {self.timeout_s:g} s")
 
     def _sample(self, telegram: str) -> MeterSample:
         from dsmr_parser.exceptions import InvalidChecksumError, ParseError
@@ -151,35 +209,41 @@ class P1Reader(PushMeterReader):
             raise MeterFramingError(f"{self.where}: unparsable telegram ({type(exc).__name__})") from None
         self.telegrams_read += 1
 
-        def value(name: str) -> Decimal | None:
-            obj = getattr(parsed, name, None)
-            raw = None if obj is None else getattr(obj, "value", None)
-            return raw if isinstance(raw, Decimal) and raw.is_finite() else None
+        self._check_fresh(parsed)
+        problems: list[str] = []
+        unusable: list[str] = []
 
-        imports = [value(n) for n in IMPORT_NAMES]
-        exports = [value(n) for n in EXPORT_NAMES]
-        power_in, power_out = value("CURRENT_ELECTRICITY_USAGE"), value("CURRENT_ELECTRICITY_DELIVERY")
-        missing = []
-        if None in imports or any(v < 0 for v in imports if v is not None):
-            missing.append("import_wh")
-        if None in exports or any(v < 0 for v in exports if v is not None):
-            missing.append("export_wh")
-        if power_in is None or power_out is None:
-            missing.append("power_w")
-        if missing:
-            raise MeterValueUnavailable(
-                f"{self.where}: {', '.join(missing)} not in the telegram (1.8.1/1.8.2, 2.8.1/2.8.2, "
-                "1.7.0/2.7.0)",
-                tuple(missing),
-            )
-        assert power_in is not None and power_out is not None
+        def quantity(name: str, registers: tuple[tuple[str, str], ...], unit: str) -> list[Decimal]:
+            values = []
+            for obis, attribute in registers:
+                value, why = _register(parsed, attribute, unit)
+                if value is None:
+                    problems.append(f"{name}: {obis} {why or 'is not in the telegram'}")
+                elif name != "power_w" and value < 0:
+                    problems.append(f"{name}: {obis} is {value} {unit}: a counter cannot be negative")
+                else:
+                    values.append(value)
+                    continue
+                if name not in unusable:
+                    unusable.append(name)
+            return values
 
-        def phases(names: tuple[str, ...], minus: tuple[str, ...] | None = None) -> tuple[float | None, ...]:
+        imports = quantity("import_wh", IMPORT_NAMES, ENERGY_UNIT)
+        exports = quantity("export_wh", EXPORT_NAMES, ENERGY_UNIT)
+        power = quantity("power_w", (POWER_IN, POWER_OUT), POWER_UNIT)
+        if problems:
+            raise MeterValueUnavailable(f"{self.where}: {'; '.join(problems)}", tuple(unusable))
+        power_in, power_out = power
+
+        def value(name: str, unit: str) -> Decimal | None:
+            return _register(parsed, name, unit)[0]
+
+        def phases(kind: str, minus: str | None = None) -> tuple[float | None, ...]:
             out: list[float | None] = []
-            for i, name in enumerate(names):
-                v = value(name)
+            for i, name in enumerate(PHASE_NAMES[kind]):
+                v = value(name, PHASE_UNITS[kind])
                 if v is not None and minus is not None:
-                    other = value(minus[i])
+                    other = value(PHASE_NAMES[minus][i], PHASE_UNITS[minus])
                     v = None if other is None else (v - other) * 1000
                 out.append(None if v is None else float(v))
             while out and out[-1] is None:  # a one-phase meter sends L1 only
@@ -191,16 +255,39 @@ class P1Reader(PushMeterReader):
         return MeterSample(
             time=int(self.clock()),
             power_w=_wh(power_in - power_out),
-            import_wh=_wh(sum(imports)),  # type: ignore[arg-type]
-            export_wh=_wh(sum(exports)),  # type: ignore[arg-type]
-            voltage_v=phases(PHASE_NAMES["voltage"]),
-            current_a=phases(PHASE_NAMES["current"]),
-            phase_power_w=phases(PHASE_NAMES["power_in"], PHASE_NAMES["power_out"]),
+            import_wh=_wh(sum(imports, Decimal(0))),
+            export_wh=_wh(sum(exports, Decimal(0))),
+            voltage_v=phases("voltage"),
+            current_a=phases("current"),
+            phase_power_w=phases("power_in", "power_out"),
             frequency_hz=None,
             serial=serial or None,
             profile=PROFILE_NAME,
             unit_id=0,
         )
 
+    def _check_fresh(self, parsed: Any) -> None:
+        """A telegram time (0-0:1.0.0) unchanged in STALE_READS reads in a row over STALE_AFTER_S
+        seconds of ``clock`` is stale: a meter's clock advances with every telegram (each read
+        waits for a new one), a dongle replaying an old telegram does not."""
+        obj = getattr(parsed, "P1_MESSAGE_TIMESTAMP", None)
+        stamp = None if obj is None else getattr(obj, "value", None)
+        if stamp is None:  # DSMR 2/3 telegrams have no time: nothing to compare
+            self._stamp = None
+            return
+        now = self.clock()
+        if self._stamp is None or self._stamp[0] != stamp:
+            self._stamp = (stamp, now, 1)
+            return
+        _, since, reads = self._stamp
+        self._stamp = (stamp, since, reads + 1)
+        if reads + 1 >= STALE_READS and now - since >= STALE_AFTER_S:
+            raise MeterValueUnavailable(
+                f"{self.where}: the telegram's time (0-0:1.0.0: {stamp}) has not changed for "
+                f"{now - since:.0f} s: not the meter's live data (stale: a dongle repeating an old "
+                "telegram?)",
+                ("import_wh", "export_wh", "power_w"),
+            )
 
-__all__ = ["P1Reader", "P1SerialTarget", "decode_equipment_id", "MeterError"]
+
+__all__ = ["P1Reader", "P1SerialTarget", "decode_equipment_id", "MeterError", "TELEGRAM_WAIT_S"]

@@ -22,8 +22,8 @@ whose CRC does not match is a ``MeterFramingError``. Faults are the Modbus reade
 ``MeterError`` subclasses, so the agent reports and retries them the same way:
 ``MeterTimeout`` (nothing arrived in time), ``MeterFramingError`` (bytes but no valid SML file:
 CRC mismatch, unparsable, noise), ``MeterConnectionError`` (cannot connect/open, or the bridge
-closed the connection) and ``MeterValueUnavailable`` (a counter or the power is missing or has
-an unexpected unit).
+closed the connection) and ``MeterValueUnavailable`` (a counter or the power is missing, not a
+number, negative or in an unexpected unit: the message says which).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from meter_agent.modbus_reader import (
 SML_BAUDRATE = 9600  # what most IR heads on German meters' optical ports use (8N1)
 PROFILE_NAME = "sml"
 UNIT_WH, UNIT_W, UNIT_V, UNIT_A, UNIT_HZ = 30, 27, 35, 33, 44  # DLMS unit codes used by SML
+UNIT_NAMES = {UNIT_WH: "Wh", UNIT_W: "W", UNIT_V: "V", UNIT_A: "A", UNIT_HZ: "Hz"}
 
 # OBIS C.D.E (A = 1, electricity) -> (quantity, expected unit)
 IMPORT_OBIS, EXPORT_OBIS, POWER_OBIS = "1.8.0", "2.8.0", "16.7.0"
@@ -172,20 +173,31 @@ class SmlReader(PushMeterReader):
             serial = open_server
         if serial is None and "serial" in entries and isinstance(entries["serial"].value, str):
             serial = entries["serial"].value
-        values: dict[str, Decimal | None] = {
-            name: self._value(entries.get(obis), unit)
-            for name, obis, unit in (
-                ("import_wh", IMPORT_OBIS, UNIT_WH),
-                ("export_wh", EXPORT_OBIS, UNIT_WH),
-                ("power_w", POWER_OBIS, UNIT_W),
+        values: dict[str, Decimal] = {}
+        problems: list[str] = []
+        for name, obis, unit in (
+            ("import_wh", IMPORT_OBIS, UNIT_WH),
+            ("export_wh", EXPORT_OBIS, UNIT_WH),
+            ("power_w", POWER_OBIS, UNIT_W),
+        ):
+            value, why = self._checked(entries.get(obis), unit)
+            if value is None and why is None:
+                problems.append(f"{name}: 1-0:{obis} is not in the SML file")
+            elif value is None:
+                problems.append(f"{name}: 1-0:{obis} {why}")
+            elif name != "power_w" and value < 0:
+                problems.append(f"{name}: 1-0:{obis} is {value} Wh: a counter cannot be negative")
+            else:
+                values[name] = value
+        if problems:
+            hint = (
+                " (many meters send the power only after the grid operator's PIN is entered)"
+                if "power_w: 1-0:16.7.0 is not in the SML file" in problems
+                else ""
             )
-        }
-        missing = [name for name, v in values.items() if v is None or (name != "power_w" and v < 0)]
-        if missing:
             raise MeterValueUnavailable(
-                f"{self.where}: {', '.join(missing)} not in the SML file (1.8.0, 2.8.0 in Wh, 16.7.0 in W; "
-                "many meters send the power only after the grid operator's PIN is entered)",
-                tuple(missing),
+                f"{self.where}: {'; '.join(problems)}{hint}",
+                tuple(name for name in ("import_wh", "export_wh", "power_w") if name not in values),
             )
 
         def phases(obis_codes: tuple[str, ...], unit: int) -> tuple[float | None, ...]:
@@ -197,9 +209,9 @@ class SmlReader(PushMeterReader):
         frequency = self._value(entries.get(FREQUENCY_OBIS), UNIT_HZ)
         return MeterSample(
             time=int(self.clock()),
-            power_w=_wh(values["power_w"]),  # type: ignore[arg-type]
-            import_wh=_wh(values["import_wh"]),  # type: ignore[arg-type]
-            export_wh=_wh(values["export_wh"]),  # type: ignore[arg-type]
+            power_w=_wh(values["power_w"]),
+            import_wh=_wh(values["import_wh"]),
+            export_wh=_wh(values["export_wh"]),
             voltage_v=phases(*PHASE_OBIS["voltage_v"]),
             current_a=phases(*PHASE_OBIS["current_a"]),
             phase_power_w=phases(*PHASE_OBIS["phase_power_w"]),
@@ -209,15 +221,24 @@ class SmlReader(PushMeterReader):
             unit_id=0,
         )
 
-    @staticmethod
-    def _value(entry: Any, unit: int) -> Decimal | None:
+    @classmethod
+    def _value(cls, entry: Any, unit: int) -> Decimal | None:
         """An entry's value in ``unit`` (value x 10^scaler), or None when absent, not a number or
         in another unit."""
-        if entry is None or isinstance(entry.value, bool) or not isinstance(entry.value, int):
-            return None
+        return cls._checked(entry, unit)[0]
+
+    @staticmethod
+    def _checked(entry: Any, unit: int) -> tuple[Decimal | None, str | None]:
+        """(value x 10^scaler, None) for an entry in ``unit``; (None, None) when absent; (None,
+        why) when it is there but not a number or in another unit."""
+        if entry is None:
+            return None, None
+        if isinstance(entry.value, bool) or not isinstance(entry.value, int):
+            return None, f"is {entry.value!r}, not a number"
         if entry.unit is not None and entry.unit != unit:
-            return None
-        return Decimal(entry.value).scaleb(entry.scaler or 0)
+            got = UNIT_NAMES.get(entry.unit, f"unit code {entry.unit}")
+            return None, f"is in {got}, not {UNIT_NAMES[unit]}"
+        return Decimal(entry.value).scaleb(entry.scaler or 0), None
 
 
 __all__ = ["SmlReader", "SmlSerialTarget", "SML_BAUDRATE", "PROFILE_NAME"]

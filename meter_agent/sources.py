@@ -49,7 +49,7 @@ def open_reader(meter: MeterConfig, clock: Callable[[], float] = time.time) -> t
         return SmlReader(sml_target, timeout_s=max(meter.timeout_s, 5.0), clock=clock), SML_PROFILE
     if meter.source == "p1":
         from meter_agent.modbus_reader import TcpTarget
-        from meter_agent.p1 import P1_BAUDRATE, PROFILE_NAME, P1Reader, P1SerialTarget
+        from meter_agent.p1 import P1_BAUDRATE, PROFILE_NAME, TELEGRAM_WAIT_S, P1Reader, P1SerialTarget
 
         target: Any
         if meter.host is not None:
@@ -57,7 +57,8 @@ def open_reader(meter: MeterConfig, clock: Callable[[], float] = time.time) -> t
         else:
             assert meter.serial_device is not None
             target = P1SerialTarget(meter.serial_device, meter.baudrate or P1_BAUDRATE)
-        return P1Reader(target, timeout_s=max(meter.timeout_s, 3.0), clock=clock), PROFILE_NAME
+        # a DSMR 4 meter sends a telegram every 10 s: wait as long for one (DSMR 5's come every second)
+        return P1Reader(target, timeout_s=max(meter.timeout_s, TELEGRAM_WAIT_S), clock=clock), PROFILE_NAME
     from meter_agent.modbus_reader import MeterReader, SerialTarget, TcpTarget
     from meter_agent.profile import find_profile
 
