@@ -166,7 +166,7 @@ def _read_p1(
 ) -> None:
     """`meter read --source p1`: wait for one DSMR telegram (CRC checked) and print it."""
     from meter_agent.modbus_reader import MeterError, TcpTarget
-    from meter_agent.p1 import P1_BAUDRATE, P1Reader, P1SerialTarget
+    from meter_agent.p1 import P1_BAUDRATE, TELEGRAM_WAIT_S, P1Reader, P1SerialTarget
     from meter_agent.sources import P1_DEFAULT_PORT
 
     if (host is None) == (serial_device is None):
@@ -176,8 +176,8 @@ def _read_p1(
         if host is not None
         else P1SerialTarget(serial_device, baud or P1_BAUDRATE)  # type: ignore[arg-type]
     )
-    # a DSMR 5 meter sends a telegram every second, DSMR 4 every 10 s
-    reader = P1Reader(target, timeout_s=max(timeout_s, 11.0), retries=retries)
+    # a DSMR 5 meter sends a telegram every second, DSMR 4 every 10 s: the agent's wait
+    reader = P1Reader(target, timeout_s=max(timeout_s, TELEGRAM_WAIT_S), retries=retries)
     try:
         sample = reader.read()
     except MeterError as exc:
