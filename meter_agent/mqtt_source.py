@@ -16,11 +16,19 @@ be ``invert``-ed for devices that report export as positive). Examples:
   sensor's unit.
 
 ``read()`` returns the newest value of each quantity as a ``MeterSample``. **Staleness**: a
-quantity that received no message during ``stale_polls`` consecutive polls is a
+quantity that received no live message during ``stale_polls`` consecutive polls is a
 ``MeterTimeout`` naming its topic (the publisher stopped or the meter went away); it recovers
-with the next message. A payload that is not JSON (with a path) is a ``MeterFramingError``; a
-missing path, a non-number, NaN or a negative counter a ``MeterValueUnavailable``; no broker a
-``MeterConnectionError``. Nothing on these topics identifies the meter: the **serial** is the
+with the next live message. Every poll counts, also one while the broker is away (found in a QA
+pass: polls during an outage did not count, and the values from before it read as fresh after
+the reconnect). A retained message the broker delivers on subscribe (after a start or a
+reconnect; MQTT marks it with the retain flag) updates the value but is no proof that the
+publisher is alive, so it does not restart the count: after a reconnect a dead publisher's
+retained values stay stale, and after a start they are served for at most ``stale_polls`` - 1
+polls unless a live message confirms them. A payload that is not JSON (with a path) is a
+``MeterFramingError``; a missing path, a non-number, NaN, a number of 10**15 or more (in any
+unit) or a negative counter a ``MeterValueUnavailable``; no broker a ``MeterConnectionError``
+(naming the broker's reason when it refused the connection: bad user name or password, not
+authorised). Nothing on these topics identifies the meter: the **serial** is the
 one configured (the meter's nameplate serial), and the community must check it by other means
 (docs/meters.md). paho-mqtt is imported when the first read connects.
 """
@@ -50,6 +58,9 @@ ENERGY_UNITS = {"Wh": 1, "kWh": 1000}
 POWER_UNITS = {"W": 1, "kW": 1000}
 QUANTITIES = ("import_wh", "export_wh", "power_w")
 MAX_PAYLOAD = 64 * 1024
+# a payload's number has fewer digits before the point than this (1 PWh or 1 TW in any unit):
+# larger ones are no meter's and overflowed the scaling (found in a QA pass: "1e999999")
+MAX_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ def extract(payload: bytes, path: str) -> Decimal:
                 raise MeterValueUnavailable(f"payload {text[:40]!r} is not a number", ()) from None
             if not number.is_finite():
                 raise MeterValueUnavailable(f"payload {text[:40]!r} is not a finite number", ())
-            return number
+            return _bounded(number, path)
     else:
         try:
             value = json.loads(text)
@@ -124,8 +135,16 @@ def extract(payload: bytes, path: str) -> Decimal:
             else:
                 raise MeterValueUnavailable(f"no {path!r} in the payload", ())
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MeterValueUnavailable(f"{path or 'payload'} is {value!r}, not a number", ())
-    return Decimal(str(value))
+        raise MeterValueUnavailable(f"{path or 'payload'} is {value!r:.40}, not a number", ())
+    return _bounded(Decimal(str(value)), path)
+
+
+def _bounded(number: Decimal, path: str) -> Decimal:
+    if number.adjusted() >= MAX_DIGITS:  # adjusted(): no arithmetic that could overflow
+        raise MeterValueUnavailable(
+            f"{path or 'payload'} is {number:.3e}: implausible for a meter (10**{MAX_DIGITS} or more)", ()
+        )
+    return number
 
 
 class _Latest:
@@ -134,8 +153,8 @@ class _Latest:
     def __init__(self) -> None:
         self.value: Decimal | None = None
         self.error: MeterError | None = None
-        self.updates = 0  # messages since the last poll
-        self.idle_polls = 0
+        self.updates = 0  # live messages since the last poll (not retained ones: see the module)
+        self.idle_polls = 0  # polls since the last live message, also those without the broker
 
 
 class MqttSource:
@@ -154,6 +173,7 @@ class MqttSource:
         self._client: Any = None
         self._connected = False
         self._subscribed = False
+        self._refused: str | None = None  # the broker's reason when it refused the last connect
 
     @property
     def where(self) -> str:
@@ -190,6 +210,7 @@ class MqttSource:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         with self._cond:
             self._connected = not reason_code.is_failure
+            self._refused = str(reason_code).lower() if reason_code.is_failure else None
             self._cond.notify_all()
         if reason_code.is_failure:
             return
@@ -211,7 +232,8 @@ class MqttSource:
                 if quantity.topic != message.topic:
                     continue
                 latest = self._latest[name]
-                latest.updates += 1
+                if not message.retain:  # a retained one is the broker's copy, of unknown age
+                    latest.updates += 1
                 if len(payload) > MAX_PAYLOAD:
                     latest.value, latest.error = None, MeterFramingError(f"payload over {MAX_PAYLOAD} bytes")
                     continue
@@ -235,9 +257,19 @@ class MqttSource:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            for latest in self._latest.values():  # every poll counts, also one without the broker
+                if latest.updates:
+                    latest.idle_polls, latest.updates = 0, 0
+                else:
+                    latest.idle_polls += 1
             if not self._connected:
+                if self._refused is not None:
+                    raise MeterConnectionError(
+                        f"{self.where}: the broker refused the connection: {self._refused} (check "
+                        "username and password_file in [meter], and the broker's accounts; retrying)"
+                    )
                 raise MeterConnectionError(
-                    f"{self.where}: not connected to the broker (refused or lost; retrying)",
+                    f"{self.where}: not connected to the broker (lost or not answering; retrying)",
                     closed_by_peer=True,
                 )
             values: dict[str, Decimal] = {}
@@ -245,10 +277,6 @@ class MqttSource:
             never: list[str] = []
             for name, latest in self._latest.items():
                 topic = self.config.quantities[name].topic
-                if latest.updates:
-                    latest.idle_polls, latest.updates = 0, 0
-                else:
-                    latest.idle_polls += 1
                 if latest.value is None and latest.error is None:
                     never.append(topic)
                 elif latest.idle_polls >= self.config.stale_polls:
@@ -299,6 +327,7 @@ class MqttSource:
             client.loop_stop()
         with self._cond:
             self._connected = self._subscribed = False
+            self._refused = None
             self._latest = {name: _Latest() for name in QUANTITIES}
 
     def __enter__(self) -> MqttSource:
