@@ -104,11 +104,27 @@ class ProbeResult:
 AGENT_VOLTAGE_RANGE_V = (80.0, 300.0)
 
 
+def _as_float(value: float) -> float:
+    """``value`` as a float; an integer too large for one is infinite (implausible either way)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: an integer of more than 30 digits by its size, as str() and repr()
+    refuse one of more than 4300 (found in a QA pass: a traceback instead of 'implausible')."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"about {'-' if value < 0 else ''}10**{int(abs(value).bit_length() * math.log10(2))}"
+    return repr(value)
+
+
 def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V) -> tuple[bool, int, str]:
     """(plausible, number of checks passed, reason) for a reading from an unknown meter."""
     passed = 0
     low, high = voltage_range_v
-    voltages = [v for v in sample.voltage_v if v is not None and v != 0.0]
+    voltages = [_as_float(v) for v in sample.voltage_v if v is not None and v != 0.0]
     for v in voltages:
         if not (math.isfinite(v) and low <= v <= high):
             return False, passed, f"voltage {v:.4g} V out of {low:g}-{high:g}"
@@ -116,7 +132,7 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
         return False, passed, "no phase voltage"
     passed += len(voltages)
     if sample.frequency_hz is not None:
-        f = sample.frequency_hz
+        f = _as_float(sample.frequency_hz)
         if not (math.isfinite(f) and FREQUENCY_RANGE_HZ[0] <= f <= FREQUENCY_RANGE_HZ[1]):
             return (
                 False,
@@ -125,11 +141,11 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
             )
         passed += 1
     if abs(sample.power_w) > MAX_POWER_W:
-        return False, passed, f"power {sample.power_w} W implausible"
+        return False, passed, f"power {_shown(sample.power_w)} W implausible"
     for name in ("import_wh", "export_wh"):
         value = getattr(sample, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER_WH:
-            return False, passed, f"{name} {value!r} implausible"
+            return False, passed, f"{name} {_shown(value)} implausible"
     if sample.serial is not None:
         try:
             check_serial(sample.serial, "serial")
