@@ -9,10 +9,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from meter_agent.strategy import StrategyConfig
-from peerwatt.bus import BrokerConfig
+from peerwatt.bus import BrokerConfig, check_topic
 from peerwatt.errors import UserError
 from peerwatt.settings import broker_config, read_password_file, read_toml, take
 
@@ -66,6 +65,24 @@ METER_KEYS = {
     "close_between_polls", "serial", "profile_dirs",
 }  # fmt: skip
 MQTT_METER_KEYS = {*MQTT_QUANTITY_KEYS, "broker", "password_file", "username", "client_id", "stale_polls"}
+# the [meter] keys each source reads besides source, serial, poll_s and timeout_s: another one
+# contradicts the source and is refused (found in a QA pass: source = "p1" with profile = "sdm630"
+# or unit = 5, or source = "mqtt" with port = 1884, were read as P1 and port 1883 without a word)
+COMMON_METER_KEYS = {"source", "serial", "poll_s", "timeout_s"}
+SOURCE_KEYS = {
+    "modbus": METER_KEYS - COMMON_METER_KEYS,
+    "p1": {"host", "port", "serial_device", "baudrate"},
+    "sml": {"host", "port", "serial_device", "baudrate"},
+    "shelly-http": {"host", "port"},
+    "mqtt": MQTT_METER_KEYS,
+}
+SOURCE_READS = {
+    "modbus": "profile and host or serial_device",  # (and every other key: never said)
+    "p1": "host (and port) or serial_device (and baudrate)",
+    "sml": "host and port, or serial_device (and baudrate)",
+    "shelly-http": "host (and port)",
+    "mqtt": 'broker = "mqtt://host:port", its account and the topics',
+}
 MARKET_KEYS = {"sell_share", "sell_limit_price", "buy_limit_price", "min_order_wh"}
 HOMEASSISTANT_KEYS = {"enabled", "prefix"}
 
@@ -73,6 +90,8 @@ HOMEASSISTANT_KEYS = {"enabled", "prefix"}
 POLL_S = (0.1, 3600.0)
 TIMEOUT_S = (0.1, 60.0)
 HEARTBEAT_S = (0.1, 3600.0)
+# a serial port's speed: Linux's highest named rate is 4000000 (a larger one failed at run time)
+MAX_BAUDRATE = 4_000_000
 
 
 def _no_unknown_keys(table: dict, known: set[str], where: str) -> None:
@@ -100,16 +119,17 @@ def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
     table per quantity: import/export/power = { topic, path, unit[, invert] }."""
     from meter_agent.mqtt_source import MqttQuantity, MqttSourceConfig
 
-    url = urlsplit(take(m, "broker", str, mw))
-    if url.scheme != "mqtt" or not url.hostname or url.password is not None:
+    try:  # the community broker's parser: port 0, a path or a query are refused (a QA pass)
+        broker = BrokerConfig.from_url(take(m, "broker", str, mw))
+    except ValueError as exc:
+        raise UserError(
+            f'{mw}: broker: {exc} (give "mqtt://host[:port]", the household\'s own broker)'
+        ) from None
+    if broker.tls or broker.password is not None:
         raise UserError(
             f'{mw}: broker must be "mqtt://host[:port]" (the household\'s own broker; a password goes in '
             "password_file)"
         )
-    try:
-        port = url.port or 1883
-    except ValueError:
-        raise UserError(f"{mw}: broker has a bad port") from None
     quantities = {}
     for key, name in MQTT_QUANTITY_KEYS.items():
         table = take(m, key, dict, mw)
@@ -117,8 +137,13 @@ def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
         unknown = set(table) - {"topic", "path", "unit", "invert"}
         if unknown:
             raise UserError(f"{qw}: unknown key(s) {', '.join(sorted(unknown))}")
+        topic = take(table, "topic", str, qw)
+        try:  # a NUL or over 65535 bytes: the broker dropped each subscribe (found in a QA pass)
+            check_topic(topic)
+        except ValueError as exc:
+            raise UserError(f"{qw}: {exc}") from None
         quantities[name] = MqttQuantity(
-            topic=take(table, "topic", str, qw),
+            topic=topic,
             path=take(table, "path", str, qw, ""),
             unit=take(table, "unit", str, qw),
             invert=take(table, "invert", bool, qw, False),
@@ -126,12 +151,12 @@ def _mqtt_meter(m: dict, mw: str, base: Path) -> Any:
     password_file = take(m, "password_file", str, mw, None)
     try:
         return MqttSourceConfig(
-            host=url.hostname,
-            port=port,
+            host=broker.host,
+            port=broker.port,
             quantities=quantities,
             serial=take(m, "serial", str, mw),
             stale_polls=take(m, "stale_polls", int, mw, 12),
-            username=take(m, "username", str, mw, None) or url.username,
+            username=take(m, "username", str, mw, None) or broker.username,
             password=None if password_file is None else read_password_file(base / password_file, mw),
             client_id=take(m, "client_id", str, mw, None),
         )
@@ -183,11 +208,19 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         )
     if source == "mqtt" and (host is not None or serial_device is not None):
         raise UserError(f'{mw}: source = "mqtt" reads broker = "mqtt://host:port", not host or serial_device')
+    unread = set(m) - COMMON_METER_KEYS - SOURCE_KEYS[source]
+    if unread:
+        raise UserError(
+            f'{mw}: {", ".join(sorted(unread))} not read with source = "{source}", which reads '
+            f"{SOURCE_READS[source]} (docs/meters.md)"
+        )
     if source != "mqtt" and (host is None) == (serial_device is None):
         what = {"p1": "a P1 dongle's TCP address", "sml": "an IR-head bridge's TCP address"}.get(
             source, "Modbus TCP"
         )
         raise UserError(f"{mw}: give either host ({what}) or serial_device (a serial port), not both")
+    if host == "" or serial_device == "":
+        raise UserError(f"{mw}: {'host' if host == '' else 'serial_device'} is empty")
     meter = MeterConfig(
         source=source,
         profile=take(m, "profile", str, mw) if source == "modbus" else SOURCE_PROFILES[source],
@@ -207,8 +240,15 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise UserError(f"{mw}: port must be 1-65535, not {meter.port}")
     if meter.unit is not None and not 0 <= meter.unit <= 255:
         raise UserError(f"{mw}: unit (the Modbus unit id) must be 0-255, not {meter.unit}")
-    if meter.baudrate is not None and meter.baudrate <= 0:
-        raise UserError(f"{mw}: baudrate must be positive")
+    if meter.baudrate is not None and not 0 < meter.baudrate <= MAX_BAUDRATE:
+        raise UserError(f"{mw}: baudrate must be positive and at most {MAX_BAUDRATE}, not {meter.baudrate}")
+    if serial_device is not None and "port" in m:
+        raise UserError(f"{mw}: port is for host (a TCP address), not serial_device (which reads baudrate)")
+    if host is not None and "baudrate" in m:
+        raise UserError(
+            f"{mw}: baudrate is for serial_device, not host (over TCP the device or bridge sets the "
+            "line speed)"
+        )
     if source == "sml" and host is not None and meter.port is None:
         raise UserError(f'{mw}: source = "sml" with host needs port (the bridge\'s raw TCP port)')
     market = take(data, "market", dict, where, {})
@@ -224,7 +264,15 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     except ValueError as exc:
         raise UserError(f"{kw}: {exc}") from None
     ha = take(data, "homeassistant", dict, where, {})
-    _no_unknown_keys(ha, HOMEASSISTANT_KEYS, f"{where} [homeassistant]")
+    hw = f"{where} [homeassistant]"
+    _no_unknown_keys(ha, HOMEASSISTANT_KEYS, hw)
+    ha_prefix = take(ha, "prefix", str, hw, "homeassistant")
+    try:  # + or # stopped the agent with a traceback at start (found in a QA pass)
+        check_topic(ha_prefix)
+    except ValueError as exc:
+        raise UserError(
+            f"{hw}: prefix {ha_prefix[:80]!r} is not a topic prefix to publish to: {exc}"
+        ) from None
     passphrase = take(data, "passphrase_file", str, where, None)
     heartbeat_s = _seconds(data, "heartbeat_s", where, 60, HEARTBEAT_S, "between status messages")
     metrics_port = take(data, "metrics_port", int, where, None)
@@ -242,7 +290,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         client_id=take(data, "client_id", str, where, None),
         strategy=strategy,
         heartbeat_s=heartbeat_s,
-        homeassistant=take(ha, "enabled", bool, f"{where} [homeassistant]", False),
-        homeassistant_prefix=take(ha, "prefix", str, f"{where} [homeassistant]", "homeassistant"),
+        homeassistant=take(ha, "enabled", bool, hw, False),
+        homeassistant_prefix=ha_prefix,
         metrics_port=metrics_port,
     )
