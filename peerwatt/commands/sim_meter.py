@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime
 
 import click
+from click.core import ParameterSource
 
 from peerwatt.errors import UserError
 
@@ -114,6 +115,7 @@ def sim_meter(
     from meter_agent.simulator import MeterSimulator
     from meter_agent.sml_simulator import SmlSimulator
 
+    _check_source_options(source, use_pty)
     start = parse_start(start_text)
     household = Household(pv_kwp=pv_kwp, annual_kwh=annual_kwh, lat=lat, lon=lon, seed=seed)
     simulator: MeterSimulator | P1Simulator | SmlSimulator | ShellySimulator
@@ -156,6 +158,26 @@ def sim_meter(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return _serve(simulator, pv_kwp, annual_kwh, lat, lon, speed)
+
+
+# the options only --source modbus reads (found in a QA pass: --source p1 --profile sdm630
+# served P1 without a word)
+MODBUS_OPTIONS = ("profile_name", "profile_dirs", "unit_id", "sunspec_model", "sunspec_inverter")
+
+
+def _check_source_options(source: str, use_pty: bool) -> None:
+    """Refuse options the chosen --source does not read, in one line."""
+    if use_pty and source not in ("p1", "sml"):
+        raise UserError(f"--pty is for --source p1 or sml; --source {source} serves TCP (--host, --port)")
+    context = click.get_current_context()
+    given = [
+        param.opts[0]
+        for param in context.command.params
+        if param.name in MODBUS_OPTIONS
+        and context.get_parameter_source(param.name) is not ParameterSource.DEFAULT
+    ]
+    if source != "modbus" and given:
+        raise UserError(f"{', '.join(given)} only with --source modbus (this meter's source is {source})")
 
 
 def _serve(simulator, pv_kwp: float, annual_kwh: float, lat: float, lon: float, speed: float) -> int:  # noqa: ANN001
