@@ -97,8 +97,8 @@ class VerifyReport:
     # another community's store, so the ok line names them for comparison with a peer's
     community: str = ""
     height: int = 0
-    head_hash: str = ""  # hex of the head block's header hash (the genesis hash at height 0)
-    genesis_hash: str = ""
+    head_hash: str = ""  # hex of the head block's header hash (the genesis block's at height 0)
+    genesis_hash: str = ""  # hex SHA-256 of the genesis document, as `node init` prints it
 
     def summary(self) -> str:
         line = (
@@ -281,7 +281,7 @@ def _verify_store(
     report.community = genesis.community
     report.height = top
     report.head_hash = header_hash(walk.prev).hex()
-    report.genesis_hash = header_hash(expected.header).hex()
+    report.genesis_hash = genesis.hash.hex()  # the document's, as `node init` prints it
     report.seconds = time.perf_counter() - started
     return report
 
