@@ -144,8 +144,15 @@ def propose(
 
 def _propose_on_node(side, action: str, args: dict, *, days: int, note: str | None, wait_s: float) -> None:
     """Check, publish and wait for one proposal (`gov propose -c node.toml`)."""
-    from peerwatt.commands.member import _tally, proposal_outcome, propose_all, wait_until
+    from peerwatt.commands.member import _tally, chain_state, proposal_outcome, propose_all, wait_until
 
+    _, open_now = chain_state(side.data)
+    for pid, proposal in open_now["proposals"].items():
+        # found in a docs walk-through: a propose whose wait ran out while the chain stalled was
+        # booked later, and running it again opened the same proposal twice
+        if (proposal["proposer"], proposal["action"], proposal["args"]) == (side.signer, action, args):
+            click.echo(f"{action} with these args is already proposed by this key ({pid}): nothing to do")
+            return
     if action == "remove_validator":
         _warn_without_tolerance(side.data, args.get("validator"))
         _warn_still_member(side.data, args.get("validator"))

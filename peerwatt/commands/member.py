@@ -160,9 +160,12 @@ def wait_until(
         if refused is not None:
             raise UserError(f"the ledger refused {what}: {refused}")
         if time.monotonic() > deadline:
+            # exit 3, not 2: the message went out and may still be booked when the chain moves on
             raise UserError(
-                f"published, but {what} is not in a final block of {data_dir} after {timeout_s:g} s: "
-                "are the node and the sequencer running (peerwatt node status)?"
+                f"published, but {what} is not in a final block of {data_dir} after {timeout_s:g} s; "
+                "it may still be booked once blocks are final again (check `peerwatt gov list` before "
+                "sending it again): are the node and the sequencer running (peerwatt node status)?",
+                exit_code=3,
             )
         time.sleep(0.5)
 
@@ -438,7 +441,7 @@ def leave(who, config_file, data_dir, key_file, operator_file, wait_s) -> None:
     """Propose that a household leaves: revoke its meters (validators vote) and remove the member
     (members vote). WHO is the member's key id or its join request file. Only what is neither done
     nor open yet is proposed (a meter left active after the member was removed, say); when nothing
-    is left to propose, it says so and fails."""
+    is left to propose, it says so (exit 0: nothing to do)."""
     side = node_side(config_file, data_dir, key_file, operator_file)
     community, chain = chain_state(side.data)
     member_id = _leaving_member(who, community)

@@ -47,6 +47,14 @@ def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts
         )  # fmt: skip
         assert proposed.returncode == 0, proposed.stdout + proposed.stderr
         pid = proposed.stdout.split("(", 1)[1].split(")", 1)[0]
+        # the same proposal of the same key again: nothing to do (a docs walk-through: a propose
+        # whose wait ran out while the chain stalled was booked later, and a rerun opened it twice)
+        twice = peerwatt(
+            "gov", "propose", "-c", str(nodes[0].config), "--wait", str(WAIT_S), "--action", "add_member",
+            "--arg", f"key={newcomer.sec1_hex}", "--arg", "name=newcomer",
+        )  # fmt: skip
+        assert twice.returncode == 0, twice.stderr
+        assert f"already proposed by this key ({pid}): nothing to do" in twice.stdout
         for node in nodes[1:3]:
             voted = cli(node, "gov", "vote", "--proposal", pid, "--yes")
             assert voted.returncode == 0 and "voted yes" in voted.stdout, voted.stdout + voted.stderr
@@ -103,6 +111,17 @@ def test_a_households_vote_signed_offline_is_published_by_a_validator_and_counts
         wait_for(admitted, WAIT_S, "the newcomer a member by the household's vote")
         again = cli(nodes[2], "gov", "publish", str(tmp_path / "vote.json"))
         assert again.returncode == 2 and "replay" in again.stderr, again.stderr
+
+        # no quorum (three of four validators stopped): published, not final in time: exit 3, and
+        # the line says it may still be booked (before: exit 2, "nothing changed" by the docs)
+        for node in nodes[1:]:
+            node.stop()
+        stalled = peerwatt(
+            "gov", "propose", "-c", str(nodes[0].config), "--wait", "2", "--action", "set_param",
+            "--arg", "name=max_orders_per_interval", "--arg", "value=5",
+        )  # fmt: skip
+        assert stalled.returncode == 3, stalled.stdout + stalled.stderr
+        assert "it may still be booked" in stalled.stderr and len(stalled.stderr.strip().splitlines()) == 1
     finally:
         for node in nodes:
             node.stop()
