@@ -259,10 +259,13 @@ def status(config_file: Path) -> None:
         click.echo(f"node not running (no answer at {url}); store height {store.height()}")
         store.close()
         click.get_current_context().exit(NOT_RUNNING)  # for monitoring (docs/operations.md)
-    for name in (
+    for name in (  # every field of /v1/status, `stalled` below (a docs walk-through: store_error
+        # and quarantined, which docs/operations.md sends operators to, were not printed)
         "community",
         "role",
+        "key_id",
         "height",
+        "head_time",
         "last_final_block_age_s",
         "broker_connected",
         "peers",
@@ -270,8 +273,13 @@ def status(config_file: Path) -> None:
         "mempool",
         "accepted",
         "rejected",
+        "blocks_committed",
         "blocks_refused",
+        "quarantined",
+        "store_error",
+        "in_progress",
         "round",
+        "step",
         "proposer",
         "sequencer",
         "failovers",

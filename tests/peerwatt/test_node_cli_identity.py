@@ -9,6 +9,7 @@ broker every second and every publication was refused (Not authorized).
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -196,3 +197,35 @@ def test_node_status_of_a_busy_node_says_it_runs_and_exits_4(community):
         server.server_close()
     assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
     assert f"node busy (HTTP 503 at http://127.0.0.1:{port}/v1/status" in r.stdout + r.stderr
+
+
+def test_node_status_prints_every_field_of_the_status(community):
+    """Found in a docs walk-through: `node status` left out store_error and quarantined, which
+    docs/operations.md ("Full disk", "Quarantined messages") sends operators to."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    config = _node_toml(community / "validator-1", "fields.toml")
+    port = int(re.search(r'(?m)^http = "127\.0\.0\.1:(\d+)"', config.read_text()).group(1))
+    body = json.dumps({"height": 7, "quarantined": 2, "store_error": "disk full", "stalled": None}).encode()
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Status)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = peerwatt("node", "status", "-c", str(config))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert {"height: 7", "quarantined: 2", "store_error: disk full", "stalled: no"} <= set(lines), lines
