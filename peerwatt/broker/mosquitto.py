@@ -157,10 +157,15 @@ RESTART_WAIT_S = 30  # how long the restart by hand waits for the stopped broker
 def _running_pattern(etc_dir: Path) -> str:
     """The ERE (pgrep/pkill -x -f) of the command line of the Mosquitto running ``etc_dir``'s
     config, as started by hand or by systemd with the drop-in (``start_commands()[1]``), or by the
-    restart by hand (the same with ``-d``); no other broker (Debian's own mosquitto.service runs
-    /etc/mosquitto/mosquitto.conf)."""
-    command_line = " ".join([MOSQUITTO, "-c", str(etc_dir / CONF_NAME)])  # /proc's argv, space-joined
-    return _ERE_SPECIAL.sub(lambda m: f"\\{m.group()}", command_line) + "( -d)?"
+    restart by hand (the same with ``-d``), also as ``mosquitto -c ...`` found on the PATH (found in
+    a docs walk-through: such a broker was "no mosquitto is running"); no other broker (Debian's
+    own mosquitto.service runs /etc/mosquitto/mosquitto.conf)."""
+    def escape(text: str) -> str:
+        return _ERE_SPECIAL.sub(lambda m: f"\\{m.group()}", text)
+
+    folder, name = MOSQUITTO.rsplit("/", 1)
+    config = " ".join(["-c", str(etc_dir / CONF_NAME)])  # /proc's argv, space-joined
+    return f"({escape(folder)}/)?{escape(name)} {escape(config)}( -d)?"
 
 
 def restart_commands(etc_dir: Path) -> tuple[str, str]:

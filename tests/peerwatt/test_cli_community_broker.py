@@ -171,7 +171,7 @@ def test_printed_restart_lines_name_the_broker_running_this_config(tmp_path):
     assert systemd in r.stdout.splitlines(), r.stdout
     assert by_hand.startswith(f"on the broker, started by hand: {cp} && sh -c "), by_hand
     argv = shlex.split(by_hand.split(" && ", 1)[1])
-    pattern = f"/usr/sbin/mosquitto -c {etc}/mosquitto\\.conf( -d)?"
+    pattern = f"(/usr/sbin/)?mosquitto -c {etc}/mosquitto\\.conf( -d)?"
     assert argv[:2] == ["sh", "-c"] and argv[3:] == ["restart-mosquitto", pattern, f"{etc}/mosquitto.conf"]
     script = argv[2]
     assert 'pkill -x -f "$1" ||' in script and '/usr/sbin/mosquitto -c "$2" -d' in script
@@ -179,11 +179,13 @@ def test_printed_restart_lines_name_the_broker_running_this_config(tmp_path):
     for line in (
         f"/usr/sbin/mosquitto -c {etc}/mosquitto.conf",
         f"/usr/sbin/mosquitto -c {etc}/mosquitto.conf -d",
+        f"mosquitto -c {etc}/mosquitto.conf",  # started as `mosquitto` found on the PATH
     ):
         assert re.fullmatch(pattern, line)  # what pgrep -x reads: the whole command line
     for other in (
         "/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf",
         f"/usr/sbin/mosquitto -c {etc}/mosquittoXconf",
+        f"/usr/local/sbin/mosquitto -c {etc}/mosquitto.conf",
     ):
         assert not re.fullmatch(pattern, other)
     summary = (out / "SUMMARY.txt").read_text()

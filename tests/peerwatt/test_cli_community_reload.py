@@ -13,6 +13,7 @@ daemonized (``-d``) and fails loudly when no such broker runs.
 
 from __future__ import annotations
 
+import os
 import queue
 import shlex
 import shutil
@@ -211,6 +212,37 @@ def test_the_printed_restart_fails_loudly_when_no_broker_runs_this_config():
             == f"peerwatt: no mosquitto is running {broker.out}/mosquitto.conf: nothing restarted"
         )
         assert broker.running() == {}  # and none started
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_printed_restart_finds_a_broker_started_as_mosquitto_on_the_path(monkeypatch):
+    """Found in a docs walk-through: a broker started as `mosquitto -c .../mosquitto.conf` (found
+    on the PATH, not by its full path) was "no mosquitto is running ...: nothing restarted"."""
+    monkeypatch.setenv("PATH", "/usr/sbin:" + os.environ.get("PATH", ""))
+    root = Path(tempfile.mkdtemp(prefix="peerwatt-community-reload-"))
+    root.chmod(0o755)
+    broker: GeneratedBroker | None = None
+    try:
+        port, out, broker = quickstart_broker(root)
+        broker.stop()
+        full = broker.start_commands[-1]
+        broker.start_commands[-1] = ["mosquitto", *full[1:]]
+        broker.start()
+        dash = peerwatt("community", "add-dashboard", "--dir", str(out), "--out", str(root / "dash"))
+        assert dash.returncode == 0, dash.stderr
+        [line] = [x for x in dash.stdout.splitlines() if x.startswith(BY_HAND)]
+        r = subprocess.run(
+            ["sh", "-c", line.removeprefix(BY_HAND)], capture_output=True, text=True, timeout=90
+        )
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert broker.process is not None and broker.process.wait(WAIT_S) == 0  # stopped cleanly
+        broker.start_commands[-1] = full  # the restart starts it by its full path, with -d
+        [(pid, argv)] = broker.running().items()
+        assert argv == [*full, "-d"]
+        broker.daemon_pid = pid
     finally:
         if broker is not None:
             broker.stop()
