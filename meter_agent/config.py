@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chain.genesis import GenesisError, check_serial
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import BrokerConfig, check_topic
 from peerwatt.errors import UserError
@@ -221,6 +222,12 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise UserError(f"{mw}: give either host ({what}) or serial_device (a serial port), not both")
     if host == "" or serial_device == "":
         raise UserError(f"{mw}: {'host' if host == '' else 'serial_device'} is empty")
+    serial = take(m, "serial", str, mw, None)
+    if serial is not None:  # "S 1" loaded, then the ledger refused every reading (a QA pass)
+        try:
+            check_serial(serial, f"serial {serial[:80]!r}")
+        except GenesisError as exc:
+            raise UserError(f"{mw}: {exc}: the ledger would refuse every reading") from None
     meter = MeterConfig(
         source=source,
         profile=take(m, "profile", str, mw) if source == "modbus" else SOURCE_PROFILES[source],
@@ -232,7 +239,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         poll_s=_seconds(m, "poll_s", mw, 5, POLL_S, "between meter reads"),
         timeout_s=_seconds(m, "timeout_s", mw, 1.0, TIMEOUT_S, "to wait for the meter's answer"),
         close_between_polls=take(m, "close_between_polls", bool, mw, False),
-        serial=take(m, "serial", str, mw, None),
+        serial=serial,
         profile_dirs=tuple(str(base / d) for d in take(m, "profile_dirs", list, mw, [])),
         mqtt=_mqtt_meter(m, mw, base) if source == "mqtt" else None,
     )

@@ -61,6 +61,9 @@ MAX_PAYLOAD = 64 * 1024
 # a payload's number has fewer digits before the point than this (1 PWh or 1 TW in any unit):
 # larger ones are no meter's and overflowed the scaling (found in a QA pass: "1e999999")
 MAX_DIGITS = 15
+# stale_polls: at most the polls in a day at the shortest poll_s (0.1 s, meter_agent/config.py
+# POLL_S); 10**9 was accepted, a staleness check that never fires (found in a QA pass)
+MAX_STALE_POLLS = 864_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class MqttQuantity:
             raise ValueError(f"{name}: topic must be one topic without wildcards, not {self.topic!r}")
         if self.invert and name != "power_w":
             raise ValueError(f"{name}: invert applies to power only")
+        if self.path and "" in self.path.split("."):  # "SML..x" read "no 'SML..x' in the payload"
+            raise ValueError(
+                f"{name}: path {self.path!r} has an empty part (dotted keys, e.g. 'SML.Total_in'; "
+                "'' takes the whole payload)"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,8 +107,20 @@ class MqttSourceConfig:
             raise ValueError(f"missing {', '.join(missing)}")
         for name, quantity in self.quantities.items():
             quantity.check(name)
-        if self.stale_polls < 1:
-            raise ValueError("stale_polls must be >= 1")
+        seen: dict[tuple[str, str], str] = {}
+        for name in QUANTITIES:  # one value read as two quantities (e.g. import and export)
+            quantity = self.quantities[name]
+            other = seen.setdefault((quantity.topic, quantity.path), name)
+            if other != name:
+                raise ValueError(
+                    f"{other} and {name} read the same value (topic {quantity.topic!r}, path "
+                    f"{quantity.path!r}): give each its own topic or path"
+                )
+        if not 1 <= self.stale_polls <= MAX_STALE_POLLS:
+            raise ValueError(
+                f"stale_polls must be 1 to {MAX_STALE_POLLS} (the polls in a day at poll_s = 0.1), "
+                f"not {self.stale_polls}"
+            )
         if not self.serial:
             raise ValueError("serial is required (nothing on MQTT identifies the meter)")
 
