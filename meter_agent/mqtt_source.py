@@ -26,7 +26,8 @@ publisher is alive, so it does not restart the count: after a reconnect a dead p
 retained values stay stale, and after a start they are served for at most ``stale_polls`` - 1
 polls unless a live message confirms them. A payload that is not JSON (with a path) is a
 ``MeterFramingError``; a missing path, a non-number, NaN, a number of 10**15 or more (in any
-unit) or a negative counter a ``MeterValueUnavailable``; no broker a ``MeterConnectionError``
+unit) or a counter negative or above 10 GWh (``probe.MAX_COUNTER_WH``) a
+``MeterValueUnavailable``; no broker a ``MeterConnectionError``
 (naming the broker's reason when it refused the connection: bad user name or password, not
 authorised). Nothing on these topics identifies the meter: the **serial** is the
 one configured (the meter's nameplate serial), and the community must check it by other means
@@ -52,6 +53,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
+from meter_agent.probe import MAX_COUNTER_WH
 
 PROFILE_NAME = "mqtt"
 ENERGY_UNITS = {"Wh": 1, "kWh": 1000}
@@ -325,6 +327,12 @@ class MqttSource:
             number = value * factor * (-1 if quantity.invert else 1)
             if name != "power_w" and number < 0:
                 raise MeterValueUnavailable(f"{self.where}: {name} is negative ({number})", (name,))
+            if name != "power_w" and number > MAX_COUNTER_WH:
+                raise MeterValueUnavailable(
+                    f"{self.where}: {name} is {number:.4E} Wh: more than a meter counts "
+                    f"({MAX_COUNTER_WH // 10**9} GWh)",
+                    (name,),
+                )
             scaled[name] = int(number.to_integral_value(rounding=ROUND_HALF_EVEN))
         return MeterSample(
             time=int(self.clock()),

@@ -23,8 +23,9 @@ Faults are the Modbus reader's ``MeterError`` subclasses, so the agent reports a
 the same way: ``MeterTimeout`` (no complete telegram in time; a telegram that had begun is kept
 for the retry), ``MeterFramingError`` (CRC mismatch, an unparsable telegram, or telegrams whose
 lines do not end in CR LF), ``MeterConnectionError`` (cannot connect/open, or the dongle closed
-the connection) and ``MeterValueUnavailable`` (a counter or the power is missing, not a number,
-negative or in the wrong unit, or the telegram is stale: the message says which).
+the connection) and ``MeterValueUnavailable`` (a counter or the power is missing, not a number or
+in the wrong unit, a counter negative or above 10 GWh (``probe.MAX_COUNTER_WH``), or the telegram
+is stale: the message says which).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
+from meter_agent.probe import MAX_COUNTER_WH
 
 P1_BAUDRATE = 115_200  # DSMR 5 (DSMR 2.2/3 used 9600 7E1)
 MAX_BUFFER_CHARS = 64_000  # a telegram is < 2 kB; anything longer without an end is garbage
@@ -221,6 +223,11 @@ class P1Reader(PushMeterReader):
                     problems.append(f"{name}: {obis} {why or 'is not in the telegram'}")
                 elif name != "power_w" and value < 0:
                     problems.append(f"{name}: {obis} is {value} {unit}: a counter cannot be negative")
+                elif name != "power_w" and value * 1000 > MAX_COUNTER_WH:
+                    problems.append(
+                        f"{name}: {obis} is {value} {unit}: more than a meter counts "
+                        f"({MAX_COUNTER_WH // 10**9} GWh)"
+                    )
                 else:
                     values.append(value)
                     continue

@@ -4,8 +4,9 @@ grid, confirm the model with the profile's identification registers, and rank th
 (``peerwatt meter probe`` and ``peerwatt agent setup`` call it; they parse and print). Also the
 one-sentence advice after a meter error.
 
-Imports nothing of peerwatt but the error type (the agent's install is lean); the reader is
-imported when a probe runs.
+Imports only the standard library when loaded, so the meter readers take their bounds from here
+and stay light (tests/meter_agent/test_imports_sources.py): chain's serial rule, peerwatt's error
+type and the reader are imported when used.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain.genesis import GenesisError, check_serial
-from peerwatt.errors import UserError
-
 # Plausibility bounds for probe: what a household meter on a 230 V / 50-60 Hz grid reports.
 VOLTAGE_RANGE_V = (180.0, 260.0)
 FREQUENCY_RANGE_HZ = (45.0, 65.0)
 MAX_POWER_W = 250_000
-MAX_COUNTER_WH = 10_000_000_000  # 10 GWh
+MAX_COUNTER_WH = 10_000_000_000  # 10 GWh: no meter's counter; the readers refuse a larger one too
 
 
 def advice(exc: Exception, tcp: bool) -> str:
@@ -122,6 +120,8 @@ def _shown(value: object) -> str:
 
 def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V) -> tuple[bool, int, str]:
     """(plausible, number of checks passed, reason) for a reading from an unknown meter."""
+    from chain.genesis import GenesisError, check_serial
+
     passed = 0
     low, high = voltage_range_v
     voltages = [_as_float(v) for v in sample.voltage_v if v is not None and v != 0.0]
@@ -206,6 +206,7 @@ def probe_meter(
         MeterReader,
         MeterTimeout,
     )
+    from peerwatt.errors import UserError
 
     deadline = time.monotonic() + max_time_s
     results: list[ProbeResult] = []

@@ -19,8 +19,8 @@ Faults are the Modbus reader's ``MeterError`` subclasses: ``MeterTimeout`` (no c
 time), ``MeterConnectionError`` (cannot connect, connection reset or closed without an
 answer), ``MeterFramingError`` (an answer that is not HTTP or not JSON), ``ShellyRpcError`` (the
 device answered an RPC with an error, e.g. 401 when authentication is enabled) and
-``MeterValueUnavailable`` (a counter or the power missing, null, not a number, or a negative
-counter: the message says which). Devices with
+``MeterValueUnavailable`` (a counter or the power missing, null, not a number, or a counter
+negative or above 10 GWh, ``probe.MAX_COUNTER_WH``: the message says which). Devices with
 authentication enabled are not supported yet: the error says so.
 """
 
@@ -43,6 +43,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
+from meter_agent.probe import MAX_COUNTER_WH
 
 PROFILE_NAME = "shelly-pro-3em-http"
 DEFAULT_PORT = 80
@@ -264,6 +265,10 @@ class ShellyHttpReader:
                 problems.append(f"{name} ({field}) is {json.dumps(raw)}, not a number")
             elif name != "power_w" and number < 0:
                 problems.append(f"{name} ({field}) is {raw}: a counter cannot be negative")
+            elif name != "power_w" and number > MAX_COUNTER_WH:  # 1e300 (found in a QA pass)
+                problems.append(
+                    f"{name} ({field}) is {raw} Wh: more than a meter counts ({MAX_COUNTER_WH // 10**9} GWh)"
+                )
             else:
                 values[name] = number
         if problems:

@@ -23,7 +23,8 @@ whose CRC does not match is a ``MeterFramingError``. Faults are the Modbus reade
 ``MeterTimeout`` (nothing arrived in time), ``MeterFramingError`` (bytes but no valid SML file:
 CRC mismatch, unparsable, noise), ``MeterConnectionError`` (cannot connect/open, or the bridge
 closed the connection) and ``MeterValueUnavailable`` (a counter or the power is missing, not a
-number, negative or in an unexpected unit: the message says which).
+number or in an unexpected unit, or a counter is negative or above 10 GWh, ``probe.MAX_COUNTER_WH``:
+the message says which).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
+from meter_agent.probe import MAX_COUNTER_WH
 
 SML_BAUDRATE = 9600  # what most IR heads on German meters' optical ports use (8N1)
 PROFILE_NAME = "sml"
@@ -187,6 +189,11 @@ class SmlReader(PushMeterReader):
                 problems.append(f"{name}: 1-0:{obis} {why}")
             elif name != "power_w" and value < 0:
                 problems.append(f"{name}: 1-0:{obis} is {value} Wh: a counter cannot be negative")
+            elif name != "power_w" and value > MAX_COUNTER_WH:  # a scaler of +100 (a QA pass)
+                problems.append(
+                    f"{name}: 1-0:{obis} is {value:.4E} Wh: more than a meter counts "
+                    f"({MAX_COUNTER_WH // 10**9} GWh)"
+                )
             else:
                 values[name] = value
         if problems:
