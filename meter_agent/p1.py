@@ -30,6 +30,7 @@ is stale: the message says which).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -45,6 +46,10 @@ from meter_agent.modbus_reader import (
     MeterValueUnavailable,
 )
 from meter_agent.probe import MAX_COUNTER_WH
+
+# dsmr-parser logs each line it cannot parse at ERROR, with a traceback; the reader reports it as
+# one fault line instead (found in a QA pass: `peerwatt meter read --source p1` printed the trace)
+logging.getLogger("dsmr_parser").setLevel(logging.CRITICAL)
 
 P1_BAUDRATE = 115_200  # DSMR 5 (DSMR 2.2/3 used 9600 7E1)
 MAX_BUFFER_CHARS = 64_000  # a telegram is < 2 kB; anything longer without an end is garbage
@@ -112,6 +117,30 @@ def _register(parsed: Any, name: str, unit: str) -> tuple[Decimal | None, str | 
     if got != unit:
         return None, f"is in {got}, not {unit}"
     return raw, None
+
+
+def _unparsable(telegram: str, exc: Exception) -> str:
+    """Why dsmr-parser refused ``telegram``, in a few words: the first line it cannot parse on its
+    own, when there is one (found in a QA pass: the fault showed dsmr-parser's raw error, a format
+    string, the line and a parser object's repr)."""
+    from dsmr_parser import telegram_specifications
+    from dsmr_parser.exceptions import ParseError
+    from dsmr_parser.parsers import TelegramParser
+
+    lines = TelegramParser(telegram_specifications.V5, apply_checksum_validation=False)
+    for number, line in enumerate(telegram.split("\r\n"), 1):
+        try:
+            lines.parse(f"{line}\r\n", throw_ex=True)
+        except ParseError:
+            return (
+                f"line {number} {line[:60]!r} is not in the form its OBIS code needs (the number "
+                "of values or their characters)"
+            )
+        except Exception:  # noqa: BLE001 - a value dsmr-parser could not convert
+            return f"line {number} {line[:60]!r} holds a value that is not a number"
+    if isinstance(exc, ParseError) and "CRC" in str(exc):
+        return "no CRC after its '!' (a DSMR 4 or 5 telegram ends with '!' and 4 hex digits)"
+    return type(exc).__name__
 
 
 class P1Reader(PushMeterReader):
@@ -199,16 +228,16 @@ class P1Reader(PushMeterReader):
         return MeterTimeout(f"{self.where}: no telegram arrived within {self.timeout_s:g} s")
 
     def _sample(self, telegram: str) -> MeterSample:
-        from dsmr_parser.exceptions import InvalidChecksumError, ParseError
+        from dsmr_parser.exceptions import InvalidChecksumError
 
         try:
             parsed = self._parser.parse(telegram, throw_ex=True)
         except InvalidChecksumError:
             raise MeterFramingError(f"{self.where}: telegram CRC mismatch (garbled telegram)") from None
-        except ParseError as exc:
-            raise MeterFramingError(f"{self.where}: unparsable telegram ({exc})") from None
-        except Exception as exc:  # bytes from the wire must never crash the agent
-            raise MeterFramingError(f"{self.where}: unparsable telegram ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - bytes from the wire must never crash the agent
+            raise MeterFramingError(
+                f"{self.where}: unparsable telegram: {_unparsable(telegram, exc)}"
+            ) from None
         self.telegrams_read += 1
 
         self._check_fresh(parsed)
