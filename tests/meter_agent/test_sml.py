@@ -173,7 +173,10 @@ def test_a_file_with_a_bad_crc_is_a_framing_error():
 
 
 def test_a_file_without_counters_is_value_unavailable():
-    with pytest.raises(MeterValueUnavailable, match="import_wh, export_wh"):
+    # one problem per value (5340207)
+    with pytest.raises(
+        MeterValueUnavailable, match="import_wh: 1-0:1.8.0 is not in the SML file; export_wh: 1-0:2.8.0"
+    ):
         read_once(hand_written_file(with_counters=False))
 
 
