@@ -170,48 +170,17 @@ def test_a_dashboard_with_a_nodes_certificate_is_refused(community, tmp_path):
     assert f"node-{_kid(v1)}" in lines[0] and "push each other off" in lines[0], r.stderr
 
 
-def test_node_status_of_a_busy_node_says_it_runs_and_exits_4(community):
-    """Found in a review: with its 64 connections taken, a running node answers 503, and `node
-    status` said `node not running` (exit 3), so monitoring restarted a running node."""
+def _node_status_answered(config: Path, status: int, body: bytes):
+    """`peerwatt node status` against a stand-in for the node's API at ``config``'s http address
+    that answers every GET with ``status`` and ``body``."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
-    config = _node_toml(community / "validator-1", "busy.toml")
     port = int(re.search(r'(?m)^http = "127\.0\.0\.1:(\d+)"', config.read_text()).group(1))
 
-    class Busy(BaseHTTPRequestHandler):
+    class Answer(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Busy)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        r = peerwatt("node", "status", "-c", str(config))
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
-    assert f"node busy (HTTP 503 at http://127.0.0.1:{port}/v1/status" in r.stdout + r.stderr
-
-
-def test_node_status_prints_every_field_of_the_status(community):
-    """Found in a docs walk-through: `node status` left out store_error and quarantined, which
-    docs/operations.md ("Full disk", "Quarantined messages") sends operators to."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    config = _node_toml(community / "validator-1", "fields.toml")
-    port = int(re.search(r'(?m)^http = "127\.0\.0\.1:(\d+)"', config.read_text()).group(1))
-    body = json.dumps({"height": 7, "quarantined": 2, "store_error": "disk full", "stalled": None}).encode()
-
-    class Status(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -219,13 +188,28 @@ def test_node_status_prints_every_field_of_the_status(community):
         def log_message(self, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Status)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Answer)
     Thread(target=server.serve_forever, daemon=True).start()
     try:
-        r = peerwatt("node", "status", "-c", str(config))
+        return port, peerwatt("node", "status", "-c", str(config))
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_node_status_of_a_busy_node_says_it_runs_and_exits_4(community):
+    """Found in a review: with its 64 connections taken, a running node answers 503, and `node
+    status` said `node not running` (exit 3), so monitoring restarted a running node."""
+    port, r = _node_status_answered(_node_toml(community / "validator-1", "busy.toml"), 503, b"")
+    assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
+    assert f"node busy (HTTP 503 at http://127.0.0.1:{port}/v1/status" in r.stdout + r.stderr
+
+
+def test_node_status_prints_every_field_of_the_status(community):
+    """Found in a docs walk-through: `node status` left out store_error and quarantined, which
+    docs/operations.md ("Full disk", "Quarantined messages") sends operators to."""
+    body = json.dumps({"height": 7, "quarantined": 2, "store_error": "disk full", "stalled": None}).encode()
+    _, r = _node_status_answered(_node_toml(community / "validator-1", "fields.toml"), 200, body)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert {"height: 7", "quarantined: 2", "store_error: disk full", "stalled: no"} <= set(lines), lines
