@@ -289,11 +289,8 @@ class _Owned:
 
 
 def members_to_bill(view: LedgerView, start: int, end: int) -> list[str]:
-    """Members with an enrolled meter during the period or a balance change for its intervals, and
-    members removed during it (their final statement, also when the period has nothing to bill:
-    their meters may have been revoked in an earlier month, docs/billing.md)."""
+    """Members with an enrolled meter during the period or a balance change for its intervals."""
     chosen = {m.owner for m in view.meters.values() if billed_window(m, start, end) is not None}
-    chosen |= {member for member, at in view.removed_members.items() if start <= at < end}
     chosen |= {
         b["account"] for b in view.balances if start <= b["interval"] < end and b["account"] in view.members
     }

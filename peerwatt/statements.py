@@ -24,7 +24,7 @@ import re
 import sqlite3
 import tomllib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -587,6 +587,16 @@ class IssuedStore:
             )
         ]
 
+    def has_final(self, community: str, member: str) -> bool:
+        """Whether a statement marked final was issued to ``member`` (any period)."""
+        return any(
+            loads_strict(bytes(d)).get("final") is True
+            for (d,) in self.conn.execute(
+                "SELECT doc FROM documents WHERE community = ? AND member = ? AND kind = 'statement'",
+                (community, member),
+            )
+        )
+
     def get(self, number: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT doc FROM documents WHERE number = ?", (number,)).fetchone()
         return None if row is None else loads_strict(bytes(row[0]))
@@ -716,11 +726,12 @@ def issue_period(
                 f"statements for {period} were issued on {run[0]} from ledger height {run[1]} "
                 f"({numbers}) and are never issued again; for changes since, run with --corrections"
             )
+        billed = members_to_bill(view, start, end)
         docs = [
             member_statement(
                 view, m, period=period, start=start, end=end, vat=config.vat, currency=config.currency
             )
-            for m in members_to_bill(view, start, end)
+            for m in sorted({*billed, *_closing(view, issued, start, end, billed)})
         ]
         return issued.issue(view.community, period, "statements", view.height, issued_at, docs, write)
 
@@ -762,7 +773,8 @@ def issue_corrections(
                 f"{newest} or later, or leave it out for the last block)"
             )
         docs = []
-        for member in sorted(set(latest) | set(members_to_bill(view, start, end))):
+        billed = set(latest) | set(members_to_bill(view, start, end))
+        for member in sorted(billed | set(_closing(view, issued, start, end, billed))):
             previous = latest.get(member)
             vat = (
                 VatSetting.from_json(figures_of(previous)["vat"])
@@ -780,6 +792,21 @@ def issue_corrections(
             if note is not None:
                 docs.append(note)
         return issued.issue(view.community, period, "corrections", view.height, issued_at, docs, write)
+
+
+def _closing(
+    view: LedgerView, issued: IssuedStore, start: int, end: int, billed: Collection[str]
+) -> list[str]:
+    """Members removed during [start, end) whom the period has nothing to bill and who have no
+    final statement yet: they get the period's statement, their final one (docs/billing.md), also
+    when their meters were revoked in an earlier month whose statement was issued before the
+    removal and so not final. One issued after the removal is final already: no second one (found
+    in an update pass)."""
+    return [
+        member
+        for member, at in view.removed_members.items()
+        if start <= at < end and member not in billed and not issued.has_final(view.community, member)
+    ]
 
 
 def earlier_periods(period: str, months: int = 2) -> list[str]:

@@ -12,12 +12,20 @@ from pathlib import Path
 
 from market.app import MarketApp
 from market.billing import VatSetting, member_statement, members_to_bill
-from peerwatt.statements import issue_period, ledger_view, period_bounds, verify_file, write_files
+from peerwatt.statements import (
+    issue_corrections,
+    issue_period,
+    ledger_view,
+    period_bounds,
+    verify_file,
+    write_files,
+)
 from tests.support.localnet import LocalCommunity, make_community
 from tests.support.market_ledger import PARAMS, T0, order, reading
 
 DEC = 1_764_547_200  # 2025-12-01T00:00Z; T0 is in November 2025
 JAN = 1_767_225_600  # 2026-01-01T00:00Z
+FEB = 1_769_904_000  # 2026-02-01T00:00Z
 
 
 def _pass(c: LocalCommunity, action: str, args: dict, t: int) -> None:
@@ -108,24 +116,48 @@ def test_a_member_admitted_again_is_not_final(tmp_path: Path) -> None:
 
 
 def test_a_member_removed_in_a_month_with_nothing_to_bill_gets_a_final_statement(tmp_path: Path) -> None:
-    """Its meters revoked in November (so November's statement is not final: still a member),
-    removed in December: December has nothing to bill, but the household gets its final statement
-    there (found in a review: before, no statement of it was ever final)."""
+    """Its meters revoked in November and November's statement issued before the removal (so not
+    final: still a member), removed in December: December has nothing to bill, but the household
+    gets its final statement there (found in a review: before, no statement of it was ever final),
+    and no statement the month after."""
     c = make_community(validators=1, members=4, app="market", app_params=PARAMS, time=T0)
     c.open_ledgers(tmp_path, MarketApp)
     member = c.members[0].id
+    store, billing = c.ledgers[0].store, tmp_path / "billing"
     _trade(c, T0 + 7200)
     _pass(c, "revoke_meter", {"meter": c.meters[0].id}, T0 + 3 * 3600)
-    assert not _statement(c, member, "2025-11")["final"]
+    c.run_block([], DEC + 60)
+    nov = issue_period(store, billing, "2025-11", issued_at="2025-12-01T00:02:00Z")
+    assert [d["final"] for d in nov if d["member"] == member] == [False]
     _pass(c, "remove_member", {"member": member}, DEC + 3600)
     c.run_block([], JAN + 60)
     start, end = period_bounds("2025-12", "UTC")
-    assert member in members_to_bill(ledger_view(c.ledgers[0].store), start, end)
-    store = c.ledgers[0].store
-    docs = issue_period(store, tmp_path / "billing", "2025-12", issued_at="2026-01-01T00:05:00Z")
+    assert member not in members_to_bill(ledger_view(store), start, end)  # nothing to bill
+    docs = issue_period(store, billing, "2025-12", issued_at="2026-01-01T00:05:00Z")
     (dec,) = [d for d in docs if d["member"] == member]
     assert (dec["final"], dec["net"], dec["meters"]) == (True, 0, [])
     (pdf,) = [p for p in write_files([dec], tmp_path / "out") if p.suffix == ".pdf"]
     assert verify_file(store, pdf)[1] == []  # written, read back and re-derived: no difference
-    start, end = period_bounds("2026-01", "UTC")  # and not again the month after
-    assert member not in members_to_bill(ledger_view(c.ledgers[0].store), start, end)
+    c.run_block([], FEB + 60)
+    jan = issue_period(store, billing, "2026-01", issued_at="2026-02-01T00:05:00Z")
+    assert member not in {d["member"] for d in jan}  # not again the month after
+
+
+def test_a_member_whose_final_statement_was_issued_gets_no_second_one(tmp_path: Path) -> None:
+    """November issued after the removal (1 December) is final already: December, issued or
+    corrected, brings no second final statement (found in an update pass of the change above)."""
+    c = make_community(validators=1, members=4, app="market", app_params=PARAMS, time=T0)
+    c.open_ledgers(tmp_path, MarketApp)
+    member = c.members[0].id
+    store, billing = c.ledgers[0].store, tmp_path / "billing"
+    _trade(c, T0 + 7200)
+    _pass(c, "revoke_meter", {"meter": c.meters[0].id}, T0 + 3 * 3600)
+    _pass(c, "remove_member", {"member": member}, DEC + 3600)
+    c.run_block([], DEC + 7200)
+    nov = issue_period(store, billing, "2025-11", issued_at="2025-12-01T03:00:00Z")
+    assert [d["final"] for d in nov if d["member"] == member] == [True]
+    c.run_block([], JAN + 60)
+    dec = issue_period(store, billing, "2025-12", issued_at="2026-01-01T00:05:00Z")
+    assert member not in {d["member"] for d in dec}
+    notes = issue_corrections(store, billing, "2025-12", issued_at="2026-01-02T00:05:00Z")
+    assert member not in {d["member"] for d in notes}
