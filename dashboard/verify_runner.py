@@ -10,6 +10,8 @@ time (found in a QA pass: back-to-back runs could keep a core busy all along on 
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,8 @@ from chain.verify import VerifyError, verify_store
 from dashboard.accounts import Accounts
 from market.apps import load_app
 
+log = logging.getLogger(__name__)
+
 REST_FACTOR = 9
 MIN_REST_S = 10
 
@@ -31,6 +35,8 @@ class VerifyRunner:
         self.accounts = accounts
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # (run id, its result) when the result could not be written to the accounts file
+        self._unrecorded: tuple[int, dict[str, Any]] | None = None
         with accounts.lock:
             accounts.conn.execute(
                 "UPDATE verify_runs SET status = 'interrupted', finished = ? WHERE status = 'running'",
@@ -88,20 +94,34 @@ class VerifyRunner:
             )
         except (StoreError, ValueError, ImportError) as exc:
             status, summary = "error", f"could not run: {exc}"
-        with self.accounts.lock:
-            self.accounts.conn.execute(
-                "UPDATE verify_runs SET finished = ?, status = ?, summary = ?, bad_height = ?, height = ?"
-                " WHERE id = ?",
-                (int(time.time()), status, summary, bad_height, height, run_id),
+        finished = int(time.time())
+        try:
+            with self.accounts.lock:
+                self.accounts.conn.execute(
+                    "UPDATE verify_runs SET finished = ?, status = ?, summary = ?, bad_height = ?, height = ?"
+                    " WHERE id = ?",
+                    (finished, status, summary, bad_height, height, run_id),
+                )
+        except sqlite3.Error as exc:
+            # found in a review: a full disk under dashboard.sqlite ended this thread with a
+            # traceback and the run was shown as running until the next start; kept in memory
+            result = {"finished": finished, "status": status, "height": height, "summary": summary}
+            self._unrecorded = (run_id, {**result, "bad_height": bad_height})
+            log.error(
+                "the verify run's result could not be written to the accounts file (%s): %s", exc, summary
             )
 
     def latest(self) -> dict[str, Any] | None:
         with self.accounts.lock:
             row = self.accounts.conn.execute(
-                "SELECT started, finished, status, height, summary, bad_height FROM verify_runs"
+                "SELECT id, started, finished, status, height, summary, bad_height FROM verify_runs"
                 " ORDER BY id DESC LIMIT 1"
             ).fetchone()
         if row is None:
             return None
         keys = ("started", "finished", "status", "height", "summary", "bad_height")
-        return dict(zip(keys, row, strict=True))
+        latest = dict(zip(keys, row[1:], strict=True))
+        unrecorded = self._unrecorded
+        if unrecorded is not None and unrecorded[0] == row[0] and latest["status"] == "running":
+            latest |= unrecorded[1]  # its result, which the accounts file could not take
+        return latest

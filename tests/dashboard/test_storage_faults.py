@@ -261,3 +261,21 @@ def test_a_damaged_index_met_at_start_names_the_index_not_the_ledger(built, tmp_
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "index.sqlite" in done.stderr and "delete it" in done.stderr
     assert "peerwatt verify" not in done.stderr
+
+
+def test_a_verify_run_whose_result_cannot_be_written_shows_it_and_says_so(fresh_app, caplog):
+    """Found in a review: the verify thread's write of its result to dashboard.sqlite was not
+    guarded, so a full disk there ended the thread with a traceback and the run stayed "running"
+    until the next start. Now one log line, and the result is shown from memory."""
+    services = fresh_app.extensions["peerwatt"]
+    caplog.set_level(logging.INFO)
+    assert services.verifier.start("admin")
+    with services.accounts.lock:  # the run takes well over this to verify the ledger
+        services.accounts.conn.execute("PRAGMA query_only = 1")  # stands in for a full disk
+    services.verifier.wait(60)
+    assert not services.verifier.running
+    latest = services.verifier.latest()
+    assert latest["status"] == "ok" and latest["summary"].startswith("ok: ") and latest["finished"]
+    (line,) = errors(caplog, "could not be written to the accounts file")
+    assert "readonly" in line.getMessage()
+    no_traceback(caplog)
