@@ -53,7 +53,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
-from meter_agent.probe import MAX_COUNTER_WH
+from meter_agent.probe import counter_problem
 
 PROFILE_NAME = "mqtt"
 ENERGY_UNITS = {"Wh": 1, "kWh": 1000}
@@ -327,12 +327,9 @@ class MqttSource:
             number = value * factor * (-1 if quantity.invert else 1)
             if name != "power_w" and number < 0:
                 raise MeterValueUnavailable(f"{self.where}: {name} is negative ({number})", (name,))
-            if name != "power_w" and number > MAX_COUNTER_WH:
-                raise MeterValueUnavailable(
-                    f"{self.where}: {name} is {number:.4E} Wh: more than a meter counts "
-                    f"({MAX_COUNTER_WH // 10**9} GWh)",
-                    (name,),
-                )
+            wrong = None if name == "power_w" else counter_problem(number)
+            if wrong is not None:
+                raise MeterValueUnavailable(f"{self.where}: {name} is {number:.4E} Wh: {wrong}", (name,))
             scaled[name] = int(number.to_integral_value(rounding=ROUND_HALF_EVEN))
         return MeterSample(
             time=int(self.clock()),

@@ -45,7 +45,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
-from meter_agent.probe import MAX_COUNTER_WH
+from meter_agent.probe import counter_problem
 
 # dsmr-parser logs each line it cannot parse at ERROR, with a traceback; the reader reports it as
 # one fault line instead (found in a QA pass: `peerwatt meter read --source p1` printed the trace)
@@ -248,15 +248,11 @@ class P1Reader(PushMeterReader):
             values = []
             for obis, attribute in registers:
                 value, why = _register(parsed, attribute, unit)
+                wrong = None if value is None or name == "power_w" else counter_problem(value * 1000)
                 if value is None:
                     problems.append(f"{name}: {obis} {why or 'is not in the telegram'}")
-                elif name != "power_w" and value < 0:
-                    problems.append(f"{name}: {obis} is {value} {unit}: a counter cannot be negative")
-                elif name != "power_w" and value * 1000 > MAX_COUNTER_WH:
-                    problems.append(
-                        f"{name}: {obis} is {value} {unit}: more than a meter counts "
-                        f"({MAX_COUNTER_WH // 10**9} GWh)"
-                    )
+                elif wrong is not None:
+                    problems.append(f"{name}: {obis} is {value} {unit}: {wrong}")
                 else:
                     values.append(value)
                     continue

@@ -15,12 +15,23 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Plausibility bounds for probe: what a household meter on a 230 V / 50-60 Hz grid reports.
 VOLTAGE_RANGE_V = (180.0, 260.0)
 FREQUENCY_RANGE_HZ = (45.0, 65.0)
 MAX_POWER_W = 250_000
 MAX_COUNTER_WH = 10_000_000_000  # 10 GWh: no meter's counter; the readers refuse a larger one too
+
+
+def counter_problem(value_wh: Decimal | int) -> str | None:
+    """Why a counter reading of ``value_wh`` (Wh) is no meter's (negative, or above
+    MAX_COUNTER_WH), or None: the one rule every reader applies, each naming the value first."""
+    if value_wh < 0:
+        return "a counter cannot be negative"
+    if value_wh > MAX_COUNTER_WH:
+        return f"more than a meter counts ({MAX_COUNTER_WH // 10**9} GWh)"
+    return None
 
 
 def advice(exc: Exception, tcp: bool) -> str:

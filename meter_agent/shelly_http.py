@@ -43,7 +43,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
-from meter_agent.probe import MAX_COUNTER_WH
+from meter_agent.probe import counter_problem
 
 PROFILE_NAME = "shelly-pro-3em-http"
 DEFAULT_PORT = 80
@@ -263,12 +263,9 @@ class ShellyHttpReader:
                 problems.append(f"{name} ({field}) is missing in the status")
             elif number is None:
                 problems.append(f"{name} ({field}) is {json.dumps(raw)}, not a number")
-            elif name != "power_w" and number < 0:
-                problems.append(f"{name} ({field}) is {raw}: a counter cannot be negative")
-            elif name != "power_w" and number > MAX_COUNTER_WH:  # 1e300 (found in a QA pass)
-                problems.append(
-                    f"{name} ({field}) is {raw} Wh: more than a meter counts ({MAX_COUNTER_WH // 10**9} GWh)"
-                )
+            elif name != "power_w" and (wrong := counter_problem(number)) is not None:
+                # (above the bound: 1e300, found in a QA pass)
+                problems.append(f"{name} ({field}) is {raw}{'' if number < 0 else ' Wh'}: {wrong}")
             else:
                 values[name] = number
         if problems:

@@ -41,7 +41,7 @@ from meter_agent.modbus_reader import (
     MeterTimeout,
     MeterValueUnavailable,
 )
-from meter_agent.probe import MAX_COUNTER_WH
+from meter_agent.probe import counter_problem
 
 SML_BAUDRATE = 9600  # what most IR heads on German meters' optical ports use (8N1)
 PROFILE_NAME = "sml"
@@ -183,17 +183,14 @@ class SmlReader(PushMeterReader):
             ("power_w", POWER_OBIS, UNIT_W),
         ):
             value, why = self._checked(entries.get(obis), unit)
+            wrong = None if value is None or name == "power_w" else counter_problem(value)
             if value is None and why is None:
                 problems.append(f"{name}: 1-0:{obis} is not in the SML file")
             elif value is None:
                 problems.append(f"{name}: 1-0:{obis} {why}")
-            elif name != "power_w" and value < 0:
-                problems.append(f"{name}: 1-0:{obis} is {value} Wh: a counter cannot be negative")
-            elif name != "power_w" and value > MAX_COUNTER_WH:  # a scaler of +100 (a QA pass)
-                problems.append(
-                    f"{name}: 1-0:{obis} is {value:.4E} Wh: more than a meter counts "
-                    f"({MAX_COUNTER_WH // 10**9} GWh)"
-                )
+            elif wrong is not None:  # (above the bound: a scaler of +100, found in a QA pass)
+                shown = value if value < 0 else f"{value:.4E}"
+                problems.append(f"{name}: 1-0:{obis} is {shown} Wh: {wrong}")
             else:
                 values[name] = value
         if problems:
