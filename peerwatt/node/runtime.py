@@ -57,7 +57,14 @@ from chain.envelope import (
     sign_envelope,
     verify_envelope,
 )
-from chain.execute import InvalidBlock, check_replay, public_key_from_hex, seq_behind, signer_key
+from chain.execute import (
+    InvalidBlock,
+    check_replay,
+    public_key_from_hex,
+    seq_behind,
+    signer_key,
+    verify_signer,
+)
 from chain.keys import PrivateKey, key_id
 from chain.notice import authenticated, signed_by_its_signer, tellers
 from chain.store import StoreError
@@ -546,15 +553,10 @@ class Node:
         messages an hour; its time checks and rules are intake's)."""
         try:
             env = parse_envelope(payload, community=self.community, now=None, interval_s=None)
-            sec1 = signer_key(self.ledger.chain_state, env.signer)
-            if sec1 is None:
-                raise Rejected("unknown_signer", f"key {env.signer} is not enrolled in {self.community}")
-            verify_envelope(env, public_key_from_hex(sec1), key_id_hex=env.signer)
-        except Rejected as exc:
+            verify_signer(self.ledger.chain_state, env)  # the check a block's transactions get
+        except (Rejected, InvalidBlock) as exc:
             self._count("rejected", exc.reason)
-            self._log_once(
-                exc.reason, topic, logging.INFO, "rejected %s on %s: %s", exc.reason, topic, exc.detail
-            )
+            self._log_once(exc.reason, topic, logging.INFO, "rejected on %s: %s", topic, exc)
             return False
         return True
 
