@@ -284,12 +284,17 @@ def _in_one_transaction(conn: sqlite3.Connection, statements: list[tuple[str, An
                 conn.execute(sql, params)
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the connection is broken; SQLite discards the transaction on close
+        rollback_open(conn)
         raise
+
+
+def rollback_open(conn: sqlite3.Connection) -> None:
+    """Roll back ``conn``'s transaction if one is still open: SQLite ends it itself on some errors
+    (SQLITE_FULL, SQLITE_IOERR, ...), and a failed ROLLBACK (a broken connection: SQLite discards
+    the transaction on close) must not hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def db_path(data_dir: str | Path) -> Path:

@@ -39,7 +39,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chain.private_files import private_file, private_folder
-from chain.store import is_corrupt
+from chain.store import is_corrupt, rollback_open
 from dashboard.ledger import Unavailable, quick_check
 
 ROLES = ("admin", "household")
@@ -165,14 +165,6 @@ def accounts_fault(path: Path, exc: sqlite3.Error) -> AccountsFileError:
     return AccountsFileError(f"cannot use {path}: {exc}", f"the dashboard's accounts cannot be used ({exc})")
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if any: SQLite ends it itself on some errors (a full disk),
-    and a failed ROLLBACK must not hide the error that caused it."""
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -208,7 +200,7 @@ class Accounts:
             try:
                 yield self.conn
             except sqlite3.DatabaseError as exc:
-                _rollback(self.conn)
+                rollback_open(self.conn)
                 fault = accounts_fault(self.path, exc)
                 if is_corrupt(exc):
                     self.damage = fault
@@ -357,7 +349,7 @@ class Accounts:
             except RateLimited:
                 raise
             except BaseException:
-                _rollback(self.conn)
+                rollback_open(self.conn)
                 raise
         return rows
 
@@ -432,7 +424,7 @@ class Accounts:
             except RateLimited:
                 raise
             except BaseException:
-                _rollback(self.conn)
+                rollback_open(self.conn)
                 raise
             return self._load_user(user_id, token)
 

@@ -26,6 +26,7 @@ from typing import Any
 from chain.canonical import CanonicalError, loads_strict
 from chain.genesis import default_quorum
 from chain.keys import KeyFileError, key_id, load_public_key, public_key_sec1
+from chain.store import rollback_open
 from dashboard.indexdb import TABLES, IndexDB, IndexFull, index_fault
 from dashboard.ledger import LedgerReader, Unavailable, damaged_file
 from market.settlement import Reading, check_meter
@@ -557,9 +558,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        rollback_open(conn)
         raise
 
 
