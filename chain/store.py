@@ -297,6 +297,18 @@ def rollback_open(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+def integrity_problems(conn: sqlite3.Connection, limit: int = 3) -> list[str]:
+    """What SQLite's ``PRAGMA quick_check`` finds wrong with ``conn``'s database (at most
+    ``limit`` lines; [] when it is sound; see ``Store.integrity_problems``). It reads the whole
+    file once."""
+    try:
+        rows = conn.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    lines = [line for (text,) in rows for line in str(text).splitlines() if not line.startswith("***")]
+    return [] if lines == ["ok"] else lines[:limit]
+
+
 def db_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DB_NAME
 
@@ -425,12 +437,7 @@ class Store:
         read once (not the indexes against their tables, which ``integrity_check`` adds). It
         reads the whole file once: 22-30 ms for a simulated week of 20 homes (15.8 MB, warm), where
         verify takes 8.7 s on one core."""
-        try:
-            rows = self.conn.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return [str(exc)]
-        lines = [line for (text,) in rows for line in str(text).splitlines() if not line.startswith("***")]
-        return [] if lines == ["ok"] else lines[:limit]
+        return integrity_problems(self.conn, limit)
 
     # -- compression -------------------------------------------------------------------------
 

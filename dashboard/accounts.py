@@ -39,8 +39,8 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chain.private_files import private_file, private_folder
-from chain.store import is_corrupt, rollback_open
-from dashboard.ledger import Unavailable, quick_check
+from chain.store import integrity_problems, is_corrupt, rollback_open
+from dashboard.ledger import Unavailable
 
 ROLES = ("admin", "household")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -212,7 +212,7 @@ class Accounts:
         """The accounts' fault if the file is damaged (``dashboard.ledger.damaged_file``)."""
         if self.damage is None:
             with self.lock:
-                if not quick_check(self.conn):
+                if integrity_problems(self.conn, 1):
                     self.damage = accounts_fault(self.path, exc)
         return self.damage
 

@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 
 from chain.private_files import private_file
-from chain.store import is_corrupt
-from dashboard.ledger import Unavailable, quick_check
+from chain.store import integrity_problems, is_corrupt
+from dashboard.ledger import Unavailable
 
 SCHEMA_VERSION = "8"
 
@@ -175,7 +175,7 @@ class IndexDB:
 
     def check_damage(self, exc: sqlite3.Error) -> IndexFileError | None:
         """The index's fault if it is damaged (``dashboard.ledger.damaged_file``: a quick check, once)."""
-        if self.damage is None and not quick_check(self.conn):
+        if self.damage is None and integrity_problems(self.conn, 1):
             self.damage = index_fault(self.path, exc)
         return self.damage
 

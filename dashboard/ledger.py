@@ -21,7 +21,7 @@ from chain.app import Application
 from chain.canonical import loads_strict
 from chain.engine import replay_blocks
 from chain.state import State
-from chain.store import Store, StoreError, db_path, is_corrupt
+from chain.store import Store, StoreError, db_path, integrity_problems, is_corrupt
 from dashboard.timeutil import zone
 from market import params as market_params
 
@@ -90,15 +90,6 @@ class FaultLog:
             if self._now.pop(kind, None) is None:
                 return
         log.warning("%s", message)
-
-
-def quick_check(conn: sqlite3.Connection) -> bool:
-    """Whether SQLite's ``PRAGMA quick_check`` finds a database sound (it reads the whole file
-    once: run after a damaged-file error only, to tell which file it came from)."""
-    try:
-        return conn.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
-    except sqlite3.DatabaseError:
-        return False
 
 
 def damaged_file(exc: sqlite3.Error, files: tuple[Any, ...]) -> Unavailable | None:
@@ -232,7 +223,7 @@ class LedgerReader:
 
     def check_damage(self, exc: sqlite3.Error) -> LedgerDamaged | None:
         """The store's fault if it is damaged (``damaged_file``: a quick check, once)."""
-        if self.damage is None and not quick_check(self.conn):
+        if self.damage is None and integrity_problems(self.conn, 1):
             self.damage = self._damaged(exc)
         return self.damage
 
