@@ -9,24 +9,30 @@ issued statements and never on the ledger:
   ``peerwatt statements bank-details``, deleted by :func:`erase_bank_details` (docs/privacy.md).
 - ``payments``: one row per statement or note marked paid (its number, the date paid, the amount
   in cents). Append-only like the documents: a statement is never changed by being paid.
+- ``payment_files``: one row per document put into a SEPA file by ``statements pay`` (its number,
+  the file as written, the file's message id, the collection / execution date asked of the bank,
+  when it was made). Append-only. A later ``pay`` leaves out a document an earlier file holds (it
+  would be paid or collected twice if both files were uploaded), unless asked ``again``.
 
 :func:`payment_run` turns the period's unpaid documents into a pain.008 file (direct debits: what
 households owe, a negative total) and a pain.001 file (credit transfers: what the community owes
 them, a positive total), built and validated against the ISO 20022 schemas by ``sepaxml``. Each
 document is one payment of its shown total (whole cents, rounded half-even once when it was
-issued), with its number as the end-to-end id and in the remittance text.
+issued), with its number as the end-to-end id and in the remittance text. :func:`pay` makes the
+run under the register's write lock, writes its files and records them in one transaction.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from chain.private_files import FOLDER_MODE, write_private
+from chain.private_files import FILE_MODE, FOLDER_MODE
 from market.billing import CENT, figures_of
 from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
 
@@ -44,6 +50,14 @@ CREATE TRIGGER IF NOT EXISTS payments_never_change BEFORE UPDATE ON payments
     BEGIN SELECT RAISE(ABORT, 'a recorded payment never changes'); END;
 CREATE TRIGGER IF NOT EXISTS payments_never_deleted BEFORE DELETE ON payments
     BEGIN SELECT RAISE(ABORT, 'a recorded payment is never deleted'); END;
+CREATE TABLE IF NOT EXISTS payment_files (
+    number TEXT NOT NULL REFERENCES documents (number), file TEXT NOT NULL, msg_id TEXT NOT NULL,
+    requested_on TEXT NOT NULL, made_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS payment_files_by_number ON payment_files (number);
+CREATE TRIGGER IF NOT EXISTS payment_files_never_change BEFORE UPDATE ON payment_files
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment file never changes'); END;
+CREATE TRIGGER IF NOT EXISTS payment_files_never_deleted BEFORE DELETE ON payment_files
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment file is never deleted'); END;
 """
 
 # SEPA's restricted Latin character set, as the banks accept it in ids (Max35Text)
@@ -74,6 +88,15 @@ class Due:
     references: str | None = None  # a note's: the statement it corrects
 
 
+@dataclass(frozen=True)
+class EarlierFile:
+    """A SEPA file an earlier ``pay`` wrote (as recorded in ``payment_files``)."""
+
+    file: str  # the path it was written to
+    made_at: str  # when, YYYY-MM-DDTHH:MM:SS
+    requested_on: str  # the collection / execution date it asked of the bank
+
+
 @dataclass
 class PaymentRun:
     """The SEPA files of a period (file name -> XML) and what was left out, and why."""
@@ -82,6 +105,11 @@ class PaymentRun:
     debits: list[Due] = field(default_factory=list)
     credits: list[Due] = field(default_factory=list)
     left_out: list[tuple[Due, str]] = field(default_factory=list)
+    contents: dict[str, list[Due]] = field(default_factory=dict)  # file name -> its payments
+    msg_ids: dict[str, str] = field(default_factory=dict)  # file name -> its message id (MsgId)
+    # unpaid documents an earlier file holds: left out (or, asked again, in these files again)
+    earlier: list[tuple[Due, EarlierFile]] = field(default_factory=list)
+    again: list[tuple[Due, EarlierFile]] = field(default_factory=list)
 
 
 def _open(billing_dir: Path) -> IssuedStore:
@@ -190,14 +218,29 @@ def set_bank_details(
 def bank_details(billing_dir: Path) -> dict[str, BankDetails]:
     issued = _open(billing_dir)
     try:
-        return {
-            row[0]: BankDetails(*row)
-            for row in issued.conn.execute(
-                "SELECT member, name, iban, bic, mandate_id, mandate_date FROM bank_details"
-            )
-        }
+        return _accounts(issued)
     finally:
         issued.close()
+
+
+def _accounts(issued: IssuedStore) -> dict[str, BankDetails]:
+    return {
+        row[0]: BankDetails(*row)
+        for row in issued.conn.execute(
+            "SELECT member, name, iban, bic, mandate_id, mandate_date FROM bank_details"
+        )
+    }
+
+
+def _earlier_files(issued: IssuedStore) -> dict[str, EarlierFile]:
+    """number -> the latest SEPA file a ``pay`` run put it into."""
+    return {
+        number: EarlierFile(file, made_at, requested_on)
+        for number, file, made_at, requested_on in issued.conn.execute(
+            "SELECT number, file, made_at, requested_on FROM payment_files"
+            " WHERE rowid IN (SELECT max(rowid) FROM payment_files GROUP BY number)"
+        )
+    }
 
 
 def erase_bank_details(billing_dir: Path, member: str) -> bool:
@@ -297,15 +340,20 @@ def unpaid(billing_dir: Path, period: str) -> list[Due]:
     BillingError if the register holds no statement of the period at all (another folder?)."""
     issued = _open(billing_dir)
     try:
-        done = {n for (n,) in issued.conn.execute("SELECT number FROM payments")}
-        docs = [
-            _due(_load(d))
-            for (d,) in issued.conn.execute(
-                "SELECT doc FROM documents WHERE period = ? ORDER BY community, seq", (period,)
-            )
-        ]
+        return _unpaid(issued, period)
     finally:
         issued.close()
+
+
+def _unpaid(issued: IssuedStore, period: str) -> list[Due]:
+    billing_dir = issued.path.parent
+    done = {n for (n,) in issued.conn.execute("SELECT number FROM payments")}
+    docs = [
+        _due(_load(d))
+        for (d,) in issued.conn.execute(
+            "SELECT doc FROM documents WHERE period = ? ORDER BY community, seq", (period,)
+        )
+    ]
     if not docs:
         raise BillingError(
             f"{billing_dir / 'issued.sqlite'} holds no statements for {period}: issue them first, or "
@@ -345,17 +393,76 @@ def _end_to_end(number: str) -> str:
     return hashlib.sha256(number.encode()).hexdigest()[:35]
 
 
-def payment_run(billing_dir: Path, period: str, *, on: date) -> PaymentRun:
+def payment_run(billing_dir: Path, period: str, *, on: date, again: bool = False) -> PaymentRun:
+    """The SEPA files :func:`pay` would write now, built but neither written nor recorded."""
+    issued = _open(billing_dir)
+    try:
+        return _build(issued, period, on=on, again=again)
+    finally:
+        issued.close()
+
+
+def pay(
+    billing_dir: Path, period: str, *, on: date, out_dir: Path, now: str, again: bool = False
+) -> tuple[PaymentRun, list[Path]]:
+    """Build the period's SEPA files, write them into ``out_dir`` and record in ``payment_files``
+    which documents each holds, in one transaction of the register: under its write lock, so two
+    runs at once never both put a document in a file (the second waits, then finds it in the
+    first's), and all or nothing, so the record and the files agree: a run that cannot write its
+    files records nothing (and leaves none of them), and one whose record cannot be kept removes
+    the files it wrote. A document an earlier file holds and not yet marked paid is left out
+    (``run.earlier``), or with ``again`` put in again (``run.again``): the bank refused or lost
+    that file. The paths written, in the order of ``run.files``."""
+    issued = _open(billing_dir)
+    written: list[Path] = []
+    try:
+        with issued.transaction():  # BEGIN IMMEDIATE: what is in a file is read and recorded under one lock
+            run = _build(issued, period, on=on, again=again)
+            recorded = {f for (f,) in issued.conn.execute("SELECT DISTINCT file FROM payment_files")}
+            written = write_run(run, out_dir, taken=recorded)
+            _record(issued, run, written, on=on, now=now)
+    except BaseException as exc:
+        left = _remove(written)
+        if left:
+            raise BillingError(
+                f"{exc or type(exc).__name__}; nothing recorded, and {left[0]}, written by this run, "
+                "cannot be removed: delete it, it must not be uploaded"
+            ) from None
+        raise
+    finally:
+        issued.close()
+    return run, written
+
+
+def _record(issued: IssuedStore, run: PaymentRun, written: list[Path], *, on: date, now: str) -> None:
+    issued.conn.executemany(
+        "INSERT INTO payment_files VALUES (?, ?, ?, ?, ?)",
+        [
+            (due.number, str(path.resolve()), run.msg_ids[name], on.isoformat(), now)
+            for name, path in zip(run.files, written, strict=True)
+            for due in run.contents[name]
+        ],
+    )
+
+
+def _build(issued: IssuedStore, period: str, *, on: date, again: bool) -> PaymentRun:
     """The SEPA files for the period's unpaid documents, to be executed / collected on ``on``.
     A member without bank details (or, for a debit, without a mandate) is left out and named."""
     from sepaxml import SepaDD, SepaTransfer
 
+    billing_dir = issued.path.parent
     run = PaymentRun()
-    dues = unpaid(billing_dir, period)
+    dues = _unpaid(issued, period)
+    earlier = _earlier_files(issued)
+    for due in dues:
+        if due.number in earlier:
+            (run.again if again else run.earlier).append((due, earlier[due.number]))
+    if not again:
+        dues = [d for d in dues if d.number not in earlier]
     if not dues:
         return run
     creditor = _creditor(billing_dir)
-    accounts = bank_details(billing_dir)
+    accounts = _accounts(issued)
     for due in dues:
         if due.currency != "EUR":
             raise BillingError(f"{due.number} is in {due.currency}: SEPA files are in EUR only")
@@ -388,12 +495,14 @@ def payment_run(billing_dir: Path, period: str, *, on: date) -> PaymentRun:
                     "mandate_date": date.fromisoformat(acct.mandate_date or ""),
                 }
             )
-        run.files[f"{stem}-{PAIN_008}.xml"] = _export(dd)
+        name = f"{stem}-{PAIN_008}.xml"
+        run.files[name], run.contents[name], run.msg_ids[name] = _export(dd), run.debits, dd.msg_id
     if run.credits:
         ct = SepaTransfer(base, schema=PAIN_001, clean=True)
         for due in run.credits:
             ct.add_payment(_payment(due, accounts[due.member], due.cents, period) | {"execution_date": on})
-        run.files[f"{stem}-{PAIN_001}.xml"] = _export(ct)
+        name = f"{stem}-{PAIN_001}.xml"
+        run.files[name], run.contents[name], run.msg_ids[name] = _export(ct), run.credits, ct.msg_id
     return run
 
 
@@ -430,14 +539,61 @@ def _export(doc: Any) -> bytes:
         raise BillingError(f"the SEPA file does not validate: {exc.__cause__}") from None
 
 
-def write_run(run: PaymentRun, out_dir: Path) -> list[Path]:
+def write_run(run: PaymentRun, out_dir: Path, taken: Iterable[str] = ()) -> list[Path]:
     """Write the run's SEPA files into ``out_dir`` (made 0700 when missing), each mode 0600
-    whatever the umask: they hold every household's name and IBAN."""
-    if not out_dir.is_dir():
+    whatever the umask: they hold every household's name and IBAN. A file is never written over
+    one already there (an earlier run's file, perhaps not yet uploaded: found in a QA pass, a
+    second `pay` replaced it) nor under a name ``taken`` (paths of files an earlier run wrote): it
+    gets the next free name, ``NAME-2.xml``, ``NAME-3.xml``, ... On a failure the files this call
+    wrote are removed again. The paths written, in the order of ``run.files``."""
+    if run.files and not out_dir.is_dir():
         out_dir.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
-    written = []
-    for name, data in run.files.items():
-        path = out_dir / name
-        write_private(path, data)
-        written.append(path)
+    taken = set(taken)
+    written: list[Path] = []
+    try:
+        for name, data in run.files.items():
+            written.append(_write_new(out_dir, name, data, taken))
+    except BaseException as exc:
+        left = _remove(written)
+        if left:
+            raise OSError(
+                f"{exc}; and {left[0]}, written by this run, cannot be removed: delete it"
+            ) from None
+        raise
     return written
+
+
+def _write_new(out_dir: Path, name: str, data: bytes, taken: set[str]) -> Path:
+    """``data`` in a new file mode 0600 in ``out_dir``: ``name``, or the first of ``NAME-2.xml``,
+    ``NAME-3.xml``, ... that neither exists (created exclusively) nor is ``taken``."""
+    stem, dot, ext = name.rpartition(".")
+    for n in range(1, 10_000):
+        path = out_dir / (name if n == 1 else f"{stem}-{n}{dot}{ext}")
+        if str(path.resolve()) in taken:
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), FILE_MODE)  # whatever the umask
+                f.write(data)
+        except BaseException:
+            _remove([path])
+            raise
+        return path
+    raise FileExistsError(f"{out_dir} holds {name} and 9,999 more files of that name: clear it out")
+
+
+def _remove(paths: Iterable[Path]) -> list[Path]:
+    """Remove the files of a run that was not recorded; those that could not be removed."""
+    left = []
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(path)
+    return left

@@ -334,12 +334,20 @@ def bank_details_cmd(
     default=None,
     help="Collection / execution date asked of the bank, YYYY-MM-DD (default: 5 days from today).",
 )
-def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
-    """Write the SEPA files for the period's unpaid statements and notes: pain.008 direct debits
-    (what households owe) and pain.001 credit transfers (what the community owes them)."""
-    from datetime import timedelta
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Also put in the unpaid statements and notes an earlier payment file holds (the bank refused "
+    "or lost that file): upload the new file instead of that one, never besides it.",
+)
+def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bool) -> None:
+    """Write the SEPA files for the period's unpaid statements and notes not in an earlier payment
+    file: pain.008 direct debits (what households owe) and pain.001 credit transfers (what the
+    community owes them). Each file and what it holds is recorded in issued.sqlite."""
+    from datetime import datetime, timedelta
 
-    from peerwatt.payments import check_collection_date, payment_run, write_run
+    from peerwatt.payments import check_collection_date
+    from peerwatt.payments import pay as make_payment_files
     from peerwatt.statements import BillingError
 
     try:
@@ -355,31 +363,63 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None) -> None:
     if not (billing_dir / "issued.sqlite").exists():
         raise UserError(f"{billing_dir} has no issued.sqlite: issue the statements first")
     try:
-        run = payment_run(billing_dir, period, on=when)
-        written = write_run(run, out_dir)
+        run, written = make_payment_files(
+            billing_dir,
+            period,
+            on=when,
+            out_dir=out_dir,
+            again=again,
+            now=datetime.now().isoformat(timespec="seconds"),
+        )
     except BillingError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
-        raise UserError(f"cannot write the payment files: {exc}") from None
+        raise UserError(f"cannot write the payment files (nothing recorded): {exc}") from None
     for due, why in run.left_out:
         click.echo(
             f"warning: {due.member_name or due.member} ({due.member}) left out, {why}: {due.number} "
             f"(EUR {abs(due.cents) / 100:.2f}); set them with peerwatt statements bank-details",
             err=True,
         )
+    if run.earlier:
+        click.echo(
+            f"left out {len(run.earlier)} statement(s) and note(s) an earlier payment file holds, not yet "
+            f"marked paid ({_files_of(run.earlier)}): mark them paid once the bank has booked them, or give "
+            "--again to put them in a new file if the bank refused or lost that one"
+        )
+    if run.again:
+        click.echo(
+            f"--again: {len(run.again)} statement(s) and note(s) an earlier payment file holds are in "
+            f"these files again ({_files_of(run.again)}): upload the new files instead of that one, never "
+            "besides it"
+        )
     if not written and run.left_out:
         raise UserError(
             f"no payment file for {period}: all {len(run.left_out)} statement(s) with something to pay "
-            "or collect were left out for missing bank details (above)",
+            "or collect and in no earlier payment file were left out for missing bank details (above)",
             exit_code=1,
         )
-    if not written:
+    if not written and run.earlier:
+        click.echo(f"no new payment file for {period}: every unpaid statement and note is in an earlier one")
+    elif not written:
         click.echo(f"nothing to pay or collect for {period}")
     for path in written:
         dues = run.debits if "pain.008" in path.name else run.credits
         what = "direct debits" if "pain.008" in path.name else "credit transfers"
         total = sum(abs(d.cents) for d in dues)
         click.echo(f"wrote {path}: {len(dues)} {what}, EUR {total // 100}.{total % 100:02d}")
+
+
+def _files_of(earlier: list) -> str:
+    """'3 in PATH of 2026-07-07 10:31, to be collected or executed on 2026-07-12; 1 in ...'."""
+    counts: dict = {}
+    for _due, f in earlier:
+        counts[f] = counts.get(f, 0) + 1
+    return "; ".join(
+        f"{n} in {f.file} of {f.made_at.replace('T', ' ')[:16]}, to be collected or executed on "
+        f"{f.requested_on}"
+        for f, n in counts.items()
+    )
 
 
 @statements.command("mark-paid")

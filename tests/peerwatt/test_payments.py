@@ -148,6 +148,8 @@ def test_the_sepa_files_are_the_owners_only(issued: tuple[Path, list[dict]], tmp
         os.umask(old)
     assert written and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in written + fresh)
     assert stat.S_IMODE((tmp_path / "new" / "pay").stat().st_mode) == 0o700
+    # a file of the name already there is never written over: the new one has the next free name
+    assert stale.read_bytes() == b"older run" and written[0].name == stale.name.replace(".xml", "-2.xml")
 
 
 def test_a_wrong_iban_is_refused_in_one_line(issued: tuple[Path, list[dict]]) -> None:
