@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from chain.private_files import FILE_MODE, FOLDER_MODE
+from chain.store import integrity_problems, is_corrupt
 from market.billing import CENT, figures_of
 from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
 
@@ -112,10 +115,36 @@ class PaymentRun:
     again: list[tuple[Due, EarlierFile]] = field(default_factory=list)
 
 
-def _open(billing_dir: Path) -> IssuedStore:
+@contextmanager
+def _register(billing_dir: Path, *, check: bool = True) -> Iterator[IssuedStore]:
+    """The billing register with the payment tables, closed after. An SQLite error on it is one
+    line (a BillingError, as :meth:`IssuedStore.error` words it: another run holding it, a folder
+    that cannot be written), a damaged file said to be one. With ``check`` (every payment command)
+    SQLite's quick_check first reads the whole file, so a damaged one is refused before anything
+    is read from it, written or recorded: found in a QA pass, ``pay`` on a register with bytes
+    overwritten in its pages ended in a traceback, and ``mark-paid`` said an existing statement
+    was not there (its row could not be found in the damaged pages)."""
     issued = IssuedStore(billing_dir)
-    issued.conn.executescript(_SCHEMA)
-    return issued
+    try:
+        issued.conn.executescript(_SCHEMA)
+        if check:
+            problems = integrity_problems(issued.conn, 1)
+            if problems:
+                raise _damaged(issued, problems[0])
+        yield issued
+    except sqlite3.Error as exc:
+        raise (_damaged(issued, str(exc)) if is_corrupt(exc) else issued.error(exc)) from None
+    finally:
+        issued.close()
+
+
+def _damaged(issued: IssuedStore, problem: str) -> BillingError:
+    """The one line for a damaged register (what SQLite or its quick_check found)."""
+    found = "" if problem == "database disk image is malformed" else f" ({problem})"
+    return BillingError(
+        f"cannot use the register {issued.path}: database disk image is malformed{found}: the file is "
+        "damaged, nothing recorded: restore it from its backup (docs/billing.md)"
+    )
 
 
 def check_iban(text: str) -> str:
@@ -204,23 +233,17 @@ def set_bank_details(
         mandate_id,
         signed,
     )
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir) as issued:
         issued.conn.execute(
             "INSERT OR REPLACE INTO bank_details VALUES (?, ?, ?, ?, ?, ?, ?)",
             (member, details.name, details.iban, details.bic, details.mandate_id, details.mandate_date, now),
         )
-    finally:
-        issued.close()
     return details
 
 
 def bank_details(billing_dir: Path) -> dict[str, BankDetails]:
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir, check=False) as issued:
         return _accounts(issued)
-    finally:
-        issued.close()
 
 
 def _accounts(issued: IssuedStore) -> dict[str, BankDetails]:
@@ -254,14 +277,11 @@ def erase_bank_details(billing_dir: Path, member: str) -> bool:
     path = billing_dir / "issued.sqlite"
     if not path.exists():
         return False
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir, check=False) as issued:
         issued.conn.execute("PRAGMA secure_delete=ON")
         gone = issued.conn.execute("DELETE FROM bank_details WHERE member = ?", (member,)).rowcount
         issued.conn.execute("VACUUM")
         issued.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        issued.close()
     return gone > 0
 
 
@@ -279,8 +299,7 @@ def mark_paid(billing_dir: Path, numbers: Sequence[str], *, on: str, now: str) -
     repeated = sorted({n for n in numbers if list(numbers).count(n) > 1})
     if repeated:
         raise BillingError(f"{repeated[0]} is given twice: name each document once")
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir) as issued:
         dues = []
         with issued.transaction():  # read and recorded under one lock: all of them, or none
             for number in numbers:
@@ -302,20 +321,15 @@ def mark_paid(billing_dir: Path, numbers: Sequence[str], *, on: str, now: str) -
                 "INSERT INTO payments VALUES (?, ?, ?, ?)", [(d.number, paid_on, d.cents, now) for d in dues]
             )
         return dues
-    finally:
-        issued.close()
 
 
 def paid(billing_dir: Path) -> dict[str, tuple[str, int]]:
     """number -> (date paid, cents) of every document marked paid."""
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir, check=False) as issued:
         return {
             n: (on, c)
             for n, on, c in issued.conn.execute("SELECT number, paid_on, amount_cents FROM payments")
         }
-    finally:
-        issued.close()
 
 
 def _due(doc: dict[str, Any]) -> Due:
@@ -338,11 +352,8 @@ def _due(doc: dict[str, Any]) -> Due:
 def unpaid(billing_dir: Path, period: str) -> list[Due]:
     """The period's statements and notes not marked paid, with something to pay either way;
     BillingError if the register holds no statement of the period at all (another folder?)."""
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir) as issued:
         return _unpaid(issued, period)
-    finally:
-        issued.close()
 
 
 def _unpaid(issued: IssuedStore, period: str) -> list[Due]:
@@ -395,11 +406,8 @@ def _end_to_end(number: str) -> str:
 
 def payment_run(billing_dir: Path, period: str, *, on: date, again: bool = False) -> PaymentRun:
     """The SEPA files :func:`pay` would write now, built but neither written nor recorded."""
-    issued = _open(billing_dir)
-    try:
+    with _register(billing_dir) as issued:
         return _build(issued, period, on=on, again=again)
-    finally:
-        issued.close()
 
 
 def pay(
@@ -413,10 +421,10 @@ def pay(
     the files it wrote. A document an earlier file holds and not yet marked paid is left out
     (``run.earlier``), or with ``again`` put in again (``run.again``): the bank refused or lost
     that file. The paths written, in the order of ``run.files``."""
-    issued = _open(billing_dir)
     written: list[Path] = []
     try:
-        with issued.transaction():  # BEGIN IMMEDIATE: what is in a file is read and recorded under one lock
+        with _register(billing_dir) as issued, issued.transaction():
+            # BEGIN IMMEDIATE: what is in a file is read, written and recorded under one lock
             run = _build(issued, period, on=on, again=again)
             recorded = {f for (f,) in issued.conn.execute("SELECT DISTINCT file FROM payment_files")}
             written = write_run(run, out_dir, taken=recorded)
@@ -429,8 +437,6 @@ def pay(
                 "cannot be removed: delete it, it must not be uploaded"
             ) from None
         raise
-    finally:
-        issued.close()
     return run, written
 
 
