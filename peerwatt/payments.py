@@ -27,7 +27,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -147,6 +148,25 @@ def _damaged(issued: IssuedStore, problem: str) -> BillingError:
     )
 
 
+def sepa_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an account holder's name in a SEPA file (None: it can). The file
+    carries it transliterated to Latin letters (``text_unidecode``, as sepaxml's ``clean=True``
+    does), and XML carries no control character: found in a QA pass, a name with one ended every
+    `pay` of the community in a traceback (sepaxml's pretty print), one that transliterates to
+    nothing ('🙂🙂') in a 15-line schema error, neither naming the household."""
+    from text_unidecode import unidecode
+
+    for char in name:
+        kind = unicodedata.category(char)
+        if kind == "Cc":
+            return f"it holds a control character (U+{ord(char):04X})"
+        if kind == "Cs":
+            return f"it holds a byte that is not UTF-8 text (U+{ord(char):04X})"
+    if not unidecode(name).strip():
+        return "written in Latin letters, as a SEPA file holds it, it is empty"
+    return None
+
+
 def check_iban(text: str) -> str:
     """The IBAN in compact form, or a one-line :class:`BillingError` naming what is wrong."""
     from schwifty import IBAN
@@ -212,6 +232,12 @@ def set_bank_details(
     """Record (or replace) a member's bank details; every field is checked first."""
     if not member or not name.strip():
         raise BillingError("give the member's key id and the account holder's name")
+    problem = sepa_name_problem(name)
+    if problem is not None:
+        raise BillingError(
+            f"account holder's name {name!r} cannot go into a SEPA file: {problem}; give the name as the "
+            "bank has it; nothing stored"
+        )
     if (mandate_id is None) != (mandate_date is None):
         raise BillingError("a direct-debit mandate needs both --mandate-id and --mandate-date")
     if mandate_id is not None and not _SEPA_ID.fullmatch(mandate_id):
@@ -388,6 +414,9 @@ def _creditor(billing_dir: Path) -> dict[str, str]:
         raise BillingError(
             f"{path} has no [sepa] name and iban: the community's own account (docs/billing.md)"
         )
+    problem = sepa_name_problem(str(sepa["name"]))
+    if problem is not None:
+        raise BillingError(f"{path}: [sepa] name {sepa['name']!r} cannot go into a SEPA file: {problem}")
     out = {"name": str(sepa["name"]), "iban": check_iban(str(sepa["iban"]))}
     if sepa.get("bic"):
         out["bic"] = check_bic(str(sepa["bic"]))
@@ -477,6 +506,8 @@ def _build(issued: IssuedStore, period: str, *, on: date, again: bool) -> Paymen
             run.left_out.append((due, "no bank details"))
         elif due.cents < 0 and acct.mandate_id is None:
             run.left_out.append((due, "no direct-debit mandate"))
+        elif (problem := _unusable(acct)) is not None:  # stored before they were checked so
+            run.left_out.append((due, problem))
         else:
             (run.debits if due.cents < 0 else run.credits).append(due)
     base = {"name": creditor["name"], "IBAN": creditor["iban"], "batch": True, "currency": "EUR"}
@@ -489,27 +520,56 @@ def _build(issued: IssuedStore, period: str, *, on: date, again: bool) -> Paymen
                 f"{billing_dir / CONFIG}: [sepa] creditor_id (the SEPA creditor identifier) is needed "
                 "for direct debits"
             )
-        dd = SepaDD(dict(base, creditor_id=creditor["creditor_id"]), schema=PAIN_008, clean=True)
-        for due in run.debits:
-            acct = accounts[due.member]
-            dd.add_payment(
-                _payment(due, acct, -due.cents, period)
+        debits = [
+            (
+                due,
+                _payment(due, accounts[due.member], -due.cents, period)
                 | {
                     "type": "RCUR",
                     "collection_date": on,
-                    "mandate_id": acct.mandate_id,
-                    "mandate_date": date.fromisoformat(acct.mandate_date or ""),
-                }
+                    "mandate_id": accounts[due.member].mandate_id,
+                    "mandate_date": _mandate_date(due, accounts[due.member]),
+                },
             )
+            for due in run.debits
+        ]
         name = f"{stem}-{PAIN_008}.xml"
-        run.files[name], run.contents[name], run.msg_ids[name] = _export(dd), run.debits, dd.msg_id
+        run.files[name], run.msg_ids[name] = _file(
+            lambda: SepaDD(dict(base, creditor_id=creditor["creditor_id"]), schema=PAIN_008, clean=True),
+            debits,
+            "direct debits",
+        )
+        run.contents[name] = run.debits
     if run.credits:
-        ct = SepaTransfer(base, schema=PAIN_001, clean=True)
-        for due in run.credits:
-            ct.add_payment(_payment(due, accounts[due.member], due.cents, period) | {"execution_date": on})
+        credits = [
+            (due, _payment(due, accounts[due.member], due.cents, period) | {"execution_date": on})
+            for due in run.credits
+        ]
         name = f"{stem}-{PAIN_001}.xml"
-        run.files[name], run.contents[name], run.msg_ids[name] = _export(ct), run.credits, ct.msg_id
+        run.files[name], run.msg_ids[name] = _file(
+            lambda: SepaTransfer(dict(base), schema=PAIN_001, clean=True), credits, "credit transfers"
+        )
+        run.contents[name] = run.credits
     return run
+
+
+def _unusable(acct: BankDetails) -> str | None:
+    """Why stored bank details cannot go into a SEPA file (stored by a version that did not check
+    them), or None."""
+    problem = sepa_name_problem(acct.name)
+    if problem is not None:
+        return f"its account holder's name {acct.name!r} cannot go into a SEPA file: {problem}"
+    return None
+
+
+def _mandate_date(due: Due, acct: BankDetails) -> date:
+    try:
+        return date.fromisoformat(acct.mandate_date or "")
+    except ValueError:
+        raise BillingError(
+            f"{due.number}: the mandate date {acct.mandate_date!r} stored for {due.member} is not a date: "
+            "record the bank details again with peerwatt statements bank-details; no file written"
+        ) from None
 
 
 def remittance(due: Due, period: str) -> str:
@@ -536,13 +596,56 @@ def _payment(due: Due, acct: BankDetails, cents: int, period: str) -> dict[str, 
     return p
 
 
-def _export(doc: Any) -> bytes:
+def _file(make: Callable[[], Any], items: list[tuple[Due, dict[str, Any]]], what: str) -> tuple[bytes, str]:
+    """The SEPA file (sepaxml's ``make()`` with a payment per item), validated against its
+    schema, and its message id. If sepaxml cannot make it (its own checks raise Exception, its
+    pretty print ExpatError, the schema ValidationError), a one-line BillingError that names the
+    document whose payment is at fault, found by making a file of each payment alone."""
+    try:
+        return _export(make(), items)
+    except Exception as exc:  # noqa: BLE001 (sepaxml raises plain Exception too): said in one line
+        whole = _why(exc)
+    faults = []
+    for due, payment in items:
+        try:
+            _export(make(), [(due, payment)])
+        except Exception as exc:  # noqa: BLE001
+            faults.append((due, _why(exc)))
+    if (faults and len(faults) < len(items)) or len(items) == 1:
+        due, why = faults[0] if faults else (items[0][0], whole)
+        more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
+        raise BillingError(
+            f"cannot write the SEPA file of {what}: the payment of {due.number} to or from "
+            f"{due.member_name or due.member} ({due.member}){more} does not validate: {why}; no file "
+            "written: check its bank details (peerwatt statements bank-details)"
+        )
+    raise BillingError(
+        f"cannot write the SEPA file of {what}: {whole}; no file written: check [sepa] in billing.toml "
+        "and the households' bank details"
+    )
+
+
+def _export(doc: Any, items: list[tuple[Due, dict[str, Any]]]) -> tuple[bytes, str]:
+    for _due, payment in items:
+        doc.add_payment(dict(payment))  # (sepaxml changes the dict it is given)
+    return doc.export(validate=True, pretty_print=True), doc.msg_id
+
+
+def _why(exc: Exception) -> str:
+    """What sepaxml's exception says, in one line."""
+    from xml.parsers.expat import ExpatError
+
     from sepaxml.validation import ValidationError
 
-    try:
-        return doc.export(validate=True, pretty_print=True)
-    except ValidationError as exc:
-        raise BillingError(f"the SEPA file does not validate: {exc.__cause__}") from None
+    if isinstance(exc, ValidationError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        reason, path = getattr(cause, "reason", None), getattr(cause, "path", None)
+        text = f"{reason} (at {path})" if reason else str(cause)
+    elif isinstance(exc, ExpatError):
+        text = f"it would not be well-formed XML ({exc}): a character XML cannot carry"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def write_run(run: PaymentRun, out_dir: Path, taken: Iterable[str] = ()) -> list[Path]:

@@ -396,7 +396,8 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
     if not written and run.left_out:
         raise UserError(
             f"no payment file for {period}: all {len(run.left_out)} statement(s) with something to pay "
-            "or collect and in no earlier payment file were left out for missing bank details (above)",
+            "or collect and in no earlier payment file were left out for missing or unusable bank details "
+            "(above)",
             exit_code=1,
         )
     if not written and run.earlier:

@@ -246,7 +246,8 @@ def test_a_run_that_leaves_everyone_out_is_not_called_nothing_to_pay(
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert "nothing to pay" not in cli.stdout
     last = cli.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: no payment file for 2026-06: all ") and "missing bank details" in last
+    assert last.startswith("error: no payment file for 2026-06: all ")
+    assert "missing or unusable bank details" in last
 
 
 def test_erasing_a_departed_members_bank_details(issued: tuple[Path, list[dict]]) -> None:
