@@ -168,14 +168,64 @@ def sepa_name_problem(name: str) -> str | None:
 
 
 def check_iban(text: str) -> str:
-    """The IBAN in compact form, or a one-line :class:`BillingError` naming what is wrong."""
+    """The IBAN in compact form, or a one-line :class:`BillingError` naming what is wrong: not
+    valid (country, length, structure, check digits), or of a country outside the SEPA scheme,
+    which a SEPA payment file cannot pay to or collect from (found in a QA pass: SA... and BR...
+    IBANs were stored). The SEPA countries are schwifty's registry's (``IBAN.in_sepa_zone``)."""
     from schwifty import IBAN
     from schwifty.exceptions import SchwiftyException
 
     try:
-        return IBAN(text).compact
+        iban = IBAN(text)
     except SchwiftyException as exc:
         raise BillingError(f"IBAN {text!r} is not valid: {exc}") from None
+    if not iban.in_sepa_zone:
+        raise BillingError(
+            f"IBAN {text!r} is of {iban.country_code}, a country outside the SEPA scheme: a SEPA payment "
+            "file cannot pay to or collect from it"
+        )
+    return iban.compact
+
+
+# a SEPA creditor identifier (EPC262-08): country, check digits, creditor business code, national id
+_CREDITOR_ID = re.compile(r"([A-Z]{2})([0-9]{2})([A-Z0-9]{3})([A-Z0-9]{1,28})")
+
+
+def check_creditor_id(text: str) -> str:
+    """The SEPA creditor identifier ``text`` in compact form (spaces taken out, capitals), or a
+    one-line BillingError: 2 letters of a SEPA country, 2 check digits, a 3-character creditor
+    business code (often ZZZ, not in the check) and the national id, up to 28 letters and digits;
+    the check digits are ISO 7064 MOD 97-10 over the national id, the country and '00', letters
+    as numbers (A=10 ... Z=35). Found in a QA pass: 'hello world <x>' went into the pain.008."""
+    compact = text.replace(" ", "").upper()
+    found = _CREDITOR_ID.fullmatch(compact)
+    if found is None:
+        raise BillingError(
+            f"{text!r} is not a SEPA creditor identifier (2 letters of the country, 2 check digits, a "
+            "3-character business code, often ZZZ, and the national id, up to 28 letters and digits, like "
+            "DE98ZZZ09999999999): copy it as the bank gave it"
+        )
+    country, check, _business, national = found.groups()
+    if not _sepa_country(country):
+        raise BillingError(f"{text!r}: {country} is not a country of the SEPA scheme")
+    digits = "".join(str(int(c, 36)) for c in national + country) + "00"
+    expected = 98 - int(digits) % 97
+    if int(check) != expected:
+        raise BillingError(
+            f"{text!r}: its check digits are {check}, and {national}{country}00 gives {expected:02d} "
+            "(ISO 7064 MOD 97-10): a typo?"
+        )
+    return compact
+
+
+def _sepa_country(code: str) -> bool:
+    from schwifty.exceptions import SchwiftyException
+    from schwifty.registry import get_iban_spec
+
+    try:
+        return bool(get_iban_spec(code).in_sepa_zone)
+    except (SchwiftyException, KeyError):
+        return False
 
 
 def check_bic(text: str) -> str:
@@ -417,11 +467,13 @@ def _creditor(billing_dir: Path) -> dict[str, str]:
     problem = sepa_name_problem(str(sepa["name"]))
     if problem is not None:
         raise BillingError(f"{path}: [sepa] name {sepa['name']!r} cannot go into a SEPA file: {problem}")
-    out = {"name": str(sepa["name"]), "iban": check_iban(str(sepa["iban"]))}
-    if sepa.get("bic"):
-        out["bic"] = check_bic(str(sepa["bic"]))
-    if sepa.get("creditor_id"):
-        out["creditor_id"] = str(sepa["creditor_id"]).replace(" ", "")
+    out = {"name": str(sepa["name"])}
+    for key, check in (("iban", check_iban), ("bic", check_bic), ("creditor_id", check_creditor_id)):
+        if sepa.get(key):
+            try:
+                out[key] = check(str(sepa[key]))
+            except BillingError as exc:
+                raise BillingError(f"{path}: [sepa] {key}: {exc}") from None
     return out
 
 
@@ -559,6 +611,10 @@ def _unusable(acct: BankDetails) -> str | None:
     problem = sepa_name_problem(acct.name)
     if problem is not None:
         return f"its account holder's name {acct.name!r} cannot go into a SEPA file: {problem}"
+    try:
+        check_iban(acct.iban)
+    except BillingError as exc:
+        return f"its {exc}"
     return None
 
 
