@@ -385,13 +385,14 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
         click.echo(
             f"left out {len(run.earlier)} statement(s) and note(s) an earlier payment file holds, not yet "
             f"marked paid ({_files_of(run.earlier)}): mark them paid once the bank has booked them, or give "
-            "--again to put them in a new file if the bank refused or lost that one"
+            "--again to put them in a new file if the bank refused or lost that one (mark paid first what "
+            "it booked of it)"
         )
     if run.again:
         click.echo(
             f"--again: {len(run.again)} statement(s) and note(s) an earlier payment file holds are in "
-            f"these files again ({_files_of(run.again)}): upload the new files instead of that one, never "
-            "besides it"
+            f"these files again ({_files_of(run.again)}): upload the new files instead of those, never "
+            "besides them"
         )
     if not written and run.left_out:
         raise UserError(
