@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chain import governance
+from chain import governance, messages
 from chain.app import Application
 from chain.block import ZERO_HASH, Block, header_hash, result_root, seal_rounds, tx_root
 from chain.canonical import CanonicalError, loads_strict
@@ -36,6 +36,14 @@ SEAL_TTL_S = 7 * 24 * 3600
 # re-executes the blocks after the snapshot (checking each state root) to rebuild the head state.
 SNAPSHOT_EVERY = 16
 MAX_FUTURE_BLOCK_S = 300
+# A new proposal (no earlier polka) dated further behind a validator's clock is not prevoted
+# (Ledger.check_timely): below MAX_SKEW_S, so a block dated this far back still takes a message
+# created at the validator's "now" (a backdated block would refuse it as from_future)
+MAX_PAST_BLOCK_S = 60
+# A live proposal holds at most what an honest proposer builds (peerwatt/node/runtime.py,
+# first_that_fit): this many transactions, of at most this many bytes of envelopes together.
+MAX_BLOCK_TXS = 2000
+MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_VERIFIED = 1 << 14  # message hashes remembered as verified, per generation (two kept: 3 MB)
 
 
@@ -304,6 +312,8 @@ class Ledger:
             raise InvalidBlock("from_future", "block time is ahead of our clock: check clocks")
         if header["tx_root"] != tx_root([t.tx_hash for t in block.txs]).hex():
             raise InvalidBlock("bad_tx_root", "tx_root does not match the transactions")
+        if now is not None:
+            self._check_proposed_txs(block)
         for env in block.txs:
             if env.community != self.community:
                 raise InvalidBlock("wrong_community", f"transaction for {env.community}")
@@ -326,6 +336,45 @@ class Ledger:
             self.mark_verified(env)
         self._executions[block.hash] = ([t.tx_hash for t in block.txs], execution)
         return execution
+
+    def check_timely(self, block: Block, now: int) -> None:
+        """Refuse (InvalidBlock ``stale_time``) a new proposal dated more than MAX_PAST_BLOCK_S
+        behind ``now``, this node's clock; the consensus asks only of a proposal with no earlier
+        polka (chain.consensus.Height.timely). Found in a QA pass: a hostile proposer dated its
+        block at its predecessor's time, an hour back, and every validator sealed it; the honest
+        reading in it, created at the validators' "now", was booked as from_future and its seq
+        used up (an order could likewise be booked before a gate that had closed)."""
+        if block.header["time"] < now - MAX_PAST_BLOCK_S:
+            raise InvalidBlock(
+                "stale_time",
+                f"block time is {now - block.header['time']} s behind our clock (at most "
+                f"{MAX_PAST_BLOCK_S} s for a new proposal): check clocks",
+            )
+
+    def _check_proposed_txs(self, block: Block) -> None:
+        """A live proposal's transactions are what an honest proposer takes from its pending ones:
+        at most MAX_BLOCK_TXS of at most MAX_BLOCK_TX_BYTES together, each (signer, seq) once,
+        none already in a stored block (a node refuses a booked one at intake and drops a pending
+        one a block booked). Found in a QA pass: a hostile sequencer put one booked reading
+        14,000 times into each block (6.5 MB), every validator sealed it, and every store grew by
+        that each block, each copy only recorded as a replay. Not checked for a final block from
+        a peer (its quorum checked it; a ledger made before this check still catches up)."""
+        if len(block.txs) > MAX_BLOCK_TXS:
+            raise InvalidBlock("too_many_txs", f"{len(block.txs)} transactions, at most {MAX_BLOCK_TXS}")
+        size = sum(len(env.to_bytes()) for env in block.txs)
+        if size > MAX_BLOCK_TX_BYTES:
+            raise InvalidBlock("txs_too_large", f"{size} bytes of transactions, at most {MAX_BLOCK_TX_BYTES}")
+        seen: set[tuple[str, int]] = set()
+        for env in block.txs:
+            if (env.signer, env.seq) in seen:
+                raise InvalidBlock("duplicate_tx", f"{env.signer} seq {env.seq} twice in the block")
+            seen.add((env.signer, env.seq))
+        booked = self.store.stored_hashes([env.tx_hash for env in block.txs])
+        if booked:
+            raise InvalidBlock(
+                "tx_already_booked",
+                f"{len(booked)} transaction(s) already booked, e.g. {booked[0].hex()[:16]}",
+            )
 
     # -- sealing -----------------------------------------------------------------------------
 

@@ -201,7 +201,18 @@ def test_replayed_and_expired_transactions_are_recorded_as_rejected(community):
     meter = community.meters[0]
     env = reading(meter, community.community, T0 - T0 % 900, 1)
     community.run_block([env], T0 + 1)
-    block = community.run_block([env], T0 + 2)
+    # a live proposal holding a booked transaction is refused (Ledger._check_proposed_txs); a
+    # final block holding one (a ledger made before that check) records it as a replay
+    block = community.ledgers[0].propose([env], T0 + 2)
+    with pytest.raises(InvalidBlock) as refused:
+        community.ledgers[1].seal(block, community.validators[1].key, now=T0 + 2)
+    assert refused.value.reason == "tx_already_booked"
+    seals = [
+        ledger.sign_vote(v.key, "seal", block.height, 0, block.hash.hex(), now=T0 + 2)
+        for ledger, v in zip(community.ledgers, community.validators, strict=True)
+    ]
+    for ledger in community.ledgers:
+        ledger.commit(block, seals)
     assert block.results[0]["status"] == "rejected" and block.results[0]["reason"] == "replay"
     old = meter.sign(
         community.community,

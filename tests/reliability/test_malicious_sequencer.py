@@ -223,3 +223,61 @@ def test_two_blocks_in_one_round(tmp_path):
             ledger.commit(block_b, [seals[1], seal_2b])
         assert refused.value.reason == "no_quorum"
     assert snapshot(c) == before
+
+
+def quorum_seals(c: LocalCommunity, block: Block, now: int) -> list:
+    """Seals of every validator signed without re-executing (what a final block from a peer
+    carries): the checks of a live proposal are not asked of it."""
+    return [c.ledgers[i].sign_vote(c.validators[i].key, "seal", block.height, 0, block.hash.hex(), now=now)
+            for i in range(len(c.validators))]  # fmt: skip
+
+
+def test_a_transaction_twice_or_already_booked(tmp_path):
+    # Found in a QA pass: a sequencer put one booked reading 14,000 times into each block (each
+    # copy recorded as a replay), every validator sealed it and every store grew 6.5 MB a block
+    c = community(tmp_path, "open")
+    t = T0 + 20
+    sequencer = c.ledgers[0]
+    sell = order(c, 0, "sell", 700, 90_000, t)
+    before = snapshot(c)
+    twice = sequencer.propose([sell, sell], t)
+    refused_by_every_validator(c, twice, "duplicate_tx", t)
+    assert snapshot(c) == before
+    c.run_block([sell], t)
+    again = sequencer.propose([order(c, 2, "buy", 700, 200_000, t + 10), sell], t + 10)
+    refused_by_every_validator(c, again, "tx_already_booked", t + 10)
+    # a final block from a peer (its quorum's seals) is not asked: an older ledger catches up
+    for ledger in c.ledgers:
+        ledger.commit(again, quorum_seals(c, again, t + 10))
+    assert all(ledger.height == again.height for ledger in c.ledgers)
+
+
+def test_more_transactions_than_an_honest_block_holds(tmp_path, monkeypatch):
+    from chain import engine
+
+    c = community(tmp_path, "open")
+    t = T0 + 20
+    block = c.ledgers[0].propose([order(c, m, "sell", 700, 90_000, t) for m in range(3)], t)
+    monkeypatch.setattr(engine, "MAX_BLOCK_TXS", 2)
+    refused_by_every_validator(c, block, "too_many_txs", t)
+    monkeypatch.setattr(engine, "MAX_BLOCK_TXS", 3)
+    monkeypatch.setattr(engine, "MAX_BLOCK_TX_BYTES", sum(len(e.to_bytes()) for e in block.txs) - 1)
+    refused_by_every_validator(c, block, "txs_too_large", t)
+    monkeypatch.setattr(engine, "MAX_BLOCK_TX_BYTES", sum(len(e.to_bytes()) for e in block.txs))
+    c.ledgers[1].seal(block, c.validators[1].key, now=t)  # at the bounds: sealed
+
+
+def test_a_new_proposal_dated_back(tmp_path):
+    # Found in a QA pass: a block dated at its predecessor's time, an hour before the validators'
+    # clocks, was sealed; the honest reading in it (created "now") was booked from_future
+    from chain.engine import MAX_PAST_BLOCK_S
+
+    c = community(tmp_path, "open")
+    now = T0 + 3600
+    sequencer = c.ledgers[0]
+    old = sequencer.propose([order(c, 0, "sell", 700, 90_000, now)], sequencer.head["time"])
+    for ledger in c.ledgers[1:]:
+        with pytest.raises(InvalidBlock) as info:
+            ledger.check_timely(old, now)
+        assert info.value.reason == "stale_time"
+        ledger.check_timely(old, old.header["time"] + MAX_PAST_BLOCK_S)  # at the bound: timely
