@@ -9,12 +9,14 @@ re-discovered when the layout stops matching.
 
 Faults are raised as subclasses of ``MeterError`` with one-line messages: ``MeterTimeout``
 (no answer), ``MeterExceptionResponse`` (a Modbus exception code), ``MeterFramingError``
-(CRC/framing: bytes arrived but no valid frame; ``MeterShortAnswer`` a valid frame with
-fewer registers than asked; ``MeterWrongAnswer`` a valid frame that answers another request:
-more registers than asked, or another function code), ``MeterConnectionError`` (cannot connect, or
-the meter/gateway closed the connection), ``MeterValueUnavailable`` (NaN or a "not available"
-sentinel in power or a counter) and ``MeterDiscoveryError`` (SunSpec layout not found).
-Retries are bounded; each request has its own timeout. Uses pymodbus's synchronous clients.
+(CRC/framing: bytes arrived but no valid answer, its ``cause`` telling on Modbus TCP a frame
+for another unit or transaction id, an incomplete one and no frame at all apart;
+``MeterShortAnswer`` a valid frame with fewer registers than asked; ``MeterWrongAnswer`` a valid
+frame that answers another request: more registers than asked, or another function code),
+``MeterConnectionError`` (cannot connect, or the meter/gateway closed the connection),
+``MeterValueUnavailable`` (NaN or a "not available" sentinel in power or a counter) and
+``MeterDiscoveryError`` (SunSpec layout not found). Retries are bounded; each request has its own
+timeout. Uses pymodbus's synchronous clients.
 """
 
 from __future__ import annotations
@@ -102,7 +104,17 @@ class MeterTimeout(MeterError):
 
 
 class MeterFramingError(MeterError):
-    """Bytes arrived but formed no valid frame (CRC error, truncated or garbled answer)."""
+    """Bytes arrived but formed no valid answer. ``cause`` says what they were: on Modbus TCP
+    "no frame" (no MBAP frame at all: RTU over TCP, or another protocol on the port), "other
+    unit" (a valid frame for another unit id, which ``answered`` holds), "other transaction" (a
+    valid frame for another transaction id: another client, or a gateway mixing up answers),
+    "incomplete" (a frame's start whose rest did not arrive within the timeout); "garbled"
+    otherwise (a frame that holds no valid answer; on RS-485 a CRC or framing error)."""
+
+    def __init__(self, message: str, cause: str = "garbled", answered: int | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.answered = answered
 
 
 class MeterShortAnswer(MeterFramingError):
@@ -256,6 +268,7 @@ class MeterReader:
         self.requests_sent = 0
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
         self._rx_bytes = 0
+        self._rx_seen = _TcpAnswerSeen(0, 0)
         self._sunspec: _SunSpecLocation | None = None
         self.sunspec_models_seen: tuple[int, ...] = ()  # the model chain found by discovery, in order
 
@@ -500,8 +513,13 @@ class MeterReader:
     # ---------------------------------------------------------------- transport
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
+        if sending:
+            if isinstance(self.transport, TcpTarget) and len(data) >= 7:
+                self._rx_seen = _TcpAnswerSeen(int.from_bytes(data[0:2], "big"), data[6])
+        else:
             self._rx_bytes = len(data)
+            if isinstance(self.transport, TcpTarget):
+                self._rx_seen.scan(data)
         return data
 
     def _connected_client(self) -> ModbusTcpClient | ModbusSerialClient:
@@ -558,17 +576,14 @@ class MeterReader:
             ) from None
         except ModbusIOException:
             self._drop_connection()
+            if self._rx_bytes and isinstance(self.transport, TcpTarget):
+                # found in QA passes: a wrong unit or transaction id and a device trickling one byte
+                # a second read as "garbled", then as "no Modbus TCP frame: check the port"
+                raise self._tcp_framing_error(span) from None
             if self._rx_bytes:
-                what = (
-                    # found in a QA pass: a wrong unit or transaction id and a device trickling one
-                    # byte a second read as "garbled" and sent people to check the cabling
-                    f"Modbus TCP frame answering this request: garbled, for another unit id, or not "
-                    f"complete within timeout_s ({self.timeout_s:g} s)"
-                    if isinstance(self.transport, TcpTarget)
-                    else "frame: CRC or framing error"
-                )
                 raise MeterFramingError(
-                    f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no valid {what})"
+                    f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no valid "
+                    "frame: CRC or framing error)"
                 ) from None
             raise MeterTimeout(
                 f"{self.where}: no answer within {self.timeout_s:g} s reading {span}"
@@ -621,6 +636,84 @@ class MeterReader:
                 asked=count,
             )
         return registers
+
+    def _tcp_framing_error(self, span: str) -> MeterFramingError:
+        """What the bytes that answered no request on Modbus TCP were, as an error."""
+        seen = self._rx_seen
+        if seen.other_unit is not None:
+            return MeterFramingError(
+                f"{self.where}: answer for unit {seen.other_unit} reading {span} (asked unit "
+                f"{seen.unit}): a valid Modbus TCP frame",
+                cause="other unit",
+                answered=seen.other_unit,
+            )
+        if seen.other_transaction is not None:
+            return MeterFramingError(
+                f"{self.where}: answer to another request (transaction id {seen.other_transaction}, "
+                f"asked {seen.transaction}) reading {span}: a valid Modbus TCP frame",
+                cause="other transaction",
+                answered=seen.other_transaction,
+            )
+        if seen.incomplete is not None:
+            got, whole = seen.incomplete
+            of = (
+                f"{got} of {whole} bytes of a Modbus TCP frame"
+                if whole
+                else f"{got} bytes of a frame's header"
+            )
+            return MeterFramingError(
+                f"{self.where}: incomplete answer reading {span} ({of} within {self.timeout_s:g} s)",
+                cause="incomplete",
+            )
+        if seen.matching:
+            return MeterFramingError(
+                f"{self.where}: garbled answer reading {span} (a Modbus TCP frame holding no valid answer)"
+            )
+        return MeterFramingError(  # what it is not too: the causes an earlier message lumped with it
+            f"{self.where}: garbled answer reading {span} ({self._rx_bytes} bytes, no Modbus TCP frame: "
+            f"not one for another unit id, nor one cut short by timeout_s ({self.timeout_s:g} s))",
+            cause="no frame",
+        )
+
+
+class _TcpAnswerSeen:
+    """What arrived for one Modbus TCP request (transaction id ``transaction``, unit ``unit``):
+    scanned as pymodbus's framer splits it, which takes complete frames off the buffer it hands
+    to the trace (those for another unit or transaction it skips) and keeps an incomplete rest."""
+
+    def __init__(self, transaction: int, unit: int) -> None:
+        self.transaction = transaction
+        self.unit = unit
+        self.other_unit: int | None = None  # the first frame's for another unit id
+        self.other_transaction: int | None = None  # the first frame's for another transaction id
+        self.matching = False  # a frame for this request arrived (yet no valid answer was made of it)
+        # at the end, a frame's start: (bytes, of bytes), the frame's length 0 before its header came
+        self.incomplete: tuple[int, int] | None = None
+
+    def scan(self, data: bytes) -> None:
+        at = 0
+        self.incomplete = None
+        while len(data) - at >= 4 and data[at + 2 : at + 4] == b"\0\0":  # protocol id 0: MBAP
+            if len(data) - at < 7:
+                break
+            whole = 6 + int.from_bytes(data[at + 4 : at + 6], "big")
+            if whole < 8:  # no unit id and function code: not a frame
+                return
+            if len(data) - at < whole:
+                self.incomplete = (len(data) - at, whole)
+                return
+            transaction, unit = int.from_bytes(data[at : at + 2], "big"), data[at + 6]
+            if unit != self.unit:
+                if self.other_unit is None:
+                    self.other_unit = unit
+            elif transaction != self.transaction:
+                if self.other_transaction is None:
+                    self.other_transaction = transaction
+            else:
+                self.matching = True
+            at += whole
+        if 0 < len(data) - at < 8 and data[at + 2 : at + 4] in (b"", b"\0", b"\0\0"):
+            self.incomplete = (len(data) - at, 0)  # a header's start
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -78,12 +78,32 @@ def advice(exc: Exception, tcp: bool) -> str:
             "check the A/B wiring, baud rate and parity, the unit id, and that no other master polls the bus"
         )
     if isinstance(exc, MeterFramingError):
-        if tcp:
+        if not tcp:
+            return "check the baud rate, parity, termination and that only one master polls the bus"
+        if exc.cause == "other unit":  # found in a QA pass: "check the port" for a valid frame
             return (
-                "the answer was no Modbus TCP frame: check the port (Modbus TCP, not RTU over TCP) "
-                "and that only one client polls the device"
+                f"the device answered as unit {exc.answered}: check the unit id (--unit, or `unit` "
+                "under [meter] in agent.toml) or the gateway's unit mapping"
             )
-        return "check the baud rate, parity, termination and that only one master polls the bus"
+        if exc.cause == "other transaction":
+            return (
+                "the answer belonged to another request: another client polls the device (stop "
+                "other pollers such as evcc or Home Assistant), or a gateway mixes up answers"
+            )
+        if exc.cause == "incomplete":
+            return (
+                "the answer stopped short of its frame's length: a slow device or gateway needs a "
+                "longer --timeout; if that does not help, the gateway sends wrong frame lengths"
+            )
+        if exc.cause == "garbled":
+            return (
+                "the device or gateway answered a frame holding no valid answer: try again, or check "
+                "--profile"
+            )
+        return (
+            "the answer was no Modbus TCP frame: check the port (Modbus TCP, not RTU over TCP) "
+            "and that only one client polls the device"
+        )
     if isinstance(exc, MeterExceptionResponse):
         if exc.code in (1, 2):
             return "the meter does not have these registers: check --profile (try `peerwatt meter probe`)"
@@ -298,9 +318,18 @@ def error_label(exc: Exception, tcp: bool, where: str = "") -> str:
             "limit per request)"
         )
     if isinstance(exc, MeterFramingError):
-        if tcp:
-            return "no valid Modbus TCP answer (garbled, for another unit id or request, or incomplete)"
-        return "garbled answer (CRC or framing error: check baud rate, parity and wiring)"
+        if not tcp:
+            return "garbled answer (CRC or framing error: check baud rate, parity and wiring)"
+        what = {
+            "other unit": f"a frame for another unit id, {exc.answered}",
+            "other transaction": (
+                "a frame for another request, not for another unit id: another client, or a gateway "
+                "mixing up answers"
+            ),
+            "incomplete": "a frame not complete within the timeout: a slow device or gateway",
+            "no frame": "no Modbus TCP frame: RTU over TCP, or another protocol on this port",
+        }.get(exc.cause, "a frame holding no valid answer")
+        return f"no valid Modbus TCP answer ({what})"
     if isinstance(exc, MeterValueUnavailable):
         names = ", ".join(exc.names) or "a value"
         return (
