@@ -88,10 +88,31 @@ READING_LATE_POLLS = 3
 # counters, read but unusable, which stops the offers until a reading is signed (_give_up_reading)
 METER_SILENT_AT_END = "the meter did not answer at its end"
 READING_LATE_MIN_S = 15.0
+# run() reads the meter in a thread of its own, one read at a time, and meanwhile checks for a
+# stop and publishes the heartbeats at least this often (found in a QA pass: with timeout_s = 60
+# and a gateway that never answered, the agent took 116 s to stop and sent no status for 2 min)
+WAIT_SLICE_S = 0.25
 
 
 class Reader(Protocol):
     def read(self) -> MeterSample: ...
+
+
+class _MeterRead:
+    """One read of the meter in a thread of its own (``done`` when it has ended). The thread
+    touches the reader only; what it read is used by the agent's own thread, or not at all when
+    the read was abandoned at a stop."""
+
+    def __init__(self, read: Callable[[], MeterSample | Exception]) -> None:
+        self.done = threading.Event()
+        self.result: MeterSample | Exception | None = None
+        self.abandoned = False
+        self._read = read
+        threading.Thread(target=self._run, name="meter-read", daemon=True).start()
+
+    def _run(self) -> None:
+        self.result = self._read()
+        self.done.set()
 
 
 def market_params(app: dict[str, Any]) -> dict[str, int]:
@@ -205,7 +226,8 @@ class Agent:
         self.alarms: list[str] = []
         self._lock = threading.Lock()
         self._last_heartbeat = -math.inf
-        self._poll_failure: str | None = None  # the last poll's unexpected error, logged once
+        self._failed: dict[str, str] = {}  # the last poll's (heartbeat's) unexpected error, logged once
+        self._reading: _MeterRead | None = None  # run()'s meter read in progress (at most one)
         self._order_budget_said: set[str] = set()  # intervals whose order budget was logged as spent
         self._alarm_logged_at = -math.inf  # monotonic time of the last alarm logged
         self._alarms_unlogged = 0  # alarms since then, kept but not logged
@@ -291,16 +313,70 @@ class Agent:
             )
         while not stop.is_set():
             started = time.monotonic()
-            self.poll()
-            stop.wait(max(0.0, poll_s / speed - (time.monotonic() - started)))
+            read = self._read_meanwhile(stop)
+            if read is None:  # stopped while the meter was being read
+                break
+            self._cycle(read)
+            self._wait(stop, None, started + poll_s / speed)
+
+    def _read_meanwhile(self, stop: threading.Event) -> MeterSample | Exception | None:
+        """Read the meter in its own thread (at most one read at a time) while this one keeps the
+        heartbeats and watches ``stop``: what it read, or None when ``stop`` came first. A read
+        still running then is abandoned: nothing it reads is used (no reading is signed from it);
+        stop() saves the energy counted so far, and the next start counts on from there."""
+        while True:
+            reading = self._reading
+            if reading is None:
+                reading = self._reading = _MeterRead(self._read_meter)
+            if not self._wait(stop, reading.done):
+                reading.abandoned = True
+                log.info("stopping without waiting for the meter read in progress (its result is not used)")
+                return None
+            self._reading = None
+            if not reading.abandoned:
+                return reading.result
+            # a read abandoned at an earlier stop (run() called again): old news, read again
+
+    def _wait(self, stop: threading.Event, done: threading.Event | None, until: float = math.inf) -> bool:
+        """Wait until ``done`` is set or the monotonic time ``until``, publishing a heartbeat each
+        time one is due (not in the first WAIT_SLICE_S: a poll that ends by then sends its own);
+        False when ``stop`` is set first. ``stop`` is seen within WAIT_SLICE_S and a heartbeat is
+        at most WAIT_SLICE_S late, whatever the meter does."""
+        every_s = max(self.heartbeat_s, WAIT_SLICE_S)
+        first = time.monotonic() + WAIT_SLICE_S
+        while not stop.is_set():
+            if done is not None and done.is_set():
+                return True
+            now = time.monotonic()
+            if now >= until:
+                return True
+            if now >= first and now - self._last_heartbeat >= every_s:
+                self._guarded("a heartbeat", self._heartbeat, int(self.clock()))
+                now = time.monotonic()
+            wake_in = max(0.0, min(until, max(first, self._last_heartbeat + every_s)) - now)
+            if done is None:
+                stop.wait(wake_in)
+            else:
+                done.wait(min(wake_in, WAIT_SLICE_S))
+        return False
 
     # -- one cycle -----------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """One cycle; a state file that cannot be written (disk full, read-only) stops sending —
-        nothing may leave that is not durable — is reported once, and the agent resumes by itself."""
+        """One cycle, reading the meter in the calling thread (run() reads it in its own)."""
+        self._cycle(self._read_meter())
+
+    def _cycle(self, read: MeterSample | Exception | None) -> None:
+        """One cycle with what the meter read (a sample, or the exception the read raised)."""
+        self._guarded("a poll", self._poll, read)
+
+    def _guarded(self, what: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of the loop (``what``: a poll, a heartbeat between polls): a state file
+        that cannot be written (disk full, read-only) stops sending — nothing may leave that is not
+        durable — is reported once, and the agent resumes by itself; any other fault is logged
+        once and tried again at the next step."""
         try:
-            self._poll()
+            step(*args)
         except OutboxError as exc:
             if self.state_error is None:
                 log.error("%s: not sending until the agent's state can be written", exc)
@@ -308,11 +384,11 @@ class Agent:
             return
         except Exception as exc:  # a fault no check foresaw: logged once, the next poll tries again
             failure = f"{type(exc).__name__}: {exc}"
-            if failure != self._poll_failure:
-                log.exception("a poll failed (%s); the agent keeps polling", failure)
-            self._poll_failure = failure
+            if failure != self._failed.get(what):
+                log.exception("%s failed (%s); the agent keeps polling", what, failure)
+            self._failed[what] = failure
             return
-        self._poll_failure = None
+        self._failed.pop(what, None)
         if self.state_error is not None:
             log.info("agent state writable again")
             self.state_error = None
@@ -325,11 +401,11 @@ class Agent:
         """How long after an interval's end its reading may still be taken (READING_LATE_POLLS)."""
         return max(1.5 * self.poll_s, min(self._poll_gap_s(), self.params["interval_s"] / 10))
 
-    def _poll(self) -> None:
+    def _poll(self, read: MeterSample | Exception | None) -> None:
         now = int(self.clock())
         interval_s = self.params["interval_s"]
         current = now - now % interval_s
-        sample = self._read()
+        sample = self._take(read)
         if sample is not None:
             self._check_serial(sample)
         if self.last_interval is not None and current < self.last_interval:
@@ -372,9 +448,22 @@ class Agent:
         elif self._energy_unsaved and not 0 <= now - (self._energy_saved_at or 0) < ENERGY_SAVE_S:
             self._save_energy(now)
 
-    def _read(self) -> MeterSample | None:
+    def _read_meter(self) -> MeterSample | Exception:
+        """Read the meter: its sample, or the exception the read raised. Touches the reader only
+        (run() calls it in a thread of its own)."""
         try:
-            sample = self.reader.read()
+            return self.reader.read()
+        except Exception as exc:  # the agent never dies because of its meter: every fault is retried
+            return exc
+
+    def _take(self, read: MeterSample | Exception | None) -> MeterSample | None:
+        """This poll's sample, or None (a meter fault: counted, logged, in the status)."""
+        try:
+            if isinstance(read, Exception):
+                raise read
+            if read is None:
+                raise MeterError("the meter read returned nothing")
+            sample = read
             plausible, _checks, why = plausibility(sample, AGENT_VOLTAGE_RANGE_V)
             if not plausible:
                 raise MeterError(
