@@ -131,6 +131,12 @@ class ProbeResult:
 # What the running agent accepts (a fault otherwise): wide enough for any grid's sags and swells,
 # narrow enough that another meter's register map (values like -1.9e8 V) is caught.
 AGENT_VOLTAGE_RANGE_V = (80.0, 300.0)
+# A phase carries at most what the total may (found in a QA pass: an L1 power of 3e38 W passed, as
+# only the total was checked): MAX_POWER_W, and that power's current at the agent's lowest voltage.
+MAX_CURRENT_A = MAX_POWER_W / AGENT_VOLTAGE_RANGE_V[0]
+# Beyond this a number is shown in scientific notation: no plausible value (power, counter) reaches
+# it, and an exact 39-digit number only hides the line it is on.
+SHOWN_EXACTLY_BELOW = 10**12
 
 
 def _as_float(value: float) -> float:
@@ -147,6 +153,19 @@ def _shown(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
         return f"about {'-' if value < 0 else ''}10**{int(abs(value).bit_length() * math.log10(2))}"
     return repr(value)
+
+
+def shown_number(value: float, spec: str = "") -> str:
+    """``value`` formatted with ``spec`` when it is a number a meter could read; else bounded:
+    '3e+38', 'inf', 'nan', or 'about 10**5000' for an integer too large for a float (found in a
+    QA pass: `meter read` printed a power of 3e38 W as a 39-digit number)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return _shown(value)
+    if math.isfinite(number) and abs(number) < SHOWN_EXACTLY_BELOW:
+        return format(value, spec)
+    return f"{number:.3g}"
 
 
 def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V) -> tuple[bool, int, str]:
@@ -173,6 +192,13 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
         passed += 1
     if abs(sample.power_w) > MAX_POWER_W:
         return False, passed, f"power {_shown(sample.power_w)} W implausible"
+    for quantity, values, bound, unit in (
+        ("power", sample.phase_power_w, MAX_POWER_W, "W"),
+        ("current", sample.current_a, MAX_CURRENT_A, "A"),
+    ):
+        for phase, value in enumerate(values, 1):
+            if value is not None and not (math.isfinite(_as_float(value)) and abs(value) <= bound):
+                return False, passed, f"L{phase} {quantity} {shown_number(value)} {unit} implausible"
     for name in ("import_wh", "export_wh"):
         value = getattr(sample, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER_WH:
@@ -358,12 +384,16 @@ def _probe_one(reader, name: str, unit: int) -> ProbeResult:
 
 
 def _summary(sample, sunspec_chain: Sequence[int] = ()) -> str:
-    parts = [f"{sample.power_w} W", f"import {sample.import_wh} Wh", f"export {sample.export_wh} Wh"]
-    volts = [f"{v:.1f}" for v in sample.voltage_v if v is not None]
+    parts = [
+        f"{shown_number(sample.power_w)} W",
+        f"import {shown_number(sample.import_wh)} Wh",
+        f"export {shown_number(sample.export_wh)} Wh",
+    ]
+    volts = [shown_number(v, ".1f") for v in sample.voltage_v if v is not None]
     if volts:
         parts.append("/".join(volts) + " V")
     if sample.frequency_hz is not None:
-        parts.append(f"{sample.frequency_hz:.2f} Hz")
+        parts.append(f"{shown_number(sample.frequency_hz, '.2f')} Hz")
     if sample.serial:
         parts.append(f"serial {sample.serial}")
     if sample.sunspec_model:

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 
 import click
 
-from meter_agent.probe import ProbeResult, advice, best, describe_units, probe_meter, ties, unit_plan
+from meter_agent.probe import (
+    ProbeResult,
+    advice,
+    best,
+    describe_units,
+    probe_meter,
+    shown_number,
+    ties,
+    unit_plan,
+)
 from peerwatt.errors import UserError
 
 
@@ -254,21 +263,24 @@ def _read_shelly_http(
 
 
 def format_sample(sample, where: str) -> str:
-    """A reading as a few human lines."""
+    """A reading as a few human lines; a value no meter reads is shown bounded (3e+38), not as a
+    39-digit number (`_show` then says it is implausible)."""
     direction = "import" if sample.power_w > 0 else "export" if sample.power_w < 0 else "idle"
     lines = [
         f"{sample.profile} at {where} unit {sample.unit_id}"
         + (f", serial {sample.serial}" if sample.serial else "")
         + (f", SunSpec model {sample.sunspec_model}" if sample.sunspec_model else ""),
-        f"power     {sample.power_w:>10} W ({direction})",
-        f"import    {sample.import_wh:>10} Wh",
-        f"export    {sample.export_wh:>10} Wh",
+        f"power     {shown_number(sample.power_w):>10} W ({direction})",
+        f"import    {shown_number(sample.import_wh):>10} Wh",
+        f"export    {shown_number(sample.export_wh):>10} Wh",
     ]
 
     def cell(values, i, fmt, unit):
         if not values:
             return ""
-        return "n/a" if values[i] is None else f"{values[i]:{fmt}} {unit}"
+        if i >= len(values) or values[i] is None:
+            return "n/a"
+        return f"{shown_number(values[i], fmt)} {unit}"
 
     phases = max(len(sample.voltage_v), len(sample.current_a), len(sample.phase_power_w))
     for i in range(phases):
@@ -279,7 +291,7 @@ def format_sample(sample, where: str) -> str:
         ]
         lines.append(f"L{i + 1}        " + "  ".join(p for p in parts if p))
     if sample.frequency_hz is not None:
-        lines.append(f"frequency {sample.frequency_hz:>10.2f} Hz")
+        lines.append(f"frequency {shown_number(sample.frequency_hz, '.2f'):>10} Hz")
     return "\n".join(lines)
 
 
