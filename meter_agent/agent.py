@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from chain.keys import PrivateKey, key_id
 from chain.notice import open_notice, refusal_threshold
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
-from meter_agent.modbus_reader import MeterError, MeterSample
+from meter_agent.modbus_reader import MeterConnectionError, MeterError, MeterSample, MeterTimeout
 from meter_agent.outbox import DEFAULT_CONFIRM_AFTER_S, Outbox, OutboxError
 from meter_agent.probe import AGENT_VOLTAGE_RANGE_V, plausibility
 from meter_agent.receipts import (
@@ -84,9 +85,19 @@ ENERGY_SAVE_S = 300
 # reading is signed, and the settlement flags the interval rather than settle on energy that was
 # not delivered in it. See reading_late_s().
 READING_LATE_POLLS = 3
-# Why a pending reading was not signed when the meter did not answer; any other reason is its
-# counters, read but unusable, which stops the offers until a reading is signed (_give_up_reading)
+# Why a pending reading was not signed when the meter did not answer (a timeout, a connection
+# fault), or answered what could not be used (NaN, an implausible value, a garbled answer): each
+# followed by the fault. Any other reason is its counters, read but unusable, which stops the
+# offers until a reading is signed (_give_up_reading)
 METER_SILENT_AT_END = "the meter did not answer at its end"
+METER_UNREADABLE_AT_END = "the meter could not be read at its end"
+# A meter fault is logged when it starts, and one of another kind (its text but for the numbers in
+# it) when it starts too: each kind at most once an interval, and at most this many kinds an
+# interval (a meter flapping between faults); the rest are counted in one line at the interval's
+# end. (Found in a QA pass: one key for every fault held back a NaN fault that started after a
+# TCP reset was logged in the same interval, and it never appeared in the log while it lasted.)
+MAX_FAULT_KINDS_LOGGED = 3
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 READING_LATE_MIN_S = 15.0
 # run() reads the meter in a thread of its own, one read at a time, and meanwhile checks for a
 # stop and publishes the heartbeats at least this often (found in a QA pass: with timeout_s = 60
@@ -246,7 +257,10 @@ class Agent:
         # once per interval: key -> the interval it was logged in, and how many were not logged since
         self._logged_in: dict[str, int] = {}
         self._not_logged: dict[str, int] = {}
-        self._fault_logged = False  # the current meter fault was logged (so is its end)
+        self._fault_logged = False  # a line of the current meter fault was logged (so is its end)
+        self._fault_kind: str | None = None  # the current fault's text, its numbers masked
+        self._fault_kind_logged = False  # that kind of fault was logged since it began
+        self._fault_silent = False  # the current fault is a meter that did not answer
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
         # height -> hash (hex) of the sealed header accepted at that height (MAX_HEADERS_KEPT)
         self._headers: dict[int, str] = {int(h): v for h, v in outbox.load_entries("headers").items()}
@@ -471,26 +485,55 @@ class Agent:
                     "probe` finds the right one)"
                 )
         except Exception as exc:  # the agent never dies because of its meter: every fault is retried
-            self.meter_read_errors += 1
-            known = isinstance(exc, MeterError)
-            # a fault is logged when it starts, at most once an interval (a meter failing every
-            # other poll), with a status at the end of this poll rather than at the heartbeat
-            if self.fault is None and self._log_once("meter fault"):
-                self._fault_logged = True
-                self._last_heartbeat = -math.inf
-                if known:
-                    log.warning("meter fault: %s (no offers until it answers again)", exc)
-                else:  # not a typed meter error: a reader bug, keep its traceback
-                    log.exception("meter fault: unexpected %s (no offers until it answers again)", exc)
-            self.fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
+            self._meter_fault(exc)
             return None
         if self.fault is not None:
             if self._fault_logged:
                 log.info("meter answers again")
                 self._last_heartbeat = -math.inf
-            self.fault, self._fault_logged = None, False
+            self.fault, self._fault_logged, self._fault_kind = None, False, None
         self.last_sample = sample
         return sample
+
+    def _meter_fault(self, exc: Exception) -> None:
+        """Count, keep and log a meter fault. It is logged when it starts, and when it turns into
+        a fault of another kind (MAX_FAULT_KINDS_LOGGED), with a status at the end of this poll
+        rather than at the heartbeat; one held back (its kind was logged in this interval already:
+        a meter failing every other poll) is logged in a later interval if it lasts until then."""
+        self.meter_read_errors += 1
+        known = isinstance(exc, MeterError)
+        fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        kind = _NUMBER.sub("#", fault)
+        if kind != self._fault_kind:  # a fault starts, or another kind of fault
+            self._fault_kind, self._fault_kind_logged = kind, False
+            logged = self._log_fault_once(kind, count=True)
+        else:  # the same kind goes on: logged now if it was held back in an earlier interval
+            logged = not self._fault_kind_logged and self._log_fault_once(kind, count=False)
+        if logged:
+            self._fault_logged = self._fault_kind_logged = True
+            self._last_heartbeat = -math.inf
+            if known:
+                log.warning("meter fault: %s (no offers until it answers again)", exc)
+            else:  # not a typed meter error: a reader bug, keep its traceback
+                log.error("meter fault: unexpected %s (no offers until it answers again)", exc, exc_info=exc)
+        self.fault = fault
+        self._fault_silent = isinstance(exc, MeterTimeout | MeterConnectionError)
+
+    def _log_fault_once(self, kind: str, count: bool) -> bool:
+        """Whether a meter fault of ``kind`` may be logged now: each kind once an interval, at most
+        MAX_FAULT_KINDS_LOGGED kinds; the others are counted (if ``count``) as "meter fault" in
+        the line at the interval's end (as _log_once)."""
+        current = self.last_interval
+        if current is None:
+            return True
+        key = f"meter fault ({kind})"
+        kinds = [k for k, at in self._logged_in.items() if at == current and k.startswith("meter fault (")]
+        if key in kinds or len(kinds) >= MAX_FAULT_KINDS_LOGGED:
+            if count:
+                self._not_logged["meter fault"] = self._not_logged.get("meter fault", 0) + 1
+            return False
+        self._logged_in[key] = current
+        return True
 
     def _check_serial(self, sample: MeterSample) -> None:
         """Offer nothing while the meter's serial is not the one the ledger enrolled for this meter
@@ -620,6 +663,7 @@ class Agent:
                 ", ".join(f"{key} {count} more time(s)" for key, count in sorted(self._not_logged.items())),
             )
             self._not_logged.clear()
+        self._logged_in = {key: at for key, at in self._logged_in.items() if at >= current}
         if self.pending_reading is not None and self.pending_reading < current - interval_s:
             self._give_up_reading(now)  # an allowance longer than an interval: not with the defaults
         self.pending_reading, self._reading_blocked = current - interval_s, None
@@ -642,7 +686,7 @@ class Agent:
             self._give_up_reading(now)
             return
         if sample is None or self.fault is not None:
-            self._block_reading(METER_SILENT_AT_END)
+            self._block_reading(self._fault_at_end())
             return
         if self._counters_unusable:
             unusable = ", ".join(self._counters_unusable)
@@ -664,6 +708,12 @@ class Agent:
         self._reading_blocked = None
         cleared = {"pending_reading": None, "readings_withheld": None, "reading_blocked": None}
         self.outbox.save_all({"last_reading": body, **cleared})
+
+    def _fault_at_end(self) -> str:
+        """Why the pending reading was not signed, the meter's fault named."""
+        if self.fault is None:  # (no sample without a fault)
+            return METER_SILENT_AT_END
+        return f"{METER_SILENT_AT_END if self._fault_silent else METER_UNREADABLE_AT_END}: {self.fault}"
 
     def _block_reading(self, why: str) -> None:
         """Keep why the pending reading was not signed at this poll (saved when it changes)."""
@@ -698,7 +748,7 @@ class Agent:
                 why,
                 self.reading_late_s(),
             )
-        if why is not None and why != METER_SILENT_AT_END:
+        if why is not None and not why.startswith((METER_SILENT_AT_END, METER_UNREADABLE_AT_END)):
             if self.readings_withheld is None:
                 log.warning("meter %s: no offers until a reading can be signed again", self.meter_id)
             self.readings_withheld = why
