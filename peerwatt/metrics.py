@@ -2,16 +2,42 @@
 
 One collector per process turns ``status()`` into metrics, so no counter is scattered through the
 code and the numbers are the ones `node status` / `agent status` show. Nodes serve them on their
-HTTP API at ``/metrics``; agents on ``metrics_port`` when configured (docs/operations.md).
+HTTP API at ``/metrics``; agents on ``metrics_port`` when configured (docs/operations.md), with
+``serve_metrics``: a bounded server (prometheus_client's ``start_http_server`` held a thread for
+every connection that never finished its request, found in a QA pass: 300 of them, still there
+20 s later). At most ``max_connections`` are served at once (any more is answered 503 and closed),
+a connection's request must arrive in full within ``read_deadline_s`` however slowly it trickles,
+and a reply the client does not take within WRITE_TIMEOUT_S is dropped. Such trouble is logged
+in one line per episode (until every connection has closed), never with a traceback.
+
+``?name[]=NAME`` (repeatable) restricts the answer to those metrics, by a family's name or a
+sample's (``peerwatt_agent_meter_read_errors`` or ``..._total``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import gzip
+import io
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+log = logging.getLogger("peerwatt.metrics")
+
+READ_DEADLINE_S = 5.0  # for the whole request line and headers of a connection
+MAX_CONNECTIONS = 16  # served at once, each on its own thread (Prometheus scrapes one at a time)
+WRITE_TIMEOUT_S = 10.0  # for the reply (a few kB)
 
 
 class StatusCollector:
@@ -129,9 +155,38 @@ def _agent_metrics(s: dict[str, Any]) -> Iterator[Any]:
     )
 
 
+class _StatusRegistry(CollectorRegistry):
+    """A registry whose ``name[]`` restriction works for a collector that cannot describe its
+    metrics before ``status()`` is called (prometheus_client's found no name in it, so a QA pass
+    got an empty answer to ``?name[]=peerwatt_agent_power_watts``)."""
+
+    def restricted_registry(self, names: Iterable[str]) -> _Restricted:  # type: ignore[override]
+        return _Restricted(set(names), self)
+
+
+class _Restricted:
+    """The families of ``registry`` named in ``names``, and the samples so named of the others."""
+
+    def __init__(self, names: set[str], registry: CollectorRegistry) -> None:
+        self.names = names
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if family.name in self.names:
+                yield family
+                continue
+            samples = [sample for sample in family.samples if sample.name in self.names]
+            if samples:
+                restricted = Metric(family.name, family.documentation, family.type, family.unit)
+                restricted.samples = samples
+                yield restricted
+
+
 def registry_for(kind: str, status: Callable[[], dict[str, Any]]) -> CollectorRegistry:
-    """A registry holding only this process's status collector."""
-    registry = CollectorRegistry(auto_describe=False)
+    """A registry holding only this process's status collector (``status()`` is called at each
+    scrape, not when registering: an agent's is not ready then)."""
+    registry = _StatusRegistry(auto_describe=False)
     registry.register(StatusCollector(kind, status))
     return registry
 
@@ -139,3 +194,220 @@ def registry_for(kind: str, status: Callable[[], dict[str, Any]]) -> CollectorRe
 def exposition(registry: CollectorRegistry) -> bytes:
     """The Prometheus text format of a registry."""
     return generate_latest(registry)
+
+
+def serve_metrics(
+    port: int,
+    addr: str,
+    registry: CollectorRegistry,
+    *,
+    read_deadline_s: float = READ_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
+) -> MetricsServer:
+    """Serve ``registry``'s metrics on ``addr``:``port`` (every path but /favicon.ico, as
+    prometheus_client's ``start_http_server(port, addr=, registry=)`` does, which this replaces)
+    from a daemon thread, bounded as the module docstring says. ``OSError`` when the address
+    cannot be bound. ``stop()`` ends it."""
+    server = MetricsServer((addr, port), registry, read_deadline_s, max_connections)
+    server.start()
+    return server
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """See ``serve_metrics``."""
+
+    daemon_threads = True
+    # a burst of connections is accepted and answered (served or 503) rather than left to SYN retries
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        read_deadline_s: float,
+        max_connections: int,
+    ) -> None:
+        self.registry = registry
+        self.read_deadline_s = read_deadline_s
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._open = 0  # connections being served
+        self._in_episode = False  # trouble was logged, and not every connection has closed since
+        self._failing: str | None = None  # why collecting failed, logged, until it works again
+        super().__init__(address, _MetricsHandler)
+        self._thread = threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.shutdown()
+        self.server_close()
+
+    def trouble(self, what: str) -> None:
+        """Log ``what`` unless this episode of trouble was logged already."""
+        with self._lock:
+            if self._in_episode:
+                return
+            self._in_episode = True
+        log.warning(
+            "metrics server on %s: %s (not logged again until every connection has closed)",
+            self.address,
+            what,
+        )
+
+    def collected(self, failure: str | None) -> None:
+        """Log a failure to collect the metrics once, until they are collected again."""
+        with self._lock:
+            logged, self._failing = self._failing, failure
+        if failure is not None and failure != logged:
+            log.warning(
+                "metrics server on %s: the metrics cannot be collected: %s (scrapes are answered 500)",
+                self.address,
+                failure,
+            )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.trouble(
+                f"more than {self.max_connections} connections at once; the others are answered "
+                "503 (a scraper gone wrong, or a local program holding connections open)"
+            )
+            _answer_busy(request)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._open += 1
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open == 0:
+                self._in_episode = False
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("a metrics client went away: %s", exc)
+        else:
+            self.trouble(f"a request failed: {type(exc).__name__}: {exc}")
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: MetricsServer
+    timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by the server's deadline
+    default_request_version = "HTTP/1.0"  # an error before the request line gave one has a status line
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        deadline = time.monotonic() + self.server.read_deadline_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self._late))
+
+    def _late(self) -> None:
+        self.server.trouble(
+            f"a client sent no complete request within {self.server.read_deadline_s:g} s; such "
+            "connections are closed"
+        )
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3:  # HTTP/0.9 "GET /path", or no path
+            self.send_error(HTTPStatus.BAD_REQUEST, "the request line must be GET /path HTTP/1.x")
+            return False
+        return True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        url = urlparse(self.path)
+        if url.path == "/favicon.ico":
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        registry: Any = self.server.registry
+        names = parse_qs(url.query).get("name[]")
+        if names:
+            registry = registry.restricted_registry(names)
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            data = encoder(registry)
+        except Exception as exc:  # a status() that fails: the scraper is told, the log has one line
+            self.server.collected(f"{type(exc).__name__}: {exc}")
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "the metrics cannot be collected")
+            return
+        self.server.collected(None)
+        self.send_response(HTTPStatus.OK)
+        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+            data = gzip.compress(data)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+_BUSY_BODY = b"too many connections, try again later\n"
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(_BUSY_BODY),
+    _BUSY_BODY,
+)
+
+
+def _answer_busy(sock: socket.socket) -> None:
+    """A 503 to a connection beyond the bound, if it fits in the socket's buffer at once."""
+    try:
+        sock.setblocking(False)
+        sock.send(_BUSY)
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reading side that fails (TimeoutError, after calling ``late``) once
+    ``deadline`` (time.monotonic) has passed, however slowly bytes trickle in: a socket timeout
+    alone restarts with each byte. (peerwatt/node/http_api.py has its own: it imports this module,
+    so this one cannot import it.)"""
+
+    def __init__(self, sock: socket.socket, deadline: float, late: Callable[[], None]) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.late = late
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left_s = self.deadline - time.monotonic()
+        if left_s <= 0:
+            self.late()
+            raise TimeoutError("the request did not arrive in time")
+        before = self.sock.gettimeout()
+        self.sock.settimeout(left_s)
+        try:
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.late()
+            raise
+        finally:
+            self.sock.settimeout(before)
