@@ -2,13 +2,23 @@
 
 Sensors: grid power (W, measurement), import/export energy (kWh, total_increasing), P2P sold and
 bought energy (kWh, total_increasing), P2P earnings (monetary, state_class total — the only one
-HA accepts for money). Availability follows the agent's retained status topic and its last will.
+HA accepts for money). Availability follows the agent's retained status topic and its last will;
+the meter's own sensors (power, import, export) are also unavailable while the status says the
+meter cannot be read (``meter_ok`` false), so HA does not show the last values read as current.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+# The status topic holds the agent's JSON status, or its last will "offline" (not JSON: HA sets
+# value_json only for a JSON payload, so the templates test ``value`` first). The agent runs:
+AGENT_AVAILABLE = "{{ 'offline' if value == 'offline' else 'online' }}"
+# ... and it can read the meter (a component's availability options override the device's):
+METER_AVAILABLE = "{{ 'online' if value != 'offline' and value_json.meter_ok else 'offline' }}"
+# the meter's sensors: the values of its last reading, stale while it cannot be read
+METER_SENSORS = ("power", "import", "export")
 
 
 def discovery_topic(prefix: str, meter_id: str) -> str:
@@ -39,7 +49,7 @@ def discovery_payload(community: str, meter_id: str, status_topic: str, currency
         "o": {"name": "peerwatt"},
         "state_topic": state,
         "availability_topic": status_topic,
-        "availability_template": "{{ 'offline' if value == 'offline' else 'online' }}",
+        "availability_template": AGENT_AVAILABLE,
         "cmps": {
             "power": sensor("power_w", "Grid power", "power", "measurement", "W"),
             "import": sensor("import_kwh", "Grid import", "energy", "total_increasing", "kWh"),
@@ -51,6 +61,8 @@ def discovery_payload(community: str, meter_id: str, status_topic: str, currency
             "earnings": sensor("p2p_earnings", "P2P earnings", "monetary", "total", currency),
         },
     }
+    for name in METER_SENSORS:
+        config["cmps"][name].update(availability_topic=status_topic, availability_template=METER_AVAILABLE)
     return json.dumps(config, sort_keys=True).encode()
 
 
