@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from chain.genesis import GenesisError, check_serial
+from meter_agent.homeassistant import METER_ID_CHARS, discovery_topic
 from meter_agent.strategy import StrategyConfig
-from peerwatt.bus import BrokerConfig, check_topic
+from peerwatt.bus import MAX_TOPIC_BYTES, BrokerConfig, check_topic
 from peerwatt.errors import UserError
 from peerwatt.settings import broker_config, read_password_file, read_toml, take
 
@@ -279,6 +280,18 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     except ValueError as exc:
         raise UserError(
             f"{hw}: prefix {ha_prefix[:80]!r} is not a topic prefix to publish to: {exc}"
+        ) from None
+    # the longest topic the prefix makes (the HA state topic does not use it): a 65,500-character
+    # prefix loaded, then the agent stopped with a traceback at start (found in a QA pass)
+    longest = discovery_topic(ha_prefix, "0" * METER_ID_CHARS)
+    try:
+        check_topic(longest)
+    except ValueError:
+        size, rest = len(longest.encode()), len(longest) - len(ha_prefix)
+        raise UserError(
+            f"{hw}: prefix is {size - rest} bytes long, so the discovery topic PREFIX/device/"
+            f"peerwatt_<meter id>/config is {size} bytes; MQTT allows at most {MAX_TOPIC_BYTES}: the "
+            f"prefix may have at most {MAX_TOPIC_BYTES - rest} bytes (Home Assistant uses homeassistant)"
         ) from None
     passphrase = take(data, "passphrase_file", str, where, None)
     heartbeat_s = _seconds(data, "heartbeat_s", where, 60, HEARTBEAT_S, "between status messages")

@@ -19,6 +19,8 @@ AGENT_AVAILABLE = "{{ 'offline' if value == 'offline' else 'online' }}"
 METER_AVAILABLE = "{{ 'online' if value != 'offline' and value_json.meter_ok else 'offline' }}"
 # the meter's sensors: the values of its last reading, stale while it cannot be read
 METER_SENSORS = ("power", "import", "export")
+# a meter id (chain.keys.key_id: the hex of 16 bytes), in the discovery topic
+METER_ID_CHARS = 32
 
 
 def discovery_topic(prefix: str, meter_id: str) -> str:

@@ -94,7 +94,13 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     stop = stop_on_signals()
-    agent_.start()
+    try:
+        agent_.start()
+    except ValueError as exc:  # a topic MQTT cannot carry (agent.toml's check should have said)
+        bus.stop()
+        reader.close()
+        outbox.close()
+        raise UserError(str(exc)) from None
     if cfg.metrics_port is not None:
         from prometheus_client import start_http_server
 
