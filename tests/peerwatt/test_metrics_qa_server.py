@@ -138,6 +138,7 @@ def test_a_status_that_fails_is_a_500_and_one_line_until_it_works_again(metrics,
         if broken[0]:
             with pytest.raises(urllib.error.HTTPError) as caught:
                 _get(address, "/metrics")
+            caught.value.close()  # it holds the connection
             assert caught.value.code == 500
         else:
             assert "peerwatt_agent_power_watts" in _get(address, "/metrics")
