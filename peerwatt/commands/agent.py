@@ -102,14 +102,10 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         outbox.close()
         raise UserError(str(exc)) from None
     if cfg.metrics_port is not None:
-        from prometheus_client import start_http_server
+        from peerwatt.metrics import registry_for, serve_metrics
 
-        from peerwatt.metrics import registry_for
-
-        try:
-            start_http_server(
-                cfg.metrics_port, addr="127.0.0.1", registry=registry_for("agent", agent_.status)
-            )
+        try:  # bounded: a deadline per request, a cap on connections (peerwatt/metrics.py)
+            serve_metrics(cfg.metrics_port, "127.0.0.1", registry_for("agent", agent_.status))
         except OSError as exc:
             raise UserError(f"cannot serve metrics on 127.0.0.1:{cfg.metrics_port}: {exc.strerror}") from None
     click.echo(

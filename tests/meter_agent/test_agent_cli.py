@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
 from chain.keys import public_key_sec1, save_private_key
+from peerwatt.metrics import READ_DEADLINE_S
+from peerwatt.ports import free_port
 from tests.support.localnet import make_community
 from tests.support.procnet import wait_for
 
@@ -47,9 +51,11 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, 
         sim.start()
         meter_table = 'source = "p1"\n'
     config = tmp_path / "agent.toml"
+    metrics_port = free_port()
     config.write_text(
         f'community = "{c.community}"\nkey = "meter.key"\ngenesis = "genesis.toml"\nstate_dir = "state"\n'
-        f'heartbeat_s = 0.5\n[meter]\n{meter_table}host = "127.0.0.1"\n'
+        f"heartbeat_s = 0.5\nmetrics_port = {metrics_port}\n"
+        f'[meter]\n{meter_table}host = "127.0.0.1"\n'
         f"port = {sim.port}\npoll_s = 0.5\n"
         f'[broker]\nurl = "{mosquitto.url}"\n'
     )
@@ -82,6 +88,17 @@ def test_agent_runs_sends_status_and_reports_it(tmp_path, mosquitto, start_sim, 
         assert second.returncode == 2, second.stderr
         assert second.stderr.startswith(f"error: another agent (pid {agent.pid}) is running on ")
         assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+        # its metrics are served bounded (peerwatt.metrics.serve_metrics): a request that never
+        # ends is closed after the read deadline (found in a QA pass: each such connection held
+        # a thread for good), and a scrape meanwhile is answered
+        idle = socket.create_connection(("127.0.0.1", metrics_port), timeout=READ_DEADLINE_S + 5)
+        try:
+            idle.sendall(b"GET /metrics HTTP/1.1\r\n")
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+                assert b"peerwatt_agent_" in page.read()
+            assert idle.recv(1024) == b""  # closed by the agent, not left open
+        finally:
+            idle.close()
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=30)
