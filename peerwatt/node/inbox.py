@@ -1,4 +1,5 @@
-"""The node's inbox of transactions: one bounded queue per sender, served in turn.
+"""The node's inboxes: transactions, and (``ConsensusInbox``, below) proposals and votes; one
+bounded queue per sender in each, served in turn.
 
 A meter's broker account may publish only on its own orders and readings topics (the ACL), so
 such a topic stands for one account. Served first-in first-out across all topics, one member's
@@ -30,9 +31,13 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
+from chain import messages
 from peerwatt.bus import TOPIC_ROOT
 
 MAX_PER_TOPIC = 2000
@@ -122,6 +127,135 @@ class FairInbox:
                     counter[item[1]] -= less
                     if counter[item[1]] <= 0:
                         del counter[item[1]]
+            return item
+
+    def qsize(self) -> int:
+        with self._lock:
+            return sum(len(waiting) for waiting in self._queues.values())
+
+
+# -- the consensus inbox --------------------------------------------------------------------------
+#
+# Proposals (the blocks topic) and votes (each validator's seals topic) wait in one share per
+# sender, served in turn like the transactions above. A QA pass: one validator's flood of the
+# consensus topics (40 signed proposals of 8 MB; 8 MB of junk 3 times a second on its own seals
+# topic; one valid seal replayed 10,000 times a second) went into one unbounded queue, first in
+# first out: every honest node froze for 30 to 100 s behind it and grew from 46 to 626 MB.
+#
+# A share holds a few rounds of an honest validator's messages with room to spare: per round a
+# validator sends a prevote and a seal on its own topic, and relays there at most the prevotes
+# behind its lock and the seals of a block a peer lacks (one per validator each), every message
+# of the height again every 5 s (copies of one waiting or handled are dropped before they count);
+# a proposer sends one block a round it proposes in. An honest vote is ~350 bytes; a block at most
+# MAX_BLOCK_BYTES, which the builder is sized to (peerwatt/node/runtime.py, first_that_fit).
+VOTE_SHARE = (1_000, 1024 * 1024)  # messages, bytes waiting per seals topic
+BLOCK_SHARE = (64, 2 * messages.MAX_BLOCK_BYTES)  # ... per validator on the blocks topic
+# a share that drops nothing for this long ends its sender's flood episode (logged once each)
+FLOOD_QUIET_S = 60.0
+
+
+@dataclass
+class Flood:
+    """A sender whose share was full: when its episode began, its last drop, drops since."""
+
+    began: float
+    last: float
+    dropped: int = 0
+
+
+class ConsensusInbox:
+    """Consensus messages in per-sender shares served in turn, each bounded (VOTE_SHARE,
+    BLOCK_SHARE), with exact copies of a waiting message dropped (a look-up). Items are ``(kind,
+    sender, payload)``, kind ``block`` or ``vote``; ``sender`` names the share: the node decides it
+    (a validator's seals topic, or a block's verified signer) and ``offer`` enforces its bound.
+    ``put`` (no bound) and ``get_nowait`` behave as ``queue.Queue``'s do: the node puts back the
+    messages it parked for a later height, which Parked bounds already. Thread-safe: the bus thread
+    offers, the node's thread gets; ``clock`` times the flood episodes (the node's monotonic)."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, shares: dict[str, tuple[int, int]] | None = None
+    ) -> None:
+        self.limits = {"block": BLOCK_SHARE, "vote": VOTE_SHARE} | (shares or {})
+        self._clock = clock
+        self._queues: collections.OrderedDict[tuple[str, str], collections.deque] = collections.OrderedDict()
+        self._bytes: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._waiting: set[bytes] = set()  # digests of the offered items waiting
+        self._floods: dict[tuple[str, str], Flood] = {}
+        self._lock = threading.Lock()
+
+    def has_room(self, kind: str, sender: str, size: int) -> bool:
+        """Whether ``sender``'s share of ``kind`` takes one more message of ``size`` bytes."""
+        with self._lock:
+            return self._room(kind, sender, size)
+
+    def _room(self, kind: str, sender: str, size: int) -> bool:
+        count, max_bytes = self.limits[kind]
+        waiting = self._queues.get((kind, sender))
+        return waiting is None or (len(waiting) < count and self._bytes[(kind, sender)] + size <= max_bytes)
+
+    def offer(self, item: tuple[str, str, bytes], digest: bytes) -> str:
+        """Queue ``item`` (``digest``: its payload's SHA-256) if its share has room: ``queued``; the
+        same bytes wait already: ``copy`` (dropped); its share is full: ``full``, or ``flood`` when
+        that begins its sender's flood episode (dropped, and recorded for ``flooding``)."""
+        kind, sender, payload = item
+        with self._lock:
+            if digest in self._waiting:
+                return "copy"
+            if not self._room(kind, sender, len(payload)):
+                return "flood" if self._dropped(kind, sender) else "full"
+            self._waiting.add(digest)
+            self._append((kind, sender), (item, digest))
+            return "queued"
+
+    def drop(self, kind: str, sender: str) -> bool:
+        """Record a message of ``sender`` dropped because its share is full (``has_room`` said no);
+        True if that begins its flood episode."""
+        with self._lock:
+            return self._dropped(kind, sender)
+
+    def _dropped(self, kind: str, sender: str) -> bool:
+        now = self._clock()
+        flood = self._floods.get((kind, sender))
+        new = flood is None or now - flood.last >= FLOOD_QUIET_S
+        if new:
+            flood = self._floods[(kind, sender)] = Flood(began=now, last=now)
+        assert flood is not None
+        flood.last = now
+        flood.dropped += 1
+        return new
+
+    def flooding(self) -> dict[tuple[str, str], int]:
+        """The senders flooding now (a message dropped less than FLOOD_QUIET_S ago): (kind,
+        sender) -> messages dropped in that episode so far."""
+        with self._lock:
+            now = self._clock()
+            for share in [s for s, f in self._floods.items() if now - f.last >= FLOOD_QUIET_S]:
+                del self._floods[share]  # an episode that ended (the dict stays small)
+            return {share: flood.dropped for share, flood in self._floods.items()}
+
+    def _append(self, share: tuple[str, str], entry: tuple[tuple[str, str, bytes], bytes | None]) -> None:
+        self._queues.setdefault(share, collections.deque()).append(entry)
+        self._bytes[share] += len(entry[0][2])
+
+    def put(self, item: tuple[str, str, bytes]) -> None:
+        """Queue ``item`` in its share without a bound (see the class docstring)."""
+        with self._lock:
+            self._append((item[0], item[1]), (item, None))
+
+    def get_nowait(self) -> tuple[str, str, bytes]:
+        """The oldest item of the next share in turn; ``queue.Empty`` when nothing waits."""
+        with self._lock:
+            if not self._queues:
+                raise queue.Empty
+            share, waiting = self._queues.popitem(last=False)
+            item, digest = waiting.popleft()
+            if waiting:
+                self._queues[share] = waiting  # to the back of the turn
+                self._bytes[share] -= len(item[2])
+            else:
+                del self._bytes[share]
+            if digest is not None:
+                self._waiting.discard(digest)
             return item
 
     def qsize(self) -> int:

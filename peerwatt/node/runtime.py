@@ -35,8 +35,10 @@ messages whose signature verified (chain/notice.py).
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -48,7 +50,7 @@ from chain import consensus, messages
 from chain.block import Block, header_hash
 from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
-from chain.engine import NIL, Ledger, check_seal_for
+from chain.engine import NIL, Ledger, VerifiedHashes, check_seal_for
 from chain.envelope import (
     CONTEXT_REASONS,
     Envelope,
@@ -67,12 +69,13 @@ from chain.execute import (
 )
 from chain.keys import PrivateKey, key_id
 from chain.notice import authenticated, signed_by_its_signer, tellers
+from chain.signature import SignatureError, verify
 from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
 from peerwatt.node.catchup import CATCHUP_BATCH, fetch_blocks
-from peerwatt.node.inbox import FairInbox, is_shared_topic
+from peerwatt.node.inbox import ConsensusInbox, FairInbox, is_shared_topic
 from peerwatt.node.ledger_api import ErasedPayloads
 from peerwatt.node.mempool import Mempool, MempoolError
 
@@ -89,9 +92,10 @@ MAX_PENDING_PER_SIGNER = 4096
 # is for its header and results, so an honest proposal never exceeds what validators accept.
 MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_INBOX_PER_STEP = 500
-# ... and at most this long (s) on transactions per step, so consensus and its timers get a turn
-# between them: a QA pass's 4,000 valid-JSON payloads just under 64 KiB (11 ms each) held every
-# node's loop 5 s a step, blocks stopped for 67 s and honest orders missed their gate
+# ... and at most this long (s) on each inbox (proposals and votes, then transactions) per step, so
+# consensus and its timers get a turn between them: a QA pass's 4,000 valid-JSON payloads just
+# under 64 KiB (11 ms each) held every node's loop 5 s a step, blocks stopped for 67 s and honest
+# orders missed their gate; another's flood of 8 MB proposals froze every node's loop
 MAX_INBOX_STEP_S = 0.25
 REPUBLISH_S = 5.0
 STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stalled
@@ -114,6 +118,62 @@ MAX_FUTURE_BYTES = 64 * 1024 * 1024
 CATCHUP_BACKOFF_S = 30.0
 CATCHUP_BACKOFF_MAX_S = 300.0
 CATCHUP_LOG_EVERY_S = 60.0
+# Consensus messages larger than these are dropped on arrival, unparsed (a QA pass: 8 MB of junk on
+# a validator's seals topic was parsed in full before it was refused). A vote is an ordinary
+# message; a proposal is at most what the builder makes: MAX_BLOCK_TX_BYTES of transactions (at
+# most MAX_BLOCK_TXS of them, each within MAX_MESSAGE_BYTES), the other half of MAX_BLOCK_BYTES
+# for its header and results.
+MAX_VOTE_BYTES = messages.max_bytes("seal")
+MAX_PROPOSAL_BYTES = messages.max_bytes("block")
+# The consensus inbox's share of the blocks messages whose signer is not read and verified on
+# arrival (not in the canonical wire form every node sends, or not signed by the validator they
+# name), and of votes on the seals topic of a key that is no validator (peerwatt/node/inbox.py).
+UNATTRIBUTED = "?"
+# Message digests the consensus kept at the height in progress: an exact copy of one costs a
+# look-up. Per height: a copy of an old height's proposal or prevote says its sender is behind
+# (_help_behind), which a copy must still do.
+MAX_SEEN = 4096  # per generation (chain.engine.VerifiedHashes)
+# The end and the start of a block message in its canonical wire form (docs/protocol.md: keys in
+# order, so ``sig``, ``signer``, ``type`` and ``v`` end it; the body's ``height``, ``prev`` and
+# ``proposal_round`` begin it): its signer, signature and round are read without parsing it.
+_PROPOSAL_TAIL = re.compile(
+    rb',("sig":"([A-Za-z0-9_-]{1,128})",)"signer":"([0-9a-f]{32})","type":"block","v":%d}\Z'
+    % messages.VERSION
+)
+_PROPOSAL_HEAD = re.compile(
+    rb'\{"body":\{"height":(0|[1-9][0-9]{0,15}),"prev":"[0-9a-f]{64}","proposal_round":(0|[1-9][0-9]{0,9}),'
+)
+
+
+def block_signer(payload: bytes) -> str | None:
+    """The signer a block message names at its end in the canonical wire form (a look-up), or
+    None. Not checked: see ``signed_as_sent``."""
+    found = _PROPOSAL_TAIL.search(payload, max(0, len(payload) - 300))
+    return None if found is None else found.group(3).decode("ascii")
+
+
+def signed_as_sent(payload: bytes, key: str) -> bool:
+    """Whether ``key`` (SEC1 hex) signed a block message as it is on the wire: its signature over
+    the bytes themselves, the ``sig`` member cut out (about 15 ms for 8 MB, where parsing them
+    takes 600). Only that key's holder can make the bytes pass, so a message that does waits in
+    its signer's share of the consensus inbox; a non-canonical or forged one waits with the rest
+    (UNATTRIBUTED) and is checked in full when its turn comes."""
+    found = _PROPOSAL_TAIL.search(payload, max(0, len(payload) - 300))
+    if found is None:
+        return False
+    signed = messages.SIGNING_PREFIX + payload[: found.start(1)] + payload[found.end(1) :]
+    try:
+        verify(public_key_from_hex(key), signed, found.group(2).decode("ascii"))
+    except (SignatureError, ValueError):
+        return False
+    return True
+
+
+def proposal_round(payload: bytes) -> tuple[int, int] | None:
+    """(height, proposal_round) from the start of a block message in its canonical form, or None.
+    Believed only of a message ``proposal_signer`` attributed: its signer's own bytes."""
+    found = _PROPOSAL_HEAD.match(payload)
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
 
 
 def stall_line(
@@ -276,8 +336,11 @@ class Node:
         self.mempool = mempool
         self.community = ledger.community
         self.metrics = NodeMetrics()
-        # proposals and votes go first: a burst of transactions must not delay agreement
-        self._consensus_inbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        # proposals and votes go first: a burst of transactions must not delay agreement; one
+        # bounded share per sender (peerwatt/node/inbox.py), so one validator's flood cannot
+        # hold up the others' or grow memory
+        self._consensus_inbox = ConsensusInbox(clock=self._mono)
+        self._seen = VerifiedHashes(MAX_SEEN)  # digests handled at this height (MAX_SEEN)
         self._inbox = FairInbox()  # transactions: one queue per topic, served in turn
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
@@ -348,8 +411,8 @@ class Node:
             for kind in ("orders", "readings"):
                 self.bus.subscribe(Topics.pattern(c, kind), self._on_tx)
             self.bus.subscribe(Topics.gov(c), self._on_tx)
-        self.bus.subscribe(Topics.blocks(c), lambda t, p: self._consensus_inbox.put(("block", t, p)))
-        self.bus.subscribe(Topics.pattern(c, "seals"), lambda t, p: self._consensus_inbox.put(("vote", t, p)))
+        self.bus.subscribe(Topics.blocks(c), self._on_block)
+        self.bus.subscribe(Topics.pattern(c, "seals"), self._on_vote)
         if self.mempool is not None:
             for raw, topic in self.mempool.all():  # quarantined ones are not here: no crash loop
                 self._inbox.put(("tx", topic, raw))
@@ -404,25 +467,28 @@ class Node:
         if connected and self.is_validator:
             self.config_history.publish()
 
-    def _drain(self, inbox: queue.Queue[tuple[str, str, bytes]] | FairInbox) -> bool:
-        """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages and, of
-        transactions, ``inbox_step_s`` seconds' worth (bounded, so a flood cannot starve the rest
-        of the step); True if there was any."""
+    def _drain(self, inbox: ConsensusInbox | FairInbox) -> bool:
+        """Handle what waits in ``inbox``, at most MAX_INBOX_PER_STEP messages and ``inbox_step_s``
+        seconds' worth (bounded, so a flood cannot starve the rest of the step: a QA pass's
+        block flood held a node's loop, and its timers, for as long as it lasted); True if there
+        was any."""
         busy = False
         deadline = time.perf_counter() + self.inbox_step_s
         for _ in range(MAX_INBOX_PER_STEP):
-            if busy and inbox is self._inbox and time.perf_counter() > deadline:
-                break  # the rest next step, after consensus (MAX_INBOX_STEP_S)
+            if busy and time.perf_counter() > deadline:
+                break  # the rest next step, after the timers (MAX_INBOX_STEP_S)
             try:
-                kind, topic, payload = inbox.get_nowait()
+                kind, sender, payload = inbox.get_nowait()  # (a transaction's sender: its topic)
             except queue.Empty:
                 break
             busy = True
             try:
                 if kind == "tx":
-                    self._take_tx(payload, topic)
+                    self._take_tx(payload, sender)
+                elif kind == "block":  # its sender: the signer verified on arrival, if one was
+                    self._take_block(payload, signed_by=sender if sender not in ("", UNATTRIBUTED) else None)
                 else:
-                    {"block": self._take_block, "vote": self._take_vote}[kind](payload)
+                    self._take_vote(payload)
             except Exception as exc:  # a bug met by one message must not end the node
                 self._quarantine(kind, payload, exc)
         return busy
@@ -771,6 +837,7 @@ class Node:
                 "this node's store from a backup (without it, the node could vote twice differently)"
             ) from None
         self._core = core
+        self._seen = VerifiedHashes(MAX_SEEN)  # a copy of an older height's message says its sender is behind
         self._run(core.start())
         for kind, raw in self._future.take(height):
             self._consensus_inbox.put((kind, "", raw))
@@ -1055,6 +1122,128 @@ class Node:
 
     # -- messages from the bus -------------------------------------------------------------------
 
+    def _on_block(self, topic: str, payload: bytes) -> None:
+        """A message on the blocks topic (on the bus thread). Dropped here, unparsed, if it is
+        larger than any proposal (``block_too_large``), if its signer's share of the consensus
+        inbox is full (``block_busy``), or if the same bytes wait already or were kept at this
+        height (a look-up); else queued in its signer's share if that validator's key signed it
+        as it is (``signed_as_sent``), or with the unattributed ones (UNATTRIBUTED)."""
+        if len(payload) > MAX_PROPOSAL_BYTES:
+            self._consensus_too_large("block", topic, len(payload))
+            return
+        validators = self.ledger.validators()
+        signer = block_signer(payload)
+        validator = validators.get(signer) if signer is not None else None
+        sender = signer if signer is not None and validator is not None else UNATTRIBUTED
+        if not self._consensus_inbox.has_room("block", sender, len(payload)):
+            self._consensus_busy("block", sender, self._consensus_inbox.drop("block", sender))
+            return
+        digest = hashlib.sha256(payload).digest()
+        if digest in self._seen:
+            return
+        if validator is not None and not signed_as_sent(payload, validator["key"]):
+            sender = UNATTRIBUTED
+        self._offer(("block", sender, payload), digest)
+
+    def _on_vote(self, topic: str, payload: bytes) -> None:
+        """A message on a seals topic (on the bus thread): dropped here, unparsed, if it is larger
+        than any vote (``seal_too_large``), if that topic's share of the consensus inbox is full
+        (``seal_busy``: a validator's seals topic is its own, the broker lets no one else write
+        it; the topics of keys that are no validator share one), or if the same bytes wait
+        already or were handled at this height (a look-up)."""
+        if len(payload) > MAX_VOTE_BYTES:
+            self._consensus_too_large("vote", topic, len(payload))
+            return
+        sender = topic.rsplit("/", 1)[-1]
+        if sender not in self.ledger.validators():
+            sender = UNATTRIBUTED
+        if not self._consensus_inbox.has_room("vote", sender, len(payload)):
+            self._consensus_busy("vote", sender, self._consensus_inbox.drop("vote", sender))
+            return
+        digest = hashlib.sha256(payload).digest()
+        if digest not in self._seen:
+            self._offer(("vote", sender, payload), digest)
+
+    def _offer(self, item: tuple[str, str, bytes], digest: bytes) -> None:
+        outcome = self._consensus_inbox.offer(item, digest)
+        if outcome in ("full", "flood"):
+            self._consensus_busy(item[0], item[1], outcome == "flood")
+
+    def _consensus_too_large(self, kind: str, topic: str, size: int) -> None:
+        what = "block" if kind == "block" else "seal"
+        self._count("rejected", f"{what}_too_large")
+        self._log_once(
+            f"{what}_too_large",
+            topic,
+            logging.INFO,
+            "rejected %s_too_large on %s: %d bytes (at most %d)",
+            what,
+            topic,
+            size,
+            MAX_PROPOSAL_BYTES if kind == "block" else MAX_VOTE_BYTES,
+        )
+
+    def _consensus_busy(self, kind: str, sender: str, new_flood: bool) -> None:
+        """A message of ``sender`` dropped, its share of the consensus inbox full: counted, and one
+        WARNING a flood (a share that dropped nothing for FLOOD_QUIET_S ends one)."""
+        what = "block" if kind == "block" else "seal"
+        self._count("rejected", f"{what}_busy")
+        who = f"{kind} {sender}"
+        if new_flood:
+            self._logged.discard(("consensus_busy", who))
+        limit = self._consensus_inbox.limits[kind]
+        self._log_once(
+            "consensus_busy",
+            who,
+            logging.WARNING,
+            "dropping %s: %s share of this node's consensus queue is full (%d messages or %d MiB "
+            "waiting); the other validators' messages still get through",
+            self._flooder(kind, sender),
+            "their" if sender == UNATTRIBUTED else "its",
+            limit[0],
+            limit[1] // (1024 * 1024),
+        )
+
+    def _flooder(self, kind: str, sender: str) -> str:
+        """Whose messages a consensus inbox share holds, for the operator."""
+        if sender == UNATTRIBUTED:
+            return (
+                "block messages that no validator signed as they are (their sender cannot be told)"
+                if kind == "block"
+                else "votes on the seals topics of keys that are no validator's"
+            )
+        what = "proposals" if kind == "block" else "votes"
+        return f"the {what} of validator {self._validator_label(sender)}"
+
+    def _refused_unparsed(self, raw: bytes, signer: str) -> bool:
+        """A block message ``signer`` signed as it is (``signed_as_sent``) that the consensus would
+        refuse for its height or round, as its canonical start says: handled without parsing it
+        (its signer's own bytes can only mislead about its own message). A QA pass: 40 signed
+        proposals of 8 MB from a validator that was not the round's proposer, each parsed in full
+        (0.6 s) before it was refused, froze every node."""
+        head = proposal_round(raw)
+        core = self._core
+        if head is None or core is None:
+            return False
+        height, round_ = head
+        if height <= self.ledger.height:
+            self._help_behind(height)
+            return True
+        if height > self.ledger.height + 1 + FUTURE_HEIGHTS:  # as _park would after parsing it
+            self._count("rejected", "block_not_parked")
+            if self.peers and self._mono() > self._catchup_after:
+                self._catch_up()
+            return True
+        if height != core.height or signer not in core.validators:
+            return False  # parked for its height, or refused in full
+        if round_ > core.round + 1:
+            self._count("rejected", "block_round_ahead")
+            return True
+        if core.proposer(round_) != signer:
+            self._count("rejected", "block_not_proposer")
+            return True
+        return False
+
     def _park(self, kind: str, height: int, env: Envelope, raw: bytes) -> None:
         """Keep a message a current validator signed for a height we have not reached (checked
         again when we get there: the validators may change), and look for the blocks we miss."""
@@ -1084,7 +1273,11 @@ class Node:
             return False
         return True
 
-    def _take_block(self, raw: bytes) -> None:
+    def _take_block(self, raw: bytes, signed_by: str | None = None) -> None:
+        """A proposal (``signed_by``: the validator that signed these very bytes, checked on
+        arrival; its height and round are then read without parsing, ``_refused_unparsed``)."""
+        if signed_by is not None and self._refused_unparsed(raw, signed_by):
+            return
         try:
             env = parse_envelope(raw, community=self.community, now=None, interval_s=None)
             if env.type != "block":
@@ -1125,8 +1318,9 @@ class Node:
         value = block.hash.hex()
         proposal = Proposal(height, round_, valid_round, value, env.signer)
         # not from the round's proposer, a copy, a third block of the round, or a bad signature
-        if self._refused(core, proposal, "block") or not self._signed_by_validator(env, "block"):
+        if self._refused(core, proposal, "block", raw) or not self._signed_by_validator(env, "block"):
             return
+        self._seen.add(hashlib.sha256(raw).digest())  # kept: a copy of it costs a look-up
         self._blocks.setdefault(value, block)  # at most two a round: the first and the evidence
         self._run(core.receive(proposal))
 
@@ -1154,20 +1348,24 @@ class Node:
         core = self._core
         assert core is not None
         message = Vote(kind, height, vote.body["round"], value, vote.signer)
-        if self._refused(core, message, "seal") or self._too_far(vote.body["round"]):
+        if self._refused(core, message, "seal", raw) or self._too_far(vote.body["round"]):
             return
         if not self._signed_by_validator(vote, "seal"):
             return
+        self._seen.add(hashlib.sha256(raw).digest())  # kept: a copy of it costs a look-up
         self._keep_vote(vote)
         self._run(core.receive(message))
 
-    def _refused(self, core: consensus.Height, message: Proposal | Vote, what: str) -> bool:
+    def _refused(self, core: consensus.Height, message: Proposal | Vote, what: str, raw: bytes) -> bool:
         """The consensus would not keep ``message``: a copy of one it holds (its resends: dropped
-        quietly), or one it refuses (counted as ``<what>_<reason>``; an equivocator's third
-        different vote of a round is ``<what>_equivocation``). Asked before the signature is
-        checked, so a flood of them costs a dictionary look-up each."""
+        quietly, and ``raw`` again on arrival, a look-up), or one it refuses (counted as
+        ``<what>_<reason>``; an equivocator's third different vote of a round is
+        ``<what>_equivocation``). Asked before the signature is checked, so a flood of them costs
+        a dictionary look-up each."""
         refusal = core.refusal(message)
-        if refusal is not None and refusal != "copy":
+        if refusal == "copy":
+            self._seen.add(hashlib.sha256(raw).digest())
+        elif refusal is not None:
             self._count("rejected", f"{what}_{refusal}")
         return refusal is not None
 
