@@ -129,9 +129,9 @@ MAX_PROPOSAL_BYTES = messages.max_bytes("block")
 # arrival (not in the canonical wire form every node sends, or not signed by the validator they
 # name), and of votes on the seals topic of a key that is no validator (peerwatt/node/inbox.py).
 UNATTRIBUTED = "?"
-# Message digests the consensus kept at the height in progress: an exact copy of one costs a
-# look-up. Per height: a copy of an old height's proposal or prevote says its sender is behind
-# (_help_behind), which a copy must still do.
+# Message digests this node handled at the height in progress (kept by the consensus, or a late
+# seal stored or refused): an exact copy of one costs a look-up. Per height: a copy of an old
+# height's proposal or prevote says its sender is behind (_help_behind), which a copy must still do.
 MAX_SEEN = 4096  # per generation (chain.engine.VerifiedHashes)
 # The end and the start of a block message in its canonical wire form (docs/protocol.md: keys in
 # order, so ``sig``, ``signer``, ``type`` and ``v`` end it; the body's ``height``, ``prev`` and
@@ -341,6 +341,7 @@ class Node:
         # hold up the others' or grow memory
         self._consensus_inbox = ConsensusInbox(clock=self._mono)
         self._seen = VerifiedHashes(MAX_SEEN)  # digests handled at this height (MAX_SEEN)
+        self._sealed: dict[int, set[str]] = {}  # recent final height -> validators whose seal is stored
         self._inbox = FairInbox()  # transactions: one queue per topic, served in turn
         self._pending: list[tuple[bytes, Envelope]] = []
         self._pending_keys: set[tuple[str, int]] = set()
@@ -1335,7 +1336,7 @@ class Node:
         height = vote.body["height"]
         if height <= self.ledger.height:
             if vote.type == "seal":
-                self._store_late_seal(vote)  # a late seal: its sender may be done too
+                self._store_late_seal(vote, raw)  # a late seal: its sender may be done too
             else:
                 self._help_behind(height)  # a prevote: its sender still works on that height
             return
@@ -1381,18 +1382,30 @@ class Node:
         for _, envelope in self.ledger.store.seal_rows(height):
             self.bus.publish(Topics.seals(self.community, self.key_id), bytes(envelope))
 
-    def _store_late_seal(self, seal: Envelope) -> None:
-        """Keep a valid seal that arrived after its block became final, so stores converge."""
+    def _store_late_seal(self, seal: Envelope, raw: bytes) -> None:
+        """Keep a valid seal that arrived after its block became final, so stores converge. The
+        store keeps one seal per validator and height: a validator's whose seal it holds is
+        dropped before its signature is checked (a look-up; a QA pass: one honest validator's seal
+        replayed 10,000 times a second cost an ECDSA check each and held the chain 100 s)."""
         height = seal.body["height"]
         validators = self._validators_at.get(height)
         header = self.ledger.store.header(height) if validators is not None else None
         if header is None:
             return
-        try:
-            check_seal_for(validators, self.community, height, header_hash(header), seal)
-        except InvalidBlock:
-            return  # a seal of another round's block or nil: not part of this block's record
-        self.ledger.store.add_seals(height, [seal])
+        stored = self._sealed.get(height)
+        if stored is None:
+            for old in [h for h in self._sealed if h not in self._validators_at]:
+                del self._sealed[old]  # (recent heights only, as _validators_at)
+            stored = self._sealed[height] = {signer for signer, _ in self.ledger.store.seal_rows(height)}
+        if seal.signer not in stored:
+            try:
+                check_seal_for(validators, self.community, height, header_hash(header), seal)
+            except InvalidBlock:
+                pass  # a seal of another round's block or nil: not part of this block's record
+            else:
+                self.ledger.store.add_seals(height, [seal])
+                stored.add(seal.signer)
+        self._seen.add(hashlib.sha256(raw).digest())  # its copies: a look-up on arrival
 
     def _store_failed(self, height: int, exc: StoreError) -> None:
         """Disk full or read-only: nothing was written (one SQLite transaction). Keep what we
