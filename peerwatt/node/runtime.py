@@ -511,10 +511,13 @@ class Node:
         heard |= set(core.prevotes.get(core.round, {})) | set(core.precommits.get(core.round, {}))
         missing = sorted(validators - heard)
         first = self.stalled is None
-        # a cause here, not at the silent others: this node hears no one, cannot store blocks, or
+        # a cause here, not at the silent others: this node hears no one, cannot store blocks,
         # holds a quorum's seals for a block it does not have (a QA pass: a validator without
-        # peers restarted after the others finished the height blamed them, for good)
+        # peers restarted after the others finished the height blamed them, for good), or drops a
+        # flooding sender's consensus messages (a QA pass: it blamed the honest validators, whose
+        # votes waited behind the flood, as silent)
         missed = self._missed_block(core)
+        floods = self._consensus_inbox.flooding()
         cause = (
             "this node is not connected to the MQTT broker: it hears no validator"
             if not self.bus.connected
@@ -528,6 +531,8 @@ class Node:
                 else "configure `peers` (other nodes' HTTP APIs) so it can fetch final blocks"
             )
             if missed is not None
+            else self._flood_cause(floods, missing)
+            if floods
             else None
         )
         self.stalled = {
@@ -563,6 +568,24 @@ class Node:
                     [self._validator_label(kid) for kid in missing],
                 ),
             )
+
+    def _flood_cause(self, floods: dict[tuple[str, str], int], missing: list[str]) -> str:
+        """The stall's cause while this node drops a flooding sender's messages (a drop less than
+        FLOOD_QUIET_S ago, peerwatt/node/inbox.py)."""
+        flooders = "; ".join(
+            f"{self._flooder(kind, sender)} ({dropped} dropped)"
+            for (kind, sender), dropped in sorted(floods.items())
+        )
+        silent = (
+            f"; not heard from in this round yet: {', '.join(self._validator_label(kid) for kid in missing)}"
+            if missing
+            else ""
+        )
+        return (
+            f"this node's consensus queue is flooded by {flooders}: the flood takes this node's time and "
+            f"the other validators' messages may wait behind it{silent}. Find out why that sender sends "
+            'so much (a broken or hostile validator: remove it, docs/operations.md "Removing a validator")'
+        )
 
     def _missed_block(self, core: consensus.Height) -> str | None:
         """The hash of a block a quorum precommitted at this height that this node does not hold."""
@@ -1198,11 +1221,12 @@ class Node:
             who,
             logging.WARNING,
             "dropping %s: %s share of this node's consensus queue is full (%d messages or %d MiB "
-            "waiting); the other validators' messages still get through",
+            "waiting); the %svalidators' messages still get through",
             self._flooder(kind, sender),
             "their" if sender == UNATTRIBUTED else "its",
             limit[0],
             limit[1] // (1024 * 1024),
+            "" if sender == UNATTRIBUTED else "other ",
         )
 
     def _flooder(self, kind: str, sender: str) -> str:
