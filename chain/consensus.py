@@ -138,6 +138,10 @@ class Height:
     timeouts: Timeouts = field(default_factory=Timeouts)
     # valid(value) -> bool: the node holds the block and it re-executes to its header (cached)
     valid: Callable[[str], bool] = lambda value: False
+    # timely(value) -> bool: the block's time is close enough to this node's clock. Asked only of
+    # a new proposal (valid_round -1, line 22): a value re-proposed with a polka keeps its time,
+    # however late (as in Tendermint's proposer-based timestamps), so a lock is never stuck on it
+    timely: Callable[[str], bool] = lambda value: True
     round: int = 0
     step: str = PROPOSE
     locked_value: str | None = None
@@ -395,7 +399,7 @@ class Height:
         if self.step == PROPOSE and proposal is not None:
             v, vr = proposal.value, proposal.valid_round
             if vr == -1:  # line 22
-                ok = self.valid(v) and (self.locked_round == -1 or self.locked_value == v)
+                ok = self.timely(v) and self.valid(v) and (self.locked_round == -1 or self.locked_value == v)
                 self._vote(PREVOTE, v if ok else NIL, out)
                 self.step = PREVOTE
                 return True

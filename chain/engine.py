@@ -41,7 +41,8 @@ MAX_FUTURE_BLOCK_S = 300
 # created at the validator's "now" (a backdated block would refuse it as from_future)
 MAX_PAST_BLOCK_S = 60
 # A live proposal holds at most what an honest proposer builds (peerwatt/node/runtime.py,
-# first_that_fit): this many transactions, of at most this many bytes of envelopes together.
+# first_that_fit): this many transactions, of at most this many bytes of envelopes together (half
+# of a block message, messages.MAX_BLOCK_BYTES: the rest is for its header and results).
 MAX_BLOCK_TXS = 2000
 MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_VERIFIED = 1 << 14  # message hashes remembered as verified, per generation (two kept: 3 MB)

@@ -50,7 +50,7 @@ from chain import consensus, messages
 from chain.block import Block, header_hash
 from chain.canonical import dumps_checked, loads_strict
 from chain.consensus import Proposal, Timeouts, Vote
-from chain.engine import NIL, Ledger, VerifiedHashes, check_seal_for
+from chain.engine import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS, NIL, Ledger, VerifiedHashes, check_seal_for
 from chain.envelope import (
     CONTEXT_REASONS,
     Envelope,
@@ -82,15 +82,13 @@ from peerwatt.node.mempool import Mempool, MempoolError
 log = logging.getLogger("peerwatt.node")
 
 ROLES = ("sequencer", "validator", "observer")
-MAX_BLOCK_TXS = 2000
+# (a block holds at most MAX_BLOCK_TXS transactions of MAX_BLOCK_TX_BYTES together: chain/engine.py,
+# whose validators refuse a live proposal holding more)
 # At most this many messages of one signer wait for a block; more are turned away for now (its
 # outbox sends them again). One enrolled meter flooding valid orders grew a sequencer from 58 to
 # 503 MB (80,000 pending) in a QA pass. A household sends a few per interval; a grid operator's
 # data is one message per meter and day.
 MAX_PENDING_PER_SIGNER = 4096
-# A block's transactions take at most half of a block message (messages.MAX_BLOCK_BYTES): the rest
-# is for its header and results, so an honest proposal never exceeds what validators accept.
-MAX_BLOCK_TX_BYTES = messages.MAX_BLOCK_BYTES // 2
 MAX_INBOX_PER_STEP = 500
 # ... and at most this long (s) on each inbox (proposals and votes, then transactions) per step, so
 # consensus and its timers get a turn between them: a QA pass's 4,000 valid-JSON payloads just
@@ -851,6 +849,7 @@ class Node:
             self.key_id,
             self.timeouts,
             self._valid,
+            timely=self._timely,
         )
         saved = self.ledger.store.get_local(CONSENSUS_KEY)
         try:
@@ -900,6 +899,21 @@ class Node:
             core.round,
             core.proposer(core.round),
         )
+
+    def _timely(self, value: str) -> bool:
+        """The consensus's timeliness of a new proposal (chain.consensus.Height.timely): its block
+        is dated at most MAX_PAST_BLOCK_S behind our clock (Ledger.check_timely). A block we do
+        not hold is left to _valid."""
+        block = self._blocks.get(value)
+        if block is None:
+            return True
+        try:
+            self.ledger.check_timely(block, int(self.clock.now()))
+        except InvalidBlock as exc:
+            self._count("blocks_refused", exc.reason)
+            log.warning("refused block %s at height %d: %s", value[:12], block.height, exc)
+            return False
+        return True
 
     def _valid(self, value: str) -> bool:
         """The consensus's valid(v): we hold the block and it re-executes to its header."""

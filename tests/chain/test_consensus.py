@@ -166,6 +166,22 @@ def test_line_22_prevotes_nil_for_an_invalid_proposal():
     assert sent(h.receive(Proposal(1, 0, -1, "bad", "v1"))) == [prevote("v0", NIL)]
 
 
+def test_line_22_prevotes_nil_for_a_new_proposal_that_is_not_timely():
+    # a block dated too far behind this node's clock (chain.engine.Ledger.check_timely); its
+    # re-execution is not even asked
+    asked = []
+    h = height(valid=lambda v: asked.append(v) or True, timely=lambda v: v != "old")
+    assert sent(h.receive(Proposal(1, 0, -1, "old", "v1"))) == [prevote("v0", NIL)]
+    assert asked == []
+
+
+def test_line_28_prevotes_a_reproposal_with_its_polka_however_late_its_time():
+    # a value a quorum may have locked keeps its time: timeliness is asked of new proposals only
+    h = _round_1_with_polka(timely=lambda v: False)
+    feed(h, prevote("v1", "blk"), prevote("v2", "blk"), prevote("v3", "blk"))
+    assert sent(h.receive(Proposal(1, 1, 0, "blk", "v2"))) == [prevote("v0", "blk", 1)]
+
+
 def test_line_22_prevotes_nil_when_locked_on_another_value_and_v_when_locked_on_it():
     for proposed, expected in (("other", NIL), ("blk", "blk")):
         h = height()

@@ -207,12 +207,7 @@ def test_replayed_and_expired_transactions_are_recorded_as_rejected(community):
     with pytest.raises(InvalidBlock) as refused:
         community.ledgers[1].seal(block, community.validators[1].key, now=T0 + 2)
     assert refused.value.reason == "tx_already_booked"
-    seals = [
-        ledger.sign_vote(v.key, "seal", block.height, 0, block.hash.hex(), now=T0 + 2)
-        for ledger, v in zip(community.ledgers, community.validators, strict=True)
-    ]
-    for ledger in community.ledgers:
-        ledger.commit(block, seals)
+    community.commit_as_final(block, T0 + 2)
     assert block.results[0]["status"] == "rejected" and block.results[0]["reason"] == "replay"
     old = meter.sign(
         community.community,

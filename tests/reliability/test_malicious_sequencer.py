@@ -225,13 +225,6 @@ def test_two_blocks_in_one_round(tmp_path):
     assert snapshot(c) == before
 
 
-def quorum_seals(c: LocalCommunity, block: Block, now: int) -> list:
-    """Seals of every validator signed without re-executing (what a final block from a peer
-    carries): the checks of a live proposal are not asked of it."""
-    return [c.ledgers[i].sign_vote(c.validators[i].key, "seal", block.height, 0, block.hash.hex(), now=now)
-            for i in range(len(c.validators))]  # fmt: skip
-
-
 def test_a_transaction_twice_or_already_booked(tmp_path):
     # Found in a QA pass: a sequencer put one booked reading 14,000 times into each block (each
     # copy recorded as a replay), every validator sealed it and every store grew 6.5 MB a block
@@ -247,8 +240,7 @@ def test_a_transaction_twice_or_already_booked(tmp_path):
     again = sequencer.propose([order(c, 2, "buy", 700, 200_000, t + 10), sell], t + 10)
     refused_by_every_validator(c, again, "tx_already_booked", t + 10)
     # a final block from a peer (its quorum's seals) is not asked: an older ledger catches up
-    for ledger in c.ledgers:
-        ledger.commit(again, quorum_seals(c, again, t + 10))
+    c.commit_as_final(again, t + 10)
     assert all(ledger.height == again.height for ledger in c.ledgers)
 
 
