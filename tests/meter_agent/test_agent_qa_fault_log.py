@@ -73,7 +73,10 @@ def test_a_fault_after_another_in_the_same_interval_is_logged_and_named_at_the_m
     sim.inject("nan", values=("import_wh",))  # from the next poll on, for many minutes
     poll_until(agent, sim, MORNING + 600)
     faults = fault_lines(caplog)
-    assert len(faults) == 2 and "import_wh not available" in faults[1], faults
+    # (on a loaded machine a reconnection may also time out at the reader's 0.3 s: a third kind,
+    # logged as it should be; seen in a full test run)
+    assert "closed by the meter" in faults[0] and "import_wh not available" in faults[-1], faults
+    assert sum("import_wh not available" in f for f in faults) == 1, faults
     poll_until(agent, sim, MORNING + 960)  # past the interval's end and its allowance
     missed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("no reading of meter")]
     assert len(missed) == 1 and f"for interval {MORNING}:" in missed[0], missed
