@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import socket
 import sys
 import threading
 import time
@@ -32,6 +31,8 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from peerwatt.http_bounds import DeadlineReader, answer_busy
 
 log = logging.getLogger("peerwatt.metrics")
 
@@ -280,7 +281,7 @@ class MetricsServer(ThreadingHTTPServer):
                 f"more than {self.max_connections} connections at once; the others are answered "
                 "503 (a scraper gone wrong, or a local program holding connections open)"
             )
-            _answer_busy(request)
+            answer_busy(request, _BUSY)
             self.shutdown_request(request)
             return
         with self._lock:
@@ -321,7 +322,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile.close()
         deadline = time.monotonic() + self.server.read_deadline_s
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self._late))
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, deadline, self._late))
 
     def _late(self) -> None:
         self.server.trouble(
@@ -372,42 +373,3 @@ _BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nConten
     len(_BUSY_BODY),
     _BUSY_BODY,
 )
-
-
-def _answer_busy(sock: socket.socket) -> None:
-    """A 503 to a connection beyond the bound, if it fits in the socket's buffer at once."""
-    try:
-        sock.setblocking(False)
-        sock.send(_BUSY)
-    except OSError:
-        pass
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A connection's reading side that fails (TimeoutError, after calling ``late``) once
-    ``deadline`` (time.monotonic) has passed, however slowly bytes trickle in: a socket timeout
-    alone restarts with each byte. (peerwatt/node/http_api.py has its own: it imports this module,
-    so this one cannot import it.)"""
-
-    def __init__(self, sock: socket.socket, deadline: float, late: Callable[[], None]) -> None:
-        self.sock = sock
-        self.deadline = deadline
-        self.late = late
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left_s = self.deadline - time.monotonic()
-        if left_s <= 0:
-            self.late()
-            raise TimeoutError("the request did not arrive in time")
-        before = self.sock.gettimeout()
-        self.sock.settimeout(left_s)
-        try:
-            return self.sock.recv_into(buffer)
-        except TimeoutError:
-            self.late()
-            raise
-        finally:
-            self.sock.settimeout(before)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 
 from chain.canonical import MAX_SAFE_INTEGER
 from chain.store import Store, StoreError
+from peerwatt.http_bounds import DeadlineReader, answer_busy
 from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.ledger_api import blocks_json, proof_json
 
@@ -74,7 +74,7 @@ class NodeHttpApi:
                 super().setup()
                 self.rfile.close()
                 deadline = time.monotonic() + READ_DEADLINE_S
-                self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+                self.rfile = io.BufferedReader(DeadlineReader(self.connection, deadline))
 
             def parse_request(self) -> bool:
                 if not super().parse_request():
@@ -175,7 +175,7 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._take(client_address[0]):
-            _answer_busy(request)
+            answer_busy(request, _BUSY)
             self.shutdown_request(request)
             return
         try:
@@ -196,38 +196,6 @@ class _BoundedServer(ThreadingHTTPServer):
             log.debug("the API's client %s went away: %s", client_address[0], exc)
         else:
             log.exception("the API failed on a request from %s", client_address[0])
-
-
-def _answer_busy(sock: socket.socket) -> None:
-    """A 503 to a connection beyond the bound, if it fits in the socket's buffer at once."""
-    try:
-        sock.setblocking(False)
-        sock.send(_BUSY)
-    except OSError:
-        pass
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A connection's reading side that fails (TimeoutError) once ``deadline`` (time.monotonic)
-    has passed, however slowly bytes trickle in: a socket timeout alone restarts with each byte."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left_s = self.deadline - time.monotonic()
-        if left_s <= 0:
-            raise TimeoutError("the request did not arrive in time")
-        before = self.sock.gettimeout()
-        self.sock.settimeout(left_s)
-        try:
-            return self.sock.recv_into(buffer)
-        finally:
-            self.sock.settimeout(before)
 
 
 def _whole_number(query: dict[str, str], name: str, *, lo: int, default: int | None = None) -> int:
