@@ -17,14 +17,12 @@ sample's (``peerwatt_agent_meter_read_errors`` or ``..._total``).
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -32,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from peerwatt.http_bounds import DeadlineReader, answer_busy
+from peerwatt.http_bounds import BoundedRequestHandler, answer_busy
 
 log = logging.getLogger("peerwatt.metrics")
 
@@ -313,30 +311,19 @@ class MetricsServer(ThreadingHTTPServer):
             self.trouble(f"a request failed: {type(exc).__name__}: {exc}")
 
 
-class _MetricsHandler(BaseHTTPRequestHandler):
+class _MetricsHandler(BoundedRequestHandler):
     server: MetricsServer
     timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by the server's deadline
-    default_request_version = "HTTP/1.0"  # an error before the request line gave one has a status line
 
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()
-        deadline = time.monotonic() + self.server.read_deadline_s
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, deadline, self._late))
+    @property
+    def read_deadline_s(self) -> float:  # type: ignore[override]
+        return self.server.read_deadline_s
 
-    def _late(self) -> None:
+    def request_late(self) -> None:
         self.server.trouble(
             f"a client sent no complete request within {self.server.read_deadline_s:g} s; such "
             "connections are closed"
         )
-
-    def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        if len(self.requestline.split()) != 3:  # HTTP/0.9 "GET /path", or no path
-            self.send_error(HTTPStatus.BAD_REQUEST, "the request line must be GET /path HTTP/1.x")
-            return False
-        return True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         url = urlparse(self.path)

@@ -18,14 +18,11 @@ that hangs up or stalls is logged in one line at DEBUG, nothing more.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from urllib.parse import parse_qs, urlparse
 
 from chain.canonical import MAX_SAFE_INTEGER
 from chain.store import Store, StoreError
-from peerwatt.http_bounds import DeadlineReader, answer_busy
+from peerwatt.http_bounds import BoundedRequestHandler, answer_busy
 from peerwatt.metrics import exposition, registry_for
 from peerwatt.node.ledger_api import blocks_json, proof_json
 
@@ -64,25 +61,9 @@ class NodeHttpApi:
         self.registry = registry_for("node", status)
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by the deadline below
-            # what an answer says before the request line gave a version: with http.server's
-            # HTTP/0.9, an error to "GET  HTTP/1.0" (an empty path) was a body without status line
-            default_request_version = "HTTP/1.0"
-
-            def setup(self) -> None:
-                super().setup()
-                self.rfile.close()
-                deadline = time.monotonic() + READ_DEADLINE_S
-                self.rfile = io.BufferedReader(DeadlineReader(self.connection, deadline))
-
-            def parse_request(self) -> bool:
-                if not super().parse_request():
-                    return False
-                if len(self.requestline.split()) != 3:  # HTTP/0.9 "GET /path", or no path
-                    self.send_error(HTTPStatus.BAD_REQUEST, "the request line must be GET /path HTTP/1.x")
-                    return False
-                return True
+        class Handler(BoundedRequestHandler):
+            timeout = WRITE_TIMEOUT_S  # the socket's; reading is bounded by read_deadline_s
+            read_deadline_s = READ_DEADLINE_S
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path == "/metrics":
