@@ -8,11 +8,28 @@ from meter_agent.household import Household
 from meter_agent.modbus_reader import MeterReader, TcpTarget
 from meter_agent.profile import find_profile
 from meter_agent.simulator import MeterSimulator
+from tests.support.localnet import LocalCommunity, make_community
 
 # 2025-06-21 10:00 UTC: midday in Berlin, the simulated home exports.
 MIDDAY = 1750500000
 # 2025-01-15 20:00 UTC: a winter evening, the home imports.
 EVENING = 1736971200
+# the market an agent's tests trade in: 15-minute intervals, gate 5 minutes before
+AGENT_MARKET = {"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000}
+
+
+def community_of(sim: MeterSimulator) -> LocalCommunity:
+    """A one-validator market community whose one meter is ``sim``'s (its serial enrolled: the
+    agent offers nothing for a meter whose serial is not), begun a day before ``sim``'s clock."""
+    return make_community(
+        validators=1,
+        members=1,
+        meters_per_member=1,
+        app="market",
+        time=int(sim.clock.now()) - 86400,
+        app_params=AGENT_MARKET,
+        serials=[sim.meter_serial],
+    )
 
 
 @pytest.fixture

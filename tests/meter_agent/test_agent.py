@@ -13,6 +13,7 @@ from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
+from tests.meter_agent.conftest import community_of
 from tests.support.localnet import Party, make_community
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
@@ -21,15 +22,7 @@ MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
 @pytest.fixture
 def setup(tmp_path, start_sim, reader_for):
     sim = start_sim("sdm630", start_time=MORNING)
-    c = make_community(
-        validators=1,
-        members=1,
-        meters_per_member=1,
-        app="market",
-        time=MORNING - 86400,
-        app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
-        serials=[sim.meter_serial],  # the agent offers nothing for a meter whose serial is not enrolled
-    )
+    c = community_of(sim)
     meter = c.meters[0]
     broker = MemoryBroker()
     seen: list[tuple[str, bytes]] = []

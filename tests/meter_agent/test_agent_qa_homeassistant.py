@@ -18,7 +18,7 @@ from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus
-from tests.support.localnet import make_community
+from tests.meter_agent.conftest import community_of
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
 SHARED = ("availability_topic", "availability_template", "payload_available", "payload_not_available")
@@ -47,15 +47,7 @@ def availability(config: dict, component: str, retained: dict[str, bytes]) -> st
 
 def test_the_meters_sensors_are_unavailable_while_the_meter_cannot_be_read(tmp_path, start_sim, reader_for):
     sim = start_sim("sdm630", start_time=MORNING)
-    c = make_community(
-        validators=1,
-        members=1,
-        meters_per_member=1,
-        app="market",
-        time=MORNING - 86400,
-        app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
-        serials=[sim.meter_serial],
-    )
+    c = community_of(sim)
     broker = MemoryBroker()
     retained: dict[str, bytes] = {}
     watcher = MemoryBus(broker, "watcher")

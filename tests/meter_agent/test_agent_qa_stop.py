@@ -16,22 +16,14 @@ from meter_agent.agent import Agent
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
-from tests.support.localnet import make_community
+from tests.meter_agent.conftest import community_of
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC: a sunny morning in Berlin
 
 
 def make_agent(tmp_path, start_sim, reader_for, heartbeat_s, **reader_options):
     sim = start_sim("sdm630", start_time=MORNING)
-    c = make_community(
-        validators=1,
-        members=1,
-        meters_per_member=1,
-        app="market",
-        time=MORNING - 86400,
-        app_params={"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000},
-        serials=[sim.meter_serial],
-    )
+    c = community_of(sim)
     broker = MemoryBroker()
     seen: list[tuple[float, str, bytes]] = []
     watcher = MemoryBus(broker, "watcher")
