@@ -191,7 +191,7 @@ def plausibility(sample, voltage_range_v: tuple[float, float] = VOLTAGE_RANGE_V)
             )
         passed += 1
     if abs(sample.power_w) > MAX_POWER_W:
-        return False, passed, f"power {_shown(sample.power_w)} W implausible"
+        return False, passed, f"power {shown_number(sample.power_w)} W implausible"
     for quantity, values, bound, unit in (
         ("power", sample.phase_power_w, MAX_POWER_W, "W"),
         ("current", sample.current_a, MAX_CURRENT_A, "A"),
