@@ -44,6 +44,7 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
 
+
 # batches queued on one helper (~90 ms of checks), so it does not run dry while the caller
 # executes a block (a 1,000-transaction block: ~55 ms); the caller keeps the rest, to check them
 # itself when it would wait. Measured on 2 cores, 20,000 kv txs, best of 4 taking turns: 4 gave
