@@ -24,6 +24,7 @@ run under the register's write lock, writes its files and records them in one tr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.private_files import FILE_MODE, FOLDER_MODE
-from chain.store import integrity_problems, is_corrupt
+from chain.store import integrity_problems
 from market.billing import CENT, figures_of
 from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
 
@@ -134,18 +135,15 @@ def _register(billing_dir: Path, *, check: bool = True) -> Iterator[IssuedStore]
                 raise _damaged(issued, problems[0])
         yield issued
     except sqlite3.Error as exc:
-        raise (_damaged(issued, str(exc)) if is_corrupt(exc) else issued.error(exc)) from None
+        raise issued.error(exc) from None
     finally:
         issued.close()
 
 
 def _damaged(issued: IssuedStore, problem: str) -> BillingError:
-    """The one line for a damaged register (what SQLite or its quick_check found)."""
+    """The one line for a register SQLite's quick_check finds damaged (its first line)."""
     found = "" if problem == "database disk image is malformed" else f" ({problem})"
-    return BillingError(
-        f"cannot use the register {issued.path}: database disk image is malformed{found}: the file is "
-        "damaged, nothing recorded: restore it from its backup (docs/billing.md)"
-    )
+    return issued.damaged(f"database disk image is malformed{found}")
 
 
 def sepa_name_problem(name: str) -> str | None:
@@ -342,23 +340,69 @@ def _earlier_files(issued: IssuedStore) -> dict[str, EarlierFile]:
     }
 
 
-def erase_bank_details(billing_dir: Path, member: str) -> bool:
-    """Delete a departed member's bank details so the bytes are gone from ``issued.sqlite`` and its
-    WAL (``secure_delete``, ``VACUUM``, ``wal_checkpoint(TRUNCATE)``). True if there were any.
+def erase_bank_details(billing_dir: Path, *members: str) -> list[str]:
+    """Delete departed members' bank details so the bytes are gone from ``issued.sqlite`` and its
+    WAL (``secure_delete``, ``VACUUM``, ``wal_checkpoint(TRUNCATE)``): those of all ``members`` in
+    one transaction, or none. The members whose details there were, sorted.
 
     The issued statements and payment records stay (accounting records; they hold no bank
-    details). To be called by the erasure of a departed member, next to
-    ``peerwatt.node.erasure.erase_departed`` (``peerwatt node erase``) with the member's billing
-    folder, and usable on its own when a member leaves."""
+    details). Called by the erasure of departed members, after
+    ``peerwatt.node.erasure.erase_departed`` (``peerwatt node erase``) with the billing folder,
+    and usable on its own when a member leaves.
+
+    A BillingError says what is left. One from opening the register (SQLite's quick_check first:
+    a damaged one is refused before anything is deleted), or from the deletion, means nothing was
+    deleted: it names the members whose details are still there. One after the deletion, when the
+    file could not be compacted (another process reading it for longer than the lock wait, a full
+    disk), says their rows are deleted but their bytes may remain in the file and its WAL until a
+    later call compacts it (any call does, with nothing left to delete too). Found in a QA pass:
+    `node erase` on a damaged register ended in a traceback, and a reader kept the checkpoint from
+    rewriting the file while the call said the details were deleted."""
     path = billing_dir / "issued.sqlite"
-    if not path.exists():
-        return False
-    with _register(billing_dir, check=False) as issued:
-        issued.conn.execute("PRAGMA secure_delete=ON")
-        gone = issued.conn.execute("DELETE FROM bank_details WHERE member = ?", (member,)).rowcount
-        issued.conn.execute("VACUUM")
-        issued.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return gone > 0
+    if not members or not path.exists():
+        return []
+    wanted = json.dumps(sorted(set(members)))
+    gone: list[str] | None = None  # set once the deletion is committed
+    try:
+        with _register(billing_dir) as issued:
+            issued.conn.execute("PRAGMA secure_delete=ON")
+            with issued.transaction():
+                found = [
+                    m
+                    for (m,) in issued.conn.execute(
+                        "SELECT member FROM bank_details WHERE member IN (SELECT value FROM json_each(?))"
+                        " ORDER BY member",
+                        (wanted,),
+                    )
+                ]
+                issued.conn.execute(
+                    "DELETE FROM bank_details WHERE member IN (SELECT value FROM json_each(?))", (wanted,)
+                )
+            gone = found
+            try:
+                issued.conn.execute("VACUUM")
+                busy = issued.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                why = "another process was reading it" if busy else None
+            except sqlite3.Error as exc:
+                why = str(exc)
+            if why is not None:
+                what = (
+                    f"the bank details of {', '.join(gone)} are deleted from its table, but their bytes"
+                    if gone
+                    else f"no bank details of {', '.join(sorted(set(members)))} were left in its table, "
+                    "but the bytes of any deleted before"
+                )
+                raise BillingError(
+                    f"cannot compact the register {path} ({why}): {what} may remain in the file and its -wal"
+                )
+    except BillingError as exc:
+        if gone is None:
+            raise BillingError(
+                f"{exc}; the bank details of {', '.join(sorted(set(members)))}, if it holds any, are not "
+                "deleted"
+            ) from None
+        raise
+    return gone
 
 
 def mark_paid(billing_dir: Path, numbers: Sequence[str], *, on: str, now: str) -> list[Due]:

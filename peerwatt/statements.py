@@ -17,6 +17,7 @@ The PDF carries the canonical JSON as an embedded file (``statement.json``), whi
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -38,7 +39,7 @@ from zoneinfo import ZoneInfo
 from chain.canonical import dumps_checked, loads_strict
 from chain.keys import key_id, load_public_key
 from chain.private_files import COMPANIONS, private_file, private_folder, write_private
-from chain.store import Store
+from chain.store import Store, is_corrupt
 from market.app import estimate_ignored
 from market.billing import (
     FORMAT,
@@ -65,6 +66,11 @@ CONFIG = "billing.toml"
 LOCK_WAIT_S = 120
 
 log = logging.getLogger("peerwatt.statements")
+# the advice for a register that cannot be opened or written
+_CANNOT_WRITE = (
+    " (the file or the billing folder cannot be opened or written: check their owner and mode, and "
+    "that the disk is not mounted read-only)"
+)
 
 
 # Writes issued documents' files (peerwatt.statements.write_files with its folder)
@@ -439,7 +445,7 @@ class IssuedStore:
         try:
             self.made = private_file(self.path)  # made by this run: removed again if nothing is kept
         except OSError as exc:
-            raise self.error(sqlite3.OperationalError(exc.strerror or str(exc))) from None
+            raise self.error(exc) from None
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_WAIT_S)
         except sqlite3.Error as exc:
@@ -456,16 +462,46 @@ class IssuedStore:
         self._outer = False  # inside transaction(): issue() is part of it
         self._ledger_checked: set[str] = set()  # communities whose documents name this store's blocks
 
-    def error(self, exc: sqlite3.Error) -> BillingError:
-        """A one-line BillingError for an SQLite error on the register (a read-only billing
-        folder, a folder where the file should be, a damaged file, another run holding it)."""
-        if "locked" in str(exc):
+    def error(self, exc: sqlite3.Error | OSError) -> BillingError:
+        """A one-line BillingError for an error on the register, its advice what is true of the
+        kind of error: another run holding it, a file or folder that cannot be written (owner,
+        mode, a read-only disk), a damaged file (restore it from its backup), a full disk, a disk
+        I/O error; any other error said as SQLite says it, with no advice. Found in a QA pass:
+        every error, a damaged file too ("file is not a database"), was told to check the billing
+        folder's owner and mode. Every caller has recorded nothing when it raises this (an error
+        in a transaction rolls it back)."""
+        if isinstance(exc, OSError):  # making the file (private_file)
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return BillingError(f"cannot use the register {self.path}: {exc.strerror}{_CANNOT_WRITE}")
+            return BillingError(f"cannot use the register {self.path}: {exc.strerror or exc}")
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        if is_corrupt(exc):
+            return self.damaged(str(exc))
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or (not name and "locked" in str(exc)):
             return BillingError(
                 f"cannot use the register {self.path}: another run (peerwatt statements, pay, mark-paid) "
                 f"has held it for more than {LOCK_WAIT_S} s; run this again when it has finished"
             )
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+            return BillingError(f"cannot use the register {self.path}: {exc}{_CANNOT_WRITE}")
+        if name == "SQLITE_FULL":
+            return BillingError(
+                f"cannot use the register {self.path}: {exc} (the disk is full: free space and run "
+                "this again; nothing recorded)"
+            )
+        if name.startswith("SQLITE_IOERR"):
+            return BillingError(
+                f"cannot use the register {self.path}: {exc} (the disk reported an I/O error: check "
+                "the disk; nothing recorded)"
+            )
+        return BillingError(f"cannot use the register {self.path}: {exc}")
+
+    def damaged(self, problem: str) -> BillingError:
+        """The one line for a damaged register: ``problem`` is what SQLite or its quick_check
+        found."""
         return BillingError(
-            f"cannot use the register {self.path}: {exc} (check the billing folder's owner and mode)"
+            f"cannot use the register {self.path}: {problem}: the file is damaged, nothing recorded: "
+            "restore it from its backup (docs/billing.md)"
         )
 
     def close(self) -> None:

@@ -318,7 +318,9 @@ def erase(data_dir: Path, now: int | None, billing: Path | None) -> None:
 
     Run it with the node stopped (it refuses a data folder `node run` holds). Hash links, roots
     and seals stay intact (`peerwatt verify` still passes and reports the erased transactions).
-    Their bank details in the billing store (off the ledger) go too. The market's state keeps its
+    Their bank details in the billing store (off the ledger) go too; a billing register that cannot
+    be used ends it in one line naming the members whose bank details are not deleted (the payloads
+    are erased by then): run it again once the register can be used. The market's state keeps its
     copy of their last readings until it prunes them: the output says how many and when to run
     this again (docs/privacy.md).
     """
@@ -335,6 +337,13 @@ def erase(data_dir: Path, now: int | None, billing: Path | None) -> None:
         billing = billing if billing is not None else data_dir / "billing"
         if report.erased_members and (billing / "issued.sqlite").exists():
             from peerwatt.payments import erase_bank_details
+            from peerwatt.statements import BillingError
 
-            gone = [m for m in sorted(report.erased_members) if erase_bank_details(billing, m)]
+            try:
+                gone = erase_bank_details(billing, *report.erased_members)
+            except BillingError as exc:  # the payloads are erased; it says what of the bank details is left
+                raise UserError(
+                    f"{exc}; the ledger payloads are erased (above): run `peerwatt node erase` again "
+                    "once the register can be used"
+                ) from None
             click.echo(f"deleted the bank details of {len(gone)} erased member(s) in {billing}")

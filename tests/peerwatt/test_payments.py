@@ -256,11 +256,11 @@ def test_erasing_a_departed_members_bank_details(issued: tuple[Path, list[dict]]
     gone, kept = docs[1]["member"], docs[0]["member"]
     files = lambda: b"".join(p.read_bytes() for p in billing.glob("issued.sqlite*"))  # noqa: E731
     assert IBANS[1].encode() in files()
-    assert erase_bank_details(billing, gone) is True
+    assert erase_bank_details(billing, gone) == [gone]
     assert IBANS[1].encode() not in files()
     assert set(bank_details(billing)) == {d["member"] for d in docs} - {gone}
     assert kept in bank_details(billing)
-    assert erase_bank_details(billing, gone) is False
+    assert erase_bank_details(billing, gone) == []
 
 
 def test_pay_from_a_folder_without_the_periods_statements_says_so(
