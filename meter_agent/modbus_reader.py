@@ -4,7 +4,8 @@
 ``MeterSample``: power in W and the cumulative import/export counters in Wh as integers
 (rounded once, half-even), plus the per-phase voltage/current/power and frequency as floats
 where the profile maps them. Contiguous registers are batched into as few requests as the
-meter's limit allows; SunSpec devices are discovered ('SunS' marker, model chain) once and
+meter's limit allows, asked in an order where an answer to another request shows
+(``order_requests``); SunSpec devices are discovered ('SunS' marker, model chain) once and
 re-discovered when the layout stops matching.
 
 Faults are raised as subclasses of ``MeterError`` with one-line messages: ``MeterTimeout``
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -228,6 +230,68 @@ def plan_requests(specs: Iterable[ValueSpec], max_registers: int) -> list[tuple[
     return requests
 
 
+Request = tuple[int, int, int]  # (function, start, count)
+
+
+def _confusable(a: Request, b: Request) -> bool:
+    """Two requests whose answers look alike: the same function and register count (all a read's
+    answer names besides its registers' values), registers at different addresses."""
+    return a[0] == b[0] and a[2] == b[2] and a[1] != b[1]
+
+
+def _parting(requests: list[Request], like: Request) -> Request | None:
+    """The request of ``requests`` with the fewest registers whose answer cannot pass for one to
+    ``like`` (another function or count); None when all have its shape."""
+    others = [r for r in requests if (r[0], r[2]) != (like[0], like[2])]
+    return min(others, key=lambda r: r[2]) if others else None
+
+
+def order_requests(requests: list[Request]) -> list[Request]:
+    """The order in which a poll asks ``requests`` (plan_requests'), some asked twice, so that
+    no two neighbours are ``_confusable``: an answer that belongs to the request asked before
+    is then refused as a wrong answer, not read as this one's values.
+
+    A Modbus read answer names no address, and on RS-485 no transaction id: a TCP-to-RTU gateway
+    stamps what its bus brings with the id of the request it serves, so an answer that comes late
+    (a duplicate after the gateway's own retry on the bus, a device slower than the gateway's
+    timeout) goes to the next request asked. Requests of the commonest shape are parted by the
+    others; where only requests of one shape are left, the cheapest request of another shape is
+    asked again. A plan that has no confusable neighbours keeps its order, and so does one in which
+    every request has the same shape: nothing can part them (docs/meters.md). The request asked
+    before a poll, the last of the poll before or one that failed, is the reader's to part from
+    the first (MeterReader._read_once)."""
+
+    def shape(request: Request) -> tuple[int, int]:
+        return request[0], request[2]
+
+    if len({shape(r) for r in requests}) == 1:
+        return list(requests)
+    order: list[Request] = []
+    rest = list(requests)
+    if not any(_confusable(a, b) for a, b in zip(requests, requests[1:], strict=False)):
+        order, rest = list(requests), []
+    while rest:
+        fits = [r for r in rest if not order or not _confusable(r, order[-1])]
+        if not fits:  # every request left looks like the last one asked
+            parting = _parting(requests, order[-1])
+            assert parting is not None  # more than one shape
+            order.append(parting)
+            continue
+        left = Counter(shape(r) for r in rest)
+        chosen = max(fits, key=lambda r: left[shape(r)])  # the commonest shape first, to part it
+        order.append(chosen)
+        rest.remove(chosen)
+    if _confusable(order[-1], order[0]):  # the next poll's first would need parting from the last
+        for i, moved in enumerate(order[1:-1], start=1):
+            if not (
+                _confusable(moved, order[-1])
+                or _confusable(moved, order[0])
+                or _confusable(order[i - 1], order[i + 1])
+            ):
+                return [*order[:i], *order[i + 1 :], moved]
+    return order
+
+
 def _round(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
 
@@ -270,6 +334,8 @@ class MeterReader:
         self._rx_bytes = 0
         self._rx_seen = _TcpAnswerSeen(0, 0)
         self._sunspec: _SunSpecLocation | None = None
+        self._order: list[Request] | None = None  # a poll's requests (_read_once)
+        self._last_asked: Request | None = None  # the last request sent: its answer may yet come
         self.sunspec_models_seen: tuple[int, ...] = ()  # the model chain found by discovery, in order
 
     # ---------------------------------------------------------------- public
@@ -359,7 +425,17 @@ class MeterReader:
         if self.profile.kind == "sunspec":
             return self._read_sunspec()
         image: dict[tuple[int, int], int] = {}
-        for function, start, count in plan_requests(self.profile.values.values(), self.profile.max_registers):
+        if self._order is None:  # the order that shows a mixed-up answer (order_requests)
+            self._order = order_requests(
+                plan_requests(self.profile.values.values(), self.profile.max_registers)
+            )
+        order = self._order
+        before = self._last_asked  # its answer may come late (it failed), or twice (a duplicate)
+        if before is not None and _confusable(before, order[0]):
+            parting = _parting(order, order[0])
+            if parting is not None:
+                order = [parting, *order]
+        for function, start, count in order:
             for i, reg in enumerate(self._request(function, start, count)):
                 image[(function, start + i)] = reg
         values: dict[str, Decimal | str | None] = {}
@@ -559,6 +635,7 @@ class MeterReader:
             self._client = None
 
     def _request(self, function: int, address: int, count: int) -> list[int]:
+        self._last_asked = (function, address, count)
         client = self._connected_client()
         self._rx_bytes = 0
         self.requests_sent += 1
@@ -601,6 +678,17 @@ class MeterReader:
             raise MeterFramingError(
                 f"{self.where}: undecodable answer reading {span} ({type(exc).__name__}: {exc})"
             ) from None
+        asked_id, answered_id = self._rx_seen.transaction, int(response.transaction_id)
+        if isinstance(self.transport, TcpTarget) and answered_id != asked_id:
+            # pymodbus 3.16's client refuses such a frame (above); its asyncio client takes id 0,
+            # a gateway's that ignores them, for any request: an answer that may be another's
+            self._drop_connection()
+            raise MeterFramingError(
+                f"{self.where}: answer to another request (transaction id {answered_id}, asked "
+                f"{asked_id}) reading {span}: a valid Modbus TCP frame",
+                cause="other transaction",
+                answered=answered_id,
+            )
         answered = int(response.function_code) & 0x7F  # an exception answer has bit 0x80 set
         if answered != function:  # found in a QA pass: accepted (pymodbus checks unit and transaction ids)
             self._drop_connection()
@@ -748,5 +836,7 @@ __all__ = [
     "SerialTarget",
     "TcpTarget",
     "PHASE_VALUES",
+    "order_requests",
     "plan_requests",
+    "Request",
 ]
