@@ -25,6 +25,7 @@ from chain.envelope import Rejected, sign_envelope
 from chain.genesis import Genesis
 from chain.keys import PrivateKey, key_id
 from chain.notice import open_notice, refusal_threshold
+from meter_agent.byte_stream import PushMeterReader
 from meter_agent.counters import EnergyCounters
 from meter_agent.homeassistant import discovery_payload, discovery_topic, state_payload, state_topic
 from meter_agent.modbus_reader import MeterConnectionError, MeterError, MeterSample, MeterTimeout
@@ -103,6 +104,12 @@ READING_LATE_MIN_S = 15.0
 # stop and publishes the heartbeats at least this often (found in a QA pass: with timeout_s = 60
 # and a gateway that never answered, the agent took 116 s to stop and sent no status for 2 min)
 WAIT_SLICE_S = 0.25
+# A read outstanding longer than a poll interval, and than this, is a meter that does not answer:
+# the status says so (meter_ok false) while the read goes on, up to its timeout_s (found in a QA
+# pass: with timeout_s = 60 and a gateway that accepted and never answered, the status said
+# meter_ok true for a minute). A meter that answers is read well within it (Modbus RTU at 9600
+# baud in about half a second). See Agent.read_overdue_s().
+READ_OVERDUE_MIN_S = 2.0
 
 
 class Reader(Protocol):
@@ -118,6 +125,8 @@ class _MeterRead:
         self.done = threading.Event()
         self.result: MeterSample | Exception | None = None
         self.abandoned = False
+        self.started = time.monotonic()
+        self.overdue = False  # outstanding longer than Agent.read_overdue_s(): in the status
         self._read = read
         threading.Thread(target=self._run, name="meter-read", daemon=True).start()
 
@@ -361,6 +370,8 @@ class Agent:
         while not stop.is_set():
             if done is not None and done.is_set():
                 return True
+            if done is not None and self._reading is not None:
+                self._check_overdue(self._reading)
             now = time.monotonic()
             if now >= until:
                 return True
@@ -462,6 +473,34 @@ class Agent:
         elif self._energy_unsaved and not 0 <= now - (self._energy_saved_at or 0) < ENERGY_SAVE_S:
             self._save_energy(now)
 
+    def read_overdue_s(self) -> float:
+        """How long a meter read may be outstanding before the status says the meter does not
+        answer: a poll interval, at least READ_OVERDUE_MIN_S; for a meter that pushes its data (P1,
+        SML), at least the reader's wait for it (its timeout_s: a DSMR 4 meter sends every 10 s)."""
+        overdue_s = max(self.poll_s, READ_OVERDUE_MIN_S)
+        if isinstance(self.reader, PushMeterReader):
+            overdue_s = max(overdue_s, self.reader.timeout_s)
+        return overdue_s
+
+    def _check_overdue(self, reading: _MeterRead) -> None:
+        """A read outstanding longer than read_overdue_s() makes the meter's fault "does not
+        answer" (the status says meter_ok false, logged as a fault starting) while it goes on: the
+        fault the read then raises, or the sample it returns, takes its place."""
+        if reading.overdue or reading.done.is_set():
+            return
+        waited_s = time.monotonic() - reading.started
+        if waited_s <= self.read_overdue_s():
+            return
+        reading.overdue = True
+        timeout_s = getattr(self.reader, "timeout_s", None)
+        goes_on = "" if timeout_s is None else f"; it goes on up to timeout_s = {timeout_s:g} s a request"
+        self._set_fault(
+            f"the meter does not answer: a read has waited more than {self.read_overdue_s():g} s "
+            f"(polls every {self.poll_s:g} s{goes_on})",
+            silent=True,
+        )
+        self._last_heartbeat = -math.inf  # the status says so now, not at the next heartbeat
+
     def _read_meter(self) -> MeterSample | Exception:
         """Read the meter: its sample, or the exception the read raised. Touches the reader only
         (run() calls it in a thread of its own)."""
@@ -503,6 +542,15 @@ class Agent:
         self.meter_read_errors += 1
         known = isinstance(exc, MeterError)
         fault = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        self._set_fault(
+            fault,
+            silent=isinstance(exc, MeterTimeout | MeterConnectionError),
+            unexpected=None if known else exc,
+        )
+
+    def _set_fault(self, fault: str, silent: bool, unexpected: Exception | None = None) -> None:
+        """Keep ``fault`` as the meter's and log it as _meter_fault says (``silent``: the meter
+        did not answer; ``unexpected``: not a typed meter error, logged with its traceback)."""
         kind = _NUMBER.sub("#", fault)
         if kind != self._fault_kind:  # a fault starts, or another kind of fault
             self._fault_kind, self._fault_kind_logged = kind, False
@@ -512,12 +560,16 @@ class Agent:
         if logged:
             self._fault_logged = self._fault_kind_logged = True
             self._last_heartbeat = -math.inf
-            if known:
-                log.warning("meter fault: %s (no offers until it answers again)", exc)
+            if unexpected is None:
+                log.warning("meter fault: %s (no offers until it answers again)", fault)
             else:  # not a typed meter error: a reader bug, keep its traceback
-                log.error("meter fault: unexpected %s (no offers until it answers again)", exc, exc_info=exc)
+                log.error(
+                    "meter fault: unexpected %s (no offers until it answers again)",
+                    unexpected,
+                    exc_info=unexpected,
+                )
         self.fault = fault
-        self._fault_silent = isinstance(exc, MeterTimeout | MeterConnectionError)
+        self._fault_silent = silent
 
     def _log_fault_once(self, kind: str, count: bool) -> bool:
         """Whether a meter fault of ``kind`` may be logged now: each kind once an interval, at most
