@@ -24,15 +24,31 @@ from market.clearing import Order, clear
 
 MAX_PRICE_DAYS = 92
 # A side of an interval's book is shown (count, volume, best limit) only when at least this many
-# households are on it: with fewer, the "sum" is one or two households' forecast and price. A
-# household is a member: one member's meters (each orders on its own) count once.
+# households besides the viewer's own are on it: with fewer, the "sum" less the viewer's own
+# orders is one or two households' forecast and price. A household is a member: one member's
+# meters (each orders on its own) count once. A visitor (not logged in) may be any household,
+# one of the side's too: it is shown a side of at least MIN_BOOK_HOUSEHOLDS + 1 households
+# (``min_households``; found in a QA pass: one of 3 sellers logged out and subtracted its own
+# offer from the visitors' sum).
 MIN_BOOK_HOUSEHOLDS = 3
 SIDE_WORDS = {"ask": "offers", "bid": "bids"}
 
 
-def side_note(prefix: str, besides_own: bool) -> str:
-    """``fewer than 3 offers`` (``... besides yours`` for a viewer with an order on that side)."""
-    note = f"fewer than {MIN_BOOK_HOUSEHOLDS} {SIDE_WORDS[prefix]}"
+def min_households(logged_in: bool) -> int:
+    """How many households besides the viewer's own a side must have to be shown to it:
+    MIN_BOOK_HOUSEHOLDS to a logged-in household (its own are known to it and not counted), one
+    more to a visitor, who may be one of them."""
+    return MIN_BOOK_HOUSEHOLDS if logged_in else MIN_BOOK_HOUSEHOLDS + 1
+
+
+def side_note(prefix: str, besides_own: bool, logged_in: bool = True, households: int = 0) -> str:
+    """Why a side is withheld: ``fewer than 3 offers`` (``... besides yours`` for a viewer with an
+    order on that side); to a visitor, a side of exactly MIN_BOOK_HOUSEHOLDS ``households``
+    reads ``only 3 offers: each could subtract its own from their sum``."""
+    words = SIDE_WORDS[prefix]
+    if not logged_in and households >= MIN_BOOK_HOUSEHOLDS:
+        return f"only {households} {words}: each could subtract its own from their sum"
+    note = f"fewer than {MIN_BOOK_HOUSEHOLDS} {words}"
     return note + " besides yours" if besides_own else note
 
 
@@ -47,16 +63,21 @@ def households(meters: Iterable[str], owner_of: Mapping[str, str]) -> set[str]:
 
 
 def seen_clearing(
-    result: dict[str, Any], own: dict[str, int], full: bool, others: Mapping[str, int]
+    result: dict[str, Any],
+    own: dict[str, int],
+    full: bool,
+    others: Mapping[str, int],
+    *,
+    logged_in: bool,
 ) -> dict[str, Any]:
     """A clearing result (or a row of the index's clearings) as a viewer may read it, by the
-    overview book's rules: a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
-    viewer's own (``others``, per side "ask"/"bid": ``book_households``; ``own``: its meters'
+    overview book's rules: a side of fewer than ``min_households(logged_in)`` households besides
+    the viewer's own (``others``, per side "ask"/"bid": ``book_households``; ``own``: its meters'
     orders per side, for the note) shows no energy (``ask_wh``/``bid_wh`` None, with a note), and
     then no traded volume either: the short side is what matched, so the volume would give its
-    sum away (a volume of 0, nothing matched, is no sum: no trades and no price say it anyway).
-    The price (every trade's price of the interval) and the counts stay. ``full`` (admins) sees
-    it whole."""
+    sum away, and the volume less a viewer's own fill is what the others on its side got (a
+    volume of 0, nothing matched, is no sum: no trades and no price say it anyway). The price
+    (every trade's price of the interval) and the counts stay. ``full`` (admins) sees it whole."""
     if full:
         return result
     out = dict(result)
@@ -65,8 +86,8 @@ def seen_clearing(
         count = out.get(f"{prefix}s")
         mine = own.get(prefix, 0)
         besides = others.get(prefix, 0)
-        if type(count) is not int or besides < MIN_BOOK_HOUSEHOLDS:
-            note = side_note(prefix, mine > 0)
+        if type(count) is not int or besides < min_households(logged_in):
+            note = side_note(prefix, mine > 0, logged_in, besides)
             out[f"{prefix}_wh"], out[f"{prefix}_wh_note"] = None, note
             notes.append(note)
     if notes and out.get("volume_wh"):  # 0 (nothing matched) is public: no trades, no price
@@ -116,14 +137,22 @@ def book_households(
     return out
 
 
-def _side(prefix: str, orders: list[dict], best, shown: bool, besides_own: bool = False) -> dict[str, Any]:
+def _side(
+    prefix: str,
+    orders: list[dict],
+    best,
+    shown: bool,
+    besides_own: bool = False,
+    logged_in: bool = True,
+    households: int = 0,
+) -> dict[str, Any]:
     if not shown:
         return {
             f"{prefix}s": None,
             f"{prefix}_wh": None,
             f"best_{prefix}_per_kwh": None,
             f"{prefix}s_shown": False,
-            f"{prefix}s_note": side_note(prefix, besides_own),
+            f"{prefix}s_note": side_note(prefix, besides_own, logged_in, households),
         }
     return {
         f"{prefix}s": len(orders),
@@ -134,26 +163,48 @@ def _side(prefix: str, orders: list[dict], best, shown: bool, besides_own: bool 
     }
 
 
-def today_totals(conn, start: int, end: int) -> dict[str, Any]:
-    traded = conn.execute(
-        "SELECT coalesce(sum(volume_wh), 0), coalesce(sum(trades), 0), count(*) FROM clearings"
-        " WHERE interval >= ? AND interval < ?",
+def today_totals(conn, start: int, end: int, seen: Mapping[int, int | None] | None = None) -> dict[str, Any]:
+    """The day's totals. ``seen`` (``seen_volumes``: {interval: its volume as the viewer may see
+    it, None if withheld}; None: every interval, for admins): the traded energy, trades, value and
+    settled energy count only the intervals whose volume the viewer may see, and
+    ``withheld_intervals`` says how many are left out; the P2P share is that of the imports of the
+    intervals counted. Each of these figures is an interval's volume or follows from it (value =
+    volume × the public price), and the tiles refresh as intervals clear: with one interval
+    cleared, or between two refreshes, the day's figure was one interval's volume (found in a QA
+    pass with the visitors' threshold)."""
+    per_interval: dict[int, list[int]] = {
+        interval: [volume, trades, 0, 0]
+        for interval, volume, trades in conn.execute(
+            "SELECT interval, volume_wh, trades FROM clearings WHERE interval >= ? AND interval < ?",
+            (start, end),
+        )
+    }
+    for interval, value, settled in conn.execute(
+        "SELECT interval, coalesce(sum(value), 0),"
+        " coalesce(sum(CASE WHEN status = 'settled' THEN settled_wh END), 0)"
+        " FROM trades WHERE interval >= ? AND interval < ? GROUP BY interval",
         (start, end),
-    ).fetchone()
-    value, settled_wh = conn.execute(
-        "SELECT coalesce(sum(value), 0), coalesce(sum(CASE WHEN status = 'settled' THEN settled_wh END), 0)"
-        " FROM trades WHERE interval >= ? AND interval < ?",
-        (start, end),
-    ).fetchone()
-    import_wh = export_wh = outside_wh = 0
-    for total_import, total_export in conn.execute(
-        "SELECT sum(d_import_wh), sum(d_export_wh) FROM readings WHERE interval >= ? AND interval < ?"
-        " AND d_import_wh IS NOT NULL GROUP BY interval",
+    ):
+        per_interval.setdefault(interval, [0, 0, 0, 0])[2:] = [value, settled]
+    counted = [
+        figures
+        for interval, figures in per_interval.items()
+        if seen is None or seen.get(interval) is not None
+    ]
+    traded = (sum(f[0] for f in counted), sum(f[1] for f in counted), len(per_interval))
+    value, settled_wh = sum(f[2] for f in counted), sum(f[3] for f in counted)
+    withheld = {i for i in per_interval if seen is not None and seen.get(i) is None}
+    import_wh = export_wh = outside_wh = counted_import_wh = 0
+    for interval, total_import, total_export in conn.execute(
+        "SELECT interval, sum(d_import_wh), sum(d_export_wh) FROM readings"
+        " WHERE interval >= ? AND interval < ? AND d_import_wh IS NOT NULL GROUP BY interval",
         (start, end),
     ):
         import_wh += total_import
         export_wh += total_export
         outside_wh += max(0, total_import - total_export)
+        if interval not in withheld:  # the P2P share: of the intervals whose trades are counted
+            counted_import_wh += total_import
     active = conn.execute(
         "SELECT count(*) FROM (SELECT meter FROM readings WHERE interval >= ? AND interval < ?"
         " UNION SELECT meter FROM outcomes WHERE interval >= ? AND interval < ?)",
@@ -163,13 +214,45 @@ def today_totals(conn, start: int, end: int) -> dict[str, Any]:
         "traded_wh": traded[0],
         "trades": traded[1],
         "cleared_intervals": traded[2],
+        "withheld_intervals": len(withheld),
         "traded_value": value,
         "import_wh": import_wh,
         "export_wh": export_wh,
         "settled_wh": settled_wh,
-        "p2p_share_permille": ratio_permille(settled_wh, import_wh),
+        "p2p_share_permille": ratio_permille(settled_wh, counted_import_wh),
         "self_sufficiency_permille": ratio_permille(import_wh - outside_wh, import_wh),
         "active_households": active,
+    }
+
+
+def seen_volumes(
+    conn,
+    start: int,
+    end: int,
+    owner_of: Mapping[str, str],
+    own_meters: frozenset[str] = frozenset(),
+    *,
+    full: bool = False,
+    logged_in: bool = False,
+) -> dict[int, int | None]:
+    """{interval: its cleared volume as the viewer may see it} of the clearings in [start, end):
+    None where a side had fewer than ``min_households(logged_in)`` households besides the
+    viewer's own (seen_clearing, households by ``owners``), unless ``full``."""
+    rows = conn.execute(
+        "SELECT interval, volume_wh, asks, bids FROM clearings WHERE interval >= ? AND interval < ?",
+        (start, end),
+    ).fetchall()
+    own = {} if full else own_orders(conn, own_meters, start, end)
+    others = {} if full else book_households(conn, owner_of, own_meters, start, end)
+    return {
+        interval: seen_clearing(
+            {"volume_wh": volume, "asks": asks, "bids": bids},
+            own.get(interval, {}),
+            full,
+            others.get(interval, {}),
+            logged_in=logged_in,
+        )["volume_wh"]
+        for interval, volume, asks, bids in rows
     }
 
 
@@ -181,43 +264,39 @@ def price_series(
     own_meters: frozenset[str] = frozenset(),
     *,
     full: bool = False,
+    logged_in: bool = False,
 ) -> dict[str, list]:
     """Clearing price (micro-units/kWh, None where nothing cleared) and volume per interval; the
-    volume None where a side had fewer than MIN_BOOK_HOUSEHOLDS households besides the viewer's
-    own (seen_clearing, households by ``owners``), unless ``full``."""
+    volume None where it is withheld from the viewer (``seen_volumes``)."""
     rows = conn.execute(
-        "SELECT interval, price, volume_wh, asks, bids FROM clearings WHERE interval >= ? AND interval < ?"
-        " ORDER BY interval",
+        "SELECT interval, price FROM clearings WHERE interval >= ? AND interval < ? ORDER BY interval",
         (start, end),
     ).fetchall()
-    own = {} if full else own_orders(conn, own_meters, start, end)
-    others = {} if full else book_households(conn, owner_of, own_meters, start, end)
-    volumes = [
-        seen_clearing(
-            {"volume_wh": volume, "asks": asks, "bids": bids},
-            own.get(interval, {}),
-            full,
-            others.get(interval, {}),
-        )["volume_wh"]
-        for interval, _, volume, asks, bids in rows
-    ]
+    volumes = seen_volumes(conn, start, end, owner_of, own_meters, full=full, logged_in=logged_in)
     return {
         "intervals": [r[0] for r in rows],
         "price_per_kwh": [r[1] for r in rows],
-        "volume_wh": volumes,
+        "volume_wh": [volumes[r[0]] for r in rows],
     }
 
 
 def live_book(
-    ledger: LedgerReader, own_meters: frozenset[str] = frozenset(), *, full: bool = False
+    ledger: LedgerReader,
+    own_meters: frozenset[str] = frozenset(),
+    *,
+    full: bool = False,
+    logged_in: bool = False,
 ) -> list[dict[str, Any]]:
     """The open intervals of the order book, aggregated; with an indicative clearing price (the
     clearing the ledger would run if the gate closed now) and the viewer's own orders in full.
 
-    A side with fewer than MIN_BOOK_HOUSEHOLDS households (members: one member's meters count
-    once) shows neither count, volume nor best limit (``asks_note``: "fewer than 3 offers"), and
-    then the indicative price and volume, which would give them away, are hidden too. ``full``
-    (admins) shows every side."""
+    A side with fewer than ``min_households(logged_in)`` households besides the viewer's own
+    (members: one member's meters count once; a visitor, ``logged_in`` False, needs one more, as
+    it may be one of them) shows neither count, volume nor best limit (``asks_note``: "fewer
+    than 3 offers"), and then the indicative price and volume, which would give them away, are
+    hidden too. A side shown has its best limit: one household's limit price, of one of at least
+    3 households other than the viewer's, which cannot tell whose. ``full`` (admins) shows every
+    side."""
     params = ledger.params()
     owner_of = owners(ledger.meters())
     own_households = households(own_meters, owner_of)
@@ -231,8 +310,9 @@ def live_book(
         # orders would be the other households' figures.
         sellers = households((m for m, o in orders.items() if o["side"] == "sell"), owner_of)
         buyers = households((m for m, o in orders.items() if o["side"] == "buy"), owner_of)
-        asks_shown = full or len(sellers - own_households) >= MIN_BOOK_HOUSEHOLDS
-        bids_shown = full or len(buyers - own_households) >= MIN_BOOK_HOUSEHOLDS
+        other_sellers, other_buyers = len(sellers - own_households), len(buyers - own_households)
+        asks_shown = full or other_sellers >= min_households(logged_in)
+        bids_shown = full or other_buyers >= min_households(logged_in)
         try:
             outcome = clear(
                 [
@@ -253,8 +333,10 @@ def live_book(
             {
                 "interval": int(interval),
                 "gate_closes": int(interval) - params["gate_s"],
-                **_side("ask", asks, min, asks_shown, bool(sellers & own_households)),
-                **_side("bid", bids, max, bids_shown, bool(buyers & own_households)),
+                **_side(
+                    "ask", asks, min, asks_shown, bool(sellers & own_households), logged_in, other_sellers
+                ),
+                **_side("bid", bids, max, bids_shown, bool(buyers & own_households), logged_in, other_buyers),
                 "indicative_price_per_kwh": indicative[0],
                 "indicative_volume_wh": indicative[1],
                 "own_orders": [
@@ -280,8 +362,11 @@ def overview(
     own_meters: frozenset[str] = frozenset(),
     now: int,
     full_book: bool = False,
+    logged_in: bool = False,
 ) -> dict[str, Any]:
-    """Everything the overview page shows (all aggregates)."""
+    """Everything the overview page shows (all aggregates), as the viewer may see them: an admin
+    (``full_book``) everything, a logged-in household (``logged_in``, ``own_meters``) sums of at
+    least MIN_BOOK_HOUSEHOLDS households besides its own, a visitor of one more."""
     head = ledger.head()
     tz = ledger.community.tz
     today = local_date(head.time, tz)
@@ -289,18 +374,29 @@ def overview(
     days = max(1, min(days, MAX_PRICE_DAYS))
     series_start = day_range(local_date(head.time - (days - 1) * 86400, tz), tz)[0]
     params = ledger.params()
+    owner_of = owners(ledger.meters())
+    today_seen = (
+        None if full_book else seen_volumes(conn, start, end, owner_of, own_meters, logged_in=logged_in)
+    )
     return {
         "community": {
             "id": ledger.community.id,
             "name": ledger.community.name,
             "timezone": ledger.community.timezone,
         },
-        "today": {"date": today.isoformat(), "start": start, "end": end, **today_totals(conn, start, end)},
+        "today": {
+            "date": today.isoformat(),
+            "start": start,
+            "end": end,
+            **today_totals(conn, start, end, today_seen),
+        },
         "prices": {
             "days": days,
-            **price_series(conn, series_start, end, owners(ledger.meters()), own_meters, full=full_book),
+            **price_series(
+                conn, series_start, end, owner_of, own_meters, full=full_book, logged_in=logged_in
+            ),
         },
-        "book": live_book(ledger, own_meters, full=full_book),
+        "book": live_book(ledger, own_meters, full=full_book, logged_in=logged_in),
         "chain": {
             "height": head.height,
             "head_hash": head.hash,

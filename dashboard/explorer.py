@@ -36,7 +36,8 @@ def public_clearing(
 ) -> dict[str, Any]:
     """A clearing result as households and visitors see it, by the overview book's rules
     (community.seen_clearing): a side of fewer than MIN_BOOK_HOUSEHOLDS households besides the
-    viewer's own shows its count, not its energy, and then the volume is withheld too. The orders
+    viewer's own (one more for a visitor, who may be one of them) shows its count, not its
+    energy, and then the volume is withheld too. The orders
     are the order outcomes of the interval in the same block (``results``, withdrawn ones left
     out, as the clearing left them out); a household is its meters' owner (``owner_of``:
     community.owners), so one member's meters count once (found in a QA pass: the explorer
@@ -60,7 +61,13 @@ def public_clearing(
         household = owner_of.get(r.get("meter"), r.get("meter"))
         if household not in own_households:
             others[side].add(household)
-    return seen_clearing(result, own, full=False, others={side: len(h) for side, h in others.items()})
+    return seen_clearing(
+        result,
+        own,
+        full=False,
+        others={side: len(h) for side, h in others.items()},
+        logged_in=user is not None,
+    )
 
 
 def seen_args(action: Any, args: Any, pseudonyms: Directory | None) -> Any:
@@ -204,17 +211,60 @@ def _adjustment_parties(index_conn, results: list[dict[str, Any]]) -> dict[int, 
     return out
 
 
+GOV_COLUMNS = "height, idx, tx, signer, status, reason, action, args, deadline, note, erased"
+# A page lists every counted vote of its proposals (at most one per key that may vote) and at
+# most this many refused ones per proposal (a proposer of blocks could fill them with refusals).
+MAX_REFUSED_VOTES = 20
+_TOP = (2**53, 0)  # before every (height, index) of the ledger
+
+
 def governance(
-    ledger: LedgerReader, index_conn, user: User | None, pseudonyms: Directory | None = None
-) -> list[dict[str, Any]]:
-    """Every proposal: what it asked, its outcome, counts; who proposed and who voted how only
-    for logged-in users (they are households)."""
+    ledger: LedgerReader,
+    index_conn,
+    user: User | None,
+    pseudonyms: Directory | None = None,
+    *,
+    before: tuple[bool, int, int] | None = None,
+    limit: int = PAGE,
+) -> dict[str, Any]:
+    """One page of proposals: the open ones first, then the others (passed, rejected, expired,
+    refused), each newest first; at most ``limit``, after ``before`` (``next_before`` of the page
+    before: ``(open?, height, index)`` of its last proposal). What each asked, its outcome and
+    counts; who proposed and who voted how only for logged-in users (they are households).
+
+    Paged as the blocks are (found in a QA pass: every proposal the ledger ever had was read and
+    sent on each request, 32,000 expired ones 24 MB): a page reads its proposals by the index's
+    keys, and their outcomes and votes by proposal, so it costs the same on a ledger of 100 or
+    100,000 proposals. The open ones come from the state (at most max_open_proposals per key)."""
     open_now = ledger.open_proposals()
+    open_ids = json.dumps(sorted(open_now))
+    rows: list[tuple[bool, tuple]] = []
+    if before is None or before[0]:
+        after = _TOP if before is None else before[1:]
+        rows += [
+            (True, r)
+            for r in index_conn.execute(
+                f"SELECT {GOV_COLUMNS} FROM gov_txs WHERE type = 'propose'"
+                " AND proposal IN (SELECT value FROM json_each(?)) AND (height, idx) < (?, ?)"
+                " ORDER BY height DESC, idx DESC LIMIT ?",
+                (open_ids, *after, limit + 1),
+            )
+        ]
+    if len(rows) <= limit:
+        after = before[1:] if before is not None and not before[0] else _TOP
+        rows += [
+            (False, r)
+            for r in index_conn.execute(
+                f"SELECT {GOV_COLUMNS} FROM gov_txs WHERE type = 'propose'"
+                " AND proposal NOT IN (SELECT value FROM json_each(?)) AND (height, idx) < (?, ?)"
+                " ORDER BY height DESC, idx DESC LIMIT ?",
+                (open_ids, *after, limit + 1 - len(rows)),
+            )
+        ]
+    more = len(rows) > limit
+    rows = rows[:limit]
     proposals: dict[str, dict[str, Any]] = {}
-    for height, tx, signer, status, reason, action, args, deadline, note, erased in index_conn.execute(
-        "SELECT height, tx, signer, status, reason, action, args, deadline, note, erased FROM gov_txs"
-        " WHERE type = 'propose' ORDER BY height DESC, idx DESC"
-    ):
+    for is_open, (height, _idx, tx, signer, status, reason, action, args, deadline, note, erased) in rows:
         proposals[tx] = {
             "id": tx,
             "height": height,
@@ -226,28 +276,38 @@ def governance(
             "deadline": deadline,
             "note": note,
             "erased": bool(erased),
-            "outcome": "open" if tx in open_now else None,
+            "outcome": "open" if is_open else None,
             "yes": None,
             "no": None,
             "outcome_reason": None,
             "votes": [],
+            "refused_votes_not_shown": False,
         }
-    for proposal, action, outcome, yes, no, why, height in index_conn.execute(
-        "SELECT proposal, action, outcome, yes, no, reason, height FROM gov ORDER BY height, idx"
+    page_ids = json.dumps(sorted(proposals))
+    for proposal, outcome, yes, no, why, height in index_conn.execute(
+        "SELECT proposal, outcome, yes, no, reason, height FROM gov"
+        " WHERE proposal IN (SELECT value FROM json_each(?)) ORDER BY height, idx",
+        (page_ids,),
     ):
-        p = proposals.setdefault(proposal, {"id": proposal, "action": action, "votes": [], "height": height})
         if outcome != "opened":
             # outcome_reason: why a proposal that had its votes closed as rejected (ledger rules 2:
             # it no longer applied when it passed, chain/governance.py)
-            p.update(outcome=outcome, yes=yes, no=no, outcome_reason=why, decided_height=height)
-        elif p.get("outcome") is None:
-            p["outcome"] = "open" if proposal in open_now else p.get("outcome")
-    for proposal, signer, vote, status, reason, height in index_conn.execute(
-        "SELECT proposal, signer, vote, status, reason, height FROM gov_txs WHERE type = 'vote'"
-        " ORDER BY height, idx"
-    ):
-        if proposal in proposals and user is not None:
-            proposals[proposal]["votes"].append(
+            proposals[proposal].update(
+                outcome=outcome, yes=yes, no=no, outcome_reason=why, decided_height=height
+            )
+    if user is not None:
+        for proposal, signer, vote, status, reason, height, refused_before in index_conn.execute(
+            "SELECT proposal, signer, vote, status, reason, height, refused FROM ("
+            " SELECT *, sum(status != 'ok') OVER (PARTITION BY proposal ORDER BY height, idx) AS refused"
+            " FROM gov_txs WHERE type = 'vote' AND proposal IN (SELECT value FROM json_each(?)))"
+            " WHERE status = 'ok' OR refused <= ? + 1 ORDER BY height, idx",
+            (page_ids, MAX_REFUSED_VOTES),
+        ):
+            p = proposals[proposal]
+            if status != "ok" and refused_before > MAX_REFUSED_VOTES:
+                p["refused_votes_not_shown"] = True
+                continue
+            p["votes"].append(
                 {"voter": signer, "vote": vote, "status": status, "reason": reason, "height": height}
             )
     chain = ledger.state()["chain"]
@@ -260,7 +320,14 @@ def governance(
             p["yes"] = len(voters.intersection(open_now[pid].get("yes", [])))
             p["no"] = len(voters.intersection(open_now[pid].get("no", [])))
         _proposers_yes(p, voters)
-    return sorted(proposals.values(), key=lambda p: -(p.get("height") or 0))
+    last = rows[-1] if more and rows else None
+    return {
+        "proposals": list(proposals.values()),
+        "open": len(open_now),
+        "next_before": None
+        if last is None
+        else f"{'open' if last[0] else 'closed'}-{last[1][0]}-{last[1][1]}",
+    }
 
 
 def _proposers_yes(p: dict[str, Any], voters: set[str]) -> None:

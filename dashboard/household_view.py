@@ -327,6 +327,7 @@ def orders(
                 own.get(interval, {}),
                 full,
                 others.get(interval, {}),
+                logged_in=True,  # the household page: its household, or an admin (full)
             )
         )
         delivery = _delivery(conn, meter, interval, side)

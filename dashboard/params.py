@@ -38,6 +38,7 @@ _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _DATETIME_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?", re.ASCII)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
+_GOV_CURSOR_RE = re.compile(r"(open|closed)-([0-9]{1,16})-([0-9]{1,16})", re.ASCII)
 
 
 class ParamError(ValueError):
@@ -116,6 +117,16 @@ def parse_key_id(name: str, text: str) -> str:
     return text
 
 
+def parse_gov_cursor(name: str, text: str) -> tuple[bool, int, int]:
+    """A governance page's cursor, ``open-<height>-<index>`` or ``closed-<height>-<index>`` (the
+    last proposal of the page before, ``next_before``): (open?, height, index), each number
+    within 0..2**53 − 1."""
+    match = _GOV_CURSOR_RE.fullmatch(text) if len(text) <= 40 else None
+    if match is None or int(match.group(2)) > MAX_INT or int(match.group(3)) > MAX_INT:
+        raise ParamError(f"{name} must be a cursor from a previous page (like open-351-12 or closed-351-12)")
+    return match.group(1) == "open", int(match.group(2)), int(match.group(3))
+
+
 # -- the current request's query string (absent and empty mean "not given") ---------------------
 
 
@@ -147,6 +158,11 @@ def arg_choice(name: str, choices: Collection[str], default: str | None) -> str 
 def arg_key_id(name: str) -> str | None:
     text = _arg(name)
     return None if text is None else parse_key_id(name, text)
+
+
+def arg_gov_cursor(name: str) -> tuple[bool, int, int] | None:
+    text = _arg(name)
+    return None if text is None else parse_gov_cursor(name, text)
 
 
 def arg_text(name: str, *, max_len: int) -> str | None:

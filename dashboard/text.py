@@ -8,7 +8,12 @@
 - C0 and C1 control characters (but tab, line feed and carriage return, which HTML shows as a
   space) are shown escaped, ``\\u0000``: a NUL or BEL would otherwise be an empty box, or nothing.
   So are the bidi embeddings and overrides (U+202A..U+202E), which would still reverse the rest
-  of the name itself (``Oak\\u202eStreet``); marks and isolates stay.
+  of the name itself (``Oak\\u202eStreet``), and the zero-width characters (U+200B..U+200D,
+  U+2060, U+FEFF), which made "Bob<U+200B>" look like "Bob"; marks and isolates stay.
+- A name's own isolates and embeddings are closed inside it (``contained``): a name ending in an
+  unclosed RIGHT-TO-LEFT ISOLATE would otherwise have our closing PDI close its RLI and leave our
+  FSI open over the rest of the sentence; a PDI of the name's own that has no isolate of the name
+  to close (it would close ours) is shown escaped, ``\\u2069``.
 - ``readable_json``: a value as the JSON a member wrote (not ``tojson``'s HTML-safe escapes,
   which made a serial read ``\\u0027\\"\\u003e``), HTML-escaped by the template, with bidi and
   control characters escaped as JSON escapes; isolated like a name.
@@ -31,10 +36,16 @@ _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 # unclosed RLO would still reverse the rest of the name ("Oak<RLO>Street" read "OakteertS"), the
 # old trick to make one name or file name look like another. Marks and isolates, which
 # right-to-left names do use, stay: they reorder nothing outside the name.
-_CONTROL_RE = re.compile(f"[{_CONTROLS}\u202a-\u202e]")
+# Zero-width characters are shown too (found in a QA pass: "Bob<U+200B>" read as "Bob"): ZERO
+# WIDTH SPACE, NON-JOINER and JOINER, WORD JOINER and the ZERO WIDTH NO-BREAK SPACE (BOM).
+_ZERO_WIDTH = "\u200b-\u200d\u2060\ufeff"
+_CONTROL_RE = re.compile(f"[{_CONTROLS}\u202a-\u202e{_ZERO_WIDTH}]")
 # in JSON text also the line and paragraph separators, which some viewers break lines at
-_JSON_RE = re.compile(f"[{_CONTROLS}{_BIDI}\u2028\u2029]")
-_TERMINAL_RE = re.compile(f"[\x00-\x1f{_CONTROLS}{_BIDI}\u2028\u2029]")
+_JSON_RE = re.compile(f"[{_CONTROLS}{_BIDI}{_ZERO_WIDTH}\u2028\u2029]")
+_TERMINAL_RE = re.compile(f"[\x00-\x1f{_CONTROLS}{_BIDI}{_ZERO_WIDTH}\u2028\u2029]")
+_ISOLATE_OPENERS = frozenset("\u2066\u2067\u2068")  # LRI, RLI, FSI
+_EMBEDDING_OPENERS = frozenset("\u202a\u202b\u202d\u202e")  # LRE, RLE, LRO, RLO
+_PDF = "\u202c"
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -42,9 +53,37 @@ def _escape_char(match: re.Match[str]) -> str:
 
 
 def visible_controls(text: str) -> str:
-    """``text`` with C0/C1 control characters (but tab, LF, CR) and the bidi embeddings and
-    overrides as ``\\u0000`` escapes."""
+    """``text`` with C0/C1 control characters (but tab, LF, CR), the bidi embeddings and
+    overrides and the zero-width characters as ``\\u0000`` escapes."""
     return _CONTROL_RE.sub(_escape_char, text)
+
+
+def contained(text: str) -> str:
+    """``text`` with its own isolates and embeddings closed at its end, so that put between FSI
+    and PDI it reorders only itself: each isolate (LRI, RLI, FSI) still open at the end gets a
+    PDI, each embedding or override (LRE, RLE, LRO, RLO) a PDF, innermost first. A PDI with no
+    isolate of ``text`` open would close the FSI around it: it is shown escaped (``\\u2069``).
+    Matching follows the Unicode bidi algorithm (UAX #9, X5a-X7): a PDI closes the last open
+    isolate and whatever was opened inside it; a PDF closes an embedding only when no isolate
+    was opened after it, and does nothing otherwise (inside our FSI it cannot reach outside)."""
+    stack: list[str] = []
+    out: list[str] = []
+    for ch in text:
+        if ch in _ISOLATE_OPENERS:
+            stack.append(PDI)
+        elif ch in _EMBEDDING_OPENERS:
+            stack.append(_PDF)
+        elif ch == PDI:
+            if PDI not in stack:
+                out.append("\\u2069")
+                continue
+            while stack.pop() != PDI:
+                pass
+        elif ch == _PDF and stack and stack[-1] == _PDF:
+            stack.pop()
+        out.append(ch)
+    out.extend(reversed(stack))
+    return "".join(out)
 
 
 def isolate(value: Any) -> Markup:
@@ -59,15 +98,16 @@ def isolate_text(value: Any) -> str:
     around it (the template escapes it)."""
     if value is None:
         return ""
-    return f"{FSI}{visible_controls(str(value))}{PDI}"
+    return f"{FSI}{contained(visible_controls(str(value)))}{PDI}"
 
 
 def isolate_inline(name: str) -> str:
     """A name inside a sentence of plain text (the API's and CSV's notes too): FSI … PDI around
     it only where it could reorder the sentence (bidi controls, right-to-left letters), so
-    ordinary names read as they always did."""
+    ordinary names read as they always did. The name's own isolates and embeddings are closed
+    inside it (``contained``)."""
     if re.search(f"[{_BIDI}\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]", name):
-        return f"{FSI}{name}{PDI}"
+        return f"{FSI}{contained(name)}{PDI}"
     return name
 
 
@@ -87,4 +127,4 @@ def for_terminal(value: Any) -> str:
     return _TERMINAL_RE.sub(_escape_char, str(value))
 
 
-__all__ = ["for_terminal", "isolate", "isolate_inline", "isolate_text", "readable_json"]
+__all__ = ["contained", "for_terminal", "isolate", "isolate_inline", "isolate_text", "readable_json"]

@@ -92,6 +92,10 @@
       const f = fmt[el.dataset.format];
       el.textContent = f ? f(value) : String(value);
     });
+    document.querySelectorAll("[data-show-if]").forEach((el) => {  // shown while the field is not 0
+      const value = el.dataset.showIf.split(".").reduce((o, k) => (o ? o[k] : undefined), data);
+      if (value !== undefined) el.hidden = !value;
+    });
   }
   function startOverview() {
     const data = readJSON("overview-data");

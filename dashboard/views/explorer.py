@@ -7,11 +7,12 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from flask_login import login_required
 
 from dashboard import explorer as ex
-from dashboard.params import MAX_INT, arg_int, parse_int
+from dashboard.params import MAX_INT, arg_gov_cursor, arg_int, parse_int
 from dashboard.views.common import names, pseudonyms_view, services, viewer
 
 bp = Blueprint("explorer", __name__)
 MAX_BLOCKS_PAGE = 200
+MAX_PROPOSALS_PAGE = 200
 
 
 def _height(text: str) -> int:
@@ -57,11 +58,25 @@ def block_page(height: str):
     return render_template("block.html", b=data, directory=names(), head=s.ledger.head().height)
 
 
+def _governance(limit: int | None = None) -> dict:
+    """A page of proposals (``before``: the cursor of the page before; ``limit`` 1..200)."""
+    s = services()
+    before = arg_gov_cursor("before")
+    if limit is None:
+        limit = arg_int("limit", lo=1, hi=MAX_PROPOSALS_PAGE, default=ex.PAGE)
+    return ex.governance(s.ledger, s.index.conn, viewer(), pseudonyms_view(), before=before, limit=limit)
+
+
 @bp.route("/explorer/governance")
 def governance_page():
-    s = services()
-    proposals = ex.governance(s.ledger, s.index.conn, viewer(), pseudonyms_view())
-    return render_template("governance.html", proposals=proposals, directory=names())
+    listing = _governance()
+    return render_template(
+        "governance.html",
+        proposals=listing["proposals"],
+        listing=listing,
+        first_page=request.args.get("before") is None,
+        directory=names(),
+    )
 
 
 @bp.route("/explorer/verify", methods=["POST"])
@@ -94,8 +109,7 @@ def api_block(height: str):
 
 @bp.route("/api/v1/governance")
 def api_governance():
-    s = services()
-    return jsonify(proposals=ex.governance(s.ledger, s.index.conn, viewer(), pseudonyms_view()))
+    return jsonify(_governance())
 
 
 @bp.route("/api/v1/verify", methods=["GET", "POST"])

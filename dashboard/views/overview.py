@@ -22,6 +22,7 @@ def _data() -> dict:
         own_meters=own_meters(),
         now=now(),
         full_book=user is not None and user.is_admin,
+        logged_in=user is not None,
     )
 
 
