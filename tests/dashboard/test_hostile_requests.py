@@ -30,9 +30,9 @@ QUERY = {
     "explorer.api_blocks": ["before", "limit"],
     "explorer.block_page": [],
     "explorer.api_block": [],
-    "explorer.governance_page": [],
+    "explorer.governance_page": ["before", "limit"],
     "explorer.api_chain": [],
-    "explorer.api_governance": [],
+    "explorer.api_governance": ["before", "limit"],
     "explorer.api_verify": [],
     "explorer.verify_start": [],
     "trades.page": [
