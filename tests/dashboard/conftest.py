@@ -23,15 +23,21 @@ def built(tmp_path_factory) -> BuiltLedger:
     return build(tmp_path_factory.mktemp("ledger"))
 
 
-def make_app(built: BuiltLedger, instance: Path, **config):
+def synced_app(data_dir: Path, instance: Path, **config):
+    """A test dashboard over ``data_dir`` (fast password hashing, ``config`` on top), its index
+    synced; add accounts with ``app.extensions["peerwatt"].accounts.add_user``."""
     app = create_app(
-        built.data_dir,
+        data_dir,
         instance_dir=instance,
         config={"TESTING": True, "PASSWORD_METHOD": TEST_PASSWORD_METHOD, **config},
     )
-    services = app.extensions["peerwatt"]
-    services.indexer.sync()
-    accounts = services.accounts
+    app.extensions["peerwatt"].indexer.sync()
+    return app
+
+
+def make_app(built: BuiltLedger, instance: Path, **config):
+    app = synced_app(built.data_dir, instance, **config)
+    accounts = app.extensions["peerwatt"].accounts
     accounts.add_user("admin", PASSWORDS["admin"], role="admin")
     accounts.add_user("villa", PASSWORDS["villa"], role="household", meters=[built.meters[0]])
     accounts.add_user("flat", PASSWORDS["flat"], role="household", meters=[built.meters[2]])

@@ -18,10 +18,9 @@ import re
 
 import pytest
 
-from dashboard.app import create_app
 from dashboard.community import MIN_BOOK_HOUSEHOLDS
 from market.app import MarketApp
-from tests.dashboard.conftest import TEST_PASSWORD_METHOD, login
+from tests.dashboard.conftest import login, synced_app
 from tests.support.localnet import make_community
 from tests.support.market_ledger import I1, PARAMS, T0, order
 
@@ -52,13 +51,8 @@ def market(tmp_path_factory):
     )
     for ledger in c.ledgers:
         ledger.close()
-    app = create_app(
-        base / "validator-0",
-        instance_dir=base / "inst",
-        config={"TESTING": True, "PASSWORD_METHOD": TEST_PASSWORD_METHOD},
-    )
+    app = synced_app(base / "validator-0", base / "inst")
     s = app.extensions["peerwatt"]
-    s.indexer.sync()
     for i, meter in enumerate(c.meters):
         s.accounts.add_user(f"house{i}", PASSWORD, role="household", meters=[meter.id])
     s.accounts.add_user("admin", "admin-pass-1234", role="admin")

@@ -14,9 +14,8 @@ import re
 
 import pytest
 
-from dashboard.app import create_app
 from market.app import MarketApp
-from tests.dashboard.conftest import TEST_PASSWORD_METHOD, login
+from tests.dashboard.conftest import login, synced_app
 from tests.support.localnet import make_community
 from tests.support.market_ledger import PARAMS, T0
 
@@ -80,13 +79,8 @@ def gov(tmp_path_factory):
     c.run_block([vote], t)
     for ledger in c.ledgers:
         ledger.close()
-    app = create_app(
-        base / "validator-0",
-        instance_dir=base / "inst",
-        config={"TESTING": True, "PASSWORD_METHOD": TEST_PASSWORD_METHOD},
-    )
+    app = synced_app(base / "validator-0", base / "inst")
     s = app.extensions["peerwatt"]
-    s.indexer.sync()
     s.accounts.add_user("house", "house-pass-1234", role="household", meters=[c.meters[1].id])
     return app, c, [p.tx_hash.hex() for p in kept]
 

@@ -14,10 +14,9 @@ import unicodedata
 
 import pytest
 
-from dashboard.app import create_app
 from dashboard.directory import COMMUNITY_ACCOUNTS, Directory
 from dashboard.text import isolate, isolate_text, visible_controls
-from tests.dashboard.conftest import TEST_PASSWORD_METHOD, login
+from tests.dashboard.conftest import login, synced_app
 from tests.dashboard.ledger_fixture import build_unsettled
 
 LOOKALIKES = ("Bob", "Bob", "Bob\u200b", "\u0412ob", "B\u043eb", "BOB", "\uff22ob", "Bo\u0301b ", "B\u00adob")
@@ -152,13 +151,8 @@ def two_bobs(tmp_path_factory):
     """Two members, "Bob" (the seller) and "Bob<U+200B>" (the buyer), one unsettled trade."""
     base = tmp_path_factory.mktemp("two-bobs")
     built = build_unsettled(base, names=("Bob", "Bob\u200b"))
-    app = create_app(
-        built.data_dir,
-        instance_dir=base / "inst",
-        config={"TESTING": True, "PASSWORD_METHOD": TEST_PASSWORD_METHOD, "NEIGHBOUR_NAMES": "names"},
-    )
+    app = synced_app(built.data_dir, base / "inst", NEIGHBOUR_NAMES="names")
     s = app.extensions["peerwatt"]
-    s.indexer.sync()
     s.accounts.add_user("buyer", "buyer-pass-1234", role="household", meters=[built.buyer])
     s.accounts.add_user("admin", "admin-pass-1234", role="admin")
     return app, built

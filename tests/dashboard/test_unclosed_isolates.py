@@ -13,9 +13,8 @@ import re
 
 import pytest
 
-from dashboard.app import create_app
 from dashboard.text import isolate_inline, isolate_text
-from tests.dashboard.conftest import TEST_PASSWORD_METHOD, login
+from tests.dashboard.conftest import login, synced_app
 from tests.dashboard.ledger_fixture import build_unsettled
 
 OPENERS = {
@@ -94,13 +93,8 @@ def test_plain_names_stay_as_they_are():
 def rli_seller(tmp_path_factory):
     base = tmp_path_factory.mktemp("rli")
     built = build_unsettled(base, names=("\u05e9\u05e8\u05d4\u2067", "Buyer Moon"))
-    app = create_app(
-        built.data_dir,
-        instance_dir=base / "inst",
-        config={"TESTING": True, "PASSWORD_METHOD": TEST_PASSWORD_METHOD, "NEIGHBOUR_NAMES": "names"},
-    )
+    app = synced_app(built.data_dir, base / "inst", NEIGHBOUR_NAMES="names")
     s = app.extensions["peerwatt"]
-    s.indexer.sync()
     s.accounts.add_user("buyer", "buyer-pass-1234", role="household", meters=[built.buyer])
     client = app.test_client()
     assert login(client, "buyer", "buyer-pass-1234").status_code == 302
