@@ -82,10 +82,11 @@ from chain.store import StoreError
 from meter_agent.clock import Clock, WallClock
 from peerwatt.bus import Bus, Topics
 from peerwatt.node.announce import Announcer, ConfigHistory
-from peerwatt.node.catchup import CATCHUP_BATCH, fetch_blocks
+from peerwatt.node.catchup import CATCHUP_BATCH, CATCHUP_MIN_RATE, Reply, fetch_reply
 from peerwatt.node.inbox import ConsensusInbox, FairInbox, is_shared_topic
-from peerwatt.node.ledger_api import ErasedPayloads
+from peerwatt.node.ledger_api import ErasedPayloads, block_from_json
 from peerwatt.node.mempool import Mempool, MempoolError
+from peerwatt.settings import _shown
 
 log = logging.getLogger("peerwatt.node")
 
@@ -124,6 +125,20 @@ MAX_FUTURE_BYTES = 64 * 1024 * 1024
 CATCHUP_BACKOFF_S = 30.0
 CATCHUP_BACKOFF_MAX_S = 300.0
 CATCHUP_LOG_EVERY_S = 60.0
+# One catch-up call (real time) starts no new request, and stores no more blocks of a reply (but
+# its first), after CATCHUP_STEP_S; the node's loop then has its turn and the catch-up goes on at
+# the next step, from the rest of the reply. A peer whose reply took longer than CATCHUP_SLOW_S
+# plus the time its size needs at catchup.CATCHUP_MIN_RATE is slow: its blocks are stored, the
+# other peers are asked for the rest, and it is skipped as after a failure. A QA pass's peer that
+# served real blocks one per reply, each after 4.5 s (within any deadline), held the loop 4.5 s
+# per block and the faster second peer was never asked. An honest peer's reply takes far less
+# than the bound: a peer built one of 100 blocks of 1,000 transactions each (65 MB, 34 s allowed)
+# in 2.3 s, of 100 ordinary blocks (1 MB) in 0.04 s.
+CATCHUP_STEP_S = 2.0
+CATCHUP_SLOW_S = 2.0
+# Text a peer chose (an HTTP status line, an error's detail) is logged on one line, escaped
+# (settings._shown), and at most this long: a QA pass's peer put CR LF into a node's log
+PEER_TEXT_CHARS = 300
 # Consensus messages larger than these are dropped on arrival, unparsed (a QA pass: 8 MB of junk on
 # a validator's seals topic was parsed in full before it was refused). A vote is an ordinary
 # message; a proposal is at most what the builder makes: MAX_BLOCK_TX_BYTES of transactions (at
@@ -238,6 +253,8 @@ class PeerCatchup:
     limit: int = CATCHUP_BATCH
     refused_logged: float = float("-inf")
     refused_unlogged: int = 0
+    rest: Reply | None = None  # a reply not yet all stored when the call's time was up
+    rest_after: int = -1  # the height it goes on after
 
 
 @dataclass
@@ -361,8 +378,11 @@ class Node:
         self._logged: set[tuple[str, str]] = set()
         self._status_lock = threading.Lock()  # status() runs on the HTTP thread
         self._catchup_after = 0.0
+        self._catchup_more = False  # the last catch-up call ran out of time: go on at the next step
         self._peer_catchup: dict[str, PeerCatchup] = {}
         self.catchup_timeout_s = 5.0  # a reply's base time (catchup.reply_deadline_s)
+        self.catchup_step_s = CATCHUP_STEP_S
+        self.catchup_slow_s = CATCHUP_SLOW_S
         self._stop: threading.Event | None = None  # set by run(): catch-up ends when it is set
         self._validators_at: dict[int, dict[str, Any]] = {}
         # set before a clean shutdown: vote on, build no new block
@@ -458,6 +478,9 @@ class Node:
                 self._undone = None
         busy |= self._fire_timers()
         busy |= self._check_work_due()
+        if self._catchup_more and self.peers:
+            self._catch_up()  # the rest of what the last call had no time for
+            busy = True
         if self._mono() - self._republished > REPUBLISH_S:
             self._republish()
         self._publish_config_on_connect()
@@ -1598,21 +1621,33 @@ class Node:
     def _catch_up(self) -> None:
         """Fetch missing final blocks from peers, verify each, and store it.
 
-        A peer may be hostile: its reply is size-, depth- and time-bounded (catchup.py), every
-        block is verified (seals, roots, re-execution) before it is stored, and nothing it sends
-        ends the node. A peer whose reply failed is skipped for a while (``PeerCatchup``), so it
-        cannot hold the node's loop again and again.
+        A peer may be hostile: its reply is size-, depth- and time-bounded and parsed a block at a
+        time, each field within what an honest block holds there (catchup.py), every block is
+        verified (seals, roots, re-execution) before it is stored, and nothing it sends ends the
+        node. A peer whose reply failed, or came slowly, is skipped for a while (``PeerCatchup``),
+        so it cannot hold the node's loop again and again. One call spends about
+        ``catchup_step_s`` (plus one reply's time at most); the rest is fetched at the next step.
         """
         self._catchup_after = self._mono() + 2.0
+        self._catchup_more = False
+        started = time.monotonic()
+        asked = False
         for peer in self.peers:
             state = self._peer_catchup.setdefault(peer, PeerCatchup())
             if self._stopping():
                 return
+            if asked and time.monotonic() - started >= self.catchup_step_s:
+                self._catchup_more = True  # the next peers at the next step
+                return
             if self._mono() < state.skip_until:
                 continue
+            asked = True
             try:
-                while self._catch_up_batch(peer, state):
+                while self._catch_up_batch(peer, state, started):
                     if self._stopping():
+                        return
+                    if time.monotonic() - started >= self.catchup_step_s:
+                        self._catchup_more = True
                         return
             except StoreError as exc:
                 self._store_failed(self.ledger.height + 1, exc)
@@ -1621,7 +1656,7 @@ class Node:
                 self._count("blocks_refused", f"catchup_{exc.reason}")
                 self._log_refused(peer, state, exc)
                 self._peer_failed(peer, state, None)
-            except ErasedPayloads as exc:
+            except ErasedPayloads as exc:  # of a header a quorum sealed (_caught_block)
                 self._log_erased(exc.height)
                 self._peer_failed(peer, state, None)
             except Exception as exc:  # unreachable, slow, lying or broken peer: try the next one
@@ -1629,12 +1664,13 @@ class Node:
                     return
                 self._peer_failed(peer, state, f"{type(exc).__name__}: {exc}")
 
-    def _peer_failed(self, peer: str, state: PeerCatchup, what: str | None) -> None:
+    def _peer_failed(self, peer: str, state: PeerCatchup, what: str | None) -> float:
         """Skip ``peer`` for a while (longer with each failure in a row) and ask it for fewer
         blocks next time (a large honest reply on a slow link may not fit its deadline); one
-        WARNING with ``what`` it did."""
+        WARNING with ``what`` it did (its text escaped). The seconds it is skipped."""
         state.failures += 1
         state.limit = max(1, state.limit // 2)
+        state.rest = None
         skip = min(CATCHUP_BACKOFF_S * 2 ** (state.failures - 1), CATCHUP_BACKOFF_MAX_S)
         state.skip_until = self._mono() + skip
         if what is not None:
@@ -1642,9 +1678,10 @@ class Node:
                 "catch-up from %s failed at height %d: %s; skipping this peer for %.0f s",
                 peer,
                 self.ledger.height + 1,
-                what,
+                _peer_text(what),
                 skip,
             )
+        return skip
 
     def _log_refused(self, peer: str, state: PeerCatchup, exc: InvalidBlock) -> None:
         """A block from ``peer`` refused: a WARNING with its height and reason, at most once per
@@ -1660,12 +1697,13 @@ class Node:
             "here (a hostile peer or a damaged store); skipping this peer for a while%s",
             peer,
             self.ledger.height + 1,
-            exc,
+            _peer_text(str(exc)),
             f" ({more} more refused block(s) from this peer not logged since the last line)" if more else "",
         )
 
     def _log_erased(self, height: object) -> None:
-        """Our peers' blocks from ``height`` on hold erased payloads: once, what to do."""
+        """Our peers' blocks from ``height`` on hold erased payloads (a header a quorum sealed, so
+        no forger's claim): once, what to do."""
         self._log_once(
             "catch-up",
             "erased",
@@ -1680,26 +1718,74 @@ class Node:
             height,
         )
 
-    def _catch_up_batch(self, peer: str, state: PeerCatchup) -> bool:
-        """Fetch, verify and store the next batch of final blocks; False when there are none."""
-        fetched = fetch_blocks(
-            peer,
-            self.ledger.height + 1,
-            self.community,
-            self.ledger.genesis.interval_s,
-            timeout_s=self.catchup_timeout_s,
-            limit=state.limit,
-            stop=self._stop,
-        )
-        state.failures = 0  # the peer answered in time
-        state.limit = min(CATCHUP_BATCH, state.limit * 2)
-        for block, seals in fetched:
+    def _catch_up_batch(self, peer: str, state: PeerCatchup, started: float) -> bool:
+        """Fetch the next batch of final blocks (or take up the rest of the last reply), and
+        verify and store them one at a time until the call's time is up (the first block of a
+        reply is stored whatever the time). True if the peer may have more to give now; False
+        when it had none, or was slow (the other peers are asked for the rest)."""
+        reply, slow = self._reply_from(peer, state)
+        stored = 0
+        while True:
+            if stored and time.monotonic() - started >= self.catchup_step_s:
+                state.rest, state.rest_after = reply, self.ledger.height  # the rest at the next step
+                return True
             validators = dict(self.ledger.validators())
+            data = reply.next_block(len(validators))
+            if data is None:
+                break
+            block, seals = self._caught_block(data, validators)
             self.ledger.commit(block, seals)
             self._store_ok()  # only once a block was stored: a peer with none to give proves nothing
             self._validators_at[block.height] = validators
             self._after_commit(block, None)
-        return bool(fetched)
+            stored += 1
+        return bool(stored) and not slow
+
+    def _reply_from(self, peer: str, state: PeerCatchup) -> tuple[Reply, bool]:
+        """The rest of ``peer``'s last reply if the ledger is where it stopped, else a new reply;
+        and whether it came slowly (then the peer is skipped for a while, with a WARNING)."""
+        rest, state.rest = state.rest, None
+        if rest is not None and state.rest_after == self.ledger.height:
+            return rest, False
+        asked = time.monotonic()
+        reply = fetch_reply(
+            peer,
+            self.ledger.height + 1,
+            timeout_s=self.catchup_timeout_s,
+            limit=state.limit,
+            stop=self._stop,
+        )
+        took = time.monotonic() - asked
+        bound = self.catchup_slow_s + reply.size / CATCHUP_MIN_RATE
+        if took <= bound:
+            state.failures = 0  # the peer answered in time
+            state.limit = min(CATCHUP_BATCH, state.limit * 2)
+            return reply, False
+        skip = self._peer_failed(peer, state, None)
+        log.warning(
+            "catch-up from %s at height %d: a reply of %d bytes took %.1f s, more than %.1f s: a slow "
+            "peer; its blocks are stored, the other peers are asked first, and this one is skipped "
+            "for %.0f s",
+            peer,
+            self.ledger.height + 1,
+            reply.size,
+            took,
+            bound,
+            skip,
+        )
+        return reply, True
+
+    def _caught_block(self, data: dict[str, Any], validators: dict[str, Any]) -> tuple[Block, list[Envelope]]:
+        """A block of a catch-up reply and its seals, checked as JSON (``block_from_json``: its
+        seals before any is parsed) and not yet verified. A block with erased payloads is
+        believed only of a header that links to our head and a quorum sealed: ErasedPayloads
+        then, else InvalidBlock. A QA pass's peer sent ``txs: [null]`` with no valid seal and
+        made the node warn, once only, that the community had erased payloads at block 1."""
+        try:
+            return block_from_json(data, self.community, self.ledger.genesis.interval_s, validators)
+        except ErasedPayloads as exc:
+            self.ledger.check_final_header(exc.header, exc.seals)
+            raise
 
     # -- status --------------------------------------------------------------------------------
 
@@ -1750,3 +1836,9 @@ def first_that_fit(pending: list[tuple[bytes, Envelope]]) -> list[tuple[bytes, E
             break
         taken.append((raw, env))
     return taken
+
+
+def _peer_text(text: str) -> str:
+    """Text a peer chose, for a log line: one line, escaped, at most PEER_TEXT_CHARS long."""
+    shown = _shown(text)
+    return shown if len(shown) <= PEER_TEXT_CHARS else shown[:PEER_TEXT_CHARS] + "..."
