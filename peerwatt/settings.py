@@ -144,15 +144,15 @@ def _check_broker_files(table: dict[str, Any], bw: str, base: Path, missing_fix:
         path = base / value
         try:
             if not stat.S_ISREG(path.stat().st_mode):  # (a fifo would block the open below)
-                unreadable.append(f"{name} {_shown(str(path))} is not a file")
+                unreadable.append(f"{name} {one_line(str(path))} is not a file")
                 continue
             path.open("rb").close()
         except (FileNotFoundError, NotADirectoryError):
-            missing.append(f"{name} = {_shown(json.dumps(value, ensure_ascii=False))}")
+            missing.append(f"{name} = {one_line(json.dumps(value, ensure_ascii=False))}")
         except OSError as exc:
-            unreadable.append(f"cannot read {name} {_shown(str(path))}: {exc.strerror}")
+            unreadable.append(f"cannot read {name} {one_line(str(path))}: {exc.strerror}")
     if missing:
-        folder = _shown(str(base.absolute()))
+        folder = one_line(str(base.absolute()))
         raise UserError(
             f"{bw}: not found: {', '.join(missing)} (relative paths are taken from the config file's "
             f"folder, {folder}){missing_fix}"
@@ -161,7 +161,7 @@ def _check_broker_files(table: dict[str, Any], bw: str, base: Path, missing_fix:
         raise UserError(f"{bw}: {unreadable[0]}")
 
 
-def _shown(text: str) -> str:
+def one_line(text: str) -> str:
     """``text`` on one line: anything unprintable (a line break) as \\uXXXX."""
     return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 

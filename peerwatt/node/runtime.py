@@ -86,7 +86,7 @@ from peerwatt.node.catchup import CATCHUP_BATCH, CATCHUP_MIN_RATE, Reply, fetch_
 from peerwatt.node.inbox import ConsensusInbox, FairInbox, is_shared_topic
 from peerwatt.node.ledger_api import ErasedPayloads, block_from_json
 from peerwatt.node.mempool import Mempool, MempoolError
-from peerwatt.settings import _shown
+from peerwatt.settings import one_line
 
 log = logging.getLogger("peerwatt.node")
 
@@ -137,7 +137,7 @@ CATCHUP_LOG_EVERY_S = 60.0
 CATCHUP_STEP_S = 2.0
 CATCHUP_SLOW_S = 2.0
 # Text a peer chose (an HTTP status line, an error's detail) is logged on one line, escaped
-# (settings._shown), and at most this long: a QA pass's peer put CR LF into a node's log
+# (settings.one_line), and at most this long: a QA pass's peer put CR LF into a node's log
 PEER_TEXT_CHARS = 300
 # Consensus messages larger than these are dropped on arrival, unparsed (a QA pass: 8 MB of junk on
 # a validator's seals topic was parsed in full before it was refused). A vote is an ordinary
@@ -1840,5 +1840,5 @@ def first_that_fit(pending: list[tuple[bytes, Envelope]]) -> list[tuple[bytes, E
 
 def _peer_text(text: str) -> str:
     """Text a peer chose, for a log line: one line, escaped, at most PEER_TEXT_CHARS long."""
-    shown = _shown(text)
+    shown = one_line(text)
     return shown if len(shown) <= PEER_TEXT_CHARS else shown[:PEER_TEXT_CHARS] + "..."
