@@ -36,7 +36,6 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     from meter_agent.profile import ProfileError
     from meter_agent.sources import open_reader
     from peerwatt.bus import MqttBus
-    from peerwatt.commands.keys import load_key
     from peerwatt.commands.process import setup_logging, stop_on_signals
     from peerwatt.config import load_genesis_setting
     from peerwatt.settings import check_broker_identity, check_tls_files
@@ -44,10 +43,26 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     setup_logging(verbose, {"pymodbus": logging.CRITICAL})
     cfg = load_agent_config(config_file)
     check_tls_files(cfg.broker, str(config_file))
-    key = load_key(cfg.key_file, cfg.passphrase_file)
+    key = _load_meter_key(cfg)
     from chain.keys import key_id
 
     meter_id = key_id(key.public_key())
+    # which key `key` names first (the member key, the broker's TLS key, one no one enrolled),
+    # then whether the certificate is this meter's: a QA pass got, for `key = "member.key"`, advice
+    # to fetch a certificate of the member's id, which no coordinator issues
+    genesis = load_genesis_setting(cfg.genesis_file, str(config_file))
+    if genesis.community != cfg.community:
+        raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
+    in_genesis = meter_id in genesis.doc["meters"]
+    if not in_genesis and _is_tls_key(cfg.broker, key):
+        raise UserError(_TLS_KEY.format(config=config_file, key=cfg.key_file, key_file=cfg.broker.key_file))
+    genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt", cfg.key_file)
+    if meter_id not in genesis.doc["meters"]:
+        raise UserError(
+            f"meter key {meter_id} (key = {cfg.key_file}) is not enrolled in {genesis.community}'s "
+            "genesis: a meter admitted after genesis needs its join-request.txt (from `peerwatt agent "
+            "setup`) beside agent.toml"
+        )
     # the broker takes the certificate's CN as the account and client id: it must be this meter's
     note = check_broker_identity(
         cfg.broker,
@@ -59,11 +74,6 @@ def run_agent(config_file: Path, verbose: bool) -> None:
     )
     if note:
         click.echo(note, err=True)
-    genesis = load_genesis_setting(cfg.genesis_file, str(config_file))
-    if genesis.community != cfg.community:
-        raise UserError(f"{cfg.genesis_file} is the genesis of {genesis.community!r}, not {cfg.community!r}")
-    in_genesis = meter_id in genesis.doc["meters"]
-    genesis = with_own_enrolment(genesis, key, cfg.path.parent / "join-request.txt", cfg.key_file)
     try:
         reader, profile_name = open_reader(cfg.meter)  # Modbus (a profile) or P1 (DSMR)
         outbox = Outbox(cfg.state_dir / "agent.sqlite", exclusive=True)
@@ -117,6 +127,54 @@ def run_agent(config_file: Path, verbose: bool) -> None:
         agent_.stop()
         reader.close()
         outbox.close()
+
+
+# `key` names the broker's TLS client key ([broker] key_file: a P-256 key too, so it loads)
+_TLS_KEY = (
+    "{config}: key = {key} is the broker client key (the key of [broker] key_file {key_file}, for "
+    'the TLS connection), not the meter key that signs orders and readings: set key = "meter.key" '
+    "(the meter key `peerwatt agent setup` made, whose id the join request names)"
+)
+
+
+def _load_meter_key(cfg):
+    """agent.toml's ``key``, loaded (UserError in one line otherwise). A key file that is not
+    there, in a folder that holds a meter key or a join request (`peerwatt agent setup`'s), is a
+    `key` naming the wrong file: the advice is that meter key, not a new key (which no vote
+    enrolled; found in a QA pass)."""
+    from peerwatt.commands.keys import load_key
+
+    folder = cfg.path.parent
+    if not cfg.key_file.exists() and not cfg.key_file.is_symlink():
+        meter_key, request = folder / "meter.key", folder / "join-request.txt"
+        made = f", the key {request} was made with" if request.is_file() else ""
+        if meter_key.is_file() and meter_key != cfg.key_file:
+            raise UserError(
+                f"{cfg.path}: key = {cfg.key_file} not found: point key at the household's meter key "
+                f'{meter_key}{made} (key = "meter.key"): a new key would not be the one the community '
+                "enrols"
+            )
+        if made:
+            raise UserError(
+                f"{cfg.path}: key = {cfg.key_file} not found: point key at the meter key{made} (the "
+                "meter.key of `peerwatt agent setup`): a new key would not be the one the community enrols"
+            )
+    return load_key(cfg.key_file, cfg.passphrase_file)
+
+
+def _is_tls_key(broker, key) -> bool:
+    """Whether ``key`` is the broker client certificate's key (cert_file's public key)."""
+    if not broker.tls or not broker.cert_file:
+        return False
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        cert = x509.load_pem_x509_certificate(Path(broker.cert_file).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def with_own_enrolment(genesis, key, request_file: Path, key_file: Path | None = None):
