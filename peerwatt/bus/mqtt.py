@@ -37,6 +37,16 @@ RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 READ_CHUNK = 65536  # bytes taken from the socket at once (paho asks for 1 byte, then the rest)
 READ_BATCH = 1000  # packets handled per wake-up of the network loop before it writes again
+# Two clients with one client id (a copied agent folder beside the real one: the same certificate,
+# so the same account and client id) push each other off the broker, each as the other
+# reconnects, every second or so. A connection lost within TAKEOVER_SHORT_S of being accepted,
+# TAKEOVER_REPEATS times in a row, is that pattern: said once in plain words, and the lost and
+# regained connections are no longer logged one by one (found in a QA pass: two lines a second,
+# forever, and nothing said that another agent with this account ran); one line every
+# TAKEOVER_LOG_EVERY_S counts them while it lasts, and one says when a connection holds again.
+TAKEOVER_SHORT_S = 10.0
+TAKEOVER_REPEATS = 3
+TAKEOVER_LOG_EVERY_S = 600.0
 _SUBSCRIPTION_IDENTIFIER = 0x0B  # the MQTT 5 property every message to a bus subscription carries
 
 
@@ -332,6 +342,17 @@ class MqttBus:
         self._connected = threading.Event()
         self._error_lock = threading.Lock()
         self._last_error: str | None = None
+        self._ever_connected = False  # the first connection is "connected", later ones "again"
+        # the take-over pattern (TAKEOVER_SHORT_S): when the current connection was accepted,
+        # how many in a row were lost within TAKEOVER_SHORT_S, and while the pattern lasts its
+        # line, when it was last logged, the connections lost since, and the timer that says a
+        # connection held
+        self._connected_at: float | None = None
+        self._short_lived = 0
+        self._contested: str | None = None
+        self._contested_logged_at = 0.0
+        self._taken_over = 0
+        self._hold_timer: threading.Timer | None = None
         # the broker's Maximum Packet Size from its MQTT 5 CONNACK (None: it named none, or 3.1.1)
         self._max_packet_bytes: int | None = None
         self._too_large_topics: set[str] = set()  # logged once each
@@ -401,6 +422,8 @@ class MqttBus:
             self._notify(False)
         with self._error_lock:
             self._last_error = None
+            self._connected_at, self._short_lived, self._contested = None, 0, None
+            self._cancel_hold_timer()
 
     def publish(
         self,
@@ -694,10 +717,7 @@ class MqttBus:
                         self._publish_now(client, topic, payload, qos, retain, on_ack)
                     self._early_messages.clear()
                     self._protocol_decided = True
-            with self._error_lock:
-                if self._last_error is not None:
-                    log.warning("connected to the MQTT broker at %s again", self.config.address)
-                self._last_error = None
+            self._connection_made()
             self._connected.set()
             self._notify(True)
         except Exception:
@@ -742,10 +762,7 @@ class MqttBus:
             self._connected.clear()
             self._subscribed.clear()
             if self._running:
-                self._report(
-                    f"lost the connection to the MQTT broker at {self.config.address} "
-                    f"({_why_disconnected(flags, reason_code)}); reconnecting"
-                )
+                self._connection_lost(_why_disconnected(flags, reason_code))
             self._notify(False)
         except Exception:
             log.exception("MQTT on_disconnect failed")
@@ -796,6 +813,95 @@ class MqttBus:
         for origin, mid, qos in unacked:
             if origin is client:
                 client.ack(mid, qos)
+
+    # -- connections made and lost (network thread) ------------------------------------------
+
+    def _connection_made(self) -> None:
+        """A connection was accepted: said after a problem ("connected" the first time, "again"
+        after that; nothing while the take-over pattern lasts), and timed (_connection_lost)."""
+        with self._error_lock:
+            self._connected_at = time.monotonic()
+            if self._contested is None and self._last_error is not None:
+                again = " again" if self._ever_connected else ""
+                log.warning("connected to the MQTT broker at %s%s", self.config.address, again)
+            self._ever_connected = True
+            self._last_error = None
+            if self._contested is not None:  # says so if this one holds
+                self._cancel_hold_timer()
+                timer = threading.Timer(TAKEOVER_SHORT_S, self._check_held, args=(self._connected_at,))
+                timer.daemon = True
+                self._hold_timer = timer
+                timer.start()
+
+    def _connection_lost(self, why: str) -> None:
+        """An established connection ended (``why``, in words): logged, unless it is one more of
+        the take-over pattern (TAKEOVER_SHORT_S), which is said once when it is recognised."""
+        now = time.monotonic()
+        with self._error_lock:
+            self._cancel_hold_timer()
+            made, self._connected_at = self._connected_at, None
+            short = made is not None and now - made < TAKEOVER_SHORT_S
+            self._short_lived = self._short_lived + 1 if short else 0
+            if not short:
+                self._contested = None
+            if self._contested is not None:  # one more: counted, and a line now and then
+                self._taken_over += 1
+                self._last_error = self._contested
+                if now - self._contested_logged_at < TAKEOVER_LOG_EVERY_S:
+                    return
+                self._contested_logged_at, taken, self._taken_over = now, self._taken_over, 0
+                log.warning(
+                    "still: %d more connection(s) to the MQTT broker at %s taken over by another client "
+                    "with this account's client id (%s) in the last %d min",
+                    taken, self.config.address, self._whose_id(), TAKEOVER_LOG_EVERY_S // 60,
+                )  # fmt: skip
+                return
+            if self._short_lived >= TAKEOVER_REPEATS:
+                self._contested = self._last_error = (
+                    f"another client is using this account's client id ({self._whose_id()}): the MQTT "
+                    f"broker at {self.config.address} dropped this client's connection within "
+                    f"{TAKEOVER_SHORT_S:g} s of accepting it {self._short_lived} times in a row, as it "
+                    "does when two clients with one client id push each other off. A copy of this agent "
+                    "(a copied folder with the same certificate or account) running elsewhere? Stop the "
+                    "other one. Each lost connection is no longer logged while it lasts"
+                )
+                self._contested_logged_at, self._taken_over = now, 0
+                log.warning("%s", self._contested)
+                return
+        self._report(f"lost the connection to the MQTT broker at {self.config.address} ({why}); reconnecting")
+
+    def _check_held(self, made: float) -> None:
+        """TAKEOVER_SHORT_S after a connection made while the take-over pattern lasted: if it is
+        still up, the other client is gone; say so."""
+        with self._error_lock:
+            if self._contested is None or self._connected_at != made or not self._connected.is_set():
+                return
+            self._contested, self._short_lived, self._hold_timer = None, 0, None
+            taken, self._taken_over = self._taken_over, 0
+        log.warning(
+            "the connection to the MQTT broker at %s has held for %g s: no other client is using this "
+            "account's client id (%s) now (%d connection(s) were taken over since the last line)",
+            self.config.address, TAKEOVER_SHORT_S, self._whose_id(), taken,
+        )  # fmt: skip
+
+    def _cancel_hold_timer(self) -> None:
+        """(With _error_lock held.)"""
+        timer, self._hold_timer = self._hold_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _whose_id(self) -> str:
+        """The client id the broker knows this client by, as far as the bus can tell."""
+        if self.config.cert_file:
+            return f"{self.client_id}, or the client certificate's account where the broker uses that"
+        return self.client_id
+
+    @property
+    def contested(self) -> str | None:
+        """While the take-over pattern lasts (another client uses this client id: see
+        TAKEOVER_SHORT_S), the line that says so; else None. (``last_error`` is None while a
+        connection is up, which in that pattern is about half of the time.)"""
+        return self._contested
 
     # -- helpers ------------------------------------------------------------------------------
 
