@@ -236,6 +236,13 @@ class Agent:
         self.enrolled: bool | str = outbox.load("enrolled", "unknown")
         # the height of the block that last told it (-1: none yet); see _set_enrolled
         self.enrolled_height: int = outbox.load("enrolled_height", -1)
+        # why the agent knows its meter key is revoked (the household left, or the meter was
+        # replaced), or None: for good, as on the ledger; no orders or readings from then on
+        self.revoked: str | None = outbox.load("revoked")
+        # why no order was placed for the next interval when the reason is the agent's own rule
+        # (no forecast yet, below min_order_wh, no bid can pay, revoked), else None; see
+        # _update_order (a QA pass: min_order_wh kept a meter from offering, and nothing said so)
+        self.no_order: str | None = None
         self.fault: str | None = None
         # while the meter's serial is not the enrolled one: what differs and what to do (no offers)
         self.serial_mismatch: str | None = None
@@ -462,9 +469,9 @@ class Agent:
             self._update_order(now)
         if self._trades_unsaved:
             self._save_trades()
-        if self._behind:
+        if self._behind and self.revoked is None:
             self._sign_again_ahead(now)
-        if self._not_yet:
+        if self._not_yet and self.revoked is None:
             self._sign_again_not_yet(now)
         for seq, topic, payload in self.outbox.due_for_resend(self.confirm_after_s):
             self.bus.publish(topic, payload, on_ack=lambda s=seq: self.outbox.ack(s))
@@ -728,6 +735,9 @@ class Agent:
         until its allowance ends (one poll without a usable sample does not lose it)."""
         ended = self.pending_reading
         assert ended is not None
+        if self.revoked is not None:  # the ledger refuses every message of a revoked meter
+            self._drop_pending()
+            return
         if self.last_reading is not None and ended <= self.last_reading["interval"]:
             log.warning(
                 "no reading of meter %s for interval %d: this agent signed one already", self.meter_id, ended
@@ -820,6 +830,12 @@ class Agent:
         for start in [s for s in self.orders if int(s) < now - interval_s]:
             del self.orders[start]
             self._order_budget_said.discard(start)
+        if self.revoked is not None:  # the ledger takes no order, not even a cancellation
+            self.no_order = f"no order for interval {target}: {self.revoked}"
+            if self.orders:
+                self.orders.clear()
+                self.outbox.save("orders", self.orders)
+            return
         forecast = forecast_net_export_wh(
             {int(k): v for k, v in self.history.items()}, target, interval_s, now
         )
@@ -833,8 +849,11 @@ class Agent:
             grid_fee_per_kwh=self.params["grid_fee_per_kwh"],
             levies_per_kwh=self.params["levies_per_kwh"],
         )
+        why = None if plan is not None else self._why_no_plan(forecast, capacity_wh)
         if self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None:
             plan = None  # offer nothing we cannot back: no reading (or not the enrolled meter's)
+            why = None  # the status says why in its own fields (fault, readings_withheld, ...)
+        self.no_order = None if why is None else f"no order for interval {target}: {why}"
         sent = self.orders.get(str(target))
         current = (
             None
@@ -881,6 +900,41 @@ class Agent:
         self.orders[str(target)] = {k: body[k] for k in ("side", "energy_wh", "limit_price")}
         self.orders[str(target)]["count"] = placed + 1  # orders sent for it (see max_orders_per_interval)
         self.outbox.save("orders", self.orders)
+
+    def _why_no_plan(self, forecast: int | None, capacity_wh: int) -> str:
+        """Why the strategy (meter_agent/strategy.py, plan_order) plans no order for ``forecast``:
+        the agent's own rules, in words for the status."""
+        cfg = self.strategy
+        if forecast is None:
+            return (
+                "no forecast yet: the agent forecasts from the intervals whose energy it counted "
+                "from start to end (the last one, the same one yesterday), and has none yet; the "
+                "first orders follow the first whole interval it measured"
+            )
+        where = "(agent.toml [market])"
+        if forecast > 0:
+            energy = min(int(forecast * cfg.sell_share), capacity_wh)
+            if energy < cfg.min_order_wh:
+                return (
+                    f"forecast surplus {forecast} Wh, of which sell_share {cfg.sell_share:g} is {energy} Wh "
+                    f"to offer: below min_order_wh = {cfg.min_order_wh} {where}"
+                )
+        elif forecast == 0:
+            return "forecast 0 Wh: nothing to offer or bid for"
+        else:
+            energy = min(-forecast, capacity_wh)
+            if energy < cfg.min_order_wh:
+                return f"forecast deficit {-forecast} Wh: below min_order_wh = {cfg.min_order_wh} {where}"
+            most = (
+                self.params["retail_price"] - self.params["grid_fee_per_kwh"] - self.params["levies_per_kwh"]
+            )
+            if most < self.params["feed_in_price"]:
+                return (
+                    f"forecast deficit {-forecast} Wh, but no bid can pay: the retail price less the grid "
+                    f"fee and levies ({most} per kWh) is below the feed-in price "
+                    f"({self.params['feed_in_price']}), below any seller's ask"
+                )
+        return "the strategy plans none"  # (plan_order has no other reason)
 
     def _send(self, msg_type: str, topic: str, body: dict[str, Any], ttl_s: int) -> int:
         created = int(self.clock())
@@ -948,7 +1002,10 @@ class Agent:
             height = receipt["header"]["height"]
             if result.get("withdrawn") == "meter_revoked":  # taken before, withdrawn: revoked since
                 self._set_enrolled(
-                    False, f"revoked: its order for interval {result.get('interval')} was withdrawn", height
+                    False,
+                    f"revoked: its order for interval {result.get('interval')} was withdrawn",
+                    height,
+                    revoked=True,
                 )
             else:
                 self._set_enrolled(
@@ -977,6 +1034,8 @@ class Agent:
                     status=entry.get("status", "traded"),
                 )
             elif kind == "settlement":
+                if "energy_wh" not in entry and type(result.get("energy_wh")) is int:
+                    entry["energy_wh"] = result["energy_wh"]  # traded (its trade receipt may not come)
                 entry.update(
                     settled_wh=result["settled_wh"],
                     settled_value=result["value"],
@@ -1059,24 +1118,49 @@ class Agent:
             )
             self._trades_unsaved -= ids
 
-    def totals(self) -> dict[str, int]:
-        """P2P energy and money so far (settled where settled, else as traded)."""
+    def totals(self) -> dict[str, Any]:
+        """P2P energy and money so far, as the ledger settled them: ``sold_wh``, ``bought_wh``
+        and ``earnings`` (micro-units, costs and fees taken off) count each trade's settlement
+        with its adjustments. A trade without its settlement yet counts no energy and no money
+        (``sold_pending_wh``/``bought_pending_wh``: traded, not settled yet; it may settle at
+        less, or not at all), nor does one the ledger left unsettled (``sold_unsettled_wh``/
+        ``bought_unsettled_wh``, its flags in ``unsettled_flags``: a missing reading, ...). Found
+        in a QA pass: a household whose stopped and revoked agent never got its settlements showed
+        its trades as traded, as money, and the seller's agent showed what was settled."""
         sold = bought = earnings = 0
+        pending = {"sell": 0, "buy": 0}
+        unsettled = {"sell": 0, "buy": 0}
+        flags: set[str] = set()
         with self._lock:
             for entry in self.trades.values():
-                energy = entry.get("settled_wh", entry.get("energy_wh", 0))
-                value = entry.get("settled_value", entry.get("value", 0))
-                fees = entry.get("settled_fees", entry.get("fees", 0))
-                if "settled_wh" in entry:  # corrections count once their settlement is known
-                    for delta_wh, delta_value, delta_fees in entry.get("adjustments", {}).values():
-                        energy, value, fees = energy + delta_wh, value + delta_value, fees + delta_fees
-                if entry.get("side") == "sell":
+                side = "sell" if entry.get("side") == "sell" else "buy"
+                if "settled_wh" not in entry:  # traded, not settled yet: no money
+                    pending[side] += entry.get("energy_wh", 0)
+                    continue
+                energy, value = entry["settled_wh"], entry.get("settled_value", 0)
+                fees = entry.get("settled_fees", 0)
+                for delta_wh, delta_value, delta_fees in entry.get("adjustments", {}).values():
+                    energy, value, fees = energy + delta_wh, value + delta_value, fees + delta_fees
+                if entry.get("status") == "unsettled":  # (its settled figures are 0)
+                    unsettled[side] += entry.get("energy_wh", 0)
+                    if entry.get("flag"):
+                        flags.add(str(entry["flag"]))
+                if side == "sell":
                     sold += energy
                     earnings += value
                 else:
                     bought += energy
                     earnings -= value + fees
-        return {"sold_wh": sold, "bought_wh": bought, "earnings": earnings}
+        return {
+            "sold_wh": sold,
+            "bought_wh": bought,
+            "earnings": earnings,
+            "sold_pending_wh": pending["sell"],
+            "bought_pending_wh": pending["buy"],
+            "sold_unsettled_wh": unsettled["sell"],
+            "bought_unsettled_wh": unsettled["buy"],
+            "unsettled_flags": sorted(flags),
+        }
 
     @staticmethod
     def _saved_config(outbox: Outbox) -> TrustedConfig | None:
@@ -1303,7 +1387,9 @@ class Agent:
         else:
             log.info("the ledger %s: %s", what, reason)
             if reason in NOT_ENROLLED:
-                self._set_enrolled(False, f"the ledger refused its messages: {reason}", height)
+                self._set_enrolled(
+                    False, f"the ledger refused its messages: {reason}", height, revoked=reason == "revoked"
+                )
 
     def _forget(self, seqs: list[int]) -> None:
         """The ledger holds or refused these messages: out of the outbox for good."""
@@ -1395,14 +1481,17 @@ class Agent:
         else:
             log.error("%s", message)
 
-    def _set_enrolled(self, enrolled: bool, why: str, height: int | None) -> None:
+    def _set_enrolled(self, enrolled: bool, why: str, height: int | None, revoked: bool = False) -> None:
         """Record what the ledger said about this meter's enrolment in block ``height``; log once
         when trading starts (the first sign of enrolment, e.g. after the votes of ``peerwatt
         member admit``). Ordered by height: what an older block says never undoes what a newer
         one said, and at one height a refusal wins (found in a QA pass: an old order outcome's
         receipt, replayed after the validators' notices said ``revoked``, set enrolled back to
         true). A refusal told by notices (``height`` None) names no block: it counts as newer
-        than every block this agent accepted a header of."""
+        than every block this agent accepted a header of. ``revoked``: the ledger said the meter
+        key is revoked, which is for good (_on_revoked), whatever the order of the news."""
+        if revoked:
+            self._on_revoked(why)
         with self._lock:
             if height is None:
                 height = max([self.enrolled_height, *self._headers])
@@ -1416,12 +1505,46 @@ class Agent:
             pass
         elif enrolled:
             log.info("meter %s is enrolled (%s): trading starts", self.meter_id, why)
-        elif before is True or "revoked" in why:
+        elif revoked:
+            pass  # said by _on_revoked
+        elif before is True:
             log.warning("meter %s is no longer enrolled (%s): no trading", self.meter_id, why)
         else:
             log.info("meter %s is not enrolled yet (%s): no trading until the votes pass", self.meter_id, why)
         try:
             self.outbox.save_all({"enrolled": enrolled, "enrolled_height": height})
+        except OutboxError:
+            pass  # kept in memory; poll() reports a state file that cannot be written
+
+    def _on_revoked(self, why: str) -> None:
+        """The ledger said this meter key is revoked (``why``): the household left the community,
+        or its meter was replaced. A revoked key is never enrolled again, and the ledger takes
+        none of its messages: say so once, keep nothing in the outbox that can never be booked,
+        and sign no orders or readings from now on (_update_order, _sign_pending; a QA pass: the
+        agent of a household that left kept signing buy orders, each refused as revoked). Its
+        trades cleared before still settle, and their receipts are still kept."""
+        with self._lock:
+            if self.revoked is not None:
+                return
+            self.revoked = (
+                f"meter {self.meter_id} is no longer enrolled, its key revoked ({why}): the household left "
+                "the community or its meter was replaced; the ledger takes no order or reading of it any more"
+            )
+            self._behind, self._not_yet = [], []
+            self._refusals.clear()
+        kept = [seq for seq, _topic, _payload in self.outbox.pending()]
+        kept += [seq for seq, _topic, _payload in self.outbox.due_for_resend(-math.inf, limit=2**31)]
+        log.warning(
+            "%s: this agent signs no more orders or readings, and dropped the %d message(s) it kept "
+            "that the ledger can never book. Stop it (`sudo systemctl disable --now peerwatt-agent`); "
+            'a new meter is enrolled under a new key (docs/agent.md, "Replacing the meter")',
+            self.revoked,
+            len(kept),
+        )
+        self._last_heartbeat = -math.inf  # the status says so at the next poll
+        try:  # (its orders and pending reading are dropped by the next poll, on the agent's thread)
+            self.outbox.confirm(kept)
+            self.outbox.save("revoked", self.revoked)
         except OutboxError:
             pass  # kept in memory; poll() reports a state file that cannot be written
 
@@ -1448,6 +1571,11 @@ class Agent:
             "forged_notices": self.forged_notices,
             "last_receipt": self.last_receipt,
             "enrolled": self.enrolled,
+            "revoked": self.revoked,
+            "no_order": self.no_order,
+            # the bus's trouble in words (peerwatt/bus/mqtt.py: another client with this account's
+            # client id, or why it is not connected); None on a bus that says none
+            "broker_problem": getattr(self.bus, "contested", None) or getattr(self.bus, "last_error", None),
             "config_height": self.config.height,
         }
 

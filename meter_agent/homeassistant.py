@@ -2,9 +2,13 @@
 
 Sensors: grid power (W, measurement), import/export energy (kWh, total_increasing), P2P sold and
 bought energy (kWh, total_increasing), P2P earnings (monetary, state_class total — the only one
-HA accepts for money). Availability follows the agent's retained status topic and its last will;
-the meter's own sensors (power, import, export) are also unavailable while the status says the
-meter cannot be read (``meter_ok`` false), so HA does not show the last values read as current.
+HA accepts for money). The P2P figures are the agent's totals as the ledger settled them
+(meter_agent/agent.py, Agent.totals): a trade counts once its settlement arrives, at its settled
+energy and money; one not settled yet, or left unsettled, counts nothing (found in a QA pass: a
+trade never settled was counted as traded, as money bought). Availability follows the agent's
+retained status topic and its last will; the meter's own sensors (power, import, export) are also
+unavailable while the status says the meter cannot be read (``meter_ok`` false), so HA does not
+show the last values read as current.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ def discovery_payload(community: str, meter_id: str, status_topic: str, currency
 def state_payload(
     power_w: int, import_wh: int, export_wh: int, sold_wh: int, bought_wh: int, earnings_micro: int
 ) -> bytes:
-    """One state message (kWh and currency units for display; the ledger keeps integers)."""
+    """One state message (kWh and currency units for display; the ledger keeps integers). The P2P
+    figures are settled ones (Agent.totals' ``sold_wh``, ``bought_wh``, ``earnings``)."""
     return json.dumps(
         {
             "power_w": power_w,

@@ -273,12 +273,16 @@ def status(config_file: Path, as_json: bool) -> None:
     if info.get("serial_mismatch"):  # not the enrolled meter: no offers until it is (docs/agent.md)
         click.echo(f"no offers: {info['serial_mismatch']}")
     click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
+    if info.get("revoked"):  # for good: no orders or readings any more (docs/agent.md)
+        click.echo(f"revoked: {info['revoked']}; the agent signs no orders or readings")
     if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
         click.echo(f"chain configuration followed up to height {info['config_height']}")
     click.echo(
         f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected at that time: "
         f"{info.get('broker_connected')}"
     )
+    if info.get("broker_problem"):  # another client with this account's id, an unreachable broker
+        click.echo(f"broker: {info['broker_problem']}")
     if oldest is not None:  # as it stands now, not at the last heartbeat
         waited = max(time.time() - oldest, 0)
         line = f"awaiting the ledger: {unconfirmed} message(s), the oldest signed {_age(waited)} ago"
@@ -286,10 +290,10 @@ def status(config_file: Path, as_json: bool) -> None:
             line += ": the ledger is booking none of them (are the validators running? docs/agent.md)"
         click.echo(line)
     click.echo(f"orders: {info.get('orders')}")
-    click.echo(
-        f"P2P sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
-        f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
-    )
+    if info.get("no_order") and not info.get("revoked"):  # the agent's own rule (docs/agent.md)
+        click.echo(info["no_order"])
+    for line in totals_lines(totals):
+        click.echo(line)
     if info.get("state_error"):  # the agent cannot write its state (docs/agent.md, "Troubleshooting")
         click.echo(f"state error: {info['state_error']}")
     if "meter" in info:
@@ -300,6 +304,29 @@ def status(config_file: Path, as_json: bool) -> None:
             click.echo(f"{len(alarms)} alarm(s), the newest the status keeps, newest last (its log has all):")
             for alarm in alarms:
                 click.echo(f"  {alarm}")
+
+
+def totals_lines(totals: dict[str, Any]) -> list[str]:
+    """The P2P totals as the ledger settled them, then what is traded and not settled yet and what
+    the ledger left unsettled, neither of them money (a QA pass: a trade never settled was shown
+    as money bought; Agent.totals)."""
+    lines = [
+        f"P2P settled: sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
+        f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
+    ]
+
+    def sides(kind: str) -> str:
+        figures = [(side, totals.get(f"{side}_{kind}_wh", 0)) for side in ("sold", "bought")]
+        return ", ".join(f"{side} {wh} Wh" for side, wh in figures if wh)
+
+    if sides("pending"):
+        lines.append(
+            f"traded, not settled yet: {sides('pending')} (no money moves until the ledger settles it)"
+        )
+    if sides("unsettled"):
+        flags = ", ".join(str(f) for f in totals.get("unsettled_flags") or []) or "unsettled"
+        lines.append(f"traded, left unsettled by the ledger ({flags}): {sides('unsettled')}, no money moved")
+    return lines
 
 
 # a status older than this many heartbeats is stale: the agent saves none (the dashboard says offline)
