@@ -1309,6 +1309,13 @@ class Agent:
         for reason, seqs in by_reason.items():  # in the block, but the ledger did not take them
             where = f"booked message(s) {seqs[:10]} in block {included.height} as rejected"
             self._refused(seqs, reason, where, included.height)
+        booked = [seq for seq in included.seqs if seq not in included.rejected]
+        if booked:  # the ledger took it (its proven result ok): only an enrolled meter's is taken
+            readings = Topics.readings(self.community, self.meter_id)
+            kind = "reading" if any(t == readings for seq, t, _p in held if seq in booked) else "order"
+            self._set_enrolled(
+                True, f"the ledger booked its {kind} in block {included.height}", included.height
+            )
         keep = {seq for seq, reason in included.rejected.items() if reason in NOT_YET}
         if keep:  # forgotten once signed again (_sign_again_not_yet)
             with self._lock:
