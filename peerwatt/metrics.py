@@ -145,13 +145,19 @@ def _agent_metrics(s: dict[str, Any]) -> Iterator[Any]:
     errors.add_metric([], s["meter_read_errors"])
     yield errors
     totals = s["totals"]
+    yield _gauge("peerwatt_agent_p2p_sold_wh", "Energy sold to neighbours (settled)", totals["sold_wh"])
+    yield _gauge("peerwatt_agent_p2p_bought_wh", "Energy bought (settled)", totals["bought_wh"])
     yield _gauge(
-        "peerwatt_agent_p2p_sold_wh", "Energy sold to neighbours (settled where settled)", totals["sold_wh"]
+        "peerwatt_agent_p2p_earnings_micro",
+        "P2P earnings minus costs as settled, micro-units",
+        totals["earnings"],
     )
-    yield _gauge("peerwatt_agent_p2p_bought_wh", "Energy bought from neighbours", totals["bought_wh"])
-    yield _gauge(
-        "peerwatt_agent_p2p_earnings_micro", "P2P earnings minus costs, micro-units", totals["earnings"]
-    )
+    for side in ("sold", "bought"):
+        yield _gauge(
+            f"peerwatt_agent_p2p_{side}_pending_wh",
+            f"Energy {side} in trades the ledger has not settled yet (no money moved)",
+            totals[f"{side}_pending_wh"],
+        )
 
 
 class _StatusRegistry(CollectorRegistry):

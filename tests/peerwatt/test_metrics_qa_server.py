@@ -20,7 +20,8 @@ from tests.peerwatt.test_node_http_api import _handler_threads, _wait_for
 
 STATUS = {
     "outbox": 0, "meter_ok": False, "broker_connected": True, "state_error": None, "power_w": -431,
-    "meter_read_errors": 3, "totals": {"sold_wh": 2500, "bought_wh": 1500, "earnings": -1250000},
+    "meter_read_errors": 3, "totals": {"sold_wh": 2500, "bought_wh": 1500, "earnings": -1250000,
+               "sold_pending_wh": 0, "bought_pending_wh": 72},
 }  # fmt: skip
 
 
@@ -73,6 +74,7 @@ def test_name_filter_takes_family_and_sample_names(metrics):
     assert _samples(_get(address, "/metrics?name[]=no_such_metric")) == []
     whole = _get(address, "/metrics")
     assert "peerwatt_agent_power_watts -431.0" in whole and "peerwatt_agent_p2p_sold_wh 2500.0" in whole
+    assert "peerwatt_agent_p2p_bought_pending_wh 72.0" in whole
 
 
 def _recv_all(s: socket.socket) -> bytes:
