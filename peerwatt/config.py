@@ -32,6 +32,39 @@ class NodeConfig:
     client_id_given: bool = False  # client_id is node.toml's own (not the default)
 
 
+# peerwatt's other TOML files, by the keys only they have: a file given where another was asked for
+# is named for what it is (found in a QA pass: `member admit -c agent.toml` said "unknown key(s)
+# community, heartbeat_s, ...", `node init --genesis node.toml` "unknown section(s): broker, ...")
+_GENESIS = "a genesis file"
+_AGENT = "an agent.toml (a household agent's settings)"
+_NODE = "a node.toml (a node's settings)"
+_OPERATOR = "an operator.toml (a validator's governance broker account)"
+_DASHBOARD = "a dashboard.toml (the dashboard's settings)"
+
+
+def config_kind(data: dict) -> str | None:
+    """Which of peerwatt's TOML files ``data`` (a parsed file) looks like, or None."""
+    keys = set(data)
+    if isinstance(data.get("community"), dict) and ("chain" in keys or "validators" in keys):
+        return _GENESIS
+    if "role" in keys and "data" in keys:
+        return _NODE
+    if keys & {"meter", "state_dir", "heartbeat_s", "market", "homeassistant"}:
+        return _AGENT
+    if keys & {
+        "instance",
+        "listen",
+        "secure_cookies",
+        "session_hours",
+        "broker_client_id",
+        "neighbour_names",
+    }:
+        return _DASHBOARD
+    if keys and keys <= {"client_id", "broker"} and "broker" in keys:
+        return _OPERATOR
+    return None
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read node.toml (see docs/ledger.md for an example)."""
     path = Path(path)
@@ -41,6 +74,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     known = {"data", "role", "key", "passphrase_file", "broker", "client_id", "http", "peers", "block_s"}
     known |= {"failover_s", "genesis"}
     unknown = set(data) - known
+    kind = config_kind(data)
+    if kind not in (None, _NODE):
+        raise UserError(
+            f"{where} is {kind}, not a node.toml: give the node.toml of a validator (or observer), as "
+            "`peerwatt community init` writes it in validator-N/"
+        )
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     role = take(data, "role", str, where)
@@ -80,19 +119,36 @@ def load_node_config(path: str | Path) -> NodeConfig:
     )
 
 
-def load_genesis_setting(path: Path, where: str):
+def load_genesis_setting(path: Path, where: str | None):
     """The genesis a config file's ``genesis = ...`` names, or a UserError naming the setting:
-    a TOML file that is no genesis (say another agent.toml) is ``<where>: genesis = <path> is not
-    a genesis file (<why>)``, not the genesis checker's bare "unknown section(s)"."""
+    a TOML file that is no genesis (say another agent.toml) is ``<where>: genesis = <path> is
+    <what it is>, not a genesis file``, or ``... is not a genesis file (<why>)``, not the genesis
+    checker's bare "unknown section(s)". With ``where`` None, the option ``--genesis`` (as `node
+    init` takes it): ``--genesis <path> is ...: give the community's genesis.toml``."""
+    import tomllib
+
     from chain.genesis import GenesisError, load_genesis
 
+    setting = f"--genesis {path}" if where is None else f"{where}: genesis = {path}"
+    fix = (
+        "give the community's genesis.toml"
+        if where is None
+        else "point genesis at the community's genesis.toml"
+    )
     try:
         return load_genesis(path)
     except GenesisError as exc:
         text = str(exc)
         if text.startswith(f"{path}: "):  # read as TOML, but not a genesis
+            try:
+                kind = config_kind(tomllib.loads(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                kind = None
+            if kind not in (None, _GENESIS):
+                raise UserError(f"{setting} is {kind}, not a genesis file: {fix}") from None
             raise UserError(
-                f"{where}: genesis = {path} is not a genesis file ({text.removeprefix(f'{path}: ')}): "
-                "point genesis at the community's genesis.toml"
+                f"{setting} is not a genesis file ({text.removeprefix(f'{path}: ')}): {fix}"
             ) from None
+        if where is None:
+            raise UserError(text) from None
         raise UserError(f"{where}: genesis: {text}") from None

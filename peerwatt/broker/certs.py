@@ -319,12 +319,24 @@ def make_certs(
 ) -> CertsResult:
     """Make (or reuse) the community CA in ``out_dir``, issue the broker's certificate (``hosts``)
     and one client certificate per account (kept when present, skipped when revoked earlier unless
-    in ``reissue``), revoke the certificates of ``revoke`` and (re)write the CRL."""
+    in ``reissue``), revoke the certificates of ``revoke`` and (re)write the CRL.
+
+    An account in ``reissue`` gets a new certificate and key also when its certificate is
+    current (before it expires, or when its key was lost or leaked): the current one is revoked
+    first, so one account never has two valid certificates (found in a QA pass: `broker certs
+    --reissue` of such an account kept its certificate without a word)."""
     from cryptography.hazmat.primitives import serialization
 
     if hosts and (out_dir / BROKER_CERT).exists() and not force:
         raise UserError(f"{out_dir / BROKER_CERT} already exists (pass --force to replace it)")
     clients = out_dir / CLIENTS_DIR
+    issuing = {account.name for account in accounts}  # (only an account issued to here is renewed)
+    renewed = tuple(
+        name
+        for name in reissue
+        if name in issuing and name not in revoke and (clients / f"{name}.crt").exists()
+    )
+    revoke = (*revoke, *renewed)
     for name in revoke:
         if not (clients / f"{name}.crt").exists() and name not in _revoked_names(clients):
             raise UserError(f"--revoke {name}: no certificate {clients / name}.crt to revoke")

@@ -26,6 +26,7 @@ from peerwatt.broker.mosquitto import (
     DROPIN_DIR,
     PASSWD_NAME,
     check_not_community,
+    community_folder_of,
     left_out_line,
     load_registry,
     restart_commands,
@@ -182,6 +183,26 @@ def config(
     click.echo(f"restart, started by hand: {by_hand}")
 
 
+def _check_not_community_certs(out_dir: Path) -> None:
+    """A certificates folder of a community made by `peerwatt community init` (its broker/certs/,
+    or broker-etc/certs/ and a copy of it) is refused in one line naming the community command:
+    its accounts are in community.toml (operators, meters given an account by add-meter, the
+    dashboard, validators added later), which neither --genesis nor --data knows, and the copies
+    for the broker machine and the validators' and households' folders would be left behind.
+    Found in a QA pass: `broker certs --reissue <meter id>` there said "no such account"."""
+    if out_dir.absolute().name != "certs":
+        return
+    where = community_folder_of(out_dir.absolute().parent)
+    if where is None:
+        return
+    raise UserError(
+        f"{out_dir} holds the certificates of a community made by `peerwatt community init`, whose "
+        "accounts the community commands keep: a new certificate for one account is `peerwatt community "
+        f"reissue --dir {where} ACCOUNT` (a meter id, node-<key id>, operator-<key id> or dashboard); "
+        f"revoking meters the ledger revoked is `peerwatt community revoke --dir {where} --data NODE_DIR`"
+    )
+
+
 @broker.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--community", default=None, help="Named in the CA's subject (default: the genesis's).")
@@ -207,7 +228,8 @@ def config(
     "--reissue",
     "reissue",
     multiple=True,
-    help="Issue a new certificate to an account whose certificate was revoked (repeatable).",
+    help="A new certificate and key for this account (repeatable): one whose certificate was revoked, or "
+    "one whose certificate is current (it is revoked: before it expires, or a lost key).",
 )
 @click.option(
     "--days",
@@ -250,6 +272,8 @@ def certs(
             "give --host (the broker's certificate), --genesis or --data (one per node and meter) "
             "and/or --revoke ACCOUNT"
         )
+    if genesis_file is not None or data_dir is not None or revoke or reissue:
+        _check_not_community_certs(out_dir)
     accounts: list[Account] = []
     name = community or "peerwatt"
     revoke_all = tuple(revoke)

@@ -2,7 +2,8 @@
 
 `peerwatt community add-meter`: the broker account of a household that sent a join request (its
 client certificate and the ACL with its block), for the coordinator who holds the community CA;
-`community add-dashboard`: the dashboard's read-only account; `community revoke`: take away the
+`community add-dashboard`: the dashboard's read-only account; `community reissue`: a new client
+certificate for one account (renewal, a lost key), the old one revoked; `community revoke`: take away the
 accounts of meters the ledger revoked; `community add-validator`: a validator joining later (its
 node and operator accounts, node.toml, operator.toml; its key pair is made on its own machine);
 `community remove-validator`: take a removed validator's accounts away. Each regenerates the
@@ -65,13 +66,20 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _ask(value, text: str, default=None, type=None, flag: str = "a flag"):
+def _ask(value, text: str, default=None, type=None, flag: str = "a flag", needed: str | None = None):
     """The flag's value, else a prompt on a terminal, else the default (None: a required flag,
-    named in the error)."""
+    named in the error). On a terminal, an empty (or blank) answer to a question without a
+    default says why the question comes again (``needed``), as click's prompt did not (a QA pass)."""
     if value is not None:
         return value
     if _interactive():
-        return click.prompt(text, default=default, type=type)
+        if default is not None:
+            return click.prompt(text, default=default, type=type)
+        while True:
+            answer = click.prompt(text, default="", show_default=False, type=type)
+            if not isinstance(answer, str) or answer.strip():
+                return answer.strip() if isinstance(answer, str) else answer
+            click.echo(f"{needed or 'an answer is needed'}: it has no default (Ctrl-C stops)")
     if default is None:
         raise UserError(f"{text}: give it as {flag} (no terminal to ask on)")
     return default
@@ -135,7 +143,7 @@ def genesis_text(
         f'sequencer = "{sequencer}"   # validator-1 cuts the blocks',
         "block_s = 2                  # cut a block every 2 s while transactions wait",
         "max_open_proposals = 32      # open proposals one key may have; bounds their arguments too",
-        f"rules = {RULES_NEW}                    # ledger rules (docs/ledger.md, \"Rules\")",
+        f'rules = {RULES_NEW}                    # ledger rules (docs/ledger.md, "Rules")',
         "",
         "[app]                        # community parameters (integers only; changed later by vote)",
         f"interval_s = {interval_s}{' ' * max(1, 17 - len(str(interval_s)))}"
@@ -335,12 +343,14 @@ def broker_files(
     hosts: tuple[str, ...],
     data_dir: Path | None = None,
     revoke_accounts: tuple[str, ...] = (),
+    reissue_accounts: tuple[str, ...] = (),
 ) -> BrokerFiles:
     """(Re)make the broker's CA, certificates and config for every account in ``layout`` (nodes,
     operators, the dashboard, the meters given accounts) in ``broker/``, and copy what the broker
     machine needs into ``broker-etc/``; with a node's ``data_dir``, as the ledger stands now: the
     meters it revoked (or whose owner left) lose their certificate (the CRL) and their ACL block;
     so do ``revoke_accounts`` (a removed validator's node and operator accounts).
+    ``reissue_accounts`` get a new certificate and key, their current certificate on the CRL.
     Nothing is written when the CA or its key is missing."""
     from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, CLIENTS_DIR, make_certs
     from peerwatt.broker.files import make_dir, share_with
@@ -403,7 +413,13 @@ def broker_files(
     check_unchanged(etc / CONF_NAME, conf)
     check_unchanged(etc / DROPIN_DIR / "peerwatt.conf", dropin)
     certs = make_certs(
-        certs_dir, community=community_id, hosts=hosts, accounts=accounts, revoke=revoke, run_user="mosquitto"
+        certs_dir,
+        community=community_id,
+        hosts=hosts,
+        accounts=accounts,
+        revoke=revoke,
+        reissue=reissue_accounts,
+        run_user="mosquitto",
     )
     config = write_config(broker_dir, community_id, accounts, **options)
     make_dir(etc / "certs")
@@ -512,7 +528,12 @@ def init(
     out_dir,
 ) -> None:
     """Write genesis, validator keys and node configs, the broker configuration and a summary."""
-    community_id = _ask(community_id, "Community id (e.g. oak-street)", flag="--community")
+    community_id = _ask(
+        community_id,
+        "Community id (e.g. oak-street)",
+        flag="--community",
+        needed="a community id is needed (lowercase letters, digits and '-', e.g. oak-street)",
+    )
     try:
         COMMUNITY_ID.check(community_id, "--community")
     except SchemaError as exc:
@@ -543,7 +564,10 @@ def init(
     levies_micro = _price(levies, "--levies", "levies_per_kwh", zero_ok=True)
     zone = _ask(timezone, "Time zone (IANA)", default="UTC")
     broker_host = _ask(
-        broker_host, "Broker host name or IP (what agents and nodes connect to)", flag="--broker-host"
+        broker_host,
+        "Broker host name or IP (what agents and nodes connect to)",
+        flag="--broker-host",
+        needed="the broker's address is needed (the DNS name or IP address of the machine Mosquitto runs on)",
     )
     out = _ask(out_dir, "Output folder", default=community_id)
     broker_persistence = _persistence(broker_persistence, community_id)
@@ -785,6 +809,12 @@ def summary_text(
         "THE DASHBOARD (its read-only broker account, for the agents' health):",
         f"  here: peerwatt community add-dashboard --dir {here}   (copy the folder it names to the",
         "        dashboard's machine, the ACL to the broker and restart it, as it prints)",
+        "",
+        "A CLIENT CERTIFICATE TO RENEW (valid 825 days) OR WHOSE KEY WAS LOST:",
+        f"  here: peerwatt community reissue --dir {here} <meter id | node-<key id> | operator-<key id> | "
+        "dashboard>",
+        "        (a new certificate and key, the old one on the CRL), then as it prints: the files to its",
+        "        machine, and the CRL to the broker with its restart.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -902,6 +932,127 @@ def add_dashboard(out_dir: Path, dashboard_dir: Path | None) -> None:
     ):
         click.echo(f"{key} = {_toml_string(f'{name}/{file}')}")
     _tell_broker(layout, made, "peerwatt.acl")
+
+
+@community.command("reissue")
+@_INIT_DIR
+@click.argument("account")
+@click.option(
+    "--out",
+    "target_dir",
+    type=click.Path(path_type=Path),
+    help="Where to put the new files (default: a meter's DIR/households/<meter id>, the dashboard's "
+    "DIR/dashboard-broker, as add-meter and add-dashboard put them; a validator's account: its folder "
+    "in DIR).",
+)
+def reissue(out_dir: Path, account: str, target_dir: Path | None) -> None:
+    """A new client certificate and key for one broker account, its current certificate revoked
+    (on the CRL): before it expires (client certificates are valid 825 days), or when its key was
+    lost or leaked. ACCOUNT: a meter id (or the household's join request), node-<key id>,
+    operator-<key id> (a validator's accounts) or dashboard."""
+    layout = Layout.read(out_dir)
+    name = _account_to_reissue(account, layout)
+    clients = out_dir / "broker" / "certs" / "clients"
+    validator = None
+    if name.startswith(("node-", "operator-")):
+        kid = name.split("-", 1)[1]
+        validator = next((v for v in layout.validators if v["key_id"] == kid), None)
+    if validator is not None:
+        stem = "node-client" if name.startswith("node-") else "operator-client"
+        folder = target_dir or out_dir / validator["folder"]
+    else:
+        stem = "broker-client"
+        default = "dashboard-broker" if name == DASHBOARD_ACCOUNT else f"households/{name}"
+        folder = target_dir or out_dir / default
+    check_writable([folder / f"{stem}.crt", folder / f"{stem}.key", folder / "community-ca.crt"])
+    before = _valid_until(clients / f"{name}.crt")
+    # refuses (changing no file) when the CA or its key is missing, or a file it writes cannot be
+    made = broker_files(layout, hosts=(), reissue_accounts=(name,))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(clients / f"{name}.crt", folder / f"{stem}.crt")
+        _copy_private(clients / f"{name}.key", folder / f"{stem}.key")
+        shutil.copyfile(out_dir / "broker" / "certs" / "community-ca.crt", folder / "community-ca.crt")
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {folder}: {exc.strerror} (the new certificate and key are "
+            f"{clients}/{name}.crt and .key: copy them from there)"
+        ) from None
+    old = f" (valid until {before})" if before else ""
+    click.echo(
+        f"new certificate for broker account {name}, valid until {_valid_until(clients / f'{name}.crt')}; "
+        f"its previous certificate{old} is on the CRL: the broker refuses it once restarted"
+    )
+    files = f"{folder}/{stem}.crt and {stem}.key"
+    if validator is not None and stem == "node-client":
+        host = validator["http"].rsplit(":", 1)[0]
+        click.echo(
+            f"first: copy {files} into {validator['folder']}/ on {validator['name']}'s machine ({host}), "
+            "beside node.toml, and restart its node (peerwatt node run -c node.toml)"
+        )
+    elif validator is not None:
+        host = validator["http"].rsplit(":", 1)[0]
+        click.echo(
+            f"first: copy {files} into {validator['folder']}/ on {validator['name']}'s machine ({host}), "
+            "beside operator.toml (each `member`/`gov` command reads them: nothing to restart)"
+        )
+    elif name == DASHBOARD_ACCOUNT:
+        click.echo(
+            f"first: copy {folder}/broker-client.crt and .key to the dashboard's machine (the folder "
+            "dashboard.toml's [broker] names) and restart the dashboard"
+        )
+    else:
+        click.echo(
+            f"first: copy {folder}/broker-client.crt and .key to the household's agent folder (next to "
+            "agent.toml) and restart its agent (its outbox keeps what it could not send meanwhile)"
+        )
+    click.echo("then restart the broker with the new CRL:")
+    _tell_broker(layout, made, "certs/community-ca.crl")
+
+
+def _account_to_reissue(account: str, layout: Layout) -> str:
+    """The broker account ACCOUNT names (a join request file names its meter), checked to be one
+    the community folder gives certificates to; a one-line UserError otherwise."""
+    out = layout.out
+    path = Path(account)
+    if path.is_file():
+        try:
+            request = read_join_request(path)
+        except JoinRequestError as exc:
+            raise UserError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+        if request.community != layout.community:
+            raise UserError(f"{path} asks to join {request.community!r}, not {layout.community!r}")
+        account = request.meter_id
+    if account in layout.revoked:
+        raise UserError(
+            f"meter {account} was revoked by the community and gets no broker account again; a household "
+            "that rejoins makes new keys (peerwatt agent setup)"
+        )
+    kid = account.split("-", 1)[1] if account.startswith(("node-", "operator-")) else None
+    if kid is not None and kid in layout.removed_validators:
+        raise UserError(
+            f"{account} is an account of validator {kid}, which was removed (community remove-validator): "
+            "its accounts stay revoked"
+        )
+    names = {spec.split("=", 1)[0] for spec in layout.nodes}
+    if account in layout.meters or account in names:
+        return account
+    raise UserError(
+        f"no broker account {account} in {out}/community.toml: give a meter id (or its join request), "
+        f"node-<key id>, operator-<key id> or dashboard (the folder's accounts: {len(layout.meters)} "
+        f"meter(s), and {', '.join(sorted(names))})"
+    )
+
+
+def _valid_until(crt: Path) -> str | None:
+    """The last day a client certificate is valid (UTC), or None when there is none to read."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc.date().isoformat()
 
 
 def _toml_string(text: str) -> str:

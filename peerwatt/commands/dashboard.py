@@ -2,11 +2,14 @@
 
     peerwatt dashboard -c dashboard.toml
     peerwatt dashboard --data node-data --port 8080
-    peerwatt dashboard user add --data node-data alice --meter <key id>   (password prompted or on stdin)
-    peerwatt dashboard user add --data node-data admin --admin
-    peerwatt dashboard user list --data node-data
-    peerwatt dashboard user remove --data node-data alice
-    peerwatt dashboard adopt --data node-data   (an older instance folder: docs/dashboard.md)
+    peerwatt dashboard user add -c dashboard.toml alice --meter <key id>   (password prompted or on stdin)
+    peerwatt dashboard user add -c dashboard.toml admin --admin
+    peerwatt dashboard user list -c dashboard.toml
+    peerwatt dashboard user remove -c dashboard.toml alice
+    peerwatt dashboard adopt -c dashboard.toml   (an older instance folder: docs/dashboard.md)
+
+The account commands read the data and instance folders from the dashboard.toml the dashboard
+runs with (or take --data, and --instance, as the dashboard does without a config).
 
 dashboard.toml: see peerwatt/dashboard_config.py (and docs/dashboard.md).
 """
@@ -86,6 +89,14 @@ def dashboard(
 ) -> None:
     """Serve the web dashboard over a node's ledger (read-only), or manage its users."""
     if ctx.invoked_subcommand is not None:
+        if host is not None or port is not None:
+            raise UserError(
+                f"--host and --port are the server's: `peerwatt dashboard {ctx.invoked_subcommand}` "
+                "takes -c dashboard.toml (or --data and --instance)"
+            )
+        # `peerwatt dashboard -c dashboard.toml user add ...`: the folders the subcommand uses
+        # (they were taken and ignored: the accounts went into the default instance folder)
+        ctx.obj = {"config": config_file, "data": data_dir, "instance": instance}
         return
     if config_file is not None:
         settings = load_settings(config_file)
@@ -276,6 +287,51 @@ def user() -> None:
     """Dashboard accounts (kept in the instance folder, never in the ledger)."""
 
 
+def _folder_options(func):
+    """The folders an account command works on: the dashboard's own config (-c dashboard.toml:
+    its data and instance, read as `peerwatt dashboard -c` reads them), or --data (and --instance).
+    Found in a QA pass: accounts made with --data alone, as the docs showed, went into the default
+    instance folder while the dashboard.toml the dashboard ran with named another, and every login
+    failed; `user add -c dashboard.toml` was no option."""
+    options = [
+        click.option(
+            "-c",
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            help="The dashboard.toml the dashboard runs with (its data and instance folders).",
+        ),
+        click.option("--data", "data_dir", type=click.Path(path_type=Path), help="The node's data folder."),
+        click.option(
+            "--instance",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Accounts and index folder (default: dashboard.toml's instance, or <data>/../dashboard).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _folders(
+    config_file: Path | None, data_dir: Path | None, instance: Path | None
+) -> tuple[Path, Path | None]:
+    """(data folder, instance folder or None for the default) of an account command: its own
+    options, else those given before the subcommand (`peerwatt dashboard -c dashboard.toml user
+    add ...`); --data and --instance override the config's, as for the dashboard itself."""
+    given = click.get_current_context().find_object(dict) or {}
+    config_file = config_file or given.get("config")
+    data_dir = data_dir or given.get("data")
+    instance = instance or given.get("instance")
+    if config_file is not None:
+        settings = load_settings(config_file)
+        return data_dir or settings.data, instance or settings.instance
+    if data_dir is None:
+        raise UserError("give -c dashboard.toml or --data DIR (the node's data folder)")
+    return data_dir, instance
+
+
 def _accounts(data_dir: Path, instance: Path | None, *, create: bool = True):
     """The instance folder's accounts. Without ``create``, a folder with no accounts database is
     a one-line error (nothing made)."""
@@ -287,7 +343,8 @@ def _accounts(data_dir: Path, instance: Path | None, *, create: bool = True):
     if not create and not (folder / "dashboard.sqlite").is_file():
         raise UserError(
             f"no dashboard accounts in {folder} (there is no {folder / 'dashboard.sqlite'}): add one with "
-            "`peerwatt dashboard user add`, or give the dashboard's --instance folder"
+            "`peerwatt dashboard user add`, or give the dashboard.toml the dashboard runs with (-c) or its "
+            "--instance folder"
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -323,12 +380,18 @@ def _read_password() -> str:
 
 
 @user.command("add")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--instance", type=click.Path(path_type=Path), default=None)
+@_folder_options
 @click.option("--meter", "meters", multiple=True, help="Key id of a meter of this household (repeatable).")
 @click.option("--admin", is_flag=True, help="An administrator: sees every household.")
 @click.argument("name")
-def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], admin: bool, name: str) -> None:
+def user_add(
+    config_file: Path | None,
+    data_dir: Path | None,
+    instance: Path | None,
+    meters: tuple[str, ...],
+    admin: bool,
+    name: str,
+) -> None:
     """Create an account; the password is asked for (or read from stdin)."""
     from chain.store import StoreError
     from dashboard.accounts import AccountError, check_password
@@ -337,6 +400,7 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
 
     if admin == bool(meters):
         raise UserError("give either --admin or at least one --meter KEYID")
+    data_dir, instance = _folders(config_file, data_dir, instance)
     try:
         ledger = LedgerReader(data_dir)
     except StoreError as exc:
@@ -344,9 +408,16 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
     enrolled = ledger.meters()
     for meter in meters:
         if meter not in enrolled:
+            ledger.close()
             raise UserError(
                 f"meter {meter} is not enrolled in community {ledger.community.id} "
                 "(see the key ids in the genesis or the dashboard's ledger page)"
+            )
+        if not enrolled[meter].get("active", True):  # (a QA pass: a revoked meter was taken)
+            ledger.close()
+            raise UserError(
+                f"meter {meter} was revoked by community {ledger.community.id} (it is not enrolled any "
+                "more): a household account names meters enrolled now"
             )
     from dashboard.services import default_instance_dir
 
@@ -377,25 +448,23 @@ def user_add(data_dir: Path, instance: Path | None, meters: tuple[str, ...], adm
 
 
 @user.command("list")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--instance", type=click.Path(path_type=Path), default=None)
-def user_list(data_dir: Path, instance: Path | None) -> None:
+@_folder_options
+def user_list(config_file: Path | None, data_dir: Path | None, instance: Path | None) -> None:
     """List the accounts."""
-    accounts = _accounts(data_dir, instance, create=False)
+    accounts = _accounts(*_folders(config_file, data_dir, instance), create=False)
     for name, role, meters in accounts.users():
         click.echo(f"{name}\t{role}\t{' '.join(meters)}")
     accounts.close()
 
 
 @user.command("remove")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--instance", type=click.Path(path_type=Path), default=None)
+@_folder_options
 @click.argument("name")
-def user_remove(data_dir: Path, instance: Path | None, name: str) -> None:
+def user_remove(config_file: Path | None, data_dir: Path | None, instance: Path | None, name: str) -> None:
     """Remove an account (its sessions end at once)."""
     from dashboard.accounts import AccountError
 
-    accounts = _accounts(data_dir, instance, create=False)
+    accounts = _accounts(*_folders(config_file, data_dir, instance), create=False)
     try:
         accounts.remove_user(name)
     except AccountError as exc:
@@ -406,11 +475,11 @@ def user_remove(data_dir: Path, instance: Path | None, name: str) -> None:
 
 
 @dashboard.command("adopt")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--instance", type=click.Path(path_type=Path), default=None)
-def adopt(data_dir: Path, instance: Path | None) -> None:
+@_folder_options
+def adopt(config_file: Path | None, data_dir: Path | None, instance: Path | None) -> None:
     """Record that an instance folder made by an older version (which recorded no community)
     holds the accounts of the community of --data: check them with `user list` first."""
+    data_dir, instance = _folders(config_file, data_dir, instance)
     from chain.store import StoreError
     from dashboard.ledger import LedgerReader
     from dashboard.services import (

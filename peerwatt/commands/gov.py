@@ -271,29 +271,56 @@ def vote(
     from peerwatt.commands.member import chain_state, node_side, proposal_outcome, publish_gov, wait_until
     from peerwatt.onboarding import JoinRequestError, concerns, next_seq, read_join_request
 
+    if not (proposals or requests or members):
+        raise UserError("give --proposal ID, --request FILE or --member KEYID: what to vote on")
     side = node_side(config_file, data_dir, key_file, operator_file, passphrase_file)
     community_id, chain = chain_state(side.data)
-    member_ids, meter_ids, keys = set(members), set(), set()
+    # each join request and member: the open proposals about it; with none, what the ledger decided
+    # (found in a QA pass: a vote after the proposal had passed exited 2, "no open proposal
+    # matches", where member admit and leave say "nothing to do")
+    notes: list[str] = []
+    problems: list[str] = []
+    chosen = []
+    subjects = []
     for path in requests:
         try:
             request = read_join_request(path)
         except JoinRequestError as exc:
             raise UserError(f"{path}: {exc}") from None
-        member_ids.add(request.member_id)
-        meter_ids.add(request.meter_id)
-        keys.update((request.member, request.meter))
-    for kid in list(member_ids):
-        meter_ids.update(m for m, info in chain["meters"].items() if info["owner"] == kid)
-    chosen = list(proposals)
-    for pid, proposal in sorted(chain["proposals"].items()):
-        if pid not in chosen and concerns(proposal, member_ids, meter_ids, keys):
-            chosen.append(pid)
-    unknown = [pid for pid in chosen if pid not in chain["proposals"]]
-    if unknown:
-        closed = proposal_outcome(side.data, unknown[0])
-        if closed is not None:  # (a QA pass: "no open proposal" did not say it had passed)
-            raise UserError(f"proposal {unknown[0]} is closed: {closed} (nothing to vote on)")
-        raise UserError(f"no open proposal {unknown[0]} in {side.data} (see `peerwatt gov list`)")
+        subjects.append(
+            (path, request, {request.member_id}, {request.meter_id}, {request.member, request.meter})
+        )
+    for kid in members:
+        subjects.append((None, None, {kid}, set(), set()))
+    for path, request, member_ids, meter_ids, keys in subjects:
+        for kid in list(member_ids):
+            meter_ids.update(m for m, info in chain["meters"].items() if info["owner"] == kid)
+        about = [
+            pid for pid, p in sorted(chain["proposals"].items()) if concerns(p, member_ids, meter_ids, keys)
+        ]
+        chosen += [pid for pid in about if pid not in chosen]
+        if not about:
+            decided, line = (
+                _request_decided(chain, path, request, ballot)
+                if request is not None
+                else _member_decided(chain, next(iter(member_ids)), ballot)
+            )
+            (notes if decided else problems).append(line)
+    for pid in proposals:
+        if pid in chain["proposals"]:
+            chosen += [pid] if pid not in chosen else []
+            continue
+        closed = proposal_outcome(side.data, pid)
+        if closed is None:
+            problems.append(f"no proposal {pid} in {side.data}: see `peerwatt gov list`")
+        elif (closed.split()[0] == "passed") == (ballot == "yes"):
+            notes.append(f"proposal {pid} is already decided: {closed}; nothing to vote on")
+        else:
+            problems.append(f"proposal {pid} is closed: {closed}; a vote can no longer change it")
+    if problems:  # nothing is sent: a vote half sent is harder to understand than one line
+        raise UserError(f"{problems[0]} (nothing was sent)")
+    for note in notes:
+        click.echo(note)
     eligible = [
         pid
         for pid in chosen
@@ -310,8 +337,6 @@ def vote(
         rest = f"the other {len(eligible)} vote(s) were not sent either" if eligible else "nothing was sent"
         pid, earlier = changed[0]
         raise UserError(f"this key voted {earlier} on {pid} already; a vote cannot be changed ({rest})")
-    if not chosen:
-        raise UserError("no open proposal matches (it may have passed already: see `peerwatt gov list`)")
     first = next_seq(chain, side.signer) if seq is None else seq
     envelopes = [_sign_vote(side.key, community_id, first + i, pid, ballot) for i, pid in enumerate(eligible)]
     if not envelopes:  # (with --out: no empty file to publish)
@@ -336,6 +361,72 @@ def vote(
         else:
             state = f"closed: {proposal_outcome(side.data, pid) or 'passed, rejected or expired'}"
         click.echo(f"voted {ballot} on {pid}: {state}")
+
+
+def _request_decided(chain: dict, path: Path, request, ballot: str) -> tuple[bool, str]:
+    """Nothing is open about a join request: (whether there is nothing left to vote on for
+    ``ballot``, the line saying what the ledger shows). A yes asks for the household's admission,
+    a no for none: a decision already taken as the ballot asks is nothing to do (exit 0), one taken
+    the other way, or a yes with nothing proposed yet, is an error (nothing sent)."""
+    meter, member, name = request.meter_id, request.member_id, request.name
+    if meter in chain["revoked"]:
+        return True, (
+            f"{path}: already decided: meter {meter} was revoked in block {chain['revoked'][meter]} (the "
+            "household left); nothing to vote on"
+        )
+    is_member, enrolled = member in chain["members"], meter in chain["meters"]
+    if is_member and enrolled and ballot == "yes":
+        return True, (
+            f"{path}: already decided: {name} is a member and its meter {meter} is enrolled; "
+            "nothing to vote on"
+        )
+    if is_member and ballot == "yes":  # the members' vote passed; the validators' is not proposed
+        return True, (
+            f"{path}: already decided: {name} is a member (add_member passed); nothing to vote on now: the "
+            f"enroll_meter of its meter {meter} is not proposed yet (`peerwatt member admit {path} -c "
+            "node.toml` on one validator proposes it)"
+        )
+    if is_member:
+        what = f"member {member}, meter {meter} enrolled" if enrolled else f"member {member}"
+        return False, (
+            f"{path}: {name} was admitted already ({what}): a vote can no longer change it; `peerwatt "
+            f"member leave {path} -c node.toml` proposes that it leaves"
+        )
+    if ballot == "no":
+        return True, f"{path}: nothing is open about it: {name} is not a member; nothing to vote on"
+    return False, (
+        f"nothing is open about {path}: {name} is not a member and no add_member of it is open (not "
+        f"proposed yet, or closed: `peerwatt gov list`): `peerwatt member admit {path} -c node.toml` on "
+        "one validator proposes it, then vote"
+    )
+
+
+def _member_decided(chain: dict, member: str, ballot: str) -> tuple[bool, str]:
+    """Nothing is open about a member key id (`--member`, as for a leave): (whether there is
+    nothing left to vote on for ``ballot``, the line saying what the ledger shows). A yes on a
+    member that has left, or a no on one that has not, is nothing to do (exit 0); a no on one
+    that has left, or a yes on a key that is no member and owns no meter, is an error."""
+    owned = sorted(m for m, info in chain["meters"].items() if info["owner"] == member)
+    active = [m for m in owned if chain["meters"][m].get("active")]
+    if member not in chain["members"] and not active and owned:
+        revoked = ", ".join(f"{m} in block {chain['revoked'][m]}" for m in owned if m in chain["revoked"])
+        gone = f"not a member, its meters revoked: {revoked}" if revoked else "not a member, no meter active"
+        if ballot == "yes":
+            return True, f"member {member}: already decided: it has left ({gone}); nothing to vote on"
+        return False, f"member {member} has left already ({gone}): a vote can no longer change it"
+    if member in chain["members"] or active:
+        meters = f", meter(s) {', '.join(active)} enrolled" if active else ""
+        state = f"it is a member{meters}" if member in chain["members"] else f"not a member{meters}"
+        return True, (
+            f"member {member}: nothing is open about it ({state}); nothing to vote on (`peerwatt member "
+            f"leave {member} -c node.toml` on one validator proposes that it leaves)"
+        )
+    if ballot == "no":
+        return True, f"member {member}: no member and no meter of the community; nothing to vote on"
+    return False, (
+        f"nothing is open about {member}: it is no member and owns no meter (a household joins with "
+        "`peerwatt member admit JOIN_REQUEST -c node.toml`)"
+    )
 
 
 def _sign_vote(key, community: str, seq: int, proposal: str, ballot: str):

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from chain.engine import Ledger
-from chain.genesis import GenesisError, load_genesis
+from chain.genesis import GenesisError
 from chain.store import StoreError
 from market.apps import load_app
 from peerwatt.errors import UserError
@@ -86,15 +86,52 @@ def node() -> None:
 @click.option("--genesis", "genesis_file", required=True, type=click.Path(path_type=Path))
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
 def init(genesis_file: Path, data_dir: Path) -> None:
-    """Create the node's store in --data from --genesis."""
+    """Create the node's store in --data from --genesis; a store of the same genesis there
+    already is nothing to do (exit 0), one of another genesis is refused."""
+    from chain.store import db_path
+    from peerwatt.config import load_genesis_setting
+
+    # a file that is no genesis (a node.toml, say) is named for what it is (a QA pass: "unknown
+    # section(s): broker, client_id, ...")
+    genesis = load_genesis_setting(genesis_file, None)
+    if db_path(data_dir).exists():
+        _already_initialised(genesis, genesis_file, data_dir)
+        return
     try:
-        genesis = load_genesis(genesis_file)
         ledger = Ledger.create(data_dir, genesis, load_app(genesis.app_name))
     except (GenesisError, StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"created {data_dir} for community {genesis.community}")
     click.echo(f"genesis hash {genesis.hash.hex()} (every node must show the same)")
     ledger.close()
+
+
+def _already_initialised(genesis, genesis_file: Path, data_dir: Path) -> None:
+    """`node init` on a folder that holds a store: for the same genesis, say so (nothing to do);
+    for another, a UserError naming both (found in a QA pass: a second `node init`, as SUMMARY.txt
+    and the quickstart say to run it, said "already exists; use another --data folder")."""
+    from chain.engine import stored_genesis
+    from chain.store import Store
+
+    try:
+        store = Store.open(data_dir, readonly=True)
+        try:
+            held, height = stored_genesis(store), store.height()
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise UserError(f"{exc} (`node init` makes a store only in a folder that holds none)") from None
+    if held.hash == genesis.hash:
+        click.echo(
+            f"{data_dir} is already initialised for community {held.community} (genesis hash "
+            f"{held.hash.hex()}, height {height}): nothing to do"
+        )
+        return
+    raise UserError(
+        f"{data_dir} holds the ledger of community {held.community} (genesis {held.hash.hex()[:16]}...), "
+        f"not of {genesis_file} (community {genesis.community}, genesis {genesis.hash.hex()[:16]}...): give "
+        "this node another --data folder (or move that one away to start it afresh)"
+    )
 
 
 def open_node_ledger(data_dir: Path) -> Ledger:

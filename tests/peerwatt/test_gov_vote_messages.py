@@ -47,10 +47,19 @@ def test_a_vote_cannot_be_changed_and_a_closed_proposal_says_how_it_closed(tmp_p
     r = vote(pid, "--yes", "yes.json")
     assert r.returncode == 0 and r.stdout == f"{pid}: this key already voted yes\n", r.stderr
     assert not (tmp_path / "yes.json").exists()  # (it wrote an empty file to publish)
-    r = vote(passed.tx_hash.hex(), "--yes", "late.json")
-    assert r.returncode == 2
+    # a vote the decision already agrees with is nothing to do (exit 0), as member admit and leave say
+    # (tests/peerwatt/test_gov_vote_decided.py); one against it says how it closed
     closed = f"passed in block {block.height}"
-    assert r.stderr == f"error: proposal {passed.tx_hash.hex()} is closed: {closed} (nothing to vote on)\n"
+    r = vote(passed.tx_hash.hex(), "--yes", "late.json")
+    assert r.returncode == 0 and r.stdout == (
+        f"proposal {passed.tx_hash.hex()} is already decided: {closed}; nothing to vote on\n"
+    ), r.stderr
+    r = vote(passed.tx_hash.hex(), "--no", "late.json")
+    assert r.returncode == 2 and not (tmp_path / "late.json").exists()
+    assert r.stderr == (
+        f"error: proposal {passed.tx_hash.hex()} is closed: {closed}; a vote can no longer change it "
+        "(nothing was sent)\n"
+    )
 
 
 def test_a_proposal_that_no_longer_applied_says_why(tmp_path: Path) -> None:
