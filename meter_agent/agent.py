@@ -905,6 +905,11 @@ class Agent:
         """Why the strategy (meter_agent/strategy.py, plan_order) plans no order for ``forecast``:
         the agent's own rules, in words for the status."""
         cfg = self.strategy
+        if not cfg.trade:
+            return (
+                "trading is off (trade = false in agent.toml [market]): the agent reads the meter and "
+                "sends its readings, and places no orders"
+            )
         if forecast is None:
             return (
                 "no forecast yet: the agent forecasts from the intervals whose energy it counted "

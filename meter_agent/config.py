@@ -85,7 +85,7 @@ SOURCE_READS = {
     "shelly-http": "host (and port)",
     "mqtt": 'broker = "mqtt://host:port", its account and the topics',
 }
-MARKET_KEYS = {"sell_share", "sell_limit_price", "buy_limit_price", "min_order_wh"}
+MARKET_KEYS = {"trade", "sell_share", "sell_limit_price", "buy_limit_price", "min_order_wh"}
 HOMEASSISTANT_KEYS = {"enabled", "prefix"}
 
 # durations in agent.toml, in seconds: (lowest, highest); finite, checked at load (docs/agent.md)
@@ -264,6 +264,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     _no_unknown_keys(market, MARKET_KEYS, kw)
     try:
         strategy = StrategyConfig(
+            trade=take(market, "trade", bool, kw, True),
             sell_share=float(take(market, "sell_share", (int, float), kw, 0.8)),
             sell_limit_price=take(market, "sell_limit_price", int, kw, 100_000),
             buy_limit_price=take(market, "buy_limit_price", int, kw, 250_000),

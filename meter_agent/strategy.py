@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """``sell_share`` of forecast surplus is offered (0..1); prices in micro-units per kWh."""
+    """``sell_share`` of forecast surplus is offered (0..1); prices in micro-units per kWh.
+    ``trade`` False: no orders at all (a household leaving lets its last trades settle while its
+    agent still sends the readings: docs/quickstart.md, "Leaving")."""
 
+    trade: bool = True
     sell_share: float = 0.8
     sell_limit_price: int = 100_000
     buy_limit_price: int = 250_000
@@ -72,7 +75,7 @@ def plan_order(
     than its supplier's; when that is below the feed-in price (below any seller's ask), there is no
     bid. Found in a QA pass of simulated studies: with a grid fee of 0.20 per kWh every buyer paid
     more than retail for its P2P energy."""
-    if forecast_wh is None:
+    if forecast_wh is None or not cfg.trade:
         return None
     if forecast_wh > 0:
         energy = min(int(forecast_wh * cfg.sell_share), capacity_wh)

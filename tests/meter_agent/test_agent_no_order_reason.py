@@ -109,3 +109,28 @@ def test_agent_status_prints_it(tmp_path):
     )
     out = status_text(agent_with_status(tmp_path, time=int(time.time()), enrolled="unknown", no_order=note))
     assert note in out.splitlines(), out
+
+
+def test_trading_turned_off_places_no_order_says_so_and_keeps_sending_readings(tmp_path):
+    """`[market] trade = false`: a household that leaves stops ordering while its agent still reads
+    the meter and sends its readings, so its last trades settle before the votes (docs/quickstart.md,
+    "Leaving"; before, the docs had it set min_order_wh to 1000000000)."""
+    c, agent, now, seen, node = _world(tmp_path, StrategyConfig(trade=False))
+    agent.history = {str(MORNING - 900): 5_000}  # a surplus worth offering
+    agent.poll()
+    assert _orders(seen) == []
+    note = agent.status()["no_order"]
+    assert "trading is off" in note and "trade = false" in note, note
+    now[0] = MORNING + 900 + 5  # the interval ends: its reading is still signed and sent
+    agent.poll()
+    assert [t for t, _p in seen if "/readings/" in t], seen
+    assert _orders(seen) == []
+
+
+def test_trade_is_read_from_agent_toml(tmp_path):
+    from meter_agent.config import load_agent_config
+    from tests.meter_agent.test_config_strict import refused, write
+
+    assert load_agent_config(write(tmp_path, market="trade = false\n")).strategy.trade is False
+    assert load_agent_config(write(tmp_path)).strategy.trade is True
+    refused(write(tmp_path, market='trade = "no"\n'), "[market]", "trade")

@@ -1,11 +1,11 @@
 """docs/quickstart.md, "Leaving" (a QA pass): a household whose meter was revoked while a trade of
 it was cleared but its reading not yet booked left that trade unsettled for good (the revoked
 meter's later readings are refused), the seller unpaid. The docs now have the household stop
-ordering first, its agent still reading (`[market] min_order_wh` above any interval's energy, the
-agent restarted), and wait until its last cleared interval has its reading booked before the
-revocation. This checks that step with the real agent: after the switch the agent places no
-order for an interval whose gate was still open, and every trade it had is settled within
-gate_s + one interval (+ the settlement's block)."""
+ordering first, its agent still reading (`[market] trade = false`, the agent restarted), and
+wait until its last cleared interval has its reading booked before the revocation. This checks
+that step with the real agent: after the switch the agent places no order for an interval whose
+gate was still open, and every trade it had is settled within gate_s + one interval (+ the
+settlement's block)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from meter_agent.strategy import StrategyConfig
 from tests.support.meter_community import PARAMS, meter_community
 
 SERIALS = ["71000", "71001"]
-NO_ORDER_WH = 1_000_000_000  # what docs/quickstart.md gives: no interval's energy is that large
 
 
 def modbus_meter(i, household, clock):
@@ -36,8 +35,8 @@ def test_a_household_that_stops_ordering_has_every_trade_settled_before_it_leave
         before = [r for r in m.results() if r["kind"] == "trade" and r["seller"] == seller]
         assert before, "the seller must have traded before it stops"
         switched = m.clock.now()
-        # `[market] min_order_wh = 1000000000` and the agent restarted: its strategy is the config's
-        m.agents[0].strategy = StrategyConfig(min_order_wh=NO_ORDER_WH)
+        # `[market] trade = false` and the agent restarted: its strategy is the config's
+        m.agents[0].strategy = StrategyConfig(trade=False)
         m.run((gate + interval) // 60 + 5)
         results = m.results()
         trades = [r for r in results if r["kind"] == "trade" and seller in (r["seller"], r["buyer"])]
