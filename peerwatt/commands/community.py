@@ -47,6 +47,7 @@ from market.params import max_price_per_kwh
 from peerwatt.broker.access import DASHBOARD_ACCOUNT
 from peerwatt.errors import UserError, check_writable
 from peerwatt.onboarding import (
+    JoinRequest,
     JoinRequestError,
     check_genesis_inputs,
     describe_interval,
@@ -839,19 +840,10 @@ _INIT_DIR = click.option(
 )
 def add_meter(out_dir: Path, request_file: Path, household_dir: Path | None) -> None:
     """Give a household's meter its broker account: a client certificate and its ACL block."""
-    try:
-        request = read_join_request(request_file)
-    except JoinRequestError as exc:
-        raise UserError(f"{request_file}: {exc}") from None
     layout = Layout.read(out_dir)
-    if request.community != layout.community:
-        raise UserError(f"{request_file} asks to join {request.community!r}, not {layout.community!r}")
+    request = _join_request_for(request_file, layout)
     meter = request.meter_id
-    if meter in layout.revoked:
-        raise UserError(
-            f"{request_file}: meter {meter} was revoked by the community and gets no broker account "
-            "again; a household that rejoins makes new keys (peerwatt agent setup)"
-        )
+    _refuse_revoked(layout, meter, f"{request_file}: ")
     added = meter not in layout.meters
     if added:
         layout.meters.append(meter)
@@ -1010,24 +1002,34 @@ def reissue(out_dir: Path, account: str, target_dir: Path | None) -> None:
     _tell_broker(layout, made, "certs/community-ca.crl")
 
 
+def _join_request_for(path: Path, layout: Layout) -> JoinRequest:
+    """The join request in ``path``, asking to join this community; a one-line UserError otherwise."""
+    try:
+        request = read_join_request(path)
+    except JoinRequestError as exc:
+        raise UserError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    if request.community != layout.community:
+        raise UserError(f"{path} asks to join {request.community!r}, not {layout.community!r}")
+    return request
+
+
+def _refuse_revoked(layout: Layout, meter: str, where: str = "") -> None:
+    """A one-line UserError (``where`` before it) if the community revoked ``meter``."""
+    if meter in layout.revoked:
+        raise UserError(
+            f"{where}meter {meter} was revoked by the community and gets no broker account again; a "
+            "household that rejoins makes new keys (peerwatt agent setup)"
+        )
+
+
 def _account_to_reissue(account: str, layout: Layout) -> str:
     """The broker account ACCOUNT names (a join request file names its meter), checked to be one
     the community folder gives certificates to; a one-line UserError otherwise."""
     out = layout.out
     path = Path(account)
     if path.is_file():
-        try:
-            request = read_join_request(path)
-        except JoinRequestError as exc:
-            raise UserError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-        if request.community != layout.community:
-            raise UserError(f"{path} asks to join {request.community!r}, not {layout.community!r}")
-        account = request.meter_id
-    if account in layout.revoked:
-        raise UserError(
-            f"meter {account} was revoked by the community and gets no broker account again; a household "
-            "that rejoins makes new keys (peerwatt agent setup)"
-        )
+        account = _join_request_for(path, layout).meter_id
+    _refuse_revoked(layout, account)
     kid = account.split("-", 1)[1] if account.startswith(("node-", "operator-")) else None
     if kid is not None and kid in layout.removed_validators:
         raise UserError(
