@@ -12,15 +12,31 @@ module imports no bus: it takes topic strings and payloads.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chain.messages import MAX_SKEW_S
 from dashboard.text import isolate_inline
+from dashboard.units import energy
 
 MAX_STATUS_BYTES = 64 * 1024
+MAX_WORDS_CHARS = 1000  # an agent's words (revoked, no_order, broker_problem) are cut past this
+MAX_FIGURE = 10**15  # Wh: more than any meter measures in a lifetime; a larger "figure" is none
+MAX_FLAGS = 10  # unsettled_flags shown (the market has six), each at most MAX_FLAG_CHARS
+MAX_FLAG_CHARS = 64
+TOTAL_FIGURES = (
+    "sold_wh",
+    "bought_wh",
+    "sold_pending_wh",
+    "bought_pending_wh",
+    "sold_unsettled_wh",
+    "bought_unsettled_wh",
+)
+TAKEN_OVER = "another client is using this account's client id"  # peerwatt/bus/mqtt.py's words
+_NO_ORDER_RE = re.compile(r"no order for interval ([0-9]{1,20}): (.*)", re.DOTALL)
 LAST_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: a later "time" is not a time
 STALE_HEARTBEATS = 3  # a status older than this many heartbeats is reported as stale
 DEFAULT_HEARTBEAT_S = 60
@@ -73,6 +89,35 @@ WHAT_TO_DO_NOT_ENROLLED = (
     "join request: ask the community's coordinator. More in docs/agent.md, "
     '"Troubleshooting" (not enrolled).'
 )
+WHAT_TO_DO_REVOKED = (
+    "If your household left the community, the agent is no longer needed: stop it on the device "
+    "(`sudo systemctl disable --now peerwatt-agent`). If your meter was replaced, the new meter is "
+    "enrolled under a new meter key (`peerwatt agent join-request`, then a member runs `peerwatt member "
+    'admit`; docs/agent.md, "Replacing the meter"). If neither, ask the community\'s coordinator. More '
+    'in docs/agent.md, "Troubleshooting" (not enrolled).'
+)
+WHAT_TO_DO_BROKER_TAKEN_OVER = (
+    "Two clients use your household's broker account: a copy of this agent (a copied agent folder "
+    "with the same certificate or account, or a second systemd unit) runs elsewhere, and the two "
+    "push each other off the broker, so readings and orders go out late. Find the copy and stop it; "
+    "the agent's log (`journalctl -u peerwatt-agent`) says `... no other client is using this "
+    "account's client id` once it is gone. More in docs/agent.md, "
+    '"Troubleshooting" (another agent with this account).'
+)
+WHAT_TO_DO_BROKER = (
+    "The agent reconnects by itself, and what it could not send waits in its outbox. If this lasts, "
+    "check the device's network and the broker's address (`[broker] url` in agent.toml); "
+    "`journalctl -u peerwatt-agent` shows the agent's own lines. More in docs/agent.md, "
+    '"Troubleshooting" (broker unreachable).'
+)
+LEFT_NOTE = (
+    "This meter left the community: its key was revoked by a community vote, so the ledger takes no "
+    "more orders or readings of it, and its agent is no longer needed."
+)
+LEFT_STILL_RUNNING = (
+    "Your agent still runs: stop it on the device with `sudo systemctl disable --now peerwatt-agent` "
+    "(nothing it sends is booked any more)."
+)
 
 
 class AgentStatusBoard:
@@ -110,12 +155,22 @@ class AgentStatusBoard:
         with self._lock:
             self._latest[meter] = (self.clock(), status, text if status is None else "")
 
-    def health(self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
-        """What the household page shows: state (online, not_enrolled, offline, stale,
-        meter_failing, serial_mismatch, readings_withheld, state_error, unknown), the figures of
-        the last status, a warning with what to do, and
+    def health(
+        self, meter: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, left: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """What the household page shows: state (online, not_enrolled, revoked, offline, stale,
+        meter_failing, serial_mismatch, readings_withheld, state_error, unknown; ``left`` when
+        ``left``, what the ledger says of the household's departure (household_view.departure),
+        has its meter revoked), the figures of the last status, a warning with what to do, and
         apart from it an enrolment warning when the agent reports ``enrolled: false`` (whatever
-        else is wrong: a meter the ledger refuses trades nothing even once it reads again)."""
+        else is wrong: a meter the ledger refuses trades nothing even once it reads again) and a
+        broker warning when it reports a ``broker_problem``; its ``no_order`` and ``totals``."""
+        out = self._health(meter, heartbeat_s)
+        if left is not None and left.get("meter_revoked"):
+            return gone(out)
+        return out
+
+    def _health(self, meter: str, heartbeat_s: int) -> dict[str, Any]:
         with self._lock:
             entry = self._latest.get(meter)
         out: dict[str, Any] = {
@@ -136,6 +191,15 @@ class AgentStatusBoard:
             "what_to_do": None,
             "enrolment_warning": None,
             "enrolment_what_to_do": None,
+            "revoked": None,
+            "no_order": None,
+            "no_order_interval": None,
+            "broker_problem": None,
+            "broker_warning": None,
+            "broker_what_to_do": None,
+            "totals": None,
+            "totals_words": None,
+            "left_note": None,
         }
         if entry is None:
             out["warning"] = (
@@ -173,9 +237,25 @@ class AgentStatusBoard:
         out["last_receipt"] = _receipt(status.get("last_receipt"))
         enrolled = status.get("enrolled")
         out["enrolled"] = enrolled if enrolled in (True, False, "unknown") else None
-        if enrolled is False:  # the agent runs, but the ledger refuses everything it sends
-            out["enrolment_warning"] = NOT_ENROLLED_WARNING
+        revoked = out["revoked"] = _words(status.get("revoked"))
+        if enrolled is False and revoked is None:  # the agent runs, but the ledger refuses what it sends
+            out["enrolment_warning"] = NOT_ENROLLED_WARNING  # (a revoked key is a state of its own)
             out["enrolment_what_to_do"] = WHAT_TO_DO_NOT_ENROLLED
+        if revoked is None:  # a revoked agent orders nothing, and its revocation says why
+            out["no_order_interval"], out["no_order"] = _no_order(status.get("no_order"))
+        said = status.get("broker_problem")
+        problem = out["broker_problem"] = _words(said)
+        if problem is not None:
+            if isinstance(said, str) and said.startswith(TAKEN_OVER):
+                out["broker_warning"] = (
+                    f"Your agent shares its broker account with another client: {problem}."
+                )
+                out["broker_what_to_do"] = WHAT_TO_DO_BROKER_TAKEN_OVER
+            else:
+                out["broker_warning"] = f"Your agent reports trouble with the community's broker: {problem}."
+                out["broker_what_to_do"] = WHAT_TO_DO_BROKER
+        out["totals"] = _totals(status.get("totals"))
+        out["totals_words"] = totals_words(out["totals"])
         alarms = status.get("alarms")
         out["alarms"] = [str(a) for a in alarms[-5:]] if isinstance(alarms, list) else []
         age = self.clock() - fresh_since(received, status.get("time"))
@@ -186,6 +266,13 @@ class AgentStatusBoard:
                 "it may be hanging or cut off from the broker."
             )
             out["what_to_do"] = WHAT_TO_DO_OFFLINE
+        elif revoked is not None:
+            out["state"] = "revoked"
+            out["warning"] = (
+                f"Your agent says your meter's key was revoked: {revoked}. It signs no more orders or "
+                "readings."
+            )
+            out["what_to_do"] = WHAT_TO_DO_REVOKED
         elif status.get("meter_ok") is False or status.get("fault"):
             out["state"] = "meter_failing"
             fault = status.get("fault") or "the meter does not answer"
@@ -212,6 +299,105 @@ class AgentStatusBoard:
         else:
             out["state"] = "not_enrolled" if enrolled is False else "online"
         return out
+
+
+def gone(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` (a health) for a meter the ledger revoked: the household left (or replaced the
+    meter), so its agent is no longer needed. No offline, stale or restart advice (the quickstart
+    told it to stop that agent: found in a QA pass), and no enrolment or broker warning; an agent
+    still running is told it may stop."""
+    running = out["state"] not in ("offline", "stale", "unknown")
+    out.update(
+        state="left",
+        warning=None,
+        what_to_do=None,
+        enrolment_warning=None,
+        enrolment_what_to_do=None,
+        broker_warning=None,
+        broker_what_to_do=None,
+        no_order=None,
+        no_order_interval=None,
+        left_note=f"{LEFT_NOTE} {LEFT_STILL_RUNNING}" if running else LEFT_NOTE,
+    )
+    return out
+
+
+def _words(value: Any) -> str | None:
+    """An agent's words for the page and the API: None for none (null, "", false); text as it
+    is, anything else as its JSON; cut at MAX_WORDS_CHARS ("…"), and isolated where it could
+    reorder the sentence it stands in (``isolate_inline``). The template escapes it and shows its
+    controls (``isolate``)."""
+    if value is None or value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):  # nested deeper than the encoder goes
+            value = "(a value nested too deep to show)"
+    if len(value) > MAX_WORDS_CHARS:
+        value = value[:MAX_WORDS_CHARS] + "\u2026"
+    return isolate_inline(value)
+
+
+def _no_order(value: Any) -> tuple[int | None, str | None]:
+    """(the interval, why) of the agent's ``no_order`` ("no order for interval T: why"); the
+    interval None when the words name none that is a time (then why is all of them)."""
+    if isinstance(value, str):
+        match = _NO_ORDER_RE.match(value)
+        if match is not None and _is_time(int(match.group(1))):
+            return int(match.group(1)), _words(match.group(2))
+    return None, _words(value)
+
+
+def _totals(value: Any) -> dict[str, Any] | None:
+    """The agent's ``totals`` (settled, traded-not-settled and left-unsettled energy, its
+    ``unsettled_flags``) if it is an object: each figure a whole number of Wh (0..MAX_FIGURE) or
+    None, ``earnings`` an integer or None, the flags at most MAX_FLAGS short strings."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, Any] = {key: _figure(value.get(key)) for key in TOTAL_FIGURES}
+    earnings = value.get("earnings")
+    out["earnings"] = earnings if type(earnings) is int and abs(earnings) <= MAX_FIGURE * 10**6 else None
+    flags = value.get("unsettled_flags")
+    out["unsettled_flags"] = (
+        [isolate_inline(f[:MAX_FLAG_CHARS]) for f in flags[:MAX_FLAGS] if isinstance(f, str) and f]
+        if isinstance(flags, list)
+        else []
+    )
+    return out
+
+
+def _figure(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_FIGURE else None
+
+
+def totals_words(totals: Mapping[str, Any] | None) -> str | None:
+    """The agent's totals in one line, as `peerwatt agent status` prints them: "settled: sold
+    1.20 kWh, bought 32 Wh; traded, not settled yet: ...; left unsettled by the ledger (flags):
+    ..." (the parts after the first only when they are not 0; "–" for a figure it did not send)."""
+    if totals is None:
+        return None
+
+    def shown(key: str) -> str:
+        return "\u2013" if totals.get(key) is None else energy(totals[key])
+
+    def both(kind: str) -> str:
+        return ", ".join(
+            f"{verb} {shown(f'{side}_{kind}wh')}"
+            for side, verb in (("sold", "sold"), ("bought", "bought"))
+            if totals.get(f"{side}_{kind}wh") != 0
+        )
+
+    parts = [f"settled: sold {shown('sold_wh')}, bought {shown('bought_wh')}"]
+    if both("pending_"):
+        parts.append(
+            f"traded, not settled yet: {both('pending_')} (no money moves until the ledger settles it)"
+        )
+    if both("unsettled_"):
+        flags = ", ".join(totals.get("unsettled_flags") or ())
+        why = f" ({flags})" if flags else ""
+        parts.append(f"left unsettled by the ledger{why}: {both('unsettled_')}, no money moved")
+    return "; ".join(parts)
 
 
 def fresh_since(received: float, sent: Any) -> float:
@@ -254,7 +440,11 @@ def _reading(value: Any) -> Any:
     return value
 
 
-def not_configured() -> dict[str, Any]:
+def not_configured(left: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The panel without a broker; for a meter the ledger revoked (``left``, as in ``health``)
+    that its agent is no longer needed."""
+    if left is not None and left.get("meter_revoked"):
+        return {"configured": False, "state": "left", "warning": None, "what_to_do": None, "note": LEFT_NOTE}
     return {
         "configured": False,
         "state": "not_configured",

@@ -19,6 +19,7 @@ from typing import Any
 
 from dashboard.community import book_households, own_orders, seen_clearing
 from dashboard.explain import explain
+from dashboard.timeutil import fmt_time
 from dashboard.units import largest_remainder, round_to_step, shown_statement
 from market.money import div_round_half_even
 from market.settlement import SETTLED, TradeSettlement
@@ -56,6 +57,69 @@ class TradeTotals:
     pending_levies: int = 0
     unsettled_count: int = 0
     unsettled_wh: int = 0
+
+
+def departure(ledger, conn, meter: str) -> dict[str, Any] | None:
+    """What the ledger says of the household's leaving (docs/quickstart.md, "Leaving"), None if
+    nothing: ``meter_revoked``, the block (``height`` and ``time``) whose vote revoked the meter (the
+    governance state's ``revoked``), and ``member_removed``, the block whose vote removed its
+    member (the index's passed ``remove_member`` naming it; the state keeps no height for it),
+    each None if it did not happen and with a None height or time where the ledger no longer
+    shows it; and ``note``, what is true in words. Found in a QA pass: the page of a household
+    that had left told it to restart the agent the quickstart had told it to stop."""
+    entry = ledger.meters().get(meter)
+    if entry is None:
+        return None
+    chain = ledger.state()["chain"]
+    revoked = chain.get("revoked", {}).get(meter)
+    meter_revoked = _block(ledger, revoked) if revoked is not None or entry.get("active") is False else None
+    owner = entry.get("owner")
+    member_removed = None
+    if owner and owner not in ledger.members():
+        row = conn.execute(
+            "SELECT g.height FROM gov g JOIN gov_txs p ON p.tx = g.proposal AND p.type = 'propose'"
+            " WHERE g.action = 'remove_member' AND g.outcome = 'passed'"
+            " AND json_extract(p.args, '$.member') = ? ORDER BY g.height DESC LIMIT 1",
+            (owner,),
+        ).fetchone()
+        member_removed = _block(ledger, None if row is None else row[0])
+    if meter_revoked is None and member_removed is None:
+        return None
+    tz = ledger.community.tz
+    if meter_revoked is not None:
+        note = (
+            f"This meter left the community{_at(meter_revoked, tz)}: its key was revoked by a community "
+            "vote, so the ledger takes no more orders or readings of it, and its agent is no longer "
+            "needed."
+        )
+        if member_removed is not None:
+            note += f" The household's membership ended{_at(member_removed, tz)}."
+        else:
+            note += (
+                " The household is still a member (a meter replaced by a new one trades under its new key)."
+            )
+        note += " Its history stays here."
+    else:
+        note = (
+            f"The household's membership ended{_at(member_removed, tz)} (a remove_member vote), but this "
+            "meter is still enrolled: it trades, and its agent is needed, until the community revokes it "
+            '(revoke_meter; docs/quickstart.md, "Leaving").'
+        )
+    return {"meter_revoked": meter_revoked, "member_removed": member_removed, "note": note}
+
+
+def _block(ledger, height: int | None) -> dict[str, int | None]:
+    """{height, time} of a block (time None for a block the store does not have)."""
+    header = None if height is None else ledger.header(height)
+    return {"height": height, "time": None if header is None else header.get("time")}
+
+
+def _at(block: dict[str, int | None], tz) -> str:
+    """ " at block 12 on 2025-06-02 14:05" (local time), as far as it is known."""
+    if block["height"] is None:
+        return ""
+    when = "" if block["time"] is None else f" on {fmt_time(block['time'], tz)}"
+    return f" at block {block['height']}{when}"
 
 
 def metered(conn, meter: str, start: int, end: int) -> Metered:

@@ -199,8 +199,9 @@ def query_page(
     if backwards:
         fetched.reverse()
     rows = [_row(r, directory) for r in fetched]
+    revoked = revocations(conn, directory) if any(r["status"] == "unsettled" for r in rows) else {}
     for row in rows:
-        row["delivery_note"] = delivery_note(conn, row)
+        row["delivery_note"] = delivery_note(conn, row, revoked)
     keys = [(r[-1], r[0], r[-2]) for r in fetched]  # (sort value, trade id, side or None)
     if not keys:
         return Page([], None, None)
@@ -242,8 +243,32 @@ FLAG_WORDS = {
 }
 
 
-def unsettled_note(row: dict[str, Any]) -> str:
-    """Why a trade stayed unsettled and whose meter was flagged, from the viewer's side."""
+def revocations(conn, directory: Directory) -> dict[str, int | None]:
+    """``{meter: height}`` of every meter the ledger revoked (the governance state's meters that
+    are no longer active, ``directory.meters``), with the height of the block whose
+    ``revoke_meter`` vote passed (from the index's governance results; None where the index no
+    longer shows it, a proposal whose payload was erased)."""
+    revoked: dict[str, int | None] = {
+        meter: None for meter, entry in directory.meters.items() if entry.get("active") is False
+    }
+    if revoked:
+        for meter, height in conn.execute(
+            "SELECT json_extract(p.args, '$.meter'), max(g.height) FROM gov g"
+            " JOIN gov_txs p ON p.tx = g.proposal AND p.type = 'propose'"
+            " WHERE g.action = 'revoke_meter' AND g.outcome = 'passed' GROUP BY 1"
+        ):
+            if meter in revoked:
+                revoked[meter] = height
+    return revoked
+
+
+def unsettled_note(row: dict[str, Any], revoked: dict[str, int | None] | None = None) -> str:
+    """Why a trade stayed unsettled and whose meter was flagged, from the viewer's side, and what
+    can still settle it: a late or corrected reading, unless the flagged meter was revoked
+    (``revoked``, as ``revocations`` gives it): the ledger refuses a revoked meter's readings, so
+    then only the grid operator's data can, where the community settles on it (the trade's
+    ``source``), and otherwise nothing (docs/market.md). Found in a QA pass: the trades of a
+    household that left promised a late reading that could never be booked."""
     flagged, side = row.get("flagged_meter"), row.get("side")
     if flagged is None:
         whose = "a meter of this trade"
@@ -255,22 +280,41 @@ def unsettled_note(row: dict[str, Any]) -> str:
         whose = f"the buyer's meter ({isolate_inline(row['buyer_name'])})"
     flag = row.get("flag") or "missing_reading"
     reason = FLAG_WORDS.get(flag, f"{flag} on {{whose}}").format(whose=whose)
+    if flagged is None or flag == "missing_gridops" or flagged not in (revoked or {}):
+        return (
+            f"unsettled: {reason}: no money moved; the energy counts as normal grid supply or feed-in "
+            "until a late or corrected reading settles it."
+        )
+    height = (revoked or {})[flagged]
+    at = "" if height is None else f" at block {height}"
+    if row.get("source") is None:  # the community settles on its meters' readings alone
+        rest = (
+            "no reading of it can settle this trade any more: it stays unsettled, and the energy counts "
+            "as normal grid supply or feed-in."
+        )
+    else:
+        rest = (
+            "only the grid operator's data for that meter and interval can still settle it, if it "
+            "arrives within the community's gridops_window_s of the interval's end; until then the "
+            "energy counts as normal grid supply or feed-in."
+        )
     return (
-        f"unsettled: {reason}: no money moved; the energy counts as normal grid supply or feed-in "
-        "until a late or corrected reading settles it."
+        f"unsettled: {reason}: no money moved; {whose} was revoked{at} and the ledger refuses its "
+        f"readings, so {rest}"
     )
 
 
-def delivery_note(conn, row: dict[str, Any]) -> str | None:
+def delivery_note(conn, row: dict[str, Any], revoked: dict[str, int | None] | None = None) -> str | None:
     """For a settled trade that delivered less than it cleared, in plain words and from the
     viewer's side: "sold 34 Wh, delivered 20 Wh, paid for 20 Wh: your meter exported only ...";
-    for an unsettled one, why and whose meter was flagged (``unsettled_note``).
+    for an unsettled one, why and whose meter was flagged, and what can still settle it
+    (``unsettled_note``; ``revoked``: the revoked meters, ``revocations``).
 
     Settlement (docs/market.md, Shortfalls): a seller's settled total is min(sold, exported), a
     buyer's min(bought, imported), each shared pro rata over the party's trades of the interval;
     the trade settles the smaller of its two shares. None for other trades."""
     if row["status"] == "unsettled":
-        return unsettled_note(row)
+        return unsettled_note(row, revoked)
     if row["status"] != "settled" or row["settled_wh"] is None or row["settled_wh"] >= row["energy_wh"]:
         return None
     side = row.get("side")
@@ -407,7 +451,7 @@ _CSV_SQL_COLUMNS = (
     " t.price AS price_per_kwh_micro, t.value AS value_micro, t.grid_fee AS grid_fee_micro,"
     " t.levies AS levies_micro, t.status, t.settled_wh, t.s_value AS settled_value_micro,"
     " t.s_grid_fee AS settled_grid_fee_micro, t.s_levies AS settled_levies_micro, t.flag, t.flagged_meter,"
-    " t.height AS block_height, t.settle_height AS settlement_height"
+    " t.height AS block_height, t.settle_height AS settlement_height, t.source"
 )
 
 
@@ -427,16 +471,25 @@ def csv_chunks(conn, f: TradeFilter, tz: ZoneInfo, directory: Directory, interva
         f" ORDER BY {_order(p, key, tid, direction)}"
     )
     header = True
+    revoked = revocations(conn, directory)
     for frame in pd.read_sql_query(
         sql, conn, params=args, chunksize=CSV_CHUNK, dtype_backend="numpy_nullable"
     ):
-        yield _csv(conn, frame, tz, interval_s, directory, header)
+        yield _csv(conn, frame, tz, interval_s, directory, header, revoked)
         header = False
     if header:
         yield ",".join(CSV_COLUMNS) + "\n"
 
 
-def _csv(conn, frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Directory, header: bool) -> str:
+def _csv(
+    conn,
+    frame: pd.DataFrame,
+    tz: ZoneInfo,
+    interval_s: int,
+    directory: Directory,
+    header: bool,
+    revoked: dict[str, int | None],
+) -> str:
     # Many trades share an interval: format each distinct interval once.
     codes, intervals = pd.factorize(frame["interval"].astype("int64"))
     starts = [datetime.fromtimestamp(int(i), tz) for i in intervals]
@@ -470,8 +523,9 @@ def _csv(conn, frame: pd.DataFrame, tz: ZoneInfo, interval_s: int, directory: Di
             "settled_wh": None if pd.isna(r["settled_wh"]) else int(r["settled_wh"]),
             "flag": r["flag"] or None,
             "flagged_meter": None if pd.isna(r["flagged_meter"]) else r["flagged_meter"],
+            "source": None if pd.isna(r["source"]) else r["source"],
         }
-        notes[pos] = delivery_note(conn, row) or ""
+        notes[pos] = delivery_note(conn, row, revoked) or ""
     frame["delivery_note"] = notes
     frame["flagged_meter"] = frame["flagged_meter"].fillna("")
     for column in ("seller", "buyer", "delivery_note"):  # names are the members' own choice

@@ -56,6 +56,7 @@ def _summary(meter: str) -> dict:
         words = "today" if p.anchor == today else f"on {p.anchor.isoformat()}"
     else:
         words = f"in {p.label}"
+    left = hh.departure(ledger, conn, meter)  # what the ledger says of the household's leaving
     statement = hh.statement(conn, meter, p.start, p.end, params)
     neighbours = hh.neighbours(conn, meter, p.start, p.end, directory.label, directory.owner)
     hh.shown_neighbour_values(neighbours, statement["shown"])
@@ -83,10 +84,11 @@ def _summary(meter: str) -> dict:
             "is_today": view == "day" and p.anchor == today,
             "flows": hh.flows(conn, meter, p.start, p.end),
         },
+        "left": left,
         "agent": (
-            not_configured()
+            not_configured(left)
             if s.agent_status is None
-            else s.agent_status.health(meter, current_app.config["AGENT_HEARTBEAT_S"])
+            else s.agent_status.health(meter, current_app.config["AGENT_HEARTBEAT_S"], left)
         ),
         "neighbours": neighbours,
         "statement": statement,
