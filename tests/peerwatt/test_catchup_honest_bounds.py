@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -26,57 +25,27 @@ import chain.engine
 from chain.canonical import dumps_checked
 from peerwatt.node import catchup
 from peerwatt.node.ledger_api import blocks_json
+from tests.support.http_peer import HttpPeer, query, send_body
 from tests.support.memory_net import Net
 
 
-class Peer:
-    """An HTTP server answering ``/v1/blocks?from=H`` with ``reply(H)`` (bytes), or with the raw
-    bytes ``raw`` in place of a whole HTTP response."""
-
-    def __init__(self, reply=None, raw: bytes | None = None) -> None:
-        self.requests = 0
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                peer.requests += 1
-                try:
-                    if raw is not None:
-                        self.wfile.write(raw)
-                        return
-                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                    body = reply(int(query["from"][0]))
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the node refused the reply from its first bytes and hung up
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _answer(handler: BaseHTTPRequestHandler, reply, raw: bytes | None) -> None:
+    """``reply(H)`` (bytes) to ``/v1/blocks?from=H``, or the raw bytes ``raw`` in place of a whole
+    HTTP response."""
+    if raw is None:
+        send_body(handler, reply(int(query(handler)["from"])))
+        return
+    try:
+        handler.wfile.write(raw)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the node refused the reply from its first bytes and hung up
 
 
 @pytest.fixture
 def peers():
-    made: list[Peer] = []
-
-    def make(reply=None, raw: bytes | None = None) -> Peer:
-        made.append(Peer(reply, raw))
-        return made[-1]
-
-    yield make
-    for peer in made:
-        peer.close()
+    """Makes an HTTP peer that answers with ``_answer(reply, raw)``."""
+    with ExitStack() as made:
+        yield lambda reply=None, raw=None: made.enter_context(HttpPeer(lambda h: _answer(h, reply, raw)))
 
 
 def _chain(tmp_path) -> tuple[Net, list]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,35 +24,9 @@ from peerwatt.node.erasure import erase_departed
 from peerwatt.node.http_api import NodeHttpApi
 from peerwatt.node.ledger_api import blocks_json
 from tests.reliability.test_erasure import vote_erasure
+from tests.support.http_peer import HttpPeer, send_body
 from tests.support.market_ledger import SETTLED_AT, T0, build_market
 from tests.support.memory_net import Net
-
-
-class StaticPeer:
-    """An HTTP server answering every request with the same body."""
-
-    def __init__(self, body: bytes) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the node refused the reply from its first bytes and hung up (5a18c32)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _warnings(caplog, text: str) -> list[str]:
@@ -70,8 +42,8 @@ def test_a_block_refused_in_catch_up_is_counted_and_logged_with_its_height(tmp_p
     blocks = blocks_json(net.nodes[0].ledger.store, 1, 100)
     for block in blocks:
         block["seals"] = []  # a peer that serves blocks no quorum sealed
-    hostile = StaticPeer(json.dumps({"blocks": blocks}).encode())
-    try:
+    reply = json.dumps({"blocks": blocks}).encode()  # refused from its first bytes (5a18c32)
+    with HttpPeer(lambda handler: send_body(handler, reply)) as hostile:
         back = net.start(3, peers=(hostile.address,))
         back._catch_up()
         assert back.ledger.height == 0
@@ -90,8 +62,6 @@ def test_a_block_refused_in_catch_up_is_counted_and_logged_with_its_height(tmp_p
         assert len(lines) == 2
         assert "refused block 1 (no_quorum" in lines[1]
         assert "1 more refused block(s) from this peer not logged" in lines[1]
-    finally:
-        hostile.close()
 
 
 @pytest.fixture

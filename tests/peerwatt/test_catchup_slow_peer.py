@@ -11,67 +11,47 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from peerwatt.node.catchup import fetch_blocks
 from peerwatt.node.http_api import NodeHttpApi
+from tests.support.http_peer import Answer, HttpPeer
 from tests.support.memory_net import Net
 
 DRIP_S = 0.3  # a byte this often: every socket read succeeds within any per-read timeout
 DRIPS = 40  # 12 s in all
 
 
-class SlowPeer:
-    """An HTTP server that answers every request one byte at a time (in its body or headers)."""
+def _drip(where: str = "body") -> Answer:
+    """An answer sent one byte at a time, in its body or in its headers (no Content-Length)."""
 
-    def __init__(self, where: str = "body") -> None:
-        self.requests = 0
-        peer = self
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        try:
+            if where == "body":
+                handler.send_response(200)
+                handler.end_headers()
+                handler.wfile.write(b'{"blocks": [')
+            else:
+                handler.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+            handler.wfile.flush()
+            for _ in range(DRIPS):
+                time.sleep(DRIP_S)
+                handler.wfile.write(b" " if where == "body" else b"a")
+                handler.wfile.flush()
+        except OSError:  # the client gave up
+            return
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                peer.requests += 1
-                try:
-                    if where == "body":
-                        self.send_response(200)
-                        self.end_headers()
-                        self.wfile.write(b'{"blocks": [')
-                    else:
-                        self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
-                    self.wfile.flush()
-                    for _ in range(DRIPS):
-                        time.sleep(DRIP_S)
-                        self.wfile.write(b" " if where == "body" else b"a")
-                        self.wfile.flush()
-                except OSError:  # the client gave up
-                    return
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return answer
 
 
 @pytest.fixture
 def slow_peer():
-    peers: list[SlowPeer] = []
-
-    def make(where: str = "body") -> SlowPeer:
-        peers.append(SlowPeer(where))
-        return peers[-1]
-
-    yield make
-    for peer in peers:
-        peer.close()
+    """Makes an HTTP peer that answers every request one byte at a time (in its body or headers)."""
+    with ExitStack() as peers:
+        yield lambda where="body": peers.enter_context(HttpPeer(_drip(where)))
 
 
 @pytest.mark.parametrize("where", ["body", "headers"])
@@ -146,7 +126,7 @@ def test_sigterm_during_the_catch_up_at_start_stops_node_run_at_once(tmp_path) -
     from tests.support.procnet import NodeProcess, create_store, wait_for
 
     c = make_community(validators=2, members=1)
-    peer = SlowPeer()
+    peer = HttpPeer(_drip())
     node = NodeProcess(1, tmp_path, "validator", f"mqtt://127.0.0.1:{free_port()}", [peer.address])
     node.dir.mkdir(parents=True)
     create_store(node.dir / "data", c, KeyValueApp)

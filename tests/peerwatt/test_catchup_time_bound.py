@@ -9,52 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from peerwatt.node.http_api import NodeHttpApi
 from peerwatt.node.ledger_api import blocks_json
+from tests.support.http_peer import HttpPeer, query, send_body
 from tests.support.memory_net import Net
 
 
-class BlocksPeer:
+def _blocks_peer(store, per_reply: int, delay_s: float) -> HttpPeer:
     """Serves a store's real final blocks, at most ``per_reply`` per reply, each reply after
     ``delay_s``; counts the requests."""
 
-    def __init__(self, store, per_reply: int, delay_s: float) -> None:
-        self.requests = 0
-        peer = self
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        asked = query(handler)
+        time.sleep(delay_s)
+        start, limit = int(asked["from"]), int(asked["limit"])
+        send_body(handler, json.dumps({"blocks": blocks_json(store, start, min(limit, per_reply))}).encode())
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                peer.requests += 1
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                time.sleep(delay_s)
-                start, limit = int(query["from"][0]), int(query["limit"][0])
-                body = json.dumps({"blocks": blocks_json(store, start, min(limit, per_reply))}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return HttpPeer(answer)
 
 
 @pytest.fixture
@@ -69,13 +45,13 @@ def behind(tmp_path):
     peers: list = []
     yield net, peers
     for peer in peers:
-        peer.close() if isinstance(peer, BlocksPeer) else peer.stop()
+        peer.close() if isinstance(peer, HttpPeer) else peer.stop()
 
 
 def test_a_slow_peer_gives_way_to_a_faster_one(behind, caplog):
     caplog.set_level(logging.WARNING, logger="peerwatt")
     net, peers = behind
-    slow = BlocksPeer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.5)
+    slow = _blocks_peer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.5)
     api = NodeHttpApi(net.tmp / "n0", dict, "127.0.0.1", 0)
     api.start()
     peers += [slow, api]
@@ -100,8 +76,8 @@ def test_a_slow_peer_is_asked_after_the_others_not_skipped(behind):
     peer skipped 30, 60, 120, 240 s took a node with one honest peer on a 3.5 s link to height 176
     of 3,000 in 240 s (the code before: all of them in 133 s)."""
     net, peers = behind
-    slow = BlocksPeer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.3)
-    fast = BlocksPeer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.0)
+    slow = _blocks_peer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.3)
+    fast = _blocks_peer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.0)
     peers += [slow, fast]
     back = net.start(3, peers=(slow.address, fast.address))
     back.catchup_slow_s = 0.1
@@ -117,7 +93,7 @@ def test_the_only_peer_is_never_skipped_for_being_slow(behind, caplog):
     the pace it answers (found in a QA pass: skipped with a growing backoff, its batch halved)."""
     caplog.set_level(logging.WARNING, logger="peerwatt")
     net, peers = behind
-    slow = BlocksPeer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.3)
+    slow = _blocks_peer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.3)
     peers.append(slow)
     back = net.start(3, peers=(slow.address,))
     back.catchup_slow_s = 0.1
@@ -133,7 +109,7 @@ def test_the_only_peer_is_never_skipped_for_being_slow(behind, caplog):
 
 def test_one_call_stores_what_its_time_allows_and_the_next_calls_go_on(behind):
     net, peers = behind
-    peer = BlocksPeer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.0)
+    peer = _blocks_peer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.0)
     peers.append(peer)
     back = net.start(3, peers=(peer.address,))
     back.catchup_step_s = 0.0  # no time at all: the first block of a reply, then the loop's turn
@@ -148,7 +124,7 @@ def test_one_call_stores_what_its_time_allows_and_the_next_calls_go_on(behind):
 
 def test_the_loop_goes_on_with_a_catch_up_that_ran_out_of_time(behind):
     net, peers = behind
-    peer = BlocksPeer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.0)
+    peer = _blocks_peer(net.nodes[0].ledger.store, per_reply=100, delay_s=0.0)
     peers.append(peer)
     back = net.start(3, peers=(peer.address,))
     back.catchup_step_s = 0.0
@@ -161,7 +137,7 @@ def test_the_loop_goes_on_with_a_catch_up_that_ran_out_of_time(behind):
 
 def test_a_call_ends_after_its_time_with_a_peer_that_answers_slowly_but_in_time(behind):
     net, peers = behind
-    peer = BlocksPeer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.3)
+    peer = _blocks_peer(net.nodes[0].ledger.store, per_reply=1, delay_s=0.3)
     peers.append(peer)
     back = net.start(3, peers=(peer.address,))
     back.catchup_step_s = 0.5

@@ -20,6 +20,7 @@ import pytest
 
 from peerwatt.ports import free_port
 from tests.support.cli import peerwatt
+from tests.support.http_peer import HttpPeer, send_body
 
 FLAGS = [
     "--community", "oak-street", "--interval", "300", "--feed-in-price", "0.08", "--retail-price", "0.30",
@@ -173,28 +174,9 @@ def test_a_dashboard_with_a_nodes_certificate_is_refused(community, tmp_path):
 def _node_status_answered(config: Path, status: int, body: bytes):
     """`peerwatt node status` against a stand-in for the node's API at ``config``'s http address
     that answers every GET with ``status`` and ``body``."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
     port = int(re.search(r'(?m)^http = "127\.0\.0\.1:(\d+)"', config.read_text()).group(1))
-
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Answer)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with HttpPeer(lambda handler: send_body(handler, body, status), port):
         return port, peerwatt("node", "status", "-c", str(config))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_node_status_of_a_busy_node_says_it_runs_and_exits_4(community):

@@ -11,6 +11,7 @@ import os
 from chain.block import ZERO_HASH
 from chain.envelope import sign_envelope
 from peerwatt.node import runtime
+from tests.support.http_peer import HttpPeer, send_body
 from tests.support.memory_net import T0, Net
 
 
@@ -82,38 +83,16 @@ def test_a_resent_parked_message_still_starts_a_catch_up(tmp_path):
     its block every REPUBLISH_S), but it still says the node is behind: after the pause between
     catch-ups, the resend starts another (a review: the early return for a resend came before
     the catch-up, so a node whose catch-up found nothing waited for its own republish timer)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    asked: list[str] = []
-
-    class Peer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            asked.append(self.path)
-            body = b'{"blocks": []}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Peer)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with HttpPeer(lambda handler: send_body(handler, b'{"blocks": []}')) as peer:
         net = Net(tmp_path)
         net.crash(2)
-        node = net.start(2, peers=(f"http://127.0.0.1:{server.server_address[1]}",))
+        node = net.start(2, peers=(peer.address,))
         clock = [1000.0]
         node._mono = lambda: clock[0]
         node._catchup_after = 0.0
         raw = _block(net, net.c.validators[1], 3, 1000)
         node._take_block(raw)
-        assert len(asked) == 1 and node._future.total_bytes > 0
+        assert peer.requests == 1 and node._future.total_bytes > 0
         clock[0] += 60  # past the pause between catch-ups
         node._take_block(raw)  # the same block again
-        assert len(asked) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert peer.requests == 2
