@@ -16,7 +16,7 @@ import pytest
 from peerwatt.node import catchup
 from peerwatt.node.catchup import CatchupTimeout, fetch_blocks, max_reply_bytes
 from peerwatt.node.ledger_api import blocks_json
-from tests.peerwatt.test_catchup_refusals import StaticPeer
+from tests.support.http_peer import HttpPeer, send_body
 from tests.support.memory_net import Net
 
 PADDED_EMPTY = b'{"blocks":[],"x":[' + b"{}," * (2 * 1024 * 1024) + b"{}]}"  # 6 MiB
@@ -24,10 +24,10 @@ PADDED_EMPTY = b'{"blocks":[],"x":[' + b"{}," * (2 * 1024 * 1024) + b"{}]}"  # 6
 
 @pytest.fixture
 def peer():
-    peers: list[StaticPeer] = []
+    peers: list[HttpPeer] = []
 
-    def make(body: bytes) -> StaticPeer:
-        peers.append(StaticPeer(body))
+    def make(body: bytes) -> HttpPeer:
+        peers.append(HttpPeer(lambda handler: send_body(handler, body)))
         return peers[-1]
 
     yield make
