@@ -556,8 +556,8 @@ def setup(
     except KeyFileError as exc:
         raise UserError(str(exc)) from None
     click.echo(
-        f"wrote {folder / 'agent.toml'}, member.key (your vote), meter.key (the agent's), "
-        f"and {folder / 'join-request.txt'}:"
+        f"wrote in {folder}: agent.toml, member.key (your vote), meter.key (the agent's) and "
+        "join-request.txt:"
     )
     _show_request(request, qr)
     click.echo(

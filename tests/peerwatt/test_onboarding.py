@@ -116,6 +116,11 @@ def test_agent_setup_finds_the_meter_and_writes_keys_config_and_request(tmp_path
     r = peerwatt(*args, "--yes", "--capacity-w", "9000", stdin="")
     assert r.returncode == 0, r.stderr
     assert "sdm630 at 127.0.0.1" in r.stdout and "power" in r.stdout  # the live values shown
+    # the files named alike, in the folder named once (a QA pass: "wrote <dir>/agent.toml, member.key")
+    assert (
+        f"wrote in {folder}: agent.toml, member.key (your vote), meter.key (the agent's) and "
+        "join-request.txt:" in r.stdout.splitlines()
+    ), r.stdout
     request = parse_join_request((folder / "join-request.txt").read_text())
     assert request.profile == "sdm630" and request.capacity_w == 9000 and request.community == "oak-street"
     assert (folder / "meter.key").stat().st_mode & 0o077 == 0
