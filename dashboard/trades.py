@@ -280,7 +280,13 @@ def unsettled_note(row: dict[str, Any], revoked: dict[str, int | None] | None = 
         whose = f"the buyer's meter ({isolate_inline(row['buyer_name'])})"
     flag = row.get("flag") or "missing_reading"
     reason = FLAG_WORDS.get(flag, f"{flag} on {{whose}}").format(whose=whose)
-    if flagged is None or flag == "missing_gridops" or flagged not in (revoked or {}):
+    if flag == "missing_gridops":  # flagged when gridops_window_s passed; older data is refused
+        return (
+            f"unsettled: {reason} within the community's gridops_window_s: no money moved; its data is "
+            "no longer accepted, so the trade stays unsettled and the energy counts as normal grid "
+            "supply or feed-in."
+        )
+    if flagged is None or flagged not in (revoked or {}):
         return (
             f"unsettled: {reason}: no money moved; the energy counts as normal grid supply or feed-in "
             "until a late or corrected reading settles it."

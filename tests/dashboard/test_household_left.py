@@ -313,3 +313,19 @@ def test_a_late_reading_of_a_meter_still_enrolled_is_still_promised(tmp_path):
     app.extensions["peerwatt"].accounts.add_user("buyer", PASSWORD, role="household", meters=[built.buyer])
     (note,) = _notes(_client(app, "buyer"), f"/api/v1/trades?household={built.buyer}")
     assert "until a late or corrected reading settles it" in note and "revoked" not in note
+
+
+def test_a_trade_left_without_the_grid_operator_s_data_promises_no_late_reading():
+    """`missing_gridops` is flagged once the interval's gridops_window_s has passed without the
+    grid operator's data, and data older than that window is refused (`gridops_too_old`,
+    docs/market.md): nothing can settle the trade any more, so the note must not promise a late
+    reading (it did, like a revoked meter's did before)."""
+    from dashboard.trades import unsettled_note
+
+    row = {"flagged_meter": "b" * 32, "side": "buy", "seller": "a" * 32, "buyer": "b" * 32,
+           "seller_name": "Seller", "buyer_name": "Buyer", "flag": "missing_gridops",
+           "source": "gridops"}  # fmt: skip
+    note = unsettled_note(row, {})
+    assert note.startswith("unsettled: the grid operator's data for your meter never arrived"), note
+    assert "late or corrected reading" not in note and "gridops_window_s" in note, note
+    assert "stays unsettled" in note, note
