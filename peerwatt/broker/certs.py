@@ -20,6 +20,7 @@ CLIENTS_DIR = "clients"
 CA_CERT, CA_KEY, CA_CRL = "community-ca.crt", "community-ca.key", "community-ca.crl"
 REVOKED_DIR = "revoked"
 BROKER_CERT, BROKER_KEY = "broker.crt", "broker.key"
+REPLACED_DIR = "replaced"  # the broker's earlier certificates (renewed): replaced/broker.<serial>.crt
 
 
 def _name(common_name: str):
@@ -202,6 +203,44 @@ def _host_names(hosts: list[str]) -> list:
     return names
 
 
+def broker_host_names(crt: Path) -> list[str] | None:
+    """The host names (DNS names and IP addresses) the broker's certificate ``crt`` is issued for,
+    its common name first (as :func:`make_certs` issues it); None when there is no certificate
+    to read or it names none."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+    names = [str(n.value) for n in alt if isinstance(n, x509.DNSName | x509.IPAddress)]
+    common = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if common and common[0] in names:
+        names.remove(common[0])
+        names.insert(0, common[0])
+    return names or None
+
+
+def _set_aside(out_dir: Path, now: datetime.datetime) -> Path | None:
+    """Move the broker's current certificate to replaced/broker.<serial>.crt (its key is
+    overwritten by the new one); return where it went, or None when there is none."""
+    from cryptography import x509
+
+    crt = out_dir / BROKER_CERT
+    if not crt.exists():
+        return None
+    try:
+        tag = f"{x509.load_pem_x509_certificate(crt.read_bytes()).serial_number:x}"
+    except ValueError:  # damaged: named by when it was replaced
+        tag = now.strftime("%Y%m%dT%H%M%SZ")
+    make_dir(out_dir / REPLACED_DIR)
+    kept = out_dir / REPLACED_DIR / f"broker.{tag}.crt"
+    os.replace(crt, kept)
+    return kept
+
+
 def _write_cert(directory: Path, stem: str, cert, key) -> None:
     from cryptography.hazmat.primitives import serialization
 
@@ -302,6 +341,7 @@ class CertsResult:
     revoked: list[str] = field(default_factory=list)
     crl_entries: int = 0
     still: str | None = None
+    replaced: Path | None = None  # where the broker's previous certificate went (renew_broker)
 
 
 def make_certs(
@@ -315,6 +355,7 @@ def make_certs(
     days: int = 825,
     ca_days: int = 3650,
     force: bool = False,
+    renew_broker: bool = False,
     run_user: str = "mosquitto",
 ) -> CertsResult:
     """Make (or reuse) the community CA in ``out_dir``, issue the broker's certificate (``hosts``)
@@ -324,10 +365,14 @@ def make_certs(
     An account in ``reissue`` gets a new certificate and key also when its certificate is
     current (before it expires, or when its key was lost or leaked): the current one is revoked
     first, so one account never has two valid certificates (found in a QA pass: `broker certs
-    --reissue` of such an account kept its certificate without a word)."""
+    --reissue` of such an account kept its certificate without a word).
+
+    ``renew_broker``: the broker's certificate is replaced by a new one for ``hosts`` (with a new
+    key, from the same CA) without ``force`` (which also reissues every client certificate); the
+    previous one is moved to ``replaced/`` (``CertsResult.replaced``)."""
     from cryptography.hazmat.primitives import serialization
 
-    if hosts and (out_dir / BROKER_CERT).exists() and not force:
+    if hosts and (out_dir / BROKER_CERT).exists() and not (force or renew_broker):
         raise UserError(f"{out_dir / BROKER_CERT} already exists (pass --force to replace it)")
     clients = out_dir / CLIENTS_DIR
     issuing = {account.name for account in accounts}  # (only an account issued to here is renewed)
@@ -363,6 +408,8 @@ def make_certs(
         cert, key = _issue(
             ca_cert, ca_key, hosts[0], _host_names(list(hosts)), server=True, now=now, days=days
         )
+        if renew_broker:
+            result.replaced = _set_aside(out_dir, now)
         _write_cert(out_dir, BROKER_CERT.removesuffix(".crt"), cert, key)
         result.broker_cert = out_dir / BROKER_CERT
         # Mosquitto 2.0.11 started as root loads it after dropping to its user

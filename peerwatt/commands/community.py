@@ -325,6 +325,7 @@ def _validator_folders(out: Path) -> list[dict[str, str]]:
 
 
 BROKER_ETC = "broker-etc"  # what the broker machine gets: no CA key, no account's key
+BROKER_WORD = "broker"  # `community reissue broker`: the broker's own certificate, never an account
 DASHBOARD_SPEC = f"{DASHBOARD_ACCOUNT}=dashboard"
 
 
@@ -336,6 +337,7 @@ class BrokerFiles:
     left_out: str | None = None
     revoked: list[str] = field(default_factory=list)
     still: str | None = None  # the chgrp still to run (not root)
+    replaced: Path | None = None  # where the broker's previous certificate went (renew_broker)
 
 
 def broker_files(
@@ -345,6 +347,7 @@ def broker_files(
     data_dir: Path | None = None,
     revoke_accounts: tuple[str, ...] = (),
     reissue_accounts: tuple[str, ...] = (),
+    renew_broker: bool = False,
 ) -> BrokerFiles:
     """(Re)make the broker's CA, certificates and config for every account in ``layout`` (nodes,
     operators, the dashboard, the meters given accounts) in ``broker/``, and copy what the broker
@@ -352,6 +355,8 @@ def broker_files(
     meters it revoked (or whose owner left) lose their certificate (the CRL) and their ACL block;
     so do ``revoke_accounts`` (a removed validator's node and operator accounts).
     ``reissue_accounts`` get a new certificate and key, their current certificate on the CRL.
+    ``renew_broker``: the broker's own certificate is replaced by a new one for ``hosts`` (the
+    previous one kept in broker/certs/replaced/: ``BrokerFiles.replaced``).
     Nothing is written when the CA or its key is missing."""
     from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, CA_CERT, CA_CRL, CLIENTS_DIR, make_certs
     from peerwatt.broker.files import make_dir, share_with
@@ -395,6 +400,12 @@ def broker_files(
         community_id, registry = load_registry(None, data_dir)
         exclude = tuple(m for m in registry.meters if m not in meters and m not in genesis_doc["meters"])
     accounts = select_accounts(registry, nodes, meters, exclude)
+    if any(account.name == BROKER_WORD for account in accounts):
+        raise UserError(
+            f"{layout.out / 'community.toml'} names an account {BROKER_WORD}: that word is the broker's "
+            f"own certificate (`peerwatt community reissue --dir DIR {BROKER_WORD}`), never an account; "
+            "give that account another name"
+        )
     clients = certs_dir / CLIENTS_DIR
     # a meter the ledger revoked (or whose owner left) loses its certificate too
     revoke = tuple(kid for kid in sorted(registry.left_out) if (clients / f"{kid}.crt").exists())
@@ -420,6 +431,7 @@ def broker_files(
         accounts=accounts,
         revoke=revoke,
         reissue=reissue_accounts,
+        renew_broker=renew_broker,
         run_user="mosquitto",
     )
     config = write_config(broker_dir, community_id, accounts, **options)
@@ -431,7 +443,9 @@ def broker_files(
         shutil.copy2(broker_dir / name, etc / name)  # modes too: the ACL and broker.key 0640
     # readable by the group mosquitto (else: the chgrp still to run, for broker-etc/ only)
     shared = share_with([etc / ACL_NAME, etc / "certs" / BROKER_KEY], "mosquitto")
-    return BrokerFiles(" && ".join(config.start), left_out_line(registry), certs.revoked, shared)
+    return BrokerFiles(
+        " && ".join(config.start), left_out_line(registry), certs.revoked, shared, certs.replaced
+    )
 
 
 def _broker_paths(layout: Layout) -> list[Path]:
@@ -941,8 +955,19 @@ def reissue(out_dir: Path, account: str, target_dir: Path | None) -> None:
     """A new client certificate and key for one broker account, its current certificate revoked
     (on the CRL): before it expires (client certificates are valid 825 days), or when its key was
     lost or leaked. ACCOUNT: a meter id (or the household's join request), node-<key id>,
-    operator-<key id> (a validator's accounts) or dashboard."""
+    operator-<key id> (a validator's accounts) or dashboard.
+
+    ACCOUNT `broker`: the broker's own server certificate, renewed for the same host names from the
+    same CA (a join request in a file named broker: give it as ./broker)."""
     layout = Layout.read(out_dir)
+    if account == BROKER_WORD:
+        if target_dir is not None:
+            raise UserError(
+                f"--out: the broker's certificate goes into {out_dir}/broker/certs and "
+                f"{out_dir}/{BROKER_ETC}/certs, as printed: drop --out"
+            )
+        _reissue_broker(layout)
+        return
     name = _account_to_reissue(account, layout)
     clients = out_dir / "broker" / "certs" / "clients"
     validator = None
@@ -1000,6 +1025,44 @@ def reissue(out_dir: Path, account: str, target_dir: Path | None) -> None:
         )
     click.echo("then restart the broker with the new CRL:")
     _tell_broker(layout, made, "certs/community-ca.crl")
+
+
+def _reissue_broker(layout: Layout) -> None:
+    """A new server certificate and key for the broker, for the host names of its current one
+    (else community.toml's broker_host), from the same community CA; into broker/certs and
+    broker-etc/certs, the previous certificate kept in broker/certs/replaced/."""
+    from peerwatt.broker.certs import BROKER_CERT, BROKER_KEY, REPLACED_DIR, broker_host_names
+
+    out = layout.out
+    certs = out / "broker" / "certs"
+    current = certs / BROKER_CERT
+    hosts = broker_host_names(current)
+    whence = ""
+    if hosts is None:
+        hosts = [layout.broker_host]
+        whence = f" (from community.toml: {current} has none to read)"
+    check_writable([current, certs / BROKER_KEY, certs / REPLACED_DIR / "x"])
+    before = _valid_until(current)
+    # refuses (changing no file) when the CA or its key is missing, or a file it writes cannot be
+    made = broker_files(layout, hosts=tuple(hosts), renew_broker=True)
+    names = ", ".join(hosts)
+    click.echo(
+        f"new certificate for the broker ({names}){whence}, valid until {_valid_until(current)}, from the "
+        "same community CA: clients need nothing new (they trust the CA)"
+    )
+    if made.replaced is not None:
+        old = f" (valid until {before})" if before else ""
+        click.echo(f"its previous certificate{old} is kept in {made.replaced}")
+    click.echo(
+        f"wrote {current} and {BROKER_KEY}, and their copies in {out}/{BROKER_ETC}/certs/; the broker "
+        "serves the new one once restarted"
+    )
+    click.echo(
+        f"if the broker runs on another machine ({layout.broker_host}): copy {out}/{BROKER_ETC}/ there "
+        f"first, to the same path (cp -a or scp -rp: {BROKER_KEY} stays private), then run one of "
+        "these there:"
+    )
+    _tell_broker(layout, made, f"certs/{BROKER_CERT} certs/{BROKER_KEY}")
 
 
 def _join_request_for(path: Path, layout: Layout) -> JoinRequest:
