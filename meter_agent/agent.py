@@ -836,6 +836,10 @@ class Agent:
                 self.orders.clear()
                 self.outbox.save("orders", self.orders)
             return
+        if not self.strategy.trade:  # trading off: what still stands is withdrawn, also within the margin
+            for start, standing in list(self.orders.items()):
+                if int(start) != target and standing["energy_wh"] > 0 and int(start) - gate_s > now:
+                    self._withdraw(int(start), standing, now)
         forecast = forecast_net_export_wh(
             {int(k): v for k, v in self.history.items()}, target, interval_s, now
         )
@@ -896,9 +900,24 @@ class Agent:
                 "energy_wh": plan.energy_wh,
                 "limit_price": plan.limit_price,
             }
-        self._send("order", Topics.orders(self.community, self.meter_id), body, ttl_s=target - now)
-        self.orders[str(target)] = {k: body[k] for k in ("side", "energy_wh", "limit_price")}
-        self.orders[str(target)]["count"] = placed + 1  # orders sent for it (see max_orders_per_interval)
+        self._send_order(body, placed, now)
+
+    def _withdraw(self, interval: int, standing: dict[str, Any], now: int) -> None:
+        """Cancel the order standing for ``interval`` (a cancellation: energy 0), if the ledger's
+        max_orders_per_interval leaves room (a cancellation is what the last one is kept for)."""
+        placed, limit = standing.get("count", 1), self.params["max_orders_per_interval"]
+        if limit is not None and placed >= limit:
+            return
+        cancel = {"side": standing["side"], "interval": interval, "energy_wh": 0}
+        self._send_order({**cancel, "limit_price": standing["limit_price"]}, placed, now)
+
+    def _send_order(self, body: dict[str, Any], placed: int, now: int) -> None:
+        """Sign and send an order (or a cancellation) and remember it as the one standing for its
+        interval, the ``placed`` + 1st sent for it (see max_orders_per_interval)."""
+        interval = body["interval"]
+        self._send("order", Topics.orders(self.community, self.meter_id), body, ttl_s=interval - now)
+        self.orders[str(interval)] = {k: body[k] for k in ("side", "energy_wh", "limit_price")}
+        self.orders[str(interval)]["count"] = placed + 1
         self.outbox.save("orders", self.orders)
 
     def _why_no_plan(self, forecast: int | None, capacity_wh: int) -> str:

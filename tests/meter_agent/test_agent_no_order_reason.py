@@ -134,3 +134,22 @@ def test_trade_is_read_from_agent_toml(tmp_path):
     assert load_agent_config(write(tmp_path, market="trade = false\n")).strategy.trade is False
     assert load_agent_config(write(tmp_path)).strategy.trade is True
     refused(write(tmp_path, market='trade = "no"\n'), "[market]", "trade")
+
+
+def test_trading_turned_off_withdraws_an_order_whose_gate_is_still_open_within_the_margin(tmp_path):
+    """A QA pass: an agent restarted with trade = false 45 s before an interval's gate closed left
+    its 2,500 Wh offer standing (the agent plans only beyond its order margin), while its status
+    said trading was off. Every standing order whose gate is still open is withdrawn."""
+    c, agent, now, seen, node = _world(tmp_path)
+    agent.history = {str(MORNING - 900): 5_000}
+    agent.poll()
+    [offer] = _orders(seen)
+    interval = offer["interval"]
+    assert offer["energy_wh"] > 0
+    now[0] = interval - PARAMS["gate_s"] - 45  # within the margin: the next plans are for later
+    agent.strategy = StrategyConfig(trade=False)
+    agent.poll()
+    withdrawn = [o for o in _orders(seen) if o["interval"] == interval and o["energy_wh"] == 0]
+    assert len(withdrawn) == 1, _orders(seen)
+    agent.poll()
+    assert len([o for o in _orders(seen) if o["interval"] == interval]) == 2  # once
