@@ -35,6 +35,12 @@ TOTAL_FIGURES = (
     "sold_unsettled_wh",
     "bought_unsettled_wh",
 )
+NEW_TOTAL_KEYS = TOTAL_FIGURES[2:]  # sent since 163cc4f, when sold_wh and bought_wh became settled
+OLDER_AGENT_WORDS = (
+    "as an older agent counts them: traded, settled where settled (an updated agent counts the "
+    "settled trades apart from those not settled yet or left unsettled by the ledger)"
+)
+NO_TOTALS_WORDS = "no figure it sent can be shown (each must be a whole number of Wh)"
 TAKEN_OVER = "another client is using this account's client id"  # peerwatt/bus/mqtt.py's words
 _NO_ORDER_RE = re.compile(r"no order for interval ([0-9]{1,20}): (.*)", re.DOTALL)
 LAST_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: a later "time" is not a time
@@ -352,7 +358,9 @@ def _no_order(value: Any) -> tuple[int | None, str | None]:
 def _totals(value: Any) -> dict[str, Any] | None:
     """The agent's ``totals`` (settled, traded-not-settled and left-unsettled energy, its
     ``unsettled_flags``) if it is an object: each figure a whole number of Wh (0..MAX_FIGURE) or
-    None, ``earnings`` an integer or None, the flags at most MAX_FLAGS short strings."""
+    None, ``earnings`` an integer or None, the flags at most MAX_FLAGS short strings.
+    ``older_agent`` when it has none of NEW_TOTAL_KEYS: an agent from before they came counts
+    ``sold_wh``, ``bought_wh`` and ``earnings`` as traded (settled where settled), not settled."""
     if not isinstance(value, dict):
         return None
     out: dict[str, Any] = {key: _figure(value.get(key)) for key in TOTAL_FIGURES}
@@ -364,6 +372,7 @@ def _totals(value: Any) -> dict[str, Any] | None:
         if isinstance(flags, list)
         else []
     )
+    out["older_agent"] = not any(key in value for key in NEW_TOTAL_KEYS)
     return out
 
 
@@ -374,21 +383,25 @@ def _figure(value: Any) -> int | None:
 def totals_words(totals: Mapping[str, Any] | None) -> str | None:
     """The agent's totals in one line, as `peerwatt agent status` prints them: "settled: sold
     1.20 kWh, bought 32 Wh; traded, not settled yet: ...; left unsettled by the ledger (flags):
-    ..." (the parts after the first only when they are not 0; "–" for a figure it did not send)."""
+    ..." (the parts after the first only when they are not 0). An older agent's (``older_agent``)
+    are its as-traded figures, "sold 0 Wh, bought 104 Wh, as an older agent counts them: ...",
+    never called settled. A figure it did not send, or not as a whole number of Wh, is left out:
+    no "–", and no part of figures that are all missing (a missing figure once counted as not 0);
+    totals with no figure to show say so (NO_TOTALS_WORDS)."""
     if totals is None:
         return None
 
-    def shown(key: str) -> str:
-        return "\u2013" if totals.get(key) is None else energy(totals[key])
-
-    def both(kind: str) -> str:
+    def both(kind: str, keep_zero: bool = False) -> str:
         return ", ".join(
-            f"{verb} {shown(f'{side}_{kind}wh')}"
-            for side, verb in (("sold", "sold"), ("bought", "bought"))
-            if totals.get(f"{side}_{kind}wh") != 0
+            f"{side} {energy(figure)}"
+            for side in ("sold", "bought")
+            if (figure := totals.get(f"{side}_{kind}wh")) is not None and (keep_zero or figure != 0)
         )
 
-    parts = [f"settled: sold {shown('sold_wh')}, bought {shown('bought_wh')}"]
+    counted = both("", keep_zero=True)
+    if totals.get("older_agent"):
+        return f"{counted}, {OLDER_AGENT_WORDS}" if counted else NO_TOTALS_WORDS
+    parts = [f"settled: {counted}"] if counted else []
     if both("pending_"):
         parts.append(
             f"traded, not settled yet: {both('pending_')} (no money moves until the ledger settles it)"
@@ -397,7 +410,7 @@ def totals_words(totals: Mapping[str, Any] | None) -> str | None:
         flags = ", ".join(totals.get("unsettled_flags") or ())
         why = f" ({flags})" if flags else ""
         parts.append(f"left unsettled by the ledger{why}: {both('unsettled_')}, no money moved")
-    return "; ".join(parts)
+    return "; ".join(parts) if parts else NO_TOTALS_WORDS
 
 
 def fresh_since(received: float, sent: Any) -> float:

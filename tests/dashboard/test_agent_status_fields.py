@@ -168,6 +168,45 @@ def test_totals_settled_pending_and_unsettled(page):
     assert api()["totals"] is None and "agent-totals" not in panel()
 
 
+def test_totals_of_an_older_agent_are_not_called_settled(page):
+    """An agent from before 163cc4f (households upgrade at different times) sends sold_wh,
+    bought_wh and earnings counted as traded (settled where settled, else as traded), without the
+    pending and unsettled figures: shown as that agent counts them, never as "settled", and no
+    line of figures it did not send (found in a QA pass: "settled: sold 0 Wh, bought 104 Wh;
+    traded, not settled yet: sold \u2013, bought \u2013; left unsettled ...: sold \u2013, bought \u2013")."""
+    publish, panel, api = page
+
+    def line() -> str:
+        return _plain(panel()).split('id="agent-totals">', 1)[1].split("</dd>", 1)[0]
+
+    publish(totals={"sold_wh": 0, "bought_wh": 104, "earnings": -30000})
+    shown = line()
+    assert "sold 0 Wh, bought 104 Wh, as an older agent counts them: traded, settled where settled" in shown
+    assert not shown.startswith("settled") and "settled:" not in shown and "yet:" not in shown
+    assert "ledger:" not in shown and "\u2013" not in shown
+    a = api()
+    assert a["totals"]["older_agent"] is True and a["totals"]["bought_wh"] == 104
+    assert a["totals_words"].startswith("sold 0 Wh, bought 104 Wh, as an older agent counts them")
+    # partial totals of an older agent: only the figures it sent
+    publish(totals={"bought_wh": 104})
+    shown = line()
+    assert shown.startswith("bought 104 Wh, as an older agent counts them") and "sold" not in shown
+    # a current agent's partial totals: no line, no "\u2013", for a figure it did not send
+    publish(totals={"sold_wh": 32, "bought_pending_wh": 72, "sold_unsettled_wh": None})
+    shown = line()
+    assert api()["totals"]["older_agent"] is False
+    assert shown.startswith("settled: sold 32 Wh; traded, not settled yet: bought 72 Wh")
+    assert "left unsettled" not in shown and "\u2013" not in shown and "bought \u2013" not in shown
+    publish(totals={"unsettled_flags": "abc", "sold_unsettled_wh": 5})
+    shown = line()
+    assert shown.startswith("left unsettled by the ledger: sold 5 Wh, no money moved")
+    assert "settled:" not in shown and "\u2013" not in shown and "not settled yet" not in shown
+    # nothing readable at all: said so, not a row of dashes
+    publish(totals={})
+    shown = line()
+    assert "\u2013" not in shown and "settled" not in shown and "no figure" in shown
+
+
 HOSTILE = "<script>alert(1)</script>\u202eevil\u0007" + "x" * 100_000
 
 
