@@ -3,7 +3,8 @@
 `peerwatt community add-meter`: the broker account of a household that sent a join request (its
 client certificate and the ACL with its block), for the coordinator who holds the community CA;
 `community add-dashboard`: the dashboard's read-only account; `community reissue`: a new client
-certificate for one account (renewal, a lost key), the old one revoked; `community revoke`: take away the
+certificate for one account (renewal, a lost key), the old one revoked, or (`reissue broker`) the
+broker's own certificate renewed; `community revoke`: take away the
 accounts of meters the ledger revoked; `community add-validator`: a validator joining later (its
 node and operator accounts, node.toml, operator.toml; its key pair is made on its own machine);
 `community remove-validator`: take a removed validator's accounts away. Each regenerates the
@@ -830,6 +831,11 @@ def summary_text(
         "dashboard>",
         "        (a new certificate and key, the old one on the CRL), then as it prints: the files to its",
         "        machine, and the CRL to the broker with its restart.",
+        "",
+        "THE BROKER'S OWN CERTIFICATE TO RENEW (valid 825 days):",
+        f"  here: peerwatt community reissue --dir {here} broker   (a new one for the same host names",
+        "        from the same CA: the clients need nothing new), then as it prints: broker-etc/ to the",
+        "        broker machine and its restart.",
     ]
     return "\n".join(lines) + "\n"
 

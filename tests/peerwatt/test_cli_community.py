@@ -40,6 +40,7 @@ def test_init_writes_a_community_with_a_correct_genesis_and_node_configs(tmp_pat
     assert set(genesis.doc["members"]) == set(genesis.doc["validators"])
     summary = (out / "SUMMARY.txt").read_text()
     assert genesis.hash.hex() in summary and "VALIDATOR 4" in summary
+    assert f"peerwatt community reissue --dir {out} broker" in summary  # the broker's renewal too
     roles = []
     for i in range(1, 5):
         folder = out / f"validator-{i}"
