@@ -40,13 +40,18 @@ READ_BATCH = 1000  # packets handled per wake-up of the network loop before it w
 # Two clients with one client id (a copied agent folder beside the real one: the same certificate,
 # so the same account and client id) push each other off the broker, each as the other
 # reconnects, every second or so. A connection lost within TAKEOVER_SHORT_S of being accepted,
-# TAKEOVER_REPEATS times in a row, is that pattern: said once in plain words, and the lost and
-# regained connections are no longer logged one by one (found in a QA pass: two lines a second,
-# forever, and nothing said that another agent with this account ran); one line every
-# TAKEOVER_LOG_EVERY_S counts them while it lasts, and one says when a connection holds again.
+# TAKEOVER_REPEATS times in a row, fits that pattern: said once, and the lost and regained
+# connections are no longer logged one by one (found in a QA pass: two lines a second, forever,
+# and nothing said that another agent with this account ran); one line every TAKEOVER_LOG_EVERY_S
+# counts them while it lasts, and one says when a connection holds again. The timing alone is a
+# guess: a network that keeps dropping one client's connections looks the same (found in a later
+# QA pass), so that line names both and the last reason. Certain is only an MQTT 5 broker's
+# DISCONNECT "Session taken over" (_SESSION_TAKEN_OVER; Mosquitto sends it from 2.0.15 on, to
+# MQTT 5 clients), said at once.
 TAKEOVER_SHORT_S = 10.0
 TAKEOVER_REPEATS = 3
 TAKEOVER_LOG_EVERY_S = 600.0
+_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code: another client took this client id
 _SUBSCRIPTION_IDENTIFIER = 0x0B  # the MQTT 5 property every message to a bus subscription carries
 
 
@@ -130,10 +135,18 @@ PROTOCOL_CHOICES = ("auto", "5", "3.1.1")
 _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK "Unsupported protocol version" (3.1.1 code 1)
 
 
+def _session_taken_over(flags: mqtt.DisconnectFlags, reason_code: ReasonCode) -> bool:
+    """The broker said, in an MQTT 5 DISCONNECT, that another client connected with this client id
+    (paho hands the DISCONNECT's reason code to on_disconnect, flagged as from the server)."""
+    return bool(flags.is_disconnect_packet_from_server) and getattr(reason_code, "value", None) == (
+        _SESSION_TAKEN_OVER
+    )
+
+
 def _why_disconnected(flags: mqtt.DisconnectFlags, reason_code: ReasonCode) -> str:
     """Why an established connection ended, in words for the log line. A broker that stops (or a
     network that fails) just closes the socket, which paho reports as "Unspecified error"; so does
-    Mosquitto 2.0 when a second client takes the client id. An MQTT 5 broker that hangs up on
+    Mosquitto before 2.0.15 when a second client takes the client id. An MQTT 5 broker that hangs up on
     purpose may say why in a DISCONNECT packet."""
     if flags.is_disconnect_packet_from_server:
         if reason_code == "Session taken over":
@@ -345,11 +358,12 @@ class MqttBus:
         self._ever_connected = False  # the first connection is "connected", later ones "again"
         # the take-over pattern (TAKEOVER_SHORT_S): when the current connection was accepted,
         # how many in a row were lost within TAKEOVER_SHORT_S, and while the pattern lasts its
-        # line, when it was last logged, the connections lost since, and the timer that says a
-        # connection held
+        # line, whether the broker said so (else it is a guess from the timing), when it was last
+        # logged, the connections lost since, and the timer that says a connection held
         self._connected_at: float | None = None
         self._short_lived = 0
         self._contested: str | None = None
+        self._contested_certain = False
         self._contested_logged_at = 0.0
         self._taken_over = 0
         self._hold_timer: threading.Timer | None = None
@@ -423,6 +437,7 @@ class MqttBus:
         with self._error_lock:
             self._last_error = None
             self._connected_at, self._short_lived, self._contested = None, 0, None
+            self._contested_certain = False
             self._cancel_hold_timer()
 
     def publish(
@@ -762,7 +777,9 @@ class MqttBus:
             self._connected.clear()
             self._subscribed.clear()
             if self._running:
-                self._connection_lost(_why_disconnected(flags, reason_code))
+                self._connection_lost(
+                    _why_disconnected(flags, reason_code), _session_taken_over(flags, reason_code)
+                )
             self._notify(False)
         except Exception:
             log.exception("MQTT on_disconnect failed")
@@ -833,56 +850,94 @@ class MqttBus:
                 self._hold_timer = timer
                 timer.start()
 
-    def _connection_lost(self, why: str) -> None:
-        """An established connection ended (``why``, in words): logged, unless it is one more of
-        the take-over pattern (TAKEOVER_SHORT_S), which is said once when it is recognised."""
+    def _connection_lost(self, why: str, taken_over: bool = False) -> None:
+        """An established connection ended (``why``, in words; ``taken_over``: the broker said
+        another client took this client id): logged, unless it is one more of the take-over
+        pattern (TAKEOVER_SHORT_S), which is said once when it is recognised: at once when the
+        broker says so, else after TAKEOVER_REPEATS short connections, as a guess."""
         now = time.monotonic()
         with self._error_lock:
             self._cancel_hold_timer()
             made, self._connected_at = self._connected_at, None
             short = made is not None and now - made < TAKEOVER_SHORT_S
             self._short_lived = self._short_lived + 1 if short else 0
-            if not short:
-                self._contested = None
+            if not short and not taken_over:
+                self._contested, self._contested_certain = None, False
+            if taken_over and not self._contested_certain:  # certain: said now, plainly
+                self._contested = self._last_error = (
+                    f"another client is using this account's client id ({self._whose_id()}): the "
+                    f"MQTT broker at {self.config.address} closed this client's connection saying "
+                    '"Session taken over", as it does when another client connects with the same '
+                    "client id. A copy of this agent (a copied folder with the same certificate or "
+                    "account) is running elsewhere. Stop the other one. Each lost connection is no "
+                    "longer logged while it lasts"
+                )
+                self._contested_certain, self._contested_logged_at, self._taken_over = True, now, 0
+                log.warning("%s", self._contested)
+                return
             if self._contested is not None:  # one more: counted, and a line now and then
                 self._taken_over += 1
+                if not self._contested_certain:  # the status keeps the last reason
+                    self._contested = self._dropped_line(why)
                 self._last_error = self._contested
                 if now - self._contested_logged_at < TAKEOVER_LOG_EVERY_S:
                     return
                 self._contested_logged_at, taken, self._taken_over = now, self._taken_over, 0
-                log.warning(
-                    "still: %d more connection(s) to the MQTT broker at %s taken over by another client "
-                    "with this account's client id (%s) in the last %d min",
-                    taken, self.config.address, self._whose_id(), TAKEOVER_LOG_EVERY_S // 60,
-                )  # fmt: skip
+                if self._contested_certain:
+                    log.warning(
+                        "still: %d more connection(s) to the MQTT broker at %s taken over by another "
+                        "client with this account's client id (%s) in the last %d min",
+                        taken, self.config.address, self._whose_id(), TAKEOVER_LOG_EVERY_S // 60,
+                    )  # fmt: skip
+                else:
+                    log.warning(
+                        "still: %d more connection(s) to the MQTT broker at %s dropped within %g s of "
+                        "connecting in the last %d min; last reason: %s",
+                        taken, self.config.address, TAKEOVER_SHORT_S, TAKEOVER_LOG_EVERY_S // 60, why,
+                    )  # fmt: skip
                 return
             if self._short_lived >= TAKEOVER_REPEATS:
-                self._contested = self._last_error = (
-                    f"another client is using this account's client id ({self._whose_id()}): the MQTT "
-                    f"broker at {self.config.address} dropped this client's connection within "
-                    f"{TAKEOVER_SHORT_S:g} s of accepting it {self._short_lived} times in a row, as it "
-                    "does when two clients with one client id push each other off. A copy of this agent "
-                    "(a copied folder with the same certificate or account) running elsewhere? Stop the "
-                    "other one. Each lost connection is no longer logged while it lasts"
-                )
+                self._contested = self._last_error = self._dropped_line(why)
                 self._contested_logged_at, self._taken_over = now, 0
                 log.warning("%s", self._contested)
                 return
         self._report(f"lost the connection to the MQTT broker at {self.config.address} ({why}); reconnecting")
 
+    def _dropped_line(self, why: str) -> str:
+        """The take-over pattern seen in the timing alone (with _error_lock held): a guess, which
+        names both of its causes and the last reason."""
+        return (
+            f"the MQTT broker at {self.config.address} dropped this client's connection "
+            f"{self._short_lived} times in a row within {TAKEOVER_SHORT_S:g} s of connecting: another "
+            f"client with this client id ({self._whose_id()}; a copy of this agent?), or a network "
+            f"that keeps dropping the connection; last reason: {why}. Each lost connection is no "
+            "longer logged while it lasts"
+        )
+
     def _check_held(self, made: float) -> None:
         """TAKEOVER_SHORT_S after a connection made while the take-over pattern lasted: if it is
-        still up, the other client is gone; say so."""
+        still up, the other client (or the network's trouble) is gone; say so."""
         with self._error_lock:
             if self._contested is None or self._connected_at != made or not self._connected.is_set():
                 return
-            self._contested, self._short_lived, self._hold_timer = None, 0, None
+            certain = self._contested_certain
+            self._contested, self._contested_certain, self._short_lived = None, False, 0
+            self._hold_timer = None
             taken, self._taken_over = self._taken_over, 0
-        log.warning(
-            "the connection to the MQTT broker at %s has held for %g s: no other client is using this "
-            "account's client id (%s) now (%d connection(s) were taken over since the last line)",
-            self.config.address, TAKEOVER_SHORT_S, self._whose_id(), taken,
-        )  # fmt: skip
+        if certain:
+            log.warning(
+                "the connection to the MQTT broker at %s has held for %g s: no other client is using "
+                "this account's client id (%s) now (%d connection(s) were taken over since the last "
+                "line)",
+                self.config.address, TAKEOVER_SHORT_S, self._whose_id(), taken,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "the connection to the MQTT broker at %s has held for %g s: whatever dropped it "
+                "(another client with this client id (%s), or the network) has stopped (%d "
+                "connection(s) were dropped since the last line)",
+                self.config.address, TAKEOVER_SHORT_S, self._whose_id(), taken,
+            )  # fmt: skip
 
     def _cancel_hold_timer(self) -> None:
         """(With _error_lock held.)"""
@@ -898,8 +953,9 @@ class MqttBus:
 
     @property
     def contested(self) -> str | None:
-        """While the take-over pattern lasts (another client uses this client id: see
-        TAKEOVER_SHORT_S), the line that says so; else None. (``last_error`` is None while a
+        """While the take-over pattern lasts (another client uses this client id, or, when the broker
+        has not said so, a network that keeps dropping the connection: see TAKEOVER_SHORT_S), the
+        line that says so, with the last reason; else None. (``last_error`` is None while a
         connection is up, which in that pattern is about half of the time.)"""
         return self._contested
 
