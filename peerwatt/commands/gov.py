@@ -405,7 +405,8 @@ def _member_decided(chain: dict, member: str, ballot: str) -> tuple[bool, str]:
     """Nothing is open about a member key id (`--member`, as for a leave): (whether there is
     nothing left to vote on for ``ballot``, the line saying what the ledger shows). A yes on a
     member that has left, or a no on one that has not, is nothing to do (exit 0); a no on one
-    that has left, or a yes on a key that is no member and owns no meter, is an error."""
+    that has left, a yes on one still in with nothing open (this node may not have the leave's
+    block yet), or a yes on a key that is no member and owns no meter, is an error."""
     owned = sorted(m for m, info in chain["meters"].items() if info["owner"] == member)
     active = [m for m in owned if chain["meters"][m].get("active")]
     if member not in chain["members"] and not active and owned:
@@ -417,9 +418,15 @@ def _member_decided(chain: dict, member: str, ballot: str) -> tuple[bool, str]:
     if member in chain["members"] or active:
         meters = f", meter(s) {', '.join(active)} enrolled" if active else ""
         state = f"it is a member{meters}" if member in chain["members"] else f"not a member{meters}"
-        return True, (
-            f"member {member}: nothing is open about it ({state}); nothing to vote on (`peerwatt member "
-            f"leave {member} -c node.toml` on one validator proposes that it leaves)"
+        if ballot == "no":  # it stays: as the ballot asks
+            return True, f"member {member}: nothing is open about it ({state}); nothing to vote on"
+        # a yes for its leave that this node has no proposal of: it may lag behind the validator
+        # that proposed it (a QA pass: exit 0 here let the leave go unvoted, and expire)
+        return False, (
+            f"nothing is open about member {member} on this node ({state}): no leave of it is "
+            "proposed here. If `peerwatt member leave` ran on another validator, this node has not "
+            "got its block yet: vote again once `peerwatt gov list` shows the proposals; else `peerwatt "
+            f"member leave {member} -c node.toml` on one validator proposes that it leaves"
         )
     if ballot == "no":
         return True, f"member {member}: no member and no meter of the community; nothing to vote on"

@@ -154,6 +154,14 @@ def test_a_vote_against_a_decision_or_before_a_proposal_is_one_line(decided) -> 
     r, out = vote(d, "--request", str(path_c), "--no")
     assert r.returncode == 0 and "nothing to vote on" in r.stdout, r.stderr
     assert not out.exists()
+    # a yes on a member still in with nothing open: a leave proposed on another validator whose
+    # block this node does not have yet (a QA pass: exit 0, "nothing to vote on", and no vote sent)
+    _, a = d["requests"]["A"]
+    line = refused("--member", a.member_id, "--yes")
+    assert line.startswith(f"error: nothing is open about member {a.member_id} on this node (it is a member")
+    assert "has not got its block yet" in line and "`peerwatt gov list`" in line
+    r, out = vote(d, "--member", a.member_id, "--no")  # it stays, as a no asks: nothing to do
+    assert r.returncode == 0 and "nothing to vote on" in r.stdout, r.stderr
     line = refused("--proposal", "ab" * 32, "--yes")
     assert (
         line == f"error: no proposal {'ab' * 32} in {d['data']}: see `peerwatt gov list` (nothing was sent)"
