@@ -53,11 +53,13 @@ from peerwatt.node.ledger_api import BLOCK_FIELDS, ErasedPayloads, block_from_js
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
 # A peer's reply is bounded: the blocks asked for at their largest plus the reply's own few bytes,
 # at most MAX_CATCHUP_REPLY_BYTES in all; its JSON nesting the block's plus the few levels the reply
-# wraps it in. A block's body is within MAX_BLOCK_BYTES as canonical JSON (UTF-8), and the API
-# writes it ASCII-escaped with spaces: a non-ASCII character takes at most 3x its UTF-8 bytes (a
-# 4-byte one is two \u escapes, 12 bytes; a review's legal block of emoji text was 2.99x), so 3x
-# plus the transaction hashes and seals beside the body (4 MiB: 28,000 hashes of 70 bytes, a few
-# dozen seals). At 2x, no node could catch up past such a block.
+# wraps it in. A block's body is within MAX_BLOCK_BYTES as canonical JSON (UTF-8). The API writes
+# compact UTF-8 JSON (http_api), about the canonical size; nodes before that wrote it
+# ASCII-escaped with spaces, where a non-ASCII character takes at most 3x its UTF-8 bytes (a review's
+# legal block of emoji text was 2.99x) but a DEL takes 6x (\u007f: found in a later review, in a
+# proposal's free args), so 3x (plus the transaction hashes and seals beside the body, 4 MiB: 28,000
+# hashes of 70 bytes, a few dozen seals) holds every block a current node serves and those an older
+# one serves unless they are mostly DEL.
 MAX_BLOCK_REPLY_BYTES = 3 * messages.MAX_BLOCK_BYTES + 4 * 1024 * 1024
 REPLY_ENVELOPE_BYTES = 1024
 MAX_CATCHUP_REPLY_BYTES = CATCHUP_BATCH * messages.MAX_BLOCK_BYTES // 8
