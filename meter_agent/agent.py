@@ -884,22 +884,16 @@ class Agent:
                     limit,
                 )
             return
-        if plan is None:
-            if current is None:
-                return
-            body = {
-                "side": current.side,
-                "interval": target,
-                "energy_wh": 0,
-                "limit_price": current.limit_price,
-            }
-        else:
-            body = {
-                "side": plan.side,
-                "interval": target,
-                "energy_wh": plan.energy_wh,
-                "limit_price": plan.limit_price,
-            }
+        if plan is None:  # nothing worth an order: the one standing is withdrawn
+            if current is not None:
+                self._withdraw(target, sent, now)
+            return
+        body = {
+            "side": plan.side,
+            "interval": target,
+            "energy_wh": plan.energy_wh,
+            "limit_price": plan.limit_price,
+        }
         self._send_order(body, placed, now)
 
     def _withdraw(self, interval: int, standing: dict[str, Any], now: int) -> None:
@@ -908,8 +902,13 @@ class Agent:
         placed, limit = standing.get("count", 1), self.params["max_orders_per_interval"]
         if limit is not None and placed >= limit:
             return
-        cancel = {"side": standing["side"], "interval": interval, "energy_wh": 0}
-        self._send_order({**cancel, "limit_price": standing["limit_price"]}, placed, now)
+        cancel = {
+            "side": standing["side"],
+            "interval": interval,
+            "energy_wh": 0,
+            "limit_price": standing["limit_price"],
+        }
+        self._send_order(cancel, placed, now)
 
     def _send_order(self, body: dict[str, Any], placed: int, now: int) -> None:
         """Sign and send an order (or a cancellation) and remember it as the one standing for its
