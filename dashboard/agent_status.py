@@ -41,7 +41,6 @@ OLDER_AGENT_WORDS = (
     "settled trades apart from those not settled yet or left unsettled by the ledger)"
 )
 NO_TOTALS_WORDS = "no figure it sent can be shown (each must be a whole number of Wh)"
-TAKEN_OVER = "another client is using this account's client id"  # peerwatt/bus/mqtt.py's words
 _NO_ORDER_RE = re.compile(r"no order for interval ([0-9]{1,20}): (.*)", re.DOTALL)
 LAST_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: a later "time" is not a time
 STALE_HEARTBEATS = 3  # a status older than this many heartbeats is reported as stale
@@ -249,10 +248,11 @@ class AgentStatusBoard:
             out["enrolment_what_to_do"] = WHAT_TO_DO_NOT_ENROLLED
         if revoked is None:  # a revoked agent orders nothing, and its revocation says why
             out["no_order_interval"], out["no_order"] = _no_order(status.get("no_order"))
-        said = status.get("broker_problem")
-        problem = out["broker_problem"] = _words(said)
+        problem = out["broker_problem"] = _words(status.get("broker_problem"))
         if problem is not None:
-            if isinstance(said, str) and said.startswith(TAKEN_OVER):
+            # the agent's flag, not its words: set only when the broker said "Session taken over"
+            # (an older agent sends no flag and gets the general advice beside its own words)
+            if status.get("broker_taken_over") is True:
                 out["broker_warning"] = (
                     f"Your agent shares its broker account with another client: {problem}."
                 )

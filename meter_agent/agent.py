@@ -1606,6 +1606,9 @@ class Agent:
             # the bus's trouble in words (peerwatt/bus/mqtt.py: another client with this account's
             # client id, or why it is not connected); None on a bus that says none
             "broker_problem": getattr(self.bus, "contested", None) or getattr(self.bus, "last_error", None),
+            # True only when the broker said another client took this client id (MQTT 5 "Session
+            # taken over"); a guess from the timing alone is in broker_problem's words only
+            "broker_taken_over": bool(getattr(self.bus, "taken_over", False)),
             "config_height": self.config.height,
         }
 

@@ -959,6 +959,14 @@ class MqttBus:
         connection is up, which in that pattern is about half of the time.)"""
         return self._contested
 
+    @property
+    def taken_over(self) -> bool:
+        """True while ``contested`` is certain: the broker said "Session taken over" (MQTT 5), so
+        another client uses this client id; False for the hedged guess from the timing alone and
+        when nothing is contested. The agent's status carries it as ``broker_taken_over``, so a
+        reader (the dashboard) need not recognise the words."""
+        return self._contested is not None and self._contested_certain
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _nothing_unacked(self) -> bool:

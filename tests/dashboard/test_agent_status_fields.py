@@ -120,7 +120,7 @@ def test_no_order_is_a_plain_line(page):
 
 def test_broker_problem_is_a_warning_with_what_to_do(page):
     publish, panel, api = page
-    publish(broker_problem=TAKEN_OVER)
+    publish(broker_problem=TAKEN_OVER, broker_taken_over=True)
     shown = _plain(panel())
     box = shown.split('id="agent-broker-warning"', 1)[1].split("</div>", 1)[0]
     assert "another client is using this account's client id" in box
@@ -136,6 +136,18 @@ def test_broker_problem_is_a_warning_with_what_to_do(page):
     assert "timed out" in box and "reconnects by itself" in box
     publish()
     assert "agent-broker-warning" not in panel() and api()["broker_problem"] is None
+
+
+@pytest.mark.parametrize("flag", [None, False, "true", 1])
+def test_only_the_agents_flag_makes_a_take_over(page, flag):
+    """The copy-of-this-agent advice follows the agent's ``broker_taken_over`` (true only when the
+    broker said "Session taken over"), not the words: without the flag (an older agent, or the
+    timing-only guess) or with anything but true, the words get the general advice."""
+    publish, panel, api = page
+    publish(broker_problem=TAKEN_OVER, **({} if flag is None else {"broker_taken_over": flag}))
+    box = _plain(panel()).split('id="agent-broker-warning"', 1)[1].split("</div>", 1)[0]
+    assert "another client is using this account's client id" in box  # its own words, shown
+    assert "reconnects by itself" in box and "copy" not in api()["broker_what_to_do"]
 
 
 def test_totals_settled_pending_and_unsettled(page):

@@ -216,7 +216,7 @@ def test_a_network_that_keeps_dropping_one_client_is_not_called_a_second_client(
     assert "Stop the other one" not in line and "stop the other one" not in line, line
     assert not _lines(caplog, "Session taken over"), caplog.text
     wait_for(lambda: "last reason:" in (bus.contested or ""), what="the status")
-    assert "Stop the other one" not in (bus.contested or "")
+    assert "Stop the other one" not in (bus.contested or "") and not bus.taken_over
     time.sleep(4)  # about 2 more dropped connections: none is logged line by line
     assert len(_lines(caplog, said)) == 1, _lines(caplog, said)
     assert len(_lines(caplog, "lost the connection")) <= bus_mqtt.TAKEOVER_REPEATS
@@ -244,7 +244,47 @@ def test_a_broker_that_says_session_taken_over_is_believed_at_once(
     [line] = _lines(caplog, said)
     assert "Session taken over" in line and "Stop the other one" in line, line
     assert "network" not in line, line
-    assert said in (bus.contested or "")
+    assert said in (bus.contested or "") and bus.taken_over
     time.sleep(4)  # about 2 more: none is logged line by line
     assert len(_lines(caplog, said)) == 1, _lines(caplog, said)
     assert not _lines(caplog, "lost the connection")
+
+
+def test_the_agents_status_carries_the_brokers_word_as_a_flag(
+    mosquitto: Mosquitto,
+    buses: Callable[..., MqttBus],
+    proxies: Callable[..., _DroppingProxy],
+    tmp_path,
+) -> None:
+    """The agent's status says ``broker_taken_over: true`` only when the broker said "Session taken
+    over", so the dashboard gives the copy-of-this-agent advice from a flag, not from the words; the
+    timing-only guess (a network that keeps dropping) leaves it false."""
+    from meter_agent.agent import Agent
+    from meter_agent.outbox import Outbox
+    from meter_agent.strategy import StrategyConfig
+    from tests.support.localnet import make_community
+
+    c = make_community(validators=1, members=1, meters_per_member=1, app="market")
+
+    class _Meter:
+        def read(self):  # never read: the agent is not started, only its status is asked
+            raise AssertionError
+
+    def agent_on(url: str, client_id: str, name: str) -> Agent:
+        return Agent(
+            key=c.meters[0].key, genesis=c.genesis, bus=buses(BrokerConfig.from_url(url), client_id),
+            reader=_Meter(), outbox=Outbox(tmp_path / f"{name}.sqlite"), strategy=StrategyConfig(),
+            heartbeat_s=0,
+        )  # fmt: skip
+
+    said = agent_on(proxies(mosquitto.port, after_s=1.0, say_taken_over=True).url, "agent-said", "said")
+    guessed = agent_on(proxies(mosquitto.port, after_s=1.0).url, "agent-guessed", "guessed")
+    for agent in (said, guessed):
+        assert agent.status()["broker_taken_over"] is False
+        agent.bus.start()
+    wait_for(lambda: said.status()["broker_taken_over"], timeout_s=WAIT_S, what="the flag")
+    guess = "last reason:"
+    wait_for(lambda: guess in (guessed.status()["broker_problem"] or ""), timeout_s=30, what="the guess")
+    assert said.status()["broker_taken_over"] is True and guessed.status()["broker_taken_over"] is False
+    for agent in (said, guessed):
+        agent.outbox.close()
