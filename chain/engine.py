@@ -414,10 +414,6 @@ class Ledger:
             expires=created + SEAL_TTL_S,
         )
 
-    def check_seal(self, block: Block, seal: Envelope) -> None:
-        """Refuse a seal that is not a validator's valid signature over this block's header."""
-        check_seal_for(self.validators(), self.community, block.height, block.hash, seal)
-
     def is_final(self, seals: list[Envelope]) -> bool:
         """True when the distinct valid validators of one round among ``seals`` reach the quorum."""
         return bool(final_round(seals, set(self.validators()), self.quorum()))

@@ -44,11 +44,9 @@ import urllib.parse
 from typing import Any
 
 from chain import messages
-from chain.block import Block
 from chain.canonical import MAX_DEPTH, CanonicalError, loads_strict
-from chain.envelope import Envelope
 from chain.execute import InvalidBlock
-from peerwatt.node.ledger_api import BLOCK_FIELDS, ErasedPayloads, block_from_json
+from peerwatt.node.ledger_api import BLOCK_FIELDS
 
 CATCHUP_BATCH = 100  # blocks asked of a peer at once
 # A peer's reply is bounded: the blocks asked for at their largest plus the reply's own few bytes,
@@ -91,7 +89,7 @@ FIRST_WINDOW = 64 * 1024  # a field's end is looked for in this many characters,
 _HEAD = re.compile(rb'\s*\{\s*"blocks"\s*:\s*\[\s*(\]?)')
 _WS = "[ \t\n\r]*"  # JSON's whitespace
 _SKIP = re.compile(_WS)
-_TEXT_HEAD = re.compile(_WS + r'\{' + _WS + r'"blocks"' + _WS + ":" + _WS + r"\[")
+_TEXT_HEAD = re.compile(_WS + r"\{" + _WS + r'"blocks"' + _WS + ":" + _WS + r"\[")
 _KEY = re.compile(_WS + r'"([A-Za-z_]{1,32})"' + _WS + ":" + _WS)
 _PLAIN = json.JSONDecoder()  # only finds where a field ends; the field is then parsed strictly
 HEAD_BYTES = 256
@@ -470,30 +468,3 @@ def fetch_reply(
     if time_left_s < 0:
         raise CatchupTimeout(f"the reply of {len(raw)} bytes parsed {-time_left_s:.1f} s past its deadline")
     return Reply(text, len(raw), limit, time_left_s)
-
-
-def fetch_blocks(
-    peer: str,
-    start: int,
-    community: str,
-    interval_s: int | None,
-    *,
-    timeout_s: float = 5.0,
-    limit: int = CATCHUP_BATCH,
-    stop: threading.Event | None = None,
-    max_seals: int = 256,
-) -> list[tuple[Block, list[Envelope]]]:
-    """Up to ``limit`` (at most CATCHUP_BATCH) final blocks from height ``start`` with their
-    seals (at most ``max_seals`` each), not yet verified; [] when the peer has none. As
-    :func:`fetch_reply`, and ErasedPayloads when the first block holds erased payloads. (The
-    node stores each block before it parses the next: ``Node._catch_up_batch``.)"""
-    reply = fetch_reply(peer, start, timeout_s=timeout_s, limit=limit, stop=stop)
-    out = []
-    while (data := reply.next_block(max_seals)) is not None:
-        try:
-            out.append(block_from_json(data, community, interval_s))
-        except ErasedPayloads:
-            if out:  # the blocks before it can be stored first
-                break
-            raise
-    return out

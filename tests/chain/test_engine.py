@@ -8,7 +8,7 @@ import pytest
 
 from chain.block import header_hash
 from chain.canonical import loads_strict
-from chain.engine import Ledger
+from chain.engine import Ledger, check_seal_for
 from chain.execute import InvalidBlock, execute_block
 from chain.independent import verify_store_independent
 from chain.keys import generate_private_key
@@ -97,7 +97,7 @@ def test_seal_by_non_validator_or_for_wrong_header_is_refused(community):
     other = ledgers[0].propose([], T0 + 2)
     wrong = ledgers[1].seal(other, validators[1].key, now=T0 + 2)
     with pytest.raises(InvalidBlock, match="wrong_header"):
-        ledgers[0].check_seal(block, wrong)
+        check_seal_for(ledgers[0].validators(), ledgers[0].community, block.height, block.hash, wrong)
 
 
 def test_seals_of_different_rounds_never_add_up_to_a_quorum(community):

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from peerwatt.node import catchup
-from peerwatt.node.catchup import CatchupTimeout, fetch_blocks, max_reply_bytes
+from peerwatt.node.catchup import CatchupTimeout, max_reply_bytes
 from peerwatt.node.ledger_api import blocks_json
+from tests.support.catchup_client import fetch_blocks
 from tests.support.http_peer import HttpPeer, send_body
 from tests.support.memory_net import Net
 

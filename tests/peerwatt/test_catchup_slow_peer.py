@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from peerwatt.node.catchup import fetch_blocks
 from peerwatt.node.http_api import NodeHttpApi
+from tests.support.catchup_client import fetch_blocks
 from tests.support.http_peer import Answer, HttpPeer
 from tests.support.memory_net import Net
 
