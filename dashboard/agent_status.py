@@ -23,7 +23,7 @@ from dashboard.text import isolate_inline
 from dashboard.units import energy
 
 MAX_STATUS_BYTES = 64 * 1024
-MAX_WORDS_CHARS = 1000  # an agent's words (revoked, no_order, broker_problem) are cut past this
+MAX_WORDS_CHARS = 1000  # an agent's words (fault, revoked, no_order, broker_problem, ...) are cut past this
 MAX_FIGURE = 10**15  # Wh: more than any meter measures in a lifetime; a larger "figure" is none
 MAX_FLAGS = 10  # unsettled_flags shown (the market has six), each at most MAX_FLAG_CHARS
 MAX_FLAG_CHARS = 64
@@ -281,17 +281,17 @@ class AgentStatusBoard:
             out["what_to_do"] = WHAT_TO_DO_REVOKED
         elif status.get("meter_ok") is False or status.get("fault"):
             out["state"] = "meter_failing"
-            fault = status.get("fault") or "the meter does not answer"
-            out["warning"] = f"Your agent cannot read your meter: {isolate_inline(str(fault))}."
+            fault = _words(status.get("fault")) or "the meter does not answer"
+            out["warning"] = f"Your agent cannot read your meter: {fault}."
             out["what_to_do"] = WHAT_TO_DO_METER
         elif status.get("serial_mismatch"):
             out["state"] = "serial_mismatch"
-            why = isolate_inline(str(status["serial_mismatch"]))
+            why = _words(status["serial_mismatch"])
             out["warning"] = f"Your agent offers nothing for now: {why}."
             out["what_to_do"] = WHAT_TO_DO_SERIAL
         elif status.get("readings_withheld"):
             out["state"] = "readings_withheld"
-            why = isolate_inline(str(status["readings_withheld"]))
+            why = _words(status["readings_withheld"])
             out["warning"] = (
                 f"Your agent offers nothing for now: it could not sign your meter's last reading ({why}), "
                 "and a trade without readings never settles."
@@ -299,7 +299,7 @@ class AgentStatusBoard:
             out["what_to_do"] = WHAT_TO_DO_READINGS
         elif status.get("state_error"):
             out["state"] = "state_error"
-            error = isolate_inline(str(status["state_error"]))
+            error = _words(status["state_error"])
             out["warning"] = f"Your agent cannot save its state ({error}): it sends nothing."
             out["what_to_do"] = WHAT_TO_DO_STATE
         else:

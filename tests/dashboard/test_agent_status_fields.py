@@ -246,6 +246,31 @@ def test_the_agents_words_are_bounded_escaped_and_isolated(page, field):
     assert api()[field] is None or "alert" not in api()[field]
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"meter_ok": False, "fault": None},
+        {"serial_mismatch": None},
+        {"readings_withheld": None},
+        {"state_error": None},
+    ],
+    ids=["fault", "serial_mismatch", "readings_withheld", "state_error"],
+)
+def test_the_agents_fault_words_are_bounded_like_its_other_words(page, changes):
+    """The older warning fields were shown whole (``str(...)``): 30,000 characters of a fault in the
+    warning, a dict as Python's repr. Now as the other words (``_words``): cut, JSON for non-text."""
+    from dashboard.agent_status import MAX_WORDS_CHARS
+
+    publish, panel, api = page
+    field = [k for k in changes if k != "meter_ok"][0]
+    publish(**{**changes, field: "<b>bold</b>" + "y" * 30_000})
+    html, warning = panel(), api()["warning"]
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert "y" * (MAX_WORDS_CHARS + 1) not in warning and "…" in warning
+    publish(**{**changes, field: {"errno": 28, "why": "No space left"}})
+    assert '{"errno": 28, "why": "No space left"}' in api()["warning"]
+
+
 def test_what_to_do_names_troubleshooting_entries_that_exist():
     from dashboard.agent_status import WHAT_TO_DO_BROKER_TAKEN_OVER, WHAT_TO_DO_REVOKED
 
