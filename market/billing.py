@@ -557,12 +557,28 @@ def member_statement(
     return statement
 
 
+def shown_money(amounts: Sequence[int], vat: int, total: int) -> tuple[int, int, list[int]]:
+    """The shown net, VAT and lines (in ``amounts``' order) of a document whose lines are
+    ``amounts`` (their sum is its net) and VAT ``vat`` (micro-units), shown with the whole-cent
+    ``total``: net and VAT to it, the lines to the net (:func:`shown_parts`)."""
+    net, vat_amount = shown_parts([sum(amounts), vat], total)
+    return net, vat_amount, shown_parts(amounts, net)
+
+
+def line_order(code: str) -> tuple[int, int, str]:
+    """Where a money line of code ``code`` stands among a statement's lines (as
+    :func:`member_statement` makes them: earnings, cost, then the grid fees and the levies by
+    rate), which decides who gets a cent on a tie (:func:`shown_parts`)."""
+    group = {"p2p_earnings": 0, "p2p_cost": 1, "grid_fees": 2, "levies": 3}
+    name, _, rate = code.partition("@")
+    return (group.get(name, 4), int(rate) if rate.isdigit() else 0, code)
+
+
 def shown(st: dict[str, Any]) -> dict[str, Any]:
     """Whole-cent amounts that add up: total; net and VAT to it; the lines to net; each P2P line's
     counterparties to it; savings = baseline - actual, and each one's parts to it."""
     total = round_cents(st["total"])
-    net, vat_amount = shown_parts([st["net"], st["vat"]["amount"]], total)
-    lines = shown_parts([line["amount"] for line in st["lines"]], net)
+    net, vat_amount, lines = shown_money([line["amount"] for line in st["lines"]], st["vat"]["amount"], total)
     out: dict[str, Any] = {
         "total": total,
         "net": net,
@@ -666,3 +682,26 @@ def note_between(
         "shown_total": corrected["shown"]["total"] - base["shown"]["total"],
         "corrected": {k: v for k, v in corrected.items() if k not in ("number", "issued_at")},
     }
+
+
+def note_shown(note: dict[str, Any]) -> dict[str, int]:
+    """A credit or debit note's changes as the documents show them, in whole cents (micro-units):
+    per line code of its ``deltas`` and for ``vat``, the figure shown on its corrected figures less
+    the one shown on the figures it replaces; and ``total``, its ``shown_total``, which they add
+    up to and which is paid. The replaced figures' shown cents are re-derived from the note itself
+    (the corrected amounts less the deltas, shown with the corrected shown total less the note's)
+    by the rule :func:`shown` showed them with. Found in a QA pass: each delta rounded on its own
+    printed lines of 0.01 + 0.00 + 0.08 and a total of 0.10 above "To be paid to you: EUR 0.09",
+    the amount the SEPA file paid."""
+    corrected = note["corrected"]
+    deltas = note["deltas"]
+    after = {line["code"]: line["amount"] for line in corrected["lines"]}
+    codes = sorted((c for c in deltas if c not in ("vat", "total")), key=line_order)
+    before_total = corrected["shown"]["total"] - note["shown_total"]
+    _net, before_vat, before_lines = shown_money(
+        [after.get(c, 0) - deltas[c] for c in codes], corrected["vat"]["amount"] - deltas["vat"], before_total
+    )
+    out = {c: corrected["shown"]["lines"].get(c, 0) - was for c, was in zip(codes, before_lines, strict=True)}
+    out["vat"] = corrected["shown"]["vat"] - before_vat
+    out["total"] = note["shown_total"]
+    return out

@@ -52,6 +52,7 @@ from market.billing import (
     member_statement,
     members_to_bill,
     note_between,
+    note_shown,
     statement_number,
     with_number,
 )
@@ -974,8 +975,9 @@ def csv_rows(doc: dict[str, Any]) -> list[list[Any]]:
         ["ledger", "height", doc["ledger"]["block_hash"], "", "", "", doc["ledger"]["height"], "", ""]
     )
     if doc["kind"] != "statement":
+        changes = note_shown(doc)
         for code, delta in doc["deltas"].items():
-            rows.append(["correction", code, "change", "", "", "", delta, "", ""])
+            rows.append(["correction", code, "change", "", "", "", delta, changes[code], ""])
         rows.append(["total", "total", total_sentence(doc), "", "", "", doc["total"], doc["shown_total"], ""])
         return rows
     for k, v in doc["energy"].items():
@@ -1079,9 +1081,18 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
             f"that document is unchanged."
         )
         pdf.ln(2)
-        row(["Line", "", "", f"Change {cur}"], bold=True)
-        for code, delta in doc["deltas"].items():
-            row([code, "", "", fmt_money(_round(delta))])
+        # the changes of the figures shown, which add up to the total paid (note_shown)
+        changes = note_shown(doc)
+        labels = {line["code"].partition("@")[0]: line["label"] for line in st["lines"]}
+        row(["Line", "", "Rate", f"Change {cur}"], bold=True)
+        for code in changes:
+            if code not in ("vat", "total"):
+                name, _, rate = code.partition("@")
+                rate_shown = fmt_rate(int(rate)) if rate.isdigit() else ""
+                row([labels.get(name, code), "", rate_shown, fmt_money(changes[code])])
+        if st["vat"]["charged"] or changes["vat"]:
+            row([f"VAT {fmt_bp(st['vat']['rate_bp'])}", "", "", fmt_money(changes["vat"])])
+        row(["Total", "", "", fmt_money(changes["total"])], bold=True)
         pdf.ln(2)
         text(total_sentence(doc), 12, bold=True)
     else:
