@@ -13,14 +13,17 @@ self-consumption is the household's average consumption in its intervals without
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chain.keys import KeyFileError, key_id, load_public_key
 from dashboard.community import book_households, own_orders, seen_clearing
 from dashboard.explain import explain
 from dashboard.timeutil import fmt_time
 from dashboard.units import largest_remainder, round_to_step, shown_statement
+from market.billing import MeterInfo, billed_window
 from market.money import div_round_half_even
 from market.settlement import SETTLED, TradeSettlement
 from market.statement import household_statement
@@ -122,11 +125,73 @@ def _at(block: dict[str, int | None], tz) -> str:
     return f" at block {block['height']}{when}"
 
 
-def metered(conn, meter: str, start: int, end: int) -> Metered:
+def billed_meter(ledger, conn, meter: str) -> MeterInfo | None:
+    """The meter as its statement bills it (market.billing.MeterInfo), None for a meter the ledger
+    does not know: ``enrolled_at``, the time of the block whose ``enroll_meter`` vote passed (the
+    index's governance rows; the genesis's time for a meter of the genesis), and ``revoked_at``,
+    that of the block whose vote revoked it (the governance state's ``revoked``)."""
+    entry = ledger.meters().get(meter)
+    if entry is None:
+        return None
+    enrolled_at = ledger.community.genesis_time
+    for height, args in conn.execute(
+        "SELECT g.height, p.args FROM gov g JOIN gov_txs p ON p.tx = g.proposal AND p.type = 'propose'"
+        " WHERE g.action = 'enroll_meter' AND g.outcome = 'passed'"
+        " AND json_extract(p.args, '$.owner') = ? AND json_extract(p.args, '$.serial') = ?",
+        (entry.get("owner"), entry.get("serial")),
+    ):
+        try:
+            enrolled = key_id(load_public_key(json.loads(args)["key"]))
+        except (KeyFileError, ValueError, KeyError, TypeError):
+            continue  # not a key: its vote could not have passed
+        when = _block(ledger, height)["time"] if enrolled == meter else None
+        if when is not None:
+            enrolled_at = when
+            break
+    revoked = ledger.state()["chain"].get("revoked", {}).get(meter)
+    return MeterInfo(
+        meter,
+        entry.get("owner", ""),
+        entry.get("name", ""),
+        entry.get("serial", ""),
+        entry.get("capacity_w", 0),
+        enrolled_at,
+        None if revoked is None else _block(ledger, revoked)["time"],
+    )
+
+
+@dataclass(frozen=True)
+class Billed:
+    """Which intervals count in a meter's metered energy: those inside its billed window, as on its
+    statement and in `peerwatt report` (market.billing.billed_window; docs/billing.md: from its
+    enrolment, ``enrolled_at <= X``, to its revocation, ``X + interval_s <= revoked_at``). The
+    ledger accepts the readings of the interval in which a meter was enrolled (it began before:
+    found in a QA pass, a household that joined at 23:30 on a day of daily intervals had that
+    day's 3,334 Wh in its import on the page and not on its statement); they are its baseline."""
+
+    meter: MeterInfo | None  # None: a meter the ledger does not know (every interval counts)
+    interval_s: int
+
+    def within(self, start: int, end: int) -> tuple[int, int]:
+        """[first, stop) of the interval starts of [start, end) that count ((start, start): none)."""
+        if self.meter is None:
+            return start, end
+        # an interval beginning before ``end`` belongs to the period (as its trades do), and counts
+        # if it ends by the window's end
+        window = billed_window(self.meter, start, end + self.interval_s)
+        if window is None:
+            return start, start
+        return window[0], max(window[0], min(end, window[1] - self.interval_s + 1))
+
+
+def metered(conn, meter: str, start: int, end: int, billed: Billed | None = None) -> Metered:
+    """The meter's metered energy in [start, end), inside its billed window (``billed``; None:
+    every interval of the period)."""
+    lo, hi = (start, end) if billed is None else billed.within(start, end)
     row = conn.execute(
         "SELECT coalesce(sum(d_import_wh), 0), coalesce(sum(d_export_wh), 0), count(d_import_wh),"
         " count(*) - count(d_import_wh) FROM readings WHERE meter = ? AND interval >= ? AND interval < ?",
-        (meter, start, end),
+        (meter, lo, hi),
     ).fetchone()
     return Metered(*row)
 
@@ -163,9 +228,12 @@ def trade_totals(conn, meter: str, start: int, end: int) -> dict[str, TradeTotal
     return {side: TradeTotals(**d) for side, d in acc.items()}
 
 
-def statement(conn, meter: str, start: int, end: int, params: dict[str, Any]) -> dict[str, Any]:
-    """Money of a period, gross: every part separately, and the savings with its formula."""
-    m = metered(conn, meter, start, end)
+def statement(
+    conn, meter: str, start: int, end: int, params: dict[str, Any], billed: Billed | None = None
+) -> dict[str, Any]:
+    """Money of a period, gross: every part separately, and the savings with its formula (the
+    metered energy inside the meter's billed window, ``billed``)."""
+    m = metered(conn, meter, start, end, billed)
     totals = trade_totals(conn, meter, start, end)
     sold, bought = totals["sell"], totals["buy"]
     aggregates = [
@@ -235,13 +303,15 @@ def statement(conn, meter: str, start: int, end: int, params: dict[str, Any]) ->
     return out
 
 
-def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
+def flows(conn, meter: str, start: int, end: int, billed: Billed | None = None) -> dict[str, Any]:
     """Where the household's energy came from and went to in [start, end), with the solar
-    estimate (see the module docstring)."""
+    estimate (see the module docstring); metered energy inside the meter's billed window
+    (``billed``; None: every interval of the period)."""
+    lo, hi = (start, end) if billed is None else billed.within(start, end)
     rows = conn.execute(
         "SELECT d_import_wh, d_export_wh FROM readings WHERE meter = ? AND interval >= ? AND interval < ?"
         " AND d_import_wh IS NOT NULL",
-        (meter, start, end),
+        (meter, lo, hi),
     ).fetchall()
     import_wh = sum(r[0] for r in rows)
     export_wh = sum(r[1] for r in rows)
@@ -288,10 +358,13 @@ def flows(conn, meter: str, start: int, end: int) -> dict[str, Any]:
     }
 
 
-def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, Any]:
+def history(
+    conn, meter: str, buckets: list[tuple[int, int, str]], billed: Billed | None = None
+) -> dict[str, Any]:
     """Per bucket (the community's intervals of a day, days of a month, months of a year): metered
-    import/export, energy sold/bought as settled (``sold_wh``, ``bought_wh``: what the money table
-    counts) and, apart, as cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``).
+    import/export (inside the meter's billed window, ``billed``; None: every interval), energy
+    sold/bought as settled (``sold_wh``, ``bought_wh``: what the money table counts) and, apart, as
+    cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``).
 
     Summed in SQLite, one index range scan per bucket (a year of a household is ~35,000
     readings and as many trade rows)."""
@@ -305,11 +378,13 @@ def history(conn, meter: str, buckets: list[tuple[int, int, str]]) -> dict[str, 
         return {"labels": [], "starts": [], **series, "missing_intervals": missing}
     values = ",".join("(?, ?, ?)" for _ in buckets)
     bounds = [x for i, (s, e, _) in enumerate(buckets) for x in (i, s, e)]
+    inside = [(s, e) if billed is None else billed.within(s, e) for s, e, _ in buckets]
+    metered_bounds = [x for i, (s, e) in enumerate(inside) for x in (i, s, e)]
     for i, d_import, d_export, gaps in conn.execute(
         f"WITH b(i, s, e) AS (VALUES {values}) SELECT b.i, coalesce(sum(r.d_import_wh), 0),"
         " coalesce(sum(r.d_export_wh), 0), count(*) - count(r.d_import_wh)"
         " FROM b JOIN readings r ON r.meter = ? AND r.interval >= b.s AND r.interval < b.e GROUP BY b.i",
-        (*bounds, meter),
+        (*metered_bounds, meter),
     ):
         series["import_wh"][i] = d_import
         series["export_wh"][i] = d_export

@@ -22,7 +22,7 @@ import pandas as pd
 
 from chain.canonical import CanonicalError, loads_strict
 from chain.store import Store, StoreError
-from market.billing import left_out_count, missing_reading_flags
+from market.billing import billed_window, left_out_count, missing_reading_flags
 from market.clearing import Trade
 from market.params import with_defaults
 from market.settlement import Reading, apply_adjustment, check_meter
@@ -44,6 +44,9 @@ SETTLEMENT_COLUMNS = (
     "height",
     "adjustments",
 )
+
+# the end of a report without one: after every interval (the ledger's integers are below 2**53)
+_NO_END = 2**53
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def metered_intervals(
     capacity_w: int | None = None,
     enrolled_serial: str | None = None,
     until: int | None = None,
+    window: tuple[int, int] | None = None,
 ) -> tuple[dict[int, tuple[int, int]], list[str]]:
     """Import and export (Wh) of each interval in [start, end) bounded by two readings the
     settlement would trust, and a flag for each interval left out: ``flag@interval`` when its
@@ -96,12 +100,27 @@ def metered_intervals(
     Readings are expected for every interval after the meter's first (its baseline) up to its
     last, or up to ``until`` (the last interval any meter of the community read, for a meter
     that fell silent; None: its own last). The flags are in interval order. (Found in a QA pass:
-    an interval without its readings was left out silently, 27 % of a household's import.)"""
+    an interval without its readings was left out silently, 27 % of a household's import.)
+
+    With ``window`` (the meter's billed window, market.billing.billed_window: [enrolled, revoked)
+    within the period), only the intervals inside it count and are flagged, as on its statement
+    (``window[0] <= interval`` and ``interval + interval_s <= window[1]``): a reading from before
+    the enrolment is only the baseline of the first interval inside it (found in a QA pass: the
+    interval in which a household joined began before its enrolment, and its readings, accepted
+    later, added 3,334 Wh to its import in the report and not on its statement)."""
+
+    def inside(interval: int) -> bool:
+        return (
+            (start is None or interval >= start)
+            and (end is None or interval < end)
+            and (window is None or (window[0] <= interval and interval + interval_s <= window[1]))
+        )
+
     metered: dict[int, tuple[int, int]] = {}
     flagged: list[tuple[int, str]] = []
     by_interval = {r[0]: r for r in readings}
     for interval, imp, exp, serial in readings:
-        if (start is not None and interval < start) or (end is not None and interval >= end):
+        if not inside(interval):
             continue
         before = by_interval.get(interval - interval_s)
         if before is None:
@@ -123,9 +142,7 @@ def metered_intervals(
         missing = [
             i
             for i in range(first + interval_s, last + 1, interval_s)
-            if (start is None or i >= start)
-            and (end is None or i < end)
-            and (i not in by_interval or i - interval_s not in by_interval)
+            if inside(i) and (i not in by_interval or i - interval_s not in by_interval)
         ]
         flagged += missing_reading_flags(missing, interval_s)
     return metered, [flag for _, flag in sorted(flagged)]
@@ -136,7 +153,9 @@ def build_report(
 ) -> dict[str, pd.DataFrame]:
     """All report tables for intervals in [start, end) (Unix s), optionally one meter's only.
     Tariffs are those in force at the end of the period (its last block; without ``end`` the
-    ledger's last), so a vote after it does not change a past month's report. A ledger row that
+    ledger's last), so a vote after it does not change a past month's report. Each meter's
+    metered energy counts the intervals inside its billed window, as its statement does
+    (market.billing.billed_window: from its enrolment to its revocation). A ledger row that
     does not read (damaged or tampered with) is a StoreError naming it."""
     store.check_column("txs", "hash", bytes)  # (the readings are read by their raw rows' hashes)
     community = registry(store)  # genesis with every passed vote applied (peerwatt.statements)
@@ -157,6 +176,7 @@ def build_report(
         }
         for m in community.meters.values()
     }
+    registered = community.meters
     if meter is not None and meter not in meters:
         raise ValueError(f"meter {meter} is not enrolled in this community")
     trades = _results(store, {"trade"}, start, end)
@@ -184,14 +204,25 @@ def build_report(
     for m in chosen:
         enrolled = meters.get(m, {})
         own = readings.get(m, {})
-        metered, flags = metered_intervals(
-            [(i, *own[i]) for i in sorted(own)],
-            start,
-            end,
-            params["interval_s"],
-            capacity_w=enrolled.get("capacity_w"),
-            enrolled_serial=enrolled.get("serial"),
-            until=read_until if enrolled.get("revoked_at") is None else None,
+        info = registered[m]
+        # the intervals its statement bills: inside its membership (docs/billing.md), up to its
+        # revocation (so a revoked meter's readings are expected up to then, as on its statement)
+        window = billed_window(
+            info, info.enrolled_at if start is None else start, _NO_END if end is None else end
+        )
+        metered, flags = (
+            metered_intervals(
+                [(i, *own[i]) for i in sorted(own)],
+                start,
+                end,
+                params["interval_s"],
+                capacity_w=enrolled.get("capacity_w"),
+                enrolled_serial=enrolled.get("serial"),
+                until=read_until,
+                window=window,
+            )
+            if window is not None
+            else ({}, [])
         )
         for interval, (imp, exp) in metered.items():
             total = community.setdefault(interval, [0, 0])

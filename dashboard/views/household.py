@@ -57,7 +57,9 @@ def _summary(meter: str) -> dict:
     else:
         words = f"in {p.label}"
     left = hh.departure(ledger, conn, meter)  # what the ledger says of the household's leaving
-    statement = hh.statement(conn, meter, p.start, p.end, params)
+    # its metered energy counts inside its billed window, as on its statement
+    billed = hh.Billed(hh.billed_meter(ledger, conn, meter), params["interval_s"])
+    statement = hh.statement(conn, meter, p.start, p.end, params, billed)
     neighbours = hh.neighbours(conn, meter, p.start, p.end, directory.label, directory.owner)
     hh.shown_neighbour_values(neighbours, statement["shown"])
     return {
@@ -67,7 +69,7 @@ def _summary(meter: str) -> dict:
         "owner": owner,
         "interval_s": params["interval_s"],  # the community's delivery interval (the page's words)
         "balance": ledger.balances().get(meter, ledger.balances().get(owner or "", 0)),
-        "today": {"date": today.isoformat(), "flows": hh.flows(conn, meter, today_start, today_end)},
+        "today": {"date": today.isoformat(), "flows": hh.flows(conn, meter, today_start, today_end, billed)},
         "period": {
             "view": view,
             "label": p.label,
@@ -82,7 +84,7 @@ def _summary(meter: str) -> dict:
             "next": _within(p.next_anchor),
             "words": words,
             "is_today": view == "day" and p.anchor == today,
-            "flows": hh.flows(conn, meter, p.start, p.end),
+            "flows": hh.flows(conn, meter, p.start, p.end, billed),
         },
         "left": left,
         "agent": (
@@ -93,7 +95,7 @@ def _summary(meter: str) -> dict:
         "neighbours": neighbours,
         "statement": statement,
         "neighbour_names": current_app.config["NEIGHBOUR_NAMES"],
-        "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz)),
+        "history": hh.history(conn, meter, buckets(p, params["interval_s"], tz), billed),
         "orders": [
             o
             for o in hh.orders(
