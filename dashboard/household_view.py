@@ -37,10 +37,20 @@ SAVINGS_FORMULA = (
 
 @dataclass(frozen=True)
 class Metered:
+    """A meter's metered energy of a period: ``intervals`` with a usable reading, and ``gaps``,
+    those of its readings without a usable figure (no reading of the interval before it, or one
+    that cannot be true), not counting the meter's first reading, its baseline (docs/billing.md:
+    readings are expected from the interval after it on)."""
+
     import_wh: int
     export_wh: int
     intervals: int
     gaps: int
+
+
+# a reading without a usable figure that is not the meter's first (its baseline, which has none);
+# SQL, with the meter as its one parameter
+_GAP = "({d} IS NULL AND {interval} > (SELECT min(interval) FROM readings WHERE meter = ?))"
 
 
 @dataclass(frozen=True)
@@ -188,10 +198,11 @@ def metered(conn, meter: str, start: int, end: int, billed: Billed | None = None
     """The meter's metered energy in [start, end), inside its billed window (``billed``; None:
     every interval of the period)."""
     lo, hi = (start, end) if billed is None else billed.within(start, end)
+    gap = _GAP.format(d="d_import_wh", interval="interval")
     row = conn.execute(
         "SELECT coalesce(sum(d_import_wh), 0), coalesce(sum(d_export_wh), 0), count(d_import_wh),"
-        " count(*) - count(d_import_wh) FROM readings WHERE meter = ? AND interval >= ? AND interval < ?",
-        (meter, lo, hi),
+        f" coalesce(sum({gap}), 0) FROM readings WHERE meter = ? AND interval >= ? AND interval < ?",
+        (meter, meter, lo, hi),
     ).fetchone()
     return Metered(*row)
 
@@ -364,7 +375,9 @@ def history(
     """Per bucket (the community's intervals of a day, days of a month, months of a year): metered
     import/export (inside the meter's billed window, ``billed``; None: every interval), energy
     sold/bought as settled (``sold_wh``, ``bought_wh``: what the money table counts) and, apart, as
-    cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``).
+    cleared but not yet settled (``sold_pending_wh``, ``bought_pending_wh``); and
+    ``missing_intervals``, its readings without a usable figure (as :class:`Metered`'s ``gaps``:
+    the meter's baseline is none).
 
     Summed in SQLite, one index range scan per bucket (a year of a household is ~35,000
     readings and as many trade rows)."""
@@ -380,11 +393,12 @@ def history(
     bounds = [x for i, (s, e, _) in enumerate(buckets) for x in (i, s, e)]
     inside = [(s, e) if billed is None else billed.within(s, e) for s, e, _ in buckets]
     metered_bounds = [x for i, (s, e) in enumerate(inside) for x in (i, s, e)]
+    gap = _GAP.format(d="r.d_import_wh", interval="r.interval")
     for i, d_import, d_export, gaps in conn.execute(
         f"WITH b(i, s, e) AS (VALUES {values}) SELECT b.i, coalesce(sum(r.d_import_wh), 0),"
-        " coalesce(sum(r.d_export_wh), 0), count(*) - count(r.d_import_wh)"
+        f" coalesce(sum(r.d_export_wh), 0), sum({gap})"
         " FROM b JOIN readings r ON r.meter = ? AND r.interval >= b.s AND r.interval < b.e GROUP BY b.i",
-        (*metered_bounds, meter),
+        (*metered_bounds, meter, meter),
     ):
         series["import_wh"][i] = d_import
         series["export_wh"][i] = d_export
