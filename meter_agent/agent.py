@@ -54,7 +54,32 @@ log = logging.getLogger("peerwatt.agent")
 
 HISTORY_S = 2 * 86_400
 READING_TTL_S = 86_400
+# Trades kept whole (in memory and in the state file): once more are kept, settled ones leave,
+# the oldest interval's first, their figures folded into running totals (Agent.totals counts every
+# trade ever received; see Agent._fold). A trade still pending is never folded: pending trades are
+# few (they settle within settle_after_intervals, or when the grid operator's data comes where the
+# community settles on it, and a revoked agent stops trading).
 MAX_RECEIPTS = 500
+# A folded trade the ledger may still adjust keeps a small record (its side, traded energy, status
+# and the keys of the adjustments counted), so an adjustment of it counts once and moves it in or
+# out of the unsettled figures. It is kept while its interval is within the ledger's adjustment
+# window (Agent.adjustment_window_s) of the newest block heard of, and this margin more: for the
+# agent following a vote that lengthened the window late, and receipts that come out of order.
+ADJUSTMENT_MARGIN_S = 86_400
+# the running totals of the folded trades (in the state file as "folded_totals"): their settled
+# figures, those of the ones left unsettled whose record is gone, the newest interval folded, the
+# interval below which no record is kept, and the newest block time heard of in a receipt
+FOLDED_EMPTY: dict[str, Any] = {
+    "sold_wh": 0,
+    "bought_wh": 0,
+    "earnings": 0,
+    "sold_unsettled_wh": 0,
+    "bought_unsettled_wh": 0,
+    "unsettled_flags": [],
+    "through_interval": None,
+    "records_from": None,
+    "newest_time": None,
+}
 MAX_ALARMS = 50  # kept in memory; the status shows the last five
 MAX_CONFIGS_KEPT = 16  # configurations followed, kept to check blocks sealed before the last change
 MAX_REFUSALS_HEARD = 4096  # kept messages with refusals heard from too few validators yet
@@ -135,12 +160,17 @@ class _MeterRead:
         self.done.set()
 
 
-def market_params(app: dict[str, Any]) -> dict[str, int]:
+def market_params(app: dict[str, Any]) -> dict[str, Any]:
     """The community parameters the agent needs from the app's parameters (the genesis's, or
-    the chain's after a vote: chain/config_proof.py), defaults as the market app's."""
+    the chain's after a vote: chain/config_proof.py), defaults as the market app's
+    (market/params.py; tests/meter_agent/test_agent_totals_folded.py checks they agree)."""
     return {
         "interval_s": app.get("interval_s", 900),
         "gate_s": app.get("gate_s", 300),
+        # how long the ledger may adjust a settled trade (Agent.adjustment_window_s)
+        "correction_window_intervals": app.get("correction_window_intervals", 32),
+        "gridops_window_s": app.get("gridops_window_s", 40 * 86_400),
+        "settlement_source": app.get("settlement_source", "meter"),
         "feed_in_price": app.get("feed_in_price", 80_000),
         "retail_price": app.get("retail_price", 300_000),
         "grid_fee_per_kwh": app.get("grid_fee_per_kwh", 0),
@@ -221,7 +251,15 @@ class Agent:
         self.buckets: dict[str, dict[str, Any]] = outbox.load("buckets", {})
         self.history: dict[str, int] = outbox.load("history", {})
         self.orders: dict[str, dict[str, Any]] = outbox.load("orders", {})
-        self.trades: dict[str, dict[str, Any]] = outbox.load_entries("trades")
+        # the trades kept whole, by trade id, and the records of folded ones the ledger may still
+        # adjust (rows of the same group: {"interval", "folded": {...}}; see _fold)
+        self.trades: dict[str, dict[str, Any]] = {}
+        self._folded_trades: dict[str, dict[str, Any]] = {}
+        for trade_id, row in outbox.load_entries("trades").items():
+            if isinstance(row, dict):
+                (self._folded_trades if "folded" in row else self.trades)[trade_id] = row
+        self._folded: dict[str, Any] = {**FOLDED_EMPTY, **outbox.load("folded_totals", {})}
+        self._folded["unsettled_flags"] = list(self._folded["unsettled_flags"])
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
         # the interval whose reading is still to be signed: tried at every poll until its lateness
@@ -1046,54 +1084,64 @@ class Agent:
             return
         with self._lock:
             trade_id = result.get("trade") or f"{result['sell_order'][:24]}:{result['buy_order'][:24]}"
-            entry = self.trades.setdefault(trade_id, {"interval": result.get("interval")})
-            entry["side"] = "sell" if result.get("seller") == self.meter_id else "buy"
-            entry["height"] = receipt["header"]["height"]
-            if kind == "trade":
-                entry.update(
-                    energy_wh=result["energy_wh"],
-                    value=result["value"],
-                    fees=result["grid_fee"] + result["levies"],
-                    status=entry.get("status", "traded"),
-                )
-            elif kind == "settlement":
-                if "energy_wh" not in entry and type(result.get("energy_wh")) is int:
-                    entry["energy_wh"] = result["energy_wh"]  # traded (its trade receipt may not come)
-                entry.update(
-                    settled_wh=result["settled_wh"],
-                    settled_value=result["value"],
-                    settled_fees=result["grid_fee"] + result["levies"],
-                )
-            else:  # an adjustment (a corrected reading, the grid operator's data)
-                self._keep_adjustment(entry, result)
-            if kind != "trade" and entry["height"] >= entry.get("status_height", -1):
-                # the newest settlement or adjustment says how the trade stands
-                entry.update(status=result["status"], flag=result.get("flag"), status_height=entry["height"])
-            removed = []
-            while len(self.trades) > MAX_RECEIPTS:  # the oldest interval's (first kept on a tie)
-                oldest = min(self.trades, key=lambda k: self.trades[k].get("interval") or 0)
-                del self.trades[oldest]
-                removed.append(oldest)
             header = receipt["header"]
+            touched = self._heard_block(header["time"])  # records of folded trades now too old
+            if trade_id in self.trades or not self._folded_already(trade_id, result):
+                self._keep_trade(trade_id, kind, result, header["height"])
+                touched.add(trade_id)
+                touched |= self._evict()
+            elif self._on_folded(trade_id, kind, result, header["height"]):
+                touched.add(trade_id)
             if self.last_receipt is None or header["height"] >= self.last_receipt["height"]:
                 self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
             try:
-                self.outbox.save_entries(
-                    "trades",
-                    {trade_id: entry} if trade_id in self.trades else {},
-                    removed,
-                    values={"last_receipt": self.last_receipt},
-                )
+                self._write_trades(touched)
             except OutboxError as exc:  # kept in memory; saved by a later poll (_save_trades)
                 if self.state_error is None and not self._trades_unsaved:  # said once
                     log.error("%s: receipts are kept in memory until the state file takes them", exc)
-                self._trades_unsaved.update({trade_id, *removed})
+                self._trades_unsaved |= touched
         if kind == "trade":  # cleared in that block: its order was in the book. (A settlement or
             # an adjustment is of a trade cleared before, and comes after a revocation too.)
             self._set_enrolled(True, "a receipt of its trades verified", receipt["header"]["height"])
 
+    def _keep_trade(self, trade_id: str, kind: str, result: dict[str, Any], height: int) -> None:
+        """Keep what a receipt of a trade kept whole (or not seen before) says of it."""
+        entry = self.trades.setdefault(trade_id, {"interval": result.get("interval")})
+        entry["side"] = "sell" if result.get("seller") == self.meter_id else "buy"
+        entry["height"] = height
+        if kind == "trade":
+            entry.update(
+                energy_wh=result["energy_wh"],
+                value=result["value"],
+                fees=result["grid_fee"] + result["levies"],
+                status=entry.get("status", "traded"),
+            )
+        elif kind == "settlement":
+            if "energy_wh" not in entry and type(result.get("energy_wh")) is int:
+                entry["energy_wh"] = result["energy_wh"]  # traded (its trade receipt may not come)
+            entry.update(
+                settled_wh=result["settled_wh"],
+                settled_value=result["value"],
+                settled_fees=result["grid_fee"] + result["levies"],
+            )
+        else:  # an adjustment (a corrected reading, the grid operator's data)
+            self._keep_adjustment(entry, result)
+        if kind != "trade" and entry["height"] >= entry.get("status_height", -1):
+            # the newest settlement or adjustment says how the trade stands
+            entry.update(status=result["status"], flag=result.get("flag"), status_height=entry["height"])
+
     @staticmethod
-    def _keep_adjustment(entry: dict[str, Any], result: dict[str, Any]) -> None:
+    def _adjustment_key(height: int, result: dict[str, Any]) -> str:
+        """An adjustment's key: its block's height and its content (its result's leaf hash)."""
+        return f"{height}:{result_leaves([result])[0].hex()}"
+
+    @staticmethod
+    def _older_form(keys: Any, height: int) -> list[str]:
+        """The keys of the older form (height:index) at ``height`` among ``keys``."""
+        return [k for k in keys if k.partition(":")[0] == str(height) and k.partition(":")[2].isdigit()]
+
+    @classmethod
+    def _keep_adjustment(cls, entry: dict[str, Any], result: dict[str, Any]) -> None:
         """Keep an adjustment of ``entry``'s trade by its block's height and its content (its
         result's leaf hash), so a receipt that comes twice counts once, whatever index it claims:
         an audit path checked with a tree size taken from the receipt also verifies at other
@@ -1103,14 +1151,163 @@ class Agent:
         a key of the older form (height:index) at that height is the same one, replaced."""
         height = entry["height"]
         kept = entry.setdefault("adjustments", {})
-        older_form = [k for k in kept if k.partition(":")[0] == str(height) and k.partition(":")[2].isdigit()]
-        for key in older_form:
+        for key in cls._older_form(kept, height):
             del kept[key]
-        kept[f"{height}:{result_leaves([result])[0].hex()}"] = [
+        kept[cls._adjustment_key(height, result)] = [
             result["delta_wh"],
             result["delta_value"],
             result["delta_grid_fee"] + result["delta_levies"],
         ]
+
+    @staticmethod
+    def _settled_figures(entry: dict[str, Any]) -> tuple[int, int, int]:
+        """A settled trade's (energy, value, fees) as the ledger settled it, with its adjustments."""
+        energy, value = entry["settled_wh"], entry.get("settled_value", 0)
+        fees = entry.get("settled_fees", 0)
+        for delta_wh, delta_value, delta_fees in entry.get("adjustments", {}).values():
+            energy, value, fees = energy + delta_wh, value + delta_value, fees + delta_fees
+        return energy, value, fees
+
+    def adjustment_window_s(self) -> int:
+        """How long after an interval's start the ledger may still adjust its trades, with the
+        parameters in force now: it keeps an interval's settlement, which a corrected or late
+        reading settles again, for correction_window_intervals + 1 intervals, and where it
+        settles on the grid operator's data also until interval_s + gridops_window_s after its
+        start (market/app.py, MarketApp._prune); once it has dropped it, it adjusts it no more."""
+        p = market_params(self.config.params)
+        window = (p["correction_window_intervals"] + 1) * p["interval_s"]
+        if p["settlement_source"] != "meter":
+            window = max(window, p["interval_s"] + p["gridops_window_s"])
+        return window
+
+    def _heard_block(self, block_time: int) -> set[str]:
+        """Note the time of a block a receipt verified in; drop the records of folded trades that
+        the ledger can no longer adjust (their interval is more than the adjustment window and
+        ADJUSTMENT_MARGIN_S older than the newest block heard of), their unsettled figures folded
+        for good. The ids of the records dropped (under the lock)."""
+        f = self._folded
+        if f["newest_time"] is None or block_time > f["newest_time"]:
+            f["newest_time"] = block_time
+        records_from = f["newest_time"] - self.adjustment_window_s() - ADJUSTMENT_MARGIN_S
+        if f["records_from"] is not None and records_from <= f["records_from"]:
+            return set()  # never back: a trade folded without a record is not taken for a new one
+        f["records_from"] = records_from
+        dropped = {t for t, row in self._folded_trades.items() if row["interval"] < records_from}
+        for trade_id in dropped:
+            self._fold_unsettled(self._folded_trades.pop(trade_id)["folded"])
+        return dropped
+
+    def _folded_already(self, trade_id: str, result: dict[str, Any]) -> bool:
+        """Whether a receipt of a trade not kept whole is of one folded before: one with a record,
+        or one of an interval folded through whose records are dropped (folded then, or too old
+        for the ledger to adjust; a trade or settlement receipt sent again is already counted)."""
+        if trade_id in self._folded_trades:
+            return True
+        f, interval = self._folded, result.get("interval")
+        return (
+            type(interval) is int
+            and f["through_interval"] is not None
+            and f["records_from"] is not None
+            and interval <= f["through_interval"]
+            and interval < f["records_from"]
+        )
+
+    def _on_folded(self, trade_id: str, kind: str, result: dict[str, Any], height: int) -> bool:
+        """A receipt of a folded trade: its trade and settlement are in the folded totals already;
+        an adjustment not counted yet (its key not in the trade's record) is added to them, and
+        the newest says how the trade stands. Whether its record changed."""
+        row = self._folded_trades.get(trade_id)
+        if row is None or kind != "adjustment":
+            return False
+        record = row["folded"]
+        keys: list[str] = record["adjustments"]
+        key = self._adjustment_key(height, result)
+        older = self._older_form(keys, height)
+        if key in keys or older:  # counted already (as height:index by an older agent: the same
+            # one, for a block adjusts a trade at most once): its key in the newer form
+            if not older:
+                return False
+            record["adjustments"] = sorted({*keys, key} - set(older))
+            return True
+        record["adjustments"] = sorted({*keys, key})
+        self._add_to_folded(
+            record["side"],
+            result["delta_wh"],
+            result["delta_value"],
+            result["delta_grid_fee"] + result["delta_levies"],
+        )
+        if height >= record["status_height"]:
+            record.update(status=result["status"], flag=result.get("flag"), status_height=height)
+        return True
+
+    def _add_to_folded(self, side: str, energy: int, value: int, fees: int) -> None:
+        f = self._folded
+        if side == "sell":
+            f["sold_wh"] += energy
+            f["earnings"] += value
+        else:
+            f["bought_wh"] += energy
+            f["earnings"] -= value + fees
+
+    def _fold_unsettled(self, record: dict[str, Any]) -> None:
+        """Fold a folded trade's unsettled figures for good (its record leaves)."""
+        if record.get("status") != "unsettled":
+            return
+        f = self._folded
+        f["sold_unsettled_wh" if record["side"] == "sell" else "bought_unsettled_wh"] += record["energy_wh"]
+        if record.get("flag"):
+            f["unsettled_flags"] = sorted({*f["unsettled_flags"], str(record["flag"])})
+
+    def _evict(self) -> set[str]:
+        """While more than MAX_RECEIPTS trades are kept whole, fold the settled one of the oldest
+        interval (the first kept on a tie); a pending trade stays. The ids folded (under the
+        lock)."""
+        folded: set[str] = set()
+        while len(self.trades) > MAX_RECEIPTS:
+            settled = [t for t, entry in self.trades.items() if "settled_wh" in entry]
+            if not settled:
+                break
+            oldest = min(settled, key=lambda t: self.trades[t].get("interval") or 0)
+            self._fold(oldest, self.trades.pop(oldest))
+            folded.add(oldest)
+        return folded
+
+    def _fold(self, trade_id: str, entry: dict[str, Any]) -> None:
+        """Fold a settled trade kept whole into the folded totals: its settled figures with its
+        adjustments, and the newest interval folded. While the ledger may still adjust it, a
+        record keeps its side, traded energy, status and the adjustments counted (_on_folded);
+        else its unsettled figures are folded too."""
+        side = "sell" if entry.get("side") == "sell" else "buy"
+        self._add_to_folded(side, *self._settled_figures(entry))
+        interval = entry.get("interval") if type(entry.get("interval")) is int else 0
+        f = self._folded
+        f["through_interval"] = (
+            interval if f["through_interval"] is None else max(f["through_interval"], interval)
+        )
+        record = {
+            "side": side,
+            "energy_wh": entry.get("energy_wh", 0),
+            "status": entry.get("status"),
+            "flag": entry.get("flag"),
+            "status_height": entry.get("status_height", entry.get("height", -1)),
+            "adjustments": sorted(entry.get("adjustments", {})),
+        }
+        if f["records_from"] is not None and interval < f["records_from"]:
+            self._fold_unsettled(record)
+        else:
+            self._folded_trades[trade_id] = {"interval": interval, "folded": record}
+
+    def _write_trades(self, ids: set[str]) -> None:
+        """Write the rows of ``ids`` (a trade kept whole, a folded trade's record, or deleted),
+        the folded totals and the last receipt in one durable transaction: a trade is never in
+        both the rows and the folded totals, nor in neither (under the lock)."""
+        rows = {t: self.trades.get(t) or self._folded_trades.get(t) for t in ids}
+        self.outbox.save_entries(
+            "trades",
+            {t: row for t, row in rows.items() if row is not None},
+            [t for t, row in rows.items() if row is None],
+            values={"last_receipt": self.last_receipt, "folded_totals": self._folded},
+        )
 
     def _on_serial_flag(self, interval: Any) -> None:
         """The ledger flagged this meter's reading of ``interval`` ``serial_not_enrolled`` (a verified
@@ -1133,12 +1330,7 @@ class Agent:
         """Save the kept trades a receipt could not save (OutboxError: poll() reports it)."""
         with self._lock:
             ids = set(self._trades_unsaved)
-            self.outbox.save_entries(
-                "trades",
-                {t: self.trades[t] for t in ids if t in self.trades},
-                [t for t in ids if t not in self.trades],
-                values={"last_receipt": self.last_receipt},
-            )
+            self._write_trades(ids)
             self._trades_unsaved -= ids
 
     def totals(self) -> dict[str, Any]:
@@ -1149,21 +1341,30 @@ class Agent:
         less, or not at all), nor does one the ledger left unsettled (``sold_unsettled_wh``/
         ``bought_unsettled_wh``, its flags in ``unsettled_flags``: a missing reading, ...). Found
         in a QA pass: a household whose stopped and revoked agent never got its settlements showed
-        its trades as traded, as money, and the seller's agent showed what was settled."""
-        sold = bought = earnings = 0
-        pending = {"sell": 0, "buy": 0}
-        unsettled = {"sell": 0, "buy": 0}
-        flags: set[str] = set()
+        its trades as traded, as money, and the seller's agent showed what was settled.
+
+        Every trade ever received counts: the folded totals (trades no longer kept whole, _fold)
+        and the trades kept. Found in a QA pass: only the kept trades counted, so past
+        MAX_RECEIPTS the totals went down when a settlement dropped an older trade. Settled
+        energy only goes down by a negative adjustment (a corrected reading, ...)."""
         with self._lock:
+            f = self._folded
+            sold, bought, earnings = f["sold_wh"], f["bought_wh"], f["earnings"]
+            pending = {"sell": 0, "buy": 0}
+            unsettled = {"sell": f["sold_unsettled_wh"], "buy": f["bought_unsettled_wh"]}
+            flags: set[str] = set(f["unsettled_flags"])
+            for row in self._folded_trades.values():
+                record = row["folded"]
+                if record.get("status") == "unsettled":
+                    unsettled[record["side"]] += record["energy_wh"]
+                    if record.get("flag"):
+                        flags.add(str(record["flag"]))
             for entry in self.trades.values():
                 side = "sell" if entry.get("side") == "sell" else "buy"
                 if "settled_wh" not in entry:  # traded, not settled yet: no money
                     pending[side] += entry.get("energy_wh", 0)
                     continue
-                energy, value = entry["settled_wh"], entry.get("settled_value", 0)
-                fees = entry.get("settled_fees", 0)
-                for delta_wh, delta_value, delta_fees in entry.get("adjustments", {}).values():
-                    energy, value, fees = energy + delta_wh, value + delta_value, fees + delta_fees
+                energy, value, fees = self._settled_figures(entry)
                 if entry.get("status") == "unsettled":  # (its settled figures are 0)
                     unsettled[side] += entry.get("energy_wh", 0)
                     if entry.get("flag"):
