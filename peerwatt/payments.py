@@ -146,12 +146,23 @@ def _damaged(issued: IssuedStore, problem: str) -> BillingError:
     return issued.damaged(f"database disk image is malformed{found}")
 
 
+# the most characters of a name a SEPA file holds (Max70Text: sepaxml cuts a longer one to it)
+SEPA_NAME_MAX = 70
+# what a name may not hold besides control characters (Cc): formatting characters (Cf: the bidi
+# overrides such as U+202E, zero-width spaces and joiners), line and paragraph separators
+_INVISIBLE = {"Cf": "a formatting character", "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
 def sepa_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be an account holder's name in a SEPA file (None: it can). The file
     carries it transliterated to Latin letters (``text_unidecode``, as sepaxml's ``clean=True``
-    does), and XML carries no control character: found in a QA pass, a name with one ended every
-    `pay` of the community in a traceback (sepaxml's pretty print), one that transliterates to
-    nothing ('🙂🙂') in a 15-line schema error, neither naming the household."""
+    does), at most SEPA_NAME_MAX characters of it, and XML carries no control character: found in
+    a QA pass, a name with one ended every `pay` of the community in a traceback (sepaxml's pretty
+    print), one that transliterates to nothing ('🙂🙂') in a 15-line schema error, neither naming
+    the household. Nor may it hold a formatting character or a line or paragraph separator
+    (invisible, they make a name read otherwise: found in a later QA pass, U+202E was stored and
+    printed raw by the CLI), nor be longer than the file holds (a 200-character name was cut to 70
+    in the file, in silence). One rule for a household's name and the community's ([sepa] name)."""
     from text_unidecode import unidecode
 
     for char in name:
@@ -160,9 +171,28 @@ def sepa_name_problem(name: str) -> str | None:
             return f"it holds a control character (U+{ord(char):04X})"
         if kind == "Cs":
             return f"it holds a byte that is not UTF-8 text (U+{ord(char):04X})"
-    if not unidecode(name).strip():
+    written = unidecode(name).strip()
+    if not written:
         return "written in Latin letters, as a SEPA file holds it, it is empty"
+    for char in name:
+        what = _INVISIBLE.get(unicodedata.category(char))
+        if what is not None:
+            return (
+                f"it holds {what} (U+{ord(char):04X}), invisible, which can make a name read as another: "
+                "a name may hold no control or formatting character, nor a line or paragraph separator"
+            )
+    if len(written) > SEPA_NAME_MAX:
+        return (
+            f"written in Latin letters, as a SEPA file holds it, it is {len(written)} characters long, and a "
+            f"SEPA file holds at most {SEPA_NAME_MAX} (the bank would get it cut)"
+        )
     return None
+
+
+def quoted_name(name: str) -> str:
+    """``name`` quoted for a one-line message (its control characters escaped by repr), its
+    first 40 characters and '...' when it is longer than a SEPA file holds."""
+    return repr(name) if len(name) <= SEPA_NAME_MAX else f"{name[:40]!r}..."
 
 
 def check_iban(text: str) -> str:
@@ -283,8 +313,8 @@ def set_bank_details(
     problem = sepa_name_problem(name)
     if problem is not None:
         raise BillingError(
-            f"account holder's name {name!r} cannot go into a SEPA file: {problem}; give the name as the "
-            "bank has it; nothing stored"
+            f"account holder's name {quoted_name(name)} cannot go into a SEPA file: {problem}; give the name "
+            "as the bank has it; nothing stored"
         )
     if (mandate_id is None) != (mandate_date is None):
         raise BillingError("a direct-debit mandate needs both --mandate-id and --mandate-date")
@@ -510,7 +540,9 @@ def _creditor(billing_dir: Path) -> dict[str, str]:
         )
     problem = sepa_name_problem(str(sepa["name"]))
     if problem is not None:
-        raise BillingError(f"{path}: [sepa] name {sepa['name']!r} cannot go into a SEPA file: {problem}")
+        raise BillingError(
+            f"{path}: [sepa] name {quoted_name(str(sepa['name']))} cannot go into a SEPA file: {problem}"
+        )
     out = {"name": str(sepa["name"])}
     for key, check in (("iban", check_iban), ("bic", check_bic), ("creditor_id", check_creditor_id)):
         if sepa.get(key):
@@ -654,7 +686,7 @@ def _unusable(acct: BankDetails) -> str | None:
     them), or None."""
     problem = sepa_name_problem(acct.name)
     if problem is not None:
-        return f"its account holder's name {acct.name!r} cannot go into a SEPA file: {problem}"
+        return f"its account holder's name {quoted_name(acct.name)} cannot go into a SEPA file: {problem}"
     try:
         check_iban(acct.iban)
     except BillingError as exc:
