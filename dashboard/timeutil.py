@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -114,12 +115,20 @@ def period(view: str, anchor: date, tz: ZoneInfo) -> Period:
 def buckets(p: Period, interval_s: int, tz: ZoneInfo) -> list[tuple[int, int, str]]:
     """The rows of a period's history: intervals of a day, days of a month, months of a year.
 
-    Each bucket is (start, end, label) in Unix seconds and local time.
+    Each bucket is (start, end, label) in Unix seconds and local time. On the day the clocks go
+    back, a local time that comes twice carries its UTC offset, "02:00 (+02:00)" then "02:00
+    (+01:00)" (found in a QA pass: the chart and its table named 02:00 ... 02:45 twice); every
+    other label is the time alone.
     """
     out: list[tuple[int, int, str]] = []
     if p.view == "day":
-        for start in range(p.start, p.end, interval_s):
-            out.append((start, start + interval_s, datetime.fromtimestamp(start, tz).strftime("%H:%M")))
+        moments = [datetime.fromtimestamp(start, tz) for start in range(p.start, p.end, interval_s)]
+        times = [moment.strftime("%H:%M") for moment in moments]
+        seen = Counter(times)
+        for moment, time in zip(moments, times, strict=True):
+            start = int(moment.timestamp())
+            label = time if seen[time] == 1 else f"{time} ({utc_offset(moment)})"
+            out.append((start, start + interval_s, label))
     elif p.view == "month":
         day = p.anchor
         while day < next_month(p.anchor):
@@ -133,6 +142,15 @@ def buckets(p: Period, interval_s: int, tz: ZoneInfo) -> list[tuple[int, int, st
             out.append((local_midnight(month, tz), local_midnight(following, tz), month.strftime("%b")))
             month = following
     return out
+
+
+def utc_offset(moment: datetime) -> str:
+    """``+02:00``: the UTC offset of an aware local time, in hours and minutes."""
+    offset = moment.utcoffset()
+    minutes = 0 if offset is None else int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"
 
 
 # The proleptic Gregorian calendar repeats every 400 years (146,097 days), weekdays and all, and
