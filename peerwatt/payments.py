@@ -39,6 +39,7 @@ from typing import Any
 from chain.private_files import FILE_MODE, FOLDER_MODE
 from chain.store import integrity_problems
 from market.billing import CENT, figures_of
+from peerwatt.settings import one_line
 from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
@@ -748,8 +749,8 @@ def _file(make: Callable[[], Any], items: list[tuple[Due, dict[str, Any]]], what
         more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
         raise BillingError(
             f"cannot write the SEPA file of {what}: the payment of {due.number} to or from "
-            f"{due.member_name or due.member} ({due.member}){more} does not validate: {why}; no file "
-            "written: check its bank details (peerwatt statements bank-details)"
+            f"{one_line(due.member_name or due.member)} ({due.member}){more} does not validate: {why}; "
+            "no file written: check its bank details (peerwatt statements bank-details)"
         )
     raise BillingError(
         f"cannot write the SEPA file of {what}: {whole}; no file written: check [sepa] in billing.toml "

@@ -59,6 +59,7 @@ from market.billing import (
 from market.params import GRIDOPS, METER_THEN_GRIDOPS, with_defaults
 from market.spreadsheet import text_cell
 from peerwatt.errors import UserError, write_outputs
+from peerwatt.settings import one_line
 
 ISSUED_DB = "issued.sqlite"
 CONFIG = "billing.toml"
@@ -1056,21 +1057,45 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
     pdf.set_subject(f"{doc['kind'].replace('_', ' ')} {doc['number']}")
     pdf.add_page()
 
+    # Every text is printed on one line per line it has (pdf_text: a control or formatting
+    # character escaped, never a line break), and a name from the ledger (any string of up to 64
+    # characters a genesis or vote gave) cut to its place with "..." (fit), the key id beside it.
     def text(s: str, size: int = 10, bold: bool = False, h: float = 5.5) -> None:
         pdf.set_font("Helvetica", "B" if bold else "", size)
-        pdf.multi_cell(0, h, s.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, h, pdf_text(s), new_x="LMARGIN", new_y="NEXT")
 
-    def row(cells: list[str], bold: bool = False) -> None:
+    def row(cells: list[str], bold: bool = False, size: int = 9) -> None:
         widths = (80, 30, 32, 38)
-        pdf.set_font("Helvetica", "B" if bold else "", 9)
+        pdf.set_font("Helvetica", "B" if bold else "", size)
         for i, (w, c) in enumerate(zip(widths, cells, strict=False)):
-            pdf.cell(w, 5.5, c.encode("latin-1", "replace").decode("latin-1"), align="L" if i == 0 else "R")
+            pdf.cell(w, 5.5, fit(pdf, c, w - 2 * pdf.c_margin), align="L" if i == 0 else "R")
         pdf.ln(5.5)
+
+    def party(what: str, p: dict[str, Any]) -> None:
+        """A neighbour's row: its name (cut to the cell) and, beneath, its full key id."""
+        cells = [fmt_kwh(p["energy_wh"]), fmt_rate(p["avg_price"]), ""]
+        if not p["name"]:
+            row([f"  {what} {p['member']}", *cells])
+            return
+        row([f"  {what} {p['name']}", *cells])
+        row([f"    key id {p['member']}"], size=7)
+
+    def cut(s: str, width: float, size: int = 10) -> str:
+        """``s`` as printed (pdf_text), cut to ``width`` mm at ``size`` pt."""
+        pdf.set_font("Helvetica", "", size)
+        return fit(pdf, s, width)
+
+    def member_line() -> str:
+        """'Member: NAME (KEYID)' on one line of the page: the name cut to what the rest leaves."""
+        rest = f" ({st['member']})"
+        pdf.set_font("Helvetica", "", 10)
+        room = pdf.epw - 2 * pdf.c_margin - pdf.get_string_width(f"Member: {rest}")
+        return f"Member: {cut(st['member_name'] or st['member'], room)}{rest}"
 
     title = {"statement": "Statement", "credit_note": "Credit note", "debit_note": "Debit note"}[doc["kind"]]
     text(f"{title} {doc['number']}", 15, bold=True, h=8)
     text(f"Community {st['community']} - period {st['period']} ({tz})")
-    text(f"Member: {st['member_name'] or st['member']} ({st['member']})")
+    text(member_line())
     text(
         f"Issued {doc['issued_at']}. Computed from ledger height {st['ledger']['height']}, "
         f"block {st['ledger']['block_hash']}"
@@ -1098,7 +1123,7 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
     else:
         for m in st["meters"]:
             text(
-                f"Meter {m['name'] or m['meter'][:8]} (serial {m['serial']}): billed from "
+                f"Meter {cut(m['name'] or m['meter'][:8], 70)} (serial {cut(m['serial'], 50)}): billed from "
                 f"{fmt_day(m['billed_from'], tz)} to {fmt_day(m['billed_to'], tz)}"
             )
             if "gridops_intervals" in m:
@@ -1109,23 +1134,9 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
         row(["Metered import", fmt_kwh(e["import_wh"]), "", ""])
         row(["Metered export", fmt_kwh(e["export_wh"]), "", ""])
         for p in st["sold_to"]:
-            row(
-                [
-                    f"  sold to {p['name'] or p['member'][:8]}",
-                    fmt_kwh(p["energy_wh"]),
-                    fmt_rate(p["avg_price"]),
-                    "",
-                ]
-            )
+            party("sold to", p)
         for p in st["bought_from"]:
-            row(
-                [
-                    f"  bought from {p['name'] or p['member'][:8]}",
-                    fmt_kwh(p["energy_wh"]),
-                    fmt_rate(p["avg_price"]),
-                    "",
-                ]
-            )
+            party("bought from", p)
         if e["pending_bought_wh"] or e["pending_sold_wh"]:
             row(
                 [
@@ -1226,6 +1237,29 @@ def render_pdf(doc: dict[str, Any], source: str | None = None) -> bytes:
     )
     pdf.embed_file(bytes=dumps_checked(doc), basename="statement.json", desc="canonical statement JSON")
     return bytes(pdf.output())
+
+
+def pdf_text(s: str) -> str:
+    """``s`` as the PDF's core font prints it: every character that is not printable (a control
+    or formatting character, a line or paragraph separator: Unicode's "other" and separators but
+    the space) escaped as ``\\uXXXX`` (``peerwatt.settings.one_line``), never a line break (found
+    in a QA pass: a neighbour named "Eve\\nTotal to be paid to you: 999.00" printed that line of
+    its own on the member's statement, and U+202E reversed a name), and what Latin-1 lacks as
+    "?". Line breaks the text itself holds (none of peerwatt's own texts has one) are escaped too."""
+    return one_line(s).encode("latin-1", "replace").decode("latin-1")
+
+
+def fit(pdf: Any, s: str, width: float) -> str:
+    """``s`` as printed (:func:`pdf_text`) and cut with "..." to at most ``width`` mm in ``pdf``'s
+    current font, never inside a character's escape (found in a QA pass: a long neighbour's name
+    printed over the kWh column of its row)."""
+    units = [pdf_text(c) for c in s]
+    text = "".join(units)
+    if pdf.get_string_width(text) <= width:
+        return text
+    while units and pdf.get_string_width("".join(units) + "...") > width:
+        units.pop()
+    return "".join(units) + "..."
 
 
 def _energy_source(meter: dict[str, Any], source: str | None) -> str:

@@ -126,13 +126,14 @@ def statements(
 def _warn_left_out(doc: dict) -> None:
     """One stderr line per meter whose intervals a document leaves out (docs/billing.md)."""
     from market.billing import figures_of
+    from peerwatt.settings import one_line
 
     st = figures_of(doc)
     for m in st["meters"]:
         if m.get("intervals_left_out"):
             click.echo(
-                f"warning: {doc['number']} ({st['member_name'] or st['member']}): "
-                f"{m['intervals_left_out']} interval(s) of meter {m['name'] or m['meter'][:8]} not "
+                f"warning: {doc['number']} ({one_line(st['member_name'] or st['member'])}): "
+                f"{m['intervals_left_out']} interval(s) of meter {one_line(m['name'] or m['meter'][:8])} not "
                 "billed, without their data or with readings that cannot be true (see its flags)",
                 err=True,
             )
@@ -348,6 +349,7 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
 
     from peerwatt.payments import check_collection_date
     from peerwatt.payments import pay as make_payment_files
+    from peerwatt.settings import one_line
     from peerwatt.statements import BillingError
 
     try:
@@ -377,8 +379,8 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
         raise UserError(f"cannot write the payment files (nothing recorded): {exc}") from None
     for due, why in run.left_out:
         click.echo(
-            f"warning: {due.member_name or due.member} ({due.member}) left out, {why}: {due.number} "
-            f"(EUR {abs(due.cents) / 100:.2f}); set them with peerwatt statements bank-details",
+            f"warning: {one_line(due.member_name or due.member)} ({due.member}) left out, {why}: "
+            f"{due.number} (EUR {abs(due.cents) / 100:.2f}); set them with peerwatt statements bank-details",
             err=True,
         )
     if run.earlier:
@@ -431,6 +433,7 @@ def _files_of(earlier: list) -> str:
 def mark_paid_cmd(billing_dir: Path, on: str, numbers: tuple[str, ...]) -> None:
     """Record that statements or notes were paid (the issued documents are not changed)."""
     from peerwatt.payments import mark_paid
+    from peerwatt.settings import one_line
     from peerwatt.statements import BillingError
 
     if not (billing_dir / "issued.sqlite").exists():
@@ -443,5 +446,6 @@ def mark_paid_cmd(billing_dir: Path, on: str, numbers: tuple[str, ...]) -> None:
         cents = abs(due.cents)
         way = "paid by" if due.cents < 0 else "paid to"
         click.echo(
-            f"{number}: EUR {cents // 100}.{cents % 100:02d} {way} {due.member_name or due.member}, on {on}"
+            f"{number}: EUR {cents // 100}.{cents % 100:02d} {way} "
+            f"{one_line(due.member_name or due.member)}, on {on}"
         )
