@@ -1,7 +1,9 @@
 """Home Assistant MQTT discovery for the agent (device-based discovery, one config message).
 
 Sensors: grid power (W, measurement), import/export energy (kWh, total_increasing), P2P sold and
-bought energy (kWh, total_increasing), P2P earnings (monetary, state_class total — the only one
+bought energy (kWh, state_class total: a corrected reading or the grid operator's data can lower
+what the ledger settled, and HA reads any decrease of a total_increasing sensor as a new meter
+cycle, counting the whole total again), P2P earnings (monetary, state_class total — the only one
 HA accepts for money). The P2P figures are the agent's totals as the ledger settled them
 (meter_agent/agent.py, Agent.totals): a trade counts once its settlement arrives, at its settled
 energy and money; one not settled yet, or left unsettled, counts nothing (found in a QA pass: a
@@ -60,10 +62,8 @@ def discovery_payload(community: str, meter_id: str, status_topic: str, currency
             "power": sensor("power_w", "Grid power", "power", "measurement", "W"),
             "import": sensor("import_kwh", "Grid import", "energy", "total_increasing", "kWh"),
             "export": sensor("export_kwh", "Grid export", "energy", "total_increasing", "kWh"),
-            "p2p_sold": sensor("p2p_sold_kwh", "Sold to neighbours", "energy", "total_increasing", "kWh"),
-            "p2p_bought": sensor(
-                "p2p_bought_kwh", "Bought from neighbours", "energy", "total_increasing", "kWh"
-            ),
+            "p2p_sold": sensor("p2p_sold_kwh", "Sold to neighbours", "energy", "total", "kWh"),
+            "p2p_bought": sensor("p2p_bought_kwh", "Bought from neighbours", "energy", "total", "kWh"),
             "earnings": sensor("p2p_earnings", "P2P earnings", "monetary", "total", currency),
         },
     }

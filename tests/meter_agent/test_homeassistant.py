@@ -16,8 +16,11 @@ def test_discovery_message_is_what_home_assistant_expects():
     )
     for energy in ("import", "export", "p2p_sold", "p2p_bought"):
         assert components[energy]["device_class"] == "energy"
-        assert components[energy]["state_class"] == "total_increasing"
         assert components[energy]["unit_of_measurement"] == "kWh"
+    # the meter's counters only grow; what the ledger settled can go down by a negative adjustment,
+    # which HA would read of a total_increasing sensor as a new meter cycle (the whole total again)
+    assert components["import"]["state_class"] == components["export"]["state_class"] == "total_increasing"
+    assert components["p2p_sold"]["state_class"] == components["p2p_bought"]["state_class"] == "total"
     assert (
         components["earnings"]["device_class"] == "monetary"
         and components["earnings"]["state_class"] == "total"
