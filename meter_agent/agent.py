@@ -874,7 +874,16 @@ class Agent:
                 self.orders.clear()
                 self.outbox.save("orders", self.orders)
             return
-        if not self.strategy.trade:  # trading off: what still stands is withdrawn, also within the margin
+        # offer nothing we cannot back: no reading (a meter fault, counters that could not be
+        # signed) or not the enrolled meter's (the settlement would leave its trades unsettled)
+        cannot_back = (
+            self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None
+        )
+        if not self.strategy.trade or cannot_back:
+            # trading off, or nothing can be backed: every order still standing whose gate is open is
+            # withdrawn, also one within the margin, which the plan below no longer covers (a QA pass:
+            # a meter that failed 14 s before a gate closed left that interval's offer standing; it
+            # cleared a trade that settled missing_reading, a neighbour's bid matched to no energy)
             for start, standing in list(self.orders.items()):
                 if int(start) != target and standing["energy_wh"] > 0 and int(start) - gate_s > now:
                     self._withdraw(int(start), standing, now)
@@ -892,8 +901,8 @@ class Agent:
             levies_per_kwh=self.params["levies_per_kwh"],
         )
         why = None if plan is not None else self._why_no_plan(forecast, capacity_wh)
-        if self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None:
-            plan = None  # offer nothing we cannot back: no reading (or not the enrolled meter's)
+        if cannot_back:
+            plan = None  # the order standing for the target (if any) is withdrawn below
             why = None  # the status says why in its own fields (fault, readings_withheld, ...)
         self.no_order = None if why is None else f"no order for interval {target}: {why}"
         sent = self.orders.get(str(target))
