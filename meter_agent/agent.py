@@ -740,7 +740,9 @@ class Agent:
 
     def _close_intervals(self, now: int, current: int, counted_to: int | None) -> None:
         """Intervals before ``current`` ended: record their history (those whose energy was
-        counted up to their end) and make the last one's reading pending."""
+        counted up to their end) and make the last one's reading pending; those that ended
+        before it with no poll after them (the agent was not running) get none, said in one line
+        with the last one's when its reading is too late as well (_log_missed)."""
         interval_s = self.params["interval_s"]
         missing_s = max(self._poll_gap_s(), interval_s / 10)
         for start in sorted(int(s) for s in self.buckets if int(s) < current):
@@ -761,11 +763,57 @@ class Agent:
             )
             self._not_logged.clear()
         self._logged_in = {key: at for key, at in self._logged_in.items() if at >= current}
-        if self.pending_reading is not None and self.pending_reading < current - interval_s:
-            self._give_up_reading(now)  # an allowance longer than an interval: not with the defaults
-        self.pending_reading, self._reading_blocked = current - interval_s, None
+        newest = current - interval_s
+        # the intervals from the one of the last poll to the newest ended: only the newest's
+        # reading may still be taken (the earlier ones' counters were not read at their ends)
+        missed_from = self.last_interval
+        if self.pending_reading is not None and self.pending_reading < newest:
+            if self._reading_blocked is None and self.revoked is None:
+                # no poll tried it (the agent died between closing it and signing it): missed as well
+                missed_from = min(missed_from, self.pending_reading)
+                self._drop_pending()
+            else:  # a poll found it blocked (the line says why), or an allowance over an interval long
+                self._give_up_reading(now)
+        if self.last_reading is not None:  # (signed already: a clock that went back and caught up)
+            missed_from = max(missed_from, self.last_reading["interval"] + interval_s)
+        too_late = now - current > self.reading_late_s()  # the newest's reading too
+        missed_to = newest if too_late else newest - interval_s
+        if missed_from <= missed_to and self.revoked is None:
+            self._log_missed(missed_from, missed_to, now)
+        self.pending_reading, self._reading_blocked = (None if too_late else newest), None
         self._save_energy(
             now, history=self.history, pending_reading=self.pending_reading, reading_blocked=None
+        )
+
+    def _log_missed(self, first: int, last: int, now: int) -> None:
+        """One line for the intervals ``first`` to ``last``, which ended with no poll in time after
+        them: no reading is signed (the counters now hold energy of later intervals), and the
+        settlement flags them (found in a QA pass: stopped across three interval ends, the agent
+        named only the last)."""
+        interval_s = self.params["interval_s"]
+        count = (last - first) // interval_s + 1
+        late_s = now - last - interval_s
+        allowed = (
+            f"more than the {self.reading_late_s():.0f} s allowed"
+            if late_s > self.reading_late_s()
+            else "after the next interval's end"  # polls rarer than the interval (warned at start)
+        )
+        if count == 1:
+            which, its, later, them = f"interval {first}", "its end was", "the next interval", "it"
+        else:
+            which = f"intervals {first}..{last} ({count} intervals)"
+            its, later, them = "the end of the last was", "later intervals", "them"
+        log.warning(
+            "no reading of meter %s for %s: %s %d s before the first poll after it (%s: the agent was not "
+            "running, or its polls came late on a busy machine), so the counters hold energy of %s; the "
+            "settlement flags %s as missing",
+            self.meter_id,
+            which,
+            its,
+            late_s,
+            allowed,
+            later,
+            them,
         )
 
     def _sign_pending(self, now: int, sample: MeterSample | None) -> None:
