@@ -250,24 +250,38 @@ def status(config_file: Path, as_json: bool) -> None:
         outbox = Outbox(path)
     except OutboxError as exc:
         raise UserError(str(exc)) from None
+    # the status as the agent saved it at its last heartbeat: every line below says what was so
+    # then. The state file's newer figures are kept apart and labelled "now" where shown (a QA
+    # pass: one printout said the last reading was not signed, and showed one signed since).
     info = outbox.load("status") or {}
-    info["outbox"] = outbox.depth()
-    info["seq"] = outbox.last_seq()
-    info["last_reading"] = outbox.load("last_reading")
-    unconfirmed = outbox.awaiting_confirmation() + info["outbox"]
+    now = {
+        "outbox": outbox.depth(),
+        "seq": outbox.last_seq(),
+        "last_reading": outbox.load("last_reading"),
+        "awaiting_confirmation": outbox.awaiting_confirmation(),
+    }
+    unconfirmed = now["awaiting_confirmation"] + now["outbox"]
     oldest = outbox.oldest_unconfirmed()
     outbox.close()
     if as_json:
-        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        json.dump({**info, "now": now}, sys.stdout, indent=2, sort_keys=True)
         click.echo()
         return
+
+    def saved(key: str, name: str) -> str:
+        """``name: value`` as the status saved it; one it lacks (none saved yet, an older agent's
+        status) as the state file holds it now, labelled so."""
+        if key in info:
+            return f"{name}: {info[key]}"
+        return f"{name} (now, not in the saved status): {now[key]}"
+
     totals = info.get("totals", {})
     if "meter" not in info:  # a status is saved at the agent's first poll
         click.echo("no status saved yet: the agent saves one at its first poll (is it running? its log says)")
     else:
         click.echo(written_line(info.get("time"), cfg.heartbeat_s))
         click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
-    click.echo(f"last reading: {info.get('last_reading')}")
+    click.echo(saved("last_reading", "last reading"))
     if info.get("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
         click.echo(f"no offers: the last reading was not signed: {info['readings_withheld']}")
     if info.get("serial_mismatch"):  # not the enrolled meter: no offers until it is (docs/agent.md)
@@ -278,14 +292,16 @@ def status(config_file: Path, as_json: bool) -> None:
     if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
         click.echo(f"chain configuration followed up to height {info['config_height']}")
     click.echo(
-        f"outbox depth: {info['outbox']}  last seq: {info['seq']}  broker connected at that time: "
+        f"{saved('outbox', 'outbox depth')}  {saved('seq', 'last seq')}  broker connected at that time: "
         f"{info.get('broker_connected')}"
     )
     if info.get("broker_problem"):  # another client with this account's id, an unreachable broker
         click.echo(f"broker: {info['broker_problem']}")
     if oldest is not None:  # as it stands now, not at the last heartbeat
         waited = max(time.time() - oldest, 0)
-        line = f"awaiting the ledger: {unconfirmed} message(s), the oldest signed {_age(waited)} ago"
+        line = (
+            f"as of now, awaiting the ledger: {unconfirmed} message(s), the oldest signed {_age(waited)} ago"
+        )
         if waited > UNBOOKED_S:  # a block takes a message within seconds while the chain moves
             line += ": the ledger is booking none of them (are the validators running? docs/agent.md)"
         click.echo(line)
