@@ -159,7 +159,13 @@ class _DroppingProxy:
                 sink.sendall(data)
 
     def _serve(self, client: socket.socket) -> None:
-        broker = socket.create_connection(("127.0.0.1", self.upstream_port))
+        try:  # a client accepted as the test ends: its broker may be gone already
+            if self._stopped.is_set():
+                raise OSError("stopped")
+            broker = socket.create_connection(("127.0.0.1", self.upstream_port))
+        except OSError:
+            client.close()
+            return
         self._sockets += [client, broker]
         threading.Thread(target=self._pipe, args=(client, broker), daemon=True).start()
         down = threading.Thread(target=self._pipe, args=(broker, client), daemon=True)
