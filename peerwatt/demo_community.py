@@ -15,11 +15,13 @@ import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,8 +220,14 @@ class DemoMosquitto:
         binary = self.binary()
         self.write()
         with open(self.folder / "mosquitto.stderr", "wb") as stderr:
+            # its own session: a Ctrl-C in the terminal (SIGINT to the foreground process group)
+            # stops the demo, which stops its nodes and then the broker, not the broker under them
             self.process = subprocess.Popen(
-                [binary, "-c", str(self.conf)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+                [binary, "-c", str(self.conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
             )
         deadline = time.monotonic() + MOSQUITTO_READY_S
         while time.monotonic() < deadline:
@@ -231,6 +239,25 @@ class DemoMosquitto:
             time.sleep(0.05)
         self.stop()
         raise UserError(f"Mosquitto did not listen on 127.0.0.1:{self.port} within {MOSQUITTO_READY_S:g} s")
+
+    def ended(self) -> str | None:
+        """None while Mosquitto runs (or before it started); once it has ended, which this reaps
+        (a child left unwaited stays a zombie), one line: its pid, how it ended, what that means."""
+        process = self.process
+        if process is None or process.poll() is None:
+            return None
+        code = process.returncode
+        if code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}" + (f" ({self._last_error()})" if code else "")
+        return (
+            f"Mosquitto (pid {process.pid}) {how}: the demo's nodes and meters have no broker, so "
+            f"no message moves; stopping the demo (its log: {self.log_path})"
+        )
 
     def _last_error(self) -> str:
         lines = []
@@ -266,6 +293,70 @@ class DemoMosquitto:
             process.wait(MOSQUITTO_READY_S)
 
 
+class ConnectionLog:
+    """Which of the demo's MQTT clients are without their broker now, and for how long any of them
+    was in all: fed by each bus's ``on_connection_change`` (``watch(name)``). A client counts from
+    its first connection; after ``close`` (the demo stopping its clients) nothing counts."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self._up: set[str] = set()  # connected now
+        self._known: set[str] = set()  # connected at least once
+        self._down_since: float | None = None  # since when at least one known client is down
+        self._down_total = 0.0
+        self._closed = False
+
+    @property
+    def clients(self) -> int:
+        return len(self._names)
+
+    def watch(self, name: str) -> Callable[[bool], None]:
+        """The ``on_connection_change`` callback of the client ``name``."""
+        with self._lock:
+            self._names.add(name)
+        return lambda up: self._change(name, up)
+
+    def _change(self, name: str, up: bool) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if up:
+                self._up.add(name)
+                self._known.add(name)
+            else:
+                self._up.discard(name)
+            self._spans(bool(self._known - self._up))
+
+    def _spans(self, down: bool) -> None:
+        now = self._clock()
+        if down and self._down_since is None:
+            self._down_since = now
+        elif not down and self._down_since is not None:
+            self._down_total += now - self._down_since
+            self._down_since = None
+
+    def down(self) -> tuple[int, float]:
+        """How many clients are without their broker now, and for how long (0, 0.0: none)."""
+        with self._lock:
+            if self._down_since is None:
+                return 0, 0.0
+            return len(self._known - self._up), self._clock() - self._down_since
+
+    def down_s(self) -> float:
+        """The seconds during which any client was without its broker, in all, up to now."""
+        with self._lock:
+            ongoing = 0.0 if self._down_since is None else self._clock() - self._down_since
+            return self._down_total + ongoing
+
+    def close(self) -> None:
+        """The demo stops its clients: their disconnections are no outage."""
+        with self._lock:
+            self._spans(False)
+            self._closed = True
+
+
 class Demo:
     """Builds, runs and stops the demo community (see module docstring)."""
 
@@ -284,6 +375,8 @@ class Demo:
         self.dashboard_closing = threading.Event()
         self.dashboard_bus: MqttBus | None = None
         self.logins: list[tuple[str, str, str]] = []
+        self.connections = ConnectionLog()  # the nodes' and agents' MQTT connections
+        self.broker_gone: str | None = None  # the line saying the demo's Mosquitto ended
         self.temporary = options.data is None
         self.data = Path(options.data) if options.data else Path(tempfile.mkdtemp(prefix="peerwatt-demo-"))
 
@@ -417,7 +510,12 @@ class Demo:
             ledger = Ledger.open(node_dir, MarketApp())
             # client ids are the broker accounts `peerwatt broker config` makes (docs/privacy.md)
             account = f"node-{key_id(key.public_key())}"
-            bus = MqttBus(self._account_config(account), account, protocol=protocol)
+            bus = MqttBus(
+                self._account_config(account),
+                account,
+                protocol=protocol,
+                on_connection_change=self.connections.watch(account),
+            )
             peers = tuple(f"http://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
             mempool = Mempool(node_dir / "mempool.sqlite")
             # a block at least every 2 simulated minutes (and at most 5 per real second)
@@ -471,6 +569,7 @@ class Demo:
                 key_id(home.key.public_key()),  # a meter's account is its meter id
                 protocol=protocol,
                 will=(Topics.status(COMMUNITY, key_id(home.key.public_key())), b"offline", True),
+                on_connection_change=self.connections.watch(home.name),
             )
             home.agent = Agent(
                 key=home.key,
@@ -521,7 +620,8 @@ class Demo:
         for node in self.nodes:
             if not node.bus.wait_connected(10):
                 raise UserError(
-                    f"cannot reach the MQTT broker at {self.broker_cfg.address}: "
+                    self.broker_ended()
+                    or f"cannot reach the MQTT broker at {self.broker_cfg.address}: "
                     f"{getattr(node.bus, 'last_error', None) or 'no answer'}"
                 )
         for node in self.nodes:
@@ -542,11 +642,29 @@ class Demo:
             store.close()
         return stats
 
+    def broker_ended(self) -> str | None:
+        """The line saying that the demo's Mosquitto ended (reaped), or None while it runs (and
+        without --mosquitto: an embedded broker runs in this process, a given one is not ours)."""
+        if self.broker_gone is None and self.mosquitto is not None:
+            self.broker_gone = self.mosquitto.ended()
+        return self.broker_gone
+
+    def broker_status(self) -> str | None:
+        """None while every node and agent is connected to the broker; else how many are not,
+        and since when."""
+        count, seconds = self.connections.down()
+        if not count:
+            return None
+        clients = self.connections.clients
+        return f"the MQTT broker out of reach of {count} of {clients} clients for {seconds:.0f} s"
+
     def finished(self) -> bool:
         return self.o.hours is not None and self.clock.now() >= self.o.start + self.o.hours * 3600
 
     def stop(self) -> None:
-        """Stop agents, let the nodes converge, stop nodes, meters, broker and dashboard."""
+        """Stop agents, let the nodes converge (unless the broker is gone), stop nodes, meters,
+        broker and dashboard."""
+        self.connections.close()
         for home in self.homes:
             if home.agent is not None:
                 try:
@@ -555,7 +673,7 @@ class Demo:
                     log.debug("agent %s stop: %s", home.name, exc)
         for node in self.nodes:
             node.draining = True  # the block in progress is finished; nobody proposes a new one
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (0 if self.broker_ended() else 10)  # without a broker: no news
         while time.monotonic() < deadline and (
             len({n.ledger.height for n in self.nodes}) > 1
             or any(n.status()["in_progress"] for n in self.nodes)
