@@ -135,6 +135,17 @@ PROTOCOL_CHOICES = ("auto", "5", "3.1.1")
 _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK "Unsupported protocol version" (3.1.1 code 1)
 
 
+def _hint(reason_code: ReasonCode) -> str:
+    """What a refusal in a PUBACK may mean, for its log line ("" when nothing is known)."""
+    if reason_code == "Not authorized":
+        return (
+            " (the broker's ACL gives this account no right to publish on that topic; an ACL an "
+            'older peerwatt wrote lacks rights a newer one needs: docs/operations.md, "Updating '
+            'peerwatt")'
+        )
+    return ""
+
+
 def _session_taken_over(flags: mqtt.DisconnectFlags, reason_code: ReasonCode) -> bool:
     """The broker said, in an MQTT 5 DISCONNECT, that another client connected with this client id
     (paho hands the DISCONNECT's reason code to on_disconnect, flagged as from the server)."""
@@ -794,7 +805,8 @@ class MqttBus:
             on_ack, _qos, topic = self._pending_acks.pop(mid)
             self._acks.notify_all()
         if not accepted:
-            log.warning("the MQTT broker refused the message to %s: %s", topic, reason_code)
+            hint = _hint(reason_code)
+            log.warning("the MQTT broker refused the message to %s: %s%s", topic, reason_code, hint)
         elif on_ack is not None:
             self._call(on_ack, "on_ack")
 

@@ -946,6 +946,23 @@ def add_dashboard(out_dir: Path, dashboard_dir: Path | None) -> None:
     _tell_broker(layout, made, "peerwatt.acl")
 
 
+@community.command("update-broker")
+@_INIT_DIR
+def update_broker(out_dir: Path) -> None:
+    """After updating peerwatt: write the broker's ACL (and mosquitto.conf) again for every account
+    in DIR, with the rights this version gives them. A newer version may need rights an older one
+    did not give (a QA pass: updated nodes publish the chain's configuration history on
+    config/<key id>, which an ACL written before refused as "Not authorized", so updated agents
+    never followed a vote). No certificate changes."""
+    layout = Layout.read(out_dir)
+    # refuses (changing no file) when the CA or its key is missing, or mosquitto.conf was edited
+    made = broker_files(layout, hosts=())
+    click.echo(f"wrote {out_dir}/{BROKER_ETC}/peerwatt.acl with this version's rights for every account")
+    if made.left_out:
+        click.echo(made.left_out)
+    _tell_broker(layout, made, "peerwatt.acl")
+
+
 @community.command("reissue")
 @_INIT_DIR
 @click.argument("account")
