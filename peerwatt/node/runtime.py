@@ -107,6 +107,12 @@ MAX_INBOX_STEP_S = 0.25
 REPUBLISH_S = 5.0
 STALL_AFTER_S = 30.0  # work due and no block final this long: the chain is stalled
 STALL_LOG_EVERY_S = 60.0
+# The loop not stepping for more than this (s) is recorded as this node standing still (paused,
+# e.g. SIGSTOP, or overloaded): a proposal refused as stale_time within STOOD_STILL_RECENT_S after
+# that, whose age the stillness explains, is logged as waiting out this node's stillness instead
+# of "check clocks" (a QA pass's validator paused 90 s blamed the clocks, which were fine)
+STOOD_STILL_S = 1.0
+STOOD_STILL_RECENT_S = 5.0
 CONSENSUS_KEY = "consensus"  # local_kv: the consensus record of the height in progress
 BLOCKS_KEY = "consensus_blocks"  # local_kv: the blocks that record may need (proposed, locked)
 MAX_ROUNDS_AHEAD = 64  # messages for rounds further ahead of ours are refused
@@ -399,6 +405,8 @@ class Node:
         self.stall_after_s = STALL_AFTER_S
         self.stalled: dict[str, Any] | None = None  # height, round, since_s, seals, quorum, missing
         self._stall_logged = 0.0
+        self._last_step_at: float | None = None  # when step() last began
+        self._stood_still: tuple[float, float] | None = None  # the last gap > STOOD_STILL_S: (s, ended)
         # consensus for the next height
         self._core: consensus.Height | None = None
         self._blocks: dict[str, Block] = {}  # block hash (hex) -> block, next height
@@ -473,6 +481,10 @@ class Node:
 
     def step(self) -> bool:
         """Process what arrived, run the consensus, commit final blocks; True if anything happened."""
+        began = self._mono()
+        if self._last_step_at is not None and began - self._last_step_at > STOOD_STILL_S:
+            self._stood_still = (began - self._last_step_at, began)
+        self._last_step_at = began
         busy = self._drain(self._consensus_inbox) | self._drain(self._inbox)
         if self._undone is not None:
             if self._undone.height == self.ledger.height + 1:
@@ -944,12 +956,35 @@ class Node:
         # a clock faster than real time (the demo's, x1800) moves that much further while a
         # proposal travels: the bound is real seconds (found by the demo test: at x1800, 50 ms
         # on the way were 90 simulated seconds and every proposal was stale)
-        max_past_s = MAX_PAST_BLOCK_S * max(1.0, getattr(self.clock, "speed", 1.0))
+        speed = max(1.0, getattr(self.clock, "speed", 1.0))
+        max_past_s = MAX_PAST_BLOCK_S * speed
+        now = int(self.clock.now())
         try:
-            self.ledger.check_timely(block, int(self.clock.now()), max_past_s)
+            self.ledger.check_timely(block, now, max_past_s)
         except InvalidBlock as exc:
             self._count("blocks_refused", exc.reason)
-            log.warning("refused block %s at height %d: %s", value[:12], block.height, exc)
+            still = self._stood_still
+            behind = now - block.header["time"]
+            if (
+                exc.reason == "stale_time"
+                and still is not None
+                and self._mono() - still[1] <= STOOD_STILL_RECENT_S
+                and still[0] * speed >= behind - max_past_s
+            ):
+                # the proposal most likely reached this node while it stood still: not the clocks
+                log.warning(
+                    "refused block %s at height %d: stale_time: block time is %d s behind our clock "
+                    "(at most %g s for a new proposal), and this node stood still for %.0f s until "
+                    "just before it took the proposal (paused or overloaded): the proposal waited "
+                    "here meanwhile, so the clocks need not be wrong",
+                    value[:12],
+                    block.height,
+                    behind,
+                    max_past_s,
+                    still[0],
+                )
+            else:
+                log.warning("refused block %s at height %d: %s", value[:12], block.height, exc)
             return False
         return True
 
