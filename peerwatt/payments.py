@@ -13,6 +13,10 @@ issued statements and never on the ledger:
   the file as written, the file's message id, the collection / execution date asked of the bank,
   when it was made). Append-only. A later ``pay`` leaves out a document an earlier file holds (it
   would be paid or collected twice if both files were uploaded), unless asked ``again``.
+- ``before_payment_files``: in a register an older peerwatt (before 2026-12-07, b9924c8) made
+  payment files for without recording them, the documents it held when this version began
+  recording them, and that moment. Any of them may be in such a file, so ``pay`` leaves out those
+  not marked paid, unless asked ``again`` (:func:`_set_up`). Append-only.
 
 :func:`payment_run` turns the period's unpaid documents into a pain.008 file (direct debits: what
 households owe, a negative total) and a pain.001 file (credit transfers: what the community owes
@@ -40,31 +44,41 @@ from chain.private_files import FILE_MODE, FOLDER_MODE
 from chain.store import integrity_problems
 from market.billing import CENT, figures_of
 from peerwatt.settings import one_line
-from peerwatt.statements import CONFIG, BillingError, IssuedStore, read_billing_toml
+from peerwatt.statements import CONFIG, ISSUED_DB, BillingError, IssuedStore, read_billing_toml
 
 PAIN_008 = "pain.008.001.08"  # SEPA direct debits (EPC rulebook 2019+)
 PAIN_001 = "pain.001.001.09"  # SEPA credit transfers
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bank_details (
+# the payment tables, each statement on its own: created in one transaction with what _set_up
+# finds of an older register (a trigger's body holds a ';', so they are not split by it)
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS bank_details (
     member TEXT PRIMARY KEY, name TEXT NOT NULL, iban TEXT NOT NULL, bic TEXT,
-    mandate_id TEXT, mandate_date TEXT, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS payments (
+    mandate_id TEXT, mandate_date TEXT, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS payments (
     number TEXT PRIMARY KEY REFERENCES documents (number), paid_on TEXT NOT NULL,
-    amount_cents INTEGER NOT NULL, recorded_at TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS payments_never_change BEFORE UPDATE ON payments
-    BEGIN SELECT RAISE(ABORT, 'a recorded payment never changes'); END;
-CREATE TRIGGER IF NOT EXISTS payments_never_deleted BEFORE DELETE ON payments
-    BEGIN SELECT RAISE(ABORT, 'a recorded payment is never deleted'); END;
-CREATE TABLE IF NOT EXISTS payment_files (
+    amount_cents INTEGER NOT NULL, recorded_at TEXT NOT NULL)""",
+    """CREATE TRIGGER IF NOT EXISTS payments_never_change BEFORE UPDATE ON payments
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment never changes'); END""",
+    """CREATE TRIGGER IF NOT EXISTS payments_never_deleted BEFORE DELETE ON payments
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment is never deleted'); END""",
+    """CREATE TABLE IF NOT EXISTS payment_files (
     number TEXT NOT NULL REFERENCES documents (number), file TEXT NOT NULL, msg_id TEXT NOT NULL,
-    requested_on TEXT NOT NULL, made_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS payment_files_by_number ON payment_files (number);
-CREATE TRIGGER IF NOT EXISTS payment_files_never_change BEFORE UPDATE ON payment_files
-    BEGIN SELECT RAISE(ABORT, 'a recorded payment file never changes'); END;
-CREATE TRIGGER IF NOT EXISTS payment_files_never_deleted BEFORE DELETE ON payment_files
-    BEGIN SELECT RAISE(ABORT, 'a recorded payment file is never deleted'); END;
-"""
+    requested_on TEXT NOT NULL, made_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS payment_files_by_number ON payment_files (number)",
+    """CREATE TRIGGER IF NOT EXISTS payment_files_never_change BEFORE UPDATE ON payment_files
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment file never changes'); END""",
+    """CREATE TRIGGER IF NOT EXISTS payment_files_never_deleted BEFORE DELETE ON payment_files
+    BEGIN SELECT RAISE(ABORT, 'a recorded payment file is never deleted'); END""",
+    """CREATE TABLE IF NOT EXISTS before_payment_files (
+    number TEXT PRIMARY KEY REFERENCES documents (number), since TEXT NOT NULL)""",
+    """CREATE TRIGGER IF NOT EXISTS before_payment_files_never_change BEFORE UPDATE ON before_payment_files
+    BEGIN SELECT RAISE(ABORT, 'a record of an older register never changes'); END""",
+    """CREATE TRIGGER IF NOT EXISTS before_payment_files_never_deleted BEFORE DELETE ON before_payment_files
+    BEGIN SELECT RAISE(ABORT, 'a record of an older register is never deleted'); END""",
+)
+# the names of the tables, index and triggers above
+_SCHEMA_NAMES = frozenset(name for sql in _SCHEMA for name in re.findall(r"IF NOT EXISTS (\w+)", sql))
 
 # SEPA's restricted Latin character set, as the banks accept it in ids (Max35Text)
 _SEPA_ID = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]{1,35}")
@@ -116,6 +130,12 @@ class PaymentRun:
     # unpaid documents an earlier file holds: left out (or, asked again, in these files again)
     earlier: list[tuple[Due, EarlierFile]] = field(default_factory=list)
     again: list[tuple[Due, EarlierFile]] = field(default_factory=list)
+    # unpaid documents in no recorded file that the register held when it began recording payment
+    # files (``older_since``, YYYY-MM-DDTHH:MM:SS), an older version having made payment files
+    # without recording them: left out (or, asked again, in these files)
+    older: list[Due] = field(default_factory=list)
+    older_again: list[Due] = field(default_factory=list)
+    older_since: str | None = None
 
 
 @contextmanager
@@ -129,7 +149,7 @@ def _register(billing_dir: Path, *, check: bool = True) -> Iterator[IssuedStore]
     was not there (its row could not be found in the damaged pages)."""
     issued = IssuedStore(billing_dir)
     try:
-        issued.conn.executescript(_SCHEMA)
+        _set_up(issued)
         if check:
             problems = integrity_problems(issued.conn, 1)
             if problems:
@@ -139,6 +159,52 @@ def _register(billing_dir: Path, *, check: bool = True) -> Iterator[IssuedStore]
         raise issued.error(exc) from None
     finally:
         issued.close()
+
+
+def _set_up(issued: IssuedStore) -> None:
+    """Create the payment tables the register lacks, in one transaction with what is found of an
+    older register: one that has the tables of bank details and payments (made by a peerwatt from
+    2026-12-05, e278404, on) but no record of payment files (``payment_files``, from 2026-12-07,
+    b9924c8) was used by a version that could write payment files without recording what they
+    held. Every document it holds then goes into ``before_payment_files`` with this moment: a
+    later ``pay`` leaves out those not marked paid (:func:`_older`). Found in a QA pass updating
+    a real billing folder: an older version's ``pay`` wrote files for June, and the first ``pay``
+    after the update wrote files holding every document of them not marked paid, in silence, so a
+    treasurer who uploaded both would have paid and collected them twice.
+
+    Done once: later calls find ``payment_files`` and record nothing, so the documents (and the
+    moment) stay those of the first call. A register this version made never has the payment
+    tables without ``payment_files`` (they are made together), whenever its documents were issued.
+    The documents are recorded, not a time or a rowid: ``issued_at`` is a date the treasurer
+    gives, and VACUUM (erase_bank_details) may renumber rowids."""
+    conn = issued.conn
+    names = lambda: {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}  # noqa: E731
+    if _SCHEMA_NAMES <= names():
+        return  # (no write lock taken: the payment commands that only read run on a read-only file)
+    from datetime import datetime
+
+    with issued.transaction():  # BEGIN IMMEDIATE: another run waits, then finds the tables made
+        found = names()
+        older = "payment_files" not in found and bool({"bank_details", "payments"} & found)
+        for sql in _SCHEMA:
+            conn.execute(sql)
+        if older:
+            conn.execute(
+                "INSERT INTO before_payment_files SELECT number, ? FROM documents",
+                (datetime.now().isoformat(timespec="seconds"),),
+            )
+
+
+def prepare(billing_dir: Path) -> None:
+    """Set up the payment tables of the register in ``billing_dir``, if it has one (as every
+    payment command does first: :func:`_set_up`). Called before a run issues statements or notes,
+    so that on a register an older version made payment files for, those this version issues are
+    not taken for documents that version may have put in a file. BillingError (one line) if the
+    register cannot be used; a register never made is not made."""
+    if not (billing_dir / ISSUED_DB).is_file():
+        return
+    with _register(billing_dir, check=False):
+        pass
 
 
 def _damaged(issued: IssuedStore, problem: str) -> BillingError:
@@ -371,6 +437,14 @@ def _earlier_files(issued: IssuedStore) -> dict[str, EarlierFile]:
     }
 
 
+def _older(issued: IssuedStore) -> tuple[set[str], str | None]:
+    """The documents the register held when it began recording payment files, an older version
+    having made payment files for it without recording them (:func:`_set_up`), and that moment
+    (None: no such documents)."""
+    rows = issued.conn.execute("SELECT number, since FROM before_payment_files").fetchall()
+    return {n for n, _ in rows}, min((since for _, since in rows), default=None)
+
+
 def erase_bank_details(billing_dir: Path, *members: str) -> list[str]:
     """Delete departed members' bank details so the bytes are gone from ``issued.sqlite`` and its
     WAL (``secure_delete``, ``VACUUM``, ``wal_checkpoint(TRUNCATE)``): those of all ``members`` in
@@ -578,7 +652,9 @@ def pay(
     files records nothing (and leaves none of them), and one whose record cannot be kept removes
     the files it wrote. A document an earlier file holds and not yet marked paid is left out
     (``run.earlier``), or with ``again`` put in again (``run.again``): the bank refused or lost
-    that file. The paths written, in the order of ``run.files``."""
+    that file. So is one an older version's unrecorded file may hold (``run.older``, with
+    ``again`` ``run.older_again``: :func:`_set_up`). The paths written, in the order of
+    ``run.files``."""
     written: list[Path] = []
     try:
         with _register(billing_dir) as issued, issued.transaction():
@@ -618,11 +694,14 @@ def _build(issued: IssuedStore, period: str, *, on: date, again: bool) -> Paymen
     run = PaymentRun()
     dues = _unpaid(issued, period)
     earlier = _earlier_files(issued)
+    older, run.older_since = _older(issued)
     for due in dues:
         if due.number in earlier:
             (run.again if again else run.earlier).append((due, earlier[due.number]))
+        elif due.number in older:  # an older version may have put it in a file it did not record
+            (run.older_again if again else run.older).append(due)
     if not again:
-        dues = [d for d in dues if d.number not in earlier]
+        dues = [d for d in dues if d.number not in earlier and d.number not in older]
     if not dues:
         return run
     creditor = _creditor(billing_dir)

@@ -69,6 +69,7 @@ def statements(
         raise UserError(
             "give --data NODE_DIR --period YYYY-MM --out DIR (or: statements verify|pay|mark-paid ...)"
         )
+    from peerwatt.payments import prepare
     from peerwatt.statements import (
         BillingError,
         files_of_run,
@@ -90,6 +91,9 @@ def statements(
     # the files are written before the documents are kept as issued: a failed write issues nothing,
     # and a run that fails after writing them takes them away again (files_of_run)
     try:
+        # first, on a register an older version made payment files for, what it holds now is kept
+        # apart from what this run issues (docs/billing.md, "Pay and collect")
+        prepare(billing)
         source = settlement_source(store, height)  # (words the PDFs' metered energy)
         with files_of_run(out_dir, billing, source) as (write, written):
             if corrections:
@@ -338,13 +342,16 @@ def bank_details_cmd(
 @click.option(
     "--again",
     is_flag=True,
-    help="Also put in the unpaid statements and notes an earlier payment file holds (the bank refused "
-    "or lost that file): upload the new file instead of that one, never besides it.",
+    help="Also put in the unpaid statements and notes an earlier payment file holds, or may hold (one "
+    "an older peerwatt wrote without recording it): the bank refused or lost that file; upload the new "
+    "file instead of that one, never besides it.",
 )
 def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bool) -> None:
     """Write the SEPA files for the period's unpaid statements and notes not in an earlier payment
     file: pain.008 direct debits (what households owe) and pain.001 credit transfers (what the
-    community owes them). Each file and what it holds is recorded in issued.sqlite."""
+    community owes them). Each file and what it holds is recorded in issued.sqlite. On a register
+    an older peerwatt wrote payment files for without recording them, what it held then is left
+    out until marked paid or given --again (docs/billing.md)."""
     from datetime import datetime, timedelta
 
     from peerwatt.payments import check_collection_date
@@ -390,17 +397,44 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
             "--again to put them in a new file if the bank refused or lost that one (mark paid first what "
             "it booked of it)"
         )
+    if run.older:
+        click.echo(
+            f"left out {len(run.older)} statement(s) and note(s) issued before this register recorded its "
+            f"payment files ({_moment(run.older_since)}, on updating from an older peerwatt) and not "
+            f"marked paid ({_numbers_of(run.older)}): that older peerwatt may have written them into a "
+            "payment file it kept no record of; check the bank's statements and the files it wrote: "
+            "mark paid what the bank booked (peerwatt statements mark-paid), and give --again to put the "
+            "rest in a new file deliberately (never upload it besides an older file holding them)",
+            err=True,
+        )
     if run.again:
         click.echo(
             f"--again: {len(run.again)} statement(s) and note(s) an earlier payment file holds are in "
             f"these files again ({_files_of(run.again)}): upload the new files instead of those, never "
             "besides them"
         )
-    if not written and run.left_out:
+    if run.older_again:
+        click.echo(
+            f"--again: {len(run.older_again)} statement(s) and note(s) issued before this register "
+            f"recorded its payment files ({_moment(run.older_since)}), which an older peerwatt may have "
+            f"written into a payment file, are in these files ({_numbers_of(run.older_again)}): upload "
+            "the new files only if no file of that older peerwatt holding them was or will be uploaded"
+        )
+    if not written and (run.left_out or run.older):
+        if not run.older:
+            raise UserError(
+                f"no payment file for {period}: all {len(run.left_out)} statement(s) with something to "
+                "pay or collect and in no earlier payment file were left out for missing or unusable bank "
+                "details (above)",
+                exit_code=1,
+            )
+        why = [f"{len(run.older)} that an older peerwatt may have written into a payment file"]
+        if run.left_out:
+            why.append(f"{len(run.left_out)} for missing or unusable bank details")
         raise UserError(
-            f"no payment file for {period}: all {len(run.left_out)} statement(s) with something to pay "
-            "or collect and in no earlier payment file were left out for missing or unusable bank details "
-            "(above)",
+            f"no payment file for {period}: all {len(run.left_out) + len(run.older)} statement(s) and "
+            f"note(s) with something to pay or collect and in no recorded payment file were left out: "
+            f"{' and '.join(why)} (above)",
             exit_code=1,
         )
     if not written and run.earlier:
@@ -412,6 +446,25 @@ def pay(billing_dir: Path, period: str, out_dir: Path, on: str | None, again: bo
         what = "direct debits" if "pain.008" in path.name else "credit transfers"
         total = sum(abs(d.cents) for d in dues)
         click.echo(f"wrote {path}: {len(dues)} {what}, EUR {total // 100}.{total % 100:02d}")
+
+
+def _moment(since: str | None) -> str:
+    """'2026-12-07 14:44' of '2026-12-07T14:44:31'."""
+    return (since or "?").replace("T", " ")[:16]
+
+
+def _numbers_of(dues: list) -> str:
+    """The documents' numbers, a run of consecutive ones of a period as its first and last:
+    'oak-2026-06-0003 to oak-2026-06-0006, oak-2026-06-0009'."""
+    runs: list[list] = []  # [first, last, prefix, seq]
+    for number in sorted(d.number for d in dues):
+        prefix, _, seq = number.rpartition("-")
+        last = runs[-1] if runs else None
+        if last is not None and seq.isdigit() and last[2] == prefix and last[3] + 1 == int(seq):
+            last[1], last[3] = number, int(seq)
+        else:
+            runs.append([number, number, prefix, int(seq) if seq.isdigit() else -2])
+    return ", ".join(first if first == last else f"{first} to {last}" for first, last, _p, _s in runs)
 
 
 def _files_of(earlier: list) -> str:
