@@ -135,6 +135,12 @@ WAIT_SLICE_S = 0.25
 # meter_ok true for a minute). A meter that answers is read well within it (Modbus RTU at 9600
 # baud in about half a second). See Agent.read_overdue_s().
 READ_OVERDUE_MIN_S = 2.0
+# A meter fault withdraws the agent's orders once it is more than a glitch: this many polls in a
+# row failed, or a read outstanding past read_overdue_s() (a QA pass: one timeout 30 s before a
+# gate withdrew that interval's offer for good, and with max_orders_per_interval the next one's
+# too, although the meter answered 5 s later; the reading that backs an offer is taken at its
+# interval's end, and one failed poll does not lose a reading either)
+FAULT_CONFIRM_POLLS = 2
 
 
 class Reader(Protocol):
@@ -315,6 +321,7 @@ class Agent:
         self._fault_kind: str | None = None  # the current fault's text, its numbers masked
         self._fault_kind_logged = False  # that kind of fault was logged since it began
         self._fault_silent = False  # the current fault is a meter that did not answer
+        self._failed_polls = 0  # meter reads failed in a row (FAULT_CONFIRM_POLLS)
         self._sealed_headers: set[bytes] = set()  # headers whose seals this agent already checked
         # height -> hash (hex) of the sealed header accepted at that height (MAX_HEADERS_KEPT)
         self._headers: dict[int, str] = {int(h): v for h, v in outbox.load_entries("headers").items()}
@@ -537,6 +544,7 @@ class Agent:
         if waited_s <= self.read_overdue_s():
             return
         reading.overdue = True
+        self._failed_polls = max(self._failed_polls, FAULT_CONFIRM_POLLS)  # more than a glitch
         timeout_s = getattr(self.reader, "timeout_s", None)
         goes_on = "" if timeout_s is None else f"; it goes on up to timeout_s = {timeout_s:g} s a request"
         self._set_fault(
@@ -569,8 +577,10 @@ class Agent:
                     "probe` finds the right one)"
                 )
         except Exception as exc:  # the agent never dies because of its meter: every fault is retried
+            self._failed_polls += 1
             self._meter_fault(exc)
             return None
+        self._failed_polls = 0
         if self.fault is not None:
             if self._fault_logged:
                 log.info("meter answers again")
@@ -922,10 +932,13 @@ class Agent:
                 self.orders.clear()
                 self.outbox.save("orders", self.orders)
             return
-        # offer nothing we cannot back: no reading (a meter fault, counters that could not be
-        # signed) or not the enrolled meter's (the settlement would leave its trades unsettled)
+        # offer nothing we cannot back: no reading (a meter fault that is more than a glitch,
+        # counters that could not be signed) or not the enrolled meter's (the settlement would leave
+        # its trades unsettled)
         cannot_back = (
-            self.fault is not None or self.readings_withheld is not None or self.serial_mismatch is not None
+            (self.fault is not None and self._failed_polls >= FAULT_CONFIRM_POLLS)
+            or self.readings_withheld is not None
+            or self.serial_mismatch is not None
         )
         if not self.strategy.trade or cannot_back:
             # trading off, or nothing can be backed: every order still standing whose gate is open is

@@ -3,7 +3,9 @@ it withdraws every order still standing whose gate is open, also one within its 
 (found in a QA pass: household 2's meter simulator was killed 14 s before the gate of the next
 interval closed; the agent withdrew only the later interval's order, which it plans beyond the
 margin, and the nearer one cleared a 34 Wh trade that settled `missing_reading`, 0 Wh: the
-neighbour's bid matched energy nobody delivered)."""
+neighbour's bid matched energy nobody delivered). A meter fault counts once it is more than a
+glitch (FAULT_CONFIRM_POLLS polls in a row; a later QA pass: one timeout 30 s before a gate
+withdrew that offer for good although the meter answered 5 s later)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import json
 
 import pytest
 
-from meter_agent.agent import Agent
-from meter_agent.modbus_reader import MeterConnectionError, MeterSample
+from meter_agent.agent import FAULT_CONFIRM_POLLS, Agent
+from meter_agent.modbus_reader import MeterConnectionError, MeterSample, MeterTimeout
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
 from peerwatt.bus import MemoryBroker, MemoryBus, Topics
@@ -93,6 +95,9 @@ def test_every_standing_order_whose_gate_is_open_is_withdrawn(tmp_path, why):
     now[0] = NEAR - PARAMS["gate_s"] - 14  # as in the QA pass: 14 s before NEAR's gate closes
     _cannot_back(agent, meter, why)
     agent.poll()
+    if why == "fault":  # more than a glitch: the next poll fails too
+        now[0] += 5
+        agent.poll()
     for interval in (NEAR, LATER):
         orders = _orders(seen, interval)
         assert len(orders) == 2 and orders[-1]["energy_wh"] == 0, (interval, orders)
@@ -108,7 +113,9 @@ def test_an_order_whose_gate_closed_is_not_withdrawn(tmp_path):
     _offer_both(agent, now, seen)
     now[0] = NEAR - PARAMS["gate_s"] + 1
     meter.fail = True
-    agent.poll()
+    for _ in range(FAULT_CONFIRM_POLLS):
+        agent.poll()
+        now[0] += 5
     assert len(_orders(seen, NEAR)) == 1  # left as it stood: its gate closed
     assert _orders(seen, LATER)[-1]["energy_wh"] == 0
 
@@ -119,9 +126,39 @@ def test_the_last_order_of_the_ledger_s_limit_is_left_for_the_withdrawal(tmp_pat
     _offer_both(agent, now, seen)
     now[0] = NEAR - PARAMS["gate_s"] - 14
     meter.fail = True
-    agent.poll()
+    for _ in range(FAULT_CONFIRM_POLLS):
+        agent.poll()
+        now[0] += 5
     assert [o["energy_wh"] for o in _orders(seen, NEAR)][-1] == 0
     meter.fail = False
     now[0] += 5
     agent.poll()  # the meter answers again: NEAR is within the margin, nothing more sent for it
     assert len(_orders(seen, NEAR)) == 2
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_one_glitch_withdraws_nothing(tmp_path, limit):
+    """One timeout 30 s before NEAR's gate, the meter answering again at the next poll: both
+    offers stand as they were (before: NEAR withdrawn for good, and with max_orders_per_interval
+    3 LATER too, its offer, withdrawal and offer again being more than the limit leaves)."""
+    agent, meter, now, seen = _world(tmp_path, None if limit is None else {"max_orders_per_interval": limit})
+    _offer_both(agent, now, seen)
+    read = meter.read
+    failures = iter([MeterTimeout("sdm630 meter at 127.0.0.1:25021 unit 1: timeout after 2 s")])
+
+    def glitch() -> MeterSample:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return read()
+
+    meter.read = glitch
+    now[0] = NEAR - PARAMS["gate_s"] - 30
+    agent.poll()
+    assert agent.fault is not None  # said: the status and the log name the fault
+    for _ in range(4):
+        now[0] += 5
+        agent.poll()
+    assert agent.fault is None
+    for interval in (NEAR, LATER):
+        assert [o["energy_wh"] > 0 for o in _orders(seen, interval)] == [True], interval
