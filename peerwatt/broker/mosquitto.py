@@ -160,6 +160,7 @@ def _running_pattern(etc_dir: Path) -> str:
     restart by hand (the same with ``-d``), also as ``mosquitto -c ...`` found on the PATH (found in
     a docs walk-through: such a broker was "no mosquitto is running"); no other broker (Debian's
     own mosquitto.service runs /etc/mosquitto/mosquitto.conf)."""
+
     def escape(text: str) -> str:
         return _ERE_SPECIAL.sub(lambda m: f"\\{m.group()}", text)
 
@@ -278,9 +279,10 @@ def _as_written(old: str, new: str) -> bool:
     return old == new  # written before the stamp, with the same options
 
 
-def check_unchanged(path: Path, text: str) -> None:
-    """UserError (one line) when ``path`` exists and is not as `peerwatt broker config` wrote it:
-    a rerun would overwrite an operator's edits (``--force`` replaces it)."""
+def check_unchanged(path: Path, text: str, *, written_by: str = "`peerwatt broker config`") -> None:
+    """UserError (one line) when ``path`` exists and is not as peerwatt wrote it: a rerun would
+    overwrite an operator's edits (``--force`` of `peerwatt broker config` replaces it; a
+    `community` command, ``written_by`` another, names the way it has: move the file away)."""
     try:
         old = path.read_text()
     except FileNotFoundError:
@@ -288,9 +290,12 @@ def check_unchanged(path: Path, text: str) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     if not _as_written(old, text):
+        force = ""
+        if "broker config" in written_by:
+            force = ", or replace it with `peerwatt broker config ... --force`"
         raise UserError(
-            f"{path} was changed since `peerwatt broker config` wrote it: move it away (it holds your "
-            "edits) and rerun, or replace it with `peerwatt broker config ... --force`"
+            f"{path} was changed since {written_by} wrote it: move it away (it holds your edits) "
+            f"and rerun{force}"
         )
 
 

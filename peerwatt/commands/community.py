@@ -423,8 +423,8 @@ def broker_files(
     # broker machine, unchanged since they were written (an operator's edits are not overwritten)
     conf, dropin = write_config(broker_dir, community_id, accounts, check_only=True, **options)
     etc = layout.out / BROKER_ETC
-    check_unchanged(etc / CONF_NAME, conf)
-    check_unchanged(etc / DROPIN_DIR / "peerwatt.conf", dropin)
+    for path, text in ((etc / CONF_NAME, conf), (etc / DROPIN_DIR / "peerwatt.conf", dropin)):
+        check_unchanged(path, text, written_by="`peerwatt community`")
     certs = make_certs(
         certs_dir,
         community=community_id,

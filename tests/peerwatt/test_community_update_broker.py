@@ -44,3 +44,20 @@ def test_update_broker_without_a_community_folder_is_one_line(tmp_path: Path) ->
     done = peerwatt("community", "update-broker", "--dir", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_edited_mosquitto_conf_is_named_with_the_way_out_this_command_has(tmp_path: Path) -> None:
+    """Found in a QA pass: the refusal named `peerwatt broker config ... --force`, which is not how
+    a `community init` folder is kept; moving the edited file away and running again is."""
+    out = init(tmp_path)
+    conf = out / "broker-etc" / "mosquitto.conf"
+    conf.write_text(conf.read_text() + "log_type all\n")
+    certs = snapshot(out / "broker" / "certs")
+    done = peerwatt("community", "update-broker", "--dir", str(out))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"{conf} was changed since `peerwatt community` wrote it: move it away" in done.stderr
+    assert "--force" not in done.stderr and "broker config" not in done.stderr
+    assert snapshot(out / "broker" / "certs") == certs
+    conf.rename(tmp_path / "mosquitto.conf.edited")
+    assert peerwatt("community", "update-broker", "--dir", str(out)).returncode == 0
+    assert conf.exists()
