@@ -24,6 +24,7 @@ import logging
 import re
 import sqlite3
 import tomllib
+import unicodedata
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -1245,15 +1246,17 @@ def pdf_text(s: str) -> str:
     the space) escaped as ``\\uXXXX`` (``peerwatt.settings.one_line``), never a line break (found
     in a QA pass: a neighbour named "Eve\\nTotal to be paid to you: 999.00" printed that line of
     its own on the member's statement, and U+202E reversed a name), and what Latin-1 lacks as
-    "?". Line breaks the text itself holds (none of peerwatt's own texts has one) are escaped too."""
-    return one_line(s).encode("latin-1", "replace").decode("latin-1")
+    "?", after composing what can be (NFC: a decomposed "José" prints as "José", not "Jose?", a
+    QA pass). Line breaks the text itself holds (none of peerwatt's own texts has one) are escaped
+    too."""
+    return one_line(unicodedata.normalize("NFC", s)).encode("latin-1", "replace").decode("latin-1")
 
 
 def fit(pdf: Any, s: str, width: float) -> str:
     """``s`` as printed (:func:`pdf_text`) and cut with "..." to at most ``width`` mm in ``pdf``'s
     current font, never inside a character's escape (found in a QA pass: a long neighbour's name
     printed over the kWh column of its row)."""
-    units = [pdf_text(c) for c in s]
+    units = [pdf_text(c) for c in unicodedata.normalize("NFC", s)]
     text = "".join(units)
     if pdf.get_string_width(text) <= width:
         return text

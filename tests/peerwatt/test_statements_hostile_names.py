@@ -71,6 +71,17 @@ def test_a_bidi_override_is_shown_escaped() -> None:
     assert "\u202e" not in "".join(lines)
 
 
+def test_a_decomposed_accent_prints_composed_and_other_scripts_as_question_marks() -> None:
+    """The PDF's font is Latin-1: "José Muñoz" written decomposed (NFD) printed "Jose? Mu?oz" (a QA
+    pass); it is composed first. A letter Latin-1 lacks prints as "?" (docs/billing.md, Names)."""
+    nfd = "Jose\u0301 Mun\u0303oz"
+    lines = printed(statement("alice", {"alice": nfd, "bob": "\u738b\u5c0f\u660e"}))
+    (member,) = [line for line in lines if line.startswith("Member: ")]
+    assert member == "Member: Jos\u00e9 Mu\u00f1oz (alice)", member
+    (sold,) = [line.lstrip() for line in lines if line.lstrip().startswith("sold to")]
+    assert sold.startswith("sold to ??? "), sold
+
+
 def test_a_long_name_is_cut_to_its_cell_with_its_key_id_beside_it() -> None:
     lines = printed(statement("bob", {"alice": LONG, "bob": LONG}, meter_name=LONG))
     (bought,) = [line for line in lines if line.lstrip().startswith("bought from")]
