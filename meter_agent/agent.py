@@ -185,6 +185,79 @@ def market_params(app: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _add_to(folded: dict[str, Any], side: str, energy: int, value: int, fees: int) -> None:
+    """Add a settled trade's figures (or an adjustment's) to the folded totals ``folded``."""
+    if side == "sell":
+        folded["sold_wh"] += energy
+        folded["earnings"] += value
+    else:
+        folded["bought_wh"] += energy
+        folded["earnings"] -= value + fees
+
+
+def load_trades(
+    outbox: Outbox,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any], set[str]]:
+    """The trades the state file holds: those kept whole (by trade id), the records of folded ones
+    (rows of the same group: ``{"interval", "folded": {...}}``; see Agent._fold), the folded
+    totals, and the ids of the folded trades' rows an older agent wrote into, merged here
+    (_merge_older_keys) and to be written back in this agent's form with the folded totals.
+    Nothing is written: ``peerwatt agent status`` reads the totals with it too."""
+    trades: dict[str, dict[str, Any]] = {}
+    folded_trades: dict[str, dict[str, Any]] = {}
+    folded: dict[str, Any] = {**FOLDED_EMPTY, **outbox.load("folded_totals", {})}
+    folded["unsettled_flags"] = list(folded["unsettled_flags"])
+    merged: set[str] = set()
+    for trade_id, row in outbox.load_entries("trades").items():
+        if not isinstance(row, dict):
+            continue
+        if "folded" not in row:
+            trades[trade_id] = row
+            continue
+        folded_trades[trade_id] = row
+        if set(row) - {"interval", "folded"}:
+            _merge_older_keys(row, folded)
+            merged.add(trade_id)
+    return trades, folded_trades, folded, merged
+
+
+def _merge_older_keys(row: dict[str, Any], folded: dict[str, Any]) -> None:
+    """Merge into a folded trade's record, and into the folded totals ``folded``, what an older
+    agent wrote into its row, and take that out of the row. An agent from before trades were
+    folded (3aef05c, 377075d) reads every row as a trade kept whole, so for a receipt of a folded
+    trade it writes, beside ``interval`` and ``folded``, ``side``, ``height``, the trade's or
+    settlement's figures, an adjustment under ``adjustments`` (keyed height:leaf hash, or by an
+    older one height:index) and the newest settlement's or adjustment's ``status``, ``flag`` and
+    ``status_height``. (Found in a QA pass: going back to the 377075d agent and forward again lost
+    the two negative adjustments it received, and the totals stayed 212 Wh too high.)
+
+    An adjustment the record does not count yet is added to the totals once: a key of the older
+    form at a height is the same adjustment as any other key at that height (a block adjusts a
+    trade at most once; Agent._keep_adjustment), and the record keeps the newer form. A
+    settlement is counted already: a trade is folded only once settled, and the ledger settles a
+    trade once (a later change is an adjustment). The newest status says how the trade stands."""
+    record = row["folded"]
+    older = {key: row.pop(key) for key in list(row) if key not in ("interval", "folded")}
+    adjustments = older.get("adjustments")
+    for key, (delta_wh, delta_value, delta_fees) in sorted((adjustments or {}).items()):
+        keys: list[str] = record["adjustments"]
+        if key in keys:
+            continue
+        height = key.partition(":")[0]
+        at_height = [k for k in keys if k.partition(":")[0] == height]
+        older_form = Agent._older_form(at_height, height)
+        if Agent._older_form([key], height) and at_height:
+            continue  # counted under another key at its height
+        if older_form:  # counted under the older form: kept under this key
+            record["adjustments"] = sorted({*keys, key} - set(older_form))
+            continue
+        record["adjustments"] = sorted({*keys, key})
+        _add_to(folded, record["side"], delta_wh, delta_value, delta_fees)
+    height = older.get("status_height")
+    if "status" in older and type(height) is int and height >= record.get("status_height", -1):
+        record.update(status=older["status"], flag=older.get("flag"), status_height=height)
+
+
 class Agent:
     """One meter's agent (see module docstring)."""
 
@@ -257,15 +330,13 @@ class Agent:
         self.buckets: dict[str, dict[str, Any]] = outbox.load("buckets", {})
         self.history: dict[str, int] = outbox.load("history", {})
         self.orders: dict[str, dict[str, Any]] = outbox.load("orders", {})
-        # the trades kept whole, by trade id, and the records of folded ones the ledger may still
-        # adjust (rows of the same group: {"interval", "folded": {...}}; see _fold)
-        self.trades: dict[str, dict[str, Any]] = {}
-        self._folded_trades: dict[str, dict[str, Any]] = {}
-        for trade_id, row in outbox.load_entries("trades").items():
-            if isinstance(row, dict):
-                (self._folded_trades if "folded" in row else self.trades)[trade_id] = row
-        self._folded: dict[str, Any] = {**FOLDED_EMPTY, **outbox.load("folded_totals", {})}
-        self._folded["unsettled_flags"] = list(self._folded["unsettled_flags"])
+        # the trades kept whole, by trade id, the records of folded ones the ledger may still
+        # adjust (rows of the same group: {"interval", "folded": {...}}; see _fold), the folded
+        # totals, and the folded trades' rows an older agent wrote into (merged; written below)
+        self.trades: dict[str, dict[str, Any]]
+        self._folded_trades: dict[str, dict[str, Any]]
+        self._folded: dict[str, Any]
+        self.trades, self._folded_trades, self._folded, merged = load_trades(outbox)
         self.last_interval: int | None = outbox.load("last_interval")
         self.last_reading: dict[str, Any] | None = outbox.load("last_reading")
         # the interval whose reading is still to be signed: tried at every poll until its lateness
@@ -340,6 +411,12 @@ class Agent:
         self._trades_unsaved: set[str] = set()  # kept trades the state file did not take (disk full)
         self._confirm_failed = False  # a notice's confirmation did not reach the state file
         self._results_missing_said = False  # an inclusion proof without results was an alarm
+        if merged:  # their rows in this agent's form, with the folded totals that now count them
+            try:
+                self._write_trades(merged)
+            except OutboxError as exc:  # merged in memory; saved with the next receipt or poll
+                log.error("%s: the trades an older agent kept are merged in memory until it takes them", exc)
+                self._trades_unsaved |= merged
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -1164,8 +1241,12 @@ class Agent:
                 touched.add(trade_id)
             if self.last_receipt is None or header["height"] >= self.last_receipt["height"]:
                 self.last_receipt = {"height": header["height"], "time": header["time"], "kind": kind}
+            # with the rows the state file did not take before: the folded totals written count
+            # what the rows written hold, never a trade twice (a fold or merge not written yet)
+            touched |= self._trades_unsaved
             try:
                 self._write_trades(touched)
+                self._trades_unsaved.clear()
             except OutboxError as exc:  # kept in memory; saved by a later poll (_save_trades)
                 if self.state_error is None and not self._trades_unsaved:  # said once
                     log.error("%s: receipts are kept in memory until the state file takes them", exc)
@@ -1206,7 +1287,7 @@ class Agent:
         return f"{height}:{result_leaves([result])[0].hex()}"
 
     @staticmethod
-    def _older_form(keys: Any, height: int) -> list[str]:
+    def _older_form(keys: Any, height: int | str) -> list[str]:
         """The keys of the older form (height:index) at ``height`` among ``keys``."""
         return [k for k in keys if k.partition(":")[0] == str(height) and k.partition(":")[2].isdigit()]
 
@@ -1311,13 +1392,7 @@ class Agent:
         return True
 
     def _add_to_folded(self, side: str, energy: int, value: int, fees: int) -> None:
-        f = self._folded
-        if side == "sell":
-            f["sold_wh"] += energy
-            f["earnings"] += value
-        else:
-            f["bought_wh"] += energy
-            f["earnings"] -= value + fees
+        _add_to(self._folded, side, energy, value, fees)
 
     def _fold_unsettled(self, record: dict[str, Any]) -> None:
         """Fold a folded trade's unsettled figures for good (its record leaves)."""
