@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -154,6 +155,23 @@ def check_port_free(port: int, what: str) -> None:
 
 MOSQUITTO_BINARY = "/usr/sbin/mosquitto"  # Debian's
 MOSQUITTO_READY_S = 10.0
+# Mosquitto runs in a session of its own, so no signal to the demo's process group reaches it, and
+# a demo killed outright (SIGKILL, the OOM killer) stops nothing. On Linux it is started through
+# this (`python -c TIED PARENT_PID MOSQUITTO ARGS...`): the child asks the kernel for SIGTERM when
+# its parent (the thread that started it) ends (PR_SET_PDEATHSIG, kept across exec for a binary
+# that is not set-user-ID), checks that the parent is still there (else it ended before the
+# request and no signal would come), and becomes Mosquitto. A Python child rather than a
+# preexec_fn: nothing runs in a forked copy of the multithreaded demo.
+TIED = """
+import ctypes, os, signal, sys
+prctl = ctypes.CDLL(None, use_errno=True).prctl
+PR_SET_PDEATHSIG = 1
+if prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM), *[ctypes.c_ulong(0)] * 3) != 0:
+    sys.exit("error: cannot tie Mosquitto to the demo: prctl: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("error: the demo ended before its Mosquitto started")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class DemoMosquitto:
@@ -217,13 +235,18 @@ class DemoMosquitto:
         self.conf = result.conf
 
     def start(self) -> None:
+        """Start Mosquitto and wait until it listens. Call it from a thread that outlives the
+        broker (the main thread): on Linux it gets SIGTERM when that thread ends (``TIED``)."""
         binary = self.binary()
         self.write()
+        command = [binary, "-c", str(self.conf)]
+        if sys.platform.startswith("linux") and sys.executable:
+            command = [sys.executable, "-I", "-S", "-c", TIED, str(os.getpid()), *command]
         with open(self.folder / "mosquitto.stderr", "wb") as stderr:
             # its own session: a Ctrl-C in the terminal (SIGINT to the foreground process group)
             # stops the demo, which stops its nodes and then the broker, not the broker under them
             self.process = subprocess.Popen(
-                [binary, "-c", str(self.conf)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
@@ -282,15 +305,25 @@ class DemoMosquitto:
         return f"mqtts://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        """Stop Mosquitto (SIGTERM; SIGKILL after MOSQUITTO_READY_S) and reap it. Interrupted
+        (a KeyboardInterrupt while it waits), it kills Mosquitto and keeps it to reap, so that a
+        call again finishes the job."""
+        process = self.process
+        if process is None:
             return
-        process.terminate()
         try:
-            process.wait(MOSQUITTO_READY_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(MOSQUITTO_READY_S)
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(MOSQUITTO_READY_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(MOSQUITTO_READY_S)
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+            raise
+        self.process = None
 
 
 class ConnectionLog:
@@ -368,6 +401,7 @@ class Demo:
         self.threads: list[threading.Thread] = []
         self.nodes: list[Node] = []
         self.apis: list[NodeHttpApi] = []
+        self.serving: list[NodeHttpApi] = []  # the APIs started (stopping one not serving hangs)
         self.homes: list[Home] = []
         self.broker: EmbeddedBroker | None = None
         self.mosquitto: DemoMosquitto | None = None
@@ -615,6 +649,7 @@ class Demo:
     def start(self) -> None:
         for api in self.apis:
             api.start()
+            self.serving.append(api)
         for node in self.nodes:
             node.start()
         for node in self.nodes:
@@ -663,7 +698,22 @@ class Demo:
 
     def stop(self) -> None:
         """Stop agents, let the nodes converge (unless the broker is gone), stop nodes, meters,
-        broker and dashboard."""
+        dashboard and broker; also what a startup made before it was interrupted. The broker
+        stops whatever happened meanwhile (an exception, a second Ctrl-C)."""
+        try:
+            self._stop_community()
+        finally:
+            self.stop_broker()
+
+    def stop_broker(self) -> None:
+        """Stop the broker this demo runs (embedded or Mosquitto); after that, nothing."""
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            broker.stop()
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
+
+    def _stop_community(self) -> None:
         self.connections.close()
         for home in self.homes:
             if home.agent is not None:
@@ -673,7 +723,8 @@ class Demo:
                     log.debug("agent %s stop: %s", home.name, exc)
         for node in self.nodes:
             node.draining = True  # the block in progress is finished; nobody proposes a new one
-        deadline = time.monotonic() + (0 if self.broker_ended() else 10)  # without a broker: no news
+        # without a broker no news comes; nodes that never ran have nothing to converge on
+        deadline = time.monotonic() + (0 if self.broker_ended() or not self.threads else 10)
         while time.monotonic() < deadline and (
             len({n.ledger.height for n in self.nodes}) > 1
             or any(n.status()["in_progress"] for n in self.nodes)
@@ -686,7 +737,10 @@ class Demo:
         for node in self.nodes:
             node.stop()
         for api in self.apis:
-            api.stop()
+            if api in self.serving:
+                api.stop()
+            else:
+                api.server.server_close()
         for home in self.homes:
             if home.reader is not None:
                 home.reader.close()
@@ -703,10 +757,6 @@ class Demo:
             if node.mempool is not None:
                 node.mempool.close()
             node.ledger.close()
-        if self.broker is not None:
-            self.broker.stop()
-        if self.mosquitto is not None:
-            self.mosquitto.stop()
 
     def verify(self) -> list[str]:
         """Verify every node's store; return one line per node."""

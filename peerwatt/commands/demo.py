@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,51 +70,103 @@ def demo(homes, speed, hours, headless, data, broker, mosquitto, port, seed) -> 
         )
     )
     started = False
+    held = _stop_on_signals()
+    try:
+        try:
+            the_demo.setup()
+            the_demo.start()
+            started = True
+            _intro(the_demo)
+            _watch(the_demo)
+        except KeyboardInterrupt:
+            with suppress(OSError):  # after SIGHUP the terminal may be gone: stop cleanly all the same
+                click.echo("\nstopping…", err=True)
+        except UserError:
+            if started or the_demo.nodes or the_demo.mosquitto is not None:
+                the_demo.stop()
+            the_demo.cleanup()
+            raise
+        if not started:
+            _stop_interrupted_startup(the_demo)
+        the_demo.stop()
+        _report(the_demo, the_demo.stats(Stats()))  # with what the last blocks brought
+    finally:
+        # whatever ended the demo (an exception, a second Ctrl-C while stopping), its Mosquitto
+        # does not outlive it; a further Ctrl-C now waits until the broker is stopped
+        with _signals_held():
+            the_demo.stop_broker()
+        _restore(held)
+    if the_demo.broker_gone is not None:
+        sys.exit(UserError.exit_code)  # its line came when it happened (_watch)
 
-    def stop_on_sigterm(signum, frame):  # SIGTERM (systemd, timeout, kill) stops as cleanly as Ctrl-C
+
+# Ctrl-C, SIGTERM (systemd, timeout, kill) and SIGHUP (the terminal closed): a clean stop
+_STOPPING = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM and SIGHUP stop the demo as cleanly as Ctrl-C: each raises KeyboardInterrupt (as
+    Python's SIGINT handler does), unless ignored (nohup: SIGHUP). Returns the handlers they had."""
+
+    def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    return {
+        signum: signal.signal(signum, stop)
+        for signum in _STOPPING
+        if signum != signal.SIGINT and signal.getsignal(signum) is not signal.SIG_IGN
+    }
+
+
+def _restore(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:  # None: not set from Python, and cannot be set back
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _signals_held():
+    """While the broker stops: Ctrl-C, SIGTERM and SIGHUP do nothing more (the stop is bounded:
+    SIGTERM, then SIGKILL after 10 s), so that a further one cannot leave it running."""
+    held = {signum: signal.signal(signum, lambda *_: None) for signum in _STOPPING}
     try:
-        the_demo.setup()
-        the_demo.start()
-        started = True
-        _intro(the_demo)
-        stats = _watch(the_demo)
-    except KeyboardInterrupt:
-        stats = None
-        click.echo("\nstopping…", err=True)
-    except UserError:
-        if started or the_demo.nodes or the_demo.mosquitto is not None:
-            the_demo.stop()
+        yield
+    finally:
+        _restore(held)
+
+
+def _stop_interrupted_startup(the_demo) -> None:
+    """A startup interrupted: stop what it had started, say that the demo did not run, exit 130."""
+    the_demo.stop()
+    if the_demo.temporary:
         the_demo.cleanup()
-        raise
-    if started:
-        the_demo.stop()
-    stats = the_demo.stats(Stats()) if started else stats
-    if stats is not None:
-        _summary(the_demo, stats)
-        rejected = the_demo.nodes[0].metrics.rejected if the_demo.nodes else {}
-        if rejected:
-            click.echo(
-                "rejected by the sequencer: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))
-            )
-            behind = falling_behind(
-                the_demo.o.speed,
-                rejected,
-                the_demo.nodes[0].metrics.accepted,
-                broker_down_s=the_demo.connections.down_s(),
-            )
-            if behind:
-                click.echo(behind)
-        for line in the_demo.verify():
-            click.echo(f"verify {line}")
+        where = ""
+    else:
+        where = f"; {the_demo.data} holds what it had set up (pass an empty --data folder next time)"
+    click.echo(f"interrupted during startup: the demo did not run{where}", err=True)
+    sys.exit(130)
+
+
+def _report(the_demo, stats) -> None:
+    """After a run: the summary, what the sequencer rejected, every store verified, where they are."""
+    _summary(the_demo, stats)
+    rejected = the_demo.nodes[0].metrics.rejected if the_demo.nodes else {}
+    if rejected:
+        click.echo("rejected by the sequencer: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
+        behind = falling_behind(
+            the_demo.o.speed,
+            rejected,
+            the_demo.nodes[0].metrics.accepted,
+            broker_down_s=the_demo.connections.down_s(),
+        )
+        if behind:
+            click.echo(behind)
+    for line in the_demo.verify():
+        click.echo(f"verify {line}")
     if the_demo.temporary:
         the_demo.cleanup()
     else:
         click.echo(f"stores kept in {the_demo.data}: try `peerwatt verify --data {the_demo.data}/sequencer`")
-    if the_demo.broker_gone is not None:
-        sys.exit(UserError.exit_code)  # its line came when it happened (_watch)
 
 
 def falling_behind(
