@@ -17,8 +17,8 @@ from meter_agent.agent import FAULT_CONFIRM_POLLS, Agent
 from meter_agent.modbus_reader import MeterConnectionError, MeterSample, MeterTimeout
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
-from peerwatt.bus import MemoryBroker, MemoryBus, Topics
-from tests.support.localnet import make_community
+from peerwatt.bus import MemoryBus
+from tests.support.one_meter import one_meter_market
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC
 PARAMS = {"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000}
@@ -43,15 +43,7 @@ class _Meter:
 
 
 def _world(tmp_path, params: dict | None = None):
-    c = make_community(
-        validators=1, members=1, meters_per_member=1, app="market", time=MORNING - 86400,
-        app_params={**PARAMS, **(params or {})}, serials=["SN1"],
-    )  # fmt: skip
-    broker = MemoryBroker()
-    seen: list[tuple[str, bytes]] = []
-    node = MemoryBus(broker, "node")
-    node.subscribe(Topics.pattern(c.community), lambda t, p: seen.append((t, p)))
-    node.start()
+    c, broker, seen = one_meter_market({**PARAMS, **(params or {})}, MORNING - 86400)
     now = [MORNING + 100]
     meter = _Meter(now)
     agent = Agent(

@@ -14,8 +14,8 @@ from meter_agent.agent import Agent
 from meter_agent.modbus_reader import MeterSample
 from meter_agent.outbox import Outbox
 from meter_agent.strategy import StrategyConfig
-from peerwatt.bus import MemoryBroker, MemoryBus, Topics
-from tests.support.localnet import make_community
+from peerwatt.bus import MemoryBus
+from tests.support.one_meter import one_meter_market
 
 MORNING = 1750489200  # 2025-06-21 07:00 UTC
 PARAMS = {"interval_s": 900, "gate_s": 300, "feed_in_price": 80000, "retail_price": 300000}
@@ -36,15 +36,7 @@ class _Meter:
 @pytest.fixture
 def world(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="peerwatt.agent")
-    c = make_community(
-        validators=1, members=1, meters_per_member=1, app="market", time=MORNING - 86400,
-        app_params=PARAMS, serials=["SN1"],
-    )  # fmt: skip
-    broker = MemoryBroker()
-    seen: list[tuple[str, bytes]] = []
-    node = MemoryBus(broker, "node")
-    node.subscribe(Topics.pattern(c.community), lambda t, p: seen.append((t, p)))
-    node.start()
+    c, broker, seen = one_meter_market(PARAMS, MORNING - 86400)
     now = [MORNING + 5]
 
     def make(bus_id: str = "agent") -> Agent:
