@@ -258,6 +258,49 @@ def _merge_older_keys(row: dict[str, Any], folded: dict[str, Any]) -> None:
         record.update(status=older["status"], flag=older.get("flag"), status_height=height)
 
 
+def totals_of(
+    trades: dict[str, dict[str, Any]], folded_trades: dict[str, dict[str, Any]], folded: dict[str, Any]
+) -> dict[str, Any]:
+    """The P2P totals of the trades kept whole, the folded trades' records and the folded totals
+    (Agent.totals; ``peerwatt agent status`` reads a state file's with load_trades)."""
+    sold, bought, earnings = folded["sold_wh"], folded["bought_wh"], folded["earnings"]
+    pending = {"sell": 0, "buy": 0}
+    unsettled = {"sell": folded["sold_unsettled_wh"], "buy": folded["bought_unsettled_wh"]}
+    flags: set[str] = set(folded["unsettled_flags"])
+    for row in folded_trades.values():
+        record = row["folded"]
+        if record.get("status") == "unsettled":
+            unsettled[record["side"]] += record["energy_wh"]
+            if record.get("flag"):
+                flags.add(str(record["flag"]))
+    for entry in trades.values():
+        side = "sell" if entry.get("side") == "sell" else "buy"
+        if "settled_wh" not in entry:  # traded, not settled yet: no money
+            pending[side] += entry.get("energy_wh", 0)
+            continue
+        energy, value, fees = Agent._settled_figures(entry)
+        if entry.get("status") == "unsettled":  # (its settled figures are 0)
+            unsettled[side] += entry.get("energy_wh", 0)
+            if entry.get("flag"):
+                flags.add(str(entry["flag"]))
+        if side == "sell":
+            sold += energy
+            earnings += value
+        else:
+            bought += energy
+            earnings -= value + fees
+    return {
+        "sold_wh": sold,
+        "bought_wh": bought,
+        "earnings": earnings,
+        "sold_pending_wh": pending["sell"],
+        "bought_pending_wh": pending["buy"],
+        "sold_unsettled_wh": unsettled["sell"],
+        "bought_unsettled_wh": unsettled["buy"],
+        "unsettled_flags": sorted(flags),
+    }
+
+
 class Agent:
     """One meter's agent (see module docstring)."""
 
@@ -1493,43 +1536,7 @@ class Agent:
         MAX_RECEIPTS the totals went down when a settlement dropped an older trade. Settled
         energy only goes down by a negative adjustment (a corrected reading, ...)."""
         with self._lock:
-            f = self._folded
-            sold, bought, earnings = f["sold_wh"], f["bought_wh"], f["earnings"]
-            pending = {"sell": 0, "buy": 0}
-            unsettled = {"sell": f["sold_unsettled_wh"], "buy": f["bought_unsettled_wh"]}
-            flags: set[str] = set(f["unsettled_flags"])
-            for row in self._folded_trades.values():
-                record = row["folded"]
-                if record.get("status") == "unsettled":
-                    unsettled[record["side"]] += record["energy_wh"]
-                    if record.get("flag"):
-                        flags.add(str(record["flag"]))
-            for entry in self.trades.values():
-                side = "sell" if entry.get("side") == "sell" else "buy"
-                if "settled_wh" not in entry:  # traded, not settled yet: no money
-                    pending[side] += entry.get("energy_wh", 0)
-                    continue
-                energy, value, fees = self._settled_figures(entry)
-                if entry.get("status") == "unsettled":  # (its settled figures are 0)
-                    unsettled[side] += entry.get("energy_wh", 0)
-                    if entry.get("flag"):
-                        flags.add(str(entry["flag"]))
-                if side == "sell":
-                    sold += energy
-                    earnings += value
-                else:
-                    bought += energy
-                    earnings -= value + fees
-        return {
-            "sold_wh": sold,
-            "bought_wh": bought,
-            "earnings": earnings,
-            "sold_pending_wh": pending["sell"],
-            "bought_pending_wh": pending["buy"],
-            "sold_unsettled_wh": unsettled["sell"],
-            "bought_unsettled_wh": unsettled["buy"],
-            "unsettled_flags": sorted(flags),
-        }
+            return totals_of(self.trades, self._folded_trades, self._folded)
 
     @staticmethod
     def _saved_config(outbox: Outbox) -> TrustedConfig | None:

@@ -234,6 +234,8 @@ def with_own_enrolment(genesis, key, request_file: Path, key_file: Path | None =
 @click.option("--json", "as_json", is_flag=True)
 def status(config_file: Path, as_json: bool) -> None:
     """Last reading, outbox depth, broker connection, last offers and receipts, earnings so far."""
+    from chain.config_proof import TrustedConfig
+    from meter_agent.agent import load_trades, totals_of
     from meter_agent.config import load_agent_config
     from meter_agent.outbox import Outbox, OutboxError
 
@@ -254,11 +256,28 @@ def status(config_file: Path, as_json: bool) -> None:
     # then. The state file's newer figures are kept apart and labelled "now" where shown (a QA
     # pass: one printout said the last reading was not signed, and showed one signed since).
     info = outbox.load("status") or {}
+    try:  # (what an older agent wrote into folded trades' rows merged in memory only)
+        trades, folded_trades, folded, _merged = load_trades(outbox)
+    except OutboxError as exc:  # trades an agent from before their table kept, not convertible here
+        outbox.close()
+        raise UserError(str(exc)) from None
+    try:
+        config_height = TrustedConfig.from_json(outbox.load("config")).height
+    except (ValueError, TypeError):  # none saved (or unusable): the agent follows its genesis's
+        config_height = 0
     now = {
         "outbox": outbox.depth(),
         "seq": outbox.last_seq(),
         "last_reading": outbox.load("last_reading"),
         "awaiting_confirmation": outbox.awaiting_confirmation(),
+        # what the status holds too, as the agent's state file holds it now (the agent's own code)
+        "totals": totals_of(trades, folded_trades, folded),
+        "last_receipt": outbox.load("last_receipt"),
+        "enrolled": outbox.load("enrolled", "unknown"),
+        "orders": outbox.load("orders", {}),
+        "revoked": outbox.load("revoked"),
+        "readings_withheld": outbox.load("readings_withheld"),
+        "config_height": config_height,
     }
     unconfirmed = now["awaiting_confirmation"] + now["outbox"]
     oldest = outbox.oldest_unconfirmed()
@@ -268,33 +287,35 @@ def status(config_file: Path, as_json: bool) -> None:
         click.echo()
         return
 
-    def saved(key: str, name: str) -> str:
-        """``name: value`` as the status saved it; one it lacks (none saved yet, an older agent's
-        status) as the state file holds it now, labelled so."""
-        if key in info:
-            return f"{name}: {info[key]}"
-        return f"{name} (now, not in the saved status): {now[key]}"
+    def label(key: str) -> str:
+        """'' for a figure the status saved; for one it lacks (none saved yet, an older agent's
+        status), shown as the state file holds it now, the label that says so."""
+        return "" if key in info else f" {NOT_SAVED}"
 
-    totals = info.get("totals", {})
+    def value(key: str) -> Any:
+        return info[key] if key in info else now[key]
+
+    def saved(key: str, name: str) -> str:
+        """``name: value`` as the status saved it, or as it is now, labelled so."""
+        return f"{name}{label(key)}: {value(key)}"
+
     if "meter" not in info:  # a status is saved at the agent's first poll
         click.echo("no status saved yet: the agent saves one at its first poll (is it running? its log says)")
     else:
         click.echo(written_line(info.get("time"), cfg.heartbeat_s))
         click.echo(f"meter: {info.get('meter')}  ok: {info.get('meter_ok')}  fault: {info.get('fault')}")
     click.echo(saved("last_reading", "last reading"))
-    if info.get("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
-        click.echo(f"no offers: the last reading was not signed: {info['readings_withheld']}")
+    if value("readings_withheld"):  # no offers until a reading is signed again (docs/agent.md)
+        withheld = value("readings_withheld")
+        click.echo(f"no offers{label('readings_withheld')}: the last reading was not signed: {withheld}")
     if info.get("serial_mismatch"):  # not the enrolled meter: no offers until it is (docs/agent.md)
         click.echo(f"no offers: {info['serial_mismatch']}")
-    click.echo(f"enrolled: {info.get('enrolled', 'unknown')}  last receipt: {info.get('last_receipt')}")
-    if info.get("revoked"):  # for good: no orders or readings any more (docs/agent.md)
-        click.echo(f"revoked: {info['revoked']}; the agent signs no orders or readings")
-    if "config_height" in info:  # validators, quorum and prices as voted up to that block (docs/agent.md)
-        click.echo(f"chain configuration followed up to height {info['config_height']}")
-    click.echo(
-        f"{saved('outbox', 'outbox depth')}  {saved('seq', 'last seq')}  broker connected at that time: "
-        f"{info.get('broker_connected')}"
-    )
+    click.echo(f"{saved('enrolled', 'enrolled')}  {saved('last_receipt', 'last receipt')}")
+    if value("revoked"):  # for good: no orders or readings any more (docs/agent.md)
+        click.echo(f"revoked{label('revoked')}: {value('revoked')}; the agent signs no orders or readings")
+    # validators, quorum and prices as voted up to that block (docs/agent.md)
+    click.echo(f"chain configuration followed up to height {value('config_height')}{label('config_height')}")
+    click.echo(f"{saved('outbox', 'outbox depth')}  {saved('seq', 'last seq')}  {_broker_line(info)}")
     if info.get("broker_problem"):  # another client with this account's id, an unreachable broker
         click.echo(f"broker: {info['broker_problem']}")
     if oldest is not None:  # as it stands now, not at the last heartbeat
@@ -305,10 +326,10 @@ def status(config_file: Path, as_json: bool) -> None:
         if waited > UNBOOKED_S:  # a block takes a message within seconds while the chain moves
             line += ": the ledger is booking none of them (are the validators running? docs/agent.md)"
         click.echo(line)
-    click.echo(f"orders: {info.get('orders')}")
+    click.echo(saved("orders", "orders"))
     if info.get("no_order") and not info.get("revoked"):  # the agent's own rule (docs/agent.md)
         click.echo(info["no_order"])
-    for line in totals_lines(totals):
+    for line in totals_lines(value("totals") or {}, label("totals")):
         click.echo(line)
     if info.get("state_error"):  # the agent cannot write its state (docs/agent.md, "Troubleshooting")
         click.echo(f"state error: {info['state_error']}")
@@ -322,12 +343,28 @@ def status(config_file: Path, as_json: bool) -> None:
                 click.echo(f"  {alarm}")
 
 
-def totals_lines(totals: dict[str, Any]) -> list[str]:
+# a figure the saved status lacks (none saved yet, an older agent's status), shown as it is now
+NOT_SAVED = "(now, not in the saved status)"
+
+
+def _broker_line(info: dict[str, Any]) -> str:
+    """Whether the broker was connected when the status was written: 'at that time' only with
+    the time it was written (written_line), and not shown as a fact when the status lacks it
+    (the state file does not hold it: only the running agent knows)."""
+    if "broker_connected" not in info:
+        return "broker connected: not in the saved status"
+    if _has_time(info.get("time")):
+        return f"broker connected at that time: {info['broker_connected']}"
+    return f"broker connected (in the saved status, written at a time unknown): {info['broker_connected']}"
+
+
+def totals_lines(totals: dict[str, Any], label: str = "") -> list[str]:
     """The P2P totals as the ledger settled them, then what is traded and not settled yet and what
     the ledger left unsettled, neither of them money (a QA pass: a trade never settled was shown
-    as money bought; Agent.totals)."""
+    as money bought; Agent.totals); ``label`` after each line's name (NOT_SAVED: the totals as
+    the state file holds them now, the status lacking them)."""
     lines = [
-        f"P2P settled: sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
+        f"P2P settled{label}: sold {totals.get('sold_wh', 0)} Wh, bought {totals.get('bought_wh', 0)} Wh, "
         f"earnings {totals.get('earnings', 0) / 1e6:.2f}"
     ]
 
@@ -337,11 +374,13 @@ def totals_lines(totals: dict[str, Any]) -> list[str]:
 
     if sides("pending"):
         lines.append(
-            f"traded, not settled yet: {sides('pending')} (no money moves until the ledger settles it)"
+            f"traded, not settled yet{label}: {sides('pending')} (no money moves until the ledger settles it)"
         )
     if sides("unsettled"):
         flags = ", ".join(str(f) for f in totals.get("unsettled_flags") or []) or "unsettled"
-        lines.append(f"traded, left unsettled by the ledger ({flags}): {sides('unsettled')}, no money moved")
+        lines.append(
+            f"traded, left unsettled by the ledger ({flags}){label}: {sides('unsettled')}, no money moved"
+        )
     return lines
 
 
@@ -363,10 +402,15 @@ def _age(seconds: float) -> str:
     return f"{seconds // 86400:.0f} days"
 
 
+def _has_time(written: Any) -> bool:
+    """Whether a saved status holds the time it was written (an older agent's holds none)."""
+    return isinstance(written, int | float) and not isinstance(written, bool)
+
+
 def written_line(written: Any, heartbeat_s: float, now: float | None = None) -> str:
     """When the agent wrote the status (its last heartbeat), local time, and how long ago; a status
     older than STALE_HEARTBEATS heartbeats says it is stale (the agent stopped, or cannot save)."""
-    if isinstance(written, bool) or not isinstance(written, int | float):
+    if not _has_time(written):
         return "status written: unknown (a status of an older agent: it holds no time)"
     shown = datetime.fromtimestamp(written).astimezone().isoformat(sep=" ", timespec="seconds")
     age = (time.time() if now is None else now) - written
