@@ -43,7 +43,7 @@ class _Meter:
 
 
 def _world(tmp_path, params: dict | None = None):
-    c, broker, seen = one_meter_market({**PARAMS, **(params or {})}, MORNING - 86400)
+    c, broker, seen, _node = one_meter_market({**PARAMS, **(params or {})}, MORNING - 86400)
     now = [MORNING + 100]
     meter = _Meter(now)
     agent = Agent(

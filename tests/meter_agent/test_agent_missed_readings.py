@@ -36,7 +36,7 @@ class _Meter:
 @pytest.fixture
 def world(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="peerwatt.agent")
-    c, broker, seen = one_meter_market(PARAMS, MORNING - 86400)
+    c, broker, seen, _node = one_meter_market(PARAMS, MORNING - 86400)
     now = [MORNING + 5]
 
     def make(bus_id: str = "agent") -> Agent:

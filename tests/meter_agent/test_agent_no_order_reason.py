@@ -39,7 +39,7 @@ class _Meter:
 
 
 def _world(tmp_path, strategy: StrategyConfig | None = None, params: dict | None = None):
-    c, broker, seen = one_meter_market({**PARAMS, **(params or {})}, MORNING - 86400)
+    c, broker, seen, node = one_meter_market({**PARAMS, **(params or {})}, MORNING - 86400)
     now = [MORNING + 100]
     agent = Agent(
         key=c.meters[0].key, genesis=c.genesis, bus=MemoryBus(broker, "agent"), reader=_Meter(now, "SN1"),
@@ -47,7 +47,7 @@ def _world(tmp_path, strategy: StrategyConfig | None = None, params: dict | None
         clock=lambda: now[0], heartbeat_s=0,
     )  # fmt: skip
     agent.start()
-    return c, agent, now, seen
+    return c, agent, now, seen, node
 
 
 def _orders(seen) -> list[dict]:
@@ -55,7 +55,7 @@ def _orders(seen) -> list[dict]:
 
 
 def test_below_min_order_wh_is_said_in_the_status(tmp_path):
-    c, agent, now, seen = _world(tmp_path)
+    c, agent, now, seen, _node = _world(tmp_path)
     agent.history = {str(MORNING - 900): 21}  # the last quarter exported 21 Wh: 16 Wh to offer
     agent.poll()
     assert _orders(seen) == []
@@ -75,7 +75,7 @@ def test_below_min_order_wh_is_said_in_the_status(tmp_path):
 
 
 def test_no_forecast_yet_is_said_in_the_status(tmp_path):
-    c, agent, now, seen = _world(tmp_path)
+    c, agent, now, seen, _node = _world(tmp_path)
     agent.poll()
     note = agent.status()["no_order"]
     assert "no forecast yet" in note and "whole interval" in note, note
@@ -83,7 +83,7 @@ def test_no_forecast_yet_is_said_in_the_status(tmp_path):
 
 def test_no_bid_that_can_pay_is_said_in_the_status(tmp_path):
     params = {"grid_fee_per_kwh": 150_000, "levies_per_kwh": 100_000}  # retail - both < feed-in
-    c, agent, now, seen = _world(tmp_path, params=params)
+    c, agent, now, seen, _node = _world(tmp_path, params=params)
     agent.history = {str(MORNING - 900): -500}
     agent.poll()
     note = agent.status()["no_order"]
@@ -107,7 +107,7 @@ def test_trading_turned_off_places_no_order_says_so_and_keeps_sending_readings(t
     """`[market] trade = false`: a household that leaves stops ordering while its agent still reads
     the meter and sends its readings, so its last trades settle before the votes (docs/quickstart.md,
     "Leaving"; before, the docs had it set min_order_wh to 1000000000)."""
-    c, agent, now, seen = _world(tmp_path, StrategyConfig(trade=False))
+    c, agent, now, seen, _node = _world(tmp_path, StrategyConfig(trade=False))
     agent.history = {str(MORNING - 900): 5_000}  # a surplus worth offering
     agent.poll()
     assert _orders(seen) == []
@@ -132,7 +132,7 @@ def test_trading_turned_off_withdraws_an_order_whose_gate_is_still_open_within_t
     """A QA pass: an agent restarted with trade = false 45 s before an interval's gate closed left
     its 2,500 Wh offer standing (the agent plans only beyond its order margin), while its status
     said trading was off. Every standing order whose gate is still open is withdrawn."""
-    c, agent, now, seen = _world(tmp_path)
+    c, agent, now, seen, _node = _world(tmp_path)
     agent.history = {str(MORNING - 900): 5_000}
     agent.poll()
     [offer] = _orders(seen)

@@ -1,6 +1,6 @@
 """A market community of one member with one meter (serial SN1) on an in-memory broker, and a
-listener that keeps every message published in it: what the agent tests that watch one agent's
-orders and readings start from."""
+listener that keeps every message published in it (and can publish, as a node): what the agent
+tests that watch one agent's orders and readings start from."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from tests.support.localnet import make_community
 
 def one_meter_market(
     params: dict[str, Any], genesis_time: int
-) -> tuple[Any, MemoryBroker, list[tuple[str, bytes]]]:
-    """(the community, its broker, every (topic, payload) published on it from now on)."""
+) -> tuple[Any, MemoryBroker, list[tuple[str, bytes]], MemoryBus]:
+    """(the community, its broker, every (topic, payload) published on it from now on, the
+    listener's bus)."""
     c = make_community(
         validators=1, members=1, meters_per_member=1, app="market", time=genesis_time,
         app_params=params, serials=["SN1"],
@@ -23,4 +24,4 @@ def one_meter_market(
     listener = MemoryBus(broker, "node")
     listener.subscribe(Topics.pattern(c.community), lambda t, p: seen.append((t, p)))
     listener.start()
-    return c, broker, seen
+    return c, broker, seen, listener
