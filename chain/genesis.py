@@ -24,9 +24,13 @@ GENESIS_VERSION = 1
 # 3: the market keeps a corrected reading that moves no money, and refuses an order older than a
 # cancellation of the same meter and interval (market/app.py). 4: the market clears an interval
 # once whatever a later gate_s vote says, and its parameters' checks take tighter bounds (order
-# limit prices, the correction window against the settlement delay: market/params.py).
-RULES = (1, 2, 3, 4)
-RULES_NEW = 4  # what every genesis peerwatt writes from now on says
+# limit prices, the correction window against the settlement delay: market/params.py). 5: the
+# market re-settles an interval already settled on the grid operator's data by changing only the
+# meters whose row arrived (the others keep what the interval settled on, also after a vote to
+# settlement_source "gridops"), and keeps the readings of intervals waiting under "gridops"
+# (market/app.py).
+RULES = (1, 2, 3, 4, 5)
+RULES_NEW = 5  # what every genesis peerwatt writes from now on says
 # An IANA zone name such as "Europe/Vienna" or "UTC"; names of the machine's own settings
 # ("localtime", "posixrules") would mean another zone on every node and are refused.
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,63}(/[A-Za-z0-9_+-]{1,64}){0,3}")

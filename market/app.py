@@ -26,8 +26,12 @@ moves no money still updates the figures kept for a later re-settlement (``settl
 ``stale_order``. Rules 4: an interval clears once (an order for an interval at or before
 ``gate_closed`` is refused as ``interval_closed`` also when a vote lowered ``gate_s`` since: its
 second clearing replaced the first one's trades, which never settled), and the market parameters'
-checks take the rules-4 bounds (market/params.py). Ledgers on earlier rules re-execute as they
-were made.
+checks take the rules-4 bounds (market/params.py). Rules 5: every ``settled`` entry keeps its
+``measured`` whatever the source, and re-settling an interval already settled under ``gridops``
+(after a vote to it) changes only the meters with a row of the grid operator's data, the others
+keeping what they settled on; the readings of intervals waiting under ``gridops`` are kept until
+they settle (a vote back to ``meter`` settles them on them). Ledgers on earlier rules re-execute as
+they were made.
 Results per block: ``order_outcome`` and ``trade`` and ``clearing`` at gate closure;
 ``settlement``, ``balance`` and ``adjustment`` at settlement; ``reading_flag`` when a reading
 arrives that cannot be true (a serial that is not the enrolled one, or counters that moved more
@@ -292,16 +296,25 @@ class MarketApp:
         settlement source: the grid operator's row; under ``gridops`` without one, missing; under
         ``meter_then_gridops`` without one, once the readings have left the state (they can no
         longer be corrected then), what they gave when the interval was settled (``recorded``).
-        Also the meters whose figures are the grid operator's (its row, or missing from it)."""
+        Also the meters whose figures are the grid operator's (its row, or missing from it).
+        On rules 5, re-settling an interval already settled (``recorded``, kept whatever the
+        source was) under ``gridops``, a meter without a row keeps what the interval settled on:
+        a vote to ``gridops`` does not undo the intervals settled on the meters before it."""
         if p["settlement_source"] == METER:
             return {}, set()
         data = ctx.state.get("gridops", {})
         readings = ctx.state["readings"]
         measured: dict[str, Delivery | str] = {}
+        kept: set[str] = set()  # rules 5: meters that keep what they settled on under gridops
         for m in meters:
             row = data.get(m, {}).get(str(interval))
             if row is not None:
                 measured[m] = Delivery(import_wh=row[0], export_wh=row[1])
+            elif p["settlement_source"] == GRIDOPS and ctx.rules >= 5 and recorded and m in recorded:
+                outcome = recorded[m]
+                measured[m] = outcome if isinstance(outcome, str) else Delivery(*outcome)
+                if outcome != MISSING_GRIDOPS:
+                    kept.add(m)
             elif p["settlement_source"] == GRIDOPS:
                 measured[m] = MISSING_GRIDOPS
             elif recorded is not None and m in recorded:
@@ -310,7 +323,7 @@ class MarketApp:
                     outcome = recorded[m]
                     measured[m] = outcome if isinstance(outcome, str) else Delivery(*outcome)
         if p["settlement_source"] == GRIDOPS:
-            return measured, set(measured)
+            return measured, set(measured) - kept
         return measured, {m for m in meters if str(interval) in data.get(m, {})}
 
     def _settlement(
@@ -422,7 +435,7 @@ class MarketApp:
             ctx.state["settled"][key] = {"trades": trades, "settlement": _encode_settlement(settlement)}
             if rates is not None:
                 ctx.state["settled"][key]["rates"] = rates
-            if p["settlement_source"] != METER:
+            if p["settlement_source"] != METER or ctx.rules >= 5:  # rules 5: a vote may change it
                 ctx.state["settled"][key]["measured"] = _encode_measured(settlement)
         return results
 
@@ -439,7 +452,7 @@ class MarketApp:
             )
             change = adjust(previous, corrected)
             if change.is_empty:
-                if ctx.rules >= 3 and p["settlement_source"] != METER:
+                if ctx.rules >= 5 or (ctx.rules >= 3 and p["settlement_source"] != METER):
                     # no money moves, but a re-settlement on the grid operator's data after the
                     # readings have left the state starts from what they give now
                     stored["measured"] = _encode_measured(corrected)
@@ -468,7 +481,7 @@ class MarketApp:
                 results.append(_with_source(p, gridops_meters, ta.seller, ta.buyer, adjustment))
             results.extend(self._apply_balances(ctx, interval, change.balance_changes))
             stored["settlement"] = _encode_settlement(corrected)
-            if p["settlement_source"] != METER:
+            if p["settlement_source"] != METER or ctx.rules >= 5:
                 stored["measured"] = _encode_measured(corrected)
         ctx.state["resettle"] = []
         if "resettle_gridops" in ctx.state:
@@ -550,7 +563,9 @@ class MarketApp:
         """Forget readings and settlements that can no longer matter (outside the correction window)."""
         keep_from = ctx.time - (p["correction_window_intervals"] + 1) * p["interval_s"]
         pending = [int(i) for i in ctx.state["cleared"]]
-        if pending and p["settlement_source"] != GRIDOPS:  # readings settle pending intervals
+        # readings settle pending intervals; on rules 5 also those waiting under gridops, which a
+        # vote back to meter readings settles on them
+        if pending and (p["settlement_source"] != GRIDOPS or ctx.rules >= 5):
             keep_from = min(keep_from, min(pending) - p["interval_s"])
         for meter in list(ctx.state["readings"]):
             readings = ctx.state["readings"][meter]

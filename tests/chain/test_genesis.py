@@ -139,7 +139,7 @@ def test_a_quorum_outside_two_thirds_to_all_is_refused(validators, quorum):
 
 def test_the_ledger_rules_version() -> None:
     """[chain] rules: absent in older genesis files (their ledgers re-execute as they were made),
-    4 in every one peerwatt writes now; a version this peerwatt does not know is one line."""
+    5 in every one peerwatt writes now; a version this peerwatt does not know is one line."""
     import copy
 
     from chain.genesis import RULES_NEW, initial_chain_state
@@ -148,8 +148,8 @@ def test_the_ledger_rules_version() -> None:
     assert "rules" not in initial_chain_state(genesis_from_dict(doc))
     newer = copy.deepcopy(doc)
     newer["chain"] = {"rules": RULES_NEW}
-    assert initial_chain_state(genesis_from_dict(newer))["rules"] == RULES_NEW == 4
-    for bad in (5, "2", True, 0):
+    assert initial_chain_state(genesis_from_dict(newer))["rules"] == RULES_NEW == 5
+    for bad in (6, "2", True, 0):
         newer["chain"]["rules"] = bad
-        with pytest.raises(GenesisError, match="chain.rules must be one of 1, 2, 3, 4"):
+        with pytest.raises(GenesisError, match="chain.rules must be one of 1, 2, 3, 4, 5"):
             genesis_from_dict(newer)
