@@ -19,13 +19,10 @@ from pathlib import Path
 from chain.genesis import genesis_from_dict
 from market.app import MarketApp
 from tests.market.test_governance_recheck import propose, yes
+from tests.market.test_gridops_app import I2, START, USE, trade_two_intervals
 from tests.support.localnet import LocalCommunity, make_community
-from tests.support.market_ledger import I1, PARAMS, T0, order, reading
+from tests.support.market_ledger import I1, PARAMS, T0, reading
 
-I2 = I1 + 900
-START = {m: (10_000 + 1000 * m, 20_000 + 1000 * m) for m in range(4)}
-# what each meter measured in I1 and I2 (import, export): exactly what it traded
-USE = {0: (0, 1000), 1: (0, 0), 2: (800, 0), 3: (200, 0)}
 VOTED = I2 + 1800
 
 
@@ -51,30 +48,6 @@ def community(tmp_path: Path, source: str, rules: int, **extra) -> LocalCommunit
     )
     c.open_ledgers(tmp_path, MarketApp)
     return c
-
-
-def trade_two_intervals(c: LocalCommunity) -> None:
-    """I1 and I2 each clear 1000 Wh at 95k: meter 0 sells 800 to meter 2 and 200 to meter 3; every
-    meter's readings arrive on time."""
-    t = T0 + 10
-    orders = []
-    for interval in (I1, I2):
-        orders += [
-            order(c, 0, "sell", 1000, 90_000, t, interval),
-            order(c, 1, "sell", 500, 120_000, t, interval),
-            order(c, 2, "buy", 800, 200_000, t, interval),
-            order(c, 3, "buy", 600, 100_000, t, interval),
-        ]
-    c.run_block(orders, t)
-    c.run_block([], I1 - 300)
-    c.run_block([], I2 - 300)
-    t = I2 + 905
-    envs = []
-    for m in range(4):
-        imp, exp = START[m]
-        for k, interval in enumerate((I1 - 900, I1, I2)):
-            envs.append(reading(c, m, interval, imp + k * USE[m][0], exp + k * USE[m][1], t))
-    c.run_block(envs, t)
 
 
 def vote_source(c: LocalCommunity, value: str, t: int) -> None:
