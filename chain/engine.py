@@ -26,7 +26,7 @@ from chain.execute import (
     public_key_from_hex,
     signer_key,
 )
-from chain.genesis import Genesis, GenesisError, genesis_from_dict, initial_chain_state
+from chain.genesis import Genesis, GenesisError, NewerGenesis, genesis_from_dict, initial_chain_state
 from chain.keys import PrivateKey, key_id
 from chain.state import State, state_root
 from chain.store import Store, StoreError
@@ -561,6 +561,8 @@ def stored_genesis(store: Store) -> Genesis:
     except (StoreError, GenesisError) as exc:
         if str(store.path) in str(exc):
             raise
+        if isinstance(exc, NewerGenesis):  # not damaged: a peer's copy is the same
+            raise StoreError(f"{store.path}: {exc}") from None
         raise StoreError(f"{store.path}: {exc}; restore the data folder from a peer") from None
 
 

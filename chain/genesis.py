@@ -41,6 +41,12 @@ class GenesisError(ValueError):
     """A genesis file that cannot be used; the message names the file's key and the fix."""
 
 
+class NewerGenesis(GenesisError):
+    """A genesis of ledger rules this version does not know: not damaged, written by a newer
+    peerwatt; the fix is a newer peerwatt (found in a QA pass: an older `verify` told to restore
+    an intact rules-5 store from a peer, whose copy fails alike)."""
+
+
 @dataclass(frozen=True)
 class Genesis:
     """A checked genesis document (canonical JSON values only)."""
@@ -195,6 +201,11 @@ def genesis_from_dict(data: dict[str, Any]) -> Genesis:
         chain_doc["max_open_proposals"] = limit
     if "rules" in chain:  # absent (1) in every genesis written before it (docs/ledger.md, "Rules")
         rules = chain["rules"]
+        if type(rules) is int and rules > max(RULES):
+            raise NewerGenesis(
+                f"chain.rules is {rules}: this version of peerwatt knows the ledger rules "
+                f"{', '.join(map(str, RULES))}; a newer peerwatt wrote this genesis: update peerwatt"
+            )
         if type(rules) is not int or rules not in RULES:
             raise GenesisError(
                 f"chain.rules must be one of {', '.join(map(str, RULES))} (the ledger rules this "
@@ -243,8 +254,8 @@ def load_genesis(path: str | Path) -> Genesis:
         raise GenesisError(f"{path} is not valid TOML: {exc}") from None
     try:
         return genesis_from_dict(data)
-    except GenesisError as exc:
-        raise GenesisError(f"{path}: {exc}") from None
+    except GenesisError as exc:  # (a NewerGenesis stays one)
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def initial_chain_state(genesis: Genesis) -> dict[str, Any]:

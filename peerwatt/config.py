@@ -127,7 +127,7 @@ def load_genesis_setting(path: Path, where: str | None):
     init` takes it): ``--genesis <path> is ...: give the community's genesis.toml``."""
     import tomllib
 
-    from chain.genesis import GenesisError, load_genesis
+    from chain.genesis import GenesisError, NewerGenesis, load_genesis
 
     setting = f"--genesis {path}" if where is None else f"{where}: genesis = {path}"
     fix = (
@@ -137,6 +137,8 @@ def load_genesis_setting(path: Path, where: str | None):
     )
     try:
         return load_genesis(path)
+    except NewerGenesis as exc:  # a genesis, of a newer peerwatt
+        raise UserError(f"{setting}: {str(exc).removeprefix(f'{path}: ')}") from None
     except GenesisError as exc:
         text = str(exc)
         if text.startswith(f"{path}: "):  # read as TOML, but not a genesis

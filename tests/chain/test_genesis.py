@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.engine import genesis_from_dict_bytes
-from chain.genesis import GenesisError, genesis_from_dict
+from chain.genesis import GenesisError, NewerGenesis, genesis_from_dict
 from chain.keys import generate_private_key
 from chain.kvapp import KeyValueApp
 from chain.messages import BODY_SCHEMAS
@@ -149,7 +149,34 @@ def test_the_ledger_rules_version() -> None:
     newer = copy.deepcopy(doc)
     newer["chain"] = {"rules": RULES_NEW}
     assert initial_chain_state(genesis_from_dict(newer))["rules"] == RULES_NEW == 5
-    for bad in (6, "2", True, 0):
+    for bad in ("2", True, 0):
         newer["chain"]["rules"] = bad
         with pytest.raises(GenesisError, match="chain.rules must be one of 1, 2, 3, 4, 5"):
             genesis_from_dict(newer)
+    # a newer peerwatt's rules: not a damaged file, the fix is an update
+    newer["chain"]["rules"] = 6
+    with pytest.raises(
+        NewerGenesis, match="chain.rules is 6: .* a newer peerwatt wrote this genesis: update peerwatt"
+    ):
+        genesis_from_dict(newer)
+
+
+def test_a_store_of_newer_rules_is_not_called_damaged(tmp_path) -> None:
+    """Found in a QA pass: an older `verify` on an intact store of newer rules said to restore it
+    from a peer (whose copy fails alike); the fix is a newer peerwatt."""
+    from chain.canonical import canonical_bytes, loads_strict
+    from chain.engine import Ledger, stored_genesis
+    from chain.store import Store, StoreError
+    from market.app import MarketApp
+
+    doc = genesis_doc()
+    Ledger.create(tmp_path, genesis_from_dict(doc), MarketApp()).store.close()
+    store = Store.open(tmp_path)
+    newer = loads_strict(store.genesis_doc())
+    newer["chain"]["rules"] = 6  # as a newer peerwatt would have written it
+    with store.conn:
+        store.conn.execute("UPDATE genesis SET doc = ? WHERE id = 0", (canonical_bytes(newer),))
+    with pytest.raises(StoreError) as raised:
+        stored_genesis(store)
+    store.close()
+    assert "update peerwatt" in str(raised.value) and "restore" not in str(raised.value)
