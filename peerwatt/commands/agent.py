@@ -324,7 +324,11 @@ def status(config_file: Path, as_json: bool) -> None:
             f"as of now, awaiting the ledger: {unconfirmed} message(s), the oldest signed {_age(waited)} ago"
         )
         if waited > UNBOOKED_S:  # a block takes a message within seconds while the chain moves
-            line += ": the ledger is booking none of them (are the validators running? docs/agent.md)"
+            line += (
+                ": the ledger has confirmed none of them (are the validators running, and all of "
+                "2026-12-07 or later? older nodes send no proven results, so nothing is confirmed: "
+                'docs/operations.md, "Updating peerwatt")'
+            )
         click.echo(line)
     click.echo(saved("orders", "orders"))
     if info.get("no_order") and not info.get("revoked"):  # the agent's own rule (docs/agent.md)

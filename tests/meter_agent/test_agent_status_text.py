@@ -107,7 +107,9 @@ def test_messages_the_ledger_has_not_confirmed_are_counted_and_an_old_one_is_nam
     """Found in a QA pass: with the chain stalled for 73 s (two of four validators down) the text
     said 'outbox depth: 0' and nothing else: the messages the broker had taken and the ledger had
     not booked were invisible. Now counted as the state stands, with the oldest one's age, and one
-    older than 5 minutes says the ledger is booking none of them."""
+    older than 5 minutes says the ledger has confirmed none of them (an update QA pass: with
+    validators of an older version, which book messages but send no proven results, it said the
+    ledger was booking none and asked only whether the validators ran)."""
     import sqlite3
 
     config = agent_with_status(tmp_path)
@@ -119,8 +121,9 @@ def test_messages_the_ledger_has_not_confirmed_are_counted_and_an_old_one_is_nam
     outbox.close()
     text = status_text(config)
     assert "awaiting the ledger: 2 message(s), the oldest signed" in text, text
-    assert "booking none" not in text
+    assert "confirmed none" not in text
     with sqlite3.connect(tmp_path / "state" / "agent.sqlite") as db:
         db.execute("UPDATE sent SET created = ?", (time.time() - 600,))
     text = status_text(config)
-    assert "the oldest signed 10 min ago: the ledger is booking none of them" in text, text
+    assert "the oldest signed 10 min ago: the ledger has confirmed none of them" in text, text
+    assert "2026-12-07 or later" in text and "Updating peerwatt" in text, text
