@@ -185,14 +185,15 @@ def market_params(app: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _add_to(folded: dict[str, Any], side: str, energy: int, value: int, fees: int) -> None:
-    """Add a settled trade's figures (or an adjustment's) to the folded totals ``folded``."""
+def _add_to(totals: dict[str, Any], side: str, energy: int, value: int, fees: int) -> None:
+    """Add a settled trade's figures (or an adjustment's) to ``totals`` (sold_wh, bought_wh,
+    earnings: the folded totals, or Agent.totals' sum)."""
     if side == "sell":
-        folded["sold_wh"] += energy
-        folded["earnings"] += value
+        totals["sold_wh"] += energy
+        totals["earnings"] += value
     else:
-        folded["bought_wh"] += energy
-        folded["earnings"] -= value + fees
+        totals["bought_wh"] += energy
+        totals["earnings"] -= value + fees
 
 
 def load_trades(
@@ -240,22 +241,29 @@ def _merge_older_keys(row: dict[str, Any], folded: dict[str, Any]) -> None:
     older = {key: row.pop(key) for key in list(row) if key not in ("interval", "folded")}
     adjustments = older.get("adjustments")
     for key, (delta_wh, delta_value, delta_fees) in sorted((adjustments or {}).items()):
-        keys: list[str] = record["adjustments"]
-        if key in keys:
-            continue
-        height = key.partition(":")[0]
-        at_height = [k for k in keys if k.partition(":")[0] == height]
-        older_form = Agent._older_form(at_height, height)
-        if Agent._older_form([key], height) and at_height:
-            continue  # counted under another key at its height
-        if older_form:  # counted under the older form: kept under this key
-            record["adjustments"] = sorted({*keys, key} - set(older_form))
-            continue
-        record["adjustments"] = sorted({*keys, key})
-        _add_to(folded, record["side"], delta_wh, delta_value, delta_fees)
+        if _note_adjustment(record, key) == "new":
+            _add_to(folded, record["side"], delta_wh, delta_value, delta_fees)
     height = older.get("status_height")
     if "status" in older and type(height) is int and height >= record.get("status_height", -1):
         record.update(status=older["status"], flag=older.get("flag"), status_height=height)
+
+
+def _note_adjustment(record: dict[str, Any], key: str) -> str:
+    """Note the adjustment ``key`` (height:leaf hash, or an older agent's height:index) in a folded
+    trade's ``record``: "known" when it counts already (the same key, or any key at its height
+    for a key of the older form, as a block adjusts a trade at most once: Agent._keep_adjustment),
+    "renamed" when it counted under the older form (kept now under ``key``), "new" when its figures
+    are still to be added."""
+    keys: list[str] = record["adjustments"]
+    if key in keys:
+        return "known"
+    height = key.partition(":")[0]
+    at_height = [k for k in keys if k.partition(":")[0] == height]
+    if Agent._older_form([key], height) and at_height:
+        return "known"
+    older_form = Agent._older_form(at_height, height)
+    record["adjustments"] = sorted({*keys, key} - set(older_form))
+    return "renamed" if older_form else "new"
 
 
 def totals_of(
@@ -263,7 +271,7 @@ def totals_of(
 ) -> dict[str, Any]:
     """The P2P totals of the trades kept whole, the folded trades' records and the folded totals
     (Agent.totals; ``peerwatt agent status`` reads a state file's with load_trades)."""
-    sold, bought, earnings = folded["sold_wh"], folded["bought_wh"], folded["earnings"]
+    settled = {key: folded[key] for key in ("sold_wh", "bought_wh", "earnings")}
     pending = {"sell": 0, "buy": 0}
     unsettled = {"sell": folded["sold_unsettled_wh"], "buy": folded["bought_unsettled_wh"]}
     flags: set[str] = set(folded["unsettled_flags"])
@@ -278,21 +286,13 @@ def totals_of(
         if "settled_wh" not in entry:  # traded, not settled yet: no money
             pending[side] += entry.get("energy_wh", 0)
             continue
-        energy, value, fees = Agent._settled_figures(entry)
         if entry.get("status") == "unsettled":  # (its settled figures are 0)
             unsettled[side] += entry.get("energy_wh", 0)
             if entry.get("flag"):
                 flags.add(str(entry["flag"]))
-        if side == "sell":
-            sold += energy
-            earnings += value
-        else:
-            bought += energy
-            earnings -= value + fees
+        _add_to(settled, side, *Agent._settled_figures(entry))
     return {
-        "sold_wh": sold,
-        "bought_wh": bought,
-        "earnings": earnings,
+        **settled,
         "sold_pending_wh": pending["sell"],
         "bought_pending_wh": pending["buy"],
         "sold_unsettled_wh": unsettled["sell"],
@@ -1414,17 +1414,11 @@ class Agent:
         if row is None or kind != "adjustment":
             return False
         record = row["folded"]
-        keys: list[str] = record["adjustments"]
-        key = self._adjustment_key(height, result)
-        older = self._older_form(keys, height)
-        if key in keys or older:  # counted already (as height:index by an older agent: the same
-            # one, for a block adjusts a trade at most once): its key in the newer form
-            if not older:
-                return False
-            record["adjustments"] = sorted({*keys, key} - set(older))
-            return True
-        record["adjustments"] = sorted({*keys, key})
-        self._add_to_folded(
+        noted = _note_adjustment(record, self._adjustment_key(height, result))
+        if noted != "new":  # counted already (maybe as height:index by an older agent)
+            return noted == "renamed"
+        _add_to(
+            self._folded,
             record["side"],
             result["delta_wh"],
             result["delta_value"],
@@ -1433,9 +1427,6 @@ class Agent:
         if height >= record["status_height"]:
             record.update(status=result["status"], flag=result.get("flag"), status_height=height)
         return True
-
-    def _add_to_folded(self, side: str, energy: int, value: int, fees: int) -> None:
-        _add_to(self._folded, side, energy, value, fees)
 
     def _fold_unsettled(self, record: dict[str, Any]) -> None:
         """Fold a folded trade's unsettled figures for good (its record leaves)."""
@@ -1466,7 +1457,7 @@ class Agent:
         record keeps its side, traded energy, status and the adjustments counted (_on_folded);
         else its unsettled figures are folded too."""
         side = "sell" if entry.get("side") == "sell" else "buy"
-        self._add_to_folded(side, *self._settled_figures(entry))
+        _add_to(self._folded, side, *self._settled_figures(entry))
         interval = entry.get("interval") if type(entry.get("interval")) is int else 0
         f = self._folded
         f["through_interval"] = (
